@@ -1,0 +1,46 @@
+use weft_wire::{BodyError, ErrorBody, FrameError};
+
+/// Errors from setting up transports.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("bad endpoint {0:?}: expected tcp://HOST:PORT, udp://HOST:PORT or unix://PATH")]
+    BadEndpoint(String),
+    #[error("cannot bind {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+}
+
+/// Errors a client call can end with. `Remote` is the server's typed answer;
+/// the rest happened on this side or on the way.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to {endpoint}: {reason}")]
+    Connect { endpoint: String, reason: String },
+    #[error("protocol version mismatch: this client speaks {client}, the server {server}")]
+    VersionMismatch { client: u8, server: String },
+    #[error("handshake refused by server: {0}")]
+    Handshake(ErrorBody),
+    #[error("request timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("connection lost before the answer arrived")]
+    ConnectionLost,
+    #[error("client is closed")]
+    Closed,
+    #[error("server error: {0}")]
+    Remote(ErrorBody),
+    #[error("bad frame from server: {0}")]
+    Frame(#[from] FrameError),
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    #[error("request too large for a datagram: {0} bytes")]
+    DatagramTooLarge(usize),
+}
+
+impl ClientError {
+    /// The server's error code, when the server answered with an error.
+    pub fn code(&self) -> Option<weft_wire::ErrorCode> {
+        match self {
+            ClientError::Remote(e) | ClientError::Handshake(e) => Some(e.code),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! Transports for Weft's native protocol.
+//!
+//! - [`Server`]: serves one [`Handler`] on any number of TCP, Unix-socket and
+//!   UDP listeners, with the hello/welcome handshake, per-connection limits on
+//!   requests in flight, typed error frames for bad input, and a graceful
+//!   drain on shutdown.
+//! - [`Client`]: one persistent, multiplexed connection (many requests in
+//!   flight, matched by message id), with connect and request timeouts and
+//!   reconnection with exponential back-off and jitter.
+//! - [`liveness`]: UDP heartbeats to configured peers and a table of who is
+//!   alive.
+
+mod backoff;
+mod client;
+mod endpoint;
+mod error;
+pub mod liveness;
+mod server;
+
+pub use backoff::Backoff;
+pub use client::{Client, ClientConfig};
+pub use endpoint::{Endpoint, Transport};
+pub use error::{ClientError, NetError};
+pub use server::{Handler, HandlerFuture, PeerInfo, Server, ServerConfig, ServerStats};
+
+/// A UDP payload can never exceed this (65535 minus IPv4 and UDP headers).
+pub const MAX_DATAGRAM_BYTES: usize = 65_507;
+
+/// The client id this process presents: the HOSTNAME when set (a Kubernetes
+/// pod name is stable and meaningful in logs), a fresh UUID otherwise.
+pub fn default_client_id() -> String {
+    match std::env::var("HOSTNAME") {
+        Ok(h) if !h.trim().is_empty() => h.trim().to_owned(),
+        _ => uuid::Uuid::new_v4().to_string(),
+    }
+}

@@ -1,0 +1,498 @@
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket, UnixListener};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+use weft_wire::{
+    decode_datagram, encode, BodyFormat, ErrorBody, ErrorCode, Frame, FrameDecoder, FrameKind,
+    Heartbeat, Hello, MessageId, Welcome, CONTROL_GOAWAY, CONTROL_HEARTBEAT, CONTROL_HELLO,
+    CONTROL_WELCOME, PROTOCOL_VERSION,
+};
+
+use crate::endpoint::Transport;
+use crate::error::NetError;
+use crate::liveness::LivenessTable;
+use crate::MAX_DATAGRAM_BYTES;
+
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Option<Frame>> + Send + 'static>>;
+
+/// What a server serves: given a request or event frame, produce the answer
+/// (`None` for events and one-way requests). Implemented by weft-service.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, frame: Frame, peer: Arc<PeerInfo>) -> HandlerFuture;
+}
+
+/// Who sent a frame.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    pub transport: Transport,
+    /// Remote address (`ip:port`) or, for Unix sockets, `unix:` and the peer uid.
+    pub addr: String,
+    /// The client id from the hello, once the handshake is done.
+    pub client_id: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub server_id: String,
+    pub server_name: String,
+    pub version: String,
+    pub features: Vec<String>,
+    pub max_frame_bytes: usize,
+    /// Requests handled at once per stream connection; further frames wait
+    /// (TCP back-pressure). On UDP, over the limit is answered `busy`.
+    pub max_in_flight_per_conn: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            server_id: uuid::Uuid::new_v4().to_string(),
+            server_name: "weft".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            features: vec![],
+            max_frame_bytes: weft_wire::DEFAULT_MAX_FRAME_BYTES,
+            max_in_flight_per_conn: 256,
+        }
+    }
+}
+
+/// Counters for `weft.info`/`weft.stats`.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    pub connections_accepted: AtomicU64,
+    pub connections_open: AtomicU64,
+    pub frames_in: AtomicU64,
+    pub frames_out: AtomicU64,
+    pub bad_frames: AtomicU64,
+    pub datagrams_in: AtomicU64,
+}
+
+impl ServerStats {
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("net.connections_accepted", self.connections_accepted.load(Ordering::Relaxed)),
+            ("net.connections_open", self.connections_open.load(Ordering::Relaxed)),
+            ("net.frames_in", self.frames_in.load(Ordering::Relaxed)),
+            ("net.frames_out", self.frames_out.load(Ordering::Relaxed)),
+            ("net.bad_frames", self.bad_frames.load(Ordering::Relaxed)),
+            ("net.datagrams_in", self.datagrams_in.load(Ordering::Relaxed)),
+        ]
+    }
+}
+
+struct Shared {
+    config: ServerConfig,
+    handler: Arc<dyn Handler>,
+    /// Cancelled when the server stops accepting.
+    stop: CancellationToken,
+    /// Every connection and request task, so shutdown can wait for them.
+    tasks: TaskTracker,
+    stats: Arc<ServerStats>,
+    liveness: Arc<LivenessTable>,
+}
+
+/// A native-protocol server. Cheap to clone; all clones are the same server.
+#[derive(Clone)]
+pub struct Server {
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    pub fn new(config: ServerConfig, handler: Arc<dyn Handler>) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                config,
+                handler,
+                stop: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+                stats: Arc::new(ServerStats::default()),
+                liveness: Arc::new(LivenessTable::default()),
+            }),
+        }
+    }
+
+    pub fn stats(&self) -> Arc<ServerStats> {
+        self.shared.stats.clone()
+    }
+
+    pub fn liveness(&self) -> Arc<LivenessTable> {
+        self.shared.liveness.clone()
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.shared.config
+    }
+
+    /// Listen on TCP; returns the bound address (useful with port 0).
+    pub async fn bind_tcp(&self, addr: &str) -> Result<SocketAddr, NetError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| NetError::Bind { addr: addr.to_owned(), source })?;
+        let local = listener.local_addr().map_err(|source| NetError::Bind { addr: addr.to_owned(), source })?;
+        let shared = self.shared.clone();
+        self.shared.tasks.spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    _ = shared.stop.cancelled() => break,
+                    a = listener.accept() => a,
+                };
+                match accepted {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        let info = PeerInfo { transport: Transport::Tcp, addr: peer.to_string(), client_id: None };
+                        shared.tasks.spawn(serve_stream(shared.clone(), stream, info));
+                    }
+                    Err(e) => {
+                        // EMFILE and friends: back off briefly instead of spinning.
+                        warn!(error = %e, "tcp accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        });
+        info!(addr = %local, "listening (tcp)");
+        Ok(local)
+    }
+
+    /// Listen on a Unix socket. A stale socket file from a dead process is
+    /// replaced; the caller holds the data-directory lock, so it is ours.
+    pub async fn bind_unix(&self, path: &Path) -> Result<PathBuf, NetError> {
+        let bind_err = |source| NetError::Bind { addr: path.display().to_string(), source };
+        if path.exists() {
+            std::fs::remove_file(path).map_err(bind_err)?;
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(bind_err)?;
+        }
+        let listener = UnixListener::bind(path).map_err(bind_err)?;
+        let shared = self.shared.clone();
+        let owned = path.to_owned();
+        self.shared.tasks.spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    _ = shared.stop.cancelled() => break,
+                    a = listener.accept() => a,
+                };
+                match accepted {
+                    Ok((stream, _)) => {
+                        let uid = stream.peer_cred().map(|c| c.uid().to_string()).unwrap_or_else(|_| "?".into());
+                        let info = PeerInfo { transport: Transport::Unix, addr: format!("unix:uid={uid}"), client_id: None };
+                        shared.tasks.spawn(serve_stream(shared.clone(), stream, info));
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "unix accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+            let _ = std::fs::remove_file(&owned);
+        });
+        info!(path = %path.display(), "listening (unix)");
+        Ok(path.to_owned())
+    }
+
+    /// Listen on UDP: one datagram is one frame. Also receives liveness
+    /// heartbeats, and returns the socket so heartbeats can be sent from it.
+    pub async fn bind_udp(&self, addr: &str) -> Result<Arc<UdpSocket>, NetError> {
+        let socket = UdpSocket::bind(addr)
+            .await
+            .map_err(|source| NetError::Bind { addr: addr.to_owned(), source })?;
+        let socket = Arc::new(socket);
+        let shared = self.shared.clone();
+        let sock = socket.clone();
+        let limit = Arc::new(Semaphore::new(shared.config.max_in_flight_per_conn.max(1) * 4));
+        self.shared.tasks.spawn(async move {
+            let mut buf = vec![0u8; MAX_DATAGRAM_BYTES + 1];
+            loop {
+                let got = tokio::select! {
+                    _ = shared.stop.cancelled() => break,
+                    r = sock.recv_from(&mut buf) => r,
+                };
+                let (n, from) = match got {
+                    Ok(x) => x,
+                    // ICMP errors from earlier sends surface here; not fatal.
+                    Err(e) => {
+                        debug!(error = %e, "udp recv error");
+                        continue;
+                    }
+                };
+                shared.stats.datagrams_in.fetch_add(1, Ordering::Relaxed);
+                let datagram = buf.get(..n).unwrap_or_default();
+                handle_datagram(&shared, &sock, &limit, datagram, from).await;
+            }
+        });
+        if let Ok(local) = socket.local_addr() {
+            info!(addr = %local, "listening (udp)");
+        }
+        Ok(socket)
+    }
+
+    /// Stop accepting, tell connected clients to go away, let requests in
+    /// flight finish for up to `drain`, then return. Returns false when the
+    /// drain timed out with requests still running.
+    pub async fn shutdown(&self, drain: Duration) -> bool {
+        self.shared.stop.cancel();
+        self.shared.tasks.close();
+        tokio::time::timeout(drain, self.shared.tasks.wait()).await.is_ok()
+    }
+
+    /// A token cancelled when the server begins shutting down.
+    pub fn stopping(&self) -> CancellationToken {
+        self.shared.stop.clone()
+    }
+}
+
+fn welcome(shared: &Shared, hello_frame: &Frame) -> Frame {
+    let hello: Hello = match hello_frame.decode_body() {
+        Ok(h) => h,
+        Err(e) => return hello_frame.error_to(&ErrorBody::new(ErrorCode::BadBody, format!("bad hello: {e}"))),
+    };
+    if hello.protocol_version != PROTOCOL_VERSION {
+        return hello_frame.error_to(
+            &ErrorBody::new(
+                ErrorCode::UnsupportedVersion,
+                format!(
+                    "client speaks protocol version {}, this server speaks {}",
+                    hello.protocol_version, PROTOCOL_VERSION
+                ),
+            )
+            .with_details(serde_json::json!({"supported": [PROTOCOL_VERSION], "found": hello.protocol_version})),
+        );
+    }
+    let w = Welcome {
+        protocol_version: PROTOCOL_VERSION,
+        server_id: shared.config.server_id.clone(),
+        server_name: shared.config.server_name.clone(),
+        version: shared.config.version.clone(),
+        features: shared.config.features.clone(),
+    };
+    Frame::with_body(FrameKind::Control, hello_frame.id, CONTROL_WELCOME, hello_frame.format(), &w)
+        .unwrap_or_else(|e| hello_frame.error_to(&ErrorBody::new(ErrorCode::Internal, e.to_string())))
+}
+
+async fn serve_stream<S>(shared: Arc<Shared>, stream: S, mut peer: PeerInfo)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    shared.stats.connections_accepted.fetch_add(1, Ordering::Relaxed);
+    shared.stats.connections_open.fetch_add(1, Ordering::Relaxed);
+    debug!(peer = %peer.addr, transport = peer.transport.as_str(), "connection opened");
+    let (mut reader, writer) = tokio::io::split(stream);
+    // Bounded: a client that stops reading its answers stalls its own
+    // requests, never the server's memory.
+    let (tx, rx) = mpsc::channel::<Frame>(1024);
+    let writer_task = tokio::spawn(write_frames(writer, rx, shared.stats.clone()));
+
+    let mut decoder = FrameDecoder::new(shared.config.max_frame_bytes);
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let in_flight = Arc::new(Semaphore::new(shared.config.max_in_flight_per_conn.max(1)));
+    let mut handshaken = false;
+    let mut peer_arc = Arc::new(peer.clone());
+    let requests = TaskTracker::new();
+
+    'conn: loop {
+        // Hand out every whole frame already buffered before reading more.
+        loop {
+            match decoder.decode(&mut buf) {
+                Ok(Some(frame)) => {
+                    shared.stats.frames_in.fetch_add(1, Ordering::Relaxed);
+                    match frame.kind {
+                        FrameKind::Control if frame.route == CONTROL_HELLO => {
+                            let answer = welcome(&shared, &frame);
+                            let ok = answer.kind == FrameKind::Control;
+                            if ok {
+                                handshaken = true;
+                                if let Ok(h) = frame.decode_body::<Hello>() {
+                                    peer.client_id = Some(h.client_id);
+                                    peer_arc = Arc::new(peer.clone());
+                                }
+                            }
+                            if tx.send(answer).await.is_err() {
+                                break 'conn;
+                            }
+                        }
+                        FrameKind::Control if frame.route == CONTROL_GOAWAY => break 'conn,
+                        FrameKind::Control => {
+                            debug!(route = %frame.route, "ignoring control frame");
+                        }
+                        FrameKind::Request | FrameKind::Event if !handshaken => {
+                            let e = ErrorBody::new(
+                                ErrorCode::HandshakeRequired,
+                                "send a control 'hello' frame before any request",
+                            );
+                            if frame.kind == FrameKind::Request && tx.send(frame.error_to(&e)).await.is_err() {
+                                break 'conn;
+                            }
+                        }
+                        FrameKind::Request | FrameKind::Event => {
+                            // Back-pressure: stop reading until a slot frees.
+                            let permit = tokio::select! {
+                                p = in_flight.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break 'conn },
+                                _ = shared.stop.cancelled() => break 'conn,
+                            };
+                            let handler = shared.handler.clone();
+                            let tx = tx.clone();
+                            let peer = peer_arc.clone();
+                            let wants_reply = frame.kind == FrameKind::Request && !frame.flags.is_one_way();
+                            requests.spawn(async move {
+                                let answer = handler.handle(frame, peer).await;
+                                if let (true, Some(a)) = (wants_reply, answer) {
+                                    let _ = tx.send(a).await;
+                                }
+                                drop(permit);
+                            });
+                        }
+                        FrameKind::Response | FrameKind::Error => {
+                            debug!(kind = frame.kind.as_str(), "ignoring unexpected frame from client");
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    shared.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
+                    warn!(peer = %peer.addr, error = %e, "bad frame");
+                    let id = e.message_id().unwrap_or_else(MessageId::nil);
+                    let answer = weft_wire::error_frame_for(id, BodyFormat::MsgPack, &e.to_error_body());
+                    let _ = tx.send(answer).await;
+                    if !e.is_recoverable() {
+                        break 'conn;
+                    }
+                }
+            }
+        }
+        // Never buffer more than one frame's worth.
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(16 * 1024);
+        }
+        let read = tokio::select! {
+            _ = shared.stop.cancelled() => break 'conn,
+            r = reader.read_buf(&mut buf) => r,
+        };
+        match read {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                debug!(peer = %peer.addr, error = %e, "read failed");
+                break;
+            }
+        }
+    }
+
+    // Let this connection's requests finish, then say goodbye if we are the
+    // ones stopping, then close the writer.
+    requests.close();
+    requests.wait().await;
+    if shared.stop.is_cancelled() {
+        if let Ok(goaway) = Frame::with_body(FrameKind::Control, MessageId::nil(), CONTROL_GOAWAY, BodyFormat::MsgPack, &()) {
+            let _ = tx.send(goaway).await;
+        }
+    }
+    drop(tx);
+    let _ = writer_task.await;
+    shared.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+    debug!(peer = %peer.addr, "connection closed");
+}
+
+/// Encode frames into one buffer and write them in batches: under load many
+/// answers go out in one syscall.
+pub(crate) async fn write_frames<W>(mut writer: W, mut rx: mpsc::Receiver<Frame>, stats: Arc<ServerStats>)
+where
+    W: AsyncWrite + Unpin,
+{
+    let mut out = BytesMut::with_capacity(16 * 1024);
+    while let Some(frame) = rx.recv().await {
+        push_frame(&frame, &mut out, &stats);
+        while out.len() < 256 * 1024 {
+            match rx.try_recv() {
+                Ok(f) => push_frame(&f, &mut out, &stats),
+                Err(_) => break,
+            }
+        }
+        if writer.write_all(&out).await.is_err() {
+            return;
+        }
+        out.clear();
+    }
+    let _ = writer.shutdown().await;
+}
+
+fn push_frame(frame: &Frame, out: &mut BytesMut, stats: &ServerStats) {
+    if let Err(e) = encode(frame, out) {
+        // Only a route key over 255 bytes gets here, which handlers cannot
+        // produce (answers reuse the request's route); report instead of drop.
+        warn!(error = %e, "cannot encode answer");
+        let err = weft_wire::error_frame_for(frame.id, BodyFormat::MsgPack, &ErrorBody::new(ErrorCode::Internal, e.to_string()));
+        let _ = encode(&err, out);
+    }
+    stats.frames_out.fetch_add(1, Ordering::Relaxed);
+}
+
+async fn handle_datagram(shared: &Arc<Shared>, sock: &Arc<UdpSocket>, limit: &Arc<Semaphore>, datagram: &[u8], from: SocketAddr) {
+    let frame = match decode_datagram(datagram, shared.config.max_frame_bytes.min(MAX_DATAGRAM_BYTES)) {
+        Ok(f) => f,
+        Err(e) => {
+            shared.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
+            debug!(from = %from, error = %e, "bad datagram");
+            let id = e.message_id().unwrap_or_else(MessageId::nil);
+            send_datagram(sock, &weft_wire::error_frame_for(id, BodyFormat::MsgPack, &e.to_error_body()), from).await;
+            return;
+        }
+    };
+    shared.stats.frames_in.fetch_add(1, Ordering::Relaxed);
+    match frame.kind {
+        FrameKind::Control if frame.route == CONTROL_HEARTBEAT => {
+            if let Ok(hb) = frame.decode_body::<Heartbeat>() {
+                shared.liveness.observe(&hb, from, std::time::Instant::now());
+            }
+        }
+        FrameKind::Control if frame.route == CONTROL_HELLO => {
+            send_datagram(sock, &welcome(shared, &frame), from).await;
+        }
+        FrameKind::Request | FrameKind::Event => {
+            let Ok(permit) = limit.clone().try_acquire_owned() else {
+                // No back-pressure on UDP: say so instead of queueing.
+                let e = ErrorBody::new(ErrorCode::Busy, "too many requests in flight on this UDP listener");
+                send_datagram(sock, &frame.error_to(&e), from).await;
+                return;
+            };
+            let handler = shared.handler.clone();
+            let sock = sock.clone();
+            let peer = Arc::new(PeerInfo { transport: Transport::Udp, addr: from.to_string(), client_id: None });
+            let wants_reply = frame.kind == FrameKind::Request && !frame.flags.is_one_way();
+            shared.tasks.spawn(async move {
+                if let (true, Some(answer)) = (wants_reply, handler.handle(frame, peer).await) {
+                    send_datagram(&sock, &answer, from).await;
+                }
+                drop(permit);
+            });
+        }
+        _ => debug!(kind = frame.kind.as_str(), route = %frame.route, "ignoring datagram"),
+    }
+}
+
+async fn send_datagram(sock: &UdpSocket, frame: &Frame, to: SocketAddr) {
+    let mut out = BytesMut::new();
+    let fits = encode(frame, &mut out).is_ok() && out.len() <= MAX_DATAGRAM_BYTES;
+    if !fits {
+        out.clear();
+        let e = ErrorBody::new(
+            ErrorCode::TooLarge,
+            format!("answer of {} bytes does not fit in a datagram; use tcp or unix", frame.wire_len()),
+        );
+        let _ = encode(&weft_wire::error_frame_for(frame.id, frame.format(), &e), &mut out);
+    }
+    if let Err(e) = sock.send_to(&out, to).await {
+        debug!(to = %to, error = %e, "udp send failed");
+    }
+}

@@ -1,0 +1,19 @@
+//! Weft's native protocol: one frame format, a sans-IO codec, and the
+//! message bodies every peer must understand (handshake, errors, heartbeats).
+//!
+//! Nothing here touches sockets, clocks or randomness: callers hand in bytes
+//! and get frames back (`FrameDecoder::decode`), or hand in frames and get
+//! bytes (`encode`). The byte layout is specified in docs/protocol.md.
+
+mod body;
+mod codec;
+mod error;
+mod frame;
+
+pub use body::{
+    BodyFormat, ErrorBody, ErrorCode, Heartbeat, Hello, Welcome, CONTROL_GOAWAY,
+    CONTROL_HEARTBEAT, CONTROL_HELLO, CONTROL_WELCOME,
+};
+pub use codec::{decode_datagram, encode, FrameDecoder, DEFAULT_MAX_FRAME_BYTES, HEADER_LEN};
+pub use error::{BodyError, FrameError};
+pub use frame::{error_frame, error_frame_for, Flags, Frame, FrameKind, MessageId, MAGIC, PROTOCOL_VERSION};
