@@ -242,7 +242,7 @@ mod tests {
         let hex: String = wire.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(
             hex,
-            "5746010100090000000a0123456789abcdef0123456789abcdef\
+            "574601010009000000090123456789abcdef0123456789abcdef\
              776566742e6563686f81a474657874a26869"
         );
     }
