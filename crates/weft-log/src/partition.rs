@@ -1,0 +1,729 @@
+//! One partition: an ordered list of segments, appends with group commit,
+//! reads, long-poll, retention and compaction.
+//!
+//! Locking: `inner` (a std mutex, never held across an await or an fsync of
+//! the active segment) guards the segment list and offsets. `sync_lock` (a
+//! tokio mutex) serialises fsyncs: the appender that takes it fsyncs every
+//! byte written so far, so the appenders queued behind it usually find their
+//! records already durable and return without an fsync of their own
+//! (group commit).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use crate::batch::{self, BatchBuilder, BatchesDecoder};
+use crate::config::FsyncPolicy;
+use crate::error::{LogError, Result};
+use crate::model::{CleanupPolicy, Offset, PartitionId, ProduceRecord, Record, TopicConfig, TopicName};
+use crate::segment::{self, Segment, for_each_batch, read_batches};
+use crate::storage::Storage;
+
+/// Records are grouped into batches of about this size on append.
+pub const BATCH_TARGET_BYTES: usize = 1024 * 1024;
+
+/// What a fetch returns: whole batches exactly as stored, plus a decoder.
+#[derive(Debug, Clone)]
+pub struct FetchResult {
+    pub topic: TopicName,
+    pub partition: PartitionId,
+    /// The offset asked for.
+    pub fetch_offset: Offset,
+    /// Next offset visible to consumers (offsets below it are readable).
+    pub high_watermark: Offset,
+    /// First offset still stored.
+    pub log_start_offset: Offset,
+    /// Concatenated whole batches, byte for byte as on disk; the first may
+    /// start before `fetch_offset`. Empty when nothing new was there in time.
+    pub batches: Bytes,
+    /// Record limit asked for (applied by [`FetchResult::records`]).
+    pub max_records: usize,
+}
+
+impl FetchResult {
+    /// Decodes the records at or after `fetch_offset` (CRC checked, zero-copy
+    /// keys and values), at most `max_records`.
+    pub fn records(&self) -> BatchesDecoder {
+        BatchesDecoder::new(self.batches.clone(), self.fetch_offset, self.max_records)
+    }
+
+    /// All records, or the first decoding error.
+    pub fn decode(&self) -> Result<Vec<Record>> {
+        self.records().collect()
+    }
+}
+
+/// Counters and offsets of a partition.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PartitionStats {
+    pub partition: PartitionId,
+    pub log_start_offset: Offset,
+    /// Next offset to be written (log end offset).
+    pub log_end_offset: Offset,
+    pub high_watermark: Offset,
+    /// Offsets below this one are known durable.
+    pub synced_offset: Offset,
+    pub segments: usize,
+    pub size_bytes: u64,
+    pub appends: u64,
+    pub fsyncs: u64,
+    pub poisoned: Option<String>,
+}
+
+/// What compaction did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CompactionReport {
+    pub segments_rewritten: usize,
+    pub segments_removed: usize,
+    pub records_removed: u64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// Sorted by base offset; never empty; the last one is active.
+    segments: Vec<Segment>,
+    next_offset: Offset,
+    hw: Offset,
+    poisoned: Option<String>,
+    deleted: bool,
+}
+
+impl Inner {
+    fn active(&self) -> &Segment {
+        // Invariant: `segments` is never empty (open and retention keep the active one).
+        self.segments.last().expect("partition has an active segment")
+    }
+    fn log_start(&self) -> Offset {
+        self.segments.first().map_or(self.next_offset, |s| s.base)
+    }
+}
+
+#[derive(Debug)]
+pub struct Partition {
+    pub topic: TopicName,
+    pub id: PartitionId,
+    dir: PathBuf,
+    storage: Arc<dyn Storage>,
+    config: TopicConfig,
+    fsync: FsyncPolicy,
+    inner: Mutex<Inner>,
+    sync_lock: tokio::sync::Mutex<()>,
+    compact_lock: Mutex<()>,
+    /// Offsets below this are durable.
+    synced: AtomicU64,
+    hw_tx: watch::Sender<Offset>,
+    appends: AtomicU64,
+    fsyncs: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave offsets half-updated in a
+    // way we could repair; the poisoned flag is what guards the data.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Partition {
+    /// Opens (or creates) the partition in `dir`, recovering a torn tail.
+    pub fn open(
+        storage: Arc<dyn Storage>,
+        dir: PathBuf,
+        topic: TopicName,
+        id: PartitionId,
+        config: TopicConfig,
+        fsync: FsyncPolicy,
+    ) -> Result<Partition> {
+        storage.create_dir_all(&dir).map_err(|e| LogError::io("create partition dir", &dir, e))?;
+        let names = storage.list_dir(&dir).map_err(|e| LogError::io("list partition dir", &dir, e))?;
+        let mut bases = Vec::new();
+        for n in &names {
+            if let Some(b) = segment::parse_log_file_name(n) {
+                bases.push(b);
+            } else if n.ends_with(".cleaned") || n.ends_with(".tmp") {
+                // Leftovers of an interrupted compaction or atomic write.
+                let p = dir.join(n);
+                storage.remove_file(&p).map_err(|e| LogError::io("remove leftover", &p, e))?;
+            }
+        }
+        bases.sort();
+        let mut segments = Vec::with_capacity(bases.len().max(1));
+        if bases.is_empty() {
+            segments.push(Segment::create(&*storage, &dir, Offset::ZERO)?);
+        } else {
+            let last = bases.len() - 1;
+            for (i, b) in bases.iter().enumerate() {
+                let (seg, report) = if i == last {
+                    Segment::open_active(&*storage, &dir, *b)?
+                } else {
+                    Segment::open_closed(&*storage, &dir, *b)?
+                };
+                if report.truncated_bytes > 0 {
+                    tracing::warn!(%topic, partition = %id, segment = %b, bytes = report.truncated_bytes,
+                        reason = report.reason.as_deref().unwrap_or(""), "recovered segment by truncating its tail");
+                }
+                if let Some(prev) = segments.last() {
+                    let prev: &Segment = prev;
+                    if seg.base < prev.next_offset {
+                        return Err(LogError::Corrupt {
+                            path: seg.log_path(),
+                            pos: 0,
+                            reason: format!("segment base {} overlaps previous segment ending at {}", seg.base, prev.next_offset),
+                        });
+                    }
+                }
+                segments.push(seg);
+            }
+        }
+        let next_offset = segments.last().map_or(Offset::ZERO, |s| s.next_offset);
+        let (hw_tx, _) = watch::channel(next_offset);
+        Ok(Partition {
+            topic,
+            id,
+            dir,
+            storage,
+            config,
+            fsync,
+            inner: Mutex::new(Inner { segments, next_offset, hw: next_offset, poisoned: None, deleted: false }),
+            sync_lock: tokio::sync::Mutex::new(()),
+            compact_lock: Mutex::new(()),
+            synced: AtomicU64::new(next_offset.0),
+            hw_tx,
+            appends: AtomicU64::new(0),
+            fsyncs: AtomicU64::new(0),
+        })
+    }
+
+    pub fn config(&self) -> &TopicConfig {
+        &self.config
+    }
+
+    fn poisoned_err(&self, cause: &str) -> LogError {
+        LogError::Poisoned { topic: self.topic.to_string(), partition: self.id, cause: cause.to_string() }
+    }
+
+    fn poison(&self, g: &mut Inner, cause: String) -> LogError {
+        tracing::error!(topic = %self.topic, partition = %self.id, %cause, "partition poisoned: refusing writes");
+        if g.poisoned.is_none() {
+            g.poisoned = Some(cause.clone());
+        }
+        self.poisoned_err(&cause)
+    }
+
+    fn check_writable(&self, g: &Inner) -> Result<()> {
+        if g.deleted {
+            return Err(LogError::UnknownTopic(self.topic.to_string()));
+        }
+        if let Some(c) = &g.poisoned {
+            return Err(self.poisoned_err(c));
+        }
+        Ok(())
+    }
+
+    /// Appends records (already validated by the caller) and returns once the
+    /// fsync policy is met: their (offset, timestamp) in order.
+    pub async fn append(&self, records: &[&ProduceRecord], now_ms: i64) -> Result<Vec<(Offset, i64)>> {
+        let (out, end) = self.write(records, now_ms)?;
+        if self.fsync == FsyncPolicy::Always {
+            self.sync_to(end).await?;
+        }
+        Ok(out)
+    }
+
+    /// Appends already-assigned records keeping their offsets (used by tests
+    /// and by replication later). Not exposed.
+    fn write(&self, records: &[&ProduceRecord], now_ms: i64) -> Result<(Vec<(Offset, i64)>, Offset)> {
+        let mut g = lock(&self.inner);
+        self.check_writable(&g)?;
+        let mut out = Vec::with_capacity(records.len());
+        let mut rest = records;
+        while !rest.is_empty() {
+            let base = g.next_offset;
+            let mut b = BatchBuilder::new(base);
+            let mut off = base;
+            let mut taken = 0;
+            for r in rest {
+                let hint = batch::record_size_hint(r.key.as_deref(), r.value.as_deref(), &r.headers);
+                if !b.is_empty() && b.len_bytes() + hint > BATCH_TARGET_BYTES {
+                    break;
+                }
+                let ts = r.timestamp_ms.unwrap_or(now_ms);
+                b.push(off, ts, r.key.as_deref(), r.value.as_deref(), &r.headers)?;
+                out.push((off, ts));
+                off = off.next();
+                taken += 1;
+            }
+            rest = rest.get(taken..).unwrap_or(&[]);
+            let Some((h, bytes)) = b.finish() else { break };
+            self.maybe_roll(&mut g, bytes.len() as u64, u64::from(h.last_offset_delta) + 1, now_ms)?;
+            let res = match g.segments.last_mut() {
+                Some(seg) => seg.append(&h, &bytes, now_ms).map_err(|e| e.to_string()),
+                None => Err("no active segment".to_string()),
+            };
+            if let Err(e) = res {
+                // The file may hold part of the batch: stop writing; reopening truncates it.
+                return Err(self.poison(&mut g, format!("segment write failed: {e}")));
+            }
+            g.next_offset = h.next_offset();
+            self.appends.fetch_add(1, Ordering::Relaxed);
+        }
+        let end = g.next_offset;
+        if self.fsync != FsyncPolicy::Always {
+            g.hw = end;
+            self.hw_tx.send_replace(end);
+        }
+        Ok((out, end))
+    }
+
+    /// Rolls the active segment if the next batch would not fit, if it is too
+    /// old, or if its offsets would overflow the 32-bit relative offsets.
+    fn maybe_roll(&self, g: &mut Inner, batch_len: u64, batch_records: u64, now_ms: i64) -> Result<()> {
+        let a = g.active();
+        let too_big = a.size + batch_len > self.config.segment_bytes;
+        let too_old = a.first_append_ms.is_some_and(|t| now_ms.saturating_sub(t) >= self.config.segment_ms as i64);
+        let too_far = g.next_offset.0 + batch_records - a.base.0 > u64::from(u32::MAX);
+        if !a.is_empty() && (too_big || too_old || too_far) {
+            self.roll(g)?;
+        }
+        Ok(())
+    }
+
+    fn roll(&self, g: &mut Inner) -> Result<()> {
+        let (file, path) = {
+            let a = g.active();
+            (a.file.clone(), a.log_path())
+        };
+        // A closed segment is always durable: its index is trusted on open.
+        if let Err(e) = file.sync_data() {
+            return Err(self.poison(g, format!("fsync of {} failed: {e}", path.display())));
+        }
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = g.active().write_index(&*self.storage) {
+            tracing::warn!(error = %e, "could not write segment index; it will be rebuilt on open");
+        }
+        let seg = match Segment::create(&*self.storage, &self.dir, g.next_offset) {
+            Ok(s) => s,
+            Err(e) => return Err(self.poison(g, format!("creating a segment failed: {e}"))),
+        };
+        g.segments.push(seg);
+        let durable = g.next_offset;
+        self.mark_synced(g, durable);
+        Ok(())
+    }
+
+    fn mark_synced(&self, g: &mut Inner, durable: Offset) {
+        self.synced.fetch_max(durable.0, Ordering::AcqRel);
+        if durable > g.hw {
+            g.hw = durable;
+            self.hw_tx.send_replace(durable);
+        }
+    }
+
+    /// Returns once every offset below `end` is durable (group commit).
+    async fn sync_to(&self, end: Offset) -> Result<()> {
+        let _turn = self.sync_lock.lock().await;
+        if self.synced.load(Ordering::Acquire) >= end.0 {
+            return Ok(()); // an earlier fsync covered us
+        }
+        let (file, target, path) = {
+            let g = lock(&self.inner);
+            if let Some(c) = &g.poisoned {
+                return Err(self.poisoned_err(c));
+            }
+            let a = g.active();
+            (a.file.clone(), g.next_offset, a.log_path())
+        };
+        let res = tokio::task::spawn_blocking(move || file.sync_data()).await;
+        let mut g = lock(&self.inner);
+        match res {
+            Ok(Ok(())) => {
+                self.fsyncs.fetch_add(1, Ordering::Relaxed);
+                self.mark_synced(&mut g, target);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(self.poison(&mut g, format!("fsync of {} failed: {e}", path.display()))),
+            Err(e) => Err(self.poison(&mut g, format!("fsync task failed: {e}"))),
+        }
+    }
+
+    /// Fsyncs everything written so far (interval policy, shutdown).
+    pub async fn flush(&self) -> Result<()> {
+        let end = lock(&self.inner).next_offset;
+        if self.synced.load(Ordering::Acquire) >= end.0 {
+            return Ok(());
+        }
+        self.sync_to(end).await
+    }
+
+    /// Reads from `offset`; with `wait`, waits up to that long for data when
+    /// `offset` is the high watermark.
+    pub async fn fetch(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        max_records: usize,
+        wait: Option<Duration>,
+    ) -> Result<FetchResult> {
+        let deadline = wait.map(|w| tokio::time::Instant::now() + w);
+        let mut rx = self.hw_tx.subscribe();
+        loop {
+            rx.borrow_and_update();
+            let r = self.read(offset, max_bytes, max_records)?;
+            let Some(deadline) = deadline else { return Ok(r) };
+            if !r.batches.is_empty() {
+                return Ok(r);
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Err(_) => return Ok(r), // timed out: empty result
+                Ok(Err(_)) => return Err(LogError::UnknownTopic(self.topic.to_string())),
+                Ok(Ok(())) => {}
+            }
+        }
+    }
+
+    fn read(&self, offset: Offset, max_bytes: usize, max_records: usize) -> Result<FetchResult> {
+        let (file, path, pos, end, hw, log_start) = {
+            let g = lock(&self.inner);
+            if g.deleted {
+                return Err(LogError::UnknownTopic(self.topic.to_string()));
+            }
+            let log_start = g.log_start();
+            if offset < log_start || offset > g.hw {
+                return Err(LogError::OffsetOutOfRange {
+                    topic: self.topic.to_string(),
+                    partition: self.id,
+                    requested: offset,
+                    earliest: log_start,
+                    latest: g.hw,
+                });
+            }
+            let mut i = g.segments.partition_point(|s| s.base <= offset).saturating_sub(1);
+            // Skip segments that end at or before the offset (end of a closed
+            // segment, or a gap left by compaction).
+            while i + 1 < g.segments.len() && g.segments[i].next_offset <= offset {
+                i += 1;
+            }
+            let s = &g.segments[i];
+            (s.file.clone(), s.log_path(), s.lookup_pos(offset), s.size, g.hw, log_start)
+        };
+        let empty = |hw| FetchResult {
+            topic: self.topic.clone(),
+            partition: self.id,
+            fetch_offset: offset,
+            high_watermark: hw,
+            log_start_offset: log_start,
+            batches: Bytes::new(),
+            max_records,
+        };
+        if offset >= hw || max_records == 0 {
+            return Ok(empty(hw));
+        }
+        let (batches, _) = read_batches(&*file, &path, pos, end, offset, hw, max_bytes.max(1), max_records)?;
+        Ok(FetchResult { batches, ..empty(hw) })
+    }
+
+    /// First offset still stored.
+    pub fn earliest(&self) -> Offset {
+        lock(&self.inner).log_start()
+    }
+
+    /// High watermark: next offset a consumer will see.
+    pub fn latest(&self) -> Offset {
+        lock(&self.inner).hw
+    }
+
+    /// Earliest offset whose record has timestamp >= `ts`, `None` if none.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<Offset>> {
+        let targets: Vec<_> = {
+            let g = lock(&self.inner);
+            g.segments
+                .iter()
+                .filter(|s| !s.is_empty() && s.max_ts >= ts)
+                .map(|s| (s.file.clone(), s.log_path(), s.lookup_time_pos(ts), s.size))
+                .collect()
+        };
+        let hw = self.latest();
+        for (file, path, pos, end) in targets {
+            let mut pos = pos;
+            let mut hdr = [0u8; batch::HEADER_LEN];
+            while pos < end {
+                file.read_exact_at(&mut hdr, pos).map_err(|e| LogError::io("read segment", &path, e))?;
+                let h = batch::peek_header(&hdr)
+                    .map_err(|e| LogError::Corrupt { path: path.clone(), pos, reason: e.to_string() })?
+                    .ok_or_else(|| LogError::Corrupt { path: path.clone(), pos, reason: "short header".into() })?;
+                if h.base_offset >= hw {
+                    return Ok(None);
+                }
+                if h.max_timestamp_ms >= ts {
+                    let (bytes, _) = read_batches(&*file, &path, pos, end, h.base_offset, hw, 1, usize::MAX)?;
+                    for r in BatchesDecoder::new(bytes, Offset::ZERO, usize::MAX) {
+                        let r = r?;
+                        if r.timestamp_ms >= ts {
+                            return Ok(Some(r.offset));
+                        }
+                    }
+                }
+                pos += h.total_len() as u64;
+            }
+        }
+        Ok(None)
+    }
+
+    pub fn stats(&self) -> PartitionStats {
+        let g = lock(&self.inner);
+        PartitionStats {
+            partition: self.id,
+            log_start_offset: g.log_start(),
+            log_end_offset: g.next_offset,
+            high_watermark: g.hw,
+            synced_offset: Offset(self.synced.load(Ordering::Acquire)),
+            segments: g.segments.len(),
+            size_bytes: g.segments.iter().map(|s| s.size).sum(),
+            appends: self.appends.load(Ordering::Relaxed),
+            fsyncs: self.fsyncs.load(Ordering::Relaxed),
+            poisoned: g.poisoned.clone(),
+        }
+    }
+
+    /// Marks the partition deleted: writers and readers get UnknownTopic,
+    /// long-polls wake up.
+    pub fn mark_deleted(&self) {
+        lock(&self.inner).deleted = true;
+        self.hw_tx.send_modify(|_| {});
+    }
+
+    /// Rolls the active segment if it is older than `segment_ms` (so that
+    /// retention can reach data in a quiet partition).
+    pub fn roll_if_aged(&self, now_ms: i64) -> Result<bool> {
+        let mut g = lock(&self.inner);
+        self.check_writable(&g)?;
+        let a = g.active();
+        if !a.is_empty() && a.first_append_ms.is_some_and(|t| now_ms.saturating_sub(t) >= self.config.segment_ms as i64) {
+            self.roll(&mut g)?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Deletes closed segments past the retention limits (cleanup=delete).
+    /// Returns how many segments were deleted.
+    pub fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
+        if self.config.cleanup != CleanupPolicy::Delete {
+            return Ok(0);
+        }
+        let mut g = lock(&self.inner);
+        if g.deleted {
+            return Ok(0);
+        }
+        let mut deleted = 0;
+        let mut total: u64 = g.segments.iter().map(|s| s.size).sum();
+        while g.segments.len() > 1 {
+            let s = &g.segments[0];
+            // Only data the consumers could already see is deleted.
+            if s.next_offset > g.hw {
+                break;
+            }
+            let by_time = self.config.retention_ms.is_some_and(|r| s.max_ts < now_ms.saturating_sub(r as i64));
+            let by_size = self.config.retention_bytes.is_some_and(|r| total > r);
+            if !(by_time || by_size) {
+                break;
+            }
+            let s = g.segments.remove(0);
+            total -= s.size;
+            deleted += 1;
+            tracing::info!(topic = %self.topic, partition = %self.id, segment = %s.base, by_time, by_size, "retention deleted segment");
+            for p in [s.log_path(), s.index_path()] {
+                if self.storage.exists(&p) {
+                    self.storage.remove_file(&p).map_err(|e| LogError::io("delete segment", &p, e))?;
+                }
+            }
+        }
+        if deleted > 0 {
+            self.storage.sync_dir(&self.dir).map_err(|e| LogError::io("sync dir", &self.dir, e))?;
+        }
+        Ok(deleted)
+    }
+
+    /// Compacts closed segments (cleanup=compact): keeps the newest record
+    /// per key among durable records, drops tombstones older than
+    /// `delete_retention_ms`. Records without a key are kept.
+    pub fn compact(&self, now_ms: i64) -> Result<CompactionReport> {
+        let mut report = CompactionReport::default();
+        if self.config.cleanup != CleanupPolicy::Compact {
+            return Ok(report);
+        }
+        let _one_at_a_time = lock(&self.compact_lock);
+        let (snapshot, durable) = {
+            let g = lock(&self.inner);
+            if g.deleted || g.segments.len() < 2 {
+                return Ok(report);
+            }
+            let snap: Vec<_> = g.segments.iter().map(|s| (s.base, s.file.clone(), s.log_path(), s.size)).collect();
+            (snap, Offset(self.synced.load(Ordering::Acquire)))
+        };
+        // Pass 1: newest durable offset of every key.
+        let mut latest: HashMap<Bytes, Offset> = HashMap::new();
+        for (_, file, path, size) in &snapshot {
+            for_each_batch(&**file, path, *size, |b| {
+                for r in b.records() {
+                    let r = r?;
+                    if r.offset >= durable {
+                        break;
+                    }
+                    if let Some(k) = r.key {
+                        latest.insert(k, r.offset);
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        let tombstone_cutoff = now_ms.saturating_sub(self.config.delete_retention_ms as i64);
+        let keep = |r: &Record| match &r.key {
+            None => true,
+            Some(k) => {
+                latest.get(k).is_none_or(|o| *o == r.offset) && (r.value.is_some() || r.timestamp_ms >= tombstone_cutoff)
+            }
+        };
+        // Pass 2: rewrite closed segments that have something to drop.
+        let closed = snapshot.len() - 1;
+        for (base, file, path, size) in snapshot.into_iter().take(closed) {
+            let mut batches = Vec::new();
+            let mut dropped = 0u64;
+            for_each_batch(&*file, &path, size, |b| {
+                let mut nb = BatchBuilder::new(b.header.base_offset);
+                let mut kept = 0;
+                for r in b.records() {
+                    let r = r?;
+                    if keep(&r) {
+                        nb.push(r.offset, r.timestamp_ms, r.key.as_deref(), r.value.as_deref(), &r.headers)?;
+                        kept += 1;
+                    } else {
+                        dropped += 1;
+                    }
+                }
+                if kept == b.header.record_count {
+                    batches.push(b.bytes); // unchanged: keep the bytes as they are
+                } else if let Some((_, bytes)) = nb.finish() {
+                    batches.push(bytes);
+                }
+                Ok(())
+            })?;
+            if dropped == 0 {
+                continue;
+            }
+            report.records_removed += dropped;
+            self.replace_segment(base, &batches, &mut report)?;
+        }
+        if report.records_removed > 0 {
+            tracing::info!(topic = %self.topic, partition = %self.id, ?report, "compacted");
+        }
+        Ok(report)
+    }
+
+    /// Atomically replaces a closed segment's content with `batches` (or
+    /// removes the segment if empty).
+    fn replace_segment(&self, base: Offset, batches: &[Bytes], report: &mut CompactionReport) -> Result<()> {
+        let log = self.dir.join(segment::log_file_name(base));
+        let idx = self.dir.join(segment::index_file_name(base));
+        let cleaned = self.dir.join(format!("{}.cleaned", segment::log_file_name(base)));
+        fn io<'a>(op: &'static str, p: &'a std::path::Path) -> impl FnOnce(std::io::Error) -> LogError + 'a {
+            move |e| LogError::io(op, p, e)
+        }
+        if !batches.is_empty() {
+            let f = self.storage.open(&cleaned, true).map_err(io("create cleaned segment", &cleaned))?;
+            f.set_len(0).map_err(io("truncate cleaned segment", &cleaned))?;
+            let mut pos = 0u64;
+            for b in batches {
+                f.write_all_at(b, pos).map_err(io("write cleaned segment", &cleaned))?;
+                pos += b.len() as u64;
+            }
+            f.sync_data().map_err(io("sync cleaned segment", &cleaned))?;
+        }
+        let mut g = lock(&self.inner);
+        let Some(i) = g.segments.iter().position(|s| s.base == base) else {
+            let _ = self.storage.remove_file(&cleaned);
+            return Ok(());
+        };
+        if i + 1 >= g.segments.len() {
+            let _ = self.storage.remove_file(&cleaned);
+            return Ok(()); // became active? never expected; leave it alone
+        }
+        // Remove the old index first: a crash after this point leaves a log
+        // without index (rebuilt by scan), never a stale index.
+        if self.storage.exists(&idx) {
+            self.storage.remove_file(&idx).map_err(io("remove index", &idx))?;
+        }
+        if batches.is_empty() {
+            self.storage.remove_file(&log).map_err(io("remove segment", &log))?;
+            self.storage.sync_dir(&self.dir).map_err(io("sync dir", &self.dir))?;
+            g.segments.remove(i);
+            report.segments_removed += 1;
+            return Ok(());
+        }
+        self.storage.rename(&cleaned, &log).map_err(io("rename cleaned segment", &log))?;
+        self.storage.sync_dir(&self.dir).map_err(io("sync dir", &self.dir))?;
+        let (seg, _) = Segment::open_closed(&*self.storage, &self.dir, base)?;
+        g.segments[i] = seg;
+        report.segments_rewritten += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemStorage;
+
+    fn part(s: &MemStorage, cfg: TopicConfig, fsync: FsyncPolicy) -> Partition {
+        Partition::open(Arc::new(s.clone()), PathBuf::from("/t/0"), TopicName::new("t").unwrap(), PartitionId(0), cfg, fsync)
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn append_fetch_roll_reopen() {
+        let s = MemStorage::new();
+        let cfg = TopicConfig { segment_bytes: 4096, ..Default::default() };
+        let p = part(&s, cfg.clone(), FsyncPolicy::Always);
+        for i in 0..100u32 {
+            let r = ProduceRecord::keyed(format!("k{i}"), vec![b'x'; 200]);
+            let out = p.append(&[&r], 1000 + i as i64).await.unwrap();
+            assert_eq!(out[0].0, Offset(i as u64));
+        }
+        assert!(p.stats().segments > 3);
+        let f = p.fetch(Offset(37), 1, 1000, None).await.unwrap();
+        let recs = f.decode().unwrap();
+        assert_eq!(recs[0].offset, Offset(37));
+        drop(p);
+        let p = part(&s, cfg, FsyncPolicy::Always);
+        assert_eq!(p.latest(), Offset(100));
+        let mut off = Offset(0);
+        while off < Offset(100) {
+            let f = p.fetch(off, 10_000, 1000, None).await.unwrap();
+            for r in f.records() {
+                let r = r.unwrap();
+                assert_eq!(r.offset, off);
+                off = off.next();
+            }
+        }
+        assert_eq!(p.offset_for_timestamp(1050).unwrap(), Some(Offset(50)));
+        assert_eq!(p.offset_for_timestamp(5000).unwrap(), None);
+        assert!(matches!(p.fetch(Offset(101), 10, 10, None).await, Err(LogError::OffsetOutOfRange { .. })));
+    }
+
+    #[tokio::test]
+    async fn fsync_failure_poisons() {
+        let s = MemStorage::new();
+        let p = part(&s, TopicConfig::default(), FsyncPolicy::Always);
+        p.append(&[&ProduceRecord::value("a")], 0).await.unwrap();
+        s.fail_syncs_after(0);
+        let e = p.append(&[&ProduceRecord::value("b")], 0).await.unwrap_err();
+        assert!(matches!(e, LogError::Poisoned { .. }), "{e}");
+        let e = p.append(&[&ProduceRecord::value("c")], 0).await.unwrap_err();
+        assert!(matches!(e, LogError::Poisoned { .. }));
+        // Unacknowledged data is not visible.
+        assert_eq!(p.latest(), Offset(1));
+    }
+}
