@@ -247,3 +247,61 @@ fn segmented_capture_split_everywhere() {
         assert_eq!(fd.decode(&mut buf).unwrap().as_ref(), Some(&expect));
     }
 }
+
+/// A deterministic poor man's fuzzer: mutate captured messages (bit flips,
+/// byte overwrites, truncation, size-field corruption) and decode them as
+/// stream, datagram and pvData. Nothing may panic.
+#[test]
+fn mutated_captures_never_panic() {
+    use weft_pva::proto::types::decode_desc;
+    use weft_pva::proto::value::decode_value;
+    let caps = load();
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let limits = Limits { message_len_max: 1 << 20, ..Limits::default() };
+    let mut decoded = 0usize;
+    for c in caps.iter().filter(|c| c.bytes.len() < 4096) {
+        for _ in 0..40 {
+            let mut b = c.bytes.clone();
+            match next() % 4 {
+                0 => {
+                    let i = (next() as usize) % b.len();
+                    b[i] ^= 1 << (next() % 8);
+                }
+                1 => {
+                    let i = (next() as usize) % b.len();
+                    b[i] = next() as u8;
+                }
+                2 => b.truncate((next() as usize) % b.len()),
+                _ => {
+                    if b.len() > 9 {
+                        let i = 8 + (next() as usize) % (b.len() - 8);
+                        b[i] = [0xfe, 0xff, 0xfd, 0x80][(next() % 4) as usize];
+                    }
+                }
+            }
+            let mut fd = FrameDecoder::with_limits(limits);
+            let mut buf = BytesMut::from(&b[..]);
+            let mut cache = TypeCache::new();
+            while let Ok(Some(f)) = fd.decode(&mut buf) {
+                if let Frame::App(h, p) = f {
+                    if decode_message(&h, &p, &mut cache, limits).is_ok() {
+                        decoded += 1;
+                    }
+                }
+            }
+            let _ = split_datagram(&b);
+            let payload = b.get(8..).unwrap_or(&[]);
+            let mut r = Reader::new(payload, weft_pva::proto::ByteOrder::Little);
+            if let Ok(d) = decode_desc(&mut r, &mut TypeCache::new()) {
+                let _ = decode_value(&mut r, &d, &mut TypeCache::new());
+            }
+        }
+    }
+    assert!(decoded > 0);
+}

@@ -147,6 +147,10 @@ impl FrameDecoder {
         Self::default()
     }
 
+    pub fn with_limits(limits: Limits) -> Self {
+        FrameDecoder { limits, partial: None }
+    }
+
     /// Take the next frame out of `buf`. `Ok(None)`: need more bytes.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>> {
         loop {
