@@ -1,0 +1,270 @@
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use weft_net::{Handler, HandlerFuture, PeerInfo};
+use weft_wire::{BodyFormat, ErrorBody, ErrorCode, Frame, FrameKind};
+
+use crate::error::ServiceError;
+use crate::stats::{EndpointStats, StatsRegistry};
+
+type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+/// A type-erased endpoint: body bytes in the frame's format -> body bytes.
+type ErasedFn = dyn Fn(Bytes, BodyFormat, Arc<PeerInfo>) -> BoxFut<Result<Bytes, ErrorBody>> + Send + Sync;
+
+/// Per-endpoint limits.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointOptions {
+    /// Calls running at once; more are answered `busy` (not queued), so a
+    /// slow endpoint cannot hold every connection's slots.
+    pub max_concurrent: Option<usize>,
+}
+
+struct Endpoint {
+    call: Arc<ErasedFn>,
+    limit: Option<Arc<Semaphore>>,
+    stats: Arc<EndpointStats>,
+}
+
+/// What `weft.info` reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub name: String,
+    pub version: String,
+    pub id: String,
+    pub uptime_s: f64,
+    /// Listening addresses, e.g. `tcp://127.0.0.1:7400`.
+    pub transports: Vec<String>,
+    pub endpoints: Vec<String>,
+}
+
+/// A set of endpoints under route keys, served as one [`Handler`].
+pub struct Service {
+    name: String,
+    id: String,
+    started: Instant,
+    endpoints: BTreeMap<String, Endpoint>,
+    stats: Arc<StatsRegistry>,
+    transports: Arc<Mutex<Vec<String>>>,
+}
+
+impl Service {
+    /// A service with the standard endpoints `weft.ping`, `weft.echo`,
+    /// `weft.info` and `weft.stats` already registered.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self::with_id(name, uuid::Uuid::new_v4().to_string())
+    }
+
+    pub fn with_id(name: impl Into<String>, id: impl Into<String>) -> Self {
+        let mut s = Service {
+            name: name.into(),
+            id: id.into(),
+            started: Instant::now(),
+            endpoints: BTreeMap::new(),
+            stats: Arc::new(StatsRegistry::default()),
+            transports: Arc::new(Mutex::new(vec![])),
+        };
+        s.register_standard();
+        s
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+    pub fn stats(&self) -> Arc<StatsRegistry> {
+        self.stats.clone()
+    }
+    pub fn routes(&self) -> impl Iterator<Item = &str> {
+        self.endpoints.keys().map(|s| s.as_str())
+    }
+
+    /// Record where the service is reachable, for `weft.info`.
+    pub fn add_transport(&self, url: impl Into<String>) {
+        self.transports.lock().unwrap_or_else(|p| p.into_inner()).push(url.into());
+    }
+
+    /// Register a typed endpoint. Registering a route twice is an error.
+    pub fn endpoint<Req, Resp, F, Fut>(&mut self, route: &str, f: F) -> Result<&mut Self, ServiceError>
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Resp: Serialize + Send + 'static,
+        F: Fn(Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, ServiceError>> + Send + 'static,
+    {
+        self.endpoint_with(route, EndpointOptions::default(), move |req: Req, _peer| f(req))
+    }
+
+    /// Register a typed endpoint that also sees who called, with limits.
+    pub fn endpoint_with<Req, Resp, F, Fut>(&mut self, route: &str, options: EndpointOptions, f: F) -> Result<&mut Self, ServiceError>
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Resp: Serialize + Send + 'static,
+        F: Fn(Req, Arc<PeerInfo>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, ServiceError>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        let call: Arc<ErasedFn> = Arc::new(move |body: Bytes, format: BodyFormat, peer: Arc<PeerInfo>| {
+            let f = f.clone();
+            Box::pin(async move {
+                let req: Req = decode_request(&body, format)?;
+                let resp = f(req, peer).await.map_err(|e| e.to_error_body())?;
+                format.encode(&resp).map_err(|e| ErrorBody::new(ErrorCode::Internal, format!("cannot encode response: {e}")))
+            })
+        });
+        self.insert(route, call, options)
+    }
+
+    /// Register an endpoint that takes and returns raw body bytes (e.g. echo).
+    pub fn raw_endpoint<F, Fut>(&mut self, route: &str, f: F) -> Result<&mut Self, ServiceError>
+    where
+        F: Fn(Bytes, BodyFormat) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, ServiceError>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        let call: Arc<ErasedFn> = Arc::new(move |body, format, _peer| {
+            let f = f.clone();
+            Box::pin(async move { f(body, format).await.map_err(|e| e.to_error_body()) })
+        });
+        self.insert(route, call, EndpointOptions::default())
+    }
+
+    fn insert(&mut self, route: &str, call: Arc<ErasedFn>, options: EndpointOptions) -> Result<&mut Self, ServiceError> {
+        if route.is_empty() || route.len() > 255 {
+            return Err(ServiceError::BadRoute(route.to_owned()));
+        }
+        if self.endpoints.contains_key(route) {
+            return Err(ServiceError::DuplicateRoute(route.to_owned()));
+        }
+        let endpoint = Endpoint {
+            call,
+            limit: options.max_concurrent.map(|n| Arc::new(Semaphore::new(n.max(1)))),
+            stats: self.stats.endpoint(route),
+        };
+        self.endpoints.insert(route.to_owned(), endpoint);
+        Ok(self)
+    }
+
+    fn register_standard(&mut self) {
+        #[derive(Deserialize)]
+        struct Empty {}
+        #[derive(Serialize)]
+        struct Pong {
+            pong: bool,
+            server_time_ms: u64,
+        }
+        // Fresh service: these routes cannot collide.
+        let _ = self.endpoint("weft.ping", |_: Option<Empty>| async {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+            Ok(Pong { pong: true, server_time_ms: now })
+        });
+        let _ = self.raw_endpoint("weft.echo", |body, _format| async move { Ok(body) });
+        let stats = self.stats.clone();
+        let _ = self.endpoint("weft.stats", move |_: Option<Empty>| {
+            let stats = stats.clone();
+            async move { Ok(stats.snapshot()) }
+        });
+        // weft.info needs the final route list: it is answered in handle().
+        let _ = self.raw_endpoint("weft.info", |_b, _f| async { Ok(Bytes::new()) });
+    }
+
+    pub fn info(&self) -> NodeInfo {
+        NodeInfo {
+            name: self.name.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            id: self.id.clone(),
+            uptime_s: self.started.elapsed().as_secs_f64(),
+            transports: self.transports.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            endpoints: self.endpoints.keys().cloned().collect(),
+        }
+    }
+
+    /// Run one request through the service, without a network: what the
+    /// transports call, and handy in tests.
+    pub async fn dispatch(&self, frame: Frame, peer: Arc<PeerInfo>) -> Frame {
+        let Some(ep) = self.endpoints.get(&frame.route) else {
+            return frame.error_to(
+                &ErrorBody::new(ErrorCode::UnknownRoute, format!("no endpoint {:?}", frame.route))
+                    .with_details(serde_json::json!({ "route": frame.route })),
+            );
+        };
+        let started = Instant::now();
+        let result = self.run(ep, &frame, peer).await;
+        let code = result.as_ref().err().map(|e| e.code.as_str());
+        ep.stats.record(started.elapsed(), code);
+        match result {
+            Ok(body) => Frame { kind: FrameKind::Response, flags: frame.flags.with_one_way(false), id: frame.id, route: frame.route, body },
+            Err(e) => frame.error_to(&e),
+        }
+    }
+
+    async fn run(&self, ep: &Endpoint, frame: &Frame, peer: Arc<PeerInfo>) -> Result<Bytes, ErrorBody> {
+        if frame.route == "weft.info" {
+            return frame.format().encode(&self.info()).map_err(|e| ErrorBody::new(ErrorCode::Internal, e.to_string()));
+        }
+        let _permit = match &ep.limit {
+            Some(sem) => Some(sem.clone().try_acquire_owned().map_err(|_| {
+                ErrorBody::new(ErrorCode::Busy, format!("endpoint {:?} is at its concurrency limit", frame.route))
+            })?),
+            None => None,
+        };
+        // A panicking handler fails its own call, never the connection.
+        let fut = (ep.call)(frame.body.clone(), frame.format(), peer);
+        match AssertUnwindSafe(fut).catch_unwind().await {
+            Ok(r) => r,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "panic".into());
+                tracing::error!(route = %frame.route, panic = %what, "handler panicked");
+                Err(ErrorBody::new(ErrorCode::Handler, format!("handler panicked: {what}")))
+            }
+        }
+    }
+}
+
+fn decode_request<Req: DeserializeOwned>(body: &[u8], format: BodyFormat) -> Result<Req, ErrorBody> {
+    // An empty body means "no arguments": try it as unit/none first.
+    if body.is_empty() {
+        let empty: &[u8] = match format {
+            BodyFormat::MsgPack => &[0xc0],
+            BodyFormat::Json => b"null",
+        };
+        if let Ok(r) = format.decode(empty) {
+            return Ok(r);
+        }
+    }
+    format.decode(body).map_err(|e| {
+        ErrorBody::new(ErrorCode::BadBody, format!("cannot decode request body: {e}"))
+            .with_details(serde_json::json!({ "format": format }))
+    })
+}
+
+/// A `Service` shared with the transports.
+#[derive(Clone)]
+pub struct SharedService(pub Arc<Service>);
+
+impl Handler for SharedService {
+    fn handle(&self, frame: Frame, peer: Arc<PeerInfo>) -> HandlerFuture {
+        let svc = self.0.clone();
+        Box::pin(async move { Some(svc.dispatch(frame, peer).await) })
+    }
+}
+
+impl Service {
+    /// Freeze the endpoint set and share it with transports.
+    pub fn into_handler(self) -> Arc<SharedService> {
+        Arc::new(SharedService(Arc::new(self)))
+    }
+}
