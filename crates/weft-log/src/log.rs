@@ -1,0 +1,874 @@
+//! The `Log`: topics (persisted metadata), produce, fetch, list offsets,
+//! background maintenance, and consumer groups with committed offsets kept
+//! in the internal compacted topic `__consumer_offsets`.
+//!
+//! Directory layout:
+//! ```text
+//! <dir>/topics/<topic>/topic.json           metadata (atomic write)
+//! <dir>/topics/<topic>/<partition>/<base>.log / .index
+//! <dir>/staging/   topics being created (removed on open)
+//! <dir>/trash/     topics being deleted (removed on open)
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{FsyncPolicy, LogConfig};
+use crate::error::{LogError, Result};
+use crate::group::{AssignmentStrategy, GroupCoordinator, MemberDescription, MemberState, validate_group_name};
+use crate::model::{
+    CleanupPolicy, Offset, PartitionId, Partitioner, ProduceRecord, TopicConfig, TopicName, key_partition,
+};
+use crate::partition::{CompactionReport, FetchResult, Partition, PartitionStats};
+use crate::storage::{FsStorage, Storage, read_all, write_atomic};
+
+/// Name of the internal topic holding committed offsets.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Most records in one produce call.
+pub const MAX_PRODUCE_RECORDS: usize = 100_000;
+/// Most headers per record and longest header name.
+pub const MAX_HEADERS_PER_RECORD: usize = 1024;
+
+/// Source of time (milliseconds since the Unix epoch), replaceable in tests.
+pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
+    fn now_ms(&self) -> i64;
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    }
+}
+
+/// A clock moved by hand (tests).
+#[derive(Debug, Default)]
+pub struct ManualClock(std::sync::atomic::AtomicI64);
+
+impl ManualClock {
+    pub fn new(ms: i64) -> Self {
+        ManualClock(std::sync::atomic::AtomicI64::new(ms))
+    }
+    pub fn set(&self, ms: i64) {
+        self.0.store(ms, Ordering::SeqCst);
+    }
+    pub fn advance(&self, ms: i64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Where to start reading, for [`Log::list_offset`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OffsetSpec {
+    /// First offset still stored.
+    Earliest,
+    /// High watermark: the offset the next record will get (visible to consumers).
+    Latest,
+    /// First offset whose record timestamp is >= this many ms since the
+    /// epoch; the high watermark if there is none.
+    Timestamp(i64),
+}
+
+/// Acknowledgement of one produced record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RecordAck {
+    pub partition: PartitionId,
+    pub offset: Offset,
+    pub timestamp_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TopicDescription {
+    pub name: TopicName,
+    pub internal: bool,
+    pub created_ms: i64,
+    pub config: TopicConfig,
+    pub partitions: Vec<PartitionStats>,
+}
+
+/// A committed offset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedOffset {
+    pub offset: Offset,
+    #[serde(default)]
+    pub metadata: String,
+    pub commit_ms: i64,
+}
+
+/// One entry of a commit request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetCommit {
+    pub topic: String,
+    pub partition: PartitionId,
+    /// The next offset the group will consume.
+    pub offset: Offset,
+    pub metadata: String,
+}
+
+/// Committed offset and lag of one partition for a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartitionLag {
+    pub topic: TopicName,
+    pub partition: PartitionId,
+    pub committed: Option<Offset>,
+    pub latest: Offset,
+    /// latest - committed (from the earliest offset when nothing is committed).
+    pub lag: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupDescription {
+    pub group: String,
+    /// "stable" (members present) or "empty" (only committed offsets).
+    pub state: &'static str,
+    pub generation: u32,
+    pub strategy: AssignmentStrategy,
+    pub members: Vec<MemberDescription>,
+    pub offsets: Vec<PartitionLag>,
+    pub total_lag: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupSummary {
+    pub group: String,
+    pub state: &'static str,
+    pub members: usize,
+    pub generation: u32,
+    pub total_lag: u64,
+}
+
+/// Contents of `topic.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TopicMeta {
+    format: u32,
+    name: TopicName,
+    created_ms: i64,
+    config: TopicConfig,
+}
+
+const TOPIC_META_FORMAT: u32 = 1;
+
+#[derive(Debug)]
+struct Topic {
+    name: TopicName,
+    created_ms: i64,
+    config: TopicConfig,
+    partitions: Vec<Arc<Partition>>,
+    partitioner: Partitioner,
+}
+
+/// Key of a record in `__consumer_offsets`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+struct OffsetKey {
+    g: String,
+    t: String,
+    p: u32,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    storage: Arc<dyn Storage>,
+    config: LogConfig,
+    clock: Arc<dyn Clock>,
+    topics: RwLock<BTreeMap<TopicName, Arc<Topic>>>,
+    /// Serialises topic creation and deletion.
+    admin: tokio::sync::Mutex<()>,
+    groups: Mutex<GroupCoordinator>,
+    committed: Mutex<BTreeMap<OffsetKey, CommittedOffset>>,
+    closed: AtomicBool,
+}
+
+/// The streaming log of one node. Cheap to clone (an `Arc`).
+#[derive(Debug, Clone)]
+pub struct Log {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The protected maps hold no invariant a panic could break halfway.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Log {
+    /// Opens (creating if needed) the log in `dir` on the real file system,
+    /// with the system clock. Starts the background tasks (maintenance,
+    /// interval fsync) on the current tokio runtime.
+    pub async fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Log> {
+        Self::open_with(dir, config, Arc::new(FsStorage), Arc::new(SystemClock)).await
+    }
+
+    /// Opens with a chosen storage backend and clock.
+    pub async fn open_with(
+        dir: impl AsRef<Path>,
+        config: LogConfig,
+        storage: Arc<dyn Storage>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Log> {
+        let dir = dir.as_ref().to_path_buf();
+        config.default_topic.validate()?;
+        let st = storage.clone();
+        let d = dir.clone();
+        let fsync = config.fsync;
+        // Recovery reads every active segment: keep it off the async threads.
+        let topics = tokio::task::spawn_blocking(move || load_topics(&st, &d, fsync))
+            .await
+            .map_err(|e| LogError::InvalidRequest(format!("open task failed: {e}")))??;
+        let log = Log {
+            inner: Arc::new(Inner {
+                groups: Mutex::new(GroupCoordinator::new(
+                    config.max_groups,
+                    config.max_group_members,
+                    config.max_session_timeout_ms,
+                )),
+                dir,
+                storage,
+                config,
+                clock,
+                topics: RwLock::new(topics),
+                admin: tokio::sync::Mutex::new(()),
+                committed: Mutex::new(BTreeMap::new()),
+                closed: AtomicBool::new(false),
+            }),
+        };
+        log.ensure_offsets_topic().await?;
+        log.load_committed_offsets().await?;
+        log.spawn_background();
+        Ok(log)
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.inner.clock.now_ms()
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.inner.config
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) { Err(LogError::Closed) } else { Ok(()) }
+    }
+
+    fn topic(&self, name: &str) -> Result<Arc<Topic>> {
+        let topics = self.inner.topics.read().unwrap_or_else(|p| p.into_inner());
+        topics
+            .iter()
+            .find(|(k, _)| k.as_str() == name)
+            .map(|(_, t)| t.clone())
+            .ok_or_else(|| LogError::UnknownTopic(name.to_string()))
+    }
+
+    fn partition(&self, topic: &str, partition: PartitionId) -> Result<Arc<Partition>> {
+        let t = self.topic(topic)?;
+        t.partitions.get(partition.0 as usize).cloned().ok_or(LogError::UnknownPartition {
+            topic: topic.to_string(),
+            partition,
+            partitions: t.partitions.len() as u32,
+        })
+    }
+
+    fn partition_counts(&self) -> impl Fn(&TopicName) -> Option<u32> + use<> {
+        let topics = self.inner.topics.read().unwrap_or_else(|p| p.into_inner());
+        let counts: BTreeMap<TopicName, u32> = topics.iter().map(|(k, t)| (k.clone(), t.partitions.len() as u32)).collect();
+        move |t| counts.get(t).copied()
+    }
+
+    // ------------------------------------------------------------------ topics
+
+    /// Creates a topic. `config = None` uses the log's default topic config.
+    pub async fn create_topic(&self, name: &str, config: Option<TopicConfig>) -> Result<TopicDescription> {
+        let name = TopicName::new(name)?;
+        self.create_topic_inner(name, config.unwrap_or_else(|| self.inner.config.default_topic.clone())).await
+    }
+
+    async fn create_topic_inner(&self, name: TopicName, config: TopicConfig) -> Result<TopicDescription> {
+        self.check_open()?;
+        config.validate()?;
+        let _admin = self.inner.admin.lock().await;
+        if self.topic(name.as_str()).is_ok() {
+            return Err(LogError::TopicExists(name.to_string()));
+        }
+        let meta = TopicMeta { format: TOPIC_META_FORMAT, name: name.clone(), created_ms: self.now_ms(), config };
+        let inner = self.inner.clone();
+        let topic = tokio::task::spawn_blocking(move || create_topic_files(&inner, meta))
+            .await
+            .map_err(|e| LogError::InvalidRequest(format!("create task failed: {e}")))??;
+        let topic = Arc::new(topic);
+        self.inner.topics.write().unwrap_or_else(|p| p.into_inner()).insert(name.clone(), topic.clone());
+        tracing::info!(topic = %name, partitions = topic.partitions.len(), "topic created");
+        lock(&self.inner.groups).refresh(&self.partition_counts());
+        Ok(describe(&topic))
+    }
+
+    /// Names of all topics (internal ones included; see [`TopicName::is_internal`]).
+    pub fn list_topics(&self) -> Vec<TopicName> {
+        self.inner.topics.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
+    }
+
+    pub fn describe_topic(&self, name: &str) -> Result<TopicDescription> {
+        Ok(describe(&*self.topic(name)?))
+    }
+
+    /// Deletes a topic and all its data. Internal topics cannot be deleted.
+    pub async fn delete_topic(&self, name: &str) -> Result<()> {
+        self.check_open()?;
+        let _admin = self.inner.admin.lock().await;
+        let t = self.topic(name)?;
+        if t.name.is_internal() {
+            return Err(LogError::InternalTopic(name.to_string()));
+        }
+        self.inner.topics.write().unwrap_or_else(|p| p.into_inner()).remove(&t.name);
+        for p in &t.partitions {
+            p.mark_deleted();
+        }
+        let inner = self.inner.clone();
+        let tname = t.name.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let st = &*inner.storage;
+            let from = inner.dir.join("topics").join(tname.as_str());
+            let trash = inner.dir.join("trash");
+            st.create_dir_all(&trash).map_err(|e| LogError::io("create trash dir", &trash, e))?;
+            let to = trash.join(format!("{}-{}", tname, inner.clock.now_ms()));
+            st.rename(&from, &to).map_err(|e| LogError::io("move topic to trash", &from, e))?;
+            let topics_dir = inner.dir.join("topics");
+            st.sync_dir(&topics_dir).map_err(|e| LogError::io("sync dir", &topics_dir, e))?;
+            if let Err(e) = st.remove_dir_all(&to) {
+                tracing::warn!(error = %e, path = %to.display(), "could not remove deleted topic data; removed on next open");
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| LogError::InvalidRequest(format!("delete task failed: {e}")))??;
+        tracing::info!(topic = %name, "topic deleted");
+        lock(&self.inner.groups).refresh(&self.partition_counts());
+        Ok(())
+    }
+
+    // ----------------------------------------------------------------- produce
+
+    /// Appends records to a user topic. The whole request is validated first
+    /// (unknown topic or partition, record too large): an invalid request
+    /// writes nothing. Records are then appended per partition, in request
+    /// order within a partition; the call returns once the fsync policy is
+    /// met for all of them, with one result per record in request order (a
+    /// partition that fails, e.g. poisoned, fails only its own records).
+    pub async fn produce(&self, topic: &str, records: Vec<ProduceRecord>) -> Result<Vec<Result<RecordAck>>> {
+        let t = self.topic(topic)?;
+        if t.name.is_internal() {
+            return Err(LogError::InternalTopic(topic.to_string()));
+        }
+        self.produce_to(&t, records).await
+    }
+
+    async fn produce_to(&self, t: &Topic, records: Vec<ProduceRecord>) -> Result<Vec<Result<RecordAck>>> {
+        self.check_open()?;
+        if records.len() > MAX_PRODUCE_RECORDS {
+            return Err(LogError::InvalidRequest(format!("more than {MAX_PRODUCE_RECORDS} records in one produce")));
+        }
+        let n = t.partitions.len() as u32;
+        let max = t.config.max_record_bytes as usize;
+        let mut by_partition: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+        for (i, r) in records.iter().enumerate() {
+            let size = r.payload_len();
+            if size > max {
+                return Err(LogError::RecordTooLarge { size, max });
+            }
+            if r.headers.len() > MAX_HEADERS_PER_RECORD {
+                return Err(LogError::InvalidRequest(format!("more than {MAX_HEADERS_PER_RECORD} headers in a record")));
+            }
+            let p = t.partitioner.choose(r.partition, r.key.as_deref(), n);
+            if p.0 >= n {
+                return Err(LogError::UnknownPartition { topic: t.name.to_string(), partition: p, partitions: n });
+            }
+            by_partition.entry(p.0).or_default().push(i);
+        }
+        let now = self.now_ms();
+        let appends = by_partition.iter().map(|(p, idx)| {
+            let part = t.partitions[*p as usize].clone();
+            let recs: Vec<&ProduceRecord> = idx.iter().map(|i| &records[*i]).collect();
+            async move { (*p, part.append(&recs, now).await) }
+        });
+        let results = futures::future::join_all(appends).await;
+        let mut out: Vec<Option<Result<RecordAck>>> = vec![None; records.len()];
+        for (p, res) in results {
+            let idx = &by_partition[&p];
+            match res {
+                Ok(acks) => {
+                    for (i, (offset, ts)) in idx.iter().zip(acks) {
+                        out[*i] = Some(Ok(RecordAck { partition: PartitionId(p), offset, timestamp_ms: ts }));
+                    }
+                }
+                Err(e) => {
+                    for i in idx {
+                        out[*i] = Some(Err(e.clone()));
+                    }
+                }
+            }
+        }
+        Ok(out.into_iter().map(|r| r.unwrap_or(Err(LogError::InvalidRequest("record not processed".into())))).collect())
+    }
+
+    // ------------------------------------------------------------------- fetch
+
+    /// Reads whole batches from `offset`. `max_bytes` is a soft limit (at
+    /// least one batch is returned if there is one); `max_records` limits
+    /// what [`FetchResult::records`] yields. With `wait`, an empty read waits
+    /// (long-poll) until data arrives or the wait is over (capped at
+    /// `LogConfig::max_wait`). An offset outside earliest..=latest is
+    /// [`LogError::OffsetOutOfRange`] carrying the valid range.
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        offset: Offset,
+        max_bytes: usize,
+        max_records: usize,
+        wait: Option<Duration>,
+    ) -> Result<FetchResult> {
+        self.check_open()?;
+        let p = self.partition(topic, partition)?;
+        let max_bytes = max_bytes.clamp(1, self.inner.config.max_fetch_bytes);
+        let wait = wait.map(|w| w.min(self.inner.config.max_wait));
+        p.fetch(offset, max_bytes, max_records, wait).await
+    }
+
+    /// Earliest, latest or by-timestamp offset of a partition.
+    pub fn list_offset(&self, topic: &str, partition: PartitionId, spec: OffsetSpec) -> Result<Offset> {
+        let p = self.partition(topic, partition)?;
+        Ok(match spec {
+            OffsetSpec::Earliest => p.earliest(),
+            OffsetSpec::Latest => p.latest(),
+            OffsetSpec::Timestamp(ts) => p.offset_for_timestamp(ts)?.unwrap_or_else(|| p.latest()),
+        })
+    }
+
+    /// Stats of every partition of a topic.
+    pub fn partition_stats(&self, topic: &str) -> Result<Vec<PartitionStats>> {
+        Ok(self.topic(topic)?.partitions.iter().map(|p| p.stats()).collect())
+    }
+
+    // ------------------------------------------------------------- maintenance
+
+    /// One round of maintenance at time `now_ms`: roll aged segments,
+    /// retention, compaction, expiry of group members. Runs in the background
+    /// every `maintenance_interval`; tests call it directly.
+    pub fn run_maintenance(&self, now_ms: i64) -> Result<MaintenanceReport> {
+        let mut report = MaintenanceReport::default();
+        let topics: Vec<Arc<Topic>> = self.inner.topics.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        for t in topics {
+            for p in &t.partitions {
+                let one = (|| -> Result<()> {
+                    if p.roll_if_aged(now_ms)? {
+                        report.segments_rolled += 1;
+                    }
+                    match t.config.cleanup {
+                        CleanupPolicy::Delete => report.segments_deleted += p.enforce_retention(now_ms)?,
+                        CleanupPolicy::Compact => {
+                            let c: CompactionReport = p.compact(now_ms)?;
+                            report.records_compacted += c.records_removed;
+                        }
+                    }
+                    Ok(())
+                })();
+                if let Err(e) = one {
+                    // One bad partition must not stop maintenance of the others.
+                    tracing::warn!(topic = %t.name, partition = %p.id, error = %e, "maintenance failed");
+                    report.errors += 1;
+                }
+            }
+        }
+        report.members_expired = lock(&self.inner.groups).expire(now_ms, &self.partition_counts()).len();
+        Ok(report)
+    }
+
+    /// Fsyncs every partition (used by the interval policy and at close).
+    pub async fn flush_all(&self) -> Result<()> {
+        let parts: Vec<Arc<Partition>> = self
+            .inner
+            .topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .flat_map(|t| t.partitions.iter().cloned())
+            .collect();
+        let mut first_err = None;
+        for p in parts {
+            if let Err(e) = p.flush().await {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Flushes everything and refuses further calls. Background tasks stop.
+    pub async fn close(&self) -> Result<()> {
+        self.inner.closed.store(true, Ordering::Release);
+        self.flush_all().await
+    }
+
+    fn spawn_background(&self) {
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        if let Some(every) = self.inner.config.maintenance_interval {
+            let w = weak.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let Some(inner) = w.upgrade() else { break };
+                    if inner.closed.load(Ordering::Acquire) {
+                        break;
+                    }
+                    let log = Log { inner };
+                    let now = log.now_ms();
+                    // Compaction and retention do blocking file I/O.
+                    let res = tokio::task::spawn_blocking(move || log.run_maintenance(now)).await;
+                    if let Ok(Err(e)) = res {
+                        tracing::warn!(error = %e, "maintenance failed");
+                    }
+                }
+            });
+        }
+        if let FsyncPolicy::Interval { ms } = self.inner.config.fsync {
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(ms.max(1)));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let Some(inner) = weak.upgrade() else { break };
+                    if inner.closed.load(Ordering::Acquire) {
+                        break;
+                    }
+                    if let Err(e) = (Log { inner }).flush_all().await {
+                        tracing::error!(error = %e, "interval fsync failed");
+                    }
+                }
+            });
+        }
+    }
+
+    // ---------------------------------------------------------- consumer groups
+
+    async fn ensure_offsets_topic(&self) -> Result<()> {
+        if self.topic(OFFSETS_TOPIC).is_ok() {
+            return Ok(());
+        }
+        let cfg = TopicConfig {
+            partitions: self.inner.config.offsets_partitions.max(1),
+            retention_ms: None,
+            retention_bytes: None,
+            cleanup: CleanupPolicy::Compact,
+            segment_bytes: 64 * 1024 * 1024,
+            ..TopicConfig::default()
+        };
+        self.create_topic_inner(TopicName::new_internal(OFFSETS_TOPIC)?, cfg).await.map(|_| ())
+    }
+
+    async fn load_committed_offsets(&self) -> Result<()> {
+        let t = self.topic(OFFSETS_TOPIC)?;
+        let mut map = BTreeMap::new();
+        for p in &t.partitions {
+            let mut off = p.earliest();
+            let end = p.latest();
+            while off < end {
+                let f = p.fetch(off, 4 * 1024 * 1024, usize::MAX, None).await?;
+                if f.batches.is_empty() {
+                    break;
+                }
+                for r in f.records() {
+                    let r = r?;
+                    off = r.offset.next();
+                    let Some(k) = r.key.as_ref().and_then(|k| serde_json::from_slice::<OffsetKey>(k).ok()) else {
+                        continue;
+                    };
+                    match r.value.as_ref().map(|v| serde_json::from_slice::<CommittedOffset>(v)) {
+                        Some(Ok(v)) => {
+                            map.insert(k, v);
+                        }
+                        Some(Err(_)) => {}
+                        None => {
+                            map.remove(&k);
+                        }
+                    }
+                }
+            }
+        }
+        *lock(&self.inner.committed) = map;
+        Ok(())
+    }
+
+    /// Joins a group (member_id `None` = new member). Returns the member id,
+    /// the generation and the member's assignment.
+    pub fn join_group(
+        &self,
+        group: &str,
+        member_id: Option<&str>,
+        client_id: &str,
+        topics: &[&str],
+        strategy: AssignmentStrategy,
+        session_timeout_ms: u64,
+    ) -> Result<MemberState> {
+        self.check_open()?;
+        let mut names = Vec::with_capacity(topics.len());
+        for t in topics {
+            names.push(self.topic(t)?.name.clone());
+        }
+        let counts = self.partition_counts();
+        lock(&self.inner.groups).join(group, member_id, client_id, &names, strategy, session_timeout_ms, self.now_ms(), &counts)
+    }
+
+    /// Keeps a member alive; returns its generation and assignment.
+    pub fn heartbeat(&self, group: &str, member_id: &str) -> Result<MemberState> {
+        lock(&self.inner.groups).heartbeat(group, member_id, self.now_ms())
+    }
+
+    pub fn leave_group(&self, group: &str, member_id: &str) -> Result<()> {
+        let counts = self.partition_counts();
+        lock(&self.inner.groups).leave(group, member_id, &counts)
+    }
+
+    /// Commits offsets (durably, per the fsync policy) in `__consumer_offsets`.
+    /// `member = Some((id, generation))` for group members (fenced by
+    /// generation), `None` for standalone consumers of a group with no members.
+    pub async fn commit_offsets(&self, group: &str, member: Option<(&str, u32)>, offsets: Vec<OffsetCommit>) -> Result<()> {
+        self.check_open()?;
+        lock(&self.inner.groups).check_commit(group, member)?;
+        if offsets.len() > MAX_PRODUCE_RECORDS {
+            return Err(LogError::InvalidRequest("too many offsets in one commit".into()));
+        }
+        let now = self.now_ms();
+        let t = self.topic(OFFSETS_TOPIC)?;
+        let part = key_partition(group.as_bytes(), t.partitions.len() as u32);
+        let mut entries = Vec::with_capacity(offsets.len());
+        let mut records = Vec::with_capacity(offsets.len());
+        for c in offsets {
+            let p = self.partition(&c.topic, c.partition)?;
+            if c.metadata.len() > 4096 {
+                return Err(LogError::InvalidRequest("commit metadata longer than 4096 bytes".into()));
+            }
+            let key = OffsetKey { g: group.to_string(), t: p.topic.to_string(), p: c.partition.0 };
+            let value = CommittedOffset { offset: c.offset, metadata: c.metadata, commit_ms: now };
+            records.push(
+                ProduceRecord::keyed(json_bytes(&key)?, json_bytes(&value)?).with_partition(part).with_timestamp(now),
+            );
+            entries.push((key, value));
+        }
+        for r in self.produce_to(&t, records).await? {
+            r?;
+        }
+        let mut committed = lock(&self.inner.committed);
+        for (k, v) in entries {
+            committed.insert(k, v);
+        }
+        Ok(())
+    }
+
+    /// Committed offset of a group for one partition.
+    pub fn committed_offset(&self, group: &str, topic: &str, partition: PartitionId) -> Option<CommittedOffset> {
+        let key = OffsetKey { g: group.to_string(), t: topic.to_string(), p: partition.0 };
+        lock(&self.inner.committed).get(&key).cloned()
+    }
+
+    /// Forgets a group's committed offsets (tombstones in `__consumer_offsets`).
+    /// Refused while the group has members.
+    pub async fn delete_group(&self, group: &str) -> Result<()> {
+        lock(&self.inner.groups).check_commit(group, None)?;
+        let keys: Vec<OffsetKey> = lock(&self.inner.committed).keys().filter(|k| k.g == group).cloned().collect();
+        if keys.is_empty() {
+            return Err(LogError::UnknownGroup(group.to_string()));
+        }
+        let t = self.topic(OFFSETS_TOPIC)?;
+        let part = key_partition(group.as_bytes(), t.partitions.len() as u32);
+        let mut records = Vec::new();
+        for k in &keys {
+            records.push(ProduceRecord { key: Some(json_bytes(k)?), value: None, ..Default::default() }.with_partition(part));
+        }
+        for r in self.produce_to(&t, records).await? {
+            r?;
+        }
+        let mut committed = lock(&self.inner.committed);
+        for k in keys {
+            committed.remove(&k);
+        }
+        Ok(())
+    }
+
+    /// Groups with members or committed offsets.
+    pub fn list_groups(&self) -> Vec<GroupSummary> {
+        let mut names: Vec<String> = lock(&self.inner.groups).group_names();
+        names.extend(lock(&self.inner.committed).keys().map(|k| k.g.clone()));
+        names.sort();
+        names.dedup();
+        names
+            .into_iter()
+            .filter_map(|g| self.describe_group(&g).ok())
+            .filter(|d| !d.members.is_empty() || !d.offsets.is_empty())
+            .map(|d| GroupSummary {
+                group: d.group,
+                state: d.state,
+                members: d.members.len(),
+                generation: d.generation,
+                total_lag: d.total_lag,
+            })
+            .collect()
+    }
+
+    /// Members, assignment, committed offsets and lag of a group. Lag is
+    /// reported for every partition that is assigned or has a commit.
+    pub fn describe_group(&self, group: &str) -> Result<GroupDescription> {
+        validate_group_name(group)?;
+        let (generation, strategy, members) = lock(&self.inner.groups).describe(group).unwrap_or_default();
+        let committed: Vec<(OffsetKey, CommittedOffset)> = lock(&self.inner.committed)
+            .iter()
+            .filter(|(k, _)| k.g == group)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if members.is_empty() && committed.is_empty() {
+            return Err(LogError::UnknownGroup(group.to_string()));
+        }
+        let mut parts: BTreeMap<(String, u32), Option<Offset>> = BTreeMap::new();
+        for m in &members {
+            for (t, p) in &m.assignment {
+                parts.entry((t.to_string(), p.0)).or_insert(None);
+            }
+        }
+        for (k, v) in &committed {
+            parts.insert((k.t.clone(), k.p), Some(v.offset));
+        }
+        let mut offsets = Vec::new();
+        for ((t, p), c) in parts {
+            let Ok(part) = self.partition(&t, PartitionId(p)) else { continue };
+            let latest = part.latest();
+            let from = c.unwrap_or_else(|| part.earliest());
+            offsets.push(PartitionLag {
+                topic: part.topic.clone(),
+                partition: PartitionId(p),
+                committed: c,
+                latest,
+                lag: latest.0.saturating_sub(from.0),
+            });
+        }
+        let total_lag = offsets.iter().map(|o| o.lag).sum();
+        Ok(GroupDescription {
+            group: group.to_string(),
+            state: if members.is_empty() { "empty" } else { "stable" },
+            generation,
+            strategy,
+            members,
+            offsets,
+            total_lag,
+        })
+    }
+}
+
+/// What one maintenance round did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct MaintenanceReport {
+    pub segments_rolled: usize,
+    pub segments_deleted: usize,
+    pub records_compacted: u64,
+    pub members_expired: usize,
+    pub errors: usize,
+}
+
+fn json_bytes<T: Serialize>(v: &T) -> Result<Bytes> {
+    serde_json::to_vec(v).map(Bytes::from).map_err(|e| LogError::InvalidRequest(format!("encoding failed: {e}")))
+}
+
+fn describe(t: &Topic) -> TopicDescription {
+    TopicDescription {
+        name: t.name.clone(),
+        internal: t.name.is_internal(),
+        created_ms: t.created_ms,
+        config: t.config.clone(),
+        partitions: t.partitions.iter().map(|p| p.stats()).collect(),
+    }
+}
+
+fn open_partitions(storage: &Arc<dyn Storage>, tdir: &Path, meta: &TopicMeta, fsync: FsyncPolicy) -> Result<Vec<Arc<Partition>>> {
+    (0..meta.config.partitions)
+        .map(|i| {
+            Partition::open(
+                storage.clone(),
+                tdir.join(i.to_string()),
+                meta.name.clone(),
+                PartitionId(i),
+                meta.config.clone(),
+                fsync,
+            )
+            .map(Arc::new)
+        })
+        .collect()
+}
+
+fn create_topic_files(inner: &Inner, meta: TopicMeta) -> Result<Topic> {
+    let st = &*inner.storage;
+    let staging = inner.dir.join("staging").join(meta.name.as_str());
+    let topics_dir = inner.dir.join("topics");
+    if st.exists(&staging) {
+        st.remove_dir_all(&staging).map_err(|e| LogError::io("clear staging", &staging, e))?;
+    }
+    st.create_dir_all(&staging).map_err(|e| LogError::io("create staging dir", &staging, e))?;
+    st.create_dir_all(&topics_dir).map_err(|e| LogError::io("create topics dir", &topics_dir, e))?;
+    let json = serde_json::to_vec_pretty(&meta).map_err(|e| LogError::InvalidRequest(format!("encoding metadata: {e}")))?;
+    let meta_path = staging.join("topic.json");
+    write_atomic(st, &meta_path, &json).map_err(|e| LogError::io("write topic metadata", &meta_path, e))?;
+    let final_dir = topics_dir.join(meta.name.as_str());
+    // The rename publishes the topic: before it, open() ignores (and removes) staging.
+    st.rename(&staging, &final_dir).map_err(|e| LogError::io("publish topic", &final_dir, e))?;
+    st.sync_dir(&topics_dir).map_err(|e| LogError::io("sync dir", &topics_dir, e))?;
+    let partitions = open_partitions(&inner.storage, &final_dir, &meta, inner.config.fsync)?;
+    Ok(Topic { name: meta.name, created_ms: meta.created_ms, config: meta.config, partitions, partitioner: Partitioner::new() })
+}
+
+fn load_topics(storage: &Arc<dyn Storage>, dir: &Path, fsync: FsyncPolicy) -> Result<BTreeMap<TopicName, Arc<Topic>>> {
+    let st = &**storage;
+    st.create_dir_all(dir).map_err(|e| LogError::io("create log dir", dir, e))?;
+    for leftover in ["staging", "trash"] {
+        let p = dir.join(leftover);
+        if st.exists(&p) {
+            st.remove_dir_all(&p).map_err(|e| LogError::io("remove leftovers", &p, e))?;
+        }
+    }
+    let topics_dir = dir.join("topics");
+    st.create_dir_all(&topics_dir).map_err(|e| LogError::io("create topics dir", &topics_dir, e))?;
+    let mut out = BTreeMap::new();
+    for name in st.list_dir(&topics_dir).map_err(|e| LogError::io("list topics", &topics_dir, e))? {
+        let tdir = topics_dir.join(&name);
+        if !st.is_dir(&tdir) {
+            continue;
+        }
+        let meta_path = tdir.join("topic.json");
+        let bytes = read_all(st, &meta_path, 1 << 20).map_err(|e| LogError::io("read topic metadata", &meta_path, e))?;
+        let meta: TopicMeta = serde_json::from_slice(&bytes).map_err(|e| LogError::Corrupt {
+            path: meta_path.clone(),
+            pos: 0,
+            reason: format!("bad topic metadata: {e}"),
+        })?;
+        if meta.name.as_str() != name || meta.format != TOPIC_META_FORMAT || meta.config.validate().is_err() {
+            return Err(LogError::Corrupt { path: meta_path, pos: 0, reason: "topic metadata does not match its directory".into() });
+        }
+        let partitions = open_partitions(storage, &tdir, &meta, fsync)?;
+        out.insert(
+            meta.name.clone(),
+            Arc::new(Topic { name: meta.name, created_ms: meta.created_ms, config: meta.config, partitions, partitioner: Partitioner::new() }),
+        );
+    }
+    Ok(out)
+}
