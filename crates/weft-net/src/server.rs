@@ -110,6 +110,13 @@ pub struct Server {
 
 impl Server {
     pub fn new(config: ServerConfig, handler: Arc<dyn Handler>) -> Self {
+        Self::with_liveness(config, handler, Arc::new(LivenessTable::default()))
+    }
+
+    /// A server that records heartbeats into a table the caller also holds
+    /// (e.g. to expose it through an endpoint registered before the server
+    /// existed).
+    pub fn with_liveness(config: ServerConfig, handler: Arc<dyn Handler>, liveness: Arc<LivenessTable>) -> Self {
         Self {
             shared: Arc::new(Shared {
                 config,
@@ -117,7 +124,7 @@ impl Server {
                 stop: CancellationToken::new(),
                 tasks: TaskTracker::new(),
                 stats: Arc::new(ServerStats::default()),
-                liveness: Arc::new(LivenessTable::default()),
+                liveness,
             }),
         }
     }

@@ -1,0 +1,104 @@
+//! Client subcommands of the foundation: ping, echo, call, stats, info.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use weft_net::{Client, ClientConfig, Endpoint};
+
+#[derive(Args, Clone)]
+pub struct ClientArgs {
+    /// Node address: tcp://HOST:PORT, udp://HOST:PORT or unix://PATH.
+    #[arg(long, env = "WEFT_ADDR", default_value = "tcp://127.0.0.1:7400")]
+    pub addr: String,
+    /// Request timeout in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub timeout_ms: u64,
+}
+
+impl ClientArgs {
+    pub async fn connect(&self) -> Result<Client> {
+        let endpoint: Endpoint = self.addr.parse()?;
+        let config = ClientConfig {
+            client_name: "weft-cli".into(),
+            connect_timeout: Duration::from_millis(self.timeout_ms.min(10_000)),
+            request_timeout: Duration::from_millis(self.timeout_ms),
+            ..ClientConfig::default()
+        };
+        Client::connect(endpoint, config).await.with_context(|| format!("connecting to {}", self.addr))
+    }
+}
+
+pub async fn ping(args: &ClientArgs) -> Result<()> {
+    let client = args.connect().await?;
+    let started = Instant::now();
+    let _: serde_json::Value = client.call("weft.ping", &()).await?;
+    let rtt = started.elapsed();
+    let w = client.welcome().unwrap_or_else(|| weft_wire::Welcome {
+        protocol_version: 0,
+        server_id: "?".into(),
+        server_name: "?".into(),
+        version: "?".into(),
+        features: vec![],
+    });
+    println!("pong from {} ({}) via {} in {:.3} ms", w.server_name, w.server_id, args.addr, rtt.as_secs_f64() * 1e3);
+    Ok(())
+}
+
+pub async fn echo(args: &ClientArgs, text: &str) -> Result<()> {
+    let client = args.connect().await?;
+    let back: String = client.call("weft.echo", text).await?;
+    println!("{back}");
+    Ok(())
+}
+
+pub async fn call(args: &ClientArgs, route: &str, json: Option<&str>) -> Result<()> {
+    let body: serde_json::Value = match json {
+        Some(s) => serde_json::from_str(s).with_context(|| format!("request body is not valid JSON: {s}"))?,
+        None => serde_json::Value::Null,
+    };
+    let client = args.connect().await?;
+    let answer = client.call_json(route, &body).await?;
+    println!("{}", serde_json::to_string_pretty(&answer)?);
+    Ok(())
+}
+
+pub async fn stats(args: &ClientArgs, json: bool) -> Result<()> {
+    let client = args.connect().await?;
+    let s: std::collections::BTreeMap<String, serde_json::Value> = client.call("weft.stats", &()).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        for (k, v) in s {
+            println!("{k} {v}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn info(args: &ClientArgs) -> Result<()> {
+    let client = args.connect().await?;
+    let info: serde_json::Value = client.call_json("weft.info", &serde_json::Value::Null).await?;
+    println!("{}", serde_json::to_string_pretty(&info)?);
+    Ok(())
+}
+
+pub async fn liveness(args: &ClientArgs) -> Result<()> {
+    let client = args.connect().await?;
+    let rows: Vec<weft_net::liveness::PeerState> = client.call("weft.liveness", &()).await?;
+    if rows.is_empty() {
+        println!("no heartbeats received");
+    }
+    for r in rows {
+        println!(
+            "{:<24} {:<22} {:<5} last seen {} ms ago, {} heartbeats, {} missed",
+            r.node_id,
+            r.addr,
+            if r.alive { "alive" } else { "DEAD" },
+            r.last_seen_ms_ago,
+            r.heartbeats,
+            r.missed
+        );
+    }
+    Ok(())
+}

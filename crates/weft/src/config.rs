@@ -1,0 +1,94 @@
+//! The node's configuration: every key, its default, and how flags map to
+//! keys. Layering and provenance live in `weft_service::config`.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Where the node keeps its data, lock file and Unix socket.
+    pub data_dir: String,
+    /// Log filter (tracing EnvFilter syntax); RUST_LOG wins when set.
+    pub log: String,
+    pub node: NodeSection,
+    pub limits: Limits,
+    pub tcp: Listener,
+    pub udp: Listener,
+    pub unix: UnixListenerConf,
+    pub liveness: Liveness,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    pub name: String,
+    /// Empty: the HOSTNAME when set, else a UUID kept in the data directory.
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub max_frame_bytes: u64,
+    pub max_in_flight_per_conn: u64,
+    /// How long SIGINT/SIGTERM waits for requests in flight.
+    pub drain_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    pub enabled: bool,
+    pub addr: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnixListenerConf {
+    pub enabled: bool,
+    /// Empty: `<data_dir>/weft.sock`.
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Liveness {
+    /// `host:port` UDP addresses of peers to send heartbeats to.
+    pub peers: Vec<String>,
+    pub interval_ms: u64,
+    /// A peer is alive while its last heartbeat is younger than this.
+    pub timeout_ms: u64,
+}
+
+pub const DEFAULT_PORT: u16 = 7400;
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: "./weft-data".into(),
+            log: "info".into(),
+            node: NodeSection { name: "weft".into(), id: String::new() },
+            limits: Limits {
+                max_frame_bytes: weft_wire::DEFAULT_MAX_FRAME_BYTES as u64,
+                max_in_flight_per_conn: 256,
+                drain_timeout_ms: 5_000,
+            },
+            tcp: Listener { enabled: true, addr: format!("127.0.0.1:{DEFAULT_PORT}") },
+            udp: Listener { enabled: true, addr: format!("127.0.0.1:{DEFAULT_PORT}") },
+            unix: UnixListenerConf { enabled: true, path: String::new() },
+            liveness: Liveness { peers: vec![], interval_ms: 1_000, timeout_ms: 3_000 },
+        }
+    }
+}
+
+impl NodeConfig {
+    pub fn unix_path(&self) -> PathBuf {
+        if self.unix.path.is_empty() {
+            PathBuf::from(&self.data_dir).join("weft.sock")
+        } else {
+            PathBuf::from(&self.unix.path)
+        }
+    }
+}

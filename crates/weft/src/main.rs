@@ -1,0 +1,171 @@
+//! The `weft` binary: argument parsing, configuration and wiring. Behaviour
+//! lives in the crates.
+
+mod client_cmd;
+mod config;
+mod serve;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
+
+#[derive(Parser)]
+#[command(name = "weft", version, about = "Weft: a data fabric. `weft serve` runs a node; the other commands talk to one.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node (single node, embedded defaults: data under ./weft-data).
+    Serve(NodeArgs),
+    /// Inspect the configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Round-trip a ping to a node.
+    Ping(client_cmd::ClientArgs),
+    /// Send TEXT to the echo endpoint and print what comes back.
+    Echo {
+        #[command(flatten)]
+        client: client_cmd::ClientArgs,
+        text: String,
+    },
+    /// Call any endpoint with a JSON body and print the JSON answer.
+    Call {
+        #[command(flatten)]
+        client: client_cmd::ClientArgs,
+        route: String,
+        /// JSON request body (default: null).
+        json: Option<String>,
+    },
+    /// Print a node's statistics (flat keys).
+    Stats {
+        #[command(flatten)]
+        client: client_cmd::ClientArgs,
+        /// Print JSON instead of `key value` lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a node's name, version, id, uptime, transports and endpoints.
+    Info(client_cmd::ClientArgs),
+    /// Print the node's UDP liveness table (peers and when they were last seen).
+    Liveness(client_cmd::ClientArgs),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration and where each value came from.
+    Show(NodeArgs),
+}
+
+/// Flags of `weft serve` (and `weft config show`). Each maps to a config key,
+/// which can also be set in the file or as WEFT_<KEY>.
+#[derive(Args, Clone, Default)]
+pub struct NodeArgs {
+    /// TOML or JSON configuration file (JSON when the name ends in .json).
+    #[arg(long, env = "WEFT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory [key: data_dir].
+    #[arg(long)]
+    data_dir: Option<String>,
+    /// TCP listen address [key: tcp.addr].
+    #[arg(long)]
+    tcp_addr: Option<String>,
+    /// UDP listen address [key: udp.addr].
+    #[arg(long)]
+    udp_addr: Option<String>,
+    /// Unix socket path [key: unix.path].
+    #[arg(long)]
+    unix_path: Option<String>,
+    /// Node name [key: node.name].
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Log filter [key: log].
+    #[arg(long)]
+    log: Option<String>,
+    /// Disable a transport: tcp, udp or unix (repeatable) [keys: tcp.enabled ...].
+    #[arg(long = "disable", value_name = "TRANSPORT")]
+    disable: Vec<String>,
+    /// UDP liveness peer host:port (repeatable) [key: liveness.peers].
+    #[arg(long = "peer", value_name = "HOST:PORT")]
+    peers: Vec<String>,
+}
+
+impl NodeArgs {
+    fn flag_overrides(&self) -> Result<Vec<(String, Value, String)>> {
+        let mut out = vec![];
+        let mut set = |key: &str, v: Value, flag: &str| out.push((key.to_owned(), v, flag.to_owned()));
+        if let Some(v) = &self.data_dir {
+            set("data_dir", v.clone().into(), "--data-dir");
+        }
+        if let Some(v) = &self.tcp_addr {
+            set("tcp.addr", v.clone().into(), "--tcp-addr");
+        }
+        if let Some(v) = &self.udp_addr {
+            set("udp.addr", v.clone().into(), "--udp-addr");
+        }
+        if let Some(v) = &self.unix_path {
+            set("unix.path", v.clone().into(), "--unix-path");
+        }
+        if let Some(v) = &self.node_name {
+            set("node.name", v.clone().into(), "--node-name");
+        }
+        if let Some(v) = &self.log {
+            set("log", v.clone().into(), "--log");
+        }
+        for t in &self.disable {
+            match t.as_str() {
+                "tcp" | "udp" | "unix" => set(&format!("{t}.enabled"), false.into(), "--disable"),
+                other => anyhow::bail!("--disable takes tcp, udp or unix, not {other:?}"),
+            }
+        }
+        if !self.peers.is_empty() {
+            set("liveness.peers", self.peers.clone().into(), "--peer");
+        }
+        Ok(out)
+    }
+
+    fn load(&self) -> Result<weft_service::config::Layered<config::NodeConfig>> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Ok(weft_service::config::load(&config::NodeConfig::default(), self.config.as_deref(), &env, &self.flag_overrides()?)?)
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve::run(args.load()?).await,
+        Command::Config { command: ConfigCommand::Show(args) } => {
+            print!("{}", args.load()?.render());
+            Ok(())
+        }
+        Command::Ping(c) => client_cmd::ping(&c).await,
+        Command::Echo { client, text } => client_cmd::echo(&client, &text).await,
+        Command::Call { client, route, json } => client_cmd::call(&client, &route, json.as_deref()).await,
+        Command::Stats { client, json } => client_cmd::stats(&client, json).await,
+        Command::Info(c) => client_cmd::info(&c).await,
+        Command::Liveness(c) => client_cmd::liveness(&c).await,
+    }
+}

@@ -1,0 +1,138 @@
+//! `weft serve`: lock the data directory, build the service, listen on every
+//! enabled transport, and drain on SIGINT/SIGTERM.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use tracing::info;
+use weft_net::liveness::{spawn_heartbeats, LivenessTable};
+use weft_net::{Server, ServerConfig};
+use weft_service::config::Layered;
+use weft_service::lock::DataDirLock;
+use weft_service::Service;
+
+use crate::config::NodeConfig;
+
+pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
+    let cfg = layered.value;
+    init_logging(&cfg.log);
+    let data_dir = std::path::PathBuf::from(&cfg.data_dir);
+    // Before anything touches the directory: one process per data dir.
+    let _lock = DataDirLock::acquire(&data_dir)?;
+    let node_id = node_id(&cfg, &data_dir)?;
+
+    let mut features = vec![];
+    for (on, name) in [(cfg.tcp.enabled, "tcp"), (cfg.udp.enabled, "udp"), (cfg.unix.enabled, "unix")] {
+        if on {
+            features.push(name.to_owned());
+        }
+    }
+    anyhow::ensure!(!features.is_empty(), "every transport is disabled: enable at least one of tcp, udp, unix");
+
+    let liveness = Arc::new(LivenessTable::default());
+    let mut service = Service::with_id(cfg.node.name.clone(), node_id.clone());
+    register_node_endpoints(&mut service, liveness.clone(), Duration::from_millis(cfg.liveness.timeout_ms))?;
+    let service = service.into_handler();
+
+    let server = Server::with_liveness(
+        ServerConfig {
+            server_id: node_id.clone(),
+            server_name: cfg.node.name.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            features,
+            max_frame_bytes: cfg.limits.max_frame_bytes as usize,
+            max_in_flight_per_conn: cfg.limits.max_in_flight_per_conn as usize,
+        },
+        service.clone(),
+        liveness,
+    );
+    let svc = &service.0;
+    if cfg.tcp.enabled {
+        let addr = server.bind_tcp(&cfg.tcp.addr).await?;
+        svc.add_transport(format!("tcp://{addr}"));
+    }
+    if cfg.unix.enabled {
+        let path = server.bind_unix(&cfg.unix_path()).await?;
+        svc.add_transport(format!("unix://{}", path.display()));
+    }
+    if cfg.udp.enabled {
+        let sock = server.bind_udp(&cfg.udp.addr).await?;
+        let addr = sock.local_addr()?;
+        svc.add_transport(format!("udp://{addr}"));
+        if !cfg.liveness.peers.is_empty() {
+            spawn_heartbeats(
+                sock,
+                node_id.clone(),
+                cfg.liveness.peers.clone(),
+                Duration::from_millis(cfg.liveness.interval_ms.max(10)),
+                server.stopping(),
+            );
+        }
+    }
+    info!(node = %cfg.node.name, id = %node_id, data_dir = %data_dir.display(), transports = ?svc.info().transports, "weft node ready");
+
+    wait_for_signal().await?;
+    info!(drain_timeout_ms = cfg.limits.drain_timeout_ms, "shutting down: draining requests in flight");
+    let started = Instant::now();
+    let drained = server.shutdown(Duration::from_millis(cfg.limits.drain_timeout_ms)).await;
+    if drained {
+        info!(elapsed_ms = started.elapsed().as_millis() as u64, "drained; bye");
+    } else {
+        tracing::warn!("drain timeout reached with requests still running; exiting anyway");
+    }
+    Ok(())
+}
+
+fn register_node_endpoints(service: &mut Service, liveness: Arc<LivenessTable>, timeout: Duration) -> Result<()> {
+    service.endpoint("weft.liveness", move |_: Option<()>| {
+        let liveness = liveness.clone();
+        async move { Ok(liveness.snapshot(Instant::now(), timeout)) }
+    })?;
+    Ok(())
+}
+
+/// The configured id, else HOSTNAME (a pod name), else a UUID generated once
+/// and kept in the data directory so restarts keep their identity.
+fn node_id(cfg: &NodeConfig, data_dir: &std::path::Path) -> Result<String> {
+    if !cfg.node.id.is_empty() {
+        return Ok(cfg.node.id.clone());
+    }
+    if let Ok(h) = std::env::var("HOSTNAME") {
+        if !h.trim().is_empty() {
+            return Ok(h.trim().to_owned());
+        }
+    }
+    let path = data_dir.join("node_id");
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        if !s.trim().is_empty() {
+            return Ok(s.trim().to_owned());
+        }
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    std::fs::write(&path, &id).with_context(|| format!("writing {}", path.display()))?;
+    Ok(id)
+}
+
+async fn wait_for_signal() -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM"),
+        _ = int.recv() => info!("SIGINT"),
+    }
+    Ok(())
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
+}
