@@ -1,0 +1,95 @@
+//! Consumer groups through the Log: rebalance, commits in __consumer_offsets, lag.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use weft_log::*;
+
+#[tokio::test]
+async fn rebalance_commit_lag_and_restart() {
+    let s = MemStorage::new();
+    let clock = Arc::new(ManualClock::new(1_000));
+    let log = mem_log(&s, &clock, cfg()).await;
+    log.create_topic("t", Some(TopicConfig::default().with_partitions(4))).await.unwrap();
+    for p in 0..4 {
+        let recs = (0..10).map(|i| ProduceRecord::value(format!("{i}")).with_partition(p)).collect();
+        log.produce("t", recs).await.unwrap();
+    }
+    let a = log.join_group("g", None, "a", &["t"], AssignmentStrategy::Range, 10_000).unwrap();
+    assert_eq!(a.assignment.len(), 4);
+    assert!(matches!(log.join_group("g", None, "x", &["nope"], AssignmentStrategy::Range, 10_000), Err(LogError::UnknownTopic(_))));
+    clock.advance(100);
+    let b = log.join_group("g", None, "b", &["t"], AssignmentStrategy::Range, 10_000).unwrap();
+    assert_eq!(b.generation, a.generation + 1);
+    let a2 = log.heartbeat("g", &a.member_id).unwrap();
+    assert_eq!(a2.generation, b.generation);
+    assert_eq!(a2.assignment.len() + b.assignment.len(), 4);
+    assert_eq!(a2.assignment.len(), 2);
+
+    // a commits what it consumed from its partitions; a stale generation is fenced.
+    let commits: Vec<OffsetCommit> = a2
+        .assignment
+        .iter()
+        .map(|(t, p)| OffsetCommit { topic: t.to_string(), partition: *p, offset: Offset(7), metadata: "m".into() })
+        .collect();
+    let e = log.commit_offsets("g", Some((&a.member_id, a.generation)), commits.clone()).await.unwrap_err();
+    assert!(matches!(e, LogError::IllegalGeneration { .. }), "{e}");
+    log.commit_offsets("g", Some((&a.member_id, a2.generation)), commits).await.unwrap();
+    let d = log.describe_group("g").unwrap();
+    assert_eq!(d.state, "stable");
+    assert_eq!(d.members.len(), 2);
+    // a's two partitions lag 3, b's (nothing committed) lag 10.
+    assert_eq!(d.total_lag, 3 + 3 + 10 + 10);
+    let (tp, pp) = &a2.assignment[0];
+    assert_eq!(log.committed_offset("g", tp.as_str(), *pp).unwrap().offset, Offset(7));
+
+    // b stops heartbeating and expires; a gets everything.
+    clock.advance(5_000);
+    log.heartbeat("g", &a.member_id).unwrap();
+    clock.advance(6_000);
+    let rep = log.run_maintenance(clock.now_ms()).unwrap();
+    assert_eq!(rep.members_expired, 1);
+    let a3 = log.heartbeat("g", &a.member_id).unwrap();
+    assert_eq!(a3.assignment.len(), 4);
+    assert!(a3.generation > a2.generation);
+    assert!(matches!(log.heartbeat("g", &b.member_id), Err(LogError::UnknownMember { .. })));
+    log.leave_group("g", &a.member_id).unwrap();
+    let groups = log.list_groups();
+    assert_eq!(groups.len(), 1);
+    assert_eq!(groups[0].state, "empty");
+
+    // Committed offsets survive a restart (replayed from __consumer_offsets).
+    drop(log);
+    let log = mem_log(&s, &clock, cfg()).await;
+    assert_eq!(log.committed_offset("g", tp.as_str(), *pp).unwrap().offset, Offset(7));
+    let d = log.describe_group("g").unwrap();
+    assert_eq!(d.state, "empty");
+    assert_eq!(d.offsets.len(), 2);
+    // Standalone commit (no members), then deletion of the group's offsets.
+    log.commit_offsets("g", None, vec![OffsetCommit { topic: "t".into(), partition: PartitionId(0), offset: Offset(9), metadata: String::new() }])
+        .await
+        .unwrap();
+    log.delete_group("g").await.unwrap();
+    assert!(matches!(log.describe_group("g"), Err(LogError::UnknownGroup(_))));
+    drop(log);
+    let log = mem_log(&s, &clock, cfg()).await;
+    assert!(log.list_groups().is_empty());
+}
+
+#[tokio::test]
+async fn offsets_topic_is_compacted() {
+    let s = MemStorage::new();
+    let clock = Arc::new(ManualClock::new(0));
+    let log = mem_log(&s, &clock, cfg()).await;
+    log.create_topic("t", None).await.unwrap();
+    for i in 0..2000 {
+        log.commit_offsets("g", None, vec![OffsetCommit { topic: "t".into(), partition: PartitionId(0), offset: Offset(i), metadata: String::new() }])
+            .await
+            .unwrap();
+    }
+    let d = log.describe_topic(OFFSETS_TOPIC).unwrap();
+    assert_eq!(d.config.cleanup, CleanupPolicy::Compact);
+    assert_eq!(log.committed_offset("g", "t", PartitionId(0)).unwrap().offset, Offset(1999));
+}

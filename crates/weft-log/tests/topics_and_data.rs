@@ -1,0 +1,121 @@
+//! Topics, produce, fetch, list offsets and typed errors, on the real file system.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use weft_log::*;
+
+#[tokio::test]
+async fn topic_lifecycle_and_persistence() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), cfg()).await.unwrap();
+    let d = log.create_topic("orders", Some(TopicConfig::default().with_partitions(3))).await.unwrap();
+    assert_eq!(d.partitions.len(), 3);
+    assert!(matches!(log.create_topic("orders", None).await, Err(LogError::TopicExists(_))));
+    assert!(matches!(log.create_topic("bad name", None).await, Err(LogError::InvalidTopicName { .. })));
+    assert!(matches!(log.create_topic("__x", None).await, Err(LogError::InvalidTopicName { .. })));
+    assert!(matches!(
+        log.create_topic("t0", Some(TopicConfig::default().with_partitions(0))).await,
+        Err(LogError::InvalidConfig(_))
+    ));
+    let names: Vec<String> = log.list_topics().iter().map(|t| t.to_string()).collect();
+    assert_eq!(names, vec!["__consumer_offsets", "orders"]);
+    assert!(matches!(log.delete_topic(OFFSETS_TOPIC).await, Err(LogError::InternalTopic(_))));
+    assert!(matches!(log.produce(OFFSETS_TOPIC, vec![ProduceRecord::value("x")]).await, Err(LogError::InternalTopic(_))));
+
+    let acks = log
+        .produce("orders", vec![ProduceRecord::value("a").with_partition(2), ProduceRecord::keyed("k", "b")])
+        .await
+        .unwrap();
+    let a0 = acks[0].as_ref().unwrap();
+    assert_eq!((a0.partition, a0.offset), (PartitionId(2), Offset(0)));
+    let a1 = acks[1].as_ref().unwrap();
+    assert_eq!(a1.partition.0, key_partition(b"k", 3));
+    log.close().await.unwrap();
+    assert!(matches!(log.produce("orders", vec![ProduceRecord::value("x")]).await, Err(LogError::Closed)));
+    drop(log);
+
+    let log = Log::open(dir.path(), cfg()).await.unwrap();
+    let d = log.describe_topic("orders").unwrap();
+    assert_eq!(d.partitions.len(), 3);
+    let expect = 1 + u64::from(key_partition(b"k", 3) == 2);
+    assert_eq!(d.partitions[2].log_end_offset, Offset(expect));
+    let recs = read_all(&log, "orders", 2).await;
+    assert_eq!(value_str(&recs[0]), "a");
+    log.delete_topic("orders").await.unwrap();
+    assert!(matches!(log.describe_topic("orders"), Err(LogError::UnknownTopic(_))));
+    drop(log);
+    let log = Log::open(dir.path(), cfg()).await.unwrap();
+    assert_eq!(log.list_topics().len(), 1);
+    // A deleted topic can be created again, empty.
+    log.create_topic("orders", None).await.unwrap();
+    assert_eq!(log.list_offset("orders", PartitionId(0), OffsetSpec::Latest).unwrap(), Offset(0));
+}
+
+#[tokio::test]
+async fn produce_fetch_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), cfg()).await.unwrap();
+    let tc = TopicConfig { max_record_bytes: 100, ..TopicConfig::default() };
+    log.create_topic("t", Some(tc)).await.unwrap();
+    let recs: Vec<ProduceRecord> = (0..50)
+        .map(|i| ProduceRecord::keyed(format!("k{i}"), format!("v{i}")).with_timestamp(1000 + i).with_header("h", "x"))
+        .collect();
+    let acks = log.produce("t", recs).await.unwrap();
+    assert_eq!(acks.len(), 50);
+    for (i, a) in acks.iter().enumerate() {
+        assert_eq!(a.as_ref().unwrap().offset, Offset(i as u64));
+    }
+    // A record over the limit rejects the whole request and writes nothing.
+    let e = log.produce("t", vec![ProduceRecord::value("ok"), ProduceRecord::value(vec![0u8; 101])]).await.unwrap_err();
+    assert!(matches!(e, LogError::RecordTooLarge { size: 101, max: 100 }), "{e}");
+    assert_eq!(e.fault(), Fault::Client);
+    assert_eq!(log.list_offset("t", PartitionId(0), OffsetSpec::Latest).unwrap(), Offset(50));
+    assert!(matches!(log.produce("nope", vec![]).await, Err(LogError::UnknownTopic(_))));
+    assert!(matches!(
+        log.produce("t", vec![ProduceRecord::value("x").with_partition(1)]).await,
+        Err(LogError::UnknownPartition { partitions: 1, .. })
+    ));
+    assert!(matches!(
+        log.fetch("t", PartitionId(7), Offset(0), 100, 10, None).await,
+        Err(LogError::UnknownPartition { .. })
+    ));
+    match log.fetch("t", PartitionId(0), Offset(51), 100, 10, None).await {
+        Err(LogError::OffsetOutOfRange { earliest, latest, requested, .. }) => {
+            assert_eq!((earliest, latest, requested), (Offset(0), Offset(50), Offset(51)));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Fetch from the middle, limited in records.
+    let f = log.fetch("t", PartitionId(0), Offset(10), 1 << 20, 5, None).await.unwrap();
+    let got = f.decode().unwrap();
+    assert_eq!(got.iter().map(|r| r.offset.0).collect::<Vec<_>>(), vec![10, 11, 12, 13, 14]);
+    assert_eq!(got[0].headers[0].0, "h");
+    assert_eq!(got[0].key.as_deref(), Some(&b"k10"[..]));
+    assert_eq!(got[0].timestamp_ms, 1010);
+    // Fetch at the end without waiting: empty.
+    let f = log.fetch("t", PartitionId(0), Offset(50), 100, 10, None).await.unwrap();
+    assert!(f.batches.is_empty());
+    assert_eq!(f.high_watermark, Offset(50));
+    // List offsets.
+    assert_eq!(log.list_offset("t", PartitionId(0), OffsetSpec::Earliest).unwrap(), Offset(0));
+    assert_eq!(log.list_offset("t", PartitionId(0), OffsetSpec::Timestamp(1020)).unwrap(), Offset(20));
+    assert_eq!(log.list_offset("t", PartitionId(0), OffsetSpec::Timestamp(0)).unwrap(), Offset(0));
+    assert_eq!(log.list_offset("t", PartitionId(0), OffsetSpec::Timestamp(99_999)).unwrap(), Offset(50));
+    let _ = Duration::ZERO;
+}
+
+#[tokio::test]
+async fn round_robin_spreads_keyless_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), cfg()).await.unwrap();
+    log.create_topic("rr", Some(TopicConfig::default().with_partitions(4))).await.unwrap();
+    let acks = log.produce("rr", (0..8).map(|i| ProduceRecord::value(format!("{i}"))).collect()).await.unwrap();
+    let mut per = [0; 4];
+    for a in acks {
+        per[a.unwrap().partition.0 as usize] += 1;
+    }
+    assert_eq!(per, [2, 2, 2, 2]);
+}
