@@ -7,3 +7,7 @@ pub mod enc;
 pub mod monmap;
 pub mod osdmap;
 pub mod types;
+pub mod cephx;
+pub mod conn;
+pub mod frame;
+pub mod msg;
