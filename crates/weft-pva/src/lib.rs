@@ -5,7 +5,11 @@
 //! - [`client`]: tokio client (search, get, put, monitor, rpc, get-field).
 //! - [`cli`]: the `weft pv ...` command-line surface.
 
+pub mod config;
 pub mod error;
 pub mod proto;
+pub mod server;
+
+pub use server::demo::serve_demo;
 
 pub use error::{Error, Result};

@@ -720,6 +720,58 @@ fn encode_masked_at(w: &mut Writer, d: &FieldDesc, v: &Value, bits: &BitSet, bit
     Ok(())
 }
 
+/// Expand a changed-bits set so every descendant of a set structure bit is
+/// also set (so it can be intersected with a field-selection mask).
+pub fn expand_bits(desc: &FieldDesc, bits: &BitSet) -> BitSet {
+    fn walk(d: &FieldDesc, bits: &BitSet, out: &mut BitSet, bit: usize, parent: bool) {
+        let on = parent || bits.get(bit);
+        if on {
+            out.set(bit);
+        }
+        if let FieldDesc::Structure(m) = d {
+            let mut off = bit + 1;
+            for (_, fd) in &m.fields {
+                walk(fd, bits, out, off, on);
+                off += fd.bit_count();
+            }
+        }
+    }
+    let mut out = BitSet::new();
+    walk(desc, bits, &mut out, 0, false);
+    out
+}
+
+/// Drop bits already covered by a set ancestor structure bit (smaller on the wire).
+pub fn compress_bits(desc: &FieldDesc, bits: &BitSet) -> BitSet {
+    fn walk(d: &FieldDesc, bits: &BitSet, out: &mut BitSet, bit: usize) {
+        if bits.get(bit) {
+            out.set(bit);
+            return;
+        }
+        if let FieldDesc::Structure(m) = d {
+            let mut off = bit + 1;
+            for (_, fd) in &m.fields {
+                walk(fd, bits, out, off);
+                off += fd.bit_count();
+            }
+        }
+    }
+    let mut out = BitSet::new();
+    walk(desc, bits, &mut out, 0);
+    out
+}
+
+/// Intersection of two bit sets.
+pub fn intersect(a: &BitSet, b: &BitSet) -> BitSet {
+    let mut out = BitSet::new();
+    for i in a.iter() {
+        if b.get(i) {
+            out.set(i);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,601 @@
+//! One server-side TCP connection: validation, channels and operations.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+
+use super::Shared;
+use super::pv::{Entry, SharedPv, Subscription};
+use crate::error::{Error, Result};
+use crate::proto::header::{FLAG_BIG_ENDIAN, Frame, FrameDecoder, Header, cmd, control, ctrl};
+use crate::proto::msg::{
+    Message, OpRequest, OpResponse, ReqBody, RespBody, SearchResponse, Status, decode_data, decode_message, encode_data,
+    encode_message, sub,
+};
+use crate::proto::request::PvRequest;
+use crate::proto::value::{compress_bits, intersect};
+use crate::proto::{BitSet, ByteOrder, FieldDesc, Limits, Reader, ScalarArray, SendCache, TypeCache, Value, Writer};
+
+/// Outgoing queue depth per connection (messages); monitors wait when it is full.
+const TX_QUEUE: usize = 256;
+/// Operations one client may hold open (a limit against runaway clients).
+const OPS_MAX: usize = 65536;
+const CHANNELS_MAX: usize = 65536;
+
+enum OpKind {
+    Get,
+    Put,
+    PutGet,
+    Monitor { sub: Arc<Subscription>, task: Option<JoinHandle<()>>, window: Option<Arc<Semaphore>> },
+    Rpc,
+    Process,
+    Array,
+}
+
+struct Op {
+    kind: OpKind,
+    pv: Option<SharedPv>,
+    mask: BitSet,
+}
+
+struct Chan {
+    cid: u32,
+    entry: Entry,
+}
+
+struct Conn {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Vec<u8>>,
+    rx_cache: TypeCache,
+    limits: Limits,
+    channels: HashMap<u32, Chan>,
+    next_sid: u32,
+    ops: HashMap<u32, Op>,
+    peer: SocketAddr,
+    /// Byte order of the message being handled.
+    rx_order: ByteOrder,
+}
+
+pub(crate) async fn serve(sock: TcpStream, peer: SocketAddr, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let (mut rd, mut wr) = sock.into_split();
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(TX_QUEUE);
+    let writer = tokio::spawn(async move {
+        while let Some(b) = rx.recv().await {
+            if wr.write_all(&b).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    let mut c = Conn {
+        shared: shared.clone(),
+        tx,
+        rx_cache: TypeCache::new(),
+        limits: Limits::default(),
+        channels: HashMap::new(),
+        next_sid: 1,
+        ops: HashMap::new(),
+        peer,
+        rx_order: ByteOrder::Little,
+    };
+    let res = async {
+        // Byte order (little endian, per-message flag honoured) then our validation request.
+        c.tx.send(control(ctrl::SET_BYTE_ORDER, 0, ByteOrder::Little, true)).await.ok();
+        c.send(&Message::ValidationRequest {
+            buffer_size: 0x10000,
+            registry_size: 0x7fff,
+            methods: vec!["anonymous".into(), "ca".into()],
+        })
+        .await?;
+        let mut framer = FrameDecoder::with_limits(c.limits);
+        let mut buf = BytesMut::with_capacity(0x10000);
+        loop {
+            while let Some(f) = framer.decode(&mut buf)? {
+                c.handle(f).await?;
+            }
+            tokio::select! {
+                n = rd.read_buf(&mut buf) => {
+                    if n? == 0 {
+                        return Ok::<(), Error>(());
+                    }
+                }
+                _ = stop.changed() => return Ok(()),
+            }
+        }
+    }
+    .await;
+    if let Err(e) = res {
+        shared.stats.connections_closed_on_error.fetch_add(1, Ordering::Relaxed);
+        warn!(%peer, error = %e, "closing client connection");
+    } else {
+        debug!(%peer, "client disconnected");
+    }
+    for (_, op) in c.ops.drain() {
+        drop_op(op);
+    }
+    drop(c);
+    let _ = writer.await;
+}
+
+fn drop_op(op: Op) {
+    if let OpKind::Monitor { sub, task, .. } = op.kind {
+        if let Some(t) = task {
+            t.abort();
+        }
+        if let Some(pv) = op.pv {
+            pv.unsubscribe(&sub);
+        }
+    }
+}
+
+fn encode(m: &Message) -> Result<Vec<u8>> {
+    encode_message(m, ByteOrder::Little, true, &mut SendCache::disabled())
+}
+
+fn data_bytes(desc: &FieldDesc, value: &Value, bits: &BitSet) -> Result<bytes::Bytes> {
+    let mut w = Writer::new(ByteOrder::Little);
+    encode_data(&mut w, desc, value, &compress_bits(desc, bits), &mut SendCache::disabled())?;
+    Ok(w.buf.into())
+}
+
+fn resp(command: u8, ioid: u32, subcmd: u8, status: Status, body: RespBody) -> Message {
+    Message::Response(OpResponse { command, ioid, subcmd, status: Some(status), body })
+}
+
+impl Conn {
+    async fn send(&self, m: &Message) -> Result<()> {
+        let b = encode(m)?;
+        self.tx.send(b).await.map_err(|_| Error::Closed("writer gone".into()))
+    }
+
+    async fn handle(&mut self, f: Frame) -> Result<()> {
+        match f {
+            Frame::Control(h) => {
+                if h.command == ctrl::ECHO_REQUEST {
+                    let _ = self.tx.send(control(ctrl::ECHO_RESPONSE, h.size, ByteOrder::Little, true)).await;
+                }
+                Ok(())
+            }
+            Frame::App(h, p) => {
+                if h.from_server() {
+                    return Err(Error::Unexpected("client sent a message flagged as from a server".into()));
+                }
+                let m = decode_message(&h, &p, &mut self.rx_cache, self.limits)?;
+                self.rx_order = h.order();
+                self.handle_msg(&h, m).await
+            }
+        }
+    }
+
+    async fn handle_msg(&mut self, h: &Header, m: Message) -> Result<()> {
+        match m {
+            Message::ValidationResponse { method, .. } => {
+                debug!(peer = %self.peer, %method, "client validated");
+                self.send(&Message::Validated(Status::ok())).await
+            }
+            Message::Echo(b) => self.send(&Message::Echo(b)).await,
+            Message::Search(s) => {
+                let found: Vec<u32> =
+                    s.channels.iter().filter(|(_, n)| self.shared.provider.has(n)).map(|(id, _)| *id).collect();
+                if found.is_empty() && s.flags & 0x01 == 0 {
+                    return Ok(());
+                }
+                self.shared.stats.searches_answered.fetch_add(1, Ordering::Relaxed);
+                let r = Message::SearchResponse(SearchResponse {
+                    guid: self.shared.guid,
+                    sequence: s.sequence,
+                    addr: [0; 16],
+                    port: self.shared.tcp_addr.port(),
+                    protocol: "tcp".into(),
+                    found: !found.is_empty(),
+                    cids: found,
+                });
+                // Answer in the byte order the search was sent in (pvxs sends TCP searches big-endian).
+                let order = if h.flags & FLAG_BIG_ENDIAN != 0 { ByteOrder::Big } else { ByteOrder::Little };
+                let b = encode_message(&r, order, true, &mut SendCache::disabled())?;
+                self.tx.send(b).await.map_err(|_| Error::Closed("writer gone".into()))
+            }
+            Message::CreateChannel { channels } => {
+                for (cid, name) in channels {
+                    let (sid, status) = match self.shared.provider.get(&name) {
+                        Some(_) if self.channels.len() >= CHANNELS_MAX => (0, Status::error("too many channels")),
+                        Some(entry) => {
+                            let sid = self.next_sid;
+                            self.next_sid = self.next_sid.wrapping_add(1).max(1);
+                            self.channels.insert(sid, Chan { cid, entry });
+                            (sid, Status::ok())
+                        }
+                        None => (0, Status::error(format!("no such channel: {name}"))),
+                    };
+                    self.send(&Message::CreateChannelResponse { cid, sid, status }).await?;
+                }
+                Ok(())
+            }
+            Message::DestroyChannel { sid, cid } => {
+                if let Some(ch) = self.channels.remove(&sid) {
+                    let _ = ch.cid;
+                    let ioids: Vec<u32> = self.ops.keys().copied().collect();
+                    for io in ioids {
+                        if let Some(op) = self.ops.remove(&io) {
+                            drop_op(op);
+                        }
+                    }
+                }
+                self.send(&Message::DestroyChannel { sid, cid }).await
+            }
+            Message::DestroyRequest { ioid, .. } | Message::CancelRequest { ioid, .. } => {
+                if let Some(op) = self.ops.remove(&ioid) {
+                    drop_op(op);
+                }
+                Ok(())
+            }
+            Message::GetField { sid, ioid, subfield } => {
+                let (status, desc) = match self.channels.get(&sid).map(|c| &c.entry) {
+                    Some(Entry::Pv(pv)) => {
+                        let d = pv.desc();
+                        match d.lookup(&subfield) {
+                            Some((sd, _)) => (Status::ok(), Some(sd.clone())),
+                            None => (Status::error(format!("no field {subfield}")), None),
+                        }
+                    }
+                    Some(Entry::Rpc(_)) => (Status::error("RPC channel has no type"), None),
+                    None => (Status::error("no such channel"), None),
+                };
+                self.send(&Message::GetFieldResponse { ioid, status, desc }).await
+            }
+            Message::Request(r) => self.handle_op(r).await,
+            Message::AuthNZ(_) | Message::OriginTag(_) | Message::Unknown { .. } => Ok(()),
+            other => {
+                debug!(peer = %self.peer, msg = ?other, "ignoring unexpected client message");
+                Ok(())
+            }
+        }
+    }
+
+    async fn op_error(&self, r: &OpRequest, msg: String) -> Result<()> {
+        let body = if r.subcmd & sub::INIT != 0 { RespBody::Init(vec![]) } else { RespBody::Data(Default::default()) };
+        self.send(&resp(r.command, r.ioid, r.subcmd, Status::error(msg), body)).await
+    }
+
+    async fn handle_op(&mut self, r: OpRequest) -> Result<()> {
+        if r.subcmd & sub::INIT != 0 {
+            return self.init_op(r).await;
+        }
+        let Some(op) = self.ops.get_mut(&r.ioid) else {
+            return self.op_error(&r, format!("no such request {}", r.ioid)).await;
+        };
+        let destroy = r.subcmd & sub::DESTROY != 0;
+        match (&mut op.kind, r.command) {
+            (OpKind::Monitor { sub: s, task, window }, cmd::MONITOR) => {
+                if let (ReqBody::Monitor { nack: Some(n) }, Some(w)) = (&r.body, window.as_ref()) {
+                    w.add_permits((*n as usize).min(super::pv::QUEUE_SIZE_MAX));
+                }
+                if r.subcmd & sub::MONITOR_START == sub::MONITOR_START {
+                    if task.is_none() {
+                        let pv = op.pv.clone();
+                        *task = Some(tokio::spawn(monitor_task(
+                            s.clone(),
+                            pv.map(|p| p.desc()).unwrap_or(FieldDesc::Any),
+                            op.mask.clone(),
+                            r.ioid,
+                            self.tx.clone(),
+                            window.clone(),
+                        )));
+                    }
+                } else if r.subcmd & sub::MONITOR_START == sub::MONITOR_STOP {
+                    if let Some(t) = task.take() {
+                        t.abort();
+                    }
+                }
+                if destroy {
+                    if let Some(op) = self.ops.remove(&r.ioid) {
+                        drop_op(op);
+                    }
+                }
+                Ok(())
+            }
+            (OpKind::Get, cmd::GET) => {
+                let pv = op.pv.clone();
+                let mask = op.mask.clone();
+                if destroy {
+                    self.ops.remove(&r.ioid);
+                }
+                let (d, v) = pv.map(|p| p.current()).unwrap_or((FieldDesc::Any, Value::Any(None)));
+                self.send(&resp(cmd::GET, r.ioid, r.subcmd, Status::ok(), RespBody::Data(data_bytes(&d, &v, &mask)?)))
+                    .await
+            }
+            (OpKind::Put, cmd::PUT) | (OpKind::PutGet, cmd::PUT_GET) => {
+                let pv = op.pv.clone();
+                let mask = op.mask.clone();
+                let is_pg = r.command == cmd::PUT_GET;
+                if destroy {
+                    self.ops.remove(&r.ioid);
+                }
+                let Some(pv) = pv else { return self.op_error(&r, "no PV".into()).await };
+                let (d, cur) = pv.current();
+                let get_only = if is_pg { r.subcmd & (sub::GET | sub::GET_PUT) != 0 } else { r.subcmd & sub::GET != 0 };
+                if get_only {
+                    let bits = if is_pg && r.subcmd & sub::GET_PUT != 0 { BitSet::with(&[0]) } else { mask };
+                    let body = RespBody::Data(data_bytes(&d, &cur, &bits)?);
+                    return self.send(&resp(r.command, r.ioid, r.subcmd, Status::ok(), body)).await;
+                }
+                let ReqBody::Data(data) = &r.body else { return self.op_error(&r, "missing put data".into()).await };
+                let mut merged = cur;
+                // Put data is in the byte order of the message that carried it.
+                let mut rd = Reader::new(data, self.rx_order).with_limits(self.limits);
+                let bits = match decode_data(&mut rd, &d, &mut merged, &mut self.rx_cache) {
+                    Ok(b) => b,
+                    Err(e) => return self.op_error(&r, format!("bad put data: {e}")).await,
+                };
+                let status = match pv.put(&bits, merged) {
+                    Ok(()) => Status::ok(),
+                    Err(e) => Status::error(e),
+                };
+                let body = if is_pg && status.is_success() {
+                    let (d, v) = pv.current();
+                    RespBody::Data(data_bytes(&d, &v, &mask)?)
+                } else {
+                    RespBody::Data(Default::default())
+                };
+                self.send(&resp(r.command, r.ioid, r.subcmd, status, body)).await
+            }
+            (OpKind::Rpc, cmd::RPC) => {
+                if destroy {
+                    self.ops.remove(&r.ioid);
+                }
+                let ReqBody::Rpc(arg) = &r.body else { return self.op_error(&r, "missing RPC argument".into()).await };
+                let h = match self.rpc_handler_for(r.sid) {
+                    Some(h) => h,
+                    None => return self.op_error(&r, "not an RPC channel".into()).await,
+                };
+                let (ad, av) = match arg {
+                    Some((d, v)) => (d.clone(), v.clone()),
+                    None => (FieldDesc::structure("", vec![]), Value::Struct(vec![])),
+                };
+                let (status, out) = match h(&ad, &av) {
+                    Ok((d, v)) => (Status::ok(), Some((d, v))),
+                    Err(e) => (Status::error(e), None),
+                };
+                self.send(&resp(cmd::RPC, r.ioid, r.subcmd, status, RespBody::Rpc(out))).await
+            }
+            (OpKind::Process, cmd::PROCESS) => {
+                if destroy {
+                    self.ops.remove(&r.ioid);
+                }
+                self.send(&resp(cmd::PROCESS, r.ioid, r.subcmd, Status::ok(), RespBody::Data(Default::default())))
+                    .await
+            }
+            (OpKind::Array, cmd::ARRAY) => {
+                let pv = op.pv.clone();
+                if destroy {
+                    self.ops.remove(&r.ioid);
+                }
+                let Some(pv) = pv else { return self.op_error(&r, "no PV".into()).await };
+                self.array_exec(&r, &pv).await
+            }
+            _ => self.op_error(&r, "request kind does not match its init".into()).await,
+        }
+    }
+
+    fn rpc_handler_for(&self, sid: u32) -> Option<super::pv::RpcHandler> {
+        match self.channels.get(&sid).map(|c| &c.entry) {
+            Some(Entry::Rpc(h)) => Some(h.clone()),
+            _ => None,
+        }
+    }
+
+    async fn init_op(&mut self, r: OpRequest) -> Result<()> {
+        let Some(ch) = self.channels.get(&r.sid) else {
+            return self.op_error(&r, format!("no such channel id {}", r.sid)).await;
+        };
+        if self.ops.len() >= OPS_MAX {
+            return self.op_error(&r, "too many requests on this connection".into()).await;
+        }
+        if self.ops.contains_key(&r.ioid) {
+            return self.op_error(&r, format!("request id {} already in use", r.ioid)).await;
+        }
+        let (pv_request, nfree) = match &r.body {
+            ReqBody::Init { pv_request, nfree } => (pv_request.clone(), *nfree),
+            _ => (None, None),
+        };
+        let req = PvRequest::from_variant(pv_request.as_ref());
+        let entry = ch.entry.clone();
+        match (entry, r.command) {
+            (Entry::Rpc(_), cmd::RPC) => {
+                self.ops.insert(r.ioid, Op { kind: OpKind::Rpc, pv: None, mask: BitSet::new() });
+                self.send(&resp(cmd::RPC, r.ioid, r.subcmd, Status::ok(), RespBody::Init(vec![]))).await
+            }
+            (Entry::Rpc(_), _) => self.op_error(&r, "RPC channel supports only RPC".into()).await,
+            (Entry::Pv(_), cmd::RPC) => self.op_error(&r, "channel does not support RPC".into()).await,
+            (Entry::Pv(pv), c) => {
+                let desc = pv.desc();
+                let mask = req.mask(&desc);
+                let (kind, types) = match c {
+                    cmd::GET => (OpKind::Get, vec![desc.clone()]),
+                    cmd::PUT if !pv.is_writable() => return self.op_error(&r, "PV is read-only".into()).await,
+                    cmd::PUT_GET if !pv.is_writable() => return self.op_error(&r, "PV is read-only".into()).await,
+                    cmd::PUT => (OpKind::Put, vec![desc.clone()]),
+                    cmd::PUT_GET => (OpKind::PutGet, vec![desc.clone(), desc.clone()]),
+                    cmd::PROCESS => (OpKind::Process, vec![]),
+                    cmd::ARRAY => match desc.lookup("value") {
+                        Some((FieldDesc::ScalarArray(t, k), _)) => (OpKind::Array, vec![FieldDesc::ScalarArray(*t, *k)]),
+                        _ => return self.op_error(&r, "PV has no array value field".into()).await,
+                    },
+                    cmd::MONITOR => {
+                        let qs = req.option_u32("queueSize").map(|q| q as usize).unwrap_or(4).max(1);
+                        let pipeline = r.subcmd & sub::PIPELINE != 0;
+                        let window = if pipeline {
+                            Some(Arc::new(Semaphore::new(nfree.unwrap_or(qs as u32).min(super::pv::QUEUE_SIZE_MAX as u32) as usize)))
+                        } else {
+                            None
+                        };
+                        let s = pv.subscribe(qs);
+                        (OpKind::Monitor { sub: s, task: None, window }, vec![desc.clone()])
+                    }
+                    _ => return self.op_error(&r, "unsupported operation".into()).await,
+                };
+                self.ops.insert(r.ioid, Op { kind, pv: Some(pv), mask });
+                self.send(&resp(c, r.ioid, sub::INIT, Status::ok(), RespBody::Init(types))).await
+            }
+        }
+    }
+
+    async fn array_exec(&self, r: &OpRequest, pv: &SharedPv) -> Result<()> {
+        let (d, v) = pv.current();
+        let Some((ad @ FieldDesc::ScalarArray(t, _), _)) = d.lookup("value").map(|(x, b)| (x.clone(), b)) else {
+            return self.op_error(r, "PV has no array value field".into()).await;
+        };
+        let cur = match crate::proto::nt::path_ref(&d, &v, "value") {
+            Some((Value::Array(a), _)) => a.clone(),
+            _ => ScalarArray::empty(t),
+        };
+        let data = match &r.body {
+            ReqBody::Data(b) => b.clone(),
+            _ => Default::default(),
+        };
+        let mut rd = Reader::new(&data, self.rx_order).with_limits(self.limits);
+        if r.subcmd & sub::GET != 0 {
+            let offset = rd.size("array offset", usize::MAX >> 1).unwrap_or(0);
+            let count = rd.size("array count", usize::MAX >> 1).unwrap_or(0);
+            let part = cur.slice(offset, count);
+            let mut w = Writer::new(ByteOrder::Little);
+            crate::proto::msg::encode_full(&mut w, &ad, &Value::Array(part), &mut SendCache::disabled())?;
+            return self.send(&resp(cmd::ARRAY, r.ioid, r.subcmd, Status::ok(), RespBody::Data(w.buf.into()))).await;
+        }
+        if r.subcmd & sub::GET_PUT != 0 {
+            // set length
+            let len = rd.size("array length", self.limits.array_len_max).unwrap_or(0);
+            let mut nv = v.clone();
+            let mut a = cur.slice(0, len);
+            pad_array(&mut a, len);
+            if let Some(slot) = crate::proto::nt::path_mut(&d, &mut nv, "value") {
+                *slot = Value::Array(a);
+            }
+            let status = match pv.put(&BitSet::with(&[1]), nv) {
+                Ok(()) => Status::ok(),
+                Err(e) => Status::error(e),
+            };
+            return self.send(&resp(cmd::ARRAY, r.ioid, r.subcmd, status, RespBody::Data(Default::default()))).await;
+        }
+        // put: offset, count, stride, then the sub-array (pvAccessCPP layout)
+        let offset = rd.size("array offset", self.limits.array_len_max)?;
+        let _count = rd.size("array count", self.limits.array_len_max)?;
+        let _stride = rd.size("array stride", self.limits.array_len_max)?;
+        let part = crate::proto::value::decode_value(&mut rd, &ad, &mut TypeCache::new())?;
+        let Value::Array(part) = part else { return self.op_error(r, "bad array data".into()).await };
+        let merged = splice(&cur, offset, &part);
+        let mut nv = v.clone();
+        if let Some(slot) = crate::proto::nt::path_mut(&d, &mut nv, "value") {
+            *slot = Value::Array(merged);
+        }
+        let bit = d.lookup("value").map(|(_, b)| b).unwrap_or(0);
+        let status = match pv.put(&BitSet::with(&[bit]), nv) {
+            Ok(()) => Status::ok(),
+            Err(e) => Status::error(e),
+        };
+        self.send(&resp(cmd::ARRAY, r.ioid, r.subcmd, status, RespBody::Data(Default::default()))).await
+    }
+}
+
+fn pad_array(a: &mut ScalarArray, len: usize) {
+    macro_rules! pad {
+        ($v:expr, $z:expr) => {
+            if $v.len() < len {
+                $v.resize(len, $z)
+            }
+        };
+    }
+    match a {
+        ScalarArray::Bool(v) => pad!(v, false),
+        ScalarArray::I8(v) => pad!(v, 0),
+        ScalarArray::I16(v) => pad!(v, 0),
+        ScalarArray::I32(v) => pad!(v, 0),
+        ScalarArray::I64(v) => pad!(v, 0),
+        ScalarArray::U8(v) => pad!(v, 0),
+        ScalarArray::U16(v) => pad!(v, 0),
+        ScalarArray::U32(v) => pad!(v, 0),
+        ScalarArray::U64(v) => pad!(v, 0),
+        ScalarArray::F32(v) => pad!(v, 0.0),
+        ScalarArray::F64(v) => pad!(v, 0.0),
+        ScalarArray::String(v) => pad!(v, String::new()),
+    }
+}
+
+fn splice(cur: &ScalarArray, offset: usize, part: &ScalarArray) -> ScalarArray {
+    macro_rules! sp {
+        ($c:expr, $p:expr, $k:path, $z:expr) => {{
+            let mut out = $c.clone();
+            if out.len() < offset + $p.len() {
+                out.resize(offset + $p.len(), $z);
+            }
+            for (i, x) in $p.iter().enumerate() {
+                if let Some(s) = out.get_mut(offset + i) {
+                    *s = x.clone();
+                }
+            }
+            $k(out)
+        }};
+    }
+    match (cur, part) {
+        (ScalarArray::F64(c), ScalarArray::F64(p)) => sp!(c, p, ScalarArray::F64, 0.0),
+        (ScalarArray::F32(c), ScalarArray::F32(p)) => sp!(c, p, ScalarArray::F32, 0.0),
+        (ScalarArray::I32(c), ScalarArray::I32(p)) => sp!(c, p, ScalarArray::I32, 0),
+        (ScalarArray::I64(c), ScalarArray::I64(p)) => sp!(c, p, ScalarArray::I64, 0),
+        (ScalarArray::String(c), ScalarArray::String(p)) => sp!(c, p, ScalarArray::String, String::new()),
+        _ => part.clone(),
+    }
+}
+
+async fn monitor_task(
+    s: Arc<Subscription>,
+    desc: FieldDesc,
+    mask: BitSet,
+    ioid: u32,
+    tx: mpsc::Sender<Vec<u8>>,
+    window: Option<Arc<Semaphore>>,
+) {
+    loop {
+        while let Some(u) = s.pop() {
+            let changed = intersect(&u.changed, &mask);
+            if changed.is_empty() {
+                continue;
+            }
+            if let Some(w) = &window {
+                match w.acquire().await {
+                    Ok(p) => p.forget(),
+                    Err(_) => return,
+                }
+            }
+            let overrun = compress_bits(&desc, &intersect(&u.overrun, &mask));
+            let mut w = Writer::new(ByteOrder::Little);
+            if encode_data(&mut w, &desc, &u.value, &compress_bits(&desc, &changed), &mut SendCache::disabled()).is_err() {
+                warn!(ioid, "monitor value does not match its type; dropping update");
+                continue;
+            }
+            overrun.encode(&mut w);
+            let m = Message::Response(OpResponse {
+                command: cmd::MONITOR,
+                ioid,
+                subcmd: 0,
+                status: None,
+                body: RespBody::Data(w.buf.into()),
+            });
+            let Ok(b) = encode(&m) else { continue };
+            if tx.send(b).await.is_err() {
+                return;
+            }
+        }
+        if s.is_closed() {
+            return;
+        }
+        s.notify.notified().await;
+    }
+}

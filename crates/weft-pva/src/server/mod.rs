@@ -1,0 +1,137 @@
+//! tokio pvAccess server on top of [`crate::proto`]: TCP connections,
+//! UDP search answers and beacons.
+
+mod conn;
+pub mod demo;
+mod pv;
+mod udp;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+pub use pv::{Entry, Provider, PutHandler, RpcHandler, SharedPv, Subscription, Update, now_stamp};
+
+use crate::config::ServerConfig;
+use crate::error::Result;
+
+/// Counters a running server exposes (for tests and metrics).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub connections: AtomicU64,
+    pub connections_closed_on_error: AtomicU64,
+    pub searches_answered: AtomicU64,
+}
+
+/// Shared server state handed to connection tasks.
+pub(crate) struct Shared {
+    pub provider: Provider,
+    pub guid: [u8; 12],
+    pub tcp_addr: SocketAddr,
+    pub stats: Stats,
+}
+
+/// A running server; dropping it does not stop it, call [`Server::shutdown`].
+pub struct Server {
+    shared: Arc<Shared>,
+    udp_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    /// Helper tasks (e.g. demo tickers) aborted on shutdown.
+    extra: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Bind and start serving `provider`.
+    pub async fn start(config: ServerConfig, provider: Provider) -> Result<Server> {
+        let listener = match TcpListener::bind(SocketAddr::new(config.bind, config.tcp_port)).await {
+            Ok(l) => l,
+            Err(e) if config.tcp_port_fallback && config.tcp_port != 0 => {
+                warn!(port = config.tcp_port, error = %e, "TCP port busy, using a random port");
+                TcpListener::bind(SocketAddr::new(config.bind, 0)).await?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let tcp_addr = listener.local_addr()?;
+        let guid: [u8; 12] = rand::random();
+        let shared = Arc::new(Shared { provider, guid, tcp_addr, stats: Stats::default() });
+        let (stop, stop_rx) = watch::channel(false);
+        let udp = udp::bind(&config)?;
+        let udp_addr = udp.local_addr()?;
+        info!(%tcp_addr, %udp_addr, "pvAccess server listening");
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(accept_loop(listener, shared.clone(), stop_rx.clone())));
+        let udp = Arc::new(udp);
+        tasks.push(tokio::spawn(udp::search_loop(udp.clone(), shared.clone(), config.bind, stop_rx.clone())));
+        if !config.beacon_addrs.is_empty() {
+            tasks.push(tokio::spawn(udp::beacon_loop(udp, shared.clone(), config.clone(), stop_rx)));
+        }
+        Ok(Server { shared, udp_addr, stop, tasks, extra: vec![] })
+    }
+
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.shared.tcp_addr
+    }
+
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.udp_addr
+    }
+
+    pub fn provider(&self) -> &Provider {
+        &self.shared.provider
+    }
+
+    /// Tie a helper task's lifetime to the server.
+    pub fn attach(&mut self, t: JoinHandle<()>) {
+        self.extra.push(t);
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    /// Stop accepting, close every connection, and wait for the tasks.
+    pub async fn shutdown(self) {
+        for t in &self.extra {
+            t.abort();
+        }
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Run until the stop future completes.
+    pub async fn run_until(self, stop: impl std::future::Future<Output = ()>) {
+        stop.await;
+        self.shutdown().await;
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((sock, peer)) => {
+                    debug!(%peer, "client connected");
+                    shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+                    let _ = sock.set_nodelay(true);
+                    conns.spawn(conn::serve(sock, peer, shared.clone(), stop.clone()));
+                }
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            },
+            _ = stop.changed() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    conns.shutdown().await;
+}

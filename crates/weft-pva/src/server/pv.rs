@@ -1,0 +1,309 @@
+//! Served PVs: `SharedPv` mailboxes (read-only or writable), RPC handlers,
+//! and the registry (`Provider`) the server looks names up in.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Notify;
+
+use crate::error::{Error, Result};
+use crate::proto::nt::{path_mut, time_value};
+use crate::proto::value::expand_bits;
+use crate::proto::{BitSet, FieldDesc, Value};
+
+/// Maximum monitor queue depth a client may ask for (record._options.queueSize).
+pub const QUEUE_SIZE_MAX: usize = 1024;
+
+/// Handler deciding what a put does: gets the PV, the bits the client set
+/// and the merged value; returns the value to post (or an error for the client).
+pub type PutHandler = Arc<dyn Fn(&SharedPv, &BitSet, Value) -> std::result::Result<Value, String> + Send + Sync>;
+
+/// RPC handler: argument (type, value) to result (type, value).
+pub type RpcHandler =
+    Arc<dyn Fn(&FieldDesc, &Value) -> std::result::Result<(FieldDesc, Value), String> + Send + Sync>;
+
+/// One queued monitor update.
+#[derive(Debug, Clone)]
+pub struct Update {
+    pub changed: BitSet,
+    pub overrun: BitSet,
+    pub value: Value,
+}
+
+/// A subscriber's bounded queue. When full, the newest update is squashed
+/// into the last one (bits merged, overrun recorded), as pvxs does.
+pub struct Subscription {
+    q: Mutex<SubQueue>,
+    pub notify: Notify,
+}
+
+struct SubQueue {
+    items: VecDeque<Update>,
+    cap: usize,
+    closed: bool,
+}
+
+impl Subscription {
+    fn new(cap: usize) -> Arc<Self> {
+        Arc::new(Subscription {
+            q: Mutex::new(SubQueue { items: VecDeque::new(), cap: cap.clamp(1, QUEUE_SIZE_MAX), closed: false }),
+            notify: Notify::new(),
+        })
+    }
+
+    fn push(&self, changed: &BitSet, value: &Value) {
+        {
+            let Ok(mut q) = self.q.lock() else { return };
+            if q.closed {
+                return;
+            }
+            if q.items.len() >= q.cap {
+                if let Some(last) = q.items.back_mut() {
+                    for b in changed.iter() {
+                        if last.changed.get(b) {
+                            last.overrun.set(b);
+                        }
+                    }
+                    last.changed.union_with(changed);
+                    last.value = value.clone();
+                }
+            } else {
+                q.items.push_back(Update { changed: changed.clone(), overrun: BitSet::new(), value: value.clone() });
+            }
+        }
+        self.notify.notify_one();
+    }
+
+    /// Take the oldest queued update.
+    pub fn pop(&self) -> Option<Update> {
+        self.q.lock().ok()?.items.pop_front()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.q.lock().map(|q| q.closed).unwrap_or(true)
+    }
+
+    fn close(&self) {
+        if let Ok(mut q) = self.q.lock() {
+            q.closed = true;
+        }
+        self.notify.notify_one();
+    }
+}
+
+struct PvState {
+    desc: FieldDesc,
+    value: Value,
+    subs: Vec<std::sync::Weak<Subscription>>,
+}
+
+struct Inner {
+    state: RwLock<PvState>,
+    on_put: Option<PutHandler>,
+    writable: bool,
+}
+
+/// A PV whose value lives in memory: `post` updates it and notifies every
+/// monitor; clients may put to it if it is writable.
+#[derive(Clone)]
+pub struct SharedPv {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SharedPv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedPv").field("writable", &self.inner.writable).finish()
+    }
+}
+
+/// Now as an NT time stamp value.
+pub fn now_stamp() -> Value {
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    time_value(d.as_secs() as i64, d.subsec_nanos() as i32)
+}
+
+impl SharedPv {
+    fn make(desc: FieldDesc, value: Value, writable: bool, on_put: Option<PutHandler>) -> Self {
+        SharedPv {
+            inner: Arc::new(Inner { state: RwLock::new(PvState { desc, value, subs: vec![] }), on_put, writable }),
+        }
+    }
+
+    /// A PV clients can only read and monitor.
+    pub fn read_only(desc: FieldDesc, value: Value) -> Self {
+        Self::make(desc, value, false, None)
+    }
+
+    /// A PV that accepts puts: the merged value is posted (with a fresh timeStamp if it has one).
+    pub fn writable(desc: FieldDesc, value: Value) -> Self {
+        Self::make(desc, value, true, None)
+    }
+
+    /// A PV whose puts go through `handler`.
+    pub fn with_put_handler(desc: FieldDesc, value: Value, handler: PutHandler) -> Self {
+        Self::make(desc, value, true, Some(handler))
+    }
+
+    pub fn is_writable(&self) -> bool {
+        self.inner.writable
+    }
+
+    pub fn desc(&self) -> FieldDesc {
+        self.inner.state.read().map(|s| s.desc.clone()).unwrap_or(FieldDesc::Any)
+    }
+
+    /// Current type and value.
+    pub fn current(&self) -> (FieldDesc, Value) {
+        match self.inner.state.read() {
+            Ok(s) => (s.desc.clone(), s.value.clone()),
+            Err(_) => (FieldDesc::Any, Value::Any(None)),
+        }
+    }
+
+    /// Replace the whole value and notify monitors (bit 0 changed).
+    pub fn post_value(&self, value: Value) {
+        self.post(BitSet::with(&[0]), value);
+    }
+
+    /// Set one field (dotted path) and notify monitors with that field's bit.
+    pub fn post_field(&self, path: &str, v: Value) -> Result<()> {
+        self.post_fields(&[(path, v)])
+    }
+
+    /// Set several fields at once (one monitor update).
+    pub fn post_fields(&self, fields: &[(&str, Value)]) -> Result<()> {
+        let (desc, mut value) = self.current();
+        let mut bits = BitSet::new();
+        for (path, v) in fields {
+            let (_, bit) = desc.lookup(path).ok_or_else(|| Error::Usage(format!("no field {path}")))?;
+            let slot = path_mut(&desc, &mut value, path).ok_or_else(|| Error::Usage(format!("no field {path}")))?;
+            *slot = v.clone();
+            bits.set(bit);
+        }
+        self.post(bits, value);
+        Ok(())
+    }
+
+    /// Store a new value and queue an update with `changed` bits to every subscriber.
+    pub fn post(&self, changed: BitSet, value: Value) {
+        let Ok(mut s) = self.inner.state.write() else { return };
+        let expanded = expand_bits(&s.desc, &changed);
+        s.value = value;
+        s.subs.retain(|w| w.strong_count() > 0);
+        for sub in s.subs.iter().filter_map(|w| w.upgrade()) {
+            sub.push(&expanded, &s.value);
+        }
+    }
+
+    /// Subscribe: the first queued update is the whole current value.
+    pub fn subscribe(&self, queue_size: usize) -> Arc<Subscription> {
+        let sub = Subscription::new(queue_size);
+        if let Ok(mut s) = self.inner.state.write() {
+            let all = expand_bits(&s.desc, &BitSet::with(&[0]));
+            sub.push(&all, &s.value);
+            s.subs.push(Arc::downgrade(&sub));
+        }
+        sub
+    }
+
+    pub fn unsubscribe(&self, sub: &Arc<Subscription>) {
+        sub.close();
+        if let Ok(mut s) = self.inner.state.write() {
+            s.subs.retain(|w| w.upgrade().is_some_and(|x| !Arc::ptr_eq(&x, sub)));
+        }
+    }
+
+    /// Apply a client's put (already merged into a copy of the current value).
+    pub fn put(&self, bits: &BitSet, merged: Value) -> std::result::Result<(), String> {
+        if !self.inner.writable {
+            return Err("PV is read-only".into());
+        }
+        let (desc, _) = self.current();
+        let mut bits = bits.clone();
+        let mut v = match &self.inner.on_put {
+            Some(h) => h(self, &bits, merged)?,
+            None => merged,
+        };
+        if let Some((_, bit)) = desc.lookup("timeStamp") {
+            if let Some(slot) = path_mut(&desc, &mut v, "timeStamp") {
+                *slot = now_stamp();
+                bits.set(bit);
+            }
+        }
+        self.post(bits, v);
+        Ok(())
+    }
+}
+
+/// What a name resolves to.
+#[derive(Clone)]
+pub enum Entry {
+    Pv(SharedPv),
+    Rpc(RpcHandler),
+}
+
+/// Registry of served names. Cheap to clone; changes are seen by running servers.
+#[derive(Clone, Default)]
+pub struct Provider {
+    names: Arc<RwLock<HashMap<String, Entry>>>,
+}
+
+impl Provider {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn add_pv(&self, name: &str, pv: SharedPv) {
+        if let Ok(mut m) = self.names.write() {
+            m.insert(name.to_string(), Entry::Pv(pv));
+        }
+    }
+
+    pub fn add_rpc(&self, name: &str, h: RpcHandler) {
+        if let Ok(mut m) = self.names.write() {
+            m.insert(name.to_string(), Entry::Rpc(h));
+        }
+    }
+
+    pub fn remove(&self, name: &str) -> bool {
+        self.names.write().map(|mut m| m.remove(name).is_some()).unwrap_or(false)
+    }
+
+    pub fn get(&self, name: &str) -> Option<Entry> {
+        self.names.read().ok()?.get(name).cloned()
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.names.read().map(|m| m.contains_key(name)).unwrap_or(false)
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.names.read().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::ScalarType;
+    use crate::proto::nt::{Builder, Meta, nt_scalar};
+
+    #[test]
+    fn queue_squashes_when_full() {
+        let (d, v) = Builder::new(nt_scalar(ScalarType::F64, Meta::default())).build();
+        let pv = SharedPv::writable(d, v);
+        let sub = pv.subscribe(2);
+        for i in 0..5 {
+            pv.post_field("value", Value::F64(i as f64)).unwrap();
+        }
+        let first = sub.pop().unwrap();
+        assert!(first.changed.get(0));
+        let second = sub.pop().unwrap();
+        assert!(second.overrun.get(1));
+        assert_eq!(second.value.field(0), Some(&Value::F64(4.0)));
+        assert!(sub.pop().is_none());
+    }
+}

@@ -1,0 +1,151 @@
+//! UDP side of the server: answer searches and send beacons.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+use tracing::{debug, trace};
+
+use super::Shared;
+use crate::config::ServerConfig;
+use crate::error::Result;
+use crate::proto::header::split_datagram;
+use crate::proto::msg::{Beacon, Message, SearchResponse, decode_message, encode_message};
+use crate::proto::{Limits, SendCache, TypeCache};
+
+/// Bind the search socket, shareable with other servers on the same port.
+pub(crate) fn bind(config: &ServerConfig) -> Result<UdpSocket> {
+    let addr = SocketAddr::new(config.bind, config.udp_port);
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    #[cfg(unix)]
+    s.set_reuse_port(true)?;
+    s.set_broadcast(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    Ok(UdpSocket::from_std(s.into())?)
+}
+
+/// IPv6 / v4-mapped form used in pvAccess address fields.
+pub(crate) fn addr16(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+/// Address field to IP (None when all zero or ::ffff:0.0.0.0 = "use the sender's address").
+pub(crate) fn ip_from16(a: &[u8; 16]) -> Option<IpAddr> {
+    let v6 = Ipv6Addr::from(*a);
+    if v6.is_unspecified() {
+        return None;
+    }
+    match v6.to_ipv4_mapped() {
+        Some(v4) if v4.is_unspecified() => None,
+        Some(v4) => Some(IpAddr::V4(v4)),
+        None => Some(IpAddr::V6(v6)),
+    }
+}
+
+pub(crate) async fn search_loop(sock: Arc<UdpSocket>, shared: Arc<Shared>, bind: IpAddr, mut stop: watch::Receiver<bool>) {
+    let mut buf = vec![0u8; 0x10000];
+    loop {
+        let (n, src) = tokio::select! {
+            r = sock.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    debug!(error = %e, "udp recv failed");
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let Some(d) = buf.get(..n) else { continue };
+        let msgs = match split_datagram(d) {
+            Ok(m) => m,
+            Err(e) => {
+                trace!(%src, error = %e, "ignoring malformed datagram");
+                continue;
+            }
+        };
+        for (h, p) in msgs {
+            if h.is_control() || h.from_server() {
+                continue;
+            }
+            let Ok(Message::Search(s)) = decode_message(&h, p, &mut TypeCache::new(), Limits::default()) else {
+                continue;
+            };
+            let found: Vec<u32> =
+                s.channels.iter().filter(|(_, n)| shared.provider.has(n)).map(|(id, _)| *id).collect();
+            let reply_required = s.flags & 0x01 != 0;
+            if found.is_empty() && !reply_required {
+                continue;
+            }
+            if !s.protocols.is_empty() && !s.protocols.iter().any(|p| p == "tcp") {
+                continue;
+            }
+            let our_ip = if bind.is_unspecified() { [0u8; 16] } else { addr16(bind) };
+            let r = Message::SearchResponse(SearchResponse {
+                guid: shared.guid,
+                sequence: s.sequence,
+                addr: our_ip,
+                port: shared.tcp_addr.port(),
+                protocol: "tcp".into(),
+                found: !found.is_empty(),
+                cids: found,
+            });
+            let Ok(bytes) = encode_message(&r, h.order(), true, &mut SendCache::disabled()) else { continue };
+            let dest_ip = ip_from16(&s.reply_addr).unwrap_or(src.ip());
+            let dest = SocketAddr::new(dest_ip, if s.reply_port != 0 { s.reply_port } else { src.port() });
+            shared.stats.searches_answered.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = sock.send_to(&bytes, dest).await {
+                debug!(%dest, error = %e, "search reply failed");
+            }
+        }
+    }
+}
+
+pub(crate) async fn beacon_loop(sock: Arc<UdpSocket>, shared: Arc<Shared>, config: ServerConfig, mut stop: watch::Receiver<bool>) {
+    let mut seq: u8 = 0;
+    let our_ip = if config.bind.is_unspecified() { addr16(IpAddr::V4(Ipv4Addr::UNSPECIFIED)) } else { addr16(config.bind) };
+    loop {
+        let b = Message::Beacon(Beacon {
+            guid: shared.guid,
+            flags: 0,
+            sequence: seq,
+            change_count: 0,
+            addr: our_ip,
+            port: shared.tcp_addr.port(),
+            protocol: "tcp".into(),
+            status: None,
+        });
+        seq = seq.wrapping_add(1);
+        if let Ok(bytes) = encode_message(&b, crate::proto::ByteOrder::Big, true, &mut SendCache::disabled()) {
+            for a in &config.beacon_addrs {
+                if let Err(e) = sock.send_to(&bytes, a).await {
+                    trace!(dest = %a, error = %e, "beacon send failed");
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(config.beacon_period) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_fields() {
+        let a = addr16(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(ip_from16(&a), Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        assert_eq!(ip_from16(&[0; 16]), None);
+        assert_eq!(ip_from16(&addr16(IpAddr::V4(Ipv4Addr::UNSPECIFIED))), None);
+    }
+}
