@@ -503,6 +503,20 @@ mod tests {
     }
 
     #[test]
+    fn documented_example_bytes() {
+        // The example in docs/storage.md.
+        let mut b = BatchBuilder::new(Offset(5));
+        b.push(Offset(5), 1000, Some(b"k"), Some(b"v"), &[]).unwrap();
+        let (h, bytes) = b.finish().unwrap();
+        let mut want = vec![5, 0, 0, 0, 0, 0, 0, 0, 0x27, 0, 0, 0, 1];
+        want.extend_from_slice(&h.crc.to_le_bytes());
+        want.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0xe8, 3, 0, 0, 0, 0, 0, 0, 0xe8, 3, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]);
+        want.extend_from_slice(&[7, 0, 0, 2, b'k', 2, b'v', 0]);
+        assert_eq!(&bytes[..], &want[..]);
+        assert_eq!(h.crc, crc32c::crc32c(&bytes[17..]));
+    }
+
+    #[test]
     fn varints() {
         for v in [0u64, 1, 127, 128, 300, u32::MAX as u64, u64::MAX] {
             let mut b = BytesMut::new();
