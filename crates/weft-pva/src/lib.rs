@@ -5,6 +5,7 @@
 //! - [`client`]: tokio client (search, get, put, monitor, rpc, get-field).
 //! - [`cli`]: the `weft pv ...` command-line surface.
 
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod proto;

@@ -594,6 +594,27 @@ pub fn encode_full(w: &mut Writer, desc: &FieldDesc, value: &Value, cache: &mut 
     encode_value(w, desc, value, cache)
 }
 
+/// IPv6 / v4-mapped form used in pvAccess address fields.
+pub fn addr16(ip: std::net::IpAddr) -> [u8; 16] {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        std::net::IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+/// Address field to IP; None when all zero or ::ffff:0.0.0.0 ("use the sender's address").
+pub fn ip_from16(a: &[u8; 16]) -> Option<std::net::IpAddr> {
+    let v6 = std::net::Ipv6Addr::from(*a);
+    if v6.is_unspecified() {
+        return None;
+    }
+    match v6.to_ipv4_mapped() {
+        Some(v4) if v4.is_unspecified() => None,
+        Some(v4) => Some(std::net::IpAddr::V4(v4)),
+        None => Some(std::net::IpAddr::V6(v6)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -641,6 +662,15 @@ mod tests {
             true,
         );
         rt(Message::Message { ioid: 3, mtype: 1, text: "hi".into() }, true);
+    }
+
+    #[test]
+    fn address_fields() {
+        use std::net::{IpAddr, Ipv4Addr};
+        let a = addr16(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(ip_from16(&a), Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        assert_eq!(ip_from16(&[0; 16]), None);
+        assert_eq!(ip_from16(&addr16(IpAddr::V4(Ipv4Addr::UNSPECIFIED))), None);
     }
 
     #[test]

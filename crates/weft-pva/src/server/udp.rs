@@ -1,6 +1,6 @@
 //! UDP side of the server: answer searches and send beacons.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -13,7 +13,7 @@ use super::Shared;
 use crate::config::ServerConfig;
 use crate::error::Result;
 use crate::proto::header::split_datagram;
-use crate::proto::msg::{Beacon, Message, SearchResponse, decode_message, encode_message};
+use crate::proto::msg::{Beacon, Message, SearchResponse, addr16, decode_message, encode_message, ip_from16};
 use crate::proto::{Limits, SendCache, TypeCache};
 
 /// Bind the search socket, shareable with other servers on the same port.
@@ -27,27 +27,6 @@ pub(crate) fn bind(config: &ServerConfig) -> Result<UdpSocket> {
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
     Ok(UdpSocket::from_std(s.into())?)
-}
-
-/// IPv6 / v4-mapped form used in pvAccess address fields.
-pub(crate) fn addr16(ip: IpAddr) -> [u8; 16] {
-    match ip {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-        IpAddr::V6(v6) => v6.octets(),
-    }
-}
-
-/// Address field to IP (None when all zero or ::ffff:0.0.0.0 = "use the sender's address").
-pub(crate) fn ip_from16(a: &[u8; 16]) -> Option<IpAddr> {
-    let v6 = Ipv6Addr::from(*a);
-    if v6.is_unspecified() {
-        return None;
-    }
-    match v6.to_ipv4_mapped() {
-        Some(v4) if v4.is_unspecified() => None,
-        Some(v4) => Some(IpAddr::V4(v4)),
-        None => Some(IpAddr::V6(v6)),
-    }
 }
 
 pub(crate) async fn search_loop(sock: Arc<UdpSocket>, shared: Arc<Shared>, bind: IpAddr, mut stop: watch::Receiver<bool>) {
@@ -137,15 +116,3 @@ pub(crate) async fn beacon_loop(sock: Arc<UdpSocket>, shared: Arc<Shared>, confi
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn address_fields() {
-        let a = addr16(IpAddr::V4(Ipv4Addr::LOCALHOST));
-        assert_eq!(ip_from16(&a), Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-        assert_eq!(ip_from16(&[0; 16]), None);
-        assert_eq!(ip_from16(&addr16(IpAddr::V4(Ipv4Addr::UNSPECIFIED))), None);
-    }
-}

@@ -1,0 +1,178 @@
+//! Weft client against the Weft server on loopback: every operation, the
+//! demo PVs, monitors (plain, pipelined, many), reconnection after a server
+//! restart, and a client sending garbage mid-session.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use weft_pva::client::{Client, MonitorEvent};
+use weft_pva::config::{ClientConfig, ServerConfig};
+use weft_pva::proto::nt::{Builder, path_ref};
+use weft_pva::proto::{ScalarArray, ScalarType, Value};
+use weft_pva::server::demo::{self, serve_demo};
+
+fn field(d: &weft_pva::client::PvData, path: &str) -> Value {
+    path_ref(&d.desc, &d.value, path).map(|(v, _)| v.clone()).unwrap_or_else(|| panic!("no field {path}"))
+}
+
+async fn setup() -> (weft_pva::server::Server, Client) {
+    let s = serve_demo(ServerConfig::isolated()).await.unwrap();
+    let c = Client::new(ClientConfig::unicast(s.udp_addr())).await.unwrap();
+    (s, c)
+}
+
+#[tokio::test]
+async fn get_put_rpc_getfield_on_demo_pvs() {
+    let (s, c) = setup().await;
+    let g = c.get(demo::COUNTER, "").await.unwrap();
+    assert_eq!(g.desc.id(), "epics:nt/NTScalar:1.0");
+    assert!(matches!(field(&g, "value"), Value::I32(_)));
+
+    let w = c.get(demo::WAVEFORM, "field(value)").await.unwrap();
+    match field(&w, "value") {
+        Value::Array(ScalarArray::F64(v)) => assert_eq!(v.len(), demo::WAVEFORM_LEN),
+        other => panic!("{other:?}"),
+    }
+    assert!(w.changed.get(1) && !w.changed.get(0), "field selection gives only the value bit");
+
+    let t = c.get(demo::TABLE, "").await.unwrap();
+    assert_eq!(t.desc.id(), "epics:nt/NTTable:1.0");
+    assert_eq!(field(&t, "value.count"), Value::Array(ScalarArray::I32(vec![1, 2, 3])));
+
+    c.put(demo::SETPOINT, &[("value".into(), "3.25".into())]).await.unwrap();
+    assert_eq!(field(&c.get(demo::SETPOINT, "").await.unwrap(), "value"), Value::F64(3.25));
+
+    c.put(demo::ENUM, &[("value".into(), "Fault".into())]).await.unwrap();
+    assert_eq!(field(&c.get(demo::ENUM, "").await.unwrap(), "value.index"), Value::I32(3));
+
+    let err = c.put(demo::COUNTER, &[("value".into(), "1".into())]).await.unwrap_err();
+    assert!(err.to_string().contains("read-only"), "{err}");
+
+    let pg = c.put_get(demo::SETPOINT, &[("value".into(), "-1.5".into())], "field(value)").await.unwrap();
+    assert_eq!(field(&pg, "value"), Value::F64(-1.5));
+
+    c.put(demo::WAVEFORM, &[("value".into(), "[1, 2, 3]".into())]).await.unwrap();
+    let ch = c.channel(demo::WAVEFORM).await.unwrap();
+    let part = ch.array_get(1, 2, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(part, Value::Array(ScalarArray::F64(vec![2.0, 3.0])));
+    ch.process(Duration::from_secs(5)).await.unwrap();
+
+    let uri = weft_pva::proto::nt::nt_uri(&[("a", ScalarType::F64), ("b", ScalarType::F64)]);
+    let (d, v) = Builder::new(uri).with("path", Value::String(demo::ADD.into())).with("query.a", Value::F64(2.0)).with("query.b", Value::F64(40.0)).build();
+    let (rd, rv) = c.rpc(demo::ADD, (d, v)).await.unwrap();
+    assert_eq!(path_ref(&rd, &rv, "value").unwrap().0, &Value::F64(42.0));
+
+    let f = c.get_field(demo::ENUM, "").await.unwrap();
+    assert_eq!(f.id(), "epics:nt/NTEnum:1.0");
+    let f = c.get_field(demo::ENUM, "value.choices").await.unwrap();
+    assert_eq!(f, weft_pva::proto::FieldDesc::ScalarArray(ScalarType::String, weft_pva::proto::ArrayKind::Variable));
+
+    assert!(matches!(c.get("no:such:pv", "").await, Err(weft_pva::Error::NotFound(_))));
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn monitors_plain_pipelined_and_many() {
+    let (s, c) = setup().await;
+    let mut m = c.monitor(demo::COUNTER, "field(value)", 0);
+    let mut vals = vec![];
+    while vals.len() < 4 {
+        match tokio::time::timeout(Duration::from_secs(5), m.next()).await.unwrap().unwrap() {
+            MonitorEvent::Data(d) => vals.push(field(&d, "value").as_i64().unwrap()),
+            MonitorEvent::Connected(_) => {}
+            MonitorEvent::Disconnected => panic!("unexpected disconnect"),
+        }
+    }
+    assert!(vals.windows(2).all(|w| w[1] > w[0]), "{vals:?}");
+
+    let mut p = c.monitor(demo::COUNTER, "", 4);
+    let mut n = 0;
+    while n < 12 {
+        if let MonitorEvent::Data(_) = tokio::time::timeout(Duration::from_secs(5), p.next()).await.unwrap().unwrap() {
+            n += 1;
+        }
+    }
+    let mut many: Vec<_> = (0..30).map(|_| c.monitor(demo::SETPOINT, "", 0)).collect();
+    for m in many.iter_mut() {
+        loop {
+            if let MonitorEvent::Data(_) = tokio::time::timeout(Duration::from_secs(5), m.next()).await.unwrap().unwrap() {
+                break;
+            }
+        }
+    }
+    c.put(demo::SETPOINT, &[("value".into(), "9".into())]).await.unwrap();
+    for m in many.iter_mut() {
+        loop {
+            if let MonitorEvent::Data(d) = tokio::time::timeout(Duration::from_secs(5), m.next()).await.unwrap().unwrap() {
+                if field(&d, "value") == Value::F64(9.0) {
+                    break;
+                }
+            }
+        }
+    }
+    s.shutdown().await;
+}
+
+fn free_ports() -> (u16, u16) {
+    let t = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let u = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    (t.local_addr().unwrap().port(), u.local_addr().unwrap().port())
+}
+
+async fn next_ev(m: &mut weft_pva::client::Monitor) -> MonitorEvent {
+    tokio::time::timeout(Duration::from_secs(10), m.next()).await.unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn monitor_survives_server_restart() {
+    let (tcp, udp) = free_ports();
+    let cfg = ServerConfig { tcp_port: tcp, udp_port: udp, tcp_port_fallback: false, ..ServerConfig::isolated() };
+    let s = serve_demo(cfg.clone()).await.unwrap();
+    let c = Client::new(ClientConfig::unicast(SocketAddr::from((Ipv4Addr::LOCALHOST, udp)))).await.unwrap();
+    let mut m = c.monitor(demo::COUNTER, "", 0);
+    loop {
+        if let MonitorEvent::Data(_) = next_ev(&mut m).await {
+            break;
+        }
+    }
+    s.shutdown().await;
+    loop {
+        if let MonitorEvent::Disconnected = next_ev(&mut m).await {
+            break;
+        }
+    }
+    let s2 = serve_demo(cfg).await.unwrap();
+    let mut reconnected = false;
+    loop {
+        match next_ev(&mut m).await {
+            MonitorEvent::Connected(_) => reconnected = true,
+            MonitorEvent::Data(_) if reconnected => break,
+            _ => {}
+        }
+    }
+    s2.shutdown().await;
+}
+
+#[tokio::test]
+async fn garbage_client_is_dropped_and_others_are_served() {
+    let (s, c) = setup().await;
+    let mut bad = tokio::net::TcpStream::connect(s.tcp_addr()).await.unwrap();
+    // Read the server's hello, then send a header with an impossible size and junk.
+    let mut hello = [0u8; 64];
+    let _ = tokio::time::timeout(Duration::from_secs(2), bad.read(&mut hello)).await;
+    bad.write_all(&[0xCA, 2, 0, 10, 0xff, 0xff, 0xff, 0x7f, 1, 2, 3]).await.unwrap();
+    let mut rest = vec![];
+    let closed = tokio::time::timeout(Duration::from_secs(5), bad.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "server should close a connection that sends an impossible size");
+    // A second bad client: valid header, undecodable type code in a GET init.
+    let mut bad2 = tokio::net::TcpStream::connect(s.tcp_addr()).await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(2), bad2.read(&mut hello)).await;
+    bad2.write_all(&[0xCA, 2, 0, 10, 10, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 8, 0x47]).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(5), bad2.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok());
+    // Everyone else is still served.
+    c.get(demo::COUNTER, "").await.unwrap();
+    assert!(s.stats().connections_closed_on_error.load(std::sync::atomic::Ordering::Relaxed) >= 2);
+    s.shutdown().await;
+}
