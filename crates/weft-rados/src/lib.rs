@@ -1,1 +1,14 @@
+//! weft-rados: a native Ceph RADOS client in pure Rust.
+//!
+//! `proto` is the sans-IO core (encodings, maps, CRUSH, msgr2 frames and
+//! connection state machine, CephX, messages); `net`, `monc` and `rados`
+//! put tokio underneath it; `cli` is the `weft rados` command surface.
+
+pub mod config;
+pub mod error;
+pub mod monc;
+pub mod net;
 pub mod proto;
+
+pub use config::{ClientConfig, ConfigSource};
+pub use error::{Error, Result};

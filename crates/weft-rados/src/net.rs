@@ -1,0 +1,168 @@
+//! Tokio driver for one msgr2 connection: does the handshake, then owns the
+//! socket in a task that feeds the sans-IO `Connection` and forwards
+//! messages both ways.
+
+use crate::error::{Error, Result};
+use crate::proto::cephx::CephxClient;
+use crate::proto::conn::{AuthMethod, ConnConfig, Connection, Event};
+use crate::proto::msg::Message;
+use crate::proto::types::UTime;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+/// Bound on messages queued toward the application per connection.
+const INBOUND_QUEUE: usize = 4096;
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(10);
+
+pub fn now_utime() -> UTime {
+    UTime::from_duration(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default())
+}
+
+/// Sending side of an established connection. Dropping it (or the task
+/// failing) closes the connection; the inbound receiver then yields None.
+#[derive(Clone)]
+pub struct ConnHandle {
+    pub peer: SocketAddr,
+    pub features: u64,
+    pub mode: u32,
+    pub global_id: u64,
+    tx: mpsc::UnboundedSender<Message>,
+}
+
+impl ConnHandle {
+    /// Queues a message; false if the connection is gone.
+    pub fn send(&self, m: Message) -> bool {
+        self.tx.send(m).is_ok()
+    }
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// What the handshake produced besides the handle.
+pub struct Established {
+    pub handle: ConnHandle,
+    pub inbound: mpsc::Receiver<Message>,
+    /// For mon connections: the cephx state with fresh tickets.
+    pub cephx: Option<CephxClient>,
+}
+
+fn io_err(peer: SocketAddr, e: std::io::Error) -> Error {
+    Error::Io { peer: peer.to_string(), source: e }
+}
+
+pub async fn connect(peer: SocketAddr, cfg: ConnConfig, auth: AuthMethod, timeout: Duration) -> Result<Established> {
+    let fut = async {
+        let mut sock = TcpStream::connect(peer).await.map_err(|e| io_err(peer, e))?;
+        sock.set_nodelay(true).map_err(|e| io_err(peer, e))?;
+        let mut conn = Connection::new(cfg, auth);
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut rng = || rand::random::<u64>();
+        let mut early = Vec::new();
+        let ready = loop {
+            if conn.has_output() {
+                let out = conn.take_output();
+                sock.write_all(&out).await.map_err(|e| io_err(peer, e))?;
+            }
+            let n = sock.read(&mut buf).await.map_err(|e| io_err(peer, e))?;
+            if n == 0 {
+                return Err(io_err(peer, std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            conn.feed(&buf[..n], &mut rng).map_err(|e| classify(peer, e))?;
+            let mut got = None;
+            while let Some(ev) = conn.poll_event() {
+                match ev {
+                    Event::Ready { features, mode, global_id } => got = Some((features, mode, global_id)),
+                    Event::Message(m) => early.push(m),
+                    Event::KeepaliveAck(_) => {}
+                }
+            }
+            if let Some(r) = got {
+                break r;
+            }
+        };
+        Ok::<_, Error>((sock, conn, ready, early))
+    };
+    let (sock, conn, (features, mode, global_id), early) = tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| Error::Timeout(format!("connecting to {peer}")))??;
+    let cephx = conn.cephx().cloned();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (itx, irx) = mpsc::channel(INBOUND_QUEUE);
+    for m in early {
+        let _ = itx.try_send(m);
+    }
+    tokio::spawn(run(peer, sock, conn, rx, itx));
+    Ok(Established { handle: ConnHandle { peer, features, mode, global_id, tx }, inbound: irx, cephx })
+}
+
+/// Auth failures are the cluster refusing us; other errors are the peer's.
+fn classify(peer: SocketAddr, e: crate::proto::conn::ConnError) -> Error {
+    use crate::proto::conn::ConnError;
+    match e {
+        ConnError::Auth(a) => Error::Auth(format!("{peer}: {a}")),
+        ConnError::BadMethod { result, .. } => Error::Auth(format!("{peer}: auth method rejected (result {result})")),
+        other => Error::Conn { peer: peer.to_string(), source: other },
+    }
+}
+
+async fn run(
+    peer: SocketAddr,
+    sock: TcpStream,
+    mut conn: Connection,
+    mut out: mpsc::UnboundedReceiver<Message>,
+    inbound: mpsc::Sender<Message>,
+) {
+    let (mut rd, mut wr) = sock.into_split();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut ka = tokio::time::interval(KEEPALIVE_EVERY);
+    ka.tick().await;
+    let mut rng = || rand::random::<u64>();
+    loop {
+        tokio::select! {
+            r = rd.read(&mut buf) => {
+                let n = match r {
+                    Ok(0) => { tracing::debug!(%peer, "peer closed"); break; }
+                    Ok(n) => n,
+                    Err(e) => { tracing::debug!(%peer, error = %e, "read failed"); break; }
+                };
+                if let Err(e) = conn.feed(&buf[..n], &mut rng) {
+                    tracing::warn!(%peer, error = %e, "closing connection");
+                    break;
+                }
+                let mut any = false;
+                while let Some(ev) = conn.poll_event() {
+                    if let Event::Message(m) = ev {
+                        any = true;
+                        if inbound.send(m).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                if any {
+                    conn.send_ack();
+                }
+            }
+            m = out.recv() => {
+                let Some(m) = m else { break };
+                conn.send_message(&m);
+                // batch whatever else is queued into the same write
+                while let Ok(m) = out.try_recv() {
+                    conn.send_message(&m);
+                }
+            }
+            _ = ka.tick() => conn.send_keepalive(now_utime()),
+        }
+        if conn.has_output() {
+            let o = conn.take_output();
+            if let Err(e) = wr.write_all(&o).await {
+                tracing::debug!(%peer, error = %e, "write failed");
+                break;
+            }
+        }
+    }
+    conn.close();
+}
