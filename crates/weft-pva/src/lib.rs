@@ -5,9 +5,11 @@
 //! - [`client`]: tokio client (search, get, put, monitor, rpc, get-field).
 //! - [`cli`]: the `weft pv ...` command-line surface.
 
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod format;
 pub mod proto;
 pub mod server;
 

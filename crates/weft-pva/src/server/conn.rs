@@ -205,7 +205,8 @@ impl Conn {
             }
             Message::CreateChannel { channels } => {
                 for (cid, name) in channels {
-                    let (sid, status) = match self.shared.provider.get(&name) {
+                    let entry = self.shared.provider.get(&name).or_else(|| (name == "server").then(|| self.server_info()));
+                    let (sid, status) = match entry {
                         Some(_) if self.channels.len() >= CHANNELS_MAX => (0, Status::error("too many channels")),
                         Some(entry) => {
                             let sid = self.next_sid;
@@ -383,6 +384,23 @@ impl Conn {
             }
             _ => self.op_error(&r, "request kind does not match its init".into()).await,
         }
+    }
+
+    /// Built-in "server" RPC channel (as pvxs has): `op=channels` lists our names.
+    fn server_info(&self) -> Entry {
+        let provider = self.shared.provider.clone();
+        Entry::Rpc(Arc::new(move |d: &FieldDesc, v: &Value| {
+            let op = crate::proto::nt::path_ref(d, v, "query.op")
+                .and_then(|(x, _)| x.as_str().map(String::from))
+                .unwrap_or_else(|| "channels".into());
+            if op != "channels" {
+                return Err(format!("unsupported server op {op:?}"));
+            }
+            let t = crate::proto::nt::nt_scalar_array(crate::proto::ScalarType::String, crate::proto::nt::Meta::default());
+            Ok(crate::proto::nt::Builder::new(t)
+                .with("value", Value::Array(ScalarArray::String(provider.names())))
+                .build())
+        }))
     }
 
     fn rpc_handler_for(&self, sid: u32) -> Option<super::pv::RpcHandler> {
