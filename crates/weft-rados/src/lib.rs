@@ -9,6 +9,8 @@ pub mod error;
 pub mod monc;
 pub mod net;
 pub mod proto;
+pub mod rados;
 
 pub use config::{ClientConfig, ConfigSource};
 pub use error::{Error, Result};
+pub use rados::{IoCtx, ObjectStat, Op, Rados};

@@ -1,0 +1,837 @@
+//! The objecter and the public API: `Rados` (a cluster handle) and
+//! `IoCtx` (a pool + namespace), in the spirit of librados.
+//!
+//! An operation is computed against the newest osdmap (object -> PG ->
+//! acting primary), sent as MOSDOp over a CephX-authorized msgr2 session to
+//! that OSD, and resent (same tid, RETRY flag, so the OSD deduplicates) when
+//! the map moves the PG, when the session drops, or when no reply arrives.
+
+use crate::config::ClientConfig;
+use crate::error::{libc_errno, Error, Result};
+use crate::monc::MonClient;
+use crate::net::{self, now_utime, ConnHandle};
+use crate::proto::cephx::Authorizer;
+use crate::proto::conn::{AuthMethod, ConnConfig, FEATURES_PACIFIC};
+use crate::proto::enc::{Put, Reader};
+use crate::proto::msg::{
+    self, msg_type, osd_flag, osd_op, HObject, Message, OpResult, OsdOp, OsdOpReply, OsdOpTarget, WatchNotify,
+};
+use crate::proto::osdmap::{OsdMap, PgId};
+use crate::proto::types::{entity_type, UTime};
+use bytes::{BufMut, Bytes};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// Resend an op that got no reply within this long (dedup makes it safe).
+const RESEND_AFTER: Duration = Duration::from_secs(15);
+/// Max entries asked per PGNLS round trip.
+const LIST_CHUNK: u64 = 1024;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<OsdOpReply>>>>;
+
+struct OsdSession {
+    handle: ConnHandle,
+    addr: SocketAddr,
+    pending: Pending,
+}
+
+struct Inner {
+    cfg: Arc<ClientConfig>,
+    monc: Arc<MonClient>,
+    osds: tokio::sync::Mutex<HashMap<i32, Arc<OsdSession>>>,
+    tid: AtomicU64,
+    watchers: Mutex<HashMap<u64, mpsc::UnboundedSender<WatchNotify>>>,
+    cookie: AtomicU64,
+}
+
+/// A connected cluster handle.
+#[derive(Clone)]
+pub struct Rados {
+    inner: Arc<Inner>,
+}
+
+/// Object metadata from `stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectStat {
+    pub size: u64,
+    pub mtime: UTime,
+}
+
+/// One listed object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListEntry {
+    pub nspace: String,
+    pub oid: String,
+    pub locator: String,
+}
+
+impl Rados {
+    pub async fn connect(cfg: ClientConfig) -> Result<Rados> {
+        let cfg = Arc::new(cfg);
+        let monc = MonClient::connect(cfg.clone()).await?;
+        monc.wait_for_osdmap(1, cfg.connect_timeout).await?;
+        Ok(Rados {
+            inner: Arc::new(Inner {
+                cfg,
+                monc,
+                osds: tokio::sync::Mutex::new(HashMap::new()),
+                tid: AtomicU64::new(1),
+                watchers: Mutex::new(HashMap::new()),
+                cookie: AtomicU64::new(1),
+            }),
+        })
+    }
+
+    pub fn monc(&self) -> &Arc<MonClient> {
+        &self.inner.monc
+    }
+    pub fn osdmap(&self) -> Result<Arc<OsdMap>> {
+        self.inner.monc.osdmap().ok_or(Error::Closed)
+    }
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.cfg
+    }
+
+    /// An I/O context on a pool by name.
+    pub fn ioctx(&self, pool: &str) -> Result<IoCtx> {
+        let id = self.osdmap()?.pool_by_name(pool).ok_or_else(|| Error::NoPool(pool.to_string()))?;
+        Ok(IoCtx { rados: self.clone(), pool: id, nspace: String::new(), snap_seq: 0, snaps: Vec::new() })
+    }
+
+    pub fn pool_list(&self) -> Result<Vec<(i64, String)>> {
+        Ok(self.osdmap()?.pool_names.iter().map(|(i, n)| (*i, n.clone())).collect())
+    }
+
+    /// Runs a mon command given as JSON.
+    pub async fn mon_command(&self, cmd: serde_json::Value, input: &[u8]) -> Result<(Vec<u8>, String)> {
+        self.inner.monc.command(&cmd, input).await
+    }
+
+    /// Waits until our map has caught up with the monitors' newest.
+    pub async fn wait_for_latest_osdmap(&self) -> Result<Arc<OsdMap>> {
+        let (v, _) = self.inner.monc.get_version("osdmap").await?;
+        self.inner.monc.wait_for_osdmap(v as u32, self.inner.cfg.op_timeout).await
+    }
+
+    pub async fn pool_create(&self, name: &str, pg_num: u32) -> Result<()> {
+        self.mon_command(serde_json::json!({"prefix": "osd pool create", "pool": name, "pg_num": pg_num, "pgp_num": pg_num}), b"")
+            .await?;
+        // tag it like `rados mkpool` users expect; ignore if the mon refuses
+        let _ = self
+            .mon_command(serde_json::json!({"prefix": "osd pool application enable", "pool": name, "app": "rados"}), b"")
+            .await;
+        self.wait_for_latest_osdmap().await?;
+        Ok(())
+    }
+
+    pub async fn pool_delete(&self, name: &str) -> Result<()> {
+        self.mon_command(
+            serde_json::json!({"prefix": "osd pool rm", "pool": name, "pool2": name, "yes_i_really_really_mean_it": true}),
+            b"",
+        )
+        .await?;
+        self.wait_for_latest_osdmap().await?;
+        Ok(())
+    }
+
+    pub fn shutdown(&self) {
+        self.inner.monc.shutdown();
+    }
+
+    async fn session(&self, osd: i32, map: &OsdMap) -> Result<Arc<OsdSession>> {
+        let addr = usize::try_from(osd)
+            .ok()
+            .and_then(|i| map.osd_addrs.get(i))
+            .and_then(|a| a.v2())
+            .and_then(|a| a.addr)
+            .ok_or_else(|| Error::Config(format!("osd.{osd} has no msgr2 address in epoch {}", map.epoch)))?;
+        let mut osds = self.inner.osds.lock().await;
+        if let Some(s) = osds.get(&osd) {
+            if s.addr == addr && !s.handle.is_closed() {
+                return Ok(s.clone());
+            }
+        }
+        let ticket = self
+            .inner
+            .monc
+            .ticket(entity_type::OSD)
+            .ok_or_else(|| Error::Auth("no OSD service ticket from the monitors".into()))?;
+        let authz = Authorizer::build(self.inner.monc.global_id(), &ticket, rand::random::<u64>());
+        let cfg = ConnConfig {
+            peer_type: entity_type::OSD,
+            peer_addr: usize::try_from(osd)
+                .ok()
+                .and_then(|i| map.osd_addrs.get(i))
+                .and_then(|a| a.v2())
+                .cloned()
+                .unwrap_or_else(|| crate::proto::types::EntityAddr::msgr2(addr)),
+            features: FEATURES_PACIFIC,
+            modes: self.inner.cfg.osd_modes.clone(),
+            global_id: self.inner.monc.global_id(),
+            client_cookie: rand::random::<u64>() | 1,
+            nonce: rand::random::<u32>(),
+            global_seq: 1,
+        };
+        let est = net::connect(addr, cfg, AuthMethod::Service(Box::new(authz)), self.inner.cfg.connect_timeout).await?;
+        tracing::debug!(osd, %addr, mode = est.handle.mode, "osd session up");
+        let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
+        let s = Arc::new(OsdSession { handle: est.handle, addr, pending: pending.clone() });
+        osds.insert(osd, s.clone());
+        let weak = Arc::downgrade(&self.inner);
+        let mut inbound = est.inbound;
+        tokio::spawn(async move {
+            while let Some(m) = inbound.recv().await {
+                let Some(inner) = weak.upgrade() else { return };
+                match m.ty {
+                    msg_type::OSD_OPREPLY => match msg::decode_osd_op_reply(&m) {
+                        Ok(r) => {
+                            if let Some(tx) = lock(&pending).remove(&r.tid) {
+                                let _ = tx.send(r);
+                            }
+                        }
+                        Err(e) => tracing::warn!(osd, error = %e, "undecodable op reply"),
+                    },
+                    msg_type::WATCH_NOTIFY => {
+                        if let Ok(w) = msg::decode_watch_notify(&m) {
+                            let tx = lock(&inner.watchers).get(&w.cookie).cloned();
+                            if let Some(tx) = tx {
+                                let _ = tx.send(w);
+                            }
+                        }
+                    }
+                    msg_type::OSD_MAP => inner.monc.handle_osd_map(&m),
+                    msg_type::OSD_BACKOFF => tracing::debug!(osd, "osd backoff (ops will be resent on timeout)"),
+                    other => tracing::trace!(osd, ty = other, "ignoring osd message"),
+                }
+            }
+            // session gone: fail pending ops so they are resent elsewhere
+            lock(&pending).clear();
+        });
+        Ok(s)
+    }
+
+    /// Submits ops on one object and waits for the reply. Returns the reply
+    /// even when the overall result is negative (callers map errors).
+    pub async fn submit(&self, t: &ObjectTarget, ops: &[OsdOp], flags: u32) -> Result<OsdOpReply> {
+        let tid = self.inner.tid.fetch_add(1, Ordering::Relaxed);
+        let deadline = Instant::now() + self.inner.cfg.op_timeout;
+        let mut attempt: i32 = 0;
+        let mut maps = self.inner.monc.subscribe_osdmap();
+        loop {
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout(format!("op on {}", t.oid)));
+            }
+            let map = self.inner.monc.osdmap().ok_or(Error::Closed)?;
+            let pool = map.pools.get(&t.pool).ok_or_else(|| Error::NoPool(t.pool.to_string()))?;
+            let (pgid, hash) = match t.pg {
+                Some(pg) => (pg, pg.seed),
+                None => {
+                    let h = OsdMap::object_hash(pool, &t.oid, &t.nspace, t.key.as_deref());
+                    (PgId { pool: t.pool as u64, seed: pool.raw_pg_to_pg(h) }, h)
+                }
+            };
+            let pl = map.pg_to_up_acting(pgid).ok_or_else(|| Error::NoPool(t.pool.to_string()))?;
+            let osd = pl.acting_primary;
+            if osd < 0 {
+                // no primary: wait for a better map
+                let _ = tokio::time::timeout_at(deadline.into(), maps.changed()).await;
+                continue;
+            }
+            let session = match self.session(osd, &map).await {
+                Ok(s) => s,
+                Err(e @ Error::Auth(_)) => return Err(e),
+                Err(e) => {
+                    tracing::debug!(osd, error = %e, "osd connect failed, retrying");
+                    let _ = tokio::time::timeout(Duration::from_millis(500), maps.changed()).await;
+                    continue;
+                }
+            };
+            let (tx, rx) = oneshot::channel();
+            lock(&session.pending).insert(tid, tx);
+            let target = OsdOpTarget {
+                pgid,
+                hash,
+                pool: t.pool,
+                oid: t.oid.clone(),
+                nspace: t.nspace.clone(),
+                key: t.key.clone().unwrap_or_default(),
+            };
+            let f = flags | osd_flag::KNOWN_REDIR | if attempt > 0 { osd_flag::RETRY } else { 0 };
+            let m = msg::osd_op(tid, &target, map.epoch, f, now_utime(), ops, t.snap_seq, &t.snaps, attempt, FEATURES_PACIFIC);
+            if !session.handle.send(m) {
+                lock(&session.pending).remove(&tid);
+                attempt += 1;
+                continue;
+            }
+            let sent_epoch = map.epoch;
+            let acting = pl.acting.clone();
+            let moved = async {
+                loop {
+                    if maps.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                    let Some(nm) = maps.borrow_and_update().clone() else { continue };
+                    let Some(npl) = nm.pg_to_up_acting(pgid) else { return };
+                    let forced = nm.pools.get(&t.pool).is_some_and(|p| p.last_force_op_resend > sent_epoch);
+                    if npl.acting_primary != osd || npl.acting != acting || forced {
+                        return;
+                    }
+                }
+            };
+            let resend_at = (Instant::now() + RESEND_AFTER).min(deadline);
+            tokio::select! {
+                r = rx => match r {
+                    Ok(reply) => {
+                        if reply.redirect || reply.result == -libc_errno::EAGAIN {
+                            attempt += 1;
+                            continue;
+                        }
+                        return Ok(reply);
+                    }
+                    Err(_) => {
+                        // session dropped
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                _ = moved => {
+                    lock(&session.pending).remove(&tid);
+                    attempt += 1;
+                }
+                _ = tokio::time::sleep_until(resend_at.into()) => {
+                    lock(&session.pending).remove(&tid);
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    fn next_cookie(&self) -> u64 {
+        self.inner.cookie.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Where an op goes: pool/namespace/object (or an explicit PG for PG ops).
+#[derive(Debug, Clone)]
+pub struct ObjectTarget {
+    pub pool: i64,
+    pub nspace: String,
+    pub oid: String,
+    pub key: Option<String>,
+    pub pg: Option<PgId>,
+    pub snap_seq: u64,
+    pub snaps: Vec<u64>,
+}
+
+/// A compound operation: several ops applied atomically to one object.
+#[derive(Debug, Clone, Default)]
+pub struct Op {
+    pub ops: Vec<OsdOp>,
+}
+
+impl Op {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn push(mut self, o: OsdOp) -> Self {
+        self.ops.push(o);
+        self
+    }
+    pub fn create(self, exclusive: bool) -> Self {
+        self.push(OsdOp::new(osd_op::CREATE).with_flags(if exclusive { msg::OP_FLAG_EXCL } else { 0 }))
+    }
+    pub fn write(self, off: u64, data: &[u8]) -> Self {
+        self.push(OsdOp::extent(osd_op::WRITE, off, data.len() as u64).with_indata(data.to_vec()))
+    }
+    pub fn write_full(self, data: &[u8]) -> Self {
+        self.push(OsdOp::extent(osd_op::WRITEFULL, 0, data.len() as u64).with_indata(data.to_vec()))
+    }
+    pub fn append(self, data: &[u8]) -> Self {
+        self.push(OsdOp::extent(osd_op::APPEND, 0, data.len() as u64).with_indata(data.to_vec()))
+    }
+    pub fn truncate(self, size: u64) -> Self {
+        self.push(OsdOp::extent(osd_op::TRUNCATE, size, 0))
+    }
+    pub fn zero(self, off: u64, len: u64) -> Self {
+        self.push(OsdOp::extent(osd_op::ZERO, off, len))
+    }
+    pub fn remove(self) -> Self {
+        self.push(OsdOp::new(osd_op::DELETE))
+    }
+    pub fn read(self, off: u64, len: u64) -> Self {
+        self.push(OsdOp::extent(osd_op::READ, off, len))
+    }
+    pub fn stat(self) -> Self {
+        self.push(OsdOp::new(osd_op::STAT))
+    }
+    pub fn setxattr(self, name: &str, value: &[u8]) -> Self {
+        self.push(OsdOp::xattr(osd_op::SETXATTR, name, value, 0, 0))
+    }
+    pub fn rmxattr(self, name: &str) -> Self {
+        self.push(OsdOp::xattr(osd_op::RMXATTR, name, b"", 0, 0))
+    }
+    pub fn getxattr(self, name: &str) -> Self {
+        self.push(OsdOp::xattr(osd_op::GETXATTR, name, b"", 0, 0))
+    }
+    pub fn getxattrs(self) -> Self {
+        self.push(OsdOp::new(osd_op::GETXATTRS))
+    }
+    /// Fails the whole op with ECANCELED unless xattr `name` == `value`.
+    pub fn cmpxattr_eq(self, name: &str, value: &[u8]) -> Self {
+        // cmp_op 1 = EQ, mode 1 = string
+        self.push(OsdOp::xattr(osd_op::CMPXATTR, name, value, 1, 1))
+    }
+    pub fn omap_set(self, kv: &[(&str, &[u8])]) -> Self {
+        let mut d = Vec::new();
+        d.put_u32_le(kv.len() as u32);
+        let mut sorted: Vec<_> = kv.to_vec();
+        sorted.sort_by(|a, b| a.0.cmp(b.0));
+        for (k, v) in sorted {
+            d.put_str(k);
+            d.put_blob(v);
+        }
+        self.push(OsdOp::new(osd_op::OMAPSETVALS).with_indata(d))
+    }
+    pub fn omap_rm_keys(self, keys: &[&str]) -> Self {
+        let mut d = Vec::new();
+        let mut sorted = keys.to_vec();
+        sorted.sort();
+        d.put_u32_le(sorted.len() as u32);
+        for k in sorted {
+            d.put_str(k);
+        }
+        self.push(OsdOp::new(osd_op::OMAPRMKEYS).with_indata(d))
+    }
+    pub fn omap_clear(self) -> Self {
+        self.push(OsdOp::new(osd_op::OMAPCLEAR))
+    }
+    pub fn omap_get_vals(self, start_after: &str, prefix: &str, max: u64) -> Self {
+        let mut d = Vec::new();
+        d.put_str(start_after);
+        d.put_u64_le(max);
+        d.put_str(prefix);
+        self.push(OsdOp::new(osd_op::OMAPGETVALS).with_indata(d))
+    }
+    pub fn omap_get_keys(self, start_after: &str, max: u64) -> Self {
+        let mut d = Vec::new();
+        d.put_str(start_after);
+        d.put_u64_le(max);
+        self.push(OsdOp::new(osd_op::OMAPGETKEYS).with_indata(d))
+    }
+    /// Compare-and-...: fails with -(MAX_ERRNO + mismatch offset) unless the
+    /// object's bytes at `off` equal `data`.
+    pub fn cmpext(self, off: u64, data: &[u8]) -> Self {
+        self.push(OsdOp::extent(osd_op::CMPEXT, off, data.len() as u64).with_indata(data.to_vec()))
+    }
+    pub fn exec(self, class: &str, method: &str, input: &[u8]) -> Self {
+        self.push(OsdOp::call(class, method, input))
+    }
+    fn is_write(&self) -> bool {
+        self.ops.iter().any(|o| osd_op::is_write(o.op))
+    }
+}
+
+/// Decoders for op outputs.
+pub mod out {
+    use super::*;
+
+    pub fn stat(d: &[u8]) -> Result<ObjectStat> {
+        let mut r = Reader::new(d);
+        let size = r.u64("stat.size")?;
+        let mtime = UTime::decode(&mut r)?;
+        Ok(ObjectStat { size, mtime })
+    }
+    pub fn xattrs(d: &[u8]) -> Result<BTreeMap<String, Vec<u8>>> {
+        let mut r = Reader::new(d);
+        let n = r.count(8, "xattrs")?;
+        let mut m = BTreeMap::new();
+        for _ in 0..n {
+            let k = r.string("xattr.name")?;
+            m.insert(k, r.blob("xattr.value")?.to_vec());
+        }
+        Ok(m)
+    }
+    /// OMAPGETVALS output: (key -> value, more?).
+    pub fn omap_vals(d: &[u8]) -> Result<(BTreeMap<String, Vec<u8>>, bool)> {
+        let mut r = Reader::new(d);
+        let n = r.count(8, "omap_vals")?;
+        let mut m = BTreeMap::new();
+        for _ in 0..n {
+            let k = r.string("omap.key")?;
+            m.insert(k, r.blob("omap.value")?.to_vec());
+        }
+        let more = if r.is_empty() { false } else { r.bool("omap.more")? };
+        Ok((m, more))
+    }
+    pub fn omap_keys(d: &[u8]) -> Result<(Vec<String>, bool)> {
+        let mut r = Reader::new(d);
+        let n = r.count(4, "omap_keys")?;
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            v.push(r.string("omap.key")?);
+        }
+        let more = if r.is_empty() { false } else { r.bool("omap.more")? };
+        Ok((v, more))
+    }
+}
+
+/// An I/O context: a pool, a namespace and a snapshot context.
+#[derive(Clone)]
+pub struct IoCtx {
+    rados: Rados,
+    pool: i64,
+    nspace: String,
+    snap_seq: u64,
+    snaps: Vec<u64>,
+}
+
+/// An established watch on an object.
+pub struct Watch {
+    pub cookie: u64,
+    pub oid: String,
+    events: mpsc::UnboundedReceiver<WatchNotify>,
+    ioctx: IoCtx,
+}
+
+impl Watch {
+    /// Next notify (or disconnect) event.
+    pub async fn next(&mut self) -> Option<WatchNotify> {
+        self.events.recv().await
+    }
+    /// Acknowledges a notify with a reply payload.
+    pub async fn ack(&self, notify_id: u64, reply: &[u8]) -> Result<()> {
+        let mut d = Vec::new();
+        d.put_u64_le(notify_id);
+        d.put_u64_le(self.cookie);
+        d.put_blob(reply);
+        self.ioctx.operate_read(&self.oid, Op::new().push(OsdOp::new(osd_op::NOTIFY_ACK).with_indata(d))).await?;
+        Ok(())
+    }
+    pub async fn unwatch(self) -> Result<()> {
+        self.ioctx
+            .operate(&self.oid, Op::new().push(OsdOp::watch(self.cookie, 0, 0)))
+            .await?;
+        lock(&self.ioctx.rados.inner.watchers).remove(&self.cookie);
+        Ok(())
+    }
+}
+
+impl IoCtx {
+    pub fn pool_id(&self) -> i64 {
+        self.pool
+    }
+    pub fn set_namespace(&mut self, ns: &str) {
+        self.nspace = ns.to_string();
+    }
+    pub fn namespace(&self) -> &str {
+        &self.nspace
+    }
+    /// Sets the snapshot context used by writes (self-managed snapshots).
+    pub fn set_snap_context(&mut self, seq: u64, snaps: Vec<u64>) {
+        self.snap_seq = seq;
+        self.snaps = snaps;
+    }
+
+    fn target(&self, oid: &str) -> ObjectTarget {
+        ObjectTarget {
+            pool: self.pool,
+            nspace: self.nspace.clone(),
+            oid: oid.to_string(),
+            key: None,
+            pg: None,
+            snap_seq: self.snap_seq,
+            snaps: self.snaps.clone(),
+        }
+    }
+
+    fn check(oid: &str, name: &'static str, r: OsdOpReply) -> Result<Vec<OpResult>> {
+        if r.result < 0 {
+            return Err(Error::Osd { op: name, object: oid.to_string(), errno: -r.result });
+        }
+        Ok(r.ops)
+    }
+
+    /// Runs a compound op (writes are applied atomically) and returns the
+    /// per-op results.
+    pub async fn operate(&self, oid: &str, op: Op) -> Result<Vec<OpResult>> {
+        let flags = if op.is_write() { osd_flag::WRITE | osd_flag::ONDISK } else { osd_flag::READ };
+        let r = self.rados.submit(&self.target(oid), &op.ops, flags).await?;
+        Self::check(oid, if op.is_write() { "write op" } else { "read op" }, r)
+    }
+
+    async fn operate_read(&self, oid: &str, op: Op) -> Result<Vec<OpResult>> {
+        let r = self.rados.submit(&self.target(oid), &op.ops, osd_flag::READ).await?;
+        Self::check(oid, "read op", r)
+    }
+
+    async fn one(&self, oid: &str, name: &'static str, op: Op) -> Result<OpResult> {
+        let flags = if op.is_write() { osd_flag::WRITE | osd_flag::ONDISK } else { osd_flag::READ };
+        let r = self.rados.submit(&self.target(oid), &op.ops, flags).await?;
+        let ops = Self::check(oid, name, r)?;
+        ops.into_iter().next().ok_or_else(|| Error::Decode(crate::proto::enc::DecodeError::invalid("op reply", "no op results")))
+    }
+
+    pub async fn write(&self, oid: &str, off: u64, data: &[u8]) -> Result<()> {
+        self.one(oid, "write", Op::new().write(off, data)).await.map(|_| ())
+    }
+    pub async fn write_full(&self, oid: &str, data: &[u8]) -> Result<()> {
+        self.one(oid, "write_full", Op::new().write_full(data)).await.map(|_| ())
+    }
+    pub async fn append(&self, oid: &str, data: &[u8]) -> Result<()> {
+        self.one(oid, "append", Op::new().append(data)).await.map(|_| ())
+    }
+    pub async fn create(&self, oid: &str, exclusive: bool) -> Result<()> {
+        self.one(oid, "create", Op::new().create(exclusive)).await.map(|_| ())
+    }
+    pub async fn truncate(&self, oid: &str, size: u64) -> Result<()> {
+        self.one(oid, "truncate", Op::new().truncate(size)).await.map(|_| ())
+    }
+    pub async fn remove(&self, oid: &str) -> Result<()> {
+        self.one(oid, "remove", Op::new().remove()).await.map(|_| ())
+    }
+    pub async fn read(&self, oid: &str, off: u64, len: u64) -> Result<Bytes> {
+        Ok(self.one(oid, "read", Op::new().read(off, len)).await?.outdata)
+    }
+    /// Reads a whole object (stat, then chunked reads).
+    pub async fn read_full(&self, oid: &str) -> Result<Vec<u8>> {
+        let st = self.stat(oid).await?;
+        let mut out = Vec::with_capacity(st.size.min(1 << 30) as usize);
+        let chunk = 4u64 << 20;
+        let mut off = 0;
+        while off < st.size {
+            let b = self.read(oid, off, chunk.min(st.size - off)).await?;
+            if b.is_empty() {
+                break;
+            }
+            off += b.len() as u64;
+            out.extend_from_slice(&b);
+        }
+        Ok(out)
+    }
+    /// Streams `data` into an object in chunks (first chunk replaces it).
+    pub async fn write_chunked(&self, oid: &str, data: &[u8], chunk: usize) -> Result<()> {
+        let chunk = chunk.max(1);
+        if data.is_empty() {
+            return self.write_full(oid, data).await;
+        }
+        for (i, c) in data.chunks(chunk).enumerate() {
+            if i == 0 {
+                self.write_full(oid, c).await?;
+            } else {
+                self.write(oid, (i * chunk) as u64, c).await?;
+            }
+        }
+        Ok(())
+    }
+    pub async fn stat(&self, oid: &str) -> Result<ObjectStat> {
+        out::stat(&self.one(oid, "stat", Op::new().stat()).await?.outdata)
+    }
+    pub async fn setxattr(&self, oid: &str, name: &str, value: &[u8]) -> Result<()> {
+        self.one(oid, "setxattr", Op::new().setxattr(name, value)).await.map(|_| ())
+    }
+    pub async fn getxattr(&self, oid: &str, name: &str) -> Result<Vec<u8>> {
+        Ok(self.one(oid, "getxattr", Op::new().getxattr(name)).await?.outdata.to_vec())
+    }
+    pub async fn rmxattr(&self, oid: &str, name: &str) -> Result<()> {
+        self.one(oid, "rmxattr", Op::new().rmxattr(name)).await.map(|_| ())
+    }
+    pub async fn getxattrs(&self, oid: &str) -> Result<BTreeMap<String, Vec<u8>>> {
+        out::xattrs(&self.one(oid, "getxattrs", Op::new().getxattrs()).await?.outdata)
+    }
+    pub async fn omap_set(&self, oid: &str, kv: &[(&str, &[u8])]) -> Result<()> {
+        self.one(oid, "omap_set", Op::new().omap_set(kv)).await.map(|_| ())
+    }
+    pub async fn omap_rm_keys(&self, oid: &str, keys: &[&str]) -> Result<()> {
+        self.one(oid, "omap_rm_keys", Op::new().omap_rm_keys(keys)).await.map(|_| ())
+    }
+    pub async fn omap_clear(&self, oid: &str) -> Result<()> {
+        self.one(oid, "omap_clear", Op::new().omap_clear()).await.map(|_| ())
+    }
+    /// All omap key/values (paged).
+    pub async fn omap_get_vals(&self, oid: &str) -> Result<BTreeMap<String, Vec<u8>>> {
+        let mut all = BTreeMap::new();
+        let mut after = String::new();
+        loop {
+            let r = self.one(oid, "omap_get_vals", Op::new().omap_get_vals(&after, "", 512)).await?;
+            let (m, more) = out::omap_vals(&r.outdata)?;
+            let last = m.keys().next_back().cloned();
+            all.extend(m);
+            match (more, last) {
+                (true, Some(l)) => after = l,
+                _ => return Ok(all),
+            }
+        }
+    }
+    pub async fn omap_get_keys(&self, oid: &str) -> Result<Vec<String>> {
+        let mut all = Vec::new();
+        let mut after = String::new();
+        loop {
+            let r = self.one(oid, "omap_get_keys", Op::new().omap_get_keys(&after, 512)).await?;
+            let (v, more) = out::omap_keys(&r.outdata)?;
+            let last = v.last().cloned();
+            all.extend(v);
+            match (more, last) {
+                (true, Some(l)) => after = l,
+                _ => return Ok(all),
+            }
+        }
+    }
+    /// Compare the object's bytes at `off` with `expect`; Ok(None) when
+    /// equal, Ok(Some(offset)) of the first mismatch otherwise.
+    pub async fn cmpext(&self, oid: &str, off: u64, expect: &[u8]) -> Result<Option<u64>> {
+        match self.one(oid, "cmpext", Op::new().cmpext(off, expect)).await {
+            Ok(_) => Ok(None),
+            Err(Error::Osd { errno, .. }) if errno >= libc_errno::MAX_ERRNO => Ok(Some((errno - libc_errno::MAX_ERRNO) as u64)),
+            Err(e) => Err(e),
+        }
+    }
+    /// Calls an object class method.
+    pub async fn exec(&self, oid: &str, class: &str, method: &str, input: &[u8]) -> Result<Vec<u8>> {
+        let op = Op::new().exec(class, method, input);
+        let r = self.rados.submit(&self.target(oid), &op.ops, osd_flag::READ | osd_flag::WRITE | osd_flag::EXEC).await?;
+        let ops = Self::check(oid, "exec", r)?;
+        Ok(ops.into_iter().next().map(|o| o.outdata.to_vec()).unwrap_or_default())
+    }
+
+    /// Takes an advisory lock (cls_lock). `exclusive` or shared.
+    pub async fn lock(&self, oid: &str, name: &str, cookie: &str, exclusive: bool, duration: Option<Duration>) -> Result<()> {
+        let mut d = Vec::new();
+        crate::proto::enc::encode_versioned(&mut d, 1, 1, |b| {
+            b.put_str(name);
+            b.put_u8(if exclusive { 1 } else { 2 });
+            b.put_str(cookie);
+            b.put_str(""); // tag
+            b.put_str("weft"); // description
+            UTime::from_duration(duration.unwrap_or_default()).encode(b);
+            b.put_u8(0); // flags
+        });
+        self.exec(oid, "lock", "lock", &d).await.map(|_| ())
+    }
+    pub async fn unlock(&self, oid: &str, name: &str, cookie: &str) -> Result<()> {
+        let mut d = Vec::new();
+        crate::proto::enc::encode_versioned(&mut d, 1, 1, |b| {
+            b.put_str(name);
+            b.put_str(cookie);
+        });
+        self.exec(oid, "lock", "unlock", &d).await.map(|_| ())
+    }
+
+    /// Lists objects in this namespace (PGNLS over every PG, with cursors).
+    pub async fn list(&self) -> Result<Vec<ListEntry>> {
+        let map = self.rados.osdmap()?;
+        let pool = map.pools.get(&self.pool).ok_or_else(|| Error::NoPool(self.pool.to_string()))?;
+        let pg_num = pool.pg_num;
+        let mut out = Vec::new();
+        for seed in 0..pg_num {
+            let mut cursor = HObject::min();
+            let mut rounds = 0u32;
+            loop {
+                rounds += 1;
+                if rounds > 1_000_000 {
+                    break; // a PG that never ends its listing: give up rather than spin
+                }
+                let epoch = self.rados.osdmap()?.epoch;
+                let t = ObjectTarget { pg: Some(PgId { pool: self.pool as u64, seed }), oid: String::new(), ..self.target("") };
+                let ops = [OsdOp::pgls(osd_op::PGNLS, LIST_CHUNK, epoch, &cursor)];
+                let r = self.rados.submit(&t, &ops, osd_flag::READ | osd_flag::PGOP).await?;
+                if r.result < 0 && r.result != -1 {
+                    return Err(Error::Osd { op: "list", object: format!("pg {}.{seed:x}", self.pool), errno: -r.result });
+                }
+                let Some(o) = r.ops.first() else { break };
+                let (next, entries) = msg::decode_pgnls_response(&o.outdata)?;
+                let n = entries.len();
+                for (nspace, oid, locator) in entries {
+                    out.push(ListEntry { nspace, oid, locator });
+                }
+                if next.max || (n == 0 && next == cursor) {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Registers a watch; notifies arrive on the returned `Watch`.
+    pub async fn watch(&self, oid: &str) -> Result<Watch> {
+        let cookie = self.rados.next_cookie();
+        let (tx, rx) = mpsc::unbounded_channel();
+        lock(&self.rados.inner.watchers).insert(cookie, tx);
+        // CEPH_OSD_WATCH_OP_WATCH = 2
+        if let Err(e) = self.operate(oid, Op::new().push(OsdOp::watch(cookie, 2, 0))).await {
+            lock(&self.rados.inner.watchers).remove(&cookie);
+            return Err(e);
+        }
+        Ok(Watch { cookie, oid: oid.to_string(), events: rx, ioctx: self.clone() })
+    }
+
+    /// Sends a notify and waits for all watchers' acks (or the timeout).
+    /// Returns the completion payload (acks and timeouts, Ceph-encoded).
+    pub async fn notify(&self, oid: &str, payload: &[u8], timeout: Duration) -> Result<Vec<u8>> {
+        let cookie = self.rados.next_cookie();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        lock(&self.rados.inner.watchers).insert(cookie, tx);
+        let mut d = Vec::new();
+        d.put_u32_le(1); // prot_ver
+        d.put_u32_le(timeout.as_secs().max(1) as u32);
+        d.put_blob(payload);
+        let res = self.operate_read(oid, Op::new().push(OsdOp::notify(cookie).with_indata(d))).await;
+        let out = match res {
+            Ok(_) => {
+                let wait = tokio::time::timeout(timeout + Duration::from_secs(5), async {
+                    while let Some(ev) = rx.recv().await {
+                        if ev.opcode == msg::watch_event::NOTIFY_COMPLETE {
+                            return Some(ev);
+                        }
+                    }
+                    None
+                })
+                .await;
+                match wait {
+                    Ok(Some(ev)) if ev.return_code < 0 => {
+                        Err(Error::Osd { op: "notify", object: oid.to_string(), errno: -ev.return_code })
+                    }
+                    Ok(Some(ev)) => Ok(ev.payload),
+                    _ => Err(Error::Timeout(format!("notify on {oid}"))),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        lock(&self.rados.inner.watchers).remove(&cookie);
+        out
+    }
+
+    /// Creates a pool snapshot (mon command) and returns nothing; pool
+    /// snapshots then appear in the pool's `snaps`.
+    pub async fn snap_create(&self, name: &str) -> Result<()> {
+        let pool = self.pool_name()?;
+        self.rados.mon_command(serde_json::json!({"prefix": "osd pool mksnap", "pool": pool, "snap": name}), b"").await?;
+        self.rados.wait_for_latest_osdmap().await?;
+        Ok(())
+    }
+    pub async fn snap_remove(&self, name: &str) -> Result<()> {
+        let pool = self.pool_name()?;
+        self.rados.mon_command(serde_json::json!({"prefix": "osd pool rmsnap", "pool": pool, "snap": name}), b"").await?;
+        self.rados.wait_for_latest_osdmap().await?;
+        Ok(())
+    }
+    pub fn snap_list(&self) -> Result<Vec<(u64, String)>> {
+        let m = self.rados.osdmap()?;
+        Ok(m.pools.get(&self.pool).map(|p| p.snaps.iter().map(|s| (s.snapid, s.name.clone())).collect()).unwrap_or_default())
+    }
+    fn pool_name(&self) -> Result<String> {
+        self.rados.osdmap()?.pool_names.get(&self.pool).cloned().ok_or_else(|| Error::NoPool(self.pool.to_string()))
+    }
+}
+
+// silence: Message is used in signatures of helpers in other modules
+#[allow(dead_code)]
+fn _uses(_: Message) {}
