@@ -97,7 +97,7 @@ fn dump(file: &Path, limit: usize) -> Result<()> {
     let f = st.open(file, false).map_err(|e| LogError::io("open segment", file, e))?;
     let len = f.len().map_err(|e| LogError::io("stat segment", file, e))?;
     let mut left = limit;
-    let res = for_each_batch(&*f, file, len, |b| {
+    for_each_batch(&*f, file, len, |b| {
         for r in b.records() {
             if left == 0 {
                 return Ok(());
@@ -115,6 +115,5 @@ fn dump(file: &Path, limit: usize) -> Result<()> {
             println!("{line}");
         }
         Ok(())
-    });
-    res
+    })
 }

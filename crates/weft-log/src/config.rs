@@ -7,12 +7,13 @@ use serde::{Deserialize, Serialize};
 use crate::model::TopicConfig;
 
 /// When an append is acknowledged. See docs/storage.md for what each promises.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FsyncPolicy {
     /// Acknowledge after `fdatasync` covered the record. Concurrent appenders
     /// to one partition share an fsync (group commit). Consumers only see
     /// records that are durable.
+    #[default]
     Always,
     /// Acknowledge after the write reached the OS; a background task fsyncs
     /// every partition with unsynced data every `ms` milliseconds.
@@ -22,11 +23,6 @@ pub enum FsyncPolicy {
     Never,
 }
 
-impl Default for FsyncPolicy {
-    fn default() -> Self {
-        FsyncPolicy::Always
-    }
-}
 
 impl std::str::FromStr for FsyncPolicy {
     type Err = String;
@@ -84,6 +80,7 @@ impl Default for LogConfig {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

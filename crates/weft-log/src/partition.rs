@@ -673,6 +673,7 @@ impl Partition {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::storage::MemStorage;

@@ -322,6 +322,9 @@ impl Segment {
 /// watermark), at `end` (bytes of whole batches in the file), after
 /// `max_records` records, or before exceeding `max_bytes` (the first batch is
 /// always returned whole, so a consumer can progress past a large batch).
+/// Returns the bytes and the number of records at or after `from` (exact
+/// except in compacted batches, where the decoder applies the exact limit).
+#[allow(clippy::too_many_arguments)]
 pub fn read_batches(
     file: &dyn StorageFile,
     path: &Path,
@@ -332,42 +335,55 @@ pub fn read_batches(
     max_bytes: usize,
     max_records: usize,
 ) -> Result<(Bytes, usize)> {
-    let mut out = BytesMut::new();
-    let mut records = 0usize;
-    let mut hdr = [0u8; HEADER_LEN];
     let corrupt = |pos, reason: String| LogError::Corrupt { path: path.to_path_buf(), pos, reason };
-    while pos < end && records < max_records {
+    let header_at = |buf: &[u8], pos: u64| -> Result<BatchHeader> {
+        batch::peek_header(buf).map_err(|e| corrupt(pos, e.to_string()))?.ok_or_else(|| corrupt(pos, "short header".into()))
+    };
+    // 1. Skip batches before `from`, reading headers only (the sparse index
+    //    leaves at most about INDEX_INTERVAL_BYTES of them).
+    let mut hdr = [0u8; HEADER_LEN];
+    let first = loop {
+        if pos >= end || max_records == 0 {
+            return Ok((Bytes::new(), 0));
+        }
         if end - pos < HEADER_LEN as u64 {
             return Err(corrupt(pos, "partial batch header inside the committed log".into()));
         }
         file.read_exact_at(&mut hdr, pos).map_err(|e| LogError::io("read segment", path, e))?;
-        let h = batch::peek_header(&hdr)
-            .map_err(|e| corrupt(pos, e.to_string()))?
-            .ok_or_else(|| corrupt(pos, "short header".into()))?;
-        let total = h.total_len();
-        if h.next_offset() <= from {
-            pos += total as u64;
-            continue;
+        let h = header_at(&hdr, pos)?;
+        if h.next_offset() > from {
+            break h;
         }
-        if h.base_offset >= limit || (!out.is_empty() && out.len() + total > max_bytes) {
+        pos += h.total_len() as u64;
+    };
+    if first.base_offset >= limit {
+        return Ok((Bytes::new(), 0));
+    }
+    // 2. One read of up to `max_bytes` (at least the first batch), cut at the
+    //    last whole batch that fits the limits.
+    let avail = end - pos;
+    let want = (first.total_len() as u64).max((max_bytes as u64).min(avail));
+    if want > avail {
+        return Err(corrupt(pos, "batch past the end of the segment".into()));
+    }
+    let mut buf = BytesMut::zeroed(want as usize);
+    file.read_exact_at(&mut buf, pos).map_err(|e| LogError::io("read segment", path, e))?;
+    let (mut at, mut records) = (0usize, 0usize);
+    while records < max_records {
+        let Some(rest) = buf.get(at..) else { break };
+        if rest.len() < HEADER_LEN {
             break;
         }
-        if pos + total as u64 > end {
-            return Err(corrupt(pos, "batch past the end of the segment".into()));
+        let h = header_at(rest, pos + at as u64)?;
+        if h.base_offset >= limit || h.total_len() > rest.len() {
+            break;
         }
-        let start = out.len();
-        out.resize(start + total, 0);
-        file.read_exact_at(&mut out[start..], pos).map_err(|e| LogError::io("read segment", path, e))?;
-        // Count only records at or after `from` (approximate for compacted
-        // batches with gaps: the decoder applies the exact limit).
         let below = from.0.saturating_sub(h.base_offset.0).min(u64::from(h.record_count)) as usize;
         records += (h.record_count as usize).saturating_sub(below).max(1);
-        pos += total as u64;
-        if out.len() >= max_bytes {
-            break;
-        }
+        at += h.total_len();
     }
-    Ok((out.freeze(), records))
+    buf.truncate(at);
+    Ok((buf.freeze(), records))
 }
 
 /// Calls `f` with every whole batch of `file[..end]`, one at a time (CRC checked).
@@ -404,6 +420,7 @@ pub fn for_each_batch(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::batch::BatchBuilder;

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// An open file.
+#[allow(clippy::len_without_is_empty)] // a file length, not a collection
 pub trait StorageFile: Send + Sync + std::fmt::Debug {
     fn len(&self) -> io::Result<u64>;
     /// Reads exactly `buf.len()` bytes at `pos` (error if the file is shorter).
@@ -363,6 +364,7 @@ impl Storage for MemStorage {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -1,6 +1,8 @@
 //! Retention (delete whole old segments by time and size) and compaction
 //! (newest record per key, tombstones expire).
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::sync::Arc;

@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests (included with `mod common;`).
 #![allow(dead_code)]
 
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 
 use weft_log::*;

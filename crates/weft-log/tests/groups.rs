@@ -1,5 +1,7 @@
 //! Consumer groups through the Log: rebalance, commits in __consumer_offsets, lag.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::sync::Arc;

@@ -1,5 +1,7 @@
 //! Long-poll wake-up and group commit under fsync `always`.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -1,6 +1,8 @@
 //! Crash recovery: torn and corrupt tails are cut at the last whole batch,
 //! everything before is kept; acknowledged records survive a crash.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -1,5 +1,7 @@
 //! Topics, produce, fetch, list offsets and typed errors, on the real file system.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;
