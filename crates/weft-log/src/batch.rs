@@ -413,7 +413,13 @@ impl BatchBuilder {
     }
 
     /// Writes the header and CRC. `None` if no record was pushed.
-    pub fn finish(mut self) -> Option<(BatchHeader, Bytes)> {
+    pub fn finish(self) -> Option<(BatchHeader, Bytes)> {
+        self.finish_mut().map(|(h, b)| (h, b.freeze()))
+    }
+
+    /// As [`BatchBuilder::finish`], leaving the bytes mutable so that the
+    /// base offset can still be set with [`set_base_offset`].
+    pub fn finish_mut(mut self) -> Option<(BatchHeader, BytesMut)> {
         let first_ts = self.first_ts?;
         let length = u32::try_from(self.buf.len() - LENGTH_END).ok()?;
         let h = BatchHeader {
@@ -437,7 +443,16 @@ impl BatchBuilder {
         b[39..43].copy_from_slice(&h.record_count.to_le_bytes());
         let crc = crc32c::crc32c(&b[CRC_START..]);
         b[13..17].copy_from_slice(&crc.to_le_bytes());
-        Some((BatchHeader { crc, ..h }, self.buf.freeze()))
+        Some((BatchHeader { crc, ..h }, self.buf))
+    }
+}
+
+/// Gives an encoded batch its base offset (the CRC does not cover it, so a
+/// batch can be encoded before its offset is known, outside the log's lock).
+pub fn set_base_offset(batch: &mut [u8], header: &mut BatchHeader, base: Offset) {
+    if let Some(field) = batch.get_mut(0..8) {
+        field.copy_from_slice(&base.0.to_le_bytes());
+        header.base_offset = base;
     }
 }
 

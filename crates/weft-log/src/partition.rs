@@ -236,29 +236,37 @@ impl Partition {
     /// Appends already-assigned records keeping their offsets (used by tests
     /// and by replication later). Not exposed.
     fn write(&self, records: &[&ProduceRecord], now_ms: i64) -> Result<(Vec<(Offset, i64)>, Offset)> {
-        let mut g = lock(&self.inner);
-        self.check_writable(&g)?;
-        let mut out = Vec::with_capacity(records.len());
+        // Encode outside the lock with offsets relative to 0; the base offset
+        // is patched in under the lock (it is not covered by the CRC).
+        let mut batches = Vec::new();
+        let mut timestamps = Vec::with_capacity(records.len());
         let mut rest = records;
         while !rest.is_empty() {
-            let base = g.next_offset;
-            let mut b = BatchBuilder::new(base);
-            let mut off = base;
-            let mut taken = 0;
+            let mut b = BatchBuilder::new(Offset::ZERO);
+            let mut taken = 0u64;
             for r in rest {
                 let hint = batch::record_size_hint(r.key.as_deref(), r.value.as_deref(), &r.headers);
                 if !b.is_empty() && b.len_bytes() + hint > BATCH_TARGET_BYTES {
                     break;
                 }
                 let ts = r.timestamp_ms.unwrap_or(now_ms);
-                b.push(off, ts, r.key.as_deref(), r.value.as_deref(), &r.headers)?;
-                out.push((off, ts));
-                off = off.next();
+                b.push(Offset(taken), ts, r.key.as_deref(), r.value.as_deref(), &r.headers)?;
+                timestamps.push(ts);
                 taken += 1;
             }
-            rest = rest.get(taken..).unwrap_or(&[]);
-            let Some((h, bytes)) = b.finish() else { break };
-            self.maybe_roll(&mut g, bytes.len() as u64, u64::from(h.last_offset_delta) + 1, now_ms)?;
+            rest = rest.get(taken as usize..).unwrap_or(&[]);
+            if let Some(done) = b.finish_mut() {
+                batches.push(done);
+            }
+        }
+        let mut g = lock(&self.inner);
+        self.check_writable(&g)?;
+        let first = g.next_offset;
+        for (mut h, mut bytes) in batches {
+            let records = u64::from(h.record_count);
+            self.maybe_roll(&mut g, bytes.len() as u64, records, now_ms)?;
+            let base = g.next_offset;
+            batch::set_base_offset(&mut bytes, &mut h, base);
             let res = match g.segments.last_mut() {
                 Some(seg) => seg.append(&h, &bytes, now_ms).map_err(|e| e.to_string()),
                 None => Err("no active segment".to_string()),
@@ -275,6 +283,8 @@ impl Partition {
             g.hw = end;
             self.hw_tx.send_replace(end);
         }
+        drop(g);
+        let out = timestamps.into_iter().enumerate().map(|(i, ts)| (Offset(first.0 + i as u64), ts)).collect();
         Ok((out, end))
     }
 
