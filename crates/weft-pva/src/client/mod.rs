@@ -486,6 +486,11 @@ impl Channel {
     }
 
     async fn init(&self, command: u8, request: &PvRequest, timeout: Duration) -> Result<(u32, mpsc::UnboundedReceiver<Routed>, Vec<FieldDesc>)> {
+        let pv_request = if command == cmd::PUT_GET { request.to_put_get_variant() } else { request.to_variant() };
+        self.init_with(command, pv_request, timeout).await
+    }
+
+    async fn init_with(&self, command: u8, pv_request: (FieldDesc, Value), timeout: Duration) -> Result<(u32, mpsc::UnboundedReceiver<Routed>, Vec<FieldDesc>)> {
         let ioid = self.conn.next_id();
         let mut inbox = self.conn.register_op(ioid);
         self.conn
@@ -494,7 +499,7 @@ impl Channel {
                 sid: self.sid,
                 ioid,
                 subcmd: sub::INIT,
-                body: ReqBody::Init { pv_request: Some(request.to_variant()), nfree: None },
+                body: ReqBody::Init { pv_request: Some(pv_request), nfree: None },
             }))
             .await?;
         let (_, r) = recv_resp(&mut inbox, timeout, "init").await?;
@@ -635,7 +640,8 @@ impl Channel {
 
     /// Read part of an array (CMD_ARRAY get): offset and count (0 = to the end).
     pub async fn array_get(&self, offset: usize, count: usize, timeout: Duration) -> Result<Value> {
-        let (ioid, mut inbox, types) = self.init(cmd::ARRAY, &PvRequest::default(), timeout).await?;
+        // pvDatabase needs the array field named in the request.
+        let (ioid, mut inbox, types) = self.init(cmd::ARRAY, &PvRequest::parse("field(value)")?, timeout).await?;
         let desc = types.into_iter().next().ok_or_else(|| Error::Unexpected("array init without type".into()))?;
         let mut w = Writer::new(self.conn.order());
         w.size(offset);

@@ -26,7 +26,8 @@ impl PvRequest {
         let Some((FieldDesc::Structure(m), Value::Struct(vals))) = v else { return out };
         for ((name, d), val) in m.fields.iter().zip(vals) {
             match name.as_str() {
-                "field" => collect_paths(d, val, "", &mut out.fields),
+                // put-get requests select the get side with getField (pvAccessCPP).
+                "field" | "getField" => collect_paths(d, val, "", &mut out.fields),
                 "record" => {
                     if let (FieldDesc::Structure(rm), Value::Struct(rv)) = (d, val) {
                         if let Some((i, FieldDesc::Structure(om))) = rm.field("_options") {
@@ -112,6 +113,28 @@ impl PvRequest {
             top_v.push(Value::Struct(vec![ov]));
         }
         (FieldDesc::structure("", top_f), Value::Struct(top_v))
+    }
+
+    /// The put-get form: `structure { putField {..} getField {..} }` (pvAccessCPP
+    /// refuses a plain `field` request for PUT_GET); puts go to every field.
+    pub fn to_put_get_variant(&self) -> (FieldDesc, Value) {
+        let (d, v) = self.to_variant();
+        let (field_d, field_v) = match (&d, &v) {
+            (FieldDesc::Structure(m), Value::Struct(vals)) => match (m.fields.first(), vals.first()) {
+                (Some((_, fd)), Some(fv)) => (fd.clone(), fv.clone()),
+                _ => (FieldDesc::structure("", vec![]), Value::Struct(vec![])),
+            },
+            _ => (FieldDesc::structure("", vec![]), Value::Struct(vec![])),
+        };
+        let mut fields = vec![("putField", FieldDesc::structure("", vec![])), ("getField", field_d)];
+        let mut vals = vec![Value::Struct(vec![]), field_v];
+        if let (FieldDesc::Structure(m), Value::Struct(vs)) = (&d, &v) {
+            if let (Some((_, rd)), Some(rv)) = (m.fields.get(1), vs.get(1)) {
+                fields.push(("record", rd.clone()));
+                vals.push(rv.clone());
+            }
+        }
+        (FieldDesc::structure("", fields), Value::Struct(vals))
     }
 
     pub fn option(&self, k: &str) -> Option<&str> {
