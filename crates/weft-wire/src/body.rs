@@ -70,6 +70,16 @@ pub enum ErrorCode {
     HandshakeRequired,
     /// The client was not allowed (allow-list, auth).
     Unauthorized,
+    /// The named thing (topic, partition, group, uid...) does not exist.
+    NotFound,
+    /// The thing already exists, or the request conflicts with current state
+    /// (stale generation, group has members...).
+    Conflict,
+    /// An offset or index outside the valid range (`details` gives it).
+    OutOfRange,
+    /// A temporary failure on the server side (storage fault, shutting down
+    /// part): the request was not applied; retrying later may succeed.
+    Unavailable,
     /// The request did not complete in time.
     Timeout,
     /// The server is shutting down.
@@ -94,6 +104,10 @@ impl ErrorCode {
             Self::UnsupportedVersion => "unsupported_version",
             Self::HandshakeRequired => "handshake_required",
             Self::Unauthorized => "unauthorized",
+            Self::NotFound => "not_found",
+            Self::Conflict => "conflict",
+            Self::OutOfRange => "out_of_range",
+            Self::Unavailable => "unavailable",
             Self::Timeout => "timeout",
             Self::ShuttingDown => "shutting_down",
             Self::Internal => "internal",
