@@ -150,6 +150,15 @@ impl Partition {
             }
         }
         bases.sort();
+        // An index whose segment is gone (retention removed the log first).
+        for n in &names {
+            if let Some(b) = n.strip_suffix(".index").and_then(|d| segment::parse_log_file_name(&format!("{d}.log"))) {
+                if !bases.contains(&b) {
+                    let p = dir.join(n);
+                    storage.remove_file(&p).map_err(|e| LogError::io("remove orphan index", &p, e))?;
+                }
+            }
+        }
         let mut segments = Vec::with_capacity(bases.len().max(1));
         if bases.is_empty() {
             segments.push(Segment::create(&*storage, &dir, Offset::ZERO)?);

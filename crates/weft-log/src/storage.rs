@@ -165,16 +165,45 @@ struct MemState {
 #[derive(Debug, Clone, Default)]
 pub struct MemStorage {
     state: Arc<Mutex<MemState>>,
-    syncs: Arc<AtomicU64>,
+    faults: Arc<Faults>,
+}
+
+/// Counters and failure points shared by a storage and its open files.
+#[derive(Debug)]
+struct Faults {
+    syncs: AtomicU64,
     /// Fail every `sync_data` once this many syncs have happened.
-    fail_sync_after: Arc<AtomicU64>,
+    fail_sync_after: AtomicU64,
+    /// Mutating operations so far (writes, truncations, syncs, renames, removals, creations).
+    ops: AtomicU64,
+    /// Fail every mutating operation from this count on.
+    fail_ops_at: AtomicU64,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            syncs: AtomicU64::new(0),
+            fail_sync_after: AtomicU64::new(u64::MAX),
+            ops: AtomicU64::new(0),
+            fail_ops_at: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+impl Faults {
+    fn op(&self) -> io::Result<()> {
+        if self.ops.fetch_add(1, Ordering::SeqCst) >= self.fail_ops_at.load(Ordering::SeqCst) {
+            return Err(io::Error::other("injected I/O failure"));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug)]
 struct MemFile {
     data: Arc<Mutex<MemFileData>>,
-    syncs: Arc<AtomicU64>,
-    fail_sync_after: Arc<AtomicU64>,
+    faults: Arc<Faults>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -184,17 +213,28 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl MemStorage {
     pub fn new() -> Self {
-        MemStorage { fail_sync_after: Arc::new(AtomicU64::new(u64::MAX)), ..Default::default() }
+        MemStorage::default()
     }
 
     /// Number of successful `sync_data` calls so far.
     pub fn sync_count(&self) -> u64 {
-        self.syncs.load(Ordering::SeqCst)
+        self.faults.syncs.load(Ordering::SeqCst)
+    }
+
+    /// Number of mutating operations so far.
+    pub fn op_count(&self) -> u64 {
+        self.faults.ops.load(Ordering::SeqCst)
+    }
+
+    /// Makes every mutating operation fail once `n` more have succeeded
+    /// (as redb's fuzzer backend does); `u64::MAX` disables.
+    pub fn fail_ops_after(&self, n: u64) {
+        self.faults.fail_ops_at.store(self.op_count().saturating_add(n), Ordering::SeqCst);
     }
 
     /// Makes every `sync_data` fail once `n` more have succeeded.
     pub fn fail_syncs_after(&self, n: u64) {
-        self.fail_sync_after.store(self.sync_count() + n, Ordering::SeqCst);
+        self.faults.fail_sync_after.store(self.sync_count().saturating_add(n), Ordering::SeqCst);
     }
 
     /// The image a crash would leave. `torn(path, unsynced_len)` returns how
@@ -216,11 +256,7 @@ impl MemStorage {
             }
             files.insert(p.clone(), Arc::new(Mutex::new(MemFileData { live: bytes.clone(), durable: bytes })));
         }
-        MemStorage {
-            state: Arc::new(Mutex::new(MemState { files, dirs: st.dirs.clone() })),
-            syncs: Arc::new(AtomicU64::new(0)),
-            fail_sync_after: Arc::new(AtomicU64::new(u64::MAX)),
-        }
+        MemStorage { state: Arc::new(Mutex::new(MemState { files, dirs: st.dirs.clone() })), faults: Arc::default() }
     }
 
     /// Overwrites bytes of a file (live and durable), to simulate media corruption.
@@ -259,6 +295,7 @@ impl StorageFile for MemFile {
         Ok(())
     }
     fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
+        self.faults.op()?;
         let mut d = lock(&self.data);
         let start = pos as usize;
         if d.live.len() < start + buf.len() {
@@ -268,22 +305,25 @@ impl StorageFile for MemFile {
         Ok(())
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
+        self.faults.op()?;
         lock(&self.data).live.resize(len as usize, 0);
         Ok(())
     }
     fn sync_data(&self) -> io::Result<()> {
-        if self.syncs.load(Ordering::SeqCst) >= self.fail_sync_after.load(Ordering::SeqCst) {
+        if self.faults.syncs.load(Ordering::SeqCst) >= self.faults.fail_sync_after.load(Ordering::SeqCst) {
             return Err(io::Error::other("injected fsync failure"));
         }
+        self.faults.op()?;
         let mut d = lock(&self.data);
         d.durable = d.live.clone();
-        self.syncs.fetch_add(1, Ordering::SeqCst);
+        self.faults.syncs.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 }
 
 impl Storage for MemStorage {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.faults.op()?;
         let mut st = lock(&self.state);
         for a in path.ancestors() {
             st.dirs.insert(a.to_path_buf());
@@ -317,24 +357,28 @@ impl Storage for MemStorage {
         let data = match st.files.get(path) {
             Some(d) => d.clone(),
             None if create => {
+                self.faults.op()?;
                 let d = Arc::new(Mutex::new(MemFileData::default()));
                 st.files.insert(path.to_path_buf(), d.clone());
                 d
             }
             None => return Err(not_found(path)),
         };
-        Ok(Arc::new(MemFile { data, syncs: self.syncs.clone(), fail_sync_after: self.fail_sync_after.clone() }))
+        Ok(Arc::new(MemFile { data, faults: self.faults.clone() }))
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.faults.op()?;
         lock(&self.state).files.remove(path).map(|_| ()).ok_or_else(|| not_found(path))
     }
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.faults.op()?;
         let mut st = lock(&self.state);
         st.files.retain(|p, _| !p.starts_with(path));
         st.dirs.retain(|p| !p.starts_with(path));
         Ok(())
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.faults.op()?;
         let mut st = lock(&self.state);
         if let Some(f) = st.files.remove(from) {
             st.files.insert(to.to_path_buf(), f);
@@ -359,7 +403,7 @@ impl Storage for MemStorage {
         Err(not_found(from))
     }
     fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
-        Ok(())
+        self.faults.op()
     }
 }
 
