@@ -4,6 +4,7 @@
 //! connection state machine, CephX, messages); `net`, `monc` and `rados`
 //! put tokio underneath it; `cli` is the `weft rados` command surface.
 
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod monc;

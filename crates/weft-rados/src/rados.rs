@@ -731,7 +731,8 @@ impl IoCtx {
         let pg_num = pool.pg_num;
         let mut out = Vec::new();
         for seed in 0..pg_num {
-            let mut cursor = HObject::min();
+            // start at the PG's first hobject (what get_hobj_start() gives)
+            let mut cursor = HObject { hash: seed, pool: self.pool, ..HObject::default() };
             let mut rounds = 0u32;
             loop {
                 rounds += 1;
@@ -751,7 +752,8 @@ impl IoCtx {
                 for (nspace, oid, locator) in entries {
                     out.push(ListEntry { nspace, oid, locator });
                 }
-                if next.max || (n == 0 && next == cursor) {
+                // result 1 = this PG is exhausted (the handle then points at its end)
+                if r.result == 1 || next.max || (n == 0 && next == cursor) {
                     break;
                 }
                 cursor = next;
@@ -765,8 +767,8 @@ impl IoCtx {
         let cookie = self.rados.next_cookie();
         let (tx, rx) = mpsc::unbounded_channel();
         lock(&self.rados.inner.watchers).insert(cookie, tx);
-        // CEPH_OSD_WATCH_OP_WATCH = 2
-        if let Err(e) = self.operate(oid, Op::new().push(OsdOp::watch(cookie, 2, 0))).await {
+        // CEPH_OSD_WATCH_OP_WATCH = 3 (watch op ids are odd)
+        if let Err(e) = self.operate(oid, Op::new().push(OsdOp::watch(cookie, 3, 0))).await {
             lock(&self.rados.inner.watchers).remove(&cookie);
             return Err(e);
         }

@@ -259,7 +259,7 @@ pub mod osd_flag {
     pub const WRITE: u32 = 0x20;
     pub const PGOP: u32 = 0x400;
     pub const EXEC: u32 = 0x800;
-    pub const KNOWN_REDIR: u32 = 0x80000;
+    pub const KNOWN_REDIR: u32 = 0x40_0000;
 }
 
 pub const CEPH_NOSNAP: u64 = 0xffff_ffff_ffff_fffe;
@@ -551,6 +551,8 @@ pub fn decode_watch_notify(m: &Message) -> DResult<WatchNotify> {
     let payload = if m.version >= 1 { r.blob("watch_notify.bl")?.to_vec() } else { Vec::new() };
     let return_code = if m.version >= 2 { r.i32("watch_notify.return_code")? } else { 0 };
     let notifier_gid = if m.version >= 3 { r.u64("watch_notify.notifier_gid")? } else { 0 };
+    // NOTIFY_COMPLETE carries the replies (and missed watchers) in the data segment
+    let payload = if opcode == watch_event::NOTIFY_COMPLETE && payload.is_empty() { m.data.to_vec() } else { payload };
     Ok(WatchNotify { cookie, ver, notify_id, opcode, payload, return_code, notifier_gid })
 }
 

@@ -1,0 +1,380 @@
+//! `weft rados ...`: a command-line surface like the `rados` tool's.
+//! Wire it with `weft_rados::cli::RadosArgs` (clap Args) and
+//! `weft_rados::cli::run(args).await`.
+
+use crate::config::{ClientConfig, ConfigSource};
+use crate::error::{Error, Result};
+use crate::rados::{IoCtx, Rados};
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RadosArgs {
+    /// ceph.conf path (mon_host, keyring)
+    #[arg(short = 'c', long, env = "CEPH_CONF", global = true)]
+    pub conf: Option<String>,
+    /// keyring path
+    #[arg(short = 'k', long, global = true)]
+    pub keyring: Option<String>,
+    /// secret key (base64); overrides the keyring (also WEFT_CEPH_KEY)
+    #[arg(long, global = true)]
+    pub key: Option<String>,
+    /// client id: `admin` or `client.admin`
+    #[arg(long, default_value = "admin", global = true)]
+    pub id: String,
+    /// monitor addresses, overriding the conf file
+    #[arg(short = 'm', long, global = true)]
+    pub mon_host: Option<String>,
+    /// connection modes to monitors, e.g. `secure,crc`
+    #[arg(long, global = true)]
+    pub mon_mode: Option<String>,
+    /// connection modes to OSDs, e.g. `crc,secure`
+    #[arg(long, global = true)]
+    pub osd_mode: Option<String>,
+    #[arg(short = 'p', long, global = true)]
+    pub pool: Option<String>,
+    #[arg(short = 'N', long, global = true)]
+    pub namespace: Option<String>,
+    #[command(subcommand)]
+    pub cmd: RadosCmd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchMode {
+    Write,
+    Seq,
+    Rand,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum RadosCmd {
+    /// list pools
+    Lspools,
+    /// create a pool
+    Mkpool {
+        name: String,
+        #[arg(default_value_t = 8)]
+        pg_num: u32,
+    },
+    /// delete a pool
+    Rmpool { name: String },
+    /// write an object from a file (`-` = stdin)
+    Put { oid: String, file: String },
+    /// read an object to a file (`-` = stdout)
+    Get { oid: String, file: String },
+    /// size and mtime of an object
+    Stat { oid: String },
+    /// remove objects
+    Rm { oids: Vec<String> },
+    /// list objects in the pool/namespace
+    Ls,
+    Setxattr { oid: String, name: String, value: String },
+    Getxattr { oid: String, name: String },
+    Listxattr { oid: String },
+    Setomapval { oid: String, key: String, value: String },
+    Listomapvals { oid: String },
+    /// benchmark like `rados bench SECONDS write|seq|rand`
+    Bench {
+        seconds: u64,
+        #[arg(value_enum)]
+        mode: BenchMode,
+        /// object size in bytes (write)
+        #[arg(short = 'b', default_value_t = 4 << 20)]
+        block_size: usize,
+        /// ops in flight
+        #[arg(short = 't', default_value_t = 16)]
+        concurrent: usize,
+        /// keep the objects after a write run (for seq/rand)
+        #[arg(long)]
+        no_cleanup: bool,
+    },
+}
+
+fn source(a: &RadosArgs) -> ConfigSource {
+    let id = if a.id.contains('.') { a.id.clone() } else { format!("client.{}", a.id) };
+    ConfigSource {
+        conf: a.conf.clone(),
+        keyring: a.keyring.clone(),
+        key: a.key.clone(),
+        id: Some(id),
+        mon_host: a.mon_host.clone(),
+        mon_mode: a.mon_mode.clone(),
+        osd_mode: a.osd_mode.clone(),
+    }
+}
+
+fn ioctx(r: &Rados, a: &RadosArgs) -> Result<IoCtx> {
+    let pool = a.pool.as_deref().ok_or_else(|| Error::Config("this command needs --pool".into()))?;
+    let mut io = r.ioctx(pool)?;
+    if let Some(ns) = &a.namespace {
+        io.set_namespace(ns);
+    }
+    Ok(io)
+}
+
+fn io_err(what: &str, e: std::io::Error) -> Error {
+    Error::Config(format!("{what}: {e}"))
+}
+
+/// Runs one `weft rados` command, printing to stdout.
+pub async fn run(args: RadosArgs) -> Result<()> {
+    let cfg = ClientConfig::load(&source(&args))?;
+    let r = Rados::connect(cfg).await?;
+    let res = run_with(&r, &args).await;
+    r.shutdown();
+    res
+}
+
+pub async fn run_with(r: &Rados, a: &RadosArgs) -> Result<()> {
+    let mut stdout = std::io::stdout();
+    match &a.cmd {
+        RadosCmd::Lspools => {
+            for (_, n) in r.pool_list()? {
+                println!("{n}");
+            }
+        }
+        RadosCmd::Mkpool { name, pg_num } => {
+            r.pool_create(name, *pg_num).await?;
+            println!("successfully created pool {name}");
+        }
+        RadosCmd::Rmpool { name } => {
+            r.pool_delete(name).await?;
+            println!("successfully deleted pool {name}");
+        }
+        RadosCmd::Put { oid, file } => {
+            let mut data = Vec::new();
+            if file == "-" {
+                std::io::stdin().read_to_end(&mut data).map_err(|e| io_err("stdin", e))?;
+            } else {
+                data = std::fs::read(file).map_err(|e| io_err(file, e))?;
+            }
+            ioctx(r, a)?.write_chunked(oid, &data, 4 << 20).await?;
+        }
+        RadosCmd::Get { oid, file } => {
+            let data = ioctx(r, a)?.read_full(oid).await?;
+            if file == "-" {
+                stdout.write_all(&data).map_err(|e| io_err("stdout", e))?;
+            } else {
+                std::fs::write(file, &data).map_err(|e| io_err(file, e))?;
+            }
+        }
+        RadosCmd::Stat { oid } => {
+            let io = ioctx(r, a)?;
+            let st = io.stat(oid).await?;
+            println!("{}/{} mtime {}.{:06}, size {}", a.pool.as_deref().unwrap_or(""), oid, st.mtime.sec, st.mtime.nsec / 1000, st.size);
+        }
+        RadosCmd::Rm { oids } => {
+            let io = ioctx(r, a)?;
+            for o in oids {
+                io.remove(o).await?;
+            }
+        }
+        RadosCmd::Ls => {
+            let mut v = ioctx(r, a)?.list().await?;
+            v.sort_by(|x, y| x.oid.cmp(&y.oid));
+            for e in v {
+                println!("{}", e.oid);
+            }
+        }
+        RadosCmd::Setxattr { oid, name, value } => ioctx(r, a)?.setxattr(oid, name, value.as_bytes()).await?,
+        RadosCmd::Getxattr { oid, name } => {
+            let v = ioctx(r, a)?.getxattr(oid, name).await?;
+            stdout.write_all(&v).map_err(|e| io_err("stdout", e))?;
+        }
+        RadosCmd::Listxattr { oid } => {
+            for k in ioctx(r, a)?.getxattrs(oid).await?.keys() {
+                println!("{k}");
+            }
+        }
+        RadosCmd::Setomapval { oid, key, value } => {
+            ioctx(r, a)?.omap_set(oid, &[(key.as_str(), value.as_bytes())]).await?
+        }
+        RadosCmd::Listomapvals { oid } => {
+            for (k, v) in ioctx(r, a)?.omap_get_vals(oid).await? {
+                println!("{k}");
+                println!("value ({} bytes) :", v.len());
+                println!("{}", String::from_utf8_lossy(&v));
+                println!();
+            }
+        }
+        RadosCmd::Bench { seconds, mode, block_size, concurrent, no_cleanup } => {
+            let io = ioctx(r, a)?;
+            let rep = bench(&io, *mode, Duration::from_secs(*seconds), *block_size, *concurrent, !*no_cleanup).await?;
+            print!("{}", rep.render());
+        }
+    }
+    Ok(())
+}
+
+const BENCH_PREFIX: &str = "weft_bench_object";
+const BENCH_META: &str = "weft_bench_last_metadata";
+
+/// Results of a bench run, printed in `rados bench`'s vocabulary.
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    pub mode: BenchMode,
+    pub ops: u64,
+    pub bytes: u64,
+    pub object_size: usize,
+    pub elapsed: Duration,
+    pub latencies: Vec<Duration>,
+}
+
+impl BenchReport {
+    pub fn mb_per_sec(&self) -> f64 {
+        self.bytes as f64 / (1024.0 * 1024.0) / self.elapsed.as_secs_f64().max(1e-9)
+    }
+    pub fn iops(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+    pub fn render(&self) -> String {
+        let mut l = self.latencies.clone();
+        l.sort();
+        let avg = if l.is_empty() { 0.0 } else { l.iter().map(|d| d.as_secs_f64()).sum::<f64>() / l.len() as f64 };
+        let max = l.last().map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let min = l.first().map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let what = match self.mode {
+            BenchMode::Write => "writes",
+            _ => "reads",
+        };
+        format!(
+            "Total time run:         {:.4}\nTotal {what} made:      {}\n{} size:             {}\nBandwidth (MB/sec):     {:.3}\nAverage IOPS:           {:.0}\nAverage Latency(s):     {:.6}\nMax latency(s):         {:.6}\nMin latency(s):         {:.6}\n",
+            self.elapsed.as_secs_f64(),
+            self.ops,
+            if self.mode == BenchMode::Write { "Write" } else { "Read" },
+            self.object_size,
+            self.mb_per_sec(),
+            self.iops(),
+            avg,
+            max,
+            min
+        )
+    }
+}
+
+/// `rados bench` equivalent: `write` creates objects of `block_size`
+/// with `concurrent` ops in flight; `seq`/`rand` read back what the last
+/// write run left (`--no-cleanup`).
+pub async fn bench(
+    io: &IoCtx,
+    mode: BenchMode,
+    dur: Duration,
+    block_size: usize,
+    concurrent: usize,
+    cleanup: bool,
+) -> Result<BenchReport> {
+    let concurrent = concurrent.clamp(1, 1024);
+    let (count_limit, object_size) = match mode {
+        BenchMode::Write => (u64::MAX, block_size),
+        _ => {
+            let meta = io.read(BENCH_META, 0, 64).await?;
+            let s = String::from_utf8_lossy(&meta);
+            let mut it = s.split_whitespace();
+            let n: u64 = it.next().and_then(|x| x.parse().ok()).unwrap_or(0);
+            let sz: usize = it.next().and_then(|x| x.parse().ok()).unwrap_or(0);
+            if n == 0 {
+                return Err(Error::Config("no objects from a previous `bench write --no-cleanup`".into()));
+            }
+            (n, sz)
+        }
+    };
+    let payload = Arc::new(vec![0x5au8; block_size]);
+    let next = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let bytes = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let lats = Arc::new(Mutex::new(Vec::new()));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..concurrent {
+        let (io, payload, next, done, bytes, stop, lats) =
+            (io.clone(), payload.clone(), next.clone(), done.clone(), bytes.clone(), stop.clone(), lats.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ (w as u64 + 1);
+            while !stop.load(Ordering::Relaxed) && start.elapsed() < dur {
+                let i = match mode {
+                    BenchMode::Write => next.fetch_add(1, Ordering::Relaxed),
+                    BenchMode::Seq => {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= count_limit {
+                            break;
+                        }
+                        i
+                    }
+                    BenchMode::Rand => {
+                        // xorshift: cheap and deterministic per worker
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        seed % count_limit
+                    }
+                };
+                let oid = format!("{BENCH_PREFIX}{i}");
+                let t0 = Instant::now();
+                let n = match mode {
+                    BenchMode::Write => io.write_full(&oid, &payload).await.map(|_| payload.len()),
+                    _ => io.read(&oid, 0, object_size as u64).await.map(|b| b.len()),
+                };
+                match n {
+                    Ok(n) => {
+                        lats.lock().unwrap_or_else(|p| p.into_inner()).push(t0.elapsed());
+                        done.fetch_add(1, Ordering::Relaxed);
+                        bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        stop.store(true, Ordering::Relaxed);
+                        return Err(e);
+                    }
+                }
+            }
+            Ok(())
+        }));
+    }
+    let mut first_err = None;
+    for t in tasks {
+        match t.await {
+            Ok(Err(e)) if first_err.is_none() => first_err = Some(e),
+            _ => {}
+        }
+    }
+    let elapsed = start.elapsed();
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    let ops = done.load(Ordering::Relaxed);
+    if mode == BenchMode::Write {
+        if cleanup {
+            for i in 0..next.load(Ordering::Relaxed) {
+                let _ = io.remove(&format!("{BENCH_PREFIX}{i}")).await;
+            }
+            let _ = io.remove(BENCH_META).await;
+        } else {
+            io.write_full(BENCH_META, format!("{ops} {block_size}").as_bytes()).await?;
+        }
+    }
+    let latencies = std::mem::take(&mut *lats.lock().unwrap_or_else(|p| p.into_inner()));
+    Ok(BenchReport { mode, ops, bytes: bytes.load(Ordering::Relaxed), object_size, elapsed, latencies })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Top {
+        #[command(flatten)]
+        a: RadosArgs,
+    }
+
+    #[test]
+    fn parses_like_rados() {
+        let t = Top::try_parse_from(["x", "--pool", "test", "--id", "admin", "put", "o", "/f"]).unwrap();
+        assert!(matches!(t.a.cmd, RadosCmd::Put { .. }));
+        assert_eq!(source(&t.a).id.as_deref(), Some("client.admin"));
+        let t = Top::try_parse_from(["x", "-p", "test", "bench", "10", "write", "-b", "4096", "-t", "1", "--no-cleanup"]).unwrap();
+        assert!(matches!(t.a.cmd, RadosCmd::Bench { block_size: 4096, concurrent: 1, no_cleanup: true, .. }));
+    }
+}
