@@ -46,6 +46,16 @@ struct Op {
     mask: BitSet,
 }
 
+impl Drop for Op {
+    // Runs even when the connection task is aborted: a monitor task holds a
+    // sender to the writer, so it must go for the socket to close.
+    fn drop(&mut self) {
+        if let OpKind::Monitor { task: Some(t), .. } = &self.kind {
+            t.abort();
+        }
+    }
+}
+
 struct Chan {
     cid: u32,
     entry: Entry,
@@ -126,13 +136,8 @@ pub(crate) async fn serve(sock: TcpStream, peer: SocketAddr, shared: Arc<Shared>
 }
 
 fn drop_op(op: Op) {
-    if let OpKind::Monitor { sub, task, .. } = op.kind {
-        if let Some(t) = task {
-            t.abort();
-        }
-        if let Some(pv) = op.pv {
-            pv.unsubscribe(&sub);
-        }
+    if let (OpKind::Monitor { sub, .. }, Some(pv)) = (&op.kind, &op.pv) {
+        pv.unsubscribe(sub);
     }
 }
 

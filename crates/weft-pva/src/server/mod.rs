@@ -133,5 +133,10 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
     }
+    // Connections see `stop` themselves and close cleanly; abort stragglers.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
     conns.shutdown().await;
 }
