@@ -1,0 +1,427 @@
+//! The [`Manager`]: owns a service's queued endpoints, queued senders and
+//! keepers, registers queued endpoints on a [`Service`], and registers the
+//! standard management endpoints (`weft.queue.*`, `weft.sender.*`,
+//! `weft.stats.*`, `weft.errors.*`).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use weft_net::{Handler, HandlerFuture, PeerInfo};
+use weft_service::{Service, ServiceError};
+use weft_wire::{BodyFormat, ErrorBody, ErrorCode, Frame};
+
+use crate::error::QueueError;
+use crate::keepers::{ErrorKeeper, ErrorState, StatsKeeper};
+use crate::queue::{Outcome, PauseWhat, QueueInfo, QueueKind, QueueOptions, WorkQueue, Worker};
+use crate::sender::{Outbound, QueuedSender};
+
+/// The acknowledgement of a queued request: it is on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    pub uid: String,
+}
+
+/// What a queued handler is told besides the request.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub uid: String,
+    /// Failed attempts before this one.
+    pub attempts: u32,
+}
+
+type Validate = dyn Fn(&serde_json::Value) -> Result<(), String> + Send + Sync;
+
+/// A queued endpoint: requests are validated, made durable, acknowledged
+/// with their uid, then handled by the queue's loop.
+pub struct QueuedEndpoint {
+    route: String,
+    queue: Arc<WorkQueue>,
+    validate: Arc<Validate>,
+}
+
+impl QueuedEndpoint {
+    pub fn route(&self) -> &str {
+        &self.route
+    }
+    pub fn queue(&self) -> &Arc<WorkQueue> {
+        &self.queue
+    }
+
+    /// Validate, store durably, return the uid (a fresh UUID v7 unless given;
+    /// a uid already queued is not queued twice).
+    pub async fn submit(&self, uid: Option<String>, request: &serde_json::Value) -> Result<String, QueueError> {
+        (self.validate)(request).map_err(|reason| QueueError::BadRequest { route: self.route.clone(), reason })?;
+        let body = serde_json::to_vec(request).map_err(|e| QueueError::BadRequest { route: self.route.clone(), reason: e.to_string() })?;
+        let uid = uid.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        self.queue.enqueue(uid, None, Bytes::from(body)).await
+    }
+}
+
+/// Statistics defaults: gather every 5 minutes, keep 12 (Ecosystem's STAT_GP
+/// and STAT_HL).
+#[derive(Debug, Clone)]
+pub struct ManagerOptions {
+    pub gather_period: Duration,
+    pub history_len: usize,
+}
+
+impl Default for ManagerOptions {
+    fn default() -> Self {
+        Self { gather_period: Duration::from_secs(300), history_len: 12 }
+    }
+}
+
+pub struct Manager {
+    dir: PathBuf,
+    endpoints: RwLock<BTreeMap<String, Arc<QueuedEndpoint>>>,
+    senders: RwLock<BTreeMap<String, Arc<QueuedSender>>>,
+    errors: Arc<ErrorKeeper>,
+    stats: Arc<StatsKeeper>,
+}
+
+fn rlock<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|p| p.into_inner())
+}
+fn wlock<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// File name for a queue: route keys may hold any byte, file names may not.
+fn file_name(kind: &str, name: &str) -> String {
+    let safe: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' { c } else { '_' }).collect();
+    let hash = crc32c::crc32c(name.as_bytes());
+    format!("{kind}-{safe}-{hash:08x}.wq")
+}
+
+impl Manager {
+    /// A manager keeping its queues under `dir` (one log file per queue), for
+    /// `service`. Starts the statistics gatherer (needs a tokio runtime).
+    pub fn new(dir: &Path, service: &Service, options: ManagerOptions) -> Result<Arc<Self>, QueueError> {
+        tokio::runtime::Handle::try_current().map_err(|_| QueueError::NoRuntime)?;
+        std::fs::create_dir_all(dir).map_err(|source| QueueError::Io { path: dir.to_owned(), op: "create directory", source })?;
+        let stats = StatsKeeper::new(service.stats(), options.gather_period, options.history_len);
+        stats.spawn();
+        let m = Arc::new(Manager {
+            dir: dir.to_owned(),
+            endpoints: RwLock::new(BTreeMap::new()),
+            senders: RwLock::new(BTreeMap::new()),
+            errors: Arc::new(ErrorKeeper::default()),
+            stats,
+        });
+        // Queue and sender sizes as flat statistics keys.
+        let weak = Arc::downgrade(&m);
+        service.stats().add_gauges(move || {
+            let Some(m) = weak.upgrade() else { return vec![] };
+            let mut out = vec![];
+            for (prefix, infos) in [("queue", m.endpoint_infos()), ("sender", m.sender_infos())] {
+                for i in infos {
+                    for (k, v) in [("incoming", i.incoming as u64), ("errors", i.errors as u64), ("in_flight", i.in_flight as u64), ("processed", i.processed), ("moved_to_error", i.moved_to_error)] {
+                        out.push((format!("{prefix}.{}.{k}", i.name), v.into()));
+                    }
+                }
+            }
+            out
+        });
+        Ok(m)
+    }
+
+    pub fn errors(&self) -> &Arc<ErrorKeeper> {
+        &self.errors
+    }
+    pub fn stats(&self) -> &Arc<StatsKeeper> {
+        &self.stats
+    }
+
+    pub fn endpoint(&self, route: &str) -> Option<Arc<QueuedEndpoint>> {
+        rlock(&self.endpoints).get(route).cloned()
+    }
+    pub fn sender(&self, name: &str) -> Option<Arc<QueuedSender>> {
+        rlock(&self.senders).get(name).cloned()
+    }
+    pub fn endpoint_infos(&self) -> Vec<QueueInfo> {
+        rlock(&self.endpoints).values().map(|e| e.queue.info()).collect()
+    }
+    pub fn sender_infos(&self) -> Vec<QueueInfo> {
+        rlock(&self.senders).values().map(|s| s.info()).collect()
+    }
+    fn queue_of(&self, kind: QueueKind, name: &str) -> Result<Arc<WorkQueue>, QueueError> {
+        let q = match kind {
+            QueueKind::Endpoint => self.endpoint(name).map(|e| e.queue.clone()),
+            QueueKind::Sender => self.sender(name).map(|s| s.queue().clone()),
+        };
+        q.ok_or_else(|| QueueError::NoQueue(name.to_owned()))
+    }
+
+    /// Register a queued endpoint whose handler gets the request.
+    pub fn queued_endpoint<Req, F, Fut>(&self, service: &mut Service, route: &str, options: QueueOptions, f: F) -> Result<Arc<QueuedEndpoint>, QueueError>
+    where
+        Req: DeserializeOwned + Send + 'static,
+        F: Fn(Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), ServiceError>> + Send + 'static,
+    {
+        self.queued_endpoint_with(service, route, options, move |req: Req, _d: Delivery| f(req))
+    }
+
+    /// Register a queued endpoint whose handler also gets the uid and attempt
+    /// count. A handler error or panic is a failed attempt (retried, then the
+    /// error queue); the loop goes on.
+    pub fn queued_endpoint_with<Req, F, Fut>(&self, service: &mut Service, route: &str, options: QueueOptions, f: F) -> Result<Arc<QueuedEndpoint>, QueueError>
+    where
+        Req: DeserializeOwned + Send + 'static,
+        F: Fn(Req, Delivery) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), ServiceError>> + Send + 'static,
+    {
+        if rlock(&self.endpoints).contains_key(route) {
+            return Err(QueueError::Duplicate(route.to_owned()));
+        }
+        let f = Arc::new(f);
+        let worker: Worker = Arc::new(move |item| {
+            let f = f.clone();
+            Box::pin(async move {
+                let req: Req = match serde_json::from_slice(&item.body) {
+                    Ok(r) => r,
+                    Err(e) => return Outcome::Fatal(format!("stored request does not decode: {e}")),
+                };
+                match f(req, Delivery { uid: item.uid.clone(), attempts: item.attempts }).await {
+                    Ok(()) => Outcome::Done,
+                    Err(e) => Outcome::Failed(e.to_string()),
+                }
+            })
+        });
+        let path = self.dir.join(file_name("endpoint", route));
+        let queue = WorkQueue::start(route, QueueKind::Endpoint, &path, options, worker)?;
+        let validate: Arc<Validate> = Arc::new(|v: &serde_json::Value| serde_json::from_value::<Req>(v.clone()).map(|_| ()).map_err(|e| e.to_string()));
+        let ep = Arc::new(QueuedEndpoint { route: route.to_owned(), queue, validate });
+        let ep2 = ep.clone();
+        service.raw_endpoint(route, move |body: Bytes, format: BodyFormat| {
+            let ep = ep2.clone();
+            async move {
+                let value: serde_json::Value = if body.is_empty() {
+                    serde_json::Value::Null
+                } else {
+                    format.decode(&body).map_err(|e| {
+                        ServiceError::Wire(ErrorBody::new(ErrorCode::BadBody, format!("cannot decode request body: {e}")))
+                    })?
+                };
+                let uid = ep.submit(None, &value).await?;
+                format.encode(&Ack { uid }).map_err(|e| ServiceError::handler(e.to_string()))
+            }
+        })?;
+        wlock(&self.endpoints).insert(route.to_owned(), ep.clone());
+        Ok(ep)
+    }
+
+    /// Create a durable queued sender named `name` delivering to `route`
+    /// through `outbound`.
+    pub fn queued_sender(&self, name: &str, route: &str, outbound: Arc<dyn Outbound>, options: QueueOptions) -> Result<Arc<QueuedSender>, QueueError> {
+        if rlock(&self.senders).contains_key(name) {
+            return Err(QueueError::Duplicate(name.to_owned()));
+        }
+        let target = outbound.describe();
+        let r = route.to_owned();
+        let worker: Worker = Arc::new(move |item| outbound.clone().deliver(&r, &item.uid, item.body.clone()));
+        let path = self.dir.join(file_name("sender", name));
+        let queue = WorkQueue::start(name, QueueKind::Sender, &path, options, worker)?;
+        let s = Arc::new(QueuedSender::new(name.to_owned(), route.to_owned(), target, queue));
+        wlock(&self.senders).insert(name.to_owned(), s.clone());
+        Ok(s)
+    }
+
+    /// Stop every queue loop, waiting up to `drain` for running handlers.
+    pub async fn shutdown(&self, drain: Duration) {
+        self.stats.stop();
+        let qs: Vec<Arc<WorkQueue>> = rlock(&self.endpoints)
+            .values()
+            .map(|e| e.queue.clone())
+            .chain(rlock(&self.senders).values().map(|s| s.queue().clone()))
+            .collect();
+        for q in qs {
+            q.shutdown(drain).await;
+        }
+    }
+
+    /// Register the management endpoints on `service`.
+    pub fn register(self: &Arc<Self>, service: &mut Service) -> Result<(), QueueError> {
+        for (kind, prefix) in [(QueueKind::Endpoint, "weft.queue"), (QueueKind::Sender, "weft.sender")] {
+            self.register_queue_ops(service, kind, prefix)?;
+        }
+        let m = self.clone();
+        service.endpoint("weft.stats.current", move |_: Option<Empty>| {
+            let m = m.clone();
+            async move { Ok(m.stats.current()) }
+        })?;
+        let m = self.clone();
+        service.endpoint("weft.stats.gathered", move |_: Option<Empty>| {
+            let m = m.clone();
+            async move { Ok(m.stats.gathered()) }
+        })?;
+        let m = self.clone();
+        service.endpoint("weft.stats.full", move |_: Option<Empty>| {
+            let m = m.clone();
+            async move { Ok(m.stats.full()) }
+        })?;
+        let m = self.clone();
+        service.endpoint("weft.errors.get", move |_: Option<Empty>| {
+            let m = m.clone();
+            async move { Ok(m.errors.list()) }
+        })?;
+        let m = self.clone();
+        service.endpoint("weft.errors.clear", move |r: Option<ClearErrors>| {
+            let m = m.clone();
+            async move {
+                match r.and_then(|r| r.error_id.map(|id| (id, r.count))) {
+                    Some((id, count)) => m.errors.clear(&id, count),
+                    None => m.errors.clear_all(),
+                }
+                Ok::<Vec<ErrorState>, ServiceError>(m.errors.list())
+            }
+        })?;
+        Ok(())
+    }
+
+    fn register_queue_ops(self: &Arc<Self>, service: &mut Service, kind: QueueKind, prefix: &str) -> Result<(), QueueError> {
+        let m = self.clone();
+        service.endpoint(&format!("{prefix}.ls"), move |_: Option<Empty>| {
+            let m = m.clone();
+            async move {
+                Ok(match kind {
+                    QueueKind::Endpoint => m.endpoint_infos(),
+                    QueueKind::Sender => m.sender_infos(),
+                })
+            }
+        })?;
+        let m = self.clone();
+        service.endpoint(&format!("{prefix}.show"), move |r: NameReq| {
+            let m = m.clone();
+            async move { Ok(m.queue_of(kind, &r.name)?.info()) }
+        })?;
+        for (op, pause) in [("pause", true), ("resume", false)] {
+            let m = self.clone();
+            service.endpoint(&format!("{prefix}.{op}"), move |r: PauseReq| {
+                let m = m.clone();
+                async move {
+                    let q = m.queue_of(kind, &r.name)?;
+                    let what = r.what.unwrap_or(PauseWhat::All);
+                    if pause { q.pause(what) } else { q.resume(what) }
+                    Ok(q.info())
+                }
+            })?;
+        }
+        let m = self.clone();
+        service.endpoint(&format!("{prefix}.errors"), move |r: ErrorsReq| {
+            let m = m.clone();
+            async move { Ok(m.queue_of(kind, &r.name)?.first_errors(r.n.unwrap_or(10).min(10_000))) }
+        })?;
+        let m = self.clone();
+        service.endpoint(&format!("{prefix}.inspect"), move |r: UidReq| {
+            let m = m.clone();
+            async move { m.queue_of(kind, &r.name)?.inspect(&r.uid).ok_or_else(|| no_item(&r)) }
+        })?;
+        let m = self.clone();
+        service.endpoint(&format!("{prefix}.pop"), move |r: UidReq| {
+            let m = m.clone();
+            async move { m.queue_of(kind, &r.name)?.pop_error(&r.uid).await?.ok_or_else(|| no_item(&r)) }
+        })?;
+        let m = self.clone();
+        service.endpoint(&format!("{prefix}.reprocess"), move |r: ReprocessReq| {
+            let m = m.clone();
+            async move {
+                let q = m.queue_of(kind, &r.name)?;
+                let count = match &r.uid {
+                    Some(uid) => match q.reprocess(uid).await? {
+                        Some(_) => 1,
+                        None => return Err(no_item(&UidReq { name: r.name.clone(), uid: uid.clone() })),
+                    },
+                    None => q.reprocess_all().await?,
+                };
+                Ok(Count { count })
+            }
+        })?;
+        let m = self.clone();
+        service.endpoint(&format!("{prefix}.clear"), move |r: NameReq| {
+            let m = m.clone();
+            async move { Ok(Count { count: m.queue_of(kind, &r.name)?.clear_errors().await? }) }
+        })?;
+        Ok(())
+    }
+}
+
+fn no_item(r: &UidReq) -> ServiceError {
+    ServiceError::validation(format!("no item {:?} in the error queue of {:?}", r.uid, r.name))
+}
+
+#[derive(Debug, Deserialize)]
+struct Empty {}
+
+/// Management request bodies (also used by the CLI).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NameReq {
+    pub name: String,
+}
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PauseReq {
+    pub name: String,
+    #[serde(default)]
+    pub what: Option<PauseWhat>,
+}
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorsReq {
+    pub name: String,
+    #[serde(default)]
+    pub n: Option<usize>,
+}
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UidReq {
+    pub name: String,
+    pub uid: String,
+}
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReprocessReq {
+    pub name: String,
+    #[serde(default)]
+    pub uid: Option<String>,
+}
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Count {
+    pub count: usize,
+}
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClearErrors {
+    #[serde(default)]
+    pub error_id: Option<String>,
+    #[serde(default)]
+    pub count: u64,
+}
+
+/// Wraps a transport handler to time every request into the statistics
+/// keeper (per-period call counts and p95/p99 latencies). Serve this instead
+/// of the service's own handler to get per-period numbers for native calls.
+pub struct MeteredHandler {
+    inner: Arc<dyn Handler>,
+    stats: Arc<StatsKeeper>,
+}
+
+impl MeteredHandler {
+    pub fn new(inner: Arc<dyn Handler>, stats: Arc<StatsKeeper>) -> Arc<Self> {
+        Arc::new(Self { inner, stats })
+    }
+}
+
+impl Handler for MeteredHandler {
+    fn handle(&self, frame: Frame, peer: Arc<PeerInfo>) -> HandlerFuture {
+        let route = frame.route.clone();
+        let fut = self.inner.handle(frame, peer);
+        let stats = self.stats.clone();
+        Box::pin(async move {
+            let started = Instant::now();
+            let out = fut.await;
+            stats.record(&route, started.elapsed());
+            out
+        })
+    }
+}
