@@ -21,6 +21,9 @@ fn captures_dir() -> PathBuf {
     if let Ok(p) = std::env::var("WEFT_PVA_CAPTURES") {
         return PathBuf::from(p);
     }
+    if let Ok(p) = std::env::var("WEFT_SHARED") {
+        return PathBuf::from(p).join("captures/pva");
+    }
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/captures/pva")
 }
 

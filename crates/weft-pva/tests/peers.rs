@@ -40,7 +40,10 @@ fn python() -> PathBuf {
 }
 
 fn scripts() -> PathBuf {
-    let p = std::env::var("WEFT_PVA_SCRIPTS").map(PathBuf::from).unwrap_or_else(|_| repo().join("../shared/scripts/pva"));
+    let p = std::env::var("WEFT_PVA_SCRIPTS")
+        .map(PathBuf::from)
+        .or_else(|_| std::env::var("WEFT_SHARED").map(|s| PathBuf::from(s).join("scripts/pva")))
+        .unwrap_or_else(|_| repo().join("../shared/scripts/pva"));
     assert!(p.join("peer.py").exists(), "peer scripts missing at {}", p.display());
     p
 }
