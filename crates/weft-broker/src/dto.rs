@@ -1,0 +1,218 @@
+//! Request and response bodies of the native `log.*` endpoints. Byte fields
+//! are msgpack `bin` (in JSON bodies they accept a string, taken as UTF-8).
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+use weft_log::{AssignmentStrategy, TopicConfig};
+use weft_wire::ErrorBody;
+
+/// Route keys.
+pub mod route {
+    pub const TOPIC_CREATE: &str = "log.topic.create";
+    pub const TOPIC_LIST: &str = "log.topic.list";
+    pub const TOPIC_DESCRIBE: &str = "log.topic.describe";
+    pub const TOPIC_DELETE: &str = "log.topic.delete";
+    pub const PRODUCE: &str = "log.produce";
+    pub const FETCH: &str = "log.fetch";
+    pub const OFFSETS: &str = "log.offsets";
+    pub const GROUP_JOIN: &str = "log.group.join";
+    pub const GROUP_HEARTBEAT: &str = "log.group.heartbeat";
+    pub const GROUP_LEAVE: &str = "log.group.leave";
+    pub const GROUP_COMMIT: &str = "log.group.commit";
+    pub const GROUP_COMMITTED: &str = "log.group.committed";
+    pub const GROUP_LIST: &str = "log.group.list";
+    pub const GROUP_DESCRIBE: &str = "log.group.describe";
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateTopic {
+    pub name: String,
+    /// Any subset of the topic config; the rest takes the node's defaults.
+    #[serde(default)]
+    pub config: Option<TopicConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TopicRef {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RecordIn {
+    /// Explicit partition; else by key hash, else round-robin.
+    #[serde(default)]
+    pub partition: Option<u32>,
+    #[serde(default)]
+    pub key: Option<ByteBuf>,
+    /// None = tombstone (compacted topics).
+    #[serde(default)]
+    pub value: Option<ByteBuf>,
+    #[serde(default)]
+    pub headers: Vec<(String, ByteBuf)>,
+    #[serde(default)]
+    pub timestamp_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Produce {
+    pub topic: String,
+    pub records: Vec<RecordIn>,
+}
+
+/// Per-record result: where it went, or why not.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProduceResult {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProduceResponse {
+    pub results: Vec<ProduceResult>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Fetch {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+    #[serde(default)]
+    pub max_bytes: Option<usize>,
+    #[serde(default)]
+    pub max_records: Option<usize>,
+    /// Long-poll: wait up to this long for data when there is none.
+    #[serde(default)]
+    pub wait_ms: Option<u64>,
+    /// Return the stored batches as they are on disk (no decoding on the
+    /// server); decode with `weft_log::BatchesDecoder`.
+    #[serde(default)]
+    pub raw: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RecordOut {
+    pub offset: u64,
+    pub timestamp_ms: i64,
+    pub key: Option<ByteBuf>,
+    pub value: Option<ByteBuf>,
+    pub headers: Vec<(String, ByteBuf)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FetchResponse {
+    pub topic: String,
+    pub partition: u32,
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+    /// Where the next fetch should start.
+    pub next_offset: u64,
+    #[serde(default)]
+    pub records: Vec<RecordOut>,
+    /// Set when `raw` was asked for.
+    #[serde(default)]
+    pub batches: Option<ByteBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OffsetQuery {
+    Earliest,
+    Latest,
+    Timestamp(i64),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Offsets {
+    pub topic: String,
+    pub partition: u32,
+    pub spec: OffsetQuery,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OffsetAnswer {
+    pub offset: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinGroup {
+    pub group: String,
+    #[serde(default)]
+    pub member_id: Option<String>,
+    #[serde(default)]
+    pub client_id: String,
+    pub topics: Vec<String>,
+    #[serde(default)]
+    pub strategy: Option<AssignmentStrategy>,
+    #[serde(default)]
+    pub session_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberRef {
+    pub group: String,
+    pub member_id: String,
+}
+
+/// Mirrors `weft_log::MemberState`, deserializable on the client side.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Member {
+    pub group: String,
+    pub member_id: String,
+    pub generation: u32,
+    /// (topic, partition) pairs assigned to this member.
+    pub assignment: Vec<(String, u32)>,
+    pub members: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CommitOffset {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+    #[serde(default)]
+    pub metadata: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Commit {
+    pub group: String,
+    /// Members pass their id and generation (fenced); standalone consumers none.
+    #[serde(default)]
+    pub member_id: Option<String>,
+    #[serde(default)]
+    pub generation: Option<u32>,
+    pub offsets: Vec<CommitOffset>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Committed {
+    pub group: String,
+    pub topic: String,
+    pub partition: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CommittedAnswer {
+    pub offset: Option<u64>,
+    #[serde(default)]
+    pub metadata: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupRef {
+    pub group: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct Empty {}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Done {
+    pub ok: bool,
+}

@@ -1,0 +1,437 @@
+//! The HTTP gateway: REST for every log operation, `/openapi.json`, and
+//! WebSocket streams. Values travel as UTF-8 text or base64, flagged per
+//! record by `encoding`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::body::Bytes as BodyBytes;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use bytes::Bytes;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use tokio::sync::mpsc;
+use weft_log::{Log, LogError, Offset, OffsetSpec, PartitionId, ProduceRecord, Record};
+use weft_wire::{ErrorBody, ErrorCode};
+
+use crate::dto;
+use crate::error::{http_status, log_error_body};
+use crate::native;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// An error answered as `{code, message, details}` with a matching status.
+pub struct ApiError(pub ErrorBody);
+
+impl From<LogError> for ApiError {
+    fn from(e: LogError) -> Self {
+        ApiError(log_error_body(&e))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(http_status(self.0.code)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(self.0)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+fn bad_request(msg: impl Into<String>) -> ApiError {
+    ApiError(ErrorBody::new(ErrorCode::Validation, msg))
+}
+
+/// Parse a JSON body ourselves so that bad JSON is a typed `bad_body` error
+/// with the parser's message, like everywhere else in Weft.
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError(ErrorBody::new(ErrorCode::BadBody, format!("invalid JSON body: {e}"))))
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    #[default]
+    Utf8,
+    Base64,
+}
+
+fn decode_field(s: &str, enc: Encoding, what: &str) -> Result<Bytes, ApiError> {
+    match enc {
+        Encoding::Utf8 => Ok(Bytes::copy_from_slice(s.as_bytes())),
+        Encoding::Base64 => B64.decode(s).map(Bytes::from).map_err(|e| bad_request(format!("{what} is not valid base64: {e}"))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonRecordIn {
+    #[serde(default)]
+    partition: Option<u32>,
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    timestamp_ms: Option<i64>,
+    /// Overrides the request's encoding for this record.
+    #[serde(default)]
+    encoding: Option<Encoding>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonProduce {
+    records: Vec<JsonRecordIn>,
+    #[serde(default)]
+    encoding: Encoding,
+}
+
+/// A record as JSON. `encoding` says how key, value and header values are
+/// written: `utf8` when they all are valid UTF-8 (and UTF-8 was asked for),
+/// `base64` otherwise.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct JsonRecordOut {
+    pub partition: u32,
+    pub offset: u64,
+    pub timestamp_ms: i64,
+    pub key: Option<String>,
+    pub value: Option<String>,
+    pub headers: BTreeMap<String, String>,
+    pub encoding: Encoding,
+}
+
+pub fn record_json(partition: u32, r: &Record, want: Encoding) -> JsonRecordOut {
+    let all_utf8 = || {
+        r.key.iter().chain(r.value.iter()).chain(r.headers.iter().map(|(_, v)| v)).all(|b| std::str::from_utf8(b).is_ok())
+    };
+    let enc = if want == Encoding::Utf8 && all_utf8() { Encoding::Utf8 } else { Encoding::Base64 };
+    let show = |b: &Bytes| match enc {
+        Encoding::Utf8 => String::from_utf8_lossy(b).into_owned(),
+        Encoding::Base64 => B64.encode(b),
+    };
+    JsonRecordOut {
+        partition,
+        offset: r.offset.0,
+        timestamp_ms: r.timestamp_ms,
+        key: r.key.as_ref().map(show),
+        value: r.value.as_ref().map(show),
+        headers: r.headers.iter().map(|(k, v)| (k.clone(), show(v))).collect(),
+        encoding: enc,
+    }
+}
+
+pub fn router(log: Log) -> Router {
+    Router::new()
+        .route("/openapi.json", get(openapi))
+        .route("/v1/topics", get(list_topics).post(create_topic))
+        .route("/v1/topics/{topic}", get(describe_topic).delete(delete_topic))
+        .route("/v1/topics/{topic}/records", post(produce))
+        .route("/v1/topics/{topic}/stream", get(stream_topic))
+        .route("/v1/topics/{topic}/partitions/{partition}/records", get(fetch))
+        .route("/v1/topics/{topic}/partitions/{partition}/offsets", get(offsets))
+        .route("/v1/topics/{topic}/partitions/{partition}/stream", get(stream_partition))
+        .route("/v1/groups", get(list_groups))
+        .route("/v1/groups/{group}", get(describe_group))
+        .route("/v1/groups/{group}/join", post(join_group))
+        .route("/v1/groups/{group}/heartbeat", post(heartbeat))
+        .route("/v1/groups/{group}/leave", post(leave_group))
+        .route("/v1/groups/{group}/commit", post(commit))
+        .route("/v1/groups/{group}/committed", get(committed))
+        .fallback(|| async { ApiError(ErrorBody::new(ErrorCode::UnknownRoute, "no such path; see /openapi.json")) })
+        .with_state(log)
+}
+
+/// Serve the gateway until `stop` resolves.
+pub async fn serve(log: Log, addr: &str, stop: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let app = router(log);
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+            tracing::error!(error = %e, "http gateway stopped");
+        }
+    });
+    tracing::info!(addr = %local, "listening (http gateway)");
+    Ok((local, task))
+}
+
+async fn create_topic(State(log): State<Log>, body: BodyBytes) -> Result<(StatusCode, Json<weft_log::TopicDescription>), ApiError> {
+    let req: dto::CreateTopic = parse(&body)?;
+    Ok((StatusCode::CREATED, Json(log.create_topic(&req.name, req.config).await?)))
+}
+
+async fn list_topics(State(log): State<Log>) -> ApiResult<Vec<String>> {
+    Ok(Json(log.list_topics().into_iter().map(|t| t.as_str().to_owned()).collect()))
+}
+
+async fn describe_topic(State(log): State<Log>, Path(topic): Path<String>) -> ApiResult<weft_log::TopicDescription> {
+    Ok(Json(log.describe_topic(&topic)?))
+}
+
+async fn delete_topic(State(log): State<Log>, Path(topic): Path<String>) -> ApiResult<dto::Done> {
+    log.delete_topic(&topic).await?;
+    Ok(Json(dto::Done { ok: true }))
+}
+
+async fn produce(State(log): State<Log>, Path(topic): Path<String>, body: BodyBytes) -> ApiResult<dto::ProduceResponse> {
+    let req: JsonProduce = parse(&body)?;
+    let mut records = Vec::with_capacity(req.records.len());
+    for (i, r) in req.records.into_iter().enumerate() {
+        let enc = r.encoding.unwrap_or(req.encoding);
+        let mut headers = Vec::with_capacity(r.headers.len());
+        for (k, v) in r.headers {
+            let v = decode_field(&v, enc, &format!("records[{i}].headers.{k}"))?;
+            headers.push((k, v));
+        }
+        records.push(ProduceRecord {
+            partition: r.partition.map(PartitionId),
+            timestamp_ms: r.timestamp_ms,
+            key: r.key.map(|k| decode_field(&k, enc, &format!("records[{i}].key"))).transpose()?,
+            value: r.value.map(|v| decode_field(&v, enc, &format!("records[{i}].value"))).transpose()?,
+            headers,
+        });
+    }
+    Ok(Json(native::produce(&log, &topic, records).await?))
+}
+
+#[derive(Debug, Deserialize)]
+struct FetchQuery {
+    #[serde(default)]
+    offset: Option<u64>,
+    #[serde(default)]
+    max_records: Option<usize>,
+    #[serde(default)]
+    max_bytes: Option<usize>,
+    #[serde(default)]
+    wait_ms: Option<u64>,
+    #[serde(default)]
+    encoding: Encoding,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JsonFetch {
+    pub topic: String,
+    pub partition: u32,
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+    pub next_offset: u64,
+    pub records: Vec<JsonRecordOut>,
+}
+
+async fn fetch(State(log): State<Log>, Path((topic, partition)): Path<(String, u32)>, Query(q): Query<FetchQuery>) -> ApiResult<JsonFetch> {
+    let offset = match q.offset {
+        Some(o) => o,
+        None => log.list_offset(&topic, PartitionId(partition), OffsetSpec::Earliest)?.0,
+    };
+    let max_records = q.max_records.unwrap_or(native::DEFAULT_MAX_RECORDS).clamp(1, 100_000);
+    let max_bytes = q.max_bytes.unwrap_or(native::DEFAULT_MAX_BYTES).max(1);
+    let wait = q.wait_ms.filter(|w| *w > 0).map(Duration::from_millis);
+    let r = log.fetch(&topic, PartitionId(partition), Offset(offset), max_bytes, max_records, wait).await?;
+    let records = r.decode()?;
+    let next_offset = records.last().map(|x| x.offset.0 + 1).unwrap_or(offset);
+    Ok(Json(JsonFetch {
+        topic,
+        partition,
+        high_watermark: r.high_watermark.0,
+        log_start_offset: r.log_start_offset.0,
+        next_offset,
+        records: records.iter().map(|x| record_json(partition, x, q.encoding)).collect(),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+struct OffsetsQuery {
+    #[serde(default)]
+    spec: Option<String>,
+    #[serde(default)]
+    timestamp: Option<i64>,
+}
+
+async fn offsets(State(log): State<Log>, Path((topic, partition)): Path<(String, u32)>, Query(q): Query<OffsetsQuery>) -> ApiResult<dto::OffsetAnswer> {
+    let spec = match (q.spec.as_deref().unwrap_or("latest"), q.timestamp) {
+        ("earliest", _) => OffsetSpec::Earliest,
+        ("latest", _) => OffsetSpec::Latest,
+        ("timestamp", Some(ts)) => OffsetSpec::Timestamp(ts),
+        ("timestamp", None) => return Err(bad_request("spec=timestamp needs timestamp=<ms>")),
+        (other, _) => return Err(bad_request(format!("spec must be earliest, latest or timestamp, not {other:?}"))),
+    };
+    Ok(Json(dto::OffsetAnswer { offset: log.list_offset(&topic, PartitionId(partition), spec)?.0 }))
+}
+
+async fn list_groups(State(log): State<Log>) -> ApiResult<Vec<weft_log::GroupSummary>> {
+    Ok(Json(log.list_groups()))
+}
+
+async fn describe_group(State(log): State<Log>, Path(group): Path<String>) -> ApiResult<weft_log::GroupDescription> {
+    Ok(Json(log.describe_group(&group)?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoinBody {
+    #[serde(default)]
+    member_id: Option<String>,
+    #[serde(default)]
+    client_id: String,
+    topics: Vec<String>,
+    #[serde(default)]
+    strategy: Option<weft_log::AssignmentStrategy>,
+    #[serde(default)]
+    session_timeout_ms: Option<u64>,
+}
+
+async fn join_group(State(log): State<Log>, Path(group): Path<String>, body: BodyBytes) -> ApiResult<dto::Member> {
+    let b: JoinBody = parse(&body)?;
+    let req = dto::JoinGroup { group, member_id: b.member_id, client_id: b.client_id, topics: b.topics, strategy: b.strategy, session_timeout_ms: b.session_timeout_ms };
+    Ok(Json(native::join(&log, &req)?))
+}
+
+#[derive(Debug, Deserialize)]
+struct MemberBody {
+    member_id: String,
+}
+
+async fn heartbeat(State(log): State<Log>, Path(group): Path<String>, body: BodyBytes) -> ApiResult<dto::Member> {
+    let b: MemberBody = parse(&body)?;
+    Ok(Json(native::member(log.heartbeat(&group, &b.member_id)?)))
+}
+
+async fn leave_group(State(log): State<Log>, Path(group): Path<String>, body: BodyBytes) -> ApiResult<dto::Done> {
+    let b: MemberBody = parse(&body)?;
+    log.leave_group(&group, &b.member_id)?;
+    Ok(Json(dto::Done { ok: true }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommitBody {
+    #[serde(default)]
+    member_id: Option<String>,
+    #[serde(default)]
+    generation: Option<u32>,
+    offsets: Vec<dto::CommitOffset>,
+}
+
+async fn commit(State(log): State<Log>, Path(group): Path<String>, body: BodyBytes) -> ApiResult<dto::Done> {
+    let b: CommitBody = parse(&body)?;
+    native::commit(&log, dto::Commit { group, member_id: b.member_id, generation: b.generation, offsets: b.offsets }).await?;
+    Ok(Json(dto::Done { ok: true }))
+}
+
+#[derive(Debug, Deserialize)]
+struct CommittedQuery {
+    topic: String,
+    partition: u32,
+}
+
+async fn committed(State(log): State<Log>, Path(group): Path<String>, Query(q): Query<CommittedQuery>) -> ApiResult<dto::CommittedAnswer> {
+    Ok(Json(native::committed(&log, &dto::Committed { group, topic: q.topic, partition: q.partition })))
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamQuery {
+    /// A number, `earliest` or `latest` (default).
+    #[serde(default)]
+    offset: Option<String>,
+    #[serde(default)]
+    encoding: Encoding,
+}
+
+fn start_offset(log: &Log, topic: &str, partition: u32, q: &Option<String>) -> Result<u64, ApiError> {
+    Ok(match q.as_deref() {
+        None | Some("latest") => log.list_offset(topic, PartitionId(partition), OffsetSpec::Latest)?.0,
+        Some("earliest") => log.list_offset(topic, PartitionId(partition), OffsetSpec::Earliest)?.0,
+        Some(n) => n.parse().map_err(|_| bad_request(format!("offset must be a number, earliest or latest, not {n:?}")))?,
+    })
+}
+
+async fn stream_partition(
+    State(log): State<Log>,
+    Path((topic, partition)): Path<(String, u32)>,
+    Query(q): Query<StreamQuery>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    // Validate before upgrading, so errors are plain HTTP errors.
+    let offset = start_offset(&log, &topic, partition, &q.offset)?;
+    log.list_offset(&topic, PartitionId(partition), OffsetSpec::Latest)?;
+    let enc = q.encoding;
+    Ok(ws.on_upgrade(move |socket| async move {
+        let (tx, rx) = mpsc::channel(1024);
+        let follower = tokio::spawn(follow(log, topic, partition, offset, enc, tx));
+        pump(socket, rx).await;
+        follower.abort();
+    }))
+}
+
+async fn stream_topic(State(log): State<Log>, Path(topic): Path<String>, Query(q): Query<StreamQuery>, ws: WebSocketUpgrade) -> Result<Response, ApiError> {
+    let desc = log.describe_topic(&topic)?;
+    let mut starts = vec![];
+    for p in &desc.partitions {
+        starts.push((p.partition.0, start_offset(&log, &topic, p.partition.0, &q.offset)?));
+    }
+    let enc = q.encoding;
+    Ok(ws.on_upgrade(move |socket| async move {
+        let (tx, rx) = mpsc::channel(1024);
+        let followers: Vec<_> = starts.into_iter().map(|(p, o)| tokio::spawn(follow(log.clone(), topic.clone(), p, o, enc, tx.clone()))).collect();
+        drop(tx);
+        pump(socket, rx).await;
+        for f in followers {
+            f.abort();
+        }
+    }))
+}
+
+/// Long-poll one partition and push every record, as JSON text, into `tx`.
+async fn follow(log: Log, topic: String, partition: u32, mut offset: u64, enc: Encoding, tx: mpsc::Sender<String>) {
+    loop {
+        let r = match log.fetch(&topic, PartitionId(partition), Offset(offset), native::DEFAULT_MAX_BYTES, 1000, Some(Duration::from_secs(1))).await {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.send(serde_json::to_string(&log_error_body(&e)).unwrap_or_default()).await;
+                return;
+            }
+        };
+        let records = match r.decode() {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.send(serde_json::to_string(&log_error_body(&e)).unwrap_or_default()).await;
+                return;
+            }
+        };
+        for rec in records {
+            offset = rec.offset.0 + 1;
+            let Ok(text) = serde_json::to_string(&record_json(partition, &rec, enc)) else { continue };
+            if tx.send(text).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+async fn pump(mut socket: WebSocket, mut rx: mpsc::Receiver<String>) {
+    loop {
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(text) => if socket.send(Message::Text(text.into())).await.is_err() { return },
+                None => return,
+            },
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                _ => {}
+            },
+        }
+    }
+}
+
+async fn openapi() -> Json<serde_json::Value> {
+    Json(crate::openapi::document())
+}

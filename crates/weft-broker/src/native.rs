@@ -1,0 +1,201 @@
+//! The `log.*` endpoints on the native protocol.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_bytes::ByteBuf;
+use weft_log::{Log, LogError, Offset, OffsetCommit, OffsetSpec, PartitionId, ProduceRecord, Record};
+use weft_service::{Service, ServiceError};
+
+use crate::dto::{self, route};
+use crate::error::{log_error, log_error_body};
+
+/// Default and largest number of records one fetch returns.
+pub const DEFAULT_MAX_RECORDS: usize = 1000;
+pub const DEFAULT_MAX_BYTES: usize = 1024 * 1024;
+/// Group sessions when the client does not say.
+pub const DEFAULT_SESSION_TIMEOUT_MS: u64 = 10_000;
+
+/// Register every `log.*` endpoint of `log` on `service`.
+pub fn register(service: &mut Service, log: Log) -> Result<(), ServiceError> {
+    let l = log.clone();
+    service.endpoint(route::TOPIC_CREATE, move |req: dto::CreateTopic| {
+        let l = l.clone();
+        async move { l.create_topic(&req.name, req.config).await.map_err(log_error) }
+    })?;
+    let l = log.clone();
+    service.endpoint(route::TOPIC_LIST, move |_: Option<dto::Empty>| {
+        let l = l.clone();
+        async move { Ok(l.list_topics().into_iter().map(|t| t.as_str().to_owned()).collect::<Vec<_>>()) }
+    })?;
+    let l = log.clone();
+    service.endpoint(route::TOPIC_DESCRIBE, move |req: dto::TopicRef| {
+        let l = l.clone();
+        async move { l.describe_topic(&req.name).map_err(log_error) }
+    })?;
+    let l = log.clone();
+    service.endpoint(route::TOPIC_DELETE, move |req: dto::TopicRef| {
+        let l = l.clone();
+        async move { l.delete_topic(&req.name).await.map(|_| dto::Done { ok: true }).map_err(log_error) }
+    })?;
+    let l = log.clone();
+    service.endpoint(route::PRODUCE, move |req: dto::Produce| {
+        let l = l.clone();
+        async move { produce(&l, &req.topic, req.records.into_iter().map(record_in).collect()).await.map_err(log_error) }
+    })?;
+    let l = log.clone();
+    service.endpoint(route::FETCH, move |req: dto::Fetch| {
+        let l = l.clone();
+        async move { fetch(&l, &req).await.map_err(log_error) }
+    })?;
+    let l = log.clone();
+    service.endpoint(route::OFFSETS, move |req: dto::Offsets| {
+        let l = l.clone();
+        async move {
+            let spec = match req.spec {
+                dto::OffsetQuery::Earliest => OffsetSpec::Earliest,
+                dto::OffsetQuery::Latest => OffsetSpec::Latest,
+                dto::OffsetQuery::Timestamp(ms) => OffsetSpec::Timestamp(ms),
+            };
+            l.list_offset(&req.topic, PartitionId(req.partition), spec).map(|o| dto::OffsetAnswer { offset: o.0 }).map_err(log_error)
+        }
+    })?;
+    let l = log.clone();
+    service.endpoint(route::GROUP_JOIN, move |req: dto::JoinGroup| {
+        let l = l.clone();
+        async move { join(&l, &req).map_err(log_error) }
+    })?;
+    let l = log.clone();
+    service.endpoint(route::GROUP_HEARTBEAT, move |req: dto::MemberRef| {
+        let l = l.clone();
+        async move { l.heartbeat(&req.group, &req.member_id).map(member).map_err(log_error) }
+    })?;
+    let l = log.clone();
+    service.endpoint(route::GROUP_LEAVE, move |req: dto::MemberRef| {
+        let l = l.clone();
+        async move { l.leave_group(&req.group, &req.member_id).map(|_| dto::Done { ok: true }).map_err(log_error) }
+    })?;
+    let l = log.clone();
+    service.endpoint(route::GROUP_COMMIT, move |req: dto::Commit| {
+        let l = l.clone();
+        async move { commit(&l, req).await.map(|_| dto::Done { ok: true }).map_err(log_error) }
+    })?;
+    let l = log.clone();
+    service.endpoint(route::GROUP_COMMITTED, move |req: dto::Committed| {
+        let l = l.clone();
+        async move { Ok(committed(&l, &req)) }
+    })?;
+    let l = log.clone();
+    service.endpoint(route::GROUP_LIST, move |_: Option<dto::Empty>| {
+        let l = l.clone();
+        async move { Ok(l.list_groups()) }
+    })?;
+    let l = log;
+    service.endpoint(route::GROUP_DESCRIBE, move |req: dto::GroupRef| {
+        let l = l.clone();
+        async move { l.describe_group(&req.group).map_err(log_error) }
+    })?;
+    Ok(())
+}
+
+pub(crate) fn record_in(r: dto::RecordIn) -> ProduceRecord {
+    ProduceRecord {
+        partition: r.partition.map(PartitionId),
+        timestamp_ms: r.timestamp_ms,
+        key: r.key.map(|k| Bytes::from(k.into_vec())),
+        value: r.value.map(|v| Bytes::from(v.into_vec())),
+        headers: r.headers.into_iter().map(|(k, v)| (k, Bytes::from(v.into_vec()))).collect(),
+    }
+}
+
+pub(crate) fn record_out(r: Record) -> dto::RecordOut {
+    dto::RecordOut {
+        offset: r.offset.0,
+        timestamp_ms: r.timestamp_ms,
+        key: r.key.map(|k| ByteBuf::from(k.to_vec())),
+        value: r.value.map(|v| ByteBuf::from(v.to_vec())),
+        headers: r.headers.into_iter().map(|(k, v)| (k, ByteBuf::from(v.to_vec()))).collect(),
+    }
+}
+
+/// Produce; a request-level error (unknown topic, bad request) fails the
+/// whole call, a record-level one (too large) only that record's result.
+pub(crate) async fn produce(log: &Log, topic: &str, records: Vec<ProduceRecord>) -> Result<dto::ProduceResponse, LogError> {
+    let acks = log.produce(topic, records).await?;
+    let results = acks
+        .into_iter()
+        .map(|a| match a {
+            Ok(a) => dto::ProduceResult { partition: Some(a.partition.0), offset: Some(a.offset.0), timestamp_ms: Some(a.timestamp_ms), error: None },
+            Err(e) => dto::ProduceResult { partition: None, offset: None, timestamp_ms: None, error: Some(log_error_body(&e)) },
+        })
+        .collect();
+    Ok(dto::ProduceResponse { results })
+}
+
+pub(crate) async fn fetch(log: &Log, req: &dto::Fetch) -> Result<dto::FetchResponse, LogError> {
+    let max_records = req.max_records.unwrap_or(DEFAULT_MAX_RECORDS).clamp(1, 100_000);
+    let max_bytes = req.max_bytes.unwrap_or(DEFAULT_MAX_BYTES).max(1);
+    let wait = req.wait_ms.filter(|w| *w > 0).map(Duration::from_millis);
+    let r = log.fetch(&req.topic, PartitionId(req.partition), Offset(req.offset), max_bytes, max_records, wait).await?;
+    let mut out = dto::FetchResponse {
+        topic: req.topic.clone(),
+        partition: req.partition,
+        high_watermark: r.high_watermark.0,
+        log_start_offset: r.log_start_offset.0,
+        next_offset: req.offset,
+        records: vec![],
+        batches: None,
+    };
+    let records = r.decode()?;
+    out.next_offset = records.last().map(|x| x.offset.0 + 1).unwrap_or(req.offset);
+    if req.raw {
+        out.batches = Some(ByteBuf::from(r.batches.to_vec()));
+    } else {
+        out.records = records.into_iter().map(record_out).collect();
+    }
+    Ok(out)
+}
+
+pub(crate) fn join(log: &Log, req: &dto::JoinGroup) -> Result<dto::Member, LogError> {
+    let topics: Vec<&str> = req.topics.iter().map(String::as_str).collect();
+    log.join_group(
+        &req.group,
+        req.member_id.as_deref(),
+        &req.client_id,
+        &topics,
+        req.strategy.unwrap_or_default(),
+        req.session_timeout_ms.unwrap_or(DEFAULT_SESSION_TIMEOUT_MS),
+    )
+    .map(member)
+}
+
+pub(crate) fn member(m: weft_log::MemberState) -> dto::Member {
+    dto::Member {
+        group: m.group,
+        member_id: m.member_id,
+        generation: m.generation,
+        assignment: m.assignment.into_iter().map(|(t, p)| (t.as_str().to_owned(), p.0)).collect(),
+        members: m.members,
+    }
+}
+
+pub(crate) async fn commit(log: &Log, req: dto::Commit) -> Result<(), LogError> {
+    let member = match (&req.member_id, req.generation) {
+        (Some(m), Some(g)) => Some((m.as_str(), g)),
+        (None, None) => None,
+        _ => return Err(LogError::InvalidRequest("member_id and generation go together".into())),
+    };
+    let offsets = req
+        .offsets
+        .into_iter()
+        .map(|o| OffsetCommit { topic: o.topic, partition: PartitionId(o.partition), offset: Offset(o.offset), metadata: o.metadata })
+        .collect();
+    log.commit_offsets(&req.group, member, offsets).await
+}
+
+pub(crate) fn committed(log: &Log, req: &dto::Committed) -> dto::CommittedAnswer {
+    match log.committed_offset(&req.group, &req.topic, PartitionId(req.partition)) {
+        Some(c) => dto::CommittedAnswer { offset: Some(c.offset.0), metadata: c.metadata },
+        None => dto::CommittedAnswer { offset: None, metadata: String::new() },
+    }
+}
