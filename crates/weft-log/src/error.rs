@@ -99,6 +99,31 @@ impl LogError {
         }
     }
 
+    /// A stable machine-readable code for typed error DTOs (the same on the
+    /// native protocol and the HTTP gateway).
+    pub fn code(&self) -> &'static str {
+        use LogError::*;
+        match self {
+            UnknownTopic(_) => "unknown_topic",
+            UnknownPartition { .. } => "unknown_partition",
+            OffsetOutOfRange { .. } => "offset_out_of_range",
+            RecordTooLarge { .. } => "record_too_large",
+            InvalidTopicName { .. } => "invalid_topic_name",
+            TopicExists(_) => "topic_exists",
+            InternalTopic(_) => "internal_topic",
+            InvalidConfig(_) => "invalid_config",
+            InvalidRequest(_) => "invalid_request",
+            UnknownGroup(_) => "unknown_group",
+            UnknownMember { .. } => "unknown_member",
+            IllegalGeneration { .. } => "illegal_generation",
+            Poisoned { .. } => "partition_poisoned",
+            Io { .. } => "storage_error",
+            Corrupt { .. } => "corrupt_data",
+            CorruptBatch(_) => "corrupt_batch",
+            Closed => "closed",
+        }
+    }
+
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         LogError::Io { op, path: path.into(), source: Arc::new(source) }
     }

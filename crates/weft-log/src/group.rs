@@ -55,7 +55,7 @@ impl std::str::FromStr for AssignmentStrategy {
 pub type Assignment = Vec<(TopicName, PartitionId)>;
 
 /// What a member gets back from join and heartbeat.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberState {
     pub group: String,
     pub member_id: String,
@@ -64,7 +64,7 @@ pub struct MemberState {
     pub members: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberDescription {
     pub member_id: String,
     pub client_id: String,

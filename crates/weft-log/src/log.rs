@@ -85,14 +85,14 @@ pub enum OffsetSpec {
 }
 
 /// Acknowledgement of one produced record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordAck {
     pub partition: PartitionId,
     pub offset: Offset,
     pub timestamp_ms: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TopicDescription {
     pub name: TopicName,
     pub internal: bool,
@@ -121,7 +121,7 @@ pub struct OffsetCommit {
 }
 
 /// Committed offset and lag of one partition for a group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionLag {
     pub topic: TopicName,
     pub partition: PartitionId,
@@ -131,11 +131,11 @@ pub struct PartitionLag {
     pub lag: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GroupDescription {
     pub group: String,
     /// "stable" (members present) or "empty" (only committed offsets).
-    pub state: &'static str,
+    pub state: String,
     pub generation: u32,
     pub strategy: AssignmentStrategy,
     pub members: Vec<MemberDescription>,
@@ -143,10 +143,10 @@ pub struct GroupDescription {
     pub total_lag: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GroupSummary {
     pub group: String,
-    pub state: &'static str,
+    pub state: String,
     pub members: usize,
     pub generation: u32,
     pub total_lag: u64,
@@ -767,7 +767,7 @@ impl Log {
         let total_lag = offsets.iter().map(|o| o.lag).sum();
         Ok(GroupDescription {
             group: group.to_string(),
-            state: if members.is_empty() { "empty" } else { "stable" },
+            state: if members.is_empty() { "empty" } else { "stable" }.to_string(),
             generation,
             strategy,
             members,
@@ -778,7 +778,7 @@ impl Log {
 }
 
 /// What one maintenance round did.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MaintenanceReport {
     pub segments_rolled: usize,
     pub segments_deleted: usize,

@@ -59,7 +59,7 @@ impl FetchResult {
 }
 
 /// Counters and offsets of a partition.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PartitionStats {
     pub partition: PartitionId,
     pub log_start_offset: Offset,
