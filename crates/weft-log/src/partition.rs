@@ -70,7 +70,9 @@ pub struct PartitionStats {
     pub synced_offset: Offset,
     pub segments: usize,
     pub size_bytes: u64,
+    /// Batches written since open (one per partition per produce call, more for large calls).
     pub appends: u64,
+    /// fsyncs of segment files since open (group commits and segment rolls).
     pub fsyncs: u64,
     pub poisoned: Option<String>,
 }
