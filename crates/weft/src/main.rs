@@ -55,6 +55,34 @@ enum Command {
     Info(client_cmd::ClientArgs),
     /// Print the node's UDP liveness table (peers and when they were last seen).
     Liveness(client_cmd::ClientArgs),
+    /// Create, list, describe and delete topics.
+    Topic {
+        #[command(flatten)]
+        client: client_cmd::ClientArgs,
+        #[command(subcommand)]
+        command: weft_broker::cli::TopicCmd,
+    },
+    /// Write records to a topic: one per line from stdin or --file.
+    Produce {
+        #[command(flatten)]
+        client: client_cmd::ClientArgs,
+        #[command(flatten)]
+        args: weft_broker::cli::ProduceArgs,
+    },
+    /// Read records from a topic (alone or as a consumer-group member).
+    Consume {
+        #[command(flatten)]
+        client: client_cmd::ClientArgs,
+        #[command(flatten)]
+        args: weft_broker::cli::ConsumeArgs,
+    },
+    /// List and describe consumer groups.
+    Group {
+        #[command(flatten)]
+        client: client_cmd::ClientArgs,
+        #[command(subcommand)]
+        command: weft_broker::cli::GroupCmd,
+    },
 }
 
 #[derive(Subcommand)]
@@ -94,6 +122,12 @@ pub struct NodeArgs {
     /// UDP liveness peer host:port (repeatable) [key: liveness.peers].
     #[arg(long = "peer", value_name = "HOST:PORT")]
     peers: Vec<String>,
+    /// HTTP gateway address [key: http.addr].
+    #[arg(long)]
+    http_addr: Option<String>,
+    /// Log fsync policy: always, interval:<ms>, never [key: log_store.fsync].
+    #[arg(long)]
+    fsync: Option<String>,
 }
 
 impl NodeArgs {
@@ -120,9 +154,15 @@ impl NodeArgs {
         }
         for t in &self.disable {
             match t.as_str() {
-                "tcp" | "udp" | "unix" => set(&format!("{t}.enabled"), false.into(), "--disable"),
-                other => anyhow::bail!("--disable takes tcp, udp or unix, not {other:?}"),
+                "tcp" | "udp" | "unix" | "http" => set(&format!("{t}.enabled"), false.into(), "--disable"),
+                other => anyhow::bail!("--disable takes tcp, udp, unix or http, not {other:?}"),
             }
+        }
+        if let Some(v) = &self.http_addr {
+            set("http.addr", v.clone().into(), "--http-addr");
+        }
+        if let Some(v) = &self.fsync {
+            set("log_store.fsync", v.clone().into(), "--fsync");
         }
         if !self.peers.is_empty() {
             set("liveness.peers", self.peers.clone().into(), "--peer");
@@ -167,5 +207,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Stats { client, json } => client_cmd::stats(&client, json).await,
         Command::Info(c) => client_cmd::info(&c).await,
         Command::Liveness(c) => client_cmd::liveness(&c).await,
+        Command::Topic { client, command } => Ok(weft_broker::cli::topic(&client.connect().await?, command).await?),
+        Command::Produce { client, args } => Ok(weft_broker::cli::produce(&client.connect().await?, args).await?),
+        Command::Consume { client, args } => Ok(weft_broker::cli::consume(&client.connect().await?, args).await?),
+        Command::Group { client, command } => Ok(weft_broker::cli::group(&client.connect().await?, command).await?),
     }
 }

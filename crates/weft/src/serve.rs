@@ -30,9 +30,16 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     }
     anyhow::ensure!(!features.is_empty(), "every transport is disabled: enable at least one of tcp, udp, unix");
 
+    let log = open_log(&cfg, &data_dir).await?;
+    features.push("log".into());
+    if cfg.http.enabled {
+        features.push("http".into());
+    }
+
     let liveness = Arc::new(LivenessTable::default());
     let mut service = Service::with_id(cfg.node.name.clone(), node_id.clone());
     register_node_endpoints(&mut service, liveness.clone(), Duration::from_millis(cfg.liveness.timeout_ms))?;
+    weft_broker::native::register(&mut service, log.clone())?;
     let service = service.into_handler();
 
     let server = Server::with_liveness(
@@ -70,18 +77,47 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
             );
         }
     }
+    let http = if cfg.http.enabled {
+        let stop = server.stopping();
+        let (addr, task) = weft_broker::http::serve(log.clone(), &cfg.http.addr, async move { stop.cancelled().await })
+            .await
+            .with_context(|| format!("binding the HTTP gateway on {}", cfg.http.addr))?;
+        svc.add_transport(format!("http://{addr}"));
+        Some(task)
+    } else {
+        None
+    };
     info!(node = %cfg.node.name, id = %node_id, data_dir = %data_dir.display(), transports = ?svc.info().transports, "weft node ready");
 
     wait_for_signal().await?;
     info!(drain_timeout_ms = cfg.limits.drain_timeout_ms, "shutting down: draining requests in flight");
     let started = Instant::now();
     let drained = server.shutdown(Duration::from_millis(cfg.limits.drain_timeout_ms)).await;
+    if let Some(task) = http {
+        let _ = tokio::time::timeout(Duration::from_millis(cfg.limits.drain_timeout_ms), task).await;
+    }
+    // Everything acknowledged is already durable per the fsync policy; this
+    // syncs what `interval`/`never` left in the page cache.
+    if let Err(e) = log.close().await {
+        tracing::error!(error = %e, "closing the log");
+    }
     if drained {
         info!(elapsed_ms = started.elapsed().as_millis() as u64, "drained; bye");
     } else {
         tracing::warn!("drain timeout reached with requests still running; exiting anyway");
     }
     Ok(())
+}
+
+async fn open_log(cfg: &NodeConfig, data_dir: &std::path::Path) -> Result<weft_log::Log> {
+    let fsync: weft_log::FsyncPolicy = cfg.log_store.fsync.parse().map_err(|e: String| anyhow::anyhow!("log_store.fsync: {e}"))?;
+    let mut log_cfg = weft_log::LogConfig { fsync, ..weft_log::LogConfig::default() };
+    log_cfg.default_topic.partitions = cfg.log_store.default_partitions.max(1);
+    log_cfg.maintenance_interval = Some(Duration::from_millis(cfg.log_store.maintenance_interval_ms.max(100)));
+    let dir = data_dir.join("log");
+    let log = weft_log::Log::open(&dir, log_cfg).await.with_context(|| format!("opening the log in {}", dir.display()))?;
+    info!(dir = %dir.display(), fsync = %cfg.log_store.fsync, topics = log.list_topics().len(), "log open");
+    Ok(log)
 }
 
 fn register_node_endpoints(service: &mut Service, liveness: Arc<LivenessTable>, timeout: Duration) -> Result<()> {
