@@ -429,7 +429,7 @@ impl Log {
     /// least one batch is returned if there is one); `max_records` limits
     /// what [`FetchResult::records`] yields. With `wait`, an empty read waits
     /// (long-poll) until data arrives or the wait is over (capped at
-    /// `LogConfig::max_wait`). An offset outside earliest..=latest is
+    /// `LogConfig::max_wait_ms`). An offset outside earliest..=latest is
     /// [`LogError::OffsetOutOfRange`] carrying the valid range.
     pub async fn fetch(
         &self,
@@ -443,7 +443,7 @@ impl Log {
         self.check_open()?;
         let p = self.partition(topic, partition)?;
         let max_bytes = max_bytes.clamp(1, self.inner.config.max_fetch_bytes);
-        let wait = wait.map(|w| w.min(self.inner.config.max_wait));
+        let wait = wait.map(|w| w.min(Duration::from_millis(self.inner.config.max_wait_ms)));
         p.fetch(offset, max_bytes, max_records, wait).await
     }
 
@@ -466,7 +466,7 @@ impl Log {
 
     /// One round of maintenance at time `now_ms`: roll aged segments,
     /// retention, compaction, expiry of group members. Runs in the background
-    /// every `maintenance_interval`; tests call it directly.
+    /// every `maintenance_interval_ms`; tests call it directly.
     pub fn run_maintenance(&self, now_ms: i64) -> Result<MaintenanceReport> {
         let mut report = MaintenanceReport::default();
         let topics: Vec<Arc<Topic>> = self.inner.topics.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
@@ -523,7 +523,7 @@ impl Log {
 
     fn spawn_background(&self) {
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
-        if let Some(every) = self.inner.config.maintenance_interval {
+        if let Some(every) = self.inner.config.maintenance_interval_ms.map(|ms| Duration::from_millis(ms.max(1))) {
             let w = weak.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every);
