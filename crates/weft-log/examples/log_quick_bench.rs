@@ -15,7 +15,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let per: usize = args.get(4).map_or(Ok(5000), |s| s.parse())?;
     let batch: usize = args.get(5).map_or(Ok(1), |s| s.parse())?;
     let dir = tempfile::tempdir()?;
-    let log = Log::open(dir.path(), LogConfig { fsync: policy, maintenance_interval_ms: None, ..LogConfig::default() }).await?;
+    let log = Log::open(dir.path(), LogConfig { fsync: policy, maintenance_interval: None, ..LogConfig::default() }).await?;
     log.create_topic("bench", Some(TopicConfig::default())).await?;
     let value = vec![b'x'; size];
     let t0 = Instant::now();

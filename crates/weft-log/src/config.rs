@@ -1,5 +1,7 @@
 //! Log-wide configuration.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use crate::model::TopicConfig;
@@ -74,14 +76,18 @@ pub struct LogConfig {
     pub default_topic: TopicConfig,
     /// How often retention, compaction, segment roll by age and group
     /// session expiry run in the background. `None` = never (tests call
-    /// [`crate::Log::run_maintenance`] themselves).
-    pub maintenance_interval_ms: Option<u64>,
+    /// [`crate::Log::run_maintenance`] themselves). In files:
+    /// `maintenance_interval_ms` (null = never).
+    #[serde(rename = "maintenance_interval_ms", with = "opt_ms")]
+    pub maintenance_interval: Option<Duration>,
     /// Partitions of `__consumer_offsets`.
     pub offsets_partitions: u32,
     /// Largest fetch a caller may ask for.
     pub max_fetch_bytes: usize,
-    /// Longest long-poll wait accepted (longer waits are cut to this).
-    pub max_wait_ms: u64,
+    /// Longest long-poll wait accepted (longer waits are cut to this). In
+    /// files: `max_wait_ms`.
+    #[serde(rename = "max_wait_ms", with = "ms")]
+    pub max_wait: Duration,
     /// Largest consumer-group session timeout accepted.
     pub max_session_timeout_ms: u64,
     /// Most consumer groups / members per group (limits on memory).
@@ -94,14 +100,45 @@ impl Default for LogConfig {
         LogConfig {
             fsync: FsyncPolicy::Always,
             default_topic: TopicConfig::default(),
-            maintenance_interval_ms: Some(10_000),
+            maintenance_interval: Some(Duration::from_secs(10)),
             offsets_partitions: 1,
             max_fetch_bytes: 64 * 1024 * 1024,
-            max_wait_ms: 60_000,
+            max_wait: Duration::from_secs(60),
             max_session_timeout_ms: 5 * 60 * 1000,
             max_groups: 10_000,
             max_group_members: 1000,
         }
+    }
+}
+
+/// A `Duration` as whole milliseconds.
+mod ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis().min(u128::from(u64::MAX)) as u64)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+/// An `Option<Duration>` as whole milliseconds or null.
+mod opt_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&(d.as_millis().min(u128::from(u64::MAX)) as u64)),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Option::<u64>::deserialize(d).map(|o| o.map(Duration::from_millis))
     }
 }
 
@@ -121,5 +158,9 @@ mod tests {
         assert_eq!(c.default_topic.partitions, 4);
         assert_eq!(serde_json::to_string(&FsyncPolicy::Never).unwrap(), "\"never\"");
         assert!(serde_json::from_str::<LogConfig>(r#"{"fsync":"bogus"}"#).is_err());
+        let c: LogConfig = serde_json::from_str(r#"{"maintenance_interval_ms":null,"max_wait_ms":5}"#).unwrap();
+        assert_eq!((c.maintenance_interval, c.max_wait), (None, Duration::from_millis(5)));
+        let back: LogConfig = serde_json::from_str(&serde_json::to_string(&LogConfig::default()).unwrap()).unwrap();
+        assert_eq!(back, LogConfig::default());
     }
 }

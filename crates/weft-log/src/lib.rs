@@ -36,7 +36,7 @@
 //! log.list_groups() -> Vec<GroupSummary>; log.describe_group(group) -> GroupDescription (with lag)
 //! log.delete_group(group).await
 //!
-//! // maintenance (runs in the background every LogConfig::maintenance_interval_ms)
+//! // maintenance (runs in the background every LogConfig::maintenance_interval)
 //! log.run_maintenance(now_ms) -> MaintenanceReport    // roll by age, retention, compaction, member expiry
 //! ```
 //!

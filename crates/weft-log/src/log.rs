@@ -443,7 +443,7 @@ impl Log {
         self.check_open()?;
         let p = self.partition(topic, partition)?;
         let max_bytes = max_bytes.clamp(1, self.inner.config.max_fetch_bytes);
-        let wait = wait.map(|w| w.min(Duration::from_millis(self.inner.config.max_wait_ms)));
+        let wait = wait.map(|w| w.min(self.inner.config.max_wait));
         p.fetch(offset, max_bytes, max_records, wait).await
     }
 
@@ -523,7 +523,7 @@ impl Log {
 
     fn spawn_background(&self) {
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
-        if let Some(every) = self.inner.config.maintenance_interval_ms.map(|ms| Duration::from_millis(ms.max(1))) {
+        if let Some(every) = self.inner.config.maintenance_interval.map(|d| d.max(Duration::from_millis(1))) {
             let w = weak.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use weft_log::*;
 
 pub fn cfg() -> LogConfig {
-    LogConfig { maintenance_interval_ms: None, ..LogConfig::default() }
+    LogConfig { maintenance_interval: None, ..LogConfig::default() }
 }
 
 pub async fn mem_log(s: &MemStorage, clock: &Arc<ManualClock>, config: LogConfig) -> Log {
