@@ -18,21 +18,11 @@ pub struct NodeConfig {
     pub udp: Listener,
     pub unix: UnixListenerConf,
     pub liveness: Liveness,
-    pub log_store: LogStore,
+    /// The streaming log: every `weft_log::LogConfig` field.
+    pub log_store: weft_log::LogConfig,
     pub http: Listener,
 }
 
-/// The streaming log (`weft-log`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogStore {
-    /// `always` (fsync before the ack, group commit), `interval:<ms>`, `never`.
-    pub fsync: String,
-    /// Partitions of topics created without a partition count.
-    pub default_partitions: u32,
-    /// How often retention, compaction and group expiry run.
-    pub maintenance_interval_ms: u64,
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -93,7 +83,7 @@ impl Default for NodeConfig {
             udp: Listener { enabled: true, addr: format!("127.0.0.1:{DEFAULT_PORT}") },
             unix: UnixListenerConf { enabled: true, path: String::new() },
             liveness: Liveness { peers: vec![], interval_ms: 1_000, timeout_ms: 3_000 },
-            log_store: LogStore { fsync: "always".into(), default_partitions: 1, maintenance_interval_ms: 10_000 },
+            log_store: weft_log::LogConfig::default(),
             http: Listener { enabled: true, addr: "127.0.0.1:7480".into() },
         }
     }

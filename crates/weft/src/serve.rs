@@ -110,12 +110,8 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
 }
 
 async fn open_log(cfg: &NodeConfig, data_dir: &std::path::Path) -> Result<weft_log::Log> {
-    let fsync: weft_log::FsyncPolicy = cfg.log_store.fsync.parse().map_err(|e: String| anyhow::anyhow!("log_store.fsync: {e}"))?;
-    let mut log_cfg = weft_log::LogConfig { fsync, ..weft_log::LogConfig::default() };
-    log_cfg.default_topic.partitions = cfg.log_store.default_partitions.max(1);
-    log_cfg.maintenance_interval = Some(Duration::from_millis(cfg.log_store.maintenance_interval_ms.max(100)));
     let dir = data_dir.join("log");
-    let log = weft_log::Log::open(&dir, log_cfg).await.with_context(|| format!("opening the log in {}", dir.display()))?;
+    let log = weft_log::Log::open(&dir, cfg.log_store.clone()).await.with_context(|| format!("opening the log in {}", dir.display()))?;
     info!(dir = %dir.display(), fsync = %cfg.log_store.fsync, topics = log.list_topics().len(), "log open");
     Ok(log)
 }
