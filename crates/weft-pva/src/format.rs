@@ -170,6 +170,7 @@ fn scalar_json(v: &Value) -> serde_json::Value {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -2,6 +2,8 @@
 //! demo PVs, monitors (plain, pipelined, many), reconnection after a server
 //! restart, and a client sending garbage mid-session.
 
+#![allow(clippy::unwrap_used, clippy::too_many_arguments)]
+
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::time::Duration;
 

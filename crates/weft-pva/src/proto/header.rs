@@ -230,6 +230,7 @@ pub fn split_datagram(mut d: &[u8]) -> Result<Vec<(Header, &[u8])>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -546,7 +546,9 @@ pub fn encode_message(m: &Message, order: ByteOrder, from_server: bool, cache: &
     let size = u32::try_from(size).map_err(|_| Error::Usage("message larger than 4 GiB".into()))?;
     let mut hdr = Vec::with_capacity(HEADER_LEN);
     Header::new(command_of(m), flags_for(order, from_server), size).write(&mut hdr);
-    w.buf.get_mut(..HEADER_LEN).map(|s| s.copy_from_slice(&hdr));
+    if let Some(s) = w.buf.get_mut(..HEADER_LEN) {
+        s.copy_from_slice(&hdr);
+    }
     Ok(w.buf)
 }
 
@@ -616,6 +618,7 @@ pub fn ip_from16(a: &[u8; 16]) -> Option<std::net::IpAddr> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::proto::types::ScalarType;

@@ -288,6 +288,7 @@ pub fn ndarray_doubles(v: Vec<f64>) -> Value {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::proto::types::{SendCache, TypeCache, decode_desc, encode_desc};

@@ -191,6 +191,7 @@ fn value_text(v: &Value) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::proto::nt::{Meta, nt_scalar};

@@ -471,6 +471,7 @@ fn encode_full(w: &mut Writer, d: &FieldDesc, cache: &mut SendCache) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::proto::wire::ByteOrder;

@@ -773,6 +773,7 @@ pub fn intersect(a: &BitSet, b: &BitSet) -> BitSet {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

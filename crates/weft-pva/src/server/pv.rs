@@ -286,6 +286,7 @@ impl Provider {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::proto::ScalarType;
