@@ -85,6 +85,13 @@ pub struct CompactionReport {
     pub records_removed: u64,
 }
 
+#[derive(Debug, Default)]
+struct CompactState {
+    /// End of the closed segments at the last successful compaction.
+    cleaned_upto: Offset,
+    at_ms: Option<i64>,
+}
+
 #[derive(Debug)]
 struct Inner {
     /// Sorted by base offset; never empty; the last one is active.
@@ -115,7 +122,8 @@ pub struct Partition {
     fsync: FsyncPolicy,
     inner: Mutex<Inner>,
     sync_lock: tokio::sync::Mutex<()>,
-    compact_lock: Mutex<()>,
+    /// Serialises compactions and remembers what the last one covered.
+    compact_state: Mutex<CompactState>,
     /// Offsets below this are durable.
     synced: AtomicU64,
     hw_tx: watch::Sender<Offset>,
@@ -200,7 +208,7 @@ impl Partition {
             fsync,
             inner: Mutex::new(Inner { segments, next_offset, hw: next_offset, poisoned: None, deleted: false }),
             sync_lock: tokio::sync::Mutex::new(()),
-            compact_lock: Mutex::new(()),
+            compact_state: Mutex::new(CompactState::default()),
             synced: AtomicU64::new(next_offset.0),
             hw_tx,
             appends: AtomicU64::new(0),
@@ -576,15 +584,22 @@ impl Partition {
         if self.config.cleanup != CleanupPolicy::Compact {
             return Ok(report);
         }
-        let _one_at_a_time = lock(&self.compact_lock);
-        let (snapshot, durable) = {
+        let mut state = lock(&self.compact_state);
+        let (snapshot, durable, closed_end) = {
             let g = lock(&self.inner);
             if g.deleted || g.segments.len() < 2 {
                 return Ok(report);
             }
             let snap: Vec<_> = g.segments.iter().map(|s| (s.base, s.file.clone(), s.log_path(), s.size)).collect();
-            (snap, Offset(self.synced.load(Ordering::Acquire)))
+            let closed_end = g.segments[g.segments.len() - 2].next_offset;
+            (snap, Offset(self.synced.load(Ordering::Acquire)), closed_end)
         };
+        // Skip the full scan when no segment was closed since the last
+        // compaction, unless tombstones may have expired meanwhile.
+        let recheck_ms = (self.config.delete_retention_ms as i64).clamp(1000, 3600 * 1000);
+        if closed_end <= state.cleaned_upto && state.at_ms.is_some_and(|t| now_ms.saturating_sub(t) < recheck_ms) {
+            return Ok(report);
+        }
         // Pass 1: newest durable offset of every key.
         let mut latest: HashMap<Bytes, Offset> = HashMap::new();
         for (_, file, path, size) in &snapshot {
@@ -641,6 +656,7 @@ impl Partition {
         if report.records_removed > 0 {
             tracing::info!(topic = %self.topic, partition = %self.id, ?report, "compacted");
         }
+        *state = CompactState { cleaned_upto: closed_end, at_ms: Some(now_ms) };
         Ok(report)
     }
 
