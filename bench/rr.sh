@@ -6,6 +6,9 @@
 #   bench/rr.sh                        # 1, 16, 64 clients, 3 s per run
 #   DURATION=5 CLIENTS=1,8 bench/rr.sh
 #   WORKLOAD=echo PAYLOAD=64 bench/rr.sh   # weft.echo of 64 bytes instead of ping
+#   WEFT_THREADS=1 bench/rr.sh         # weft serve on one runtime thread, like redis
+#   NICE=-10 bench/rr.sh               # run servers and load generators at this
+#                                      # niceness (root), when other jobs share the CPUs
 #
 # Everything listens on 127.0.0.1 (and Unix sockets in a temp dir), every
 # run is bounded in time, and the script stops only the processes it started
@@ -17,7 +20,16 @@ DURATION=${DURATION:-3}
 CLIENTS=${CLIENTS:-1,16,64}
 WORKLOAD=${WORKLOAD:-ping}
 PAYLOAD=${PAYLOAD:-16}
+WEFT_THREADS=${WEFT_THREADS:-}
+NICE=${NICE:-0}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target-bench}
+# Every server and load generator runs at the same niceness, so both sides
+# get the same share of a busy machine.
+# (`nice` and `env` exec the program, so $! is the server's own pid.)
+RUN=(nice -n "$NICE")
+WEFT_ENV=(env)
+# tokio sizes its worker pool from TOKIO_WORKER_THREADS (default: one per core).
+[ -z "$WEFT_THREADS" ] || WEFT_ENV=(env "TOKIO_WORKER_THREADS=$WEFT_THREADS")
 
 log() { echo "rr.sh: $*" >&2; }
 
@@ -70,7 +82,7 @@ wait_until() { # seconds, command...
 # --- weft ---------------------------------------------------------------
 TCP_PORT=$(free_port); UDP_PORT=$(free_port)
 mkdir -p "$TMP/weft"
-"$WEFT" serve --data-dir "$TMP/weft" --tcp-addr "127.0.0.1:$TCP_PORT" --udp-addr "127.0.0.1:$UDP_PORT" \
+"${WEFT_ENV[@]}" "${RUN[@]}" "$WEFT" serve --data-dir "$TMP/weft" --tcp-addr "127.0.0.1:$TCP_PORT" --udp-addr "127.0.0.1:$UDP_PORT" \
     --log warn >"$TMP/weft.log" 2>&1 &
 PIDS+=($!)
 wait_until 15 "$WEFT" ping --addr "tcp://127.0.0.1:$TCP_PORT" --timeout-ms 500 \
@@ -78,14 +90,14 @@ wait_until 15 "$WEFT" ping --addr "tcp://127.0.0.1:$TCP_PORT" --timeout-ms 500 \
 log "weft serve up (pid ${PIDS[0]}): tcp $TCP_PORT, udp $UDP_PORT, unix $TMP/weft/weft.sock"
 
 log "weft-bench: $WORKLOAD, clients $CLIENTS, ${DURATION}s per run"
-timeout 600 "$BENCH" --addr "tcp://127.0.0.1:$TCP_PORT" --addr "unix://$TMP/weft/weft.sock" \
+timeout 600 "${RUN[@]}" "$BENCH" --addr "tcp://127.0.0.1:$TCP_PORT" --addr "unix://$TMP/weft/weft.sock" \
     --addr "udp://127.0.0.1:$UDP_PORT" --clients "$CLIENTS" --duration "$DURATION" \
     --workload "$WORKLOAD" --payload "$PAYLOAD" --format csv >"$TMP/weft.csv"
 
 # --- redis --------------------------------------------------------------
 REDIS_PORT=$(free_port)
 mkdir -p "$TMP/redis"
-redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --protected-mode yes --save '' --appendonly no \
+"${RUN[@]}" redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --protected-mode yes --save '' --appendonly no \
     --dir "$TMP/redis" --unixsocket "$TMP/redis/redis.sock" --unixsocketperm 700 \
     --daemonize no --logfile "$TMP/redis.log" &
 PIDS+=($!)
@@ -97,10 +109,10 @@ log "redis-server up (pid ${PIDS[1]}): tcp $REDIS_PORT, unix $TMP/redis/redis.so
 redis_run() { # tcp|unix clients -> "test,rps,p50_us,p99_us" lines
     local how=$1 c=$2 target n rps
     if [ "$how" = unix ]; then target=(-s "$TMP/redis/redis.sock"); else target=(-h 127.0.0.1 -p "$REDIS_PORT"); fi
-    rps=$(timeout 60 redis-benchmark "${target[@]}" -t ping -c "$c" -n 20000 -P 1 --csv \
+    rps=$(timeout 60 "${RUN[@]}" redis-benchmark "${target[@]}" -t ping -c "$c" -n 20000 -P 1 --csv \
         | awk -F'","' '/PING_MBULK/ {print int($2)}')
     n=$(awk -v r="$rps" -v d="$DURATION" 'BEGIN { n = int(r * d); if (n < 10000) n = 10000; if (n > 5000000) n = 5000000; print n }')
-    timeout 300 redis-benchmark "${target[@]}" -t ping -c "$c" -n "$n" -P 1 --csv \
+    timeout 300 "${RUN[@]}" redis-benchmark "${target[@]}" -t ping -c "$c" -n "$n" -P 1 --csv \
         | tr -d '"' | awk -F, 'NR > 1 { printf "%s,%s,%.1f,%.1f\n", $1, $2, $5 * 1000, $7 * 1000 }'
 }
 : >"$TMP/redis.csv"
@@ -119,7 +131,7 @@ done
 # weft's unix rows, over TCP otherwise (redis has no UDP).
 echo
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(uname -sr), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "# weft $WORKLOAD vs redis PING_MBULK, -P 1, ${DURATION}s per run; latencies in microseconds"
+echo "# weft $WORKLOAD vs redis PING_MBULK, -P 1, ${DURATION}s per run, weft threads ${WEFT_THREADS:-$(nproc)}, nice $NICE; latencies in microseconds"
 printf '%-6s %7s | %10s %8s %8s %6s | %-5s %10s %8s %8s | %11s\n' \
     transport clients "weft req/s" p50 p99 errors redis "req/s" p50 p99 "weft/redis"
 tail -n +2 "$TMP/weft.csv" | while IFS=, read -r tr _wl c _req err _s rps p50 p99 _max _mean; do

@@ -15,6 +15,12 @@ use dice_service::{Guess, GuessResult, Roll, RollTimes};
 use weft_net::{Client, ClientConfig, ClientError, Endpoint};
 use weft_wire::ErrorCode;
 
+enum Command {
+    Roll(u32),
+    RollTimes(u32, u32),
+    Guess(u32, u32),
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
@@ -23,19 +29,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         "tcp://127.0.0.1:7410".parse()?
     };
+    let num = |i: usize| -> Result<u32, Box<dyn std::error::Error>> {
+        let s = args.get(i).ok_or("missing argument: roll SIDES | roll_times SIDES HOW_MANY | guess SIDES GUESS")?;
+        Ok(s.parse::<u32>().map_err(|e| format!("{s:?}: {e}"))?)
+    };
+    // Parse the command before connecting, so a typo costs no round trip.
+    let command = match args.first().map(String::as_str) {
+        Some("roll") => Some(Command::Roll(num(1)?)),
+        Some("roll_times") => Some(Command::RollTimes(num(1)?, num(2)?)),
+        Some("guess") => Some(Command::Guess(num(1)?, num(2)?)),
+        Some(other) => return Err(format!("unknown command {other:?}: roll, roll_times or guess").into()),
+        None => None,
+    };
+
     let config = ClientConfig { client_name: "dice_client".into(), ..ClientConfig::default() };
     let client = Client::connect(addr.clone(), config).await?;
     println!("connected to {addr}");
-
-    let num = |i: usize| -> Result<u32, Box<dyn std::error::Error>> {
-        let s = args.get(i).ok_or("missing argument (see the usage in the source header)")?;
-        Ok(s.parse::<u32>().map_err(|e| format!("{s:?}: {e}"))?)
-    };
-    match args.first().map(String::as_str) {
-        Some("roll") => roll(&client, num(1)?).await?,
-        Some("roll_times") => roll_times(&client, num(1)?, num(2)?).await?,
-        Some("guess") => guess(&client, num(1)?, num(2)?).await?,
-        Some(other) => return Err(format!("unknown command {other:?}: roll, roll_times or guess").into()),
+    match command {
+        Some(Command::Roll(sides)) => roll(&client, sides).await?,
+        Some(Command::RollTimes(sides, how_many)) => roll_times(&client, sides, how_many).await?,
+        Some(Command::Guess(sides, g)) => guess(&client, sides, g).await?,
         None => {
             roll(&client, 6).await?;
             roll(&client, 20).await?;
