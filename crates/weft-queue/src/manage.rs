@@ -143,6 +143,12 @@ impl Manager {
     pub fn sender(&self, name: &str) -> Option<Arc<QueuedSender>> {
         rlock(&self.senders).get(name).cloned()
     }
+    pub fn senders(&self) -> Vec<Arc<QueuedSender>> {
+        rlock(&self.senders).values().cloned().collect()
+    }
+    pub fn endpoints(&self) -> Vec<Arc<QueuedEndpoint>> {
+        rlock(&self.endpoints).values().cloned().collect()
+    }
     pub fn endpoint_infos(&self) -> Vec<QueueInfo> {
         rlock(&self.endpoints).values().map(|e| e.queue.info()).collect()
     }
@@ -222,12 +228,12 @@ impl Manager {
         if rlock(&self.senders).contains_key(name) {
             return Err(QueueError::Duplicate(name.to_owned()));
         }
-        let target = outbound.describe();
         let r = route.to_owned();
-        let worker: Worker = Arc::new(move |item| outbound.clone().deliver(&r, &item.uid, item.body.clone()));
+        let out = outbound.clone();
+        let worker: Worker = Arc::new(move |item| out.clone().deliver(&r, &item.uid, item.body.clone()));
         let path = self.dir.join(file_name("sender", name));
         let queue = WorkQueue::start(name, QueueKind::Sender, &path, options, worker)?;
-        let s = Arc::new(QueuedSender::new(name.to_owned(), route.to_owned(), target, queue));
+        let s = Arc::new(QueuedSender::new(name.to_owned(), route.to_owned(), queue, outbound));
         wlock(&self.senders).insert(name.to_owned(), s.clone());
         Ok(s)
     }

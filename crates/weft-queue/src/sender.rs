@@ -20,6 +20,11 @@ pub trait Outbound: Send + Sync + 'static {
     fn deliver(self: Arc<Self>, route: &str, uid: &str, body: Bytes) -> BoxFuture<Outcome>;
     /// For logs and management: where this goes.
     fn describe(&self) -> String;
+    /// A fresh uid for a message (the ekosis outbound uses span keys, so the
+    /// peer sees the same span key on every retry).
+    fn new_uid(&self) -> String {
+        uuid::Uuid::now_v7().to_string()
+    }
 }
 
 /// Delivers over Weft's native protocol. Connects lazily and reconnects
@@ -106,11 +111,12 @@ pub struct QueuedSender {
     route: String,
     target: String,
     queue: Arc<WorkQueue>,
+    outbound: Arc<dyn Outbound>,
 }
 
 impl QueuedSender {
-    pub(crate) fn new(name: String, route: String, target: String, queue: Arc<WorkQueue>) -> Self {
-        Self { name, route, target, queue }
+    pub(crate) fn new(name: String, route: String, queue: Arc<WorkQueue>, outbound: Arc<dyn Outbound>) -> Self {
+        Self { name, route, target: outbound.describe(), queue, outbound }
     }
 
     pub fn name(&self) -> &str {
@@ -142,7 +148,7 @@ impl QueuedSender {
     /// Queue with a chosen uid (de-duplicated while queued).
     pub async fn send_with<T: Serialize + ?Sized>(&self, uid: Option<String>, group: Option<String>, message: &T) -> Result<String, QueueError> {
         let body = serde_json::to_vec(message).map_err(|e| QueueError::BadRequest { route: self.route.clone(), reason: e.to_string() })?;
-        let uid = uid.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let uid = uid.unwrap_or_else(|| self.outbound.new_uid());
         self.queue.enqueue(uid, group, Bytes::from(body)).await
     }
 }

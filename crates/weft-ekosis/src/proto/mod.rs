@@ -12,7 +12,7 @@ mod span;
 use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 
-pub use json::{python_json_error, write_json_string};
+pub use json::{python_json_error, python_repr_text, python_type, write_json_string, Ordered};
 pub use span::{SpanKey, SpanKeyError};
 
 /// ENQ: a heartbeat request is a line whose first byte is this.

@@ -1,0 +1,353 @@
+//! A listener that serves a [`weft_service::Service`] (with the queued
+//! endpoints and keepers of a [`weft_queue::Manager`]) over the ekosis codec,
+//! on TCP, Unix sockets and UDP, the way an ekosis 0.17 server answers.
+//!
+//! Per stream connection requests are handled one at a time, in order (as
+//! ekosis does: pipelining works, answers never interleave); connections are
+//! concurrent. UDP: one request per datagram ending in `\n`, answer without
+//! the `\n`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket, UnixListener};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+use weft_net::{PeerInfo, Transport};
+use weft_queue::{Manager, QueueError};
+use weft_service::{Service, SharedService};
+use weft_wire::{ErrorBody, ErrorCode, Flags, Frame, FrameKind};
+
+use crate::eco::{self, EcoState};
+use crate::error::EkosisError;
+use crate::proto::{self, status, text, Line, LineDecoder, Request};
+
+/// Who this application is, for `eco.statistics.get`.
+#[derive(Debug, Clone)]
+pub struct AppInfo {
+    pub name: String,
+    pub instance: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct EkosisConfig {
+    pub app: AppInfo,
+    /// Longer request lines drop the connection (ekosis: 64 KiB).
+    pub max_line_bytes: usize,
+    /// Answer an ENQ datagram on UDP with ACK (ekosis 0.17 answers ENQ with
+    /// status 100 and only ACK with ACK: a bug, kept only if asked).
+    pub udp_enq_is_heartbeat: bool,
+}
+
+impl Default for EkosisConfig {
+    fn default() -> Self {
+        Self {
+            app: AppInfo { name: "weft".into(), instance: "0".into() },
+            max_line_bytes: proto::DEFAULT_MAX_LINE_BYTES,
+            udp_enq_is_heartbeat: true,
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    pub service: Arc<Service>,
+    pub manager: Arc<Manager>,
+    pub config: EkosisConfig,
+    pub eco: EcoState,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// An ekosis-protocol listener set. Cheap to clone.
+#[derive(Clone)]
+pub struct EkosisServer {
+    shared: Arc<Shared>,
+}
+
+/// What a handler answers: a status and `data` as JSON text.
+pub(crate) struct Answer {
+    pub status: u16,
+    pub data: Vec<u8>,
+}
+
+impl Answer {
+    pub fn ok(data: Vec<u8>) -> Self {
+        Self { status: status::SUCCESS, data }
+    }
+    pub fn error(status: u16, message: &str) -> Self {
+        let mut data = vec![];
+        proto::write_json_string(message, &mut data);
+        Self { status, data }
+    }
+}
+
+impl EkosisServer {
+    pub fn new(service: &SharedService, manager: Arc<Manager>, config: EkosisConfig) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                service: service.0.clone(),
+                manager,
+                config,
+                eco: EcoState::default(),
+                stop: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+            }),
+        }
+    }
+
+    pub async fn bind_tcp(&self, addr: &str) -> Result<SocketAddr, EkosisError> {
+        let bind = |source| EkosisError::Bind { addr: addr.to_owned(), source };
+        let listener = TcpListener::bind(addr).await.map_err(bind)?;
+        let local = listener.local_addr().map_err(bind)?;
+        let shared = self.shared.clone();
+        self.shared.tasks.spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    _ = shared.stop.cancelled() => break,
+                    a = listener.accept() => a,
+                };
+                match accepted {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        let info = PeerInfo { transport: Transport::Tcp, addr: peer.to_string(), client_id: None };
+                        shared.tasks.spawn(serve_stream(shared.clone(), stream, Arc::new(info)));
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "ekosis tcp accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        });
+        info!(addr = %local, "listening (ekosis tcp)");
+        Ok(local)
+    }
+
+    pub async fn bind_unix(&self, path: &Path) -> Result<PathBuf, EkosisError> {
+        let bind = |source| EkosisError::Bind { addr: path.display().to_string(), source };
+        if path.exists() {
+            std::fs::remove_file(path).map_err(bind)?;
+        }
+        let listener = UnixListener::bind(path).map_err(bind)?;
+        let shared = self.shared.clone();
+        let owned = path.to_owned();
+        self.shared.tasks.spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    _ = shared.stop.cancelled() => break,
+                    a = listener.accept() => a,
+                };
+                match accepted {
+                    Ok((stream, _)) => {
+                        let uid = stream.peer_cred().map(|c| c.uid().to_string()).unwrap_or_else(|_| "?".into());
+                        let info = PeerInfo { transport: Transport::Unix, addr: format!("unix:uid={uid}"), client_id: None };
+                        shared.tasks.spawn(serve_stream(shared.clone(), stream, Arc::new(info)));
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "ekosis unix accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+            let _ = std::fs::remove_file(&owned);
+        });
+        info!(path = %path.display(), "listening (ekosis unix)");
+        Ok(path.to_owned())
+    }
+
+    pub async fn bind_udp(&self, addr: &str) -> Result<SocketAddr, EkosisError> {
+        let bind = |source| EkosisError::Bind { addr: addr.to_owned(), source };
+        let sock = UdpSocket::bind(addr).await.map_err(bind)?;
+        let local = sock.local_addr().map_err(bind)?;
+        let shared = self.shared.clone();
+        self.shared.tasks.spawn(async move {
+            let mut buf = vec![0u8; weft_net::MAX_DATAGRAM_BYTES + 1];
+            loop {
+                let got = tokio::select! {
+                    _ = shared.stop.cancelled() => break,
+                    r = sock.recv_from(&mut buf) => r,
+                };
+                let (n, from) = match got {
+                    Ok(x) => x,
+                    Err(e) => {
+                        debug!(error = %e, "ekosis udp recv error");
+                        continue;
+                    }
+                };
+                let datagram = buf.get(..n).unwrap_or_default();
+                // ekosis ignores a datagram that does not end with LF.
+                let Some(body) = datagram.strip_suffix(b"\n") else { continue };
+                let peer = Arc::new(PeerInfo { transport: Transport::Udp, addr: from.to_string(), client_id: None });
+                let reply: Vec<u8> = match body.first() {
+                    Some(&proto::ACK) => proto::HEARTBEAT_ANSWER.to_vec(),
+                    Some(&proto::ENQ) if shared.config.udp_enq_is_heartbeat => proto::HEARTBEAT_ANSWER.to_vec(),
+                    _ => {
+                        let text = std::str::from_utf8(body).map(str::trim).unwrap_or("");
+                        let mut out = answer_line(&shared, text.as_bytes(), peer).await;
+                        out.pop(); // UDP answers carry no trailing LF
+                        out
+                    }
+                };
+                if reply.len() > weft_net::MAX_DATAGRAM_BYTES {
+                    warn!(to = %from, len = reply.len(), "ekosis answer too large for a datagram; dropped");
+                    continue;
+                }
+                if let Err(e) = sock.send_to(&reply, from).await {
+                    debug!(to = %from, error = %e, "ekosis udp send failed");
+                }
+            }
+        });
+        info!(addr = %local, "listening (ekosis udp)");
+        Ok(local)
+    }
+
+    /// Stop accepting; wait up to `drain` for requests in flight.
+    pub async fn shutdown(&self, drain: Duration) -> bool {
+        self.shared.stop.cancel();
+        self.shared.tasks.close();
+        tokio::time::timeout(drain, self.shared.tasks.wait()).await.is_ok()
+    }
+
+    /// Answer one request line (no sockets): the exact bytes a stream peer
+    /// gets, `\n` included.
+    pub async fn answer(&self, line: &[u8]) -> Vec<u8> {
+        let peer = Arc::new(PeerInfo { transport: Transport::Tcp, addr: "local".into(), client_id: None });
+        answer_line(&self.shared, line, peer).await
+    }
+}
+
+async fn serve_stream<S>(shared: Arc<Shared>, stream: S, peer: Arc<PeerInfo>)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let mut decoder = LineDecoder::new(shared.config.max_line_bytes);
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    'conn: loop {
+        loop {
+            match decoder.decode(&mut buf) {
+                Ok(Some(Line::Heartbeat(_))) => {
+                    if writer.write_all(proto::HEARTBEAT_ANSWER).await.is_err() {
+                        break 'conn;
+                    }
+                }
+                Ok(Some(Line::Message(line))) => {
+                    let out = answer_line(&shared, &line, peer.clone()).await;
+                    if writer.write_all(&out).await.is_err() {
+                        break 'conn;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    // ekosis drops the connection without an answer.
+                    debug!(peer = %peer.addr, error = %e, "ekosis stream unusable; closing");
+                    break 'conn;
+                }
+            }
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(8 * 1024);
+        }
+        let read = tokio::select! {
+            _ = shared.stop.cancelled() => break,
+            r = reader.read_buf(&mut buf) => r,
+        };
+        match read {
+            // A last line without LF is dropped, as ekosis does.
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+/// Parse, route and answer one request line.
+async fn answer_line(shared: &Arc<Shared>, line: &[u8], peer: Arc<PeerInfo>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    let req = match proto::parse_request(line) {
+        Ok(r) => r,
+        Err(rej) => {
+            proto::encode_error(rej.span_key.as_ref(), rej.status, &rej.message, &mut out);
+            return out;
+        }
+    };
+    let started = Instant::now();
+    let answer = route(shared, &req, peer).await;
+    shared.manager.stats().record(&req.route_key, started.elapsed());
+    proto::encode_response(Some(&req.span_key), answer.status, &answer.data, &mut out);
+    out
+}
+
+async fn route(shared: &Arc<Shared>, req: &Request, peer: Arc<PeerInfo>) -> Answer {
+    if let Some(a) = eco::handle(shared, req).await {
+        return a;
+    }
+    if let Some(ep) = shared.manager.endpoint(&req.route_key) {
+        return match ep.submit(Some(req.span_key.to_string()), &req.data).await {
+            Ok(_) => {
+                let mut data = b"{\"span_key\":".to_vec();
+                req.span_key.write_json(&mut data);
+                data.push(b'}');
+                Answer::ok(data)
+            }
+            Err(QueueError::Paused(_)) => Answer::error(status::APPLICATION_BUSY, &text::receiving_paused(&req.route_key)),
+            Err(e @ QueueError::Full { .. }) => Answer::error(status::APPLICATION_BUSY, &text::busy(&e.to_string())),
+            Err(QueueError::BadRequest { reason, .. }) => Answer::error(status::PYDANTIC_VALIDATION_ERROR, &reason),
+            Err(e) => Answer::error(status::UNHANDLED, &e.to_string()),
+        };
+    }
+    dispatch(&shared.service, req, peer).await
+}
+
+/// Run a request through the service as a JSON request frame.
+pub(crate) async fn dispatch(service: &Service, req: &Request, peer: Arc<PeerInfo>) -> Answer {
+    let body = match serde_json::to_vec(&req.data) {
+        Ok(b) => Bytes::from(b),
+        Err(e) => return Answer::error(status::UNHANDLED, &e.to_string()),
+    };
+    let frame = Frame {
+        kind: FrameKind::Request,
+        flags: Flags::default().with_json(true),
+        id: uuid::Uuid::new_v4(),
+        route: req.route_key.clone(),
+        body,
+    };
+    let answer = service.dispatch(frame, peer).await;
+    match answer.kind {
+        FrameKind::Response => {
+            // The service answered in JSON, as asked; check before splicing
+            // it into the line, since a bad value would corrupt the stream.
+            if serde_json::from_slice::<serde::de::IgnoredAny>(&answer.body).is_ok() {
+                Answer::ok(answer.body.to_vec())
+            } else {
+                Answer::error(status::UNHANDLED, "handler answer is not valid JSON")
+            }
+        }
+        _ => {
+            let e: ErrorBody = answer.decode_body().unwrap_or_else(|e| ErrorBody::new(ErrorCode::Internal, e.to_string()));
+            error_answer(&req.route_key, &e)
+        }
+    }
+}
+
+/// Weft error codes as ekosis statuses and texts.
+pub fn error_status(route_key: &str, e: &ErrorBody) -> (u16, String) {
+    match e.code {
+        ErrorCode::UnknownRoute => (status::ROUTE_KEY_UNKNOWN, text::unknown_route(route_key)),
+        ErrorCode::BadBody | ErrorCode::Validation => (status::PYDANTIC_VALIDATION_ERROR, e.message.clone()),
+        ErrorCode::Handler => (status::PROCESSING_FAILURE, text::processing_failure(route_key, &e.message)),
+        ErrorCode::Busy => (status::APPLICATION_BUSY, text::busy(&e.message)),
+        ErrorCode::Unauthorized => (status::CLIENT_DENIED, e.message.clone()),
+        _ => (status::UNHANDLED, e.message.clone()),
+    }
+}
+
+fn error_answer(route_key: &str, e: &ErrorBody) -> Answer {
+    let (s, m) = error_status(route_key, e);
+    Answer::error(s, &m)
+}
