@@ -21,6 +21,7 @@
 //! log.produce(topic, Vec<ProduceRecord>).await -> Result<Vec<Result<RecordAck>>>
 //!      // outer Err: request rejected, nothing written; inner: per record (partition, offset, timestamp)
 //!      // returns once the FsyncPolicy is met (Always: after fsync, with group commit)
+//! log.produce_batch(topic, partition, &encoded_batch).await -> BatchAck   // client-encoded batch, stored as-is
 //! log.fetch(topic, partition, offset, max_bytes, max_records, wait: Option<Duration>).await -> FetchResult
 //!      // FetchResult.batches = whole batches exactly as stored (send them as-is);
 //!      // FetchResult.records() decodes them (CRC checked, skips offsets < fetch_offset)
@@ -63,7 +64,7 @@ pub use config::{FsyncPolicy, LogConfig};
 pub use error::{Fault, LogError, Result};
 pub use group::{AssignmentStrategy, MemberDescription, MemberState};
 pub use log::{
-    Clock, CommittedOffset, GroupDescription, GroupSummary, Log, MaintenanceReport, ManualClock, OFFSETS_TOPIC,
+    BatchAck, Clock, CommittedOffset, GroupDescription, GroupSummary, Log, MaintenanceReport, ManualClock, OFFSETS_TOPIC,
     OffsetCommit, OffsetSpec, PartitionLag, RecordAck, SystemClock, TopicDescription,
 };
 pub use model::{

@@ -92,6 +92,14 @@ pub struct RecordAck {
     pub timestamp_ms: i64,
 }
 
+/// Acknowledgement of a client-encoded batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchAck {
+    pub partition: PartitionId,
+    pub base_offset: Offset,
+    pub record_count: u32,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TopicDescription {
     pub name: TopicName,
@@ -421,6 +429,24 @@ impl Log {
             }
         }
         Ok(out.into_iter().map(|r| r.unwrap_or(Err(LogError::InvalidRequest("record not processed".into())))).collect())
+    }
+
+    /// Appends one batch encoded by the client in this crate's batch format
+    /// (see docs/storage.md; e.g. built with [`crate::batch::BatchBuilder`]
+    /// from offset 0): validated, then stored byte for byte except for the
+    /// base offset, which the log assigns. Record timestamps are the
+    /// client's. Returns the partition and the offset of its first record
+    /// once the fsync policy is met; record `i` has offset `base + i`.
+    pub async fn produce_batch(&self, topic: &str, partition: PartitionId, batch: &[u8]) -> Result<BatchAck> {
+        self.check_open()?;
+        let t = self.topic(topic)?;
+        if t.name.is_internal() {
+            return Err(LogError::InternalTopic(topic.to_string()));
+        }
+        let p = self.partition(topic, partition)?;
+        let h = crate::partition::validate_encoded_batch(batch, t.config.max_record_bytes as usize)?;
+        let base = p.append_encoded(h, bytes::BytesMut::from(batch), self.now_ms()).await?;
+        Ok(BatchAck { partition, base_offset: base, record_count: h.record_count })
     }
 
     // ------------------------------------------------------------------- fetch

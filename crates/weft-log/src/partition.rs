@@ -252,8 +252,8 @@ impl Partition {
         Ok(out)
     }
 
-    /// Appends already-assigned records keeping their offsets (used by tests
-    /// and by replication later). Not exposed.
+    /// Encodes and writes records; returns their (offset, timestamp) and the
+    /// end offset.
     fn write(&self, records: &[&ProduceRecord], now_ms: i64) -> Result<(Vec<(Offset, i64)>, Offset)> {
         // Encode outside the lock with offsets relative to 0; the base offset
         // is patched in under the lock (it is not covered by the CRC).
@@ -278,6 +278,26 @@ impl Partition {
                 batches.push(done);
             }
         }
+        let (first, end) = self.write_encoded(batches, now_ms)?;
+        let out = timestamps.into_iter().enumerate().map(|(i, ts)| (Offset(first.0 + i as u64), ts)).collect();
+        Ok((out, end))
+    }
+
+    /// Appends a batch encoded by the caller (e.g. a client that sent it in
+    /// this crate's format): it is stored byte for byte except for the base
+    /// offset. The caller validated it with [`validate_encoded_batch`].
+    /// Returns the base offset once the fsync policy is met.
+    pub async fn append_encoded(&self, header: batch::BatchHeader, bytes: bytes::BytesMut, now_ms: i64) -> Result<Offset> {
+        let (first, end) = self.write_encoded(vec![(header, bytes)], now_ms)?;
+        if self.fsync == FsyncPolicy::Always {
+            self.sync_to(end).await?;
+        }
+        Ok(first)
+    }
+
+    /// Writes encoded batches (offsets relative to 0) at the end of the log;
+    /// returns (first offset, end offset).
+    fn write_encoded(&self, batches: Vec<(batch::BatchHeader, bytes::BytesMut)>, now_ms: i64) -> Result<(Offset, Offset)> {
         let mut g = lock(&self.inner);
         self.check_writable(&g)?;
         let first = g.next_offset;
@@ -302,9 +322,7 @@ impl Partition {
             g.hw = end;
             self.hw_tx.send_replace(end);
         }
-        drop(g);
-        let out = timestamps.into_iter().enumerate().map(|(i, ts)| (Offset(first.0 + i as u64), ts)).collect();
-        Ok((out, end))
+        Ok((first, end))
     }
 
     /// Rolls the active segment if the next batch would not fit, if it is too
@@ -707,6 +725,40 @@ impl Partition {
         report.segments_rewritten += 1;
         Ok(())
     }
+}
+
+/// Checks a client-encoded batch before [`Partition::append_encoded`]:
+/// exactly one whole batch, CRC right, attributes 0, offsets 0..count
+/// without gaps (the log numbers records contiguously), every record
+/// decodable and within `max_record_bytes`. Returns its header.
+pub fn validate_encoded_batch(bytes: &[u8], max_record_bytes: usize) -> Result<batch::BatchHeader> {
+    let bad = |why: &str| LogError::InvalidRequest(format!("bad record batch: {why}"));
+    let h = batch::check_batch(bytes)
+        .map_err(|e| bad(&e.to_string()))?
+        .ok_or_else(|| bad("truncated"))?;
+    if h.total_len() != bytes.len() {
+        return Err(bad("bytes after the batch"));
+    }
+    if h.attributes != 0 {
+        return Err(bad("unknown attributes"));
+    }
+    if u64::from(h.last_offset_delta) + 1 != u64::from(h.record_count) {
+        return Err(bad("record offsets must be 0..count without gaps"));
+    }
+    let b = batch::Batch { header: h, bytes: Bytes::copy_from_slice(bytes) };
+    for (i, r) in b.records().enumerate() {
+        let r = r.map_err(|e| bad(&e.to_string()))?;
+        if r.offset.0 != h.base_offset.0 + i as u64 {
+            return Err(bad("record offsets must be 0..count without gaps"));
+        }
+        let size = r.key.as_ref().map_or(0, |k| k.len())
+            + r.value.as_ref().map_or(0, |v| v.len())
+            + r.headers.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>();
+        if size > max_record_bytes {
+            return Err(LogError::RecordTooLarge { size, max: max_record_bytes });
+        }
+    }
+    Ok(h)
 }
 
 #[cfg(test)]

@@ -121,3 +121,42 @@ async fn round_robin_spreads_keyless_records() {
     }
     assert_eq!(per, [2, 2, 2, 2]);
 }
+
+#[tokio::test]
+async fn client_encoded_batches_are_stored_as_is() {
+    use weft_log::batch::BatchBuilder;
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), cfg()).await.unwrap();
+    log.create_topic("t", Some(TopicConfig { max_record_bytes: 50, ..TopicConfig::default() }.with_partitions(2)))
+        .await
+        .unwrap();
+    log.produce("t", vec![ProduceRecord::value("first").with_partition(1)]).await.unwrap();
+    let mut b = BatchBuilder::new(Offset(0));
+    for i in 0..3u64 {
+        b.push(Offset(i), 500 + i as i64, Some(b"k"), Some(format!("v{i}").as_bytes()), &[]).unwrap();
+    }
+    let (_, bytes) = b.finish().unwrap();
+    let ack = log.produce_batch("t", PartitionId(1), &bytes).await.unwrap();
+    assert_eq!((ack.base_offset, ack.record_count), (Offset(1), 3));
+    let f = log.fetch("t", PartitionId(1), Offset(1), 1 << 20, 100, None).await.unwrap();
+    // The stored batch is the client's bytes except for the 8-byte base offset.
+    assert_eq!(&f.batches[8..], &bytes[8..]);
+    let recs = f.decode().unwrap();
+    assert_eq!(recs.iter().map(|r| r.offset.0).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(recs[2].timestamp_ms, 502);
+    // Bad batches are refused and nothing is written.
+    let mut bad = bytes.to_vec();
+    bad[50] ^= 1;
+    assert!(matches!(log.produce_batch("t", PartitionId(1), &bad).await, Err(LogError::InvalidRequest(_))));
+    let mut gap = BatchBuilder::new(Offset(0));
+    gap.push(Offset(0), 0, None, Some(b"a"), &[]).unwrap();
+    gap.push(Offset(2), 0, None, Some(b"b"), &[]).unwrap();
+    let (_, gap) = gap.finish().unwrap();
+    assert!(matches!(log.produce_batch("t", PartitionId(1), &gap).await, Err(LogError::InvalidRequest(_))));
+    let mut big = BatchBuilder::new(Offset(0));
+    big.push(Offset(0), 0, None, Some(&[0u8; 51]), &[]).unwrap();
+    let (_, big) = big.finish().unwrap();
+    assert!(matches!(log.produce_batch("t", PartitionId(1), &big).await, Err(LogError::RecordTooLarge { .. })));
+    assert!(matches!(log.produce_batch("t", PartitionId(5), &bytes).await, Err(LogError::UnknownPartition { .. })));
+    assert_eq!(log.list_offset("t", PartitionId(1), OffsetSpec::Latest).unwrap(), Offset(4));
+}
