@@ -415,6 +415,76 @@ mod tests {
         assert_eq!(all.len(), 7);
     }
 
+    /// Random joins, leaves, heartbeats and expiries: after every step each
+    /// partition of a subscribed topic belongs to exactly one live member
+    /// subscribed to it, and the generation never goes down.
+    #[test]
+    fn random_membership_keeps_assignment_invariants() {
+        let mut rng: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for strategy in [AssignmentStrategy::Range, AssignmentStrategy::RoundRobin] {
+            let mut c = GroupCoordinator::new(10, 50, 60_000);
+            let mut live: Vec<String> = Vec::new();
+            let mut now = 0i64;
+            let mut last_gen = 0;
+            for _ in 0..500 {
+                now += (next() % 300) as i64;
+                match next() % 5 {
+                    0 | 1 => {
+                        let topics = match next() % 3 {
+                            0 => vec![t("a")],
+                            1 => vec![t("b")],
+                            _ => vec![t("a"), t("b")],
+                        };
+                        let m = c.join("g", None, "c", &topics, strategy, 1000, now, &counts).unwrap();
+                        live.push(m.member_id);
+                    }
+                    2 if !live.is_empty() => {
+                        let id = live.remove((next() as usize) % live.len());
+                        c.leave("g", &id, &counts).unwrap();
+                    }
+                    _ => {
+                        for id in &live {
+                            if next() % 4 != 0 {
+                                c.heartbeat("g", id, now).unwrap();
+                            }
+                        }
+                        for (_, id) in c.expire(now, &counts) {
+                            live.retain(|l| *l != id);
+                        }
+                    }
+                }
+                let Some((generation, _, members)) = c.describe("g") else { continue };
+                assert!(generation >= last_gen);
+                last_gen = generation;
+                let mut ids: Vec<&String> = members.iter().map(|m| &m.member_id).collect();
+                ids.sort();
+                let mut l: Vec<&String> = live.iter().collect();
+                l.sort();
+                assert_eq!(ids, l);
+                let mut seen = BTreeSet::new();
+                for m in &members {
+                    for (topic, p) in &m.assignment {
+                        assert!(m.topics.contains(topic), "assigned an unsubscribed topic");
+                        assert!(seen.insert((topic.clone(), *p)), "partition assigned twice");
+                    }
+                }
+                for topic in [t("a"), t("b")] {
+                    if members.iter().any(|m| m.topics.contains(&topic)) {
+                        for p in 0..counts(&topic).unwrap() {
+                            assert!(seen.contains(&(topic.clone(), PartitionId(p))), "{topic}/{p} unassigned");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn limits() {
         let mut c = GroupCoordinator::new(1, 1, 1000);
