@@ -26,7 +26,9 @@ use weft_service::Service;
 fn enabled(test: &str) -> bool {
     let on = std::env::var("WEFT_PEERS").as_deref() == Ok("1");
     if !on {
-        eprintln!("skipped {test}: set WEFT_PEERS=1 to run it against the real ekosis 0.17");
+        // Written past libtest's capture so the skip shows in CI logs.
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "skipped {test}: set WEFT_PEERS=1 to run it against the real ekosis 0.17");
     }
     on
 }
