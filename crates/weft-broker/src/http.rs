@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::body::Bytes as BodyBytes;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -150,12 +150,29 @@ pub fn router(log: Log) -> Router {
         .with_state(log)
 }
 
-/// Serve the gateway until `stop` resolves.
-pub async fn serve(log: Log, addr: &str, stop: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+/// Serve the gateway until `stop` resolves. Clients outside `allow` get 403
+/// before their request is looked at.
+pub async fn serve(
+    log: Log,
+    addr: &str,
+    allow: weft_net::AllowList,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let app = router(log);
+    let allow = std::sync::Arc::new(allow);
+    let app = router(log).layer(axum::middleware::from_fn(move |ConnectInfo(peer): ConnectInfo<SocketAddr>, req: axum::extract::Request, next: axum::middleware::Next| {
+        let allow = allow.clone();
+        async move {
+            if !allow.allows_ip(peer.ip()) {
+                tracing::warn!(peer = %peer, "http client refused by the allow-list");
+                return ApiError(ErrorBody::new(ErrorCode::Unauthorized, format!("{peer} is not on this listener's allow-list"))).into_response();
+            }
+            next.run(req).await
+        }
+    }));
     let task = tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
             tracing::error!(error = %e, "http gateway stopped");
         }

@@ -26,7 +26,7 @@ async fn start() -> Node {
     weft_broker::native::register(&mut svc, log.clone()).unwrap();
     let server = Server::new(ServerConfig::default(), svc.into_handler());
     let tcp = server.bind_tcp("127.0.0.1:0").await.unwrap();
-    let (http, _task) = weft_broker::http::serve(log.clone(), "127.0.0.1:0", std::future::pending()).await.unwrap();
+    let (http, _task) = weft_broker::http::serve(log.clone(), "127.0.0.1:0", weft_net::AllowList::default(), std::future::pending()).await.unwrap();
     let client = Client::connect(Endpoint::Tcp(tcp.to_string()), ClientConfig::default()).await.unwrap();
     Node { client, http: format!("http://{http}"), log, _server: server, _dir: dir }
 }

@@ -5,6 +5,8 @@ use weft_wire::{BodyError, ErrorBody, FrameError};
 pub enum NetError {
     #[error("bad endpoint {0:?}: expected tcp://HOST:PORT, udp://HOST:PORT or unix://PATH")]
     BadEndpoint(String),
+    #[error("bad allow-list entry {0:?}: expected a CIDR, an address, uid:N, self or *")]
+    BadAllow(String),
     #[error("cannot bind {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
 }

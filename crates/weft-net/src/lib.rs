@@ -10,6 +10,7 @@
 //! - [`liveness`]: UDP heartbeats to configured peers and a table of who is
 //!   alive.
 
+mod allow;
 mod backoff;
 mod client;
 mod endpoint;
@@ -17,6 +18,7 @@ mod error;
 pub mod liveness;
 mod server;
 
+pub use allow::AllowList;
 pub use backoff::Backoff;
 pub use client::{Client, ClientConfig};
 pub use endpoint::{Endpoint, Transport};

@@ -19,6 +19,7 @@ use weft_wire::{
     CONTROL_WELCOME, PROTOCOL_VERSION,
 };
 
+use crate::allow::AllowList;
 use crate::endpoint::Transport;
 use crate::error::NetError;
 use crate::liveness::LivenessTable;
@@ -52,6 +53,10 @@ pub struct ServerConfig {
     /// Requests handled at once per stream connection; further frames wait
     /// (TCP back-pressure). On UDP, over the limit is answered `busy`.
     pub max_in_flight_per_conn: usize,
+    /// Who may use each listener; the rest is refused unread.
+    pub allow_tcp: AllowList,
+    pub allow_udp: AllowList,
+    pub allow_unix: AllowList,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +68,9 @@ impl Default for ServerConfig {
             features: vec![],
             max_frame_bytes: weft_wire::DEFAULT_MAX_FRAME_BYTES,
             max_in_flight_per_conn: 256,
+            allow_tcp: AllowList::default(),
+            allow_udp: AllowList::default(),
+            allow_unix: AllowList::default(),
         }
     }
 }
@@ -76,6 +84,8 @@ pub struct ServerStats {
     pub frames_out: AtomicU64,
     pub bad_frames: AtomicU64,
     pub datagrams_in: AtomicU64,
+    /// Connections and datagrams refused by the allow-lists.
+    pub refused: AtomicU64,
 }
 
 impl ServerStats {
@@ -87,6 +97,7 @@ impl ServerStats {
             ("net.frames_out", self.frames_out.load(Ordering::Relaxed)),
             ("net.bad_frames", self.bad_frames.load(Ordering::Relaxed)),
             ("net.datagrams_in", self.datagrams_in.load(Ordering::Relaxed)),
+            ("net.refused", self.refused.load(Ordering::Relaxed)),
         ]
     }
 }
@@ -156,6 +167,12 @@ impl Server {
                 };
                 match accepted {
                     Ok((stream, peer)) => {
+                        if !shared.config.allow_tcp.allows_ip(peer.ip()) {
+                            shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+                            warn!(peer = %peer, "tcp connection refused by the allow-list");
+                            refuse(stream, &peer.to_string());
+                            continue;
+                        }
                         let _ = stream.set_nodelay(true);
                         let info = PeerInfo { transport: Transport::Tcp, addr: peer.to_string(), client_id: None };
                         shared.tasks.spawn(serve_stream(shared.clone(), stream, info));
@@ -193,7 +210,14 @@ impl Server {
                 };
                 match accepted {
                     Ok((stream, _)) => {
-                        let uid = stream.peer_cred().map(|c| c.uid().to_string()).unwrap_or_else(|_| "?".into());
+                        let uid_num = stream.peer_cred().ok().map(|c| c.uid());
+                        if !shared.config.allow_unix.allows_uid(uid_num) {
+                            shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+                            warn!(uid = ?uid_num, "unix connection refused by the allow-list");
+                            refuse(stream, &format!("uid {uid_num:?}"));
+                            continue;
+                        }
+                        let uid = uid_num.map(|u| u.to_string()).unwrap_or_else(|| "?".into());
                         let info = PeerInfo { transport: Transport::Unix, addr: format!("unix:uid={uid}"), client_id: None };
                         shared.tasks.spawn(serve_stream(shared.clone(), stream, info));
                     }
@@ -235,6 +259,12 @@ impl Server {
                     }
                 };
                 shared.stats.datagrams_in.fetch_add(1, Ordering::Relaxed);
+                if !shared.config.allow_udp.allows_ip(from.ip()) {
+                    // Not even an error answer: that would make us a reflector.
+                    shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    debug!(from = %from, "datagram refused by the allow-list");
+                    continue;
+                }
                 let datagram = buf.get(..n).unwrap_or_default();
                 handle_datagram(&shared, &sock, &limit, datagram, from).await;
             }
@@ -258,6 +288,19 @@ impl Server {
     pub fn stopping(&self) -> CancellationToken {
         self.shared.stop.clone()
     }
+}
+
+/// Tell a refused client why, without reading anything it sent, and close.
+fn refuse<S: AsyncWrite + Unpin + Send + 'static>(mut stream: S, who: &str) {
+    let e = ErrorBody::new(ErrorCode::Unauthorized, format!("{who} is not on this listener's allow-list"));
+    let frame = weft_wire::error_frame_for(MessageId::nil(), BodyFormat::MsgPack, &e);
+    tokio::spawn(async move {
+        let mut out = BytesMut::new();
+        if encode(&frame, &mut out).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&out)).await;
+        }
+        let _ = stream.shutdown().await;
+    });
 }
 
 fn welcome(shared: &Shared, hello_frame: &Frame) -> Frame {

@@ -541,3 +541,58 @@ async fn liveness_sees_peers_come_and_go() {
 fn tokio_util_stop() -> tokio_util::sync::CancellationToken {
     tokio_util::sync::CancellationToken::new()
 }
+
+#[tokio::test]
+async fn allow_lists_refuse_before_reading_and_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let only_one = weft_net::AllowList::parse(&["127.0.0.1/32"]).unwrap();
+    let server = Server::new(
+        ServerConfig {
+            allow_tcp: only_one.clone(),
+            allow_udp: only_one,
+            allow_unix: weft_net::AllowList::parse(&["uid:4242424"]).unwrap(),
+            ..ServerConfig::default()
+        },
+        service().into_handler(),
+    );
+    let tcp = server.bind_tcp("127.0.0.1:0").await.unwrap();
+    let udp = server.bind_udp("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let unix = server.bind_unix(&dir.path().join("a.sock")).await.unwrap();
+
+    // From 127.0.0.1: served.
+    let ok = Client::connect(Endpoint::Tcp(tcp.to_string()), quick()).await.unwrap();
+    let _: serde_json::Value = ok.call("weft.ping", &()).await.unwrap();
+
+    // From 127.0.0.2 (another loopback address): refused with a typed error
+    // before the hello is read.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut s = sock.connect(tcp).await.unwrap();
+    let mut buf = BytesMut::new();
+    let mut dec = FrameDecoder::new(1 << 16);
+    let frame = loop {
+        if let Some(f) = dec.decode(&mut buf).unwrap() {
+            break f;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read_buf(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed without a word");
+    };
+    assert_eq!(frame.decode_body::<ErrorBody>().unwrap().code, ErrorCode::Unauthorized);
+
+    // UDP from 127.0.0.2: silently dropped (no reflection), counted.
+    let u = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    let mut out = BytesMut::new();
+    encode(&ping(MessageId::new_v4()), &mut out).unwrap();
+    u.send_to(&out, udp).await.unwrap();
+    let mut rb = [0u8; 1024];
+    assert!(tokio::time::timeout(Duration::from_millis(300), u.recv(&mut rb)).await.is_err(), "no answer to a refused datagram");
+
+    // Unix socket: our uid is not on the list.
+    let e = Client::connect(Endpoint::Unix(unix), quick()).await.err().unwrap();
+    assert!(matches!(&e, ClientError::Handshake(b) if b.code == ErrorCode::Unauthorized), "{e}");
+
+    let refused = server.stats().refused.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(refused, 3);
+    // And the allowed client is still fine.
+    let _: serde_json::Value = ok.call("weft.ping", &()).await.unwrap();
+}

@@ -46,6 +46,9 @@ pub struct Limits {
 pub struct Listener {
     pub enabled: bool,
     pub addr: String,
+    /// Client addresses allowed (CIDRs or addresses); everyone else is
+    /// refused before anything is read. Deny by default: loopback only.
+    pub allow: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -54,6 +57,8 @@ pub struct UnixListenerConf {
     pub enabled: bool,
     /// Empty: `<data_dir>/weft.sock`.
     pub path: String,
+    /// Peer uids allowed: `self` (this process's uid), `uid:N`, or `*`.
+    pub allow: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -79,14 +84,18 @@ impl Default for NodeConfig {
                 max_in_flight_per_conn: 256,
                 drain_timeout_ms: 5_000,
             },
-            tcp: Listener { enabled: true, addr: format!("127.0.0.1:{DEFAULT_PORT}") },
-            udp: Listener { enabled: true, addr: format!("127.0.0.1:{DEFAULT_PORT}") },
-            unix: UnixListenerConf { enabled: true, path: String::new() },
+            tcp: Listener { enabled: true, addr: format!("127.0.0.1:{DEFAULT_PORT}"), allow: loopback() },
+            udp: Listener { enabled: true, addr: format!("127.0.0.1:{DEFAULT_PORT}"), allow: loopback() },
+            unix: UnixListenerConf { enabled: true, path: String::new(), allow: vec!["self".into()] },
             liveness: Liveness { peers: vec![], interval_ms: 1_000, timeout_ms: 3_000 },
             log_store: weft_log::LogConfig::default(),
-            http: Listener { enabled: true, addr: "127.0.0.1:7480".into() },
+            http: Listener { enabled: true, addr: "127.0.0.1:7480".into(), allow: loopback() },
         }
     }
+}
+
+fn loopback() -> Vec<String> {
+    vec!["127.0.0.0/8".into(), "::1/128".into()]
 }
 
 impl NodeConfig {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use tracing::info;
 use weft_net::liveness::{spawn_heartbeats, LivenessTable};
-use weft_net::{Server, ServerConfig};
+use weft_net::{AllowList, Server, ServerConfig};
 use weft_service::config::Layered;
 use weft_service::lock::DataDirLock;
 use weft_service::Service;
@@ -17,6 +17,9 @@ use crate::config::NodeConfig;
 pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     let cfg = layered.value;
     init_logging(&cfg.log);
+    // Install the handlers first: a signal that arrives while we are still
+    // starting must drain and exit 0 like any other.
+    let signals = Signals::install()?;
     let data_dir = std::path::PathBuf::from(&cfg.data_dir);
     // Before anything touches the directory: one process per data dir.
     let _lock = DataDirLock::acquire(&data_dir)?;
@@ -50,11 +53,16 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
             features,
             max_frame_bytes: cfg.limits.max_frame_bytes as usize,
             max_in_flight_per_conn: cfg.limits.max_in_flight_per_conn as usize,
+            allow_tcp: AllowList::parse(&cfg.tcp.allow).context("tcp.allow")?,
+            allow_udp: AllowList::parse(&cfg.udp.allow).context("udp.allow")?,
+            allow_unix: AllowList::parse(&cfg.unix.allow).context("unix.allow")?,
         },
         service.clone(),
         liveness,
     );
     let svc = &service.0;
+    let net_stats = server.stats();
+    svc.stats().add_gauges(move || net_stats.snapshot().into_iter().map(|(k, v)| (k.to_owned(), v.into())).collect());
     if cfg.tcp.enabled {
         let addr = server.bind_tcp(&cfg.tcp.addr).await?;
         svc.add_transport(format!("tcp://{addr}"));
@@ -79,7 +87,9 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     }
     let http = if cfg.http.enabled {
         let stop = server.stopping();
-        let (addr, task) = weft_broker::http::serve(log.clone(), &cfg.http.addr, async move { stop.cancelled().await })
+        let (addr, task) = weft_broker::http::serve(log.clone(), &cfg.http.addr, AllowList::parse(&cfg.http.allow).context("http.allow")?, async move {
+            stop.cancelled().await
+        })
             .await
             .with_context(|| format!("binding the HTTP gateway on {}", cfg.http.addr))?;
         svc.add_transport(format!("http://{addr}"));
@@ -89,7 +99,7 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     };
     info!(node = %cfg.node.name, id = %node_id, data_dir = %data_dir.display(), transports = ?svc.info().transports, "weft node ready");
 
-    wait_for_signal().await?;
+    signals.wait().await;
     info!(drain_timeout_ms = cfg.limits.drain_timeout_ms, "shutting down: draining requests in flight");
     let started = Instant::now();
     let drained = server.shutdown(Duration::from_millis(cfg.limits.drain_timeout_ms)).await;
@@ -146,15 +156,23 @@ fn node_id(cfg: &NodeConfig, data_dir: &std::path::Path) -> Result<String> {
     Ok(id)
 }
 
-async fn wait_for_signal() -> Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM"),
-        _ = int.recv() => info!("SIGINT"),
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => info!("SIGTERM"),
+            _ = self.int.recv() => info!("SIGINT"),
+        }
+    }
 }
 
 fn init_logging(filter: &str) {
