@@ -1,0 +1,17 @@
+#![no_main]
+//! The ekosis client's response parser and span-key parsing must never panic;
+//! a parsed span key renders and parses back to itself.
+use libfuzzer_sys::fuzz_target;
+use weft_ekosis::proto::{parse_response, SpanKey};
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(r) = parse_response(data) {
+        if let Some(sk) = r.span_key {
+            assert_eq!(sk.to_string().parse::<SpanKey>().expect("round trip"), sk);
+            assert_eq!(SpanKey::from_json(&sk.to_json()).expect("json round trip"), sk);
+        }
+    }
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = text.parse::<SpanKey>();
+    }
+});
