@@ -178,6 +178,8 @@ struct Faults {
     ops: AtomicU64,
     /// Fail every mutating operation from this count on.
     fail_ops_at: AtomicU64,
+    /// Each `sync_data` sleeps this long (a slow disk, for group-commit tests).
+    sync_delay_us: AtomicU64,
 }
 
 impl Default for Faults {
@@ -187,6 +189,7 @@ impl Default for Faults {
             fail_sync_after: AtomicU64::new(u64::MAX),
             ops: AtomicU64::new(0),
             fail_ops_at: AtomicU64::new(u64::MAX),
+            sync_delay_us: AtomicU64::new(0),
         }
     }
 }
@@ -224,6 +227,11 @@ impl MemStorage {
     /// Number of mutating operations so far.
     pub fn op_count(&self) -> u64 {
         self.faults.ops.load(Ordering::SeqCst)
+    }
+
+    /// Makes every `sync_data` take this long, like a real disk.
+    pub fn set_sync_delay(&self, d: std::time::Duration) {
+        self.faults.sync_delay_us.store(d.as_micros().min(u128::from(u64::MAX)) as u64, Ordering::SeqCst);
     }
 
     /// Makes every mutating operation fail once `n` more have succeeded
@@ -314,6 +322,10 @@ impl StorageFile for MemFile {
             return Err(io::Error::other("injected fsync failure"));
         }
         self.faults.op()?;
+        let delay = self.faults.sync_delay_us.load(Ordering::SeqCst);
+        if delay > 0 {
+            std::thread::sleep(std::time::Duration::from_micros(delay));
+        }
         let mut d = lock(&self.data);
         d.durable = d.live.clone();
         self.faults.syncs.fetch_add(1, Ordering::SeqCst);

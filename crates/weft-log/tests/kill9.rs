@@ -66,6 +66,8 @@ async fn kill9_mid_stream_keeps_every_acknowledged_record() {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen2 = seen.clone();
     let reader = std::thread::spawn(move || {
         let mut acks = Vec::new();
         for line in BufReader::new(stdout).lines() {
@@ -75,12 +77,16 @@ async fn kill9_mid_stream_keeps_every_acknowledged_record() {
                 let p: u32 = it.next().unwrap().parse().unwrap();
                 let o: u64 = it.next().unwrap().parse().unwrap();
                 acks.push((p, o, it.next().unwrap().to_string()));
+                seen2.store(acks.len(), std::sync::atomic::Ordering::SeqCst);
             }
         }
         acks
     });
-    // Let it run until a good number of acks went by, then SIGKILL.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Let it run until a good number of acks went by (at most 20 s), then SIGKILL.
+    let t0 = Instant::now();
+    while seen.load(std::sync::atomic::Ordering::SeqCst) < 300 && t0.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     child.kill().unwrap(); // SIGKILL on Unix
     child.wait().unwrap();
     let acks = reader.join().unwrap();
