@@ -98,6 +98,10 @@ pub enum PvCommand {
         /// Interface to bind (default EPICS_PVAS_INTF_ADDR_LIST or 0.0.0.0).
         #[arg(long)]
         bind: Option<std::net::IpAddr>,
+        /// Stateless mode: share the writable demo PVs (setpoint, enum, table)
+        /// with other processes through this Redis (host:port).
+        #[arg(long, env = "WEFT_PVA_REDIS")]
+        redis: Option<String>,
     },
 }
 
@@ -280,7 +284,7 @@ pub async fn run(cmd: PvCommand) -> Result<()> {
                 Ok(())
             }
         },
-        PvCommand::Serve { tcp_port, udp_port, bind } => {
+        PvCommand::Serve { tcp_port, udp_port, bind, redis } => {
             let mut cfg = ServerConfig::from_env();
             if let Some(p) = tcp_port {
                 cfg.tcp_port = p;
@@ -293,6 +297,26 @@ pub async fn run(cmd: PvCommand) -> Result<()> {
             }
             let s = crate::server::demo::serve_demo(cfg).await?;
             println!("serving weft:demo:* on tcp {} udp {}", s.tcp_addr(), s.udp_addr());
+            let _stateless = match redis {
+                Some(r) => {
+                    let addr = crate::config::parse_addr_list(&r, 6379)
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| Error::Usage(format!("bad redis address {r:?}")))?;
+                    let names = [crate::server::demo::SETPOINT, crate::server::demo::ENUM, crate::server::demo::TABLE]
+                        .map(String::from);
+                    let st = crate::stateless::Stateless::attach(
+                        crate::stateless::StatelessConfig::new(addr),
+                        s.provider(),
+                        &names,
+                        s.tcp_addr(),
+                    )
+                    .await?;
+                    println!("stateless mode: redis {addr}, process id {}", st.config.process_id);
+                    Some(st)
+                }
+                None => None,
+            };
             s.run_until(async {
                 let _ = tokio::signal::ctrl_c().await;
             })

@@ -11,7 +11,9 @@ pub mod config;
 pub mod error;
 pub mod format;
 pub mod proto;
+pub mod redis;
 pub mod server;
+pub mod stateless;
 
 pub use server::demo::serve_demo;
 

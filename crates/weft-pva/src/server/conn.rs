@@ -41,6 +41,7 @@ enum OpKind {
 }
 
 struct Op {
+    sid: u32,
     kind: OpKind,
     pv: Option<SharedPv>,
     mask: BitSet,
@@ -58,6 +59,7 @@ impl Drop for Op {
 
 struct Chan {
     cid: u32,
+    name: String,
     entry: Entry,
 }
 
@@ -130,6 +132,9 @@ pub(crate) async fn serve(sock: TcpStream, peer: SocketAddr, shared: Arc<Shared>
     }
     for (_, op) in c.ops.drain() {
         drop_op(op);
+    }
+    for (_, ch) in c.channels.drain() {
+        shared.provider.channel_event(&ch.name, -1);
     }
     drop(c);
     let _ = writer.await;
@@ -216,7 +221,8 @@ impl Conn {
                         Some(entry) => {
                             let sid = self.next_sid;
                             self.next_sid = self.next_sid.wrapping_add(1).max(1);
-                            self.channels.insert(sid, Chan { cid, entry });
+                            self.shared.provider.channel_event(&name, 1);
+                            self.channels.insert(sid, Chan { cid, name: name.clone(), entry });
                             (sid, Status::ok())
                         }
                         None => (0, Status::error(format!("no such channel: {name}"))),
@@ -228,7 +234,8 @@ impl Conn {
             Message::DestroyChannel { sid, cid } => {
                 if let Some(ch) = self.channels.remove(&sid) {
                     let _ = ch.cid;
-                    let ioids: Vec<u32> = self.ops.keys().copied().collect();
+                    self.shared.provider.channel_event(&ch.name, -1);
+                    let ioids: Vec<u32> = self.ops.iter().filter(|(_, o)| o.sid == sid).map(|(k, _)| *k).collect();
                     for io in ioids {
                         if let Some(op) = self.ops.remove(&io) {
                             drop_op(op);
@@ -433,7 +440,7 @@ impl Conn {
         let entry = ch.entry.clone();
         match (entry, r.command) {
             (Entry::Rpc(_), cmd::RPC) => {
-                self.ops.insert(r.ioid, Op { kind: OpKind::Rpc, pv: None, mask: BitSet::new() });
+                self.ops.insert(r.ioid, Op { sid: r.sid, kind: OpKind::Rpc, pv: None, mask: BitSet::new() });
                 self.send(&resp(cmd::RPC, r.ioid, r.subcmd, Status::ok(), RespBody::Init(vec![]))).await
             }
             (Entry::Rpc(_), _) => self.op_error(&r, "RPC channel supports only RPC".into()).await,
@@ -465,7 +472,7 @@ impl Conn {
                     }
                     _ => return self.op_error(&r, "unsupported operation".into()).await,
                 };
-                self.ops.insert(r.ioid, Op { kind, pv: Some(pv), mask });
+                self.ops.insert(r.ioid, Op { sid: r.sid, kind, pv: Some(pv), mask });
                 self.send(&resp(c, r.ioid, sub::INIT, Status::ok(), RespBody::Init(types))).await
             }
         }

@@ -23,6 +23,13 @@ pub type PutHandler = Arc<dyn Fn(&SharedPv, &BitSet, Value) -> std::result::Resu
 pub type RpcHandler =
     Arc<dyn Fn(&FieldDesc, &Value) -> std::result::Result<(FieldDesc, Value), String> + Send + Sync>;
 
+/// Called after every local `post` (not after `post_quiet`): used by the
+/// stateless mode to mirror values to Redis.
+pub type PostObserver = Arc<dyn Fn(&BitSet, &Value) + Send + Sync>;
+
+/// Called when a client opens (+1) or closes (-1) a channel to a name.
+pub type ChannelHook = Arc<dyn Fn(&str, i64) + Send + Sync>;
+
 /// One queued monitor update.
 #[derive(Debug, Clone)]
 pub struct Update {
@@ -102,6 +109,7 @@ struct Inner {
     state: RwLock<PvState>,
     on_put: Option<PutHandler>,
     writable: bool,
+    observers: RwLock<Vec<PostObserver>>,
 }
 
 /// A PV whose value lives in memory: `post` updates it and notifies every
@@ -126,7 +134,12 @@ pub fn now_stamp() -> Value {
 impl SharedPv {
     fn make(desc: FieldDesc, value: Value, writable: bool, on_put: Option<PutHandler>) -> Self {
         SharedPv {
-            inner: Arc::new(Inner { state: RwLock::new(PvState { desc, value, subs: vec![] }), on_put, writable }),
+            inner: Arc::new(Inner {
+                state: RwLock::new(PvState { desc, value, subs: vec![] }),
+                on_put,
+                writable,
+                observers: RwLock::new(vec![]),
+            }),
         }
     }
 
@@ -187,12 +200,35 @@ impl SharedPv {
 
     /// Store a new value and queue an update with `changed` bits to every subscriber.
     pub fn post(&self, changed: BitSet, value: Value) {
-        let Ok(mut s) = self.inner.state.write() else { return };
-        let expanded = expand_bits(&s.desc, &changed);
+        if let Some(v) = self.post_inner(&changed, value, true) {
+            let obs = self.inner.observers.read().map(|o| o.clone()).unwrap_or_default();
+            for o in obs {
+                o(&changed, &v);
+            }
+        }
+    }
+
+    /// Like `post` but without telling observers (for values that came from
+    /// the shared store, so they are not written back).
+    pub fn post_quiet(&self, changed: BitSet, value: Value) {
+        self.post_inner(&changed, value, false);
+    }
+
+    fn post_inner(&self, changed: &BitSet, value: Value, want_copy: bool) -> Option<Value> {
+        let Ok(mut s) = self.inner.state.write() else { return None };
+        let expanded = expand_bits(&s.desc, changed);
         s.value = value;
         s.subs.retain(|w| w.strong_count() > 0);
         for sub in s.subs.iter().filter_map(|w| w.upgrade()) {
             sub.push(&expanded, &s.value);
+        }
+        want_copy.then(|| s.value.clone())
+    }
+
+    /// Register a post observer.
+    pub fn observe(&self, f: PostObserver) {
+        if let Ok(mut o) = self.inner.observers.write() {
+            o.push(f);
         }
     }
 
@@ -247,6 +283,7 @@ pub enum Entry {
 #[derive(Clone, Default)]
 pub struct Provider {
     names: Arc<RwLock<HashMap<String, Entry>>>,
+    channel_hook: Arc<RwLock<Option<ChannelHook>>>,
 }
 
 impl Provider {
@@ -276,6 +313,20 @@ impl Provider {
 
     pub fn has(&self, name: &str) -> bool {
         self.names.read().map(|m| m.contains_key(name)).unwrap_or(false)
+    }
+
+    /// Be told about channels opened/closed by clients (stateless mode).
+    pub fn set_channel_hook(&self, h: ChannelHook) {
+        if let Ok(mut x) = self.channel_hook.write() {
+            *x = Some(h);
+        }
+    }
+
+    pub(crate) fn channel_event(&self, name: &str, delta: i64) {
+        let h = self.channel_hook.read().ok().and_then(|h| h.clone());
+        if let Some(h) = h {
+            h(name, delta);
+        }
     }
 
     pub fn names(&self) -> Vec<String> {
