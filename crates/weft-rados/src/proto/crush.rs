@@ -12,6 +12,10 @@ const ITEM_UNDEF: i32 = 0x7fff_fffe;
 /// Bound on any array sized by the map itself (buckets, rules, devices).
 const MAX_ITEMS: usize = 1 << 20;
 const MAX_RESULT: usize = 64;
+/// Bounds that real maps never reach but hostile ones could: bucket
+/// nesting depth (a cycle would loop forever) and retry counts.
+const MAX_DEPTH: u32 = 64;
+const MAX_TRIES: u32 = 1000;
 
 pub mod alg {
     pub const UNIFORM: u8 = 1;
@@ -324,10 +328,10 @@ impl CrushMap {
         let mut result: Vec<i32> = Vec::new();
         let mut w: Vec<i32> = Vec::new();
         // the original choose_total_tries counted retries, not tries
-        let mut choose_tries = self.choose_total_tries + 1;
+        let mut choose_tries = self.choose_total_tries.saturating_add(1).min(MAX_TRIES);
         let mut choose_leaf_tries = 0u32;
-        let mut local_retries = self.choose_local_tries;
-        let mut local_fallback_retries = self.choose_local_fallback_tries;
+        let mut local_retries = self.choose_local_tries.min(MAX_TRIES);
+        let mut local_fallback_retries = self.choose_local_fallback_tries.min(MAX_TRIES);
         let mut vary_r = self.chooseleaf_vary_r as u32;
         let mut stable = self.chooseleaf_stable as u32;
         for step in &rule.steps {
@@ -341,22 +345,22 @@ impl CrushMap {
                 }
                 op::SET_CHOOSE_TRIES => {
                     if step.arg1 > 0 {
-                        choose_tries = step.arg1 as u32;
+                        choose_tries = (step.arg1 as u32).min(MAX_TRIES);
                     }
                 }
                 op::SET_CHOOSELEAF_TRIES => {
                     if step.arg1 > 0 {
-                        choose_leaf_tries = step.arg1 as u32;
+                        choose_leaf_tries = (step.arg1 as u32).min(MAX_TRIES);
                     }
                 }
                 op::SET_CHOOSE_LOCAL_TRIES => {
                     if step.arg1 >= 0 {
-                        local_retries = step.arg1 as u32;
+                        local_retries = (step.arg1 as u32).min(MAX_TRIES);
                     }
                 }
                 op::SET_CHOOSE_LOCAL_FALLBACK_TRIES => {
                     if step.arg1 >= 0 {
-                        local_fallback_retries = step.arg1 as u32;
+                        local_fallback_retries = (step.arg1 as u32).min(MAX_TRIES);
                     }
                 }
                 op::SET_CHOOSELEAF_VARY_R => {
@@ -624,11 +628,12 @@ impl Ctx<'_> {
                 let mut retry_descent = false;
                 let mut inb = bucket;
                 let mut flocal: u32 = 0;
+                let mut depth = 0u32;
                 loop {
                     // retry_bucket
                     let mut collide = false;
                     let mut retry_bucket = false;
-                    let r = rep + parent_r + ftotal as i32;
+                    let r = rep.wrapping_add(parent_r).wrapping_add(ftotal as i32);
                     let reject;
                     if inb.items.is_empty() {
                         reject = true;
@@ -657,8 +662,9 @@ impl Ctx<'_> {
                             0
                         };
                         if itemtype != ty {
+                            depth += 1;
                             match map.bucket(item) {
-                                Some(b) if item < 0 => {
+                                Some(b) if item < 0 && depth <= MAX_DEPTH => {
                                     inb = b;
                                     continue;
                                 }
@@ -672,7 +678,7 @@ impl Ctx<'_> {
                         let mut rej = false;
                         if !collide && recurse_to_leaf {
                             if item < 0 {
-                                let sub_r = if self.vary_r != 0 { r >> (self.vary_r - 1) } else { 0 };
+                                let sub_r = if self.vary_r != 0 { r >> (self.vary_r - 1).min(31) } else { 0 };
                                 let sub = map.bucket(item);
                                 let got = match (sub, out2.as_deref_mut()) {
                                     (Some(sb), Some(o2)) => self.choose_firstn(
@@ -769,18 +775,20 @@ impl Ctx<'_> {
             }
         }
         let mut ftotal = 0u32;
+        let tries = tries.min(MAX_TRIES);
         while left > 0 && ftotal < tries {
             for rep in outpos..endpos {
                 if out[rep] != ITEM_UNDEF {
                     continue;
                 }
                 let mut inb = bucket;
+                let mut depth = 0u32;
                 loop {
-                    let mut r = rep as i32 + parent_r;
+                    let mut r = (rep as i32).wrapping_add(parent_r);
                     if inb.alg == alg::UNIFORM && numrep > 0 && inb.items.len() as i32 % numrep == 0 {
-                        r += (numrep + 1) * ftotal as i32;
+                        r = r.wrapping_add(numrep.wrapping_add(1).wrapping_mul(ftotal as i32));
                     } else {
-                        r += numrep * ftotal as i32;
+                        r = r.wrapping_add(numrep.wrapping_mul(ftotal as i32));
                     }
                     if inb.items.is_empty() {
                         break;
@@ -796,8 +804,9 @@ impl Ctx<'_> {
                     }
                     let itemtype = if item < 0 { map.bucket(item).map(|b| b.ty as i32).unwrap_or(-1) } else { 0 };
                     if itemtype != ty {
+                        depth += 1;
                         match map.bucket(item) {
-                            Some(b) if item < 0 => {
+                            Some(b) if item < 0 && depth <= MAX_DEPTH => {
                                 inb = b;
                                 continue;
                             }
@@ -1071,6 +1080,21 @@ mod tests {
         assert!(m12.max_devices >= 1);
         for n in 0..CRUSHMAP.len() {
             let _ = CrushMap::decode(&CRUSHMAP[..n]); // must not panic
+        }
+    }
+
+    #[test]
+    fn hostile_maps_terminate() {
+        let mut m = CrushMap::decode(CRUSHMAP).unwrap();
+        // make the root contain itself: descent must stop, not spin
+        if let Some(Some(b)) = m.buckets.get_mut(0) {
+            let id = b.id;
+            b.items = vec![id];
+        }
+        m.choose_total_tries = u32::MAX;
+        m.chooseleaf_vary_r = 200;
+        for x in 0..20 {
+            let _ = m.do_rule(0, x, 3, &[0x10000], None);
         }
     }
 
