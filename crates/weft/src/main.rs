@@ -76,6 +76,18 @@ enum Command {
         #[command(flatten)]
         args: weft_broker::cli::ConsumeArgs,
     },
+    /// EPICS pvAccess: get, put, monitor, info, call, list, serve.
+    Pv {
+        #[command(subcommand)]
+        command: weft_pva::cli::PvCommand,
+    },
+    /// Ceph RADOS (pure Rust client): pools, objects, xattrs, omap, bench.
+    Rados(weft_rados::cli::RadosArgs),
+    /// Offline tools on a log data directory (verify, dump); safe while serving.
+    Log {
+        #[command(subcommand)]
+        command: weft_log::cli::LogCmd,
+    },
     /// List and describe consumer groups.
     Group {
         #[command(flatten)]
@@ -210,6 +222,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Topic { client, command } => Ok(weft_broker::cli::topic(&client.connect().await?, command).await?),
         Command::Produce { client, args } => Ok(weft_broker::cli::produce(&client.connect().await?, args).await?),
         Command::Consume { client, args } => Ok(weft_broker::cli::consume(&client.connect().await?, args).await?),
+        Command::Pv { command } => Ok(weft_pva::cli::run(command).await?),
+        Command::Rados(args) => Ok(weft_rados::cli::run(args).await?),
+        Command::Log { command } => Ok(weft_log::cli::run(command).await?),
         Command::Group { client, command } => Ok(weft_broker::cli::group(&client.connect().await?, command).await?),
     }
 }
