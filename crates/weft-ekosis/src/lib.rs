@@ -10,6 +10,7 @@
 //!
 //! What differs from ekosis, and why: docs/ecosystem.md.
 
+pub mod cli;
 mod client;
 pub mod demo;
 mod eco;
