@@ -181,6 +181,9 @@ impl TokenBucket {
 #[derive(Default)]
 struct Runtime {
     in_flight: HashSet<u64>,
+    /// Handled, removal not yet on disk: not picked again, but no longer
+    /// holding a concurrency slot (so removals batch into shared fsyncs).
+    done: HashSet<u64>,
     not_before: HashMap<u64, Instant>,
     transient: HashMap<u64, u32>,
     bucket: Option<TokenBucket>,
@@ -433,6 +436,9 @@ impl WorkQueue {
             }
             let group = item.group.as_deref().filter(|_| self.opts.sequenced);
             let waiting = rt.not_before.get(seq).copied().filter(|t| *t > now);
+            if rt.done.contains(seq) {
+                continue;
+            }
             if rt.in_flight.contains(seq) || waiting.is_some() {
                 if let Some(t) = waiting {
                     wake = Some(wake.map_or(t, |w| w.min(t)));
@@ -556,8 +562,18 @@ impl WorkQueue {
             }
         };
         let is_done = matches!(record, Record::Del(_));
+        if is_done {
+            // Free the slot now; the item stays invisible until its removal
+            // is applied (or, if the write fails, runs again later).
+            let mut rt = lock(&self.rt);
+            rt.done.insert(seq);
+            rt.in_flight.remove(&seq);
+            drop(rt);
+            self.wake.notify_one();
+        }
         let committed = self.store.commit(vec![record]).await;
         let mut rt = lock(&self.rt);
+        rt.done.remove(&seq);
         match committed {
             Ok(()) => {
                 if is_done {
