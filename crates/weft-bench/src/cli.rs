@@ -98,6 +98,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use clap::Parser;
 

@@ -105,10 +105,10 @@ impl Load {
         if self.clients == 0 || self.clients > CLIENTS_MAX {
             return Err(BenchError::BadArgs(format!("clients must be 1..={CLIENTS_MAX}, not {}", self.clients)));
         }
-        if let Workload::Echo { payload_bytes } = self.workload {
-            if payload_bytes > PAYLOAD_BYTES_MAX {
-                return Err(BenchError::BadArgs(format!("payload must be at most {PAYLOAD_BYTES_MAX} bytes")));
-            }
+        if let Workload::Echo { payload_bytes } = self.workload
+            && payload_bytes > PAYLOAD_BYTES_MAX
+        {
+            return Err(BenchError::BadArgs(format!("payload must be at most {PAYLOAD_BYTES_MAX} bytes")));
         }
         if self.limit == Limit::Requests(0) || self.limit == Limit::Duration(Duration::ZERO) {
             return Err(BenchError::BadArgs("nothing to do: the limit is zero".into()));
@@ -235,6 +235,7 @@ fn request(route: &str, body: &Bytes) -> Frame {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -95,6 +95,7 @@ impl Format {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::load::Workload;

@@ -78,7 +78,10 @@ fn report(what: &str, e: ClientError) -> Result<(), ClientError> {
 async fn roll(client: &Client, sides: u32) -> Result<(), ClientError> {
     let what = format!("roll {{sides: {sides}}}");
     match client.call::<_, u32>("roll", &Roll { sides }).await {
-        Ok(n) => Ok(println!("{what} -> {n}")),
+        Ok(n) => {
+            println!("{what} -> {n}");
+            Ok(())
+        }
         Err(e) => report(&what, e),
     }
 }
@@ -86,7 +89,10 @@ async fn roll(client: &Client, sides: u32) -> Result<(), ClientError> {
 async fn roll_times(client: &Client, sides: u32, how_many: u32) -> Result<(), ClientError> {
     let what = format!("roll_times {{sides: {sides}, how_many: {how_many}}}");
     match client.call::<_, Vec<u32>>("roll_times", &RollTimes { sides, how_many }).await {
-        Ok(v) => Ok(println!("{what} -> {v:?} (sum {})", v.iter().map(|&n| u64::from(n)).sum::<u64>())),
+        Ok(v) => {
+            println!("{what} -> {v:?} (sum {})", v.iter().map(|&n| u64::from(n)).sum::<u64>());
+            Ok(())
+        }
         Err(e) => report(&what, e),
     }
 }
@@ -94,7 +100,10 @@ async fn roll_times(client: &Client, sides: u32, how_many: u32) -> Result<(), Cl
 async fn guess(client: &Client, sides: u32, guess: u32) -> Result<(), ClientError> {
     let what = format!("guess {{sides: {sides}, guess: {guess}}}");
     match client.call::<_, GuessResult>("guess", &Guess { sides, guess }).await {
-        Ok(r) => Ok(println!("{what} -> rolled {}, {}", r.rolled, if r.correct { "correct!" } else { "wrong" })),
+        Ok(r) => {
+            println!("{what} -> rolled {}, {}", r.rolled, if r.correct { "correct!" } else { "wrong" });
+            Ok(())
+        }
         Err(e) => report(&what, e),
     }
 }
