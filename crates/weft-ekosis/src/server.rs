@@ -231,8 +231,16 @@ where
     'conn: loop {
         loop {
             match decoder.decode(&mut buf) {
-                Ok(Some(Line::Heartbeat(_))) => {
+                Ok(Some(Line::Heartbeat(proto::ENQ))) => {
                     if writer.write_all(proto::HEARTBEAT_ANSWER).await.is_err() {
+                        break 'conn;
+                    }
+                }
+                Ok(Some(Line::Heartbeat(b))) => {
+                    // Only ENQ is a heartbeat to an ekosis stream server; any
+                    // other line is parsed as JSON (and fails, status 100).
+                    let out = answer_line(&shared, &[b], peer.clone()).await;
+                    if writer.write_all(&out).await.is_err() {
                         break 'conn;
                     }
                 }
