@@ -286,7 +286,10 @@ async fn answer_line(shared: &Arc<Shared>, line: &[u8], peer: Arc<PeerInfo>) -> 
     };
     let started = Instant::now();
     let answer = route(shared, &req, peer).await;
-    shared.manager.stats().record(&req.route_key, started.elapsed());
+    // Unknown route keys are the client's invention: not worth a statistic.
+    if answer.status != status::ROUTE_KEY_UNKNOWN {
+        shared.manager.stats().record(&req.route_key, started.elapsed());
+    }
     proto::encode_response(Some(&req.span_key), answer.status, &answer.data, &mut out);
     out
 }

@@ -43,6 +43,8 @@ pub struct Snapshot {
 /// Latency samples kept per route per period; past this, every other sample
 /// is dropped (the percentiles stay representative, memory stays bounded).
 const MAX_SAMPLES_PER_ROUTE: usize = 8192;
+/// Distinct routes recorded per period.
+const MAX_ROUTES_PER_PERIOD: usize = 4096;
 
 #[derive(Default)]
 struct Period {
@@ -104,6 +106,10 @@ impl StatsKeeper {
     /// Record one call (the ekosis listener and [`crate::MeteredHandler`] do).
     pub fn record(&self, route: &str, elapsed: Duration) {
         let mut p = lock(&self.current);
+        // Route keys come from clients: cap the distinct ones per period.
+        if !p.calls.contains_key(route) && p.calls.len() >= MAX_ROUTES_PER_PERIOD {
+            return;
+        }
         let entry = p.calls.entry(route.to_owned()).or_default();
         entry.0 += 1;
         if entry.1.len() >= MAX_SAMPLES_PER_ROUTE {
