@@ -27,18 +27,20 @@ impl Drop for RedisServer {
 async fn start_redis() -> (RedisServer, SocketAddr) {
     let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
-    let child = std::process::Command::new("redis-server")
+    let server = std::process::Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
         .arg("--dir")
         .arg(dir.path())
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("WEFT_PEERS=1 but redis-server is missing (apt-get install redis-server)");
+    // Owned at once so every path (including a panic) kills and reaps it.
+    let server = RedisServer(server, dir);
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     for _ in 0..100 {
         if let Ok(mut r) = Redis::connect(addr).await {
             if r.cmd(&[b"PING"]).await.is_ok() {
-                return (RedisServer(child, dir), addr);
+                return (server, addr);
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
