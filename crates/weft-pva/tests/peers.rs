@@ -105,6 +105,10 @@ async fn p4p_client_against_weft_server() {
     assert_eq!(j["setpoint_monitor"].as_array().unwrap().last().unwrap(), 7.5);
     assert_eq!(j["many_monitors"], 20);
     assert_eq!(j["pipeline_updates"], 10);
+    assert_eq!(j["image_id"], "epics:nt/NTNDArray:1.0");
+    assert_eq!(j["image_shape"], serde_json::json!([64, 64]));
+    let expect: u64 = (0..64u64 * 64).map(|i| (i % 64) * (i / 64)).sum();
+    assert_eq!(j["image_sum"].as_u64(), Some(expect));
     s.shutdown().await;
 }
 
@@ -124,6 +128,9 @@ async fn pvapy_client_against_weft_server() {
     assert_eq!(j["putget"], 1.25);
     assert_eq!(j["rpc_sum"], 3.5);
     assert_eq!(j["monitor_updates"].as_array().unwrap().len(), 5);
+    assert_eq!(j["big_len"], 1_000_000);
+    assert_eq!(j["big_last"], 999_999.0);
+    assert_eq!(j["image_dims"], serde_json::json!([64, 64]));
     s.shutdown().await;
 }
 

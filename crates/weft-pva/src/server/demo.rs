@@ -6,8 +6,27 @@ use std::time::Duration;
 use super::{Provider, Server, SharedPv, now_stamp};
 use crate::config::ServerConfig;
 use crate::error::Result;
-use crate::proto::nt::{Builder, Meta, enum_value, nt_enum, nt_scalar, nt_scalar_array, nt_table, path_ref};
-use crate::proto::{FieldDesc, ScalarArray, ScalarType, Value};
+use crate::proto::nt::{Builder, Meta, enum_value, nt_enum, nt_ndarray, nt_scalar, nt_scalar_array, nt_table, path_ref};
+use crate::proto::{FieldDesc, ScalarArray, ScalarType, UnionValue, Value};
+
+/// A 64x64 ushort test pattern as an NTNDArray (dimension, sizes, codec "" = raw).
+fn image() -> (FieldDesc, Value) {
+    let n = IMAGE_SIDE;
+    let pixels: Vec<u16> = (0..n * n).map(|i| ((i % n) * (i / n)) as u16).collect();
+    let dim = |size: usize| {
+        Some(vec![Value::I32(size as i32), Value::I32(0), Value::I32(size as i32), Value::I32(1), Value::Bool(false)])
+    };
+    let bytes = (n * n * 2) as i64;
+    Builder::new(nt_ndarray())
+        .with("value", Value::Union(UnionValue { selector: Some(6), value: Box::new(Value::Array(ScalarArray::U16(pixels))) }))
+        .with("compressedSize", Value::I64(bytes))
+        .with("uncompressedSize", Value::I64(bytes))
+        .with("dimension", Value::StructArray(vec![dim(n), dim(n)]))
+        .with("uniqueId", Value::I32(1))
+        .with("timeStamp", now_stamp())
+        .with("dataTimeStamp", now_stamp())
+        .build()
+}
 
 pub const COUNTER: &str = "weft:demo:counter";
 pub const WAVEFORM: &str = "weft:demo:waveform";
@@ -15,6 +34,12 @@ pub const ENUM: &str = "weft:demo:enum";
 pub const TABLE: &str = "weft:demo:table";
 pub const SETPOINT: &str = "weft:demo:setpoint";
 pub const ADD: &str = "weft:demo:add";
+pub const IMAGE: &str = "weft:demo:image";
+/// A writable static double array (for big puts; the waveform keeps moving).
+pub const BUFFER: &str = "weft:demo:buffer";
+
+/// Side of the demo NTNDArray image (ushort pixels).
+pub const IMAGE_SIDE: usize = 64;
 
 /// Points in the demo waveform.
 pub const WAVEFORM_LEN: usize = 1000;
@@ -81,6 +106,10 @@ pub fn demo_provider(provider: &Provider) -> (SharedPv, SharedPv) {
     provider.add_pv(TABLE, table);
     provider.add_pv(SETPOINT, setpoint);
     provider.add_rpc(ADD, Arc::new(add_rpc));
+    let (d, v) = image();
+    provider.add_pv(IMAGE, SharedPv::read_only(d, v));
+    let (d, v) = Builder::new(nt_scalar_array(ScalarType::F64, Meta::default())).with("timeStamp", now_stamp()).build();
+    provider.add_pv(BUFFER, SharedPv::writable(d, v));
     (counter, wave)
 }
 

@@ -100,6 +100,10 @@ try:
     pev.wait(10)
     ps.close()
     out["pipeline_updates"] = len(pgot)
+    img = ctx.get(P + "image", timeout=5)
+    out["image_id"] = raw(img).getID()
+    out["image_shape"] = list(img.shape) if hasattr(img, "shape") else []
+    out["image_sum"] = int(img.sum()) if hasattr(img, "sum") else -1
 finally:
     ctx.close()
 print(json.dumps(out))

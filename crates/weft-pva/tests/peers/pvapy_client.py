@@ -46,4 +46,13 @@ rc = pva.RpcClient(P + "add")
 arg = pva.PvObject({"query": {"a": pva.DOUBLE, "b": pva.DOUBLE}}, {"query": {"a": 1.5, "b": 2.0}}, "epics:nt/NTURI:1.0")
 res = rc.invoke(arg)
 out["rpc_sum"] = res["value"]
+# 1e6 doubles: pvAccessCPP segments this put
+big = [float(i) for i in range(1000000)]
+wf = pva.Channel(P + "buffer")
+wf.put(pva.PvObject({"value": [pva.DOUBLE]}, {"value": big}))
+back = wf.get("field(value)")["value"]
+out["big_len"] = len(back)
+out["big_last"] = back[-1]
+img = pva.Channel(P + "image").get("field()")
+out["image_dims"] = [d["size"] for d in img["dimension"]]
 print(json.dumps(out))
