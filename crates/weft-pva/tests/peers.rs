@@ -359,3 +359,33 @@ async fn weft_client_against_pvapy_server() {
     next_data(&mut m).await;
     peer2.stop().await;
 }
+
+#[tokio::test]
+async fn p4p_monitor_survives_weft_server_restart() {
+    if !enabled("p4p_monitor_survives_weft_server_restart") {
+        return;
+    }
+    let (tcp, udp) = free_ports();
+    let cfg = ServerConfig { tcp_port: tcp, udp_port: udp, tcp_port_fallback: false, ..ServerConfig::isolated() };
+    let s = serve_demo(cfg.clone()).await.unwrap();
+    let mut child = Command::new(python())
+        .arg(here("p4p_restart.py"))
+        .env("EPICS_PVA_ADDR_LIST", format!("127.0.0.1:{udp}"))
+        .env("EPICS_PVA_AUTO_ADDR_LIST", "NO")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start p4p_restart.py");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await.unwrap().unwrap();
+    assert_eq!(first.as_deref(), Some("FIRST"));
+    s.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s2 = serve_demo(cfg).await.unwrap();
+    let last = tokio::time::timeout(Duration::from_secs(90), lines.next_line()).await.unwrap().unwrap().unwrap_or_default();
+    let j: serde_json::Value = serde_json::from_str(&last).unwrap_or_else(|e| panic!("{last:?}: {e}"));
+    assert_eq!(j["ok"], true, "{j}");
+    assert!(j["disconnects"].as_u64().unwrap() >= 1, "{j}");
+    let _ = child.wait().await;
+    s2.shutdown().await;
+}
