@@ -34,6 +34,8 @@ struct State {
     versions: HashMap<u64, (Message, oneshot::Sender<(u64, u64)>)>,
     global_seq: u64,
     shutdown: bool,
+    /// Waiter for the reply to a ticket renewal.
+    auth_waiter: Option<oneshot::Sender<Result<()>>>,
 }
 
 pub struct MonClient {
@@ -66,12 +68,14 @@ impl MonClient {
                 versions: HashMap::new(),
                 global_seq: 0,
                 shutdown: false,
+                auth_waiter: None,
             }),
             osdmap: tx,
             tid: AtomicU64::new(1),
             mode: AtomicU64::new(0),
         });
         let inbound = mc.hunt(true).await?;
+        mc.spawn_renewal();
         let weak = Arc::downgrade(&mc);
         tokio::spawn(async move {
             let mut inbound = inbound;
@@ -209,13 +213,17 @@ impl MonClient {
                 }
             }
             msg_type::AUTH_REPLY => {
-                if let Ok((_, res, _, bl, _)) = msg::decode_auth_reply(&m) {
-                    if res == 0 {
-                        let mut st = lock(&self.state);
-                        if let Err(e) = st.cephx.handle_principal_reply(&bl) {
-                            tracing::warn!(error = %e, "ticket renewal failed");
-                        }
-                    }
+                let mut st = lock(&self.state);
+                let r = match msg::decode_auth_reply(&m) {
+                    Ok((_, 0, _, bl, _)) => st.cephx.handle_principal_reply(&bl).map_err(Error::from),
+                    Ok((_, res, _, _, txt)) => Err(Error::Auth(format!("ticket renewal refused ({res}): {txt}"))),
+                    Err(e) => Err(Error::Decode(e)),
+                };
+                if let Err(e) = &r {
+                    tracing::warn!(error = %e, "ticket renewal failed");
+                }
+                if let Some(w) = st.auth_waiter.take() {
+                    let _ = w.send(r);
                 }
             }
             _ => tracing::trace!(ty = m.ty, "ignoring mon message"),
@@ -354,6 +362,51 @@ impl MonClient {
             .await
             .map_err(|_| Error::Timeout(format!("get_version {what}")))?
             .map_err(|_| Error::Closed)
+    }
+
+    /// Renews the service tickets (MON/OSD/MGR) with GET_PRINCIPAL_SESSION_KEY
+    /// over the current session; new OSD sessions then use the new tickets.
+    pub async fn renew_tickets(&self) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut st = lock(&self.state);
+            let req = st
+                .cephx
+                .principal_request(WANT_KEYS, rand::random::<u64>())
+                .ok_or_else(|| Error::Auth("no auth ticket to renew with".into()))?;
+            let epoch = st.monmap.as_ref().map(|m| m.epoch).unwrap_or(0);
+            let s = st.session.clone().ok_or(Error::Closed)?;
+            st.auth_waiter = Some(tx);
+            s.send(msg::mon_auth(&req, epoch));
+        }
+        tokio::time::timeout(self.cfg.op_timeout, rx)
+            .await
+            .map_err(|_| Error::Timeout("ticket renewal".into()))?
+            .map_err(|_| Error::Closed)?
+    }
+
+    /// Renews tickets at three quarters of their validity, forever.
+    fn spawn_renewal(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let wait = {
+                    let Some(mc) = weak.upgrade() else { return };
+                    let secs = mc.ticket(entity_type::OSD).map(|t| t.validity.sec as u64).unwrap_or(3600);
+                    Duration::from_secs((secs * 3 / 4).max(30))
+                };
+                tokio::time::sleep(wait).await;
+                let Some(mc) = weak.upgrade() else { return };
+                if lock(&mc.state).shutdown {
+                    return;
+                }
+                if let Err(e) = mc.renew_tickets().await {
+                    tracing::warn!(error = %e, "ticket renewal failed; retrying in 30 s");
+                    drop(mc);
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                }
+            }
+        });
     }
 
     /// Drops the current mon session (tests use it to exercise hunting).

@@ -146,6 +146,12 @@ impl Rados {
         self.inner.monc.shutdown();
     }
 
+    /// Drops all OSD sessions; the next op on each reconnects (with the
+    /// current tickets). Pending ops are resent.
+    pub async fn reset_osd_sessions(&self) {
+        self.inner.osds.lock().await.clear();
+    }
+
     async fn session(&self, osd: i32, map: &OsdMap) -> Result<Arc<OsdSession>> {
         let addr = usize::try_from(osd)
             .ok()
