@@ -178,3 +178,28 @@ async fn garbage_client_is_dropped_and_others_are_served() {
     assert!(s.stats().connections_closed_on_error.load(std::sync::atomic::Ordering::Relaxed) >= 2);
     s.shutdown().await;
 }
+
+#[tokio::test]
+async fn servers_sharing_a_udp_port_all_answer_unicast_searches() {
+    use weft_pva::proto::nt::{Meta, nt_scalar};
+    use weft_pva::server::{Provider, Server, SharedPv};
+    let (_, udp) = free_ports();
+    let mut servers = vec![];
+    for i in 0..3 {
+        let p = Provider::new();
+        let (d, v) = Builder::new(nt_scalar(ScalarType::I32, Meta::default())).with("value", Value::I32(i)).build();
+        p.add_pv(&format!("share:{i}"), SharedPv::read_only(d, v));
+        let cfg = ServerConfig { udp_port: udp, ..ServerConfig::isolated() };
+        servers.push(Server::start(cfg, p).await.unwrap());
+    }
+    // One client socket: the kernel hands its unicast searches to one of the three
+    // sockets; forwarding over 224.0.0.128 must let every server answer.
+    let c = Client::new(ClientConfig::unicast(SocketAddr::from((Ipv4Addr::LOCALHOST, udp)))).await.unwrap();
+    for i in 0..3 {
+        let d = c.get(&format!("share:{i}"), "").await.unwrap();
+        assert_eq!(field(&d, "value"), Value::I32(i));
+    }
+    for s in servers {
+        s.shutdown().await;
+    }
+}

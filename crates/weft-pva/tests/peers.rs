@@ -389,3 +389,32 @@ async fn p4p_monitor_survives_weft_server_restart() {
     let _ = child.wait().await;
     s2.shutdown().await;
 }
+
+#[tokio::test]
+async fn weft_and_pvxs_servers_share_a_udp_port() {
+    if !enabled("weft_and_pvxs_servers_share_a_udp_port") {
+        return;
+    }
+    let (tcp, udp) = free_ports();
+    let peer = start_p4p(tcp, udp, 10).await;
+    let s = serve_demo(ServerConfig { udp_port: udp, ..ServerConfig::isolated() }).await.unwrap();
+    // Both clients must find PVs of both servers through the one shared port,
+    // whichever socket the kernel hands the unicast search to (ORIGIN_TAG forwarding).
+    let c = client_for(udp).await;
+    for _ in 0..3 {
+        assert_eq!(f(&c.get("p4p:int", "").await.unwrap(), "value"), Value::I32(42));
+        assert!(matches!(f(&c.get(weft_pva::server::demo::COUNTER, "").await.unwrap(), "value"), Value::I32(_)));
+    }
+    let out = Command::new(python())
+        .arg("-c")
+        .arg("from p4p.client.thread import Context\nc=Context('pva')\nprint(int(c.get('p4p:int', timeout=5)), int(c.get('weft:demo:setpoint', timeout=5)))\nc.close()")
+        .env("EPICS_PVA_ADDR_LIST", format!("127.0.0.1:{udp}"))
+        .env("EPICS_PVA_AUTO_ADDR_LIST", "NO")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42 0");
+    s.shutdown().await;
+    peer.stop().await;
+}

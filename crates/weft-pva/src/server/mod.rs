@@ -66,8 +66,14 @@ impl Server {
         info!(%tcp_addr, %udp_addr, "pvAccess server listening");
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(accept_loop(listener, shared.clone(), stop_rx.clone())));
+        // Only a server on loopback or all interfaces can meet its neighbours on the loopback group.
+        let forward = if config.bind.is_loopback() || config.bind.is_unspecified() {
+            udp::bind_forward(udp_addr.port())
+        } else {
+            None
+        };
         let udp = Arc::new(udp);
-        tasks.push(tokio::spawn(udp::search_loop(udp.clone(), shared.clone(), config.bind, stop_rx.clone())));
+        tasks.push(tokio::spawn(udp::search_loop(udp.clone(), forward, shared.clone(), config.bind, stop_rx.clone())));
         if !config.beacon_addrs.is_empty() {
             tasks.push(tokio::spawn(udp::beacon_loop(udp, shared.clone(), config.clone(), stop_rx)));
         }
