@@ -50,6 +50,8 @@ struct Inner {
     tid: AtomicU64,
     watchers: Mutex<HashMap<u64, mpsc::UnboundedSender<WatchNotify>>>,
     cookie: AtomicU64,
+    /// Bumped when an OSD lifts a backoff: in-flight ops resend at once.
+    kick: tokio::sync::watch::Sender<u64>,
 }
 
 /// A connected cluster handle.
@@ -86,6 +88,7 @@ impl Rados {
                 tid: AtomicU64::new(1),
                 watchers: Mutex::new(HashMap::new()),
                 cookie: AtomicU64::new(1),
+                kick: tokio::sync::watch::channel(0).0,
             }),
         })
     }
@@ -214,7 +217,23 @@ impl Rados {
                         }
                     }
                     msg_type::OSD_MAP => inner.monc.handle_osd_map(&m),
-                    msg_type::OSD_BACKOFF => tracing::debug!(osd, "osd backoff (ops will be resent on timeout)"),
+                    msg_type::OSD_BACKOFF => match msg::decode_backoff(&m) {
+                        // While blocked the OSD drops our ops for that range; ack the
+                        // block, and resend everything in flight when it is lifted.
+                        Ok(b) if b.op == msg::backoff_op::BLOCK => {
+                            tracing::debug!(osd, pg = %b.pgid, "osd backoff: block");
+                            let sess = inner.osds.lock().await.get(&osd).cloned();
+                            if let Some(s) = sess {
+                                s.handle.send(msg::backoff_ack(&b));
+                            }
+                        }
+                        Ok(b) if b.op == msg::backoff_op::UNBLOCK => {
+                            tracing::debug!(osd, pg = %b.pgid, "osd backoff: unblock");
+                            inner.kick.send_modify(|k| *k += 1);
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(osd, error = %e, "bad backoff message"),
+                    },
                     other => tracing::trace!(osd, ty = other, "ignoring osd message"),
                 }
             }
@@ -231,6 +250,7 @@ impl Rados {
         let deadline = Instant::now() + self.inner.cfg.op_timeout;
         let mut attempt: i32 = 0;
         let mut maps = self.inner.monc.subscribe_osdmap();
+        let mut kicks = self.inner.kick.subscribe();
         loop {
             if Instant::now() >= deadline {
                 return Err(Error::Timeout(format!("op on {}", t.oid)));
@@ -313,6 +333,10 @@ impl Rados {
                     attempt += 1;
                 }
                 _ = tokio::time::sleep_until(resend_at.into()) => {
+                    lock(&session.pending).remove(&tid);
+                    attempt += 1;
+                }
+                _ = kicks.changed() => {
                     lock(&session.pending).remove(&tid);
                     attempt += 1;
                 }

@@ -556,6 +556,52 @@ pub fn decode_watch_notify(m: &Message) -> DResult<WatchNotify> {
     Ok(WatchNotify { cookie, ver, notify_id, opcode, payload, return_code, notifier_gid })
 }
 
+/// MOSDBackoff: the OSD asks us to stop sending ops for a range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backoff {
+    pub pgid: PgId,
+    pub shard: i8,
+    pub epoch: u32,
+    pub op: u8,
+    pub id: u64,
+    pub begin: HObject,
+    pub end: HObject,
+}
+
+pub mod backoff_op {
+    pub const BLOCK: u8 = 1;
+    pub const ACK_BLOCK: u8 = 2;
+    pub const UNBLOCK: u8 = 3;
+}
+
+pub fn decode_backoff(m: &Message) -> DResult<Backoff> {
+    let mut r = Reader::new(&m.front);
+    let (_v, mut spg) = r.versioned(1, "spg_t")?;
+    let pgid = PgId::decode(&mut spg)?;
+    let shard = spg.u8("spg_t.shard")? as i8;
+    let epoch = r.u32("backoff.epoch")?;
+    let op = r.u8("backoff.op")?;
+    let id = r.u64("backoff.id")?;
+    let begin = HObject::decode(&mut r)?;
+    let end = HObject::decode(&mut r)?;
+    Ok(Backoff { pgid, shard, epoch, op, id, begin, end })
+}
+
+/// The client's ACK_BLOCK for a BLOCK.
+pub fn backoff_ack(b: &Backoff) -> Message {
+    let mut f = Vec::new();
+    encode_versioned(&mut f, 1, 1, |x| {
+        b.pgid.encode(x);
+        x.put_i8(b.shard);
+    });
+    f.put_u32_le(b.epoch);
+    f.put_u8(backoff_op::ACK_BLOCK);
+    f.put_u64_le(b.id);
+    b.begin.encode(&mut f);
+    b.end.encode(&mut f);
+    Message::new(msg_type::OSD_BACKOFF, 1, 1, f)
+}
+
 /// PGNLS reply body: (next cursor, entries as (nspace, oid, locator)).
 pub fn decode_pgnls_response(data: &[u8]) -> DResult<(HObject, Vec<(String, String, String)>)> {
     let mut r = Reader::new(data);
@@ -600,6 +646,22 @@ mod tests {
         assert_eq!(&m.data[..], b"abc");
         // spg_t envelope: v1 c1 len 18 = pg_t(17) + shard(1)
         assert_eq!(&m.front[..6], &[1, 1, 18, 0, 0, 0]);
+    }
+
+    #[test]
+    fn backoff_ack_roundtrip() {
+        let b = Backoff {
+            pgid: PgId { pool: 1, seed: 3 },
+            shard: -1,
+            epoch: 9,
+            op: backoff_op::BLOCK,
+            id: 77,
+            begin: HObject::min(),
+            end: HObject { max: true, ..HObject::min() },
+        };
+        let m = backoff_ack(&b);
+        let d = decode_backoff(&m).unwrap();
+        assert_eq!(d, Backoff { op: backoff_op::ACK_BLOCK, ..b });
     }
 
     #[test]
