@@ -404,6 +404,24 @@ fn decode_array(r: &mut Reader<'_>, t: ScalarType, kind: ArrayKind) -> Result<Sc
             $c(v)
         }};
     }
+    // Fixed-width numbers: one bounds check for the whole array, then a tight
+    // loop over exact chunks (arrays of 1e6 doubles are common).
+    macro_rules! bulk {
+        ($c:path, $t:ty, $w:expr) => {{
+            let order = r.order;
+            let b = r.take(n.saturating_mul($w), "array")?;
+            let mut v = Vec::with_capacity(n);
+            for c in b.chunks_exact($w) {
+                let mut a = [0u8; $w];
+                a.copy_from_slice(c);
+                v.push(match order {
+                    ByteOrder::Little => <$t>::from_le_bytes(a),
+                    ByteOrder::Big => <$t>::from_be_bytes(a),
+                });
+            }
+            $c(v)
+        }};
+    }
     Ok(match t {
         ScalarType::Bool => {
             let b = r.take(n, "bool array")?;
@@ -411,14 +429,14 @@ fn decode_array(r: &mut Reader<'_>, t: ScalarType, kind: ArrayKind) -> Result<Sc
         }
         ScalarType::I8 => rd!(ScalarArray::I8, i8),
         ScalarType::U8 => ScalarArray::U8(r.take(n, "byte array")?.to_vec()),
-        ScalarType::I16 => rd!(ScalarArray::I16, i16),
-        ScalarType::U16 => rd!(ScalarArray::U16, u16),
-        ScalarType::I32 => rd!(ScalarArray::I32, i32),
-        ScalarType::U32 => rd!(ScalarArray::U32, u32),
-        ScalarType::I64 => rd!(ScalarArray::I64, i64),
-        ScalarType::U64 => rd!(ScalarArray::U64, u64),
-        ScalarType::F32 => rd!(ScalarArray::F32, f32),
-        ScalarType::F64 => rd!(ScalarArray::F64, f64),
+        ScalarType::I16 => bulk!(ScalarArray::I16, i16, 2),
+        ScalarType::U16 => bulk!(ScalarArray::U16, u16, 2),
+        ScalarType::I32 => bulk!(ScalarArray::I32, i32, 4),
+        ScalarType::U32 => bulk!(ScalarArray::U32, u32, 4),
+        ScalarType::I64 => bulk!(ScalarArray::I64, i64, 8),
+        ScalarType::U64 => bulk!(ScalarArray::U64, u64, 8),
+        ScalarType::F32 => bulk!(ScalarArray::F32, f32, 4),
+        ScalarType::F64 => bulk!(ScalarArray::F64, f64, 8),
         ScalarType::String => rd!(ScalarArray::String, string),
     })
 }

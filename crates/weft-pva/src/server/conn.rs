@@ -321,9 +321,12 @@ impl Conn {
                 if destroy {
                     self.ops.remove(&r.ioid);
                 }
-                let (d, v) = pv.map(|p| p.current()).unwrap_or((FieldDesc::Any, Value::Any(None)));
-                self.send(&resp(cmd::GET, r.ioid, r.subcmd, Status::ok(), RespBody::Data(data_bytes(&d, &v, &mask)?)))
-                    .await
+                // Encode under the read lock: no copy of a (possibly big) value.
+                let data = match pv.and_then(|p| p.with_current(|d, v| data_bytes(d, v, &mask))) {
+                    Some(r) => r?,
+                    None => return self.op_error(&r, "no PV".into()).await,
+                };
+                self.send(&resp(cmd::GET, r.ioid, r.subcmd, Status::ok(), RespBody::Data(data))).await
             }
             (OpKind::Put, cmd::PUT) | (OpKind::PutGet, cmd::PUT_GET) => {
                 let pv = op.pv.clone();

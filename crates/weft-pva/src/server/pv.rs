@@ -35,7 +35,8 @@ pub type ChannelHook = Arc<dyn Fn(&str, i64) + Send + Sync>;
 pub struct Update {
     pub changed: BitSet,
     pub overrun: BitSet,
-    pub value: Value,
+    /// Shared between all subscribers of one post (no per-subscriber copy).
+    pub value: Arc<Value>,
 }
 
 /// A subscriber's bounded queue. When full, the newest update is squashed
@@ -59,7 +60,7 @@ impl Subscription {
         })
     }
 
-    fn push(&self, changed: &BitSet, value: &Value) {
+    fn push(&self, changed: &BitSet, value: &Arc<Value>) {
         {
             let Ok(mut q) = self.q.lock() else { return };
             if q.closed {
@@ -101,7 +102,7 @@ impl Subscription {
 
 struct PvState {
     desc: FieldDesc,
-    value: Value,
+    value: Arc<Value>,
     subs: Vec<std::sync::Weak<Subscription>>,
 }
 
@@ -135,7 +136,7 @@ impl SharedPv {
     fn make(desc: FieldDesc, value: Value, writable: bool, on_put: Option<PutHandler>) -> Self {
         SharedPv {
             inner: Arc::new(Inner {
-                state: RwLock::new(PvState { desc, value, subs: vec![] }),
+                state: RwLock::new(PvState { desc, value: Arc::new(value), subs: vec![] }),
                 on_put,
                 writable,
                 observers: RwLock::new(vec![]),
@@ -169,7 +170,7 @@ impl SharedPv {
     /// Current type and value.
     pub fn current(&self) -> (FieldDesc, Value) {
         match self.inner.state.read() {
-            Ok(s) => (s.desc.clone(), s.value.clone()),
+            Ok(s) => (s.desc.clone(), (*s.value).clone()),
             Err(_) => (FieldDesc::Any, Value::Any(None)),
         }
     }
@@ -214,15 +215,21 @@ impl SharedPv {
         self.post_inner(&changed, value, false);
     }
 
-    fn post_inner(&self, changed: &BitSet, value: Value, want_copy: bool) -> Option<Value> {
+    fn post_inner(&self, changed: &BitSet, value: Value, want_copy: bool) -> Option<Arc<Value>> {
         let Ok(mut s) = self.inner.state.write() else { return None };
         let expanded = expand_bits(&s.desc, changed);
-        s.value = value;
+        s.value = Arc::new(value);
         s.subs.retain(|w| w.strong_count() > 0);
         for sub in s.subs.iter().filter_map(|w| w.upgrade()) {
             sub.push(&expanded, &s.value);
         }
         want_copy.then(|| s.value.clone())
+    }
+
+    /// Run `f` on the current type and value without copying the value.
+    pub fn with_current<R>(&self, f: impl FnOnce(&FieldDesc, &Value) -> R) -> Option<R> {
+        let s = self.inner.state.read().ok()?;
+        Some(f(&s.desc, &s.value))
     }
 
     /// Register a post observer.
