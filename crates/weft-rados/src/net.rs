@@ -109,6 +109,32 @@ fn classify(peer: SocketAddr, e: crate::proto::conn::ConnError) -> Error {
     }
 }
 
+/// Writes buffers in order: small ones are gathered into one write, large
+/// ones go out as they are (no copy).
+async fn write_parts(wr: &mut tokio::net::tcp::OwnedWriteHalf, parts: Vec<bytes::Bytes>) -> std::io::Result<()> {
+    const GATHER_MAX: usize = 64 * 1024;
+    let mut stage: Vec<u8> = Vec::new();
+    for p in parts {
+        if p.len() < GATHER_MAX {
+            stage.extend_from_slice(&p);
+            if stage.len() >= GATHER_MAX {
+                wr.write_all(&stage).await?;
+                stage.clear();
+            }
+        } else {
+            if !stage.is_empty() {
+                wr.write_all(&stage).await?;
+                stage.clear();
+            }
+            wr.write_all(&p).await?;
+        }
+    }
+    if !stage.is_empty() {
+        wr.write_all(&stage).await?;
+    }
+    Ok(())
+}
+
 async fn run(
     peer: SocketAddr,
     sock: TcpStream,
@@ -157,8 +183,7 @@ async fn run(
             _ = ka.tick() => conn.send_keepalive(now_utime()),
         }
         if conn.has_output() {
-            let o = conn.take_output();
-            if let Err(e) = wr.write_all(&o).await {
+            if let Err(e) = write_parts(&mut wr, conn.take_output_parts()).await {
                 tracing::debug!(%peer, error = %e, "write failed");
                 break;
             }

@@ -103,7 +103,7 @@ pub struct Connection {
     state: State,
     codec: FrameCodec,
     rx: BytesMut,
-    tx: Vec<u8>,
+    tx: Vec<Bytes>,
     sign_rx: Vec<u8>,
     sign_tx: Vec<u8>,
     auth: AuthMethod,
@@ -143,7 +143,7 @@ impl Connection {
             monmap_epoch: 0,
         };
         c.sign_tx.extend_from_slice(&banner);
-        c.tx.extend_from_slice(&banner);
+        c.tx.push(Bytes::from(banner));
         c
     }
 
@@ -169,6 +169,10 @@ impl Connection {
 
     /// Bytes to write to the socket (drains the buffer).
     pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.tx).concat()
+    }
+    /// Output as buffers to write in order (large payloads are not copied).
+    pub fn take_output_parts(&mut self) -> Vec<Bytes> {
         std::mem::take(&mut self.tx)
     }
     pub fn has_output(&self) -> bool {
@@ -183,7 +187,7 @@ impl Connection {
         if matches!(self.state, State::Banner | State::Hello | State::Auth) {
             self.sign_tx.extend_from_slice(&wire);
         }
-        self.tx.extend_from_slice(&wire);
+        self.tx.push(Bytes::from(wire));
     }
 
     /// Queues a message (valid once ready; earlier ones are the caller's bug
@@ -194,7 +198,9 @@ impl Connection {
         }
         self.out_seq += 1;
         let hdr = m.encode_header(self.out_seq, self.in_seq);
-        self.send_frame(Tag::Message, &[&hdr, &m.front, &m.middle, &m.data]);
+        let segs = [Bytes::copy_from_slice(&hdr), m.front.clone(), m.middle.clone(), m.data.clone()];
+        let parts = self.codec.encode_parts(Tag::Message, &segs);
+        self.tx.extend(parts);
         true
     }
 
@@ -421,8 +427,6 @@ fn hmac(key: &[u8; 16], data: &[u8]) -> [u8; 32] {
     out
 }
 
-#[allow(dead_code)]
-fn _assert_bytes(_: Bytes) {}
 
 #[cfg(test)]
 mod tests {

@@ -255,6 +255,42 @@ impl FrameCodec {
         matches!(self.mode, Mode::Secure { .. })
     }
 
+    /// Serializes a frame as a list of buffers to write in order; in crc
+    /// mode the big segments are shared, not copied.
+    pub fn encode_parts(&mut self, tag: Tag, segs: &[Bytes]) -> Vec<Bytes> {
+        if let Mode::Crc = self.mode {
+            let lens: Vec<usize> = segs.iter().map(|s| s.len()).collect();
+            let pre = encode_preamble(tag, &lens);
+            let count = pre[1] as usize;
+            let first = segs.first().cloned().unwrap_or_default();
+            let mut head = Vec::with_capacity(PREAMBLE_LEN + first.len() + 4);
+            head.extend_from_slice(&pre);
+            head.extend_from_slice(&first);
+            head.extend_from_slice(&ceph_crc32c(u32::MAX, &first).to_le_bytes());
+            let mut parts = vec![Bytes::from(head)];
+            if count > 1 {
+                let mut epi = Vec::with_capacity(CRC_EPILOGUE_LEN);
+                epi.push(LATE_STATUS_COMPLETE);
+                for i in 1..4 {
+                    let c = match segs.get(i) {
+                        Some(s) if i < count => {
+                            if !s.is_empty() {
+                                parts.push(s.clone());
+                            }
+                            ceph_crc32c(u32::MAX, s)
+                        }
+                        _ => 0,
+                    };
+                    epi.extend_from_slice(&c.to_le_bytes());
+                }
+                parts.push(Bytes::from(epi));
+            }
+            return parts;
+        }
+        let refs: Vec<&[u8]> = segs.iter().map(|s| &s[..]).collect();
+        vec![Bytes::from(self.encode(tag, &refs))]
+    }
+
     /// Serializes a frame with the given segments.
     pub fn encode(&mut self, tag: Tag, segs: &[&[u8]]) -> Vec<u8> {
         let lens: Vec<usize> = segs.iter().map(|s| s.len()).collect();
@@ -521,6 +557,17 @@ mod tests {
             assert_eq!(&f.segments[3][..], b"data!");
             assert_eq!(raw.len(), wire.len());
         }
+    }
+
+    #[test]
+    fn parts_equal_flat_encoding() {
+        let mut a = FrameCodec::new();
+        let segs = [Bytes::from_static(&[7u8; 41]), Bytes::from_static(b"front"), Bytes::new(), Bytes::from_static(b"data!")];
+        let flat = a.encode(Tag::Message, &[&segs[0], &segs[1], &segs[2], &segs[3]]);
+        let parts: Vec<u8> = a.encode_parts(Tag::Message, &segs).concat();
+        assert_eq!(parts, flat);
+        let ctrl = a.encode(Tag::Ack, &[b"12345678"]);
+        assert_eq!(a.encode_parts(Tag::Ack, &[Bytes::from_static(b"12345678")]).concat(), ctrl);
     }
 
     #[test]

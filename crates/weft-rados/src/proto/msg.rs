@@ -272,7 +272,7 @@ pub struct OsdOp {
     pub flags: u32,
     /// The 28-byte union, already laid out by the constructor.
     pub args: [u8; 28],
-    pub indata: Vec<u8>,
+    pub indata: Bytes,
 }
 
 impl OsdOp {
@@ -295,8 +295,10 @@ impl OsdOp {
         a.put_u32_le(value.len() as u32);
         a.put_u8(cmp_op);
         a.put_u8(cmp_mode);
-        o.indata.extend_from_slice(name.as_bytes());
-        o.indata.extend_from_slice(value);
+        let mut d = Vec::with_capacity(name.len() + value.len());
+        d.extend_from_slice(name.as_bytes());
+        d.extend_from_slice(value);
+        o.indata = Bytes::from(d);
         o
     }
     pub fn call(class: &str, method: &str, input: &[u8]) -> Self {
@@ -306,9 +308,11 @@ impl OsdOp {
         a.put_u8(method.len() as u8);
         a.put_u8(0);
         a.put_u32_le(input.len() as u32);
-        o.indata.extend_from_slice(class.as_bytes());
-        o.indata.extend_from_slice(method.as_bytes());
-        o.indata.extend_from_slice(input);
+        let mut d = Vec::with_capacity(class.len() + method.len() + input.len());
+        d.extend_from_slice(class.as_bytes());
+        d.extend_from_slice(method.as_bytes());
+        d.extend_from_slice(input);
+        o.indata = Bytes::from(d);
         o
     }
     pub fn pgls(op: u16, count: u64, start_epoch: u32, cursor: &HObject) -> Self {
@@ -316,7 +320,9 @@ impl OsdOp {
         let mut a = &mut o.args[..];
         a.put_u64_le(count);
         a.put_u32_le(start_epoch);
-        cursor.encode(&mut o.indata);
+        let mut d = Vec::new();
+        cursor.encode(&mut d);
+        o.indata = Bytes::from(d);
         o
     }
     pub fn watch(cookie: u64, watch_op: u8, generation: u32) -> Self {
@@ -338,8 +344,8 @@ impl OsdOp {
         self.flags = f;
         self
     }
-    pub fn with_indata(mut self, d: Vec<u8>) -> Self {
-        self.indata = d;
+    pub fn with_indata(mut self, d: impl Into<Bytes>) -> Self {
+        self.indata = d.into();
         self
     }
     fn encode(&self, out: &mut Vec<u8>) {
@@ -445,11 +451,22 @@ pub fn osd_op(
     });
     f.put_str(&t.oid);
     f.put_u16_le(ops.len() as u16);
-    let mut data = Vec::new();
     for op in ops {
         op.encode(&mut f);
-        data.extend_from_slice(&op.indata);
     }
+    // one op with input (the common write): share its buffer, no copy
+    let with_data: Vec<&OsdOp> = ops.iter().filter(|o| !o.indata.is_empty()).collect();
+    let data = match with_data.as_slice() {
+        [] => Bytes::new(),
+        [one] => one.indata.clone(),
+        many => {
+            let mut v = Vec::with_capacity(many.iter().map(|o| o.indata.len()).sum());
+            for o in many {
+                v.extend_from_slice(&o.indata);
+            }
+            Bytes::from(v)
+        }
+    };
     f.put_u64_le(CEPH_NOSNAP);
     f.put_u64_le(snap_seq);
     f.put_u32_le(snaps.len() as u32);
@@ -461,7 +478,7 @@ pub fn osd_op(
     let mut m = Message::new(msg_type::OSD_OP, 8, 3, f);
     m.tid = tid;
     m.priority = 63; // CEPH_MSG_PRIO_DEFAULT
-    m.data = Bytes::from(data);
+    m.data = data;
     m
 }
 
