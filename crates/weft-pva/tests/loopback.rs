@@ -203,3 +203,35 @@ async fn servers_sharing_a_udp_port_all_answer_unicast_searches() {
         s.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn garbage_mid_session_closes_only_that_connection() {
+    use weft_pva::client::{Channel, ClientConn};
+    let (s, c) = setup().await;
+    let conn = ClientConn::connect(s.tcp_addr(), Duration::from_secs(5)).await.unwrap();
+    let (cid, sid, _w) = conn.create_channel(demo::SETPOINT, Duration::from_secs(5)).await.unwrap();
+    let ch = Channel { conn: conn.clone(), sid, cid, name: demo::SETPOINT.into() };
+    ch.get("", Duration::from_secs(5)).await.unwrap();
+    // An unknown command is ignored: the connection stays usable.
+    conn.send_raw(vec![0xCA, 2, 0, 0x7F, 3, 0, 0, 0, 1, 2, 3]).await.unwrap();
+    ch.get("", Duration::from_secs(5)).await.unwrap();
+    // A GET init whose pvRequest has a nesting depth beyond the limit: the peer is
+    // misbehaving, so its connection is closed.
+    let mut payload = vec![];
+    payload.extend_from_slice(&sid.to_le_bytes());
+    payload.extend_from_slice(&99u32.to_le_bytes());
+    payload.push(0x08);
+    for _ in 0..100 {
+        payload.extend_from_slice(&[0x80, 0x00, 0x01, 0x01, b'f']);
+    }
+    payload.push(0x22);
+    let mut m = vec![0xCA, 2, 0, 10];
+    m.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    m.extend_from_slice(&payload);
+    conn.send_raw(m).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), conn.closed()).await.expect("server should close the connection");
+    // Everyone else is still served.
+    let g = c.get(demo::SETPOINT, "").await.unwrap();
+    assert_eq!(g.desc.id(), "epics:nt/NTScalar:1.0");
+    s.shutdown().await;
+}
