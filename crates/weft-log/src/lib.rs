@@ -43,7 +43,8 @@
 //!
 //! Errors: [`LogError`], one enum; [`LogError::fault`] says whether the
 //! caller ([`Fault::Client`]), a transient state ([`Fault::Retry`]) or the
-//! server ([`Fault::Server`]) is at fault.
+//! server ([`Fault::Server`]) is at fault; [`LogError::code`] gives a stable
+//! snake_case code for typed error DTOs (`offset_out_of_range`, ...).
 //!
 //! Offline tooling (`weft log ...` subcommands that work on a data
 //! directory without a server): [`cli::LogCmd`] and [`cli::run`].
