@@ -317,8 +317,10 @@ pub async fn consume(client: &Client, args: ConsumeArgs) -> Result<(), CliError>
             if printed >= limit || (!got_any && !args.follow) {
                 return Ok::<(), CliError>(());
             }
-            if let (Some(m), Some(group)) = (&member, &args.group) {
-                if last_beat.elapsed() > Duration::from_secs(2) {
+            if let (Some(m), Some(group)) = (&member, &args.group)
+                && last_beat.elapsed() > Duration::from_secs(2)
+            {
+                {
                     let beat: Result<dto::Member, _> =
                         client.call(route::GROUP_HEARTBEAT, &dto::MemberRef { group: group.clone(), member_id: m.member_id.clone() }).await;
                     last_beat = Instant::now();

@@ -406,13 +406,12 @@ async fn run_connection(inner: &Arc<Inner>, rx: &mut mpsc::Receiver<Frame>, mut 
 /// the previous connection): the server must not run them late.
 fn push_live(inner: &Inner, frame: &Frame, out: &mut BytesMut) {
     let live = frame.kind != FrameKind::Request || lock(&inner.pending).contains_key(&frame.id);
-    if live {
-        if let Err(e) = encode(frame, out) {
-            if let Some(tx) = lock(&inner.pending).remove(&frame.id) {
-                let err = weft_wire::error_frame_for(frame.id, BodyFormat::MsgPack, &ErrorBody::new(ErrorCode::BadFrame, e.to_string()));
-                let _ = tx.send(err);
-            }
-        }
+    if live
+        && let Err(e) = encode(frame, out)
+        && let Some(tx) = lock(&inner.pending).remove(&frame.id)
+    {
+        let err = weft_wire::error_frame_for(frame.id, BodyFormat::MsgPack, &ErrorBody::new(ErrorCode::BadFrame, e.to_string()));
+        let _ = tx.send(err);
     }
 }
 

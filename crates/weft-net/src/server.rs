@@ -443,10 +443,10 @@ where
     // ones stopping, then close the writer.
     requests.close();
     requests.wait().await;
-    if shared.stop.is_cancelled() {
-        if let Ok(goaway) = Frame::with_body(FrameKind::Control, MessageId::nil(), CONTROL_GOAWAY, BodyFormat::MsgPack, &()) {
-            let _ = tx.send(goaway).await;
-        }
+    if shared.stop.is_cancelled()
+        && let Ok(goaway) = Frame::with_body(FrameKind::Control, MessageId::nil(), CONTROL_GOAWAY, BodyFormat::MsgPack, &())
+    {
+        let _ = tx.send(goaway).await;
     }
     drop(tx);
     let _ = writer_task.await;

@@ -71,12 +71,15 @@ impl EndpointStats {
     }
 }
 
+/// A source of extra flat keys, read at every snapshot.
+type GaugeFn = Arc<dyn Fn() -> Vec<(String, serde_json::Value)> + Send + Sync>;
+
 /// Statistics of all endpoints plus any gauges other parts register
 /// (connection counts, queue sizes...).
 #[derive(Default)]
 pub struct StatsRegistry {
     endpoints: Mutex<HashMap<String, Arc<EndpointStats>>>,
-    gauges: Mutex<Vec<Arc<dyn Fn() -> Vec<(String, serde_json::Value)> + Send + Sync>>>,
+    gauges: Mutex<Vec<GaugeFn>>,
 }
 
 impl StatsRegistry {

@@ -136,10 +136,10 @@ impl Header {
     fn peek(src: &[u8]) -> Result<Option<Header>, FrameError> {
         // Check the magic as soon as two bytes are in, so garbage is refused
         // without waiting for a whole header.
-        if let (Some(&a), Some(&b)) = (src.first(), src.get(1)) {
-            if [a, b] != MAGIC {
-                return Err(FrameError::BadMagic { found: [a, b] });
-            }
+        if let (Some(&a), Some(&b)) = (src.first(), src.get(1))
+            && [a, b] != MAGIC
+        {
+            return Err(FrameError::BadMagic { found: [a, b] });
         }
         let Some(h) = src.get(..HEADER_LEN) else {
             return Ok(None);
