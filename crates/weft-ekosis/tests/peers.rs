@@ -6,8 +6,8 @@
 //! (b) Weft's ekosis client and a Weft queued sender against the real ekosis
 //!     server (shared/scripts/ekosis/eko_echo_server.py).
 //!
-//! Python: $WEFT_PYTHON, default /work/main/.venv/bin/python (install with
-//! scripts/peers/ekosis.sh). Scripts: $WEFT_EKOSIS_SCRIPTS, default
+//! Python: $WEFT_PYTHON, default <repo>/.venv/bin/python, else
+//! /work/main/.venv/bin/python (install with scripts/peers/ekosis.sh). Scripts: $WEFT_EKOSIS_SCRIPTS, default
 //! ../shared/scripts/ekosis beside the repository.
 
 use std::path::{Path, PathBuf};
@@ -34,7 +34,13 @@ fn enabled(test: &str) -> bool {
 }
 
 fn python() -> String {
-    std::env::var("WEFT_PYTHON").unwrap_or_else(|_| "/work/main/.venv/bin/python".into())
+    if let Ok(p) = std::env::var("WEFT_PYTHON") {
+        return p;
+    }
+    // The venv scripts/peers/ekosis.sh makes in this checkout, else the
+    // development machine's.
+    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    if local.exists() { local.to_string_lossy().into_owned() } else { "/work/main/.venv/bin/python".into() }
 }
 
 fn scripts() -> PathBuf {
