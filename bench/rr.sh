@@ -7,6 +7,7 @@
 #   DURATION=5 CLIENTS=1,8 bench/rr.sh
 #   WORKLOAD=echo PAYLOAD=64 bench/rr.sh   # weft.echo of 64 bytes instead of ping
 #   WEFT_THREADS=1 bench/rr.sh         # weft serve on one runtime thread, like redis
+#   BUILD=0 bench/rr.sh                # use the release binaries already built
 #   NICE=-10 bench/rr.sh               # run servers and load generators at this
 #                                      # niceness (root), when other jobs share the CPUs
 #
@@ -40,8 +41,10 @@ if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/nu
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server redis-tools >/dev/null
 fi
-log "building release binaries (weft, weft-bench)"
-(cd "$ROOT" && cargo build --release -q -p weft -p weft-bench)
+if [ "${BUILD:-1}" != 0 ]; then
+    log "building release binaries (weft, weft-bench)"
+    (cd "$ROOT" && cargo build --release -q -p weft -p weft-bench)
+fi
 WEFT=$CARGO_TARGET_DIR/release/weft
 BENCH=$CARGO_TARGET_DIR/release/weft-bench
 
