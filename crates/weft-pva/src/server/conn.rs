@@ -156,6 +156,33 @@ fn data_bytes(desc: &FieldDesc, value: &Value, bits: &BitSet) -> Result<bytes::B
     Ok(w.buf.into())
 }
 
+/// Encode an operation response whose typed data is written straight into
+/// the message buffer (no intermediate copy of big values).
+fn typed_response(
+    command: u8,
+    ioid: u32,
+    subcmd: u8,
+    status: Option<&Status>,
+    data: impl FnOnce(&mut Writer) -> Result<()>,
+) -> Result<Vec<u8>> {
+    let mut w = Writer::new(ByteOrder::Little);
+    w.bytes(&[0u8; crate::proto::header::HEADER_LEN]);
+    w.u32(ioid);
+    w.u8(subcmd);
+    if let Some(s) = status {
+        s.encode(&mut w);
+    }
+    data(&mut w)?;
+    let size = u32::try_from(w.buf.len() - crate::proto::header::HEADER_LEN)
+        .map_err(|_| Error::Usage("response larger than 4 GiB".into()))?;
+    let mut hdr = Vec::with_capacity(crate::proto::header::HEADER_LEN);
+    Header::new(command, crate::proto::header::flags_for(ByteOrder::Little, true), size).write(&mut hdr);
+    if let Some(h) = w.buf.get_mut(..crate::proto::header::HEADER_LEN) {
+        h.copy_from_slice(&hdr);
+    }
+    Ok(w.buf)
+}
+
 fn resp(command: u8, ioid: u32, subcmd: u8, status: Status, body: RespBody) -> Message {
     Message::Response(OpResponse { command, ioid, subcmd, status: Some(status), body })
 }
@@ -321,12 +348,19 @@ impl Conn {
                 if destroy {
                     self.ops.remove(&r.ioid);
                 }
-                // Encode under the read lock: no copy of a (possibly big) value.
-                let data = match pv.and_then(|p| p.with_current(|d, v| data_bytes(d, v, &mask))) {
-                    Some(r) => r?,
-                    None => return self.op_error(&r, "no PV".into()).await,
-                };
-                self.send(&resp(cmd::GET, r.ioid, r.subcmd, Status::ok(), RespBody::Data(data))).await
+                // Encode under the read lock, straight into the message: no copy of a big value.
+                let ok = Status::ok();
+                let msg = pv.and_then(|p| {
+                    p.with_current(|d, v| {
+                        typed_response(cmd::GET, r.ioid, r.subcmd, Some(&ok), |w| {
+                            encode_data(w, d, v, &compress_bits(d, &mask), &mut SendCache::disabled())
+                        })
+                    })
+                });
+                match msg {
+                    Some(b) => self.tx.send(b?).await.map_err(|_| Error::Closed("writer gone".into())),
+                    None => self.op_error(&r, "no PV".into()).await,
+                }
             }
             (OpKind::Put, cmd::PUT) | (OpKind::PutGet, cmd::PUT_GET) => {
                 let pv = op.pv.clone();
@@ -608,20 +642,18 @@ async fn monitor_task(
                 }
             }
             let overrun = compress_bits(&desc, &intersect(&u.overrun, &mask));
-            let mut w = Writer::new(ByteOrder::Little);
-            if encode_data(&mut w, &desc, &u.value, &compress_bits(&desc, &changed), &mut SendCache::disabled()).is_err() {
-                warn!(ioid, "monitor value does not match its type; dropping update");
-                continue;
-            }
-            overrun.encode(&mut w);
-            let m = Message::Response(OpResponse {
-                command: cmd::MONITOR,
-                ioid,
-                subcmd: 0,
-                status: None,
-                body: RespBody::Data(w.buf.into()),
+            let b = typed_response(cmd::MONITOR, ioid, 0, None, |w| {
+                encode_data(w, &desc, &u.value, &compress_bits(&desc, &changed), &mut SendCache::disabled())?;
+                overrun.encode(w);
+                Ok(())
             });
-            let Ok(b) = encode(&m) else { continue };
+            let b = match b {
+                Ok(b) => b,
+                Err(e) => {
+                    warn!(ioid, error = %e, "monitor value does not match its type; dropping update");
+                    continue;
+                }
+            };
             if tx.send(b).await.is_err() {
                 return;
             }
