@@ -30,5 +30,5 @@ pub use manage::{
     ReprocessReq, UidReq,
 };
 pub use queue::{BoxFuture, ItemView, Outcome, PauseWhat, QueueInfo, QueueKind, QueueOptions, TokenBucket, WorkQueue, Worker};
-pub use sender::{classify, Broadcaster, NativeOutbound, Outbound, QueuedSender, SequencedBroadcaster, Target, TargetResult};
+pub use sender::{classify, Broadcaster, BROADCAST_GROUP, NativeOutbound, Outbound, QueuedSender, SequencedBroadcaster, Target, TargetResult};
 pub use weft_net::Backoff;

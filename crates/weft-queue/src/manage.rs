@@ -175,7 +175,8 @@ impl Manager {
 
     /// Register a queued endpoint whose handler also gets the uid and attempt
     /// count. A handler error or panic is a failed attempt (retried, then the
-    /// error queue); the loop goes on.
+    /// error queue); `ServiceError::Busy` is transient (retried with back-off,
+    /// not counted against `max_retries`); the loop goes on.
     pub fn queued_endpoint_with<Req, F, Fut>(&self, service: &mut Service, route: &str, options: QueueOptions, f: F) -> Result<Arc<QueuedEndpoint>, QueueError>
     where
         Req: DeserializeOwned + Send + 'static,
@@ -195,6 +196,9 @@ impl Manager {
                 };
                 match f(req, Delivery { uid: item.uid.clone(), attempts: item.attempts }).await {
                     Ok(()) => Outcome::Done,
+                    // "Busy" says nothing about the request (a dependency is
+                    // saturated): retry with back-off without using up retries.
+                    Err(e @ ServiceError::Busy(_)) => Outcome::Transient(e.to_string()),
                     Err(e) => Outcome::Failed(e.to_string()),
                 }
             })

@@ -408,7 +408,10 @@ impl WorkQueue {
     pub async fn wait_idle(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
-            let idle = self.store.state().incoming.is_empty() && lock(&self.rt).in_flight.is_empty();
+            let idle = self.store.state().incoming.is_empty() && {
+                let rt = lock(&self.rt);
+                rt.in_flight.is_empty() && rt.done.is_empty()
+            };
             if idle {
                 return true;
             }

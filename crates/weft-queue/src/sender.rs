@@ -203,16 +203,27 @@ pub struct SequencedBroadcaster {
     senders: Vec<Arc<QueuedSender>>,
 }
 
+/// The group key the sequenced broadcaster puts its messages in.
+pub const BROADCAST_GROUP: &str = "broadcast";
+
 impl SequencedBroadcaster {
-    pub fn new(senders: Vec<Arc<QueuedSender>>) -> Self {
-        Self { senders }
+    /// Every sender must keep order: `sequenced: true` (its messages share
+    /// one group) or `concurrency: 1`.
+    pub fn new(senders: Vec<Arc<QueuedSender>>) -> Result<Self, QueueError> {
+        for s in &senders {
+            let o = s.queue().options();
+            if !o.sequenced && o.concurrency > 1 {
+                return Err(QueueError::Usage(format!("sender {:?} cannot keep order: make it sequenced or use concurrency 1", s.name())));
+            }
+        }
+        Ok(Self { senders })
     }
 
     /// Queue the message for every client; returns (client, uid).
     pub async fn send<T: Serialize + ?Sized>(&self, message: &T) -> Result<Vec<(String, String)>, QueueError> {
         let mut out = vec![];
         for s in &self.senders {
-            out.push((s.name().to_owned(), s.send(message).await?));
+            out.push((s.name().to_owned(), s.send_grouped(BROADCAST_GROUP, message).await?));
         }
         Ok(out)
     }

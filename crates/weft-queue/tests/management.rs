@@ -176,7 +176,7 @@ async fn senders_and_broadcasters() {
         .iter()
         .map(|t| manager.queued_sender(&t.name, &t.route, t.outbound.clone(), opts.clone()).unwrap())
         .collect();
-    let sb = SequencedBroadcaster::new(senders.clone());
+    let sb = SequencedBroadcaster::new(senders.clone()).unwrap();
     for n in 10..30 {
         sb.send(&Job { n }).await.unwrap();
     }
@@ -210,4 +210,30 @@ async fn senders_and_broadcasters() {
     for s in servers {
         s.shutdown(Duration::from_secs(1)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_handler_is_retried_without_using_up_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut svc = Service::new("busy");
+    let manager = Manager::new(dir.path(), &svc, ManagerOptions::default()).unwrap();
+    let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let c2 = calls.clone();
+    let opts = QueueOptions { max_retries: 0, ..fast() };
+    let ep = manager
+        .queued_endpoint(&mut svc, "dep", opts, move |_: Job| {
+            let c2 = c2.clone();
+            async move {
+                if c2.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 3 {
+                    return Err(ServiceError::busy("dependency saturated"));
+                }
+                Ok(())
+            }
+        })
+        .unwrap();
+    ep.submit(None, &json!({"n": 1})).await.unwrap();
+    assert!(ep.queue().wait_idle(Duration::from_secs(5)).await);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 4);
+    assert_eq!((ep.queue().info().errors, ep.queue().info().processed), (0, 1));
+    manager.shutdown(Duration::from_secs(1)).await;
 }
