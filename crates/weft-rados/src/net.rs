@@ -143,19 +143,18 @@ async fn run(
     inbound: mpsc::Sender<Message>,
 ) {
     let (mut rd, mut wr) = sock.into_split();
-    let mut buf = vec![0u8; 256 * 1024];
     let mut ka = tokio::time::interval(KEEPALIVE_EVERY);
     ka.tick().await;
     let mut rng = || rand::random::<u64>();
     loop {
         tokio::select! {
-            r = rd.read(&mut buf) => {
-                let n = match r {
+            r = rd.read_buf(conn.read_buffer()) => {
+                match r {
                     Ok(0) => { tracing::debug!(%peer, "peer closed"); break; }
-                    Ok(n) => n,
+                    Ok(_) => {}
                     Err(e) => { tracing::debug!(%peer, error = %e, "read failed"); break; }
                 };
-                if let Err(e) = conn.feed(&buf[..n], &mut rng) {
+                if let Err(e) = conn.process(&mut rng) {
                     tracing::warn!(%peer, error = %e, "closing connection");
                     break;
                 }

@@ -215,6 +215,21 @@ impl Connection {
     /// Feeds received bytes; `rand` supplies random u64s (challenges).
     pub fn feed(&mut self, data: &[u8], rand: &mut dyn FnMut() -> u64) -> Result<(), ConnError> {
         self.rx.extend_from_slice(data);
+        self.process(rand)
+    }
+
+    /// The receive buffer, for drivers that read from the socket straight
+    /// into it (then call `process`); it already has room reserved for a
+    /// frame whose preamble has arrived.
+    pub fn read_buffer(&mut self) -> &mut BytesMut {
+        if self.rx.capacity() - self.rx.len() < 16 * 1024 {
+            self.rx.reserve(64 * 1024);
+        }
+        &mut self.rx
+    }
+
+    /// Processes whatever is in the receive buffer.
+    pub fn process(&mut self, rand: &mut dyn FnMut() -> u64) -> Result<(), ConnError> {
         loop {
             if self.state == State::Closed {
                 return Ok(());
