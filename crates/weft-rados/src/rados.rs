@@ -149,6 +149,12 @@ impl Rados {
         self.inner.monc.shutdown();
     }
 
+    /// The connection mode (CON_MODE_CRC / CON_MODE_SECURE) negotiated with
+    /// an OSD we have a session with.
+    pub async fn osd_session_mode(&self, osd: i32) -> Option<u32> {
+        self.inner.osds.lock().await.get(&osd).map(|s| s.handle.mode)
+    }
+
     /// Drops all OSD sessions; the next op on each reconnects (with the
     /// current tickets). Pending ops are resent.
     pub async fn reset_osd_sessions(&self) {

@@ -256,7 +256,7 @@ async fn crc_and_secure_modes_both_work() {
         io.write_full(&oid, &big).await.unwrap();
         assert_eq!(io.read_full(&oid).await.unwrap(), big);
         assert_eq!(rados_tool(c, &["get", &oid, "-"]).len(), big.len());
-        let _ = want_osd;
+        assert_eq!(r.osd_session_mode(0).await, Some(want_osd));
         io.remove(&oid).await.unwrap();
         r.shutdown();
     }

@@ -122,6 +122,34 @@ async fn survives_mon_and_osd_restarts_and_renews_tickets() {
     } else {
         eprintln!("osd restart part skipped: needs CEPH_OBJECTSTORE=bluestore (memstore drops its PGs on restart)");
     }
+    // The cluster forced to one mode at a time: monitors accept only crc,
+    // OSDs only secure; a client offering both must land on those.
+    for (who, name, value) in [("mon", "ms_mon_service_mode", "crc"), ("osd", "ms_service_mode", "secure")] {
+        r.mon_command(serde_json::json!({"prefix": "config set", "who": who, "name": name, "value": value}), b"")
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cfg = ClientConfig::load(&ConfigSource {
+        conf: Some(conf.clone()),
+        mon_mode: Some("secure,crc".into()),
+        osd_mode: Some("crc,secure".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    let forced = Rados::connect(cfg).await.unwrap();
+    let fio = forced.ioctx(&pool).unwrap();
+    fio.write_full("restart-forced", b"forced modes").await.unwrap();
+    let mon_mode = forced.monc().mode.load(std::sync::atomic::Ordering::Relaxed) as u32;
+    let osd_mode = forced.osd_session_mode(0).await;
+    forced.shutdown();
+    for (who, name) in [("mon", "ms_mon_service_mode"), ("osd", "ms_service_mode")] {
+        r.mon_command(serde_json::json!({"prefix": "config rm", "who": who, "name": name}), b"").await.unwrap();
+    }
+    assert_eq!(mon_mode, weft_rados::proto::conn::CON_MODE_CRC, "mon forced to crc");
+    assert_eq!(osd_mode, Some(weft_rados::proto::conn::CON_MODE_SECURE), "osd forced to secure");
+    let _ = io.remove("restart-forced").await;
+
     for i in 0..20 {
         let _ = io.remove(&format!("restart-m{i}")).await;
     }
