@@ -529,6 +529,74 @@ pub struct IoCtx {
     snaps: Vec<u64>,
 }
 
+/// Reads an object chunk by chunk (`next` yields None at the end).
+pub struct ReadStream {
+    io: IoCtx,
+    oid: String,
+    off: u64,
+    chunk: u64,
+    done: bool,
+}
+
+impl ReadStream {
+    pub async fn next(&mut self) -> Result<Option<Bytes>> {
+        if self.done {
+            return Ok(None);
+        }
+        let b = self.io.read(&self.oid, self.off, self.chunk).await?;
+        if (b.len() as u64) < self.chunk {
+            self.done = true;
+        }
+        if b.is_empty() {
+            return Ok(None);
+        }
+        self.off += b.len() as u64;
+        Ok(Some(b))
+    }
+}
+
+/// Writes an object in chunks as data arrives; `finish` flushes the tail.
+/// The first flushed chunk replaces the object (write_full), later ones
+/// extend it, so a reader never sees a mix of old and new beyond `finish`.
+pub struct WriteStream {
+    io: IoCtx,
+    oid: String,
+    buf: Vec<u8>,
+    off: u64,
+    chunk: usize,
+    started: bool,
+}
+
+impl WriteStream {
+    pub async fn write(&mut self, mut data: &[u8]) -> Result<()> {
+        while !data.is_empty() {
+            let take = (self.chunk - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.buf.len() == self.chunk {
+                self.flush().await?;
+            }
+        }
+        Ok(())
+    }
+    async fn flush(&mut self) -> Result<()> {
+        if !self.started {
+            self.io.write_full(&self.oid, &self.buf).await?;
+            self.started = true;
+        } else if !self.buf.is_empty() {
+            self.io.write(&self.oid, self.off, &self.buf).await?;
+        }
+        self.off += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+    /// Flushes what is buffered; returns the object size written.
+    pub async fn finish(mut self) -> Result<u64> {
+        self.flush().await?;
+        Ok(self.off)
+    }
+}
+
 /// An established watch on an object.
 pub struct Watch {
     pub cookie: u64,
@@ -652,6 +720,15 @@ impl IoCtx {
         }
         Ok(out)
     }
+    /// A chunked reader over an object.
+    pub fn read_stream(&self, oid: &str, chunk: u64) -> ReadStream {
+        ReadStream { io: self.clone(), oid: oid.to_string(), off: 0, chunk: chunk.max(1), done: false }
+    }
+    /// A chunked writer into an object.
+    pub fn write_stream(&self, oid: &str, chunk: usize) -> WriteStream {
+        WriteStream { io: self.clone(), oid: oid.to_string(), buf: Vec::new(), off: 0, chunk: chunk.max(1), started: false }
+    }
+
     /// Streams `data` into an object in chunks (first chunk replaces it).
     pub async fn write_chunked(&self, oid: &str, data: &[u8], chunk: usize) -> Result<()> {
         let chunk = chunk.max(1);

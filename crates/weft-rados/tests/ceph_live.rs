@@ -172,6 +172,19 @@ async fn object_operations() {
     let busy = io.lock(&oid, "L", "c2", true, None).await.unwrap_err();
     assert_eq!(busy.errno(), Some(16), "{busy}");
     io.unlock(&oid, "L", "c1").await.unwrap();
+    // streaming a larger object in chunks, then reading it back in chunks
+    let big: Vec<u8> = (0..(5u32 << 20) + 123).map(|i| (i % 253) as u8).collect();
+    let mut ws = io.write_stream(&oid, 1 << 20);
+    for piece in big.chunks(300_001) {
+        ws.write(piece).await.unwrap();
+    }
+    assert_eq!(ws.finish().await.unwrap(), big.len() as u64);
+    let mut rs = io.read_stream(&oid, 1 << 20);
+    let mut back = Vec::new();
+    while let Some(b) = rs.next().await.unwrap() {
+        back.extend_from_slice(&b);
+    }
+    assert_eq!(back, big);
     // remove, then ENOENT everywhere
     io.remove(&oid).await.unwrap();
     let e = io.stat(&oid).await.unwrap_err();
