@@ -58,6 +58,12 @@ async fn get_put_rpc_getfield_on_demo_pvs() {
     let ch = c.channel(demo::WAVEFORM).await.unwrap();
     let part = ch.array_get(1, 2, Duration::from_secs(5)).await.unwrap();
     assert_eq!(part, Value::Array(ScalarArray::F64(vec![2.0, 3.0])));
+    let b = c.channel(demo::BUFFER).await.unwrap();
+    b.array_put(0, Value::Array(ScalarArray::F64(vec![1.0, 2.0, 3.0, 4.0])), Duration::from_secs(5)).await.unwrap();
+    b.array_put(2, Value::Array(ScalarArray::F64(vec![30.0, 40.0, 50.0])), Duration::from_secs(5)).await.unwrap();
+    assert_eq!(b.array_get(0, 0, Duration::from_secs(5)).await.unwrap(), Value::Array(ScalarArray::F64(vec![1.0, 2.0, 30.0, 40.0, 50.0])));
+    b.array_set_length(2, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(b.array_get(0, 0, Duration::from_secs(5)).await.unwrap(), Value::Array(ScalarArray::F64(vec![1.0, 2.0])));
     ch.process(Duration::from_secs(5)).await.unwrap();
 
     let uri = weft_pva::proto::nt::nt_uri(&[("a", ScalarType::F64), ("b", ScalarType::F64)]);

@@ -345,6 +345,12 @@ async fn weft_client_against_pvapy_server() {
     c.put("X:array", &[("value".into(), "[5,6,7,8]".into())]).await.unwrap();
     let part = ch.array_get(1, 2, Duration::from_secs(10)).await.unwrap();
     assert_eq!(part, Value::Array(ScalarArray::F64(vec![6.0, 7.0])));
+    ch.array_put(2, Value::Array(ScalarArray::F64(vec![70.0, 80.0])), Duration::from_secs(10)).await.unwrap();
+    let all = ch.array_get(0, 0, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(all, Value::Array(ScalarArray::F64(vec![5.0, 6.0, 70.0, 80.0])));
+    ch.array_set_length(2, Duration::from_secs(10)).await.unwrap();
+    let all = ch.array_get(0, 0, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(all, Value::Array(ScalarArray::F64(vec![5.0, 6.0])));
     ch.process(Duration::from_secs(10)).await.unwrap();
     // Server restart during a monitor.
     let mut m = c.monitor("X:scalar", "", 0);

@@ -654,6 +654,40 @@ impl Channel {
         decode_value(&mut Reader::new(&d, o), &desc, &mut TypeCache::new())
     }
 
+    /// Write `data` (an array of the channel's element type) at `offset` (CMD_ARRAY put).
+    pub async fn array_put(&self, offset: usize, data: Value, timeout: Duration) -> Result<()> {
+        let (ioid, mut inbox, types) = self.init(cmd::ARRAY, &PvRequest::parse("field(value)")?, timeout).await?;
+        let res = async {
+            let desc = types.into_iter().next().ok_or_else(|| Error::Unexpected("array init without type".into()))?;
+            let count = match &data {
+                Value::Array(a) => a.len(),
+                _ => return Err(Error::Usage("array_put needs an array value".into())),
+            };
+            // offset, stride, then the sub-array with its size (pvAccessCPP's layout,
+            // found by experiment against pvDatabase; the count is the array's own size).
+            let _ = count;
+            let mut w = Writer::new(self.conn.order());
+            w.size(offset);
+            w.size(1);
+            crate::proto::value::encode_value(&mut w, &desc, &data, &mut SendCache::disabled())?;
+            self.exec(&mut inbox, cmd::ARRAY, ioid, 0x00, ReqBody::Data(w.buf.into()), timeout).await?;
+            Ok(())
+        }
+        .await;
+        self.finish(ioid).await;
+        res
+    }
+
+    /// Change the array length (CMD_ARRAY set-length).
+    pub async fn array_set_length(&self, length: usize, timeout: Duration) -> Result<()> {
+        let (ioid, mut inbox, _) = self.init(cmd::ARRAY, &PvRequest::parse("field(value)")?, timeout).await?;
+        let mut w = Writer::new(self.conn.order());
+        w.size(length);
+        let r = self.exec(&mut inbox, cmd::ARRAY, ioid, sub::GET_PUT, ReqBody::Data(w.buf.into()), timeout).await;
+        self.finish(ioid).await;
+        r.map(|_| ())
+    }
+
     /// Process the record (CMD_PROCESS).
     pub async fn process(&self, timeout: Duration) -> Result<()> {
         let (ioid, mut inbox, _) = self.init(cmd::PROCESS, &PvRequest::default(), timeout).await?;

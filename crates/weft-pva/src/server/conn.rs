@@ -29,6 +29,8 @@ const TX_QUEUE: usize = 256;
 /// Operations one client may hold open (a limit against runaway clients).
 const OPS_MAX: usize = 65536;
 const CHANNELS_MAX: usize = 65536;
+/// Largest array a client may make us allocate with ARRAY put / set-length.
+const ARRAY_GROW_MAX: usize = 1 << 24;
 
 enum OpKind {
     Get,
@@ -539,7 +541,10 @@ impl Conn {
         }
         if r.subcmd & sub::GET_PUT != 0 {
             // set length
-            let len = rd.size("array length", self.limits.array_len_max).unwrap_or(0);
+            let len = match rd.size("array length", ARRAY_GROW_MAX) {
+                Ok(l) => l,
+                Err(e) => return self.op_error(r, format!("bad set-length: {e}")).await,
+            };
             let mut nv = v.clone();
             let mut a = cur.slice(0, len);
             pad_array(&mut a, len);
@@ -552,13 +557,16 @@ impl Conn {
             };
             return self.send(&resp(cmd::ARRAY, r.ioid, r.subcmd, status, RespBody::Data(Default::default()))).await;
         }
-        // put: offset, count, stride, then the sub-array (pvAccessCPP layout)
+        // put: offset, stride, then the sub-array with its size (pvAccessCPP's layout)
         let offset = rd.size("array offset", self.limits.array_len_max)?;
-        let _count = rd.size("array count", self.limits.array_len_max)?;
-        let _stride = rd.size("array stride", self.limits.array_len_max)?;
+        let stride = rd.size("array stride", self.limits.array_len_max)?.max(1);
         let part = crate::proto::value::decode_value(&mut rd, &ad, &mut TypeCache::new())?;
         let Value::Array(part) = part else { return self.op_error(r, "bad array data".into()).await };
-        let merged = splice(&cur, offset, &part);
+        let end = if part.is_empty() { 0 } else { offset.saturating_add((part.len() - 1).saturating_mul(stride)).saturating_add(1) };
+        if end > ARRAY_GROW_MAX.max(cur.len()) {
+            return self.op_error(r, format!("array put would grow the array to {end} elements")).await;
+        }
+        let merged = splice(&cur, offset, stride, &part);
         let mut nv = v.clone();
         if let Some(slot) = crate::proto::nt::path_mut(&d, &mut nv, "value") {
             *slot = Value::Array(merged);
@@ -596,15 +604,17 @@ fn pad_array(a: &mut ScalarArray, len: usize) {
     }
 }
 
-fn splice(cur: &ScalarArray, offset: usize, part: &ScalarArray) -> ScalarArray {
+/// Write `part` into `cur` at offset, offset+stride, ... (growing it as needed).
+fn splice(cur: &ScalarArray, offset: usize, stride: usize, part: &ScalarArray) -> ScalarArray {
     macro_rules! sp {
         ($c:expr, $p:expr, $k:path, $z:expr) => {{
             let mut out = $c.clone();
-            if out.len() < offset + $p.len() {
-                out.resize(offset + $p.len(), $z);
+            let end = if $p.is_empty() { 0 } else { offset.saturating_add(($p.len() - 1).saturating_mul(stride)) + 1 };
+            if out.len() < end {
+                out.resize(end, $z);
             }
             for (i, x) in $p.iter().enumerate() {
-                if let Some(s) = out.get_mut(offset + i) {
+                if let Some(s) = out.get_mut(offset.saturating_add(i.saturating_mul(stride))) {
                     *s = x.clone();
                 }
             }
