@@ -243,6 +243,24 @@ async fn watch_notify() {
 }
 
 #[tokio::test]
+async fn hunting_skips_dead_monitors() {
+    let Some(c) = cluster() else { return };
+    // two dead addresses around the live one: whatever order hunting tries
+    // them in, it must end up on the live monitor
+    for _ in 0..3 {
+        let cfg = ClientConfig::load(&ConfigSource {
+            conf: Some(c.conf.clone()),
+            mon_host: Some("[v2:127.0.0.1:1],[v2:127.0.0.1:3300],[v2:127.0.0.1:2]".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let r = Rados::connect(cfg).await.unwrap();
+        assert!(r.pool_list().unwrap().iter().any(|(_, n)| *n == c.pool));
+        r.shutdown();
+    }
+}
+
+#[tokio::test]
 async fn wrong_key_is_a_clean_auth_error() {
     let Some(c) = cluster() else { return };
     let mut cfg = cfg(c, "secure,crc", "crc");
