@@ -849,6 +849,46 @@ mod tests {
     }
 
     #[test]
+    fn incrementals_from_cluster_reach_the_full_map() {
+        // captured live: full map e11, incrementals e12..e15 (pool create,
+        // size change, pool snapshot, pool delete), full map e15
+        let mut m = OsdMap::decode(include_bytes!("../../tests/data/osdmap_full_11.bin")).unwrap();
+        let incs: [&[u8]; 4] = [
+            include_bytes!("../../tests/data/osdmap_inc_12.bin"),
+            include_bytes!("../../tests/data/osdmap_inc_13.bin"),
+            include_bytes!("../../tests/data/osdmap_inc_14.bin"),
+            include_bytes!("../../tests/data/osdmap_inc_15.bin"),
+        ];
+        // out of order is refused and leaves the map untouched
+        assert!(m.apply_incremental(incs[1]).is_err());
+        assert_eq!(m.epoch, 11);
+        let mut saw_capt = false;
+        for inc in incs {
+            m.apply_incremental(inc).unwrap();
+            saw_capt |= m.pool_by_name("capt").is_some();
+        }
+        assert!(saw_capt, "the pool created at e12 must appear");
+        let full = OsdMap::decode(include_bytes!("../../tests/data/osdmap_full_15.bin")).unwrap();
+        assert_eq!(m.epoch, full.epoch);
+        assert_eq!(m.pools, full.pools);
+        assert_eq!(m.pool_names, full.pool_names);
+        assert_eq!(m.pool_max, full.pool_max);
+        assert_eq!(m.flags, full.flags);
+        assert_eq!(m.osd_state, full.osd_state);
+        assert_eq!(m.osd_weight, full.osd_weight);
+        assert_eq!(m.osd_addrs, full.osd_addrs);
+        assert_eq!(m.pg_upmap_items, full.pg_upmap_items);
+        // every truncation of an incremental fails without touching the map
+        let before = m.epoch;
+        let mut m2 = OsdMap::decode(include_bytes!("../../tests/data/osdmap_full_11.bin")).unwrap();
+        for n in 0..incs[0].len() {
+            assert!(m2.apply_incremental(&incs[0][..n]).is_err());
+            assert_eq!(m2.epoch, 11);
+        }
+        let _ = before;
+    }
+
+    #[test]
     fn stable_mod_basics() {
         assert_eq!(stable_mod(0x6cf8_deff, 8, 7), 7);
         assert_eq!(stable_mod(13, 12, 15), 13 & 7);
