@@ -313,6 +313,21 @@ async fn placement_matches_the_cluster() {
         assert_eq!(up, pl.up, "{name}");
         assert_eq!(v["acting_primary"].as_i64().unwrap() as i32, pl.acting_primary);
     }
+    // namespaces change the hash input ("ns\x1fname")
+    for i in 0..50 {
+        let (name, ns) = (format!("nsobj-{i}"), format!("tenant{}", i % 7));
+        let (out, _) = r
+            .mon_command(
+                serde_json::json!({"prefix": "osd map", "pool": c.pool, "object": name, "nspace": ns, "format": "json"}),
+                b"",
+            )
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let (pl, raw) = map.map_object(pool, &name, &ns).unwrap();
+        assert_eq!(v["raw_pgid"].as_str().unwrap(), format!("{pool}.{raw:x}"), "{ns}/{name}");
+        assert_eq!(v["pgid"].as_str().unwrap(), pl.pgid.to_string(), "{ns}/{name}");
+    }
     r.shutdown();
 }
 
@@ -344,6 +359,12 @@ async fn pools_commands_and_cli() {
     weft_rados::cli::run_with(&r, &t.a).await.unwrap();
     let t = Top::try_parse_from(["weft", "-p", &name, "bench", "1", "rand", "-t", "4"]).unwrap();
     weft_rados::cli::run_with(&r, &t.a).await.unwrap();
+    // pool snapshots
+    io.snap_create("snap1").await.unwrap();
+    let snaps = io.snap_list().unwrap();
+    assert!(snaps.iter().any(|(_, n)| n == "snap1"), "{snaps:?}");
+    io.snap_remove("snap1").await.unwrap();
+    assert!(!io.snap_list().unwrap().iter().any(|(_, n)| n == "snap1"));
     r.pool_delete(&name).await.unwrap();
     assert!(!r.pool_list().unwrap().iter().any(|(_, n)| *n == name));
     let e = r.mon_command(serde_json::json!({"prefix": "osd pool get", "pool": "no-such-pool", "var": "size"}), b"").await.unwrap_err();
