@@ -160,21 +160,24 @@ done <"$TMP/weft.csv"
 
 # Each weft row is set against redis PING_MBULK (the RESP array form every
 # client library sends) at the same concurrency: over the Unix socket for
-# weft's unix rows, over TCP otherwise (redis has no UDP).
+# weft's unix rows, over TCP otherwise (redis has no UDP). `weft/redis` is
+# the ratio of req/s (above 1: weft answers more), `p50 w/r` the ratio of
+# median latencies (below 1: weft answers sooner).
 echo
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(uname -sr), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# weft $WORKLOAD vs redis PING_MBULK, -P 1, ${DURATION}s per run, median of $ROUNDS rounds,"
 echo "# weft serve threads ${WEFT_THREADS:-$(nproc)}, nice $NICE; latencies in microseconds"
-printf '%-6s %7s | %10s %8s %8s %6s | %-5s %10s %8s %8s | %10s\n' \
-    transport clients "weft req/s" p50 p99 errors redis "req/s" p50 p99 "weft/redis"
+printf '%-6s %7s | %10s %8s %8s %6s | %-5s %10s %8s %8s | %10s %9s\n' \
+    transport clients "weft req/s" p50 p99 errors redis "req/s" p50 p99 "weft/redis" "p50 w/r"
 for tr in tcp unix udp; do
     for c in ${CLIENTS//,/ }; do
         IFS=, read -r _r _t _c rps p50 p99 _e < <(grep "^[0-9]*,$tr,$c," "$TMP/weft.median" || echo ",,,0,0,0,0")
         how=tcp; [ "$tr" = unix ] && how=unix
         IFS=, read -r _r _h _c _t rrps rp50 rp99 < <(grep "^[0-9]*,$how,$c,PING_MBULK," "$TMP/redis.median" || echo ",,,,0,0,0")
         ratio=$(awk -v a="$rps" -v b="$rrps" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
-        printf '%-6s %7s | %10.0f %8.1f %8.1f %6s | %-5s %10.0f %8.1f %8.1f | %10s\n' \
-            "$tr" "$c" "$rps" "$p50" "$p99" "${ERRORS[$tr,$c]:-0}" "$how" "$rrps" "$rp50" "$rp99" "$ratio"
+        lratio=$(awk -v a="$p50" -v b="$rp50" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
+        printf '%-6s %7s | %10.0f %8.1f %8.1f %6s | %-5s %10.0f %8.1f %8.1f | %10s %9s\n' \
+            "$tr" "$c" "$rps" "$p50" "$p99" "${ERRORS[$tr,$c]:-0}" "$how" "$rrps" "$rp50" "$rp99" "$ratio" "$lratio"
     done
 done
 echo
