@@ -2,6 +2,7 @@
 //! The ekosis line decoder and request parser must never panic, whatever the
 //! bytes and however they are split; every answer they lead to is one valid
 //! JSON line.
+#![allow(clippy::unwrap_used)]
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use weft_ekosis::proto::{encode_error, encode_response, parse_request, Line, LineDecoder};

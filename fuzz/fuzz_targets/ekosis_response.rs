@@ -1,6 +1,7 @@
 #![no_main]
 //! The ekosis client's response parser and span-key parsing must never panic;
 //! a parsed span key renders and parses back to itself.
+#![allow(clippy::unwrap_used)]
 use libfuzzer_sys::fuzz_target;
 use weft_ekosis::proto::{parse_response, SpanKey};
 

@@ -3,6 +3,7 @@
 //! stops on SIGINT/SIGTERM.
 //!
 //! cargo run -p weft-ekosis --example eko_demo -- --tcp 127.0.0.1:8888 --udp 127.0.0.1:8889 --uds /tmp/eko.sock --dir /tmp/eko
+#![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
 use std::time::Duration;

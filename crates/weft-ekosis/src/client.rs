@@ -181,15 +181,15 @@ impl EkosisClient {
             None => self.connect().await?,
         };
         // A kept connection idle for a heartbeat period is checked first.
-        if let Some(p) = self.opts.heartbeat_period.filter(|_| self.opts.persisted) {
-            if conn.last_used.elapsed() >= p {
-                let ok = async {
-                    conn.writer.write_all(proto::HEARTBEAT_REQUEST).await.ok()?;
-                    matches!(read_line(&mut conn, &target).await, Ok(Line::Heartbeat(proto::ACK))).then_some(())
-                };
-                if tokio::time::timeout(self.opts.timeout, ok).await.ok().flatten().is_none() {
-                    conn = self.connect().await?;
-                }
+        if let Some(p) = self.opts.heartbeat_period.filter(|_| self.opts.persisted)
+            && conn.last_used.elapsed() >= p
+        {
+            let ok = async {
+                conn.writer.write_all(proto::HEARTBEAT_REQUEST).await.ok()?;
+                matches!(read_line(&mut conn, &target).await, Ok(Line::Heartbeat(proto::ACK))).then_some(())
+            };
+            if tokio::time::timeout(self.opts.timeout, ok).await.ok().flatten().is_none() {
+                conn = self.connect().await?;
             }
         }
         let fut = async {

@@ -10,6 +10,9 @@
 //!
 //! What differs from ekosis, and why: docs/ecosystem.md.
 
+// Tests may unwrap: a failure there is the report.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod cli;
 mod client;
 pub mod demo;

@@ -2,6 +2,7 @@
 //! from shared/captures/ekosis) against Weft's ekosis listener serving the
 //! demo application, over real TCP, Unix and UDP sockets, and compares the
 //! bytes. Where Weft differs on purpose (docs/ecosystem.md) the test says so.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -1,6 +1,7 @@
 //! The listener with Weft's own ekosis client and the `weft eko` CLI module:
 //! statuses, heartbeats, persisted connections, UDP, eco.* management, and a
 //! queued sender delivering through the ekosis codec.
+#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 

@@ -9,6 +9,7 @@
 //! Python: $WEFT_PYTHON, default <repo>/.venv/bin/python, else
 //! /work/main/.venv/bin/python (install with scripts/peers/ekosis.sh). Scripts: $WEFT_EKOSIS_SCRIPTS, default
 //! ../shared/scripts/ekosis beside the repository.
+#![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

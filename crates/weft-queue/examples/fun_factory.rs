@@ -12,6 +12,7 @@
 //! Or one role per process:
 //!     fun_factory serve ROLE --port P --dir D [--tracker HOST:PORT] [--peers fortune=HOST:PORT,...]
 //! ROLE: router, fortune, joker, lottery, eight_ball, time, tracker.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};

@@ -4,6 +4,7 @@
 //! requests in flight. Bounded: each point runs for `--secs` seconds.
 //!
 //!     cargo run --release -p weft-queue --example queue_bench -- [--secs 3] [--dir /path/on/the/disk/to/test]
+#![allow(clippy::unwrap_used)]
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -71,10 +71,8 @@ impl<K: Hash + Eq, V: Clone> Cache<K, V> {
             Some(_) => true,
             None => false,
         };
-        if expired {
-            if let Some(e) = g.map.pop(key) {
-                g.bytes -= e.bytes;
-            }
+        if expired && let Some(e) = g.map.pop(key) {
+            g.bytes -= e.bytes;
         }
         g.misses += 1;
         None

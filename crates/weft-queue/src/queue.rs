@@ -451,17 +451,17 @@ impl WorkQueue {
                 }
                 continue;
             }
-            if let Some(g) = group {
-                if !blocked.insert(g) {
-                    continue;
-                }
+            if let Some(g) = group
+                && !blocked.insert(g)
+            {
+                continue;
             }
-            if let Some(bucket) = rt.bucket.as_mut() {
-                if let Err(wait) = bucket.try_take(now) {
-                    let t = now + wait;
-                    wake = Some(wake.map_or(t, |w| w.min(t)));
-                    break;
-                }
+            if let Some(bucket) = rt.bucket.as_mut()
+                && let Err(wait) = bucket.try_take(now)
+            {
+                let t = now + wait;
+                wake = Some(wake.map_or(t, |w| w.min(t)));
+                break;
             }
             rt.in_flight.insert(*seq);
             picked.push(item.clone());

@@ -3,6 +3,7 @@
 //! parent sends requests, kills the child with SIGKILL mid-stream, restarts
 //! it on the same data directory, and checks that every acknowledged request
 //! was handled (and every acknowledged message delivered) at least once.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
@@ -136,8 +137,7 @@ async fn send_and_kill(port: u16, route: &str, n: usize, kill_after: usize, chil
         let _ = t.await;
     }
     c.close();
-    let out = acked.lock().unwrap().clone();
-    out
+    acked.lock().unwrap().clone()
 }
 
 async fn wait_drained(port: u16, prefix: &str, name: &str) -> QueueInfo {

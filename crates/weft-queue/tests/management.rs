@@ -1,6 +1,7 @@
 //! Queued endpoints, senders, broadcasters, keepers and the management
 //! endpoints, through a real native server and client over TCP (and the CLI
 //! module's `run`).
+#![allow(clippy::unwrap_used)]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
