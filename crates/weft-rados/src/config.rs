@@ -117,7 +117,7 @@ pub fn parse_mon_host(s: &str) -> Result<Vec<SocketAddr>> {
             } else if !a.is_empty() {
                 let a = a.split('/').next().unwrap_or(a);
                 fallback = Some(match a.rsplit_once(':') {
-                    Some((h, p)) if p == "6789" => format!("{h}:3300"),
+                    Some((h, "6789")) => format!("{h}:3300"),
                     Some(_) => a.to_string(),
                     None => format!("{a}:3300"),
                 });

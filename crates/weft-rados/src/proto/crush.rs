@@ -343,35 +343,23 @@ impl CrushMap {
                         w = vec![a];
                     }
                 }
-                op::SET_CHOOSE_TRIES => {
-                    if step.arg1 > 0 {
-                        choose_tries = (step.arg1 as u32).min(MAX_TRIES);
-                    }
+                op::SET_CHOOSE_TRIES if step.arg1 > 0 => {
+                    choose_tries = (step.arg1 as u32).min(MAX_TRIES);
                 }
-                op::SET_CHOOSELEAF_TRIES => {
-                    if step.arg1 > 0 {
-                        choose_leaf_tries = (step.arg1 as u32).min(MAX_TRIES);
-                    }
+                op::SET_CHOOSELEAF_TRIES if step.arg1 > 0 => {
+                    choose_leaf_tries = (step.arg1 as u32).min(MAX_TRIES);
                 }
-                op::SET_CHOOSE_LOCAL_TRIES => {
-                    if step.arg1 >= 0 {
-                        local_retries = (step.arg1 as u32).min(MAX_TRIES);
-                    }
+                op::SET_CHOOSE_LOCAL_TRIES if step.arg1 >= 0 => {
+                    local_retries = (step.arg1 as u32).min(MAX_TRIES);
                 }
-                op::SET_CHOOSE_LOCAL_FALLBACK_TRIES => {
-                    if step.arg1 >= 0 {
-                        local_fallback_retries = (step.arg1 as u32).min(MAX_TRIES);
-                    }
+                op::SET_CHOOSE_LOCAL_FALLBACK_TRIES if step.arg1 >= 0 => {
+                    local_fallback_retries = (step.arg1 as u32).min(MAX_TRIES);
                 }
-                op::SET_CHOOSELEAF_VARY_R => {
-                    if step.arg1 >= 0 {
-                        vary_r = step.arg1 as u32;
-                    }
+                op::SET_CHOOSELEAF_VARY_R if step.arg1 >= 0 => {
+                    vary_r = step.arg1 as u32;
                 }
-                op::SET_CHOOSELEAF_STABLE => {
-                    if step.arg1 >= 0 {
-                        stable = step.arg1 as u32;
-                    }
+                op::SET_CHOOSELEAF_STABLE if step.arg1 >= 0 => {
+                    stable = step.arg1 as u32;
                 }
                 op::CHOOSE_FIRSTN | op::CHOOSELEAF_FIRSTN | op::CHOOSE_INDEP | op::CHOOSELEAF_INDEP => {
                     if step.op == op::CHOOSE_FIRSTN || step.op == op::CHOOSELEAF_FIRSTN {

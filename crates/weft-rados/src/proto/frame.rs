@@ -187,7 +187,7 @@ pub enum Mode {
 }
 
 fn pad16(n: usize) -> usize {
-    (n + GCM_BLOCK - 1) / GCM_BLOCK * GCM_BLOCK
+    n.div_ceil(GCM_BLOCK) * GCM_BLOCK
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -226,6 +226,9 @@ impl Default for Limits {
         Limits { max: [16 << 20, 16 << 20, 16 << 20, 128 << 20] }
     }
 }
+
+/// A decoded frame with its raw wire bytes, Ok(None) = need more bytes.
+pub type FrameResult = Result<Option<(Frame, Bytes)>, FrameError>;
 
 /// Encoder/decoder for one connection. `decode` follows the tokio-util
 /// contract: Ok(None) means "need more bytes".
@@ -377,7 +380,7 @@ impl FrameCodec {
 
     /// Decodes one frame. Returns the frame and, for crc mode, the exact
     /// bytes it occupied on the wire (needed for AUTH_SIGNATURE).
-    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<(Frame, Bytes)>, FrameError> {
+    pub fn decode(&mut self, buf: &mut BytesMut) -> FrameResult {
         match &mut self.mode {
             Mode::Crc => {
                 if buf.len() < PREAMBLE_LEN {
@@ -429,7 +432,7 @@ impl FrameCodec {
         }
     }
 
-    fn decode_secure(&mut self, buf: &mut BytesMut) -> Result<Option<(Frame, Bytes)>, FrameError> {
+    fn decode_secure(&mut self, buf: &mut BytesMut) -> FrameResult {
         if self.pending.is_none() {
             if buf.len() < SECURE_PREAMBLE_LEN {
                 return Ok(None);
