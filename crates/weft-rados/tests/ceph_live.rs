@@ -243,6 +243,41 @@ async fn watch_notify() {
 }
 
 #[tokio::test]
+async fn restricted_user_gets_eperm() {
+    let Some(c) = cluster() else { return };
+    let admin = connect(c).await;
+    let io = admin.ioctx(&c.pool).unwrap();
+    io.write_full("eperm-target", b"x").await.unwrap();
+    let user = format!("client.ro{}", rand::random::<u16>());
+    let (out, _) = admin
+        .mon_command(
+            serde_json::json!({"prefix": "auth get-or-create", "entity": user,
+                "caps": ["mon", "allow r", "osd", format!("allow r pool={}", c.pool)], "format": "json"}),
+            b"",
+        )
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let key = v[0]["key"].as_str().unwrap().to_string();
+    let cfg = ClientConfig::load(&ConfigSource {
+        conf: Some(c.conf.clone()),
+        id: Some(user.clone()),
+        key: Some(key),
+        ..Default::default()
+    })
+    .unwrap();
+    let ro = Rados::connect(cfg).await.unwrap();
+    let rio = ro.ioctx(&c.pool).unwrap();
+    assert_eq!(&rio.read("eperm-target", 0, 10).await.unwrap()[..], b"x");
+    let e = rio.write_full("eperm-target", b"y").await.unwrap_err();
+    assert_eq!(e.errno(), Some(1), "{e}");
+    ro.shutdown();
+    admin.mon_command(serde_json::json!({"prefix": "auth del", "entity": user}), b"").await.unwrap();
+    io.remove("eperm-target").await.unwrap();
+    admin.shutdown();
+}
+
+#[tokio::test]
 async fn hunting_skips_dead_monitors() {
     let Some(c) = cluster() else { return };
     // two dead addresses around the live one: whatever order hunting tries
