@@ -279,7 +279,8 @@ impl fmt::Display for FieldDesc {
 /// Receive-side type cache of one connection direction (ids defined by the peer).
 #[derive(Debug, Clone, Default)]
 pub struct TypeCache {
-    entries: HashMap<u16, FieldDesc>,
+    /// id -> (type, node count).
+    entries: HashMap<u16, (FieldDesc, usize)>,
 }
 
 impl TypeCache {
@@ -317,7 +318,14 @@ impl SendCache {
 
 /// Decode an optional FieldDesc (0xFF = no type).
 pub fn decode_desc_opt(r: &mut Reader<'_>, cache: &mut TypeCache) -> Result<Option<FieldDesc>> {
-    decode_desc_depth(r, cache, 0)
+    Ok(decode_desc_depth(r, cache, 0)?.map(|(d, _)| d))
+}
+
+fn check_nodes(r: &Reader<'_>, n: usize) -> Result<usize> {
+    if n > r.limits.type_nodes_max {
+        return Err(Error::Limit { what: "type nodes", value: n as u64, max: r.limits.type_nodes_max as u64 });
+    }
+    Ok(n)
 }
 
 /// Decode a FieldDesc that must be present.
@@ -325,7 +333,8 @@ pub fn decode_desc(r: &mut Reader<'_>, cache: &mut TypeCache) -> Result<FieldDes
     decode_desc_opt(r, cache)?.ok_or_else(|| Error::malformed("null type where a type is required"))
 }
 
-fn decode_desc_depth(r: &mut Reader<'_>, cache: &mut TypeCache, depth: usize) -> Result<Option<FieldDesc>> {
+/// Decode a type and its node count (counted through cache references).
+fn decode_desc_depth(r: &mut Reader<'_>, cache: &mut TypeCache, depth: usize) -> Result<Option<(FieldDesc, usize)>> {
     if depth > r.limits.depth_max {
         return Err(Error::Limit { what: "type nesting depth", value: depth as u64, max: r.limits.depth_max as u64 });
     }
@@ -334,7 +343,7 @@ fn decode_desc_depth(r: &mut Reader<'_>, cache: &mut TypeCache, depth: usize) ->
         0xFF => Ok(None),
         0xFD => {
             let id = r.u16()?;
-            let d = decode_desc_depth(r, cache, depth + 1)?
+            let (d, n) = decode_desc_depth(r, cache, depth + 1)?
                 .ok_or_else(|| Error::malformed("type cache define of a null type"))?;
             if !cache.entries.contains_key(&id) && cache.entries.len() >= r.limits.type_cache_max {
                 return Err(Error::Limit {
@@ -343,8 +352,8 @@ fn decode_desc_depth(r: &mut Reader<'_>, cache: &mut TypeCache, depth: usize) ->
                     max: r.limits.type_cache_max as u64,
                 });
             }
-            cache.entries.insert(id, d.clone());
-            Ok(Some(d))
+            cache.entries.insert(id, (d.clone(), n));
+            Ok(Some((d, n)))
         }
         0xFE => {
             let id = r.u16()?;
@@ -360,62 +369,66 @@ fn decode_desc_depth(r: &mut Reader<'_>, cache: &mut TypeCache, depth: usize) ->
     }
 }
 
-fn decode_members(r: &mut Reader<'_>, cache: &mut TypeCache, depth: usize) -> Result<Arc<Members>> {
+fn decode_members(r: &mut Reader<'_>, cache: &mut TypeCache, depth: usize) -> Result<(Arc<Members>, usize)> {
     let id = r.string()?;
     let n = r.size("field count", r.limits.fields_max)?;
     if n.saturating_mul(2) > r.remaining() {
         return Err(Error::Truncated { what: "structure fields", needed: n * 2 - r.remaining() });
     }
     let mut fields = Vec::with_capacity(n);
+    let mut nodes = 1usize;
     for _ in 0..n {
         let name = r.string()?;
-        let d = decode_desc_depth(r, cache, depth + 1)?
+        let (d, k) = decode_desc_depth(r, cache, depth + 1)?
             .ok_or_else(|| Error::malformed(format!("null type for field {name}")))?;
+        nodes = check_nodes(r, nodes.saturating_add(k))?;
         fields.push((name, d));
     }
-    Ok(Arc::new(Members { id, fields }))
+    Ok((Arc::new(Members { id, fields }), nodes))
 }
 
-fn decode_full(code: u8, r: &mut Reader<'_>, cache: &mut TypeCache, depth: usize) -> Result<FieldDesc> {
+fn decode_full(code: u8, r: &mut Reader<'_>, cache: &mut TypeCache, depth: usize) -> Result<(FieldDesc, usize)> {
     let kind = code & 0xE0;
     let arr = code & 0x18;
     if kind == 0x80 {
         let sub = code & 0x07;
         return match (arr, sub) {
-            (0x00, 0) => Ok(FieldDesc::Structure(decode_members(r, cache, depth)?)),
-            (0x00, 1) => Ok(FieldDesc::Union(decode_members(r, cache, depth)?)),
-            (0x00, 2) => Ok(FieldDesc::Any),
+            (0x00, 0) => decode_members(r, cache, depth).map(|(m, n)| (FieldDesc::Structure(m), n)),
+            (0x00, 1) => decode_members(r, cache, depth).map(|(m, n)| (FieldDesc::Union(m), n)),
+            (0x00, 2) => Ok((FieldDesc::Any, 1)),
             (0x00, 3) => {
                 let b = r.size("string bound", u32::MAX as usize)?;
-                Ok(FieldDesc::BoundedString(b as u32))
+                Ok((FieldDesc::BoundedString(b as u32), 1))
             }
             (0x08, 0) | (0x08, 1) => {
                 // The element type follows as a full FieldDesc (may itself use the cache).
-                let el = decode_desc_depth(r, cache, depth + 1)?
+                let (el, n) = decode_desc_depth(r, cache, depth + 1)?
                     .ok_or_else(|| Error::malformed("null element type"))?;
+                let n = check_nodes(r, n.saturating_add(1))?;
                 match (sub, el) {
-                    (0, FieldDesc::Structure(m)) => Ok(FieldDesc::StructureArray(m)),
-                    (1, FieldDesc::Union(m)) => Ok(FieldDesc::UnionArray(m)),
+                    (0, FieldDesc::Structure(m)) => Ok((FieldDesc::StructureArray(m), n)),
+                    (1, FieldDesc::Union(m)) => Ok((FieldDesc::UnionArray(m), n)),
                     _ => Err(Error::malformed("array element type does not match array kind")),
                 }
             }
-            (0x08, 2) => Ok(FieldDesc::AnyArray),
+            (0x08, 2) => Ok((FieldDesc::AnyArray, 1)),
             _ => Err(Error::UnknownTypeCode(code)),
         };
     }
     let st = ScalarType::from_code(code).ok_or(Error::UnknownTypeCode(code))?;
-    match arr {
-        0x00 => Ok(FieldDesc::Scalar(st)),
-        0x08 => Ok(FieldDesc::ScalarArray(st, ArrayKind::Variable)),
+    let d = match arr {
+        0x00 => FieldDesc::Scalar(st),
+        0x08 => FieldDesc::ScalarArray(st, ArrayKind::Variable),
         0x10 => {
             let b = r.size("array bound", u32::MAX as usize)?;
-            Ok(FieldDesc::ScalarArray(st, ArrayKind::Bounded(b as u32)))
+            FieldDesc::ScalarArray(st, ArrayKind::Bounded(b as u32))
         }
         _ => {
             let b = r.size("array size", r.limits.array_len_max)?;
-            Ok(FieldDesc::ScalarArray(st, ArrayKind::Fixed(b as u32)))
+            FieldDesc::ScalarArray(st, ArrayKind::Fixed(b as u32))
         }
-    }
+    };
+    Ok((d, 1))
 }
 
 /// Encode an optional FieldDesc (None = 0xFF).
@@ -524,6 +537,39 @@ mod tests {
         w.u8(0x22);
         let mut r = Reader::new(&w.buf, ByteOrder::Little);
         assert!(matches!(decode_desc(&mut r, &mut TypeCache::new()), Err(Error::Limit { .. })));
+    }
+
+    #[test]
+    fn cache_reference_bombs_are_refused() {
+        // Each level: a structure of 200 fields all referencing the previous level.
+        let mut w = Writer::new(ByteOrder::Little);
+        w.u8(0xFD);
+        w.u16(1);
+        w.u8(0x80);
+        w.string("");
+        w.size(0);
+        for level in 2..6u16 {
+            w.u8(0xFD);
+            w.u16(level);
+            w.u8(0x80);
+            w.string("");
+            w.size(200);
+            for _ in 0..200 {
+                w.string("f");
+                w.u8(0xFE);
+                w.u16(level - 1);
+            }
+        }
+        let mut r = Reader::new(&w.buf, ByteOrder::Little);
+        let mut tc = TypeCache::new();
+        let mut res = Ok(FieldDesc::Any);
+        for _ in 0..5 {
+            res = decode_desc(&mut r, &mut tc);
+            if res.is_err() {
+                break;
+            }
+        }
+        assert!(matches!(res, Err(Error::Limit { what: "type nodes", .. })), "{res:?}");
     }
 
     #[test]

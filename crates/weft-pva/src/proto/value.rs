@@ -484,6 +484,7 @@ fn decode_any(r: &mut Reader<'_>, cache: &mut TypeCache, depth: usize) -> Result
 
 fn decode_value_depth(r: &mut Reader<'_>, d: &FieldDesc, cache: &mut TypeCache, depth: usize) -> Result<Value> {
     check_depth(r, depth)?;
+    r.charge_value_node()?;
     Ok(match d {
         FieldDesc::Scalar(t) => decode_scalar(r, *t)?,
         FieldDesc::BoundedString(b) => {
@@ -887,6 +888,17 @@ mod tests {
         let mut out = Value::default_for(&d);
         decode_masked(&mut Reader::new(&w.buf, ByteOrder::Little), &d, &mut out, &bits, &mut TypeCache::new()).unwrap();
         assert_eq!(out, Value::Struct(vec![Value::F64(0.0), Value::Struct(vec![Value::I32(3)])]));
+    }
+
+    #[test]
+    fn empty_structure_arrays_are_bounded_by_the_node_budget() {
+        // 5 million present elements of an empty structure cost one byte each.
+        let d = FieldDesc::StructureArray(std::sync::Arc::new(crate::proto::types::Members::default()));
+        let mut w = Writer::new(ByteOrder::Little);
+        w.size(5_000_000);
+        w.buf.resize(w.buf.len() + 5_000_000, 1);
+        let res = decode_value(&mut Reader::new(&w.buf, ByteOrder::Little), &d, &mut TypeCache::new());
+        assert!(matches!(res, Err(Error::Limit { what: "value nodes", .. })), "{res:?}");
     }
 
     #[test]

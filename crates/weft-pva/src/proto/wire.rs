@@ -29,6 +29,12 @@ pub struct Limits {
     pub message_len_max: usize,
     /// Maximum entries in a per-connection type cache.
     pub type_cache_max: usize,
+    /// Maximum nodes in one type, counting through cache references (a few
+    /// bytes of 0xFE references could otherwise describe an exponential tree).
+    pub type_nodes_max: usize,
+    /// Maximum value nodes decoded from one reader (empty structures cost no
+    /// bytes, so the byte count alone does not bound them).
+    pub value_nodes_max: usize,
 }
 
 impl Default for Limits {
@@ -41,6 +47,8 @@ impl Default for Limits {
             // 1e6 doubles plus slack; pvAccessCPP segments, pvxs does not.
             message_len_max: 64 << 20,
             type_cache_max: 4096,
+            type_nodes_max: 1 << 16,
+            value_nodes_max: 1 << 22,
         }
     }
 }
@@ -52,6 +60,7 @@ pub struct Reader<'a> {
     pos: usize,
     pub order: ByteOrder,
     pub limits: Limits,
+    value_nodes: usize,
 }
 
 macro_rules! read_num {
@@ -68,12 +77,25 @@ macro_rules! read_num {
 
 impl<'a> Reader<'a> {
     pub fn new(buf: &'a [u8], order: ByteOrder) -> Self {
-        Reader { buf, pos: 0, order, limits: Limits::default() }
+        Reader { buf, pos: 0, order, limits: Limits::default(), value_nodes: 0 }
     }
 
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
+    }
+
+    /// Count one decoded value node against `value_nodes_max`.
+    pub fn charge_value_node(&mut self) -> Result<()> {
+        self.value_nodes += 1;
+        if self.value_nodes > self.limits.value_nodes_max {
+            return Err(Error::Limit {
+                what: "value nodes",
+                value: self.value_nodes as u64,
+                max: self.limits.value_nodes_max as u64,
+            });
+        }
+        Ok(())
     }
 
     pub fn remaining(&self) -> usize {
