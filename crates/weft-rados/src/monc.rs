@@ -150,7 +150,15 @@ impl MonClient {
                         self.on_session(est.handle, est.cephx);
                         return Ok(est.inbound);
                     }
-                    Err(e @ Error::Auth(_)) => return Err(e),
+                    Err(e @ Error::Auth(_)) if first => return Err(e),
+                    Err(Error::Auth(e)) => {
+                        // after a long outage our old ticket may have expired and the
+                        // reclaim is refused: start over as a new session
+                        tracing::warn!(mon = %a, error = %e, "re-authentication refused; retrying without reclaim");
+                        let mut st = lock(&self.state);
+                        st.cephx = CephxClient::new(self.cfg.name.clone(), self.cfg.key.clone(), WANT_KEYS);
+                        last_err = Some(Error::Auth(e));
+                    }
                     Err(e) => {
                         tracing::debug!(mon = %a, error = %e, "mon connect failed");
                         last_err = Some(e);

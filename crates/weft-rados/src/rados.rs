@@ -257,6 +257,7 @@ impl Rados {
         let mut attempt: i32 = 0;
         let mut maps = self.inner.monc.subscribe_osdmap();
         let mut kicks = self.inner.kick.subscribe();
+        let mut renewed = false;
         loop {
             if Instant::now() >= deadline {
                 return Err(Error::Timeout(format!("op on {}", t.oid)));
@@ -279,6 +280,13 @@ impl Rados {
             }
             let session = match self.session(osd, &map).await {
                 Ok(s) => s,
+                Err(Error::Auth(e)) if !renewed => {
+                    // the OSD refused our ticket (expired?): renew once and retry
+                    tracing::info!(osd, error = %e, "osd refused our ticket; renewing");
+                    renewed = true;
+                    self.inner.monc.renew_tickets().await?;
+                    continue;
+                }
                 Err(e @ Error::Auth(_)) => return Err(e),
                 Err(e) => {
                     tracing::debug!(osd, error = %e, "osd connect failed, retrying");
