@@ -1011,7 +1011,8 @@ fn ln_tables() -> &'static LnTables {
 /// 2^44 * log2(x+1) for x in [0, 0xffff], as crush_ln computes it.
 pub fn crush_ln(xin: u32) -> u64 {
     let t = ln_tables();
-    let mut x = xin.wrapping_add(1);
+    // defined for 16-bit inputs (straw2 masks its hash); mask so any input is safe
+    let mut x = (xin & 0xffff) + 1;
     let mut iexpon: i64 = 15;
     if x & 0x18000 == 0 {
         let bits = (x & 0x1ffff).leading_zeros() as i64 - 16;
@@ -1045,6 +1046,15 @@ mod tests {
         assert_eq!(t.rh_lh[2], 0x0000_fe03_f80f_e040);
         assert_eq!(t.rh_lh[3], 0x0000_02df_ca16_dde1);
         assert_eq!(t.ll[0], 0);
+    }
+
+    #[test]
+    fn crush_ln_any_input() {
+        for x in [0u32, 1, 0x7fff, 0xfffe, 0xffff, 0x1_0000, 0x1_ffff, u32::MAX] {
+            let _ = crush_ln(x);
+        }
+        // ln(1) = 0 at x = 0xffff (x+1 = 2^16): 2^44 * 16
+        assert_eq!(crush_ln(0xffff), 16 << 44);
     }
 
     #[test]
