@@ -114,6 +114,79 @@ fn crush_mappings_match_crushtool() {
     }
 }
 
+/// A compat weight-set (choose_args -1): per-position weights on a host,
+/// weights plus substituted ids on another, three positions on the root.
+const CHOOSE_ARGS: &str = "
+# choose_args
+choose_args 18446744073709551615 {
+  {
+    bucket_id -1
+    weight_set [
+      [ 0.500 1.000 2.000 ]
+      [ 2.000 0.250 1.000 ]
+    ]
+  }
+  {
+    bucket_id -2
+    weight_set [
+      [ 3.000 0.100 1.000 ]
+    ]
+    ids [ 100 101 102 ]
+  }
+  {
+    bucket_id -7
+    weight_set [
+      [ 1.000 4.000 ]
+      [ 4.000 1.000 ]
+      [ 2.000 2.000 ]
+    ]
+  }
+}
+";
+
+#[test]
+fn choose_args_match_crushtool() {
+    if !enabled() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    run("crushtool", &["--build", "--num_osds", "12", "host", "straw2", "3", "rack", "straw2", "2", "root", "straw2", "0", "-o", "c0"], d);
+    let txt = run("crushtool", &["-d", "c0"], d);
+    let txt = txt.replace("# end crush map", &format!("{EC_RULE}\n{CHOOSE_ARGS}\n# end crush map"));
+    std::fs::write(d.join("c.txt"), txt).unwrap();
+    run("crushtool", &["-c", "c.txt", "-o", "c1"], d);
+    let map = CrushMap::decode(&std::fs::read(d.join("c1")).unwrap()).unwrap();
+    assert_eq!(map.choose_args.get(&-1).map(|a| a.len()), Some(3));
+    let weights = vec![0x10000u32; 12];
+    let mut differs = 0;
+    for (rule, reps) in [(0usize, 3usize), (1, 4), (2, 3)] {
+        let out = run(
+            "crushtool",
+            &["-i", "c1", "--test", "--show-mappings", "--rule", &rule.to_string(), "--num-rep", &reps.to_string(), "--min-x", "0", "--max-x", "511"],
+            d,
+        );
+        let mut n = 0;
+        for line in out.lines().filter(|l| l.starts_with("CRUSH rule")) {
+            let x: u32 = line.split_whitespace().nth(4).unwrap().parse().unwrap();
+            let want = parse_vec(line.rsplit_once(' ').unwrap().1);
+            assert_eq!(map.do_rule(rule, x, reps, &weights, Some(-1)), want, "rule {rule} x {x}");
+            if map.do_rule(rule, x, reps, &weights, None) != want {
+                differs += 1;
+            }
+            n += 1;
+        }
+        assert_eq!(n, 512);
+    }
+    // our Some(-1) vs None differ only through choose_args, so this shows the
+    // weight-set mattered (None still falls back to -1: compare to a map without it)
+    let mut plain = map.clone();
+    plain.choose_args.clear();
+    let moved = (0..512).filter(|&x| plain.do_rule(0, x, 3, &weights, None) != map.do_rule(0, x, 3, &weights, Some(-1))).count();
+    assert!(moved > 50, "weight-set changed only {moved} mappings");
+    let _ = differs;
+}
+
 #[test]
 fn osdmap_placement_matches_osdmaptool() {
     if !enabled() {
