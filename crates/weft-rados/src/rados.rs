@@ -36,6 +36,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<OsdOpReply>>>>;
+type Slot = Arc<tokio::sync::Mutex<Option<Arc<OsdSession>>>>;
 
 struct OsdSession {
     handle: ConnHandle,
@@ -46,7 +47,9 @@ struct OsdSession {
 struct Inner {
     cfg: Arc<ClientConfig>,
     monc: Arc<MonClient>,
-    osds: tokio::sync::Mutex<HashMap<i32, Arc<OsdSession>>>,
+    /// One slot per OSD, each with its own lock, so connecting to a slow OSD
+    /// does not hold up ops to the others.
+    osds: Mutex<HashMap<i32, Slot>>,
     tid: AtomicU64,
     watchers: Mutex<HashMap<u64, mpsc::UnboundedSender<WatchNotify>>>,
     cookie: AtomicU64,
@@ -84,7 +87,7 @@ impl Rados {
             inner: Arc::new(Inner {
                 cfg,
                 monc,
-                osds: tokio::sync::Mutex::new(HashMap::new()),
+                osds: Mutex::new(HashMap::new()),
                 tid: AtomicU64::new(1),
                 watchers: Mutex::new(HashMap::new()),
                 cookie: AtomicU64::new(1),
@@ -152,13 +155,15 @@ impl Rados {
     /// The connection mode (CON_MODE_CRC / CON_MODE_SECURE) negotiated with
     /// an OSD we have a session with.
     pub async fn osd_session_mode(&self, osd: i32) -> Option<u32> {
-        self.inner.osds.lock().await.get(&osd).map(|s| s.handle.mode)
+        let slot = lock(&self.inner.osds).get(&osd).cloned()?;
+        let g = slot.lock().await;
+        g.as_ref().map(|s| s.handle.mode)
     }
 
     /// Drops all OSD sessions; the next op on each reconnects (with the
     /// current tickets). Pending ops are resent.
     pub async fn reset_osd_sessions(&self) {
-        self.inner.osds.lock().await.clear();
+        lock(&self.inner.osds).clear();
     }
 
     async fn session(&self, osd: i32, map: &OsdMap) -> Result<Arc<OsdSession>> {
@@ -168,8 +173,9 @@ impl Rados {
             .and_then(|a| a.v2())
             .and_then(|a| a.addr)
             .ok_or_else(|| Error::Config(format!("osd.{osd} has no msgr2 address in epoch {}", map.epoch)))?;
-        let mut osds = self.inner.osds.lock().await;
-        if let Some(s) = osds.get(&osd) {
+        let slot = lock(&self.inner.osds).entry(osd).or_default().clone();
+        let mut guard = slot.lock().await;
+        if let Some(s) = guard.as_ref() {
             if s.addr == addr && !s.handle.is_closed() {
                 return Ok(s.clone());
             }
@@ -199,7 +205,8 @@ impl Rados {
         tracing::debug!(osd, %addr, mode = est.handle.mode, "osd session up");
         let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
         let s = Arc::new(OsdSession { handle: est.handle, addr, pending: pending.clone() });
-        osds.insert(osd, s.clone());
+        *guard = Some(s.clone());
+        drop(guard);
         let weak = Arc::downgrade(&self.inner);
         let mut inbound = est.inbound;
         tokio::spawn(async move {
@@ -228,7 +235,11 @@ impl Rados {
                         // block, and resend everything in flight when it is lifted.
                         Ok(b) if b.op == msg::backoff_op::BLOCK => {
                             tracing::debug!(osd, pg = %b.pgid, "osd backoff: block");
-                            let sess = inner.osds.lock().await.get(&osd).cloned();
+                            let slot = lock(&inner.osds).get(&osd).cloned();
+                            let sess = match slot {
+                                Some(sl) => sl.lock().await.clone(),
+                                None => None,
+                            };
                             if let Some(s) = sess {
                                 s.handle.send(msg::backoff_ack(&b));
                             }
