@@ -69,7 +69,11 @@ pub enum RadosCmd {
     /// remove objects
     Rm { oids: Vec<String> },
     /// list objects in the pool/namespace
-    Ls,
+    Ls {
+        /// every namespace (prints namespace<TAB>name)
+        #[arg(long)]
+        all: bool,
+    },
     Setxattr { oid: String, name: String, value: String },
     Getxattr { oid: String, name: String },
     Listxattr { oid: String },
@@ -171,11 +175,16 @@ pub async fn run_with(r: &Rados, a: &RadosArgs) -> Result<()> {
                 io.remove(o).await?;
             }
         }
-        RadosCmd::Ls => {
-            let mut v = ioctx(r, a)?.list().await?;
-            v.sort_by(|x, y| x.oid.cmp(&y.oid));
+        RadosCmd::Ls { all } => {
+            let io = ioctx(r, a)?;
+            let mut v = if *all { io.list_all_namespaces().await? } else { io.list().await? };
+            v.sort_by(|x, y| (&x.nspace, &x.oid).cmp(&(&y.nspace, &y.oid)));
             for e in v {
-                println!("{}", e.oid);
+                if *all {
+                    println!("{}\t{}", e.nspace, e.oid);
+                } else {
+                    println!("{}", e.oid);
+                }
             }
         }
         RadosCmd::Setxattr { oid, name, value } => ioctx(r, a)?.setxattr(oid, name, value.as_bytes()).await?,

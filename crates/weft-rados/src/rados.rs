@@ -28,6 +28,8 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Resend an op that got no reply within this long (dedup makes it safe).
 const RESEND_AFTER: Duration = Duration::from_secs(15);
+/// The namespace value that makes PGNLS return every namespace.
+pub const ALL_NSPACES: &str = "\u{1}";
 /// Max entries asked per PGNLS round trip.
 const LIST_CHUNK: u64 = 1024;
 
@@ -854,6 +856,13 @@ impl IoCtx {
             b.put_str(cookie);
         });
         self.exec(oid, "lock", "unlock", &d).await.map(|_| ())
+    }
+
+    /// Lists objects in every namespace of the pool.
+    pub async fn list_all_namespaces(&self) -> Result<Vec<ListEntry>> {
+        let mut all = self.clone();
+        all.nspace = ALL_NSPACES.to_string();
+        all.list().await
     }
 
     /// Lists objects in this namespace (PGNLS over every PG, with cursors).

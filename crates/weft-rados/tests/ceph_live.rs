@@ -214,6 +214,8 @@ async fn namespaces_and_listing() {
     assert!(plain.stat("obj0").await.is_err() || !plain.list().await.unwrap().iter().any(|e| e.nspace == ns));
     let tool = String::from_utf8(rados_tool(c, &["-N", &ns, "ls"])).unwrap();
     assert_eq!(tool.lines().count(), 40);
+    let every = plain.list_all_namespaces().await.unwrap();
+    assert_eq!(every.iter().filter(|e| e.nspace == ns).count(), 40);
     for n in &names {
         a.remove(n).await.unwrap();
     }
