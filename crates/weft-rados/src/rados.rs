@@ -14,7 +14,7 @@ use crate::proto::cephx::Authorizer;
 use crate::proto::conn::{AuthMethod, ConnConfig, FEATURES_PACIFIC};
 use crate::proto::enc::{Put, Reader};
 use crate::proto::msg::{
-    self, msg_type, osd_flag, osd_op, HObject, Message, OpResult, OsdOp, OsdOpReply, OsdOpTarget, WatchNotify,
+    self, msg_type, osd_flag, osd_op, HObject, OpResult, OsdOp, OsdOpReply, OsdOpTarget, WatchNotify,
 };
 use crate::proto::osdmap::{OsdMap, PgId};
 use crate::proto::types::{entity_type, UTime};
@@ -974,7 +974,3 @@ impl IoCtx {
         self.rados.osdmap()?.pool_names.get(&self.pool).cloned().ok_or_else(|| Error::NoPool(self.pool.to_string()))
     }
 }
-
-// silence: Message is used in signatures of helpers in other modules
-#[allow(dead_code)]
-fn _uses(_: Message) {}
