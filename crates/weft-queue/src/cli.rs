@@ -195,7 +195,15 @@ pub async fn run(cmd: Command) -> Result<(), QueueError> {
                 }
                 s.into_iter().collect()
             } else {
-                vec![call(&c, "weft.stats.current", &()).await?]
+                match c.call::<_, Snapshot>("weft.stats.current", &()).await {
+                    Ok(s) => vec![s],
+                    // A node without the keeper: its plain flat statistics.
+                    Err(e) if e.code() == Some(weft_wire::ErrorCode::UnknownRoute) => {
+                        let values: BTreeMap<String, serde_json::Value> = call(&c, "weft.stats", &()).await?;
+                        vec![Snapshot { timestamp: 0.0, uptime: 0.0, gather_period: 0.0, values, endpoints: BTreeMap::new() }]
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             };
             if conn.json {
                 print_json(&snaps);

@@ -238,3 +238,13 @@ async fn busy_handler_is_retried_without_using_up_retries() {
     assert_eq!((ep.queue().info().errors, ep.queue().info().processed), (0, 1));
     manager.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_cli_on_a_node_without_the_keeper() {
+    let server = Server::new(ServerConfig::default(), Service::new("plain").into_handler());
+    let addr = server.bind_tcp("127.0.0.1:0").await.unwrap();
+    let conn = Conn { addr: format!("tcp://{addr}"), timeout_ms: 5_000, json: false };
+    weft_queue::cli::run(Command::Stats { conn: conn.clone(), gathered: false, full: false }).await.unwrap();
+    assert!(weft_queue::cli::run(Command::Stats { conn, gathered: false, full: true }).await.is_err());
+    server.shutdown(Duration::from_secs(1)).await;
+}
