@@ -60,6 +60,15 @@ impl CryptoKey {
             .map_err(|e| CephxError::BadKey(format!("base64: {e}")))?;
         Self::decode(&mut Reader::new(&raw)).map_err(|e| CephxError::BadKey(e.to_string()))
     }
+    /// The keyring form (base64 of type, created, length, secret).
+    pub fn to_base64(&self) -> String {
+        let mut b = Vec::with_capacity(28);
+        b.put_u16_le(CRYPTO_AES);
+        self.created.encode(&mut b);
+        b.put_u16_le(16);
+        b.extend_from_slice(&self.secret);
+        base64::engine::general_purpose::STANDARD.encode(b)
+    }
     pub fn decode(r: &mut Reader<'_>) -> DResult<Self> {
         let ty = r.u16("crypto_key.type")?;
         let created = UTime::decode(r)?;
@@ -408,6 +417,7 @@ mod tests {
     #[test]
     fn key_and_keyring() {
         let k = CryptoKey::from_base64(KEY).unwrap();
+        assert_eq!(k.to_base64(), KEY);
         let ring = format!("[client.admin]\n\tkey = {KEY}\n\tcaps mon = \"allow *\"\n");
         let k2 = keyring_lookup(&ring, &EntityName::client("admin")).unwrap();
         assert_eq!(k, k2);
