@@ -156,8 +156,11 @@ pub async fn run(load: &Load) -> Result<Report, BenchError> {
         .map(|c| {
             let (c, body) = (c.clone(), body.clone());
             tokio::spawn(async move {
+                let ids = IdSource::new();
+                let mut n = 0u64;
                 while Instant::now() < warm_until {
-                    let _ = c.request_frame(request(route, &body)).await;
+                    n += 1;
+                    let _ = c.request_frame(request(route, &body, ids.next(n))).await;
                 }
             })
         })
@@ -182,9 +185,10 @@ pub async fn run(load: &Load) -> Result<Report, BenchError> {
             tokio::spawn(async move {
                 let mut r = ClientResult { hist: new_histogram(), errors: 0, first_error: None };
                 let mut sent = 0u64;
+                let ids = IdSource::new();
                 while sent < count && deadline.is_none_or(|d| Instant::now() < d) {
                     sent += 1;
-                    let frame = request(route, &body);
+                    let frame = request(route, &body, ids.next(sent));
                     let t0 = Instant::now();
                     match c.request_frame(frame).await {
                         Ok(_) => {
@@ -230,8 +234,25 @@ pub async fn run(load: &Load) -> Result<Report, BenchError> {
 
 /// A request frame around a pre-encoded body: only the id is new each time,
 /// so the generator spends its time on the round trip, not on encoding.
-fn request(route: &str, body: &Bytes) -> Frame {
-    Frame { kind: FrameKind::Request, flags: Flags::default(), id: MessageId::new_v4(), route: route.to_owned(), body: body.clone() }
+fn request(route: &str, body: &Bytes, id: MessageId) -> Frame {
+    Frame { kind: FrameKind::Request, flags: Flags::default(), id, route: route.to_owned(), body: body.clone() }
+}
+
+/// Message ids for one client: a random base, then a counter. Unique on the
+/// connection (all the protocol asks), without a `getrandom` system call
+/// per request as `Uuid::new_v4` makes, which would be generator overhead
+/// counted against the server.
+struct IdSource {
+    base: u128,
+}
+
+impl IdSource {
+    fn new() -> Self {
+        IdSource { base: MessageId::new_v4().as_u128() }
+    }
+    fn next(&self, n: u64) -> MessageId {
+        MessageId::from_u128(self.base.wrapping_add(u128::from(n)))
+    }
 }
 
 #[cfg(test)]
@@ -247,6 +268,13 @@ mod tests {
         assert_eq!(b[1], 16);
         assert_eq!(b.len(), 18);
         assert!(Workload::Ping.body().unwrap().is_empty());
+    }
+
+    #[test]
+    fn ids_are_distinct() {
+        let ids = IdSource::new();
+        let set: std::collections::HashSet<MessageId> = (1..=1000).map(|n| ids.next(n)).collect();
+        assert_eq!(set.len(), 1000);
     }
 
     #[test]
