@@ -165,7 +165,16 @@ impl Store {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io("create directory"))?;
         }
+        let existed = path.exists();
         let mut file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io("open"))?;
+        if !existed {
+            // A new file's directory entry must be durable too, or a power
+            // loss could take the whole (fsync'd) log with it.
+            file.sync_all().map_err(io("fsync new log"))?;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                File::open(dir).and_then(|d| d.sync_all()).map_err(io("fsync directory"))?;
+            }
+        }
         let mut data = Vec::new();
         file.read_to_end(&mut data).map_err(io("read"))?;
         let mut state = State::default();
