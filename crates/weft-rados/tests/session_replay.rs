@@ -4,14 +4,14 @@
 //! recorded ones, so the server's AUTH_SIGNATURE and the AES-GCM stream
 //! verify offline.
 
-use weft_rados::proto::cephx::{CephxClient, CryptoKey};
+use weft_rados::proto::cephx::{Authorizer, CephxClient, CryptoKey};
 use weft_rados::proto::conn::{AuthMethod, ConnConfig, Connection, Event, CON_MODE_CRC, CON_MODE_SECURE, FEATURES_PACIFIC};
 use weft_rados::proto::monmap::MonMap;
 use weft_rados::proto::msg::{self, msg_type};
 use weft_rados::proto::osdmap::OsdMap;
 use weft_rados::proto::types::{entity_type, EntityAddr, EntityName};
 
-fn replay(mode: u32, rx: &[u8], tx: &[u8], key: &str, chunk: usize) -> (MonMap, OsdMap) {
+fn replay(mode: u32, rx: &[u8], tx: &[u8], key: &str, chunk: usize) -> (MonMap, OsdMap, CephxClient) {
     let cfg = ConnConfig {
         peer_type: entity_type::MON,
         peer_addr: EntityAddr::msgr2("127.0.0.1:3300".parse().unwrap()),
@@ -55,7 +55,54 @@ fn replay(mode: u32, rx: &[u8], tx: &[u8], key: &str, chunk: usize) -> (MonMap, 
     }
     assert!(ready, "handshake did not complete");
     assert_eq!(out, tx, "our handshake bytes differ from the recorded ones");
-    (monmap.expect("monmap"), osdmap.expect("osdmap"))
+    let cephx = conn.cephx().unwrap().clone();
+    (monmap.expect("monmap"), osdmap.expect("osdmap"), cephx)
+}
+
+/// Replays the OSD session recorded right after the mon session: the
+/// authorizer comes from the replayed mon session's OSD ticket.
+fn replay_osd(mode: u32, cephx: &CephxClient, rx: &[u8], tx: &[u8], meta: &str, chunk: usize) {
+    let mut it = meta.split_whitespace();
+    let addr: std::net::SocketAddr = it.next().unwrap().parse().unwrap();
+    let nonce: u32 = it.next().unwrap().parse().unwrap();
+    let ticket = cephx.tickets.get(&entity_type::OSD).expect("osd ticket");
+    let authz = Authorizer::build(cephx.global_id, ticket, 0x0a0b_0c0d_0e0f_1011);
+    let cfg = ConnConfig {
+        peer_type: entity_type::OSD,
+        peer_addr: EntityAddr { nonce, ..EntityAddr::msgr2(addr) },
+        features: FEATURES_PACIFIC,
+        modes: vec![mode],
+        global_id: cephx.global_id,
+        client_cookie: 0x0fed_cba9_8765_4321,
+        nonce: 0x5566_7788,
+        global_seq: 2,
+    };
+    let mut conn = Connection::new(cfg, AuthMethod::Service(Box::new(authz)));
+    let mut rng = || 0x1122_3344_5566_7788u64;
+    let mut out = conn.take_output();
+    let (mut ready, mut replies) = (false, Vec::new());
+    for piece in rx.chunks(chunk.max(1)) {
+        conn.feed(piece, &mut rng).unwrap();
+        if !ready {
+            out.extend(conn.take_output());
+        }
+        while let Some(ev) = conn.poll_event() {
+            match ev {
+                Event::Ready { mode: m, .. } => {
+                    assert_eq!(m, mode);
+                    ready = true;
+                }
+                Event::Message(m) if m.ty == msg_type::OSD_OPREPLY => replies.push(msg::decode_osd_op_reply(&m).unwrap()),
+                _ => {}
+            }
+        }
+    }
+    assert!(ready);
+    assert_eq!(out, tx, "our OSD handshake bytes differ from the recorded ones");
+    assert_eq!(replies.len(), 2);
+    assert_eq!((replies[0].tid, replies[0].result), (1, 0));
+    assert_eq!(replies[1].tid, 2);
+    assert_eq!(&replies[1].ops[0].outdata[..], b"replay bytes");
 }
 
 #[test]
@@ -64,9 +111,17 @@ fn crc_session_replays_byte_for_byte() {
     let tx = include_bytes!("data/session/mon_crc.tx.bin");
     let key = include_str!("data/session/mon_crc.key");
     for chunk in [rx.len(), 1, 7, 100] {
-        let (mm, om) = replay(CON_MODE_CRC, rx, tx, key, chunk);
+        let (mm, om, cephx) = replay(CON_MODE_CRC, rx, tx, key, chunk);
         assert_eq!(mm.fsid, om.fsid);
         assert!(om.pool_by_name("test").is_some());
+        replay_osd(
+            CON_MODE_CRC,
+            &cephx,
+            include_bytes!("data/session/mon_crc.osd.rx.bin"),
+            include_bytes!("data/session/mon_crc.osd.tx.bin"),
+            include_str!("data/session/mon_crc.osd.meta"),
+            chunk,
+        );
     }
 }
 
@@ -76,9 +131,17 @@ fn secure_session_replays_byte_for_byte() {
     let tx = include_bytes!("data/session/mon_secure.tx.bin");
     let key = include_str!("data/session/mon_secure.key");
     for chunk in [rx.len(), 1, 13] {
-        let (mm, om) = replay(CON_MODE_SECURE, rx, tx, key, chunk);
+        let (mm, om, cephx) = replay(CON_MODE_SECURE, rx, tx, key, chunk);
         assert_eq!(mm.fsid, om.fsid);
         assert!(om.pool_by_name("test").is_some());
+        replay_osd(
+            CON_MODE_SECURE,
+            &cephx,
+            include_bytes!("data/session/mon_secure.osd.rx.bin"),
+            include_bytes!("data/session/mon_secure.osd.tx.bin"),
+            include_str!("data/session/mon_secure.osd.meta"),
+            chunk,
+        );
     }
 }
 
