@@ -21,6 +21,20 @@ pub struct NodeConfig {
     /// The streaming log: every `weft_log::LogConfig` field.
     pub log_store: weft_log::LogConfig,
     pub http: Listener,
+    pub pva: Pva,
+}
+
+/// pvAccess server inside `weft serve`. Addresses and ports come from the
+/// standard EPICS variables (EPICS_PVAS_INTF_ADDR_LIST,
+/// EPICS_PVAS_SERVER_PORT (5075), EPICS_PVAS_BROADCAST_PORT (5076), ...).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pva {
+    pub enabled: bool,
+    /// Also serve the demo PVs (weft:demo:*).
+    pub demo: bool,
+    /// PVs backed by topics: `[{pv, topic, partition, kind: double|int|string}]`.
+    pub bridges: Vec<weft_bridge::PvTopicSpec>,
 }
 
 
@@ -90,6 +104,7 @@ impl Default for NodeConfig {
             liveness: Liveness { peers: vec![], interval_ms: 1_000, timeout_ms: 3_000 },
             log_store: weft_log::LogConfig::default(),
             http: Listener { enabled: true, addr: "127.0.0.1:7480".into(), allow: loopback() },
+            pva: Pva { enabled: false, demo: false, bridges: vec![] },
         }
     }
 }

@@ -97,6 +97,10 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     } else {
         None
     };
+    let (pva, _bridges) = if cfg.pva.enabled { start_pva(&cfg, &log).await? } else { (None, vec![]) };
+    if let Some(p) = &pva {
+        svc.add_transport(format!("pva://{}", p.tcp_addr()));
+    }
     info!(node = %cfg.node.name, id = %node_id, data_dir = %data_dir.display(), transports = ?svc.info().transports, "weft node ready");
 
     signals.wait().await;
@@ -105,6 +109,9 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     let drained = server.shutdown(Duration::from_millis(cfg.limits.drain_timeout_ms)).await;
     if let Some(task) = http {
         let _ = tokio::time::timeout(Duration::from_millis(cfg.limits.drain_timeout_ms), task).await;
+    }
+    if let Some(p) = pva {
+        p.shutdown().await;
     }
     // Everything acknowledged is already durable per the fsync policy; this
     // syncs what `interval`/`never` left in the page cache.
@@ -117,6 +124,22 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
         tracing::warn!("drain timeout reached with requests still running; exiting anyway");
     }
     Ok(())
+}
+
+async fn start_pva(cfg: &NodeConfig, log: &weft_log::Log) -> Result<(Option<weft_pva::server::Server>, Vec<weft_bridge::PvTopicBridge>)> {
+    let pva_cfg = weft_pva::config::ServerConfig::from_env();
+    let server = if cfg.pva.demo {
+        weft_pva::serve_demo(pva_cfg).await
+    } else {
+        weft_pva::server::Server::start(pva_cfg, weft_pva::server::Provider::new()).await
+    }
+    .context("starting the pvAccess server")?;
+    let mut bridges = vec![];
+    for spec in &cfg.pva.bridges {
+        bridges.push(weft_bridge::attach(log, server.provider(), spec).await.with_context(|| format!("bridging PV {}", spec.pv))?);
+    }
+    info!(tcp = %server.tcp_addr(), udp = %server.udp_addr(), bridges = bridges.len(), demo = cfg.pva.demo, "pvAccess server ready");
+    Ok((Some(server), bridges))
 }
 
 async fn open_log(cfg: &NodeConfig, data_dir: &std::path::Path) -> Result<weft_log::Log> {
