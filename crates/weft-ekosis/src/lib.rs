@@ -24,4 +24,4 @@ mod server;
 pub use client::{new_span_key, ClientOptions, EkosisClient, EkosisOutbound};
 pub use eco::{statistics, Node, Obj};
 pub use error::EkosisError;
-pub use server::{error_status, AppInfo, EkosisConfig, EkosisServer};
+pub use server::{error_status, AppInfo, EkosisConfig, EkosisListeners, EkosisServer};

@@ -63,6 +63,21 @@ pub(crate) struct Shared {
     tasks: TaskTracker,
 }
 
+/// Where to listen, for configuration files (`[ekosis]` section): each
+/// transport is off unless set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EkosisListeners {
+    /// e.g. `127.0.0.1:8888`
+    #[serde(default)]
+    pub tcp: Option<String>,
+    /// e.g. `127.0.0.1:8889`
+    #[serde(default)]
+    pub udp: Option<String>,
+    /// Unix socket path.
+    #[serde(default)]
+    pub unix: Option<PathBuf>,
+}
+
 /// An ekosis-protocol listener set. Cheap to clone.
 #[derive(Clone)]
 pub struct EkosisServer {
@@ -204,6 +219,22 @@ impl EkosisServer {
         });
         info!(addr = %local, "listening (ekosis udp)");
         Ok(local)
+    }
+
+    /// Bind every configured transport; returns their URLs
+    /// (`ekosis+tcp://...`) for `weft.info`.
+    pub async fn bind_all(&self, l: &EkosisListeners) -> Result<Vec<String>, EkosisError> {
+        let mut urls = vec![];
+        if let Some(a) = &l.tcp {
+            urls.push(format!("ekosis+tcp://{}", self.bind_tcp(a).await?));
+        }
+        if let Some(a) = &l.udp {
+            urls.push(format!("ekosis+udp://{}", self.bind_udp(a).await?));
+        }
+        if let Some(p) = &l.unix {
+            urls.push(format!("ekosis+unix://{}", self.bind_unix(p).await?.display()));
+        }
+        Ok(urls)
     }
 
     /// Stop accepting; wait up to `drain` for requests in flight.

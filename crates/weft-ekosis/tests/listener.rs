@@ -17,10 +17,12 @@ async fn client_cli_and_sender_against_weft_listener() {
     let (svc, manager) = demo::demo_service("demo", &dir.path().join("q"), Duration::from_millis(200)).unwrap();
     let handler = svc.into_handler();
     let server = EkosisServer::new(&handler, manager.clone(), EkosisConfig::default());
-    let tcp = server.bind_tcp("127.0.0.1:0").await.unwrap().to_string();
-    let udp = server.bind_udp("127.0.0.1:0").await.unwrap().to_string();
     let uds = dir.path().join("s.sock");
-    server.bind_unix(&uds).await.unwrap();
+    let listeners = weft_ekosis::EkosisListeners { tcp: Some("127.0.0.1:0".into()), udp: Some("127.0.0.1:0".into()), unix: Some(uds.clone()) };
+    let urls = server.bind_all(&listeners).await.unwrap();
+    assert_eq!(urls.len(), 3);
+    let tcp = urls[0].trim_start_matches("ekosis+tcp://").to_owned();
+    let udp = urls[1].trim_start_matches("ekosis+udp://").to_owned();
 
     let c = EkosisClient::new(Endpoint::Tcp(tcp.clone()), ClientOptions::default());
     assert_eq!(c.call("echo", &json!({"message": "x"})).await.unwrap(), json!({"message": "x"}));
