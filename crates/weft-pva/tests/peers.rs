@@ -180,8 +180,12 @@ async fn start_p4p(tcp: u16, udp: u16, array_size: usize) -> Peer {
 }
 
 async fn start_pvapy(tcp: u16, udp: u16, array_size: usize) -> Peer {
+    start_pvapy_script(scripts().join("pvapy_peer.py"), tcp, udp, array_size).await
+}
+
+async fn start_pvapy_script(script: PathBuf, tcp: u16, udp: u16, array_size: usize) -> Peer {
     let mut child = Command::new(python())
-        .arg(scripts().join("pvapy_peer.py"))
+        .arg(script)
         .args(["X:", "10", &array_size.to_string()])
         .env("EPICS_PVAS_INTF_ADDR_LIST", "127.0.0.1")
         .env("EPICS_PVA_SERVER_PORT", tcp.to_string())
@@ -422,5 +426,30 @@ async fn weft_and_pvxs_servers_share_a_udp_port() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42 0");
     s.shutdown().await;
+    peer.stop().await;
+}
+
+#[tokio::test]
+async fn weft_client_decodes_pvaccesscpp_cached_types_inside_data() {
+    if !enabled("weft_client_decodes_pvaccesscpp_cached_types_inside_data") {
+        return;
+    }
+    // pvAccessCPP sends the structures held by variant fields through its type
+    // cache (0xFD, then 0xFE) inside get/monitor data, not only in FieldDescs.
+    let (tcp, udp) = free_ports();
+    let peer = start_pvapy_script(here("pvapy_any_server.py"), tcp, udp, 0).await;
+    let c = client_for(udp).await;
+    for _ in 0..3 {
+        let d = c.get("X:any", "").await.unwrap();
+        let j = weft_pva::format::to_json(&d.desc, &d.value);
+        assert_eq!(j["value"]["s"], "x", "{j}");
+        assert_eq!(j["other"]["a"].as_i64().unwrap(), j["value"]["a"].as_i64().unwrap() + 1, "{j}");
+    }
+    let mut m = c.monitor("X:any", "", 0);
+    for _ in 0..4 {
+        let d = next_data(&mut m).await;
+        let j = weft_pva::format::to_json(&d.desc, &d.value);
+        assert_eq!(j["other"]["s"], "y", "{j}");
+    }
     peer.stop().await;
 }

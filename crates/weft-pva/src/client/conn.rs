@@ -47,6 +47,9 @@ pub struct ClientConn {
     next_id: AtomicU32,
     closed: Arc<AtomicBool>,
     closed_notify: Arc<tokio::sync::Notify>,
+    /// The server's type cache. Shared because pvAccessCPP servers also use it
+    /// for variant (any) values inside operation data, which op tasks decode.
+    rx_cache: Arc<Mutex<TypeCache>>,
 }
 
 impl std::fmt::Debug for ClientConn {
@@ -129,6 +132,7 @@ impl ClientConn {
         };
         tokio::time::timeout(timeout, wait).await.map_err(|_| Error::Timeout(format!("validation by {peer}")))??;
 
+        let shared_cache = Arc::new(Mutex::new(rx_cache));
         let (tx, mut txq) = mpsc::channel::<Vec<u8>>(256);
         let routes = Arc::new(Mutex::new(Routes::default()));
         let closed = Arc::new(AtomicBool::new(false));
@@ -141,6 +145,7 @@ impl ClientConn {
             next_id: AtomicU32::new(1),
             closed: closed.clone(),
             closed_notify: closed_notify.clone(),
+            rx_cache: shared_cache.clone(),
         });
         tokio::spawn(async move {
             while let Some(b) = txq.recv().await {
@@ -176,7 +181,10 @@ impl ClientConn {
                                 }
                             }
                             Frame::App(h, p) => {
-                                let m = decode_message(&h, &p, &mut rx_cache, Limits::default())?;
+                                let m = {
+                                    let mut c = shared_cache.lock().map_err(|_| Error::Usage("type cache lock poisoned".into()))?;
+                                    decode_message(&h, &p, &mut c, Limits::default())?
+                                };
                                 if let Some(reply) = route(&routes, h.order(), m, order) {
                                     let _ = tx.send(reply).await;
                                 }
@@ -200,6 +208,14 @@ impl ClientConn {
             closed_notify.notify_waiters();
         });
         Ok(conn)
+    }
+
+    /// Run `f` with the server's type cache (to decode operation data).
+    pub fn with_type_cache<R>(&self, f: impl FnOnce(&mut TypeCache) -> R) -> R {
+        match self.rx_cache.lock() {
+            Ok(mut c) => f(&mut c),
+            Err(_) => f(&mut TypeCache::new()),
+        }
     }
 
     pub fn is_closed(&self) -> bool {

@@ -427,7 +427,7 @@ impl Client {
             let RespBody::Data(data) = r.body else { continue };
             if !data.is_empty() {
                 let mut rd = Reader::new(&data, order);
-                let changed = decode_data(&mut rd, &desc, &mut value, &mut TypeCache::new())?;
+                let changed = conn.with_type_cache(|c| decode_data(&mut rd, &desc, &mut value, c))?;
                 let overrun = BitSet::decode(&mut rd).unwrap_or_default();
                 let ev = MonitorEvent::Data(PvData { desc: desc.clone(), value: value.clone(), changed, overrun });
                 if tx.send(ev).await.is_err() {
@@ -533,7 +533,7 @@ impl Channel {
         let r = self.exec(&mut inbox, cmd::GET, ioid, 0x00, ReqBody::Data(Default::default()), timeout).await;
         self.finish(ioid).await;
         let (order, r) = r?;
-        decode_typed(&desc, order, &r)
+        decode_typed(&self.conn, &desc, order, &r)
     }
 
     /// Build put data for text values against the put type; fetches the
@@ -578,7 +578,7 @@ impl Channel {
             let desc = types.into_iter().next().ok_or_else(|| Error::Unexpected("put init without type".into()))?;
             // Current value (get-put) so enums can be set by name and untouched fields keep their value.
             let cur = match self.exec(&mut inbox, cmd::PUT, ioid, sub::GET, ReqBody::Data(Default::default()), timeout).await {
-                Ok((o, r)) => decode_typed(&desc, o, &r).ok().map(|d| d.value),
+                Ok((o, r)) => decode_typed(&self.conn, &desc, o, &r).ok().map(|d| d.value),
                 Err(_) => None,
             };
             let (v, bits) = Self::build_put(&desc, cur.as_ref(), values)?;
@@ -603,7 +603,7 @@ impl Channel {
             let mut w = Writer::new(self.conn.order());
             encode_data(&mut w, &put_t, &v, &bits, &mut SendCache::disabled())?;
             let (o, r) = self.exec(&mut inbox, cmd::PUT_GET, ioid, 0x00, ReqBody::Data(w.buf.into()), timeout).await?;
-            decode_typed(&get_t, o, &r)
+            decode_typed(&self.conn, &get_t, o, &r)
         }
         .await;
         self.finish(ioid).await;
@@ -651,7 +651,7 @@ impl Channel {
         self.finish(ioid).await;
         let (o, r) = r?;
         let RespBody::Data(d) = r.body else { return Err(Error::Unexpected("array reply".into())) };
-        decode_value(&mut Reader::new(&d, o), &desc, &mut TypeCache::new())
+        self.conn.with_type_cache(|c| decode_value(&mut Reader::new(&d, o), &desc, c))
     }
 
     /// Write `data` (an array of the channel's element type) at `offset` (CMD_ARRAY put).
@@ -697,10 +697,10 @@ impl Channel {
     }
 }
 
-fn decode_typed(desc: &FieldDesc, order: ByteOrder, r: &OpResponse) -> Result<PvData> {
+fn decode_typed(conn: &ClientConn, desc: &FieldDesc, order: ByteOrder, r: &OpResponse) -> Result<PvData> {
     let RespBody::Data(d) = &r.body else { return Err(Error::Unexpected("reply without data".into())) };
     let mut value = Value::default_for(desc);
     let mut rd = Reader::new(d, order);
-    let changed = decode_data(&mut rd, desc, &mut value, &mut TypeCache::new())?;
+    let changed = conn.with_type_cache(|c| decode_data(&mut rd, desc, &mut value, c))?;
     Ok(PvData { desc: desc.clone(), value, changed, overrun: BitSet::new() })
 }
