@@ -74,3 +74,53 @@ fn osdmap_vectors_with_upmaps() {
     }
     assert!(n >= 768);
 }
+
+fn up_map() -> OsdMap {
+    let mut map = OsdMap::decode(include_bytes!("data/oracle/osdmap12.bin")).unwrap();
+    for i in 0..map.max_osd {
+        map.osd_state[i] |= osd_state::EXISTS | osd_state::UP;
+        map.osd_weight[i] = 0x10000;
+    }
+    map
+}
+
+#[test]
+fn primary_affinity_zero_never_primary_unless_alone() {
+    let mut map = up_map();
+    let pgs: Vec<PgId> = (0..768).map(|seed| PgId { pool: 1, seed }).collect();
+    let before = pgs.iter().filter(|pg| map.pg_to_up_acting(**pg).unwrap().acting_primary == 3).count();
+    assert!(before > 20);
+    let mut pa = vec![0x10000u32; map.max_osd];
+    pa[3] = 0;
+    pa[5] = 0x8000; // half: about half of its primaries move
+    map.primary_affinity = Some(pa);
+    let mut as5 = 0;
+    for pg in &pgs {
+        let pl = map.pg_to_up_acting(*pg).unwrap();
+        assert_ne!(pl.acting_primary, 3, "{pg}");
+        // replicated pools move the chosen primary to the front, same set
+        assert_eq!(pl.acting[0], pl.acting_primary);
+        as5 += (pl.acting_primary == 5) as usize;
+    }
+    map.primary_affinity = None;
+    let base5 = pgs.iter().filter(|pg| map.pg_to_up_acting(**pg).unwrap().acting_primary == 5).count();
+    assert!(as5 < base5 && as5 > base5 / 5, "osd.5 primaries {base5} -> {as5}");
+}
+
+#[test]
+fn pg_temp_and_primary_temp_override_acting_only() {
+    let mut map = up_map();
+    let pg = PgId { pool: 1, seed: 0x2a };
+    let base = map.pg_to_up_acting(pg).unwrap();
+    map.pg_temp.insert(pg, vec![11, 10, 9]);
+    let t = map.pg_to_up_acting(pg).unwrap();
+    assert_eq!(t.up, base.up, "up set ignores pg_temp");
+    assert_eq!((t.acting.clone(), t.acting_primary), (vec![11, 10, 9], 11));
+    map.primary_temp.insert(pg, 9);
+    assert_eq!(map.pg_to_up_acting(pg).unwrap().acting_primary, 9);
+    // a down OSD drops out of the temp set of a replicated pool
+    map.osd_state[11] &= !osd_state::UP;
+    let d = map.pg_to_up_acting(pg).unwrap();
+    assert_eq!(d.acting, vec![10, 9]);
+    assert!(!d.up.contains(&11));
+}
