@@ -32,9 +32,11 @@ BATCH_WINDOW=${BATCH_WINDOW:-8}
 DURATION_MS=${DURATION_MS:-3000}
 MAX_RECORDS=${MAX_RECORDS:-2000000}
 WEFT_TRANSPORT=${WEFT_TRANSPORT:-tcp}
-WEFT_PORT=${WEFT_PORT:-17400}
-NATS_PORT=${NATS_PORT:-14222}
-REDIS_PORT=${REDIS_PORT:-16379}
+# Each port is the first free one from these (other people's servers may
+# share the machine; connecting to one of them would measure the wrong thing).
+WEFT_PORT=${WEFT_PORT:-27400}
+NATS_PORT=${NATS_PORT:-24222}
+REDIS_PORT=${REDIS_PORT:-26379}
 OUT=${OUT:-$(mktemp -d /tmp/weft-logbench.XXXXXX)}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target-logbench}
 mkdir -p "$OUT"
@@ -65,10 +67,23 @@ stop_server() {
 }
 trap stop_server EXIT INT TERM
 
-wait_tcp() {
-    for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
+free_port() { # FIRST: print the first port from FIRST on that nothing listens on
+    local p
+    for p in $(seq "$1" $(( $1 + 200 ))); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return 0; }
+    done
+    log "no free port from $1"; return 1
+}
+
+wait_tcp() { # PORT: until it listens, and fail if our server died (e.g. the port was taken)
+    for _ in $(seq 100); do
+        kill -0 "$SERVER_PID" 2>/dev/null || { log "server (pid $SERVER_PID) exited; see $OUT/*.server.log"; return 1; }
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && sleep 0.3 && kill -0 "$SERVER_PID" 2>/dev/null && return 0
+        sleep 0.1
+    done
     log "nothing listens on 127.0.0.1:$1"; return 1
 }
+
 
 lb_run() { # SYSTEM TARGET LABEL [extra args]
     local system=$1 target=$2 label=$3; shift 3
@@ -99,6 +114,7 @@ if has weft; then
         label=weft-${f//:/}
         dir=$OUT/data-$label
         rm -rf "$dir"; mkdir -p "$dir"
+        WEFT_PORT=$(free_port "$WEFT_PORT")
         "$WEFT" serve --data-dir "$dir" --tcp-addr "127.0.0.1:$WEFT_PORT" --disable udp \
             --http-addr 127.0.0.1:0 --fsync "$f" >"$OUT/$label.server.log" 2>&1 &
         SERVER_PID=$!
@@ -116,6 +132,7 @@ fi
 if has jetstream; then
     dir=$OUT/data-jetstream
     rm -rf "$dir"; mkdir -p "$dir/js"
+    NATS_PORT=$(free_port "$NATS_PORT")
     # File storage, one replica (set per stream by the load generator).
     cat >"$dir/nats.conf" <<CONF
 listen: 127.0.0.1:$NATS_PORT
@@ -139,6 +156,7 @@ if has redis; then
         label=redis-$f
         dir=$OUT/data-$label
         rm -rf "$dir"; mkdir -p "$dir"
+        REDIS_PORT=$(free_port "$REDIS_PORT")
         redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --protected-mode yes --daemonize no \
             --dir "$dir" --save "" --appendonly yes --appendfsync "$f" >"$OUT/$label.server.log" 2>&1 &
         SERVER_PID=$!
