@@ -59,6 +59,8 @@ pub struct ServerConfig {
     pub beacon_period: Duration,
     /// If the TCP port is taken, fall back to a random one (as pvxs does).
     pub tcp_port_fallback: bool,
+    /// Close a client connection silent for this long (2 x EPICS_PVA_CONN_TMO, default 60 s).
+    pub idle_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +72,7 @@ impl Default for ServerConfig {
             beacon_addrs: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::BROADCAST), DEFAULT_UDP_PORT)],
             beacon_period: Duration::from_secs(15),
             tcp_port_fallback: true,
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -94,6 +97,11 @@ impl ServerConfig {
             addrs.push(SocketAddr::new(bcast, beacon_port));
         }
         c.beacon_addrs = addrs;
+        if let Some(t) = env("EPICS_PVA_CONN_TMO").and_then(|v| v.parse::<f64>().ok()) {
+            if t > 0.0 && t < 86400.0 {
+                c.idle_timeout = Duration::from_secs_f64(2.0 * t);
+            }
+        }
         if let Some(p) = env("EPICS_PVA_BEACON_PERIOD").and_then(|v| v.parse::<f64>().ok()) {
             if p > 0.0 && p < 86400.0 {
                 c.beacon_period = Duration::from_secs_f64(p);
@@ -111,6 +119,7 @@ impl ServerConfig {
             beacon_addrs: vec![],
             beacon_period: Duration::from_secs(15),
             tcp_port_fallback: true,
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }

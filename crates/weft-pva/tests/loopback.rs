@@ -241,3 +241,16 @@ async fn garbage_mid_session_closes_only_that_connection() {
     assert_eq!(g.desc.id(), "epics:nt/NTScalar:1.0");
     s.shutdown().await;
 }
+
+#[tokio::test]
+async fn silent_connections_are_closed_after_the_idle_timeout() {
+    let cfg = ServerConfig { idle_timeout: Duration::from_millis(300), ..ServerConfig::isolated() };
+    let s = serve_demo(cfg).await.unwrap();
+    let mut sock = tokio::net::TcpStream::connect(s.tcp_addr()).await.unwrap();
+    let mut all = vec![];
+    // The server greets, then hears nothing and hangs up.
+    let r = tokio::time::timeout(Duration::from_secs(5), sock.read_to_end(&mut all)).await;
+    assert!(r.is_ok(), "idle connection not closed");
+    assert!(all.len() >= 8, "no greeting before the close");
+    s.shutdown().await;
+}

@@ -115,10 +115,20 @@ pub(crate) async fn serve(sock: TcpStream, peer: SocketAddr, shared: Arc<Shared>
             while let Some(f) = framer.decode(&mut buf)? {
                 c.handle(f).await?;
             }
+            // Clients echo every ~15 s when idle; silence beyond the timeout
+            // means a dead peer or a half-open socket.
             tokio::select! {
                 n = rd.read_buf(&mut buf) => {
                     if n? == 0 {
                         return Ok::<(), Error>(());
+                    }
+                }
+                _ = tokio::time::sleep(shared.idle_timeout) => {
+                    // Some clients echo only when they receive nothing; a client that
+                    // is being fed monitor updates may legitimately stay silent.
+                    let feeding = c.ops.values().any(|o| matches!(o.kind, OpKind::Monitor { task: Some(_), .. }));
+                    if !feeding {
+                        return Err(Error::Timeout(format!("no traffic from {peer} for {:?}", shared.idle_timeout)));
                     }
                 }
                 _ = stop.changed() => return Ok(()),

@@ -34,6 +34,7 @@ pub(crate) struct Shared {
     pub guid: [u8; 12],
     pub tcp_addr: SocketAddr,
     pub stats: Stats,
+    pub idle_timeout: std::time::Duration,
 }
 
 /// A running server; dropping it does not stop it, call [`Server::shutdown`].
@@ -59,7 +60,7 @@ impl Server {
         };
         let tcp_addr = listener.local_addr()?;
         let guid: [u8; 12] = rand::random();
-        let shared = Arc::new(Shared { provider, guid, tcp_addr, stats: Stats::default() });
+        let shared = Arc::new(Shared { provider, guid, tcp_addr, stats: Stats::default(), idle_timeout: config.idle_timeout });
         let (stop, stop_rx) = watch::channel(false);
         let udp = udp::bind(&config)?;
         let udp_addr = udp.local_addr()?;
