@@ -63,19 +63,6 @@ pub async fn call(args: &ClientArgs, route: &str, json: Option<&str>) -> Result<
     Ok(())
 }
 
-pub async fn stats(args: &ClientArgs, json: bool) -> Result<()> {
-    let client = args.connect().await?;
-    let s: std::collections::BTreeMap<String, serde_json::Value> = client.call("weft.stats", &()).await?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
-    } else {
-        for (k, v) in s {
-            println!("{k} {v}");
-        }
-    }
-    Ok(())
-}
-
 pub async fn info(args: &ClientArgs) -> Result<()> {
     let client = args.connect().await?;
     let info: serde_json::Value = client.call_json("weft.info", &serde_json::Value::Null).await?;

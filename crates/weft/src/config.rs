@@ -22,6 +22,17 @@ pub struct NodeConfig {
     pub log_store: weft_log::LogConfig,
     pub http: Listener,
     pub pva: Pva,
+    /// Ecosystem (ekosis 0.17) wire-compatible listeners; each is off unless set.
+    pub ekosis: weft_ekosis::EkosisListeners,
+    pub stats: StatsKeeping,
+}
+
+/// The statistics keeper's history (`weft stats --gathered|--full`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsKeeping {
+    pub gather_period_ms: u64,
+    pub history_len: u64,
 }
 
 /// pvAccess server inside `weft serve`. Addresses and ports come from the
@@ -105,6 +116,8 @@ impl Default for NodeConfig {
             log_store: weft_log::LogConfig::default(),
             http: Listener { enabled: true, addr: "127.0.0.1:7480".into(), allow: loopback() },
             pva: Pva { enabled: false, demo: false, bridges: vec![] },
+            ekosis: weft_ekosis::EkosisListeners::default(),
+            stats: StatsKeeping { gather_period_ms: 300_000, history_len: 12 },
         }
     }
 }

@@ -43,14 +43,6 @@ enum Command {
         /// JSON request body (default: null).
         json: Option<String>,
     },
-    /// Print a node's statistics (flat keys).
-    Stats {
-        #[command(flatten)]
-        client: client_cmd::ClientArgs,
-        /// Print JSON instead of `key value` lines.
-        #[arg(long)]
-        json: bool,
-    },
     /// Print a node's name, version, id, uptime, transports and endpoints.
     Info(client_cmd::ClientArgs),
     /// Print the node's UDP liveness table (peers and when they were last seen).
@@ -88,6 +80,11 @@ enum Command {
         #[command(subcommand)]
         command: weft_log::cli::LogCmd,
     },
+    /// Queued endpoints and senders, error states, statistics (current, gathered, full).
+    #[command(flatten)]
+    Queues(weft_queue::cli::Command),
+    /// Talk to an Ecosystem (ekosis) service or a Weft ekosis listener.
+    Eko(weft_ekosis::cli::EkoArgs),
     /// List and describe consumer groups.
     Group {
         #[command(flatten)]
@@ -216,12 +213,13 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Ping(c) => client_cmd::ping(&c).await,
         Command::Echo { client, text } => client_cmd::echo(&client, &text).await,
         Command::Call { client, route, json } => client_cmd::call(&client, &route, json.as_deref()).await,
-        Command::Stats { client, json } => client_cmd::stats(&client, json).await,
         Command::Info(c) => client_cmd::info(&c).await,
         Command::Liveness(c) => client_cmd::liveness(&c).await,
         Command::Topic { client, command } => Ok(weft_broker::cli::topic(&client.connect().await?, command).await?),
         Command::Produce { client, args } => Ok(weft_broker::cli::produce(&client.connect().await?, args).await?),
         Command::Consume { client, args } => Ok(weft_broker::cli::consume(&client.connect().await?, args).await?),
+        Command::Queues(cmd) => Ok(weft_queue::cli::run(cmd).await?),
+        Command::Eko(args) => Ok(weft_ekosis::cli::run(args).await?),
         Command::Pv { command } => Ok(weft_pva::cli::run(command).await?),
         Command::Rados(args) => Ok(weft_rados::cli::run(args).await?),
         Command::Log { command } => Ok(weft_log::cli::run(command).await?),

@@ -43,7 +43,19 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     let mut service = Service::with_id(cfg.node.name.clone(), node_id.clone());
     register_node_endpoints(&mut service, liveness.clone(), Duration::from_millis(cfg.liveness.timeout_ms))?;
     weft_broker::native::register(&mut service, log.clone())?;
+    // Queued endpoints/senders, statistics and error keepers, and their
+    // management endpoints (weft.queue.*, weft.sender.*, weft.stats.*, weft.errors.*).
+    let queues = weft_queue::Manager::new(
+        &data_dir.join("queues"),
+        &service,
+        weft_queue::ManagerOptions {
+            gather_period: Duration::from_millis(cfg.stats.gather_period_ms.max(100)),
+            history_len: cfg.stats.history_len.max(1) as usize,
+        },
+    )?;
+    queues.register(&mut service)?;
     let service = service.into_handler();
+    let metered = weft_queue::MeteredHandler::new(service.clone(), queues.stats().clone());
 
     let server = Server::with_liveness(
         ServerConfig {
@@ -57,7 +69,7 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
             allow_udp: AllowList::parse(&cfg.udp.allow).context("udp.allow")?,
             allow_unix: AllowList::parse(&cfg.unix.allow).context("unix.allow")?,
         },
-        service.clone(),
+        metered,
         liveness,
     );
     let svc = &service.0;
@@ -97,6 +109,22 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     } else {
         None
     };
+    let ekosis = if cfg.ekosis != weft_ekosis::EkosisListeners::default() {
+        let eko = weft_ekosis::EkosisServer::new(
+            &service,
+            queues.clone(),
+            weft_ekosis::EkosisConfig {
+                app: weft_ekosis::AppInfo { name: cfg.node.name.clone(), instance: node_id.clone() },
+                ..weft_ekosis::EkosisConfig::default()
+            },
+        );
+        for url in eko.bind_all(&cfg.ekosis).await.context("binding the ekosis listeners")? {
+            svc.add_transport(url);
+        }
+        Some(eko)
+    } else {
+        None
+    };
     let (pva, _bridges) = if cfg.pva.enabled { start_pva(&cfg, &log).await? } else { (None, vec![]) };
     if let Some(p) = &pva {
         svc.add_transport(format!("pva://{}", p.tcp_addr()));
@@ -112,6 +140,9 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     }
     if let Some(p) = pva {
         p.shutdown().await;
+    }
+    if let Some(e) = ekosis {
+        e.shutdown(Duration::from_millis(cfg.limits.drain_timeout_ms)).await;
     }
     // Everything acknowledged is already durable per the fsync policy; this
     // syncs what `interval`/`never` left in the page cache.
