@@ -33,8 +33,10 @@ pub struct RadosArgs {
     /// connection modes to OSDs, e.g. `crc,secure`
     #[arg(long, global = true)]
     pub osd_mode: Option<String>,
+    /// pool name
     #[arg(short = 'p', long, global = true)]
     pub pool: Option<String>,
+    /// object namespace within the pool
     #[arg(short = 'N', long, global = true)]
     pub namespace: Option<String>,
     #[command(subcommand)]
@@ -74,10 +76,15 @@ pub enum RadosCmd {
         #[arg(long)]
         all: bool,
     },
+    /// set an extended attribute
     Setxattr { oid: String, name: String, value: String },
+    /// print an extended attribute's value
     Getxattr { oid: String, name: String },
+    /// list extended attribute names
     Listxattr { oid: String },
+    /// set one omap key
     Setomapval { oid: String, key: String, value: String },
+    /// list omap keys and values
     Listomapvals { oid: String },
     /// benchmark like `rados bench SECONDS write|seq|rand`
     Bench {
