@@ -239,7 +239,7 @@ pub async fn run(cmd: PvCommand) -> Result<()> {
                 let conn = c.connection(addr).await?;
                 let (cid, sid, _w) = conn.create_channel("server", c.config().timeout).await?;
                 let ch = crate::client::Channel { conn, sid, cid, name: "server".into() };
-                let (b, _) = (Builder::new(crate::proto::nt::nt_uri(&[("op", ScalarType::String)])), ());
+                let b = Builder::new(crate::proto::nt::nt_uri(&[("op", ScalarType::String)]));
                 let arg = b.with("path", Value::String("server".into())).with("query.op", Value::String("channels".into())).build();
                 let (d, v) = ch.rpc(arg, c.config().timeout).await?;
                 if json {

@@ -107,8 +107,7 @@ fn tree_into(out: &mut String, d: &FieldDesc, v: &Value, name: &str, indent: usi
         }
         (FieldDesc::Union(m), Value::Union(u)) => {
             out.push_str(&format!("{pad}union {name}\n"));
-            if let (Some(sel), Some((n, fd))) = (u.selector, u.selector.and_then(|s| m.fields.get(s))) {
-                let _ = sel;
+            if let Some((n, fd)) = u.selector.and_then(|s| m.fields.get(s)) {
                 tree_into(out, fd, &u.value, n, indent + 1);
             }
         }

@@ -659,13 +659,11 @@ impl Channel {
         let (ioid, mut inbox, types) = self.init(cmd::ARRAY, &PvRequest::parse("field(value)")?, timeout).await?;
         let res = async {
             let desc = types.into_iter().next().ok_or_else(|| Error::Unexpected("array init without type".into()))?;
-            let count = match &data {
-                Value::Array(a) => a.len(),
-                _ => return Err(Error::Usage("array_put needs an array value".into())),
-            };
+            if !matches!(data, Value::Array(_)) {
+                return Err(Error::Usage("array_put needs an array value".into()));
+            }
             // offset, stride, then the sub-array with its size (pvAccessCPP's layout,
             // found by experiment against pvDatabase; the count is the array's own size).
-            let _ = count;
             let mut w = Writer::new(self.conn.order());
             w.size(offset);
             w.size(1);

@@ -60,6 +60,8 @@ impl Drop for Op {
 }
 
 struct Chan {
+    /// Client's id for the channel (kept for server-initiated DESTROY_CHANNEL).
+    #[allow(dead_code)]
     cid: u32,
     name: String,
     entry: Entry,
@@ -272,7 +274,6 @@ impl Conn {
             }
             Message::DestroyChannel { sid, cid } => {
                 if let Some(ch) = self.channels.remove(&sid) {
-                    let _ = ch.cid;
                     self.shared.provider.channel_event(&ch.name, -1);
                     let ioids: Vec<u32> = self.ops.iter().filter(|(_, o)| o.sid == sid).map(|(k, _)| *k).collect();
                     for io in ioids {
