@@ -105,8 +105,8 @@ pub enum PvCommand {
     },
 }
 
-fn client_config(timeout: f64) -> ClientConfig {
-    let mut c = ClientConfig::from_env();
+fn client_config(base: &Option<ClientConfig>, timeout: f64) -> ClientConfig {
+    let mut c = base.clone().unwrap_or_else(ClientConfig::from_env);
     c.timeout = Duration::from_secs_f64(timeout.clamp(0.1, 3600.0));
     c
 }
@@ -121,11 +121,17 @@ fn print_data(name: &str, desc: &FieldDesc, value: &Value, verbose: bool, json: 
     }
 }
 
-/// Run a `weft pv` command, printing to stdout.
+/// Run a `weft pv` command, printing to stdout. Client settings come from
+/// the EPICS_PVA_* environment.
 pub async fn run(cmd: PvCommand) -> Result<()> {
+    run_with(cmd, None).await
+}
+
+/// Like [`run`], with explicit client settings (None = environment).
+pub async fn run_with(cmd: PvCommand, base: Option<ClientConfig>) -> Result<()> {
     match cmd {
         PvCommand::Get { names, request, verbose, json, timeout } => {
-            let c = Client::new(client_config(timeout)).await?;
+            let c = Client::new(client_config(&base, timeout)).await?;
             let mut failed = None;
             for n in &names {
                 match c.get(n, &request).await {
@@ -139,7 +145,7 @@ pub async fn run(cmd: PvCommand) -> Result<()> {
             failed.map_or(Ok(()), Err)
         }
         PvCommand::Put { name, values, json, timeout } => {
-            let c = Client::new(client_config(timeout)).await?;
+            let c = Client::new(client_config(&base, timeout)).await?;
             let pairs: Vec<(String, String)> = if values.len() == 1 && !values[0].contains('=') {
                 vec![("value".into(), values[0].clone())]
             } else {
@@ -160,7 +166,7 @@ pub async fn run(cmd: PvCommand) -> Result<()> {
             Ok(())
         }
         PvCommand::Monitor { names, request, count, pipeline, verbose, json, timeout } => {
-            let c = Client::new(client_config(timeout)).await?;
+            let c = Client::new(client_config(&base, timeout)).await?;
             let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, MonitorEvent)>(64);
             for n in names.clone() {
                 let mut m = c.monitor(&n, &request, pipeline);
@@ -198,7 +204,7 @@ pub async fn run(cmd: PvCommand) -> Result<()> {
             Ok(())
         }
         PvCommand::Info { names, json, timeout } => {
-            let c = Client::new(client_config(timeout)).await?;
+            let c = Client::new(client_config(&base, timeout)).await?;
             for n in &names {
                 let ch = c.channel(n).await?;
                 let d = ch.get_field("", c.config().timeout).await?;
@@ -212,7 +218,7 @@ pub async fn run(cmd: PvCommand) -> Result<()> {
             Ok(())
         }
         PvCommand::Call { name, args, json, timeout } => {
-            let c = Client::new(client_config(timeout)).await?;
+            let c = Client::new(client_config(&base, timeout)).await?;
             let mut q = Vec::new();
             for kv in &args {
                 let (k, v) = kv.split_once('=').ok_or_else(|| Error::Usage(format!("expected name=value, got {kv:?}")))?;
@@ -235,7 +241,7 @@ pub async fn run(cmd: PvCommand) -> Result<()> {
                     .into_iter()
                     .next()
                     .ok_or_else(|| Error::Usage(format!("bad server address {s:?}")))?;
-                let c = Client::new(client_config(timeout.max(1.0))).await?;
+                let c = Client::new(client_config(&base, timeout.max(1.0))).await?;
                 let conn = c.connection(addr).await?;
                 let (cid, sid, _w) = conn.create_channel("server", c.config().timeout).await?;
                 let ch = crate::client::Channel { conn, sid, cid, name: "server".into() };
