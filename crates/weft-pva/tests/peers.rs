@@ -453,3 +453,35 @@ async fn weft_client_decodes_pvaccesscpp_cached_types_inside_data() {
     }
     peer.stop().await;
 }
+
+#[tokio::test]
+async fn p4p_and_pvapy_clients_use_the_weft_server_as_name_server() {
+    if !enabled("p4p_and_pvapy_clients_use_the_weft_server_as_name_server") {
+        return;
+    }
+    let s = serve_demo(ServerConfig::isolated()).await.unwrap();
+    let scripts = [
+        "from p4p.client.thread import Context\nc=Context('pva')\nprint(int(c.get('weft:demo:enum', timeout=5).raw.value.index))\nc.close()",
+        "import pvaccess as pva\nprint(pva.Channel('weft:demo:enum').get()['value']['index'])",
+    ];
+    for code in scripts {
+        // TCP search only: pvxs sends it big-endian inside a little-endian connection.
+        let out = tokio::time::timeout(
+            Duration::from_secs(60),
+            Command::new(python())
+                .arg("-c")
+                .arg(code)
+                .env("EPICS_PVA_NAME_SERVERS", s.tcp_addr().to_string())
+                .env("EPICS_PVA_ADDR_LIST", "")
+                .env("EPICS_PVA_AUTO_ADDR_LIST", "NO")
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "{code}");
+    }
+    s.shutdown().await;
+}
