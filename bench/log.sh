@@ -103,7 +103,8 @@ lb_run() { # SYSTEM TARGET LABEL [extra args]
     echo "filesystem: $(df -hT "$OUT" | awk 'NR==2 {print $2, $1}')"
     command -v nats-server >/dev/null && echo "nats-server: $(nats-server --version)"
     command -v redis-server >/dev/null && echo "redis-server: $(redis-server --version | cut -d' ' -f3)"
-    echo "weft: $(git -C "$ROOT" rev-parse --short HEAD)"
+    # The binary may be older than HEAD when NO_BUILD=1: say both.
+    echo "weft: tree at $(git -C "$ROOT" rev-parse --short HEAD); binary built $(date -u -r "$WEFT" +%Y-%m-%dT%H:%MZ 2>/dev/null || echo '?')"
     echo "settings: SIZES=$SIZES PRODUCERS=$PRODUCERS WINDOWS=$WINDOWS BATCHES=$BATCHES BATCH_WINDOW=$BATCH_WINDOW DURATION_MS=$DURATION_MS MAX_RECORDS=$MAX_RECORDS WEFT_TRANSPORT=$WEFT_TRANSPORT"
 } | tee "$OUT/machine.txt" >&2
 
