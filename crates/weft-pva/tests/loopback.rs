@@ -254,3 +254,34 @@ async fn silent_connections_are_closed_after_the_idle_timeout() {
     assert!(all.len() >= 8, "no greeting before the close");
     s.shutdown().await;
 }
+
+#[tokio::test]
+async fn many_clients_each_with_monitors() {
+    let s = serve_demo(ServerConfig::isolated()).await.unwrap();
+    let mut tasks = vec![];
+    for _ in 0..25 {
+        let cfg = ClientConfig::unicast(s.udp_addr());
+        tasks.push(tokio::spawn(async move {
+            let c = Client::new(cfg).await.unwrap();
+            let mut m1 = c.monitor(demo::COUNTER, "field(value)", 0);
+            let mut m2 = c.monitor(demo::WAVEFORM, "", 4);
+            let mut got = 0;
+            while got < 3 {
+                if let MonitorEvent::Data(_) = next_ev(&mut m1).await {
+                    got += 1;
+                }
+            }
+            loop {
+                if let MonitorEvent::Data(_) = next_ev(&mut m2).await {
+                    break;
+                }
+            }
+            c.get(demo::TABLE, "").await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(s.stats().connections.load(std::sync::atomic::Ordering::Relaxed) >= 25);
+    s.shutdown().await;
+}
