@@ -102,6 +102,9 @@ pub enum PvCommand {
         /// with other processes through this Redis (host:port).
         #[arg(long, env = "WEFT_PVA_REDIS")]
         redis: Option<String>,
+        /// Also serve the PVs of this TOML file (`[[pv]]` tables: name, type, value, writable, ...).
+        #[arg(long)]
+        pvs: Option<std::path::PathBuf>,
     },
 }
 
@@ -290,7 +293,7 @@ pub async fn run_with(cmd: PvCommand, base: Option<ClientConfig>) -> Result<()> 
                 Ok(())
             }
         },
-        PvCommand::Serve { tcp_port, udp_port, bind, redis } => {
+        PvCommand::Serve { tcp_port, udp_port, bind, redis, pvs } => {
             let mut cfg = ServerConfig::from_env();
             if let Some(p) = tcp_port {
                 cfg.tcp_port = p;
@@ -303,6 +306,12 @@ pub async fn run_with(cmd: PvCommand, base: Option<ClientConfig>) -> Result<()> 
             }
             let s = crate::server::demo::serve_demo(cfg).await?;
             println!("serving weft:demo:* on tcp {} udp {}", s.tcp_addr(), s.udp_addr());
+            if let Some(path) = pvs {
+                let text = std::fs::read_to_string(&path)?;
+                let specs = crate::server::spec::parse_toml(&text)?;
+                crate::server::spec::add_specs(s.provider(), &specs)?;
+                println!("serving {} PVs from {}", specs.len(), path.display());
+            }
             let _stateless = match redis {
                 Some(r) => {
                     let addr = crate::config::parse_addr_list(&r, 6379)

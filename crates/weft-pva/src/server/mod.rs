@@ -4,6 +4,7 @@
 mod conn;
 pub mod demo;
 mod pv;
+pub mod spec;
 mod udp;
 
 use std::net::SocketAddr;
