@@ -197,6 +197,7 @@ fn line(r: &RunResult) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use clap::Parser;

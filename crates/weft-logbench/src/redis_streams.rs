@@ -127,6 +127,7 @@ fn for_each_entry(reply: &Value, mut f: impl FnMut(&[u8], usize)) -> Result<(), 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

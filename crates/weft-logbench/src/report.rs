@@ -219,6 +219,7 @@ pub fn render_all(results: &[RunResult]) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::Scenario;
@@ -248,7 +249,7 @@ mod tests {
 
     #[test]
     fn ratios_per_row() {
-        let rs = vec![result("weft-never", "weft", 64, 300_000.0), result("jetstream", "jetstream", 64, 100_000.0), result("weft-never", "weft", 1, 5000.0)];
+        let rs = [result("weft-never", "weft", 64, 300_000.0), result("jetstream", "jetstream", 64, 100_000.0), result("weft-never", "weft", 1, 5000.0)];
         let lines = rs.iter().map(|r| serde_json::to_string(r).unwrap()).collect::<Vec<_>>().join("\n");
         let rs = parse_lines(&lines).unwrap();
         let out = render(&rs, &["weft-never/jetstream".into(), "weft-always/redis-always".into()]);

@@ -3,6 +3,7 @@
 //!
 //! Weft runs in-process on a TCP socket; the peers (NATS JetStream, Redis)
 //! are started as children only with WEFT_PEERS=1, and then must be there.
+#![allow(clippy::unwrap_used)]
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
