@@ -18,9 +18,30 @@ fn shared_dir() -> PathBuf {
     PathBuf::from("/work/shared")
 }
 
+/// This test restarts daemons and changes the cluster's connection modes,
+/// so it gets a cluster of its own (own directory and monitor ports), on
+/// bluestore, which keeps its PGs across an OSD restart (memstore does not).
+const OWN_CLUSTER: [(&str, &str); 5] = [
+    ("CEPH_DIR", "/tmp/weft-ceph-restart"),
+    ("MON_V2_PORT", "3310"),
+    ("MON_V1_PORT", "6799"),
+    ("CEPH_OBJECTSTORE", "bluestore"),
+    ("STORE_BYTES", "4294967296"),
+];
+
+/// Stops (and wipes) the test's own cluster however the test ends.
+struct Down;
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let script = shared_dir().join("scripts/ceph/ceph-down.sh");
+        let _ = Command::new("bash").arg(&script).arg("--wipe").envs(OWN_CLUSTER).output();
+    }
+}
+
 fn up() -> BTreeMap<String, String> {
     let script = shared_dir().join("scripts/ceph/ceph-up.sh");
-    let out = Command::new("bash").arg(&script).output().unwrap_or_else(|e| panic!("{script:?}: {e}"));
+    let out = Command::new("bash").arg(&script).envs(OWN_CLUSTER).output().unwrap_or_else(|e| panic!("{script:?}: {e}"));
     assert!(out.status.success(), "ceph-up.sh: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -53,6 +74,7 @@ async fn survives_mon_and_osd_restarts_and_renews_tickets() {
         eprintln!("skipped: set WEFT_PEERS=1 to run the live Ceph restart test");
         return;
     }
+    let _down = Down;
     let kv = up();
     let conf = kv["CEPH_CONF"].clone();
     let pool = kv.get("CEPH_POOL").cloned().unwrap_or_else(|| "test".into());
