@@ -149,8 +149,12 @@ pub async fn run_with(cmd: PvCommand, base: Option<ClientConfig>) -> Result<()> 
         }
         PvCommand::Put { name, values, json, timeout } => {
             let c = Client::new(client_config(&base, timeout)).await?;
-            let pairs: Vec<(String, String)> = if values.len() == 1 && !values[0].contains('=') {
-                vec![("value".into(), values[0].clone())]
+            let single = match values.as_slice() {
+                [only] if !only.contains('=') => Some(only.clone()),
+                _ => None,
+            };
+            let pairs: Vec<(String, String)> = if let Some(only) = single {
+                vec![("value".into(), only)]
             } else {
                 values
                     .iter()

@@ -5,6 +5,11 @@
 //! - [`client`]: tokio client (search, get, put, monitor, rpc, get-field).
 //! - [`cli`]: the `weft pv ...` command-line surface.
 
+// Wire data must never panic us: no unchecked indexing, expect or panic
+// outside tests (STYLE.md).
+#![warn(clippy::indexing_slicing, clippy::expect_used, clippy::panic)]
+#![cfg_attr(test, allow(clippy::indexing_slicing, clippy::expect_used, clippy::panic))]
+
 pub mod cli;
 pub mod client;
 pub mod config;
