@@ -46,6 +46,9 @@ pub struct Pva {
     pub demo: bool,
     /// PVs backed by topics: `[{pv, topic, partition, kind: double|int|string}]`.
     pub bridges: Vec<weft_bridge::PvTopicSpec>,
+    /// A TOML file of `[[pv]]` tables (served PVs with types and initial
+    /// values; format in docs/pva.md). Empty: none.
+    pub pvs_file: String,
 }
 
 
@@ -115,7 +118,7 @@ impl Default for NodeConfig {
             liveness: Liveness { peers: vec![], interval_ms: 1_000, timeout_ms: 3_000 },
             log_store: weft_log::LogConfig::default(),
             http: Listener { enabled: true, addr: "127.0.0.1:7480".into(), allow: loopback() },
-            pva: Pva { enabled: false, demo: false, bridges: vec![] },
+            pva: Pva { enabled: false, demo: false, bridges: vec![], pvs_file: String::new() },
             ekosis: weft_ekosis::EkosisListeners::default(),
             stats: StatsKeeping { gather_period_ms: 300_000, history_len: 12 },
         }

@@ -165,6 +165,11 @@ async fn start_pva(cfg: &NodeConfig, log: &weft_log::Log) -> Result<(Option<weft
         weft_pva::server::Server::start(pva_cfg, weft_pva::server::Provider::new()).await
     }
     .context("starting the pvAccess server")?;
+    if !cfg.pva.pvs_file.is_empty() {
+        let text = std::fs::read_to_string(&cfg.pva.pvs_file).with_context(|| format!("reading pva.pvs_file {}", cfg.pva.pvs_file))?;
+        let specs = weft_pva::server::spec::parse_toml(&text).with_context(|| format!("parsing {}", cfg.pva.pvs_file))?;
+        weft_pva::server::spec::add_specs(server.provider(), &specs).context("serving the PVs of pva.pvs_file")?;
+    }
     let mut bridges = vec![];
     for spec in &cfg.pva.bridges {
         bridges.push(weft_bridge::attach(log, server.provider(), spec).await.with_context(|| format!("bridging PV {}", spec.pv))?);

@@ -20,7 +20,16 @@ fn free_port() -> u16 {
 fn serve_exposes_demo_and_bridged_pvs() {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("w.toml");
-    std::fs::write(&conf, "[pva]\nenabled = true\ndemo = true\nbridges = [{ pv = \"t:bridge:sp\", topic = \"sp\", kind = \"double\" }]\n").unwrap();
+    let pvs = dir.path().join("pvs.toml");
+    std::fs::write(&pvs, "[[pv]]\nname = \"t:lab:temp\"\ntype = \"double\"\nvalue = 21.5\nwritable = true\n").unwrap();
+    std::fs::write(
+        &conf,
+        format!(
+            "[pva]\nenabled = true\ndemo = true\npvs_file = {:?}\nbridges = [{{ pv = \"t:bridge:sp\", topic = \"sp\", kind = \"double\" }}]\n",
+            pvs.display().to_string()
+        ),
+    )
+    .unwrap();
     let (port, pva_tcp, pva_udp) = (free_port(), free_port(), free_port());
     let epics = [
         ("EPICS_PVAS_INTF_ADDR_LIST", "127.0.0.1".to_string()),
@@ -83,6 +92,8 @@ fn serve_exposes_demo_and_bridged_pvs() {
         assert!(Instant::now() < deadline, "record never reached the PV: {o:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
+    let o = run(&["pv", "get", "t:lab:temp"], None);
+    assert!(String::from_utf8_lossy(&o.stdout).trim().ends_with(" 21.5"), "PV from pva.pvs_file: {o:?}");
     let o = run(&["pv", "call", "weft:demo:add", "a=1", "b=2"], None);
     assert!(String::from_utf8_lossy(&o.stdout).trim().ends_with(" 3"), "{o:?}");
     child.kill().unwrap();
