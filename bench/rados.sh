@@ -14,18 +14,27 @@ weft=$root/target/release/weft
 eval "$(bash "$shared/scripts/ceph/ceph-up.sh")"
 trap 'bash "$shared/scripts/ceph/ceph-down.sh" >/dev/null 2>&1 || true' EXIT
 pool=${CEPH_POOL:-test}
-echo "tool   size    t   mode   result"
+# rados bench output and `weft rados bench` output share the same lines.
+summary() { awk '/Bandwidth \(MB\/sec\)/{bw=$3} /Average IOPS/{iops=$3} /Average Latency\(s\)/{lat=$3} END{printf "%8s MB/s %8s IOPS  avg latency %s s", bw, iops, lat}'; }
+echo "tool   size      t  mode   result"
 for size in 4194304 4096; do
   for t in 16 1; do
     [ "$size" = 4194304 ] && [ "$t" = 1 ] && continue
-    for mode in write seq rand; do
-      extra=(); [ "$mode" = write ] && extra=(--no-cleanup)
-      r=$(rados -c "$CEPH_CONF" -p "$pool" bench "$secs" "$mode" -b "$size" -t "$t" "${extra[@]}" 2>/dev/null \
-          | awk '/Bandwidth \(MB\/sec\)/{bw=$3} /Average IOPS/{iops=$3} END{printf "%s MB/s %s IOPS", bw, iops}')
-      echo "rados  $size $t $mode  $r"
-      w=$("$weft" rados -c "$CEPH_CONF" -p "$pool" bench "$secs" "$mode" -b "$size" -t "$t" 2>/dev/null | tail -3 | tr '\n' ' ')
-      echo "weft   $size $t $mode  $w"
+    # Each tool writes (keeping its objects), reads them back in order and at
+    # random, then cleans up, before the other tool runs: seq/rand read the
+    # objects of the same tool's last write.
+    for tool in rados weft; do
+      for mode in write seq rand; do
+        # -b only with write (rados refuses it for seq/rand).
+        extra=(); [ "$mode" = write ] && extra=(-b "$size" --no-cleanup)
+        if [ "$tool" = rados ]; then
+          r=$(rados -c "$CEPH_CONF" -p "$pool" bench "$secs" "$mode" -t "$t" "${extra[@]}" 2>/dev/null | summary)
+        else
+          r=$("$weft" rados -c "$CEPH_CONF" -p "$pool" bench "$secs" "$mode" -t "$t" "${extra[@]}" 2>/dev/null | summary)
+        fi
+        printf '%-6s %-9s %-2s %-6s %s\n' "$tool" "$size" "$t" "$mode" "$r"
+      done
+      rados -c "$CEPH_CONF" -p "$pool" cleanup >/dev/null 2>&1 || true
     done
-    rados -c "$CEPH_CONF" -p "$pool" cleanup >/dev/null 2>&1 || true
   done
 done
