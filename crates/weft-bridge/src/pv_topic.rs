@@ -1,5 +1,4 @@
-use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,6 +8,9 @@ use weft_log::{Log, LogError, Offset, OffsetSpec, PartitionId, ProduceRecord};
 use weft_pva::proto::nt::{nt_scalar, path_ref, time_value, Builder, Meta};
 use weft_pva::proto::{BitSet, ScalarType, Value};
 use weft_pva::server::{Provider, PutHandler, SharedPv};
+
+/// Header on records written by a bridge's puts (value: the bridge's id).
+pub const ORIGIN_HEADER: &str = "weft.bridge.origin";
 
 /// Which PV a topic partition backs, and the PV's value type.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,18 +114,24 @@ pub async fn attach(log: &Log, provider: &Provider, spec: &PvTopicSpec) -> Resul
     }
     let (desc, value) = b.build();
 
-    // Offsets the bridge wrote itself: their monitor update went out with
-    // the put, so the follower skips them.
-    let own: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
+    // Records the bridge wrote itself carry a header naming this bridge:
+    // their monitor update went out with the put, so the follower skips them.
+    // (Remembering offsets instead would race: the follower can see the
+    // record before the put learns its offset.)
+    let origin = Bytes::from(uuid::Uuid::new_v4().to_string());
     let handler: PutHandler = {
-        let (log, topic, kind, own) = (log.clone(), spec.topic.clone(), spec.kind, own.clone());
+        let (log, topic, kind, origin) = (log.clone(), spec.topic.clone(), spec.kind, origin.clone());
         Arc::new(move |pv: &SharedPv, _bits: &BitSet, mut merged: Value| {
             let desc = pv.desc();
             let v = path_ref(&desc, &merged, "value").map(|(v, _)| v.clone()).ok_or("no value field")?;
             let text = kind.render(&v).ok_or_else(|| format!("value {v:?} is not a {kind:?}"))?;
-            let record = ProduceRecord { partition: Some(partition), value: Some(Bytes::from(text)), ..ProduceRecord::default() };
+            let record = ProduceRecord {
+                partition: Some(partition),
+                value: Some(Bytes::from(text)),
+                headers: vec![(ORIGIN_HEADER.to_owned(), origin.clone())],
+                ..ProduceRecord::default()
+            };
             let ack = produce_blocking(&log, &topic, record)?;
-            lock(&own).insert(ack.0);
             if let Some(ts) = weft_pva::proto::nt::path_mut(&desc, &mut merged, "timeStamp") {
                 *ts = stamp(ack.1);
             }
@@ -132,7 +140,7 @@ pub async fn attach(log: &Log, provider: &Provider, spec: &PvTopicSpec) -> Resul
     };
     let pv = SharedPv::with_put_handler(desc, value, handler);
     provider.add_pv(&spec.pv, pv.clone());
-    let follower = tokio::spawn(follow(log.clone(), spec.clone(), latest.0, pv.clone(), own));
+    let follower = tokio::spawn(follow(log.clone(), spec.clone(), latest.0, pv.clone(), origin));
     tracing::info!(pv = %spec.pv, topic = %spec.topic, partition = spec.partition, "PV bridged to topic");
     Ok(PvTopicBridge { pv, follower })
 }
@@ -148,7 +156,7 @@ fn produce_blocking(log: &Log, topic: &str, record: ProduceRecord) -> Result<(u6
     Ok((ack.offset.0, ack.timestamp_ms))
 }
 
-async fn follow(log: Log, spec: PvTopicSpec, mut next: u64, pv: SharedPv, own: Arc<Mutex<BTreeSet<u64>>>) {
+async fn follow(log: Log, spec: PvTopicSpec, mut next: u64, pv: SharedPv, origin: Bytes) {
     let partition = PartitionId(spec.partition);
     loop {
         let fetched = match log.fetch(&spec.topic, partition, Offset(next), 1024 * 1024, 1000, Some(Duration::from_secs(1))).await {
@@ -173,7 +181,7 @@ async fn follow(log: Log, spec: PvTopicSpec, mut next: u64, pv: SharedPv, own: A
         };
         for r in records {
             next = r.offset.0 + 1;
-            if lock(&own).remove(&r.offset.0) {
+            if r.headers.iter().any(|(k, v)| k == ORIGIN_HEADER && *v == origin) {
                 continue;
             }
             let parsed = r.value.as_deref().and_then(|v| std::str::from_utf8(v).ok()).and_then(|t| spec.kind.parse(t));
@@ -204,7 +212,3 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Each critical section is one set insert/remove: never left half-done.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
