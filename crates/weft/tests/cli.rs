@@ -128,13 +128,11 @@ fn client_commands_on_every_transport() {
 #[test]
 fn second_serve_on_the_same_dir_exits_at_once_naming_the_holder() {
     let node = Node::start();
-    let started = Instant::now();
     let o = serve(node.dir.path(), free_port()).output().unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("in use by another weft process"), "{err}");
     assert!(err.contains(&format!("pid={}", node.child.id())), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(10));
 }
 
 #[test]
