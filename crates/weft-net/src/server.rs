@@ -158,33 +158,7 @@ impl Server {
             .await
             .map_err(|source| NetError::Bind { addr: addr.to_owned(), source })?;
         let local = listener.local_addr().map_err(|source| NetError::Bind { addr: addr.to_owned(), source })?;
-        let shared = self.shared.clone();
-        self.shared.tasks.spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    _ = shared.stop.cancelled() => break,
-                    a = listener.accept() => a,
-                };
-                match accepted {
-                    Ok((stream, peer)) => {
-                        if !shared.config.allow_tcp.allows_ip(peer.ip()) {
-                            shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-                            warn!(peer = %peer, "tcp connection refused by the allow-list");
-                            refuse(stream, &peer.to_string());
-                            continue;
-                        }
-                        let _ = stream.set_nodelay(true);
-                        let info = PeerInfo { transport: Transport::Tcp, addr: peer.to_string(), client_id: None };
-                        shared.tasks.spawn(serve_stream(shared.clone(), stream, info));
-                    }
-                    Err(e) => {
-                        // EMFILE and friends: back off briefly instead of spinning.
-                        warn!(error = %e, "tcp accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            }
-        });
+        self.shared.tasks.spawn(accept_loop(self.shared.clone(), listener));
         info!(addr = %local, "listening (tcp)");
         Ok(local)
     }
@@ -203,30 +177,7 @@ impl Server {
         let shared = self.shared.clone();
         let owned = path.to_owned();
         self.shared.tasks.spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    _ = shared.stop.cancelled() => break,
-                    a = listener.accept() => a,
-                };
-                match accepted {
-                    Ok((stream, _)) => {
-                        let uid_num = stream.peer_cred().ok().map(|c| c.uid());
-                        if !shared.config.allow_unix.allows_uid(uid_num) {
-                            shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-                            warn!(uid = ?uid_num, "unix connection refused by the allow-list");
-                            refuse(stream, &format!("uid {uid_num:?}"));
-                            continue;
-                        }
-                        let uid = uid_num.map(|u| u.to_string()).unwrap_or_else(|| "?".into());
-                        let info = PeerInfo { transport: Transport::Unix, addr: format!("unix:uid={uid}"), client_id: None };
-                        shared.tasks.spawn(serve_stream(shared.clone(), stream, info));
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "unix accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            }
+            accept_loop(shared, listener).await;
             let _ = std::fs::remove_file(&owned);
         });
         info!(path = %path.display(), "listening (unix)");
@@ -287,6 +238,74 @@ impl Server {
     /// A token cancelled when the server begins shutting down.
     pub fn stopping(&self) -> CancellationToken {
         self.shared.stop.clone()
+    }
+}
+
+/// A connection just accepted: let in, or refused by the allow-list (with
+/// a description of who, for the log and the refusal message).
+enum Accepted<S> {
+    Admit(S, PeerInfo),
+    Refuse(S, String),
+}
+
+/// A stream listener (TCP, Unix socket): one accept loop serves both.
+trait Acceptor: Send + 'static {
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    const TRANSPORT: Transport;
+    fn accept_one(&self, config: &ServerConfig) -> impl Future<Output = std::io::Result<Accepted<Self::Stream>>> + Send;
+}
+
+impl Acceptor for TcpListener {
+    type Stream = tokio::net::TcpStream;
+    const TRANSPORT: Transport = Transport::Tcp;
+    async fn accept_one(&self, config: &ServerConfig) -> std::io::Result<Accepted<Self::Stream>> {
+        let (stream, peer) = self.accept().await?;
+        if !config.allow_tcp.allows_ip(peer.ip()) {
+            return Ok(Accepted::Refuse(stream, peer.to_string()));
+        }
+        let _ = stream.set_nodelay(true);
+        Ok(Accepted::Admit(stream, PeerInfo { transport: Transport::Tcp, addr: peer.to_string(), client_id: None }))
+    }
+}
+
+impl Acceptor for UnixListener {
+    type Stream = tokio::net::UnixStream;
+    const TRANSPORT: Transport = Transport::Unix;
+    async fn accept_one(&self, config: &ServerConfig) -> std::io::Result<Accepted<Self::Stream>> {
+        let (stream, _) = self.accept().await?;
+        let uid = stream.peer_cred().ok().map(|c| c.uid());
+        if !config.allow_unix.allows_uid(uid) {
+            return Ok(Accepted::Refuse(stream, format!("uid {uid:?}")));
+        }
+        let uid = uid.map(|u| u.to_string()).unwrap_or_else(|| "?".into());
+        Ok(Accepted::Admit(stream, PeerInfo { transport: Transport::Unix, addr: format!("unix:uid={uid}"), client_id: None }))
+    }
+}
+
+/// Accept until the server stops: admitted connections are served, refused
+/// ones are told why (unread) and counted.
+async fn accept_loop<A: Acceptor>(shared: Arc<Shared>, listener: A) {
+    let transport = A::TRANSPORT.as_str();
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.stop.cancelled() => break,
+            a = listener.accept_one(&shared.config) => a,
+        };
+        match accepted {
+            Ok(Accepted::Admit(stream, info)) => {
+                shared.tasks.spawn(serve_stream(shared.clone(), stream, info));
+            }
+            Ok(Accepted::Refuse(stream, who)) => {
+                shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+                warn!(transport, peer = %who, "connection refused by the allow-list");
+                refuse(stream, &who);
+            }
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                warn!(transport, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 }
 
