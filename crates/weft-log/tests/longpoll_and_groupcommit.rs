@@ -105,7 +105,7 @@ async fn group_commit_on_a_slow_disk() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interval_and_never_policies_ack_and_flush() {
-    for policy in [FsyncPolicy::Interval { ms: 20 }, FsyncPolicy::Never] {
+    for policy in [FsyncPolicy::Interval { ms: 1000 }, FsyncPolicy::Never] {
         let dir = tempfile::tempdir().unwrap();
         let log = Log::open(dir.path(), LogConfig { fsync: policy, ..cfg() }).await.unwrap();
         log.create_topic("t", None).await.unwrap();
@@ -115,7 +115,13 @@ async fn interval_and_never_policies_ack_and_flush() {
         // Visible at once (acknowledged at write).
         assert_eq!(log.list_offset("t", PartitionId(0), OffsetSpec::Latest).unwrap(), Offset(50));
         let st = log.partition_stats("t").unwrap()[0].clone();
-        assert_eq!(st.fsyncs, 0, "{policy:?}: no fsync in the produce path");
+        // No fsync in the produce path: with `never` none at all; with
+        // `interval` only the flusher's (its tick may fall inside the loop on
+        // a slow machine, so count rather than expect zero).
+        match policy {
+            FsyncPolicy::Never => assert_eq!(st.fsyncs, 0, "{policy:?}: no fsync in the produce path"),
+            _ => assert!(st.fsyncs < st.appends, "{policy:?}: an fsync per produce: {st:?}"),
+        }
         if let FsyncPolicy::Interval { .. } = policy {
             let t0 = Instant::now();
             while log.partition_stats("t").unwrap()[0].synced_offset < Offset(50) {
