@@ -20,6 +20,12 @@ pub struct ClientConfig {
     pub osd_modes: Vec<u32>,
     pub op_timeout: Duration,
     pub connect_timeout: Duration,
+    /// A monitor session that answers nothing (not even keepalives) for
+    /// this long is dropped and hunting starts (`mon_client_ping_timeout`).
+    pub mon_ping_timeout: Duration,
+    /// Monitors tried at once while hunting; the first session to finish
+    /// authenticating wins (`mon_client_hunt_parallel`).
+    pub mon_hunt_parallel: usize,
 }
 
 /// A parsed ceph.conf: section -> key -> value, keys normalized
@@ -206,6 +212,25 @@ impl ClientConfig {
             Some(m) => parse_mode(&m)?,
             None => vec![CON_MODE_CRC, CON_MODE_SECURE],
         };
+        let secs_opt = |key: &str, default: f64| -> Result<Duration> {
+            match conf.get(&secs, key) {
+                Some(v) => v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e6)
+                    .map(Duration::from_secs_f64)
+                    .ok_or_else(|| Error::Config(format!("{key} = {v:?}: expected a positive number of seconds"))),
+                None => Ok(Duration::from_secs_f64(default)),
+            }
+        };
+        let mon_hunt_parallel = match conf.get(&secs, "mon_client_hunt_parallel") {
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=16).contains(n))
+                .ok_or_else(|| Error::Config(format!("mon_client_hunt_parallel = {v:?}: expected 1..16")))?,
+            None => 3,
+        };
         Ok(ClientConfig {
             name,
             key,
@@ -214,6 +239,8 @@ impl ClientConfig {
             osd_modes,
             op_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
+            mon_ping_timeout: secs_opt("mon_client_ping_timeout", 30.0)?,
+            mon_hunt_parallel,
         })
     }
 }

@@ -114,54 +114,71 @@ impl MonClient {
         v
     }
 
-    /// Tries the monitors in a random order until one accepts us. The first
-    /// call fails after one round (so a wrong key is reported promptly);
-    /// later calls keep hunting until shutdown.
+    /// Hunts for a monitor: tries `mon_hunt_parallel` monitors at once (in
+    /// a random order, so clients spread over the quorum) and keeps the
+    /// first session that finishes authenticating; the slower attempts are
+    /// dropped. A stopped monitor that still accepts TCP connections thus
+    /// costs nothing while another one answers. The first call fails after
+    /// one round (so a wrong key is reported promptly); later calls keep
+    /// hunting until shutdown.
     async fn hunt(&self, first: bool) -> Result<tokio::sync::mpsc::Receiver<Message>> {
         let mut backoff = Duration::from_millis(100);
+        let parallel = self.cfg.mon_hunt_parallel.max(1);
         loop {
             let mut addrs = self.mon_addrs();
-            // rotate by a random amount: spread clients over monitors
             if !addrs.is_empty() {
                 let k = rand::random::<usize>() % addrs.len();
                 addrs.rotate_left(k);
             }
             let mut last_err = None;
-            for a in addrs {
-                let (cephx, gseq) = {
-                    let mut st = lock(&self.state);
-                    st.global_seq += 1;
-                    (st.cephx.clone(), st.global_seq)
-                };
-                let cfg = ConnConfig {
-                    peer_type: entity_type::MON,
-                    peer_addr: EntityAddr::msgr2(a),
-                    features: FEATURES_PACIFIC,
-                    modes: self.cfg.mon_modes.clone(),
-                    global_id: cephx.global_id,
-                    client_cookie: rand::random::<u64>() | 1,
-                    nonce: rand::random::<u32>(),
-                    global_seq: gseq,
-                };
-                match net::connect(a, cfg, AuthMethod::Mon(Box::new(cephx)), self.cfg.connect_timeout).await {
-                    Ok(est) => {
-                        tracing::info!(mon = %a, mode = est.handle.mode, global_id = est.handle.global_id, "mon session up");
-                        self.mode.store(est.handle.mode as u64, Ordering::Relaxed);
-                        self.on_session(est.handle, est.cephx);
-                        return Ok(est.inbound);
-                    }
-                    Err(e @ Error::Auth(_)) if first => return Err(e),
-                    Err(Error::Auth(e)) => {
-                        // after a long outage our old ticket may have expired and the
-                        // reclaim is refused: start over as a new session
-                        tracing::warn!(mon = %a, error = %e, "re-authentication refused; retrying without reclaim");
+            for wave in addrs.chunks(parallel) {
+                let mut tries = tokio::task::JoinSet::new();
+                for &a in wave {
+                    let (cephx, gseq) = {
                         let mut st = lock(&self.state);
-                        st.cephx = CephxClient::new(self.cfg.name.clone(), self.cfg.key.clone(), WANT_KEYS);
-                        last_err = Some(Error::Auth(e));
-                    }
-                    Err(e) => {
-                        tracing::debug!(mon = %a, error = %e, "mon connect failed");
-                        last_err = Some(e);
+                        st.global_seq += 1;
+                        (st.cephx.clone(), st.global_seq)
+                    };
+                    let cfg = ConnConfig {
+                        peer_type: entity_type::MON,
+                        peer_addr: EntityAddr::msgr2(a),
+                        features: FEATURES_PACIFIC,
+                        modes: self.cfg.mon_modes.clone(),
+                        global_id: cephx.global_id,
+                        client_cookie: rand::random::<u64>() | 1,
+                        nonce: rand::random::<u32>(),
+                        global_seq: gseq,
+                    };
+                    let timeout = self.cfg.connect_timeout;
+                    let live = net::Liveness::ping_timeout(self.cfg.mon_ping_timeout);
+                    tries.spawn(async move {
+                        (a, net::connect_with(a, cfg, AuthMethod::Mon(Box::new(cephx)), timeout, live).await)
+                    });
+                }
+                while let Some(joined) = tries.join_next().await {
+                    let Ok((a, r)) = joined else { continue };
+                    match r {
+                        Ok(est) => {
+                            // dropping the set cancels the slower attempts
+                            drop(tries);
+                            tracing::info!(mon = %a, mode = est.handle.mode, global_id = est.handle.global_id, "mon session up");
+                            self.mode.store(est.handle.mode as u64, Ordering::Relaxed);
+                            self.on_session(est.handle, est.cephx);
+                            return Ok(est.inbound);
+                        }
+                        Err(e @ Error::Auth(_)) if first => return Err(e),
+                        Err(Error::Auth(e)) => {
+                            // after a long outage our old ticket may have expired and the
+                            // reclaim is refused: start over as a new session
+                            tracing::warn!(mon = %a, error = %e, "re-authentication refused; retrying without reclaim");
+                            let mut st = lock(&self.state);
+                            st.cephx = CephxClient::new(self.cfg.name.clone(), self.cfg.key.clone(), WANT_KEYS);
+                            last_err = Some(Error::Auth(e));
+                        }
+                        Err(e) => {
+                            tracing::debug!(mon = %a, error = %e, "mon connect failed");
+                            last_err = Some(e);
+                        }
                     }
                 }
             }
@@ -415,6 +432,11 @@ impl MonClient {
                 }
             }
         });
+    }
+
+    /// The monitor the current session is with, if any.
+    pub fn session_peer(&self) -> Option<SocketAddr> {
+        lock(&self.state).session.as_ref().filter(|s| !s.is_closed()).map(|s| s.peer)
     }
 
     /// Drops the current mon session (tests use it to exercise hunting).

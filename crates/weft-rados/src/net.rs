@@ -17,6 +17,30 @@ use tokio::sync::mpsc;
 const INBOUND_QUEUE: usize = 4096;
 const KEEPALIVE_EVERY: Duration = Duration::from_secs(10);
 
+/// How a connection notices that its peer is gone without the socket
+/// saying so (a hung or stopped daemon keeps the TCP connection open).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Liveness {
+    /// Interval between KEEPALIVE2 frames.
+    pub keepalive: Duration,
+    /// Close the connection when nothing (not even a KEEPALIVE2_ACK) has
+    /// arrived for this long. None: rely on the socket and the caller.
+    pub dead_after: Option<Duration>,
+}
+
+impl Liveness {
+    /// Keepalives only: OSD sessions, whose liveness the monitors judge
+    /// (a dead OSD is marked down in the next map and ops are resent).
+    pub const KEEPALIVE_ONLY: Liveness = Liveness { keepalive: KEEPALIVE_EVERY, dead_after: None };
+
+    /// A session that must be closed when the peer stops answering for
+    /// `timeout`; keepalives go out often enough that a live peer always
+    /// answers in time (librados: mon_client_ping_interval/_timeout).
+    pub fn ping_timeout(timeout: Duration) -> Liveness {
+        Liveness { keepalive: (timeout / 3).clamp(Duration::from_millis(100), KEEPALIVE_EVERY), dead_after: Some(timeout) }
+    }
+}
+
 pub fn now_utime() -> UTime {
     UTime::from_duration(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default())
 }
@@ -55,6 +79,18 @@ fn io_err(peer: SocketAddr, e: std::io::Error) -> Error {
 }
 
 pub async fn connect(peer: SocketAddr, cfg: ConnConfig, auth: AuthMethod, timeout: Duration) -> Result<Established> {
+    connect_with(peer, cfg, auth, timeout, Liveness::KEEPALIVE_ONLY).await
+}
+
+/// Like `connect`, with an explicit liveness policy for the established
+/// connection.
+pub async fn connect_with(
+    peer: SocketAddr,
+    cfg: ConnConfig,
+    auth: AuthMethod,
+    timeout: Duration,
+    liveness: Liveness,
+) -> Result<Established> {
     let fut = async {
         let mut sock = TcpStream::connect(peer).await.map_err(|e| io_err(peer, e))?;
         sock.set_nodelay(true).map_err(|e| io_err(peer, e))?;
@@ -95,7 +131,7 @@ pub async fn connect(peer: SocketAddr, cfg: ConnConfig, auth: AuthMethod, timeou
     for m in early {
         let _ = itx.try_send(m);
     }
-    tokio::spawn(run(peer, sock, conn, rx, itx));
+    tokio::spawn(run(peer, sock, conn, rx, itx, liveness));
     Ok(Established { handle: ConnHandle { peer, features, mode, global_id, tx }, inbound: irx, cephx })
 }
 
@@ -141,17 +177,19 @@ async fn run(
     mut conn: Connection,
     mut out: mpsc::UnboundedReceiver<Message>,
     inbound: mpsc::Sender<Message>,
+    liveness: Liveness,
 ) {
     let (mut rd, mut wr) = sock.into_split();
-    let mut ka = tokio::time::interval(KEEPALIVE_EVERY);
+    let mut ka = tokio::time::interval(liveness.keepalive);
     ka.tick().await;
+    let mut last_rx = tokio::time::Instant::now();
     let mut rng = || rand::random::<u64>();
     loop {
         tokio::select! {
             r = rd.read_buf(conn.read_buffer()) => {
                 match r {
                     Ok(0) => { tracing::debug!(%peer, "peer closed"); break; }
-                    Ok(_) => {}
+                    Ok(_) => last_rx = tokio::time::Instant::now(),
                     Err(e) => { tracing::debug!(%peer, error = %e, "read failed"); break; }
                 };
                 if let Err(e) = conn.process(&mut rng) {
@@ -179,7 +217,16 @@ async fn run(
                     conn.send_message(&m);
                 }
             }
-            _ = ka.tick() => conn.send_keepalive(now_utime()),
+            _ = ka.tick() => {
+                if let Some(dead) = liveness.dead_after {
+                    let silent = last_rx.elapsed();
+                    if silent >= dead {
+                        tracing::warn!(%peer, silent_ms = silent.as_millis() as u64, "peer stopped answering; closing");
+                        break;
+                    }
+                }
+                conn.send_keepalive(now_utime());
+            }
         }
         if conn.has_output() {
             if let Err(e) = write_parts(&mut wr, conn.take_output_parts()).await {
