@@ -318,7 +318,21 @@ impl Rados {
                 key: t.key.clone().unwrap_or_default(),
             };
             let f = flags | osd_flag::KNOWN_REDIR | if attempt > 0 { osd_flag::RETRY } else { 0 };
-            let m = msg::osd_op(tid, &target, map.epoch, f, now_utime(), ops, t.snap_seq, &t.snaps, attempt, FEATURES_PACIFIC);
+            // the encoding version follows the OSD's features (v8 for Pacific
+            // through Reef, and for Squid too since we do not claim SERVER_SQUID)
+            let m = msg::OsdOpRequest {
+                tid,
+                target: &target,
+                epoch: map.epoch,
+                flags: f,
+                mtime: now_utime(),
+                ops,
+                snap_seq: t.snap_seq,
+                snaps: &t.snaps,
+                retry_attempt: attempt,
+                features: FEATURES_PACIFIC,
+            }
+            .encode(session.handle.features);
             if !session.handle.send(m) {
                 lock(&session.pending).remove(&tid);
                 attempt += 1;

@@ -444,6 +444,7 @@ fn hmac(key: &[u8; 16], data: &[u8]) -> [u8; 32] {
 
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::proto::cephx::CryptoKey;

@@ -500,9 +500,12 @@ pub fn encode_banner(supported: u64, required: u64) -> Vec<u8> {
     b
 }
 
-/// Parses the peer banner: Ok(None) until all of it arrived. Returns the
-/// peer's (supported, required) features and the raw bytes.
-pub fn decode_banner(buf: &mut BytesMut) -> Result<Option<((u64, u64), Bytes)>, FrameError> {
+/// A decoded banner: the peer's (supported, required) msgr2 features and
+/// the raw bytes (signed later).
+pub type Banner = ((u64, u64), Bytes);
+
+/// Parses the peer banner: Ok(None) until all of it arrived.
+pub fn decode_banner(buf: &mut BytesMut) -> Result<Option<Banner>, FrameError> {
     if buf.len() < 10 {
         return Ok(None);
     }
@@ -529,6 +532,7 @@ pub fn decode_banner(buf: &mut BytesMut) -> Result<Option<((u64, u64), Bytes)>, 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -589,7 +593,7 @@ mod tests {
     #[test]
     fn secure_roundtrip_small_big_and_message() {
         let (mut a, mut b) = pair();
-        let big = vec![0x5au8; 200];
+        let big = [0x5au8; 200];
         for segs in [vec![&b"tiny"[..]], vec![&big[..]], vec![&[1u8; 41][..], &b"front"[..], &b""[..], &big[..]]] {
             let wire = a.encode(Tag::Message, &segs);
             // byte-at-a-time feeding must work because the preamble is held once decrypted

@@ -407,8 +407,222 @@ pub struct OsdOpTarget {
     pub key: String,
 }
 
-/// MOSDOp, the v8 encoding (Pacific and later decode it; v9 adds nothing
-/// a Pacific OSD can read).
+/// Ceph feature bits the message encoders choose versions by. Masks include
+/// the bit's incarnation marker, so `has` has HAVE_FEATURE semantics: a bit
+/// reused by a later release only counts together with its marker.
+pub mod feature {
+    /// Marker of the second incarnation of reused bits (SERVER_JEWEL, bit 57).
+    pub const INCARNATION_2: u64 = 1 << 57;
+    /// Marker of the third incarnation (SERVER_JEWEL | SERVER_MIMIC).
+    pub const INCARNATION_3: u64 = (1 << 57) | (1 << 28);
+    pub const OBJECTLOCATOR: u64 = 1 << 8;
+    pub const NEW_OSDOP_ENCODING: u64 = 1 << 56;
+    pub const NEW_OSDOPREPLY_ENCODING: u64 = 1 << 58;
+    /// Luminous; shares bit 21 with SERVER_LUMINOUS.
+    pub const RESEND_ON_SPLIT: u64 = (1 << 21) | INCARNATION_2;
+    pub const SERVER_REEF: u64 = (1 << 31) | INCARNATION_3;
+    pub const SERVER_QUINCY: u64 = (1 << 33) | INCARNATION_3;
+    pub const SERVER_SQUID: u64 = (1 << 49) | INCARNATION_2;
+
+    /// HAVE_FEATURE(features, mask).
+    pub fn has(features: u64, mask: u64) -> bool {
+        features & mask == mask
+    }
+}
+
+/// The MOSDOp header version Ceph's `MOSDOp::encode_payload` picks for a
+/// connection with `features` (the peer's features masked by ours):
+/// 1 without OBJECTLOCATOR, 6 without NEW_OSDOP_ENCODING, 7 without
+/// RESEND_ON_SPLIT (pre-Luminous), 9 when both sides have SERVER_SQUID (it
+/// adds an OpenTelemetry span context after the blkin trace), 8 otherwise.
+pub fn osd_op_version(features: u64) -> u16 {
+    if features & feature::OBJECTLOCATOR == 0 {
+        1
+    } else if features & feature::NEW_OSDOP_ENCODING == 0 {
+        6
+    } else if !feature::has(features, feature::RESEND_ON_SPLIT) {
+        7
+    } else if !feature::has(features, feature::SERVER_SQUID) {
+        8
+    } else {
+        9
+    }
+}
+
+/// An MOSDOp to encode. `features` are our own feature bits: they go into
+/// the payload (the OSD uses them to encode what it returns) and, masked by
+/// the peer's, choose the encoding version.
+#[derive(Debug, Clone, Copy)]
+pub struct OsdOpRequest<'a> {
+    pub tid: u64,
+    pub target: &'a OsdOpTarget,
+    pub epoch: u32,
+    pub flags: u32,
+    pub mtime: UTime,
+    pub ops: &'a [OsdOp],
+    pub snap_seq: u64,
+    pub snaps: &'a [u64],
+    pub retry_attempt: i32,
+    pub features: u64,
+}
+
+impl OsdOpRequest<'_> {
+    /// Encodes for a peer that advertised `peer_features`, field for field
+    /// in the order of the matching branch of Ceph's `encode_payload`.
+    pub fn encode(&self, peer_features: u64) -> Message {
+        let version = osd_op_version(peer_features & self.features);
+        let t = self.target;
+        // the raw pg: the object's full hash, not folded to pg_num
+        let raw_pg = PgId { pool: t.pgid.pool, seed: t.hash };
+        let mut f = Vec::with_capacity(200 + self.ops.len() * 38 + t.oid.len() + self.snaps.len() * 8);
+        match version {
+            1 => {
+                // the packed ceph_osd_request_head of 2011; no namespace or key
+                f.put_u32_le(0); // client_inc
+                raw_pg.encode(&mut f);
+                f.put_u32_le(0); // stripe unit
+                f.put_u32_le(self.epoch);
+                f.put_u32_le(self.flags);
+                self.mtime.encode(&mut f);
+                put_eversion_zero(&mut f); // reassert_version
+                f.put_u32_le(t.oid.len() as u32);
+                f.put_u64_le(CEPH_NOSNAP);
+                f.put_u64_le(self.snap_seq);
+                f.put_u32_le(self.snaps.len() as u32);
+                self.put_ops(&mut f);
+                f.extend_from_slice(t.oid.as_bytes());
+                for s in self.snaps {
+                    f.put_u64_le(*s);
+                }
+            }
+            6 => {
+                f.put_u32_le(0); // client_inc
+                f.put_u32_le(self.epoch);
+                f.put_u32_le(self.flags);
+                self.mtime.encode(&mut f);
+                put_eversion_zero(&mut f);
+                put_object_locator(&mut f, t);
+                raw_pg.encode(&mut f);
+                f.put_str(&t.oid);
+                self.put_ops(&mut f);
+                self.put_snaps_tail(&mut f);
+                put_empty_reqid(&mut f);
+            }
+            7 => {
+                raw_pg.encode(&mut f);
+                f.put_u32_le(self.epoch);
+                f.put_u32_le(self.flags);
+                put_eversion_zero(&mut f);
+                put_empty_reqid(&mut f);
+                f.put_u32_le(0); // client_inc
+                self.mtime.encode(&mut f);
+                put_object_locator(&mut f, t);
+                f.put_str(&t.oid);
+                self.put_ops(&mut f);
+                self.put_snaps_tail(&mut f);
+            }
+            _ => {
+                // v8, and v9 which only adds the span context
+                encode_versioned(&mut f, 1, 1, |b| {
+                    t.pgid.encode(b); // spg_t: the actual pg ...
+                    b.put_i8(-1); // ... and NO_SHARD
+                });
+                f.put_u32_le(t.hash);
+                f.put_u32_le(self.epoch);
+                f.put_u32_le(self.flags);
+                // empty: the OSD derives the reqid from source + tid, which is
+                // what makes resends with the same tid deduplicate
+                put_empty_reqid(&mut f);
+                f.extend_from_slice(&[0u8; 24]); // blkin trace info
+                if version >= 9 {
+                    put_otel_span_none(&mut f);
+                }
+                f.put_u32_le(0); // client_inc
+                self.mtime.encode(&mut f);
+                put_object_locator(&mut f, t);
+                f.put_str(&t.oid);
+                self.put_ops(&mut f);
+                self.put_snaps_tail(&mut f);
+            }
+        }
+        let mut m = Message::new(msg_type::OSD_OP, version, 3, f);
+        m.tid = self.tid;
+        m.priority = 63; // CEPH_MSG_PRIO_DEFAULT
+        m.data = self.data();
+        m
+    }
+
+    fn put_ops(&self, f: &mut Vec<u8>) {
+        f.put_u16_le(self.ops.len() as u16);
+        for op in self.ops {
+            op.encode(f);
+        }
+    }
+
+    /// snapid (head), the writer's snap context, retry attempt, features.
+    fn put_snaps_tail(&self, f: &mut Vec<u8>) {
+        f.put_u64_le(CEPH_NOSNAP);
+        f.put_u64_le(self.snap_seq);
+        f.put_u32_le(self.snaps.len() as u32);
+        for s in self.snaps {
+            f.put_u64_le(*s);
+        }
+        f.put_i32_le(self.retry_attempt);
+        f.put_u64_le(self.features);
+    }
+
+    /// Op input data goes in the data segment in op order; one op with
+    /// input (the common write) shares its buffer, no copy.
+    fn data(&self) -> Bytes {
+        let with_data: Vec<&OsdOp> = self.ops.iter().filter(|o| !o.indata.is_empty()).collect();
+        match with_data.as_slice() {
+            [] => Bytes::new(),
+            [one] => one.indata.clone(),
+            many => {
+                let mut v = Vec::with_capacity(many.iter().map(|o| o.indata.len()).sum());
+                for o in many {
+                    v.extend_from_slice(&o.indata);
+                }
+                Bytes::from(v)
+            }
+        }
+    }
+}
+
+fn put_eversion_zero(f: &mut Vec<u8>) {
+    f.put_u64_le(0); // version
+    f.put_u32_le(0); // epoch
+}
+
+/// osd_reqid_t v2 with no name, tid or inc.
+fn put_empty_reqid(f: &mut Vec<u8>) {
+    encode_versioned(f, 2, 2, |b| {
+        b.put_u8(0);
+        b.put_i64_le(0);
+        b.put_u64_le(0);
+        b.put_i32_le(0);
+    });
+}
+
+/// object_locator_t v6 (compat 3: no explicit hash).
+fn put_object_locator(f: &mut Vec<u8>, t: &OsdOpTarget) {
+    encode_versioned(f, 6, 3, |b| {
+        b.put_i64_le(t.pool);
+        b.put_i32_le(-1); // preferred osd: none
+        b.put_str(&t.key);
+        b.put_str(&t.nspace);
+        b.put_i64_le(-1); // hash: from the name
+    });
+}
+
+/// An OpenTelemetry span context saying "no trace": what a Squid client
+/// built without tracing sends (ENCODE_START(1, 1), is_valid = false).
+fn put_otel_span_none(f: &mut Vec<u8>) {
+    encode_versioned(f, 1, 1, |b| b.put_bool(false));
+}
+
+/// MOSDOp encoded as for a peer with our own features (the Pacific set
+/// gives v8); `OsdOpRequest::encode` picks by the peer's features.
 #[allow(clippy::too_many_arguments)]
 pub fn osd_op(
     tid: u64,
@@ -422,64 +636,7 @@ pub fn osd_op(
     retry_attempt: i32,
     features: u64,
 ) -> Message {
-    let mut f = Vec::with_capacity(160 + ops.len() * 38 + t.oid.len());
-    // spg_t
-    encode_versioned(&mut f, 1, 1, |b| {
-        t.pgid.encode(b);
-        b.put_i8(-1); // NO_SHARD
-    });
-    f.put_u32_le(t.hash);
-    f.put_u32_le(epoch);
-    f.put_u32_le(flags);
-    // osd_reqid_t (empty: the OSD derives it from source + tid)
-    encode_versioned(&mut f, 2, 2, |b| {
-        b.put_u8(0);
-        b.put_i64_le(0);
-        b.put_u64_le(0);
-        b.put_i32_le(0);
-    });
-    f.extend_from_slice(&[0u8; 24]); // blkin trace info
-    f.put_u32_le(0); // client_inc
-    mtime.encode(&mut f);
-    // object_locator_t
-    encode_versioned(&mut f, 6, 3, |b| {
-        b.put_i64_le(t.pool);
-        b.put_i32_le(-1);
-        b.put_str(&t.key);
-        b.put_str(&t.nspace);
-        b.put_i64_le(-1);
-    });
-    f.put_str(&t.oid);
-    f.put_u16_le(ops.len() as u16);
-    for op in ops {
-        op.encode(&mut f);
-    }
-    // one op with input (the common write): share its buffer, no copy
-    let with_data: Vec<&OsdOp> = ops.iter().filter(|o| !o.indata.is_empty()).collect();
-    let data = match with_data.as_slice() {
-        [] => Bytes::new(),
-        [one] => one.indata.clone(),
-        many => {
-            let mut v = Vec::with_capacity(many.iter().map(|o| o.indata.len()).sum());
-            for o in many {
-                v.extend_from_slice(&o.indata);
-            }
-            Bytes::from(v)
-        }
-    };
-    f.put_u64_le(CEPH_NOSNAP);
-    f.put_u64_le(snap_seq);
-    f.put_u32_le(snaps.len() as u32);
-    for s in snaps {
-        f.put_u64_le(*s);
-    }
-    f.put_i32_le(retry_attempt);
-    f.put_u64_le(features);
-    let mut m = Message::new(msg_type::OSD_OP, 8, 3, f);
-    m.tid = tid;
-    m.priority = 63; // CEPH_MSG_PRIO_DEFAULT
-    m.data = data;
-    m
+    OsdOpRequest { tid, target: t, epoch, flags, mtime, ops, snap_seq, snaps, retry_attempt, features }.encode(features)
 }
 
 /// One sub-op's outcome in an MOSDOpReply.
@@ -504,16 +661,32 @@ pub struct OsdOpReply {
     pub redirect: bool,
 }
 
+/// The newest MOSDOpReply encoding we (and Ceph up to Squid) know.
+pub const OSD_OP_REPLY_HEAD_VERSION: u16 = 8;
+
+/// MOSDOpReply, by Ceph's rule: a compat_version above our head version is
+/// refused (decode_message does the same); any version from 2 up decodes,
+/// each field present from the version that added it, and fields of a
+/// newer version than 8 are ignored as trailing data. Version 1 (the
+/// packed reply head of 2011) is refused.
 pub fn decode_osd_op_reply(m: &Message) -> DResult<OsdOpReply> {
-    if m.version < 7 {
-        return Err(DecodeError::invalid("osd_op_reply", format!("version {} too old", m.version)));
+    if m.compat_version > OSD_OP_REPLY_HEAD_VERSION {
+        return Err(DecodeError::invalid(
+            "osd_op_reply",
+            format!("compat version {} is newer than the {OSD_OP_REPLY_HEAD_VERSION} we decode", m.compat_version),
+        ));
+    }
+    let v = m.version;
+    if v < 2 {
+        return Err(DecodeError::invalid("osd_op_reply", format!("version {v} (pre-2011 layout) not supported")));
     }
     let mut r = Reader::new(&m.front);
     let oid = r.string("opreply.oid")?;
     let pgid = PgId::decode(&mut r)?;
     let flags = r.u64("opreply.flags")?;
     let result = r.i32("opreply.result")?;
-    r.skip(12, "opreply.bad_replay_version")?;
+    let bad_replay_version = r.u64("opreply.bad_replay_version.version")?;
+    r.u32("opreply.bad_replay_version.epoch")?;
     let epoch = r.u32("opreply.epoch")?;
     let n = r.count(38, "opreply.ops")?;
     let mut heads = Vec::with_capacity(n);
@@ -523,21 +696,66 @@ pub fn decode_osd_op_reply(m: &Message) -> DResult<OsdOpReply> {
         let plen = r.u32("opreply.op.payload_len")? as usize;
         heads.push((op, plen));
     }
-    let retry_attempt = r.i32("opreply.retry_attempt")?;
+    let retry_attempt = if v >= 3 { r.i32("opreply.retry_attempt")? } else { -1 };
     let mut ops = Vec::with_capacity(n);
-    let mut at = 0usize;
-    for (op, plen) in heads {
-        let rval = r.i32("opreply.rval")?;
-        let end = at.checked_add(plen).filter(|&e| e <= m.data.len()).ok_or_else(|| {
-            DecodeError::invalid("osd_op_reply", "op payload lengths exceed the data segment")
-        })?;
-        ops.push(OpResult { op, rval, outdata: m.data.slice(at..end) });
-        at = end;
+    if v >= 4 {
+        // per-op return values, and the out data split by payload_len
+        let mut at = 0usize;
+        for (op, plen) in heads {
+            let rval = r.i32("opreply.rval")?;
+            let end = at.checked_add(plen).filter(|&e| e <= m.data.len()).ok_or_else(|| {
+                DecodeError::invalid("osd_op_reply", "op payload lengths exceed the data segment")
+            })?;
+            ops.push(OpResult { op, rval, outdata: m.data.slice(at..end) });
+            at = end;
+        }
+    } else {
+        ops.extend(heads.into_iter().map(|(op, _)| OpResult { op, rval: 0, outdata: Bytes::new() }));
     }
-    r.skip(12, "opreply.replay_version")?;
-    let user_version = r.u64("opreply.user_version")?;
-    let redirect = r.bool("opreply.do_redirect")?;
+    let user_version = if v >= 5 {
+        r.skip(12, "opreply.replay_version")?;
+        r.u64("opreply.user_version")?
+    } else {
+        bad_replay_version
+    };
+    let redirect = if v == 6 {
+        !decode_redirect_is_empty(&mut r)?
+    } else if v >= 7 {
+        // the redirect target itself is not followed: the op is resent
+        // against the current map, which already points at the new place
+        let d = r.bool("opreply.do_redirect")?;
+        if d {
+            decode_redirect_is_empty(&mut r)?;
+        }
+        d
+    } else {
+        false
+    };
+    if v >= 8 {
+        r.skip(24, "opreply.blkin_trace")?;
+    }
     Ok(OsdOpReply { tid: m.tid, oid, pgid, flags, result, epoch, retry_attempt, ops, user_version, redirect })
+}
+
+/// request_redirect_t (MOSDOpReply v6, always present): true when it names
+/// no locator and no object, i.e. there is no redirect.
+fn decode_redirect_is_empty(r: &mut Reader<'_>) -> DResult<bool> {
+    let (_v, mut b) = r.versioned(1, "request_redirect_t")?;
+    let (lv, mut l) = b.versioned(6, "request_redirect_t.locator")?;
+    let pool = if lv < 2 {
+        let p = l.i32("object_locator.pool")? as i64;
+        l.skip(2, "object_locator.preferred")?;
+        p
+    } else {
+        let p = l.i64("object_locator.pool")?;
+        l.skip(4, "object_locator.preferred")?;
+        p
+    };
+    let key = l.blob("object_locator.key")?;
+    let nspace = if lv >= 5 { l.blob("object_locator.nspace")? } else { &[] };
+    let hash = if lv >= 6 { l.i64("object_locator.hash")? } else { -1 };
+    let object = b.blob("request_redirect_t.object")?;
+    Ok(pool == -1 && key.is_empty() && nspace.is_empty() && hash == -1 && object.is_empty())
 }
 
 /// MWatchNotify (OSD -> client).
@@ -619,8 +837,11 @@ pub fn backoff_ack(b: &Backoff) -> Message {
     Message::new(msg_type::OSD_BACKOFF, 1, 1, f)
 }
 
-/// PGNLS reply body: (next cursor, entries as (nspace, oid, locator)).
-pub fn decode_pgnls_response(data: &[u8]) -> DResult<(HObject, Vec<(String, String, String)>)> {
+/// A listed object: (nspace, oid, locator).
+pub type PgnlsEntry = (String, String, String);
+
+/// PGNLS reply body: (next cursor, entries).
+pub fn decode_pgnls_response(data: &[u8]) -> DResult<(HObject, Vec<PgnlsEntry>)> {
     let mut r = Reader::new(data);
     let (_v, mut b) = r.versioned(1, "pg_nls_response_t")?;
     let handle = HObject::decode(&mut b)?;
@@ -636,6 +857,7 @@ pub fn decode_pgnls_response(data: &[u8]) -> DResult<(HObject, Vec<(String, Stri
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -648,21 +870,364 @@ mod tests {
         assert_eq!((d.seq, d.tid, d.ty, d.version, d.compat_version, ack), (5, 99, 42, 8, 3, 4));
     }
 
-    #[test]
-    fn osd_op_layout() {
-        let t = OsdOpTarget {
+    use crate::proto::conn::FEATURES_PACIFIC;
+
+    fn layout_target() -> OsdOpTarget {
+        OsdOpTarget {
             pgid: PgId { pool: 1, seed: 7 },
             hash: 0x6cf8_deff,
             pool: 1,
             oid: "obj1".into(),
-            nspace: String::new(),
-            key: String::new(),
-        };
-        let ops = [OsdOp::extent(osd_op::WRITEFULL, 0, 3).with_indata(b"abc".to_vec())];
-        let m = osd_op(1, &t, 8, osd_flag::WRITE | osd_flag::ONDISK, UTime::default(), &ops, 0, &[], 0, 1);
-        assert_eq!(&m.data[..], b"abc");
+            nspace: "ns".into(),
+            key: "k".into(),
+        }
+    }
+
+    fn layout_ops() -> Vec<OsdOp> {
+        vec![
+            OsdOp::extent(osd_op::WRITE, 4096, 3).with_indata(b"abc".to_vec()),
+            OsdOp::xattr(osd_op::SETXATTR, "n", b"v", 0, 0),
+            OsdOp::new(osd_op::STAT),
+        ]
+    }
+
+    fn layout_request<'a>(t: &'a OsdOpTarget, ops: &'a [OsdOp], snaps: &'a [u64]) -> OsdOpRequest<'a> {
+        OsdOpRequest {
+            tid: 77,
+            target: t,
+            epoch: 8,
+            flags: osd_flag::WRITE | osd_flag::ONDISK | osd_flag::RETRY,
+            mtime: UTime { sec: 1_700_000_000, nsec: 5 },
+            ops,
+            snap_seq: 9,
+            snaps,
+            retry_attempt: 2,
+            features: FEATURES_PACIFIC,
+        }
+    }
+
+    // The readers below follow Ceph's MOSDOp::decode_payload/finish_decode
+    // for each version, field by field, and check every value.
+
+    fn check_pg(r: &mut Reader<'_>, pool: u64, seed: u32) {
+        assert_eq!(PgId::decode(r).unwrap(), PgId { pool, seed });
+    }
+    fn check_eversion_zero(r: &mut Reader<'_>) {
+        assert_eq!((r.u64("v").unwrap(), r.u32("e").unwrap()), (0, 0));
+    }
+    fn check_reqid_empty(r: &mut Reader<'_>) {
+        let (v, mut b) = r.versioned(2, "reqid").unwrap();
+        assert_eq!(v, 2);
+        assert_eq!(b.u8("name.type").unwrap(), 0);
+        assert_eq!(b.i64("name.num").unwrap(), 0);
+        assert_eq!(b.u64("tid").unwrap(), 0);
+        assert_eq!(b.i32("inc").unwrap(), 0);
+        assert!(b.is_empty());
+    }
+    fn check_oloc(r: &mut Reader<'_>, t: &OsdOpTarget) {
+        let mut env = *r;
+        assert_eq!((env.u8("v").unwrap(), env.u8("c").unwrap()), (6, 3));
+        let (_, mut b) = r.versioned(6, "oloc").unwrap();
+        assert_eq!(b.i64("pool").unwrap(), t.pool);
+        assert_eq!(b.i32("preferred").unwrap(), -1);
+        assert_eq!(b.string("key").unwrap(), t.key);
+        assert_eq!(b.string("nspace").unwrap(), t.nspace);
+        assert_eq!(b.i64("hash").unwrap(), -1);
+        assert!(b.is_empty());
+    }
+    fn check_ops(r: &mut Reader<'_>, ops: &[OsdOp], count_u16: bool) {
+        if count_u16 {
+            assert_eq!(r.u16("num_ops").unwrap() as usize, ops.len());
+        }
+        for o in ops {
+            assert_eq!(r.u16("op").unwrap(), o.op);
+            assert_eq!(r.u32("flags").unwrap(), o.flags);
+            assert_eq!(r.take(28, "args").unwrap(), &o.args[..]);
+            assert_eq!(r.u32("payload_len").unwrap() as usize, o.indata.len());
+        }
+    }
+    fn check_mtime(r: &mut Reader<'_>, q: &OsdOpRequest<'_>) {
+        assert_eq!(UTime::decode(r).unwrap(), q.mtime);
+    }
+    /// snap, snap_seq, snaps, retry_attempt, features (v6..v9).
+    fn check_snaps_tail(r: &mut Reader<'_>, q: &OsdOpRequest<'_>) {
+        assert_eq!(r.u64("snap").unwrap(), CEPH_NOSNAP);
+        assert_eq!(r.u64("snap_seq").unwrap(), q.snap_seq);
+        assert_eq!(r.u32("num_snaps").unwrap() as usize, q.snaps.len());
+        for s in q.snaps {
+            assert_eq!(r.u64("snap").unwrap(), *s);
+        }
+        assert_eq!(r.i32("retry_attempt").unwrap(), q.retry_attempt);
+        assert_eq!(r.u64("features").unwrap(), q.features);
+    }
+
+    fn check_v8_v9(m: &Message, q: &OsdOpRequest<'_>, v9: bool) {
+        let t = q.target;
+        let mut r = Reader::new(&m.front);
+        let (sv, mut spg) = r.versioned(1, "spg_t").unwrap();
+        assert_eq!(sv, 1);
+        check_pg(&mut spg, 1, 7);
+        assert_eq!(spg.u8("shard").unwrap() as i8, -1);
+        assert!(spg.is_empty());
+        assert_eq!(r.u32("hash").unwrap(), t.hash);
+        assert_eq!(r.u32("epoch").unwrap(), q.epoch);
+        assert_eq!(r.u32("flags").unwrap(), q.flags);
+        check_reqid_empty(&mut r);
+        assert_eq!(r.take(24, "blkin trace").unwrap(), &[0u8; 24][..]);
+        if v9 {
+            // jspan_context without a trace: ENCODE_START(1, 1) + is_valid = false
+            assert_eq!(r.take(7, "otel span").unwrap(), &[1, 1, 1, 0, 0, 0, 0][..]);
+        }
+        // -- finish_decode() from here --
+        assert_eq!(r.u32("client_inc").unwrap(), 0);
+        check_mtime(&mut r, q);
+        check_oloc(&mut r, t);
+        assert_eq!(r.string("oid").unwrap(), t.oid);
+        check_ops(&mut r, q.ops, true);
+        check_snaps_tail(&mut r, q);
+        assert!(r.is_empty(), "{} trailing bytes", r.remaining());
+    }
+
+    fn check_common(m: &Message, version: u16) {
+        assert_eq!((m.ty, m.version, m.compat_version, m.tid, m.priority), (msg_type::OSD_OP, version, 3, 77, 63));
+        // input data in op order: the write's bytes, then the xattr name + value
+        assert_eq!(&m.data[..], b"abcnv");
+    }
+
+    #[test]
+    fn osd_op_version_follows_ceph_rule() {
+        use feature::*;
+        assert_eq!(osd_op_version(FEATURES_PACIFIC), 8);
+        // Quincy and Reef add their release bits; the encoding stays v8
+        assert_eq!(osd_op_version(FEATURES_PACIFIC | SERVER_QUINCY | SERVER_REEF), 8);
+        assert_eq!(osd_op_version(FEATURES_PACIFIC | SERVER_QUINCY | SERVER_REEF | SERVER_SQUID), 9);
+        // bit 49 once meant OSD_MIN_SIZE_RECOVERY: without its incarnation marker it is not Squid
+        assert_eq!(osd_op_version((FEATURES_PACIFIC | (1 << 49)) & !INCARNATION_2), 7);
+        assert_eq!(osd_op_version(FEATURES_PACIFIC & !(1 << 21)), 7);
+        assert_eq!(osd_op_version(FEATURES_PACIFIC & !NEW_OSDOP_ENCODING), 6);
+        assert_eq!(osd_op_version(FEATURES_PACIFIC & !OBJECTLOCATOR), 1);
+        assert_eq!(osd_op_version(0), 1);
+        assert_eq!(osd_op_version(u64::MAX), 9);
+        // the Pacific set we advertise has neither SERVER_SQUID nor a stray bit 49
+        assert!(!has(FEATURES_PACIFIC, SERVER_SQUID) && FEATURES_PACIFIC & (1 << 49) == 0);
+    }
+
+    #[test]
+    fn osd_op_uses_connection_features() {
+        let (t, ops) = (layout_target(), layout_ops());
+        let q = layout_request(&t, &ops, &[5, 3]);
+        let squid_osd = FEATURES_PACIFIC | feature::SERVER_QUINCY | feature::SERVER_REEF | feature::SERVER_SQUID;
+        // we do not claim SERVER_SQUID, so a Squid OSD gets v8 (which it decodes)
+        assert_eq!(q.encode(squid_osd).version, 8);
+        let both = OsdOpRequest { features: squid_osd, ..q };
+        assert_eq!(both.encode(squid_osd).version, 9);
+        // the wrapper encodes for a peer like us: v8 for the Pacific set
+        let m = osd_op(77, &t, 8, q.flags, q.mtime, &ops, 9, &[5, 3], 2, FEATURES_PACIFIC);
+        assert_eq!(m.version, 8);
+        assert_eq!(m.front, q.encode(FEATURES_PACIFIC).front);
+    }
+
+    #[test]
+    fn osd_op_v8_layout() {
+        let (t, ops) = (layout_target(), layout_ops());
+        let q = layout_request(&t, &ops, &[5, 3]);
+        let m = q.encode(FEATURES_PACIFIC);
+        check_common(&m, 8);
+        check_v8_v9(&m, &q, false);
         // spg_t envelope: v1 c1 len 18 = pg_t(17) + shard(1)
         assert_eq!(&m.front[..6], &[1, 1, 18, 0, 0, 0]);
+    }
+
+    #[test]
+    fn osd_op_v9_layout() {
+        let (t, ops) = (layout_target(), layout_ops());
+        let all = FEATURES_PACIFIC | feature::SERVER_SQUID;
+        let q = OsdOpRequest { features: all, ..layout_request(&t, &ops, &[5, 3]) };
+        let m = q.encode(all);
+        check_common(&m, 9);
+        check_v8_v9(&m, &q, true);
+        // exactly the 7 span bytes more than v8
+        let v8 = OsdOpRequest { features: FEATURES_PACIFIC, ..q }.encode(FEATURES_PACIFIC);
+        assert_eq!(m.front.len(), v8.front.len() + 7);
+    }
+
+    #[test]
+    fn osd_op_v7_layout() {
+        let (t, ops) = (layout_target(), layout_ops());
+        let q = layout_request(&t, &ops, &[5, 3]);
+        let m = q.encode(FEATURES_PACIFIC & !(1 << 21));
+        check_common(&m, 7);
+        let mut r = Reader::new(&m.front);
+        check_pg(&mut r, 1, t.hash); // the raw pg: full hash as the seed
+        assert_eq!(r.u32("epoch").unwrap(), q.epoch);
+        assert_eq!(r.u32("flags").unwrap(), q.flags);
+        check_eversion_zero(&mut r); // reassert_version
+        check_reqid_empty(&mut r);
+        // -- finish_decode() --
+        assert_eq!(r.u32("client_inc").unwrap(), 0);
+        check_mtime(&mut r, &q);
+        check_oloc(&mut r, &t);
+        assert_eq!(r.string("oid").unwrap(), t.oid);
+        check_ops(&mut r, &ops, true);
+        check_snaps_tail(&mut r, &q);
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn osd_op_v6_layout() {
+        let (t, ops) = (layout_target(), layout_ops());
+        let q = layout_request(&t, &ops, &[5, 3]);
+        let m = q.encode(FEATURES_PACIFIC & !feature::NEW_OSDOP_ENCODING);
+        check_common(&m, 6);
+        let mut r = Reader::new(&m.front);
+        assert_eq!(r.u32("client_inc").unwrap(), 0);
+        assert_eq!(r.u32("epoch").unwrap(), q.epoch);
+        assert_eq!(r.u32("flags").unwrap(), q.flags);
+        check_mtime(&mut r, &q);
+        check_eversion_zero(&mut r);
+        check_oloc(&mut r, &t);
+        check_pg(&mut r, 1, t.hash); // v >= 3: pg_t, not old_pg_t
+        assert_eq!(r.string("oid").unwrap(), t.oid);
+        check_ops(&mut r, &ops, true);
+        check_snaps_tail(&mut r, &q); // v4 retry_attempt, v5 features
+        check_reqid_empty(&mut r); // v6
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn osd_op_v1_layout() {
+        let (t, ops) = (layout_target(), layout_ops());
+        let q = layout_request(&t, &ops, &[5, 3]);
+        let m = q.encode(FEATURES_PACIFIC & !feature::OBJECTLOCATOR);
+        check_common(&m, 1);
+        let mut r = Reader::new(&m.front);
+        assert_eq!(r.u32("client_inc").unwrap(), 0);
+        check_pg(&mut r, 1, t.hash);
+        assert_eq!(r.u32("su").unwrap(), 0);
+        assert_eq!(r.u32("epoch").unwrap(), q.epoch);
+        assert_eq!(r.u32("flags").unwrap(), q.flags);
+        check_mtime(&mut r, &q);
+        check_eversion_zero(&mut r);
+        assert_eq!(r.u32("oid_len").unwrap() as usize, t.oid.len());
+        assert_eq!(r.u64("snap").unwrap(), CEPH_NOSNAP);
+        assert_eq!(r.u64("snap_seq").unwrap(), q.snap_seq);
+        assert_eq!(r.u32("num_snaps").unwrap(), 2);
+        check_ops(&mut r, &ops, true);
+        assert_eq!(r.take(4, "oid").unwrap(), b"obj1");
+        assert_eq!((r.u64("s").unwrap(), r.u64("s").unwrap()), (5, 3));
+        assert!(r.is_empty());
+    }
+
+    /// An MOSDOpReply front as Ceph's encode_payload writes it for `v`
+    /// (v8 and v6 are what OSDs send; the others exercise the rule).
+    fn reply_front(v: u16, do_redirect: bool, tail: &[u8]) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.put_str("obj1");
+        PgId { pool: 1, seed: 7 }.encode(&mut f);
+        f.put_u64_le(0x24); // flags
+        f.put_i32_le(0); // result
+        f.put_u64_le(41); // bad_replay_version.version
+        f.put_u32_le(8);
+        f.put_u32_le(9); // osdmap epoch
+        f.put_u32_le(2);
+        for (op, plen) in [(osd_op::READ, 3u32), (osd_op::STAT, 16)] {
+            f.put_u16_le(op);
+            f.extend_from_slice(&[0u8; 32]);
+            f.put_u32_le(plen);
+        }
+        if v >= 3 {
+            f.put_i32_le(1); // retry_attempt
+        }
+        if v >= 4 {
+            f.put_i32_le(0);
+            f.put_i32_le(-2);
+        }
+        if v >= 5 {
+            f.put_u64_le(42);
+            f.put_u32_le(8); // replay_version
+            f.put_u64_le(43); // user_version
+        }
+        // request_redirect_t: a locator (pool 2 when redirecting), no
+        // object, the legacy u32
+        let put_redirect = |f: &mut Vec<u8>| {
+            encode_versioned(f, 1, 1, |b| {
+                encode_versioned(b, 6, 3, |l| {
+                    l.put_i64_le(if do_redirect { 2 } else { -1 });
+                    l.put_i32_le(-1);
+                    l.put_str("");
+                    l.put_str("");
+                    l.put_i64_le(-1);
+                });
+                b.put_str("");
+                b.put_u32_le(0);
+            });
+        };
+        if v == 6 {
+            put_redirect(&mut f);
+        }
+        if v >= 7 {
+            f.put_bool(do_redirect);
+            if do_redirect {
+                put_redirect(&mut f);
+            }
+        }
+        if v >= 8 {
+            f.extend_from_slice(&[0u8; 24]); // blkin trace
+        }
+        f.extend_from_slice(tail);
+        f
+    }
+
+    fn reply_msg(v: u16, compat: u16, front: Vec<u8>) -> Message {
+        let mut m = Message::new(msg_type::OSD_OPREPLY, v, compat, front);
+        m.tid = 5;
+        m.data = Bytes::from_static(b"xyz0123456789abcdef");
+        m
+    }
+
+    #[test]
+    fn osd_op_reply_versions() {
+        for v in 2..=8u16 {
+            let m = reply_msg(v, 2, reply_front(v, false, b""));
+            let r = decode_osd_op_reply(&m).unwrap_or_else(|e| panic!("v{v}: {e}"));
+            assert_eq!((r.tid, r.oid.as_str(), r.pgid, r.flags, r.epoch), (5, "obj1", PgId { pool: 1, seed: 7 }, 0x24, 9));
+            assert_eq!(r.retry_attempt, if v >= 3 { 1 } else { -1 }, "v{v}");
+            assert_eq!(r.user_version, if v >= 5 { 43 } else { 41 }, "v{v}");
+            assert!(!r.redirect);
+            let ops: Vec<u16> = r.ops.iter().map(|o| o.op).collect();
+            assert_eq!(ops, [osd_op::READ, osd_op::STAT]);
+            if v >= 4 {
+                assert_eq!((r.ops[0].rval, &r.ops[0].outdata[..]), (0, &b"xyz"[..]));
+                assert_eq!((r.ops[1].rval, r.ops[1].outdata.len()), (-2, 16));
+            }
+        }
+        for v in [6u16, 7, 8] {
+            let r = decode_osd_op_reply(&reply_msg(v, 2, reply_front(v, true, b""))).unwrap();
+            assert!(r.redirect, "v{v}");
+        }
+    }
+
+    #[test]
+    fn osd_op_reply_newer_and_older() {
+        // a future v9 that keeps compat 2 decodes as v8, its new fields ignored
+        let r = decode_osd_op_reply(&reply_msg(9, 2, reply_front(8, false, b"future fields"))).unwrap();
+        assert_eq!(r.user_version, 43);
+        // a compat version above 8 means we cannot read it: refused, like Ceph
+        assert!(decode_osd_op_reply(&reply_msg(10, 9, reply_front(8, false, b""))).is_err());
+        // v1 is the packed 2011 head
+        assert!(decode_osd_op_reply(&reply_msg(1, 1, reply_front(8, false, b""))).is_err());
+        // every truncation fails cleanly
+        for v in [2u16, 5, 6, 8] {
+            let full = reply_front(v, true, b"");
+            for cut in 0..full.len() {
+                let m = reply_msg(v, 2, full[..cut].to_vec());
+                assert!(decode_osd_op_reply(&m).is_err(), "v{v} cut {cut}");
+            }
+        }
+        // payload lengths beyond the data segment
+        let mut m = reply_msg(8, 2, reply_front(8, false, b""));
+        m.data = Bytes::from_static(b"ab");
+        assert!(decode_osd_op_reply(&m).is_err());
     }
 
     #[test]
