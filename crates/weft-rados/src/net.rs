@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::proto::cephx::CephxClient;
-use crate::proto::conn::{AuthMethod, ConnConfig, Connection, Event};
+use crate::proto::conn::{AuthMethod, ConnConfig, Connection, Event, ReconnectAnswer, SessionIdentity, SessionResume};
 use crate::proto::msg::Message;
 use crate::proto::types::UTime;
 use std::net::SocketAddr;
@@ -72,6 +72,14 @@ pub struct Established {
     pub inbound: mpsc::Receiver<Message>,
     /// For mon connections: the cephx state with fresh tickets.
     pub cephx: Option<CephxClient>,
+    /// The session as established (cookies, seqs, peer features).
+    pub session: SessionIdentity,
+    /// The peer's answers to our SESSION_RECONNECT, in order (empty for a
+    /// new session).
+    pub reconnect: Vec<ReconnectAnswer>,
+    /// Filled with the session's last state once the connection is gone,
+    /// for a later `connect_resume`.
+    pub closed: std::sync::Arc<std::sync::Mutex<Option<SessionResume>>>,
 }
 
 fn io_err(peer: SocketAddr, e: std::io::Error) -> Error {
@@ -91,10 +99,31 @@ pub async fn connect_with(
     timeout: Duration,
     liveness: Liveness,
 ) -> Result<Established> {
+    connect_resume(peer, cfg, auth, timeout, liveness, None).await
+}
+
+/// Like `connect_with`; with `resume`, asks the peer to continue that
+/// earlier session (SESSION_RECONNECT) and falls back to a new session if
+/// the peer resets it, which Ceph servers do for clients.
+pub async fn connect_resume(
+    peer: SocketAddr,
+    cfg: ConnConfig,
+    auth: AuthMethod,
+    timeout: Duration,
+    liveness: Liveness,
+    resume: Option<SessionResume>,
+) -> Result<Established> {
+    let closed = std::sync::Arc::new(std::sync::Mutex::new(None));
     let fut = async {
         let mut sock = TcpStream::connect(peer).await.map_err(|e| io_err(peer, e))?;
         sock.set_nodelay(true).map_err(|e| io_err(peer, e))?;
-        let mut conn = Connection::new(cfg, auth);
+        let mut conn = match resume {
+            Some(prev) => Connection::resume(cfg, auth, prev),
+            None => Connection::new(cfg, auth),
+        };
+        let slot = closed.clone();
+        conn.on_close(Box::new(move |s| *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(s)));
+        let mut answers = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
         let mut rng = || rand::random::<u64>();
         let mut early = Vec::new();
@@ -114,25 +143,30 @@ pub async fn connect_with(
                     Event::Ready { features, mode, global_id } => got = Some((features, mode, global_id)),
                     Event::Message(m) => early.push(m),
                     Event::KeepaliveAck(_) => {}
+                    Event::Reconnect(a) => {
+                        tracing::debug!(%peer, answer = ?a, "session reconnect answered");
+                        answers.push(a);
+                    }
                 }
             }
             if let Some(r) = got {
                 break r;
             }
         };
-        Ok::<_, Error>((sock, conn, ready, early))
+        Ok::<_, Error>((sock, conn, ready, early, answers))
     };
-    let (sock, conn, (features, mode, global_id), early) = tokio::time::timeout(timeout, fut)
+    let (sock, conn, (features, mode, global_id), early, reconnect) = tokio::time::timeout(timeout, fut)
         .await
         .map_err(|_| Error::Timeout(format!("connecting to {peer}")))??;
     let cephx = conn.cephx().cloned();
+    let session = conn.session();
     let (tx, rx) = mpsc::unbounded_channel();
     let (itx, irx) = mpsc::channel(INBOUND_QUEUE);
     for m in early {
         let _ = itx.try_send(m);
     }
     tokio::spawn(run(peer, sock, conn, rx, itx, liveness));
-    Ok(Established { handle: ConnHandle { peer, features, mode, global_id, tx }, inbound: irx, cephx })
+    Ok(Established { handle: ConnHandle { peer, features, mode, global_id, tx }, inbound: irx, cephx, session, reconnect, closed })
 }
 
 /// Auth failures are the cluster refusing us; other errors are the peer's.

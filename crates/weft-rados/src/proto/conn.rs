@@ -5,6 +5,14 @@
 //! Order: banner exchange -> HELLO -> AUTH_REQUEST [-> AUTH_REPLY_MORE ->
 //! AUTH_REQUEST_MORE]* -> AUTH_DONE -> (mode switch) AUTH_SIGNATURE both ways
 //! -> CLIENT_IDENT/SERVER_IDENT -> MESSAGE/KEEPALIVE2/ACK.
+//!
+//! A connection made with `Connection::resume` asks the peer to continue an
+//! earlier session instead: SESSION_RECONNECT, answered by RECONNECT_OK
+//! (resume, resend what the peer did not get), SESSION_RESET (start a new
+//! session with CLIENT_IDENT), SESSION_RETRY / SESSION_RETRY_GLOBAL (send
+//! again with a higher connect_seq / global_seq) or WAIT (close, back off),
+//! handled like Ceph's ProtocolV2 client. Ceph servers keep client sessions
+//! lossy, so a real monitor or OSD answers SESSION_RESET.
 
 use super::cephx::{AuthDone, Authorizer, CephxClient, CephxError, CEPH_AUTH_CEPHX};
 use super::enc::{DecodeError, Put, Reader};
@@ -22,6 +30,16 @@ pub const CON_MODE_SECURE: u32 = 2;
 /// Feature bits a Pacific daemon advertises; we claim the same set so that
 /// peers send the newest encodings, all of which we decode.
 pub const FEATURES_PACIFIC: u64 = 0x3f01_cfbd_fffd_ffff;
+
+/// SERVER_IDENT / CLIENT_IDENT flag: the session is lossy (no resend).
+pub const MSG_CONNECT_LOSSY: u64 = 1;
+/// SESSION_RETRY / SESSION_RETRY_GLOBAL answers we follow on one connection
+/// before giving up: a peer that keeps asking is broken or hostile.
+pub const MAX_SESSION_RETRIES: u32 = 16;
+/// Sent messages kept for a resend after SESSION_RECONNECT_OK (non-lossy
+/// sessions only). Beyond this the oldest are forgotten; callers that
+/// resend on their own (the objecter) do not depend on them.
+pub const MAX_UNACKED: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {
@@ -43,6 +61,16 @@ pub enum ConnError {
     Reset,
     #[error("peer chose connection mode {0} we did not offer")]
     BadMode(u32),
+    /// WAIT: the peer is racing a connection of its own to us (or replacing
+    /// one); a client closes and tries again after a back-off.
+    #[error("peer asked us to wait (connection race); retry after a back-off")]
+    Wait,
+    /// SESSION_RETRY_GLOBAL in answer to CLIENT_IDENT: Ceph's client faults
+    /// here too. The next attempt must use a global_seq above this one.
+    #[error("peer says our global_seq is stale (its is {peer_global_seq}) in answer to CLIENT_IDENT")]
+    StaleGlobalSeq { peer_global_seq: u64 },
+    #[error("peer asked for more than {0} session retries")]
+    TooManyRetries(u32),
 }
 
 /// How this connection authenticates.
@@ -71,7 +99,56 @@ pub enum Event {
     Ready { features: u64, mode: u32, global_id: u64 },
     Message(Message),
     KeepaliveAck(UTime),
+    /// The peer answered our SESSION_RECONNECT (before any Ready).
+    Reconnect(ReconnectAnswer),
 }
+
+/// How the peer answered SESSION_RECONNECT, and what we did about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReconnectAnswer {
+    /// SESSION_RECONNECT_OK: the session goes on; the peer had our messages
+    /// up to `msg_seq` and the `resent` later ones were sent again.
+    Resumed { msg_seq: u64, resent: usize },
+    /// SESSION_RESET: the peer has no such session (always, from Ceph
+    /// servers: client sessions are lossy). We sent CLIENT_IDENT for a new
+    /// one; with `full`, our unacked messages were dropped and the caller
+    /// must resend what it still needs.
+    Reset { full: bool },
+    /// SESSION_RETRY: our connect_seq was stale; sent again with this one.
+    Retry { connect_seq: u64 },
+    /// SESSION_RETRY_GLOBAL: our global_seq was stale; sent again with this one.
+    RetryGlobal { global_seq: u64 },
+}
+
+/// What identifies a msgr2 session across TCP connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SessionIdentity {
+    pub client_cookie: u64,
+    /// From SERVER_IDENT; 0 when the server keeps the session lossy.
+    pub server_cookie: u64,
+    pub global_seq: u64,
+    pub connect_seq: u64,
+    /// Highest message seq received (what the peer need not resend).
+    pub in_seq: u64,
+    /// Highest message seq sent.
+    pub out_seq: u64,
+    pub peer_features: u64,
+    /// The server flagged the session lossy (it keeps nothing for a resume).
+    pub lossy: bool,
+}
+
+/// An earlier session to continue on a new connection.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SessionResume {
+    pub identity: SessionIdentity,
+    /// Messages sent earlier that the peer had not acknowledged, each with
+    /// the seq it was sent with (`Message::seq`), oldest first.
+    pub unacked: Vec<Message>,
+}
+
+/// Called once when a connection that reached Ready is dropped, with what
+/// a later `Connection::resume` needs.
+pub type OnClose = Box<dyn FnOnce(SessionResume) + Send>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -80,6 +157,7 @@ enum State {
     Auth,
     AuthSignature,
     Ident,
+    Reconnecting,
     Ready,
     Closed,
 }
@@ -92,6 +170,7 @@ impl State {
             State::Auth => "auth",
             State::AuthSignature => "auth-signature",
             State::Ident => "ident",
+            State::Reconnecting => "reconnecting",
             State::Ready => "ready",
             State::Closed => "closed",
         }
@@ -116,6 +195,18 @@ pub struct Connection {
     pub peer_features: u64,
     pub global_id: u64,
     pub monmap_epoch: u32,
+    client_cookie: u64,
+    server_cookie: u64,
+    global_seq: u64,
+    connect_seq: u64,
+    lossy: bool,
+    /// Send SESSION_RECONNECT after authentication instead of CLIENT_IDENT.
+    reconnecting: bool,
+    /// Sent, not yet acknowledged (kept only on non-lossy sessions).
+    sent: VecDeque<Message>,
+    retries: u32,
+    established: bool,
+    on_close: Option<OnClose>,
 }
 
 impl Connection {
@@ -141,10 +232,91 @@ impl Connection {
             peer_features: 0,
             global_id,
             monmap_epoch: 0,
+            client_cookie: 0,
+            server_cookie: 0,
+            global_seq: 0,
+            connect_seq: 0,
+            lossy: true,
+            reconnecting: false,
+            sent: VecDeque::new(),
+            retries: 0,
+            established: false,
+            on_close: None,
         };
+        c.client_cookie = c.cfg.client_cookie;
+        c.global_seq = c.cfg.global_seq;
         c.sign_tx.extend_from_slice(&banner);
         c.tx.push(Bytes::from(banner));
         c
+    }
+
+    /// A new TCP connection that asks the peer to continue `prev` (sent
+    /// after authentication, which every connection does afresh). Like
+    /// Ceph's client: the connect_seq is the earlier one plus one, and the
+    /// global_seq is the configured one or above the earlier one.
+    pub fn resume(cfg: ConnConfig, auth: AuthMethod, prev: SessionResume) -> Self {
+        let mut c = Connection::new(cfg, auth);
+        c.apply_resume(prev);
+        c
+    }
+
+    fn apply_resume(&mut self, prev: SessionResume) {
+        let id = prev.identity;
+        self.reconnecting = true;
+        self.client_cookie = id.client_cookie;
+        self.server_cookie = id.server_cookie;
+        self.global_seq = self.cfg.global_seq.max(id.global_seq.saturating_add(1));
+        self.connect_seq = id.connect_seq.saturating_add(1);
+        self.in_seq = id.in_seq;
+        self.out_seq = id.out_seq;
+        self.peer_features = id.peer_features;
+        self.lossy = id.lossy;
+        let mut unacked = prev.unacked;
+        unacked.sort_by_key(|m| m.seq);
+        let skip = unacked.len().saturating_sub(MAX_UNACKED);
+        self.sent = unacked.into_iter().skip(skip).collect();
+    }
+
+    /// For tests and fuzzing of the session phase: a connection whose
+    /// authentication is done (crc mode), which has just sent CLIENT_IDENT,
+    /// or SESSION_RECONNECT when `prev` is given.
+    #[doc(hidden)]
+    pub fn after_auth(cfg: ConnConfig, auth: AuthMethod, prev: Option<SessionResume>) -> Self {
+        let mut c = Connection::new(cfg, auth);
+        if let Some(p) = prev {
+            c.apply_resume(p);
+        }
+        c.tx.clear();
+        c.sign_tx.clear();
+        c.start_session();
+        c
+    }
+
+    /// The session as it stands (what a later `resume` needs, minus the
+    /// unacked messages).
+    pub fn session(&self) -> SessionIdentity {
+        SessionIdentity {
+            client_cookie: self.client_cookie,
+            server_cookie: self.server_cookie,
+            global_seq: self.global_seq,
+            connect_seq: self.connect_seq,
+            in_seq: self.in_seq,
+            out_seq: self.out_seq,
+            peer_features: self.peer_features,
+            lossy: self.lossy,
+        }
+    }
+
+    /// Everything a later `resume` needs; drains the unacked messages.
+    pub fn take_resume(&mut self) -> SessionResume {
+        SessionResume { identity: self.session(), unacked: std::mem::take(&mut self.sent).into() }
+    }
+
+    /// Registers `f` to receive the session state when this connection is
+    /// dropped after having been established (the driver owns the
+    /// connection until then).
+    pub fn on_close(&mut self, f: OnClose) {
+        self.on_close = Some(f);
     }
 
     pub fn is_ready(&self) -> bool {
@@ -197,11 +369,43 @@ impl Connection {
             return false;
         }
         self.out_seq += 1;
-        let hdr = m.encode_header(self.out_seq, self.in_seq);
+        let seq = self.out_seq;
+        self.write_message(m, seq);
+        if !self.lossy {
+            // kept for a resend after SESSION_RECONNECT_OK (payloads are
+            // shared, not copied)
+            if self.sent.len() >= MAX_UNACKED {
+                self.sent.pop_front();
+            }
+            self.sent.push_back(Message { seq, ..m.clone() });
+        }
+        true
+    }
+
+    fn write_message(&mut self, m: &Message, seq: u64) {
+        let hdr = m.encode_header(seq, self.in_seq);
         let segs = [Bytes::copy_from_slice(&hdr), m.front.clone(), m.middle.clone(), m.data.clone()];
         let parts = self.codec.encode_parts(Tag::Message, &segs);
         self.tx.extend(parts);
-        true
+    }
+
+    /// The peer has everything up to `seq`: forget those.
+    fn trim_sent(&mut self, seq: u64) {
+        while self.sent.front().is_some_and(|m| m.seq <= seq) {
+            self.sent.pop_front();
+        }
+    }
+
+    /// Sends again, with their original seqs, the kept messages the peer
+    /// did not get (it acknowledged up to `after`). Returns how many.
+    fn resend_after(&mut self, after: u64) -> usize {
+        self.trim_sent(after);
+        let again: Vec<Message> = self.sent.iter().cloned().collect();
+        for m in &again {
+            self.write_message(m, m.seq);
+        }
+        self.out_seq = self.out_seq.max(after).max(again.last().map_or(0, |m| m.seq));
+        again.len()
     }
 
     pub fn send_keepalive(&mut self, now: UTime) {
@@ -349,17 +553,7 @@ impl Connection {
                     return Err(ConnError::BadSignature);
                 }
                 self.sign_tx.clear();
-                self.state = State::Ident;
-                let mut p = Vec::new();
-                AddrVec(vec![self.my_addr.clone()]).encode(&mut p);
-                self.cfg.peer_addr.encode(&mut p);
-                p.put_i64_le(self.global_id as i64);
-                p.put_u64_le(self.cfg.global_seq);
-                p.put_u64_le(self.cfg.features);
-                p.put_u64_le(0); // required features
-                p.put_u64_le(0); // flags
-                p.put_u64_le(self.cfg.client_cookie);
-                self.send_frame(Tag::ClientIdent, &[&p]);
+                self.start_session();
             }
             (State::Ident, Tag::ServerIdent) => {
                 let _addrs = AddrVec::decode(&mut r)?;
@@ -367,23 +561,72 @@ impl Connection {
                 let _gseq = r.u64("server_ident.global_seq")?;
                 let features = r.u64("server_ident.features")?;
                 let required = r.u64("server_ident.required")?;
+                let flags = r.u64("server_ident.flags")?;
+                let cookie = r.u64("server_ident.cookie")?;
                 let missing = required & !self.cfg.features;
                 if missing != 0 {
                     return Err(ConnError::MissingFeatures(missing));
                 }
                 self.peer_features = features;
+                self.server_cookie = cookie;
+                self.lossy = flags & MSG_CONNECT_LOSSY != 0;
+                if self.lossy {
+                    self.sent.clear();
+                }
                 self.state = State::Ready;
+                self.established = true;
                 self.events.push_back(Event::Ready { features, mode: self.mode, global_id: self.global_id });
+                // after a SESSION_RESET that kept our queue: the new session
+                // gets the messages the old one may have lost
+                self.resend_after(0);
             }
             (State::Ident, Tag::IdentMissingFeatures) => {
                 return Err(ConnError::MissingFeatures(r.u64("missing_features")?));
             }
-            (State::Ident | State::Ready, Tag::Wait) => {
-                // the peer is racing a connection to us; as a client we just retry later
-                return Err(ConnError::Reset);
+            (State::Ident | State::Reconnecting, Tag::Wait) => return Err(ConnError::Wait),
+            (State::Ident, Tag::SessionRetryGlobal) => {
+                return Err(ConnError::StaleGlobalSeq { peer_global_seq: r.u64("retry_global.global_seq")? });
+            }
+            (State::Reconnecting, Tag::SessionReconnectOk) => {
+                let msg_seq = r.u64("reconnect_ok.msg_seq")?;
+                let resent = self.resend_after(msg_seq);
+                self.state = State::Ready;
+                self.established = true;
+                self.events.push_back(Event::Reconnect(ReconnectAnswer::Resumed { msg_seq, resent }));
+                self.events.push_back(Event::Ready { features: self.peer_features, mode: self.mode, global_id: self.global_id });
+            }
+            (State::Reconnecting, Tag::SessionReset) => {
+                let full = r.bool("session_reset.full")?;
+                if full {
+                    // the peer forgot us entirely: a new session from scratch,
+                    // with a new cookie; what we had queued is dropped
+                    self.client_cookie = rand() | 1;
+                    self.out_seq = 0;
+                    self.sent.clear();
+                }
+                self.server_cookie = 0;
+                self.connect_seq = 0;
+                self.in_seq = 0;
+                self.events.push_back(Event::Reconnect(ReconnectAnswer::Reset { full }));
+                self.send_client_ident();
+            }
+            (State::Reconnecting, Tag::SessionRetry) => {
+                let cs = r.u64("session_retry.connect_seq")?;
+                self.count_retry()?;
+                self.connect_seq = cs.saturating_add(1);
+                self.events.push_back(Event::Reconnect(ReconnectAnswer::Retry { connect_seq: self.connect_seq }));
+                self.send_reconnect();
+            }
+            (State::Reconnecting, Tag::SessionRetryGlobal) => {
+                let gs = r.u64("retry_global.global_seq")?;
+                self.count_retry()?;
+                self.global_seq = self.global_seq.max(gs).saturating_add(1);
+                self.events.push_back(Event::Reconnect(ReconnectAnswer::RetryGlobal { global_seq: self.global_seq }));
+                self.send_reconnect();
             }
             (State::Ready, Tag::Message) => {
-                let (m, _ack) = Message::from_segments(f.payload(), f.segment(1), f.segment(2), f.segment(3))?;
+                let (m, ack) = Message::from_segments(f.payload(), f.segment(1), f.segment(2), f.segment(3))?;
+                self.trim_sent(ack);
                 if m.seq <= self.in_seq {
                     return Ok(()); // duplicate after a replay: drop
                 }
@@ -400,10 +643,55 @@ impl Connection {
                 self.events.push_back(Event::KeepaliveAck(UTime::decode(&mut r)?));
             }
             (State::Ready, Tag::Ack) => {
-                r.u64("ack.seq")?; // lossy client session: nothing to trim
+                let seq = r.u64("ack.seq")?;
+                self.trim_sent(seq);
             }
-            (_, Tag::SessionReset) => return Err(ConnError::Reset),
             (_, tag) => return Err(self.unexpected(tag)),
+        }
+        Ok(())
+    }
+
+    /// After AUTH_SIGNATURE: identify as a new session, or ask to resume.
+    fn start_session(&mut self) {
+        if self.reconnecting {
+            self.state = State::Reconnecting;
+            self.send_reconnect();
+        } else {
+            self.send_client_ident();
+        }
+    }
+
+    fn send_client_ident(&mut self) {
+        self.state = State::Ident;
+        let mut p = Vec::new();
+        AddrVec(vec![self.my_addr.clone()]).encode(&mut p);
+        self.cfg.peer_addr.encode(&mut p);
+        p.put_i64_le(self.global_id as i64);
+        p.put_u64_le(self.global_seq);
+        p.put_u64_le(self.cfg.features);
+        p.put_u64_le(0); // required features
+        p.put_u64_le(0); // flags
+        p.put_u64_le(self.client_cookie);
+        self.send_frame(Tag::ClientIdent, &[&p]);
+    }
+
+    /// SESSION_RECONNECT: our addresses, both cookies, global_seq,
+    /// connect_seq and the last message seq we received.
+    fn send_reconnect(&mut self) {
+        let mut p = Vec::new();
+        AddrVec(vec![self.my_addr.clone()]).encode(&mut p);
+        p.put_u64_le(self.client_cookie);
+        p.put_u64_le(self.server_cookie);
+        p.put_u64_le(self.global_seq);
+        p.put_u64_le(self.connect_seq);
+        p.put_u64_le(self.in_seq);
+        self.send_frame(Tag::SessionReconnect, &[&p]);
+    }
+
+    fn count_retry(&mut self) -> Result<(), ConnError> {
+        self.retries += 1;
+        if self.retries > MAX_SESSION_RETRIES {
+            return Err(ConnError::TooManyRetries(MAX_SESSION_RETRIES));
         }
         Ok(())
     }
@@ -429,6 +717,16 @@ impl Connection {
 
     pub fn close(&mut self) {
         self.state = State::Closed;
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if let Some(f) = self.on_close.take() {
+            if self.established {
+                f(self.take_resume());
+            }
+        }
     }
 }
 
