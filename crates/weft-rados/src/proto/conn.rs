@@ -795,4 +795,287 @@ mod tests {
         let wire = enc.encode(Tag::ServerIdent, &[b"junk"]);
         assert!(matches!(c.feed(&wire, &mut rng), Err(ConnError::Unexpected { .. })));
     }
+
+    // ---- session frames, scripted server side (crc mode, after auth) ----
+
+    fn mon_auth() -> AuthMethod {
+        let key = CryptoKey::from_base64("AQBUQJ9lAAAAABAAsrqjTv2ZSdXcMpmYQhaJzA==").unwrap();
+        AuthMethod::Mon(Box::new(CephxClient::new(EntityName::client("admin"), key, 0x15)))
+    }
+
+    fn msg(tid: u64, seq: u64) -> Message {
+        let mut m = Message::new(crate::proto::msg::msg_type::OSD_OP, 8, 3, vec![tid as u8; 3]);
+        m.tid = tid;
+        m.seq = seq;
+        m
+    }
+
+    /// An earlier non-lossy session: we sent 5 messages, 3..=5 unacked.
+    fn earlier() -> SessionResume {
+        SessionResume {
+            identity: SessionIdentity {
+                client_cookie: 0xc1,
+                server_cookie: 0x5e,
+                global_seq: 40,
+                connect_seq: 2,
+                in_seq: 17,
+                out_seq: 5,
+                peer_features: FEATURES_PACIFIC,
+                lossy: false,
+            },
+            unacked: vec![msg(5, 5), msg(3, 3), msg(4, 4)],
+        }
+    }
+
+    /// Frames the client wrote, decoded.
+    fn sent_frames(c: &mut Connection) -> Vec<Frame> {
+        let out = c.take_output();
+        let mut dec = FrameCodec::new();
+        let mut buf = BytesMut::from(&out[..]);
+        let mut v = Vec::new();
+        while let Some((f, _)) = dec.decode(&mut buf).unwrap() {
+            v.push(f);
+        }
+        assert!(buf.is_empty());
+        v
+    }
+
+    fn server(c: &mut Connection, tag: Tag, payload: &[u8]) -> Result<(), ConnError> {
+        let wire = FrameCodec::new().encode(tag, &[payload]);
+        let mut rng = || 0x76u64;
+        c.feed(&wire, &mut rng)
+    }
+
+    fn events(c: &mut Connection) -> Vec<Event> {
+        std::iter::from_fn(|| c.poll_event()).collect()
+    }
+
+    /// SESSION_RECONNECT as ReconnectFrame decodes it.
+    fn parse_reconnect(f: &Frame) -> (u64, u64, u64, u64, u64) {
+        assert_eq!(f.tag, Tag::SessionReconnect);
+        let mut r = Reader::new(f.payload());
+        let addrs = AddrVec::decode(&mut r).unwrap();
+        assert_eq!(addrs.0.len(), 1);
+        let v = (r.u64("cc").unwrap(), r.u64("sc").unwrap(), r.u64("gs").unwrap(), r.u64("cs").unwrap(), r.u64("ms").unwrap());
+        assert!(r.is_empty());
+        v
+    }
+
+    /// CLIENT_IDENT: (global_seq, features, flags, cookie).
+    fn parse_client_ident(f: &Frame) -> (u64, u64, u64, u64) {
+        assert_eq!(f.tag, Tag::ClientIdent);
+        let mut r = Reader::new(f.payload());
+        AddrVec::decode(&mut r).unwrap();
+        EntityAddr::decode(&mut r).unwrap(); // target
+        r.i64("gid").unwrap();
+        let gs = r.u64("gs").unwrap();
+        let feat = r.u64("features").unwrap();
+        assert_eq!(r.u64("required").unwrap(), 0);
+        let flags = r.u64("flags").unwrap();
+        let cookie = r.u64("cookie").unwrap();
+        assert!(r.is_empty());
+        (gs, feat, flags, cookie)
+    }
+
+    fn server_ident(flags: u64, cookie: u64) -> Vec<u8> {
+        let mut p = Vec::new();
+        AddrVec(vec![EntityAddr::msgr2("127.0.0.1:6800".parse().unwrap())]).encode(&mut p);
+        p.put_i64_le(0); // gid
+        p.put_u64_le(9); // global_seq
+        p.put_u64_le(FEATURES_PACIFIC);
+        p.put_u64_le(0); // required
+        p.put_u64_le(flags);
+        p.put_u64_le(cookie);
+        p
+    }
+
+    /// MESSAGE frames as (seq, tid, ack_seq).
+    fn messages(frames: &[Frame]) -> Vec<(u64, u64, u64)> {
+        frames
+            .iter()
+            .filter(|f| f.tag == Tag::Message)
+            .map(|f| {
+                let (m, ack) = Message::from_segments(f.payload(), f.segment(1), f.segment(2), f.segment(3)).unwrap();
+                (m.seq, m.tid, ack)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn session_reconnect_frame_fields() {
+        let mut c = Connection::after_auth(cfg(), mon_auth(), Some(earlier()));
+        let f = sent_frames(&mut c);
+        assert_eq!(f.len(), 1);
+        // cookies kept, global_seq above the earlier one, connect_seq + 1,
+        // msg_seq = what we had received
+        assert_eq!(parse_reconnect(&f[0]), (0xc1, 0x5e, 41, 3, 17));
+        // a configured global_seq above the earlier one wins
+        let mut hi = cfg();
+        hi.global_seq = 1000;
+        let mut c = Connection::after_auth(hi, mon_auth(), Some(earlier()));
+        assert_eq!(parse_reconnect(&sent_frames(&mut c)[0]).2, 1000);
+    }
+
+    #[test]
+    fn reconnect_ok_resends_what_the_peer_lacks() {
+        let mut c = Connection::after_auth(cfg(), mon_auth(), Some(earlier()));
+        sent_frames(&mut c);
+        server(&mut c, Tag::SessionReconnectOk, &3u64.to_le_bytes()).unwrap();
+        assert_eq!(
+            events(&mut c),
+            vec![
+                Event::Reconnect(ReconnectAnswer::Resumed { msg_seq: 3, resent: 2 }),
+                Event::Ready { features: FEATURES_PACIFIC, mode: CON_MODE_CRC, global_id: 0 },
+            ]
+        );
+        assert!(c.is_ready());
+        // 4 and 5 again, with their seqs, acking what we had received
+        assert_eq!(messages(&sent_frames(&mut c)), vec![(4, 4, 17), (5, 5, 17)]);
+        // the session goes on after them
+        assert!(c.send_message(&msg(6, 0)));
+        assert_eq!(messages(&sent_frames(&mut c)), vec![(6, 6, 17)]);
+        let id = c.session();
+        assert_eq!((id.connect_seq, id.out_seq, id.server_cookie, id.lossy), (3, 6, 0x5e, false));
+        // the peer acks up to 5: only 6 is left for a later resume
+        server(&mut c, Tag::Ack, &5u64.to_le_bytes()).unwrap();
+        let r = c.take_resume();
+        assert_eq!(r.unacked.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![6]);
+    }
+
+    #[test]
+    fn full_reset_starts_a_new_session() {
+        let mut c = Connection::after_auth(cfg(), mon_auth(), Some(earlier()));
+        sent_frames(&mut c);
+        server(&mut c, Tag::SessionReset, &[1]).unwrap();
+        assert_eq!(events(&mut c), vec![Event::Reconnect(ReconnectAnswer::Reset { full: true })]);
+        let f = sent_frames(&mut c);
+        assert_eq!(f.len(), 1);
+        // a new cookie (from the randomness passed in), the same global_seq
+        assert_eq!(parse_client_ident(&f[0]), (41, FEATURES_PACIFIC, 0, 0x77));
+        // what a Ceph server says for a client: lossy, no cookie
+        server(&mut c, Tag::ServerIdent, &server_ident(MSG_CONNECT_LOSSY, 0)).unwrap();
+        assert_eq!(events(&mut c), vec![Event::Ready { features: FEATURES_PACIFIC, mode: CON_MODE_CRC, global_id: 0 }]);
+        // the old queue is gone; the new session counts from 1
+        assert!(sent_frames(&mut c).is_empty());
+        assert!(c.send_message(&msg(9, 0)));
+        assert_eq!(messages(&sent_frames(&mut c)), vec![(1, 9, 0)]);
+        let id = c.session();
+        assert_eq!((id.client_cookie, id.server_cookie, id.connect_seq, id.in_seq, id.lossy), (0x77, 0, 0, 0, true));
+        // lossy: nothing is kept for a resume
+        assert!(c.take_resume().unacked.is_empty());
+    }
+
+    #[test]
+    fn partial_reset_keeps_the_queue_for_the_new_session() {
+        let mut c = Connection::after_auth(cfg(), mon_auth(), Some(earlier()));
+        sent_frames(&mut c);
+        server(&mut c, Tag::SessionReset, &[0]).unwrap();
+        assert_eq!(events(&mut c), vec![Event::Reconnect(ReconnectAnswer::Reset { full: false })]);
+        assert_eq!(parse_client_ident(&sent_frames(&mut c)[0]).3, 0xc1);
+        server(&mut c, Tag::ServerIdent, &server_ident(0, 0x99)).unwrap();
+        assert_eq!(events(&mut c).len(), 1);
+        // the new session (in_seq 0 on both sides) gets all unacked messages
+        assert_eq!(messages(&sent_frames(&mut c)), vec![(3, 3, 0), (4, 4, 0), (5, 5, 0)]);
+        assert_eq!(c.session().server_cookie, 0x99);
+    }
+
+    #[test]
+    fn retry_and_retry_global_send_again_with_higher_seqs() {
+        let mut c = Connection::after_auth(cfg(), mon_auth(), Some(earlier()));
+        sent_frames(&mut c);
+        server(&mut c, Tag::SessionRetry, &7u64.to_le_bytes()).unwrap();
+        assert_eq!(events(&mut c), vec![Event::Reconnect(ReconnectAnswer::Retry { connect_seq: 8 })]);
+        assert_eq!(parse_reconnect(&sent_frames(&mut c)[0]), (0xc1, 0x5e, 41, 8, 17));
+        server(&mut c, Tag::SessionRetryGlobal, &1000u64.to_le_bytes()).unwrap();
+        assert_eq!(events(&mut c), vec![Event::Reconnect(ReconnectAnswer::RetryGlobal { global_seq: 1001 })]);
+        assert_eq!(parse_reconnect(&sent_frames(&mut c)[0]), (0xc1, 0x5e, 1001, 8, 17));
+        // a server global_seq below ours still moves ours up by one
+        server(&mut c, Tag::SessionRetryGlobal, &3u64.to_le_bytes()).unwrap();
+        assert_eq!(parse_reconnect(&sent_frames(&mut c)[0]).2, 1002);
+        // a peer that never stops asking is cut off
+        let mut err = None;
+        for _ in 0..MAX_SESSION_RETRIES {
+            if let Err(e) = server(&mut c, Tag::SessionRetry, &1u64.to_le_bytes()) {
+                err = Some(e);
+                break;
+            }
+        }
+        assert!(matches!(err, Some(ConnError::TooManyRetries(_))), "{err:?}");
+    }
+
+    #[test]
+    fn wait_and_misplaced_session_frames() {
+        // WAIT while reconnecting or identifying: close and back off
+        let mut c = Connection::after_auth(cfg(), mon_auth(), Some(earlier()));
+        assert!(matches!(server(&mut c, Tag::Wait, &[]), Err(ConnError::Wait)));
+        let mut c = Connection::after_auth(cfg(), mon_auth(), None);
+        assert!(matches!(server(&mut c, Tag::Wait, &[]), Err(ConnError::Wait)));
+        // RETRY_GLOBAL in answer to CLIENT_IDENT: an error that says which
+        // global_seq to beat next time
+        let mut c = Connection::after_auth(cfg(), mon_auth(), None);
+        assert_eq!(parse_client_ident(&sent_frames(&mut c)[0]).0, 1);
+        assert!(matches!(
+            server(&mut c, Tag::SessionRetryGlobal, &55u64.to_le_bytes()),
+            Err(ConnError::StaleGlobalSeq { peer_global_seq: 55 })
+        ));
+        // answers to a reconnect we did not send are protocol violations
+        for tag in [Tag::SessionReset, Tag::SessionRetry, Tag::SessionReconnectOk] {
+            let mut c = Connection::after_auth(cfg(), mon_auth(), None);
+            assert!(matches!(server(&mut c, tag, &[0; 8]), Err(ConnError::Unexpected { .. })), "{tag:?}");
+        }
+        // and SERVER_IDENT to a reconnect, or WAIT once ready
+        let mut c = Connection::after_auth(cfg(), mon_auth(), Some(earlier()));
+        assert!(matches!(server(&mut c, Tag::ServerIdent, &server_ident(0, 1)), Err(ConnError::Unexpected { .. })));
+        let mut c = Connection::after_auth(cfg(), mon_auth(), None);
+        server(&mut c, Tag::ServerIdent, &server_ident(MSG_CONNECT_LOSSY, 0)).unwrap();
+        assert!(matches!(server(&mut c, Tag::Wait, &[]), Err(ConnError::Unexpected { .. })));
+    }
+
+    #[test]
+    fn session_frames_short_or_odd_payloads_fail_cleanly() {
+        for tag in [Tag::SessionReconnectOk, Tag::SessionRetry, Tag::SessionRetryGlobal, Tag::SessionReset] {
+            let mut c = Connection::after_auth(cfg(), mon_auth(), Some(earlier()));
+            assert!(matches!(server(&mut c, tag, &[]), Err(ConnError::Decode(_))), "{tag:?}");
+        }
+        let mut c = Connection::after_auth(cfg(), mon_auth(), None);
+        let full = server_ident(0, 1);
+        for cut in 0..full.len() {
+            let mut c2 = Connection::after_auth(cfg(), mon_auth(), None);
+            assert!(server(&mut c2, Tag::ServerIdent, &full[..cut]).is_err(), "cut {cut}");
+        }
+        assert!(server(&mut c, Tag::ServerIdent, &full).is_ok());
+        // every tag with every short payload, in both session states: no panic
+        for tag in 1..=20u8 {
+            let Some(tag) = Tag::from_u8(tag) else { continue };
+            for len in 0..20usize {
+                let payload: Vec<u8> = (0..len as u8).map(|b| b.wrapping_mul(37)).collect();
+                for prev in [None, Some(earlier())] {
+                    let mut c = Connection::after_auth(cfg(), mon_auth(), prev);
+                    let _ = server(&mut c, tag, &payload);
+                    let _ = events(&mut c);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn on_close_hands_over_the_session() {
+        use std::sync::{Arc, Mutex};
+        let slot: Arc<Mutex<Option<SessionResume>>> = Arc::default();
+        let mut c = Connection::after_auth(cfg(), mon_auth(), None);
+        let s2 = slot.clone();
+        c.on_close(Box::new(move |s| *s2.lock().unwrap() = Some(s)));
+        server(&mut c, Tag::ServerIdent, &server_ident(0, 0x42)).unwrap();
+        assert!(c.send_message(&msg(1, 0)) && c.send_message(&msg(2, 0)));
+        drop(c);
+        let got = slot.lock().unwrap().take().unwrap();
+        assert_eq!((got.identity.server_cookie, got.identity.out_seq, got.identity.client_cookie), (0x42, 2, 1));
+        assert_eq!(got.unacked.iter().map(|m| (m.seq, m.tid)).collect::<Vec<_>>(), vec![(1, 1), (2, 2)]);
+        // a connection that never got a session hands over nothing
+        let mut c = Connection::after_auth(cfg(), mon_auth(), None);
+        let s3 = slot.clone();
+        c.on_close(Box::new(move |s| *s3.lock().unwrap() = Some(s)));
+        drop(c);
+        assert!(slot.lock().unwrap().is_none());
+    }
 }
