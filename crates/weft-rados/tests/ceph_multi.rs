@@ -17,6 +17,8 @@ use std::time::Duration;
 use weft_rados::proto::osdmap::{OsdMap, PgId};
 use weft_rados::{ClientConfig, ConfigSource, Rados};
 
+mod common;
+
 fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/peers/ceph-multi.sh")
 }
@@ -63,34 +65,6 @@ fn signal(pid: &str, sig: &str) {
     assert!(Command::new("kill").args([sig, pid]).status().unwrap().success(), "kill {sig} {pid}");
 }
 
-fn parse_list(s: &str) -> Vec<i32> {
-    s.trim_matches(|c| c == '[' || c == ']')
-        .split(',')
-        .filter(|x| !x.trim().is_empty())
-        .map(|x| x.trim().parse().unwrap())
-        .collect()
-}
-
-/// `2.1f raw ([1,2,0], p1) up ([2,1,0], p2) acting ([2,1,0], p2)` ->
-/// (pgid, up, up_primary, acting, acting_primary)
-fn parse_dump_all(line: &str) -> Option<(String, Vec<i32>, i32, Vec<i32>, i32)> {
-    let (pg, rest) = line.split_once(" raw (")?;
-    let set = |key: &str| -> Option<(Vec<i32>, i32)> {
-        let (_, after) = rest.split_once(key)?;
-        let (inner, _) = after.split_once(')')?;
-        let (list, p) = inner.rsplit_once(", p")?;
-        Some((parse_list(list), p.trim().parse().ok()?))
-    };
-    let (up, upp) = set("up (")?;
-    let (acting, actp) = set("acting (")?;
-    Some((pg.trim().to_string(), up, upp, acting, actp))
-}
-
-fn pgid_parse(s: &str) -> PgId {
-    let (pool, seed) = s.split_once('.').unwrap();
-    PgId { pool: pool.parse().unwrap(), seed: u32::from_str_radix(seed, 16).unwrap() }
-}
-
 /// Compares every PG of every pool in `map` with osdmaptool's answer for
 /// the cluster's own encoding of the same epoch. Returns how many PGs
 /// were compared and how many of them have an acting set or primary that
@@ -111,27 +85,10 @@ fn compare_with_osdmaptool(conf: &str, map: &OsdMap, dir: &Path) -> (usize, usiz
         std::fs::copy(&file, Path::new(&save).join(format!("osdmap-multi-e{}.bin", map.epoch))).unwrap();
         std::fs::write(Path::new(&save).join(format!("osdmap-multi-e{}.dump-all.txt", map.epoch)), text.as_bytes()).unwrap();
     }
-    let (mut n, mut temp) = (0, 0);
-    for line in text.lines() {
-        let Some((pg, up, upp, acting, actp)) = parse_dump_all(line) else { continue };
-        if up != acting || upp != actp {
-            temp += 1;
-        }
-        let pgid = pgid_parse(&pg);
-        for (which, m) in [("incremental", map), ("full", &full)] {
-            let pl = m.pg_to_up_acting(pgid).unwrap_or_else(|| panic!("{which} map lacks pg {pg}"));
-            assert_eq!(
-                (&pl.up, pl.up_primary, &pl.acting, pl.acting_primary),
-                (&up, upp, &acting, actp),
-                "pg {pg} ({which} map, epoch {}) vs osdmaptool: {line}",
-                map.epoch
-            );
-        }
-        n += 1;
-    }
-    let total: u32 = map.pools.values().map(|p| p.pg_num).sum();
-    assert_eq!(n, total as usize, "osdmaptool listed {n} PGs, the map has {total}");
-    (n, temp)
+    let inc = common::check_dump_all(map, &text, "map built from incrementals");
+    let full = common::check_dump_all(&full, &text, "the cluster's full map");
+    assert_eq!(inc, full);
+    inc
 }
 
 /// Asks the monitor where objects go and compares with our map; retries

@@ -5,6 +5,8 @@
 use weft_rados::proto::crush::CrushMap;
 use weft_rados::proto::osdmap::{osd_state, OsdMap, PgId};
 
+mod common;
+
 fn parse_vec(s: &str) -> Vec<i32> {
     let s = s.trim().trim_start_matches('[').trim_end_matches(']');
     if s.is_empty() {
@@ -123,4 +125,24 @@ fn pg_temp_and_primary_temp_override_acting_only() {
     let d = map.pg_to_up_acting(pg).unwrap();
     assert_eq!(d.acting, vec![10, 9]);
     assert!(!d.up.contains(&11));
+}
+
+/// Maps captured by tests/ceph_multi.rs (`WEFT_SAVE_ORACLE=DIR`) from a
+/// live three-OSD cluster with primary affinity (osd.0 0.5, osd.1 0),
+/// pg_temp, primary_temp, pg_upmap, pg_upmap_items, a reweight and an
+/// erasure-coded pool; e33 also has osd.2 marked down. The answers are
+/// `osdmaptool --test-map-pgs-dump-all` on the same files.
+#[test]
+fn osdmap_vectors_with_affinity_and_temp_mappings() {
+    let cases: [(&[u8], &str); 2] = [
+        (include_bytes!("data/oracle/osdmap-multi-e32.bin"), include_str!("data/oracle/osdmap-multi-e32.dump-all.txt")),
+        (include_bytes!("data/oracle/osdmap-multi-e33.bin"), include_str!("data/oracle/osdmap-multi-e33.dump-all.txt")),
+    ];
+    for (bin, dump) in cases {
+        let map = OsdMap::decode(bin).unwrap();
+        assert!(map.primary_affinity.is_some() && !map.pg_temp.is_empty() && !map.primary_temp.is_empty());
+        let (n, temp) = common::check_dump_all(&map, dump, "captured map");
+        assert_eq!(n, 97);
+        assert!(temp >= 3, "epoch {}: only {temp} PGs remapped", map.epoch);
+    }
 }
