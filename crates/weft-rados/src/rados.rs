@@ -5,13 +5,18 @@
 //! acting primary), sent as MOSDOp over a CephX-authorized msgr2 session to
 //! that OSD, and resent (same tid, RETRY flag, so the OSD deduplicates) when
 //! the map moves the PG, when the session drops, or when no reply arrives.
+//!
+//! A dropped OSD session is reconnected with msgr2 SESSION_RECONNECT under
+//! the old session's identity when the OSD still has the same address;
+//! Ceph OSDs keep client sessions lossy and answer SESSION_RESET, so the
+//! connection continues as a new session and the in-flight ops are resent.
 
 use crate::config::ClientConfig;
 use crate::error::{libc_errno, Error, Result};
 use crate::monc::MonClient;
-use crate::net::{self, now_utime, ConnHandle};
+use crate::net::{self, now_utime, ConnHandle, Liveness};
 use crate::proto::cephx::Authorizer;
-use crate::proto::conn::{AuthMethod, ConnConfig, FEATURES_PACIFIC};
+use crate::proto::conn::{AuthMethod, ConnConfig, ConnError, ReconnectAnswer, SessionResume, FEATURES_PACIFIC};
 use crate::proto::enc::{Put, Reader};
 use crate::proto::msg::{
     self, msg_type, osd_flag, osd_op, HObject, OpResult, OsdOp, OsdOpReply, OsdOpTarget, WatchNotify,
@@ -32,6 +37,9 @@ const RESEND_AFTER: Duration = Duration::from_secs(15);
 pub const ALL_NSPACES: &str = "\u{1}";
 /// Max entries asked per PGNLS round trip.
 const LIST_CHUNK: u64 = 1024;
+/// How long a reconnect waits for the dropped connection's driver to hand
+/// over the session state (it ends within moments of the drop).
+const SESSION_HANDOVER_WAIT: Duration = Duration::from_secs(2);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -39,11 +47,60 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<OsdOpReply>>>>;
 type Slot = Arc<tokio::sync::Mutex<Option<Arc<OsdSession>>>>;
+/// Filled by the connection driver with the session state when the
+/// connection is gone.
+type ClosedSlot = Arc<Mutex<Option<SessionResume>>>;
 
 struct OsdSession {
     handle: ConnHandle,
     addr: SocketAddr,
+    shared: Arc<SessionShared>,
+}
+
+/// What the session's reply dispatcher shares with the objecter (not the
+/// send handle: the connection closes once the objecter lets go of it).
+struct SessionShared {
     pending: Pending,
+    /// Set when the dispatcher stops: ops must not wait on this session.
+    dead: std::sync::atomic::AtomicBool,
+    /// Tells the dispatcher to stop (drop_osd_connections).
+    kill: tokio::sync::Notify,
+}
+
+impl OsdSession {
+    fn alive(&self) -> bool {
+        !self.handle.is_closed() && !self.shared.dead.load(Ordering::Acquire)
+    }
+}
+
+/// Counts of OSD session reconnects and the OSDs' answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReconnectStats {
+    /// SESSION_RECONNECTs sent (one per reconnecting connection).
+    pub attempts: u64,
+    /// SESSION_RECONNECT_OK: the OSD resumed the session.
+    pub resumed: u64,
+    /// SESSION_RESET answers (the OSD had no session to resume).
+    pub resets: u64,
+    /// ... of which full resets.
+    pub full_resets: u64,
+    /// SESSION_RETRY and SESSION_RETRY_GLOBAL answers.
+    pub retries: u64,
+    /// WAIT answers and failed reconnect connections.
+    pub failed: u64,
+    /// Ops that were in flight when their OSD session dropped (resent).
+    pub ops_resent: u64,
+}
+
+#[derive(Default)]
+struct ReconnectCounters {
+    attempts: AtomicU64,
+    resumed: AtomicU64,
+    resets: AtomicU64,
+    full_resets: AtomicU64,
+    retries: AtomicU64,
+    failed: AtomicU64,
+    ops_resent: AtomicU64,
 }
 
 struct Inner {
@@ -57,6 +114,13 @@ struct Inner {
     cookie: AtomicU64,
     /// Bumped when an OSD lifts a backoff: in-flight ops resend at once.
     kick: tokio::sync::watch::Sender<u64>,
+    /// msgr2 global_seq for OSD connections: rises with every connection
+    /// attempt (and past any an OSD says it has seen).
+    global_seq: AtomicU64,
+    /// Per OSD: the address and closed-session slot of its last session,
+    /// for a SESSION_RECONNECT after it drops.
+    last_sessions: Mutex<HashMap<i32, (SocketAddr, ClosedSlot)>>,
+    reconnects: ReconnectCounters,
 }
 
 /// A connected cluster handle.
@@ -94,6 +158,9 @@ impl Rados {
                 watchers: Mutex::new(HashMap::new()),
                 cookie: AtomicU64::new(1),
                 kick: tokio::sync::watch::channel(0).0,
+                global_seq: AtomicU64::new(0),
+                last_sessions: Mutex::new(HashMap::new()),
+                reconnects: ReconnectCounters::default(),
             }),
         })
     }
@@ -162,10 +229,59 @@ impl Rados {
         g.as_ref().map(|s| s.handle.mode)
     }
 
-    /// Drops all OSD sessions; the next op on each reconnects (with the
-    /// current tickets). Pending ops are resent.
+    /// Drops all OSD sessions; the next op on each opens a new session
+    /// (with the current tickets). Pending ops are resent.
     pub async fn reset_osd_sessions(&self) {
         lock(&self.inner.osds).clear();
+        lock(&self.inner.last_sessions).clear();
+    }
+
+    /// Drops the TCP connection of every OSD session now, under whatever
+    /// is in flight (for tests of the reconnect path): the ops are resent
+    /// on a connection that first asks the OSD to resume the session.
+    pub async fn drop_osd_connections(&self) {
+        let slots: Vec<Slot> = lock(&self.inner.osds).values().cloned().collect();
+        for slot in slots {
+            if let Some(s) = slot.lock().await.take() {
+                s.shared.dead.store(true, Ordering::Release);
+                s.shared.kill.notify_one();
+            }
+        }
+    }
+
+    /// Reconnect attempts and how the OSDs answered them.
+    pub fn reconnect_stats(&self) -> ReconnectStats {
+        let c = &self.inner.reconnects;
+        ReconnectStats {
+            attempts: c.attempts.load(Ordering::Relaxed),
+            resumed: c.resumed.load(Ordering::Relaxed),
+            resets: c.resets.load(Ordering::Relaxed),
+            full_resets: c.full_resets.load(Ordering::Relaxed),
+            retries: c.retries.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+            ops_resent: c.ops_resent.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The state of this OSD's last session, if it had the same address
+    /// and its connection is gone (waits briefly for the handover).
+    async fn session_to_resume(&self, osd: i32, addr: SocketAddr) -> Option<SessionResume> {
+        let last = lock(&self.inner.last_sessions).get(&osd).cloned();
+        let (last_addr, closed) = last?;
+        if last_addr != addr {
+            return None; // a restarted OSD (new nonce) or a moved one: nothing to resume
+        }
+        let until = Instant::now() + SESSION_HANDOVER_WAIT;
+        loop {
+            if let Some(s) = lock(&closed).take() {
+                return Some(s);
+            }
+            if Instant::now() >= until {
+                tracing::debug!(osd, "no session state handed over; opening a new session");
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     async fn session(&self, osd: i32, map: &OsdMap) -> Result<Arc<OsdSession>> {
@@ -178,10 +294,14 @@ impl Rados {
         let slot = lock(&self.inner.osds).entry(osd).or_default().clone();
         let mut guard = slot.lock().await;
         if let Some(s) = guard.as_ref() {
-            if s.addr == addr && !s.handle.is_closed() {
+            if s.addr == addr && s.alive() {
                 return Ok(s.clone());
             }
         }
+        // let go of a dead session's send handle so its connection closes
+        // and hands over its state
+        guard.take();
+        let resume = self.session_to_resume(osd, addr).await;
         let ticket = self
             .inner
             .monc
@@ -201,18 +321,64 @@ impl Rados {
             global_id: self.inner.monc.global_id(),
             client_cookie: rand::random::<u64>() | 1,
             nonce: rand::random::<u32>(),
-            global_seq: 1,
+            global_seq: self.inner.global_seq.fetch_add(1, Ordering::Relaxed) + 1,
         };
-        let est = net::connect(addr, cfg, AuthMethod::Service(Box::new(authz)), self.inner.cfg.connect_timeout).await?;
-        tracing::debug!(osd, %addr, mode = est.handle.mode, "osd session up");
-        let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
-        let s = Arc::new(OsdSession { handle: est.handle, addr, pending: pending.clone() });
+        let reconnecting = resume.is_some();
+        let counters = &self.inner.reconnects;
+        if reconnecting {
+            counters.attempts.fetch_add(1, Ordering::Relaxed);
+        }
+        let auth = AuthMethod::Service(Box::new(authz));
+        let est = match net::connect_resume(addr, cfg, auth, self.inner.cfg.connect_timeout, Liveness::KEEPALIVE_ONLY, resume)
+            .await
+        {
+            Ok(est) => est,
+            Err(e) => {
+                if reconnecting {
+                    counters.failed.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Error::Conn { source: ConnError::StaleGlobalSeq { peer_global_seq }, .. } = &e {
+                    self.inner.global_seq.fetch_max(*peer_global_seq, Ordering::Relaxed);
+                }
+                return Err(e);
+            }
+        };
+        for a in &est.reconnect {
+            match a {
+                ReconnectAnswer::Resumed { .. } => counters.resumed.fetch_add(1, Ordering::Relaxed),
+                ReconnectAnswer::Reset { full } => {
+                    if *full {
+                        counters.full_resets.fetch_add(1, Ordering::Relaxed);
+                    }
+                    counters.resets.fetch_add(1, Ordering::Relaxed)
+                }
+                ReconnectAnswer::Retry { .. } => counters.retries.fetch_add(1, Ordering::Relaxed),
+                ReconnectAnswer::RetryGlobal { global_seq } => {
+                    self.inner.global_seq.fetch_max(*global_seq, Ordering::Relaxed);
+                    counters.retries.fetch_add(1, Ordering::Relaxed)
+                }
+            };
+        }
+        tracing::debug!(osd, %addr, mode = est.handle.mode, answers = ?est.reconnect, "osd session up");
+        lock(&self.inner.last_sessions).insert(osd, (addr, est.closed.clone()));
+        let shared = Arc::new(SessionShared {
+            pending: Arc::new(Mutex::new(HashMap::new())),
+            dead: std::sync::atomic::AtomicBool::new(false),
+            kill: tokio::sync::Notify::new(),
+        });
+        let s = Arc::new(OsdSession { handle: est.handle, addr, shared: shared.clone() });
         *guard = Some(s.clone());
         drop(guard);
         let weak = Arc::downgrade(&self.inner);
         let mut inbound = est.inbound;
+        let pending = shared.pending.clone();
         tokio::spawn(async move {
-            while let Some(m) = inbound.recv().await {
+            loop {
+                let m = tokio::select! {
+                    m = inbound.recv() => m,
+                    _ = shared.kill.notified() => None,
+                };
+                let Some(m) = m else { break };
                 let Some(inner) = weak.upgrade() else { return };
                 match m.ty {
                     msg_type::OSD_OPREPLY => match msg::decode_osd_op_reply(&m) {
@@ -257,6 +423,9 @@ impl Rados {
                 }
             }
             // session gone: fail pending ops so they are resent elsewhere
+            // (dead first, so an op registered after the clear sees it)
+            shared.dead.store(true, Ordering::Release);
+            drop(inbound);
             lock(&pending).clear();
         });
         Ok(s)
@@ -308,7 +477,12 @@ impl Rados {
                 }
             };
             let (tx, rx) = oneshot::channel();
-            lock(&session.pending).insert(tid, tx);
+            lock(&session.shared.pending).insert(tid, tx);
+            if session.shared.dead.load(Ordering::Acquire) {
+                // the dispatcher stopped between our lookup and now
+                lock(&session.shared.pending).remove(&tid);
+                continue;
+            }
             let target = OsdOpTarget {
                 pgid,
                 hash,
@@ -334,7 +508,7 @@ impl Rados {
             }
             .encode(session.handle.features);
             if !session.handle.send(m) {
-                lock(&session.pending).remove(&tid);
+                lock(&session.shared.pending).remove(&tid);
                 attempt += 1;
                 continue;
             }
@@ -365,20 +539,21 @@ impl Rados {
                     }
                     Err(_) => {
                         // session dropped
+                        self.inner.reconnects.ops_resent.fetch_add(1, Ordering::Relaxed);
                         attempt += 1;
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
                 _ = moved => {
-                    lock(&session.pending).remove(&tid);
+                    lock(&session.shared.pending).remove(&tid);
                     attempt += 1;
                 }
                 _ = tokio::time::sleep_until(resend_at.into()) => {
-                    lock(&session.pending).remove(&tid);
+                    lock(&session.shared.pending).remove(&tid);
                     attempt += 1;
                 }
                 _ = kicks.changed() => {
-                    lock(&session.pending).remove(&tid);
+                    lock(&session.shared.pending).remove(&tid);
                     attempt += 1;
                 }
             }
