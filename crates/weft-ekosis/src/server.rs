@@ -9,6 +9,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +19,8 @@ use tokio::net::{TcpListener, UdpSocket, UnixListener};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
-use weft_net::{PeerInfo, Transport};
+use weft_net::listener::{accept_loop, StreamListener};
+use weft_net::{AllowList, PeerInfo, Transport};
 use weft_queue::{Manager, QueueError};
 use weft_service::{Service, SharedService};
 use weft_wire::{ErrorBody, ErrorCode, Flags, Frame, FrameKind};
@@ -42,6 +44,9 @@ pub struct EkosisConfig {
     /// Answer an ENQ datagram on UDP with ACK (ekosis 0.17 answers ENQ with
     /// status 100 and only ACK with ACK: a bug, kept only if asked).
     pub udp_enq_is_heartbeat: bool,
+    /// Who may connect (TCP/UDP by address, Unix sockets by uid); everyone
+    /// else is refused before a byte is read. Default: loopback and our uid.
+    pub allow: AllowList,
 }
 
 impl Default for EkosisConfig {
@@ -50,6 +55,7 @@ impl Default for EkosisConfig {
             app: AppInfo { name: "weft".into(), instance: "0".into() },
             max_line_bytes: proto::DEFAULT_MAX_LINE_BYTES,
             udp_enq_is_heartbeat: true,
+            allow: AllowList::default(),
         }
     }
 }
@@ -59,13 +65,16 @@ pub(crate) struct Shared {
     pub manager: Arc<Manager>,
     pub config: EkosisConfig,
     pub eco: EcoState,
+    /// Connections and datagrams refused by the allow-list
+    /// (`ekosis.refused` in the statistics).
+    refused: Arc<AtomicU64>,
     stop: CancellationToken,
     tasks: TaskTracker,
 }
 
 /// Where to listen, for configuration files (`[ekosis]` section): each
 /// transport is off unless set.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EkosisListeners {
     /// e.g. `127.0.0.1:8888`
     #[serde(default)]
@@ -76,6 +85,20 @@ pub struct EkosisListeners {
     /// Unix socket path.
     #[serde(default)]
     pub unix: Option<PathBuf>,
+    /// Allow-list entries for all three (CIDRs, addresses, `uid:N`,
+    /// `self`, `*`); see `weft_net::AllowList`.
+    #[serde(default = "default_allow")]
+    pub allow: Vec<String>,
+}
+
+fn default_allow() -> Vec<String> {
+    ["127.0.0.0/8", "::1/128", "self"].map(String::from).to_vec()
+}
+
+impl Default for EkosisListeners {
+    fn default() -> Self {
+        Self { tcp: None, udp: None, unix: None, allow: default_allow() }
+    }
 }
 
 /// An ekosis-protocol listener set. Cheap to clone.
@@ -103,12 +126,19 @@ impl Answer {
 
 impl EkosisServer {
     pub fn new(service: &SharedService, manager: Arc<Manager>, config: EkosisConfig) -> Self {
+        let refused = Arc::new(AtomicU64::new(0));
+        let gauge = refused.clone();
+        manager
+            .stats()
+            .registry()
+            .add_gauges(move || vec![("ekosis.refused".to_owned(), gauge.load(Ordering::Relaxed).into())]);
         Self {
             shared: Arc::new(Shared {
                 service: service.0.clone(),
                 manager,
                 config,
                 eco: EcoState::default(),
+                refused,
                 stop: CancellationToken::new(),
                 tasks: TaskTracker::new(),
             }),
@@ -119,26 +149,7 @@ impl EkosisServer {
         let bind = |source| EkosisError::Bind { addr: addr.to_owned(), source };
         let listener = TcpListener::bind(addr).await.map_err(bind)?;
         let local = listener.local_addr().map_err(bind)?;
-        let shared = self.shared.clone();
-        self.shared.tasks.spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    _ = shared.stop.cancelled() => break,
-                    a = listener.accept() => a,
-                };
-                match accepted {
-                    Ok((stream, peer)) => {
-                        let _ = stream.set_nodelay(true);
-                        let info = PeerInfo { transport: Transport::Tcp, addr: peer.to_string(), client_id: None };
-                        shared.tasks.spawn(serve_stream(shared.clone(), stream, Arc::new(info)));
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "ekosis tcp accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            }
-        });
+        self.shared.tasks.spawn(serve_listener(self.shared.clone(), listener));
         info!(addr = %local, "listening (ekosis tcp)");
         Ok(local)
     }
@@ -152,23 +163,7 @@ impl EkosisServer {
         let shared = self.shared.clone();
         let owned = path.to_owned();
         self.shared.tasks.spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    _ = shared.stop.cancelled() => break,
-                    a = listener.accept() => a,
-                };
-                match accepted {
-                    Ok((stream, _)) => {
-                        let uid = stream.peer_cred().map(|c| c.uid().to_string()).unwrap_or_else(|_| "?".into());
-                        let info = PeerInfo { transport: Transport::Unix, addr: format!("unix:uid={uid}"), client_id: None };
-                        shared.tasks.spawn(serve_stream(shared.clone(), stream, Arc::new(info)));
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "ekosis unix accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            }
+            serve_listener(shared, listener).await;
             let _ = std::fs::remove_file(&owned);
         });
         info!(path = %path.display(), "listening (ekosis unix)");
@@ -194,6 +189,12 @@ impl EkosisServer {
                         continue;
                     }
                 };
+                if !shared.config.allow.allows_ip(from.ip()) {
+                    // no answer: a reply would let a spoofed source aim us at a third party
+                    shared.refused.fetch_add(1, Ordering::Relaxed);
+                    debug!(from = %from, "ekosis datagram refused by the allow-list");
+                    continue;
+                }
                 let datagram = buf.get(..n).unwrap_or_default();
                 // ekosis ignores a datagram that does not end with LF.
                 let Some(body) = datagram.strip_suffix(b"\n") else { continue };
@@ -250,6 +251,31 @@ impl EkosisServer {
         let peer = Arc::new(PeerInfo { transport: Transport::Tcp, addr: "local".into(), client_id: None });
         answer_line(&self.shared, line, peer).await
     }
+}
+
+/// Accepts until shutdown through weft-net's loop (the same allow-list
+/// check as native listeners). A refused peer gets one CLIENT_DENIED line
+/// (ekosis' status for it) and the connection is closed unread.
+async fn serve_listener<L: StreamListener>(shared: Arc<Shared>, listener: L) {
+    let admit_shared = shared.clone();
+    accept_loop(
+        listener,
+        shared.config.allow.clone(),
+        shared.stop.clone(),
+        move |stream, info| {
+            admit_shared.tasks.spawn(serve_stream(admit_shared.clone(), stream, Arc::new(info)));
+        },
+        move |mut stream, who| {
+            shared.refused.fetch_add(1, Ordering::Relaxed);
+            let mut line = Vec::new();
+            proto::encode_error(None, status::CLIENT_DENIED, &format!("{who} is not on this listener's allow-list"), &mut line);
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&line)).await;
+                let _ = stream.shutdown().await;
+            });
+        },
+    )
+    .await;
 }
 
 async fn serve_stream<S>(shared: Arc<Shared>, stream: S, peer: Arc<PeerInfo>)

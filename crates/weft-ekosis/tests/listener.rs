@@ -18,7 +18,7 @@ async fn client_cli_and_sender_against_weft_listener() {
     let handler = svc.into_handler();
     let server = EkosisServer::new(&handler, manager.clone(), EkosisConfig::default());
     let uds = dir.path().join("s.sock");
-    let listeners = weft_ekosis::EkosisListeners { tcp: Some("127.0.0.1:0".into()), udp: Some("127.0.0.1:0".into()), unix: Some(uds.clone()) };
+    let listeners = weft_ekosis::EkosisListeners { tcp: Some("127.0.0.1:0".into()), udp: Some("127.0.0.1:0".into()), unix: Some(uds.clone()), ..Default::default() };
     let urls = server.bind_all(&listeners).await.unwrap();
     assert_eq!(urls.len(), 3);
     let tcp = urls[0].trim_start_matches("ekosis+tcp://").to_owned();
@@ -92,4 +92,63 @@ async fn client_cli_and_sender_against_weft_listener() {
     assert_eq!(e.status(), Some(400));
     server.shutdown(Duration::from_secs(1)).await;
     manager.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A listener whose allow-list admits nobody: stream peers get one
+/// CLIENT_DENIED line and a closed connection, datagrams no answer, and
+/// every refusal is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_list_refuses_before_reading() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let (svc, manager) = demo::demo_service("demo", &dir.path().join("q"), Duration::from_millis(200)).unwrap();
+    let handler = svc.into_handler();
+    let config = EkosisConfig { allow: weft_net::AllowList::nobody(), ..EkosisConfig::default() };
+    let server = EkosisServer::new(&handler, manager.clone(), config);
+    let uds = dir.path().join("s.sock");
+    let listeners = weft_ekosis::EkosisListeners {
+        tcp: Some("127.0.0.1:0".into()),
+        udp: Some("127.0.0.1:0".into()),
+        unix: Some(uds.clone()),
+        ..Default::default()
+    };
+    let urls = server.bind_all(&listeners).await.unwrap();
+    let tcp = urls[0].trim_start_matches("ekosis+tcp://").to_owned();
+    let udp = urls[1].trim_start_matches("ekosis+udp://").to_owned();
+
+    let mut s = tokio::net::TcpStream::connect(&tcp).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await.unwrap().unwrap();
+    let line: serde_json::Value = serde_json::from_slice(got.strip_suffix(b"\n").unwrap()).unwrap();
+    assert_eq!(line["status"], 200, "{line}");
+    assert!(line["data"].as_str().unwrap().contains("allow-list"), "{line}");
+
+    let mut u = tokio::net::UnixStream::connect(&uds).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), u.read_to_end(&mut got)).await.unwrap().unwrap();
+    assert!(got.starts_with(br#"{"span_key":null,"status":200"#), "{}", String::from_utf8_lossy(&got));
+
+    // Weft's own client reports the status.
+    let c = EkosisClient::new(Endpoint::Tcp(tcp.clone()), ClientOptions { max_retries: 0, ..ClientOptions::default() });
+    assert_eq!(c.call("echo", &json!({"message": "x"})).await.unwrap_err().status(), Some(200));
+
+    // A datagram is dropped unanswered; a later heartbeat to an open
+    // listener proves the socket itself works.
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sock.send_to(b"\x06\n", &udp).await.unwrap();
+    let mut buf = [0u8; 64];
+    assert!(tokio::time::timeout(Duration::from_millis(500), sock.recv_from(&mut buf)).await.is_err(), "refused datagram answered");
+
+    let mut s2 = tokio::net::TcpStream::connect(&tcp).await.unwrap();
+    let _ = s2.write_all(b"\x05\n").await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), s2.read_to_end(&mut Vec::new())).await;
+    for attempt in 0.. {
+        let refused = manager.stats().registry().snapshot()["ekosis.refused"].as_u64().unwrap();
+        if refused >= 5 {
+            break;
+        }
+        assert!(attempt < 100, "refusals counted: {refused}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.shutdown(Duration::from_secs(1)).await;
 }

@@ -15,6 +15,7 @@ mod backoff;
 mod client;
 mod endpoint;
 mod error;
+pub mod listener;
 pub mod liveness;
 mod server;
 

@@ -22,6 +22,7 @@ use weft_wire::{
 use crate::allow::AllowList;
 use crate::endpoint::Transport;
 use crate::error::NetError;
+use crate::listener::StreamListener;
 use crate::liveness::LivenessTable;
 use crate::MAX_DATAGRAM_BYTES;
 
@@ -158,7 +159,8 @@ impl Server {
             .await
             .map_err(|source| NetError::Bind { addr: addr.to_owned(), source })?;
         let local = listener.local_addr().map_err(|source| NetError::Bind { addr: addr.to_owned(), source })?;
-        self.shared.tasks.spawn(accept_loop(self.shared.clone(), listener));
+        let allow = self.shared.config.allow_tcp.clone();
+        self.shared.tasks.spawn(serve_listener(self.shared.clone(), listener, allow));
         info!(addr = %local, "listening (tcp)");
         Ok(local)
     }
@@ -177,7 +179,8 @@ impl Server {
         let shared = self.shared.clone();
         let owned = path.to_owned();
         self.shared.tasks.spawn(async move {
-            accept_loop(shared, listener).await;
+            let allow = shared.config.allow_unix.clone();
+            serve_listener(shared, listener, allow).await;
             let _ = std::fs::remove_file(&owned);
         });
         info!(path = %path.display(), "listening (unix)");
@@ -241,72 +244,24 @@ impl Server {
     }
 }
 
-/// A connection just accepted: let in, or refused by the allow-list (with
-/// a description of who, for the log and the refusal message).
-enum Accepted<S> {
-    Admit(S, PeerInfo),
-    Refuse(S, String),
-}
-
-/// A stream listener (TCP, Unix socket): one accept loop serves both.
-trait Acceptor: Send + 'static {
-    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
-    const TRANSPORT: Transport;
-    fn accept_one(&self, config: &ServerConfig) -> impl Future<Output = std::io::Result<Accepted<Self::Stream>>> + Send;
-}
-
-impl Acceptor for TcpListener {
-    type Stream = tokio::net::TcpStream;
-    const TRANSPORT: Transport = Transport::Tcp;
-    async fn accept_one(&self, config: &ServerConfig) -> std::io::Result<Accepted<Self::Stream>> {
-        let (stream, peer) = self.accept().await?;
-        if !config.allow_tcp.allows_ip(peer.ip()) {
-            return Ok(Accepted::Refuse(stream, peer.to_string()));
-        }
-        let _ = stream.set_nodelay(true);
-        Ok(Accepted::Admit(stream, PeerInfo { transport: Transport::Tcp, addr: peer.to_string(), client_id: None }))
-    }
-}
-
-impl Acceptor for UnixListener {
-    type Stream = tokio::net::UnixStream;
-    const TRANSPORT: Transport = Transport::Unix;
-    async fn accept_one(&self, config: &ServerConfig) -> std::io::Result<Accepted<Self::Stream>> {
-        let (stream, _) = self.accept().await?;
-        let uid = stream.peer_cred().ok().map(|c| c.uid());
-        if !config.allow_unix.allows_uid(uid) {
-            return Ok(Accepted::Refuse(stream, format!("uid {uid:?}")));
-        }
-        let uid = uid.map(|u| u.to_string()).unwrap_or_else(|| "?".into());
-        Ok(Accepted::Admit(stream, PeerInfo { transport: Transport::Unix, addr: format!("unix:uid={uid}"), client_id: None }))
-    }
-}
-
 /// Accept until the server stops: admitted connections are served, refused
 /// ones are told why (unread) and counted.
-async fn accept_loop<A: Acceptor>(shared: Arc<Shared>, listener: A) {
-    let transport = A::TRANSPORT.as_str();
-    loop {
-        let accepted = tokio::select! {
-            _ = shared.stop.cancelled() => break,
-            a = listener.accept_one(&shared.config) => a,
-        };
-        match accepted {
-            Ok(Accepted::Admit(stream, info)) => {
-                shared.tasks.spawn(serve_stream(shared.clone(), stream, info));
-            }
-            Ok(Accepted::Refuse(stream, who)) => {
-                shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-                warn!(transport, peer = %who, "connection refused by the allow-list");
-                refuse(stream, &who);
-            }
-            Err(e) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                warn!(transport, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+async fn serve_listener<L: StreamListener>(shared: Arc<Shared>, listener: L, allow: AllowList) {
+    let stop = shared.stop.clone();
+    let admit_shared = shared.clone();
+    crate::listener::accept_loop(
+        listener,
+        allow,
+        stop,
+        move |stream, info| {
+            admit_shared.tasks.spawn(serve_stream(admit_shared.clone(), stream, info));
+        },
+        move |stream, who| {
+            shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+            refuse(stream, &who);
+        },
+    )
+    .await;
 }
 
 /// Tell a refused client why, without reading anything it sent, and close.

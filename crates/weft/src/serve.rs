@@ -109,12 +109,13 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     } else {
         None
     };
-    let ekosis = if cfg.ekosis != weft_ekosis::EkosisListeners::default() {
+    let ekosis = if cfg.ekosis.tcp.is_some() || cfg.ekosis.udp.is_some() || cfg.ekosis.unix.is_some() {
         let eko = weft_ekosis::EkosisServer::new(
             &service,
             queues.clone(),
             weft_ekosis::EkosisConfig {
                 app: weft_ekosis::AppInfo { name: cfg.node.name.clone(), instance: node_id.clone() },
+                allow: AllowList::parse(&cfg.ekosis.allow).context("ekosis.allow")?,
                 ..weft_ekosis::EkosisConfig::default()
             },
         );
