@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
-use weft_queue::{PauseWhat, QueueInfo, QueuedEndpoint, QueuedSender, Snapshot};
+use weft_queue::{PauseWhat, QueueInfo, QueuedEndpoint, QueuedSender, Snapshot, WorkQueue};
 
 use crate::proto::{status, write_json_string, Request, SpanKey};
 use crate::server::{Answer, Shared};
@@ -318,34 +318,9 @@ async fn buffered_handler(shared: &Shared, op: &str, data: &Value) -> Option<Ans
                 q_answer(info(&ep), null(), simple(&format!("UN-Paused {label}.")))
             }
         }
-        "errors.get_first_10" => {
-            let uids = q.first_errors(10).into_iter().map(|u| Node::Val(Value::from(u))).collect();
-            q_answer(Node::List(uids), null(), simple("Retrieved first 10 span-keys for error database."))
-        }
-        "errors.reprocess.all" => match q.reprocess_all().await {
-            Ok(_) => q_answer(info(&ep), null(), simple("Error database entries, moved to incoming database.")),
-            Err(e) => Answer::error(status::UNHANDLED, &e.to_string()),
-        },
-        "errors.clear" => match q.clear_errors().await {
-            Ok(_) => q_answer(info(&ep), null(), simple("Error database cleared.")),
-            Err(e) => Answer::error(status::UNHANDLED, &e.to_string()),
-        },
         _ => {
-            let sk = match span_key_of(data) {
-                Ok(sk) => sk,
-                Err(a) => return Some(a),
-            };
-            let uid = sk.to_string();
-            let result = match op {
-                "errors.reprocess.one" => q.reprocess(&uid).await.map(|v| (v, format!("Error database entry[{uid}] moved to incoming database."))),
-                "errors.pop_request" => q.pop_error(&uid).await.map(|v| (v, format!("POPPED Error database entry[{uid}]."))),
-                _ => Ok((q.inspect(&uid).filter(|v| v.queue == weft_queue::store::Which::Error), format!("INSPECTING Error database entry[{uid}]."))),
-            };
-            match result {
-                Ok((Some(view), msg)) => q_answer(info(&ep), Node::Val(view.request), simple(&msg)),
-                Ok((None, _)) => q_answer(info(&ep), null(), format!("No request with span-key [{uid}] in error queue for route key: [{rk}]")),
-                Err(e) => Answer::error(status::UNHANDLED, &e.to_string()),
-            }
+            let miss = format!("No request with span-key [{{}}] in error queue for route key: [{rk}]");
+            error_queue_op(&q, op, data, || info(&ep), &tag, "incoming", &miss).await
         }
     })
 }
@@ -380,36 +355,50 @@ async fn buffered_sender(shared: &Shared, op: &str, data: &Value) -> Option<Answ
             q.resume(PauseWhat::Processing);
             q_answer(info(&s), null(), simple("UN-Paused SEND PROCESS."))
         }
+        _ => {
+            let miss = format!("No request with span-key [{{}}] in buffered sender error database, for route key: [{rk}]");
+            error_queue_op(&q, op, data, || info(&s), &tag, "Retry", &miss).await
+        }
+    })
+}
+
+/// The `errors.*` operations, alike for buffered endpoints and senders but
+/// for where a reprocessed entry goes (`moved_to`) and how a miss is worded
+/// (`miss`, with `{}` for the span key). `info` is taken after the
+/// operation, so it shows the queue sizes it left.
+async fn error_queue_op(q: &WorkQueue, op: &str, data: &Value, info: impl Fn() -> Node, tag: &str, moved_to: &str, miss: &str) -> Answer {
+    let simple = |what: &str| format!("{tag}: {what}");
+    match op {
         "errors.get_first_10" => {
             let uids = q.first_errors(10).into_iter().map(|u| Node::Val(Value::from(u))).collect();
             q_answer(Node::List(uids), null(), simple("Retrieved first 10 span-keys for error database."))
         }
         "errors.reprocess.all" => match q.reprocess_all().await {
-            Ok(_) => q_answer(info(&s), null(), simple("Error database entries, moved to Retry database.")),
+            Ok(_) => q_answer(info(), null(), simple(&format!("Error database entries, moved to {moved_to} database."))),
             Err(e) => Answer::error(status::UNHANDLED, &e.to_string()),
         },
         "errors.clear" => match q.clear_errors().await {
-            Ok(_) => q_answer(info(&s), null(), simple("Error database cleared.")),
+            Ok(_) => q_answer(info(), null(), simple("Error database cleared.")),
             Err(e) => Answer::error(status::UNHANDLED, &e.to_string()),
         },
         _ => {
             let sk = match span_key_of(data) {
                 Ok(sk) => sk,
-                Err(a) => return Some(a),
+                Err(a) => return a,
             };
             let uid = sk.to_string();
             let result = match op {
-                "errors.reprocess.one" => q.reprocess(&uid).await.map(|v| (v, format!("Error database entry[{uid}] moved to Retry database."))),
+                "errors.reprocess.one" => q.reprocess(&uid).await.map(|v| (v, format!("Error database entry[{uid}] moved to {moved_to} database."))),
                 "errors.pop_request" => q.pop_error(&uid).await.map(|v| (v, format!("POPPED Error database entry[{uid}]."))),
                 _ => Ok((q.inspect(&uid).filter(|v| v.queue == weft_queue::store::Which::Error), format!("INSPECTING Error database entry[{uid}]."))),
             };
             match result {
-                Ok((Some(view), msg)) => q_answer(info(&s), Node::Val(view.request), simple(&msg)),
-                Ok((None, _)) => q_answer(info(&s), null(), format!("No request with span-key [{uid}] in buffered sender error database, for route key: [{rk}]")),
+                Ok((Some(view), msg)) => q_answer(info(), Node::Val(view.request), simple(&msg)),
+                Ok((None, _)) => q_answer(info(), null(), miss.replacen("{}", &uid, 1)),
                 Err(e) => Answer::error(status::UNHANDLED, &e.to_string()),
             }
         }
-    })
+    }
 }
 
 #[cfg(test)]
