@@ -146,11 +146,14 @@ pub(crate) async fn fetch(log: &Log, req: &dto::Fetch) -> Result<dto::FetchRespo
         records: vec![],
         batches: None,
     };
-    let records = r.decode()?;
-    out.next_offset = records.last().map(|x| x.offset.0 + 1).unwrap_or(req.offset);
     if req.raw {
+        // whole batches as stored: the reader decodes them (and checks the
+        // CRCs) and goes on after the last one
+        out.next_offset = r.batches_end()?.map_or(req.offset, |o| o.0.max(req.offset));
         out.batches = Some(ByteBuf::from(r.batches.to_vec()));
     } else {
+        let records = r.decode()?;
+        out.next_offset = records.last().map(|x| x.offset.0 + 1).unwrap_or(req.offset);
         out.records = records.into_iter().map(record_out).collect();
     }
     Ok(out)

@@ -106,6 +106,7 @@ async fn native_topic_produce_fetch_offsets() {
     let decoded: Vec<_> = weft_log::BatchesDecoder::new(raw, weft_log::Offset(0), 100).collect::<Result<_, _>>().unwrap();
     assert_eq!(decoded.len(), 5);
     assert_eq!(decoded[4].key.as_deref(), Some(&b"k8"[..]));
+    assert_eq!(f.next_offset, decoded[4].offset.0 + 1, "raw: next offset from the batch headers");
 
     let o: dto::OffsetAnswer = n.client.call(route::OFFSETS, &dto::Offsets { topic: "t1".into(), partition: 0, spec: dto::OffsetQuery::Latest }).await.unwrap();
     assert_eq!(o.offset, 5);

@@ -96,8 +96,8 @@ pub fn peek_header(buf: &[u8]) -> Result<Option<BatchHeader>> {
     if buf.len() < HEADER_LEN {
         return Ok(None);
     }
-    let short = LogError::CorruptBatch("short header");
-    let length = u32_at(buf, 8).ok_or(short.clone())?;
+    let short = || LogError::CorruptBatch("short header");
+    let length = u32_at(buf, 8).ok_or_else(short)?;
     if buf.get(12) != Some(&MAGIC) {
         return Err(LogError::CorruptBatch("bad magic"));
     }
@@ -105,14 +105,14 @@ pub fn peek_header(buf: &[u8]) -> Result<Option<BatchHeader>> {
         return Err(LogError::CorruptBatch("batch length out of bounds"));
     }
     let h = BatchHeader {
-        base_offset: Offset(u64_at(buf, 0).ok_or(short.clone())?),
+        base_offset: Offset(u64_at(buf, 0).ok_or_else(short)?),
         length,
-        crc: u32_at(buf, 13).ok_or(short.clone())?,
-        attributes: u16_at(buf, 17).ok_or(short.clone())?,
-        last_offset_delta: u32_at(buf, 19).ok_or(short.clone())?,
-        first_timestamp_ms: u64_at(buf, 23).ok_or(short.clone())? as i64,
-        max_timestamp_ms: u64_at(buf, 31).ok_or(short.clone())? as i64,
-        record_count: u32_at(buf, 39).ok_or(short)?,
+        crc: u32_at(buf, 13).ok_or_else(short)?,
+        attributes: u16_at(buf, 17).ok_or_else(short)?,
+        last_offset_delta: u32_at(buf, 19).ok_or_else(short)?,
+        first_timestamp_ms: u64_at(buf, 23).ok_or_else(short)? as i64,
+        max_timestamp_ms: u64_at(buf, 31).ok_or_else(short)? as i64,
+        record_count: u32_at(buf, 39).ok_or_else(short)?,
     };
     if h.record_count == 0 {
         return Err(LogError::CorruptBatch("empty batch"));
@@ -188,6 +188,11 @@ fn put_varint(buf: &mut BytesMut, mut v: u64) {
         v >>= 7;
     }
     buf.put_u8(v as u8);
+}
+
+/// Bytes `put_varint` writes for `v`.
+fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 fn zigzag(v: i64) -> u64 {
@@ -348,7 +353,13 @@ pub struct BatchBuilder {
 
 impl BatchBuilder {
     pub fn new(base_offset: Offset) -> Self {
-        let mut buf = BytesMut::with_capacity(256);
+        Self::with_capacity(base_offset, 256)
+    }
+
+    /// A builder whose buffer holds `bytes` of records without growing
+    /// (e.g. the sum of [`record_size_hint`]s).
+    pub fn with_capacity(base_offset: Offset, bytes: usize) -> Self {
+        let mut buf = BytesMut::with_capacity(HEADER_LEN + bytes);
         buf.resize(HEADER_LEN, 0);
         BatchBuilder { buf, base_offset, first_ts: None, max_ts: i64::MIN, count: 0, last_delta: 0 }
     }
@@ -378,34 +389,45 @@ impl BatchBuilder {
             .checked_sub(self.base_offset.0)
             .and_then(|d| u32::try_from(d).ok())
             .filter(|d| self.count == 0 || *d > self.last_delta)
-            .ok_or(LogError::InvalidRequest("batch offsets must increase from the base".into()))?;
+            .ok_or_else(|| LogError::InvalidRequest("batch offsets must increase from the base".into()))?;
         let first = *self.first_ts.get_or_insert(timestamp_ms);
-        let mut body = BytesMut::new();
-        put_varint(&mut body, u64::from(delta));
-        put_varint(&mut body, zigzag(timestamp_ms.wrapping_sub(first)));
-        match key {
-            None => put_varint(&mut body, 0),
-            Some(k) => {
-                put_varint(&mut body, k.len() as u64 + 1);
-                body.put_slice(k);
+        let ts_delta = zigzag(timestamp_ms.wrapping_sub(first));
+        // Size the record first, then write it straight into the batch: one
+        // reservation, no intermediate buffer.
+        let field = |f: Option<&[u8]>| f.map_or(1, |b| varint_len(b.len() as u64 + 1) + b.len());
+        let body_len = varint_len(u64::from(delta))
+            + varint_len(ts_delta)
+            + field(key)
+            + field(value)
+            + varint_len(headers.len() as u64)
+            + headers
+                .iter()
+                .map(|(n, v)| varint_len(n.len() as u64) + n.len() + varint_len(v.len() as u64) + v.len())
+                .sum::<usize>();
+        self.buf.reserve(varint_len(body_len as u64) + body_len);
+        let start = self.buf.len();
+        put_varint(&mut self.buf, body_len as u64);
+        let body_start = self.buf.len();
+        put_varint(&mut self.buf, u64::from(delta));
+        put_varint(&mut self.buf, ts_delta);
+        for f in [key, value] {
+            match f {
+                None => put_varint(&mut self.buf, 0),
+                Some(b) => {
+                    put_varint(&mut self.buf, b.len() as u64 + 1);
+                    self.buf.put_slice(b);
+                }
             }
         }
-        match value {
-            None => put_varint(&mut body, 0),
-            Some(v) => {
-                put_varint(&mut body, v.len() as u64 + 1);
-                body.put_slice(v);
-            }
-        }
-        put_varint(&mut body, headers.len() as u64);
+        put_varint(&mut self.buf, headers.len() as u64);
         for (n, v) in headers {
-            put_varint(&mut body, n.len() as u64);
-            body.put_slice(n.as_bytes());
-            put_varint(&mut body, v.len() as u64);
-            body.put_slice(v);
+            put_varint(&mut self.buf, n.len() as u64);
+            self.buf.put_slice(n.as_bytes());
+            put_varint(&mut self.buf, v.len() as u64);
+            self.buf.put_slice(v);
         }
-        put_varint(&mut self.buf, body.len() as u64);
-        self.buf.put_slice(&body);
+        // the size computation above and the writes must agree
+        debug_assert_eq!(self.buf.len() - body_start, body_len, "record size (started at {start})");
         self.count += 1;
         self.last_delta = delta;
         self.max_ts = self.max_ts.max(timestamp_ms);

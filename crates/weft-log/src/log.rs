@@ -428,7 +428,7 @@ impl Log {
                 }
             }
         }
-        Ok(out.into_iter().map(|r| r.unwrap_or(Err(LogError::InvalidRequest("record not processed".into())))).collect())
+        Ok(out.into_iter().map(|r| r.unwrap_or_else(|| Err(LogError::InvalidRequest("record not processed".into())))).collect())
     }
 
     /// Appends one batch encoded by the client in this crate's batch format

@@ -56,6 +56,20 @@ impl FetchResult {
     pub fn decode(&self) -> Result<Vec<Record>> {
         self.records().collect()
     }
+
+    /// The offset after the last batch returned, read from the batch
+    /// headers alone (no record decoding, no CRC): where a reader of the
+    /// raw batches goes on from. `None` when no batch was returned.
+    pub fn batches_end(&self) -> Result<Option<Offset>> {
+        let mut at = 0usize;
+        let mut end = None;
+        while let Some(rest) = self.batches.get(at..).filter(|r| !r.is_empty()) {
+            let h = batch::peek_header(rest)?.ok_or(LogError::CorruptBatch("short header"))?;
+            end = Some(h.next_offset());
+            at += h.total_len();
+        }
+        Ok(end)
+    }
 }
 
 /// Counters and offsets of a partition.
@@ -261,7 +275,11 @@ impl Partition {
         let mut timestamps = Vec::with_capacity(records.len());
         let mut rest = records;
         while !rest.is_empty() {
-            let mut b = BatchBuilder::new(Offset::ZERO);
+            let want: usize = rest
+                .iter()
+                .map(|r| batch::record_size_hint(r.key.as_deref(), r.value.as_deref(), &r.headers))
+                .sum();
+            let mut b = BatchBuilder::with_capacity(Offset::ZERO, want.min(BATCH_TARGET_BYTES));
             let mut taken = 0u64;
             for r in rest {
                 let hint = batch::record_size_hint(r.key.as_deref(), r.value.as_deref(), &r.headers);

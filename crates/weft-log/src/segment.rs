@@ -317,6 +317,9 @@ impl Segment {
     }
 }
 
+/// First read size of [`read_batches`]; later reads double it.
+const READ_CHUNK: u64 = 64 * 1024;
+
 /// Reads whole batches of one segment file from `pos`: skips batches that
 /// end before `from`, stops before a batch at or above `limit` (the high
 /// watermark), at `end` (bytes of whole batches in the file), after
@@ -359,28 +362,46 @@ pub fn read_batches(
     if first.base_offset >= limit {
         return Ok((Bytes::new(), 0));
     }
-    // 2. One read of up to `max_bytes` (at least the first batch), cut at the
-    //    last whole batch that fits the limits.
+    // 2. Read whole batches until a limit is reached: at most `max_bytes`
+    //    (but always the first batch). Reads start at READ_CHUNK and double,
+    //    so a fetch that stops at `max_records` after a few small batches
+    //    does not read (and zero) `max_bytes`.
     let avail = end - pos;
-    let want = (first.total_len() as u64).max((max_bytes as u64).min(avail));
-    if want > avail {
+    if first.total_len() as u64 > avail {
         return Err(corrupt(pos, "batch past the end of the segment".into()));
     }
-    let mut buf = BytesMut::zeroed(want as usize);
-    file.read_exact_at(&mut buf, pos).map_err(|e| LogError::io("read segment", path, e))?;
+    let cap = (first.total_len() as u64).max((max_bytes as u64).min(avail));
+    let mut want = (first.total_len() as u64).max(READ_CHUNK.min(cap));
+    let mut buf = BytesMut::new();
     let (mut at, mut records) = (0usize, 0usize);
-    while records < max_records {
-        let Some(rest) = buf.get(at..) else { break };
-        if rest.len() < HEADER_LEN {
+    loop {
+        let have = buf.len();
+        buf.resize(want as usize, 0);
+        if let Some(fresh) = buf.get_mut(have..) {
+            file.read_exact_at(fresh, pos + have as u64).map_err(|e| LogError::io("read segment", path, e))?;
+        }
+        let mut done = false;
+        while records < max_records {
+            let Some(rest) = buf.get(at..) else { break };
+            if rest.len() < HEADER_LEN {
+                break;
+            }
+            let h = header_at(rest, pos + at as u64)?;
+            if h.base_offset >= limit {
+                done = true;
+                break;
+            }
+            if h.total_len() > rest.len() {
+                break;
+            }
+            let below = from.0.saturating_sub(h.base_offset.0).min(u64::from(h.record_count)) as usize;
+            records += (h.record_count as usize).saturating_sub(below).max(1);
+            at += h.total_len();
+        }
+        if done || records >= max_records || want >= cap {
             break;
         }
-        let h = header_at(rest, pos + at as u64)?;
-        if h.base_offset >= limit || h.total_len() > rest.len() {
-            break;
-        }
-        let below = from.0.saturating_sub(h.base_offset.0).min(u64::from(h.record_count)) as usize;
-        records += (h.record_count as usize).saturating_sub(below).max(1);
-        at += h.total_len();
+        want = want.saturating_mul(2).min(cap);
     }
     buf.truncate(at);
     Ok((buf.freeze(), records))

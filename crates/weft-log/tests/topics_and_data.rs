@@ -160,3 +160,46 @@ async fn client_encoded_batches_are_stored_as_is() {
     assert!(matches!(log.produce_batch("t", PartitionId(5), &bytes).await, Err(LogError::UnknownPartition { .. })));
     assert_eq!(log.list_offset("t", PartitionId(1), OffsetSpec::Latest).unwrap(), Offset(4));
 }
+
+/// Reads grow in chunks (64 KiB, doubling) until a limit is reached: the
+/// result must be the same as one read of `max_bytes` would give, whole
+/// batches only, for limits on either side of the chunk boundaries.
+#[tokio::test]
+async fn fetch_limits_across_read_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), cfg()).await.unwrap();
+    log.create_topic("c", None).await.unwrap();
+    // one batch per produce call: 3000 batches of one 100-byte record
+    for i in 0..3000u32 {
+        let v = format!("{i:0>100}");
+        log.produce("c", vec![ProduceRecord::value(v).with_partition(0)]).await.unwrap();
+    }
+    let f = log.fetch("c", PartitionId(0), Offset(0), 1 << 20, 1, None).await.unwrap();
+    let batch_len = f.batches.len();
+    assert!(batch_len > 100, "one record per batch");
+    assert_eq!(f.batches_end().unwrap(), Some(Offset(1)));
+
+    // limited by records, far past the first chunk
+    let f = log.fetch("c", PartitionId(0), Offset(7), 8 << 20, 2500, None).await.unwrap();
+    let got = f.decode().unwrap();
+    assert_eq!(got.len(), 2500);
+    assert!(got.iter().enumerate().all(|(i, r)| r.offset == Offset(7 + i as u64)));
+    assert_eq!(value_str(&got[2499]), format!("{:0>100}", 2506));
+    assert_eq!(f.batches_end().unwrap(), Some(Offset(2507)));
+
+    // limited by bytes: as many whole batches as fit, whatever the chunking
+    for max_bytes in [1, batch_len - 1, 65_536, 65_537, 3 * 65_536 + 11, 200_000] {
+        let f = log.fetch("c", PartitionId(0), Offset(0), max_bytes, 100_000, None).await.unwrap();
+        let want = (max_bytes / batch_len).max(1);
+        assert_eq!(f.batches.len(), want * batch_len, "max_bytes {max_bytes}");
+        assert_eq!(f.decode().unwrap().len(), want, "max_bytes {max_bytes}");
+        assert_eq!(f.batches_end().unwrap(), Some(Offset(want as u64)));
+    }
+
+    // to the end of the log
+    let f = log.fetch("c", PartitionId(0), Offset(2990), 8 << 20, 100_000, None).await.unwrap();
+    assert_eq!(f.decode().unwrap().len(), 10);
+    assert_eq!(f.batches_end().unwrap(), Some(Offset(3000)));
+    let f = log.fetch("c", PartitionId(0), Offset(3000), 8 << 20, 100_000, None).await.unwrap();
+    assert_eq!(f.batches_end().unwrap(), None);
+}
