@@ -130,6 +130,31 @@ async fn osd_answers_reconnect_with_reset_and_every_write_lands() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn osd_reconnect_in_secure_mode() {
+    let Some(kv) = cluster() else { return };
+    let pool = kv.get("CEPH_POOL").cloned().unwrap_or_else(|| "test".into());
+    let cfg = ClientConfig::load(&ConfigSource {
+        conf: Some(kv["CEPH_CONF"].clone()),
+        osd_mode: Some("secure".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    let r = Rados::connect(cfg).await.unwrap();
+    let io = r.ioctx(&pool).unwrap();
+    io.write_full("reconnect-secure", b"one").await.unwrap();
+    assert_eq!(r.osd_session_mode(0).await, Some(weft_rados::proto::conn::CON_MODE_SECURE));
+    r.drop_osd_connections().await;
+    // SESSION_RECONNECT and the reset travel AES-GCM sealed
+    io.write_full("reconnect-secure", b"two").await.unwrap();
+    let st = r.reconnect_stats();
+    assert_eq!((st.attempts, st.full_resets), (1, 1), "{st:?}");
+    assert_eq!(r.osd_session_mode(0).await, Some(weft_rados::proto::conn::CON_MODE_SECURE));
+    assert_eq!(io.read_full("reconnect-secure").await.unwrap(), b"two");
+    io.remove("reconnect-secure").await.unwrap();
+    r.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mon_answers_reconnect_with_reset() {
     let Some(kv) = cluster() else { return };
     let cfg = config(&kv);
