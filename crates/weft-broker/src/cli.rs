@@ -51,6 +51,30 @@ pub enum TopicCmd {
     Describe { name: String },
     /// Delete a topic and its data.
     Delete { name: String },
+    /// Change a topic's configuration (only what is given changes).
+    Alter {
+        name: String,
+        /// More partitions (never fewer).
+        #[arg(long)]
+        partitions: Option<u32>,
+        /// Delete data older than this (ms); -1 (or 0) = keep forever.
+        #[arg(long, allow_hyphen_values = true)]
+        retention_ms: Option<i64>,
+        /// Delete the oldest segments beyond this size; -1 = no limit.
+        #[arg(long, allow_hyphen_values = true)]
+        retention_bytes: Option<i64>,
+        #[arg(long)]
+        max_record_bytes: Option<u32>,
+        #[arg(long)]
+        segment_bytes: Option<u64>,
+        #[arg(long)]
+        segment_ms: Option<u64>,
+        /// delete or compact.
+        #[arg(long)]
+        cleanup: Option<String>,
+        #[arg(long)]
+        delete_retention_ms: Option<u64>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -143,6 +167,41 @@ pub async fn topic(client: &Client, cmd: TopicCmd) -> Result<(), CliError> {
         TopicCmd::Describe { name } => {
             let d: serde_json::Value = client.call(route::TOPIC_DESCRIBE, &dto::TopicRef { name }).await?;
             println!("{}", serde_json::to_string_pretty(&d).unwrap_or_default());
+        }
+        TopicCmd::Alter {
+            name,
+            partitions,
+            retention_ms,
+            retention_bytes,
+            max_record_bytes,
+            segment_bytes,
+            segment_ms,
+            cleanup,
+            delete_retention_ms,
+        } => {
+            let cleanup = match cleanup.as_deref() {
+                None => None,
+                Some("delete") => Some(CleanupPolicy::Delete),
+                Some("compact") => Some(CleanupPolicy::Compact),
+                Some(other) => return Err(CliError::Usage(format!("--cleanup is delete or compact, not {other:?}"))),
+            };
+            let req = dto::AlterTopic {
+                name: name.clone(),
+                partitions,
+                // 0 means forever here as in `topic create`
+                retention_ms: retention_ms.map(|r| if r == 0 { -1 } else { r }),
+                retention_bytes,
+                max_record_bytes,
+                segment_bytes,
+                segment_ms,
+                cleanup,
+                delete_retention_ms,
+            };
+            if req.to_alter().is_empty() {
+                return Err(CliError::Usage("nothing to change: give at least one option".into()));
+            }
+            let d: serde_json::Value = client.call(route::TOPIC_ALTER, &req).await?;
+            println!("altered topic {name}: {}", serde_json::to_string(&d["config"]).unwrap_or_default());
         }
         TopicCmd::Delete { name } => {
             let _: dto::Done = client.call(route::TOPIC_DELETE, &dto::TopicRef { name: name.clone() }).await?;

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
-use weft_log::{AssignmentStrategy, TopicConfig};
+use weft_log::{AssignmentStrategy, CleanupPolicy, TopicAlter, TopicConfig};
 use weft_wire::ErrorBody;
 
 /// Route keys.
@@ -12,6 +12,7 @@ pub mod route {
     pub const TOPIC_LIST: &str = "log.topic.list";
     pub const TOPIC_DESCRIBE: &str = "log.topic.describe";
     pub const TOPIC_DELETE: &str = "log.topic.delete";
+    pub const TOPIC_ALTER: &str = "log.topic.alter";
     pub const PRODUCE: &str = "log.produce";
     pub const FETCH: &str = "log.fetch";
     pub const OFFSETS: &str = "log.offsets";
@@ -30,6 +31,47 @@ pub struct CreateTopic {
     /// Any subset of the topic config; the rest takes the node's defaults.
     #[serde(default)]
     pub config: Option<TopicConfig>,
+}
+
+/// Changes to a topic's configuration; absent fields stay as they are.
+/// For the two retention limits a negative number (-1, as in Kafka) means
+/// no limit.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AlterTopic {
+    pub name: String,
+    /// More partitions (never fewer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_bytes: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_record_bytes: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleanup: Option<CleanupPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_retention_ms: Option<u64>,
+}
+
+impl AlterTopic {
+    pub fn to_alter(&self) -> TopicAlter {
+        let limit = |v: Option<i64>| v.map(|v| u64::try_from(v).ok());
+        TopicAlter {
+            partitions: self.partitions,
+            retention_ms: limit(self.retention_ms),
+            retention_bytes: limit(self.retention_bytes),
+            max_record_bytes: self.max_record_bytes,
+            segment_bytes: self.segment_bytes,
+            segment_ms: self.segment_ms,
+            cleanup: self.cleanup,
+            delete_retention_ms: self.delete_retention_ms,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -133,7 +133,7 @@ pub fn router(log: Log) -> Router {
     Router::new()
         .route("/openapi.json", get(openapi))
         .route("/v1/topics", get(list_topics).post(create_topic))
-        .route("/v1/topics/{topic}", get(describe_topic).delete(delete_topic))
+        .route("/v1/topics/{topic}", get(describe_topic).delete(delete_topic).patch(alter_topic))
         .route("/v1/topics/{topic}/records", post(produce))
         .route("/v1/topics/{topic}/stream", get(stream_topic))
         .route("/v1/topics/{topic}/partitions/{partition}/records", get(fetch))
@@ -192,6 +192,17 @@ async fn list_topics(State(log): State<Log>) -> ApiResult<Vec<String>> {
 
 async fn describe_topic(State(log): State<Log>, Path(topic): Path<String>) -> ApiResult<weft_log::TopicDescription> {
     Ok(Json(log.describe_topic(&topic)?))
+}
+
+/// PATCH: the body is `dto::AlterTopic` without `name` (the path names it).
+async fn alter_topic(State(log): State<Log>, Path(topic): Path<String>, body: BodyBytes) -> ApiResult<weft_log::TopicDescription> {
+    let mut body: serde_json::Value = parse(&body)?;
+    if let Some(o) = body.as_object_mut() {
+        o.insert("name".into(), serde_json::Value::String(topic));
+    }
+    let req: dto::AlterTopic =
+        serde_json::from_value(body).map_err(|e| ApiError(ErrorBody::new(ErrorCode::BadBody, format!("invalid JSON body: {e}"))))?;
+    Ok(Json(log.alter_topic(&req.name, &req.to_alter()).await?))
 }
 
 async fn delete_topic(State(log): State<Log>, Path(topic): Path<String>) -> ApiResult<dto::Done> {

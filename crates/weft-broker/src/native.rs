@@ -34,6 +34,11 @@ pub fn register(service: &mut Service, log: Log) -> Result<(), ServiceError> {
         async move { l.describe_topic(&req.name).map_err(log_error) }
     })?;
     let l = log.clone();
+    service.endpoint(route::TOPIC_ALTER, move |req: dto::AlterTopic| {
+        let l = l.clone();
+        async move { l.alter_topic(&req.name, &req.to_alter()).await.map_err(log_error) }
+    })?;
+    let l = log.clone();
     service.endpoint(route::TOPIC_DELETE, move |req: dto::TopicRef| {
         let l = l.clone();
         async move { l.delete_topic(&req.name).await.map(|_| dto::Done { ok: true }).map_err(log_error) }

@@ -40,7 +40,8 @@ pub fn document() -> Value {
             },
             "/v1/topics/{topic}": {
                 "get": op("Describe a topic", json!([topic]), None, "TopicDescription", "200"),
-                "delete": op("Delete a topic", json!([topic]), None, "Done", "200")
+                "delete": op("Delete a topic", json!([topic]), None, "Done", "200"),
+                "patch": op("Change a topic's configuration", json!([topic]), Some("AlterTopic"), "TopicDescription", "200")
             },
             "/v1/topics/{topic}/records": {
                 "post": op("Produce records", json!([topic]), Some("Produce"), "ProduceResponse", "200")
@@ -86,6 +87,11 @@ pub fn document() -> Value {
                 "partitions": { "type": "integer" }, "retention_ms": { "type": "integer", "nullable": true },
                 "retention_bytes": { "type": "integer", "nullable": true }, "max_record_bytes": { "type": "integer" },
                 "segment_bytes": { "type": "integer" }, "segment_ms": { "type": "integer" },
+                "cleanup": { "type": "string", "enum": ["delete", "compact"] }, "delete_retention_ms": { "type": "integer" } } },
+            "AlterTopic": { "type": "object", "description": "absent fields stay as they are; a negative retention means no limit", "properties": {
+                "partitions": { "type": "integer", "minimum": 1, "description": "more partitions, never fewer" },
+                "retention_ms": { "type": "integer" }, "retention_bytes": { "type": "integer" },
+                "max_record_bytes": { "type": "integer" }, "segment_bytes": { "type": "integer" }, "segment_ms": { "type": "integer" },
                 "cleanup": { "type": "string", "enum": ["delete", "compact"] }, "delete_retention_ms": { "type": "integer" } } },
             "CreateTopic": { "type": "object", "required": ["name"], "properties": { "name": { "type": "string" }, "config": { "$ref": "#/components/schemas/TopicConfig" } } },
             "TopicDescription": { "type": "object", "properties": { "name": { "type": "string" }, "internal": { "type": "boolean" }, "created_ms": { "type": "integer" },

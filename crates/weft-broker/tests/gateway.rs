@@ -274,3 +274,40 @@ async fn websocket_streams_a_partition_live() {
     assert_eq!(seen, vec!["live0", "live1"], "topic stream starts at latest and merges partitions");
     ws.send(tokio_tungstenite::tungstenite::Message::Close(None)).await.unwrap();
 }
+
+/// `log.topic.alter` natively and `PATCH /v1/topics/{topic}` over HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alter_topic_natively_and_over_http() {
+    let n = start().await;
+    let cfg = weft_log::TopicConfig { partitions: 1, max_record_bytes: 10, retention_ms: None, ..weft_log::TopicConfig::default() };
+    let _: serde_json::Value = n.client.call(route::TOPIC_CREATE, &dto::CreateTopic { name: "alt".into(), config: Some(cfg) }).await.unwrap();
+    let too_big = dto::Produce { topic: "alt".into(), records: vec![rec("k", "more than ten bytes")] };
+    let e = n.client.call::<_, dto::ProduceResponse>(route::PRODUCE, &too_big).await.unwrap_err();
+    assert!(e.to_string().contains("exceeds the topic limit of 10 bytes"), "{e}");
+
+    let req = dto::AlterTopic { name: "alt".into(), partitions: Some(2), max_record_bytes: Some(1000), retention_ms: Some(60_000), ..Default::default() };
+    let d: serde_json::Value = n.client.call(route::TOPIC_ALTER, &req).await.unwrap();
+    assert_eq!(d["config"]["partitions"], 2, "{d}");
+    assert_eq!(d["config"]["retention_ms"], 60_000, "{d}");
+    let r: dto::ProduceResponse = n.client.call(route::PRODUCE, &too_big).await.unwrap();
+    assert!(r.results[0].error.is_none(), "{:?}", r.results[0].error);
+
+    // fewer partitions: a typed client error, nothing changed
+    let e = n
+        .client
+        .call::<_, serde_json::Value>(route::TOPIC_ALTER, &dto::AlterTopic { name: "alt".into(), partitions: Some(1), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("partitions can only grow"), "{e}");
+
+    // HTTP: -1 lifts the retention limit
+    let (s, v) = http("PATCH", &format!("{}/v1/topics/alt", n.http), Some(r#"{"retention_ms":-1,"cleanup":"compact"}"#)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["config"]["retention_ms"], serde_json::Value::Null, "{v}");
+    assert_eq!(v["config"]["cleanup"], "compact", "{v}");
+    assert_eq!(v["config"]["partitions"], 2, "{v}");
+    let (s, v) = http("PATCH", &format!("{}/v1/topics/alt", n.http), Some(r#"{"segment_bytes":1}"#)).await;
+    assert_eq!(s, 400, "{v}");
+    let (s, _) = http("PATCH", &format!("{}/v1/topics/nope", n.http), Some("{}")).await;
+    assert_eq!(s, 404);
+}

@@ -69,7 +69,7 @@ pub use log::{
     OffsetCommit, OffsetSpec, PartitionLag, RecordAck, SystemClock, TopicDescription,
 };
 pub use model::{
-    CleanupPolicy, Offset, PartitionId, Partitioner, ProduceRecord, Record, TopicConfig, TopicName, key_partition, murmur2,
+    CleanupPolicy, Offset, PartitionId, Partitioner, ProduceRecord, Record, TopicAlter, TopicConfig, TopicName, key_partition, murmur2,
 };
 pub use partition::{FetchResult, PartitionStats};
 pub use storage::{FsStorage, MemStorage, Storage, StorageFile};

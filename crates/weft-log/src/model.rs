@@ -269,6 +269,68 @@ impl TopicConfig {
     }
 }
 
+/// Changes to a topic's configuration ([`crate::Log::alter_topic`]);
+/// `None` leaves a setting as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopicAlter {
+    /// More partitions; never fewer (their records would be lost). Keyed
+    /// records map to partitions by `hash % partitions`, so new records of
+    /// a key may land on another partition than its older ones (as in Kafka).
+    pub partitions: Option<u32>,
+    /// `Some(None)`: keep forever.
+    pub retention_ms: Option<Option<u64>>,
+    /// `Some(None)`: no size limit.
+    pub retention_bytes: Option<Option<u64>>,
+    pub max_record_bytes: Option<u32>,
+    pub segment_bytes: Option<u64>,
+    pub segment_ms: Option<u64>,
+    pub cleanup: Option<CleanupPolicy>,
+    pub delete_retention_ms: Option<u64>,
+}
+
+impl TopicAlter {
+    pub fn is_empty(&self) -> bool {
+        *self == TopicAlter::default()
+    }
+
+    /// The configuration after the change, validated.
+    pub fn apply(&self, old: &TopicConfig) -> Result<TopicConfig> {
+        let mut c = old.clone();
+        if let Some(p) = self.partitions {
+            if p < old.partitions {
+                return Err(LogError::InvalidConfig(format!(
+                    "partitions can only grow ({} -> {p}): the records of the dropped partitions would be lost",
+                    old.partitions
+                )));
+            }
+            c.partitions = p;
+        }
+        if let Some(v) = self.retention_ms {
+            c.retention_ms = v;
+        }
+        if let Some(v) = self.retention_bytes {
+            c.retention_bytes = v;
+        }
+        if let Some(v) = self.max_record_bytes {
+            c.max_record_bytes = v;
+        }
+        if let Some(v) = self.segment_bytes {
+            c.segment_bytes = v;
+        }
+        if let Some(v) = self.segment_ms {
+            c.segment_ms = v;
+        }
+        if let Some(v) = self.cleanup {
+            c.cleanup = v;
+        }
+        if let Some(v) = self.delete_retention_ms {
+            c.delete_retention_ms = v;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
 /// How a record's partition is chosen.
 ///
 /// - explicit: `ProduceRecord::partition` (must be `< partitions`);

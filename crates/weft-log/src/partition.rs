@@ -132,7 +132,8 @@ pub struct Partition {
     pub id: PartitionId,
     dir: PathBuf,
     storage: Arc<dyn Storage>,
-    config: TopicConfig,
+    /// Changed by [`Partition::set_config`] when the topic is altered.
+    config: std::sync::RwLock<TopicConfig>,
     fsync: FsyncPolicy,
     inner: Mutex<Inner>,
     sync_lock: tokio::sync::Mutex<()>,
@@ -218,7 +219,7 @@ impl Partition {
             id,
             dir,
             storage,
-            config,
+            config: std::sync::RwLock::new(config),
             fsync,
             inner: Mutex::new(Inner { segments, next_offset, hw: next_offset, poisoned: None, deleted: false }),
             sync_lock: tokio::sync::Mutex::new(()),
@@ -230,8 +231,14 @@ impl Partition {
         })
     }
 
-    pub fn config(&self) -> &TopicConfig {
-        &self.config
+    pub fn config(&self) -> TopicConfig {
+        self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// New limits for this partition (the topic was altered): they apply
+    /// from the next append, roll and maintenance pass.
+    pub fn set_config(&self, config: TopicConfig) {
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
     }
 
     fn poisoned_err(&self, cause: &str) -> LogError {
@@ -346,9 +353,10 @@ impl Partition {
     /// Rolls the active segment if the next batch would not fit, if it is too
     /// old, or if its offsets would overflow the 32-bit relative offsets.
     fn maybe_roll(&self, g: &mut Inner, batch_len: u64, batch_records: u64, now_ms: i64) -> Result<()> {
+        let cfg = self.config();
         let a = g.active();
-        let too_big = a.size + batch_len > self.config.segment_bytes;
-        let too_old = a.first_append_ms.is_some_and(|t| now_ms.saturating_sub(t) >= self.config.segment_ms as i64);
+        let too_big = a.size + batch_len > cfg.segment_bytes;
+        let too_old = a.first_append_ms.is_some_and(|t| now_ms.saturating_sub(t) >= cfg.segment_ms as i64);
         let too_far = g.next_offset.0 + batch_records - a.base.0 > u64::from(u32::MAX);
         if !a.is_empty() && (too_big || too_old || too_far) {
             self.roll(g)?;
@@ -566,7 +574,7 @@ impl Partition {
         let mut g = lock(&self.inner);
         self.check_writable(&g)?;
         let a = g.active();
-        if !a.is_empty() && a.first_append_ms.is_some_and(|t| now_ms.saturating_sub(t) >= self.config.segment_ms as i64) {
+        if !a.is_empty() && a.first_append_ms.is_some_and(|t| now_ms.saturating_sub(t) >= self.config().segment_ms as i64) {
             self.roll(&mut g)?;
             return Ok(true);
         }
@@ -576,7 +584,7 @@ impl Partition {
     /// Deletes closed segments past the retention limits (cleanup=delete).
     /// Returns how many segments were deleted.
     pub fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
-        if self.config.cleanup != CleanupPolicy::Delete {
+        if self.config().cleanup != CleanupPolicy::Delete {
             return Ok(0);
         }
         let mut g = lock(&self.inner);
@@ -591,8 +599,8 @@ impl Partition {
             if s.next_offset > g.hw {
                 break;
             }
-            let by_time = self.config.retention_ms.is_some_and(|r| s.max_ts < now_ms.saturating_sub(r as i64));
-            let by_size = self.config.retention_bytes.is_some_and(|r| total > r);
+            let by_time = self.config().retention_ms.is_some_and(|r| s.max_ts < now_ms.saturating_sub(r as i64));
+            let by_size = self.config().retention_bytes.is_some_and(|r| total > r);
             if !(by_time || by_size) {
                 break;
             }
@@ -617,7 +625,7 @@ impl Partition {
     /// `delete_retention_ms`. Records without a key are kept.
     pub fn compact(&self, now_ms: i64) -> Result<CompactionReport> {
         let mut report = CompactionReport::default();
-        if self.config.cleanup != CleanupPolicy::Compact {
+        if self.config().cleanup != CleanupPolicy::Compact {
             return Ok(report);
         }
         let mut state = lock(&self.compact_state);
@@ -632,7 +640,7 @@ impl Partition {
         };
         // Skip the full scan when no segment was closed since the last
         // compaction, unless tombstones may have expired meanwhile.
-        let recheck_ms = (self.config.delete_retention_ms as i64).clamp(1000, 3600 * 1000);
+        let recheck_ms = (self.config().delete_retention_ms as i64).clamp(1000, 3600 * 1000);
         if closed_end <= state.cleaned_upto && state.at_ms.is_some_and(|t| now_ms.saturating_sub(t) < recheck_ms) {
             return Ok(report);
         }
@@ -652,7 +660,7 @@ impl Partition {
                 Ok(())
             })?;
         }
-        let tombstone_cutoff = now_ms.saturating_sub(self.config.delete_retention_ms as i64);
+        let tombstone_cutoff = now_ms.saturating_sub(self.config().delete_retention_ms as i64);
         let keep = |r: &Record| match &r.key {
             None => true,
             Some(k) => {

@@ -138,3 +138,50 @@ async fn compaction_keeps_newest_per_key_and_expires_tombstones() {
     let acks = log.produce("kv", vec![ProduceRecord::keyed("k1", "new")]).await.unwrap();
     assert!(acks[0].as_ref().unwrap().offset.0 > 200);
 }
+
+/// A topic's limits can change after creation: a retention set later
+/// applies at the next maintenance pass, a larger record limit at the next
+/// append, extra partitions appear empty, and all of it survives a reopen.
+#[tokio::test]
+async fn alter_topic_changes_limits_and_adds_partitions() {
+    let s = MemStorage::new();
+    let clock = Arc::new(ManualClock::new(100 * HOUR));
+    let log = mem_log(&s, &clock, cfg()).await;
+    let tc = TopicConfig { segment_bytes: 4096, retention_ms: None, max_record_bytes: 150, ..TopicConfig::default() };
+    log.create_topic("t", Some(tc)).await.unwrap();
+    for i in 0..100 {
+        log.produce("t", vec![ProduceRecord::value(vec![b'o'; 100]).with_timestamp(98 * HOUR + i)]).await.unwrap();
+    }
+    assert_eq!(log.run_maintenance(clock.now_ms()).unwrap().segments_deleted, 0, "keep forever");
+    let big = || vec![ProduceRecord::value(vec![b'b'; 200])];
+    assert!(matches!(log.produce("t", big()).await, Err(LogError::RecordTooLarge { .. })));
+
+    let d = log
+        .alter_topic("t", &TopicAlter { retention_ms: Some(Some(HOUR as u64)), max_record_bytes: Some(1000), partitions: Some(3), ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!((d.config.retention_ms, d.config.max_record_bytes, d.partitions.len()), (Some(HOUR as u64), 1000, 3));
+    log.produce("t", big()).await.unwrap();
+    let ack = log.produce("t", vec![ProduceRecord::value("new").with_partition(2)]).await.unwrap();
+    assert_eq!(ack[0].as_ref().unwrap().offset, Offset(0), "new partitions start empty");
+    assert!(log.run_maintenance(clock.now_ms()).unwrap().segments_deleted > 0, "the new retention applies");
+
+    // Refused: fewer partitions, a bad limit, internal topics; nothing changes.
+    let e = log.alter_topic("t", &TopicAlter { partitions: Some(2), ..Default::default() }).await.unwrap_err();
+    assert!(matches!(e, LogError::InvalidConfig(_)), "{e}");
+    let e = log.alter_topic("t", &TopicAlter { segment_bytes: Some(1), ..Default::default() }).await.unwrap_err();
+    assert!(matches!(e, LogError::InvalidConfig(_)), "{e}");
+    let internal = log.list_topics().into_iter().find(|t| t.is_internal());
+    if let Some(t) = internal {
+        let e = log.alter_topic(t.as_str(), &TopicAlter { retention_ms: Some(None), ..Default::default() }).await.unwrap_err();
+        assert!(matches!(e, LogError::InternalTopic(_)), "{e}");
+    }
+    assert!(matches!(log.alter_topic("nope", &TopicAlter::default()).await, Err(LogError::UnknownTopic(_))));
+
+    drop(log);
+    let log = mem_log(&s, &clock, cfg()).await;
+    let d = log.describe_topic("t").unwrap();
+    assert_eq!((d.config.retention_ms, d.config.max_record_bytes, d.partitions.len()), (Some(HOUR as u64), 1000, 3));
+    assert_eq!(read_all(&log, "t", 2).await.len(), 1);
+    log.produce("t", big()).await.unwrap();
+}
