@@ -247,3 +247,45 @@ fn liveness_between_two_nodes() {
     a.kill().unwrap();
     a.wait().unwrap();
 }
+
+/// The log through the CLI: topic create/list/describe/alter/delete,
+/// produce from stdin, consume from the beginning.
+#[test]
+fn topic_produce_consume_and_alter() {
+    let node = Node::start();
+    let run = |args: &[&str], stdin: Option<&str>| -> Output {
+        let mut c = Command::new(WEFT);
+        c.args(args).env("WEFT_ADDR", node.tcp()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        let mut ch = c.spawn().unwrap();
+        if let Some(s) = stdin {
+            use std::io::Write;
+            ch.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+        }
+        ch.wait_with_output().unwrap()
+    };
+    let o = run(&["topic", "create", "clit", "--partitions", "1", "--max-record-bytes", "8"], None);
+    assert!(o.status.success(), "{o:?}");
+    assert!(stdout(&o).contains("created topic clit"), "{}", stdout(&o));
+    assert!(stdout(&run(&["topic", "list"], None)).lines().any(|l| l == "clit"));
+
+    let o = run(&["produce", "clit", "--key-separator", ":"], Some("a:1\nb:this value is too long\n"));
+    assert!(!o.status.success(), "a record over the limit is reported: {o:?}");
+
+    let o = run(&["topic", "alter", "clit", "--max-record-bytes", "1000", "--retention-ms", "-1", "--partitions", "2"], None);
+    assert!(o.status.success(), "{o:?}");
+    let o = run(&["topic", "describe", "clit"], None);
+    let d: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!((d["config"]["max_record_bytes"].as_u64(), d["partitions"].as_array().map(|p| p.len())), (Some(1000), Some(2)), "{d}");
+    assert!(d["config"]["retention_ms"].is_null(), "{d}");
+    let o = run(&["topic", "alter", "clit"], None);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("nothing to change"), "{o:?}");
+
+    let o = run(&["produce", "clit", "--partition", "1"], Some("x\nthis value is long now\n"));
+    assert!(o.status.success(), "{o:?}");
+    let o = run(&["consume", "clit", "--partition", "1", "--from-beginning", "--max-records", "2"], None);
+    assert_eq!(stdout(&o).lines().collect::<Vec<_>>(), vec!["x", "this value is long now"], "{o:?}");
+
+    assert!(run(&["topic", "delete", "clit"], None).status.success());
+    assert!(!stdout(&run(&["topic", "list"], None)).lines().any(|l| l == "clit"));
+}
