@@ -57,8 +57,6 @@ pub enum ConnError {
     MissingFeatures(u64),
     #[error("protocol violation: unexpected {tag:?} in state {state}")]
     Unexpected { tag: Tag, state: &'static str },
-    #[error("peer reset the session")]
-    Reset,
     #[error("peer chose connection mode {0} we did not offer")]
     BadMode(u32),
     /// WAIT: the peer is racing a connection of its own to us (or replacing
@@ -368,7 +366,9 @@ impl Connection {
         if self.state != State::Ready {
             return false;
         }
-        self.out_seq += 1;
+        // wrapping: a u64 count of messages does not wrap in practice, and
+        // no peer input can make it jump
+        self.out_seq = self.out_seq.wrapping_add(1);
         let seq = self.out_seq;
         self.write_message(m, seq);
         if !self.lossy {
@@ -404,7 +404,9 @@ impl Connection {
         for m in &again {
             self.write_message(m, m.seq);
         }
-        self.out_seq = self.out_seq.max(after).max(again.last().map_or(0, |m| m.seq));
+        // like Ceph, the peer's msg_seq only discards; our count goes on from
+        // what we really sent (a peer claiming more cannot push it)
+        self.out_seq = self.out_seq.max(again.last().map_or(0, |m| m.seq));
         again.len()
     }
 
@@ -940,6 +942,18 @@ mod tests {
         server(&mut c, Tag::Ack, &5u64.to_le_bytes()).unwrap();
         let r = c.take_resume();
         assert_eq!(r.unacked.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![6]);
+    }
+
+    #[test]
+    fn reconnect_ok_with_an_absurd_msg_seq() {
+        // found by the rados_frame fuzzer: a peer acking far more than we
+        // sent must neither move our out_seq nor make the next send overflow
+        let mut c = Connection::after_auth(cfg(), mon_auth(), Some(earlier()));
+        sent_frames(&mut c);
+        server(&mut c, Tag::SessionReconnectOk, &u64::MAX.to_le_bytes()).unwrap();
+        assert_eq!(events(&mut c)[0], Event::Reconnect(ReconnectAnswer::Resumed { msg_seq: u64::MAX, resent: 0 }));
+        assert!(c.send_message(&msg(6, 0)));
+        assert_eq!(messages(&sent_frames(&mut c)), vec![(6, 6, 17)]);
     }
 
     #[test]
