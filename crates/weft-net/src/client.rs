@@ -16,8 +16,9 @@ use weft_wire::{
 };
 
 use crate::backoff::Backoff;
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, Target};
 use crate::error::ClientError;
+use crate::tls::TlsClientConfig;
 use crate::MAX_DATAGRAM_BYTES;
 
 #[derive(Debug, Clone)]
@@ -32,6 +33,9 @@ pub struct ClientConfig {
     pub backoff: Backoff,
     /// Body encoding for `call` (msgpack unless set to JSON).
     pub body_format: BodyFormat,
+    /// Trust, client certificate and server name for `tls://` and
+    /// `quic://` targets; by default from the `WEFT_TLS_*` variables.
+    pub tls: TlsClientConfig,
 }
 
 impl Default for ClientConfig {
@@ -44,6 +48,7 @@ impl Default for ClientConfig {
             max_frame_bytes: weft_wire::DEFAULT_MAX_FRAME_BYTES,
             backoff: Backoff::default(),
             body_format: BodyFormat::MsgPack,
+            tls: TlsClientConfig::from_env(),
         }
     }
 }
@@ -57,10 +62,13 @@ enum Link {
     /// the current connection and replaces it when it drops.
     Stream(mpsc::Sender<Frame>),
     Datagram(Arc<UdpSocket>),
+    /// QUIC: a stream per request on the current connection, which a
+    /// driver task replaces when it drops.
+    Quic(Arc<QuicLink>),
 }
 
 struct Inner {
-    endpoint: Endpoint,
+    endpoint: Target,
     config: ClientConfig,
     pending: Pending,
     welcome: Mutex<Option<Welcome>>,
@@ -78,9 +86,26 @@ pub struct Client {
 impl Client {
     /// Connect and complete the handshake, or fail within the connect
     /// timeout. Later drops are repaired in the background.
-    pub async fn connect(endpoint: Endpoint, config: ClientConfig) -> Result<Client, ClientError> {
+    pub async fn connect(endpoint: impl Into<Target>, config: ClientConfig) -> Result<Client, ClientError> {
+        let endpoint: Target = endpoint.into();
         match &endpoint {
-            Endpoint::Udp(addr) => Self::connect_udp(endpoint.clone(), addr.clone(), config).await,
+            Target::Plain(Endpoint::Udp(addr)) => Self::connect_udp(endpoint.clone(), addr.clone(), config).await,
+            Target::Quic(addr) => {
+                let link = QuicLink::new(addr, &config)?;
+                let (conn, welcome) = link.establish(&config).await?;
+                link.current.send_replace(Some(conn));
+                let link = Arc::new(link);
+                let inner = Arc::new(Inner {
+                    endpoint,
+                    config,
+                    pending: Mutex::new(HashMap::new()),
+                    welcome: Mutex::new(Some(welcome)),
+                    closed: CancellationToken::new(),
+                    link: Link::Quic(link.clone()),
+                });
+                tokio::spawn(drive_quic(inner.clone(), link));
+                Ok(Client { inner })
+            }
             _ => {
                 let (reader, writer, welcome) = establish(&endpoint, &config).await?;
                 let (tx, rx) = mpsc::channel(1024);
@@ -98,7 +123,7 @@ impl Client {
         }
     }
 
-    async fn connect_udp(endpoint: Endpoint, addr: String, config: ClientConfig) -> Result<Client, ClientError> {
+    async fn connect_udp(endpoint: Target, addr: String, config: ClientConfig) -> Result<Client, ClientError> {
         let fail = |reason: String| ClientError::Connect { endpoint: endpoint.to_string(), reason };
         let bind = if addr.starts_with('[') { "[::]:0" } else { "0.0.0.0:0" };
         let sock = UdpSocket::bind(bind).await.map_err(|e| fail(e.to_string()))?;
@@ -129,7 +154,7 @@ impl Client {
         hello_frame(&self.inner.config)
     }
 
-    pub fn endpoint(&self) -> &Endpoint {
+    pub fn endpoint(&self) -> &Target {
         &self.inner.endpoint
     }
 
@@ -143,6 +168,17 @@ impl Client {
     pub async fn request_frame(&self, frame: Frame) -> Result<Frame, ClientError> {
         if self.inner.closed.is_cancelled() {
             return Err(ClientError::Closed);
+        }
+        if let Link::Quic(link) = &self.inner.link {
+            // No id matching: the answer comes back on the request's stream.
+            let timeout = self.inner.config.request_timeout;
+            let answer = tokio::time::timeout(timeout, link.request(&frame, self.inner.config.max_frame_bytes))
+                .await
+                .map_err(|_| ClientError::Timeout(timeout))??;
+            if answer.kind == FrameKind::Error {
+                return Err(ClientError::Remote(answer.decode_body()?));
+            }
+            return Ok(answer);
         }
         let id = frame.id;
         let (tx, rx) = oneshot::channel();
@@ -177,6 +213,7 @@ impl Client {
                 }
                 Ok(())
             }
+            Link::Quic(link) => link.send_one_way(&frame).await,
         }
     }
 
@@ -206,6 +243,9 @@ impl Client {
     /// Stop the connection; calls in flight fail with `ConnectionLost`.
     pub fn close(&self) {
         self.inner.closed.cancel();
+        if let Link::Quic(link) = &self.inner.link {
+            link.close();
+        }
         lock(&self.inner.pending).clear();
     }
 }
@@ -265,22 +305,34 @@ fn check_welcome(answer: Result<Frame, ClientError>) -> Result<Welcome, ClientEr
 }
 
 /// Open a stream connection and complete the hello/welcome exchange.
-async fn establish(endpoint: &Endpoint, config: &ClientConfig) -> Result<(BoxRead, BoxWrite, Welcome), ClientError> {
+async fn establish(endpoint: &Target, config: &ClientConfig) -> Result<(BoxRead, BoxWrite, Welcome), ClientError> {
     let fail = |reason: String| ClientError::Connect { endpoint: endpoint.to_string(), reason };
     let work = async {
         let (mut reader, mut writer): (BoxRead, BoxWrite) = match endpoint {
-            Endpoint::Tcp(addr) => {
+            Target::Plain(Endpoint::Tcp(addr)) => {
                 let s = TcpStream::connect(addr.as_str()).await.map_err(|e| fail(e.to_string()))?;
                 let _ = s.set_nodelay(true);
                 let (r, w) = s.into_split();
                 (Box::new(r), Box::new(w))
             }
-            Endpoint::Unix(path) => {
+            Target::Plain(Endpoint::Unix(path)) => {
                 let s = UnixStream::connect(path).await.map_err(|e| fail(e.to_string()))?;
                 let (r, w) = s.into_split();
                 (Box::new(r), Box::new(w))
             }
-            Endpoint::Udp(_) => return Err(fail("udp is not a stream transport".into())),
+            Target::Tls(addr) => {
+                let tls = crate::tls::client_config(&config.tls, false)?;
+                let name = crate::tls::server_name(&config.tls, addr)?;
+                let s = TcpStream::connect(addr.as_str()).await.map_err(|e| fail(e.to_string()))?;
+                let _ = s.set_nodelay(true);
+                let s = tokio_rustls::TlsConnector::from(tls)
+                    .connect(name, s)
+                    .await
+                    .map_err(|e| fail(format!("TLS handshake: {e}")))?;
+                let (r, w) = tokio::io::split(s);
+                (Box::new(r), Box::new(w))
+            }
+            Target::Plain(Endpoint::Udp(_)) | Target::Quic(_) => return Err(fail("not a stream transport".into())),
         };
         let hello = hello_frame(config)?;
         let mut out = BytesMut::new();
@@ -445,6 +497,168 @@ async fn read_datagrams(inner: Arc<Inner>, sock: Arc<UdpSocket>) {
                 debug!(error = %e, "udp recv error");
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
+        }
+    }
+}
+
+/// The QUIC side of a client: the quinn endpoint and the current
+/// connection (`None` while reconnecting).
+struct QuicLink {
+    endpoint: quinn::Endpoint,
+    config: quinn::ClientConfig,
+    addr: String,
+    server_name: String,
+    current: tokio::sync::watch::Sender<Option<quinn::Connection>>,
+}
+
+impl QuicLink {
+    fn new(addr: &str, config: &ClientConfig) -> Result<Self, ClientError> {
+        let fail = |reason: String| ClientError::Connect { endpoint: format!("quic://{addr}"), reason };
+        let tls = crate::tls::client_config(&config.tls, true)?;
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+            .map_err(|e| fail(format!("QUIC needs TLS 1.3: {e}")))?;
+        let mut quic = quinn::ClientConfig::new(Arc::new(crypto));
+        quic.transport_config(Arc::new(crate::quic::transport_config(256)));
+        // Checked here so that a bad name fails the connect, not each retry.
+        let name = crate::tls::server_name(&config.tls, addr)?;
+        let bind = if addr.starts_with('[') { "[::]:0" } else { "0.0.0.0:0" };
+        let bind = bind.parse().map_err(|_| fail("bad bind address".into()))?;
+        let endpoint = quinn::Endpoint::client(bind).map_err(|e| fail(e.to_string()))?;
+        Ok(Self {
+            endpoint,
+            config: quic,
+            addr: addr.to_owned(),
+            server_name: name.to_str().into_owned(),
+            current: tokio::sync::watch::Sender::new(None),
+        })
+    }
+
+    /// Connect and do the hello/welcome exchange on the first stream.
+    async fn establish(&self, config: &ClientConfig) -> Result<(quinn::Connection, Welcome), ClientError> {
+        let fail = |reason: String| ClientError::Connect { endpoint: format!("quic://{}", self.addr), reason };
+        let work = async {
+            let to = tokio::net::lookup_host(self.addr.as_str())
+                .await
+                .map_err(|e| fail(e.to_string()))?
+                .next()
+                .ok_or_else(|| fail("the name resolves to no address".into()))?;
+            let conn = self
+                .endpoint
+                .connect_with(self.config.clone(), to, &self.server_name)
+                .map_err(|e| fail(e.to_string()))?
+                .await
+                .map_err(|e| fail(format!("QUIC handshake: {e}")))?;
+            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| fail(e.to_string()))?;
+            crate::quic::write_frame(&mut send, &hello_frame(config)?).await.map_err(fail)?;
+            let _ = send.finish();
+            let mut decoder = FrameDecoder::new(config.max_frame_bytes);
+            let mut buf = BytesMut::new();
+            let answer = match crate::quic::read_frame(&mut recv, &mut decoder, &mut buf).await {
+                Ok(Some(f)) => f,
+                Ok(None) => return Err(fail("server finished the hello stream without an answer".into())),
+                Err(crate::quic::StreamRead::Frame(e)) => return Err(ClientError::Frame(e)),
+                Err(e) => return Err(fail(format!("hello stream: {e}"))),
+            };
+            let answer = if answer.kind == FrameKind::Error { Err(ClientError::Remote(answer.decode_body()?)) } else { Ok(answer) };
+            Ok((conn, check_welcome(answer)?))
+        };
+        tokio::time::timeout(config.connect_timeout, work)
+            .await
+            .map_err(|_| fail(format!("no welcome within {:?}", config.connect_timeout)))?
+    }
+
+    async fn connection(&self) -> Result<quinn::Connection, ClientError> {
+        let mut rx = self.current.subscribe();
+        let c = rx.wait_for(|c| c.is_some()).await.map_err(|_| ClientError::Closed)?;
+        c.clone().ok_or(ClientError::ConnectionLost)
+    }
+
+    /// One request on its own stream: write, finish, read the answer.
+    async fn request(&self, frame: &Frame, max_frame_bytes: usize) -> Result<Frame, ClientError> {
+        let conn = self.connection().await?;
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|_| ClientError::ConnectionLost)?;
+        crate::quic::write_frame(&mut send, frame).await.map_err(|_| ClientError::ConnectionLost)?;
+        let _ = send.finish();
+        let mut decoder = FrameDecoder::new(max_frame_bytes);
+        let mut buf = BytesMut::new();
+        match crate::quic::read_frame(&mut recv, &mut decoder, &mut buf).await {
+            Ok(Some(f)) => Ok(f),
+            Ok(None) if frame.flags.is_one_way() => Ok(Frame::with_body(FrameKind::Response, frame.id, &frame.route, BodyFormat::MsgPack, &())?),
+            Err(crate::quic::StreamRead::Frame(e)) => Err(ClientError::Frame(e)),
+            Ok(None) | Err(_) => Err(ClientError::ConnectionLost),
+        }
+    }
+
+    async fn send_one_way(&self, frame: &Frame) -> Result<(), ClientError> {
+        let conn = self.connection().await?;
+        let mut send = conn.open_uni().await.map_err(|_| ClientError::ConnectionLost)?;
+        crate::quic::write_frame(&mut send, frame).await.map_err(|_| ClientError::ConnectionLost)?;
+        let _ = send.finish();
+        Ok(())
+    }
+
+    fn close(&self) {
+        if let Some(c) = self.current.send_replace(None) {
+            c.close(quinn::VarInt::from_u32(crate::quic::close_code::NO_ERROR), b"client closed");
+        }
+    }
+}
+
+/// Resolves when the server sends `goaway` on a unidirectional stream;
+/// other server frames are ignored (the client has no event subscribers).
+async fn quic_goaway(conn: &quinn::Connection, max_frame_bytes: usize) {
+    loop {
+        let Ok(mut recv) = conn.accept_uni().await else {
+            // Closed: `closed()` reports it.
+            return std::future::pending().await;
+        };
+        let mut decoder = FrameDecoder::new(max_frame_bytes);
+        let mut buf = BytesMut::new();
+        while let Ok(Some(f)) = crate::quic::read_frame(&mut recv, &mut decoder, &mut buf).await {
+            if f.kind == FrameKind::Control && f.route == CONTROL_GOAWAY {
+                return;
+            }
+            debug!(kind = f.kind.as_str(), route = %f.route, "ignoring frame from server");
+        }
+    }
+}
+
+/// Keeps a QUIC connection up: on loss or `goaway`, new requests wait
+/// while it reconnects with back-off (streams already open finish on the
+/// old connection).
+async fn drive_quic(inner: Arc<Inner>, link: Arc<QuicLink>) {
+    let mut attempt: u32 = 0;
+    loop {
+        let current = link.current.borrow().clone();
+        if let Some(conn) = current {
+            attempt = 0;
+            tokio::select! {
+                _ = inner.closed.cancelled() => {
+                    link.close();
+                    return;
+                }
+                e = conn.closed() => debug!(endpoint = %inner.endpoint, error = %e, "QUIC connection closed"),
+                _ = quic_goaway(&conn, inner.config.max_frame_bytes) => debug!(endpoint = %inner.endpoint, "goaway"),
+            }
+            link.current.send_replace(None);
+            if inner.closed.is_cancelled() {
+                return;
+            }
+            info!(endpoint = %inner.endpoint, "connection lost; reconnecting");
+        }
+        let delay = inner.config.backoff.delay(attempt, rand::thread_rng().r#gen::<f64>());
+        attempt = attempt.saturating_add(1);
+        tokio::select! {
+            _ = inner.closed.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        match link.establish(&inner.config).await {
+            Ok((conn, welcome)) => {
+                info!(endpoint = %inner.endpoint, server_id = %welcome.server_id, "reconnected");
+                *lock(&inner.welcome) = Some(welcome);
+                link.current.send_replace(Some(conn));
+            }
+            Err(e) => debug!(endpoint = %inner.endpoint, error = %e, attempt, "reconnect failed"),
         }
     }
 }

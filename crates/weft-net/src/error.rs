@@ -3,12 +3,24 @@ use weft_wire::{BodyError, ErrorBody, FrameError};
 /// Errors from setting up transports.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
-    #[error("bad endpoint {0:?}: expected tcp://HOST:PORT, udp://HOST:PORT or unix://PATH")]
+    #[error("bad endpoint {0:?}: expected tcp://HOST:PORT, udp://HOST:PORT, unix://PATH, tls://HOST:PORT or quic://HOST:PORT")]
     BadEndpoint(String),
     #[error("bad allow-list entry {0:?}: expected a CIDR, an address, uid:N, self or *")]
     BadAllow(String),
     #[error("cannot bind {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// Errors in TLS settings: a file that cannot be used, or a combination
+/// that makes no sense. Always the local configuration's fault.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("TLS file {path}: {reason}")]
+    File { path: std::path::PathBuf, reason: String },
+    #[error("TLS configuration: {0}")]
+    Config(String),
 }
 
 /// Errors a client call can end with. `Remote` is the server's typed answer;
@@ -35,6 +47,8 @@ pub enum ClientError {
     Body(#[from] BodyError),
     #[error("request too large for a datagram: {0} bytes")]
     DatagramTooLarge(usize),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 impl ClientError {

@@ -1,7 +1,7 @@
 //! Transports for Weft's native protocol.
 //!
 //! - [`Server`]: serves one [`Handler`] on any number of TCP, Unix-socket and
-//!   UDP listeners, with the hello/welcome handshake, per-connection limits on
+//!   UDP listeners, and TLS (TCP) and QUIC listeners, with the hello/welcome handshake, per-connection limits on
 //!   requests in flight, typed error frames for bad input, and a graceful
 //!   drain on shutdown.
 //! - [`Client`]: one persistent, multiplexed connection (many requests in
@@ -9,21 +9,30 @@
 //!   reconnection with exponential back-off and jitter.
 //! - [`liveness`]: UDP heartbeats to configured peers and a table of who is
 //!   alive.
+// Unit tests may unwrap: a failure there is the test failing.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod allow;
 mod backoff;
+pub mod cli;
 mod client;
 mod endpoint;
 mod error;
 pub mod listener;
 pub mod liveness;
+mod quic;
 mod server;
+pub mod tls;
+mod x509;
 
 pub use allow::AllowList;
 pub use backoff::Backoff;
 pub use client::{Client, ClientConfig};
-pub use endpoint::{Endpoint, Transport};
-pub use error::{ClientError, NetError};
+pub use endpoint::{Endpoint, Target, Transport};
+pub use error::{ClientError, NetError, TlsError};
+pub use quic::{close_code as quic_close_code, STREAM_REFUSED as QUIC_STREAM_REFUSED};
+pub use tls::{ClientAuth, TlsClientConfig, TlsServerConfig};
+pub use x509::{cert_names, CertNames};
 pub use server::{Handler, HandlerFuture, PeerInfo, Server, ServerConfig, ServerStats};
 
 /// A UDP payload can never exceed this (65535 minus IPv4 and UDP headers).

@@ -40,8 +40,18 @@ pub struct PeerInfo {
     pub transport: Transport,
     /// Remote address (`ip:port`) or, for Unix sockets, `unix:` and the peer uid.
     pub addr: String,
-    /// The client id from the hello, once the handshake is done.
+    /// Who the client is. On TLS and QUIC connections with a verified
+    /// client certificate (mTLS): the certificate's common name, else its
+    /// first subject alternative name, set before any frame is read and
+    /// never replaced by the hello (the hello's id is self-declared; it is
+    /// logged). Otherwise the client id from the hello, once it arrived.
     pub client_id: Option<String>,
+}
+
+impl PeerInfo {
+    pub fn new(transport: Transport, addr: impl Into<String>) -> Self {
+        Self { transport, addr: addr.into(), client_id: None }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -58,6 +68,8 @@ pub struct ServerConfig {
     pub allow_tcp: AllowList,
     pub allow_udp: AllowList,
     pub allow_unix: AllowList,
+    pub allow_tls: AllowList,
+    pub allow_quic: AllowList,
 }
 
 impl Default for ServerConfig {
@@ -72,6 +84,8 @@ impl Default for ServerConfig {
             allow_tcp: AllowList::default(),
             allow_udp: AllowList::default(),
             allow_unix: AllowList::default(),
+            allow_tls: AllowList::default(),
+            allow_quic: AllowList::default(),
         }
     }
 }
@@ -87,6 +101,11 @@ pub struct ServerStats {
     pub datagrams_in: AtomicU64,
     /// Connections and datagrams refused by the allow-lists.
     pub refused: AtomicU64,
+    /// TLS and QUIC handshakes that failed (bad or missing client
+    /// certificate, wrong CA, not TLS at all, timeout).
+    pub tls_handshake_failures: AtomicU64,
+    /// QUIC streams reset or ended early by the peer, or carrying bad frames.
+    pub quic_stream_errors: AtomicU64,
 }
 
 impl ServerStats {
@@ -99,18 +118,20 @@ impl ServerStats {
             ("net.bad_frames", self.bad_frames.load(Ordering::Relaxed)),
             ("net.datagrams_in", self.datagrams_in.load(Ordering::Relaxed)),
             ("net.refused", self.refused.load(Ordering::Relaxed)),
+            ("net.tls_handshake_failures", self.tls_handshake_failures.load(Ordering::Relaxed)),
+            ("net.quic_stream_errors", self.quic_stream_errors.load(Ordering::Relaxed)),
         ]
     }
 }
 
-struct Shared {
-    config: ServerConfig,
-    handler: Arc<dyn Handler>,
+pub(crate) struct Shared {
+    pub(crate) config: ServerConfig,
+    pub(crate) handler: Arc<dyn Handler>,
     /// Cancelled when the server stops accepting.
-    stop: CancellationToken,
+    pub(crate) stop: CancellationToken,
     /// Every connection and request task, so shutdown can wait for them.
-    tasks: TaskTracker,
-    stats: Arc<ServerStats>,
+    pub(crate) tasks: TaskTracker,
+    pub(crate) stats: Arc<ServerStats>,
     liveness: Arc<LivenessTable>,
 }
 
@@ -163,6 +184,74 @@ impl Server {
         self.shared.tasks.spawn(serve_listener(self.shared.clone(), listener, allow));
         info!(addr = %local, "listening (tcp)");
         Ok(local)
+    }
+
+    /// Listen for TLS over TCP. The allow-list is checked on the bare TCP
+    /// connection, so a refused client costs no handshake; it is closed
+    /// unanswered (it expects TLS records, not a frame). With client
+    /// authentication, the certificate's identity becomes
+    /// [`PeerInfo::client_id`].
+    pub async fn bind_tls(&self, addr: &str, tls: &crate::tls::TlsServerConfig) -> Result<SocketAddr, NetError> {
+        let acceptor = tokio_rustls::TlsAcceptor::from(crate::tls::server_config(tls, false)?);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| NetError::Bind { addr: addr.to_owned(), source })?;
+        let local = listener.local_addr().map_err(|source| NetError::Bind { addr: addr.to_owned(), source })?;
+        let shared = self.shared.clone();
+        let allow = shared.config.allow_tls.clone();
+        self.shared.tasks.spawn(async move {
+            let stop = shared.stop.clone();
+            let admit_shared = shared.clone();
+            crate::listener::accept_loop(
+                listener,
+                allow,
+                stop,
+                move |stream, info| {
+                    let shared = admit_shared.clone();
+                    let acceptor = acceptor.clone();
+                    admit_shared.tasks.spawn(async move {
+                        let handshake = tokio::select! {
+                            r = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => r,
+                            _ = shared.stop.cancelled() => return,
+                        };
+                        let tls = match handshake {
+                            Ok(Ok(tls)) => tls,
+                            Ok(Err(e)) => {
+                                shared.stats.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+                                warn!(peer = %info.addr, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                shared.stats.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+                                warn!(peer = %info.addr, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                        let identity = crate::tls::peer_identity(tls.get_ref().1.peer_certificates());
+                        let peer = PeerInfo { transport: Transport::Tls, client_id: identity.clone(), ..info };
+                        if let Some(id) = &identity {
+                            info!(peer = %peer.addr, identity = %id, "TLS client authenticated by certificate");
+                        }
+                        serve_stream(shared, tls, peer, identity.is_some()).await;
+                    });
+                },
+                move |stream, _who| {
+                    // Closing unanswered: the client speaks TLS, and a
+                    // plaintext frame would only look like a bad record.
+                    shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    drop(stream);
+                },
+            )
+            .await;
+        });
+        info!(addr = %local, client_auth = ?tls.client_auth, "listening (tls)");
+        Ok(local)
+    }
+
+    /// Listen for QUIC on UDP (ALPN `weft/1`); see docs/protocol.md for the
+    /// stream mapping. Returns the bound address.
+    pub async fn bind_quic(&self, addr: &str, tls: &crate::tls::TlsServerConfig) -> Result<SocketAddr, NetError> {
+        crate::quic::bind(self.shared.clone(), addr, tls)
     }
 
     /// Listen on a Unix socket. A stale socket file from a dead process is
@@ -254,7 +343,7 @@ async fn serve_listener<L: StreamListener>(shared: Arc<Shared>, listener: L, all
         allow,
         stop,
         move |stream, info| {
-            admit_shared.tasks.spawn(serve_stream(admit_shared.clone(), stream, info));
+            admit_shared.tasks.spawn(serve_stream(admit_shared.clone(), stream, info, false));
         },
         move |stream, who| {
             shared.stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -277,7 +366,10 @@ fn refuse<S: AsyncWrite + Unpin + Send + 'static>(mut stream: S, who: &str) {
     });
 }
 
-fn welcome(shared: &Shared, hello_frame: &Frame) -> Frame {
+/// A TLS client that connects and then says nothing is dropped after this.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(crate) fn welcome(shared: &Shared, hello_frame: &Frame) -> Frame {
     let hello: Hello = match hello_frame.decode_body() {
         Ok(h) => h,
         Err(e) => return hello_frame.error_to(&ErrorBody::new(ErrorCode::BadBody, format!("bad hello: {e}"))),
@@ -305,7 +397,9 @@ fn welcome(shared: &Shared, hello_frame: &Frame) -> Frame {
         .unwrap_or_else(|e| hello_frame.error_to(&ErrorBody::new(ErrorCode::Internal, e.to_string())))
 }
 
-async fn serve_stream<S>(shared: Arc<Shared>, stream: S, mut peer: PeerInfo)
+/// Serves one stream connection. `authenticated`: `peer.client_id` holds a
+/// certificate identity that the hello must not replace.
+async fn serve_stream<S>(shared: Arc<Shared>, stream: S, mut peer: PeerInfo, authenticated: bool)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -338,8 +432,12 @@ where
                             if ok {
                                 handshaken = true;
                                 if let Ok(h) = frame.decode_body::<Hello>() {
-                                    peer.client_id = Some(h.client_id);
-                                    peer_arc = Arc::new(peer.clone());
+                                    if authenticated {
+                                        debug!(peer = %peer.addr, identity = ?peer.client_id, hello_client_id = %h.client_id, "hello");
+                                    } else {
+                                        peer.client_id = Some(h.client_id);
+                                        peer_arc = Arc::new(peer.clone());
+                                    }
                                 }
                             }
                             if tx.send(answer).await.is_err() {
@@ -451,7 +549,7 @@ where
     let _ = writer.shutdown().await;
 }
 
-fn push_frame(frame: &Frame, out: &mut BytesMut, stats: &ServerStats) {
+pub(crate) fn push_frame(frame: &Frame, out: &mut BytesMut, stats: &ServerStats) {
     if let Err(e) = encode(frame, out) {
         // Only a route key over 255 bytes gets here, which handlers cannot
         // produce (answers reuse the request's route); report instead of drop.

@@ -4,25 +4,45 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use weft_net::{Client, ClientConfig, Endpoint};
+use weft_net::{Client, ClientConfig, Target};
 
 #[derive(Args, Clone)]
 pub struct ClientArgs {
-    /// Node address: tcp://HOST:PORT, udp://HOST:PORT or unix://PATH.
+    /// Node address: tcp://HOST:PORT, udp://HOST:PORT, unix://PATH,
+    /// tls://HOST:PORT or quic://HOST:PORT.
     #[arg(long, env = "WEFT_ADDR", default_value = "tcp://127.0.0.1:7400")]
     pub addr: String,
     /// Request timeout in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     pub timeout_ms: u64,
+    /// tls/quic: PEM bundle of CAs to trust (default: the Mozilla roots).
+    #[arg(long, env = "WEFT_TLS_CA", value_name = "PEM")]
+    pub ca: Option<std::path::PathBuf>,
+    /// tls/quic: client certificate (PEM) for mTLS.
+    #[arg(long, env = "WEFT_TLS_CLIENT_CERT", value_name = "PEM", requires = "key")]
+    pub cert: Option<std::path::PathBuf>,
+    /// tls/quic: the client certificate's private key (PEM).
+    #[arg(long, env = "WEFT_TLS_CLIENT_KEY", value_name = "PEM", requires = "cert")]
+    pub key: Option<std::path::PathBuf>,
+    /// tls/quic: name to verify the server certificate against (default:
+    /// the host of --addr).
+    #[arg(long, env = "WEFT_TLS_SERVER_NAME")]
+    pub server_name: Option<String>,
 }
 
 impl ClientArgs {
     pub async fn connect(&self) -> Result<Client> {
-        let endpoint: Endpoint = self.addr.parse()?;
+        let endpoint: Target = self.addr.parse()?;
         let config = ClientConfig {
             client_name: "weft-cli".into(),
             connect_timeout: Duration::from_millis(self.timeout_ms.min(10_000)),
             request_timeout: Duration::from_millis(self.timeout_ms),
+            tls: weft_net::TlsClientConfig {
+                ca: self.ca.clone(),
+                cert: self.cert.clone(),
+                key: self.key.clone(),
+                server_name: self.server_name.clone(),
+            },
             ..ClientConfig::default()
         };
         Client::connect(endpoint, config).await.with_context(|| format!("connecting to {}", self.addr))

@@ -21,6 +21,11 @@ pub struct NodeConfig {
     /// The streaming log: every `weft_log::LogConfig` field.
     pub log_store: weft_log::LogConfig,
     pub http: Listener,
+    /// Native protocol over TLS (TCP); off by default.
+    pub tls: TlsListenerConf,
+    /// Native protocol over QUIC (UDP); same certificate, key and client CA
+    /// as `tls`; off by default.
+    pub quic: Listener,
     pub pva: Pva,
     /// Ecosystem (ekosis 0.17) wire-compatible listeners; each is off unless set.
     pub ekosis: weft_ekosis::EkosisListeners,
@@ -79,6 +84,25 @@ pub struct Listener {
     pub allow: Vec<String>,
 }
 
+/// The TLS listener, and the certificate QUIC shares.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsListenerConf {
+    pub enabled: bool,
+    pub addr: String,
+    /// PEM certificate chain and key. Both empty: a development CA and
+    /// server certificate are generated once into `<data_dir>/tls/`.
+    pub cert: String,
+    pub key: String,
+    /// PEM bundle of CAs for client certificates. Empty with generated
+    /// certificates: the generated CA.
+    pub client_ca: String,
+    /// `none`, `optional` or `require` (mTLS).
+    pub client_auth: weft_net::ClientAuth,
+    /// Checked on the TCP connection, before any handshake.
+    pub allow: Vec<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UnixListenerConf {
@@ -100,6 +124,8 @@ pub struct Liveness {
 }
 
 pub const DEFAULT_PORT: u16 = 7400;
+pub const DEFAULT_QUIC_PORT: u16 = 7401;
+pub const DEFAULT_TLS_PORT: u16 = 7403;
 
 impl Default for NodeConfig {
     fn default() -> Self {
@@ -118,6 +144,16 @@ impl Default for NodeConfig {
             liveness: Liveness { peers: vec![], interval_ms: 1_000, timeout_ms: 3_000 },
             log_store: weft_log::LogConfig::default(),
             http: Listener { enabled: true, addr: "127.0.0.1:7480".into(), allow: loopback() },
+            tls: TlsListenerConf {
+                enabled: false,
+                addr: format!("127.0.0.1:{DEFAULT_TLS_PORT}"),
+                cert: String::new(),
+                key: String::new(),
+                client_ca: String::new(),
+                client_auth: weft_net::ClientAuth::None,
+                allow: loopback(),
+            },
+            quic: Listener { enabled: false, addr: format!("127.0.0.1:{DEFAULT_QUIC_PORT}"), allow: loopback() },
             pva: Pva { enabled: false, demo: false, bridges: vec![], pvs_file: String::new() },
             ekosis: weft_ekosis::EkosisListeners::default(),
             stats: StatsKeeping { gather_period_ms: 300_000, history_len: 12 },
@@ -130,6 +166,31 @@ fn loopback() -> Vec<String> {
 }
 
 impl NodeConfig {
+    /// The TLS settings of the TLS and QUIC listeners: the configured
+    /// files, or development certificates generated once under
+    /// `<data_dir>/tls/` (logged) when no certificate is configured.
+    pub fn tls_server(&self) -> anyhow::Result<weft_net::TlsServerConfig> {
+        let t = &self.tls;
+        let client_ca = (!t.client_ca.is_empty()).then(|| PathBuf::from(&t.client_ca));
+        if !t.cert.is_empty() || !t.key.is_empty() {
+            anyhow::ensure!(!t.cert.is_empty() && !t.key.is_empty(), "tls.cert and tls.key must be set together");
+            return Ok(weft_net::TlsServerConfig { cert: t.cert.clone().into(), key: t.key.clone().into(), client_ca, client_auth: t.client_auth });
+        }
+        let dir = PathBuf::from(&self.data_dir).join("tls");
+        let (files, fresh) = weft_net::tls::dev::ensure_server(&dir)?;
+        if fresh {
+            tracing::warn!(dir = %dir.display(), ca = %files.ca_cert.display(), "no tls.cert/tls.key configured: generated a development CA and server certificate (and a client certificate for mTLS tests); clients must trust the CA");
+        } else {
+            tracing::info!(dir = %dir.display(), "no tls.cert/tls.key configured: using the development certificates generated earlier");
+        }
+        Ok(weft_net::TlsServerConfig {
+            cert: files.server_cert,
+            key: files.server_key,
+            client_ca: client_ca.or(Some(files.ca_cert)),
+            client_auth: t.client_auth,
+        })
+    }
+
     pub fn unix_path(&self) -> PathBuf {
         if self.unix.path.is_empty() {
             PathBuf::from(&self.data_dir).join("weft.sock")

@@ -85,6 +85,11 @@ enum Command {
     Queues(weft_queue::cli::Command),
     /// Talk to an Ecosystem (ekosis) service or a Weft ekosis listener.
     Eko(weft_ekosis::cli::EkoArgs),
+    /// TLS development certificates (`weft tls init --dir D`).
+    Tls {
+        #[command(subcommand)]
+        command: weft_net::cli::TlsCommand,
+    },
     /// List and describe consumer groups.
     Group {
         #[command(flatten)]
@@ -131,6 +136,18 @@ pub struct NodeArgs {
     /// UDP liveness peer host:port (repeatable) [key: liveness.peers].
     #[arg(long = "peer", value_name = "HOST:PORT")]
     peers: Vec<String>,
+    /// Enable a transport that is off by default: tls or quic (repeatable) [keys: tls.enabled, quic.enabled].
+    #[arg(long = "enable", value_name = "TRANSPORT")]
+    enable: Vec<String>,
+    /// TLS listen address [key: tls.addr].
+    #[arg(long)]
+    tls_addr: Option<String>,
+    /// QUIC listen address (UDP) [key: quic.addr].
+    #[arg(long)]
+    quic_addr: Option<String>,
+    /// TLS/QUIC client certificates: none, optional or require [key: tls.client_auth].
+    #[arg(long)]
+    client_auth: Option<String>,
     /// HTTP gateway address [key: http.addr].
     #[arg(long)]
     http_addr: Option<String>,
@@ -163,9 +180,24 @@ impl NodeArgs {
         }
         for t in &self.disable {
             match t.as_str() {
-                "tcp" | "udp" | "unix" | "http" => set(&format!("{t}.enabled"), false.into(), "--disable"),
-                other => anyhow::bail!("--disable takes tcp, udp, unix or http, not {other:?}"),
+                "tcp" | "udp" | "unix" | "http" | "tls" | "quic" => set(&format!("{t}.enabled"), false.into(), "--disable"),
+                other => anyhow::bail!("--disable takes tcp, udp, unix, http, tls or quic, not {other:?}"),
             }
+        }
+        for t in &self.enable {
+            match t.as_str() {
+                "tls" | "quic" => set(&format!("{t}.enabled"), true.into(), "--enable"),
+                other => anyhow::bail!("--enable takes tls or quic, not {other:?}"),
+            }
+        }
+        if let Some(v) = &self.tls_addr {
+            set("tls.addr", v.clone().into(), "--tls-addr");
+        }
+        if let Some(v) = &self.quic_addr {
+            set("quic.addr", v.clone().into(), "--quic-addr");
+        }
+        if let Some(v) = &self.client_auth {
+            set("tls.client_auth", v.clone().into(), "--client-auth");
         }
         if let Some(v) = &self.http_addr {
             set("http.addr", v.clone().into(), "--http-addr");
@@ -223,6 +255,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Pv { command } => Ok(weft_pva::cli::run(command).await?),
         Command::Rados(args) => Ok(weft_rados::cli::run(args).await?),
         Command::Log { command } => Ok(weft_log::cli::run(command).await?),
+        Command::Tls { command } => Ok(weft_net::cli::run(command).await?),
         Command::Group { client, command } => Ok(weft_broker::cli::group(&client.connect().await?, command).await?),
     }
 }

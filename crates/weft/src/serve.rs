@@ -26,12 +26,19 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     let node_id = node_id(&cfg, &data_dir)?;
 
     let mut features = vec![];
-    for (on, name) in [(cfg.tcp.enabled, "tcp"), (cfg.udp.enabled, "udp"), (cfg.unix.enabled, "unix")] {
+    let transports = [
+        (cfg.tcp.enabled, "tcp"),
+        (cfg.udp.enabled, "udp"),
+        (cfg.unix.enabled, "unix"),
+        (cfg.tls.enabled, "tls"),
+        (cfg.quic.enabled, "quic"),
+    ];
+    for (on, name) in transports {
         if on {
             features.push(name.to_owned());
         }
     }
-    anyhow::ensure!(!features.is_empty(), "every transport is disabled: enable at least one of tcp, udp, unix");
+    anyhow::ensure!(!features.is_empty(), "every transport is disabled: enable at least one of tcp, udp, unix, tls, quic");
 
     let log = open_log(&cfg, &data_dir).await?;
     features.push("log".into());
@@ -68,6 +75,8 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
             allow_tcp: AllowList::parse(&cfg.tcp.allow).context("tcp.allow")?,
             allow_udp: AllowList::parse(&cfg.udp.allow).context("udp.allow")?,
             allow_unix: AllowList::parse(&cfg.unix.allow).context("unix.allow")?,
+            allow_tls: AllowList::parse(&cfg.tls.allow).context("tls.allow")?,
+            allow_quic: AllowList::parse(&cfg.quic.allow).context("quic.allow")?,
         },
         metered,
         liveness,
@@ -82,6 +91,17 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     if cfg.unix.enabled {
         let path = server.bind_unix(&cfg.unix_path()).await?;
         svc.add_transport(format!("unix://{}", path.display()));
+    }
+    if cfg.tls.enabled || cfg.quic.enabled {
+        let tls = cfg.tls_server().context("TLS settings (tls.*)")?;
+        if cfg.tls.enabled {
+            let addr = server.bind_tls(&cfg.tls.addr, &tls).await?;
+            svc.add_transport(format!("tls://{addr}"));
+        }
+        if cfg.quic.enabled {
+            let addr = server.bind_quic(&cfg.quic.addr, &tls).await?;
+            svc.add_transport(format!("quic://{addr}"));
+        }
     }
     if cfg.udp.enabled {
         let sock = server.bind_udp(&cfg.udp.addr).await?;

@@ -1,0 +1,43 @@
+//! `weft tls ...`: development certificates for TLS, mTLS and QUIC.
+
+use std::path::PathBuf;
+
+use crate::error::TlsError;
+use crate::tls::dev;
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum TlsCommand {
+    /// Write a development CA, a server certificate and a client
+    /// certificate (for mTLS) into DIR, overwriting what is there.
+    Init {
+        /// Output directory (created if missing).
+        #[arg(long, default_value = "./weft-tls")]
+        dir: PathBuf,
+        /// Names the server certificate is valid for (repeatable; default:
+        /// localhost, 127.0.0.1, ::1 and HOSTNAME when set).
+        #[arg(long = "name", value_name = "DNS-OR-IP")]
+        names: Vec<String>,
+        /// Common name of the client certificate: the identity handlers see.
+        #[arg(long, default_value = "weft-client")]
+        client_cn: String,
+    },
+}
+
+/// Runs a `weft tls` command, printing what it wrote.
+pub async fn run(cmd: TlsCommand) -> Result<(), TlsError> {
+    match cmd {
+        TlsCommand::Init { dir, names, client_cn } => {
+            let names = if names.is_empty() { dev::default_server_names() } else { names };
+            let f = dev::init(&dir, &names, &client_cn)?;
+            println!("CA:     {} (key {})", f.ca_cert.display(), f.ca_key.display());
+            println!("server: {} (key {}) for {}", f.server_cert.display(), f.server_key.display(), names.join(", "));
+            println!("client: {} (key {}) CN={client_cn}", f.client_cert.display(), f.client_key.display());
+            println!();
+            println!("serve:  WEFT_TLS_CERT={} WEFT_TLS_KEY={} WEFT_TLS_CLIENT_CA={} weft serve --enable tls --enable quic --client-auth require",
+                f.server_cert.display(), f.server_key.display(), f.ca_cert.display());
+            println!("call:   weft ping --addr tls://127.0.0.1:7403 --ca {} --cert {} --key {}",
+                f.ca_cert.display(), f.client_cert.display(), f.client_key.display());
+            Ok(())
+        }
+    }
+}
