@@ -604,14 +604,17 @@ fn put_empty_reqid(f: &mut Vec<u8>) {
     });
 }
 
-/// object_locator_t v6 (compat 3: no explicit hash).
+/// object_locator_t v6, as MOSDOp::get_object_locator builds it: for an
+/// object the hash comes from its name (-1, compat 3); a PG op (no object
+/// name) carries the PG's hash explicitly, which needs compat 6.
 fn put_object_locator(f: &mut Vec<u8>, t: &OsdOpTarget) {
-    encode_versioned(f, 6, 3, |b| {
+    let pg_op = t.oid.is_empty();
+    encode_versioned(f, 6, if pg_op { 6 } else { 3 }, |b| {
         b.put_i64_le(t.pool);
         b.put_i32_le(-1); // preferred osd: none
-        b.put_str(&t.key);
+        b.put_str(if pg_op { "" } else { &t.key });
         b.put_str(&t.nspace);
-        b.put_i64_le(-1); // hash: from the name
+        b.put_i64_le(if pg_op { t.hash as i64 } else { -1 });
     });
 }
 
@@ -1036,6 +1039,26 @@ mod tests {
         check_v8_v9(&m, &q, false);
         // spg_t envelope: v1 c1 len 18 = pg_t(17) + shard(1)
         assert_eq!(&m.front[..6], &[1, 1, 18, 0, 0, 0]);
+    }
+
+    #[test]
+    fn pg_op_locator_carries_the_hash() {
+        let t = OsdOpTarget { oid: String::new(), key: String::new(), hash: 5, pgid: PgId { pool: 1, seed: 5 }, ..layout_target() };
+        let ops = [OsdOp::pgls(osd_op::PGNLS, 1024, 8, &HObject { hash: 5, pool: 1, ..HObject::default() })];
+        let q = OsdOpRequest { flags: osd_flag::READ | osd_flag::PGOP, ..layout_request(&t, &ops, &[]) };
+        let m = q.encode(FEATURES_PACIFIC);
+        let mut r = Reader::new(&m.front);
+        r.skip_versioned("spg").unwrap();
+        r.skip(4 + 4 + 4, "hash epoch flags").unwrap();
+        r.skip_versioned("reqid").unwrap();
+        r.skip(24 + 4 + 8, "trace client_inc mtime").unwrap();
+        let mut env = r;
+        assert_eq!((env.u8("v").unwrap(), env.u8("c").unwrap()), (6, 6));
+        let (_, mut b) = r.versioned(6, "oloc").unwrap();
+        assert_eq!((b.i64("pool").unwrap(), b.i32("pref").unwrap()), (1, -1));
+        assert_eq!((b.string("key").unwrap(), b.string("ns").unwrap()), (String::new(), "ns".to_string()));
+        assert_eq!(b.i64("hash").unwrap(), 5);
+        assert_eq!(r.string("oid").unwrap(), "");
     }
 
     #[test]
