@@ -113,6 +113,13 @@ fn u32s(r: &mut Reader<'_>, n: usize, what: &'static str) -> DResult<Vec<u32>> {
     (0..n).map(|_| r.u32(what)).collect()
 }
 
+/// `n` interleaved pairs of u32 (list buckets: weight, sum; straw buckets:
+/// weight, straw), split into two vectors.
+fn u32_pairs(r: &mut Reader<'_>, n: usize, what: &'static str) -> DResult<(Vec<u32>, Vec<u32>)> {
+    let flat = u32s(r, n.saturating_mul(2), what)?;
+    Ok(flat.chunks_exact(2).map(|p| (p[0], p[1])).unzip())
+}
+
 fn int_string_map(r: &mut Reader<'_>, what: &'static str) -> DResult<BTreeMap<i32, String>> {
     let n = r.count(8, what)?;
     let mut m = BTreeMap::new();
@@ -157,26 +164,16 @@ impl CrushMap {
             let kind = match alg {
                 alg::UNIFORM => BucketKind::Uniform { item_weight: r.u32("crush.uniform.weight")? },
                 alg::LIST => {
-                    let mut iw = Vec::with_capacity(size);
-                    let mut sw = Vec::with_capacity(size);
-                    for _ in 0..size {
-                        iw.push(r.u32("crush.list.weight")?);
-                        sw.push(r.u32("crush.list.sum")?);
-                    }
-                    BucketKind::List { item_weights: iw, sum_weights: sw }
+                    let (item_weights, sum_weights) = u32_pairs(&mut r, size, "crush.list.weights")?;
+                    BucketKind::List { item_weights, sum_weights }
                 }
                 alg::TREE => {
                     let nn = r.u8("crush.tree.num_nodes")? as usize;
                     BucketKind::Tree { node_weights: u32s(&mut r, nn, "crush.tree.weights")? }
                 }
                 alg::STRAW => {
-                    let mut iw = Vec::with_capacity(size);
-                    let mut st = Vec::with_capacity(size);
-                    for _ in 0..size {
-                        iw.push(r.u32("crush.straw.weight")?);
-                        st.push(r.u32("crush.straw.straw")?);
-                    }
-                    BucketKind::Straw { item_weights: iw, straws: st }
+                    let (item_weights, straws) = u32_pairs(&mut r, size, "crush.straw.weights")?;
+                    BucketKind::Straw { item_weights, straws }
                 }
                 alg::STRAW2 => BucketKind::Straw2 { item_weights: u32s(&mut r, size, "crush.straw2.weights")? },
                 other => return Err(DecodeError::invalid("crush.bucket", format!("algorithm {other}"))),
