@@ -81,6 +81,25 @@ struct Inner {
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    /// Shared by the user's clones only (the driver tasks hold `inner`):
+    /// when the last clone is dropped, the connection is closed instead of
+    /// living on in its driver task.
+    _handle: Arc<CloseOnDrop>,
+}
+
+struct CloseOnDrop(CancellationToken);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+impl Client {
+    fn from_inner(inner: Arc<Inner>) -> Self {
+        let handle = Arc::new(CloseOnDrop(inner.closed.clone()));
+        Client { inner, _handle: handle }
+    }
 }
 
 impl Client {
@@ -104,7 +123,7 @@ impl Client {
                     link: Link::Quic(link.clone()),
                 });
                 tokio::spawn(drive_quic(inner.clone(), link));
-                Ok(Client { inner })
+                Ok(Client::from_inner(inner))
             }
             _ => {
                 let (reader, writer, welcome) = establish(&endpoint, &config).await?;
@@ -118,7 +137,7 @@ impl Client {
                     link: Link::Stream(tx),
                 });
                 tokio::spawn(drive(inner.clone(), rx, reader, writer));
-                Ok(Client { inner })
+                Ok(Client::from_inner(inner))
             }
         }
     }
@@ -138,7 +157,7 @@ impl Client {
             link: Link::Datagram(sock.clone()),
         });
         tokio::spawn(read_datagrams(inner.clone(), sock));
-        let client = Client { inner };
+        let client = Client::from_inner(inner);
         // The handshake is optional on UDP, but doing it checks the version
         // and that someone is listening.
         let hello = client.hello_frame()?;
@@ -238,6 +257,17 @@ impl Client {
         let mut frame = Frame::with_body(FrameKind::Event, MessageId::new_v4(), route, self.inner.config.body_format, body)?;
         frame.flags = frame.flags.with_one_way(true);
         self.transmit(frame).await
+    }
+
+    /// Close, and on QUIC wait (up to a second) until the server has been
+    /// told: a process about to exit calls this, because unlike TCP no
+    /// kernel closes a QUIC connection for it, and the server would keep it
+    /// until its idle timeout.
+    pub async fn shutdown(&self) {
+        self.close();
+        if let Link::Quic(link) = &self.inner.link {
+            let _ = tokio::time::timeout(Duration::from_secs(1), link.endpoint.wait_idle()).await;
+        }
     }
 
     /// Stop the connection; calls in flight fail with `ConnectionLost`.

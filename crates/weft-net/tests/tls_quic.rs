@@ -403,3 +403,30 @@ async fn clients_reconnect_after_the_server_restarts() {
     }
     assert_ne!(quic.welcome().unwrap().server_id, first_id);
 }
+
+#[tokio::test]
+async fn dropping_the_last_client_closes_its_connection() {
+    let dir = certs();
+    let n = node(dir.path(), ClientAuth::None, ServerConfig::default()).await;
+    let stats = n.server.stats();
+    let open = || stats.connections_open.load(std::sync::atomic::Ordering::Relaxed);
+    for target in [&n.tls, &n.quic] {
+        let c = connect(target, client_config(dir.path(), false)).await.unwrap();
+        let clone = c.clone();
+        assert_eq!(c.call::<_, u64>("fast", &1u64).await.unwrap(), 1);
+        assert_eq!(open(), 1);
+        drop(c);
+        // A clone keeps it open.
+        assert_eq!(clone.call::<_, u64>("fast", &2u64).await.unwrap(), 2);
+        drop(clone);
+        let mut closed = false;
+        for _ in 0..500 {
+            if open() == 0 {
+                closed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(closed, "{target}: the server still holds the connection of a dropped client");
+    }
+}

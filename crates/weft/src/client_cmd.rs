@@ -62,6 +62,7 @@ pub async fn ping(args: &ClientArgs) -> Result<()> {
         features: vec![],
     });
     println!("pong from {} ({}) via {} in {:.3} ms", w.server_name, w.server_id, args.addr, rtt.as_secs_f64() * 1e3);
+    client.shutdown().await;
     Ok(())
 }
 
@@ -69,6 +70,7 @@ pub async fn echo(args: &ClientArgs, text: &str) -> Result<()> {
     let client = args.connect().await?;
     let back: String = client.call("weft.echo", text).await?;
     println!("{back}");
+    client.shutdown().await;
     Ok(())
 }
 
@@ -80,6 +82,7 @@ pub async fn call(args: &ClientArgs, route: &str, json: Option<&str>) -> Result<
     let client = args.connect().await?;
     let answer = client.call_json(route, &body).await?;
     println!("{}", serde_json::to_string_pretty(&answer)?);
+    client.shutdown().await;
     Ok(())
 }
 
@@ -87,6 +90,7 @@ pub async fn info(args: &ClientArgs) -> Result<()> {
     let client = args.connect().await?;
     let info: serde_json::Value = client.call_json("weft.info", &serde_json::Value::Null).await?;
     println!("{}", serde_json::to_string_pretty(&info)?);
+    client.shutdown().await;
     Ok(())
 }
 
@@ -107,5 +111,6 @@ pub async fn liveness(args: &ClientArgs) -> Result<()> {
             r.missed
         );
     }
+    client.shutdown().await;
     Ok(())
 }

@@ -220,16 +220,16 @@ fn node_id(cfg: &NodeConfig, data_dir: &std::path::Path) -> Result<String> {
     if !cfg.node.id.is_empty() {
         return Ok(cfg.node.id.clone());
     }
-    if let Ok(h) = std::env::var("HOSTNAME") {
-        if !h.trim().is_empty() {
-            return Ok(h.trim().to_owned());
-        }
+    if let Ok(h) = std::env::var("HOSTNAME")
+        && !h.trim().is_empty()
+    {
+        return Ok(h.trim().to_owned());
     }
     let path = data_dir.join("node_id");
-    if let Ok(s) = std::fs::read_to_string(&path) {
-        if !s.trim().is_empty() {
-            return Ok(s.trim().to_owned());
-        }
+    if let Ok(s) = std::fs::read_to_string(&path)
+        && !s.trim().is_empty()
+    {
+        return Ok(s.trim().to_owned());
     }
     let id = uuid::Uuid::new_v4().to_string();
     std::fs::write(&path, &id).with_context(|| format!("writing {}", path.display()))?;
