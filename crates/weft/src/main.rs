@@ -90,6 +90,13 @@ enum Command {
         #[command(subcommand)]
         command: weft_net::cli::TlsCommand,
     },
+    /// A live view of a node: endpoint rates and latencies, topics, groups, queues.
+    Top {
+        #[command(flatten)]
+        client: client_cmd::ClientArgs,
+        #[command(flatten)]
+        args: weft_top::TopArgs,
+    },
     /// List and describe consumer groups.
     Group {
         #[command(flatten)]
@@ -217,8 +224,25 @@ impl NodeArgs {
     }
 }
 
+/// Client commands die quietly when their output pipe closes (`weft stats
+/// | head`), like other Unix tools, instead of panicking in `println!`.
+/// Not for `serve`: there a closed socket must be an error, not a signal.
+/// The one `unsafe` of the binary: there is no safe way to reset a signal
+/// disposition.
+#[allow(unsafe_code)]
+fn default_sigpipe() {
+    // SAFETY: called before any other thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        default_sigpipe();
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -257,5 +281,11 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Log { command } => Ok(weft_log::cli::run(command).await?),
         Command::Tls { command } => Ok(weft_net::cli::run(command).await?),
         Command::Group { client, command } => Ok(weft_broker::cli::group(&client.connect().await?, command).await?),
+        Command::Top { client, args } => {
+            let c = client.connect().await?;
+            let r = weft_top::run(&c, &args).await;
+            c.shutdown().await;
+            Ok(r?)
+        }
     }
 }

@@ -289,3 +289,26 @@ fn topic_produce_consume_and_alter() {
     assert!(run(&["topic", "delete", "clit"], None).status.success());
     assert!(!stdout(&run(&["topic", "list"], None)).lines().any(|l| l == "clit"));
 }
+
+/// `weft top --once` (also what runs without a terminal) against a node.
+#[test]
+fn top_once_shows_endpoints_and_topics() {
+    let node = Node::start();
+    let o = weft(&["topic", "--addr", &node.tcp(), "create", "toptopic", "--partitions", "2"]);
+    assert!(o.status.success(), "{o:?}");
+    for _ in 0..3 {
+        assert!(weft(&["ping", "--addr", &node.tcp()]).status.success());
+    }
+    let o = weft(&["top", "--once", "--interval-ms", "200", "--addr", &node.tcp()]);
+    assert!(o.status.success(), "{o:?}");
+    let text = stdout(&o);
+    assert!(text.starts_with("weft weft ("), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("toptopic") && l.split_whitespace().nth(1) == Some("2")), "{text}");
+    // three pings here, one more from start()'s readiness check
+    assert!(text.lines().any(|l| l.starts_with("weft.ping") && l.split_whitespace().nth(1) == Some("4")), "{text}");
+    assert!(text.contains("never called"), "{text}");
+    // a node that is not there: a clear error, not a hang or a panic
+    let o = weft(&["top", "--once", "--addr", "tcp://127.0.0.1:1", "--timeout-ms", "2000"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("connecting to"), "{o:?}");
+}

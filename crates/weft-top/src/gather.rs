@@ -1,0 +1,48 @@
+//! One sample of a node, through its standard endpoints.
+
+use std::time::Instant;
+
+use serde::de::DeserializeOwned;
+use weft_net::Client;
+
+use crate::model::{GroupSample, NodeInfo, QueueSample, Sample, TopicSample};
+use crate::TopError;
+
+async fn ask<T: DeserializeOwned>(client: &Client, what: &'static str, body: serde_json::Value) -> Result<T, TopError> {
+    let v: serde_json::Value = client.call(what, &body).await.map_err(|source| TopError::Call { what, source })?;
+    serde_json::from_value(v).map_err(|e| TopError::Answer { what, message: e.to_string() })
+}
+
+/// Whether a node lacks an optional part (no log, no queues): its routes
+/// are then unknown and that part of the view stays empty.
+fn missing(e: &TopError) -> bool {
+    matches!(e, TopError::Call { source, .. } if source.to_string().contains("unknown_route"))
+}
+
+async fn optional<T: Default>(r: Result<T, TopError>) -> Result<T, TopError> {
+    match r {
+        Err(e) if missing(&e) => Ok(T::default()),
+        other => other,
+    }
+}
+
+/// Asks the node for everything `weft top` shows.
+pub async fn gather(client: &Client) -> Result<Sample, TopError> {
+    let node: NodeInfo = ask(client, "weft.info", serde_json::json!({})).await?;
+    let stats = ask(client, "weft.stats", serde_json::json!({})).await?;
+    let names: Vec<String> = optional(ask(client, "log.topic.list", serde_json::json!({})).await).await?;
+    let mut topics = Vec::with_capacity(names.len());
+    for name in names {
+        match ask::<TopicSample>(client, "log.topic.describe", serde_json::json!({ "name": name })).await {
+            Ok(t) => topics.push(t),
+            // deleted between the list and the describe
+            Err(TopError::Call { source, .. }) if source.to_string().contains("not_found") => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let groups: Vec<GroupSample> = optional(ask(client, "log.group.list", serde_json::json!({})).await).await?;
+    let mut queues: Vec<QueueSample> = optional(ask(client, "weft.queue.ls", serde_json::json!({})).await).await?;
+    let senders: Vec<QueueSample> = optional(ask(client, "weft.sender.ls", serde_json::json!({})).await).await?;
+    queues.extend(senders);
+    Ok(Sample { at: Instant::now(), node, stats, topics, groups, queues })
+}
