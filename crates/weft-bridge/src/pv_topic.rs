@@ -86,8 +86,8 @@ impl Drop for PvTopicBridge {
 }
 
 /// Serve `spec.pv` from `provider`, backed by `spec.topic` (created with the
-/// log's defaults when missing). Needs a multi-threaded tokio runtime: a put
-/// waits for its record to be durable before the client gets its answer.
+/// log's defaults when missing). A put is answered once its record is as
+/// durable as the log's fsync policy promises.
 pub async fn attach(log: &Log, provider: &Provider, spec: &PvTopicSpec) -> Result<PvTopicBridge, BridgeError> {
     if provider.has(&spec.pv) {
         return Err(BridgeError::PvExists(spec.pv.clone()));
@@ -123,19 +123,24 @@ pub async fn attach(log: &Log, provider: &Provider, spec: &PvTopicSpec) -> Resul
         let (log, topic, kind, origin) = (log.clone(), spec.topic.clone(), spec.kind, origin.clone());
         Arc::new(move |pv: &SharedPv, _bits: &BitSet, mut merged: Value| {
             let desc = pv.desc();
-            let v = path_ref(&desc, &merged, "value").map(|(v, _)| v.clone()).ok_or("no value field")?;
-            let text = kind.render(&v).ok_or_else(|| format!("value {v:?} is not a {kind:?}"))?;
-            let record = ProduceRecord {
-                partition: Some(partition),
-                value: Some(Bytes::from(text)),
-                headers: vec![(ORIGIN_HEADER.to_owned(), origin.clone())],
-                ..ProduceRecord::default()
-            };
-            let ack = produce_blocking(&log, &topic, record)?;
-            if let Some(ts) = weft_pva::proto::nt::path_mut(&desc, &mut merged, "timeStamp") {
-                *ts = stamp(ack.1);
-            }
-            Ok(merged)
+            let (log, topic, origin) = (log.clone(), topic.clone(), origin.clone());
+            Box::pin(async move {
+                let v = path_ref(&desc, &merged, "value").map(|(v, _)| v.clone()).ok_or("no value field")?;
+                let text = kind.render(&v).ok_or_else(|| format!("value {v:?} is not a {kind:?}"))?;
+                let record = ProduceRecord {
+                    partition: Some(partition),
+                    value: Some(Bytes::from(text)),
+                    headers: vec![(ORIGIN_HEADER.to_owned(), origin)],
+                    ..ProduceRecord::default()
+                };
+                // the put is answered once the record is as durable as the
+                // log's fsync policy promises
+                let ack = produce(&log, &topic, record).await?;
+                if let Some(ts) = weft_pva::proto::nt::path_mut(&desc, &mut merged, "timeStamp") {
+                    *ts = stamp(ack.1);
+                }
+                Ok(merged)
+            })
         })
     };
     let pv = SharedPv::with_put_handler(desc, value, handler);
@@ -145,13 +150,9 @@ pub async fn attach(log: &Log, provider: &Provider, spec: &PvTopicSpec) -> Resul
     Ok(PvTopicBridge { pv, follower })
 }
 
-/// Append from inside the (synchronous) put handler and wait for the ack.
-fn produce_blocking(log: &Log, topic: &str, record: ProduceRecord) -> Result<(u64, i64), String> {
-    let handle = tokio::runtime::Handle::try_current().map_err(|_| "no tokio runtime".to_string())?;
-    if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
-        return Err("the topic bridge needs a multi-threaded runtime".into());
-    }
-    let acks = tokio::task::block_in_place(|| handle.block_on(log.produce(topic, vec![record]))).map_err(|e| e.to_string())?;
+/// Append one record and wait for its ack: (offset, timestamp).
+async fn produce(log: &Log, topic: &str, record: ProduceRecord) -> Result<(u64, i64), String> {
+    let acks = log.produce(topic, vec![record]).await.map_err(|e| e.to_string())?;
     let ack = acks.into_iter().next().ok_or("no ack")?.map_err(|e| e.to_string())?;
     Ok((ack.offset.0, ack.timestamp_ms))
 }

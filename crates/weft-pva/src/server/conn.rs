@@ -398,7 +398,7 @@ impl Conn {
                     Ok(b) => b,
                     Err(e) => return self.op_error(&r, format!("bad put data: {e}")).await,
                 };
-                let status = match pv.put(&bits, merged) {
+                let status = match pv.put(&bits, merged).await {
                     Ok(()) => Status::ok(),
                     Err(e) => Status::error(e),
                 };
@@ -562,7 +562,7 @@ impl Conn {
             if let Some(slot) = crate::proto::nt::path_mut(&d, &mut nv, "value") {
                 *slot = Value::Array(a);
             }
-            let status = match pv.put(&BitSet::with(&[1]), nv) {
+            let status = match pv.put(&BitSet::with(&[1]), nv).await {
                 Ok(()) => Status::ok(),
                 Err(e) => Status::error(e),
             };
@@ -583,7 +583,7 @@ impl Conn {
             *slot = Value::Array(merged);
         }
         let bit = d.lookup("value").map(|(_, b)| b).unwrap_or(0);
-        let status = match pv.put(&BitSet::with(&[bit]), nv) {
+        let status = match pv.put(&BitSet::with(&[bit]), nv).await {
             Ok(()) => Status::ok(),
             Err(e) => Status::error(e),
         };

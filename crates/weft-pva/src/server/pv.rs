@@ -17,7 +17,12 @@ pub const QUEUE_SIZE_MAX: usize = 1024;
 
 /// Handler deciding what a put does: gets the PV, the bits the client set
 /// and the merged value; returns the value to post (or an error for the client).
-pub type PutHandler = Arc<dyn Fn(&SharedPv, &BitSet, Value) -> std::result::Result<Value, String> + Send + Sync>;
+pub type PutFuture = std::pin::Pin<Box<dyn std::future::Future<Output = std::result::Result<Value, String>> + Send>>;
+/// Put handler: sees the merged value before it is posted and may change
+/// it or refuse the put. Async, so it may wait for storage (a PV backed by
+/// a topic answers the put once the record is durable) without blocking
+/// the connection's task.
+pub type PutHandler = Arc<dyn Fn(&SharedPv, &BitSet, Value) -> PutFuture + Send + Sync>;
 
 /// RPC handler: argument (type, value) to result (type, value).
 pub type RpcHandler =
@@ -258,14 +263,14 @@ impl SharedPv {
     }
 
     /// Apply a client's put (already merged into a copy of the current value).
-    pub fn put(&self, bits: &BitSet, merged: Value) -> std::result::Result<(), String> {
+    pub async fn put(&self, bits: &BitSet, merged: Value) -> std::result::Result<(), String> {
         if !self.inner.writable {
             return Err("PV is read-only".into());
         }
         let (desc, _) = self.current();
         let mut bits = bits.clone();
         let mut v = match &self.inner.on_put {
-            Some(h) => h(self, &bits, merged)?,
+            Some(h) => h(self, &bits, merged).await?,
             None => merged,
         };
         if let Some((_, bit)) = desc.lookup("timeStamp") {
