@@ -1,10 +1,15 @@
-//! Closed-loop request/response load over any target, TLS and QUIC
-//! included (weft-bench takes plain endpoints only): each client is one
-//! connection sending `weft.ping` (or `weft.echo` of PAYLOAD bytes) back to
-//! back for DURATION seconds after a short warm-up. Prints CSV:
-//! `transport,clients,requests,req_per_s,p50_us,p99_us,errors`.
+//! Request/response load over any target, TLS and QUIC included
+//! (weft-bench takes plain endpoints only), and a server to aim it at.
 //!
-//!   cargo run --release -p weft-net --example rr -- --addr tls://127.0.0.1:7403 --addr quic://127.0.0.1:7401 --clients 1,16
+//! `rr serve` runs a Server with the Service's standard endpoints on TCP,
+//! TLS and QUIC (development certificates in --certs), prints
+//! `ready` and runs until killed. `rr load` is the closed-loop client: each
+//! client is one connection sending `weft.ping` (or `weft.echo` of PAYLOAD
+//! bytes) back to back for DURATION seconds after a 0.5 s warm-up, and
+//! prints CSV `transport,clients,requests,req_per_s,p50_us,p99_us,errors`.
+//!
+//!   cargo run --release -p weft-net --example rr -- serve --certs /tmp/c --tcp 127.0.0.1:7400 --tls 127.0.0.1:7403 --quic 127.0.0.1:7401
+//!   WEFT_TLS_CA=/tmp/c/ca.pem cargo run --release -p weft-net --example rr -- load --addr tls://127.0.0.1:7403 --addr quic://127.0.0.1:7401 --clients 1,16
 //!
 //! TLS trust comes from WEFT_TLS_CA (and WEFT_TLS_CLIENT_CERT/KEY for mTLS).
 #![allow(clippy::unwrap_used)]
@@ -16,6 +21,28 @@ use weft_net::{Client, ClientConfig, Target};
 use weft_wire::{BodyFormat, Frame, MessageId};
 
 #[derive(Parser)]
+enum Cmd {
+    Serve(Serve),
+    Load(Args),
+}
+
+#[derive(clap::Args)]
+struct Serve {
+    /// Directory of development certificates (created when missing).
+    #[arg(long)]
+    certs: std::path::PathBuf,
+    #[arg(long)]
+    tcp: String,
+    #[arg(long)]
+    tls: String,
+    #[arg(long)]
+    quic: String,
+    /// Require client certificates (mTLS).
+    #[arg(long)]
+    mtls: bool,
+}
+
+#[derive(clap::Args)]
 struct Args {
     /// Targets (repeatable): tcp://, unix://, udp://, tls://, quic://.
     #[arg(long = "addr", required = true)]
@@ -36,7 +63,10 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let args = match Cmd::parse() {
+        Cmd::Serve(s) => return serve(s).await,
+        Cmd::Load(a) => a,
+    };
     println!("transport,clients,requests,req_per_s,p50_us,p99_us,errors");
     for addr in &args.addrs {
         let target: Target = addr.parse()?;
@@ -104,4 +134,21 @@ async fn run(target: &Target, clients: usize, args: &Args) -> anyhow::Result<Str
         all.value_at_quantile(0.5),
         all.value_at_quantile(0.99)
     ))
+}
+
+async fn serve(s: Serve) -> anyhow::Result<()> {
+    let (files, _) = weft_net::tls::dev::ensure_server(&s.certs)?;
+    let tls = weft_net::TlsServerConfig {
+        cert: files.server_cert,
+        key: files.server_key,
+        client_ca: Some(files.ca_cert),
+        client_auth: if s.mtls { weft_net::ClientAuth::Require } else { weft_net::ClientAuth::None },
+    };
+    let server = weft_net::Server::new(weft_net::ServerConfig::default(), weft_service::Service::new("rr").into_handler());
+    server.bind_tcp(&s.tcp).await?;
+    server.bind_tls(&s.tls, &tls).await?;
+    server.bind_quic(&s.quic, &tls).await?;
+    println!("ready");
+    std::future::pending::<()>().await;
+    Ok(())
 }
