@@ -40,8 +40,16 @@ fn service(gate: Arc<Notify>) -> Service {
     })
     .unwrap();
     s.endpoint("fast", |tag: u64| async move { Ok(tag) }).unwrap();
+    s.endpoint("note", |tag: u64| async move {
+        NOTES.fetch_add(tag, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    })
+    .unwrap();
     s
 }
+
+/// Sum of the tags of `note` events received, across the tests of this file.
+static NOTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 struct Node {
     server: Server,
@@ -428,5 +436,30 @@ async fn dropping_the_last_client_closes_its_connection() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(closed, "{target}: the server still holds the connection of a dropped client");
+    }
+}
+
+#[tokio::test]
+async fn events_travel_one_way_over_tls_and_quic() {
+    let dir = certs();
+    let n = node(dir.path(), ClientAuth::None, ServerConfig::default()).await;
+    // Distinct tags per transport, so the sum says which arrived.
+    for (target, tag) in [(&n.tls, 1_000u64), (&n.quic, 1_000_000u64)] {
+        let c = connect(target, client_config(dir.path(), false)).await.unwrap();
+        let before = NOTES.load(std::sync::atomic::Ordering::SeqCst);
+        for _ in 0..3 {
+            c.send_event("note", &tag).await.unwrap();
+        }
+        let mut arrived = false;
+        for _ in 0..500 {
+            if NOTES.load(std::sync::atomic::Ordering::SeqCst) >= before + 3 * tag {
+                arrived = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(arrived, "{target}: events not delivered");
+        // And requests still work after them.
+        assert_eq!(c.call::<_, u64>("fast", &3u64).await.unwrap(), 3);
     }
 }
