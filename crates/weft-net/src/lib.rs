@@ -32,7 +32,7 @@ pub use endpoint::{Endpoint, Target, Transport};
 pub use error::{ClientError, NetError, TlsError};
 pub use quic::{close_code as quic_close_code, STREAM_REFUSED as QUIC_STREAM_REFUSED};
 pub use tls::{ClientAuth, TlsClientConfig, TlsServerConfig};
-pub use x509::{cert_names, CertNames};
+pub use x509::{cert_names, CertNames, MAX_NAMES as CERT_NAMES_MAX};
 pub use server::{Handler, HandlerFuture, PeerInfo, Server, ServerConfig, ServerStats};
 
 /// A UDP payload can never exceed this (65535 minus IPv4 and UDP headers).
