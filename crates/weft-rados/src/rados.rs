@@ -264,9 +264,11 @@ impl Rados {
     }
 
     /// The state of this OSD's last session, if it had the same address
-    /// and its connection is gone (waits briefly for the handover).
+    /// and its connection is gone (waits briefly for the handover). Used
+    /// once: if this reconnect fails, the next attempt opens a new session
+    /// without waiting (an OSD that went away answers nothing anyway).
     async fn session_to_resume(&self, osd: i32, addr: SocketAddr) -> Option<SessionResume> {
-        let last = lock(&self.inner.last_sessions).get(&osd).cloned();
+        let last = lock(&self.inner.last_sessions).remove(&osd);
         let (last_addr, closed) = last?;
         if last_addr != addr {
             return None; // a restarted OSD (new nonce) or a moved one: nothing to resume
