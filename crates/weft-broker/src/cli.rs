@@ -25,6 +25,24 @@ pub enum CliError {
     Partial { failed: usize, total: usize, first: String },
 }
 
+/// `--cleanup` values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cleanup {
+    /// Delete whole old segments by age and size.
+    Delete,
+    /// Keep the newest record per key.
+    Compact,
+}
+
+impl From<Cleanup> for CleanupPolicy {
+    fn from(c: Cleanup) -> Self {
+        match c {
+            Cleanup::Delete => CleanupPolicy::Delete,
+            Cleanup::Compact => CleanupPolicy::Compact,
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum TopicCmd {
     /// Create a topic.
@@ -41,9 +59,9 @@ pub enum TopicCmd {
         max_record_bytes: Option<u32>,
         #[arg(long)]
         segment_bytes: Option<u64>,
-        /// delete (default) or compact.
-        #[arg(long)]
-        cleanup: Option<String>,
+        /// What happens to old data (default: delete).
+        #[arg(long, value_enum)]
+        cleanup: Option<Cleanup>,
     },
     /// List topics.
     List,
@@ -69,9 +87,9 @@ pub enum TopicCmd {
         segment_bytes: Option<u64>,
         #[arg(long)]
         segment_ms: Option<u64>,
-        /// delete or compact.
-        #[arg(long)]
-        cleanup: Option<String>,
+        /// What happens to old data.
+        #[arg(long, value_enum)]
+        cleanup: Option<Cleanup>,
         #[arg(long)]
         delete_retention_ms: Option<u64>,
     },
@@ -150,10 +168,8 @@ pub async fn topic(client: &Client, cmd: TopicCmd) -> Result<(), CliError> {
             if let Some(s) = segment_bytes {
                 c.segment_bytes = s;
             }
-            match cleanup.as_deref() {
-                None | Some("delete") => {}
-                Some("compact") => c.cleanup = CleanupPolicy::Compact,
-                Some(other) => return Err(CliError::Usage(format!("--cleanup is delete or compact, not {other:?}"))),
+            if let Some(p) = cleanup {
+                c.cleanup = p.into();
             }
             let d: serde_json::Value = client.call(route::TOPIC_CREATE, &dto::CreateTopic { name: name.clone(), config: Some(c) }).await?;
             println!("created topic {name} with {} partition(s)", d["config"]["partitions"]);
@@ -179,12 +195,6 @@ pub async fn topic(client: &Client, cmd: TopicCmd) -> Result<(), CliError> {
             cleanup,
             delete_retention_ms,
         } => {
-            let cleanup = match cleanup.as_deref() {
-                None => None,
-                Some("delete") => Some(CleanupPolicy::Delete),
-                Some("compact") => Some(CleanupPolicy::Compact),
-                Some(other) => return Err(CliError::Usage(format!("--cleanup is delete or compact, not {other:?}"))),
-            };
             let req = dto::AlterTopic {
                 name: name.clone(),
                 partitions,
@@ -194,7 +204,7 @@ pub async fn topic(client: &Client, cmd: TopicCmd) -> Result<(), CliError> {
                 max_record_bytes,
                 segment_bytes,
                 segment_ms,
-                cleanup,
+                cleanup: cleanup.map(Into::into),
                 delete_retention_ms,
             };
             if req.to_alter().is_empty() {
