@@ -2,30 +2,19 @@
 //! Runs only with WEFT_PEERS=1; then a missing cluster or tool is a failure.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 use weft_rados::proto::conn::{CON_MODE_CRC, CON_MODE_SECURE};
 use weft_rados::{ClientConfig, ConfigSource, Error, Op, Rados};
 
+mod common;
+use common::shared_dir;
+
 struct Cluster {
     conf: String,
     key: String,
     pool: String,
-}
-
-fn shared_dir() -> PathBuf {
-    if let Ok(s) = std::env::var("WEFT_SHARED") {
-        return PathBuf::from(s);
-    }
-    // crates/weft-rados -> repo -> ../shared
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let beside = repo.join("../shared");
-    if beside.exists() {
-        return beside;
-    }
-    PathBuf::from("/work/shared")
 }
 
 fn cluster() -> Option<&'static Cluster> {

@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -18,16 +17,8 @@ use weft_rados::proto::msg::{self, msg_type};
 use weft_rados::proto::types::{entity_type, EntityAddr};
 use weft_rados::{ClientConfig, ConfigSource, Rados};
 
-fn shared_dir() -> PathBuf {
-    if let Ok(s) = std::env::var("WEFT_SHARED") {
-        return PathBuf::from(s);
-    }
-    let beside = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared");
-    if beside.exists() {
-        return beside;
-    }
-    PathBuf::from("/work/shared")
-}
+mod common;
+use common::shared_dir;
 
 /// Starts (or finds) the shared test cluster; None when WEFT_PEERS != 1.
 fn cluster() -> Option<BTreeMap<String, String>> {

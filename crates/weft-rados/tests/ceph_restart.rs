@@ -7,16 +7,8 @@ use std::process::Command;
 use std::time::Duration;
 use weft_rados::{ClientConfig, ConfigSource, Rados};
 
-fn shared_dir() -> PathBuf {
-    if let Ok(s) = std::env::var("WEFT_SHARED") {
-        return PathBuf::from(s);
-    }
-    let beside = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared");
-    if beside.exists() {
-        return beside;
-    }
-    PathBuf::from("/work/shared")
-}
+mod common;
+use common::shared_dir;
 
 /// This test restarts daemons and changes the cluster's connection modes,
 /// so it gets a cluster of its own (own directory and monitor ports), on

@@ -1,7 +1,21 @@
-//! Parsers for oracle output shared by the placement tests.
+//! Helpers shared by the test binaries: where ../shared is, and parsers
+//! for oracle output.
 #![allow(dead_code)] // each test binary uses part of it
 
+use std::path::PathBuf;
 use weft_rados::proto::osdmap::{OsdMap, PgId};
+
+/// `../shared` beside the repository (where CI puts it), or `WEFT_SHARED`.
+pub fn shared_dir() -> PathBuf {
+    if let Ok(s) = std::env::var("WEFT_SHARED") {
+        return PathBuf::from(s);
+    }
+    let beside = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared");
+    if beside.exists() {
+        return beside;
+    }
+    PathBuf::from("/work/shared")
+}
 
 pub fn parse_list(s: &str) -> Vec<i32> {
     s.trim()
