@@ -1,5 +1,5 @@
 //! Against a cluster of three monitors and three OSDs (WEFT_PEERS=1),
-//! started by `scripts/peers/ceph-multi.sh` in its own directory and
+//! started by `scripts/ceph-multi.sh` in its own directory and
 //! ports and wiped when the test ends:
 //!
 //! - placement with primary affinity, pg_temp, primary_temp, upmaps, an
@@ -20,7 +20,7 @@ use weft_rados::{ClientConfig, ConfigSource, Rados};
 mod common;
 
 fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/peers/ceph-multi.sh")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/ceph-multi.sh")
 }
 
 /// Stops and wipes the cluster however the test ends (also resumes any
