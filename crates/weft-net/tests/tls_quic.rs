@@ -463,3 +463,21 @@ async fn events_travel_one_way_over_tls_and_quic() {
         assert_eq!(c.call::<_, u64>("fast", &3u64).await.unwrap(), 3);
     }
 }
+
+#[tokio::test]
+async fn quic_hello_with_another_version_gets_unsupported_version_and_a_close() {
+    let dir = certs();
+    let n = node(dir.path(), ClientAuth::None, ServerConfig::default()).await;
+    let conn = raw_quic(&n.quic, dir.path()).await;
+    let h = Hello { protocol_version: 9, client_id: "future".into(), client_name: "future".into() };
+    let hello = Frame::with_body(FrameKind::Control, MessageId::new_v4(), "hello", BodyFormat::MsgPack, &h).unwrap();
+    let e = exchange(&conn, &frame_bytes(&hello)).await;
+    assert_eq!(e.id, hello.id);
+    let body: ErrorBody = e.decode_body().unwrap();
+    assert_eq!(body.code, ErrorCode::UnsupportedVersion);
+    assert_eq!(body.details.unwrap()["supported"], serde_json::json!([1]));
+    match tokio::time::timeout(Duration::from_secs(10), conn.closed()).await.unwrap() {
+        quinn::ConnectionError::ApplicationClosed(c) => assert_eq!(c.error_code, quinn::VarInt::from_u32(weft_net::quic_close_code::HANDSHAKE)),
+        other => panic!("closed with {other}"),
+    }
+}
