@@ -400,7 +400,7 @@ async fn clients_reconnect_after_the_server_restarts() {
     server.bind_quic(n.quic.trim_start_matches("quic://"), &tls_cfg).await.unwrap();
     for c in [&tls, &quic] {
         let mut ok = false;
-        for _ in 0..100 {
+        for _ in 0..600 {
             if let Ok(2) = c.call::<_, u64>("fast", &2u64).await {
                 ok = true;
                 break;
