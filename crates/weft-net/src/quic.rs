@@ -59,9 +59,11 @@ const CHUNK: usize = 64 * 1024;
 
 pub(crate) fn transport_config(max_in_flight: usize) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
-    // Room above the in-flight limit, so that a client over it gets `busy`
-    // answers instead of silently waiting for stream credit.
-    let streams = u32::try_from(max_in_flight.saturating_mul(2).saturating_add(16)).unwrap_or(u32::MAX);
+    // Some room above the in-flight limit, so that a client over it gets
+    // `busy` answers instead of silently waiting for stream credit; not
+    // more, because every open stream may buffer up to one frame (as a TCP
+    // connection holds at most its in-flight frames plus one).
+    let streams = u32::try_from(max_in_flight.saturating_add(16)).unwrap_or(u32::MAX);
     t.max_concurrent_bidi_streams(VarInt::from_u32(streams));
     t.max_concurrent_uni_streams(VarInt::from_u32(64));
     t.max_idle_timeout(VarInt::from_u64(IDLE_TIMEOUT.as_millis() as u64).ok().map(Into::into));
