@@ -124,6 +124,10 @@ async fn aioquic_client_speaks_frames_over_quic_with_and_without_a_client_certif
     assert!(v.get("refused").is_some(), "accepted without a certificate: {v}");
     let v = run_py("weft_quic_client.py", quic, &f.ca_cert, Some((&f.client_cert, &f.client_key))).await;
     assert_eq!(v["whoami"], serde_json::json!({"transport": "quic", "client_id": "python-peer"}), "{v}");
+    let other = certs();
+    let o = DevFiles::in_dir(other.path());
+    let v = run_py("weft_quic_client.py", quic, &f.ca_cert, Some((&o.client_cert, &o.client_key))).await;
+    assert!(v.get("refused").is_some(), "accepted a foreign certificate: {v}");
     server.shutdown(Duration::from_secs(2)).await;
 }
 
