@@ -67,6 +67,17 @@ enum Link {
     Quic(Arc<QuicLink>),
 }
 
+/// Sleeps the back-off before reconnect attempt `attempt` (and counts it);
+/// false when the client was closed meanwhile.
+async fn back_off(inner: &Inner, attempt: &mut u32) -> bool {
+    let delay = inner.config.backoff.delay(*attempt, rand::thread_rng().r#gen::<f64>());
+    *attempt = attempt.saturating_add(1);
+    tokio::select! {
+        _ = inner.closed.cancelled() => false,
+        _ = tokio::time::sleep(delay) => true,
+    }
+}
+
 struct Inner {
     endpoint: Target,
     config: ClientConfig,
@@ -410,11 +421,8 @@ async fn drive(inner: Arc<Inner>, mut rx: mpsc::Receiver<Frame>, reader: BoxRead
             }
             info!(endpoint = %inner.endpoint, "connection lost; reconnecting");
         }
-        let delay = inner.config.backoff.delay(attempt, rand::thread_rng().r#gen::<f64>());
-        attempt = attempt.saturating_add(1);
-        tokio::select! {
-            _ = inner.closed.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
+        if !back_off(&inner, &mut attempt).await {
+            return;
         }
         match establish(&inner.endpoint, &inner.config).await {
             Ok((r, w, welcome)) => {
@@ -676,11 +684,8 @@ async fn drive_quic(inner: Arc<Inner>, link: Arc<QuicLink>) {
             }
             info!(endpoint = %inner.endpoint, "connection lost; reconnecting");
         }
-        let delay = inner.config.backoff.delay(attempt, rand::thread_rng().r#gen::<f64>());
-        attempt = attempt.saturating_add(1);
-        tokio::select! {
-            _ = inner.closed.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
+        if !back_off(&inner, &mut attempt).await {
+            return;
         }
         match link.establish(&inner.config).await {
             Ok((conn, welcome)) => {
