@@ -6,18 +6,8 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const WEFT: &str = env!("CARGO_BIN_EXE_weft");
-
-fn free_port() -> u16 {
-    // Bind TCP and UDP on the same port so both transports can use it.
-    loop {
-        let t = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = t.local_addr().unwrap().port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
+mod common;
+use common::{free_port, WEFT};
 
 struct Node {
     child: Child,

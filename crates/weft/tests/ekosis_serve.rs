@@ -5,11 +5,8 @@
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const WEFT: &str = env!("CARGO_BIN_EXE_weft");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+mod common;
+use common::{free_port, WEFT};
 
 fn weft(args: &[&str]) -> Output {
     Command::new(WEFT).args(args).output().unwrap()

@@ -10,11 +10,8 @@ use serde_bytes::ByteBuf;
 use weft_broker::dto::{self, route};
 use weft_net::{Client, ClientConfig, Endpoint};
 
-const WEFT: &str = env!("CARGO_BIN_EXE_weft");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+mod common;
+use common::{free_port, WEFT};
 
 fn serve(dir: &std::path::Path, port: u16, fsync: &str) -> Child {
     Command::new(WEFT)

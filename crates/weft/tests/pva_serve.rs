@@ -4,17 +4,8 @@
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const WEFT: &str = env!("CARGO_BIN_EXE_weft");
-
-fn free_port() -> u16 {
-    loop {
-        let t = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = t.local_addr().unwrap().port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
+mod common;
+use common::{free_port, WEFT};
 
 #[test]
 fn serve_exposes_demo_and_bridged_pvs() {
