@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use weft_net::Endpoint;
+use weft_net::Target;
 
 use crate::error::BenchError;
 use crate::load::{run as run_load, Limit, Load, Workload};
@@ -14,7 +14,9 @@ use crate::report::Format;
 /// client count, N clients each send one request at a time.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
-    /// Server address: tcp://HOST:PORT, udp://HOST:PORT or unix://PATH (repeatable).
+    /// Server address: tcp://HOST:PORT, udp://HOST:PORT, unix://PATH,
+    /// tls://HOST:PORT or quic://HOST:PORT (repeatable; TLS options from
+    /// WEFT_TLS_CA, WEFT_TLS_CLIENT_CERT, WEFT_TLS_CLIENT_KEY).
     #[arg(long = "addr", value_name = "URL", default_value = "tcp://127.0.0.1:7400")]
     pub addrs: Vec<String>,
     /// Concurrent clients, one connection each; a comma-separated list runs each in turn.
@@ -65,7 +67,7 @@ impl BenchArgs {
         };
         let mut loads = vec![];
         for addr in &self.addrs {
-            let endpoint: Endpoint = addr.parse().map_err(|e| BenchError::BadArgs(format!("--addr: {e}")))?;
+            let endpoint: Target = addr.parse().map_err(|e| BenchError::BadArgs(format!("--addr: {e}")))?;
             for &clients in &self.clients {
                 loads.push(Load {
                     endpoint: endpoint.clone(),
@@ -118,6 +120,10 @@ mod tests {
         assert_eq!(loads[5].clients, 64);
         assert_eq!(loads[5].endpoint.to_string(), "unix:///tmp/x.sock");
         assert_eq!(loads[0].limit, Limit::Requests(5));
+        let t = T::parse_from(["t", "--addr", "tls://127.0.0.1:7403", "--addr", "quic://127.0.0.1:7401", "--clients", "1"]);
+        let loads = t.args.loads().unwrap();
+        let names: Vec<String> = loads.iter().map(|l| l.endpoint.to_string()).collect();
+        assert_eq!(names, ["tls://127.0.0.1:7403", "quic://127.0.0.1:7401"]);
     }
 
     #[test]

@@ -2,7 +2,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use weft_net::{Client, ClientConfig, Endpoint};
+use weft_net::{Client, ClientConfig, Target};
 use weft_wire::{BodyFormat, Flags, Frame, FrameKind, MessageId};
 
 use crate::error::BenchError;
@@ -78,7 +78,7 @@ pub enum Limit {
 /// One benchmark run: one endpoint, one concurrency.
 #[derive(Debug, Clone)]
 pub struct Load {
-    pub endpoint: Endpoint,
+    pub endpoint: Target,
     pub clients: usize,
     pub workload: Workload,
     pub limit: Limit,
@@ -90,9 +90,9 @@ pub struct Load {
 }
 
 impl Load {
-    pub fn new(endpoint: Endpoint, clients: usize) -> Self {
+    pub fn new(endpoint: impl Into<Target>, clients: usize) -> Self {
         Load {
-            endpoint,
+            endpoint: endpoint.into(),
             clients,
             workload: Workload::Ping,
             limit: Limit::Duration(Duration::from_secs(3)),
@@ -279,7 +279,7 @@ mod tests {
 
     #[test]
     fn limits_are_checked() {
-        let ep: Endpoint = "tcp://127.0.0.1:1".parse().unwrap();
+        let ep: Target = "tcp://127.0.0.1:1".parse().unwrap();
         assert!(Load::new(ep.clone(), 0).check().is_err());
         assert!(Load::new(ep.clone(), CLIENTS_MAX + 1).check().is_err());
         let mut l = Load::new(ep.clone(), 1);

@@ -105,7 +105,7 @@ mod tests {
         for ns in [10_000u64, 20_000, 30_000, 40_000, 1_000_000] {
             h.record(ns).unwrap();
         }
-        let load = Load::new("udp://127.0.0.1:7400".parse().unwrap(), 16);
+        let load = Load::new("udp://127.0.0.1:7400".parse::<weft_net::Target>().unwrap(), 16);
         Report::from_histogram(&load, &h, 2, Some("timeout".into()), Duration::from_millis(500))
     }
 
@@ -137,7 +137,7 @@ mod tests {
     #[test]
     fn empty_run_has_zero_latencies() {
         let h = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
-        let load = Load::new("tcp://127.0.0.1:7400".parse().unwrap(), 1);
+        let load = Load::new("tcp://127.0.0.1:7400".parse::<weft_net::Target>().unwrap(), 1);
         let r = Report::from_histogram(&load, &h, 3, None, Duration::from_secs(1));
         assert_eq!((r.requests, r.p50_us, r.p99_us), (0, 0.0, 0.0));
     }

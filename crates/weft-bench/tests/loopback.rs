@@ -32,7 +32,7 @@ async fn node() -> Node {
 
 fn load(endpoint: &Endpoint, clients: usize, workload: Workload, per_client: u64) -> Load {
     Load {
-        endpoint: endpoint.clone(),
+        endpoint: endpoint.clone().into(),
         clients,
         workload,
         limit: Limit::Requests(per_client),
