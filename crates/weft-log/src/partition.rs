@@ -280,25 +280,25 @@ impl Partition {
         // is patched in under the lock (it is not covered by the CRC).
         let mut batches = Vec::new();
         let mut timestamps = Vec::with_capacity(records.len());
-        let mut rest = records;
-        while !rest.is_empty() {
-            let want: usize = rest
-                .iter()
-                .map(|r| batch::record_size_hint(r.key.as_deref(), r.value.as_deref(), &r.headers))
-                .sum();
-            let mut b = BatchBuilder::with_capacity(Offset::ZERO, want.min(BATCH_TARGET_BYTES));
-            let mut taken = 0u64;
-            for r in rest {
-                let hint = batch::record_size_hint(r.key.as_deref(), r.value.as_deref(), &r.headers);
-                if !b.is_empty() && b.len_bytes() + hint > BATCH_TARGET_BYTES {
-                    break;
-                }
-                let ts = r.timestamp_ms.unwrap_or(now_ms);
-                b.push(Offset(taken), ts, r.key.as_deref(), r.value.as_deref(), &r.headers)?;
-                timestamps.push(ts);
-                taken += 1;
+        // One size hint per record: it sizes each batch buffer up front and
+        // decides where batches split.
+        let hints: Vec<usize> =
+            records.iter().map(|r| batch::record_size_hint(r.key.as_deref(), r.value.as_deref(), &r.headers)).collect();
+        let mut start = 0;
+        while start < records.len() {
+            let mut end = start + 1;
+            let mut bytes = hints[start];
+            while end < records.len() && bytes + hints[end] <= BATCH_TARGET_BYTES {
+                bytes += hints[end];
+                end += 1;
             }
-            rest = rest.get(taken as usize..).unwrap_or(&[]);
+            let mut b = BatchBuilder::with_capacity(Offset::ZERO, bytes);
+            for (i, r) in records[start..end].iter().enumerate() {
+                let ts = r.timestamp_ms.unwrap_or(now_ms);
+                b.push(Offset(i as u64), ts, r.key.as_deref(), r.value.as_deref(), &r.headers)?;
+                timestamps.push(ts);
+            }
+            start = end;
             if let Some(done) = b.finish_mut() {
                 batches.push(done);
             }
@@ -584,7 +584,8 @@ impl Partition {
     /// Deletes closed segments past the retention limits (cleanup=delete).
     /// Returns how many segments were deleted.
     pub fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
-        if self.config().cleanup != CleanupPolicy::Delete {
+        let cfg = self.config();
+        if cfg.cleanup != CleanupPolicy::Delete {
             return Ok(0);
         }
         let mut g = lock(&self.inner);
@@ -599,8 +600,8 @@ impl Partition {
             if s.next_offset > g.hw {
                 break;
             }
-            let by_time = self.config().retention_ms.is_some_and(|r| s.max_ts < now_ms.saturating_sub(r as i64));
-            let by_size = self.config().retention_bytes.is_some_and(|r| total > r);
+            let by_time = cfg.retention_ms.is_some_and(|r| s.max_ts < now_ms.saturating_sub(r as i64));
+            let by_size = cfg.retention_bytes.is_some_and(|r| total > r);
             if !(by_time || by_size) {
                 break;
             }
@@ -625,7 +626,8 @@ impl Partition {
     /// `delete_retention_ms`. Records without a key are kept.
     pub fn compact(&self, now_ms: i64) -> Result<CompactionReport> {
         let mut report = CompactionReport::default();
-        if self.config().cleanup != CleanupPolicy::Compact {
+        let cfg = self.config();
+        if cfg.cleanup != CleanupPolicy::Compact {
             return Ok(report);
         }
         let mut state = lock(&self.compact_state);
@@ -640,7 +642,7 @@ impl Partition {
         };
         // Skip the full scan when no segment was closed since the last
         // compaction, unless tombstones may have expired meanwhile.
-        let recheck_ms = (self.config().delete_retention_ms as i64).clamp(1000, 3600 * 1000);
+        let recheck_ms = (cfg.delete_retention_ms as i64).clamp(1000, 3600 * 1000);
         if closed_end <= state.cleaned_upto && state.at_ms.is_some_and(|t| now_ms.saturating_sub(t) < recheck_ms) {
             return Ok(report);
         }
@@ -660,7 +662,7 @@ impl Partition {
                 Ok(())
             })?;
         }
-        let tombstone_cutoff = now_ms.saturating_sub(self.config().delete_retention_ms as i64);
+        let tombstone_cutoff = now_ms.saturating_sub(cfg.delete_retention_ms as i64);
         let keep = |r: &Record| match &r.key {
             None => true,
             Some(k) => {
