@@ -87,6 +87,19 @@ struct Inner {
     link: Link,
 }
 
+impl Inner {
+    fn new(endpoint: Target, config: ClientConfig, welcome: Option<Welcome>, link: Link) -> Arc<Inner> {
+        Arc::new(Inner {
+            endpoint,
+            config,
+            pending: Mutex::new(HashMap::new()),
+            welcome: Mutex::new(welcome),
+            closed: CancellationToken::new(),
+            link,
+        })
+    }
+}
+
 /// A persistent, multiplexed connection to one Weft server. Clone freely:
 /// clones share the connection.
 #[derive(Clone)]
@@ -125,28 +138,14 @@ impl Client {
                 let (conn, welcome) = link.establish(&config).await?;
                 link.current.send_replace(Some(conn));
                 let link = Arc::new(link);
-                let inner = Arc::new(Inner {
-                    endpoint,
-                    config,
-                    pending: Mutex::new(HashMap::new()),
-                    welcome: Mutex::new(Some(welcome)),
-                    closed: CancellationToken::new(),
-                    link: Link::Quic(link.clone()),
-                });
+                let inner = Inner::new(endpoint, config, Some(welcome), Link::Quic(link.clone()));
                 tokio::spawn(drive_quic(inner.clone(), link));
                 Ok(Client::from_inner(inner))
             }
             _ => {
                 let (reader, writer, welcome) = establish(&endpoint, &config).await?;
                 let (tx, rx) = mpsc::channel(1024);
-                let inner = Arc::new(Inner {
-                    endpoint,
-                    config,
-                    pending: Mutex::new(HashMap::new()),
-                    welcome: Mutex::new(Some(welcome)),
-                    closed: CancellationToken::new(),
-                    link: Link::Stream(tx),
-                });
+                let inner = Inner::new(endpoint, config, Some(welcome), Link::Stream(tx));
                 tokio::spawn(drive(inner.clone(), rx, reader, writer));
                 Ok(Client::from_inner(inner))
             }
@@ -159,14 +158,7 @@ impl Client {
         let sock = UdpSocket::bind(bind).await.map_err(|e| fail(e.to_string()))?;
         sock.connect(&addr).await.map_err(|e| fail(e.to_string()))?;
         let sock = Arc::new(sock);
-        let inner = Arc::new(Inner {
-            endpoint: endpoint.clone(),
-            config,
-            pending: Mutex::new(HashMap::new()),
-            welcome: Mutex::new(None),
-            closed: CancellationToken::new(),
-            link: Link::Datagram(sock.clone()),
-        });
+        let inner = Inner::new(endpoint.clone(), config, None, Link::Datagram(sock.clone()));
         tokio::spawn(read_datagrams(inner.clone(), sock));
         let client = Client::from_inner(inner);
         // The handshake is optional on UDP, but doing it checks the version

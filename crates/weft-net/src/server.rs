@@ -207,33 +207,7 @@ impl Server {
                 allow,
                 stop,
                 move |stream, info| {
-                    let shared = admit_shared.clone();
-                    let acceptor = acceptor.clone();
-                    admit_shared.tasks.spawn(async move {
-                        let handshake = tokio::select! {
-                            r = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => r,
-                            _ = shared.stop.cancelled() => return,
-                        };
-                        let tls = match handshake {
-                            Ok(Ok(tls)) => tls,
-                            Ok(Err(e)) => {
-                                shared.stats.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
-                                warn!(peer = %info.addr, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                shared.stats.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
-                                warn!(peer = %info.addr, "TLS handshake timed out");
-                                return;
-                            }
-                        };
-                        let identity = crate::tls::peer_identity(tls.get_ref().1.peer_certificates());
-                        let peer = PeerInfo { transport: Transport::Tls, client_id: identity.clone(), ..info };
-                        if let Some(id) = &identity {
-                            info!(peer = %peer.addr, identity = %id, "TLS client authenticated by certificate");
-                        }
-                        serve_stream(shared, tls, peer, identity.is_some()).await;
-                    });
+                    admit_shared.tasks.spawn(serve_tls(admit_shared.clone(), acceptor.clone(), stream, info));
                 },
                 move |stream, _who| {
                     // Closing unanswered: the client speaks TLS, and a
@@ -351,6 +325,33 @@ async fn serve_listener<L: StreamListener>(shared: Arc<Shared>, listener: L, all
         },
     )
     .await;
+}
+
+/// Completes the TLS handshake of an admitted connection (bounded in time,
+/// abandoned on shutdown), then serves it; a verified client certificate's
+/// identity becomes the peer's `client_id`.
+async fn serve_tls(shared: Arc<Shared>, acceptor: tokio_rustls::TlsAcceptor, stream: tokio::net::TcpStream, info: PeerInfo) {
+    let handshake = tokio::select! {
+        r = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => r,
+        _ = shared.stop.cancelled() => return,
+    };
+    let tls = match handshake {
+        Ok(Ok(tls)) => tls,
+        failed => {
+            shared.stats.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+            match failed {
+                Ok(Err(e)) => warn!(peer = %info.addr, error = %e, "TLS handshake failed"),
+                _ => warn!(peer = %info.addr, "TLS handshake timed out"),
+            }
+            return;
+        }
+    };
+    let identity = crate::tls::peer_identity(tls.get_ref().1.peer_certificates());
+    let peer = PeerInfo { transport: Transport::Tls, client_id: identity.clone(), ..info };
+    if let Some(id) = &identity {
+        info!(peer = %peer.addr, identity = %id, "TLS client authenticated by certificate");
+    }
+    serve_stream(shared, tls, peer, identity.is_some()).await;
 }
 
 /// Tell a refused client why, without reading anything it sent, and close.
