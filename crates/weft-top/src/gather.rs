@@ -3,7 +3,8 @@
 use std::time::Instant;
 
 use serde::de::DeserializeOwned;
-use weft_net::Client;
+use weft_net::{Client, ClientError};
+use weft_wire::ErrorCode;
 
 use crate::model::{GroupSample, NodeInfo, QueueSample, Sample, TopicSample};
 use crate::TopError;
@@ -16,7 +17,15 @@ async fn ask<T: DeserializeOwned>(client: &Client, what: &'static str, body: ser
 /// Whether a node lacks an optional part (no log, no queues): its routes
 /// are then unknown and that part of the view stays empty.
 fn missing(e: &TopError) -> bool {
-    matches!(e, TopError::Call { source, .. } if source.to_string().contains("unknown_route"))
+    remote_code(e) == Some(ErrorCode::UnknownRoute)
+}
+
+/// The error code the node answered with, if the call reached it.
+fn remote_code(e: &TopError) -> Option<ErrorCode> {
+    match e {
+        TopError::Call { source: ClientError::Remote(body), .. } => Some(body.code),
+        _ => None,
+    }
 }
 
 async fn optional<T: Default>(r: Result<T, TopError>) -> Result<T, TopError> {
@@ -36,7 +45,7 @@ pub async fn gather(client: &Client) -> Result<Sample, TopError> {
         match ask::<TopicSample>(client, "log.topic.describe", serde_json::json!({ "name": name })).await {
             Ok(t) => topics.push(t),
             // deleted between the list and the describe
-            Err(TopError::Call { source, .. }) if source.to_string().contains("not_found") => {}
+            Err(e) if remote_code(&e) == Some(ErrorCode::NotFound) => {}
             Err(e) => return Err(e),
         }
     }
