@@ -1,0 +1,285 @@
+"""The synchronous client: the asyncio client driven by a private event-loop
+thread, so one implementation owns connections, multiplexing and reconnects.
+Safe to share between threads; calls from several threads are multiplexed on
+the one connection."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Iterator
+from typing import Any, Mapping, Sequence, TypeVar
+
+from ._addr import TlsOptions
+from .aio import DEFAULT_ADDR, AsyncClient
+from .consumer import AsyncConsumer
+from .types import FetchResult, Membership, ProduceResult, Record, RecordLike
+
+T = TypeVar("T")
+
+
+class _LoopThread:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="weft-client", daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if not self.thread.is_alive():
+            coro.close()
+            raise RuntimeError("client is closed")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def stop(self) -> None:
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join()
+        self.loop.close()
+
+
+class Client:
+    """Weft's native protocol over ``tcp://``, ``unix://``, ``tls://`` or ``udp://``.
+
+    >>> with weft.Client("tcp://127.0.0.1:7400") as c:
+    ...     c.ping()
+
+    Every method of :class:`AsyncClient` is here, blocking. Not there yet: auth
+    tokens and cluster leader redirects (the server has neither).
+    """
+
+    def __init__(
+        self,
+        addr: str = DEFAULT_ADDR,
+        *,
+        timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+        tls: TlsOptions | None = None,
+        client_name: str = "weft-python",
+        json: bool = False,
+    ) -> None:
+        self.aio = AsyncClient(
+            addr, timeout=timeout, connect_timeout=connect_timeout, tls=tls, client_name=client_name, json=json
+        )
+        self._loop = _LoopThread()
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self._loop.run(coro)
+
+    @property
+    def address(self) -> str:
+        return str(self.aio.address)
+
+    @property
+    def welcome(self) -> dict[str, Any]:
+        return self.aio.welcome
+
+    def connect(self) -> dict[str, Any]:
+        return self._run(self.aio.connect())
+
+    def close(self) -> None:
+        if self._loop.thread.is_alive():
+            self._run(self.aio.close())
+        self._loop.stop()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def call(self, route: str, body: Any = None, *, timeout: float | None = None, json: bool | None = None) -> Any:
+        """Call any endpoint; returns the decoded answer, raises the typed error."""
+        return self._run(self.aio.call(route, body, timeout=timeout, json=json))
+
+    def send(self, route: str, body: Any = None) -> None:
+        """A one-way request: no answer, no error report."""
+        self._run(self.aio.send(route, body))
+
+    def ping(self) -> dict[str, Any]:
+        return self._run(self.aio.ping())
+
+    def echo(self, value: Any) -> Any:
+        return self._run(self.aio.echo(value))
+
+    def info(self) -> dict[str, Any]:
+        return self._run(self.aio.info())
+
+    def stats(self) -> dict[str, Any]:
+        return self._run(self.aio.stats())
+
+    def liveness(self) -> list[dict[str, Any]]:
+        return self._run(self.aio.liveness())
+
+    # the log
+    def create_topic(self, name: str, *, partitions: int | None = None, **config: Any) -> dict[str, Any]:
+        return self._run(self.aio.create_topic(name, partitions=partitions, **config))
+
+    def topics(self) -> list[str]:
+        return self._run(self.aio.topics())
+
+    def describe_topic(self, name: str) -> dict[str, Any]:
+        return self._run(self.aio.describe_topic(name))
+
+    def delete_topic(self, name: str) -> bool:
+        return self._run(self.aio.delete_topic(name))
+
+    def alter_topic(self, name: str, **changes: Any) -> dict[str, Any]:
+        return self._run(self.aio.alter_topic(name, **changes))
+
+    def produce(self, topic: str, records: Sequence[RecordLike]) -> list[ProduceResult]:
+        return self._run(self.aio.produce(topic, records))
+
+    def fetch(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        *,
+        max_bytes: int | None = None,
+        max_records: int | None = None,
+        wait_ms: int | None = None,
+        timeout: float | None = None,
+    ) -> FetchResult:
+        return self._run(
+            self.aio.fetch(
+                topic, partition, offset, max_bytes=max_bytes, max_records=max_records, wait_ms=wait_ms, timeout=timeout
+            )
+        )
+
+    def offsets(self, topic: str, partition: int, spec: str | int = "latest") -> int:
+        return self._run(self.aio.offsets(topic, partition, spec))
+
+    def join_group(
+        self,
+        group: str,
+        topics: Sequence[str],
+        *,
+        member_id: str | None = None,
+        strategy: str | None = None,
+        session_timeout_ms: int | None = None,
+    ) -> Membership:
+        return self._run(
+            self.aio.join_group(
+                group, topics, member_id=member_id, strategy=strategy, session_timeout_ms=session_timeout_ms
+            )
+        )
+
+    def heartbeat(self, group: str, member_id: str) -> Membership:
+        return self._run(self.aio.heartbeat(group, member_id))
+
+    def leave_group(self, group: str, member_id: str) -> bool:
+        return self._run(self.aio.leave_group(group, member_id))
+
+    def commit(
+        self,
+        group: str,
+        offsets: Mapping[tuple[str, int], int],
+        *,
+        member_id: str | None = None,
+        generation: int | None = None,
+        metadata: str = "",
+    ) -> bool:
+        return self._run(
+            self.aio.commit(group, offsets, member_id=member_id, generation=generation, metadata=metadata)
+        )
+
+    def committed(self, group: str, topic: str, partition: int) -> int | None:
+        return self._run(self.aio.committed(group, topic, partition))
+
+    def groups(self) -> list[dict[str, Any]]:
+        return self._run(self.aio.groups())
+
+    def describe_group(self, group: str) -> dict[str, Any]:
+        return self._run(self.aio.describe_group(group))
+
+    def consumer(self, group: str, topics: Sequence[str], **options: Any) -> Consumer:
+        """A consumer group member: ``for record in client.consumer(...)``; see
+        :class:`AsyncConsumer` for the options."""
+        return Consumer(self, AsyncConsumer(self.aio, group, topics, **options))
+
+    # queued endpoints and senders
+    def queues(self, kind: str = "queue") -> list[dict[str, Any]]:
+        return self._run(self.aio.queues(kind))
+
+    def queue_show(self, name: str, kind: str = "queue") -> dict[str, Any]:
+        return self._run(self.aio.queue_show(name, kind))
+
+    def queue_pause(self, name: str, what: str = "all", kind: str = "queue") -> dict[str, Any]:
+        return self._run(self.aio.queue_pause(name, what, kind))
+
+    def queue_resume(self, name: str, what: str = "all", kind: str = "queue") -> dict[str, Any]:
+        return self._run(self.aio.queue_resume(name, what, kind))
+
+    def queue_errors(self, name: str, n: int = 10, kind: str = "queue") -> list[str]:
+        return self._run(self.aio.queue_errors(name, n, kind))
+
+    def queue_inspect(self, name: str, uid: str, kind: str = "queue") -> dict[str, Any]:
+        return self._run(self.aio.queue_inspect(name, uid, kind))
+
+    def queue_pop(self, name: str, uid: str, kind: str = "queue") -> dict[str, Any]:
+        return self._run(self.aio.queue_pop(name, uid, kind))
+
+    def queue_reprocess(self, name: str, uid: str | None = None, kind: str = "queue") -> int:
+        return self._run(self.aio.queue_reprocess(name, uid, kind))
+
+    def queue_clear(self, name: str, kind: str = "queue") -> int:
+        return self._run(self.aio.queue_clear(name, kind))
+
+    def stats_current(self) -> dict[str, Any]:
+        return self._run(self.aio.stats_current())
+
+    def stats_gathered(self) -> dict[str, Any] | None:
+        return self._run(self.aio.stats_gathered())
+
+    def stats_full(self) -> list[dict[str, Any]]:
+        return self._run(self.aio.stats_full())
+
+    def errors(self) -> list[dict[str, Any]]:
+        return self._run(self.aio.errors())
+
+    def errors_clear(self, error_id: str | None = None, count: int = 0) -> list[dict[str, Any]]:
+        return self._run(self.aio.errors_clear(error_id, count))
+
+
+class Consumer:
+    """The blocking face of :class:`AsyncConsumer`: ``for record in consumer``."""
+
+    def __init__(self, client: Client, inner: AsyncConsumer) -> None:
+        self._client = client
+        self.inner = inner
+
+    @property
+    def assignment(self) -> list[tuple[str, int]]:
+        return self.inner.assignment
+
+    @property
+    def positions(self) -> dict[tuple[str, int], int]:
+        return dict(self.inner.positions)
+
+    def start(self) -> Membership:
+        return self._client._run(self.inner.start())
+
+    def poll(self, max_records: int | None = None) -> list[Record]:
+        return self._client._run(self.inner.poll(max_records))
+
+    def commit(self, offsets: dict[tuple[str, int], int] | None = None) -> None:
+        self._client._run(self.inner.commit(offsets))
+
+    def close(self, commit: bool = True) -> None:
+        self._client._run(self.inner.close(commit))
+
+    def __iter__(self) -> Iterator[Record]:
+        return self
+
+    def __next__(self) -> Record:
+        try:
+            return self._client._run(self.inner.__anext__())
+        except StopAsyncIteration:
+            raise StopIteration from None
+
+    def __enter__(self) -> Consumer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
