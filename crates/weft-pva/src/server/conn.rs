@@ -47,6 +47,8 @@ struct Op {
     kind: OpKind,
     pv: Option<SharedPv>,
     mask: BitSet,
+    /// Put with `record[process=true]`: run the PV's process action after the put.
+    process: bool,
 }
 
 impl Drop for Op {
@@ -378,6 +380,7 @@ impl Conn {
             (OpKind::Put, cmd::PUT) | (OpKind::PutGet, cmd::PUT_GET) => {
                 let pv = op.pv.clone();
                 let mask = op.mask.clone();
+                let process = op.process;
                 let is_pg = r.command == cmd::PUT_GET;
                 if destroy {
                     self.ops.remove(&r.ioid);
@@ -398,10 +401,15 @@ impl Conn {
                     Ok(b) => b,
                     Err(e) => return self.op_error(&r, format!("bad put data: {e}")).await,
                 };
-                let status = match pv.put(&bits, merged).await {
+                let mut status = match pv.put(&bits, merged).await {
                     Ok(()) => Status::ok(),
                     Err(e) => Status::error(e),
                 };
+                if process && status.is_success() {
+                    if let Err(e) = pv.process().await {
+                        status = Status::error(e);
+                    }
+                }
                 let body = if is_pg && status.is_success() {
                     let (d, v) = pv.current();
                     RespBody::Data(data_bytes(&d, &v, &mask)?)
@@ -430,11 +438,19 @@ impl Conn {
                 self.send(&resp(cmd::RPC, r.ioid, r.subcmd, status, RespBody::Rpc(out))).await
             }
             (OpKind::Process, cmd::PROCESS) => {
+                let pv = op.pv.clone();
                 if destroy {
                     self.ops.remove(&r.ioid);
                 }
-                self.send(&resp(cmd::PROCESS, r.ioid, r.subcmd, Status::ok(), RespBody::Data(Default::default())))
-                    .await
+                // No action: OK and nothing happens (pvxs and pvAccessCPP answer the same).
+                let status = match pv {
+                    Some(pv) => match pv.process().await {
+                        Ok(()) => Status::ok(),
+                        Err(e) => Status::error(e),
+                    },
+                    None => Status::ok(),
+                };
+                self.send(&resp(cmd::PROCESS, r.ioid, r.subcmd, status, RespBody::Data(Default::default()))).await
             }
             (OpKind::Array, cmd::ARRAY) => {
                 let pv = op.pv.clone();
@@ -490,7 +506,7 @@ impl Conn {
         let entry = ch.entry.clone();
         match (entry, r.command) {
             (Entry::Rpc(_), cmd::RPC) => {
-                self.ops.insert(r.ioid, Op { sid: r.sid, kind: OpKind::Rpc, pv: None, mask: BitSet::new() });
+                self.ops.insert(r.ioid, Op { sid: r.sid, kind: OpKind::Rpc, pv: None, mask: BitSet::new(), process: false });
                 self.send(&resp(cmd::RPC, r.ioid, r.subcmd, Status::ok(), RespBody::Init(vec![]))).await
             }
             (Entry::Rpc(_), _) => self.op_error(&r, "RPC channel supports only RPC".into()).await,
@@ -522,7 +538,8 @@ impl Conn {
                     }
                     _ => return self.op_error(&r, "unsupported operation".into()).await,
                 };
-                self.ops.insert(r.ioid, Op { sid: r.sid, kind, pv: Some(pv), mask });
+                let process = matches!(c, cmd::PUT | cmd::PUT_GET) && req.option_bool("process");
+                self.ops.insert(r.ioid, Op { sid: r.sid, kind, pv: Some(pv), mask, process });
                 self.send(&resp(c, r.ioid, sub::INIT, Status::ok(), RespBody::Init(types))).await
             }
         }

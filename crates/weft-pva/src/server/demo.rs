@@ -38,6 +38,10 @@ pub const IMAGE: &str = "weft:demo:image";
 /// A writable static double array (for big puts; the waveform keeps moving).
 pub const BUFFER: &str = "weft:demo:buffer";
 
+/// Writable NTScalar int whose process action (CMD_PROCESS, or a put with
+/// `record[process=true]`) adds one: shows the process hook.
+pub const PROCESSED: &str = "weft:demo:processed";
+
 /// Side of the demo NTNDArray image (ushort pixels).
 pub const IMAGE_SIDE: usize = 64;
 
@@ -110,6 +114,17 @@ pub fn demo_provider(provider: &Provider) -> (SharedPv, SharedPv) {
     provider.add_pv(IMAGE, SharedPv::read_only(d, v));
     let (d, v) = Builder::new(nt_scalar_array(ScalarType::F64, Meta::default())).with("timeStamp", now_stamp()).build();
     provider.add_pv(BUFFER, SharedPv::writable(d, v));
+    let (d, v) = Builder::new(nt_scalar(ScalarType::I32, Meta::default())).with("timeStamp", now_stamp()).build();
+    let processed = SharedPv::writable(d, v);
+    processed.set_process_handler(Arc::new(|pv: &SharedPv| {
+        let pv = pv.clone();
+        Box::pin(async move {
+            let n = pv.with_current(|d, v| crate::proto::nt::path_ref(d, v, "value").and_then(|(x, _)| x.as_i64())).flatten();
+            let n = n.unwrap_or(0).wrapping_add(1) as i32;
+            pv.post_fields(&[("value", Value::I32(n)), ("timeStamp", now_stamp())]).map_err(|e| e.to_string())
+        })
+    }));
+    provider.add_pv(PROCESSED, processed);
     (counter, wave)
 }
 

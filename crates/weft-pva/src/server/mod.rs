@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-pub use pv::{ChannelHook, Entry, PostObserver, Provider, PutHandler, RpcHandler, SharedPv, Subscription, Update, now_stamp};
+pub use pv::{ChannelHook, Entry, PostObserver, ProcessFuture, ProcessHandler, Provider, PutHandler, RpcHandler, SharedPv, Subscription, Update, now_stamp};
 
 use crate::config::ServerConfig;
 use crate::error::Result;

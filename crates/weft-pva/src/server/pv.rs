@@ -28,6 +28,13 @@ pub type PutHandler = Arc<dyn Fn(&SharedPv, &BitSet, Value) -> PutFuture + Send 
 pub type RpcHandler =
     Arc<dyn Fn(&FieldDesc, &Value) -> std::result::Result<(FieldDesc, Value), String> + Send + Sync>;
 
+/// Process action (CMD_PROCESS, or a put with `record[process=true]`): what
+/// "processing the record" means for this PV (a counter increments, a bridge
+/// re-reads its source, a service runs). Async like puts; an error string is
+/// sent to the client as the operation's status.
+pub type ProcessFuture = std::pin::Pin<Box<dyn std::future::Future<Output = std::result::Result<(), String>> + Send>>;
+pub type ProcessHandler = Arc<dyn Fn(&SharedPv) -> ProcessFuture + Send + Sync>;
+
 /// Called after every local `post` (not after `post_quiet`): used by the
 /// stateless mode to mirror values to Redis.
 pub type PostObserver = Arc<dyn Fn(&BitSet, &Value) + Send + Sync>;
@@ -116,6 +123,7 @@ struct Inner {
     on_put: Option<PutHandler>,
     writable: bool,
     observers: RwLock<Vec<PostObserver>>,
+    on_process: RwLock<Option<ProcessHandler>>,
 }
 
 /// A PV whose value lives in memory: `post` updates it and notifies every
@@ -145,6 +153,7 @@ impl SharedPv {
                 on_put,
                 writable,
                 observers: RwLock::new(vec![]),
+                on_process: RwLock::new(None),
             }),
         }
     }
@@ -235,6 +244,27 @@ impl SharedPv {
     pub fn with_current<R>(&self, f: impl FnOnce(&FieldDesc, &Value) -> R) -> Option<R> {
         let s = self.inner.state.read().ok()?;
         Some(f(&s.desc, &s.value))
+    }
+
+    /// Give the PV a process action (replaces any earlier one). Without one,
+    /// PROCESS is answered OK and does nothing, as pvAccessCPP and pvxs do.
+    pub fn set_process_handler(&self, h: ProcessHandler) {
+        if let Ok(mut p) = self.inner.on_process.write() {
+            *p = Some(h);
+        }
+    }
+
+    pub fn has_process_handler(&self) -> bool {
+        self.inner.on_process.read().map(|p| p.is_some()).unwrap_or(false)
+    }
+
+    /// Run the process action, if any.
+    pub async fn process(&self) -> std::result::Result<(), String> {
+        let h = self.inner.on_process.read().ok().and_then(|p| p.clone());
+        match h {
+            Some(h) => h(self).await,
+            None => Ok(()),
+        }
     }
 
     /// Register a post observer.
