@@ -34,6 +34,10 @@ pub enum Error {
     Decode(#[from] DecodeError),
     #[error("client is shut down")]
     Closed,
+    /// The cluster's CRUSH map cannot place this PG (a rule that asks for
+    /// more than the map holds, past CRUSH's work bound).
+    #[error(transparent)]
+    Placement(#[from] crate::proto::crush::PlacementError),
 }
 
 impl Error {

@@ -455,7 +455,7 @@ impl Rados {
                     (PgId { pool: t.pool as u64, seed: pool.raw_pg_to_pg(h) }, h)
                 }
             };
-            let pl = map.pg_to_up_acting(pgid).ok_or_else(|| Error::NoPool(t.pool.to_string()))?;
+            let pl = map.try_pg_to_up_acting(pgid)?.ok_or_else(|| Error::NoPool(t.pool.to_string()))?;
             let osd = pl.acting_primary;
             if osd < 0 {
                 // no primary: wait for a better map

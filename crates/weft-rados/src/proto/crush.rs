@@ -16,6 +16,22 @@ const MAX_RESULT: usize = 64;
 /// nesting depth (a cycle would loop forever) and retry counts.
 const MAX_DEPTH: u32 = 64;
 const MAX_TRIES: u32 = 1000;
+/// Items one placement may draw (each straw/list item scored, each tree level,
+/// each uniform pick counts one). A real map needs a few thousand; a rule
+/// whose step asks for more than the map can place (a `chooseleaf_firstn`
+/// count of 2^31 over two hosts) makes `choose_firstn` retry once per
+/// requested replica, for hours. Ceph's monitor guards against such maps by
+/// running crushtool in a forked child with a timeout; we count instead, so
+/// the work is bounded whatever the map says, and a placement that stays
+/// under the bound is the same as Ceph's.
+pub const MAX_PLACEMENT_DRAWS: u64 = 1 << 22;
+
+/// Why a placement could not be computed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlacementError {
+    #[error("CRUSH rule {rule} has no placement for x={x} within {draws} item draws: the map asks for more than it can place")]
+    WorkExceeded { rule: usize, x: u32, draws: u64 },
+}
 
 pub mod alg {
     pub const UNIFORM: u8 = 1;
@@ -312,11 +328,26 @@ impl CrushMap {
         self.rules.get(i)?.as_ref().map(|_| i)
     }
 
-    /// crush_do_rule. `weights` are the 16.16 device weights (the OSDMap's
-    /// osd_weight), `choose_args` the weight-set index (the pool id).
+    /// crush_do_rule, as [`CrushMap::try_do_rule`] but with no OSDs for a
+    /// placement that exceeded its work bound (as for a missing rule).
     pub fn do_rule(&self, ruleno: usize, x: u32, result_max: usize, weights: &[u32], choose_args: Option<i64>) -> Vec<i32> {
+        self.try_do_rule(ruleno, x, result_max, weights, choose_args).unwrap_or_default()
+    }
+
+    /// crush_do_rule. `weights` are the 16.16 device weights (the OSDMap's
+    /// osd_weight), `choose_args` the weight-set index (the pool id). At
+    /// most [`MAX_PLACEMENT_DRAWS`] item draws; past that the map is refused
+    /// for this input with [`PlacementError::WorkExceeded`].
+    pub fn try_do_rule(
+        &self,
+        ruleno: usize,
+        x: u32,
+        result_max: usize,
+        weights: &[u32],
+        choose_args: Option<i64>,
+    ) -> Result<Vec<i32>, PlacementError> {
         let Some(Some(rule)) = self.rules.get(ruleno) else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
         let result_max = result_max.min(MAX_RESULT);
         let args = choose_args.and_then(|i| self.choose_args.get(&i).or_else(|| self.choose_args.get(&-1)));
@@ -454,14 +485,18 @@ impl CrushMap {
                 _ => {}
             }
         }
-        result
+        if work.draws_left == 0 {
+            return Err(PlacementError::WorkExceeded { rule: ruleno, x: x as u32, draws: MAX_PLACEMENT_DRAWS });
+        }
+        Ok(result)
     }
 }
 
 /// Per-call scratch: the permutation state of each bucket (uniform buckets
-/// and the local fallback search use it).
+/// and the local fallback search use it), and the draws left.
 struct Work {
     perm: Vec<PermState>,
+    draws_left: u64,
 }
 
 #[derive(Clone, Default)]
@@ -479,7 +514,18 @@ impl Work {
                 .iter()
                 .map(|b| PermState { perm_x: 0, perm_n: 0, perm: vec![0; b.as_ref().map(|b| b.items.len()).unwrap_or(0)] })
                 .collect(),
+            draws_left: MAX_PLACEMENT_DRAWS,
         }
+    }
+
+    /// Spend `n` draws; false once the bound is reached (the loops then stop).
+    fn charge(&mut self, n: usize) -> bool {
+        self.draws_left = self.draws_left.saturating_sub(n.max(1) as u64);
+        self.draws_left > 0
+    }
+
+    fn exhausted(&self) -> bool {
+        self.draws_left == 0
     }
 }
 
@@ -509,6 +555,12 @@ impl Ctx<'_> {
     }
 
     fn bucket_choose(&self, work: &mut Work, b: &Bucket, r: i32, position: usize) -> i32 {
+        let cost = match b.kind {
+            BucketKind::Uniform { .. } => 1,
+            BucketKind::Tree { ref node_weights } => (usize::BITS - node_weights.len().leading_zeros()) as usize,
+            _ => b.items.len(),
+        };
+        work.charge(cost);
         let x = self.x;
         let arg = self.args.and_then(|a| a.get(&((-1 - b.id as i64) as usize)));
         match &b.kind {
@@ -604,7 +656,7 @@ impl Ctx<'_> {
         let map = self.map;
         let mut count = out_size;
         let mut rep: i32 = if self.stable != 0 { 0 } else { outpos as i32 };
-        while rep < numrep && count > 0 {
+        while rep < numrep && count > 0 && !work.exhausted() {
             let mut ftotal: u32 = 0;
             let mut skip_rep = false;
             let mut item = 0i32;
@@ -627,11 +679,12 @@ impl Ctx<'_> {
                             && flocal >= (inb.items.len() as u32 >> 1)
                             && flocal > self.local_fallback_retries
                         {
+                            work.charge(1);
                             perm_choose(work, inb, self.x, r)
                         } else {
                             self.bucket_choose(work, inb, r, outpos)
                         };
-                        if item >= map.max_devices {
+                        if item >= map.max_devices || work.exhausted() {
                             skip_rep = true;
                             break;
                         }
@@ -761,7 +814,7 @@ impl Ctx<'_> {
         }
         let mut ftotal = 0u32;
         let tries = tries.min(MAX_TRIES);
-        while left > 0 && ftotal < tries {
+        while left > 0 && ftotal < tries && !work.exhausted() {
             for rep in outpos..endpos {
                 if out[rep] != ITEM_UNDEF {
                     continue;
@@ -1091,6 +1144,33 @@ mod tests {
         for x in 0..20 {
             let _ = m.do_rule(0, x, 3, &[0x10000], None);
         }
+    }
+
+    /// A step that asks for 2^31 replicas of a map that can place one: the
+    /// fuzzer's hang (one pass per requested replica). It must end with a
+    /// typed error, and the same map with a sane count must still place.
+    #[test]
+    fn unplaceable_count_is_refused_not_spun() {
+        let mut m = CrushMap::decode(CRUSHMAP).unwrap();
+        let rule = m.rules[0].as_mut().unwrap();
+        let choose = rule
+            .steps
+            .iter_mut()
+            .find(|s| matches!(s.op, op::CHOOSE_FIRSTN | op::CHOOSELEAF_FIRSTN))
+            .expect("the capture's rule has a firstn step");
+        choose.op = op::CHOOSELEAF_FIRSTN;
+        choose.arg1 = i32::MAX;
+        for x in 0..3 {
+            let got = m.try_do_rule(0, x, 3, &[0x10000], None);
+            assert!(matches!(got, Err(PlacementError::WorkExceeded { rule: 0, .. })), "x={x}: {got:?}");
+            assert_eq!(m.do_rule(0, x, 3, &[0x10000], None), Vec::<i32>::new());
+        }
+        m.rules[0].as_mut().unwrap().steps.iter_mut().for_each(|s| {
+            if s.op == op::CHOOSELEAF_FIRSTN {
+                s.arg1 = 0;
+            }
+        });
+        assert_eq!(m.try_do_rule(0, 7, 1, &[0x10000], None), Ok(vec![0]));
     }
 
     #[test]

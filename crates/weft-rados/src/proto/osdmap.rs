@@ -2,7 +2,7 @@
 //! v7+ wrapper, as Pacific sends it), pg_pool_t, and object placement:
 //! object -> raw PG -> PG -> up/acting OSDs.
 
-use super::crush::{self, CrushMap, ITEM_NONE};
+use super::crush::{self, CrushMap, ITEM_NONE, PlacementError};
 use super::enc::{DResult, DecodeError, Reader};
 use super::types::{AddrVec, Fsid, UTime};
 use std::collections::BTreeMap;
@@ -665,11 +665,11 @@ impl OsdMap {
         Some((PgId { pool: pool_id as u64, seed: pool.raw_pg_to_pg(raw) }, raw))
     }
 
-    fn pg_to_raw_osds(&self, pool: &PgPool, pg: PgId) -> (Vec<i32>, u32) {
+    fn pg_to_raw_osds(&self, pool: &PgPool, pg: PgId) -> Result<(Vec<i32>, u32), PlacementError> {
         let pps = pool.raw_pg_to_pps(pg);
         let size = pool.size as usize;
         let mut raw = match self.crush.find_rule(pool.crush_rule as i32, pool.ty as i32, size as i32) {
-            Some(rule) => self.crush.do_rule(rule, pps, size, &self.osd_weight, Some(pg.pool as i64)),
+            Some(rule) => self.crush.try_do_rule(rule, pps, size, &self.osd_weight, Some(pg.pool as i64))?,
             None => Vec::new(),
         };
         // remove nonexistent OSDs
@@ -682,7 +682,7 @@ impl OsdMap {
                 }
             }
         }
-        (raw, pps)
+        Ok((raw, pps))
     }
 
     fn out_marked(&self, osd: i32) -> bool {
@@ -753,10 +753,19 @@ impl OsdMap {
         }
     }
 
-    /// PG -> up and acting sets with their primaries.
+    /// PG -> up and acting sets with their primaries; None for an unknown
+    /// pool or a placement CRUSH refused (see [`OsdMap::try_pg_to_up_acting`]).
     pub fn pg_to_up_acting(&self, pg: PgId) -> Option<Placement> {
-        let pool = self.pools.get(&(pg.pool as i64))?;
-        let (mut raw, pps) = self.pg_to_raw_osds(pool, pg);
+        self.try_pg_to_up_acting(pg).ok().flatten()
+    }
+
+    /// PG -> up and acting sets: Ok(None) for an unknown pool, an error when
+    /// the map's rule cannot place the PG within CRUSH's work bound.
+    pub fn try_pg_to_up_acting(&self, pg: PgId) -> Result<Option<Placement>, PlacementError> {
+        let Some(pool) = self.pools.get(&(pg.pool as i64)) else {
+            return Ok(None);
+        };
+        let (mut raw, pps) = self.pg_to_raw_osds(pool, pg)?;
         self.apply_upmap(pg, &mut raw);
         let mut up = self.raw_to_up(pool, &raw);
         let mut up_primary = up.iter().copied().find(|&o| o != ITEM_NONE).unwrap_or(-1);
@@ -785,7 +794,7 @@ impl OsdMap {
                 acting_primary = up_primary;
             }
         }
-        Some(Placement { pgid: pg, up, up_primary, acting, acting_primary })
+        Ok(Some(Placement { pgid: pg, up, up_primary, acting, acting_primary }))
     }
 
     /// Full object placement: pool/namespace/name -> PG and OSDs.
