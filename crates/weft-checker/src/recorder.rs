@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
+use serde::Serialize;
 use serde_bytes::ByteBuf;
 use tokio_util::sync::CancellationToken;
 use weft_broker::dto::{self, route};
@@ -136,6 +137,29 @@ fn classify(e: &ClientError) -> Outcome {
         ClientError::Closed | ClientError::DatagramTooLarge(_) | ClientError::Body(_) => Outcome::Fail(e.to_string(), None),
         _ => Outcome::Info(e.to_string()),
     }
+}
+
+// Our own request bodies with only the fields we set, so that fields added
+// to the broker's DTOs do not break the recorder (the wire takes absent
+// fields as their defaults).
+#[derive(Serialize)]
+struct RecordReq {
+    partition: u32,
+    value: ByteBuf,
+}
+
+#[derive(Serialize)]
+struct ProduceReq<'a> {
+    topic: &'a str,
+    records: [RecordReq; 1],
+}
+
+#[derive(Serialize)]
+struct FetchReq<'a> {
+    topic: &'a str,
+    partition: u32,
+    offset: u64,
+    max_records: usize,
 }
 
 fn text(v: &Option<ByteBuf>) -> String {
@@ -262,10 +286,7 @@ impl Recorder {
             let value = format!("p{process}-{n}");
             n += 1;
             self.log.push(|t| Event::Invoke { process, partition, value: value.clone(), time_us: t });
-            let req = dto::Produce {
-                topic: self.cfg.topic.clone(),
-                records: vec![dto::RecordIn { partition: Some(partition), value: Some(ByteBuf::from(value.clone().into_bytes())), ..Default::default() }],
-            };
+            let req = ProduceReq { topic: &self.cfg.topic, records: [RecordReq { partition, value: ByteBuf::from(value.clone().into_bytes()) }] };
             let outcome = match client.call::<_, dto::ProduceResponse>(route::PRODUCE, &req).await {
                 Ok(resp) => match resp.results.first() {
                     Some(dto::ProduceResult { offset: Some(o), partition: Some(p), .. }) if *p == partition => Outcome::Ok(*o),
@@ -331,7 +352,7 @@ impl Recorder {
         let deadline = Instant::now() + self.cfg.reach_timeout;
         let mut offset = 0u64;
         loop {
-            let req = dto::Fetch { topic: self.cfg.topic.clone(), partition, offset, max_bytes: None, max_records: Some(1000), wait_ms: None, raw: false };
+            let req = FetchReq { topic: &self.cfg.topic, partition, offset, max_records: 1000 };
             let f: dto::FetchResponse = match client.call(route::FETCH, &req).await {
                 Ok(f) => f,
                 // A node just restarted or electing: try again for a while.
