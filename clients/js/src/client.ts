@@ -1,0 +1,500 @@
+// One API over two transports: native (Node: tcp://, unix://, tls://) and the
+// HTTP gateway (http://, https://: browsers, REST + WebSocket).
+import { ConflictError, NotFoundError, NotSupported, OutOfRangeError, ServerError, fromDto } from "./errors.js";
+import { HttpTransport, recordOut } from "./http.js";
+import { NativeTransport, TlsOptions } from "./native.js";
+import { CallOptions, Transport, Welcome, sleep } from "./transport.js";
+
+export type Bytes = Uint8Array | string;
+
+export interface ClientOptions {
+  /** Default call timeout in ms (10 000). */
+  timeoutMs?: number;
+  /** Connect (and reconnect) bound in ms (5 000). */
+  connectTimeoutMs?: number;
+  /** For tls:// addresses. */
+  tls?: TlsOptions;
+  /** Shown to the server in the hello. */
+  clientName?: string;
+  /** Send JSON bodies instead of msgpack (native transport). */
+  json?: boolean;
+  /** Extra HTTP headers (HTTP transport). */
+  headers?: Record<string, string>;
+}
+
+export interface ProducerRecord {
+  value?: Bytes | null;
+  key?: Bytes | null;
+  headers?: [string, Bytes][];
+  partition?: number;
+  timestampMs?: number;
+}
+
+export interface ProduceResult {
+  partition?: number;
+  offset?: number;
+  timestampMs?: number;
+  /** Set when this record was refused (the others may have been written). */
+  error?: ServerError;
+}
+
+export interface LogRecord {
+  topic: string;
+  partition: number;
+  offset: number;
+  timestampMs: number;
+  key: Uint8Array | null;
+  value: Uint8Array | null;
+  headers: [string, Uint8Array][];
+}
+
+export interface FetchResult {
+  topic: string;
+  partition: number;
+  highWatermark: number;
+  logStartOffset: number;
+  nextOffset: number;
+  records: LogRecord[];
+}
+
+export interface Membership {
+  group: string;
+  memberId: string;
+  generation: number;
+  assignment: [string, number][];
+  members: number;
+}
+
+export interface TopicPartitionOffset {
+  topic: string;
+  partition: number;
+  offset: number;
+  metadata?: string;
+}
+
+export type QueueKind = "queue" | "sender";
+
+const te = new TextEncoder();
+const toBytes = (v: Bytes | null | undefined): Uint8Array | null => (v == null ? null : typeof v === "string" ? te.encode(v) : v);
+const asBytes = (v: unknown): Uint8Array | null => (v == null ? null : typeof v === "string" ? te.encode(v) : (v as Uint8Array));
+
+function makeClientId(): string {
+  const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env;
+  return env?.HOSTNAME || globalThis.crypto.randomUUID();
+}
+
+type Obj = Record<string, unknown>;
+
+function toRecord(topic: string, partition: number, r: Obj): LogRecord {
+  return {
+    topic,
+    partition,
+    offset: Number(r.offset),
+    timestampMs: Number(r.timestamp_ms ?? 0),
+    key: asBytes(r.key),
+    value: asBytes(r.value),
+    headers: ((r.headers as [string, unknown][]) ?? []).map(([k, v]) => [k, asBytes(v) ?? new Uint8Array(0)]),
+  };
+}
+
+function toMembership(v: unknown): Membership {
+  const m = v as Obj;
+  return {
+    group: String(m.group),
+    memberId: String(m.member_id),
+    generation: Number(m.generation),
+    assignment: ((m.assignment as [string, number][]) ?? []).map(([t, p]) => [t, Number(p)]),
+    members: Number(m.members ?? 0),
+  };
+}
+
+/**
+ * A Weft client. `new Client("tcp://127.0.0.1:7400")` (Node: tcp://, unix://,
+ * tls://) or `new Client("http://127.0.0.1:7480")` (the HTTP gateway: the log's
+ * calls only). Not there yet: auth tokens and cluster leader redirects (the
+ * server has neither).
+ */
+export class Client {
+  readonly transport: Transport;
+  readonly clientId = makeClientId();
+
+  constructor(readonly addr = "tcp://127.0.0.1:7400", opts: ClientOptions = {}) {
+    const timeoutMs = opts.timeoutMs ?? 10_000;
+    if (/^https?:\/\//i.test(addr)) {
+      this.transport = new HttpTransport(addr, { timeoutMs, headers: opts.headers });
+    } else {
+      this.transport = new NativeTransport(addr, {
+        timeoutMs,
+        connectTimeoutMs: opts.connectTimeoutMs ?? 5_000,
+        tls: opts.tls,
+        clientName: opts.clientName ?? "weft-js",
+        clientId: this.clientId,
+        json: opts.json ?? false,
+      });
+    }
+  }
+
+  /** Connect now (else the first call does); the server's welcome (null over HTTP). */
+  connect(): Promise<Welcome | null> {
+    return this.transport.connect();
+  }
+
+  close(): Promise<void> {
+    return this.transport.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  /** Call any endpoint; resolves to the decoded answer, rejects with the typed error. */
+  call<T = unknown>(route: string, body?: unknown, opts: CallOptions = {}): Promise<T> {
+    return this.transport.call(route, body, opts) as Promise<T>;
+  }
+
+  /** A one-way request: no answer, no error report. */
+  send(route: string, body?: unknown): Promise<void> {
+    return this.transport.send(route, body);
+  }
+
+  // ---- standard endpoints ----
+  ping(): Promise<{ pong: boolean; server_time_ms: number }> { return this.call("weft.ping"); }
+  echo<T>(value: T): Promise<T> { return this.call("weft.echo", value); }
+  info(): Promise<{ name: string; version: string; id: string; uptime_s: number; transports: string[]; endpoints: string[] }> { return this.call("weft.info"); }
+  stats(): Promise<Record<string, number>> { return this.call("weft.stats"); }
+  liveness(): Promise<Obj[]> { return this.call("weft.liveness"); }
+
+  // ---- the log ----
+  /** `config`: partitions, retention_ms, retention_bytes, max_record_bytes, segment_bytes, segment_ms, cleanup, delete_retention_ms. */
+  createTopic(name: string, config?: Obj): Promise<Obj> { return this.call("log.topic.create", { name, config: config ?? null }); }
+  topics(): Promise<string[]> { return this.call("log.topic.list"); }
+  describeTopic(name: string): Promise<Obj> { return this.call("log.topic.describe", { name }); }
+  async deleteTopic(name: string): Promise<boolean> { return Boolean((await this.call<Obj>("log.topic.delete", { name })).ok); }
+  /** Absent fields stay unchanged; a negative retention means no limit. */
+  alterTopic(name: string, changes: Obj): Promise<Obj> { return this.call("log.topic.alter", { ...changes, name }); }
+
+  /** Append records; one result per record, in order. */
+  async produce(topic: string, records: (ProducerRecord | Bytes)[]): Promise<ProduceResult[]> {
+    const wire = records.map((r) => {
+      const x: ProducerRecord = typeof r === "string" || r instanceof Uint8Array ? { value: r } : r;
+      const o: Obj = { key: toBytes(x.key), value: toBytes(x.value), headers: (x.headers ?? []).map(([n, v]) => [n, toBytes(v)]) };
+      if (x.partition != null) o.partition = x.partition;
+      if (x.timestampMs != null) o.timestamp_ms = x.timestampMs;
+      return o;
+    });
+    const r = await this.call<{ results: Obj[] }>("log.produce", { topic, records: wire });
+    return r.results.map((x) => {
+      const out: ProduceResult = {};
+      if (x.partition != null) out.partition = Number(x.partition);
+      if (x.offset != null) out.offset = Number(x.offset);
+      if (x.timestamp_ms != null) out.timestampMs = Number(x.timestamp_ms);
+      if (x.error) out.error = fromDto(x.error, "log.produce");
+      return out;
+    });
+  }
+
+  async fetch(topic: string, partition: number, offset: number, opts: { maxBytes?: number; maxRecords?: number; waitMs?: number; timeoutMs?: number } = {}): Promise<FetchResult> {
+    const body: Obj = { topic, partition, offset };
+    if (opts.maxBytes != null) body.max_bytes = opts.maxBytes;
+    if (opts.maxRecords != null) body.max_records = opts.maxRecords;
+    if (opts.waitMs != null) body.wait_ms = opts.waitMs;
+    const timeoutMs = opts.timeoutMs ?? (opts.waitMs != null ? 10_000 + opts.waitMs : undefined);
+    const r = await this.call<Obj>("log.fetch", body, timeoutMs != null ? { timeoutMs } : {});
+    return {
+      topic: String(r.topic),
+      partition: Number(r.partition),
+      highWatermark: Number(r.high_watermark),
+      logStartOffset: Number(r.log_start_offset),
+      nextOffset: Number(r.next_offset),
+      records: ((r.records as Obj[]) ?? []).map((x) => toRecord(topic, partition, x)),
+    };
+  }
+
+  /** `spec`: "earliest", "latest", or a timestamp in ms. */
+  async offsets(topic: string, partition: number, spec: "earliest" | "latest" | number = "latest"): Promise<number> {
+    const s = typeof spec === "number" ? { timestamp: spec } : spec;
+    return Number((await this.call<Obj>("log.offsets", { topic, partition, spec: s })).offset);
+  }
+
+  async joinGroup(group: string, topics: string[], opts: { memberId?: string; strategy?: "range" | "roundrobin"; sessionTimeoutMs?: number } = {}): Promise<Membership> {
+    const body: Obj = { group, client_id: this.clientId, topics, member_id: opts.memberId ?? null };
+    if (opts.strategy) body.strategy = opts.strategy;
+    if (opts.sessionTimeoutMs != null) body.session_timeout_ms = opts.sessionTimeoutMs;
+    return toMembership(await this.call("log.group.join", body));
+  }
+  async heartbeat(group: string, memberId: string): Promise<Membership> { return toMembership(await this.call("log.group.heartbeat", { group, member_id: memberId })); }
+  async leaveGroup(group: string, memberId: string): Promise<boolean> { return Boolean((await this.call<Obj>("log.group.leave", { group, member_id: memberId })).ok); }
+  /** Commit next-offsets-to-read; members pass their id and generation (stale: ConflictError). */
+  async commit(group: string, offsets: TopicPartitionOffset[], opts: { memberId?: string; generation?: number } = {}): Promise<boolean> {
+    const body = { group, member_id: opts.memberId ?? null, generation: opts.generation ?? null, offsets: offsets.map((o) => ({ metadata: "", ...o })) };
+    return Boolean((await this.call<Obj>("log.group.commit", body)).ok);
+  }
+  async committed(group: string, topic: string, partition: number): Promise<number | null> {
+    const r = await this.call<Obj>("log.group.committed", { group, topic, partition });
+    return r.offset == null ? null : Number(r.offset);
+  }
+  groups(): Promise<Obj[]> { return this.call("log.group.list"); }
+  describeGroup(group: string): Promise<Obj> { return this.call("log.group.describe", { group }); }
+
+  /** A consumer group member: `for await (const r of client.consumer(...))`. */
+  consumer(group: string, topics: string[], opts: ConsumerOptions = {}): Consumer {
+    return new Consumer(this, group, topics, opts);
+  }
+
+  /**
+   * Follow one partition (or, over HTTP without `partition`, every partition)
+   * from `offset` ("earliest", "latest" or a number): a WebSocket stream over
+   * HTTP, long-poll fetches over the native protocol. Stops when `signal` aborts.
+   */
+  async *stream(topic: string, opts: { partition?: number; offset?: "earliest" | "latest" | number; signal?: AbortSignal } = {}): AsyncGenerator<LogRecord> {
+    const from = opts.offset ?? "latest";
+    if (this.transport instanceof HttpTransport) {
+      yield* wsStream(this.transport.streamUrl(topic, opts.partition, String(from)), topic, opts.signal);
+      return;
+    }
+    if (opts.partition === undefined) throw new NotSupported("a native stream follows one partition: pass partition");
+    let offset = typeof from === "number" ? from : await this.offsets(topic, opts.partition, from);
+    while (!opts.signal?.aborted) {
+      const r = await this.fetch(topic, opts.partition, offset, { waitMs: 500 });
+      for (const rec of r.records) {
+        if (opts.signal?.aborted) return;
+        yield rec;
+      }
+      offset = r.nextOffset;
+    }
+  }
+
+  // ---- queued endpoints and senders (docs/queues.md) ----
+  queues(kind: QueueKind = "queue"): Promise<Obj[]> { return this.call(`weft.${kindOf(kind)}.ls`); }
+  queueShow(name: string, kind: QueueKind = "queue"): Promise<Obj> { return this.call(`weft.${kindOf(kind)}.show`, { name }); }
+  queuePause(name: string, what: "accepting" | "processing" | "all" = "all", kind: QueueKind = "queue"): Promise<Obj> { return this.call(`weft.${kindOf(kind)}.pause`, { name, what }); }
+  queueResume(name: string, what: "accepting" | "processing" | "all" = "all", kind: QueueKind = "queue"): Promise<Obj> { return this.call(`weft.${kindOf(kind)}.resume`, { name, what }); }
+  queueErrors(name: string, n = 10, kind: QueueKind = "queue"): Promise<string[]> { return this.call(`weft.${kindOf(kind)}.errors`, { name, n }); }
+  queueInspect(name: string, uid: string, kind: QueueKind = "queue"): Promise<Obj> { return this.call(`weft.${kindOf(kind)}.inspect`, { name, uid }); }
+  queuePop(name: string, uid: string, kind: QueueKind = "queue"): Promise<Obj> { return this.call(`weft.${kindOf(kind)}.pop`, { name, uid }); }
+  async queueReprocess(name: string, uid?: string, kind: QueueKind = "queue"): Promise<number> { return Number((await this.call<Obj>(`weft.${kindOf(kind)}.reprocess`, { name, uid: uid ?? null })).count); }
+  async queueClear(name: string, kind: QueueKind = "queue"): Promise<number> { return Number((await this.call<Obj>(`weft.${kindOf(kind)}.clear`, { name })).count); }
+  statsCurrent(): Promise<Obj> { return this.call("weft.stats.current"); }
+  statsGathered(): Promise<Obj | null> { return this.call("weft.stats.gathered"); }
+  statsFull(): Promise<Obj[]> { return this.call("weft.stats.full"); }
+  errors(): Promise<Obj[]> { return this.call("weft.errors.get"); }
+  errorsClear(errorId?: string, count = 0): Promise<Obj[]> { return this.call("weft.errors.clear", { error_id: errorId ?? null, count }); }
+}
+
+function kindOf(k: string): string {
+  if (k !== "queue" && k !== "sender") throw new RangeError(`kind must be "queue" or "sender", not ${k}`);
+  return k;
+}
+
+async function* wsStream(url: string, topic: string, signal?: AbortSignal): AsyncGenerator<LogRecord> {
+  const WS = (globalThis as { WebSocket?: typeof WebSocket }).WebSocket;
+  if (!WS) throw new NotSupported("no WebSocket in this runtime (Node 20: run with --experimental-websocket; Node 22+ has it)");
+  const ws = new WS(url);
+  const queue: LogRecord[] = [];
+  let done = false;
+  let failure: Error | null = null;
+  let wake: (() => void) | null = null;
+  const poke = () => { const w = wake; wake = null; w?.(); };
+  ws.onmessage = (ev: MessageEvent) => {
+    const r = recordOut(JSON.parse(String(ev.data)) as Obj);
+    queue.push(toRecord(topic, Number(r.partition), r));
+    poke();
+  };
+  ws.onerror = () => { failure = new NotFoundError(`stream ${url} failed (unknown topic or partition?)`); poke(); };
+  ws.onclose = () => { done = true; poke(); };
+  const onAbort = () => ws.close();
+  signal?.addEventListener("abort", onAbort);
+  try {
+    for (;;) {
+      while (queue.length) yield queue.shift()!;
+      if (failure) throw failure;
+      if (done || signal?.aborted) return;
+      await new Promise<void>((r) => (wake = r));
+    }
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+    ws.close();
+  }
+}
+
+export interface ConsumerOptions {
+  /** Where to start without a committed offset: "earliest" or "latest" (default, as Kafka). */
+  autoOffsetReset?: "earliest" | "latest";
+  /** Commit handed-out offsets every autoCommitIntervalMs, before a rebalance and on close (default true). */
+  enableAutoCommit?: boolean;
+  autoCommitIntervalMs?: number;
+  sessionTimeoutMs?: number;
+  maxRecords?: number;
+  pollWaitMs?: number;
+  /** Stop iterating after this long without a record (default: never). */
+  consumerTimeoutMs?: number;
+  strategy?: "range" | "roundrobin";
+}
+
+/** A consumer group member; semantics as the Python client's (and kafka-python's). */
+export class Consumer implements AsyncIterable<LogRecord> {
+  membership: Membership | null = null;
+  /** Next offset to hand out, per "topic\0partition". */
+  readonly positions = new Map<string, number>();
+  private committedPos = new Map<string, number>();
+  private buffer: LogRecord[] = [];
+  private lastBeat = 0;
+  private lastCommit = 0;
+  private readonly o: Required<Omit<ConsumerOptions, "consumerTimeoutMs" | "strategy">> & Pick<ConsumerOptions, "consumerTimeoutMs" | "strategy">;
+
+  constructor(readonly client: Client, readonly group: string, readonly topics: string[], opts: ConsumerOptions = {}) {
+    this.o = {
+      autoOffsetReset: opts.autoOffsetReset ?? "latest",
+      enableAutoCommit: opts.enableAutoCommit ?? true,
+      autoCommitIntervalMs: opts.autoCommitIntervalMs ?? 5000,
+      sessionTimeoutMs: opts.sessionTimeoutMs ?? 10_000,
+      maxRecords: opts.maxRecords ?? 500,
+      pollWaitMs: opts.pollWaitMs ?? 500,
+      consumerTimeoutMs: opts.consumerTimeoutMs,
+      strategy: opts.strategy,
+    };
+  }
+
+  get assignment(): [string, number][] {
+    return this.membership ? [...this.membership.assignment] : [];
+  }
+
+  async start(): Promise<Membership> {
+    if (!this.membership) {
+      const opts: { sessionTimeoutMs: number; strategy?: "range" | "roundrobin" } = { sessionTimeoutMs: this.o.sessionTimeoutMs };
+      if (this.o.strategy) opts.strategy = this.o.strategy;
+      this.membership = await this.client.joinGroup(this.group, this.topics, opts);
+      this.lastBeat = this.lastCommit = Date.now();
+      await this.initPositions();
+    }
+    return this.membership;
+  }
+
+  private async initPositions(): Promise<void> {
+    const assigned = new Set(this.assignment.map(([t, p]) => `${t}\0${p}`));
+    for (const k of [...this.positions.keys()]) if (!assigned.has(k)) { this.positions.delete(k); this.committedPos.delete(k); }
+    this.buffer = this.buffer.filter((r) => assigned.has(`${r.topic}\0${r.partition}`));
+    for (const [t, p] of this.assignment) {
+      const k = `${t}\0${p}`;
+      if (this.positions.has(k)) continue;
+      let c = await this.client.committed(this.group, t, p);
+      if (c == null) c = await this.client.offsets(t, p, this.o.autoOffsetReset);
+      else this.committedPos.set(k, c);
+      this.positions.set(k, c);
+    }
+  }
+
+  private async heartbeat(): Promise<void> {
+    const m = this.membership!;
+    let next: Membership;
+    try {
+      next = await this.client.heartbeat(this.group, m.memberId);
+    } catch (e) {
+      if (!(e instanceof NotFoundError)) throw e;
+      this.membership = null; // session expired: join again
+      this.positions.clear();
+      this.buffer = [];
+      await this.start();
+      return;
+    }
+    if (next.generation !== m.generation) {
+      if (this.o.enableAutoCommit) await this.commitQuietly();
+      this.membership = next;
+      await this.initPositions();
+    } else this.membership = next;
+  }
+
+  private async maintain(): Promise<void> {
+    await this.start();
+    const now = Date.now();
+    if (now - this.lastBeat >= this.o.sessionTimeoutMs / 3) {
+      this.lastBeat = now;
+      await this.heartbeat();
+    }
+    if (this.o.enableAutoCommit && now - this.lastCommit >= this.o.autoCommitIntervalMs) await this.commitQuietly();
+  }
+
+  private take(): LogRecord {
+    const r = this.buffer.shift()!;
+    this.positions.set(`${r.topic}\0${r.partition}`, r.offset + 1);
+    return r;
+  }
+
+  private async fill(): Promise<void> {
+    const tps = [...this.positions.entries()];
+    if (tps.length === 0) return sleep(this.o.pollWaitMs);
+    const got = await Promise.all(tps.map(async ([k, off]) => {
+      const [t, ps] = k.split("\0") as [string, string];
+      try {
+        return (await this.client.fetch(t, Number(ps), off, { maxRecords: this.o.maxRecords, waitMs: this.o.pollWaitMs })).records;
+      } catch (e) {
+        if (!(e instanceof OutOfRangeError)) throw e;
+        this.positions.set(k, await this.client.offsets(t, Number(ps), this.o.autoOffsetReset));
+        return [];
+      }
+    }));
+    for (const recs of got) this.buffer.push(...recs);
+  }
+
+  /** Records from the assigned partitions (may be empty after the wait). */
+  async poll(maxRecords?: number): Promise<LogRecord[]> {
+    await this.maintain();
+    if (this.buffer.length === 0) await this.fill();
+    const out: LogRecord[] = [];
+    const n = maxRecords ?? this.o.maxRecords;
+    while (this.buffer.length && out.length < n) out.push(this.take());
+    return out;
+  }
+
+  /** Commit the given offsets, or the positions of every record handed out. */
+  async commit(offsets?: TopicPartitionOffset[]): Promise<void> {
+    await this.start();
+    const m = this.membership!;
+    const todo = offsets ?? [...this.positions.entries()].filter(([k, o]) => this.committedPos.get(k) !== o).map(([k, offset]) => {
+      const [topic, p] = k.split("\0") as [string, string];
+      return { topic, partition: Number(p), offset };
+    });
+    this.lastCommit = Date.now();
+    if (todo.length === 0) return;
+    await this.client.commit(this.group, todo, { memberId: m.memberId, generation: m.generation });
+    for (const o of todo) this.committedPos.set(`${o.topic}\0${o.partition}`, o.offset);
+  }
+
+  private async commitQuietly(): Promise<void> {
+    try {
+      await this.commit();
+    } catch (e) {
+      if (!(e instanceof ConflictError)) throw e; // rebalanced under us
+    }
+  }
+
+  /** Commit (when auto-commit is on), then leave the group. */
+  async close(commit = true): Promise<void> {
+    if (!this.membership) return;
+    try {
+      if (commit && this.o.enableAutoCommit) await this.commitQuietly();
+    } finally {
+      const m = this.membership;
+      this.membership = null;
+      try {
+        await this.client.leaveGroup(this.group, m.memberId);
+      } catch (e) {
+        if (!(e instanceof NotFoundError)) throw e;
+      }
+    }
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<LogRecord> {
+    let started = Date.now();
+    for (;;) {
+      await this.maintain();
+      if (this.buffer.length) {
+        yield this.take();
+        started = Date.now();
+        continue;
+      }
+      await this.fill();
+      if (this.buffer.length === 0 && this.o.consumerTimeoutMs != null && Date.now() - started >= this.o.consumerTimeoutMs) return;
+    }
+  }
+}

@@ -1,0 +1,125 @@
+// Weft native frames (docs/protocol.md), sans-IO: bytes in, frames out.
+import { encode as mpEncode, decode as mpDecode } from "@msgpack/msgpack";
+
+export const VERSION = 1;
+export const HEADER_LEN = 26;
+export const NIL_ID = new Uint8Array(16);
+export const Kind = { Request: 1, Response: 2, Error: 3, Event: 4, Control: 5 } as const;
+export const FLAG_JSON = 0x01;
+export const FLAG_ONE_WAY = 0x02;
+/** Largest frame accepted by default (the server's `limits.max_frame_bytes`). */
+export const MAX_FRAME_BYTES = 16 * 1024 * 1024;
+
+export interface Frame {
+  kind: number;
+  flags: number;
+  id: Uint8Array;
+  route: string;
+  body: Uint8Array;
+}
+
+const te = new TextEncoder();
+const td = new TextDecoder("utf-8", { fatal: true });
+
+export class FrameError extends Error {
+  constructor(message: string, readonly fatal = false) {
+    super(message);
+    this.name = "FrameError";
+  }
+}
+
+/** A fresh message id: a UUID v4, 16 raw bytes. */
+export function newId(): Uint8Array {
+  const id = new Uint8Array(16);
+  globalThis.crypto.getRandomValues(id);
+  id[6] = (id[6]! & 0x0f) | 0x40;
+  id[8] = (id[8]! & 0x3f) | 0x80;
+  return id;
+}
+
+export function idKey(id: Uint8Array): string {
+  let s = "";
+  for (const b of id) s += b.toString(16).padStart(2, "0");
+  return s;
+}
+
+/** Encode a body; `undefined`/`null` is the empty body ("no arguments"). */
+export function encodeBody(value: unknown, json = false): Uint8Array {
+  if (value === undefined || value === null) return new Uint8Array(0);
+  if (json) return te.encode(JSON.stringify(value));
+  return mpEncode(value, { ignoreUndefined: true });
+}
+
+export function decodeBody(body: Uint8Array, json = false): unknown {
+  if (body.length === 0) return null;
+  if (json) return JSON.parse(new TextDecoder().decode(body));
+  return mpDecode(body, { useBigInt64: false });
+}
+
+export function encodeFrame(kind: number, route: string, body: Uint8Array, id: Uint8Array, flags = 0): Uint8Array {
+  const r = te.encode(route);
+  if (r.length > 255) throw new RangeError(`route key of ${r.length} bytes is over 255`);
+  if (id.length !== 16) throw new RangeError("message id must be 16 bytes");
+  const out = new Uint8Array(HEADER_LEN + r.length + body.length);
+  const dv = new DataView(out.buffer);
+  out[0] = 0x57;
+  out[1] = 0x46;
+  out[2] = VERSION;
+  out[3] = kind;
+  out[4] = flags;
+  out[5] = r.length;
+  dv.setUint32(6, body.length);
+  out.set(id, 10);
+  out.set(r, HEADER_LEN);
+  out.set(body, HEADER_LEN + r.length);
+  return out;
+}
+
+/** Feed bytes, take frames; the length is checked on the header, before buffering. */
+export class Decoder {
+  private buf: Uint8Array = new Uint8Array(0);
+  constructor(readonly maxFrameBytes = MAX_FRAME_BYTES) {}
+
+  feed(data: Uint8Array): void {
+    if (this.buf.length === 0) {
+      this.buf = data;
+      return;
+    }
+    const b = new Uint8Array(this.buf.length + data.length);
+    b.set(this.buf, 0);
+    b.set(data, this.buf.length);
+    this.buf = b;
+  }
+
+  /** The next whole frame, or undefined when more bytes are needed. */
+  next(): Frame | undefined {
+    const buf = this.buf;
+    if (buf.length < 10) return undefined;
+    if (buf[0] !== 0x57 || buf[1] !== 0x46) throw new FrameError("bad magic: not a Weft frame", true);
+    const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+    const rlen = buf[5]!;
+    const blen = dv.getUint32(6);
+    const total = HEADER_LEN + rlen + blen;
+    if (total > this.maxFrameBytes) throw new FrameError(`frame of ${total} bytes is over the maximum of ${this.maxFrameBytes}`, true);
+    if (buf.length < total) return undefined;
+    const f: Frame = {
+      kind: buf[3]!,
+      flags: buf[4]!,
+      id: buf.slice(10, 26),
+      route: "",
+      body: buf.slice(HEADER_LEN + rlen, total),
+    };
+    const version = buf[2];
+    const route = buf.subarray(HEADER_LEN, HEADER_LEN + rlen);
+    this.buf = buf.subarray(total);
+    if (version !== VERSION) throw new FrameError(`unsupported protocol version ${version}`);
+    if (f.kind < 1 || f.kind > 5) throw new FrameError(`unknown frame kind ${f.kind}`);
+    if (f.flags & ~(FLAG_JSON | FLAG_ONE_WAY)) throw new FrameError(`unknown flag bits ${f.flags}`);
+    try {
+      f.route = td.decode(route);
+    } catch {
+      throw new FrameError("route key is not valid UTF-8");
+    }
+    return f;
+  }
+}
