@@ -179,10 +179,13 @@ pub fn check(history: &History) -> Report {
 
     // Two acks at one offset.
     let mut acked_at: BTreeMap<(u32, u64), usize> = BTreeMap::new();
+    // Every valid ack, conflicting ones included: each must survive.
+    let mut acks: Vec<(u32, u64, usize)> = vec![];
     for (i, e) in events.iter().enumerate() {
         if let Event::Ok { partition, offset, value, .. } = e
             && produces.get(value.as_str()).and_then(|p| p.result).map(|(r, _)| r) == Some(i)
         {
+            acks.push((*partition, *offset, i));
             if let Some(&prev) = acked_at.get(&(*partition, *offset)) {
                 c.flag(Rule::Divergence, format!("partition {partition} offset {offset} acknowledged for two values"), &[prev, i]);
             } else {
@@ -276,7 +279,7 @@ pub fn check(history: &History) -> Report {
 
     // No acknowledged record lost.
     let mut unverified: BTreeSet<u32> = BTreeSet::new();
-    for (&(partition, offset), &ack) in &acked_at {
+    for &(partition, offset, ack) in &acks {
         let Some(Event::Ok { value, .. }) = events.get(ack) else { continue };
         let Some(ends) = read_ends.get(&partition) else {
             if unverified.insert(partition) {
