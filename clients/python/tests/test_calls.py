@@ -123,11 +123,12 @@ def test_queues_and_senders(client: weft.Client) -> None:
     # `weft serve` registers the management endpoints; it has no queues of its own.
     assert isinstance(client.queues(), list)
     assert isinstance(client.queues("sender"), list)
-    with pytest.raises(weft.NotFound):
+    # an unknown queue name is `validation` (docs/queues.md, Management)
+    with pytest.raises(weft.Validation):
         client.queue_show("no-such-queue")
-    with pytest.raises(weft.NotFound):
+    with pytest.raises(weft.Validation):
         client.queue_pause("no-such-queue")
-    with pytest.raises(weft.NotFound):
+    with pytest.raises(weft.Validation):
         client.queue_errors("no-such-sender", kind="sender")
     with pytest.raises(ValueError):
         client.queues("bogus")

@@ -47,9 +47,21 @@ def test_reconnects_after_kill_and_restart(own_node: Node, transport: str) -> No
 def test_a_call_made_while_down_waits_for_the_restart(own_node: Node) -> None:
     with weft.Client(own_node.tcp, timeout=60) as c:
         c.ping()
+        assert c.connected
         own_node.kill()
+        deadline = time.monotonic() + 30
+        while c.connected:  # the client sees the drop; the call below finds no connection
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         result: list[object] = []
-        th = threading.Thread(target=lambda: result.append(c.echo("waited")))
+
+        def call() -> None:
+            try:
+                result.append(c.echo("waited"))
+            except BaseException as e:  # noqa: BLE001 - recorded for the assertion
+                result.append(e)
+
+        th = threading.Thread(target=call)
         th.start()
         time.sleep(0.5)
         own_node.start()

@@ -173,6 +173,11 @@ class AsyncClient:
         """The server's ``welcome`` of the current connection (empty before)."""
         return self._conn.welcome if self._conn else {}
 
+    @property
+    def connected(self) -> bool:
+        """True while a connection is up and usable (no drop or goaway seen)."""
+        return self._conn is not None and self._conn.usable()
+
     async def connect(self) -> dict[str, Any]:
         """Connect now (else the first call does). Returns the welcome."""
         loop = asyncio.get_running_loop()

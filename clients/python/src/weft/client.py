@@ -73,6 +73,11 @@ class Client:
     def welcome(self) -> dict[str, Any]:
         return self.aio.welcome
 
+    @property
+    def connected(self) -> bool:
+        """True while a connection is up and usable (no drop or goaway seen)."""
+        return self.aio.connected
+
     def connect(self) -> dict[str, Any]:
         return self._run(self.aio.connect())
 
