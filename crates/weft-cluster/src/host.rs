@@ -1,0 +1,369 @@
+//! The multi-raft host: every raft group of one node, driven by one caller
+//! (sans-IO). The caller ticks, steps received messages, proposes, and calls
+//! [`MultiRaft::handle_ready`], which persists (and fsyncs) before it hands
+//! back any message, then applies committed entries to each group's
+//! [`StateMachine`].
+
+use std::collections::BTreeMap;
+
+use raft::prelude::{ConfChangeV2, ConfState, Entry, EntryType, Message, Snapshot};
+use raft::{RawNode, ReadOnlyOption, StateRole};
+use rand::Rng;
+
+use crate::error::{ClusterError, Result};
+use crate::storage::{Disk, GroupStorage};
+
+/// Raft group id. 0 is the metadata group.
+pub type GroupId = u64;
+/// Raft node id (≥ 1).
+pub type NodeId = u64;
+
+pub const META_GROUP: GroupId = 0;
+
+/// What a group replicates. `apply` must be deterministic: every replica
+/// applies the same entries in the same order and must reach the same state.
+pub trait StateMachine: Send {
+    /// Apply one committed command; the returned bytes go to the proposer.
+    fn apply(&mut self, index: u64, data: &[u8]) -> Vec<u8>;
+    /// The whole state, for a snapshot.
+    fn snapshot(&self) -> Vec<u8>;
+    /// Replace the state with a snapshot's.
+    fn restore(&mut self, data: &[u8]) -> Result<()>;
+}
+
+/// Tunables of every group on a node (config keys `cluster.*`).
+#[derive(Debug, Clone)]
+pub struct RaftTuning {
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+    pub max_size_per_msg: u64,
+    pub max_inflight_msgs: usize,
+    pub max_record_bytes: u32,
+    /// Compact a group's log once this many entries were applied past the last snapshot.
+    pub snapshot_entries: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        RaftTuning {
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            max_record_bytes: 64 << 20,
+            snapshot_entries: 10_000,
+        }
+    }
+}
+
+/// One applied command, reported to the caller (to answer proposers).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    pub group: GroupId,
+    pub index: u64,
+    pub term: u64,
+    /// The proposal context (the proposer's tag), empty for none.
+    pub context: Vec<u8>,
+    pub response: Vec<u8>,
+}
+
+/// What one `handle_ready` pass produced.
+#[derive(Debug, Default)]
+pub struct ReadyOutput {
+    /// (to, group, message): send only now, the state they depend on is durable.
+    pub messages: Vec<(NodeId, GroupId, Message)>,
+    pub applied: Vec<Applied>,
+    /// Confirmed read indexes: (group, read index, the request context).
+    pub reads: Vec<(GroupId, u64, Vec<u8>)>,
+    /// Membership changes applied: (group, the new configuration, context).
+    pub conf_changes: Vec<(GroupId, ConfState, Vec<u8>)>,
+}
+
+struct Group {
+    raw: RawNode<GroupStorage>,
+    sm: Box<dyn StateMachine>,
+    applied: u64,
+    /// The configuration as of `applied`, for snapshots.
+    conf: ConfState,
+}
+
+/// Every group of one node.
+pub struct MultiRaft {
+    id: NodeId,
+    tuning: RaftTuning,
+    groups: BTreeMap<GroupId, Group>,
+    logger: slog::Logger,
+}
+
+/// Status of one group as this node sees it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GroupStatus {
+    pub group: GroupId,
+    pub leader: NodeId,
+    pub term: u64,
+    pub role: String,
+    pub commit: u64,
+    pub applied: u64,
+    pub last_index: u64,
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+    /// Leader only: per voter, the highest index known replicated there.
+    pub matched: BTreeMap<NodeId, u64>,
+}
+
+impl MultiRaft {
+    pub fn new(id: NodeId, tuning: RaftTuning) -> Self {
+        // raft-rs logs through slog; we log through tracing, so its logs are discarded.
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        MultiRaft { id, tuning, groups: BTreeMap::new(), logger }
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Open (or create) group `group` on `disk`. `bootstrap_voters` seeds the
+    /// first configuration of a new group (all founding members pass the same
+    /// list; a node joining later passes none and learns it from the leader).
+    /// The election timeout is drawn from `rng` in [election, 2·election)
+    /// ticks: raft-rs's own draw uses the thread RNG, which would break
+    /// reproducible simulations, so its range is pinned to one value.
+    pub fn open_group(
+        &mut self,
+        group: GroupId,
+        disk: Box<dyn Disk>,
+        sm: Box<dyn StateMachine>,
+        bootstrap_voters: &[NodeId],
+        rng: &mut impl Rng,
+    ) -> Result<()> {
+        let mut storage = GroupStorage::open(disk, self.tuning.max_record_bytes)?;
+        storage.bootstrap(bootstrap_voters)?;
+        let mut sm = sm;
+        let snap = storage.snapshot_ref().clone();
+        let applied = snap.get_metadata().index;
+        if applied > 0 {
+            sm.restore(&snap.data)?;
+        }
+        let conf = storage.conf_state().clone();
+        let e = self.tuning.election_ticks;
+        let timeout = rng.gen_range(e..2 * e);
+        let cfg = raft::Config {
+            id: self.id,
+            election_tick: e,
+            min_election_tick: timeout,
+            max_election_tick: timeout + 1,
+            heartbeat_tick: self.tuning.heartbeat_ticks,
+            applied,
+            max_size_per_msg: self.tuning.max_size_per_msg,
+            max_inflight_msgs: self.tuning.max_inflight_msgs,
+            check_quorum: true,
+            pre_vote: true,
+            read_only_option: ReadOnlyOption::Safe,
+            ..Default::default()
+        };
+        let raw = RawNode::new(&cfg, storage, &self.logger)?;
+        self.groups.insert(group, Group { raw, sm, applied, conf });
+        Ok(())
+    }
+
+    pub fn has_group(&self, group: GroupId) -> bool {
+        self.groups.contains_key(&group)
+    }
+
+    pub fn group_ids(&self) -> impl Iterator<Item = GroupId> + '_ {
+        self.groups.keys().copied()
+    }
+
+    /// One tick of every group's logical clock.
+    pub fn tick(&mut self) {
+        for g in self.groups.values_mut() {
+            g.raw.tick();
+        }
+    }
+
+    /// Deliver a message received from a peer. Messages for groups this node
+    /// does not host are refused with `UnknownGroup` (the caller may count them).
+    pub fn step(&mut self, group: GroupId, msg: Message) -> Result<()> {
+        let g = self.groups.get_mut(&group).ok_or(ClusterError::UnknownGroup(group))?;
+        match g.raw.step(msg) {
+            // Stale or foreign messages are routine in raft; not an error for the caller.
+            Ok(()) | Err(raft::Error::StepPeerNotFound) | Err(raft::Error::StepLocalMsg) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Propose a command; `context` comes back in [`Applied`] when it applies.
+    pub fn propose(&mut self, group: GroupId, context: Vec<u8>, data: Vec<u8>) -> Result<()> {
+        let g = self.groups.get_mut(&group).ok_or(ClusterError::UnknownGroup(group))?;
+        if g.raw.raft.state != StateRole::Leader {
+            return Err(ClusterError::NotLeader { group, leader: g.raw.raft.leader_id, addr: None });
+        }
+        g.raw.propose(context, data)?;
+        Ok(())
+    }
+
+    /// Propose a membership change (joint consensus when it touches more than one voter;
+    /// raft-rs leaves the joint state automatically).
+    pub fn propose_conf_change(&mut self, group: GroupId, context: Vec<u8>, cc: ConfChangeV2) -> Result<()> {
+        let g = self.groups.get_mut(&group).ok_or(ClusterError::UnknownGroup(group))?;
+        if g.raw.raft.state != StateRole::Leader {
+            return Err(ClusterError::NotLeader { group, leader: g.raw.raft.leader_id, addr: None });
+        }
+        g.raw.propose_conf_change(context, cc)?;
+        Ok(())
+    }
+
+    /// Ask for a linearizable read point (ReadIndex); it comes back in
+    /// [`ReadyOutput::reads`] once a quorum confirmed the leadership.
+    pub fn read_index(&mut self, group: GroupId, context: Vec<u8>) -> Result<()> {
+        let g = self.groups.get_mut(&group).ok_or(ClusterError::UnknownGroup(group))?;
+        g.raw.read_index(context);
+        Ok(())
+    }
+
+    pub fn campaign(&mut self, group: GroupId) -> Result<()> {
+        let g = self.groups.get_mut(&group).ok_or(ClusterError::UnknownGroup(group))?;
+        g.raw.campaign()?;
+        Ok(())
+    }
+
+    pub fn report_unreachable(&mut self, to: NodeId) {
+        for g in self.groups.values_mut() {
+            g.raw.report_unreachable(to);
+        }
+    }
+
+    pub fn leader(&self, group: GroupId) -> Option<NodeId> {
+        self.groups.get(&group).map(|g| g.raw.raft.leader_id).filter(|l| *l != 0)
+    }
+
+    pub fn is_leader(&self, group: GroupId) -> bool {
+        self.groups.get(&group).is_some_and(|g| g.raw.raft.state == StateRole::Leader)
+    }
+
+    pub fn applied(&self, group: GroupId) -> u64 {
+        self.groups.get(&group).map_or(0, |g| g.applied)
+    }
+
+    pub fn state_machine(&self, group: GroupId) -> Option<&dyn StateMachine> {
+        self.groups.get(&group).map(|g| g.sm.as_ref())
+    }
+
+    pub fn status(&self, group: GroupId) -> Option<GroupStatus> {
+        let g = self.groups.get(&group)?;
+        let r = &g.raw.raft;
+        let conf = r.prs().conf().to_conf_state();
+        let mut matched = BTreeMap::new();
+        if r.state == StateRole::Leader {
+            for (id, pr) in r.prs().iter() {
+                matched.insert(*id, pr.matched);
+            }
+        }
+        Some(GroupStatus {
+            group,
+            leader: r.leader_id,
+            term: r.term,
+            role: format!("{:?}", r.state),
+            commit: r.raft_log.committed,
+            applied: g.applied,
+            last_index: r.raft_log.last_index(),
+            voters: conf.voters.clone(),
+            learners: conf.learners.clone(),
+            matched,
+        })
+    }
+
+    /// Persist, then collect messages, then apply, for every group with a Ready.
+    pub fn handle_ready(&mut self) -> Result<ReadyOutput> {
+        let mut out = ReadyOutput::default();
+        let snapshot_entries = self.tuning.snapshot_entries;
+        for (&gid, g) in self.groups.iter_mut() {
+            if !g.raw.has_ready() {
+                continue;
+            }
+            let mut rd = g.raw.ready();
+            let mut msgs: Vec<Message> = rd.take_messages();
+            if !rd.snapshot().is_empty() {
+                let snap = rd.snapshot().clone();
+                g.raw.mut_store().apply_snapshot(snap.clone())?;
+                g.sm.restore(&snap.data)?;
+                g.applied = snap.get_metadata().index;
+                g.conf = snap.get_metadata().get_conf_state().clone();
+            }
+            g.raw.mut_store().append(rd.entries())?;
+            if let Some(hs) = rd.hs() {
+                g.raw.mut_store().set_hard_state(hs.clone())?;
+            }
+            // The Ready contract: votes and append acks only after this fsync.
+            g.raw.mut_store().sync()?;
+            msgs.extend(rd.take_persisted_messages());
+            for rs in rd.take_read_states() {
+                out.reads.push((gid, rs.index, rs.request_ctx));
+            }
+            let committed = rd.take_committed_entries();
+            apply_entries(gid, g, committed, &mut out)?;
+            let mut light = g.raw.advance(rd);
+            if let Some(commit) = light.commit_index() {
+                g.raw.mut_store().set_commit(commit)?;
+                g.raw.mut_store().sync()?;
+            }
+            msgs.extend(light.take_messages());
+            let committed = light.take_committed_entries();
+            apply_entries(gid, g, committed, &mut out)?;
+            g.raw.advance_apply();
+            for m in msgs {
+                out.messages.push((m.to, gid, m));
+            }
+            maybe_compact(g, snapshot_entries)?;
+        }
+        Ok(out)
+    }
+}
+
+fn apply_entries(gid: GroupId, g: &mut Group, entries: Vec<Entry>, out: &mut ReadyOutput) -> Result<()> {
+    for e in entries {
+        if e.index <= g.applied {
+            continue;
+        }
+        match e.get_entry_type() {
+            EntryType::EntryNormal => {
+                // Empty entries are a new leader's no-op; nothing to apply.
+                let response = if e.data.is_empty() { Vec::new() } else { g.sm.apply(e.index, &e.data) };
+                if !e.data.is_empty() {
+                    out.applied.push(Applied { group: gid, index: e.index, term: e.term, context: e.context.to_vec(), response });
+                }
+            }
+            EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                let cs = if e.get_entry_type() == EntryType::EntryConfChangeV2 {
+                    let mut cc = ConfChangeV2::default();
+                    protobuf::Message::merge_from_bytes(&mut cc, &e.data)?;
+                    g.raw.apply_conf_change(&cc)?
+                } else {
+                    let mut cc = raft::prelude::ConfChange::default();
+                    protobuf::Message::merge_from_bytes(&mut cc, &e.data)?;
+                    g.raw.apply_conf_change(&cc)?
+                };
+                g.raw.mut_store().set_conf_state(cs.clone())?;
+                g.raw.mut_store().sync()?;
+                g.conf = cs.clone();
+                out.conf_changes.push((gid, cs, e.context.to_vec()));
+            }
+        }
+        g.applied = e.index;
+    }
+    Ok(())
+}
+
+fn maybe_compact(g: &mut Group, snapshot_entries: u64) -> Result<()> {
+    let snap_index = g.raw.store().snapshot_ref().get_metadata().index;
+    if g.applied < snap_index + snapshot_entries.max(1) {
+        return Ok(());
+    }
+    let term = raft::Storage::term(g.raw.store(), g.applied)?;
+    let mut snap = Snapshot::default();
+    snap.mut_metadata().index = g.applied;
+    snap.mut_metadata().term = term;
+    snap.mut_metadata().set_conf_state(g.conf.clone());
+    snap.data = g.sm.snapshot().into();
+    g.raw.mut_store().compact(snap)
+}

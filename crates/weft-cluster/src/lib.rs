@@ -1,0 +1,12 @@
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+//! Weft's cluster layer (docs/cluster.md): a multi-raft host on raft-rs with
+//! durable raft storage of our own, a batched transport, and the metadata group.
+
+pub mod codec;
+pub mod error;
+pub mod host;
+pub mod storage;
+
+pub use error::{ClusterError, Result};
+pub use host::{Applied, GroupId, GroupStatus, MultiRaft, NodeId, RaftTuning, ReadyOutput, StateMachine, META_GROUP};
+pub use raft;
