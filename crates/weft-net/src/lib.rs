@@ -14,6 +14,7 @@
 
 mod allow;
 mod backoff;
+mod budget;
 pub mod cli;
 mod client;
 mod endpoint;
@@ -33,7 +34,10 @@ pub use error::{ClientError, NetError, TlsError};
 pub use quic::{close_code as quic_close_code, STREAM_REFUSED as QUIC_STREAM_REFUSED};
 pub use tls::{ClientAuth, TlsClientConfig, TlsServerConfig};
 pub use x509::{cert_names, CertNames, MAX_NAMES as CERT_NAMES_MAX};
-pub use server::{Handler, HandlerFuture, PeerInfo, Server, ServerConfig, ServerStats};
+pub use server::{
+    Handler, HandlerFuture, PeerInfo, Server, ServerConfig, ServerStats, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_BUFFER_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONN_BUFFER_BYTES, MAX_PRE_HELLO_FRAME_BYTES,
+};
 
 /// A UDP payload can never exceed this (65535 minus IPv4 and UDP headers).
 pub const MAX_DATAGRAM_BYTES: usize = 65_507;

@@ -50,8 +50,6 @@ pub mod close_code {
 /// frame, too large): the error frame on the send side says why.
 pub const STREAM_REFUSED: u32 = 0x10;
 
-/// How long a client may take between connecting and sending its hello.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle connections are closed after this (clients send keep-alives).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Read granularity; frames are assembled by the bounded decoder.
@@ -106,7 +104,14 @@ pub(crate) fn bind(shared: Arc<Shared>, addr: &str, tls: &TlsServerConfig) -> Re
                 incoming.refuse();
                 continue;
             }
-            shared.tasks.spawn(serve_connection(shared.clone(), incoming));
+            // Past max_connections: refused like the allow-list does
+            // (CONNECTION_REFUSED), before any TLS work; counted.
+            let Some(slot) = shared.budgets.open_connection() else {
+                warn!(transport = "quic", peer = %remote, "connection refused: too many open");
+                incoming.refuse();
+                continue;
+            };
+            shared.tasks.spawn(serve_connection(shared.clone(), incoming, slot));
         }
         // Connections finish their drain in their own tasks; the endpoint
         // goes idle once they have closed.
@@ -166,7 +171,10 @@ pub(crate) async fn write_frame(send: &mut SendStream, frame: &Frame) -> Result<
     send.write_all(&out).await.map_err(|e| e.to_string())
 }
 
-async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
+async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming, _slot: crate::budget::ConnSlot) {
+    // One deadline (limits.handshake_timeout_ms) for the QUIC handshake
+    // and the hello together.
+    let deadline = tokio::time::Instant::now() + shared.config.handshake_timeout;
     let remote = incoming.remote_address();
     let connecting = match incoming.accept() {
         Ok(c) => c,
@@ -175,7 +183,7 @@ async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
             return;
         }
     };
-    let conn = match tokio::time::timeout(HELLO_TIMEOUT, connecting).await {
+    let conn = match tokio::time::timeout_at(deadline, connecting).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
             shared.stats.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
@@ -199,7 +207,7 @@ async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
     shared.stats.connections_accepted.fetch_add(1, Ordering::Relaxed);
     shared.stats.connections_open.fetch_add(1, Ordering::Relaxed);
 
-    if hello(&shared, &conn, &mut peer, identity.is_some()).await {
+    if hello(&shared, &conn, &mut peer, identity.is_some(), deadline).await {
         serve_streams(&shared, &conn, Arc::new(peer)).await;
     }
     shared.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
@@ -208,9 +216,9 @@ async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
 
 /// The first bidirectional stream: hello in, welcome out. False when the
 /// connection was closed instead.
-async fn hello(shared: &Shared, conn: &quinn::Connection, peer: &mut PeerInfo, authenticated: bool) -> bool {
+async fn hello(shared: &Shared, conn: &quinn::Connection, peer: &mut PeerInfo, authenticated: bool, deadline: tokio::time::Instant) -> bool {
     let first = tokio::select! {
-        s = tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()) => s,
+        s = tokio::time::timeout_at(deadline, conn.accept_bi()) => s,
         _ = shared.stop.cancelled() => {
             conn.close(VarInt::from_u32(close_code::NO_ERROR), b"goaway");
             return false;
@@ -223,13 +231,14 @@ async fn hello(shared: &Shared, conn: &quinn::Connection, peer: &mut PeerInfo, a
             return false;
         }
         Err(_) => {
-            conn.close(VarInt::from_u32(close_code::HANDSHAKE_TIMEOUT), b"no hello within 10 s");
+            shared.stats.handshake_timeouts.fetch_add(1, Ordering::Relaxed);
+            conn.close(VarInt::from_u32(close_code::HANDSHAKE_TIMEOUT), b"no hello in time");
             return false;
         }
     };
-    let mut decoder = FrameDecoder::new(shared.config.max_frame_bytes);
+    let mut decoder = FrameDecoder::new(shared.config.max_frame_bytes.min(crate::server::MAX_PRE_HELLO_FRAME_BYTES));
     let mut buf = BytesMut::new();
-    let answer = match tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut recv, &mut decoder, &mut buf)).await {
+    let answer = match tokio::time::timeout_at(deadline, read_frame(&mut recv, &mut decoder, &mut buf)).await {
         Ok(Ok(Some(f))) if f.kind == FrameKind::Control && f.route == CONTROL_HELLO => {
             shared.stats.frames_in.fetch_add(1, Ordering::Relaxed);
             let answer = crate::server::welcome(shared, &f);
@@ -321,7 +330,7 @@ async fn serve_request(
     mut recv: RecvStream,
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
 ) {
-    let mut decoder = FrameDecoder::new(shared.config.max_frame_bytes);
+    let mut decoder = FrameDecoder::new(shared.budgets.max_frame(shared.config.max_frame_bytes));
     let mut buf = BytesMut::new();
     let frame = match read_frame(&mut recv, &mut decoder, &mut buf).await {
         Ok(Some(f)) => f,
@@ -383,7 +392,7 @@ async fn answer(shared: &Shared, send: &mut SendStream, frame: &Frame) {
 /// A unidirectional stream of one-way frames (events, one-way requests).
 /// Each waits for an in-flight slot: QUIC flow control is the back-pressure.
 async fn serve_one_way(shared: Arc<Shared>, peer: Arc<PeerInfo>, mut recv: RecvStream, in_flight: Arc<Semaphore>) {
-    let mut decoder = FrameDecoder::new(shared.config.max_frame_bytes);
+    let mut decoder = FrameDecoder::new(shared.budgets.max_frame(shared.config.max_frame_bytes));
     let mut buf = BytesMut::new();
     loop {
         match read_frame(&mut recv, &mut decoder, &mut buf).await {

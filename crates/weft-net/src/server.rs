@@ -6,6 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Buf;
+use tokio::time::Instant;
+
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket, UnixListener};
@@ -14,12 +17,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 use weft_wire::{
-    decode_datagram, encode, BodyFormat, ErrorBody, ErrorCode, Frame, FrameDecoder, FrameKind,
-    Heartbeat, Hello, MessageId, Welcome, CONTROL_GOAWAY, CONTROL_HEARTBEAT, CONTROL_HELLO,
+    decode_datagram, encode, BodyFormat, ErrorBody, ErrorCode, Frame, FrameDecoder, FrameError, FrameKind,
+    Heartbeat, Hello, MessageId, Welcome, HEADER_LEN, MAGIC, CONTROL_GOAWAY, CONTROL_HEARTBEAT, CONTROL_HELLO,
     CONTROL_WELCOME, PROTOCOL_VERSION,
 };
 
 use crate::allow::AllowList;
+use crate::budget::{Budgets, ConnSlot, Reservation};
 use crate::endpoint::Transport;
 use crate::error::NetError;
 use crate::listener::StreamListener;
@@ -70,7 +74,34 @@ pub struct ServerConfig {
     pub allow_unix: AllowList,
     pub allow_tls: AllowList,
     pub allow_quic: AllowList,
+    /// A stream connection must send its hello within this of being
+    /// accepted (TLS: the TLS handshake included); else it gets a typed
+    /// `timeout` error frame and is closed.
+    pub handshake_timeout: Duration,
+    /// A handshaken stream connection with no frame received and nothing in
+    /// flight for this long is sent `goaway` and closed. None: never.
+    pub idle_timeout: Option<Duration>,
+    /// Bytes of frames one connection may hold: the frame being read plus
+    /// the requests it has in flight.
+    pub max_conn_buffer_bytes: usize,
+    /// Bytes of frames all connections together may hold.
+    pub max_buffer_bytes: usize,
+    /// Stream connections (TCP, Unix, TLS) and QUIC connections open at
+    /// once; past it new ones are refused (`busy`) and counted.
+    pub max_connections: usize,
 }
+
+/// Defaults of the connection limits (documented in docs/operations.md).
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+pub const DEFAULT_MAX_CONN_BUFFER_BYTES: usize = 64 * 1024 * 1024;
+pub const DEFAULT_MAX_BUFFER_BYTES: usize = 256 * 1024 * 1024;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// Before the hello only a hello is expected, and a hello is small: a
+/// client that has not identified itself cannot make the server reserve
+/// a large frame.
+pub const MAX_PRE_HELLO_FRAME_BYTES: usize = crate::budget::SMALL_FRAME_BYTES;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -86,6 +117,11 @@ impl Default for ServerConfig {
             allow_unix: AllowList::default(),
             allow_tls: AllowList::default(),
             allow_quic: AllowList::default(),
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            max_conn_buffer_bytes: DEFAULT_MAX_CONN_BUFFER_BYTES,
+            max_buffer_bytes: DEFAULT_MAX_BUFFER_BYTES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -106,6 +142,16 @@ pub struct ServerStats {
     pub tls_handshake_failures: AtomicU64,
     /// QUIC streams reset or ended early by the peer, or carrying bad frames.
     pub quic_stream_errors: AtomicU64,
+    /// Connections refused because `max_connections` were open.
+    pub conn_refused_max: AtomicU64,
+    /// Connections closed because no hello came within the handshake timeout.
+    pub handshake_timeouts: AtomicU64,
+    /// Connections closed by the idle timeout.
+    pub idle_closed: AtomicU64,
+    /// Bytes reserved for frames being read or handled, all connections.
+    pub buffer_bytes: AtomicU64,
+    /// Times a connection stopped reading to wait for buffer budget.
+    pub buffer_waits: AtomicU64,
 }
 
 impl ServerStats {
@@ -120,6 +166,11 @@ impl ServerStats {
             ("net.refused", self.refused.load(Ordering::Relaxed)),
             ("net.tls_handshake_failures", self.tls_handshake_failures.load(Ordering::Relaxed)),
             ("net.quic_stream_errors", self.quic_stream_errors.load(Ordering::Relaxed)),
+            ("net.conn.refused_max", self.conn_refused_max.load(Ordering::Relaxed)),
+            ("net.handshake_timeouts", self.handshake_timeouts.load(Ordering::Relaxed)),
+            ("net.idle_closed", self.idle_closed.load(Ordering::Relaxed)),
+            ("net.buffer_bytes", self.buffer_bytes.load(Ordering::Relaxed)),
+            ("net.buffer_waits", self.buffer_waits.load(Ordering::Relaxed)),
         ]
     }
 }
@@ -133,6 +184,8 @@ pub(crate) struct Shared {
     pub(crate) tasks: TaskTracker,
     pub(crate) stats: Arc<ServerStats>,
     liveness: Arc<LivenessTable>,
+    /// Connection count and buffered-bytes budgets.
+    pub(crate) budgets: Budgets,
 }
 
 /// A native-protocol server. Cheap to clone; all clones are the same server.
@@ -150,14 +203,17 @@ impl Server {
     /// (e.g. to expose it through an endpoint registered before the server
     /// existed).
     pub fn with_liveness(config: ServerConfig, handler: Arc<dyn Handler>, liveness: Arc<LivenessTable>) -> Self {
+        let stats = Arc::new(ServerStats::default());
+        let budgets = Budgets::new(config.max_buffer_bytes, config.max_conn_buffer_bytes, config.max_connections, stats.clone());
         Self {
             shared: Arc::new(Shared {
                 config,
                 handler,
                 stop: CancellationToken::new(),
                 tasks: TaskTracker::new(),
-                stats: Arc::new(ServerStats::default()),
+                stats,
                 liveness,
+                budgets,
             }),
         }
     }
@@ -207,7 +263,15 @@ impl Server {
                 allow,
                 stop,
                 move |stream, info| {
-                    admit_shared.tasks.spawn(serve_tls(admit_shared.clone(), acceptor.clone(), stream, info));
+                    // Past max_connections: closed unanswered (counted), as
+                    // a refused TLS client is; a busy frame would first
+                    // cost a TLS handshake, the load being shed.
+                    match admit_shared.budgets.open_connection() {
+                        Some(slot) => {
+                            admit_shared.tasks.spawn(serve_tls(admit_shared.clone(), acceptor.clone(), stream, info, slot));
+                        }
+                        None => warn!(peer = %info.addr, "TLS connection refused: too many open"),
+                    }
                 },
                 move |stream, _who| {
                     // Closing unanswered: the client speaks TLS, and a
@@ -317,22 +381,45 @@ async fn serve_listener<L: StreamListener>(shared: Arc<Shared>, listener: L, all
         allow,
         stop,
         move |stream, info| {
-            admit_shared.tasks.spawn(serve_stream(admit_shared.clone(), stream, info, false));
+            let s = &admit_shared;
+            match s.budgets.open_connection() {
+                Some(slot) => {
+                    let deadline = Instant::now() + s.config.handshake_timeout;
+                    s.tasks.spawn(serve_stream(s.clone(), stream, info, false, slot, deadline));
+                }
+                None => {
+                    warn!(peer = %info.addr, max_connections = s.config.max_connections, "connection refused: too many open");
+                    let e = ErrorBody::new(
+                        ErrorCode::Busy,
+                        format!("this server has its maximum of {} connections open; try again later", s.config.max_connections),
+                    )
+                    .with_details(serde_json::json!({"kind": "max_connections", "max": s.config.max_connections}));
+                    refuse(stream, e);
+                }
+            }
         },
         move |stream, who| {
             shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-            refuse(stream, &who);
+            refuse(stream, ErrorBody::new(ErrorCode::Unauthorized, format!("{who} is not on this listener's allow-list")));
         },
     )
     .await;
 }
 
-/// Completes the TLS handshake of an admitted connection (bounded in time,
-/// abandoned on shutdown), then serves it; a verified client certificate's
-/// identity becomes the peer's `client_id`.
-async fn serve_tls(shared: Arc<Shared>, acceptor: tokio_rustls::TlsAcceptor, stream: tokio::net::TcpStream, info: PeerInfo) {
+/// Completes the TLS handshake of an admitted connection (bounded by the
+/// handshake timeout, abandoned on shutdown), then serves it; a verified
+/// client certificate's identity becomes the peer's `client_id`.
+async fn serve_tls(
+    shared: Arc<Shared>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    info: PeerInfo,
+    slot: ConnSlot,
+) {
+    // One deadline for the TLS handshake and the hello together.
+    let deadline = Instant::now() + shared.config.handshake_timeout;
     let handshake = tokio::select! {
-        r = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => r,
+        r = tokio::time::timeout_at(deadline, acceptor.accept(stream)) => r,
         _ = shared.stop.cancelled() => return,
     };
     let tls = match handshake {
@@ -351,12 +438,11 @@ async fn serve_tls(shared: Arc<Shared>, acceptor: tokio_rustls::TlsAcceptor, str
     if let Some(id) = &identity {
         info!(peer = %peer.addr, identity = %id, "TLS client authenticated by certificate");
     }
-    serve_stream(shared, tls, peer, identity.is_some()).await;
+    serve_stream(shared, tls, peer, identity.is_some(), slot, deadline).await;
 }
 
 /// Tell a refused client why, without reading anything it sent, and close.
-fn refuse<S: AsyncWrite + Unpin + Send + 'static>(mut stream: S, who: &str) {
-    let e = ErrorBody::new(ErrorCode::Unauthorized, format!("{who} is not on this listener's allow-list"));
+fn refuse<S: AsyncWrite + Unpin + Send + 'static>(mut stream: S, e: ErrorBody) {
     let frame = weft_wire::error_frame_for(MessageId::nil(), BodyFormat::MsgPack, &e);
     tokio::spawn(async move {
         let mut out = BytesMut::new();
@@ -366,9 +452,6 @@ fn refuse<S: AsyncWrite + Unpin + Send + 'static>(mut stream: S, who: &str) {
         let _ = stream.shutdown().await;
     });
 }
-
-/// A TLS client that connects and then says nothing is dropped after this.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) fn welcome(shared: &Shared, hello_frame: &Frame) -> Frame {
     let hello: Hello = match hello_frame.decode_body() {
@@ -398,9 +481,59 @@ pub(crate) fn welcome(shared: &Shared, hello_frame: &Frame) -> Frame {
         .unwrap_or_else(|e| hello_frame.error_to(&ErrorBody::new(ErrorCode::Internal, e.to_string())))
 }
 
+/// What the first bytes of a read buffer say about the next frame.
+enum Head {
+    /// Fewer than the ten envelope bytes.
+    NeedMore,
+    /// Not a frame: the decoder reports it and the connection closes.
+    BadMagic,
+    /// The frame's whole length on the wire, as its envelope declares.
+    Frame(usize),
+}
+
+fn head(buf: &[u8]) -> Head {
+    if buf.get(..2).is_some_and(|m| m != MAGIC) {
+        return Head::BadMagic;
+    }
+    match buf.get(..10) {
+        Some(&[_, _, _, _, _, route_len, b0, b1, b2, b3]) => {
+            Head::Frame(HEADER_LEN + usize::from(route_len) + u32::from_be_bytes([b0, b1, b2, b3]) as usize)
+        }
+        _ => Head::NeedMore,
+    }
+}
+
+/// Why a connection's wait ended.
+enum Wake<T> {
+    Done(T),
+    Stop,
+    Deadline,
+}
+
+/// Waits for `fut`, the server stopping, or the connection's deadline.
+async fn until<T>(fut: impl Future<Output = T>, stop: &CancellationToken, deadline: Option<Instant>) -> Wake<T> {
+    let timer = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        v = fut => Wake::Done(v),
+        _ = stop.cancelled() => Wake::Stop,
+        _ = timer => Wake::Deadline,
+    }
+}
+
+fn goaway() -> Option<Frame> {
+    Frame::with_body(FrameKind::Control, MessageId::nil(), CONTROL_GOAWAY, BodyFormat::MsgPack, &()).ok()
+}
+
 /// Serves one stream connection. `authenticated`: `peer.client_id` holds a
-/// certificate identity that the hello must not replace.
-async fn serve_stream<S>(shared: Arc<Shared>, stream: S, mut peer: PeerInfo, authenticated: bool)
+/// certificate identity that the hello must not replace. The hello must
+/// arrive before `hello_deadline`. `_slot` holds this connection's place
+/// under `max_connections` until it closes.
+async fn serve_stream<S>(shared: Arc<Shared>, stream: S, mut peer: PeerInfo, authenticated: bool, _slot: ConnSlot, hello_deadline: Instant)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -413,24 +546,90 @@ where
     let (tx, rx) = mpsc::channel::<Frame>(1024);
     let writer_task = tokio::spawn(write_frames(writer, rx, shared.stats.clone()));
 
-    let mut decoder = FrameDecoder::new(shared.config.max_frame_bytes);
+    let budget = shared.budgets.connection();
+    // Frames are fed to the decoder whole (or as a lone header, to refuse
+    // one too large), so it never holds a partial frame of its own.
+    let mut max_frame = shared.budgets.max_frame(shared.config.max_frame_bytes.min(MAX_PRE_HELLO_FRAME_BYTES));
+    let mut decoder = FrameDecoder::new(max_frame);
     let mut buf = BytesMut::with_capacity(16 * 1024);
+    // Bytes of a refused frame still to skip as they arrive.
+    let mut discard = 0usize;
+    // Budget held for the frame at the head of `buf`.
+    let mut reserved: Option<Reservation> = None;
     let in_flight = Arc::new(Semaphore::new(shared.config.max_in_flight_per_conn.max(1)));
     let mut handshaken = false;
+    let mut last_frame = Instant::now();
     let mut peer_arc = Arc::new(peer.clone());
     let requests = TaskTracker::new();
+    let idle_timeout = shared.config.idle_timeout.filter(|d| !d.is_zero());
 
     'conn: loop {
+        let deadline = if handshaken { idle_timeout.map(|d| last_frame + d) } else { Some(hello_deadline) };
         // Hand out every whole frame already buffered before reading more.
         loop {
+            if discard > 0 {
+                let n = discard.min(buf.len());
+                buf.advance(n);
+                discard -= n;
+                if discard > 0 {
+                    break;
+                }
+            }
+            match head(&buf) {
+                Head::NeedMore => break,
+                Head::BadMagic => {}
+                Head::Frame(total) if total > max_frame => {
+                    if buf.len() < HEADER_LEN {
+                        break;
+                    }
+                    // Refused from its header alone; its body is skipped
+                    // as it arrives, never buffered.
+                    let mut header = buf.split_to(HEADER_LEN);
+                    let e = match FrameDecoder::new(max_frame).decode(&mut header) {
+                        Err(e) => e,
+                        Ok(_) => FrameError::TooLarge { len: total as u64, max: max_frame as u64, id: MessageId::nil() },
+                    };
+                    discard = total - HEADER_LEN;
+                    if !bad_frame(&shared, &peer, &tx, e).await {
+                        break 'conn;
+                    }
+                    continue;
+                }
+                Head::Frame(total) => {
+                    if reserved.is_none() {
+                        match until(budget.reserve(total), &shared.stop, deadline).await {
+                            Wake::Done(Some(r)) => reserved = Some(r),
+                            Wake::Done(None) | Wake::Stop => break 'conn,
+                            Wake::Deadline => {
+                                if expire(&shared, &peer, &tx, handshaken, &requests).await {
+                                    break 'conn;
+                                }
+                                last_frame = Instant::now();
+                                continue 'conn;
+                            }
+                        }
+                    }
+                    if buf.len() < total {
+                        // The budget covers this; read the rest in place.
+                        buf.reserve(total - buf.len());
+                        break;
+                    }
+                }
+            }
+            let held = reserved.take();
             match decoder.decode(&mut buf) {
                 Ok(Some(frame)) => {
                     shared.stats.frames_in.fetch_add(1, Ordering::Relaxed);
+                    last_frame = Instant::now();
                     match frame.kind {
                         FrameKind::Control if frame.route == CONTROL_HELLO => {
                             let answer = welcome(&shared, &frame);
                             let ok = answer.kind == FrameKind::Control;
                             if ok {
+                                if !handshaken {
+                                    max_frame = shared.budgets.max_frame(shared.config.max_frame_bytes);
+                                    decoder = FrameDecoder::new(max_frame);
+                                }
                                 handshaken = true;
                                 if let Ok(h) = frame.decode_body::<Hello>() {
                                     if authenticated {
@@ -444,6 +643,7 @@ where
                             if tx.send(answer).await.is_err() {
                                 break 'conn;
                             }
+                            continue 'conn;
                         }
                         FrameKind::Control if frame.route == CONTROL_GOAWAY => break 'conn,
                         FrameKind::Control => {
@@ -473,6 +673,8 @@ where
                                 if let (true, Some(a)) = (wants_reply, answer) {
                                     let _ = tx.send(a).await;
                                 }
+                                // The frame's bytes count until it is handled.
+                                drop(held);
                                 drop(permit);
                             });
                         }
@@ -483,24 +685,25 @@ where
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    shared.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
-                    warn!(peer = %peer.addr, error = %e, "bad frame");
-                    let id = e.message_id().unwrap_or_else(MessageId::nil);
-                    let answer = weft_wire::error_frame_for(id, BodyFormat::MsgPack, &e.to_error_body());
-                    let _ = tx.send(answer).await;
-                    if !e.is_recoverable() {
+                    if !bad_frame(&shared, &peer, &tx, e).await {
                         break 'conn;
                     }
                 }
             }
         }
-        // Never buffer more than one frame's worth.
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(16 * 1024);
         }
-        let read = tokio::select! {
-            _ = shared.stop.cancelled() => break 'conn,
-            r = reader.read_buf(&mut buf) => r,
+        let read = match until(reader.read_buf(&mut buf), &shared.stop, deadline).await {
+            Wake::Done(r) => r,
+            Wake::Stop => break 'conn,
+            Wake::Deadline => {
+                if expire(&shared, &peer, &tx, handshaken, &requests).await {
+                    break 'conn;
+                }
+                last_frame = Instant::now();
+                continue 'conn;
+            }
         };
         match read {
             Ok(0) => break,
@@ -517,14 +720,49 @@ where
     requests.close();
     requests.wait().await;
     if shared.stop.is_cancelled()
-        && let Ok(goaway) = Frame::with_body(FrameKind::Control, MessageId::nil(), CONTROL_GOAWAY, BodyFormat::MsgPack, &())
+        && let Some(g) = goaway()
     {
-        let _ = tx.send(goaway).await;
+        let _ = tx.send(g).await;
     }
     drop(tx);
+    drop(reserved);
     let _ = writer_task.await;
     shared.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
     debug!(peer = %peer.addr, "connection closed");
+}
+
+/// Report a bad frame to the client; false when the connection cannot go on.
+async fn bad_frame(shared: &Shared, peer: &PeerInfo, tx: &mpsc::Sender<Frame>, e: FrameError) -> bool {
+    shared.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
+    warn!(peer = %peer.addr, error = %e, "bad frame");
+    let id = e.message_id().unwrap_or_else(MessageId::nil);
+    let answer = weft_wire::error_frame_for(id, BodyFormat::MsgPack, &e.to_error_body());
+    let _ = tx.send(answer).await;
+    e.is_recoverable()
+}
+
+/// The connection's deadline passed. Before the hello: a typed `timeout`
+/// error, then close. After: close with `goaway` if nothing is in flight;
+/// with requests in flight it is not idle (false: keep going).
+async fn expire(shared: &Shared, peer: &PeerInfo, tx: &mpsc::Sender<Frame>, handshaken: bool, requests: &TaskTracker) -> bool {
+    if !handshaken {
+        shared.stats.handshake_timeouts.fetch_add(1, Ordering::Relaxed);
+        let ms = shared.config.handshake_timeout.as_millis() as u64;
+        warn!(peer = %peer.addr, timeout_ms = ms, "no hello in time; closing");
+        let e = ErrorBody::new(ErrorCode::Timeout, format!("no hello within {ms} ms of connecting; closing"))
+            .with_details(serde_json::json!({"kind": "handshake_timeout", "timeout_ms": ms}));
+        let _ = tx.send(weft_wire::error_frame_for(MessageId::nil(), BodyFormat::MsgPack, &e)).await;
+        return true;
+    }
+    if !requests.is_empty() {
+        return false;
+    }
+    shared.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
+    debug!(peer = %peer.addr, "idle; closing with goaway");
+    if let Some(g) = goaway() {
+        let _ = tx.send(g).await;
+    }
+    true
 }
 
 /// Encode frames into one buffer and write them in batches: under load many

@@ -72,6 +72,18 @@ pub struct Limits {
     pub max_in_flight_per_conn: u64,
     /// How long SIGINT/SIGTERM waits for requests in flight.
     pub drain_timeout_ms: u64,
+    /// A stream connection must send its hello within this (TLS and QUIC:
+    /// their handshake included), else a `timeout` error frame and close.
+    pub handshake_timeout_ms: u64,
+    /// Close a connection with no frame and nothing in flight for this
+    /// long (goaway first). 0: never.
+    pub idle_timeout_ms: u64,
+    /// Bytes of frames one connection may hold (being read or in flight).
+    pub max_conn_buffer_bytes: u64,
+    /// Bytes of frames all connections together may hold.
+    pub max_buffer_bytes: u64,
+    /// Native connections (tcp, unix, tls, quic) open at once.
+    pub max_connections: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -137,6 +149,11 @@ impl Default for NodeConfig {
                 max_frame_bytes: weft_wire::DEFAULT_MAX_FRAME_BYTES as u64,
                 max_in_flight_per_conn: 256,
                 drain_timeout_ms: 5_000,
+                handshake_timeout_ms: weft_net::DEFAULT_HANDSHAKE_TIMEOUT.as_millis() as u64,
+                idle_timeout_ms: weft_net::DEFAULT_IDLE_TIMEOUT.as_millis() as u64,
+                max_conn_buffer_bytes: weft_net::DEFAULT_MAX_CONN_BUFFER_BYTES as u64,
+                max_buffer_bytes: weft_net::DEFAULT_MAX_BUFFER_BYTES as u64,
+                max_connections: weft_net::DEFAULT_MAX_CONNECTIONS as u64,
             },
             tcp: Listener { enabled: true, addr: format!("127.0.0.1:{DEFAULT_PORT}"), allow: loopback() },
             udp: Listener { enabled: true, addr: format!("127.0.0.1:{DEFAULT_PORT}"), allow: loopback() },

@@ -83,6 +83,11 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     );
     let svc = &service.0;
     let net_stats = server.stats();
+            handshake_timeout: Duration::from_millis(cfg.limits.handshake_timeout_ms.max(1)),
+            idle_timeout: (cfg.limits.idle_timeout_ms > 0).then(|| Duration::from_millis(cfg.limits.idle_timeout_ms)),
+            max_conn_buffer_bytes: usize::try_from(cfg.limits.max_conn_buffer_bytes).unwrap_or(usize::MAX),
+            max_buffer_bytes: usize::try_from(cfg.limits.max_buffer_bytes).unwrap_or(usize::MAX),
+            max_connections: usize::try_from(cfg.limits.max_connections).unwrap_or(usize::MAX),
     svc.stats().add_gauges(move || net_stats.snapshot().into_iter().map(|(k, v)| (k.to_owned(), v.into())).collect());
     if cfg.tcp.enabled {
         let addr = server.bind_tcp(&cfg.tcp.addr).await?;

@@ -1,0 +1,249 @@
+//! Connection limits of `weft serve` through real sockets: the handshake
+//! timeout, the idle timeout, the maximum connection count, and the
+//! buffered-bytes budget (checked against the child's real RSS).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use weft_wire::{BodyFormat, ErrorBody, Frame, FrameDecoder, FrameKind, Hello, MessageId, CONTROL_GOAWAY, CONTROL_HELLO};
+
+mod common;
+use common::{free_port, WEFT};
+
+struct Node {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    /// A node with `env` (WEFT_* settings) on top of the defaults.
+    fn start(env: &[(&str, &str)]) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut c = Command::new(WEFT);
+        c.args(["serve", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--tcp-addr", &format!("127.0.0.1:{port}"), "--udp-addr", &format!("127.0.0.1:{port}")])
+            .args(["--http-addr", "127.0.0.1:0"])
+            .env_remove("WEFT_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let node = Node { child: c.spawn().unwrap(), port, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !node.ping() {
+            assert!(Instant::now() < deadline, "weft serve did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        node
+    }
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+    fn ping(&self) -> bool {
+        weft(&["ping", "--addr", &format!("tcp://{}", self.addr()), "--timeout-ms", "1000"]).status.success()
+    }
+    /// One `net.*` (or any) stat, over the Unix socket so that it does not
+    /// take one of the TCP connections a test is counting.
+    fn stat(&self, key: &str) -> u64 {
+        let sock = self._dir.path().join("data/weft.sock");
+        let o = weft(&["stats", "--addr", &format!("unix://{}", sock.display())]);
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        text.lines()
+            .find_map(|l| l.strip_prefix(key).and_then(|v| v.strip_prefix(' ')).map(|v| v.trim().parse::<u64>().unwrap()))
+            .unwrap_or_else(|| panic!("no {key} in stats: {o:?}"))
+    }
+    fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kb * 1024
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn weft(args: &[&str]) -> Output {
+    Command::new(WEFT).args(args).env_remove("WEFT_ADDR").output().unwrap()
+}
+
+fn encoded(frame: &Frame) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    weft_wire::encode(frame, &mut out).unwrap();
+    out.to_vec()
+}
+
+fn hello() -> Vec<u8> {
+    let h = Hello { protocol_version: weft_wire::PROTOCOL_VERSION, client_id: "limits-test".into(), client_name: String::new() };
+    encoded(&Frame::with_body(FrameKind::Control, MessageId::new_v4(), CONTROL_HELLO, BodyFormat::MsgPack, &h).unwrap())
+}
+
+/// Every frame the server sends until it closes the connection (bounded
+/// by a generous deadline, so a server that never closes fails the test).
+fn frames_until_close(s: &mut TcpStream) -> Vec<Frame> {
+    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut buf = BytesMut::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        assert!(Instant::now() < deadline, "the server did not close the connection");
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => break, // reset: closed too
+        }
+    }
+    let mut dec = FrameDecoder::new(1 << 20);
+    let mut frames = vec![];
+    while let Some(f) = dec.decode(&mut buf).unwrap() {
+        frames.push(f);
+    }
+    frames
+}
+
+fn error_of(f: &Frame) -> ErrorBody {
+    assert_eq!(f.kind, FrameKind::Error, "{f:?}");
+    f.decode_body().unwrap()
+}
+
+#[test]
+fn a_connection_that_never_says_hello_gets_a_typed_timeout_and_is_closed() {
+    let node = Node::start(&[("WEFT_LIMITS_HANDSHAKE_TIMEOUT_MS", "300")]);
+    let mut silent = TcpStream::connect(node.addr()).unwrap();
+    let frames = frames_until_close(&mut silent);
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    let e = error_of(&frames[0]);
+    assert_eq!(e.code, weft_wire::ErrorCode::Timeout);
+    assert_eq!(e.details.as_ref().unwrap()["kind"], "handshake_timeout");
+    assert_eq!(node.stat("net.handshake_timeouts"), 1);
+    // A client that does say hello is served as before.
+    assert!(node.ping());
+}
+
+#[test]
+fn an_idle_connection_is_sent_goaway_and_closed() {
+    let node = Node::start(&[("WEFT_LIMITS_IDLE_TIMEOUT_MS", "400")]);
+    let mut s = TcpStream::connect(node.addr()).unwrap();
+    s.write_all(&hello()).unwrap();
+    let frames = frames_until_close(&mut s);
+    let kinds: Vec<_> = frames.iter().map(|f| (f.kind, f.route.as_str())).collect();
+    assert_eq!(kinds, vec![(FrameKind::Control, "welcome"), (FrameKind::Control, CONTROL_GOAWAY)]);
+    assert!(node.stat("net.idle_closed") >= 1);
+}
+
+#[test]
+fn past_max_connections_new_ones_get_busy_and_a_freed_slot_is_reused() {
+    let node = Node::start(&[("WEFT_LIMITS_MAX_CONNECTIONS", "3")]);
+    // The readiness pings' connections close asynchronously: wait until
+    // only the stats call itself is open before filling the slots.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while node.stat("net.connections_open") != 1 {
+        assert!(Instant::now() < deadline, "readiness connections never closed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let held: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut s = TcpStream::connect(node.addr()).unwrap();
+            s.write_all(&hello()).unwrap();
+            s
+        })
+        .collect();
+    // Until the server has taken all three, a fourth may still get in
+    // (and is then closed by the handshake timeout): try again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut extra = TcpStream::connect(node.addr()).unwrap();
+        let frames = frames_until_close(&mut extra);
+        if let Some(f) = frames.first().filter(|f| f.kind == FrameKind::Error) {
+            let e = error_of(f);
+            assert_eq!(e.code, weft_wire::ErrorCode::Busy, "{e:?}");
+            assert_eq!(e.details.as_ref().unwrap()["kind"], "max_connections");
+            assert_eq!(e.details.as_ref().unwrap()["max"], 3);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the fourth connection was never refused: {frames:?}");
+    }
+    // Close them: a new client gets in.
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !node.ping() {
+        assert!(Instant::now() < deadline, "no client served after slots were freed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(node.stat("net.conn.refused_max") >= 1);
+}
+
+/// 50 connections each send half of a 16 MiB frame. Without a budget the
+/// server would hold 50 x 8 MiB = 400 MiB; with a 64 MiB budget (large
+/// frames may take 48 MiB of it) three frames are read and the rest wait
+/// unread in the kernel, and small requests are still served.
+#[test]
+fn half_sent_large_frames_stay_within_the_global_buffer_budget() {
+    const FRAME: usize = 16 * 1024 * 1024;
+    const BUDGET: u64 = 64 * 1024 * 1024;
+    let node = Node::start(&[
+        ("WEFT_LIMITS_MAX_BUFFER_BYTES", &BUDGET.to_string()),
+        ("WEFT_LIMITS_MAX_FRAME_BYTES", &(FRAME + 1024).to_string()),
+    ]);
+    let before = node.rss_bytes();
+    // A request frame whose header declares FRAME bytes in all.
+    let route = "weft.echo";
+    let mut header = encoded(&Frame::with_body(FrameKind::Request, MessageId::new_v4(), route, BodyFormat::MsgPack, &()).unwrap());
+    header.truncate(weft_wire::HEADER_LEN + route.len());
+    let body_len = (FRAME - header.len()) as u32;
+    header[6..10].copy_from_slice(&body_len.to_be_bytes());
+    let half = vec![0xc0u8; FRAME / 2];
+    let mut senders = vec![];
+    for _ in 0..50 {
+        let mut s = TcpStream::connect(node.addr()).unwrap();
+        s.write_all(&hello()).unwrap();
+        let (header, half) = (header.clone(), half.clone());
+        senders.push(std::thread::spawn(move || {
+            // Blocks once the server stops reading; ends when it is killed.
+            let _ = s.write_all(&header).and_then(|_| s.write_all(&half));
+            s
+        }));
+    }
+    // Wait until the server has taken all it will: the three frames that
+    // fit reserved, and the others waiting for budget.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (held, waits) = (node.stat("net.buffer_bytes"), node.stat("net.buffer_waits"));
+        assert!(held <= BUDGET, "{held} bytes buffered, budget {BUDGET}");
+        if held >= 3 * FRAME as u64 && waits >= 40 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never reached the budget: held {held}, waits {waits}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Give the readers a moment to pull in whatever they were allowed to
+    // (polling RSS until it stops growing would only lengthen the test).
+    std::thread::sleep(Duration::from_millis(500));
+    let rss = node.rss_bytes();
+    let unbounded = 50 * (FRAME / 2) as u64;
+    assert!(
+        rss < before + BUDGET + 32 * 1024 * 1024 && rss < unbounded / 2,
+        "RSS {} MiB (started at {} MiB); unbounded would be {} MiB",
+        rss >> 20,
+        before >> 20,
+        unbounded >> 20
+    );
+    // Small requests still get through: a quarter of the budget is theirs.
+    assert!(node.ping());
+    drop(node);
+    for s in senders {
+        let _ = s.join();
+    }
+}
