@@ -56,7 +56,8 @@ class Conn {
   private decoder = new Decoder();
   constructor(readonly socket: Socket) {
     socket.on("data", (d: Uint8Array) => {
-      this.decoder.feed(d);
+      // plain Uint8Array views, not Buffers: decoded binary values are Uint8Arrays in Node and browsers alike
+      this.decoder.feed(new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
       try {
         for (let f = this.decoder.next(); f; f = this.decoder.next()) this.dispatch(f);
       } catch (e) {
