@@ -33,9 +33,42 @@ test("a Python service called from Node", { skip: !existsSync(PY) && `no Python 
     await assert.rejects(c.call("nope"), weft.UnknownRouteError);
     assert.equal((await c.ping()).pong, true);
     assert.ok((await c.info()).endpoints.includes("guess"));
+    // the dice client example against the Python dice service
+    const ex = path.join(path.dirname(new URL(import.meta.url).pathname), "../examples");
+    const out = execFileSync(process.execPath, [path.join(ex, "dice_client.mjs"), `tcp://127.0.0.1:${port}`], { encoding: "utf8" }).split("\n");
+    assert.equal(out[0], `connected to tcp://127.0.0.1:${port}`);
+    assert.match(out[5], /^roll \{sides: 0\} -> refused \(validation\): sides must be at least 1/);
+    assert.match(out[6], /^roll_times \{sides: 6, how_many: 1001\} -> refused \(validation\)/);
   } finally {
     await c.close();
     proc.kill("SIGTERM");
+  }
+});
+
+test("the echo client, producer and consumer examples against weft serve", async () => {
+  const node = await Node.create();
+  const ex = path.join(path.dirname(new URL(import.meta.url).pathname), "../examples");
+  try {
+    const echo = execFileSync(process.execPath, [path.join(ex, "echo_client.mjs"), node.tcp, "héllo"], { encoding: "utf8" });
+    assert.ok(echo.includes('echo "héllo" -> error server error: unknown_route'), echo);
+    assert.ok(echo.includes('weft.echo "héllo" -> "héllo"'), echo);
+    const topic = `ex-${process.pid}`;
+    const prod = execFileSync(process.execPath, [path.join(ex, "producer.mjs"), node.http, topic], { encoding: "utf8" });
+    assert.equal(prod.split("\n").filter((l) => l.includes("-> partition")).length, 3, prod);
+    const cons = spawn(process.execPath, [path.join(ex, "consumer.mjs"), node.tcp, topic, `g-${process.pid}`], { stdio: ["ignore", "pipe", "inherit"] });
+    let text = "";
+    const deadline = Date.now() + 30000;
+    cons.stdout.on("data", (d) => (text += d));
+    while (text.split("\n").filter(Boolean).length < 3) {
+      assert.ok(Date.now() < deadline, text);
+      await sleep(50);
+    }
+    const exited = new Promise((r) => cons.once("exit", r));
+    cons.kill("SIGINT");
+    assert.equal(await exited, 0);
+    assert.deepEqual(text.split("\n").filter(Boolean).map((l) => l.split(": ")[1]).sort(), ["first", "second", "third"]);
+  } finally {
+    await node.stop();
   }
 });
 
