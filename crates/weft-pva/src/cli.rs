@@ -105,6 +105,13 @@ pub enum PvCommand {
         /// Also serve the PVs of this TOML file (`[[pv]]` tables: name, type, value, writable, ...).
         #[arg(long)]
         pvs: Option<std::path::PathBuf>,
+        /// Clients admitted (CIDRs or addresses, comma-separated or repeated);
+        /// everyone else is refused. Default loopback only.
+        #[arg(long, env = "WEFT_PVA_ALLOW", value_delimiter = ',', default_value = "127.0.0.0/8,::1/128")]
+        allow: Vec<String>,
+        /// Access rules file (TOML; docs/pva.md "Access security"). Default: none.
+        #[arg(long, env = "WEFT_PVA_ACCESS_FILE")]
+        access: Option<String>,
     },
 }
 
@@ -297,8 +304,8 @@ pub async fn run_with(cmd: PvCommand, base: Option<ClientConfig>) -> Result<()> 
                 Ok(())
             }
         },
-        PvCommand::Serve { tcp_port, udp_port, bind, redis, pvs } => {
-            let mut cfg = ServerConfig::from_env();
+        PvCommand::Serve { tcp_port, udp_port, bind, redis, pvs, allow, access } => {
+            let mut cfg = ServerConfig::from_env().with_allow(&allow)?.with_access_file(access.as_deref().unwrap_or(""))?;
             if let Some(p) = tcp_port {
                 cfg.tcp_port = p;
             }

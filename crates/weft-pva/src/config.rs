@@ -61,6 +61,13 @@ pub struct ServerConfig {
     pub tcp_port_fallback: bool,
     /// Close a client connection silent for this long (2 x EPICS_PVA_CONN_TMO, default 60 s).
     pub idle_timeout: Duration,
+    /// Client addresses admitted (TCP connections and UDP searches); everyone
+    /// else is refused before a byte is read. Default loopback only, like
+    /// every other Weft listener (config key `pva.allow`).
+    pub allow: weft_net::AllowList,
+    /// Per-PV read/write rules (config key `pva.access_file`; default: no
+    /// rules, everyone admitted may read and write).
+    pub access: std::sync::Arc<crate::server::AccessRules>,
 }
 
 impl Default for ServerConfig {
@@ -73,6 +80,8 @@ impl Default for ServerConfig {
             beacon_period: Duration::from_secs(15),
             tcp_port_fallback: true,
             idle_timeout: Duration::from_secs(60),
+            allow: weft_net::AllowList::default(),
+            access: Default::default(),
         }
     }
 }
@@ -120,7 +129,23 @@ impl ServerConfig {
             beacon_period: Duration::from_secs(15),
             tcp_port_fallback: true,
             idle_timeout: Duration::from_secs(60),
+            allow: weft_net::AllowList::default(),
+            access: Default::default(),
         }
+    }
+
+    /// Admit these clients (CIDRs, addresses; see weft-net's allow-list).
+    pub fn with_allow<S: AsRef<str>>(mut self, entries: &[S]) -> crate::Result<Self> {
+        self.allow = weft_net::AllowList::parse(entries).map_err(|e| crate::Error::Config(format!("pva.allow: {e}")))?;
+        Ok(self)
+    }
+
+    /// Enforce the access rules in `path` (TOML; empty path: no rules).
+    pub fn with_access_file(mut self, path: &str) -> crate::Result<Self> {
+        if !path.is_empty() {
+            self.access = std::sync::Arc::new(crate::server::AccessRules::load(path)?);
+        }
+        Ok(self)
     }
 }
 

@@ -33,6 +33,9 @@ pub enum Error {
     /// A value does not match its type (caller fault when building, peer fault when decoding).
     #[error("type mismatch: {0}")]
     TypeMismatch(String),
+    /// Configuration (allow-list, access rules) is invalid (operator fault).
+    #[error("bad configuration: {0}")]
+    Config(String),
     /// Channel not found by search in time.
     #[error("channel not found: {0}")]
     NotFound(String),

@@ -58,8 +58,26 @@ impl std::fmt::Debug for ClientConn {
     }
 }
 
+/// This process's account name from /etc/passwd (the owner of /proc/self is our euid).
+fn passwd_name() -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").ok()?.uid().to_string();
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let mut it = l.split(':');
+        let name = it.next()?;
+        (it.nth(1)? == uid).then(|| name.to_string())
+    })
+}
+
 fn user_host() -> (String, String) {
-    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "weft".into());
+    // Like pvxs, the account name when the environment does not say: the
+    // server's access rules match on it.
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .or_else(passwd_name)
+        .unwrap_or_else(|| "weft".into());
     let host = std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_string()))

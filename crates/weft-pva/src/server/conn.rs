@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use super::Shared;
+use super::access::Access;
 use super::pv::{Entry, SharedPv, Subscription};
 use crate::error::{Error, Result};
 use crate::proto::header::{FLAG_BIG_ENDIAN, Frame, FrameDecoder, Header, cmd, control, ctrl};
@@ -67,6 +68,8 @@ struct Chan {
     cid: u32,
     name: String,
     entry: Entry,
+    /// From the access rules when the channel was created.
+    access: Access,
 }
 
 struct Conn {
@@ -80,6 +83,8 @@ struct Conn {
     peer: SocketAddr,
     /// Byte order of the message being handled.
     rx_order: ByteOrder,
+    /// User named by the client's `ca` credentials (None: anonymous).
+    user: Option<String>,
 }
 
 pub(crate) async fn serve(sock: TcpStream, peer: SocketAddr, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
@@ -103,6 +108,7 @@ pub(crate) async fn serve(sock: TcpStream, peer: SocketAddr, shared: Arc<Shared>
         ops: HashMap::new(),
         peer,
         rx_order: ByteOrder::Little,
+        user: None,
     };
     let res = async {
         // Byte order (little endian, per-message flag honoured) then our validation request.
@@ -230,8 +236,13 @@ impl Conn {
 
     async fn handle_msg(&mut self, h: &Header, m: Message) -> Result<()> {
         match m {
-            Message::ValidationResponse { method, .. } => {
-                debug!(peer = %self.peer, %method, "client validated");
+            Message::ValidationResponse { method, auth, .. } => {
+                if method == "ca" {
+                    self.user = auth
+                        .flatten()
+                        .and_then(|(d, v)| crate::proto::nt::path_ref(&d, &v, "user").and_then(|(x, _)| x.as_str().map(String::from)));
+                }
+                debug!(peer = %self.peer, %method, user = ?self.user, "client validated");
                 self.send(&Message::Validated(Status::ok())).await
             }
             Message::Echo(b) => self.send(&Message::Echo(b)).await,
@@ -259,13 +270,19 @@ impl Conn {
             Message::CreateChannel { channels } => {
                 for (cid, name) in channels {
                     let entry = self.shared.provider.get(&name).or_else(|| (name == "server").then(|| self.server_info()));
+                    let access = self.shared.access.access(&name, self.user.as_deref(), self.peer.ip());
                     let (sid, status) = match entry {
                         Some(_) if self.channels.len() >= CHANNELS_MAX => (0, Status::error("too many channels")),
+                        Some(_) if access == Access::None => {
+                            self.shared.stats.access_denied.fetch_add(1, Ordering::Relaxed);
+                            debug!(peer = %self.peer, user = ?self.user, pv = %name, "channel refused by the access rules");
+                            (0, Status::error(self.denied("no", &name)))
+                        }
                         Some(entry) => {
                             let sid = self.next_sid;
                             self.next_sid = self.next_sid.wrapping_add(1).max(1);
                             self.shared.provider.channel_event(&name, 1);
-                            self.channels.insert(sid, Chan { cid, name: name.clone(), entry });
+                            self.channels.insert(sid, Chan { cid, name: name.clone(), entry, access });
                             (sid, Status::ok())
                         }
                         None => (0, Status::error(format!("no such channel: {name}"))),
@@ -313,6 +330,25 @@ impl Conn {
                 Ok(())
             }
         }
+    }
+
+    /// The refusal text a client shows (p4p raises it as the put's error).
+    fn denied(&self, what: &str, pv: &str) -> String {
+        let user = self.user.as_deref().unwrap_or("anonymous");
+        format!("access denied: {what} access to {pv} for user {user} from {}", self.peer.ip())
+    }
+
+    /// Refuse a write on a read-only-access channel; true if refused (and answered).
+    async fn refuse_write(&self, r: &OpRequest) -> Result<bool> {
+        let Some(ch) = self.channels.get(&r.sid) else { return Ok(false) };
+        if ch.access >= Access::Write {
+            return Ok(false);
+        }
+        self.shared.stats.access_denied.fetch_add(1, Ordering::Relaxed);
+        debug!(peer = %self.peer, user = ?self.user, pv = %ch.name, command = r.command, "write refused by the access rules");
+        let msg = self.denied("write", &ch.name);
+        self.op_error(r, msg).await?;
+        Ok(true)
     }
 
     async fn op_error(&self, r: &OpRequest, msg: String) -> Result<()> {
@@ -458,6 +494,10 @@ impl Conn {
                     self.ops.remove(&r.ioid);
                 }
                 let Some(pv) = pv else { return self.op_error(&r, "no PV".into()).await };
+                // ARRAY get is a read; put and set-length write.
+                if r.subcmd & sub::GET == 0 && self.refuse_write(&r).await? {
+                    return Ok(());
+                }
                 self.array_exec(&r, &pv).await
             }
             _ => self.op_error(&r, "request kind does not match its init".into()).await,
@@ -504,6 +544,9 @@ impl Conn {
         };
         let req = PvRequest::from_variant(pv_request.as_ref());
         let entry = ch.entry.clone();
+        if matches!(r.command, cmd::PUT | cmd::PUT_GET | cmd::PROCESS | cmd::RPC) && self.refuse_write(&r).await? {
+            return Ok(());
+        }
         match (entry, r.command) {
             (Entry::Rpc(_), cmd::RPC) => {
                 self.ops.insert(r.ioid, Op { sid: r.sid, kind: OpKind::Rpc, pv: None, mask: BitSet::new(), process: false });

@@ -1,6 +1,7 @@
 //! tokio pvAccess server on top of [`crate::proto`]: TCP connections,
 //! UDP search answers and beacons.
 
+pub mod access;
 mod conn;
 pub mod demo;
 mod pv;
@@ -16,6 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+pub use access::{Access, AccessRules};
 pub use pv::{ChannelHook, Entry, PostObserver, ProcessFuture, ProcessHandler, Provider, PutHandler, RpcHandler, SharedPv, Subscription, Update, now_stamp};
 
 use crate::config::ServerConfig;
@@ -27,6 +29,12 @@ pub struct Stats {
     pub connections: AtomicU64,
     pub connections_closed_on_error: AtomicU64,
     pub searches_answered: AtomicU64,
+    /// TCP connections refused by the allow-list (`pva.allow`).
+    pub connections_refused: AtomicU64,
+    /// UDP searches ignored because the sender is not on the allow-list.
+    pub searches_refused: AtomicU64,
+    /// Channel creations and operations refused by the access rules.
+    pub access_denied: AtomicU64,
 }
 
 /// Shared server state handed to connection tasks.
@@ -36,6 +44,8 @@ pub(crate) struct Shared {
     pub tcp_addr: SocketAddr,
     pub stats: Stats,
     pub idle_timeout: std::time::Duration,
+    pub allow: weft_net::AllowList,
+    pub access: Arc<access::AccessRules>,
 }
 
 /// A running server; dropping it does not stop it, call [`Server::shutdown`].
@@ -61,7 +71,15 @@ impl Server {
         };
         let tcp_addr = listener.local_addr()?;
         let guid: [u8; 12] = rand::random();
-        let shared = Arc::new(Shared { provider, guid, tcp_addr, stats: Stats::default(), idle_timeout: config.idle_timeout });
+        let shared = Arc::new(Shared {
+            provider,
+            guid,
+            tcp_addr,
+            stats: Stats::default(),
+            idle_timeout: config.idle_timeout,
+            allow: config.allow.clone(),
+            access: config.access.clone(),
+        });
         let (stop, stop_rx) = watch::channel(false);
         let udp = udp::bind(&config)?;
         let udp_addr = udp.local_addr()?;
@@ -126,6 +144,12 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch
     loop {
         tokio::select! {
             r = listener.accept() => match r {
+                Ok((sock, peer)) if !shared.allow.allows_ip(peer.ip()) => {
+                    // Refused before a byte is read; dropping the socket closes it.
+                    shared.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
+                    debug!(%peer, "pvAccess client refused by the allow-list (pva.allow)");
+                    drop(sock);
+                }
                 Ok((sock, peer)) => {
                     debug!(%peer, "client connected");
                     shared.stats.connections.fetch_add(1, Ordering::Relaxed);

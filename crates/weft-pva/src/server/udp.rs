@@ -89,6 +89,13 @@ pub(crate) async fn search_loop(
             },
             _ = stop.changed() => return,
         };
+        // Forwarded searches come from a neighbour on loopback; they are
+        // judged by the original sender's address further down.
+        if !forwarded_sock && !shared.allow.allows_ip(src.ip()) {
+            shared.stats.searches_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            trace!(%src, "search refused by the allow-list (pva.allow)");
+            continue;
+        }
         let data = if forwarded_sock { fbuf.get(..n) } else { buf.get(..n) };
         let Some(d) = data.map(|d| d.to_vec()) else { continue };
         let msgs = match split_datagram(&d) {
@@ -150,6 +157,11 @@ pub(crate) async fn search_loop(
             });
             let Ok(bytes) = encode_message(&r, h.order(), true, &mut SendCache::disabled()) else { continue };
             let dest_ip = ip_from16(&s.reply_addr).unwrap_or(src.ip());
+            // A forwarded search names its original sender: judge that one.
+            if forwarded_sock && !shared.allow.allows_ip(dest_ip) {
+                shared.stats.searches_refused.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             let dest = SocketAddr::new(dest_ip, if s.reply_port != 0 { s.reply_port } else { src.port() });
             shared.stats.searches_answered.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = sock.send_to(&bytes, dest).await {
