@@ -23,7 +23,26 @@ pub enum CliError {
     Io(#[from] std::io::Error),
     #[error("{failed} of {total} records were not written; first error: {first}")]
     Partial { failed: usize, total: usize, first: String },
+    #[error("interrupted by {signal}: {acked} record(s) acknowledged{unknown}")]
+    Interrupted { signal: &'static str, acked: u64, unknown: String },
 }
+
+impl CliError {
+    /// The exit status a shell expects: 128 + the signal number for an
+    /// interrupted produce, else 1.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Interrupted { signal: "SIGINT", .. } => 130,
+            CliError::Interrupted { .. } => 143,
+            _ => 1,
+        }
+    }
+}
+
+/// Default bound on one produce request's record bytes: well under the
+/// 16 MiB frame limit, so framing and per-record overhead never push a
+/// batch of records that are each under the record limit past it.
+pub const DEFAULT_BATCH_BYTES: usize = 4 << 20;
 
 /// `--cleanup` values.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,9 +129,14 @@ pub struct ProduceArgs {
     /// Write every record to this partition.
     #[arg(long)]
     pub partition: Option<u32>,
-    /// Records per produce request.
+    /// Records per produce request (at most).
     #[arg(long, default_value_t = 500)]
     pub batch: usize,
+    /// Bytes of keys, values and headers per produce request (at most; a
+    /// single larger record goes alone). Keep it under the node's
+    /// limits.max_frame_bytes (16 MiB by default).
+    #[arg(long, default_value_t = DEFAULT_BATCH_BYTES)]
+    pub batch_bytes: usize,
 }
 
 #[derive(Args, Debug)]
@@ -152,7 +176,57 @@ pub enum GroupCmd {
     Describe { group: String },
 }
 
-pub async fn topic(client: &Client, cmd: TopicCmd) -> Result<(), CliError> {
+/// Aligned columns, two spaces apart, for the human output.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut width: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if let Some(w) = width.get_mut(i) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut l = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            let w = width.get(i).copied().unwrap_or(0);
+            l.push_str(&format!("{c:<w$}  "));
+        }
+        l.trim_end().to_owned() + "\n"
+    };
+    let mut out = line(headers.to_vec());
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+fn print_json(v: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("<cannot render: {e}>")));
+}
+
+/// A JSON scalar as a table cell: strings bare, null as `-`.
+fn cell(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn print_topic(d: &serde_json::Value) {
+    println!("topic {}  created_ms {}  internal {}", cell(&d["name"]), cell(&d["created_ms"]), cell(&d["internal"]));
+    if let Some(c) = d["config"].as_object() {
+        let rows: Vec<Vec<String>> = c.iter().map(|(k, v)| vec![k.clone(), cell(v)]).collect();
+        print!("{}", table(&["config", "value"], &rows));
+    }
+    let cols = ["partition", "log_start_offset", "log_end_offset", "high_watermark", "segments", "size_bytes", "poisoned"];
+    let rows: Vec<Vec<String>> =
+        d["partitions"].as_array().map(|ps| ps.iter().map(|p| cols.iter().map(|c| cell(&p[*c])).collect()).collect()).unwrap_or_default();
+    print!("{}", table(&cols, &rows));
+}
+
+pub async fn topic(client: &Client, cmd: TopicCmd, json: bool) -> Result<(), CliError> {
     match cmd {
         TopicCmd::Create { name, partitions, retention_ms, retention_bytes, max_record_bytes, segment_bytes, cleanup } => {
             let mut c = TopicConfig { partitions, ..TopicConfig::default() };
@@ -172,17 +246,28 @@ pub async fn topic(client: &Client, cmd: TopicCmd) -> Result<(), CliError> {
                 c.cleanup = p.into();
             }
             let d: serde_json::Value = client.call(route::TOPIC_CREATE, &dto::CreateTopic { name: name.clone(), config: Some(c) }).await?;
-            println!("created topic {name} with {} partition(s)", d["config"]["partitions"]);
+            if json {
+                print_json(&d);
+            } else {
+                println!("created topic {name} with {} partition(s)", d["config"]["partitions"]);
+            }
         }
         TopicCmd::List => {
             let names: Vec<String> = client.call(route::TOPIC_LIST, &()).await?;
-            for n in names {
+            if json {
+                print_json(&names);
+            }
+            for n in names.iter().filter(|_| !json) {
                 println!("{n}");
             }
         }
         TopicCmd::Describe { name } => {
             let d: serde_json::Value = client.call(route::TOPIC_DESCRIBE, &dto::TopicRef { name }).await?;
-            println!("{}", serde_json::to_string_pretty(&d).unwrap_or_default());
+            if json {
+                print_json(&d);
+            } else {
+                print_topic(&d);
+            }
         }
         TopicCmd::Alter {
             name,
@@ -211,11 +296,19 @@ pub async fn topic(client: &Client, cmd: TopicCmd) -> Result<(), CliError> {
                 return Err(CliError::Usage("nothing to change: give at least one option".into()));
             }
             let d: serde_json::Value = client.call(route::TOPIC_ALTER, &req).await?;
-            println!("altered topic {name}: {}", serde_json::to_string(&d["config"]).unwrap_or_default());
+            if json {
+                print_json(&d);
+            } else {
+                println!("altered topic {name}: {}", serde_json::to_string(&d["config"]).unwrap_or_default());
+            }
         }
         TopicCmd::Delete { name } => {
-            let _: dto::Done = client.call(route::TOPIC_DELETE, &dto::TopicRef { name: name.clone() }).await?;
-            println!("deleted topic {name}");
+            let done: dto::Done = client.call(route::TOPIC_DELETE, &dto::TopicRef { name: name.clone() }).await?;
+            if json {
+                print_json(&done);
+            } else {
+                println!("deleted topic {name}");
+            }
         }
     }
     Ok(())
@@ -231,49 +324,135 @@ fn parse_headers(h: &[String]) -> Result<Vec<(String, ByteBuf)>, CliError> {
         .collect()
 }
 
-pub async fn produce(client: &Client, args: ProduceArgs) -> Result<(), CliError> {
-    let headers = parse_headers(&args.headers)?;
-    let reader: Box<dyn BufRead> = match &args.file {
+/// Bytes a record adds to a produce request, roughly: its key, value and
+/// headers plus a little encoding overhead.
+fn record_bytes(r: &dto::RecordIn) -> usize {
+    32 + r.key.as_ref().map_or(0, |k| k.len())
+        + r.value.as_ref().map_or(0, |v| v.len())
+        + r.headers.iter().map(|(k, v)| k.len() + v.len() + 8).sum::<usize>()
+}
+
+/// Lines of the input, read on a thread of their own so a signal can be
+/// noticed while stdin blocks.
+fn spawn_reader(file: Option<std::path::PathBuf>) -> Result<tokio::sync::mpsc::Receiver<std::io::Result<String>>, CliError> {
+    let reader: Box<dyn BufRead + Send> = match &file {
         Some(p) => Box::new(std::io::BufReader::new(std::fs::File::open(p)?)),
         None => Box::new(std::io::BufReader::new(std::io::stdin())),
     };
-    let mut pending = Vec::new();
-    let (mut total, mut failed, mut first_err) = (0usize, 0usize, None::<String>);
-    let mut lines = reader.lines();
-    loop {
-        let line = lines.next().transpose()?;
-        if let Some(line) = &line {
+    // Bounded: a slow node holds the reader back instead of buffering the
+    // whole input in memory.
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    std::thread::spawn(move || {
+        for line in reader.lines() {
+            let stop = line.is_err();
+            if tx.blocking_send(line).is_err() || stop {
+                return;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// Waits for SIGINT or SIGTERM and names it.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        // Without handlers the default disposition kills the process: never resolve.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
+/// `weft produce`: batches of at most `--batch` records and `--batch-bytes`
+/// bytes. Says on stderr how many records the node acknowledged, on a
+/// normal exit and when interrupted (SIGINT/SIGTERM).
+pub async fn produce(client: &Client, args: ProduceArgs) -> Result<(), CliError> {
+    let headers = parse_headers(&args.headers)?;
+    let mut lines = spawn_reader(args.file.clone())?;
+    let (mut acked, mut failed, mut first_err) = (0u64, 0usize, None::<String>);
+    let signal = interrupted();
+    tokio::pin!(signal);
+    let mut pending: Vec<dto::RecordIn> = Vec::new();
+    let mut pending_bytes = 0usize;
+    let mut eof = false;
+    let max_records = args.batch.max(1);
+    let max_bytes = args.batch_bytes.max(1);
+    while !eof || !pending.is_empty() {
+        // Read until a batch is full or the input ends.
+        let mut next = None;
+        while !eof && pending.len() < max_records && pending_bytes < max_bytes {
+            // With records pending, take only what is already read: a
+            // typed line goes out at once instead of waiting for a full batch.
+            let line = if pending.is_empty() {
+                tokio::select! {
+                    l = lines.recv() => l,
+                    sig = &mut signal => return Err(CliError::Interrupted { signal: sig, acked, unknown: String::new() }),
+                }
+            } else {
+                match lines.try_recv() {
+                    Ok(l) => Some(l),
+                    Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+                    Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => None,
+                }
+            };
+            let Some(line) = line.transpose()? else {
+                eof = true;
+                break;
+            };
             let (key, value) = match args.key_separator.as_deref().and_then(|sep| line.split_once(sep)) {
                 Some((k, v)) => (Some(ByteBuf::from(k.as_bytes().to_vec())), v),
                 None => (None, line.as_str()),
             };
-            pending.push(dto::RecordIn {
+            let r = dto::RecordIn {
                 partition: args.partition,
                 key,
                 value: Some(ByteBuf::from(value.as_bytes().to_vec())),
                 headers: headers.clone(),
                 timestamp_ms: None,
-            });
+            };
+            let n = record_bytes(&r);
+            if !pending.is_empty() && pending_bytes + n > max_bytes {
+                // Would overflow: it starts the next batch.
+                next = Some((r, n));
+                break;
+            }
+            pending_bytes += n;
+            pending.push(r);
         }
-        if pending.len() >= args.batch.max(1) || (line.is_none() && !pending.is_empty()) {
-            let n = pending.len();
-            let resp: dto::ProduceResponse =
-                client.call(route::PRODUCE, &dto::Produce { topic: args.topic.clone(), records: std::mem::take(&mut pending) }).await?;
-            total += n;
-            for r in resp.results {
-                if let Some(e) = r.error {
+        if pending.is_empty() {
+            continue;
+        }
+        let n = pending.len();
+        let req = dto::Produce { topic: args.topic.clone(), records: std::mem::take(&mut pending) };
+        pending_bytes = 0;
+        let resp: dto::ProduceResponse = tokio::select! {
+            r = client.call(route::PRODUCE, &req) => r?,
+            sig = &mut signal => {
+                let unknown = format!("; a request of {n} record(s) was in flight, its outcome is unknown");
+                return Err(CliError::Interrupted { signal: sig, acked, unknown });
+            }
+        };
+        for r in resp.results {
+            match r.error {
+                Some(e) => {
                     failed += 1;
                     first_err.get_or_insert_with(|| e.to_string());
                 }
+                None => acked += 1,
             }
         }
-        if line.is_none() {
-            break;
+        tracing::debug!(records = n, acked, "produce batch done");
+        if let Some((r, n)) = next {
+            pending_bytes = n;
+            pending.push(r);
         }
     }
-    eprintln!("produced {} record(s) to {}", total - failed, args.topic);
+    eprintln!("produced {acked} record(s) to {} (acknowledged)", args.topic);
     match first_err {
-        Some(first) => Err(CliError::Partial { failed, total, first }),
+        Some(first) => Err(CliError::Partial { failed, total: acked as usize + failed, first }),
         None => Ok(()),
     }
 }

@@ -15,13 +15,13 @@ use crate::proto::SpanKey;
 #[derive(Args, Debug, Clone)]
 pub struct EkoArgs {
     /// Server: tcp://HOST:PORT, udp://HOST:PORT or unix://PATH.
-    #[arg(long, env = "WEFT_EKO_ADDR", default_value = "tcp://127.0.0.1:8888")]
+    #[arg(long, env = "WEFT_EKO_ADDR", default_value = "tcp://127.0.0.1:8888", global = true)]
     pub addr: String,
     /// Per-attempt timeout in milliseconds.
-    #[arg(long, default_value_t = 5_000)]
+    #[arg(long, default_value_t = 5_000, global = true)]
     pub timeout_ms: u64,
     /// Attempts (ekosis' max_retries).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, global = true)]
     pub retries: u32,
     #[command(subcommand)]
     pub op: EkoOp,

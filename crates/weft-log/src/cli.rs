@@ -12,7 +12,8 @@ use crate::storage::{FsStorage, Storage};
 pub enum LogCmd {
     /// Check the CRC and offset order of every batch of every segment.
     Verify {
-        /// Log data directory (the one given to `Log::open`).
+        /// The node's data directory (`weft serve --data-dir`) or the log
+        /// directory inside it (`DIR/log`, the one given to `Log::open`).
         dir: PathBuf,
     },
     /// Print the records of one segment file, one JSON object per line.
@@ -35,8 +36,25 @@ pub async fn run(cmd: LogCmd) -> Result<()> {
     .map_err(|e| LogError::InvalidRequest(format!("task failed: {e}")))?
 }
 
+/// The log directory for DIR: DIR itself when it has `topics/`, else
+/// `DIR/log` when that has (users pass the node's data directory).
+fn log_dir(st: &FsStorage, dir: &Path) -> Result<PathBuf> {
+    if st.is_dir(&dir.join("topics")) {
+        return Ok(dir.to_path_buf());
+    }
+    let inner = dir.join("log");
+    if st.is_dir(&inner.join("topics")) {
+        return Ok(inner);
+    }
+    Err(LogError::InvalidRequest(format!(
+        "{} is neither a log directory nor a data directory with one (no topics/ or log/topics/ in it)",
+        dir.display()
+    )))
+}
+
 fn verify(dir: &Path) -> Result<()> {
     let st = FsStorage;
+    let dir = &log_dir(&st, dir)?;
     let topics = dir.join("topics");
     let mut bad = 0usize;
     for t in st.list_dir(&topics).map_err(|e| LogError::io("list topics", &topics, e))? {

@@ -17,13 +17,13 @@ use crate::queue::{ItemView, PauseWhat, QueueInfo};
 #[derive(Args, Debug, Clone)]
 pub struct Conn {
     /// Node address: tcp://HOST:PORT, udp://HOST:PORT or unix://PATH.
-    #[arg(long, env = "WEFT_ADDR", default_value = "tcp://127.0.0.1:7400")]
+    #[arg(long, env = "WEFT_ADDR", default_value = "tcp://127.0.0.1:7400", global = true)]
     pub addr: String,
     /// Request timeout in milliseconds.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, global = true)]
     pub timeout_ms: u64,
-    /// Print JSON instead of text.
-    #[arg(long)]
+    /// Print JSON (the API's field names) instead of text.
+    #[arg(long, global = true)]
     pub json: bool,
 }
 
@@ -186,14 +186,25 @@ pub async fn run(cmd: Command) -> Result<(), QueueError> {
         }
         Command::Stats { conn, gathered, full } => {
             let c = connect(&conn).await?;
-            let snaps: Vec<Snapshot> = if full {
-                call(&c, "weft.stats.full", &()).await?
-            } else if gathered {
-                let s: Option<Snapshot> = call(&c, "weft.stats.gathered", &()).await?;
-                if s.is_none() {
-                    println!("nothing gathered yet (one gather period has not passed)");
+            let snaps: Vec<Snapshot> = if full || gathered {
+                let snaps: Vec<Snapshot> = if full {
+                    call(&c, "weft.stats.full", &()).await?
+                } else {
+                    let s: Option<Snapshot> = call(&c, "weft.stats.gathered", &()).await?;
+                    s.into_iter().collect()
+                };
+                if snaps.is_empty() && !conn.json {
+                    // Say why there is nothing, instead of printing nothing.
+                    let why = match c.call::<_, Snapshot>("weft.stats.current", &()).await {
+                        Ok(cur) => format!(
+                            "the keeper gathers every {:.0} s (stats.gather_period_ms) and the node has been up {:.0} s",
+                            cur.gather_period, cur.uptime
+                        ),
+                        Err(_) => "the keeper has not gathered a period yet".into(),
+                    };
+                    println!("no gathered history yet: {why}; `weft stats` shows current values");
                 }
-                s.into_iter().collect()
+                snaps
             } else {
                 match c.call::<_, Snapshot>("weft.stats.current", &()).await {
                     Ok(s) => vec![s],
@@ -212,18 +223,32 @@ pub async fn run(cmd: Command) -> Result<(), QueueError> {
             for s in snaps {
                 println!("# timestamp {:.3} uptime {:.1}s period {:.0}s", s.timestamp, s.uptime, s.gather_period);
                 let mut flat: BTreeMap<String, serde_json::Value> = s.values;
-                for (route, e) in s.endpoints {
+                // Routes not called in the period have no latencies (the
+                // API's -1.0): left out rather than printed as -1.
+                for (route, e) in s.endpoints.into_iter().filter(|(_, e)| e.call_count > 0) {
                     flat.insert(format!("period.{route}.call_count"), e.call_count.into());
-                    flat.insert(format!("period.{route}.p95_s"), e.p95.into());
-                    flat.insert(format!("period.{route}.p99_s"), e.p99.into());
+                    if e.p95 >= 0.0 {
+                        flat.insert(format!("period.{route}.p95_s"), e.p95.into());
+                    }
+                    if e.p99 >= 0.0 {
+                        flat.insert(format!("period.{route}.p99_s"), e.p99.into());
+                    }
                 }
+                flat.retain(|_, v| !no_data(v));
+                let width = flat.keys().map(|k| k.len()).max().unwrap_or(0);
                 for (k, v) in flat {
-                    println!("{k} {v}");
+                    println!("{k:width$}  {v}");
                 }
             }
             Ok(())
         }
     }
+}
+
+/// A statistic without data: null, or the -1 that stands for "no
+/// samples" in latency values.
+fn no_data(v: &serde_json::Value) -> bool {
+    v.is_null() || v.as_f64().is_some_and(|f| f == -1.0)
 }
 
 async fn run_queue(conn: &Conn, prefix: &str, op: QueueOp) -> Result<(), QueueError> {

@@ -83,7 +83,14 @@ pub enum RadosCmd {
     /// list extended attribute names
     Listxattr { oid: String },
     /// set one omap key
-    Setomapval { oid: String, key: String, value: String },
+    Setomapval {
+        oid: String,
+        /// its own id: `key` is the global `--key` secret option, and a
+        /// shared id made the positional KEY feed the secret's base64 parser
+        #[arg(id = "omap_key", value_name = "KEY")]
+        key: String,
+        value: String,
+    },
     /// list omap keys and values
     Listomapvals { oid: String },
     /// benchmark like `rados bench SECONDS write|seq|rand`

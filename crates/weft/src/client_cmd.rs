@@ -6,28 +6,38 @@ use anyhow::{Context, Result};
 use clap::Args;
 use weft_net::{Client, ClientConfig, Target};
 
+/// Connection options of every client command. `global` so they are
+/// accepted after a subcommand too (`weft topic create t --addr ...`).
 #[derive(Args, Clone)]
 pub struct ClientArgs {
     /// Node address: tcp://HOST:PORT, udp://HOST:PORT, unix://PATH,
     /// tls://HOST:PORT or quic://HOST:PORT.
-    #[arg(long, env = "WEFT_ADDR", default_value = "tcp://127.0.0.1:7400")]
+    #[arg(long, env = "WEFT_ADDR", default_value = "tcp://127.0.0.1:7400", global = true)]
     pub addr: String,
     /// Request timeout in milliseconds.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, global = true)]
     pub timeout_ms: u64,
     /// tls/quic: PEM bundle of CAs to trust (default: the Mozilla roots).
-    #[arg(long, env = "WEFT_TLS_CA", value_name = "PEM")]
+    #[arg(long, env = "WEFT_TLS_CA", value_name = "PEM", global = true)]
     pub ca: Option<std::path::PathBuf>,
     /// tls/quic: client certificate (PEM) for mTLS.
-    #[arg(long, env = "WEFT_TLS_CLIENT_CERT", value_name = "PEM", requires = "key")]
+    #[arg(long, env = "WEFT_TLS_CLIENT_CERT", value_name = "PEM", requires = "key", global = true)]
     pub cert: Option<std::path::PathBuf>,
     /// tls/quic: the client certificate's private key (PEM).
-    #[arg(long, env = "WEFT_TLS_CLIENT_KEY", value_name = "PEM", requires = "cert")]
+    #[arg(long, env = "WEFT_TLS_CLIENT_KEY", value_name = "PEM", requires = "cert", global = true)]
     pub key: Option<std::path::PathBuf>,
     /// tls/quic: name to verify the server certificate against (default:
     /// the host of --addr).
-    #[arg(long, env = "WEFT_TLS_SERVER_NAME")]
+    #[arg(long, env = "WEFT_TLS_SERVER_NAME", global = true)]
     pub server_name: Option<String>,
+}
+
+/// `--json`: machine-readable output with the API's field names.
+#[derive(Args, Clone, Copy, Default)]
+pub struct OutputArgs {
+    /// Print JSON (the API's field names) instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
 }
 
 impl ClientArgs {
@@ -49,7 +59,41 @@ impl ClientArgs {
     }
 }
 
-pub async fn ping(args: &ClientArgs) -> Result<()> {
+/// Aligned columns, two spaces apart, for the human output.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut width: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if let Some(w) = width.get_mut(i) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut l = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            let w = width.get(i).copied().unwrap_or(0);
+            if i + 1 == cells.len() {
+                l.push_str(c);
+            } else {
+                l.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        l.trim_end().to_owned() + "\n"
+    };
+    let mut out = line(headers.to_vec());
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+pub async fn ping(args: &ClientArgs, out: OutputArgs) -> Result<()> {
     let client = args.connect().await?;
     let started = Instant::now();
     let _: serde_json::Value = client.call("weft.ping", &()).await?;
@@ -61,7 +105,14 @@ pub async fn ping(args: &ClientArgs) -> Result<()> {
         version: "?".into(),
         features: vec![],
     });
-    println!("pong from {} ({}) via {} in {:.3} ms", w.server_name, w.server_id, args.addr, rtt.as_secs_f64() * 1e3);
+    if out.json {
+        print_json(&serde_json::json!({
+            "server_name": w.server_name, "server_id": w.server_id, "version": w.version,
+            "addr": args.addr, "rtt_ms": rtt.as_secs_f64() * 1e3,
+        }))?;
+    } else {
+        println!("pong from {} ({}) via {} in {:.3} ms", w.server_name, w.server_id, args.addr, rtt.as_secs_f64() * 1e3);
+    }
     client.shutdown().await;
     Ok(())
 }
@@ -86,31 +137,64 @@ pub async fn call(args: &ClientArgs, route: &str, json: Option<&str>) -> Result<
     Ok(())
 }
 
-pub async fn info(args: &ClientArgs) -> Result<()> {
+pub async fn info(args: &ClientArgs, out: OutputArgs) -> Result<()> {
     let client = args.connect().await?;
-    let info: serde_json::Value = client.call_json("weft.info", &serde_json::Value::Null).await?;
-    println!("{}", serde_json::to_string_pretty(&info)?);
+    let info: weft_service::NodeInfo = client.call("weft.info", &()).await?;
     client.shutdown().await;
+    if out.json {
+        return print_json(&info);
+    }
+    let rows = vec![
+        vec!["name".into(), info.name],
+        vec!["version".into(), info.version],
+        vec!["id".into(), info.id],
+        vec!["uptime_s".into(), format!("{:.1}", info.uptime_s)],
+        vec!["transports".into(), info.transports.join(" ")],
+        vec!["endpoints".into(), format!("{} ({})", info.endpoints.len(), info.endpoints.join(" "))],
+    ];
+    print!("{}", table(&["field", "value"], &rows));
     Ok(())
 }
 
-pub async fn liveness(args: &ClientArgs) -> Result<()> {
+pub async fn liveness(args: &ClientArgs, out: OutputArgs) -> Result<()> {
     let client = args.connect().await?;
     let rows: Vec<weft_net::liveness::PeerState> = client.call("weft.liveness", &()).await?;
+    client.shutdown().await;
+    if out.json {
+        return print_json(&rows);
+    }
     if rows.is_empty() {
         println!("no heartbeats received");
+        return Ok(());
     }
-    for r in rows {
-        println!(
-            "{:<24} {:<22} {:<5} last seen {} ms ago, {} heartbeats, {} missed",
-            r.node_id,
-            r.addr,
-            if r.alive { "alive" } else { "DEAD" },
-            r.last_seen_ms_ago,
-            r.heartbeats,
-            r.missed
-        );
-    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.node_id.clone(),
+                r.addr.clone(),
+                if r.alive { "alive".into() } else { "DEAD".into() },
+                r.last_seen_ms_ago.to_string(),
+                r.heartbeats.to_string(),
+                r.missed.to_string(),
+            ]
+        })
+        .collect();
+    print!("{}", table(&["node_id", "addr", "state", "last_seen_ms_ago", "heartbeats", "missed"], &cells));
+    Ok(())
+}
+
+/// `weft config running`: the node's effective configuration.
+pub async fn config_running(args: &ClientArgs, out: OutputArgs) -> Result<()> {
+    let client = args.connect().await?;
+    let entries: Vec<crate::config::ConfigEntry> = client.call("weft.config", &()).await?;
     client.shutdown().await;
+    if out.json {
+        return print_json(&entries);
+    }
+    let width = entries.iter().map(|e| e.key.len()).max().unwrap_or(0);
+    for e in entries {
+        println!("{:width$} = {}  # {}", e.key, e.value, e.source);
+    }
     Ok(())
 }

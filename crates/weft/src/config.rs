@@ -216,3 +216,105 @@ impl NodeConfig {
         }
     }
 }
+
+/// One key of the effective configuration as `weft.config` returns it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfigEntry {
+    pub key: String,
+    pub value: serde_json::Value,
+    /// `default`, `file PATH`, `env WEFT_...` or `flag --...`.
+    pub source: String,
+}
+
+/// Key names whose values are secrets: shown as `"<redacted>"` by
+/// `weft.config` (a file *path* such as `tls.key` is not a secret).
+fn is_secret(key: &str) -> bool {
+    let last = key.rsplit('.').next().unwrap_or(key);
+    ["secret", "password", "passphrase", "token", "credential"].iter().any(|s| last.contains(s))
+}
+
+/// The effective configuration with sources, secrets redacted: the body of
+/// the node's `weft.config` endpoint (`weft config running`).
+pub fn entries<T>(layered: &weft_service::config::Layered<T>) -> Vec<ConfigEntry> {
+    layered
+        .entries
+        .iter()
+        .map(|(k, (v, src))| ConfigEntry {
+            key: k.clone(),
+            value: if is_secret(k) && !v.is_null() { "<redacted>".into() } else { v.clone() },
+            source: src.to_string(),
+        })
+        .collect()
+}
+
+/// `WEFT_*` variables that are not configuration keys but are read by the
+/// CLI, the tests or the peer scripts; never warned about.
+const NON_KEY_ENV: &[&str] = &[
+    "WEFT_ADDR",
+    "WEFT_CONFIG",
+    "WEFT_TOKEN",
+    "WEFT_PEERS",
+    "WEFT_SHARED",
+    "WEFT_PYTHON",
+    "WEFT_EKO_ADDR",
+    "WEFT_PVA_REDIS",
+    "WEFT_CEPH_KEY",
+    "WEFT_TLS_CA",
+    "WEFT_TLS_CLIENT_CERT",
+    "WEFT_TLS_CLIENT_KEY",
+    "WEFT_TLS_SERVER_NAME",
+    "WEFT_VENV",
+    "WEFT_THREADS",
+    "WEFT_PROCESS_ID",
+    // read by test harnesses and peer scripts
+    "WEFT_ENV",
+    "WEFT_PORT",
+    "WEFT_TRANSPORT",
+    "WEFT_SAVE_ORACLE",
+    "WEFT_EKO_CHILD",
+    "WEFT_EKOSIS_SCRIPTS",
+    "WEFT_QUEUE_CHILD",
+    "WEFT_QUEUE_SINK",
+    "WEFT_PVA_SCRIPTS",
+    "WEFT_PVA_CAPTURES",
+    "WEFT_LOG_KILL9_CHILD_DIR",
+];
+
+/// `WEFT_*` variables of `env` that set no key and are not one of the
+/// known non-key variables: likely typos, which would otherwise be ignored
+/// silently (an unknown file key is an error).
+pub fn unknown_env<T>(layered: &weft_service::config::Layered<T>, env: &[(String, String)]) -> Vec<String> {
+    let known: std::collections::BTreeSet<String> = layered.entries.keys().map(|k| weft_service::config::env_name(k)).collect();
+    let mut out: Vec<String> = env
+        .iter()
+        .map(|(n, _)| n)
+        .filter(|n| n.starts_with("WEFT_") && !known.contains(*n) && !NON_KEY_ENV.contains(&n.as_str()))
+        .cloned()
+        .collect();
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_env_names_typos_only() {
+        let env: Vec<(String, String)> = [("WEFT_TCP_ADR", "x"), ("WEFT_TCP_ADDR", "127.0.0.1:1"), ("WEFT_ADDR", "tcp://x:1"), ("PATH", "/bin")]
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        let l = weft_service::config::load(&NodeConfig::default(), None, &env, &[]).unwrap();
+        assert_eq!(unknown_env(&l, &env), vec!["WEFT_TCP_ADR".to_string()]);
+    }
+
+    #[test]
+    fn secrets_are_redacted_paths_are_not() {
+        assert!(is_secret("ceph.secret"));
+        assert!(!is_secret("tls.key"));
+        let l = weft_service::config::load(&NodeConfig::default(), None, &[], &[]).unwrap();
+        let e = entries(&l);
+        assert!(e.iter().any(|e| e.key == "tcp.addr" && e.source == "default"));
+    }
+}

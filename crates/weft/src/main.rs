@@ -8,7 +8,7 @@ mod serve;
 use std::path::PathBuf;
 
 use anyhow::Result;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use serde_json::Value;
 
 #[derive(Parser)]
@@ -28,7 +28,12 @@ enum Command {
         command: ConfigCommand,
     },
     /// Round-trip a ping to a node.
-    Ping(client_cmd::ClientArgs),
+    Ping {
+        #[command(flatten)]
+        client: client_cmd::ClientArgs,
+        #[command(flatten)]
+        out: client_cmd::OutputArgs,
+    },
     /// Send TEXT to the echo endpoint and print what comes back.
     Echo {
         #[command(flatten)]
@@ -44,13 +49,25 @@ enum Command {
         json: Option<String>,
     },
     /// Print a node's name, version, id, uptime, transports and endpoints.
-    Info(client_cmd::ClientArgs),
+    Info {
+        #[command(flatten)]
+        client: client_cmd::ClientArgs,
+        #[command(flatten)]
+        out: client_cmd::OutputArgs,
+    },
     /// Print the node's UDP liveness table (peers and when they were last seen).
-    Liveness(client_cmd::ClientArgs),
+    Liveness {
+        #[command(flatten)]
+        client: client_cmd::ClientArgs,
+        #[command(flatten)]
+        out: client_cmd::OutputArgs,
+    },
     /// Create, list, describe and delete topics.
     Topic {
         #[command(flatten)]
         client: client_cmd::ClientArgs,
+        #[command(flatten)]
+        out: client_cmd::OutputArgs,
         #[command(subcommand)]
         command: weft_broker::cli::TopicCmd,
     },
@@ -97,19 +114,91 @@ enum Command {
         #[command(flatten)]
         args: weft_top::TopArgs,
     },
+    /// Print a shell completion script: `weft completions bash > /etc/bash_completion.d/weft`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write one page per command into --dir.
+    Man {
+        /// Write weft.1 and weft-<command>.1 pages here instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Every command path, one per line (for tests and scripts).
+    #[command(name = "__commands", hide = true)]
+    Commands,
     /// List and describe consumer groups.
     Group {
         #[command(flatten)]
         client: client_cmd::ClientArgs,
+        #[command(flatten)]
+        out: client_cmd::OutputArgs,
         #[command(subcommand)]
         command: weft_broker::cli::GroupCmd,
     },
 }
 
+/// Every command path that does something of its own (`topic create`,
+/// `errors` and `errors clear`, ...), from clap's tree: what `weft
+/// __commands` prints, and what the e2e test must cover.
+fn leaf_commands(cmd: &clap::Command, prefix: &str, out: &mut Vec<(String, String)>) {
+    for sub in cmd.get_subcommands() {
+        if sub.get_name() == "help" {
+            continue;
+        }
+        let path = if prefix.is_empty() { sub.get_name().to_owned() } else { format!("{prefix} {}", sub.get_name()) };
+        let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
+        let has_subs = sub.get_subcommands().any(|s| s.get_name() != "help");
+        if !has_subs || !sub.is_subcommand_required_set() {
+            out.push((path.clone(), about));
+        }
+        leaf_commands(sub, &path, out);
+    }
+}
+
+/// Man pages: `weft man` prints weft(1) with a section listing every
+/// command; `--dir D` also writes one page per subcommand (weft-topic-create.1).
+fn man(dir: Option<&std::path::Path>) -> Result<()> {
+    let cmd = Cli::command();
+    if let Some(dir) = dir {
+        std::fs::create_dir_all(dir)?;
+        clap_mangen::generate_to(cmd, dir)?;
+        println!("wrote man pages to {}", dir.display());
+        return Ok(());
+    }
+    let mut out: Vec<u8> = vec![];
+    clap_mangen::Man::new(cmd.clone()).render(&mut out)?;
+    let mut leaves = vec![];
+    leaf_commands(&cmd, "", &mut leaves);
+    let esc = |s: &str| s.replace('\\', "\\e").replace('-', "\\-");
+    out.extend_from_slice(b".SH \"ALL COMMANDS\"\n");
+    for (path, about) in leaves {
+        out.extend_from_slice(format!(".TP\n\\fBweft {}\\fR\n{}\n", esc(&path), esc(&about)).as_bytes());
+    }
+    use std::io::Write;
+    std::io::stdout().write_all(&out)?;
+    Ok(())
+}
+
 #[derive(Subcommand)]
 enum ConfigCommand {
-    /// Print the effective configuration and where each value came from.
-    Show(NodeArgs),
+    /// Print the configuration this machine would start a node with (defaults
+    /// < --config file < WEFT_* < flags) and where each value came from.
+    Show {
+        #[command(flatten)]
+        node: NodeArgs,
+        #[command(flatten)]
+        out: client_cmd::OutputArgs,
+    },
+    /// Ask a running node for its effective configuration and the source
+    /// of each value (the `weft.config` endpoint; secrets redacted).
+    Running {
+        #[command(flatten)]
+        client: client_cmd::ClientArgs,
+        #[command(flatten)]
+        out: client_cmd::OutputArgs,
+    },
 }
 
 /// Flags of `weft serve` (and `weft config show`). Each maps to a config key,
@@ -220,7 +309,13 @@ impl NodeArgs {
 
     fn load(&self) -> Result<weft_service::config::Layered<config::NodeConfig>> {
         let env: Vec<(String, String)> = std::env::vars().collect();
-        Ok(weft_service::config::load(&config::NodeConfig::default(), self.config.as_deref(), &env, &self.flag_overrides()?)?)
+        let layered = weft_service::config::load(&config::NodeConfig::default(), self.config.as_deref(), &env, &self.flag_overrides()?)?;
+        // An unknown file key is an error; an unknown variable cannot be
+        // (the environment is shared with everything else), so say it once.
+        for name in config::unknown_env(&layered, &env) {
+            eprintln!("warning: environment variable {name} is not a configuration key (ignored); see `weft config show`");
+        }
+        Ok(layered)
     }
 }
 
@@ -253,25 +348,64 @@ fn main() -> std::process::ExitCode {
     match rt.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            eprintln!("error: {}", error_chain(&e));
+            // An interrupted produce exits like a killed process would (130/143).
+            match e.downcast_ref::<weft_broker::cli::CliError>() {
+                Some(c) => std::process::ExitCode::from(c.exit_code()),
+                None => std::process::ExitCode::FAILURE,
+            }
         }
     }
 }
 
+/// The error and its causes, `: `-separated, each said once. Convention:
+/// an error's Display may include its source's text (most of ours do,
+/// `"i/o: {0}"`), and anyhow contexts do not; so a cause whose text is
+/// already inside the message before it is not repeated.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = vec![];
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if parts.last().is_some_and(|prev| prev.contains(&text)) {
+            continue;
+        }
+        parts.push(text);
+    }
+    parts.join(": ")
+}
+
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Serve(args) => serve::run(args.load()?).await,
-        Command::Config { command: ConfigCommand::Show(args) } => {
-            print!("{}", args.load()?.render());
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "weft", &mut std::io::stdout());
             Ok(())
         }
-        Command::Ping(c) => client_cmd::ping(&c).await,
+        Command::Man { dir } => man(dir.as_deref()),
+        Command::Commands => {
+            let mut leaves = vec![];
+            leaf_commands(&Cli::command(), "", &mut leaves);
+            for (path, _) in leaves {
+                println!("{path}");
+            }
+            Ok(())
+        }
+        Command::Serve(args) => serve::run(args.load()?).await,
+        Command::Config { command: ConfigCommand::Show { node, out } } => {
+            let layered = node.load()?;
+            if out.json {
+                client_cmd::print_json(&config::entries(&layered))
+            } else {
+                print!("{}", layered.render());
+                Ok(())
+            }
+        }
+        Command::Config { command: ConfigCommand::Running { client, out } } => client_cmd::config_running(&client, out).await,
+        Command::Ping { client, out } => client_cmd::ping(&client, out).await,
         Command::Echo { client, text } => client_cmd::echo(&client, &text).await,
         Command::Call { client, route, json } => client_cmd::call(&client, &route, json.as_deref()).await,
-        Command::Info(c) => client_cmd::info(&c).await,
-        Command::Liveness(c) => client_cmd::liveness(&c).await,
-        Command::Topic { client, command } => Ok(weft_broker::cli::topic(&client.connect().await?, command).await?),
+        Command::Info { client, out } => client_cmd::info(&client, out).await,
+        Command::Liveness { client, out } => client_cmd::liveness(&client, out).await,
+        Command::Topic { client, out, command } => Ok(weft_broker::cli::topic(&client.connect().await?, command, out.json).await?),
         Command::Produce { client, args } => Ok(weft_broker::cli::produce(&client.connect().await?, args).await?),
         Command::Consume { client, args } => Ok(weft_broker::cli::consume(&client.connect().await?, args).await?),
         Command::Queues(cmd) => Ok(weft_queue::cli::run(cmd).await?),
@@ -280,12 +414,46 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Rados(args) => Ok(weft_rados::cli::run(args).await?),
         Command::Log { command } => Ok(weft_log::cli::run(command).await?),
         Command::Tls { command } => Ok(weft_net::cli::run(command).await?),
-        Command::Group { client, command } => Ok(weft_broker::cli::group(&client.connect().await?, command).await?),
+        Command::Group { client, out: _, command } => Ok(weft_broker::cli::group(&client.connect().await?, command).await?),
         Command::Top { client, args } => {
             let c = client.connect().await?;
             let r = weft_top::run(&c, &args).await;
             c.shutdown().await;
             Ok(r?)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// clap's own consistency checks on the whole tree (duplicate ids, a
+    /// positional sharing an id with a global option, bad defaults...).
+    #[test]
+    fn command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn rados_setomapval_key_is_the_positional_not_the_secret() {
+        let cli = Cli::try_parse_from(["weft", "rados", "-p", "p", "setomapval", "obj", "k1", "v1"]).unwrap();
+        let Command::Rados(a) = cli.command else { panic!("not rados") };
+        assert_eq!(a.key, None);
+        match a.cmd {
+            weft_rados::cli::RadosCmd::Setomapval { oid, key, value } => assert_eq!((oid.as_str(), key.as_str(), value.as_str()), ("obj", "k1", "v1")),
+            _ => panic!("not setomapval"),
+        }
+    }
+
+    #[test]
+    fn leaves_include_optional_subcommand_parents() {
+        let mut leaves = vec![];
+        leaf_commands(&Cli::command(), "", &mut leaves);
+        let names: Vec<&str> = leaves.iter().map(|(p, _)| p.as_str()).collect();
+        for want in ["topic create", "errors", "errors clear", "rados setomapval", "config running", "completions"] {
+            assert!(names.contains(&want), "{want} missing from {names:?}");
+        }
+        assert!(!names.contains(&"topic"), "topic needs a subcommand");
     }
 }

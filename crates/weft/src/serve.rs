@@ -15,6 +15,8 @@ use weft_service::Service;
 use crate::config::NodeConfig;
 
 pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
+    // `weft.config` answers with what this node runs with, not the defaults.
+    let config_entries = crate::config::entries(&layered);
     let cfg = layered.value;
     init_logging(&cfg.log);
     // Install the handlers first: a signal that arrives while we are still
@@ -49,6 +51,10 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     let liveness = Arc::new(LivenessTable::default());
     let mut service = Service::with_id(cfg.node.name.clone(), node_id.clone());
     register_node_endpoints(&mut service, liveness.clone(), Duration::from_millis(cfg.liveness.timeout_ms))?;
+    service.endpoint("weft.config", move |_: Option<()>| {
+        let entries = config_entries.clone();
+        async move { Ok(entries) }
+    })?;
     weft_broker::native::register(&mut service, log.clone())?;
     // Queued endpoints/senders, statistics and error keepers, and their
     // management endpoints (weft.queue.*, weft.sender.*, weft.stats.*, weft.errors.*).

@@ -1,0 +1,99 @@
+//! A `weft serve` child for the CLI tests (cli_options, commands, readme).
+#![allow(dead_code)] // each test binary uses part of it
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub use crate::common::{free_port, WEFT};
+
+pub struct Node {
+    pub child: Child,
+    pub port: u16,
+    pub http_port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl Node {
+    pub fn start() -> Node {
+        Self::start_with(&[], &[])
+    }
+
+    /// A node in a fresh temp dir on free ports, with extra flags and
+    /// environment variables.
+    pub fn start_with(extra: &[&str], env: &[(&str, &str)]) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let http_port = free_port();
+        let mut c = Command::new(WEFT);
+        c.args(["serve", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--tcp-addr", &format!("127.0.0.1:{port}"), "--udp-addr", &format!("127.0.0.1:{port}")])
+            .args(["--http-addr", &format!("127.0.0.1:{http_port}")])
+            .args(extra)
+            .env_remove("WEFT_CONFIG")
+            .env_remove("WEFT_ADDR")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let child = c.spawn().unwrap();
+        let node = Node { child, port, http_port, dir };
+        node.wait_ready();
+        node
+    }
+
+    pub fn addr(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.port)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if run(&["ping", "--addr", &self.addr(), "--timeout-ms", "500"]).status.success() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("weft serve did not come up");
+    }
+
+    /// `weft ARGS --addr <this node>`.
+    pub fn weft(&self, args: &[&str]) -> Output {
+        let mut a: Vec<&str> = args.to_vec();
+        let addr = self.addr();
+        a.extend(["--addr", &addr]);
+        run(&a)
+    }
+
+    /// Like [`Node::weft`], asserting success; stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.weft(args);
+        assert!(o.status.success(), "weft {args:?} failed: {}", text(&o.stderr));
+        text(&o.stdout)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn run(args: &[&str]) -> Output {
+    Command::new(WEFT).args(args).env_remove("WEFT_ADDR").env_remove("WEFT_CONFIG").output().unwrap()
+}
+
+pub fn run_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(WEFT).args(args).current_dir(dir).env_remove("WEFT_ADDR").env_remove("WEFT_CONFIG").output().unwrap()
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
