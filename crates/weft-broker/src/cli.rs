@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 use serde_bytes::ByteBuf;
-use weft_log::{CleanupPolicy, Offset, Record, TopicConfig};
+use std::collections::BTreeMap;
+
+use weft_log::{CleanupPolicy, Offset, Record, ResetPolicy, ResetTarget, TopicConfig};
 use weft_net::{Client, ClientError};
 
 use crate::dto::{self, route};
@@ -166,6 +168,11 @@ pub struct ConsumeArgs {
     /// Stop after this many records.
     #[arg(long)]
     pub max_records: Option<u64>,
+    /// Where to start when there is no valid position: no committed offset
+    /// for the group, or a committed / --offset position outside the log
+    /// (Kafka's auto.offset.reset).
+    #[arg(long, default_value_t = ResetPolicy::Earliest)]
+    pub reset: ResetPolicy,
 }
 
 #[derive(Subcommand, Debug)]
@@ -174,6 +181,92 @@ pub enum GroupCmd {
     List,
     /// Show a group's members, assignment, committed offsets and lag.
     Describe { group: String },
+    /// Move a group's committed offsets (kafka-consumer-groups
+    /// --reset-offsets). Refused while the group has live members.
+    ResetOffsets(ResetOffsetsArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["to_earliest", "to_latest", "to_offset", "to_time"])))]
+pub struct ResetOffsetsArgs {
+    pub group: String,
+    #[arg(long)]
+    pub topic: String,
+    /// Only this partition (default: every partition of the topic).
+    #[arg(long)]
+    pub partition: Option<u32>,
+    /// To the first offset still stored.
+    #[arg(long)]
+    pub to_earliest: bool,
+    /// To the end (only records written from now on).
+    #[arg(long)]
+    pub to_latest: bool,
+    /// To this offset (clamped to the log start and end).
+    #[arg(long)]
+    pub to_offset: Option<u64>,
+    /// To the first record at or after this time: RFC 3339
+    /// (2026-12-06T17:00:00Z) or milliseconds since the epoch.
+    #[arg(long)]
+    pub to_time: Option<String>,
+    /// Show what would change, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Milliseconds since the epoch from `ms` digits or RFC 3339
+/// (`YYYY-MM-DDTHH:MM:SS[.fff](Z|+HH:MM|-HH:MM)`).
+pub fn parse_time_ms(s: &str) -> Result<i64, CliError> {
+    let bad = || CliError::Usage(format!("--to-time takes RFC 3339 (2026-12-06T17:00:00Z) or epoch milliseconds, not {s:?}"));
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse().map_err(|_| bad());
+    }
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Result<i64, CliError> {
+        let t = s.get(r).ok_or_else(bad)?;
+        if t.is_empty() || !t.bytes().all(|c| c.is_ascii_digit()) {
+            return Err(bad());
+        }
+        t.parse().map_err(|_| bad())
+    };
+    if b.len() < 20 || b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') || !matches!(b.get(10), Some(b'T' | b't' | b' ')) || b.get(13) != Some(&b':') || b.get(16) != Some(&b':') {
+        return Err(bad());
+    }
+    let (y, mo, d, h, mi, sec) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return Err(bad());
+    }
+    let mut i = 19;
+    let mut ms = 0i64;
+    if b.get(i) == Some(&b'.') {
+        let start = i + 1;
+        i = start;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        let frac = s.get(start..i).ok_or_else(bad)?;
+        if frac.is_empty() {
+            return Err(bad());
+        }
+        // milliseconds: the first three digits, padded
+        let three: String = frac.chars().chain(std::iter::repeat('0')).take(3).collect();
+        ms = three.parse().map_err(|_| bad())?;
+    }
+    let offset_min = match b.get(i) {
+        Some(b'Z' | b'z') if i + 1 == b.len() => 0,
+        Some(sign @ (b'+' | b'-')) if i + 6 == b.len() && b.get(i + 3) == Some(&b':') => {
+            let m = num(i + 1..i + 3)? * 60 + num(i + 4..i + 6)?;
+            if *sign == b'-' { -m } else { m }
+        }
+        _ => return Err(bad()),
+    };
+    // days from civil (Howard Hinnant's algorithm)
+    let yy = if mo <= 2 { y - 1 } else { y };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let doy = (153 * (mo + if mo > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Ok(((days * 86_400 + h * 3600 + mi * 60 + sec - offset_min * 60) * 1000) + ms)
 }
 
 /// Aligned columns, two spaces apart, for the human output.
@@ -486,103 +579,297 @@ impl Printer {
     }
 }
 
+/// Kind of a typed error from the node (`details.kind`), if it is one.
+fn remote_kind(e: &ClientError) -> Option<&str> {
+    match e {
+        ClientError::Remote(b) => b.details.as_ref().and_then(|d| d["kind"].as_str()),
+        _ => None,
+    }
+}
+
+/// Set by SIGINT/SIGTERM: the consume loop stops after the current round,
+/// commits what it printed and leaves its group.
+fn stop_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        let f = flag.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            f.store(true, std::sync::atomic::Ordering::Release);
+        });
+    }
+    flag
+}
+
+/// A consumer-group member as `weft consume --group` runs it: positions of
+/// the partitions it owns, what it last committed, and the hand-off steps.
+struct GroupMember<'a> {
+    client: &'a Client,
+    group: String,
+    topic: String,
+    reset: ResetPolicy,
+    member: dto::Member,
+    positions: BTreeMap<u32, u64>,
+    committed: BTreeMap<u32, u64>,
+}
+
+impl<'a> GroupMember<'a> {
+    async fn join(client: &'a Client, group: &str, topic: &str, reset: ResetPolicy) -> Result<GroupMember<'a>, CliError> {
+        let member: dto::Member = client
+            .call(
+                route::GROUP_JOIN,
+                &dto::JoinGroup {
+                    group: group.to_owned(),
+                    member_id: None,
+                    client_id: "weft-consume".into(),
+                    topics: vec![topic.to_owned()],
+                    strategy: None,
+                    session_timeout_ms: Some(SESSION_TIMEOUT_MS),
+                },
+            )
+            .await?;
+        tracing::debug!(group, member = %member.member_id, generation = member.generation, "joined");
+        Ok(GroupMember {
+            client,
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            reset,
+            member,
+            positions: BTreeMap::new(),
+            committed: BTreeMap::new(),
+        })
+    }
+
+    fn assigned(&self, only: Option<u32>) -> Vec<u32> {
+        self.member.assignment.iter().filter(|(t, _)| *t == self.topic).map(|(_, p)| *p).filter(|p| only.is_none_or(|x| x == *p)).collect()
+    }
+
+    /// Starting offset of a newly owned partition: the group's committed
+    /// offset (the fetch's reset policy handles one outside the log), else
+    /// the reset policy.
+    async fn start(&self, p: u32) -> Result<u64, CliError> {
+        let c: dto::CommittedAnswer =
+            self.client.call(route::GROUP_COMMITTED, &dto::Committed { group: self.group.clone(), topic: self.topic.clone(), partition: p }).await?;
+        if let Some(o) = c.offset {
+            return Ok(o);
+        }
+        let spec = match self.reset {
+            ResetPolicy::Earliest => dto::OffsetQuery::Earliest,
+            ResetPolicy::Latest => dto::OffsetQuery::Latest,
+            ResetPolicy::None => {
+                return Err(CliError::Usage(format!(
+                    "group {:?} has no committed offset for {}/{p} and the reset policy is none: use --reset earliest|latest, or weft group reset-offsets",
+                    self.group, self.topic
+                )));
+            }
+        };
+        let a: dto::OffsetAnswer = self.client.call(route::OFFSETS, &dto::Offsets { topic: self.topic.clone(), partition: p, spec }).await?;
+        Ok(a.offset)
+    }
+
+    /// Commits every position that moved since the last commit (one call
+    /// per partition, so losing one partition does not refuse the others).
+    /// Err only for errors other than fencing; fencing returns Ok(false).
+    async fn commit(&mut self) -> Result<bool, CliError> {
+        let mut fenced = false;
+        let moved: Vec<(u32, u64)> = self.positions.iter().filter(|(p, o)| self.committed.get(*p) != Some(*o)).map(|(p, o)| (*p, *o)).collect();
+        for (p, offset) in moved {
+            let req = dto::Commit {
+                group: self.group.clone(),
+                member_id: Some(self.member.member_id.clone()),
+                generation: Some(self.member.generation),
+                offsets: vec![dto::CommitOffset { topic: self.topic.clone(), partition: p, offset, metadata: String::new() }],
+            };
+            match self.client.call::<_, dto::Done>(route::GROUP_COMMIT, &req).await {
+                Ok(_) => {
+                    self.committed.insert(p, offset);
+                }
+                Err(e) if matches!(remote_kind(&e), Some("illegal_generation" | "not_assigned" | "unknown_member")) => {
+                    tracing::debug!(group = %self.group, partition = p, error = %e, "commit fenced");
+                    fenced = true;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(!fenced)
+    }
+
+    /// Heartbeat; on a new generation (or assignment), commit what this
+    /// member printed, drop what it lost, then acknowledge, so the new
+    /// owners start where it stopped. Rejoins if the node forgot it.
+    async fn heartbeat(&mut self) -> Result<(), CliError> {
+        loop {
+            let beat = dto::MemberRef { group: self.group.clone(), member_id: self.member.member_id.clone(), generation: Some(self.member.generation) };
+            let b: dto::Member = match self.client.call(route::GROUP_HEARTBEAT, &beat).await {
+                Ok(b) => b,
+                Err(e) if remote_kind(&e) == Some("unknown_member") => {
+                    // Expired (e.g. stalled past the session timeout): what it
+                    // had may be someone else's now; start over as a new member.
+                    eprintln!("weft consume: member {} expired from group {}; rejoining", self.member.member_id, self.group);
+                    let fresh = GroupMember::join(self.client, &self.group, &self.topic, self.reset).await?;
+                    self.member = fresh.member;
+                    self.positions.clear();
+                    self.committed.clear();
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if b.generation == self.member.generation {
+                self.member = b;
+                return Ok(());
+            }
+            tracing::debug!(group = %self.group, from = self.member.generation, to = b.generation, assignment = ?b.assignment, "rebalance");
+            self.member.generation = b.generation;
+            self.commit().await?;
+            self.member = b;
+            let keep = self.assigned(None);
+            self.positions.retain(|p, _| keep.contains(p));
+            self.committed.retain(|p, _| keep.contains(p));
+            // loop: the next heartbeat carries the new generation (the
+            // acknowledgement); it may reveal yet another one.
+        }
+    }
+
+    async fn leave(&mut self) {
+        let r = self.commit().await;
+        if let Err(e) = r {
+            eprintln!("weft consume: final commit failed: {e}");
+        }
+        let req = dto::MemberRef { group: self.group.clone(), member_id: self.member.member_id.clone(), generation: None };
+        let _: Result<dto::Done, _> = self.client.call(route::GROUP_LEAVE, &req).await;
+    }
+}
+
+/// Group sessions of `weft consume --group`; heartbeats go every second.
+const SESSION_TIMEOUT_MS: u64 = 10_000;
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+
+/// `weft consume`: standalone (every partition, or one) or as a group
+/// member. Prints each record before its offset is committed, so a group's
+/// delivery is at-least-once (docs/log.md).
 pub async fn consume(client: &Client, args: ConsumeArgs) -> Result<(), CliError> {
     let mut printer = Printer { json: args.json, key_separator: args.key_separator.clone(), out: std::io::BufWriter::new(std::io::stdout()) };
     let limit = args.max_records.unwrap_or(u64::MAX);
     let mut printed = 0u64;
+    let stop = stop_flag();
     let desc: serde_json::Value = client.call(route::TOPIC_DESCRIBE, &dto::TopicRef { name: args.topic.clone() }).await?;
-    let partitions: Vec<u32> = match args.partition {
-        Some(p) => vec![p],
-        None => (0..desc["config"]["partitions"].as_u64().unwrap_or(1) as u32).collect(),
-    };
-
-    // Group membership: the assignment replaces the partition list.
-    let mut member: Option<dto::Member> = None;
-    if let Some(group) = &args.group {
-        let m: dto::Member = client
-            .call(
-                route::GROUP_JOIN,
-                &dto::JoinGroup {
-                    group: group.clone(),
-                    member_id: None,
-                    client_id: "weft-consume".into(),
-                    topics: vec![args.topic.clone()],
-                    strategy: None,
-                    session_timeout_ms: Some(10_000),
-                },
-            )
-            .await?;
-        member = Some(m);
+    let count = desc["config"]["partitions"].as_u64().unwrap_or(1) as u32;
+    if let Some(p) = args.partition
+        && p >= count
+    {
+        return Err(CliError::Usage(format!("topic {} has no partition {p} (it has {count})", args.topic)));
     }
-
-    let mut positions = std::collections::BTreeMap::new();
-    let assigned = |m: &Option<dto::Member>| -> Vec<u32> {
-        match m {
-            Some(m) => m.assignment.iter().filter(|(t, _)| *t == args.topic).map(|(_, p)| *p).filter(|p| args.partition.is_none_or(|x| x == *p)).collect(),
-            None => partitions.clone(),
-        }
+    let mut member = match &args.group {
+        Some(g) => Some(GroupMember::join(client, g, &args.topic, args.reset).await?),
+        None => None,
     };
+    // Standalone positions (members keep theirs in GroupMember).
+    let mut positions: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut ends: BTreeMap<u32, u64> = BTreeMap::new();
     let mut last_beat = Instant::now();
     let result = async {
         loop {
-            let current = assigned(&member);
+            let current: Vec<u32> = match &member {
+                Some(m) => m.assigned(args.partition),
+                None => args.partition.map_or_else(|| (0..count).collect(), |p| vec![p]),
+            };
             for p in &current {
-                if !positions.contains_key(p) {
-                    positions.insert(*p, start_position(client, &args, &member, *p).await?);
+                let known = match &member {
+                    Some(m) => m.positions.contains_key(p),
+                    None => positions.contains_key(p),
+                };
+                if known {
+                    continue;
+                }
+                match &mut member {
+                    Some(m) => {
+                        let o = m.start(*p).await?;
+                        m.positions.insert(*p, o);
+                    }
+                    None => {
+                        let o = match args.offset {
+                            Some(o) => o,
+                            None => {
+                                let spec = if args.from_beginning { dto::OffsetQuery::Earliest } else { dto::OffsetQuery::Latest };
+                                let a: dto::OffsetAnswer =
+                                    client.call(route::OFFSETS, &dto::Offsets { topic: args.topic.clone(), partition: *p, spec }).await?;
+                                a.offset
+                            }
+                        };
+                        positions.insert(*p, o);
+                    }
                 }
             }
             let mut got_any = false;
             for p in &current {
-                let offset = positions[p];
+                let pos = match &member {
+                    Some(m) => m.positions.get(p).copied(),
+                    None => positions.get(p).copied(),
+                };
+                let Some(offset) = pos else { continue };
                 let wait_ms = if args.follow { Some(500 / current.len().max(1) as u64) } else { None };
-                let r: dto::FetchResponse = client
-                    .call(route::FETCH, &dto::Fetch { topic: args.topic.clone(), partition: *p, offset, max_bytes: None, max_records: Some(1000), wait_ms, raw: false })
-                    .await?;
+                let req = dto::Fetch {
+                    topic: args.topic.clone(),
+                    partition: *p,
+                    offset,
+                    max_bytes: None,
+                    max_records: Some(1000),
+                    wait_ms,
+                    raw: false,
+                    reset: Some(args.reset),
+                };
+                let r: dto::FetchResponse = client.call(route::FETCH, &req).await?;
+                if let Some(from) = r.reset_from {
+                    eprintln!(
+                        "weft consume: offset {from} is outside {}/{p} (log start {}, end {}): reset to {} ({})",
+                        args.topic, r.log_start_offset, r.high_watermark, r.next_offset.min(r.records.first().map_or(u64::MAX, |x| x.offset)), args.reset
+                    );
+                }
+                ends.insert(*p, r.high_watermark);
+                let mut next = if r.records.is_empty() { r.next_offset } else { offset };
                 for rec in &r.records {
                     if printed >= limit {
                         break;
                     }
                     printer.print(*p, rec)?;
                     printed += 1;
-                    positions.insert(*p, rec.offset + 1);
+                    next = rec.offset + 1;
                 }
                 got_any |= !r.records.is_empty();
-                if let (Some(m), Some(group), false) = (&member, &args.group, r.records.is_empty()) {
-                    let _: dto::Done = client
-                        .call(
-                            route::GROUP_COMMIT,
-                            &dto::Commit {
-                                group: group.clone(),
-                                member_id: Some(m.member_id.clone()),
-                                generation: Some(m.generation),
-                                offsets: vec![dto::CommitOffset { topic: args.topic.clone(), partition: *p, offset: positions[p], metadata: String::new() }],
-                            },
-                        )
-                        .await?;
-                }
-            }
-            printer.out.flush()?;
-            if printed >= limit || (!got_any && !args.follow) {
-                return Ok::<(), CliError>(());
-            }
-            if let (Some(m), Some(group)) = (&member, &args.group)
-                && last_beat.elapsed() > Duration::from_secs(2)
-            {
-                {
-                    let beat: Result<dto::Member, _> =
-                        client.call(route::GROUP_HEARTBEAT, &dto::MemberRef { group: group.clone(), member_id: m.member_id.clone() }).await;
-                    last_beat = Instant::now();
-                    match beat {
-                        Ok(b) if b.generation != m.generation => {
-                            // Rebalanced: positions of partitions we keep stay, others go.
-                            member = Some(b);
-                            let keep = assigned(&member);
-                            positions.retain(|p, _| keep.contains(p));
-                        }
-                        Ok(_) => {}
-                        Err(e) => return Err(e.into()),
+                match &mut member {
+                    Some(m) => {
+                        m.positions.insert(*p, next);
+                    }
+                    None => {
+                        positions.insert(*p, next);
                     }
                 }
+                if printed >= limit {
+                    break;
+                }
+            }
+            // Output first, then the commit: a record is committed only once
+            // it has been written (at-least-once; never at-most-once).
+            printer.out.flush()?;
+            if let Some(m) = &mut member
+                && !m.commit().await?
+            {
+                // Fenced: a rebalance happened; adopt it now.
+                m.heartbeat().await?;
+                last_beat = Instant::now();
+            }
+            if printed >= limit || (!got_any && !args.follow) || stop.load(std::sync::atomic::Ordering::Acquire) {
+                return Ok::<(), CliError>(());
+            }
+            if let Some(m) = &mut member
+                && last_beat.elapsed() >= HEARTBEAT_EVERY
+            {
+                m.heartbeat().await?;
+                last_beat = Instant::now();
             }
             if current.is_empty() {
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -590,26 +877,21 @@ pub async fn consume(client: &Client, args: ConsumeArgs) -> Result<(), CliError>
         }
     }
     .await;
-    if let (Some(m), Some(group)) = (&member, &args.group) {
-        let _: Result<dto::Done, _> = client.call(route::GROUP_LEAVE, &dto::MemberRef { group: group.clone(), member_id: m.member_id.clone() }).await;
+    if let Some(m) = &mut member {
+        m.leave().await;
     }
-    result
-}
-
-async fn start_position(client: &Client, args: &ConsumeArgs, member: &Option<dto::Member>, partition: u32) -> Result<u64, CliError> {
-    if let Some(o) = args.offset {
-        return Ok(o);
-    }
-    if let (Some(group), Some(_)) = (&args.group, member) {
-        let c: dto::CommittedAnswer =
-            client.call(route::GROUP_COMMITTED, &dto::Committed { group: group.clone(), topic: args.topic.clone(), partition }).await?;
-        if let Some(o) = c.offset {
-            return Ok(o);
+    if result.is_ok() && printed == 0 && !args.follow {
+        let ends: Vec<String> = ends.iter().map(|(p, o)| format!("{p}:{o}")).collect();
+        let ends = ends.join(" ");
+        match (&args.group, args.offset, args.from_beginning) {
+            (Some(g), _, _) => eprintln!("no records: group {g} is at the end of topic {} (end offsets {ends}); see weft group describe {g}", args.topic),
+            (None, None, false) => {
+                eprintln!("no records: started at the end of topic {} (end offsets {ends}); use --from-beginning or --offset, or --follow", args.topic)
+            }
+            (None, _, _) => eprintln!("no records: topic {} has none from there (end offsets {ends})", args.topic),
         }
     }
-    let spec = if args.from_beginning { dto::OffsetQuery::Earliest } else { dto::OffsetQuery::Latest };
-    let a: dto::OffsetAnswer = client.call(route::OFFSETS, &dto::Offsets { topic: args.topic.clone(), partition, spec }).await?;
-    Ok(a.offset)
+    result
 }
 
 pub async fn group(client: &Client, cmd: GroupCmd) -> Result<(), CliError> {
@@ -627,6 +909,56 @@ pub async fn group(client: &Client, cmd: GroupCmd) -> Result<(), CliError> {
             let d: serde_json::Value = client.call(route::GROUP_DESCRIBE, &dto::GroupRef { group }).await?;
             println!("{}", serde_json::to_string_pretty(&d).unwrap_or_default());
         }
+        GroupCmd::ResetOffsets(a) => {
+            let to = match (a.to_earliest, a.to_latest, a.to_offset, &a.to_time) {
+                (true, ..) => ResetTarget::Earliest,
+                (_, true, ..) => ResetTarget::Latest,
+                (_, _, Some(o), _) => ResetTarget::Offset(o),
+                (_, _, _, Some(t)) => ResetTarget::Timestamp(parse_time_ms(t)?),
+                _ => return Err(CliError::Usage("give one of --to-earliest, --to-latest, --to-offset N, --to-time T".into())),
+            };
+            let req = dto::ResetOffsets { group: a.group.clone(), topic: a.topic.clone(), partition: a.partition, to, dry_run: a.dry_run };
+            let r: dto::ResetOffsetsAnswer = client.call(route::GROUP_RESET_OFFSETS, &req).await?;
+            let rows: Vec<Vec<String>> = r
+                .partitions
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.topic.clone(),
+                        p.partition.0.to_string(),
+                        p.previous.map_or("-".into(), |o| o.0.to_string()),
+                        p.offset.0.to_string(),
+                        p.log_start.0.to_string(),
+                        p.latest.0.to_string(),
+                    ]
+                })
+                .collect();
+            print!("{}", table(&["TOPIC", "PARTITION", "PREVIOUS", "NEW", "LOG-START", "END"], &rows));
+            if r.dry_run {
+                println!("dry run: group {} not changed", r.group);
+            } else {
+                println!("group {} reset on {} partition(s)", r.group, r.partitions.len());
+            }
+        }
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod time_tests {
+    use super::parse_time_ms;
+
+    #[test]
+    fn rfc3339_and_epoch_ms() {
+        assert_eq!(parse_time_ms("0").unwrap(), 0);
+        assert_eq!(parse_time_ms("1700000000123").unwrap(), 1_700_000_000_123);
+        assert_eq!(parse_time_ms("1970-01-01T00:00:00Z").unwrap(), 0);
+        assert_eq!(parse_time_ms("2023-11-14T22:13:20.123Z").unwrap(), 1_700_000_000_123);
+        assert_eq!(parse_time_ms("2023-11-15T00:13:20+02:00").unwrap(), 1_700_000_000_000);
+        assert_eq!(parse_time_ms("2000-02-29T12:00:00-00:30").unwrap(), 951_825_600_000 + 1_800_000);
+        for bad in ["", "yesterday", "2023-13-01T00:00:00Z", "2023-11-14T22:13:20", "2023-11-14T22:13:20+0200", "-5"] {
+            assert!(parse_time_ms(bad).is_err(), "{bad}");
+        }
+    }
 }

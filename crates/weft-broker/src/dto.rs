@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
-use weft_log::{AssignmentStrategy, CleanupPolicy, TopicAlter, TopicConfig};
+use weft_log::{AssignmentStrategy, CleanupPolicy, OffsetReset, ResetPolicy, ResetTarget, TopicAlter, TopicConfig};
 use weft_wire::ErrorBody;
 
 /// Route keys.
@@ -23,9 +23,11 @@ pub mod route {
     pub const GROUP_COMMITTED: &str = "log.group.committed";
     pub const GROUP_LIST: &str = "log.group.list";
     pub const GROUP_DESCRIBE: &str = "log.group.describe";
+    pub const GROUP_RESET_OFFSETS: &str = "log.group.reset_offsets";
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CreateTopic {
     pub name: String,
     /// Any subset of the topic config; the rest takes the node's defaults.
@@ -37,6 +39,7 @@ pub struct CreateTopic {
 /// For the two retention limits a negative number (-1, as in Kafka) means
 /// no limit.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AlterTopic {
     pub name: String,
     /// More partitions (never fewer).
@@ -75,11 +78,13 @@ impl AlterTopic {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TopicRef {
     pub name: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RecordIn {
     /// Explicit partition; else by key hash, else round-robin.
     #[serde(default)]
@@ -96,6 +101,7 @@ pub struct RecordIn {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Produce {
     pub topic: String,
     pub records: Vec<RecordIn>,
@@ -120,6 +126,7 @@ pub struct ProduceResponse {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Fetch {
     pub topic: String,
     pub partition: u32,
@@ -135,6 +142,12 @@ pub struct Fetch {
     /// server); decode with `weft_log::BatchesDecoder`.
     #[serde(default)]
     pub raw: bool,
+    /// What to do when `offset` is outside the log (Kafka's
+    /// `auto.offset.reset`): `earliest`/`latest` fetch from there instead
+    /// (the answer's `reset_from` says so), `none` (or absent) is an
+    /// `out_of_range` error.
+    #[serde(default)]
+    pub reset: Option<ResetPolicy>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -159,6 +172,10 @@ pub struct FetchResponse {
     /// Set when `raw` was asked for.
     #[serde(default)]
     pub batches: Option<ByteBuf>,
+    /// Set when the requested offset was outside the log and the `reset`
+    /// policy moved the fetch: the offset that was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_from: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -170,6 +187,7 @@ pub enum OffsetQuery {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Offsets {
     pub topic: String,
     pub partition: u32,
@@ -182,6 +200,7 @@ pub struct OffsetAnswer {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct JoinGroup {
     pub group: String,
     #[serde(default)]
@@ -196,9 +215,15 @@ pub struct JoinGroup {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MemberRef {
     pub group: String,
     pub member_id: String,
+    /// On a heartbeat: the generation this member has adopted (it stopped
+    /// fetching and committed the partitions it lost). Partitions it gave
+    /// up go to their new owners only then; absent = acknowledged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u32>,
 }
 
 /// Mirrors `weft_log::MemberState`, deserializable on the client side.
@@ -210,9 +235,14 @@ pub struct Member {
     /// (topic, partition) pairs assigned to this member.
     pub assignment: Vec<(String, u32)>,
     pub members: usize,
+    /// Partitions of this member's share still held by their previous owner
+    /// (they arrive in a later heartbeat, after the hand-off).
+    #[serde(default)]
+    pub pending: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CommitOffset {
     pub topic: String,
     pub partition: u32,
@@ -222,6 +252,7 @@ pub struct CommitOffset {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Commit {
     pub group: String,
     /// Members pass their id and generation (fenced); standalone consumers none.
@@ -233,6 +264,7 @@ pub struct Commit {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Committed {
     pub group: String,
     pub topic: String,
@@ -247,14 +279,40 @@ pub struct CommittedAnswer {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GroupRef {
     pub group: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct Empty {}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Done {
     pub ok: bool,
+}
+
+/// `log.group.reset_offsets`: move a group's committed offsets (refused
+/// while the group has live members).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResetOffsets {
+    pub group: String,
+    pub topic: String,
+    /// One partition (default: all of the topic).
+    #[serde(default)]
+    pub partition: Option<u32>,
+    /// `"earliest"`, `"latest"`, `{"offset": N}` or `{"timestamp": MS}`.
+    pub to: ResetTarget,
+    /// Compute and answer, write nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResetOffsetsAnswer {
+    pub group: String,
+    pub topic: String,
+    pub dry_run: bool,
+    pub partitions: Vec<OffsetReset>,
 }

@@ -36,6 +36,17 @@ pub fn log_error_body(e: &LogError) -> ErrorBody {
             "illegal_generation",
             serde_json::json!({ "group": group, "got": got, "current": current }),
         ),
+        NotAssigned { group, member, topic, partition } => (
+            ErrorCode::Conflict,
+            "not_assigned",
+            serde_json::json!({ "group": group, "member": member, "topic": topic, "partition": partition.0 }),
+        ),
+        GroupActive { group, members } => (ErrorCode::Conflict, "group_active", serde_json::json!({ "group": group, "members": members })),
+        NoResetPolicy { topic, partition, requested, earliest, latest, .. } => (
+            ErrorCode::OutOfRange,
+            "no_reset_policy",
+            serde_json::json!({ "topic": topic, "partition": partition.0, "requested": requested.map(|o| o.0), "earliest": earliest.0, "latest": latest.0 }),
+        ),
         Closed => (ErrorCode::Unavailable, "closed", serde_json::json!({})),
         Poisoned { topic, partition, .. } => {
             (ErrorCode::Unavailable, "poisoned", serde_json::json!({ "topic": topic, "partition": partition.0 }))

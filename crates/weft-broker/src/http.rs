@@ -146,8 +146,33 @@ pub fn router(log: Log) -> Router {
         .route("/v1/groups/{group}/leave", post(leave_group))
         .route("/v1/groups/{group}/commit", post(commit))
         .route("/v1/groups/{group}/committed", get(committed))
-        .fallback(|| async { ApiError(ErrorBody::new(ErrorCode::UnknownRoute, "no such path; see /openapi.json")) })
+        .route("/v1/groups/{group}/reset-offsets", post(reset_offsets))
+        .fallback(|uri: axum::http::Uri| async move {
+            ApiError(
+                ErrorBody::new(ErrorCode::UnknownRoute, format!("no such path: {}; see /openapi.json", uri.path()))
+                    .with_details(serde_json::json!({"kind": "no_route", "status": 404})),
+            )
+        })
         .with_state(log)
+}
+
+/// The largest request body accepted unless configured (`http.max_body_bytes`).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// Settings of [`serve_with`].
+pub struct HttpOptions {
+    /// Clients outside it get 403 before their request is looked at.
+    pub allow: weft_net::AllowList,
+    /// Larger bodies get 413 (`too_large`) unread.
+    pub max_body_bytes: usize,
+    /// Where the gateway counts its traffic (`http.*` stats).
+    pub stats: std::sync::Arc<crate::http_mw::HttpStats>,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self { allow: weft_net::AllowList::default(), max_body_bytes: DEFAULT_MAX_BODY_BYTES, stats: Default::default() }
+    }
 }
 
 /// Serve the gateway until `stop` resolves. Clients outside `allow` get 403
@@ -158,10 +183,26 @@ pub async fn serve(
     allow: weft_net::AllowList,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    serve_with(log, addr, HttpOptions { allow, ..HttpOptions::default() }, stop).await
+}
+
+/// [`serve`] with every setting.
+pub async fn serve_with(
+    log: Log,
+    addr: &str,
+    opts: HttpOptions,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let allow = std::sync::Arc::new(allow);
-    let app = router(log).layer(axum::middleware::from_fn(move |ConnectInfo(peer): ConnectInfo<SocketAddr>, req: axum::extract::Request, next: axum::middleware::Next| {
+    let allow = std::sync::Arc::new(opts.allow);
+    // Route-level layers (they see the matched route template); the
+    // outermost of them turns any plain-text error into the JSON shape.
+    let routed = router(log)
+        .layer(axum::extract::DefaultBodyLimit::max(opts.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(opts.max_body_bytes, crate::http_mw::json_errors))
+        .layer(axum::middleware::from_fn_with_state(opts.stats, crate::http_mw::count));
+    let app = routed.layer(axum::middleware::from_fn(move |ConnectInfo(peer): ConnectInfo<SocketAddr>, req: axum::extract::Request, next: axum::middleware::Next| {
         let allow = allow.clone();
         async move {
             if !allow.allows_ip(peer.ip()) {
@@ -210,7 +251,11 @@ async fn delete_topic(State(log): State<Log>, Path(topic): Path<String>) -> ApiR
     Ok(Json(dto::Done { ok: true }))
 }
 
-async fn produce(State(log): State<Log>, Path(topic): Path<String>, body: BodyBytes) -> ApiResult<dto::ProduceResponse> {
+/// 200 with per-record results when at least one record was written (check
+/// each result's `error`); when every record failed, the first error in the
+/// error shape, with its status (e.g. 404, 413, 400), and all per-record
+/// results in `details.results`.
+async fn produce(State(log): State<Log>, Path(topic): Path<String>, body: BodyBytes) -> Result<Response, ApiError> {
     let req: JsonProduce = parse(&body)?;
     let mut records = Vec::with_capacity(req.records.len());
     for (i, r) in req.records.into_iter().enumerate() {
@@ -228,10 +273,25 @@ async fn produce(State(log): State<Log>, Path(topic): Path<String>, body: BodyBy
             headers,
         });
     }
-    Ok(Json(native::produce(&log, &topic, records).await?))
+    let answer = native::produce(&log, &topic, records).await?;
+    let first_error = answer.results.iter().map(|r| r.error.as_ref()).collect::<Option<Vec<_>>>().and_then(|errors| errors.first().cloned().cloned());
+    match first_error {
+        Some(mut e) => {
+            let results = serde_json::to_value(&answer.results).unwrap_or_default();
+            match e.details.as_mut().and_then(|d| d.as_object_mut()) {
+                Some(d) => {
+                    d.insert("results".into(), results);
+                }
+                None => e.details = Some(serde_json::json!({ "results": results })),
+            }
+            Ok(ApiError(e).into_response())
+        }
+        None => Ok(Json(answer).into_response()),
+    }
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct FetchQuery {
     #[serde(default)]
     offset: Option<u64>,
@@ -243,6 +303,9 @@ struct FetchQuery {
     wait_ms: Option<u64>,
     #[serde(default)]
     encoding: Encoding,
+    /// earliest | latest | none: what an offset outside the log does (as log.fetch's `reset`).
+    #[serde(default)]
+    reset: Option<weft_log::ResetPolicy>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -253,6 +316,9 @@ pub struct JsonFetch {
     pub log_start_offset: u64,
     pub next_offset: u64,
     pub records: Vec<JsonRecordOut>,
+    /// The requested offset, when it was outside the log and `reset` moved the fetch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_from: Option<u64>,
 }
 
 async fn fetch(State(log): State<Log>, Path((topic, partition)): Path<(String, u32)>, Query(q): Query<FetchQuery>) -> ApiResult<JsonFetch> {
@@ -263,6 +329,13 @@ async fn fetch(State(log): State<Log>, Path((topic, partition)): Path<(String, u
     let max_records = q.max_records.unwrap_or(native::DEFAULT_MAX_RECORDS).clamp(1, 100_000);
     let max_bytes = q.max_bytes.unwrap_or(native::DEFAULT_MAX_BYTES).max(1);
     let wait = q.wait_ms.filter(|w| *w > 0).map(Duration::from_millis);
+    let (offset, reset_from) = match q.reset {
+        Some(policy) => {
+            let s = log.start_offset(&topic, PartitionId(partition), Some(Offset(offset)), policy)?;
+            (s.offset.0, s.reset.then_some(offset))
+        }
+        None => (offset, None),
+    };
     let r = log.fetch(&topic, PartitionId(partition), Offset(offset), max_bytes, max_records, wait).await?;
     let records = r.decode()?;
     let next_offset = records.last().map(|x| x.offset.0 + 1).unwrap_or(offset);
@@ -273,10 +346,12 @@ async fn fetch(State(log): State<Log>, Path((topic, partition)): Path<(String, u
         log_start_offset: r.log_start_offset.0,
         next_offset,
         records: records.iter().map(|x| record_json(partition, x, q.encoding)).collect(),
+        reset_from,
     }))
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct OffsetsQuery {
     #[serde(default)]
     spec: Option<String>,
@@ -324,13 +399,34 @@ async fn join_group(State(log): State<Log>, Path(group): Path<String>, body: Bod
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct MemberBody {
     member_id: String,
+    /// Heartbeat: the generation the member has adopted (see log.group.heartbeat).
+    #[serde(default)]
+    generation: Option<u32>,
 }
 
 async fn heartbeat(State(log): State<Log>, Path(group): Path<String>, body: BodyBytes) -> ApiResult<dto::Member> {
     let b: MemberBody = parse(&body)?;
-    Ok(Json(native::member(log.heartbeat(&group, &b.member_id)?)))
+    Ok(Json(native::member(log.heartbeat_ack(&group, &b.member_id, b.generation)?)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResetOffsetsBody {
+    topic: String,
+    #[serde(default)]
+    partition: Option<u32>,
+    to: weft_log::ResetTarget,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+async fn reset_offsets(State(log): State<Log>, Path(group): Path<String>, body: BodyBytes) -> ApiResult<dto::ResetOffsetsAnswer> {
+    let b: ResetOffsetsBody = parse(&body)?;
+    let req = dto::ResetOffsets { group, topic: b.topic, partition: b.partition, to: b.to, dry_run: b.dry_run };
+    Ok(Json(native::reset_offsets(&log, req).await?))
 }
 
 async fn leave_group(State(log): State<Log>, Path(group): Path<String>, body: BodyBytes) -> ApiResult<dto::Done> {
@@ -356,6 +452,7 @@ async fn commit(State(log): State<Log>, Path(group): Path<String>, body: BodyByt
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct CommittedQuery {
     topic: String,
     partition: u32,
@@ -366,6 +463,7 @@ async fn committed(State(log): State<Log>, Path(group): Path<String>, Query(q): 
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct StreamQuery {
     /// A number, `earliest` or `latest` (default).
     #[serde(default)]

@@ -73,7 +73,7 @@ pub fn register(service: &mut Service, log: Log) -> Result<(), ServiceError> {
     let l = log.clone();
     service.endpoint(route::GROUP_HEARTBEAT, move |req: dto::MemberRef| {
         let l = l.clone();
-        async move { l.heartbeat(&req.group, &req.member_id).map(member).map_err(log_error) }
+        async move { l.heartbeat_ack(&req.group, &req.member_id, req.generation).map(member).map_err(log_error) }
     })?;
     let l = log.clone();
     service.endpoint(route::GROUP_LEAVE, move |req: dto::MemberRef| {
@@ -95,10 +95,15 @@ pub fn register(service: &mut Service, log: Log) -> Result<(), ServiceError> {
         let l = l.clone();
         async move { Ok(l.list_groups()) }
     })?;
-    let l = log;
+    let l = log.clone();
     service.endpoint(route::GROUP_DESCRIBE, move |req: dto::GroupRef| {
         let l = l.clone();
         async move { l.describe_group(&req.group).map_err(log_error) }
+    })?;
+    let l = log;
+    service.endpoint(route::GROUP_RESET_OFFSETS, move |req: dto::ResetOffsets| {
+        let l = l.clone();
+        async move { reset_offsets(&l, req).await.map_err(log_error) }
     })?;
     Ok(())
 }
@@ -141,24 +146,37 @@ pub(crate) async fn fetch(log: &Log, req: &dto::Fetch) -> Result<dto::FetchRespo
     let max_records = req.max_records.unwrap_or(DEFAULT_MAX_RECORDS).clamp(1, 100_000);
     let max_bytes = req.max_bytes.unwrap_or(DEFAULT_MAX_BYTES).max(1);
     let wait = req.wait_ms.filter(|w| *w > 0).map(Duration::from_millis);
-    let r = log.fetch(&req.topic, PartitionId(req.partition), Offset(req.offset), max_bytes, max_records, wait).await?;
+    let partition = PartitionId(req.partition);
+    // The reset policy moves an offset outside the log before fetching.
+    let (offset, reset_from) = match req.reset {
+        Some(policy) => {
+            let s = log.start_offset(&req.topic, partition, Some(Offset(req.offset)), policy)?;
+            (s.offset.0, s.reset.then_some(req.offset))
+        }
+        None => (req.offset, None),
+    };
+    if let Some(from) = reset_from {
+        tracing::debug!(topic = %req.topic, partition = req.partition, from, to = offset, "fetch offset reset");
+    }
+    let r = log.fetch(&req.topic, partition, Offset(offset), max_bytes, max_records, wait).await?;
     let mut out = dto::FetchResponse {
         topic: req.topic.clone(),
         partition: req.partition,
         high_watermark: r.high_watermark.0,
         log_start_offset: r.log_start_offset.0,
-        next_offset: req.offset,
+        next_offset: offset,
         records: vec![],
         batches: None,
+        reset_from,
     };
     if req.raw {
         // whole batches as stored: the reader decodes them (and checks the
         // CRCs) and goes on after the last one
-        out.next_offset = r.batches_end()?.map_or(req.offset, |o| o.0.max(req.offset));
+        out.next_offset = r.batches_end()?.map_or(offset, |o| o.0.max(offset));
         out.batches = Some(ByteBuf::from(r.batches.to_vec()));
     } else {
         let records = r.decode()?;
-        out.next_offset = records.last().map(|x| x.offset.0 + 1).unwrap_or(req.offset);
+        out.next_offset = records.last().map(|x| x.offset.0 + 1).unwrap_or(offset);
         out.records = records.into_iter().map(record_out).collect();
     }
     Ok(out)
@@ -184,7 +202,13 @@ pub(crate) fn member(m: weft_log::MemberState) -> dto::Member {
         generation: m.generation,
         assignment: m.assignment.into_iter().map(|(t, p)| (t.as_str().to_owned(), p.0)).collect(),
         members: m.members,
+        pending: m.pending,
     }
+}
+
+pub(crate) async fn reset_offsets(log: &Log, req: dto::ResetOffsets) -> Result<dto::ResetOffsetsAnswer, LogError> {
+    let partitions = log.reset_group_offsets(&req.group, &req.topic, req.partition.map(PartitionId), req.to, req.dry_run).await?;
+    Ok(dto::ResetOffsetsAnswer { group: req.group, topic: req.topic, dry_run: req.dry_run, partitions })
 }
 
 pub(crate) async fn commit(log: &Log, req: dto::Commit) -> Result<(), LogError> {

@@ -92,7 +92,7 @@ async fn native_topic_produce_fetch_offsets() {
         assert_eq!(r.partition, Some(i as u32 % 2));
         assert_eq!(r.offset, Some(i as u64 / 2));
     }
-    let f: dto::FetchResponse = n.client.call(route::FETCH, &dto::Fetch { topic: "t1".into(), partition: 1, offset: 2, max_bytes: None, max_records: Some(2), wait_ms: None, raw: false }).await.unwrap();
+    let f: dto::FetchResponse = n.client.call(route::FETCH, &dto::Fetch { topic: "t1".into(), partition: 1, offset: 2, max_bytes: None, max_records: Some(2), wait_ms: None, raw: false, reset: None }).await.unwrap();
     assert_eq!(f.records.len(), 2);
     assert_eq!(f.records[0].offset, 2);
     assert_eq!(f.records[0].value.as_ref().map(|v| v.as_slice()), Some(&b"v5"[..]));
@@ -101,7 +101,7 @@ async fn native_topic_produce_fetch_offsets() {
     assert_eq!(f.high_watermark, 5);
 
     // Raw fetch: the stored batches, decoded on the client side.
-    let f: dto::FetchResponse = n.client.call(route::FETCH, &dto::Fetch { topic: "t1".into(), partition: 0, offset: 0, max_bytes: None, max_records: None, wait_ms: None, raw: true }).await.unwrap();
+    let f: dto::FetchResponse = n.client.call(route::FETCH, &dto::Fetch { topic: "t1".into(), partition: 0, offset: 0, max_bytes: None, max_records: None, wait_ms: None, raw: true, reset: None }).await.unwrap();
     let raw = bytes::Bytes::from(f.batches.unwrap().into_vec());
     let decoded: Vec<_> = weft_log::BatchesDecoder::new(raw, weft_log::Offset(0), 100).collect::<Result<_, _>>().unwrap();
     assert_eq!(decoded.len(), 5);
@@ -114,11 +114,11 @@ async fn native_topic_produce_fetch_offsets() {
     assert_eq!(o.offset, 2, "first record at or after ts 1005 in partition 1 is offset 2 (ts 1005)");
 
     // Bad input: typed errors, nothing harmed.
-    let e = n.client.call::<_, dto::FetchResponse>(route::FETCH, &dto::Fetch { topic: "t1".into(), partition: 0, offset: 99, max_bytes: None, max_records: None, wait_ms: None, raw: false }).await.unwrap_err();
+    let e = n.client.call::<_, dto::FetchResponse>(route::FETCH, &dto::Fetch { topic: "t1".into(), partition: 0, offset: 99, max_bytes: None, max_records: None, wait_ms: None, raw: false, reset: None }).await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::OutOfRange));
     let weft_net::ClientError::Remote(body) = &e else { panic!() };
     assert_eq!(body.details.as_ref().unwrap()["latest"], 5);
-    let e = n.client.call::<_, dto::FetchResponse>(route::FETCH, &dto::Fetch { topic: "t1".into(), partition: 7, offset: 0, max_bytes: None, max_records: None, wait_ms: None, raw: false }).await.unwrap_err();
+    let e = n.client.call::<_, dto::FetchResponse>(route::FETCH, &dto::Fetch { topic: "t1".into(), partition: 7, offset: 0, max_bytes: None, max_records: None, wait_ms: None, raw: false, reset: None }).await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::NotFound));
     let e = n.client.call::<_, dto::ProduceResponse>(route::PRODUCE, &dto::Produce { topic: "nope".into(), records: vec![rec("a", "b")] }).await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::NotFound));
@@ -137,7 +137,7 @@ async fn long_poll_fetch_wakes_on_produce() {
     // A long wait: an answer with the record means the produce woke it (a
     // timeout would answer with no records).
     let waiter = tokio::spawn(async move {
-        let f: dto::FetchResponse = c.call(route::FETCH, &dto::Fetch { topic: "lp".into(), partition: 0, offset: 0, max_bytes: None, max_records: None, wait_ms: Some(25_000), raw: false }).await.unwrap();
+        let f: dto::FetchResponse = c.call(route::FETCH, &dto::Fetch { topic: "lp".into(), partition: 0, offset: 0, max_bytes: None, max_records: None, wait_ms: Some(25_000), raw: false, reset: None }).await.unwrap();
         f
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -150,14 +150,24 @@ async fn long_poll_fetch_wakes_on_produce() {
 async fn consumer_groups_rebalance_and_commit() {
     let n = start().await;
     let _: serde_json::Value = n.client.call(route::TOPIC_CREATE, &serde_json::json!({"name": "g", "config": {"partitions": 4}})).await.unwrap();
+    // a record for the commit below to point past (commits past the end are refused)
+    let one = dto::Produce { topic: "g".into(), records: vec![dto::RecordIn { partition: Some(0), value: Some(b"x".to_vec().into()), ..Default::default() }] };
+    let _: dto::ProduceResponse = n.client.call(route::PRODUCE, &one).await.unwrap();
+    let past_end = dto::Commit { group: "grp".into(), member_id: None, generation: None, offsets: vec![dto::CommitOffset { topic: "g".into(), partition: 0, offset: 999_999_999, metadata: String::new() }] };
+    let e = n.client.call::<_, dto::Done>(route::GROUP_COMMIT, &past_end).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::OutOfRange), "{e}");
     let join = |member_id: Option<String>| dto::JoinGroup { group: "grp".into(), member_id, client_id: "c".into(), topics: vec!["g".into()], strategy: None, session_timeout_ms: Some(30_000) };
     let a: dto::Member = n.client.call(route::GROUP_JOIN, &join(None)).await.unwrap();
     assert_eq!(a.assignment.len(), 4);
     let b: dto::Member = n.client.call(route::GROUP_JOIN, &join(None)).await.unwrap();
     assert!(b.generation > a.generation);
-    let a2: dto::Member = n.client.call(route::GROUP_HEARTBEAT, &dto::MemberRef { group: "grp".into(), member_id: a.member_id.clone() }).await.unwrap();
+    let a2: dto::Member = n.client.call(route::GROUP_HEARTBEAT, &dto::MemberRef { group: "grp".into(), member_id: a.member_id.clone(), generation: None }).await.unwrap();
     assert_eq!(a2.generation, b.generation);
-    assert_eq!(a2.assignment.len() + b.assignment.len(), 4, "{a2:?} {b:?}");
+    // b's share stayed a's until a's heartbeat acknowledged the generation.
+    assert!(b.assignment.is_empty(), "{b:?}");
+    assert_eq!(b.pending, 2);
+    let b2: dto::Member = n.client.call(route::GROUP_HEARTBEAT, &dto::MemberRef { group: "grp".into(), member_id: b.member_id.clone(), generation: Some(b.generation) }).await.unwrap();
+    assert_eq!(a2.assignment.len() + b2.assignment.len(), 4, "{a2:?} {b2:?}");
     assert_eq!(a2.assignment.len(), 2);
     // A stale generation is fenced.
     let stale = dto::Commit { group: "grp".into(), member_id: Some(a.member_id.clone()), generation: Some(a.generation), offsets: vec![dto::CommitOffset { topic: "g".into(), partition: 0, offset: 1, metadata: String::new() }] };
@@ -168,14 +178,14 @@ async fn consumer_groups_rebalance_and_commit() {
     let c: dto::CommittedAnswer = n.client.call(route::GROUP_COMMITTED, &dto::Committed { group: "grp".into(), topic: "g".into(), partition: 0 }).await.unwrap();
     assert_eq!(c.offset, Some(1));
     // b leaves: a gets everything back.
-    let _: dto::Done = n.client.call(route::GROUP_LEAVE, &dto::MemberRef { group: "grp".into(), member_id: b.member_id.clone() }).await.unwrap();
-    let a3: dto::Member = n.client.call(route::GROUP_HEARTBEAT, &dto::MemberRef { group: "grp".into(), member_id: a.member_id.clone() }).await.unwrap();
+    let _: dto::Done = n.client.call(route::GROUP_LEAVE, &dto::MemberRef { group: "grp".into(), member_id: b.member_id.clone(), generation: None }).await.unwrap();
+    let a3: dto::Member = n.client.call(route::GROUP_HEARTBEAT, &dto::MemberRef { group: "grp".into(), member_id: a.member_id.clone(), generation: None }).await.unwrap();
     assert_eq!(a3.assignment.len(), 4);
     let list: Vec<serde_json::Value> = n.client.call(route::GROUP_LIST, &()).await.unwrap();
     assert_eq!(list.len(), 1);
     let d: serde_json::Value = n.client.call(route::GROUP_DESCRIBE, &dto::GroupRef { group: "grp".into() }).await.unwrap();
     assert_eq!(d["members"].as_array().unwrap().len(), 1);
-    let e = n.client.call::<_, dto::Member>(route::GROUP_HEARTBEAT, &dto::MemberRef { group: "grp".into(), member_id: "ghost".into() }).await.unwrap_err();
+    let e = n.client.call::<_, dto::Member>(route::GROUP_HEARTBEAT, &dto::MemberRef { group: "grp".into(), member_id: "ghost".into(), generation: None }).await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::NotFound));
 }
 

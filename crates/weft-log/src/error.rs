@@ -60,6 +60,23 @@ pub enum LogError {
     UnknownMember { group: String, member: String },
     #[error("stale generation {got} for group {group:?} (current {current}): rejoin")]
     IllegalGeneration { group: String, got: u32, current: u32 },
+    #[error("member {member:?} of group {group:?} does not own {topic}/{partition} in this generation: heartbeat for the current assignment")]
+    NotAssigned { group: String, member: String, topic: String, partition: PartitionId },
+    #[error("group {group:?} has {members} live member(s): stop them (or wait for their sessions to expire) first")]
+    GroupActive { group: String, members: usize },
+    #[error(
+        "{what} for {topic}/{partition} and the reset policy is none: the log holds {earliest}..{latest}; \
+         choose a reset policy (--reset earliest|latest, or reset: \"earliest\"|\"latest\") or move the group's offsets (weft group reset-offsets)"
+    )]
+    NoResetPolicy {
+        /// "offset N is out of range" or "no committed offset".
+        what: String,
+        topic: String,
+        partition: PartitionId,
+        requested: Option<Offset>,
+        earliest: Offset,
+        latest: Offset,
+    },
     #[error("partition {topic}/{partition} is poisoned after a storage failure ({cause}); it refuses writes until reopened")]
     Poisoned { topic: String, partition: PartitionId, cause: String },
     #[error("storage error during {op} on {path:?}: {source}")]
@@ -93,7 +110,10 @@ impl LogError {
             | InvalidRequest(_)
             | UnknownGroup(_)
             | UnknownMember { .. }
-            | IllegalGeneration { .. } => Fault::Client,
+            | IllegalGeneration { .. }
+            | NotAssigned { .. }
+            | GroupActive { .. }
+            | NoResetPolicy { .. } => Fault::Client,
             Closed => Fault::Retry,
             Poisoned { .. } | Io { .. } | Corrupt { .. } | CorruptBatch(_) => Fault::Server,
         }
@@ -116,6 +136,9 @@ impl LogError {
             UnknownGroup(_) => "unknown_group",
             UnknownMember { .. } => "unknown_member",
             IllegalGeneration { .. } => "illegal_generation",
+            NotAssigned { .. } => "not_assigned",
+            GroupActive { .. } => "group_active",
+            NoResetPolicy { .. } => "no_reset_policy",
             Poisoned { .. } => "partition_poisoned",
             Io { .. } => "storage_error",
             Corrupt { .. } => "corrupt_data",

@@ -10,12 +10,20 @@
 //!   partition of the subscribed topics is reassigned among the members.
 //! - `heartbeat` keeps a member alive and returns the current generation
 //!   and the member's assignment; a member whose generation differs must
-//!   stop consuming the partitions it lost, commit, and adopt the new
-//!   assignment. An unknown member (expired) must join again.
+//!   stop consuming the partitions it lost, commit them, and then
+//!   acknowledge the generation (a heartbeat carrying it). An unknown member
+//!   (expired) must join again.
+//! - Hand-off (cooperative, as Kafka's KIP-429/848): a partition that moves
+//!   from a live member A to B in a new generation stays A's (A may still
+//!   commit it; B is not given it) until A acknowledges the generation,
+//!   leaves, expires, or lets its session timeout pass without
+//!   acknowledging. So at any moment a partition has one owner, and the new
+//!   owner starts from what the previous one committed.
 //! - A member is expired when no heartbeat arrived for `session_timeout_ms`.
-//! - Commits carrying a member id must carry the current generation
-//!   (fencing of zombies); commits without a member id are accepted only
-//!   while the group has no members (standalone consumers).
+//! - Commits carrying a member id must carry the current generation, and
+//!   each partition must be owned by that member (fencing of zombies);
+//!   commits without a member id are accepted only while the group has no
+//!   members (standalone consumers, `reset-offsets`).
 //!
 //! Assignment strategies (chosen by the first member; the group keeps it
 //! while it has members):
@@ -31,7 +39,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{LogError, Result};
-use crate::model::{PartitionId, TopicName};
+use crate::log::{Log, OffsetCommit, OffsetSpec};
+use crate::model::{Offset, PartitionId, TopicName};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -54,6 +63,49 @@ impl std::str::FromStr for AssignmentStrategy {
 
 pub type Assignment = Vec<(TopicName, PartitionId)>;
 
+/// Where a consumer starts when it has no valid position: no committed
+/// offset, or a committed / requested offset outside the log (removed by
+/// retention, or past the end). Kafka's `auto.offset.reset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResetPolicy {
+    /// The first offset still stored (Weft's default: nothing is skipped).
+    #[default]
+    Earliest,
+    /// The end of the log: only records written from now on.
+    Latest,
+    /// No reset: the consumer gets an `out_of_range` error.
+    None,
+}
+
+impl ResetPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResetPolicy::Earliest => "earliest",
+            ResetPolicy::Latest => "latest",
+            ResetPolicy::None => "none",
+        }
+    }
+}
+
+impl std::fmt::Display for ResetPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ResetPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "earliest" => Ok(ResetPolicy::Earliest),
+            "latest" => Ok(ResetPolicy::Latest),
+            "none" => Ok(ResetPolicy::None),
+            _ => Err(format!("unknown reset policy {s:?} (earliest, latest, none)")),
+        }
+    }
+}
+
 /// What a member gets back from join and heartbeat.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberState {
@@ -62,6 +114,10 @@ pub struct MemberState {
     pub generation: u32,
     pub assignment: Assignment,
     pub members: usize,
+    /// Partitions of this member's target assignment still held by their
+    /// previous owner (they arrive in a later heartbeat, after hand-off).
+    #[serde(default)]
+    pub pending: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +128,10 @@ pub struct MemberDescription {
     pub assignment: Assignment,
     pub session_timeout_ms: u64,
     pub last_heartbeat_ms: i64,
+    /// Partitions it still holds from an earlier generation (hand-off not
+    /// yet acknowledged).
+    #[serde(default)]
+    pub revoking: Assignment,
 }
 
 #[derive(Debug, Clone)]
@@ -87,7 +147,12 @@ struct Group {
     generation: u32,
     strategy: AssignmentStrategy,
     members: BTreeMap<String, Member>,
+    /// Target assignment of the current generation.
     assignment: BTreeMap<String, Assignment>,
+    /// Who holds each partition now: the target member, or the previous
+    /// owner until it acknowledges the generation.
+    owners: BTreeMap<(TopicName, PartitionId), String>,
+    rebalanced_ms: i64,
 }
 
 /// Membership of all groups.
@@ -157,6 +222,8 @@ impl GroupCoordinator {
             }
         };
         let topics: BTreeSet<TopicName> = topics.iter().cloned().collect();
+        // A rejoin with a known id acknowledges the current generation.
+        let rejoin = g.members.contains_key(&id);
         let changed = match g.members.get_mut(&id) {
             Some(m) => {
                 m.last_heartbeat_ms = now_ms;
@@ -176,27 +243,37 @@ impl GroupCoordinator {
                 true
             }
         };
+        if rejoin {
+            release(g, &id);
+        }
         if changed {
-            rebalance(g, partitions);
+            rebalance(g, partitions, now_ms);
         }
         Ok(state(group, g, &id))
     }
 
     /// Keeps a member alive; returns its current generation and assignment.
-    pub fn heartbeat(&mut self, group: &str, member_id: &str, now_ms: i64) -> Result<MemberState> {
+    /// `ack` is the generation the member has adopted (it stopped consuming
+    /// and committed what it lost): when it is the current one, partitions
+    /// it gave up go to their new owners. `None` (older clients) counts as
+    /// an acknowledgement too.
+    pub fn heartbeat(&mut self, group: &str, member_id: &str, ack: Option<u32>, now_ms: i64) -> Result<MemberState> {
         let g = self.groups.get_mut(group).ok_or_else(|| LogError::UnknownMember { group: group.into(), member: member_id.into() })?;
         let m = g.members.get_mut(member_id).ok_or_else(|| LogError::UnknownMember { group: group.into(), member: member_id.into() })?;
         m.last_heartbeat_ms = now_ms;
+        if ack.is_none_or(|a| a == g.generation) {
+            release(g, member_id);
+        }
         Ok(state(group, g, member_id))
     }
 
     /// Removes a member and rebalances the others.
-    pub fn leave(&mut self, group: &str, member_id: &str, partitions: &dyn Fn(&TopicName) -> Option<u32>) -> Result<()> {
+    pub fn leave(&mut self, group: &str, member_id: &str, now_ms: i64, partitions: &dyn Fn(&TopicName) -> Option<u32>) -> Result<()> {
         let g = self.groups.get_mut(group).ok_or_else(|| LogError::UnknownMember { group: group.into(), member: member_id.into() })?;
         if g.members.remove(member_id).is_none() {
             return Err(LogError::UnknownMember { group: group.into(), member: member_id.into() });
         }
-        rebalance(g, partitions);
+        rebalance(g, partitions, now_ms);
         Ok(())
     }
 
@@ -210,6 +287,18 @@ impl GroupCoordinator {
                 .filter(|(_, m)| now_ms.saturating_sub(m.last_heartbeat_ms) > m.session_timeout_ms as i64)
                 .map(|(id, _)| id.clone())
                 .collect();
+            // A live member that has not handed off what it lost within its
+            // session timeout loses it anyway (Kafka's rebalance timeout), so
+            // a stuck or old client cannot hold a partition forever.
+            let slow: Vec<String> = g
+                .members
+                .iter()
+                .filter(|(_, m)| now_ms.saturating_sub(g.rebalanced_ms) > m.session_timeout_ms as i64)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in slow {
+                release(g, &id);
+            }
             if dead.is_empty() {
                 continue;
             }
@@ -218,26 +307,31 @@ impl GroupCoordinator {
                 g.members.remove(&id);
                 out.push((name.clone(), id));
             }
-            rebalance(g, partitions);
+            rebalance(g, partitions, now_ms);
         }
         out
     }
 
     /// Reassigns when partition counts changed (topic created or deleted).
-    pub fn refresh(&mut self, partitions: &dyn Fn(&TopicName) -> Option<u32>) {
+    pub fn refresh(&mut self, now_ms: i64, partitions: &dyn Fn(&TopicName) -> Option<u32>) {
         for g in self.groups.values_mut() {
             if g.members.is_empty() {
                 continue;
             }
             let fresh = assign(g.strategy, &g.members, partitions);
             if fresh != g.assignment {
-                rebalance(g, partitions);
+                rebalance(g, partitions, now_ms);
             }
         }
     }
 
-    /// Fencing check for a commit.
-    pub fn check_commit(&self, group: &str, member: Option<(&str, u32)>) -> Result<()> {
+    /// Number of live members of a group (0 for an unknown group).
+    pub fn member_count(&self, group: &str) -> usize {
+        self.groups.get(group).map_or(0, |g| g.members.len())
+    }
+
+    /// Fencing check for a commit of `parts` (topic, partition).
+    pub fn check_commit(&self, group: &str, member: Option<(&str, u32)>, parts: &[(&str, PartitionId)]) -> Result<()> {
         validate_group_name(group)?;
         let g = self.groups.get(group);
         match (member, g) {
@@ -253,6 +347,17 @@ impl GroupCoordinator {
                 }
                 if generation != g.generation {
                     return Err(LogError::IllegalGeneration { group: group.into(), got: generation, current: g.generation });
+                }
+                for (t, p) in parts {
+                    let owner = g.owners.iter().find(|((ot, op), _)| ot.as_str() == *t && op == p).map(|(_, o)| o.as_str());
+                    if owner != Some(id) {
+                        return Err(LogError::NotAssigned {
+                            group: group.into(),
+                            member: id.into(),
+                            topic: (*t).to_string(),
+                            partition: *p,
+                        });
+                    }
                 }
                 Ok(())
             }
@@ -273,9 +378,10 @@ impl GroupCoordinator {
                 member_id: id.clone(),
                 client_id: m.client_id.clone(),
                 topics: m.topics.iter().cloned().collect(),
-                assignment: g.assignment.get(id).cloned().unwrap_or_default(),
+                assignment: owned(g, id),
                 session_timeout_ms: m.session_timeout_ms,
                 last_heartbeat_ms: m.last_heartbeat_ms,
+                revoking: revoking(g, id),
             })
             .collect();
         Some((g.generation, g.strategy, members))
@@ -283,18 +389,65 @@ impl GroupCoordinator {
 }
 
 fn state(group: &str, g: &Group, id: &str) -> MemberState {
+    let target = g.assignment.get(id).map_or(0, Vec::len);
+    let assignment = owned(g, id);
     MemberState {
         group: group.to_string(),
         member_id: id.to_string(),
         generation: g.generation,
-        assignment: g.assignment.get(id).cloned().unwrap_or_default(),
+        pending: target.saturating_sub(assignment.len()),
+        assignment,
         members: g.members.len(),
     }
 }
 
-fn rebalance(g: &mut Group, partitions: &dyn Fn(&TopicName) -> Option<u32>) {
+/// The part of `id`'s target assignment it holds now.
+fn owned(g: &Group, id: &str) -> Assignment {
+    let target = g.assignment.get(id).map(Vec::as_slice).unwrap_or_default();
+    target.iter().filter(|tp| g.owners.get(*tp).is_some_and(|o| o == id)).cloned().collect()
+}
+
+/// Partitions `id` holds that belong to someone else's target.
+fn revoking(g: &Group, id: &str) -> Assignment {
+    let target = g.assignment.get(id).map(Vec::as_slice).unwrap_or_default();
+    g.owners.iter().filter(|(tp, o)| *o == id && !target.contains(tp)).map(|(tp, _)| tp.clone()).collect()
+}
+
+/// `id` acknowledged the generation: what it gave up goes to the targets.
+fn release(g: &mut Group, id: &str) {
+    for (member, parts) in &g.assignment {
+        if member == id {
+            continue;
+        }
+        for tp in parts {
+            if let Some(o) = g.owners.get_mut(tp)
+                && o == id
+            {
+                tracing::debug!(from = %id, to = %member, topic = %tp.0, partition = tp.1.0, "partition handed off");
+                *o = member.clone();
+            }
+        }
+    }
+}
+
+fn rebalance(g: &mut Group, partitions: &dyn Fn(&TopicName) -> Option<u32>, now_ms: i64) {
     g.generation = g.generation.wrapping_add(1);
     g.assignment = assign(g.strategy, &g.members, partitions);
+    // A partition stays with a live previous owner until it acknowledges;
+    // one whose owner is gone (left, expired) or that is new goes straight
+    // to its target. Partitions no longer assigned at all are forgotten.
+    let mut owners = BTreeMap::new();
+    for (member, parts) in &g.assignment {
+        for tp in parts {
+            let owner = match g.owners.get(tp) {
+                Some(prev) if prev != member && g.members.contains_key(prev) => prev.clone(),
+                _ => member.clone(),
+            };
+            owners.insert(tp.clone(), owner);
+        }
+    }
+    g.owners = owners;
+    g.rebalanced_ms = now_ms;
     tracing::debug!(generation = g.generation, members = g.members.len(), "consumer group rebalanced");
 }
 
@@ -348,6 +501,118 @@ fn assign(
     out
 }
 
+/// Where `reset_group_offsets` moves a group (kafka-consumer-groups
+/// `--to-earliest`, `--to-latest`, `--to-offset`, `--to-datetime`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResetTarget {
+    Earliest,
+    Latest,
+    /// Clamped to [log start, end], as Kafka does.
+    Offset(u64),
+    /// The first record at or after this time (ms since the epoch), by the
+    /// time index; the end when there is none.
+    Timestamp(i64),
+}
+
+/// One partition of a `reset_group_offsets` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsetReset {
+    pub topic: String,
+    pub partition: PartitionId,
+    /// Committed offset before the reset.
+    pub previous: Option<Offset>,
+    /// Committed offset after it (or that would be, on a dry run).
+    pub offset: Offset,
+    pub log_start: Offset,
+    pub latest: Offset,
+}
+
+/// Where a consumer starts on one partition, and whether a policy chose it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartOffset {
+    pub offset: Offset,
+    /// Set when `wanted` was absent or outside the log and `policy` chose.
+    pub reset: bool,
+}
+
+impl Log {
+    /// Moves a group's committed offsets on `topic` (one partition or all).
+    /// Refused while the group has live members ([`LogError::GroupActive`]):
+    /// they would overwrite it with their next commit. A group that does not
+    /// exist yet is created with these offsets. `dry_run` computes without
+    /// writing.
+    pub async fn reset_group_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: Option<PartitionId>,
+        to: ResetTarget,
+        dry_run: bool,
+    ) -> Result<Vec<OffsetReset>> {
+        validate_group_name(group)?;
+        let members = self.group_member_count(group);
+        if members > 0 {
+            return Err(LogError::GroupActive { group: group.into(), members });
+        }
+        let count = self.describe_topic(topic)?.partitions.len() as u32;
+        let parts: Vec<PartitionId> = match partition {
+            Some(p) if p.0 >= count => {
+                return Err(LogError::UnknownPartition { topic: topic.into(), partition: p, partitions: count });
+            }
+            Some(p) => vec![p],
+            None => (0..count).map(PartitionId).collect(),
+        };
+        let mut out = Vec::with_capacity(parts.len());
+        for p in parts {
+            let log_start = self.list_offset(topic, p, OffsetSpec::Earliest)?;
+            let latest = self.list_offset(topic, p, OffsetSpec::Latest)?;
+            let offset = match to {
+                ResetTarget::Earliest => log_start,
+                ResetTarget::Latest => latest,
+                ResetTarget::Offset(o) => Offset(o).clamp(log_start, latest),
+                ResetTarget::Timestamp(ts) => self.list_offset(topic, p, OffsetSpec::Timestamp(ts))?.clamp(log_start, latest),
+            };
+            let previous = self.committed_offset(group, topic, p).map(|c| c.offset);
+            out.push(OffsetReset { topic: topic.into(), partition: p, previous, offset, log_start, latest });
+        }
+        if !dry_run {
+            let commits = out
+                .iter()
+                .map(|r| OffsetCommit { topic: r.topic.clone(), partition: r.partition, offset: r.offset, metadata: "reset-offsets".into() })
+                .collect();
+            self.commit_offsets(group, None, commits).await?;
+            tracing::info!(group, topic, partitions = out.len(), ?to, "group offsets reset");
+        }
+        Ok(out)
+    }
+
+    /// Where to start on a partition: `wanted` (a committed or requested
+    /// offset) when it is inside the log (log start ..= end), else what
+    /// `policy` says; [`LogError::NoResetPolicy`] for `none`.
+    pub fn start_offset(&self, topic: &str, partition: PartitionId, wanted: Option<Offset>, policy: ResetPolicy) -> Result<StartOffset> {
+        let earliest = self.list_offset(topic, partition, OffsetSpec::Earliest)?;
+        let latest = self.list_offset(topic, partition, OffsetSpec::Latest)?;
+        if let Some(w) = wanted
+            && (earliest..=latest).contains(&w)
+        {
+            return Ok(StartOffset { offset: w, reset: false });
+        }
+        let offset = match policy {
+            ResetPolicy::Earliest => earliest,
+            ResetPolicy::Latest => latest,
+            ResetPolicy::None => {
+                let what = match wanted {
+                    Some(w) => format!("offset {w} is out of range"),
+                    None => "no committed offset".to_string(),
+                };
+                return Err(LogError::NoResetPolicy { what, topic: topic.into(), partition, requested: wanted, earliest, latest });
+            }
+        };
+        Ok(StartOffset { offset, reset: true })
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -372,27 +637,36 @@ mod tests {
         assert_eq!(m1.assignment.len(), 5);
         let m2 = c.join("g", None, "c2", &[t("a")], AssignmentStrategy::Range, 1000, 10, &counts).unwrap();
         assert_eq!(m2.generation, 2);
-        let h1 = c.heartbeat("g", &m1.member_id, 20).unwrap();
+        let h1 = c.heartbeat("g", &m1.member_id, None, 20).unwrap();
         assert_eq!(h1.generation, 2);
         // 5 partitions over 2 members: 3 + 2, contiguous.
         let ps: Vec<u32> = h1.assignment.iter().map(|(_, p)| p.0).collect();
         assert_eq!(ps, vec![0, 1, 2]);
-        assert_eq!(m2.assignment.iter().map(|(_, p)| p.0).collect::<Vec<_>>(), vec![3, 4]);
+        // m2 got nothing at join: m1 held 3 and 4 until its heartbeat
+        // acknowledged generation 2.
+        assert!(m2.assignment.is_empty());
+        assert_eq!(m2.pending, 2);
+        let h2 = c.heartbeat("g", &m2.member_id, Some(2), 25).unwrap();
+        assert_eq!(h2.assignment.iter().map(|(_, p)| p.0).collect::<Vec<_>>(), vec![3, 4]);
         // Stale generation is fenced.
-        assert!(matches!(c.check_commit("g", Some((&m1.member_id, 1))), Err(LogError::IllegalGeneration { .. })));
-        assert!(c.check_commit("g", Some((&m1.member_id, 2))).is_ok());
-        assert!(c.check_commit("g", None).is_err());
+        let p0 = [("a", PartitionId(0))];
+        assert!(matches!(c.check_commit("g", Some((&m1.member_id, 1)), &p0), Err(LogError::IllegalGeneration { .. })));
+        assert!(c.check_commit("g", Some((&m1.member_id, 2)), &p0).is_ok());
+        // m1 gave partition 3 to m2: it can no longer commit it.
+        let p3 = [("a", PartitionId(3))];
+        assert!(matches!(c.check_commit("g", Some((&m1.member_id, 2)), &p3), Err(LogError::NotAssigned { .. })));
+        assert!(c.check_commit("g", None, &[]).is_err());
         // m2 stops heartbeating: expired after its session timeout.
         assert!(c.expire(900, &counts).is_empty());
-        c.heartbeat("g", &m1.member_id, 1500).unwrap();
+        c.heartbeat("g", &m1.member_id, None, 1500).unwrap();
         let gone = c.expire(1500, &counts);
         assert_eq!(gone, vec![("g".to_string(), m2.member_id.clone())]);
-        let h1 = c.heartbeat("g", &m1.member_id, 1600).unwrap();
+        let h1 = c.heartbeat("g", &m1.member_id, None, 1600).unwrap();
         assert_eq!(h1.generation, 3);
         assert_eq!(h1.assignment.len(), 5);
-        assert!(matches!(c.heartbeat("g", &m2.member_id, 1600), Err(LogError::UnknownMember { .. })));
-        c.leave("g", &m1.member_id, &counts).unwrap();
-        assert!(c.check_commit("g", None).is_ok());
+        assert!(matches!(c.heartbeat("g", &m2.member_id, None, 1600), Err(LogError::UnknownMember { .. })));
+        c.leave("g", &m1.member_id, 1700, &counts).unwrap();
+        assert!(c.check_commit("g", None, &[]).is_ok());
     }
 
     #[test]
@@ -400,6 +674,7 @@ mod tests {
         let mut c = GroupCoordinator::new(10, 10, 60_000);
         let m1 = c.join("g", None, "x", &[t("a"), t("b")], AssignmentStrategy::RoundRobin, 1000, 0, &counts).unwrap();
         let m2 = c.join("g", None, "y", &[t("a")], AssignmentStrategy::Range, 1000, 0, &counts).unwrap();
+        c.heartbeat("g", &m1.member_id, Some(m2.generation), 1).unwrap();
         let (_, strategy, members) = c.describe("g").unwrap();
         assert_eq!(strategy, AssignmentStrategy::RoundRobin);
         let total: usize = members.iter().map(|m| m.assignment.len()).sum();
@@ -446,12 +721,19 @@ mod tests {
                     }
                     2 if !live.is_empty() => {
                         let id = live.remove((next() as usize) % live.len());
-                        c.leave("g", &id, &counts).unwrap();
+                        c.leave("g", &id, now, &counts).unwrap();
                     }
                     _ => {
                         for id in &live {
-                            if next() % 4 != 0 {
-                                c.heartbeat("g", id, now).unwrap();
+                            match next() % 4 {
+                                0 => {}
+                                1 => {
+                                    // a stale acknowledgement hands nothing off
+                                    c.heartbeat("g", id, Some(0), now).unwrap();
+                                }
+                                _ => {
+                                    c.heartbeat("g", id, None, now).unwrap();
+                                }
                             }
                         }
                         for (_, id) in c.expire(now, &counts) {
@@ -467,11 +749,16 @@ mod tests {
                 let mut l: Vec<&String> = live.iter().collect();
                 l.sort();
                 assert_eq!(ids, l);
+                // Every partition has exactly one holder: its target member
+                // or the previous owner that has not handed it off yet.
                 let mut seen = BTreeSet::new();
                 for m in &members {
                     for (topic, p) in &m.assignment {
                         assert!(m.topics.contains(topic), "assigned an unsubscribed topic");
                         assert!(seen.insert((topic.clone(), *p)), "partition assigned twice");
+                    }
+                    for tp in &m.revoking {
+                        assert!(seen.insert(tp.clone()), "partition held twice");
                     }
                 }
                 for topic in [t("a"), t("b")] {

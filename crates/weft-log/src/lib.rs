@@ -31,6 +31,9 @@
 //! // consumer groups (membership in memory, committed offsets in __consumer_offsets)
 //! log.join_group(group, member_id: Option<&str>, client_id, topics, AssignmentStrategy, session_timeout_ms) -> MemberState
 //! log.heartbeat(group, member_id) -> MemberState      // generation + assignment; UnknownMember => rejoin
+//! log.heartbeat_ack(group, member_id, Some(generation)) // adopts a generation: hands off what it lost
+//! log.start_offset(topic, partition, committed, ResetPolicy) -> StartOffset   // auto.offset.reset
+//! log.reset_group_offsets(group, topic, partition?, ResetTarget, dry_run).await -> Vec<OffsetReset>
 //! log.leave_group(group, member_id)
 //! log.commit_offsets(group, Some((member_id, generation)) | None, Vec<OffsetCommit>).await
 //! log.committed_offset(group, topic, partition) -> Option<CommittedOffset>
@@ -53,6 +56,7 @@ pub mod batch;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod files;
 pub mod group;
 pub mod log;
 pub mod model;
@@ -63,7 +67,8 @@ pub mod storage;
 pub use batch::{Batch, BatchHeader, BatchesDecoder};
 pub use config::{FsyncPolicy, LogConfig};
 pub use error::{Fault, LogError, Result};
-pub use group::{AssignmentStrategy, MemberDescription, MemberState};
+pub use files::{FileCacheStats, OpenFiles};
+pub use group::{AssignmentStrategy, MemberDescription, MemberState, OffsetReset, ResetPolicy, ResetTarget, StartOffset};
 pub use log::{
     BatchAck, Clock, CommittedOffset, GroupDescription, GroupSummary, Log, MaintenanceReport, ManualClock, OFFSETS_TOPIC,
     OffsetCommit, OffsetSpec, PartitionLag, RecordAck, SystemClock, TopicDescription,

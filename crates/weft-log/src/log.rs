@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{FsyncPolicy, LogConfig};
 use crate::error::{LogError, Result};
+use crate::files::{FileCacheStats, OpenFiles};
 use crate::group::{AssignmentStrategy, GroupCoordinator, MemberDescription, MemberState, validate_group_name};
 use crate::model::{
     TopicAlter,
@@ -135,8 +136,12 @@ pub struct PartitionLag {
     pub topic: TopicName,
     pub partition: PartitionId,
     pub committed: Option<Offset>,
+    /// First offset still stored.
+    #[serde(default)]
+    pub log_start: Offset,
     pub latest: Offset,
-    /// latest - committed (from the earliest offset when nothing is committed).
+    /// latest - committed, with committed clamped to [log_start, latest]
+    /// (from log_start when nothing is committed).
     pub lag: u64,
 }
 
@@ -193,6 +198,8 @@ struct OffsetKey {
 struct Inner {
     dir: PathBuf,
     storage: Arc<dyn Storage>,
+    /// Every segment file is opened through this bounded cache.
+    files: Arc<OpenFiles>,
     config: LogConfig,
     clock: Arc<dyn Clock>,
     topics: RwLock<BTreeMap<TopicName, Arc<Topic>>>,
@@ -234,8 +241,10 @@ impl Log {
         let st = storage.clone();
         let d = dir.clone();
         let fsync = config.fsync;
+        let files = Arc::new(OpenFiles::new(storage.clone(), config.max_open_files));
+        let f = files.clone();
         // Recovery reads every active segment: keep it off the async threads.
-        let topics = tokio::task::spawn_blocking(move || load_topics(&st, &d, fsync))
+        let topics = tokio::task::spawn_blocking(move || load_topics(&st, &f, &d, fsync))
             .await
             .map_err(|e| LogError::InvalidRequest(format!("open task failed: {e}")))??;
         let log = Log {
@@ -247,6 +256,7 @@ impl Log {
                 )),
                 dir,
                 storage,
+                files,
                 config,
                 clock,
                 topics: RwLock::new(topics),
@@ -267,6 +277,23 @@ impl Log {
 
     pub fn config(&self) -> &LogConfig {
         &self.inner.config
+    }
+
+    /// Counters of the open segment-file cache (`log_store.max_open_files`).
+    pub fn file_cache_stats(&self) -> FileCacheStats {
+        self.inner.files.stats()
+    }
+
+    /// Storage statistics as flat `log.*` keys, for a stats registry.
+    pub fn gauges(&self) -> Vec<(String, serde_json::Value)> {
+        let f = self.file_cache_stats();
+        vec![
+            ("log.open_files".into(), f.open.into()),
+            ("log.open_files_max".into(), f.max_open.into()),
+            ("log.file_cache_hits".into(), f.hits.into()),
+            ("log.file_cache_misses".into(), f.misses.into()),
+            ("log.file_cache_evictions".into(), f.evictions.into()),
+        ]
     }
 
     fn check_open(&self) -> Result<()> {
@@ -320,7 +347,7 @@ impl Log {
         let topic = Arc::new(topic);
         self.inner.topics.write().unwrap_or_else(|p| p.into_inner()).insert(name.clone(), topic.clone());
         tracing::info!(topic = %name, partitions = topic.partitions.len(), "topic created");
-        lock(&self.inner.groups).refresh(&self.partition_counts());
+        lock(&self.inner.groups).refresh(self.now_ms(), &self.partition_counts());
         Ok(describe(&topic))
     }
 
@@ -354,7 +381,7 @@ impl Log {
         self.inner.topics.write().unwrap_or_else(|p| p.into_inner()).insert(topic.name.clone(), topic.clone());
         tracing::info!(topic = %topic.name, partitions = topic.partitions.len(), config = ?topic.config, "topic altered");
         if topic.partitions.len() != old.partitions.len() {
-            lock(&self.inner.groups).refresh(&self.partition_counts());
+            lock(&self.inner.groups).refresh(self.now_ms(), &self.partition_counts());
         }
         Ok(describe(&topic))
     }
@@ -371,6 +398,8 @@ impl Log {
         for p in &t.partitions {
             p.mark_deleted();
         }
+        // Close its files now: the data's space is freed when it is removed.
+        self.inner.files.forget_under(&self.inner.dir.join("topics").join(t.name.as_str()));
         let inner = self.inner.clone();
         let tname = t.name.clone();
         tokio::task::spawn_blocking(move || -> Result<()> {
@@ -390,7 +419,7 @@ impl Log {
         .await
         .map_err(|e| LogError::InvalidRequest(format!("delete task failed: {e}")))??;
         tracing::info!(topic = %name, "topic deleted");
-        lock(&self.inner.groups).refresh(&self.partition_counts());
+        lock(&self.inner.groups).refresh(self.now_ms(), &self.partition_counts());
         Ok(())
     }
 
@@ -688,12 +717,23 @@ impl Log {
 
     /// Keeps a member alive; returns its generation and assignment.
     pub fn heartbeat(&self, group: &str, member_id: &str) -> Result<MemberState> {
-        lock(&self.inner.groups).heartbeat(group, member_id, self.now_ms())
+        self.heartbeat_ack(group, member_id, None)
+    }
+
+    /// Heartbeat acknowledging generation `ack` (partitions the member gave
+    /// up are handed to their new owners; see `group`).
+    pub fn heartbeat_ack(&self, group: &str, member_id: &str, ack: Option<u32>) -> Result<MemberState> {
+        lock(&self.inner.groups).heartbeat(group, member_id, ack, self.now_ms())
+    }
+
+    /// Live members of a group (0 when unknown).
+    pub fn group_member_count(&self, group: &str) -> usize {
+        lock(&self.inner.groups).member_count(group)
     }
 
     pub fn leave_group(&self, group: &str, member_id: &str) -> Result<()> {
         let counts = self.partition_counts();
-        lock(&self.inner.groups).leave(group, member_id, &counts)
+        lock(&self.inner.groups).leave(group, member_id, self.now_ms(), &counts)
     }
 
     /// Commits offsets (durably, per the fsync policy) in `__consumer_offsets`.
@@ -701,7 +741,8 @@ impl Log {
     /// generation), `None` for standalone consumers of a group with no members.
     pub async fn commit_offsets(&self, group: &str, member: Option<(&str, u32)>, offsets: Vec<OffsetCommit>) -> Result<()> {
         self.check_open()?;
-        lock(&self.inner.groups).check_commit(group, member)?;
+        let parts: Vec<(&str, PartitionId)> = offsets.iter().map(|c| (c.topic.as_str(), c.partition)).collect();
+        lock(&self.inner.groups).check_commit(group, member, &parts)?;
         if offsets.len() > MAX_PRODUCE_RECORDS {
             return Err(LogError::InvalidRequest("too many offsets in one commit".into()));
         }
@@ -714,6 +755,18 @@ impl Log {
             let p = self.partition(&c.topic, c.partition)?;
             if c.metadata.len() > 4096 {
                 return Err(LogError::InvalidRequest("commit metadata longer than 4096 bytes".into()));
+            }
+            // Past the end would wedge the group (every fetch out of range);
+            // below the log start is allowed (Kafka allows it) and is reset
+            // by the consumer's policy when used.
+            if c.offset > p.latest() {
+                return Err(LogError::OffsetOutOfRange {
+                    topic: p.topic.to_string(),
+                    partition: c.partition,
+                    requested: c.offset,
+                    earliest: p.earliest(),
+                    latest: p.latest(),
+                });
             }
             let key = OffsetKey { g: group.to_string(), t: p.topic.to_string(), p: c.partition.0 };
             let value = CommittedOffset { offset: c.offset, metadata: c.metadata, commit_ms: now };
@@ -741,7 +794,7 @@ impl Log {
     /// Forgets a group's committed offsets (tombstones in `__consumer_offsets`).
     /// Refused while the group has members.
     pub async fn delete_group(&self, group: &str) -> Result<()> {
-        lock(&self.inner.groups).check_commit(group, None)?;
+        lock(&self.inner.groups).check_commit(group, None, &[])?;
         let keys: Vec<OffsetKey> = lock(&self.inner.committed).keys().filter(|k| k.g == group).cloned().collect();
         if keys.is_empty() {
             return Err(LogError::UnknownGroup(group.to_string()));
@@ -807,12 +860,15 @@ impl Log {
         let mut offsets = Vec::new();
         for ((t, p), c) in parts {
             let Ok(part) = self.partition(&t, PartitionId(p)) else { continue };
-            let latest = part.latest();
-            let from = c.unwrap_or_else(|| part.earliest());
+            let (log_start, latest) = (part.earliest(), part.latest());
+            // Clamped to what exists: a commit below the log start (retention)
+            // is reset to it when used, so it lags no more than the log holds.
+            let from = c.unwrap_or(log_start).clamp(log_start, latest);
             offsets.push(PartitionLag {
                 topic: part.topic.clone(),
                 partition: PartitionId(p),
                 committed: c,
+                log_start,
                 latest,
                 lag: latest.0.saturating_sub(from.0),
             });
@@ -854,11 +910,18 @@ fn describe(t: &Topic) -> TopicDescription {
     }
 }
 
-fn open_partitions(storage: &Arc<dyn Storage>, tdir: &Path, meta: &TopicMeta, fsync: FsyncPolicy) -> Result<Vec<Arc<Partition>>> {
+fn open_partitions(
+    storage: &Arc<dyn Storage>,
+    files: &Arc<OpenFiles>,
+    tdir: &Path,
+    meta: &TopicMeta,
+    fsync: FsyncPolicy,
+) -> Result<Vec<Arc<Partition>>> {
     (0..meta.config.partitions)
         .map(|i| {
             Partition::open(
                 storage.clone(),
+                files.clone(),
                 tdir.join(i.to_string()),
                 meta.name.clone(),
                 PartitionId(i),
@@ -870,24 +933,69 @@ fn open_partitions(storage: &Arc<dyn Storage>, tdir: &Path, meta: &TopicMeta, fs
         .collect()
 }
 
+/// Creates a topic atomically: the whole topic (metadata, every partition
+/// directory with its first, empty segment) is built under `staging/` and
+/// made durable, then published by one rename into `topics/`. A failure
+/// before the rename removes the staging copy (and `open` removes one left
+/// by a crash); a failure after it (opening the partitions) moves the topic
+/// out again, so a failed create leaves nothing behind.
 fn create_topic_files(inner: &Inner, meta: TopicMeta) -> Result<Topic> {
     let st = &*inner.storage;
     let staging = inner.dir.join("staging").join(meta.name.as_str());
     let topics_dir = inner.dir.join("topics");
-    if st.exists(&staging) {
-        st.remove_dir_all(&staging).map_err(|e| LogError::io("clear staging", &staging, e))?;
-    }
-    st.create_dir_all(&staging).map_err(|e| LogError::io("create staging dir", &staging, e))?;
-    st.create_dir_all(&topics_dir).map_err(|e| LogError::io("create topics dir", &topics_dir, e))?;
-    let json = serde_json::to_vec_pretty(&meta).map_err(|e| LogError::InvalidRequest(format!("encoding metadata: {e}")))?;
-    let meta_path = staging.join("topic.json");
-    write_atomic(st, &meta_path, &json).map_err(|e| LogError::io("write topic metadata", &meta_path, e))?;
     let final_dir = topics_dir.join(meta.name.as_str());
-    // The rename publishes the topic: before it, open() ignores (and removes) staging.
-    st.rename(&staging, &final_dir).map_err(|e| LogError::io("publish topic", &final_dir, e))?;
-    st.sync_dir(&topics_dir).map_err(|e| LogError::io("sync dir", &topics_dir, e))?;
-    let partitions = open_partitions(&inner.storage, &final_dir, &meta, inner.config.fsync)?;
-    Ok(Topic { name: meta.name, created_ms: meta.created_ms, config: meta.config, partitions, partitioner: Partitioner::new() })
+    let build = || -> Result<()> {
+        if st.exists(&staging) {
+            st.remove_dir_all(&staging).map_err(|e| LogError::io("clear staging", &staging, e))?;
+        }
+        st.create_dir_all(&staging).map_err(|e| LogError::io("create staging dir", &staging, e))?;
+        st.create_dir_all(&topics_dir).map_err(|e| LogError::io("create topics dir", &topics_dir, e))?;
+        for i in 0..meta.config.partitions {
+            let pdir = staging.join(i.to_string());
+            st.create_dir_all(&pdir).map_err(|e| LogError::io("create partition dir", &pdir, e))?;
+            let seg = pdir.join(crate::segment::log_file_name(Offset::ZERO));
+            // Opened and closed at once: creating N partitions holds no N descriptors.
+            drop(st.open(&seg, true).map_err(|e| LogError::io("create segment", &seg, e))?);
+            st.sync_dir(&pdir).map_err(|e| LogError::io("sync dir", &pdir, e))?;
+        }
+        let json =
+            serde_json::to_vec_pretty(&meta).map_err(|e| LogError::InvalidRequest(format!("encoding metadata: {e}")))?;
+        let meta_path = staging.join("topic.json");
+        // Syncs the staging directory too (the partition directories' entries).
+        write_atomic(st, &meta_path, &json).map_err(|e| LogError::io("write topic metadata", &meta_path, e))?;
+        // The rename publishes the topic: before it, open() ignores (and removes) staging.
+        st.rename(&staging, &final_dir).map_err(|e| LogError::io("publish topic", &final_dir, e))
+    };
+    if let Err(e) = build() {
+        if st.exists(&staging) && st.remove_dir_all(&staging).is_err() {
+            tracing::warn!(path = %staging.display(), "could not remove a failed topic creation; removed on next open");
+        }
+        return Err(e);
+    }
+    let opened = st
+        .sync_dir(&topics_dir)
+        .map_err(|e| LogError::io("sync dir", &topics_dir, e))
+        .and_then(|()| open_partitions(&inner.storage, &inner.files, &final_dir, &meta, inner.config.fsync));
+    match opened {
+        Ok(partitions) => {
+            Ok(Topic { name: meta.name, created_ms: meta.created_ms, config: meta.config, partitions, partitioner: Partitioner::new() })
+        }
+        Err(e) => {
+            tracing::error!(topic = %meta.name, error = %e, "opening a new topic failed: removing it");
+            inner.files.forget_under(&final_dir);
+            let trash = inner.dir.join("trash");
+            let to = trash.join(format!("{}-{}", meta.name, inner.clock.now_ms()));
+            let undo = st
+                .create_dir_all(&trash)
+                .and_then(|()| st.rename(&final_dir, &to))
+                .and_then(|()| st.sync_dir(&topics_dir))
+                .and_then(|()| st.remove_dir_all(&to));
+            if let Err(u) = undo {
+                tracing::error!(topic = %meta.name, error = %u, "could not remove the failed topic");
+            }
+            Err(e)
+        }
+    }
 }
 
 /// New partitions first, then the metadata that names them: a crash in
@@ -900,7 +1008,7 @@ fn alter_topic_files(inner: &Inner, old: &Topic, config: TopicConfig) -> Result<
     let mut partitions = old.partitions.clone();
     for i in old.partitions.len() as u32..config.partitions {
         let dir = tdir.join(i.to_string());
-        let p = Partition::open(inner.storage.clone(), dir, old.name.clone(), PartitionId(i), config.clone(), inner.config.fsync)?;
+        let p = Partition::open(inner.storage.clone(), inner.files.clone(), dir, old.name.clone(), PartitionId(i), config.clone(), inner.config.fsync)?;
         partitions.push(Arc::new(p));
     }
     let meta = TopicMeta { format: TOPIC_META_FORMAT, name: old.name.clone(), created_ms: old.created_ms, config: config.clone() };
@@ -913,12 +1021,22 @@ fn alter_topic_files(inner: &Inner, old: &Topic, config: TopicConfig) -> Result<
     Ok(Topic { name: old.name.clone(), created_ms: old.created_ms, config, partitions, partitioner: Partitioner::new() })
 }
 
-fn load_topics(storage: &Arc<dyn Storage>, dir: &Path, fsync: FsyncPolicy) -> Result<BTreeMap<TopicName, Arc<Topic>>> {
+fn load_topics(
+    storage: &Arc<dyn Storage>,
+    files: &Arc<OpenFiles>,
+    dir: &Path,
+    fsync: FsyncPolicy,
+) -> Result<BTreeMap<TopicName, Arc<Topic>>> {
     let st = &**storage;
     st.create_dir_all(dir).map_err(|e| LogError::io("create log dir", dir, e))?;
     for leftover in ["staging", "trash"] {
         let p = dir.join(leftover);
         if st.exists(&p) {
+            let names = st.list_dir(&p).unwrap_or_default();
+            if !names.is_empty() {
+                // staging: topics whose creation did not finish; trash: deleted topics.
+                tracing::warn!(dir = %p.display(), topics = ?names, "removing unfinished topic creations or deletions");
+            }
             st.remove_dir_all(&p).map_err(|e| LogError::io("remove leftovers", &p, e))?;
         }
     }
@@ -940,7 +1058,7 @@ fn load_topics(storage: &Arc<dyn Storage>, dir: &Path, fsync: FsyncPolicy) -> Re
         if meta.name.as_str() != name || meta.format != TOPIC_META_FORMAT || meta.config.validate().is_err() {
             return Err(LogError::Corrupt { path: meta_path, pos: 0, reason: "topic metadata does not match its directory".into() });
         }
-        let partitions = open_partitions(storage, &tdir, &meta, fsync)?;
+        let partitions = open_partitions(storage, files, &tdir, &meta, fsync)?;
         out.insert(
             meta.name.clone(),
             Arc::new(Topic { name: meta.name, created_ms: meta.created_ms, config: meta.config, partitions, partitioner: Partitioner::new() }),

@@ -27,6 +27,9 @@ async fn rebalance_commit_lag_and_restart() {
     assert_eq!(b.generation, a.generation + 1);
     let a2 = log.heartbeat("g", &a.member_id).unwrap();
     assert_eq!(a2.generation, b.generation);
+    // b's share is handed off by a's heartbeat (acknowledging the generation).
+    assert!(b.assignment.is_empty());
+    let b = log.heartbeat_ack("g", &b.member_id, Some(b.generation)).unwrap();
     assert_eq!(a2.assignment.len() + b.assignment.len(), 4);
     assert_eq!(a2.assignment.len(), 2);
 
@@ -86,6 +89,8 @@ async fn offsets_topic_is_compacted() {
     let clock = Arc::new(ManualClock::new(0));
     let log = mem_log(&s, &clock, cfg()).await;
     log.create_topic("t", None).await.unwrap();
+    // commits past the end are refused: give the offsets something to point at
+    log.produce("t", (0..2000).map(|i| ProduceRecord::value(format!("{i}")).with_partition(0)).collect()).await.unwrap();
     for i in 0..2000 {
         log.commit_offsets("g", None, vec![OffsetCommit { topic: "t".into(), partition: PartitionId(0), offset: Offset(i), metadata: String::new() }])
             .await
@@ -94,4 +99,51 @@ async fn offsets_topic_is_compacted() {
     let d = log.describe_topic(OFFSETS_TOPIC).unwrap();
     assert_eq!(d.config.cleanup, CleanupPolicy::Compact);
     assert_eq!(log.committed_offset("g", "t", PartitionId(0)).unwrap().offset, Offset(1999));
+}
+
+/// A commit past the end is refused (it would wedge the group); one below
+/// the log start is kept but lag is clamped to what exists; the reset
+/// policy decides where a consumer starts; reset-offsets moves an inactive
+/// group and is refused while it has members.
+#[tokio::test]
+async fn commit_bounds_lag_clamp_reset_policy_and_reset_offsets() {
+    let s = MemStorage::new();
+    let clock = Arc::new(ManualClock::new(1_000));
+    let log = mem_log(&s, &clock, cfg()).await;
+    log.create_topic("t", Some(TopicConfig::default().with_partitions(2))).await.unwrap();
+    for i in 0..10 {
+        clock.advance(10);
+        log.produce("t", vec![ProduceRecord::value(format!("{i}")).with_partition(0)]).await.unwrap();
+    }
+    let c = |o: u64| vec![OffsetCommit { topic: "t".into(), partition: PartitionId(0), offset: Offset(o), metadata: String::new() }];
+    let e = log.commit_offsets("g", None, c(999_999_999)).await.unwrap_err();
+    assert!(matches!(e, LogError::OffsetOutOfRange { latest: Offset(10), .. }), "{e}");
+    assert!(log.committed_offset("g", "t", PartitionId(0)).is_none());
+    log.commit_offsets("g", None, c(10)).await.unwrap();
+
+    // Policies: inside the log the wanted offset stands; outside, the policy.
+    let st = log.start_offset("t", PartitionId(0), Some(Offset(4)), ResetPolicy::None).unwrap();
+    assert_eq!((st.offset, st.reset), (Offset(4), false));
+    let st = log.start_offset("t", PartitionId(0), Some(Offset(50)), ResetPolicy::Earliest).unwrap();
+    assert_eq!((st.offset, st.reset), (Offset(0), true));
+    let st = log.start_offset("t", PartitionId(0), None, ResetPolicy::Latest).unwrap();
+    assert_eq!((st.offset, st.reset), (Offset(10), true));
+    let e = log.start_offset("t", PartitionId(0), Some(Offset(50)), ResetPolicy::None).unwrap_err();
+    assert!(matches!(e, LogError::NoResetPolicy { .. }) && e.to_string().contains("--reset earliest|latest"), "{e}");
+
+    // reset-offsets: by time (the time index), to an offset (clamped), dry run.
+    let r = log.reset_group_offsets("g", "t", Some(PartitionId(0)), ResetTarget::Timestamp(1_000 + 35), false).await.unwrap();
+    assert_eq!((r[0].previous, r[0].offset), (Some(Offset(10)), Offset(3)));
+    let r = log.reset_group_offsets("g", "t", None, ResetTarget::Offset(1_000_000), true).await.unwrap();
+    assert_eq!(r.len(), 2);
+    assert_eq!((r[0].offset, r[1].offset), (Offset(10), Offset(0)));
+    assert_eq!(log.committed_offset("g", "t", PartitionId(0)).unwrap().offset, Offset(3), "dry run wrote nothing");
+    let d = log.describe_group("g").unwrap();
+    assert_eq!(d.total_lag, 7);
+    let a = log.join_group("g", None, "a", &["t"], AssignmentStrategy::Range, 10_000).unwrap();
+    let e = log.reset_group_offsets("g", "t", None, ResetTarget::Earliest, false).await.unwrap_err();
+    assert!(matches!(e, LogError::GroupActive { members: 1, .. }), "{e}");
+    log.leave_group("g", &a.member_id).unwrap();
+    log.reset_group_offsets("g", "t", None, ResetTarget::Earliest, false).await.unwrap();
+    assert_eq!(log.describe_group("g").unwrap().total_lag, 10);
 }

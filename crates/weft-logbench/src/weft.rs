@@ -52,6 +52,7 @@ impl WeftTarget {
                 max_records: Some(PULL),
                 wait_ms: None,
                 raw,
+                reset: None,
             };
             let resp: dto::FetchResponse = client.call(route::FETCH, &req).await?;
             let before = records;

@@ -95,7 +95,7 @@ async fn crash_and_check(fsync: &str) {
         let mut offset = 0;
         loop {
             let f: dto::FetchResponse = client
-                .call(route::FETCH, &dto::Fetch { topic: "crash".into(), partition: part, offset, max_bytes: None, max_records: Some(5000), wait_ms: None, raw: false })
+                .call(route::FETCH, &dto::Fetch { topic: "crash".into(), partition: part, offset, max_bytes: None, max_records: Some(5000), wait_ms: None, raw: false, reset: None })
                 .await
                 .unwrap();
             if f.records.is_empty() {
