@@ -17,6 +17,9 @@ with weft.Client(addr) as c:
         c.create_topic(topic, partitions=3)
     except weft.Conflict:
         pass  # already there
-    records = [tuple(ln.split(":", 1)) if ":" in ln else ln for ln in lines]
-    for line, res in zip(lines, c.produce(topic, records)):  # type: ignore[arg-type]
+    records: list[weft.ProducerRecord] = []
+    for ln in lines:  # "key:value", or a value alone
+        key, sep, value = ln.partition(":")
+        records.append(weft.ProducerRecord(key=key, value=value) if sep else weft.ProducerRecord(value=ln))
+    for line, res in zip(lines, c.produce(topic, records)):
         print(f"{line!r} -> partition {res.partition} offset {res.offset}" if res.ok else f"{line!r} -> {res.error}")
