@@ -312,6 +312,11 @@ impl MultiRaft {
             apply_entries(gid, g, committed, &mut out)?;
             g.raw.advance_apply();
             for m in msgs {
+                if m.get_msg_type() == raft::prelude::MessageType::MsgSnapshot {
+                    // Snapshots travel inline in a frame: once queued it is as good as
+                    // sent; if lost, the probe that follows sends it again.
+                    g.raw.report_snapshot(m.to, raft::SnapshotStatus::Finish);
+                }
                 out.messages.push((m.to, gid, m));
             }
             maybe_compact(g, snapshot_entries)?;
