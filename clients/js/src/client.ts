@@ -76,7 +76,9 @@ export type QueueKind = "queue" | "sender";
 
 const te = new TextEncoder();
 const toBytes = (v: Bytes | null | undefined): Uint8Array | null => (v == null ? null : typeof v === "string" ? te.encode(v) : v);
-const asBytes = (v: unknown): Uint8Array | null => (v == null ? null : typeof v === "string" ? te.encode(v) : (v as Uint8Array));
+// bytes arrive as bin (msgpack), a string, or an array of byte values (JSON answers, docs/log.md)
+const asBytes = (v: unknown): Uint8Array | null =>
+  v == null ? null : typeof v === "string" ? te.encode(v) : Array.isArray(v) ? Uint8Array.from(v as number[]) : (v as Uint8Array);
 
 function makeClientId(): string {
   const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env;

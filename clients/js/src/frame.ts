@@ -43,10 +43,22 @@ export function idKey(id: Uint8Array): string {
   return s;
 }
 
+// JSON has no bytes: Weft takes a string as UTF-8 bytes (docs/log.md).
+function jsonBytes(_k: string, v: unknown): unknown {
+  if (v instanceof Uint8Array) {
+    try {
+      return td.decode(v);
+    } catch {
+      throw new TypeError("bytes that are not UTF-8 cannot travel in a JSON body; use msgpack");
+    }
+  }
+  return v;
+}
+
 /** Encode a body; `undefined`/`null` is the empty body ("no arguments"). */
 export function encodeBody(value: unknown, json = false): Uint8Array {
   if (value === undefined || value === null) return new Uint8Array(0);
-  if (json) return te.encode(JSON.stringify(value));
+  if (json) return te.encode(JSON.stringify(value, jsonBytes));
   return mpEncode(value, { ignoreUndefined: true });
 }
 

@@ -37,6 +37,13 @@ test("json bodies", async () => {
   const c = new weft.Client(node.tcp, { json: true });
   assert.deepEqual(await c.echo({ a: [1, "x"] }), { a: [1, "x"] });
   await assert.rejects(c.call("weft.nope"), (e) => e instanceof weft.UnknownRouteError && e.details.route === "weft.nope");
+  // byte fields: strings in JSON requests, arrays of byte values in JSON answers
+  const t = unique("json");
+  await c.createTopic(t);
+  await c.produce(t, [{ key: "k", value: "héllo" }]);
+  const r = (await c.fetch(t, 0, 0)).records[0];
+  assert.deepEqual(r.value, new TextEncoder().encode("héllo"));
+  assert.deepEqual(r.key, new TextEncoder().encode("k"));
   await c.close();
 });
 

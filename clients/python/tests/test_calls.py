@@ -38,6 +38,12 @@ def test_json_bodies(node: Node) -> None:
         with pytest.raises(weft.UnknownRoute) as e:
             c.call("weft.nope")
         assert e.value.details == {"route": "weft.nope"}
+        # byte fields: strings in JSON requests, arrays of byte values in JSON answers
+        t = unique("json")
+        c.create_topic(t)
+        c.produce(t, [("k", "héllo")])
+        r = c.fetch(t, 0, 0).records[0]
+        assert r.key == b"k" and r.value == "héllo".encode()
     with weft.Client(node.tcp) as c:
         assert c.call("weft.echo", {"j": 1}, json=True) == {"j": 1}
 

@@ -63,15 +63,14 @@ def test_produce_results_fetch_and_offsets(client: weft.Client) -> None:
         client.fetch(t, 7, 0)
 
 
-def test_produce_per_record_error(client: weft.Client) -> None:
+def test_produce_to_an_unknown_partition_refuses_the_whole_request(client: weft.Client) -> None:
+    # docs/log.md: request-level problems refuse the whole request (nothing is
+    # written); per-record `error`s are for appends that failed on their partition.
     t = unique("partial")
     client.create_topic(t, partitions=1)
-    try:
-        results = client.produce(t, [b"ok", weft.ProducerRecord(value=b"bad", partition=9)])
-    except weft.NotFound:
-        pytest.skip("the node refuses the whole request for an unknown partition")
-    assert results[0].ok
-    assert not results[1].ok and isinstance(results[1].error, weft.NotFound)
+    with pytest.raises(weft.NotFound):
+        client.produce(t, [b"ok", weft.ProducerRecord(value=b"bad", partition=9)])
+    assert client.offsets(t, 0, "latest") == 0
 
 
 def test_long_poll_fetch_gets_a_record_produced_later(node: Node, client: weft.Client) -> None:

@@ -68,12 +68,22 @@ def _ext_hook(code: int, data: bytes) -> Any:
     return msgpack.ExtType(code, data)
 
 
+def _json_default(v: Any) -> Any:
+    # JSON has no bytes: Weft takes a string as UTF-8 bytes (docs/log.md)
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        try:
+            return bytes(v).decode()
+        except UnicodeDecodeError:
+            raise ValueError("bytes that are not UTF-8 cannot travel in a JSON body; use msgpack") from None
+    raise TypeError(f"{type(v).__name__} is not JSON serializable")
+
+
 def encode_body(value: Any, as_json: bool = False) -> bytes:
     """Encode a body. ``None`` is the empty body ("no arguments")."""
     if value is None:
         return b""
     if as_json:
-        return json.dumps(value, separators=(",", ":")).encode()
+        return json.dumps(value, separators=(",", ":"), default=_json_default).encode()
     out = msgpack.packb(value, use_bin_type=True)
     assert isinstance(out, bytes)
     return out
