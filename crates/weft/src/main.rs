@@ -144,7 +144,8 @@ enum Command {
 /// __commands` prints, and what the e2e test must cover.
 fn leaf_commands(cmd: &clap::Command, prefix: &str, out: &mut Vec<(String, String)>) {
     for sub in cmd.get_subcommands() {
-        if sub.get_name() == "help" {
+        // help is clap's; hidden commands (__commands) are internal
+        if sub.get_name() == "help" || sub.is_hide_set() {
             continue;
         }
         let path = if prefix.is_empty() { sub.get_name().to_owned() } else { format!("{prefix} {}", sub.get_name()) };

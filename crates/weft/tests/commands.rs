@@ -1,0 +1,352 @@
+//! Every leaf command of `weft`, end to end through the real binary.
+//!
+//! The list of commands comes from clap's tree (`weft __commands`), and
+//! `every_command_has_a_case` fails when a command has no case in
+//! [`CASES`]: a new command without an end-to-end test fails CI. Most
+//! cases run against a `weft serve` child (with its ekosis listener for
+//! `eko`) and a `weft pv serve` child; `rados` ones against the Ceph test
+//! cluster, only with WEFT_PEERS=1.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+mod support;
+use support::{run, text, Node, WEFT};
+
+struct Ctx {
+    node: Node,
+    eko: String,
+    pv: PvServer,
+    tmp: tempfile::TempDir,
+}
+
+impl Ctx {
+    fn ok(&self, args: &[&str]) -> String {
+        self.node.ok(args)
+    }
+    /// A command expected to fail; its stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let o = self.node.weft(args);
+        assert!(!o.status.success(), "weft {args:?} should have failed: {}", text(&o.stdout));
+        text(&o.stderr)
+    }
+    fn eko(&self, args: &[&str]) -> String {
+        let mut a = vec!["eko", "--addr", &self.eko];
+        a.extend(args);
+        ok(run(&a), &a)
+    }
+    fn pv(&self, args: &[&str]) -> String {
+        let o = self.pv.client(args).output().unwrap();
+        ok(o, args)
+    }
+    fn file(&self, name: &str, body: &str) -> PathBuf {
+        let p = self.tmp.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        p
+    }
+}
+
+fn ok(o: Output, args: &[&str]) -> String {
+    assert!(o.status.success(), "weft {args:?} failed: {}{}", text(&o.stderr), text(&o.stdout));
+    text(&o.stdout)
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+/// `weft pv serve` on free loopback ports, and clients pointed at it.
+struct PvServer {
+    child: Child,
+    tcp: u16,
+    udp: u16,
+}
+
+impl PvServer {
+    fn start() -> PvServer {
+        let (tcp, udp) = (common::free_port(), common::free_port());
+        let mut child = Command::new(WEFT)
+            .args(["pv", "serve", "--tcp-port", &tcp.to_string(), "--udp-port", &udp.to_string(), "--bind", "127.0.0.1"])
+            .envs(Self::env(udp))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // `weft pv serve` says what it serves once it listens.
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        assert!(first.starts_with("serving weft:demo:*"), "{first}");
+        PvServer { child, tcp, udp }
+    }
+    fn env(udp: u16) -> Vec<(&'static str, String)> {
+        vec![
+            ("EPICS_PVAS_INTF_ADDR_LIST", "127.0.0.1".into()),
+            ("EPICS_PVAS_AUTO_BEACON_ADDR_LIST", "NO".into()),
+            ("EPICS_PVAS_BEACON_ADDR_LIST", "127.0.0.1".into()),
+            ("EPICS_PVA_ADDR_LIST", format!("127.0.0.1:{udp}")),
+            ("EPICS_PVA_AUTO_ADDR_LIST", "NO".into()),
+            ("EPICS_PVA_BROADCAST_PORT", udp.to_string()),
+        ]
+    }
+    fn client(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(WEFT);
+        c.arg("pv").args(args).envs(Self::env(self.udp));
+        c
+    }
+}
+
+impl Drop for PvServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn segment_file(data: &Path, topic: &str) -> PathBuf {
+    let dir = data.join("log/topics").join(topic).join("0");
+    std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "log"))
+        .unwrap_or_else(|| panic!("no segment in {}", dir.display()))
+}
+
+type Case = fn(&Ctx);
+
+/// One case per leaf command, run in this order against one node.
+const CASES: &[(&str, Case)] = &[
+    ("serve", |c| assert!(c.ok(&["info", "--json"]).contains("\"transports\""))),
+    ("ping", |c| assert!(c.ok(&["ping"]).starts_with("pong from weft"))),
+    ("echo", |c| assert_eq!(c.ok(&["echo", "hello there"]), "hello there\n")),
+    ("call", |c| assert_eq!(json(&c.ok(&["call", "weft.echo", "\"hi\""])), "hi")),
+    ("info", |c| {
+        let i = json(&c.ok(&["info", "--json"]));
+        assert!(i["endpoints"].as_array().unwrap().iter().any(|e| e == "log.produce"));
+        assert!(c.ok(&["info"]).lines().any(|l| l.starts_with("transports") && l.contains("tcp://")));
+    }),
+    ("liveness", |c| assert_eq!(c.ok(&["liveness"]).trim(), "no heartbeats received")),
+    ("config show", |c| {
+        let o = run(&["config", "show", "--data-dir", "/tmp/x"]);
+        assert!(text(&o.stdout).lines().any(|l| l.starts_with("data_dir") && l.contains("# flag --data-dir")));
+    }),
+    ("config running", |c| {
+        let e = json(&c.ok(&["config", "running", "--json"]));
+        let dd = e.as_array().unwrap().iter().find(|e| e["key"] == "data_dir").unwrap();
+        assert_eq!(dd["source"], "flag --data-dir");
+    }),
+    ("topic create", |c| {
+        assert!(c.ok(&["topic", "create", "e2e", "--partitions", "1"]).contains("created topic e2e with 1 partition"));
+        c.ok(&["topic", "create", "gone"]);
+    }),
+    ("topic list", |c| assert!(json(&c.ok(&["topic", "list", "--json"])).as_array().unwrap().iter().any(|t| t == "e2e"))),
+    ("topic describe", |c| assert_eq!(json(&c.ok(&["topic", "describe", "e2e", "--json"]))["config"]["partitions"], 1)),
+    ("topic alter", |c| {
+        c.ok(&["topic", "alter", "e2e", "--retention-ms", "3600000"]);
+        assert_eq!(json(&c.ok(&["topic", "describe", "e2e", "--json"]))["config"]["retention_ms"], 3_600_000);
+    }),
+    ("topic delete", |c| {
+        c.ok(&["topic", "delete", "gone"]);
+        assert!(c.fails(&["topic", "describe", "gone"]).contains("gone"));
+    }),
+    ("produce", |c| {
+        let f = c.file("in.txt", "k1:one\nk2:two\nk3:three\n");
+        let o = c.node.weft(&["produce", "e2e", "--key-separator", ":", "--file", f.to_str().unwrap()]);
+        assert!(o.status.success() && text(&o.stderr).contains("produced 3 record(s)"), "{}", text(&o.stderr));
+    }),
+    ("consume", |c| {
+        assert_eq!(c.ok(&["consume", "e2e", "--from-beginning", "--key-separator", "="]), "k1=one\nk2=two\nk3=three\n");
+        // as a group member: commits its position
+        assert_eq!(c.ok(&["consume", "e2e", "--group", "g1", "--from-beginning", "--max-records", "2"]).lines().count(), 2);
+    }),
+    ("group list", |c| assert!(c.ok(&["group", "list"]).contains("g1"))),
+    ("group describe", |c| assert!(json(&c.ok(&["group", "describe", "g1"]))["group"] == "g1")),
+    ("group reset-offsets", |c| {
+        c.ok(&["group", "reset-offsets", "g1", "--topic", "e2e", "--to-earliest"]);
+        // from the start again: all three records
+        assert_eq!(c.ok(&["consume", "e2e", "--group", "g1"]).lines().count(), 3);
+    }),
+    ("log verify", |c| assert!(run(&["log", "verify", c.node.data_dir().to_str().unwrap()]).status.success())),
+    ("log dump", |c| {
+        let seg = segment_file(&c.node.data_dir(), "e2e");
+        let out = ok(run(&["log", "dump", seg.to_str().unwrap()]), &["log", "dump"]);
+        let first = json(out.lines().next().unwrap());
+        assert_eq!((first["key"].as_str(), first["value"].as_str()), (Some("k1"), Some("one")));
+    }),
+    ("stats", |c| assert!(c.ok(&["stats"]).lines().any(|l| l.starts_with("period.log.produce.call_count")))),
+    ("errors", |c| assert_eq!(json(&c.ok(&["errors", "--json"])), serde_json::json!([]))),
+    ("errors clear", |c| assert_eq!(c.ok(&["errors", "clear"]).trim(), "no error states")),
+    // The node serves no queued endpoint or sender of its own: ls is empty
+    // and the rest refuse an unknown name with a clear error.
+    ("queue ls", |c| assert_eq!(c.ok(&["queue", "ls"]).trim(), "no queues")),
+    ("queue show", |c| assert!(c.fails(&["queue", "show", "nope"]).contains("nope"))),
+    ("queue pause", |c| assert!(c.fails(&["queue", "pause", "nope"]).contains("nope"))),
+    ("queue resume", |c| assert!(c.fails(&["queue", "resume", "nope"]).contains("nope"))),
+    ("queue errors", |c| assert!(c.fails(&["queue", "errors", "nope"]).contains("nope"))),
+    ("queue inspect", |c| assert!(c.fails(&["queue", "inspect", "nope", "u1"]).contains("nope"))),
+    ("queue pop", |c| assert!(c.fails(&["queue", "pop", "nope", "u1"]).contains("nope"))),
+    ("queue reprocess", |c| assert!(c.fails(&["queue", "reprocess", "nope", "--all"]).contains("nope"))),
+    ("queue clear", |c| assert!(c.fails(&["queue", "clear", "nope"]).contains("nope"))),
+    ("sender ls", |c| assert_eq!(json(&c.ok(&["sender", "ls", "--json"])), serde_json::json!([]))),
+    ("sender show", |c| assert!(c.fails(&["sender", "show", "nope"]).contains("nope"))),
+    ("sender pause", |c| assert!(c.fails(&["sender", "pause", "nope", "--what", "accepting"]).contains("nope"))),
+    ("sender resume", |c| assert!(c.fails(&["sender", "resume", "nope"]).contains("nope"))),
+    ("sender errors", |c| assert!(c.fails(&["sender", "errors", "nope", "-n", "3"]).contains("nope"))),
+    ("sender inspect", |c| assert!(c.fails(&["sender", "inspect", "nope", "u1"]).contains("nope"))),
+    ("sender pop", |c| assert!(c.fails(&["sender", "pop", "nope", "u1"]).contains("nope"))),
+    ("sender reprocess", |c| assert!(c.fails(&["sender", "reprocess", "nope", "u1"]).contains("nope"))),
+    ("sender clear", |c| assert!(c.fails(&["sender", "clear", "nope"]).contains("nope"))),
+    ("eko heartbeat", |c| assert_eq!(c.eko(&["heartbeat"]).trim(), "ACK")),
+    ("eko call", |c| {
+        let r = json(&c.eko(&["call", "weft.echo", "\"via ekosis\""]));
+        assert_eq!((r["status"].as_i64(), r["data"].as_str()), (Some(0), Some("via ekosis")));
+    }),
+    ("eko stats", |c| assert_eq!(json(&c.eko(&["stats"]))["status"], 0)),
+    ("eko errors", |c| assert_eq!(json(&c.eko(&["errors"]))["status"], 0)),
+    ("pv serve", |c| assert!(c.pv.tcp > 0)),
+    ("pv get", |c| assert!(json(&c.pv(&["get", "weft:demo:setpoint", "--json"]))["value"].is_object())),
+    ("pv put", |c| {
+        c.pv(&["put", "weft:demo:setpoint", "2.5"]);
+        assert_eq!(json(&c.pv(&["get", "weft:demo:setpoint", "--json"]))["value"]["value"], 2.5);
+    }),
+    ("pv monitor", |c| assert_eq!(c.pv(&["monitor", "weft:demo:counter", "-n", "2", "--json"]).lines().count(), 2)),
+    ("pv info", |c| assert!(c.pv(&["info", "weft:demo:enum"]).contains("enum_t"))),
+    ("pv call", |c| assert_eq!(json(&c.pv(&["call", "weft:demo:add", "a=1", "b=2", "--json"]))["value"]["value"], 3.0)),
+    ("pv list", |c| {
+        let channels = c.pv(&["list", &format!("127.0.0.1:{}", c.pv.tcp)]);
+        assert!(channels.lines().any(|l| l == "weft:demo:counter"), "{channels}");
+        // Without a server: listens for beacons and ends at the timeout.
+        c.pv(&["list", "-w", "0.5"]);
+    }),
+    ("tls init", |c| {
+        let d = c.tmp.path().join("tls");
+        ok(run(&["tls", "init", "--dir", d.to_str().unwrap()]), &["tls", "init"]);
+        for f in ["ca.pem", "server.pem", "client.pem"] {
+            assert!(std::fs::read_dir(&d).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().ends_with(f)), "{f}");
+        }
+    }),
+    ("top", |c| assert!(c.ok(&["top", "--once"]).contains("e2e"))),
+    ("completions", |c| {
+        let f = c.tmp.path().join("weft.bash");
+        std::fs::write(&f, ok(run(&["completions", "bash"]), &["completions"])).unwrap();
+        assert!(Command::new("bash").arg("-n").arg(&f).status().unwrap().success(), "bash -n on the completion");
+        assert!(ok(run(&["completions", "zsh"]), &["completions"]).contains("#compdef weft"));
+        assert!(ok(run(&["completions", "fish"]), &["completions"]).contains("complete -c weft"));
+    }),
+    ("man", |c| {
+        let page = ok(run(&["man"]), &["man"]);
+        assert!(page.starts_with(".ie") || page.contains(".TH weft 1"));
+        for leaf in leaves() {
+            let roff = format!("weft {}", leaf.replace('-', "\\-"));
+            assert!(page.contains(&roff), "the man page does not mention {leaf}");
+        }
+        let d = c.tmp.path().join("man");
+        ok(run(&["man", "--dir", d.to_str().unwrap()]), &["man"]);
+        assert!(d.join("weft.1").exists() && d.join("weft-topic-create.1").exists());
+    }),
+];
+
+/// The Ceph cases, with WEFT_PEERS=1 only: (command, args after `rados`).
+const RADOS_CASES: &[&str] = &[
+    "rados lspools",
+    "rados mkpool",
+    "rados rmpool",
+    "rados put",
+    "rados get",
+    "rados stat",
+    "rados rm",
+    "rados ls",
+    "rados setxattr",
+    "rados getxattr",
+    "rados listxattr",
+    "rados setomapval",
+    "rados listomapvals",
+    "rados bench",
+];
+
+fn leaves() -> Vec<String> {
+    text(&run(&["__commands"]).stdout).lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn every_command_has_a_case() {
+    let have: BTreeSet<&str> = CASES.iter().map(|(n, _)| *n).chain(RADOS_CASES.iter().copied()).collect();
+    let leaves = leaves();
+    assert!(leaves.len() > 40, "weft __commands: {leaves:?}");
+    let missing: Vec<&String> = leaves.iter().filter(|l| !have.contains(l.as_str())).collect();
+    assert!(missing.is_empty(), "commands without an end-to-end case in tests/commands.rs: {missing:?}");
+    let stale: Vec<&&str> = have.iter().filter(|h| !leaves.iter().any(|l| l == *h)).collect();
+    assert!(stale.is_empty(), "cases for commands that do not exist: {stale:?}");
+}
+
+#[test]
+fn every_command_works_end_to_end() {
+    let eko_port = common::free_port();
+    let eko_addr = format!("127.0.0.1:{eko_port}");
+    let node = Node::start_with(&[], &[("WEFT_EKOSIS_TCP", &eko_addr)]);
+    let ctx = Ctx { node, eko: format!("tcp://{eko_addr}"), pv: PvServer::start(), tmp: tempfile::tempdir().unwrap() };
+    for (name, case) in CASES {
+        let started = Instant::now();
+        case(&ctx);
+        eprintln!("ok {name} ({} ms)", started.elapsed().as_millis());
+    }
+    let _ = Duration::ZERO;
+}
+
+struct Ceph {
+    conf: String,
+    pool: String,
+}
+
+fn ceph() -> Option<Ceph> {
+    if std::env::var("WEFT_PEERS").ok().as_deref() != Some("1") {
+        eprintln!("skipped: set WEFT_PEERS=1 to run the rados commands against the Ceph test cluster");
+        return None;
+    }
+    let shared = std::env::var("WEFT_SHARED").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
+    let script = shared.join("scripts/ceph/ceph-up.sh");
+    let out = Command::new("bash").arg(&script).output().unwrap_or_else(|e| panic!("running {script:?}: {e}"));
+    assert!(out.status.success(), "ceph-up.sh failed: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let get = |k: &str| stdout.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).map(str::to_owned);
+    Some(Ceph { conf: get("CEPH_CONF").expect("CEPH_CONF"), pool: get("CEPH_POOL").unwrap_or_else(|| "test".into()) })
+}
+
+#[test]
+fn rados_commands_against_ceph() {
+    let Some(c) = ceph() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let rados = |args: &[&str]| -> String {
+        let mut a = vec!["rados", "-c", &c.conf, "-p", &c.pool];
+        a.extend(args);
+        ok(run(&a), &a)
+    };
+    let obj = format!("weft-e2e-{}", std::process::id());
+    let input = tmp.path().join("in");
+    std::fs::write(&input, b"object body").unwrap();
+    let output = tmp.path().join("out");
+    assert!(rados(&["lspools"]).lines().any(|l| l == c.pool));
+    let pool2 = format!("weft-e2e-pool-{}", std::process::id());
+    assert!(rados(&["mkpool", &pool2, "8"]).contains("successfully created pool"));
+    assert!(rados(&["lspools"]).lines().any(|l| l == pool2));
+    assert!(rados(&["rmpool", &pool2]).contains("successfully deleted pool"));
+    rados(&["put", &obj, input.to_str().unwrap()]);
+    rados(&["get", &obj, output.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&output).unwrap(), b"object body");
+    assert!(rados(&["stat", &obj]).contains("size 11"));
+    assert!(rados(&["ls"]).lines().any(|l| l == obj));
+    rados(&["setxattr", &obj, "color", "blue"]);
+    assert_eq!(rados(&["getxattr", &obj, "color"]), "blue");
+    assert!(rados(&["listxattr", &obj]).lines().any(|l| l == "color"));
+    // The positional KEY, not the --key secret (it used to fail with a base64 error).
+    rados(&["setomapval", &obj, "k1", "v1"]);
+    let vals = rados(&["listomapvals", &obj]);
+    assert!(vals.lines().next() == Some("k1") && vals.contains("v1"), "{vals}");
+    rados(&["rm", &obj]);
+    assert!(!rados(&["ls"]).lines().any(|l| l == obj));
+    let bench = rados(&["bench", "1", "write", "-b", "4096", "-t", "2"]);
+    assert!(!bench.is_empty());
+}
