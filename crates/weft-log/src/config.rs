@@ -93,6 +93,10 @@ pub struct LogConfig {
     /// Most consumer groups / members per group (limits on memory).
     pub max_groups: usize,
     pub max_group_members: usize,
+    /// Most segment files kept open at once (a least-recently-used cache;
+    /// others are opened again when read or written). `weft serve` lowers
+    /// it to half the process's open-file limit if that is smaller.
+    pub max_open_files: usize,
 }
 
 impl Default for LogConfig {
@@ -107,6 +111,7 @@ impl Default for LogConfig {
             max_session_timeout_ms: 5 * 60 * 1000,
             max_groups: 10_000,
             max_group_members: 1000,
+            max_open_files: 1024,
         }
     }
 }

@@ -21,6 +21,7 @@ use crate::batch::{self, BatchBuilder, BatchesDecoder};
 use crate::config::FsyncPolicy;
 use crate::error::{LogError, Result};
 use crate::model::{CleanupPolicy, Offset, PartitionId, ProduceRecord, Record, TopicConfig, TopicName};
+use crate::files::OpenFiles;
 use crate::segment::{self, Segment, for_each_batch, read_batches};
 use crate::storage::Storage;
 
@@ -132,6 +133,8 @@ pub struct Partition {
     pub id: PartitionId,
     dir: PathBuf,
     storage: Arc<dyn Storage>,
+    /// Segment files are opened through this cache (shared by the log).
+    files: Arc<OpenFiles>,
     /// Changed by [`Partition::set_config`] when the topic is altered.
     config: std::sync::RwLock<TopicConfig>,
     fsync: FsyncPolicy,
@@ -156,6 +159,7 @@ impl Partition {
     /// Opens (or creates) the partition in `dir`, recovering a torn tail.
     pub fn open(
         storage: Arc<dyn Storage>,
+        files: Arc<OpenFiles>,
         dir: PathBuf,
         topic: TopicName,
         id: PartitionId,
@@ -186,14 +190,14 @@ impl Partition {
         }
         let mut segments = Vec::with_capacity(bases.len().max(1));
         if bases.is_empty() {
-            segments.push(Segment::create(&*storage, &dir, Offset::ZERO)?);
+            segments.push(Segment::create(&files, &dir, Offset::ZERO)?);
         } else {
             let last = bases.len() - 1;
             for (i, b) in bases.iter().enumerate() {
                 let (seg, report) = if i == last {
-                    Segment::open_active(&*storage, &dir, *b)?
+                    Segment::open_active(&files, &dir, *b, None)?
                 } else {
-                    Segment::open_closed(&*storage, &dir, *b)?
+                    Segment::open_closed(&files, &dir, *b)?
                 };
                 if report.truncated_bytes > 0 {
                     tracing::warn!(%topic, partition = %id, segment = %b, bytes = report.truncated_bytes,
@@ -219,6 +223,7 @@ impl Partition {
             id,
             dir,
             storage,
+            files,
             config: std::sync::RwLock::new(config),
             fsync,
             inner: Mutex::new(Inner { segments, next_offset, hw: next_offset, poisoned: None, deleted: false }),
@@ -365,19 +370,16 @@ impl Partition {
     }
 
     fn roll(&self, g: &mut Inner) -> Result<()> {
-        let (file, path) = {
-            let a = g.active();
-            (a.file.clone(), a.log_path())
-        };
+        let path = g.active().log_path();
         // A closed segment is always durable: its index is trusted on open.
-        if let Err(e) = file.sync_data() {
+        if let Err(e) = g.active().sync() {
             return Err(self.poison(g, format!("fsync of {} failed: {e}", path.display())));
         }
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = g.active().write_index(&*self.storage) {
+        if let Err(e) = g.active().write_index() {
             tracing::warn!(error = %e, "could not write segment index; it will be rebuilt on open");
         }
-        let seg = match Segment::create(&*self.storage, &self.dir, g.next_offset) {
+        let seg = match Segment::create(&self.files, &self.dir, g.next_offset) {
             Ok(s) => s,
             Err(e) => return Err(self.poison(g, format!("creating a segment failed: {e}"))),
         };
@@ -401,15 +403,18 @@ impl Partition {
         if self.synced.load(Ordering::Acquire) >= end.0 {
             return Ok(()); // an earlier fsync covered us
         }
-        let (file, target, path) = {
+        let (target, path) = {
             let g = lock(&self.inner);
             if let Some(c) = &g.poisoned {
                 return Err(self.poisoned_err(c));
             }
-            let a = g.active();
-            (a.file.clone(), g.next_offset, a.log_path())
+            (g.next_offset, g.active().log_path())
         };
-        let res = tokio::task::spawn_blocking(move || file.sync_data()).await;
+        // Bounds the descriptors held by fsyncs in flight (see `files`).
+        let _permit = self.files.sync_permits.acquire().await;
+        let files = self.files.clone();
+        let p = path.clone();
+        let res = tokio::task::spawn_blocking(move || files.sync(&p)).await;
         let mut g = lock(&self.inner);
         match res {
             Ok(Ok(())) => {
@@ -480,7 +485,8 @@ impl Partition {
                 i += 1;
             }
             let s = &g.segments[i];
-            (s.file.clone(), s.log_path(), s.lookup_pos(offset), s.size, g.hw, log_start)
+            // Opened under the lock: retention cannot remove the file in between.
+            (s.file()?, s.log_path(), s.lookup_pos(offset), s.size, g.hw, log_start)
         };
         let empty = |hw| FetchResult {
             topic: self.topic.clone(),
@@ -515,11 +521,12 @@ impl Partition {
             g.segments
                 .iter()
                 .filter(|s| !s.is_empty() && s.max_ts >= ts)
-                .map(|s| (s.file.clone(), s.log_path(), s.lookup_time_pos(ts), s.size))
+                .map(|s| (s.log_path(), s.lookup_time_pos(ts), s.size))
                 .collect()
         };
         let hw = self.latest();
-        for (file, path, pos, end) in targets {
+        for (path, pos, end) in targets {
+            let file = self.files.get(&path).map_err(|e| LogError::io("open segment", &path, e))?;
             let mut pos = pos;
             let mut hdr = [0u8; batch::HEADER_LEN];
             while pos < end {
@@ -609,6 +616,8 @@ impl Partition {
             total -= s.size;
             deleted += 1;
             tracing::info!(topic = %self.topic, partition = %self.id, segment = %s.base, by_time, by_size, "retention deleted segment");
+            // Closed now, so a deleted file's space is freed at once.
+            self.files.forget(&s.log_path());
             for p in [s.log_path(), s.index_path()] {
                 if self.storage.exists(&p) {
                     self.storage.remove_file(&p).map_err(|e| LogError::io("delete segment", &p, e))?;
@@ -636,7 +645,7 @@ impl Partition {
             if g.deleted || g.segments.len() < 2 {
                 return Ok(report);
             }
-            let snap: Vec<_> = g.segments.iter().map(|s| (s.base, s.file.clone(), s.log_path(), s.size)).collect();
+            let snap: Vec<_> = g.segments.iter().map(|s| (s.base, s.log_path(), s.size)).collect();
             let closed_end = g.segments[g.segments.len() - 2].next_offset;
             (snap, Offset(self.synced.load(Ordering::Acquire)), closed_end)
         };
@@ -648,8 +657,9 @@ impl Partition {
         }
         // Pass 1: newest durable offset of every key.
         let mut latest: HashMap<Bytes, Offset> = HashMap::new();
-        for (_, file, path, size) in &snapshot {
-            for_each_batch(&**file, path, *size, |b| {
+        for (_, path, size) in &snapshot {
+            let file = self.files.get(path).map_err(|e| LogError::io("open segment", path, e))?;
+            for_each_batch(&*file, path, *size, |b| {
                 for r in b.records() {
                     let r = r?;
                     if r.offset >= durable {
@@ -671,7 +681,8 @@ impl Partition {
         };
         // Pass 2: rewrite closed segments that have something to drop.
         let closed = snapshot.len() - 1;
-        for (base, file, path, size) in snapshot.into_iter().take(closed) {
+        for (base, path, size) in snapshot.into_iter().take(closed) {
+            let file = self.files.get(&path).map_err(|e| LogError::io("open segment", &path, e))?;
             let mut batches = Vec::new();
             let mut dropped = 0u64;
             for_each_batch(&*file, &path, size, |b| {
@@ -741,14 +752,17 @@ impl Partition {
         }
         if batches.is_empty() {
             self.storage.remove_file(&log).map_err(io("remove segment", &log))?;
+            self.files.forget(&log);
             self.storage.sync_dir(&self.dir).map_err(io("sync dir", &self.dir))?;
             g.segments.remove(i);
             report.segments_removed += 1;
             return Ok(());
         }
         self.storage.rename(&cleaned, &log).map_err(io("rename cleaned segment", &log))?;
+        // The cached handle is of the replaced file.
+        self.files.forget(&log);
         self.storage.sync_dir(&self.dir).map_err(io("sync dir", &self.dir))?;
-        let (seg, _) = Segment::open_closed(&*self.storage, &self.dir, base)?;
+        let (seg, _) = Segment::open_closed(&self.files, &self.dir, base)?;
         g.segments[i] = seg;
         report.segments_rewritten += 1;
         Ok(())
@@ -796,7 +810,8 @@ mod tests {
     use crate::storage::MemStorage;
 
     fn part(s: &MemStorage, cfg: TopicConfig, fsync: FsyncPolicy) -> Partition {
-        Partition::open(Arc::new(s.clone()), PathBuf::from("/t/0"), TopicName::new("t").unwrap(), PartitionId(0), cfg, fsync)
+        let st: Arc<dyn Storage> = Arc::new(s.clone());
+        Partition::open(st.clone(), Arc::new(OpenFiles::new(st, 8)), PathBuf::from("/t/0"), TopicName::new("t").unwrap(), PartitionId(0), cfg, fsync)
             .unwrap()
     }
 

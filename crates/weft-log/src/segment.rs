@@ -10,8 +10,9 @@ use bytes::{Bytes, BytesMut};
 
 use crate::batch::{self, BatchHeader, HEADER_LEN};
 use crate::error::{LogError, Result};
+use crate::files::OpenFiles;
 use crate::model::Offset;
-use crate::storage::{Storage, StorageFile, write_atomic};
+use crate::storage::{StorageFile, write_atomic};
 
 /// An index entry is added once this many bytes were appended since the last.
 pub const INDEX_INTERVAL_BYTES: u64 = 4096;
@@ -38,7 +39,10 @@ pub fn parse_log_file_name(name: &str) -> Option<Offset> {
 pub struct Segment {
     pub base: Offset,
     pub dir: PathBuf,
-    pub file: Arc<dyn StorageFile>,
+    /// `dir/<base>.log`.
+    path: PathBuf,
+    /// The file is opened through this bounded cache when used, not kept open.
+    files: Arc<OpenFiles>,
     /// Bytes of whole batches in the file.
     pub size: u64,
     /// Offset after the last record (== base when empty).
@@ -64,7 +68,15 @@ pub struct ScanReport {
 
 impl Segment {
     pub fn log_path(&self) -> PathBuf {
-        self.dir.join(log_file_name(self.base))
+        self.path.clone()
+    }
+    /// The open log file (from the cache, opened again if it was evicted).
+    pub fn file(&self) -> Result<Arc<dyn StorageFile>> {
+        self.files.get(&self.path).map_err(|e| LogError::io("open segment", &self.path, e))
+    }
+    /// Fsyncs the log file.
+    pub fn sync(&self) -> std::io::Result<()> {
+        self.files.sync(&self.path)
     }
     pub fn index_path(&self) -> PathBuf {
         self.dir.join(index_file_name(self.base))
@@ -74,19 +86,20 @@ impl Segment {
     }
 
     /// Creates a new empty segment file.
-    pub fn create(storage: &dyn Storage, dir: &Path, base: Offset) -> Result<Segment> {
+    pub fn create(files: &Arc<OpenFiles>, dir: &Path, base: Offset) -> Result<Segment> {
         let path = dir.join(log_file_name(base));
-        let file = storage.open(&path, true).map_err(|e| LogError::io("create segment", &path, e))?;
+        let file = files.create(&path).map_err(|e| LogError::io("create segment", &path, e))?;
         file.set_len(0).map_err(|e| LogError::io("create segment", &path, e))?;
-        storage.sync_dir(dir).map_err(|e| LogError::io("sync dir", dir, e))?;
-        Ok(Self::empty(dir, base, file))
+        files.storage().sync_dir(dir).map_err(|e| LogError::io("sync dir", dir, e))?;
+        Ok(Self::empty(files, dir, base))
     }
 
-    fn empty(dir: &Path, base: Offset, file: Arc<dyn StorageFile>) -> Segment {
+    fn empty(files: &Arc<OpenFiles>, dir: &Path, base: Offset) -> Segment {
         Segment {
             base,
             dir: dir.to_path_buf(),
-            file,
+            path: dir.join(log_file_name(base)),
+            files: files.clone(),
             size: 0,
             next_offset: base,
             max_ts: i64::MIN,
@@ -100,19 +113,20 @@ impl Segment {
     /// Opens a closed segment, trusting its index file when it matches the
     /// log file; otherwise rebuilds the indexes by scanning (and truncating a
     /// corrupt tail, which for a closed segment means media damage).
-    pub fn open_closed(storage: &dyn Storage, dir: &Path, base: Offset) -> Result<(Segment, ScanReport)> {
+    pub fn open_closed(files: &Arc<OpenFiles>, dir: &Path, base: Offset) -> Result<(Segment, ScanReport)> {
         let path = dir.join(log_file_name(base));
-        let file = storage.open(&path, false).map_err(|e| LogError::io("open segment", &path, e))?;
+        let file = files.get(&path).map_err(|e| LogError::io("open segment", &path, e))?;
         let len = file.len().map_err(|e| LogError::io("stat segment", &path, e))?;
-        let mut seg = Self::empty(dir, base, file);
+        let storage = files.storage();
+        let mut seg = Self::empty(files, dir, base);
         if seg.load_index(storage, len) {
             return Ok((seg, ScanReport::default()));
         }
         tracing::info!(segment = %path.display(), "index missing or stale, rebuilding by scan");
-        let report = seg.scan_and_truncate()?;
+        let report = seg.scan_and_truncate(None)?;
         if report.truncated_bytes == 0 {
             // Best effort: a missing index only costs a scan on the next start.
-            if let Err(e) = seg.write_index(storage) {
+            if let Err(e) = seg.write_index() {
                 tracing::warn!(error = %e, "could not rewrite segment index");
             }
         }
@@ -120,13 +134,17 @@ impl Segment {
     }
 
     /// Opens the active (last) segment: always scans, truncating a torn tail.
-    pub fn open_active(storage: &dyn Storage, dir: &Path, base: Offset) -> Result<(Segment, ScanReport)> {
-        let path = dir.join(log_file_name(base));
-        let file = storage.open(&path, false).map_err(|e| LogError::io("open segment", &path, e))?;
-        let mut seg = Self::empty(dir, base, file);
-        let report = seg.scan_and_truncate()?;
+    /// With `keep_below`, also cuts every batch at or after that offset (a
+    /// poisoned partition reopened after an fsync failure keeps only what
+    /// was durable).
+    pub fn open_active(files: &Arc<OpenFiles>, dir: &Path, base: Offset, keep_below: Option<Offset>) -> Result<(Segment, ScanReport)> {
+        // A fresh descriptor: nothing cached from before is reused.
+        files.forget(&dir.join(log_file_name(base)));
+        let mut seg = Self::empty(files, dir, base);
+        let report = seg.scan_and_truncate(keep_below)?;
         // The index file of an active segment is never trusted; remove a stale one.
         let idx = seg.index_path();
+        let storage = files.storage();
         if storage.exists(&idx) {
             let _ = storage.remove_file(&idx);
         }
@@ -134,10 +152,12 @@ impl Segment {
     }
 
     /// Reads every batch, checking CRCs and offset order, rebuilding the
-    /// indexes; cuts the file after the last whole valid batch.
-    fn scan_and_truncate(&mut self) -> Result<ScanReport> {
+    /// indexes; cuts the file after the last whole valid batch (or before
+    /// the first batch at or after `keep_below`).
+    fn scan_and_truncate(&mut self, keep_below: Option<Offset>) -> Result<ScanReport> {
         let path = self.log_path();
-        let len = self.file.len().map_err(|e| LogError::io("stat segment", &path, e))?;
+        let file = self.file()?;
+        let len = file.len().map_err(|e| LogError::io("stat segment", &path, e))?;
         let mut pos = 0u64;
         let mut reason = None;
         let mut hdr = [0u8; HEADER_LEN];
@@ -146,7 +166,7 @@ impl Segment {
                 reason = Some("partial batch header".to_string());
                 break;
             }
-            if let Err(e) = self.file.read_exact_at(&mut hdr, pos) {
+            if let Err(e) = file.read_exact_at(&mut hdr, pos) {
                 return Err(LogError::io("read segment", &path, e));
             }
             let h = match batch::peek_header(&hdr) {
@@ -165,6 +185,10 @@ impl Segment {
                 reason = Some("partial batch".to_string());
                 break;
             }
+            if keep_below.is_some_and(|k| h.base_offset >= k) {
+                reason = Some(format!("not durable before a storage failure (from offset {})", h.base_offset));
+                break;
+            }
             if h.base_offset < self.next_offset {
                 reason = Some(format!("batch offset {} below expected {}", h.base_offset, self.next_offset));
                 break;
@@ -174,7 +198,7 @@ impl Segment {
                 break;
             }
             let mut buf = vec![0u8; total as usize];
-            self.file.read_exact_at(&mut buf, pos).map_err(|e| LogError::io("read segment", &path, e))?;
+            file.read_exact_at(&mut buf, pos).map_err(|e| LogError::io("read segment", &path, e))?;
             match batch::check_batch(&buf) {
                 Ok(Some(_)) => {}
                 Ok(None) => {
@@ -192,8 +216,8 @@ impl Segment {
         let truncated = len - pos;
         if truncated > 0 {
             tracing::warn!(segment = %path.display(), at = pos, bytes = truncated, reason = reason.as_deref().unwrap_or(""), "truncating torn or corrupt segment tail");
-            self.file.set_len(pos).map_err(|e| LogError::io("truncate segment", &path, e))?;
-            self.file.sync_data().map_err(|e| LogError::io("sync segment", &path, e))?;
+            file.set_len(pos).map_err(|e| LogError::io("truncate segment", &path, e))?;
+            self.sync().map_err(|e| LogError::io("sync segment", &path, e))?;
         }
         if let Some(first) = self.time_index.first() {
             self.first_append_ms = Some(first.0);
@@ -224,7 +248,7 @@ impl Segment {
     /// Appends one encoded batch. The caller checked that offsets continue
     /// from `next_offset` and that the segment has room.
     pub fn append(&mut self, h: &BatchHeader, bytes: &[u8], now_ms: i64) -> std::io::Result<()> {
-        self.file.write_all_at(bytes, self.size)?;
+        self.files.get_for_write(&self.path)?.write_all_at(bytes, self.size)?;
         let pos = self.size;
         self.note_append(h, pos, Some(now_ms));
         Ok(())
@@ -248,7 +272,8 @@ impl Segment {
 
     /// Writes the index file (sparse offset index + time index + segment
     /// summary), atomically.
-    pub fn write_index(&self, storage: &dyn Storage) -> Result<()> {
+    pub fn write_index(&self) -> Result<()> {
+        let storage = self.files.storage();
         let mut b = Vec::with_capacity(self.offset_index.len() * 8 + self.time_index.len() * 12 + INDEX_TRAILER_LEN);
         for (o, p) in &self.offset_index {
             b.extend_from_slice(&o.to_le_bytes());
@@ -271,7 +296,7 @@ impl Segment {
     }
 
     /// Loads the index file if it is whole and describes a log of `log_len` bytes.
-    fn load_index(&mut self, storage: &dyn Storage, log_len: u64) -> bool {
+    fn load_index(&mut self, storage: &dyn crate::storage::Storage, log_len: u64) -> bool {
         let path = self.index_path();
         let Ok(b) = crate::storage::read_all(storage, &path, 1 << 30) else { return false };
         let Some(t0) = b.len().checked_sub(INDEX_TRAILER_LEN) else { return false };
@@ -445,7 +470,7 @@ pub fn for_each_batch(
 mod tests {
     use super::*;
     use crate::batch::BatchBuilder;
-    use crate::storage::MemStorage;
+    use crate::storage::{MemStorage, Storage};
 
     fn batch(base: u64, n: u64, ts: i64) -> (BatchHeader, Bytes) {
         let mut b = BatchBuilder::new(Offset(base));
@@ -468,7 +493,8 @@ mod tests {
         let s = MemStorage::new();
         let dir = Path::new("/p");
         s.create_dir_all(dir).unwrap();
-        let mut seg = Segment::create(&s, dir, Offset(100)).unwrap();
+        let files = Arc::new(OpenFiles::new(Arc::new(s.clone()), 4));
+        let mut seg = Segment::create(&files, dir, Offset(100)).unwrap();
         let mut base = 100;
         for i in 0..40 {
             let (h, b) = batch(base, 3, 1000 + i * 10);
@@ -476,19 +502,19 @@ mod tests {
             base += 3;
         }
         assert!(seg.offset_index.len() > 3);
-        seg.write_index(&s).unwrap();
-        let (re, rep) = Segment::open_closed(&s, dir, Offset(100)).unwrap();
+        seg.write_index().unwrap();
+        let (re, rep) = Segment::open_closed(&files, dir, Offset(100)).unwrap();
         assert_eq!(rep, ScanReport::default());
         assert_eq!(re.offset_index, seg.offset_index);
         assert_eq!(re.time_index, seg.time_index);
         assert_eq!(re.next_offset, Offset(220));
         let pos = re.lookup_pos(Offset(150));
-        let (bytes, _) = read_batches(&*re.file, dir, pos, re.size, Offset(150), Offset(220), 1, 10).unwrap();
+        let (bytes, _) = read_batches(&*re.file().unwrap(), dir, pos, re.size, Offset(150), Offset(220), 1, 10).unwrap();
         let first = batch::peek_header(&bytes).unwrap().unwrap();
         assert!(first.base_offset <= Offset(150) && first.next_offset() > Offset(150));
         // Stale index (log length changed) is rebuilt by scan.
-        seg.file.set_len(seg.size - 10).unwrap();
-        let (re2, rep2) = Segment::open_closed(&s, dir, Offset(100)).unwrap();
+        seg.file().unwrap().set_len(seg.size - 10).unwrap();
+        let (re2, rep2) = Segment::open_closed(&files, dir, Offset(100)).unwrap();
         assert!(rep2.truncated_bytes > 0);
         assert_eq!(re2.next_offset, Offset(217));
     }

@@ -178,6 +178,8 @@ struct Faults {
     ops: AtomicU64,
     /// Fail every mutating operation from this count on.
     fail_ops_at: AtomicU64,
+    /// Fail only the mutating operation of this count (a transient error).
+    fail_once_at: AtomicU64,
     /// Each `sync_data` sleeps this long (a slow disk, for group-commit tests).
     sync_delay_us: AtomicU64,
 }
@@ -189,6 +191,7 @@ impl Default for Faults {
             fail_sync_after: AtomicU64::new(u64::MAX),
             ops: AtomicU64::new(0),
             fail_ops_at: AtomicU64::new(u64::MAX),
+            fail_once_at: AtomicU64::new(u64::MAX),
             sync_delay_us: AtomicU64::new(0),
         }
     }
@@ -196,7 +199,8 @@ impl Default for Faults {
 
 impl Faults {
     fn op(&self) -> io::Result<()> {
-        if self.ops.fetch_add(1, Ordering::SeqCst) >= self.fail_ops_at.load(Ordering::SeqCst) {
+        let n = self.ops.fetch_add(1, Ordering::SeqCst);
+        if n >= self.fail_ops_at.load(Ordering::SeqCst) || n == self.fail_once_at.load(Ordering::SeqCst) {
             return Err(io::Error::other("injected I/O failure"));
         }
         Ok(())
@@ -238,6 +242,12 @@ impl MemStorage {
     /// (as redb's fuzzer backend does); `u64::MAX` disables.
     pub fn fail_ops_after(&self, n: u64) {
         self.faults.fail_ops_at.store(self.op_count().saturating_add(n), Ordering::SeqCst);
+    }
+
+    /// Makes only the mutating operation after the next `n` fail (a
+    /// transient error such as EMFILE); `u64::MAX` disables.
+    pub fn fail_one_op_after(&self, n: u64) {
+        self.faults.fail_once_at.store(self.op_count().saturating_add(n), Ordering::SeqCst);
     }
 
     /// Makes every `sync_data` fail once `n` more have succeeded.

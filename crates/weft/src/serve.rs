@@ -19,6 +19,7 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     let config_entries = crate::config::entries(&layered);
     let cfg = layered.value;
     init_logging(&cfg.log);
+    let nofile = raise_nofile_limit();
     // Install the handlers first: a signal that arrives while we are still
     // starting must drain and exit 0 like any other.
     let signals = Signals::install()?;
@@ -42,7 +43,7 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     }
     anyhow::ensure!(!features.is_empty(), "every transport is disabled: enable at least one of tcp, udp, unix, tls, quic");
 
-    let log = open_log(&cfg, &data_dir).await?;
+    let log = open_log(&cfg, &data_dir, nofile).await?;
     features.push("log".into());
     if cfg.http.enabled {
         features.push("http".into());
@@ -95,6 +96,8 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
             max_buffer_bytes: usize::try_from(cfg.limits.max_buffer_bytes).unwrap_or(usize::MAX),
             max_connections: usize::try_from(cfg.limits.max_connections).unwrap_or(usize::MAX),
     svc.stats().add_gauges(move || net_stats.snapshot().into_iter().map(|(k, v)| (k.to_owned(), v.into())).collect());
+    let log_gauges = log.clone();
+    svc.stats().add_gauges(move || log_gauges.gauges());
     if cfg.tcp.enabled {
         let addr = server.bind_tcp(&cfg.tcp.addr).await?;
         svc.add_transport(format!("tcp://{addr}"));
@@ -210,9 +213,40 @@ async fn start_pva(cfg: &NodeConfig, log: &weft_log::Log) -> Result<(Option<weft
     Ok((Some(server), bridges))
 }
 
-async fn open_log(cfg: &NodeConfig, data_dir: &std::path::Path) -> Result<weft_log::Log> {
+/// Raises the soft open-file limit (RLIMIT_NOFILE) to the hard limit: every
+/// connection and open segment file takes a descriptor, and the common soft
+/// default (1024) is far below what the hard limit allows. Returns the soft
+/// limit in force, if it could be read.
+fn raise_nofile_limit() -> Option<u64> {
+    let (before, hard) = match rlimit::Resource::NOFILE.get() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the open-file limit");
+            return None;
+        }
+    };
+    match rlimit::increase_nofile_limit(hard) {
+        Ok(soft) => {
+            info!(soft, hard, was = before, "open-file limit (RLIMIT_NOFILE)");
+            Some(soft)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, soft = before, hard, "could not raise the open-file limit");
+            Some(before)
+        }
+    }
+}
+
+async fn open_log(cfg: &NodeConfig, data_dir: &std::path::Path, nofile: Option<u64>) -> Result<weft_log::Log> {
     let dir = data_dir.join("log");
-    let log = weft_log::Log::open(&dir, cfg.log_store.clone()).await.with_context(|| format!("opening the log in {}", dir.display()))?;
+    let mut store = cfg.log_store.clone();
+    // Leave half the descriptors to connections and everything else.
+    let cap = nofile.map_or(usize::MAX, |n| usize::try_from(n / 2).unwrap_or(usize::MAX).max(16));
+    if store.max_open_files > cap {
+        tracing::warn!(configured = store.max_open_files, used = cap, "log_store.max_open_files lowered to half the open-file limit");
+        store.max_open_files = cap;
+    }
+    let log = weft_log::Log::open(&dir, store).await.with_context(|| format!("opening the log in {}", dir.display()))?;
     info!(dir = %dir.display(), fsync = %cfg.log_store.fsync, topics = log.list_topics().len(), "log open");
     Ok(log)
 }
