@@ -1,8 +1,10 @@
 // Weft's native protocol over TCP, Unix sockets and TLS (Node.js): one
 // persistent multiplexed connection, reconnecting with back-off.
 import type { Socket } from "node:net";
-import { ConnectionError, ConnectionLost, ProtocolError, ServerError, TimeoutError, fromDto } from "./errors.js";
-import { Decoder, FLAG_JSON, FLAG_ONE_WAY, Frame, FrameError, Kind, decodeBody, encodeBody, encodeFrame, idKey, newId } from "./frame.js";
+import { ConnectionError, ConnectionLost, ProtocolError, TimeoutError, UnauthorizedError, UnsupportedVersionError, fromDto } from "./errors.js";
+import { Decoder, FLAG_JSON, FLAG_ONE_WAY, Frame, FrameError, Kind, NIL_ID, decodeBody, encodeBody, encodeFrame, idKey, newId } from "./frame.js";
+
+const NIL_KEY = idKey(NIL_ID);
 import { Backoff, CallOptions, Transport, Welcome, sleep } from "./transport.js";
 
 export const PROTOCOL_VERSION = 1;
@@ -79,17 +81,23 @@ class Conn {
       return;
     }
     const key = idKey(f.id);
+    if (f.kind === Kind.Error && key === NIL_KEY) {
+      // About the connection, not a request (unauthorized, busy at
+      // max_connections, handshake timeout): every waiting call gets it.
+      this.failAll("", fromDto(decodeBody(f.body, (f.flags & FLAG_JSON) !== 0)));
+      return;
+    }
     const p = this.pending.get(key);
     if (p) {
       this.pending.delete(key);
       p.resolve(f);
     }
   }
-  failAll(why: string): void {
+  failAll(why: string, error?: Error): void {
     this.closed = true;
     const pending = this.pending;
     this.pending = new Map();
-    for (const p of pending.values()) p.reject(new ConnectionLost(why));
+    for (const p of pending.values()) p.reject(error ?? new ConnectionLost(why));
   }
   request(frame: Uint8Array, id: Uint8Array, timeoutMs: number, what: string): Promise<Frame> {
     if (this.closed) return Promise.reject(new ConnectionLost("connection closed"));
@@ -153,7 +161,8 @@ export class NativeTransport implements Transport {
         this.conn = c;
         return c;
       } catch (e) {
-        if (e instanceof ProtocolError || e instanceof ServerError) throw e;
+        // retrying cannot help these; busy (max_connections) and the like are retried with back-off
+        if (e instanceof ProtocolError || e instanceof UnauthorizedError || e instanceof UnsupportedVersionError) throw e;
         last = e;
       }
       const delay = this.backoff.nextDelayMs();

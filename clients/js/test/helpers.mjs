@@ -32,8 +32,9 @@ export async function freePort(udpToo = false) {
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 export class Node {
-  static async create() {
+  static async create(env = {}) {
     const n = new Node();
+    n.env = env;
     n.tmp = mkdtempSync(path.join(os.tmpdir(), "weft-js-"));
     n.dataDir = path.join(n.tmp, "data");
     n.port = await freePort(true);
@@ -60,7 +61,7 @@ export class Node {
       "--tcp-addr", `127.0.0.1:${this.port}`, "--udp-addr", `127.0.0.1:${this.port}`, "--unix-path", this.sock,
       "--enable", "tls", "--tls-addr", `127.0.0.1:${this.tlsPort}`, "--client-auth", "require",
       "--http-addr", `127.0.0.1:${this.httpPort}`, "--fsync", "never",
-    ], { stdio: ["ignore", log, log], env: { ...process.env, WEFT_LOG: "warn" } });
+    ], { stdio: ["ignore", log, log], env: { ...process.env, WEFT_LOG: "warn", ...this.env } });
     let exited = null;
     this.proc.once("exit", (code) => (exited = code));
     const deadline = Date.now() + 60_000;

@@ -52,3 +52,17 @@ test("a server killed and restarted under a client: the same client carries on",
     await node.stop();
   }
 });
+
+test("refused by the allow-list: UnauthorizedError, final (not retried into a ConnectionError)", async () => {
+  const node = await Node.create({ WEFT_TCP_ALLOW: "10.0.0.0/8" });
+  try {
+    const c = new weft.Client(node.tcp, { timeoutMs: 30000, connectTimeoutMs: 30000 });
+    await assert.rejects(c.ping(), weft.UnauthorizedError);
+    await c.close();
+    const ok = new weft.Client(node.unix);
+    assert.equal((await ok.ping()).pong, true);
+    await ok.close();
+  } finally {
+    await node.stop();
+  }
+});

@@ -42,8 +42,9 @@ def free_port(udp_too: bool = False) -> int:
 class Node:
     """One `weft serve` process; kill() and start() keep its ports and data."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
+        self.env = env or {}
         self.port = free_port(udp_too=True)
         self.tls_port = free_port()
         self.http_port = free_port()
@@ -88,7 +89,7 @@ class Node:
             "--http-addr", f"127.0.0.1:{self.http_port}",
             "--fsync", "never",
         ]
-        env = dict(os.environ, WEFT_LOG="warn")
+        env = dict(os.environ, WEFT_LOG="warn", **self.env)
         self.proc = subprocess.Popen(args, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 60
         while True:

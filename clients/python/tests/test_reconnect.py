@@ -96,3 +96,18 @@ def test_goaway_on_graceful_stop_then_reconnect(own_node: Node) -> None:
         own_node.stop()  # SIGTERM: drains, sends goaway, closes
         own_node.start()
         assert c.ping()["pong"]
+
+
+def test_refused_by_the_allow_list_is_unauthorized_at_once(tmp_path: Path) -> None:
+    n = Node(tmp_path / "data", env={"WEFT_TCP_ALLOW": "10.0.0.0/8"})
+    n.data_dir.mkdir()
+    n.start()
+    try:
+        with weft.Client(n.tcp, timeout=30, connect_timeout=30) as c:
+            # final, not retried: a retried refusal would end as ConnectionError at the deadline
+            with pytest.raises(weft.Unauthorized):
+                c.ping()
+        with weft.Client(n.unix) as ok:  # other listeners have their own lists
+            assert ok.ping()["pong"]
+    finally:
+        n.stop()

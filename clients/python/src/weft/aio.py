@@ -8,7 +8,16 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from . import _frame as fr
 from ._addr import Address, Backoff, TlsOptions, client_id, parse_address
-from .errors import ConnectionError, ConnectionLost, ProtocolError, ServerError, Timeout, from_dto
+from .errors import (
+    ConnectionError,
+    ConnectionLost,
+    ProtocolError,
+    ServerError,
+    Timeout,
+    Unauthorized,
+    UnsupportedVersion,
+    from_dto,
+)
 
 if TYPE_CHECKING:
     from .consumer import AsyncConsumer
@@ -40,17 +49,23 @@ class _Conn:
         if f.kind == fr.CONTROL and f.route == "goaway":
             self.goaway = True
             return
+        if f.kind == fr.ERROR and f.id == fr.NIL_ID:
+            # About the connection, not a request (unauthorized, busy at
+            # max_connections, handshake timeout): every waiting call gets it,
+            # and the server closes the connection next.
+            self.fail_all("", from_dto(f.value()))
+            return
         fut = self.pending.pop(f.id, None)
         if fut is not None and not fut.done():
             fut.set_result(f)
         # Frames nobody waits for (late answers, events) are ignored.
 
-    def fail_all(self, why: str) -> None:
+    def fail_all(self, why: str, error: Exception | None = None) -> None:
         self.closed = True
         pending, self.pending = self.pending, {}
         for fut in pending.values():
             if not fut.done():
-                fut.set_exception(ConnectionLost(why))
+                fut.set_exception(error if error is not None else ConnectionLost(why))
 
     def close(self) -> None:
         self.closed = True
@@ -220,8 +235,10 @@ class AsyncClient:
                     self._backoff.reset()
                     self._conn = conn
                     return conn
-                except (ServerError, ProtocolError):
-                    raise
+                except (Unauthorized, UnsupportedVersion, ProtocolError):
+                    raise  # retrying cannot help
+                except ServerError as e:  # busy (max_connections), timeout...: retry with back-off
+                    last = e
                 except (OSError, asyncio.TimeoutError, ConnectionError) as e:
                     last = e
                 delay = self._backoff.next_delay()
