@@ -49,6 +49,18 @@ async fn main() -> anyhow::Result<()> {
     };
     let r = Arc::new(Recorder::new(cfg)?);
     r.create_topic().await?;
+    // SIGTERM or SIGINT end the produce phase early; the final reads and
+    // the history still follow (scripts/chaos stops the run this way).
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let stopper = r.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        eprintln!("weft-history: stopping producers, reading back");
+        stopper.stop();
+    });
     r.produce().await?;
     let missed = r.final_reads().await;
     for m in &missed {
