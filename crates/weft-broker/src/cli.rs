@@ -735,7 +735,13 @@ impl<'a> GroupMember<'a> {
     }
 
     async fn leave(&mut self) {
-        let r = self.commit().await;
+        // Fenced by a rebalance the loop has not seen: adopting it commits
+        // with the new generation (the partitions are still this member's
+        // until it acknowledges), so nothing printed is left uncommitted.
+        let r = match self.commit().await {
+            Ok(false) => self.heartbeat().await.and(Ok(true)),
+            r => r,
+        };
         if let Err(e) = r {
             eprintln!("weft consume: final commit failed: {e}");
         }
