@@ -274,20 +274,10 @@ async fn produce(State(log): State<Log>, Path(topic): Path<String>, body: BodyBy
         });
     }
     let answer = native::produce(&log, &topic, records).await?;
-    let first_error = answer.results.iter().map(|r| r.error.as_ref()).collect::<Option<Vec<_>>>().and_then(|errors| errors.first().cloned().cloned());
-    match first_error {
-        Some(mut e) => {
-            let results = serde_json::to_value(&answer.results).unwrap_or_default();
-            match e.details.as_mut().and_then(|d| d.as_object_mut()) {
-                Some(d) => {
-                    d.insert("results".into(), results);
-                }
-                None => e.details = Some(serde_json::json!({ "results": results })),
-            }
-            Ok(ApiError(e).into_response())
-        }
-        None => Ok(Json(answer).into_response()),
-    }
+    Ok(match crate::http_mw::all_failed(&answer.results) {
+        Some(e) => ApiError(e).into_response(),
+        None => Json(answer).into_response(),
+    })
 }
 
 #[derive(Debug, Deserialize)]
