@@ -55,6 +55,8 @@ export interface FetchResult {
   logStartOffset: number;
   nextOffset: number;
   records: LogRecord[];
+  /** Set when `reset` moved a fetch whose offset was outside the log: the offset asked for. */
+  resetFrom?: number;
 }
 
 export interface Membership {
@@ -63,6 +65,8 @@ export interface Membership {
   generation: number;
   assignment: [string, number][];
   members: number;
+  /** Partitions of this member's share still held by their previous owner (they arrive in a later heartbeat). */
+  pending: number;
 }
 
 export interface TopicPartitionOffset {
@@ -107,6 +111,7 @@ function toMembership(v: unknown): Membership {
     generation: Number(m.generation),
     assignment: ((m.assignment as [string, number][]) ?? []).map(([t, p]) => [t, Number(p)]),
     members: Number(m.members ?? 0),
+    pending: Number(m.pending ?? 0),
   };
 }
 
@@ -195,14 +200,16 @@ export class Client {
     });
   }
 
-  async fetch(topic: string, partition: number, offset: number, opts: { maxBytes?: number; maxRecords?: number; waitMs?: number; timeoutMs?: number } = {}): Promise<FetchResult> {
+  /** `reset` ("earliest" | "latest" | "none"): where to read when `offset` is outside the log, instead of OutOfRangeError. */
+  async fetch(topic: string, partition: number, offset: number, opts: { maxBytes?: number; maxRecords?: number; waitMs?: number; reset?: "earliest" | "latest" | "none"; timeoutMs?: number } = {}): Promise<FetchResult> {
     const body: Obj = { topic, partition, offset };
+    if (opts.reset != null) body.reset = opts.reset;
     if (opts.maxBytes != null) body.max_bytes = opts.maxBytes;
     if (opts.maxRecords != null) body.max_records = opts.maxRecords;
     if (opts.waitMs != null) body.wait_ms = opts.waitMs;
     const timeoutMs = opts.timeoutMs ?? (opts.waitMs != null ? 10_000 + opts.waitMs : undefined);
     const r = await this.call<Obj>("log.fetch", body, timeoutMs != null ? { timeoutMs } : {});
-    return {
+    const out: FetchResult = {
       topic: String(r.topic),
       partition: Number(r.partition),
       highWatermark: Number(r.high_watermark),
@@ -210,6 +217,8 @@ export class Client {
       nextOffset: Number(r.next_offset),
       records: ((r.records as Obj[]) ?? []).map((x) => toRecord(topic, partition, x)),
     };
+    if (r.reset_from != null) out.resetFrom = Number(r.reset_from);
+    return out;
   }
 
   /** `spec`: "earliest", "latest", or a timestamp in ms. */
@@ -224,7 +233,16 @@ export class Client {
     if (opts.sessionTimeoutMs != null) body.session_timeout_ms = opts.sessionTimeoutMs;
     return toMembership(await this.call("log.group.join", body));
   }
-  async heartbeat(group: string, memberId: string): Promise<Membership> { return toMembership(await this.call("log.group.heartbeat", { group, member_id: memberId })); }
+  /**
+   * Keep a member alive. `generation`: the one this member has adopted (it stopped
+   * reading and committed what it lost), which hands those partitions to their new
+   * owners; absent counts as adopted.
+   */
+  async heartbeat(group: string, memberId: string, generation?: number): Promise<Membership> {
+    const body: Obj = { group, member_id: memberId };
+    if (generation != null) body.generation = generation;
+    return toMembership(await this.call("log.group.heartbeat", body));
+  }
   async leaveGroup(group: string, memberId: string): Promise<boolean> { return Boolean((await this.call<Obj>("log.group.leave", { group, member_id: memberId })).ok); }
   /** Commit next-offsets-to-read; members pass their id and generation (stale: ConflictError). */
   async commit(group: string, offsets: TopicPartitionOffset[], opts: { memberId?: string; generation?: number } = {}): Promise<boolean> {
@@ -387,29 +405,38 @@ export class Consumer implements AsyncIterable<LogRecord> {
   }
 
   private async heartbeat(): Promise<void> {
-    const m = this.membership!;
-    let next: Membership;
+    const cur = this.membership!;
+    let m: Membership;
     try {
-      next = await this.client.heartbeat(this.group, m.memberId);
+      m = await this.client.heartbeat(this.group, cur.memberId, cur.generation);
     } catch (e) {
       if (!(e instanceof NotFoundError)) throw e;
       this.membership = null; // session expired: join again
       this.positions.clear();
+      this.committedPos.clear();
       this.buffer = [];
       await this.start();
       return;
     }
-    if (next.generation !== m.generation) {
+    if (m.generation !== cur.generation) {
+      // Rebalanced (cooperative hand-off, docs/log.md): the partitions we lose stay
+      // ours until we adopt the new generation, so commit what we handed out under
+      // it, stop reading them, then acknowledge.
+      this.membership = m;
       if (this.o.enableAutoCommit) await this.commitQuietly();
-      this.membership = next;
       await this.initPositions();
-    } else this.membership = next;
+      m = await this.client.heartbeat(this.group, m.memberId, m.generation);
+    }
+    this.membership = m;
+    await this.initPositions();
   }
 
   private async maintain(): Promise<void> {
     await this.start();
     const now = Date.now();
-    if (now - this.lastBeat >= this.o.sessionTimeoutMs / 3) {
+    // partitions still on their way from a previous owner arrive in a later heartbeat: ask again soon
+    const interval = (this.membership?.pending ?? 0) > 0 ? this.o.pollWaitMs : this.o.sessionTimeoutMs / 3;
+    if (now - this.lastBeat >= interval) {
       this.lastBeat = now;
       await this.heartbeat();
     }

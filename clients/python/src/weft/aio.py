@@ -384,9 +384,15 @@ class AsyncClient:
         max_bytes: int | None = None,
         max_records: int | None = None,
         wait_ms: int | None = None,
+        reset: str | None = None,
         timeout: float | None = None,
     ) -> FetchResult:
+        """``reset`` ("earliest", "latest", "none"): where to read when ``offset``
+        is outside the log, instead of :class:`OutOfRange` (the result's
+        ``reset_from`` then names the offset asked for)."""
         body: dict[str, Any] = {"topic": topic, "partition": partition, "offset": offset}
+        if reset is not None:
+            body["reset"] = reset
         if max_bytes is not None:
             body["max_bytes"] = max_bytes
         if max_records is not None:
@@ -418,8 +424,14 @@ class AsyncClient:
             body["session_timeout_ms"] = session_timeout_ms
         return Membership.from_wire(await self.call("log.group.join", body))
 
-    async def heartbeat(self, group: str, member_id: str) -> Membership:
-        return Membership.from_wire(await self.call("log.group.heartbeat", {"group": group, "member_id": member_id}))
+    async def heartbeat(self, group: str, member_id: str, generation: int | None = None) -> Membership:
+        """Keep the member alive. ``generation``: the one this member has adopted
+        (it stopped reading and committed the partitions it lost), which hands
+        those partitions to their new owners; absent counts as adopted."""
+        body: dict[str, Any] = {"group": group, "member_id": member_id}
+        if generation is not None:
+            body["generation"] = generation
+        return Membership.from_wire(await self.call("log.group.heartbeat", body))
 
     async def leave_group(self, group: str, member_id: str) -> bool:
         return bool((await self.call("log.group.leave", {"group": group, "member_id": member_id}))["ok"])

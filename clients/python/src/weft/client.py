@@ -143,11 +143,19 @@ class Client:
         max_bytes: int | None = None,
         max_records: int | None = None,
         wait_ms: int | None = None,
+        reset: str | None = None,
         timeout: float | None = None,
     ) -> FetchResult:
         return self._run(
             self.aio.fetch(
-                topic, partition, offset, max_bytes=max_bytes, max_records=max_records, wait_ms=wait_ms, timeout=timeout
+                topic,
+                partition,
+                offset,
+                max_bytes=max_bytes,
+                max_records=max_records,
+                wait_ms=wait_ms,
+                reset=reset,
+                timeout=timeout,
             )
         )
 
@@ -169,8 +177,8 @@ class Client:
             )
         )
 
-    def heartbeat(self, group: str, member_id: str) -> Membership:
-        return self._run(self.aio.heartbeat(group, member_id))
+    def heartbeat(self, group: str, member_id: str, generation: int | None = None) -> Membership:
+        return self._run(self.aio.heartbeat(group, member_id, generation))
 
     def leave_group(self, group: str, member_id: str) -> bool:
         return self._run(self.aio.leave_group(group, member_id))

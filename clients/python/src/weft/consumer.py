@@ -101,26 +101,35 @@ class AsyncConsumer:
     async def _heartbeat(self) -> None:
         assert self.membership is not None
         try:
-            m = await self.client.heartbeat(self.group, self.membership.member_id)
+            m = await self.client.heartbeat(self.group, self.membership.member_id, self.membership.generation)
         except NotFound:
             # Our session expired: join again as a new member.
             self.membership = None
             self.positions.clear()
+            self._committed.clear()
             self._buffer.clear()
             await self.start()
             return
         if m.generation != self.membership.generation:
+            # Rebalanced (cooperative hand-off, docs/log.md): the partitions we
+            # lose stay ours until we adopt the new generation, so commit what
+            # we handed out under it, stop reading them, then acknowledge.
+            self.membership = m
             if self.enable_auto_commit:
                 await self._commit_quietly()
-            self.membership = m
             await self._init_positions()
-        else:
-            self.membership = m
+            m = await self.client.heartbeat(self.group, m.member_id, m.generation)
+        self.membership = m
+        await self._init_positions()
 
     async def _maintain(self) -> None:
         await self.start()
         now = asyncio.get_running_loop().time()
-        if now - self._last_beat >= self.session_timeout_ms / 3000:
+        # Partitions still on their way from a previous owner arrive in a later
+        # heartbeat: ask again soon while some are pending.
+        pending = self.membership is not None and self.membership.pending > 0
+        interval_s = self.poll_wait_ms / 1000 if pending else self.session_timeout_ms / 3000
+        if now - self._last_beat >= interval_s:
             self._last_beat = now
             await self._heartbeat()
         if self.enable_auto_commit and now - self._last_commit >= self.auto_commit_interval_s:

@@ -120,10 +120,13 @@ class FetchResult:
     log_start_offset: int
     next_offset: int
     records: list[Record]
+    #: set when ``reset`` moved a fetch whose offset was outside the log
+    reset_from: int | None = None
 
     @staticmethod
     def from_wire(v: Mapping[str, Any]) -> FetchResult:
         topic, partition = str(v["topic"]), int(v["partition"])
+        rf = v.get("reset_from")
         return FetchResult(
             topic,
             partition,
@@ -131,6 +134,7 @@ class FetchResult:
             int(v["log_start_offset"]),
             int(v["next_offset"]),
             [Record.from_wire(topic, partition, r) for r in v.get("records") or ()],
+            None if rf is None else int(rf),
         )
 
 
@@ -143,6 +147,9 @@ class Membership:
     generation: int
     assignment: list[tuple[str, int]]
     members: int
+    #: partitions of this member's share still held by their previous owner
+    #: (they arrive in a later heartbeat, after the hand-off)
+    pending: int = 0
 
     @staticmethod
     def from_wire(v: Mapping[str, Any]) -> Membership:
@@ -152,4 +159,5 @@ class Membership:
             int(v["generation"]),
             [(str(t), int(p)) for t, p in v.get("assignment") or ()],
             int(v.get("members", 0)),
+            int(v.get("pending") or 0),
         )
