@@ -68,7 +68,14 @@ pub struct ServerConfig {
     /// Per-PV read/write rules (config key `pva.access_file`; default: no
     /// rules, everyone admitted may read and write).
     pub access: std::sync::Arc<crate::server::AccessRules>,
+    /// Bytes one connection's send queue may hold before senders wait
+    /// (config key `pva.send_queue_bytes`, default 16 MiB, 64 KiB..1 GiB).
+    /// Also the flow-control window for clients that acknowledge marks.
+    pub send_queue_bytes: usize,
 }
+
+/// Default of `pva.send_queue_bytes`.
+pub const DEFAULT_SEND_QUEUE_BYTES: usize = 16 << 20;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -82,6 +89,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(60),
             allow: weft_net::AllowList::default(),
             access: Default::default(),
+            send_queue_bytes: DEFAULT_SEND_QUEUE_BYTES,
         }
     }
 }
@@ -131,6 +139,7 @@ impl ServerConfig {
             idle_timeout: Duration::from_secs(60),
             allow: weft_net::AllowList::default(),
             access: Default::default(),
+            send_queue_bytes: DEFAULT_SEND_QUEUE_BYTES,
         }
     }
 

@@ -189,3 +189,162 @@ print(json.dumps(out))
     assert_eq!(j["setpoint"], 7.25);
     s.shutdown().await;
 }
+
+/// A raw pvAccess client on a plain socket, so a test can stop reading.
+struct RawClient {
+    sock: tokio::net::TcpStream,
+    framer: weft_pva::proto::FrameDecoder,
+    buf: bytes::BytesMut,
+    cache: weft_pva::proto::TypeCache,
+}
+
+impl RawClient {
+    async fn connect(addr: std::net::SocketAddr) -> RawClient {
+        let sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut c = RawClient { sock, framer: Default::default(), buf: Default::default(), cache: Default::default() };
+        loop {
+            if let weft_pva::proto::Frame::App(h, p) = c.frame().await {
+                let m = weft_pva::proto::msg::decode_message(&h, &p, &mut c.cache, Default::default()).unwrap();
+                if matches!(m, weft_pva::proto::Message::ValidationRequest { .. }) {
+                    break;
+                }
+            }
+        }
+        c.send(&weft_pva::proto::Message::ValidationResponse {
+            buffer_size: 0x10000,
+            registry_size: 0x7fff,
+            qos: 0,
+            method: "anonymous".into(),
+            auth: Some(None),
+        })
+        .await;
+        c
+    }
+
+    async fn send(&mut self, m: &weft_pva::proto::Message) {
+        use tokio::io::AsyncWriteExt;
+        let b = weft_pva::proto::msg::encode_message(m, weft_pva::proto::ByteOrder::Little, false, &mut weft_pva::proto::SendCache::disabled()).unwrap();
+        self.sock.write_all(&b).await.unwrap();
+    }
+
+    async fn frame(&mut self) -> weft_pva::proto::Frame {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if let Some(f) = self.framer.decode(&mut self.buf).unwrap() {
+                return f;
+            }
+            let n = tokio::time::timeout(Duration::from_secs(30), self.sock.read_buf(&mut self.buf)).await.unwrap().unwrap();
+            assert!(n > 0, "server closed");
+        }
+    }
+
+    /// Next application message.
+    async fn message(&mut self) -> weft_pva::proto::Message {
+        loop {
+            if let weft_pva::proto::Frame::App(h, p) = self.frame().await {
+                return weft_pva::proto::msg::decode_message(&h, &p, &mut self.cache, Default::default()).unwrap();
+            }
+        }
+    }
+}
+
+async fn poll_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !f() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn slow_client_cannot_make_the_server_buffer_without_bound() {
+    use std::sync::atomic::Ordering;
+    use weft_pva::proto::header::cmd;
+    use weft_pva::proto::msg::sub;
+    use weft_pva::proto::{Message, OpRequest, ReqBody, RespBody};
+    const CAP: usize = 4 << 20;
+    const N: usize = 100_000;
+    const GETS: u32 = 100;
+    let s = serve_demo(ServerConfig { send_queue_bytes: CAP, ..ServerConfig::isolated() }).await.unwrap();
+    let stats = s.stats();
+    let c = Client::new(ClientConfig::unicast(s.udp_addr())).await.unwrap();
+    let buffer = weft_pva::server::demo::BUFFER;
+    let ch = c.channel(buffer).await.unwrap();
+    let t = Duration::from_secs(10);
+    ch.array_put(0, Value::Array(weft_pva::proto::ScalarArray::F64((0..N).map(|i| i as f64).collect())), t).await.unwrap();
+
+    // A client asks for 100 x 800 kB (80 MB) and reads nothing.
+    let mut raw = RawClient::connect(s.tcp_addr()).await;
+    raw.send(&Message::CreateChannel { channels: vec![(1, buffer.to_string())] }).await;
+    let sid = loop {
+        if let Message::CreateChannelResponse { sid, status, .. } = raw.message().await {
+            assert!(status.is_success());
+            break sid;
+        }
+    };
+    let pv_request = Some(weft_pva::proto::request::PvRequest::default().to_variant());
+    raw.send(&Message::Request(OpRequest { command: cmd::GET, sid, ioid: 7, subcmd: sub::INIT, body: ReqBody::Init { pv_request, nfree: None } })).await;
+    loop {
+        if let Message::Response(r) = raw.message().await {
+            assert!(matches!(r.body, RespBody::Init(_)));
+            break;
+        }
+    }
+    for _ in 0..GETS {
+        raw.send(&Message::Request(OpRequest { command: cmd::GET, sid, ioid: 7, subcmd: 0, body: ReqBody::Data(Default::default()) })).await;
+    }
+    // The server fills its queue for this client and waits instead of buffering more.
+    poll_until("the send queue to fill", || stats.send_queue_waits.load(Ordering::Relaxed) > 0).await;
+    let peak = stats.send_queue_peak_bytes.load(Ordering::Relaxed);
+    assert!(peak <= CAP as u64, "queue held {peak} bytes > {CAP}");
+    assert!(peak > (CAP / 2) as u64, "queue never filled ({peak} bytes): the test did not exercise the bound");
+    // Everyone else is still served, and our client acknowledges the marks.
+    let a = ch.array_get(0, 0, t).await.unwrap();
+    assert!(matches!(a, Value::Array(ref x) if x.len() == N));
+    ch.array_get(0, 0, t).await.unwrap();
+    assert!(stats.marks_sent.load(Ordering::Relaxed) >= 1);
+    poll_until("an ack from our client", || stats.acks_received.load(Ordering::Relaxed) >= 1).await;
+    // When the slow client reads again, every answer arrives, in full.
+    let mut got = 0;
+    while got < GETS {
+        if let Message::Response(r) = raw.message().await {
+            assert_eq!(r.ioid, 7);
+            let RespBody::Data(d) = r.body else { panic!("get without data") };
+            assert!(d.len() > N * 8, "short get reply: {} bytes", d.len());
+            got += 1;
+        }
+    }
+    assert!(stats.send_queue_peak_bytes.load(Ordering::Relaxed) <= CAP as u64);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn p4p_and_pvapy_work_with_marks_and_a_small_send_queue() {
+    use std::sync::atomic::Ordering;
+    if !peers_enabled("p4p_and_pvapy_work_with_marks_and_a_small_send_queue") {
+        return;
+    }
+    // 64 KiB queue: a mark every 16 KiB, and 8 kB waveforms fill the queue often.
+    let s = serve_demo(ServerConfig { send_queue_bytes: 64 * 1024, ..ServerConfig::isolated() }).await.unwrap();
+    let code = r#"
+import json
+from p4p.client.thread import Context
+ctx = Context("pva")
+n = sum(len(ctx.get("weft:demo:waveform", timeout=5)) for _ in range(50))
+img = ctx.get("weft:demo:image", timeout=5)
+print(json.dumps({"elements": n, "image": len(img.raw.value)}))
+"#;
+    let j = json(&run_py(code, s.udp_addr().port(), &[]).await);
+    assert_eq!(j["elements"], 50 * 1000);
+    assert_eq!(j["image"], 64 * 64);
+    let code = r#"
+import json, pvaccess
+c = pvaccess.Channel("weft:demo:waveform")
+n = sum(len(c.get().getScalarArray("value")) for _ in range(50))
+print(json.dumps({"elements": n}))
+"#;
+    let j = json(&run_py(code, s.udp_addr().port(), &[]).await);
+    assert_eq!(j["elements"], 50 * 1000);
+    assert!(s.stats().marks_sent.load(Ordering::Relaxed) >= 20, "peers received marks");
+    s.shutdown().await;
+}

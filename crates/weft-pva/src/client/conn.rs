@@ -193,11 +193,17 @@ impl ClientConn {
                 loop {
                     while let Some(f) = framer.decode(&mut buf)? {
                         match f {
-                            Frame::Control(h) => {
-                                if h.command == ctrl::ECHO_REQUEST {
+                            Frame::Control(h) => match h.command {
+                                ctrl::ECHO_REQUEST => {
                                     let _ = tx.send(control(ctrl::ECHO_RESPONSE, h.size, order, false)).await;
                                 }
-                            }
+                                // Reaching the mark means everything before it arrived: acknowledge
+                                // it (flow control; our server keeps monitors within its window).
+                                ctrl::MARK_TOTAL_BYTES_SENT => {
+                                    let _ = tx.send(control(ctrl::ACK_TOTAL_BYTES_RECEIVED, h.size, order, false)).await;
+                                }
+                                _ => {}
+                            },
                             Frame::App(h, p) => {
                                 let m = {
                                     let mut c = shared_cache.lock().map_err(|_| Error::Usage("type cache lock poisoned".into()))?;

@@ -2,6 +2,7 @@
 //! codecs, normative types and pvRequest handling. No sockets, clocks or
 //! randomness in here: time and ids come in as arguments.
 
+pub mod flow;
 pub mod header;
 pub mod msg;
 pub mod nt;

@@ -16,6 +16,7 @@ use super::Shared;
 use super::access::Access;
 use super::pv::{Entry, SharedPv, Subscription};
 use crate::error::{Error, Result};
+use crate::proto::flow::SendFlow;
 use crate::proto::header::{FLAG_BIG_ENDIAN, Frame, FrameDecoder, Header, cmd, control, ctrl};
 use crate::proto::msg::{
     Message, OpRequest, OpResponse, ReqBody, RespBody, SearchResponse, Status, decode_data, decode_message, encode_data,
@@ -25,8 +26,6 @@ use crate::proto::request::PvRequest;
 use crate::proto::value::{compress_bits, intersect};
 use crate::proto::{BitSet, ByteOrder, FieldDesc, Limits, Reader, ScalarArray, SendCache, TypeCache, Value, Writer};
 
-/// Outgoing queue depth per connection (messages); monitors wait when it is full.
-const TX_QUEUE: usize = 256;
 /// Operations one client may hold open (a limit against runaway clients).
 const OPS_MAX: usize = 65536;
 const CHANNELS_MAX: usize = 65536;
@@ -72,9 +71,54 @@ struct Chan {
     access: Access,
 }
 
+/// One queued outgoing message and the queue budget it holds.
+struct Out {
+    bytes: Vec<u8>,
+    permits: u32,
+}
+
+/// The connection's send queue, bounded in bytes (`pva.send_queue_bytes`):
+/// a sender waits for room, so a client that reads slowly or not at all
+/// holds at most that much of our memory (plus what the kernel buffers).
+#[derive(Clone)]
+struct Tx {
+    q: mpsc::UnboundedSender<Out>,
+    budget: Arc<Semaphore>,
+    cap: u32,
+    queued: Arc<std::sync::atomic::AtomicU64>,
+    shared: Arc<Shared>,
+}
+
+impl Tx {
+    /// Queue `b`; waits while the queue is full. Err: the writer is gone.
+    async fn send(&self, b: Vec<u8>) -> std::result::Result<(), ()> {
+        // A message larger than the whole budget takes all of it (alone in the queue).
+        let permits = u32::try_from(b.len()).unwrap_or(u32::MAX).clamp(1, self.cap);
+        let permit = match self.budget.try_acquire_many(permits) {
+            Ok(p) => p,
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                self.shared.stats.send_queue_waits.fetch_add(1, Ordering::Relaxed);
+                self.budget.acquire_many(permits).await.map_err(|_| ())?
+            }
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(()),
+        };
+        permit.forget();
+        let now = self.queued.fetch_add(b.len() as u64, Ordering::Relaxed) + b.len() as u64;
+        self.shared.stats.send_queue_peak_bytes.fetch_max(now, Ordering::Relaxed);
+        self.q.send(Out { bytes: b, permits }).map_err(|_| ())
+    }
+}
+
+/// Flow-control state shared by the reader (acks arrive there) and the writer.
+struct Flow {
+    state: std::sync::Mutex<SendFlow>,
+    acked: tokio::sync::Notify,
+}
+
 struct Conn {
     shared: Arc<Shared>,
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: Tx,
+    flow: Arc<Flow>,
     rx_cache: TypeCache,
     limits: Limits,
     channels: HashMap<u32, Chan>,
@@ -88,19 +132,19 @@ struct Conn {
 }
 
 pub(crate) async fn serve(sock: TcpStream, peer: SocketAddr, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let (mut rd, mut wr) = sock.into_split();
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(TX_QUEUE);
-    let writer = tokio::spawn(async move {
-        while let Some(b) = rx.recv().await {
-            if wr.write_all(&b).await.is_err() {
-                break;
-            }
-        }
-        let _ = wr.shutdown().await;
-    });
+    let (mut rd, wr) = sock.into_split();
+    let (q, rx) = mpsc::unbounded_channel::<Out>();
+    let cap = u32::try_from(shared.send_queue_bytes).unwrap_or(u32::MAX);
+    let budget = Arc::new(Semaphore::new(cap as usize));
+    let queued = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let tx = Tx { q, budget: budget.clone(), cap, queued: queued.clone(), shared: shared.clone() };
+    let window = shared.send_queue_bytes as u64;
+    let flow = Arc::new(Flow { state: std::sync::Mutex::new(SendFlow::new(window / 4, window)), acked: tokio::sync::Notify::new() });
+    let writer = tokio::spawn(write_loop(wr, rx, budget, queued, flow.clone(), shared.clone(), peer));
     let mut c = Conn {
         shared: shared.clone(),
         tx,
+        flow,
         rx_cache: TypeCache::new(),
         limits: Limits::default(),
         channels: HashMap::new(),
@@ -112,7 +156,7 @@ pub(crate) async fn serve(sock: TcpStream, peer: SocketAddr, shared: Arc<Shared>
     };
     let res = async {
         // Byte order (little endian, per-message flag honoured) then our validation request.
-        c.tx.send(control(ctrl::SET_BYTE_ORDER, 0, ByteOrder::Little, true)).await.ok();
+        let _ = c.tx.send(control(ctrl::SET_BYTE_ORDER, 0, ByteOrder::Little, true)).await;
         c.send(&Message::ValidationRequest {
             buffer_size: 0x10000,
             registry_size: 0x7fff,
@@ -160,6 +204,47 @@ pub(crate) async fn serve(sock: TcpStream, peer: SocketAddr, shared: Arc<Shared>
     }
     drop(c);
     let _ = writer.await;
+}
+
+/// Write queued messages in order and mark byte totals for flow control. A
+/// write stuck longer than the idle timeout ends the connection: the client
+/// has stopped reading. The writer itself never waits for acks: the
+/// connection task that reads them may be waiting for queue room, so that
+/// would deadlock; the monitors (the only unsolicited traffic) wait instead.
+async fn write_loop(
+    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Out>,
+    budget: Arc<Semaphore>,
+    queued: Arc<std::sync::atomic::AtomicU64>,
+    flow: Arc<Flow>,
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+) {
+    let stall = shared.idle_timeout;
+    while let Some(o) = rx.recv().await {
+        match tokio::time::timeout(stall, wr.write_all(&o.bytes)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => break,
+            Err(_) => {
+                warn!(%peer, "client read nothing for {stall:?}; closing");
+                shared.stats.send_stalled_closed.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+        }
+        queued.fetch_sub(o.bytes.len() as u64, Ordering::Relaxed);
+        budget.add_permits(o.permits as usize);
+        let mark = flow.state.lock().ok().and_then(|mut f| f.on_sent(o.bytes.len()));
+        if let Some(m) = mark {
+            shared.stats.marks_sent.fetch_add(1, Ordering::Relaxed);
+            if wr.write_all(&control(ctrl::MARK_TOTAL_BYTES_SENT, m, ByteOrder::Little, true)).await.is_err() {
+                break;
+            }
+        }
+    }
+    // Senders waiting for room get an error instead of waiting forever.
+    budget.close();
+    rx.close();
+    let _ = wr.shutdown().await;
 }
 
 fn drop_op(op: Op) {
@@ -218,8 +303,22 @@ impl Conn {
     async fn handle(&mut self, f: Frame) -> Result<()> {
         match f {
             Frame::Control(h) => {
-                if h.command == ctrl::ECHO_REQUEST {
-                    let _ = self.tx.send(control(ctrl::ECHO_RESPONSE, h.size, ByteOrder::Little, true)).await;
+                match h.command {
+                    ctrl::ECHO_REQUEST => {
+                        let _ = self.tx.send(control(ctrl::ECHO_RESPONSE, h.size, ByteOrder::Little, true)).await;
+                    }
+                    ctrl::ACK_TOTAL_BYTES_RECEIVED => {
+                        self.shared.stats.acks_received.fetch_add(1, Ordering::Relaxed);
+                        if let Ok(mut f) = self.flow.state.lock() {
+                            f.on_ack(h.size);
+                        }
+                        self.flow.acked.notify_waiters();
+                    }
+                    // Reaching a client's mark means everything before it arrived.
+                    ctrl::MARK_TOTAL_BYTES_SENT => {
+                        let _ = self.tx.send(control(ctrl::ACK_TOTAL_BYTES_RECEIVED, h.size, ByteOrder::Little, true)).await;
+                    }
+                    _ => {}
                 }
                 Ok(())
             }
@@ -379,6 +478,7 @@ impl Conn {
                             r.ioid,
                             self.tx.clone(),
                             window.clone(),
+                            self.flow.clone(),
                         )));
                     }
                 } else if r.subcmd & sub::MONITOR_START == sub::MONITOR_STOP {
@@ -707,8 +807,9 @@ async fn monitor_task(
     desc: FieldDesc,
     mask: BitSet,
     ioid: u32,
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: Tx,
     window: Option<Arc<Semaphore>>,
+    flow: Arc<Flow>,
 ) {
     loop {
         while let Some(u) = s.pop() {
@@ -735,6 +836,15 @@ async fn monitor_task(
                     continue;
                 }
             };
+            // A client that acknowledges marks gets at most the window unacknowledged.
+            loop {
+                let acked = flow.acked.notified();
+                if flow.state.lock().map(|f| f.may_send()).unwrap_or(true) {
+                    break;
+                }
+                tx.shared.stats.flow_control_waits.fetch_add(1, Ordering::Relaxed);
+                acked.await;
+            }
             if tx.send(b).await.is_err() {
                 return;
             }

@@ -23,6 +23,10 @@ pub use pv::{ChannelHook, Entry, PostObserver, ProcessFuture, ProcessHandler, Pr
 use crate::config::ServerConfig;
 use crate::error::Result;
 
+/// Bounds on `pva.send_queue_bytes` (the semaphore counts in u32).
+pub const SEND_QUEUE_BYTES_MIN: usize = 64 * 1024;
+pub const SEND_QUEUE_BYTES_MAX: usize = 1 << 30;
+
 /// Counters a running server exposes (for tests and metrics).
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -35,6 +39,17 @@ pub struct Stats {
     pub searches_refused: AtomicU64,
     /// Channel creations and operations refused by the access rules.
     pub access_denied: AtomicU64,
+    /// Times a message had to wait for room in a connection's send queue.
+    pub send_queue_waits: AtomicU64,
+    /// Largest number of bytes one connection's send queue has held.
+    pub send_queue_peak_bytes: AtomicU64,
+    /// Connections closed because the client stopped reading.
+    pub send_stalled_closed: AtomicU64,
+    /// MARK_TOTAL_BYTES_SENT sent / ACK_TOTAL_BYTES_RECEIVED received.
+    pub marks_sent: AtomicU64,
+    pub acks_received: AtomicU64,
+    /// Times the writer waited for a client's ack (flow-control window full).
+    pub flow_control_waits: AtomicU64,
 }
 
 /// Shared server state handed to connection tasks.
@@ -46,6 +61,7 @@ pub(crate) struct Shared {
     pub idle_timeout: std::time::Duration,
     pub allow: weft_net::AllowList,
     pub access: Arc<access::AccessRules>,
+    pub send_queue_bytes: usize,
 }
 
 /// A running server; dropping it does not stop it, call [`Server::shutdown`].
@@ -79,6 +95,7 @@ impl Server {
             idle_timeout: config.idle_timeout,
             allow: config.allow.clone(),
             access: config.access.clone(),
+            send_queue_bytes: config.send_queue_bytes.clamp(SEND_QUEUE_BYTES_MIN, SEND_QUEUE_BYTES_MAX),
         });
         let (stop, stop_rx) = watch::channel(false);
         let udp = udp::bind(&config)?;
