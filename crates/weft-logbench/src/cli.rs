@@ -8,6 +8,7 @@ use std::str::FromStr;
 use clap::{Args, Subcommand, ValueEnum};
 
 use crate::engine::{run_scenario, Target};
+use crate::failover;
 use crate::jetstream::JetStreamTarget;
 use crate::redis_streams::RedisTarget;
 use crate::report;
@@ -21,6 +22,36 @@ pub enum LogBenchCmd {
     Run(RunArgs),
     /// Print markdown tables with ratios from result files.
     Report(ReportArgs),
+    /// Failover time on a cluster: kill -9 the stream leader, time the
+    /// first acknowledged produce after it (prints and appends one JSON line).
+    Failover(FailoverArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct FailoverArgs {
+    /// Only jetstream so far (Weft's cluster mode is issue #12, in progress).
+    #[arg(long, value_enum)]
+    pub system: System,
+    /// Every server of the cluster, comma-separated.
+    #[arg(long)]
+    pub target: String,
+    #[arg(long)]
+    pub label: String,
+    /// NAME=PID for each server (JetStream: its server_name), to kill the leader.
+    #[arg(long)]
+    pub pids: String,
+    #[arg(long, default_value_t = 3)]
+    pub replicas: usize,
+    #[arg(long, default_value_t = 1024)]
+    pub size: usize,
+    /// Synchronous produce before the kill.
+    #[arg(long, default_value_t = 2000)]
+    pub warmup_ms: u64,
+    /// Give up when nothing is acknowledged this long after the kill.
+    #[arg(long, default_value_t = 60_000)]
+    pub max_wait_ms: u64,
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -44,6 +75,10 @@ pub struct RunArgs {
     /// The broker's pid, to sample its RSS during each run.
     #[arg(long)]
     pub pid: Option<u32>,
+    /// Replicas per stream (JetStream only for now; a cluster needs
+    /// --target listing its servers, comma-separated).
+    #[arg(long, default_value_t = 1)]
+    pub replicas: usize,
     /// Value sizes in bytes.
     #[arg(long, value_delimiter = ',', default_value = "100,1024")]
     pub sizes: Vec<usize>,
@@ -126,9 +161,33 @@ pub async fn run(cmd: LogBenchCmd) -> Result<(), BenchError> {
                 let endpoint = weft_net::Endpoint::from_str(&args.target).map_err(|e| BenchError::Usage(e.to_string()))?;
                 run_all(&WeftTarget::connect(endpoint).await?, &args).await
             }
-            System::Jetstream => run_all(&JetStreamTarget::connect(&args.target).await?, &args).await,
+            System::Jetstream => run_all(&JetStreamTarget::connect(&args.target, args.replicas).await?, &args).await,
             System::Redis => run_all(&RedisTarget::connect(&args.target).await?, &args).await,
         },
+        LogBenchCmd::Failover(args) => {
+            let System::Jetstream = args.system else {
+                return Err(BenchError::Usage("failover is measured for jetstream only until Weft's cluster mode exists".into()));
+            };
+            let t = JetStreamTarget::connect(&args.target, args.replicas).await?;
+            let pids = failover::parse_pids(&args.pids)?;
+            let r = failover::jetstream(
+                &t,
+                &args.label,
+                &pids,
+                args.replicas,
+                args.size,
+                std::time::Duration::from_millis(args.warmup_ms),
+                std::time::Duration::from_millis(args.max_wait_ms),
+            )
+            .await?;
+            let line = serde_json::to_string(&r)?;
+            println!("{line}");
+            if let Some(p) = &args.out {
+                let mut f = std::fs::OpenOptions::new().create(true).append(true).open(p)?;
+                writeln!(f, "{line}")?;
+            }
+            Ok(())
+        }
         LogBenchCmd::Report(args) => {
             let mut results = Vec::new();
             for f in &args.files {

@@ -1,4 +1,5 @@
-//! NATS JetStream: one file-storage stream with one replica per run, publish
+//! NATS JetStream: one file-storage stream per run (one replica, or
+//! `--replicas` on a cluster), publish
 //! with ack (async-nats), read back with a pull consumer in batches of 1000.
 //!
 //! nats-server 2.9 cannot fsync before the ack: its file store syncs every
@@ -18,7 +19,11 @@ use crate::BenchError;
 const PULL: u64 = 1000;
 
 pub struct JetStreamTarget {
-    url: String,
+    /// One server, or every server of a cluster (the client fails over
+    /// between them).
+    urls: Vec<String>,
+    /// Stream replicas (3 for the cluster benchmark, bench/cluster.sh).
+    replicas: usize,
     ctx: jetstream::Context,
 }
 
@@ -28,14 +33,20 @@ fn nats(e: impl std::fmt::Display) -> BenchError {
 
 /// Stream names may not contain '.', so the stream is the run name and the
 /// subject is `lb.<name>`.
-fn subject(name: &str) -> String {
+pub(crate) fn subject(name: &str) -> String {
     format!("lb.{name}")
 }
 
 impl JetStreamTarget {
-    pub async fn connect(url: &str) -> Result<JetStreamTarget, BenchError> {
-        let client = async_nats::connect(url).await.map_err(nats)?;
-        Ok(JetStreamTarget { url: url.into(), ctx: jetstream::new(client) })
+    /// `url` may list several servers, comma-separated.
+    pub async fn connect(url: &str, replicas: usize) -> Result<JetStreamTarget, BenchError> {
+        let urls: Vec<String> = url.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect();
+        let client = async_nats::connect(urls.as_slice()).await.map_err(nats)?;
+        Ok(JetStreamTarget { urls, replicas: replicas.max(1), ctx: jetstream::new(client) })
+    }
+
+    pub fn context(&self) -> &jetstream::Context {
+        &self.ctx
     }
 }
 
@@ -50,7 +61,7 @@ impl Target for JetStreamTarget {
             name: name.into(),
             subjects: vec![subject(name)],
             storage: stream::StorageType::File,
-            num_replicas: 1,
+            num_replicas: self.replicas,
             ..Default::default()
         };
         self.ctx.create_stream(config).await.map_err(nats)?;
@@ -58,7 +69,7 @@ impl Target for JetStreamTarget {
     }
 
     async fn producer(&self, name: &str, size: usize, _batch: usize) -> Result<ProduceFn, BenchError> {
-        let client = async_nats::connect(&self.url).await.map_err(nats)?;
+        let client = async_nats::connect(self.urls.as_slice()).await.map_err(nats)?;
         let ctx = jetstream::new(client);
         let subject = subject(name);
         let value = Bytes::from(payload(size));
@@ -75,7 +86,7 @@ impl Target for JetStreamTarget {
     }
 
     async fn consume(&self, name: &str, expected: u64) -> Result<Consumed, BenchError> {
-        let client = async_nats::connect(&self.url).await.map_err(nats)?;
+        let client = async_nats::connect(self.urls.as_slice()).await.map_err(nats)?;
         let ctx = jetstream::new(client);
         let s = ctx.get_stream(name).await.map_err(nats)?;
         // No acks: a plain read, as Weft's fetch and Redis' XREAD are.

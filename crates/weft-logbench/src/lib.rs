@@ -11,6 +11,7 @@
 
 pub mod cli;
 pub mod engine;
+pub mod failover;
 pub mod jetstream;
 pub mod redis_streams;
 pub mod report;

@@ -110,7 +110,7 @@ async fn peers_read_back_what_they_acknowledged() {
     wait_listening(np).await;
     wait_listening(rp).await;
 
-    let js = JetStreamTarget::connect(&format!("nats://127.0.0.1:{np}")).await.unwrap();
+    let js = JetStreamTarget::connect(&format!("nats://127.0.0.1:{np}"), 1).await.unwrap();
     check(&js, "jetstream", tiny(1, 1, 1, 50), "lb-sync").await;
     check(&js, "jetstream", tiny(2, 16, 1, 2100), "lb-pipelined").await;
 

@@ -1,0 +1,137 @@
+//! Failover time: from kill -9 of a stream's (partition's) leader to the
+//! first produce acknowledged after it, with one producer publishing
+//! synchronously the whole time (bench/cluster.sh).
+//!
+//! The tool finds the leader itself (JetStream: the stream's cluster info),
+//! kills it by the pid the script gave for that server name, and retries
+//! each publish with a short timeout until one is acked. The time starts
+//! just before the kill is sent.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::stream;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::payload;
+use crate::jetstream::{subject, JetStreamTarget};
+use crate::BenchError;
+
+/// One failover measurement.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FailoverResult {
+    pub system: String,
+    pub label: String,
+    /// The server that led the stream and was killed.
+    pub killed: String,
+    pub killed_pid: u32,
+    /// Records acknowledged before the kill (warm-up).
+    pub acked_before: u64,
+    /// kill -9 to the first acknowledged produce.
+    pub failover_ms: f64,
+    /// Publish attempts that failed or timed out in between.
+    pub failed_attempts: u64,
+}
+
+/// Parses `name=pid,name=pid`.
+pub fn parse_pids(s: &str) -> Result<HashMap<String, u32>, BenchError> {
+    s.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (n, pid) = p.split_once('=').ok_or_else(|| BenchError::Usage(format!("--pids takes NAME=PID,..., not {p:?}")))?;
+            let pid = pid.parse().map_err(|_| BenchError::Usage(format!("bad pid in {p:?}")))?;
+            Ok((n.to_owned(), pid))
+        })
+        .collect()
+}
+
+fn kill9(pid: u32) -> Result<(), BenchError> {
+    let st = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status()?;
+    if !st.success() {
+        return Err(BenchError::Unexpected(format!("kill -9 {pid} failed")));
+    }
+    Ok(())
+}
+
+/// JetStream: a stream with `replicas`, `warmup` of synchronous publishes,
+/// kill -9 of its leader, then publish until one is acked (bounded by `max_wait`).
+pub async fn jetstream(
+    t: &JetStreamTarget,
+    label: &str,
+    pids: &HashMap<String, u32>,
+    replicas: usize,
+    size: usize,
+    warmup: Duration,
+    max_wait: Duration,
+) -> Result<FailoverResult, BenchError> {
+    let nats = |e: &dyn std::fmt::Display| BenchError::Nats(e.to_string());
+    let ctx = t.context();
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    let name = format!("lbfail{stamp}");
+    let config = stream::Config {
+        name: name.clone(),
+        subjects: vec![subject(&name)],
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        ..Default::default()
+    };
+    let mut s = ctx.create_stream(config).await.map_err(|e| nats(&e))?;
+    let value = Bytes::from(payload(size));
+    let subj = subject(&name);
+    let publish = |timeout: Duration| {
+        let (ctx, subj, value) = (ctx.clone(), subj.clone(), value.clone());
+        async move {
+            let r = tokio::time::timeout(timeout, async {
+                let ack = ctx.publish(subj, value).await.map_err(|e| e.to_string())?;
+                ack.await.map_err(|e| e.to_string())
+            })
+            .await;
+            matches!(r, Ok(Ok(_)))
+        }
+    };
+    let start = Instant::now();
+    let mut acked_before = 0;
+    while start.elapsed() < warmup {
+        if publish(Duration::from_secs(5)).await {
+            acked_before += 1;
+        }
+    }
+    if acked_before == 0 {
+        return Err(BenchError::Unexpected("no publish acknowledged during warm-up".into()));
+    }
+    let info = s.info().await.map_err(|e| nats(&e))?;
+    let leader = info.cluster.as_ref().and_then(|c| c.leader.clone()).ok_or_else(|| BenchError::Unexpected("the stream has no leader in its cluster info".into()))?;
+    let pid = *pids.get(&leader).ok_or_else(|| BenchError::Usage(format!("no pid given for the leader {leader:?}")))?;
+    let t0 = Instant::now();
+    kill9(pid)?;
+    let mut failed_attempts = 0;
+    loop {
+        if publish(Duration::from_millis(500)).await {
+            break;
+        }
+        failed_attempts += 1;
+        if t0.elapsed() > max_wait {
+            return Err(BenchError::Unexpected(format!("no publish acknowledged within {max_wait:?} of killing {leader}")));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let failover_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    // Best effort: two of three servers can still delete it.
+    let _ = ctx.delete_stream(&name).await;
+    Ok(FailoverResult { system: "jetstream".into(), label: label.into(), killed: leader, killed_pid: pid, acked_before, failover_ms, failed_attempts })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pids_parse_and_refuse_garbage() {
+        let m = parse_pids("n1=10,n2=20").unwrap();
+        assert_eq!(m.get("n2"), Some(&20));
+        assert!(parse_pids("n1").is_err());
+        assert!(parse_pids("n1=x").is_err());
+    }
+}
