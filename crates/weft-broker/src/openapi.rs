@@ -76,7 +76,8 @@ pub fn document() -> Value {
             "/v1/groups/{group}/leave": { "post": op("Leave a group", json!([group]), Some("MemberRef"), "Done", "200") },
             "/v1/groups/{group}/commit": { "post": op("Commit offsets", json!([group]), Some("Commit"), "Done", "200") },
             "/v1/groups/{group}/committed": { "get": op("Committed offset of a partition", json!([group,
-                query_param("topic", "string", "topic"), query_param("partition", "integer", "partition")]), None, "Committed", "200") }
+                query_param("topic", "string", "topic"), query_param("partition", "integer", "partition")]), None, "Committed", "200") },
+            "/v1/groups/{group}/reset-offsets": { "post": op("Move a group's committed offsets (refused while it has live members)", json!([group]), Some("ResetOffsets"), "ResetOffsetsAnswer", "200") }
         },
         "components": { "schemas": {
             "Error": { "type": "object", "required": ["code", "message"], "properties": {
@@ -115,7 +116,7 @@ pub fn document() -> Value {
             "Join": { "type": "object", "required": ["topics"], "properties": { "member_id": { "type": "string" }, "client_id": { "type": "string" },
                 "topics": { "type": "array", "items": { "type": "string" } }, "strategy": { "type": "string", "enum": ["range", "roundrobin"] },
                 "session_timeout_ms": { "type": "integer" } } },
-            "MemberRef": { "type": "object", "required": ["member_id"], "properties": { "member_id": { "type": "string" } } },
+            "MemberRef": { "type": "object", "required": ["member_id"], "properties": { "member_id": { "type": "string" }, "generation": { "type": "integer", "description": "heartbeat: the generation this member has adopted (hands off the partitions it lost)" } } },
             "Member": { "type": "object", "properties": { "group": { "type": "string" }, "member_id": { "type": "string" }, "generation": { "type": "integer" },
                 "assignment": { "type": "array", "items": { "type": "array", "items": {} } }, "members": { "type": "integer" } } },
             "Commit": { "type": "object", "required": ["offsets"], "properties": { "member_id": { "type": "string" }, "generation": { "type": "integer" },
@@ -123,7 +124,10 @@ pub fn document() -> Value {
                     "topic": { "type": "string" }, "partition": { "type": "integer" }, "offset": { "type": "integer" }, "metadata": { "type": "string" } } } } } },
             "Committed": { "type": "object", "properties": { "offset": { "type": "integer", "nullable": true }, "metadata": { "type": "string" } } },
             "GroupSummaries": { "type": "array", "items": { "type": "object" } },
-            "GroupDescription": { "type": "object" }
+            "GroupDescription": { "type": "object" },
+            "ResetOffsets": { "type": "object", "required": ["topic", "to"], "properties": { "topic": { "type": "string" }, "partition": { "type": "integer" },
+                "to": { "description": "\"earliest\", \"latest\", {\"offset\": N} or {\"timestamp\": MS}" }, "dry_run": { "type": "boolean" } } },
+            "ResetOffsetsAnswer": { "type": "object" }
         } }
     })
 }
