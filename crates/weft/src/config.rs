@@ -54,6 +54,15 @@ pub struct Pva {
     /// A TOML file of `[[pv]]` tables (served PVs with types and initial
     /// values; format in docs/pva.md). Empty: none.
     pub pvs_file: String,
+    /// Clients admitted to the pvAccess listeners (TCP, UDP search): CIDRs
+    /// or addresses; others are refused unread (docs/pva.md "Access").
+    pub allow: Vec<String>,
+    /// Per-PV access rules (TOML; docs/pva.md "Access"). Empty: none, so
+    /// every admitted client may read and write.
+    pub access_file: String,
+    /// Bytes one client connection's send queue may hold before senders
+    /// wait (64 KiB..1 GiB; docs/pva.md "Flow control").
+    pub send_queue_bytes: u64,
 }
 
 
@@ -171,7 +180,15 @@ impl Default for NodeConfig {
                 allow: loopback(),
             },
             quic: Listener { enabled: false, addr: format!("127.0.0.1:{DEFAULT_QUIC_PORT}"), allow: loopback() },
-            pva: Pva { enabled: false, demo: false, bridges: vec![], pvs_file: String::new() },
+            pva: Pva {
+                enabled: false,
+                demo: false,
+                bridges: vec![],
+                pvs_file: String::new(),
+                allow: loopback(),
+                access_file: String::new(),
+                send_queue_bytes: weft_pva::config::DEFAULT_SEND_QUEUE_BYTES as u64,
+            },
             ekosis: weft_ekosis::EkosisListeners::default(),
             stats: StatsKeeping { gather_period_ms: 300_000, history_len: 12 },
         }

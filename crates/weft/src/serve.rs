@@ -193,7 +193,12 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
 }
 
 async fn start_pva(cfg: &NodeConfig, log: &weft_log::Log) -> Result<(Option<weft_pva::server::Server>, Vec<weft_bridge::PvTopicBridge>)> {
-    let pva_cfg = weft_pva::config::ServerConfig::from_env();
+    let mut pva_cfg = weft_pva::config::ServerConfig::from_env()
+        .with_allow(&cfg.pva.allow)
+        .context("pva.allow")?
+        .with_access_file(&cfg.pva.access_file)
+        .context("pva.access_file")?;
+    pva_cfg.send_queue_bytes = usize::try_from(cfg.pva.send_queue_bytes).unwrap_or(usize::MAX);
     let server = if cfg.pva.demo {
         weft_pva::serve_demo(pva_cfg).await
     } else {
