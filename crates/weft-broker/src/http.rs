@@ -316,7 +316,7 @@ async fn fetch(State(log): State<Log>, Path((topic, partition)): Path<(String, u
         Some(o) => o,
         None => log.list_offset(&topic, PartitionId(partition), OffsetSpec::Earliest)?.0,
     };
-    let max_records = q.max_records.unwrap_or(native::DEFAULT_MAX_RECORDS).clamp(1, 100_000);
+    let max_records = native::fetch_max_records(q.max_records)?;
     let max_bytes = q.max_bytes.unwrap_or(native::DEFAULT_MAX_BYTES).max(1);
     let wait = q.wait_ms.filter(|w| *w > 0).map(Duration::from_millis);
     let (offset, reset_from) = match q.reset {

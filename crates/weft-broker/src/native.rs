@@ -131,6 +131,11 @@ pub(crate) fn record_out(r: Record) -> dto::RecordOut {
 /// Produce; a request-level error (unknown topic, bad request) fails the
 /// whole call, a record-level one (too large) only that record's result.
 pub(crate) async fn produce(log: &Log, topic: &str, records: Vec<ProduceRecord>) -> Result<dto::ProduceResponse, LogError> {
+    // Timestamps are milliseconds since the epoch; a negative one is a
+    // client bug, refused before anything is written.
+    if let Some((i, ts)) = records.iter().enumerate().find_map(|(i, r)| r.timestamp_ms.filter(|t| *t < 0).map(|t| (i, t))) {
+        return Err(LogError::InvalidRequest(format!("record {i}: timestamp_ms must be >= 0 (milliseconds since the epoch), got {ts}")));
+    }
     let acks = log.produce(topic, records).await?;
     let results = acks
         .into_iter()
@@ -142,8 +147,17 @@ pub(crate) async fn produce(log: &Log, topic: &str, records: Vec<ProduceRecord>)
     Ok(dto::ProduceResponse { results })
 }
 
+/// A fetch's `max_records`: absent = the default, above 100 000 = 100 000,
+/// 0 = refused (it used to return one record; "zero records" is no fetch).
+pub(crate) fn fetch_max_records(asked: Option<usize>) -> Result<usize, LogError> {
+    match asked {
+        Some(0) => Err(LogError::InvalidRequest("max_records must be at least 1".into())),
+        other => Ok(other.unwrap_or(DEFAULT_MAX_RECORDS).min(100_000)),
+    }
+}
+
 pub(crate) async fn fetch(log: &Log, req: &dto::Fetch) -> Result<dto::FetchResponse, LogError> {
-    let max_records = req.max_records.unwrap_or(DEFAULT_MAX_RECORDS).clamp(1, 100_000);
+    let max_records = fetch_max_records(req.max_records)?;
     let max_bytes = req.max_bytes.unwrap_or(DEFAULT_MAX_BYTES).max(1);
     let wait = req.wait_ms.filter(|w| *w > 0).map(Duration::from_millis);
     let partition = PartitionId(req.partition);

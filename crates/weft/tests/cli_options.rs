@@ -185,3 +185,23 @@ fn stats_leave_out_what_has_no_data_and_say_why() {
     assert!(g.contains("no gathered history yet"), "{g}");
     assert_eq!(json(&node.ok(&["stats", "--full", "--json"])), serde_json::json!([]));
 }
+
+#[test]
+fn negative_timestamps_and_zero_max_records_are_refused() {
+    let node = Node::start();
+    node.ok(&["topic", "create", "ts"]);
+    let o = node.weft(&["call", "log.produce", r#"{"topic": "ts", "records": [{"value": [104, 105], "timestamp_ms": -5}]}"#]);
+    assert!(!o.status.success(), "{}", text(&o.stdout));
+    assert!(text(&o.stderr).contains("timestamp_ms must be >= 0"), "{}", text(&o.stderr));
+    assert_eq!(log_end(&node, "ts"), 0, "nothing written");
+    node.ok(&["call", "log.produce", r#"{"topic": "ts", "records": [{"value": [104, 105], "timestamp_ms": 5}]}"#]);
+    let o = node.weft(&["call", "log.fetch", r#"{"topic": "ts", "partition": 0, "offset": 0, "max_records": 0}"#]);
+    assert!(!o.status.success(), "{}", text(&o.stdout));
+    assert!(text(&o.stderr).contains("max_records must be at least 1"), "{}", text(&o.stderr));
+    let r = json(&node.ok(&["call", "log.fetch", r#"{"topic": "ts", "partition": 0, "offset": 0, "max_records": 1}"#]));
+    assert_eq!(r["records"][0]["timestamp_ms"], 5);
+    // The HTTP gateway says the same.
+    let url = format!("http://127.0.0.1:{}/v1/topics/ts/partitions/0/records?offset=0&max_records=0", node.http_port);
+    let o = Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &url]).output().unwrap();
+    assert_eq!(text(&o.stdout), "400");
+}
