@@ -120,6 +120,17 @@ pub struct QueueRow {
     pub state: &'static str,
 }
 
+/// The HTTP gateway's traffic (`http.*` stats), when the node runs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpRow {
+    pub requests: u64,
+    /// Requests per second since the previous sample.
+    pub rate: Option<f64>,
+    pub errors_4xx: u64,
+    pub errors_5xx: u64,
+    pub p99_us: Option<u64>,
+}
+
 /// Everything on screen, computed from the newest sample and the one
 /// before it.
 #[derive(Debug, Clone)]
@@ -128,6 +139,7 @@ pub struct View {
     pub connections_open: u64,
     pub frames_in_rate: Option<f64>,
     pub refused: u64,
+    pub http: Option<HttpRow>,
     pub endpoints: Vec<EndpointRow>,
     pub topics: Vec<TopicRow>,
     pub groups: Vec<GroupSample>,
@@ -224,6 +236,13 @@ impl View {
                 secs,
             ),
             refused: num(&now.stats, "net.refused").unwrap_or(0),
+            http: num(&now.stats, "http.requests").map(|requests| HttpRow {
+                requests,
+                rate: rate(requests, prev_stats.and_then(|p| num(p, "http.requests")), secs),
+                errors_4xx: num(&now.stats, "http.errors.4xx").unwrap_or(0),
+                errors_5xx: num(&now.stats, "http.errors.5xx").unwrap_or(0),
+                p99_us: num(&now.stats, "http.latency_us.p99").filter(|_| requests > 0),
+            }),
             endpoints,
             topics,
             groups: now.groups.clone(),
@@ -267,6 +286,9 @@ mod tests {
         stats.insert("endpoint.log.produce.latency_us.p99".into(), 900.into());
         stats.insert("endpoint.weft.ping.calls".into(), 5.into());
         stats.insert("net.frames_in".into(), (calls * 2).into());
+        stats.insert("http.requests".into(), (calls / 10).into());
+        stats.insert("http.errors.4xx".into(), 3.into());
+        stats.insert("http.latency_us.p99".into(), 512.into());
         Sample {
             at,
             node: NodeInfo { name: "n".into(), ..NodeInfo::default() },
@@ -294,11 +316,14 @@ mod tests {
         let b = sample(t0 + Duration::from_secs(2), 300, 510);
         let first = View::between(None, &a);
         assert_eq!(first.endpoints[0].rate, None);
+        assert_eq!(first.http.as_ref().map(|h| (h.requests, h.rate)), Some((10, None)));
         let v = View::between(Some(&a), &b);
         let produce = &v.endpoints[0];
         assert_eq!((produce.route.as_str(), produce.rate, produce.p99_us, produce.p50_us), ("log.produce", Some(100.0), Some(900), None));
         assert_eq!(v.endpoints[1].rate, Some(0.0), "idle endpoints sort after busy ones");
         assert_eq!(v.frames_in_rate, Some(200.0));
+        let h = v.http.as_ref().unwrap();
+        assert_eq!((h.requests, h.rate, h.errors_4xx, h.errors_5xx, h.p99_us), (30, Some(10.0), 3, 0, Some(512)));
         assert_eq!(v.topics.len(), 1, "internal topics are hidden");
         let t = &v.topics[0];
         assert_eq!((t.records, t.rate, t.size_bytes, t.poisoned), (505, Some(200.0), 150, 1));

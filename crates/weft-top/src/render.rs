@@ -66,6 +66,18 @@ fn opt(v: Option<u64>) -> String {
     v.map_or_else(|| "-".into(), |v| v.to_string())
 }
 
+/// The HTTP gateway's line of the header (text and screen alike).
+pub fn http_line(h: &crate::model::HttpRow) -> String {
+    format!(
+        "http requests {}   /s {}   4xx {}   5xx {}   p99 us {}",
+        h.requests,
+        per_sec(h.rate),
+        h.errors_4xx,
+        h.errors_5xx,
+        opt(h.p99_us)
+    )
+}
+
 fn header_style() -> Style {
     Style::default().add_modifier(Modifier::BOLD | Modifier::REVERSED)
 }
@@ -85,7 +97,7 @@ pub fn draw(f: &mut Frame, view: Option<&View>, ui: &Ui) {
     ui.sort.apply(&mut endpoints);
     let small = |n: usize| Constraint::Length(if n == 0 { 0 } else { (n as u16).saturating_add(3).min(12) });
     let [head, eps, tops, grps, ques, foot] = Layout::vertical([
-        Constraint::Length(2),
+        Constraint::Length(if v.http.is_some() { 3 } else { 2 }),
         Constraint::Min(5),
         small(v.topics.len()),
         small(v.groups.len()),
@@ -113,6 +125,10 @@ pub fn draw(f: &mut Frame, view: Option<&View>, ui: &Ui) {
             v.node.transports.join(" ")
         )),
     ];
+    let mut lines = lines;
+    if let Some(h) = &v.http {
+        lines.push(Line::from(http_line(h)));
+    }
     f.render_widget(Paragraph::new(lines), head);
 
     let rows = endpoints.iter().map(|e| {
@@ -243,6 +259,7 @@ mod tests {
             connections_open: 3,
             frames_in_rate: Some(1500.0),
             refused: 0,
+            http: Some(crate::model::HttpRow { requests: 42, rate: Some(3.0), errors_4xx: 2, errors_5xx: 0, p99_us: Some(1024) }),
             endpoints: vec![
                 EndpointRow { route: "log.produce".into(), calls: 10, rate: Some(250.0), errors: 0, p50_us: Some(80), p99_us: Some(900) },
                 EndpointRow { route: "weft.ping".into(), calls: 0, rate: Some(0.0), errors: 0, p50_us: None, p99_us: None },
@@ -263,7 +280,7 @@ mod tests {
     #[test]
     fn every_panel_shows_its_rows() {
         let s = render(Some(&view()), &Ui::default());
-        for want in ["weft n1", "frames in/s 1500", "endpoints (by calls/s)", "log.produce", "250", "orders", "2.0 KiB", "billing", "stable", "17", "jobs", "running", "q quit"] {
+        for want in ["weft n1", "frames in/s 1500", "http requests 42", "4xx 2", "p99 us 1024", "endpoints (by calls/s)", "log.produce", "250", "orders", "2.0 KiB", "billing", "stable", "17", "jobs", "running", "q quit"] {
             assert!(s.contains(want), "{want:?} missing from\n{s}");
         }
         let produce = s.find("log.produce").unwrap();

@@ -21,6 +21,9 @@ pub fn render(v: &View) -> String {
         per_sec(v.frames_in_rate),
         v.refused
     );
+    if let Some(h) = &v.http {
+        let _ = writeln!(s, "{}", crate::render::http_line(h));
+    }
     let _ = writeln!(s, "\nENDPOINT                          CALLS      /S  ERRORS   P50 US   P99 US");
     let idle = v.endpoints.iter().filter(|e| e.calls == 0).count();
     for e in v.endpoints.iter().filter(|e| e.calls > 0) {

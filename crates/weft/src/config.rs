@@ -20,7 +20,7 @@ pub struct NodeConfig {
     pub liveness: Liveness,
     /// The streaming log: every `weft_log::LogConfig` field.
     pub log_store: weft_log::LogConfig,
-    pub http: Listener,
+    pub http: HttpListenerConf,
     /// Native protocol over TLS (TCP); off by default.
     pub tls: TlsListenerConf,
     /// Native protocol over QUIC (UDP); same certificate, key and client CA
@@ -105,6 +105,18 @@ pub struct Listener {
     pub allow: Vec<String>,
 }
 
+/// The HTTP gateway.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpListenerConf {
+    pub enabled: bool,
+    pub addr: String,
+    /// Client addresses allowed; others get 403.
+    pub allow: Vec<String>,
+    /// Larger request bodies get 413 `too_large`, unread.
+    pub max_body_bytes: u64,
+}
+
 /// The TLS listener, and the certificate QUIC shares.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -169,7 +181,12 @@ impl Default for NodeConfig {
             unix: UnixListenerConf { enabled: true, path: String::new(), allow: vec!["self".into()] },
             liveness: Liveness { peers: vec![], interval_ms: 1_000, timeout_ms: 3_000 },
             log_store: weft_log::LogConfig::default(),
-            http: Listener { enabled: true, addr: "127.0.0.1:7480".into(), allow: loopback() },
+            http: HttpListenerConf {
+                enabled: true,
+                addr: "127.0.0.1:7480".into(),
+                allow: loopback(),
+                max_body_bytes: weft_broker::http::DEFAULT_MAX_BODY_BYTES as u64,
+            },
             tls: TlsListenerConf {
                 enabled: false,
                 addr: format!("127.0.0.1:{DEFAULT_TLS_PORT}"),

@@ -133,11 +133,16 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     }
     let http = if cfg.http.enabled {
         let stop = server.stopping();
-        let (addr, task) = weft_broker::http::serve(log.clone(), &cfg.http.addr, AllowList::parse(&cfg.http.allow).context("http.allow")?, async move {
-            stop.cancelled().await
-        })
+        let http_stats = Arc::new(weft_broker::http_mw::HttpStats::default());
+        let opts = weft_broker::http::HttpOptions {
+            allow: AllowList::parse(&cfg.http.allow).context("http.allow")?,
+            max_body_bytes: usize::try_from(cfg.http.max_body_bytes).unwrap_or(usize::MAX),
+            stats: http_stats.clone(),
+        };
+        let (addr, task) = weft_broker::http::serve_with(log.clone(), &cfg.http.addr, opts, async move { stop.cancelled().await })
             .await
             .with_context(|| format!("binding the HTTP gateway on {}", cfg.http.addr))?;
+        svc.stats().add_gauges(move || http_stats.snapshot().into_iter().map(|(k, v)| (k, v.into())).collect());
         svc.add_transport(format!("http://{addr}"));
         Some(task)
     } else {
