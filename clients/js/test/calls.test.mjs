@@ -97,9 +97,36 @@ test("queues and senders management", async () => {
   await assert.rejects(c.queueShow("no-such-queue"), weft.ValidationError);
   await assert.rejects(c.queuePause("no-such-queue"), weft.ValidationError);
   await assert.rejects(c.queueErrors("no-such", 10, "sender"), weft.ValidationError);
+  // every management call reaches its endpoint with a body of the right shape:
+  // a wrong shape would be bad_body, an unknown name is validation
+  for (const kind of ["queue", "sender"]) {
+    for (const call of [
+      () => c.queueShow("nope", kind), () => c.queuePause("nope", "processing", kind), () => c.queueResume("nope", "accepting", kind),
+      () => c.queueErrors("nope", 5, kind), () => c.queueInspect("nope", "uid-1", kind), () => c.queuePop("nope", "uid-1", kind),
+      () => c.queueReprocess("nope", undefined, kind), () => c.queueReprocess("nope", "uid-1", kind), () => c.queueClear("nope", kind),
+    ]) await assert.rejects(call(), weft.ValidationError);
+  }
+  const g = await c.statsGathered();
+  assert.ok(g === null || typeof g === "object");
   assert.throws(() => c.queues("bogus"), RangeError);
   assert.equal(typeof (await c.statsCurrent()), "object");
   assert.ok(Array.isArray(await c.statsFull()));
   assert.ok(Array.isArray(await c.errors()));
+  await c.close();
+});
+
+test("one-way requests", async () => {
+  const c = new weft.Client(node.tcp);
+  const t = unique("oneway");
+  await c.createTopic(t);
+  await c.send("no.such.route", { x: 1 }); // no answer, no error
+  await c.send("log.produce", { topic: t, records: [{ value: new TextEncoder().encode("fire-and-forget"), headers: [] }] });
+  const deadline = Date.now() + 30000;
+  while ((await c.offsets(t, 0, "latest")) !== 1) {
+    assert.ok(Date.now() < deadline);
+    await sleep(20);
+  }
+  assert.equal(new TextDecoder().decode((await c.fetch(t, 0, 0)).records[0].value), "fire-and-forget");
+  assert.equal((await c.ping()).pong, true);
   await c.close();
 });

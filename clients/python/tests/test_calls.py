@@ -136,10 +136,43 @@ def test_queues_and_senders(client: weft.Client) -> None:
         client.queue_pause("no-such-queue")
     with pytest.raises(weft.Validation):
         client.queue_errors("no-such-sender", kind="sender")
+    # every management call reaches its endpoint with a body of the right shape:
+    # a wrong shape would be bad_body, an unknown name is validation
+    for kind in ("queue", "sender"):
+        for call in (
+            lambda: client.queue_show("nope", kind=kind),
+            lambda: client.queue_pause("nope", "processing", kind=kind),
+            lambda: client.queue_resume("nope", "accepting", kind=kind),
+            lambda: client.queue_errors("nope", 5, kind=kind),
+            lambda: client.queue_inspect("nope", "uid-1", kind=kind),
+            lambda: client.queue_pop("nope", "uid-1", kind=kind),
+            lambda: client.queue_reprocess("nope", kind=kind),
+            lambda: client.queue_reprocess("nope", "uid-1", kind=kind),
+            lambda: client.queue_clear("nope", kind=kind),
+        ):
+            with pytest.raises(weft.Validation):
+                call()
     with pytest.raises(ValueError):
         client.queues("bogus")
+    g = client.stats_gathered()
+    assert g is None or isinstance(g, dict)
     cur = client.stats_current()
     assert isinstance(cur, dict) and cur
     assert isinstance(client.stats_full(), list)
     assert client.errors() == [] or isinstance(client.errors(), list)
     assert isinstance(client.errors_clear(), list)
+
+
+def test_one_way_requests(client: weft.Client) -> None:
+    import time
+
+    t = unique("oneway")
+    client.create_topic(t)
+    client.send("no.such.route", {"x": 1})  # no answer, no error
+    client.send("log.produce", {"topic": t, "records": [{"value": b"fire-and-forget", "headers": []}]})
+    deadline = time.monotonic() + 30
+    while client.offsets(t, 0, "latest") != 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert client.fetch(t, 0, 0).records[0].value == b"fire-and-forget"
+    assert client.ping()["pong"] is True
