@@ -23,6 +23,7 @@ pub mod listener;
 pub mod liveness;
 mod quic;
 mod server;
+mod splitter;
 pub mod tls;
 mod x509;
 

@@ -33,7 +33,9 @@ use weft_wire::{
 
 use crate::endpoint::Transport;
 use crate::error::{NetError, TlsError};
+use crate::budget::{ConnBudget, Reservation};
 use crate::server::{PeerInfo, Shared};
+use crate::splitter::{Splitter, Step};
 use crate::tls::TlsServerConfig;
 
 /// Application close codes (CONNECTION_CLOSE frame type 0x1d).
@@ -165,6 +167,47 @@ pub(crate) async fn read_frame(recv: &mut RecvStream, decoder: &mut FrameDecoder
     }
 }
 
+/// [`read_frame`] on the server: the frame's declared size is reserved
+/// from the connection's and the node's buffer budgets before its body is
+/// read (waiting, which stops reading this stream: QUIC flow control is
+/// the back-pressure); the reservation comes back with the frame, to be
+/// held until it has been handled.
+async fn read_frame_reserved(
+    recv: &mut RecvStream,
+    splitter: &mut Splitter,
+    buf: &mut BytesMut,
+    budget: &ConnBudget,
+) -> Result<Option<(Frame, Option<Reservation>)>, StreamRead> {
+    let mut held = None;
+    loop {
+        match splitter.step(buf) {
+            Step::NeedMore => {}
+            Step::Refused(e) => return Err(StreamRead::Frame(e)),
+            Step::Partial(total) => {
+                if held.is_none() {
+                    held = Some(budget.reserve(total).await.ok_or_else(|| StreamRead::Lost("server stopping".into()))?);
+                }
+            }
+            Step::Whole(total) => {
+                if let (Some(total), None) = (total, &held) {
+                    held = Some(budget.reserve(total).await.ok_or_else(|| StreamRead::Lost("server stopping".into()))?);
+                }
+                return match splitter.take(buf) {
+                    Ok(Some(f)) => Ok(Some((f, held))),
+                    Ok(None) => Err(StreamRead::Truncated),
+                    Err(e) => Err(StreamRead::Frame(e)),
+                };
+            }
+        }
+        match recv.read_chunk(CHUNK, true).await {
+            Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+            Ok(None) if buf.is_empty() => return Ok(None),
+            Ok(None) => return Err(StreamRead::Truncated),
+            Err(e) => return Err(StreamRead::Lost(e.to_string())),
+        }
+    }
+}
+
 pub(crate) async fn write_frame(send: &mut SendStream, frame: &Frame) -> Result<(), String> {
     let mut out = BytesMut::new();
     encode(frame, &mut out).map_err(|e| e.to_string())?;
@@ -281,6 +324,7 @@ async fn hello(shared: &Shared, conn: &quinn::Connection, peer: &mut PeerInfo, a
 
 async fn serve_streams(shared: &Arc<Shared>, conn: &quinn::Connection, peer: Arc<PeerInfo>) {
     let in_flight = Arc::new(Semaphore::new(shared.config.max_in_flight_per_conn.max(1)));
+    let budget = Arc::new(shared.budgets.connection());
     let requests = TaskTracker::new();
     loop {
         tokio::select! {
@@ -288,7 +332,7 @@ async fn serve_streams(shared: &Arc<Shared>, conn: &quinn::Connection, peer: Arc
             bi = conn.accept_bi() => match bi {
                 Ok((send, recv)) => {
                     let permit = in_flight.clone().try_acquire_owned().ok();
-                    requests.spawn(serve_request(shared.clone(), peer.clone(), send, recv, permit));
+                    requests.spawn(serve_request(shared.clone(), peer.clone(), send, recv, permit, budget.clone()));
                 }
                 Err(e) => {
                     debug!(peer = %peer.addr, error = %e, "QUIC connection ended");
@@ -297,7 +341,7 @@ async fn serve_streams(shared: &Arc<Shared>, conn: &quinn::Connection, peer: Arc
             },
             uni = conn.accept_uni() => match uni {
                 Ok(recv) => {
-                    requests.spawn(serve_one_way(shared.clone(), peer.clone(), recv, in_flight.clone()));
+                    requests.spawn(serve_one_way(shared.clone(), peer.clone(), recv, in_flight.clone(), budget.clone()));
                 }
                 Err(e) => {
                     debug!(peer = %peer.addr, error = %e, "QUIC connection ended");
@@ -329,10 +373,11 @@ async fn serve_request(
     mut send: SendStream,
     mut recv: RecvStream,
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    budget: Arc<ConnBudget>,
 ) {
-    let mut decoder = FrameDecoder::new(shared.budgets.max_frame(shared.config.max_frame_bytes));
+    let mut splitter = Splitter::new(shared.budgets.max_frame(shared.config.max_frame_bytes));
     let mut buf = BytesMut::new();
-    let frame = match read_frame(&mut recv, &mut decoder, &mut buf).await {
+    let (frame, _held) = match read_frame_reserved(&mut recv, &mut splitter, &mut buf, &budget).await {
         Ok(Some(f)) => f,
         Ok(None) => return,
         Err(StreamRead::Frame(e)) => {
@@ -391,12 +436,12 @@ async fn answer(shared: &Shared, send: &mut SendStream, frame: &Frame) {
 
 /// A unidirectional stream of one-way frames (events, one-way requests).
 /// Each waits for an in-flight slot: QUIC flow control is the back-pressure.
-async fn serve_one_way(shared: Arc<Shared>, peer: Arc<PeerInfo>, mut recv: RecvStream, in_flight: Arc<Semaphore>) {
-    let mut decoder = FrameDecoder::new(shared.budgets.max_frame(shared.config.max_frame_bytes));
+async fn serve_one_way(shared: Arc<Shared>, peer: Arc<PeerInfo>, mut recv: RecvStream, in_flight: Arc<Semaphore>, budget: Arc<ConnBudget>) {
+    let mut splitter = Splitter::new(shared.budgets.max_frame(shared.config.max_frame_bytes));
     let mut buf = BytesMut::new();
     loop {
-        match read_frame(&mut recv, &mut decoder, &mut buf).await {
-            Ok(Some(frame)) => {
+        match read_frame_reserved(&mut recv, &mut splitter, &mut buf, &budget).await {
+            Ok(Some((frame, held))) => {
                 shared.stats.frames_in.fetch_add(1, Ordering::Relaxed);
                 if !matches!(frame.kind, FrameKind::Request | FrameKind::Event) {
                     debug!(kind = frame.kind.as_str(), "ignoring frame on a one-way stream");
@@ -407,6 +452,7 @@ async fn serve_one_way(shared: Arc<Shared>, peer: Arc<PeerInfo>, mut recv: RecvS
                 let peer = peer.clone();
                 let _ = handler.handle(frame, peer).await;
                 drop(permit);
+                drop(held);
             }
             Ok(None) => return,
             Err(StreamRead::Frame(e)) if e.is_recoverable() => {

@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Buf;
 use tokio::time::Instant;
 
 use bytes::BytesMut;
@@ -17,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 use weft_wire::{
-    decode_datagram, encode, BodyFormat, ErrorBody, ErrorCode, Frame, FrameDecoder, FrameError, FrameKind,
-    Heartbeat, Hello, MessageId, Welcome, HEADER_LEN, MAGIC, CONTROL_GOAWAY, CONTROL_HEARTBEAT, CONTROL_HELLO,
+    decode_datagram, encode, BodyFormat, ErrorBody, ErrorCode, Frame, FrameError, FrameKind,
+    Heartbeat, Hello, MessageId, Welcome, CONTROL_GOAWAY, CONTROL_HEARTBEAT, CONTROL_HELLO,
     CONTROL_WELCOME, PROTOCOL_VERSION,
 };
 
@@ -27,6 +26,7 @@ use crate::budget::{Budgets, ConnSlot, Reservation};
 use crate::endpoint::Transport;
 use crate::error::NetError;
 use crate::listener::StreamListener;
+use crate::splitter::{Splitter, Step};
 use crate::liveness::LivenessTable;
 use crate::MAX_DATAGRAM_BYTES;
 
@@ -481,28 +481,6 @@ pub(crate) fn welcome(shared: &Shared, hello_frame: &Frame) -> Frame {
         .unwrap_or_else(|e| hello_frame.error_to(&ErrorBody::new(ErrorCode::Internal, e.to_string())))
 }
 
-/// What the first bytes of a read buffer say about the next frame.
-enum Head {
-    /// Fewer than the ten envelope bytes.
-    NeedMore,
-    /// Not a frame: the decoder reports it and the connection closes.
-    BadMagic,
-    /// The frame's whole length on the wire, as its envelope declares.
-    Frame(usize),
-}
-
-fn head(buf: &[u8]) -> Head {
-    if buf.get(..2).is_some_and(|m| m != MAGIC) {
-        return Head::BadMagic;
-    }
-    match buf.get(..10) {
-        Some(&[_, _, _, _, _, route_len, b0, b1, b2, b3]) => {
-            Head::Frame(HEADER_LEN + usize::from(route_len) + u32::from_be_bytes([b0, b1, b2, b3]) as usize)
-        }
-        _ => Head::NeedMore,
-    }
-}
-
 /// Why a connection's wait ended.
 enum Wake<T> {
     Done(T),
@@ -547,13 +525,8 @@ where
     let writer_task = tokio::spawn(write_frames(writer, rx, shared.stats.clone()));
 
     let budget = shared.budgets.connection();
-    // Frames are fed to the decoder whole (or as a lone header, to refuse
-    // one too large), so it never holds a partial frame of its own.
-    let mut max_frame = shared.budgets.max_frame(shared.config.max_frame_bytes.min(MAX_PRE_HELLO_FRAME_BYTES));
-    let mut decoder = FrameDecoder::new(max_frame);
+    let mut splitter = Splitter::new(shared.budgets.max_frame(shared.config.max_frame_bytes.min(MAX_PRE_HELLO_FRAME_BYTES)));
     let mut buf = BytesMut::with_capacity(16 * 1024);
-    // Bytes of a refused frame still to skip as they arrive.
-    let mut discard = 0usize;
     // Budget held for the frame at the head of `buf`.
     let mut reserved: Option<Reservation> = None;
     let in_flight = Arc::new(Semaphore::new(shared.config.max_in_flight_per_conn.max(1)));
@@ -567,57 +540,39 @@ where
         let deadline = if handshaken { idle_timeout.map(|d| last_frame + d) } else { Some(hello_deadline) };
         // Hand out every whole frame already buffered before reading more.
         loop {
-            if discard > 0 {
-                let n = discard.min(buf.len());
-                buf.advance(n);
-                discard -= n;
-                if discard > 0 {
-                    break;
-                }
-            }
-            match head(&buf) {
-                Head::NeedMore => break,
-                Head::BadMagic => {}
-                Head::Frame(total) if total > max_frame => {
-                    if buf.len() < HEADER_LEN {
-                        break;
-                    }
-                    // Refused from its header alone; its body is skipped
-                    // as it arrives, never buffered.
-                    let mut header = buf.split_to(HEADER_LEN);
-                    let e = match FrameDecoder::new(max_frame).decode(&mut header) {
-                        Err(e) => e,
-                        Ok(_) => FrameError::TooLarge { len: total as u64, max: max_frame as u64, id: MessageId::nil() },
-                    };
-                    discard = total - HEADER_LEN;
+            let total = match splitter.step(&mut buf) {
+                Step::NeedMore => break,
+                Step::Refused(e) => {
                     if !bad_frame(&shared, &peer, &tx, e).await {
                         break 'conn;
                     }
                     continue;
                 }
-                Head::Frame(total) => {
-                    if reserved.is_none() {
-                        match until(budget.reserve(total), &shared.stop, deadline).await {
-                            Wake::Done(Some(r)) => reserved = Some(r),
-                            Wake::Done(None) | Wake::Stop => break 'conn,
-                            Wake::Deadline => {
-                                if expire(&shared, &peer, &tx, handshaken, &requests).await {
-                                    break 'conn;
-                                }
-                                last_frame = Instant::now();
-                                continue 'conn;
+                Step::Partial(total) => Some((total, false)),
+                Step::Whole(total) => total.map(|t| (t, true)),
+            };
+            if let Some((total, whole)) = total {
+                if reserved.is_none() {
+                    match until(budget.reserve(total), &shared.stop, deadline).await {
+                        Wake::Done(Some(r)) => reserved = Some(r),
+                        Wake::Done(None) | Wake::Stop => break 'conn,
+                        Wake::Deadline => {
+                            if expire(&shared, &peer, &tx, handshaken, &requests).await {
+                                break 'conn;
                             }
+                            last_frame = Instant::now();
+                            continue 'conn;
                         }
                     }
-                    if buf.len() < total {
-                        // The budget covers this; read the rest in place.
-                        buf.reserve(total - buf.len());
-                        break;
-                    }
+                }
+                if !whole {
+                    // The budget covers this; read the rest in place.
+                    buf.reserve(total - buf.len());
+                    break;
                 }
             }
             let held = reserved.take();
-            match decoder.decode(&mut buf) {
+            match splitter.take(&mut buf) {
                 Ok(Some(frame)) => {
                     shared.stats.frames_in.fetch_add(1, Ordering::Relaxed);
                     last_frame = Instant::now();
@@ -627,8 +582,7 @@ where
                             let ok = answer.kind == FrameKind::Control;
                             if ok {
                                 if !handshaken {
-                                    max_frame = shared.budgets.max_frame(shared.config.max_frame_bytes);
-                                    decoder = FrameDecoder::new(max_frame);
+                                    splitter.set_max_frame(shared.budgets.max_frame(shared.config.max_frame_bytes));
                                 }
                                 handshaken = true;
                                 if let Ok(h) = frame.decode_body::<Hello>() {
