@@ -3,6 +3,8 @@
 //! `weft group reset-offsets`, and what `weft consume` says when it prints
 //! nothing.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Output, Stdio};
