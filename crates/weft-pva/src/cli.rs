@@ -121,6 +121,14 @@ fn client_config(base: &Option<ClientConfig>, timeout: f64) -> ClientConfig {
     c
 }
 
+/// Print what servers said about our requests (CMD_MESSAGE), to stderr so
+/// stdout stays the data.
+fn print_messages(c: &Client) {
+    for m in c.take_messages() {
+        eprintln!("{}: {}: {}", m.pv, m.severity.as_str(), m.text);
+    }
+}
+
 fn print_data(name: &str, desc: &FieldDesc, value: &Value, verbose: bool, json: bool) {
     if json {
         println!("{}", serde_json::json!({ "name": name, "id": desc.id(), "value": to_json(desc, value) }));
@@ -151,6 +159,7 @@ pub async fn run_with(cmd: PvCommand, base: Option<ClientConfig>) -> Result<()> 
                         failed = Some(e);
                     }
                 }
+                print_messages(&c);
             }
             failed.map_or(Ok(()), Err)
         }
@@ -174,7 +183,9 @@ pub async fn run_with(cmd: PvCommand, base: Option<ClientConfig>) -> Result<()> 
             if pairs.is_empty() {
                 return Err(Error::Usage("nothing to put".into()));
             }
-            c.put(&name, &pairs).await?;
+            let r = c.put(&name, &pairs).await;
+            print_messages(&c);
+            r?;
             let d = c.get(&name, "").await?;
             print_data(&name, &d.desc, &d.value, false, json);
             Ok(())
@@ -214,6 +225,7 @@ pub async fn run_with(cmd: PvCommand, base: Option<ClientConfig>) -> Result<()> 
                     }
                     MonitorEvent::Connected(_) => {}
                 }
+                print_messages(&c);
             }
             Ok(())
         }
@@ -258,7 +270,7 @@ pub async fn run_with(cmd: PvCommand, base: Option<ClientConfig>) -> Result<()> 
                 let c = Client::new(client_config(&base, timeout.max(1.0))).await?;
                 let conn = c.connection(addr).await?;
                 let (cid, sid, _w) = conn.create_channel("server", c.config().timeout).await?;
-                let ch = crate::client::Channel { conn, sid, cid, name: "server".into() };
+                let ch = crate::client::Channel { conn, sid, cid, name: "server".into(), notes: Default::default() };
                 let b = Builder::new(crate::proto::nt::nt_uri(&[("op", ScalarType::String)]));
                 let arg = b.with("path", Value::String("server".into())).with("query.op", Value::String("channels".into())).build();
                 let (d, v) = ch.rpc(arg, c.config().timeout).await?;

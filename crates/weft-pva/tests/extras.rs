@@ -348,3 +348,51 @@ print(json.dumps({"elements": n}))
     assert!(s.stats().marks_sent.load(Ordering::Relaxed) >= 20, "peers received marks");
     s.shutdown().await;
 }
+
+#[tokio::test]
+async fn clamped_put_warns_p4p_and_pvapy() {
+    if !peers_enabled("clamped_put_warns_p4p_and_pvapy") {
+        return;
+    }
+    let s = serve_demo(ServerConfig::isolated()).await.unwrap();
+    let code = r#"
+import json
+from p4p.client.thread import Context
+ctx = Context("pva")
+ctx.put("weft:demo:setpoint", 50.0, timeout=5)
+print(json.dumps({"value": float(ctx.get("weft:demo:setpoint", timeout=5))}))
+"#;
+    let o = run_py(code, s.udp_addr().port(), &[("PVXS_LOG", "pvxs.remote.log=WARN")]).await;
+    assert_eq!(json(&o)["value"], 10.0);
+    // pvxs logs server messages under pvxs.remote.log.
+    assert!(o.stderr.contains("weft:demo:setpoint : value 50 clamped to 10 (control limits -10 .. 10)"), "{}", o.stderr);
+    let code = r#"
+import json, pvaccess
+c = pvaccess.Channel("weft:demo:setpoint")
+c.put(-50.0)
+print(json.dumps({"value": c.get().getDouble("value")}))
+"#;
+    let o = run_py(code, s.udp_addr().port(), &[]).await;
+    assert_eq!(json(&o)["value"], -10.0);
+    // pvAccessCPP's requester prints it.
+    assert!(o.stdout.contains("warning weft:demo:setpoint value -50 clamped to -10"), "{}", o.stdout);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn clamped_put_warning_reaches_our_client() {
+    let s = serve_demo(ServerConfig::isolated()).await.unwrap();
+    let c = Client::new(ClientConfig::unicast(s.udp_addr())).await.unwrap();
+    let sp = weft_pva::server::demo::SETPOINT;
+    c.put(sp, &[(String::new(), "3".into())]).await.unwrap();
+    assert!(c.take_messages().is_empty(), "an in-range put draws no message");
+    c.put(sp, &[(String::new(), "50".into())]).await.unwrap();
+    let m = c.take_messages();
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert_eq!(m[0].pv, sp);
+    assert_eq!(m[0].severity, weft_pva::client::Severity::Warning);
+    assert_eq!(m[0].text, "value 50 clamped to 10 (control limits -10 .. 10)");
+    let d = c.get(sp, "").await.unwrap();
+    assert_eq!(path_ref(&d.desc, &d.value, "value").map(|x| x.0.clone()), Some(Value::F64(10.0)));
+    s.shutdown().await;
+}

@@ -40,6 +40,71 @@ pub struct PvData {
     pub overrun: BitSet,
 }
 
+/// Severity of a server message (CMD_MESSAGE type byte).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Info,
+    Warning,
+    Error,
+    Fatal,
+}
+
+impl Severity {
+    fn from_wire(t: u8) -> Self {
+        match t {
+            0 => Severity::Info,
+            1 => Severity::Warning,
+            2 => Severity::Error,
+            // 3, and anything newer we do not know: the strongest.
+            _ => Severity::Fatal,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+            Severity::Fatal => "fatal",
+        }
+    }
+}
+
+/// A message a server sent about one of our requests (e.g. a clamped put).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerMessage {
+    pub pv: String,
+    pub severity: Severity,
+    pub text: String,
+}
+
+/// Server messages kept until the application takes them; the oldest are
+/// dropped beyond this (a chatty server cannot grow our memory).
+pub const SERVER_MESSAGES_MAX: usize = 1024;
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Notes(Arc<Mutex<std::collections::VecDeque<ServerMessage>>>);
+
+impl Notes {
+    fn push(&self, pv: &str, mtype: u8, text: String) {
+        let m = ServerMessage { pv: pv.to_string(), severity: Severity::from_wire(mtype), text };
+        match m.severity {
+            Severity::Info => tracing::info!(pv = %m.pv, text = %m.text, "server message"),
+            _ => tracing::warn!(pv = %m.pv, severity = m.severity.as_str(), text = %m.text, "server message"),
+        }
+        if let Ok(mut q) = self.0.lock() {
+            if q.len() >= SERVER_MESSAGES_MAX {
+                q.pop_front();
+            }
+            q.push_back(m);
+        }
+    }
+
+    fn take(&self) -> Vec<ServerMessage> {
+        self.0.lock().map(|mut q| q.drain(..).collect()).unwrap_or_default()
+    }
+}
+
 /// What a monitor delivers.
 #[derive(Debug, Clone)]
 pub enum MonitorEvent {
@@ -78,6 +143,8 @@ pub struct Channel {
     pub sid: u32,
     pub cid: u32,
     pub name: String,
+    /// Where server messages about this channel's requests go (shared with the Client).
+    pub(crate) notes: Notes,
 }
 
 struct Inner {
@@ -87,6 +154,7 @@ struct Inner {
     conns: tokio::sync::Mutex<HashMap<SocketAddr, Arc<ClientConn>>>,
     next: AtomicU32,
     recv_task: JoinHandle<()>,
+    notes: Notes,
 }
 
 impl Drop for Inner {
@@ -190,6 +258,7 @@ impl Client {
                 conns: tokio::sync::Mutex::new(HashMap::new()),
                 next: AtomicU32::new(1),
                 recv_task,
+                notes: Notes::default(),
             }
         });
         Ok(Client { inner })
@@ -197,6 +266,12 @@ impl Client {
 
     pub fn config(&self) -> &ClientConfig {
         &self.inner.config
+    }
+
+    /// Messages servers sent about our requests since the last call
+    /// (warnings such as a clamped put), oldest first.
+    pub fn take_messages(&self) -> Vec<ServerMessage> {
+        self.inner.notes.take()
     }
 
     fn next_id(&self) -> u32 {
@@ -303,7 +378,7 @@ impl Client {
         let addr = self.search(name).await?;
         let conn = self.connection(addr).await?;
         let (cid, sid, _watch) = conn.create_channel(name, self.inner.config.timeout).await?;
-        Ok(Channel { conn, sid, cid, name: name.to_string() })
+        Ok(Channel { conn, sid, cid, name: name.to_string(), notes: self.inner.notes.clone() })
     }
 
     /// Get the whole PV or the fields selected by `request` (e.g. `field(value)`).
@@ -398,7 +473,7 @@ impl Client {
             body: ReqBody::Init { pv_request: Some(req.to_variant()), nfree: pipeline.then_some(queue_size) },
         }))
         .await?;
-        let desc = match recv_resp(&mut inbox, self.inner.config.timeout, "monitor init").await? {
+        let desc = match recv_resp(&mut inbox, self.inner.config.timeout, "monitor init", &ch).await? {
             (_, OpResponse { status, body: RespBody::Init(t), .. }) => {
                 status_result(&status, "monitor init")?;
                 t.into_iter().next().ok_or_else(|| Error::Unexpected("monitor init without type".into()))?
@@ -422,7 +497,14 @@ impl Client {
             let Some((order, m)) = inbox.recv().await else {
                 return Err(Error::Closed(format!("connection to {} lost", conn.peer)));
             };
-            let Message::Response(r) = m else { continue };
+            let r = match m {
+                Message::Response(r) => r,
+                Message::Message { mtype, text, .. } => {
+                    ch.notes.push(name, mtype, text);
+                    continue;
+                }
+                _ => continue,
+            };
             status_result(&r.status, "monitor")?;
             let RespBody::Data(data) = r.body else { continue };
             if !data.is_empty() {
@@ -465,7 +547,7 @@ fn is_broadcast(ip: IpAddr) -> bool {
     }
 }
 
-async fn recv_resp(inbox: &mut mpsc::UnboundedReceiver<Routed>, timeout: Duration, what: &str) -> Result<(ByteOrder, OpResponse)> {
+async fn recv_resp(inbox: &mut mpsc::UnboundedReceiver<Routed>, timeout: Duration, what: &str, ch: &Channel) -> Result<(ByteOrder, OpResponse)> {
     loop {
         let r = tokio::time::timeout(timeout, inbox.recv())
             .await
@@ -473,7 +555,7 @@ async fn recv_resp(inbox: &mut mpsc::UnboundedReceiver<Routed>, timeout: Duratio
             .ok_or_else(|| Error::Closed(format!("connection lost during {what}")))?;
         match r {
             (o, Message::Response(resp)) => return Ok((o, resp)),
-            (_, Message::Message { text, .. }) => debug!(%text, "server message"),
+            (_, Message::Message { mtype, text, .. }) => ch.notes.push(&ch.name, mtype, text),
             _ => {}
         }
     }
@@ -502,7 +584,7 @@ impl Channel {
                 body: ReqBody::Init { pv_request: Some(pv_request), nfree: None },
             }))
             .await?;
-        let (_, r) = recv_resp(&mut inbox, timeout, "init").await?;
+        let (_, r) = recv_resp(&mut inbox, timeout, "init", self).await?;
         if let Err(e) = status_result(&r.status, &format!("{} init", self.name)) {
             self.conn.unregister_op(ioid);
             return Err(e);
@@ -516,7 +598,7 @@ impl Channel {
 
     async fn exec(&self, inbox: &mut mpsc::UnboundedReceiver<Routed>, command: u8, ioid: u32, subcmd: u8, body: ReqBody, timeout: Duration) -> Result<(ByteOrder, OpResponse)> {
         self.conn.send(&Message::Request(OpRequest { command, sid: self.sid, ioid, subcmd, body })).await?;
-        let (o, r) = recv_resp(inbox, timeout, "exec").await?;
+        let (o, r) = recv_resp(inbox, timeout, "exec", self).await?;
         status_result(&r.status, &self.name)?;
         Ok((o, r))
     }

@@ -537,6 +537,11 @@ impl Conn {
                     Ok(b) => b,
                     Err(e) => return self.op_error(&r, format!("bad put data: {e}")).await,
                 };
+                if let Some(note) = clamp_to_control_limits(&d, &mut merged, &bits) {
+                    // A warning about this request (CMD_MESSAGE), then its normal reply.
+                    debug!(peer = %self.peer, ioid = r.ioid, %note, "put clamped");
+                    self.send(&Message::Message { ioid: r.ioid, mtype: MSG_WARNING, text: note }).await?;
+                }
                 let mut status = match pv.put(&bits, merged).await {
                     Ok(()) => Status::ok(),
                     Err(e) => Status::error(e),
@@ -749,6 +754,37 @@ impl Conn {
         };
         self.send(&resp(cmd::ARRAY, r.ioid, r.subcmd, status, RespBody::Data(Default::default()))).await
     }
+}
+
+/// CMD_MESSAGE types (pvAccess spec: info, warning, error, fatal error).
+const MSG_WARNING: u8 = 1;
+
+/// If the put set `value` of a PV with control limits (NTScalar `control`,
+/// low < high), clamp it into them, as an EPICS output record does with
+/// DRVL/DRVH; returns the warning to send the client.
+fn clamp_to_control_limits(d: &FieldDesc, v: &mut Value, bits: &BitSet) -> Option<String> {
+    use crate::proto::nt::{path_mut, path_ref};
+    let (_, vbit) = d.lookup("value")?;
+    // Set directly, or through bit 0 (the whole structure).
+    if !bits.get(vbit) && !bits.get(0) {
+        return None;
+    }
+    let lo = path_ref(d, v, "control.limitLow").and_then(|(x, _)| x.as_f64())?;
+    let hi = path_ref(d, v, "control.limitHigh").and_then(|(x, _)| x.as_f64())?;
+    if lo.partial_cmp(&hi) != Some(std::cmp::Ordering::Less) {
+        return None;
+    }
+    let (FieldDesc::Scalar(t), _) = d.lookup("value")? else { return None };
+    let slot = path_mut(d, v, "value")?;
+    let x = slot.as_f64()?;
+    let clamped = x.clamp(lo, hi);
+    if clamped == x {
+        return None;
+    }
+    let nv = Value::F64(clamped).convert_to(*t).ok()?;
+    let note = format!("value {x} clamped to {clamped} (control limits {lo} .. {hi})");
+    *slot = nv;
+    Some(note)
 }
 
 fn pad_array(a: &mut ScalarArray, len: usize) {
