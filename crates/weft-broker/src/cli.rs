@@ -900,20 +900,52 @@ pub async fn consume(client: &Client, args: ConsumeArgs) -> Result<(), CliError>
     result
 }
 
-pub async fn group(client: &Client, cmd: GroupCmd) -> Result<(), CliError> {
+/// Rows of `columns` from a JSON array of objects.
+fn rows_of(v: &serde_json::Value, columns: &[&str]) -> Vec<Vec<String>> {
+    v.as_array().map(|a| a.iter().map(|o| columns.iter().map(|c| cell(&o[*c])).collect()).collect()).unwrap_or_default()
+}
+
+pub async fn group(client: &Client, cmd: GroupCmd, json: bool) -> Result<(), CliError> {
     match cmd {
         GroupCmd::List => {
-            let groups: Vec<serde_json::Value> = client.call(route::GROUP_LIST, &()).await?;
-            if groups.is_empty() {
+            let groups: serde_json::Value = client.call(route::GROUP_LIST, &()).await?;
+            if json {
+                print_json(&groups);
+            } else if groups.as_array().is_none_or(|g| g.is_empty()) {
                 println!("no consumer groups");
-            }
-            for g in groups {
-                println!("{}  state={} members={} generation={} lag={}", g["group"].as_str().unwrap_or("?"), g["state"], g["members"], g["generation"], g["total_lag"]);
+            } else {
+                let cols = ["group", "state", "members", "generation", "total_lag"];
+                print!("{}", table(&cols, &rows_of(&groups, &cols)));
             }
         }
         GroupCmd::Describe { group } => {
             let d: serde_json::Value = client.call(route::GROUP_DESCRIBE, &dto::GroupRef { group }).await?;
-            println!("{}", serde_json::to_string_pretty(&d).unwrap_or_default());
+            if json {
+                print_json(&d);
+            } else {
+                println!(
+                    "group {}  state {}  generation {}  strategy {}  total_lag {}",
+                    cell(&d["group"]),
+                    cell(&d["state"]),
+                    cell(&d["generation"]),
+                    cell(&d["strategy"]),
+                    cell(&d["total_lag"])
+                );
+                let members: Vec<Vec<String>> = d["members"]
+                    .as_array()
+                    .map(|ms| {
+                        ms.iter()
+                            .map(|m| {
+                                let assigned = m["assignment"].as_array().map_or(0, |a| a.len());
+                                vec![cell(&m["member_id"]), cell(&m["client_id"]), assigned.to_string(), cell(&m["last_heartbeat_ms"])]
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                print!("{}", table(&["member_id", "client_id", "partitions", "last_heartbeat_ms"], &members));
+                let cols = ["topic", "partition", "committed", "log_start", "latest", "lag"];
+                print!("{}", table(&cols, &rows_of(&d["offsets"], &cols)));
+            }
         }
         GroupCmd::ResetOffsets(a) => {
             let to = match (a.to_earliest, a.to_latest, a.to_offset, &a.to_time) {
@@ -925,6 +957,10 @@ pub async fn group(client: &Client, cmd: GroupCmd) -> Result<(), CliError> {
             };
             let req = dto::ResetOffsets { group: a.group.clone(), topic: a.topic.clone(), partition: a.partition, to, dry_run: a.dry_run };
             let r: dto::ResetOffsetsAnswer = client.call(route::GROUP_RESET_OFFSETS, &req).await?;
+            if json {
+                print_json(&r);
+                return Ok(());
+            }
             let rows: Vec<Vec<String>> = r
                 .partitions
                 .iter()

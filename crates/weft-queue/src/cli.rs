@@ -295,11 +295,11 @@ async fn run_queue(conn: &Conn, prefix: &str, op: QueueOp) -> Result<(), QueueEr
         }
         QueueOp::Reprocess { name, uid, all: _ } => {
             let n: Count = call(&c, &route("reprocess"), &ReprocessReq { name, uid }).await?;
-            println!("{} item(s) moved back to incoming", n.count);
+            if conn.json { print_json(&n) } else { println!("{} item(s) moved back to incoming", n.count) }
         }
         QueueOp::Clear { name } => {
             let n: Count = call(&c, &route("clear"), &NameReq { name }).await?;
-            println!("{} item(s) cleared", n.count);
+            if conn.json { print_json(&n) } else { println!("{} item(s) cleared", n.count) }
         }
     }
     Ok(())

@@ -39,6 +39,10 @@ pub struct RadosArgs {
     /// object namespace within the pool
     #[arg(short = 'N', long, global = true)]
     pub namespace: Option<String>,
+    /// print JSON instead of text (lspools, ls, stat, getxattr,
+    /// listxattr, listomapvals, bench)
+    #[arg(long, global = true)]
+    pub json: bool,
     #[command(subcommand)]
     pub cmd: RadosCmd,
 }
@@ -149,8 +153,14 @@ pub async fn run_with(r: &Rados, a: &RadosArgs) -> Result<()> {
     let mut stdout = std::io::stdout();
     match &a.cmd {
         RadosCmd::Lspools => {
-            for (_, n) in r.pool_list()? {
-                println!("{n}");
+            let pools = r.pool_list()?;
+            if a.json {
+                let v: Vec<_> = pools.iter().map(|(id, n)| serde_json::json!({ "id": id, "name": n })).collect();
+                println!("{}", serde_json::Value::Array(v));
+            } else {
+                for (_, n) in pools {
+                    println!("{n}");
+                }
             }
         }
         RadosCmd::Mkpool { name, pg_num } => {
@@ -181,6 +191,14 @@ pub async fn run_with(r: &Rados, a: &RadosArgs) -> Result<()> {
         RadosCmd::Stat { oid } => {
             let io = ioctx(r, a)?;
             let st = io.stat(oid).await?;
+            if a.json {
+                let v = serde_json::json!({
+                    "pool": a.pool, "namespace": a.namespace.clone().unwrap_or_default(), "oid": oid,
+                    "size": st.size, "mtime_sec": st.mtime.sec, "mtime_nsec": st.mtime.nsec,
+                });
+                println!("{v}");
+                return Ok(());
+            }
             println!("{}/{} mtime {}.{:06}, size {}", a.pool.as_deref().unwrap_or(""), oid, st.mtime.sec, st.mtime.nsec / 1000, st.size);
         }
         RadosCmd::Rm { oids } => {
@@ -193,6 +211,11 @@ pub async fn run_with(r: &Rados, a: &RadosArgs) -> Result<()> {
             let io = ioctx(r, a)?;
             let mut v = if *all { io.list_all_namespaces().await? } else { io.list().await? };
             v.sort_by(|x, y| (&x.nspace, &x.oid).cmp(&(&y.nspace, &y.oid)));
+            if a.json {
+                let j: Vec<_> = v.iter().map(|e| serde_json::json!({ "namespace": e.nspace, "oid": e.oid })).collect();
+                println!("{}", serde_json::Value::Array(j));
+                return Ok(());
+            }
             for e in v {
                 if *all {
                     println!("{}\t{}", e.nspace, e.oid);
@@ -204,10 +227,21 @@ pub async fn run_with(r: &Rados, a: &RadosArgs) -> Result<()> {
         RadosCmd::Setxattr { oid, name, value } => ioctx(r, a)?.setxattr(oid, name, value.as_bytes()).await?,
         RadosCmd::Getxattr { oid, name } => {
             let v = ioctx(r, a)?.getxattr(oid, name).await?;
-            stdout.write_all(&v).map_err(|e| io_err("stdout", e))?;
+            if a.json {
+                println!("{}", serde_json::json!({ "name": name, "value": String::from_utf8_lossy(&v) }));
+            } else {
+                stdout.write_all(&v).map_err(|e| io_err("stdout", e))?;
+            }
         }
         RadosCmd::Listxattr { oid } => {
-            for k in ioctx(r, a)?.getxattrs(oid).await?.keys() {
+            let attrs = ioctx(r, a)?.getxattrs(oid).await?;
+            if a.json {
+                let m: serde_json::Map<String, serde_json::Value> =
+                    attrs.iter().map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned().into())).collect();
+                println!("{}", serde_json::Value::Object(m));
+                return Ok(());
+            }
+            for k in attrs.keys() {
                 println!("{k}");
             }
         }
@@ -215,7 +249,14 @@ pub async fn run_with(r: &Rados, a: &RadosArgs) -> Result<()> {
             ioctx(r, a)?.omap_set(oid, &[(key.as_str(), value.as_bytes())]).await?
         }
         RadosCmd::Listomapvals { oid } => {
-            for (k, v) in ioctx(r, a)?.omap_get_vals(oid).await? {
+            let vals = ioctx(r, a)?.omap_get_vals(oid).await?;
+            if a.json {
+                let m: serde_json::Map<String, serde_json::Value> =
+                    vals.iter().map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned().into())).collect();
+                println!("{}", serde_json::Value::Object(m));
+                return Ok(());
+            }
+            for (k, v) in vals {
                 println!("{k}");
                 println!("value ({} bytes) :", v.len());
                 println!("{}", String::from_utf8_lossy(&v));
@@ -225,7 +266,22 @@ pub async fn run_with(r: &Rados, a: &RadosArgs) -> Result<()> {
         RadosCmd::Bench { seconds, mode, block_size, concurrent, no_cleanup } => {
             let io = ioctx(r, a)?;
             let rep = bench(&io, *mode, Duration::from_secs(*seconds), *block_size, *concurrent, !*no_cleanup).await?;
-            print!("{}", rep.render());
+            if a.json {
+                let mut l: Vec<f64> = rep.latencies.iter().map(Duration::as_secs_f64).collect();
+                l.sort_by(f64::total_cmp);
+                let avg = if l.is_empty() { 0.0 } else { l.iter().sum::<f64>() / l.len() as f64 };
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "mode": format!("{:?}", rep.mode).to_lowercase(), "ops": rep.ops, "bytes": rep.bytes,
+                        "object_size": rep.object_size, "elapsed_s": rep.elapsed.as_secs_f64(),
+                        "mb_per_sec": rep.mb_per_sec(), "iops": rep.iops(), "latency_avg_s": avg,
+                        "latency_max_s": l.last().copied().unwrap_or(0.0), "latency_min_s": l.first().copied().unwrap_or(0.0),
+                    })
+                );
+            } else {
+                print!("{}", rep.render());
+            }
         }
     }
     Ok(())

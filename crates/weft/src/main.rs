@@ -415,7 +415,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Rados(args) => Ok(weft_rados::cli::run(args).await?),
         Command::Log { command } => Ok(weft_log::cli::run(command).await?),
         Command::Tls { command } => Ok(weft_net::cli::run(command).await?),
-        Command::Group { client, out: _, command } => Ok(weft_broker::cli::group(&client.connect().await?, command).await?),
+        Command::Group { client, out, command } => Ok(weft_broker::cli::group(&client.connect().await?, command, out.json).await?),
         Command::Top { client, args } => {
             let c = client.connect().await?;
             let r = weft_top::run(&c, &args).await;

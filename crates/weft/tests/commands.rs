@@ -162,8 +162,17 @@ const CASES: &[(&str, Case)] = &[
         // as a group member: commits its position
         assert_eq!(c.ok(&["consume", "e2e", "--group", "g1", "--from-beginning", "--max-records", "2"]).lines().count(), 2);
     }),
-    ("group list", |c| assert!(c.ok(&["group", "list"]).contains("g1"))),
-    ("group describe", |c| assert!(json(&c.ok(&["group", "describe", "g1"]))["group"] == "g1")),
+    ("group list", |c| {
+        let t = c.ok(&["group", "list"]);
+        assert!(t.starts_with("group ") && t.lines().any(|l| l.starts_with("g1 ")), "{t}");
+        assert_eq!(json(&c.ok(&["group", "list", "--json"]))[0]["group"], "g1");
+    }),
+    ("group describe", |c| {
+        let d = json(&c.ok(&["group", "describe", "g1", "--json"]));
+        assert_eq!(d["offsets"][0]["committed"], 2);
+        let t = c.ok(&["group", "describe", "g1"]);
+        assert!(t.lines().any(|l| l.starts_with("e2e ") && l.contains(" 2 ")), "{t}");
+    }),
     ("group reset-offsets", |c| {
         c.ok(&["group", "reset-offsets", "g1", "--topic", "e2e", "--to-earliest"]);
         // from the start again: all three records
@@ -328,6 +337,7 @@ fn rados_commands_against_ceph() {
     std::fs::write(&input, b"object body").unwrap();
     let output = tmp.path().join("out");
     assert!(rados(&["lspools"]).lines().any(|l| l == c.pool));
+    assert!(json(&rados(&["lspools", "--json"])).as_array().unwrap().iter().any(|p| p["name"] == c.pool.as_str()));
     let pool2 = format!("weft-e2e-pool-{}", std::process::id());
     assert!(rados(&["mkpool", &pool2, "8"]).contains("successfully created pool"));
     assert!(rados(&["lspools"]).lines().any(|l| l == pool2));
@@ -336,6 +346,7 @@ fn rados_commands_against_ceph() {
     rados(&["get", &obj, output.to_str().unwrap()]);
     assert_eq!(std::fs::read(&output).unwrap(), b"object body");
     assert!(rados(&["stat", &obj]).contains("size 11"));
+    assert_eq!(json(&rados(&["stat", &obj, "--json"]))["size"], 11);
     assert!(rados(&["ls"]).lines().any(|l| l == obj));
     rados(&["setxattr", &obj, "color", "blue"]);
     assert_eq!(rados(&["getxattr", &obj, "color"]), "blue");
@@ -344,6 +355,7 @@ fn rados_commands_against_ceph() {
     rados(&["setomapval", &obj, "k1", "v1"]);
     let vals = rados(&["listomapvals", &obj]);
     assert!(vals.lines().next() == Some("k1") && vals.contains("v1"), "{vals}");
+    assert_eq!(json(&rados(&["listomapvals", &obj, "--json"])), serde_json::json!({"k1": "v1"}));
     rados(&["rm", &obj]);
     assert!(!rados(&["ls"]).lines().any(|l| l == obj));
     let bench = rados(&["bench", "1", "write", "-b", "4096", "-t", "2"]);
