@@ -296,6 +296,7 @@ pub struct Done {
 /// `log.group.reset_offsets`: move a group's committed offsets (refused
 /// while the group has live members).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ResetOffsets {
     pub group: String,
     pub topic: String,

@@ -13,8 +13,26 @@ fn op(summary: &str, params: Value, body: Option<&str>, ok: &str, ok_status: &st
     });
     if let Some(b) = body {
         o["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{b}") } } } });
+        let error = json!({ "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } });
+        o["responses"]["400"] = json!({ "description": "Bad JSON, an unknown field (named in the message), or invalid values", "content": error.clone() });
+        o["responses"]["413"] = json!({ "description": "Body over http.max_body_bytes (details.max_bytes)", "content": error });
     }
     o
+}
+
+/// Request bodies refuse fields they do not define (a misspelling is a 400
+/// naming the field, never silently ignored); the document says so.
+const CLOSED_SCHEMAS: &[&str] = &["TopicConfig", "AlterTopic", "CreateTopic", "RecordIn", "Produce", "Join", "MemberRef", "Commit", "ResetOffsets"];
+
+fn close_request_schemas(doc: &mut Value) {
+    for name in CLOSED_SCHEMAS {
+        if let Some(o) = doc["components"]["schemas"][*name].as_object_mut() {
+            o.insert("additionalProperties".into(), Value::Bool(false));
+        }
+    }
+    if let Some(items) = doc["components"]["schemas"]["Commit"]["properties"]["offsets"]["items"].as_object_mut() {
+        items.insert("additionalProperties".into(), Value::Bool(false));
+    }
 }
 
 fn path_param(name: &str, ty: &str) -> Value {
@@ -26,13 +44,19 @@ fn query_param(name: &str, ty: &str, desc: &str) -> Value {
 }
 
 pub fn document() -> Value {
+    let mut doc = paths_and_schemas();
+    close_request_schemas(&mut doc);
+    doc
+}
+
+fn paths_and_schemas() -> Value {
     let topic = path_param("topic", "string");
     let partition = path_param("partition", "integer");
     let group = path_param("group", "string");
     json!({
         "openapi": "3.0.3",
         "info": { "title": "Weft streaming log gateway", "version": env!("CARGO_PKG_VERSION"),
-                  "description": "Topics, partitions, records and consumer groups. Values are UTF-8 text or base64, flagged by `encoding`." },
+                  "description": "Topics, partitions, records and consumer groups. Values are UTF-8 text or base64, flagged by `encoding`. Every error, whatever its status (400, 404, 405, 413, ...), is an `Error` object; unknown fields in bodies and query strings are refused with 400. A produce answers 200 when at least one record was written (check each result's `error`), else an error status." },
         "paths": {
             "/v1/topics": {
                 "get": op("List topics", json!([]), None, "TopicNames", "200"),
@@ -81,7 +105,7 @@ pub fn document() -> Value {
         },
         "components": { "schemas": {
             "Error": { "type": "object", "required": ["code", "message"], "properties": {
-                "code": { "type": "string", "enum": ["not_found", "conflict", "out_of_range", "too_large", "validation", "bad_body", "unavailable", "internal", "unknown_route"] },
+                "code": { "type": "string", "enum": ["not_found", "conflict", "out_of_range", "too_large", "validation", "bad_body", "unavailable", "internal", "unknown_route", "unauthorized", "busy", "timeout"] },
                 "message": { "type": "string" }, "details": { "type": "object" } } },
             "TopicNames": { "type": "array", "items": { "type": "string" } },
             "TopicConfig": { "type": "object", "properties": {

@@ -93,6 +93,8 @@ async fn misspelled_fields_are_refused_on_every_route_naming_the_field() {
         ("POST", "/v1/groups/g/commit", Some(r#"{"offsets":[],"generaton":1}"#), "generaton"),
         ("POST", "/v1/groups/g/commit", Some(r#"{"offsets":[{"topic":"k2","partition":0,"offest":1}]}"#), "offest"),
         ("GET", "/v1/groups/g/committed?topic=k2&partition=0&partiton=1", None, "partiton"),
+        ("POST", "/v1/groups/g/reset-offsets", Some(r#"{"topic":"k2","to":"earliest","dryrun":true}"#), "dryrun"),
+        ("GET", "/v1/topics/k2/partitions/0/stream?ofset=earliest", None, "ofset"),
     ];
     for (method, path, body, field) in cases {
         let (s, h, v) = http(&gw, method, path, *body).await;
@@ -107,6 +109,13 @@ async fn misspelled_fields_are_refused_on_every_route_naming_the_field() {
     let (_, _, d) = http(&gw, "GET", "/v1/topics/k2", None).await;
     assert_eq!(d["config"]["partitions"], 2);
     assert_ne!(d["config"]["retention_ms"], 1000, "{d}");
+
+    // The OpenAPI document says request bodies are closed.
+    let (_, _, doc) = http(&gw, "GET", "/openapi.json", None).await;
+    for schema in ["CreateTopic", "AlterTopic", "Produce", "RecordIn", "Commit"] {
+        assert_eq!(doc["components"]["schemas"][schema]["additionalProperties"], false, "{schema}");
+    }
+    assert!(doc["paths"]["/v1/topics"]["post"]["responses"]["413"].is_object());
 }
 
 #[tokio::test]
