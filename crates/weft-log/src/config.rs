@@ -97,6 +97,10 @@ pub struct LogConfig {
     /// others are opened again when read or written). `weft serve` lowers
     /// it to half the process's open-file limit if that is smaller.
     pub max_open_files: usize,
+    /// A partition poisoned by a failed write or fsync is reopened from its
+    /// last durable state on the next write attempt, at most once per this
+    /// many milliseconds (so a full disk is not rescanned on every write).
+    pub poison_retry_ms: u64,
 }
 
 impl Default for LogConfig {
@@ -112,6 +116,7 @@ impl Default for LogConfig {
             max_groups: 10_000,
             max_group_members: 1000,
             max_open_files: 1024,
+            poison_retry_ms: 1000,
         }
     }
 }

@@ -77,8 +77,17 @@ pub enum LogError {
         earliest: Offset,
         latest: Offset,
     },
-    #[error("partition {topic}/{partition} is poisoned after a storage failure ({cause}); it refuses writes until reopened")]
-    Poisoned { topic: String, partition: PartitionId, cause: String },
+    #[error(
+        "partition {topic}/{partition} refuses writes after a storage failure{}: {cause}; the next write after log_store.poison_retry_ms reopens it from its last durable state",
+        if *disk_full { " (disk full)" } else { "" }
+    )]
+    Poisoned {
+        topic: String,
+        partition: PartitionId,
+        cause: String,
+        /// The failure was ENOSPC/EDQUOT: free space and write again.
+        disk_full: bool,
+    },
     #[error("storage error during {op} on {path:?}: {source}")]
     Io {
         op: &'static str,

@@ -66,6 +66,10 @@ pub struct OpenFiles {
     hits: AtomicU64,
     misses: AtomicU64,
     evictions: AtomicU64,
+    /// Storage failures of the partitions sharing this cache (for `Log::health`).
+    last_error: Mutex<Option<String>>,
+    poisonings: AtomicU64,
+    recoveries: AtomicU64,
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -84,7 +88,27 @@ impl OpenFiles {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            poisonings: AtomicU64::new(0),
+            recoveries: AtomicU64::new(0),
         }
+    }
+
+    /// A partition was poisoned by `cause`.
+    pub fn note_poisoned(&self, cause: &str) {
+        self.poisonings.fetch_add(1, Ordering::Relaxed);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(cause.to_string());
+    }
+
+    /// A poisoned partition was reopened and takes writes again.
+    pub fn note_recovered(&self) {
+        self.recoveries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (last storage failure, partitions poisoned so far, recoveries so far).
+    pub fn storage_errors(&self) -> (Option<String>, u64, u64) {
+        let last = self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        (last, self.poisonings.load(Ordering::Relaxed), self.recoveries.load(Ordering::Relaxed))
     }
 
     pub fn storage(&self) -> &dyn Storage {

@@ -27,6 +27,8 @@
 //!      // FetchResult.records() decodes them (CRC checked, skips offsets < fetch_offset)
 //! log.list_offset(topic, partition, OffsetSpec::{Earliest, Latest, Timestamp(ms)}) -> Offset
 //! log.partition_stats(topic) -> Vec<PartitionStats>
+//! log.health() -> LogHealth                           // writable? disk full? poisoned partitions, last storage error
+//! log.gauges() -> Vec<(key, value)>                   // log.open_files, log.disk_full, ... for a stats registry
 //!
 //! // consumer groups (membership in memory, committed offsets in __consumer_offsets)
 //! log.join_group(group, member_id: Option<&str>, client_id, topics, AssignmentStrategy, session_timeout_ms) -> MemberState
@@ -70,7 +72,7 @@ pub use error::{Fault, LogError, Result};
 pub use files::{FileCacheStats, OpenFiles};
 pub use group::{AssignmentStrategy, MemberDescription, MemberState, OffsetReset, ResetPolicy, ResetTarget, StartOffset};
 pub use log::{
-    BatchAck, Clock, CommittedOffset, GroupDescription, GroupSummary, Log, MaintenanceReport, ManualClock, OFFSETS_TOPIC,
+    BatchAck, Clock, CommittedOffset, GroupDescription, GroupSummary, Log, LogHealth, MaintenanceReport, ManualClock, OFFSETS_TOPIC,
     OffsetCommit, OffsetSpec, PartitionLag, RecordAck, SystemClock, TopicDescription,
 };
 pub use model::{

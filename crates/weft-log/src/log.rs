@@ -166,6 +166,24 @@ pub struct GroupSummary {
     pub total_lag: u64,
 }
 
+/// Storage health of a log ([`Log::health`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogHealth {
+    /// Every partition takes writes and the log is open.
+    pub writable: bool,
+    pub closed: bool,
+    /// A partition refuses writes because the disk was full (ENOSPC/EDQUOT).
+    pub disk_full: bool,
+    pub partitions_poisoned: usize,
+    /// `topic/partition: cause` of partitions refusing writes (the first 16).
+    pub poisoned: Vec<String>,
+    /// The last failure that poisoned a partition (kept after recovery).
+    pub last_error: Option<String>,
+    /// Partitions poisoned / reopened since the log was opened.
+    pub poisonings_total: u64,
+    pub recoveries_total: u64,
+}
+
 /// Contents of `topic.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct TopicMeta {
@@ -240,7 +258,7 @@ impl Log {
         config.default_topic.validate()?;
         let st = storage.clone();
         let d = dir.clone();
-        let fsync = config.fsync;
+        let fsync = write_policy(&config);
         let files = Arc::new(OpenFiles::new(storage.clone(), config.max_open_files));
         let f = files.clone();
         // Recovery reads every active segment: keep it off the async threads.
@@ -284,10 +302,41 @@ impl Log {
         self.inner.files.stats()
     }
 
+    /// Whether the log takes writes: partitions refusing writes after a
+    /// storage failure (each reopens itself on a later write, see
+    /// `LogConfig::poison_retry_ms`), whether the disk was full, and the
+    /// last failure. For readiness checks.
+    pub fn health(&self) -> LogHealth {
+        let topics: Vec<Arc<Topic>> = self.inner.topics.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        let (last_error, poisonings_total, recoveries_total) = self.inner.files.storage_errors();
+        let mut h = LogHealth { last_error, poisonings_total, recoveries_total, ..LogHealth::default() };
+        for t in &topics {
+            for p in &t.partitions {
+                let s = p.stats();
+                if let Some(cause) = s.poisoned {
+                    h.partitions_poisoned += 1;
+                    h.disk_full |= s.disk_full;
+                    if h.poisoned.len() < 16 {
+                        h.poisoned.push(format!("{}/{}: {cause}", t.name, p.id));
+                    }
+                }
+            }
+        }
+        h.closed = self.inner.closed.load(Ordering::Acquire);
+        h.writable = h.partitions_poisoned == 0 && !h.closed;
+        h
+    }
+
     /// Storage statistics as flat `log.*` keys, for a stats registry.
     pub fn gauges(&self) -> Vec<(String, serde_json::Value)> {
         let f = self.file_cache_stats();
+        let h = self.health();
         vec![
+            ("log.disk_full".into(), u64::from(h.disk_full).into()),
+            ("log.partitions_poisoned".into(), h.partitions_poisoned.into()),
+            ("log.poisonings".into(), h.poisonings_total.into()),
+            ("log.recoveries".into(), h.recoveries_total.into()),
+            ("log.last_storage_error".into(), h.last_error.unwrap_or_default().into()),
             ("log.open_files".into(), f.open.into()),
             ("log.open_files_max".into(), f.max_open.into()),
             ("log.file_cache_hits".into(), f.hits.into()),
@@ -910,12 +959,17 @@ fn describe(t: &Topic) -> TopicDescription {
     }
 }
 
+/// The fsync policy and the least time between recoveries of a poisoned partition.
+fn write_policy(c: &LogConfig) -> (FsyncPolicy, Duration) {
+    (c.fsync, Duration::from_millis(c.poison_retry_ms))
+}
+
 fn open_partitions(
     storage: &Arc<dyn Storage>,
     files: &Arc<OpenFiles>,
     tdir: &Path,
     meta: &TopicMeta,
-    fsync: FsyncPolicy,
+    (fsync, poison_retry): (FsyncPolicy, Duration),
 ) -> Result<Vec<Arc<Partition>>> {
     (0..meta.config.partitions)
         .map(|i| {
@@ -927,6 +981,7 @@ fn open_partitions(
                 PartitionId(i),
                 meta.config.clone(),
                 fsync,
+                poison_retry,
             )
             .map(Arc::new)
         })
@@ -975,7 +1030,7 @@ fn create_topic_files(inner: &Inner, meta: TopicMeta) -> Result<Topic> {
     let opened = st
         .sync_dir(&topics_dir)
         .map_err(|e| LogError::io("sync dir", &topics_dir, e))
-        .and_then(|()| open_partitions(&inner.storage, &inner.files, &final_dir, &meta, inner.config.fsync));
+        .and_then(|()| open_partitions(&inner.storage, &inner.files, &final_dir, &meta, write_policy(&inner.config)));
     match opened {
         Ok(partitions) => {
             Ok(Topic { name: meta.name, created_ms: meta.created_ms, config: meta.config, partitions, partitioner: Partitioner::new() })
@@ -1008,7 +1063,7 @@ fn alter_topic_files(inner: &Inner, old: &Topic, config: TopicConfig) -> Result<
     let mut partitions = old.partitions.clone();
     for i in old.partitions.len() as u32..config.partitions {
         let dir = tdir.join(i.to_string());
-        let p = Partition::open(inner.storage.clone(), inner.files.clone(), dir, old.name.clone(), PartitionId(i), config.clone(), inner.config.fsync)?;
+        let p = Partition::open(inner.storage.clone(), inner.files.clone(), dir, old.name.clone(), PartitionId(i), config.clone(), inner.config.fsync, write_policy(&inner.config).1)?;
         partitions.push(Arc::new(p));
     }
     let meta = TopicMeta { format: TOPIC_META_FORMAT, name: old.name.clone(), created_ms: old.created_ms, config: config.clone() };
@@ -1025,7 +1080,7 @@ fn load_topics(
     storage: &Arc<dyn Storage>,
     files: &Arc<OpenFiles>,
     dir: &Path,
-    fsync: FsyncPolicy,
+    fsync: (FsyncPolicy, Duration),
 ) -> Result<BTreeMap<TopicName, Arc<Topic>>> {
     let st = &**storage;
     st.create_dir_all(dir).map_err(|e| LogError::io("create log dir", dir, e))?;

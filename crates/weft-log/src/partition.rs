@@ -90,6 +90,9 @@ pub struct PartitionStats {
     /// fsyncs of segment files since open (group commits and segment rolls).
     pub fsyncs: u64,
     pub poisoned: Option<String>,
+    /// The poisoning failure was a full disk (ENOSPC, EDQUOT).
+    #[serde(default)]
+    pub disk_full: bool,
 }
 
 /// What compaction did.
@@ -113,8 +116,28 @@ struct Inner {
     segments: Vec<Segment>,
     next_offset: Offset,
     hw: Offset,
-    poisoned: Option<String>,
+    poisoned: Option<Poison>,
+    /// When recovery from poisoning was last tried (rate limit).
+    last_recovery: Option<std::time::Instant>,
+    /// Changes when the log is cut back by a recovery: an fsync that
+    /// started before must not mark offsets durable after it.
+    epoch: u64,
     deleted: bool,
+}
+
+/// Why a partition refuses writes.
+#[derive(Debug, Clone)]
+struct Poison {
+    cause: String,
+    disk_full: bool,
+    /// An fsync failed: the page cache may hold bytes the disk lost, so
+    /// recovery keeps only what an earlier fsync made durable.
+    after_sync_failure: bool,
+}
+
+/// ENOSPC or EDQUOT.
+fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
 }
 
 impl Inner {
@@ -138,6 +161,8 @@ pub struct Partition {
     /// Changed by [`Partition::set_config`] when the topic is altered.
     config: std::sync::RwLock<TopicConfig>,
     fsync: FsyncPolicy,
+    /// Least time between two recoveries from poisoning.
+    poison_retry: Duration,
     inner: Mutex<Inner>,
     sync_lock: tokio::sync::Mutex<()>,
     /// Serialises compactions and remembers what the last one covered.
@@ -165,6 +190,7 @@ impl Partition {
         id: PartitionId,
         config: TopicConfig,
         fsync: FsyncPolicy,
+        poison_retry: Duration,
     ) -> Result<Partition> {
         storage.create_dir_all(&dir).map_err(|e| LogError::io("create partition dir", &dir, e))?;
         let names = storage.list_dir(&dir).map_err(|e| LogError::io("list partition dir", &dir, e))?;
@@ -226,7 +252,16 @@ impl Partition {
             files,
             config: std::sync::RwLock::new(config),
             fsync,
-            inner: Mutex::new(Inner { segments, next_offset, hw: next_offset, poisoned: None, deleted: false }),
+            poison_retry,
+            inner: Mutex::new(Inner {
+                segments,
+                next_offset,
+                hw: next_offset,
+                poisoned: None,
+                last_recovery: None,
+                epoch: 0,
+                deleted: false,
+            }),
             sync_lock: tokio::sync::Mutex::new(()),
             compact_state: Mutex::new(CompactState::default()),
             synced: AtomicU64::new(next_offset.0),
@@ -246,25 +281,75 @@ impl Partition {
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
     }
 
-    fn poisoned_err(&self, cause: &str) -> LogError {
-        LogError::Poisoned { topic: self.topic.to_string(), partition: self.id, cause: cause.to_string() }
+    fn poisoned_err(&self, p: &Poison) -> LogError {
+        LogError::Poisoned { topic: self.topic.to_string(), partition: self.id, cause: p.cause.clone(), disk_full: p.disk_full }
     }
 
-    fn poison(&self, g: &mut Inner, cause: String) -> LogError {
-        tracing::error!(topic = %self.topic, partition = %self.id, %cause, "partition poisoned: refusing writes");
-        if g.poisoned.is_none() {
-            g.poisoned = Some(cause.clone());
+    /// Refuses writes from now on, until [`Partition::recover`] succeeds.
+    fn poison(&self, g: &mut Inner, what: &str, e: &std::io::Error, after_sync_failure: bool) -> LogError {
+        let p = Poison { cause: format!("{what}: {e}"), disk_full: is_disk_full(e), after_sync_failure };
+        tracing::error!(topic = %self.topic, partition = %self.id, cause = %p.cause, disk_full = p.disk_full, "partition poisoned: refusing writes");
+        self.files.note_poisoned(&format!("{}/{}: {}", self.topic, self.id, p.cause));
+        let err = self.poisoned_err(&p);
+        match &mut g.poisoned {
+            // Keep the first cause, but an fsync failure always wins: it decides what recovery keeps.
+            Some(old) => old.after_sync_failure |= after_sync_failure,
+            None => g.poisoned = Some(p),
         }
-        self.poisoned_err(&cause)
+        err
     }
 
-    fn check_writable(&self, g: &Inner) -> Result<()> {
+    /// Ok if writes are allowed; a poisoned partition is first reopened
+    /// (at most once per `poison_retry`).
+    fn check_writable(&self, g: &mut Inner) -> Result<()> {
         if g.deleted {
             return Err(LogError::UnknownTopic(self.topic.to_string()));
         }
-        if let Some(c) = &g.poisoned {
-            return Err(self.poisoned_err(c));
+        let Some(p) = g.poisoned.clone() else { return Ok(()) };
+        if g.last_recovery.is_some_and(|t| t.elapsed() < self.poison_retry) {
+            return Err(self.poisoned_err(&p));
         }
+        g.last_recovery = Some(std::time::Instant::now());
+        match self.recover(g, &p) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                tracing::warn!(topic = %self.topic, partition = %self.id, error = %e, "recovery of a poisoned partition failed; still refusing writes");
+                if let LogError::Io { source, .. } = &e {
+                    g.poisoned = Some(Poison { cause: e.to_string(), disk_full: is_disk_full(source), ..p });
+                }
+                Err(g.poisoned.as_ref().map_or(e, |p| self.poisoned_err(p)))
+            }
+        }
+    }
+
+    /// Reopens the active segment from disk the way start-up does (fresh
+    /// descriptor, every batch CRC-checked, torn tail cut), keeping only
+    /// what was durable when an fsync failed or under `always` (where
+    /// nothing past the synced offset was acknowledged), then fsyncs it.
+    /// On success the partition takes writes again.
+    fn recover(&self, g: &mut Inner, p: &Poison) -> Result<()> {
+        let synced = Offset(self.synced.load(Ordering::Acquire));
+        let (base, old_end) = (g.active().base, g.next_offset);
+        let keep_below = (p.after_sync_failure || self.fsync == FsyncPolicy::Always).then(|| synced.max(base));
+        let (seg, report) = Segment::open_active(&self.files, &self.dir, base, keep_below)?;
+        seg.sync().map_err(|e| LogError::io("sync segment", seg.log_path(), e))?;
+        let end = seg.next_offset;
+        // Every segment but the active one was fsynced when it was closed.
+        if let Some(last) = g.segments.last_mut() {
+            *last = seg;
+        }
+        g.next_offset = end;
+        g.epoch += 1;
+        // What is left is durable; the high watermark never goes past it.
+        self.synced.store(end.0, Ordering::Release);
+        if g.hw != end {
+            g.hw = end;
+            self.hw_tx.send_replace(end);
+        }
+        g.poisoned = None;
+        self.files.note_recovered();
+        tracing::warn!(topic = %self.topic, partition = %self.id, cause = %p.cause, cut_bytes = report.truncated_bytes,
+            dropped_offsets = old_end.0.saturating_sub(end.0), next_offset = %end, "poisoned partition reopened from its durable state: taking writes again");
         Ok(())
     }
 
@@ -329,7 +414,7 @@ impl Partition {
     /// returns (first offset, end offset).
     fn write_encoded(&self, batches: Vec<(batch::BatchHeader, bytes::BytesMut)>, now_ms: i64) -> Result<(Offset, Offset)> {
         let mut g = lock(&self.inner);
-        self.check_writable(&g)?;
+        self.check_writable(&mut g)?;
         let first = g.next_offset;
         for (mut h, mut bytes) in batches {
             let records = u64::from(h.record_count);
@@ -337,12 +422,12 @@ impl Partition {
             let base = g.next_offset;
             batch::set_base_offset(&mut bytes, &mut h, base);
             let res = match g.segments.last_mut() {
-                Some(seg) => seg.append(&h, &bytes, now_ms).map_err(|e| e.to_string()),
-                None => Err("no active segment".to_string()),
+                Some(seg) => seg.append(&h, &bytes, now_ms),
+                None => Err(std::io::Error::other("no active segment")),
             };
             if let Err(e) = res {
-                // The file may hold part of the batch: stop writing; reopening truncates it.
-                return Err(self.poison(&mut g, format!("segment write failed: {e}")));
+                // The file may hold part of the batch: stop writing; recovery truncates it.
+                return Err(self.poison(&mut g, "segment write failed", &e, false));
             }
             g.next_offset = h.next_offset();
             self.appends.fetch_add(1, Ordering::Relaxed);
@@ -373,7 +458,7 @@ impl Partition {
         let path = g.active().log_path();
         // A closed segment is always durable: its index is trusted on open.
         if let Err(e) = g.active().sync() {
-            return Err(self.poison(g, format!("fsync of {} failed: {e}", path.display())));
+            return Err(self.poison(g, &format!("fsync of {} failed", path.display()), &e, true));
         }
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = g.active().write_index() {
@@ -381,7 +466,8 @@ impl Partition {
         }
         let seg = match Segment::create(&self.files, &self.dir, g.next_offset) {
             Ok(s) => s,
-            Err(e) => return Err(self.poison(g, format!("creating a segment failed: {e}"))),
+            Err(LogError::Io { op, path, source }) => return Err(self.poison(g, &format!("{op} {} failed", path.display()), &source, false)),
+            Err(e) => return Err(self.poison(g, "creating a segment failed", &std::io::Error::other(e.to_string()), false)),
         };
         g.segments.push(seg);
         let durable = g.next_offset;
@@ -403,12 +489,12 @@ impl Partition {
         if self.synced.load(Ordering::Acquire) >= end.0 {
             return Ok(()); // an earlier fsync covered us
         }
-        let (target, path) = {
+        let (target, path, epoch) = {
             let g = lock(&self.inner);
-            if let Some(c) = &g.poisoned {
-                return Err(self.poisoned_err(c));
+            if let Some(p) = &g.poisoned {
+                return Err(self.poisoned_err(p));
             }
-            (g.next_offset, g.active().log_path())
+            (g.next_offset, g.active().log_path(), g.epoch)
         };
         // Bounds the descriptors held by fsyncs in flight (see `files`).
         let _permit = self.files.sync_permits.acquire().await;
@@ -416,14 +502,20 @@ impl Partition {
         let p = path.clone();
         let res = tokio::task::spawn_blocking(move || files.sync(&p)).await;
         let mut g = lock(&self.inner);
+        if g.epoch != epoch {
+            // A recovery cut the log back while this fsync ran: what it
+            // covered may be gone, so it acknowledges nothing.
+            let p = g.poisoned.clone().unwrap_or(Poison { cause: "the partition was reopened after a storage failure".into(), disk_full: false, after_sync_failure: false });
+            return Err(self.poisoned_err(&p));
+        }
         match res {
             Ok(Ok(())) => {
                 self.fsyncs.fetch_add(1, Ordering::Relaxed);
                 self.mark_synced(&mut g, target);
                 Ok(())
             }
-            Ok(Err(e)) => Err(self.poison(&mut g, format!("fsync of {} failed: {e}", path.display()))),
-            Err(e) => Err(self.poison(&mut g, format!("fsync task failed: {e}"))),
+            Ok(Err(e)) => Err(self.poison(&mut g, &format!("fsync of {} failed", path.display()), &e, true)),
+            Err(e) => Err(self.poison(&mut g, "fsync task failed", &std::io::Error::other(e.to_string()), true)),
         }
     }
 
@@ -564,7 +656,8 @@ impl Partition {
             size_bytes: g.segments.iter().map(|s| s.size).sum(),
             appends: self.appends.load(Ordering::Relaxed),
             fsyncs: self.fsyncs.load(Ordering::Relaxed),
-            poisoned: g.poisoned.clone(),
+            poisoned: g.poisoned.as_ref().map(|p| p.cause.clone()),
+            disk_full: g.poisoned.as_ref().is_some_and(|p| p.disk_full),
         }
     }
 
@@ -579,7 +672,7 @@ impl Partition {
     /// retention can reach data in a quiet partition).
     pub fn roll_if_aged(&self, now_ms: i64) -> Result<bool> {
         let mut g = lock(&self.inner);
-        self.check_writable(&g)?;
+        self.check_writable(&mut g)?;
         let a = g.active();
         if !a.is_empty() && a.first_append_ms.is_some_and(|t| now_ms.saturating_sub(t) >= self.config().segment_ms as i64) {
             self.roll(&mut g)?;
@@ -811,7 +904,7 @@ mod tests {
 
     fn part(s: &MemStorage, cfg: TopicConfig, fsync: FsyncPolicy) -> Partition {
         let st: Arc<dyn Storage> = Arc::new(s.clone());
-        Partition::open(st.clone(), Arc::new(OpenFiles::new(st, 8)), PathBuf::from("/t/0"), TopicName::new("t").unwrap(), PartitionId(0), cfg, fsync)
+        Partition::open(st.clone(), Arc::new(OpenFiles::new(st, 8)), PathBuf::from("/t/0"), TopicName::new("t").unwrap(), PartitionId(0), cfg, fsync, Duration::ZERO)
             .unwrap()
     }
 

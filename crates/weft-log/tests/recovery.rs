@@ -173,15 +173,27 @@ async fn fsync_failure_poisons_and_never_acks() {
         assert!(matches!(e, LogError::Poisoned { .. }), "{e}");
         assert_eq!(e.fault(), Fault::Server);
     }
-    // Still refused after the disk "recovers": the partition stays poisoned.
-    s.fail_syncs_after(u64::MAX / 2);
-    let again = log.produce("t", vec![ProduceRecord::value("x").with_partition(0)]).await.unwrap();
-    assert!(matches!(again[0], Err(LogError::Poisoned { .. })));
     assert!(log.partition_stats("t").unwrap()[0].poisoned.is_some());
+    assert_eq!(log.health().partitions_poisoned, 2);
     // Consumers never saw the unacknowledged record.
     assert_eq!(read_all(&log, "t", 0).await.len(), 1);
-    // Reopening clears the poison (recovery re-reads what is on disk).
+    // Once the disk works again, the next write reopens the partition from
+    // its durable state (without a restart): the unacknowledged record is
+    // cut, its offset is given to the new one.
+    s.fail_syncs_after(u64::MAX / 2);
+    let again = log.produce("t", vec![ProduceRecord::value("x").with_partition(0)]).await.unwrap();
+    assert_eq!(again[0].as_ref().unwrap().offset, Offset(1));
+    assert!(log.partition_stats("t").unwrap()[0].poisoned.is_none());
+    let vals: Vec<String> = read_all(&log, "t", 0).await.iter().map(value_str).collect();
+    assert_eq!(vals, ["ok", "x"]);
+    // Partition 1 recovers on its own next write.
+    assert_eq!(log.health().partitions_poisoned, 1);
+    log.produce("t", vec![ProduceRecord::value("z").with_partition(1)]).await.unwrap()[0].as_ref().unwrap();
+    let h = log.health();
+    assert!(h.writable && h.partitions_poisoned == 0 && h.recoveries_total == 2, "{h:?}");
+    // And it all survives a crash.
     drop(log);
-    let log = mem_log(&s, &clock, cfg()).await;
-    log.produce("t", vec![ProduceRecord::value("y").with_partition(0)]).await.unwrap()[0].as_ref().unwrap();
+    let log = mem_log(&s.crash(|_, _| (0, Vec::new())), &clock, cfg()).await;
+    let vals: Vec<String> = read_all(&log, "t", 0).await.iter().map(value_str).collect();
+    assert_eq!(vals, ["ok", "x"]);
 }
