@@ -338,8 +338,11 @@ async function* wsStream(url: string, topic: string, signal?: AbortSignal): Asyn
 }
 
 export interface ConsumerOptions {
-  /** Where to start without a committed offset: "earliest" or "latest" (default, as Kafka). */
-  autoOffsetReset?: "earliest" | "latest";
+  /**
+   * Where to start without a committed offset, or from a position outside the log (docs/log.md,
+   * "the reset policy"): "earliest" (Weft's default), "latest" (Kafka's), or "none" (OutOfRangeError).
+   */
+  autoOffsetReset?: "earliest" | "latest" | "none";
   /** Commit handed-out offsets every autoCommitIntervalMs, before a rebalance and on close (default true). */
   enableAutoCommit?: boolean;
   autoCommitIntervalMs?: number;
@@ -364,7 +367,7 @@ export class Consumer implements AsyncIterable<LogRecord> {
 
   constructor(readonly client: Client, readonly group: string, readonly topics: string[], opts: ConsumerOptions = {}) {
     this.o = {
-      autoOffsetReset: opts.autoOffsetReset ?? "latest",
+      autoOffsetReset: opts.autoOffsetReset ?? "earliest",
       enableAutoCommit: opts.enableAutoCommit ?? true,
       autoCommitIntervalMs: opts.autoCommitIntervalMs ?? 5000,
       sessionTimeoutMs: opts.sessionTimeoutMs ?? 10_000,
@@ -385,9 +388,14 @@ export class Consumer implements AsyncIterable<LogRecord> {
       if (this.o.strategy) opts.strategy = this.o.strategy;
       this.membership = await this.client.joinGroup(this.group, this.topics, opts);
       this.lastBeat = this.lastCommit = Date.now();
-      await this.initPositions();
+      try {
+        await this.initPositions();
+      } catch (e) {
+        await this.close(false); // do not hold partitions we cannot read
+        throw e;
+      }
     }
-    return this.membership;
+    return this.membership!;
   }
 
   private async initPositions(): Promise<void> {
@@ -398,8 +406,12 @@ export class Consumer implements AsyncIterable<LogRecord> {
       const k = `${t}\0${p}`;
       if (this.positions.has(k)) continue;
       let c = await this.client.committed(this.group, t, p);
-      if (c == null) c = await this.client.offsets(t, p, this.o.autoOffsetReset);
-      else this.committedPos.set(k, c);
+      if (c == null) {
+        if (this.o.autoOffsetReset === "none") {
+          throw new OutOfRangeError(`group ${this.group} has no committed offset for ${t}/${p} and the reset policy is none`, { kind: "no_reset_policy", topic: t, partition: p });
+        }
+        c = await this.client.offsets(t, p, this.o.autoOffsetReset);
+      } else this.committedPos.set(k, c);
       this.positions.set(k, c);
     }
   }
@@ -454,13 +466,9 @@ export class Consumer implements AsyncIterable<LogRecord> {
     if (tps.length === 0) return sleep(this.o.pollWaitMs);
     const got = await Promise.all(tps.map(async ([k, off]) => {
       const [t, ps] = k.split("\0") as [string, string];
-      try {
-        return (await this.client.fetch(t, Number(ps), off, { maxRecords: this.o.maxRecords, waitMs: this.o.pollWaitMs })).records;
-      } catch (e) {
-        if (!(e instanceof OutOfRangeError)) throw e;
-        this.positions.set(k, await this.client.offsets(t, Number(ps), this.o.autoOffsetReset));
-        return [];
-      }
+      const r = await this.client.fetch(t, Number(ps), off, { maxRecords: this.o.maxRecords, waitMs: this.o.pollWaitMs, reset: this.o.autoOffsetReset });
+      if (r.resetFrom != null) this.positions.set(k, r.records[0]?.offset ?? r.nextOffset);
+      return r.records;
     }));
     for (const recs of got) this.buffer.push(...recs);
   }
@@ -493,7 +501,8 @@ export class Consumer implements AsyncIterable<LogRecord> {
     try {
       await this.commit();
     } catch (e) {
-      if (!(e instanceof ConflictError)) throw e; // rebalanced under us
+      if (!(e instanceof ConflictError)) throw e;
+      this.lastBeat = 0; // rebalanced under us (illegal_generation, not_assigned): heartbeat at once to hand off
     }
   }
 

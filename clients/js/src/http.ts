@@ -95,7 +95,7 @@ export class HttpTransport implements Transport {
         return this.request("POST", `${topic()}/records`, { records: (b.records as Obj[]).map(recordIn) }, t);
       case "log.fetch": {
         const q = new URLSearchParams({ offset: String(b.offset), encoding: "base64" });
-        for (const k of ["max_records", "max_bytes", "wait_ms"]) if (b[k] != null) q.set(k, String(b[k]));
+        for (const k of ["max_records", "max_bytes", "wait_ms", "reset"]) if (b[k] != null) q.set(k, String(b[k]));
         const wait = Number(b.wait_ms ?? 0);
         const r = (await this.request("GET", `${topic()}/partitions/${b.partition}/records?${q}`, undefined, t + wait)) as Obj;
         return { ...r, records: (r.records as Obj[]).map(recordOut) };

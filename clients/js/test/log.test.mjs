@@ -48,6 +48,11 @@ for (const via of ["tcp", "http"]) {
       assert.equal(await c.offsets(t, 0, before), 0);
       assert.equal((await c.fetch(t, 0, 0, { maxRecords: 1 })).records.length, 1);
       await assert.rejects(c.fetch(t, 0, 999), weft.OutOfRangeError);
+      // the reset policy moves a fetch outside the log, and says so
+      const moved = await c.fetch(t, 1, 999, { reset: "earliest" });
+      assert.equal(moved.resetFrom, 999);
+      assert.equal(moved.records.length, p1.records.length);
+      await assert.rejects(c.fetch(t, 0, 999, { reset: "none" }), weft.OutOfRangeError);
       await assert.rejects(c.describeTopic(unique("nope")), weft.NotFoundError);
       await assert.rejects(c.createTopic(t), weft.ConflictError);
       await assert.rejects(c.createTopic("bad name"), weft.ValidationError);
@@ -88,6 +93,14 @@ for (const via of ["tcp", "http"]) {
       await c2.close();
       assert.deepEqual([...seen].sort(), [...values].sort());
       assert.equal((await c.committed(g, t, 0)) + (await c.committed(g, t, 1)), 20);
+      // Weft's default reset policy is earliest; "none" refuses a group without commits
+      const fresh = c.consumer(unique("fresh"), [t], { consumerTimeoutMs: 1000 });
+      let n = 0;
+      for await (const _ of fresh) n++;
+      await fresh.close();
+      assert.equal(n, 20);
+      await assert.rejects(c.consumer(unique("none"), [t], { autoOffsetReset: "none" }).start(),
+        (e) => e instanceof weft.OutOfRangeError && e.kind === "no_reset_policy");
     } finally {
       await c.close();
     }

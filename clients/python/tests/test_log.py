@@ -139,7 +139,7 @@ def test_consumer_latest_reset_skips_old_records(client: weft.Client, node: Node
     client.create_topic(t)
     client.produce(t, [b"old"])
     with weft.Client(node.tcp) as c:
-        consumer = c.consumer(g, [t], consumer_timeout_ms=1500)
+        consumer = c.consumer(g, [t], auto_offset_reset="latest", consumer_timeout_ms=1500)
         consumer.start()
         client.produce(t, [b"new"])
         assert [r.value for r in consumer] == [b"new"]
@@ -189,3 +189,21 @@ def test_rebalance_hands_partitions_off_without_loss_or_duplicates(client: weft.
         a.close()
         b.close()
     assert sorted(seen) == sorted(values)  # nothing lost, nothing twice
+
+
+def test_consumer_reset_policies(client: weft.Client, node: Node) -> None:
+    t = unique("policy")
+    client.create_topic(t)
+    client.produce(t, [b"one", b"two"])
+    with weft.Client(node.tcp) as c:
+        # Weft's default is earliest (docs/log.md): a new group reads what the topic holds
+        with c.consumer(unique("g"), [t], consumer_timeout_ms=1000) as d:
+            assert [r.value for r in d] == [b"one", b"two"]
+        with pytest.raises(weft.OutOfRange) as e:
+            c.consumer(unique("g"), [t], auto_offset_reset="none").start()
+        assert e.value.kind == "no_reset_policy"
+    # a fetch outside the log moved by the policy says where it was asked to start
+    r = client.fetch(t, 0, 99, reset="earliest")
+    assert r.reset_from == 99 and [x.value for x in r.records] == [b"one", b"two"]
+    with pytest.raises(weft.OutOfRange):
+        client.fetch(t, 0, 99, reset="none")

@@ -18,8 +18,10 @@ class AsyncConsumer:
     """Joins ``group`` for ``topics`` and reads the partitions assigned to it.
 
     * Start position of a partition: the group's committed offset, else
-      ``auto_offset_reset`` ("earliest" or "latest", Kafka's default). An offset
-      that retention has removed also restarts there.
+      ``auto_offset_reset`` (docs/log.md, "the reset policy"): "earliest"
+      (Weft's default), "latest" (Kafka's), or "none" (raise
+      :class:`OutOfRange`). A position outside the log (removed by retention)
+      restarts there too: the fetch carries the policy.
     * ``enable_auto_commit`` (default on): the offsets of records already
       handed out are committed every ``auto_commit_interval_ms``, before a
       rebalance, and on :meth:`close`: at-least-once, like kafka-python.
@@ -37,7 +39,7 @@ class AsyncConsumer:
         group: str,
         topics: Sequence[str],
         *,
-        auto_offset_reset: str = "latest",
+        auto_offset_reset: str = "earliest",
         enable_auto_commit: bool = True,
         auto_commit_interval_ms: int = 5000,
         session_timeout_ms: int = 10_000,
@@ -46,8 +48,8 @@ class AsyncConsumer:
         consumer_timeout_ms: int | None = None,
         strategy: str | None = None,
     ) -> None:
-        if auto_offset_reset not in ("earliest", "latest"):
-            raise ValueError("auto_offset_reset must be 'earliest' or 'latest'")
+        if auto_offset_reset not in ("earliest", "latest", "none"):
+            raise ValueError("auto_offset_reset must be 'earliest', 'latest' or 'none'")
         self.client = client
         self.group = group
         self.topics = list(topics)
@@ -79,7 +81,12 @@ class AsyncConsumer:
                 self.group, self.topics, strategy=self.strategy, session_timeout_ms=self.session_timeout_ms
             )
             self._last_beat = self._last_commit = loop.time()
-            await self._init_positions()
+            try:
+                await self._init_positions()
+            except BaseException:
+                await self.close(commit=False)  # do not hold partitions we cannot read
+                raise
+        assert self.membership is not None
         return self.membership
 
     async def _init_positions(self) -> None:
@@ -93,6 +100,11 @@ class AsyncConsumer:
             if tp not in self.positions:
                 c = await self.client.committed(self.group, tp[0], tp[1])
                 if c is None:
+                    if self.auto_offset_reset == "none":
+                        raise OutOfRange(
+                            f"group {self.group} has no committed offset for {tp[0]}/{tp[1]} and the reset policy is none",
+                            {"kind": "no_reset_policy", "topic": tp[0], "partition": tp[1]},
+                        )
                     c = await self.client.offsets(tp[0], tp[1], self.auto_offset_reset)
                 else:
                     self._committed[tp] = c
@@ -158,11 +170,13 @@ class AsyncConsumer:
             return
 
         async def one(tp: tuple[str, int], offset: int) -> list[Record]:
-            try:
-                r = await self.client.fetch(tp[0], tp[1], offset, max_records=self.max_records, wait_ms=self.poll_wait_ms)
-            except OutOfRange:
-                self.positions[tp] = await self.client.offsets(tp[0], tp[1], self.auto_offset_reset)
-                return []
+            r = await self.client.fetch(
+                tp[0], tp[1], offset, max_records=self.max_records, wait_ms=self.poll_wait_ms, reset=self.auto_offset_reset
+            )
+            if r.reset_from is not None and r.records:
+                self.positions[tp] = r.records[0].offset
+            elif r.reset_from is not None:
+                self.positions[tp] = r.next_offset
             return r.records
 
         results = await asyncio.gather(*(one(tp, o) for tp, o in tps))
@@ -186,7 +200,9 @@ class AsyncConsumer:
         try:
             await self.commit()
         except Conflict:
-            pass  # rebalanced under us: the next owner starts from the last commit
+            # Rebalanced under us (illegal_generation, not_assigned): heartbeat
+            # at once to adopt the new generation and hand off.
+            self._last_beat = 0.0
 
     async def close(self, commit: bool = True) -> None:
         """Commit (if auto-commit is on and ``commit``), then leave the group."""
