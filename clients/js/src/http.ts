@@ -1,7 +1,7 @@
 // The HTTP gateway as a transport (browsers, or anything with fetch): the
 // log's native routes are mapped to the REST routes of docs/log.md, and
 // streams use its WebSocket routes.
-import { ConnectionError, NotSupported, TimeoutError, fromDto } from "./errors.js";
+import { ConnectionError, NotSupported, ServerError, TimeoutError, fromDto } from "./errors.js";
 import { CallOptions, Transport, Welcome } from "./transport.js";
 
 export interface HttpOptions {
@@ -92,7 +92,16 @@ export class HttpTransport implements Transport {
         return this.request("PATCH", topic(), changes, t);
       }
       case "log.produce":
-        return this.request("POST", `${topic()}/records`, { records: (b.records as Obj[]).map(recordIn) }, t);
+        try {
+          return await this.request("POST", `${topic()}/records`, { records: (b.records as Obj[]).map(recordIn) }, t);
+        } catch (e) {
+          // every record failed one by one: the gateway answers the first error with all
+          // per-record results in details.results (docs/log.md); natively that is a
+          // normal answer, so give the same results here
+          const results = (e as ServerError).details && ((e as ServerError).details as Obj).results;
+          if (e instanceof ServerError && Array.isArray(results)) return { results };
+          throw e;
+        }
       case "log.fetch": {
         const q = new URLSearchParams({ offset: String(b.offset), encoding: "base64" });
         for (const k of ["max_records", "max_bytes", "wait_ms", "reset"]) if (b[k] != null) q.set(k, String(b[k]));
