@@ -235,9 +235,9 @@ pub async fn run(cmd: Command) -> Result<(), QueueError> {
                     }
                 }
                 flat.retain(|_, v| !no_data(v));
-                let width = flat.keys().map(|k| k.len()).max().unwrap_or(0);
+                // `key value`, one space: scripts and tests split on it.
                 for (k, v) in flat {
-                    println!("{k:width$}  {v}");
+                    println!("{k} {v}");
                 }
             }
             Ok(())

@@ -91,7 +91,7 @@ fn client_commands_on_every_transport() {
         let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
         assert_eq!(v, serde_json::json!({"a":[1,2,{"b":null}]}));
 
-        let o = weft(&["info", "--addr", &addr]);
+        let o = weft(&["info", "--json", "--addr", &addr]);
         let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
         assert_eq!(v["name"], "weft");
         let transports: Vec<&str> = v["transports"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
@@ -264,7 +264,7 @@ fn topic_produce_consume_and_alter() {
 
     let o = run(&["topic", "alter", "clit", "--max-record-bytes", "1000", "--retention-ms", "-1", "--partitions", "2"], None);
     assert!(o.status.success(), "{o:?}");
-    let o = run(&["topic", "describe", "clit"], None);
+    let o = run(&["topic", "describe", "clit", "--json"], None);
     let d: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!((d["config"]["max_record_bytes"].as_u64(), d["partitions"].as_array().map(|p| p.len())), (Some(1000), Some(2)), "{d}");
     assert!(d["config"]["retention_ms"].is_null(), "{d}");
