@@ -40,6 +40,11 @@ pub struct RecorderConfig {
     pub request_timeout: Duration,
     /// How long to keep trying to reach a node (topic creation, final reads).
     pub reach_timeout: Duration,
+    /// Pause between the producers' stop and the final reads, so that
+    /// followers healed just before can catch up (a cluster serves reads
+    /// up to what is committed; a replica still catching up would look like
+    /// a loss).
+    pub settle: Duration,
 }
 
 impl Default for RecorderConfig {
@@ -53,6 +58,7 @@ impl Default for RecorderConfig {
             duration: Duration::from_secs(10),
             request_timeout: Duration::from_secs(5),
             reach_timeout: Duration::from_secs(30),
+            settle: Duration::ZERO,
         }
     }
 }
@@ -329,6 +335,7 @@ impl Recorder {
     /// skipped (its partitions get no `read_end` from it) and named in the
     /// returned list.
     pub async fn final_reads(&self) -> Vec<String> {
+        tokio::time::sleep(self.cfg.settle).await;
         let mut unreachable = vec![];
         for (i, node) in self.nodes.iter().enumerate() {
             let process = Process::from(self.cfg.producers) + i as u64;

@@ -30,6 +30,9 @@ struct Args {
     /// How long to keep trying an unreachable node (topic creation, final reads).
     #[arg(long, default_value_t = 30_000)]
     reach_timeout_ms: u64,
+    /// Wait this long after the producers stop before the final reads.
+    #[arg(long, default_value_t = 0)]
+    settle_ms: u64,
     #[arg(long)]
     out: PathBuf,
 }
@@ -46,6 +49,7 @@ async fn main() -> anyhow::Result<()> {
         duration: Duration::from_millis(a.duration_ms),
         request_timeout: Duration::from_millis(a.request_timeout_ms),
         reach_timeout: Duration::from_millis(a.reach_timeout_ms),
+        settle: Duration::from_millis(a.settle_ms),
     };
     let r = Arc::new(Recorder::new(cfg)?);
     r.create_topic().await?;
