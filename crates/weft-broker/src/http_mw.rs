@@ -212,6 +212,7 @@ pub fn all_failed(results: &[crate::dto::ProduceResult]) -> Option<ErrorBody> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing unwrap is the test failing
 mod tests {
     use super::*;
     use crate::dto::ProduceResult;
