@@ -5,9 +5,13 @@
 #![allow(clippy::unwrap_used)]
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
+
+#[path = "common/alloc_guard.rs"]
+mod alloc_guard;
 use weft_ekosis::proto::{encode_error, encode_response, parse_request, Line, LineDecoder};
 
 fuzz_target!(|data: &[u8]| {
+    let _guard = alloc_guard::Guard::for_input(data);
     let cut = data.first().map(|b| *b as usize % (data.len() + 1)).unwrap_or(0);
     let mut dec = LineDecoder::new(4096);
     let mut buf = BytesMut::new();

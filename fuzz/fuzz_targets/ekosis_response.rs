@@ -3,9 +3,13 @@
 //! a parsed span key renders and parses back to itself.
 #![allow(clippy::unwrap_used)]
 use libfuzzer_sys::fuzz_target;
+
+#[path = "common/alloc_guard.rs"]
+mod alloc_guard;
 use weft_ekosis::proto::{parse_response, SpanKey};
 
 fuzz_target!(|data: &[u8]| {
+    let _guard = alloc_guard::Guard::for_input(data);
     if let Ok(r) = parse_response(data) {
         if let Some(sk) = r.span_key {
             assert_eq!(sk.to_string().parse::<SpanKey>().expect("round trip"), sk);

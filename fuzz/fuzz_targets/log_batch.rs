@@ -5,6 +5,9 @@
 //! that decodes to the same records.
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
+
+#[path = "common/alloc_guard.rs"]
+mod alloc_guard;
 use weft_log::batch::{self, Batch, BatchBuilder, BatchesDecoder};
 use weft_log::Offset;
 
@@ -30,6 +33,7 @@ fn check(data: &[u8]) {
 }
 
 fuzz_target!(|data: &[u8]| {
+    let _guard = alloc_guard::Guard::for_input(data);
     check(data);
     if data.len() >= batch::HEADER_LEN {
         let mut fixed = data.to_vec();

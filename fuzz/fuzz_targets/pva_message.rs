@@ -5,11 +5,15 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
+
+#[path = "common/alloc_guard.rs"]
+mod alloc_guard;
 use weft_pva::proto::header::{Frame, FrameDecoder, split_datagram};
 use weft_pva::proto::msg::decode_message;
 use weft_pva::proto::{Limits, TypeCache};
 
 fuzz_target!(|data: &[u8]| {
+    let _guard = alloc_guard::Guard::for_input(data);
     let limits = Limits { message_len_max: 1 << 20, ..Limits::default() };
     let mut fd = FrameDecoder::with_limits(limits);
     let mut buf = BytesMut::from(data);

@@ -3,11 +3,15 @@
 //! arbitrary bytes, in both byte orders; re-encode what decodes.
 
 use libfuzzer_sys::fuzz_target;
+
+#[path = "common/alloc_guard.rs"]
+mod alloc_guard;
 use weft_pva::proto::types::decode_desc;
 use weft_pva::proto::value::{BitSet, decode_masked, decode_value, encode_value};
 use weft_pva::proto::{ByteOrder, Reader, SendCache, TypeCache, Value, Writer};
 
 fuzz_target!(|data: &[u8]| {
+    let _guard = alloc_guard::Guard::for_input(data);
     for order in [ByteOrder::Little, ByteOrder::Big] {
         let mut r = Reader::new(data, order);
         let mut cache = TypeCache::new();

@@ -4,6 +4,9 @@
 //! a panic or an allocation sized by the length field alone; a record
 //! that decodes re-encodes to the same bytes.
 use libfuzzer_sys::fuzz_target;
+
+#[path = "common/alloc_guard.rs"]
+mod alloc_guard;
 use weft_queue::store::{decode_record, encode_record, Decoded};
 
 fn check(data: &[u8]) {
@@ -18,6 +21,7 @@ fn check(data: &[u8]) {
 }
 
 fuzz_target!(|data: &[u8]| {
+    let _guard = alloc_guard::Guard::for_input(data);
     check(data);
     // The same bytes as one record with a matching length and CRC, so the
     // payload parser itself is reached.

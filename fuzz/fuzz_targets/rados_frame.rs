@@ -3,6 +3,9 @@
 //! must return errors, never panic or allocate from unchecked lengths.
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
+
+#[path = "common/alloc_guard.rs"]
+mod alloc_guard;
 use weft_rados::proto::cephx::{CephxClient, CryptoKey};
 use weft_rados::proto::conn::{
     AuthMethod, ConnConfig, Connection, SessionIdentity, SessionResume, CON_MODE_CRC, CON_MODE_SECURE, FEATURES_PACIFIC,
@@ -12,6 +15,7 @@ use weft_rados::proto::msg::{self, Message};
 use weft_rados::proto::types::{entity_type, EntityAddr, EntityName};
 
 fuzz_target!(|data: &[u8]| {
+    let _guard = alloc_guard::Guard::for_input(data);
     let Some((&sel, rest)) = data.split_first() else { return };
     if sel >= 0xc0 {
         session_frames(sel, rest);

@@ -2,6 +2,9 @@
 //! OSDMap / incremental / CRUSH / MonMap decoders and placement on
 //! arbitrary bytes: typed errors only, bounded work.
 use libfuzzer_sys::fuzz_target;
+
+#[path = "common/alloc_guard.rs"]
+mod alloc_guard;
 use weft_rados::proto::crush::CrushMap;
 use weft_rados::proto::monmap::MonMap;
 use weft_rados::proto::osdmap::OsdMap;
@@ -9,6 +12,7 @@ use weft_rados::proto::osdmap::OsdMap;
 const BASE: &[u8] = include_bytes!("../../crates/weft-rados/tests/data/osdmap.bin");
 
 fuzz_target!(|data: &[u8]| {
+    let _guard = alloc_guard::Guard::for_input(data);
     let _ = MonMap::decode(data);
     if let Ok(c) = CrushMap::decode(data) {
         for x in 0..4 {

@@ -3,9 +3,13 @@
 //! whatever the bytes, however they are split.
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
+
+#[path = "common/alloc_guard.rs"]
+mod alloc_guard;
 use weft_wire::{decode_datagram, encode, FrameDecoder};
 
 fuzz_target!(|data: &[u8]| {
+    let _guard = alloc_guard::Guard::for_input(data);
     let _ = decode_datagram(data, 4096);
     // Feed the stream decoder in two parts, split where the first byte says.
     let cut = data.first().map(|b| *b as usize % (data.len() + 1)).unwrap_or(0);
