@@ -115,6 +115,10 @@ impl OpenFiles {
         &*self.storage
     }
 
+    pub fn storage_arc(&self) -> Arc<dyn Storage> {
+        self.storage.clone()
+    }
+
     /// The open handle of an existing file (opened if not cached).
     pub fn get(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
         self.handle(path, false, false)

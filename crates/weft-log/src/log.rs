@@ -680,14 +680,22 @@ impl Log {
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_millis(ms.max(1)));
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                // A poisoned partition fails every tick until it is reopened:
+                // say so once per distinct error, not ten times a second.
+                let mut last_err = None;
                 loop {
                     tick.tick().await;
                     let Some(inner) = weak.upgrade() else { break };
                     if inner.closed.load(Ordering::Acquire) {
                         break;
                     }
-                    if let Err(e) = (Log { inner }).flush_all().await {
-                        tracing::error!(error = %e, "interval fsync failed");
+                    match (Log { inner }).flush_all().await {
+                        Err(e) if last_err.as_ref() != Some(&e.to_string()) => {
+                            tracing::error!(error = %e, "interval fsync failed");
+                            last_err = Some(e.to_string());
+                        }
+                        Err(_) => {}
+                        Ok(()) => last_err = None,
                     }
                 }
             });
@@ -965,7 +973,6 @@ fn write_policy(c: &LogConfig) -> (FsyncPolicy, Duration) {
 }
 
 fn open_partitions(
-    storage: &Arc<dyn Storage>,
     files: &Arc<OpenFiles>,
     tdir: &Path,
     meta: &TopicMeta,
@@ -974,7 +981,6 @@ fn open_partitions(
     (0..meta.config.partitions)
         .map(|i| {
             Partition::open(
-                storage.clone(),
                 files.clone(),
                 tdir.join(i.to_string()),
                 meta.name.clone(),
@@ -1030,7 +1036,7 @@ fn create_topic_files(inner: &Inner, meta: TopicMeta) -> Result<Topic> {
     let opened = st
         .sync_dir(&topics_dir)
         .map_err(|e| LogError::io("sync dir", &topics_dir, e))
-        .and_then(|()| open_partitions(&inner.storage, &inner.files, &final_dir, &meta, write_policy(&inner.config)));
+        .and_then(|()| open_partitions(&inner.files, &final_dir, &meta, write_policy(&inner.config)));
     match opened {
         Ok(partitions) => {
             Ok(Topic { name: meta.name, created_ms: meta.created_ms, config: meta.config, partitions, partitioner: Partitioner::new() })
@@ -1063,7 +1069,7 @@ fn alter_topic_files(inner: &Inner, old: &Topic, config: TopicConfig) -> Result<
     let mut partitions = old.partitions.clone();
     for i in old.partitions.len() as u32..config.partitions {
         let dir = tdir.join(i.to_string());
-        let p = Partition::open(inner.storage.clone(), inner.files.clone(), dir, old.name.clone(), PartitionId(i), config.clone(), inner.config.fsync, write_policy(&inner.config).1)?;
+        let p = Partition::open(inner.files.clone(), dir, old.name.clone(), PartitionId(i), config.clone(), inner.config.fsync, write_policy(&inner.config).1)?;
         partitions.push(Arc::new(p));
     }
     let meta = TopicMeta { format: TOPIC_META_FORMAT, name: old.name.clone(), created_ms: old.created_ms, config: config.clone() };
@@ -1113,7 +1119,7 @@ fn load_topics(
         if meta.name.as_str() != name || meta.format != TOPIC_META_FORMAT || meta.config.validate().is_err() {
             return Err(LogError::Corrupt { path: meta_path, pos: 0, reason: "topic metadata does not match its directory".into() });
         }
-        let partitions = open_partitions(storage, files, &tdir, &meta, fsync)?;
+        let partitions = open_partitions(files, &tdir, &meta, fsync)?;
         out.insert(
             meta.name.clone(),
             Arc::new(Topic { name: meta.name, created_ms: meta.created_ms, config: meta.config, partitions, partitioner: Partitioner::new() }),

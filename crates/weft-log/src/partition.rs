@@ -183,7 +183,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Partition {
     /// Opens (or creates) the partition in `dir`, recovering a torn tail.
     pub fn open(
-        storage: Arc<dyn Storage>,
         files: Arc<OpenFiles>,
         dir: PathBuf,
         topic: TopicName,
@@ -192,6 +191,7 @@ impl Partition {
         fsync: FsyncPolicy,
         poison_retry: Duration,
     ) -> Result<Partition> {
+        let storage = files.storage_arc();
         storage.create_dir_all(&dir).map_err(|e| LogError::io("create partition dir", &dir, e))?;
         let names = storage.list_dir(&dir).map_err(|e| LogError::io("list partition dir", &dir, e))?;
         let mut bases = Vec::new();
@@ -904,7 +904,7 @@ mod tests {
 
     fn part(s: &MemStorage, cfg: TopicConfig, fsync: FsyncPolicy) -> Partition {
         let st: Arc<dyn Storage> = Arc::new(s.clone());
-        Partition::open(st.clone(), Arc::new(OpenFiles::new(st, 8)), PathBuf::from("/t/0"), TopicName::new("t").unwrap(), PartitionId(0), cfg, fsync, Duration::ZERO)
+        Partition::open(Arc::new(OpenFiles::new(st, 8)), PathBuf::from("/t/0"), TopicName::new("t").unwrap(), PartitionId(0), cfg, fsync, Duration::ZERO)
             .unwrap()
     }
 
