@@ -37,6 +37,9 @@ pub enum ClusterError {
     Config(String),
     #[error("timed out: {0}")]
     Timeout(String),
+    /// Too many requests queued to the cluster driver (`cluster.max_pending`).
+    #[error("cluster node busy: too many pending requests")]
+    Busy,
     #[error("cluster node is shutting down")]
     Shutdown,
 }

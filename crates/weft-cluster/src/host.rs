@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use raft::prelude::{ConfChangeV2, ConfState, Entry, EntryType, Message, Snapshot};
+use raft::prelude::{ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message, Snapshot};
 use raft::{RawNode, ReadOnlyOption, StateRole};
 use rand::Rng;
 
@@ -85,6 +85,11 @@ struct Group {
     applied: u64,
     /// The configuration as of `applied`, for snapshots.
     conf: ConfState,
+    /// Take a snapshot at the next opportunity: a node was added, and a new
+    /// member can only start from a snapshot that already counts it in (raft
+    /// refuses to restore a snapshot whose configuration lacks the node, and
+    /// the founding configuration is not in the log for it to replay).
+    force_snapshot: bool,
 }
 
 /// Every group of one node.
@@ -162,7 +167,7 @@ impl MultiRaft {
             ..Default::default()
         };
         let raw = RawNode::new(&cfg, storage, &self.logger)?;
-        self.groups.insert(group, Group { raw, sm, applied, conf });
+        self.groups.insert(group, Group { raw, sm, applied, conf, force_snapshot: false });
         Ok(())
     }
 
@@ -202,15 +207,50 @@ impl MultiRaft {
         Ok(())
     }
 
+    /// Propose on any member: a follower forwards it to the leader (raft's
+    /// MsgProp); it is dropped silently if leadership changes meanwhile, so
+    /// callers time out and report the outcome as unknown.
+    pub fn propose_forwarding(&mut self, group: GroupId, context: Vec<u8>, data: Vec<u8>) -> Result<()> {
+        let g = self.groups.get_mut(&group).ok_or(ClusterError::UnknownGroup(group))?;
+        match g.raw.propose(context, data) {
+            Ok(()) => Ok(()),
+            Err(raft::Error::ProposalDropped) => Err(ClusterError::NotLeader { group, leader: g.raw.raft.leader_id, addr: None }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Propose a membership change (joint consensus when it touches more than one voter;
     /// raft-rs leaves the joint state automatically).
     pub fn propose_conf_change(&mut self, group: GroupId, context: Vec<u8>, cc: ConfChangeV2) -> Result<()> {
         let g = self.groups.get_mut(&group).ok_or(ClusterError::UnknownGroup(group))?;
-        if g.raw.raft.state != StateRole::Leader {
-            return Err(ClusterError::NotLeader { group, leader: g.raw.raft.leader_id, addr: None });
+        // Forwarded to the leader like any proposal; the leader refuses (drops) it
+        // while another change is still pending, so callers retry after a timeout.
+        match g.raw.propose_conf_change(context, cc) {
+            Ok(()) => Ok(()),
+            Err(raft::Error::ProposalDropped) => Err(ClusterError::NotLeader { group, leader: g.raw.raft.leader_id, addr: None }),
+            Err(e) => Err(e.into()),
         }
-        g.raw.propose_conf_change(context, cc)?;
-        Ok(())
+    }
+
+    /// True when `msg` is a proposal to remove this node while it leads `group`.
+    /// raft-rs cannot remove its own leader (its progress disappears under it),
+    /// so such a proposal is refused and leadership handed over first.
+    pub fn removes_leader_self(&self, group: GroupId, msg: &Message) -> bool {
+        if !self.is_leader(group) || msg.get_msg_type() != raft::prelude::MessageType::MsgPropose {
+            return false;
+        }
+        msg.get_entries().iter().any(|e| removes(e, self.id))
+    }
+
+    /// Hand leadership of `group` to the most caught-up other voter.
+    pub fn step_down(&mut self, group: GroupId) {
+        let Some(g) = self.groups.get_mut(&group) else { return };
+        let me = self.id;
+        let voters = g.raw.raft.prs().conf().to_conf_state().voters;
+        let best = g.raw.raft.prs().iter().filter(|(id, _)| **id != me && voters.contains(id)).max_by_key(|(_, pr)| pr.matched).map(|(id, _)| *id);
+        if let Some(to) = best {
+            g.raw.transfer_leader(to);
+        }
     }
 
     /// Ask for a linearizable read point (ReadIndex); it comes back in
@@ -342,14 +382,21 @@ fn apply_entries(gid: GroupId, g: &mut Group, entries: Vec<Entry>, out: &mut Rea
                 let cs = if e.get_entry_type() == EntryType::EntryConfChangeV2 {
                     let mut cc = ConfChangeV2::default();
                     protobuf::Message::merge_from_bytes(&mut cc, &e.data)?;
+                    if cc.get_changes().iter().any(|c| c.get_change_type() != ConfChangeType::RemoveNode) {
+                        g.force_snapshot = true;
+                    }
                     g.raw.apply_conf_change(&cc)?
                 } else {
                     let mut cc = raft::prelude::ConfChange::default();
                     protobuf::Message::merge_from_bytes(&mut cc, &e.data)?;
+                    if cc.get_change_type() != ConfChangeType::RemoveNode {
+                        g.force_snapshot = true;
+                    }
                     g.raw.apply_conf_change(&cc)?
                 };
-                g.raw.mut_store().set_conf_state(cs.clone())?;
-                g.raw.mut_store().sync()?;
+                // Not persisted here: state machines restart from the last snapshot and
+                // replay the log, so the stored configuration must be the snapshot's too
+                // (replaying a change onto a configuration that already has it fails).
                 g.conf = cs.clone();
                 out.conf_changes.push((gid, cs, e.context.to_vec()));
             }
@@ -359,9 +406,25 @@ fn apply_entries(gid: GroupId, g: &mut Group, entries: Vec<Entry>, out: &mut Rea
     Ok(())
 }
 
+fn removes(e: &Entry, id: NodeId) -> bool {
+    if e.get_entry_type() != EntryType::EntryConfChangeV2 {
+        return false;
+    }
+    let mut cc = ConfChangeV2::default();
+    protobuf::Message::merge_from_bytes(&mut cc, &e.data).is_ok()
+        && cc.get_changes().iter().any(|c| c.get_change_type() == ConfChangeType::RemoveNode && c.node_id == id)
+}
+
+/// Whether a locally proposed change would remove `id`.
+pub fn cc_removes(cc: &ConfChangeV2, id: NodeId) -> bool {
+    cc.get_changes().iter().any(|c| c.get_change_type() == ConfChangeType::RemoveNode && c.node_id == id)
+}
+
 fn maybe_compact(g: &mut Group, snapshot_entries: u64) -> Result<()> {
     let snap_index = g.raw.store().snapshot_ref().get_metadata().index;
-    if g.applied < snap_index + snapshot_entries.max(1) {
+    let due = g.applied >= snap_index + snapshot_entries.max(1) || (g.force_snapshot && g.applied > snap_index);
+    g.force_snapshot = false;
+    if !due {
         return Ok(());
     }
     let term = raft::Storage::term(g.raw.store(), g.applied)?;

@@ -5,8 +5,13 @@
 pub mod codec;
 pub mod error;
 pub mod host;
+pub mod meta;
+pub mod node;
 pub mod storage;
+pub mod transport;
 
 pub use error::{ClusterError, Result};
 pub use host::{Applied, GroupId, GroupStatus, MultiRaft, NodeId, RaftTuning, ReadyOutput, StateMachine, META_GROUP};
+pub use meta::{MetaCommand, MetaResponse, MetaState, NodeInfo, Role};
+pub use node::{parse_peers, ClusterConfig, ClusterNode, ClusterStatus};
 pub use raft;

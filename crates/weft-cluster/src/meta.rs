@@ -1,0 +1,271 @@
+//! The metadata group's state machine (group 0): nodes, topics with their
+//! partition placement, consumer-group committed offsets. Pure and
+//! deterministic: every control node applies the same commands in the same
+//! order and reaches the same state.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ClusterError, Result};
+use crate::host::{GroupId, NodeId, StateMachine};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Votes in the metadata group.
+    Control,
+    /// Hosts partition replicas.
+    Data,
+}
+
+impl Role {
+    /// Parse `control,data` (either, or both).
+    pub fn parse_list(s: &str) -> Result<Vec<Role>> {
+        let mut out = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let r = match part {
+                "control" => Role::Control,
+                "data" => Role::Data,
+                other => return Err(ClusterError::Config(format!("unknown role {other:?}: expected control, data"))),
+            };
+            if !out.contains(&r) {
+                out.push(r);
+            }
+        }
+        if out.is_empty() {
+            return Err(ClusterError::Config("roles must name at least one of control, data".into()));
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub id: NodeId,
+    /// Raft transport address.
+    pub cluster_addr: String,
+    /// Native protocol address clients and forwarding use (set when the node registers itself).
+    #[serde(default)]
+    pub native_addr: Option<String>,
+    pub roles: Vec<Role>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartitionMeta {
+    pub partition: u32,
+    /// The raft group replicating this partition.
+    pub group: GroupId,
+    /// Replica nodes; the first is the preferred leader.
+    pub replicas: Vec<NodeId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopicMeta {
+    pub name: String,
+    pub partitions: Vec<PartitionMeta>,
+    /// The topic's configuration as given at creation (weft-log's topic config, as JSON).
+    #[serde(default)]
+    pub config: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MetaState {
+    pub nodes: BTreeMap<NodeId, NodeInfo>,
+    pub topics: BTreeMap<String, TopicMeta>,
+    /// consumer group -> topic -> partition -> committed offset.
+    pub offsets: BTreeMap<String, BTreeMap<String, BTreeMap<u32, u64>>>,
+    /// Next partition raft group id (groups ≥ 1; 0 is this group).
+    pub next_group: GroupId,
+    /// Index of the last applied command.
+    pub applied: u64,
+}
+
+/// A change to the metadata. Every change goes through the metadata group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum MetaCommand {
+    /// Add or update a node (its addresses and roles).
+    RegisterNode { node: NodeInfo },
+    RemoveNode { id: NodeId },
+    CreateTopic { name: String, partitions: u32, replicas: u32, #[serde(default)] config: serde_json::Value },
+    DeleteTopic { name: String },
+    CommitOffset { group: String, topic: String, partition: u32, offset: u64 },
+}
+
+/// What applying a command answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetaResponse {
+    Ok,
+    Topic(TopicMeta),
+    /// The command was refused (same answer on every replica).
+    Error { code: String, message: String },
+}
+
+/// Limits on what one command may ask for (the metadata is held in memory on every control node).
+pub const MAX_PARTITIONS: u32 = 10_000;
+pub const MAX_NAME_BYTES: usize = 249;
+
+impl MetaState {
+    /// Data nodes sorted by id: the placement order.
+    pub fn data_nodes(&self) -> Vec<NodeId> {
+        self.nodes.values().filter(|n| n.roles.contains(&Role::Data)).map(|n| n.id).collect()
+    }
+
+    pub fn apply(&mut self, cmd: MetaCommand) -> MetaResponse {
+        let err = |code: &str, message: String| MetaResponse::Error { code: code.into(), message };
+        match cmd {
+            MetaCommand::RegisterNode { node } => {
+                self.nodes.insert(node.id, node);
+                MetaResponse::Ok
+            }
+            MetaCommand::RemoveNode { id } => {
+                if self.nodes.remove(&id).is_none() {
+                    return err("not_found", format!("node {id} is not a member"));
+                }
+                MetaResponse::Ok
+            }
+            MetaCommand::CreateTopic { name, partitions, replicas, config } => {
+                if name.is_empty() || name.len() > MAX_NAME_BYTES {
+                    return err("validation", format!("topic name must be 1 to {MAX_NAME_BYTES} bytes"));
+                }
+                if partitions == 0 || partitions > MAX_PARTITIONS {
+                    return err("validation", format!("partitions must be 1 to {MAX_PARTITIONS}"));
+                }
+                if self.topics.contains_key(&name) {
+                    return err("conflict", format!("topic {name:?} exists"));
+                }
+                let data = self.data_nodes();
+                if replicas == 0 || replicas as usize > data.len() {
+                    return err("validation", format!("replicas must be 1 to the number of data nodes ({})", data.len()));
+                }
+                let first_group = self.next_group.max(1);
+                let parts = (0..partitions)
+                    .map(|p| PartitionMeta { partition: p, group: first_group + u64::from(p), replicas: place(&data, p, replicas) })
+                    .collect();
+                self.next_group = first_group + u64::from(partitions);
+                let t = TopicMeta { name: name.clone(), partitions: parts, config };
+                self.topics.insert(name, t.clone());
+                MetaResponse::Topic(t)
+            }
+            MetaCommand::DeleteTopic { name } => {
+                if self.topics.remove(&name).is_none() {
+                    return err("not_found", format!("topic {name:?} does not exist"));
+                }
+                MetaResponse::Ok
+            }
+            MetaCommand::CommitOffset { group, topic, partition, offset } => {
+                self.offsets.entry(group).or_default().entry(topic).or_default().insert(partition, offset);
+                MetaResponse::Ok
+            }
+        }
+    }
+}
+
+/// Replica j of partition p goes to the data node at position (p + j) mod n
+/// of the data nodes sorted by id: distinct nodes per partition, and the
+/// preferred leaders (j = 0) rotate across nodes.
+pub fn place(data_nodes: &[NodeId], partition: u32, replicas: u32) -> Vec<NodeId> {
+    let n = data_nodes.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    (0..replicas as usize).filter_map(|j| data_nodes.get((partition as usize + j) % n).copied()).collect()
+}
+
+/// The metadata state machine; the state is shared so readers (status,
+/// ReadIndex reads) see it without going through the driver.
+pub struct MetaSm {
+    pub state: Arc<RwLock<MetaState>>,
+}
+
+impl MetaSm {
+    pub fn new(state: Arc<RwLock<MetaState>>) -> Self {
+        MetaSm { state }
+    }
+}
+
+impl StateMachine for MetaSm {
+    fn apply(&mut self, index: u64, data: &[u8]) -> Vec<u8> {
+        let resp = match serde_json::from_slice::<MetaCommand>(data) {
+            Ok(cmd) => {
+                let mut s = self.state.write().unwrap_or_else(|p| p.into_inner());
+                s.applied = index;
+                s.apply(cmd)
+            }
+            // Every replica refuses the same bytes the same way.
+            Err(e) => MetaResponse::Error { code: "bad_command".into(), message: e.to_string() },
+        };
+        serde_json::to_vec(&resp).unwrap_or_default()
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        let s = self.state.read().unwrap_or_else(|p| p.into_inner());
+        serde_json::to_vec(&*s).unwrap_or_default()
+    }
+
+    fn restore(&mut self, data: &[u8]) -> Result<()> {
+        let new: MetaState = serde_json::from_slice(data).map_err(|e| ClusterError::StateMachine(format!("metadata snapshot: {e}")))?;
+        *self.state.write().unwrap_or_else(|p| p.into_inner()) = new;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: NodeId, roles: &[Role]) -> MetaCommand {
+        MetaCommand::RegisterNode { node: NodeInfo { id, cluster_addr: format!("127.0.0.1:{}", 7000 + id), native_addr: None, roles: roles.to_vec() } }
+    }
+
+    #[test]
+    fn placement_spreads_round_robin_over_data_nodes() {
+        assert_eq!(place(&[1, 2, 3], 0, 3), vec![1, 2, 3]);
+        assert_eq!(place(&[1, 2, 3], 1, 3), vec![2, 3, 1]);
+        assert_eq!(place(&[1, 2, 3, 4], 3, 2), vec![4, 1]);
+    }
+
+    #[test]
+    fn create_topic_places_on_data_nodes_only_and_refuses_bad_input() {
+        let mut s = MetaState::default();
+        s.apply(node(1, &[Role::Control]));
+        s.apply(node(2, &[Role::Data]));
+        s.apply(node(3, &[Role::Control, Role::Data]));
+        let MetaResponse::Topic(t) = s.apply(MetaCommand::CreateTopic { name: "t".into(), partitions: 2, replicas: 2, config: Default::default() }) else {
+            panic!("expected a topic");
+        };
+        assert_eq!(t.partitions[0].replicas, vec![2, 3]);
+        assert_eq!(t.partitions[1].replicas, vec![3, 2]);
+        assert_eq!((t.partitions[0].group, t.partitions[1].group), (1, 2));
+        let too_many = s.apply(MetaCommand::CreateTopic { name: "u".into(), partitions: 1, replicas: 3, config: Default::default() });
+        assert!(matches!(too_many, MetaResponse::Error { ref code, .. } if code == "validation"));
+        let dup = s.apply(MetaCommand::CreateTopic { name: "t".into(), partitions: 1, replicas: 1, config: Default::default() });
+        assert!(matches!(dup, MetaResponse::Error { ref code, .. } if code == "conflict"));
+        // Group ids are never reused, even after a delete.
+        s.apply(MetaCommand::DeleteTopic { name: "t".into() });
+        let MetaResponse::Topic(t2) = s.apply(MetaCommand::CreateTopic { name: "t".into(), partitions: 1, replicas: 1, config: Default::default() }) else {
+            panic!("expected a topic");
+        };
+        assert_eq!(t2.partitions[0].group, 3);
+    }
+
+    #[test]
+    fn snapshot_round_trip_and_garbage_commands() {
+        let state = Arc::new(RwLock::new(MetaState::default()));
+        let mut sm = MetaSm::new(state.clone());
+        sm.apply(1, &serde_json::to_vec(&node(1, &[Role::Control, Role::Data])).unwrap());
+        let bad: MetaResponse = serde_json::from_slice(&sm.apply(2, b"{not json")).unwrap();
+        assert!(matches!(bad, MetaResponse::Error { .. }));
+        let snap = sm.snapshot();
+        let mut other = MetaSm::new(Arc::default());
+        other.restore(&snap).unwrap();
+        assert_eq!(*other.state.read().unwrap(), *state.read().unwrap());
+        assert!(other.restore(b"garbage").is_err());
+        assert_eq!(Role::parse_list("data, control").unwrap(), vec![Role::Control, Role::Data]);
+        assert!(Role::parse_list("boss").is_err());
+    }
+}

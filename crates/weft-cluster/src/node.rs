@@ -1,0 +1,543 @@
+//! The tokio driver of one cluster node: one task owns the [`MultiRaft`],
+//! one timer ticks every group, one transport carries every group's
+//! messages. Callers talk to it through [`ClusterNode`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use raft::prelude::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2};
+use rand::SeedableRng;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::codec::Frame;
+use crate::error::{ClusterError, Result};
+use crate::host::{GroupId, GroupStatus, MultiRaft, NodeId, RaftTuning, META_GROUP};
+use crate::meta::{MetaCommand, MetaResponse, MetaSm, MetaState, NodeInfo, Role};
+use crate::storage::FileDisk;
+use crate::transport::{PeerStatus, Transport};
+
+/// Everything a node needs to join the cluster (config keys `cluster.*`).
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub node_id: NodeId,
+    /// Raft listen address (`cluster.addr`).
+    pub addr: String,
+    /// Founding members, this node included (`cluster.peers`).
+    pub peers: BTreeMap<NodeId, String>,
+    pub roles: Vec<Role>,
+    /// Do not found the metadata group: wait to be added by `cluster.add_node`.
+    pub join: bool,
+    /// This node's native protocol address, for forwarding and status.
+    pub native_addr: Option<String>,
+    pub data_dir: PathBuf,
+    pub tick_ms: u64,
+    pub max_frame_bytes: u32,
+    pub propose_timeout_ms: u64,
+    /// Commands queued to the driver before callers get `busy`.
+    pub max_pending: usize,
+    pub tuning: RaftTuning,
+}
+
+/// Parse `1=HOST:PORT,2=HOST:PORT`.
+pub fn parse_peers(s: &str) -> Result<BTreeMap<NodeId, String>> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part.split_once('=').ok_or_else(|| ClusterError::Config(format!("peer {part:?}: expected ID=HOST:PORT")))?;
+        let id: NodeId = id.trim().parse().map_err(|_| ClusterError::Config(format!("peer {part:?}: id is not a number")))?;
+        if id == 0 {
+            return Err(ClusterError::Config("node ids start at 1".into()));
+        }
+        if out.insert(id, addr.trim().to_owned()).is_some() {
+            return Err(ClusterError::Config(format!("peer id {id} given twice")));
+        }
+    }
+    Ok(out)
+}
+
+enum Cmd {
+    Propose { group: GroupId, data: Vec<u8>, reply: oneshot::Sender<Result<Vec<u8>>> },
+    ConfChange { group: GroupId, cc: ConfChangeV2, context: Vec<u8>, reply: oneshot::Sender<Result<Vec<u8>>> },
+    ReadIndex { group: GroupId, reply: oneshot::Sender<Result<()>> },
+    Status { reply: oneshot::Sender<Vec<GroupStatus>> },
+}
+
+/// A node's view of the cluster, for `cluster.status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterStatus {
+    pub node_id: NodeId,
+    pub roles: Vec<Role>,
+    pub meta_leader: Option<NodeId>,
+    pub meta_leader_addr: Option<String>,
+    pub nodes: Vec<NodeStatus>,
+    pub groups: Vec<GroupStatus>,
+    pub partitions: Vec<PartitionStatus>,
+    pub topics: usize,
+    pub meta_applied: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeStatus {
+    pub id: NodeId,
+    pub cluster_addr: Option<String>,
+    pub native_addr: Option<String>,
+    pub roles: Vec<Role>,
+    pub voter: bool,
+    /// Connected, and heard from within the election timeout (self: always).
+    pub live: bool,
+    pub last_contact_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionStatus {
+    pub topic: String,
+    pub partition: u32,
+    pub group: GroupId,
+    pub replicas: Vec<NodeId>,
+    /// Not replicated yet in stage 1 (docs/cluster.md): no leader, in-sync set or watermark.
+    pub leader: Option<NodeId>,
+    pub in_sync: Vec<NodeId>,
+    pub high_watermark: Option<u64>,
+}
+
+/// Handle to a running cluster node.
+#[derive(Clone)]
+pub struct ClusterNode {
+    cfg: Arc<ClusterConfig>,
+    tx: mpsc::Sender<Cmd>,
+    meta: Arc<RwLock<MetaState>>,
+    transport: Arc<Transport>,
+    stop: watch::Sender<bool>,
+}
+
+struct Pending<T> {
+    reply: oneshot::Sender<Result<T>>,
+    deadline: Instant,
+}
+
+struct Driver {
+    cfg: Arc<ClusterConfig>,
+    raft: MultiRaft,
+    transport: Arc<Transport>,
+    seq: u64,
+    proposals: BTreeMap<u64, Pending<Vec<u8>>>,
+    reads_waiting: BTreeMap<u64, (GroupId, Pending<()>)>,
+    /// Confirmed read indexes waiting for the group to apply that far.
+    reads_ready: Vec<(GroupId, u64, Pending<()>)>,
+    meta: Arc<RwLock<MetaState>>,
+    registered: bool,
+}
+
+fn ctx(node: NodeId, seq: u64) -> Vec<u8> {
+    let mut v = node.to_be_bytes().to_vec();
+    v.extend_from_slice(&seq.to_be_bytes());
+    v
+}
+
+fn parse_ctx(c: &[u8]) -> Option<(NodeId, u64)> {
+    let a: [u8; 8] = c.get(..8)?.try_into().ok()?;
+    let b: [u8; 8] = c.get(8..16)?.try_into().ok()?;
+    Some((u64::from_be_bytes(a), u64::from_be_bytes(b)))
+}
+
+impl ClusterNode {
+    /// Open the metadata group's storage, bind the transport and start the driver.
+    pub async fn start(cfg: ClusterConfig) -> Result<ClusterNode> {
+        if cfg.node_id == 0 {
+            return Err(ClusterError::Config("cluster.node_id must be at least 1".into()));
+        }
+        if !cfg.join && !cfg.peers.contains_key(&cfg.node_id) {
+            return Err(ClusterError::Config(format!("cluster.peers must include this node ({})", cfg.node_id)));
+        }
+        let cfg = Arc::new(cfg);
+        let listener = TcpListener::bind(&cfg.addr).await.map_err(|e| ClusterError::io("bind", &cfg.addr, e))?;
+        let (stop, stop_rx) = watch::channel(false);
+        let (in_tx, in_rx) = mpsc::channel::<Frame>(1024);
+        let transport = Transport::start(cfg.node_id, listener, in_tx, cfg.max_frame_bytes, stop_rx.clone());
+        for (id, addr) in &cfg.peers {
+            transport.set_peer(*id, addr.clone());
+        }
+        let meta = Arc::new(RwLock::new(MetaState::default()));
+        let mut raft = MultiRaft::new(cfg.node_id, cfg.tuning.clone());
+        // Election timeouts only need to differ between nodes; time is a fine seed outside simulation.
+        let seed = cfg.node_id ^ u64::from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let disk = FileDisk::open(cfg.data_dir.join("cluster").join("groups").join(format!("{META_GROUP}.wal")))?;
+        let voters: Vec<NodeId> = if cfg.join { Vec::new() } else { cfg.peers.keys().copied().collect() };
+        raft.open_group(META_GROUP, Box::new(disk), Box::new(MetaSm::new(meta.clone())), &voters, &mut rng)?;
+        let (tx, rx) = mpsc::channel(cfg.max_pending.max(1));
+        let driver = Driver {
+            cfg: cfg.clone(),
+            raft,
+            transport: transport.clone(),
+            seq: 0,
+            proposals: BTreeMap::new(),
+            reads_waiting: BTreeMap::new(),
+            reads_ready: Vec::new(),
+            meta: meta.clone(),
+            registered: false,
+        };
+        tokio::spawn(driver.run(rx, in_rx, stop_rx));
+        tracing::info!(node = cfg.node_id, addr = %cfg.addr, peers = cfg.peers.len(), join = cfg.join, "cluster: node started");
+        Ok(ClusterNode { cfg, tx, meta, transport, stop })
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.cfg.node_id
+    }
+
+    pub fn shutdown(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Cmd) -> Result<T> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.try_send(make(reply)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => ClusterError::Busy,
+            mpsc::error::TrySendError::Closed(_) => ClusterError::Shutdown,
+        })?;
+        let timeout = Duration::from_millis(self.cfg.propose_timeout_ms.max(1));
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(ClusterError::Shutdown),
+            Err(_) => Err(ClusterError::Timeout("not committed in time: its fate is unknown".into())),
+        }
+    }
+
+    /// Propose a metadata change; resolves once applied on this node (any node
+    /// may propose: raft forwards proposals to the leader).
+    pub async fn propose_meta(&self, cmd: &MetaCommand) -> Result<MetaResponse> {
+        let data = serde_json::to_vec(cmd).map_err(|e| ClusterError::StateMachine(e.to_string()))?;
+        let resp = self.call(|reply| Cmd::Propose { group: META_GROUP, data, reply }).await?;
+        serde_json::from_slice(&resp).map_err(|e| ClusterError::StateMachine(e.to_string()))
+    }
+
+    /// A linearizable read of the metadata (ReadIndex, then wait for apply).
+    pub async fn read_meta(&self) -> Result<MetaState> {
+        self.call(|reply| Cmd::ReadIndex { group: META_GROUP, reply }).await?;
+        Ok(self.local_meta())
+    }
+
+    /// This node's applied metadata, possibly stale.
+    pub fn local_meta(&self) -> MetaState {
+        self.meta.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Add a node: record it in the metadata, then change the metadata group's
+    /// membership through joint consensus (control nodes vote; data-only nodes learn).
+    pub async fn add_node(&self, node: NodeInfo) -> Result<MetaResponse> {
+        let r = self.propose_meta(&MetaCommand::RegisterNode { node: node.clone() }).await?;
+        let kind = if node.roles.contains(&Role::Control) { ConfChangeType::AddNode } else { ConfChangeType::AddLearnerNode };
+        let context = serde_json::to_vec(&node).map_err(|e| ClusterError::StateMachine(e.to_string()))?;
+        self.conf_change(kind, node.id, context).await?;
+        Ok(r)
+    }
+
+    pub async fn remove_node(&self, id: NodeId) -> Result<MetaResponse> {
+        self.conf_change(ConfChangeType::RemoveNode, id, Vec::new()).await?;
+        self.propose_meta(&MetaCommand::RemoveNode { id }).await
+    }
+
+    async fn conf_change(&self, kind: ConfChangeType, id: NodeId, context: Vec<u8>) -> Result<()> {
+        let mut single = ConfChangeSingle::default();
+        single.set_change_type(kind);
+        single.node_id = id;
+        let mut cc = ConfChangeV2::default();
+        cc.set_changes(vec![single].into());
+        // Implicit: enter the joint configuration, and raft-rs leaves it by itself once committed.
+        cc.set_transition(ConfChangeTransition::Implicit);
+        self.call(|reply| Cmd::ConfChange { group: META_GROUP, cc, context, reply }).await?;
+        Ok(())
+    }
+
+    pub async fn status(&self) -> Result<ClusterStatus> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.try_send(Cmd::Status { reply }).map_err(|_| ClusterError::Busy)?;
+        let groups = rx.await.map_err(|_| ClusterError::Shutdown)?;
+        let meta = self.local_meta();
+        let meta_group = groups.iter().find(|g| g.group == META_GROUP);
+        let meta_leader = meta_group.map(|g| g.leader).filter(|l| *l != 0);
+        let peers: BTreeMap<NodeId, PeerStatus> = self.transport.status().into_iter().map(|p| (p.id, p)).collect();
+        let live_ms = self.cfg.tick_ms * self.cfg.tuning.election_ticks as u64 * 2;
+        let mut ids: Vec<NodeId> = meta.nodes.keys().chain(peers.keys()).copied().collect();
+        ids.push(self.cfg.node_id);
+        if let Some(g) = meta_group {
+            ids.extend(g.voters.iter().chain(g.learners.iter()).copied());
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        let nodes = ids
+            .into_iter()
+            .map(|id| {
+                let info = meta.nodes.get(&id);
+                let peer = peers.get(&id);
+                let me = id == self.cfg.node_id;
+                NodeStatus {
+                    id,
+                    cluster_addr: info.map(|i| i.cluster_addr.clone()).or_else(|| peer.and_then(|p| p.addr.clone())).or_else(|| me.then(|| self.cfg.addr.clone())),
+                    native_addr: info.and_then(|i| i.native_addr.clone()),
+                    roles: info.map(|i| i.roles.clone()).unwrap_or_default(),
+                    voter: meta_group.is_some_and(|g| g.voters.contains(&id)),
+                    live: me || peer.is_some_and(|p| p.connected && p.last_contact_ms.is_some_and(|ms| ms <= live_ms)),
+                    last_contact_ms: if me { Some(0) } else { peer.and_then(|p| p.last_contact_ms) },
+                }
+            })
+            .collect();
+        let partitions = meta
+            .topics
+            .values()
+            .flat_map(|t| {
+                t.partitions.iter().map(|p| PartitionStatus {
+                    topic: t.name.clone(),
+                    partition: p.partition,
+                    group: p.group,
+                    replicas: p.replicas.clone(),
+                    leader: None,
+                    in_sync: Vec::new(),
+                    high_watermark: None,
+                })
+            })
+            .collect();
+        Ok(ClusterStatus {
+            node_id: self.cfg.node_id,
+            roles: self.cfg.roles.clone(),
+            meta_leader,
+            meta_leader_addr: meta_leader.and_then(|l| meta.nodes.get(&l)).and_then(|n| n.native_addr.clone()),
+            nodes,
+            groups,
+            partitions,
+            topics: meta.topics.len(),
+            meta_applied: meta.applied,
+        })
+    }
+}
+
+impl Driver {
+    async fn run(mut self, mut rx: mpsc::Receiver<Cmd>, mut incoming: mpsc::Receiver<Frame>, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(self.cfg.tick_ms.max(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => break,
+                _ = tick.tick() => {
+                    self.raft.tick();
+                    self.expire();
+                    self.maybe_register();
+                }
+                Some(cmd) = rx.recv() => self.command(cmd),
+                Some(frame) = incoming.recv() => self.receive(frame),
+            }
+            // Take whatever else is already queued before one Ready pass: batching.
+            while let Ok(frame) = incoming.try_recv() {
+                self.receive(frame);
+            }
+            if let Err(e) = self.ready() {
+                // A storage failure: raft's durability promise cannot be kept; stop this node.
+                tracing::error!(error = %e, "cluster: persisting raft state failed; cluster node stops");
+                break;
+            }
+        }
+        tracing::info!("cluster: driver stopped");
+    }
+
+    fn receive(&mut self, frame: Frame) {
+        for (group, msg) in frame.msgs {
+            if self.raft.removes_leader_self(group, &msg) {
+                // The proposer times out and retries against the next leader.
+                self.raft.step_down(group);
+                continue;
+            }
+            if let Err(e) = self.raft.step(group, msg) {
+                tracing::debug!(from = frame.from, group, error = %e, "cluster: message refused");
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: Cmd) {
+        let deadline = Instant::now() + Duration::from_millis(self.cfg.propose_timeout_ms.max(1));
+        match cmd {
+            Cmd::Propose { group, data, reply } => {
+                self.seq += 1;
+                let c = ctx(self.cfg.node_id, self.seq);
+                match self.propose(group, c, data) {
+                    Ok(()) => {
+                        self.proposals.insert(self.seq, Pending { reply, deadline });
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            Cmd::ConfChange { group, cc, context, reply } => {
+                self.seq += 1;
+                // The conf change context carries the proposer tag then the caller's context.
+                let mut c = ctx(self.cfg.node_id, self.seq);
+                c.extend_from_slice(&context);
+                if self.raft.is_leader(group) && crate::host::cc_removes(&cc, self.cfg.node_id) {
+                    self.raft.step_down(group);
+                    let _ = reply.send(Err(ClusterError::NotLeader { group, leader: 0, addr: None }));
+                    return;
+                }
+                match self.raft.propose_conf_change(group, c, cc) {
+                    Ok(()) => {
+                        self.proposals.insert(self.seq, Pending { reply, deadline });
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(self.with_addr(e)));
+                    }
+                }
+            }
+            Cmd::ReadIndex { group, reply } => {
+                self.seq += 1;
+                match self.raft.read_index(group, ctx(self.cfg.node_id, self.seq)) {
+                    Ok(()) => {
+                        self.reads_waiting.insert(self.seq, (group, Pending { reply, deadline }));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            Cmd::Status { reply } => {
+                let groups = self.raft.group_ids().collect::<Vec<_>>().into_iter().filter_map(|g| self.raft.status(g)).collect();
+                let _ = reply.send(groups);
+            }
+        }
+    }
+
+    /// Followers forward proposals to the leader (raft's MsgProp), so any node
+    /// accepts writes; with no known leader the caller gets `not_leader`.
+    fn propose(&mut self, group: GroupId, c: Vec<u8>, data: Vec<u8>) -> Result<()> {
+        if self.raft.is_leader(group) || self.raft.leader(group).is_some() {
+            self.raft.propose_forwarding(group, c, data)
+        } else {
+            Err(self.with_addr(ClusterError::NotLeader { group, leader: 0, addr: None }))
+        }
+    }
+
+    fn with_addr(&self, e: ClusterError) -> ClusterError {
+        match e {
+            ClusterError::NotLeader { group, leader, addr: None } if leader != 0 => {
+                let addr = self.meta.read().unwrap_or_else(|p| p.into_inner()).nodes.get(&leader).and_then(|n| n.native_addr.clone());
+                ClusterError::NotLeader { group, leader, addr }
+            }
+            e => e,
+        }
+    }
+
+    /// Once the metadata group has a leader, make sure this node's addresses
+    /// and roles are in the metadata (a no-op when already current).
+    fn maybe_register(&mut self) {
+        if self.registered || self.raft.leader(META_GROUP).is_none() {
+            return;
+        }
+        let me = NodeInfo { id: self.cfg.node_id, cluster_addr: self.cfg.addr.clone(), native_addr: self.cfg.native_addr.clone(), roles: self.cfg.roles.clone() };
+        let current = self.meta.read().unwrap_or_else(|p| p.into_inner()).nodes.get(&me.id).cloned();
+        if current.as_ref() == Some(&me) {
+            self.registered = true;
+            return;
+        }
+        if let Ok(data) = serde_json::to_vec(&MetaCommand::RegisterNode { node: me }) {
+            // Retried on later ticks until it shows up in the applied state.
+            self.seq += 1;
+            let _ = self.raft.propose_forwarding(META_GROUP, ctx(self.cfg.node_id, self.seq), data);
+        }
+    }
+
+    fn expire(&mut self) {
+        let now = Instant::now();
+        self.proposals.retain(|_, p| p.deadline > now && !p.reply.is_closed());
+        self.reads_waiting.retain(|_, (_, p)| p.deadline > now && !p.reply.is_closed());
+        self.reads_ready.retain(|(_, _, p)| p.deadline > now && !p.reply.is_closed());
+    }
+
+    /// The transport's peers: members of the metadata group's configuration
+    /// and registered nodes; addresses from the metadata, else the founding list.
+    fn sync_peers(&mut self) {
+        let meta = self.meta.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut want: BTreeMap<NodeId, Option<String>> = BTreeMap::new();
+        if let Some(st) = self.raft.status(META_GROUP) {
+            for id in st.voters.iter().chain(st.learners.iter()) {
+                want.insert(*id, None);
+            }
+        }
+        for id in meta.nodes.keys() {
+            want.insert(*id, None);
+        }
+        for (id, addr) in want.iter_mut() {
+            *addr = meta.nodes.get(id).map(|n| n.cluster_addr.clone()).or_else(|| self.cfg.peers.get(id).cloned());
+        }
+        let known: BTreeMap<NodeId, Option<String>> = self.transport.status().into_iter().map(|p| (p.id, p.addr)).collect();
+        for (id, addr) in &want {
+            if let Some(addr) = addr {
+                if known.get(id) != Some(&Some(addr.clone())) {
+                    self.transport.set_peer(*id, addr.clone());
+                }
+            }
+        }
+        for id in known.keys() {
+            if !want.contains_key(id) {
+                self.transport.remove_peer(*id);
+            }
+        }
+    }
+
+    fn ready(&mut self) -> Result<()> {
+        let out = self.raft.handle_ready()?;
+        let mut batches: BTreeMap<NodeId, Vec<(GroupId, raft::prelude::Message)>> = BTreeMap::new();
+        for (to, group, msg) in out.messages {
+            batches.entry(to).or_default().push((group, msg));
+        }
+        for (to, msgs) in batches {
+            if !self.transport.send(to, &Frame { from: self.cfg.node_id, msgs }) {
+                self.raft.report_unreachable(to);
+            }
+        }
+        let membership_changed = !out.conf_changes.is_empty() || out.applied.iter().any(|a| a.group == META_GROUP);
+        for a in out.applied {
+            if let Some((node, seq)) = parse_ctx(&a.context) {
+                if node == self.cfg.node_id {
+                    if let Some(p) = self.proposals.remove(&seq) {
+                        let _ = p.reply.send(Ok(a.response));
+                    }
+                }
+            }
+        }
+        for (group, _cs, context) in out.conf_changes {
+            if group == META_GROUP {
+                if let Some(info) = context.get(16..).and_then(|c| serde_json::from_slice::<NodeInfo>(c).ok()) {
+                    self.transport.set_peer(info.id, info.cluster_addr);
+                }
+            }
+            if let Some((node, seq)) = parse_ctx(&context) {
+                if node == self.cfg.node_id {
+                    if let Some(p) = self.proposals.remove(&seq) {
+                        let _ = p.reply.send(Ok(Vec::new()));
+                    }
+                }
+            }
+        }
+        if membership_changed {
+            self.sync_peers();
+        }
+        for (group, index, context) in out.reads {
+            if let Some((node, seq)) = parse_ctx(&context) {
+                if node == self.cfg.node_id {
+                    if let Some((_, p)) = self.reads_waiting.remove(&seq) {
+                        self.reads_ready.push((group, index, p));
+                    }
+                }
+            }
+        }
+        let raft = &self.raft;
+        let (done, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads_ready).into_iter().partition(|(g, i, _)| raft.applied(*g) >= *i);
+        self.reads_ready = wait;
+        for (_, _, p) in done {
+            let _ = p.reply.send(Ok(()));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,136 @@
+//! Real cluster nodes in one process over real loopback TCP: the metadata
+//! group elects a leader, any node accepts writes (forwarded), reads are
+//! linearizable, nodes join and leave through membership changes, and the
+//! state survives a restart from disk.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use weft_cluster::{ClusterConfig, ClusterNode, MetaCommand, MetaResponse, NodeInfo, RaftTuning, Role};
+
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+fn config(id: u64, peers: &BTreeMap<u64, String>, dir: &std::path::Path, join: bool) -> ClusterConfig {
+    ClusterConfig {
+        node_id: id,
+        addr: peers[&id].clone(),
+        peers: if join { BTreeMap::new() } else { peers.clone() },
+        roles: vec![Role::Control, Role::Data],
+        join,
+        native_addr: Some(format!("tcp://native-{id}")),
+        data_dir: dir.join(format!("n{id}")),
+        tick_ms: 20,
+        max_frame_bytes: 16 << 20,
+        propose_timeout_ms: 5_000,
+        max_pending: 1024,
+        tuning: RaftTuning { election_ticks: 10, heartbeat_ticks: 2, ..Default::default() },
+    }
+}
+
+/// Poll `f` until it returns Some, with a generous deadline (not a timing assertion).
+async fn until<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn propose_retrying(node: &ClusterNode, cmd: &MetaCommand) -> MetaResponse {
+    until("a committed proposal", async || node.propose_meta(cmd).await.map_err(|e| eprintln!("propose: {e}")).ok()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_elect_replicate_join_leave_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut peers: BTreeMap<u64, String> = (1..=3).map(|id| (id, free_addr())).collect();
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(ClusterNode::start(config(id, &peers, dir.path(), false)).await.unwrap());
+    }
+    let leader = until("a metadata leader", async || {
+        let s = nodes[0].status().await.ok()?;
+        s.meta_leader
+    })
+    .await;
+    // Every node registers itself (addresses, roles) once there is a leader.
+    until("all nodes registered", async || (nodes[0].local_meta().nodes.len() == 3).then_some(())).await;
+    // Write through a follower: raft forwards it to the leader.
+    let follower = nodes.iter().find(|n| n.node_id() != leader).unwrap();
+    let r = propose_retrying(follower, &MetaCommand::CreateTopic { name: "orders".into(), partitions: 3, replicas: 3, config: Default::default() }).await;
+    let MetaResponse::Topic(t) = r else { panic!("expected a topic, got {r:?}") };
+    assert_eq!(t.partitions[1].replicas, vec![2, 3, 1]);
+    // Linearizable reads on every node see it.
+    for n in &nodes {
+        let m = until("a read index", async || n.read_meta().await.ok()).await;
+        assert!(m.topics.contains_key("orders"), "node {} misses the topic", n.node_id());
+        // Every node registered itself with its native address and roles.
+        let m = until("all nodes registered", async || {
+            let m = n.read_meta().await.ok()?;
+            (m.nodes.len() == 3).then_some(m)
+        })
+        .await;
+        assert_eq!(m.nodes[&2].native_addr.as_deref(), Some("tcp://native-2"));
+    }
+
+    // Add node 4 (it starts empty with join = true), then see it replicate.
+    peers.insert(4, free_addr());
+    let n4 = ClusterNode::start(config(4, &peers, dir.path(), true)).await.unwrap();
+    let info = NodeInfo { id: 4, cluster_addr: peers[&4].clone(), native_addr: None, roles: vec![Role::Control, Role::Data] };
+    until("node 4 added", async || nodes[1].add_node(info.clone()).await.ok()).await;
+    until("node 4 caught up", async || n4.local_meta().topics.contains_key("orders").then_some(())).await;
+    let st = until("node 4 a voter", async || {
+        let s = nodes[0].status().await.ok()?;
+        s.groups.iter().any(|g| g.group == 0 && g.voters.contains(&4)).then_some(s)
+    })
+    .await;
+    assert!(st.nodes.iter().any(|n| n.id == 4));
+    // Node 4 can write too.
+    propose_retrying(&n4, &MetaCommand::CommitOffset { group: "g".into(), topic: "orders".into(), partition: 0, offset: 42 }).await;
+
+    // Remove the current leader (the hardest case: it must hand over first), then node 3.
+    let l = until("a leader", async || nodes[0].status().await.ok()?.meta_leader).await;
+    if l != 1 && l != 3 {
+        let by = nodes.iter().find(|n| n.node_id() == 1).unwrap();
+        until("the leader removed", async || by.remove_node(l).await.ok()).await;
+        let st = until("a new leader without it", async || {
+            let s = by.status().await.ok()?;
+            let g = s.groups.iter().find(|g| g.group == 0)?;
+            (s.meta_leader.is_some_and(|x| x != l) && !g.voters.contains(&l)).then_some(s)
+        })
+        .await;
+        assert!(!st.nodes.iter().any(|n| n.id == l && n.voter));
+    }
+    // Remove node 3: it leaves the configuration and the metadata.
+    until("node 3 removed", async || nodes[0].remove_node(3).await.ok()).await;
+    let st = until("node 3 gone", async || {
+        let s = nodes[0].status().await.ok()?;
+        let g = s.groups.iter().find(|g| g.group == 0)?;
+        (!g.voters.contains(&3) && g.voters.contains(&4)).then_some(s)
+    })
+    .await;
+    assert!(!st.nodes.iter().any(|n| n.id == 3 && n.voter));
+
+    // Restart node 1 from its data dir: the state comes back from its raft log.
+    nodes[0].shutdown();
+    nodes[2].shutdown();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let n1 = ClusterNode::start(config(1, &peers, dir.path(), false)).await.unwrap();
+    let m = until("node 1 replays", async || {
+        let m = n1.read_meta().await.ok()?;
+        m.offsets.get("g").is_some().then_some(m)
+    })
+    .await;
+    assert_eq!(m.offsets["g"]["orders"][&0], 42);
+    assert!(!m.nodes.contains_key(&3));
+    n1.shutdown();
+    nodes[1].shutdown();
+    n4.shutdown();
+}
