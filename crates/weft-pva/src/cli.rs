@@ -270,7 +270,7 @@ pub async fn run_with(cmd: PvCommand, base: Option<ClientConfig>) -> Result<()> 
                 let c = Client::new(client_config(&base, timeout.max(1.0))).await?;
                 let conn = c.connection(addr).await?;
                 let (cid, sid, _w) = conn.create_channel("server", c.config().timeout).await?;
-                let ch = crate::client::Channel { conn, sid, cid, name: "server".into(), notes: Default::default() };
+                let ch = crate::client::Channel::new(conn, sid, cid, "server");
                 let b = Builder::new(crate::proto::nt::nt_uri(&[("op", ScalarType::String)]));
                 let arg = b.with("path", Value::String("server".into())).with("query.op", Value::String("channels".into())).build();
                 let (d, v) = ch.rpc(arg, c.config().timeout).await?;

@@ -169,6 +169,22 @@ pub struct ClientConfig {
     pub udp_port: u16,
     /// Time allowed for search + connect.
     pub timeout: Duration,
+    /// Send an ECHO this often on every connection (EPICS_PVA_CONN_TMO / 2,
+    /// default 15 s): keeps servers from closing idle connections and
+    /// detects a dead server.
+    pub echo_interval: Duration,
+    /// A connection that receives nothing (not even an echo reply) for this
+    /// long is dead: closed, and its monitors resubscribe (EPICS_PVA_CONN_TMO,
+    /// default 30 s).
+    pub dead_after: Duration,
+}
+
+/// EPICS_PVA_CONN_TMO's default (seconds).
+pub const DEFAULT_CONN_TMO_SECS: f64 = 30.0;
+
+fn conn_tmo() -> Duration {
+    let t = env("EPICS_PVA_CONN_TMO").and_then(|v| v.parse::<f64>().ok()).filter(|t| *t > 0.0 && *t < 86400.0);
+    Duration::from_secs_f64(t.unwrap_or(DEFAULT_CONN_TMO_SECS))
 }
 
 impl Default for ClientConfig {
@@ -178,6 +194,8 @@ impl Default for ClientConfig {
             name_servers: vec![],
             udp_port: DEFAULT_UDP_PORT,
             timeout: Duration::from_secs(5),
+            echo_interval: Duration::from_secs_f64(DEFAULT_CONN_TMO_SECS / 2.0),
+            dead_after: Duration::from_secs_f64(DEFAULT_CONN_TMO_SECS),
         }
     }
 }
@@ -192,12 +210,13 @@ impl ClientConfig {
         let name_servers = env("EPICS_PVA_NAME_SERVERS")
             .map(|s| parse_addr_list(&s, DEFAULT_TCP_PORT))
             .unwrap_or_default();
-        ClientConfig { search_addrs: search, name_servers, udp_port, timeout: Duration::from_secs(5) }
+        let tmo = conn_tmo();
+        ClientConfig { search_addrs: search, name_servers, udp_port, echo_interval: tmo / 2, dead_after: tmo, ..Default::default() }
     }
 
     /// Search only the given UDP address (e.g. an isolated test server).
     pub fn unicast(addr: SocketAddr) -> Self {
-        ClientConfig { search_addrs: vec![addr], name_servers: vec![], udp_port: addr.port(), timeout: Duration::from_secs(5) }
+        ClientConfig { search_addrs: vec![addr], name_servers: vec![], udp_port: addr.port(), ..Default::default() }
     }
 }
 

@@ -396,3 +396,122 @@ async fn clamped_put_warning_reaches_our_client() {
     assert_eq!(path_ref(&d.desc, &d.value, "value").map(|x| x.0.clone()), Some(Value::F64(10.0)));
     s.shutdown().await;
 }
+
+/// A TCP relay to `upstream` that can be frozen: it stops moving bytes in
+/// both directions but keeps the sockets open (a hung server or a dead path).
+async fn freezable_relay(upstream: std::net::SocketAddr) -> (std::net::SocketAddr, tokio::sync::watch::Sender<bool>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (frozen_tx, frozen) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        while let Ok((down, _)) = l.accept().await {
+            let up = tokio::net::TcpStream::connect(upstream).await.unwrap();
+            let (dr, dw) = down.into_split();
+            let (ur, uw) = up.into_split();
+            tokio::spawn(pump(dr, uw, frozen.clone()));
+            tokio::spawn(pump(ur, dw, frozen.clone()));
+        }
+    });
+    (addr, frozen_tx)
+}
+
+async fn pump(mut r: tokio::net::tcp::OwnedReadHalf, mut w: tokio::net::tcp::OwnedWriteHalf, mut frozen: tokio::sync::watch::Receiver<bool>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 65536];
+    loop {
+        if *frozen.borrow() {
+            // Frozen for good: hold both sockets open and move nothing.
+            let _keep = (r, w);
+            std::future::pending::<()>().await;
+            return;
+        }
+        tokio::select! {
+            n = r.read(&mut buf) => match n {
+                Ok(0) | Err(_) => return,
+                Ok(n) => if w.write_all(&buf[..n]).await.is_err() { return },
+            },
+            _ = frozen.changed() => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn echo_detects_a_hung_server() {
+    let s = serve_demo(ServerConfig::isolated()).await.unwrap();
+    let (relay, freeze) = freezable_relay(s.tcp_addr()).await;
+    let live = weft_pva::client::Liveness { echo_interval: Duration::from_millis(100), dead_after: Duration::from_millis(600) };
+    let conn = weft_pva::client::ClientConn::connect_with(relay, Duration::from_secs(5), live).await.unwrap();
+    let (cid, sid, _w) = conn.create_channel(weft_pva::server::demo::SETPOINT, Duration::from_secs(5)).await.unwrap();
+    let ch = weft_pva::client::Channel::new(conn.clone(), sid, cid, weft_pva::server::demo::SETPOINT);
+    // Idle for several dead_after periods: echo replies keep it alive.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert!(!conn.is_closed(), "a live but idle server must not be declared dead");
+    ch.get("", Duration::from_secs(5)).await.unwrap();
+    freeze.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(60), conn.closed()).await.expect("hung server never detected");
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn echo_detects_a_stopped_p4p_server() {
+    if !peers_enabled("echo_detects_a_stopped_p4p_server") {
+        return;
+    }
+    use tokio::io::AsyncBufReadExt;
+    let scripts = std::env::var("WEFT_PVA_SCRIPTS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| common::repo().join("../shared/scripts/pva"));
+    let mut child = tokio::process::Command::new(common::python())
+        .arg(scripts.join("peer.py"))
+        .args(["--tcp-port", "0", "--udp-port", "0", "--prefix", "echo:"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(l)) = lines.next_line().await {
+            if let Some(j) = l.strip_prefix("READY ") {
+                return Some(serde_json::from_str::<serde_json::Value>(j).unwrap());
+            }
+        }
+        None
+    })
+    .await
+    .unwrap()
+    .expect("peer.py did not become ready");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let udp: u16 = ready["EPICS_PVAS_BROADCAST_PORT"].as_str().map(|p| p.parse().unwrap()).or_else(|| ready["EPICS_PVAS_BROADCAST_PORT"].as_u64().map(|p| p as u16)).unwrap();
+    let cfg = ClientConfig {
+        echo_interval: Duration::from_millis(200),
+        dead_after: Duration::from_millis(1000),
+        ..ClientConfig::unicast(std::net::SocketAddr::from(([127, 0, 0, 1], udp)))
+    };
+    let c = Client::new(cfg).await.unwrap();
+    let mut m = c.monitor("echo:int", "", 0);
+    let first = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Some(weft_pva::client::MonitorEvent::Data(_)) = m.next().await {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(first.is_ok(), "no monitor update from p4p");
+    let pid = child.id().unwrap().to_string();
+    // Freeze the server process we started (by pid): its sockets stay open.
+    assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    let detected = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match m.next().await {
+                Some(weft_pva::client::MonitorEvent::Disconnected) | None => return,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    let _ = std::process::Command::new("kill").args(["-CONT", &pid]).status();
+    assert!(detected.is_ok(), "stopped server not detected by echo");
+    drop(m);
+    child.kill().await.unwrap();
+}

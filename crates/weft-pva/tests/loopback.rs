@@ -216,7 +216,7 @@ async fn garbage_mid_session_closes_only_that_connection() {
     let (s, c) = setup().await;
     let conn = ClientConn::connect(s.tcp_addr(), Duration::from_secs(5)).await.unwrap();
     let (cid, sid, _w) = conn.create_channel(demo::SETPOINT, Duration::from_secs(5)).await.unwrap();
-    let ch = Channel { conn: conn.clone(), sid, cid, name: demo::SETPOINT.into() };
+    let ch = Channel::new(conn.clone(), sid, cid, demo::SETPOINT);
     ch.get("", Duration::from_secs(5)).await.unwrap();
     // An unknown command is ignored: the connection stays usable.
     conn.send_raw(vec![0xCA, 2, 0, 0x7F, 3, 0, 0, 0, 1, 2, 3]).await.unwrap();

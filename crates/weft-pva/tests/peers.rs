@@ -311,6 +311,7 @@ async fn weft_client_against_p4p_server() {
         name_servers: vec![SocketAddr::from((Ipv4Addr::LOCALHOST, tcp))],
         udp_port: udp,
         timeout: Duration::from_secs(10),
+        ..ClientConfig::default()
     })
     .await
     .unwrap();

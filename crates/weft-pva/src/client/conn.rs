@@ -20,8 +20,19 @@ use crate::proto::msg::{Message, Status, decode_message, encode_message};
 use crate::proto::nt::Builder;
 use crate::proto::{ByteOrder, FieldDesc, Limits, ScalarType, SendCache, TypeCache, Value};
 
-/// Idle keep-alive period (pvxs servers drop connections silent for ~40 s).
-const ECHO_PERIOD: Duration = Duration::from_secs(15);
+/// Echo settings of one connection (from `ClientConfig`).
+#[derive(Debug, Clone, Copy)]
+pub struct Liveness {
+    pub echo_interval: Duration,
+    pub dead_after: Duration,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        let c = crate::config::ClientConfig::default();
+        Liveness { echo_interval: c.echo_interval, dead_after: c.dead_after }
+    }
+}
 
 /// A routed message with the byte order it was sent in.
 pub(crate) type Routed = (ByteOrder, Message);
@@ -86,8 +97,13 @@ fn user_host() -> (String, String) {
 }
 
 impl ClientConn {
-    /// Connect and complete the validation handshake.
+    /// Connect and complete the validation handshake (default echo settings).
     pub async fn connect(peer: SocketAddr, timeout: Duration) -> Result<Arc<ClientConn>> {
+        Self::connect_with(peer, timeout, Liveness::default()).await
+    }
+
+    /// Connect with explicit echo settings.
+    pub async fn connect_with(peer: SocketAddr, timeout: Duration, live: Liveness) -> Result<Arc<ClientConn>> {
         let sock = tokio::time::timeout(timeout, TcpStream::connect(peer))
             .await
             .map_err(|_| Error::Timeout(format!("connect to {peer}")))??;
@@ -174,10 +190,24 @@ impl ClientConn {
         });
         let echo_tx = tx.clone();
         let echo_closed = closed.clone();
+        // Milliseconds since `epoch` when the reader last got bytes.
+        let epoch = tokio::time::Instant::now();
+        let last_rx = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let dead = Arc::new(tokio::sync::Notify::new());
+        let (echo_last, echo_dead) = (last_rx.clone(), dead.clone());
+        let tick = live.echo_interval.clamp(Duration::from_millis(10), Duration::from_secs(3600));
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(ECHO_PERIOD).await;
+                tokio::time::sleep(tick).await;
                 if echo_closed.load(Ordering::Relaxed) {
+                    return;
+                }
+                let now = epoch.elapsed().as_millis() as u64;
+                let silent = Duration::from_millis(now.saturating_sub(echo_last.load(Ordering::Relaxed)));
+                if silent >= live.dead_after {
+                    // Nothing, not even our echoes' replies: the server (or the path) is dead.
+                    debug!(%peer, ?silent, "no reply to echoes; closing the connection");
+                    echo_dead.notify_one();
                     return;
                 }
                 let Ok(b) = encode_message(&Message::Echo(Default::default()), order, false, &mut SendCache::disabled()) else {
@@ -215,8 +245,16 @@ impl ClientConn {
                             }
                         }
                     }
-                    if rd.read_buf(&mut buf).await? == 0 {
-                        return Ok(());
+                    tokio::select! {
+                        n = rd.read_buf(&mut buf) => {
+                            if n? == 0 {
+                                return Ok(());
+                            }
+                            last_rx.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+                        }
+                        _ = dead.notified() => {
+                            return Err(Error::Timeout(format!("{peer} answered no echo for {:?}", live.dead_after)));
+                        }
                     }
                 }
             }

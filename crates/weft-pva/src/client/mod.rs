@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, trace};
 
-pub use conn::ClientConn;
+pub use conn::{ClientConn, Liveness};
 use conn::{Routed, status_result};
 
 use crate::config::ClientConfig;
@@ -368,7 +368,8 @@ impl Client {
                 return Ok(c.clone());
             }
         }
-        let c = ClientConn::connect(addr, self.inner.config.timeout).await?;
+        let live = conn::Liveness { echo_interval: self.inner.config.echo_interval, dead_after: self.inner.config.dead_after };
+        let c = ClientConn::connect_with(addr, self.inner.config.timeout, live).await?;
         conns.insert(addr, c.clone());
         Ok(c)
     }
@@ -562,6 +563,12 @@ async fn recv_resp(inbox: &mut mpsc::UnboundedReceiver<Routed>, timeout: Duratio
 }
 
 impl Channel {
+    /// A channel already created on `conn` (e.g. by `ClientConn::create_channel`);
+    /// its server messages are logged only.
+    pub fn new(conn: Arc<ClientConn>, sid: u32, cid: u32, name: &str) -> Channel {
+        Channel { conn, sid, cid, name: name.to_string(), notes: Notes::default() }
+    }
+
     /// Destroy the channel on the server (best effort).
     pub async fn close(&self) {
         let _ = self.conn.send(&Message::DestroyChannel { sid: self.sid, cid: self.cid }).await;
