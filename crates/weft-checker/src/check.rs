@@ -221,10 +221,8 @@ pub fn check(history: &History) -> Report {
                 c.flag(Rule::PhantomRead, format!("{value:?} was produced to partition {} but read from partition {partition}", p.partition), &[inv, i]);
             }
             Some(p) => match p.result {
-                Some((r, Fate::Fail)) => {
-                    if failed_seen.insert(value.as_str()) {
-                        c.flag(Rule::FailedRead, format!("{value:?} definitely failed, yet {node} returned it at {partition}/{offset}"), &[p.invoke, r, i]);
-                    }
+                Some((r, Fate::Fail)) if failed_seen.insert(value.as_str()) => {
+                    c.flag(Rule::FailedRead, format!("{value:?} definitely failed, yet {node} returned it at {partition}/{offset}"), &[p.invoke, r, i]);
                 }
                 Some((_, Fate::Info)) => {
                     info_seen.insert(value.as_str());
@@ -302,7 +300,9 @@ pub fn check(history: &History) -> Report {
     }
 
     // A producer's acknowledged records keep their order, per partition.
-    let mut by_producer: BTreeMap<(Process, u32), Vec<(usize, usize, u64)>> = BTreeMap::new();
+    // (process, partition) -> (invoke line, ok line, offset) of each ack.
+    type Acks = Vec<(usize, usize, u64)>;
+    let mut by_producer: BTreeMap<(Process, u32), Acks> = BTreeMap::new();
     for p in produces.values() {
         if let Some((r, Fate::Ok { offset })) = p.result {
             by_producer.entry((p.process, p.partition)).or_default().push((p.invoke, r, offset));

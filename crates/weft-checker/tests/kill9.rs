@@ -5,6 +5,7 @@
 //! Needs the `weft` binary: `WEFT_BIN`, else target/debug/weft (built by
 //! `cargo test --workspace`, or `cargo build -p weft`). A missing binary
 //! fails the test rather than skipping it.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
