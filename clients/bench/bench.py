@@ -65,7 +65,7 @@ def bench_weft(addr: str, seconds: float) -> None:
     async def run_async() -> None:
         async with weft.AsyncClient(addr) as a:
             await atimed("weft-python-asyncio", "ping, 1 in flight", seconds, 1, a.ping)
-            await atimed("weft-python", "ping, 16 in flight", seconds, 16, a.ping)
+            await atimed("weft-python-asyncio", "ping, 16 in flight", seconds, 16, a.ping)
 
     asyncio.run(run_async())
 
