@@ -82,7 +82,11 @@ def test_call_in_flight_when_the_connection_drops_is_lost_not_resent(own_node: N
 
         th = threading.Thread(target=long_poll)
         th.start()
-        time.sleep(0.5)  # the fetch is on the wire, waiting on the server
+        deadline = time.monotonic() + 30
+        # the fetch is written (registered and sent in one step) and waits on the server
+        while not (c.aio._conn is not None and len(c.aio._conn.pending) == 1):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         own_node.kill()
         th.join(30)
         assert len(errors) == 1 and isinstance(errors[0], weft.ConnectionLost)
