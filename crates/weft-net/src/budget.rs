@@ -78,7 +78,10 @@ impl Budgets {
                 return None;
             }
             match self.open.compare_exchange_weak(n, n + 1, Ordering::AcqRel, Ordering::Relaxed) {
-                Ok(_) => return Some(ConnSlot { open: self.open.clone() }),
+                Ok(_) => {
+                    self.stats.conn_open.fetch_add(1, Ordering::Relaxed);
+                    return Some(ConnSlot { open: self.open.clone(), stats: self.stats.clone() });
+                }
                 Err(now) => n = now,
             }
         }
@@ -98,11 +101,13 @@ impl Budgets {
 /// Held while a connection is open; frees its slot when dropped.
 pub(crate) struct ConnSlot {
     open: Arc<AtomicUsize>,
+    stats: Arc<ServerStats>,
 }
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
         self.open.fetch_sub(1, Ordering::AcqRel);
+        self.stats.conn_open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -186,7 +191,9 @@ mod tests {
         let _b2 = b.open_connection().unwrap();
         assert!(b.open_connection().is_none());
         assert_eq!(stats.conn_refused_max.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.conn_open.load(Ordering::Relaxed), 2);
         drop(a);
+        assert_eq!(stats.conn_open.load(Ordering::Relaxed), 1);
         assert!(b.open_connection().is_some());
     }
 }

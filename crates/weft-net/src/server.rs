@@ -142,6 +142,9 @@ pub struct ServerStats {
     pub tls_handshake_failures: AtomicU64,
     /// QUIC streams reset or ended early by the peer, or carrying bad frames.
     pub quic_stream_errors: AtomicU64,
+    /// Connections counted against `max_connections` now (TLS and QUIC
+    /// ones from accept, handshake included).
+    pub conn_open: AtomicU64,
     /// Connections refused because `max_connections` were open.
     pub conn_refused_max: AtomicU64,
     /// Connections closed because no hello came within the handshake timeout.
@@ -166,6 +169,7 @@ impl ServerStats {
             ("net.refused", self.refused.load(Ordering::Relaxed)),
             ("net.tls_handshake_failures", self.tls_handshake_failures.load(Ordering::Relaxed)),
             ("net.quic_stream_errors", self.quic_stream_errors.load(Ordering::Relaxed)),
+            ("net.conn.open", self.conn_open.load(Ordering::Relaxed)),
             ("net.conn.refused_max", self.conn_refused_max.load(Ordering::Relaxed)),
             ("net.handshake_timeouts", self.handshake_timeouts.load(Ordering::Relaxed)),
             ("net.idle_closed", self.idle_closed.load(Ordering::Relaxed)),

@@ -183,6 +183,8 @@ fn past_max_connections_new_ones_get_busy_and_a_freed_slot_is_reused() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(node.stat("net.conn.refused_max") >= 1);
+    // The stats call itself holds the only slot now.
+    assert_eq!(node.stat("net.conn.open"), 1);
 }
 
 /// 50 connections each send half of a 16 MiB frame. Without a budget the
