@@ -104,15 +104,19 @@ enum Outcome {
 
 /// The leader address a `not_leader` error carries, under any of the field
 /// names a redirect is likely to use.
+/// The details may be flat (`{kind: "not_leader", leader_addr}`) or nested
+/// (`{not_leader: {group, leader, addr}}`, as weft-cluster sends).
 fn redirect(e: &weft_wire::ErrorBody) -> Option<Target> {
     let d = e.details.as_ref()?;
-    ["leader_addr", "leader_address", "leader", "addr"].iter().find_map(|k| d.get(*k).and_then(|v| v.as_str())).and_then(|a| parse_node(a).ok())
+    let d = d.get("not_leader").filter(|n| n.is_object()).unwrap_or(d);
+    ["leader_addr", "leader_address", "addr", "leader"].iter().find_map(|k| d.get(*k).and_then(|v| v.as_str())).and_then(|a| parse_node(a).ok())
 }
 
 fn is_not_leader(e: &weft_wire::ErrorBody) -> bool {
     let code = serde_json::to_value(e.code).ok();
-    let kind = e.details.as_ref().and_then(|d| d.get("kind")).and_then(|k| k.as_str());
-    code.as_ref().and_then(|c| c.as_str()) == Some("not_leader") || kind == Some("not_leader")
+    let d = e.details.as_ref();
+    let kind = d.and_then(|d| d.get("kind")).and_then(|k| k.as_str());
+    code.as_ref().and_then(|c| c.as_str()) == Some("not_leader") || kind == Some("not_leader") || d.and_then(|d| d.get("not_leader")).is_some()
 }
 
 /// Sorts an error into fail or info. Only errors that are given before the
@@ -380,5 +384,38 @@ impl Recorder {
         }
         self.log.push(|t| Event::ReadEnd { process, node: node.to_owned(), partition, end_offset: offset, time_us: t });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use weft_wire::ErrorBody;
+
+    fn fate(e: ClientError) -> (&'static str, Option<String>) {
+        match classify(&e) {
+            Outcome::Ok(_) => ("ok", None),
+            Outcome::Fail(_, l) => ("fail", l.map(|t| t.to_string())),
+            Outcome::Info(_) => ("info", None),
+        }
+    }
+
+    #[test]
+    fn only_refusals_before_a_write_are_fail() {
+        let nested = ErrorBody::new(ErrorCode::Unavailable, "not leader")
+            .with_details(serde_json::json!({"not_leader": {"group": 3, "leader": 2, "addr": "127.0.0.1:7402"}}));
+        let (f, leader) = fate(ClientError::Remote(nested));
+        assert_eq!(f, "fail");
+        assert!(leader.unwrap().contains("127.0.0.1:7402"));
+        let flat = ErrorBody::new(ErrorCode::Unknown, "x").with_details(serde_json::json!({"kind": "not_leader", "leader_addr": "tcp://10.1.0.3:7400"}));
+        assert_eq!(fate(ClientError::Remote(flat)).0, "fail");
+        assert_eq!(fate(ClientError::Remote(ErrorBody::new(ErrorCode::Validation, "bad"))).0, "fail");
+        // Could have been written: unknown fate.
+        assert_eq!(fate(ClientError::Remote(ErrorBody::new(ErrorCode::Unavailable, "replication timed out"))).0, "info");
+        assert_eq!(fate(ClientError::Remote(ErrorBody::new(ErrorCode::Timeout, "t"))).0, "info");
+        assert_eq!(fate(ClientError::ConnectionLost).0, "info");
+        assert_eq!(fate(ClientError::Timeout(Duration::from_secs(1))).0, "info");
+        assert_eq!(fate(ClientError::Closed).0, "fail");
     }
 }
