@@ -249,3 +249,28 @@ fn half_sent_large_frames_stay_within_the_global_buffer_budget() {
         let _ = s.join();
     }
 }
+
+/// A frame larger than the connection's budget could ever hold is refused
+/// `too_large` from its header (not waited for), its bytes are skipped, and
+/// the connection goes on serving.
+#[test]
+fn a_frame_over_the_connection_budget_is_refused_and_the_connection_goes_on() {
+    const BUDGET: usize = 1024 * 1024;
+    let node = Node::start(&[("WEFT_LIMITS_MAX_CONN_BUFFER_BYTES", &BUDGET.to_string())]);
+    let mut s = TcpStream::connect(node.addr()).unwrap();
+    s.write_all(&hello()).unwrap();
+    // Within max_frame_bytes (16 MiB) but over the connection's budget.
+    let big = encoded(&Frame::with_body(FrameKind::Request, MessageId::new_v4(), "weft.echo", BodyFormat::MsgPack, &"x".repeat(2 * BUDGET)).unwrap());
+    s.write_all(&big).unwrap();
+    let ok_id = MessageId::new_v4();
+    s.write_all(&encoded(&Frame::with_body(FrameKind::Request, ok_id, "weft.echo", BodyFormat::MsgPack, &"small").unwrap())).unwrap();
+    s.write_all(&encoded(&Frame::with_body(FrameKind::Control, MessageId::nil(), CONTROL_GOAWAY, BodyFormat::MsgPack, &()).unwrap())).unwrap();
+    let frames = frames_until_close(&mut s);
+    let kinds: Vec<_> = frames.iter().map(|f| f.kind).collect();
+    assert_eq!(kinds, vec![FrameKind::Control, FrameKind::Error, FrameKind::Response], "{frames:?}");
+    let e = error_of(&frames[1]);
+    assert_eq!(e.code, weft_wire::ErrorCode::TooLarge, "{e:?}");
+    assert_eq!(e.details.as_ref().unwrap()["max"], BUDGET as u64);
+    assert_eq!(frames[2].id, ok_id);
+    assert_eq!(frames[2].decode_body::<String>().unwrap(), "small");
+}
