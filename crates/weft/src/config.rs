@@ -50,7 +50,11 @@ pub struct Pva {
     /// Also serve the demo PVs (weft:demo:*).
     pub demo: bool,
     /// PVs backed by topics: `[{pv, topic, partition, kind: double|int|string}]`.
+    #[cfg(feature = "pva")]
     pub bridges: Vec<weft_bridge::PvTopicSpec>,
+    /// Kept (unchecked) without the `pva` feature so config files still load.
+    #[cfg(not(feature = "pva"))]
+    pub bridges: Vec<serde_json::Value>,
     /// A TOML file of `[[pv]]` tables (served PVs with types and initial
     /// values; format in docs/pva.md). Empty: none.
     pub pvs_file: String,
@@ -204,7 +208,8 @@ impl Default for NodeConfig {
                 pvs_file: String::new(),
                 allow: loopback(),
                 access_file: String::new(),
-                send_queue_bytes: weft_pva::config::DEFAULT_SEND_QUEUE_BYTES as u64,
+                // weft_pva::config::DEFAULT_SEND_QUEUE_BYTES (not linked without the `pva` feature).
+                send_queue_bytes: 16 << 20,
             },
             ekosis: weft_ekosis::EkosisListeners::default(),
             stats: StatsKeeping { gather_period_ms: 300_000, history_len: 12 },

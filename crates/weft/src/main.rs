@@ -86,11 +86,13 @@ enum Command {
         args: weft_broker::cli::ConsumeArgs,
     },
     /// EPICS pvAccess: get, put, monitor, info, call, list, serve.
+    #[cfg(feature = "pva")]
     Pv {
         #[command(subcommand)]
         command: weft_pva::cli::PvCommand,
     },
     /// Ceph RADOS (pure Rust client): pools, objects, xattrs, omap, bench.
+    #[cfg(feature = "rados")]
     Rados(weft_rados::cli::RadosArgs),
     /// Offline tools on a log data directory (verify, dump); safe while serving.
     Log {
@@ -411,7 +413,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Consume { client, args } => Ok(weft_broker::cli::consume(&client.connect().await?, args).await?),
         Command::Queues(cmd) => Ok(weft_queue::cli::run(cmd).await?),
         Command::Eko(args) => Ok(weft_ekosis::cli::run(args).await?),
+        #[cfg(feature = "pva")]
         Command::Pv { command } => Ok(weft_pva::cli::run(command).await?),
+        #[cfg(feature = "rados")]
         Command::Rados(args) => Ok(weft_rados::cli::run(args).await?),
         Command::Log { command } => Ok(weft_log::cli::run(command).await?),
         Command::Tls { command } => Ok(weft_net::cli::run(command).await?),
@@ -436,6 +440,7 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    #[cfg(feature = "rados")]
     #[test]
     fn rados_setomapval_key_is_the_positional_not_the_secret() {
         let cli = Cli::try_parse_from(["weft", "rados", "-p", "p", "setomapval", "obj", "k1", "v1"]).unwrap();

@@ -197,6 +197,25 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     Ok(())
 }
 
+/// Built without pvAccess: `pva.enabled` is a configuration error.
+#[cfg(not(feature = "pva"))]
+async fn start_pva(_cfg: &NodeConfig, _log: &weft_log::Log) -> Result<(Option<NoPva>, Vec<()>)> {
+    anyhow::bail!("pva.enabled is set, but this weft was built without pvAccess (cargo feature `pva`)")
+}
+
+/// Stands in for the pvAccess server when the feature is off (never built).
+#[cfg(not(feature = "pva"))]
+enum NoPva {}
+
+#[cfg(not(feature = "pva"))]
+impl NoPva {
+    fn tcp_addr(&self) -> std::net::SocketAddr {
+        match *self {}
+    }
+    async fn shutdown(self) {}
+}
+
+#[cfg(feature = "pva")]
 async fn start_pva(cfg: &NodeConfig, log: &weft_log::Log) -> Result<(Option<weft_pva::server::Server>, Vec<weft_bridge::PvTopicBridge>)> {
     let mut pva_cfg = weft_pva::config::ServerConfig::from_env()
         .with_allow(&cfg.pva.allow)

@@ -1,3 +1,4 @@
+#![cfg(feature = "pva")]
 //! `weft pv put` prints what the server says about the put (CMD_MESSAGE),
 //! on stderr: here the demo server's warning for a clamped setpoint.
 
