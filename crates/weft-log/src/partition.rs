@@ -331,6 +331,15 @@ impl Partition {
         let synced = Offset(self.synced.load(Ordering::Acquire));
         let (base, old_end) = (g.active().base, g.next_offset);
         let keep_below = (p.after_sync_failure || self.fsync == FsyncPolicy::Always).then(|| synced.max(base));
+        // A segment file past the active one can only be a roll that failed
+        // halfway; left there, it would overlap what is appended next.
+        let names = self.storage.list_dir(&self.dir).map_err(|e| LogError::io("list partition dir", &self.dir, e))?;
+        for b in names.iter().filter_map(|n| segment::parse_log_file_name(n)).filter(|b| *b > base) {
+            let path = self.dir.join(segment::log_file_name(b));
+            self.files.forget(&path);
+            self.storage.remove_file(&path).map_err(|e| LogError::io("remove failed segment", &path, e))?;
+            self.storage.sync_dir(&self.dir).map_err(|e| LogError::io("sync dir", &self.dir, e))?;
+        }
         let (seg, report) = Segment::open_active(&self.files, &self.dir, base, keep_below)?;
         seg.sync().map_err(|e| LogError::io("sync segment", seg.log_path(), e))?;
         let end = seg.next_offset;

@@ -86,3 +86,35 @@ async fn recovery_is_rate_limited() {
     assert!(matches!(e, LogError::Poisoned { .. }), "{e}");
     assert_eq!(log.health().recoveries_total, 0);
 }
+
+/// A roll that fails after creating the new segment file (its truncation
+/// or the directory fsync fails) leaves that file behind; the recovery
+/// removes it, so records appended to the old active segment afterwards
+/// do not overlap it and the log reopens fine.
+#[tokio::test]
+async fn failed_roll_leaves_no_overlapping_segment() {
+    for n in 0..12 {
+        let s = MemStorage::new();
+        let clock = Arc::new(ManualClock::new(0));
+        let log = mem_log(&s, &clock, retry_now()).await;
+        log.create_topic("t", Some(TopicConfig { segment_bytes: 4096, ..TopicConfig::default() })).await.unwrap();
+        let mut acked = Vec::new();
+        let big = "b".repeat(3000);
+        acked.push(log.produce("t", vec![ProduceRecord::value(big.clone())]).await.unwrap()[0].as_ref().unwrap().offset);
+        s.fail_one_op_after(n);
+        // Does not fit: rolls (and the roll may fail at op n).
+        if let Ok(a) = &log.produce("t", vec![ProduceRecord::value(big.clone())]).await.unwrap()[0] {
+            acked.push(a.offset);
+        }
+        // Small ones fit in the old active segment if the roll failed.
+        for _ in 0..3 {
+            acked.push(log.produce("t", vec![ProduceRecord::value("small")]).await.unwrap()[0].as_ref().unwrap().offset);
+        }
+        drop(log);
+        let log = Log::open_with("/data", retry_now(), Arc::new(s.crash(|_, _| (0, Vec::new()))), clock.clone())
+            .await
+            .unwrap_or_else(|e| panic!("n={n}: reopen failed: {e}"));
+        let got: Vec<Offset> = read_all(&log, "t", 0).await.iter().map(|r| r.offset).collect();
+        assert_eq!(got, acked, "n={n}");
+    }
+}
