@@ -3,8 +3,10 @@
 # checks, test suites against a real `weft serve`, the built artefacts (wheel,
 # npm tarball) installed into a clean venv / folder. Exits non-zero on any failure.
 #
-#   WEFT_BIN     the weft binary (default: build target/debug/weft)
-#   WEFT_PYTHON  the venv's python (default: <repo>/.venv/bin/python; created if absent)
+#   WEFT_BIN       the weft binary (default: build target/debug/weft)
+#   WEFT_EXAMPLES  folder with the Rust dice_server and echo_server examples
+#                  (default: build them when cargo is there)
+#   WEFT_PYTHON    the venv's python (default: <repo>/.venv/bin/python; created if absent)
 set -euo pipefail
 
 CLIENTS=$(cd "$(dirname "$0")" && pwd)
@@ -17,6 +19,14 @@ if [[ -z "${WEFT_BIN:-}" ]]; then
 fi
 [[ -x "$WEFT_BIN" ]] || { echo "no weft binary at $WEFT_BIN" >&2; exit 1; }
 export WEFT_BIN
+
+# The Rust dice and echo examples, for the "Python and Rust services are
+# interchangeable" tests (skipped, and said so, without them).
+if [[ -z "${WEFT_EXAMPLES:-}" ]] && command -v cargo >/dev/null; then
+    echo "== cargo build -p weft-service --example dice_server --example echo_server"
+    (cd "$ROOT" && cargo build -q -p weft-service --example dice_server --example echo_server)
+    export WEFT_EXAMPLES="$ROOT/target/debug/examples"
+fi
 
 WEFT_PYTHON=${WEFT_PYTHON:-$ROOT/.venv/bin/python}
 if [[ ! -x "$WEFT_PYTHON" ]]; then

@@ -102,3 +102,24 @@ test("npm pack: the tarball installs into a clean folder and works there", async
     await node.stop();
   }
 });
+
+const RUST_EXAMPLES = process.env.WEFT_EXAMPLES || path.join(ROOT, "target/debug/examples");
+test("the dice client against the Rust dice service: the same refusals as from the Python one",
+  { skip: !existsSync(path.join(RUST_EXAMPLES, "dice_server")) && `no Rust examples in ${RUST_EXAMPLES} (WEFT_EXAMPLES)` }, async () => {
+  const port = await freePort();
+  const addr = `tcp://127.0.0.1:${port}`;
+  const proc = spawn(path.join(RUST_EXAMPLES, "dice_server"), [addr], { stdio: "ignore", env: { ...process.env, DICE_SEED: "7" } });
+  const c = new weft.Client(addr, { connectTimeoutMs: 30000 });
+  try {
+    await c.connect();
+    await assert.rejects(c.call("roll", { sides: 0 }), (e) => e instanceof weft.ValidationError && e.details.field === "sides" && e.details.min === 1);
+    await assert.rejects(c.call("roll", { faces: 6 }), weft.BadBodyError);
+    const ex = path.join(path.dirname(new URL(import.meta.url).pathname), "../examples");
+    const out = execFileSync(process.execPath, [path.join(ex, "dice_client.mjs"), addr], { encoding: "utf8" }).split("\n");
+    assert.equal(out[5], "roll {sides: 0} -> refused (validation): sides must be at least 1 {\"field\":\"sides\",\"got\":0,\"min\":1}");
+    assert.equal(out[6], "roll_times {sides: 6, how_many: 1001} -> refused (validation): how_many must be at most 1000 {\"field\":\"how_many\",\"got\":1001,\"max\":1000}");
+  } finally {
+    await c.close();
+    proc.kill("SIGTERM");
+  }
+});
