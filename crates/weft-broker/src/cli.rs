@@ -649,26 +649,18 @@ impl<'a> GroupMember<'a> {
     }
 
     /// Starting offset of a newly owned partition: the group's committed
-    /// offset (the fetch's reset policy handles one outside the log), else
-    /// the reset policy.
+    /// offset when inside the log, else the reset policy's (the node
+    /// decides, and refuses with a typed out_of_range error for `none`).
     async fn start(&self, p: u32) -> Result<u64, CliError> {
-        let c: dto::CommittedAnswer =
-            self.client.call(route::GROUP_COMMITTED, &dto::Committed { group: self.group.clone(), topic: self.topic.clone(), partition: p }).await?;
-        if let Some(o) = c.offset {
-            return Ok(o);
+        let req = dto::Committed { group: self.group.clone(), topic: self.topic.clone(), partition: p, reset: Some(self.reset) };
+        let c: dto::CommittedAnswer = self.client.call(route::GROUP_COMMITTED, &req).await?;
+        let start = c.start.or(c.offset).unwrap_or(0);
+        if c.reset == Some(true)
+            && let Some(o) = c.offset
+        {
+            eprintln!("weft consume: group {} committed offset {o} is outside {}/{p}: reset to {start} ({})", self.group, self.topic, self.reset);
         }
-        let spec = match self.reset {
-            ResetPolicy::Earliest => dto::OffsetQuery::Earliest,
-            ResetPolicy::Latest => dto::OffsetQuery::Latest,
-            ResetPolicy::None => {
-                return Err(CliError::Usage(format!(
-                    "group {:?} has no committed offset for {}/{p} and the reset policy is none: use --reset earliest|latest, or weft group reset-offsets",
-                    self.group, self.topic
-                )));
-            }
-        };
-        let a: dto::OffsetAnswer = self.client.call(route::OFFSETS, &dto::Offsets { topic: self.topic.clone(), partition: p, spec }).await?;
-        Ok(a.offset)
+        Ok(start)
     }
 
     /// Commits every position that moved since the last commit (one call

@@ -269,6 +269,11 @@ pub struct Committed {
     pub group: String,
     pub topic: String,
     pub partition: u32,
+    /// Also answer where a consumer of the group starts on this partition
+    /// under this reset policy (`start`); `none` without a usable committed
+    /// offset is an `out_of_range` error (`kind: no_reset_policy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset: Option<ResetPolicy>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -276,6 +281,13 @@ pub struct CommittedAnswer {
     pub offset: Option<u64>,
     #[serde(default)]
     pub metadata: String,
+    /// With `reset`: the starting offset (the committed one when inside the
+    /// log, else the policy's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<u64>,
+    /// With `reset`: true when the policy chose `start`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

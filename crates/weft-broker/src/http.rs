@@ -446,10 +446,13 @@ async fn commit(State(log): State<Log>, Path(group): Path<String>, body: BodyByt
 struct CommittedQuery {
     topic: String,
     partition: u32,
+    /// earliest | latest | none: also answer the starting offset (`start`).
+    #[serde(default)]
+    reset: Option<weft_log::ResetPolicy>,
 }
 
 async fn committed(State(log): State<Log>, Path(group): Path<String>, Query(q): Query<CommittedQuery>) -> ApiResult<dto::CommittedAnswer> {
-    Ok(Json(native::committed(&log, &dto::Committed { group, topic: q.topic, partition: q.partition })))
+    Ok(Json(native::committed(&log, &dto::Committed { group, topic: q.topic, partition: q.partition, reset: q.reset })?))
 }
 
 #[derive(Debug, Deserialize)]

@@ -88,7 +88,7 @@ pub fn register(service: &mut Service, log: Log) -> Result<(), ServiceError> {
     let l = log.clone();
     service.endpoint(route::GROUP_COMMITTED, move |req: dto::Committed| {
         let l = l.clone();
-        async move { Ok(committed(&l, &req)) }
+        async move { committed(&l, &req).map_err(log_error) }
     })?;
     let l = log.clone();
     service.endpoint(route::GROUP_LIST, move |_: Option<dto::Empty>| {
@@ -239,9 +239,17 @@ pub(crate) async fn commit(log: &Log, req: dto::Commit) -> Result<(), LogError> 
     log.commit_offsets(&req.group, member, offsets).await
 }
 
-pub(crate) fn committed(log: &Log, req: &dto::Committed) -> dto::CommittedAnswer {
-    match log.committed_offset(&req.group, &req.topic, PartitionId(req.partition)) {
-        Some(c) => dto::CommittedAnswer { offset: Some(c.offset.0), metadata: c.metadata },
-        None => dto::CommittedAnswer { offset: None, metadata: String::new() },
+pub(crate) fn committed(log: &Log, req: &dto::Committed) -> Result<dto::CommittedAnswer, LogError> {
+    let partition = PartitionId(req.partition);
+    let c = log.committed_offset(&req.group, &req.topic, partition);
+    let mut out = match &c {
+        Some(c) => dto::CommittedAnswer { offset: Some(c.offset.0), metadata: c.metadata.clone(), start: None, reset: None },
+        None => dto::CommittedAnswer { offset: None, metadata: String::new(), start: None, reset: None },
+    };
+    if let Some(policy) = req.reset {
+        let s = log.start_offset(&req.topic, partition, c.map(|c| c.offset), policy)?;
+        out.start = Some(s.offset.0);
+        out.reset = Some(s.reset);
     }
+    Ok(out)
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use serde_bytes::ByteBuf;
 use weft_broker::dto::{self, route};
-use weft_log::{Log, LogConfig};
+use weft_log::{Log, LogConfig, ResetPolicy};
 use weft_net::{Client, ClientConfig, Endpoint, Server, ServerConfig};
 use weft_service::Service;
 use weft_wire::ErrorCode;
@@ -175,8 +175,18 @@ async fn consumer_groups_rebalance_and_commit() {
     assert_eq!(e.code(), Some(ErrorCode::Conflict));
     let good = dto::Commit { generation: Some(a2.generation), ..stale };
     let _: dto::Done = n.client.call(route::GROUP_COMMIT, &good).await.unwrap();
-    let c: dto::CommittedAnswer = n.client.call(route::GROUP_COMMITTED, &dto::Committed { group: "grp".into(), topic: "g".into(), partition: 0 }).await.unwrap();
+    let c: dto::CommittedAnswer = n.client.call(route::GROUP_COMMITTED, &dto::Committed { group: "grp".into(), topic: "g".into(), partition: 0, reset: None }).await.unwrap();
     assert_eq!(c.offset, Some(1));
+    // Where a consumer starts: the commit when inside the log, else the
+    // policy; `none` without a commit is a typed out_of_range error.
+    let start = |partition, reset| dto::Committed { group: "grp".into(), topic: "g".into(), partition, reset: Some(reset) };
+    let c: dto::CommittedAnswer = n.client.call(route::GROUP_COMMITTED, &start(0, ResetPolicy::None)).await.unwrap();
+    assert_eq!((c.start, c.reset), (Some(1), Some(false)));
+    let c: dto::CommittedAnswer = n.client.call(route::GROUP_COMMITTED, &start(1, ResetPolicy::Latest)).await.unwrap();
+    assert_eq!((c.offset, c.start, c.reset), (None, Some(0), Some(true)));
+    let e = n.client.call::<_, dto::CommittedAnswer>(route::GROUP_COMMITTED, &start(1, ResetPolicy::None)).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::OutOfRange), "{e}");
+    assert!(e.to_string().contains("reset policy is none"), "{e}");
     // b leaves: a gets everything back.
     let _: dto::Done = n.client.call(route::GROUP_LEAVE, &dto::MemberRef { group: "grp".into(), member_id: b.member_id.clone(), generation: None }).await.unwrap();
     let a3: dto::Member = n.client.call(route::GROUP_HEARTBEAT, &dto::MemberRef { group: "grp".into(), member_id: a.member_id.clone(), generation: None }).await.unwrap();

@@ -387,6 +387,12 @@ fn consume_says_why_and_new_groups_persist() {
     let committed: u64 = d["offsets"].as_array().unwrap().iter().map(|o| o["committed"].as_u64().unwrap()).sum();
     assert_eq!(committed, 6, "{d}");
 
+    // --reset none on a new group: a typed error naming the policies, no group.
+    let o = node.weft(&["consume", "t", "--group", "strict", "--reset", "none"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("no committed offset") && err.contains("out_of_range") && err.contains("--reset earliest|latest"), "{err}");
+
     // --reset latest: reads nothing now, but the group exists at the end.
     let o = node.weft(&["consume", "t", "--group", "audit", "--reset", "latest"]);
     assert!(o.status.success() && o.stdout.is_empty());
