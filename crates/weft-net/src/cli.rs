@@ -5,6 +5,31 @@ use std::path::PathBuf;
 use crate::error::TlsError;
 use crate::tls::dev;
 
+/// Client TLS options of every command that talks to a node over
+/// `tls://` or `quic://`; `global` so they may follow a subcommand.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TlsClientArgs {
+    /// tls/quic: PEM bundle of CAs to trust (default: the Mozilla roots).
+    #[arg(long, env = "WEFT_TLS_CA", value_name = "PEM", global = true)]
+    pub ca: Option<PathBuf>,
+    /// tls/quic: client certificate (PEM) for mTLS.
+    #[arg(long, env = "WEFT_TLS_CLIENT_CERT", value_name = "PEM", requires = "key", global = true)]
+    pub cert: Option<PathBuf>,
+    /// tls/quic: the client certificate's private key (PEM).
+    #[arg(long, env = "WEFT_TLS_CLIENT_KEY", value_name = "PEM", requires = "cert", global = true)]
+    pub key: Option<PathBuf>,
+    /// tls/quic: name to verify the server certificate against (default:
+    /// the host of --addr).
+    #[arg(long, env = "WEFT_TLS_SERVER_NAME", global = true)]
+    pub server_name: Option<String>,
+}
+
+impl TlsClientArgs {
+    pub fn config(&self) -> crate::TlsClientConfig {
+        crate::TlsClientConfig { ca: self.ca.clone(), cert: self.cert.clone(), key: self.key.clone(), server_name: self.server_name.clone() }
+    }
+}
+
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum TlsCommand {
     /// Write a development CA, a server certificate and a client

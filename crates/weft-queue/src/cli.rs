@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use serde::{de::DeserializeOwned, Serialize};
-use weft_net::{Client, ClientConfig, Endpoint};
+use weft_net::{Client, ClientConfig, Target};
 
 use crate::error::QueueError;
 use crate::keepers::{ErrorState, Snapshot};
@@ -25,6 +25,8 @@ pub struct Conn {
     /// Print JSON (the API's field names) instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    #[command(flatten)]
+    pub tls: weft_net::cli::TlsClientArgs,
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -114,12 +116,13 @@ pub enum ErrorsOp {
 }
 
 async fn connect(conn: &Conn) -> Result<Client, QueueError> {
-    let endpoint: Endpoint = conn.addr.parse().map_err(|e: weft_net::NetError| QueueError::Usage(e.to_string()))?;
+    let endpoint: Target = conn.addr.parse().map_err(|e: weft_net::NetError| QueueError::Usage(e.to_string()))?;
     let config = ClientConfig {
         client_name: "weft-cli".into(),
         connect_timeout: Duration::from_millis(conn.timeout_ms.min(10_000)),
         request_timeout: Duration::from_millis(conn.timeout_ms),
         body_format: weft_wire::BodyFormat::Json,
+        tls: conn.tls.config(),
         ..ClientConfig::default()
     };
     Ok(Client::connect(endpoint, config).await?)

@@ -96,7 +96,7 @@ async fn queued_endpoint_management_over_tcp() {
     let info: QueueInfo = c.call("weft.queue.show", &NameReq { name: "jobs".into() }).await.unwrap();
     assert_eq!((info.incoming, info.errors, info.processing_paused), (2, 1, true));
     // The CLI drives the same endpoints.
-    let conn = Conn { addr: format!("tcp://{addr}"), timeout_ms: 5_000, json: false };
+    let conn = Conn { addr: format!("tcp://{addr}"), timeout_ms: 5_000, json: false, tls: Default::default() };
     weft_queue::cli::run(Command::Queue { conn: conn.clone(), op: QueueOp::Resume { name: "jobs".into(), what: PauseWhat::All } }).await.unwrap();
     assert!(q.wait_idle(Duration::from_secs(5)).await);
     weft_queue::cli::run(Command::Queue { conn: conn.clone(), op: QueueOp::Ls }).await.unwrap();
@@ -243,7 +243,7 @@ async fn busy_handler_is_retried_without_using_up_retries() {
 async fn stats_cli_on_a_node_without_the_keeper() {
     let server = Server::new(ServerConfig::default(), Service::new("plain").into_handler());
     let addr = server.bind_tcp("127.0.0.1:0").await.unwrap();
-    let conn = Conn { addr: format!("tcp://{addr}"), timeout_ms: 5_000, json: false };
+    let conn = Conn { addr: format!("tcp://{addr}"), timeout_ms: 5_000, json: false, tls: Default::default() };
     weft_queue::cli::run(Command::Stats { conn: conn.clone(), gathered: false, full: false }).await.unwrap();
     assert!(weft_queue::cli::run(Command::Stats { conn, gathered: false, full: true }).await.is_err());
     server.shutdown(Duration::from_secs(1)).await;

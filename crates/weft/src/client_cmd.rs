@@ -17,19 +17,8 @@ pub struct ClientArgs {
     /// Request timeout in milliseconds.
     #[arg(long, default_value_t = 10_000, global = true)]
     pub timeout_ms: u64,
-    /// tls/quic: PEM bundle of CAs to trust (default: the Mozilla roots).
-    #[arg(long, env = "WEFT_TLS_CA", value_name = "PEM", global = true)]
-    pub ca: Option<std::path::PathBuf>,
-    /// tls/quic: client certificate (PEM) for mTLS.
-    #[arg(long, env = "WEFT_TLS_CLIENT_CERT", value_name = "PEM", requires = "key", global = true)]
-    pub cert: Option<std::path::PathBuf>,
-    /// tls/quic: the client certificate's private key (PEM).
-    #[arg(long, env = "WEFT_TLS_CLIENT_KEY", value_name = "PEM", requires = "cert", global = true)]
-    pub key: Option<std::path::PathBuf>,
-    /// tls/quic: name to verify the server certificate against (default:
-    /// the host of --addr).
-    #[arg(long, env = "WEFT_TLS_SERVER_NAME", global = true)]
-    pub server_name: Option<String>,
+    #[command(flatten)]
+    pub tls: weft_net::cli::TlsClientArgs,
 }
 
 /// `--json`: machine-readable output with the API's field names.
@@ -47,12 +36,7 @@ impl ClientArgs {
             client_name: "weft-cli".into(),
             connect_timeout: Duration::from_millis(self.timeout_ms.min(10_000)),
             request_timeout: Duration::from_millis(self.timeout_ms),
-            tls: weft_net::TlsClientConfig {
-                ca: self.ca.clone(),
-                cert: self.cert.clone(),
-                key: self.key.clone(),
-                server_name: self.server_name.clone(),
-            },
+            tls: self.tls.config(),
             ..ClientConfig::default()
         };
         Client::connect(endpoint, config).await.with_context(|| format!("connecting to {}", self.addr))

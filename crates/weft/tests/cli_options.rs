@@ -205,3 +205,28 @@ fn negative_timestamps_and_zero_max_records_are_refused() {
     let o = Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &url]).output().unwrap();
     assert_eq!(text(&o.stdout), "400");
 }
+
+#[test]
+fn tls_options_after_the_subcommand_for_every_client_group() {
+    let tls_port = common::free_port();
+    let node = Node::start_with(&["--enable", "tls", "--tls-addr", &format!("127.0.0.1:{tls_port}")], &[]);
+    let ca = node.data_dir().join("tls/ca.pem");
+    let (addr, ca) = (format!("tls://127.0.0.1:{tls_port}"), ca.to_str().unwrap().to_owned());
+    for args in [
+        vec!["topic", "list", "--json"],
+        vec!["group", "list"],
+        vec!["queue", "ls", "--json"],
+        vec!["sender", "ls"],
+        vec!["errors"],
+        vec!["stats"],
+        vec!["config", "running"],
+    ] {
+        let mut a = args.clone();
+        a.extend(["--addr", &addr, "--ca", &ca]);
+        let o = run(&a);
+        assert!(o.status.success(), "weft {a:?}: {}", text(&o.stderr));
+    }
+    // Without the CA the node's development certificate is not trusted.
+    let o = run(&["queue", "ls", "--addr", &addr, "--timeout-ms", "3000"]);
+    assert!(!o.status.success());
+}
