@@ -4,6 +4,8 @@
 //! again without a restart, and every acknowledged record and commit is
 //! intact, also after a restart. Needs root (mount); skips otherwise.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -3,6 +3,8 @@
 //! partition written, descriptors bounded, everything read back after a
 //! restart.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
