@@ -225,14 +225,11 @@ impl Recorder {
 
     /// Creates the topic through any node (an existing topic is fine).
     pub async fn create_topic(&self) -> Result<(), CheckerError> {
-        let mut body = serde_json::json!({"name": self.cfg.topic, "config": {"partitions": self.cfg.partitions}});
-        if let Some(r) = self.cfg.replicas {
-            body["replicas"] = r.into();
-        }
+        let body = serde_json::json!({"name": self.cfg.topic, "config": {"partitions": self.cfg.partitions}});
         let deadline = Instant::now() + self.cfg.reach_timeout;
         let mut last = String::new();
         for i in 0.. {
-            if Instant::now() >= deadline {
+            if Instant::now() >= deadline || self.stop.is_cancelled() {
                 break;
             }
             let Some(node) = self.nodes.get(i % self.nodes.len()) else { break };
@@ -240,6 +237,21 @@ impl Recorder {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
+            // A replicated topic goes through the metadata group
+            // (`cluster.create_topic`); a node without it takes the plain create.
+            if let Some(replicas) = self.cfg.replicas {
+                let req = serde_json::json!({"name": self.cfg.topic, "partitions": self.cfg.partitions, "replicas": replicas});
+                match client.call::<_, serde_json::Value>("cluster.create_topic", &req).await {
+                    Ok(_) => return Ok(()),
+                    Err(e) if e.code() == Some(ErrorCode::Conflict) => return Ok(()),
+                    Err(e) if e.code() == Some(ErrorCode::UnknownRoute) => {}
+                    Err(e) => {
+                        last = format!("{node}: cluster.create_topic: {e}");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                }
+            }
             match client.call::<_, serde_json::Value>(route::TOPIC_CREATE, &body).await {
                 Ok(_) => return Ok(()),
                 Err(e) if e.code() == Some(ErrorCode::Conflict) => return Ok(()),

@@ -17,6 +17,10 @@ struct Args {
     /// Violations printed per rule (text output).
     #[arg(long, default_value_t = 10)]
     show: usize,
+    /// Also fail unless at least this many produces were acknowledged: a
+    /// history where nothing succeeded passes every rule and proves nothing.
+    #[arg(long, default_value_t = 0)]
+    min_acked: usize,
 }
 
 fn main() -> ExitCode {
@@ -49,7 +53,13 @@ fn main() -> ExitCode {
                 }
             }
         }
-        println!("{}", if report.ok() { "OK: no violations" } else { "FAIL" });
     }
-    if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+    let enough = report.stats.acked >= args.min_acked;
+    if !enough {
+        eprintln!("weft-check: only {} produces acknowledged, fewer than --min-acked {}", report.stats.acked, args.min_acked);
+    }
+    if !args.json {
+        println!("{}", if report.ok() && enough { "OK: no violations" } else { "FAIL" });
+    }
+    if report.ok() && enough { ExitCode::SUCCESS } else { ExitCode::from(1) }
 }

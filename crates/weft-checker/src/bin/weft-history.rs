@@ -52,9 +52,9 @@ async fn main() -> anyhow::Result<()> {
         settle: Duration::from_millis(a.settle_ms),
     };
     let r = Arc::new(Recorder::new(cfg)?);
-    r.create_topic().await?;
     // SIGTERM or SIGINT end the produce phase early; the final reads and
     // the history still follow (scripts/chaos stops the run this way).
+    // Installed first, so a stop during topic creation is not a plain kill.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let stopper = r.clone();
     tokio::spawn(async move {
@@ -65,6 +65,9 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("weft-history: stopping producers, reading back");
         stopper.stop();
     });
+    r.create_topic().await?;
+    // scripts/chaos waits for this line before its first fault.
+    eprintln!("weft-history: topic ready, producing");
     r.produce().await?;
     let missed = r.final_reads().await;
     for m in &missed {
