@@ -820,7 +820,26 @@ pub async fn consume(client: &Client, args: ConsumeArgs) -> Result<(), CliError>
                     raw: false,
                     reset: Some(args.reset),
                 };
-                let r: dto::FetchResponse = client.call(route::FETCH, &req).await?;
+                let r: dto::FetchResponse = match &mut member {
+                    // Members fetch fenced: once rebalanced away or expired
+                    // they read nothing more of the partition.
+                    Some(m) => {
+                        let mf = dto::MemberFetch { group: m.group.clone(), member_id: m.member.member_id.clone(), generation: m.member.generation, fetch: req };
+                        match client.call(route::GROUP_FETCH, &mf).await {
+                            Ok(r) => r,
+                            Err(e) if matches!(remote_kind(&e), Some("illegal_generation" | "not_assigned" | "unknown_member")) => {
+                                tracing::debug!(group = %m.group, partition = *p, error = %e, "fetch fenced");
+                                m.heartbeat().await?;
+                                last_beat = Instant::now();
+                                // not caught up: the round starts over with the new assignment
+                                got_any = true;
+                                break;
+                            }
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                    None => client.call(route::FETCH, &req).await?,
+                };
                 if let Some(from) = r.reset_from {
                     eprintln!(
                         "weft consume: offset {from} is outside {}/{p} (log start {}, end {}): reset to {} ({})",

@@ -24,6 +24,7 @@ pub mod route {
     pub const GROUP_LIST: &str = "log.group.list";
     pub const GROUP_DESCRIBE: &str = "log.group.describe";
     pub const GROUP_RESET_OFFSETS: &str = "log.group.reset_offsets";
+    pub const GROUP_FETCH: &str = "log.group.fetch";
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -148,6 +149,17 @@ pub struct Fetch {
     /// `out_of_range` error.
     #[serde(default)]
     pub reset: Option<ResetPolicy>,
+}
+
+/// `log.group.fetch`: a fetch by a group member, fenced like a commit (the
+/// member is live, `generation` is current, it holds the partition), so a
+/// member expired or rebalanced away cannot read on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberFetch {
+    pub group: String,
+    pub member_id: String,
+    pub generation: u32,
+    pub fetch: Fetch,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -54,6 +54,15 @@ pub fn register(service: &mut Service, log: Log) -> Result<(), ServiceError> {
         async move { fetch(&l, &req).await.map_err(log_error) }
     })?;
     let l = log.clone();
+    service.endpoint(route::GROUP_FETCH, move |req: dto::MemberFetch| {
+        let l = l.clone();
+        async move {
+            l.check_member_fetch(&req.group, &req.member_id, req.generation, &req.fetch.topic, PartitionId(req.fetch.partition))
+                .map_err(log_error)?;
+            fetch(&l, &req.fetch).await.map_err(log_error)
+        }
+    })?;
+    let l = log.clone();
     service.endpoint(route::OFFSETS, move |req: dto::Offsets| {
         let l = l.clone();
         async move {

@@ -191,6 +191,19 @@ async fn consumer_groups_rebalance_and_commit() {
     let _: dto::Done = n.client.call(route::GROUP_LEAVE, &dto::MemberRef { group: "grp".into(), member_id: b.member_id.clone(), generation: None }).await.unwrap();
     let a3: dto::Member = n.client.call(route::GROUP_HEARTBEAT, &dto::MemberRef { group: "grp".into(), member_id: a.member_id.clone(), generation: None }).await.unwrap();
     assert_eq!(a3.assignment.len(), 4);
+    // Member fetches are fenced like commits.
+    let mf = |member_id: &str, generation, partition| dto::MemberFetch {
+        group: "grp".into(),
+        member_id: member_id.into(),
+        generation,
+        fetch: dto::Fetch { topic: "g".into(), partition, offset: 0, max_bytes: None, max_records: None, wait_ms: None, raw: false, reset: None },
+    };
+    let f: dto::FetchResponse = n.client.call(route::GROUP_FETCH, &mf(&a.member_id, a3.generation, 0)).await.unwrap();
+    assert_eq!(f.records.len(), 1);
+    let e = n.client.call::<_, dto::FetchResponse>(route::GROUP_FETCH, &mf(&a.member_id, a2.generation, 0)).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Conflict), "stale generation: {e}");
+    let e = n.client.call::<_, dto::FetchResponse>(route::GROUP_FETCH, &mf(&b.member_id, a3.generation, 0)).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotFound), "a member that left: {e}");
     let list: Vec<serde_json::Value> = n.client.call(route::GROUP_LIST, &()).await.unwrap();
     assert_eq!(list.len(), 1);
     let d: serde_json::Value = n.client.call(route::GROUP_DESCRIBE, &dto::GroupRef { group: "grp".into() }).await.unwrap();

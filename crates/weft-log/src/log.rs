@@ -783,6 +783,12 @@ impl Log {
         lock(&self.inner.groups).heartbeat(group, member_id, ack, self.now_ms())
     }
 
+    /// Fencing of a member's fetch (as of a commit): the member is live, in
+    /// the current generation, and holds the partition.
+    pub fn check_member_fetch(&self, group: &str, member_id: &str, generation: u32, topic: &str, partition: PartitionId) -> Result<()> {
+        lock(&self.inner.groups).check_commit(group, Some((member_id, generation)), &[(topic, partition)])
+    }
+
     /// Live members of a group (0 when unknown).
     pub fn group_member_count(&self, group: &str) -> usize {
         lock(&self.inner.groups).member_count(group)
