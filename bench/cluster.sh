@@ -157,9 +157,9 @@ if has weft; then
         for i in 1 2 3; do wait_tcp "w$i" "${WA[$i]}"; done
         sleep 3
         log "weft R3 at 127.0.0.1:$a1 (pids ${PID[w1]} ${PID[w2]} ${PID[w3]})"
-        # Topic creation with replicas: weft-logbench's weft target does not pass replicas
-        # yet (the cluster's create API is being written); the default is min(3, data nodes).
-        "$LB" run --system weft --target "tcp://127.0.0.1:$a1" --label weft-r3 --pid "${PID[w1]}" \
+        # Topics are created with cluster.create_topic, replicas 3; a run whose produce is
+        # refused (partitions not served by the cluster yet) fails and gives no numbers.
+        "$LB" run --system weft --target "tcp://127.0.0.1:$a1" --replicas 3 --label weft-r3 --pid "${PID[w1]}" \
             --sizes "$SIZES" --producers "$PRODUCERS" --windows "$WINDOWS" \
             --batches "$BATCHES" --batch-window "$BATCH_WINDOW" \
             --duration-ms "$DURATION_MS" --max-records "$MAX_RECORDS" --out "$OUT/weft-r3.jsonl" \

@@ -75,8 +75,9 @@ pub struct RunArgs {
     /// The broker's pid, to sample its RSS during each run.
     #[arg(long)]
     pub pid: Option<u32>,
-    /// Replicas per stream (JetStream only for now; a cluster needs
-    /// --target listing its servers, comma-separated).
+    /// Replicas per stream / topic (JetStream: --target lists every server,
+    /// comma-separated; Weft: a node of a cluster, topics made with
+    /// `cluster.create_topic`).
     #[arg(long, default_value_t = 1)]
     pub replicas: usize,
     /// Value sizes in bytes.
@@ -159,7 +160,7 @@ pub async fn run(cmd: LogBenchCmd) -> Result<(), BenchError> {
         LogBenchCmd::Run(args) => match args.system {
             System::Weft => {
                 let endpoint = weft_net::Endpoint::from_str(&args.target).map_err(|e| BenchError::Usage(e.to_string()))?;
-                run_all(&WeftTarget::connect(endpoint).await?, &args).await
+                run_all(&WeftTarget::connect(endpoint).await?.with_replicas(args.replicas), &args).await
             }
             System::Jetstream => run_all(&JetStreamTarget::connect(&args.target, args.replicas).await?, &args).await,
             System::Redis => run_all(&RedisTarget::connect(&args.target).await?, &args).await,

@@ -21,6 +21,9 @@ const FETCH_MAX_BYTES: usize = 8 * 1024 * 1024;
 pub struct WeftTarget {
     endpoint: Endpoint,
     admin: Client,
+    /// Above 1: topics are created replicated, through the cluster's
+    /// metadata group (`cluster.create_topic`; bench/cluster.sh).
+    replicas: usize,
 }
 
 fn config() -> ClientConfig {
@@ -36,7 +39,12 @@ fn config() -> ClientConfig {
 impl WeftTarget {
     pub async fn connect(endpoint: Endpoint) -> Result<WeftTarget, BenchError> {
         let admin = Client::connect(endpoint.clone(), config()).await?;
-        Ok(WeftTarget { endpoint, admin })
+        Ok(WeftTarget { endpoint, admin, replicas: 1 })
+    }
+
+    pub fn with_replicas(mut self, replicas: usize) -> WeftTarget {
+        self.replicas = replicas.max(1);
+        self
     }
 
     async fn read_all(&self, name: &str, expected: u64, raw: bool) -> Result<Consumed, BenchError> {
@@ -91,6 +99,11 @@ impl Target for WeftTarget {
     }
 
     async fn create(&self, name: &str) -> Result<(), BenchError> {
+        if self.replicas > 1 {
+            let req = serde_json::json!({"name": name, "partitions": 1, "replicas": self.replicas});
+            let _: serde_json::Value = self.admin.call("cluster.create_topic", &req).await?;
+            return Ok(());
+        }
         let req = serde_json::json!({"name": name, "config": {"partitions": 1}});
         let _: serde_json::Value = self.admin.call(route::TOPIC_CREATE, &req).await?;
         Ok(())
