@@ -1,0 +1,274 @@
+//! Weft's metrics registry: one set of Prometheus metric families that every
+//! crate writes to ([`get`]), and its exposition ([`render`]) in the
+//! Prometheus text format (0.0.4) or OpenMetrics 1.0, chosen by the scraper's
+//! `Accept` header. Built on `prometheus-client` (the decision and the list of
+//! every metric are in docs/observability.md).
+//!
+//! Two kinds of metric live here:
+//! - counters and histograms written where things happen (a request
+//!   answered, a connection accepted, an fsync done): cheap atomic updates;
+//! - gauges computed at scrape time by hooks ([`on_scrape`]) from state the
+//!   parts already keep (partition sizes, consumer lag, queue sizes), so hot
+//!   paths pay nothing for them.
+//!
+//! Names follow Prometheus conventions: the `weft_` prefix, base units
+//! (seconds, bytes), `_total` on counters (added by the encoder).
+
+use std::sync::{LazyLock, Mutex};
+
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+/// One label.
+pub type L1 = [(&'static str, String); 1];
+/// Two labels.
+pub type L2 = [(&'static str, String); 2];
+/// Three labels.
+pub type L3 = [(&'static str, String); 3];
+
+type HistFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Latency buckets: 50 µs to about 7.5 s, ×2.5 apart.
+fn latency() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.5, 14))
+}
+
+/// Connection lifetimes: 10 ms to about 10 h, ×4 apart.
+fn lifetime() -> Histogram {
+    Histogram::new(exponential_buckets(0.01, 4.0, 11))
+}
+
+/// Every metric family of a Weft node.
+#[derive(Debug)]
+pub struct Metrics {
+    // ---- native endpoints (weft-service)
+    /// Requests answered, by endpoint (route key) and code (`ok` or the error code).
+    pub requests: Family<L2, Counter>,
+    /// Time to answer a request, by endpoint.
+    pub request_duration: HistFamily<L1>,
+
+    // ---- transports (weft-net)
+    pub connections_accepted: Family<L1, Counter>,
+    pub connections_open: Family<L1, Gauge>,
+    /// Refused connections (and UDP datagrams), by transport and reason
+    /// (`allow_list`, `max_connections`).
+    pub connections_refused: Family<L2, Counter>,
+    pub connection_duration: HistFamily<L1>,
+    pub received_bytes: Family<L1, Counter>,
+    pub sent_bytes: Family<L1, Counter>,
+
+    // ---- the log (weft-log)
+    pub produced_records: Family<L1, Counter>,
+    pub produced_bytes: Family<L1, Counter>,
+    pub fetched_records: Family<L1, Counter>,
+    pub fetched_bytes: Family<L1, Counter>,
+    pub fsyncs: Counter,
+    pub fsync_duration: Histogram,
+    /// Scrape time: per partition.
+    pub partition_size: Family<L2, Gauge>,
+    pub partition_high_watermark: Family<L2, Gauge>,
+    pub partition_log_start: Family<L2, Gauge>,
+    pub partition_log_end: Family<L2, Gauge>,
+    /// Scrape time: per group, topic and partition.
+    pub group_lag: Family<L3, Gauge>,
+    pub log_disk_full: Gauge,
+    pub log_partitions_poisoned: Gauge,
+
+    // ---- queues (weft-queue), scrape time
+    /// Items by kind (`endpoint`, `sender`), name and queue (`incoming`, `error`, `in_flight`).
+    pub queue_items: Family<L3, Gauge>,
+    pub queue_bytes: Family<L2, Gauge>,
+
+    // ---- HTTP gateway (weft-broker)
+    /// By route template, method and status.
+    pub http_requests: Family<L3, Counter>,
+    pub http_request_duration: HistFamily<L1>,
+
+    /// Always 1, labelled with the version.
+    pub build_info: Family<L1, Gauge>,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        Self {
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(latency),
+            connections_accepted: Family::default(),
+            connections_open: Family::default(),
+            connections_refused: Family::default(),
+            connection_duration: Family::new_with_constructor(lifetime),
+            received_bytes: Family::default(),
+            sent_bytes: Family::default(),
+            produced_records: Family::default(),
+            produced_bytes: Family::default(),
+            fetched_records: Family::default(),
+            fetched_bytes: Family::default(),
+            fsyncs: Counter::default(),
+            fsync_duration: latency(),
+            partition_size: Family::default(),
+            partition_high_watermark: Family::default(),
+            partition_log_start: Family::default(),
+            partition_log_end: Family::default(),
+            group_lag: Family::default(),
+            log_disk_full: Gauge::default(),
+            log_partitions_poisoned: Gauge::default(),
+            queue_items: Family::default(),
+            queue_bytes: Family::default(),
+            http_requests: Family::default(),
+            http_request_duration: Family::new_with_constructor(latency),
+            build_info: Family::default(),
+        }
+    }
+
+    fn registry(&self) -> Registry {
+        let mut r = Registry::with_prefix("weft");
+        r.register("requests", "Native-protocol requests answered, by endpoint and code (ok or the error code)", self.requests.clone());
+        r.register_with_unit("request_duration", "Time to answer a native-protocol request, by endpoint", Unit::Seconds, self.request_duration.clone());
+        r.register("net_connections_accepted", "Stream connections accepted, by transport", self.connections_accepted.clone());
+        r.register("net_connections_open", "Stream connections open now, by transport", self.connections_open.clone());
+        r.register("net_connections_refused", "Connections (and UDP datagrams) refused, by transport and reason", self.connections_refused.clone());
+        r.register_with_unit("net_connection_duration", "Lifetime of closed stream connections, by transport", Unit::Seconds, self.connection_duration.clone());
+        r.register_with_unit("net_received", "Bytes of frames received, by transport", Unit::Bytes, self.received_bytes.clone());
+        r.register_with_unit("net_sent", "Bytes of frames sent, by transport", Unit::Bytes, self.sent_bytes.clone());
+        r.register("log_produced_records", "Records appended to the log, by topic", self.produced_records.clone());
+        r.register_with_unit("log_produced", "Bytes of record batches appended to the log, by topic", Unit::Bytes, self.produced_bytes.clone());
+        r.register("log_fetched_records", "Records read from the log by fetches, by topic", self.fetched_records.clone());
+        r.register_with_unit("log_fetched", "Bytes of record batches read by fetches, by topic", Unit::Bytes, self.fetched_bytes.clone());
+        r.register("log_fsyncs", "fsyncs of segment files (group commits and segment rolls)", self.fsyncs.clone());
+        r.register_with_unit("log_fsync_duration", "Time an fsync of a segment file took", Unit::Seconds, self.fsync_duration.clone());
+        r.register_with_unit("log_partition_size", "Bytes stored by a partition (all its segments)", Unit::Bytes, self.partition_size.clone());
+        r.register("log_partition_high_watermark", "High watermark of a partition: the offset after the last record readers see", self.partition_high_watermark.clone());
+        r.register("log_partition_start_offset", "First offset still stored in a partition", self.partition_log_start.clone());
+        r.register("log_partition_end_offset", "Next offset to be written in a partition (log end offset)", self.partition_log_end.clone());
+        r.register("log_group_lag", "Records of a partition not yet committed by a consumer group (latest - committed)", self.group_lag.clone());
+        r.register("log_disk_full", "1 when a partition refuses writes because the disk was full", self.log_disk_full.clone());
+        r.register("log_partitions_poisoned", "Partitions refusing writes after a storage failure", self.log_partitions_poisoned.clone());
+        r.register("queue_items", "Items in a queued endpoint's or sender's queues, by kind, name and queue (incoming, error, in_flight)", self.queue_items.clone());
+        r.register_with_unit("queue", "Bytes held by a queued endpoint's or sender's queues, by kind and name", Unit::Bytes, self.queue_bytes.clone());
+        r.register("http_requests", "HTTP gateway requests, by route template, method and status", self.http_requests.clone());
+        r.register_with_unit("http_request_duration", "Time to answer an HTTP gateway request, by route template", Unit::Seconds, self.http_request_duration.clone());
+        r.register("build_info", "Always 1; the version is in the label", self.build_info.clone());
+        r
+    }
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    let m = Metrics::new();
+    m.build_info.get_or_create(&[("version", env!("CARGO_PKG_VERSION").to_owned())]).set(1);
+    m
+});
+
+static REGISTRY: LazyLock<Registry> = LazyLock::new(|| METRICS.registry());
+
+type Hook = Box<dyn Fn(&Metrics) + Send + Sync>;
+
+/// Scrape-time hooks, and the lock that keeps two scrapes from interleaving
+/// their clear-and-refill of the scrape-time gauges.
+static HOOKS: Mutex<Vec<Hook>> = Mutex::new(Vec::new());
+
+/// The metric families of this process.
+pub fn get() -> &'static Metrics {
+    &METRICS
+}
+
+/// Run `f` before every scrape, to set gauges from state kept elsewhere.
+/// A hook that owns a family should `clear()` it first so that gone label
+/// sets (a deleted topic) disappear.
+pub fn on_scrape(f: impl Fn(&Metrics) + Send + Sync + 'static) {
+    HOOKS.lock().unwrap_or_else(|p| p.into_inner()).push(Box::new(f));
+}
+
+/// The exposition formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Prometheus text format 0.0.4.
+    Prometheus,
+    /// OpenMetrics 1.0 text.
+    OpenMetrics,
+}
+
+impl Format {
+    /// OpenMetrics when the `Accept` header names `application/openmetrics-text`
+    /// (with a non-zero quality), else the Prometheus text format.
+    pub fn from_accept(accept: Option<&str>) -> Self {
+        let Some(accept) = accept else { return Format::Prometheus };
+        for part in accept.split(',') {
+            let mut params = part.split(';').map(str::trim);
+            if params.next().is_some_and(|m| m.eq_ignore_ascii_case("application/openmetrics-text")) {
+                let refused = params.any(|p| p.strip_prefix("q=").is_some_and(|q| q.parse::<f64>().is_ok_and(|q| q <= 0.0)));
+                if !refused {
+                    return Format::OpenMetrics;
+                }
+            }
+        }
+        Format::Prometheus
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Prometheus => prometheus_text::CONTENT_TYPE,
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
+
+/// Run the scrape hooks, then encode every family in `format`.
+pub fn render(format: Format) -> String {
+    let hooks = HOOKS.lock().unwrap_or_else(|p| p.into_inner());
+    for h in hooks.iter() {
+        h(&METRICS);
+    }
+    let mut out = String::with_capacity(16 * 1024);
+    // Writing into a String cannot fail; an encoder error would be a bug in
+    // a metric's encoding, and a partial exposition is still the best answer.
+    let _ = match format {
+        Format::Prometheus => prometheus_text::encode(&mut out, &REGISTRY),
+        Format::OpenMetrics => prometheus_client::encoding::text::encode(&mut out, &REGISTRY),
+    };
+    out
+}
+
+/// `[(name, value)]` with an owned value.
+pub fn l1(k: &'static str, v: impl Into<String>) -> L1 {
+    [(k, v.into())]
+}
+pub fn l2(k1: &'static str, v1: impl Into<String>, k2: &'static str, v2: impl Into<String>) -> L2 {
+    [(k1, v1.into()), (k2, v2.into())]
+}
+pub fn l3(k1: &'static str, v1: impl Into<String>, k2: &'static str, v2: impl Into<String>, k3: &'static str, v3: impl Into<String>) -> L3 {
+    [(k1, v1.into()), (k2, v2.into()), (k3, v3.into())]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_negotiation() {
+        assert_eq!(Format::from_accept(None), Format::Prometheus);
+        assert_eq!(Format::from_accept(Some("text/plain")), Format::Prometheus);
+        let prom = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(Format::from_accept(Some(prom)), Format::OpenMetrics);
+        assert_eq!(Format::from_accept(Some("application/openmetrics-text; q=0")), Format::Prometheus);
+    }
+
+    #[test]
+    fn both_formats_name_counters_with_total() {
+        get().requests.get_or_create(&l2("endpoint", "weft.ping", "code", "ok")).inc();
+        get().request_duration.get_or_create(&l1("endpoint", "weft.ping")).observe(0.001);
+        get().received_bytes.get_or_create(&l1("transport", "tcp")).inc_by(26);
+        let text = render(Format::Prometheus);
+        assert!(text.contains("# TYPE weft_requests_total counter"), "{text}");
+        assert!(text.contains("weft_requests_total{endpoint=\"weft.ping\",code=\"ok\"} 1"), "{text}");
+        assert!(text.contains("# TYPE weft_request_duration_seconds histogram"), "{text}");
+        assert!(text.contains("weft_net_received_bytes_total{transport=\"tcp\"} 26"), "{text}");
+        assert!(!text.contains("# EOF"));
+        let om = render(Format::OpenMetrics);
+        assert!(om.contains("# TYPE weft_requests counter"), "{om}");
+        assert!(om.ends_with("# EOF\n"), "{om}");
+    }
+}
