@@ -515,3 +515,122 @@ async fn echo_detects_a_stopped_p4p_server() {
     drop(m);
     child.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn cancel_stops_an_execution_and_keeps_the_operation() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use weft_pva::proto::header::cmd;
+    use weft_pva::proto::msg::sub;
+    use weft_pva::proto::nt::{Builder, Meta, nt_scalar};
+    use weft_pva::server::{Provider, Server, SharedPv};
+    // A PV whose put waits until released (like a bridge waiting for a durable record).
+    let release = Arc::new(tokio::sync::Notify::new());
+    let finished = Arc::new(AtomicBool::new(false));
+    let (d, v) = Builder::new(nt_scalar(weft_pva::proto::ScalarType::F64, Meta::default())).build();
+    let (r2, f2) = (release.clone(), finished.clone());
+    let pv = SharedPv::with_put_handler(
+        d,
+        v,
+        Arc::new(move |_pv: &SharedPv, _bits: &weft_pva::proto::BitSet, v: Value| {
+            let (r, f) = (r2.clone(), f2.clone());
+            Box::pin(async move {
+                r.notified().await;
+                f.store(true, Ordering::SeqCst);
+                Ok(v)
+            })
+        }),
+    );
+    let p = Provider::new();
+    p.add_pv("slow:put", pv.clone());
+    let s = Server::start(ServerConfig::isolated(), p).await.unwrap();
+    let c = Client::new(ClientConfig::unicast(s.udp_addr())).await.unwrap();
+    let ch = c.channel("slow:put").await.unwrap();
+    let t = Duration::from_secs(5);
+    let mut op = ch.operation(cmd::PUT, "", t).await.unwrap();
+    let body = op.put_body(&[("value".into(), "5".into())]).unwrap();
+    // The execution times out; the client cancels it on the server.
+    let e = op.exec(0, body, Duration::from_millis(300)).await.unwrap_err();
+    assert!(matches!(e, weft_pva::Error::Timeout(_)), "{e}");
+    poll_until("the server to cancel the put", || s.stats().requests_cancelled.load(Ordering::Relaxed) == 1).await;
+    release.notify_waiters();
+    // The operation is still there and idle: a get-put on it works and shows the put never happened.
+    let r = op.exec(sub::GET, weft_pva::proto::ReqBody::Data(Default::default()), t).await.unwrap();
+    let d = op.decode(&r).unwrap();
+    assert_eq!(path_ref(&d.desc, &d.value, "value").map(|x| x.0.clone()), Some(Value::F64(0.0)));
+    assert!(!finished.load(Ordering::SeqCst), "the cancelled put handler ran to completion");
+    // A put that completes works on the same operation.
+    let body = op.put_body(&[("value".into(), "7".into())]).unwrap();
+    let waiter = tokio::spawn({
+        let release = release.clone();
+        async move {
+            for _ in 0..200 {
+                release.notify_waiters();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    });
+    op.exec(0, body, t).await.unwrap();
+    waiter.abort();
+    assert!(finished.load(Ordering::SeqCst));
+    op.destroy().await;
+    let d = c.get("slow:put", "").await.unwrap();
+    assert_eq!(path_ref(&d.desc, &d.value, "value").map(|x| x.0.clone()), Some(Value::F64(7.0)));
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn weft_client_cancels_on_a_p4p_server() {
+    if !peers_enabled("weft_client_cancels_on_a_p4p_server") {
+        return;
+    }
+    use tokio::io::AsyncBufReadExt;
+    use weft_pva::proto::header::cmd;
+    use weft_pva::proto::msg::sub;
+    // A pvxs server whose put never completes until cancelled.
+    let code = r#"
+import json, time
+from p4p.server import Server
+from p4p.server.thread import SharedPV
+from p4p.nt import NTScalar
+pv = SharedPV(nt=NTScalar('d'), initial=1.5)
+@pv.put
+def put(pv, op):
+    pass  # never op.done(): the put stays in progress
+s = Server(providers=[{'slow:put': pv}], isolate=True)
+print('READY ' + json.dumps(s.conf()), flush=True)
+time.sleep(600)
+"#;
+    let mut child = tokio::process::Command::new(common::python())
+        .arg("-c")
+        .arg(code)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let conf = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(l)) = lines.next_line().await {
+            if let Some(j) = l.strip_prefix("READY ") {
+                return serde_json::from_str::<serde_json::Value>(j).unwrap();
+            }
+        }
+        panic!("p4p server exited");
+    })
+    .await
+    .unwrap();
+    let port = |k: &str| conf[k].as_str().map(|p| p.parse::<u16>().unwrap()).or_else(|| conf[k].as_u64().map(|p| p as u16)).unwrap();
+    let c = Client::new(ClientConfig::unicast(std::net::SocketAddr::from(([127, 0, 0, 1], port("EPICS_PVAS_BROADCAST_PORT"))))).await.unwrap();
+    let ch = c.channel("slow:put").await.unwrap();
+    let t = Duration::from_secs(5);
+    let mut op = ch.operation(cmd::PUT, "", t).await.unwrap();
+    let body = op.put_body(&[("value".into(), "9".into())]).unwrap();
+    let e = op.exec(0, body, Duration::from_millis(500)).await.unwrap_err();
+    assert!(matches!(e, weft_pva::Error::Timeout(_)), "{e}");
+    // pvxs honoured the cancel: the same operation executes again.
+    let r = op.exec(sub::GET, weft_pva::proto::ReqBody::Data(Default::default()), t).await.unwrap();
+    let d = op.decode(&r).unwrap();
+    assert_eq!(path_ref(&d.desc, &d.value, "value").map(|x| x.0.clone()), Some(Value::F64(1.5)));
+    op.destroy().await;
+    child.kill().await.unwrap();
+}

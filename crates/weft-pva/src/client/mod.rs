@@ -605,9 +605,25 @@ impl Channel {
 
     async fn exec(&self, inbox: &mut mpsc::UnboundedReceiver<Routed>, command: u8, ioid: u32, subcmd: u8, body: ReqBody, timeout: Duration) -> Result<(ByteOrder, OpResponse)> {
         self.conn.send(&Message::Request(OpRequest { command, sid: self.sid, ioid, subcmd, body })).await?;
-        let (o, r) = recv_resp(inbox, timeout, "exec", self).await?;
+        let (o, r) = match recv_resp(inbox, timeout, "exec", self).await {
+            Ok(x) => x,
+            Err(e @ Error::Timeout(_)) => {
+                // Tell the server to stop working on it; the operation stays open.
+                let _ = self.conn.send(&Message::CancelRequest { sid: self.sid, ioid }).await;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         status_result(&r.status, &self.name)?;
         Ok((o, r))
+    }
+
+    /// Open an operation (GET, PUT, PUT_GET, RPC, PROCESS, ARRAY: `proto::header::cmd`)
+    /// to execute several times, cancel or destroy explicitly.
+    pub async fn operation(&self, command: u8, request: &str, timeout: Duration) -> Result<Operation<'_>> {
+        let req = PvRequest::parse(request)?;
+        let (ioid, inbox, types) = self.init(command, &req, timeout).await?;
+        Ok(Operation { ch: self, ioid, inbox, command, types })
     }
 
     async fn finish(&self, ioid: u32) {
@@ -781,6 +797,54 @@ impl Channel {
         let r = self.exec(&mut inbox, cmd::PROCESS, ioid, 0x00, ReqBody::Data(Default::default()), timeout).await;
         self.finish(ioid).await;
         r.map(|_| ())
+    }
+}
+
+/// An open operation on a channel. An execution that times out is
+/// cancelled on the server (CANCEL_REQUEST) and the operation stays usable,
+/// as the spec intends; [`Operation::destroy`] ends it.
+pub struct Operation<'a> {
+    ch: &'a Channel,
+    ioid: u32,
+    inbox: mpsc::UnboundedReceiver<Routed>,
+    command: u8,
+    /// Types from the server's INIT reply (put type first for PUT_GET).
+    pub types: Vec<FieldDesc>,
+}
+
+impl Operation<'_> {
+    pub fn ioid(&self) -> u32 {
+        self.ioid
+    }
+
+    /// Execute once (`subcmd` from `proto::msg::sub`, 0 = plain) and wait up to `timeout` for the reply.
+    pub async fn exec(&mut self, subcmd: u8, body: ReqBody, timeout: Duration) -> Result<(ByteOrder, OpResponse)> {
+        self.ch.exec(&mut self.inbox, self.command, self.ioid, subcmd, body, timeout).await
+    }
+
+    /// Put body for text values (`[("value", "5")]`) against the put type.
+    pub fn put_body(&self, values: &[(String, String)]) -> Result<ReqBody> {
+        let desc = self.types.first().ok_or_else(|| Error::Usage("operation has no put type".into()))?;
+        let (v, bits) = Channel::build_put(desc, None, values)?;
+        let mut w = Writer::new(self.ch.conn.order());
+        encode_data(&mut w, desc, &v, &bits, &mut SendCache::disabled())?;
+        Ok(ReqBody::Data(w.buf.into()))
+    }
+
+    /// Decode a GET / put-get reply with the operation's (last) type.
+    pub fn decode(&self, reply: &(ByteOrder, OpResponse)) -> Result<PvData> {
+        let desc = self.types.last().ok_or_else(|| Error::Usage("operation has no type".into()))?;
+        decode_typed(&self.ch.conn, desc, reply.0, &reply.1)
+    }
+
+    /// Stop an execution in progress without destroying the operation.
+    pub async fn cancel(&self) -> Result<()> {
+        self.ch.conn.send(&Message::CancelRequest { sid: self.ch.sid, ioid: self.ioid }).await
+    }
+
+    /// Destroy the operation on the server.
+    pub async fn destroy(self) {
+        self.ch.finish(self.ioid).await;
     }
 }
 

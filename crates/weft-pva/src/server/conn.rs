@@ -49,6 +49,9 @@ struct Op {
     mask: BitSet,
     /// Put with `record[process=true]`: run the PV's process action after the put.
     process: bool,
+    /// A put / put-get / process still executing (its handler may wait on
+    /// storage); CANCEL_REQUEST aborts it and keeps the operation.
+    in_flight: Option<JoinHandle<()>>,
 }
 
 impl Drop for Op {
@@ -56,6 +59,9 @@ impl Drop for Op {
     // sender to the writer, so it must go for the socket to close.
     fn drop(&mut self) {
         if let OpKind::Monitor { task: Some(t), .. } = &self.kind {
+            t.abort();
+        }
+        if let Some(t) = &self.in_flight {
             t.abort();
         }
     }
@@ -402,9 +408,32 @@ impl Conn {
                 }
                 self.send(&Message::DestroyChannel { sid, cid }).await
             }
-            Message::DestroyRequest { ioid, .. } | Message::CancelRequest { ioid, .. } => {
+            Message::DestroyRequest { ioid, .. } => {
                 if let Some(op) = self.ops.remove(&ioid) {
                     drop_op(op);
+                }
+                Ok(())
+            }
+            // Cancel stops what is in progress and keeps the operation (spec):
+            // an executing put/process is abandoned without a reply, a monitor
+            // stops sending until started again.
+            Message::CancelRequest { ioid, .. } => {
+                if let Some(op) = self.ops.get_mut(&ioid) {
+                    let mut stopped = false;
+                    if let Some(t) = op.in_flight.take() {
+                        stopped |= !t.is_finished();
+                        t.abort();
+                    }
+                    if let OpKind::Monitor { task, .. } = &mut op.kind {
+                        if let Some(t) = task.take() {
+                            t.abort();
+                            stopped = true;
+                        }
+                    }
+                    if stopped {
+                        self.shared.stats.requests_cancelled.fetch_add(1, Ordering::Relaxed);
+                    }
+                    debug!(peer = %self.peer, ioid, stopped, "request cancelled");
                 }
                 Ok(())
             }
@@ -463,6 +492,9 @@ impl Conn {
             return self.op_error(&r, format!("no such request {}", r.ioid)).await;
         };
         let destroy = r.subcmd & sub::DESTROY != 0;
+        if op.in_flight.as_ref().is_some_and(|t| !t.is_finished()) {
+            return self.op_error(&r, "request busy: the previous execution has not finished (cancel it first)".into()).await;
+        }
         match (&mut op.kind, r.command) {
             (OpKind::Monitor { sub: s, task, window }, cmd::MONITOR) => {
                 if let (ReqBody::Monitor { nack: Some(n) }, Some(w)) = (&r.body, window.as_ref()) {
@@ -542,22 +574,38 @@ impl Conn {
                     debug!(peer = %self.peer, ioid = r.ioid, %note, "put clamped");
                     self.send(&Message::Message { ioid: r.ioid, mtype: MSG_WARNING, text: note }).await?;
                 }
-                let mut status = match pv.put(&bits, merged).await {
-                    Ok(()) => Status::ok(),
-                    Err(e) => Status::error(e),
-                };
-                if process && status.is_success() {
-                    if let Err(e) = pv.process().await {
-                        status = Status::error(e);
+                // The put handler may wait (a bridge waits for a durable record):
+                // run it beside the connection so CANCEL_REQUEST can reach it.
+                let tx = self.tx.clone();
+                let (command, ioid, subcmd) = (r.command, r.ioid, r.subcmd);
+                let task = tokio::spawn(async move {
+                    let mut status = match pv.put(&bits, merged).await {
+                        Ok(()) => Status::ok(),
+                        Err(e) => Status::error(e),
+                    };
+                    if process && status.is_success() {
+                        if let Err(e) = pv.process().await {
+                            status = Status::error(e);
+                        }
                     }
-                }
-                let body = if is_pg && status.is_success() {
-                    let (d, v) = pv.current();
-                    RespBody::Data(data_bytes(&d, &v, &mask)?)
-                } else {
-                    RespBody::Data(Default::default())
-                };
-                self.send(&resp(r.command, r.ioid, r.subcmd, status, body)).await
+                    let body = if is_pg && status.is_success() {
+                        let (d, v) = pv.current();
+                        match data_bytes(&d, &v, &mask) {
+                            Ok(b) => RespBody::Data(b),
+                            Err(e) => {
+                                status = Status::error(format!("encoding the reply: {e}"));
+                                RespBody::Data(Default::default())
+                            }
+                        }
+                    } else {
+                        RespBody::Data(Default::default())
+                    };
+                    if let Ok(b) = encode(&resp(command, ioid, subcmd, status, body)) {
+                        let _ = tx.send(b).await;
+                    }
+                });
+                self.attach_in_flight(ioid, destroy, task);
+                Ok(())
             }
             (OpKind::Rpc, cmd::RPC) => {
                 if destroy {
@@ -584,14 +632,22 @@ impl Conn {
                     self.ops.remove(&r.ioid);
                 }
                 // No action: OK and nothing happens (pvxs and pvAccessCPP answer the same).
-                let status = match pv {
-                    Some(pv) => match pv.process().await {
-                        Ok(()) => Status::ok(),
-                        Err(e) => Status::error(e),
-                    },
-                    None => Status::ok(),
-                };
-                self.send(&resp(cmd::PROCESS, r.ioid, r.subcmd, status, RespBody::Data(Default::default()))).await
+                let tx = self.tx.clone();
+                let (ioid, subcmd) = (r.ioid, r.subcmd);
+                let task = tokio::spawn(async move {
+                    let status = match pv {
+                        Some(pv) => match pv.process().await {
+                            Ok(()) => Status::ok(),
+                            Err(e) => Status::error(e),
+                        },
+                        None => Status::ok(),
+                    };
+                    if let Ok(b) = encode(&resp(cmd::PROCESS, ioid, subcmd, status, RespBody::Data(Default::default()))) {
+                        let _ = tx.send(b).await;
+                    }
+                });
+                self.attach_in_flight(ioid, destroy, task);
+                Ok(())
             }
             (OpKind::Array, cmd::ARRAY) => {
                 let pv = op.pv.clone();
@@ -606,6 +662,18 @@ impl Conn {
                 self.array_exec(&r, &pv).await
             }
             _ => self.op_error(&r, "request kind does not match its init".into()).await,
+        }
+    }
+
+    /// Remember an executing put/process so CANCEL can abort it. An
+    /// execution that also destroyed its operation runs to the end.
+    fn attach_in_flight(&mut self, ioid: u32, destroyed: bool, task: JoinHandle<()>) {
+        if destroyed {
+            return;
+        }
+        match self.ops.get_mut(&ioid) {
+            Some(op) => op.in_flight = Some(task),
+            None => drop(task),
         }
     }
 
@@ -654,7 +722,7 @@ impl Conn {
         }
         match (entry, r.command) {
             (Entry::Rpc(_), cmd::RPC) => {
-                self.ops.insert(r.ioid, Op { sid: r.sid, kind: OpKind::Rpc, pv: None, mask: BitSet::new(), process: false });
+                self.ops.insert(r.ioid, Op { sid: r.sid, kind: OpKind::Rpc, pv: None, mask: BitSet::new(), process: false, in_flight: None });
                 self.send(&resp(cmd::RPC, r.ioid, r.subcmd, Status::ok(), RespBody::Init(vec![]))).await
             }
             (Entry::Rpc(_), _) => self.op_error(&r, "RPC channel supports only RPC".into()).await,
@@ -687,7 +755,7 @@ impl Conn {
                     _ => return self.op_error(&r, "unsupported operation".into()).await,
                 };
                 let process = matches!(c, cmd::PUT | cmd::PUT_GET) && req.option_bool("process");
-                self.ops.insert(r.ioid, Op { sid: r.sid, kind, pv: Some(pv), mask, process });
+                self.ops.insert(r.ioid, Op { sid: r.sid, kind, pv: Some(pv), mask, process, in_flight: None });
                 self.send(&resp(c, r.ioid, sub::INIT, Status::ok(), RespBody::Init(types))).await
             }
         }

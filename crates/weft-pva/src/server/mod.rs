@@ -50,6 +50,8 @@ pub struct Stats {
     pub acks_received: AtomicU64,
     /// Times the writer waited for a client's ack (flow-control window full).
     pub flow_control_waits: AtomicU64,
+    /// Executions (put, process) and monitors stopped by CANCEL_REQUEST.
+    pub requests_cancelled: AtomicU64,
 }
 
 /// Shared server state handed to connection tasks.
