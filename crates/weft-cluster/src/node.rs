@@ -319,11 +319,16 @@ impl Driver {
     async fn run(mut self, mut rx: mpsc::Receiver<Cmd>, mut incoming: mpsc::Receiver<Frame>, mut stop: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_millis(self.cfg.tick_ms.max(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks: u64 = 0;
         loop {
             tokio::select! {
                 _ = stop.changed() => break,
                 _ = tick.tick() => {
                     self.raft.tick();
+                    ticks += 1;
+                    if ticks % self.cfg.tuning.heartbeat_ticks.max(1) as u64 == 0 {
+                        self.transport.keepalive();
+                    }
                     self.expire();
                     self.maybe_register();
                 }

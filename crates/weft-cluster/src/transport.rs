@@ -125,6 +125,15 @@ impl Transport {
         }
     }
 
+    /// An empty frame to every connected peer, so liveness and last contact
+    /// are known between nodes that exchange no raft messages (two followers).
+    pub fn keepalive(&self) {
+        let ids: Vec<NodeId> = self.peers().iter().filter(|(_, p)| p.tx.is_some()).map(|(id, _)| *id).collect();
+        for id in ids {
+            self.send(id, &Frame { from: self.id, msgs: Vec::new() });
+        }
+    }
+
     pub fn status(&self) -> Vec<PeerStatus> {
         let now = Instant::now();
         self.peers()

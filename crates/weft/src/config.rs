@@ -30,6 +30,59 @@ pub struct NodeConfig {
     /// Ecosystem (ekosis 0.17) wire-compatible listeners; each is off unless set.
     pub ekosis: weft_ekosis::EkosisListeners,
     pub stats: StatsKeeping,
+    /// Cluster mode (docs/cluster.md); `node_id` 0 is today's single node.
+    pub cluster: ClusterConf,
+}
+
+/// Cluster mode (docs/cluster.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConf {
+    /// This node's raft id (>= 1); 0: not clustered.
+    pub node_id: u64,
+    /// Raft transport listen address, HOST:PORT.
+    pub addr: String,
+    /// Founding members, this node included: `1=HOST:PORT,2=HOST:PORT,...`.
+    pub peers: String,
+    /// `control`, `data` or `control,data`.
+    pub roles: String,
+    /// Start without founding the metadata group: wait for `weft cluster add-node`.
+    pub join: bool,
+    /// Raft tick.
+    pub tick_ms: u64,
+    /// Election timeout in ticks (each node draws its own in [n, 2n)).
+    pub election_ticks: u64,
+    pub heartbeat_ticks: u64,
+    /// Largest transport frame accepted from a peer.
+    pub max_frame_bytes: u64,
+    /// Largest raft log record read back from disk.
+    pub max_record_bytes: u64,
+    /// Compact a group's raft log after this many applied entries.
+    pub snapshot_entries: u64,
+    /// A cluster write not committed within this is answered `timeout` (fate unknown).
+    pub propose_timeout_ms: u64,
+    /// Requests queued to the cluster driver before callers get `busy`.
+    pub max_pending: u64,
+}
+
+impl Default for ClusterConf {
+    fn default() -> Self {
+        Self {
+            node_id: 0,
+            addr: String::new(),
+            peers: String::new(),
+            roles: "control,data".into(),
+            join: false,
+            tick_ms: 100,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            max_frame_bytes: 16 << 20,
+            max_record_bytes: 64 << 20,
+            snapshot_entries: 10_000,
+            propose_timeout_ms: 5_000,
+            max_pending: 4096,
+        }
+    }
 }
 
 /// The statistics keeper's history (`weft stats --gathered|--full`).
@@ -213,6 +266,7 @@ impl Default for NodeConfig {
             },
             ekosis: weft_ekosis::EkosisListeners::default(),
             stats: StatsKeeping { gather_period_ms: 300_000, history_len: 12 },
+            cluster: ClusterConf::default(),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! lives in the crates.
 
 mod client_cmd;
+mod cluster_cmd;
 mod config;
 mod serve;
 
@@ -130,6 +131,15 @@ enum Command {
     /// Every command path, one per line (for tests and scripts).
     #[command(name = "__commands", hide = true)]
     Commands,
+    /// The cluster: status, add-node, remove-node (docs/cluster.md).
+    Cluster {
+        #[command(flatten)]
+        client: client_cmd::ClientArgs,
+        #[command(flatten)]
+        out: client_cmd::OutputArgs,
+        #[command(subcommand)]
+        command: cluster_cmd::ClusterCmd,
+    },
     /// List and describe consumer groups.
     Group {
         #[command(flatten)]
@@ -253,6 +263,21 @@ pub struct NodeArgs {
     /// Log fsync policy: always, interval:<ms>, never [key: log_store.fsync].
     #[arg(long)]
     fsync: Option<String>,
+    /// Cluster mode: this node's raft id, >= 1 [key: cluster.node_id].
+    #[arg(long)]
+    node_id: Option<u64>,
+    /// Cluster mode: raft transport address HOST:PORT [key: cluster.addr].
+    #[arg(long)]
+    cluster_addr: Option<String>,
+    /// Cluster mode: founding members 1=HOST:PORT,2=HOST:PORT,... [key: cluster.peers].
+    #[arg(long)]
+    cluster_peers: Option<String>,
+    /// Cluster mode: control, data or control,data [key: cluster.roles].
+    #[arg(long)]
+    roles: Option<String>,
+    /// Cluster mode: join an existing cluster (after `weft cluster add-node`) [key: cluster.join].
+    #[arg(long)]
+    cluster_join: bool,
 }
 
 impl NodeArgs {
@@ -303,6 +328,21 @@ impl NodeArgs {
         }
         if let Some(v) = &self.fsync {
             set("log_store.fsync", v.clone().into(), "--fsync");
+        }
+        if let Some(v) = self.node_id {
+            set("cluster.node_id", v.into(), "--node-id");
+        }
+        if let Some(v) = &self.cluster_addr {
+            set("cluster.addr", v.clone().into(), "--cluster-addr");
+        }
+        if let Some(v) = &self.cluster_peers {
+            set("cluster.peers", v.clone().into(), "--cluster-peers");
+        }
+        if let Some(v) = &self.roles {
+            set("cluster.roles", v.clone().into(), "--roles");
+        }
+        if self.cluster_join {
+            set("cluster.join", true.into(), "--cluster-join");
         }
         if !self.peers.is_empty() {
             set("liveness.peers", self.peers.clone().into(), "--peer");
@@ -419,6 +459,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Rados(args) => Ok(weft_rados::cli::run(args).await?),
         Command::Log { command } => Ok(weft_log::cli::run(command).await?),
         Command::Tls { command } => Ok(weft_net::cli::run(command).await?),
+        Command::Cluster { client, out, command } => cluster_cmd::run(&client, out, command).await,
         Command::Group { client, out, command } => Ok(weft_broker::cli::group(&client.connect().await?, command, out.json).await?),
         Command::Top { client, args } => {
             let c = client.connect().await?;

@@ -57,6 +57,12 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
         async move { Ok(entries) }
     })?;
     weft_broker::native::register(&mut service, log.clone())?;
+    // Cluster mode (cluster.node_id set): the metadata group and the cluster.* endpoints.
+    let cluster = crate::cluster_cmd::start(&cfg.cluster, &data_dir, cfg.tcp.enabled.then(|| format!("tcp://{}", cfg.tcp.addr))).await?;
+    if let Some(node) = &cluster {
+        crate::cluster_cmd::register(&mut service, node.clone())?;
+        features.push("cluster".into());
+    }
     // Queued endpoints/senders, statistics and error keepers, and their
     // management endpoints (weft.queue.*, weft.sender.*, weft.stats.*, weft.errors.*).
     let queues = weft_queue::Manager::new(
@@ -84,17 +90,17 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
             allow_unix: AllowList::parse(&cfg.unix.allow).context("unix.allow")?,
             allow_tls: AllowList::parse(&cfg.tls.allow).context("tls.allow")?,
             allow_quic: AllowList::parse(&cfg.quic.allow).context("quic.allow")?,
+            handshake_timeout: Duration::from_millis(cfg.limits.handshake_timeout_ms.max(1)),
+            idle_timeout: (cfg.limits.idle_timeout_ms > 0).then(|| Duration::from_millis(cfg.limits.idle_timeout_ms)),
+            max_conn_buffer_bytes: usize::try_from(cfg.limits.max_conn_buffer_bytes).unwrap_or(usize::MAX),
+            max_buffer_bytes: usize::try_from(cfg.limits.max_buffer_bytes).unwrap_or(usize::MAX),
+            max_connections: usize::try_from(cfg.limits.max_connections).unwrap_or(usize::MAX),
         },
         metered,
         liveness,
     );
     let svc = &service.0;
     let net_stats = server.stats();
-            handshake_timeout: Duration::from_millis(cfg.limits.handshake_timeout_ms.max(1)),
-            idle_timeout: (cfg.limits.idle_timeout_ms > 0).then(|| Duration::from_millis(cfg.limits.idle_timeout_ms)),
-            max_conn_buffer_bytes: usize::try_from(cfg.limits.max_conn_buffer_bytes).unwrap_or(usize::MAX),
-            max_buffer_bytes: usize::try_from(cfg.limits.max_buffer_bytes).unwrap_or(usize::MAX),
-            max_connections: usize::try_from(cfg.limits.max_connections).unwrap_or(usize::MAX),
     svc.stats().add_gauges(move || net_stats.snapshot().into_iter().map(|(k, v)| (k.to_owned(), v.into())).collect());
     let log_gauges = log.clone();
     svc.stats().add_gauges(move || log_gauges.gauges());
@@ -183,6 +189,9 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     }
     if let Some(e) = ekosis {
         e.shutdown(Duration::from_millis(cfg.limits.drain_timeout_ms)).await;
+    }
+    if let Some(node) = &cluster {
+        crate::cluster_cmd::stop(node).await;
     }
     // Everything acknowledged is already durable per the fsync policy; this
     // syncs what `interval`/`never` left in the page cache.

@@ -129,6 +129,10 @@ const CASES: &[(&str, Case)] = &[
         assert!(c.ok(&["info"]).lines().any(|l| l.starts_with("transports") && l.contains("tcp://")));
     }),
     ("liveness", |c| assert_eq!(c.ok(&["liveness"]).trim(), "no heartbeats received")),
+    // The shared node is single (no cluster flags); tests/cluster_basic.rs runs these on a cluster.
+    ("cluster status", |c| assert!(c.fails(&["cluster", "status"]).contains("not in cluster mode"))),
+    ("cluster add-node", |c| assert!(c.fails(&["cluster", "add-node", "4", "127.0.0.1:1"]).contains("not in cluster mode"))),
+    ("cluster remove-node", |c| assert!(c.fails(&["cluster", "remove-node", "4"]).contains("not in cluster mode"))),
     ("config show", |_c| {
         let o = run(&["config", "show", "--data-dir", "/tmp/x"]);
         assert!(text(&o.stdout).lines().any(|l| l.starts_with("data_dir") && l.contains("# flag --data-dir")));

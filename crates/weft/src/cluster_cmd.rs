@@ -1,0 +1,277 @@
+//! Cluster mode in the binary: starting the cluster node from `cluster.*`
+//! keys, its native endpoints (`cluster.status`, `cluster.add_node`,
+//! `cluster.remove_node`, `cluster.create_topic`, `cluster.meta`), and the
+//! `weft cluster` commands (docs/cluster.md).
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use serde::{Deserialize, Serialize};
+use weft_cluster::{ClusterConfig, ClusterError, ClusterNode, MetaCommand, MetaResponse, NodeInfo, RaftTuning, Role};
+use weft_service::{Service, ServiceError};
+use weft_wire::{ErrorBody, ErrorCode};
+
+use crate::client_cmd::{self, ClientArgs, OutputArgs};
+use crate::config::ClusterConf;
+
+/// Start the cluster node when `cluster.node_id` is set; `None` is today's single node.
+pub async fn start(conf: &ClusterConf, data_dir: &Path, native_addr: Option<String>) -> Result<Option<ClusterNode>> {
+    if conf.node_id == 0 {
+        anyhow::ensure!(conf.peers.is_empty(), "cluster.peers is set but cluster.node_id is not");
+        return Ok(None);
+    }
+    anyhow::ensure!(!conf.addr.is_empty(), "cluster.addr (--cluster-addr) is required with cluster.node_id");
+    let peers = weft_cluster::parse_peers(&conf.peers).context("cluster.peers")?;
+    let roles = Role::parse_list(&conf.roles).context("cluster.roles")?;
+    anyhow::ensure!(conf.tick_ms >= 1 && conf.election_ticks > conf.heartbeat_ticks && conf.heartbeat_ticks >= 1, "cluster.election_ticks must exceed cluster.heartbeat_ticks (>= 1); cluster.tick_ms >= 1");
+    let cfg = ClusterConfig {
+        node_id: conf.node_id,
+        addr: conf.addr.clone(),
+        peers,
+        roles,
+        join: conf.join,
+        native_addr,
+        data_dir: data_dir.to_path_buf(),
+        tick_ms: conf.tick_ms,
+        max_frame_bytes: u32::try_from(conf.max_frame_bytes).unwrap_or(u32::MAX),
+        propose_timeout_ms: conf.propose_timeout_ms,
+        max_pending: usize::try_from(conf.max_pending).unwrap_or(usize::MAX),
+        tuning: RaftTuning {
+            election_ticks: conf.election_ticks as usize,
+            heartbeat_ticks: conf.heartbeat_ticks as usize,
+            max_record_bytes: u32::try_from(conf.max_record_bytes).unwrap_or(u32::MAX),
+            snapshot_entries: conf.snapshot_entries,
+            ..RaftTuning::default()
+        },
+    };
+    Ok(Some(ClusterNode::start(cfg).await?))
+}
+
+/// A cluster error as a wire error: `not_leader` cases are `unavailable` with
+/// `details.not_leader = {group, leader, addr}` (retry there, or anywhere: any
+/// node forwards); a timed-out write's fate is unknown (`timeout`).
+fn wire(e: ClusterError) -> ServiceError {
+    let (code, details) = match &e {
+        ClusterError::NotLeader { group, leader, addr } => {
+            (ErrorCode::Unavailable, Some(serde_json::json!({"not_leader": {"group": group, "leader": leader, "addr": addr}})))
+        }
+        ClusterError::Timeout(_) => (ErrorCode::Timeout, Some(serde_json::json!({"outcome": "unknown"}))),
+        ClusterError::Busy => (ErrorCode::Busy, None),
+        ClusterError::Shutdown => (ErrorCode::ShuttingDown, None),
+        ClusterError::Config(_) => (ErrorCode::Validation, None),
+        _ => (ErrorCode::Unavailable, None),
+    };
+    ServiceError::Wire(ErrorBody { code, message: e.to_string(), details })
+}
+
+fn meta_result(r: MetaResponse) -> Result<MetaResponse, ServiceError> {
+    match r {
+        MetaResponse::Error { code, message } => {
+            let code = match code.as_str() {
+                "not_found" => ErrorCode::NotFound,
+                "conflict" => ErrorCode::Conflict,
+                _ => ErrorCode::Validation,
+            };
+            Err(ServiceError::Wire(ErrorBody::new(code, message)))
+        }
+        ok => Ok(ok),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AddNodeRequest {
+    pub id: u64,
+    pub addr: String,
+    #[serde(default)]
+    pub roles: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoveNodeRequest {
+    pub id: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateTopicRequest {
+    pub name: String,
+    pub partitions: u32,
+    /// Default: min(3, data nodes).
+    #[serde(default)]
+    pub replicas: Option<u32>,
+}
+
+/// As JSON values: maps keyed by node id or partition get string keys, which
+/// every body format (msgpack too) and every client can decode.
+fn json<T: Serialize>(v: T) -> Result<serde_json::Value, ServiceError> {
+    serde_json::to_value(v).map_err(ServiceError::from_err)
+}
+
+/// `cluster.*` endpoints.
+pub fn register(service: &mut Service, node: ClusterNode) -> Result<()> {
+    let n = node.clone();
+    service.endpoint("cluster.status", move |_: Option<()>| {
+        let n = n.clone();
+        async move { json(n.status().await.map_err(wire)?) }
+    })?;
+    let n = node.clone();
+    service.endpoint("cluster.meta", move |_: Option<()>| {
+        let n = n.clone();
+        // Linearizable: ReadIndex through the metadata leader.
+        async move { json(n.read_meta().await.map_err(wire)?) }
+    })?;
+    let n = node.clone();
+    service.endpoint("cluster.add_node", move |req: AddNodeRequest| {
+        let n = n.clone();
+        async move {
+            if req.id == 0 || req.addr.is_empty() {
+                return Err(ServiceError::validation("id must be >= 1 and addr HOST:PORT"));
+            }
+            let roles = Role::parse_list(req.roles.as_deref().unwrap_or("control,data")).map_err(|e| ServiceError::validation(e.to_string()))?;
+            let r = n.add_node(NodeInfo { id: req.id, cluster_addr: req.addr, native_addr: None, roles }).await.map_err(wire)?;
+            meta_result(r)
+        }
+    })?;
+    let n = node.clone();
+    service.endpoint("cluster.remove_node", move |req: RemoveNodeRequest| {
+        let n = n.clone();
+        async move { meta_result(n.remove_node(req.id).await.map_err(wire)?) }
+    })?;
+    let n = node;
+    service.endpoint("cluster.create_topic", move |req: CreateTopicRequest| {
+        let n = n.clone();
+        async move {
+            let replicas = match req.replicas {
+                Some(r) => r,
+                None => (n.local_meta().data_nodes().len() as u32).clamp(1, 3),
+            };
+            let cmd = MetaCommand::CreateTopic { name: req.name, partitions: req.partitions, replicas, config: serde_json::Value::Null };
+            meta_result(n.propose_meta(&cmd).await.map_err(wire)?)
+        }
+    })?;
+    Ok(())
+}
+
+#[derive(Subcommand, Clone)]
+pub enum ClusterCmd {
+    /// Nodes (roles, liveness, last contact), the metadata leader, and partitions.
+    Status,
+    /// Add a node to the cluster (a membership change of the metadata group).
+    AddNode {
+        id: u64,
+        /// The new node's cluster address (its --cluster-addr), HOST:PORT.
+        #[arg(value_name = "ADDR")]
+        cluster_addr: String,
+        /// control, data, or control,data.
+        #[arg(long, default_value = "control,data")]
+        roles: String,
+    },
+    /// Remove a node (the leader hands over first if it is the one removed).
+    RemoveNode { id: u64 },
+}
+
+pub async fn run(client: &ClientArgs, out: OutputArgs, cmd: ClusterCmd) -> Result<()> {
+    let c = client.connect().await?;
+    let result = run_on(&c, out, cmd).await.map_err(|e| match e.downcast_ref::<weft_net::ClientError>() {
+        Some(weft_net::ClientError::Remote(b)) if b.code == ErrorCode::UnknownRoute => {
+            anyhow::anyhow!("the node at {} is not in cluster mode (start it with --node-id, --cluster-addr and --cluster-peers)", client.addr)
+        }
+        _ => e,
+    });
+    c.shutdown().await;
+    result
+}
+
+async fn run_on(c: &weft_net::Client, out: OutputArgs, cmd: ClusterCmd) -> Result<()> {
+    match cmd {
+        ClusterCmd::Status => {
+            let s: serde_json::Value = c.call("cluster.status", &()).await?;
+            if out.json {
+                client_cmd::print_json(&s)
+            } else {
+                print!("{}", render_status(&s));
+                Ok(())
+            }
+        }
+        ClusterCmd::AddNode { id, cluster_addr: addr, roles } => {
+            let r: serde_json::Value = c.call("cluster.add_node", &AddNodeRequest { id, addr: addr.clone(), roles: Some(roles) }).await?;
+            if out.json {
+                client_cmd::print_json(&r)
+            } else {
+                println!("added node {id} ({addr}); start it with --node-id {id} --cluster-addr {addr} --cluster-join");
+                Ok(())
+            }
+        }
+        ClusterCmd::RemoveNode { id } => {
+            let r: serde_json::Value = c.call("cluster.remove_node", &RemoveNodeRequest { id }).await?;
+            if out.json {
+                client_cmd::print_json(&r)
+            } else {
+                println!("removed node {id}");
+                Ok(())
+            }
+        }
+    }
+}
+
+fn render_status(s: &serde_json::Value) -> String {
+    let str_of = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => "-".to_owned(),
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(a) => a.iter().map(|x| x.to_string().trim_matches('"').to_owned()).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    };
+    let mut out = format!(
+        "node {}  metadata leader: {}  topics: {}  metadata applied: {}\n\n",
+        str_of(&s["node_id"]),
+        str_of(&s["meta_leader"]),
+        str_of(&s["topics"]),
+        str_of(&s["meta_applied"])
+    );
+    let empty = vec![];
+    let rows: Vec<Vec<String>> = s["nodes"]
+        .as_array()
+        .unwrap_or(&empty)
+        .iter()
+        .map(|n| {
+            vec![
+                str_of(&n["id"]),
+                str_of(&n["roles"]),
+                if n["voter"].as_bool() == Some(true) { "voter".into() } else { "-".into() },
+                if n["live"].as_bool() == Some(true) { "up".into() } else { "down".into() },
+                n["last_contact_ms"].as_u64().map_or("-".into(), |ms| format!("{ms} ms ago")),
+                str_of(&n["cluster_addr"]),
+                str_of(&n["native_addr"]),
+            ]
+        })
+        .collect();
+    out.push_str(&client_cmd::table(&["ID", "ROLES", "VOTE", "LIVE", "LAST CONTACT", "CLUSTER ADDR", "NATIVE ADDR"], &rows));
+    let parts: Vec<Vec<String>> = s["partitions"]
+        .as_array()
+        .unwrap_or(&empty)
+        .iter()
+        .map(|p| {
+            vec![
+                str_of(&p["topic"]),
+                str_of(&p["partition"]),
+                str_of(&p["group"]),
+                str_of(&p["leader"]),
+                str_of(&p["replicas"]),
+                str_of(&p["in_sync"]),
+                str_of(&p["high_watermark"]),
+            ]
+        })
+        .collect();
+    if !parts.is_empty() {
+        out.push('\n');
+        out.push_str(&client_cmd::table(&["TOPIC", "PARTITION", "GROUP", "LEADER", "REPLICAS", "IN SYNC", "HIGH WATERMARK"], &parts));
+    }
+    out
+}
+
+/// Give the cluster node a moment to stop its listener on shutdown.
+pub async fn stop(node: &ClusterNode) {
+    node.shutdown();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
