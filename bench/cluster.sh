@@ -165,7 +165,19 @@ if has weft; then
             --duration-ms "$DURATION_MS" --max-records "$MAX_RECORDS" --out "$OUT/weft-r3.jsonl" \
             || log "weft: some runs failed (see above)"
         FILES+=("$OUT/weft-r3.jsonl")
-        log "weft failover: PENDING (weft-logbench failover knows JetStream's leader lookup only)"
+        wt="tcp://127.0.0.1:$a1,tcp://127.0.0.1:$a2,tcp://127.0.0.1:$a3"
+        for i in $(seq 1 "$FAILOVERS"); do
+            "$LB" failover --system weft --target "$wt" --label weft-r3 --replicas 3 \
+                --pids "1=${PID[w1]},2=${PID[w2]},3=${PID[w3]}" --out "$OUT/failover.jsonl" \
+                || log "weft failover $i failed"
+            for n in 1 2 3; do
+                if ! kill -0 "${PID[w$n]}" 2>/dev/null; then
+                    wait "${PID[w$n]}" 2>/dev/null || true
+                    log "restarting weft node $n"; weft_start "$n"; wait_tcp "w$n" "${WA[$n]}"
+                fi
+            done
+            sleep 3
+        done
         stop_all
     fi
 fi

@@ -29,7 +29,7 @@ pub enum LogBenchCmd {
 
 #[derive(Args, Debug)]
 pub struct FailoverArgs {
-    /// Only jetstream so far (Weft's cluster mode is issue #12, in progress).
+    /// jetstream or weft (a Weft cluster: partition 0's leader from `cluster.status`).
     #[arg(long, value_enum)]
     pub system: System,
     /// Every server of the cluster, comma-separated.
@@ -37,7 +37,7 @@ pub struct FailoverArgs {
     pub target: String,
     #[arg(long)]
     pub label: String,
-    /// NAME=PID for each server (JetStream: its server_name), to kill the leader.
+    /// NAME=PID for each server (JetStream: its server_name; Weft: its node id), to kill the leader.
     #[arg(long)]
     pub pids: String,
     #[arg(long, default_value_t = 3)]
@@ -166,21 +166,23 @@ pub async fn run(cmd: LogBenchCmd) -> Result<(), BenchError> {
             System::Redis => run_all(&RedisTarget::connect(&args.target).await?, &args).await,
         },
         LogBenchCmd::Failover(args) => {
-            let System::Jetstream = args.system else {
-                return Err(BenchError::Usage("failover is measured for jetstream only until Weft's cluster mode exists".into()));
-            };
-            let t = JetStreamTarget::connect(&args.target, args.replicas).await?;
             let pids = failover::parse_pids(&args.pids)?;
-            let r = failover::jetstream(
-                &t,
-                &args.label,
-                &pids,
-                args.replicas,
-                args.size,
-                std::time::Duration::from_millis(args.warmup_ms),
-                std::time::Duration::from_millis(args.max_wait_ms),
-            )
-            .await?;
+            let (warmup, max_wait) = (std::time::Duration::from_millis(args.warmup_ms), std::time::Duration::from_millis(args.max_wait_ms));
+            let r = match args.system {
+                System::Jetstream => {
+                    let t = JetStreamTarget::connect(&args.target, args.replicas).await?;
+                    failover::jetstream(&t, &args.label, &pids, args.replicas, args.size, warmup, max_wait).await?
+                }
+                System::Weft => {
+                    let targets = args
+                        .target
+                        .split(',')
+                        .map(|t| weft_net::Endpoint::from_str(t.trim()).map_err(|e| BenchError::Usage(e.to_string())))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    failover::weft(&targets, &args.label, &pids, args.replicas, args.size, warmup, max_wait).await?
+                }
+                System::Redis => return Err(BenchError::Usage("failover: jetstream or weft".into())),
+            };
             let line = serde_json::to_string(&r)?;
             println!("{line}");
             if let Some(p) = &args.out {

@@ -122,6 +122,95 @@ pub async fn jetstream(
     Ok(FailoverResult { system: "jetstream".into(), label: label.into(), killed: leader, killed_pid: pid, acked_before, failover_ms, failed_attempts })
 }
 
+/// Weft: a topic with `replicas` made through the metadata group, `warmup`
+/// of synchronous produces, kill -9 of partition 0's leader (from
+/// `cluster.status`; `pids` maps node ids to pids), then produce through
+/// the nodes in turn until one is acked. `targets` are every node's native
+/// address.
+pub async fn weft(
+    targets: &[weft_net::Endpoint],
+    label: &str,
+    pids: &HashMap<String, u32>,
+    replicas: usize,
+    size: usize,
+    warmup: Duration,
+    max_wait: Duration,
+) -> Result<FailoverResult, BenchError> {
+    use weft_broker::dto::{self, route};
+    use weft_net::{Client, ClientConfig};
+
+    let cfg = ClientConfig { client_name: "weft-logbench".into(), connect_timeout: Duration::from_millis(500), request_timeout: Duration::from_millis(500), ..ClientConfig::default() };
+    let mut clients: Vec<Option<Client>> = vec![None; targets.len()];
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    let name = format!("lbfail{stamp}");
+    let req = dto::Produce {
+        topic: name.clone(),
+        records: vec![dto::RecordIn { partition: Some(0), value: Some(serde_bytes::ByteBuf::from(payload(size))), ..Default::default() }],
+    };
+    // One attempt on node i: Ok(true) when acknowledged.
+    async fn attempt(clients: &mut [Option<Client>], targets: &[weft_net::Endpoint], cfg: &ClientConfig, i: usize, route: &str, body: &serde_json::Value) -> Option<serde_json::Value> {
+        if clients.get(i)?.is_none() {
+            let c = Client::connect(targets.get(i)?.clone(), cfg.clone()).await.ok()?;
+            clients[i] = Some(c);
+        }
+        clients.get(i)?.as_ref()?.call::<_, serde_json::Value>(route, body).await.ok()
+    }
+    let produce_body = serde_json::to_value(&req)?;
+    let create = serde_json::json!({"name": name, "partitions": 1, "replicas": replicas});
+    let mut created = false;
+    for i in 0..targets.len() * 20 {
+        if attempt(&mut clients, targets, &cfg, i % targets.len(), "cluster.create_topic", &create).await.is_some() {
+            created = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !created {
+        return Err(BenchError::Unexpected("cluster.create_topic failed on every node".into()));
+    }
+    let acked = |v: &serde_json::Value| v["results"][0]["offset"].is_u64();
+    let start = Instant::now();
+    let (mut acked_before, mut node) = (0u64, 0usize);
+    while start.elapsed() < warmup {
+        match attempt(&mut clients, targets, &cfg, node, route::PRODUCE, &produce_body).await {
+            Some(v) if acked(&v) => acked_before += 1,
+            _ => node = (node + 1) % targets.len(),
+        }
+    }
+    if acked_before == 0 {
+        return Err(BenchError::Unexpected("no produce acknowledged during warm-up".into()));
+    }
+    let mut leader = None;
+    for i in 0..targets.len() {
+        if let Some(s) = attempt(&mut clients, targets, &cfg, i, "cluster.status", &serde_json::Value::Null).await {
+            leader = s["partitions"].as_array().and_then(|ps| ps.iter().find(|p| p["topic"] == name.as_str() && p["partition"] == 0)).and_then(|p| p["leader"].as_u64());
+            if leader.is_some() {
+                break;
+            }
+        }
+    }
+    let leader = leader.ok_or_else(|| BenchError::Unexpected("cluster.status names no leader for the partition".into()))?.to_string();
+    let pid = *pids.get(&leader).ok_or_else(|| BenchError::Usage(format!("no pid given for node {leader}")))?;
+    let t0 = Instant::now();
+    kill9(pid)?;
+    let mut failed_attempts = 0;
+    loop {
+        match attempt(&mut clients, targets, &cfg, node, route::PRODUCE, &produce_body).await {
+            Some(v) if acked(&v) => break,
+            _ => {
+                failed_attempts += 1;
+                node = (node + 1) % targets.len();
+            }
+        }
+        if t0.elapsed() > max_wait {
+            return Err(BenchError::Unexpected(format!("no produce acknowledged within {max_wait:?} of killing node {leader}")));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let failover_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    Ok(FailoverResult { system: "weft".into(), label: label.into(), killed: leader, killed_pid: pid, acked_before, failover_ms, failed_attempts })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
