@@ -1,6 +1,6 @@
 // One API over two transports: native (Node: tcp://, unix://, tls://) and the
 // HTTP gateway (http://, https://: browsers, REST + WebSocket).
-import { ConflictError, NotFoundError, NotSupported, OutOfRangeError, ServerError, fromDto } from "./errors.js";
+import { ConflictError, NotFoundError, NotSupported, ServerError, fromDto } from "./errors.js";
 import { HttpTransport, recordOut } from "./http.js";
 import { NativeTransport, TlsOptions } from "./native.js";
 import { CallOptions, Transport, Welcome, sleep } from "./transport.js";
@@ -200,15 +200,23 @@ export class Client {
     });
   }
 
-  /** `reset` ("earliest" | "latest" | "none"): where to read when `offset` is outside the log, instead of OutOfRangeError. */
-  async fetch(topic: string, partition: number, offset: number, opts: { maxBytes?: number; maxRecords?: number; waitMs?: number; reset?: "earliest" | "latest" | "none"; timeoutMs?: number } = {}): Promise<FetchResult> {
+  /**
+   * `reset` ("earliest" | "latest" | "none"): where to read when `offset` is outside the log, instead of
+   * OutOfRangeError. `member`: fetch as that group member (`log.group.fetch`, native transport), fenced like
+   * a commit: a member expired or rebalanced away gets NotFoundError / ConflictError instead of records.
+   */
+  async fetch(topic: string, partition: number, offset: number, opts: { maxBytes?: number; maxRecords?: number; waitMs?: number; reset?: "earliest" | "latest" | "none"; member?: Membership; timeoutMs?: number } = {}): Promise<FetchResult> {
     const body: Obj = { topic, partition, offset };
     if (opts.reset != null) body.reset = opts.reset;
     if (opts.maxBytes != null) body.max_bytes = opts.maxBytes;
     if (opts.maxRecords != null) body.max_records = opts.maxRecords;
     if (opts.waitMs != null) body.wait_ms = opts.waitMs;
     const timeoutMs = opts.timeoutMs ?? (opts.waitMs != null ? 10_000 + opts.waitMs : undefined);
-    const r = await this.call<Obj>("log.fetch", body, timeoutMs != null ? { timeoutMs } : {});
+    const callOpts = timeoutMs != null ? { timeoutMs } : {};
+    const m = opts.member;
+    const r = m
+      ? await this.call<Obj>("log.group.fetch", { group: m.group, member_id: m.memberId, generation: m.generation, fetch: body }, callOpts)
+      : await this.call<Obj>("log.fetch", body, callOpts);
     const out: FetchResult = {
       topic: String(r.topic),
       partition: Number(r.partition),
@@ -252,6 +260,14 @@ export class Client {
   async committed(group: string, topic: string, partition: number): Promise<number | null> {
     const r = await this.call<Obj>("log.group.committed", { group, topic, partition });
     return r.offset == null ? null : Number(r.offset);
+  }
+  /**
+   * Where a member of `group` starts on a partition: the committed offset when inside the log, else the
+   * reset policy's (`none` without a usable commit: OutOfRangeError). Resolves to `{ start, committed }`.
+   */
+  async startOffset(group: string, topic: string, partition: number, reset: "earliest" | "latest" | "none" = "earliest"): Promise<{ start: number; committed: number | null }> {
+    const r = await this.call<Obj>("log.group.committed", { group, topic, partition, reset });
+    return { start: Number(r.start), committed: r.offset == null ? null : Number(r.offset) };
   }
   groups(): Promise<Obj[]> { return this.call("log.group.list"); }
   describeGroup(group: string): Promise<Obj> { return this.call("log.group.describe", { group }); }
@@ -405,14 +421,10 @@ export class Consumer implements AsyncIterable<LogRecord> {
     for (const [t, p] of this.assignment) {
       const k = `${t}\0${p}`;
       if (this.positions.has(k)) continue;
-      let c = await this.client.committed(this.group, t, p);
-      if (c == null) {
-        if (this.o.autoOffsetReset === "none") {
-          throw new OutOfRangeError(`group ${this.group} has no committed offset for ${t}/${p} and the reset policy is none`, { kind: "no_reset_policy", topic: t, partition: p });
-        }
-        c = await this.client.offsets(t, p, this.o.autoOffsetReset);
-      } else this.committedPos.set(k, c);
-      this.positions.set(k, c);
+      // one call: the committed offset if inside the log, else the policy's (none: the node's OutOfRangeError)
+      const { start, committed } = await this.client.startOffset(this.group, t, p, this.o.autoOffsetReset);
+      if (committed != null) this.committedPos.set(k, committed);
+      this.positions.set(k, start);
     }
   }
 
@@ -466,7 +478,16 @@ export class Consumer implements AsyncIterable<LogRecord> {
     if (tps.length === 0) return sleep(this.o.pollWaitMs);
     const got = await Promise.all(tps.map(async ([k, off]) => {
       const [t, ps] = k.split("\0") as [string, string];
-      const r = await this.client.fetch(t, Number(ps), off, { maxRecords: this.o.maxRecords, waitMs: this.o.pollWaitMs, reset: this.o.autoOffsetReset });
+      // natively a member fetches fenced (log.group.fetch); the HTTP gateway has no such route
+      const member = this.client.transport.kind === "native" ? this.membership ?? undefined : undefined;
+      let r: FetchResult;
+      try {
+        r = await this.client.fetch(t, Number(ps), off, { maxRecords: this.o.maxRecords, waitMs: this.o.pollWaitMs, reset: this.o.autoOffsetReset, member });
+      } catch (e) {
+        if (!(e instanceof ConflictError || e instanceof NotFoundError)) throw e;
+        this.lastBeat = 0; // expired or rebalanced away: heartbeat at once (rejoin or adopt)
+        return [];
+      }
       if (r.resetFrom != null) this.positions.set(k, r.records[0]?.offset ?? r.nextOffset);
       return r.records;
     }));

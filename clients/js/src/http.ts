@@ -122,7 +122,7 @@ export class HttpTransport implements Transport {
         return this.request("POST", `${group()}/${route.slice("log.group.".length)}`, rest, t);
       }
       case "log.group.committed":
-        return this.request("GET", `${group()}/committed?topic=${enc(String(b.topic))}&partition=${b.partition}`, undefined, t);
+        return this.request("GET", `${group()}/committed?topic=${enc(String(b.topic))}&partition=${b.partition}${b.reset ? `&reset=${enc(String(b.reset))}` : ""}`, undefined, t);
       case "log.group.list":
         return this.request("GET", "/v1/groups", undefined, t);
       case "log.group.describe":

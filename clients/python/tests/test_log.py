@@ -207,3 +207,24 @@ def test_consumer_reset_policies(client: weft.Client, node: Node) -> None:
     assert r.reset_from == 99 and [x.value for x in r.records] == [b"one", b"two"]
     with pytest.raises(weft.OutOfRange):
         client.fetch(t, 0, 99, reset="none")
+
+
+def test_member_fetch_is_fenced(client: weft.Client) -> None:
+    t = unique("fenced")
+    g = unique("fg")
+    client.create_topic(t, partitions=2)
+    client.produce(t, [weft.ProducerRecord(value=b"a", partition=0)])
+    m1 = client.join_group(g, [t])
+    assert [r.value for r in client.fetch(t, 0, 0, member=m1).records] == [b"a"]
+    m2 = client.join_group(g, [t])  # a new generation: m1's is stale
+    assert m2.generation > m1.generation
+    with pytest.raises(weft.Conflict) as e:
+        client.fetch(t, 0, 0, member=m1)
+    assert e.value.kind == "illegal_generation"
+    assert client.leave_group(g, m1.member_id)
+    with pytest.raises((weft.NotFound, weft.Conflict)) as gone:
+        client.fetch(t, 0, 0, member=m1)
+    assert gone.value.kind in ("unknown_member", "illegal_generation")
+    start, committed = client.start_offset(g, t, 0, "latest")
+    assert (start, committed) == (1, None)
+    client.leave_group(g, m2.member_id)

@@ -385,11 +385,15 @@ class AsyncClient:
         max_records: int | None = None,
         wait_ms: int | None = None,
         reset: str | None = None,
+        member: Membership | None = None,
         timeout: float | None = None,
     ) -> FetchResult:
         """``reset`` ("earliest", "latest", "none"): where to read when ``offset``
         is outside the log, instead of :class:`OutOfRange` (the result's
-        ``reset_from`` then names the offset asked for)."""
+        ``reset_from`` then names the offset asked for). ``member``: fetch as
+        that group member (``log.group.fetch``), fenced like a commit: a member
+        that was expired or rebalanced away gets :class:`NotFound` /
+        :class:`Conflict` instead of records."""
         body: dict[str, Any] = {"topic": topic, "partition": partition, "offset": offset}
         if reset is not None:
             body["reset"] = reset
@@ -401,6 +405,9 @@ class AsyncClient:
             body["wait_ms"] = wait_ms
             if timeout is None:
                 timeout = self.timeout + wait_ms / 1000
+        if member is not None:
+            fenced = {"group": member.group, "member_id": member.member_id, "generation": member.generation, "fetch": body}
+            return FetchResult.from_wire(await self.call("log.group.fetch", fenced, timeout=timeout))
         return FetchResult.from_wire(await self.call("log.fetch", body, timeout=timeout))
 
     async def offsets(self, topic: str, partition: int, spec: str | int = "latest") -> int:
@@ -459,6 +466,15 @@ class AsyncClient:
         r = await self.call("log.group.committed", {"group": group, "topic": topic, "partition": partition})
         o = r.get("offset")
         return None if o is None else int(o)
+
+    async def start_offset(self, group: str, topic: str, partition: int, reset: str = "earliest") -> tuple[int, int | None]:
+        """Where a member of ``group`` starts on a partition: the committed offset
+        when it is inside the log, else the reset policy's (``none`` without a
+        usable commit: :class:`OutOfRange`). Returns ``(start, committed)``."""
+        body = {"group": group, "topic": topic, "partition": partition, "reset": reset}
+        r = await self.call("log.group.committed", body)
+        o = r.get("offset")
+        return int(r["start"]), None if o is None else int(o)
 
     async def groups(self) -> list[dict[str, Any]]:
         return list(await self.call("log.group.list"))

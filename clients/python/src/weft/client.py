@@ -144,6 +144,7 @@ class Client:
         max_records: int | None = None,
         wait_ms: int | None = None,
         reset: str | None = None,
+        member: Membership | None = None,
         timeout: float | None = None,
     ) -> FetchResult:
         return self._run(
@@ -155,6 +156,7 @@ class Client:
                 max_records=max_records,
                 wait_ms=wait_ms,
                 reset=reset,
+                member=member,
                 timeout=timeout,
             )
         )
@@ -198,6 +200,9 @@ class Client:
 
     def committed(self, group: str, topic: str, partition: int) -> int | None:
         return self._run(self.aio.committed(group, topic, partition))
+
+    def start_offset(self, group: str, topic: str, partition: int, reset: str = "earliest") -> tuple[int, int | None]:
+        return self._run(self.aio.start_offset(group, topic, partition, reset))
 
     def groups(self) -> list[dict[str, Any]]:
         return self._run(self.aio.groups())

@@ -7,7 +7,7 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING, Any, Sequence
 
-from .errors import Conflict, NotFound, OutOfRange
+from .errors import Conflict, NotFound
 from .types import Membership, Record
 
 if TYPE_CHECKING:
@@ -98,17 +98,12 @@ class AsyncConsumer:
         self._buffer = deque(r for r in self._buffer if (r.topic, r.partition) in assigned)
         for tp in assigned:
             if tp not in self.positions:
-                c = await self.client.committed(self.group, tp[0], tp[1])
-                if c is None:
-                    if self.auto_offset_reset == "none":
-                        raise OutOfRange(
-                            f"group {self.group} has no committed offset for {tp[0]}/{tp[1]} and the reset policy is none",
-                            {"kind": "no_reset_policy", "topic": tp[0], "partition": tp[1]},
-                        )
-                    c = await self.client.offsets(tp[0], tp[1], self.auto_offset_reset)
-                else:
-                    self._committed[tp] = c
-                self.positions[tp] = c
+                # one call: the committed offset if inside the log, else the policy's
+                # (none without a usable commit: the node's typed OutOfRange)
+                start, committed = await self.client.start_offset(self.group, tp[0], tp[1], self.auto_offset_reset)
+                if committed is not None:
+                    self._committed[tp] = committed
+                self.positions[tp] = start
 
     async def _heartbeat(self) -> None:
         assert self.membership is not None
@@ -170,9 +165,20 @@ class AsyncConsumer:
             return
 
         async def one(tp: tuple[str, int], offset: int) -> list[Record]:
-            r = await self.client.fetch(
-                tp[0], tp[1], offset, max_records=self.max_records, wait_ms=self.poll_wait_ms, reset=self.auto_offset_reset
-            )
+            try:
+                r = await self.client.fetch(
+                    tp[0],
+                    tp[1],
+                    offset,
+                    max_records=self.max_records,
+                    wait_ms=self.poll_wait_ms,
+                    reset=self.auto_offset_reset,
+                    member=self.membership,  # fenced: log.group.fetch
+                )
+            except (Conflict, NotFound):
+                # expired or rebalanced away: heartbeat at once (rejoin or adopt)
+                self._last_beat = 0.0
+                return []
             if r.reset_from is not None and r.records:
                 self.positions[tp] = r.records[0].offset
             elif r.reset_from is not None:
