@@ -173,6 +173,11 @@ pub struct ConsumeArgs {
     /// (Kafka's auto.offset.reset).
     #[arg(long, default_value_t = ResetPolicy::Earliest)]
     pub reset: ResetPolicy,
+    /// With --group: the member is expired (and its partitions reassigned)
+    /// after this long without a heartbeat; heartbeats go every third of it,
+    /// at most every second.
+    #[arg(long, default_value_t = SESSION_TIMEOUT_MS)]
+    pub session_timeout_ms: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -612,13 +617,14 @@ struct GroupMember<'a> {
     group: String,
     topic: String,
     reset: ResetPolicy,
+    session_timeout_ms: u64,
     member: dto::Member,
     positions: BTreeMap<u32, u64>,
     committed: BTreeMap<u32, u64>,
 }
 
 impl<'a> GroupMember<'a> {
-    async fn join(client: &'a Client, group: &str, topic: &str, reset: ResetPolicy) -> Result<GroupMember<'a>, CliError> {
+    async fn join(client: &'a Client, group: &str, topic: &str, reset: ResetPolicy, session_timeout_ms: u64) -> Result<GroupMember<'a>, CliError> {
         let member: dto::Member = client
             .call(
                 route::GROUP_JOIN,
@@ -628,7 +634,7 @@ impl<'a> GroupMember<'a> {
                     client_id: "weft-consume".into(),
                     topics: vec![topic.to_owned()],
                     strategy: None,
-                    session_timeout_ms: Some(SESSION_TIMEOUT_MS),
+                    session_timeout_ms: Some(session_timeout_ms),
                 },
             )
             .await?;
@@ -638,6 +644,7 @@ impl<'a> GroupMember<'a> {
             group: group.to_owned(),
             topic: topic.to_owned(),
             reset,
+            session_timeout_ms,
             member,
             positions: BTreeMap::new(),
             committed: BTreeMap::new(),
@@ -702,7 +709,7 @@ impl<'a> GroupMember<'a> {
                     // Expired (e.g. stalled past the session timeout): what it
                     // had may be someone else's now; start over as a new member.
                     eprintln!("weft consume: member {} expired from group {}; rejoining", self.member.member_id, self.group);
-                    let fresh = GroupMember::join(self.client, &self.group, &self.topic, self.reset).await?;
+                    let fresh = GroupMember::join(self.client, &self.group, &self.topic, self.reset, self.session_timeout_ms).await?;
                     self.member = fresh.member;
                     self.positions.clear();
                     self.committed.clear();
@@ -742,9 +749,9 @@ impl<'a> GroupMember<'a> {
     }
 }
 
-/// Group sessions of `weft consume --group`; heartbeats go every second.
-const SESSION_TIMEOUT_MS: u64 = 10_000;
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+/// Default session of `weft consume --group` (Kafka's default is 45 s;
+/// shorter here so a crashed console consumer's partitions move on soon).
+pub const SESSION_TIMEOUT_MS: u64 = 10_000;
 
 /// `weft consume`: standalone (every partition, or one) or as a group
 /// member. Prints each record before its offset is committed, so a group's
@@ -762,13 +769,14 @@ pub async fn consume(client: &Client, args: ConsumeArgs) -> Result<(), CliError>
         return Err(CliError::Usage(format!("topic {} has no partition {p} (it has {count})", args.topic)));
     }
     let mut member = match &args.group {
-        Some(g) => Some(GroupMember::join(client, g, &args.topic, args.reset).await?),
+        Some(g) => Some(GroupMember::join(client, g, &args.topic, args.reset, args.session_timeout_ms).await?),
         None => None,
     };
     // Standalone positions (members keep theirs in GroupMember).
     let mut positions: BTreeMap<u32, u64> = BTreeMap::new();
     let mut ends: BTreeMap<u32, u64> = BTreeMap::new();
     let mut last_beat = Instant::now();
+    let heartbeat_every = Duration::from_millis((args.session_timeout_ms / 3).clamp(1, 1000));
     let result = async {
         loop {
             let current: Vec<u32> = match &member {
@@ -883,7 +891,7 @@ pub async fn consume(client: &Client, args: ConsumeArgs) -> Result<(), CliError>
                 return Ok::<(), CliError>(());
             }
             if let Some(m) = &mut member
-                && last_beat.elapsed() >= HEARTBEAT_EVERY
+                && last_beat.elapsed() >= heartbeat_every
             {
                 m.heartbeat().await?;
                 last_beat = Instant::now();

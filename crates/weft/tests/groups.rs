@@ -134,7 +134,8 @@ struct Member {
 impl Member {
     fn start(node: &Node, name: &'static str, topic: &str, group: &str) -> Member {
         let mut child = node
-            .cmd(&["consume", topic, "--group", group, "--follow", "--json"])
+            // a short session: the killed member's partitions move on soon
+            .cmd(&["consume", topic, "--group", group, "--follow", "--json", "--session-timeout-ms", "3000"])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
