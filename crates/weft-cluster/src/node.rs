@@ -189,6 +189,23 @@ impl ClusterNode {
         self.cfg.node_id
     }
 
+    /// Flat stats for `weft stats`: transport counters (limits: frames dropped
+    /// on a full peer queue, bad frames), peers connected, metadata applied index.
+    pub fn gauges(&self) -> Vec<(String, serde_json::Value)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let t = &self.transport.stats;
+        let peers = self.transport.status();
+        vec![
+            ("cluster.frames_sent".into(), t.frames_sent.load(Relaxed).into()),
+            ("cluster.frames_received".into(), t.frames_received.load(Relaxed).into()),
+            ("cluster.frames_dropped_full".into(), t.frames_dropped_full.load(Relaxed).into()),
+            ("cluster.bad_frames".into(), t.bad_frames.load(Relaxed).into()),
+            ("cluster.peers".into(), (peers.len() as u64).into()),
+            ("cluster.peers_connected".into(), (peers.iter().filter(|p| p.connected).count() as u64).into()),
+            ("cluster.meta_applied".into(), self.meta.read().unwrap_or_else(|p| p.into_inner()).applied.into()),
+        ]
+    }
+
     pub fn shutdown(&self) {
         let _ = self.stop.send(true);
     }

@@ -104,6 +104,9 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     svc.stats().add_gauges(move || net_stats.snapshot().into_iter().map(|(k, v)| (k.to_owned(), v.into())).collect());
     let log_gauges = log.clone();
     svc.stats().add_gauges(move || log_gauges.gauges());
+    if let Some(node) = cluster.clone() {
+        svc.stats().add_gauges(move || node.gauges());
+    }
     if cfg.tcp.enabled {
         let addr = server.bind_tcp(&cfg.tcp.addr).await?;
         svc.add_transport(format!("tcp://{addr}"));
