@@ -229,6 +229,12 @@ impl ErrorKeeper {
         }
     }
 
+    /// Every id ever raised (cleared ones with count 0), in the order first
+    /// raised: the statistics show a cleared state as `error.<ID> = 0`.
+    pub fn all(&self) -> Vec<ErrorState> {
+        lock(&self.states).clone()
+    }
+
     /// States with a count above zero, in the order first raised.
     pub fn list(&self) -> Vec<ErrorState> {
         lock(&self.states).iter().filter(|e| e.count > 0).cloned().collect()

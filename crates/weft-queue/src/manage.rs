@@ -125,6 +125,13 @@ impl Manager {
                     }
                 }
             }
+            // Error states as statistics: `error.<ID>` is the raise count
+            // (0 once cleared), `errors.active` the states now raised.
+            let states = m.errors.all();
+            out.push(("errors.active".to_owned(), (states.iter().filter(|e| e.count > 0).count() as u64).into()));
+            for e in states {
+                out.push((format!("error.{}", e.error_id), e.count.into()));
+            }
             out
         });
         Ok(m)
