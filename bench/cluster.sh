@@ -31,7 +31,7 @@ OUT=${OUT:-$(mktemp -d /tmp/weft-cluster-bench.XXXXXX)}
 mkdir -p "$OUT"
 TARGET=$ROOT/target/release
 LB=$TARGET/weft-logbench
-WEFT=$TARGET/weft
+WEFT=${WEFT_BIN:-$TARGET/weft}   # WEFT_BIN: another build (a debug one checks the script, gives no numbers)
 
 log() { echo "cluster.sh: $*" >&2; }
 has() { [[ ",$SYSTEMS," == *",$1,"* ]]; }
