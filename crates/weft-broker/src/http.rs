@@ -167,11 +167,14 @@ pub struct HttpOptions {
     pub max_body_bytes: usize,
     /// Where the gateway counts its traffic (`http.*` stats).
     pub stats: std::sync::Arc<crate::http_mw::HttpStats>,
+    /// More routes served beside the log's, under the same allow-list and
+    /// middleware (`weft serve`: `/metrics`, `/healthz`, `/readyz`).
+    pub extra: Option<Router>,
 }
 
 impl Default for HttpOptions {
     fn default() -> Self {
-        Self { allow: weft_net::AllowList::default(), max_body_bytes: DEFAULT_MAX_BODY_BYTES, stats: Default::default() }
+        Self { allow: weft_net::AllowList::default(), max_body_bytes: DEFAULT_MAX_BODY_BYTES, stats: Default::default(), extra: None }
     }
 }
 
@@ -198,7 +201,11 @@ pub async fn serve_with(
     let allow = std::sync::Arc::new(opts.allow);
     // Route-level layers (they see the matched route template); the
     // outermost of them turns any plain-text error into the JSON shape.
-    let routed = router(log)
+    let routes = match opts.extra {
+        Some(extra) => router(log).merge(extra),
+        None => router(log),
+    };
+    let routed = routes
         .layer(axum::extract::DefaultBodyLimit::max(opts.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(opts.max_body_bytes, crate::http_mw::json_errors))
         .layer(axum::middleware::from_fn_with_state(opts.stats, crate::http_mw::count));

@@ -179,12 +179,19 @@ impl HttpStats {
 pub async fn count(State(stats): State<Arc<HttpStats>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let template = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
-    let route = match template {
-        Some(t) => format!("{}:{t}", req.method()),
+    let method = req.method().as_str().to_owned();
+    let route = match &template {
+        Some(t) => format!("{method}:{t}"),
         None => "unmatched".to_owned(),
     };
     let resp = next.run(req).await;
-    stats.record(route, resp.status(), started.elapsed().as_micros().min(u128::from(u64::MAX)) as u64);
+    let elapsed = started.elapsed();
+    stats.record(route, resp.status(), elapsed.as_micros().min(u128::from(u64::MAX)) as u64);
+    // The Prometheus side: the template (or `unmatched`) as the route label.
+    let m = weft_metrics::get();
+    let template = template.unwrap_or_else(|| "unmatched".to_owned());
+    m.http_requests.get_or_create(&weft_metrics::l3("route", template.clone(), "method", method, "status", resp.status().as_u16().to_string())).inc();
+    m.http_request_duration.get_or_create(&weft_metrics::l1("route", template)).observe(elapsed.as_secs_f64());
     resp
 }
 

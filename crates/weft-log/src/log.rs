@@ -518,10 +518,13 @@ impl Log {
         });
         let results = futures::future::join_all(appends).await;
         let mut out: Vec<Option<Result<RecordAck>>> = vec![None; records.len()];
+        let (mut produced, mut produced_bytes) = (0u64, 0u64);
         for (p, res) in results {
             let idx = &by_partition[&p];
             match res {
                 Ok(acks) => {
+                    produced += idx.len() as u64;
+                    produced_bytes += idx.iter().map(|i| records[*i].payload_len() as u64).sum::<u64>();
                     for (i, (offset, ts)) in idx.iter().zip(acks) {
                         out[*i] = Some(Ok(RecordAck { partition: PartitionId(p), offset, timestamp_ms: ts }));
                     }
@@ -532,6 +535,12 @@ impl Log {
                     }
                 }
             }
+        }
+        if produced > 0 {
+            let m = weft_metrics::get();
+            let topic = weft_metrics::l1("topic", t.name.as_str());
+            m.produced_records.get_or_create(&topic).inc_by(produced);
+            m.produced_bytes.get_or_create(&topic).inc_by(produced_bytes);
         }
         Ok(out.into_iter().map(|r| r.unwrap_or_else(|| Err(LogError::InvalidRequest("record not processed".into())))).collect())
     }
@@ -551,6 +560,9 @@ impl Log {
         let p = self.partition(topic, partition)?;
         let h = crate::partition::validate_encoded_batch(batch, t.config.max_record_bytes as usize)?;
         let base = p.append_encoded(h, bytes::BytesMut::from(batch), self.now_ms()).await?;
+        let m = weft_metrics::get();
+        m.produced_records.get_or_create(&weft_metrics::l1("topic", topic)).inc_by(u64::from(h.record_count));
+        m.produced_bytes.get_or_create(&weft_metrics::l1("topic", topic)).inc_by(batch.len() as u64);
         Ok(BatchAck { partition, base_offset: base, record_count: h.record_count })
     }
 
@@ -575,7 +587,15 @@ impl Log {
         let p = self.partition(topic, partition)?;
         let max_bytes = max_bytes.clamp(1, self.inner.config.max_fetch_bytes);
         let wait = wait.map(|w| w.min(self.inner.config.max_wait));
-        p.fetch(offset, max_bytes, max_records, wait).await
+        let r = p.fetch(offset, max_bytes, max_records, wait).await?;
+        if !r.batches.is_empty() {
+            // Offsets handed out, from the batch headers alone (no decoding).
+            let records = r.batches_end().ok().flatten().map_or(0, |end| end.0.saturating_sub(offset.0).min(max_records as u64));
+            let m = weft_metrics::get();
+            m.fetched_records.get_or_create(&weft_metrics::l1("topic", topic)).inc_by(records);
+            m.fetched_bytes.get_or_create(&weft_metrics::l1("topic", topic)).inc_by(r.batches.len() as u64);
+        }
+        Ok(r)
     }
 
     /// Earliest, latest or by-timestamp offset of a partition.

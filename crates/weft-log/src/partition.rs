@@ -466,10 +466,13 @@ impl Partition {
     fn roll(&self, g: &mut Inner) -> Result<()> {
         let path = g.active().log_path();
         // A closed segment is always durable: its index is trusted on open.
+        let fsync_started = std::time::Instant::now();
         if let Err(e) = g.active().sync() {
             return Err(self.poison(g, &format!("fsync of {} failed", path.display()), &e, true));
         }
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        weft_metrics::get().fsync_duration.observe(fsync_started.elapsed().as_secs_f64());
+        weft_metrics::get().fsyncs.inc();
         if let Err(e) = g.active().write_index() {
             tracing::warn!(error = %e, "could not write segment index; it will be rebuilt on open");
         }
@@ -509,7 +512,9 @@ impl Partition {
         let _permit = self.files.sync_permits.acquire().await;
         let files = self.files.clone();
         let p = path.clone();
+        let fsync_started = std::time::Instant::now();
         let res = tokio::task::spawn_blocking(move || files.sync(&p)).await;
+        weft_metrics::get().fsync_duration.observe(fsync_started.elapsed().as_secs_f64());
         let mut g = lock(&self.inner);
         if g.epoch != epoch {
             // A recovery cut the log back while this fsync ran: what it
@@ -520,6 +525,7 @@ impl Partition {
         match res {
             Ok(Ok(())) => {
                 self.fsyncs.fetch_add(1, Ordering::Relaxed);
+                weft_metrics::get().fsyncs.inc();
                 self.mark_synced(&mut g, target);
                 Ok(())
             }

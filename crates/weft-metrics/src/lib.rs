@@ -17,11 +17,12 @@
 use std::sync::{LazyLock, Mutex};
 
 use prometheus_client::encoding::prometheus_text;
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
+
+pub use prometheus_client::metrics::counter::Counter as Counter;
 
 /// One label.
 pub type L1 = [(&'static str, String); 1];

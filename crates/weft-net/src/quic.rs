@@ -102,6 +102,7 @@ pub(crate) fn bind(shared: Arc<Shared>, addr: &str, tls: &TlsServerConfig) -> Re
                 // with a reason cannot be sent before the handshake: RFC
                 // 9000 §10.2.3 strips it to a bare APPLICATION_ERROR.)
                 shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+                crate::server::count_refused(Transport::Quic, "allow_list");
                 warn!(transport = "quic", peer = %remote, "connection refused by the allow-list");
                 incoming.refuse();
                 continue;
@@ -249,11 +250,17 @@ async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming, _slot:
     let mut peer = PeerInfo { transport: Transport::Quic, addr: remote.to_string(), client_id: identity.clone() };
     shared.stats.connections_accepted.fetch_add(1, Ordering::Relaxed);
     shared.stats.connections_open.fetch_add(1, Ordering::Relaxed);
+    let metered = crate::server::ConnMetrics::open(Transport::Quic);
 
     if hello(&shared, &conn, &mut peer, identity.is_some(), deadline).await {
         serve_streams(&shared, &conn, Arc::new(peer)).await;
     }
     shared.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+    // QUIC bytes as the connection counted them (UDP payloads, all streams).
+    let io = conn.stats();
+    metered.received.inc_by(io.udp_rx.bytes);
+    metered.sent.inc_by(io.udp_tx.bytes);
+    metered.close();
     debug!(peer = %remote, "QUIC connection closed");
 }
 

@@ -29,6 +29,7 @@ use crate::listener::StreamListener;
 use crate::splitter::{Splitter, Step};
 use crate::liveness::LivenessTable;
 use crate::MAX_DATAGRAM_BYTES;
+use weft_metrics::Counter;
 
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Option<Frame>> + Send + 'static>>;
 
@@ -274,13 +275,17 @@ impl Server {
                         Some(slot) => {
                             admit_shared.tasks.spawn(serve_tls(admit_shared.clone(), acceptor.clone(), stream, info, slot));
                         }
-                        None => warn!(peer = %info.addr, "TLS connection refused: too many open"),
+                        None => {
+                            count_refused(Transport::Tls, "max_connections");
+                            warn!(peer = %info.addr, "TLS connection refused: too many open")
+                        }
                     }
                 },
                 move |stream, _who| {
                     // Closing unanswered: the client speaks TLS, and a
                     // plaintext frame would only look like a bad record.
                     shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    count_refused(Transport::Tls, "allow_list");
                     drop(stream);
                 },
             )
@@ -330,6 +335,7 @@ impl Server {
         let limit = Arc::new(Semaphore::new(shared.config.max_in_flight_per_conn.max(1) * 4));
         self.shared.tasks.spawn(async move {
             let mut buf = vec![0u8; MAX_DATAGRAM_BYTES + 1];
+            let udp_in = weft_metrics::get().received_bytes.get_or_create_owned(&weft_metrics::l1("transport", "udp"));
             loop {
                 let got = tokio::select! {
                     _ = shared.stop.cancelled() => break,
@@ -344,9 +350,11 @@ impl Server {
                     }
                 };
                 shared.stats.datagrams_in.fetch_add(1, Ordering::Relaxed);
+                udp_in.inc_by(n as u64);
                 if !shared.config.allow_udp.allows_ip(from.ip()) {
                     // Not even an error answer: that would make us a reflector.
                     shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    count_refused(Transport::Udp, "allow_list");
                     debug!(from = %from, "datagram refused by the allow-list");
                     continue;
                 }
@@ -398,12 +406,14 @@ async fn serve_listener<L: StreamListener>(shared: Arc<Shared>, listener: L, all
                         format!("this server has its maximum of {} connections open; try again later", s.config.max_connections),
                     )
                     .with_details(serde_json::json!({"kind": "max_connections", "max": s.config.max_connections}));
+                    count_refused(L::TRANSPORT, "max_connections");
                     refuse(stream, e);
                 }
             }
         },
         move |stream, who| {
             shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+            count_refused(L::TRANSPORT, "allow_list");
             refuse(stream, ErrorBody::new(ErrorCode::Unauthorized, format!("{who} is not on this listener's allow-list")));
         },
     )
@@ -521,12 +531,13 @@ where
 {
     shared.stats.connections_accepted.fetch_add(1, Ordering::Relaxed);
     shared.stats.connections_open.fetch_add(1, Ordering::Relaxed);
+    let metered = ConnMetrics::open(peer.transport);
     debug!(peer = %peer.addr, transport = peer.transport.as_str(), "connection opened");
     let (mut reader, writer) = tokio::io::split(stream);
     // Bounded: a client that stops reading its answers stalls its own
     // requests, never the server's memory.
     let (tx, rx) = mpsc::channel::<Frame>(1024);
-    let writer_task = tokio::spawn(write_frames(writer, rx, shared.stats.clone()));
+    let writer_task = tokio::spawn(write_frames(writer, rx, shared.stats.clone(), metered.sent.clone()));
 
     let budget = shared.budgets.connection();
     let mut splitter = Splitter::new(shared.budgets.max_frame(shared.config.max_frame_bytes.min(MAX_PRE_HELLO_FRAME_BYTES)));
@@ -665,7 +676,9 @@ where
         };
         match read {
             Ok(0) => break,
-            Ok(_) => {}
+            Ok(n) => {
+                metered.received.inc_by(n as u64);
+            }
             Err(e) => {
                 debug!(peer = %peer.addr, error = %e, "read failed");
                 break;
@@ -686,6 +699,7 @@ where
     drop(reserved);
     let _ = writer_task.await;
     shared.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+    metered.close();
     debug!(peer = %peer.addr, "connection closed");
 }
 
@@ -725,7 +739,7 @@ async fn expire(shared: &Shared, peer: &PeerInfo, tx: &mpsc::Sender<Frame>, hand
 
 /// Encode frames into one buffer and write them in batches: under load many
 /// answers go out in one syscall.
-pub(crate) async fn write_frames<W>(mut writer: W, mut rx: mpsc::Receiver<Frame>, stats: Arc<ServerStats>)
+pub(crate) async fn write_frames<W>(mut writer: W, mut rx: mpsc::Receiver<Frame>, stats: Arc<ServerStats>, sent: Counter)
 where
     W: AsyncWrite + Unpin,
 {
@@ -741,6 +755,7 @@ where
         if writer.write_all(&out).await.is_err() {
             return;
         }
+        sent.inc_by(out.len() as u64);
         out.clear();
     }
     let _ = writer.shutdown().await;
@@ -800,6 +815,38 @@ async fn handle_datagram(shared: &Arc<Shared>, sock: &Arc<UdpSocket>, limit: &Ar
     }
 }
 
+/// The Prometheus side of a refused connection or datagram
+/// (`weft_net_connections_refused_total`).
+pub(crate) fn count_refused(transport: Transport, reason: &'static str) {
+    weft_metrics::get().connections_refused.get_or_create(&weft_metrics::l2("transport", transport.as_str(), "reason", reason)).inc();
+}
+
+/// One connection's Prometheus metrics (`weft_net_*`): the counters are
+/// looked up once per connection, not per read.
+pub(crate) struct ConnMetrics {
+    transport: Transport,
+    opened: Instant,
+    pub(crate) received: Counter,
+    pub(crate) sent: Counter,
+}
+
+impl ConnMetrics {
+    pub(crate) fn open(transport: Transport) -> Self {
+        let m = weft_metrics::get();
+        let t = weft_metrics::l1("transport", transport.as_str());
+        m.connections_accepted.get_or_create(&t).inc();
+        m.connections_open.get_or_create(&t).inc();
+        ConnMetrics { transport, opened: Instant::now(), received: m.received_bytes.get_or_create_owned(&t), sent: m.sent_bytes.get_or_create_owned(&t) }
+    }
+
+    pub(crate) fn close(self) {
+        let m = weft_metrics::get();
+        let t = weft_metrics::l1("transport", self.transport.as_str());
+        m.connections_open.get_or_create(&t).dec();
+        m.connection_duration.get_or_create(&t).observe(self.opened.elapsed().as_secs_f64());
+    }
+}
+
 async fn send_datagram(sock: &UdpSocket, frame: &Frame, to: SocketAddr) {
     let mut out = BytesMut::new();
     let fits = encode(frame, &mut out).is_ok() && out.len() <= MAX_DATAGRAM_BYTES;
@@ -811,7 +858,10 @@ async fn send_datagram(sock: &UdpSocket, frame: &Frame, to: SocketAddr) {
         );
         let _ = encode(&weft_wire::error_frame_for(frame.id, frame.format(), &e), &mut out);
     }
-    if let Err(e) = sock.send_to(&out, to).await {
-        debug!(to = %to, error = %e, "udp send failed");
+    match sock.send_to(&out, to).await {
+        Ok(n) => {
+            weft_metrics::get().sent_bytes.get_or_create(&weft_metrics::l1("transport", "udp")).inc_by(n as u64);
+        }
+        Err(e) => debug!(to = %to, error = %e, "udp send failed"),
     }
 }

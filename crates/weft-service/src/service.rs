@@ -200,7 +200,11 @@ impl Service {
         let started = Instant::now();
         let result = self.run(ep, &frame, peer).await;
         let code = result.as_ref().err().map(|e| e.code.as_str());
-        ep.stats.record(started.elapsed(), code);
+        let elapsed = started.elapsed();
+        ep.stats.record(elapsed, code);
+        let m = weft_metrics::get();
+        m.requests.get_or_create(&weft_metrics::l2("endpoint", frame.route.as_str(), "code", code.unwrap_or("ok"))).inc();
+        m.request_duration.get_or_create(&weft_metrics::l1("endpoint", frame.route.as_str())).observe(elapsed.as_secs_f64());
         match result {
             Ok(body) => Frame { kind: FrameKind::Response, flags: frame.flags.with_one_way(false), id: frame.id, route: frame.route, body },
             Err(e) => frame.error_to(&e),

@@ -4,6 +4,7 @@
 mod client_cmd;
 mod cluster_cmd;
 mod config;
+mod observe;
 mod serve;
 
 use std::path::PathBuf;

@@ -74,6 +74,10 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
         },
     )?;
     queues.register(&mut service)?;
+    // Prometheus: gauges read from the log and the queues at every scrape.
+    crate::observe::install_log_gauges(log.clone());
+    crate::observe::install_queue_gauges(queues.clone());
+    let readiness = crate::observe::Readiness::new(log.clone());
     let service = service.into_handler();
     let metered = weft_queue::MeteredHandler::new(service.clone(), queues.stats().clone());
 
@@ -147,6 +151,7 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
             allow: AllowList::parse(&cfg.http.allow).context("http.allow")?,
             max_body_bytes: usize::try_from(cfg.http.max_body_bytes).unwrap_or(usize::MAX),
             stats: http_stats.clone(),
+            extra: Some(crate::observe::routes(readiness.clone())),
         };
         let (addr, task) = weft_broker::http::serve_with(log.clone(), &cfg.http.addr, opts, async move { stop.cancelled().await })
             .await
@@ -178,6 +183,7 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     if let Some(p) = &pva {
         svc.add_transport(format!("pva://{}", p.tcp_addr()));
     }
+    readiness.listeners_bound();
     info!(node = %cfg.node.name, id = %node_id, data_dir = %data_dir.display(), transports = ?svc.info().transports, "weft node ready");
 
     signals.wait().await;

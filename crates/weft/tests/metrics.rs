@@ -1,0 +1,253 @@
+//! Issue #15 items 1 and 2: `/metrics`, `/healthz` and `/readyz` on the HTTP
+//! gateway of a real `weft serve`. After 1000 produces of one record each
+//! (and some other calls), the counters say exactly what the test did. With
+//! WEFT_PEERS=1 (scripts/peers/metrics.sh installs Debian's `prometheus`):
+//! `promtool check metrics` passes on the exposition, and a real Prometheus
+//! scraping the node has series of every metric family.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+mod support;
+use support::{free_port, text, Node};
+
+/// (status, headers, body) of a GET on the node's gateway.
+fn get(port: u16, path: &str, accept: Option<&str>) -> (u16, String, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let accept = accept.map(|a| format!("Accept: {a}\r\n")).unwrap_or_default();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n{accept}Connection: close\r\n\r\n").as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    // Chunked bodies: the tests only read small ones or look for lines.
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_owned() };
+    (head.split_whitespace().nth(1).unwrap().parse().unwrap(), head.to_owned(), body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((len, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(len.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+    out
+}
+
+/// `name{labels}` -> value of every sample line of a Prometheus text exposition.
+fn samples(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_owned(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+fn scrape(node: &Node) -> BTreeMap<String, f64> {
+    let (status, head, body) = get(node.http_port, "/metrics", None);
+    assert_eq!(status, 200, "{body}");
+    assert!(head.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "{head}");
+    samples(&body)
+}
+
+fn value(m: &BTreeMap<String, f64>, key: &str) -> f64 {
+    *m.get(key).unwrap_or_else(|| panic!("no sample {key} in:\n{}", m.keys().cloned().collect::<Vec<_>>().join("\n")))
+}
+
+#[test]
+fn counters_match_what_was_done_and_health_answers() {
+    let node = Node::start();
+    node.ok(&["topic", "create", "m", "--partitions", "1"]);
+    let lines: String = (0..1000).map(|i| format!("record-{i:04}\n")).collect(); // 11 bytes each, without the newline
+    let mut p = Command::new(support::WEFT)
+        .args(["produce", "m", "--batch", "1", "--addr", &node.addr()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    p.stdin.take().unwrap().write_all(lines.as_bytes()).unwrap();
+    let o = p.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    // A produce to a topic that is not there: one error, by code.
+    let o = node.weft(&["produce", "nosuch"]);
+    assert!(!o.status.success());
+    // Read everything back once, in a group that commits.
+    let out = node.ok(&["consume", "m", "--group", "g", "--from-beginning"]);
+    assert_eq!(out.lines().count(), 1000, "{out}");
+    for _ in 0..3 {
+        let (s, _, _) = get(node.http_port, "/v1/topics", None);
+        assert_eq!(s, 200);
+    }
+
+    let m = scrape(&node);
+    assert_eq!(value(&m, r#"weft_requests_total{endpoint="log.produce",code="ok"}"#), 1000.0);
+    assert_eq!(value(&m, r#"weft_request_duration_seconds_count{endpoint="log.produce"}"#), 1000.0);
+    let not_found: f64 = m.iter().filter(|(k, _)| k.starts_with(r#"weft_requests_total{endpoint="log.produce",code="#) && !k.contains(r#"code="ok""#)).map(|(_, v)| v).sum();
+    assert_eq!(not_found, 1.0, "one failed produce");
+    assert_eq!(value(&m, r#"weft_log_produced_records_total{topic="m"}"#), 1000.0);
+    assert_eq!(value(&m, r#"weft_log_produced_bytes_total{topic="m"}"#), 11_000.0);
+    assert_eq!(value(&m, r#"weft_log_fetched_records_total{topic="m"}"#), 1000.0);
+    assert_eq!(value(&m, r#"weft_log_partition_high_watermark{topic="m",partition="0"}"#), 1000.0);
+    assert_eq!(value(&m, r#"weft_log_partition_end_offset{topic="m",partition="0"}"#), 1000.0);
+    assert!(value(&m, r#"weft_log_partition_size_bytes{topic="m",partition="0"}"#) > 11_000.0);
+    assert_eq!(value(&m, r#"weft_log_group_lag{group="g",topic="m",partition="0"}"#), 0.0);
+    // fsync policy `always` (the default): at least one fsync per produce (group commit may merge none here: one client, one at a time).
+    assert!(value(&m, "weft_log_fsyncs_total") >= 1000.0);
+    assert!(value(&m, "weft_log_fsync_duration_seconds_count") >= 1000.0);
+    assert_eq!(value(&m, r#"weft_http_requests_total{route="/v1/topics",method="GET",status="200"}"#), 3.0);
+    assert!(value(&m, r#"weft_net_received_bytes_total{transport="tcp"}"#) > 1000.0 * 26.0, "every frame has a 26-byte header");
+    assert!(value(&m, r#"weft_net_sent_bytes_total{transport="tcp"}"#) > 1000.0 * 26.0);
+    assert_eq!(value(&m, "weft_log_disk_full"), 0.0);
+    assert_eq!(value(&m, r#"weft_build_info{version="0.1.0"}"#), 1.0);
+
+    // Every CLI connection closes: open goes back to 0 and each one has a lifetime.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = scrape(&node);
+        let open = value(&m, r#"weft_net_connections_open{transport="tcp"}"#);
+        let accepted = value(&m, r#"weft_net_connections_accepted_total{transport="tcp"}"#);
+        let closed = value(&m, r#"weft_net_connection_duration_seconds_count{transport="tcp"}"#);
+        // topic create, produce, produce nosuch, consume: at least 4 (the start-up pings too).
+        if open == 0.0 {
+            assert!(accepted >= 4.0, "{accepted}");
+            assert_eq!(closed, accepted);
+            break;
+        }
+        assert!(Instant::now() < deadline, "{open} tcp connections still open");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // OpenMetrics when asked.
+    let (s, head, body) = get(node.http_port, "/metrics", Some("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"));
+    assert_eq!(s, 200);
+    assert!(head.to_ascii_lowercase().contains("content-type: application/openmetrics-text"), "{head}");
+    assert!(body.contains("# TYPE weft_requests counter"), "{body}");
+    assert!(body.ends_with("# EOF\n"), "{body}");
+
+    // Health.
+    let (s, _, body) = get(node.http_port, "/healthz", None);
+    assert_eq!((s, body.as_str()), (200, r#"{"status":"ok"}"#));
+    let (s, _, body) = get(node.http_port, "/readyz", None);
+    assert_eq!(s, 200, "{body}");
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ready["status"], "ok");
+    let names: Vec<&str> = ready["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["storage", "listeners"]);
+    assert!(ready["checks"].as_array().unwrap().iter().all(|c| c["ok"] == true), "{body}");
+
+    if std::env::var("WEFT_PEERS").as_deref() != Ok("1") {
+        eprintln!("skipping promtool and Prometheus (set WEFT_PEERS=1; scripts/peers/metrics.sh installs them)");
+        return;
+    }
+    promtool_check(&node);
+    prometheus_scrapes(&node);
+}
+
+fn promtool_check(node: &Node) {
+    let (_, _, body) = get(node.http_port, "/metrics", None);
+    let mut c = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (scripts/peers/metrics.sh installs it)");
+    c.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    let o = c.wait_with_output().unwrap();
+    assert!(o.status.success(), "promtool check metrics: {}{}\n{body}", text(&o.stdout), text(&o.stderr));
+}
+
+/// Kills the Prometheus it holds, by pid, when dropped.
+struct Prometheus(Child);
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn prometheus_scrapes(node: &Node) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: weft\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+        node.http_port
+    );
+    std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+    let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+    let _prom = Prometheus(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("prometheus (scripts/peers/metrics.sh installs it)"),
+    );
+    // Every family this node has series of after the calls above (queue
+    // families appear only on nodes with queued endpoints or senders).
+    let families = [
+        "weft_requests_total",
+        "weft_request_duration_seconds_bucket",
+        "weft_net_connections_accepted_total",
+        "weft_net_connections_open",
+        "weft_net_connection_duration_seconds_bucket",
+        "weft_net_received_bytes_total",
+        "weft_net_sent_bytes_total",
+        "weft_log_produced_records_total",
+        "weft_log_produced_bytes_total",
+        "weft_log_fetched_records_total",
+        "weft_log_fetched_bytes_total",
+        "weft_log_partition_size_bytes",
+        "weft_log_partition_high_watermark",
+        "weft_log_group_lag",
+        "weft_log_fsyncs_total",
+        "weft_log_fsync_duration_seconds_bucket",
+        "weft_http_requests_total",
+        "weft_http_request_duration_seconds_bucket",
+        "weft_build_info",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut missing: Vec<&str> = families.to_vec();
+    while !missing.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus has no series of {missing:?}; its log:\n{}",
+            std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        missing.retain(|f| !has_series(port, f));
+    }
+    // And the value it scraped is the one the node counts.
+    assert!(query(port, r#"weft_log_produced_records_total{topic="m"}"#).contains(r#""1000""#));
+}
+
+fn query(port: u16, q: &str) -> String {
+    let enc: String = q
+        .bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b == b'_' { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect();
+    match TcpStream::connect(("127.0.0.1", port)) {
+        Ok(_) => get(port, &format!("/api/v1/query?query={enc}"), None).2,
+        Err(_) => String::new(), // not listening yet
+    }
+}
+
+fn has_series(port: u16, family: &str) -> bool {
+    let body = query(port, family);
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else { return false };
+    v["status"] == "success" && v["data"]["result"].as_array().is_some_and(|r| !r.is_empty())
+}
