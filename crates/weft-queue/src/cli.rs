@@ -11,7 +11,7 @@ use weft_net::{Client, ClientConfig, Target};
 
 use crate::error::QueueError;
 use crate::keepers::{ErrorState, Snapshot};
-use crate::manage::{ClearErrors, Count, ErrorsReq, NameReq, PauseReq, ReprocessReq, UidReq};
+use crate::manage::{ClearErrors, Count, ErrorsReq, NameReq, PauseReq, ReprocessReq, SetReq, UidReq};
 use crate::queue::{ItemView, PauseWhat, QueueInfo};
 
 #[derive(Args, Debug, Clone)]
@@ -83,6 +83,12 @@ pub enum QueueOp {
         #[arg(long, value_enum, default_value = "all")]
         what: PauseWhat,
     },
+    /// Change run-time settings: --max-uncommitted N (items taken but not yet committed).
+    Set {
+        name: String,
+        #[arg(long)]
+        max_uncommitted: Option<usize>,
+    },
     /// Uids of the first N items of the error queue.
     Errors {
         name: String,
@@ -146,8 +152,8 @@ fn print_info(i: &QueueInfo) {
     }
     let paused = if paused.is_empty() { "-".to_owned() } else { paused.join("+") };
     println!(
-        "{:<32} incoming {:>7}  errors {:>6}  in-flight {:>3}  processed {:>8}  paused {}",
-        i.name, i.incoming, i.errors, i.in_flight, i.processed, paused
+        "{:<32} incoming {:>7}  errors {:>6}  in-flight {:>3}  uncommitted {:>3}/{:<4}  processed {:>8}  paused {}",
+        i.name, i.incoming, i.errors, i.in_flight, i.uncommitted, i.max_uncommitted, i.processed, paused
     );
 }
 
@@ -278,6 +284,10 @@ async fn run_queue(conn: &Conn, prefix: &str, op: QueueOp) -> Result<(), QueueEr
         }
         QueueOp::Resume { name, what } => {
             let i: QueueInfo = call(&c, &route("resume"), &PauseReq { name, what: Some(what) }).await?;
+            if conn.json { print_json(&i) } else { print_info(&i) }
+        }
+        QueueOp::Set { name, max_uncommitted } => {
+            let i: QueueInfo = call(&c, &route("set"), &SetReq { name, max_uncommitted }).await?;
             if conn.json { print_json(&i) } else { print_info(&i) }
         }
         QueueOp::Errors { name, n } => {

@@ -23,6 +23,9 @@ pub enum QueueError {
     BadRequest { route: String, reason: String },
     #[error("no queue {0:?}")]
     NoQueue(String),
+    /// A management setting out of its range.
+    #[error("queue {name:?}: {reason}")]
+    Invalid { name: String, reason: String },
     #[error("route or queue {0:?} is already registered")]
     Duplicate(String),
     #[error("item of {len} bytes is over the maximum of {max}")]
@@ -46,7 +49,7 @@ impl QueueError {
             QueueError::Paused(_) | QueueError::Full { .. } => ErrorCode::Busy,
             QueueError::BadRequest { .. } => ErrorCode::BadBody,
             QueueError::TooLarge { .. } => ErrorCode::TooLarge,
-            QueueError::NoQueue(_) => ErrorCode::Validation,
+            QueueError::NoQueue(_) | QueueError::Invalid { .. } => ErrorCode::Validation,
             QueueError::Stopped(_) => ErrorCode::ShuttingDown,
             _ => ErrorCode::Internal,
         };

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -17,7 +18,7 @@ use weft_wire::{BodyFormat, ErrorBody, ErrorCode, Frame};
 
 use crate::error::QueueError;
 use crate::keepers::{ErrorKeeper, ErrorState, StatsKeeper};
-use crate::queue::{Outcome, PauseWhat, QueueInfo, QueueKind, QueueOptions, WorkQueue, Worker};
+use crate::queue::{Outcome, PauseWhat, QueueInfo, QueueKind, QueueOptions, WorkQueue, Worker, DEFAULT_MAX_UNCOMMITTED, MAX_UNCOMMITTED_LIMIT};
 use crate::sender::{Outbound, QueuedSender};
 
 /// The acknowledgement of a queued request: it is on disk.
@@ -82,6 +83,9 @@ pub struct Manager {
     senders: RwLock<BTreeMap<String, Arc<QueuedSender>>>,
     errors: Arc<ErrorKeeper>,
     stats: Arc<StatsKeeper>,
+    /// `max_uncommitted` of queues created without one (node key
+    /// `queues.max_uncommitted`).
+    default_max_uncommitted: AtomicUsize,
 }
 
 fn rlock<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -112,6 +116,7 @@ impl Manager {
             senders: RwLock::new(BTreeMap::new()),
             errors: Arc::new(ErrorKeeper::default()),
             stats,
+            default_max_uncommitted: AtomicUsize::new(DEFAULT_MAX_UNCOMMITTED),
         });
         // Queue and sender sizes as flat statistics keys.
         let weak = Arc::downgrade(&m);
@@ -120,7 +125,15 @@ impl Manager {
             let mut out = vec![];
             for (prefix, infos) in [("queue", m.endpoint_infos()), ("sender", m.sender_infos())] {
                 for i in infos {
-                    for (k, v) in [("incoming", i.incoming as u64), ("errors", i.errors as u64), ("in_flight", i.in_flight as u64), ("processed", i.processed), ("moved_to_error", i.moved_to_error)] {
+                    for (k, v) in [
+                        ("incoming", i.incoming as u64),
+                        ("errors", i.errors as u64),
+                        ("in_flight", i.in_flight as u64),
+                        ("processed", i.processed),
+                        ("moved_to_error", i.moved_to_error),
+                        ("uncommitted", i.uncommitted as u64),
+                        ("max_uncommitted", i.max_uncommitted as u64),
+                    ] {
                         out.push((format!("{prefix}.{}.{k}", i.name), v.into()));
                     }
                 }
@@ -135,6 +148,17 @@ impl Manager {
             out
         });
         Ok(m)
+    }
+
+    /// `max_uncommitted` for queues created from now on whose options leave
+    /// it unset (1 to [`MAX_UNCOMMITTED_LIMIT`], clamped).
+    pub fn set_default_max_uncommitted(&self, n: usize) {
+        self.default_max_uncommitted.store(n.clamp(1, MAX_UNCOMMITTED_LIMIT), Ordering::SeqCst);
+    }
+
+    fn with_default(&self, mut options: QueueOptions) -> QueueOptions {
+        options.max_uncommitted = options.max_uncommitted.or(Some(self.default_max_uncommitted.load(Ordering::SeqCst)));
+        options
     }
 
     pub fn errors(&self) -> &Arc<ErrorKeeper> {
@@ -211,7 +235,7 @@ impl Manager {
             })
         });
         let path = self.dir.join(file_name("endpoint", route));
-        let queue = WorkQueue::start(route, QueueKind::Endpoint, &path, options, worker)?;
+        let queue = WorkQueue::start(route, QueueKind::Endpoint, &path, self.with_default(options), worker)?;
         let validate: Arc<Validate> = Arc::new(|v: &serde_json::Value| serde_json::from_value::<Req>(v.clone()).map(|_| ()).map_err(|e| e.to_string()));
         let ep = Arc::new(QueuedEndpoint { route: route.to_owned(), queue, validate });
         let ep2 = ep.clone();
@@ -243,7 +267,7 @@ impl Manager {
         let out = outbound.clone();
         let worker: Worker = Arc::new(move |item| out.clone().deliver(&r, &item.uid, item.body.clone()));
         let path = self.dir.join(file_name("sender", name));
-        let queue = WorkQueue::start(name, QueueKind::Sender, &path, options, worker)?;
+        let queue = WorkQueue::start(name, QueueKind::Sender, &path, self.with_default(options), worker)?;
         let s = Arc::new(QueuedSender::new(name.to_owned(), route.to_owned(), queue, outbound));
         wlock(&self.senders).insert(name.to_owned(), s.clone());
         Ok(s)
@@ -330,6 +354,17 @@ impl Manager {
             })?;
         }
         let m = self.clone();
+        service.endpoint(&format!("{prefix}.set"), move |r: SetReq| {
+            let m = m.clone();
+            async move {
+                let q = m.queue_of(kind, &r.name)?;
+                if let Some(n) = r.max_uncommitted {
+                    q.set_max_uncommitted(n)?;
+                }
+                Ok(q.info())
+            }
+        })?;
+        let m = self.clone();
         service.endpoint(&format!("{prefix}.errors"), move |r: ErrorsReq| {
             let m = m.clone();
             async move { Ok(m.queue_of(kind, &r.name)?.first_errors(r.n.unwrap_or(10).min(10_000))) }
@@ -385,6 +420,13 @@ pub struct PauseReq {
     pub name: String,
     #[serde(default)]
     pub what: Option<PauseWhat>,
+}
+/// `weft.queue.set` / `weft.sender.set`: run-time settings (absent = unchanged).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetReq {
+    pub name: String,
+    #[serde(default)]
+    pub max_uncommitted: Option<usize>,
 }
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorsReq {

@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -68,7 +68,22 @@ pub struct QueueOptions {
     /// Transient failures tolerated per item before the error queue; None =
     /// retry for ever (a server that is down is waited for).
     pub max_transient_retries: Option<u32>,
+    /// Items taken from the queue but not yet committed (running, or handled
+    /// with their removal not yet fsync'd), at most; None = the manager's
+    /// default ([`DEFAULT_MAX_UNCOMMITTED`] unless the node sets
+    /// `queues.max_uncommitted`). Changeable at run time
+    /// (`weft.queue.set`, [`WorkQueue::set_max_uncommitted`]).
+    #[serde(default)]
+    pub max_uncommitted: Option<usize>,
 }
+
+/// Default bound on items taken but not yet committed: far above the default
+/// concurrency (1), so by default it only bounds removals waiting for a
+/// shared fsync; lower it to hold back how much work is at risk of running
+/// twice after a crash.
+pub const DEFAULT_MAX_UNCOMMITTED: usize = 1000;
+/// Largest accepted `max_uncommitted` (the default `max_items`).
+pub const MAX_UNCOMMITTED_LIMIT: usize = 1_000_000;
 
 impl Default for QueueOptions {
     fn default() -> Self {
@@ -82,6 +97,7 @@ impl Default for QueueOptions {
             rate_per_s: None,
             burst: 1,
             max_transient_retries: None,
+            max_uncommitted: None,
         }
     }
 }
@@ -120,6 +136,11 @@ pub struct QueueInfo {
     pub failed_attempts: u64,
     pub moved_to_error: u64,
     pub oldest_incoming_age_ms: u64,
+    /// Items taken but not yet committed, and the bound on them.
+    #[serde(default)]
+    pub uncommitted: usize,
+    #[serde(default)]
+    pub max_uncommitted: usize,
 }
 
 /// One item as management shows it.
@@ -205,6 +226,7 @@ pub struct WorkQueue {
     opts: QueueOptions,
     accepting_paused: AtomicBool,
     processing_paused: AtomicBool,
+    max_uncommitted: AtomicUsize,
     rt: Mutex<Runtime>,
     counters: Counters,
     wake: Notify,
@@ -227,6 +249,7 @@ impl WorkQueue {
         let handle = tokio::runtime::Handle::try_current().map_err(|_| QueueError::NoRuntime)?;
         let (store, _recovery) = Store::open(path)?;
         let bucket = opts.rate_per_s.map(|r| TokenBucket::new(r, opts.burst, Instant::now()));
+        let max_uncommitted = opts.max_uncommitted.unwrap_or(DEFAULT_MAX_UNCOMMITTED).clamp(1, MAX_UNCOMMITTED_LIMIT);
         let q = Arc::new(WorkQueue {
             name: name.to_owned(),
             kind,
@@ -234,6 +257,7 @@ impl WorkQueue {
             opts,
             accepting_paused: AtomicBool::new(false),
             processing_paused: AtomicBool::new(false),
+            max_uncommitted: AtomicUsize::new(max_uncommitted),
             rt: Mutex::new(Runtime { bucket, ..Runtime::default() }),
             counters: Counters::default(),
             wake: Notify::new(),
@@ -311,11 +335,35 @@ impl WorkQueue {
         self.wake.notify_one();
     }
 
+    /// Change how many items may be taken but not yet committed (1 to
+    /// [`MAX_UNCOMMITTED_LIMIT`]); takes effect at the next pick (items
+    /// already taken are not given back).
+    pub fn set_max_uncommitted(&self, n: usize) -> Result<(), QueueError> {
+        if !(1..=MAX_UNCOMMITTED_LIMIT).contains(&n) {
+            return Err(QueueError::Invalid {
+                name: self.name.clone(),
+                reason: format!("max_uncommitted must be 1 to {MAX_UNCOMMITTED_LIMIT} (pause processing to take nothing)"),
+            });
+        }
+        let old = self.max_uncommitted.swap(n, Ordering::SeqCst);
+        tracing::info!(queue = %self.name, old, new = n, "max_uncommitted changed");
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    pub fn max_uncommitted(&self) -> usize {
+        self.max_uncommitted.load(Ordering::SeqCst)
+    }
+
     pub fn info(&self) -> QueueInfo {
         let (incoming, errors, bytes, oldest) = {
             let st = self.store.state();
             let oldest = st.incoming.values().next().map(|i| now_ms().saturating_sub(i.enqueued_ms)).unwrap_or(0);
             (st.incoming.len(), st.errors.len(), st.live_bytes, oldest)
+        };
+        let (rt_in_flight, uncommitted) = {
+            let rt = lock(&self.rt);
+            (rt.in_flight.len(), rt.in_flight.len() + rt.done.len())
         };
         QueueInfo {
             name: self.name.clone(),
@@ -324,13 +372,15 @@ impl WorkQueue {
             processing_paused: self.processing_paused.load(Ordering::SeqCst),
             incoming,
             errors,
-            in_flight: lock(&self.rt).in_flight.len(),
+            in_flight: rt_in_flight,
             bytes,
             enqueued: self.counters.enqueued.load(Ordering::Relaxed),
             processed: self.counters.processed.load(Ordering::Relaxed),
             failed_attempts: self.counters.failed_attempts.load(Ordering::Relaxed),
             moved_to_error: self.counters.moved_to_error.load(Ordering::Relaxed),
             oldest_incoming_age_ms: oldest,
+            uncommitted,
+            max_uncommitted: self.max_uncommitted(),
         }
     }
 
@@ -428,7 +478,15 @@ impl WorkQueue {
         let mut rt = lock(&self.rt);
         let mut picked = vec![];
         let mut wake: Option<Instant> = None;
-        let slots = self.opts.concurrency.max(1).saturating_sub(rt.in_flight.len());
+        // Taken but not committed: running, or handled with the removal not
+        // yet on disk; bounded by max_uncommitted as well as concurrency.
+        let uncommitted = rt.in_flight.len() + rt.done.len();
+        let slots = self
+            .opts
+            .concurrency
+            .max(1)
+            .saturating_sub(rt.in_flight.len())
+            .min(self.max_uncommitted().saturating_sub(uncommitted));
         if slots == 0 {
             return (picked, None);
         }

@@ -30,6 +30,8 @@ pub struct NodeConfig {
     /// Ecosystem (ekosis 0.17) wire-compatible listeners; each is off unless set.
     pub ekosis: weft_ekosis::EkosisListeners,
     pub stats: StatsKeeping,
+    /// Defaults of the node's queued endpoints and senders (docs/queues.md).
+    pub queues: QueuesConf,
     /// Cluster mode (docs/cluster.md); `node_id` 0 is today's single node.
     pub cluster: ClusterConf,
 }
@@ -91,6 +93,15 @@ impl Default for ClusterConf {
 pub struct StatsKeeping {
     pub gather_period_ms: u64,
     pub history_len: u64,
+}
+
+/// Defaults of queued endpoints and senders created on the node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueuesConf {
+    /// Items taken but not yet committed, per queue (1 to 1000000); change
+    /// one queue at run time with `weft queue set NAME --max-uncommitted N`.
+    pub max_uncommitted: u64,
 }
 
 /// pvAccess server inside `weft serve`. Addresses and ports come from the
@@ -266,6 +277,7 @@ impl Default for NodeConfig {
             },
             ekosis: weft_ekosis::EkosisListeners::default(),
             stats: StatsKeeping { gather_period_ms: 300_000, history_len: 12 },
+            queues: QueuesConf { max_uncommitted: weft_queue::DEFAULT_MAX_UNCOMMITTED as u64 },
             cluster: ClusterConf::default(),
         }
     }

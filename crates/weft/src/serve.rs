@@ -73,6 +73,7 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
             history_len: cfg.stats.history_len.max(1) as usize,
         },
     )?;
+    queues.set_default_max_uncommitted(usize::try_from(cfg.queues.max_uncommitted).unwrap_or(usize::MAX));
     queues.register(&mut service)?;
     // Prometheus: gauges read from the log and the queues at every scrape.
     crate::observe::install_log_gauges(log.clone());
