@@ -177,6 +177,15 @@ pub struct ClientConfig {
     /// long is dead: closed, and its monitors resubscribe (EPICS_PVA_CONN_TMO,
     /// default 30 s).
     pub dead_after: Duration,
+    /// Where to listen for server beacons (default 0.0.0.0 on the broadcast
+    /// port, shared with SO_REUSEPORT; None: do not listen). A beacon from a
+    /// new server, a restarted one (new GUID) or one whose channel set
+    /// changed (change count) makes every pending search go out again now.
+    pub beacon_listen: Option<SocketAddr>,
+    /// UDP search back-off: first retry after `search_delay_initial`,
+    /// doubling up to `search_delay_max` (defaults 100 ms and 2 s).
+    pub search_delay_initial: Duration,
+    pub search_delay_max: Duration,
 }
 
 /// EPICS_PVA_CONN_TMO's default (seconds).
@@ -196,6 +205,9 @@ impl Default for ClientConfig {
             timeout: Duration::from_secs(5),
             echo_interval: Duration::from_secs_f64(DEFAULT_CONN_TMO_SECS / 2.0),
             dead_after: Duration::from_secs_f64(DEFAULT_CONN_TMO_SECS),
+            beacon_listen: Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_UDP_PORT)),
+            search_delay_initial: Duration::from_millis(100),
+            search_delay_max: Duration::from_secs(2),
         }
     }
 }
@@ -211,12 +223,20 @@ impl ClientConfig {
             .map(|s| parse_addr_list(&s, DEFAULT_TCP_PORT))
             .unwrap_or_default();
         let tmo = conn_tmo();
-        ClientConfig { search_addrs: search, name_servers, udp_port, echo_interval: tmo / 2, dead_after: tmo, ..Default::default() }
+        ClientConfig {
+            search_addrs: search,
+            name_servers,
+            udp_port,
+            echo_interval: tmo / 2,
+            dead_after: tmo,
+            beacon_listen: Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), udp_port)),
+            ..Default::default()
+        }
     }
 
-    /// Search only the given UDP address (e.g. an isolated test server).
+    /// Search only the given UDP address (e.g. an isolated test server); no beacon listening.
     pub fn unicast(addr: SocketAddr) -> Self {
-        ClientConfig { search_addrs: vec![addr], name_servers: vec![], udp_port: addr.port(), ..Default::default() }
+        ClientConfig { search_addrs: vec![addr], name_servers: vec![], udp_port: addr.port(), beacon_listen: None, ..Default::default() }
     }
 }
 

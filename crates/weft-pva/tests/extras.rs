@@ -634,3 +634,56 @@ time.sleep(600)
     op.destroy().await;
     child.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn beacons_bring_a_monitor_back_to_a_restarted_server() {
+    use weft_pva::client::MonitorEvent;
+    let free = || {
+        let t = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        (t, u)
+    };
+    let (tcp, udp) = free();
+    let udp_addr = std::net::SocketAddr::from(([127, 0, 0, 1], udp));
+    // Searches are retried only after an hour: only a beacon can bring the monitor back in time.
+    let hour = Duration::from_secs(3600);
+    let c = Client::new(ClientConfig {
+        timeout: hour,
+        search_delay_initial: hour,
+        search_delay_max: hour,
+        beacon_listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..ClientConfig::unicast(udp_addr)
+    })
+    .await
+    .unwrap();
+    let beacon = c.beacon_addr().expect("client listens for beacons");
+    let cfg = ServerConfig {
+        tcp_port: tcp,
+        udp_port: udp,
+        tcp_port_fallback: false,
+        beacon_addrs: vec![beacon],
+        ..ServerConfig::isolated()
+    };
+    async fn next(m: &mut weft_pva::client::Monitor) -> MonitorEvent {
+        tokio::time::timeout(Duration::from_secs(60), m.next()).await.expect("monitor silent").expect("monitor ended")
+    }
+    let s = serve_demo(cfg.clone()).await.unwrap();
+    let mut m = c.monitor(weft_pva::server::demo::COUNTER, "", 0);
+    while !matches!(next(&mut m).await, MonitorEvent::Data(_)) {}
+    s.shutdown().await;
+    while !matches!(next(&mut m).await, MonitorEvent::Disconnected) {}
+    // Catch the client's first search while no server is there; its next one is an hour away.
+    let watcher = tokio::net::UdpSocket::bind(udp_addr).await.unwrap();
+    let mut buf = [0u8; 2048];
+    tokio::time::timeout(Duration::from_secs(60), watcher.recv_from(&mut buf)).await.expect("client never searched").unwrap();
+    drop(watcher);
+    // The restarted server's first beacon (new GUID) makes the client search again now.
+    let s = serve_demo(cfg).await.unwrap();
+    loop {
+        match next(&mut m).await {
+            MonitorEvent::Data(_) => break,
+            MonitorEvent::Connected(_) | MonitorEvent::Disconnected => {}
+        }
+    }
+    s.shutdown().await;
+}

@@ -79,24 +79,24 @@ async fn two_processes_share_pv_values_through_redis() {
             break;
         }
     }
-    ca.put(demo::SETPOINT, &[("value".into(), "12.5".into())]).await.unwrap();
+    ca.put(demo::SETPOINT, &[("value".into(), "8.5".into())]).await.unwrap();
     loop {
         let ev = tokio::time::timeout(Duration::from_secs(5), m.next()).await.unwrap().unwrap();
         if let MonitorEvent::Data(d) = ev {
-            if path_ref(&d.desc, &d.value, "value").unwrap().0 == &Value::F64(12.5) {
+            if path_ref(&d.desc, &d.value, "value").unwrap().0 == &Value::F64(8.5) {
                 break;
             }
         }
     }
     // A get through B returns it; so does Redis (msgpack).
     let g = cb.get(demo::SETPOINT, "").await.unwrap();
-    assert_eq!(path_ref(&g.desc, &g.value, "value").unwrap().0, &Value::F64(12.5));
+    assert_eq!(path_ref(&g.desc, &g.value, "value").unwrap().0, &Value::F64(8.5));
     let mut r = Redis::connect(raddr).await.unwrap();
     let stored = r.cmd(&[b"GET", b"weft:pva:pv:weft:demo:setpoint"]).await.unwrap();
     let s = StoredPv::from_msgpack(stored.bulk().unwrap()).unwrap();
     assert_eq!(s.by, "proc-a");
     let (d, v, _) = s.decode().unwrap();
-    assert_eq!(path_ref(&d, &v, "value").unwrap().0, &Value::F64(12.5));
+    assert_eq!(path_ref(&d, &v, "value").unwrap().0, &Value::F64(8.5));
 
     // Puts through B flow back to A too.
     cb.put(demo::ENUM, &[("value".into(), "Fault".into())]).await.unwrap();
@@ -115,7 +115,7 @@ async fn two_processes_share_pv_values_through_redis() {
     let (c, _sc) = node(raddr, "proc-c").await;
     let cc = Client::new(ClientConfig::unicast(c.udp_addr())).await.unwrap();
     let g = cc.get(demo::SETPOINT, "").await.unwrap();
-    assert_eq!(path_ref(&g.desc, &g.value, "value").unwrap().0, &Value::F64(12.5));
+    assert_eq!(path_ref(&g.desc, &g.value, "value").unwrap().0, &Value::F64(8.5));
 
     // Process registry and channel state.
     tokio::time::sleep(Duration::from_millis(400)).await;

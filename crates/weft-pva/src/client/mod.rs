@@ -155,11 +155,58 @@ struct Inner {
     next: AtomicU32,
     recv_task: JoinHandle<()>,
     notes: Notes,
+    /// Bumped by the beacon listener when pending searches should go out now.
+    poke: tokio::sync::watch::Receiver<u64>,
+    beacon_task: Option<JoinHandle<()>>,
+    beacon_addr: Option<SocketAddr>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         self.recv_task.abort();
+        if let Some(t) = &self.beacon_task {
+            t.abort();
+        }
+    }
+}
+
+/// Servers the beacon listener remembers (a limit against spoofed floods;
+/// beyond it new servers still poke, they are just not remembered).
+const BEACON_SERVERS_MAX: usize = 4096;
+
+fn bind_beacon_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let sock = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    // Shared with servers and other clients on this host, as pvxs does.
+    sock.set_reuse_address(true)?;
+    sock.set_reuse_port(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    UdpSocket::from_std(sock.into())
+}
+
+/// Listen for beacons; poke pending searches when a server is new, restarted
+/// (new GUID) or changed its channel set (change count).
+async fn beacon_loop(sock: UdpSocket, poke: tokio::sync::watch::Sender<u64>) {
+    let mut servers: HashMap<SocketAddr, ([u8; 12], u16)> = HashMap::new();
+    let mut buf = vec![0u8; 0x10000];
+    loop {
+        let Ok((n, src)) = sock.recv_from(&mut buf).await else { continue };
+        let Ok(msgs) = split_datagram(buf.get(..n).unwrap_or(&[])) else { continue };
+        for (h, p) in msgs {
+            let Ok(Message::Beacon(b)) = decode_message(&h, p, &mut TypeCache::new(), Limits::default()) else { continue };
+            let ip = crate::proto::msg::ip_from16(&b.addr).unwrap_or(src.ip());
+            let server = SocketAddr::new(ip, b.port);
+            let now = (b.guid, b.change_count);
+            let before = servers.get(&server).copied();
+            if before == Some(now) {
+                continue;
+            }
+            if before.is_some() || servers.len() < BEACON_SERVERS_MAX {
+                servers.insert(server, now);
+            }
+            debug!(%server, restarted = before.is_some_and(|(g, _)| g != now.0), "beacon from a new or changed server; searching again");
+            poke.send_modify(|x| *x = x.wrapping_add(1));
+        }
     }
 }
 
@@ -219,6 +266,18 @@ fn collect_array(t: ScalarType, vals: Vec<Value>) -> ScalarArray {
 impl Client {
     /// Create a client with its own UDP search socket.
     pub async fn new(config: ClientConfig) -> Result<Client> {
+        let (poke_tx, poke) = tokio::sync::watch::channel(0u64);
+        let (beacon_task, beacon_addr) = match config.beacon_listen.map(bind_beacon_socket) {
+            Some(Ok(s)) => {
+                let a = s.local_addr().ok();
+                (Some(tokio::spawn(beacon_loop(s, poke_tx))), a)
+            }
+            Some(Err(e)) => {
+                debug!(error = %e, "cannot listen for beacons; searches rely on back-off alone");
+                (None, None)
+            }
+            None => (None, None),
+        };
         let udp = UdpSocket::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)).await?;
         udp.set_broadcast(true)?;
         let udp = Arc::new(udp);
@@ -259,6 +318,9 @@ impl Client {
                 next: AtomicU32::new(1),
                 recv_task,
                 notes: Notes::default(),
+                poke,
+                beacon_task,
+                beacon_addr,
             }
         });
         Ok(Client { inner })
@@ -266,6 +328,11 @@ impl Client {
 
     pub fn config(&self) -> &ClientConfig {
         &self.inner.config
+    }
+
+    /// Where this client listens for beacons (None: it does not).
+    pub fn beacon_addr(&self) -> Option<SocketAddr> {
+        self.inner.beacon_addr
     }
 
     /// Messages servers sent about our requests since the last call
@@ -312,7 +379,8 @@ impl Client {
         let (tx, mut rx) = oneshot::channel();
         self.inner.pending.lock().ok()?.insert(id, tx);
         let port = self.inner.udp.local_addr().ok()?.port();
-        let mut delay = Duration::from_millis(100);
+        let mut delay = self.inner.config.search_delay_initial;
+        let mut poke = self.inner.poke.clone();
         let mut seq = 0u32;
         loop {
             for dest in &self.inner.config.search_addrs {
@@ -335,9 +403,14 @@ impl Client {
             seq = seq.wrapping_add(1);
             tokio::select! {
                 r = &mut rx => return r.ok(),
-                _ = tokio::time::sleep(delay) => {}
+                _ = tokio::time::sleep(delay) => {
+                    delay = (delay * 2).min(self.inner.config.search_delay_max);
+                }
+                // A server appeared or came back: search again now, from the start of the back-off.
+                Ok(()) = poke.changed() => {
+                    delay = self.inner.config.search_delay_initial;
+                }
             }
-            delay = (delay * 2).min(Duration::from_secs(2));
         }
     }
 

@@ -326,6 +326,9 @@ pub enum Entry {
 pub struct Provider {
     names: Arc<RwLock<HashMap<String, Entry>>>,
     channel_hook: Arc<RwLock<Option<ChannelHook>>>,
+    /// Bumped when names are added or removed: the beacons' change count,
+    /// so clients search again for channels that may now exist.
+    generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Provider {
@@ -337,16 +340,31 @@ impl Provider {
         if let Ok(mut m) = self.names.write() {
             m.insert(name.to_string(), Entry::Pv(pv));
         }
+        self.bump();
     }
 
     pub fn add_rpc(&self, name: &str, h: RpcHandler) {
         if let Ok(mut m) = self.names.write() {
             m.insert(name.to_string(), Entry::Rpc(h));
         }
+        self.bump();
     }
 
     pub fn remove(&self, name: &str) -> bool {
-        self.names.write().map(|mut m| m.remove(name).is_some()).unwrap_or(false)
+        let removed = self.names.write().map(|mut m| m.remove(name).is_some()).unwrap_or(false);
+        if removed {
+            self.bump();
+        }
+        removed
+    }
+
+    fn bump(&self) {
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Changes to the served names so far (wraps; beacons carry the low 16 bits).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn get(&self, name: &str) -> Option<Entry> {

@@ -179,7 +179,7 @@ pub(crate) async fn beacon_loop(sock: Arc<UdpSocket>, shared: Arc<Shared>, confi
             guid: shared.guid,
             flags: 0,
             sequence: seq,
-            change_count: 0,
+            change_count: shared.provider.generation() as u16,
             addr: our_ip,
             port: shared.tcp_addr.port(),
             protocol: "tcp".into(),
