@@ -451,6 +451,10 @@ fn spawn_reader(file: Option<std::path::PathBuf>) -> Result<tokio::sync::mpsc::R
     Ok(rx)
 }
 
+/// How long an interrupted produce waits for the answer to the request in
+/// flight before it reports (that request's records may be written).
+const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
+
 /// Waits for SIGINT or SIGTERM and names it.
 async fn interrupted() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
@@ -526,11 +530,20 @@ pub async fn produce(client: &Client, args: ProduceArgs) -> Result<(), CliError>
         let n = pending.len();
         let req = dto::Produce { topic: args.topic.clone(), records: std::mem::take(&mut pending) };
         pending_bytes = 0;
-        let resp: dto::ProduceResponse = tokio::select! {
-            r = client.call(route::PRODUCE, &req) => r?,
+        let call = client.call::<_, dto::ProduceResponse>(route::PRODUCE, &req);
+        tokio::pin!(call);
+        let (resp, interrupted) = tokio::select! {
+            r = &mut call => (r?, None),
             sig = &mut signal => {
-                let unknown = format!("; a request of {n} record(s) was in flight, its outcome is unknown");
-                return Err(CliError::Interrupted { signal: sig, acked, unknown });
+                // The request in flight may be written already: wait a
+                // little for its answer so the count is exact.
+                match tokio::time::timeout(INTERRUPT_GRACE, &mut call).await {
+                    Ok(Ok(r)) => (r, Some(sig)),
+                    _ => {
+                        let unknown = format!("; a request of {n} record(s) was in flight, its outcome is unknown");
+                        return Err(CliError::Interrupted { signal: sig, acked, unknown });
+                    }
+                }
             }
         };
         for r in resp.results {
@@ -541,6 +554,9 @@ pub async fn produce(client: &Client, args: ProduceArgs) -> Result<(), CliError>
                 }
                 None => acked += 1,
             }
+        }
+        if let Some(signal) = interrupted {
+            return Err(CliError::Interrupted { signal, acked, unknown: String::new() });
         }
         tracing::debug!(records = n, acked, "produce batch done");
         if let Some((r, n)) = next {
