@@ -64,23 +64,28 @@ fn value(m: &BTreeMap<String, f64>, key: &str) -> f64 {
     *m.get(key).unwrap_or_else(|| panic!("no sample {key} in:\n{}", m.keys().cloned().collect::<Vec<_>>().join("\n")))
 }
 
-#[test]
-fn counters_match_what_was_done_and_health_answers() {
-    let node = Node::start();
-    node.ok(&["topic", "create", "m", "--partitions", "1"]);
-    let lines: String = (0..1000).map(|i| format!("record-{i:04}\n")).collect(); // 11 bytes each, without the newline
+/// `weft produce TOPIC --batch 1` (one request per record) with `input` on stdin.
+fn produce(node: &Node, topic: &str, input: &str) -> std::process::Output {
     let mut p = Command::new(support::WEFT)
-        .args(["produce", "m", "--batch", "1", "--addr", &node.addr()])
+        .args(["produce", topic, "--batch", "1", "--addr", &node.addr()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    p.stdin.take().unwrap().write_all(lines.as_bytes()).unwrap();
-    let o = p.wait_with_output().unwrap();
+    p.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    p.wait_with_output().unwrap()
+}
+
+#[test]
+fn counters_match_what_was_done_and_health_answers() {
+    let node = Node::start();
+    node.ok(&["topic", "create", "m", "--partitions", "1"]);
+    let lines: String = (0..1000).map(|i| format!("record-{i:04}\n")).collect(); // 11 bytes each, without the newline
+    let o = produce(&node, "m", &lines);
     assert!(o.status.success(), "{}", text(&o.stderr));
     // A produce to a topic that is not there: one error, by code.
-    let o = node.weft(&["produce", "nosuch"]);
+    let o = produce(&node, "nosuch", "x\n");
     assert!(!o.status.success());
     // Read everything back once, in a group that commits.
     let out = node.ok(&["consume", "m", "--group", "g", "--from-beginning"]);
@@ -92,7 +97,8 @@ fn counters_match_what_was_done_and_health_answers() {
 
     let m = scrape(&node);
     assert_eq!(value(&m, r#"weft_requests_total{endpoint="log.produce",code="ok"}"#), 1000.0);
-    assert_eq!(value(&m, r#"weft_request_duration_seconds_count{endpoint="log.produce"}"#), 1000.0);
+    // The latency histogram counts every call, the failed one too.
+    assert_eq!(value(&m, r#"weft_request_duration_seconds_count{endpoint="log.produce"}"#), 1001.0);
     let not_found: f64 = m.iter().filter(|(k, _)| k.starts_with(r#"weft_requests_total{endpoint="log.produce",code="#) && !k.contains(r#"code="ok""#)).map(|(_, v)| v).sum();
     assert_eq!(not_found, 1.0, "one failed produce");
     assert_eq!(value(&m, r#"weft_log_produced_records_total{topic="m"}"#), 1000.0);
