@@ -14,4 +14,4 @@ pub mod rados;
 
 pub use config::{ClientConfig, ConfigSource};
 pub use error::{Error, Result};
-pub use rados::{IoCtx, ObjectStat, Op, Rados, ReadStream, WriteStream};
+pub use rados::{CmpOp, IoCtx, ObjectStat, Op, Rados, ReadStream, WriteOp, WriteStream};

@@ -682,8 +682,141 @@ impl Op {
     pub fn exec(self, class: &str, method: &str, input: &[u8]) -> Self {
         self.push(OsdOp::call(class, method, input))
     }
+    /// Rolls the object back to snapshot `snapid`.
+    pub fn rollback(self, snapid: u64) -> Self {
+        let mut o = OsdOp::new(osd_op::ROLLBACK);
+        let mut a = &mut o.args[..];
+        a.put_u64_le(snapid); // snap.snapid, the union's first field
+        self.push(o)
+    }
     fn is_write(&self) -> bool {
         self.ops.iter().any(|o| osd_op::is_write(o.op))
+    }
+}
+
+/// How a compare step compares (Ceph's `CEPH_OSD_CMPXATTR_OP_*`). The
+/// operand order is Ceph's and differs per step (checked on Pacific):
+/// `cmpxattr` holds when `given OP stored` (`Gt` with "2" holds for a
+/// stored "1"), `omap_cmp` when `stored OP given` (`Gt` with "v1" holds for
+/// a stored "v2"). `omap_cmp` takes only `Eq`, `Lt` and `Gt`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmpOp {
+    Eq = 1,
+    Ne = 2,
+    Gt = 3,
+    Gte = 4,
+    Lt = 5,
+    Lte = 6,
+}
+
+/// A write transaction on one object, as librados's `ObjectWriteOperation`:
+/// compare steps (`cmpxattr`, `cmpext`, `omap_cmp`) and mutations of data,
+/// xattrs and omap, sent as one MOSDOp. The OSD runs the steps in order
+/// and applies the mutations in one transaction only if every step
+/// succeeds: a failed compare (ECANCELED, or `-(MAX_ERRNO + offset)` for
+/// cmpext) leaves the object exactly as it was. Run it with
+/// `IoCtx::operate(oid, op)`.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOp {
+    op: Op,
+}
+
+impl From<WriteOp> for Op {
+    fn from(w: WriteOp) -> Op {
+        w.op
+    }
+}
+
+impl WriteOp {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    fn with(mut self, f: impl FnOnce(Op) -> Op) -> Self {
+        self.op = f(self.op);
+        self
+    }
+    /// The steps so far.
+    pub fn len(&self) -> usize {
+        self.op.ops.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.op.ops.is_empty()
+    }
+    /// Fails the transaction with ECANCELED unless xattr `name` compares
+    /// to `value` as asked (byte-wise string comparison; a missing xattr
+    /// compares as empty).
+    pub fn cmpxattr(self, name: &str, cmp: CmpOp, value: &[u8]) -> Self {
+        // mode 1 = CEPH_OSD_CMPXATTR_MODE_STRING
+        self.with(|o| o.push(OsdOp::xattr(osd_op::CMPXATTR, name, value, cmp as u8, 1)))
+    }
+    /// As `cmpxattr`, comparing the xattr (a decimal number) with `value`.
+    pub fn cmpxattr_u64(self, name: &str, cmp: CmpOp, value: u64) -> Self {
+        // mode 2 = CEPH_OSD_CMPXATTR_MODE_U64: the operand is an le64
+        self.with(|o| o.push(OsdOp::xattr(osd_op::CMPXATTR, name, &value.to_le_bytes(), cmp as u8, 2)))
+    }
+    /// Fails the transaction with `-(MAX_ERRNO + offset of the first
+    /// mismatch)` unless the object's bytes at `off` equal `data`.
+    pub fn cmpext(self, off: u64, data: &[u8]) -> Self {
+        self.with(|o| o.cmpext(off, data))
+    }
+    /// Fails the transaction with ECANCELED unless each given value
+    /// compares to the stored value of its omap key as asked (a missing
+    /// key compares as empty; ENOENT when the object does not exist).
+    pub fn omap_cmp(self, assertions: &[(&str, CmpOp, &[u8])]) -> Self {
+        // map<string, pair<bufferlist, int>>, keys sorted as a std::map's
+        let mut sorted = assertions.to_vec();
+        sorted.sort_by(|a, b| a.0.cmp(b.0));
+        sorted.dedup_by(|a, b| a.0 == b.0);
+        let mut d = Vec::new();
+        d.put_u32_le(sorted.len() as u32);
+        for (k, cmp, v) in sorted {
+            d.put_str(k);
+            d.put_blob(v);
+            d.put_i32_le(cmp as i32);
+        }
+        let len = d.len() as u64;
+        self.with(|o| o.push(OsdOp::extent(osd_op::OMAP_CMP, 0, len).with_indata(d)))
+    }
+    pub fn create(self, exclusive: bool) -> Self {
+        self.with(|o| o.create(exclusive))
+    }
+    pub fn write(self, off: u64, data: &[u8]) -> Self {
+        self.with(|o| o.write(off, data))
+    }
+    pub fn write_full(self, data: &[u8]) -> Self {
+        self.with(|o| o.write_full(data))
+    }
+    pub fn append(self, data: &[u8]) -> Self {
+        self.with(|o| o.append(data))
+    }
+    pub fn truncate(self, size: u64) -> Self {
+        self.with(|o| o.truncate(size))
+    }
+    pub fn zero(self, off: u64, len: u64) -> Self {
+        self.with(|o| o.zero(off, len))
+    }
+    pub fn remove(self) -> Self {
+        self.with(|o| o.remove())
+    }
+    pub fn setxattr(self, name: &str, value: &[u8]) -> Self {
+        self.with(|o| o.setxattr(name, value))
+    }
+    pub fn rmxattr(self, name: &str) -> Self {
+        self.with(|o| o.rmxattr(name))
+    }
+    pub fn omap_set(self, kv: &[(&str, &[u8])]) -> Self {
+        self.with(|o| o.omap_set(kv))
+    }
+    pub fn omap_rm_keys(self, keys: &[&str]) -> Self {
+        self.with(|o| o.omap_rm_keys(keys))
+    }
+    pub fn omap_clear(self) -> Self {
+        self.with(|o| o.omap_clear())
+    }
+    /// Rolls the object back to snapshot `snapid` (a pool or self-managed
+    /// snapshot).
+    pub fn rollback(self, snapid: u64) -> Self {
+        self.with(|o| o.rollback(snapid))
     }
 }
 
@@ -877,7 +1010,8 @@ impl IoCtx {
 
     /// Runs a compound op (writes are applied atomically) and returns the
     /// per-op results.
-    pub async fn operate(&self, oid: &str, op: Op) -> Result<Vec<OpResult>> {
+    pub async fn operate(&self, oid: &str, op: impl Into<Op>) -> Result<Vec<OpResult>> {
+        let op: Op = op.into();
         let flags = if op.is_write() { osd_flag::WRITE | osd_flag::ONDISK } else { osd_flag::READ };
         let r = self.rados.submit(&self.target(oid), &op.ops, flags).await?;
         Self::check(oid, if op.is_write() { "write op" } else { "read op" }, r)

@@ -224,6 +224,8 @@ pub mod osd_op {
     pub const OMAPGETVALS: u16 = 0x1212;
     pub const OMAPGETHEADER: u16 = 0x1213;
     pub const OMAPGETVALSBYKEYS: u16 = 0x1214;
+    /// Asserts omap values (map<string, pair<bufferlist, i32 cmp op>>).
+    pub const OMAP_CMP: u16 = 0x1219;
     pub const CMPEXT: u16 = 0x1220;
     pub const WRITE: u16 = 0x2201;
     pub const WRITEFULL: u16 = 0x2202;
@@ -232,6 +234,8 @@ pub mod osd_op {
     pub const DELETE: u16 = 0x2205;
     pub const APPEND: u16 = 0x2206;
     pub const CREATE: u16 = 0x220d;
+    /// Rolls the head back to a snapshot (args: snapid).
+    pub const ROLLBACK: u16 = 0x220e;
     pub const WATCH: u16 = 0x220f;
     pub const OMAPSETVALS: u16 = 0x2215;
     pub const OMAPSETHEADER: u16 = 0x2216;
