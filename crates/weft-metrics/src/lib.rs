@@ -38,7 +38,7 @@ fn latency() -> Histogram {
     Histogram::new(exponential_buckets(0.000_05, 2.5, 14))
 }
 
-/// Connection lifetimes: 10 ms to about 10 h, ×4 apart.
+/// Connection lifetimes: 10 ms to about 3 h, ×4 apart.
 fn lifetime() -> Histogram {
     Histogram::new(exponential_buckets(0.01, 4.0, 11))
 }
