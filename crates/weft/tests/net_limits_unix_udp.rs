@@ -1,0 +1,143 @@
+//! Issue #17 item 20: `weft serve`'s timeouts on its Unix socket, tested as
+//! net_limits.rs tests TCP's (handshake timeout: one typed error, closed,
+//! counted; idle timeout: goaway, closed, counted), and the request timeout
+//! of `weft ping` over UDP against a socket that never answers.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use weft_wire::{BodyFormat, ErrorBody, Frame, FrameDecoder, FrameKind, Hello, MessageId, CONTROL_GOAWAY, CONTROL_HELLO};
+
+mod common;
+use common::{free_port, WEFT};
+
+struct Node {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Node {
+    fn start(env: &[(&str, &str)]) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut c = Command::new(WEFT);
+        c.args(["serve", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--tcp-addr", &format!("127.0.0.1:{port}"), "--udp-addr", &format!("127.0.0.1:{port}")])
+            .args(["--http-addr", "127.0.0.1:0"])
+            .env_remove("WEFT_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let node = Node { child: c.spawn().unwrap(), port, dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !weft(&["ping", "--addr", &node.tcp(), "--timeout-ms", "1000"]).status.success() {
+            assert!(Instant::now() < deadline, "weft serve did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        node
+    }
+    fn tcp(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.port)
+    }
+    fn sock(&self) -> std::path::PathBuf {
+        self.dir.path().join("data/weft.sock")
+    }
+    /// One stat, over TCP so that it takes no Unix connection.
+    fn stat(&self, key: &str) -> u64 {
+        let o = weft(&["stats", "--addr", &self.tcp()]);
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        text.lines()
+            .find_map(|l| l.strip_prefix(key).and_then(|v| v.strip_prefix(' ')).map(|v| v.trim().parse::<u64>().unwrap()))
+            .unwrap_or_else(|| panic!("no {key} in stats: {o:?}"))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn weft(args: &[&str]) -> Output {
+    Command::new(WEFT).args(args).env_remove("WEFT_ADDR").output().unwrap()
+}
+
+fn hello() -> Vec<u8> {
+    let h = Hello { protocol_version: weft_wire::PROTOCOL_VERSION, client_id: "limits-test".into(), client_name: String::new() };
+    let f = Frame::with_body(FrameKind::Control, MessageId::new_v4(), CONTROL_HELLO, BodyFormat::MsgPack, &h).unwrap();
+    let mut out = BytesMut::new();
+    weft_wire::encode(&f, &mut out).unwrap();
+    out.to_vec()
+}
+
+/// Every frame the server sends until it closes the connection (bounded by
+/// a generous deadline, so a server that never closes fails the test).
+fn frames_until_close(s: &mut UnixStream) -> Vec<Frame> {
+    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut buf = BytesMut::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        assert!(Instant::now() < deadline, "the server did not close the connection");
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => break,
+        }
+    }
+    let mut dec = FrameDecoder::new(1 << 20);
+    let mut frames = vec![];
+    while let Some(f) = dec.decode(&mut buf).unwrap() {
+        frames.push(f);
+    }
+    frames
+}
+
+#[test]
+fn a_unix_connection_that_never_says_hello_gets_a_typed_timeout_and_is_closed() {
+    let node = Node::start(&[("WEFT_LIMITS_HANDSHAKE_TIMEOUT_MS", "300")]);
+    let mut silent = UnixStream::connect(node.sock()).unwrap();
+    let frames = frames_until_close(&mut silent);
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_eq!(frames[0].kind, FrameKind::Error, "{frames:?}");
+    let e: ErrorBody = frames[0].decode_body().unwrap();
+    assert_eq!(e.code, weft_wire::ErrorCode::Timeout);
+    assert_eq!(e.details.as_ref().unwrap()["kind"], "handshake_timeout");
+    assert_eq!(node.stat("net.handshake_timeouts"), 1);
+    // A client that does say hello is served as before, on the socket too.
+    assert!(weft(&["ping", "--addr", &format!("unix://{}", node.sock().display())]).status.success());
+}
+
+#[test]
+fn an_idle_unix_connection_is_sent_goaway_and_closed() {
+    let node = Node::start(&[("WEFT_LIMITS_IDLE_TIMEOUT_MS", "400")]);
+    let mut s = UnixStream::connect(node.sock()).unwrap();
+    s.write_all(&hello()).unwrap();
+    let frames = frames_until_close(&mut s);
+    let kinds: Vec<_> = frames.iter().map(|f| (f.kind, f.route.as_str())).collect();
+    assert_eq!(kinds, vec![(FrameKind::Control, "welcome"), (FrameKind::Control, CONTROL_GOAWAY)]);
+    assert!(node.stat("net.idle_closed") >= 1);
+}
+
+#[test]
+fn udp_ping_to_a_silent_socket_times_out_and_to_the_node_answers() {
+    let node = Node::start(&[]);
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = format!("udp://{}", silent.local_addr().unwrap());
+    let o = weft(&["ping", "--addr", &addr, "--timeout-ms", "300"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("no welcome within") || err.contains("timed out") || err.contains("timeout"), "{err}");
+    let o = weft(&["ping", "--addr", &format!("udp://127.0.0.1:{}", node.port), "--timeout-ms", "2000"]);
+    assert!(o.status.success(), "{o:?}");
+    drop(silent);
+}
