@@ -125,7 +125,7 @@ async fn three_nodes_elect_replicate_join_leave_and_restart() {
     let n1 = ClusterNode::start(config(1, &peers, dir.path(), false)).await.unwrap();
     let m = until("node 1 replays", async || {
         let m = n1.read_meta().await.ok()?;
-        m.offsets.get("g").is_some().then_some(m)
+        m.offsets.contains_key("g").then_some(m)
     })
     .await;
     assert_eq!(m.offsets["g"]["orders"][&0], 42);
