@@ -97,9 +97,13 @@ pub struct PartitionStatus {
     pub partition: u32,
     pub group: GroupId,
     pub replicas: Vec<NodeId>,
-    /// Not replicated yet in stage 1 (docs/cluster.md): no leader, in-sync set or watermark.
+    /// The partition group's leader, as this node sees it (None: not hosted here, or no leader).
     pub leader: Option<NodeId>,
+    /// Replicas whose raft log has everything committed (known on the leader only).
     pub in_sync: Vec<NodeId>,
+    /// The group's raft commit index, when hosted here.
+    pub raft_commit: Option<u64>,
+    /// Records are not replicated yet in stage 1 (docs/cluster.md): always None.
     pub high_watermark: Option<u64>,
 }
 
@@ -129,6 +133,23 @@ struct Driver {
     reads_ready: Vec<(GroupId, u64, Pending<()>)>,
     meta: Arc<RwLock<MetaState>>,
     registered: bool,
+    /// Election timeouts of groups opened later.
+    rng: rand::rngs::StdRng,
+}
+
+/// The state machine of a partition group until records are replicated (stage 2).
+struct NoRecords;
+
+impl crate::host::StateMachine for NoRecords {
+    fn apply(&mut self, _index: u64, _data: &[u8]) -> Vec<u8> {
+        Vec::new()
+    }
+    fn snapshot(&self) -> Vec<u8> {
+        Vec::new()
+    }
+    fn restore(&mut self, _data: &[u8]) -> Result<()> {
+        Ok(())
+    }
 }
 
 fn ctx(node: NodeId, seq: u64) -> Vec<u8> {
@@ -179,6 +200,7 @@ impl ClusterNode {
             reads_ready: Vec::new(),
             meta: meta.clone(),
             registered: false,
+            rng,
         };
         tokio::spawn(driver.run(rx, in_rx, stop_rx));
         tracing::info!(node = cfg.node_id, addr = %cfg.addr, peers = cfg.peers.len(), join = cfg.join, "cluster: node started");
@@ -303,18 +325,28 @@ impl ClusterNode {
                 }
             })
             .collect();
+        let by_group: BTreeMap<GroupId, &GroupStatus> = groups.iter().map(|g| (g.group, g)).collect();
         let partitions = meta
             .topics
             .values()
             .flat_map(|t| {
-                t.partitions.iter().map(|p| PartitionStatus {
-                    topic: t.name.clone(),
-                    partition: p.partition,
-                    group: p.group,
-                    replicas: p.replicas.clone(),
-                    leader: None,
-                    in_sync: Vec::new(),
-                    high_watermark: None,
+                t.partitions.iter().map(|p| {
+                    // Known here when this node hosts a replica; in-sync only on the leader.
+                    let g = by_group.get(&p.group);
+                    let in_sync = g
+                        .filter(|g| !g.matched.is_empty())
+                        .map(|g| g.matched.iter().filter(|(_, m)| **m >= g.commit).map(|(id, _)| *id).collect())
+                        .unwrap_or_default();
+                    PartitionStatus {
+                        topic: t.name.clone(),
+                        partition: p.partition,
+                        group: p.group,
+                        replicas: p.replicas.clone(),
+                        leader: g.map(|g| g.leader).filter(|l| *l != 0),
+                        in_sync,
+                        raft_commit: g.map(|g| g.commit),
+                        high_watermark: None,
+                    }
                 })
             })
             .collect();
@@ -507,6 +539,32 @@ impl Driver {
         }
     }
 
+    /// Open the raft group of every partition placed on this node (data role),
+    /// with the partition's replicas as founding voters: all replicas read the
+    /// same placement from the metadata, so they found the same configuration.
+    /// Stage 1: the groups elect leaders and carry heartbeats over the shared
+    /// tick loop and connections, but no records yet (docs/cluster.md).
+    fn open_partitions(&mut self) -> Result<()> {
+        if !self.cfg.roles.contains(&Role::Data) {
+            return Ok(());
+        }
+        let wanted: Vec<(GroupId, Vec<NodeId>)> = {
+            let meta = self.meta.read().unwrap_or_else(|p| p.into_inner());
+            meta.topics
+                .values()
+                .flat_map(|t| t.partitions.iter())
+                .filter(|p| p.replicas.contains(&self.cfg.node_id) && !self.raft.has_group(p.group))
+                .map(|p| (p.group, p.replicas.clone()))
+                .collect()
+        };
+        for (group, replicas) in wanted {
+            let disk = FileDisk::open(self.cfg.data_dir.join("cluster").join("groups").join(format!("{group}.wal")))?;
+            self.raft.open_group(group, Box::new(disk), Box::new(NoRecords), &replicas, &mut self.rng)?;
+            tracing::info!(group, ?replicas, "cluster: partition group opened");
+        }
+        Ok(())
+    }
+
     fn ready(&mut self) -> Result<()> {
         let out = self.raft.handle_ready()?;
         let mut batches: BTreeMap<NodeId, Vec<(GroupId, raft::prelude::Message)>> = BTreeMap::new();
@@ -544,6 +602,7 @@ impl Driver {
         }
         if membership_changed {
             self.sync_peers();
+            self.open_partitions()?;
         }
         for (group, index, context) in out.reads {
             if let Some((node, seq)) = parse_ctx(&context) {

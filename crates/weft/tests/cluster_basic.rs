@@ -126,7 +126,20 @@ fn three_processes_failover_restart_add_and_remove() {
     let parts = t["topic"]["partitions"].as_array().unwrap();
     assert_eq!(parts.len(), 3);
     assert_eq!(parts[1]["replicas"], serde_json::json!([2, 3, 1]), "round-robin placement: {t}");
-    // A duplicate is a typed conflict, decided by the state machine.
+    // Each partition's raft group is opened on its replicas and elects a leader
+    // (over the shared tick loop and connections); the leader knows the in-sync set.
+    until("partition groups with leaders", || {
+        let s = ps[0].status()?;
+        let parts = s["partitions"].as_array()?;
+        (parts.len() == 3 && parts.iter().all(|p| p["leader"].is_u64())).then_some(())
+    });
+    until("an in-sync set on a partition leader", || {
+        ps[..3].iter().find_map(|p| {
+            let s = p.status()?;
+            s["partitions"].as_array()?.iter().any(|x| x["in_sync"].as_array().is_some_and(|a| a.len() == 3)).then_some(())
+        })
+    });
+        // A duplicate is a typed conflict, decided by the state machine.
     let dup = follower.weft(&["call", "cluster.create_topic", r#"{"name":"orders","partitions":1}"#]);
     assert!(!dup.status.success() && String::from_utf8_lossy(&dup.stderr).contains("exists"));
 
