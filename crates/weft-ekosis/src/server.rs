@@ -198,7 +198,7 @@ impl EkosisServer {
                 let datagram = buf.get(..n).unwrap_or_default();
                 // ekosis ignores a datagram that does not end with LF.
                 let Some(body) = datagram.strip_suffix(b"\n") else { continue };
-                let peer = Arc::new(PeerInfo { transport: Transport::Udp, addr: from.to_string(), client_id: None });
+                let peer = Arc::new(PeerInfo::new(Transport::Udp, from.to_string()));
                 let reply: Vec<u8> = match body.first() {
                     Some(&proto::ACK) => proto::HEARTBEAT_ANSWER.to_vec(),
                     Some(&proto::ENQ) if shared.config.udp_enq_is_heartbeat => proto::HEARTBEAT_ANSWER.to_vec(),
@@ -248,7 +248,7 @@ impl EkosisServer {
     /// Answer one request line (no sockets): the exact bytes a stream peer
     /// gets, `\n` included.
     pub async fn answer(&self, line: &[u8]) -> Vec<u8> {
-        let peer = Arc::new(PeerInfo { transport: Transport::Tcp, addr: "local".into(), client_id: None });
+        let peer = Arc::new(PeerInfo::new(Transport::Tcp, "local"));
         answer_line(&self.shared, line, peer).await
     }
 }

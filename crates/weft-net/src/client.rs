@@ -1,4 +1,5 @@
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use rand::Rng;
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket, UnixStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 use weft_wire::{
@@ -36,7 +37,14 @@ pub struct ClientConfig {
     /// Trust, client certificate and server name for `tls://` and
     /// `quic://` targets; by default from the `WEFT_TLS_*` variables.
     pub tls: TlsClientConfig,
+    /// Events from the server kept for each [`Subscription`] that has not
+    /// read them yet (at least 1); past this a slow subscriber loses the
+    /// oldest ones, counted by [`Client::events_dropped`].
+    pub event_buffer: usize,
 }
+
+/// Default [`ClientConfig::event_buffer`].
+pub const DEFAULT_EVENT_BUFFER: usize = 1024;
 
 impl Default for ClientConfig {
     fn default() -> Self {
@@ -49,6 +57,7 @@ impl Default for ClientConfig {
             backoff: Backoff::default(),
             body_format: BodyFormat::MsgPack,
             tls: TlsClientConfig::from_env(),
+            event_buffer: DEFAULT_EVENT_BUFFER,
         }
     }
 }
@@ -85,11 +94,19 @@ struct Inner {
     welcome: Mutex<Option<Welcome>>,
     closed: CancellationToken,
     link: Link,
+    /// Server events to subscribers (a bounded ring per subscriber).
+    events: broadcast::Sender<Frame>,
+    events_received: AtomicU64,
+    events_dropped: Arc<AtomicU64>,
 }
 
 impl Inner {
     fn new(endpoint: Target, config: ClientConfig, welcome: Option<Welcome>, link: Link) -> Arc<Inner> {
+        let (events, _) = broadcast::channel(config.event_buffer.max(1));
         Arc::new(Inner {
+            events,
+            events_received: AtomicU64::new(0),
+            events_dropped: Arc::new(AtomicU64::new(0)),
             endpoint,
             config,
             pending: Mutex::new(HashMap::new()),
@@ -253,6 +270,27 @@ impl Client {
     pub async fn call_json(&self, route: &str, body: &serde_json::Value) -> Result<serde_json::Value, ClientError> {
         let frame = Frame::request(MessageId::new_v4(), route, BodyFormat::Json, body)?;
         Ok(self.request_frame(frame).await?.decode_body()?)
+    }
+
+    /// Receive the events the server sends on this client's connection
+    /// (stream transports and UDP; not QUIC), from now on, across
+    /// reconnections. Each subscription has its own bounded buffer of
+    /// [`ClientConfig::event_buffer`] events: a subscriber that falls
+    /// further behind loses the oldest (counted in [`Client::events_dropped`]);
+    /// the connection and other subscribers never wait for it. With no
+    /// subscriber, events are counted and discarded.
+    pub fn subscribe(&self) -> Subscription {
+        Subscription { rx: self.inner.events.subscribe(), dropped: self.inner.events_dropped.clone(), closed: self.inner.closed.clone() }
+    }
+
+    /// Events received from the server since connecting.
+    pub fn events_received(&self) -> u64 {
+        self.inner.events_received.load(Ordering::Relaxed)
+    }
+
+    /// Events lost by subscribers that fell behind.
+    pub fn events_dropped(&self) -> u64 {
+        self.inner.events_dropped.load(Ordering::Relaxed)
     }
 
     /// Fire and forget: an event frame, no answer expected.
@@ -506,7 +544,40 @@ fn deliver(inner: &Inner, frame: Frame) {
                 debug!(id = %frame.id, "answer for an unknown or expired request");
             }
         }
-        _ => debug!(kind = frame.kind.as_str(), route = %frame.route, "ignoring frame from server"),
+        FrameKind::Event => {
+            inner.events_received.fetch_add(1, Ordering::Relaxed);
+            // Err: no subscriber now; the event is discarded.
+            let _ = inner.events.send(frame);
+        }
+        FrameKind::Request => debug!(route = %frame.route, "ignoring request from server"),
+    }
+}
+
+/// Events from the server; see [`Client::subscribe`].
+pub struct Subscription {
+    rx: broadcast::Receiver<Frame>,
+    dropped: Arc<AtomicU64>,
+    closed: CancellationToken,
+}
+
+impl Subscription {
+    /// The next event, or `None` once the client is closed. Events lost
+    /// because this subscriber fell behind are skipped and counted.
+    pub async fn recv(&mut self) -> Option<Frame> {
+        loop {
+            let got = tokio::select! {
+                r = self.rx.recv() => r,
+                _ = self.closed.cancelled() => return None,
+            };
+            match got {
+                Ok(f) => return Some(f),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    self.dropped.fetch_add(n, Ordering::Relaxed);
+                    debug!(dropped = n, "event subscriber fell behind; oldest events dropped");
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
     }
 }
 
@@ -635,7 +706,7 @@ impl QuicLink {
 }
 
 /// Resolves when the server sends `goaway` on a unidirectional stream;
-/// other server frames are ignored (the client has no event subscribers).
+/// other server frames are ignored (a Weft server sends no events on QUIC).
 async fn quic_goaway(conn: &quinn::Connection, max_frame_bytes: usize) {
     loop {
         let Ok(mut recv) = conn.accept_uni().await else {

@@ -16,6 +16,7 @@ mod allow;
 mod backoff;
 mod budget;
 pub mod cli;
+pub mod events;
 mod client;
 mod endpoint;
 mod error;
@@ -29,7 +30,8 @@ mod x509;
 
 pub use allow::AllowList;
 pub use backoff::Backoff;
-pub use client::{Client, ClientConfig};
+pub use client::{Client, ClientConfig, Subscription, DEFAULT_EVENT_BUFFER};
+pub use events::{EventSendError, EventSink};
 pub use endpoint::{Endpoint, Target, Transport};
 pub use error::{ClientError, NetError, TlsError};
 pub use quic::{close_code as quic_close_code, STREAM_REFUSED as QUIC_STREAM_REFUSED};

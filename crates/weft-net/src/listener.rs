@@ -39,7 +39,7 @@ impl StreamListener for TcpListener {
             return Ok(Accepted::Refuse(stream, peer.to_string()));
         }
         let _ = stream.set_nodelay(true);
-        Ok(Accepted::Admit(stream, PeerInfo { transport: Transport::Tcp, addr: peer.to_string(), client_id: None }))
+        Ok(Accepted::Admit(stream, PeerInfo::new(Transport::Tcp, peer.to_string())))
     }
 }
 
@@ -53,7 +53,7 @@ impl StreamListener for UnixListener {
             return Ok(Accepted::Refuse(stream, format!("uid {uid:?}")));
         }
         let uid = uid.map(|u| u.to_string()).unwrap_or_else(|| "?".into());
-        Ok(Accepted::Admit(stream, PeerInfo { transport: Transport::Unix, addr: format!("unix:uid={uid}"), client_id: None }))
+        Ok(Accepted::Admit(stream, PeerInfo::new(Transport::Unix, format!("unix:uid={uid}"))))
     }
 }
 

@@ -247,7 +247,7 @@ async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming, _slot:
     if let Some(id) = &identity {
         info!(peer = %remote, identity = %id, "QUIC client authenticated by certificate");
     }
-    let mut peer = PeerInfo { transport: Transport::Quic, addr: remote.to_string(), client_id: identity.clone() };
+    let mut peer = PeerInfo { client_id: identity.clone(), ..PeerInfo::new(Transport::Quic, remote.to_string()) };
     shared.stats.connections_accepted.fetch_add(1, Ordering::Relaxed);
     shared.stats.connections_open.fetch_add(1, Ordering::Relaxed);
     let metered = crate::server::ConnMetrics::open(Transport::Quic);

@@ -51,11 +51,14 @@ pub struct PeerInfo {
     /// never replaced by the hello (the hello's id is self-declared; it is
     /// logged). Otherwise the client id from the hello, once it arrived.
     pub client_id: Option<String>,
+    /// Events to this client's connection (stream transports once the
+    /// connection is served; `None` on UDP, QUIC and before serving).
+    pub events: Option<crate::events::EventSink>,
 }
 
 impl PeerInfo {
     pub fn new(transport: Transport, addr: impl Into<String>) -> Self {
-        Self { transport, addr: addr.into(), client_id: None }
+        Self { transport, addr: addr.into(), client_id: None, events: None }
     }
 }
 
@@ -537,6 +540,8 @@ where
     // Bounded: a client that stops reading its answers stalls its own
     // requests, never the server's memory.
     let (tx, rx) = mpsc::channel::<Frame>(1024);
+    // Handlers may push events on this connection (held weakly).
+    peer.events = Some(crate::events::EventSink::new(&tx));
     let writer_task = tokio::spawn(write_frames(writer, rx, shared.stats.clone(), metered.sent.clone()));
 
     let budget = shared.budgets.connection();
@@ -802,7 +807,7 @@ async fn handle_datagram(shared: &Arc<Shared>, sock: &Arc<UdpSocket>, limit: &Ar
             };
             let handler = shared.handler.clone();
             let sock = sock.clone();
-            let peer = Arc::new(PeerInfo { transport: Transport::Udp, addr: from.to_string(), client_id: None });
+            let peer = Arc::new(PeerInfo::new(Transport::Udp, from.to_string()));
             let wants_reply = frame.kind == FrameKind::Request && !frame.flags.is_one_way();
             shared.tasks.spawn(async move {
                 if let (true, Some(answer)) = (wants_reply, handler.handle(frame, peer).await) {
