@@ -167,3 +167,36 @@ pub fn install_queue_gauges(queues: Arc<weft_queue::Manager>) {
         }
     });
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing unwrap is the test failing
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// A queued endpoint whose handler always fails: its item lands in the
+    /// error queue, and the scrape says so.
+    #[tokio::test]
+    async fn queue_sizes_at_scrape_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut service = weft_service::Service::new("t");
+        let queues = weft_queue::Manager::new(dir.path(), &service, weft_queue::ManagerOptions::default()).unwrap();
+        let opts = weft_queue::QueueOptions { max_retries: 0, ..weft_queue::QueueOptions::default() };
+        let ep = queues
+            .queued_endpoint(&mut service, "jobs.fail", opts, |_: serde_json::Value| async {
+                Err(weft_service::ServiceError::Handler { message: "no".into(), details: None })
+            })
+            .unwrap();
+        ep.submit(None, &serde_json::json!({"n": 1})).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while queues.endpoint_infos()[0].errors != 1 {
+            assert!(Instant::now() < deadline, "the item never reached the error queue");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        install_queue_gauges(queues.clone());
+        let text = weft_metrics::render(Format::Prometheus);
+        assert!(text.contains(r#"weft_queue_items{kind="endpoint",name="jobs.fail",queue="error"} 1"#), "{text}");
+        assert!(text.contains(r#"weft_queue_items{kind="endpoint",name="jobs.fail",queue="incoming"} 0"#), "{text}");
+        assert!(text.contains(r#"weft_queue_bytes{kind="endpoint",name="jobs.fail"}"#), "{text}");
+    }
+}

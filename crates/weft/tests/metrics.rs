@@ -66,8 +66,12 @@ fn value(m: &BTreeMap<String, f64>, key: &str) -> f64 {
 
 /// `weft produce TOPIC --batch 1` (one request per record) with `input` on stdin.
 fn produce(node: &Node, topic: &str, input: &str) -> std::process::Output {
+    run_produce(&node.addr(), topic, input)
+}
+
+fn run_produce(addr: &str, topic: &str, input: &str) -> std::process::Output {
     let mut p = Command::new(support::WEFT)
-        .args(["produce", topic, "--batch", "1", "--addr", &node.addr()])
+        .args(["produce", topic, "--batch", "1", "--addr", addr])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -239,6 +243,19 @@ fn prometheus_scrapes(node: &Node) {
     }
     // And the value it scraped is the one the node counts.
     assert!(query(port, r#"weft_log_produced_records_total{topic="m"}"#).contains(r#""1000""#));
+    // Every query of the sample Grafana dashboard is valid PromQL that Prometheus answers.
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/grafana-weft.json")).unwrap()).unwrap();
+    let mut n = 0;
+    for panel in dash["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap().replace("$__rate_interval", "1m").replace("$instance", ".*");
+            let answer = query(port, &expr);
+            assert!(answer.contains(r#""status":"success""#), "dashboard query {expr}: {answer}");
+            n += 1;
+        }
+    }
+    assert!(n >= 10, "{n} dashboard queries");
 }
 
 fn query(port: u16, q: &str) -> String {
@@ -256,4 +273,96 @@ fn has_series(port: u16, family: &str) -> bool {
     let body = query(port, family);
     let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else { return false };
     v["status"] == "success" && v["data"]["result"].as_array().is_some_and(|r| !r.is_empty())
+}
+
+/// Kills the node and unmounts the tmpfs, also when the test fails.
+struct Mounted {
+    dir: std::path::PathBuf,
+    child: Option<Child>,
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new("umount").arg(&self.dir).status();
+    }
+}
+
+/// `/readyz` says 503 with the failing storage check while a partition
+/// refuses writes because the disk is full (a 2 MiB tmpfs), and 200 again
+/// once space is freed and a write went through. Needs root (mount); skips otherwise.
+#[test]
+fn readyz_is_503_while_the_disk_is_full() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"]).arg(&mnt).stderr(Stdio::null()).status();
+    if !mounted.is_ok_and(|s| s.success()) {
+        eprintln!("SKIP: cannot mount a tmpfs (needs root): the readiness-on-disk-full test did not run");
+        return;
+    }
+    let mut guard = Mounted { dir: mnt.clone(), child: None };
+    let (port, http) = (free_port(), free_port());
+    guard.child = Some(
+        Command::new(support::WEFT)
+            .args(["serve", "--data-dir"])
+            .arg(mnt.join("data"))
+            .args(["--tcp-addr", &format!("127.0.0.1:{port}"), "--disable", "udp", "--http-addr", &format!("127.0.0.1:{http}")])
+            .env_remove("WEFT_CONFIG")
+            .env_remove("WEFT_ADDR")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let addr = format!("tcp://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(TcpStream::connect(("127.0.0.1", http)).is_ok() && get(http, "/readyz", None).0 == 200) {
+        assert!(Instant::now() < deadline, "the node never became ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = support::run(&["topic", "create", "t", "--addr", &addr]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+
+    // Fill the file system.
+    let filler_path = mnt.join("filler");
+    let mut filler = std::fs::File::create(&filler_path).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    while filler.write_all(&chunk).is_ok() {}
+    while filler.write_all(&[0u8; 512]).is_ok() {}
+    drop(filler);
+    let big = format!("{}\n", "v".repeat(64 * 1024));
+    let mut refused = false;
+    for _ in 0..20 {
+        let o = run_produce(&addr, "t", &big);
+        if !o.status.success() {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "a produce on a full disk must fail");
+    let (s, _, body) = get(http, "/readyz", None);
+    assert_eq!(s, 503, "{body}");
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ready["status"], "unavailable");
+    let storage = ready["checks"].as_array().unwrap().iter().find(|c| c["name"] == "storage").unwrap().clone();
+    assert_eq!(storage["ok"], false, "{body}");
+    assert!(storage["detail"].as_str().unwrap().contains("disk full"), "{body}");
+    let (_, _, m) = get(http, "/metrics", None);
+    assert_eq!(value(&samples(&m), "weft_log_disk_full"), 1.0);
+    // Liveness does not depend on storage.
+    assert_eq!(get(http, "/healthz", None).0, 200);
+
+    // Space back: a later write reopens the partition, and the node is ready again.
+    std::fs::remove_file(&filler_path).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !run_produce(&addr, "t", "again\n").status.success() {
+        assert!(Instant::now() < deadline, "produce never worked again after space was freed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (s, _, body) = get(http, "/readyz", None);
+    assert_eq!(s, 200, "{body}");
 }
