@@ -39,6 +39,10 @@ pub struct RadosArgs {
     /// object namespace within the pool
     #[arg(short = 'N', long, global = true)]
     pub namespace: Option<String>,
+    /// read at this pool snapshot (get, stat, getxattr, listxattr,
+    /// listomapvals), like `rados -s`
+    #[arg(short = 's', long, global = true)]
+    pub snap: Option<String>,
     /// print JSON instead of text (lspools, ls, stat, getxattr,
     /// listxattr, listomapvals, bench)
     #[arg(long, global = true)]
@@ -97,6 +101,14 @@ pub enum RadosCmd {
     },
     /// list omap keys and values
     Listomapvals { oid: String },
+    /// list pool snapshots (id, name, time taken), as `rados lssnap`
+    Lssnap,
+    /// make a pool snapshot
+    Mksnap { name: String },
+    /// remove a pool snapshot
+    Rmsnap { name: String },
+    /// roll an object back to a pool snapshot
+    Rollback { oid: String, snap: String },
     /// benchmark like `rados bench SECONDS write|seq|rand`
     Bench {
         seconds: u64,
@@ -132,6 +144,10 @@ fn ioctx(r: &Rados, a: &RadosArgs) -> Result<IoCtx> {
     let mut io = r.ioctx(pool)?;
     if let Some(ns) = &a.namespace {
         io.set_namespace(ns);
+    }
+    if let Some(snap) = &a.snap {
+        let id = io.snap_lookup(snap).map_err(|_| Error::Config(format!("pool {pool} has no snapshot {snap}")))?;
+        io.set_read(id);
     }
     Ok(io)
 }
@@ -263,6 +279,30 @@ pub async fn run_with(r: &Rados, a: &RadosArgs) -> Result<()> {
                 println!();
             }
         }
+        RadosCmd::Lssnap => {
+            let snaps = ioctx(r, a)?.pool_snaps()?;
+            if a.json {
+                let v: Vec<_> = snaps
+                    .iter()
+                    .map(|s| serde_json::json!({ "id": s.snapid, "name": s.name, "stamp_sec": s.stamp.sec }))
+                    .collect();
+                println!("{}", serde_json::Value::Array(v));
+                return Ok(());
+            }
+            print!("{}", lssnap_text(&snaps));
+        }
+        RadosCmd::Mksnap { name } => {
+            ioctx(r, a)?.snap_create(name).await?;
+            println!("created pool {} snap {name}", a.pool.as_deref().unwrap_or(""));
+        }
+        RadosCmd::Rmsnap { name } => {
+            ioctx(r, a)?.snap_remove(name).await?;
+            println!("removed pool {} snap {name}", a.pool.as_deref().unwrap_or(""));
+        }
+        RadosCmd::Rollback { oid, snap } => {
+            ioctx(r, a)?.snap_rollback(oid, snap).await?;
+            println!("rolled back pool {} to snapshot {snap}", a.pool.as_deref().unwrap_or(""));
+        }
         RadosCmd::Bench { seconds, mode, block_size, concurrent, no_cleanup } => {
             let io = ioctx(r, a)?;
             let rep = bench(&io, *mode, Duration::from_secs(*seconds), *block_size, *concurrent, !*no_cleanup).await?;
@@ -285,6 +325,35 @@ pub async fn run_with(r: &Rados, a: &RadosArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// What `rados lssnap` prints: `id<TAB>name<TAB>time` per snapshot, then
+/// `N snaps`.
+pub fn lssnap_text(snaps: &[crate::proto::osdmap::PoolSnap]) -> String {
+    let mut out = String::new();
+    for s in snaps {
+        out.push_str(&format!("{}\t{}\t{}\n", s.snapid, s.name, rados_time(s.stamp.sec)));
+    }
+    out.push_str(&format!("{} snaps\n", snaps.len()));
+    out
+}
+
+/// `YYYY.MM.DD HH:MM:SS` in UTC, the layout `rados lssnap` uses (it prints
+/// local time: the same on a host whose TZ is UTC).
+pub fn rados_time(unix_sec: u32) -> String {
+    let secs = i64::from(unix_sec);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // civil-from-days (Howard Hinnant's algorithm)
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}.{m:02}.{d:02} {:02}:{:02}:{:02}", rem / 3600, rem / 60 % 60, rem % 60)
 }
 
 const BENCH_PREFIX: &str = "weft_bench_object";
@@ -455,5 +524,12 @@ mod tests {
         assert_eq!(source(&t.a).id.as_deref(), Some("client.admin"));
         let t = Top::try_parse_from(["x", "-p", "test", "bench", "10", "write", "-b", "4096", "-t", "1", "--no-cleanup"]).unwrap();
         assert!(matches!(t.a.cmd, RadosCmd::Bench { block_size: 4096, concurrent: 1, no_cleanup: true, .. }));
+    }
+
+    #[test]
+    fn rados_time_is_utc_civil_time() {
+        assert_eq!(rados_time(0), "1970.01.01 00:00:00");
+        assert_eq!(rados_time(951_782_400), "2000.02.29 00:00:00");
+        assert_eq!(rados_time(1_796_575_261), "2026.12.06 16:41:01");
     }
 }

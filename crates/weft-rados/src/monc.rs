@@ -230,6 +230,15 @@ impl MonClient {
                 }
                 Err(e) => tracing::warn!(error = %e, "bad mon command ack"),
             },
+            // pool op replies share the command table (tids are unique)
+            msg_type::POOLOP_REPLY => match msg::decode_pool_op_reply(&m) {
+                Ok(ack) => {
+                    if let Some((_, tx)) = lock(&self.state).commands.remove(&ack.tid) {
+                        let _ = tx.send(ack);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "bad pool op reply"),
+            },
             msg_type::MON_GET_VERSION_REPLY => {
                 if let Ok((h, v, o)) = msg::decode_mon_get_version_reply(&m) {
                     if let Some((_, tx)) = lock(&self.state).versions.remove(&h) {
@@ -369,6 +378,34 @@ impl MonClient {
             return Err(Error::Mon { errno: -ack.r, rs: ack.rs });
         }
         Ok((ack.data.to_vec(), ack.rs))
+    }
+
+    /// Sends an MPoolOp (self-managed snapshots) and waits for its reply;
+    /// resent on a new session like commands. Returns the reply's data and
+    /// the osdmap epoch that holds the change.
+    pub async fn pool_op(&self, pool: u32, op: u32, snapid: u64) -> Result<(Vec<u8>, u32)> {
+        let tid = self.tid.fetch_add(1, Ordering::Relaxed);
+        let epoch = self.osdmap().map(|m| m.epoch).unwrap_or(0);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut st = lock(&self.state);
+            let m = msg::pool_op(tid, &st.fsid, epoch, pool, op, snapid, "");
+            if let Some(s) = st.session.as_ref() {
+                s.send(m.clone());
+            }
+            st.commands.insert(tid, (m, tx));
+        }
+        let ack = tokio::time::timeout(self.cfg.op_timeout, rx)
+            .await
+            .map_err(|_| {
+                lock(&self.state).commands.remove(&tid);
+                Error::Timeout(format!("pool op {op:#x} on pool {pool}"))
+            })?
+            .map_err(|_| Error::Closed)?;
+        if ack.r < 0 {
+            return Err(Error::Mon { errno: -ack.r, rs: format!("pool op {op:#x} on pool {pool}") });
+        }
+        Ok((ack.data.to_vec(), ack.epoch))
     }
 
     /// MON_GET_VERSION: (newest, oldest) version of `what` ("osdmap", ...).

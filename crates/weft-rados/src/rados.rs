@@ -19,7 +19,7 @@ use crate::proto::cephx::Authorizer;
 use crate::proto::conn::{AuthMethod, ConnConfig, ConnError, ReconnectAnswer, SessionResume, FEATURES_PACIFIC};
 use crate::proto::enc::{Put, Reader};
 use crate::proto::msg::{
-    self, msg_type, osd_flag, osd_op, HObject, OpResult, OsdOp, OsdOpReply, OsdOpTarget, WatchNotify,
+    self, msg_type, osd_flag, osd_op, HObject, CEPH_NOSNAP, OpResult, OsdOp, OsdOpReply, OsdOpTarget, WatchNotify,
 };
 use crate::proto::osdmap::{OsdMap, PgId};
 use crate::proto::types::{entity_type, UTime};
@@ -33,6 +33,8 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Resend an op that got no reply within this long (dedup makes it safe).
 const RESEND_AFTER: Duration = Duration::from_secs(15);
+/// The snapshot id that means the head (`set_read(SNAP_HEAD)`).
+pub const SNAP_HEAD: u64 = CEPH_NOSNAP;
 /// The namespace value that makes PGNLS return every namespace.
 pub const ALL_NSPACES: &str = "\u{1}";
 /// Max entries asked per PGNLS round trip.
@@ -178,7 +180,7 @@ impl Rados {
     /// An I/O context on a pool by name.
     pub fn ioctx(&self, pool: &str) -> Result<IoCtx> {
         let id = self.osdmap()?.pool_by_name(pool).ok_or_else(|| Error::NoPool(pool.to_string()))?;
-        Ok(IoCtx { rados: self.clone(), pool: id, nspace: String::new(), snap_seq: 0, snaps: Vec::new() })
+        Ok(IoCtx { rados: self.clone(), pool: id, nspace: String::new(), snap_seq: 0, snaps: Vec::new(), read_snap: CEPH_NOSNAP })
     }
 
     pub fn pool_list(&self) -> Result<Vec<(i64, String)>> {
@@ -503,6 +505,8 @@ impl Rados {
                 flags: f,
                 mtime: now_utime(),
                 ops,
+                // writes go to the head (the OSD refuses a write at a snapshot)
+                snapid: if flags & osd_flag::WRITE != 0 { CEPH_NOSNAP } else { t.snapid },
                 snap_seq: t.snap_seq,
                 snaps: &t.snaps,
                 retry_attempt: attempt,
@@ -575,6 +579,9 @@ pub struct ObjectTarget {
     pub oid: String,
     pub key: Option<String>,
     pub pg: Option<PgId>,
+    /// The snapshot reads read (`CEPH_NOSNAP`: the head); writes always go
+    /// to the head.
+    pub snapid: u64,
     pub snap_seq: u64,
     pub snaps: Vec<u64>,
 }
@@ -872,6 +879,8 @@ pub struct IoCtx {
     nspace: String,
     snap_seq: u64,
     snaps: Vec<u64>,
+    /// The snapshot reads read (`set_read`).
+    read_snap: u64,
 }
 
 /// Reads an object chunk by chunk (`next` yields None at the end).
@@ -983,10 +992,23 @@ impl IoCtx {
     pub fn namespace(&self) -> &str {
         &self.nspace
     }
-    /// Sets the snapshot context used by writes (self-managed snapshots).
-    pub fn set_snap_context(&mut self, seq: u64, snaps: Vec<u64>) {
+    /// Sets the snapshot context used by writes (self-managed snapshots):
+    /// `seq` the newest snapshot id, `snaps` every live snapshot, newest
+    /// first (librados's `selfmanaged_snap_set_write_ctx`).
+    pub fn set_snap_context(&mut self, seq: u64, mut snaps: Vec<u64>) {
+        snaps.sort_unstable_by(|a, b| b.cmp(a));
         self.snap_seq = seq;
         self.snaps = snaps;
+    }
+    /// Reads from now on read snapshot `snapid` (a pool or self-managed
+    /// snapshot); `SNAP_HEAD` reads the head again (librados's
+    /// `snap_set_read`). Writes always go to the head.
+    pub fn set_read(&mut self, snapid: u64) {
+        self.read_snap = snapid;
+    }
+    /// The snapshot reads read.
+    pub fn read_snap(&self) -> u64 {
+        self.read_snap
     }
 
     fn target(&self, oid: &str) -> ObjectTarget {
@@ -996,6 +1018,7 @@ impl IoCtx {
             oid: oid.to_string(),
             key: None,
             pg: None,
+            snapid: self.read_snap,
             snap_seq: self.snap_seq,
             snaps: self.snaps.clone(),
         }
@@ -1292,8 +1315,50 @@ impl IoCtx {
         Ok(())
     }
     pub fn snap_list(&self) -> Result<Vec<(u64, String)>> {
+        Ok(self.pool_snaps()?.into_iter().map(|s| (s.snapid, s.name)).collect())
+    }
+    /// The pool's snapshots (id, time taken, name), by id.
+    pub fn pool_snaps(&self) -> Result<Vec<crate::proto::osdmap::PoolSnap>> {
         let m = self.rados.osdmap()?;
-        Ok(m.pools.get(&self.pool).map(|p| p.snaps.iter().map(|s| (s.snapid, s.name.clone())).collect()).unwrap_or_default())
+        let mut v = m.pools.get(&self.pool).map(|p| p.snaps.clone()).unwrap_or_default();
+        v.sort_by_key(|s| s.snapid);
+        Ok(v)
+    }
+    /// The id of the pool snapshot `name` (ENOENT as `Error::Osd` if none).
+    pub fn snap_lookup(&self, name: &str) -> Result<u64> {
+        self.pool_snaps()?
+            .into_iter()
+            .find(|s| s.name == name)
+            .map(|s| s.snapid)
+            .ok_or_else(|| Error::Osd { op: "snap_lookup", object: name.to_string(), errno: libc_errno::ENOENT })
+    }
+    /// Rolls `oid` back to the pool snapshot `name` (librados's
+    /// `snap_rollback`).
+    pub async fn snap_rollback(&self, oid: &str, name: &str) -> Result<()> {
+        let id = self.snap_lookup(name)?;
+        self.one(oid, "rollback", Op::new().rollback(id)).await.map(|_| ())
+    }
+    /// Creates a self-managed snapshot (MPoolOp to the monitor) and
+    /// returns its id; writes then need a snap context that includes it
+    /// (`set_snap_context`). Waits for the osdmap that holds it.
+    pub async fn selfmanaged_snap_create(&self) -> Result<u64> {
+        let pool = u32::try_from(self.pool).map_err(|_| Error::NoPool(self.pool.to_string()))?;
+        let (data, epoch) = self.rados.inner.monc.pool_op(pool, msg::pool_op::CREATE_UNMANAGED_SNAP, 0).await?;
+        let id = Reader::new(&data).u64("selfmanaged snap id")?;
+        self.rados.inner.monc.wait_for_osdmap(epoch, self.rados.inner.cfg.op_timeout).await?;
+        Ok(id)
+    }
+    /// Removes a self-managed snapshot (its clones are trimmed by the OSDs).
+    pub async fn selfmanaged_snap_remove(&self, snapid: u64) -> Result<()> {
+        let pool = u32::try_from(self.pool).map_err(|_| Error::NoPool(self.pool.to_string()))?;
+        let (_, epoch) = self.rados.inner.monc.pool_op(pool, msg::pool_op::DELETE_UNMANAGED_SNAP, snapid).await?;
+        self.rados.inner.monc.wait_for_osdmap(epoch, self.rados.inner.cfg.op_timeout).await?;
+        Ok(())
+    }
+    /// Rolls `oid` back to self-managed snapshot `snapid`, written with
+    /// this context's snap context.
+    pub async fn selfmanaged_snap_rollback(&self, oid: &str, snapid: u64) -> Result<()> {
+        self.one(oid, "rollback", Op::new().rollback(snapid)).await.map(|_| ())
     }
     fn pool_name(&self) -> Result<String> {
         self.rados.osdmap()?.pool_names.get(&self.pool).cloned().ok_or_else(|| Error::NoPool(self.pool.to_string()))

@@ -150,3 +150,99 @@ async fn write_transactions_apply_all_or_nothing() {
     assert_eq!(io.getxattr(&oid, "ver").await.unwrap(), b"2");
     io.remove(&oid).await.unwrap();
 }
+
+/// A pool of its own (snapshot modes are per pool and cannot be mixed).
+async fn own_pool(r: &Rados, prefix: &str) -> String {
+    let pool = uniq(prefix);
+    r.pool_create(&pool, 8).await.expect("pool create");
+    pool
+}
+
+#[tokio::test]
+async fn self_managed_snapshots_read_and_rollback() {
+    let Some(c) = cluster() else { return };
+    let r = connect(c).await;
+    let pool = own_pool(&r, "wsnap-sm").await;
+    let mut io = r.ioctx(&pool).unwrap();
+    let oid = "snapped";
+    io.write_full(oid, b"v1").await.unwrap();
+    io.setxattr(oid, "x", b"one").await.unwrap();
+    let s1 = io.selfmanaged_snap_create().await.expect("selfmanaged_snap_create");
+    io.set_snap_context(s1, vec![s1]);
+    io.write_full(oid, b"v2, longer").await.unwrap();
+    io.setxattr(oid, "x", b"two").await.unwrap();
+    assert_eq!(io.read_full(oid).await.unwrap(), b"v2, longer", "head");
+
+    let mut at = io.clone();
+    at.set_read(s1);
+    assert_eq!(at.stat(oid).await.unwrap().size, 2);
+    assert_eq!(at.read_full(oid).await.unwrap(), b"v1", "read at the snapshot");
+    assert_eq!(at.getxattr(oid, "x").await.unwrap(), b"one");
+    // an object made after the snapshot does not exist in it
+    io.write_full("later", b"new").await.unwrap();
+    assert_eq!(at.stat("later").await.unwrap_err().errno(), Some(libc_errno::ENOENT));
+
+    let s2 = io.selfmanaged_snap_create().await.unwrap();
+    assert!(s2 > s1);
+    io.set_snap_context(s2, vec![s1, s2]);
+    io.selfmanaged_snap_rollback(oid, s1).await.expect("rollback");
+    assert_eq!(io.read_full(oid).await.unwrap(), b"v1", "head after rollback");
+    assert_eq!(io.getxattr(oid, "x").await.unwrap(), b"one");
+    assert_eq!(rados_tool(c, &pool, &["get", oid, "-"]).unwrap(), b"v1", "rados get after rollback");
+    let mut at2 = io.clone();
+    at2.set_read(s2);
+    assert_eq!(at2.read_full(oid).await.unwrap(), b"v2, longer", "snapshot 2 keeps v2");
+
+    io.selfmanaged_snap_remove(s1).await.expect("selfmanaged_snap_remove");
+    io.selfmanaged_snap_remove(s2).await.unwrap();
+    assert!(r.osdmap().unwrap().pools[&io.pool_id()].snap_seq >= s2);
+    // a pool with self-managed snapshots refuses pool snapshots
+    assert!(io.snap_create("nope").await.is_err());
+    r.pool_delete(&pool).await.unwrap();
+}
+
+#[tokio::test]
+async fn pool_snapshots_read_rollback_and_lssnap() {
+    let Some(c) = cluster() else { return };
+    let r = connect(c).await;
+    let pool = own_pool(&r, "wsnap-pool").await;
+    let io = r.ioctx(&pool).unwrap();
+    let oid = "snapped";
+    io.write_full(oid, b"v1").await.unwrap();
+    io.snap_create("first").await.expect("mksnap");
+    io.write_full(oid, b"v2").await.unwrap();
+    io.snap_create("second").await.unwrap();
+    io.write_full(oid, b"v3").await.unwrap();
+
+    let first = io.snap_lookup("first").unwrap();
+    let second = io.snap_lookup("second").unwrap();
+    let mut at = io.clone();
+    at.set_read(first);
+    assert_eq!(at.read_full(oid).await.unwrap(), b"v1");
+    at.set_read(second);
+    assert_eq!(at.read_full(oid).await.unwrap(), b"v2");
+    at.set_read(weft_rados::rados::SNAP_HEAD);
+    assert_eq!(at.read_full(oid).await.unwrap(), b"v3");
+    // (the tool says "selected snap 1 'first'" on stdout first)
+    let got = rados_tool(c, &pool, &["-s", "first", "get", oid, "-"]).unwrap();
+    assert!(got.ends_with(b"\nv1"), "rados -s first get: {}", String::from_utf8_lossy(&got));
+
+    // lssnap as the rados tool prints it (its times are local: run it in UTC)
+    let ours = weft_rados::cli::lssnap_text(&io.pool_snaps().unwrap());
+    let out = Command::new("rados").env("TZ", "UTC").args(["-c", &c.conf, "-p", &pool, "lssnap"]).output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(ours, String::from_utf8_lossy(&out.stdout), "weft lssnap vs rados lssnap");
+    assert!(ours.ends_with("2 snaps\n"), "{ours}");
+
+    io.snap_rollback(oid, "first").await.expect("rollback");
+    assert_eq!(io.read_full(oid).await.unwrap(), b"v1");
+    assert_eq!(rados_tool(c, &pool, &["get", oid, "-"]).unwrap(), b"v1");
+
+    io.snap_remove("first").await.unwrap();
+    assert!(io.snap_lookup("first").is_err());
+    let out = Command::new("rados").env("TZ", "UTC").args(["-c", &c.conf, "-p", &pool, "lssnap"]).output().unwrap();
+    assert_eq!(weft_rados::cli::lssnap_text(&io.pool_snaps().unwrap()), String::from_utf8_lossy(&out.stdout));
+    // a pool with pool snapshots refuses self-managed ones
+    assert!(io.selfmanaged_snap_create().await.is_err());
+    r.pool_delete(&pool).await.unwrap();
+}

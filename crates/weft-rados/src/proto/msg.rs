@@ -23,6 +23,8 @@ pub mod msg_type {
     pub const WATCH_NOTIFY: u16 = 44;
     pub const OSD_BACKOFF: u16 = 61;
     pub const MON_COMMAND: u16 = 50;
+    pub const POOLOP_REPLY: u16 = 48;
+    pub const POOLOP: u16 = 49;
     pub const MON_COMMAND_ACK: u16 = 51;
     pub const LOG: u16 = 52;
 }
@@ -125,6 +127,8 @@ pub struct MonCommandAck {
     pub r: i32,
     pub rs: String,
     pub data: Bytes,
+    /// The osdmap epoch a pool op's effect is in (0 for commands).
+    pub epoch: u32,
 }
 
 pub fn decode_mon_command_ack(m: &Message) -> DResult<MonCommandAck> {
@@ -132,7 +136,49 @@ pub fn decode_mon_command_ack(m: &Message) -> DResult<MonCommandAck> {
     skip_paxos_header(&mut r)?;
     let rv = r.i32("mon_command_ack.r")?;
     let rs = r.string("mon_command_ack.rs")?;
-    Ok(MonCommandAck { tid: m.tid, r: rv, rs, data: m.data.clone() })
+    Ok(MonCommandAck { tid: m.tid, r: rv, rs, data: m.data.clone(), epoch: 0 })
+}
+
+/// MPoolOp operations (`POOL_OP_*`).
+pub mod pool_op {
+    pub const CREATE_UNMANAGED_SNAP: u32 = 0x21;
+    pub const DELETE_UNMANAGED_SNAP: u32 = 0x22;
+}
+
+/// MPoolOp v4 (what librados sends for self-managed snapshots): paxos
+/// header (version = our osdmap epoch), fsid, pool, op, auid 0, snapid,
+/// name, the old u8 crush rule and the s16 one.
+pub fn pool_op(tid: u64, fsid: &Fsid, epoch: u32, pool: u32, op: u32, snapid: u64, name: &str) -> Message {
+    let mut f = Vec::new();
+    paxos_header(&mut f, u64::from(epoch));
+    f.extend_from_slice(&fsid.0);
+    f.put_u32_le(pool);
+    f.put_u32_le(op);
+    f.put_u64_le(0); // auid
+    f.put_u64_le(snapid);
+    f.put_str(name);
+    f.put_u8(0); // old crush rule
+    f.put_i16_le(0); // crush rule
+    let mut m = Message::new(msg_type::POOLOP, 4, 2, f);
+    m.tid = tid;
+    m
+}
+
+/// MPoolOpReply: paxos header, fsid, reply code (a negative errno as
+/// u32), epoch, then optionally a response blob (for a new self-managed
+/// snapshot: its le64 id). Returned as a `MonCommandAck`.
+pub fn decode_pool_op_reply(m: &Message) -> DResult<MonCommandAck> {
+    let mut r = Reader::new(&m.front);
+    skip_paxos_header(&mut r)?;
+    r.skip(16, "pool_op_reply.fsid")?;
+    let code = r.u32("pool_op_reply.code")? as i32;
+    let epoch = r.u32("pool_op_reply.epoch")?;
+    let data = if !r.is_empty() && r.bool("pool_op_reply.has_data")? {
+        Bytes::copy_from_slice(r.blob("pool_op_reply.data")?)
+    } else {
+        Bytes::new()
+    };
+    Ok(MonCommandAck { tid: m.tid, r: code, rs: String::new(), data, epoch })
 }
 
 /// MMonGetVersion: the newest version of a map ("osdmap", "monmap").
@@ -464,6 +510,8 @@ pub struct OsdOpRequest<'a> {
     pub flags: u32,
     pub mtime: UTime,
     pub ops: &'a [OsdOp],
+    /// The snapshot a read reads (`CEPH_NOSNAP`: the head).
+    pub snapid: u64,
     pub snap_seq: u64,
     pub snaps: &'a [u64],
     pub retry_attempt: i32,
@@ -490,7 +538,7 @@ impl OsdOpRequest<'_> {
                 self.mtime.encode(&mut f);
                 put_eversion_zero(&mut f); // reassert_version
                 f.put_u32_le(t.oid.len() as u32);
-                f.put_u64_le(CEPH_NOSNAP);
+                f.put_u64_le(self.snapid);
                 f.put_u64_le(self.snap_seq);
                 f.put_u32_le(self.snaps.len() as u32);
                 self.put_ops(&mut f);
@@ -563,9 +611,10 @@ impl OsdOpRequest<'_> {
         }
     }
 
-    /// snapid (head), the writer's snap context, retry attempt, features.
+    /// snapid (the read's snapshot), the writer's snap context, retry
+    /// attempt, features.
     fn put_snaps_tail(&self, f: &mut Vec<u8>) {
-        f.put_u64_le(CEPH_NOSNAP);
+        f.put_u64_le(self.snapid);
         f.put_u64_le(self.snap_seq);
         f.put_u32_le(self.snaps.len() as u32);
         for s in self.snaps {
@@ -643,7 +692,8 @@ pub fn osd_op(
     retry_attempt: i32,
     features: u64,
 ) -> Message {
-    OsdOpRequest { tid, target: t, epoch, flags, mtime, ops, snap_seq, snaps, retry_attempt, features }.encode(features)
+    OsdOpRequest { tid, target: t, epoch, flags, mtime, ops, snapid: CEPH_NOSNAP, snap_seq, snaps, retry_attempt, features }
+        .encode(features)
 }
 
 /// One sub-op's outcome in an MOSDOpReply.
@@ -906,6 +956,7 @@ mod tests {
             flags: osd_flag::WRITE | osd_flag::ONDISK | osd_flag::RETRY,
             mtime: UTime { sec: 1_700_000_000, nsec: 5 },
             ops,
+            snapid: CEPH_NOSNAP,
             snap_seq: 9,
             snaps,
             retry_attempt: 2,

@@ -64,6 +64,8 @@ impl std::fmt::Display for PgId {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolSnap {
     pub snapid: u64,
+    /// When the snapshot was taken (the monitor's clock).
+    pub stamp: UTime,
     pub name: String,
 }
 
@@ -126,9 +128,9 @@ impl PgPool {
             p.u64("pool.snaps.key")?;
             let (_sv, mut s) = p.versioned(2, "pool_snap_info_t")?;
             let snapid = s.u64("pool_snap.snapid")?;
-            UTime::decode(&mut s)?;
+            let stamp = UTime::decode(&mut s)?;
             let name = s.string("pool_snap.name")?;
-            snaps.push(PoolSnap { snapid, name });
+            snaps.push(PoolSnap { snapid, stamp, name });
         }
         let n = p.count(16, "pool.removed_snaps")?;
         p.skip(n * 16, "pool.removed_snaps")?;
