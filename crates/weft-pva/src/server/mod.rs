@@ -54,6 +54,28 @@ pub struct Stats {
     pub requests_cancelled: AtomicU64,
 }
 
+impl Stats {
+    /// Every counter with its `pva.` name.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        vec![
+            ("pva.connections", r(&self.connections)),
+            ("pva.connections_closed_on_error", r(&self.connections_closed_on_error)),
+            ("pva.connections_refused", r(&self.connections_refused)),
+            ("pva.searches_answered", r(&self.searches_answered)),
+            ("pva.searches_refused", r(&self.searches_refused)),
+            ("pva.access_denied", r(&self.access_denied)),
+            ("pva.send_queue_waits", r(&self.send_queue_waits)),
+            ("pva.send_queue_peak_bytes", r(&self.send_queue_peak_bytes)),
+            ("pva.send_stalled_closed", r(&self.send_stalled_closed)),
+            ("pva.marks_sent", r(&self.marks_sent)),
+            ("pva.acks_received", r(&self.acks_received)),
+            ("pva.flow_control_waits", r(&self.flow_control_waits)),
+            ("pva.requests_cancelled", r(&self.requests_cancelled)),
+        ]
+    }
+}
+
 /// Shared server state handed to connection tasks.
 pub(crate) struct Shared {
     pub provider: Provider,
@@ -138,6 +160,13 @@ impl Server {
 
     pub fn stats(&self) -> &Stats {
         &self.shared.stats
+    }
+
+    /// A function reading the counters as `pva.*` names, for a node's
+    /// statistics (it keeps the server's shared state alive, not its tasks).
+    pub fn stats_reader(&self) -> Box<dyn Fn() -> Vec<(&'static str, u64)> + Send + Sync> {
+        let shared = self.shared.clone();
+        Box::new(move || shared.stats.snapshot())
     }
 
     /// Stop accepting, close every connection, and wait for the tasks.
