@@ -183,6 +183,8 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     let (pva, _bridges) = if cfg.pva.enabled { start_pva(&cfg, &log).await? } else { (None, vec![]) };
     if let Some(p) = &pva {
         svc.add_transport(format!("pva://{}", p.tcp_addr()));
+        let read = p.stats_reader();
+        svc.stats().add_gauges(move || read().into_iter().map(|(k, v)| (k.to_owned(), v.into())).collect());
     }
     readiness.listeners_bound();
     info!(node = %cfg.node.name, id = %node_id, data_dir = %data_dir.display(), transports = ?svc.info().transports, "weft node ready");
@@ -229,6 +231,9 @@ enum NoPva {}
 #[cfg(not(feature = "pva"))]
 impl NoPva {
     fn tcp_addr(&self) -> std::net::SocketAddr {
+        match *self {}
+    }
+    fn stats_reader(&self) -> Box<dyn Fn() -> Vec<(&'static str, u64)> + Send + Sync> {
         match *self {}
     }
     async fn shutdown(self) {}
