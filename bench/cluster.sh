@@ -86,7 +86,7 @@ wait_tcp() { # NAME PORT
     echo "uptime: $(uptime)"
     echo "filesystem: $(df -hT "$OUT" | awk 'NR==2 {print $2, $1}')"
     command -v nats-server >/dev/null && echo "nats-server: $(nats-server --version)"
-    echo "weft: tree at $(git -C "$ROOT" rev-parse --short HEAD); cluster mode: $([ "$weft_cluster" = 1 ] && echo yes || echo 'no (pending)')"
+    echo "weft: tree at $(git -C "$ROOT" rev-parse --short HEAD); cluster mode: $(has weft || echo 'not checked (SYSTEMS)'; has weft && { [ "$weft_cluster" = 1 ] && echo yes || echo 'no (pending)'; })"
     echo "settings: SIZES=$SIZES PRODUCERS=$PRODUCERS WINDOWS=$WINDOWS BATCHES=$BATCHES DURATION_MS=$DURATION_MS FAILOVERS=$FAILOVERS"
 } | tee "$OUT/machine.txt" >&2
 
@@ -189,7 +189,7 @@ ratio=()
 [ ${#existing[@]} -gt 1 ] && ratio=(--ratio weft-r3/jetstream-r3)
 "$LB" report "${ratio[@]}" --all "${existing[@]}" | tee "$OUT/report.md"
 if [ -s "$OUT/failover.jsonl" ]; then
-    echo; echo "### Failover (kill -9 of the leader to the first acknowledged produce)"; echo
+    printf '\n### Failover (kill -9 of the leader to the first acknowledged produce)\n\n' | tee -a "$OUT/report.md"
     python3 - "$OUT/failover.jsonl" <<'PY' | tee -a "$OUT/report.md"
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
