@@ -198,6 +198,7 @@ impl Service {
             );
         };
         let started = Instant::now();
+        let who = peer.clone();
         let result = self.run(ep, &frame, peer).await;
         let code = result.as_ref().err().map(|e| e.code.as_str());
         let elapsed = started.elapsed();
@@ -205,6 +206,15 @@ impl Service {
         let m = weft_metrics::get();
         m.requests.get_or_create(&weft_metrics::l2("endpoint", frame.route.as_str(), "code", code.unwrap_or("ok"))).inc();
         m.request_duration.get_or_create(&weft_metrics::l1("endpoint", frame.route.as_str())).observe(elapsed.as_secs_f64());
+        // One line per request at debug (docs/observability.md, "Logs").
+        tracing::debug!(
+            route = %frame.route,
+            client = %who.client_id.as_deref().unwrap_or(&who.addr),
+            transport = ?who.transport,
+            duration_us = elapsed.as_micros() as u64,
+            code = %code.unwrap_or("ok"),
+            "request"
+        );
         match result {
             Ok(body) => Frame { kind: FrameKind::Response, flags: frame.flags.with_one_way(false), id: frame.id, route: frame.route, body },
             Err(e) => frame.error_to(&e),

@@ -12,6 +12,8 @@ pub struct NodeConfig {
     pub data_dir: String,
     /// Log filter (tracing EnvFilter syntax); RUST_LOG wins when set.
     pub log: String,
+    /// Log line format on stderr: `text` or `json` (one object per line).
+    pub log_format: String,
     pub node: NodeSection,
     pub limits: Limits,
     pub tcp: Listener,
@@ -233,6 +235,7 @@ impl Default for NodeConfig {
         Self {
             data_dir: "./weft-data".into(),
             log: "info".into(),
+            log_format: "text".into(),
             node: NodeSection { name: "weft".into(), id: String::new() },
             limits: Limits {
                 max_frame_bytes: weft_wire::DEFAULT_MAX_FRAME_BYTES as u64,

@@ -4,6 +4,7 @@
 mod client_cmd;
 mod cluster_cmd;
 mod config;
+mod logging;
 mod observe;
 mod serve;
 
@@ -100,6 +101,15 @@ enum Command {
     Log {
         #[command(subcommand)]
         command: weft_log::cli::LogCmd,
+    },
+    /// Change a running node's log filter (`debug`, `warn,weft_log=debug`, ...); without LEVEL, print it.
+    LogLevel {
+        #[command(flatten)]
+        client: client_cmd::ClientArgs,
+        #[command(flatten)]
+        out: client_cmd::OutputArgs,
+        /// A tracing EnvFilter: a level or `target=level` directives, comma-separated.
+        level: Option<String>,
     },
     /// Queued endpoints and senders, error states, statistics (current, gathered, full).
     #[command(flatten)]
@@ -240,6 +250,9 @@ pub struct NodeArgs {
     /// Log filter [key: log].
     #[arg(long)]
     log: Option<String>,
+    /// Log line format on stderr: text or json [key: log_format].
+    #[arg(long, value_parser = ["text", "json"])]
+    log_format: Option<String>,
     /// Disable a transport: tcp, udp or unix (repeatable) [keys: tcp.enabled ...].
     #[arg(long = "disable", value_name = "TRANSPORT")]
     disable: Vec<String>,
@@ -302,6 +315,9 @@ impl NodeArgs {
         }
         if let Some(v) = &self.log {
             set("log", v.clone().into(), "--log");
+        }
+        if let Some(v) = &self.log_format {
+            set("log_format", v.clone().into(), "--log-format");
         }
         for t in &self.disable {
             match t.as_str() {
@@ -459,6 +475,7 @@ async fn run(cli: Cli) -> Result<()> {
         #[cfg(feature = "rados")]
         Command::Rados(args) => Ok(weft_rados::cli::run(args).await?),
         Command::Log { command } => Ok(weft_log::cli::run(command).await?),
+        Command::LogLevel { client, out, level } => logging::cli(&client, out, level.as_deref()).await,
         Command::Tls { command } => Ok(weft_net::cli::run(command).await?),
         Command::Cluster { client, out, command } => cluster_cmd::run(&client, out, command).await,
         Command::Group { client, out, command } => Ok(weft_broker::cli::group(&client.connect().await?, command, out.json).await?),

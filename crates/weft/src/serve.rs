@@ -18,7 +18,7 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     // `weft.config` answers with what this node runs with, not the defaults.
     let config_entries = crate::config::entries(&layered);
     let cfg = layered.value;
-    init_logging(&cfg.log);
+    let log_level = crate::logging::init(&cfg.log, &cfg.log_format, None)?;
     let nofile = raise_nofile_limit();
     // Install the handlers first: a signal that arrives while we are still
     // starting must drain and exit 0 like any other.
@@ -52,6 +52,7 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     let liveness = Arc::new(LivenessTable::default());
     let mut service = Service::with_id(cfg.node.name.clone(), node_id.clone());
     register_node_endpoints(&mut service, liveness.clone(), Duration::from_millis(cfg.liveness.timeout_ms))?;
+    log_level.register(&mut service)?;
     service.endpoint("weft.config", move |_: Option<()>| {
         let entries = config_entries.clone();
         async move { Ok(entries) }
@@ -351,16 +352,4 @@ impl Signals {
             _ = self.int.recv() => info!("SIGINT"),
         }
     }
-}
-
-fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .try_init();
 }

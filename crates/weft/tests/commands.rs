@@ -190,6 +190,11 @@ const CASES: &[(&str, Case)] = &[
         assert_eq!((first["key"].as_str(), first["value"].as_str()), (Some("k1"), Some("one")));
     }),
     ("stats", |c| assert!(c.ok(&["stats"]).lines().any(|l| l.starts_with("period.log.produce.call_count")))),
+    ("log-level", |c| {
+        assert!(c.ok(&["log-level", "debug"]).starts_with("log filter debug (was "));
+        assert_eq!(json(&c.ok(&["log-level", "info", "--json"]))["previous"], "debug");
+        assert!(c.fails(&["log-level", "=="]).contains("bad log filter"));
+    }),
     ("errors", |c| assert_eq!(json(&c.ok(&["errors", "--json"])), serde_json::json!([]))),
     ("errors clear", |c| assert_eq!(c.ok(&["errors", "clear"]).trim(), "no error states")),
     // The node serves no queued endpoint or sender of its own: ls is empty
