@@ -14,6 +14,24 @@ weft=$root/target/release/weft
 eval "$(bash "$shared/scripts/ceph/ceph-up.sh")"
 trap 'bash "$shared/scripts/ceph/ceph-down.sh" >/dev/null 2>&1 || true' EXIT
 pool=${CEPH_POOL:-test}
+# Every command's stderr goes to this log; a failing command prints it and
+# the script stops with that command's status (stderr used to go to
+# /dev/null, which lost the cause of a failure seen twice here).
+log=$(mktemp /tmp/weft-bench-rados.XXXXXX.log)
+# run TOOL ARGS...: the tool's stdout (its stderr appended to $log)
+run() {
+  echo "== $*" >>"$log"
+  local rc=0
+  "$@" 2>>"$log" || rc=$?
+  if [ "$rc" != 0 ]; then
+    { echo "FAILED (exit $rc): $*"; echo "--- stderr log $log:"; tail -n 50 "$log"; } >&2
+    return "$rc"
+  fi
+}
+# Start from an empty pool: leftovers of an earlier run (either tool's)
+# would be read or overwritten by this one.
+run rados -c "$CEPH_CONF" -p "$pool" cleanup >/dev/null
+run "$weft" rados -c "$CEPH_CONF" -p "$pool" cleanup >/dev/null
 # rados bench output and `weft rados bench` output share the same lines.
 summary() { awk '/Bandwidth \(MB\/sec\)/{bw=$3} /Average IOPS/{iops=$3} /Average Latency\(s\)/{lat=$3} END{printf "%8s MB/s %8s IOPS  avg latency %s s", bw, iops, lat}'; }
 echo "tool   size      t  mode   result"
@@ -28,13 +46,21 @@ for size in 4194304 4096; do
         # -b only with write (rados refuses it for seq/rand).
         extra=(); [ "$mode" = write ] && extra=(-b "$size" --no-cleanup)
         if [ "$tool" = rados ]; then
-          r=$(rados -c "$CEPH_CONF" -p "$pool" bench "$secs" "$mode" -t "$t" "${extra[@]}" 2>/dev/null | summary)
+          out=$(run rados -c "$CEPH_CONF" -p "$pool" bench "$secs" "$mode" -t "$t" "${extra[@]}")
         else
-          r=$("$weft" rados -c "$CEPH_CONF" -p "$pool" bench "$secs" "$mode" -t "$t" "${extra[@]}" 2>/dev/null | summary)
+          out=$(run "$weft" rados -c "$CEPH_CONF" -p "$pool" bench "$secs" "$mode" -t "$t" "${extra[@]}")
         fi
-        printf '%-6s %-9s %-2s %-6s %s\n' "$tool" "$size" "$t" "$mode" "$r"
+        printf '%-6s %-9s %-2s %-6s %s\n' "$tool" "$size" "$t" "$mode" "$(summary <<<"$out")"
       done
-      rados -c "$CEPH_CONF" -p "$pool" cleanup >/dev/null 2>&1 || true
+      # each tool removes its own objects (`rados cleanup` only knows
+      # rados's names; weft's 4 MiB objects used to stay in the pool for
+      # the 4 KiB rounds)
+      if [ "$tool" = rados ]; then
+        run rados -c "$CEPH_CONF" -p "$pool" cleanup >/dev/null
+      else
+        run "$weft" rados -c "$CEPH_CONF" -p "$pool" cleanup >/dev/null
+      fi
     done
   done
 done
+rm -f "$log"

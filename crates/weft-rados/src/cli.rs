@@ -109,6 +109,9 @@ pub enum RadosCmd {
     Rmsnap { name: String },
     /// roll an object back to a pool snapshot
     Rollback { oid: String, snap: String },
+    /// remove the objects `bench write --no-cleanup` left (as `rados
+    /// cleanup`): every object named `weft_bench_...` and the metadata
+    Cleanup,
     /// benchmark like `rados bench SECONDS write|seq|rand`
     Bench {
         seconds: u64,
@@ -303,6 +306,10 @@ pub async fn run_with(r: &Rados, a: &RadosArgs) -> Result<()> {
             ioctx(r, a)?.snap_rollback(oid, snap).await?;
             println!("rolled back pool {} to snapshot {snap}", a.pool.as_deref().unwrap_or(""));
         }
+        RadosCmd::Cleanup => {
+            let n = bench_cleanup(&ioctx(r, a)?).await?;
+            println!("Removed {n} objects");
+        }
         RadosCmd::Bench { seconds, mode, block_size, concurrent, no_cleanup } => {
             let io = ioctx(r, a)?;
             let rep = bench(&io, *mode, Duration::from_secs(*seconds), *block_size, *concurrent, !*no_cleanup).await?;
@@ -356,8 +363,50 @@ pub fn rados_time(unix_sec: u32) -> String {
     format!("{y:04}.{m:02}.{d:02} {:02}:{:02}:{:02}", rem / 3600, rem / 60 % 60, rem % 60)
 }
 
-const BENCH_PREFIX: &str = "weft_bench_object";
+/// Every bench object's name starts so (`weft_bench_<host>_<pid>_object<N>`):
+/// each run writes objects of its own, as `rados bench` does
+/// (`benchmark_data_<host>_<pid>_object<N>`), so a run never overwrites
+/// what an earlier one left.
+const BENCH_PREFIX: &str = "weft_bench_";
 const BENCH_META: &str = "weft_bench_last_metadata";
+
+fn bench_run_prefix() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host: String = host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+    format!("{BENCH_PREFIX}{host}_{}_object", std::process::id())
+}
+
+/// Removes every bench object (by listing, so leftovers of crashed runs go
+/// too) and the metadata, 16 removes in flight; an object already gone
+/// counts as removed. Returns how many objects were removed.
+pub async fn bench_cleanup(io: &IoCtx) -> Result<u64> {
+    let names: Vec<String> =
+        io.list().await?.into_iter().map(|e| e.oid).filter(|o| o.starts_with(BENCH_PREFIX)).collect();
+    let n = names.len() as u64;
+    remove_all(io, names).await?;
+    Ok(n)
+}
+
+async fn remove_all(io: &IoCtx, names: Vec<String>) -> Result<()> {
+    let queue = Arc::new(Mutex::new(names));
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (io, queue) = (io.clone(), queue.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let Some(oid) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop() else { return Ok(()) };
+                match io.remove(&oid).await {
+                    Err(e) if !e.is_not_found() => return Err(e),
+                    _ => {}
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| Error::Config(format!("cleanup task: {e}")))??;
+    }
+    Ok(())
+}
 
 /// Results of a bench run, printed in `rados bench`'s vocabulary.
 #[derive(Debug, Clone)]
@@ -414,20 +463,22 @@ pub async fn bench(
     cleanup: bool,
 ) -> Result<BenchReport> {
     let concurrent = concurrent.clamp(1, 1024);
-    let (count_limit, object_size) = match mode {
-        BenchMode::Write => (u64::MAX, block_size),
+    let (count_limit, object_size, prefix) = match mode {
+        BenchMode::Write => (u64::MAX, block_size, bench_run_prefix()),
         _ => {
-            let meta = io.read(BENCH_META, 0, 64).await?;
+            let meta = io.read(BENCH_META, 0, 512).await?;
             let s = String::from_utf8_lossy(&meta);
             let mut it = s.split_whitespace();
             let n: u64 = it.next().and_then(|x| x.parse().ok()).unwrap_or(0);
             let sz: usize = it.next().and_then(|x| x.parse().ok()).unwrap_or(0);
-            if n == 0 {
+            let prefix = it.next().unwrap_or_default().to_string();
+            if n == 0 || !prefix.starts_with(BENCH_PREFIX) {
                 return Err(Error::Config("no objects from a previous `bench write --no-cleanup`".into()));
             }
-            (n, sz)
+            (n, sz, prefix)
         }
     };
+    let prefix = Arc::new(prefix);
     let payload = Arc::new(vec![0x5au8; block_size]);
     let next = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
@@ -437,8 +488,16 @@ pub async fn bench(
     let start = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..concurrent {
-        let (io, payload, next, done, bytes, stop, lats) =
-            (io.clone(), payload.clone(), next.clone(), done.clone(), bytes.clone(), stop.clone(), lats.clone());
+        let (io, payload, next, done, bytes, stop, lats, prefix) = (
+            io.clone(),
+            payload.clone(),
+            next.clone(),
+            done.clone(),
+            bytes.clone(),
+            stop.clone(),
+            lats.clone(),
+            prefix.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ (w as u64 + 1);
             while !stop.load(Ordering::Relaxed) && start.elapsed() < dur {
@@ -459,7 +518,7 @@ pub async fn bench(
                         seed % count_limit
                     }
                 };
-                let oid = format!("{BENCH_PREFIX}{i}");
+                let oid = format!("{prefix}{i}");
                 let t0 = Instant::now();
                 let n = match mode {
                     BenchMode::Write => io.write_full(&oid, &payload).await.map(|_| payload.len()),
@@ -494,12 +553,12 @@ pub async fn bench(
     let ops = done.load(Ordering::Relaxed);
     if mode == BenchMode::Write {
         if cleanup {
-            for i in 0..next.load(Ordering::Relaxed) {
-                let _ = io.remove(&format!("{BENCH_PREFIX}{i}")).await;
-            }
-            let _ = io.remove(BENCH_META).await;
+            // every name handed out, written or not; waits for each remove
+            let names = (0..next.load(Ordering::Relaxed)).map(|i| format!("{prefix}{i}")).collect();
+            remove_all(io, names).await?;
         } else {
-            io.write_full(BENCH_META, format!("{ops} {block_size}").as_bytes()).await?;
+            // seq/rand read objects 0..ops of this run's prefix
+            io.write_full(BENCH_META, format!("{ops} {block_size} {prefix}").as_bytes()).await?;
         }
     }
     let latencies = std::mem::take(&mut *lats.lock().unwrap_or_else(|p| p.into_inner()));

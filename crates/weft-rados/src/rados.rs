@@ -33,6 +33,13 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Resend an op that got no reply within this long (dedup makes it safe).
 const RESEND_AFTER: Duration = Duration::from_secs(15);
+/// OSDMap flags the objecter honours (`CEPH_OSDMAP_*`).
+mod osdmap_flag {
+    pub const FULL: u32 = 1 << 1;
+    pub const PAUSERD: u32 = 1 << 2;
+    pub const PAUSEWR: u32 = 1 << 3;
+}
+
 /// The snapshot id that means the head (`set_read(SNAP_HEAD)`).
 pub const SNAP_HEAD: u64 = CEPH_NOSNAP;
 /// The namespace value that makes PGNLS return every namespace.
@@ -457,6 +464,22 @@ impl Rados {
                     (PgId { pool: t.pool as u64, seed: pool.raw_pg_to_pg(h) }, h)
                 }
             };
+            // As librados: hold writes while the pool or cluster is full or
+            // writes are paused, reads while reads are paused, until a map
+            // lifts it (the OSD silently drops a write to a full pool, so
+            // sending it would only wait for our resend timer).
+            let is_write = flags & osd_flag::WRITE != 0;
+            let paused = if is_write {
+                pool.flags & crate::proto::osdmap::pool_flag::FULL != 0
+                    || map.flags & (osdmap_flag::FULL | osdmap_flag::PAUSEWR) != 0
+            } else {
+                map.flags & osdmap_flag::PAUSERD != 0
+            };
+            if paused {
+                tracing::info!(pool = t.pool, epoch = map.epoch, "op paused (full or paused in the osdmap)");
+                let _ = tokio::time::timeout_at(deadline.into(), maps.changed()).await;
+                continue;
+            }
             let pl = map.try_pg_to_up_acting(pgid)?.ok_or_else(|| Error::NoPool(t.pool.to_string()))?;
             let osd = pl.acting_primary;
             if osd < 0 {

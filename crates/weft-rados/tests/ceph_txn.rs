@@ -246,3 +246,28 @@ async fn pool_snapshots_read_rollback_and_lssnap() {
     assert!(io.selfmanaged_snap_create().await.is_err());
     r.pool_delete(&pool).await.unwrap();
 }
+
+/// Writes wait while the osdmap pauses them (as librados's do) and go
+/// through once the flag is lifted, instead of being sent, dropped by the
+/// OSD and failing on our timeout.
+#[tokio::test]
+async fn writes_wait_while_paused() {
+    let Some(c) = cluster() else { return };
+    let r = connect(c).await;
+    let io = r.ioctx(&c.pool).unwrap();
+    let oid = uniq("paused");
+    r.mon_command(serde_json::json!({"prefix": "osd set", "key": "pause"}), b"").await.expect("osd set pause");
+    r.wait_for_latest_osdmap().await.unwrap();
+    let w = {
+        let io = io.clone();
+        let oid = oid.clone();
+        tokio::spawn(async move { io.write_full(&oid, b"after the pause").await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let waiting = !w.is_finished();
+    r.mon_command(serde_json::json!({"prefix": "osd unset", "key": "pause"}), b"").await.expect("osd unset pause");
+    assert!(waiting, "a write went through while writes were paused");
+    w.await.unwrap().expect("the write completes once the pause is lifted");
+    assert_eq!(io.read_full(&oid).await.unwrap(), b"after the pause");
+    io.remove(&oid).await.unwrap();
+}
