@@ -89,6 +89,15 @@ pub struct Metrics {
     pub http_requests: Family<L3, Counter>,
     pub http_request_duration: HistFamily<L1>,
 
+    // ---- pvAccess server (weft-pva), mirrored at scrape time from its counters
+    pub pva_connections: Counter,
+    /// By reason: `allow_list` (TCP connections), `closed_on_error`, `send_stalled`.
+    pub pva_connections_closed: Family<L1, Counter>,
+    /// By result: `answered`, `refused` (sender not on the allow-list).
+    pub pva_searches: Family<L1, Counter>,
+    pub pva_access_denied: Counter,
+    pub pva_requests_cancelled: Counter,
+
     /// Always 1, labelled with the version.
     pub build_info: Family<L1, Gauge>,
 }
@@ -121,6 +130,11 @@ impl Metrics {
             queue_bytes: Family::default(),
             http_requests: Family::default(),
             http_request_duration: Family::new_with_constructor(latency),
+            pva_connections: Counter::default(),
+            pva_connections_closed: Family::default(),
+            pva_searches: Family::default(),
+            pva_access_denied: Counter::default(),
+            pva_requests_cancelled: Counter::default(),
             build_info: Family::default(),
         }
     }
@@ -152,6 +166,11 @@ impl Metrics {
         r.register_with_unit("queue", "Bytes held by a queued endpoint's or sender's queues, by kind and name", Unit::Bytes, self.queue_bytes.clone());
         r.register("http_requests", "HTTP gateway requests, by route template, method and status", self.http_requests.clone());
         r.register_with_unit("http_request_duration", "Time to answer an HTTP gateway request, by route template", Unit::Seconds, self.http_request_duration.clone());
+        r.register("pva_connections", "pvAccess TCP connections accepted", self.pva_connections.clone());
+        r.register("pva_connections_closed", "pvAccess connections refused or closed by the server, by reason", self.pva_connections_closed.clone());
+        r.register("pva_searches", "pvAccess UDP searches, by result (answered, refused)", self.pva_searches.clone());
+        r.register("pva_access_denied", "pvAccess channel creations and operations refused by the access rules", self.pva_access_denied.clone());
+        r.register("pva_requests_cancelled", "pvAccess executions and monitors stopped by CANCEL_REQUEST", self.pva_requests_cancelled.clone());
         r.register("build_info", "Always 1; the version is in the label", self.build_info.clone());
         r
     }
@@ -233,6 +252,15 @@ pub fn render(format: Format) -> String {
     out
 }
 
+/// Bring a counter up to `total`, the current value of a monotonic counter
+/// kept elsewhere (scrape-time mirroring keeps the Prometheus type a counter).
+pub fn mirror(c: &Counter, total: u64) {
+    let now = c.get();
+    if total > now {
+        c.inc_by(total - now);
+    }
+}
+
 /// `[(name, value)]` with an owned value.
 pub fn l1(k: &'static str, v: impl Into<String>) -> L1 {
     [(k, v.into())]
@@ -247,6 +275,15 @@ pub fn l3(k1: &'static str, v1: impl Into<String>, k2: &'static str, v2: impl In
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mirror_follows_the_source() {
+        let c = Counter::default();
+        mirror(&c, 5);
+        mirror(&c, 5);
+        mirror(&c, 7);
+        assert_eq!(c.get(), 7);
+    }
 
     #[test]
     fn accept_negotiation() {

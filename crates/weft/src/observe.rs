@@ -13,7 +13,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 use weft_log::Log;
-use weft_metrics::{l2, l3, Format};
+use weft_metrics::{l1, l2, l3, Format};
 
 /// One readiness check: `Ok(detail)` when it passes, `Err(reason)` when not.
 pub type CheckFn = Box<dyn Fn() -> Result<String, String> + Send + Sync>;
@@ -163,6 +163,25 @@ pub fn install_queue_gauges(queues: Arc<weft_queue::Manager>) {
                     m.queue_items.get_or_create(&l3("kind", kind, "name", q.name.as_str(), "queue", queue)).set(i64::try_from(n).unwrap_or(i64::MAX));
                 }
                 m.queue_bytes.get_or_create(&l2("kind", kind, "name", q.name.as_str())).set(i64::try_from(q.bytes).unwrap_or(i64::MAX));
+            }
+        }
+    });
+}
+
+/// The pvAccess server's counters (`pva.*` stats), mirrored at every scrape.
+pub fn install_pva_counters(read: Box<dyn Fn() -> Vec<(&'static str, u64)> + Send + Sync>) {
+    weft_metrics::on_scrape(move |m| {
+        for (name, v) in read() {
+            match name {
+                "pva.connections" => weft_metrics::mirror(&m.pva_connections, v),
+                "pva.connections_refused" => weft_metrics::mirror(&m.pva_connections_closed.get_or_create(&l1("reason", "allow_list")), v),
+                "pva.connections_closed_on_error" => weft_metrics::mirror(&m.pva_connections_closed.get_or_create(&l1("reason", "closed_on_error")), v),
+                "pva.send_stalled_closed" => weft_metrics::mirror(&m.pva_connections_closed.get_or_create(&l1("reason", "send_stalled")), v),
+                "pva.searches_answered" => weft_metrics::mirror(&m.pva_searches.get_or_create(&l1("result", "answered")), v),
+                "pva.searches_refused" => weft_metrics::mirror(&m.pva_searches.get_or_create(&l1("result", "refused")), v),
+                "pva.access_denied" => weft_metrics::mirror(&m.pva_access_denied, v),
+                "pva.requests_cancelled" => weft_metrics::mirror(&m.pva_requests_cancelled, v),
+                _ => {}
             }
         }
     });

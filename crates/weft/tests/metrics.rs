@@ -366,3 +366,51 @@ fn readyz_is_503_while_the_disk_is_full() {
     let (s, _, body) = get(http, "/readyz", None);
     assert_eq!(s, 200, "{body}");
 }
+
+/// The pvAccess server's counters reach `/metrics`: three `weft pv get`s
+/// are three more connections and at least three answered searches.
+#[test]
+fn pva_counters() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("weft.toml");
+    std::fs::write(&conf, "[pva]\nenabled = true\ndemo = true\n").unwrap();
+    let (port, http, pva_tcp, pva_udp) = (free_port(), free_port(), free_port(), free_port());
+    let epics = [
+        ("EPICS_PVAS_INTF_ADDR_LIST", "127.0.0.1".to_string()),
+        ("EPICS_PVAS_SERVER_PORT", pva_tcp.to_string()),
+        ("EPICS_PVAS_BROADCAST_PORT", pva_udp.to_string()),
+        ("EPICS_PVAS_AUTO_BEACON_ADDR_LIST", "NO".into()),
+        ("EPICS_PVAS_BEACON_ADDR_LIST", "127.0.0.1".into()),
+        ("EPICS_PVA_ADDR_LIST", format!("127.0.0.1:{pva_udp}")),
+        ("EPICS_PVA_AUTO_ADDR_LIST", "NO".into()),
+    ];
+    let child = Command::new(support::WEFT)
+        .args(["serve", "--config"])
+        .arg(&conf)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--tcp-addr", &format!("127.0.0.1:{port}"), "--disable", "udp", "--http-addr", &format!("127.0.0.1:{http}")])
+        .envs(epics.iter().cloned())
+        .env_remove("WEFT_CONFIG")
+        .env_remove("WEFT_ADDR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _node = Prometheus(child); // killed by pid on drop, like the Prometheus
+    let pv_get = || Command::new(support::WEFT).args(["pv", "get", "weft:demo:counter"]).envs(epics.iter().cloned()).output().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !pv_get().status.success() {
+        assert!(Instant::now() < deadline, "pvAccess never came up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before = samples(&get(http, "/metrics", None).2);
+    for _ in 0..3 {
+        let o = pv_get();
+        assert!(o.status.success(), "{}", text(&o.stderr));
+    }
+    let after = samples(&get(http, "/metrics", None).2);
+    assert_eq!(value(&after, "weft_pva_connections_total") - value(&before, "weft_pva_connections_total"), 3.0);
+    let answered = r#"weft_pva_searches_total{result="answered"}"#;
+    assert!(value(&after, answered) - value(&before, answered) >= 3.0);
+}
