@@ -53,6 +53,14 @@ impl EventSink {
         })
     }
 
+    /// True when both sinks lead to the same open connection.
+    pub fn same_connection(&self, other: &EventSink) -> bool {
+        match (self.tx.upgrade(), other.tx.upgrade()) {
+            (Some(a), Some(b)) => a.same_channel(&b),
+            _ => false,
+        }
+    }
+
     /// True once the connection is gone.
     pub fn is_closed(&self) -> bool {
         self.tx.upgrade().is_none_or(|t| t.is_closed())

@@ -11,7 +11,7 @@ use weft_net::{Client, ClientConfig, Target};
 
 use crate::error::QueueError;
 use crate::keepers::{ErrorState, Snapshot};
-use crate::manage::{ClearErrors, Count, ErrorsReq, NameReq, PauseReq, ReprocessReq, SetReq, UidReq};
+use crate::manage::{ClearErrors, Count, ErrorsReq, NameReq, PauseReq, ReprocessReq, SetReq, UidReq, WatchReq};
 use crate::queue::{ItemView, PauseWhat, QueueInfo};
 
 #[derive(Args, Debug, Clone)]
@@ -82,6 +82,13 @@ pub enum QueueOp {
         name: String,
         #[arg(long, value_enum, default_value = "all")]
         what: PauseWhat,
+    },
+    /// Print queue states as they change (server events, no polling): the
+    /// current states first, then one line per change; --count N stops after N changes.
+    Watch {
+        name: Option<String>,
+        #[arg(long)]
+        count: Option<u64>,
     },
     /// Change run-time settings: --max-uncommitted N (items taken but not yet committed).
     Set {
@@ -260,6 +267,9 @@ fn no_data(v: &serde_json::Value) -> bool {
     v.is_null() || v.as_f64().is_some_and(|f| f == -1.0)
 }
 
+/// How often `weft queue watch` renews its watch.
+const WATCH_RENEW: Duration = Duration::from_secs(30);
+
 async fn run_queue(conn: &Conn, prefix: &str, op: QueueOp) -> Result<(), QueueError> {
     let c = connect(conn).await?;
     let route = |op: &str| format!("{prefix}.{op}");
@@ -285,6 +295,41 @@ async fn run_queue(conn: &Conn, prefix: &str, op: QueueOp) -> Result<(), QueueEr
         QueueOp::Resume { name, what } => {
             let i: QueueInfo = call(&c, &route("resume"), &PauseReq { name, what: Some(what) }).await?;
             if conn.json { print_json(&i) } else { print_info(&i) }
+        }
+        QueueOp::Watch { name, count } => {
+            let watch = WatchReq { name };
+            let mut events = c.subscribe();
+            let now: Vec<QueueInfo> = call(&c, &route("watch"), &watch).await?;
+            let show = |i: &QueueInfo| if conn.json { println!("{}", serde_json::to_string(i).unwrap_or_default()) } else { print_info(i) };
+            now.iter().for_each(show);
+            let changed = format!("{prefix}.changed");
+            let mut seen = 0u64;
+            // Renewing the watch keeps the connection from the server's idle
+            // timeout and re-registers it after a reconnection.
+            let mut renew = tokio::time::interval(WATCH_RENEW);
+            renew.tick().await;
+            while count.is_none_or(|n| seen < n) {
+                let f = tokio::select! {
+                    f = events.recv() => f,
+                    _ = renew.tick() => {
+                        if let Err(e) = call::<_, Vec<QueueInfo>>(&c, &route("watch"), &watch).await {
+                            tracing::debug!(error = %e, "renewing the watch failed; retrying at the next tick");
+                        }
+                        continue;
+                    }
+                };
+                let Some(f) = f else { break };
+                if f.route != changed {
+                    continue;
+                }
+                match f.decode_body::<QueueInfo>() {
+                    Ok(i) => show(&i),
+                    Err(e) => tracing::debug!(error = %e, "undecodable queue change event"),
+                }
+                seen += 1;
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
+            }
         }
         QueueOp::Set { name, max_uncommitted } => {
             let i: QueueInfo = call(&c, &route("set"), &SetReq { name, max_uncommitted }).await?;

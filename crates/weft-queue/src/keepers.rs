@@ -95,6 +95,10 @@ impl StatsKeeper {
         self.stop.cancel();
     }
 
+    pub fn is_stopped(&self) -> bool {
+        self.stop.is_cancelled()
+    }
+
     pub fn registry(&self) -> &Arc<StatsRegistry> {
         &self.registry
     }

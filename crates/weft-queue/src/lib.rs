@@ -30,7 +30,7 @@ pub use keepers::{ErrorKeeper, ErrorState, PeriodEndpoint, Snapshot, StatsKeeper
 pub use lru::{Cache, CacheLimits, CacheStats};
 pub use manage::{
     Ack, ClearErrors, Count, Delivery, ErrorsReq, Manager, ManagerOptions, MeteredHandler, NameReq, PauseReq, QueuedEndpoint,
-    ReprocessReq, SetReq, UidReq,
+    ReprocessReq, SetReq, UidReq, WatchReq, changed_route, MAX_QUEUE_WATCHERS, WATCH_INTERVAL,
 };
 pub use queue::{BoxFuture, ItemView, Outcome, PauseWhat, QueueInfo, QueueKind, QueueOptions, TokenBucket, WorkQueue, Worker, DEFAULT_MAX_UNCOMMITTED, MAX_UNCOMMITTED_LIMIT};
 pub use sender::{classify, Broadcaster, BROADCAST_GROUP, NativeOutbound, Outbound, QueuedSender, SequencedBroadcaster, Target, TargetResult};

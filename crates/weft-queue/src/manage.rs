@@ -6,14 +6,14 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use weft_net::{Handler, HandlerFuture, PeerInfo};
-use weft_service::{Service, ServiceError};
+use weft_net::{EventSink, Handler, HandlerFuture, PeerInfo};
+use weft_service::{EndpointOptions, Service, ServiceError};
 use weft_wire::{BodyFormat, ErrorBody, ErrorCode, Frame};
 
 use crate::error::QueueError;
@@ -86,6 +86,42 @@ pub struct Manager {
     /// `max_uncommitted` of queues created without one (node key
     /// `queues.max_uncommitted`).
     default_max_uncommitted: AtomicUsize,
+    watch: Mutex<Watch>,
+    watch_sent: AtomicU64,
+    watch_dropped: AtomicU64,
+}
+
+/// Clients watching queue changes (`weft.queue.watch`), and what they were
+/// last told per queue.
+#[derive(Default)]
+struct Watch {
+    watchers: Vec<Watcher>,
+    last: BTreeMap<(bool, String), QueueInfo>,
+}
+
+struct Watcher {
+    kind: QueueKind,
+    /// One queue, or every queue of the kind.
+    name: Option<String>,
+    sink: EventSink,
+}
+
+/// Watching connections at most (past this, `busy`): each costs a diff
+/// per change.
+pub const MAX_QUEUE_WATCHERS: usize = 256;
+/// How often queue states are compared for `weft.queue.changed` events.
+pub const WATCH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The event route for a changed queue of `kind`.
+pub fn changed_route(kind: QueueKind) -> &'static str {
+    match kind {
+        QueueKind::Endpoint => "weft.queue.changed",
+        QueueKind::Sender => "weft.sender.changed",
+    }
+}
+
+fn mlock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn rlock<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -117,6 +153,23 @@ impl Manager {
             errors: Arc::new(ErrorKeeper::default()),
             stats,
             default_max_uncommitted: AtomicUsize::new(DEFAULT_MAX_UNCOMMITTED),
+            watch: Mutex::new(Watch::default()),
+            watch_sent: AtomicU64::new(0),
+            watch_dropped: AtomicU64::new(0),
+        });
+        // Push queue changes to watchers; ends when the manager is dropped.
+        let weak = Arc::downgrade(&m);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(WATCH_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(m) = weak.upgrade() else { return };
+                if m.stats.is_stopped() {
+                    return;
+                }
+                m.push_changes();
+            }
         });
         // Queue and sender sizes as flat statistics keys.
         let weak = Arc::downgrade(&m);
@@ -138,6 +191,9 @@ impl Manager {
                     }
                 }
             }
+            out.push(("queue.watchers".to_owned(), (mlock(&m.watch).watchers.len() as u64).into()));
+            out.push(("queue.watch.events_sent".to_owned(), m.watch_sent.load(Ordering::Relaxed).into()));
+            out.push(("queue.watch.events_dropped".to_owned(), m.watch_dropped.load(Ordering::Relaxed).into()));
             // Error states as statistics: `error.<ID>` is the raise count
             // (0 once cleared), `errors.active` the states now raised.
             let states = m.errors.all();
@@ -159,6 +215,40 @@ impl Manager {
     fn with_default(&self, mut options: QueueOptions) -> QueueOptions {
         options.max_uncommitted = options.max_uncommitted.or(Some(self.default_max_uncommitted.load(Ordering::SeqCst)));
         options
+    }
+
+    /// Send `weft.queue.changed` / `weft.sender.changed` (body `QueueInfo`)
+    /// to the watchers of every queue whose state changed since the last
+    /// call, and forget watchers whose connection closed.
+    fn push_changes(&self) {
+        let mut w = mlock(&self.watch);
+        w.watchers.retain(|x| !x.sink.is_closed());
+        if w.watchers.is_empty() {
+            w.last.clear();
+            return;
+        }
+        for (kind, infos) in [(QueueKind::Endpoint, self.endpoint_infos()), (QueueKind::Sender, self.sender_infos())] {
+            for info in infos {
+                // The age of the oldest item changes every millisecond: not a change.
+                let key_info = QueueInfo { oldest_incoming_age_ms: 0, ..info.clone() };
+                let key = (kind == QueueKind::Sender, info.name.clone());
+                if w.last.get(&key) == Some(&key_info) {
+                    continue;
+                }
+                w.last.insert(key, key_info);
+                for x in w.watchers.iter().filter(|x| x.kind == kind && x.name.as_ref().is_none_or(|n| *n == info.name)) {
+                    match x.sink.send(changed_route(kind), &info) {
+                        Ok(()) => {
+                            self.watch_sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            self.watch_dropped.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(queue = %info.name, error = %e, "queue change event not sent");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     pub fn errors(&self) -> &Arc<ErrorKeeper> {
@@ -354,6 +444,34 @@ impl Manager {
             })?;
         }
         let m = self.clone();
+        service.endpoint_with(&format!("{prefix}.watch"), EndpointOptions::default(), move |r: Option<WatchReq>, peer: Arc<PeerInfo>| {
+            let m = m.clone();
+            async move {
+                let name = r.and_then(|r| r.name);
+                if let Some(n) = &name {
+                    m.queue_of(kind, n)?;
+                }
+                let Some(sink) = peer.events.clone() else {
+                    return Err(ServiceError::validation("watching needs a stream connection (tcp, unix or tls): events are not sent on udp or quic"));
+                };
+                let mut w = mlock(&m.watch);
+                // A connection that watches again replaces its earlier watch
+                // (clients renew it to survive reconnections).
+                w.watchers.retain(|x| !x.sink.is_closed() && !(x.kind == kind && x.sink.same_connection(&sink)));
+                if w.watchers.len() >= MAX_QUEUE_WATCHERS {
+                    return Err(ServiceError::Busy(format!("{MAX_QUEUE_WATCHERS} connections already watch queues")));
+                }
+                w.watchers.push(Watcher { kind, name: name.clone(), sink });
+                // Everyone is told the next change; this one starts from now.
+                drop(w);
+                let infos = match kind {
+                    QueueKind::Endpoint => m.endpoint_infos(),
+                    QueueKind::Sender => m.sender_infos(),
+                };
+                Ok(infos.into_iter().filter(|i| name.as_ref().is_none_or(|n| *n == i.name)).collect::<Vec<QueueInfo>>())
+            }
+        })?;
+        let m = self.clone();
         service.endpoint(&format!("{prefix}.set"), move |r: SetReq| {
             let m = m.clone();
             async move {
@@ -420,6 +538,12 @@ pub struct PauseReq {
     pub name: String,
     #[serde(default)]
     pub what: Option<PauseWhat>,
+}
+/// `weft.queue.watch` / `weft.sender.watch`: one queue, or all (no name).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WatchReq {
+    #[serde(default)]
+    pub name: Option<String>,
 }
 /// `weft.queue.set` / `weft.sender.set`: run-time settings (absent = unchanged).
 #[derive(Debug, Clone, Serialize, Deserialize)]
