@@ -90,6 +90,8 @@ struct Group {
     /// refuses to restore a snapshot whose configuration lacks the node, and
     /// the founding configuration is not in the log for it to replay).
     force_snapshot: bool,
+    /// Log compaction allowed (off for partition groups until their snapshots carry records).
+    compact: bool,
 }
 
 /// Every group of one node.
@@ -167,8 +169,15 @@ impl MultiRaft {
             ..Default::default()
         };
         let raw = RawNode::new(&cfg, storage, &self.logger)?;
-        self.groups.insert(group, Group { raw, sm, applied, conf, force_snapshot: false });
+        self.groups.insert(group, Group { raw, sm, applied, conf, force_snapshot: false, compact: true });
         Ok(())
+    }
+
+    /// Turn log compaction of one group on or off.
+    pub fn set_compaction(&mut self, group: GroupId, on: bool) {
+        if let Some(g) = self.groups.get_mut(&group) {
+            g.compact = on;
+        }
     }
 
     pub fn has_group(&self, group: GroupId) -> bool {
@@ -421,6 +430,9 @@ pub fn cc_removes(cc: &ConfChangeV2, id: NodeId) -> bool {
 }
 
 fn maybe_compact(g: &mut Group, snapshot_entries: u64) -> Result<()> {
+    if !g.compact {
+        return Ok(());
+    }
     let snap_index = g.raw.store().snapshot_ref().get_metadata().index;
     let due = g.applied >= snap_index + snapshot_entries.max(1) || (g.force_snapshot && g.applied > snap_index);
     g.force_snapshot = false;

@@ -7,6 +7,7 @@ pub mod error;
 pub mod host;
 pub mod meta;
 pub mod node;
+pub mod partition;
 pub mod storage;
 pub mod transport;
 

@@ -40,6 +40,9 @@ pub struct ClusterConfig {
     /// Commands queued to the driver before callers get `busy`.
     pub max_pending: usize,
     pub tuning: RaftTuning,
+    /// The node's log: committed records of hosted partitions are applied into it.
+    /// None: partition groups run without records (tests of the raft layer).
+    pub log: Option<weft_log::Log>,
 }
 
 /// Parse `1=HOST:PORT,2=HOST:PORT`.
@@ -103,7 +106,7 @@ pub struct PartitionStatus {
     pub in_sync: Vec<NodeId>,
     /// The group's raft commit index, when hosted here.
     pub raft_commit: Option<u64>,
-    /// Records are not replicated yet in stage 1 (docs/cluster.md): always None.
+    /// Next offset readable on this replica (committed and applied), when hosted here.
     pub high_watermark: Option<u64>,
 }
 
@@ -115,6 +118,24 @@ pub struct ClusterNode {
     meta: Arc<RwLock<MetaState>>,
     transport: Arc<Transport>,
     stop: watch::Sender<bool>,
+    partitions: Partitions,
+}
+
+type Partitions = Arc<RwLock<BTreeMap<GroupId, Arc<crate::partition::PartitionHandle>>>>;
+
+/// A record read back from a replicated partition.
+#[derive(Debug, Clone, Serialize)]
+pub struct FetchedRecord {
+    pub offset: u64,
+    pub timestamp_ms: i64,
+    pub key: Option<String>,
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Fetched {
+    pub high_watermark: u64,
+    pub records: Vec<FetchedRecord>,
 }
 
 struct Pending<T> {
@@ -135,6 +156,7 @@ struct Driver {
     registered: bool,
     /// Election timeouts of groups opened later.
     rng: rand::rngs::StdRng,
+    partitions: Partitions,
 }
 
 /// The state machine of a partition group until records are replicated (stage 2).
@@ -190,6 +212,7 @@ impl ClusterNode {
         let voters: Vec<NodeId> = if cfg.join { Vec::new() } else { cfg.peers.keys().copied().collect() };
         raft.open_group(META_GROUP, Box::new(disk), Box::new(MetaSm::new(meta.clone())), &voters, &mut rng)?;
         let (tx, rx) = mpsc::channel(cfg.max_pending.max(1));
+        let partitions: Partitions = Arc::default();
         let driver = Driver {
             cfg: cfg.clone(),
             raft,
@@ -201,10 +224,11 @@ impl ClusterNode {
             meta: meta.clone(),
             registered: false,
             rng,
+            partitions: partitions.clone(),
         };
         tokio::spawn(driver.run(rx, in_rx, stop_rx));
         tracing::info!(node = cfg.node_id, addr = %cfg.addr, peers = cfg.peers.len(), join = cfg.join, "cluster: node started");
-        Ok(ClusterNode { cfg, tx, meta, transport, stop })
+        Ok(ClusterNode { cfg, tx, meta, transport, stop, partitions })
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -258,6 +282,53 @@ impl ClusterNode {
     pub async fn read_meta(&self) -> Result<MetaState> {
         self.call(|reply| Cmd::ReadIndex { group: META_GROUP, reply }).await?;
         Ok(self.local_meta())
+    }
+
+    /// Produce one record to a replicated partition: answered with its offset
+    /// once committed (a majority has it durable in the raft log) and applied
+    /// here. Any replica accepts it (forwarded to the partition's leader).
+    pub async fn produce(&self, topic: &str, partition: u32, key: Option<Vec<u8>>, value: Vec<u8>) -> Result<u64> {
+        let group = self.group_of(topic, partition)?;
+        let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let data = crate::partition::EntryRecord { timestamp_ms: ts, key, value }.encode();
+        let resp = self.call(|reply| Cmd::Propose { group, data, reply }).await?;
+        let b: [u8; 8] = resp.as_slice().try_into().map_err(|_| ClusterError::StateMachine("bad produce answer".into()))?;
+        Ok(u64::from_be_bytes(b))
+    }
+
+    /// Read committed records of a partition hosted here, below its high watermark.
+    pub async fn fetch(&self, topic: &str, partition: u32, offset: u64, max_records: usize) -> Result<Fetched> {
+        let group = self.group_of(topic, partition)?;
+        let h = self.partitions.read().unwrap_or_else(|p| p.into_inner()).get(&group).cloned().ok_or(ClusterError::UnknownGroup(group))?;
+        if let Some(e) = h.failed.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Err(ClusterError::StateMachine(e));
+        }
+        let hw = h.high_watermark.load(std::sync::atomic::Ordering::Acquire);
+        let Some(log) = &self.cfg.log else { return Err(ClusterError::UnknownGroup(group)) };
+        let mut records = Vec::new();
+        if offset < hw {
+            let r = log
+                .fetch(topic, weft_log::PartitionId(partition), weft_log::Offset(offset), 1 << 20, max_records.clamp(1, 10_000), None)
+                .await
+                .map_err(|e| ClusterError::StateMachine(e.to_string()))?;
+            for rec in r.decode().map_err(|e| ClusterError::StateMachine(e.to_string()))? {
+                if rec.offset.0 >= offset && rec.offset.0 < hw && records.len() < max_records {
+                    records.push(FetchedRecord {
+                        offset: rec.offset.0,
+                        timestamp_ms: rec.timestamp_ms,
+                        key: rec.key.map(|k| String::from_utf8_lossy(&k).into_owned()),
+                        value: rec.value.map(|v| String::from_utf8_lossy(&v).into_owned()),
+                    });
+                }
+            }
+        }
+        Ok(Fetched { high_watermark: hw, records })
+    }
+
+    fn group_of(&self, topic: &str, partition: u32) -> Result<GroupId> {
+        let meta = self.meta.read().unwrap_or_else(|p| p.into_inner());
+        let t = meta.topics.get(topic).ok_or_else(|| ClusterError::Config(format!("unknown topic {topic:?}")))?;
+        t.partitions.iter().find(|p| p.partition == partition).map(|p| p.group).ok_or_else(|| ClusterError::Config(format!("topic {topic:?} has no partition {partition}")))
     }
 
     /// This node's applied metadata, possibly stale.
@@ -326,6 +397,7 @@ impl ClusterNode {
             })
             .collect();
         let by_group: BTreeMap<GroupId, &GroupStatus> = groups.iter().map(|g| (g.group, g)).collect();
+        let hosted = self.partitions.read().unwrap_or_else(|p| p.into_inner()).clone();
         let partitions = meta
             .topics
             .values()
@@ -345,7 +417,7 @@ impl ClusterNode {
                         leader: g.map(|g| g.leader).filter(|l| *l != 0),
                         in_sync,
                         raft_commit: g.map(|g| g.commit),
-                        high_watermark: None,
+                        high_watermark: hosted.get(&p.group).map(|h| h.high_watermark.load(std::sync::atomic::Ordering::Acquire)),
                     }
                 })
             })
@@ -548,18 +620,29 @@ impl Driver {
         if !self.cfg.roles.contains(&Role::Data) {
             return Ok(());
         }
-        let wanted: Vec<(GroupId, Vec<NodeId>)> = {
+        let wanted: Vec<(GroupId, Vec<NodeId>, String, u32, u32)> = {
             let meta = self.meta.read().unwrap_or_else(|p| p.into_inner());
             meta.topics
                 .values()
-                .flat_map(|t| t.partitions.iter())
-                .filter(|p| p.replicas.contains(&self.cfg.node_id) && !self.raft.has_group(p.group))
-                .map(|p| (p.group, p.replicas.clone()))
+                .flat_map(|t| t.partitions.iter().map(move |p| (t, p)))
+                .filter(|(_, p)| p.replicas.contains(&self.cfg.node_id) && !self.raft.has_group(p.group))
+                .map(|(t, p)| (p.group, p.replicas.clone(), t.name.clone(), p.partition, t.partitions.len() as u32))
                 .collect()
         };
-        for (group, replicas) in wanted {
+        for (group, replicas, topic, partition, count) in wanted {
             let disk = FileDisk::open(self.cfg.data_dir.join("cluster").join("groups").join(format!("{group}.wal")))?;
-            self.raft.open_group(group, Box::new(disk), Box::new(NoRecords), &replicas, &mut self.rng)?;
+            let sm: Box<dyn crate::host::StateMachine> = match &self.cfg.log {
+                Some(log) => {
+                    let (sm, handle) = crate::partition::start(log.clone(), topic, partition, count);
+                    self.partitions.write().unwrap_or_else(|p| p.into_inner()).insert(group, handle);
+                    Box::new(sm)
+                }
+                None => Box::new(NoRecords),
+            };
+            self.raft.open_group(group, Box::new(disk), sm, &replicas, &mut self.rng)?;
+            // A snapshot of a partition holds only its record count; a follower
+            // installing one would miss the records, so these logs are kept whole.
+            self.raft.set_compaction(group, false);
             tracing::info!(group, ?replicas, "cluster: partition group opened");
         }
         Ok(())

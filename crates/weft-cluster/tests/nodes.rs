@@ -28,6 +28,7 @@ fn config(id: u64, peers: &BTreeMap<u64, String>, dir: &std::path::Path, join: b
         propose_timeout_ms: 5_000,
         max_pending: 1024,
         tuning: RaftTuning { election_ticks: 10, heartbeat_ticks: 2, ..Default::default() },
+        log: None,
     }
 }
 

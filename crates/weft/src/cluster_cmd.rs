@@ -17,7 +17,7 @@ use crate::client_cmd::{self, ClientArgs, OutputArgs};
 use crate::config::ClusterConf;
 
 /// Start the cluster node when `cluster.node_id` is set; `None` is today's single node.
-pub async fn start(conf: &ClusterConf, data_dir: &Path, native_addr: Option<String>) -> Result<Option<ClusterNode>> {
+pub async fn start(conf: &ClusterConf, data_dir: &Path, native_addr: Option<String>, log: weft_log::Log) -> Result<Option<ClusterNode>> {
     if conf.node_id == 0 {
         anyhow::ensure!(conf.peers.is_empty(), "cluster.peers is set but cluster.node_id is not");
         return Ok(None);
@@ -45,6 +45,7 @@ pub async fn start(conf: &ClusterConf, data_dir: &Path, native_addr: Option<Stri
             snapshot_entries: conf.snapshot_entries,
             ..RaftTuning::default()
         },
+        log: Some(log),
     };
     Ok(Some(ClusterNode::start(cfg).await?))
 }
@@ -93,6 +94,29 @@ pub struct RemoveNodeRequest {
     pub id: u64,
 }
 
+/// Stage 1's replicated produce: one record (UTF-8 key and value).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProduceRequest {
+    pub topic: String,
+    #[serde(default)]
+    pub partition: u32,
+    #[serde(default)]
+    pub key: Option<String>,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FetchRequest {
+    pub topic: String,
+    #[serde(default)]
+    pub partition: u32,
+    #[serde(default)]
+    pub offset: u64,
+    /// Default 100, at most 10000.
+    #[serde(default)]
+    pub max_records: Option<usize>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CreateTopicRequest {
     pub name: String,
@@ -137,6 +161,19 @@ pub fn register(service: &mut Service, node: ClusterNode) -> Result<()> {
     service.endpoint("cluster.remove_node", move |req: RemoveNodeRequest| {
         let n = n.clone();
         async move { meta_result(n.remove_node(req.id).await.map_err(wire)?) }
+    })?;
+    let n = node.clone();
+    service.endpoint("cluster.produce", move |req: ProduceRequest| {
+        let n = n.clone();
+        async move {
+            let offset = n.produce(&req.topic, req.partition, req.key.map(String::into_bytes), req.value.into_bytes()).await.map_err(wire)?;
+            Ok(serde_json::json!({ "offset": offset }))
+        }
+    })?;
+    let n = node.clone();
+    service.endpoint("cluster.fetch", move |req: FetchRequest| {
+        let n = n.clone();
+        async move { json(n.fetch(&req.topic, req.partition, req.offset, req.max_records.unwrap_or(100).clamp(1, 10_000)).await.map_err(wire)?) }
     })?;
     let n = node;
     service.endpoint("cluster.create_topic", move |req: CreateTopicRequest| {

@@ -59,7 +59,7 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     })?;
     weft_broker::native::register(&mut service, log.clone())?;
     // Cluster mode (cluster.node_id set): the metadata group and the cluster.* endpoints.
-    let cluster = crate::cluster_cmd::start(&cfg.cluster, &data_dir, cfg.tcp.enabled.then(|| format!("tcp://{}", cfg.tcp.addr))).await?;
+    let cluster = crate::cluster_cmd::start(&cfg.cluster, &data_dir, cfg.tcp.enabled.then(|| format!("tcp://{}", cfg.tcp.addr)), log.clone()).await?;
     if let Some(node) = &cluster {
         crate::cluster_cmd::register(&mut service, node.clone())?;
         features.push("cluster".into());
