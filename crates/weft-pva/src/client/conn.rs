@@ -202,8 +202,18 @@ impl ClientConn {
                 if echo_closed.load(Ordering::Relaxed) {
                     return;
                 }
-                let now = epoch.elapsed().as_millis() as u64;
-                let silent = Duration::from_millis(now.saturating_sub(echo_last.load(Ordering::Relaxed)));
+                let mut silent = Duration::ZERO;
+                // After a pause of the whole process, let the reader take what
+                // arrived meanwhile before judging the server.
+                for _ in 0..4 {
+                    let now = epoch.elapsed().as_millis() as u64;
+                    silent = Duration::from_millis(now.saturating_sub(echo_last.load(Ordering::Relaxed)));
+                    if silent < live.dead_after {
+                        break;
+                    }
+                    // A short sleep, not a yield: the runtime polls sockets while it waits.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
                 if silent >= live.dead_after {
                     // Nothing, not even our echoes' replies: the server (or the path) is dead.
                     debug!(%peer, ?silent, "no reply to echoes; closing the connection");
