@@ -3,6 +3,7 @@
 //! (`PeerInfo::events`), and a client that subscribes, over TCP and a Unix
 //! socket; a slow subscriber loses the oldest events (counted), the
 //! connection does not stall; a subscription ends when the client closes.
+#![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -457,7 +457,7 @@ impl Manager {
                 let mut w = mlock(&m.watch);
                 // A connection that watches again replaces its earlier watch
                 // (clients renew it to survive reconnections).
-                w.watchers.retain(|x| !x.sink.is_closed() && !(x.kind == kind && x.sink.same_connection(&sink)));
+                w.watchers.retain(|x| !(x.sink.is_closed() || (x.kind == kind && x.sink.same_connection(&sink))));
                 if w.watchers.len() >= MAX_QUEUE_WATCHERS {
                     return Err(ServiceError::Busy(format!("{MAX_QUEUE_WATCHERS} connections already watch queues")));
                 }

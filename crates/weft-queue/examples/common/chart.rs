@@ -33,10 +33,12 @@ pub fn value(s: &Snapshot, key: &str) -> Option<f64> {
         Some((pre, post)) => {
             let mut sum = None;
             for (k, v) in &s.values {
-                if k.starts_with(pre) && k.ends_with(post) && k.len() >= pre.len() + post.len() {
-                    if let Some(x) = v.as_f64() {
-                        *sum.get_or_insert(0.0) += x;
-                    }
+                if k.starts_with(pre)
+                    && k.ends_with(post)
+                    && k.len() >= pre.len() + post.len()
+                    && let Some(x) = v.as_f64()
+                {
+                    *sum.get_or_insert(0.0) += x;
                 }
             }
             sum
