@@ -1,6 +1,7 @@
 //! Issue #17 item 20: the client's timeouts on UDP and Unix sockets, tested
 //! as TCP's are in net.rs (request timeout, then the link still works;
 //! connect timeout against a peer that never answers the hello; refusal).
+#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
