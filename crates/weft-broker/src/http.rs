@@ -208,7 +208,8 @@ pub async fn serve_with(
     let routed = routes
         .layer(axum::extract::DefaultBodyLimit::max(opts.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(opts.max_body_bytes, crate::http_mw::json_errors))
-        .layer(axum::middleware::from_fn_with_state(opts.stats, crate::http_mw::count));
+        .layer(axum::middleware::from_fn_with_state(opts.stats, crate::http_mw::count))
+        .layer(axum::middleware::from_fn(crate::http_trace::trace));
     let app = routed.layer(axum::middleware::from_fn(move |ConnectInfo(peer): ConnectInfo<SocketAddr>, req: axum::extract::Request, next: axum::middleware::Next| {
         let allow = allow.clone();
         async move {

@@ -480,6 +480,9 @@ impl Log {
     /// order within a partition; the call returns once the fsync policy is
     /// met for all of them, with one result per record in request order (a
     /// partition that fails, e.g. poisoned, fails only its own records).
+    // A span per produce: the log append hop of a request's trace
+    // (docs/observability.md, "Traces").
+    #[tracing::instrument(name = "log.append", level = "info", skip_all, fields(topic = %topic, records = records.len()))]
     pub async fn produce(&self, topic: &str, records: Vec<ProduceRecord>) -> Result<Vec<Result<RecordAck>>> {
         let t = self.topic(topic)?;
         if t.name.is_internal() {

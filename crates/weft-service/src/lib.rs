@@ -22,6 +22,7 @@ mod error;
 pub mod lock;
 mod service;
 mod stats;
+pub mod trace;
 
 pub use error::ServiceError;
 pub use service::{EndpointOptions, NodeInfo, Service, SharedService};

@@ -199,7 +199,17 @@ impl Service {
         };
         let started = Instant::now();
         let who = peer.clone();
-        let result = self.run(ep, &frame, peer).await;
+        // The request's span: exported as an OpenTelemetry server span when
+        // tracing is on, continuing the caller's trace (frame trace context).
+        let span = tracing::info_span!(
+            "request",
+            otel.name = %frame.route,
+            otel.kind = "server",
+            route = %frame.route,
+            trace_id = tracing::field::Empty,
+        );
+        crate::trace::start(&span, None);
+        let result = tracing::Instrument::instrument(self.run(ep, &frame, peer), span.clone()).await;
         let code = result.as_ref().err().map(|e| e.code.as_str());
         let elapsed = started.elapsed();
         ep.stats.record(elapsed, code);
@@ -207,6 +217,7 @@ impl Service {
         m.requests.get_or_create(&weft_metrics::l2("endpoint", frame.route.as_str(), "code", code.unwrap_or("ok"))).inc();
         m.request_duration.get_or_create(&weft_metrics::l1("endpoint", frame.route.as_str())).observe(elapsed.as_secs_f64());
         // One line per request at debug (docs/observability.md, "Logs").
+        let _in_span = span.enter();
         tracing::debug!(
             route = %frame.route,
             client = %who.client_id.as_deref().unwrap_or(&who.addr),

@@ -36,6 +36,25 @@ pub struct NodeConfig {
     pub queues: QueuesConf,
     /// Cluster mode (docs/cluster.md); `node_id` 0 is today's single node.
     pub cluster: ClusterConf,
+    /// OpenTelemetry traces over OTLP/HTTP (docs/observability.md); off
+    /// while `endpoint` is empty.
+    pub otel: OtelConf,
+}
+
+/// OpenTelemetry trace export (docs/observability.md, "Traces").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtelConf {
+    /// OTLP/HTTP collector, `http://HOST:PORT` (`/v1/traces` is added) or
+    /// a full URL; empty: no traces.
+    pub endpoint: String,
+    /// Share of new traces sampled, 0 to 1; a caller's `traceparent`
+    /// sampling decision is kept.
+    pub sample_ratio: f64,
+    /// The `service.name` resource attribute.
+    pub service_name: String,
+    /// Which spans are exported (tracing EnvFilter), apart from the log filter.
+    pub filter: String,
 }
 
 /// Cluster mode (docs/cluster.md).
@@ -282,6 +301,7 @@ impl Default for NodeConfig {
             stats: StatsKeeping { gather_period_ms: 300_000, history_len: 12 },
             queues: QueuesConf { max_uncommitted: weft_queue::DEFAULT_MAX_UNCOMMITTED as u64 },
             cluster: ClusterConf::default(),
+            otel: OtelConf { endpoint: String::new(), sample_ratio: 1.0, service_name: "weft".into(), filter: "info".into() },
         }
     }
 }

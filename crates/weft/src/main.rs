@@ -7,6 +7,7 @@ mod config;
 mod logging;
 mod observe;
 mod serve;
+mod telemetry;
 
 use std::path::PathBuf;
 

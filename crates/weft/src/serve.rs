@@ -18,7 +18,15 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     // `weft.config` answers with what this node runs with, not the defaults.
     let config_entries = crate::config::entries(&layered);
     let cfg = layered.value;
-    let log_level = crate::logging::init(&cfg.log, &cfg.log_format, None)?;
+    // Traces (otel.endpoint set): the OpenTelemetry layer beside the log output.
+    let (otel_layer, traces) = match crate::telemetry::layer(&cfg.otel, &cfg.node.name)? {
+        Some((layer, traces)) => (Some(layer), Some(traces)),
+        None => (None, None),
+    };
+    let log_level = crate::logging::init(&cfg.log, &cfg.log_format, otel_layer)?;
+    if traces.is_some() {
+        info!(endpoint = %cfg.otel.endpoint, sample_ratio = cfg.otel.sample_ratio, "exporting traces (OTLP/HTTP)");
+    }
     let nofile = raise_nofile_limit();
     // Install the handlers first: a signal that arrives while we are still
     // starting must drain and exit 0 like any other.
@@ -211,6 +219,10 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     // syncs what `interval`/`never` left in the page cache.
     if let Err(e) = log.close().await {
         tracing::error!(error = %e, "closing the log");
+    }
+    // The spans of the drained requests are still in the batch: send them.
+    if let Some(t) = traces {
+        let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
     }
     if drained {
         info!(elapsed_ms = started.elapsed().as_millis() as u64, "drained; bye");

@@ -1,0 +1,92 @@
+//! W3C trace context (`traceparent`) for Weft's `tracing` spans.
+//!
+//! The spans are exported as OpenTelemetry traces by the binary's layer
+//! (tracing-opentelemetry; docs/observability.md). This module only uses
+//! the OpenTelemetry API: it parses an incoming `traceparent` (HTTP header,
+//! or the native frame's trace-context extension) into a span's parent, and
+//! writes the current span's context back out. Without the layer installed
+//! every function here is a no-op that returns `None`.
+
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+use opentelemetry::Context;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// Parse a version-00 `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).
+/// Anything else (other versions' extra fields included) is `None`, and the
+/// request starts a trace of its own, as the W3C spec asks.
+pub fn parse_traceparent(s: &str) -> Option<SpanContext> {
+    let s = s.trim();
+    let mut parts = s.split('-');
+    let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || version != "00" || trace.len() != 32 || span.len() != 16 || flags.len() != 2 {
+        return None;
+    }
+    let lower_hex = |x: &str| x.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !(lower_hex(trace) && lower_hex(span) && lower_hex(flags)) {
+        return None;
+    }
+    let trace_id = TraceId::from_hex(trace).ok()?;
+    let span_id = SpanId::from_hex(span).ok()?;
+    let flags = u8::from_str_radix(flags, 16).ok()?;
+    let cx = SpanContext::new(trace_id, span_id, TraceFlags::new(flags & 0x01), true, TraceState::default());
+    cx.is_valid().then_some(cx)
+}
+
+/// The `traceparent` of a span context (always version 00).
+pub fn format_traceparent(cx: &SpanContext) -> String {
+    format!("00-{}-{}-{:02x}", cx.trace_id(), cx.span_id(), cx.trace_flags().to_u8())
+}
+
+/// Make `span` continue the trace of `traceparent` (when it parses), then
+/// record its trace id in the span's `trace_id` field (declared
+/// `tracing::field::Empty` by the caller) so every log line inside carries
+/// it. Call before the span is first entered.
+pub fn start(span: &tracing::Span, traceparent: Option<&str>) {
+    if let Some(parent) = traceparent.and_then(parse_traceparent) {
+        let _ = span.set_parent(Context::new().with_remote_span_context(parent));
+    }
+    if let Some(cx) = span_context(span) {
+        span.record("trace_id", tracing::field::display(cx.trace_id()));
+    }
+}
+
+/// The OpenTelemetry context of `span`, when it is exported.
+pub fn span_context(span: &tracing::Span) -> Option<SpanContext> {
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then_some(sc)
+}
+
+/// The `traceparent` to pass on for the current span, if it is traced.
+pub fn current_traceparent() -> Option<String> {
+    span_context(&tracing::Span::current()).map(|c| format_traceparent(&c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_round_trip() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let cx = parse_traceparent(tp).unwrap();
+        assert_eq!(cx.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert!(cx.is_sampled() && cx.is_remote());
+        assert_eq!(format_traceparent(&cx), tp);
+    }
+
+    #[test]
+    fn bad_traceparents_are_ignored() {
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
+        ] {
+            assert!(parse_traceparent(bad).is_none(), "{bad:?}");
+        }
+    }
+}
