@@ -101,6 +101,10 @@ pub enum RadosCmd {
     },
     /// list omap keys and values
     Listomapvals { oid: String },
+    /// pool statistics (objects, bytes, ops per pool), as `rados df`
+    Df,
+    /// cluster status and health and PG states per pool, as `ceph -s`
+    Status,
     /// list pool snapshots (id, name, time taken), as `rados lssnap`
     Lssnap,
     /// make a pool snapshot
@@ -280,6 +284,22 @@ pub async fn run_with(r: &Rados, a: &RadosArgs) -> Result<()> {
                 println!("value ({} bytes) :", v.len());
                 println!("{}", String::from_utf8_lossy(&v));
                 println!();
+            }
+        }
+        RadosCmd::Df => {
+            let df = r.df().await?;
+            if a.json {
+                println!("{}", serde_json::to_string(&df).map_err(|e| Error::Config(format!("json: {e}")))?);
+            } else {
+                print!("{}", df.render());
+            }
+        }
+        RadosCmd::Status => {
+            let rep = r.status_report().await?;
+            if a.json {
+                println!("{}", serde_json::to_string(&rep).map_err(|e| Error::Config(format!("json: {e}")))?);
+            } else {
+                print!("{}", rep.render());
             }
         }
         RadosCmd::Lssnap => {

@@ -11,6 +11,7 @@ pub mod monc;
 pub mod net;
 pub mod proto;
 pub mod rados;
+pub mod state;
 
 pub use config::{ClientConfig, ConfigSource};
 pub use error::{Error, Result};
