@@ -81,11 +81,12 @@ fn spans_cross_hops_and_continue_the_callers_trace() {
         .arg(dir.path().join("data"))
         .args(["--tcp-addr", &format!("127.0.0.1:{port}"), "--udp-addr", &format!("127.0.0.1:{port}")])
         .args(["--http-addr", &format!("127.0.0.1:{http_port}"), "--disable", "unix"])
+        .args(["--log-format", "json", "--log", "weft_service=debug,info"])
         .env("WEFT_OTEL_ENDPOINT", format!("http://127.0.0.1:{rx_port}"))
         .env_remove("RUST_LOG")
         .env_remove("WEFT_CONFIG")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("stderr.jsonl")).unwrap())
         .spawn()
         .unwrap();
     let addr = format!("tcp://127.0.0.1:{port}");
@@ -171,4 +172,13 @@ fn spans_cross_hops_and_continue_the_callers_trace() {
     let native_append = find(trace, "log.append");
     assert_eq!(native_append["parent_span_id"], native["span_id"]);
     assert_eq!(native["attributes"]["route"], "log.produce");
+
+    // The log line of that request names its trace (JSON log, span fields).
+    let log = std::fs::read_to_string(dir.path().join("stderr.jsonl")).unwrap();
+    let line: Value = log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|l| l["fields"]["message"] == "request" && l["fields"]["route"] == "log.produce")
+        .unwrap_or_else(|| panic!("no request line for log.produce in:\n{log}"));
+    assert_eq!(line["span"]["trace_id"], trace, "{line}");
 }
