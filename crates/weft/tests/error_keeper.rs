@@ -2,6 +2,7 @@
 //! downstream_watch.rs) watches a real `weft serve` node. The node is killed:
 //! the state DOWNSTREAM_DOWN is raised, seen through `weft errors` and
 //! `weft stats`; the node is restarted on the same port: the state is cleared.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 mod support;

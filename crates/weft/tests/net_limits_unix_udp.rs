@@ -2,6 +2,7 @@
 //! net_limits.rs tests TCP's (handshake timeout: one typed error, closed,
 //! counted; idle timeout: goaway, closed, counted), and the request timeout
 //! of `weft ping` over UDP against a socket that never answers.
+#![allow(clippy::unwrap_used)]
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
