@@ -45,6 +45,37 @@ pub struct RecorderConfig {
     /// up to what is committed; a replica still catching up would look like
     /// a loss).
     pub settle: Duration,
+    /// Which endpoints carry records: `log.*`, or the cluster's
+    /// `cluster.produce` / `cluster.fetch` (replicated partitions; a fetch
+    /// reads the answering replica up to its high watermark).
+    pub api: Api,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Api {
+    #[default]
+    Log,
+    Cluster,
+}
+
+/// `cluster.produce` answer.
+#[derive(serde::Deserialize)]
+struct ClusterOffset {
+    offset: u64,
+}
+
+/// `cluster.fetch` answer.
+#[derive(serde::Deserialize)]
+struct ClusterFetched {
+    #[serde(default)]
+    records: Vec<ClusterRecord>,
+}
+
+#[derive(serde::Deserialize)]
+struct ClusterRecord {
+    offset: u64,
+    #[serde(default)]
+    value: Option<String>,
 }
 
 impl Default for RecorderConfig {
@@ -59,6 +90,7 @@ impl Default for RecorderConfig {
             request_timeout: Duration::from_secs(5),
             reach_timeout: Duration::from_secs(30),
             settle: Duration::ZERO,
+            api: Api::Log,
         }
     }
 }
@@ -308,14 +340,14 @@ impl Recorder {
             let value = format!("p{process}-{n}");
             n += 1;
             self.log.push(|t| Event::Invoke { process, partition, value: value.clone(), time_us: t });
-            let req = ProduceReq { topic: &self.cfg.topic, records: [RecordReq { partition, value: ByteBuf::from(value.clone().into_bytes()) }] };
-            let outcome = match client.call::<_, dto::ProduceResponse>(route::PRODUCE, &req).await {
-                Ok(resp) => match resp.results.first() {
-                    Some(dto::ProduceResult { offset: Some(o), partition: Some(p), .. }) if *p == partition => Outcome::Ok(*o),
-                    Some(dto::ProduceResult { error: Some(body), .. }) => classify(&ClientError::Remote(body.clone())),
-                    other => Outcome::Info(format!("unexpected produce result {other:?}")),
-                },
-                Err(e) => classify(&e),
+            let outcome = if self.cfg.api == Api::Cluster {
+                let req = serde_json::json!({"topic": self.cfg.topic, "partition": partition, "value": value});
+                match client.call::<_, ClusterOffset>("cluster.produce", &req).await {
+                    Ok(r) => Outcome::Ok(r.offset),
+                    Err(e) => classify(&e),
+                }
+            } else {
+                self.produce_log(client, partition, &value).await
             };
             match outcome {
                 Outcome::Ok(offset) => {
@@ -371,12 +403,37 @@ impl Recorder {
         unreachable
     }
 
+    async fn produce_log(&self, client: &Client, partition: u32, value: &str) -> Outcome {
+        let req = ProduceReq { topic: &self.cfg.topic, records: [RecordReq { partition, value: ByteBuf::from(value.as_bytes().to_vec()) }] };
+        match client.call::<_, dto::ProduceResponse>(route::PRODUCE, &req).await {
+            Ok(resp) => match resp.results.first() {
+                Some(dto::ProduceResult { offset: Some(o), partition: Some(p), .. }) if *p == partition => Outcome::Ok(*o),
+                Some(dto::ProduceResult { error: Some(body), .. }) => classify(&ClientError::Remote(body.clone())),
+                other => Outcome::Info(format!("unexpected produce result {other:?}")),
+            },
+            Err(e) => classify(&e),
+        }
+    }
+
+    /// One fetch: (offset, value) pairs, and where the next one starts.
+    async fn fetch_once(&self, client: &Client, partition: u32, offset: u64) -> Result<(Vec<(u64, String)>, u64), ClientError> {
+        let req = FetchReq { topic: &self.cfg.topic, partition, offset, max_records: 1000 };
+        if self.cfg.api == Api::Cluster {
+            let f: ClusterFetched = client.call("cluster.fetch", &req).await?;
+            let next = f.records.last().map_or(offset, |r| r.offset + 1);
+            let recs = f.records.into_iter().map(|r| (r.offset, r.value.unwrap_or_else(|| "<tombstone>".into()))).collect();
+            return Ok((recs, next));
+        }
+        let f: dto::FetchResponse = client.call(route::FETCH, &req).await?;
+        let recs = f.records.iter().map(|r| (r.offset, text(&r.value))).collect();
+        Ok((recs, f.next_offset))
+    }
+
     async fn read_partition(&self, client: &Client, process: Process, node: &str, partition: u32) -> Result<(), ClientError> {
         let deadline = Instant::now() + self.cfg.reach_timeout;
         let mut offset = 0u64;
         loop {
-            let req = FetchReq { topic: &self.cfg.topic, partition, offset, max_records: 1000 };
-            let f: dto::FetchResponse = match client.call(route::FETCH, &req).await {
+            let (records, next) = match self.fetch_once(client, partition, offset).await {
                 Ok(f) => f,
                 // A node just restarted or electing: try again for a while.
                 Err(e) if Instant::now() < deadline && e.code() != Some(ErrorCode::NotFound) => {
@@ -385,14 +442,13 @@ impl Recorder {
                 }
                 Err(e) => return Err(e),
             };
-            if f.records.is_empty() {
+            if records.is_empty() {
                 break;
             }
-            for r in &f.records {
-                let value = text(&r.value);
-                self.log.push(|t| Event::Read { process, node: node.to_owned(), partition, offset: r.offset, value, time_us: t, final_read: true });
+            for (o, value) in records {
+                self.log.push(|t| Event::Read { process, node: node.to_owned(), partition, offset: o, value, time_us: t, final_read: true });
             }
-            offset = f.next_offset.max(offset + 1);
+            offset = next.max(offset + 1);
         }
         self.log.push(|t| Event::ReadEnd { process, node: node.to_owned(), partition, end_offset: offset, time_us: t });
         Ok(())

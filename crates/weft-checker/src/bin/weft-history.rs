@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use weft_checker::recorder::{Recorder, RecorderConfig};
+use weft_checker::recorder::{Api, Recorder, RecorderConfig};
 
 #[derive(Parser)]
 #[command(name = "weft-history", about = "Record a produce/read history against Weft nodes")]
@@ -33,6 +33,10 @@ struct Args {
     /// Wait this long after the producers stop before the final reads.
     #[arg(long, default_value_t = 0)]
     settle_ms: u64,
+    /// Record endpoints: log (log.produce/log.fetch) or cluster
+    /// (cluster.produce/cluster.fetch: replicated partitions).
+    #[arg(long, default_value = "log")]
+    api: String,
     #[arg(long)]
     out: PathBuf,
 }
@@ -50,6 +54,11 @@ async fn main() -> anyhow::Result<()> {
         request_timeout: Duration::from_millis(a.request_timeout_ms),
         reach_timeout: Duration::from_millis(a.reach_timeout_ms),
         settle: Duration::from_millis(a.settle_ms),
+        api: match a.api.as_str() {
+            "log" => Api::Log,
+            "cluster" => Api::Cluster,
+            other => anyhow::bail!("--api takes log or cluster, not {other:?}"),
+        },
     };
     let r = Arc::new(Recorder::new(cfg)?);
     // SIGTERM or SIGINT end the produce phase early; the final reads and
