@@ -209,6 +209,7 @@ const CASES: &[(&str, Case)] = &[
     ("queue reprocess", |c| assert!(c.fails(&["queue", "reprocess", "nope", "--all"]).contains("nope"))),
     ("queue clear", |c| assert!(c.fails(&["queue", "clear", "nope"]).contains("nope"))),
     ("queue set", |c| assert!(c.fails(&["queue", "set", "nope", "--max-uncommitted", "5"]).contains("nope"))),
+    ("queue watch", |c| assert!(c.fails(&["queue", "watch", "nope"]).contains("nope"))),
     ("sender ls", |c| assert_eq!(json(&c.ok(&["sender", "ls", "--json"])), serde_json::json!([]))),
     ("sender show", |c| assert!(c.fails(&["sender", "show", "nope"]).contains("nope"))),
     ("sender pause", |c| assert!(c.fails(&["sender", "pause", "nope", "--what", "accepting"]).contains("nope"))),
@@ -219,6 +220,8 @@ const CASES: &[(&str, Case)] = &[
     ("sender reprocess", |c| assert!(c.fails(&["sender", "reprocess", "nope", "u1"]).contains("nope"))),
     ("sender clear", |c| assert!(c.fails(&["sender", "clear", "nope"]).contains("nope"))),
     ("sender set", |c| assert!(c.fails(&["sender", "set", "nope", "--max-uncommitted", "5"]).contains("nope"))),
+    // No sender: the current states are none, and --count 0 waits for no change.
+    ("sender watch", |c| assert_eq!(c.ok(&["sender", "watch", "--count", "0"]).trim(), "")),
     ("eko heartbeat", |c| assert_eq!(c.eko(&["heartbeat"]).trim(), "ACK")),
     ("eko call", |c| {
         let r = json(&c.eko(&["call", "weft.echo", "\"via ekosis\""]));
