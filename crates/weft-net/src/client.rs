@@ -197,6 +197,21 @@ impl Client {
         &self.inner.endpoint
     }
 
+    /// `frame` with the caller's trace context (from the source set by
+    /// [`set_trace_context_source`]) when the server's welcome accepts it
+    /// (docs/protocol.md, "Trace context"); else `frame` unchanged.
+    fn with_trace_context(&self, frame: Frame) -> Frame {
+        let Some(source) = TRACE_CONTEXT_SOURCE.get() else { return frame };
+        if !matches!(frame.kind, FrameKind::Request | FrameKind::Event) {
+            return frame;
+        }
+        let accepted = lock(&self.inner.welcome).as_ref().is_some_and(|w| w.features.iter().any(|f| f == weft_wire::TRACE_CONTEXT_FEATURE));
+        match (accepted, source()) {
+            (true, Some(traceparent)) => frame.with_trace_context(&traceparent),
+            _ => frame,
+        }
+    }
+
     /// The server's welcome from the latest handshake.
     pub fn welcome(&self) -> Option<Welcome> {
         lock(&self.inner.welcome).clone()
@@ -208,6 +223,7 @@ impl Client {
         if self.inner.closed.is_cancelled() {
             return Err(ClientError::Closed);
         }
+        let frame = self.with_trace_context(frame);
         if let Link::Quic(link) = &self.inner.link {
             // No id matching: the answer comes back on the request's stream.
             let timeout = self.inner.config.request_timeout;
@@ -351,6 +367,15 @@ fn hello_frame(config: &ClientConfig) -> Result<Frame, ClientError> {
         client_name: config.client_name.clone(),
     };
     Ok(Frame::with_body(FrameKind::Control, MessageId::new_v4(), CONTROL_HELLO, BodyFormat::MsgPack, &hello)?)
+}
+
+static TRACE_CONTEXT_SOURCE: std::sync::OnceLock<fn() -> Option<String>> = std::sync::OnceLock::new();
+
+/// Where clients of this process find the `traceparent` to send with a
+/// request (the binary: the current span's, else `TRACEPARENT`). Set once;
+/// later calls are ignored. Unset: no trace context is sent.
+pub fn set_trace_context_source(source: fn() -> Option<String>) {
+    let _ = TRACE_CONTEXT_SOURCE.set(source);
 }
 
 fn check_welcome(answer: Result<Frame, ClientError>) -> Result<Welcome, ClientError> {

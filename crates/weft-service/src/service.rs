@@ -190,7 +190,12 @@ impl Service {
 
     /// Run one request through the service, without a network: what the
     /// transports call, and handy in tests.
-    pub async fn dispatch(&self, frame: Frame, peer: Arc<PeerInfo>) -> Frame {
+    pub async fn dispatch(&self, mut frame: Frame, peer: Arc<PeerInfo>) -> Frame {
+        // The caller's trace context (docs/protocol.md, "Trace context").
+        let traceparent = match frame.take_trace_context() {
+            Ok(t) => t,
+            Err(e) => return frame.error_to(&e),
+        };
         let Some(ep) = self.endpoints.get(&frame.route) else {
             return frame.error_to(
                 &ErrorBody::new(ErrorCode::UnknownRoute, format!("no endpoint {:?}", frame.route))
@@ -208,7 +213,7 @@ impl Service {
             route = %frame.route,
             trace_id = tracing::field::Empty,
         );
-        crate::trace::start(&span, None);
+        crate::trace::start(&span, traceparent.as_deref());
         let result = tracing::Instrument::instrument(self.run(ep, &frame, peer), span.clone()).await;
         let code = result.as_ref().err().map(|e| e.code.as_str());
         let elapsed = started.elapsed();

@@ -57,7 +57,11 @@ impl Flags {
     pub const JSON: u8 = 0b0000_0001;
     /// The sender wants no response (fire and forget).
     pub const ONE_WAY: u8 = 0b0000_0010;
-    pub const KNOWN: u8 = Self::JSON | Self::ONE_WAY;
+    /// The body region starts with a trace-context extension (a W3C
+    /// `traceparent`; docs/protocol.md, "Trace context"). Sent only to
+    /// servers whose welcome lists the `trace-context` feature.
+    pub const TRACE: u8 = 0b0000_0100;
+    pub const KNOWN: u8 = Self::JSON | Self::ONE_WAY | Self::TRACE;
 
     pub fn from_wire(b: u8) -> Option<Self> {
         (b & !Self::KNOWN == 0).then_some(Self(b))
@@ -70,6 +74,9 @@ impl Flags {
     }
     pub fn is_one_way(self) -> bool {
         self.0 & Self::ONE_WAY != 0
+    }
+    pub fn has_trace_context(self) -> bool {
+        self.0 & Self::TRACE != 0
     }
     pub fn with_json(self, on: bool) -> Self {
         if on { Self(self.0 | Self::JSON) } else { Self(self.0 & !Self::JSON) }
@@ -93,7 +100,49 @@ pub struct Frame {
     pub body: Bytes,
 }
 
+/// The welcome feature announcing that a server accepts [`Flags::TRACE`].
+pub const TRACE_CONTEXT_FEATURE: &str = "trace-context";
+
 impl Frame {
+    /// Prepend a trace-context extension (`traceparent`, 1 to 255 bytes)
+    /// to the body and set [`Flags::TRACE`]. A value of another length, or a
+    /// frame that already has one, is left as it is.
+    pub fn with_trace_context(mut self, traceparent: &str) -> Self {
+        let Ok(len) = u8::try_from(traceparent.len()) else { return self };
+        if len == 0 || self.flags.has_trace_context() {
+            return self;
+        }
+        let mut body = Vec::with_capacity(1 + traceparent.len() + self.body.len());
+        body.push(len);
+        body.extend_from_slice(traceparent.as_bytes());
+        body.extend_from_slice(&self.body);
+        self.body = Bytes::from(body);
+        self.flags = Flags(self.flags.0 | Flags::TRACE);
+        self
+    }
+
+    /// Remove the trace-context extension, if the frame has one, leaving
+    /// the body proper and clearing [`Flags::TRACE`]. `Err` when the flag
+    /// is set but the extension does not fit the body (a `bad_frame`);
+    /// `Ok(None)` for a text that is not ASCII (ignored, as W3C asks of a
+    /// `traceparent` it cannot parse).
+    pub fn take_trace_context(&mut self) -> Result<Option<String>, ErrorBody> {
+        if !self.flags.has_trace_context() {
+            return Ok(None);
+        }
+        let len = self.body.first().copied().unwrap_or(0) as usize;
+        if len == 0 || 1 + len > self.body.len() {
+            return Err(ErrorBody::new(
+                crate::body::ErrorCode::BadFrame,
+                format!("trace-context extension of {len} bytes in a body of {} bytes", self.body.len()),
+            ));
+        }
+        let text = self.body.slice(1..1 + len);
+        self.body = self.body.slice(1 + len..);
+        self.flags = Flags(self.flags.0 & !Flags::TRACE);
+        Ok(std::str::from_utf8(&text).ok().filter(|t| t.is_ascii()).map(str::to_owned))
+    }
+
     /// A frame whose body is `value` encoded in `format`.
     pub fn with_body<T: Serialize + ?Sized>(
         kind: FrameKind,
@@ -169,4 +218,43 @@ pub fn error_frame(id: MessageId, route: &str, format: BodyFormat, err: &ErrorBo
 /// could not be read (bad magic, bad version...).
 pub fn error_frame_for(id: MessageId, format: BodyFormat, err: &ErrorBody) -> Frame {
     error_frame(id, "", format, err)
+}
+
+#[cfg(test)]
+mod trace_context_tests {
+    use bytes::BytesMut;
+
+    use super::*;
+    use crate::codec::{encode, FrameDecoder};
+
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn extension_round_trips_through_the_codec() {
+        let f = Frame::request(MessageId::nil(), "log.produce", BodyFormat::Json, &serde_json::json!({"a": 1})).unwrap();
+        let traced = f.clone().with_trace_context(TP);
+        assert!(traced.flags.has_trace_context() && traced.flags.is_json());
+        assert_eq!(traced.body.len(), f.body.len() + 1 + TP.len());
+        let mut wire = BytesMut::new();
+        encode(&traced, &mut wire).unwrap();
+        // Bit 2 of the flags byte; B counts the extension.
+        assert_eq!(wire[4], Flags::JSON | Flags::TRACE);
+        let mut got = FrameDecoder::new(1024).decode(&mut wire).unwrap().unwrap();
+        assert_eq!(got.take_trace_context().unwrap().as_deref(), Some(TP));
+        assert_eq!(got, f);
+        // A frame without the flag has no extension and keeps its body.
+        let mut plain = f.clone();
+        assert_eq!(plain.take_trace_context().unwrap(), None);
+        assert_eq!(plain, f);
+    }
+
+    #[test]
+    fn extension_longer_than_the_body_is_a_bad_frame() {
+        let mut f = Frame::request(MessageId::nil(), "r", BodyFormat::Json, &1).unwrap();
+        f.flags = Flags(f.flags.0 | Flags::TRACE);
+        f.body = Bytes::from_static(&[9, b'x']);
+        assert_eq!(f.take_trace_context().unwrap_err().code, crate::body::ErrorCode::BadFrame);
+        f.body = Bytes::new();
+        assert!(f.take_trace_context().is_err());
+    }
 }

@@ -16,4 +16,4 @@ pub use body::{
 };
 pub use codec::{decode_datagram, encode, FrameDecoder, DEFAULT_MAX_FRAME_BYTES, HEADER_LEN};
 pub use error::{BodyError, FrameError};
-pub use frame::{error_frame, error_frame_for, Flags, Frame, FrameKind, MessageId, MAGIC, PROTOCOL_VERSION};
+pub use frame::{error_frame, error_frame_for, Flags, Frame, FrameKind, MessageId, MAGIC, PROTOCOL_VERSION, TRACE_CONTEXT_FEATURE};

@@ -436,6 +436,7 @@ fn error_chain(e: &anyhow::Error) -> String {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    weft_net::set_trace_context_source(telemetry::outgoing_traceparent);
     match cli.command {
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "weft", &mut std::io::stdout());

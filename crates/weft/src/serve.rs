@@ -56,6 +56,8 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     if cfg.http.enabled {
         features.push("http".into());
     }
+    // Requests may carry the caller's trace context (docs/protocol.md).
+    features.push(weft_wire::TRACE_CONTEXT_FEATURE.into());
 
     let liveness = Arc::new(LivenessTable::default());
     let mut service = Service::with_id(cfg.node.name.clone(), node_id.clone());

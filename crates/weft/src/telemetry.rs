@@ -73,6 +73,15 @@ pub fn layer(cfg: &OtelConf, node_name: &str) -> Result<Option<(BoxedLayer, Trac
     Ok(Some((layer, Tracing { provider })))
 }
 
+/// The `traceparent` this process's native clients send (to servers that
+/// accept it): the current span's when it is traced, else the
+/// `TRACEPARENT` environment variable (OpenTelemetry's carrier for
+/// command-line tools), e.g. `TRACEPARENT=00-... weft produce t`.
+pub fn outgoing_traceparent() -> Option<String> {
+    weft_service::trace::current_traceparent()
+        .or_else(|| std::env::var("TRACEPARENT").ok().filter(|t| weft_service::trace::parse_traceparent(t).is_some()))
+}
+
 /// `http://host:port` gets the OTLP traces path; a URL with a path is used as is.
 fn traces_url(endpoint: &str) -> Result<String> {
     let Some(rest) = endpoint.strip_prefix("http://") else {

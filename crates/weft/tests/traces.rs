@@ -125,10 +125,22 @@ fn spans_cross_hops_and_continue_the_callers_trace() {
     let own_trace = own.split('-').nth(1).unwrap().to_owned();
     assert_ne!(own_trace, client_trace);
 
-    // 3. Native protocol.
-    let mut p = Command::new(WEFT).args(["produce", "traced", "--addr", &addr]).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
-    p.stdin.take().unwrap().write_all(b"native\n").unwrap();
-    assert!(p.wait().unwrap().success());
+    // 3. Native protocol, without and with a caller's trace context (the
+    // CLI takes it from TRACEPARENT and sends it in the frame extension,
+    // since the node's welcome lists `trace-context`).
+    let produce = |traceparent: Option<&str>| {
+        let mut c = Command::new(WEFT);
+        c.args(["produce", "traced", "--addr", &addr]).env_remove("TRACEPARENT").stdin(Stdio::piped()).stdout(Stdio::null());
+        if let Some(tp) = traceparent {
+            c.env("TRACEPARENT", tp);
+        }
+        let mut p = c.spawn().unwrap();
+        p.stdin.take().unwrap().write_all(b"native\n").unwrap();
+        assert!(p.wait().unwrap().success());
+    };
+    produce(None);
+    let (caller_trace, caller_span) = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");
+    produce(Some(&format!("00-{caller_trace}-{caller_span}-01")));
 
     // SIGTERM: the node drains, then flushes its spans before exiting 0.
     assert!(Command::new("kill").args(["-TERM", &node.id().to_string()]).status().unwrap().success());
@@ -167,11 +179,21 @@ fn spans_cross_hops_and_continue_the_callers_trace() {
     assert_eq!(find(&own_trace, "log.append")["parent_span_id"], root["span_id"]);
 
     // 3: native request span and its append, one trace.
-    let native = spans.iter().find(|s| s["name"] == "log.produce" && s["kind"] == "SPAN_KIND_SERVER").unwrap_or_else(|| panic!("no native log.produce span:\n{}", dump()));
+    let native = spans
+        .iter()
+        .find(|s| s["name"] == "log.produce" && s["kind"] == "SPAN_KIND_SERVER" && s["trace_id"] != caller_trace)
+        .unwrap_or_else(|| panic!("no native log.produce span:\n{}", dump()));
     let trace = native["trace_id"].as_str().unwrap();
     let native_append = find(trace, "log.append");
     assert_eq!(native_append["parent_span_id"], native["span_id"]);
     assert_eq!(native["attributes"]["route"], "log.produce");
+    assert_eq!(native["parent_span_id"], "");
+
+    // 3b: the caller's traceparent, carried in the native frame, is continued.
+    let continued = find(caller_trace, "log.produce");
+    assert_eq!(continued["kind"], "SPAN_KIND_SERVER");
+    assert_eq!(continued["parent_span_id"], caller_span, "the native request span's parent is the caller's span");
+    assert_eq!(find(caller_trace, "log.append")["parent_span_id"], continued["span_id"]);
 
     // The log line of that request names its trace (JSON log, span fields).
     let log = std::fs::read_to_string(dir.path().join("stderr.jsonl")).unwrap();
