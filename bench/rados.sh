@@ -9,8 +9,13 @@ root=$(pwd)
 shared=${WEFT_SHARED:-$(cd "$root/.." && pwd)/shared}
 secs=${SECONDS_EACH:-5}
 bash scripts/peers/ceph.sh
-cargo build --release -q -p weft
-weft=$root/target/release/weft
+# WEFT_BIN: a weft binary to use instead of building the release one
+if [ -n "${WEFT_BIN:-}" ]; then
+  weft=$WEFT_BIN
+else
+  cargo build --release -q -p weft
+  weft=$root/target/release/weft
+fi
 eval "$(bash "$shared/scripts/ceph/ceph-up.sh")"
 trap 'bash "$shared/scripts/ceph/ceph-down.sh" >/dev/null 2>&1 || true' EXIT
 pool=${CEPH_POOL:-test}
