@@ -927,6 +927,59 @@ mod tests {
         assert_eq!((d.seq, d.tid, d.ty, d.version, d.compat_version, ack), (5, 99, 42, 8, 3, 4));
     }
 
+    /// MPoolOp v4 field by field in the order of Ceph's
+    /// MPoolOp::decode_payload, and MPoolOpReply with and without data.
+    #[test]
+    fn pool_op_layout_and_reply() {
+        let fsid = Fsid([9; 16]);
+        let m = pool_op(31, &fsid, 17, 4, pool_op::CREATE_UNMANAGED_SNAP, 0, "");
+        assert_eq!((m.ty, m.version, m.compat_version, m.tid), (msg_type::POOLOP, 4, 2, 31));
+        let mut r = Reader::new(&m.front);
+        assert_eq!(r.u64("version").unwrap(), 17);
+        assert_eq!(r.u16("session_mon").unwrap() as i16, -1);
+        assert_eq!(r.u64("session_mon_tid").unwrap(), 0);
+        assert_eq!(r.array::<16>("fsid").unwrap(), [9; 16]);
+        assert_eq!(r.u32("pool").unwrap(), 4);
+        assert_eq!(r.u32("op").unwrap(), 0x21);
+        assert_eq!(r.u64("auid").unwrap(), 0);
+        assert_eq!(r.u64("snapid").unwrap(), 0);
+        assert_eq!(r.string("name").unwrap(), "");
+        assert_eq!(r.u8("old crush rule").unwrap(), 0);
+        assert_eq!(r.u16("crush rule").unwrap(), 0);
+        assert!(r.is_empty());
+
+        let reply = |code: i32, data: Option<&[u8]>| {
+            let mut f = Vec::new();
+            paxos_header(&mut f, 18);
+            f.extend_from_slice(&[9; 16]);
+            f.put_u32_le(code as u32);
+            f.put_u32_le(18);
+            if let Some(d) = data {
+                f.put_u8(1);
+                f.put_blob(d);
+            } else {
+                f.put_u8(0);
+            }
+            let mut m = Message::new(msg_type::POOLOP_REPLY, 1, 1, f);
+            m.tid = 31;
+            m
+        };
+        let a = decode_pool_op_reply(&reply(0, Some(&5u64.to_le_bytes()))).unwrap();
+        assert_eq!((a.tid, a.r, a.epoch), (31, 0, 18));
+        assert_eq!(Reader::new(&a.data).u64("snapid").unwrap(), 5);
+        let a = decode_pool_op_reply(&reply(-22, None)).unwrap();
+        assert_eq!((a.r, a.data.len()), (-22, 0));
+        // truncated anywhere: an error, never a panic
+        let full = reply(0, Some(&[1, 2, 3])).front;
+        for n in 0..full.len() - 4 {
+            let mut m = Message::new(msg_type::POOLOP_REPLY, 1, 1, full[..n].to_vec());
+            m.tid = 1;
+            let r = decode_pool_op_reply(&m);
+            // up to the epoch the reply is cut; after it, the optional tail
+            assert!(r.is_err() || n >= 8 + 2 + 8 + 16 + 4 + 4, "cut at {n}: {r:?}");
+        }
+    }
+
     use crate::proto::conn::FEATURES_PACIFIC;
 
     fn layout_target() -> OsdOpTarget {
