@@ -26,10 +26,11 @@ pub enum LogCmd {
     },
 }
 
-/// Runs a [`LogCmd`], printing to stdout.
-pub async fn run(cmd: LogCmd) -> Result<()> {
+/// Runs a [`LogCmd`], printing to stdout (`json`: verify prints one JSON
+/// object per segment; dump always prints JSON lines).
+pub async fn run(cmd: LogCmd, json: bool) -> Result<()> {
     tokio::task::spawn_blocking(move || match cmd {
-        LogCmd::Verify { dir } => verify(&dir),
+        LogCmd::Verify { dir } => verify(&dir, json),
         LogCmd::Dump { file, limit } => dump(&file, limit),
     })
     .await
@@ -52,7 +53,7 @@ fn log_dir(st: &FsStorage, dir: &Path) -> Result<PathBuf> {
     )))
 }
 
-fn verify(dir: &Path) -> Result<()> {
+fn verify(dir: &Path, json: bool) -> Result<()> {
     let st = FsStorage;
     let dir = &log_dir(&st, dir)?;
     let topics = dir.join("topics");
@@ -72,12 +73,21 @@ fn verify(dir: &Path) -> Result<()> {
             for n in names.iter().filter(|n| parse_log_file_name(n).is_some()) {
                 let path = pdir.join(n);
                 let (batches, records, res) = check_segment(&st, &path);
+                if res.is_err() {
+                    bad += 1;
+                }
+                if json {
+                    let line = serde_json::json!({
+                        "topic": t, "partition": p, "segment": n, "ok": res.is_ok(),
+                        "batches": batches, "records": records,
+                        "error": res.as_ref().err().map(|e| e.to_string()),
+                    });
+                    println!("{line}");
+                    continue;
+                }
                 match res {
                     Ok(()) => println!("ok      {t}/{p}/{n}: {batches} batches, {records} records"),
-                    Err(e) => {
-                        bad += 1;
-                        println!("CORRUPT {t}/{p}/{n}: after {batches} batches: {e}");
-                    }
+                    Err(e) => println!("CORRUPT {t}/{p}/{n}: after {batches} batches: {e}"),
                 }
             }
         }

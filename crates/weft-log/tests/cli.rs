@@ -17,13 +17,13 @@ async fn verify_and_dump() {
         log.produce("t", vec![ProduceRecord::keyed("k", "v").with_header("h", "x")]).await.unwrap();
         log.close().await.unwrap();
     }
-    run(LogCmd::Verify { dir: dir.path().to_path_buf() }).await.unwrap();
+    run(LogCmd::Verify { dir: dir.path().to_path_buf() }, false).await.unwrap();
     let seg = dir.path().join("topics/t/0/00000000000000000000.log");
-    run(LogCmd::Dump { file: seg.clone(), limit: 10 }).await.unwrap();
+    run(LogCmd::Dump { file: seg.clone(), limit: 10 }, false).await.unwrap();
     let mut b = std::fs::read(&seg).unwrap();
     let n = b.len();
     b[n - 1] ^= 1;
     std::fs::write(&seg, b).unwrap();
-    let e = run(LogCmd::Verify { dir: dir.path().to_path_buf() }).await.unwrap_err();
+    let e = run(LogCmd::Verify { dir: dir.path().to_path_buf() }, false).await.unwrap_err();
     assert!(matches!(e, LogError::Corrupt { .. }), "{e}");
 }

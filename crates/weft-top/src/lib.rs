@@ -43,17 +43,26 @@ pub struct TopArgs {
     /// what happens when standard output is not a terminal.
     #[arg(long)]
     pub once: bool,
+    /// Print the one view as JSON (set from the global `--json`; implies --once).
+    #[arg(skip)]
+    pub json: bool,
 }
 
 /// Runs `weft top` on a connected client until the user quits (q, Esc,
 /// Ctrl-C), or prints one view with `--once` / without a terminal.
 pub async fn run(client: &weft_net::Client, args: &TopArgs) -> Result<(), TopError> {
     let interval = Duration::from_millis(args.interval_ms.clamp(100, 60_000));
-    if args.once || !std::io::stdout().is_terminal() {
+    if args.once || args.json || !std::io::stdout().is_terminal() {
         let first = gather(client).await?;
         tokio::time::sleep(interval).await;
         let second = gather(client).await?;
-        print!("{}", text::render(&View::between(Some(&first), &second)));
+        let view = View::between(Some(&first), &second);
+        if args.json {
+            // The view's own field names; a View is plain data, so this cannot fail.
+            println!("{}", serde_json::to_string_pretty(&view).unwrap_or_default());
+        } else {
+            print!("{}", text::render(&view));
+        }
         return Ok(());
     }
     render::interactive(client, interval).await

@@ -18,7 +18,7 @@ pub struct Sample {
     pub queues: Vec<QueueSample>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 pub struct NodeInfo {
     #[serde(default)]
     pub name: String,
@@ -53,7 +53,7 @@ pub struct PartitionSample {
     pub poisoned: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 pub struct GroupSample {
     pub group: String,
     #[serde(default)]
@@ -84,7 +84,7 @@ pub struct QueueSample {
     pub processed: u64,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct EndpointRow {
     pub route: String,
     pub calls: u64,
@@ -95,7 +95,7 @@ pub struct EndpointRow {
     pub p99_us: Option<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct TopicRow {
     pub name: String,
     pub partitions: usize,
@@ -108,7 +108,7 @@ pub struct TopicRow {
     pub poisoned: usize,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct QueueRow {
     pub kind: String,
     pub name: String,
@@ -121,7 +121,7 @@ pub struct QueueRow {
 }
 
 /// The HTTP gateway's traffic (`http.*` stats), when the node runs it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct HttpRow {
     pub requests: u64,
     /// Requests per second since the previous sample.
@@ -133,7 +133,7 @@ pub struct HttpRow {
 
 /// Everything on screen, computed from the newest sample and the one
 /// before it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct View {
     pub node: NodeInfo,
     pub connections_open: u64,

@@ -100,6 +100,8 @@ enum Command {
     Rados(weft_rados::cli::RadosArgs),
     /// Offline tools on a log data directory (verify, dump); safe while serving.
     Log {
+        #[command(flatten)]
+        out: client_cmd::OutputArgs,
         #[command(subcommand)]
         command: weft_log::cli::LogCmd,
     },
@@ -126,6 +128,8 @@ enum Command {
     Top {
         #[command(flatten)]
         client: client_cmd::ClientArgs,
+        #[command(flatten)]
+        out: client_cmd::OutputArgs,
         #[command(flatten)]
         args: weft_top::TopArgs,
     },
@@ -476,12 +480,13 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Pv { command } => Ok(weft_pva::cli::run(command).await?),
         #[cfg(feature = "rados")]
         Command::Rados(args) => Ok(weft_rados::cli::run(args).await?),
-        Command::Log { command } => Ok(weft_log::cli::run(command).await?),
+        Command::Log { out, command } => Ok(weft_log::cli::run(command, out.json).await?),
         Command::LogLevel { client, out, level } => logging::cli(&client, out, level.as_deref()).await,
         Command::Tls { command } => Ok(weft_net::cli::run(command).await?),
         Command::Cluster { client, out, command } => cluster_cmd::run(&client, out, command).await,
         Command::Group { client, out, command } => Ok(weft_broker::cli::group(&client.connect().await?, command, out.json).await?),
-        Command::Top { client, args } => {
+        Command::Top { client, out, mut args } => {
+            args.json = out.json;
             let c = client.connect().await?;
             let r = weft_top::run(&c, &args).await;
             c.shutdown().await;

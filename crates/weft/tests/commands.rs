@@ -182,7 +182,15 @@ const CASES: &[(&str, Case)] = &[
         // from the start again: all three records
         assert_eq!(c.ok(&["consume", "e2e", "--group", "g1"]).lines().count(), 3);
     }),
-    ("log verify", |c| assert!(run(&["log", "verify", c.node.data_dir().to_str().unwrap()]).status.success())),
+    ("log verify", |c| {
+        let dir = c.node.data_dir();
+        assert!(run(&["log", "verify", dir.to_str().unwrap()]).status.success());
+        // --json: one object per segment, the e2e topic's among them, all ok
+        let out = ok(run(&["log", "verify", dir.to_str().unwrap(), "--json"]), &["log", "verify"]);
+        let segs: Vec<serde_json::Value> = out.lines().map(json).collect();
+        assert!(segs.iter().all(|s| s["ok"] == true), "{out}");
+        assert!(segs.iter().any(|s| s["topic"] == "e2e" && s["records"].as_u64() >= Some(3)), "{out}");
+    }),
     ("log dump", |c| {
         let seg = segment_file(&c.node.data_dir(), "e2e");
         let out = ok(run(&["log", "dump", seg.to_str().unwrap()]), &["log", "dump"]);
@@ -251,7 +259,11 @@ const CASES: &[(&str, Case)] = &[
             assert!(std::fs::read_dir(&d).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().ends_with(f)), "{f}");
         }
     }),
-    ("top", |c| assert!(c.ok(&["top", "--once"]).contains("e2e"))),
+    ("top", |c| {
+        assert!(c.ok(&["top", "--once"]).contains("e2e"));
+        let v = json(&c.ok(&["top", "--json", "--interval-ms", "100"]));
+        assert!(v["topics"].as_array().unwrap().iter().any(|t| t["name"] == "e2e"), "{v}");
+    }),
     ("completions", |c| {
         let f = c.tmp.path().join("weft.bash");
         std::fs::write(&f, ok(run(&["completions", "bash"]), &["completions"])).unwrap();
