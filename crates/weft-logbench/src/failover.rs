@@ -136,17 +136,12 @@ pub async fn weft(
     warmup: Duration,
     max_wait: Duration,
 ) -> Result<FailoverResult, BenchError> {
-    use weft_broker::dto::{self, route};
     use weft_net::{Client, ClientConfig};
 
     let cfg = ClientConfig { client_name: "weft-logbench".into(), connect_timeout: Duration::from_millis(500), request_timeout: Duration::from_millis(500), ..ClientConfig::default() };
     let mut clients: Vec<Option<Client>> = vec![None; targets.len()];
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
     let name = format!("lbfail{stamp}");
-    let req = dto::Produce {
-        topic: name.clone(),
-        records: vec![dto::RecordIn { partition: Some(0), value: Some(serde_bytes::ByteBuf::from(payload(size))), ..Default::default() }],
-    };
     // One attempt on node i: Ok(true) when acknowledged.
     async fn attempt(clients: &mut [Option<Client>], targets: &[weft_net::Endpoint], cfg: &ClientConfig, i: usize, route: &str, body: &serde_json::Value) -> Option<serde_json::Value> {
         if clients.get(i)?.is_none() {
@@ -155,7 +150,8 @@ pub async fn weft(
         }
         clients.get(i)?.as_ref()?.call::<_, serde_json::Value>(route, body).await.ok()
     }
-    let produce_body = serde_json::to_value(&req)?;
+    // Replicated partitions take records through cluster.produce (one per request).
+    let produce_body = serde_json::json!({"topic": name, "partition": 0, "value": String::from_utf8_lossy(&payload(size))});
     let create = serde_json::json!({"name": name, "partitions": 1, "replicas": replicas});
     let mut created = false;
     for i in 0..targets.len() * 20 {
@@ -168,11 +164,11 @@ pub async fn weft(
     if !created {
         return Err(BenchError::Unexpected("cluster.create_topic failed on every node".into()));
     }
-    let acked = |v: &serde_json::Value| v["results"][0]["offset"].is_u64();
+    let acked = |v: &serde_json::Value| v["offset"].is_u64();
     let start = Instant::now();
     let (mut acked_before, mut node) = (0u64, 0usize);
     while start.elapsed() < warmup {
-        match attempt(&mut clients, targets, &cfg, node, route::PRODUCE, &produce_body).await {
+        match attempt(&mut clients, targets, &cfg, node, "cluster.produce", &produce_body).await {
             Some(v) if acked(&v) => acked_before += 1,
             _ => node = (node + 1) % targets.len(),
         }
@@ -195,7 +191,7 @@ pub async fn weft(
     kill9(pid)?;
     let mut failed_attempts = 0;
     loop {
-        match attempt(&mut clients, targets, &cfg, node, route::PRODUCE, &produce_body).await {
+        match attempt(&mut clients, targets, &cfg, node, "cluster.produce", &produce_body).await {
             Some(v) if acked(&v) => break,
             _ => {
                 failed_attempts += 1;
