@@ -30,7 +30,7 @@ FAILOVERS=${FAILOVERS:-3}
 OUT=${OUT:-$(mktemp -d /tmp/weft-cluster-bench.XXXXXX)}
 mkdir -p "$OUT"
 TARGET=$ROOT/target/release
-LB=$TARGET/weft-logbench
+LB=${LB_BIN:-$TARGET/weft-logbench}
 WEFT=${WEFT_BIN:-$TARGET/weft}   # WEFT_BIN: another build (a debug one checks the script, gives no numbers)
 
 log() { echo "cluster.sh: $*" >&2; }
