@@ -424,9 +424,13 @@ impl Rados {
         parse_pg_states(&out, &names)
     }
 
-    /// `status` and the PG states per pool.
+    /// `status` and the PG states per pool. The monitors hand `pg dump` to
+    /// the active ceph-mgr and wait for one (as `ceph pg dump` does), so
+    /// without an active mgr the PG states are left out instead of waiting.
     pub async fn status_report(&self) -> Result<StatusReport> {
-        Ok(StatusReport { status: self.status().await?, pools: self.pg_states().await? })
+        let status = self.status().await?;
+        let pools = if status.mgr_available { self.pg_states().await? } else { Vec::new() };
+        Ok(StatusReport { status, pools })
     }
 }
 
