@@ -126,7 +126,24 @@ impl Target for WeftTarget {
         if self.replicas > 1 {
             let req = serde_json::json!({"name": name, "partitions": 1, "replicas": self.replicas});
             let _: serde_json::Value = self.admin.call("cluster.create_topic", &req).await?;
-            return Ok(());
+            // The partition's group elects a leader after creation; a produce
+            // before that is refused, so wait (bounded) until status names one.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let st: serde_json::Value = self.admin.call("cluster.status", &serde_json::Value::Null).await?;
+                let led = st["partitions"]
+                    .as_array()
+                    .and_then(|ps| ps.iter().find(|p| p["topic"] == name && p["partition"] == 0))
+                    .and_then(|p| p["leader"].as_u64())
+                    .is_some_and(|l| l > 0);
+                if led {
+                    return Ok(());
+                }
+                if Instant::now() > deadline {
+                    return Err(BenchError::Unexpected(format!("no leader for {name}/0 within 30 s")));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
         let req = serde_json::json!({"name": name, "config": {"partitions": 1}});
         let _: serde_json::Value = self.admin.call(route::TOPIC_CREATE, &req).await?;
