@@ -1,5 +1,5 @@
 // Weft native frames (docs/protocol.md), sans-IO: bytes in, frames out.
-import { encode as mpEncode, decode as mpDecode } from "@msgpack/msgpack";
+import { Encoder, decode as mpDecode } from "@msgpack/msgpack";
 
 export const VERSION = 1;
 export const HEADER_LEN = 26;
@@ -28,10 +28,19 @@ export class FrameError extends Error {
   }
 }
 
+// Random bytes for message ids, drawn 4 KiB at a time: one getRandomValues
+// call per id cost more than the rest of encoding a small request.
+const ID_POOL = new Uint8Array(4096);
+let idPoolAt = ID_POOL.length;
+
 /** A fresh message id: a UUID v4, 16 raw bytes. */
 export function newId(): Uint8Array {
-  const id = new Uint8Array(16);
-  globalThis.crypto.getRandomValues(id);
+  if (idPoolAt === ID_POOL.length) {
+    globalThis.crypto.getRandomValues(ID_POOL);
+    idPoolAt = 0;
+  }
+  const id = ID_POOL.slice(idPoolAt, idPoolAt + 16);
+  idPoolAt += 16;
   id[6] = (id[6]! & 0x0f) | 0x40;
   id[8] = (id[8]! & 0x3f) | 0x80;
   return id;
@@ -55,11 +64,27 @@ function jsonBytes(_k: string, v: unknown): unknown {
   return v;
 }
 
+// One encoder for every body (the module function builds an encoder and its
+// buffer per call); `encode` returns a copy, and the encoder clones itself if
+// re-entered.
+const encoder = new Encoder({ ignoreUndefined: true });
+
+// Route keys are few: their UTF-8 bytes are kept.
+const routeBytes = new Map<string, Uint8Array>();
+function routeKey(route: string): Uint8Array {
+  let r = routeBytes.get(route);
+  if (r === undefined) {
+    r = te.encode(route);
+    if (routeBytes.size < 1024) routeBytes.set(route, r);
+  }
+  return r;
+}
+
 /** Encode a body; `undefined`/`null` is the empty body ("no arguments"). */
 export function encodeBody(value: unknown, json = false): Uint8Array {
   if (value === undefined || value === null) return new Uint8Array(0);
   if (json) return te.encode(JSON.stringify(value, jsonBytes));
-  return mpEncode(value, { ignoreUndefined: true });
+  return encoder.encode(value);
 }
 
 export function decodeBody(body: Uint8Array, json = false): unknown {
@@ -69,7 +94,7 @@ export function decodeBody(body: Uint8Array, json = false): unknown {
 }
 
 export function encodeFrame(kind: number, route: string, body: Uint8Array, id: Uint8Array, flags = 0): Uint8Array {
-  const r = te.encode(route);
+  const r = routeKey(route);
   if (r.length > 255) throw new RangeError(`route key of ${r.length} bytes is over 255`);
   if (id.length !== 16) throw new RangeError("message id must be 16 bytes");
   const out = new Uint8Array(HEADER_LEN + r.length + body.length);
