@@ -312,14 +312,15 @@ class AsyncClient:
         msg_id = fr.new_id()
         fut: asyncio.Future[fr.Frame] = loop.create_future()
         conn.pending[msg_id] = fut
+        # A timer on the future rather than asyncio.wait_for: the same deadline
+        # for a fraction of the per-call cost (no waiter future and callbacks).
+        timer = loop.call_at(max(deadline, loop.time() + 0.001), _expire, fut, route, self.address)
         try:
             conn.send(fr.encode(fr.REQUEST, route, body, msg_id, fr.FLAG_JSON if json else 0))
             await conn.drain()
-            remaining = deadline - loop.time()
-            return await asyncio.wait_for(fut, max(remaining, 0.001))
-        except asyncio.TimeoutError:
-            raise Timeout(f"no answer to {route} from {self.address} in time") from None
+            return await fut
         finally:
+            timer.cancel()
             conn.pending.pop(msg_id, None)
 
     async def send(self, route: str, body: Any = None) -> None:
@@ -533,6 +534,11 @@ class AsyncClient:
 
     async def errors_clear(self, error_id: str | None = None, count: int = 0) -> list[dict[str, Any]]:
         return list(await self.call("weft.errors.clear", {"error_id": error_id, "count": count}))
+
+
+def _expire(fut: asyncio.Future[fr.Frame], route: str, address: object) -> None:
+    if not fut.done():
+        fut.set_exception(Timeout(f"no answer to {route} from {address} in time"))
 
 
 def _kind(kind: str) -> str:

@@ -1,7 +1,13 @@
 """The synchronous client: the asyncio client driven by a private event-loop
 thread, so one implementation owns connections, multiplexing and reconnects.
 Safe to share between threads; calls from several threads are multiplexed on
-the one connection."""
+the one connection.
+
+Requests on a live connection take a shorter way than a coroutine per call:
+the calling thread encodes the frame, one callback on the loop thread puts it
+on the wire and registers the answer's future, and a lock wakes the caller
+(no Task, no concurrent.futures.Future). Connecting, reconnecting and
+everything else go through the asyncio client."""
 
 from __future__ import annotations
 
@@ -10,10 +16,12 @@ import threading
 from collections.abc import Coroutine, Iterator
 from typing import Any, Mapping, Sequence, TypeVar
 
+from . import _frame as fr
 from ._addr import TlsOptions
-from .aio import DEFAULT_ADDR, AsyncClient
+from .aio import DEFAULT_ADDR, AsyncClient, _expire
+from .errors import ConnectionLost, from_dto
 from .consumer import AsyncConsumer
-from .types import FetchResult, Membership, ProduceResult, Record, RecordLike
+from .types import FetchResult, Membership, ProduceResult, Record, RecordLike, record_to_wire
 
 T = TypeVar("T")
 
@@ -29,6 +37,60 @@ class _LoopThread:
             coro.close()
             raise RuntimeError("client is closed")
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def call_frame(self, aio: AsyncClient, route: str, body: bytes, json: bool, timeout: float | None) -> fr.Frame:
+        """One request on the live connection, or the coroutine path when there
+        is none (connecting, reconnecting, after a goaway)."""
+        if not self.thread.is_alive():
+            raise RuntimeError("client is closed")
+        msg_id = fr.new_id()
+        frame = fr.encode(fr.REQUEST, route, body, msg_id, fr.FLAG_JSON if json else 0)
+        wait = timeout if timeout is not None else aio.timeout
+        done = threading.Lock()
+        done.acquire()
+        out: list[Any] = []  # [frame] or [exception] or [None]: take the slow path
+        loop = self.loop
+
+        def finish(fut: asyncio.Future[fr.Frame]) -> None:
+            if fut.cancelled():
+                out.append(ConnectionLost("call cancelled"))
+            elif (e := fut.exception()) is not None:
+                out.append(e)
+            else:
+                out.append(fut.result())
+            done.release()
+
+        def start() -> None:
+            conn = aio._conn
+            if aio._closed or conn is None or not conn.usable():
+                out.append(None)
+                done.release()
+                return
+            fut: asyncio.Future[fr.Frame] = loop.create_future()
+            conn.pending[msg_id] = fut
+            timer = loop.call_at(loop.time() + max(wait, 0.001), _expire, fut, route, aio.address)
+
+            def cleanup(f: asyncio.Future[fr.Frame]) -> None:
+                timer.cancel()
+                conn.pending.pop(msg_id, None)
+                finish(f)
+
+            fut.add_done_callback(cleanup)
+            try:
+                conn.send(frame)
+            except Exception as e:  # noqa: BLE001 - handed to the caller
+                if not fut.done():
+                    fut.set_exception(e)
+
+        loop.call_soon_threadsafe(start)
+        done.acquire()
+        r = out[0]
+        if r is None:
+            return self.run(aio.call_frame(route, body, json=json, timeout=timeout))
+        if isinstance(r, BaseException):
+            raise r
+        assert isinstance(r, fr.Frame)
+        return r
 
     def stop(self) -> None:
         if self.thread.is_alive():
@@ -94,17 +156,21 @@ class Client:
 
     def call(self, route: str, body: Any = None, *, timeout: float | None = None, json: bool | None = None) -> Any:
         """Call any endpoint; returns the decoded answer, raises the typed error."""
-        return self._run(self.aio.call(route, body, timeout=timeout, json=json))
+        j = self.aio.json if json is None else json
+        f = self._loop.call_frame(self.aio, route, fr.encode_body(body, j), j, timeout)
+        if f.kind == fr.ERROR:
+            raise from_dto(f.value(), route)
+        return f.value()
 
     def send(self, route: str, body: Any = None) -> None:
         """A one-way request: no answer, no error report."""
         self._run(self.aio.send(route, body))
 
     def ping(self) -> dict[str, Any]:
-        return self._run(self.aio.ping())
+        return dict(self.call("weft.ping"))
 
     def echo(self, value: Any) -> Any:
-        return self._run(self.aio.echo(value))
+        return self.call("weft.echo", value)
 
     def info(self) -> dict[str, Any]:
         return self._run(self.aio.info())
@@ -132,7 +198,8 @@ class Client:
         return self._run(self.aio.alter_topic(name, **changes))
 
     def produce(self, topic: str, records: Sequence[RecordLike]) -> list[ProduceResult]:
-        return self._run(self.aio.produce(topic, records))
+        r = self.call("log.produce", {"topic": topic, "records": [record_to_wire(x) for x in records]})
+        return [ProduceResult.from_wire(x) for x in r["results"]]
 
     def fetch(
         self,
