@@ -4,78 +4,19 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use weft_wire::{BodyFormat, ErrorBody, Frame, FrameDecoder, FrameKind, Hello, MessageId, CONTROL_GOAWAY, CONTROL_HELLO};
 
 mod common;
-use common::{free_port, WEFT};
+mod support;
+use support::Node;
 
-struct Node {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Node {
-    /// A node with `env` (WEFT_* settings) on top of the defaults.
-    fn start(env: &[(&str, &str)]) -> Node {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let mut c = Command::new(WEFT);
-        c.args(["serve", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .args(["--tcp-addr", &format!("127.0.0.1:{port}"), "--udp-addr", &format!("127.0.0.1:{port}")])
-            .args(["--http-addr", "127.0.0.1:0"])
-            .env_remove("WEFT_CONFIG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        let node = Node { child: c.spawn().unwrap(), port, _dir: dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !node.ping() {
-            assert!(Instant::now() < deadline, "weft serve did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        node
-    }
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-    fn ping(&self) -> bool {
-        weft(&["ping", "--addr", &format!("tcp://{}", self.addr()), "--timeout-ms", "1000"]).status.success()
-    }
-    /// One `net.*` (or any) stat, over the Unix socket so that it does not
-    /// take one of the TCP connections a test is counting.
-    fn stat(&self, key: &str) -> u64 {
-        let sock = self._dir.path().join("data/weft.sock");
-        let o = weft(&["stats", "--addr", &format!("unix://{}", sock.display())]);
-        let text = String::from_utf8_lossy(&o.stdout).into_owned();
-        text.lines()
-            .find_map(|l| l.strip_prefix(key).and_then(|v| v.strip_prefix(' ')).map(|v| v.trim().parse::<u64>().unwrap()))
-            .unwrap_or_else(|| panic!("no {key} in stats: {o:?}"))
-    }
-    fn rss_bytes(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-        let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-        kb * 1024
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn weft(args: &[&str]) -> Output {
-    Command::new(WEFT).args(args).env_remove("WEFT_ADDR").output().unwrap()
+/// One stat over the Unix socket, so that reading it does not take one of
+/// the TCP connections a test is counting.
+fn stat(node: &Node, key: &str) -> u64 {
+    node.stat_via(&format!("unix://{}", node.sock().display()), key)
 }
 
 fn encoded(frame: &Frame) -> Vec<u8> {
@@ -120,42 +61,42 @@ fn error_of(f: &Frame) -> ErrorBody {
 
 #[test]
 fn a_connection_that_never_says_hello_gets_a_typed_timeout_and_is_closed() {
-    let node = Node::start(&[("WEFT_LIMITS_HANDSHAKE_TIMEOUT_MS", "300")]);
-    let mut silent = TcpStream::connect(node.addr()).unwrap();
+    let node = Node::start_with(&[], &[("WEFT_LIMITS_HANDSHAKE_TIMEOUT_MS", "300")]);
+    let mut silent = TcpStream::connect(node.tcp_addr()).unwrap();
     let frames = frames_until_close(&mut silent);
     assert_eq!(frames.len(), 1, "{frames:?}");
     let e = error_of(&frames[0]);
     assert_eq!(e.code, weft_wire::ErrorCode::Timeout);
     assert_eq!(e.details.as_ref().unwrap()["kind"], "handshake_timeout");
-    assert_eq!(node.stat("net.handshake_timeouts"), 1);
+    assert_eq!(stat(&node, "net.handshake_timeouts"), 1);
     // A client that does say hello is served as before.
     assert!(node.ping());
 }
 
 #[test]
 fn an_idle_connection_is_sent_goaway_and_closed() {
-    let node = Node::start(&[("WEFT_LIMITS_IDLE_TIMEOUT_MS", "400")]);
-    let mut s = TcpStream::connect(node.addr()).unwrap();
+    let node = Node::start_with(&[], &[("WEFT_LIMITS_IDLE_TIMEOUT_MS", "400")]);
+    let mut s = TcpStream::connect(node.tcp_addr()).unwrap();
     s.write_all(&hello()).unwrap();
     let frames = frames_until_close(&mut s);
     let kinds: Vec<_> = frames.iter().map(|f| (f.kind, f.route.as_str())).collect();
     assert_eq!(kinds, vec![(FrameKind::Control, "welcome"), (FrameKind::Control, CONTROL_GOAWAY)]);
-    assert!(node.stat("net.idle_closed") >= 1);
+    assert!(stat(&node, "net.idle_closed") >= 1);
 }
 
 #[test]
 fn past_max_connections_new_ones_get_busy_and_a_freed_slot_is_reused() {
-    let node = Node::start(&[("WEFT_LIMITS_MAX_CONNECTIONS", "3")]);
+    let node = Node::start_with(&[], &[("WEFT_LIMITS_MAX_CONNECTIONS", "3")]);
     // The readiness pings' connections close asynchronously: wait until
     // only the stats call itself is open before filling the slots.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while node.stat("net.connections_open") != 1 {
+    while stat(&node, "net.connections_open") != 1 {
         assert!(Instant::now() < deadline, "readiness connections never closed");
         std::thread::sleep(Duration::from_millis(50));
     }
     let held: Vec<TcpStream> = (0..3)
         .map(|_| {
-            let mut s = TcpStream::connect(node.addr()).unwrap();
+            let mut s = TcpStream::connect(node.tcp_addr()).unwrap();
             s.write_all(&hello()).unwrap();
             s
         })
@@ -164,7 +105,7 @@ fn past_max_connections_new_ones_get_busy_and_a_freed_slot_is_reused() {
     // (and is then closed by the handshake timeout): try again.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let mut extra = TcpStream::connect(node.addr()).unwrap();
+        let mut extra = TcpStream::connect(node.tcp_addr()).unwrap();
         let frames = frames_until_close(&mut extra);
         if let Some(f) = frames.first().filter(|f| f.kind == FrameKind::Error) {
             let e = error_of(f);
@@ -182,9 +123,9 @@ fn past_max_connections_new_ones_get_busy_and_a_freed_slot_is_reused() {
         assert!(Instant::now() < deadline, "no client served after slots were freed");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(node.stat("net.conn.refused_max") >= 1);
+    assert!(stat(&node, "net.conn.refused_max") >= 1);
     // The stats call itself holds the only slot now.
-    assert_eq!(node.stat("net.conn.open"), 1);
+    assert_eq!(stat(&node, "net.conn.open"), 1);
 }
 
 /// 50 connections each send half of a 16 MiB frame. Without a budget the
@@ -195,7 +136,7 @@ fn past_max_connections_new_ones_get_busy_and_a_freed_slot_is_reused() {
 fn half_sent_large_frames_stay_within_the_global_buffer_budget() {
     const FRAME: usize = 16 * 1024 * 1024;
     const BUDGET: u64 = 64 * 1024 * 1024;
-    let node = Node::start(&[
+    let node = Node::start_with(&[], &[
         ("WEFT_LIMITS_MAX_BUFFER_BYTES", &BUDGET.to_string()),
         ("WEFT_LIMITS_MAX_FRAME_BYTES", &(FRAME + 1024).to_string()),
     ]);
@@ -209,7 +150,7 @@ fn half_sent_large_frames_stay_within_the_global_buffer_budget() {
     let half = vec![0xc0u8; FRAME / 2];
     let mut senders = vec![];
     for _ in 0..50 {
-        let mut s = TcpStream::connect(node.addr()).unwrap();
+        let mut s = TcpStream::connect(node.tcp_addr()).unwrap();
         s.write_all(&hello()).unwrap();
         let (header, half) = (header.clone(), half.clone());
         senders.push(std::thread::spawn(move || {
@@ -222,7 +163,7 @@ fn half_sent_large_frames_stay_within_the_global_buffer_budget() {
     // fit reserved, and the others waiting for budget.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (held, waits) = (node.stat("net.buffer_bytes"), node.stat("net.buffer_waits"));
+        let (held, waits) = (stat(&node, "net.buffer_bytes"), stat(&node, "net.buffer_waits"));
         assert!(held <= BUDGET, "{held} bytes buffered, budget {BUDGET}");
         if held >= 3 * FRAME as u64 && waits >= 40 {
             break;
@@ -256,8 +197,8 @@ fn half_sent_large_frames_stay_within_the_global_buffer_budget() {
 #[test]
 fn a_frame_over_the_connection_budget_is_refused_and_the_connection_goes_on() {
     const BUDGET: usize = 1024 * 1024;
-    let node = Node::start(&[("WEFT_LIMITS_MAX_CONN_BUFFER_BYTES", &BUDGET.to_string())]);
-    let mut s = TcpStream::connect(node.addr()).unwrap();
+    let node = Node::start_with(&[], &[("WEFT_LIMITS_MAX_CONN_BUFFER_BYTES", &BUDGET.to_string())]);
+    let mut s = TcpStream::connect(node.tcp_addr()).unwrap();
     s.write_all(&hello()).unwrap();
     // Within max_frame_bytes (16 MiB) but over the connection's budget.
     let big = encoded(&Frame::with_body(FrameKind::Request, MessageId::new_v4(), "weft.echo", BodyFormat::MsgPack, &"x".repeat(2 * BUDGET)).unwrap());

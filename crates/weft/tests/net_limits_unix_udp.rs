@@ -6,69 +6,22 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use weft_wire::{BodyFormat, ErrorBody, Frame, FrameDecoder, FrameKind, Hello, MessageId, CONTROL_GOAWAY, CONTROL_HELLO};
 
 mod common;
-use common::{free_port, WEFT};
+mod support;
+use support::Node;
 
-struct Node {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
+fn weft(args: &[&str]) -> std::process::Output {
+    support::run(args)
 }
 
-impl Node {
-    fn start(env: &[(&str, &str)]) -> Node {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let mut c = Command::new(WEFT);
-        c.args(["serve", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .args(["--tcp-addr", &format!("127.0.0.1:{port}"), "--udp-addr", &format!("127.0.0.1:{port}")])
-            .args(["--http-addr", "127.0.0.1:0"])
-            .env_remove("WEFT_CONFIG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        let node = Node { child: c.spawn().unwrap(), port, dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !weft(&["ping", "--addr", &node.tcp(), "--timeout-ms", "1000"]).status.success() {
-            assert!(Instant::now() < deadline, "weft serve did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        node
-    }
-    fn tcp(&self) -> String {
-        format!("tcp://127.0.0.1:{}", self.port)
-    }
-    fn sock(&self) -> std::path::PathBuf {
-        self.dir.path().join("data/weft.sock")
-    }
-    /// One stat, over TCP so that it takes no Unix connection.
-    fn stat(&self, key: &str) -> u64 {
-        let o = weft(&["stats", "--addr", &self.tcp()]);
-        let text = String::from_utf8_lossy(&o.stdout).into_owned();
-        text.lines()
-            .find_map(|l| l.strip_prefix(key).and_then(|v| v.strip_prefix(' ')).map(|v| v.trim().parse::<u64>().unwrap()))
-            .unwrap_or_else(|| panic!("no {key} in stats: {o:?}"))
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn weft(args: &[&str]) -> Output {
-    Command::new(WEFT).args(args).env_remove("WEFT_ADDR").output().unwrap()
+/// One stat over TCP, so that reading it takes no Unix connection.
+fn stat(node: &Node, key: &str) -> u64 {
+    node.stat_via(&node.addr(), key)
 }
 
 fn hello() -> Vec<u8> {
@@ -105,7 +58,7 @@ fn frames_until_close(s: &mut UnixStream) -> Vec<Frame> {
 
 #[test]
 fn a_unix_connection_that_never_says_hello_gets_a_typed_timeout_and_is_closed() {
-    let node = Node::start(&[("WEFT_LIMITS_HANDSHAKE_TIMEOUT_MS", "300")]);
+    let node = Node::start_with(&[], &[("WEFT_LIMITS_HANDSHAKE_TIMEOUT_MS", "300")]);
     let mut silent = UnixStream::connect(node.sock()).unwrap();
     let frames = frames_until_close(&mut silent);
     assert_eq!(frames.len(), 1, "{frames:?}");
@@ -113,25 +66,25 @@ fn a_unix_connection_that_never_says_hello_gets_a_typed_timeout_and_is_closed() 
     let e: ErrorBody = frames[0].decode_body().unwrap();
     assert_eq!(e.code, weft_wire::ErrorCode::Timeout);
     assert_eq!(e.details.as_ref().unwrap()["kind"], "handshake_timeout");
-    assert_eq!(node.stat("net.handshake_timeouts"), 1);
+    assert_eq!(stat(&node, "net.handshake_timeouts"), 1);
     // A client that does say hello is served as before, on the socket too.
     assert!(weft(&["ping", "--addr", &format!("unix://{}", node.sock().display())]).status.success());
 }
 
 #[test]
 fn an_idle_unix_connection_is_sent_goaway_and_closed() {
-    let node = Node::start(&[("WEFT_LIMITS_IDLE_TIMEOUT_MS", "400")]);
+    let node = Node::start_with(&[], &[("WEFT_LIMITS_IDLE_TIMEOUT_MS", "400")]);
     let mut s = UnixStream::connect(node.sock()).unwrap();
     s.write_all(&hello()).unwrap();
     let frames = frames_until_close(&mut s);
     let kinds: Vec<_> = frames.iter().map(|f| (f.kind, f.route.as_str())).collect();
     assert_eq!(kinds, vec![(FrameKind::Control, "welcome"), (FrameKind::Control, CONTROL_GOAWAY)]);
-    assert!(node.stat("net.idle_closed") >= 1);
+    assert!(stat(&node, "net.idle_closed") >= 1);
 }
 
 #[test]
 fn udp_ping_to_a_silent_socket_times_out_and_to_the_node_answers() {
-    let node = Node::start(&[]);
+    let node = Node::start_with(&[], &[]);
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = format!("udp://{}", silent.local_addr().unwrap());
     let o = weft(&["ping", "--addr", &addr, "--timeout-ms", "300"]);

@@ -52,6 +52,39 @@ impl Node {
         self.dir.path().join("data")
     }
 
+    /// `127.0.0.1:PORT` of the TCP (and UDP) listener, for raw sockets.
+    pub fn tcp_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The node's Unix socket.
+    pub fn sock(&self) -> PathBuf {
+        self.data_dir().join("weft.sock")
+    }
+
+    /// Whether the node answers a ping over TCP.
+    pub fn ping(&self) -> bool {
+        run(&["ping", "--addr", &self.addr(), "--timeout-ms", "1000"]).status.success()
+    }
+
+    /// One numeric stat, read over `via` (an address), so a test counting
+    /// one transport's connections can read it over another.
+    pub fn stat_via(&self, via: &str, key: &str) -> u64 {
+        let o = run(&["stats", "--addr", via]);
+        text(&o.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix(key).and_then(|v| v.strip_prefix(' ')).map(|v| v.trim().parse::<u64>().unwrap()))
+            .unwrap_or_else(|| panic!("no {key} in stats: {o:?}"))
+    }
+
+    /// The child's resident set size (VmRSS).
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kb * 1024
+    }
+
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
