@@ -2,15 +2,15 @@
 //! timeout, the idle timeout, the maximum connection count, and the
 //! buffered-bytes budget (checked against the child's real RSS).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use weft_wire::{BodyFormat, ErrorBody, Frame, FrameDecoder, FrameKind, Hello, MessageId, CONTROL_GOAWAY, CONTROL_HELLO};
+use weft_wire::{BodyFormat, ErrorBody, Frame, FrameKind, MessageId, CONTROL_GOAWAY};
 
 mod common;
 mod support;
+use support::frames::{self, encoded};
 use support::Node;
 
 /// One stat over the Unix socket, so that reading it does not take one of
@@ -19,39 +19,13 @@ fn stat(node: &Node, key: &str) -> u64 {
     node.stat_via(&format!("unix://{}", node.sock().display()), key)
 }
 
-fn encoded(frame: &Frame) -> Vec<u8> {
-    let mut out = BytesMut::new();
-    weft_wire::encode(frame, &mut out).unwrap();
-    out.to_vec()
-}
-
 fn hello() -> Vec<u8> {
-    let h = Hello { protocol_version: weft_wire::PROTOCOL_VERSION, client_id: "limits-test".into(), client_name: String::new() };
-    encoded(&Frame::with_body(FrameKind::Control, MessageId::new_v4(), CONTROL_HELLO, BodyFormat::MsgPack, &h).unwrap())
+    frames::hello("limits-test")
 }
 
-/// Every frame the server sends until it closes the connection (bounded
-/// by a generous deadline, so a server that never closes fails the test).
 fn frames_until_close(s: &mut TcpStream) -> Vec<Frame> {
     s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut buf = BytesMut::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        assert!(Instant::now() < deadline, "the server did not close the connection");
-        match s.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-            Err(_) => break, // reset: closed too
-        }
-    }
-    let mut dec = FrameDecoder::new(1 << 20);
-    let mut frames = vec![];
-    while let Some(f) = dec.decode(&mut buf).unwrap() {
-        frames.push(f);
-    }
-    frames
+    frames::frames_until_close(s)
 }
 
 fn error_of(f: &Frame) -> ErrorBody {

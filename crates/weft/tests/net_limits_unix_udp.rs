@@ -4,16 +4,15 @@
 //! of `weft ping` over UDP against a socket that never answers.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::BytesMut;
-use weft_wire::{BodyFormat, ErrorBody, Frame, FrameDecoder, FrameKind, Hello, MessageId, CONTROL_GOAWAY, CONTROL_HELLO};
+use weft_wire::{ErrorBody, Frame, FrameKind, CONTROL_GOAWAY};
 
 mod common;
 mod support;
-use support::Node;
+use support::{frames, Node};
 
 fn weft(args: &[&str]) -> std::process::Output {
     support::run(args)
@@ -25,35 +24,12 @@ fn stat(node: &Node, key: &str) -> u64 {
 }
 
 fn hello() -> Vec<u8> {
-    let h = Hello { protocol_version: weft_wire::PROTOCOL_VERSION, client_id: "limits-test".into(), client_name: String::new() };
-    let f = Frame::with_body(FrameKind::Control, MessageId::new_v4(), CONTROL_HELLO, BodyFormat::MsgPack, &h).unwrap();
-    let mut out = BytesMut::new();
-    weft_wire::encode(&f, &mut out).unwrap();
-    out.to_vec()
+    frames::hello("limits-test")
 }
 
-/// Every frame the server sends until it closes the connection (bounded by
-/// a generous deadline, so a server that never closes fails the test).
 fn frames_until_close(s: &mut UnixStream) -> Vec<Frame> {
     s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut buf = BytesMut::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        assert!(Instant::now() < deadline, "the server did not close the connection");
-        match s.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-            Err(_) => break,
-        }
-    }
-    let mut dec = FrameDecoder::new(1 << 20);
-    let mut frames = vec![];
-    while let Some(f) = dec.decode(&mut buf).unwrap() {
-        frames.push(f);
-    }
-    frames
+    frames::frames_until_close(s)
 }
 
 #[test]

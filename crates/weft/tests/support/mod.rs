@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 pub use crate::common::{free_port, WEFT};
 
+pub mod frames;
+
 pub struct Node {
     pub child: Child,
     pub port: u16,
