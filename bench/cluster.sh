@@ -29,7 +29,7 @@ MAX_RECORDS=${MAX_RECORDS:-1000000}
 FAILOVERS=${FAILOVERS:-3}
 OUT=${OUT:-$(mktemp -d /tmp/weft-cluster-bench.XXXXXX)}
 mkdir -p "$OUT"
-TARGET=$ROOT/target/release
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}/release
 LB=${LB_BIN:-$TARGET/weft-logbench}
 WEFT=${WEFT_BIN:-$TARGET/weft}   # WEFT_BIN: another build (a debug one checks the script, gives no numbers)
 

@@ -14,7 +14,7 @@ if [ -n "${WEFT_BIN:-}" ]; then
   weft=$WEFT_BIN
 else
   cargo build --release -q -p weft
-  weft=$root/target/release/weft
+  weft=${CARGO_TARGET_DIR:-$root/target}/release/weft
 fi
 eval "$(bash "$shared/scripts/ceph/ceph-up.sh")"
 trap 'bash "$shared/scripts/ceph/ceph-down.sh" >/dev/null 2>&1 || true' EXIT

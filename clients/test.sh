@@ -15,7 +15,7 @@ ROOT=$(cd "$CLIENTS/.." && pwd)
 if [[ -z "${WEFT_BIN:-}" ]]; then
     echo "== cargo build -p weft"
     (cd "$ROOT" && cargo build -q -p weft)
-    WEFT_BIN="$ROOT/target/debug/weft"
+    WEFT_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/weft"
 fi
 [[ -x "$WEFT_BIN" ]] || { echo "no weft binary at $WEFT_BIN" >&2; exit 1; }
 export WEFT_BIN
@@ -25,7 +25,7 @@ export WEFT_BIN
 if [[ -z "${WEFT_EXAMPLES:-}" ]] && command -v cargo >/dev/null; then
     echo "== cargo build -p weft-service --example dice_server --example echo_server"
     (cd "$ROOT" && cargo build -q -p weft-service --example dice_server --example echo_server)
-    export WEFT_EXAMPLES="$ROOT/target/debug/examples"
+    export WEFT_EXAMPLES="${CARGO_TARGET_DIR:-$ROOT/target}/debug/examples"
 fi
 
 WEFT_PYTHON=${WEFT_PYTHON:-$ROOT/.venv/bin/python}

@@ -19,7 +19,10 @@ fn weft_bin() -> PathBuf {
     if let Ok(p) = std::env::var("WEFT_BIN") {
         return p.into();
     }
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/weft");
+    // target/<profile>/deps/kill9-HASH -> target/<profile>/weft: the binary of
+    // this target directory, wherever CARGO_TARGET_DIR puts it.
+    let exe = std::env::current_exe().unwrap();
+    let p = exe.parent().and_then(|d| d.parent()).unwrap().join("weft");
     assert!(p.exists(), "{} is missing: run `cargo build -p weft` (or set WEFT_BIN)", p.display());
     p
 }
