@@ -36,7 +36,15 @@ class _LoopThread:
         if not self.thread.is_alive():
             coro.close()
             raise RuntimeError("client is closed")
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return fut.result()
+        except (KeyboardInterrupt, SystemExit):
+            # Ctrl-C while the coroutine runs on the loop thread: cancel it, so
+            # that what the caller does next (a consumer's commit and leave)
+            # does not race an operation nobody waits for any more.
+            fut.cancel()
+            raise
 
     def call_frame(self, aio: AsyncClient, route: str, body: bytes, json: bool, timeout: float | None) -> fr.Frame:
         """One request on the live connection, or the coroutine path when there
