@@ -66,6 +66,14 @@ def test_echo_client_and_producer_examples(node: Node) -> None:
     assert p.stdout is not None
     got = [p.stdout.readline() for _ in range(3)]
     p.send_signal(signal.SIGINT)
-    assert p.wait(30) == 0
+    # A bound, not a timing check: leaving commits and leaves the group, and
+    # each of those calls may wait out its own timeout on a loaded machine.
+    try:
+        code = p.wait(120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert code == 0
     assert sorted(ln.split(": ", 1)[1].strip() for ln in got) == ["first", "second", "third"]
     time.sleep(0)
