@@ -43,34 +43,9 @@ impl ClientArgs {
     }
 }
 
-/// Aligned columns, two spaces apart, for the human output.
-pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut width: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            if let Some(w) = width.get_mut(i) {
-                *w = (*w).max(c.chars().count());
-            }
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut l = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            let w = width.get(i).copied().unwrap_or(0);
-            if i + 1 == cells.len() {
-                l.push_str(c);
-            } else {
-                l.push_str(&format!("{c:<w$}  "));
-            }
-        }
-        l.trim_end().to_owned() + "\n"
-    };
-    let mut out = line(headers.to_vec());
-    for r in rows {
-        out.push_str(&line(r.iter().map(String::as_str).collect()));
-    }
-    out
-}
+/// Aligned columns, two spaces apart, for the human output (one layout for
+/// every command; the broker's CLI owns it).
+pub use weft_broker::cli::table;
 
 pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
