@@ -1,0 +1,80 @@
+//! Tokens and keys: verify, cache, expire, revoke, persist.
+
+use weft_auth::{Action, AuthOptions, Authorizer, DeniedKind, Resource, State};
+
+#[test]
+fn token_life() {
+    let authz = Authorizer::in_memory(State::default());
+    authz.add_role("reader", vec!["read:topic:orders*".parse().unwrap()]).unwrap();
+    authz.add_user("alice", vec!["reader".into()]).unwrap();
+    let (tok, id) = authz.create_token("alice", None, "t").unwrap();
+    let who = authz.authenticate(&tok).unwrap();
+    assert_eq!(&*who.user, "alice");
+    // Second time from the cache.
+    authz.authenticate(&tok).unwrap();
+    assert_eq!(authz.stats().snapshot().iter().find(|(k, _)| *k == "auth.cache_hits").unwrap().1, 1);
+    authz.authorize(&who, Action::Read, Resource::topic("orders.eu")).unwrap();
+    let d = authz.authorize(&who, Action::Write, Resource::topic("orders.eu")).unwrap_err();
+    assert_eq!(d.kind, DeniedKind::Forbidden);
+    // Wrong secret, same id.
+    let mut wrong = tok.clone();
+    let last = wrong.pop().unwrap();
+    wrong.push(if last == 'A' { 'Q' } else { 'A' });
+    assert_eq!(authz.authenticate(&wrong).unwrap_err().kind, DeniedKind::Unauthenticated);
+    // Revocation reaches an identity already verified.
+    authz.revoke_token(&id).unwrap();
+    assert_eq!(authz.authorize(&who, Action::Read, Resource::topic("orders")).unwrap_err().kind, DeniedKind::Unauthenticated);
+    assert_eq!(authz.authenticate(&tok).unwrap_err().kind, DeniedKind::Unauthenticated);
+}
+
+#[test]
+fn expiry_and_keys() {
+    let authz = Authorizer::in_memory(State::default());
+    authz.add_user("bob", vec![]).unwrap();
+    let (tok, _) = authz.create_token("bob", Some(1000), "").unwrap();
+    let now = weft_auth::now_ms();
+    let who = authz.authenticate_at(&tok, now).unwrap();
+    assert!(authz.authenticate_at(&tok, now + 2000).is_err());
+    assert_eq!(authz.authorize_at(&who, Action::Read, Resource::topic("t"), now + 2000).unwrap_err().kind, DeniedKind::Unauthenticated);
+    let (key, kid) = authz.create_key("bob", "").unwrap();
+    let k = authz.authenticate_header(Some(&format!("ApiKey {key}"))).unwrap();
+    assert_eq!(authz.authorize(&k, Action::Read, Resource::topic("t")).unwrap_err().kind, DeniedKind::Forbidden);
+    authz.revoke_key(&kid).unwrap();
+    assert_eq!(authz.authorize(&k, Action::Read, Resource::topic("t")).unwrap_err().kind, DeniedKind::Unauthenticated);
+    assert_eq!(authz.authenticate_header(None).unwrap_err().kind, DeniedKind::Unauthenticated);
+}
+
+#[test]
+fn disabled_allows_everything() {
+    let authz = Authorizer::disabled();
+    let who = authz.authenticate_header(None).unwrap();
+    authz.authorize(&who, Action::Admin, Resource::cluster()).unwrap();
+}
+
+#[test]
+fn first_start_writes_admin_token_and_persists() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = AuthOptions { enabled: true, data_dir: Some(dir.path().to_owned()) };
+    let (authz, written) = Authorizer::open(&opts).unwrap();
+    let path = written.unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::metadata(dir.path().join("auth/state.json")).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let tok = std::fs::read_to_string(&path).unwrap();
+    let who = authz.authenticate(tok.trim()).unwrap();
+    authz.authorize(&who, Action::Admin, Resource::cluster()).unwrap();
+    authz.add_user("carol", vec![]).unwrap();
+    drop(authz);
+    // Second start: the same state, no new token.
+    let (again, written) = Authorizer::open(&opts).unwrap();
+    assert!(written.is_none());
+    assert!(again.state().users.contains_key("carol"));
+    again.authenticate(tok.trim()).unwrap();
+    // A corrupt file on reload leaves the rules in force.
+    std::fs::write(dir.path().join("auth/state.json"), b"{not json").unwrap();
+    assert!(again.reload().is_err());
+    assert!(again.state().users.contains_key("carol"));
+}
