@@ -23,6 +23,9 @@ CONTROL = 5
 
 FLAG_JSON = 0x01
 FLAG_ONE_WAY = 0x02
+#: The body region starts with a trace-context extension (docs/protocol.md,
+#: "Trace context"); only sent to servers whose welcome lists "trace-context".
+FLAG_TRACE = 0x04
 
 #: Largest frame accepted by default (the server's `limits.max_frame_bytes`).
 MAX_FRAME_BYTES = 16 * 1024 * 1024
@@ -97,12 +100,20 @@ def decode_body(body: bytes, as_json: bool = False) -> Any:
     return msgpack.unpackb(body, raw=False, strict_map_key=False, ext_hook=_ext_hook)
 
 
-def encode(kind: int, route: str, body: bytes, msg_id: bytes, flags: int = 0) -> bytes:
+def encode(kind: int, route: str, body: bytes, msg_id: bytes, flags: int = 0, traceparent: str | None = None) -> bytes:
+    """One frame. With ``traceparent`` (a W3C value), the body region starts
+    with the trace-context extension: one length byte, then the value."""
     r = route.encode()
     if len(r) > 255:
         raise ValueError(f"route key of {len(r)} bytes is over 255")
     if len(msg_id) != 16:
         raise ValueError("message id must be 16 bytes")
+    if traceparent:
+        tp = traceparent.encode("ascii")
+        if len(tp) > 255:
+            raise ValueError(f"traceparent of {len(tp)} bytes is over 255")
+        flags |= FLAG_TRACE
+        body = bytes((len(tp),)) + tp + body
     return _HEADER.pack(MAGIC, VERSION, kind, flags, len(r), len(body), msg_id) + r + body
 
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from . import _frame as fr
 from ._addr import Address, Backoff, TlsOptions, client_id, parse_address
+from ._trace import TraceSource, opentelemetry_source
 from .errors import (
     ConnectionError,
     ConnectionLost,
@@ -35,6 +36,9 @@ class _Conn:
         self.closed = False
         self.goaway = False
         self.welcome: dict[str, Any] = {}
+        # The server takes a trace-context extension on requests (its welcome
+        # lists the feature); frames to other servers never carry one.
+        self.trace_ok = False
 
     def usable(self) -> bool:
         return not self.closed and not self.goaway
@@ -155,8 +159,10 @@ class AsyncClient:
     connection with any number of calls in flight, and reconnects with
     exponential back-off after a drop or a ``goaway``. A call that was on the
     wire when the connection dropped raises :class:`ConnectionLost` and is not
-    resent. Not there yet: auth tokens and cluster leader redirects (the server
-    has neither).
+    resent. A request carries the caller's W3C trace context (the current
+    OpenTelemetry span by default, ``trace_context=``) when the server's
+    welcome lists ``trace-context``. Not there yet: auth tokens and cluster
+    leader redirects.
     """
 
     def __init__(
@@ -168,8 +174,17 @@ class AsyncClient:
         tls: TlsOptions | None = None,
         client_name: str = "weft-python",
         json: bool = False,
+        trace_context: TraceSource | None | bool = True,
     ) -> None:
         self.address: Address = parse_address(addr)
+        # True: the OpenTelemetry current span when the package is installed;
+        # a callable: its answer; False/None: never send trace context.
+        if trace_context is True:
+            self.trace_source: TraceSource | None = opentelemetry_source()
+        elif trace_context is False:
+            self.trace_source = None
+        else:
+            self.trace_source = trace_context
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.tls = tls or TlsOptions()
@@ -293,6 +308,8 @@ class AsyncClient:
         if w.get("protocol_version") != PROTOCOL_VERSION:
             raise ProtocolError(f"server speaks protocol version {w.get('protocol_version')}, this client {PROTOCOL_VERSION}")
         conn.welcome = w
+        features = w.get("features")
+        conn.trace_ok = isinstance(features, list) and "trace-context" in features
 
     # ---- calls ------------------------------------------------------------
 
@@ -304,8 +321,13 @@ class AsyncClient:
             raise from_dto(f.value(), route)
         return f.value()
 
-    async def call_frame(self, route: str, body: bytes, *, json: bool = False, timeout: float | None = None) -> fr.Frame:
-        """Send a request with an already encoded body; returns the answer frame."""
+    async def call_frame(
+        self, route: str, body: bytes, *, json: bool = False, timeout: float | None = None, traceparent: str | None = None
+    ) -> fr.Frame:
+        """Send a request with an already encoded body; returns the answer frame.
+        ``traceparent`` overrides the client's trace source for this call."""
+        if traceparent is None and self.trace_source is not None:
+            traceparent = self.trace_source()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.timeout if timeout is None else timeout)
         conn = await self._connected(deadline)
@@ -316,7 +338,8 @@ class AsyncClient:
         # for a fraction of the per-call cost (no waiter future and callbacks).
         timer = loop.call_at(max(deadline, loop.time() + 0.001), _expire, fut, route, self.address)
         try:
-            conn.send(fr.encode(fr.REQUEST, route, body, msg_id, fr.FLAG_JSON if json else 0))
+            tp = traceparent if conn.trace_ok else None
+            conn.send(fr.encode(fr.REQUEST, route, body, msg_id, fr.FLAG_JSON if json else 0, tp))
             await conn.drain()
             return await fut
         finally:

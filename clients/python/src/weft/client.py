@@ -12,12 +12,15 @@ everything else go through the asyncio client."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 import threading
 from collections.abc import Coroutine, Iterator
 from typing import Any, Mapping, Sequence, TypeVar
 
 from . import _frame as fr
 from ._addr import TlsOptions
+from ._trace import TraceSource
 from .aio import DEFAULT_ADDR, AsyncClient, _expire
 from .errors import ConnectionLost, from_dto
 from .consumer import AsyncConsumer
@@ -36,7 +39,7 @@ class _LoopThread:
         if not self.thread.is_alive():
             coro.close()
             raise RuntimeError("client is closed")
-        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        fut = self._submit(coro)
         try:
             return fut.result()
         except (KeyboardInterrupt, SystemExit):
@@ -46,13 +49,50 @@ class _LoopThread:
             fut.cancel()
             raise
 
+    def _submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """asyncio.run_coroutine_threadsafe, but the task runs in a copy of the
+        caller's context (contextvars), so what the caller's thread has current
+        (an OpenTelemetry span, for the trace context) is current in the call."""
+        out: concurrent.futures.Future[T] = concurrent.futures.Future()
+        loop = self.loop
+
+        def start() -> None:
+            if out.cancelled():
+                coro.close()
+                return
+            task = loop.create_task(coro)  # copies the current context: the caller's
+
+            def done(t: asyncio.Task[T]) -> None:
+                # As asyncio's own chaining: cancel first, else claim the
+                # future (False if the caller cancelled it meanwhile).
+                if t.cancelled():
+                    out.cancel()
+                    return
+                if not out.set_running_or_notify_cancel():
+                    return
+                if (e := t.exception()) is not None:
+                    out.set_exception(e)
+                else:
+                    out.set_result(t.result())
+
+            task.add_done_callback(done)
+            out.add_done_callback(lambda f: loop.call_soon_threadsafe(task.cancel) if f.cancelled() else None)
+
+        loop.call_soon_threadsafe(start, context=contextvars.copy_context())
+        return out
+
     def call_frame(self, aio: AsyncClient, route: str, body: bytes, json: bool, timeout: float | None) -> fr.Frame:
         """One request on the live connection, or the coroutine path when there
         is none (connecting, reconnecting, after a goaway)."""
         if not self.thread.is_alive():
             raise RuntimeError("client is closed")
         msg_id = fr.new_id()
-        frame = fr.encode(fr.REQUEST, route, body, msg_id, fr.FLAG_JSON if json else 0)
+        # The trace context is read here, on the caller's thread, where its
+        # span is current (the loop thread has none of its context).
+        tp = aio.trace_source() if aio.trace_source is not None else None
+        live = aio._conn
+        traced = tp is not None and live is not None and live.trace_ok
+        frame = fr.encode(fr.REQUEST, route, body, msg_id, fr.FLAG_JSON if json else 0, tp if traced else None)
         wait = timeout if timeout is not None else aio.timeout
         done = threading.Lock()
         done.acquire()
@@ -70,7 +110,7 @@ class _LoopThread:
 
         def start() -> None:
             conn = aio._conn
-            if aio._closed or conn is None or not conn.usable():
+            if aio._closed or conn is None or not conn.usable() or (tp is not None and conn.trace_ok != traced):
                 out.append(None)
                 done.release()
                 return
@@ -94,7 +134,7 @@ class _LoopThread:
         done.acquire()
         r = out[0]
         if r is None:
-            return self.run(aio.call_frame(route, body, json=json, timeout=timeout))
+            return self.run(aio.call_frame(route, body, json=json, timeout=timeout, traceparent=tp))
         if isinstance(r, BaseException):
             raise r
         assert isinstance(r, fr.Frame)
@@ -126,9 +166,11 @@ class Client:
         tls: TlsOptions | None = None,
         client_name: str = "weft-python",
         json: bool = False,
+        trace_context: TraceSource | None | bool = True,
     ) -> None:
         self.aio = AsyncClient(
-            addr, timeout=timeout, connect_timeout=connect_timeout, tls=tls, client_name=client_name, json=json
+            addr, timeout=timeout, connect_timeout=connect_timeout, tls=tls, client_name=client_name, json=json,
+            trace_context=trace_context,
         )
         self._loop = _LoopThread()
 
