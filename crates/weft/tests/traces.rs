@@ -8,7 +8,9 @@
 //!   and the `log.append` span under it shares the trace id;
 //! - a request without a `traceparent` starts one trace across both hops,
 //!   whose id the response's `traceparent` names;
-//! - a native `weft produce`: the `request` server span and its `log.append`.
+//! - a native `weft produce`: the `request` server span and its `log.append`;
+//! - the Python client (clients/python) inside an SDK span, over the native
+//!   protocol (sync and asyncio): Weft's request span is its span's child.
 //!
 //! Needs WEFT_PEERS=1 (scripts/peers/otel.sh installs the Python packages).
 
@@ -142,6 +144,17 @@ fn spans_cross_hops_and_continue_the_callers_trace() {
     let (caller_trace, caller_span) = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");
     produce(Some(&format!("00-{caller_trace}-{caller_span}-01")));
 
+    // 4. The Python client (clients/python) in an SDK span, over the native
+    // protocol: sync short path, sync coroutine path, asyncio.
+    let o = Command::new(python())
+        .arg(script("native_client.py"))
+        .args([&addr, "traced"])
+        .env("PYTHONPATH", PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../clients/python/src"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "native_client.py: {}", String::from_utf8_lossy(&o.stderr));
+    let py: Value = serde_json::from_slice(&o.stdout).unwrap();
+
     // SIGTERM: the node drains, then flushes its spans before exiting 0.
     assert!(Command::new("kill").args(["-TERM", &node.id().to_string()]).status().unwrap().success());
     assert!(node.wait().unwrap().success());
@@ -181,7 +194,7 @@ fn spans_cross_hops_and_continue_the_callers_trace() {
     // 3: native request span and its append, one trace.
     let native = spans
         .iter()
-        .find(|s| s["name"] == "log.produce" && s["kind"] == "SPAN_KIND_SERVER" && s["trace_id"] != caller_trace)
+        .find(|s| s["name"] == "log.produce" && s["kind"] == "SPAN_KIND_SERVER" && s["parent_span_id"] == "")
         .unwrap_or_else(|| panic!("no native log.produce span:\n{}", dump()));
     let trace = native["trace_id"].as_str().unwrap();
     let native_append = find(trace, "log.append");
@@ -194,6 +207,17 @@ fn spans_cross_hops_and_continue_the_callers_trace() {
     assert_eq!(continued["kind"], "SPAN_KIND_SERVER");
     assert_eq!(continued["parent_span_id"], caller_span, "the native request span's parent is the caller's span");
     assert_eq!(find(caller_trace, "log.append")["parent_span_id"], continued["span_id"]);
+
+    // 4: each Python call's span is the parent of Weft's request span.
+    for (call, route) in [("sync", "log.produce"), ("sync_info", "weft.info"), ("async", "log.produce")] {
+        let (t, parent) = (py[call]["trace_id"].as_str().unwrap(), py[call]["span_id"].as_str().unwrap());
+        let server = find(t, route);
+        assert_eq!(server["kind"], "SPAN_KIND_SERVER", "{call}");
+        assert_eq!(server["parent_span_id"], parent, "{call}: Weft's span continues the Python client's");
+        if route == "log.produce" {
+            assert_eq!(find(t, "log.append")["parent_span_id"], server["span_id"], "{call}");
+        }
+    }
 
     // The log line of that request names its trace (JSON log, span fields).
     let log = std::fs::read_to_string(dir.path().join("stderr.jsonl")).unwrap();
