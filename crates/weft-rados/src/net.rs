@@ -4,6 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::proto::cephx::CephxClient;
+use crate::proto::compress::{Algorithm, CompressionConfig, CompressionStats};
 use crate::proto::conn::{AuthMethod, ConnConfig, Connection, Event, ReconnectAnswer, SessionIdentity, SessionResume};
 use crate::proto::msg::Message;
 use crate::proto::types::UTime;
@@ -53,6 +54,8 @@ pub struct ConnHandle {
     pub features: u64,
     pub mode: u32,
     pub global_id: u64,
+    /// The on-wire compression negotiated, if any.
+    pub compression: Option<Algorithm>,
     tx: mpsc::UnboundedSender<Message>,
 }
 
@@ -113,6 +116,19 @@ pub async fn connect_resume(
     liveness: Liveness,
     resume: Option<SessionResume>,
 ) -> Result<Established> {
+    connect_full(peer, cfg, auth, timeout, liveness, resume, None).await
+}
+
+/// Like `connect_resume`, offering on-wire compression when given.
+pub async fn connect_full(
+    peer: SocketAddr,
+    cfg: ConnConfig,
+    auth: AuthMethod,
+    timeout: Duration,
+    liveness: Liveness,
+    resume: Option<SessionResume>,
+    compression: Option<(CompressionConfig, std::sync::Arc<CompressionStats>)>,
+) -> Result<Established> {
     let closed = std::sync::Arc::new(std::sync::Mutex::new(None));
     let fut = async {
         let mut sock = TcpStream::connect(peer).await.map_err(|e| io_err(peer, e))?;
@@ -121,6 +137,9 @@ pub async fn connect_resume(
             Some(prev) => Connection::resume(cfg, auth, prev),
             None => Connection::new(cfg, auth),
         };
+        if let Some((c, stats)) = compression {
+            conn.set_compression(c, stats);
+        }
         let slot = closed.clone();
         conn.on_close(Box::new(move |s| *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(s)));
         let mut answers = Vec::new();
@@ -160,13 +179,14 @@ pub async fn connect_resume(
         .map_err(|_| Error::Timeout(format!("connecting to {peer}")))??;
     let cephx = conn.cephx().cloned();
     let session = conn.session();
+    let compression = conn.compression();
     let (tx, rx) = mpsc::unbounded_channel();
     let (itx, irx) = mpsc::channel(INBOUND_QUEUE);
     for m in early {
         let _ = itx.try_send(m);
     }
     tokio::spawn(run(peer, sock, conn, rx, itx, liveness));
-    Ok(Established { handle: ConnHandle { peer, features, mode, global_id, tx }, inbound: irx, cephx, session, reconnect, closed })
+    Ok(Established { handle: ConnHandle { peer, features, mode, global_id, compression, tx }, inbound: irx, cephx, session, reconnect, closed })
 }
 
 /// Auth failures are the cluster refusing us; other errors are the peer's.

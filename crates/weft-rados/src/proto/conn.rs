@@ -4,7 +4,14 @@
 //!
 //! Order: banner exchange -> HELLO -> AUTH_REQUEST [-> AUTH_REPLY_MORE ->
 //! AUTH_REQUEST_MORE]* -> AUTH_DONE -> (mode switch) AUTH_SIGNATURE both ways
-//! -> CLIENT_IDENT/SERVER_IDENT -> MESSAGE/KEEPALIVE2/ACK.
+//! [-> COMPRESSION_REQUEST/COMPRESSION_DONE] -> CLIENT_IDENT/SERVER_IDENT
+//! -> MESSAGE/KEEPALIVE2/ACK.
+//!
+//! Compression (msgr2 feature COMPRESSION, Ceph 17+) is offered only by a
+//! connection given a `CompressionConfig` with `set_compression`: its banner
+//! then advertises the feature and, when the peer's does too, it sends
+//! COMPRESSION_REQUEST after AUTH_SIGNATURE, as Ceph's client does (with
+//! `is_compress = false` in secure mode unless `secure` is set).
 //!
 //! A connection made with `Connection::resume` asks the peer to continue an
 //! earlier session instead: SESSION_RECONNECT, answered by RECONNECT_OK
@@ -15,6 +22,7 @@
 //! lossy, so a real monitor or OSD answers SESSION_RESET.
 
 use super::cephx::{AuthDone, Authorizer, CephxClient, CephxError, CEPH_AUTH_CEPHX};
+use super::compress::{Algorithm, CompressionConfig, CompressionStats, Negotiated};
 use super::enc::{DecodeError, Put, Reader};
 use super::frame::{self, decode_banner, encode_banner, Frame, FrameCodec, FrameError, Tag};
 use super::msg::Message;
@@ -23,6 +31,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 pub const CON_MODE_CRC: u32 = 1;
 pub const CON_MODE_SECURE: u32 = 2;
@@ -69,6 +78,8 @@ pub enum ConnError {
     StaleGlobalSeq { peer_global_seq: u64 },
     #[error("peer asked for more than {0} session retries")]
     TooManyRetries(u32),
+    #[error("peer chose compression method {0}, which we did not offer")]
+    BadCompression(u32),
 }
 
 /// How this connection authenticates.
@@ -154,6 +165,7 @@ enum State {
     Hello,
     Auth,
     AuthSignature,
+    Compression,
     Ident,
     Reconnecting,
     Ready,
@@ -167,6 +179,7 @@ impl State {
             State::Hello => "hello",
             State::Auth => "auth",
             State::AuthSignature => "auth-signature",
+            State::Compression => "compression",
             State::Ident => "ident",
             State::Reconnecting => "reconnecting",
             State::Ready => "ready",
@@ -205,6 +218,11 @@ pub struct Connection {
     retries: u32,
     established: bool,
     on_close: Option<OnClose>,
+    /// What we offer (empty methods: no compression).
+    comp_cfg: CompressionConfig,
+    comp_stats: Arc<CompressionStats>,
+    /// msgr2 features of the peer's banner.
+    peer_msgr2: u64,
 }
 
 impl Connection {
@@ -240,6 +258,9 @@ impl Connection {
             retries: 0,
             established: false,
             on_close: None,
+            comp_cfg: CompressionConfig::off(),
+            comp_stats: Arc::new(CompressionStats::default()),
+            peer_msgr2: 0,
         };
         c.client_cookie = c.cfg.client_cookie;
         c.global_seq = c.cfg.global_seq;
@@ -288,6 +309,58 @@ impl Connection {
         c.sign_tx.clear();
         c.start_session();
         c
+    }
+
+    /// Like `after_auth`, for a connection offering `comp` to a peer whose
+    /// banner had `peer_msgr2`: it has just sent COMPRESSION_REQUEST (or
+    /// CLIENT_IDENT when there is nothing to negotiate).
+    #[doc(hidden)]
+    pub fn after_auth_compression(
+        cfg: ConnConfig,
+        auth: AuthMethod,
+        comp: CompressionConfig,
+        stats: Arc<CompressionStats>,
+        peer_msgr2: u64,
+    ) -> Self {
+        let mut c = Connection::new(cfg, auth);
+        c.set_compression(comp, stats);
+        c.peer_msgr2 = peer_msgr2;
+        c.tx.clear();
+        c.sign_tx.clear();
+        c.after_signature();
+        c
+    }
+
+    /// After the signatures: negotiate compression when both sides can,
+    /// then the session.
+    fn after_signature(&mut self) {
+        if self.comp_cfg.enabled() && self.peer_msgr2 & frame::MSGR2_FEATURE_COMPRESSION != 0 {
+            self.send_compression_request();
+        } else {
+            self.start_session();
+        }
+    }
+
+    /// Offers on-wire compression (call before the banner is answered,
+    /// i.e. right after `new`/`resume`): our banner then advertises the
+    /// COMPRESSION feature. Counts go to `stats`.
+    pub fn set_compression(&mut self, cfg: CompressionConfig, stats: Arc<CompressionStats>) {
+        if cfg.enabled() && self.state == State::Banner {
+            let features = frame::MSGR2_FEATURE_REVISION_1 | frame::MSGR2_FEATURE_COMPRESSION;
+            let banner = encode_banner(features, frame::MSGR2_FEATURE_REVISION_1);
+            // our banner is the first thing queued and signed
+            if let Some(first) = self.tx.first_mut() {
+                *first = Bytes::from(banner.clone());
+            }
+            self.sign_tx = banner;
+        }
+        self.comp_cfg = cfg;
+        self.comp_stats = stats;
+    }
+
+    /// The method negotiated for this connection, if any.
+    pub fn compression(&self) -> Option<Algorithm> {
+        self.codec.compression().map(|n| n.alg)
     }
 
     /// The session as it stands (what a later `resume` needs, minus the
@@ -445,7 +518,13 @@ impl Connection {
                     None => return Ok(()),
                     Some(((sup, req), raw)) => {
                         self.sign_rx.extend_from_slice(&raw);
-                        let missing = req & !frame::MSGR2_FEATURE_REVISION_1;
+                        self.peer_msgr2 = sup;
+                        let ours = if self.comp_cfg.enabled() {
+                            frame::MSGR2_FEATURE_REVISION_1 | frame::MSGR2_FEATURE_COMPRESSION
+                        } else {
+                            frame::MSGR2_FEATURE_REVISION_1
+                        };
+                        let missing = req & !ours;
                         if missing != 0 {
                             return Err(FrameError::MissingFeatures(missing).into());
                         }
@@ -555,6 +634,22 @@ impl Connection {
                     return Err(ConnError::BadSignature);
                 }
                 self.sign_tx.clear();
+                self.after_signature();
+            }
+            (State::Compression, Tag::CompressionDone) => {
+                let is_compress = r.bool("compression_done.is_compress")?;
+                let method = r.u32("compression_done.method")?;
+                let offered = self.compression_offered();
+                if is_compress && offered {
+                    let alg = Algorithm::from_wire(method)
+                        .filter(|a| self.comp_cfg.methods.contains(a))
+                        .ok_or(ConnError::BadCompression(method))?;
+                    self.comp_stats.sessions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.codec.set_compression(Negotiated { alg, min_size: self.comp_cfg.min_size }, self.comp_stats.clone());
+                }
+                // the peer declined (Ceph OSDs compress only with OSD peers),
+                // or said yes to a request that said no: no compression, as
+                // Ceph's client does when the answers disagree
                 self.start_session();
             }
             (State::Ident, Tag::ServerIdent) => {
@@ -661,6 +756,24 @@ impl Connection {
         } else {
             self.send_client_ident();
         }
+    }
+
+    /// Whether we ask for compression on this connection (Ceph's client
+    /// asks for none in secure mode unless `ms_compress_secure`).
+    fn compression_offered(&self) -> bool {
+        self.comp_cfg.enabled() && (self.mode != CON_MODE_SECURE || self.comp_cfg.secure)
+    }
+
+    /// COMPRESSION_REQUEST: `bool is_compress, vector<u32> methods`.
+    fn send_compression_request(&mut self) {
+        self.state = State::Compression;
+        let mut p = Vec::new();
+        p.put_u8(u8::from(self.compression_offered()));
+        p.put_u32_le(self.comp_cfg.methods.len() as u32);
+        for m in &self.comp_cfg.methods {
+            p.put_u32_le(m.wire());
+        }
+        self.send_frame(Tag::CompressionRequest, &[&p]);
     }
 
     fn send_client_ident(&mut self) {
@@ -1070,6 +1183,122 @@ mod tests {
                 }
             }
         }
+    }
+
+    // ---- compression negotiation (scripted server, crc mode) ----
+
+    fn osd_cfg() -> ConnConfig {
+        ConnConfig { peer_type: entity_type::OSD, ..cfg() }
+    }
+
+    fn comp_conn(c: CompressionConfig, peer: u64) -> (Connection, Arc<CompressionStats>) {
+        let st = Arc::new(CompressionStats::default());
+        (Connection::after_auth_compression(osd_cfg(), mon_auth(), c, st.clone(), peer), st)
+    }
+
+    const PEER_COMP: u64 = frame::MSGR2_FEATURE_REVISION_1 | frame::MSGR2_FEATURE_COMPRESSION;
+
+    fn compression_done(is: bool, method: u32) -> Vec<u8> {
+        let mut p = vec![u8::from(is)];
+        p.put_u32_le(method);
+        p
+    }
+
+    #[test]
+    fn banner_advertises_compression_only_when_configured() {
+        let mut c = Connection::new(cfg(), mon_auth());
+        assert_eq!(&c.take_output()[10..26], &encode_banner(1, 1)[10..]);
+        let mut c = Connection::new(cfg(), mon_auth());
+        c.set_compression(CompressionConfig::with(Algorithm::Lz4), Arc::default());
+        let out = c.take_output();
+        assert_eq!(out, encode_banner(PEER_COMP, 1));
+        // and it is what gets signed
+        assert_eq!(c.sign_tx, out);
+    }
+
+    #[test]
+    fn compression_request_then_done_then_compressed_session() {
+        let mut want = CompressionConfig::with(Algorithm::Snappy);
+        want.methods.push(Algorithm::Lz4);
+        let (mut c, st) = comp_conn(want, PEER_COMP);
+        let f = sent_frames(&mut c);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].tag, Tag::CompressionRequest);
+        // bool is_compress, vector<u32> methods (snappy = 1, lz4 = 4)
+        assert_eq!(f[0].payload(), &[1, 2, 0, 0, 0, 1, 0, 0, 0, 4, 0, 0, 0]);
+        server(&mut c, Tag::CompressionDone, &compression_done(true, 4)).unwrap();
+        assert_eq!(c.compression(), Some(Algorithm::Lz4));
+        assert_eq!(st.snapshot().sessions, 1);
+        let f = sent_frames(&mut c);
+        assert_eq!(f[0].tag, Tag::ClientIdent);
+        server(&mut c, Tag::ServerIdent, &server_ident(MSG_CONNECT_LOSSY, 0)).unwrap();
+        assert!(c.is_ready());
+        assert_eq!(events(&mut c).len(), 1);
+        // a message above the threshold goes out compressed, one below as is
+        let mut m = msg(1, 0);
+        m.data = Bytes::from(vec![7u8; 8192]);
+        assert!(c.send_message(&m));
+        assert!(c.send_message(&msg(2, 0)));
+        let out = c.take_output();
+        let mut peer = FrameCodec::new();
+        peer.set_compression(Negotiated { alg: Algorithm::Lz4, min_size: 1024 }, Arc::default());
+        let mut buf = BytesMut::from(&out[..]);
+        let (f1, raw1) = peer.decode(&mut buf).unwrap().unwrap();
+        let (f2, raw2) = peer.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(raw1[26], frame::FRAME_EARLY_DATA_COMPRESSED);
+        assert!(raw1.len() < 1024, "{}", raw1.len());
+        assert_eq!(raw2[26], 0);
+        assert_eq!(&f1.segment(3)[..], &[7u8; 8192][..]);
+        assert_eq!(messages(&[f1, f2]), vec![(1, 1, 0), (2, 2, 0)]);
+        assert_eq!(st.snapshot().tx_frames, 1);
+        // and a compressed reply from the peer decodes
+        let mut r = msg(9, 1);
+        r.data = Bytes::from(vec![3u8; 4000]);
+        let hdr = r.encode_header(1, 2);
+        let wire = peer.encode(Tag::Message, &[&hdr, &r.front, &r.middle, &r.data]);
+        let mut rng = || 1u64;
+        c.feed(&wire, &mut rng).unwrap();
+        let Some(Event::Message(got)) = c.poll_event() else { panic!("no message") };
+        assert_eq!(&got.data[..], &[3u8; 4000][..]);
+        assert_eq!(st.snapshot().rx_frames, 1);
+    }
+
+    #[test]
+    fn compression_declined_or_impossible() {
+        // what a Ceph OSD answers a client (it compresses only for OSD peers)
+        let (mut c, st) = comp_conn(CompressionConfig::with(Algorithm::Snappy), PEER_COMP);
+        sent_frames(&mut c);
+        server(&mut c, Tag::CompressionDone, &compression_done(false, 0)).unwrap();
+        assert_eq!(c.compression(), None);
+        assert_eq!(st.snapshot().sessions, 0);
+        assert_eq!(sent_frames(&mut c)[0].tag, Tag::ClientIdent);
+        // a peer without the feature (Pacific) gets no request at all
+        let (mut c, _) = comp_conn(CompressionConfig::with(Algorithm::Snappy), frame::MSGR2_FEATURE_REVISION_1);
+        assert_eq!(sent_frames(&mut c)[0].tag, Tag::ClientIdent);
+        // a method we did not offer is a protocol error
+        let (mut c, _) = comp_conn(CompressionConfig::with(Algorithm::Snappy), PEER_COMP);
+        sent_frames(&mut c);
+        assert!(matches!(server(&mut c, Tag::CompressionDone, &compression_done(true, 4)), Err(ConnError::BadCompression(4))));
+        let (mut c, _) = comp_conn(CompressionConfig::with(Algorithm::Snappy), PEER_COMP);
+        sent_frames(&mut c);
+        assert!(matches!(server(&mut c, Tag::CompressionDone, &compression_done(true, 2)), Err(ConnError::BadCompression(2))));
+        // short payloads fail cleanly; DONE out of place is unexpected
+        let (mut c, _) = comp_conn(CompressionConfig::with(Algorithm::Snappy), PEER_COMP);
+        sent_frames(&mut c);
+        assert!(matches!(server(&mut c, Tag::CompressionDone, &[1, 1]), Err(ConnError::Decode(_))));
+        let mut c = Connection::after_auth(cfg(), mon_auth(), None);
+        assert!(matches!(server(&mut c, Tag::CompressionDone, &compression_done(true, 1)), Err(ConnError::Unexpected { .. })));
+    }
+
+    #[test]
+    fn compressed_frames_refused_without_negotiation() {
+        let mut c = Connection::after_auth(cfg(), mon_auth(), None);
+        server(&mut c, Tag::ServerIdent, &server_ident(MSG_CONNECT_LOSSY, 0)).unwrap();
+        let mut peer = FrameCodec::new();
+        peer.set_compression(Negotiated { alg: Algorithm::Snappy, min_size: 0 }, Arc::default());
+        let wire = peer.encode(Tag::Keepalive2, &[&[0u8; 8]]);
+        let mut rng = || 1u64;
+        assert!(matches!(c.feed(&wire, &mut rng), Err(ConnError::Frame(FrameError::UnexpectedCompression))));
     }
 
     #[test]

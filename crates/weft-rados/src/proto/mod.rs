@@ -8,6 +8,7 @@ pub mod monmap;
 pub mod osdmap;
 pub mod types;
 pub mod cephx;
+pub mod compress;
 pub mod conn;
 pub mod frame;
 pub mod msg;
