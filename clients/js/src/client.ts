@@ -20,6 +20,13 @@ export interface ClientOptions {
   json?: boolean;
   /** Extra HTTP headers (HTTP transport). */
   headers?: Record<string, string>;
+  /**
+   * The caller's W3C `traceparent` for each request (e.g. from
+   * `@opentelemetry/api`'s propagation): the native transport sends it in the
+   * frame's trace-context extension when the server supports it, the HTTP
+   * transport as the `traceparent` header.
+   */
+  traceContext?: () => string | undefined;
 }
 
 export interface ProducerRecord {
@@ -128,7 +135,7 @@ export class Client {
   constructor(readonly addr = "tcp://127.0.0.1:7400", opts: ClientOptions = {}) {
     const timeoutMs = opts.timeoutMs ?? 10_000;
     if (/^https?:\/\//i.test(addr)) {
-      this.transport = new HttpTransport(addr, { timeoutMs, headers: opts.headers });
+      this.transport = new HttpTransport(addr, { timeoutMs, headers: opts.headers, traceContext: opts.traceContext });
     } else {
       this.transport = new NativeTransport(addr, {
         timeoutMs,
@@ -137,6 +144,7 @@ export class Client {
         clientName: opts.clientName ?? "weft-js",
         clientId: this.clientId,
         json: opts.json ?? false,
+        traceContext: opts.traceContext,
       });
     }
   }

@@ -7,6 +7,8 @@ export const NIL_ID = new Uint8Array(16);
 export const Kind = { Request: 1, Response: 2, Error: 3, Event: 4, Control: 5 } as const;
 export const FLAG_JSON = 0x01;
 export const FLAG_ONE_WAY = 0x02;
+/** The body region starts with a trace-context extension. */
+export const FLAG_TRACE = 0x04;
 /** Largest frame accepted by default (the server's `limits.max_frame_bytes`). */
 export const MAX_FRAME_BYTES = 16 * 1024 * 1024;
 
@@ -93,10 +95,26 @@ export function decodeBody(body: Uint8Array, json = false): unknown {
   return mpDecode(body, { useBigInt64: false });
 }
 
-export function encodeFrame(kind: number, route: string, body: Uint8Array, id: Uint8Array, flags = 0): Uint8Array {
+/**
+ * One frame. With `traceparent` (a W3C value), the body region starts with the
+ * trace-context extension (docs/protocol.md, "Trace context"): one length
+ * byte, then the value; send it only to servers whose welcome lists
+ * `trace-context`.
+ */
+export function encodeFrame(kind: number, route: string, body: Uint8Array, id: Uint8Array, flags = 0, traceparent?: string): Uint8Array {
   const r = routeKey(route);
   if (r.length > 255) throw new RangeError(`route key of ${r.length} bytes is over 255`);
   if (id.length !== 16) throw new RangeError("message id must be 16 bytes");
+  if (traceparent) {
+    const tp = te.encode(traceparent);
+    if (tp.length > 255) throw new RangeError(`traceparent of ${tp.length} bytes is over 255`);
+    const ext = new Uint8Array(1 + tp.length + body.length);
+    ext[0] = tp.length;
+    ext.set(tp, 1);
+    ext.set(body, 1 + tp.length);
+    body = ext;
+    flags |= FLAG_TRACE;
+  }
   const out = new Uint8Array(HEADER_LEN + r.length + body.length);
   const dv = new DataView(out.buffer);
   out[0] = 0x57;

@@ -8,6 +8,8 @@ export interface HttpOptions {
   timeoutMs: number;
   /** Extra headers for every request. */
   headers?: Record<string, string>;
+  /** The caller's W3C traceparent, sent as the `traceparent` header. */
+  traceContext?: () => string | undefined;
 }
 
 type Obj = Record<string, unknown>;
@@ -136,10 +138,15 @@ export class HttpTransport implements Transport {
     const ctl = new AbortController();
     const timer = setTimeout(() => ctl.abort(), timeoutMs);
     let res: Response;
+    const tp = this.opts.traceContext?.();
     try {
       res = await fetch(this.base + path, {
         method,
-        headers: { ...(body === undefined ? {} : { "content-type": "application/json" }), ...this.opts.headers },
+        headers: {
+          ...(body === undefined ? {} : { "content-type": "application/json" }),
+          ...(tp ? { traceparent: tp } : {}),
+          ...this.opts.headers,
+        },
         body: body === undefined ? undefined : JSON.stringify(body),
         signal: ctl.signal,
       });

@@ -26,6 +26,8 @@ export interface NativeOptions {
   clientName: string;
   clientId: string;
   json: boolean;
+  /** The W3C traceparent to send with each request, if any. */
+  traceContext?: () => string | undefined;
 }
 
 export type Address = { scheme: "tcp" | "tls"; host: string; port: number } | { scheme: "unix"; path: string };
@@ -55,6 +57,8 @@ class Conn {
   closed = false;
   goaway = false;
   welcome: Welcome | null = null;
+  /** The welcome listed `trace-context`: requests may carry the extension. */
+  traceOk = false;
   private decoder = new Decoder();
   constructor(readonly socket: Socket) {
     socket.on("data", (d: Uint8Array) => {
@@ -217,6 +221,7 @@ export class NativeTransport implements Transport {
       if (f.kind !== Kind.Control || f.route !== "welcome" || !w) throw new ProtocolError(`expected a welcome, got kind ${f.kind} route ${f.route}`);
       if (w.protocol_version !== PROTOCOL_VERSION) throw new ProtocolError(`server speaks protocol version ${w.protocol_version}, this client ${PROTOCOL_VERSION}`);
       conn.welcome = w;
+      conn.traceOk = Array.isArray(w.features) && w.features.includes("trace-context");
       return conn;
     } catch (e) {
       conn.close();
@@ -236,7 +241,8 @@ export class NativeTransport implements Transport {
     const deadline = Date.now() + timeoutMs;
     const conn = await this.connected(deadline);
     const id = newId();
-    return conn.request(encodeFrame(Kind.Request, route, body, id, json ? FLAG_JSON : 0), id, deadline - Date.now(), route);
+    const tp = conn.traceOk && this.opts.traceContext ? this.opts.traceContext() : undefined;
+    return conn.request(encodeFrame(Kind.Request, route, body, id, json ? FLAG_JSON : 0, tp), id, deadline - Date.now(), route);
   }
 
   async send(route: string, body: unknown): Promise<void> {
