@@ -33,6 +33,14 @@ pub struct RadosArgs {
     /// connection modes to OSDs, e.g. `crc,secure`
     #[arg(long, global = true)]
     pub osd_mode: Option<String>,
+    /// on-wire compression offered to OSDs: none, snappy, lz4 or zstd
+    /// (Ceph 17+ OSDs; overrides the conf file's rados_compression /
+    /// ms_osd_compress_mode)
+    #[arg(long, global = true)]
+    pub compression: Option<String>,
+    /// msgr2 sessions per OSD (1..16; ops on one object share one)
+    #[arg(long, global = true)]
+    pub conns_per_osd: Option<usize>,
     /// pool name
     #[arg(short = 'p', long, global = true)]
     pub pool: Option<String>,
@@ -143,6 +151,8 @@ fn source(a: &RadosArgs) -> ConfigSource {
         mon_host: a.mon_host.clone(),
         mon_mode: a.mon_mode.clone(),
         osd_mode: a.osd_mode.clone(),
+        compression: a.compression.clone(),
+        conns_per_osd: a.conns_per_osd,
     }
 }
 

@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::proto::cephx::{keyring_lookup, CryptoKey};
+use crate::proto::compress::{Algorithm, CompressionConfig, DEFAULT_MIN_SIZE};
 use crate::proto::conn::{CON_MODE_CRC, CON_MODE_SECURE};
 use crate::proto::types::EntityName;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -26,6 +27,36 @@ pub struct ClientConfig {
     /// Monitors tried at once while hunting; the first session to finish
     /// authenticating wins (`mon_client_hunt_parallel`).
     pub mon_hunt_parallel: usize,
+    /// On-wire compression offered to OSDs (`rados_compression` or Ceph's
+    /// `ms_osd_compress_mode` + `ms_osd_compression_algorithm`,
+    /// `ms_osd_compress_min_size`, `ms_compress_secure`). Off by default.
+    pub compression: CompressionConfig,
+    /// msgr2 sessions kept per OSD (`rados_conns_per_osd`, 1..=16). Ops on
+    /// one object always use the same one (chosen by a hash of the name), so
+    /// they stay ordered.
+    pub conns_per_osd: usize,
+}
+
+/// Default of `ClientConfig::conns_per_osd` (see docs/BENCHMARKS.md).
+pub const DEFAULT_CONNS_PER_OSD: usize = 1;
+/// Upper bound of `conns_per_osd`.
+pub const MAX_CONNS_PER_OSD: usize = 16;
+
+/// `none|snappy|zstd|lz4` (or a list like Ceph's `snappy,lz4`) -> the
+/// methods to offer; `none` or an empty list turns compression off.
+pub fn parse_compression(s: &str) -> Result<Vec<Algorithm>> {
+    let mut out = Vec::new();
+    for t in s.split([',', ';', ' ', '\t']).filter(|t| !t.is_empty()) {
+        if t.eq_ignore_ascii_case("none") {
+            continue;
+        }
+        let a = Algorithm::parse(t)
+            .ok_or_else(|| Error::Config(format!("compression {t:?}: expected none, snappy, lz4 or zstd")))?;
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    Ok(out)
 }
 
 /// A parsed ceph.conf: section -> key -> value, keys normalized
@@ -167,6 +198,10 @@ pub struct ConfigSource {
     pub mon_host: Option<String>,
     pub mon_mode: Option<String>,
     pub osd_mode: Option<String>,
+    /// `none|snappy|zstd|lz4`: overrides the conf file's compression keys.
+    pub compression: Option<String>,
+    /// Overrides `rados_conns_per_osd`.
+    pub conns_per_osd: Option<usize>,
 }
 
 impl ClientConfig {
@@ -231,7 +266,46 @@ impl ClientConfig {
                 .ok_or_else(|| Error::Config(format!("mon_client_hunt_parallel = {v:?}: expected 1..16")))?,
             None => 3,
         };
+        let methods = match src.compression.clone().or_else(|| conf.get(&secs, "rados_compression")) {
+            Some(v) => parse_compression(&v)?,
+            // Ceph's keys: a mode other than none turns it on with the
+            // algorithm list (Ceph's default: snappy)
+            None => match conf.get(&secs, "ms_osd_compress_mode").as_deref().map(str::trim) {
+                None | Some("none") => Vec::new(),
+                Some("passive" | "aggressive" | "force") => {
+                    parse_compression(&conf.get(&secs, "ms_osd_compression_algorithm").unwrap_or_else(|| "snappy".into()))?
+                }
+                Some(m) => return Err(Error::Config(format!("ms_osd_compress_mode = {m:?}: expected none, passive, aggressive or force"))),
+            },
+        };
+        let min_size = match conf.get(&secs, "ms_osd_compress_min_size") {
+            Some(v) => v
+                .trim()
+                .parse::<usize>()
+                .map_err(|_| Error::Config(format!("ms_osd_compress_min_size = {v:?}: expected bytes")))?,
+            None => DEFAULT_MIN_SIZE,
+        };
+        let secure = match conf.get(&secs, "ms_compress_secure").as_deref().map(str::trim) {
+            None | Some("false" | "0") => false,
+            Some("true" | "1") => true,
+            Some(v) => return Err(Error::Config(format!("ms_compress_secure = {v:?}: expected true or false"))),
+        };
+        let conns_per_osd = match src.conns_per_osd {
+            Some(n) => n,
+            None => match conf.get(&secs, "rados_conns_per_osd") {
+                Some(v) => v
+                    .trim()
+                    .parse::<usize>()
+                    .map_err(|_| Error::Config(format!("rados_conns_per_osd = {v:?}: expected 1..{MAX_CONNS_PER_OSD}")))?,
+                None => DEFAULT_CONNS_PER_OSD,
+            },
+        };
+        if !(1..=MAX_CONNS_PER_OSD).contains(&conns_per_osd) {
+            return Err(Error::Config(format!("conns_per_osd = {conns_per_osd}: expected 1..{MAX_CONNS_PER_OSD}")));
+        }
         Ok(ClientConfig {
+            compression: CompressionConfig { methods, min_size, secure },
+            conns_per_osd,
             name,
             key,
             mon_addrs,

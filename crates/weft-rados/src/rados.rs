@@ -10,12 +10,18 @@
 //! the old session's identity when the OSD still has the same address;
 //! Ceph OSDs keep client sessions lossy and answer SESSION_RESET, so the
 //! connection continues as a new session and the in-flight ops are resent.
+//!
+//! Each OSD gets up to `conns_per_osd` sessions; an op goes to the one
+//! picked by a hash of its object name (PG ops: of the PG), so ops on one
+//! object keep their order (the OSD orders them per connection), and one
+//! session dropping leaves the others as they are.
 
 use crate::config::ClientConfig;
 use crate::error::{libc_errno, Error, Result};
 use crate::monc::MonClient;
 use crate::net::{self, now_utime, ConnHandle, Liveness};
 use crate::proto::cephx::Authorizer;
+use crate::proto::compress::{CompressionCounts, CompressionStats};
 use crate::proto::conn::{AuthMethod, ConnConfig, ConnError, ReconnectAnswer, SessionResume, FEATURES_PACIFIC};
 use crate::proto::enc::{Put, Reader};
 use crate::proto::msg::{
@@ -56,6 +62,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<OsdOpReply>>>>;
 type Slot = Arc<tokio::sync::Mutex<Option<Arc<OsdSession>>>>;
+/// One OSD session: the OSD id and the index of the connection to it.
+type ConnKey = (i32, usize);
 /// Filled by the connection driver with the session state when the
 /// connection is gone.
 type ClosedSlot = Arc<Mutex<Option<SessionResume>>>;
@@ -99,6 +107,8 @@ pub struct ReconnectStats {
     pub failed: u64,
     /// Ops that were in flight when their OSD session dropped (resent).
     pub ops_resent: u64,
+    /// OSD sessions opened (new or reconnected), over all connections.
+    pub sessions_opened: u64,
 }
 
 #[derive(Default)]
@@ -110,6 +120,7 @@ struct ReconnectCounters {
     retries: AtomicU64,
     failed: AtomicU64,
     ops_resent: AtomicU64,
+    sessions_opened: AtomicU64,
 }
 
 struct Inner {
@@ -117,7 +128,7 @@ struct Inner {
     monc: Arc<MonClient>,
     /// One slot per OSD, each with its own lock, so connecting to a slow OSD
     /// does not hold up ops to the others.
-    osds: Mutex<HashMap<i32, Slot>>,
+    osds: Mutex<HashMap<ConnKey, Slot>>,
     tid: AtomicU64,
     watchers: Mutex<HashMap<u64, mpsc::UnboundedSender<WatchNotify>>>,
     cookie: AtomicU64,
@@ -128,8 +139,13 @@ struct Inner {
     global_seq: AtomicU64,
     /// Per OSD: the address and closed-session slot of its last session,
     /// for a SESSION_RECONNECT after it drops.
-    last_sessions: Mutex<HashMap<i32, (SocketAddr, ClosedSlot)>>,
+    last_sessions: Mutex<HashMap<ConnKey, (SocketAddr, ClosedSlot)>>,
     reconnects: ReconnectCounters,
+    /// Sessions opened per connection (for tests: one reconnect leaves the
+    /// others' counts alone).
+    opened: Mutex<HashMap<ConnKey, u64>>,
+    /// Compressed frames in and out over all OSD sessions.
+    compression: Arc<CompressionStats>,
 }
 
 /// A connected cluster handle.
@@ -170,6 +186,8 @@ impl Rados {
                 global_seq: AtomicU64::new(0),
                 last_sessions: Mutex::new(HashMap::new()),
                 reconnects: ReconnectCounters::default(),
+                opened: Mutex::new(HashMap::new()),
+                compression: Arc::new(CompressionStats::default()),
             }),
         })
     }
@@ -233,9 +251,57 @@ impl Rados {
     /// The connection mode (CON_MODE_CRC / CON_MODE_SECURE) negotiated with
     /// an OSD we have a session with.
     pub async fn osd_session_mode(&self, osd: i32) -> Option<u32> {
-        let slot = lock(&self.inner.osds).get(&osd).cloned()?;
-        let g = slot.lock().await;
-        g.as_ref().map(|s| s.handle.mode)
+        let slots: Vec<Slot> = lock(&self.inner.osds).iter().filter(|(k, _)| k.0 == osd).map(|(_, v)| v.clone()).collect();
+        for slot in slots {
+            if let Some(s) = slot.lock().await.as_ref() {
+                return Some(s.handle.mode);
+            }
+        }
+        None
+    }
+
+    /// The compression negotiated on each open OSD session (None: plain).
+    pub async fn osd_session_compression(&self) -> Vec<(ConnKey, Option<crate::proto::compress::Algorithm>)> {
+        let slots: Vec<(ConnKey, Slot)> = lock(&self.inner.osds).iter().map(|(k, v)| (*k, v.clone())).collect();
+        let mut out = Vec::new();
+        for (k, slot) in slots {
+            if let Some(s) = slot.lock().await.as_ref() {
+                out.push((k, s.handle.compression));
+            }
+        }
+        out.sort_by_key(|(k, _)| *k);
+        out
+    }
+
+    /// Compressed frames and bytes over all OSD sessions so far.
+    pub fn compression_stats(&self) -> CompressionCounts {
+        self.inner.compression.snapshot()
+    }
+
+    /// Sessions opened so far per (OSD, connection index).
+    pub fn osd_sessions_opened(&self) -> BTreeMap<ConnKey, u64> {
+        lock(&self.inner.opened).iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
+    /// The connection index ops on `oid` use (of `conns_per_osd`).
+    pub fn conn_index(&self, oid: &str) -> usize {
+        conn_index(oid.as_bytes(), self.inner.cfg.conns_per_osd)
+    }
+
+    /// Drops the TCP connection of one OSD session (for tests): the ops on
+    /// it are resent on a new one; the OSD's other sessions stay.
+    pub async fn drop_osd_connection(&self, osd: i32, index: usize) -> bool {
+        let slot = lock(&self.inner.osds).get(&(osd, index)).cloned();
+        let Some(slot) = slot else { return false };
+        let taken = slot.lock().await.take();
+        match taken {
+            Some(s) => {
+                s.shared.dead.store(true, Ordering::Release);
+                s.shared.kill.notify_one();
+                true
+            }
+            None => false,
+        }
     }
 
     /// Drops all OSD sessions; the next op on each opens a new session
@@ -269,6 +335,7 @@ impl Rados {
             retries: c.retries.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
             ops_resent: c.ops_resent.load(Ordering::Relaxed),
+            sessions_opened: c.sessions_opened.load(Ordering::Relaxed),
         }
     }
 
@@ -276,8 +343,9 @@ impl Rados {
     /// and its connection is gone (waits briefly for the handover). Used
     /// once: if this reconnect fails, the next attempt opens a new session
     /// without waiting (an OSD that went away answers nothing anyway).
-    async fn session_to_resume(&self, osd: i32, addr: SocketAddr) -> Option<SessionResume> {
-        let last = lock(&self.inner.last_sessions).remove(&osd);
+    async fn session_to_resume(&self, key: ConnKey, addr: SocketAddr) -> Option<SessionResume> {
+        let osd = key.0;
+        let last = lock(&self.inner.last_sessions).remove(&key);
         let (last_addr, closed) = last?;
         if last_addr != addr {
             return None; // a restarted OSD (new nonce) or a moved one: nothing to resume
@@ -295,14 +363,15 @@ impl Rados {
         }
     }
 
-    async fn session(&self, osd: i32, map: &OsdMap) -> Result<Arc<OsdSession>> {
+    async fn session(&self, osd: i32, index: usize, map: &OsdMap) -> Result<Arc<OsdSession>> {
+        let key: ConnKey = (osd, index);
         let addr = usize::try_from(osd)
             .ok()
             .and_then(|i| map.osd_addrs.get(i))
             .and_then(|a| a.v2())
             .and_then(|a| a.addr)
             .ok_or_else(|| Error::Config(format!("osd.{osd} has no msgr2 address in epoch {}", map.epoch)))?;
-        let slot = lock(&self.inner.osds).entry(osd).or_default().clone();
+        let slot = lock(&self.inner.osds).entry(key).or_default().clone();
         let mut guard = slot.lock().await;
         if let Some(s) = guard.as_ref() {
             if s.addr == addr && s.alive() {
@@ -312,7 +381,7 @@ impl Rados {
         // let go of a dead session's send handle so its connection closes
         // and hands over its state
         guard.take();
-        let resume = self.session_to_resume(osd, addr).await;
+        let resume = self.session_to_resume(key, addr).await;
         let ticket = self
             .inner
             .monc
@@ -340,9 +409,14 @@ impl Rados {
             counters.attempts.fetch_add(1, Ordering::Relaxed);
         }
         let auth = AuthMethod::Service(Box::new(authz));
-        let est = match net::connect_resume(addr, cfg, auth, self.inner.cfg.connect_timeout, Liveness::KEEPALIVE_ONLY, resume)
-            .await
-        {
+        let compression = self
+            .inner
+            .cfg
+            .compression
+            .enabled()
+            .then(|| (self.inner.cfg.compression.clone(), self.inner.compression.clone()));
+        let timeout = self.inner.cfg.connect_timeout;
+        let est = match net::connect_full(addr, cfg, auth, timeout, Liveness::KEEPALIVE_ONLY, resume, compression).await {
             Ok(est) => est,
             Err(e) => {
                 if reconnecting {
@@ -370,8 +444,18 @@ impl Rados {
                 }
             };
         }
-        tracing::debug!(osd, %addr, mode = est.handle.mode, answers = ?est.reconnect, "osd session up");
-        lock(&self.inner.last_sessions).insert(osd, (addr, est.closed.clone()));
+        tracing::debug!(
+            osd,
+            index,
+            %addr,
+            mode = est.handle.mode,
+            compression = ?est.handle.compression.map(|a| a.name()),
+            answers = ?est.reconnect,
+            "osd session up"
+        );
+        counters.sessions_opened.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.inner.opened).entry(key).or_default() += 1;
+        lock(&self.inner.last_sessions).insert(key, (addr, est.closed.clone()));
         let shared = Arc::new(SessionShared {
             pending: Arc::new(Mutex::new(HashMap::new())),
             dead: std::sync::atomic::AtomicBool::new(false),
@@ -414,7 +498,7 @@ impl Rados {
                         // block, and resend everything in flight when it is lifted.
                         Ok(b) if b.op == msg::backoff_op::BLOCK => {
                             tracing::debug!(osd, pg = %b.pgid, "osd backoff: block");
-                            let slot = lock(&inner.osds).get(&osd).cloned();
+                            let slot = lock(&inner.osds).get(&key).cloned();
                             let sess = match slot {
                                 Some(sl) => sl.lock().await.clone(),
                                 None => None,
@@ -487,7 +571,11 @@ impl Rados {
                 let _ = tokio::time::timeout_at(deadline.into(), maps.changed()).await;
                 continue;
             }
-            let session = match self.session(osd, &map).await {
+            let index = match t.pg {
+                Some(pg) => conn_index(&pg.seed.to_le_bytes(), self.inner.cfg.conns_per_osd),
+                None => conn_index(t.oid.as_bytes(), self.inner.cfg.conns_per_osd),
+            };
+            let session = match self.session(osd, index, &map).await {
                 Ok(s) => s,
                 Err(Error::Auth(e)) if !renewed => {
                     // the OSD refused our ticket (expired?): renew once and retry
@@ -592,6 +680,16 @@ impl Rados {
     fn next_cookie(&self) -> u64 {
         self.inner.cookie.fetch_add(1, Ordering::Relaxed)
     }
+}
+
+/// Which of `n` connections to an OSD carries ops on this object: a
+/// stable hash of the name, so every op on one object takes the same
+/// connection and stays in order.
+fn conn_index(name: &[u8], n: usize) -> usize {
+    if n <= 1 {
+        return 0;
+    }
+    (crate::proto::types::ceph_crc32c(0, name) as usize) % n
 }
 
 /// Where an op goes: pool/namespace/object (or an explicit PG for PG ops).
