@@ -116,10 +116,20 @@ pub async fn connect_resume(
     liveness: Liveness,
     resume: Option<SessionResume>,
 ) -> Result<Established> {
-    connect_full(peer, cfg, auth, timeout, liveness, resume, None).await
+    connect_full(peer, cfg, auth, timeout, liveness, resume, ConnOptions::default()).await
 }
 
-/// Like `connect_resume`, offering on-wire compression when given.
+/// Options of `connect_full` beyond `connect_resume`'s.
+#[derive(Default)]
+pub struct ConnOptions {
+    /// Offer on-wire compression; counts go to the stats.
+    pub compression: Option<(CompressionConfig, std::sync::Arc<CompressionStats>)>,
+    /// Our entity type in HELLO when it is not the default (see
+    /// `Connection::set_entity_type`).
+    pub entity_type: Option<u32>,
+}
+
+/// Like `connect_resume`, with `ConnOptions`.
 pub async fn connect_full(
     peer: SocketAddr,
     cfg: ConnConfig,
@@ -127,7 +137,7 @@ pub async fn connect_full(
     timeout: Duration,
     liveness: Liveness,
     resume: Option<SessionResume>,
-    compression: Option<(CompressionConfig, std::sync::Arc<CompressionStats>)>,
+    opts: ConnOptions,
 ) -> Result<Established> {
     let closed = std::sync::Arc::new(std::sync::Mutex::new(None));
     let fut = async {
@@ -137,8 +147,11 @@ pub async fn connect_full(
             Some(prev) => Connection::resume(cfg, auth, prev),
             None => Connection::new(cfg, auth),
         };
-        if let Some((c, stats)) = compression {
+        if let Some((c, stats)) = opts.compression {
             conn.set_compression(c, stats);
+        }
+        if let Some(t) = opts.entity_type {
+            conn.set_entity_type(t);
         }
         let slot = closed.clone();
         conn.on_close(Box::new(move |s| *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(s)));

@@ -416,7 +416,10 @@ impl Rados {
             .enabled()
             .then(|| (self.inner.cfg.compression.clone(), self.inner.compression.clone()));
         let timeout = self.inner.cfg.connect_timeout;
-        let est = match net::connect_full(addr, cfg, auth, timeout, Liveness::KEEPALIVE_ONLY, resume, compression).await {
+        // HELLO names what we authenticate as (a client, or for tests of
+        // OSD-to-OSD policies such as compression, an OSD)
+        let opts = net::ConnOptions { compression, entity_type: Some(self.inner.cfg.name.ty) };
+        let est = match net::connect_full(addr, cfg, auth, timeout, Liveness::KEEPALIVE_ONLY, resume, opts).await {
             Ok(est) => est,
             Err(e) => {
                 if reconnecting {

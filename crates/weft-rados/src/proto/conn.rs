@@ -223,6 +223,9 @@ pub struct Connection {
     comp_stats: Arc<CompressionStats>,
     /// msgr2 features of the peer's banner.
     peer_msgr2: u64,
+    /// Our entity type as HELLO states it (the peer picks policies by it:
+    /// a Ceph OSD compresses only with OSD peers).
+    my_type: u32,
 }
 
 impl Connection {
@@ -230,6 +233,10 @@ impl Connection {
         let banner = encode_banner(frame::MSGR2_FEATURE_REVISION_1, frame::MSGR2_FEATURE_REVISION_1);
         let my_addr = EntityAddr::blank_any(cfg.nonce);
         let global_id = cfg.global_id;
+        let my_type = match &auth {
+            AuthMethod::Mon(c) => c.name.ty,
+            AuthMethod::Service(_) => entity_type::CLIENT,
+        };
         let mut c = Connection {
             cfg,
             state: State::Banner,
@@ -261,6 +268,7 @@ impl Connection {
             comp_cfg: CompressionConfig::off(),
             comp_stats: Arc::new(CompressionStats::default()),
             peer_msgr2: 0,
+            my_type,
         };
         c.client_cookie = c.cfg.client_cookie;
         c.global_seq = c.cfg.global_seq;
@@ -356,6 +364,12 @@ impl Connection {
         }
         self.comp_cfg = cfg;
         self.comp_stats = stats;
+    }
+
+    /// The entity type we announce in HELLO (default: the monitor auth's
+    /// name type, else client). Must match the name we authenticate as.
+    pub fn set_entity_type(&mut self, ty: u32) {
+        self.my_type = ty;
     }
 
     /// The method negotiated for this connection, if any.
@@ -533,7 +547,7 @@ impl Connection {
                         }
                         self.state = State::Hello;
                         let mut p = Vec::new();
-                        p.put_u8(entity_type::CLIENT as u8);
+                        p.put_u8(self.my_type as u8);
                         self.cfg.peer_addr.encode(&mut p);
                         self.send_frame(Tag::Hello, &[&p]);
                         continue;
