@@ -39,6 +39,20 @@ pub struct NodeConfig {
     /// OpenTelemetry traces over OTLP/HTTP (docs/observability.md); off
     /// while `endpoint` is empty.
     pub otel: OtelConf,
+    /// The web dashboard at `/ui/` on the HTTP gateway (docs/dashboard.md).
+    pub ui: UiConf,
+}
+
+/// The web dashboard (docs/dashboard.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UiConf {
+    /// Serve `/ui/` (needs `http.enabled`).
+    pub enabled: bool,
+    /// Dashboard WebSocket feeds open at once; more get 503 `busy`.
+    pub max_clients: u64,
+    /// Time between two snapshots pushed to the dashboards.
+    pub period_ms: u64,
 }
 
 /// OpenTelemetry trace export (docs/observability.md, "Traces").
@@ -123,6 +137,12 @@ pub struct QueuesConf {
     /// Items taken but not yet committed, per queue (1 to 1000000); change
     /// one queue at run time with `weft queue set NAME --max-uncommitted N`.
     pub max_uncommitted: u64,
+    /// Serve the queued endpoint `log.produce_queued` (docs/dashboard.md):
+    /// a produce made durable first and appended to the log by the queue.
+    pub produce_endpoint: bool,
+    /// Failed attempts of `log.produce_queued` retried before an item goes
+    /// to its error queue (0: the first failure moves it).
+    pub produce_max_retries: u64,
 }
 
 /// pvAccess server inside `weft serve`. Addresses and ports come from the
@@ -299,9 +319,10 @@ impl Default for NodeConfig {
             },
             ekosis: weft_ekosis::EkosisListeners::default(),
             stats: StatsKeeping { gather_period_ms: 300_000, history_len: 12 },
-            queues: QueuesConf { max_uncommitted: weft_queue::DEFAULT_MAX_UNCOMMITTED as u64 },
+            queues: QueuesConf { max_uncommitted: weft_queue::DEFAULT_MAX_UNCOMMITTED as u64, produce_endpoint: false, produce_max_retries: 3 },
             cluster: ClusterConf::default(),
             otel: OtelConf { endpoint: String::new(), sample_ratio: 1.0, service_name: "weft".into(), filter: "info".into() },
+            ui: UiConf { enabled: true, max_clients: 16, period_ms: 1000 },
         }
     }
 }

@@ -6,8 +6,10 @@ mod cluster_cmd;
 mod config;
 mod logging;
 mod observe;
+mod queued_produce;
 mod serve;
 mod telemetry;
+mod ui;
 
 use std::path::PathBuf;
 

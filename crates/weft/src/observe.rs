@@ -44,7 +44,8 @@ impl Readiness {
         self.extra.lock().unwrap_or_else(|p| p.into_inner()).push((name, Box::new(f)));
     }
 
-    fn checks(&self) -> Vec<Check> {
+    /// Every check now (also shown by the dashboard, crate::ui).
+    pub(crate) fn checks(&self) -> Vec<Check> {
         let h = self.log.health();
         let storage = if h.closed {
             Err("the log is closed".to_owned())
@@ -65,9 +66,9 @@ impl Readiness {
 }
 
 #[derive(Debug, Serialize)]
-struct Check {
+pub(crate) struct Check {
     name: &'static str,
-    ok: bool,
+    pub(crate) ok: bool,
     detail: String,
 }
 

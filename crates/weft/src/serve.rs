@@ -86,6 +86,9 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     )?;
     queues.set_default_max_uncommitted(usize::try_from(cfg.queues.max_uncommitted).unwrap_or(usize::MAX));
     queues.register(&mut service)?;
+    if cfg.queues.produce_endpoint {
+        crate::queued_produce::register(&queues, &mut service, log.clone(), u32::try_from(cfg.queues.produce_max_retries).unwrap_or(u32::MAX))?;
+    }
     // Prometheus: gauges read from the log and the queues at every scrape.
     crate::observe::install_log_gauges(log.clone());
     crate::observe::install_queue_gauges(queues.clone());
@@ -156,6 +159,32 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
             );
         }
     }
+    // The dashboard (docs/dashboard.md): its routes join the gateway's.
+    let ui = (cfg.http.enabled && cfg.ui.enabled).then(|| {
+        let status: Option<crate::ui::ClusterSource> = cluster.clone().map(|node| {
+            let f: crate::ui::ClusterSource = std::sync::Arc::new(move || {
+                let node = node.clone();
+                Box::pin(async move { node.status().await.map_err(|e| e.to_string()).and_then(|s| serde_json::to_value(s).map_err(|e| e.to_string())) })
+            });
+            f
+        });
+        let ui = crate::ui::Ui::new(
+            log.clone(),
+            queues.clone(),
+            readiness.clone(),
+            service.clone(),
+            status,
+            crate::ui::UiOptions {
+                max_clients: usize::try_from(cfg.ui.max_clients).unwrap_or(usize::MAX),
+                period: Duration::from_millis(cfg.ui.period_ms.max(100)),
+            },
+        );
+        let stop = server.stopping();
+        ui.start(async move { stop.cancelled().await });
+        let gauges = ui.clone();
+        svc.stats().add_gauges(move || gauges.gauges());
+        ui
+    });
     let http = if cfg.http.enabled {
         let stop = server.stopping();
         let http_stats = Arc::new(weft_broker::http_mw::HttpStats::default());
@@ -163,7 +192,10 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
             allow: AllowList::parse(&cfg.http.allow).context("http.allow")?,
             max_body_bytes: usize::try_from(cfg.http.max_body_bytes).unwrap_or(usize::MAX),
             stats: http_stats.clone(),
-            extra: Some(crate::observe::routes(readiness.clone())),
+            extra: Some(match &ui {
+                Some(ui) => crate::observe::routes(readiness.clone()).merge(crate::ui::routes(ui.clone())),
+                None => crate::observe::routes(readiness.clone()),
+            }),
         };
         let (addr, task) = weft_broker::http::serve_with(log.clone(), &cfg.http.addr, opts, async move { stop.cancelled().await })
             .await
@@ -197,6 +229,10 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
         let read = p.stats_reader();
         svc.stats().add_gauges(move || read().into_iter().map(|(k, v)| (k.to_owned(), v.into())).collect());
         crate::observe::install_pva_counters(p.stats_reader());
+        #[cfg(feature = "pva")]
+        if let Some(ui) = &ui {
+            ui.set_pvs(crate::ui::pv_source(p.provider().clone()));
+        }
     }
     readiness.listeners_bound();
     info!(node = %cfg.node.name, id = %node_id, data_dir = %data_dir.display(), transports = ?svc.info().transports, "weft node ready");

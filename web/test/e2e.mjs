@@ -1,0 +1,146 @@
+// The dashboard in a real browser (Debian's chromium through playwright-core;
+// run by crates/weft/tests/dashboard.rs, which starts the node and sets the
+// environment below). Loads every page with no console errors, sees a record
+// produced by `weft produce` appear in the live record browser, a `weft pv
+// put` appear on a PV's plot, and an error-queue item re-processed by a
+// click. Saves screenshots into $SHOTS (docs/dashboard/). Prints one JSON
+// line with what it saw; exits non-zero on the first failed expectation.
+//
+// Environment: UI_URL (http://127.0.0.1:PORT), WEFT_BIN, WEFT_ADDR
+// (tcp://...), PV (a writable double PV the node serves), TOPIC (exists, has
+// records), QUEUE_TOPIC (does not exist yet), SHOTS (dir or empty: none),
+// CHROMIUM (default /usr/bin/chromium), and the EPICS_PVA_* client
+// variables for `weft pv put`.
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const env = (k, d) => {
+  const v = process.env[k] ?? d;
+  if (v === undefined) throw new Error(`${k} is not set`);
+  return v;
+};
+const URL_BASE = env('UI_URL');
+const WEFT = env('WEFT_BIN');
+const ADDR = env('WEFT_ADDR');
+const PV = env('PV');
+const TOPIC = env('TOPIC');
+const QUEUE_TOPIC = env('QUEUE_TOPIC');
+const SHOTS = env('SHOTS', '');
+const STEP_MS = 15_000; // every wait below is bounded by this
+
+const weft = (args, input) => execFileSync(WEFT, [...args, '--addr', ADDR], { input, encoding: 'utf8', timeout: STEP_MS });
+const weftNoAddr = (args) => execFileSync(WEFT, args, { encoding: 'utf8', timeout: STEP_MS });
+
+const profile = mkdtempSync(join(tmpdir(), 'weft-ui-chromium-'));
+const browser = await chromium.launch({
+  executablePath: env('CHROMIUM', '/usr/bin/chromium'),
+  headless: true,
+  args: [
+    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    `--user-data-dir=${profile}`,
+  ],
+});
+const problems = [];
+const seen = {};
+try {
+  const page = await browser.newPage({ viewport: { width: 1200, height: 760 } });
+  page.setDefaultTimeout(STEP_MS);
+  page.on('console', (m) => {
+    if (m.type() === 'error' || m.type() === 'warning') problems.push(`console ${m.type()}: ${m.text()}`);
+  });
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  page.on('requestfailed', (r) => problems.push(`request failed: ${r.url()} ${r.failure()?.errorText ?? ''}`));
+  const shot = async (name) => {
+    if (!SHOTS) return;
+    mkdirSync(SHOTS, { recursive: true });
+    await page.screenshot({ path: join(SHOTS, `${name}.png`) });
+  };
+  const tab = async (name) => {
+    await page.click(`[data-testid=tab-${name}]`);
+    await page.waitForSelector(`[data-testid=page-${name}]`);
+  };
+
+  // Overview: the feed is live and names the node.
+  await page.goto(`${URL_BASE}/ui/`);
+  await page.waitForSelector('[data-testid=conn]:has-text("live")');
+  await page.waitForSelector('[data-testid=node-name]');
+  await page.waitForSelector('[data-testid=ready]:has-text("ready")');
+  seen.node = await page.textContent('[data-testid=node-name]');
+  await shot('overview');
+
+  // Topics: the topic with its rate charts (a few points first).
+  await tab('topics');
+  await page.waitForSelector(`[data-testid="topic-${TOPIC}"]`);
+  weft(['produce', TOPIC], Array.from({ length: 50 }, (_, i) => `warm-up ${i}`).join('\n') + '\n');
+  await page.waitForFunction(
+    (t) => Number(document.querySelector(`[data-testid="topic-${t}"] svg`)?.getAttribute('data-points') ?? 0) >= 3,
+    TOPIC,
+  );
+  await shot('topics');
+
+  // Records: tail the partition, produce with the CLI, see the record.
+  await tab('records');
+  await page.selectOption('[data-testid=rec-topic]', TOPIC);
+  await page.selectOption('[data-testid=rec-from]', 'latest');
+  await page.waitForSelector(`[data-testid=rec-status]:has-text("tailing ${TOPIC}/0 from latest")`);
+  const marker = `hello from weft produce ${Date.now()}`;
+  weft(['produce', TOPIC, '--partition', '0'], `${marker}\n`);
+  await page.waitForSelector(`[data-testid=record]:has-text("${marker}")`);
+  seen.record = marker;
+  await shot('records');
+
+  // PVs: put a value with `weft pv put`, see it as the value and on the plot.
+  await tab('pvs');
+  await page.waitForSelector(`[data-testid="pv-${PV}"]`);
+  const value = 42.5;
+  weftNoAddr(['pv', 'put', PV, String(value)]);
+  await page.waitForFunction(
+    ([pv, v]) => {
+      const row = document.querySelector(`[data-testid="pv-${pv}"]`);
+      const chart = row?.querySelector('[data-testid=pv-chart]');
+      return row?.querySelector('[data-testid=pv-value]')?.textContent === String(v) && Number(chart?.getAttribute('data-last')) === v;
+    },
+    [PV, value],
+  );
+  // One more point after the change, so the plot shows the step.
+  await page.waitForTimeout(1200);
+  seen.pv = { name: PV, value };
+  await shot('pvs');
+
+  // Queues: an item fails (its topic does not exist) into the error queue;
+  // create the topic, click re-process, the queue empties.
+  await tab('queues');
+  const q = '[data-testid="queue-log.produce_queued"]';
+  await page.waitForSelector(q);
+  weft(['call', 'log.produce_queued', JSON.stringify({ topic: QUEUE_TOPIC, value: 'queued while the topic was missing' })]);
+  await page.waitForSelector(`${q} [data-testid=q-errors]:has-text("1")`);
+  await page.click(`${q} [data-testid=q-inspect]`);
+  await page.waitForSelector('[data-testid=q-items]:has-text("queued while the topic was missing")');
+  await shot('queues');
+  weft(['topic', 'create', QUEUE_TOPIC]);
+  await page.click(`${q} [data-testid=q-reprocess]`);
+  await page.waitForSelector(`${q} [data-testid=q-msg]:has-text("reprocess: 1 item")`);
+  await page.waitForFunction((sel) => {
+    const row = document.querySelector(sel);
+    return row?.querySelector('[data-testid=q-errors]')?.textContent === '0' && row?.querySelector('[data-testid=q-incoming]')?.textContent === '0';
+  }, q);
+  seen.queue = 'emptied';
+
+  // Every page once more, now with data, for console errors.
+  for (const t of ['overview', 'topics', 'records', 'queues', 'pvs']) await tab(t);
+  // Deep links load the app too (the node's SPA fallback).
+  await page.goto(`${URL_BASE}/ui/queues`);
+  await page.waitForSelector('[data-testid=page-queues]');
+  await page.waitForSelector('[data-testid=conn]:has-text("live")');
+} catch (e) {
+  problems.push(`failed: ${e.message.split('\n')[0]}`);
+} finally {
+  await browser.close();
+  rmSync(profile, { recursive: true, force: true });
+}
+console.log(JSON.stringify({ seen, problems }));
+process.exit(problems.length === 0 ? 0 : 1);
