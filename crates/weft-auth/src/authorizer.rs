@@ -109,16 +109,31 @@ impl AuthStats {
     }
 }
 
-/// A change to users, roles or credentials, for the audit log.
+/// One line of the audit log (docs/security.md, "Audit"): a refusal, or a
+/// change to users, roles, tokens or keys.
 #[derive(Debug, Clone, Serialize)]
-pub struct Change {
-    /// e.g. `user.add`, `token.revoke`.
-    pub op: &'static str,
-    /// The user, role or credential id changed.
-    pub target: String,
+pub struct AuditEvent {
+    pub time_ms: u64,
+    /// `native`, `http`, `grpc`, `pva`, `admin` (changes), `listener`.
+    pub surface: String,
+    /// Who: `alice (token 0123...)`, `nobody (no credentials)`.
+    pub identity: String,
+    /// The peer address, when known.
+    pub peer: String,
+    /// What was touched: a route, `topic:orders`, `user:alice`, `token:<id>`.
+    pub resource: String,
+    /// The operation: a route's action, `user.add`, `token.revoke`...
+    pub action: String,
+    /// `unauthenticated`, `forbidden`, `denied` (allow-list), or `ok`.
+    pub outcome: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
-type ChangeHook = Box<dyn Fn(&Change) + Send + Sync>;
+/// Kept for callers of the first API: a change as the hook sees it.
+pub type Change = AuditEvent;
+
+type AuditHook = Box<dyn Fn(&AuditEvent) + Send + Sync>;
 
 /// Options for [`Authorizer::open`].
 #[derive(Debug, Clone, Default)]
@@ -140,7 +155,7 @@ pub struct Authorizer {
     /// SHA-256 of a verified credential string -> its kind and id.
     verified: Mutex<HashMap<[u8; 32], (CredKind, Arc<str>)>>,
     stats: AuthStats,
-    on_change: Mutex<Option<Arc<ChangeHook>>>,
+    on_change: Mutex<Option<Arc<AuditHook>>>,
 }
 
 impl std::fmt::Debug for Authorizer {
@@ -213,12 +228,39 @@ impl Authorizer {
         &self.stats
     }
 
-    /// Called after every change to users, roles, tokens or keys (the
-    /// audit log).
-    pub fn set_change_hook(&self, hook: impl Fn(&Change) + Send + Sync + 'static) {
+    /// Called for every refusal recorded with [`Self::record_denial`] and
+    /// after every change to users, roles, tokens or keys (the audit log).
+    pub fn set_audit_hook(&self, hook: impl Fn(&AuditEvent) + Send + Sync + 'static) {
         if let Ok(mut h) = self.on_change.lock() {
             *h = Some(Arc::new(Box::new(hook)));
         }
+    }
+
+    fn emit(&self, ev: AuditEvent) {
+        let hook = self.on_change.lock().ok().and_then(|h| h.clone());
+        if let Some(h) = hook {
+            h(&ev);
+        }
+    }
+
+    /// Report a refusal to the audit hook (surfaces call this where they
+    /// answer 401/403 or `unauthenticated`/`forbidden`).
+    pub fn record_denial(&self, surface: &str, who: &Identity, peer: &str, resource: &str, d: &Denied) {
+        self.emit(AuditEvent {
+            time_ms: now_ms(),
+            surface: surface.to_owned(),
+            identity: who.describe(),
+            peer: peer.to_owned(),
+            resource: resource.to_owned(),
+            action: String::new(),
+            outcome: d.kind.as_str().to_owned(),
+            message: d.message.clone(),
+        });
+    }
+
+    /// Report a refusal that is not the authorizer's (an allow-list).
+    pub fn record_event(&self, ev: AuditEvent) {
+        self.emit(ev);
     }
 
     /// The current rules (a snapshot).
@@ -432,10 +474,16 @@ impl Authorizer {
         }
         self.state.store(Arc::new(next));
         self.stats.changes.fetch_add(1, Ordering::Relaxed);
-        let hook = self.on_change.lock().ok().and_then(|h| h.clone());
-        if let Some(h) = hook {
-            h(&Change { op, target: target.to_owned() });
-        }
+        self.emit(AuditEvent {
+            time_ms: now_ms(),
+            surface: "admin".into(),
+            identity: String::new(),
+            peer: String::new(),
+            resource: target.to_owned(),
+            action: op.to_owned(),
+            outcome: "ok".into(),
+            message: String::new(),
+        });
         info!(op, target, "auth change");
         Ok(())
     }

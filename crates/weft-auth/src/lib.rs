@@ -17,7 +17,7 @@ pub mod store;
 pub mod grpc;
 
 pub use authorizer::{
-    now_ms, AuthOptions, AuthStats, Authorizer, Change, Identity, Via, ADMIN_ROLE, ADMIN_USER, MAX_CACHED_CREDENTIALS,
+    now_ms, AuthOptions, AuditEvent, AuthStats, Authorizer, Change, Identity, Via, ADMIN_ROLE, ADMIN_USER, MAX_CACHED_CREDENTIALS,
 };
 pub use cred::{parse_authorization, parse_credential, CredKind, Credential};
 pub use error::{AuthError, Denied, DeniedKind, ParseError};

@@ -98,6 +98,11 @@ pub struct Metrics {
     pub pva_access_denied: Counter,
     pub pva_requests_cancelled: Counter,
 
+    // ---- auth (weft-auth, docs/security.md)
+    /// Audit events by surface (native, http, grpc, admin, ...) and outcome
+    /// (unauthenticated, forbidden, denied, ok for changes).
+    pub auth_events: Family<L2, Counter>,
+
     /// Always 1, labelled with the version.
     pub build_info: Family<L1, Gauge>,
 }
@@ -135,6 +140,7 @@ impl Metrics {
             pva_searches: Family::default(),
             pva_access_denied: Counter::default(),
             pva_requests_cancelled: Counter::default(),
+            auth_events: Family::default(),
             build_info: Family::default(),
         }
     }
@@ -171,6 +177,7 @@ impl Metrics {
         r.register("pva_searches", "pvAccess UDP searches, by result (answered, refused)", self.pva_searches.clone());
         r.register("pva_access_denied", "pvAccess channel creations and operations refused by the access rules", self.pva_access_denied.clone());
         r.register("pva_requests_cancelled", "pvAccess executions and monitors stopped by CANCEL_REQUEST", self.pva_requests_cancelled.clone());
+        r.register("auth_events", "Auth refusals and changes to users, roles, tokens and keys, by surface and outcome (docs/security.md)", self.auth_events.clone());
         r.register("build_info", "Always 1; the version is in the label", self.build_info.clone());
         r
     }

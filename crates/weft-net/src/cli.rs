@@ -22,6 +22,11 @@ pub struct TlsClientArgs {
     /// the host of --addr).
     #[arg(long, env = "WEFT_TLS_SERVER_NAME", global = true)]
     pub server_name: Option<String>,
+    /// Bearer token or API key for a node with auth on (docs/security.md);
+    /// sent in the hello on every transport. Here, beside the TLS options,
+    /// so every client command of every CLI gets it with them.
+    #[arg(long, env = "WEFT_TOKEN", value_name = "TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 impl TlsClientArgs {

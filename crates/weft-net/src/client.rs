@@ -12,7 +12,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 use weft_wire::{
-    decode_datagram, encode, BodyFormat, ErrorBody, ErrorCode, Frame, FrameDecoder, FrameKind, Hello,
+    decode_datagram, encode, BodyFormat, ErrorBody, ErrorCode, Frame, FrameDecoder, FrameKind,
     MessageId, Welcome, CONTROL_GOAWAY, CONTROL_HELLO, CONTROL_WELCOME, PROTOCOL_VERSION,
 };
 
@@ -41,6 +41,10 @@ pub struct ClientConfig {
     /// read them yet (at least 1); past this a slow subscriber loses the
     /// oldest ones, counted by [`Client::events_dropped`].
     pub event_buffer: usize,
+    /// A bearer token or API key sent in the hello (docs/security.md); by
+    /// default from `WEFT_TOKEN`. A server with auth on refuses the hello
+    /// when it is wrong and each request when it is missing.
+    pub token: Option<String>,
 }
 
 /// Default [`ClientConfig::event_buffer`].
@@ -58,6 +62,7 @@ impl Default for ClientConfig {
             body_format: BodyFormat::MsgPack,
             tls: TlsClientConfig::from_env(),
             event_buffer: DEFAULT_EVENT_BUFFER,
+            token: std::env::var("WEFT_TOKEN").ok().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()),
         }
     }
 }
@@ -361,12 +366,23 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn hello_frame(config: &ClientConfig) -> Result<Frame, ClientError> {
-    let hello = Hello {
+    /// The hello with its optional `token` (docs/protocol.md,
+    /// "Authentication"); servers without auth ignore the field.
+    #[derive(serde::Serialize)]
+    struct HelloWithToken<'a> {
+        protocol_version: u8,
+        client_id: &'a str,
+        client_name: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        token: Option<&'a str>,
+    }
+    let h = HelloWithToken {
         protocol_version: PROTOCOL_VERSION,
-        client_id: config.client_id.clone(),
-        client_name: config.client_name.clone(),
+        client_id: &config.client_id,
+        client_name: &config.client_name,
+        token: config.token.as_deref(),
     };
-    Ok(Frame::with_body(FrameKind::Control, MessageId::new_v4(), CONTROL_HELLO, BodyFormat::MsgPack, &hello)?)
+    Ok(Frame::with_body(FrameKind::Control, MessageId::new_v4(), CONTROL_HELLO, BodyFormat::MsgPack, &h)?)
 }
 
 static TRACE_CONTEXT_SOURCE: std::sync::OnceLock<fn() -> Option<String>> = std::sync::OnceLock::new();

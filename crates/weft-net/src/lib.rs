@@ -20,6 +20,7 @@ pub mod events;
 mod client;
 mod endpoint;
 mod error;
+pub mod gate;
 pub mod listener;
 pub mod liveness;
 mod quic;

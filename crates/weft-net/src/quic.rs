@@ -291,7 +291,7 @@ async fn hello(shared: &Shared, conn: &quinn::Connection, peer: &mut PeerInfo, a
     let answer = match tokio::time::timeout_at(deadline, read_frame(&mut recv, &mut decoder, &mut buf)).await {
         Ok(Ok(Some(f))) if f.kind == FrameKind::Control && f.route == CONTROL_HELLO => {
             shared.stats.frames_in.fetch_add(1, Ordering::Relaxed);
-            let answer = crate::server::welcome(shared, &f);
+            let mut answer = crate::server::welcome(shared, &f);
             if answer.kind == FrameKind::Control
                 && let Ok(h) = f.decode_body::<Hello>()
             {
@@ -299,6 +299,14 @@ async fn hello(shared: &Shared, conn: &quinn::Connection, peer: &mut PeerInfo, a
                     debug!(peer = %peer.addr, identity = ?peer.client_id, hello_client_id = %h.client_id, "hello");
                 } else {
                     peer.client_id = Some(h.client_id);
+                }
+            }
+            if answer.kind == FrameKind::Control
+                && let Some(authz) = &shared.config.auth
+            {
+                match crate::gate::hello_identity(authz, &f, peer, authenticated) {
+                    Ok(who) => peer.identity = Some(who),
+                    Err(e) => answer = f.error_to(&e),
                 }
             }
             answer
@@ -408,6 +416,14 @@ async fn serve_request(
     let _ = recv.stop(VarInt::from_u32(0));
     match frame.kind {
         FrameKind::Request | FrameKind::Event => {
+            if let Some(e) = crate::gate::check(&shared.config.auth, &peer, &frame) {
+                if frame.kind == FrameKind::Request && !frame.flags.is_one_way() {
+                    answer(&shared, &mut send, &frame.error_to(&e)).await;
+                } else {
+                    let _ = send.finish();
+                }
+                return;
+            }
             let Some(permit) = permit else {
                 let e = ErrorBody::new(ErrorCode::Busy, "too many requests in flight on this QUIC connection");
                 answer(&shared, &mut send, &frame.error_to(&e)).await;
@@ -452,6 +468,9 @@ async fn serve_one_way(shared: Arc<Shared>, peer: Arc<PeerInfo>, mut recv: RecvS
                 shared.stats.frames_in.fetch_add(1, Ordering::Relaxed);
                 if !matches!(frame.kind, FrameKind::Request | FrameKind::Event) {
                     debug!(kind = frame.kind.as_str(), "ignoring frame on a one-way stream");
+                    continue;
+                }
+                if crate::gate::check(&shared.config.auth, &peer, &frame).is_some() {
                     continue;
                 }
                 let Ok(permit) = in_flight.clone().acquire_owned().await else { return };

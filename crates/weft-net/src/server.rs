@@ -54,11 +54,14 @@ pub struct PeerInfo {
     /// Events to this client's connection (stream transports once the
     /// connection is served; `None` on UDP, QUIC and before serving).
     pub events: Option<crate::events::EventSink>,
+    /// Who the caller is for authorisation (docs/security.md): set at the
+    /// hello when the server has an authorizer; `None` otherwise.
+    pub identity: Option<weft_auth::Identity>,
 }
 
 impl PeerInfo {
     pub fn new(transport: Transport, addr: impl Into<String>) -> Self {
-        Self { transport, addr: addr.into(), client_id: None, events: None }
+        Self { transport, addr: addr.into(), client_id: None, events: None, identity: None }
     }
 }
 
@@ -93,6 +96,9 @@ pub struct ServerConfig {
     /// Stream connections (TCP, Unix, TLS) and QUIC connections open at
     /// once; past it new ones are refused (`busy`) and counted.
     pub max_connections: usize,
+    /// Users, roles and credentials (weft-auth). With one that is enabled,
+    /// every request is checked at dispatch (`gate::check`); None: no checks.
+    pub auth: Option<std::sync::Arc<weft_auth::Authorizer>>,
 }
 
 /// Defaults of the connection limits (documented in docs/operations.md).
@@ -126,6 +132,7 @@ impl Default for ServerConfig {
             max_conn_buffer_bytes: DEFAULT_MAX_CONN_BUFFER_BYTES,
             max_buffer_bytes: DEFAULT_MAX_BUFFER_BYTES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            auth: None,
         }
     }
 }
@@ -598,7 +605,20 @@ where
                     last_frame = Instant::now();
                     match frame.kind {
                         FrameKind::Control if frame.route == CONTROL_HELLO => {
-                            let answer = welcome(&shared, &frame);
+                            let mut answer = welcome(&shared, &frame);
+                            // A hello (the first or a later one) sets who the
+                            // connection is; a wrong token refuses it.
+                            if answer.kind == FrameKind::Control
+                                && let Some(authz) = &shared.config.auth
+                            {
+                                match crate::gate::hello_identity(authz, &frame, &peer, authenticated) {
+                                    Ok(who) => {
+                                        peer.identity = Some(who);
+                                        peer_arc = Arc::new(peer.clone());
+                                    }
+                                    Err(e) => answer = frame.error_to(&e),
+                                }
+                            }
                             let ok = answer.kind == FrameKind::Control;
                             if ok {
                                 if !handshaken {
@@ -633,6 +653,15 @@ where
                             }
                         }
                         FrameKind::Request | FrameKind::Event => {
+                            if let Some(e) = crate::gate::check(&shared.config.auth, &peer_arc, &frame) {
+                                if frame.kind == FrameKind::Request
+                                    && !frame.flags.is_one_way()
+                                    && tx.send(frame.error_to(&e)).await.is_err()
+                                {
+                                    break 'conn;
+                                }
+                                continue;
+                            }
                             // Back-pressure: stop reading until a slot frees.
                             let permit = tokio::select! {
                                 p = in_flight.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break 'conn },
@@ -799,6 +828,15 @@ async fn handle_datagram(shared: &Arc<Shared>, sock: &Arc<UdpSocket>, limit: &Ar
             send_datagram(sock, &welcome(shared, &frame), from).await;
         }
         FrameKind::Request | FrameKind::Event => {
+            // UDP has no hello to carry a token: with auth on, requests are
+            // checked as nobody's (docs/security.md).
+            let peer = PeerInfo::new(Transport::Udp, from.to_string());
+            if let Some(e) = crate::gate::check(&shared.config.auth, &peer, &frame) {
+                if frame.kind == FrameKind::Request && !frame.flags.is_one_way() {
+                    send_datagram(sock, &frame.error_to(&e), from).await;
+                }
+                return;
+            }
             let Ok(permit) = limit.clone().try_acquire_owned() else {
                 // No back-pressure on UDP: say so instead of queueing.
                 let e = ErrorBody::new(ErrorCode::Busy, "too many requests in flight on this UDP listener");

@@ -136,6 +136,7 @@ async fn connect(conn: &Conn) -> Result<Client, QueueError> {
         request_timeout: Duration::from_millis(conn.timeout_ms),
         body_format: weft_wire::BodyFormat::Json,
         tls: conn.tls.config(),
+        token: conn.tls.token.clone(),
         ..ClientConfig::default()
     };
     Ok(Client::connect(endpoint, config).await?)

@@ -70,6 +70,11 @@ pub enum ErrorCode {
     HandshakeRequired,
     /// The client was not allowed (allow-list, auth).
     Unauthorized,
+    /// Auth is on and the request carries no valid identity: no token, a
+    /// wrong, expired or revoked one (docs/security.md). Send a token.
+    Unauthenticated,
+    /// The identity is known but its roles do not allow this request.
+    Forbidden,
     /// The named thing (topic, partition, group, uid...) does not exist.
     NotFound,
     /// The thing already exists, or the request conflicts with current state
@@ -84,6 +89,10 @@ pub enum ErrorCode {
     Timeout,
     /// The server is shutting down.
     ShuttingDown,
+    /// Cluster mode: this node does not lead the raft group the request
+    /// needs and did not run it; `details` = `{group, leader, addr}` (leader
+    /// 0 and addr null when unknown). Retry at `addr`, or anywhere later.
+    NotLeader,
     /// Anything else, a bug on the answering side.
     Internal,
     /// A code this build does not know (sent by a newer peer).
@@ -104,12 +113,15 @@ impl ErrorCode {
             Self::UnsupportedVersion => "unsupported_version",
             Self::HandshakeRequired => "handshake_required",
             Self::Unauthorized => "unauthorized",
+            Self::Unauthenticated => "unauthenticated",
+            Self::Forbidden => "forbidden",
             Self::NotFound => "not_found",
             Self::Conflict => "conflict",
             Self::OutOfRange => "out_of_range",
             Self::Unavailable => "unavailable",
             Self::Timeout => "timeout",
             Self::ShuttingDown => "shutting_down",
+            Self::NotLeader => "not_leader",
             Self::Internal => "internal",
             Self::Unknown => "unknown",
         }

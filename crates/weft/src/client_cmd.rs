@@ -37,6 +37,7 @@ impl ClientArgs {
             connect_timeout: Duration::from_millis(self.timeout_ms.min(10_000)),
             request_timeout: Duration::from_millis(self.timeout_ms),
             tls: self.tls.config(),
+            token: self.tls.token.clone(),
             ..ClientConfig::default()
         };
         Client::connect(endpoint, config).await.with_context(|| format!("connecting to {}", self.addr))

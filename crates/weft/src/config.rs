@@ -41,6 +41,34 @@ pub struct NodeConfig {
     pub otel: OtelConf,
     /// The web dashboard at `/ui/` on the HTTP gateway (docs/dashboard.md).
     pub ui: UiConf,
+    /// Users, roles, tokens and keys (docs/security.md); off by default.
+    pub auth: AuthConf,
+}
+
+/// Authentication and authorisation (docs/security.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConf {
+    /// Deny by default: every request needs a token, key or client
+    /// certificate whose roles allow it (`--auth`).
+    pub enabled: bool,
+    /// Serve `/metrics` without credentials even with auth on (scrapers
+    /// rarely carry tokens; the numbers name topics and queues).
+    pub metrics_open: bool,
+    /// The audit log `DATA_DIR/audit.log` is rotated past this size.
+    pub audit_max_bytes: u64,
+    /// Rotated audit logs kept (`audit.log.1` ...).
+    pub audit_files: u64,
+    /// Requests per second one identity may make (native and HTTP); 0: no limit.
+    pub rate_per_s: u64,
+    /// Request bytes per second one identity may send; 0: no limit.
+    pub bytes_per_s: u64,
+}
+
+impl Default for AuthConf {
+    fn default() -> Self {
+        Self { enabled: false, metrics_open: true, audit_max_bytes: 16 << 20, audit_files: 3, rate_per_s: 0, bytes_per_s: 0 }
+    }
 }
 
 /// The web dashboard (docs/dashboard.md).
@@ -323,6 +351,7 @@ impl Default for NodeConfig {
             cluster: ClusterConf::default(),
             otel: OtelConf { endpoint: String::new(), sample_ratio: 1.0, service_name: "weft".into(), filter: "info".into() },
             ui: UiConf { enabled: true, max_clients: 16, period_ms: 1000 },
+            auth: AuthConf::default(),
         }
     }
 }

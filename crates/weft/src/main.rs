@@ -1,6 +1,7 @@
 //! The `weft` binary: argument parsing, configuration and wiring. Behaviour
 //! lives in the crates.
 
+mod auth_cmd;
 mod client_cmd;
 mod cluster_cmd;
 mod config;
@@ -67,6 +68,15 @@ enum Command {
         client: client_cmd::ClientArgs,
         #[command(flatten)]
         out: client_cmd::OutputArgs,
+    },
+    /// Users, roles, tokens and API keys of a node with auth on (docs/security.md).
+    Auth {
+        #[command(flatten)]
+        client: client_cmd::ClientArgs,
+        #[command(flatten)]
+        out: client_cmd::OutputArgs,
+        #[command(subcommand)]
+        command: auth_cmd::AuthCmd,
     },
     /// Create, list, describe and delete topics.
     Topic {
@@ -299,6 +309,9 @@ pub struct NodeArgs {
     /// Cluster mode: join an existing cluster (after `weft cluster add-node`) [key: cluster.join].
     #[arg(long)]
     cluster_join: bool,
+    /// Turn auth on: deny by default, tokens/keys/certificates and roles (docs/security.md) [key: auth.enabled].
+    #[arg(long)]
+    auth: bool,
 }
 
 impl NodeArgs {
@@ -331,6 +344,9 @@ impl NodeArgs {
                 "tcp" | "udp" | "unix" | "http" | "tls" | "quic" => set(&format!("{t}.enabled"), false.into(), "--disable"),
                 other => anyhow::bail!("--disable takes tcp, udp, unix, http, tls or quic, not {other:?}"),
             }
+        }
+        if self.auth {
+            set("auth.enabled", true.into(), "--auth");
         }
         for t in &self.enable {
             match t.as_str() {
@@ -473,6 +489,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Call { client, route, json } => client_cmd::call(&client, &route, json.as_deref()).await,
         Command::Info { client, out } => client_cmd::info(&client, out).await,
         Command::Liveness { client, out } => client_cmd::liveness(&client, out).await,
+        Command::Auth { client, out, command } => auth_cmd::run(&client, out, command).await,
         Command::Topic { client, out, command } => Ok(weft_broker::cli::topic(&client.connect().await?, command, out.json).await?),
         Command::Produce { client, args } => Ok(weft_broker::cli::produce(&client.connect().await?, args).await?),
         Command::Consume { client, args } => Ok(weft_broker::cli::consume(&client.connect().await?, args).await?),

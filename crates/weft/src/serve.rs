@@ -35,6 +35,8 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     // Before anything touches the directory: one process per data dir.
     let _lock = DataDirLock::acquire(&data_dir)?;
     let node_id = node_id(&cfg, &data_dir)?;
+    // Users, roles and credentials; checks at every surface (docs/security.md).
+    let authz = crate::auth_cmd::start(&cfg, &data_dir)?;
 
     let mut features = vec![];
     let transports = [
@@ -63,6 +65,10 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     let mut service = Service::with_id(cfg.node.name.clone(), node_id.clone());
     register_node_endpoints(&mut service, liveness.clone(), Duration::from_millis(cfg.liveness.timeout_ms))?;
     log_level.register(&mut service)?;
+    crate::auth_cmd::register(&mut service, authz.clone())?;
+    if authz.enabled() {
+        features.push("auth".into());
+    }
     service.endpoint("weft.config", move |_: Option<()>| {
         let entries = config_entries.clone();
         async move { Ok(entries) }
@@ -114,6 +120,7 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
             max_conn_buffer_bytes: usize::try_from(cfg.limits.max_conn_buffer_bytes).unwrap_or(usize::MAX),
             max_buffer_bytes: usize::try_from(cfg.limits.max_buffer_bytes).unwrap_or(usize::MAX),
             max_connections: usize::try_from(cfg.limits.max_connections).unwrap_or(usize::MAX),
+            auth: Some(authz.clone()),
         },
         metered,
         liveness,
@@ -121,6 +128,8 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     let svc = &service.0;
     let net_stats = server.stats();
     svc.stats().add_gauges(move || net_stats.snapshot().into_iter().map(|(k, v)| (k.to_owned(), v.into())).collect());
+    let auth_stats = authz.clone();
+    svc.stats().add_gauges(move || auth_stats.stats().snapshot().into_iter().map(|(k, v)| (k.to_owned(), v.into())).collect());
     let log_gauges = log.clone();
     svc.stats().add_gauges(move || log_gauges.gauges());
     if let Some(node) = cluster.clone() {

@@ -1,0 +1,83 @@
+//! The auth check of the native protocol (docs/security.md): who a
+//! connection is (from its hello token or its certificate), and one
+//! `authorize` per request at the dispatch point.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use weft_auth::{Authorizer, DeniedKind, Identity};
+use weft_wire::{ErrorBody, ErrorCode, Frame};
+
+use crate::server::PeerInfo;
+
+/// The auth field of a hello (docs/protocol.md, "Authentication"); a
+/// separate struct so `Hello` keeps its shape for clients without it.
+#[derive(Deserialize)]
+struct HelloAuth {
+    #[serde(default)]
+    token: Option<String>,
+}
+
+/// The wire error for a refusal.
+pub fn denied_body(d: &weft_auth::Denied) -> ErrorBody {
+    let code = match d.kind {
+        DeniedKind::Unauthenticated => ErrorCode::Unauthenticated,
+        DeniedKind::Forbidden => ErrorCode::Forbidden,
+    };
+    ErrorBody::new(code, d.message.clone())
+}
+
+/// The identity a hello establishes: its `token` if present (a wrong one
+/// refuses the hello), else the verified certificate's name when
+/// `cert_identity`, else nobody (every request then answers
+/// `unauthenticated`).
+pub(crate) fn hello_identity(authz: &Authorizer, hello: &Frame, peer: &PeerInfo, cert_identity: bool) -> Result<Identity, ErrorBody> {
+    let token = hello.decode_body::<HelloAuth>().ok().and_then(|h| h.token).filter(|t| !t.is_empty());
+    match token {
+        Some(t) => authz.authenticate(&t).map_err(|d| {
+            tracing::warn!(peer = %peer.addr, error = %d, "hello refused: bad credential");
+            audit(authz, peer, "hello", &d);
+            denied_body(&d)
+        }),
+        None => match (cert_identity, &peer.client_id) {
+            (true, Some(name)) => Ok(authz.authenticate_certificate(name)),
+            _ => Ok(authz.unauthenticated()),
+        },
+    }
+}
+
+/// The check of one request or event: `None` when allowed. Allocation-free
+/// when allowed (the resource name is borrowed from the body).
+pub(crate) fn check(authz: &Option<Arc<Authorizer>>, peer: &PeerInfo, frame: &Frame) -> Option<ErrorBody> {
+    let authz = authz.as_deref()?;
+    if !authz.enabled() {
+        return None;
+    }
+    let nobody;
+    let who = match &peer.identity {
+        Some(i) => i,
+        None => {
+            nobody = Identity::nobody();
+            &nobody
+        }
+    };
+    // The body proper follows a trace-context extension, if any.
+    let mut body: &[u8] = &frame.body;
+    if frame.flags.has_trace_context() {
+        let t = body.first().copied().unwrap_or(0) as usize;
+        body = body.get(1 + t..).unwrap_or_default();
+    }
+    match authz.authorize_native(who, &frame.route, body, frame.flags.is_json()) {
+        Ok(()) => None,
+        Err(d) => {
+            tracing::info!(peer = %peer.addr, identity = %who.describe(), route = %frame.route, outcome = d.kind.as_str(), "request refused");
+            audit(authz, peer, &frame.route, &d);
+            Some(denied_body(&d))
+        }
+    }
+}
+
+fn audit(authz: &Authorizer, peer: &PeerInfo, route: &str, d: &weft_auth::Denied) {
+    let who = peer.identity.clone().unwrap_or_else(Identity::nobody);
+    authz.record_denial("native", &who, &peer.addr, route, d);
+}
