@@ -59,6 +59,8 @@ export class NotFoundError extends ServerError { static override readonly code =
 export class ConflictError extends ServerError { static override readonly code = "conflict"; }
 export class OutOfRangeError extends ServerError { static override readonly code = "out_of_range"; }
 export class UnavailableError extends ServerError { static override readonly code = "unavailable"; }
+/** Cluster mode: the node does not lead the raft group and did not run the request; details: {group, leader, addr}. */
+export class NotLeaderError extends ServerError { static override readonly code = "not_leader"; }
 export class ServerTimeoutError extends ServerError { static override readonly code = "timeout"; }
 export class ShuttingDownError extends ServerError { static override readonly code = "shutting_down"; }
 export class InternalError extends ServerError { static override readonly code = "internal"; }
@@ -67,7 +69,7 @@ const BY_CODE: Record<string, typeof ServerError> = {};
 for (const c of [
   UnknownRouteError, BadBodyError, ValidationError, BusyError, HandlerError, BadFrameError, TooLargeError,
   UnsupportedVersionError, HandshakeRequiredError, UnauthorizedError, NotFoundError, ConflictError,
-  OutOfRangeError, UnavailableError, ServerTimeoutError, ShuttingDownError, InternalError,
+  OutOfRangeError, UnavailableError, NotLeaderError, ServerTimeoutError, ShuttingDownError, InternalError,
 ]) BY_CODE[c.code] = c;
 
 /** The typed error for an error body; unknown codes (a newer server) give a plain ServerError. */

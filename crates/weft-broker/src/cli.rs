@@ -83,6 +83,9 @@ pub enum TopicCmd {
         /// What happens to old data (default: delete).
         #[arg(long, value_enum)]
         cleanup: Option<Cleanup>,
+        /// Copies of each partition on a cluster (default min(3, data nodes)); a single node ignores it.
+        #[arg(long)]
+        replicas: Option<u32>,
     },
     /// List topics.
     List,
@@ -326,7 +329,7 @@ fn print_topic(d: &serde_json::Value) {
 
 pub async fn topic(client: &Client, cmd: TopicCmd, json: bool) -> Result<(), CliError> {
     match cmd {
-        TopicCmd::Create { name, partitions, retention_ms, retention_bytes, max_record_bytes, segment_bytes, cleanup } => {
+        TopicCmd::Create { name, partitions, retention_ms, retention_bytes, max_record_bytes, segment_bytes, cleanup, replicas } => {
             let mut c = TopicConfig { partitions, ..TopicConfig::default() };
             if let Some(r) = retention_ms {
                 c.retention_ms = (r > 0).then_some(r);
@@ -343,7 +346,7 @@ pub async fn topic(client: &Client, cmd: TopicCmd, json: bool) -> Result<(), Cli
             if let Some(p) = cleanup {
                 c.cleanup = p.into();
             }
-            let d: serde_json::Value = client.call(route::TOPIC_CREATE, &dto::CreateTopic { name: name.clone(), config: Some(c) }).await?;
+            let d: serde_json::Value = client.call(route::TOPIC_CREATE, &dto::CreateTopic { name: name.clone(), config: Some(c), replicas }).await?;
             if json {
                 print_json(&d);
             } else {

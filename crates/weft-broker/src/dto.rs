@@ -34,6 +34,10 @@ pub struct CreateTopic {
     /// Any subset of the topic config; the rest takes the node's defaults.
     #[serde(default)]
     pub config: Option<TopicConfig>,
+    /// Copies of each partition (cluster mode: default min(3, data nodes);
+    /// a single node ignores it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
 }
 
 /// Changes to a topic's configuration; absent fields stay as they are.

@@ -76,7 +76,7 @@ pub fn http_status(code: ErrorCode) -> u16 {
         ErrorCode::Validation | ErrorCode::BadBody | ErrorCode::BadFrame => 400,
         ErrorCode::Busy => 429,
         ErrorCode::Unauthorized => 403,
-        ErrorCode::Unavailable | ErrorCode::ShuttingDown => 503,
+        ErrorCode::Unavailable | ErrorCode::ShuttingDown | ErrorCode::NotLeader => 503,
         ErrorCode::Timeout => 504,
         _ => 500,
     }

@@ -4,11 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use axum::body::Bytes as BodyBytes;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -23,6 +22,7 @@ use weft_wire::{ErrorBody, ErrorCode};
 use crate::dto;
 use crate::error::{http_status, log_error_body};
 use crate::native;
+use crate::plane::{LocalPlane, Plane};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -130,6 +130,12 @@ pub fn record_json(partition: u32, r: &Record, want: Encoding) -> JsonRecordOut 
 }
 
 pub fn router(log: Log) -> Router {
+    router_with(log.clone(), LocalPlane::shared(log))
+}
+
+/// The gateway's routes with records, topics and committed offsets going
+/// through `plane` (a cluster node's replicated plane; see [`crate::plane`]).
+pub fn router_with(log: Log, plane: Plane) -> Router {
     Router::new()
         .route("/openapi.json", get(openapi))
         .route("/v1/topics", get(list_topics).post(create_topic))
@@ -153,6 +159,7 @@ pub fn router(log: Log) -> Router {
                     .with_details(serde_json::json!({"kind": "no_route", "status": 404})),
             )
         })
+        .layer(Extension(plane))
         .with_state(log)
 }
 
@@ -170,11 +177,13 @@ pub struct HttpOptions {
     /// More routes served beside the log's, under the same allow-list and
     /// middleware (`weft serve`: `/metrics`, `/healthz`, `/readyz`).
     pub extra: Option<Router>,
+    /// Where records and topics live (None: the log itself, a single node).
+    pub plane: Option<Plane>,
 }
 
 impl Default for HttpOptions {
     fn default() -> Self {
-        Self { allow: weft_net::AllowList::default(), max_body_bytes: DEFAULT_MAX_BODY_BYTES, stats: Default::default(), extra: None }
+        Self { allow: weft_net::AllowList::default(), max_body_bytes: DEFAULT_MAX_BODY_BYTES, stats: Default::default(), extra: None, plane: None }
     }
 }
 
@@ -201,9 +210,10 @@ pub async fn serve_with(
     let allow = std::sync::Arc::new(opts.allow);
     // Route-level layers (they see the matched route template); the
     // outermost of them turns any plain-text error into the JSON shape.
+    let plane = opts.plane.unwrap_or_else(|| LocalPlane::shared(log.clone()));
     let routes = match opts.extra {
-        Some(extra) => router(log).merge(extra),
-        None => router(log),
+        Some(extra) => router_with(log, plane).merge(extra),
+        None => router_with(log, plane),
     };
     let routed = routes
         .layer(axum::extract::DefaultBodyLimit::max(opts.max_body_bytes))
@@ -230,17 +240,17 @@ pub async fn serve_with(
     Ok((local, task))
 }
 
-async fn create_topic(State(log): State<Log>, body: BodyBytes) -> Result<(StatusCode, Json<weft_log::TopicDescription>), ApiError> {
+async fn create_topic(Extension(plane): Extension<Plane>, body: BodyBytes) -> Result<(StatusCode, Json<weft_log::TopicDescription>), ApiError> {
     let req: dto::CreateTopic = parse(&body)?;
-    Ok((StatusCode::CREATED, Json(log.create_topic(&req.name, req.config).await?)))
+    Ok((StatusCode::CREATED, Json(plane.create_topic(&req.name, req.config, req.replicas).await.map_err(ApiError)?)))
 }
 
-async fn list_topics(State(log): State<Log>) -> ApiResult<Vec<String>> {
-    Ok(Json(log.list_topics().into_iter().map(|t| t.as_str().to_owned()).collect()))
+async fn list_topics(Extension(plane): Extension<Plane>) -> ApiResult<Vec<String>> {
+    Ok(Json(plane.list_topics().await.map_err(ApiError)?))
 }
 
-async fn describe_topic(State(log): State<Log>, Path(topic): Path<String>) -> ApiResult<weft_log::TopicDescription> {
-    Ok(Json(log.describe_topic(&topic)?))
+async fn describe_topic(Extension(plane): Extension<Plane>, Path(topic): Path<String>) -> ApiResult<weft_log::TopicDescription> {
+    Ok(Json(plane.describe_topic(&topic).await.map_err(ApiError)?))
 }
 
 /// PATCH: the body is `dto::AlterTopic` without `name` (the path names it).
@@ -254,8 +264,8 @@ async fn alter_topic(State(log): State<Log>, Path(topic): Path<String>, body: Bo
     Ok(Json(log.alter_topic(&req.name, &req.to_alter()).await?))
 }
 
-async fn delete_topic(State(log): State<Log>, Path(topic): Path<String>) -> ApiResult<dto::Done> {
-    log.delete_topic(&topic).await?;
+async fn delete_topic(Extension(plane): Extension<Plane>, Path(topic): Path<String>) -> ApiResult<dto::Done> {
+    plane.delete_topic(&topic).await.map_err(ApiError)?;
     Ok(Json(dto::Done { ok: true }))
 }
 
@@ -263,7 +273,7 @@ async fn delete_topic(State(log): State<Log>, Path(topic): Path<String>) -> ApiR
 /// each result's `error`); when every record failed, the first error in the
 /// error shape, with its status (e.g. 404, 413, 400), and all per-record
 /// results in `details.results`.
-async fn produce(State(log): State<Log>, Path(topic): Path<String>, body: BodyBytes) -> Result<Response, ApiError> {
+async fn produce(Extension(plane): Extension<Plane>, Path(topic): Path<String>, body: BodyBytes) -> Result<Response, ApiError> {
     let req: JsonProduce = parse(&body)?;
     let mut records = Vec::with_capacity(req.records.len());
     for (i, r) in req.records.into_iter().enumerate() {
@@ -281,7 +291,7 @@ async fn produce(State(log): State<Log>, Path(topic): Path<String>, body: BodyBy
             headers,
         });
     }
-    let answer = native::produce(&log, &topic, records).await?;
+    let answer = plane.produce(&topic, records).await.map_err(ApiError)?;
     Ok(match crate::http_mw::all_failed(&answer.results) {
         Some(e) => ApiError(e).into_response(),
         None => Json(answer).into_response(),
@@ -319,33 +329,43 @@ pub struct JsonFetch {
     pub reset_from: Option<u64>,
 }
 
-async fn fetch(State(log): State<Log>, Path((topic, partition)): Path<(String, u32)>, Query(q): Query<FetchQuery>) -> ApiResult<JsonFetch> {
+async fn fetch(Extension(plane): Extension<Plane>, Path((topic, partition)): Path<(String, u32)>, Query(q): Query<FetchQuery>) -> ApiResult<JsonFetch> {
     let offset = match q.offset {
         Some(o) => o,
-        None => log.list_offset(&topic, PartitionId(partition), OffsetSpec::Earliest)?.0,
+        None => plane.offset(&topic, partition, OffsetSpec::Earliest).await.map_err(ApiError)?,
     };
-    let max_records = native::fetch_max_records(q.max_records)?;
-    let max_bytes = q.max_bytes.unwrap_or(native::DEFAULT_MAX_BYTES).max(1);
-    let wait = q.wait_ms.filter(|w| *w > 0).map(Duration::from_millis);
-    let (offset, reset_from) = match q.reset {
-        Some(policy) => {
-            let s = log.start_offset(&topic, PartitionId(partition), Some(Offset(offset)), policy)?;
-            (s.offset.0, s.reset.then_some(offset))
-        }
-        None => (offset, None),
+    native::fetch_max_records(q.max_records)?;
+    let req = dto::Fetch {
+        topic: topic.clone(),
+        partition,
+        offset,
+        max_bytes: Some(q.max_bytes.unwrap_or(native::DEFAULT_MAX_BYTES).max(1)),
+        max_records: q.max_records,
+        wait_ms: q.wait_ms,
+        raw: false,
+        reset: q.reset,
     };
-    let r = log.fetch(&topic, PartitionId(partition), Offset(offset), max_bytes, max_records, wait).await?;
-    let records = r.decode()?;
-    let next_offset = records.last().map(|x| x.offset.0 + 1).unwrap_or(offset);
+    let r = plane.fetch(&req).await.map_err(ApiError)?;
     Ok(Json(JsonFetch {
         topic,
         partition,
-        high_watermark: r.high_watermark.0,
-        log_start_offset: r.log_start_offset.0,
-        next_offset,
-        records: records.iter().map(|x| record_json(partition, x, q.encoding)).collect(),
-        reset_from,
+        high_watermark: r.high_watermark,
+        log_start_offset: r.log_start_offset,
+        next_offset: r.next_offset,
+        records: r.records.into_iter().map(|x| record_json(partition, &record_of(x), q.encoding)).collect(),
+        reset_from: r.reset_from,
     }))
+}
+
+/// A fetched record back in weft-log's shape, for [`record_json`].
+fn record_of(r: dto::RecordOut) -> Record {
+    Record {
+        offset: Offset(r.offset),
+        timestamp_ms: r.timestamp_ms,
+        key: r.key.map(|k| Bytes::from(k.into_vec())),
+        value: r.value.map(|v| Bytes::from(v.into_vec())),
+        headers: r.headers.into_iter().map(|(k, v)| (k, Bytes::from(v.into_vec()))).collect(),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -357,7 +377,7 @@ struct OffsetsQuery {
     timestamp: Option<i64>,
 }
 
-async fn offsets(State(log): State<Log>, Path((topic, partition)): Path<(String, u32)>, Query(q): Query<OffsetsQuery>) -> ApiResult<dto::OffsetAnswer> {
+async fn offsets(Extension(plane): Extension<Plane>, Path((topic, partition)): Path<(String, u32)>, Query(q): Query<OffsetsQuery>) -> ApiResult<dto::OffsetAnswer> {
     let spec = match (q.spec.as_deref().unwrap_or("latest"), q.timestamp) {
         ("earliest", _) => OffsetSpec::Earliest,
         ("latest", _) => OffsetSpec::Latest,
@@ -365,7 +385,7 @@ async fn offsets(State(log): State<Log>, Path((topic, partition)): Path<(String,
         ("timestamp", None) => return Err(bad_request("spec=timestamp needs timestamp=<ms>")),
         (other, _) => return Err(bad_request(format!("spec must be earliest, latest or timestamp, not {other:?}"))),
     };
-    Ok(Json(dto::OffsetAnswer { offset: log.list_offset(&topic, PartitionId(partition), spec)?.0 }))
+    Ok(Json(dto::OffsetAnswer { offset: plane.offset(&topic, partition, spec).await.map_err(ApiError)? }))
 }
 
 async fn list_groups(State(log): State<Log>) -> ApiResult<Vec<weft_log::GroupSummary>> {
@@ -443,9 +463,9 @@ struct CommitBody {
     offsets: Vec<dto::CommitOffset>,
 }
 
-async fn commit(State(log): State<Log>, Path(group): Path<String>, body: BodyBytes) -> ApiResult<dto::Done> {
+async fn commit(Extension(plane): Extension<Plane>, Path(group): Path<String>, body: BodyBytes) -> ApiResult<dto::Done> {
     let b: CommitBody = parse(&body)?;
-    native::commit(&log, dto::Commit { group, member_id: b.member_id, generation: b.generation, offsets: b.offsets }).await?;
+    plane.commit(dto::Commit { group, member_id: b.member_id, generation: b.generation, offsets: b.offsets }).await.map_err(ApiError)?;
     Ok(Json(dto::Done { ok: true }))
 }
 
@@ -459,8 +479,8 @@ struct CommittedQuery {
     reset: Option<weft_log::ResetPolicy>,
 }
 
-async fn committed(State(log): State<Log>, Path(group): Path<String>, Query(q): Query<CommittedQuery>) -> ApiResult<dto::CommittedAnswer> {
-    Ok(Json(native::committed(&log, &dto::Committed { group, topic: q.topic, partition: q.partition, reset: q.reset })?))
+async fn committed(Extension(plane): Extension<Plane>, Path(group): Path<String>, Query(q): Query<CommittedQuery>) -> ApiResult<dto::CommittedAnswer> {
+    Ok(Json(plane.committed(&dto::Committed { group, topic: q.topic, partition: q.partition, reset: q.reset }).await.map_err(ApiError)?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -473,42 +493,42 @@ struct StreamQuery {
     encoding: Encoding,
 }
 
-fn start_offset(log: &Log, topic: &str, partition: u32, q: &Option<String>) -> Result<u64, ApiError> {
+async fn start_offset(plane: &Plane, topic: &str, partition: u32, q: &Option<String>) -> Result<u64, ApiError> {
     Ok(match q.as_deref() {
-        None | Some("latest") => log.list_offset(topic, PartitionId(partition), OffsetSpec::Latest)?.0,
-        Some("earliest") => log.list_offset(topic, PartitionId(partition), OffsetSpec::Earliest)?.0,
+        None | Some("latest") => plane.offset(topic, partition, OffsetSpec::Latest).await.map_err(ApiError)?,
+        Some("earliest") => plane.offset(topic, partition, OffsetSpec::Earliest).await.map_err(ApiError)?,
         Some(n) => n.parse().map_err(|_| bad_request(format!("offset must be a number, earliest or latest, not {n:?}")))?,
     })
 }
 
 async fn stream_partition(
-    State(log): State<Log>,
+    Extension(plane): Extension<Plane>,
     Path((topic, partition)): Path<(String, u32)>,
     Query(q): Query<StreamQuery>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     // Validate before upgrading, so errors are plain HTTP errors.
-    let offset = start_offset(&log, &topic, partition, &q.offset)?;
-    log.list_offset(&topic, PartitionId(partition), OffsetSpec::Latest)?;
+    let offset = start_offset(&plane, &topic, partition, &q.offset).await?;
+    plane.offset(&topic, partition, OffsetSpec::Latest).await.map_err(ApiError)?;
     let enc = q.encoding;
     Ok(ws.on_upgrade(move |socket| async move {
         let (tx, rx) = mpsc::channel(1024);
-        let follower = tokio::spawn(follow(log, topic, partition, offset, enc, tx));
+        let follower = tokio::spawn(follow(plane, topic, partition, offset, enc, tx));
         pump(socket, rx).await;
         follower.abort();
     }))
 }
 
-async fn stream_topic(State(log): State<Log>, Path(topic): Path<String>, Query(q): Query<StreamQuery>, ws: WebSocketUpgrade) -> Result<Response, ApiError> {
-    let desc = log.describe_topic(&topic)?;
+async fn stream_topic(Extension(plane): Extension<Plane>, Path(topic): Path<String>, Query(q): Query<StreamQuery>, ws: WebSocketUpgrade) -> Result<Response, ApiError> {
+    let desc = plane.describe_topic(&topic).await.map_err(ApiError)?;
     let mut starts = vec![];
     for p in &desc.partitions {
-        starts.push((p.partition.0, start_offset(&log, &topic, p.partition.0, &q.offset)?));
+        starts.push((p.partition.0, start_offset(&plane, &topic, p.partition.0, &q.offset).await?));
     }
     let enc = q.encoding;
     Ok(ws.on_upgrade(move |socket| async move {
         let (tx, rx) = mpsc::channel(1024);
-        let followers: Vec<_> = starts.into_iter().map(|(p, o)| tokio::spawn(follow(log.clone(), topic.clone(), p, o, enc, tx.clone()))).collect();
+        let followers: Vec<_> = starts.into_iter().map(|(p, o)| tokio::spawn(follow(plane.clone(), topic.clone(), p, o, enc, tx.clone()))).collect();
         drop(tx);
         pump(socket, rx).await;
         for f in followers {
@@ -518,23 +538,26 @@ async fn stream_topic(State(log): State<Log>, Path(topic): Path<String>, Query(q
 }
 
 /// Long-poll one partition and push every record, as JSON text, into `tx`.
-async fn follow(log: Log, topic: String, partition: u32, mut offset: u64, enc: Encoding, tx: mpsc::Sender<String>) {
+async fn follow(plane: Plane, topic: String, partition: u32, mut offset: u64, enc: Encoding, tx: mpsc::Sender<String>) {
     loop {
-        let r = match log.fetch(&topic, PartitionId(partition), Offset(offset), native::DEFAULT_MAX_BYTES, 1000, Some(Duration::from_secs(1))).await {
+        let req = dto::Fetch {
+            topic: topic.clone(),
+            partition,
+            offset,
+            max_bytes: Some(native::DEFAULT_MAX_BYTES),
+            max_records: Some(1000),
+            wait_ms: Some(1000),
+            raw: false,
+            reset: None,
+        };
+        let r = match plane.fetch(&req).await {
             Ok(r) => r,
             Err(e) => {
-                let _ = tx.send(serde_json::to_string(&log_error_body(&e)).unwrap_or_default()).await;
+                let _ = tx.send(serde_json::to_string(&e).unwrap_or_default()).await;
                 return;
             }
         };
-        let records = match r.decode() {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = tx.send(serde_json::to_string(&log_error_body(&e)).unwrap_or_default()).await;
-                return;
-            }
-        };
-        for rec in records {
+        for rec in r.records.into_iter().map(record_of) {
             offset = rec.offset.0 + 1;
             let Ok(text) = serde_json::to_string(&record_json(partition, &rec, enc)) else { continue };
             if tx.send(text).await.is_err() {

@@ -19,5 +19,6 @@ pub mod http_mw;
 mod http_trace;
 pub mod native;
 mod openapi;
+pub mod plane;
 
 pub use error::log_error;

@@ -9,6 +9,7 @@ use weft_service::{Service, ServiceError};
 
 use crate::dto::{self, route};
 use crate::error::{log_error, log_error_body};
+use crate::plane::{LocalPlane, Plane};
 
 /// Default and largest number of records one fetch returns.
 pub const DEFAULT_MAX_RECORDS: usize = 1000;
@@ -16,63 +17,64 @@ pub const DEFAULT_MAX_BYTES: usize = 1024 * 1024;
 /// Group sessions when the client does not say.
 pub const DEFAULT_SESSION_TIMEOUT_MS: u64 = 10_000;
 
-/// Register every `log.*` endpoint of `log` on `service`.
+/// Register every `log.*` endpoint of `log` on `service` (a single node:
+/// records and topics in `log` itself).
 pub fn register(service: &mut Service, log: Log) -> Result<(), ServiceError> {
-    let l = log.clone();
+    register_with(service, log.clone(), LocalPlane::shared(log))
+}
+
+/// Register every `log.*` endpoint; records, topics and committed offsets go
+/// through `plane` (a cluster node passes its replicated plane), group
+/// membership and topic changes other than create/delete stay on `log`.
+pub fn register_with(service: &mut Service, log: Log, plane: Plane) -> Result<(), ServiceError> {
+    let p = plane.clone();
     service.endpoint(route::TOPIC_CREATE, move |req: dto::CreateTopic| {
-        let l = l.clone();
-        async move { l.create_topic(&req.name, req.config).await.map_err(log_error) }
+        let p = p.clone();
+        async move { p.create_topic(&req.name, req.config, req.replicas).await.map_err(ServiceError::Wire) }
     })?;
-    let l = log.clone();
+    let p = plane.clone();
     service.endpoint(route::TOPIC_LIST, move |_: Option<dto::Empty>| {
-        let l = l.clone();
-        async move { Ok(l.list_topics().into_iter().map(|t| t.as_str().to_owned()).collect::<Vec<_>>()) }
+        let p = p.clone();
+        async move { p.list_topics().await.map_err(ServiceError::Wire) }
     })?;
-    let l = log.clone();
+    let p = plane.clone();
     service.endpoint(route::TOPIC_DESCRIBE, move |req: dto::TopicRef| {
-        let l = l.clone();
-        async move { l.describe_topic(&req.name).map_err(log_error) }
+        let p = p.clone();
+        async move { p.describe_topic(&req.name).await.map_err(ServiceError::Wire) }
     })?;
     let l = log.clone();
     service.endpoint(route::TOPIC_ALTER, move |req: dto::AlterTopic| {
         let l = l.clone();
         async move { l.alter_topic(&req.name, &req.to_alter()).await.map_err(log_error) }
     })?;
-    let l = log.clone();
+    let p = plane.clone();
     service.endpoint(route::TOPIC_DELETE, move |req: dto::TopicRef| {
-        let l = l.clone();
-        async move { l.delete_topic(&req.name).await.map(|_| dto::Done { ok: true }).map_err(log_error) }
+        let p = p.clone();
+        async move { p.delete_topic(&req.name).await.map(|_| dto::Done { ok: true }).map_err(ServiceError::Wire) }
     })?;
-    let l = log.clone();
+    let p = plane.clone();
     service.endpoint(route::PRODUCE, move |req: dto::Produce| {
-        let l = l.clone();
-        async move { produce(&l, &req.topic, req.records.into_iter().map(record_in).collect()).await.map_err(log_error) }
+        let p = p.clone();
+        async move { p.produce(&req.topic, req.records.into_iter().map(record_in).collect()).await.map_err(ServiceError::Wire) }
     })?;
-    let l = log.clone();
+    let p = plane.clone();
     service.endpoint(route::FETCH, move |req: dto::Fetch| {
-        let l = l.clone();
-        async move { fetch(&l, &req).await.map_err(log_error) }
+        let p = p.clone();
+        async move { p.fetch(&req).await.map_err(ServiceError::Wire) }
     })?;
-    let l = log.clone();
+    let (l, p) = (log.clone(), plane.clone());
     service.endpoint(route::GROUP_FETCH, move |req: dto::MemberFetch| {
-        let l = l.clone();
+        let (l, p) = (l.clone(), p.clone());
         async move {
             l.check_member_fetch(&req.group, &req.member_id, req.generation, &req.fetch.topic, PartitionId(req.fetch.partition))
                 .map_err(log_error)?;
-            fetch(&l, &req.fetch).await.map_err(log_error)
+            p.fetch(&req.fetch).await.map_err(ServiceError::Wire)
         }
     })?;
-    let l = log.clone();
+    let p = plane.clone();
     service.endpoint(route::OFFSETS, move |req: dto::Offsets| {
-        let l = l.clone();
-        async move {
-            let spec = match req.spec {
-                dto::OffsetQuery::Earliest => OffsetSpec::Earliest,
-                dto::OffsetQuery::Latest => OffsetSpec::Latest,
-                dto::OffsetQuery::Timestamp(ms) => OffsetSpec::Timestamp(ms),
-            };
-            l.list_offset(&req.topic, PartitionId(req.partition), spec).map(|o| dto::OffsetAnswer { offset: o.0 }).map_err(log_error)
-        }
+        let p = p.clone();
+        async move { p.offset(&req.topic, req.partition, offset_spec(req.spec)).await.map(|o| dto::OffsetAnswer { offset: o }).map_err(ServiceError::Wire) }
     })?;
     let l = log.clone();
     service.endpoint(route::GROUP_JOIN, move |req: dto::JoinGroup| {
@@ -89,15 +91,15 @@ pub fn register(service: &mut Service, log: Log) -> Result<(), ServiceError> {
         let l = l.clone();
         async move { l.leave_group(&req.group, &req.member_id).map(|_| dto::Done { ok: true }).map_err(log_error) }
     })?;
-    let l = log.clone();
+    let p = plane.clone();
     service.endpoint(route::GROUP_COMMIT, move |req: dto::Commit| {
-        let l = l.clone();
-        async move { commit(&l, req).await.map(|_| dto::Done { ok: true }).map_err(log_error) }
+        let p = p.clone();
+        async move { p.commit(req).await.map(|_| dto::Done { ok: true }).map_err(ServiceError::Wire) }
     })?;
-    let l = log.clone();
+    let p = plane;
     service.endpoint(route::GROUP_COMMITTED, move |req: dto::Committed| {
-        let l = l.clone();
-        async move { committed(&l, &req).map_err(log_error) }
+        let p = p.clone();
+        async move { p.committed(&req).await.map_err(ServiceError::Wire) }
     })?;
     let l = log.clone();
     service.endpoint(route::GROUP_LIST, move |_: Option<dto::Empty>| {
@@ -117,7 +119,15 @@ pub fn register(service: &mut Service, log: Log) -> Result<(), ServiceError> {
     Ok(())
 }
 
-pub(crate) fn record_in(r: dto::RecordIn) -> ProduceRecord {
+pub fn offset_spec(q: dto::OffsetQuery) -> OffsetSpec {
+    match q {
+        dto::OffsetQuery::Earliest => OffsetSpec::Earliest,
+        dto::OffsetQuery::Latest => OffsetSpec::Latest,
+        dto::OffsetQuery::Timestamp(ms) => OffsetSpec::Timestamp(ms),
+    }
+}
+
+pub fn record_in(r: dto::RecordIn) -> ProduceRecord {
     ProduceRecord {
         partition: r.partition.map(PartitionId),
         timestamp_ms: r.timestamp_ms,
@@ -127,7 +137,7 @@ pub(crate) fn record_in(r: dto::RecordIn) -> ProduceRecord {
     }
 }
 
-pub(crate) fn record_out(r: Record) -> dto::RecordOut {
+pub fn record_out(r: Record) -> dto::RecordOut {
     dto::RecordOut {
         offset: r.offset.0,
         timestamp_ms: r.timestamp_ms,
@@ -139,7 +149,7 @@ pub(crate) fn record_out(r: Record) -> dto::RecordOut {
 
 /// Produce; a request-level error (unknown topic, bad request) fails the
 /// whole call, a record-level one (too large) only that record's result.
-pub(crate) async fn produce(log: &Log, topic: &str, records: Vec<ProduceRecord>) -> Result<dto::ProduceResponse, LogError> {
+pub async fn produce(log: &Log, topic: &str, records: Vec<ProduceRecord>) -> Result<dto::ProduceResponse, LogError> {
     // Timestamps are milliseconds since the epoch; a negative one is a
     // client bug, refused before anything is written.
     if let Some((i, ts)) = records.iter().enumerate().find_map(|(i, r)| r.timestamp_ms.filter(|t| *t < 0).map(|t| (i, t))) {
@@ -158,14 +168,14 @@ pub(crate) async fn produce(log: &Log, topic: &str, records: Vec<ProduceRecord>)
 
 /// A fetch's `max_records`: absent = the default, above 100 000 = 100 000,
 /// 0 = refused (it used to return one record; "zero records" is no fetch).
-pub(crate) fn fetch_max_records(asked: Option<usize>) -> Result<usize, LogError> {
+pub fn fetch_max_records(asked: Option<usize>) -> Result<usize, LogError> {
     match asked {
         Some(0) => Err(LogError::InvalidRequest("max_records must be at least 1".into())),
         other => Ok(other.unwrap_or(DEFAULT_MAX_RECORDS).min(100_000)),
     }
 }
 
-pub(crate) async fn fetch(log: &Log, req: &dto::Fetch) -> Result<dto::FetchResponse, LogError> {
+pub async fn fetch(log: &Log, req: &dto::Fetch) -> Result<dto::FetchResponse, LogError> {
     let max_records = fetch_max_records(req.max_records)?;
     let max_bytes = req.max_bytes.unwrap_or(DEFAULT_MAX_BYTES).max(1);
     let wait = req.wait_ms.filter(|w| *w > 0).map(Duration::from_millis);
@@ -234,7 +244,7 @@ pub(crate) async fn reset_offsets(log: &Log, req: dto::ResetOffsets) -> Result<d
     Ok(dto::ResetOffsetsAnswer { group: req.group, topic: req.topic, dry_run: req.dry_run, partitions })
 }
 
-pub(crate) async fn commit(log: &Log, req: dto::Commit) -> Result<(), LogError> {
+pub async fn commit(log: &Log, req: dto::Commit) -> Result<(), LogError> {
     let member = match (&req.member_id, req.generation) {
         (Some(m), Some(g)) => Some((m.as_str(), g)),
         (None, None) => None,
@@ -248,7 +258,7 @@ pub(crate) async fn commit(log: &Log, req: dto::Commit) -> Result<(), LogError> 
     log.commit_offsets(&req.group, member, offsets).await
 }
 
-pub(crate) fn committed(log: &Log, req: &dto::Committed) -> Result<dto::CommittedAnswer, LogError> {
+pub fn committed(log: &Log, req: &dto::Committed) -> Result<dto::CommittedAnswer, LogError> {
     let partition = PartitionId(req.partition);
     let c = log.committed_offset(&req.group, &req.topic, partition);
     let mut out = match &c {

@@ -72,9 +72,9 @@ async fn native_topic_produce_fetch_offsets() {
     let n = start().await;
     let d: serde_json::Value = n.client.call(route::TOPIC_CREATE, &serde_json::json!({"name": "t1", "config": {"partitions": 2}})).await.unwrap();
     assert_eq!(d["config"]["partitions"], 2);
-    let e = n.client.call::<_, serde_json::Value>(route::TOPIC_CREATE, &dto::CreateTopic { name: "t1".into(), config: None }).await.unwrap_err();
+    let e = n.client.call::<_, serde_json::Value>(route::TOPIC_CREATE, &dto::CreateTopic { name: "t1".into(), config: None, replicas: None }).await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::Conflict));
-    let e = n.client.call::<_, serde_json::Value>(route::TOPIC_CREATE, &dto::CreateTopic { name: "bad name!".into(), config: None }).await.unwrap_err();
+    let e = n.client.call::<_, serde_json::Value>(route::TOPIC_CREATE, &dto::CreateTopic { name: "bad name!".into(), config: None, replicas: None }).await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::Validation));
 
     // Explicit partitions, with headers and timestamps.
@@ -132,7 +132,7 @@ async fn native_topic_produce_fetch_offsets() {
 #[tokio::test]
 async fn long_poll_fetch_wakes_on_produce() {
     let n = start().await;
-    let _: serde_json::Value = n.client.call(route::TOPIC_CREATE, &dto::CreateTopic { name: "lp".into(), config: None }).await.unwrap();
+    let _: serde_json::Value = n.client.call(route::TOPIC_CREATE, &dto::CreateTopic { name: "lp".into(), config: None, replicas: None }).await.unwrap();
     let c = n.client.clone();
     // A long wait: an answer with the record means the produce woke it (a
     // timeout would answer with no records).
@@ -313,7 +313,7 @@ async fn websocket_streams_a_partition_live() {
 async fn alter_topic_natively_and_over_http() {
     let n = start().await;
     let cfg = weft_log::TopicConfig { partitions: 1, max_record_bytes: 10, retention_ms: None, ..weft_log::TopicConfig::default() };
-    let _: serde_json::Value = n.client.call(route::TOPIC_CREATE, &dto::CreateTopic { name: "alt".into(), config: Some(cfg) }).await.unwrap();
+    let _: serde_json::Value = n.client.call(route::TOPIC_CREATE, &dto::CreateTopic { name: "alt".into(), config: Some(cfg), replicas: None }).await.unwrap();
     let too_big = dto::Produce { topic: "alt".into(), records: vec![rec("k", "more than ten bytes")] };
     let e = n.client.call::<_, dto::ProduceResponse>(route::PRODUCE, &too_big).await.unwrap_err();
     assert!(e.to_string().contains("exceeds the topic limit of 10 bytes"), "{e}");

@@ -165,6 +165,15 @@ impl MetaState {
     }
 }
 
+/// The weft-log configuration of a replicated topic's local copies: the
+/// config given at creation (defaults for what it left out), with the
+/// partition count of the placement.
+pub fn topic_config(t: &TopicMeta) -> weft_log::TopicConfig {
+    let mut c: weft_log::TopicConfig = serde_json::from_value(t.config.clone()).unwrap_or_default();
+    c.partitions = t.partitions.len() as u32;
+    c
+}
+
 /// Replica j of partition p goes to the data node at position (p + j) mod n
 /// of the data nodes sorted by id: distinct nodes per partition, and the
 /// preferred leaders (j = 0) rotate across nodes.

@@ -119,9 +119,12 @@ pub struct ClusterNode {
     transport: Arc<Transport>,
     stop: watch::Sender<bool>,
     partitions: Partitions,
+    leaders: Leaders,
 }
 
 type Partitions = Arc<RwLock<BTreeMap<GroupId, Arc<crate::partition::PartitionHandle>>>>;
+/// Leader of every group hosted here, refreshed by the driver every tick (for routing hints).
+type Leaders = Arc<RwLock<BTreeMap<GroupId, NodeId>>>;
 
 /// A record read back from a replicated partition.
 #[derive(Debug, Clone, Serialize)]
@@ -157,6 +160,7 @@ struct Driver {
     /// Election timeouts of groups opened later.
     rng: rand::rngs::StdRng,
     partitions: Partitions,
+    leaders: Leaders,
 }
 
 /// The state machine of a partition group until records are replicated (stage 2).
@@ -213,6 +217,7 @@ impl ClusterNode {
         raft.open_group(META_GROUP, Box::new(disk), Box::new(MetaSm::new(meta.clone())), &voters, &mut rng)?;
         let (tx, rx) = mpsc::channel(cfg.max_pending.max(1));
         let partitions: Partitions = Arc::default();
+        let leaders: Leaders = Arc::default();
         let driver = Driver {
             cfg: cfg.clone(),
             raft,
@@ -225,10 +230,11 @@ impl ClusterNode {
             registered: false,
             rng,
             partitions: partitions.clone(),
+            leaders: leaders.clone(),
         };
         tokio::spawn(driver.run(rx, in_rx, stop_rx));
         tracing::info!(node = cfg.node_id, addr = %cfg.addr, peers = cfg.peers.len(), join = cfg.join, "cluster: node started");
-        Ok(ClusterNode { cfg, tx, meta, transport, stop, partitions })
+        Ok(ClusterNode { cfg, tx, meta, transport, stop, partitions, leaders })
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -288,12 +294,79 @@ impl ClusterNode {
     /// once committed (a majority has it durable in the raft log) and applied
     /// here. Any replica accepts it (forwarded to the partition's leader).
     pub async fn produce(&self, topic: &str, partition: u32, key: Option<Vec<u8>>, value: Vec<u8>) -> Result<u64> {
-        let group = self.group_of(topic, partition)?;
         let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-        let data = crate::partition::EntryRecord { timestamp_ms: ts, key, value }.encode();
-        let resp = self.call(|reply| Cmd::Propose { group, data, reply }).await?;
-        let b: [u8; 8] = resp.as_slice().try_into().map_err(|_| ClusterError::StateMachine("bad produce answer".into()))?;
-        Ok(u64::from_be_bytes(b))
+        let rec = crate::partition::EntryRecord { timestamp_ms: ts, key, value: Some(value), headers: Vec::new() };
+        let offsets = self.produce_records(topic, partition, vec![rec]).await?;
+        offsets.first().copied().ok_or_else(|| ClusterError::StateMachine("no offset".into()))
+    }
+
+    /// Produce records to a replicated partition hosted here; answered with
+    /// each record's offset once committed and applied here. The records go
+    /// in as few raft entries as fit `max_size_per_msg` each (one entry for an
+    /// ordinary batch); offsets are assigned when an entry applies.
+    pub async fn produce_records(&self, topic: &str, partition: u32, records: Vec<crate::partition::EntryRecord>) -> Result<Vec<u64>> {
+        let group = self.group_of(topic, partition)?;
+        if !self.partitions.read().unwrap_or_else(|p| p.into_inner()).contains_key(&group) {
+            return Err(ClusterError::UnknownGroup(group));
+        }
+        let limit = self.cfg.tuning.max_size_per_msg.max(1) as usize;
+        // One entry must fit one transport frame with room for its envelope.
+        let hard = (self.cfg.max_frame_bytes as usize / 2).max(1);
+        let mut chunks: Vec<Vec<crate::partition::EntryRecord>> = Vec::new();
+        let mut size = 0usize;
+        for r in records {
+            let n = 24 + r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len) + r.headers.iter().map(|(k, v)| 8 + k.len() + v.len()).sum::<usize>();
+            if n > hard {
+                return Err(ClusterError::Config(format!("record of {n} bytes exceeds half of cluster.max_frame_bytes ({})", self.cfg.max_frame_bytes)));
+            }
+            if chunks.is_empty() || size + n > limit {
+                chunks.push(Vec::new());
+                size = 0;
+            }
+            size += n;
+            if let Some(c) = chunks.last_mut() {
+                c.push(r);
+            }
+        }
+        let mut offsets = Vec::new();
+        for chunk in chunks {
+            let n = chunk.len() as u64;
+            let data = crate::partition::encode_batch(&chunk);
+            let resp = self.call(|reply| Cmd::Propose { group, data, reply }).await?;
+            let b: [u8; 8] = resp.as_slice().try_into().map_err(|_| ClusterError::StateMachine("bad produce answer".into()))?;
+            let first = u64::from_be_bytes(b);
+            offsets.extend(first..first + n);
+        }
+        Ok(offsets)
+    }
+
+    /// The partition's handle when this node hosts a replica of it.
+    pub fn hosted(&self, topic: &str, partition: u32) -> Option<Arc<crate::partition::PartitionHandle>> {
+        let group = self.group_of(topic, partition).ok()?;
+        self.partitions.read().unwrap_or_else(|p| p.into_inner()).get(&group).cloned()
+    }
+
+    /// Group id and replicas of a partition, from this node's metadata.
+    pub fn placement(&self, topic: &str, partition: u32) -> Result<(GroupId, Vec<NodeId>)> {
+        let meta = self.meta.read().unwrap_or_else(|p| p.into_inner());
+        let t = meta.topics.get(topic).ok_or_else(|| ClusterError::Config(format!("unknown topic {topic:?}")))?;
+        let p = t.partitions.iter().find(|p| p.partition == partition).ok_or_else(|| ClusterError::Config(format!("topic {topic:?} has no partition {partition}")))?;
+        Ok((p.group, p.replicas.clone()))
+    }
+
+    /// The leader of a group hosted here, as last seen by the driver (None: unknown or not hosted).
+    pub fn leader_of(&self, group: GroupId) -> Option<NodeId> {
+        self.leaders.read().unwrap_or_else(|p| p.into_inner()).get(&group).copied().filter(|l| *l != 0)
+    }
+
+    /// A node's native protocol address, from the metadata.
+    pub fn native_addr(&self, node: NodeId) -> Option<String> {
+        self.meta.read().unwrap_or_else(|p| p.into_inner()).nodes.get(&node).and_then(|n| n.native_addr.clone())
+    }
+
+    /// The node's log (where committed records of hosted partitions are applied).
+    pub fn log(&self) -> Option<&weft_log::Log> {
+        self.cfg.log.as_ref()
     }
 
     /// Read committed records of a partition hosted here, below its high watermark.
@@ -452,6 +525,7 @@ impl Driver {
                     }
                     self.expire();
                     self.maybe_register();
+                    self.publish_leaders();
                 }
                 Some(cmd) = rx.recv() => self.command(cmd),
                 Some(frame) = incoming.recv() => self.receive(frame),
@@ -573,6 +647,14 @@ impl Driver {
         }
     }
 
+    fn publish_leaders(&mut self) {
+        let now: BTreeMap<GroupId, NodeId> = self.raft.group_ids().map(|g| (g, self.raft.leader(g).unwrap_or(0))).collect();
+        let mut l = self.leaders.write().unwrap_or_else(|p| p.into_inner());
+        if *l != now {
+            *l = now;
+        }
+    }
+
     fn expire(&mut self) {
         let now = Instant::now();
         self.proposals.retain(|_, p| p.deadline > now && !p.reply.is_closed());
@@ -620,20 +702,20 @@ impl Driver {
         if !self.cfg.roles.contains(&Role::Data) {
             return Ok(());
         }
-        let wanted: Vec<(GroupId, Vec<NodeId>, String, u32, u32)> = {
+        let wanted: Vec<(GroupId, Vec<NodeId>, String, u32, weft_log::TopicConfig)> = {
             let meta = self.meta.read().unwrap_or_else(|p| p.into_inner());
             meta.topics
                 .values()
                 .flat_map(|t| t.partitions.iter().map(move |p| (t, p)))
                 .filter(|(_, p)| p.replicas.contains(&self.cfg.node_id) && !self.raft.has_group(p.group))
-                .map(|(t, p)| (p.group, p.replicas.clone(), t.name.clone(), p.partition, t.partitions.len() as u32))
+                .map(|(t, p)| (p.group, p.replicas.clone(), t.name.clone(), p.partition, crate::meta::topic_config(t)))
                 .collect()
         };
-        for (group, replicas, topic, partition, count) in wanted {
+        for (group, replicas, topic, partition, config) in wanted {
             let disk = FileDisk::open(self.cfg.data_dir.join("cluster").join("groups").join(format!("{group}.wal")))?;
             let sm: Box<dyn crate::host::StateMachine> = match &self.cfg.log {
                 Some(log) => {
-                    let (sm, handle) = crate::partition::start(log.clone(), topic, partition, count);
+                    let (sm, handle) = crate::partition::start(log.clone(), topic, partition, config);
                     self.partitions.write().unwrap_or_else(|p| p.into_inner()).insert(group, handle);
                     Box::new(sm)
                 }

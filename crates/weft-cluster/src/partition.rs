@@ -18,42 +18,142 @@ use weft_log::{Log, OffsetSpec, PartitionId, ProduceRecord, TopicConfig};
 use crate::error::{ClusterError, Result};
 use crate::host::StateMachine;
 
-/// One record as carried in a raft entry: `ts i64 BE | key length u32 BE
-/// (u32::MAX: none) | key | value`.
-#[derive(Debug, Clone, PartialEq)]
+/// One record as carried in a raft entry.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct EntryRecord {
     pub timestamp_ms: i64,
     pub key: Option<Vec<u8>>,
-    pub value: Vec<u8>,
+    /// None: a tombstone.
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// First byte of a batch entry. Stage 1's single-record entries start with
+/// the top byte of a non-negative timestamp (0x00..0x7f), so the two never mix up.
+const BATCH_MAGIC: u8 = 0xB1;
+/// u32 length meaning "absent" (no key, tombstone).
+const NONE_LEN: u32 = u32::MAX;
+
+fn put_opt(out: &mut Vec<u8>, b: Option<&[u8]>) {
+    match b {
+        Some(b) => {
+            out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+            out.extend_from_slice(b);
+        }
+        None => out.extend_from_slice(&NONE_LEN.to_be_bytes()),
+    }
+}
+
+/// A bounds-checked reader: every length is checked against what is left
+/// before anything is sliced or allocated.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if n > self.0.len() {
+            return Err(ClusterError::StateMachine("bad record entry: truncated".into()));
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Ok(a)
+    }
+    fn u32(&mut self) -> Result<u32> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn i64(&mut self) -> Result<i64> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(i64::from_be_bytes(a))
+    }
+    fn opt(&mut self) -> Result<Option<Vec<u8>>> {
+        match self.u32()? {
+            NONE_LEN => Ok(None),
+            n => Ok(Some(self.take(n as usize)?.to_vec())),
+        }
+    }
 }
 
 impl EntryRecord {
+    /// Stage 1's single-record entry: `ts i64 BE | key length u32 BE (u32::MAX: none) | key | value`.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(12 + self.key.as_ref().map_or(0, Vec::len) + self.value.len());
+        let mut out = Vec::with_capacity(12 + self.key.as_ref().map_or(0, Vec::len) + self.value.as_ref().map_or(0, Vec::len));
         out.extend_from_slice(&self.timestamp_ms.to_be_bytes());
-        match &self.key {
-            Some(k) => {
-                out.extend_from_slice(&(k.len() as u32).to_be_bytes());
-                out.extend_from_slice(k);
-            }
-            None => out.extend_from_slice(&u32::MAX.to_be_bytes()),
-        }
-        out.extend_from_slice(&self.value);
+        put_opt(&mut out, self.key.as_deref());
+        out.extend_from_slice(self.value.as_deref().unwrap_or_default());
         out
     }
 
     pub fn decode(b: &[u8]) -> Result<Self> {
-        let bad = || ClusterError::StateMachine("bad record entry".into());
-        let ts = i64::from_be_bytes(b.get(..8).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
-        let kl = u32::from_be_bytes(b.get(8..12).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
-        let (key, rest) = if kl == u32::MAX {
-            (None, b.get(12..).ok_or_else(bad)?)
-        } else {
-            let end = 12usize.checked_add(kl as usize).ok_or_else(bad)?;
-            (Some(b.get(12..end).ok_or_else(bad)?.to_vec()), b.get(end..).ok_or_else(bad)?)
-        };
-        Ok(EntryRecord { timestamp_ms: ts, key, value: rest.to_vec() })
+        let mut r = Reader(b);
+        let timestamp_ms = r.i64()?;
+        let key = r.opt()?;
+        Ok(EntryRecord { timestamp_ms, key, value: Some(r.0.to_vec()), headers: Vec::new() })
     }
+}
+
+/// A produce of N records is one raft entry: `0xB1 | count u32 | count ×
+/// [ts i64 | key (len u32, u32::MAX = none) | value (same) | headers u32 |
+/// headers × (name len u32, name, value len u32, value)]`, all big-endian.
+pub fn encode_batch(records: &[EntryRecord]) -> Vec<u8> {
+    let size: usize = records.iter().map(|r| 24 + r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len) + r.headers.iter().map(|(k, v)| 8 + k.len() + v.len()).sum::<usize>()).sum();
+    let mut out = Vec::with_capacity(5 + size);
+    out.push(BATCH_MAGIC);
+    out.extend_from_slice(&(records.len() as u32).to_be_bytes());
+    for r in records {
+        out.extend_from_slice(&r.timestamp_ms.to_be_bytes());
+        put_opt(&mut out, r.key.as_deref());
+        put_opt(&mut out, r.value.as_deref());
+        out.extend_from_slice(&(r.headers.len() as u32).to_be_bytes());
+        for (k, v) in &r.headers {
+            put_opt(&mut out, Some(k.as_bytes()));
+            put_opt(&mut out, Some(v));
+        }
+    }
+    out
+}
+
+/// Records of an entry, batch or stage 1 single record. Counts are checked
+/// against the bytes left (each record takes at least 20 bytes), so a bad
+/// count cannot size an allocation.
+pub fn decode_entry(b: &[u8]) -> Result<Vec<EntryRecord>> {
+    if b.first() != Some(&BATCH_MAGIC) {
+        return Ok(vec![EntryRecord::decode(b)?]);
+    }
+    let mut r = Reader(&b[1..]);
+    let count = r.u32()? as usize;
+    if count > r.0.len() / 20 {
+        return Err(ClusterError::StateMachine("bad record entry: count larger than the entry".into()));
+    }
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let timestamp_ms = r.i64()?;
+        let key = r.opt()?;
+        let value = r.opt()?;
+        let n = r.u32()? as usize;
+        if n > r.0.len() / 8 {
+            return Err(ClusterError::StateMachine("bad record entry: header count larger than the entry".into()));
+        }
+        let mut headers = Vec::with_capacity(n);
+        for _ in 0..n {
+            let k = r.opt()?.ok_or_else(|| ClusterError::StateMachine("bad record entry: header without a name".into()))?;
+            let v = r.opt()?.unwrap_or_default();
+            headers.push((String::from_utf8_lossy(&k).into_owned(), v));
+        }
+        out.push(EntryRecord { timestamp_ms, key, value, headers });
+    }
+    if !r.0.is_empty() {
+        return Err(ClusterError::StateMachine("bad record entry: trailing bytes".into()));
+    }
+    Ok(out)
+}
+
+/// How many records an entry holds, without copying them. Deterministic on
+/// every replica: an entry that does not decode holds none (it is refused
+/// the same way everywhere and takes no offsets).
+fn entry_count(b: &[u8]) -> u64 {
+    decode_entry(b).map_or(0, |r| r.len() as u64)
 }
 
 /// Shared view of one hosted partition.
@@ -75,8 +175,14 @@ pub struct PartitionSm {
 
 impl StateMachine for PartitionSm {
     fn apply(&mut self, _index: u64, data: &[u8]) -> Vec<u8> {
+        // Offsets are assigned here, at apply: the same on every replica, and
+        // a batch of N records takes N consecutive offsets.
+        let count = entry_count(data);
+        if count == 0 {
+            return Vec::new();
+        }
         let offset = self.next_offset;
-        self.next_offset += 1;
+        self.next_offset += count;
         // Unbounded on purpose: the driver must not block; raft bounds what one
         // Ready commits, and the applier drains at disk speed.
         let _ = self.tx.send((offset, data.to_vec()));
@@ -92,13 +198,14 @@ impl StateMachine for PartitionSm {
     }
 }
 
-/// Build the state machine and start its applier into `log`.
-pub fn start(log: Log, topic: String, partition: u32, partitions: u32) -> (PartitionSm, Arc<PartitionHandle>) {
+/// Build the state machine and start its applier into `log`; `config` is
+/// the topic's configuration (its partition count included) for the local copy.
+pub fn start(log: Log, topic: String, partition: u32, config: TopicConfig) -> (PartitionSm, Arc<PartitionHandle>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let handle = Arc::new(PartitionHandle { topic, partition, high_watermark: AtomicU64::new(0), failed: Default::default() });
     let h = handle.clone();
     tokio::spawn(async move {
-        if let Err(e) = applier(log, h.clone(), partitions, rx).await {
+        if let Err(e) = applier(log, h.clone(), config, rx).await {
             tracing::error!(topic = %h.topic, partition = h.partition, error = %e, "cluster: partition applier stopped");
             *h.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
         }
@@ -106,44 +213,59 @@ pub fn start(log: Log, topic: String, partition: u32, partitions: u32) -> (Parti
     (PartitionSm { next_offset: 0, tx }, handle)
 }
 
-async fn applier(log: Log, h: Arc<PartitionHandle>, partitions: u32, mut rx: mpsc::UnboundedReceiver<(u64, Vec<u8>)>) -> Result<()> {
-    let se = |e: weft_log::LogError| ClusterError::StateMachine(e.to_string());
-    if log.describe_topic(&h.topic).is_err() {
-        let cfg = TopicConfig { partitions, ..TopicConfig::default() };
-        // Another partition's applier may create it first.
-        if let Err(e) = log.create_topic(&h.topic, Some(cfg)).await {
-            if log.describe_topic(&h.topic).is_err() {
-                return Err(se(e));
-            }
+/// Create the topic in the node's local log if it is not there (several
+/// partitions' appliers, or the plane, may race to create it).
+pub async fn ensure_local_topic(log: &Log, topic: &str, config: TopicConfig) -> Result<()> {
+    if log.describe_topic(topic).is_ok() {
+        return Ok(());
+    }
+    if let Err(e) = log.create_topic(topic, Some(config)).await {
+        if log.describe_topic(topic).is_err() {
+            return Err(ClusterError::StateMachine(e.to_string()));
         }
     }
+    Ok(())
+}
+
+async fn applier(log: Log, h: Arc<PartitionHandle>, config: TopicConfig, mut rx: mpsc::UnboundedReceiver<(u64, Vec<u8>)>) -> Result<()> {
+    let se = |e: weft_log::LogError| ClusterError::StateMachine(e.to_string());
+    ensure_local_topic(&log, &h.topic, config).await?;
     let p = PartitionId(h.partition);
     let end = log.list_offset(&h.topic, p, OffsetSpec::Latest).map_err(se)?.0;
     h.high_watermark.store(end, Ordering::Release);
-    while let Some((offset, data)) = rx.recv().await {
+    while let Some((first, data)) = rx.recv().await {
         let end = log.list_offset(&h.topic, p, OffsetSpec::Latest).map_err(se)?.0;
-        if offset < end {
+        let records = decode_entry(&data)?;
+        let last = first + records.len() as u64;
+        if last <= end {
             continue; // written before a restart: replay must not append twice
         }
-        if offset > end {
-            return Err(ClusterError::StateMachine(format!("gap: record at offset {offset}, log ends at {end}")));
+        if first > end {
+            return Err(ClusterError::StateMachine(format!("gap: records from offset {first}, log ends at {end}")));
         }
-        let r = EntryRecord::decode(&data)?;
-        let rec = ProduceRecord {
-            partition: Some(p),
-            timestamp_ms: Some(r.timestamp_ms),
-            key: r.key.map(Bytes::from),
-            value: Some(Bytes::from(r.value)),
-            headers: Vec::new(),
-        };
-        let acks = log.produce(&h.topic, vec![rec]).await.map_err(se)?;
-        match acks.into_iter().next() {
-            Some(Ok(a)) if a.offset.0 == offset => {}
-            Some(Ok(a)) => return Err(ClusterError::StateMachine(format!("log gave offset {} for {offset}", a.offset.0))),
-            Some(Err(e)) => return Err(se(e)),
-            None => return Err(ClusterError::StateMachine("no ack".into())),
+        // A batch half written before a crash: append only its missing tail.
+        let skip = (end - first) as usize;
+        let recs: Vec<ProduceRecord> = records
+            .into_iter()
+            .skip(skip)
+            .map(|r| ProduceRecord {
+                partition: Some(p),
+                timestamp_ms: Some(r.timestamp_ms),
+                key: r.key.map(Bytes::from),
+                value: r.value.map(Bytes::from),
+                headers: r.headers.into_iter().map(|(k, v)| (k, Bytes::from(v))).collect(),
+            })
+            .collect();
+        let acks = log.produce(&h.topic, recs).await.map_err(se)?;
+        for (i, a) in acks.into_iter().enumerate() {
+            let want = end + i as u64;
+            match a {
+                Ok(a) if a.offset.0 == want => {}
+                Ok(a) => return Err(ClusterError::StateMachine(format!("log gave offset {} for {want}", a.offset.0))),
+                Err(e) => return Err(se(e)),
+            }
         }
-        h.high_watermark.store(offset + 1, Ordering::Release);
+        h.high_watermark.store(last, Ordering::Release);
     }
     Ok(())
 }
@@ -155,14 +277,50 @@ mod tests {
     #[test]
     fn entry_record_round_trip_and_garbage() {
         for r in [
-            EntryRecord { timestamp_ms: -5, key: None, value: b"v".to_vec() },
-            EntryRecord { timestamp_ms: 7, key: Some(b"k".to_vec()), value: Vec::new() },
+            EntryRecord { timestamp_ms: 5, key: None, value: Some(b"v".to_vec()), headers: vec![] },
+            EntryRecord { timestamp_ms: 7, key: Some(b"k".to_vec()), value: Some(Vec::new()), headers: vec![] },
         ] {
             assert_eq!(EntryRecord::decode(&r.encode()).unwrap(), r);
+            assert_eq!(decode_entry(&r.encode()).unwrap(), vec![r]);
         }
         assert!(EntryRecord::decode(b"short").is_err());
         let mut b = 0i64.to_be_bytes().to_vec();
         b.extend_from_slice(&1000u32.to_be_bytes());
         assert!(EntryRecord::decode(&b).is_err());
+    }
+
+    #[test]
+    fn batches_round_trip_and_lying_counts_are_refused() {
+        let batch = vec![
+            EntryRecord { timestamp_ms: 1, key: Some(b"k".to_vec()), value: None, headers: vec![("h".into(), b"x".to_vec())] },
+            EntryRecord { timestamp_ms: 2, key: None, value: Some(b"v2".to_vec()), headers: vec![] },
+        ];
+        let b = encode_batch(&batch);
+        assert_eq!(decode_entry(&b).unwrap(), batch);
+        assert_eq!(entry_count(&b), 2);
+        // Every truncation fails cleanly.
+        for cut in 1..b.len() {
+            assert!(decode_entry(&b[..cut]).is_err(), "cut at {cut}");
+        }
+        // A count of 4 billion records in a 9-byte entry allocates nothing.
+        let mut lie = vec![BATCH_MAGIC];
+        lie.extend_from_slice(&u32::MAX.to_be_bytes());
+        lie.extend_from_slice(&[0; 4]);
+        assert!(decode_entry(&lie).is_err());
+        assert_eq!(entry_count(&lie), 0);
+    }
+
+    #[tokio::test]
+    async fn the_state_machine_gives_a_batch_consecutive_offsets() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut sm = PartitionSm { next_offset: 0, tx };
+        let one = EntryRecord { timestamp_ms: 1, value: Some(b"a".to_vec()), ..Default::default() };
+        assert_eq!(sm.apply(1, &encode_batch(&[one.clone(), one.clone(), one.clone()])), 0u64.to_be_bytes().to_vec());
+        assert_eq!(sm.apply(2, &one.encode()), 3u64.to_be_bytes().to_vec());
+        assert!(sm.apply(3, b"\xB1garbage").is_empty(), "a bad entry takes no offsets");
+        assert_eq!(sm.apply(4, &encode_batch(&[one])), 4u64.to_be_bytes().to_vec());
+        assert_eq!(rx.try_recv().unwrap().0, 0);
+        assert_eq!(rx.try_recv().unwrap().0, 3);
+        assert_eq!(rx.try_recv().unwrap().0, 4);
     }
 }

@@ -16,6 +16,9 @@ use weft_wire::{ErrorBody, ErrorCode};
 use crate::client_cmd::{self, ClientArgs, OutputArgs};
 use crate::config::ClusterConf;
 
+pub mod plane;
+pub use plane::ClusterPlane;
+
 /// Start the cluster node when `cluster.node_id` is set; `None` is today's single node.
 pub async fn start(conf: &ClusterConf, data_dir: &Path, native_addr: Option<String>, log: weft_log::Log) -> Result<Option<ClusterNode>> {
     if conf.node_id == 0 {
@@ -50,21 +53,16 @@ pub async fn start(conf: &ClusterConf, data_dir: &Path, native_addr: Option<Stri
     Ok(Some(ClusterNode::start(cfg).await?))
 }
 
-/// A cluster error as a wire error: `not_leader` cases are `unavailable` with
-/// `details.not_leader = {group, leader, addr}` (retry there, or anywhere: any
-/// node forwards); a timed-out write's fate is unknown (`timeout`).
+/// A cluster error as a wire error: `not_leader` with `details = {group,
+/// leader, addr}` (also under `details.not_leader`, stage 1's shape); a
+/// timed-out write's fate is unknown (`timeout`, `details.outcome`).
 fn wire(e: ClusterError) -> ServiceError {
-    let (code, details) = match &e {
-        ClusterError::NotLeader { group, leader, addr } => {
-            (ErrorCode::Unavailable, Some(serde_json::json!({"not_leader": {"group": group, "leader": leader, "addr": addr}})))
-        }
-        ClusterError::Timeout(_) => (ErrorCode::Timeout, Some(serde_json::json!({"outcome": "unknown"}))),
-        ClusterError::Busy => (ErrorCode::Busy, None),
-        ClusterError::Shutdown => (ErrorCode::ShuttingDown, None),
-        ClusterError::Config(_) => (ErrorCode::Validation, None),
-        _ => (ErrorCode::Unavailable, None),
-    };
-    ServiceError::Wire(ErrorBody { code, message: e.to_string(), details })
+    ServiceError::Wire(plane::cluster_error_body(&e))
+}
+
+/// The record plane of a cluster node, for `log.*`, HTTP and the `cluster.local.*` routes.
+pub fn record_plane(node: &ClusterNode, log: weft_log::Log, conf: &ClusterConf) -> std::sync::Arc<ClusterPlane> {
+    std::sync::Arc::new(ClusterPlane::new(node.clone(), log, Duration::from_millis(conf.propose_timeout_ms.max(1))))
 }
 
 fn meta_result(r: MetaResponse) -> Result<MetaResponse, ServiceError> {
@@ -132,8 +130,10 @@ fn json<T: Serialize>(v: T) -> Result<serde_json::Value, ServiceError> {
     serde_json::to_value(v).map_err(ServiceError::from_err)
 }
 
-/// `cluster.*` endpoints.
-pub fn register(service: &mut Service, node: ClusterNode) -> Result<()> {
+/// `cluster.*` endpoints; `plane` serves `cluster.produce`/`cluster.fetch`
+/// (so they forward like `log.*`) and the internal `cluster.local.*` routes.
+pub fn register(service: &mut Service, node: ClusterNode, plane: std::sync::Arc<ClusterPlane>) -> Result<()> {
+    plane::register_local(service, plane.clone())?;
     let n = node.clone();
     service.endpoint("cluster.status", move |_: Option<()>| {
         let n = n.clone();
@@ -162,18 +162,50 @@ pub fn register(service: &mut Service, node: ClusterNode) -> Result<()> {
         let n = n.clone();
         async move { meta_result(n.remove_node(req.id).await.map_err(wire)?) }
     })?;
-    let n = node.clone();
+    let p = plane.clone();
     service.endpoint("cluster.produce", move |req: ProduceRequest| {
-        let n = n.clone();
+        let p = p.clone();
         async move {
-            let offset = n.produce(&req.topic, req.partition, req.key.map(String::into_bytes), req.value.into_bytes()).await.map_err(wire)?;
-            Ok(serde_json::json!({ "offset": offset }))
+            use weft_broker::plane::RecordPlane;
+            let rec = weft_log::ProduceRecord {
+                partition: Some(weft_log::PartitionId(req.partition)),
+                timestamp_ms: None,
+                key: req.key.map(|k| bytes::Bytes::from(k.into_bytes())),
+                value: Some(bytes::Bytes::from(req.value.into_bytes())),
+                headers: Vec::new(),
+            };
+            let r = p.produce(&req.topic, vec![rec]).await.map_err(ServiceError::Wire)?;
+            match r.results.into_iter().next() {
+                Some(weft_broker::dto::ProduceResult { offset: Some(o), .. }) => Ok(serde_json::json!({ "offset": o })),
+                Some(weft_broker::dto::ProduceResult { error: Some(e), .. }) => Err(ServiceError::Wire(e)),
+                _ => Err(ServiceError::Wire(ErrorBody::new(ErrorCode::Internal, "produce answered nothing"))),
+            }
         }
     })?;
-    let n = node.clone();
+    let p = plane;
     service.endpoint("cluster.fetch", move |req: FetchRequest| {
-        let n = n.clone();
-        async move { json(n.fetch(&req.topic, req.partition, req.offset, req.max_records.unwrap_or(100).clamp(1, 10_000)).await.map_err(wire)?) }
+        let p = p.clone();
+        async move {
+            use weft_broker::plane::RecordPlane;
+            let f = weft_broker::dto::Fetch {
+                topic: req.topic,
+                partition: req.partition,
+                offset: req.offset,
+                max_bytes: None,
+                max_records: Some(req.max_records.unwrap_or(100).clamp(1, 10_000)),
+                wait_ms: None,
+                raw: false,
+                reset: None,
+            };
+            let r = p.fetch(&f).await.map_err(ServiceError::Wire)?;
+            let text = |b: Option<serde_bytes::ByteBuf>| b.map(|b| String::from_utf8_lossy(&b).into_owned());
+            let records: Vec<weft_cluster::node::FetchedRecord> = r
+                .records
+                .into_iter()
+                .map(|x| weft_cluster::node::FetchedRecord { offset: x.offset, timestamp_ms: x.timestamp_ms, key: text(x.key), value: text(x.value) })
+                .collect();
+            json(weft_cluster::node::Fetched { high_watermark: r.high_watermark, records })
+        }
     })?;
     let n = node;
     service.endpoint("cluster.create_topic", move |req: CreateTopicRequest| {

@@ -73,11 +73,17 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
         let entries = config_entries.clone();
         async move { Ok(entries) }
     })?;
-    weft_broker::native::register(&mut service, log.clone())?;
-    // Cluster mode (cluster.node_id set): the metadata group and the cluster.* endpoints.
+    // Cluster mode (cluster.node_id set): the metadata group and the cluster.* endpoints,
+    // and records of replicated topics through the cluster's record plane (docs/cluster.md).
     let cluster = crate::cluster_cmd::start(&cfg.cluster, &data_dir, cfg.tcp.enabled.then(|| format!("tcp://{}", cfg.tcp.addr)), log.clone()).await?;
-    if let Some(node) = &cluster {
-        crate::cluster_cmd::register(&mut service, node.clone())?;
+    let cluster_plane = cluster.as_ref().map(|node| crate::cluster_cmd::record_plane(node, log.clone(), &cfg.cluster));
+    let record_plane: weft_broker::plane::Plane = match &cluster_plane {
+        Some(p) => p.clone(),
+        None => weft_broker::plane::LocalPlane::shared(log.clone()),
+    };
+    weft_broker::native::register_with(&mut service, log.clone(), record_plane.clone())?;
+    if let (Some(node), Some(plane)) = (&cluster, &cluster_plane) {
+        crate::cluster_cmd::register(&mut service, node.clone(), plane.clone())?;
         features.push("cluster".into());
     }
     // Queued endpoints/senders, statistics and error keepers, and their
@@ -205,6 +211,7 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
                 Some(ui) => crate::observe::routes(readiness.clone()).merge(crate::ui::routes(ui.clone())),
                 None => crate::observe::routes(readiness.clone()),
             }),
+            plane: Some(record_plane.clone()),
         };
         let (addr, task) = weft_broker::http::serve_with(log.clone(), &cfg.http.addr, opts, async move { stop.cancelled().await })
             .await

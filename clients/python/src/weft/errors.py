@@ -117,6 +117,15 @@ class Unavailable(ServerError):
     code = "unavailable"
 
 
+class NotLeader(Unavailable):
+    """Cluster mode: the node does not lead the raft group the request needs
+    and did not run it; ``details`` holds ``group``, ``leader`` and ``addr``
+    (the leader's native address, None when unknown). A subclass of
+    Unavailable, which stage 1 servers answered instead."""
+
+    code = "not_leader"
+
+
 class ServerTimeout(ServerError):
     code = "timeout"
 
@@ -146,6 +155,7 @@ ERRORS: dict[str, type[ServerError]] = {
         Conflict,
         OutOfRange,
         Unavailable,
+        NotLeader,
         ServerTimeout,
         ShuttingDown,
         Internal,

@@ -1,0 +1,85 @@
+//! The record plane: the one interface through which the native endpoints,
+//! the HTTP gateway and (through them) the CLI reach records and topics.
+//!
+//! A single node uses [`LocalPlane`], its own weft-log: exactly what the
+//! endpoints did before the trait existed. A cluster node plugs in its own
+//! implementation (the binary's `cluster_cmd::ClusterPlane`), which sends
+//! records through the replicated partitions; the code above the trait is
+//! the same for both (docs/cluster.md).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use weft_log::{Log, OffsetSpec, PartitionId, ProduceRecord, TopicConfig, TopicDescription};
+use weft_wire::ErrorBody;
+
+use crate::dto;
+use crate::error::log_error_body;
+use crate::native;
+
+/// What every plane operation returns: the wire error already chosen, so
+/// both surfaces answer the same code whichever plane served it.
+pub type PlaneFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ErrorBody>> + Send + 'a>>;
+
+/// Records and topics, wherever they live.
+pub trait RecordPlane: Send + Sync {
+    /// `replicas`: how many copies (cluster only; a single node ignores it).
+    fn create_topic<'a>(&'a self, name: &'a str, config: Option<TopicConfig>, replicas: Option<u32>) -> PlaneFuture<'a, TopicDescription>;
+    fn list_topics(&self) -> PlaneFuture<'_, Vec<String>>;
+    fn describe_topic<'a>(&'a self, name: &'a str) -> PlaneFuture<'a, TopicDescription>;
+    fn delete_topic<'a>(&'a self, name: &'a str) -> PlaneFuture<'a, ()>;
+    /// One produce call: per-record results, as `log.produce` answers.
+    fn produce<'a>(&'a self, topic: &'a str, records: Vec<ProduceRecord>) -> PlaneFuture<'a, dto::ProduceResponse>;
+    fn fetch<'a>(&'a self, req: &'a dto::Fetch) -> PlaneFuture<'a, dto::FetchResponse>;
+    fn offset<'a>(&'a self, topic: &'a str, partition: u32, spec: OffsetSpec) -> PlaneFuture<'a, u64>;
+    /// Consumer-group offset commit (fenced when a member is named).
+    fn commit(&self, req: dto::Commit) -> PlaneFuture<'_, ()>;
+    fn committed<'a>(&'a self, req: &'a dto::Committed) -> PlaneFuture<'a, dto::CommittedAnswer>;
+}
+
+/// A shared plane, as the endpoints hold it.
+pub type Plane = Arc<dyn RecordPlane>;
+
+/// The single-node plane: the node's own log.
+pub struct LocalPlane(pub Log);
+
+impl LocalPlane {
+    pub fn shared(log: Log) -> Plane {
+        Arc::new(LocalPlane(log))
+    }
+}
+
+fn body(e: weft_log::LogError) -> ErrorBody {
+    log_error_body(&e)
+}
+
+impl RecordPlane for LocalPlane {
+    fn create_topic<'a>(&'a self, name: &'a str, config: Option<TopicConfig>, _replicas: Option<u32>) -> PlaneFuture<'a, TopicDescription> {
+        Box::pin(async move { self.0.create_topic(name, config).await.map_err(body) })
+    }
+    fn list_topics(&self) -> PlaneFuture<'_, Vec<String>> {
+        Box::pin(async move { Ok(self.0.list_topics().into_iter().map(|t| t.as_str().to_owned()).collect()) })
+    }
+    fn describe_topic<'a>(&'a self, name: &'a str) -> PlaneFuture<'a, TopicDescription> {
+        Box::pin(async move { self.0.describe_topic(name).map_err(body) })
+    }
+    fn delete_topic<'a>(&'a self, name: &'a str) -> PlaneFuture<'a, ()> {
+        Box::pin(async move { self.0.delete_topic(name).await.map_err(body) })
+    }
+    fn produce<'a>(&'a self, topic: &'a str, records: Vec<ProduceRecord>) -> PlaneFuture<'a, dto::ProduceResponse> {
+        Box::pin(async move { native::produce(&self.0, topic, records).await.map_err(body) })
+    }
+    fn fetch<'a>(&'a self, req: &'a dto::Fetch) -> PlaneFuture<'a, dto::FetchResponse> {
+        Box::pin(async move { native::fetch(&self.0, req).await.map_err(body) })
+    }
+    fn offset<'a>(&'a self, topic: &'a str, partition: u32, spec: OffsetSpec) -> PlaneFuture<'a, u64> {
+        Box::pin(async move { self.0.list_offset(topic, PartitionId(partition), spec).map(|o| o.0).map_err(body) })
+    }
+    fn commit(&self, req: dto::Commit) -> PlaneFuture<'_, ()> {
+        Box::pin(async move { native::commit(&self.0, req).await.map_err(body) })
+    }
+    fn committed<'a>(&'a self, req: &'a dto::Committed) -> PlaneFuture<'a, dto::CommittedAnswer> {
+        Box::pin(async move { native::committed(&self.0, req).map_err(body) })
+    }
+}

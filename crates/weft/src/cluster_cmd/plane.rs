@@ -1,0 +1,550 @@
+//! The cluster's record plane (docs/cluster.md, "One path for records"):
+//! `log.*` endpoints, the HTTP gateway and the CLI reach replicated topics
+//! through this implementation of [`weft_broker::plane::RecordPlane`].
+//!
+//! - A topic in the metadata group is replicated: a produce becomes one raft
+//!   entry per partition (offsets assigned at apply), a fetch reads this
+//!   node's copy (which holds only committed records). A node that hosts no
+//!   replica of the partition forwards the request to a replica over the
+//!   native protocol (`cluster.local.*`, which never forward again), keeping
+//!   one client connection per peer.
+//! - A topic only in this node's log (node-local features, or created before
+//!   cluster mode) is served from the log as on a single node.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_bytes::ByteBuf;
+use weft_broker::dto;
+use weft_broker::error::log_error_body;
+use weft_broker::native;
+use weft_broker::plane::{PlaneFuture, RecordPlane};
+use weft_cluster::meta::{TopicMeta, topic_config};
+use weft_cluster::partition::EntryRecord;
+use weft_cluster::{ClusterError, ClusterNode, MetaCommand, MetaResponse, NodeId};
+use weft_log::{Log, LogError, OffsetSpec, PartitionId, ProduceRecord, TopicConfig, TopicDescription};
+use weft_net::{Client, ClientConfig, ClientError};
+use weft_wire::{ErrorBody, ErrorCode};
+
+/// Internal routes a forwarding node calls on a replica; they serve only
+/// partitions hosted on the node called (never forward), so a request makes
+/// at most one hop even while two nodes disagree about placement.
+pub const LOCAL_PRODUCE: &str = "cluster.local.produce";
+pub const LOCAL_FETCH: &str = "cluster.local.fetch";
+pub const LOCAL_OFFSETS: &str = "cluster.local.offsets";
+
+pub struct ClusterPlane {
+    node: ClusterNode,
+    log: Log,
+    /// One connection per peer, opened on first use (reconnects in the background).
+    peers: Mutex<HashMap<NodeId, Client>>,
+    /// The replica that last answered for a group: tried first next time.
+    routes: Mutex<HashMap<u64, NodeId>>,
+    /// Keyless records without a partition: one partition per call, rotating.
+    sticky: AtomicU32,
+    /// How long a produce keeps retrying while its partition has no leader
+    /// (`cluster.propose_timeout_ms`).
+    propose_timeout: Duration,
+}
+
+fn err(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
+    ErrorBody::new(code, message)
+}
+
+/// A cluster error as a wire error (the one mapping; `cluster.*` routes use it too).
+pub fn cluster_error_body(e: &ClusterError) -> ErrorBody {
+    match e {
+        ClusterError::NotLeader { group, leader, addr } => ErrorBody::new(ErrorCode::NotLeader, e.to_string())
+            .with_details(serde_json::json!({"kind": "not_leader", "group": group, "leader": leader, "addr": addr, "not_leader": {"group": group, "leader": leader, "addr": addr}})),
+        ClusterError::Timeout(_) => ErrorBody::new(ErrorCode::Timeout, e.to_string()).with_details(serde_json::json!({"outcome": "unknown"})),
+        ClusterError::Busy => ErrorBody::new(ErrorCode::Busy, e.to_string()),
+        ClusterError::Shutdown => ErrorBody::new(ErrorCode::ShuttingDown, e.to_string()),
+        ClusterError::Config(_) => ErrorBody::new(ErrorCode::Validation, e.to_string()),
+        ClusterError::UnknownGroup(g) => ErrorBody::new(ErrorCode::Unavailable, format!("partition group {g} is not hosted on this node"))
+            .with_details(serde_json::json!({"kind": "not_hosted", "group": g})),
+        _ => ErrorBody::new(ErrorCode::Unavailable, e.to_string()),
+    }
+}
+
+fn meta_error(r: MetaResponse) -> Result<MetaResponse, ErrorBody> {
+    match r {
+        MetaResponse::Error { code, message } => {
+            let code = match code.as_str() {
+                "not_found" => ErrorCode::NotFound,
+                "conflict" => ErrorCode::Conflict,
+                _ => ErrorCode::Validation,
+            };
+            Err(ErrorBody::new(code, message))
+        }
+        ok => Ok(ok),
+    }
+}
+
+/// Whether a forwarded request certainly did not run on the peer, so another
+/// replica may be tried even for a produce.
+fn not_sent(e: &ClientError) -> bool {
+    match e {
+        ClientError::Connect { .. } | ClientError::Closed => true,
+        ClientError::Remote(b) => b.code == ErrorCode::NotLeader || b.details.as_ref().and_then(|d| d["kind"].as_str()) == Some("not_hosted"),
+        _ => false,
+    }
+}
+
+fn client_error_body(e: ClientError) -> ErrorBody {
+    match e {
+        ClientError::Remote(b) => b,
+        ClientError::Timeout(_) | ClientError::ConnectionLost => {
+            ErrorBody::new(ErrorCode::Timeout, format!("forwarded request: {e}")).with_details(serde_json::json!({"outcome": "unknown"}))
+        }
+        other => ErrorBody::new(ErrorCode::Unavailable, format!("forwarding to a replica: {other}")),
+    }
+}
+
+fn to_entry(r: &ProduceRecord, now_ms: i64) -> EntryRecord {
+    EntryRecord {
+        timestamp_ms: r.timestamp_ms.unwrap_or(now_ms),
+        key: r.key.as_ref().map(|k| k.to_vec()),
+        value: r.value.as_ref().map(|v| v.to_vec()),
+        headers: r.headers.iter().map(|(k, v)| (k.clone(), v.to_vec())).collect(),
+    }
+}
+
+fn to_record_in(r: ProduceRecord, partition: u32) -> dto::RecordIn {
+    dto::RecordIn {
+        partition: Some(partition),
+        key: r.key.map(|k| ByteBuf::from(k.to_vec())),
+        value: r.value.map(|v| ByteBuf::from(v.to_vec())),
+        headers: r.headers.into_iter().map(|(k, v)| (k, ByteBuf::from(v.to_vec()))).collect(),
+        timestamp_ms: r.timestamp_ms,
+    }
+}
+
+fn record_size(r: &ProduceRecord) -> usize {
+    r.key.as_ref().map_or(0, Bytes::len) + r.value.as_ref().map_or(0, Bytes::len) + r.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl ClusterPlane {
+    pub fn new(node: ClusterNode, log: Log, propose_timeout: Duration) -> Self {
+        ClusterPlane { node, log, peers: Mutex::default(), routes: Mutex::default(), sticky: AtomicU32::new(0), propose_timeout }
+    }
+
+    /// The topic's metadata when it is replicated. This node's metadata may
+    /// lag a create done elsewhere: a name it does not know is looked up
+    /// again linearizably before it is called local.
+    async fn replicated(&self, topic: &str) -> Option<TopicMeta> {
+        if let Some(t) = self.node.local_meta().topics.get(topic) {
+            return Some(t.clone());
+        }
+        if self.log.describe_topic(topic).is_ok() {
+            return None;
+        }
+        self.node.read_meta().await.ok()?.topics.get(topic).cloned()
+    }
+
+    async fn peer(&self, id: NodeId) -> Result<Client, ClientError> {
+        if let Some(c) = self.peers.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+            return Ok(c.clone());
+        }
+        let addr = self.node.native_addr(id).ok_or_else(|| ClientError::Connect { endpoint: format!("node {id}"), reason: "no native address registered".into() })?;
+        let target: weft_net::Target = addr.parse().map_err(|e| ClientError::Connect { endpoint: addr.clone(), reason: format!("{e}") })?;
+        let cfg = ClientConfig {
+            client_name: format!("weft-cluster-{}", self.node.node_id()),
+            connect_timeout: Duration::from_secs(2),
+            // A forwarded produce waits for its commit; a fetch for its long poll.
+            request_timeout: self.propose_timeout + Duration::from_secs(35),
+            ..ClientConfig::default()
+        };
+        let c = Client::connect(target, cfg).await?;
+        // Two racing connects keep the first; the other is dropped (closed).
+        Ok(self.peers.lock().unwrap_or_else(|p| p.into_inner()).entry(id).or_insert(c).clone())
+    }
+
+    fn forget_peer(&self, id: NodeId) {
+        self.peers.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    }
+
+    /// The partition's replicas in the order to try: the one that last
+    /// answered, the group's leader when known here, then placement order.
+    fn candidates(&self, topic: &str, partition: u32) -> Result<(u64, Vec<NodeId>), ErrorBody> {
+        let (group, mut replicas) = self.node.placement(topic, partition).map_err(|e| cluster_error_body(&e))?;
+        let me = self.node.node_id();
+        replicas.retain(|r| *r != me);
+        let first = self.routes.lock().unwrap_or_else(|p| p.into_inner()).get(&group).copied();
+        if let Some(f) = first.filter(|f| replicas.contains(f)) {
+            replicas.retain(|r| *r != f);
+            replicas.insert(0, f);
+        }
+        Ok((group, replicas))
+    }
+
+    /// Call `route` on the partition's replicas until one answers. `idempotent`:
+    /// any failure moves to the next replica; else only failures that prove
+    /// the request did not run there (a produce is never sent twice).
+    async fn forward<Req, Resp>(&self, topic: &str, partition: u32, route: &str, req: &Req, idempotent: bool) -> Result<Resp, ErrorBody>
+    where
+        Req: serde::Serialize + Sync,
+        Resp: serde::de::DeserializeOwned,
+    {
+        let (group, replicas) = self.candidates(topic, partition)?;
+        let mut last = err(ErrorCode::Unavailable, format!("no replica of {topic}/{partition} reachable"));
+        for id in replicas {
+            let c = match self.peer(id).await {
+                Ok(c) => c,
+                Err(e) => {
+                    last = client_error_body(e);
+                    continue;
+                }
+            };
+            match c.call::<Req, Resp>(route, req).await {
+                Ok(r) => {
+                    self.routes.lock().unwrap_or_else(|p| p.into_inner()).insert(group, id);
+                    return Ok(r);
+                }
+                Err(e) => {
+                    let retry = idempotent || not_sent(&e);
+                    if matches!(e, ClientError::Connect { .. } | ClientError::Closed) {
+                        self.forget_peer(id);
+                    }
+                    tracing::debug!(topic, partition, node = id, error = %e, "cluster: forwarded request failed");
+                    if !retry {
+                        return Err(client_error_body(e));
+                    }
+                    last = client_error_body(e);
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// Produce records (already placed in `partition`) to a partition hosted
+    /// here; retried while the group has no leader (nothing was proposed then).
+    pub async fn produce_here(&self, topic: &str, partition: u32, records: &[ProduceRecord]) -> Result<Vec<u64>, ErrorBody> {
+        let now = now_ms();
+        let entries: Vec<EntryRecord> = records.iter().map(|r| to_entry(r, now)).collect();
+        let deadline = Instant::now() + self.propose_timeout;
+        loop {
+            match self.node.produce_records(topic, partition, entries.clone()).await {
+                Ok(offsets) => return Ok(offsets),
+                // A new group, or an election under way: no proposal was made.
+                Err(ClusterError::NotLeader { leader: 0, .. }) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(e) => return Err(cluster_error_body(&e)),
+            }
+        }
+    }
+
+    /// Fetch from this node's copy of a hosted partition: it holds only
+    /// committed records (the applier writes nothing else).
+    pub async fn fetch_here(&self, req: &dto::Fetch) -> Result<dto::FetchResponse, ErrorBody> {
+        let h = self.node.hosted(&req.topic, req.partition).ok_or_else(|| self.not_hosted(&req.topic, req.partition))?;
+        if let Some(e) = h.failed.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Err(err(ErrorCode::Unavailable, format!("this replica stopped applying: {e}")));
+        }
+        native::fetch(&self.log, req).await.map_err(|e| log_error_body(&e))
+    }
+
+    pub fn offset_here(&self, topic: &str, partition: u32, spec: OffsetSpec) -> Result<u64, ErrorBody> {
+        self.node.hosted(topic, partition).ok_or_else(|| self.not_hosted(topic, partition))?;
+        self.log.list_offset(topic, PartitionId(partition), spec).map(|o| o.0).map_err(|e| log_error_body(&e))
+    }
+
+    fn not_hosted(&self, topic: &str, partition: u32) -> ErrorBody {
+        let group = self.node.placement(topic, partition).map(|(g, _)| g).unwrap_or(0);
+        cluster_error_body(&ClusterError::UnknownGroup(group))
+    }
+
+    /// Produce to one partition of a replicated topic, here or through a replica.
+    async fn produce_partition(&self, topic: &str, partition: u32, records: Vec<ProduceRecord>) -> Result<Vec<u64>, ErrorBody> {
+        if self.node.hosted(topic, partition).is_some() {
+            return self.produce_here(topic, partition, &records).await;
+        }
+        let req = dto::Produce { topic: topic.to_owned(), records: records.into_iter().map(|r| to_record_in(r, partition)).collect() };
+        let resp: dto::ProduceResponse = self.forward(topic, partition, LOCAL_PRODUCE, &req, false).await?;
+        resp.results
+            .into_iter()
+            .map(|r| match (r.offset, r.error) {
+                (Some(o), _) => Ok(o),
+                (None, Some(e)) => Err(e),
+                (None, None) => Err(err(ErrorCode::Internal, "replica answered without an offset")),
+            })
+            .collect()
+    }
+
+    async fn produce_replicated(&self, t: &TopicMeta, records: Vec<ProduceRecord>) -> Result<dto::ProduceResponse, ErrorBody> {
+        if let Some((i, ts)) = records.iter().enumerate().find_map(|(i, r)| r.timestamp_ms.filter(|t| *t < 0).map(|t| (i, t))) {
+            return Err(log_error_body(&LogError::InvalidRequest(format!("record {i}: timestamp_ms must be >= 0 (milliseconds since the epoch), got {ts}"))));
+        }
+        let config = topic_config(t);
+        let n = config.partitions.max(1);
+        let sticky = self.sticky.fetch_add(1, Ordering::Relaxed) % n;
+        let mut results: Vec<Option<dto::ProduceResult>> = vec![None; records.len()];
+        let mut by_partition: BTreeMap<u32, (Vec<usize>, Vec<ProduceRecord>)> = BTreeMap::new();
+        let now = now_ms();
+        for (i, mut r) in records.into_iter().enumerate() {
+            // Stamped once here, so the ack and every replica carry the same time.
+            r.timestamp_ms.get_or_insert(now);
+            let p = match (r.partition, &r.key) {
+                (Some(p), _) => p.0,
+                (None, Some(k)) => weft_log::key_partition(k, n),
+                // Keyless records of one call stay together: one raft entry.
+                (None, None) => sticky,
+            };
+            let size = record_size(&r);
+            let refuse = if p >= n {
+                Some(LogError::UnknownPartition { topic: t.name.clone(), partition: PartitionId(p), partitions: n })
+            } else if size > config.max_record_bytes as usize {
+                Some(LogError::RecordTooLarge { size, max: config.max_record_bytes as usize })
+            } else {
+                None
+            };
+            if let Some(e) = refuse {
+                results[i] = Some(dto::ProduceResult { partition: None, offset: None, timestamp_ms: None, error: Some(log_error_body(&e)) });
+                continue;
+            }
+            let e = by_partition.entry(p).or_default();
+            e.0.push(i);
+            e.1.push(r);
+        }
+        let calls = by_partition.into_iter().map(|(p, (idx, recs))| async move {
+            let ts: Vec<i64> = recs.iter().map(|r| r.timestamp_ms.unwrap_or(now)).collect();
+            (p, idx, ts, self.produce_partition(&t.name, p, recs).await)
+        });
+        let mut failures = Vec::new();
+        for (p, idx, ts, r) in futures::future::join_all(calls).await {
+            match r {
+                Ok(offsets) => {
+                    for ((i, o), ts) in idx.into_iter().zip(offsets).zip(ts) {
+                        results[i] = Some(dto::ProduceResult { partition: Some(p), offset: Some(o), timestamp_ms: Some(ts), error: None });
+                    }
+                }
+                Err(e) => {
+                    for i in idx {
+                        results[i] = Some(dto::ProduceResult { partition: None, offset: None, timestamp_ms: None, error: Some(e.clone()) });
+                    }
+                    failures.push(e);
+                }
+            }
+        }
+        let results: Vec<dto::ProduceResult> = results.into_iter().map(|r| r.unwrap_or(dto::ProduceResult { partition: None, offset: None, timestamp_ms: None, error: None })).collect();
+        // Nothing written at all: answer the request with the error (a
+        // not_leader or a timeout is then what the client sees, as for one record).
+        if !failures.is_empty() && results.iter().all(|r| r.offset.is_none()) {
+            if let Some(e) = failures.into_iter().next() {
+                return Err(e);
+            }
+        }
+        Ok(dto::ProduceResponse { results })
+    }
+
+    async fn describe_replicated(&self, t: &TopicMeta) -> Result<TopicDescription, ErrorBody> {
+        let config = topic_config(t);
+        // This node's copy (empty where no replica is hosted): the shape the CLI reads.
+        weft_cluster::partition::ensure_local_topic(&self.log, &t.name, config.clone()).await.map_err(|e| cluster_error_body(&e))?;
+        let mut d = self.log.describe_topic(&t.name).map_err(|e| log_error_body(&e))?;
+        d.config = config;
+        Ok(d)
+    }
+}
+
+impl RecordPlane for ClusterPlane {
+    fn create_topic<'a>(&'a self, name: &'a str, config: Option<TopicConfig>, replicas: Option<u32>) -> PlaneFuture<'a, TopicDescription> {
+        Box::pin(async move {
+            let config = config.unwrap_or_default();
+            weft_log::TopicName::new(name).map_err(|e| log_error_body(&e))?;
+            let replicas = replicas.unwrap_or_else(|| (self.node.local_meta().data_nodes().len() as u32).clamp(1, 3));
+            let cmd = MetaCommand::CreateTopic {
+                name: name.to_owned(),
+                partitions: config.partitions,
+                replicas,
+                config: serde_json::to_value(&config).map_err(|e| err(ErrorCode::Internal, e.to_string()))?,
+            };
+            let r = self.node.propose_meta(&cmd).await.map_err(|e| cluster_error_body(&e))?;
+            match meta_error(r)? {
+                MetaResponse::Topic(t) => self.describe_replicated(&t).await,
+                _ => Err(err(ErrorCode::Internal, "create answered without a topic")),
+            }
+        })
+    }
+
+    fn list_topics(&self) -> PlaneFuture<'_, Vec<String>> {
+        Box::pin(async move {
+            let mut names: Vec<String> = self.node.local_meta().topics.keys().cloned().collect();
+            for t in self.log.list_topics() {
+                if !names.iter().any(|n| n == t.as_str()) {
+                    names.push(t.as_str().to_owned());
+                }
+            }
+            names.sort();
+            Ok(names)
+        })
+    }
+
+    fn describe_topic<'a>(&'a self, name: &'a str) -> PlaneFuture<'a, TopicDescription> {
+        Box::pin(async move {
+            match self.replicated(name).await {
+                Some(t) => self.describe_replicated(&t).await,
+                None => self.log.describe_topic(name).map_err(|e| log_error_body(&e)),
+            }
+        })
+    }
+
+    fn delete_topic<'a>(&'a self, name: &'a str) -> PlaneFuture<'a, ()> {
+        Box::pin(async move {
+            if self.replicated(name).await.is_some() {
+                // Each replica's copy would outlive the metadata entry and a
+                // topic created again under the name would skip records that
+                // collide with the old copy's offsets (docs/cluster.md).
+                return Err(err(ErrorCode::Validation, format!("deleting a replicated topic ({name}) is not supported yet")));
+            }
+            self.log.delete_topic(name).await.map_err(|e| log_error_body(&e))
+        })
+    }
+
+    fn produce<'a>(&'a self, topic: &'a str, records: Vec<ProduceRecord>) -> PlaneFuture<'a, dto::ProduceResponse> {
+        Box::pin(async move {
+            match self.replicated(topic).await {
+                Some(t) => self.produce_replicated(&t, records).await,
+                None => native::produce(&self.log, topic, records).await.map_err(|e| log_error_body(&e)),
+            }
+        })
+    }
+
+    fn fetch<'a>(&'a self, req: &'a dto::Fetch) -> PlaneFuture<'a, dto::FetchResponse> {
+        Box::pin(async move {
+            if self.replicated(&req.topic).await.is_none() {
+                return native::fetch(&self.log, req).await.map_err(|e| log_error_body(&e));
+            }
+            if self.node.hosted(&req.topic, req.partition).is_some() {
+                return self.fetch_here(req).await;
+            }
+            self.forward(&req.topic, req.partition, LOCAL_FETCH, req, true).await
+        })
+    }
+
+    fn offset<'a>(&'a self, topic: &'a str, partition: u32, spec: OffsetSpec) -> PlaneFuture<'a, u64> {
+        Box::pin(async move {
+            if self.replicated(topic).await.is_none() {
+                return self.log.list_offset(topic, PartitionId(partition), spec).map(|o| o.0).map_err(|e| log_error_body(&e));
+            }
+            if self.node.hosted(topic, partition).is_some() {
+                return self.offset_here(topic, partition, spec);
+            }
+            let q = match spec {
+                OffsetSpec::Earliest => dto::OffsetQuery::Earliest,
+                OffsetSpec::Latest => dto::OffsetQuery::Latest,
+                OffsetSpec::Timestamp(ms) => dto::OffsetQuery::Timestamp(ms),
+            };
+            let a: dto::OffsetAnswer = self.forward(topic, partition, LOCAL_OFFSETS, &dto::Offsets { topic: topic.to_owned(), partition, spec: q }, true).await?;
+            Ok(a.offset)
+        })
+    }
+
+    fn commit(&self, req: dto::Commit) -> PlaneFuture<'_, ()> {
+        Box::pin(async move {
+            let mut local = Vec::new();
+            let mut replicated = Vec::new();
+            for o in req.offsets {
+                if self.replicated(&o.topic).await.is_some() { replicated.push(o) } else { local.push(o) }
+            }
+            // Membership is this node's (the group coordinator is node-local):
+            // a named member is fenced here before anything is committed.
+            if let (Some(m), Some(g)) = (&req.member_id, req.generation) {
+                for o in &replicated {
+                    self.log.check_member_fetch(&req.group, m, g, &o.topic, PartitionId(o.partition)).map_err(|e| log_error_body(&e))?;
+                }
+            } else if req.member_id.is_some() != req.generation.is_some() {
+                return Err(log_error_body(&LogError::InvalidRequest("member_id and generation go together".into())));
+            }
+            for o in replicated {
+                let cmd = MetaCommand::CommitOffset { group: req.group.clone(), topic: o.topic, partition: o.partition, offset: o.offset };
+                meta_error(self.node.propose_meta(&cmd).await.map_err(|e| cluster_error_body(&e))?)?;
+            }
+            if !local.is_empty() {
+                let r = dto::Commit { group: req.group, member_id: req.member_id, generation: req.generation, offsets: local };
+                native::commit(&self.log, r).await.map_err(|e| log_error_body(&e))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn committed<'a>(&'a self, req: &'a dto::Committed) -> PlaneFuture<'a, dto::CommittedAnswer> {
+        Box::pin(async move {
+            if self.replicated(&req.topic).await.is_none() {
+                return native::committed(&self.log, req).map_err(|e| log_error_body(&e));
+            }
+            // Linearizable: a commit acknowledged anywhere is seen here.
+            let meta = self.node.read_meta().await.map_err(|e| cluster_error_body(&e))?;
+            let c = meta.offsets.get(&req.group).and_then(|t| t.get(&req.topic)).and_then(|p| p.get(&req.partition)).copied();
+            let mut out = dto::CommittedAnswer { offset: c, metadata: String::new(), start: None, reset: None };
+            if let Some(policy) = req.reset {
+                let earliest = self.offset(&req.topic, req.partition, OffsetSpec::Earliest).await?;
+                let latest = self.offset(&req.topic, req.partition, OffsetSpec::Latest).await?;
+                let (start, reset) = match c {
+                    Some(c) if (earliest..=latest).contains(&c) => (c, false),
+                    _ => match policy {
+                        weft_log::ResetPolicy::Earliest => (earliest, true),
+                        weft_log::ResetPolicy::Latest => (latest, true),
+                        weft_log::ResetPolicy::None => {
+                            return Err(log_error_body(&LogError::NoResetPolicy {
+                                what: match c {
+                                    Some(w) => format!("offset {w} is out of range"),
+                                    None => "no committed offset".into(),
+                                },
+                                topic: req.topic.clone(),
+                                partition: PartitionId(req.partition),
+                                requested: c.map(weft_log::Offset),
+                                earliest: weft_log::Offset(earliest),
+                                latest: weft_log::Offset(latest),
+                            }));
+                        }
+                    },
+                };
+                out.start = Some(start);
+                out.reset = Some(reset);
+            }
+            Ok(out)
+        })
+    }
+}
+
+/// Register the internal one-hop routes on a replica.
+pub fn register_local(service: &mut weft_service::Service, plane: Arc<ClusterPlane>) -> anyhow::Result<()> {
+    use weft_service::ServiceError;
+    let p = plane.clone();
+    service.endpoint(LOCAL_PRODUCE, move |req: dto::Produce| {
+        let p = p.clone();
+        async move {
+            let mut results = Vec::with_capacity(req.records.len());
+            let mut by_partition: BTreeMap<u32, Vec<ProduceRecord>> = BTreeMap::new();
+            for r in req.records {
+                let partition = r.partition.ok_or_else(|| ServiceError::validation("forwarded records carry their partition"))?;
+                by_partition.entry(partition).or_default().push(native::record_in(r));
+            }
+            for (partition, recs) in by_partition {
+                let ts: Vec<Option<i64>> = recs.iter().map(|r| r.timestamp_ms).collect();
+                let offsets = p.produce_here(&req.topic, partition, &recs).await.map_err(ServiceError::Wire)?;
+                for (o, ts) in offsets.into_iter().zip(ts) {
+                    results.push(dto::ProduceResult { partition: Some(partition), offset: Some(o), timestamp_ms: ts, error: None });
+                }
+            }
+            Ok(dto::ProduceResponse { results })
+        }
+    })?;
+    let p = plane.clone();
+    service.endpoint(LOCAL_FETCH, move |req: dto::Fetch| {
+        let p = p.clone();
+        async move { p.fetch_here(&req).await.map_err(ServiceError::Wire) }
+    })?;
+    let p = plane;
+    service.endpoint(LOCAL_OFFSETS, move |req: dto::Offsets| {
+        let p = p.clone();
+        async move { p.offset_here(&req.topic, req.partition, native::offset_spec(req.spec)).map(|o| dto::OffsetAnswer { offset: o }).map_err(ServiceError::Wire) }
+    })?;
+    Ok(())
+}
