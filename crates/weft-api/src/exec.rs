@@ -1,0 +1,663 @@
+//! The executor: AQL trees to weft-table calls (and weft-log reads for
+//! FROM TOPIC). Every clause is honoured: table, key, revision, limits,
+//! offsets, conditions and the timeout.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use weft_table::{self as table, Tables};
+
+use crate::aql::{self, Batch, CmpOp, Compare, CompareTarget, DeleteCond, KeyRange, Predicate, Query, SetCond, Statement};
+use crate::config::QueryConfig;
+use crate::error::Error;
+use crate::eval;
+use crate::pb;
+
+/// What a caller wants to do, for the [`Authorizer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+    Admin,
+}
+
+/// The access hook: called before every statement touches a table or a
+/// topic. The default allows everything; weft-auth's authorizer plugs in
+/// here (docs/query.md, "Access").
+pub trait Authorizer: Send + Sync + 'static {
+    /// `resource` is `table:<name>`, `topic:<name>` or `tables` (SHOW TABLES).
+    fn authorize(&self, identity: Option<&str>, access: Access, resource: &str) -> Result<(), Error>;
+}
+
+/// Allows every call.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AllowAll;
+
+impl Authorizer for AllowAll {
+    fn authorize(&self, _identity: Option<&str>, _access: Access, _resource: &str) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+/// Counters of the query API (stats keys `query.*`).
+#[derive(Debug, Default)]
+pub struct QueryStats {
+    pub queries: AtomicU64,
+    pub query_errors: AtomicU64,
+    pub deadlines: AtomicU64,
+    pub watches_started: AtomicU64,
+    pub watches_open: AtomicU64,
+    pub watch_events: AtomicU64,
+    pub streams: AtomicU64,
+    pub compare_failures: AtomicU64,
+}
+
+impl QueryStats {
+    pub fn gauges(&self) -> Vec<(String, u64)> {
+        let g = |k: &str, v: &AtomicU64| (format!("query.{k}"), v.load(AtomicOrdering::Relaxed));
+        vec![
+            g("queries", &self.queries),
+            g("query_errors", &self.query_errors),
+            g("deadlines_exceeded", &self.deadlines),
+            g("watches_started", &self.watches_started),
+            g("watches_open", &self.watches_open),
+            g("watch_events", &self.watch_events),
+            g("streams", &self.streams),
+            g("compare_failures", &self.compare_failures),
+        ]
+    }
+}
+
+/// Runs queries. Cheap to clone.
+#[derive(Clone)]
+pub struct Executor {
+    pub(crate) tables: Tables,
+    pub(crate) log: Option<weft_log::Log>,
+    pub(crate) config: Arc<QueryConfig>,
+    pub(crate) auth: Arc<dyn Authorizer>,
+    pub(crate) stats: Arc<QueryStats>,
+}
+
+impl Executor {
+    /// `log`: the node's log for FROM TOPIC (None: those queries answer UNAVAILABLE).
+    pub fn new(tables: Tables, log: Option<weft_log::Log>, config: QueryConfig) -> Self {
+        Executor { tables, log, config: Arc::new(config), auth: Arc::new(AllowAll), stats: Arc::new(QueryStats::default()) }
+    }
+
+    pub fn with_authorizer(mut self, auth: Arc<dyn Authorizer>) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    pub fn config(&self) -> &QueryConfig {
+        &self.config
+    }
+
+    pub fn stats(&self) -> &Arc<QueryStats> {
+        &self.stats
+    }
+
+    pub fn tables(&self) -> &Tables {
+        &self.tables
+    }
+
+    /// Parses AQL text within `query.max_text_bytes`.
+    pub fn parse(&self, text: &str) -> Result<Query, Error> {
+        if text.len() as u64 > self.config.max_text_bytes {
+            return Err(Error::Limit { what: "AQL text bytes".into(), limit: self.config.max_text_bytes, key: "query.max_text_bytes" });
+        }
+        Ok(aql::parse(text)?)
+    }
+
+    /// The deadline of a query: the shortest of its TIMEOUT, the caller's
+    /// (grpc-timeout) and, when neither is given, the default.
+    pub fn timeout(&self, q: &Query, caller: Option<Duration>) -> Option<Duration> {
+        let own = q.timeout_ms.map(Duration::from_millis);
+        let t = match (own, caller) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        t.or((self.config.default_timeout_ms > 0).then(|| Duration::from_millis(self.config.default_timeout_ms)))
+    }
+
+    /// Runs one query under its deadline.
+    pub async fn execute(&self, q: &Query, caller_timeout: Option<Duration>, identity: Option<&str>) -> Result<pb::Result, Error> {
+        self.stats.queries.fetch_add(1, AtomicOrdering::Relaxed);
+        let timeout = self.timeout(q, caller_timeout);
+        let run = self.statement(&q.stmt, identity);
+        let r = match timeout {
+            // TIMEOUT 0 is already over: answer without touching anything.
+            Some(t) if t.is_zero() => Err(Error::Deadline { timeout_ms: 0 }),
+            Some(t) => match tokio::time::timeout(t, run).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::Deadline { timeout_ms: t.as_millis() as u64 }),
+            },
+            None => run.await,
+        };
+        if let Err(e) = &r {
+            self.stats.query_errors.fetch_add(1, AtomicOrdering::Relaxed);
+            match e {
+                Error::Deadline { .. } => self.stats.deadlines.fetch_add(1, AtomicOrdering::Relaxed),
+                Error::CompareFailed { .. } => self.stats.compare_failures.fetch_add(1, AtomicOrdering::Relaxed),
+                _ => 0,
+            };
+            tracing::debug!(kind = q.stmt.kind(), error = %e, "query failed");
+        }
+        r
+    }
+
+    fn table(&self, name: &str, access: Access, identity: Option<&str>) -> Result<table::Table, Error> {
+        self.auth.authorize(identity, access, &format!("table:{name}"))?;
+        Ok(self.tables.get(name)?)
+    }
+
+    /// A LIMIT within `query.max_results` (None: the maximum).
+    fn limit(&self, limit: Option<u64>) -> Result<u64, Error> {
+        match limit {
+            Some(l) if l > self.config.max_results => {
+                Err(Error::Limit { what: format!("LIMIT {l}"), limit: self.config.max_results, key: "query.max_results" })
+            }
+            Some(l) => Ok(l),
+            None => Ok(self.config.max_results),
+        }
+    }
+
+    fn page(&self) -> u64 {
+        self.tables.config().max_range_limit.clamp(1, 1000)
+    }
+
+    async fn statement(&self, s: &Statement, id: Option<&str>) -> Result<pb::Result, Error> {
+        let kind = s.kind().to_owned();
+        let mut r = pb::Result { kind, ..Default::default() };
+        match s {
+            Statement::Get { table, key, revision } => {
+                let t = self.table(table, Access::Read, id)?;
+                let g = t.get(key, *revision).await?;
+                r.revision = g.revision;
+                r.kvs = g.kv.into_iter().map(kv).collect();
+                r.count = r.kvs.len() as u64;
+            }
+            Statement::Set { table, key, value, cond } => {
+                let t = self.table(table, Access::Write, id)?;
+                let key = Bytes::copy_from_slice(key);
+                let value = Bytes::from(value.to_bytes());
+                match cond {
+                    None => {
+                        let p = t.put(key, value).await?;
+                        r.revision = p.revision;
+                        r.kvs = p.prev_kv.into_iter().map(kv).collect();
+                    }
+                    Some(c) => {
+                        let (cmp, text) = match c {
+                            SetCond::Version(n) => (table::Compare::version_eq(key.clone(), *n), format!("VERSION = {n}")),
+                            SetCond::Absent => (table::Compare::absent(key.clone()), "ABSENT".to_owned()),
+                        };
+                        let txn = table::Txn { compares: vec![cmp], success: vec![table::Op::Put { key: key.clone(), value }], failure: vec![] };
+                        let res = t.txn(txn).await?;
+                        if !res.succeeded {
+                            return Err(Error::CompareFailed { failed: vec![format!("{table} {}: {text}", key_text(&key))] });
+                        }
+                        r.revision = res.revision;
+                        if let Some(table::OpResult::Put(p)) = res.results.into_iter().next() {
+                            r.kvs = p.prev_kv.into_iter().map(kv).collect();
+                        }
+                    }
+                }
+                r.count = 1;
+            }
+            Statement::Delete { table, key, cond } => {
+                let t = self.table(table, Access::Write, id)?;
+                let key = Bytes::copy_from_slice(key);
+                let d = match cond {
+                    None => t.delete(key).await?,
+                    Some(c) => {
+                        let (cmp, text) = match c {
+                            DeleteCond::Version(n) => (table::Compare::version_eq(key.clone(), *n), format!("VERSION = {n}")),
+                            DeleteCond::Exists => (
+                                table::Compare { key: key.clone(), op: table::CompareOp::Equal, target: table::CompareTarget::Exists(true) },
+                                "EXISTS".to_owned(),
+                            ),
+                        };
+                        let txn = table::Txn { compares: vec![cmp], success: vec![table::Op::Delete { key: key.clone() }], failure: vec![] };
+                        let res = t.txn(txn).await?;
+                        if !res.succeeded {
+                            return Err(Error::CompareFailed { failed: vec![format!("{table} {}: {text}", key_text(&key))] });
+                        }
+                        match res.results.into_iter().next() {
+                            Some(table::OpResult::Delete(d)) => d,
+                            _ => table::DeleteResult { revision: res.revision, deleted: 0, prev_kvs: vec![] },
+                        }
+                    }
+                };
+                r.revision = d.revision;
+                r.count = d.deleted;
+                r.kvs = d.prev_kvs.into_iter().map(kv).collect();
+            }
+            Statement::Range { table, range, limit, revision } => {
+                let t = self.table(table, Access::Read, id)?;
+                let mut spec = range_spec(range);
+                spec.limit = Some(self.limit(*limit)?);
+                spec.at = *revision;
+                let res = t.range(spec).await?;
+                r.revision = res.revision;
+                r.more = res.more;
+                r.count = res.count;
+                r.kvs = res.kvs.into_iter().map(kv).collect();
+            }
+            Statement::Filter { table, pred, limit, offset } => {
+                let t = self.table(table, Access::Read, id)?;
+                let limit = self.limit(*limit)?;
+                let (rev, kvs, more) = self.scan(&t, pred, offset.unwrap_or(0), limit).await?;
+                r.revision = rev;
+                r.count = kvs.len() as u64;
+                r.kvs = kvs.into_iter().map(kv).collect();
+                r.more = more;
+            }
+            Statement::Update { table, assigns, pred } => {
+                let t = self.table(table, Access::Write, id)?;
+                let (updated, rev) = self.update(&t, assigns, pred).await?;
+                r.count = updated;
+                r.revision = rev;
+            }
+            Statement::Batch(b) => return self.batch(b, id).await,
+            Statement::History { table, key, limit } => {
+                let t = self.table(table, Access::Read, id)?;
+                let events = t.history(key, *limit).await?;
+                r.revision = t.revision();
+                r.kvs = events
+                    .into_iter()
+                    .map(|e| {
+                        let deleted = e.kind == table::EventKind::Delete;
+                        pb::KeyValue { deleted, ..kv(e.kv) }
+                    })
+                    .collect();
+                r.count = r.kvs.len() as u64;
+            }
+            Statement::CreateTable { table } => {
+                self.auth.authorize(id, Access::Admin, &format!("table:{table}"))?;
+                let t = self.tables.create(table, table::TableConfig::default()).await?;
+                r.revision = t.revision();
+                r.tables = vec![table.clone()];
+                r.count = 1;
+            }
+            Statement::DropTable { table } => {
+                self.auth.authorize(id, Access::Admin, &format!("table:{table}"))?;
+                self.tables.drop(table).await?;
+                r.tables = vec![table.clone()];
+                r.count = 1;
+            }
+            Statement::ShowTables => {
+                self.auth.authorize(id, Access::Read, "tables")?;
+                r.tables = self.tables.list().into_iter().map(|t| t.name).collect();
+                r.tables.sort();
+                r.count = r.tables.len() as u64;
+            }
+            Statement::TopicRead { topic, partition, offset, limit, pred } => {
+                self.auth.authorize(id, Access::Read, &format!("topic:{topic}"))?;
+                let limit = self.limit(*limit)?;
+                let (records, next) = self.read_topic(topic, partition.unwrap_or(0), *offset, limit, pred.as_ref()).await?;
+                r.count = records.len() as u64;
+                r.records = records;
+                r.next_offset = next;
+            }
+        }
+        Ok(r)
+    }
+
+    /// FILTER: pages through the table at one revision, skipping `offset`
+    /// matches and collecting up to `limit`. Bounded by `query.max_scan`.
+    pub(crate) async fn scan(&self, t: &table::Table, pred: &Predicate, offset: u64, limit: u64) -> Result<(u64, Vec<table::KeyValue>, bool), Error> {
+        let mut out = Vec::new();
+        let mut skipped = 0;
+        let mut scanned = 0u64;
+        let mut from = Bytes::new();
+        let mut at = None;
+        loop {
+            let spec = table::RangeSpec { from: from.clone(), limit: Some(self.page()), at, ..Default::default() };
+            let res = t.range(spec).await?;
+            let rev = *at.get_or_insert(res.revision);
+            for item in res.kvs {
+                scanned += 1;
+                if scanned > self.config.max_scan {
+                    return Err(Error::Limit { what: "keys scanned".into(), limit: self.config.max_scan, key: "query.max_scan" });
+                }
+                from = next_key(&item.key);
+                if !eval::eval_bytes(pred, &item.value) {
+                    continue;
+                }
+                if skipped < offset {
+                    skipped += 1;
+                    continue;
+                }
+                if out.len() as u64 == limit {
+                    return Ok((rev, out, true));
+                }
+                out.push(item);
+            }
+            if !res.more {
+                return Ok((rev, out, false));
+            }
+        }
+    }
+
+    /// UPDATE: for each matching key, a compare on its mod revision guards
+    /// the write; a lost race re-reads the key and re-checks the predicate.
+    async fn update(&self, t: &table::Table, assigns: &[aql::Assign], pred: &Predicate) -> Result<(u64, u64), Error> {
+        let (mut rev, matches, _) = self.scan(t, pred, 0, self.config.max_scan).await?;
+        let mut updated = 0;
+        for item in matches {
+            let mut cur = Some(item);
+            let mut tries = 0;
+            while let Some(kv0) = cur.take() {
+                let Ok(mut doc) = kv0.value_json() else { break };
+                if !eval::eval(pred, &doc) {
+                    break;
+                }
+                for a in assigns {
+                    eval::assign(&mut doc, &a.field, &a.value).map_err(|e| Error::Invalid(format!("UPDATE of key {}: {e}", key_text(&kv0.key))))?;
+                }
+                let txn = table::Txn {
+                    compares: vec![table::Compare::mod_revision_eq(kv0.key.clone(), kv0.mod_revision)],
+                    success: vec![table::Op::Put { key: kv0.key.clone(), value: Bytes::from(doc.to_string()) }],
+                    failure: vec![table::Op::Get { key: kv0.key.clone() }],
+                };
+                let res = t.txn(txn).await?;
+                if res.succeeded {
+                    updated += 1;
+                    rev = res.revision;
+                    break;
+                }
+                tries += 1;
+                if tries > self.config.update_retries {
+                    return Err(Error::Aborted(format!(
+                        "UPDATE: key {} changed under {} attempts (query.update_retries)",
+                        key_text(&kv0.key),
+                        tries
+                    )));
+                }
+                if let Some(table::OpResult::Get(now)) = res.results.into_iter().next() {
+                    cur = now;
+                }
+            }
+        }
+        Ok((updated, rev))
+    }
+
+    async fn batch(&self, b: &Batch, id: Option<&str>) -> Result<pb::Result, Error> {
+        let mut r = pb::Result { kind: "batch".into(), ..Default::default() };
+        let (compares, then, otherwise): (&[Compare], &[Statement], Option<&[Statement]>) = match b {
+            Batch::Plain(ops) => (&[], ops, None),
+            Batch::Cond { compares, then, otherwise } => (compares, then, otherwise.as_deref()),
+        };
+        // A table is the unit of atomicity: every compare and op names the same one.
+        let mut names = compares.iter().map(|c| c.table.as_str()).chain(then.iter().chain(otherwise.unwrap_or(&[])).map(op_table));
+        let Some(name) = names.next() else {
+            r.succeeded = true;
+            return Ok(r);
+        };
+        if let Some(other) = names.find(|n| *n != name) {
+            return Err(Error::Invalid(format!("a BATCH works on one table: it names {name:?} and {other:?}")));
+        }
+        let writes = then.iter().chain(otherwise.unwrap_or(&[])).any(|s| matches!(s, Statement::Set { .. } | Statement::Delete { .. }));
+        let t = self.table(name, if writes { Access::Write } else { Access::Read }, id)?;
+        let mut txn = table::Txn::default();
+        for c in compares {
+            txn.compares.extend(compare(c)?);
+        }
+        txn.success = then.iter().map(|s| self.op(s)).collect::<Result<_, _>>()?;
+        txn.failure = otherwise.unwrap_or(&[]).iter().map(|s| self.op(s)).collect::<Result<_, _>>()?;
+        let res = t.txn(txn).await?;
+        if !res.succeeded && otherwise.is_none() {
+            let failed = compares.iter().map(|c| compare_text(c)).collect();
+            return Err(Error::CompareFailed { failed });
+        }
+        let ran = if res.succeeded { then } else { otherwise.unwrap_or(&[]) };
+        r.succeeded = res.succeeded;
+        r.revision = res.revision;
+        r.ops = res.results.into_iter().zip(ran).map(|(o, s)| op_result(o, s.kind(), res.revision)).collect();
+        Ok(r)
+    }
+
+    fn op(&self, s: &Statement) -> Result<table::Op, Error> {
+        Ok(match s {
+            Statement::Get { revision: Some(_), .. } | Statement::Range { revision: Some(_), .. } => {
+                return Err(Error::Invalid("reads inside a BATCH see the batch's own revision: AT REVISION is not allowed there".into()));
+            }
+            Statement::Get { key, .. } => table::Op::Get { key: Bytes::copy_from_slice(key) },
+            Statement::Set { key, value, .. } => table::Op::Put { key: Bytes::copy_from_slice(key), value: Bytes::from(value.to_bytes()) },
+            Statement::Delete { key, .. } => table::Op::Delete { key: Bytes::copy_from_slice(key) },
+            Statement::Range { range, limit, .. } => {
+                let mut spec = range_spec(range);
+                spec.limit = Some(self.limit(*limit)?);
+                table::Op::Range(spec)
+            }
+            other => return Err(Error::Invalid(format!("{} is not allowed inside a BATCH", other.kind()))),
+        })
+    }
+
+    /// FROM TOPIC: fetches from `offset` until `limit` records match (all
+    /// match without WHERE), the end of the partition, or `query.max_scan`.
+    pub(crate) async fn read_topic(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        limit: u64,
+        pred: Option<&Predicate>,
+    ) -> Result<(Vec<pb::Record>, u64), Error> {
+        let Some(log) = &self.log else { return Err(Error::Unavailable("this node serves no log".into())) };
+        let mut out = Vec::new();
+        let mut next = offset;
+        let mut scanned = 0u64;
+        while (out.len() as u64) < limit {
+            let want = (limit - out.len() as u64).min(self.page()) as usize;
+            let f = log
+                .fetch(topic, weft_log::PartitionId(partition), weft_log::Offset(next), self.config.topic_fetch_bytes as usize, want, None)
+                .await?;
+            let mut got = 0;
+            for rec in f.records() {
+                let rec = rec?;
+                got += 1;
+                scanned += 1;
+                next = rec.offset.0 + 1;
+                let value = rec.value.clone().unwrap_or_default();
+                if pred.is_none_or(|p| eval::eval_bytes(p, &value)) {
+                    out.push(pb::Record {
+                        partition,
+                        offset: rec.offset.0,
+                        timestamp_ms: rec.timestamp_ms,
+                        key: rec.key.map(|k| k.to_vec()),
+                        value: value.to_vec(),
+                    });
+                    if out.len() as u64 == limit {
+                        break;
+                    }
+                }
+            }
+            if got == 0 || next >= f.high_watermark.0 {
+                break;
+            }
+            if scanned > self.config.max_scan {
+                return Err(Error::Limit { what: "records scanned".into(), limit: self.config.max_scan, key: "query.max_scan" });
+            }
+        }
+        Ok((out, next))
+    }
+}
+
+fn op_table(s: &Statement) -> &str {
+    match s {
+        Statement::Get { table, .. } | Statement::Set { table, .. } | Statement::Delete { table, .. } | Statement::Range { table, .. } => table,
+        _ => "",
+    }
+}
+
+fn op_result(o: table::OpResult, kind: &str, revision: u64) -> pb::Result {
+    let mut r = pb::Result { kind: kind.to_owned(), revision, ..Default::default() };
+    match o {
+        table::OpResult::Put(p) => {
+            r.kvs = p.prev_kv.into_iter().map(kv).collect();
+            r.count = 1;
+        }
+        table::OpResult::Delete(d) => {
+            r.count = d.deleted;
+            r.kvs = d.prev_kvs.into_iter().map(kv).collect();
+        }
+        table::OpResult::Get(g) => {
+            r.kvs = g.into_iter().map(kv).collect();
+            r.count = r.kvs.len() as u64;
+        }
+        table::OpResult::Range(x) => {
+            r.more = x.more;
+            r.count = x.count;
+            r.kvs = x.kvs.into_iter().map(kv).collect();
+        }
+    }
+    r
+}
+
+/// AQL compares to table compares. The table knows = != < >; `<=`/`>=` on
+/// numbers become `< n+1` / `> n-1`, on values they are refused.
+fn compare(c: &Compare) -> Result<Vec<table::Compare>, Error> {
+    let key = Bytes::copy_from_slice(&c.key);
+    let num = || match &c.value {
+        aql::Value::Json(serde_json::Value::Number(n)) => n.as_u64().ok_or_else(|| Error::Invalid(format!("{}: not an unsigned integer", compare_text(c)))),
+        _ => Err(Error::Invalid(format!("{}: takes an unsigned integer", compare_text(c)))),
+    };
+    let (op, operand) = match (c.op, c.target) {
+        (_, CompareTarget::Value) => {
+            let op = match c.op {
+                CmpOp::Eq => table::CompareOp::Equal,
+                CmpOp::Ne => table::CompareOp::NotEqual,
+                CmpOp::Lt => table::CompareOp::Less,
+                CmpOp::Gt => table::CompareOp::Greater,
+                CmpOp::Le | CmpOp::Ge => return Err(Error::Invalid("VALUE compares take = != < >".into())),
+            };
+            return Ok(vec![table::Compare { key, op, target: table::CompareTarget::Value(Bytes::from(c.value.to_bytes())) }]);
+        }
+        (CmpOp::Eq, _) => (table::CompareOp::Equal, num()?),
+        (CmpOp::Ne, _) => (table::CompareOp::NotEqual, num()?),
+        (CmpOp::Lt, _) => (table::CompareOp::Less, num()?),
+        (CmpOp::Gt, _) => (table::CompareOp::Greater, num()?),
+        (CmpOp::Le, _) => match num()?.checked_add(1) {
+            Some(n) => (table::CompareOp::Less, n),
+            None => return Ok(vec![]), // <= u64::MAX always holds
+        },
+        (CmpOp::Ge, _) => match num()?.checked_sub(1) {
+            Some(n) => (table::CompareOp::Greater, n),
+            None => return Ok(vec![]), // >= 0 always holds
+        },
+    };
+    let target = match c.target {
+        CompareTarget::Version => table::CompareTarget::Version(operand),
+        CompareTarget::CreateRevision => table::CompareTarget::CreateRevision(operand),
+        CompareTarget::ModRevision => table::CompareTarget::ModRevision(operand),
+        // Returned above; kept total rather than panicking.
+        CompareTarget::Value => return Err(Error::Invalid("VALUE compare".into())),
+    };
+    Ok(vec![table::Compare { key, op, target }])
+}
+
+fn compare_text(c: &Compare) -> String {
+    let mut s = String::new();
+    let _ = aql::print::value(&mut s, &c.value);
+    format!("{}({}, {}) {} {s}", c.target.as_str(), c.table, key_text(&c.key), c.op.as_str())
+}
+
+pub(crate) fn range_spec(range: &KeyRange) -> table::RangeSpec {
+    match range {
+        KeyRange::From { start, end } => table::RangeSpec::between(Bytes::copy_from_slice(start), end.as_ref().map(|e| Bytes::copy_from_slice(e))),
+        KeyRange::Prefix(p) => table::RangeSpec::prefix(Bytes::copy_from_slice(p)),
+    }
+}
+
+/// The smallest key after `k`.
+pub(crate) fn next_key(k: &[u8]) -> Bytes {
+    let mut v = k.to_vec();
+    v.push(0);
+    Bytes::from(v)
+}
+
+fn key_text(k: &[u8]) -> String {
+    let mut s = String::new();
+    let _ = aql::print::key(&mut s, k);
+    s
+}
+
+pub(crate) fn kv(k: table::KeyValue) -> pb::KeyValue {
+    pb::KeyValue {
+        key: k.key.to_vec(),
+        value: k.value.to_vec(),
+        create_revision: k.create_revision,
+        mod_revision: k.mod_revision,
+        version: k.version,
+        deleted: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aql::parse;
+
+    async fn exec() -> (Executor, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let tables = Tables::open(dir.path(), table::TablesConfig::default()).await.unwrap();
+        (Executor::new(tables, None, QueryConfig::default()), dir)
+    }
+
+    async fn run(e: &Executor, q: &str) -> Result<pb::Result, Error> {
+        e.execute(&parse(q).unwrap(), None, None).await
+    }
+
+    #[tokio::test]
+    async fn statements_run_against_a_table() {
+        let (e, _dir) = exec().await;
+        run(&e, "CREATE TABLE t").await.unwrap();
+        assert_eq!(run(&e, "SHOW TABLES").await.unwrap().tables, vec!["t"]);
+        let r = run(&e, r#"SET t 'a' = {"n": 1, "s": "x"}"#).await.unwrap();
+        assert_eq!(r.revision, 1);
+        run(&e, r#"SET t 'b' = {"n": 2}"#).await.unwrap();
+        run(&e, "SET t 'c' = 'text'").await.unwrap();
+        let g = run(&e, "GET t 'a'").await.unwrap();
+        assert_eq!((g.kvs[0].version, g.kvs[0].mod_revision), (1, 1));
+        let g = run(&e, "GET t 'b' AT REVISION 1").await.unwrap();
+        assert!(g.kvs.is_empty(), "b did not exist at revision 1");
+        assert!(matches!(run(&e, "SET t 'a' = 1 IF ABSENT").await, Err(Error::CompareFailed { .. })));
+        assert!(matches!(run(&e, "SET t 'a' = 1 IF VERSION = 7").await, Err(Error::CompareFailed { .. })));
+        run(&e, r#"SET t 'a' = {"n": 1, "s": "x"} IF VERSION = 1"#).await.unwrap();
+        let f = run(&e, "FILTER t WHERE n >= 1").await.unwrap();
+        assert_eq!(f.kvs.iter().map(|k| k.key.clone()).collect::<Vec<_>>(), vec![b"a".to_vec(), b"b".to_vec()]);
+        let f = run(&e, "FILTER t WHERE n >= 1 LIMIT 1 OFFSET 1").await.unwrap();
+        assert_eq!(f.kvs[0].key, b"b");
+        let u = run(&e, "UPDATE t SET m.k = true WHERE n = 2").await.unwrap();
+        assert_eq!(u.count, 1);
+        let g = run(&e, "GET t 'b'").await.unwrap();
+        assert_eq!(g.kvs[0].value, br#"{"m":{"k":true},"n":2}"#);
+        let r = run(&e, "RANGE t FROM 'a' TO 'c' LIMIT 1").await.unwrap();
+        assert_eq!((r.kvs.len(), r.more, r.count), (1, true, 2));
+        let r = run(&e, "RANGE t PREFIX 'c'").await.unwrap();
+        assert_eq!(r.kvs[0].value, b"text");
+        // A batch whose compare fails runs ELSE; without ELSE it is FAILED_PRECONDITION.
+        let b = run(&e, "BATCH { IF VERSION(t, 'a') = 9 THEN { SET t 'z' = 1 } ELSE { GET t 'a' } }").await.unwrap();
+        assert!(!b.succeeded);
+        assert_eq!(b.ops[0].kind, "get");
+        let b = run(&e, "BATCH { IF VERSION(t, 'a') = 9 THEN { SET t 'z' = 1 } }").await;
+        assert_eq!(b.unwrap_err().code(), tonic::Code::FailedPrecondition);
+        let b = run(&e, "BATCH { IF VERSION(t, 'a') >= 2 AND MOD_REVISION(t, 'a') > 0 THEN { SET t 'z' = 1; DELETE t 'c' } }").await.unwrap();
+        assert!(b.succeeded);
+        assert_eq!(b.ops.len(), 2);
+        let h = run(&e, "HISTORY t 'c'").await.unwrap();
+        assert_eq!(h.kvs.iter().map(|k| k.deleted).collect::<Vec<_>>(), vec![true, false]);
+        assert_eq!(run(&e, "DELETE t 'nope' IF EXISTS").await.unwrap_err().code(), tonic::Code::FailedPrecondition);
+        assert_eq!(run(&e, "DELETE t 'z'").await.unwrap().count, 1);
+        assert_eq!(run(&e, "GET nope 'k'").await.unwrap_err().code(), tonic::Code::NotFound);
+        assert_eq!(run(&e, "RANGE t PREFIX '' LIMIT 99999999").await.unwrap_err().code(), tonic::Code::ResourceExhausted);
+        assert_eq!(run(&e, "GET t 'a' TIMEOUT 0").await.unwrap_err().code(), tonic::Code::DeadlineExceeded);
+        assert_eq!(run(&e, "FROM TOPIC x OFFSET 0").await.unwrap_err().code(), tonic::Code::Unavailable);
+        run(&e, "DROP TABLE t").await.unwrap();
+        assert!(run(&e, "SHOW TABLES").await.unwrap().tables.is_empty());
+    }
+}
