@@ -3,6 +3,9 @@
 # Ceph cluster, in the same run: 4 MiB and 4 KiB objects, write then seq then
 # rand, 16 and 1 in flight. Prints one line per (tool, size, in-flight, mode).
 #   SECONDS_EACH=5 bench/rados.sh
+# CONNS="1 2 4" adds weft alone with that many msgr2 sessions per OSD
+# (--conns-per-osd), 16 in flight, write then seq; COMPARE=0 skips the
+# rados/weft comparison (only the CONNS rounds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -39,8 +42,9 @@ run rados -c "$CEPH_CONF" -p "$pool" cleanup >/dev/null
 run "$weft" rados -c "$CEPH_CONF" -p "$pool" cleanup >/dev/null
 # rados bench output and `weft rados bench` output share the same lines.
 summary() { awk '/Bandwidth \(MB\/sec\)/{bw=$3} /Average IOPS/{iops=$3} /Average Latency\(s\)/{lat=$3} END{printf "%8s MB/s %8s IOPS  avg latency %s s", bw, iops, lat}'; }
-echo "tool   size      t  mode   result"
+[ "${COMPARE:-1}" = 0 ] || echo "tool   size      t  mode   result"
 for size in 4194304 4096; do
+  [ "${COMPARE:-1}" = 0 ] && break
   for t in 16 1; do
     [ "$size" = 4194304 ] && [ "$t" = 1 ] && continue
     # Each tool writes (keeping its objects), reads them back in order and at
@@ -68,4 +72,18 @@ for size in 4194304 4096; do
     done
   done
 done
+# Sessions per OSD: weft alone, the same sizes, 16 in flight.
+if [ -n "${CONNS:-}" ]; then
+  echo "conns  size      t  mode   result"
+  for size in 4194304 4096; do
+    for c in $CONNS; do
+      for mode in write seq; do
+        extra=(); [ "$mode" = write ] && extra=(-b "$size" --no-cleanup)
+        out=$(run "$weft" rados -c "$CEPH_CONF" -p "$pool" --conns-per-osd "$c" bench "$secs" "$mode" -t 16 "${extra[@]}")
+        printf '%-6s %-9s %-2s %-6s %s\n' "$c" "$size" 16 "$mode" "$(summary <<<"$out")"
+      done
+      run "$weft" rados -c "$CEPH_CONF" -p "$pool" cleanup >/dev/null
+    done
+  done
+fi
 rm -f "$log"
