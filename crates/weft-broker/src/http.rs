@@ -179,11 +179,14 @@ pub struct HttpOptions {
     pub extra: Option<Router>,
     /// Where records and topics live (None: the log itself, a single node).
     pub plane: Option<Plane>,
+    /// Authentication and authorisation of every route, `extra` ones
+    /// included (docs/security.md); None: none.
+    pub auth: Option<std::sync::Arc<crate::http_auth::HttpAuth>>,
 }
 
 impl Default for HttpOptions {
     fn default() -> Self {
-        Self { allow: weft_net::AllowList::default(), max_body_bytes: DEFAULT_MAX_BODY_BYTES, stats: Default::default(), extra: None, plane: None }
+        Self { allow: weft_net::AllowList::default(), max_body_bytes: DEFAULT_MAX_BODY_BYTES, stats: Default::default(), extra: None, plane: None, auth: None }
     }
 }
 
@@ -214,6 +217,11 @@ pub async fn serve_with(
     let routes = match opts.extra {
         Some(extra) => router_with(log, plane).merge(extra),
         None => router_with(log, plane),
+    };
+    // Innermost, so refusals are counted and traced like any answer.
+    let routes = match opts.auth {
+        Some(auth) => routes.layer(axum::middleware::from_fn_with_state(auth, crate::http_auth::auth)),
+        None => routes,
     };
     let routed = routes
         .layer(axum::extract::DefaultBodyLimit::max(opts.max_body_bytes))

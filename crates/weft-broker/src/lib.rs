@@ -15,6 +15,7 @@ pub mod cli;
 pub mod dto;
 pub mod error;
 pub mod http;
+pub mod http_auth;
 pub mod http_mw;
 mod http_trace;
 pub mod native;

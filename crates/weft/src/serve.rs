@@ -212,6 +212,11 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
                 None => crate::observe::routes(readiness.clone()),
             }),
             plane: Some(record_plane.clone()),
+            auth: Some(Arc::new(weft_broker::http_auth::HttpAuth {
+                authz: authz.clone(),
+                metrics_open: cfg.auth.metrics_open,
+                max_body_bytes: usize::try_from(cfg.http.max_body_bytes).unwrap_or(usize::MAX),
+            })),
         };
         let (addr, task) = weft_broker::http::serve_with(log.clone(), &cfg.http.addr, opts, async move { stop.cancelled().await })
             .await
