@@ -35,6 +35,8 @@ use weft_wire::{ErrorBody, ErrorCode};
 pub const LOCAL_PRODUCE: &str = "cluster.local.produce";
 pub const LOCAL_FETCH: &str = "cluster.local.fetch";
 pub const LOCAL_OFFSETS: &str = "cluster.local.offsets";
+/// Longest long-poll of a forwarded fetch; the client polls again after it.
+const FORWARD_MAX_WAIT_MS: u64 = 5000;
 
 pub struct ClusterPlane {
     node: ClusterNode,
@@ -157,8 +159,10 @@ impl ClusterPlane {
         let cfg = ClientConfig {
             client_name: format!("weft-cluster-{}", self.node.node_id()),
             connect_timeout: Duration::from_secs(2),
-            // A forwarded produce waits for its commit; a fetch for its long poll.
-            request_timeout: self.propose_timeout + Duration::from_secs(35),
+            // A forwarded produce waits for its commit (bounded by the propose
+            // timeout there), a fetch for its long poll (clamped to FORWARD_MAX_WAIT_MS):
+            // a stopped peer costs a caller this long, not the client default of 30 s.
+            request_timeout: self.propose_timeout.max(Duration::from_millis(FORWARD_MAX_WAIT_MS)) + Duration::from_secs(2),
             ..ClientConfig::default()
         };
         let c = Client::connect(target, cfg).await?;
@@ -423,7 +427,9 @@ impl RecordPlane for ClusterPlane {
             if self.node.hosted(&req.topic, req.partition).is_some() {
                 return self.fetch_here(req).await;
             }
-            self.forward(&req.topic, req.partition, LOCAL_FETCH, req, true).await
+            let mut f = req.clone();
+            f.wait_ms = f.wait_ms.map(|w| w.min(FORWARD_MAX_WAIT_MS));
+            self.forward(&req.topic, req.partition, LOCAL_FETCH, &f, true).await
         })
     }
 
