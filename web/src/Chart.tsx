@@ -10,6 +10,7 @@ interface Props {
 }
 
 function fmt(v: number): string {
+  if (Number.isInteger(v)) return String(v);
   if (Math.abs(v) >= 1000) return v.toFixed(0);
   if (Math.abs(v) >= 10) return v.toFixed(1);
   return Number(v.toPrecision(3)).toString();

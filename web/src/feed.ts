@@ -81,7 +81,12 @@ export function useFeed(): Feed {
     return () => {
       closed = true;
       window.clearTimeout(timer);
-      ws?.close();
+      const w = ws;
+      if (w) {
+        w.onmessage = null;
+        if (w.readyState === WebSocket.CONNECTING) w.onopen = () => w.close();
+        else w.close();
+      }
     };
   }, []);
   return feed;

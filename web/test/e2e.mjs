@@ -35,19 +35,20 @@ const weft = (args, input) => execFileSync(WEFT, [...args, '--addr', ADDR], { in
 const weftNoAddr = (args) => execFileSync(WEFT, args, { encoding: 'utf8', timeout: STEP_MS });
 
 const profile = mkdtempSync(join(tmpdir(), 'weft-ui-chromium-'));
-const browser = await chromium.launch({
+// A fresh profile (Playwright passes it as --user-data-dir).
+const browser = await chromium.launchPersistentContext(profile, {
   executablePath: env('CHROMIUM', '/usr/bin/chromium'),
   headless: true,
+  viewport: { width: 1200, height: 560 },
   args: [
     '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
     '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    `--user-data-dir=${profile}`,
   ],
 });
 const problems = [];
 const seen = {};
 try {
-  const page = await browser.newPage({ viewport: { width: 1200, height: 760 } });
+  const page = browser.pages()[0] ?? (await browser.newPage());
   page.setDefaultTimeout(STEP_MS);
   page.on('console', (m) => {
     if (m.type() === 'error' || m.type() === 'warning') problems.push(`console ${m.type()}: ${m.text()}`);
@@ -75,9 +76,13 @@ try {
   // Topics: the topic with its rate charts (a few points first).
   await tab('topics');
   await page.waitForSelector(`[data-testid="topic-${TOPIC}"]`);
-  weft(['produce', TOPIC], Array.from({ length: 50 }, (_, i) => `warm-up ${i}`).join('\n') + '\n');
+  // A few bursts a little apart, so the rate chart has a shape.
+  for (let i = 0; i < 5; i++) {
+    weft(['produce', TOPIC], Array.from({ length: 10 * (i + 1) }, (_, j) => `t=${20 + ((i + j) % 7) / 10}`).join('\n') + '\n');
+    await page.waitForTimeout(700);
+  }
   await page.waitForFunction(
-    (t) => Number(document.querySelector(`[data-testid="topic-${t}"] svg`)?.getAttribute('data-points') ?? 0) >= 3,
+    (t) => Number(document.querySelector(`[data-testid="topic-${t}"] svg`)?.getAttribute('data-points') ?? 0) >= 5,
     TOPIC,
   );
   await shot('topics');

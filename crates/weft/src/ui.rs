@@ -220,7 +220,7 @@ impl Ui {
             let Ok(d) = self.log.describe_group(&g.group) else { continue };
             groups.push(GroupView {
                 group: g.group.clone(),
-                state: format!("{:?}", g.state).to_lowercase(),
+                state: g.state.clone(),
                 members: g.members,
                 lag: d.offsets.iter().map(|o| LagView { topic: o.topic.as_str().to_owned(), partition: o.partition.0, lag: o.lag }).collect(),
             });

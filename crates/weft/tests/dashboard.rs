@@ -254,6 +254,8 @@ fn dashboard_in_a_real_browser() {
         c.wait_with_output()
     });
     assert!(o.unwrap().status.success());
+    // A consumer group with a committed offset: the Topics page shows its lag.
+    node.ok(&["consume", "sensors", "--group", "dash-readers", "--max-records", "2"]);
 
     // Screenshots go to docs/dashboard/ only when asked (WEFT_UI_SHOTS=1),
     // so a test run does not rewrite committed files.

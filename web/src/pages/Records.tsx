@@ -27,7 +27,9 @@ export function Records({ snap }: { snap: Snapshot | null }) {
     const path = `/v1/topics/${encodeURIComponent(topic)}/partitions/${partition}/stream?offset=${from}`;
     const ws = new WebSocket(wsUrl(path));
     let done = false;
-    ws.onopen = () => setStatus(`tailing ${topic}/${partition} from ${from}`);
+    ws.onopen = () => {
+      if (!done) setStatus(`tailing ${topic}/${partition} from ${from}`);
+    };
     ws.onmessage = (ev) => {
       let msg: RecordOut | { code: string; message: string };
       try {
@@ -47,7 +49,11 @@ export function Records({ snap }: { snap: Snapshot | null }) {
     };
     return () => {
       done = true;
-      ws.close();
+      // Closing while connecting makes the browser log a warning: close
+      // once open instead, and ignore what arrives meanwhile.
+      ws.onmessage = null;
+      if (ws.readyState === WebSocket.CONNECTING) ws.onopen = () => ws.close();
+      else ws.close();
     };
   }, [topic, partition, from]);
 
