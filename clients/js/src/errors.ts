@@ -55,6 +55,10 @@ export class TooLargeError extends ServerError { static override readonly code =
 export class UnsupportedVersionError extends ServerError { static override readonly code = "unsupported_version"; }
 export class HandshakeRequiredError extends ServerError { static override readonly code = "handshake_required"; }
 export class UnauthorizedError extends ServerError { static override readonly code = "unauthorized"; }
+/** Auth is on and the caller has no valid identity (no token, or a wrong, expired or revoked one). */
+export class UnauthenticatedError extends UnauthorizedError { static override readonly code = "unauthenticated"; }
+/** The caller's roles do not allow this request. */
+export class ForbiddenError extends UnauthorizedError { static override readonly code = "forbidden"; }
 export class NotFoundError extends ServerError { static override readonly code = "not_found"; }
 export class ConflictError extends ServerError { static override readonly code = "conflict"; }
 export class OutOfRangeError extends ServerError { static override readonly code = "out_of_range"; }
@@ -68,7 +72,7 @@ export class InternalError extends ServerError { static override readonly code =
 const BY_CODE: Record<string, typeof ServerError> = {};
 for (const c of [
   UnknownRouteError, BadBodyError, ValidationError, BusyError, HandlerError, BadFrameError, TooLargeError,
-  UnsupportedVersionError, HandshakeRequiredError, UnauthorizedError, NotFoundError, ConflictError,
+  UnsupportedVersionError, HandshakeRequiredError, UnauthorizedError, UnauthenticatedError, ForbiddenError, NotFoundError, ConflictError,
   OutOfRangeError, UnavailableError, NotLeaderError, ServerTimeoutError, ShuttingDownError, InternalError,
 ]) BY_CODE[c.code] = c;
 

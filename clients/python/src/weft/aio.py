@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -161,8 +162,10 @@ class AsyncClient:
     wire when the connection dropped raises :class:`ConnectionLost` and is not
     resent. A request carries the caller's W3C trace context (the current
     OpenTelemetry span by default, ``trace_context=``) when the server's
-    welcome lists ``trace-context``. Not there yet: auth tokens and cluster
-    leader redirects.
+    welcome lists ``trace-context``. ``token=`` (default: the ``WEFT_TOKEN``
+    environment variable) is a bearer token or API key sent in the hello, for
+    a node with auth on (docs/security.md). Not there yet: cluster leader
+    redirects.
     """
 
     def __init__(
@@ -175,8 +178,10 @@ class AsyncClient:
         client_name: str = "weft-python",
         json: bool = False,
         trace_context: TraceSource | None | bool = True,
+        token: str | None = None,
     ) -> None:
         self.address: Address = parse_address(addr)
+        self.token = token if token is not None else (os.environ.get("WEFT_TOKEN", "").strip() or None)
         # True: the OpenTelemetry current span when the package is installed;
         # a callable: its answer; False/None: never send trace context.
         if trace_context is True:
@@ -296,7 +301,9 @@ class AsyncClient:
         msg_id = fr.new_id()
         fut: asyncio.Future[fr.Frame] = asyncio.get_running_loop().create_future()
         conn.pending[msg_id] = fut
-        hello = {"protocol_version": PROTOCOL_VERSION, "client_id": self.client_id, "client_name": self.client_name}
+        hello: dict[str, Any] = {"protocol_version": PROTOCOL_VERSION, "client_id": self.client_id, "client_name": self.client_name}
+        if self.token:
+            hello["token"] = self.token
         conn.send(fr.encode(fr.CONTROL, "hello", fr.encode_body(hello), msg_id))
         await conn.drain()
         f = await fut

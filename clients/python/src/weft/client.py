@@ -167,10 +167,11 @@ class Client:
         client_name: str = "weft-python",
         json: bool = False,
         trace_context: TraceSource | None | bool = True,
+        token: str | None = None,
     ) -> None:
         self.aio = AsyncClient(
             addr, timeout=timeout, connect_timeout=connect_timeout, tls=tls, client_name=client_name, json=json,
-            trace_context=trace_context,
+            trace_context=trace_context, token=token,
         )
         self._loop = _LoopThread()
 

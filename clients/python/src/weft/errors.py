@@ -101,6 +101,20 @@ class Unauthorized(ServerError):
     code = "unauthorized"
 
 
+class Unauthenticated(Unauthorized):
+    """Auth is on and the caller has no valid identity: no token, or a wrong,
+    expired or revoked one (pass ``token=`` or set ``WEFT_TOKEN``). A
+    subclass of Unauthorized, so ``except Unauthorized`` still catches it."""
+
+    code = "unauthenticated"
+
+
+class Forbidden(Unauthorized):
+    """The caller's roles do not allow this request."""
+
+    code = "forbidden"
+
+
 class NotFound(ServerError):
     code = "not_found"
 
@@ -151,6 +165,8 @@ ERRORS: dict[str, type[ServerError]] = {
         UnsupportedVersion,
         HandshakeRequired,
         Unauthorized,
+        Unauthenticated,
+        Forbidden,
         NotFound,
         Conflict,
         OutOfRange,
