@@ -54,7 +54,7 @@ export class BadFrameError extends ServerError { static override readonly code =
 export class TooLargeError extends ServerError { static override readonly code = "too_large"; }
 export class UnsupportedVersionError extends ServerError { static override readonly code = "unsupported_version"; }
 export class HandshakeRequiredError extends ServerError { static override readonly code = "handshake_required"; }
-export class UnauthorizedError extends ServerError { static override readonly code = "unauthorized"; }
+export class UnauthorizedError extends ServerError { static override readonly code: string = "unauthorized"; }
 /** Auth is on and the caller has no valid identity (no token, or a wrong, expired or revoked one). */
 export class UnauthenticatedError extends UnauthorizedError { static override readonly code = "unauthenticated"; }
 /** The caller's roles do not allow this request. */
