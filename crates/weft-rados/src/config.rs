@@ -38,7 +38,7 @@ pub struct ClientConfig {
 }
 
 /// Default of `ClientConfig::conns_per_osd` (see docs/BENCHMARKS.md).
-pub const DEFAULT_CONNS_PER_OSD: usize = 1;
+pub const DEFAULT_CONNS_PER_OSD: usize = 2;
 /// Upper bound of `conns_per_osd`.
 pub const MAX_CONNS_PER_OSD: usize = 16;
 
