@@ -201,6 +201,36 @@ mod tests {
         assert_eq!(e.offset, HEADER_BYTES as u64);
     }
 
+    /// Writes the fuzz seeds (`cargo test -p weft-table --lib write_fuzz_seeds -- --ignored`).
+    #[test]
+    #[ignore]
+    fn write_fuzz_seeds() {
+        use crate::types::*;
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/seeds/table_wal");
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(format!("{dir}/image3"), image(3)).unwrap();
+        let b = |s: &str| Bytes::from(s.to_string());
+        let cmds = [
+            WriteCommand::Delete { key: b("k1") },
+            WriteCommand::DeleteRange(KeyRange { from: b("a"), to: Some(b("z")), prefix: Some(b("k")) }),
+            WriteCommand::Compact { revision: 2 },
+            WriteCommand::Txn(Txn {
+                compares: vec![Compare::version_eq(b("k1"), 1), Compare::absent(b("k9"))],
+                success: vec![
+                    Op::Put { key: b("k9"), value: b("{\"a\":1}") },
+                    Op::Get { key: b("k1") },
+                    Op::Range(RangeSpec { prefix: Some(b("k")), limit: Some(2), ..Default::default() }),
+                ],
+                failure: vec![Op::Delete { key: b("k1") }],
+            }),
+        ];
+        for (i, cmd) in cmds.into_iter().enumerate() {
+            let mut out = Vec::new();
+            encode_record(&WalRecord { index: i as u64 + 1, cmd }, &mut out);
+            std::fs::write(format!("{dir}/record{i}"), &out).unwrap();
+        }
+    }
+
     #[test]
     fn huge_length_is_refused_before_allocation() {
         let mut img = MAGIC.to_vec();
