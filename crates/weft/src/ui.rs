@@ -50,8 +50,9 @@ pub struct PvView {
     pub number: Option<f64>,
 }
 
-/// Reads the PVs this node serves (set once the pvAccess server runs).
-pub type PvSource = Box<dyn Fn() -> Vec<PvView> + Send + Sync>;
+/// Reads the PVs this node serves (set once the pvAccess server runs): at
+/// most `MAX_PVS` of them, and how many PVs there are in all.
+pub type PvSource = Box<dyn Fn() -> (Vec<PvView>, usize) + Send + Sync>;
 /// A read of `cluster.status`.
 pub type StatusFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<serde_json::Value, String>> + Send>>;
 /// `cluster.status` of this node, when it is a cluster member.
@@ -119,6 +120,7 @@ impl Ui {
     }
 
     /// The pvAccess server is up: list its PVs from now on.
+    #[cfg_attr(not(feature = "pva"), allow(dead_code))] // built without pvAccess: no PVs
     pub fn set_pvs(&self, source: PvSource) {
         *self.pvs.write().unwrap_or_else(|p| p.into_inner()) = Some(source);
     }
@@ -227,12 +229,11 @@ impl Ui {
         }
         let mut queues: Vec<QueueInfo> = self.queues.endpoint_infos();
         queues.extend(self.queues.sender_infos());
-        let mut pvs = match self.pvs.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        let (pvs, pvs_total) = match self.pvs.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
             Some(f) => f(),
-            None => vec![],
+            None => (vec![], 0),
         };
-        let pvs_omitted = pvs.len().saturating_sub(MAX_PVS);
-        pvs.truncate(MAX_PVS);
+        let pvs_omitted = pvs_total.saturating_sub(pvs.len());
         let h = self.log.health();
         Snapshot {
             r#type: "snapshot",
@@ -553,11 +554,17 @@ pub fn pv_source(provider: weft_pva::server::Provider) -> PvSource {
     use weft_pva::server::Entry;
     Box::new(move || {
         let mut out = vec![];
-        for name in provider.names() {
-            if out.len() > MAX_PVS {
-                break;
-            }
-            let Some(Entry::Pv(pv)) = provider.get(&name) else { continue };
+        // PVs only (RPC names have no value), by name.
+        let all: Vec<(String, weft_pva::server::SharedPv)> = provider
+            .names()
+            .into_iter()
+            .filter_map(|n| match provider.get(&n) {
+                Some(Entry::Pv(pv)) => Some((n, pv)),
+                _ => None,
+            })
+            .collect();
+        // Only the first MAX_PVS are read: each read converts the whole value.
+        for (name, pv) in all.iter().take(MAX_PVS) {
             let writable = pv.is_writable();
             let Some(view) = pv.with_current(|desc, value| {
                 let j = weft_pva::format::to_json(desc, value);
@@ -567,7 +574,7 @@ pub fn pv_source(provider: weft_pva::server::Provider) -> PvSource {
             };
             out.push(view);
         }
-        out
+        (out, all.len())
     })
 }
 
@@ -581,6 +588,7 @@ fn desc_id(desc: &weft_pva::proto::FieldDesc) -> String {
 
 /// Display text and plotted number of a PV's JSON form (`value` of a
 /// normative type; enums' `value.index` and the choice's name).
+#[cfg_attr(not(feature = "pva"), allow(dead_code))] // built without pvAccess: no PVs
 fn pv_view(name: String, ty: String, writable: bool, j: &serde_json::Value) -> PvView {
     use serde_json::Value as J;
     let v = j.get("value").unwrap_or(j);
