@@ -141,6 +141,7 @@ async fn reef_osd_negotiates_and_its_compressed_replies_decode() {
         mon_host: Some(mon.clone()),
         keyring: Some(c["CEPH_KEYRING"].clone()),
         compression: Some("snappy".into()),
+        conns_per_osd: Some(1),
         ..Default::default()
     })
     .unwrap();
@@ -159,6 +160,7 @@ async fn reef_osd_negotiates_and_its_compressed_replies_decode() {
             keyring: Some(c["CEPH_OSD_KEYRING"].clone()),
             id: Some("osd.0".into()),
             compression: Some(alg.name().into()),
+            conns_per_osd: Some(1),
             ..Default::default()
         })
         .unwrap();
