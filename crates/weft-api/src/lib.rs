@@ -11,11 +11,16 @@
 //!   Session), health and reflection.
 //! - [`error`]: one error enum mapped to gRPC codes with google.rpc details.
 pub mod aql;
+pub mod cli;
 pub mod config;
 pub mod convert;
 pub mod error;
 pub mod eval;
 pub mod exec;
+pub mod http;
+pub mod json;
+pub mod native;
+pub mod server;
 pub mod service;
 
 pub use config::QueryConfig;

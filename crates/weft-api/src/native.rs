@@ -1,0 +1,44 @@
+//! `query.*` endpoints on the native protocol (weft-service): the same
+//! executor and error codes as gRPC, JSON-shaped answers (json.rs).
+
+use serde::Deserialize;
+use weft_service::{Service, ServiceError};
+
+use crate::aql::Statement;
+use crate::error::Error;
+use crate::exec::Executor;
+
+/// Body of `query.execute` and `query.batch`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryRequest {
+    pub aql: String,
+    /// Per-query deadline in milliseconds (0 or absent: none beyond the default).
+    #[serde(default)]
+    pub timeout_ms: u64,
+}
+
+/// Runs a JSON query request (native and HTTP share this).
+pub async fn run(exec: &Executor, req: &QueryRequest, batch_only: bool, identity: Option<&str>) -> Result<serde_json::Value, Error> {
+    let mut q = exec.parse(&req.aql)?;
+    if batch_only && !matches!(q.stmt, Statement::Batch(_)) {
+        return Err(Error::Invalid(format!("query.batch takes a BATCH statement, not {}", q.stmt.kind())));
+    }
+    if req.timeout_ms > 0 {
+        q.timeout_ms = Some(q.timeout_ms.map_or(req.timeout_ms, |t| t.min(req.timeout_ms)));
+    }
+    let r = exec.execute(&q, None, identity).await?;
+    Ok(crate::json::result(&r))
+}
+
+/// Registers `query.execute` (any statement) and `query.batch` (BATCH only).
+pub fn register(service: &mut Service, exec: Executor) -> Result<(), ServiceError> {
+    for (route, batch_only) in [("query.execute", false), ("query.batch", true)] {
+        let exec = exec.clone();
+        service.endpoint(route, move |req: QueryRequest| {
+            let exec = exec.clone();
+            async move { run(&exec, &req, batch_only, None).await.map_err(|e| ServiceError::Wire(crate::json::error_body(&e))) }
+        })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,73 @@
+//! The gRPC listener: Query, health and reflection on one port, plain or
+//! TLS/mTLS, until a shutdown future completes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::exec::Executor;
+use crate::service::{QueryService, health_service, reflection_services};
+
+/// TLS for the gRPC port, from the node's `tls.*` certificate settings.
+#[derive(Debug, Clone)]
+pub struct GrpcTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Client CA for mTLS (None: no client certificates asked for).
+    pub client_ca: Option<PathBuf>,
+    /// With a client CA: let clients without a certificate in.
+    pub client_auth_optional: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("binding gRPC on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("gRPC TLS: reading {path}: {source}")]
+    TlsFile { path: PathBuf, source: std::io::Error },
+    #[error("gRPC: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+impl ServeError {
+    /// The port is taken (the caller may treat the default port as best-effort).
+    pub fn addr_in_use(&self) -> bool {
+        matches!(self, ServeError::Bind { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse)
+    }
+}
+
+fn read(p: &PathBuf) -> Result<Vec<u8>, ServeError> {
+    std::fs::read(p).map_err(|source| ServeError::TlsFile { path: p.clone(), source })
+}
+
+/// Binds `addr` and serves until `shutdown` completes. Returns the bound
+/// address and the server task.
+pub async fn serve(
+    addr: &str,
+    exec: Executor,
+    tls: Option<GrpcTls>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ServeError> {
+    use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr: addr.to_owned(), source })?;
+    let local = listener.local_addr().map_err(|source| ServeError::Bind { addr: addr.to_owned(), source })?;
+    let mut builder = Server::builder();
+    if let Some(t) = &tls {
+        let mut cfg = ServerTlsConfig::new().identity(Identity::from_pem(read(&t.cert)?, read(&t.key)?));
+        if let Some(ca) = &t.client_ca {
+            cfg = cfg.client_ca_root(Certificate::from_pem(read(ca)?)).client_auth_optional(t.client_auth_optional);
+        }
+        builder = builder.tls_config(cfg)?;
+    }
+    let (v1, v1alpha) = reflection_services()?;
+    let router = builder.add_service(health_service().await).add_service(v1).add_service(v1alpha).add_service(QueryService::new(exec).into_server());
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let task = tokio::spawn(async move {
+        if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown).await {
+            tracing::error!(error = %e, "gRPC server stopped");
+        }
+    });
+    tracing::info!(addr = %local, tls = tls.is_some(), "gRPC query API listening");
+    Ok((local, task))
+}

@@ -1,0 +1,32 @@
+//! `weft query`, `weft table`, `weft kv`: the query API's CLI (weft-api's
+//! cli module), with the global connection options mapped onto gRPC.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use weft_api::cli::{self, Connect, GrpcArgs, KvCmd, TableCmd};
+
+use crate::client_cmd::{ClientArgs, OutputArgs};
+
+fn connect(client: &ClientArgs, grpc: &GrpcArgs) -> Connect {
+    Connect {
+        addr: grpc.grpc_addr.clone(),
+        timeout: Duration::from_millis(client.timeout_ms.max(1)),
+        ca: client.tls.ca.clone(),
+        cert: client.tls.cert.clone(),
+        key: client.tls.key.clone(),
+        server_name: client.tls.server_name.clone(),
+    }
+}
+
+pub async fn query(client: &ClientArgs, grpc: &GrpcArgs, out: OutputArgs, aql: &str) -> Result<()> {
+    Ok(cli::run_query(&connect(client, grpc), aql, out.json).await?)
+}
+
+pub async fn table(client: &ClientArgs, grpc: &GrpcArgs, out: OutputArgs, cmd: &TableCmd) -> Result<()> {
+    Ok(cli::run_table(&connect(client, grpc), cmd, out.json).await?)
+}
+
+pub async fn kv(client: &ClientArgs, grpc: &GrpcArgs, out: OutputArgs, cmd: &KvCmd) -> Result<()> {
+    Ok(cli::run_kv(&connect(client, grpc), cmd, out.json).await?)
+}
