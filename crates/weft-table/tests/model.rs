@@ -15,10 +15,13 @@ use weft_table::*;
 
 // ---------------------------------------------------------------- model
 
+/// (revision, Some(value) | None for a delete).
+type ModelVersion = (u64, Option<Vec<u8>>);
+
 #[derive(Default, Clone)]
 struct Model {
-    /// key -> (revision, Some(value) | None for a delete), oldest first.
-    keys: BTreeMap<Vec<u8>, Vec<(u64, Option<Vec<u8>>)>>,
+    /// key -> versions, oldest first.
+    keys: BTreeMap<Vec<u8>, Vec<ModelVersion>>,
     rev: u64,
     compact: u64,
 }

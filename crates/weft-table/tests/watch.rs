@@ -105,7 +105,7 @@ async fn replay_then_live_while_writing_every_event_once_in_order() {
         seen += 1;
     }
     assert!(seen > 10);
-    assert!(t.stats().events_sent >= (total * 3) as u64);
+    assert!(t.stats().events_sent >= total * 3);
 }
 
 #[tokio::test]
