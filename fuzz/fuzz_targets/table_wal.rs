@@ -10,7 +10,7 @@ use libfuzzer_sys::fuzz_target;
 
 #[path = "common/alloc_guard.rs"]
 mod alloc_guard;
-use weft_table::TableState;
+use weft_table::{TableState, WriteCommand, WriteResult};
 use weft_table::wal::{self, WalRecord};
 
 const MAX: u64 = 1 << 20;
@@ -48,4 +48,9 @@ fuzz_target!(|data: &[u8]| {
         check_record(&fixed, &mut state);
     }
     let _ = TableState::restore(data);
+    if let Ok(cmd) = WriteCommand::decode(data) {
+        assert_eq!(WriteCommand::decode(&cmd.encode()).expect("re-encoded command decodes"), cmd);
+        let _ = state.apply(1 << 40, &cmd);
+    }
+    let _ = WriteResult::decode(data);
 });

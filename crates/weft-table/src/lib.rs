@@ -37,6 +37,7 @@
 //!
 //! Replication (sans-IO): TableState::apply(index, &WriteCommand) -> Applied { result, events, changed },
 //!   TableState::snapshot() -> Vec<u8>, TableState::restore(&[u8]), reads get/range/history/events_between.
+//!   WriteCommand::encode()/decode(&[u8]), WriteResult::encode()/decode(&[u8]) (msgpack, raft payloads).
 //! Errors: one enum `Error` (NotFound, AlreadyExists, InvalidArgument, Compacted, FutureRevision,
 //!   TooLarge, TooMany, SlowWatcher, NotJson, Dropped, Poisoned, Corrupt, Storage); `Error::kind()`.
 //! ```

@@ -520,6 +520,13 @@ impl Writer {
     }
 
     fn process(&mut self, batch: Vec<Request>) {
+        if self.core.dropped.load(Ordering::Acquire) {
+            // The directory is gone (or, after a re-create, another table's): touch nothing.
+            for req in batch {
+                let _ = req.reply.send(Err(Error::Dropped(self.core.name.clone())));
+            }
+            return;
+        }
         let mut pending: Vec<Pending> = Vec::new();
         let mut buf = Vec::new();
         for req in batch {
@@ -594,6 +601,9 @@ impl Writer {
     }
 
     fn maybe_checkpoint(&mut self) {
+        if self.core.dropped.load(Ordering::Acquire) {
+            return;
+        }
         let limit = self.core.limits.wal_checkpoint_bytes;
         let (snap, wal_bytes) = {
             let sh = self.core.lock();

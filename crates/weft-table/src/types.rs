@@ -189,6 +189,33 @@ pub enum WriteCommand {
     Compact { revision: Revision },
 }
 
+impl WriteCommand {
+    /// msgpack bytes, as a raft proposal carries the command.
+    pub fn encode(&self) -> Vec<u8> {
+        // Encoding plain structs of bytes and integers into a Vec cannot fail.
+        rmp_serde::to_vec(self).unwrap_or_default()
+    }
+
+    /// Decode `encode` output; anything else is `InvalidArgument`. No
+    /// allocation beyond what `data` holds (msgpack lengths are checked
+    /// against the input by rmp-serde's slice reader).
+    pub fn decode(data: &[u8]) -> Result<WriteCommand> {
+        rmp_serde::from_slice(data).map_err(|e| Error::invalid(format!("write command does not decode: {e}")))
+    }
+}
+
+impl WriteResult {
+    /// msgpack bytes, as a raft apply answer carries the result.
+    pub fn encode(&self) -> Vec<u8> {
+        // As for commands: cannot fail.
+        rmp_serde::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn decode(data: &[u8]) -> Result<WriteResult> {
+        rmp_serde::from_slice(data).map_err(|e| Error::invalid(format!("write result does not decode: {e}")))
+    }
+}
+
 /// Answer of a put.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PutResult {
