@@ -70,3 +70,23 @@ pub use state::{Applied, KeySet, TableState};
 pub use table::Table;
 pub use types::*;
 pub use watch::Watcher;
+
+#[cfg(test)]
+mod send_check {
+    // The gRPC layer holds these across awaits in spawned tasks: they must be Send.
+    fn assert_send<T: Send + 'static>(_: T) {}
+
+    #[allow(dead_code)]
+    fn futures_are_send(t: crate::Table, tables: crate::Tables, mut w: crate::Watcher) {
+        assert_send(async move {
+            let _ = t.get(b"k", None).await;
+            let _ = t.range(crate::RangeSpec::default()).await;
+            let _ = t.put("k", "v").await;
+            let _ = t.txn(crate::Txn::default()).await;
+            let _ = t.history(b"k", None).await;
+            let _ = w.next().await;
+            let _ = tables.create("x", crate::TableConfig::default()).await;
+            let _ = tables.drop("x").await;
+        });
+    }
+}
