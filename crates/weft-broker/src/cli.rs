@@ -485,6 +485,7 @@ pub async fn produce(client: &Client, args: ProduceArgs) -> Result<(), CliError>
     let mut eof = false;
     let max_records = args.batch.max(1);
     let max_bytes = args.batch_bytes.max(1);
+    let leaders = Leaders::default();
     while !eof || !pending.is_empty() {
         // Read until a batch is full or the input ends.
         let mut next = None;
@@ -533,7 +534,7 @@ pub async fn produce(client: &Client, args: ProduceArgs) -> Result<(), CliError>
         let n = pending.len();
         let req = dto::Produce { topic: args.topic.clone(), records: std::mem::take(&mut pending) };
         pending_bytes = 0;
-        let call = client.call::<_, dto::ProduceResponse>(route::PRODUCE, &req);
+        let call = leaders.call::<_, dto::ProduceResponse>(client, (&args.topic, args.partition), route::PRODUCE, &req);
         tokio::pin!(call);
         let (resp, interrupted) = tokio::select! {
             r = &mut call => (r?, None),
@@ -571,6 +572,59 @@ pub async fn produce(client: &Client, args: ProduceArgs) -> Result<(), CliError>
     match first_err {
         Some(first) => Err(CliError::Partial { failed, total: acked as usize + failed, first }),
         None => Ok(()),
+    }
+}
+
+/// The leader cache of one command (cluster mode). A `not_leader` error
+/// names the leader's native address (`details.addr`): the refusing node ran
+/// nothing, so the call is retried once there, and later calls for the same
+/// topic and partition go straight to that node. A cached leader that fails
+/// to answer is forgotten (the next call starts from the node given).
+#[derive(Default)]
+pub struct Leaders {
+    by_key: std::sync::Mutex<std::collections::HashMap<(String, Option<u32>), Client>>,
+}
+
+/// The leader address a `not_leader` error names, if any.
+pub fn leader_hint(e: &weft_wire::ErrorBody) -> Option<String> {
+    if e.code != weft_wire::ErrorCode::NotLeader {
+        return None;
+    }
+    let d = e.details.as_ref()?;
+    d["addr"].as_str().or_else(|| d["not_leader"]["addr"].as_str()).filter(|a| !a.is_empty()).map(str::to_owned)
+}
+
+impl Leaders {
+    pub async fn call<Req, Resp>(&self, default: &Client, key: (&str, Option<u32>), route: &str, req: &Req) -> Result<Resp, ClientError>
+    where
+        Req: serde::Serialize + Sync + ?Sized,
+        Resp: serde::de::DeserializeOwned,
+    {
+        let key = (key.0.to_owned(), key.1);
+        let cached = self.by_key.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+        let first = cached.as_ref().unwrap_or(default);
+        match first.call::<Req, Resp>(route, req).await {
+            Err(ClientError::Remote(b)) => match leader_hint(&b) {
+                Some(addr) => {
+                    let target: weft_net::Target = addr.parse().map_err(|_| ClientError::Remote(b.clone()))?;
+                    tracing::debug!(route, leader = %addr, "not the leader: retrying once at the leader");
+                    let leader = Client::connect(target, default.config().clone()).await?;
+                    let r = leader.call(route, req).await;
+                    if r.is_ok() {
+                        self.by_key.lock().unwrap_or_else(|p| p.into_inner()).insert(key, leader);
+                    }
+                    r
+                }
+                None => Err(ClientError::Remote(b)),
+            },
+            Err(e) => {
+                if cached.is_some() {
+                    self.by_key.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+                }
+                Err(e)
+            }
+            ok => ok,
+        }
     }
 }
 
@@ -780,6 +834,7 @@ pub async fn consume(client: &Client, args: ConsumeArgs) -> Result<(), CliError>
     let limit = args.max_records.unwrap_or(u64::MAX);
     let mut printed = 0u64;
     let stop = stop_flag();
+    let leaders = Leaders::default();
     let desc: serde_json::Value = client.call(route::TOPIC_DESCRIBE, &dto::TopicRef { name: args.topic.clone() }).await?;
     let count = desc["config"]["partitions"].as_u64().unwrap_or(1) as u32;
     if let Some(p) = args.partition
@@ -865,7 +920,7 @@ pub async fn consume(client: &Client, args: ConsumeArgs) -> Result<(), CliError>
                             Err(e) => return Err(e.into()),
                         }
                     }
-                    None => client.call(route::FETCH, &req).await?,
+                    None => leaders.call(client, (&args.topic, Some(*p)), route::FETCH, &req).await?,
                 };
                 if let Some(from) = r.reset_from {
                     eprintln!(

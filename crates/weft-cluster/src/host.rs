@@ -29,6 +29,14 @@ pub trait StateMachine: Send {
     fn snapshot(&self) -> Vec<u8>;
     /// Replace the state with a snapshot's.
     fn restore(&mut self, data: &[u8]) -> Result<()>;
+    /// Where a snapshot may be taken now: the highest applied index whose
+    /// state is safe to keep instead of the log (default: everything
+    /// applied), and the state as of that index. A state machine whose
+    /// effects reach the disk later (a partition's applier) answers the
+    /// point its disk has; None: no point yet.
+    fn snapshot_point(&mut self, applied: u64) -> Option<(u64, Vec<u8>)> {
+        Some((applied, self.snapshot()))
+    }
 }
 
 /// Tunables of every group on a node (config keys `cluster.*`).
@@ -90,8 +98,11 @@ struct Group {
     /// refuses to restore a snapshot whose configuration lacks the node, and
     /// the founding configuration is not in the log for it to replay).
     force_snapshot: bool,
-    /// Log compaction allowed (off for partition groups until their snapshots carry records).
+    /// Log compaction allowed.
     compact: bool,
+    /// Index of the last membership change applied: a snapshot below it would
+    /// carry the wrong configuration.
+    conf_index: u64,
 }
 
 /// Every group of one node.
@@ -116,6 +127,8 @@ pub struct GroupStatus {
     pub learners: Vec<NodeId>,
     /// Leader only: per voter, the highest index known replicated there.
     pub matched: BTreeMap<NodeId, u64>,
+    /// The log is compacted up to here (the last snapshot's index; 0: never).
+    pub snapshot_index: u64,
 }
 
 impl MultiRaft {
@@ -169,7 +182,7 @@ impl MultiRaft {
             ..Default::default()
         };
         let raw = RawNode::new(&cfg, storage, &self.logger)?;
-        self.groups.insert(group, Group { raw, sm, applied, conf, force_snapshot: false, compact: true });
+        self.groups.insert(group, Group { raw, sm, applied, conf, force_snapshot: false, compact: true, conf_index: 0 });
         Ok(())
     }
 
@@ -319,6 +332,7 @@ impl MultiRaft {
             voters: conf.voters.clone(),
             learners: conf.learners.clone(),
             matched,
+            snapshot_index: g.raw.store().snapshot_ref().get_metadata().index,
         })
     }
 
@@ -407,6 +421,7 @@ fn apply_entries(gid: GroupId, g: &mut Group, entries: Vec<Entry>, out: &mut Rea
                 // replay the log, so the stored configuration must be the snapshot's too
                 // (replaying a change onto a configuration that already has it fails).
                 g.conf = cs.clone();
+                g.conf_index = e.index;
                 out.conf_changes.push((gid, cs, e.context.to_vec()));
             }
         }
@@ -435,15 +450,23 @@ fn maybe_compact(g: &mut Group, snapshot_entries: u64) -> Result<()> {
     }
     let snap_index = g.raw.store().snapshot_ref().get_metadata().index;
     let due = g.applied >= snap_index + snapshot_entries.max(1) || (g.force_snapshot && g.applied > snap_index);
-    g.force_snapshot = false;
     if !due {
         return Ok(());
     }
-    let term = raft::Storage::term(g.raw.store(), g.applied)?;
+    // The state machine says how far its state is safe (a partition: what its
+    // copy has on disk); never past applied, never below a membership change
+    // (the snapshot carries the configuration as of `applied`).
+    let Some((index, data)) = g.sm.snapshot_point(g.applied) else { return Ok(()) };
+    let index = index.min(g.applied);
+    if index <= snap_index || index < g.conf_index || (index < g.applied && g.force_snapshot) {
+        return Ok(());
+    }
+    g.force_snapshot = false;
+    let term = raft::Storage::term(g.raw.store(), index)?;
     let mut snap = Snapshot::default();
-    snap.mut_metadata().index = g.applied;
+    snap.mut_metadata().index = index;
     snap.mut_metadata().term = term;
     snap.mut_metadata().set_conf_state(g.conf.clone());
-    snap.data = g.sm.snapshot().into();
+    snap.data = data.into();
     g.raw.mut_store().compact(snap)
 }

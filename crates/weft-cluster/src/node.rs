@@ -108,6 +108,9 @@ pub struct PartitionStatus {
     pub raft_commit: Option<u64>,
     /// Next offset readable on this replica (committed and applied), when hosted here.
     pub high_watermark: Option<u64>,
+    /// Records this replica fetched from another replica's copy after
+    /// installing a snapshot (since start), when hosted here.
+    pub caught_up_records: Option<u64>,
 }
 
 /// Handle to a running cluster node.
@@ -120,6 +123,7 @@ pub struct ClusterNode {
     stop: watch::Sender<bool>,
     partitions: Partitions,
     leaders: Leaders,
+    catch_up: crate::partition::CatchUpSlot,
 }
 
 type Partitions = Arc<RwLock<BTreeMap<GroupId, Arc<crate::partition::PartitionHandle>>>>;
@@ -161,6 +165,7 @@ struct Driver {
     rng: rand::rngs::StdRng,
     partitions: Partitions,
     leaders: Leaders,
+    catch_up: crate::partition::CatchUpSlot,
 }
 
 /// The state machine of a partition group until records are replicated (stage 2).
@@ -218,6 +223,7 @@ impl ClusterNode {
         let (tx, rx) = mpsc::channel(cfg.max_pending.max(1));
         let partitions: Partitions = Arc::default();
         let leaders: Leaders = Arc::default();
+        let catch_up: crate::partition::CatchUpSlot = Arc::default();
         let driver = Driver {
             cfg: cfg.clone(),
             raft,
@@ -231,10 +237,11 @@ impl ClusterNode {
             rng,
             partitions: partitions.clone(),
             leaders: leaders.clone(),
+            catch_up: catch_up.clone(),
         };
         tokio::spawn(driver.run(rx, in_rx, stop_rx));
         tracing::info!(node = cfg.node_id, addr = %cfg.addr, peers = cfg.peers.len(), join = cfg.join, "cluster: node started");
-        Ok(ClusterNode { cfg, tx, meta, transport, stop, partitions, leaders })
+        Ok(ClusterNode { cfg, tx, meta, transport, stop, partitions, leaders, catch_up })
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -364,6 +371,12 @@ impl ClusterNode {
         self.meta.read().unwrap_or_else(|p| p.into_inner()).nodes.get(&node).and_then(|n| n.native_addr.clone())
     }
 
+    /// Where a replica that installed a partition snapshot fetches the
+    /// records it stands for (set once; the binary's record plane).
+    pub fn set_catch_up(&self, c: Arc<dyn crate::partition::CatchUp>) {
+        let _ = self.catch_up.set(c);
+    }
+
     /// The node's log (where committed records of hosted partitions are applied).
     pub fn log(&self) -> Option<&weft_log::Log> {
         self.cfg.log.as_ref()
@@ -491,6 +504,7 @@ impl ClusterNode {
                         in_sync,
                         raft_commit: g.map(|g| g.commit),
                         high_watermark: hosted.get(&p.group).map(|h| h.high_watermark.load(std::sync::atomic::Ordering::Acquire)),
+                        caught_up_records: hosted.get(&p.group).map(|h| h.caught_up_records.load(std::sync::atomic::Ordering::Relaxed)),
                     }
                 })
             })
@@ -715,16 +729,16 @@ impl Driver {
             let disk = FileDisk::open(self.cfg.data_dir.join("cluster").join("groups").join(format!("{group}.wal")))?;
             let sm: Box<dyn crate::host::StateMachine> = match &self.cfg.log {
                 Some(log) => {
-                    let (sm, handle) = crate::partition::start(log.clone(), topic, partition, config);
+                    let (sm, handle) = crate::partition::start(log.clone(), topic, partition, config, self.catch_up.clone());
                     self.partitions.write().unwrap_or_else(|p| p.into_inner()).insert(group, handle);
                     Box::new(sm)
                 }
                 None => Box::new(NoRecords),
             };
+            // Compacted like every group: a snapshot is the record count, taken
+            // only where this copy has the records on disk, and a follower that
+            // installs one fetches the records from another replica (partition.rs).
             self.raft.open_group(group, Box::new(disk), sm, &replicas, &mut self.rng)?;
-            // A snapshot of a partition holds only its record count; a follower
-            // installing one would miss the records, so these logs are kept whole.
-            self.raft.set_compaction(group, false);
             tracing::info!(group, ?replicas, "cluster: partition group opened");
         }
         Ok(())

@@ -8,6 +8,8 @@
 //! there, so replaying the raft log after a restart writes nothing twice.
 //! The high watermark is the applier's end offset: committed and applied.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -165,16 +167,45 @@ pub struct PartitionHandle {
     pub high_watermark: AtomicU64,
     /// Set when the applier stopped (a gap or a storage error): reads and writes fail.
     pub failed: std::sync::Mutex<Option<String>>,
+    /// Records fetched from other replicas after installing a snapshot.
+    pub caught_up_records: AtomicU64,
+}
+
+/// Where a replica that installed a snapshot gets the records the snapshot
+/// stands for: another replica's copy (the binary fetches them over the
+/// native protocol). Records must come back at consecutive offsets from `from`.
+pub trait CatchUp: Send + Sync {
+    fn fetch<'a>(&'a self, topic: &'a str, partition: u32, from: u64, to: u64) -> Pin<Box<dyn Future<Output = Result<Vec<(u64, EntryRecord)>>> + Send + 'a>>;
+}
+
+/// Set once the node's record plane exists (it needs the node to be built first).
+pub type CatchUpSlot = Arc<std::sync::OnceLock<Arc<dyn CatchUp>>>;
+
+enum ToApplier {
+    /// Records of one entry, the first at this offset.
+    Apply(u64, Vec<u8>),
+    /// A snapshot was installed: the copy must hold every offset below this.
+    Restore(u64),
 }
 
 /// The partition group's state machine.
+///
+/// Snapshots: the state is the next offset. A snapshot may stand in for the
+/// log only where the local copy has the records on disk (`snapshot_point`:
+/// the last applied entry whose records are below the copy's synced
+/// offset), so a restart never needs entries the log no longer has. A
+/// follower that installs a snapshot fetches the records below it from
+/// another replica's copy before it applies anything after it.
 pub struct PartitionSm {
     next_offset: u64,
-    tx: mpsc::UnboundedSender<(u64, Vec<u8>)>,
+    tx: mpsc::UnboundedSender<ToApplier>,
+    /// (raft index, offset after the entry) of applied entries not yet covered by a snapshot point.
+    applied: std::collections::VecDeque<(u64, u64)>,
+    log: Option<(Log, String, u32)>,
 }
 
 impl StateMachine for PartitionSm {
-    fn apply(&mut self, _index: u64, data: &[u8]) -> Vec<u8> {
+    fn apply(&mut self, index: u64, data: &[u8]) -> Vec<u8> {
         // Offsets are assigned here, at apply: the same on every replica, and
         // a batch of N records takes N consecutive offsets.
         let count = entry_count(data);
@@ -183,9 +214,10 @@ impl StateMachine for PartitionSm {
         }
         let offset = self.next_offset;
         self.next_offset += count;
+        self.applied.push_back((index, self.next_offset));
         // Unbounded on purpose: the driver must not block; raft bounds what one
         // Ready commits, and the applier drains at disk speed.
-        let _ = self.tx.send((offset, data.to_vec()));
+        let _ = self.tx.send(ToApplier::Apply(offset, data.to_vec()));
         offset.to_be_bytes().to_vec()
     }
     fn snapshot(&self) -> Vec<u8> {
@@ -194,23 +226,50 @@ impl StateMachine for PartitionSm {
     fn restore(&mut self, data: &[u8]) -> Result<()> {
         let b: [u8; 8] = data.try_into().map_err(|_| ClusterError::StateMachine("partition snapshot".into()))?;
         self.next_offset = u64::from_be_bytes(b);
+        self.applied.clear();
+        let _ = self.tx.send(ToApplier::Restore(self.next_offset));
         Ok(())
+    }
+    fn snapshot_point(&mut self, applied: u64) -> Option<(u64, Vec<u8>)> {
+        let Some((log, topic, partition)) = &self.log else {
+            // No copy (raft-layer tests): the count is the whole state.
+            return Some((applied, self.snapshot()));
+        };
+        let synced = log.partition_stats(topic).ok()?.into_iter().find(|p| p.partition.0 == *partition)?.synced_offset.0;
+        if self.applied.is_empty() {
+            // Nothing applied since the last point: only empty or membership
+            // entries, whose snapshot is the current count once the copy has it.
+            return (synced >= self.next_offset).then(|| (applied, self.snapshot()));
+        }
+        let (index, end) = self.applied.iter().rev().find(|(_, end)| *end <= synced).copied()?;
+        // Later points are at or past this one (the synced offset only grows).
+        while self.applied.front().is_some_and(|(i, _)| *i <= index) {
+            self.applied.pop_front();
+        }
+        Some((index, end.to_be_bytes().to_vec()))
     }
 }
 
 /// Build the state machine and start its applier into `log`; `config` is
 /// the topic's configuration (its partition count included) for the local copy.
-pub fn start(log: Log, topic: String, partition: u32, config: TopicConfig) -> (PartitionSm, Arc<PartitionHandle>) {
+pub fn start(log: Log, topic: String, partition: u32, config: TopicConfig, catch_up: CatchUpSlot) -> (PartitionSm, Arc<PartitionHandle>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let handle = Arc::new(PartitionHandle { topic, partition, high_watermark: AtomicU64::new(0), failed: Default::default() });
+    let handle = Arc::new(PartitionHandle {
+        topic: topic.clone(),
+        partition,
+        high_watermark: AtomicU64::new(0),
+        failed: Default::default(),
+        caught_up_records: AtomicU64::new(0),
+    });
     let h = handle.clone();
+    let l = log.clone();
     tokio::spawn(async move {
-        if let Err(e) = applier(log, h.clone(), config, rx).await {
+        if let Err(e) = applier(l, h.clone(), config, rx, catch_up).await {
             tracing::error!(topic = %h.topic, partition = h.partition, error = %e, "cluster: partition applier stopped");
             *h.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
         }
     });
-    (PartitionSm { next_offset: 0, tx }, handle)
+    (PartitionSm { next_offset: 0, tx, applied: Default::default(), log: Some((log, topic, partition)) }, handle)
 }
 
 /// Create the topic in the node's local log if it is not there (several
@@ -227,45 +286,104 @@ pub async fn ensure_local_topic(log: &Log, topic: &str, config: TopicConfig) -> 
     Ok(())
 }
 
-async fn applier(log: Log, h: Arc<PartitionHandle>, config: TopicConfig, mut rx: mpsc::UnboundedReceiver<(u64, Vec<u8>)>) -> Result<()> {
+fn produce_record(p: PartitionId, r: EntryRecord) -> ProduceRecord {
+    ProduceRecord {
+        partition: Some(p),
+        timestamp_ms: Some(r.timestamp_ms),
+        key: r.key.map(Bytes::from),
+        value: r.value.map(Bytes::from),
+        headers: r.headers.into_iter().map(|(k, v)| (k, Bytes::from(v))).collect(),
+    }
+}
+
+/// Append records that must land at `end`, `end + 1`, ...: the copy's
+/// offsets must equal the ones raft assigned.
+async fn append_at(log: &Log, h: &PartitionHandle, end: u64, recs: Vec<ProduceRecord>) -> Result<()> {
+    let acks = log.produce(&h.topic, recs).await.map_err(|e| ClusterError::StateMachine(e.to_string()))?;
+    for (i, a) in acks.into_iter().enumerate() {
+        let want = end + i as u64;
+        match a {
+            Ok(a) if a.offset.0 == want => {}
+            Ok(a) => return Err(ClusterError::StateMachine(format!("log gave offset {} for {want}", a.offset.0))),
+            Err(e) => return Err(ClusterError::StateMachine(e.to_string())),
+        }
+    }
+    Ok(())
+}
+
+async fn applier(log: Log, h: Arc<PartitionHandle>, config: TopicConfig, mut rx: mpsc::UnboundedReceiver<ToApplier>, catch_up: CatchUpSlot) -> Result<()> {
     let se = |e: weft_log::LogError| ClusterError::StateMachine(e.to_string());
     ensure_local_topic(&log, &h.topic, config).await?;
     let p = PartitionId(h.partition);
     let end = log.list_offset(&h.topic, p, OffsetSpec::Latest).map_err(se)?.0;
     h.high_watermark.store(end, Ordering::Release);
-    while let Some((first, data)) = rx.recv().await {
+    while let Some(msg) = rx.recv().await {
         let end = log.list_offset(&h.topic, p, OffsetSpec::Latest).map_err(se)?.0;
-        let records = decode_entry(&data)?;
-        let last = first + records.len() as u64;
-        if last <= end {
-            continue; // written before a restart: replay must not append twice
-        }
-        if first > end {
-            return Err(ClusterError::StateMachine(format!("gap: records from offset {first}, log ends at {end}")));
-        }
-        // A batch half written before a crash: append only its missing tail.
-        let skip = (end - first) as usize;
-        let recs: Vec<ProduceRecord> = records
-            .into_iter()
-            .skip(skip)
-            .map(|r| ProduceRecord {
-                partition: Some(p),
-                timestamp_ms: Some(r.timestamp_ms),
-                key: r.key.map(Bytes::from),
-                value: r.value.map(Bytes::from),
-                headers: r.headers.into_iter().map(|(k, v)| (k, Bytes::from(v))).collect(),
-            })
-            .collect();
-        let acks = log.produce(&h.topic, recs).await.map_err(se)?;
-        for (i, a) in acks.into_iter().enumerate() {
-            let want = end + i as u64;
-            match a {
-                Ok(a) if a.offset.0 == want => {}
-                Ok(a) => return Err(ClusterError::StateMachine(format!("log gave offset {} for {want}", a.offset.0))),
-                Err(e) => return Err(se(e)),
+        match msg {
+            ToApplier::Restore(next) => {
+                // The snapshot stands for records this copy may not have:
+                // fetch them from another replica, in offset order.
+                let mut at = end;
+                let mut waits = 0u32;
+                while at < next {
+                    let source = catch_up.get().cloned();
+                    let got = match source {
+                        Some(c) => c.fetch(&h.topic, h.partition, at, next).await,
+                        None => Ok(Vec::new()),
+                    };
+                    let recs = match got {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::debug!(topic = %h.topic, partition = h.partition, error = %e, "cluster: catch-up fetch failed; retrying");
+                            Vec::new()
+                        }
+                    };
+                    if recs.is_empty() {
+                        // No replica has them applied yet (or none reachable): wait and retry.
+                        waits = waits.saturating_add(1);
+                        if waits % 100 == 0 {
+                            tracing::warn!(topic = %h.topic, partition = h.partition, at, next, "cluster: still catching up after a snapshot");
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                    let mut batch = Vec::with_capacity(recs.len());
+                    for (i, (o, r)) in recs.into_iter().enumerate() {
+                        if o != at + i as u64 {
+                            return Err(ClusterError::StateMachine(format!(
+                                "catch-up: a replica's copy skips offset {} (retention or compaction removed it); this replica cannot rebuild its copy",
+                                at + i as u64
+                            )));
+                        }
+                        if o >= next {
+                            break;
+                        }
+                        batch.push(produce_record(p, r));
+                    }
+                    let n = batch.len() as u64;
+                    append_at(&log, &h, at, batch).await?;
+                    at += n;
+                    h.caught_up_records.fetch_add(n, Ordering::Relaxed);
+                    h.high_watermark.store(at, Ordering::Release);
+                }
+                tracing::info!(topic = %h.topic, partition = h.partition, from = end, to = next, "cluster: copy caught up to an installed snapshot");
+            }
+            ToApplier::Apply(first, data) => {
+                let records = decode_entry(&data)?;
+                let last = first + records.len() as u64;
+                if last <= end {
+                    continue; // written before a restart: replay must not append twice
+                }
+                if first > end {
+                    return Err(ClusterError::StateMachine(format!("gap: records from offset {first}, log ends at {end}")));
+                }
+                // A batch half written before a crash: append only its missing tail.
+                let skip = (end - first) as usize;
+                let recs: Vec<ProduceRecord> = records.into_iter().skip(skip).map(|r| produce_record(p, r)).collect();
+                append_at(&log, &h, end, recs).await?;
+                h.high_watermark.store(last, Ordering::Release);
             }
         }
-        h.high_watermark.store(last, Ordering::Release);
     }
     Ok(())
 }
@@ -313,14 +431,16 @@ mod tests {
     #[tokio::test]
     async fn the_state_machine_gives_a_batch_consecutive_offsets() {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut sm = PartitionSm { next_offset: 0, tx };
+        let mut sm = PartitionSm { next_offset: 0, tx, applied: Default::default(), log: None };
         let one = EntryRecord { timestamp_ms: 1, value: Some(b"a".to_vec()), ..Default::default() };
         assert_eq!(sm.apply(1, &encode_batch(&[one.clone(), one.clone(), one.clone()])), 0u64.to_be_bytes().to_vec());
         assert_eq!(sm.apply(2, &one.encode()), 3u64.to_be_bytes().to_vec());
         assert!(sm.apply(3, b"\xB1garbage").is_empty(), "a bad entry takes no offsets");
         assert_eq!(sm.apply(4, &encode_batch(&[one])), 4u64.to_be_bytes().to_vec());
-        assert_eq!(rx.try_recv().unwrap().0, 0);
-        assert_eq!(rx.try_recv().unwrap().0, 3);
-        assert_eq!(rx.try_recv().unwrap().0, 4);
+        for want in [0, 3, 4] {
+            assert!(matches!(rx.try_recv().unwrap(), ToApplier::Apply(o, _) if o == want));
+        }
+        // The snapshot point of a state machine without a copy is what it applied.
+        assert_eq!(sm.snapshot_point(9), Some((9, 5u64.to_be_bytes().to_vec())));
     }
 }

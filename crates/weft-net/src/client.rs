@@ -202,6 +202,12 @@ impl Client {
         &self.inner.endpoint
     }
 
+    /// The settings this client connected with (to open another connection
+    /// the same way, e.g. to a cluster leader named by a `not_leader` error).
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
     /// `frame` with the caller's trace context (from the source set by
     /// [`set_trace_context_source`]) when the server's welcome accepts it
     /// (docs/protocol.md, "Trace context"); else `frame` unchanged.

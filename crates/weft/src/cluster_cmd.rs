@@ -61,8 +61,11 @@ fn wire(e: ClusterError) -> ServiceError {
 }
 
 /// The record plane of a cluster node, for `log.*`, HTTP and the `cluster.local.*` routes.
+/// It is also where a replica that installed a partition snapshot fetches the records it stands for.
 pub fn record_plane(node: &ClusterNode, log: weft_log::Log, conf: &ClusterConf) -> std::sync::Arc<ClusterPlane> {
-    std::sync::Arc::new(ClusterPlane::new(node.clone(), log, Duration::from_millis(conf.propose_timeout_ms.max(1))))
+    let plane = std::sync::Arc::new(ClusterPlane::new(node.clone(), log, Duration::from_millis(conf.propose_timeout_ms.max(1))));
+    node.set_catch_up(plane.clone());
+    plane
 }
 
 fn meta_result(r: MetaResponse) -> Result<MetaResponse, ServiceError> {

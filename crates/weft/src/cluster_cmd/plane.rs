@@ -519,6 +519,44 @@ impl RecordPlane for ClusterPlane {
     }
 }
 
+/// A replica that installed a partition snapshot fetches the records below
+/// it from another replica's copy (one hop, `cluster.local.fetch`).
+impl weft_cluster::partition::CatchUp for ClusterPlane {
+    fn fetch<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: u32,
+        from: u64,
+        to: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = weft_cluster::Result<Vec<(u64, EntryRecord)>>> + Send + 'a>> {
+        Box::pin(async move {
+            let req = dto::Fetch {
+                topic: topic.to_owned(),
+                partition,
+                offset: from,
+                max_bytes: Some(native::DEFAULT_MAX_BYTES * 4),
+                max_records: Some(to.saturating_sub(from).clamp(1, 10_000) as usize),
+                wait_ms: None,
+                raw: false,
+                reset: None,
+            };
+            let r: dto::FetchResponse = self.forward(topic, partition, LOCAL_FETCH, &req, true).await.map_err(|e| ClusterError::StateMachine(format!("{}: {}", e.code, e.message)))?;
+            Ok(r.records
+                .into_iter()
+                .map(|x| {
+                    let rec = EntryRecord {
+                        timestamp_ms: x.timestamp_ms,
+                        key: x.key.map(|k| k.into_vec()),
+                        value: x.value.map(|v| v.into_vec()),
+                        headers: x.headers.into_iter().map(|(k, v)| (k, v.into_vec())).collect(),
+                    };
+                    (x.offset, rec)
+                })
+                .collect())
+        })
+    }
+}
+
 /// Register the internal one-hop routes on a replica.
 pub fn register_local(service: &mut weft_service::Service, plane: Arc<ClusterPlane>) -> anyhow::Result<()> {
     use weft_service::ServiceError;

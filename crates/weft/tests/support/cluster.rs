@@ -21,6 +21,8 @@ pub struct Proc {
     pub dir: PathBuf,
     pub child: Option<Child>,
     pub stopped: bool,
+    /// Extra environment for `weft serve` (config keys as WEFT_* variables).
+    pub env: Vec<(String, String)>,
 }
 
 impl Proc {
@@ -42,6 +44,7 @@ impl Proc {
             .env_remove("WEFT_ADDR")
             // Fast ticks keep elections short on a loaded machine.
             .env("WEFT_CLUSTER_TICK_MS", "50")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::File::create(self.dir.with_extension("log")).unwrap()));
         self.child = Some(c.spawn().unwrap());
@@ -157,7 +160,7 @@ pub fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 }
 
 pub fn procs(dir: &Path, ids: std::ops::RangeInclusive<u64>) -> Vec<Proc> {
-    ids.map(|id| Proc { id, native: free_port(), http: free_port(), cluster: free_port(), dir: dir.join(format!("n{id}")), child: None, stopped: false })
+    ids.map(|id| Proc { id, native: free_port(), http: free_port(), cluster: free_port(), dir: dir.join(format!("n{id}")), child: None, stopped: false, env: Vec::new() })
         .collect()
 }
 
