@@ -156,6 +156,8 @@ pub struct Authorizer {
     verified: Mutex<HashMap<[u8; 32], (CredKind, Arc<str>)>>,
     stats: AuthStats,
     on_change: Mutex<Option<Arc<AuditHook>>>,
+    /// Per-identity request and byte rates (`auth.rate_per_s`, `auth.bytes_per_s`).
+    limits: ArcSwap<crate::limits::Limits>,
 }
 
 impl std::fmt::Debug for Authorizer {
@@ -193,6 +195,7 @@ impl Authorizer {
             verified: Mutex::new(HashMap::new()),
             stats: AuthStats::default(),
             on_change: Mutex::new(None),
+            limits: ArcSwap::from_pointee(crate::limits::Limits::new(0, 0)),
         }
     }
 
@@ -218,6 +221,28 @@ impl Authorizer {
             written = Some(token_path);
         }
         Ok((authz, written))
+    }
+
+    /// Set the per-identity limits (0: off); a reload may change them.
+    pub fn set_limits(&self, rate_per_s: u64, bytes_per_s: u64) {
+        self.limits.store(Arc::new(crate::limits::Limits::new(rate_per_s, bytes_per_s)));
+    }
+
+    /// Count a request of `bytes` against `who`'s limits (auth on only:
+    /// with auth off everyone is the same anonymous caller). Refusals are
+    /// answered `busy` / HTTP 429.
+    pub fn check_limits(&self, who: &Identity, bytes: usize) -> Result<(), crate::limits::Limited> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let l = self.limits.load();
+        if l.is_off() { Ok(()) } else { l.check(&who.user, bytes) }
+    }
+
+    /// `auth.limited.rate`, `auth.limited.bytes`.
+    pub fn limit_stats(&self) -> Vec<(&'static str, u64)> {
+        let l = self.limits.load();
+        vec![("auth.limited.rate", l.limited_rate.load(Ordering::Relaxed)), ("auth.limited.bytes", l.limited_bytes.load(Ordering::Relaxed))]
     }
 
     pub fn enabled(&self) -> bool {

@@ -78,7 +78,7 @@ pub fn parse_credential(s: &str) -> Result<Credential<'_>, ParseError> {
         || !secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         // 43 characters carry 258 bits; the last two must be zero for the
         // string to be the canonical encoding of 32 bytes.
-        || URL_SAFE_NO_PAD.decode(secret).map(|v| v.len()) != Ok(32)
+        || URL_SAFE_NO_PAD.decode_slice(secret, &mut [0u8; 33]) != Ok(32)
     {
         return Err(ParseError::BadSecret { expected: SECRET_B64_LEN });
     }

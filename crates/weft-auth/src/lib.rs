@@ -10,6 +10,7 @@
 mod authorizer;
 pub mod cred;
 mod error;
+pub mod limits;
 mod model;
 pub mod routes;
 pub mod store;

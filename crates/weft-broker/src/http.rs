@@ -182,11 +182,14 @@ pub struct HttpOptions {
     /// Authentication and authorisation of every route, `extra` ones
     /// included (docs/security.md); None: none.
     pub auth: Option<std::sync::Arc<crate::http_auth::HttpAuth>>,
+    /// HTTPS (`http.tls`): certificates shared with the native TLS
+    /// listener's settings, reloadable; None: plain HTTP.
+    pub tls: Option<std::sync::Arc<weft_net::tls_reload::ReloadableTls>>,
 }
 
 impl Default for HttpOptions {
     fn default() -> Self {
-        Self { allow: weft_net::AllowList::default(), max_body_bytes: DEFAULT_MAX_BODY_BYTES, stats: Default::default(), extra: None, plane: None, auth: None }
+        Self { allow: weft_net::AllowList::default(), max_body_bytes: DEFAULT_MAX_BODY_BYTES, stats: Default::default(), extra: None, plane: None, auth: None, tls: None }
     }
 }
 
@@ -238,9 +241,23 @@ pub async fn serve_with(
             next.run(req).await
         }
     }));
+    let tls = opts.tls;
     let task = tokio::spawn(async move {
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+        let served = match tls {
+            Some(tls) => match crate::http_tls::TlsListener::spawn(listener, tls) {
+                Ok(l) => {
+                    let app = app.layer(axum::middleware::from_fn(crate::http_tls::with_peer_addr));
+                    let app = app.into_make_service_with_connect_info::<crate::http_tls::TlsPeer>();
+                    axum::serve(l, app).with_graceful_shutdown(stop).await
+                }
+                Err(e) => Err(e),
+            },
+            None => {
+                let app = app.into_make_service_with_connect_info::<SocketAddr>();
+                axum::serve(listener, app).with_graceful_shutdown(stop).await
+            }
+        };
+        if let Err(e) = served {
             tracing::error!(error = %e, "http gateway stopped");
         }
     });

@@ -183,6 +183,11 @@ pub async fn auth(State(cfg): State<Arc<HttpAuth>>, mut req: Request, next: Next
         authz.record_denial("http", &who, &peer, &path, &d);
         return denied_response(&d, presented);
     }
+    let bytes = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
+    if let Err(l) = authz.check_limits(&who, bytes) {
+        let e = ErrorBody::new(ErrorCode::Busy, l.to_string()).with_details(serde_json::json!({"kind": "identity_limit", "status": 429}));
+        return (StatusCode::TOO_MANY_REQUESTS, axum::Json(e)).into_response();
+    }
     let cookie = from_query.then(|| cred.as_deref().and_then(|c| c.strip_prefix("Bearer ")).map(str::to_owned)).flatten();
     req.extensions_mut().insert(who);
     let mut resp = next.run(req).await;

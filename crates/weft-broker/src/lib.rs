@@ -16,6 +16,7 @@ pub mod dto;
 pub mod error;
 pub mod http;
 pub mod http_auth;
+pub mod http_tls;
 pub mod http_mw;
 mod http_trace;
 pub mod native;

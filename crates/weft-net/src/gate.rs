@@ -68,7 +68,13 @@ pub(crate) fn check(authz: &Option<Arc<Authorizer>>, peer: &PeerInfo, frame: &Fr
         body = body.get(1 + t..).unwrap_or_default();
     }
     match authz.authorize_native(who, &frame.route, body, frame.flags.is_json()) {
-        Ok(()) => None,
+        Ok(()) => match authz.check_limits(who, frame.wire_len()) {
+            Ok(()) => None,
+            Err(l) => {
+                tracing::debug!(peer = %peer.addr, identity = %who.describe(), route = %frame.route, "request over the identity's limit");
+                Some(ErrorBody::new(ErrorCode::Busy, l.to_string()).with_details(serde_json::json!({"kind": "identity_limit"})))
+            }
+        },
         Err(d) => {
             tracing::info!(peer = %peer.addr, identity = %who.describe(), route = %frame.route, outcome = d.kind.as_str(), "request refused");
             audit(authz, peer, &frame.route, &d);

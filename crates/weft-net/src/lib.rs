@@ -27,6 +27,7 @@ mod quic;
 mod server;
 mod splitter;
 pub mod tls;
+pub mod tls_reload;
 mod x509;
 
 pub use allow::AllowList;

@@ -201,6 +201,8 @@ pub(crate) struct Shared {
     liveness: Arc<LivenessTable>,
     /// Connection count and buffered-bytes budgets.
     pub(crate) budgets: Budgets,
+    /// The TLS listeners' certificates, reloadable (`Server::reload_tls`).
+    tls: std::sync::Mutex<Vec<Arc<crate::tls_reload::ReloadableTls>>>,
 }
 
 /// A native-protocol server. Cheap to clone; all clones are the same server.
@@ -229,6 +231,7 @@ impl Server {
                 stats,
                 liveness,
                 budgets,
+                tls: std::sync::Mutex::new(Vec::new()),
             }),
         }
     }
@@ -263,7 +266,9 @@ impl Server {
     /// authentication, the certificate's identity becomes
     /// [`PeerInfo::client_id`].
     pub async fn bind_tls(&self, addr: &str, tls: &crate::tls::TlsServerConfig) -> Result<SocketAddr, NetError> {
-        let acceptor = tokio_rustls::TlsAcceptor::from(crate::tls::server_config(tls, false)?);
+        // Asked for at each accept: a reload reaches new connections only.
+        let reloadable = crate::tls_reload::ReloadableTls::new(tls.clone(), crate::tls_reload::Alpn::Weft)?;
+        self.shared.tls.lock().unwrap_or_else(|p| p.into_inner()).push(reloadable.clone());
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| NetError::Bind { addr: addr.to_owned(), source })?;
@@ -283,7 +288,7 @@ impl Server {
                     // cost a TLS handshake, the load being shed.
                     match admit_shared.budgets.open_connection() {
                         Some(slot) => {
-                            admit_shared.tasks.spawn(serve_tls(admit_shared.clone(), acceptor.clone(), stream, info, slot));
+                            admit_shared.tasks.spawn(serve_tls(admit_shared.clone(), reloadable.acceptor(), stream, info, slot));
                         }
                         None => {
                             count_refused(Transport::Tls, "max_connections");
@@ -385,6 +390,18 @@ impl Server {
         self.shared.stop.cancel();
         self.shared.tasks.close();
         tokio::time::timeout(drain, self.shared.tasks.wait()).await.is_ok()
+    }
+
+    /// Re-read the certificate, key and client CA of every TLS listener, all
+    /// or nothing: on an error none changes. Open connections keep theirs.
+    pub fn reload_tls(&self) -> Result<usize, crate::error::TlsError> {
+        let set = self.shared.tls.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        crate::tls_reload::reload_all(&set)
+    }
+
+    /// The reloadable TLS configurations of this server's listeners.
+    pub fn tls_configs(&self) -> Vec<Arc<crate::tls_reload::ReloadableTls>> {
+        self.shared.tls.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// A token cancelled when the server begins shutting down.

@@ -40,6 +40,7 @@ pub fn start(cfg: &NodeConfig, data_dir: &Path) -> Result<Arc<Authorizer>> {
             warn!(listeners = ?open, "AUTH IS OFF and listeners are bound beyond loopback: anyone the allow-lists admit can read, write and administer this node; start with --auth (docs/security.md)");
         }
     }
+    authz.set_limits(cfg.auth.rate_per_s, cfg.auth.bytes_per_s);
     let audit = AuditLog::new(data_dir.join("audit.log"), cfg.auth.audit_max_bytes, cfg.auth.audit_files);
     authz.set_audit_hook(move |ev| audit.write(ev));
     if cfg.auth.enabled {

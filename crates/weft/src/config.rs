@@ -252,6 +252,9 @@ pub struct HttpListenerConf {
     pub allow: Vec<String>,
     /// Larger request bodies get 413 `too_large`, unread.
     pub max_body_bytes: u64,
+    /// HTTPS: TLS with the `tls.*` certificate, key and client-certificate
+    /// policy (docs/security.md); reloaded with them.
+    pub tls: bool,
 }
 
 /// The TLS listener, and the certificate QUIC shares.
@@ -324,6 +327,7 @@ impl Default for NodeConfig {
                 addr: "127.0.0.1:7480".into(),
                 allow: loopback(),
                 max_body_bytes: weft_broker::http::DEFAULT_MAX_BODY_BYTES as u64,
+                tls: false,
             },
             tls: TlsListenerConf {
                 enabled: false,

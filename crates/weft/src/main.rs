@@ -2,6 +2,7 @@
 //! lives in the crates.
 
 mod auth_cmd;
+mod reload;
 mod client_cmd;
 mod cluster_cmd;
 mod config;
@@ -240,6 +241,14 @@ enum ConfigCommand {
         #[command(flatten)]
         out: client_cmd::OutputArgs,
     },
+    /// Make a running node re-read its configuration, certificates and auth
+    /// state (as SIGHUP does); all or nothing; lists keys needing a restart.
+    Reload {
+        #[command(flatten)]
+        client: client_cmd::ClientArgs,
+        #[command(flatten)]
+        out: client_cmd::OutputArgs,
+    },
 }
 
 /// Flags of `weft serve` (and `weft config show`). Each maps to a config key,
@@ -473,7 +482,12 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Serve(args) => serve::run(args.load()?).await,
+        Command::Serve(args) => {
+            // A reload reads the same file, environment and flags again.
+            let again = args.clone();
+            reload::set_loader(Box::new(move || again.load()));
+            serve::run(args.load()?).await
+        }
         Command::Config { command: ConfigCommand::Show { node, out } } => {
             let layered = node.load()?;
             if out.json {
@@ -484,6 +498,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Config { command: ConfigCommand::Running { client, out } } => client_cmd::config_running(&client, out).await,
+        Command::Config { command: ConfigCommand::Reload { client, out } } => reload::cli(&client, out).await,
         Command::Ping { client, out } => client_cmd::ping(&client, out).await,
         Command::Echo { client, text } => client_cmd::echo(&client, &text).await,
         Command::Call { client, route, json } => client_cmd::call(&client, &route, json.as_deref()).await,

@@ -66,6 +66,9 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     register_node_endpoints(&mut service, liveness.clone(), Duration::from_millis(cfg.liveness.timeout_ms))?;
     log_level.register(&mut service)?;
     crate::auth_cmd::register(&mut service, authz.clone())?;
+    // SIGHUP and weft.config.reload (docs/security.md, "Reload").
+    let reloader = crate::reload::Reloader::new(log_level.clone(), authz.clone(), config_entries.clone());
+    crate::reload::register(&mut service, reloader.clone())?;
     if authz.enabled() {
         features.push("auth".into());
     }
@@ -135,7 +138,7 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     let net_stats = server.stats();
     svc.stats().add_gauges(move || net_stats.snapshot().into_iter().map(|(k, v)| (k.to_owned(), v.into())).collect());
     let auth_stats = authz.clone();
-    svc.stats().add_gauges(move || auth_stats.stats().snapshot().into_iter().map(|(k, v)| (k.to_owned(), v.into())).collect());
+    svc.stats().add_gauges(move || auth_stats.stats().snapshot().into_iter().chain(auth_stats.limit_stats()).map(|(k, v)| (k.to_owned(), v.into())).collect());
     let log_gauges = log.clone();
     svc.stats().add_gauges(move || log_gauges.gauges());
     if let Some(node) = cluster.clone() {
@@ -200,8 +203,17 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
         svc.stats().add_gauges(move || gauges.gauges());
         ui
     });
+    reloader.add_tls(server.tls_configs());
     let http = if cfg.http.enabled {
         let stop = server.stopping();
+        let https = if cfg.http.tls {
+            let t = weft_net::tls_reload::ReloadableTls::new(cfg.tls_server().context("TLS settings (tls.*) for http.tls")?, weft_net::tls_reload::Alpn::Http1)?;
+            reloader.add_tls([t.clone()]);
+            Some(t)
+        } else {
+            None
+        };
+        let scheme = if https.is_some() { "https" } else { "http" };
         let http_stats = Arc::new(weft_broker::http_mw::HttpStats::default());
         let opts = weft_broker::http::HttpOptions {
             allow: AllowList::parse(&cfg.http.allow).context("http.allow")?,
@@ -217,12 +229,13 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
                 metrics_open: cfg.auth.metrics_open,
                 max_body_bytes: usize::try_from(cfg.http.max_body_bytes).unwrap_or(usize::MAX),
             })),
+            tls: https,
         };
         let (addr, task) = weft_broker::http::serve_with(log.clone(), &cfg.http.addr, opts, async move { stop.cancelled().await })
             .await
             .with_context(|| format!("binding the HTTP gateway on {}", cfg.http.addr))?;
         svc.stats().add_gauges(move || http_stats.snapshot().into_iter().map(|(k, v)| (k, v.into())).collect());
-        svc.add_transport(format!("http://{addr}"));
+        svc.add_transport(format!("{scheme}://{addr}"));
         Some(task)
     } else {
         None
@@ -255,6 +268,9 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
             ui.set_pvs(crate::ui::pv_source(p.provider().clone()));
         }
     }
+    let reload_stats = reloader.clone();
+    svc.stats().add_gauges(move || reload_stats.gauges());
+    crate::reload::spawn_sighup(reloader)?;
     readiness.listeners_bound();
     info!(node = %cfg.node.name, id = %node_id, data_dir = %data_dir.display(), transports = ?svc.info().transports, "weft node ready");
 

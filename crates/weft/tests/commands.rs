@@ -198,6 +198,29 @@ const CASES: &[(&str, Case)] = &[
         assert_eq!((first["key"].as_str(), first["value"].as_str()), (Some("k1"), Some("one")));
     }),
     ("stats", |c| assert!(c.ok(&["stats"]).lines().any(|l| l.starts_with("period.log.produce.call_count")))),
+    // Auth is off on this node: the auth.* endpoints still manage the rules
+    // it will apply once on (tests/auth.rs runs them with auth on).
+    ("auth whoami", |c| assert_eq!(json(&c.ok(&["auth", "whoami", "--json"]))["auth_enabled"], false)),
+    ("auth role add", |c| assert_eq!(c.ok(&["auth", "role", "add", "ro", "--grant", "read:topic:t*"]).trim(), "role ro added")),
+    ("auth role grant", |c| assert!(c.ok(&["auth", "role", "grant", "ro", "read:queue:*"]).contains("granted"))),
+    ("auth role list", |c| assert_eq!(json(&c.ok(&["auth", "role", "list", "--json"]))[0]["grants"][1], "read:queue:*")),
+    ("auth user add", |c| assert_eq!(c.ok(&["auth", "user", "add", "ann", "--role", "ro"]).trim(), "user ann added")),
+    ("auth user list", |c| assert_eq!(json(&c.ok(&["auth", "user", "list", "--json"]))[0]["name"], "ann")),
+    ("auth token create", |c| assert!(c.ok(&["auth", "token", "create", "ann", "--ttl-s", "60"]).starts_with("wt."))),
+    ("auth token list", |c| assert_eq!(json(&c.ok(&["auth", "token", "list", "--json"]))[0]["user"], "ann")),
+    ("auth token revoke", |c| {
+        let id = json(&c.ok(&["auth", "token", "list", "--json"]))[0]["id"].as_str().unwrap().to_owned();
+        assert!(c.ok(&["auth", "token", "revoke", &id]).contains("revoked"));
+        assert!(c.fails(&["auth", "token", "revoke", &id]).contains("not_found"));
+    }),
+    ("auth key create", |c| assert!(json(&c.ok(&["auth", "key", "create", "ann", "--json"]))["secret"].as_str().unwrap().starts_with("wk."))),
+    ("auth key list", |c| assert_eq!(json(&c.ok(&["auth", "key", "list", "--json"]))[0]["user"], "ann")),
+    ("auth key revoke", |c| {
+        let id = json(&c.ok(&["auth", "key", "list", "--json"]))[0]["id"].as_str().unwrap().to_owned();
+        assert!(c.ok(&["auth", "key", "revoke", &id]).contains("revoked"));
+    }),
+    ("auth user remove", |c| assert_eq!(c.ok(&["auth", "user", "remove", "ann"]).trim(), "user ann removed")),
+    ("auth role remove", |c| assert_eq!(c.ok(&["auth", "role", "remove", "ro"]).trim(), "role ro removed")),
     ("log-level", |c| {
         assert!(c.ok(&["log-level", "debug"]).starts_with("log filter debug (was "));
         assert_eq!(json(&c.ok(&["log-level", "info", "--json"]))["previous"], "debug");
@@ -281,6 +304,78 @@ const CASES: &[(&str, Case)] = &[
         let d = c.tmp.path().join("man");
         ok(run(&["man", "--dir", d.to_str().unwrap()]), &["man"]);
         assert!(d.join("weft.1").exists() && d.join("weft-topic-create.1").exists());
+    }),
+    // The query API's commands talk gRPC to the node (WEFT_GRPC_ADDR, set by Node::weft).
+    ("table create", |c| {
+        assert_eq!(c.ok(&["table", "create", "e2e_t"]).trim(), "created table e2e_t");
+        assert_eq!(json(&c.ok(&["table", "create", "e2e_gone", "--json"]))["tables"][0], "e2e_gone");
+        assert!(c.fails(&["table", "create", "e2e_t"]).contains("ALREADY_EXISTS"));
+    }),
+    ("kv put", |c| {
+        assert!(c.ok(&["kv", "put", "e2e_t", "a", r#"{"n": 1}"#]).starts_with("revision 1 "));
+        assert_eq!(json(&c.ok(&["kv", "put", "e2e_t", "b", "2", "--text", "--json"]))["revision"], 2);
+        assert!(c.fails(&["kv", "put", "e2e_t", "b", "x", "--if-absent"]).contains("FAILED_PRECONDITION"));
+        c.ok(&["kv", "put", "e2e_t", "a", r#"{"n": 5}"#, "--if-version", "1"]);
+    }),
+    ("kv get", |c| {
+        assert_eq!(c.ok(&["kv", "get", "e2e_t", "a"]).trim(), r#"{"n":5}"#);
+        assert_eq!(c.ok(&["kv", "get", "e2e_t", "a", "--revision", "1"]).trim(), r#"{"n":1}"#);
+        let g = json(&c.ok(&["kv", "get", "e2e_t", "b", "--json"]));
+        assert_eq!((g["kvs"][0]["value"].as_str(), g["kvs"][0]["version"].as_u64()), (Some("2"), Some(1)));
+        assert_eq!(c.ok(&["kv", "get", "e2e_t", "nope"]).trim(), "(not found)");
+    }),
+    ("kv range", |c| {
+        let r = c.ok(&["kv", "range", "e2e_t", "--from", "a", "--to", "c", "--limit", "1"]);
+        assert!(r.starts_with("a\t") && r.trim_end().ends_with("(more)"), "{r}");
+        let r = json(&c.ok(&["kv", "range", "e2e_t", "--prefix", "b", "--json"]));
+        assert_eq!(r["kvs"].as_array().map(Vec::len), Some(1));
+    }),
+    ("kv history", |c| {
+        let h = json(&c.ok(&["kv", "history", "e2e_t", "a", "--json"]));
+        let revs: Vec<u64> = h["kvs"].as_array().unwrap().iter().map(|k| k["mod_revision"].as_u64().unwrap()).collect();
+        assert_eq!(revs, vec![3, 1]);
+        assert_eq!(c.ok(&["kv", "history", "e2e_t", "a", "--limit", "1"]).lines().count(), 1);
+    }),
+    ("kv watch", |c| {
+        // From revision 1: the history replays, bounded by --count.
+        let w = c.ok(&["kv", "watch", "e2e_t", "a", "--start-revision", "1", "--count", "2", "--json"]);
+        let revs: Vec<u64> = w.lines().map(|l| json(l)["revision"].as_u64().unwrap()).collect();
+        assert_eq!(revs, vec![1, 3]);
+        let w = c.ok(&["kv", "watch", "e2e_t", "--prefix", "b", "--start-revision", "1", "--count", "1"]);
+        assert!(w.starts_with("PUT b 2 (revision 2)"), "{w}");
+        // Nothing new: --timeout ends the watch, successfully.
+        assert_eq!(c.ok(&["kv", "watch", "e2e_t", "zz", "--timeout", "200"]), "");
+    }),
+    ("kv del", |c| {
+        assert!(c.ok(&["kv", "del", "e2e_t", "b"]).contains("(1 key(s))"));
+        assert!(c.fails(&["kv", "del", "e2e_t", "b", "--if-exists"]).contains("FAILED_PRECONDITION"));
+        assert_eq!(json(&c.ok(&["kv", "del", "e2e_t", "b", "--json"]))["count"], 0);
+    }),
+    ("query", |c| {
+        let r = json(&c.ok(&["query", "FILTER e2e_t WHERE n > 1", "--json"]));
+        assert_eq!(r["kvs"][0]["key"], "a");
+        let b = c.ok(&["query", "BATCH { IF VERSION(e2e_t, 'a') = 9 THEN { DELETE e2e_t 'a' } ELSE { GET e2e_t 'a' } }"]);
+        assert!(b.starts_with("compare failed: ELSE ran"), "{b}");
+        let e = c.fails(&["query", "GET e2e_t"]);
+        assert!(e.contains("INVALID_ARGUMENT") && e.contains("1:10"), "{e}");
+        // The same executor on the native protocol and HTTP.
+        let n = json(&c.ok(&["call", "query.execute", r#"{"aql": "GET e2e_t 'a'"}"#]));
+        assert_eq!(n["kvs"][0]["value"], r#"{"n":5}"#);
+        let body = r#"{"aql": "GET e2e_t"}"#;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", c.node.http_port)).unwrap();
+        use std::io::{Read, Write};
+        write!(s, "POST /v1/query HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        assert!(out.starts_with("HTTP/1.1 400") && out.contains("INVALID_ARGUMENT") && out.contains("\"column\":\"10\""), "{out}");
+    }),
+    ("table list", |c| {
+        assert_eq!(c.ok(&["table", "list"]).lines().collect::<Vec<_>>(), vec!["e2e_gone", "e2e_t"]);
+        assert_eq!(json(&c.ok(&["table", "list", "--json"]))["count"], 2);
+    }),
+    ("table drop", |c| {
+        assert_eq!(c.ok(&["table", "drop", "e2e_gone"]).trim(), "dropped table e2e_gone");
+        assert!(c.fails(&["table", "drop", "e2e_gone"]).contains("NOT_FOUND"));
     }),
 ];
 

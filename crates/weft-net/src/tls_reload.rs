@@ -1,0 +1,90 @@
+//! Certificates that can be replaced while serving (docs/security.md,
+//! "Reload"): the listener asks for the current rustls configuration at
+//! each accept, so open connections keep the one they were made with and
+//! new ones get the new. A reload builds the new configuration completely
+//! before swapping: a bad or missing file leaves the old one in force.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::ServerConfig as RustlsServerConfig;
+
+use crate::error::TlsError;
+use crate::tls::TlsServerConfig;
+
+/// What the listener speaks inside TLS (its ALPN id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alpn {
+    /// The native protocol, `weft/1` (TLS listener).
+    Weft,
+    /// The HTTP gateway: `http/1.1` (clients offering no ALPN are accepted).
+    Http1,
+}
+
+/// A listener's TLS configuration, swappable.
+#[derive(Debug)]
+pub struct ReloadableTls {
+    files: TlsServerConfig,
+    alpn: Alpn,
+    current: ArcSwap<RustlsServerConfig>,
+    /// Successful reloads.
+    pub reloads: AtomicU64,
+}
+
+fn build(files: &TlsServerConfig, alpn: Alpn) -> Result<Arc<RustlsServerConfig>, TlsError> {
+    let base = crate::tls::server_config(files, false)?;
+    Ok(match alpn {
+        Alpn::Weft => base,
+        Alpn::Http1 => {
+            let mut c = RustlsServerConfig::clone(&base);
+            c.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Arc::new(c)
+        }
+    })
+}
+
+impl ReloadableTls {
+    /// Load the certificate, key and client CA named by `files`.
+    pub fn new(files: TlsServerConfig, alpn: Alpn) -> Result<Arc<Self>, TlsError> {
+        let current = ArcSwap::new(build(&files, alpn)?);
+        Ok(Arc::new(Self { files, alpn, current, reloads: AtomicU64::new(0) }))
+    }
+
+    /// The configuration new connections get.
+    pub fn current(&self) -> Arc<RustlsServerConfig> {
+        self.current.load_full()
+    }
+
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.current())
+    }
+
+    /// Build a new configuration from the same files (not swapped yet).
+    pub fn prepare(&self) -> Result<Arc<RustlsServerConfig>, TlsError> {
+        build(&self.files, self.alpn)
+    }
+
+    /// Put a configuration from [`Self::prepare`] in force.
+    pub fn swap(&self, next: Arc<RustlsServerConfig>) {
+        self.current.store(next);
+        self.reloads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Re-read the files; on error the old configuration stays.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let next = self.prepare()?;
+        self.swap(next);
+        Ok(())
+    }
+}
+
+/// Reload several listeners all or nothing: every one is rebuilt before
+/// any is swapped.
+pub fn reload_all(set: &[Arc<ReloadableTls>]) -> Result<usize, TlsError> {
+    let next = set.iter().map(|t| t.prepare()).collect::<Result<Vec<_>, _>>()?;
+    for (t, n) in set.iter().zip(next) {
+        t.swap(n);
+    }
+    Ok(set.len())
+}

@@ -1,0 +1,208 @@
+//! Live reload (docs/security.md, "Reload"): SIGHUP and `weft config
+//! reload` (`weft.config.reload`, admin) re-read the configuration, the
+//! certificates and CAs of the TLS listeners (native and HTTPS), the auth
+//! state (users, roles, tokens, keys), the per-identity limits and the log
+//! filter. All or nothing: everything is read and checked before anything
+//! changes, so a bad file leaves the old configuration in force and the
+//! answer (and the log) says why. Keys that changed but only apply at
+//! start are listed as needing a restart.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+use weft_auth::Authorizer;
+use weft_net::tls_reload::ReloadableTls;
+use weft_service::config::Layered;
+
+use crate::config::{ConfigEntry, NodeConfig};
+
+type Loader = Box<dyn Fn() -> Result<Layered<NodeConfig>> + Send + Sync>;
+
+static LOADER: OnceLock<Loader> = OnceLock::new();
+
+/// How to read the configuration again (the same file, environment and
+/// flags as at start); set by `main` before `serve::run`.
+pub fn set_loader(f: Loader) {
+    let _ = LOADER.set(f);
+}
+
+/// Keys a reload applies; any other key that changed needs a restart.
+pub const RELOADABLE_KEYS: &[&str] = &["log", "auth.rate_per_s", "auth.bytes_per_s"];
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReloadReport {
+    /// False: nothing changed; `error` says why.
+    pub ok: bool,
+    pub error: Option<String>,
+    /// TLS listeners whose certificates were re-read.
+    pub certificates: usize,
+    /// Whether the auth state file changed users, roles or credentials.
+    pub auth_changed: bool,
+    /// Configuration keys applied.
+    pub applied: Vec<String>,
+    /// Configuration keys that changed but apply only at a restart.
+    pub restart_needed: Vec<String>,
+}
+
+pub struct Reloader {
+    log_level: crate::logging::LogLevel,
+    authz: Arc<Authorizer>,
+    tls: Mutex<Vec<Arc<ReloadableTls>>>,
+    running: Mutex<Vec<ConfigEntry>>,
+    /// One reload at a time (SIGHUP and the endpoint may race).
+    busy: tokio::sync::Mutex<()>,
+    pub reloads: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+impl Reloader {
+    pub fn new(log_level: crate::logging::LogLevel, authz: Arc<Authorizer>, running: Vec<ConfigEntry>) -> Arc<Self> {
+        Arc::new(Self {
+            log_level,
+            authz,
+            tls: Mutex::new(vec![]),
+            running: Mutex::new(running),
+            busy: tokio::sync::Mutex::new(()),
+            reloads: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        })
+    }
+
+    /// Listeners whose certificates a reload re-reads.
+    pub fn add_tls(&self, t: impl IntoIterator<Item = Arc<ReloadableTls>>) {
+        self.tls.lock().unwrap_or_else(|p| p.into_inner()).extend(t);
+    }
+
+    pub fn gauges(&self) -> Vec<(String, serde_json::Value)> {
+        let tls_reloads: u64 = self.tls.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|t| t.reloads.load(Ordering::Relaxed)).sum();
+        vec![
+            ("reload.count".into(), self.reloads.load(Ordering::Relaxed).into()),
+            ("reload.failures".into(), self.failures.load(Ordering::Relaxed).into()),
+            ("reload.tls_swaps".into(), tls_reloads.into()),
+        ]
+    }
+
+    pub async fn reload(&self, why: &str) -> ReloadReport {
+        let _one = self.busy.lock().await;
+        let r = self.try_reload();
+        match &r {
+            Ok(rep) => {
+                self.reloads.fetch_add(1, Ordering::Relaxed);
+                info!(trigger = why, certificates = rep.certificates, auth_changed = rep.auth_changed, applied = ?rep.applied, restart_needed = ?rep.restart_needed, "configuration reloaded");
+            }
+            Err(e) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                warn!(trigger = why, error = %e, "reload refused: the old configuration stays in force");
+            }
+        }
+        r.unwrap_or_else(|e| ReloadReport {
+            ok: false,
+            error: Some(format!("{e:#}")),
+            certificates: 0,
+            auth_changed: false,
+            applied: vec![],
+            restart_needed: vec![],
+        })
+    }
+
+    fn try_reload(&self) -> Result<ReloadReport> {
+        // 1. Read and check everything.
+        let layered = match LOADER.get() {
+            Some(load) => Some(load()?),
+            None => None,
+        };
+        let (new_entries, cfg) = match &layered {
+            Some(l) => (crate::config::entries(l), Some(l.value.clone())),
+            None => (self.running.lock().unwrap_or_else(|p| p.into_inner()).clone(), None),
+        };
+        if let Some(c) = &cfg {
+            tracing_subscriber::EnvFilter::try_new(&c.log).map_err(|e| anyhow::anyhow!("log: bad filter {:?}: {e}", c.log))?;
+        }
+        let tls = self.tls.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let prepared = tls.iter().map(|t| t.prepare()).collect::<Result<Vec<_>, _>>().map_err(|e| anyhow::anyhow!("certificates: {e}"))?;
+        // 2. Apply: the auth state swaps whole or not at all (the last
+        // check that can fail), then what cannot fail.
+        let auth_changed = self.authz.reload().map_err(|e| anyhow::anyhow!("auth state: {e}"))?;
+        for (t, p) in tls.iter().zip(prepared) {
+            t.swap(p);
+        }
+        let mut applied = vec![];
+        let mut restart_needed = vec![];
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = &cfg {
+            let old: std::collections::BTreeMap<&str, &serde_json::Value> = running.iter().map(|e| (e.key.as_str(), &e.value)).collect();
+            for e in &new_entries {
+                if old.get(e.key.as_str()) == Some(&&e.value) {
+                    continue;
+                }
+                if RELOADABLE_KEYS.contains(&e.key.as_str()) {
+                    applied.push(e.key.clone());
+                } else {
+                    restart_needed.push(e.key.clone());
+                }
+            }
+            if c.log != self.log_level.current() {
+                // Checked above; a failure here would be the reload layer's.
+                if let Err(e) = self.log_level.set(&c.log) {
+                    warn!(error = %e, "log filter not changed");
+                }
+            }
+            self.authz.set_limits(c.auth.rate_per_s, c.auth.bytes_per_s);
+            // What runs now: the new values of applied keys, the old of the rest.
+            let new_by_key: std::collections::BTreeMap<String, ConfigEntry> = new_entries.iter().map(|e| (e.key.clone(), e.clone())).collect();
+            for e in running.iter_mut() {
+                if applied.contains(&e.key)
+                    && let Some(n) = new_by_key.get(&e.key)
+                {
+                    *e = n.clone();
+                }
+            }
+        }
+        Ok(ReloadReport { ok: true, error: None, certificates: tls.len(), auth_changed, applied, restart_needed })
+    }
+}
+
+/// SIGHUP reloads (docs/security.md).
+pub fn spawn_sighup(r: Arc<Reloader>) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            r.reload("SIGHUP").await;
+        }
+    });
+    Ok(())
+}
+
+/// `weft.config.reload` (admin on `cluster`, checked at dispatch).
+pub fn register(service: &mut weft_service::Service, r: Arc<Reloader>) -> Result<(), weft_service::ServiceError> {
+    service.endpoint("weft.config.reload", move |_: Option<()>| {
+        let r = r.clone();
+        async move { Ok(r.reload("weft.config.reload").await) }
+    })?;
+    Ok(())
+}
+
+/// `weft config reload`.
+pub async fn cli(client: &crate::client_cmd::ClientArgs, out: crate::client_cmd::OutputArgs) -> Result<()> {
+    let c = client.connect().await?;
+    let rep: ReloadReport = c.call("weft.config.reload", &()).await?;
+    c.shutdown().await;
+    if out.json {
+        crate::client_cmd::print_json(&rep)?;
+    } else if rep.ok {
+        println!(
+            "reloaded: {} certificate set(s), auth state {}, applied [{}], restart needed for [{}]",
+            rep.certificates,
+            if rep.auth_changed { "changed" } else { "unchanged" },
+            rep.applied.join(", "),
+            rep.restart_needed.join(", ")
+        );
+    } else {
+        anyhow::bail!("reload refused, the old configuration stays: {}", rep.error.unwrap_or_default());
+    }
+    Ok(())
+}
