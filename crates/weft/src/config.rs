@@ -77,7 +77,7 @@ impl Default for AuthConf {
 pub struct UiConf {
     /// Serve `/ui/` (needs `http.enabled`).
     pub enabled: bool,
-    /// Dashboard WebSocket feeds open at once; more get 503 `busy`.
+    /// Dashboard WebSocket feeds open at once; more get 429 `busy`.
     pub max_clients: u64,
     /// Time between two snapshots pushed to the dashboards.
     pub period_ms: u64,
