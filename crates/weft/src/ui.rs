@@ -413,7 +413,7 @@ async fn feed(State(ui): State<Arc<Ui>>, ws: WebSocketUpgrade) -> Response {
         ui.refused.fetch_add(1, Ordering::Relaxed);
         return ApiError(
             ErrorBody::new(ErrorCode::Busy, format!("{} dashboard feeds are open already (ui.max_clients)", ui.opts.max_clients))
-                .with_details(serde_json::json!({"kind": "busy", "status": 503})),
+                .with_details(serde_json::json!({"kind": "busy", "status": weft_broker::error::http_status(ErrorCode::Busy)})),
         )
         .into_response();
     }

@@ -71,22 +71,37 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-/// Opens `/ui/ws` with a raw handshake and returns the first text message.
-fn first_ws_message(port: u16) -> serde_json::Value {
+/// Opens `/ui/ws` with a raw handshake and returns the first text message
+/// (and the open connection).
+fn first_ws_message(port: u16) -> (TcpStream, serde_json::Value) {
+    let mut s = ws_handshake(port);
+    let head = read_head(&mut s);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let v = read_text_frame(&mut s);
+    (s, v)
+}
+
+fn ws_handshake(port: u16) -> TcpStream {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     s.write_all(
         b"GET /ui/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
     )
     .unwrap();
+    s
+}
+
+fn read_head(s: &mut TcpStream) -> String {
     let mut head = vec![];
     let mut b = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
         s.read_exact(&mut b).unwrap();
         head.push(b[0]);
     }
-    let head = String::from_utf8(head).unwrap();
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    String::from_utf8(head).unwrap()
+}
+
+fn read_text_frame(s: &mut TcpStream) -> serde_json::Value {
     // One unmasked server frame: FIN + text, then the length.
     let mut h = [0u8; 2];
     s.read_exact(&mut h).unwrap();
@@ -111,7 +126,7 @@ fn first_ws_message(port: u16) -> serde_json::Value {
 
 fn config(dir: &Path, pvs: bool) -> PathBuf {
     let conf = dir.join("weft.toml");
-    let mut text = String::from("[queues]\nproduce_endpoint = true\nproduce_max_retries = 0\n");
+    let mut text = String::from("[queues]\nproduce_endpoint = true\nproduce_max_retries = 0\n[ui]\nmax_clients = 2\n");
     if pvs {
         let file = dir.join("pvs.toml");
         std::fs::write(&file, "[[pv]]\nname = \"ui:test:temp\"\ntype = \"double\"\nvalue = 21.5\nwritable = true\nunits = \"C\"\n").unwrap();
@@ -161,7 +176,7 @@ fn dashboard_is_served_and_its_feed_is_live() {
     assert_eq!((status, header(&head, "location")), (308, Some("/ui/")));
 
     // The live feed: a snapshot of this node.
-    let snap = first_ws_message(p);
+    let (first, snap) = first_ws_message(p);
     assert_eq!(snap["type"], "snapshot", "{snap}");
     assert!(snap["node"]["ready"].as_bool().unwrap(), "{snap}");
     assert!(snap["node"]["listeners"].as_array().unwrap().iter().any(|l| l.as_str().unwrap().starts_with("http://")), "{snap}");
@@ -170,6 +185,30 @@ fn dashboard_is_served_and_its_feed_is_live() {
     let queue = snap["queues"].as_array().unwrap().iter().find(|q| q["name"] == "log.produce_queued").unwrap_or_else(|| panic!("{snap}"));
     assert_eq!((queue["kind"].as_str(), queue["errors"].as_u64()), (Some("endpoint"), Some(0)));
     assert!(snap["cluster"].is_null());
+    // The next message is the next snapshot.
+    let mut first = first;
+    assert_eq!(read_text_frame(&mut first)["type"], "snapshot");
+
+    // ui.max_clients = 2: a third feed is refused with 429 busy, and
+    // admitted again once one closes.
+    let (second, _) = first_ws_message(p);
+    let mut third = ws_handshake(p);
+    let head = read_head(&mut third);
+    assert!(head.starts_with("HTTP/1.1 429"), "{head}");
+    drop(third);
+    assert_eq!(node.stat_via(&node.addr(), "ui.clients_refused"), 1);
+    assert_eq!(node.stat_via(&node.addr(), "ui.clients"), 2);
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let again = loop {
+        let mut s = ws_handshake(p);
+        if read_head(&mut s).starts_with("HTTP/1.1 101") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "a closed feed never freed its place");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop((second, again));
 
     // Queue operations: typed errors for what does not exist, and the real thing.
     let (status, _, body) = http(p, "POST", "/ui/api/queues/endpoint/nope/clear", "", "{}");
@@ -222,7 +261,7 @@ fn dashboard_is_served_and_its_feed_is_live() {
 
     // The feed's statistics.
     assert!(node.stat_via(&node.addr(), "ui.snapshots") >= 1);
-    assert_eq!(node.stat_via(&node.addr(), "ui.clients_max"), 16);
+    assert_eq!(node.stat_via(&node.addr(), "ui.clients_max"), 2);
 }
 
 /// Headless Chromium through every page (see the module doc).
