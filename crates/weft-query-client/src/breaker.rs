@@ -426,21 +426,18 @@ mod tests {
             c.advance(ms(10));
         }
         assert_eq!(b.state(c.now()), State::Closed);
-        // A second later the window is empty: 9 failures are under min_calls.
+        // A second later the window is empty; 9 of 18 is not over 0.5.
         c.advance(ms(1_000));
         for _ in 0..9 {
             let a = b.admit(c.now()).unwrap();
-            b.record(c.now(), a, false);
-            let a = b.admit(c.now()).unwrap();
             b.record(c.now(), a, true);
+            let a = b.admit(c.now()).unwrap();
+            b.record(c.now(), a, false);
         }
-        // 9 of 18: not over.
         assert_eq!(b.state(c.now()), State::Closed);
         let a = b.admit(c.now()).unwrap();
         b.record(c.now(), a, false);
-        let a = b.admit(c.now()).unwrap();
-        b.record(c.now(), a, false);
-        // 11 of 20 > 0.5.
+        // 10 of 19 > 0.5.
         assert_eq!(b.state(c.now()), State::Open);
     }
 
@@ -545,9 +542,10 @@ mod tests {
         let script = Arc::new(Mutex::new(VecDeque::from(vec![
             Err(status(Code::NotFound)),
             Err(status(Code::FailedPrecondition)),
-            Err(status(Code::Unavailable)),
-            Err(status(Code::Unavailable)),
+            // A follower's not_leader is a healthy node (and resets the run).
             Err(Error::Status { node: "n".into(), code: Code::Unavailable, message: String::new(), reason: Some("not_leader".into()), leader: Some("x:1".into()) }),
+            Err(status(Code::Unavailable)),
+            Err(status(Code::Unavailable)),
             Err(status(Code::DeadlineExceeded)),
             Ok(7),
         ])));
