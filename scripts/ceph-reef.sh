@@ -11,7 +11,8 @@
 #   up     start 1 mon + 1 memstore OSD with ../shared/scripts/ceph/ceph-up.sh
 #          inside the chroot (CEPH_DIR /tmp/weft-ceph-reef there, monitor on
 #          3360/6860), force compression on the OSD (ms_osd_compress_mode
-#          force, algorithms snappy lz4 zstd); prints KEY=VALUE lines with
+#          force, algorithms snappy lz4 zstd, osd_client_message_size_cap
+#          0: see below); prints KEY=VALUE lines with
 #          host paths: CEPH_CONF CEPH_KEYRING CEPH_MON_HOST REEF_ROOT
 #          CEPH_OSD_KEYRING CEPH_DIR
 #   down   stop the daemons (pid files), wipe, unmount /proc and /dev
@@ -61,6 +62,11 @@ up)
   conf=$IN_DIR/ceph.conf
   inroot timeout 60 ceph -c $conf config set osd ms_osd_compress_mode force >&2
   inroot timeout 60 ceph -c $conf config set osd ms_osd_compression_algorithm "snappy lz4 zstd" >&2
+  # Reef 18.2.7 takes a message's bytes from its byte throttle by the
+  # compressed size and gives back the decompressed size: a compressed
+  # message on a throttled connection aborts the OSD (Throttle::put
+  # assert). 0 turns that throttle off, so compressed writes can be tested.
+  inroot timeout 60 ceph -c $conf config set osd osd_client_message_size_cap 0 >&2
   log "$(inroot ceph --version) up; OSD compression forced"
   echo "$out" | grep -E '^(CEPH_MON_HOST|CEPH_POOL|CEPH_FSID)='
   cat <<EOF

@@ -10,10 +10,12 @@
 //!   any peer that is not an OSD); a session that authenticates as `osd.0`
 //!   with the OSD's own key gets each of snappy, lz4 and zstd, and the
 //!   OSD's compressed replies decode to exactly the bytes `rados put`
-//!   stored (above the threshold: compressed frames counted; below: not).
-//!   We do not send compressed frames to it in the test: Reef 18.2.7's OSD
-//!   aborts (`Throttle::put` assert, seen here) when a compressed message
-//!   arrives on a byte-throttled connection, after applying it.
+//!   stored (above the threshold: compressed frames counted; below: not),
+//!   and objects we write compressed read back through Reef's `rados get`
+//!   exactly. Reef 18.2.7's OSD aborts (`Throttle::put` assert, seen here)
+//!   when a compressed message arrives on a byte-throttled connection (it
+//!   takes the compressed size and gives back the decompressed one), so
+//!   the script turns that throttle off (`osd_client_message_size_cap = 0`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -107,7 +109,7 @@ impl Drop for ReefDown {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reef_osd_negotiates_and_its_compressed_replies_decode() {
+async fn reef_osd_negotiates_and_compressed_frames_work_both_ways() {
     if !peers() {
         return;
     }
@@ -164,8 +166,6 @@ async fn reef_osd_negotiates_and_its_compressed_replies_decode() {
             ..Default::default()
         })
         .unwrap();
-        // see the module comment: nothing compressed goes to the OSD
-        cfg.compression.min_size = usize::MAX;
         let rados = Rados::connect(cfg).await.unwrap();
         let io = rados.ioctx(&pool).unwrap();
         assert_eq!(io.read_full("reef-small").await.unwrap(), objects[0].1, "{alg:?}");
@@ -183,6 +183,29 @@ async fn reef_osd_negotiates_and_its_compressed_replies_decode() {
         let wire = after.rx_wire_bytes - before.rx_wire_bytes;
         assert!(raw >= 200_000 && wire * 2 < raw, "{alg:?}: {wire} wire bytes for {raw}");
         eprintln!("{alg:?}: reply of {raw} bytes came as {wire} compressed bytes");
+        // our compressed writes: Ceph decompresses them and stores the bytes
+        for (n, name) in [(300usize, "ours-small"), (150_000, "ours-big")] {
+            let data = text(n, alg.wire() as u8);
+            let before = rados.compression_stats();
+            io.write_full(name, &data).await.unwrap();
+            let after = rados.compression_stats();
+            let sent = after.tx_frames - before.tx_frames;
+            if n > 1024 {
+                assert!(sent >= 1, "{alg:?}: {name} not sent compressed");
+                assert!(after.tx_wire_bytes - before.tx_wire_bytes < (n as u64) / 2, "{alg:?}: {before:?} -> {after:?}");
+            } else {
+                assert_eq!(sent, 0, "{alg:?}: {name} under the threshold went compressed");
+            }
+            let inner = format!("/tmp/weft-ceph-reef/{name}.out");
+            let st = Command::new("chroot")
+                .arg(&c["REEF_ROOT"])
+                .args(["timeout", "60", "rados", "-c", "/tmp/weft-ceph-reef/ceph.conf", "-p", &pool, "get", name, &inner])
+                .status()
+                .unwrap();
+            assert!(st.success(), "rados get {name}");
+            let got = std::fs::read(format!("{}{inner}", c["REEF_ROOT"])).unwrap();
+            assert!(got == data, "{alg:?}: {name} as stored by the OSD differs");
+        }
         rados.shutdown();
     }
 }
