@@ -2,11 +2,13 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
 use futures::FutureExt;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use weft_net::{Handler, HandlerFuture, PeerInfo};
@@ -31,6 +33,10 @@ struct Endpoint {
     call: Arc<ErasedFn>,
     limit: Option<Arc<Semaphore>>,
     stats: Arc<EndpointStats>,
+    /// This route's `weft_requests_total{code="ok"}` and
+    /// `weft_request_duration_seconds` series, looked up at the first call
+    /// instead of building label strings and hashing them per request.
+    series: OnceLock<(Counter, Histogram)>,
 }
 
 /// What `weft.info` reports.
@@ -149,6 +155,7 @@ impl Service {
             call,
             limit: options.max_concurrent.map(|n| Arc::new(Semaphore::new(n.max(1)))),
             stats: self.stats.endpoint(route),
+            series: OnceLock::new(),
         };
         self.endpoints.insert(route.to_owned(), endpoint);
         Ok(self)
@@ -203,34 +210,60 @@ impl Service {
             );
         };
         let started = Instant::now();
-        let who = peer.clone();
         // The request's span: exported as an OpenTelemetry server span when
         // tracing is on, continuing the caller's trace (frame trace context).
-        let span = tracing::info_span!(
-            "request",
-            otel.name = %frame.route,
-            otel.kind = "server",
-            route = %frame.route,
-            trace_id = tracing::field::Empty,
-        );
-        crate::trace::start(&span, traceparent.as_deref());
-        let result = tracing::Instrument::instrument(self.run(ep, &frame, peer), span.clone()).await;
+        // Skipped when nothing would read it (no export, no debug output).
+        let span = if crate::trace::request_spans() {
+            let span = tracing::info_span!(
+                "request",
+                otel.name = %frame.route,
+                otel.kind = "server",
+                route = %frame.route,
+                trace_id = tracing::field::Empty,
+            );
+            crate::trace::start(&span, traceparent.as_deref());
+            span
+        } else {
+            tracing::Span::none()
+        };
+        // Kept for the debug line only when debug lines can be written.
+        let who = tracing::enabled!(tracing::Level::DEBUG).then(|| peer.clone());
+        let result = if span.is_none() {
+            self.run(ep, &frame, peer).await
+        } else {
+            tracing::Instrument::instrument(self.run(ep, &frame, peer), span.clone()).await
+        };
         let code = result.as_ref().err().map(|e| e.code.as_str());
         let elapsed = started.elapsed();
         ep.stats.record(elapsed, code);
-        let m = weft_metrics::get();
-        m.requests.get_or_create(&weft_metrics::l2("endpoint", frame.route.as_str(), "code", code.unwrap_or("ok"))).inc();
-        m.request_duration.get_or_create(&weft_metrics::l1("endpoint", frame.route.as_str())).observe(elapsed.as_secs_f64());
+        let (ok, duration) = ep.series.get_or_init(|| {
+            let m = weft_metrics::get();
+            (
+                m.requests.get_or_create_owned(&weft_metrics::l2("endpoint", frame.route.as_str(), "code", "ok")),
+                m.request_duration.get_or_create_owned(&weft_metrics::l1("endpoint", frame.route.as_str())),
+            )
+        });
+        match code {
+            None => {
+                ok.inc();
+            }
+            Some(code) => {
+                weft_metrics::get().requests.get_or_create(&weft_metrics::l2("endpoint", frame.route.as_str(), "code", code)).inc();
+            }
+        }
+        duration.observe(elapsed.as_secs_f64());
         // One line per request at debug (docs/observability.md, "Logs").
-        let _in_span = span.enter();
-        tracing::debug!(
-            route = %frame.route,
-            client = %who.client_id.as_deref().unwrap_or(&who.addr),
-            transport = ?who.transport,
-            duration_us = elapsed.as_micros() as u64,
-            code = %code.unwrap_or("ok"),
-            "request"
-        );
+        if let Some(who) = who {
+            let _in_span = span.enter();
+            tracing::debug!(
+                route = %frame.route,
+                client = %who.client_id.as_deref().unwrap_or(&who.addr),
+                transport = ?who.transport,
+                duration_us = elapsed.as_micros() as u64,
+                code = %code.unwrap_or("ok"),
+                "request"
+            );
+        }
         match result {
             Ok(body) => Frame { kind: FrameKind::Response, flags: frame.flags.with_one_way(false), id: frame.id, route: frame.route, body },
             Err(e) => frame.error_to(&e),

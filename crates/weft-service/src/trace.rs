@@ -7,9 +7,33 @@
 //! writes the current span's context back out. Without the layer installed
 //! every function here is a no-op that returns `None`.
 
+use std::sync::atomic::{AtomicU8, Ordering};
+
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use opentelemetry::Context;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+const EXPORT_UNKNOWN: u8 = 0;
+const EXPORT_OFF: u8 = 1;
+const EXPORT_ON: u8 = 2;
+static EXPORT: AtomicU8 = AtomicU8::new(EXPORT_UNKNOWN);
+
+/// Say whether this process exports traces (the binary calls it once its
+/// subscriber is installed, with or without the OpenTelemetry layer).
+/// Until it is called, every request gets its span, as if exporting.
+pub fn set_exporting(on: bool) {
+    EXPORT.store(if on { EXPORT_ON } else { EXPORT_OFF }, Ordering::Relaxed);
+}
+
+/// Whether a native request gets its `request` span: when traces are
+/// exported (or nobody said they are not), or when debug output is on
+/// anywhere (the per-request debug line, and debug lines of the handlers,
+/// carry the span's fields). Otherwise nothing would read the span, and
+/// making one costs more than the rest of a ping (docs/BENCHMARKS.md,
+/// "Per-request cost"). Two relaxed loads.
+pub fn request_spans() -> bool {
+    EXPORT.load(Ordering::Relaxed) != EXPORT_OFF || tracing::level_filters::LevelFilter::current() >= tracing::Level::DEBUG
+}
 
 /// Parse a version-00 `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).
 /// Anything else (other versions' extra fields included) is `None`, and the

@@ -24,6 +24,8 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
         None => (None, None),
     };
     let log_level = crate::logging::init(&cfg.log, &cfg.log_format, otel_layer)?;
+    // Without export (and without debug output) requests skip their span.
+    weft_service::trace::set_exporting(traces.is_some());
     if traces.is_some() {
         info!(endpoint = %cfg.otel.endpoint, sample_ratio = cfg.otel.sample_ratio, "exporting traces (OTLP/HTTP)");
     }
