@@ -680,23 +680,46 @@ where
                                 continue;
                             }
                             // Back-pressure: stop reading until a slot frees.
-                            let permit = tokio::select! {
-                                p = in_flight.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break 'conn },
-                                _ = shared.stop.cancelled() => break 'conn,
+                            let permit = match in_flight.clone().try_acquire_owned() {
+                                Ok(p) => p,
+                                Err(_) => tokio::select! {
+                                    p = in_flight.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break 'conn },
+                                    _ = shared.stop.cancelled() => break 'conn,
+                                },
                             };
-                            let handler = shared.handler.clone();
-                            let tx = tx.clone();
-                            let peer = peer_arc.clone();
                             let wants_reply = frame.kind == FrameKind::Request && !frame.flags.is_one_way();
-                            requests.spawn(async move {
-                                let answer = handler.handle(frame, peer).await;
-                                if let (true, Some(a)) = (wants_reply, answer) {
-                                    let _ = tx.send(a).await;
+                            let mut answer = shared.handler.handle(frame, peer_arc.clone());
+                            // Most requests (ping, produce without fsync
+                            // `always`, reads of cached data) are done at
+                            // their first poll: answer them here, without a
+                            // task per request; the rest go on in a task.
+                            match first_poll(&mut answer, &peer) {
+                                FirstPoll::Done(answer) => {
+                                    if let (true, Some(a)) = (wants_reply, answer)
+                                        && tx.send(a).await.is_err()
+                                    {
+                                        break 'conn;
+                                    }
+                                    drop(held);
+                                    drop(permit);
                                 }
-                                // The frame's bytes count until it is handled.
-                                drop(held);
-                                drop(permit);
-                            });
+                                FirstPoll::Panicked => {
+                                    drop(held);
+                                    drop(permit);
+                                }
+                                FirstPoll::Pending => {
+                                    let tx = tx.clone();
+                                    requests.spawn(async move {
+                                        let answer = answer.await;
+                                        if let (true, Some(a)) = (wants_reply, answer) {
+                                            let _ = tx.send(a).await;
+                                        }
+                                        // The frame's bytes count until it is handled.
+                                        drop(held);
+                                        drop(permit);
+                                    });
+                                }
+                            }
                         }
                         FrameKind::Response | FrameKind::Error => {
                             debug!(kind = frame.kind.as_str(), "ignoring unexpected frame from client");
@@ -752,6 +775,31 @@ where
     shared.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
     metered.close();
     debug!(peer = %peer.addr, "connection closed");
+}
+
+/// What a handler's first poll gave.
+enum FirstPoll {
+    Done(Option<Frame>),
+    Pending,
+    /// Answered nothing, as a panicking request task did before.
+    Panicked,
+}
+
+/// Polls a request's future once, in the connection task, with a no-op
+/// waker: a future still pending is then spawned, and the task's first
+/// poll registers the real waker (a future must wake the waker of its
+/// latest poll), so nothing is lost. A panic here fails the request only:
+/// weft-service catches handler panics itself; this guards the rest.
+fn first_poll(fut: &mut HandlerFuture, peer: &PeerInfo) -> FirstPoll {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(&mut cx))) {
+        Ok(std::task::Poll::Ready(answer)) => FirstPoll::Done(answer),
+        Ok(std::task::Poll::Pending) => FirstPoll::Pending,
+        Err(_) => {
+            warn!(peer = %peer.addr, "request panicked outside its handler; no answer");
+            FirstPoll::Panicked
+        }
+    }
 }
 
 /// Report a bad frame to the client; false when the connection cannot go on.
