@@ -142,10 +142,12 @@ impl OpenFiles {
             let tick = st.tick;
             let st = &mut *st;
             if let Some(e) = st.by_path.get_mut(path) {
-                st.lru.remove(&e.tick);
+                // Every append comes here: move the LRU entry's path to the
+                // new tick instead of allocating a copy of it.
+                let p = st.lru.remove(&e.tick).unwrap_or_else(|| path.to_path_buf());
                 e.tick = tick;
                 e.dirty |= write;
-                st.lru.insert(tick, path.to_path_buf());
+                st.lru.insert(tick, p);
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 e.file.clone()
             } else {
