@@ -640,7 +640,7 @@ impl Writer {
 fn publish(core: &Core, sh: &mut Shared, events: &[Event]) {
     let mut cancel = Vec::new();
     for (id, w) in sh.watchers.iter() {
-        for e in events.iter().filter(|e| w.set.contains(&e.kv.key)) {
+        for e in events.iter().filter(|e| e.revision >= w.from_rev && w.set.contains(&e.kv.key)) {
             let mut e = e.clone();
             if !w.prev_kv {
                 e.prev_kv = None;

@@ -29,6 +29,8 @@ pub(crate) struct LiveWatcher {
     pub(crate) tx: mpsc::Sender<Event>,
     pub(crate) set: KeySet,
     pub(crate) prev_kv: bool,
+    /// Events before this revision are not sent (a start revision in the future).
+    pub(crate) from_rev: Revision,
     /// Set before the sender is dropped for a full buffer.
     pub(crate) slow: Arc<AtomicBool>,
 }
@@ -110,12 +112,14 @@ impl Watcher {
 
     /// One batch of history; registers live once history reaches the durable revision.
     fn catch_up(&mut self) -> Result<()> {
+        let buffer = self.buffer();
+        let mut sh = self.core.lock();
+        // Checked under the lock: a drop sets the flag, then clears the live
+        // watchers under the lock, so a watcher registering after that sees it.
         if self.core.dropped.load(Ordering::Acquire) {
             self.ended = true;
             return Err(Error::Dropped(self.core.name.clone()));
         }
-        let buffer = self.buffer();
-        let mut sh = self.core.lock();
         if let Err(e) = sh.state.watch_check(self.next_rev) {
             self.ended = true;
             return Err(e);
@@ -128,7 +132,13 @@ impl Watcher {
             let (tx, rx) = mpsc::channel(buffer);
             sh.watchers.insert(
                 self.id,
-                LiveWatcher { tx, set: self.set.clone(), prev_kv: self.prev_kv, slow: self.slow.clone() },
+                LiveWatcher {
+                    tx,
+                    set: self.set.clone(),
+                    prev_kv: self.prev_kv,
+                    from_rev: self.next_rev,
+                    slow: self.slow.clone(),
+                },
             );
             self.live = Some(rx);
         }

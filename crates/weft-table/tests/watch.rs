@@ -167,6 +167,21 @@ async fn compacted_start_is_refused() {
 }
 
 #[tokio::test]
+async fn a_start_revision_in_the_future_waits_for_it() {
+    let (_d, _tables, t) = open(64).await;
+    t.put("k/a", "1").await.unwrap();
+    let mut w = t.watch(WatchSpec { target: WatchTarget::Prefix(Bytes::from_static(b"k/")), start_revision: Some(4), prev_kv: false }).unwrap();
+    let (e, _) = tokio::join!(w.next(), async {
+        for i in 2..=4 {
+            tokio::task::yield_now().await;
+            t.put("k/a", format!("{i}")).await.unwrap();
+        }
+    });
+    let e = e.unwrap();
+    assert_eq!((e.revision, &e.kv.value[..]), (4, &b"4"[..]), "revisions before the start are not delivered");
+}
+
+#[tokio::test]
 async fn compaction_overtaking_a_catching_up_watcher_ends_it_with_compacted() {
     // Buffer 2: the watcher catches up two events at a time.
     let (_d, _tables, t) = open(2).await;
