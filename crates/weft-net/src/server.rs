@@ -529,18 +529,50 @@ enum Wake<T> {
     Deadline,
 }
 
-/// Waits for `fut`, the server stopping, or the connection's deadline.
-async fn until<T>(fut: impl Future<Output = T>, stop: &CancellationToken, deadline: Option<Instant>) -> Wake<T> {
-    let timer = async {
-        match deadline {
-            Some(d) => tokio::time::sleep_until(d).await,
-            None => std::future::pending().await,
+/// A connection's two other things to wait for: the server stopping and
+/// its deadline. Made once per connection and reused by every wait: a
+/// timer and a cancellation waiter made per read (each registered, then
+/// removed, under a lock) cost more than the read.
+struct Waits {
+    stop: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    /// Armed at or before the deadline: the idle deadline moves with every
+    /// frame, and the timer is moved only when it fires early.
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Waits {
+    fn new(stop: &CancellationToken, deadline: Instant) -> Self {
+        Waits { stop: Box::pin(stop.clone().cancelled_owned()), timer: Box::pin(tokio::time::sleep_until(deadline)) }
+    }
+}
+
+/// Waits for `fut`, the server stopping, or the connection's deadline
+/// (`fut` first: when it is ready, nothing else is polled).
+async fn until<T>(fut: impl Future<Output = T>, waits: &mut Waits, deadline: Option<Instant>) -> Wake<T> {
+    let mut fut = std::pin::pin!(fut);
+    let Waits { stop, timer } = waits;
+    loop {
+        if let Some(d) = deadline
+            && timer.deadline() > d
+        {
+            timer.as_mut().reset(d);
         }
-    };
-    tokio::select! {
-        v = fut => Wake::Done(v),
-        _ = stop.cancelled() => Wake::Stop,
-        _ = timer => Wake::Deadline,
+        let fired = async {
+            match deadline {
+                Some(_) => timer.as_mut().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            v = fut.as_mut() => return Wake::Done(v),
+            _ = stop.as_mut() => return Wake::Stop,
+            _ = fired => {}
+        }
+        match deadline {
+            Some(d) if Instant::now() < d => timer.as_mut().reset(d), // armed for an older deadline
+            _ => return Wake::Deadline,
+        }
     }
 }
 
@@ -579,6 +611,7 @@ where
     let mut peer_arc = Arc::new(peer.clone());
     let requests = TaskTracker::new();
     let idle_timeout = shared.config.idle_timeout.filter(|d| !d.is_zero());
+    let mut waits = Waits::new(&shared.stop, hello_deadline);
 
     'conn: loop {
         let deadline = if handshaken { idle_timeout.map(|d| last_frame + d) } else { Some(hello_deadline) };
@@ -597,7 +630,7 @@ where
             };
             if let Some((total, whole)) = total {
                 if reserved.is_none() {
-                    match until(budget.reserve(total), &shared.stop, deadline).await {
+                    match until(budget.reserve(total), &mut waits, deadline).await {
                         Wake::Done(Some(r)) => reserved = Some(r),
                         Wake::Done(None) | Wake::Stop => break 'conn,
                         Wake::Deadline => {
@@ -737,7 +770,7 @@ where
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(16 * 1024);
         }
-        let read = match until(reader.read_buf(&mut buf), &shared.stop, deadline).await {
+        let read = match until(reader.read_buf(&mut buf), &mut waits, deadline).await {
             Wake::Done(r) => r,
             Wake::Stop => break 'conn,
             Wake::Deadline => {
