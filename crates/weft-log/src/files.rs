@@ -17,6 +17,7 @@
 //! never swallow a write-back error: the fsync-failure lesson).
 
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,7 +49,10 @@ struct Entry {
 #[derive(Debug, Default)]
 struct State {
     tick: u64,
-    by_path: HashMap<PathBuf, Entry>,
+    /// Keyed by the path's bytes: `Path`'s own hash parses components and
+    /// cost more than the rest of an append's trip through the cache. The
+    /// paths come from this crate, always spelled the same way.
+    by_path: HashMap<OsString, Entry>,
     /// tick -> path: the least recently used entry first.
     lru: BTreeMap<u64, PathBuf>,
     /// Fsync failures of evicted handles, reported by the next `sync` of the path.
@@ -141,7 +145,7 @@ impl OpenFiles {
             st.tick += 1;
             let tick = st.tick;
             let st = &mut *st;
-            if let Some(e) = st.by_path.get_mut(path) {
+            if let Some(e) = st.by_path.get_mut(path.as_os_str()) {
                 // Every append comes here: move the LRU entry's path to the
                 // new tick instead of allocating a copy of it.
                 let p = st.lru.remove(&e.tick).unwrap_or_else(|| path.to_path_buf());
@@ -155,7 +159,7 @@ impl OpenFiles {
                 // Make room first, so the open below never exceeds the bound.
                 while st.by_path.len() >= self.max_open {
                     let Some((_, victim)) = st.lru.pop_first() else { break };
-                    if let Some(e) = st.by_path.remove(&victim) {
+                    if let Some(e) = st.by_path.remove(victim.as_os_str()) {
                         self.evictions.fetch_add(1, Ordering::Relaxed);
                         if e.dirty {
                             victims.push((victim, e.file));
@@ -164,7 +168,7 @@ impl OpenFiles {
                 }
                 // Opened under the lock: two callers must not open the same path twice.
                 let file = self.storage.open(path, create)?;
-                st.by_path.insert(path.to_path_buf(), Entry { file: file.clone(), tick, dirty: write });
+                st.by_path.insert(path.as_os_str().to_owned(), Entry { file: file.clone(), tick, dirty: write });
                 st.lru.insert(tick, path.to_path_buf());
                 file
             }
@@ -187,7 +191,7 @@ impl OpenFiles {
             return Err(io::Error::other(format!("an earlier fsync of this file failed: {e}")));
         }
         let file = self.get(path)?;
-        if let Some(e) = lock(&self.state).by_path.get_mut(path) {
+        if let Some(e) = lock(&self.state).by_path.get_mut(path.as_os_str()) {
             // Cleared before the fsync: a write racing with it sets it again.
             e.dirty = false;
         }
@@ -198,7 +202,7 @@ impl OpenFiles {
     /// rename over it): the next access opens the new file.
     pub fn forget(&self, path: &Path) {
         let mut st = lock(&self.state);
-        if let Some(e) = st.by_path.remove(path) {
+        if let Some(e) = st.by_path.remove(path.as_os_str()) {
             st.lru.remove(&e.tick);
         }
         st.sync_errors.remove(path);
@@ -207,7 +211,7 @@ impl OpenFiles {
     /// [`OpenFiles::forget`] for every file under a directory.
     pub fn forget_under(&self, dir: &Path) {
         let mut st = lock(&self.state);
-        let gone: Vec<PathBuf> = st.by_path.keys().filter(|p| p.starts_with(dir)).cloned().collect();
+        let gone: Vec<OsString> = st.by_path.keys().filter(|p| Path::new(p.as_os_str()).starts_with(dir)).cloned().collect();
         for p in gone {
             if let Some(e) = st.by_path.remove(&p) {
                 st.lru.remove(&e.tick);
