@@ -32,7 +32,31 @@ pub struct ReloadableTls {
     pub reloads: AtomicU64,
 }
 
+/// Refuse a server certificate outside its validity period: loading it
+/// would make every new handshake fail, so a reload keeps the old one and
+/// says why, and a start fails with the dates.
+fn check_validity(files: &TlsServerConfig) -> Result<(), TlsError> {
+    use rustls::pki_types::pem::PemObject;
+    let leaf = rustls::pki_types::CertificateDer::pem_file_iter(&files.cert)
+        .ok()
+        .and_then(|mut it| it.next())
+        .and_then(Result::ok);
+    // An unreadable file is reported by the full load below.
+    let Some(leaf) = leaf else { return Ok(()) };
+    let Ok((not_before, not_after)) = crate::x509::cert_validity(&leaf) else { return Ok(()) };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let path = files.cert.clone();
+    if now > not_after {
+        return Err(TlsError::File { path, reason: format!("certificate expired {} s ago (notAfter, Unix time {not_after})", now - not_after) });
+    }
+    if now < not_before {
+        return Err(TlsError::File { path, reason: format!("certificate not valid for another {} s (notBefore, Unix time {not_before})", not_before - now) });
+    }
+    Ok(())
+}
+
 fn build(files: &TlsServerConfig, alpn: Alpn) -> Result<Arc<RustlsServerConfig>, TlsError> {
+    check_validity(files)?;
     let base = crate::tls::server_config(files, false)?;
     Ok(match alpn {
         Alpn::Weft => base,
@@ -87,4 +111,19 @@ pub fn reload_all(set: &[Arc<ReloadableTls>]) -> Result<usize, TlsError> {
         t.swap(n);
     }
     Ok(set.len())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn validity_of_a_generated_certificate() {
+        use rcgen::{date_time_ymd, CertificateParams, KeyPair};
+        let mut p = CertificateParams::new(vec!["x".to_owned()]).unwrap();
+        p.not_before = date_time_ymd(2019, 3, 1);
+        p.not_after = date_time_ymd(2051, 1, 2);
+        let cert = p.self_signed(&KeyPair::generate().unwrap()).unwrap();
+        let (nb, na) = crate::x509::cert_validity(cert.der()).unwrap();
+        assert_eq!(nb, 1_551_398_400);
+        assert_eq!(na, 2_556_230_400);
+    }
 }

@@ -95,6 +95,60 @@ impl<'a> Der<'a> {
     }
 }
 
+/// The validity period of a DER certificate: (notBefore, notAfter) in
+/// seconds since the Unix epoch. Used to refuse loading an expired or not
+/// yet valid server certificate (tls_reload.rs) with a clear error.
+pub fn cert_validity(der: &[u8]) -> Result<(i64, i64), X509Error> {
+    let cert = Der::new(der).expect(TAG_SEQUENCE, "certificate")?;
+    let mut tbs = Der::new(Der::new(cert).expect(TAG_SEQUENCE, "tbsCertificate")?);
+    if tbs.peek_tag() == Some(TAG_VERSION) {
+        tbs.next("version")?;
+    }
+    tbs.next("serialNumber")?;
+    tbs.expect(TAG_SEQUENCE, "signature")?;
+    tbs.expect(TAG_SEQUENCE, "issuer")?;
+    let mut v = Der::new(tbs.expect(TAG_SEQUENCE, "validity")?);
+    let (t1, nb) = v.next("notBefore")?;
+    let (t2, na) = v.next("notAfter")?;
+    Ok((der_time(t1, nb)?, der_time(t2, na)?))
+}
+
+/// UTCTime (`YYMMDDHHMMSSZ`, tag 0x17) or GeneralizedTime
+/// (`YYYYMMDDHHMMSSZ`, tag 0x18) as Unix seconds.
+fn der_time(tag: u8, b: &[u8]) -> Result<i64, X509Error> {
+    let bad = || X509Error::Malformed("validity time");
+    let digits = |r: std::ops::Range<usize>| -> Result<i64, X509Error> {
+        let s = b.get(r).ok_or_else(bad)?;
+        s.iter().try_fold(0i64, |acc, c| if c.is_ascii_digit() { Ok(acc * 10 + i64::from(c - b'0')) } else { Err(bad()) })
+    };
+    let (year, rest) = match (tag, b.len()) {
+        (0x17, 13) => {
+            let yy = digits(0..2)?;
+            // RFC 5280 4.1.2.5.1: 50..99 are 19xx, 00..49 are 20xx.
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, 2)
+        }
+        (0x18, 15) => (digits(0..4)?, 4),
+        _ => return Err(bad()),
+    };
+    if b.last() != Some(&b'Z') {
+        return Err(bad());
+    }
+    let (mo, d, h, mi, se) =
+        (digits(rest..rest + 2)?, digits(rest + 2..rest + 4)?, digits(rest + 4..rest + 6)?, digits(rest + 6..rest + 8)?, digits(rest + 8..rest + 10)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return Err(bad());
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Ok(days * 86_400 + h * 3600 + mi * 60 + se)
+}
+
 /// Reads the subject common name and alternative names of a DER certificate.
 pub fn cert_names(der: &[u8]) -> Result<CertNames, X509Error> {
     let cert = Der::new(der).expect(TAG_SEQUENCE, "certificate")?;

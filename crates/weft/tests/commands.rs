@@ -200,6 +200,11 @@ const CASES: &[(&str, Case)] = &[
     ("stats", |c| assert!(c.ok(&["stats"]).lines().any(|l| l.starts_with("period.log.produce.call_count")))),
     // Auth is off on this node: the auth.* endpoints still manage the rules
     // it will apply once on (tests/auth.rs runs them with auth on).
+    ("config reload", |c| {
+        let r = json(&c.ok(&["config", "reload", "--json"]));
+        assert_eq!((r["ok"].as_bool(), r["certificates"].as_u64()), (Some(true), Some(0)), "{r}");
+        assert!(c.ok(&["config", "reload"]).starts_with("reloaded: "));
+    }),
     ("auth whoami", |c| assert_eq!(json(&c.ok(&["auth", "whoami", "--json"]))["auth_enabled"], false)),
     ("auth role add", |c| assert_eq!(c.ok(&["auth", "role", "add", "ro", "--grant", "read:topic:t*"]).trim(), "role ro added")),
     ("auth role grant", |c| assert!(c.ok(&["auth", "role", "grant", "ro", "read:queue:*"]).contains("granted"))),
