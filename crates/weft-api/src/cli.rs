@@ -65,6 +65,7 @@ pub enum KvCmd {
     /// Read a key (the current value, or as of --revision).
     Get {
         table: String,
+        #[arg(id = "kv_key", value_name = "KEY")]
         key: String,
         #[arg(long)]
         revision: Option<u64>,
@@ -72,6 +73,7 @@ pub enum KvCmd {
     /// Write a key. VALUE is stored as JSON when it parses as JSON, else as text (--text: always text).
     Put {
         table: String,
+        #[arg(id = "kv_key", value_name = "KEY")]
         key: String,
         value: String,
         #[arg(long)]
@@ -86,6 +88,7 @@ pub enum KvCmd {
     /// Delete a key.
     Del {
         table: String,
+        #[arg(id = "kv_key", value_name = "KEY")]
         key: String,
         #[arg(long, conflicts_with = "if_exists")]
         if_version: Option<u64>,
@@ -111,8 +114,9 @@ pub enum KvCmd {
     Watch {
         table: String,
         /// The key (omit with --prefix).
+        #[arg(id = "kv_key", value_name = "KEY")]
         key: Option<String>,
-        #[arg(long, conflicts_with = "key")]
+        #[arg(long, conflicts_with = "kv_key")]
         prefix: Option<String>,
         #[arg(long, default_value_t = 0)]
         start_revision: u64,
@@ -126,6 +130,7 @@ pub enum KvCmd {
     /// A key's past versions, newest first.
     History {
         table: String,
+        #[arg(id = "kv_key", value_name = "KEY")]
         key: String,
         #[arg(long)]
         limit: Option<u64>,

@@ -27,9 +27,6 @@ pub struct QueryConfig {
     pub topic_fetch_bytes: u64,
     /// Concurrent Watch streams per node (RESOURCE_EXHAUSTED past it).
     pub max_watches: u64,
-    /// Queries a Session may have waiting for an answer (the server stops
-    /// reading the stream while this many are queued).
-    pub session_queue: u32,
 }
 
 impl Default for QueryConfig {
@@ -44,7 +41,6 @@ impl Default for QueryConfig {
             update_retries: 16,
             topic_fetch_bytes: 1024 * 1024,
             max_watches: 1024,
-            session_queue: 16,
         }
     }
 }

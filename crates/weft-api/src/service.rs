@@ -212,31 +212,28 @@ impl pb::query_server::Query for QueryService {
 
     async fn session(&self, request: Request<Streaming<pb::SessionRequest>>) -> Result<Response<Self::SessionStream>, Status> {
         let svc = self.clone();
-        let queue = self.exec.config().session_queue.max(1) as usize;
         let inbound = request.into_inner();
-        // In order, `session_queue` at a time: the inbound stream is read
-        // only as answers are taken, so a client cannot queue unboundedly.
-        let out = inbound
-            .take_while(|r| futures::future::ready(r.is_ok()))
-            .filter_map(|r| futures::future::ready(r.ok()))
-            .map(move |req| {
-                let svc = svc.clone();
-                async move {
-                    let id = req.id;
-                    let answer = match req.query {
-                        None => Err(Error::Invalid("SessionRequest.query is required".into())),
-                        Some(q) => svc.run(&q, None).await,
-                    };
-                    Ok(pb::SessionResponse {
-                        id,
-                        answer: Some(match answer {
-                            Ok(r) => pb::session_response::Answer::Result(r),
-                            Err(e) => pb::session_response::Answer::Error(error_message(&e)),
-                        }),
-                    })
-                }
-            })
-            .buffered(queue);
+        // One query at a time, in order: a session's later query sees its
+        // earlier writes. The inbound stream is read only after the previous
+        // answer was handed to the transport, so a client cannot queue
+        // unboundedly (HTTP/2 flow control holds it back).
+        let out = inbound.take_while(|r| futures::future::ready(r.is_ok())).filter_map(|r| futures::future::ready(r.ok())).then(move |req| {
+            let svc = svc.clone();
+            async move {
+                let id = req.id;
+                let answer = match req.query {
+                    None => Err(Error::Invalid("SessionRequest.query is required".into())),
+                    Some(q) => svc.run(&q, None).await,
+                };
+                Ok(pb::SessionResponse {
+                    id,
+                    answer: Some(match answer {
+                        Ok(r) => pb::session_response::Answer::Result(r),
+                        Err(e) => pb::session_response::Answer::Error(error_message(&e)),
+                    }),
+                })
+            }
+        });
         Ok(Response::new(Box::pin(out)))
     }
 }

@@ -43,6 +43,26 @@ pub struct NodeConfig {
     pub ui: UiConf,
     /// Users, roles, tokens and keys (docs/security.md); off by default.
     pub auth: AuthConf,
+    /// The gRPC query API (docs/query.md).
+    pub grpc: GrpcConf,
+    /// Key-value tables under `<data_dir>/tables/`: limits (docs/query.md).
+    pub tables: weft_table::TablesConfig,
+    /// Limits of the query API: AQL size, results, scans, timeouts (docs/query.md).
+    pub query: weft_api::QueryConfig,
+}
+
+/// The gRPC listener of the query API (weft.query.v1, health, reflection).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcConf {
+    pub enabled: bool,
+    /// `--grpc-addr`. The default port is best-effort: when it is taken the
+    /// node starts without gRPC (logged); an address set in the file, the
+    /// environment or a flag must bind.
+    pub addr: String,
+    /// Serve gRPC over TLS with the `tls.*` certificate, key and client CA
+    /// (mTLS when `tls.client_auth` is optional or require).
+    pub tls: bool,
 }
 
 /// Authentication and authorisation (docs/security.md).
@@ -299,6 +319,7 @@ pub struct Liveness {
 pub const DEFAULT_PORT: u16 = 7400;
 pub const DEFAULT_QUIC_PORT: u16 = 7401;
 pub const DEFAULT_TLS_PORT: u16 = 7403;
+pub const DEFAULT_GRPC_PORT: u16 = 7402;
 
 impl Default for NodeConfig {
     fn default() -> Self {
@@ -356,6 +377,9 @@ impl Default for NodeConfig {
             otel: OtelConf { endpoint: String::new(), sample_ratio: 1.0, service_name: "weft".into(), filter: "info".into() },
             ui: UiConf { enabled: true, max_clients: 16, period_ms: 1000 },
             auth: AuthConf::default(),
+            grpc: GrpcConf { enabled: true, addr: format!("127.0.0.1:{DEFAULT_GRPC_PORT}"), tls: false },
+            tables: weft_table::TablesConfig::default(),
+            query: weft_api::QueryConfig::default(),
         }
     }
 }

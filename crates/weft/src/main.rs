@@ -8,6 +8,7 @@ mod cluster_cmd;
 mod config;
 mod logging;
 mod observe;
+mod query_cmd;
 mod queued_produce;
 mod serve;
 mod telemetry;
@@ -178,6 +179,39 @@ enum Command {
         #[command(subcommand)]
         command: weft_broker::cli::GroupCmd,
     },
+    /// Run one AQL query over gRPC (docs/aql.md): `weft query "GET t 'k'"`.
+    Query {
+        #[command(flatten)]
+        client: client_cmd::ClientArgs,
+        #[command(flatten)]
+        grpc: weft_api::cli::GrpcArgs,
+        #[command(flatten)]
+        out: client_cmd::OutputArgs,
+        /// The AQL text.
+        aql: String,
+    },
+    /// Key-value tables: create, drop, list (docs/query.md).
+    Table {
+        #[command(flatten)]
+        client: client_cmd::ClientArgs,
+        #[command(flatten)]
+        grpc: weft_api::cli::GrpcArgs,
+        #[command(flatten)]
+        out: client_cmd::OutputArgs,
+        #[command(subcommand)]
+        command: weft_api::cli::TableCmd,
+    },
+    /// Keys of a table: get, put, del, range, watch, history (docs/query.md).
+    Kv {
+        #[command(flatten)]
+        client: client_cmd::ClientArgs,
+        #[command(flatten)]
+        grpc: weft_api::cli::GrpcArgs,
+        #[command(flatten)]
+        out: client_cmd::OutputArgs,
+        #[command(subcommand)]
+        command: weft_api::cli::KvCmd,
+    },
 }
 
 /// Every command path that does something of its own (`topic create`,
@@ -300,6 +334,9 @@ pub struct NodeArgs {
     /// HTTP gateway address [key: http.addr].
     #[arg(long)]
     http_addr: Option<String>,
+    /// gRPC query API address [key: grpc.addr].
+    #[arg(long)]
+    grpc_addr: Option<String>,
     /// Log fsync policy: always, interval:<ms>, never [key: log_store.fsync].
     #[arg(long)]
     fsync: Option<String>,
@@ -374,6 +411,9 @@ impl NodeArgs {
         }
         if let Some(v) = &self.http_addr {
             set("http.addr", v.clone().into(), "--http-addr");
+        }
+        if let Some(v) = &self.grpc_addr {
+            set("grpc.addr", v.clone().into(), "--grpc-addr");
         }
         if let Some(v) = &self.fsync {
             set("log_store.fsync", v.clone().into(), "--fsync");
@@ -519,6 +559,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Tls { command } => Ok(weft_net::cli::run(command).await?),
         Command::Cluster { client, out, command } => cluster_cmd::run(&client, out, command).await,
         Command::Group { client, out, command } => Ok(weft_broker::cli::group(&client.connect().await?, command, out.json).await?),
+        Command::Query { client, grpc, out, aql } => query_cmd::query(&client, &grpc, out, &aql).await,
+        Command::Table { client, grpc, out, command } => query_cmd::table(&client, &grpc, out, &command).await,
+        Command::Kv { client, grpc, out, command } => query_cmd::kv(&client, &grpc, out, &command).await,
         Command::Top { client, out, mut args } => {
             args.json = out.json;
             let c = client.connect().await?;

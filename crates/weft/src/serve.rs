@@ -57,6 +57,10 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
 
     let log = open_log(&cfg, &data_dir, nofile).await?;
     features.push("log".into());
+    // Key-value tables and the query API over them (docs/query.md).
+    let tables = weft_table::Tables::open(&data_dir, cfg.tables.clone()).await.context("opening the tables")?;
+    let query_exec = weft_api::Executor::new(tables.clone(), Some(log.clone()), cfg.query.clone());
+    features.push("query".into());
     if cfg.http.enabled {
         features.push("http".into());
     }
@@ -87,6 +91,7 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
         None => weft_broker::plane::LocalPlane::shared(log.clone()),
     };
     weft_broker::native::register_with(&mut service, log.clone(), record_plane.clone())?;
+    weft_api::native::register(&mut service, query_exec.clone())?;
     if let (Some(node), Some(plane)) = (&cluster, &cluster_plane) {
         crate::cluster_cmd::register(&mut service, node.clone(), plane.clone())?;
         features.push("cluster".into());
@@ -143,6 +148,10 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     svc.stats().add_gauges(move || auth_stats.stats().snapshot().into_iter().chain(auth_stats.limit_stats()).map(|(k, v)| (k.to_owned(), v.into())).collect());
     let log_gauges = log.clone();
     svc.stats().add_gauges(move || log_gauges.gauges());
+    let query_stats = query_exec.stats().clone();
+    svc.stats().add_gauges(move || query_stats.gauges().into_iter().map(|(k, v)| (k, v.into())).collect());
+    let table_gauges = tables.clone();
+    svc.stats().add_gauges(move || table_gauges.gauges());
     if let Some(node) = cluster.clone() {
         svc.stats().add_gauges(move || node.gauges());
     }
@@ -179,6 +188,36 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
             );
         }
     }
+    let grpc = if cfg.grpc.enabled {
+        let tls = if cfg.grpc.tls {
+            let t = cfg.tls_server().context("TLS settings (tls.*) for grpc.tls")?;
+            Some(weft_api::server::GrpcTls {
+                cert: t.cert,
+                key: t.key,
+                client_ca: (t.client_auth != weft_net::ClientAuth::None).then_some(t.client_ca).flatten(),
+                client_auth_optional: t.client_auth == weft_net::ClientAuth::Optional,
+            })
+        } else {
+            None
+        };
+        let scheme = if tls.is_some() { "grpcs" } else { "grpc" };
+        let stop = server.stopping();
+        match weft_api::server::serve(&cfg.grpc.addr, query_exec.clone(), tls, async move { stop.cancelled().await }).await {
+            Ok((addr, task)) => {
+                svc.add_transport(format!("{scheme}://{addr}"));
+                Some(task)
+            }
+            // The default port is best-effort (several nodes on one host, tests);
+            // an address someone chose must bind.
+            Err(e) if e.addr_in_use() && cfg.grpc.addr == crate::config::NodeConfig::default().grpc.addr => {
+                tracing::warn!(addr = %cfg.grpc.addr, "the default gRPC port is taken: serving without gRPC (set grpc.addr or --grpc-addr)");
+                None
+            }
+            Err(e) => return Err(e).context("starting the gRPC query API"),
+        }
+    } else {
+        None
+    };
     // The dashboard (docs/dashboard.md): its routes join the gateway's.
     let ui = (cfg.http.enabled && cfg.ui.enabled).then(|| {
         let status: Option<crate::ui::ClusterSource> = cluster.clone().map(|node| {
@@ -221,10 +260,13 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
             allow: AllowList::parse(&cfg.http.allow).context("http.allow")?,
             max_body_bytes: usize::try_from(cfg.http.max_body_bytes).unwrap_or(usize::MAX),
             stats: http_stats.clone(),
-            extra: Some(match &ui {
-                Some(ui) => crate::observe::routes(readiness.clone()).merge(crate::ui::routes(ui.clone())),
-                None => crate::observe::routes(readiness.clone()),
-            }),
+            extra: Some(
+                match &ui {
+                    Some(ui) => crate::observe::routes(readiness.clone()).merge(crate::ui::routes(ui.clone())),
+                    None => crate::observe::routes(readiness.clone()),
+                }
+                .merge(weft_api::http::routes(query_exec.clone())),
+            ),
             plane: Some(record_plane.clone()),
             auth: Some(Arc::new(weft_broker::http_auth::HttpAuth {
                 authz: authz.clone(),
@@ -281,6 +323,9 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     let started = Instant::now();
     let drained = server.shutdown(Duration::from_millis(cfg.limits.drain_timeout_ms)).await;
     if let Some(task) = http {
+        let _ = tokio::time::timeout(Duration::from_millis(cfg.limits.drain_timeout_ms), task).await;
+    }
+    if let Some(task) = grpc {
         let _ = tokio::time::timeout(Duration::from_millis(cfg.limits.drain_timeout_ms), task).await;
     }
     if let Some(p) = pva {

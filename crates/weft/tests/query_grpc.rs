@@ -13,7 +13,7 @@ use std::process::Command;
 
 mod common;
 mod support;
-use support::{free_port, text, Node};
+use support::{text, Node};
 
 fn python() -> PathBuf {
     std::env::var_os("WEFT_PYTHON")
@@ -28,8 +28,7 @@ fn grpcio_runs_every_rpc() {
         return;
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let grpc_port = free_port();
-    let node = Node::start_with(&["--grpc-addr", &format!("127.0.0.1:{grpc_port}")], &[]);
+    let node = Node::start();
 
     // A topic with five JSON records for FROM TOPIC.
     node.ok(&["topic", "create", "orders", "--partitions", "1"]);
@@ -45,7 +44,7 @@ fn grpcio_runs_every_rpc() {
     std::fs::copy(root.join("proto/weft/query/v1/query.proto"), src.join("query.proto")).unwrap();
     let out = stubs.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
-    let gen = Command::new(python())
+    let protoc = Command::new(python())
         .args(["-m", "grpc_tools.protoc", "-I"])
         .arg(stubs.path().join("src"))
         .arg(format!("--python_out={}", out.display()))
@@ -53,11 +52,11 @@ fn grpcio_runs_every_rpc() {
         .arg("weftq/query.proto")
         .output()
         .unwrap();
-    assert!(gen.status.success(), "grpc_tools.protoc: {}", text(&gen.stderr));
+    assert!(protoc.status.success(), "grpc_tools.protoc: {}", text(&protoc.stderr));
 
     let run = Command::new(python())
         .arg(root.join("crates/weft/tests/py/query_grpc.py"))
-        .env("GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
+        .env("GRPC_ADDR", node.grpc_addr())
         .env("STUBS", &out)
         .env("TOPIC", "orders")
         .output()

@@ -167,7 +167,8 @@ ok("Batch: failed compare runs ELSE (succeeded=false); without ELSE FAILED_PRECO
 e = fails(grpc.StatusCode.INVALID_ARGUMENT, "GET t\n  'a' AT REVISON 3")
 d = details(e)
 assert d["bad_request"].field_violations[0].field == "aql", d
-assert d["error_info"].metadata["line"] == "2" and d["error_info"].metadata["column"] == "7", d["error_info"]
+assert d["error_info"].metadata["line"] == "2" and d["error_info"].metadata["column"] == "10", d["error_info"]
+assert d["error_info"].metadata["expected"] == "REVISION", d["error_info"]
 assert d["error_info"].reason == "invalid_aql"
 ok(f"bad AQL: INVALID_ARGUMENT, BadRequest + position: {d['bad_request'].field_violations[0].description}")
 e = fails(grpc.StatusCode.NOT_FOUND, "GET nosuch 'k'")

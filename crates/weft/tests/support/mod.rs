@@ -13,6 +13,9 @@ pub struct Node {
     pub child: Child,
     pub port: u16,
     pub http_port: u16,
+    /// The gRPC query API's port (`--grpc-addr`); commands run through
+    /// [`Node::weft`] reach it through WEFT_GRPC_ADDR.
+    pub grpc_port: u16,
     pub dir: tempfile::TempDir,
 }
 
@@ -27,11 +30,13 @@ impl Node {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let http_port = free_port();
+        let grpc_port = free_port();
         let mut c = Command::new(WEFT);
         c.args(["serve", "--data-dir"])
             .arg(dir.path().join("data"))
             .args(["--tcp-addr", &format!("127.0.0.1:{port}"), "--udp-addr", &format!("127.0.0.1:{port}")])
             .args(["--http-addr", &format!("127.0.0.1:{http_port}")])
+            .args(["--grpc-addr", &format!("127.0.0.1:{grpc_port}")])
             .args(extra)
             .env_remove("WEFT_CONFIG")
             .env_remove("WEFT_ADDR")
@@ -41,7 +46,7 @@ impl Node {
             c.env(k, v);
         }
         let child = c.spawn().unwrap();
-        let node = Node { child, port, http_port, dir };
+        let node = Node { child, port, http_port, grpc_port, dir };
         node.wait_ready();
         node
     }
@@ -101,12 +106,17 @@ impl Node {
         panic!("weft serve did not come up");
     }
 
-    /// `weft ARGS --addr <this node>`.
+    /// `127.0.0.1:PORT` of the gRPC query API.
+    pub fn grpc_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.grpc_port)
+    }
+
+    /// `weft ARGS --addr <this node>` (and WEFT_GRPC_ADDR for the query commands).
     pub fn weft(&self, args: &[&str]) -> Output {
         let mut a: Vec<&str> = args.to_vec();
         let addr = self.addr();
         a.extend(["--addr", &addr]);
-        run(&a)
+        Command::new(WEFT).args(&a).env_remove("WEFT_ADDR").env_remove("WEFT_CONFIG").env("WEFT_GRPC_ADDR", self.grpc_addr()).output().unwrap()
     }
 
     /// Like [`Node::weft`], asserting success; stdout.
