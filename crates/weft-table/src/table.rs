@@ -131,7 +131,7 @@ impl Table {
         });
         let cap = limits.max_batch_commands.clamp(1, 1 << 16) as usize;
         let (tx, rx) = mpsc::channel(cap * 4);
-        let writer = Writer { core: core.clone(), file: wal_file, rx, max_batch: cap };
+        let writer = Writer { core: core.clone(), file: Box::new(wal_file), rx, max_batch: cap };
         std::thread::Builder::new()
             .name(format!("table-{name}"))
             .spawn(move || writer.run())
@@ -490,10 +490,26 @@ pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     sync_dir(dir)
 }
 
+/// Where the writer appends: the WAL file; a failing one in tests.
+trait LogFile: Send {
+    fn append(&mut self, buf: &[u8]) -> std::io::Result<()>;
+    /// Make everything appended durable (fdatasync).
+    fn sync(&mut self) -> std::io::Result<()>;
+}
+
+impl LogFile for File {
+    fn append(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.write_all(buf)
+    }
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.sync_data()
+    }
+}
+
 /// The writer thread: owns the WAL file; batches requests (group commit).
 struct Writer {
     core: Arc<Core>,
-    file: File,
+    file: Box<dyn LogFile>,
     rx: mpsc::Receiver<Request>,
     max_batch: usize,
 }
@@ -558,9 +574,9 @@ impl Writer {
             Ok(())
         } else {
             self.file
-                .write_all(buf)
+                .append(buf)
                 .map_err(|e| Error::io("write", &path, e))
-                .and_then(|()| self.file.sync_data().map_err(|e| Error::io("fsync", &path, e)))
+                .and_then(|()| self.file.sync().map_err(|e| Error::io("fsync", &path, e)))
         };
         let mut sh = self.core.lock();
         if let Err(e) = written {
@@ -622,7 +638,7 @@ impl Writer {
         })();
         match res {
             Ok(f) => {
-                self.file = f;
+                self.file = Box::new(f);
                 self.core.lock().wal_bytes = wal::HEADER_BYTES as u64;
                 tracing::info!(table = %self.core.name, wal_bytes, snapshot_bytes = snap.len(), "table checkpoint");
             }
@@ -663,5 +679,52 @@ fn publish(core: &Core, sh: &mut Shared, events: &[Event]) {
     }
     for id in cancel {
         sh.watchers.remove(&id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Appends vanish and fsync fails, as on a dying disk.
+    struct FailingDisk;
+
+    impl LogFile for FailingDisk {
+        fn append(&mut self, _: &[u8]) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn sync(&mut self) -> std::io::Result<()> {
+            Err(std::io::Error::other("injected fsync failure"))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_fsync_poisons_the_table_and_nothing_unsynced_is_visible() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Arc::new(TablesConfig::default());
+        let t = Table::open("t", dir.path(), TableConfig::default(), limits.clone()).unwrap();
+        assert_eq!(t.put("a", "1").await.unwrap().revision, 1);
+        let mut w = t.watch(WatchSpec { target: WatchTarget::Prefix(Bytes::new()), start_revision: None, prev_kv: false }).unwrap();
+
+        // A second writer over the same table, on the failing disk.
+        let (_tx, rx) = mpsc::channel(1);
+        let mut writer = Writer { core: t.inner.core.clone(), file: Box::new(FailingDisk), rx, max_batch: 4 };
+        let (reply, answer) = oneshot::channel();
+        writer.process(vec![Request { cmd: WriteCommand::Put { key: Bytes::from_static(b"b"), value: Bytes::from_static(b"2") }, reply }]);
+        assert!(matches!(answer.await.unwrap(), Err(Error::Poisoned { .. })), "no ack after a failed fsync");
+
+        // Readers and watchers stay at the last durable revision.
+        assert_eq!(t.revision(), 1);
+        assert_eq!(t.get(b"b", None).await.unwrap().kv, None);
+        assert!(matches!(t.get(b"b", Some(2)).await, Err(Error::FutureRevision { requested: 2, current: 1 })));
+        assert!(tokio::time::timeout(std::time::Duration::from_millis(50), w.next()).await.is_err(), "no event for an unsynced write");
+        // Writes are refused until the table is reopened.
+        assert!(matches!(t.put("c", "3").await, Err(Error::Poisoned { .. })));
+        assert_eq!(t.stats().write_errors, 1);
+        drop((t, w, writer));
+        let t = Table::open("t", dir.path(), TableConfig::default(), limits).unwrap();
+        assert_eq!(t.revision(), 1);
+        assert_eq!(t.put("c", "3").await.unwrap().revision, 2);
     }
 }
