@@ -155,6 +155,38 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     if let Some(node) = cluster.clone() {
         svc.stats().add_gauges(move || node.gauges());
     }
+    // gRPC binds before the native listeners: a client that sees the node
+    // answer a ping can reach the query API too.
+    let grpc = if cfg.grpc.enabled {
+        let tls = if cfg.grpc.tls {
+            let t = cfg.tls_server().context("TLS settings (tls.*) for grpc.tls")?;
+            Some(weft_api::server::GrpcTls {
+                cert: t.cert,
+                key: t.key,
+                client_ca: (t.client_auth != weft_net::ClientAuth::None).then_some(t.client_ca).flatten(),
+                client_auth_optional: t.client_auth == weft_net::ClientAuth::Optional,
+            })
+        } else {
+            None
+        };
+        let scheme = if tls.is_some() { "grpcs" } else { "grpc" };
+        let stop = server.stopping();
+        match weft_api::server::serve(&cfg.grpc.addr, query_exec.clone(), tls, async move { stop.cancelled().await }).await {
+            Ok((addr, task)) => {
+                svc.add_transport(format!("{scheme}://{addr}"));
+                Some(task)
+            }
+            // The default port is best-effort (several nodes on one host, tests);
+            // an address someone chose must bind.
+            Err(e) if e.addr_in_use() && cfg.grpc.addr == crate::config::NodeConfig::default().grpc.addr => {
+                tracing::warn!(addr = %cfg.grpc.addr, "the default gRPC port is taken: serving without gRPC (set grpc.addr or --grpc-addr)");
+                None
+            }
+            Err(e) => return Err(e).context("starting the gRPC query API"),
+        }
+    } else {
+        None
+    };
     if cfg.tcp.enabled {
         let addr = server.bind_tcp(&cfg.tcp.addr).await?;
         svc.add_transport(format!("tcp://{addr}"));
@@ -188,36 +220,6 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
             );
         }
     }
-    let grpc = if cfg.grpc.enabled {
-        let tls = if cfg.grpc.tls {
-            let t = cfg.tls_server().context("TLS settings (tls.*) for grpc.tls")?;
-            Some(weft_api::server::GrpcTls {
-                cert: t.cert,
-                key: t.key,
-                client_ca: (t.client_auth != weft_net::ClientAuth::None).then_some(t.client_ca).flatten(),
-                client_auth_optional: t.client_auth == weft_net::ClientAuth::Optional,
-            })
-        } else {
-            None
-        };
-        let scheme = if tls.is_some() { "grpcs" } else { "grpc" };
-        let stop = server.stopping();
-        match weft_api::server::serve(&cfg.grpc.addr, query_exec.clone(), tls, async move { stop.cancelled().await }).await {
-            Ok((addr, task)) => {
-                svc.add_transport(format!("{scheme}://{addr}"));
-                Some(task)
-            }
-            // The default port is best-effort (several nodes on one host, tests);
-            // an address someone chose must bind.
-            Err(e) if e.addr_in_use() && cfg.grpc.addr == crate::config::NodeConfig::default().grpc.addr => {
-                tracing::warn!(addr = %cfg.grpc.addr, "the default gRPC port is taken: serving without gRPC (set grpc.addr or --grpc-addr)");
-                None
-            }
-            Err(e) => return Err(e).context("starting the gRPC query API"),
-        }
-    } else {
-        None
-    };
     // The dashboard (docs/dashboard.md): its routes join the gateway's.
     let ui = (cfg.http.enabled && cfg.ui.enabled).then(|| {
         let status: Option<crate::ui::ClusterSource> = cluster.clone().map(|node| {

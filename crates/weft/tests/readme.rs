@@ -2,8 +2,8 @@
 //! order, in a fresh directory, with `weft` on PATH meaning the built
 //! binary. A block of `weft serve` is started in the background (the
 //! user's other terminal); the others run under `bash -e -o pipefail` and
-//! must exit 0. The node listens on free ports: the README's 7400/7480
-//! are rewritten to them, and WEFT_TCP_ADDR / WEFT_ADDR point there.
+//! must exit 0. The node listens on free ports: the README's 7400/7480/7402
+//! are rewritten to them, and WEFT_TCP_ADDR / WEFT_ADDR / WEFT_GRPC_ADDR point there.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -53,7 +53,7 @@ fn readme_using_it_runs_as_written() {
     std::os::unix::fs::symlink(WEFT, bin.join("weft")).unwrap();
     let work = dir.path().join("work");
     std::fs::create_dir(&work).unwrap();
-    let (port, http) = (free_port(), free_port());
+    let (port, http, grpc) = (free_port(), free_port(), free_port());
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     let env = [
         ("PATH", path),
@@ -61,6 +61,8 @@ fn readme_using_it_runs_as_written() {
         ("WEFT_UDP_ADDR", format!("127.0.0.1:{port}")),
         ("WEFT_HTTP_ADDR", format!("127.0.0.1:{http}")),
         ("WEFT_ADDR", format!("tcp://127.0.0.1:{port}")),
+        // grpc.addr for the node and the query commands' --grpc-addr alike.
+        ("WEFT_GRPC_ADDR", format!("127.0.0.1:{grpc}")),
     ];
     let shell = |script: &str| {
         let mut c = Command::new("bash");
@@ -70,7 +72,8 @@ fn readme_using_it_runs_as_written() {
 
     let mut background = vec![];
     for block in blocks {
-        let block = block.replace("127.0.0.1:7400", &format!("127.0.0.1:{port}")).replace("127.0.0.1:7480", &format!("127.0.0.1:{http}"));
+        let block = block.replace("127.0.0.1:7400", &format!("127.0.0.1:{port}")).replace("127.0.0.1:7480", &format!("127.0.0.1:{http}"))
+            .replace("127.0.0.1:7402", &format!("127.0.0.1:{grpc}"));
         let commands: Vec<&str> = block.lines().filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')).collect();
         if commands.iter().all(|l| l.trim_start().starts_with("weft serve")) {
             for c in commands {
