@@ -33,6 +33,7 @@ const APP_JS: &[u8] = include_bytes!("../../../web/dist/assets/app.js");
 const APP_CSS: &[u8] = include_bytes!("../../../web/dist/assets/app.css");
 
 /// PVs listed in a snapshot, at most (the rest are counted in `pvs_omitted`).
+#[cfg_attr(not(feature = "pva"), allow(dead_code))] // built without pvAccess: no PVs
 const MAX_PVS: usize = 200;
 /// Error-queue items one `errors` request returns, at most.
 const MAX_ERROR_ITEMS: usize = 100;
