@@ -58,6 +58,7 @@ pub fn weighted<L>(c: &[Candidate<L>], current: &mut Vec<i64>, turn: usize) -> O
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

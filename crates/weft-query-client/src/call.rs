@@ -108,6 +108,7 @@ pub fn statement_is_idempotent(s: &Statement) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

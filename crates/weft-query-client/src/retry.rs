@@ -70,6 +70,7 @@ impl<Res> tower::retry::Policy<Call, Res, Error> for RetryPolicy {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::call::Op;

@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tonic::codec::CompressionEncoding::{Gzip, Zstd};
 use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -36,6 +36,11 @@ struct Seen {
 struct Fake {
     mode: Arc<Mutex<Mode>>,
     seen: Seen,
+    /// Watch: the revisions to send after `created`, then UNAVAILABLE if
+    /// `watch_fails`; the start revisions asked for.
+    watch_revs: Arc<Mutex<Vec<u64>>>,
+    watch_fails: bool,
+    watch_starts: Arc<Mutex<Vec<u64>>>,
 }
 
 type Boxed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -68,8 +73,16 @@ impl Query for Fake {
         Err(Status::unimplemented("fake"))
     }
     type WatchStream = Boxed<pb::WatchResponse>;
-    async fn watch(&self, _: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
-        Err(Status::unimplemented("fake"))
+    async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        self.watch_starts.lock().unwrap().push(req.get_ref().start_revision);
+        let ev = |revision| pb::Event { r#type: pb::EventType::Put as i32, kv: None, prev_kv: None, revision };
+        let mut msgs: Vec<Result<pb::WatchResponse, Status>> = vec![Ok(pb::WatchResponse { created: true, events: vec![] })];
+        msgs.extend(self.watch_revs.lock().unwrap().iter().map(|&r| Ok(pb::WatchResponse { created: false, events: vec![ev(r)] })));
+        if self.watch_fails {
+            msgs.push(Err(Status::unavailable("node going away")));
+        }
+        // Stays open after the scripted messages (a live watch).
+        Ok(Response::new(Box::pin(futures::stream::iter(msgs).chain(futures::stream::pending()))))
     }
     type SessionStream = Boxed<pb::SessionResponse>;
     async fn session(&self, _: Request<Streaming<pb::SessionRequest>>) -> Result<Response<Self::SessionStream>, Status> {
@@ -79,9 +92,13 @@ impl Query for Fake {
 
 /// A fake node on a free loopback port; the server task ends with the test.
 async fn node(mode: Mode) -> (String, Fake) {
+    node_with(mode, vec![], false).await
+}
+
+async fn node_with(mode: Mode, watch_revs: Vec<u64>, watch_fails: bool) -> (String, Fake) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap().to_string();
-    let fake = Fake { mode: Arc::new(Mutex::new(mode)), seen: Seen::default() };
+    let fake = Fake { mode: Arc::new(Mutex::new(mode)), seen: Seen::default(), watch_revs: Arc::new(Mutex::new(watch_revs)), watch_fails, watch_starts: Arc::default() };
     let svc = QueryServer::new(fake.clone()).accept_compressed(Gzip).accept_compressed(Zstd).send_compressed(Gzip).send_compressed(Zstd);
     tokio::spawn(tonic::transport::Server::builder().add_service(svc).serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l)));
     (addr, fake)
@@ -170,4 +187,17 @@ async fn reads_move_off_a_failing_node_and_writes_are_not_repeated() {
     assert_eq!(e.code(), Code::Unavailable);
     assert_eq!(calls(&fb2).len(), 1);
     assert_eq!(c.stats().retries, 0);
+}
+
+#[tokio::test]
+async fn a_broken_watch_resumes_on_another_node_after_the_last_revision() {
+    let (a, fa) = node_with(Mode::Ok, vec![5, 6], true).await;
+    let (b, fb) = node_with(Mode::Ok, vec![7, 8], false).await;
+    let c = Client::new(cfg(&[&a, &b])).unwrap();
+    let req = pb::WatchRequest { table: "t".into(), target: Some(pb::watch_request::Target::Prefix(b"p/".to_vec())), start_revision: 5, prev_kv: false };
+    let revs: Vec<u64> = c.watch(req).take(4).map(|e| e.unwrap().revision).collect().await;
+    assert_eq!(revs, [5, 6, 7, 8]);
+    assert_eq!(*fa.watch_starts.lock().unwrap(), [5]);
+    // Resumed from the last revision seen + 1: nothing lost, nothing twice.
+    assert_eq!(*fb.watch_starts.lock().unwrap(), [7]);
 }

@@ -1,6 +1,7 @@
 //! Property: tower's Retry with our policy never sends a non-idempotent
 //! call twice, whatever the node answers, and sends an idempotent one at
 //! most 1 + max_retries times. Back-off sleeps run on tokio's paused clock.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Ready;
