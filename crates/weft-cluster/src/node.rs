@@ -344,6 +344,14 @@ impl ClusterNode {
             let first = u64::from_be_bytes(b);
             offsets.extend(first..first + n);
         }
+        // Committed and applied by raft; the copy is written right after, by
+        // the applier: answer once it is there, so the ack is readable here.
+        let hosted = self.partitions.read().unwrap_or_else(|p| p.into_inner()).get(&group).cloned();
+        if let (Some(last), Some(h)) = (offsets.iter().max(), hosted) {
+            if !h.wait_for(last + 1, Duration::from_millis(self.cfg.propose_timeout_ms.max(1))).await {
+                tracing::warn!(group, offset = last, "cluster: acknowledged records not yet in this node's copy");
+            }
+        }
         Ok(offsets)
     }
 

@@ -169,6 +169,33 @@ pub struct PartitionHandle {
     pub failed: std::sync::Mutex<Option<String>>,
     /// Records fetched from other replicas after installing a snapshot.
     pub caught_up_records: AtomicU64,
+    /// Woken whenever the high watermark moves.
+    pub moved: tokio::sync::Notify,
+}
+
+impl PartitionHandle {
+    fn set_high_watermark(&self, hw: u64) {
+        self.high_watermark.store(hw, Ordering::Release);
+        self.moved.notify_waiters();
+    }
+
+    /// Wait until this copy holds every offset below `end` (or it failed, or
+    /// `within` passed): an acknowledged produce is then readable on the node
+    /// that acknowledged it (read-your-writes there). False on timeout.
+    pub async fn wait_for(&self, end: u64, within: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let moved = self.moved.notified();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
+            if self.high_watermark.load(Ordering::Acquire) >= end || self.failed.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, moved).await.is_err() {
+                return false;
+            }
+        }
+    }
 }
 
 /// Where a replica that installed a snapshot gets the records the snapshot
@@ -260,6 +287,7 @@ pub fn start(log: Log, topic: String, partition: u32, config: TopicConfig, catch
         high_watermark: AtomicU64::new(0),
         failed: Default::default(),
         caught_up_records: AtomicU64::new(0),
+        moved: tokio::sync::Notify::new(),
     });
     let h = handle.clone();
     let l = log.clone();
@@ -267,6 +295,7 @@ pub fn start(log: Log, topic: String, partition: u32, config: TopicConfig, catch
         if let Err(e) = applier(l, h.clone(), config, rx, catch_up).await {
             tracing::error!(topic = %h.topic, partition = h.partition, error = %e, "cluster: partition applier stopped");
             *h.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+            h.moved.notify_waiters();
         }
     });
     (PartitionSm { next_offset: 0, tx, applied: Default::default(), log: Some((log, topic, partition)) }, handle)
@@ -316,7 +345,7 @@ async fn applier(log: Log, h: Arc<PartitionHandle>, config: TopicConfig, mut rx:
     ensure_local_topic(&log, &h.topic, config).await?;
     let p = PartitionId(h.partition);
     let end = log.list_offset(&h.topic, p, OffsetSpec::Latest).map_err(se)?.0;
-    h.high_watermark.store(end, Ordering::Release);
+    h.set_high_watermark(end);
     while let Some(msg) = rx.recv().await {
         let end = log.list_offset(&h.topic, p, OffsetSpec::Latest).map_err(se)?.0;
         match msg {
@@ -364,7 +393,7 @@ async fn applier(log: Log, h: Arc<PartitionHandle>, config: TopicConfig, mut rx:
                     append_at(&log, &h, at, batch).await?;
                     at += n;
                     h.caught_up_records.fetch_add(n, Ordering::Relaxed);
-                    h.high_watermark.store(at, Ordering::Release);
+                    h.set_high_watermark(at);
                 }
                 tracing::info!(topic = %h.topic, partition = h.partition, from = end, to = next, "cluster: copy caught up to an installed snapshot");
             }
@@ -381,7 +410,7 @@ async fn applier(log: Log, h: Arc<PartitionHandle>, config: TopicConfig, mut rx:
                 let skip = (end - first) as usize;
                 let recs: Vec<ProduceRecord> = records.into_iter().skip(skip).map(|r| produce_record(p, r)).collect();
                 append_at(&log, &h, end, recs).await?;
-                h.high_watermark.store(last, Ordering::Release);
+                h.set_high_watermark(last);
             }
         }
     }

@@ -63,7 +63,7 @@ fn wire(e: ClusterError) -> ServiceError {
 /// The record plane of a cluster node, for `log.*`, HTTP and the `cluster.local.*` routes.
 /// It is also where a replica that installed a partition snapshot fetches the records it stands for.
 pub fn record_plane(node: &ClusterNode, log: weft_log::Log, conf: &ClusterConf) -> std::sync::Arc<ClusterPlane> {
-    let plane = std::sync::Arc::new(ClusterPlane::new(node.clone(), log, Duration::from_millis(conf.propose_timeout_ms.max(1))));
+    let plane = std::sync::Arc::new(ClusterPlane::new(node.clone(), log, Duration::from_millis(conf.propose_timeout_ms.max(1)), conf.forward_max_wait_ms));
     node.set_catch_up(plane.clone());
     plane
 }
@@ -137,6 +137,8 @@ fn json<T: Serialize>(v: T) -> Result<serde_json::Value, ServiceError> {
 /// (so they forward like `log.*`) and the internal `cluster.local.*` routes.
 pub fn register(service: &mut Service, node: ClusterNode, plane: std::sync::Arc<ClusterPlane>) -> Result<()> {
     plane::register_local(service, plane.clone())?;
+    let p = plane.clone();
+    service.stats().add_gauges(move || p.gauges());
     let n = node.clone();
     service.endpoint("cluster.status", move |_: Option<()>| {
         let n = n.clone();

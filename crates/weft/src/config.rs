@@ -148,6 +148,8 @@ pub struct ClusterConf {
     pub propose_timeout_ms: u64,
     /// Requests queued to the cluster driver before callers get `busy`.
     pub max_pending: u64,
+    /// Longest long-poll of a fetch forwarded to a replica (the client polls again after it).
+    pub forward_max_wait_ms: u64,
 }
 
 impl Default for ClusterConf {
@@ -166,6 +168,7 @@ impl Default for ClusterConf {
             snapshot_entries: 10_000,
             propose_timeout_ms: 5_000,
             max_pending: 4096,
+            forward_max_wait_ms: 5_000,
         }
     }
 }

@@ -67,6 +67,10 @@ fn four_nodes_any_node_serves_any_partition() {
     }
     assert!(local(3).is_none(), "node 4 hosts no replica of partition 0 and must not serve it locally");
 
+    // Forwarding is counted (weft stats).
+    let stats = String::from_utf8_lossy(&ps[3].weft(&["stats"]).stdout).into_owned();
+    assert!(stats.contains("cluster.forwarded") && stats.contains("cluster.forward_failures"), "{stats}");
+
     // Topic list and describe on any node.
     let list = ps[3].weft(&["topic", "list", "--json"]);
     assert!(String::from_utf8_lossy(&list.stdout).contains("orders"));
@@ -83,10 +87,14 @@ fn four_nodes_any_node_serves_any_partition() {
         let v: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["results"][0]["offset"], 100 + i as u64, "{text}");
     }
-    let (code, text) = ps[3].http("GET", "/v1/topics/orders/partitions/0/records?offset=100&max_records=10", "").unwrap();
-    assert_eq!(code, 200, "{text}");
-    let v: Value = serde_json::from_str(&text).unwrap();
-    let vals: Vec<&str> = v["records"].as_array().unwrap().iter().map(|r| r["value"].as_str().unwrap()).collect();
+    // A follower's copy may trail by the apply lag: poll (bounded) until both are readable.
+    let vals = until("both HTTP records readable through node 4", || {
+        let (code, text) = ps[3].http("GET", "/v1/topics/orders/partitions/0/records?offset=100&max_records=10", "")?;
+        assert_eq!(code, 200, "{text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        let vals: Vec<String> = v["records"].as_array().unwrap().iter().map(|r| r["value"].as_str().unwrap().to_owned()).collect();
+        (vals.len() >= 2).then_some(vals)
+    });
     assert_eq!(vals, vec!["h0", "h1"]);
 
     // A consumer-group commit through node 4 goes through the metadata group:

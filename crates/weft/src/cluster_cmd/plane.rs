@@ -12,7 +12,7 @@
 //!   cluster mode) is served from the log as on a single node.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,8 +35,6 @@ use weft_wire::{ErrorBody, ErrorCode};
 pub const LOCAL_PRODUCE: &str = "cluster.local.produce";
 pub const LOCAL_FETCH: &str = "cluster.local.fetch";
 pub const LOCAL_OFFSETS: &str = "cluster.local.offsets";
-/// Longest long-poll of a forwarded fetch; the client polls again after it.
-const FORWARD_MAX_WAIT_MS: u64 = 5000;
 
 pub struct ClusterPlane {
     node: ClusterNode,
@@ -50,6 +48,11 @@ pub struct ClusterPlane {
     /// How long a produce keeps retrying while its partition has no leader
     /// (`cluster.propose_timeout_ms`).
     propose_timeout: Duration,
+    /// Longest long-poll of a forwarded fetch (`cluster.forward_max_wait_ms`).
+    forward_max_wait_ms: u64,
+    /// Requests forwarded to a replica, and those that failed (stats).
+    forwarded: AtomicU64,
+    forward_failures: AtomicU64,
 }
 
 fn err(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
@@ -133,8 +136,26 @@ fn now_ms() -> i64 {
 }
 
 impl ClusterPlane {
-    pub fn new(node: ClusterNode, log: Log, propose_timeout: Duration) -> Self {
-        ClusterPlane { node, log, peers: Mutex::default(), routes: Mutex::default(), sticky: AtomicU32::new(0), propose_timeout }
+    pub fn new(node: ClusterNode, log: Log, propose_timeout: Duration, forward_max_wait_ms: u64) -> Self {
+        ClusterPlane {
+            node,
+            log,
+            peers: Mutex::default(),
+            routes: Mutex::default(),
+            sticky: AtomicU32::new(0),
+            propose_timeout,
+            forward_max_wait_ms: forward_max_wait_ms.max(1),
+            forwarded: AtomicU64::new(0),
+            forward_failures: AtomicU64::new(0),
+        }
+    }
+
+    /// `cluster.forwarded`, `cluster.forward_failures` (for `weft stats`).
+    pub fn gauges(&self) -> Vec<(String, serde_json::Value)> {
+        vec![
+            ("cluster.forwarded".into(), self.forwarded.load(Ordering::Relaxed).into()),
+            ("cluster.forward_failures".into(), self.forward_failures.load(Ordering::Relaxed).into()),
+        ]
     }
 
     /// The topic's metadata when it is replicated. This node's metadata may
@@ -162,7 +183,7 @@ impl ClusterPlane {
             // A forwarded produce waits for its commit (bounded by the propose
             // timeout there), a fetch for its long poll (clamped to FORWARD_MAX_WAIT_MS):
             // a stopped peer costs a caller this long, not the client default of 30 s.
-            request_timeout: self.propose_timeout.max(Duration::from_millis(FORWARD_MAX_WAIT_MS)) + Duration::from_secs(2),
+            request_timeout: self.propose_timeout.max(Duration::from_millis(self.forward_max_wait_ms)) + Duration::from_secs(2),
             ..ClientConfig::default()
         };
         let c = Client::connect(target, cfg).await?;
@@ -197,6 +218,7 @@ impl ClusterPlane {
         Resp: serde::de::DeserializeOwned,
     {
         let (group, replicas) = self.candidates(topic, partition)?;
+        self.forwarded.fetch_add(1, Ordering::Relaxed);
         let mut last = err(ErrorCode::Unavailable, format!("no replica of {topic}/{partition} reachable"));
         for id in replicas {
             let c = match self.peer(id).await {
@@ -216,6 +238,7 @@ impl ClusterPlane {
                     if matches!(e, ClientError::Connect { .. } | ClientError::Closed) {
                         self.forget_peer(id);
                     }
+                    self.forward_failures.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(topic, partition, node = id, error = %e, "cluster: forwarded request failed");
                     if !retry {
                         return Err(client_error_body(e));
@@ -428,7 +451,7 @@ impl RecordPlane for ClusterPlane {
                 return self.fetch_here(req).await;
             }
             let mut f = req.clone();
-            f.wait_ms = f.wait_ms.map(|w| w.min(FORWARD_MAX_WAIT_MS));
+            f.wait_ms = f.wait_ms.map(|w| w.min(self.forward_max_wait_ms));
             self.forward(&req.topic, req.partition, LOCAL_FETCH, &f, true).await
         })
     }
