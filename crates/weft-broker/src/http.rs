@@ -214,6 +214,8 @@ pub async fn serve_with(
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let allow = std::sync::Arc::new(opts.allow);
+    // Allow-list refusals go to the audit log too.
+    let audit = opts.auth.as_ref().map(|a| a.authz.clone());
     // Route-level layers (they see the matched route template); the
     // outermost of them turns any plain-text error into the JSON shape.
     let plane = opts.plane.unwrap_or_else(|| LocalPlane::shared(log.clone()));
@@ -233,9 +235,22 @@ pub async fn serve_with(
         .layer(axum::middleware::from_fn(crate::http_trace::trace));
     let app = routed.layer(axum::middleware::from_fn(move |ConnectInfo(peer): ConnectInfo<SocketAddr>, req: axum::extract::Request, next: axum::middleware::Next| {
         let allow = allow.clone();
+        let audit = audit.clone();
         async move {
             if !allow.allows_ip(peer.ip()) {
                 tracing::warn!(peer = %peer, "http client refused by the allow-list");
+                if let Some(a) = &audit {
+                    a.record_event(weft_auth::AuditEvent {
+                        time_ms: weft_auth::now_ms(),
+                        surface: "http".into(),
+                        identity: String::new(),
+                        peer: peer.to_string(),
+                        resource: "http".into(),
+                        action: "connect".into(),
+                        outcome: "denied".into(),
+                        message: "not on the listener's allow-list".into(),
+                    });
+                }
                 return ApiError(ErrorBody::new(ErrorCode::Unauthorized, format!("{peer} is not on this listener's allow-list"))).into_response();
             }
             next.run(req).await

@@ -87,3 +87,20 @@ fn audit(authz: &Authorizer, peer: &PeerInfo, route: &str, d: &weft_auth::Denied
     let who = peer.identity.clone().unwrap_or_else(Identity::nobody);
     authz.record_denial("native", &who, &peer.addr, route, d);
 }
+
+/// An allow-list refusal in the audit log (surface `listener`, outcome
+/// `denied`), when the server has an authorizer.
+pub(crate) fn audit_allow_list(authz: &Option<Arc<Authorizer>>, transport: &str, who: &str) {
+    if let Some(a) = authz {
+        a.record_event(weft_auth::AuditEvent {
+            time_ms: weft_auth::now_ms(),
+            surface: "listener".into(),
+            identity: String::new(),
+            peer: who.to_owned(),
+            resource: transport.to_owned(),
+            action: "connect".into(),
+            outcome: "denied".into(),
+            message: "not on the listener's allow-list".into(),
+        });
+    }
+}

@@ -296,11 +296,12 @@ impl Server {
                         }
                     }
                 },
-                move |stream, _who| {
+                move |stream, who| {
                     // Closing unanswered: the client speaks TLS, and a
                     // plaintext frame would only look like a bad record.
                     shared.stats.refused.fetch_add(1, Ordering::Relaxed);
                     count_refused(Transport::Tls, "allow_list");
+                    crate::gate::audit_allow_list(&shared.config.auth, "tls", &who);
                     drop(stream);
                 },
             )
@@ -441,6 +442,7 @@ async fn serve_listener<L: StreamListener>(shared: Arc<Shared>, listener: L, all
         move |stream, who| {
             shared.stats.refused.fetch_add(1, Ordering::Relaxed);
             count_refused(L::TRANSPORT, "allow_list");
+            crate::gate::audit_allow_list(&shared.config.auth, L::TRANSPORT.as_str(), &who);
             refuse(stream, ErrorBody::new(ErrorCode::Unauthorized, format!("{who} is not on this listener's allow-list")));
         },
     )
