@@ -30,6 +30,10 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
 }
 
+/// The browser run and the bundle rebuild both load the CPU (2 cores in
+/// CI): one at a time.
+static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn peers() -> bool {
     std::env::var("WEFT_PEERS").as_deref() == Ok("1")
 }
@@ -271,6 +275,7 @@ fn dashboard_in_a_real_browser() {
         eprintln!("skipping the browser test (set WEFT_PEERS=1; scripts/peers/ui.sh installs chromium and web/node_modules)");
         return;
     }
+    let _one = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
     let web = repo().join("web");
     assert!(web.join("node_modules/playwright-core").is_dir(), "web/node_modules is missing: run scripts/peers/ui.sh");
     let dir = tempfile::tempdir().unwrap();
@@ -352,6 +357,7 @@ fn committed_bundle_is_fresh() {
         eprintln!("skipping the bundle rebuild (set WEFT_PEERS=1; needs node and npm)");
         return;
     }
+    let _one = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
     let web = repo().join("web");
     let tmp = tempfile::tempdir().unwrap();
     let copy = tmp.path().join("web");
