@@ -407,3 +407,18 @@ fn walk(dir: &Path) -> Vec<String> {
     }
     out
 }
+
+/// A cluster member: the snapshot carries its `cluster.status` (this node,
+/// its roles, the members, the raft groups).
+#[test]
+fn dashboard_snapshot_of_a_cluster_member() {
+    let raft = format!("127.0.0.1:{}", free_port());
+    let node = Node::start_with(&["--node-id", "1", "--cluster-addr", &raft, "--cluster-peers", &format!("1={raft}")], &[]);
+    let (_, snap) = first_ws_message(node.http_port);
+    let c = &snap["cluster"];
+    assert_eq!(c["node_id"], 1, "{snap}");
+    assert_eq!(c["roles"], serde_json::json!(["control", "data"]), "{c}");
+    assert_eq!(c["nodes"][0]["id"], 1, "{c}");
+    assert_eq!(c["nodes"][0]["cluster_addr"], raft.as_str(), "{c}");
+    assert!(c["groups"].as_array().is_some_and(|g| !g.is_empty()), "{c}");
+}
