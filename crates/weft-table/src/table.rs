@@ -514,6 +514,8 @@ struct Writer {
     max_batch: usize,
 }
 
+type Answer = (oneshot::Sender<Result<WriteResult>>, Result<WriteResult>);
+
 struct Pending {
     reply: oneshot::Sender<Result<WriteResult>>,
     applied: Applied,
@@ -544,12 +546,13 @@ impl Writer {
             return;
         }
         let mut pending: Vec<Pending> = Vec::new();
+        let mut answers: Vec<Answer> = Vec::new();
         let mut buf = Vec::new();
         for req in batch {
             // A compaction drops history readers of the durable revision may
             // still need if writes above it are unsynced: flush those first.
             if matches!(req.cmd, WriteCommand::Compact { .. }) && !pending.is_empty() {
-                self.flush(&mut pending, &mut buf);
+                self.flush(&mut pending, &mut buf, &mut answers);
             }
             let mut sh = self.core.lock();
             if let Some(p) = &sh.poisoned {
@@ -564,11 +567,17 @@ impl Writer {
             }
             pending.push(Pending { reply: req.reply, applied });
         }
-        self.flush(&mut pending, &mut buf);
+        self.flush(&mut pending, &mut buf, &mut answers);
+        // Checkpoint before answering: once the last write is answered, this
+        // thread touches no file again (a reopen may follow at once).
         self.maybe_checkpoint();
+        for (reply, result) in answers {
+            let _ = reply.send(result);
+        }
     }
 
-    fn flush(&mut self, pending: &mut Vec<Pending>, buf: &mut Vec<u8>) {
+    /// Write and fsync `buf`, then publish the events; the answers go to `answers`.
+    fn flush(&mut self, pending: &mut Vec<Pending>, buf: &mut Vec<u8>, answers: &mut Vec<Answer>) {
         let path = self.core.dir.join(WAL_FILE);
         let written = if buf.is_empty() {
             Ok(())
@@ -585,7 +594,7 @@ impl Writer {
             tracing::error!(table = %self.core.name, error = %detail, "table WAL write failed; table poisoned");
             sh.poisoned = Some(detail.clone());
             for p in pending.drain(..) {
-                let _ = p.reply.send(Err(Error::Poisoned { table: self.core.name.clone(), detail: detail.clone() }));
+                answers.push((p.reply, Err(Error::Poisoned { table: self.core.name.clone(), detail: detail.clone() })));
             }
             buf.clear();
             return;
@@ -612,7 +621,7 @@ impl Writer {
             if !p.applied.events.is_empty() {
                 publish(&self.core, &mut sh, &p.applied.events);
             }
-            let _ = p.reply.send(p.applied.result);
+            answers.push((p.reply, p.applied.result));
         }
     }
 
