@@ -135,6 +135,9 @@ pub type Change = AuditEvent;
 
 type AuditHook = Box<dyn Fn(&AuditEvent) + Send + Sync>;
 
+/// SHA-256 of a verified credential string -> its kind and id.
+type VerifiedCache = HashMap<[u8; 32], (CredKind, Arc<str>)>;
+
 /// Options for [`Authorizer::open`].
 #[derive(Debug, Clone, Default)]
 pub struct AuthOptions {
@@ -153,7 +156,7 @@ pub struct Authorizer {
     /// Serialises changes (read, modify, persist, swap).
     write: Mutex<()>,
     /// SHA-256 of a verified credential string -> its kind and id.
-    verified: Mutex<HashMap<[u8; 32], (CredKind, Arc<str>)>>,
+    verified: Mutex<VerifiedCache>,
     stats: AuthStats,
     on_change: Mutex<Option<Arc<AuditHook>>>,
     /// Per-identity request and byte rates (`auth.rate_per_s`, `auth.bytes_per_s`).
