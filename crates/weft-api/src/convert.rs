@@ -263,6 +263,7 @@ fn predicate(p: &pb::Predicate, at: &str, depth: usize, budget: &mut usize) -> R
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing unwrap is the test failing
 mod tests {
     use super::*;
 

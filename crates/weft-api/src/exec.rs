@@ -136,6 +136,11 @@ impl Executor {
             },
             None => run.await,
         };
+        let code = match &r {
+            Ok(_) => "ok",
+            Err(e) => crate::error::code_name(e.code()),
+        };
+        weft_metrics::get().queries.get_or_create(&weft_metrics::l2("kind", q.stmt.kind(), "code", code)).inc();
         if let Err(e) = &r {
             self.stats.query_errors.fetch_add(1, AtomicOrdering::Relaxed);
             match e {
@@ -410,7 +415,7 @@ impl Executor {
         txn.failure = otherwise.unwrap_or(&[]).iter().map(|s| self.op(s)).collect::<Result<_, _>>()?;
         let res = t.txn(txn).await?;
         if !res.succeeded && otherwise.is_none() {
-            let failed = compares.iter().map(|c| compare_text(c)).collect();
+            let failed = compares.iter().map(compare_text).collect();
             return Err(Error::CompareFailed { failed });
         }
         let ran = if res.succeeded { then } else { otherwise.unwrap_or(&[]) };
@@ -598,6 +603,7 @@ pub(crate) fn kv(k: table::KeyValue) -> pb::KeyValue {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing unwrap is the test failing
 mod tests {
     use super::*;
     use crate::aql::parse;
@@ -657,6 +663,10 @@ mod tests {
         assert_eq!(run(&e, "RANGE t PREFIX '' LIMIT 99999999").await.unwrap_err().code(), tonic::Code::ResourceExhausted);
         assert_eq!(run(&e, "GET t 'a' TIMEOUT 0").await.unwrap_err().code(), tonic::Code::DeadlineExceeded);
         assert_eq!(run(&e, "FROM TOPIC x OFFSET 0").await.unwrap_err().code(), tonic::Code::Unavailable);
+        let m = weft_metrics::get();
+        assert!(m.queries.get_or_create(&weft_metrics::l2("kind", "get", "code", "ok")).get() >= 3);
+        assert!(m.queries.get_or_create(&weft_metrics::l2("kind", "set", "code", "FAILED_PRECONDITION")).get() >= 2);
+        assert_eq!(e.stats().gauges().iter().find(|(k, _)| k == "query.deadlines_exceeded").map(|(_, v)| *v), Some(1));
         run(&e, "DROP TABLE t").await.unwrap();
         assert!(run(&e, "SHOW TABLES").await.unwrap().tables.is_empty());
     }

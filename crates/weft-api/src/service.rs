@@ -181,6 +181,7 @@ impl pb::query_server::Query for QueryService {
         let start_revision = (req.start_revision > 0).then_some(req.start_revision);
         let watcher = t.watch(table::WatchSpec { target, start_revision, prev_kv: req.prev_kv }).map_err(Error::from)?;
         stats.watches_started.fetch_add(1, Ordering::Relaxed);
+        weft_metrics::get().query_watches.inc();
         stats.watches_open.fetch_add(1, Ordering::Relaxed);
         let guard = WatchGuard(stats.clone());
         let created = futures::stream::once(async { Ok(pb::WatchResponse { created: true, events: vec![] }) });
@@ -191,6 +192,7 @@ impl pb::query_server::Query for QueryService {
             match w.next().await {
                 Ok(e) => {
                     g.0.watch_events.fetch_add(1, Ordering::Relaxed);
+                    weft_metrics::get().query_watch_events.inc();
                     let ev = pb::Event {
                         r#type: match e.kind {
                             table::EventKind::Put => pb::EventType::Put as i32,

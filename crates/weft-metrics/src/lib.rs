@@ -103,6 +103,14 @@ pub struct Metrics {
     /// (unauthenticated, forbidden, denied, ok for changes).
     pub auth_events: Family<L2, Counter>,
 
+    // ---- query API (weft-api, docs/query.md)
+    /// Queries answered, by statement kind and code (`ok` or the gRPC code's name).
+    pub queries: Family<L2, Counter>,
+    /// Watch streams started.
+    pub query_watches: Counter,
+    /// Events sent to watch streams.
+    pub query_watch_events: Counter,
+
     /// Always 1, labelled with the version.
     pub build_info: Family<L1, Gauge>,
 }
@@ -141,6 +149,9 @@ impl Metrics {
             pva_access_denied: Counter::default(),
             pva_requests_cancelled: Counter::default(),
             auth_events: Family::default(),
+            queries: Family::default(),
+            query_watches: Counter::default(),
+            query_watch_events: Counter::default(),
             build_info: Family::default(),
         }
     }
@@ -177,6 +188,9 @@ impl Metrics {
         r.register("pva_searches", "pvAccess UDP searches, by result (answered, refused)", self.pva_searches.clone());
         r.register("pva_access_denied", "pvAccess channel creations and operations refused by the access rules", self.pva_access_denied.clone());
         r.register("pva_requests_cancelled", "pvAccess executions and monitors stopped by CANCEL_REQUEST", self.pva_requests_cancelled.clone());
+        r.register("queries", "Query API queries answered, by statement kind and code (ok or the gRPC code, docs/query.md)", self.queries.clone());
+        r.register("query_watches", "Watch streams of the query API started", self.query_watches.clone());
+        r.register("query_watch_events", "Events sent to the query API's watch streams", self.query_watch_events.clone());
         r.register("auth_events", "Auth refusals and changes to users, roles, tokens and keys, by surface and outcome (docs/security.md)", self.auth_events.clone());
         r.register("build_info", "Always 1; the version is in the label", self.build_info.clone());
         r

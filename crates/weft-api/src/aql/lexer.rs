@@ -157,7 +157,7 @@ fn quoted(src: &str, open: usize, q: u8) -> Result<(String, usize), ParseError> 
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {
     let b = s.as_bytes();
-    if b.len() % 2 != 0 {
+    if !b.len().is_multiple_of(2) {
         return None;
     }
     b.chunks(2)

@@ -58,4 +58,5 @@ impl ParseError {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing unwrap is the test failing
 mod tests;
