@@ -73,17 +73,30 @@ pub(crate) fn transport_config(max_in_flight: usize) -> quinn::TransportConfig {
 
 pub(crate) fn bind(shared: Arc<Shared>, addr: &str, tls: &TlsServerConfig) -> Result<SocketAddr, NetError> {
     let bind_err = |source| NetError::Bind { addr: addr.to_owned(), source };
-    let rustls = crate::tls::server_config(tls, true)?;
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(rustls)
-        .map_err(|e| TlsError::Config(format!("QUIC needs TLS 1.3: {e}")))?;
-    let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    server_config.transport_config(Arc::new(transport_config(shared.config.max_in_flight_per_conn)));
+    // Reloadable like the TLS listener: a swap hands the new certificate to
+    // the endpoint, which uses it for new connections only.
+    let reloadable = crate::tls_reload::ReloadableTls::new(tls.clone(), crate::tls_reload::Alpn::Quic)?;
+    let max_in_flight = shared.config.max_in_flight_per_conn;
+    let quinn_config = move |rustls: Arc<rustls::ServerConfig>| -> Result<quinn::ServerConfig, TlsError> {
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(rustls)
+            .map_err(|e| TlsError::Config(format!("QUIC needs TLS 1.3: {e}")))?;
+        let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        server_config.transport_config(Arc::new(transport_config(max_in_flight)));
+        Ok(server_config)
+    };
+    let server_config = quinn_config(reloadable.current())?;
     let sock_addr = addr
         .to_socket_addrs()
         .map_err(bind_err)?
         .next()
         .ok_or_else(|| bind_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address")))?;
     let endpoint = quinn::Endpoint::server(server_config, sock_addr).map_err(bind_err)?;
+    let for_reload = endpoint.clone();
+    reloadable.set_on_swap(move |next| match quinn_config(next.clone()) {
+        Ok(c) => for_reload.set_server_config(Some(c)),
+        Err(e) => warn!(error = %e, "QUIC certificate not reloaded"),
+    });
+    shared.tls.lock().unwrap_or_else(|p| p.into_inner()).push(reloadable);
     let local = endpoint.local_addr().map_err(bind_err)?;
     let allow = shared.config.allow_quic.clone();
     let accept_shared = shared.clone();

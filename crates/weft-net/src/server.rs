@@ -202,7 +202,7 @@ pub(crate) struct Shared {
     /// Connection count and buffered-bytes budgets.
     pub(crate) budgets: Budgets,
     /// The TLS listeners' certificates, reloadable (`Server::reload_tls`).
-    tls: std::sync::Mutex<Vec<Arc<crate::tls_reload::ReloadableTls>>>,
+    pub(crate) tls: std::sync::Mutex<Vec<Arc<crate::tls_reload::ReloadableTls>>>,
 }
 
 /// A native-protocol server. Cheap to clone; all clones are the same server.

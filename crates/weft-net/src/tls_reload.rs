@@ -20,16 +20,28 @@ pub enum Alpn {
     Weft,
     /// The HTTP gateway: `http/1.1` (clients offering no ALPN are accepted).
     Http1,
+    /// QUIC: `weft/1`, TLS 1.3 only; a swap also hands the configuration
+    /// to the QUIC endpoint (`on_swap`).
+    Quic,
 }
 
+type OnSwap = Box<dyn Fn(&Arc<RustlsServerConfig>) + Send + Sync>;
+
 /// A listener's TLS configuration, swappable.
-#[derive(Debug)]
 pub struct ReloadableTls {
     files: TlsServerConfig,
     alpn: Alpn,
     current: ArcSwap<RustlsServerConfig>,
     /// Successful reloads.
     pub reloads: AtomicU64,
+    /// Told of each new configuration (the QUIC endpoint).
+    on_swap: std::sync::Mutex<Option<OnSwap>>,
+}
+
+impl std::fmt::Debug for ReloadableTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReloadableTls").field("files", &self.files).field("alpn", &self.alpn).finish_non_exhaustive()
+    }
 }
 
 /// Refuse a server certificate outside its validity period: loading it
@@ -57,9 +69,9 @@ fn check_validity(files: &TlsServerConfig) -> Result<(), TlsError> {
 
 fn build(files: &TlsServerConfig, alpn: Alpn) -> Result<Arc<RustlsServerConfig>, TlsError> {
     check_validity(files)?;
-    let base = crate::tls::server_config(files, false)?;
+    let base = crate::tls::server_config(files, alpn == Alpn::Quic)?;
     Ok(match alpn {
-        Alpn::Weft => base,
+        Alpn::Weft | Alpn::Quic => base,
         Alpn::Http1 => {
             let mut c = RustlsServerConfig::clone(&base);
             c.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -72,7 +84,7 @@ impl ReloadableTls {
     /// Load the certificate, key and client CA named by `files`.
     pub fn new(files: TlsServerConfig, alpn: Alpn) -> Result<Arc<Self>, TlsError> {
         let current = ArcSwap::new(build(&files, alpn)?);
-        Ok(Arc::new(Self { files, alpn, current, reloads: AtomicU64::new(0) }))
+        Ok(Arc::new(Self { files, alpn, current, reloads: AtomicU64::new(0), on_swap: std::sync::Mutex::new(None) }))
     }
 
     /// The configuration new connections get.
@@ -91,8 +103,16 @@ impl ReloadableTls {
 
     /// Put a configuration from [`Self::prepare`] in force.
     pub fn swap(&self, next: Arc<RustlsServerConfig>) {
+        if let Some(f) = self.on_swap.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            f(&next);
+        }
         self.current.store(next);
         self.reloads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Call `f` with every configuration swapped in from now on.
+    pub fn set_on_swap(&self, f: impl Fn(&Arc<RustlsServerConfig>) + Send + Sync + 'static) {
+        *self.on_swap.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(f));
     }
 
     /// Re-read the files; on error the old configuration stays.

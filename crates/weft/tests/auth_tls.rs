@@ -111,13 +111,26 @@ fn certificates_rotate_under_live_connections() {
     std::fs::create_dir_all(&live).unwrap();
     install(&one, &live, "server");
     let tls_port = common::free_port();
+    let quic_port = common::free_port();
     let s = |p: &Path| p.to_str().unwrap().to_owned();
     let (cert, key, ca) = (s(&live.join("server.pem")), s(&live.join("server.key")), s(&live.join("ca.pem")));
     let node = Node::start_with(
-        &["--enable", "tls", "--tls-addr", &format!("127.0.0.1:{tls_port}"), "--client-auth", "optional"],
+        &[
+            "--enable",
+            "tls",
+            "--tls-addr",
+            &format!("127.0.0.1:{tls_port}"),
+            "--enable",
+            "quic",
+            "--quic-addr",
+            &format!("127.0.0.1:{quic_port}"),
+            "--client-auth",
+            "optional",
+        ],
         &[("WEFT_TLS_CERT", &cert), ("WEFT_TLS_KEY", &key), ("WEFT_TLS_CLIENT_CA", &ca), ("WEFT_HTTP_TLS", "true")],
     );
     let tls = format!("tls://127.0.0.1:{tls_port}");
+    let quic = format!("quic://127.0.0.1:{quic_port}");
     let https = format!("https://127.0.0.1:{}/healthz", node.http_port);
     tls_ping(&tls, &one.join("ca.pem"), None).unwrap();
 
@@ -136,12 +149,15 @@ fn certificates_rotate_under_live_connections() {
     install(&two, &live, "server");
     let rep: serde_json::Value = serde_json::from_str(&node.ok(&["config", "reload", "--json"])).unwrap();
     assert_eq!(rep["ok"], true, "{rep}");
-    assert_eq!(rep["certificates"], 2, "native TLS and HTTPS: {rep}");
+    assert_eq!(rep["certificates"], 3, "native TLS, QUIC and HTTPS: {rep}");
     // The old connection keeps its session; new ones get the new certificate.
     rt.block_on(async { old.call::<_, serde_json::Value>("weft.info", &()).await.unwrap() });
     let e = tls_ping(&tls, &one.join("ca.pem"), None).unwrap_err();
     assert!(e.to_lowercase().contains("certificate"), "{e}");
     tls_ping(&tls, &two.join("ca.pem"), None).unwrap();
+    // QUIC too.
+    tls_ping(&quic, &two.join("ca.pem"), None).unwrap();
+    assert!(tls_ping(&quic, &one.join("ca.pem"), None).is_err(), "QUIC must serve the new certificate");
     // mTLS with the new CA's client certificate; an expired one is refused.
     tls_ping(&tls, &two.join("ca.pem"), Some((&two.join("client.pem"), &two.join("client.key")))).unwrap();
     let e = tls_ping(&tls, &two.join("ca.pem"), Some((&two.join("expired_client.pem"), &two.join("expired_client.key")))).unwrap_err();
