@@ -9,6 +9,7 @@ pub mod meta;
 pub mod node;
 pub mod partition;
 pub mod storage;
+pub mod table;
 pub mod transport;
 
 pub use error::{ClusterError, Result};
