@@ -226,8 +226,10 @@ impl Service {
         } else {
             tracing::Span::none()
         };
-        // Kept for the debug line only when debug lines can be written.
-        let who = tracing::enabled!(tracing::Level::DEBUG).then(|| peer.clone());
+        // Kept for the debug line only when debug lines can be written. Not
+        // `tracing::enabled!`: with per-layer filters it leaves filter state
+        // behind that disables the next span (the handler's `log.append`).
+        let who = (tracing::level_filters::LevelFilter::current() >= tracing::Level::DEBUG).then(|| peer.clone());
         let result = if span.is_none() {
             self.run(ep, &frame, peer).await
         } else {
