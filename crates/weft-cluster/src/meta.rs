@@ -71,12 +71,25 @@ pub struct TopicMeta {
     pub config: serde_json::Value,
 }
 
+/// A replicated table (docs/query.md, "Tables: replicated"): one raft group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableMeta {
+    pub name: String,
+    /// The raft group replicating this table.
+    pub group: GroupId,
+    /// Replica nodes; the first is the preferred leader.
+    pub replicas: Vec<NodeId>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MetaState {
     pub nodes: BTreeMap<NodeId, NodeInfo>,
     pub topics: BTreeMap<String, TopicMeta>,
     /// consumer group -> topic -> partition -> committed offset.
     pub offsets: BTreeMap<String, BTreeMap<String, BTreeMap<u32, u64>>>,
+    /// Replicated tables by name (absent from snapshots taken before tables).
+    #[serde(default)]
+    pub tables: BTreeMap<String, TableMeta>,
     /// Next partition raft group id (groups ≥ 1; 0 is this group).
     pub next_group: GroupId,
     /// Index of the last applied command.
@@ -93,6 +106,9 @@ pub enum MetaCommand {
     CreateTopic { name: String, partitions: u32, replicas: u32, #[serde(default)] config: serde_json::Value },
     DeleteTopic { name: String },
     CommitOffset { group: String, topic: String, partition: u32, offset: u64 },
+    /// Allocate a raft group for a table and place its replicas (as a partition's).
+    CreateTable { name: String, replicas: u32 },
+    DropTable { name: String },
 }
 
 /// What applying a command answered.
@@ -101,6 +117,7 @@ pub enum MetaCommand {
 pub enum MetaResponse {
     Ok,
     Topic(TopicMeta),
+    Table(TableMeta),
     /// The command was refused (same answer on every replica).
     Error { code: String, message: String },
 }
@@ -154,6 +171,30 @@ impl MetaState {
             MetaCommand::DeleteTopic { name } => {
                 if self.topics.remove(&name).is_none() {
                     return err("not_found", format!("topic {name:?} does not exist"));
+                }
+                MetaResponse::Ok
+            }
+            MetaCommand::CreateTable { name, replicas } => {
+                if name.is_empty() || name.len() > MAX_NAME_BYTES {
+                    return err("validation", format!("table name must be 1 to {MAX_NAME_BYTES} bytes"));
+                }
+                if self.tables.contains_key(&name) {
+                    return err("conflict", format!("table {name:?} exists"));
+                }
+                let data = self.data_nodes();
+                if replicas == 0 || replicas as usize > data.len() {
+                    return err("validation", format!("replicas must be 1 to the number of data nodes ({})", data.len()));
+                }
+                let group = self.next_group.max(1);
+                self.next_group = group + 1;
+                // Rotate the preferred leader with the group id, as partitions rotate.
+                let t = TableMeta { name: name.clone(), group, replicas: place(&data, (group % u64::from(u32::MAX)) as u32, replicas) };
+                self.tables.insert(name, t.clone());
+                MetaResponse::Table(t)
+            }
+            MetaCommand::DropTable { name } => {
+                if self.tables.remove(&name).is_none() {
+                    return err("not_found", format!("table {name:?} does not exist"));
                 }
                 MetaResponse::Ok
             }
@@ -260,6 +301,28 @@ mod tests {
             panic!("expected a topic");
         };
         assert_eq!(t2.partitions[0].group, 3);
+    }
+
+    #[test]
+    fn create_table_allocates_a_group_after_partitions_and_places_replicas() {
+        let mut s = MetaState::default();
+        for id in 1..=3 {
+            s.apply(node(id, &[Role::Control, Role::Data]));
+        }
+        s.apply(MetaCommand::CreateTopic { name: "t".into(), partitions: 2, replicas: 1, config: Default::default() });
+        let MetaResponse::Table(t) = s.apply(MetaCommand::CreateTable { name: "cfg".into(), replicas: 3 }) else { panic!("expected a table") };
+        assert_eq!(t.group, 3);
+        assert_eq!(t.replicas.len(), 3);
+        let dup = s.apply(MetaCommand::CreateTable { name: "cfg".into(), replicas: 1 });
+        assert!(matches!(dup, MetaResponse::Error { ref code, .. } if code == "conflict"));
+        let too_many = s.apply(MetaCommand::CreateTable { name: "x".into(), replicas: 4 });
+        assert!(matches!(too_many, MetaResponse::Error { ref code, .. } if code == "validation"));
+        assert_eq!(s.apply(MetaCommand::DropTable { name: "cfg".into() }), MetaResponse::Ok);
+        let MetaResponse::Table(t2) = s.apply(MetaCommand::CreateTable { name: "cfg".into(), replicas: 1 }) else { panic!("expected a table") };
+        assert_eq!(t2.group, 4, "group ids are never reused");
+        // A snapshot without tables (older format) still restores.
+        let old: MetaState = serde_json::from_str(r#"{"nodes":{},"topics":{},"offsets":{},"next_group":1,"applied":0}"#).unwrap();
+        assert!(old.tables.is_empty());
     }
 
     #[test]

@@ -122,11 +122,14 @@ pub struct ClusterNode {
     transport: Arc<Transport>,
     stop: watch::Sender<bool>,
     partitions: Partitions,
+    tables: TableReplicas,
     leaders: Leaders,
     catch_up: crate::partition::CatchUpSlot,
 }
 
 type Partitions = Arc<RwLock<BTreeMap<GroupId, Arc<crate::partition::PartitionHandle>>>>;
+/// Replicas of tables hosted here, by group.
+type TableReplicas = Arc<RwLock<BTreeMap<GroupId, Arc<crate::table::TableReplica>>>>;
 /// Leader of every group hosted here, refreshed by the driver every tick (for routing hints).
 type Leaders = Arc<RwLock<BTreeMap<GroupId, NodeId>>>;
 
@@ -164,6 +167,7 @@ struct Driver {
     /// Election timeouts of groups opened later.
     rng: rand::rngs::StdRng,
     partitions: Partitions,
+    tables: TableReplicas,
     leaders: Leaders,
     catch_up: crate::partition::CatchUpSlot,
 }
@@ -222,6 +226,7 @@ impl ClusterNode {
         raft.open_group(META_GROUP, Box::new(disk), Box::new(MetaSm::new(meta.clone())), &voters, &mut rng)?;
         let (tx, rx) = mpsc::channel(cfg.max_pending.max(1));
         let partitions: Partitions = Arc::default();
+        let tables: TableReplicas = Arc::default();
         let leaders: Leaders = Arc::default();
         let catch_up: crate::partition::CatchUpSlot = Arc::default();
         let driver = Driver {
@@ -236,12 +241,13 @@ impl ClusterNode {
             registered: false,
             rng,
             partitions: partitions.clone(),
+            tables: tables.clone(),
             leaders: leaders.clone(),
             catch_up: catch_up.clone(),
         };
         tokio::spawn(driver.run(rx, in_rx, stop_rx));
         tracing::info!(node = cfg.node_id, addr = %cfg.addr, peers = cfg.peers.len(), join = cfg.join, "cluster: node started");
-        Ok(ClusterNode { cfg, tx, meta, transport, stop, partitions, leaders, catch_up })
+        Ok(ClusterNode { cfg, tx, meta, transport, stop, partitions, tables, leaders, catch_up })
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -353,6 +359,47 @@ impl ClusterNode {
             }
         }
         Ok(offsets)
+    }
+
+    /// A replicated table's placement, from this node's metadata (None: no such table here yet).
+    pub fn table_placement(&self, name: &str) -> Option<crate::meta::TableMeta> {
+        self.meta.read().unwrap_or_else(|p| p.into_inner()).tables.get(name).cloned()
+    }
+
+    /// The local replica of a table, when this node hosts one (opened).
+    pub fn table_replica(&self, name: &str) -> Option<Arc<crate::table::TableReplica>> {
+        let group = self.table_placement(name)?.group;
+        self.tables.read().unwrap_or_else(|p| p.into_inner()).get(&group).cloned()
+    }
+
+    /// Propose a write to a table hosted here: answered once committed (a
+    /// majority has it durable in the raft log) and applied on this node, so
+    /// the local replica has it (read-your-writes here). A timeout means the
+    /// write's fate is unknown (it may still commit).
+    pub async fn table_write(&self, name: &str, cmd: &weft_table::WriteCommand) -> Result<crate::table::TableAnswer> {
+        let t = self.table_placement(name).ok_or_else(|| ClusterError::Config(format!("unknown table {name:?}")))?;
+        if !self.tables.read().unwrap_or_else(|p| p.into_inner()).contains_key(&t.group) {
+            return Err(ClusterError::UnknownGroup(t.group));
+        }
+        let data = cmd.encode();
+        let group = t.group;
+        let resp = self.call(|reply| Cmd::Propose { group, data, reply }).await?;
+        crate::table::TableAnswer::decode(&resp)
+    }
+
+    /// The local replica for a read. Linearizable: ReadIndex on the table's
+    /// group (confirmed by a quorum of the current leader), then wait until
+    /// this replica applied that far; the caller then reads the replica.
+    /// Serializable (`linearizable = false`): the replica as applied now,
+    /// possibly behind the latest committed write.
+    pub async fn table_read(&self, name: &str, linearizable: bool) -> Result<Arc<crate::table::TableReplica>> {
+        let t = self.table_placement(name).ok_or_else(|| ClusterError::Config(format!("unknown table {name:?}")))?;
+        let r = self.tables.read().unwrap_or_else(|p| p.into_inner()).get(&t.group).cloned().ok_or(ClusterError::UnknownGroup(t.group))?;
+        if linearizable {
+            let group = t.group;
+            self.call(|reply| Cmd::ReadIndex { group, reply }).await?;
+        }
+        Ok(r)
     }
 
     /// The partition's handle when this node hosts a replica of it.
@@ -748,6 +795,28 @@ impl Driver {
             // installs one fetches the records from another replica (partition.rs).
             self.raft.open_group(group, Box::new(disk), sm, &replicas, &mut self.rng)?;
             tracing::info!(group, ?replicas, "cluster: partition group opened");
+        }
+        self.open_tables()
+    }
+
+    /// Open the raft group of every table with a replica placed here (data
+    /// role), founding voters from the placement as for partitions. The
+    /// state machine is weft-table's TableState (table.rs); it is rebuilt at
+    /// start from the group's snapshot and log.
+    fn open_tables(&mut self) -> Result<()> {
+        if !self.cfg.roles.contains(&Role::Data) {
+            return Ok(());
+        }
+        let wanted: Vec<crate::meta::TableMeta> = {
+            let meta = self.meta.read().unwrap_or_else(|p| p.into_inner());
+            meta.tables.values().filter(|t| t.replicas.contains(&self.cfg.node_id) && !self.raft.has_group(t.group)).cloned().collect()
+        };
+        for t in wanted {
+            let disk = FileDisk::open(self.cfg.data_dir.join("cluster").join("groups").join(format!("{}.wal", t.group)))?;
+            let (sm, replica) = crate::table::start(t.name.clone());
+            self.raft.open_group(t.group, Box::new(disk), Box::new(sm), &t.replicas, &mut self.rng)?;
+            self.tables.write().unwrap_or_else(|p| p.into_inner()).insert(t.group, replica);
+            tracing::info!(group = t.group, table = %t.name, replicas = ?t.replicas, "cluster: table group opened");
         }
         Ok(())
     }
