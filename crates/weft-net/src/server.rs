@@ -536,6 +536,9 @@ enum Wake<T> {
 /// timer and a cancellation waiter made per read (each registered, then
 /// removed, under a lock) cost more than the read.
 struct Waits {
+    /// Checked before each wait: `fut` is polled first, so a connection
+    /// whose reads are always ready would otherwise never see the stop.
+    token: CancellationToken,
     stop: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
     /// Armed at or before the deadline: the idle deadline moves with every
     /// frame, and the timer is moved only when it fires early.
@@ -544,15 +547,18 @@ struct Waits {
 
 impl Waits {
     fn new(stop: &CancellationToken, deadline: Instant) -> Self {
-        Waits { stop: Box::pin(stop.clone().cancelled_owned()), timer: Box::pin(tokio::time::sleep_until(deadline)) }
+        Waits { token: stop.clone(), stop: Box::pin(stop.clone().cancelled_owned()), timer: Box::pin(tokio::time::sleep_until(deadline)) }
     }
 }
 
 /// Waits for `fut`, the server stopping, or the connection's deadline
 /// (`fut` first: when it is ready, nothing else is polled).
 async fn until<T>(fut: impl Future<Output = T>, waits: &mut Waits, deadline: Option<Instant>) -> Wake<T> {
+    if waits.token.is_cancelled() {
+        return Wake::Stop;
+    }
     let mut fut = std::pin::pin!(fut);
-    let Waits { stop, timer } = waits;
+    let Waits { stop, timer, .. } = waits;
     loop {
         if let Some(d) = deadline
             && timer.deadline() > d
