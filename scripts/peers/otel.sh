@@ -10,9 +10,10 @@ PY="$VENV/bin/python"
 if [ ! -x "$PY" ]; then
     python3 -m venv "$VENV"
 fi
-if "$PY" -c 'import opentelemetry.proto.collector.trace.v1.trace_service_pb2, opentelemetry.sdk.trace' 2>/dev/null; then
-    echo "[peers/otel] opentelemetry-proto and opentelemetry-sdk present in $VENV"
+# msgpack: the traces test also runs the Python client (clients/python) from source.
+if "$PY" -c 'import opentelemetry.proto.collector.trace.v1.trace_service_pb2, opentelemetry.sdk.trace, msgpack' 2>/dev/null; then
+    echo "[peers/otel] opentelemetry-proto, opentelemetry-sdk and msgpack present in $VENV"
     exit 0
 fi
-"$PY" -m pip install --quiet opentelemetry-proto opentelemetry-sdk
+"$PY" -m pip install --quiet opentelemetry-proto opentelemetry-sdk msgpack
 "$PY" -c 'import importlib.metadata as m; print("[peers/otel] opentelemetry-proto", m.version("opentelemetry-proto"), "opentelemetry-sdk", m.version("opentelemetry-sdk"), "installed")'
