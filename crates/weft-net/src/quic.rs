@@ -91,9 +91,17 @@ pub(crate) fn bind(shared: Arc<Shared>, addr: &str, tls: &TlsServerConfig) -> Re
         .next()
         .ok_or_else(|| bind_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address")))?;
     let endpoint = quinn::Endpoint::server(server_config, sock_addr).map_err(bind_err)?;
-    let for_reload = endpoint.clone();
+    // The reload hook lives as long as the server; it holds the endpoint
+    // only until the endpoint shuts down, so a stopped server frees its UDP
+    // port (a restarted one rebinds the same address).
+    let for_reload = Arc::new(std::sync::Mutex::new(Some(endpoint.clone())));
+    let hook = for_reload.clone();
     reloadable.set_on_swap(move |next| match quinn_config(next.clone()) {
-        Ok(c) => for_reload.set_server_config(Some(c)),
+        Ok(c) => {
+            if let Some(ep) = hook.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                ep.set_server_config(Some(c));
+            }
+        }
         Err(e) => warn!(error = %e, "QUIC certificate not reloaded"),
     });
     shared.tls.lock().unwrap_or_else(|p| p.into_inner()).push(reloadable);
@@ -131,7 +139,9 @@ pub(crate) fn bind(shared: Arc<Shared>, addr: &str, tls: &TlsServerConfig) -> Re
         }
         // Connections finish their drain in their own tasks; the endpoint
         // goes idle once they have closed.
+        for_reload.lock().unwrap_or_else(|p| p.into_inner()).take();
         let idle = endpoint.clone();
+        drop(endpoint);
         shared.tasks.spawn(async move {
             let _ = tokio::time::timeout(Duration::from_secs(2), idle.wait_idle()).await;
         });
