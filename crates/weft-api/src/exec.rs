@@ -78,12 +78,20 @@ pub struct Executor {
     pub(crate) config: Arc<QueryConfig>,
     pub(crate) auth: Arc<dyn Authorizer>,
     pub(crate) stats: Arc<QueryStats>,
+    /// Cluster mode: tables live on raft groups (None: the local `tables`).
+    pub(crate) replicated: Option<Arc<dyn crate::replicated::ReplicatedTables>>,
 }
 
 impl Executor {
     /// `log`: the node's log for FROM TOPIC (None: those queries answer UNAVAILABLE).
     pub fn new(tables: Tables, log: Option<weft_log::Log>, config: QueryConfig) -> Self {
-        Executor { tables, log, config: Arc::new(config), auth: Arc::new(AllowAll), stats: Arc::new(QueryStats::default()) }
+        Executor { tables, log, config: Arc::new(config), auth: Arc::new(AllowAll), stats: Arc::new(QueryStats::default()), replicated: None }
+    }
+
+    /// Cluster mode: run table statements on replicated tables.
+    pub fn with_replicated(mut self, r: Arc<dyn crate::replicated::ReplicatedTables>) -> Self {
+        self.replicated = Some(r);
+        self
     }
 
     pub fn with_authorizer(mut self, auth: Arc<dyn Authorizer>) -> Self {
@@ -174,6 +182,11 @@ impl Executor {
     }
 
     async fn statement(&self, s: &Statement, id: Option<&str>) -> Result<pb::Result, Error> {
+        if let Some(rep) = &self.replicated {
+            if !matches!(s, Statement::TopicRead { .. }) {
+                return self.replicated_statement(rep.as_ref(), s, id).await;
+            }
+        }
         let kind = s.kind().to_owned();
         let mut r = pb::Result { kind, ..Default::default() };
         match s {
@@ -313,6 +326,119 @@ impl Executor {
 
     /// FILTER: pages through the table at one revision, skipping `offset`
     /// matches and collecting up to `limit`. Bounded by `query.max_scan`.
+    /// Cluster mode: table statements on the table's raft group. Writes are
+    /// proposed as `WriteCommand`s; reads are linearizable (ReadIndex).
+    async fn replicated_statement(&self, rep: &dyn crate::replicated::ReplicatedTables, s: &Statement, id: Option<&str>) -> Result<pb::Result, Error> {
+        use crate::replicated::read_state;
+        let kind = s.kind().to_owned();
+        let mut r = pb::Result { kind, ..Default::default() };
+        let gone = || Error::Unavailable("replica state unavailable".into());
+        match s {
+            Statement::Get { table, key, revision } => {
+                self.auth.authorize(id, Access::Read, &format!("table:{table}"))?;
+                let v = rep.read(table, true).await?;
+                let g = read_state(v.as_ref(), |st| st.get(key, *revision)).ok_or_else(gone)??;
+                r.revision = g.revision;
+                r.kvs = g.kv.into_iter().map(kv).collect();
+                r.count = r.kvs.len() as u64;
+            }
+            Statement::Range { table, range, limit, revision } => {
+                self.auth.authorize(id, Access::Read, &format!("table:{table}"))?;
+                let mut spec = range_spec(range);
+                spec.limit = Some(self.limit(*limit)?);
+                spec.at = *revision;
+                let v = rep.read(table, true).await?;
+                let res = read_state(v.as_ref(), |st| st.range(&spec)).ok_or_else(gone)??;
+                r.revision = res.revision;
+                r.more = res.more;
+                r.count = res.count;
+                r.kvs = res.kvs.into_iter().map(kv).collect();
+            }
+            Statement::Set { table, key, value, cond } => {
+                self.auth.authorize(id, Access::Write, &format!("table:{table}"))?;
+                let key = Bytes::copy_from_slice(key);
+                let value = Bytes::from(value.to_bytes());
+                match cond {
+                    None => match rep.write(table, table::WriteCommand::Put { key, value }).await? {
+                        table::WriteResult::Put(p) => {
+                            r.revision = p.revision;
+                            r.kvs = p.prev_kv.into_iter().map(kv).collect();
+                        }
+                        other => return Err(Error::Unavailable(format!("unexpected answer {other:?}"))),
+                    },
+                    Some(c) => {
+                        let (cmp, text) = match c {
+                            SetCond::Version(n) => (table::Compare::version_eq(key.clone(), *n), format!("VERSION = {n}")),
+                            SetCond::Absent => (table::Compare::absent(key.clone()), "ABSENT".to_owned()),
+                        };
+                        let txn = table::Txn { compares: vec![cmp], success: vec![table::Op::Put { key: key.clone(), value }], failure: vec![] };
+                        let table::WriteResult::Txn(res) = rep.write(table, table::WriteCommand::Txn(txn)).await? else {
+                            return Err(Error::Unavailable("unexpected answer to a transaction".into()));
+                        };
+                        if !res.succeeded {
+                            return Err(Error::CompareFailed { failed: vec![format!("{table} {}: {text}", key_text(&key))] });
+                        }
+                        r.revision = res.revision;
+                        if let Some(table::OpResult::Put(p)) = res.results.into_iter().next() {
+                            r.kvs = p.prev_kv.into_iter().map(kv).collect();
+                        }
+                    }
+                }
+                r.count = 1;
+            }
+            Statement::Delete { table, key, cond } => {
+                self.auth.authorize(id, Access::Write, &format!("table:{table}"))?;
+                let key = Bytes::copy_from_slice(key);
+                let d = match cond {
+                    None => match rep.write(table, table::WriteCommand::Delete { key }).await? {
+                        table::WriteResult::Delete(d) => d,
+                        other => return Err(Error::Unavailable(format!("unexpected answer {other:?}"))),
+                    },
+                    Some(c) => {
+                        let (cmp, text) = match c {
+                            DeleteCond::Version(n) => (table::Compare::version_eq(key.clone(), *n), format!("VERSION = {n}")),
+                            DeleteCond::Exists => (
+                                table::Compare { key: key.clone(), op: table::CompareOp::Equal, target: table::CompareTarget::Exists(true) },
+                                "EXISTS".to_owned(),
+                            ),
+                        };
+                        let txn = table::Txn { compares: vec![cmp], success: vec![table::Op::Delete { key: key.clone() }], failure: vec![] };
+                        let table::WriteResult::Txn(res) = rep.write(table, table::WriteCommand::Txn(txn)).await? else {
+                            return Err(Error::Unavailable("unexpected answer to a transaction".into()));
+                        };
+                        if !res.succeeded {
+                            return Err(Error::CompareFailed { failed: vec![format!("{table} {}: {text}", key_text(&key))] });
+                        }
+                        match res.results.into_iter().next() {
+                            Some(table::OpResult::Delete(d)) => d,
+                            _ => table::DeleteResult { revision: res.revision, deleted: 0, prev_kvs: vec![] },
+                        }
+                    }
+                };
+                r.revision = d.revision;
+                r.count = d.deleted;
+                r.kvs = d.prev_kvs.into_iter().map(kv).collect();
+            }
+            Statement::CreateTable { table } => {
+                self.auth.authorize(id, Access::Admin, &format!("table:{table}"))?;
+                table::validate_name(table)?;
+                rep.create(table).await?;
+                r.tables = vec![table.clone()];
+                r.count = 1;
+            }
+            Statement::ShowTables => {
+                self.auth.authorize(id, Access::Read, "tables")?;
+                r.tables = rep.list();
+                r.tables.sort();
+                r.count = r.tables.len() as u64;
+            }
+            other => {
+                return Err(Error::Unavailable(format!("{} is not yet available on replicated tables (cluster mode; docs/query.md)", other.kind())));
+            }
+        }
+        Ok(r)
+    }
+
     pub(crate) async fn scan(&self, t: &table::Table, pred: &Predicate, offset: u64, limit: u64) -> Result<(u64, Vec<table::KeyValue>, bool), Error> {
         let mut out = Vec::new();
         let mut skipped = 0;

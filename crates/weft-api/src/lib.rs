@@ -20,6 +20,7 @@ pub mod exec;
 pub mod http;
 pub mod json;
 pub mod native;
+pub mod replicated;
 pub mod server;
 pub mod service;
 

@@ -17,6 +17,7 @@ use crate::client_cmd::{self, ClientArgs, OutputArgs};
 use crate::config::ClusterConf;
 
 pub mod plane;
+pub mod tables;
 pub use plane::ClusterPlane;
 
 /// Start the cluster node when `cluster.node_id` is set; `None` is today's single node.

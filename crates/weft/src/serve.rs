@@ -86,6 +86,11 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     // and records of replicated topics through the cluster's record plane (docs/cluster.md).
     let cluster = crate::cluster_cmd::start(&cfg.cluster, &data_dir, cfg.tcp.enabled.then(|| format!("tcp://{}", cfg.tcp.addr)), log.clone()).await?;
     let cluster_plane = cluster.as_ref().map(|node| crate::cluster_cmd::record_plane(node, log.clone(), &cfg.cluster));
+    // Cluster mode: the query API's tables live on raft groups (docs/query.md, "Tables: replicated").
+    let query_exec = match &cluster {
+        Some(node) => query_exec.with_replicated(crate::cluster_cmd::tables::ClusterTables::shared(node.clone())),
+        None => query_exec,
+    };
     let record_plane: weft_broker::plane::Plane = match &cluster_plane {
         Some(p) => p.clone(),
         None => weft_broker::plane::LocalPlane::shared(log.clone()),
