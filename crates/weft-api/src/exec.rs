@@ -132,9 +132,16 @@ impl Executor {
 
     /// Runs one query under its deadline.
     pub async fn execute(&self, q: &Query, caller_timeout: Option<Duration>, identity: Option<&str>) -> Result<pb::Result, Error> {
+        self.execute_with(q, caller_timeout, identity, false).await
+    }
+
+    /// As `execute`; `serializable`: in cluster mode, GET and RANGE read the
+    /// local replica as applied now instead of confirming it is current
+    /// (ReadIndex) first. A single node ignores it (every read is current).
+    pub async fn execute_with(&self, q: &Query, caller_timeout: Option<Duration>, identity: Option<&str>, serializable: bool) -> Result<pb::Result, Error> {
         self.stats.queries.fetch_add(1, AtomicOrdering::Relaxed);
         let timeout = self.timeout(q, caller_timeout);
-        let run = self.statement(&q.stmt, identity);
+        let run = self.statement(&q.stmt, identity, serializable);
         let r = match timeout {
             // TIMEOUT 0 is already over: answer without touching anything.
             Some(t) if t.is_zero() => Err(Error::Deadline { timeout_ms: 0 }),
@@ -181,10 +188,10 @@ impl Executor {
         self.tables.config().max_range_limit.clamp(1, 1000)
     }
 
-    async fn statement(&self, s: &Statement, id: Option<&str>) -> Result<pb::Result, Error> {
+    async fn statement(&self, s: &Statement, id: Option<&str>, serializable: bool) -> Result<pb::Result, Error> {
         if let Some(rep) = &self.replicated {
             if !matches!(s, Statement::TopicRead { .. }) {
-                return self.replicated_statement(rep.as_ref(), s, id).await;
+                return self.replicated_statement(rep.as_ref(), s, id, !serializable).await;
             }
         }
         let kind = s.kind().to_owned();
@@ -328,7 +335,7 @@ impl Executor {
     /// matches and collecting up to `limit`. Bounded by `query.max_scan`.
     /// Cluster mode: table statements on the table's raft group. Writes are
     /// proposed as `WriteCommand`s; reads are linearizable (ReadIndex).
-    async fn replicated_statement(&self, rep: &dyn crate::replicated::ReplicatedTables, s: &Statement, id: Option<&str>) -> Result<pb::Result, Error> {
+    async fn replicated_statement(&self, rep: &dyn crate::replicated::ReplicatedTables, s: &Statement, id: Option<&str>, linearizable: bool) -> Result<pb::Result, Error> {
         use crate::replicated::read_state;
         let kind = s.kind().to_owned();
         let mut r = pb::Result { kind, ..Default::default() };
@@ -336,7 +343,7 @@ impl Executor {
         match s {
             Statement::Get { table, key, revision } => {
                 self.auth.authorize(id, Access::Read, &format!("table:{table}"))?;
-                let v = rep.read(table, true).await?;
+                let v = rep.read(table, linearizable).await?;
                 let g = read_state(v.as_ref(), |st| st.get(key, *revision)).ok_or_else(gone)??;
                 r.revision = g.revision;
                 r.kvs = g.kv.into_iter().map(kv).collect();
@@ -347,7 +354,7 @@ impl Executor {
                 let mut spec = range_spec(range);
                 spec.limit = Some(self.limit(*limit)?);
                 spec.at = *revision;
-                let v = rep.read(table, true).await?;
+                let v = rep.read(table, linearizable).await?;
                 let res = read_state(v.as_ref(), |st| st.range(&spec)).ok_or_else(gone)??;
                 r.revision = res.revision;
                 r.more = res.more;

@@ -16,6 +16,10 @@ pub struct QueryRequest {
     /// Per-query deadline in milliseconds (0 or absent: none beyond the default).
     #[serde(default)]
     pub timeout_ms: u64,
+    /// Cluster mode: GET and RANGE read the answering node's replica as
+    /// applied now (serializable, possibly behind) instead of linearizably.
+    #[serde(default)]
+    pub serializable: bool,
 }
 
 /// Runs a JSON query request (native and HTTP share this).
@@ -27,7 +31,7 @@ pub async fn run(exec: &Executor, req: &QueryRequest, batch_only: bool, identity
     if req.timeout_ms > 0 {
         q.timeout_ms = Some(q.timeout_ms.map_or(req.timeout_ms, |t| t.min(req.timeout_ms)));
     }
-    let r = exec.execute(&q, None, identity).await?;
+    let r = exec.execute_with(&q, None, identity, req.serializable).await?;
     Ok(crate::json::result(&r))
 }
 

@@ -100,4 +100,9 @@ fn a_replicated_table_keeps_every_acknowledged_write_across_a_leader_kill() {
     // The stale CAS also fails on the restarted node.
     assert!(q(&ps[li], "SET cfg 'k0' = 'stale' IF VERSION = 1").is_err());
     assert_eq!(q(&ps[li], "GET cfg 'k0'").unwrap()["kvs"][0]["value"], "cas");
+    // A serializable read (the local replica as applied, no ReadIndex) on every node, after it caught up.
+    for p in &ps {
+        let r = p.call("query.execute", &serde_json::json!({ "aql": "GET cfg 'after0'", "serializable": true }).to_string()).unwrap();
+        assert_eq!(r["kvs"][0]["value"], "x0", "node {}", p.id);
+    }
 }
