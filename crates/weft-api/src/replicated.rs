@@ -8,7 +8,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use weft_table::{TableState, WriteCommand, WriteResult};
+use weft_table::{Event, KeySet, Revision, TableState, WriteCommand, WriteResult};
 
 use crate::error::Error;
 
@@ -29,6 +29,11 @@ pub trait ReplicatedTables: Send + Sync {
     fn read<'a>(&'a self, name: &'a str, linearizable: bool) -> BoxFut<'a, Result<Arc<dyn StateView>, Error>>;
     /// Names of the replicated tables (this node's metadata).
     fn list(&self) -> Vec<String>;
+    /// Watch: the events of `set` from revision `from` in the local
+    /// replica's applied state (waits for at least one), and the next
+    /// revision to ask for. Revisions are the same on every replica, so a
+    /// watch resumed on another node at last revision + 1 loses and repeats nothing.
+    fn watch<'a>(&'a self, name: &'a str, from: Revision, set: KeySet, prev_kv: bool, max_events: usize) -> BoxFut<'a, Result<(Vec<Event>, Revision), Error>>;
 }
 
 /// Run `f` on the replica's state and return its answer.

@@ -177,6 +177,9 @@ impl pb::query_server::Query for QueryService {
             Some(pb::watch_request::Target::Range(r)) => table::WatchTarget::Range(table::KeyRange::between(Bytes::from(r.start), r.end.map(Bytes::from))),
             None => return Err(Error::Invalid("WatchRequest: set key, range or prefix".into()).into()),
         };
+        if let Some(rep) = self.exec.replicated.clone() {
+            return self.watch_replicated(rep, req.table, target, req.start_revision, req.prev_kv).await;
+        }
         let t = self.exec.tables().get(&req.table).map_err(Error::from)?;
         let start_revision = (req.start_revision > 0).then_some(req.start_revision);
         let watcher = t.watch(table::WatchSpec { target, start_revision, prev_kv: req.prev_kv }).map_err(Error::from)?;
@@ -318,4 +321,64 @@ pub fn reflection_services() -> Result<
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     Ok((v1, v1alpha))
+}
+
+impl QueryService {
+    /// Cluster mode: a watch over the local replica's applied state
+    /// (docs/query.md, "Tables: replicated"). Revisions are the same on
+    /// every replica, so a client that resumes on another node from its
+    /// last revision + 1 gets every later event exactly once.
+    async fn watch_replicated(
+        &self,
+        rep: std::sync::Arc<dyn crate::replicated::ReplicatedTables>,
+        name: String,
+        target: table::WatchTarget,
+        start_revision: u64,
+        prev_kv: bool,
+    ) -> Result<Response<BoxStream<pb::WatchResponse>>, Status> {
+        let stats = self.exec.stats().clone();
+        let set = table::KeySet::from_target(&target);
+        let from = if start_revision > 0 {
+            start_revision
+        } else {
+            // Absent start: from now on (the current revision + 1), as the local path.
+            let v = rep.read(&name, true).await?;
+            crate::replicated::read_state(v.as_ref(), |s| s.revision()).unwrap_or(0) + 1
+        };
+        stats.watches_started.fetch_add(1, Ordering::Relaxed);
+        weft_metrics::get().query_watches.inc();
+        stats.watches_open.fetch_add(1, Ordering::Relaxed);
+        let guard = WatchGuard(stats.clone());
+        let created = futures::stream::once(async { Ok(pb::WatchResponse { created: true, events: vec![] }) });
+        let state = (rep, name, set, from, guard, std::collections::VecDeque::<table::Event>::new(), false);
+        let events = futures::stream::unfold(state, move |(rep, name, set, mut from, g, mut buf, ended)| async move {
+            if ended {
+                return None;
+            }
+            loop {
+                if let Some(e) = buf.pop_front() {
+                    g.0.watch_events.fetch_add(1, Ordering::Relaxed);
+                    weft_metrics::get().query_watch_events.inc();
+                    let ev = pb::Event {
+                        r#type: match e.kind {
+                            table::EventKind::Put => pb::EventType::Put as i32,
+                            table::EventKind::Delete => pb::EventType::Delete as i32,
+                        },
+                        kv: Some(kv(e.kv)),
+                        prev_kv: e.prev_kv.map(kv),
+                        revision: e.revision,
+                    };
+                    return Some((Ok(pb::WatchResponse { created: false, events: vec![ev] }), (rep, name, set, from, g, buf, false)));
+                }
+                match rep.watch(&name, from, set.clone(), prev_kv, 256).await {
+                    Ok((evs, next)) => {
+                        buf.extend(evs);
+                        from = next;
+                    }
+                    Err(e) => return Some((Err(Status::from(e)), (rep, name, set, from, g, buf, true))),
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(created.chain(events))))
+    }
 }

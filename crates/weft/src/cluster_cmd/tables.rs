@@ -11,7 +11,7 @@ use weft_api::Error;
 use weft_api::replicated::{BoxFut, ReplicatedTables, StateView};
 use weft_cluster::table::{TableAnswer, TableReplica};
 use weft_cluster::{ClusterError, ClusterNode, MetaCommand, MetaResponse};
-use weft_table::{TableState, WriteCommand, WriteResult};
+use weft_table::{Event, KeySet, Revision, TableState, WriteCommand, WriteResult};
 
 /// Replicas of a table created through the query API: 3, or fewer data nodes.
 const DEFAULT_REPLICAS: usize = 3;
@@ -110,5 +110,14 @@ impl ReplicatedTables for ClusterTables {
 
     fn list(&self) -> Vec<String> {
         self.node.local_meta().tables.into_keys().collect()
+    }
+
+    fn watch<'a>(&'a self, name: &'a str, from: Revision, set: KeySet, prev_kv: bool, max_events: usize) -> BoxFut<'a, Result<(Vec<Event>, Revision), Error>> {
+        Box::pin(async move {
+            // The local replica (after a linearizable read confirms the table is here and current).
+            self.read(name, true).await?;
+            let r = self.node.table_replica(name).ok_or_else(|| Error::Unavailable(format!("no replica of table {name:?} on this node")))?;
+            Ok(r.wait_events(from, &set, prev_kv, max_events).await?)
+        })
     }
 }
