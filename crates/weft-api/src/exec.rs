@@ -333,6 +333,13 @@ impl Executor {
 
     /// FILTER: pages through the table at one revision, skipping `offset`
     /// matches and collecting up to `limit`. Bounded by `query.max_scan`.
+    /// Cluster mode: check a write against the node's table limits (as the
+    /// local driver does), then propose it to the table's group.
+    async fn rep_write(&self, rep: &dyn crate::replicated::ReplicatedTables, name: &str, mut cmd: table::WriteCommand) -> Result<table::WriteResult, Error> {
+        table::check_limits(self.tables.config(), &mut cmd)?;
+        rep.write(name, cmd).await
+    }
+
     /// Cluster mode: table statements on the table's raft group. Writes are
     /// proposed as `WriteCommand`s; reads are linearizable (ReadIndex).
     async fn replicated_statement(&self, rep: &dyn crate::replicated::ReplicatedTables, s: &Statement, id: Option<&str>, linearizable: bool) -> Result<pb::Result, Error> {
@@ -366,7 +373,7 @@ impl Executor {
                 let key = Bytes::copy_from_slice(key);
                 let value = Bytes::from(value.to_bytes());
                 match cond {
-                    None => match rep.write(table, table::WriteCommand::Put { key, value }).await? {
+                    None => match self.rep_write(rep, table, table::WriteCommand::Put { key, value }).await? {
                         table::WriteResult::Put(p) => {
                             r.revision = p.revision;
                             r.kvs = p.prev_kv.into_iter().map(kv).collect();
@@ -379,7 +386,7 @@ impl Executor {
                             SetCond::Absent => (table::Compare::absent(key.clone()), "ABSENT".to_owned()),
                         };
                         let txn = table::Txn { compares: vec![cmp], success: vec![table::Op::Put { key: key.clone(), value }], failure: vec![] };
-                        let table::WriteResult::Txn(res) = rep.write(table, table::WriteCommand::Txn(txn)).await? else {
+                        let table::WriteResult::Txn(res) = self.rep_write(rep, table, table::WriteCommand::Txn(txn)).await? else {
                             return Err(Error::Unavailable("unexpected answer to a transaction".into()));
                         };
                         if !res.succeeded {
@@ -397,7 +404,7 @@ impl Executor {
                 self.auth.authorize(id, Access::Write, &format!("table:{table}"))?;
                 let key = Bytes::copy_from_slice(key);
                 let d = match cond {
-                    None => match rep.write(table, table::WriteCommand::Delete { key }).await? {
+                    None => match self.rep_write(rep, table, table::WriteCommand::Delete { key }).await? {
                         table::WriteResult::Delete(d) => d,
                         other => return Err(Error::Unavailable(format!("unexpected answer {other:?}"))),
                     },
@@ -410,7 +417,7 @@ impl Executor {
                             ),
                         };
                         let txn = table::Txn { compares: vec![cmp], success: vec![table::Op::Delete { key: key.clone() }], failure: vec![] };
-                        let table::WriteResult::Txn(res) = rep.write(table, table::WriteCommand::Txn(txn)).await? else {
+                        let table::WriteResult::Txn(res) = self.rep_write(rep, table, table::WriteCommand::Txn(txn)).await? else {
                             return Err(Error::Unavailable("unexpected answer to a transaction".into()));
                         };
                         if !res.succeeded {

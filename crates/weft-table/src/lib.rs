@@ -67,7 +67,7 @@ pub use config::{TableConfig, TablesConfig};
 pub use error::{Error, Result};
 pub use registry::{MAX_NAME_BYTES, TableInfo, Tables, validate_name};
 pub use state::{Applied, KeySet, TableState};
-pub use table::Table;
+pub use table::{Table, check_limits};
 pub use types::*;
 pub use watch::Watcher;
 

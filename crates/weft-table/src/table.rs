@@ -352,8 +352,9 @@ fn check_value(limits: &TablesConfig, value: &[u8]) -> Result<()> {
 }
 
 /// Check a command against the node's limits, and fill in range limits inside
-/// transactions (so `apply` itself never consults configuration).
-fn check_limits(limits: &TablesConfig, cmd: &mut WriteCommand) -> Result<()> {
+/// transactions (so `apply` itself never consults configuration). Public for
+/// the replicated path, which checks a command before proposing it.
+pub fn check_limits(limits: &TablesConfig, cmd: &mut WriteCommand) -> Result<()> {
     match cmd {
         WriteCommand::Put { key, value } => {
             check_key(limits, key)?;

@@ -90,6 +90,9 @@ fn a_replicated_table_keeps_every_acknowledged_write_across_a_leader_kill() {
         until("a put", || q(&ps[i % 3], &format!("SET cfg '{k}' = '{v}'")).map_err(|e| eprintln!("put: {e}")).ok());
         acked.insert(k, v);
     }
+    // The node's table limits hold before anything is proposed (a key over tables.max_key_bytes).
+    let e = q(&ps[0], &format!("SET cfg '{}' = 'x'", "k".repeat(5000))).unwrap_err();
+    assert!(e.contains("key"), "{e}");
     // CAS through node 2 with the current version succeeds; the same CAS through node 3 then fails.
     q(&ps[1], "SET cfg 'k0' = 'cas' IF VERSION = 1").unwrap();
     acked.insert("k0".into(), "cas".into());
