@@ -62,7 +62,11 @@ pub async fn serve(
     }
     let (v1, v1alpha) = reflection_services()?;
     let router = builder.add_service(health_service().await).add_service(v1).add_service(v1alpha).add_service(QueryService::new(exec).into_server());
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // tonic sets TCP_NODELAY only on listeners it binds itself; without it
+    // a small answer waits for the peer's delayed ACK (about 40 ms here).
+    let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |s| {
+        s.and_then(|s| s.set_nodelay(true).map(|()| s))
+    });
     let task = tokio::spawn(async move {
         if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown).await {
             tracing::error!(error = %e, "gRPC server stopped");
