@@ -440,6 +440,7 @@ impl Executor {
                 r.tables = vec![table.clone()];
                 r.count = 1;
             }
+            Statement::Batch(b) => return self.batch(b, id).await,
             Statement::ShowTables => {
                 self.auth.authorize(id, Access::Read, "tables")?;
                 r.tables = rep.list();
@@ -546,14 +547,25 @@ impl Executor {
             return Err(Error::Invalid(format!("a BATCH works on one table: it names {name:?} and {other:?}")));
         }
         let writes = then.iter().chain(otherwise.unwrap_or(&[])).any(|s| matches!(s, Statement::Set { .. } | Statement::Delete { .. }));
-        let t = self.table(name, if writes { Access::Write } else { Access::Read }, id)?;
+        let access = if writes { Access::Write } else { Access::Read };
         let mut txn = table::Txn::default();
         for c in compares {
             txn.compares.extend(compare(c)?);
         }
         txn.success = then.iter().map(|s| self.op(s)).collect::<Result<_, _>>()?;
         txn.failure = otherwise.unwrap_or(&[]).iter().map(|s| self.op(s)).collect::<Result<_, _>>()?;
-        let res = t.txn(txn).await?;
+        let res = match &self.replicated {
+            // Cluster mode: the whole BATCH is one WriteCommand::Txn on the table's group
+            // (read-only ones too: they are then linearizable).
+            Some(rep) => {
+                self.auth.authorize(id, access, &format!("table:{name}"))?;
+                match self.rep_write(rep.as_ref(), name, table::WriteCommand::Txn(txn)).await? {
+                    table::WriteResult::Txn(t) => t,
+                    other => return Err(Error::Unavailable(format!("unexpected answer {other:?}"))),
+                }
+            }
+            None => self.table(name, access, id)?.txn(txn).await?,
+        };
         if !res.succeeded && otherwise.is_none() {
             let failed = compares.iter().map(compare_text).collect();
             return Err(Error::CompareFailed { failed });

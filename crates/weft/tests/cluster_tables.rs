@@ -98,6 +98,9 @@ fn a_replicated_table_keeps_every_acknowledged_write_across_a_leader_kill() {
     acked.insert("k0".into(), "cas".into());
     let e = q(&ps[2], "SET cfg 'k0' = 'again' IF VERSION = 1").unwrap_err();
     assert!(e.contains("compare") || e.contains("FAILED_PRECONDITION") || e.contains("failed_precondition"), "{e}");
+    // A BATCH whose compare fails changes nothing (no revision used).
+    let e = q(&ps[0], "BATCH { IF VERSION(cfg, 'k1') = 7 THEN { SET cfg 'k1' = 'no' } }").unwrap_err();
+    assert!(e.contains("compare"), "{e}");
     let g = q(&ps[2], "GET cfg 'k0'").unwrap();
     assert_eq!(g["kvs"][0]["value"], "cas");
     assert_eq!(g["kvs"][0]["version"], 2);
