@@ -440,6 +440,27 @@ impl Executor {
                 r.tables = vec![table.clone()];
                 r.count = 1;
             }
+            Statement::History { table, key, limit } => {
+                self.auth.authorize(id, Access::Read, &format!("table:{table}"))?;
+                let max = self.tables.config().max_history_limit;
+                let limit = match *limit {
+                    None | Some(0) => max,
+                    Some(n) if n > max => return Err(table::Error::TooLarge { what: "history limit".into(), limit: max }.into()),
+                    Some(n) => n,
+                };
+                let v = rep.read(table, linearizable).await?;
+                // Every applied version is committed: no durable-revision filter here.
+                let (events, rev) = read_state(v.as_ref(), |st| (st.history(key, limit as usize), st.revision())).ok_or_else(gone)?;
+                r.revision = rev;
+                r.kvs = events
+                    .into_iter()
+                    .map(|e| {
+                        let deleted = e.kind == table::EventKind::Delete;
+                        pb::KeyValue { deleted, ..kv(e.kv) }
+                    })
+                    .collect();
+                r.count = r.kvs.len() as u64;
+            }
             Statement::Batch(b) => return self.batch(b, id).await,
             Statement::ShowTables => {
                 self.auth.authorize(id, Access::Read, "tables")?;

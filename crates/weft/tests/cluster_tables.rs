@@ -152,6 +152,10 @@ fn a_replicated_table_keeps_every_acknowledged_write_across_a_leader_kill() {
     let _ = w2.wait();
     let all: Vec<u64> = first.iter().chain(seen2.lock().unwrap().iter()).copied().collect();
     assert_eq!(all, (1..=want_rev).collect::<Vec<_>>(), "events lost or repeated across the resume");
+    // HISTORY of k0 on the restarted node: the CAS version, then the first put.
+    let h = q(&ps[li], "HISTORY cfg 'k0'").unwrap();
+    let vals: Vec<&str> = h["kvs"].as_array().unwrap().iter().map(|kv| kv["value"].as_str().unwrap()).collect();
+    assert_eq!(vals, vec!["cas", "v0"]);
     // A serializable read (the local replica as applied, no ReadIndex) on every node, after it caught up.
     for p in &ps {
         let r = p.call("query.execute", &serde_json::json!({ "aql": "GET cfg 'k-after0'", "serializable": true }).to_string()).unwrap();
