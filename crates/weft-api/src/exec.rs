@@ -189,10 +189,10 @@ impl Executor {
     }
 
     async fn statement(&self, s: &Statement, id: Option<&str>, serializable: bool) -> Result<pb::Result, Error> {
-        if let Some(rep) = &self.replicated {
-            if !matches!(s, Statement::TopicRead { .. }) {
-                return self.replicated_statement(rep.as_ref(), s, id, !serializable).await;
-            }
+        if let Some(rep) = &self.replicated
+            && !matches!(s, Statement::TopicRead { .. })
+        {
+            return self.replicated_statement(rep.as_ref(), s, id, !serializable).await;
         }
         let kind = s.kind().to_owned();
         let mut r = pb::Result { kind, ..Default::default() };

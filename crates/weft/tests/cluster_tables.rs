@@ -63,7 +63,10 @@ fn table_leader(ps: &[Proc]) -> Option<u64> {
 }
 
 /// Revision and every key's (value, version) on one node, read linearizably.
-fn contents(p: &Proc) -> Option<(u64, BTreeMap<String, (String, u64)>)> {
+/// A node's table: revision, and key -> (value, version).
+type Contents = (u64, BTreeMap<String, (String, u64)>);
+
+fn contents(p: &Proc) -> Option<Contents> {
     let r = q(p, "RANGE cfg PREFIX ''").ok()?;
     let kvs = r["kvs"].as_array()?.iter().map(|kv| (kv["key"].as_str().unwrap().to_owned(), (kv["value"].as_str().unwrap().to_owned(), kv["version"].as_u64().unwrap()))).collect();
     Some((r["revision"].as_u64()?, kvs))
