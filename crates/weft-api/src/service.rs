@@ -123,6 +123,10 @@ impl pb::query_server::Query for QueryService {
             // each page is read only when the stream is polled, which hyper
             // does when the HTTP/2 window has room; a cancelled call drops
             // the stream and no further page is read.
+            Statement::Range { .. } if self.exec.replicated.is_some() => {
+                // Cluster mode: the pager works on a local table; replicated tables do not page yet.
+                Err(Error::Unavailable("Stream of RANGE is not yet available on replicated tables (cluster mode; docs/query.md)".into()).into())
+            }
             Statement::Range { table, range, limit, revision } => {
                 let t = self.exec.tables().get(&table).map_err(Error::from)?;
                 let state = RangePager { t, range, remaining: limit.unwrap_or(u64::MAX), at: revision, from: None, chunk, done: false };
