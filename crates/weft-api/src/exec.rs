@@ -215,19 +215,9 @@ impl Executor {
                         r.kvs = p.prev_kv.into_iter().map(kv).collect();
                     }
                     Some(c) => {
-                        let (cmp, text) = match c {
-                            SetCond::Version(n) => (table::Compare::version_eq(key.clone(), *n), format!("VERSION = {n}")),
-                            SetCond::Absent => (table::Compare::absent(key.clone()), "ABSENT".to_owned()),
-                        };
-                        let txn = table::Txn { compares: vec![cmp], success: vec![table::Op::Put { key: key.clone(), value }], failure: vec![] };
+                        let (txn, text) = put_if(&key, value, c);
                         let res = t.txn(txn).await?;
-                        if !res.succeeded {
-                            return Err(Error::CompareFailed { failed: vec![format!("{table} {}: {text}", key_text(&key))] });
-                        }
-                        r.revision = res.revision;
-                        if let Some(table::OpResult::Put(p)) = res.results.into_iter().next() {
-                            r.kvs = p.prev_kv.into_iter().map(kv).collect();
-                        }
+                        answer_put_if(res, table, &key, &text, &mut r)?;
                     }
                 }
                 r.count = 1;
@@ -381,21 +371,11 @@ impl Executor {
                         other => return Err(Error::Unavailable(format!("unexpected answer {other:?}"))),
                     },
                     Some(c) => {
-                        let (cmp, text) = match c {
-                            SetCond::Version(n) => (table::Compare::version_eq(key.clone(), *n), format!("VERSION = {n}")),
-                            SetCond::Absent => (table::Compare::absent(key.clone()), "ABSENT".to_owned()),
-                        };
-                        let txn = table::Txn { compares: vec![cmp], success: vec![table::Op::Put { key: key.clone(), value }], failure: vec![] };
+                        let (txn, text) = put_if(&key, value, c);
                         let table::WriteResult::Txn(res) = self.rep_write(rep, table, table::WriteCommand::Txn(txn)).await? else {
                             return Err(Error::Unavailable("unexpected answer to a transaction".into()));
                         };
-                        if !res.succeeded {
-                            return Err(Error::CompareFailed { failed: vec![format!("{table} {}: {text}", key_text(&key))] });
-                        }
-                        r.revision = res.revision;
-                        if let Some(table::OpResult::Put(p)) = res.results.into_iter().next() {
-                            r.kvs = p.prev_kv.into_iter().map(kv).collect();
-                        }
+                        answer_put_if(res, table, &key, &text, &mut r)?;
                     }
                 }
                 r.count = 1;
@@ -756,6 +736,29 @@ pub(crate) fn next_key(k: &[u8]) -> Bytes {
     let mut v = k.to_vec();
     v.push(0);
     Bytes::from(v)
+}
+
+/// `SET t 'k' = v IF ...` as a transaction, and the condition as text for
+/// the FAILED_PRECONDITION details (local and replicated tables).
+fn put_if(key: &Bytes, value: Bytes, cond: &SetCond) -> (table::Txn, String) {
+    let (cmp, text) = match cond {
+        SetCond::Version(n) => (table::Compare::version_eq(key.clone(), *n), format!("VERSION = {n}")),
+        SetCond::Absent => (table::Compare::absent(key.clone()), "ABSENT".to_owned()),
+    };
+    (table::Txn { compares: vec![cmp], success: vec![table::Op::Put { key: key.clone(), value }], failure: vec![] }, text)
+}
+
+/// The answer to a conditional SET: its revision and previous value, or
+/// the failed compare.
+fn answer_put_if(res: table::TxnResult, table: &str, key: &[u8], cond: &str, r: &mut pb::Result) -> Result<(), Error> {
+    if !res.succeeded {
+        return Err(Error::CompareFailed { failed: vec![format!("{table} {}: {cond}", key_text(key))] });
+    }
+    r.revision = res.revision;
+    if let Some(table::OpResult::Put(p)) = res.results.into_iter().next() {
+        r.kvs = p.prev_kv.into_iter().map(kv).collect();
+    }
+    Ok(())
 }
 
 fn key_text(k: &[u8]) -> String {

@@ -200,15 +200,7 @@ impl pb::query_server::Query for QueryService {
                 Ok(e) => {
                     g.0.watch_events.fetch_add(1, Ordering::Relaxed);
                     weft_metrics::get().query_watch_events.inc();
-                    let ev = pb::Event {
-                        r#type: match e.kind {
-                            table::EventKind::Put => pb::EventType::Put as i32,
-                            table::EventKind::Delete => pb::EventType::Delete as i32,
-                        },
-                        kv: Some(kv(e.kv)),
-                        prev_kv: e.prev_kv.map(kv),
-                        revision: e.revision,
-                    };
+                    let ev = event(e);
                     Some((Ok(pb::WatchResponse { created: false, events: vec![ev] }), (w, g, false)))
                 }
                 Err(e) => Some((Err(Status::from(Error::from(e))), (w, g, true))),
@@ -363,15 +355,7 @@ impl QueryService {
                 if let Some(e) = buf.pop_front() {
                     g.0.watch_events.fetch_add(1, Ordering::Relaxed);
                     weft_metrics::get().query_watch_events.inc();
-                    let ev = pb::Event {
-                        r#type: match e.kind {
-                            table::EventKind::Put => pb::EventType::Put as i32,
-                            table::EventKind::Delete => pb::EventType::Delete as i32,
-                        },
-                        kv: Some(kv(e.kv)),
-                        prev_kv: e.prev_kv.map(kv),
-                        revision: e.revision,
-                    };
+                    let ev = event(e);
                     return Some((Ok(pb::WatchResponse { created: false, events: vec![ev] }), (rep, name, set, from, g, buf, false)));
                 }
                 match rep.watch(&name, from, set.clone(), prev_kv, 256).await {
@@ -384,5 +368,18 @@ impl QueryService {
             }
         });
         Ok(Response::new(Box::pin(created.chain(events))))
+    }
+}
+
+/// One table event as the wire's `Event` (local and replicated watches).
+fn event(e: table::Event) -> pb::Event {
+    pb::Event {
+        r#type: match e.kind {
+            table::EventKind::Put => pb::EventType::Put as i32,
+            table::EventKind::Delete => pb::EventType::Delete as i32,
+        },
+        kv: Some(kv(e.kv)),
+        prev_kv: e.prev_kv.map(kv),
+        revision: e.revision,
     }
 }
