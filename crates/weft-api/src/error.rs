@@ -50,6 +50,9 @@ pub enum Error {
     /// The caller is not allowed (PERMISSION_DENIED).
     #[error("permission denied: {0}")]
     Denied(String),
+    /// No, a wrong, an expired or a revoked credential (UNAUTHENTICATED).
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
 }
 
 impl Error {
@@ -84,6 +87,7 @@ impl Error {
             Error::Limit { .. } => Code::ResourceExhausted,
             Error::Aborted(_) => Code::Aborted,
             Error::Denied(_) => Code::PermissionDenied,
+            Error::Unauthenticated(_) => Code::Unauthenticated,
         }
     }
 
@@ -102,6 +106,7 @@ impl Error {
             Error::Limit { .. } => "limit",
             Error::Aborted(_) => "aborted",
             Error::Denied(_) => "permission_denied",
+            Error::Unauthenticated(_) => "unauthenticated",
         }
     }
 

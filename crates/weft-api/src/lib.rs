@@ -9,8 +9,10 @@
 //!   deadlines, limits ([`QueryConfig`]), the [`Authorizer`] hook.
 //! - [`service`]: the tonic Query service (Execute, Batch, Stream, Watch,
 //!   Session), health and reflection.
+//! - [`auth`]: weft-auth's authorizer on the gRPC Query service.
 //! - [`error`]: one error enum mapped to gRPC codes with google.rpc details.
 pub mod aql;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod convert;

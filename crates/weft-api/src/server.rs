@@ -49,6 +49,18 @@ pub async fn serve(
     tls: Option<GrpcTls>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ServeError> {
+    serve_with_auth(addr, exec, tls, None, shutdown).await
+}
+
+/// [`serve`] with weft-auth on the Query service (when `authz` is enabled:
+/// docs/security.md, "gRPC"). Health and reflection stay open.
+pub async fn serve_with_auth(
+    addr: &str,
+    exec: Executor,
+    tls: Option<GrpcTls>,
+    authz: Option<std::sync::Arc<weft_auth::Authorizer>>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ServeError> {
     use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr: addr.to_owned(), source })?;
     let local = listener.local_addr().map_err(|source| ServeError::Bind { addr: addr.to_owned(), source })?;
@@ -61,7 +73,10 @@ pub async fn serve(
         builder = builder.tls_config(cfg)?;
     }
     let (v1, v1alpha) = reflection_services()?;
-    let router = builder.add_service(health_service().await).add_service(v1).add_service(v1alpha).add_service(QueryService::new(exec).into_server());
+    let router = builder.add_service(health_service().await).add_service(v1).add_service(v1alpha).add_service(match authz {
+        Some(a) => QueryService::with_auth(exec, a),
+        None => QueryService::new(exec),
+    }.into_server());
     // tonic sets TCP_NODELAY only on listeners it binds itself; without it
     // a small answer waits for the peer's delayed ACK (about 40 ms here).
     let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |s| {

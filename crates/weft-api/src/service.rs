@@ -2,6 +2,7 @@
 //! health and reflection services.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use tonic::{Request, Response, Status, Streaming};
 use weft_table as table;
 
 use crate::aql::{KeyRange, Query, Statement};
+use crate::auth::{Caller, WeftAuth, scoped};
 use crate::convert;
 use crate::error::Error;
 use crate::exec::{Executor, kv, next_key, range_spec};
@@ -23,11 +25,39 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 #[derive(Clone)]
 pub struct QueryService {
     exec: Executor,
+    /// Auth on: every call authenticates and every statement is checked.
+    auth: Option<Arc<WeftAuth>>,
 }
 
 impl QueryService {
     pub fn new(exec: Executor) -> Self {
-        QueryService { exec }
+        QueryService { exec, auth: None }
+    }
+
+    /// With weft-auth: the executor's hook becomes weft-auth's (when it is
+    /// enabled; off, the allow-all default stays).
+    pub fn with_auth(exec: Executor, authz: Arc<weft_auth::Authorizer>) -> Self {
+        if !authz.enabled() {
+            return QueryService::new(exec);
+        }
+        let auth = Arc::new(WeftAuth(authz));
+        QueryService { exec: exec.with_authorizer(auth.clone()), auth: Some(auth) }
+    }
+
+    /// The caller of a call (None: auth off).
+    fn caller<T>(&self, req: &Request<T>) -> Result<Option<Caller>, Status> {
+        match &self.auth {
+            Some(a) => Ok(Some(crate::auth::authenticate(&a.0, req)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Checks a table read outside the executor (Stream pager, Watch).
+    fn check(&self, caller: &Option<Caller>, access: crate::exec::Access, resource: &str) -> Result<(), Status> {
+        match (&self.auth, caller) {
+            (Some(a), Some(c)) => Ok(a.check(c, access, resource)?),
+            _ => Ok(()),
+        }
     }
 
     /// The tonic server wrapper, accepting and sending gzip and zstd.
@@ -81,12 +111,14 @@ impl QueryService {
 impl pb::query_server::Query for QueryService {
     async fn execute(&self, request: Request<pb::ExecuteRequest>) -> Result<Response<pb::ExecuteResponse>, Status> {
         let caller = grpc_timeout(&request);
-        let result = self.run(request.get_ref(), caller).await?;
+        let who = self.caller(&request)?;
+        let result = scoped(who, self.run(request.get_ref(), caller)).await?;
         Ok(Response::new(pb::ExecuteResponse { result: Some(result) }))
     }
 
     async fn batch(&self, request: Request<pb::BatchRequest>) -> Result<Response<pb::ExecuteResponse>, Status> {
         let caller = grpc_timeout(&request);
+        let who = self.caller(&request)?;
         let req = request.get_ref();
         let mut q = match &req.batch {
             Some(pb::batch_request::Batch::Aql(text)) => self.exec.parse(text)?,
@@ -101,13 +133,14 @@ impl pb::query_server::Query for QueryService {
         if req.timeout_ms > 0 {
             q.timeout_ms = Some(q.timeout_ms.map_or(req.timeout_ms, |t| t.min(req.timeout_ms)));
         }
-        let result = self.exec.execute(&q, caller, None).await?;
+        let result = scoped(who, self.exec.execute(&q, caller, None)).await?;
         Ok(Response::new(pb::ExecuteResponse { result: Some(result) }))
     }
 
     type StreamStream = BoxStream<pb::StreamChunk>;
 
     async fn stream(&self, request: Request<pb::StreamRequest>) -> Result<Response<Self::StreamStream>, Status> {
+        let who = self.caller(&request)?;
         let req = request.into_inner();
         let cfg = self.exec.config();
         let chunk = match req.chunk_size {
@@ -128,6 +161,7 @@ impl pb::query_server::Query for QueryService {
                 Err(Error::Unavailable("Stream of RANGE is not yet available on replicated tables (cluster mode; docs/query.md)".into()).into())
             }
             Statement::Range { table, range, limit, revision } => {
+                self.check(&who, crate::exec::Access::Read, &format!("table:{table}"))?;
                 let t = self.exec.tables().get(&table).map_err(Error::from)?;
                 let state = RangePager { t, range, remaining: limit.unwrap_or(u64::MAX), at: revision, from: None, chunk, done: false };
                 let s = futures::stream::unfold(state, |mut st| async move {
@@ -144,7 +178,7 @@ impl pb::query_server::Query for QueryService {
             }
             // The others are bounded by query.max_results: run once, send in chunks.
             Statement::Filter { .. } | Statement::History { .. } | Statement::TopicRead { .. } => {
-                let r = self.exec.execute(&q, None, None).await?;
+                let r = scoped(who, self.exec.execute(&q, None, None)).await?;
                 let rev = r.revision;
                 let mut chunks: Vec<pb::StreamChunk> = Vec::new();
                 for c in r.kvs.chunks(chunk as usize) {
@@ -168,7 +202,10 @@ impl pb::query_server::Query for QueryService {
     type WatchStream = BoxStream<pb::WatchResponse>;
 
     async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        // Checked at the start: an open watch keeps its events.
+        let who = self.caller(&request)?;
         let req = request.into_inner();
+        self.check(&who, crate::exec::Access::Read, &format!("table:{}", req.table))?;
         let stats = self.exec.stats().clone();
         let open = stats.watches_open.load(Ordering::Relaxed);
         let max = self.exec.config().max_watches;
@@ -213,6 +250,7 @@ impl pb::query_server::Query for QueryService {
 
     async fn session(&self, request: Request<Streaming<pb::SessionRequest>>) -> Result<Response<Self::SessionStream>, Status> {
         let svc = self.clone();
+        let who = self.caller(&request)?;
         let inbound = request.into_inner();
         // One query at a time, in order: a session's later query sees its
         // earlier writes. The inbound stream is read only after the previous
@@ -220,11 +258,13 @@ impl pb::query_server::Query for QueryService {
         // unboundedly (HTTP/2 flow control holds it back).
         let out = inbound.take_while(|r| futures::future::ready(r.is_ok())).filter_map(|r| futures::future::ready(r.ok())).then(move |req| {
             let svc = svc.clone();
+            let who = who.clone();
             async move {
                 let id = req.id;
+                // Each statement is checked (a revoked credential fails here).
                 let answer = match req.query {
                     None => Err(Error::Invalid("SessionRequest.query is required".into())),
-                    Some(q) => svc.run(&q, None).await,
+                    Some(q) => scoped(who, svc.run(&q, None)).await,
                 };
                 Ok(pb::SessionResponse {
                     id,

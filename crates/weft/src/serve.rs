@@ -176,7 +176,8 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
         };
         let scheme = if tls.is_some() { "grpcs" } else { "grpc" };
         let stop = server.stopping();
-        match weft_api::server::serve(&cfg.grpc.addr, query_exec.clone(), tls, async move { stop.cancelled().await }).await {
+        // Auth on: the Query service authenticates every call and checks every statement (docs/security.md, "gRPC").
+        match weft_api::server::serve_with_auth(&cfg.grpc.addr, query_exec.clone(), tls, Some(authz.clone()), async move { stop.cancelled().await }).await {
             Ok((addr, task)) => {
                 svc.add_transport(format!("{scheme}://{addr}"));
                 Some(task)
