@@ -45,6 +45,13 @@ pub struct ClientConfig {
     /// default from `WEFT_TOKEN`. A server with auth on refuses the hello
     /// when it is wrong and each request when it is missing.
     pub token: Option<String>,
+    /// Ask for zstd-compressed bodies in the hello (docs/protocol.md,
+    /// "Compression"); default off. On TCP, Unix and TLS connections whose
+    /// welcome lists `compress-zstd`, requests of at least
+    /// `compress_min_bytes` are sent compressed and compressed answers are
+    /// read; elsewhere nothing changes.
+    pub compression: bool,
+    pub compress_min_bytes: usize,
 }
 
 /// Default [`ClientConfig::event_buffer`].
@@ -63,6 +70,8 @@ impl Default for ClientConfig {
             tls: TlsClientConfig::from_env(),
             event_buffer: DEFAULT_EVENT_BUFFER,
             token: std::env::var("WEFT_TOKEN").ok().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()),
+            compression: false,
+            compress_min_bytes: weft_wire::DEFAULT_COMPRESS_MIN_BYTES,
         }
     }
 }
@@ -223,6 +232,14 @@ impl Client {
         }
     }
 
+    /// Whether this connection sends and reads compressed bodies: asked for
+    /// in the config, a stream link, and the server's welcome accepted it.
+    fn compresses(&self) -> bool {
+        self.inner.config.compression
+            && matches!(self.inner.link, Link::Stream(_))
+            && lock(&self.inner.welcome).as_ref().is_some_and(|w| w.features.iter().any(|f| f == weft_wire::COMPRESS_ZSTD_FEATURE))
+    }
+
     /// The server's welcome from the latest handshake.
     pub fn welcome(&self) -> Option<Welcome> {
         lock(&self.inner.welcome).clone()
@@ -233,6 +250,11 @@ impl Client {
     pub async fn request_frame(&self, frame: Frame) -> Result<Frame, ClientError> {
         if self.inner.closed.is_cancelled() {
             return Err(ClientError::Closed);
+        }
+        let compress = self.compresses();
+        let mut frame = frame;
+        if compress && frame.body.len() >= self.inner.config.compress_min_bytes {
+            frame.compress_body(self.inner.config.compress_min_bytes);
         }
         let frame = self.with_trace_context(frame);
         if let Link::Quic(link) = &self.inner.link {
@@ -255,7 +277,9 @@ impl Client {
             self.transmit(frame).await?;
             rx.await.map_err(|_| ClientError::ConnectionLost)
         };
-        let answer = tokio::time::timeout(timeout, wait).await.map_err(|_| ClientError::Timeout(timeout))??;
+        let mut answer = tokio::time::timeout(timeout, wait).await.map_err(|_| ClientError::Timeout(timeout))??;
+        // A compressed answer only comes when this client asked for it.
+        answer.decompress_body(compress, self.inner.config.max_frame_bytes)?;
         if answer.kind == FrameKind::Error {
             let body: ErrorBody = answer.decode_body()?;
             return Err(ClientError::Remote(body));
@@ -381,12 +405,16 @@ fn hello_frame(config: &ClientConfig) -> Result<Frame, ClientError> {
         client_name: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         token: Option<&'a str>,
+        /// Compressions this client reads (docs/protocol.md, "Compression").
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        compression: &'a [&'a str],
     }
     let h = HelloWithToken {
         protocol_version: PROTOCOL_VERSION,
         client_id: &config.client_id,
         client_name: &config.client_name,
         token: config.token.as_deref(),
+        compression: if config.compression { &[weft_wire::COMPRESS_ZSTD] } else { &[] },
     };
     Ok(Frame::with_body(FrameKind::Control, MessageId::new_v4(), CONTROL_HELLO, BodyFormat::MsgPack, &h)?)
 }

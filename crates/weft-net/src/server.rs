@@ -166,6 +166,12 @@ pub struct ServerStats {
     pub buffer_bytes: AtomicU64,
     /// Times a connection stopped reading to wait for buffer budget.
     pub buffer_waits: AtomicU64,
+    /// Compressed requests received and answers sent compressed, and the
+    /// bytes compression saved on the wire each way.
+    pub compressed_in: AtomicU64,
+    pub compressed_out: AtomicU64,
+    pub compressed_in_saved_bytes: AtomicU64,
+    pub compressed_out_saved_bytes: AtomicU64,
 }
 
 impl ServerStats {
@@ -186,6 +192,10 @@ impl ServerStats {
             ("net.idle_closed", self.idle_closed.load(Ordering::Relaxed)),
             ("net.buffer_bytes", self.buffer_bytes.load(Ordering::Relaxed)),
             ("net.buffer_waits", self.buffer_waits.load(Ordering::Relaxed)),
+            ("net.compressed_in", self.compressed_in.load(Ordering::Relaxed)),
+            ("net.compressed_out", self.compressed_out.load(Ordering::Relaxed)),
+            ("net.compressed_in.saved_bytes", self.compressed_in_saved_bytes.load(Ordering::Relaxed)),
+            ("net.compressed_out.saved_bytes", self.compressed_out_saved_bytes.load(Ordering::Relaxed)),
         ]
     }
 }
@@ -203,6 +213,15 @@ pub(crate) struct Shared {
     pub(crate) budgets: Budgets,
     /// The TLS listeners' certificates, reloadable (`Server::reload_tls`).
     pub(crate) tls: std::sync::Mutex<Vec<Arc<crate::tls_reload::ReloadableTls>>>,
+    /// See [`Server::set_compression`]; `usize::MAX`: off.
+    compress_min_bytes: std::sync::atomic::AtomicUsize,
+}
+
+impl Shared {
+    /// The compression threshold, when compression is on.
+    fn compress_min_bytes(&self) -> Option<usize> {
+        Some(self.compress_min_bytes.load(Ordering::Relaxed)).filter(|&m| m != usize::MAX)
+    }
 }
 
 /// A native-protocol server. Cheap to clone; all clones are the same server.
@@ -232,8 +251,21 @@ impl Server {
                 liveness,
                 budgets,
                 tls: std::sync::Mutex::new(Vec::new()),
+                compress_min_bytes: std::sync::atomic::AtomicUsize::new(weft_wire::DEFAULT_COMPRESS_MIN_BYTES),
             }),
         }
+    }
+
+    /// Compressed bodies (docs/protocol.md, "Compression"), on by default
+    /// with a threshold of [`weft_wire::DEFAULT_COMPRESS_MIN_BYTES`]:
+    /// `Some(min)` lists `compress-zstd` in the welcome, accepts compressed
+    /// requests on stream connections whose hello asked for zstd, and
+    /// compresses their answers of at least `min` bytes. `None`: off
+    /// (compressed frames are refused as not negotiated). Applies to
+    /// handshakes after the call.
+    pub fn set_compression(&self, min_bytes: Option<usize>) {
+        let v = min_bytes.map_or(usize::MAX, |m| m.min(usize::MAX - 1));
+        self.shared.compress_min_bytes.store(v, Ordering::Relaxed);
     }
 
     pub fn stats(&self) -> Arc<ServerStats> {
@@ -518,7 +550,13 @@ pub(crate) fn welcome(shared: &Shared, hello_frame: &Frame) -> Frame {
         server_id: shared.config.server_id.clone(),
         server_name: shared.config.server_name.clone(),
         version: shared.config.version.clone(),
-        features: shared.config.features.clone(),
+        features: {
+            let mut f = shared.config.features.clone();
+            if shared.compress_min_bytes().is_some() {
+                f.push(weft_wire::COMPRESS_ZSTD_FEATURE.into());
+            }
+            f
+        },
     };
     Frame::with_body(FrameKind::Control, hello_frame.id, CONTROL_WELCOME, hello_frame.format(), &w)
         .unwrap_or_else(|e| hello_frame.error_to(&ErrorBody::new(ErrorCode::Internal, e.to_string())))
@@ -615,6 +653,9 @@ where
     let mut reserved: Option<Reservation> = None;
     let in_flight = Arc::new(Semaphore::new(shared.config.max_in_flight_per_conn.max(1)));
     let mut handshaken = false;
+    // Set by the hello: compress answers of at least this many bytes and
+    // accept compressed requests (docs/protocol.md, "Compression").
+    let mut compress: Option<usize> = None;
     let mut last_frame = Instant::now();
     let mut peer_arc = Arc::new(peer.clone());
     let requests = TaskTracker::new();
@@ -683,6 +724,7 @@ where
                                     splitter.set_max_frame(shared.budgets.max_frame(shared.config.max_frame_bytes));
                                 }
                                 handshaken = true;
+                                compress = shared.compress_min_bytes().filter(|_| weft_wire::hello_accepts_zstd(&frame));
                                 if let Ok(h) = frame.decode_body::<Hello>() {
                                     if authenticated {
                                         debug!(peer = %peer.addr, identity = ?peer.client_id, hello_client_id = %h.client_id, "hello");
@@ -711,6 +753,21 @@ where
                             }
                         }
                         FrameKind::Request | FrameKind::Event => {
+                            let mut frame = frame;
+                            if frame.flags.is_compressed() {
+                                match frame.decompress_body(compress.is_some(), shared.config.max_frame_bytes) {
+                                    Ok(saved) => {
+                                        shared.stats.compressed_in.fetch_add(1, Ordering::Relaxed);
+                                        shared.stats.compressed_in_saved_bytes.fetch_add(saved as u64, Ordering::Relaxed);
+                                    }
+                                    Err(e) => {
+                                        if !bad_frame(&shared, &peer, &tx, e).await {
+                                            break 'conn;
+                                        }
+                                        continue;
+                                    }
+                                }
+                            }
                             if let Some(e) = crate::gate::check(&shared.config.auth, &peer_arc, &frame) {
                                 if frame.kind == FrameKind::Request
                                     && !frame.flags.is_one_way()
@@ -737,7 +794,7 @@ where
                             match first_poll(&mut answer, &peer) {
                                 FirstPoll::Done(answer) => {
                                     if let (true, Some(a)) = (wants_reply, answer)
-                                        && tx.send(a).await.is_err()
+                                        && tx.send(compress_answer(&shared, compress, a)).await.is_err()
                                     {
                                         break 'conn;
                                     }
@@ -750,10 +807,11 @@ where
                                 }
                                 FirstPoll::Pending => {
                                     let tx = tx.clone();
+                                    let shared = shared.clone();
                                     requests.spawn(async move {
                                         let answer = answer.await;
                                         if let (true, Some(a)) = (wants_reply, answer) {
-                                            let _ = tx.send(a).await;
+                                            let _ = tx.send(compress_answer(&shared, compress, a)).await;
                                         }
                                         // The frame's bytes count until it is handled.
                                         drop(held);
@@ -844,6 +902,21 @@ fn first_poll(fut: &mut HandlerFuture, peer: &PeerInfo) -> FirstPoll {
 }
 
 /// Report a bad frame to the client; false when the connection cannot go on.
+/// `answer`, compressed when the connection negotiated compression and it
+/// is at least the threshold (no work, no allocation otherwise).
+fn compress_answer(shared: &Shared, compress: Option<usize>, mut answer: Frame) -> Frame {
+    if let Some(min) = compress
+        && answer.body.len() >= min
+    {
+        let saved = answer.compress_body(min);
+        if saved > 0 {
+            shared.stats.compressed_out.fetch_add(1, Ordering::Relaxed);
+            shared.stats.compressed_out_saved_bytes.fetch_add(saved as u64, Ordering::Relaxed);
+        }
+    }
+    answer
+}
+
 async fn bad_frame(shared: &Shared, peer: &PeerInfo, tx: &mpsc::Sender<Frame>, e: FrameError) -> bool {
     shared.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
     warn!(peer = %peer.addr, error = %e, "bad frame");

@@ -203,6 +203,14 @@ impl Service {
             Ok(t) => t,
             Err(e) => return frame.error_to(&e),
         };
+        // Stream connections that negotiated compression decompress before
+        // this; a compressed body here was not negotiated (UDP, QUIC, or a
+        // hello without it): a typed error, never a body the endpoint
+        // cannot read (docs/protocol.md, "Compression").
+        if frame.flags.is_compressed() {
+            let e = weft_wire::FrameError::CompressionNotNegotiated { id: frame.id };
+            return frame.error_to(&e.to_error_body());
+        }
         let Some(ep) = self.endpoints.get(&frame.route) else {
             return frame.error_to(
                 &ErrorBody::new(ErrorCode::UnknownRoute, format!("no endpoint {:?}", frame.route))

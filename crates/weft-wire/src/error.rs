@@ -22,6 +22,14 @@ pub enum FrameError {
     Truncated { expected: usize, got: usize },
     #[error("datagram carries {extra} bytes after the frame")]
     TrailingBytes { extra: usize },
+    /// A compressed body (flags bit 3) from a peer that did not negotiate
+    /// compression in the handshake.
+    #[error("compressed body on a connection that did not negotiate compression")]
+    CompressionNotNegotiated { id: MessageId },
+    /// A compressed body that does not decompress: not one zstd frame, no
+    /// declared content size, or a decoded size other than the declared one.
+    #[error("bad compressed body: {reason}")]
+    BadCompression { reason: String, id: MessageId },
     /// Local misuse when encoding: route keys are at most 255 bytes.
     #[error("route key of {len} bytes is over 255")]
     RouteTooLong { len: usize },
@@ -41,7 +49,9 @@ impl FrameError {
             | FrameError::UnknownKind { id, .. }
             | FrameError::UnknownFlags { id, .. }
             | FrameError::TooLarge { id, .. }
-            | FrameError::BadRoute { id } => Some(*id),
+            | FrameError::BadRoute { id }
+            | FrameError::CompressionNotNegotiated { id }
+            | FrameError::BadCompression { id, .. } => Some(*id),
             _ => None,
         }
     }

@@ -61,7 +61,11 @@ impl Flags {
     /// `traceparent`; docs/protocol.md, "Trace context"). Sent only to
     /// servers whose welcome lists the `trace-context` feature.
     pub const TRACE: u8 = 0b0000_0100;
-    pub const KNOWN: u8 = Self::JSON | Self::ONE_WAY | Self::TRACE;
+    /// The body proper (after any trace-context extension) is one zstd
+    /// frame (docs/protocol.md, "Compression"). Sent only to peers that
+    /// negotiated it in the handshake.
+    pub const COMPRESSED: u8 = 0b0000_1000;
+    pub const KNOWN: u8 = Self::JSON | Self::ONE_WAY | Self::TRACE | Self::COMPRESSED;
 
     pub fn from_wire(b: u8) -> Option<Self> {
         (b & !Self::KNOWN == 0).then_some(Self(b))
@@ -77,6 +81,12 @@ impl Flags {
     }
     pub fn has_trace_context(self) -> bool {
         self.0 & Self::TRACE != 0
+    }
+    pub fn is_compressed(self) -> bool {
+        self.0 & Self::COMPRESSED != 0
+    }
+    pub fn with_compressed(self, on: bool) -> Self {
+        if on { Self(self.0 | Self::COMPRESSED) } else { Self(self.0 & !Self::COMPRESSED) }
     }
     pub fn with_json(self, on: bool) -> Self {
         if on { Self(self.0 | Self::JSON) } else { Self(self.0 & !Self::JSON) }

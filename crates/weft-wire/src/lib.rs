@@ -7,6 +7,7 @@
 
 mod body;
 mod codec;
+mod compress;
 mod error;
 mod frame;
 
@@ -15,5 +16,6 @@ pub use body::{
     CONTROL_HEARTBEAT, CONTROL_HELLO, CONTROL_WELCOME,
 };
 pub use codec::{decode_datagram, encode, FrameDecoder, DEFAULT_MAX_FRAME_BYTES, HEADER_LEN};
+pub use compress::{hello_accepts_zstd, COMPRESS_ZSTD, COMPRESS_ZSTD_FEATURE, DEFAULT_COMPRESS_MIN_BYTES};
 pub use error::{BodyError, FrameError};
 pub use frame::{error_frame, error_frame_for, Flags, Frame, FrameKind, MessageId, MAGIC, PROTOCOL_VERSION, TRACE_CONTEXT_FEATURE};
