@@ -103,6 +103,13 @@ struct Group {
     /// Index of the last membership change applied: a snapshot below it would
     /// carry the wrong configuration.
     conf_index: u64,
+    /// Elections this node started since it opened the group (metrics).
+    elections: u64,
+    /// Leader changes this node saw since it opened the group (metrics).
+    leader_changes: u64,
+    /// The term of the last hard state seen, and the last known leader (0: none).
+    last_term: u64,
+    last_leader: NodeId,
 }
 
 /// Every group of one node.
@@ -129,6 +136,11 @@ pub struct GroupStatus {
     pub matched: BTreeMap<NodeId, u64>,
     /// The log is compacted up to here (the last snapshot's index; 0: never).
     pub snapshot_index: u64,
+    /// Elections this node started for the group since it opened it.
+    pub elections: u64,
+    /// Times this node saw the group's leader become a different node (the
+    /// first leader known counts) since it opened the group.
+    pub leader_changes: u64,
 }
 
 impl MultiRaft {
@@ -182,7 +194,11 @@ impl MultiRaft {
             ..Default::default()
         };
         let raw = RawNode::new(&cfg, storage, &self.logger)?;
-        self.groups.insert(group, Group { raw, sm, applied, conf, force_snapshot: false, compact: true, conf_index: 0 });
+        let last_term = raw.raft.term;
+        self.groups.insert(
+            group,
+            Group { raw, sm, applied, conf, force_snapshot: false, compact: true, conf_index: 0, elections: 0, leader_changes: 0, last_term, last_leader: 0 },
+        );
         Ok(())
     }
 
@@ -333,6 +349,8 @@ impl MultiRaft {
             learners: conf.learners.clone(),
             matched,
             snapshot_index: g.raw.store().snapshot_ref().get_metadata().index,
+            elections: g.elections,
+            leader_changes: g.leader_changes,
         })
     }
 
@@ -354,7 +372,23 @@ impl MultiRaft {
                 g.conf = snap.get_metadata().get_conf_state().clone();
             }
             g.raw.mut_store().append(rd.entries())?;
+            if let Some(ss) = rd.ss()
+                && ss.leader_id != 0
+                && ss.leader_id != g.last_leader
+            {
+                g.leader_changes += 1;
+                g.last_leader = ss.leader_id;
+            }
             if let Some(hs) = rd.hs() {
+                // An election this node started: raft-rs raises the term and
+                // votes for itself when it becomes candidate (pre-vote does
+                // neither), so a higher term with our own vote is a campaign.
+                if hs.term > g.last_term {
+                    if hs.vote == self.id {
+                        g.elections += 1;
+                    }
+                    g.last_term = hs.term;
+                }
                 g.raw.mut_store().set_hard_state(hs.clone())?;
             }
             // The Ready contract: votes and append acks only after this fsync.

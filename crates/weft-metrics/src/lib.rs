@@ -97,6 +97,28 @@ pub struct Metrics {
     pub pva_searches: Family<L1, Counter>,
     pub pva_access_denied: Counter,
     pub pva_requests_cancelled: Counter,
+    /// Channels and monitors open now, over every connection.
+    pub pva_channels_open: Gauge,
+    pub pva_monitors_open: Gauge,
+    /// Monitor updates sent (rate() of it: updates per second).
+    pub pva_monitor_updates: Counter,
+
+    // ---- cluster (weft-cluster), per raft group hosted here, labels `group`
+    // and `kind` (meta, partition, table); read at scrape time from the
+    // node's group status. Cluster mode only.
+    pub raft_term: Family<L2, Gauge>,
+    /// 1 when this node is the group's leader.
+    pub raft_is_leader: Family<L2, Gauge>,
+    /// The leader's node id as this node sees it (0: none known).
+    pub raft_leader_id: Family<L2, Gauge>,
+    pub raft_commit_index: Family<L2, Gauge>,
+    pub raft_applied_index: Family<L2, Gauge>,
+    /// Commit index minus applied index.
+    pub raft_commit_lag: Family<L2, Gauge>,
+    /// Elections this node started (mirrored from the group's count).
+    pub raft_elections: Family<L2, Counter>,
+    /// Leader changes this node saw (mirrored from the group's count).
+    pub raft_leader_changes: Family<L2, Counter>,
 
     // ---- auth (weft-auth, docs/security.md)
     /// Audit events by surface (native, http, grpc, admin, ...) and outcome
@@ -148,6 +170,17 @@ impl Metrics {
             pva_searches: Family::default(),
             pva_access_denied: Counter::default(),
             pva_requests_cancelled: Counter::default(),
+            pva_channels_open: Gauge::default(),
+            pva_monitors_open: Gauge::default(),
+            pva_monitor_updates: Counter::default(),
+            raft_term: Family::default(),
+            raft_is_leader: Family::default(),
+            raft_leader_id: Family::default(),
+            raft_commit_index: Family::default(),
+            raft_applied_index: Family::default(),
+            raft_commit_lag: Family::default(),
+            raft_elections: Family::default(),
+            raft_leader_changes: Family::default(),
             auth_events: Family::default(),
             queries: Family::default(),
             query_watches: Counter::default(),
@@ -188,6 +221,17 @@ impl Metrics {
         r.register("pva_searches", "pvAccess UDP searches, by result (answered, refused)", self.pva_searches.clone());
         r.register("pva_access_denied", "pvAccess channel creations and operations refused by the access rules", self.pva_access_denied.clone());
         r.register("pva_requests_cancelled", "pvAccess executions and monitors stopped by CANCEL_REQUEST", self.pva_requests_cancelled.clone());
+        r.register("raft_term", "Current raft term of a group hosted here, by group and kind (meta, partition, table)", self.raft_term.clone());
+        r.register("raft_is_leader", "1 when this node leads the raft group, else 0", self.raft_is_leader.clone());
+        r.register("raft_leader_id", "Node id of the raft group's leader as this node sees it (0: none known)", self.raft_leader_id.clone());
+        r.register("raft_commit_index", "Raft commit index of the group on this node", self.raft_commit_index.clone());
+        r.register("raft_applied_index", "Raft index applied to the group's state machine on this node", self.raft_applied_index.clone());
+        r.register("raft_commit_lag", "Raft entries committed but not yet applied on this node (commit index minus applied index)", self.raft_commit_lag.clone());
+        r.register("raft_elections", "Raft elections this node started for the group (terms it raised while voting for itself)", self.raft_elections.clone());
+        r.register("raft_leader_changes", "Times this node saw the group's leader become a different node (the first leader known counts)", self.raft_leader_changes.clone());
+        r.register("pva_channels_open", "pvAccess channels open now, over every connection", self.pva_channels_open.clone());
+        r.register("pva_monitors_open", "pvAccess monitors open now (created, not yet destroyed), over every connection", self.pva_monitors_open.clone());
+        r.register("pva_monitor_updates", "pvAccess monitor updates sent to clients (the first value of each monitor included)", self.pva_monitor_updates.clone());
         r.register("queries", "Query API queries answered, by statement kind and code (ok or the gRPC code, docs/query.md)", self.queries.clone());
         r.register("query_watches", "Watch streams of the query API started", self.query_watches.clone());
         r.register("query_watch_events", "Events sent to the query API's watch streams", self.query_watch_events.clone());

@@ -182,8 +182,56 @@ pub fn install_pva_counters(read: Box<dyn Fn() -> Vec<(&'static str, u64)> + Sen
                 "pva.searches_refused" => weft_metrics::mirror(&m.pva_searches.get_or_create(&l1("result", "refused")), v),
                 "pva.access_denied" => weft_metrics::mirror(&m.pva_access_denied, v),
                 "pva.requests_cancelled" => weft_metrics::mirror(&m.pva_requests_cancelled, v),
+                "pva.channels_open" => {
+                    m.pva_channels_open.set(i64::try_from(v).unwrap_or(i64::MAX));
+                }
+                "pva.monitors_open" => {
+                    m.pva_monitors_open.set(i64::try_from(v).unwrap_or(i64::MAX));
+                }
+                "pva.monitor_updates" => weft_metrics::mirror(&m.pva_monitor_updates, v),
                 _ => {}
             }
+        }
+    });
+}
+
+/// Raft state of every group this cluster node hosts (term, leader, commit
+/// and applied indexes, elections, leader changes), read at every scrape
+/// from the node's group status (one message to the raft loop, no hot-path
+/// cost). A scrape that cannot reach the raft loop within a second leaves the
+/// previous values.
+pub fn install_cluster_gauges(node: weft_cluster::ClusterNode) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+    weft_metrics::on_scrape(move |m| {
+        // The status is async (a message to the raft loop): run it on the
+        // runtime and wait here, on the scrape's blocking thread (see
+        // `metrics`); a std channel rather than `block_on`, which would
+        // panic if a scrape ever ran inside the runtime.
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let n = node.clone();
+        rt.spawn(async move {
+            let _ = tx.send(n.status().await);
+        });
+        let Ok(Ok(status)) = rx.recv_timeout(std::time::Duration::from_secs(1)) else { return };
+        let partition_groups: std::collections::BTreeSet<u64> = status.partitions.iter().map(|p| p.group).collect();
+        for g in &status.groups {
+            let kind = if g.group == weft_cluster::META_GROUP {
+                "meta"
+            } else if partition_groups.contains(&g.group) {
+                "partition"
+            } else {
+                "table"
+            };
+            let l = l2("group", g.group.to_string(), "kind", kind);
+            let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            m.raft_term.get_or_create(&l).set(i(g.term));
+            m.raft_is_leader.get_or_create(&l).set(i64::from(g.role == "Leader"));
+            m.raft_leader_id.get_or_create(&l).set(i(g.leader));
+            m.raft_commit_index.get_or_create(&l).set(i(g.commit));
+            m.raft_applied_index.get_or_create(&l).set(i(g.applied));
+            m.raft_commit_lag.get_or_create(&l).set(i(g.commit.saturating_sub(g.applied)));
+            weft_metrics::mirror(&m.raft_elections.get_or_create(&l), g.elections);
+            weft_metrics::mirror(&m.raft_leader_changes.get_or_create(&l), g.leader_changes);
         }
     });
 }

@@ -160,6 +160,9 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     if let Some(node) = cluster.clone() {
         svc.stats().add_gauges(move || node.gauges());
     }
+    if let Some(node) = cluster.clone() {
+        crate::observe::install_cluster_gauges(node);
+    }
     // gRPC binds before the native listeners: a client that sees the node
     // answer a ping can reach the query API too.
     let grpc = if cfg.grpc.enabled {

@@ -416,3 +416,87 @@ fn pva_counters() {
     let answered = r#"weft_pva_searches_total{result="answered"}"#;
     assert!(value(&after, answered) - value(&before, answered) >= 3.0);
 }
+
+/// pvAccess channels, monitors and monitor updates: one `weft pv monitor` of
+/// the demo setpoint holds one channel and one monitor open and has had its
+/// first value; two `weft pv put`s are two more updates; once the monitor
+/// is killed nothing is open.
+#[test]
+fn pva_channels_monitors_and_updates() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("weft.toml");
+    std::fs::write(&conf, "[pva]\nenabled = true\ndemo = true\n").unwrap();
+    let (port, http, pva_tcp, pva_udp) = (free_port(), free_port(), free_port(), free_port());
+    let epics = [
+        ("EPICS_PVAS_INTF_ADDR_LIST", "127.0.0.1".to_string()),
+        ("EPICS_PVAS_SERVER_PORT", pva_tcp.to_string()),
+        ("EPICS_PVAS_BROADCAST_PORT", pva_udp.to_string()),
+        ("EPICS_PVAS_AUTO_BEACON_ADDR_LIST", "NO".into()),
+        ("EPICS_PVAS_BEACON_ADDR_LIST", "127.0.0.1".into()),
+        ("EPICS_PVA_ADDR_LIST", format!("127.0.0.1:{pva_udp}")),
+        ("EPICS_PVA_AUTO_ADDR_LIST", "NO".into()),
+    ];
+    let child = Command::new(support::WEFT)
+        .args(["serve", "--config"])
+        .arg(&conf)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--tcp-addr", &format!("127.0.0.1:{port}"), "--disable", "udp", "--http-addr", &format!("127.0.0.1:{http}")])
+        .envs(epics.iter().cloned())
+        .env_remove("WEFT_CONFIG")
+        .env_remove("WEFT_ADDR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _node = Prometheus(child); // killed by pid on drop
+    let pv = |args: &[&str]| Command::new(support::WEFT).arg("pv").args(args).envs(epics.iter().cloned()).output().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !pv(&["get", "weft:demo:setpoint"]).status.success() {
+        assert!(Instant::now() < deadline, "pvAccess never came up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Wait until the scrape says `want` (the short-lived CLI connections close asynchronously).
+    let settle = |want: &[(&str, f64)]| -> BTreeMap<String, f64> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let m = samples(&get(http, "/metrics", None).2);
+            if want.iter().all(|(k, v)| value(&m, k) == *v) {
+                return m;
+            }
+            assert!(Instant::now() < deadline, "never {want:?}: {m:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let before = settle(&[("weft_pva_channels_open", 0.0), ("weft_pva_monitors_open", 0.0)]);
+    let updates0 = value(&before, "weft_pva_monitor_updates_total");
+    let mut mon = Command::new(support::WEFT)
+        .args(["pv", "monitor", "weft:demo:setpoint"])
+        .envs(epics.iter().cloned())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = mon.stdout.take().unwrap();
+    let mon = Prometheus(mon); // killed by pid on drop
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines() {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next_line = || rx.recv_timeout(Duration::from_secs(30)).expect("the monitor printed nothing").unwrap();
+    next_line(); // the first value
+    settle(&[("weft_pva_channels_open", 1.0), ("weft_pva_monitors_open", 1.0), ("weft_pva_monitor_updates_total", updates0 + 1.0)]);
+    for v in ["5", "6"] {
+        let o = pv(&["put", "weft:demo:setpoint", v]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        assert!(next_line().contains(v));
+    }
+    settle(&[("weft_pva_channels_open", 1.0), ("weft_pva_monitors_open", 1.0), ("weft_pva_monitor_updates_total", updates0 + 3.0)]);
+    drop(mon);
+    settle(&[("weft_pva_channels_open", 0.0), ("weft_pva_monitors_open", 0.0), ("weft_pva_monitor_updates_total", updates0 + 3.0)]);
+}

@@ -52,6 +52,8 @@ struct Op {
     /// A put / put-get / process still executing (its handler may wait on
     /// storage); CANCEL_REQUEST aborts it and keeps the operation.
     in_flight: Option<JoinHandle<()>>,
+    /// Monitors: counts it in `monitors_open` while it lives.
+    _held: Option<Held>,
 }
 
 impl Drop for Op {
@@ -67,6 +69,24 @@ impl Drop for Op {
     }
 }
 
+/// Holds one of the server's open-now gauges (channels, monitors) up while
+/// it lives: dropped with its channel or operation, also when the connection
+/// goes.
+struct Held(Arc<Shared>, fn(&super::Stats) -> &std::sync::atomic::AtomicU64);
+
+impl Held {
+    fn new(shared: &Arc<Shared>, which: fn(&super::Stats) -> &std::sync::atomic::AtomicU64) -> Self {
+        which(&shared.stats).fetch_add(1, Ordering::Relaxed);
+        Held(shared.clone(), which)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        (self.1)(&self.0.stats).fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 struct Chan {
     /// Client's id for the channel (kept for server-initiated DESTROY_CHANNEL).
     #[allow(dead_code)]
@@ -75,6 +95,8 @@ struct Chan {
     entry: Entry,
     /// From the access rules when the channel was created.
     access: Access,
+    /// Counts it in `channels_open` while it lives.
+    _held: Held,
 }
 
 /// One queued outgoing message and the queue budget it holds.
@@ -387,7 +409,7 @@ impl Conn {
                             let sid = self.next_sid;
                             self.next_sid = self.next_sid.wrapping_add(1).max(1);
                             self.shared.provider.channel_event(&name, 1);
-                            self.channels.insert(sid, Chan { cid, name: name.clone(), entry, access });
+                            self.channels.insert(sid, Chan { cid, name: name.clone(), entry, access, _held: Held::new(&self.shared, |s| &s.channels_open) });
                             (sid, Status::ok())
                         }
                         None => (0, Status::error(format!("no such channel: {name}"))),
@@ -722,7 +744,7 @@ impl Conn {
         }
         match (entry, r.command) {
             (Entry::Rpc(_), cmd::RPC) => {
-                self.ops.insert(r.ioid, Op { sid: r.sid, kind: OpKind::Rpc, pv: None, mask: BitSet::new(), process: false, in_flight: None });
+                self.ops.insert(r.ioid, Op { sid: r.sid, kind: OpKind::Rpc, pv: None, mask: BitSet::new(), process: false, in_flight: None, _held: None });
                 self.send(&resp(cmd::RPC, r.ioid, r.subcmd, Status::ok(), RespBody::Init(vec![]))).await
             }
             (Entry::Rpc(_), _) => self.op_error(&r, "RPC channel supports only RPC".into()).await,
@@ -755,7 +777,8 @@ impl Conn {
                     _ => return self.op_error(&r, "unsupported operation".into()).await,
                 };
                 let process = matches!(c, cmd::PUT | cmd::PUT_GET) && req.option_bool("process");
-                self.ops.insert(r.ioid, Op { sid: r.sid, kind, pv: Some(pv), mask, process, in_flight: None });
+                let _held = matches!(kind, OpKind::Monitor { .. }).then(|| Held::new(&self.shared, |s| &s.monitors_open));
+                self.ops.insert(r.ioid, Op { sid: r.sid, kind, pv: Some(pv), mask, process, in_flight: None, _held });
                 self.send(&resp(c, r.ioid, sub::INIT, Status::ok(), RespBody::Init(types))).await
             }
         }
@@ -952,6 +975,7 @@ async fn monitor_task(
             if tx.send(b).await.is_err() {
                 return;
             }
+            tx.shared.stats.monitor_updates.fetch_add(1, Ordering::Relaxed);
         }
         if s.is_closed() {
             return;

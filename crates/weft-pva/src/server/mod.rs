@@ -52,6 +52,12 @@ pub struct Stats {
     pub flow_control_waits: AtomicU64,
     /// Executions (put, process) and monitors stopped by CANCEL_REQUEST.
     pub requests_cancelled: AtomicU64,
+    /// Channels open now, over every connection (a gauge).
+    pub channels_open: AtomicU64,
+    /// Monitors open now (created and not yet destroyed), over every connection (a gauge).
+    pub monitors_open: AtomicU64,
+    /// Monitor updates sent to clients (the first value of each monitor included).
+    pub monitor_updates: AtomicU64,
 }
 
 impl Stats {
@@ -72,6 +78,9 @@ impl Stats {
             ("pva.acks_received", r(&self.acks_received)),
             ("pva.flow_control_waits", r(&self.flow_control_waits)),
             ("pva.requests_cancelled", r(&self.requests_cancelled)),
+            ("pva.channels_open", r(&self.channels_open)),
+            ("pva.monitors_open", r(&self.monitors_open)),
+            ("pva.monitor_updates", r(&self.monitor_updates)),
         ]
     }
 }
