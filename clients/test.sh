@@ -35,8 +35,8 @@ if [[ ! -x "$WEFT_PYTHON" ]]; then
 fi
 export WEFT_PYTHON
 
-echo "== python: pip install (pytest, pytest-asyncio, mypy, build, msgpack)"
-"$WEFT_PYTHON" -m pip install -q --disable-pip-version-check pytest pytest-asyncio mypy build msgpack
+echo "== python: pip install (pytest, pytest-asyncio, mypy, build, msgpack, zstandard)"
+"$WEFT_PYTHON" -m pip install -q --disable-pip-version-check pytest pytest-asyncio mypy build msgpack zstandard
 
 cd "$CLIENTS/python"
 echo "== python: mypy --strict"

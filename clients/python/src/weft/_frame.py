@@ -26,6 +26,11 @@ FLAG_ONE_WAY = 0x02
 #: The body region starts with a trace-context extension (docs/protocol.md,
 #: "Trace context"); only sent to servers whose welcome lists "trace-context".
 FLAG_TRACE = 0x04
+#: The body proper (after any trace-context extension) is one zstd frame
+#: (docs/protocol.md, "Compression"); only on connections that negotiated it.
+FLAG_COMPRESSED = 0x08
+#: Bodies shorter than this are sent as they are.
+COMPRESS_MIN_BYTES = 1024
 
 #: Largest frame accepted by default (the server's `limits.max_frame_bytes`).
 MAX_FRAME_BYTES = 16 * 1024 * 1024
@@ -153,7 +158,7 @@ class Decoder:
             raise FrameError(f"unsupported protocol version {version}", msg_id=msg_id, code="unsupported_version")
         if kind not in (REQUEST, RESPONSE, ERROR, EVENT, CONTROL):
             raise FrameError(f"unknown frame kind {kind}", msg_id=msg_id)
-        if flags & ~(FLAG_JSON | FLAG_ONE_WAY):
+        if flags & ~(FLAG_JSON | FLAG_ONE_WAY | FLAG_COMPRESSED):
             raise FrameError(f"unknown flag bits {flags:#010b}", msg_id=msg_id)
         try:
             route_s = route.decode()
@@ -172,3 +177,55 @@ def decode_datagram(data: bytes) -> Frame:
     if d._buf:
         raise FrameError(f"datagram carries {len(d._buf)} bytes after the frame")
     return f
+
+
+def zstd_available() -> bool:
+    """Whether the optional ``zstandard`` package is installed."""
+    try:
+        import zstandard  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def compress(body: bytes) -> bytes | None:
+    """``body`` as one zstd frame declaring its size, or None when that is
+    not shorter (then send it plain)."""
+    import zstandard
+
+    packed: bytes = zstandard.ZstdCompressor(level=1, write_content_size=True).compress(body)
+    return packed if len(packed) < len(body) else None
+
+
+def decompress(frame: Frame, max_frame_bytes: int = MAX_FRAME_BYTES) -> Frame:
+    """``frame`` with its compressed body (flag 0x08) inflated; other frames
+    as they are. The declared size is checked before anything is inflated:
+    over ``max_frame_bytes`` is ``too_large``, a body that is not one zstd
+    frame with a declared size, or decodes to another size, ``bad_frame``."""
+    if not frame.flags & FLAG_COMPRESSED:
+        return frame
+    import zstandard
+
+    start = 0
+    if frame.flags & FLAG_TRACE:
+        n = frame.body[0] if frame.body else 0
+        if n == 0 or 1 + n > len(frame.body):
+            raise FrameError("bad trace-context extension", msg_id=frame.id)
+        start = 1 + n
+    packed = frame.body[start:]
+    try:
+        params = zstandard.get_frame_parameters(packed)
+    except zstandard.ZstdError as e:
+        raise FrameError(f"bad compressed body: {e}", msg_id=frame.id) from None
+    declared = params.content_size
+    if declared == zstandard.CONTENTSIZE_UNKNOWN or declared == zstandard.CONTENTSIZE_ERROR:
+        raise FrameError("compressed body does not declare its size", msg_id=frame.id)
+    if HEADER_LEN + len(frame.route.encode()) + start + declared > max_frame_bytes:
+        raise FrameError(f"compressed body of {declared} bytes is over the maximum", msg_id=frame.id, code="too_large")
+    try:
+        plain = zstandard.ZstdDecompressor().decompress(packed, max_output_size=declared)
+    except zstandard.ZstdError as e:
+        raise FrameError(f"bad compressed body: {e}", msg_id=frame.id) from None
+    if len(plain) != declared:
+        raise FrameError("compressed body decodes to another size than declared", msg_id=frame.id)
+    return Frame(frame.kind, frame.flags & ~FLAG_COMPRESSED, frame.id, frame.route, frame.body[:start] + plain)

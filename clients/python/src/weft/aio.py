@@ -40,6 +40,9 @@ class _Conn:
         # The server takes a trace-context extension on requests (its welcome
         # lists the feature); frames to other servers never carry one.
         self.trace_ok = False
+        # Compressed bodies were negotiated (hello asked, welcome lists
+        # "compress-zstd"; docs/protocol.md, "Compression").
+        self.compress_ok = False
 
     def usable(self) -> bool:
         return not self.closed and not self.goaway
@@ -164,7 +167,11 @@ class AsyncClient:
     OpenTelemetry span by default, ``trace_context=``) when the server's
     welcome lists ``trace-context``. ``token=`` (default: the ``WEFT_TOKEN``
     environment variable) is a bearer token or API key sent in the hello, for
-    a node with auth on (docs/security.md). Not there yet: cluster leader
+    a node with auth on (docs/security.md). ``compression="zstd"`` (needs the
+    optional ``zstandard`` package) asks for compressed bodies: on stream
+    connections whose welcome lists ``compress-zstd``, requests of at least
+    1024 bytes go compressed and compressed answers are read
+    (docs/protocol.md, "Compression"). Not there yet: cluster leader
     redirects.
     """
 
@@ -179,8 +186,15 @@ class AsyncClient:
         json: bool = False,
         trace_context: TraceSource | None | bool = True,
         token: str | None = None,
+        compression: str | None = None,
     ) -> None:
         self.address: Address = parse_address(addr)
+        # "zstd": ask for compressed bodies (needs the zstandard package).
+        if compression not in (None, "zstd"):
+            raise ValueError(f"unknown compression {compression!r} (supported: 'zstd')")
+        if compression is not None and not fr.zstd_available():
+            raise ValueError("compression='zstd' needs the zstandard package (pip install zstandard)")
+        self.compression = compression
         self.token = token if token is not None else (os.environ.get("WEFT_TOKEN", "").strip() or None)
         # True: the OpenTelemetry current span when the package is installed;
         # a callable: its answer; False/None: never send trace context.
@@ -304,6 +318,8 @@ class AsyncClient:
         hello: dict[str, Any] = {"protocol_version": PROTOCOL_VERSION, "client_id": self.client_id, "client_name": self.client_name}
         if self.token:
             hello["token"] = self.token
+        if self.compression is not None and isinstance(conn, _StreamConn):
+            hello["compression"] = [self.compression]
         conn.send(fr.encode(fr.CONTROL, "hello", fr.encode_body(hello), msg_id))
         await conn.drain()
         f = await fut
@@ -317,6 +333,10 @@ class AsyncClient:
         conn.welcome = w
         features = w.get("features")
         conn.trace_ok = isinstance(features, list) and "trace-context" in features
+        conn.compress_ok = (
+            self.compression is not None and isinstance(conn, _StreamConn)
+            and isinstance(features, list) and "compress-zstd" in features
+        )
 
     # ---- calls ------------------------------------------------------------
 
@@ -346,9 +366,22 @@ class AsyncClient:
         timer = loop.call_at(max(deadline, loop.time() + 0.001), _expire, fut, route, self.address)
         try:
             tp = traceparent if conn.trace_ok else None
-            conn.send(fr.encode(fr.REQUEST, route, body, msg_id, fr.FLAG_JSON if json else 0, tp))
+            flags = fr.FLAG_JSON if json else 0
+            if conn.compress_ok and len(body) >= fr.COMPRESS_MIN_BYTES:
+                packed = fr.compress(body)
+                if packed is not None:
+                    body, flags = packed, flags | fr.FLAG_COMPRESSED
+            conn.send(fr.encode(fr.REQUEST, route, body, msg_id, flags, tp))
             await conn.drain()
-            return await fut
+            answer = await fut
+            if answer.flags & fr.FLAG_COMPRESSED:
+                if not conn.compress_ok:
+                    raise ProtocolError("compressed answer on a connection that did not negotiate compression")
+                try:
+                    answer = fr.decompress(answer)
+                except fr.FrameError as e:
+                    raise ProtocolError(f"bad compressed answer: {e}") from None
+            return answer
         finally:
             timer.cancel()
             conn.pending.pop(msg_id, None)

@@ -90,6 +90,9 @@ class _LoopThread:
         # The trace context is read here, on the caller's thread, where its
         # span is current (the loop thread has none of its context).
         tp = aio.trace_source() if aio.trace_source is not None else None
+        if aio.compression is not None:
+            # Compressed bodies are encoded and decoded on the coroutine path.
+            return self.run(aio.call_frame(route, body, json=json, timeout=timeout, traceparent=tp))
         live = aio._conn
         traced = tp is not None and live is not None and live.trace_ok
         frame = fr.encode(fr.REQUEST, route, body, msg_id, fr.FLAG_JSON if json else 0, tp if traced else None)
@@ -168,10 +171,11 @@ class Client:
         json: bool = False,
         trace_context: TraceSource | None | bool = True,
         token: str | None = None,
+        compression: str | None = None,
     ) -> None:
         self.aio = AsyncClient(
             addr, timeout=timeout, connect_timeout=connect_timeout, tls=tls, client_name=client_name, json=json,
-            trace_context=trace_context, token=token,
+            trace_context=trace_context, token=token, compression=compression,
         )
         self._loop = _LoopThread()
 
