@@ -19,10 +19,11 @@ use std::sync::{LazyLock, Mutex};
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::registry::{Registry, Unit};
 
 pub use prometheus_client::metrics::counter::Counter as Counter;
+pub use prometheus_client::metrics::histogram::Histogram;
 
 /// One label.
 pub type L1 = [(&'static str, String); 1];
@@ -120,6 +121,13 @@ pub struct Metrics {
     /// Leader changes this node saw (mirrored from the group's count).
     pub raft_leader_changes: Family<L2, Counter>,
 
+    // ---- RADOS client (weft-rados), written where the objecter gets an answer
+    /// By pool (id), op (`read`, `write`) and result (`ok`, `error`: the OSD
+    /// answered a negative code, `failed`: no answer, e.g. timeout).
+    pub rados_ops: Family<L3, Counter>,
+    /// By pool and op.
+    pub rados_op_duration: HistFamily<L2>,
+
     // ---- auth (weft-auth, docs/security.md)
     /// Audit events by surface (native, http, grpc, admin, ...) and outcome
     /// (unauthenticated, forbidden, denied, ok for changes).
@@ -173,6 +181,8 @@ impl Metrics {
             pva_channels_open: Gauge::default(),
             pva_monitors_open: Gauge::default(),
             pva_monitor_updates: Counter::default(),
+            rados_ops: Family::default(),
+            rados_op_duration: Family::new_with_constructor(latency),
             raft_term: Family::default(),
             raft_is_leader: Family::default(),
             raft_leader_id: Family::default(),
@@ -221,6 +231,8 @@ impl Metrics {
         r.register("pva_searches", "pvAccess UDP searches, by result (answered, refused)", self.pva_searches.clone());
         r.register("pva_access_denied", "pvAccess channel creations and operations refused by the access rules", self.pva_access_denied.clone());
         r.register("pva_requests_cancelled", "pvAccess executions and monitors stopped by CANCEL_REQUEST", self.pva_requests_cancelled.clone());
+        r.register("rados_ops", "RADOS client operations, by pool id, op (read, write) and result (ok, error, failed)", self.rados_ops.clone());
+        r.register_with_unit("rados_op_duration", "Time a RADOS client operation took until its answer (or failure), by pool id and op", Unit::Seconds, self.rados_op_duration.clone());
         r.register("raft_term", "Current raft term of a group hosted here, by group and kind (meta, partition, table)", self.raft_term.clone());
         r.register("raft_is_leader", "1 when this node leads the raft group, else 0", self.raft_is_leader.clone());
         r.register("raft_leader_id", "Node id of the raft group's leader as this node sees it (0: none known)", self.raft_leader_id.clone());

@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod config;
 pub mod error;
+mod metrics;
 pub mod monc;
 pub mod net;
 pub mod proto;

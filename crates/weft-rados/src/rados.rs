@@ -532,6 +532,18 @@ impl Rados {
     /// Submits ops on one object and waits for the reply. Returns the reply
     /// even when the overall result is negative (callers map errors).
     pub async fn submit(&self, t: &ObjectTarget, ops: &[OsdOp], flags: u32) -> Result<OsdOpReply> {
+        let start = Instant::now();
+        let r = self.submit_timed(t, ops, flags).await;
+        let result = match &r {
+            Ok(reply) if reply.result >= 0 => crate::metrics::OpResult::Ok,
+            Ok(_) => crate::metrics::OpResult::Error,
+            Err(_) => crate::metrics::OpResult::Failed,
+        };
+        crate::metrics::record(t.pool, flags & osd_flag::WRITE != 0, result, start.elapsed());
+        r
+    }
+
+    async fn submit_timed(&self, t: &ObjectTarget, ops: &[OsdOp], flags: u32) -> Result<OsdOpReply> {
         let tid = self.inner.tid.fetch_add(1, Ordering::Relaxed);
         let deadline = Instant::now() + self.inner.cfg.op_timeout;
         let mut attempt: i32 = 0;
