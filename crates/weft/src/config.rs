@@ -253,6 +253,14 @@ pub struct Limits {
     pub max_buffer_bytes: u64,
     /// Native connections (tcp, unix, tls, quic) open at once.
     pub max_connections: u64,
+    /// Answers to clients that negotiated compression are zstd-compressed
+    /// from this many body bytes (docs/protocol.md, "Compression"). 0: off.
+    #[serde(default = "default_compress_min_bytes")]
+    pub compress_min_bytes: u64,
+}
+
+fn default_compress_min_bytes() -> u64 {
+    weft_wire::DEFAULT_COMPRESS_MIN_BYTES as u64
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -340,6 +348,7 @@ impl Default for NodeConfig {
                 max_conn_buffer_bytes: weft_net::DEFAULT_MAX_CONN_BUFFER_BYTES as u64,
                 max_buffer_bytes: weft_net::DEFAULT_MAX_BUFFER_BYTES as u64,
                 max_connections: weft_net::DEFAULT_MAX_CONNECTIONS as u64,
+                compress_min_bytes: default_compress_min_bytes(),
             },
             tcp: Listener { enabled: true, addr: format!("127.0.0.1:{DEFAULT_PORT}"), allow: loopback() },
             udp: Listener { enabled: true, addr: format!("127.0.0.1:{DEFAULT_PORT}"), allow: loopback() },

@@ -147,6 +147,7 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
         liveness,
     );
     let svc = &service.0;
+    server.set_compression(usize::try_from(cfg.limits.compress_min_bytes).ok().filter(|&m| m > 0));
     let net_stats = server.stats();
     svc.stats().add_gauges(move || net_stats.snapshot().into_iter().map(|(k, v)| (k.to_owned(), v.into())).collect());
     let auth_stats = authz.clone();
