@@ -13,13 +13,8 @@ use std::process::Command;
 
 mod common;
 mod support;
-use support::{text, Node};
+use support::{python, text, Node};
 
-fn python() -> PathBuf {
-    std::env::var_os("WEFT_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"))
-}
 
 #[test]
 fn grpcio_runs_every_rpc() {
@@ -36,23 +31,7 @@ fn grpcio_runs_every_rpc() {
     std::fs::write(&input, (0..5).map(|n| format!("{{\"n\": {n}}}\n")).collect::<String>()).unwrap();
     node.ok(&["produce", "orders", "--file", input.to_str().unwrap()]);
 
-    // Stubs under a package of our own name: the venv may hold the `weft`
-    // Python client, which would shadow a generated `weft.query.v1`.
-    let stubs = tempfile::tempdir().unwrap();
-    let src = stubs.path().join("src/weftq");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::copy(root.join("proto/weft/query/v1/query.proto"), src.join("query.proto")).unwrap();
-    let out = stubs.path().join("out");
-    std::fs::create_dir_all(&out).unwrap();
-    let protoc = Command::new(python())
-        .args(["-m", "grpc_tools.protoc", "-I"])
-        .arg(stubs.path().join("src"))
-        .arg(format!("--python_out={}", out.display()))
-        .arg(format!("--grpc_python_out={}", out.display()))
-        .arg("weftq/query.proto")
-        .output()
-        .unwrap();
-    assert!(protoc.status.success(), "grpc_tools.protoc: {}", text(&protoc.stderr));
+    let (_stubs, out) = support::query_stubs();
 
     let run = Command::new(python())
         .arg(root.join("crates/weft/tests/py/query_grpc.py"))

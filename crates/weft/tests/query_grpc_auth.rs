@@ -15,13 +15,8 @@ use std::time::{Duration, Instant};
 
 mod common;
 mod support;
-use support::{text, Node};
+use support::{python, text, Node};
 
-fn python() -> PathBuf {
-    std::env::var_os("WEFT_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"))
-}
 
 /// `weft ARGS --token TOKEN`: stdout, or Err(stderr).
 fn as_(node: &Node, token: &str, args: &[&str]) -> Result<String, String> {
@@ -65,21 +60,7 @@ fn grpcio_with_auth() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
-    let stubs = tempfile::tempdir().unwrap();
-    let src = stubs.path().join("src/weftq");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::copy(root.join("proto/weft/query/v1/query.proto"), src.join("query.proto")).unwrap();
-    let out = stubs.path().join("out");
-    std::fs::create_dir_all(&out).unwrap();
-    let protoc = Command::new(python())
-        .args(["-m", "grpc_tools.protoc", "-I"])
-        .arg(stubs.path().join("src"))
-        .arg(format!("--python_out={}", out.display()))
-        .arg(format!("--grpc_python_out={}", out.display()))
-        .arg("weftq/query.proto")
-        .output()
-        .unwrap();
-    assert!(protoc.status.success(), "grpc_tools.protoc: {}", text(&protoc.stderr));
+    let (_stubs, out) = support::query_stubs();
 
     let run = Command::new(python())
         .arg(root.join("crates/weft/tests/py/query_grpc_auth.py"))
