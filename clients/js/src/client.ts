@@ -4,6 +4,8 @@ import { ConflictError, NotFoundError, NotSupported, ServerError, fromDto } from
 import { HttpTransport, recordOut } from "./http.js";
 import { NativeTransport, TlsOptions } from "./native.js";
 import { CallOptions, Transport, Welcome, sleep } from "./transport.js";
+import { BatchSpec, KeyValue, QueryOptions, QueryParams, QueryResult, TableKey, TableValue, aqlInt, aqlKey, aqlName, aqlValue, batchText, bindParams, rangeText, toResult } from "./query.js";
+import { LeaderStats } from "./native.js";
 
 export type Bytes = Uint8Array | string;
 
@@ -27,6 +29,23 @@ export interface ClientOptions {
    * transport as the `traceparent` header.
    */
   traceContext?: () => string | undefined;
+  /**
+   * Bearer token (`wt.…`) or API key (`wk.…`) for a node with auth on
+   * (docs/security.md): sent in the native hello, as `Authorization: Bearer`
+   * over HTTP and as `access_token` on WebSocket URLs. Default: the
+   * `WEFT_TOKEN` environment variable (Node); `""` sends none.
+   */
+  token?: string;
+  /**
+   * Cluster mode: follow `not_leader` answers (default true). Natively the call
+   * goes again to the leader the answer names (at most `maxLeaderHops` times,
+   * within the call's deadline, over one pooled connection per node) and the
+   * leader is cached per raft group; with no leader named it is retried after
+   * a back-off. Over HTTP the gateway forwards, so only the back-off retry applies.
+   */
+  followLeader?: boolean;
+  /** Most redirects one call follows (default 3). */
+  maxLeaderHops?: number;
 }
 
 export interface ProducerRecord {
@@ -91,9 +110,11 @@ const toBytes = (v: Bytes | null | undefined): Uint8Array | null => (v == null ?
 const asBytes = (v: unknown): Uint8Array | null =>
   v == null ? null : typeof v === "string" ? te.encode(v) : Array.isArray(v) ? Uint8Array.from(v as number[]) : (v as Uint8Array);
 
+const processEnv = (): Record<string, string | undefined> | undefined =>
+  (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env;
+
 function makeClientId(): string {
-  const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env;
-  return env?.HOSTNAME || globalThis.crypto.randomUUID();
+  return processEnv()?.HOSTNAME || globalThis.crypto.randomUUID();
 }
 
 type Obj = Record<string, unknown>;
@@ -125,8 +146,8 @@ function toMembership(v: unknown): Membership {
 /**
  * A Weft client. `new Client("tcp://127.0.0.1:7400")` (Node: tcp://, unix://,
  * tls://) or `new Client("http://127.0.0.1:7480")` (the HTTP gateway: the log's
- * calls only). Not there yet: auth tokens and cluster leader redirects (the
- * server has neither).
+ * calls and queries). `token` for a node with auth on; `not_leader` answers
+ * are followed to the leader (cluster mode).
  */
 export class Client {
   readonly transport: Transport;
@@ -134,8 +155,9 @@ export class Client {
 
   constructor(readonly addr = "tcp://127.0.0.1:7400", opts: ClientOptions = {}) {
     const timeoutMs = opts.timeoutMs ?? 10_000;
+    const token = (opts.token ?? processEnv()?.WEFT_TOKEN ?? "").trim() || undefined;
     if (/^https?:\/\//i.test(addr)) {
-      this.transport = new HttpTransport(addr, { timeoutMs, headers: opts.headers, traceContext: opts.traceContext });
+      this.transport = new HttpTransport(addr, { timeoutMs, headers: opts.headers, traceContext: opts.traceContext, token, followLeader: opts.followLeader });
     } else {
       this.transport = new NativeTransport(addr, {
         timeoutMs,
@@ -145,6 +167,9 @@ export class Client {
         clientId: this.clientId,
         json: opts.json ?? false,
         traceContext: opts.traceContext,
+        token,
+        followLeader: opts.followLeader ?? true,
+        maxLeaderHops: opts.maxLeaderHops ?? 3,
       });
     }
   }
@@ -160,6 +185,13 @@ export class Client {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
+  }
+
+  /** Cluster mode: redirects followed and the leader cache (native transport; zeros over HTTP). */
+  leaderStats(): LeaderStats {
+    const t = this.transport;
+    if (t instanceof NativeTransport) return t.leaderStats();
+    return { redirects: 0, retries: (t as HttpTransport).retries ?? 0, cacheHits: 0, leaders: {} };
   }
 
   /** Call any endpoint; resolves to the decoded answer, rejects with the typed error. */
@@ -293,7 +325,10 @@ export class Client {
   async *stream(topic: string, opts: { partition?: number; offset?: "earliest" | "latest" | number; signal?: AbortSignal } = {}): AsyncGenerator<LogRecord> {
     const from = opts.offset ?? "latest";
     if (this.transport instanceof HttpTransport) {
-      yield* wsStream(this.transport.streamUrl(topic, opts.partition, String(from)), topic, opts.signal);
+      const http = this.transport;
+      // a refused upgrade tells a WebSocket nothing: ask the topic's REST route why (401, 403, 404)
+      const why = async (): Promise<Error | null> => http.request("GET", `/v1/topics/${encodeURIComponent(topic)}`, undefined, http.opts.timeoutMs).then(() => null, (e: Error) => e);
+      yield* wsStream(http.streamUrl(topic, opts.partition, String(from)), topic, opts.signal, why);
       return;
     }
     if (opts.partition === undefined) throw new NotSupported("a native stream follows one partition: pass partition");
@@ -306,6 +341,48 @@ export class Client {
       }
       offset = r.nextOffset;
     }
+  }
+
+  // ---- the query API (docs/query.md, docs/aql.md) ----
+  /**
+   * Run one AQL statement (`query.execute`; HTTP `POST /v1/query`). `params`
+   * fill `$name` (an object) or `$1`, `$2`, ... (an array) placeholders with
+   * quoted literals. Errors are typed: ValidationError (syntax: `details.offset`,
+   * `line`, `column`), NotFoundError, ConflictError (a compare failed:
+   * `kind === "compare_failed"`; a table exists), OutOfRangeError, BusyError
+   * (a `query.*` limit), ServerTimeoutError, UnavailableError, ForbiddenError.
+   */
+  async query(aql: string, params?: QueryParams, opts: QueryOptions = {}): Promise<QueryResult> {
+    return toResult(await this.call("query.execute", queryBody(bindParams(aql, params), opts), callOpts(opts)));
+  }
+
+  /**
+   * One atomic BATCH on one table (`query.batch`): AQL text (with `params`) or a
+   * BatchSpec. With compares and no `else`, a failed compare is ConflictError;
+   * with `else`, the answer says `succeeded: false` and carries the ELSE results.
+   */
+  async batch(spec: string | BatchSpec, params?: QueryParams, opts: QueryOptions = {}): Promise<QueryResult> {
+    const aql = typeof spec === "string" ? bindParams(spec, params) : batchText(spec);
+    // over HTTP both routes are POST /v1/query: refuse here what query.batch refuses natively
+    if (!/^\s*BATCH\b/i.test(aql.replace(/^(\s*--[^\n]*\n)*/, ""))) throw new RangeError("batch() takes a BATCH statement");
+    return toResult(await this.call("query.batch", queryBody(aql, opts), callOpts(opts)));
+  }
+
+  /** `CREATE TABLE`; its handle. */
+  async createTable(name: string, opts: QueryOptions = {}): Promise<Table> {
+    await this.query(`CREATE TABLE ${aqlName(name)}`, undefined, opts);
+    return this.table(name);
+  }
+  async dropTable(name: string, opts: QueryOptions = {}): Promise<void> {
+    await this.query(`DROP TABLE ${aqlName(name)}`, undefined, opts);
+  }
+  /** `SHOW TABLES`. */
+  async tables(opts: QueryOptions = {}): Promise<string[]> {
+    return (await this.query("SHOW TABLES", undefined, opts)).tables ?? [];
+  }
+  /** A handle on a table (no call is made). */
+  table(name: string): Table {
+    return new Table(this, name);
   }
 
   // ---- queued endpoints and senders (docs/queues.md) ----
@@ -325,12 +402,103 @@ export class Client {
   errorsClear(errorId?: string, count = 0): Promise<Obj[]> { return this.call("weft.errors.clear", { error_id: errorId ?? null, count }); }
 }
 
+function queryBody(aql: string, opts: QueryOptions): Obj {
+  const b: Obj = { aql };
+  if (opts.timeoutMs != null) b.timeout_ms = Math.max(1, Math.ceil(opts.timeoutMs));
+  if (opts.serializable) b.serializable = true;
+  return b;
+}
+
+function callOpts(opts: QueryOptions): CallOptions {
+  // the server's deadline first: its typed timeout answer arrives before ours gives up
+  return opts.timeoutMs != null ? { timeoutMs: opts.timeoutMs + 5_000 } : {};
+}
+
+/** A write's outcome. */
+export interface WriteResult {
+  /** The table's revision after the write (unchanged when nothing changed). */
+  revision: number;
+  /** The previous version of the key, when there was one (plain put and delete). */
+  prev: KeyValue | null;
+}
+
+/**
+ * A key-value table (docs/query.md): reads at the current or a past revision,
+ * writes with compares (compare-and-set), history.
+ */
+export class Table {
+  constructor(readonly client: Client, readonly name: string) {}
+
+  private q(aql: string, opts: QueryOptions = {}): Promise<QueryResult> {
+    return this.client.query(aql, undefined, opts);
+  }
+
+  /** The key's current value (or at `revision`); null when absent. */
+  async get(key: TableKey, opts: QueryOptions & { revision?: number } = {}): Promise<KeyValue | null> {
+    const at = opts.revision != null ? ` AT REVISION ${aqlInt(opts.revision, "revision")}` : "";
+    return (await this.q(`GET ${aqlName(this.name)} ${aqlKey(key)}${at}`, opts)).kvs[0] ?? null;
+  }
+
+  /**
+   * Store a value. `ifVersion: n` writes only if the key's version is n (0:
+   * absent), `ifAbsent` only if it does not exist; a failed compare is
+   * ConflictError with `kind === "compare_failed"`.
+   */
+  async put(key: TableKey, value: TableValue, opts: QueryOptions & { ifVersion?: number; ifAbsent?: boolean } = {}): Promise<WriteResult> {
+    if (opts.ifVersion != null && opts.ifAbsent) throw new RangeError("ifVersion and ifAbsent: one or the other");
+    const cond = opts.ifVersion != null ? ` IF VERSION = ${aqlInt(opts.ifVersion, "ifVersion")}` : opts.ifAbsent ? " IF ABSENT" : "";
+    const r = await this.q(`SET ${aqlName(this.name)} ${aqlKey(key)} = ${aqlValue(value)}${cond}`, opts);
+    return { revision: r.revision, prev: r.kvs[0] ?? null };
+  }
+
+  /**
+   * Compare-and-set: write `value` only if the key's version is still
+   * `expectedVersion` (0: absent). True when written, false when the compare
+   * failed (someone else wrote first: re-read and try again).
+   */
+  async compareAndSet(key: TableKey, expectedVersion: number, value: TableValue, opts: QueryOptions = {}): Promise<boolean> {
+    try {
+      await this.put(key, value, { ...opts, ifVersion: expectedVersion });
+      return true;
+    } catch (e) {
+      if (e instanceof ConflictError && e.kind === "compare_failed") return false;
+      throw e;
+    }
+  }
+
+  /** Delete a key; `deleted` is 0 when it was absent (`ifExists`/`ifVersion`: ConflictError instead). */
+  async delete(key: TableKey, opts: QueryOptions & { ifVersion?: number; ifExists?: boolean } = {}): Promise<WriteResult & { deleted: number }> {
+    if (opts.ifVersion != null && opts.ifExists) throw new RangeError("ifVersion and ifExists: one or the other");
+    const cond = opts.ifVersion != null ? ` IF VERSION = ${aqlInt(opts.ifVersion, "ifVersion")}` : opts.ifExists ? " IF EXISTS" : "";
+    const r = await this.q(`DELETE ${aqlName(this.name)} ${aqlKey(key)}${cond}`, opts);
+    return { revision: r.revision, prev: r.kvs[0] ?? null, deleted: r.count };
+  }
+
+  /** Keys with a prefix, or in `[from, to)`, in key order; `more` says `limit` cut it. */
+  async range(spec: { prefix: TableKey } | { from: TableKey; to?: TableKey }, opts: QueryOptions & { limit?: number; revision?: number } = {}): Promise<QueryResult> {
+    const lim = opts.limit != null ? ` LIMIT ${aqlInt(opts.limit, "limit")}` : "";
+    const at = opts.revision != null ? ` AT REVISION ${aqlInt(opts.revision, "revision")}` : "";
+    return this.q(`RANGE ${aqlName(this.name)} ${rangeText(spec)}${lim}${at}`, opts);
+  }
+
+  /** The key's stored versions, newest first (deletes have `deleted: true`). */
+  async history(key: TableKey, opts: QueryOptions & { limit?: number } = {}): Promise<KeyValue[]> {
+    const lim = opts.limit != null ? ` LIMIT ${aqlInt(opts.limit, "limit")}` : "";
+    return (await this.q(`HISTORY ${aqlName(this.name)} ${aqlKey(key)}${lim}`, opts)).kvs;
+  }
+
+  /** An atomic BATCH on this table (see Client.batch). */
+  batch(spec: Omit<BatchSpec, "table">, opts: QueryOptions = {}): Promise<QueryResult> {
+    return this.client.batch({ ...spec, table: this.name }, undefined, opts);
+  }
+}
+
 function kindOf(k: string): string {
   if (k !== "queue" && k !== "sender") throw new RangeError(`kind must be "queue" or "sender", not ${k}`);
   return k;
 }
 
-async function* wsStream(url: string, topic: string, signal?: AbortSignal): AsyncGenerator<LogRecord> {
+async function* wsStream(url: string, topic: string, signal?: AbortSignal, why?: () => Promise<Error | null>): AsyncGenerator<LogRecord> {
   const WS = (globalThis as { WebSocket?: typeof WebSocket }).WebSocket;
   if (!WS) throw new NotSupported("no WebSocket in this runtime (Node 20: run with --experimental-websocket; Node 22+ has it)");
   const ws = new WS(url);
@@ -344,13 +512,21 @@ async function* wsStream(url: string, topic: string, signal?: AbortSignal): Asyn
     queue.push(toRecord(topic, Number(r.partition), r));
     poke();
   };
-  ws.onerror = () => { failure = new NotFoundError(`stream ${url} failed (unknown topic or partition?)`); poke(); };
+  const shown = url.replace(/access_token=[^&]*/, "access_token=…");
+  let diagnosing: Promise<void> | null = null;
+  ws.onerror = () => {
+    diagnosing = (async () => {
+      failure = (await why?.().catch(() => null)) ?? new NotFoundError(`stream ${shown} failed (unknown topic or partition?)`);
+    })();
+    diagnosing.then(poke);
+  };
   ws.onclose = () => { done = true; poke(); };
   const onAbort = () => ws.close();
   signal?.addEventListener("abort", onAbort);
   try {
     for (;;) {
       while (queue.length) yield queue.shift()!;
+      if (diagnosing) await diagnosing;
       if (failure) throw failure;
       if (done || signal?.aborted) return;
       await new Promise<void>((r) => (wake = r));

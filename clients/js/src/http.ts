@@ -1,8 +1,8 @@
 // The HTTP gateway as a transport (browsers, or anything with fetch): the
 // log's native routes are mapped to the REST routes of docs/log.md, and
 // streams use its WebSocket routes.
-import { ConnectionError, NotSupported, ServerError, TimeoutError, fromDto } from "./errors.js";
-import { CallOptions, Transport, Welcome } from "./transport.js";
+import { ConnectionError, NotLeaderError, NotSupported, ServerError, TimeoutError, fromDto } from "./errors.js";
+import { Backoff, CallOptions, Transport, Welcome, sleep } from "./transport.js";
 
 export interface HttpOptions {
   timeoutMs: number;
@@ -10,6 +10,10 @@ export interface HttpOptions {
   headers?: Record<string, string>;
   /** The caller's W3C traceparent, sent as the `traceparent` header. */
   traceContext?: () => string | undefined;
+  /** Bearer token or API key: `Authorization: Bearer`, and `access_token` on WebSocket URLs. */
+  token?: string;
+  /** Retry `not_leader` answers (no leader elected yet) within the call's deadline (default true). */
+  followLeader?: boolean;
 }
 
 type Obj = Record<string, unknown>;
@@ -74,10 +78,34 @@ export class HttpTransport implements Transport {
     await this.call(route, body, {});
   }
 
-  /** The native route's operation over REST. */
+  /**
+   * The native route's operation over REST. The gateway forwards to the node
+   * that can run a request, so `not_leader` reaches a client only while a
+   * group has no leader; the gateway names only native addresses, so the call
+   * is retried here, after a back-off, within its deadline (it did not run).
+   */
   async call(route: string, body: unknown, opts: CallOptions): Promise<unknown> {
+    const deadline = Date.now() + (opts.timeoutMs ?? this.opts.timeoutMs);
+    let backoff: Backoff | null = null;
+    for (;;) {
+      try {
+        return await this.callOnce(route, body, Math.max(1, deadline - Date.now()));
+      } catch (e) {
+        if (!(e instanceof NotLeaderError) || this.opts.followLeader === false) throw e;
+        backoff ??= new Backoff(50, 1000);
+        const delay = backoff.nextDelayMs();
+        if (Date.now() + delay >= deadline) throw e;
+        this.retries++;
+        await sleep(delay);
+      }
+    }
+  }
+
+  /** Calls retried after a `not_leader`. */
+  retries = 0;
+
+  private async callOnce(route: string, body: unknown, t: number): Promise<unknown> {
     const b = (body ?? {}) as Obj;
-    const t = opts.timeoutMs ?? this.opts.timeoutMs;
     const topic = () => `/v1/topics/${enc(String(b.topic ?? b.name))}`;
     const group = () => `/v1/groups/${enc(String(b.group))}`;
     switch (route) {
@@ -129,6 +157,10 @@ export class HttpTransport implements Transport {
         return this.request("GET", "/v1/groups", undefined, t);
       case "log.group.describe":
         return this.request("GET", group(), undefined, t);
+      case "query.execute":
+      case "query.batch":
+        // one HTTP route for both; Client.batch() only ever sends a BATCH
+        return this.request("POST", "/v1/query", b, t);
       default:
         throw new NotSupported(`${route} is not served by the HTTP gateway (only the log's routes are); use a native address`);
     }
@@ -145,6 +177,7 @@ export class HttpTransport implements Transport {
         headers: {
           ...(body === undefined ? {} : { "content-type": "application/json" }),
           ...(tp ? { traceparent: tp } : {}),
+          ...(this.opts.token ? { authorization: `Bearer ${this.opts.token}` } : {}),
           ...this.opts.headers,
         },
         body: body === undefined ? undefined : JSON.stringify(body),
@@ -172,6 +205,8 @@ export class HttpTransport implements Transport {
   streamUrl(topic: string, partition: number | undefined, offset: string): string {
     const ws = this.base.replace(/^http/, "ws");
     const p = partition === undefined ? "" : `/partitions/${partition}`;
-    return `${ws}/v1/topics/${enc(topic)}${p}/stream?offset=${enc(offset)}&encoding=base64`;
+    // browsers cannot set headers on a WebSocket: the gateway takes RFC 6750's access_token parameter
+    const tok = this.opts.token ? `&access_token=${enc(this.opts.token)}` : "";
+    return `${ws}/v1/topics/${enc(topic)}${p}/stream?offset=${enc(offset)}&encoding=base64${tok}`;
   }
 }

@@ -1,7 +1,7 @@
 // Weft's native protocol over TCP, Unix sockets and TLS (Node.js): one
 // persistent multiplexed connection, reconnecting with back-off.
 import type { Socket } from "node:net";
-import { ConnectionError, ConnectionLost, ProtocolError, TimeoutError, UnauthorizedError, UnsupportedVersionError, fromDto } from "./errors.js";
+import { ConnectionError, ConnectionLost, NotLeaderError, ProtocolError, TimeoutError, UnauthorizedError, UnsupportedVersionError, fromDto } from "./errors.js";
 import { Decoder, FLAG_JSON, FLAG_ONE_WAY, Frame, FrameError, Kind, NIL_ID, decodeBody, encodeBody, encodeFrame, idKey, newId } from "./frame.js";
 
 const NIL_KEY = idKey(NIL_ID);
@@ -28,6 +28,62 @@ export interface NativeOptions {
   json: boolean;
   /** The W3C traceparent to send with each request, if any. */
   traceContext?: () => string | undefined;
+  /** Bearer token or API key sent in the hello (docs/protocol.md, "Authentication"). */
+  token?: string;
+  /** Follow `not_leader` answers to the leader they name (default true). */
+  followLeader?: boolean;
+  /** Most `not_leader` redirects one call follows (default 3). */
+  maxLeaderHops?: number;
+  /** One connect attempt, no back-off loop (a redirect target: when it is down, the first node is asked again). */
+  connectOnce?: boolean;
+}
+
+/** What `not_leader` says (docs/protocol.md): leader 0 and addr null when unknown. */
+export interface LeaderHint {
+  group: number;
+  leader: number;
+  addr: string | null;
+}
+
+/** The leader hint of a `not_leader` error (also under `details.not_leader`). */
+export function leaderHint(e: unknown): LeaderHint | null {
+  if (!(e instanceof NotLeaderError)) return null;
+  const d = (e.details ?? {}) as Record<string, unknown>;
+  const n = (d.not_leader ?? {}) as Record<string, unknown>;
+  const group = Number(d.group ?? n.group ?? 0);
+  const leader = Number(d.leader ?? n.leader ?? 0);
+  const a = d.addr ?? n.addr;
+  return { group, leader, addr: typeof a === "string" && a !== "" ? a : null };
+}
+
+/** Leader-cache and redirect counters of a native client. */
+export interface LeaderStats {
+  /** Calls sent again at the leader a `not_leader` named. */
+  redirects: number;
+  /** Calls sent again after a `not_leader` that named no leader (an election). */
+  retries: number;
+  /** Calls that went straight to a cached leader. */
+  cacheHits: number;
+  /** group -> the leader's native address, as last learnt. */
+  leaders: Record<string, string>;
+}
+
+/**
+ * The leader-cache key of a request: the partition (or table) it addresses,
+ * when the body says. A `not_leader` answer ties the key to its raft group,
+ * and the group to its leader, so later calls on the key go straight there.
+ */
+export function leaderKey(route: string, body: unknown): string | null {
+  if (!body || typeof body !== "object") return null;
+  const b = body as Record<string, unknown>;
+  const f = route === "log.group.fetch" ? (b.fetch as Record<string, unknown> | undefined) ?? {} : b;
+  if (typeof f.topic === "string") return `topic\0${f.topic}\0${f.partition ?? ""}`;
+  if (route.startsWith("query.") && typeof b.aql === "string") {
+    const m = /^\s*(?:GET|SET|DELETE|RANGE|HISTORY|FILTER|UPDATE)\s+("(?:[^"\\]|\\.)*"|[A-Za-z_][A-Za-z0-9_-]*)/i.exec(b.aql)
+      ?? /^\s*BATCH\s*\{\s*(?:IF\s+[A-Z_]+\s*\(\s*|(?:GET|SET|DELETE|RANGE)\s+)("(?:[^"\\]|\\.)*"|[A-Za-z_][A-Za-z0-9_-]*)/i.exec(b.aql);
+    if (m) return `table\0${m[1]}`;
+  }
+  return null;
 }
 
 export type Address = { scheme: "tcp" | "tls"; host: string; port: number } | { scheme: "unix"; path: string };
@@ -131,6 +187,12 @@ export class NativeTransport implements Transport {
   private connecting: Promise<Conn> | null = null;
   private backoff = new Backoff();
   private closed = false;
+  /** Other nodes of a cluster, by address: one pooled connection each. */
+  private peers = new Map<string, NativeTransport>();
+  /** Leader cache: request key -> raft group, group -> leader address. */
+  private groupOf = new Map<string, number>();
+  private leaderOf = new Map<number, string>();
+  private stats = { redirects: 0, retries: 0, cacheHits: 0 };
 
   constructor(readonly addr: string, readonly opts: NativeOptions) {
     this.address = parseNativeAddress(addr);
@@ -167,6 +229,7 @@ export class NativeTransport implements Transport {
       } catch (e) {
         // retrying cannot help these; busy (max_connections) and the like are retried with back-off
         if (e instanceof ProtocolError || e instanceof UnauthorizedError || e instanceof UnsupportedVersionError) throw e;
+        if (this.opts.connectOnce) throw new ConnectionError(`cannot connect to ${this.addr}: ${errText(e)}`);
         last = e;
       }
       const delay = this.backoff.nextDelayMs();
@@ -214,7 +277,8 @@ export class NativeTransport implements Transport {
     const conn = new Conn(socket);
     try {
       const id = newId();
-      const hello = { protocol_version: PROTOCOL_VERSION, client_id: this.opts.clientId, client_name: this.opts.clientName };
+      const hello: Record<string, unknown> = { protocol_version: PROTOCOL_VERSION, client_id: this.opts.clientId, client_name: this.opts.clientName };
+      if (this.opts.token) hello.token = this.opts.token;
       const f = await conn.request(encodeFrame(Kind.Control, "hello", encodeBody(hello), id), id, timeoutMs, "hello");
       if (f.kind === Kind.Error) throw fromDto(decodeBody(f.body, (f.flags & FLAG_JSON) !== 0), "hello");
       const w = decodeBody(f.body, (f.flags & FLAG_JSON) !== 0) as Welcome;
@@ -229,12 +293,90 @@ export class NativeTransport implements Transport {
     }
   }
 
+  /**
+   * One call, following `not_leader` (cluster mode): the node that answers it
+   * ran nothing, so the call is sent again, within the same deadline, at the
+   * leader it names (at most `maxLeaderHops` times, over a pooled connection
+   * to that node), or, when it names none (an election), at the first node
+   * after a back-off. The leader learnt is cached per raft group, and the
+   * request's partition or table is tied to its group, so later calls on it
+   * go straight to the leader.
+   */
   async call(route: string, body: unknown, opts: CallOptions): Promise<unknown> {
     const json = opts.json ?? this.opts.json;
-    const f = await this.callFrame(route, encodeBody(body, json), json, opts.timeoutMs ?? this.opts.timeoutMs);
-    const v = decodeBody(f.body, (f.flags & FLAG_JSON) !== 0);
-    if (f.kind === Kind.Error) throw fromDto(v, route);
-    return v;
+    const payload = encodeBody(body, json);
+    const deadline = Date.now() + (opts.timeoutMs ?? this.opts.timeoutMs);
+    const follow = this.opts.followLeader !== false;
+    const key = follow ? leaderKey(route, body) : null;
+    const group = key != null ? this.groupOf.get(key) : undefined;
+    const cachedAddr = group != null ? this.leaderOf.get(group) : undefined;
+    let target: NativeTransport = cachedAddr != null ? this.peer(cachedAddr) : this;
+    if (target !== this) this.stats.cacheHits++;
+    let hops = 0;
+    let backoff: Backoff | null = null;
+    for (;;) {
+      let f: Frame;
+      try {
+        f = await target.callFrame(route, payload, json, deadline - Date.now());
+      } catch (e) {
+        // A cached leader we cannot reach: forget it; when nothing was sent,
+        // the first node (which forwards, or names the new leader) gets the call.
+        if (target !== this && e instanceof ConnectionError) {
+          this.forgetLeader(target.addr);
+          if (!(e instanceof ConnectionLost) && Date.now() < deadline) {
+            target = this;
+            continue;
+          }
+        }
+        throw e;
+      }
+      const v = decodeBody(f.body, (f.flags & FLAG_JSON) !== 0);
+      if (f.kind !== Kind.Error) return v;
+      const err = fromDto(v, route);
+      const hint = follow ? leaderHint(err) : null;
+      if (!hint) throw err;
+      if (key != null && hint.group) this.groupOf.set(key, hint.group);
+      if (hint.addr != null && hint.addr !== target.addr && hops < (this.opts.maxLeaderHops ?? 3)) {
+        hops++;
+        this.stats.redirects++;
+        if (hint.group) this.leaderOf.set(hint.group, hint.addr);
+        try {
+          target = this.peer(hint.addr);
+        } catch {
+          throw err; // an address this client cannot dial
+        }
+        continue;
+      }
+      // No leader named (or the same node again): an election is under way.
+      if (hint.group) this.leaderOf.delete(hint.group);
+      backoff ??= new Backoff(50, 1000);
+      const delay = backoff.nextDelayMs();
+      if (Date.now() + delay >= deadline) throw err;
+      this.stats.retries++;
+      await sleep(delay);
+      target = this;
+    }
+  }
+
+  /** Redirect and leader-cache counters (cluster mode). */
+  leaderStats(): LeaderStats {
+    return { ...this.stats, leaders: Object.fromEntries([...this.leaderOf].map(([g, a]) => [String(g), a])) };
+  }
+
+  /** The pooled connection to another node (`tcp://...` as nodes register it). */
+  private peer(addr: string): NativeTransport {
+    if (addr === this.addr) return this;
+    let p = this.peers.get(addr);
+    if (!p) {
+      // The same options (TLS, token, ...) and the same connect bound; a peer never redirects itself.
+      p = new NativeTransport(addr, { ...this.opts, followLeader: false, connectOnce: true });
+      this.peers.set(addr, p);
+    }
+    return p;
+  }
+
+  private forgetLeader(addr: string): void {
+    for (const [g, a] of this.leaderOf) if (a === addr) this.leaderOf.delete(g);
   }
 
   async callFrame(route: string, body: Uint8Array, json: boolean, timeoutMs: number): Promise<Frame> {
@@ -246,6 +388,11 @@ export class NativeTransport implements Transport {
   }
 
   async send(route: string, body: unknown): Promise<void> {
+    // one-way: no answer, so no redirect; a cached leader gets it directly
+    const key = this.opts.followLeader !== false ? leaderKey(route, body) : null;
+    const g = key != null ? this.groupOf.get(key) : undefined;
+    const addr = g != null ? this.leaderOf.get(g) : undefined;
+    if (addr != null) return this.peer(addr).send(route, body);
     const conn = await this.connected(Date.now() + this.opts.timeoutMs);
     const flags = FLAG_ONE_WAY | (this.opts.json ? FLAG_JSON : 0);
     conn.socket.write(encodeFrame(Kind.Request, route, encodeBody(body, this.opts.json), newId(), flags));
@@ -253,6 +400,9 @@ export class NativeTransport implements Transport {
 
   async close(): Promise<void> {
     this.closed = true;
+    const peers = [...this.peers.values()];
+    this.peers.clear();
+    await Promise.all(peers.map((p) => p.close()));
     if (this.conn) {
       this.conn.failAll("client closed");
       this.conn.close();

@@ -92,3 +92,86 @@ function canConnect(port) {
 
 let seq = 0;
 export const unique = (p) => `${p}-${process.pid}-${++seq}`;
+
+/**
+ * One `weft serve` of a cluster (crates/weft/tests/support/cluster.rs's
+ * flags), on free loopback ports; ended by its pid only.
+ */
+export class ClusterNode {
+  constructor(id, tmp) {
+    this.id = id;
+    this.dir = path.join(tmp, `n${id}`);
+    this.logPath = path.join(tmp, `n${id}.log`);
+  }
+  async ports() {
+    this.port = await freePort();
+    this.httpPort = await freePort();
+    this.clusterPort = await freePort();
+  }
+  get tcp() { return `tcp://127.0.0.1:${this.port}`; }
+  get http() { return `http://127.0.0.1:${this.httpPort}`; }
+  get clusterAddr() { return `127.0.0.1:${this.clusterPort}`; }
+  async start(peers) {
+    const log = openSync(this.logPath, "a");
+    const env = { ...process.env, WEFT_LOG: "warn", WEFT_CLUSTER_TICK_MS: "50" };
+    for (const k of ["WEFT_CONFIG", "WEFT_ADDR", "WEFT_TOKEN"]) delete env[k];
+    this.proc = spawn(WEFT_BIN, [
+      "serve", "--data-dir", this.dir,
+      "--tcp-addr", `127.0.0.1:${this.port}`, "--disable", "udp",
+      "--http-addr", `127.0.0.1:${this.httpPort}`,
+      "--node-id", String(this.id), "--cluster-addr", this.clusterAddr, "--cluster-peers", peers,
+    ], { stdio: ["ignore", log, log], env });
+    let exited = null;
+    this.proc.once("exit", (code) => (exited = code));
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      if (exited !== null) throw new Error(`node ${this.id} exited ${exited}: ${readFileSync(this.logPath, "utf8").slice(-2000)}`);
+      if ((await canConnect(this.port)) && (await canConnect(this.httpPort))) return;
+      if (Date.now() > deadline) throw new Error(`node ${this.id} did not start listening within 60 s`);
+      await sleep(50);
+    }
+  }
+  get alive() { return this.proc != null && this.proc.exitCode === null && this.proc.signalCode === null; }
+  async kill(signal = "SIGKILL") {
+    const p = this.proc;
+    if (!p || p.exitCode !== null || p.signalCode !== null) return;
+    const done = new Promise((r) => p.once("exit", r));
+    p.kill(signal);
+    await done;
+    this.proc = null;
+  }
+}
+
+/** Three (or n) founding nodes; resolves once the metadata group has a leader and every node registered its address. */
+export async function startCluster(n = 3, status) {
+  const tmp = mkdtempSync(path.join(os.tmpdir(), "weft-js-cluster-"));
+  const nodes = [];
+  for (let i = 1; i <= n; i++) {
+    const c = new ClusterNode(i, tmp);
+    await c.ports();
+    nodes.push(c);
+  }
+  const peers = nodes.map((c) => `${c.id}=${c.clusterAddr}`).join(",");
+  try {
+    await Promise.all(nodes.map((c) => c.start(peers)));
+    await until("a metadata leader and every node registered", async () => {
+      const s = await status(nodes[0]).catch(() => null);
+      return s && s.meta_leader && s.nodes.filter((x) => typeof x.native_addr === "string").length === n ? s : null;
+    });
+  } catch (e) {
+    await Promise.all(nodes.map((c) => c.kill()));
+    throw e;
+  }
+  return nodes;
+}
+
+/** Poll `f` every 100 ms until it gives a value; a 60 s bound against hangs, not a timing assertion. */
+export async function until(what, f) {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const v = await f();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(100);
+  }
+}
