@@ -77,11 +77,19 @@ export function leaderKey(route: string, body: unknown): string | null {
   if (!body || typeof body !== "object") return null;
   const b = body as Record<string, unknown>;
   const f = route === "log.group.fetch" ? (b.fetch as Record<string, unknown> | undefined) ?? {} : b;
-  if (typeof f.topic === "string") return `topic\0${f.topic}\0${f.partition ?? ""}`;
+  if (typeof f.topic === "string") {
+    let p = f.partition;
+    // a produce whose records all name one partition addresses that partition
+    if (p == null && Array.isArray(b.records) && b.records.length) {
+      const ps = new Set((b.records as Record<string, unknown>[]).map((r) => r?.partition));
+      if (ps.size === 1) p = [...ps][0];
+    }
+    return `topic\0${f.topic}\0${p ?? ""}`;
+  }
   if (route.startsWith("query.") && typeof b.aql === "string") {
     const m = /^\s*(?:GET|SET|DELETE|RANGE|HISTORY|FILTER|UPDATE)\s+("(?:[^"\\]|\\.)*"|[A-Za-z_][A-Za-z0-9_-]*)/i.exec(b.aql)
       ?? /^\s*BATCH\s*\{\s*(?:IF\s+[A-Z_]+\s*\(\s*|(?:GET|SET|DELETE|RANGE)\s+)("(?:[^"\\]|\\.)*"|[A-Za-z_][A-Za-z0-9_-]*)/i.exec(b.aql);
-    if (m) return `table\0${m[1]}`;
+    if (m) return `table\0${m[1]!.replace(/^"([^"\\]*)"$/, "$1")}`;
   }
   return null;
 }
@@ -336,7 +344,8 @@ export class NativeTransport implements Transport {
       const hint = follow ? leaderHint(err) : null;
       if (!hint) throw err;
       if (key != null && hint.group) this.groupOf.set(key, hint.group);
-      if (hint.addr != null && hint.addr !== target.addr && hops < (this.opts.maxLeaderHops ?? 3)) {
+      if (hint.addr != null && hint.addr !== target.addr) {
+        if (hops >= (this.opts.maxLeaderHops ?? 3)) throw err;
         hops++;
         this.stats.redirects++;
         if (hint.group) this.leaderOf.set(hint.group, hint.addr);
