@@ -83,3 +83,35 @@ def test_token_from_environment(auth_node: Node, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("WEFT_TOKEN", admin)
     with weft.Client(auth_node.tcp) as c:
         assert c.call("auth.whoami")["user"] == "admin"
+
+
+def test_query_api_with_auth(auth_node: Node) -> None:
+    """The query routes under auth: no token is Unauthenticated, a role
+    without the route's grant Forbidden, the admin token runs them. A token
+    that may not read cluster.status still produces (leader routing then only
+    follows not_leader answers)."""
+    admin = (auth_node.data_dir / "admin.token").read_text().strip()
+    cli = lambda *a: weft_cli(auth_node, admin, *a)  # noqa: E731
+    cli("topic", "create", "pyq.orders")
+    cli("auth", "role", "add", "pyqread", "--grant", "read:topic:pyq.*")
+    cli("auth", "role", "add", "pyqwrite", "--grant", "write:topic:pyq.*")
+    cli("auth", "user", "add", "qr", "--role", "pyqread")
+    cli("auth", "user", "add", "qw", "--role", "pyqwrite")
+    reader = json.loads(cli("auth", "token", "create", "qr", "--json"))["secret"]
+    writer = json.loads(cli("auth", "token", "create", "qw", "--json"))["secret"]
+    with weft.Client(auth_node.tcp, token="") as c:
+        with pytest.raises(weft.Unauthenticated):
+            c.query("SHOW TABLES")
+    with weft.Client(auth_node.tcp, token=reader) as c:
+        with pytest.raises(weft.Forbidden):
+            c.table_create("pyq_denied")
+        with pytest.raises(weft.Forbidden):
+            c.produce("pyq.orders", [{"value": b"no", "partition": 0}])
+    with weft.Client(auth_node.tcp, token=admin) as c:
+        c.table_create("pyq_tbl")
+        assert c.put("pyq_tbl", "k", {"v": 1}) > 0
+        kv = c.get("pyq_tbl", "k")
+        assert kv is not None and kv.json() == {"v": 1}
+    with weft.Client(auth_node.tcp, token=writer) as c:
+        (r,) = c.produce("pyq.orders", [{"value": b"yes", "partition": 0}])
+        assert r.error is None and c.leader_cache == {}

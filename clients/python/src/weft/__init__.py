@@ -10,9 +10,11 @@ from .aio import AsyncClient
 from .client import Client, Consumer
 from .consumer import AsyncConsumer
 from .errors import (
+    AqlSyntaxError,
     BadBody,
     BadFrame,
     Busy,
+    CompareFailed,
     Conflict,
     ConnectionError,
     ConnectionLost,
@@ -37,18 +39,21 @@ from .errors import (
     Validation,
     WeftError,
 )
+from .query import KeyValue, RangeResult
 from .service import Service
 from .types import FetchResult, Membership, ProduceResult, ProducerRecord, Record
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AqlSyntaxError",
     "AsyncClient",
     "AsyncConsumer",
     "BadBody",
     "BadFrame",
     "Busy",
     "Client",
+    "CompareFailed",
     "Conflict",
     "ConnectionError",
     "ConnectionLost",
@@ -57,12 +62,14 @@ __all__ = [
     "HandlerError",
     "HandshakeRequired",
     "Internal",
+    "KeyValue",
     "Membership",
     "NotFound",
     "OutOfRange",
     "ProduceResult",
     "ProducerRecord",
     "ProtocolError",
+    "RangeResult",
     "Record",
     "ServerError",
     "ServerTimeout",

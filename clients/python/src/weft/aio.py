@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import socket
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from . import _frame as fr
 from ._addr import Address, Backoff, TlsOptions, client_id, parse_address
+from ._leaders import NODE_BOUND_ROUTES, PARTITION_ROUTES, LeaderCache
 from ._trace import TraceSource, opentelemetry_source
 from .errors import (
     ConnectionError,
     ConnectionLost,
+    NotLeader,
     ProtocolError,
     ServerError,
     Timeout,
     Unauthorized,
+    UnknownRoute,
     UnsupportedVersion,
     from_dto,
 )
+from .query import QueryMixin
 
 if TYPE_CHECKING:
     from .consumer import AsyncConsumer
@@ -27,6 +33,11 @@ from .types import FetchResult, Membership, ProduceResult, RecordLike, record_to
 
 DEFAULT_ADDR = "tcp://127.0.0.1:7400"
 PROTOCOL_VERSION = 1
+#: Leader addresses kept with an open connection; the least recently used
+#: one is closed past this.
+MAX_LEADER_CONNECTIONS = 8
+#: Least time between two ``cluster.status`` lookups of the leader cache.
+LEADER_REFRESH_S = 1.0
 
 
 class _Conn:
@@ -156,7 +167,7 @@ class _UdpConn(_Conn):
             self.transport.close()
 
 
-class AsyncClient:
+class AsyncClient(QueryMixin):
     """Weft's native protocol over TCP, Unix sockets, TLS or UDP, on asyncio.
 
     Connects lazily on the first call (or ``await client.connect()``), keeps one
@@ -171,8 +182,19 @@ class AsyncClient:
     optional ``zstandard`` package) asks for compressed bodies: on stream
     connections whose welcome lists ``compress-zstd``, requests of at least
     1024 bytes go compressed and compressed answers are read
-    (docs/protocol.md, "Compression"). Not there yet: cluster leader
-    redirects.
+    (docs/protocol.md, "Compression").
+
+    Cluster mode (``follow_leader=True``, the default): a request for one
+    partition (``log.produce``, ``log.fetch``, ``log.offsets``) goes to that
+    partition's raft leader when the leader cache knows it (filled from
+    ``cluster.status`` and from ``not_leader`` answers), over one connection
+    per leader address (at most ``MAX_LEADER_CONNECTIONS``). A ``not_leader``
+    answer (the server did not run the request) is retried, at most
+    ``max_redirects`` times within the call's timeout: at the leader it names,
+    or after a short back-off at this client's address when it names none. A
+    leader that cannot be reached is forgotten and the request goes to this
+    client's address. ``follow_leader=False``: every request goes to ``addr``
+    and ``not_leader`` is raised as :class:`NotLeader`.
     """
 
     def __init__(
@@ -187,8 +209,29 @@ class AsyncClient:
         trace_context: TraceSource | None | bool = True,
         token: str | None = None,
         compression: str | None = None,
+        follow_leader: bool = True,
+        max_redirects: int = 3,
     ) -> None:
         self.address: Address = parse_address(addr)
+        if max_redirects < 0:
+            raise ValueError("max_redirects must be >= 0")
+        self.follow_leader = follow_leader
+        self.max_redirects = max_redirects
+        self._leaders = LeaderCache()
+        self._peers: OrderedDict[str, AsyncClient] = OrderedDict()
+        # None: not asked yet; False: not a cluster node (or not allowed to
+        # read cluster.status): routing then only follows not_leader answers.
+        self._cluster: bool | None = None
+        self._status_at: float | None = None
+        self._stale = False
+        self._refresh_lock: asyncio.Lock | None = None
+        # Leader connections try once and fail fast: the caller falls back
+        # to its own address instead of waiting for a dead leader.
+        self._fail_fast = False
+        #: Requests answered by a leader other than ``addr`` (routed or redirected).
+        self.leader_calls = 0
+        #: ``not_leader`` answers followed (retried at a leader or after back-off).
+        self.redirects = 0
         # "zstd": ask for compressed bodies (needs the zstandard package).
         if compression not in (None, "zstd"):
             raise ValueError(f"unknown compression {compression!r} (supported: 'zstd')")
@@ -235,6 +278,9 @@ class AsyncClient:
 
     async def close(self) -> None:
         self._closed = True
+        peers, self._peers = list(self._peers.values()), OrderedDict()
+        for p in peers:
+            await p.close()
         if self._conn is not None:
             self._conn.close()
             self._conn.fail_all("client closed")
@@ -275,6 +321,8 @@ class AsyncClient:
                     last = e
                 except (OSError, asyncio.TimeoutError, ConnectionError) as e:
                     last = e
+                if self._fail_fast:
+                    raise ConnectionError(f"cannot connect to {self.address}: {last}")
                 delay = self._backoff.next_delay()
                 if loop.time() + delay >= deadline:
                     raise ConnectionError(f"cannot connect to {self.address}: {last}")
@@ -342,11 +390,172 @@ class AsyncClient:
 
     async def call(self, route: str, body: Any = None, *, timeout: float | None = None, json: bool | None = None) -> Any:
         """Call any endpoint; returns the decoded answer, raises the typed error."""
-        f = await self.call_frame(route, fr.encode_body(body, self.json if json is None else json),
-                                  json=self.json if json is None else json, timeout=timeout)
+        j = self.json if json is None else json
+        encoded = fr.encode_body(body, j)
+        if self.follow_leader and route in PARTITION_ROUTES:
+            return await self._call_routed(route, body, encoded, j, timeout)
+        t0 = asyncio.get_running_loop().time()
+        f = await self.call_frame(route, encoded, json=j, timeout=timeout)
         if f.kind == fr.ERROR:
-            raise from_dto(f.value(), route)
+            err = from_dto(f.value(), route)
+            if self.follow_leader and isinstance(err, NotLeader):
+                # Not run there: retried in what is left of the timeout.
+                left = (self.timeout if timeout is None else timeout) - (asyncio.get_running_loop().time() - t0)
+                return await self._call_routed(route, body, encoded, j, max(left, 0.0), f)
+            raise err
         return f.value()
+
+    # ---- cluster leaders -----------------------------------------------------
+
+    @property
+    def leader_cache(self) -> dict[tuple[str, int], str]:
+        """What the client knows: ``{(topic, partition): leader's address}``."""
+        return self._leaders.snapshot()
+
+    def _routing_needed(self, route: str, body: Any) -> bool:
+        """Whether a request should take the routed path (the synchronous
+        client's fast path serves the rest): a cluster lookup is due or a
+        leader other than ``addr`` is known for its partition."""
+        if not self.follow_leader or route not in PARTITION_ROUTES:
+            return False
+        tp = self._leaders.partition_of(route, body)
+        if tp is not None and self._leaders.leader_for(tp) is not None:
+            return True
+        return self._refresh_due(body, tp)
+
+    def _refresh_due(self, body: Any, tp: tuple[str, int] | None) -> bool:
+        """A cluster.status lookup is wanted: never done, a failure since, or
+        a topic (partition) the cache does not know."""
+        if self._cluster is False:
+            return False
+        if self._status_at is None or self._stale:
+            return True
+        if tp is None:
+            return isinstance(body, dict) and body.get("topic") not in self._leaders.partitions
+        return tp not in self._leaders.groups
+
+    async def refresh_leaders(self, timeout: float | None = None) -> dict[tuple[str, int], str]:
+        """Read ``cluster.status`` at ``addr`` into the leader cache now.
+        Returns the cache; a node without cluster mode leaves it empty."""
+        loop = asyncio.get_running_loop()
+        self._status_at = loop.time()
+        try:
+            status = await self.call_frame("cluster.status", fr.encode_body(None), timeout=timeout)
+        except (Timeout, ConnectionError):
+            return self.leader_cache
+        if status.kind == fr.ERROR:
+            err = from_dto(status.value(), "cluster.status")
+            if isinstance(err, (UnknownRoute, Unauthorized)):
+                self._cluster = False  # a single node, or a token without the right: not_leader answers only
+            return self.leader_cache
+        self._cluster = True
+        self._stale = False
+        self._leaders.learn_status(status.value())
+        return self.leader_cache
+
+    async def _maybe_refresh(self, route: str, body: Any, deadline: float) -> None:
+        if route not in PARTITION_ROUTES or not self._refresh_due(body, self._leaders.partition_of(route, body)):
+            return
+        loop = asyncio.get_running_loop()
+        if self._refresh_lock is None:
+            self._refresh_lock = asyncio.Lock()
+        async with self._refresh_lock:
+            # Concurrent calls share one lookup per LEADER_REFRESH_S.
+            if self._status_at is not None and loop.time() - self._status_at < LEADER_REFRESH_S:
+                return
+            remaining = deadline - loop.time()
+            if remaining > 0:
+                await self.refresh_leaders(timeout=min(remaining, self.connect_timeout))
+
+    def _peer(self, addr: str) -> AsyncClient:
+        p = self._peers.get(addr)
+        if p is not None:
+            self._peers.move_to_end(addr)
+            return p
+        p = AsyncClient(
+            addr, timeout=self.timeout, connect_timeout=self.connect_timeout, tls=self.tls,
+            client_name=self.client_name, json=self.json, trace_context=self.trace_source or False,
+            token=self.token or "", compression=self.compression, follow_leader=False,
+        )
+        p._fail_fast = True
+        self._peers[addr] = p
+        while len(self._peers) > MAX_LEADER_CONNECTIONS:
+            _, old = self._peers.popitem(last=False)
+            asyncio.get_running_loop().create_task(old.close())
+        return p
+
+    def _drop_peer(self, addr: str) -> None:
+        p = self._peers.pop(addr, None)
+        if p is not None:
+            asyncio.get_running_loop().create_task(p.close())
+
+    def _follows(self, addr: str) -> bool:
+        """A leader address this client may use: never a plain-text one when
+        the client was given TLS (nodes register their tcp:// address)."""
+        try:
+            a = parse_address(addr)
+        except ValueError:
+            return False
+        return a != self.address and (self.address.scheme != "tls" or a.scheme == "tls")
+
+    async def _call_routed(
+        self, route: str, body: Any, encoded: bytes, j: bool, timeout: float | None, first: fr.Frame | None = None
+    ) -> Any:
+        """A call that goes to the partition's leader when known and follows
+        ``not_leader`` answers (bounded hops, one deadline). ``first``: the
+        answer the synchronous fast path already got from ``addr``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.timeout if timeout is None else timeout)
+        target: str | None = None
+        if first is None:
+            await self._maybe_refresh(route, body, deadline)
+        tp = self._leaders.partition_of(route, body)
+        if first is None and tp is not None:
+            leader = self._leaders.leader_for(tp)
+            target = leader if leader is not None and self._follows(leader) else None
+        hops = 0
+        f = first
+        while True:
+            if f is None:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise Timeout(f"no answer to {route} from {target or self.address} in time")
+                if target is None:
+                    f = await self.call_frame(route, encoded, json=j, timeout=remaining)
+                else:
+                    try:
+                        f = await self._peer(target).call_frame(route, encoded, json=j, timeout=remaining)
+                    except ConnectionLost:
+                        # Sent, fate unknown: never resent; the next call asks again.
+                        self._leaders.forget_addr(target)
+                        self._stale = True
+                        raise
+                    except ConnectionError:
+                        # Never reached the leader, so nothing ran: go to addr.
+                        self._leaders.forget_addr(target)
+                        self._drop_peer(target)
+                        self._stale = True
+                        target = None
+                        continue
+            if f.kind != fr.ERROR:
+                if target is not None:
+                    self.leader_calls += 1
+                return f.value()
+            err = from_dto(f.value(), route)
+            if not isinstance(err, NotLeader) or route in NODE_BOUND_ROUTES or hops >= self.max_redirects:
+                raise err
+            # not_leader: the node did not run the request, so it may go again.
+            hops += 1
+            self.redirects += 1
+            self._stale = True
+            addr = self._leaders.learn_not_leader(tp, err.details)
+            f = None
+            if addr is not None and addr != target and self._follows(addr):
+                target = addr
+            else:
+                target = None
+                pause = min(0.05 * 2**hops * random.uniform(0.5, 1.0), max(deadline - loop.time(), 0.0))
+                await asyncio.sleep(pause)
 
     async def call_frame(
         self, route: str, body: bytes, *, json: bool = False, timeout: float | None = None, traceparent: str | None = None

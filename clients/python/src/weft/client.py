@@ -15,6 +15,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import threading
+import time
 from collections.abc import Coroutine, Iterator
 from typing import Any, Mapping, Sequence, TypeVar
 
@@ -22,8 +23,9 @@ from . import _frame as fr
 from ._addr import TlsOptions
 from ._trace import TraceSource
 from .aio import DEFAULT_ADDR, AsyncClient, _expire
-from .errors import ConnectionLost, from_dto
+from .errors import ConnectionLost, NotLeader, from_dto
 from .consumer import AsyncConsumer
+from .query import Key, KeyValue, RangeResult
 from .types import FetchResult, Membership, ProduceResult, Record, RecordLike, record_to_wire
 
 T = TypeVar("T")
@@ -156,8 +158,8 @@ class Client:
     >>> with weft.Client("tcp://127.0.0.1:7400") as c:
     ...     c.ping()
 
-    Every method of :class:`AsyncClient` is here, blocking. Not there yet: auth
-    tokens and cluster leader redirects (the server has neither).
+    Every method of :class:`AsyncClient` is here, blocking, with the same
+    options (``token=``, ``follow_leader=``, ...).
     """
 
     def __init__(
@@ -172,10 +174,13 @@ class Client:
         trace_context: TraceSource | None | bool = True,
         token: str | None = None,
         compression: str | None = None,
+        follow_leader: bool = True,
+        max_redirects: int = 3,
     ) -> None:
         self.aio = AsyncClient(
             addr, timeout=timeout, connect_timeout=connect_timeout, tls=tls, client_name=client_name, json=json,
-            trace_context=trace_context, token=token, compression=compression,
+            trace_context=trace_context, token=token, compression=compression, follow_leader=follow_leader,
+            max_redirects=max_redirects,
         )
         self._loop = _LoopThread()
 
@@ -211,11 +216,39 @@ class Client:
 
     def call(self, route: str, body: Any = None, *, timeout: float | None = None, json: bool | None = None) -> Any:
         """Call any endpoint; returns the decoded answer, raises the typed error."""
-        j = self.aio.json if json is None else json
-        f = self._loop.call_frame(self.aio, route, fr.encode_body(body, j), j, timeout)
+        aio = self.aio
+        j = aio.json if json is None else json
+        encoded = fr.encode_body(body, j)
+        if aio._routing_needed(route, body):
+            return self._run(aio._call_routed(route, body, encoded, j, timeout))
+        t0 = time.monotonic()
+        f = self._loop.call_frame(aio, route, encoded, j, timeout)
         if f.kind == fr.ERROR:
-            raise from_dto(f.value(), route)
+            err = from_dto(f.value(), route)
+            if isinstance(err, NotLeader) and aio.follow_leader:
+                # Not run there: the redirect path retries, in what is left of the timeout.
+                left = (aio.timeout if timeout is None else timeout) - (time.monotonic() - t0)
+                return self._run(aio._call_routed(route, body, encoded, j, max(left, 0.0), f))
+            raise err
         return f.value()
+
+    @property
+    def leader_cache(self) -> dict[tuple[str, int], str]:
+        """What the client knows: ``{(topic, partition): leader's address}``."""
+        return self.aio.leader_cache
+
+    @property
+    def redirects(self) -> int:
+        """``not_leader`` answers followed so far."""
+        return self.aio.redirects
+
+    @property
+    def leader_calls(self) -> int:
+        """Requests answered by a leader other than the client's address."""
+        return self.aio.leader_calls
+
+    def refresh_leaders(self, timeout: float | None = None) -> dict[tuple[str, int], str]:
+        return self._run(self.aio.refresh_leaders(timeout))
 
     def send(self, route: str, body: Any = None) -> None:
         """A one-way request: no answer, no error report."""
@@ -336,6 +369,67 @@ class Client:
         """A consumer group member: ``for record in client.consumer(...)``; see
         :class:`AsyncConsumer` for the options."""
         return Consumer(self, AsyncConsumer(self.aio, group, topics, **options))
+
+    # the query API (docs/query.md)
+    def query(
+        self,
+        aql: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        timeout_ms: int | None = None,
+        serializable: bool = False,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        return self._run(self.aio.query(aql, params, timeout_ms=timeout_ms, serializable=serializable, timeout=timeout))
+
+    def query_batch(
+        self,
+        batch: str | Sequence[str],
+        params: Mapping[str, Any] | None = None,
+        *,
+        timeout_ms: int | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        return self._run(self.aio.query_batch(batch, params, timeout_ms=timeout_ms, timeout=timeout))
+
+    def table_create(self, table: str) -> None:
+        self._run(self.aio.table_create(table))
+
+    def table_drop(self, table: str) -> None:
+        self._run(self.aio.table_drop(table))
+
+    def tables(self) -> list[str]:
+        return self._run(self.aio.tables())
+
+    def get(self, table: str, key: Key, *, revision: int | None = None, serializable: bool = False) -> KeyValue | None:
+        return self._run(self.aio.get(table, key, revision=revision, serializable=serializable))
+
+    def put(self, table: str, key: Key, value: Any, *, if_version: int | None = None, if_absent: bool = False) -> int:
+        return self._run(self.aio.put(table, key, value, if_version=if_version, if_absent=if_absent))
+
+    def compare_and_set(self, table: str, key: Key, value: Any, version: int) -> bool:
+        return self._run(self.aio.compare_and_set(table, key, value, version))
+
+    def delete(self, table: str, key: Key, *, if_version: int | None = None, if_exists: bool = False) -> int:
+        return self._run(self.aio.delete(table, key, if_version=if_version, if_exists=if_exists))
+
+    def range(
+        self,
+        table: str,
+        start: Key | None = None,
+        end: Key | None = None,
+        *,
+        prefix: Key | None = None,
+        limit: int | None = None,
+        revision: int | None = None,
+        serializable: bool = False,
+    ) -> RangeResult:
+        return self._run(
+            self.aio.range(table, start, end, prefix=prefix, limit=limit, revision=revision, serializable=serializable)
+        )
+
+    def history(self, table: str, key: Key, limit: int | None = None) -> list[KeyValue]:
+        return self._run(self.aio.history(table, key, limit))
 
     # queued endpoints and senders
     def queues(self, kind: str = "queue") -> list[dict[str, Any]]:

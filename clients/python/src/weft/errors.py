@@ -123,6 +123,40 @@ class Conflict(ServerError):
     code = "conflict"
 
 
+class CompareFailed(Conflict):
+    """Query API: the compare of a conditional write (``IF VERSION``, ``IF
+    ABSENT``, ``IF EXISTS``, a BATCH IF without ELSE) did not hold; nothing
+    was written. ``details["failed"]`` names the compares."""
+
+    code = "conflict"
+
+
+class AqlSyntaxError(Validation):
+    """Query API: the AQL text does not parse. ``line``, ``column`` and
+    ``offset`` (bytes) say where; ``details["expected"]`` what was expected."""
+
+    code = "validation"
+
+    def _pos(self, field: str) -> int | None:
+        v = self.details.get(field) if isinstance(self.details, dict) else None
+        try:
+            return int(v) if v is not None else None
+        except (TypeError, ValueError):
+            return None
+
+    @property
+    def line(self) -> int | None:
+        return self._pos("line")
+
+    @property
+    def column(self) -> int | None:
+        return self._pos("column")
+
+    @property
+    def offset(self) -> int | None:
+        return self._pos("offset")
+
+
 class OutOfRange(ServerError):
     code = "out_of_range"
 
@@ -179,6 +213,13 @@ ERRORS: dict[str, type[ServerError]] = {
 }
 
 
+#: Finer classes for a code and ``details["kind"]`` (the query API's reasons).
+KINDS: dict[tuple[str, str], type[ServerError]] = {
+    ("conflict", "compare_failed"): CompareFailed,
+    ("validation", "invalid_aql"): AqlSyntaxError,
+}
+
+
 def from_dto(dto: Any, route: str = "") -> ServerError:
     """The typed exception for an error body. Unknown codes (a newer server)
     become a plain ServerError carrying the code."""
@@ -186,7 +227,10 @@ def from_dto(dto: Any, route: str = "") -> ServerError:
         return ServerError(f"malformed error body {dto!r}", code="unknown", route=route)
     code = str(dto.get("code", "unknown"))
     message = str(dto.get("message", ""))
-    cls = ERRORS.get(code)
+    details = dto.get("details")
+    kind = details.get("kind") if isinstance(details, dict) else None
+    cls = KINDS.get((code, kind)) if isinstance(kind, str) else None
+    cls = cls or ERRORS.get(code)
     if cls is None:
         return ServerError(message, dto.get("details"), code=code, route=route)
     return cls(message, dto.get("details"), route=route)
