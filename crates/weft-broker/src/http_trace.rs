@@ -24,8 +24,12 @@ pub async fn trace(req: Request, next: Next) -> Response {
         http.response.status_code = tracing::field::Empty,
         trace_id = tracing::field::Empty,
     );
-    let parent = req.headers().get("traceparent").and_then(|v| v.to_str().ok());
-    weft_service::trace::start(&span, parent);
+    {
+        // A block: a borrow of the request kept across the await below
+        // would make the future not Send.
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        weft_service::trace::start_with_state(&span, header("traceparent"), header("tracestate"));
+    }
     let mut resp = next.run(req).instrument(span.clone()).await;
     span.record("http.response.status_code", resp.status().as_u16());
     if let Some(cx) = weft_service::trace::span_context(&span)

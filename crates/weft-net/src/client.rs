@@ -428,6 +428,12 @@ pub fn set_trace_context_source(source: fn() -> Option<String>) {
     let _ = TRACE_CONTEXT_SOURCE.set(source);
 }
 
+/// The source set by [`set_trace_context_source`], if any (gRPC clients of
+/// the process send what it gives too).
+pub fn trace_context_source() -> Option<fn() -> Option<String>> {
+    TRACE_CONTEXT_SOURCE.get().copied()
+}
+
 fn check_welcome(answer: Result<Frame, ClientError>) -> Result<Welcome, ClientError> {
     match answer {
         Ok(f) if f.kind == FrameKind::Control && f.route == CONTROL_WELCOME => {

@@ -32,7 +32,7 @@ mod x509;
 
 pub use allow::AllowList;
 pub use backoff::Backoff;
-pub use client::{set_trace_context_source, Client, ClientConfig, Subscription, DEFAULT_EVENT_BUFFER};
+pub use client::{set_trace_context_source, trace_context_source, Client, ClientConfig, Subscription, DEFAULT_EVENT_BUFFER};
 pub use events::{EventSendError, EventSink};
 pub use endpoint::{Endpoint, Target, Transport};
 pub use error::{ClientError, NetError, TlsError};

@@ -66,7 +66,17 @@ pub fn format_traceparent(cx: &SpanContext) -> String {
 /// `tracing::field::Empty` by the caller) so every log line inside carries
 /// it. Call before the span is first entered.
 pub fn start(span: &tracing::Span, traceparent: Option<&str>) {
-    if let Some(parent) = traceparent.and_then(parse_traceparent) {
+    start_with_state(span, traceparent, None);
+}
+
+/// [`start`] with the caller's `tracestate` too (vendor entries passed on
+/// along the trace; a value that does not parse is dropped, the
+/// `traceparent` still counts, as the W3C spec asks).
+pub fn start_with_state(span: &tracing::Span, traceparent: Option<&str>, tracestate: Option<&str>) {
+    if let Some(mut parent) = traceparent.and_then(parse_traceparent) {
+        if let Some(state) = tracestate.and_then(|s| s.parse::<TraceState>().ok()) {
+            parent = SpanContext::new(parent.trace_id(), parent.span_id(), parent.trace_flags(), true, state);
+        }
         let _ = span.set_parent(Context::new().with_remote_span_context(parent));
     }
     if let Some(cx) = span_context(span) {
@@ -84,6 +94,19 @@ pub fn span_context(span: &tracing::Span) -> Option<SpanContext> {
 /// The `traceparent` to pass on for the current span, if it is traced.
 pub fn current_traceparent() -> Option<String> {
     span_context(&tracing::Span::current()).map(|c| format_traceparent(&c))
+}
+
+/// The `tracestate` to pass on for the current span (None: empty or not traced).
+pub fn current_tracestate() -> Option<String> {
+    span_context(&tracing::Span::current()).map(|c| c.trace_state().header()).filter(|s| !s.is_empty())
+}
+
+/// What a client in this process sends with an outgoing call (native
+/// frames, gRPC metadata): the source the binary set for native clients
+/// (`weft_net::set_trace_context_source`: the current span, else the
+/// `TRACEPARENT` environment variable), else the current span's.
+pub fn outgoing_traceparent() -> Option<String> {
+    weft_net::trace_context_source().and_then(|source| source()).or_else(current_traceparent)
 }
 
 #[cfg(test)]
