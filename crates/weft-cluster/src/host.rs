@@ -371,6 +371,16 @@ impl MultiRaft {
                 g.applied = snap.get_metadata().index;
                 g.conf = snap.get_metadata().get_conf_state().clone();
             }
+            // A traced proposal among the entries (its context carries the
+            // caller's traceparent): persisting them is part of that trace,
+            // `raft.append` with the `raft.fsync` under it. Untraced Readies
+            // (heartbeats, most writes) make no span.
+            let append_span = rd.entries().iter().find_map(entry_trace).map_or_else(tracing::Span::none, |tp| {
+                let s = tracing::info_span!(parent: None, "raft.append", group = gid, entries = rd.entries().len(), trace_id = tracing::field::Empty);
+                weft_service::trace::start(&s, Some(tp));
+                s
+            });
+            let appending = append_span.enter();
             g.raw.mut_store().append(rd.entries())?;
             if let Some(ss) = rd.ss()
                 && ss.leader_id != 0
@@ -392,7 +402,9 @@ impl MultiRaft {
                 g.raw.mut_store().set_hard_state(hs.clone())?;
             }
             // The Ready contract: votes and append acks only after this fsync.
-            g.raw.mut_store().sync()?;
+            let fsync_span = if append_span.is_none() { tracing::Span::none() } else { tracing::info_span!("raft.fsync", group = gid) };
+            fsync_span.in_scope(|| g.raw.mut_store().sync())?;
+            drop(appending);
             msgs.extend(rd.take_persisted_messages());
             for rs in rd.take_read_states() {
                 out.reads.push((gid, rs.index, rs.request_ctx));
@@ -422,6 +434,15 @@ impl MultiRaft {
     }
 }
 
+/// The `traceparent` a normal entry's context carries after the 16-byte
+/// proposer tag (node.rs), if any.
+fn entry_trace(e: &Entry) -> Option<&str> {
+    if e.get_entry_type() != EntryType::EntryNormal {
+        return None;
+    }
+    std::str::from_utf8(e.context.get(16..)?).ok().filter(|t| !t.is_empty())
+}
+
 fn apply_entries(gid: GroupId, g: &mut Group, entries: Vec<Entry>, out: &mut ReadyOutput) -> Result<()> {
     for e in entries {
         if e.index <= g.applied {
@@ -430,7 +451,17 @@ fn apply_entries(gid: GroupId, g: &mut Group, entries: Vec<Entry>, out: &mut Rea
         match e.get_entry_type() {
             EntryType::EntryNormal => {
                 // Empty entries are a new leader's no-op; nothing to apply.
-                let response = if e.data.is_empty() { Vec::new() } else { g.sm.apply(e.index, &e.data) };
+                let response = match (e.data.is_empty(), entry_trace(&e)) {
+                    (true, _) => Vec::new(),
+                    (false, None) => g.sm.apply(e.index, &e.data),
+                    // A traced proposal: its apply (and what the state
+                    // machine does from inside it) joins the caller's trace.
+                    (false, Some(tp)) => {
+                        let s = tracing::info_span!(parent: None, "raft.apply", group = gid, index = e.index, trace_id = tracing::field::Empty);
+                        weft_service::trace::start(&s, Some(tp));
+                        s.in_scope(|| g.sm.apply(e.index, &e.data))
+                    }
+                };
                 if !e.data.is_empty() {
                     out.applied.push(Applied { group: gid, index: e.index, term: e.term, context: e.context.to_vec(), response });
                 }

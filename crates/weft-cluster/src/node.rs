@@ -62,7 +62,10 @@ pub fn parse_peers(s: &str) -> Result<BTreeMap<NodeId, String>> {
 }
 
 enum Cmd {
-    Propose { group: GroupId, data: Vec<u8>, reply: oneshot::Sender<Result<Vec<u8>>> },
+    /// `trace`: the proposer's `traceparent` (its current span), carried in
+    /// the entry's context so every replica's append, fsync and apply join
+    /// the caller's trace (docs/observability.md, "Traces").
+    Propose { group: GroupId, data: Vec<u8>, trace: Option<String>, reply: oneshot::Sender<Result<Vec<u8>>> },
     ConfChange { group: GroupId, cc: ConfChangeV2, context: Vec<u8>, reply: oneshot::Sender<Result<Vec<u8>>> },
     ReadIndex { group: GroupId, reply: oneshot::Sender<Result<()>> },
     Status { reply: oneshot::Sender<Vec<GroupStatus>> },
@@ -293,7 +296,7 @@ impl ClusterNode {
     /// may propose: raft forwards proposals to the leader).
     pub async fn propose_meta(&self, cmd: &MetaCommand) -> Result<MetaResponse> {
         let data = serde_json::to_vec(cmd).map_err(|e| ClusterError::StateMachine(e.to_string()))?;
-        let resp = self.call(|reply| Cmd::Propose { group: META_GROUP, data, reply }).await?;
+        let resp = self.call(|reply| Cmd::Propose { group: META_GROUP, data, trace: weft_service::trace::current_traceparent(), reply }).await?;
         serde_json::from_slice(&resp).map_err(|e| ClusterError::StateMachine(e.to_string()))
     }
 
@@ -345,7 +348,7 @@ impl ClusterNode {
         for chunk in chunks {
             let n = chunk.len() as u64;
             let data = crate::partition::encode_batch(&chunk);
-            let resp = self.call(|reply| Cmd::Propose { group, data, reply }).await?;
+            let resp = self.call(|reply| Cmd::Propose { group, data, trace: weft_service::trace::current_traceparent(), reply }).await?;
             let b: [u8; 8] = resp.as_slice().try_into().map_err(|_| ClusterError::StateMachine("bad produce answer".into()))?;
             let first = u64::from_be_bytes(b);
             offsets.extend(first..first + n);
@@ -383,7 +386,7 @@ impl ClusterNode {
         }
         let data = cmd.encode();
         let group = t.group;
-        let resp = self.call(|reply| Cmd::Propose { group, data, reply }).await?;
+        let resp = self.call(|reply| Cmd::Propose { group, data, trace: weft_service::trace::current_traceparent(), reply }).await?;
         crate::table::TableAnswer::decode(&resp)
     }
 
@@ -628,9 +631,13 @@ impl Driver {
     fn command(&mut self, cmd: Cmd) {
         let deadline = Instant::now() + Duration::from_millis(self.cfg.propose_timeout_ms.max(1));
         match cmd {
-            Cmd::Propose { group, data, reply } => {
+            Cmd::Propose { group, data, trace, reply } => {
                 self.seq += 1;
-                let c = ctx(self.cfg.node_id, self.seq);
+                let mut c = ctx(self.cfg.node_id, self.seq);
+                // After the 16-byte proposer tag (parse_ctx reads only that).
+                if let Some(tp) = trace {
+                    c.extend_from_slice(tp.as_bytes());
+                }
                 match self.propose(group, c, data) {
                     Ok(()) => {
                         self.proposals.insert(self.seq, Pending { reply, deadline });

@@ -209,8 +209,10 @@ pub trait CatchUp: Send + Sync {
 pub type CatchUpSlot = Arc<std::sync::OnceLock<Arc<dyn CatchUp>>>;
 
 enum ToApplier {
-    /// Records of one entry, the first at this offset.
-    Apply(u64, Vec<u8>),
+    /// Records of one entry, the first at this offset, and the span it was
+    /// applied in (`raft.apply` of a traced proposal, else none): the copy's
+    /// `log.append` joins that trace.
+    Apply(u64, Vec<u8>, tracing::Span),
     /// A snapshot was installed: the copy must hold every offset below this.
     Restore(u64),
 }
@@ -244,7 +246,7 @@ impl StateMachine for PartitionSm {
         self.applied.push_back((index, self.next_offset));
         // Unbounded on purpose: the driver must not block; raft bounds what one
         // Ready commits, and the applier drains at disk speed.
-        let _ = self.tx.send(ToApplier::Apply(offset, data.to_vec()));
+        let _ = self.tx.send(ToApplier::Apply(offset, data.to_vec(), tracing::Span::current()));
         offset.to_be_bytes().to_vec()
     }
     fn snapshot(&self) -> Vec<u8> {
@@ -397,7 +399,7 @@ async fn applier(log: Log, h: Arc<PartitionHandle>, config: TopicConfig, mut rx:
                 }
                 tracing::info!(topic = %h.topic, partition = h.partition, from = end, to = next, "cluster: copy caught up to an installed snapshot");
             }
-            ToApplier::Apply(first, data) => {
+            ToApplier::Apply(first, data, span) => {
                 let records = decode_entry(&data)?;
                 let last = first + records.len() as u64;
                 if last <= end {
@@ -409,7 +411,7 @@ async fn applier(log: Log, h: Arc<PartitionHandle>, config: TopicConfig, mut rx:
                 // A batch half written before a crash: append only its missing tail.
                 let skip = (end - first) as usize;
                 let recs: Vec<ProduceRecord> = records.into_iter().skip(skip).map(|r| produce_record(p, r)).collect();
-                append_at(&log, &h, end, recs).await?;
+                tracing::Instrument::instrument(append_at(&log, &h, end, recs), span).await?;
                 h.set_high_watermark(last);
             }
         }
@@ -467,7 +469,7 @@ mod tests {
         assert!(sm.apply(3, b"\xB1garbage").is_empty(), "a bad entry takes no offsets");
         assert_eq!(sm.apply(4, &encode_batch(&[one])), 4u64.to_be_bytes().to_vec());
         for want in [0, 3, 4] {
-            assert!(matches!(rx.try_recv().unwrap(), ToApplier::Apply(o, _) if o == want));
+            assert!(matches!(rx.try_recv().unwrap(), ToApplier::Apply(o, _, _) if o == want));
         }
         // The snapshot point of a state machine without a copy is what it applied.
         assert_eq!(sm.snapshot_point(9), Some((9, 5u64.to_be_bytes().to_vec())));

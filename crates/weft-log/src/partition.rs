@@ -513,7 +513,11 @@ impl Partition {
         let files = self.files.clone();
         let p = path.clone();
         let fsync_started = std::time::Instant::now();
-        let res = tokio::task::spawn_blocking(move || files.sync(&p)).await;
+        // Inside a traced produce (its `log.append`), the fsync this call
+        // runs is a span of that trace; an fsync that covers several
+        // produces (group commit) is in the trace of the one that ran it.
+        let span = if tracing::Span::current().is_none() { tracing::Span::none() } else { tracing::info_span!("log.fsync", path = %path.display()) };
+        let res = tracing::Instrument::instrument(tokio::task::spawn_blocking(move || files.sync(&p)), span).await;
         weft_metrics::get().fsync_duration.observe(fsync_started.elapsed().as_secs_f64());
         let mut g = lock(&self.inner);
         if g.epoch != epoch {
