@@ -17,16 +17,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use argon2::Argon2;
-use rand::RngCore;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::info;
 
 use crate::cred::{self, CredKind, parse_authorization, parse_credential};
 use crate::error::{AuthError, Denied};
-use crate::model::{Action, CredRecord, Grant, Resource, ResourceKind, Role, State, User};
+use crate::model::{Action, Grant, Resource, ResourceKind, State};
+use crate::ops::AuthOp;
 use crate::store;
 
 /// Verified credentials remembered at most (then the cache starts over:
@@ -111,7 +111,7 @@ impl AuthStats {
 
 /// One line of the audit log (docs/security.md, "Audit"): a refusal, or a
 /// change to users, roles, tokens or keys.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AuditEvent {
     pub time_ms: u64,
     /// `native`, `http`, `grpc`, `pva`, `admin` (changes), `listener`.
@@ -128,6 +128,23 @@ pub struct AuditEvent {
     pub outcome: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub message: String,
+    /// Changes only: who made it (`admin (token 0123...)`, `alice
+    /// (certificate)`, `local (the node itself)`), also in `identity`.
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub actor: String,
+}
+
+/// How pvAccess peers map onto Weft's roles (config keys
+/// `auth.pva_trust_ca_user`, `auth.pva_anonymous_role`; docs/security.md,
+/// "pvAccess").
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PvaPolicy {
+    /// A peer's `ca` user name (claimed, not proven) names the Weft user of
+    /// that name.
+    pub trust_ca_user: bool,
+    /// The role of every other peer (anonymous, untrusted or unknown
+    /// names); None or empty: they may do nothing.
+    pub anonymous_role: Option<String>,
 }
 
 /// Kept for callers of the first API: a change as the hook sees it.
@@ -146,6 +163,11 @@ pub struct AuthOptions {
     /// The node's data directory: state in `auth/state.json`, the first
     /// admin token in `admin.token`. None: in memory only (tests).
     pub data_dir: Option<PathBuf>,
+    /// Cluster mode: the rules come from the metadata group
+    /// ([`Authorizer::install_replicated`]); no admin token is made here at
+    /// the first start (the node that bootstraps the cluster's rules makes
+    /// it), and a reload does not read the state file (a cache then).
+    pub replicated: bool,
 }
 
 /// Users, roles and credentials, and the checks against them.
@@ -161,6 +183,10 @@ pub struct Authorizer {
     on_change: Mutex<Option<Arc<AuditHook>>>,
     /// Per-identity request and byte rates (`auth.rate_per_s`, `auth.bytes_per_s`).
     limits: ArcSwap<crate::limits::Limits>,
+    /// Cluster mode: the version of the replicated rules in force.
+    replicated_version: AtomicU64,
+    /// Cluster mode: the state file is a cache; reload leaves it alone.
+    replicated: bool,
 }
 
 impl std::fmt::Debug for Authorizer {
@@ -199,6 +225,8 @@ impl Authorizer {
             stats: AuthStats::default(),
             on_change: Mutex::new(None),
             limits: ArcSwap::from_pointee(crate::limits::Limits::new(0, 0)),
+            replicated_version: AtomicU64::new(0),
+            replicated: false,
         }
     }
 
@@ -212,12 +240,13 @@ impl Authorizer {
         let path = store::state_path(dir);
         let existing = store::load(&path)?;
         let fresh = existing.is_none();
-        let authz = Self::from_state(opts.enabled, existing.unwrap_or_default(), Some(path));
+        let mut authz = Self::from_state(opts.enabled, existing.unwrap_or_default(), Some(path.clone()));
+        authz.replicated = opts.replicated;
         let mut written = None;
-        if opts.enabled && fresh {
-            authz.add_role(ADMIN_ROLE, ResourceKind::ALL.iter().map(|k| Grant { action: Action::Admin, kind: *k, pattern: "*".parse().expect("'*' is a valid pattern") }).collect())?;
-            authz.add_user(ADMIN_USER, vec![ADMIN_ROLE.into()])?;
-            let (token, id) = authz.create_token(ADMIN_USER, None, "first admin token")?;
+        if opts.enabled && fresh && !opts.replicated {
+            let (state, token, id) = crate::ops::bootstrap_state()?;
+            store::save(&path, &state)?;
+            authz.state.store(Arc::new(state));
             let token_path = dir.join("admin.token");
             store::write_private(&token_path, format!("{token}\n").as_bytes())?;
             info!(path = %token_path.display(), token_id = %id, "auth on, first start: admin token written");
@@ -283,6 +312,7 @@ impl Authorizer {
             action: String::new(),
             outcome: d.kind.as_str().to_owned(),
             message: d.message.clone(),
+            actor: String::new(),
         });
     }
 
@@ -300,6 +330,9 @@ impl Authorizer {
     /// nothing, a bad file leaves the rules in force.
     pub fn reload(&self) -> Result<bool, AuthError> {
         let Some(path) = &self.state_path else { return Ok(false) };
+        if self.replicated {
+            return Ok(false);
+        }
         let _w = self.write.lock().map_err(|_| AuthError::Invalid("auth state lock poisoned".into()))?;
         let Some(new) = store::load(path)? else { return Ok(false) };
         let changed = *self.state.load_full() != new;
@@ -493,159 +526,172 @@ impl Authorizer {
 
     // ---- administration ----
 
-    fn change(&self, op: &'static str, target: &str, f: impl FnOnce(&mut State) -> Result<(), AuthError>) -> Result<(), AuthError> {
+    /// Apply `op` here: checked, persisted to the state file, in force, and
+    /// written to the audit log with `actor` (who asked: `alice (token
+    /// ...)`; empty: the node itself). A cluster node replicates instead:
+    /// [`Self::plan`], then [`Self::install_replicated`] and
+    /// [`Self::audit_change`].
+    pub fn apply(&self, op: &AuthOp, actor: &str, peer: &str) -> Result<(), AuthError> {
         let _w = self.write.lock().map_err(|_| AuthError::Invalid("auth state lock poisoned".into()))?;
         let mut next = State::clone(&self.state.load());
-        f(&mut next)?;
+        op.apply(&mut next)?;
         if let Some(path) = &self.state_path {
             store::save(path, &next)?;
         }
         self.state.store(Arc::new(next));
-        self.stats.changes.fetch_add(1, Ordering::Relaxed);
-        self.emit(AuditEvent {
-            time_ms: now_ms(),
-            surface: "admin".into(),
-            identity: String::new(),
-            peer: String::new(),
-            resource: target.to_owned(),
-            action: op.to_owned(),
-            outcome: "ok".into(),
-            message: String::new(),
-        });
-        info!(op, target, "auth change");
+        self.audit_change(op, actor, peer);
         Ok(())
     }
 
+    /// The state `op` would lead to from the current one (validation
+    /// included), without putting it in force.
+    pub fn plan(&self, op: &AuthOp) -> Result<State, AuthError> {
+        let mut next = State::clone(&self.state.load());
+        op.apply(&mut next)?;
+        Ok(next)
+    }
+
+    /// Count a change and write its audit line (`actor`: who made it).
+    pub fn audit_change(&self, op: &AuthOp, actor: &str, peer: &str) {
+        self.stats.changes.fetch_add(1, Ordering::Relaxed);
+        let actor = if actor.is_empty() { "local (the node itself)" } else { actor };
+        self.emit(AuditEvent {
+            time_ms: now_ms(),
+            surface: "admin".into(),
+            identity: actor.to_owned(),
+            peer: peer.to_owned(),
+            resource: op.target().to_owned(),
+            action: op.name().to_owned(),
+            outcome: "ok".into(),
+            message: String::new(),
+            actor: actor.to_owned(),
+        });
+        info!(op = op.name(), target = op.target(), by = actor, "auth change");
+    }
+
+    /// Cluster mode: the rules replicated through the metadata group, at
+    /// `version` (each change adds one). Older versions than the one in
+    /// force are ignored (an observer and a catch-up may race); the state
+    /// file is then only a cache (written by the caller, off the apply
+    /// path). Returns whether it was installed.
+    pub fn install_replicated(&self, state: State, version: u64) -> bool {
+        let Ok(_w) = self.write.lock() else { return false };
+        if version <= self.replicated_version.load(Ordering::Acquire) {
+            return false;
+        }
+        self.replicated_version.store(version, Ordering::Release);
+        self.state.store(Arc::new(state));
+        true
+    }
+
+    /// The replicated version in force (0: none yet, or not a cluster).
+    pub fn replicated_version(&self) -> u64 {
+        self.replicated_version.load(Ordering::Acquire)
+    }
+
     pub fn add_user(&self, name: &str, roles: Vec<String>) -> Result<(), AuthError> {
-        check_name("user", name)?;
-        self.change("user.add", name, |s| {
-            if s.users.contains_key(name) {
-                return Err(AuthError::Exists(format!("user {name:?}")));
-            }
-            for r in &roles {
-                if !s.roles.contains_key(r) {
-                    return Err(AuthError::NotFound(format!("role {r:?}")));
-                }
-            }
-            s.users.insert(name.to_owned(), User { roles, created_ms: now_ms() });
-            Ok(())
-        })
+        self.apply(&AuthOp::add_user(name, roles), "", "")
     }
 
     /// Removes the user and every token and key of theirs.
     pub fn remove_user(&self, name: &str) -> Result<(), AuthError> {
-        self.change("user.remove", name, |s| {
-            s.users.remove(name).ok_or_else(|| AuthError::NotFound(format!("user {name:?}")))?;
-            s.tokens.retain(|_, r| r.user != name);
-            s.keys.retain(|_, r| r.user != name);
-            Ok(())
-        })
+        self.apply(&AuthOp::RemoveUser { name: name.into() }, "", "")
     }
 
     /// Give `user` the role `role` (it must exist).
     pub fn assign_role(&self, user: &str, role: &str) -> Result<(), AuthError> {
-        self.change("user.assign", user, |s| {
-            if !s.roles.contains_key(role) {
-                return Err(AuthError::NotFound(format!("role {role:?}")));
-            }
-            let u = s.users.get_mut(user).ok_or_else(|| AuthError::NotFound(format!("user {user:?}")))?;
-            if !u.roles.iter().any(|r| r == role) {
-                u.roles.push(role.to_owned());
-            }
-            Ok(())
-        })
+        self.apply(&AuthOp::AssignRole { user: user.into(), role: role.into() }, "", "")
     }
 
     pub fn add_role(&self, name: &str, grants: Vec<Grant>) -> Result<(), AuthError> {
-        check_name("role", name)?;
-        self.change("role.add", name, |s| {
-            if s.roles.contains_key(name) {
-                return Err(AuthError::Exists(format!("role {name:?}")));
-            }
-            s.roles.insert(name.to_owned(), Role { grants });
-            Ok(())
-        })
+        self.apply(&AuthOp::AddRole { name: name.into(), grants }, "", "")
     }
 
     /// Removes the role and takes it from every user.
     pub fn remove_role(&self, name: &str) -> Result<(), AuthError> {
-        self.change("role.remove", name, |s| {
-            s.roles.remove(name).ok_or_else(|| AuthError::NotFound(format!("role {name:?}")))?;
-            for u in s.users.values_mut() {
-                u.roles.retain(|r| r != name);
-            }
-            Ok(())
-        })
+        self.apply(&AuthOp::RemoveRole { name: name.into() }, "", "")
     }
 
     pub fn grant(&self, role: &str, grant: Grant) -> Result<(), AuthError> {
-        self.change("role.grant", role, |s| {
-            let r = s.roles.get_mut(role).ok_or_else(|| AuthError::NotFound(format!("role {role:?}")))?;
-            if !r.grants.contains(&grant) {
-                r.grants.push(grant);
-            }
-            Ok(())
-        })
+        self.apply(&AuthOp::Grant { role: role.into(), grant }, "", "")
     }
 
     /// A new bearer token for `user`; returns (the token, its id). The
     /// token is shown once: only its hash is kept.
     pub fn create_token(&self, user: &str, ttl_ms: Option<u64>, description: &str) -> Result<(String, String), AuthError> {
-        self.create(CredKind::Token, user, ttl_ms, description)
+        let (op, secret, id) = AuthOp::new_credential(CredKind::Token, user, ttl_ms, description)?;
+        self.apply(&op, "", "")?;
+        Ok((secret, id))
     }
 
     /// A new API key for `user`; returns (the key, its id).
     pub fn create_key(&self, user: &str, description: &str) -> Result<(String, String), AuthError> {
-        self.create(CredKind::Key, user, None, description)
-    }
-
-    fn create(&self, kind: CredKind, user: &str, ttl_ms: Option<u64>, description: &str) -> Result<(String, String), AuthError> {
-        let (secret_str, id) = cred::generate(kind);
-        let parsed = parse_credential(&secret_str)?;
-        let mut salt = [0u8; 16];
-        rand::rngs::OsRng.fill_bytes(&mut salt);
-        let salt = SaltString::encode_b64(&salt).map_err(|e| AuthError::Hash(e.to_string()))?;
-        let hash = Argon2::default().hash_password(parsed.secret.as_bytes(), &salt).map_err(|e| AuthError::Hash(e.to_string()))?.to_string();
-        let now = now_ms();
-        let rec = CredRecord { user: user.to_owned(), hash, created_ms: now, expires_ms: ttl_ms.map(|t| now.saturating_add(t)), description: description.chars().take(200).collect() };
-        let op = match kind {
-            CredKind::Token => "token.create",
-            CredKind::Key => "key.create",
-        };
-        self.change(op, &id, |s| {
-            if !s.users.contains_key(user) {
-                return Err(AuthError::NotFound(format!("user {user:?}")));
-            }
-            match kind {
-                CredKind::Token => s.tokens.insert(id.clone(), rec),
-                CredKind::Key => s.keys.insert(id.clone(), rec),
-            };
-            Ok(())
-        })?;
-        Ok((secret_str, id))
+        let (op, secret, id) = AuthOp::new_credential(CredKind::Key, user, None, description)?;
+        self.apply(&op, "", "")?;
+        Ok((secret, id))
     }
 
     pub fn revoke_token(&self, id: &str) -> Result<(), AuthError> {
-        self.change("token.revoke", id, |s| s.tokens.remove(id).map(|_| ()).ok_or_else(|| AuthError::NotFound(format!("token {id:?}"))))
+        self.apply(&AuthOp::Revoke { kind: CredKind::Token, id: id.into() }, "", "")
     }
 
     pub fn revoke_key(&self, id: &str) -> Result<(), AuthError> {
-        self.change("key.revoke", id, |s| s.keys.remove(id).map(|_| ()).ok_or_else(|| AuthError::NotFound(format!("key {id:?}"))))
+        self.apply(&AuthOp::Revoke { kind: CredKind::Key, id: id.into() }, "", "")
+    }
+
+    // ---- pvAccess ----
+
+    /// May a pvAccess peer do `action` on the PV `pv` (docs/security.md,
+    /// "pvAccess")? `ca_user`: the user name of its `ca` credentials (None:
+    /// `anonymous`). The peer is the Weft user of that name only when
+    /// `policy.trust_ca_user` and the user exists (the name is claimed, not
+    /// proven); otherwise it holds `policy.anonymous_role`, if any. A
+    /// refusal is counted and written to the audit log (surface `pva`).
+    pub fn authorize_pv(&self, policy: &PvaPolicy, ca_user: Option<&str>, peer: &str, action: Action, pv: &str) -> Result<(), Denied> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let state = self.state.load();
+        let resource = Resource::pv(pv);
+        let trusted = ca_user.filter(|u| policy.trust_ca_user && state.users.contains_key(*u));
+        let verdict = match trusted {
+            Some(u) if state.allows(u, action, resource) => return Ok(()),
+            Some(u) => Denied::forbidden(format!("{u} may not {action} {resource}")),
+            None => {
+                let who = match ca_user {
+                    None => "an anonymous pvAccess peer".to_string(),
+                    Some(u) if !policy.trust_ca_user => format!("ca user {u:?} (not trusted: auth.pva_trust_ca_user is off)"),
+                    Some(u) => format!("ca user {u:?} (no Weft user of that name)"),
+                };
+                match policy.anonymous_role.as_deref().filter(|r| !r.is_empty()) {
+                    Some(r) if state.roles.get(r).is_some_and(|role| role.grants.iter().any(|g| g.allows(action, resource))) => return Ok(()),
+                    Some(r) => Denied::forbidden(format!("{who} has role {r:?} (auth.pva_anonymous_role), which may not {action} {resource}")),
+                    None => Denied::unauthenticated(format!("{who} has no Weft identity (auth.pva_anonymous_role is not set)")),
+                }
+            }
+        };
+        let d = self.count(verdict);
+        let identity = match (trusted, ca_user) {
+            (Some(u), _) => format!("{u} (pva ca)"),
+            (None, Some(u)) => format!("anonymous (pva ca {u:?})"),
+            (None, None) => "anonymous (pva)".into(),
+        };
+        self.emit(AuditEvent {
+            time_ms: now_ms(),
+            surface: "pva".into(),
+            identity,
+            peer: peer.to_owned(),
+            resource: resource.to_string(),
+            action: action.as_str().into(),
+            outcome: d.kind.as_str().into(),
+            message: d.message.clone(),
+            actor: String::new(),
+        });
+        Err(d)
     }
 
     /// The path of the state file, when persisted.
     pub fn state_path(&self) -> Option<&Path> {
         self.state_path.as_deref()
-    }
-}
-
-fn check_name(what: &str, name: &str) -> Result<(), AuthError> {
-    let ok = !name.is_empty()
-        && name.len() <= crate::model::MAX_NAME_BYTES
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@:".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(AuthError::Invalid(format!("{what} name {name:?}: 1..=255 of [A-Za-z0-9-_.@:]")))
     }
 }

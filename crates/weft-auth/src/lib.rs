@@ -12,14 +12,16 @@ pub mod cred;
 mod error;
 pub mod limits;
 mod model;
+pub mod ops;
 pub mod routes;
 pub mod store;
 #[cfg(feature = "tonic")]
 pub mod grpc;
 
 pub use authorizer::{
-    now_ms, AuthOptions, AuditEvent, AuthStats, Authorizer, Change, Identity, Via, ADMIN_ROLE, ADMIN_USER, MAX_CACHED_CREDENTIALS,
+    now_ms, AuthOptions, AuditEvent, AuthStats, Authorizer, Change, Identity, PvaPolicy, Via, ADMIN_ROLE, ADMIN_USER, MAX_CACHED_CREDENTIALS,
 };
+pub use ops::{bootstrap_state, AuthOp};
 pub use cred::{parse_authorization, parse_credential, CredKind, Credential};
 pub use error::{AuthError, Denied, DeniedKind, ParseError};
 pub use model::{Action, CredRecord, Grant, Pattern, Resource, ResourceKind, Role, State, User};

@@ -54,7 +54,7 @@ fn disabled_allows_everything() {
 #[test]
 fn first_start_writes_admin_token_and_persists() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = AuthOptions { enabled: true, data_dir: Some(dir.path().to_owned()) };
+    let opts = AuthOptions { enabled: true, data_dir: Some(dir.path().to_owned()), replicated: false };
     let (authz, written) = Authorizer::open(&opts).unwrap();
     let path = written.unwrap();
     #[cfg(unix)]
@@ -77,4 +77,28 @@ fn first_start_writes_admin_token_and_persists() {
     std::fs::write(dir.path().join("auth/state.json"), b"{not json").unwrap();
     assert!(again.reload().is_err());
     assert!(again.state().users.contains_key("carol"));
+}
+
+#[test]
+fn pva_peers_map_onto_users_or_the_anonymous_role() {
+    use weft_auth::PvaPolicy;
+    let authz = Authorizer::in_memory(State::default());
+    authz.add_role("pvread", vec!["read:pv:plant:*".parse().unwrap()]).unwrap();
+    authz.add_role("pvwrite", vec!["write:pv:plant:*".parse().unwrap()]).unwrap();
+    authz.add_user("alice", vec!["pvwrite".into()]).unwrap();
+    let trust = PvaPolicy { trust_ca_user: true, anonymous_role: None };
+    let distrust = PvaPolicy { trust_ca_user: false, anonymous_role: Some("pvread".into()) };
+    let pv = |p: &PvaPolicy, user: Option<&str>, a: Action, name: &str| authz.authorize_pv(p, user, "127.0.0.1:1", a, name).map_err(|d| d.kind);
+    // Trusted and a user: that user's roles.
+    assert_eq!(pv(&trust, Some("alice"), Action::Write, "plant:sp"), Ok(()));
+    assert_eq!(pv(&trust, Some("alice"), Action::Write, "other"), Err(DeniedKind::Forbidden));
+    // Anonymous, unknown names, and untrusted names: the anonymous role (none: unauthenticated).
+    assert_eq!(pv(&trust, None, Action::Read, "plant:sp"), Err(DeniedKind::Unauthenticated));
+    assert_eq!(pv(&trust, Some("mallory"), Action::Read, "plant:sp"), Err(DeniedKind::Unauthenticated));
+    assert_eq!(pv(&distrust, Some("alice"), Action::Read, "plant:sp"), Ok(()));
+    assert_eq!(pv(&distrust, Some("alice"), Action::Write, "plant:sp"), Err(DeniedKind::Forbidden), "a claimed name gets nothing when not trusted");
+    assert_eq!(pv(&distrust, None, Action::Read, "plant:sp"), Ok(()));
+    // Auth off: everything passes.
+    let off = Authorizer::disabled();
+    assert!(off.authorize_pv(&trust, None, "", Action::Write, "x").is_ok());
 }

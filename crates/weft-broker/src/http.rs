@@ -249,6 +249,7 @@ pub async fn serve_with(
                         action: "connect".into(),
                         outcome: "denied".into(),
                         message: "not on the listener's allow-list".into(),
+                        ..Default::default()
                     });
                 }
                 return ApiError(ErrorBody::new(ErrorCode::Unauthorized, format!("{peer} is not on this listener's allow-list"))).into_response();

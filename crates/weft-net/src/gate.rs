@@ -101,6 +101,38 @@ pub(crate) fn audit_allow_list(authz: &Option<Arc<Authorizer>>, transport: &str,
             action: "connect".into(),
             outcome: "denied".into(),
             message: "not on the listener's allow-list".into(),
+            ..Default::default()
         });
     }
+}
+
+/// Audit lines per second at most for allow-list refusals on the datagram
+/// transports (UDP datagrams, QUIC connection attempts): their sources can
+/// be spoofed and each costs the sender one packet, so the audit log must
+/// not become what a flood fills (the counters still count every refusal;
+/// the lines left out are counted in `net.refused_unaudited`).
+pub const DATAGRAM_AUDIT_PER_S: u64 = 10;
+
+/// Refusals of datagram transports not written to the audit log (over
+/// [`DATAGRAM_AUDIT_PER_S`]).
+pub(crate) static REFUSED_UNAUDITED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// [`audit_allow_list`] for UDP and QUIC, at most [`DATAGRAM_AUDIT_PER_S`]
+/// lines a second.
+pub(crate) fn audit_allow_list_sampled(authz: &Option<Arc<Authorizer>>, transport: &str, who: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SECOND: AtomicU64 = AtomicU64::new(0);
+    static IN_SECOND: AtomicU64 = AtomicU64::new(0);
+    if authz.is_none() {
+        return;
+    }
+    let now = weft_auth::now_ms() / 1000;
+    if SECOND.swap(now, Ordering::Relaxed) != now {
+        IN_SECOND.store(0, Ordering::Relaxed);
+    }
+    if IN_SECOND.fetch_add(1, Ordering::Relaxed) >= DATAGRAM_AUDIT_PER_S {
+        REFUSED_UNAUDITED.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    audit_allow_list(authz, transport, who);
 }

@@ -124,6 +124,7 @@ pub(crate) fn bind(shared: Arc<Shared>, addr: &str, tls: &TlsServerConfig) -> Re
                 // 9000 §10.2.3 strips it to a bare APPLICATION_ERROR.)
                 shared.stats.refused.fetch_add(1, Ordering::Relaxed);
                 crate::server::count_refused(Transport::Quic, "allow_list");
+                crate::gate::audit_allow_list_sampled(&shared.config.auth, "quic", &remote.to_string());
                 warn!(transport = "quic", peer = %remote, "connection refused by the allow-list");
                 incoming.refuse();
                 continue;

@@ -184,6 +184,7 @@ impl ServerStats {
             ("net.bad_frames", self.bad_frames.load(Ordering::Relaxed)),
             ("net.datagrams_in", self.datagrams_in.load(Ordering::Relaxed)),
             ("net.refused", self.refused.load(Ordering::Relaxed)),
+            ("net.refused_unaudited", crate::gate::REFUSED_UNAUDITED.load(Ordering::Relaxed)),
             ("net.tls_handshake_failures", self.tls_handshake_failures.load(Ordering::Relaxed)),
             ("net.quic_stream_errors", self.quic_stream_errors.load(Ordering::Relaxed)),
             ("net.conn.open", self.conn_open.load(Ordering::Relaxed)),
@@ -403,6 +404,7 @@ impl Server {
                     // Not even an error answer: that would make us a reflector.
                     shared.stats.refused.fetch_add(1, Ordering::Relaxed);
                     count_refused(Transport::Udp, "allow_list");
+                    crate::gate::audit_allow_list_sampled(&shared.config.auth, "udp", &from.to_string());
                     debug!(from = %from, "datagram refused by the allow-list");
                     continue;
                 }

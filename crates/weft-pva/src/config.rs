@@ -72,6 +72,9 @@ pub struct ServerConfig {
     /// (config key `pva.send_queue_bytes`, default 16 MiB, 64 KiB..1 GiB).
     /// Also the flow-control window for clients that acknowledge marks.
     pub send_queue_bytes: usize,
+    /// A second check beside `access` (a node's roles, docs/security.md,
+    /// "pvAccess"); both must allow. None: the access rules alone.
+    pub access_hook: Option<crate::server::AccessHookRef>,
 }
 
 /// Default of `pva.send_queue_bytes`.
@@ -90,6 +93,7 @@ impl Default for ServerConfig {
             allow: weft_net::AllowList::default(),
             access: Default::default(),
             send_queue_bytes: DEFAULT_SEND_QUEUE_BYTES,
+            access_hook: None,
         }
     }
 }
@@ -140,6 +144,7 @@ impl ServerConfig {
             allow: weft_net::AllowList::default(),
             access: Default::default(),
             send_queue_bytes: DEFAULT_SEND_QUEUE_BYTES,
+            access_hook: None,
         }
     }
 

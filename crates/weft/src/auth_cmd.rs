@@ -20,7 +20,7 @@ use crate::config::NodeConfig;
 /// Open the node's authorizer, hook up the audit log, and warn loudly when
 /// auth is off on a listener beyond loopback.
 pub fn start(cfg: &NodeConfig, data_dir: &Path) -> Result<Arc<Authorizer>> {
-    let (authz, written) = Authorizer::open(&AuthOptions { enabled: cfg.auth.enabled, data_dir: Some(data_dir.to_owned()) })?;
+    let (authz, written) = Authorizer::open(&AuthOptions { enabled: cfg.auth.enabled, data_dir: Some(data_dir.to_owned()), replicated: false })?;
     if let Some(p) = written {
         warn!(path = %p.display(), "auth on for the first time: an admin token was written; keep it safe (weft --token $(cat {}) ...)", p.display());
     }
@@ -47,6 +47,31 @@ pub fn start(cfg: &NodeConfig, data_dir: &Path) -> Result<Arc<Authorizer>> {
         info!(users = authz.state().users.len(), roles = authz.state().roles.len(), "auth on: deny by default");
     }
     Ok(Arc::new(authz))
+}
+
+/// pvAccess operations checked against the node's roles, beside the
+/// EPICS-style access rules (docs/security.md, "pvAccess"); None with auth
+/// off.
+#[cfg(feature = "pva")]
+pub fn pva_hook(authz: &Arc<Authorizer>, conf: &crate::config::AuthConf) -> Option<weft_pva::server::AccessHookRef> {
+    struct Roles {
+        authz: Arc<Authorizer>,
+        policy: weft_auth::PvaPolicy,
+    }
+    impl weft_pva::server::AccessHook for Roles {
+        fn check(&self, pv: &str, user: Option<&str>, peer: std::net::SocketAddr, need: weft_pva::server::Access) -> Result<(), String> {
+            let action = match need {
+                weft_pva::server::Access::Write => weft_auth::Action::Write,
+                _ => weft_auth::Action::Read,
+            };
+            self.authz.authorize_pv(&self.policy, user, &peer.to_string(), action, pv).map_err(|d| d.to_string())
+        }
+    }
+    if !authz.enabled() {
+        return None;
+    }
+    let policy = weft_auth::PvaPolicy { trust_ca_user: conf.pva_trust_ca_user, anonymous_role: Some(conf.pva_anonymous_role.clone()).filter(|r| !r.is_empty()) };
+    Some(weft_pva::server::AccessHookRef(Arc::new(Roles { authz: authz.clone(), policy })))
 }
 
 fn is_loopback(addr: &str) -> bool {
@@ -397,6 +422,8 @@ pub enum UserCmd {
     List,
     /// Remove a user and all their tokens and keys.
     Remove { name: String },
+    /// Give a user one more role.
+    Assign { name: String, role: String },
 }
 
 #[derive(Subcommand, Clone)]
@@ -472,6 +499,10 @@ async fn run_on(c: &weft_net::Client, out: OutputArgs, cmd: AuthCmd) -> Result<(
         AuthCmd::User { command: UserCmd::Remove { name } } => {
             let d: Done = c.call("auth.user.remove", &NameReq { name: name.clone() }).await?;
             done(d, &format!("user {name} removed"))?;
+        }
+        AuthCmd::User { command: UserCmd::Assign { name, role } } => {
+            let d: Done = c.call("auth.user.assign", &AssignReq { name: name.clone(), role: role.clone() }).await?;
+            done(d, &format!("user {name} has role {role}"))?;
         }
         AuthCmd::Role { command: RoleCmd::Add { name, grants } } => {
             let d: Done = c.call("auth.role.add", &RoleReq { name: name.clone(), grants }).await?;

@@ -83,11 +83,28 @@ pub struct AuthConf {
     pub rate_per_s: u64,
     /// Request bytes per second one identity may send; 0: no limit.
     pub bytes_per_s: u64,
+    /// pvAccess: a peer's `ca` user name (claimed, not proven) names the
+    /// Weft user of that name (docs/security.md, "pvAccess").
+    #[serde(default)]
+    pub pva_trust_ca_user: bool,
+    /// pvAccess: the role of peers without a (trusted, existing) user name;
+    /// empty: they may do nothing.
+    #[serde(default)]
+    pub pva_anonymous_role: String,
 }
 
 impl Default for AuthConf {
     fn default() -> Self {
-        Self { enabled: false, metrics_open: true, audit_max_bytes: 16 << 20, audit_files: 3, rate_per_s: 0, bytes_per_s: 0 }
+        Self {
+            enabled: false,
+            metrics_open: true,
+            audit_max_bytes: 16 << 20,
+            audit_files: 3,
+            rate_per_s: 0,
+            bytes_per_s: 0,
+            pva_trust_ca_user: false,
+            pva_anonymous_role: String::new(),
+        }
     }
 }
 

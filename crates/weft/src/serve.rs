@@ -313,7 +313,7 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     } else {
         None
     };
-    let (pva, _bridges) = if cfg.pva.enabled { start_pva(&cfg, &log).await? } else { (None, vec![]) };
+    let (pva, _bridges) = if cfg.pva.enabled { start_pva(&cfg, &log, &authz).await? } else { (None, vec![]) };
     if let Some(p) = &pva {
         svc.add_transport(format!("pva://{}", p.tcp_addr()));
         let read = p.stats_reader();
@@ -368,7 +368,7 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
 
 /// Built without pvAccess: `pva.enabled` is a configuration error.
 #[cfg(not(feature = "pva"))]
-async fn start_pva(_cfg: &NodeConfig, _log: &weft_log::Log) -> Result<(Option<NoPva>, Vec<()>)> {
+async fn start_pva(_cfg: &NodeConfig, _log: &weft_log::Log, _authz: &Arc<weft_auth::Authorizer>) -> Result<(Option<NoPva>, Vec<()>)> {
     anyhow::bail!("pva.enabled is set, but this weft was built without pvAccess (cargo feature `pva`)")
 }
 
@@ -388,13 +388,15 @@ impl NoPva {
 }
 
 #[cfg(feature = "pva")]
-async fn start_pva(cfg: &NodeConfig, log: &weft_log::Log) -> Result<(Option<weft_pva::server::Server>, Vec<weft_bridge::PvTopicBridge>)> {
+async fn start_pva(cfg: &NodeConfig, log: &weft_log::Log, authz: &Arc<weft_auth::Authorizer>) -> Result<(Option<weft_pva::server::Server>, Vec<weft_bridge::PvTopicBridge>)> {
     let mut pva_cfg = weft_pva::config::ServerConfig::from_env()
         .with_allow(&cfg.pva.allow)
         .context("pva.allow")?
         .with_access_file(&cfg.pva.access_file)
         .context("pva.access_file")?;
     pva_cfg.send_queue_bytes = usize::try_from(cfg.pva.send_queue_bytes).unwrap_or(usize::MAX);
+    // Auth on: puts and gets also need the node's roles (docs/security.md, "pvAccess").
+    pva_cfg.access_hook = crate::auth_cmd::pva_hook(authz, &cfg.auth);
     let server = if cfg.pva.demo {
         weft_pva::serve_demo(pva_cfg).await
     } else {

@@ -210,6 +210,11 @@ const CASES: &[(&str, Case)] = &[
     ("auth role grant", |c| assert!(c.ok(&["auth", "role", "grant", "ro", "read:queue:*"]).contains("granted"))),
     ("auth role list", |c| assert_eq!(json(&c.ok(&["auth", "role", "list", "--json"]))[0]["grants"][1], "read:queue:*")),
     ("auth user add", |c| assert_eq!(c.ok(&["auth", "user", "add", "ann", "--role", "ro"]).trim(), "user ann added")),
+    ("auth user assign", |c| {
+        c.ok(&["auth", "role", "add", "ro2"]);
+        assert_eq!(c.ok(&["auth", "user", "assign", "ann", "ro2"]).trim(), "user ann has role ro2");
+        assert_eq!(json(&c.ok(&["auth", "user", "list", "--json"]))[0]["roles"][1], "ro2");
+    }),
     ("auth user list", |c| assert_eq!(json(&c.ok(&["auth", "user", "list", "--json"]))[0]["name"], "ann")),
     ("auth token create", |c| assert!(c.ok(&["auth", "token", "create", "ann", "--ttl-s", "60"]).starts_with("wt."))),
     ("auth token list", |c| assert_eq!(json(&c.ok(&["auth", "token", "list", "--json"]))[0]["user"], "ann")),

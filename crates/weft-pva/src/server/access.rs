@@ -62,6 +62,25 @@ struct Rule {
     access: Access,
 }
 
+/// A second check beside the access rules, for every channel operation,
+/// with the level it needs (`Read`: get, monitor, array get; `Write`: put,
+/// put-get, array put / set-length, process, RPC). Both must allow. A Weft
+/// node plugs its roles in here (docs/security.md, "pvAccess"). `user`: the
+/// client's `ca` user name (None: anonymous). Err: why, for the client.
+pub trait AccessHook: Send + Sync {
+    fn check(&self, pv: &str, user: Option<&str>, peer: std::net::SocketAddr, need: Access) -> std::result::Result<(), String>;
+}
+
+/// A shared [`AccessHook`] (Debug so configurations stay printable).
+#[derive(Clone)]
+pub struct AccessHookRef(pub std::sync::Arc<dyn AccessHook>);
+
+impl std::fmt::Debug for AccessHookRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AccessHook")
+    }
+}
+
 /// Most rules a file may hold (a limit, like everything read from outside).
 pub const RULES_MAX: usize = 10_000;
 

@@ -501,6 +501,35 @@ impl Conn {
         Ok(true)
     }
 
+    /// The access hook (a node's roles), beside the access rules: true if
+    /// it refused (answered with the operation's error status, counted).
+    async fn refuse_by_hook(&self, r: &OpRequest, pv: &str, need: Access) -> Result<bool> {
+        let Some(hook) = &self.shared.access_hook else { return Ok(false) };
+        let Err(why) = hook.0.check(pv, self.user.as_deref(), self.peer, need) else { return Ok(false) };
+        self.shared.stats.access_denied.fetch_add(1, Ordering::Relaxed);
+        debug!(peer = %self.peer, user = ?self.user, pv, command = r.command, %why, "operation refused by the access hook");
+        let msg = format!("{} ({why})", self.denied(need.as_str(), pv));
+        self.op_error(r, msg).await?;
+        Ok(true)
+    }
+
+    /// The level an execution of an existing operation needs (None: not
+    /// checked again, e.g. a monitor's start, stop and acks), and its PV.
+    fn exec_need(&self, r: &OpRequest) -> Option<(String, Access)> {
+        let op = self.ops.get(&r.ioid)?;
+        let name = &self.channels.get(&op.sid)?.name;
+        let need = match (&op.kind, r.command) {
+            (OpKind::Get, _) => Access::Read,
+            (OpKind::Put, _) if r.subcmd & sub::GET != 0 => Access::Read,
+            (OpKind::PutGet, _) if r.subcmd & (sub::GET | sub::GET_PUT) != 0 => Access::Read,
+            (OpKind::Array, _) if r.subcmd & sub::GET != 0 => Access::Read,
+            (OpKind::Monitor { .. }, _) => return None,
+            (OpKind::Rpc, _) if name == "server" => Access::Read,
+            _ => Access::Write,
+        };
+        Some((name.clone(), need))
+    }
+
     async fn op_error(&self, r: &OpRequest, msg: String) -> Result<()> {
         let body = if r.subcmd & sub::INIT != 0 { RespBody::Init(vec![]) } else { RespBody::Data(Default::default()) };
         self.send(&resp(r.command, r.ioid, r.subcmd, Status::error(msg), body)).await
@@ -509,6 +538,12 @@ impl Conn {
     async fn handle_op(&mut self, r: OpRequest) -> Result<()> {
         if r.subcmd & sub::INIT != 0 {
             return self.init_op(r).await;
+        }
+        // Checked at every execution too, so a revoked permission stops the next one.
+        if let Some((pv, need)) = self.exec_need(&r) {
+            if self.refuse_by_hook(&r, &pv, need).await? {
+                return Ok(());
+            }
         }
         let Some(op) = self.ops.get_mut(&r.ioid) else {
             return self.op_error(&r, format!("no such request {}", r.ioid)).await;
@@ -740,6 +775,12 @@ impl Conn {
         let req = PvRequest::from_variant(pv_request.as_ref());
         let entry = ch.entry.clone();
         if matches!(r.command, cmd::PUT | cmd::PUT_GET | cmd::PROCESS | cmd::RPC) && self.refuse_write(&r).await? {
+            return Ok(());
+        }
+        // The built-in `server` channel's RPC lists names: a read.
+        let writes = matches!(r.command, cmd::PUT | cmd::PUT_GET | cmd::PROCESS) || (r.command == cmd::RPC && ch.name != "server");
+        let name = ch.name.clone();
+        if self.refuse_by_hook(&r, &name, if writes { Access::Write } else { Access::Read }).await? {
             return Ok(());
         }
         match (entry, r.command) {

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-pub use access::{Access, AccessRules};
+pub use access::{Access, AccessHook, AccessHookRef, AccessRules};
 pub use pv::{ChannelHook, Entry, PostObserver, ProcessFuture, ProcessHandler, Provider, PutHandler, RpcHandler, SharedPv, Subscription, Update, now_stamp};
 
 use crate::config::ServerConfig;
@@ -94,6 +94,7 @@ pub(crate) struct Shared {
     pub idle_timeout: std::time::Duration,
     pub allow: weft_net::AllowList,
     pub access: Arc<access::AccessRules>,
+    pub access_hook: Option<AccessHookRef>,
     pub send_queue_bytes: usize,
 }
 
@@ -128,6 +129,7 @@ impl Server {
             idle_timeout: config.idle_timeout,
             allow: config.allow.clone(),
             access: config.access.clone(),
+            access_hook: config.access_hook.clone(),
             send_queue_bytes: config.send_queue_bytes.clamp(SEND_QUEUE_BYTES_MIN, SEND_QUEUE_BYTES_MAX),
         });
         let (stop, stop_rx) = watch::channel(false);
