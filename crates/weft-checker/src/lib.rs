@@ -10,11 +10,17 @@
 //!   `log.produce`, follows `not_leader` redirects, then reads every
 //!   partition fully from every node, recording it all as a history.
 //!
+//! - [`register`]: linearizability of key-value (table) histories: get,
+//!   put, delete and compare-and-set per key, Wing-Gong-Lowe search with a
+//!   step budget, and the table-wide revision rules.
+//!
 //! `weft-check history.jsonl` and `weft-history --node ...` are the bins.
 
 pub mod check;
 pub mod history;
 pub mod recorder;
+pub mod register;
+pub mod kv_recorder;
 
 pub use check::{check, Evidence, Report, Rule, Stats, Violation};
 pub use history::{Event, History, Process};
