@@ -49,6 +49,8 @@ pub struct RaftTuning {
     pub max_record_bytes: u32,
     /// Compact a group's log once this many entries were applied past the last snapshot.
     pub snapshot_entries: u64,
+    /// `cluster.rebalance.*`: moves of partition replicas and leadership balance.
+    pub rebalance: crate::rebalancer::RebalanceConfig,
 }
 
 impl Default for RaftTuning {
@@ -60,6 +62,7 @@ impl Default for RaftTuning {
             max_inflight_msgs: 256,
             max_record_bytes: 64 << 20,
             snapshot_entries: 10_000,
+            rebalance: crate::rebalancer::RebalanceConfig::default(),
         }
     }
 }
@@ -132,6 +135,8 @@ pub struct GroupStatus {
     pub last_index: u64,
     pub voters: Vec<NodeId>,
     pub learners: Vec<NodeId>,
+    /// The previous voters while a joint configuration is in effect (else empty).
+    pub voters_outgoing: Vec<NodeId>,
     /// Leader only: per voter, the highest index known replicated there.
     pub matched: BTreeMap<NodeId, u64>,
     /// The log is compacted up to here (the last snapshot's index; 0: never).
@@ -213,6 +218,13 @@ impl MultiRaft {
         self.groups.contains_key(&group)
     }
 
+    /// Close a group: drop its raft node, state machine and storage (the
+    /// caller removes the storage's file). Messages for it are then refused
+    /// as for any group not hosted here. False when it was not open.
+    pub fn close_group(&mut self, group: GroupId) -> bool {
+        self.groups.remove(&group).is_some()
+    }
+
     pub fn group_ids(&self) -> impl Iterator<Item = GroupId> + '_ {
         self.groups.keys().copied()
     }
@@ -228,6 +240,14 @@ impl MultiRaft {
     /// does not host are refused with `UnknownGroup` (the caller may count them).
     pub fn step(&mut self, group: GroupId, msg: Message) -> Result<()> {
         let g = self.groups.get_mut(&group).ok_or(ClusterError::UnknownGroup(group))?;
+        // A member that joined empty (no founding configuration) must start
+        // from a snapshot that counts it in: the log from index 1 lacks the
+        // founding configuration, and replaying its membership changes onto
+        // an empty one fails. Dropped, the leader probes again and sends a
+        // snapshot once its log is compacted past the change that added us.
+        if msg.get_msg_type() == raft::prelude::MessageType::MsgAppend && msg.index == 0 && !msg.get_entries().is_empty() && g.raw.store().is_blank() {
+            return Ok(());
+        }
         match g.raw.step(msg) {
             // Stale or foreign messages are routine in raft; not an error for the caller.
             Ok(()) | Err(raft::Error::StepPeerNotFound) | Err(raft::Error::StepLocalMsg) => Ok(()),
@@ -278,6 +298,13 @@ impl MultiRaft {
             return false;
         }
         msg.get_entries().iter().any(|e| removes(e, self.id))
+    }
+
+    /// Ask raft to hand leadership of `group` (led here) to `to`.
+    pub fn transfer_leader(&mut self, group: GroupId, to: NodeId) {
+        if let Some(g) = self.groups.get_mut(&group) {
+            g.raw.transfer_leader(to);
+        }
     }
 
     /// Hand leadership of `group` to the most caught-up other voter.
@@ -347,6 +374,7 @@ impl MultiRaft {
             last_index: r.raft_log.last_index(),
             voters: conf.voters.clone(),
             learners: conf.learners.clone(),
+            voters_outgoing: conf.voters_outgoing.clone(),
             matched,
             snapshot_index: g.raw.store().snapshot_ref().get_metadata().index,
             elections: g.elections,
@@ -523,7 +551,9 @@ fn maybe_compact(g: &mut Group, snapshot_entries: u64) -> Result<()> {
     // (the snapshot carries the configuration as of `applied`).
     let Some((index, data)) = g.sm.snapshot_point(g.applied) else { return Ok(()) };
     let index = index.min(g.applied);
-    if index <= snap_index || index < g.conf_index || (index < g.applied && g.force_snapshot) {
+    // At or past the last membership change the snapshot's configuration
+    // (as of `applied`) is right, and it counts in a member just added.
+    if index <= snap_index || index < g.conf_index {
         return Ok(());
     }
     g.force_snapshot = false;

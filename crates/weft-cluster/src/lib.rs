@@ -8,12 +8,13 @@ pub mod host;
 pub mod meta;
 pub mod node;
 pub mod partition;
+pub mod rebalancer;
 pub mod storage;
 pub mod table;
 pub mod transport;
 
 pub use error::{ClusterError, Result};
 pub use host::{Applied, GroupId, GroupStatus, MultiRaft, NodeId, RaftTuning, ReadyOutput, StateMachine, META_GROUP};
-pub use meta::{MetaCommand, MetaResponse, MetaState, NodeInfo, Role, TableMeta};
+pub use meta::{MetaCommand, MetaResponse, MetaState, Move, NodeInfo, Role, TableMeta};
 pub use node::{parse_peers, ClusterConfig, ClusterNode, ClusterStatus};
 pub use raft;

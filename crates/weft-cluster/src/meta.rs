@@ -81,6 +81,18 @@ pub struct TableMeta {
     pub replicas: Vec<NodeId>,
 }
 
+/// A replica move in flight (docs/cluster.md, "Rebalancer"): `to` joins
+/// the group and replaces `from`. The placement changes only when the move
+/// finishes, after the group's membership change committed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Move {
+    pub group: GroupId,
+    pub from: NodeId,
+    pub to: NodeId,
+    /// Why: `removed`, `down` or `balance`.
+    pub reason: String,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MetaState {
     pub nodes: BTreeMap<NodeId, NodeInfo>,
@@ -90,6 +102,14 @@ pub struct MetaState {
     /// Replicated tables by name (absent from snapshots taken before tables).
     #[serde(default)]
     pub tables: BTreeMap<String, TableMeta>,
+    /// Replica moves in flight, by group (absent from older snapshots).
+    #[serde(default)]
+    pub moves: BTreeMap<GroupId, Move>,
+    /// Moves finished and cancelled since the cluster began (stats).
+    #[serde(default)]
+    pub moves_done: u64,
+    #[serde(default)]
+    pub moves_cancelled: u64,
     /// Next partition raft group id (groups ≥ 1; 0 is this group).
     pub next_group: GroupId,
     /// Index of the last applied command.
@@ -109,6 +129,22 @@ pub enum MetaCommand {
     /// Allocate a raft group for a table and place its replicas (as a partition's).
     CreateTable { name: String, replicas: u32 },
     DropTable { name: String },
+    /// Record a replica move of a partition group (the rebalancer's planner).
+    /// `max_moves` (`cluster.rebalance.max_concurrent_moves`) is checked at apply.
+    StartMove {
+        group: GroupId,
+        from: NodeId,
+        to: NodeId,
+        reason: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_moves: Option<u64>,
+    },
+    /// The group's membership change committed: `to` replaces `from` in the placement.
+    FinishMove { group: GroupId, from: NodeId, to: NodeId },
+    /// Drop a move whose target left before it became a voter.
+    CancelMove { group: GroupId, to: NodeId },
+    /// Reorder a partition's replicas (same set): the first is the preferred leader.
+    SetReplicas { group: GroupId, replicas: Vec<NodeId> },
 }
 
 /// What applying a command answered.
@@ -130,6 +166,75 @@ impl MetaState {
     /// Data nodes sorted by id: the placement order.
     pub fn data_nodes(&self) -> Vec<NodeId> {
         self.nodes.values().filter(|n| n.roles.contains(&Role::Data)).map(|n| n.id).collect()
+    }
+
+    /// Every partition group with its replicas, by group id.
+    pub fn partition_groups(&self) -> Vec<(GroupId, Vec<NodeId>)> {
+        let mut out: Vec<(GroupId, Vec<NodeId>)> = self.topics.values().flat_map(|t| t.partitions.iter().map(|p| (p.group, p.replicas.clone()))).collect();
+        out.sort_by_key(|(g, _)| *g);
+        out
+    }
+
+    fn partition_mut(&mut self, group: GroupId) -> Option<&mut PartitionMeta> {
+        self.topics.values_mut().flat_map(|t| t.partitions.iter_mut()).find(|p| p.group == group)
+    }
+
+    fn apply_move(&mut self, cmd: MetaCommand) -> MetaResponse {
+        let err = |code: &str, message: String| MetaResponse::Error { code: code.into(), message };
+        match cmd {
+            MetaCommand::StartMove { group, from, to, reason, max_moves } => {
+                if self.moves.contains_key(&group) {
+                    return err("conflict", format!("group {group} has a move in flight"));
+                }
+                if let Some(max) = max_moves
+                    && self.moves.len() as u64 >= max
+                {
+                    return err("too_many", format!("{} moves in flight (cluster.rebalance.max_concurrent_moves = {max})", self.moves.len()));
+                }
+                if !self.nodes.get(&to).is_some_and(|n| n.roles.contains(&Role::Data)) {
+                    return err("validation", format!("node {to} is not a data node"));
+                }
+                let Some(p) = self.partition_mut(group) else { return err("not_found", format!("no partition group {group}")) };
+                if !p.replicas.contains(&from) || p.replicas.contains(&to) {
+                    return err("validation", format!("group {group}: {from} must be a replica and {to} not"));
+                }
+                self.moves.insert(group, Move { group, from, to, reason });
+                MetaResponse::Ok
+            }
+            MetaCommand::FinishMove { group, from, to } => {
+                if !self.moves.get(&group).is_some_and(|m| m.from == from && m.to == to) {
+                    return err("not_found", format!("group {group} has no move {from} -> {to}"));
+                }
+                self.moves.remove(&group);
+                if let Some(p) = self.partition_mut(group) {
+                    for r in p.replicas.iter_mut().filter(|r| **r == from) {
+                        *r = to;
+                    }
+                }
+                self.moves_done += 1;
+                MetaResponse::Ok
+            }
+            MetaCommand::CancelMove { group, to } => {
+                if !self.moves.get(&group).is_some_and(|m| m.to == to) {
+                    return err("not_found", format!("group {group} has no move to {to}"));
+                }
+                self.moves.remove(&group);
+                self.moves_cancelled += 1;
+                MetaResponse::Ok
+            }
+            MetaCommand::SetReplicas { group, replicas } => {
+                let Some(p) = self.partition_mut(group) else { return err("not_found", format!("no partition group {group}")) };
+                let (mut a, mut b) = (p.replicas.clone(), replicas.clone());
+                a.sort_unstable();
+                b.sort_unstable();
+                if a != b {
+                    return err("validation", format!("group {group}: a reorder must keep the replica set"));
+                }
+                p.replicas = replicas;
+                MetaResponse::Ok
+            }
+            _ => err("validation", "not a move command".into()),
+        }
     }
 
     pub fn apply(&mut self, cmd: MetaCommand) -> MetaResponse {
@@ -169,8 +274,11 @@ impl MetaState {
                 MetaResponse::Topic(t)
             }
             MetaCommand::DeleteTopic { name } => {
-                if self.topics.remove(&name).is_none() {
+                let Some(t) = self.topics.remove(&name) else {
                     return err("not_found", format!("topic {name:?} does not exist"));
+                };
+                for p in &t.partitions {
+                    self.moves.remove(&p.group);
                 }
                 MetaResponse::Ok
             }
@@ -198,6 +306,7 @@ impl MetaState {
                 }
                 MetaResponse::Ok
             }
+            cmd @ (MetaCommand::StartMove { .. } | MetaCommand::FinishMove { .. } | MetaCommand::CancelMove { .. } | MetaCommand::SetReplicas { .. }) => self.apply_move(cmd),
             MetaCommand::CommitOffset { group, topic, partition, offset } => {
                 self.offsets.entry(group).or_default().entry(topic).or_default().insert(partition, offset);
                 MetaResponse::Ok

@@ -83,6 +83,11 @@ pub struct ClusterStatus {
     pub partitions: Vec<PartitionStatus>,
     pub topics: usize,
     pub meta_applied: u64,
+    /// The rebalancer (docs/cluster.md, "Rebalancer"): moves in flight, and
+    /// moves finished and cancelled since the cluster began (this node's metadata).
+    pub moves: Vec<crate::meta::Move>,
+    pub moves_done: u64,
+    pub moves_cancelled: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -128,6 +133,18 @@ pub struct ClusterNode {
     tables: TableReplicas,
     leaders: Leaders,
     catch_up: crate::partition::CatchUpSlot,
+    rebalance: Arc<RebalanceCounters>,
+}
+
+/// What this node's rebalancer did since it started (stats).
+#[derive(Debug, Default)]
+struct RebalanceCounters {
+    /// Moves this node recorded as metadata leader.
+    planned: std::sync::atomic::AtomicU64,
+    /// Membership changes of partition groups this node proposed.
+    conf_changes: std::sync::atomic::AtomicU64,
+    /// Leadership hand-overs this node asked for (moves and balance).
+    leader_transfers: std::sync::atomic::AtomicU64,
 }
 
 type Partitions = Arc<RwLock<BTreeMap<GroupId, Arc<crate::partition::PartitionHandle>>>>;
@@ -173,6 +190,13 @@ struct Driver {
     tables: TableReplicas,
     leaders: Leaders,
     catch_up: crate::partition::CatchUpSlot,
+    /// Partition groups this node is joining (a move's target): hosted, but
+    /// not served to readers until the placement names this node.
+    joining: BTreeMap<GroupId, Arc<crate::partition::PartitionHandle>>,
+    planner: Option<crate::rebalancer::Planner>,
+    executor: crate::rebalancer::Executor,
+    rebalance: Arc<RebalanceCounters>,
+    started: Instant,
 }
 
 /// The state machine of a partition group until records are replicated (stage 2).
@@ -232,6 +256,7 @@ impl ClusterNode {
         let tables: TableReplicas = Arc::default();
         let leaders: Leaders = Arc::default();
         let catch_up: crate::partition::CatchUpSlot = Arc::default();
+        let rebalance: Arc<RebalanceCounters> = Arc::default();
         let driver = Driver {
             cfg: cfg.clone(),
             raft,
@@ -247,10 +272,15 @@ impl ClusterNode {
             tables: tables.clone(),
             leaders: leaders.clone(),
             catch_up: catch_up.clone(),
+            joining: BTreeMap::new(),
+            planner: None,
+            executor: crate::rebalancer::Executor::new(),
+            rebalance: rebalance.clone(),
+            started: Instant::now(),
         };
         tokio::spawn(driver.run(rx, in_rx, stop_rx));
         tracing::info!(node = cfg.node_id, addr = %cfg.addr, peers = cfg.peers.len(), join = cfg.join, "cluster: node started");
-        Ok(ClusterNode { cfg, tx, meta, transport, stop, partitions, tables, leaders, catch_up })
+        Ok(ClusterNode { cfg, tx, meta, transport, stop, partitions, tables, leaders, catch_up, rebalance })
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -271,6 +301,12 @@ impl ClusterNode {
             ("cluster.peers".into(), (peers.len() as u64).into()),
             ("cluster.peers_connected".into(), (peers.iter().filter(|p| p.connected).count() as u64).into()),
             ("cluster.meta_applied".into(), self.meta.read().unwrap_or_else(|p| p.into_inner()).applied.into()),
+            ("cluster.rebalance.moves_in_flight".into(), (self.meta.read().unwrap_or_else(|p| p.into_inner()).moves.len() as u64).into()),
+            ("cluster.rebalance.moves_done".into(), self.meta.read().unwrap_or_else(|p| p.into_inner()).moves_done.into()),
+            ("cluster.rebalance.moves_failed".into(), self.meta.read().unwrap_or_else(|p| p.into_inner()).moves_cancelled.into()),
+            ("cluster.rebalance.moves_planned".into(), self.rebalance.planned.load(Relaxed).into()),
+            ("cluster.rebalance.conf_changes".into(), self.rebalance.conf_changes.load(Relaxed).into()),
+            ("cluster.rebalance.leader_transfers".into(), self.rebalance.leader_transfers.load(Relaxed).into()),
         ]
     }
 
@@ -577,6 +613,9 @@ impl ClusterNode {
             partitions,
             topics: meta.topics.len(),
             meta_applied: meta.applied,
+            moves: meta.moves.values().cloned().collect(),
+            moves_done: meta.moves_done,
+            moves_cancelled: meta.moves_cancelled,
         })
     }
 }
@@ -598,6 +637,11 @@ impl Driver {
                     self.expire();
                     self.maybe_register();
                     self.publish_leaders();
+                    // The rebalancer every half second or so: its steps are
+                    // membership changes, which take a few round trips anyway.
+                    if ticks % (500 / self.cfg.tick_ms.max(1)).max(1) == 0 {
+                        self.rebalance();
+                    }
                 }
                 Some(cmd) = rx.recv() => self.command(cmd),
                 Some(frame) = incoming.recv() => self.receive(frame),
@@ -778,13 +822,17 @@ impl Driver {
         if !self.cfg.roles.contains(&Role::Data) {
             return Ok(());
         }
+        self.close_moved_partitions();
+        let me = self.cfg.node_id;
         let wanted: Vec<(GroupId, Vec<NodeId>, String, u32, weft_log::TopicConfig)> = {
             let meta = self.meta.read().unwrap_or_else(|p| p.into_inner());
+            // A move's target joins empty: no founding voters, it starts from a snapshot.
+            let joins = |g: GroupId| meta.moves.get(&g).is_some_and(|m| m.to == me);
             meta.topics
                 .values()
                 .flat_map(|t| t.partitions.iter().map(move |p| (t, p)))
-                .filter(|(_, p)| p.replicas.contains(&self.cfg.node_id) && !self.raft.has_group(p.group))
-                .map(|(t, p)| (p.group, p.replicas.clone(), t.name.clone(), p.partition, crate::meta::topic_config(t)))
+                .filter(|(_, p)| (p.replicas.contains(&me) || joins(p.group)) && !self.raft.has_group(p.group))
+                .map(|(t, p)| (p.group, if p.replicas.contains(&me) { p.replicas.clone() } else { Vec::new() }, t.name.clone(), p.partition, crate::meta::topic_config(t)))
                 .collect()
         };
         for (group, replicas, topic, partition, config) in wanted {
@@ -792,7 +840,11 @@ impl Driver {
             let sm: Box<dyn crate::host::StateMachine> = match &self.cfg.log {
                 Some(log) => {
                     let (sm, handle) = crate::partition::start(log.clone(), topic, partition, config, self.catch_up.clone());
-                    self.partitions.write().unwrap_or_else(|p| p.into_inner()).insert(group, handle);
+                    if replicas.is_empty() {
+                        self.joining.insert(group, handle);
+                    } else {
+                        self.partitions.write().unwrap_or_else(|p| p.into_inner()).insert(group, handle);
+                    }
                     Box::new(sm)
                 }
                 None => Box::new(NoRecords),
@@ -804,6 +856,158 @@ impl Driver {
             tracing::info!(group, ?replicas, "cluster: partition group opened");
         }
         self.open_tables()
+    }
+
+    /// After moves: a group this node joined is served once the placement
+    /// names it; a group whose placement no longer names it (and that it is
+    /// not joining) is closed and its raft log removed. Its copy in the
+    /// node's log stays (a later move back starts from it). Only a finished
+    /// move changes a placement, after the group removed this node.
+    fn close_moved_partitions(&mut self) {
+        let me = self.cfg.node_id;
+        let (placed, joins): (BTreeMap<GroupId, bool>, std::collections::BTreeSet<GroupId>) = {
+            let meta = self.meta.read().unwrap_or_else(|p| p.into_inner());
+            (
+                meta.topics.values().flat_map(|t| t.partitions.iter()).map(|p| (p.group, p.replicas.contains(&me))).collect(),
+                meta.moves.values().filter(|m| m.to == me).map(|m| m.group).collect(),
+            )
+        };
+        let joined: Vec<GroupId> = self.joining.keys().copied().filter(|g| placed.get(g) == Some(&true)).collect();
+        for g in joined {
+            if let Some(h) = self.joining.remove(&g) {
+                self.partitions.write().unwrap_or_else(|p| p.into_inner()).insert(g, h);
+                tracing::info!(group = g, "cluster: joined partition group now serves reads");
+            }
+        }
+        let hosted: Vec<GroupId> = self.partitions.read().unwrap_or_else(|p| p.into_inner()).keys().chain(self.joining.keys()).copied().collect();
+        // Groups of topics this metadata does not know are left alone.
+        for group in hosted.into_iter().filter(|g| placed.get(g) == Some(&false) && !joins.contains(g)) {
+            self.partitions.write().unwrap_or_else(|p| p.into_inner()).remove(&group);
+            self.joining.remove(&group);
+            self.raft.close_group(group);
+            let waiting: Vec<u64> = self.reads_waiting.iter().filter(|(_, (g, _))| *g == group).map(|(s, _)| *s).collect();
+            for seq in waiting {
+                if let Some((_, p)) = self.reads_waiting.remove(&seq) {
+                    let _ = p.reply.send(Err(ClusterError::UnknownGroup(group)));
+                }
+            }
+            let path = self.cfg.data_dir.join("cluster").join("groups").join(format!("{group}.wal"));
+            match std::fs::remove_file(&path) {
+                Ok(()) => tracing::info!(group, "cluster: moved off a partition group, raft log removed"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(group, path = %path.display(), error = %e, "cluster: removing a moved group's raft log failed"),
+            }
+        }
+    }
+
+    /// Nodes heard from within two election timeouts (this one included).
+    fn live_nodes(&self) -> std::collections::BTreeSet<NodeId> {
+        let live_ms = self.cfg.tick_ms * self.cfg.tuning.election_ticks as u64 * 2;
+        let mut live: std::collections::BTreeSet<NodeId> =
+            self.transport.status().into_iter().filter(|p| p.connected && p.last_contact_ms.is_some_and(|ms| ms <= live_ms)).map(|p| p.id).collect();
+        live.insert(self.cfg.node_id);
+        live
+    }
+
+    /// One rebalancer round (docs/cluster.md, "Rebalancer"): on the metadata
+    /// leader, plan moves and record them; on every node, take the next step
+    /// of each hosted partition group it leads.
+    fn rebalance(&mut self) {
+        let cfg = self.cfg.tuning.rebalance.clone();
+        let now_ms = self.started.elapsed().as_millis() as u64;
+        let meta = self.meta.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let caught_up = self.raft.status(META_GROUP).is_some_and(|s| s.applied >= s.commit);
+        if self.raft.is_leader(META_GROUP) && caught_up {
+            let live = self.live_nodes();
+            let cmds = self.planner.get_or_insert_with(crate::rebalancer::Planner::new).plan(now_ms, &cfg, &meta, &live);
+            for cmd in cmds {
+                if let MetaCommand::StartMove { group, from, to, reason, .. } = &cmd {
+                    tracing::info!(group, from, to, reason = %reason, "cluster: rebalancer records a move");
+                    self.rebalance.planned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                self.propose_meta_internal(&cmd);
+            }
+        } else if !self.raft.is_leader(META_GROUP) {
+            self.planner = None;
+        }
+        let data_nodes: std::collections::BTreeSet<NodeId> = meta.data_nodes().into_iter().collect();
+        let views: Vec<crate::rebalancer::GroupView> = meta
+            .partition_groups()
+            .into_iter()
+            .filter_map(|(group, replicas)| {
+                let st = self.raft.status(group)?;
+                Some(crate::rebalancer::GroupView {
+                    group,
+                    me: self.cfg.node_id,
+                    leader: st.leader,
+                    voters: st.voters,
+                    learners: st.learners,
+                    voters_outgoing: st.voters_outgoing,
+                    matched: st.matched,
+                    commit: st.commit,
+                    replicas,
+                    pending: meta.moves.get(&group).cloned(),
+                })
+            })
+            .collect();
+        for (group, action) in self.executor.step(now_ms, &cfg, &views, &data_nodes) {
+            self.execute(group, action);
+        }
+    }
+
+    /// A metadata command from the driver itself; nobody waits for the answer
+    /// (the rebalancer reads the applied metadata on its next round).
+    fn propose_meta_internal(&mut self, cmd: &MetaCommand) {
+        let Ok(data) = serde_json::to_vec(cmd) else { return };
+        self.seq += 1;
+        if let Err(e) = self.raft.propose_forwarding(META_GROUP, ctx(self.cfg.node_id, self.seq), data) {
+            tracing::debug!(error = %e, "cluster: rebalancer metadata proposal not accepted; retried next round");
+        }
+    }
+
+    fn execute(&mut self, group: GroupId, action: crate::rebalancer::GroupAction) {
+        use crate::rebalancer::GroupAction as A;
+        let change = |changes: &[(ConfChangeType, NodeId)], joint: bool| {
+            let mut cc = ConfChangeV2::default();
+            cc.set_changes(
+                changes
+                    .iter()
+                    .map(|(kind, id)| {
+                        let mut single = ConfChangeSingle::default();
+                        single.set_change_type(*kind);
+                        single.node_id = *id;
+                        single
+                    })
+                    .collect::<Vec<_>>()
+                    .into(),
+            );
+            // Joint consensus when one change adds and removes a voter; raft-rs leaves it by itself.
+            cc.set_transition(if joint { ConfChangeTransition::Implicit } else { ConfChangeTransition::Auto });
+            cc
+        };
+        tracing::info!(group, action = ?action, "cluster: rebalancer step");
+        let cc = match action {
+            A::AddLearner(n) => change(&[(ConfChangeType::AddLearnerNode, n)], false),
+            A::Replace { add, remove } => change(&[(ConfChangeType::AddNode, add), (ConfChangeType::RemoveNode, remove)], true),
+            A::Promote(n) => change(&[(ConfChangeType::AddNode, n)], false),
+            A::Remove(n) | A::NudgeLeader(n) => change(&[(ConfChangeType::RemoveNode, n)], false),
+            A::TransferLeader(n) => {
+                self.raft.transfer_leader(group, n);
+                self.rebalance.leader_transfers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+            A::Meta(cmd) => {
+                self.propose_meta_internal(&cmd);
+                return;
+            }
+        };
+        self.seq += 1;
+        match self.raft.propose_conf_change(group, ctx(self.cfg.node_id, self.seq), cc) {
+            Ok(()) => {
+                self.rebalance.conf_changes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(e) => tracing::debug!(group, error = %e, "cluster: rebalancer membership change not accepted; retried"),
+        }
     }
 
     /// Open the raft group of every table with a replica placed here (data

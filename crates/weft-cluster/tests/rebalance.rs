@@ -1,0 +1,155 @@
+//! The rebalancer on real nodes in one process over loopback TCP (partition
+//! groups without records): a removed node's replicas are replaced, a node
+//! down past `down_after_ms` is re-replicated, a new node gets its share,
+//! and leadership goes to the preferred replicas. After each phase the
+//! placement in the metadata and every group's raft configuration agree.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use weft_cluster::rebalancer::RebalanceConfig;
+use weft_cluster::{ClusterConfig, ClusterNode, MetaCommand, MetaResponse, NodeInfo, RaftTuning, Role};
+
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+fn config(id: u64, peers: &BTreeMap<u64, String>, dir: &std::path::Path, join: bool) -> ClusterConfig {
+    ClusterConfig {
+        node_id: id,
+        addr: peers[&id].clone(),
+        peers: if join { BTreeMap::new() } else { peers.clone() },
+        roles: vec![Role::Control, Role::Data],
+        join,
+        native_addr: Some(format!("tcp://native-{id}")),
+        data_dir: dir.join(format!("n{id}")),
+        tick_ms: 20,
+        max_frame_bytes: 16 << 20,
+        propose_timeout_ms: 5_000,
+        max_pending: 1024,
+        tuning: RaftTuning {
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            rebalance: RebalanceConfig { down_after_ms: 1_500, leader_settle_ms: 1_000, retry_ms: 500, ..Default::default() },
+            ..Default::default()
+        },
+        log: None,
+    }
+}
+
+/// Poll `f` until it returns Some, with a generous deadline (not a timing assertion).
+async fn until<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Some(placement) once no move is in flight and every partition group's
+/// configuration (as its leader among `nodes` sees it) has exactly the
+/// placement's replicas as voters and no learner.
+async fn settled(nodes: &[&ClusterNode]) -> Option<BTreeMap<u64, Vec<u64>>> {
+    let meta = nodes[0].read_meta().await.ok()?;
+    if !meta.moves.is_empty() {
+        return None;
+    }
+    let placement: BTreeMap<u64, Vec<u64>> = meta.partition_groups().into_iter().collect();
+    let mut seen = BTreeSet::new();
+    for n in nodes {
+        for g in n.status().await.ok()?.groups {
+            if g.group == 0 || g.role != "Leader" {
+                continue;
+            }
+            let want: BTreeSet<u64> = placement.get(&g.group)?.iter().copied().collect();
+            let have: BTreeSet<u64> = g.voters.iter().copied().collect();
+            if have != want || !g.learners.is_empty() || !g.voters_outgoing.is_empty() {
+                return None;
+            }
+            seen.insert(g.group);
+        }
+    }
+    (seen.len() == placement.len()).then_some(placement)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_follow_removed_down_and_new_nodes_and_leadership_spreads() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut peers: BTreeMap<u64, String> = (1..=5).map(|id| (id, free_addr())).collect();
+    let mut nodes = Vec::new();
+    for id in 1..=5 {
+        nodes.push(ClusterNode::start(config(id, &peers, dir.path(), false)).await.unwrap());
+    }
+    until("all nodes registered", async || (nodes[0].local_meta().nodes.len() == 5).then_some(())).await;
+    let create = MetaCommand::CreateTopic { name: "t".into(), partitions: 5, replicas: 3, config: Default::default() };
+    let r = until("topic created", async || nodes[0].propose_meta(&create).await.ok()).await;
+    assert!(matches!(r, MetaResponse::Topic(_)), "{r:?}");
+    let all: Vec<&ClusterNode> = nodes.iter().collect();
+    let before = until("groups formed", async || settled(&all).await).await;
+    assert_eq!(before.values().filter(|r| r.contains(&5)).count(), 3);
+
+    // Remove node 5: each of its three replicas is replaced on nodes 1-4.
+    until("node 5 removed", async || nodes[0].remove_node(5).await.ok()).await;
+    nodes[4].shutdown();
+    let live: Vec<&ClusterNode> = nodes[..4].iter().collect();
+    let after_remove = until("node 5's replicas replaced", async || settled(&live).await.filter(|p| p.values().all(|r| !r.contains(&5)))).await;
+    for (g, r) in &after_remove {
+        assert_eq!(r.len(), 3, "group {g}: {r:?}");
+        assert_eq!(r.iter().collect::<BTreeSet<_>>().len(), 3, "group {g}: distinct replicas {r:?}");
+    }
+    let meta = nodes[0].read_meta().await.unwrap();
+    assert!(meta.moves_done >= 3, "moves done: {}", meta.moves_done);
+
+    // Node 4 stops and stays down past down_after: its replicas go to 1-3.
+    nodes[3].shutdown();
+    let live: Vec<&ClusterNode> = nodes[..3].iter().collect();
+    let after_down = until("node 4's replicas re-replicated", async || settled(&live).await.filter(|p| p.values().all(|r| !r.contains(&4)))).await;
+    assert!(after_down.values().all(|r| r.len() == 3));
+
+    // A new data node 6 joins: it gets its share (15 replicas over 4 nodes: 3 or 4).
+    peers.insert(6, free_addr());
+    let mut c6 = config(6, &peers, dir.path(), true);
+    c6.roles = vec![Role::Data];
+    let n6 = ClusterNode::start(c6).await.unwrap();
+    let info = NodeInfo { id: 6, cluster_addr: peers[&6].clone(), native_addr: None, roles: vec![Role::Data] };
+    until("node 6 added", async || nodes[1].add_node(info.clone()).await.ok()).await;
+    let with6: Vec<&ClusterNode> = vec![&nodes[0], &nodes[1], &nodes[2], &n6];
+    let spread = until("node 6 has its share", async || settled(&with6).await.filter(|p| p.values().filter(|r| r.contains(&6)).count() >= 3)).await;
+    let mut load: BTreeMap<u64, usize> = BTreeMap::new();
+    for r in spread.values() {
+        for n in r {
+            *load.entry(*n).or_default() += 1;
+        }
+    }
+    assert!(load.values().all(|l| (3..=4).contains(l)), "{load:?}");
+
+    // Leadership: every group ends up led by its preferred (first) replica,
+    // and the preferred replicas are spread (5 groups over 4 nodes: 1 or 2 each).
+    let leaders = until("leaders are the preferred replicas", async || {
+        let meta = nodes[0].read_meta().await.ok()?;
+        let placement: BTreeMap<u64, Vec<u64>> = meta.partition_groups().into_iter().collect();
+        let mut leaders = BTreeMap::new();
+        for n in &with6 {
+            for g in n.status().await.ok()?.groups {
+                if g.group != 0 && g.role == "Leader" {
+                    leaders.insert(g.group, n.node_id());
+                }
+            }
+        }
+        (leaders.len() == placement.len() && placement.iter().all(|(g, r)| leaders.get(g) == r.first())).then_some(leaders)
+    })
+    .await;
+    let mut led: BTreeMap<u64, usize> = BTreeMap::new();
+    for l in leaders.values() {
+        *led.entry(*l).or_default() += 1;
+    }
+    assert!(led.len() == 4 && led.values().all(|c| (1..=2).contains(c)), "leaders per node: {led:?}");
+    for n in with6 {
+        n.shutdown();
+    }
+}
