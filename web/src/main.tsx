@@ -6,6 +6,7 @@ import { Topics } from './pages/Topics';
 import { Records } from './pages/Records';
 import { Queues } from './pages/Queues';
 import { Pvs } from './pages/Pvs';
+import { Tables } from './pages/Tables';
 import './style.css';
 
 const TABS = [
@@ -14,6 +15,7 @@ const TABS = [
   ['records', 'Records'],
   ['queues', 'Queues'],
   ['pvs', 'PVs'],
+  ['tables', 'Tables'],
 ] as const;
 type Tab = (typeof TABS)[number][0];
 
@@ -71,6 +73,7 @@ function App() {
             {tab === 'records' && <Records snap={snap} />}
             {tab === 'queues' && snap && <Queues snap={snap} />}
             {tab === 'pvs' && snap && <Pvs snap={snap} series={feed.series} />}
+            {tab === 'tables' && snap && <Tables snap={snap} />}
           </>
         )}
       </main>

@@ -63,6 +63,15 @@ export interface PvView {
   number: number | null;
 }
 
+/** A table of the node's store (a live count: revision, keys, bytes). */
+export interface TableView {
+  name: string;
+  revision: number;
+  compact_revision: number;
+  keys: number;
+  bytes: number;
+}
+
 export interface Snapshot {
   type: 'snapshot';
   time_ms: number;
@@ -73,6 +82,8 @@ export interface Snapshot {
   queues: QueueInfo[];
   pvs: PvView[];
   pvs_omitted: number;
+  tables: TableView[];
+  tables_omitted: number;
 }
 
 export interface ItemView {
@@ -93,4 +104,58 @@ export interface RecordOut {
   value: string | null;
   headers: Record<string, string>;
   encoding: 'utf8' | 'base64';
+}
+
+// The AQL console (POST /ui/api/query) and table watches: the JSON forms of
+// docs/query.md ("Surfaces": keys and values are strings when UTF-8, else
+// key_hex / value_hex).
+
+export interface KvOut {
+  key?: string;
+  key_hex?: string;
+  value?: string;
+  value_hex?: string;
+  create_revision: number;
+  mod_revision: number;
+  version: number;
+  deleted?: boolean;
+}
+
+export interface QueryRecord {
+  partition: number;
+  offset: number;
+  timestamp_ms: number;
+  key?: string;
+  key_hex?: string;
+  value?: string;
+  value_hex?: string;
+}
+
+export interface QueryResult {
+  kind: string;
+  revision: number;
+  count: number;
+  kvs?: KvOut[];
+  more?: boolean;
+  succeeded?: boolean;
+  ops?: QueryResult[];
+  tables?: string[];
+  records?: QueryRecord[];
+  next_offset?: number;
+}
+
+export interface ErrorBody {
+  code: string;
+  message: string;
+  details?: Record<string, unknown>;
+}
+
+export type ConsoleAnswer =
+  | { ok: true; result: QueryResult; elapsed_ms: number }
+  | { ok: false; status: number; error: ErrorBody; elapsed_ms: number };
+
+export interface TableEvent {
+  type: 'put' | 'delete';
+  revision: number;
+  kv: KvOut;
 }

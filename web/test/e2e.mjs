@@ -2,13 +2,18 @@
 // run by crates/weft/tests/dashboard.rs, which starts the node and sets the
 // environment below). Loads every page with no console errors, sees a record
 // produced by `weft produce` appear in the live record browser, a `weft pv
-// put` appear on a PV's plot, and an error-queue item re-processed by a
-// click. Saves screenshots into $SHOTS (docs/dashboard/). Prints one JSON
+// put` appear on a PV's plot, an error-queue item re-processed by a click,
+// and on the Tables page a table made by the CLI listed, an AQL query typed
+// in the console showing its rows, a CLI write in the live watch, and a bad
+// query's typed error with its position. Saves screenshots into $SHOTS
+// (docs/dashboard/). Prints one JSON
 // line with what it saw; exits non-zero on the first failed expectation.
 //
 // Environment: UI_URL (http://127.0.0.1:PORT), WEFT_BIN, WEFT_ADDR
 // (tcp://...), PV (a writable double PV the node serves), TOPIC (exists, has
-// records), QUEUE_TOPIC (does not exist yet), SHOTS (dir or empty: none),
+// records), QUEUE_TOPIC (does not exist yet), TABLE (exists, holds pump/1
+// {kind: pump, rpm: 1200}, pump/2 {kind: pump, rpm: 800} and a valve;
+// `weft kv` reaches it through WEFT_GRPC_ADDR), SHOTS (dir or empty: none),
 // CHROMIUM (default /usr/bin/chromium), and the EPICS_PVA_* client
 // variables for `weft pv put`.
 import { execFileSync } from 'node:child_process';
@@ -28,6 +33,7 @@ const ADDR = env('WEFT_ADDR');
 const PV = env('PV');
 const TOPIC = env('TOPIC');
 const QUEUE_TOPIC = env('QUEUE_TOPIC');
+const TABLE = env('TABLE');
 const SHOTS = env('SHOTS', '');
 const STEP_MS = 15_000; // every wait below is bounded by this
 
@@ -55,10 +61,10 @@ try {
   });
   page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
   page.on('requestfailed', (r) => problems.push(`request failed: ${r.url()} ${r.failure()?.errorText ?? ''}`));
-  const shot = async (name) => {
+  const shot = async (name, fullPage = false) => {
     if (!SHOTS) return;
     mkdirSync(SHOTS, { recursive: true });
-    await page.screenshot({ path: join(SHOTS, `${name}.png`) });
+    await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage });
   };
   const tab = async (name) => {
     await page.click(`[data-testid=tab-${name}]`);
@@ -135,8 +141,57 @@ try {
   }, q);
   seen.queue = 'emptied';
 
+  // Tables: the table the CLI made is listed with its keys; watch it; an
+  // AQL query typed in the console and run with Ctrl+Enter shows its rows.
+  await tab('tables');
+  const trow = `[data-testid="table-${TABLE}"]`;
+  await page.waitForSelector(trow);
+  await page.waitForFunction((sel) => document.querySelector(`${sel} [data-testid=t-keys]`)?.textContent === '3', trow);
+  await page.click(`${trow} [data-testid=t-watch]`);
+  await page.waitForSelector(`[data-testid=watch-status]:has-text("watching ${TABLE}")`);
+  const good = `FILTER ${TABLE} WHERE kind = 'pump' AND rpm >= 1000`;
+  await page.fill('[data-testid=aql-input]', good);
+  await page.press('[data-testid=aql-input]', 'Control+Enter');
+  const rowKeys = async () => {
+    await page.waitForSelector('[data-testid=aql-result][data-ok=true] [data-testid=aql-row]');
+    return page.$$eval('[data-testid=aql-result] [data-testid=aql-row]', (trs) => trs.map((tr) => tr.querySelector('td')?.textContent));
+  };
+  const first = await rowKeys();
+  if (JSON.stringify(first) !== JSON.stringify(['pump/1'])) throw new Error(`FILTER showed ${JSON.stringify(first)}, not pump/1`);
+  // A write by the CLI: in the watch at once, and in the next run's rows.
+  weft(['kv', 'put', TABLE, 'pump/2', JSON.stringify({ kind: 'pump', rpm: 1500 })]);
+  await page.waitForSelector('[data-testid=watch-event]:has-text("pump/2")');
+  const watched = await page.textContent('[data-testid=watch-event]');
+  await page.click('[data-testid=aql-run]');
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid=aql-result] [data-testid=aql-row]').length === 2);
+  const second = await rowKeys();
+  const pump2 = await page.textContent('[data-testid=aql-result] [data-testid=aql-row]:nth-child(2) td.value');
+  if (JSON.stringify(second) !== JSON.stringify(['pump/1', 'pump/2']) || !pump2?.includes('1500')) {
+    throw new Error(`after the put FILTER showed ${JSON.stringify(second)} (${pump2})`);
+  }
+  await page.waitForFunction((sel) => document.querySelector(`${sel} [data-testid=t-revision]`)?.textContent === '4', trow);
+  await shot('tables', true);
+  // The raw JSON of the same answer.
+  await page.check('[data-testid=aql-raw]');
+  await page.waitForFunction(() => document.querySelector('[data-testid=aql-json]')?.textContent?.includes('"kind": "filter"'));
+  await page.uncheck('[data-testid=aql-raw]');
+  // A bad query: its gRPC code, message and the position under its line.
+  const bad = `FILTER ${TABLE}\n  WHER kind = 'pump'`;
+  await page.fill('[data-testid=aql-input]', bad);
+  await page.click('[data-testid=aql-run]');
+  await page.waitForSelector('[data-testid=aql-result][data-ok=false] [data-testid=aql-error]');
+  const code = await page.textContent('[data-testid=aql-error-code]');
+  const pos = await page.textContent('[data-testid=aql-error-pos]');
+  if (code !== 'INVALID_ARGUMENT' || !pos?.includes('line 2, column 3') || !pos.includes('^')) {
+    throw new Error(`the bad query showed ${code} / ${pos}`);
+  }
+  const history = await page.$$eval('[data-testid=aql-history] li', (lis) => lis.map((li) => li.textContent));
+  if (history[0] !== bad || history[1] !== good) throw new Error(`history ${JSON.stringify(history)}`);
+  await shot('tables-error', true);
+  seen.table = { rows: second, watched, error: { code, position: pos.split('\n')[0] }, history: history.length };
+
   // Every page once more, now with data, for console errors.
-  for (const t of ['overview', 'topics', 'records', 'queues', 'pvs']) await tab(t);
+  for (const t of ['overview', 'topics', 'records', 'queues', 'pvs', 'tables']) await tab(t);
   // Deep links load the app too (the node's SPA fallback).
   await page.goto(`${URL_BASE}/ui/queues`);
   await page.waitForSelector('[data-testid=page-queues]');

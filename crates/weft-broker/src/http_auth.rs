@@ -87,6 +87,11 @@ fn need(method: &Method, template: Option<&str>, path: &str, metrics_open: bool)
         // operations are `write` on the queue.
         "/ui/api/queues/{kind}/{name}/{op}" => Need::One(Write, Queue, param(t, path, "name").unwrap_or_default()),
         "/ui/api/queues/{kind}/{name}/errors" => Need::One(Read, Queue, param(t, path, "name").unwrap_or_default()),
+        // The dashboard's AQL console: any identity at the gateway, each
+        // statement checked for it in the query layer (as gRPC's).
+        "/ui/api/query" => Need::Authenticated,
+        // Watching a table from the dashboard reads the table's data.
+        "/ui/api/tables/{table}/watch" => Need::One(Read, Table, param(t, path, "table").unwrap_or_default()),
         t if t == "/ui" || t.starts_with("/ui/") => Need::One(if read { Read } else { Write }, Endpoint, "ui".into()),
         _ => Need::Authenticated,
     }
@@ -215,5 +220,7 @@ mod tests {
         assert!(matches!(need(&Method::POST, Some("/v1/topics/{topic}/records"), "/v1/topics/t/records", true), Need::One(Action::Write, ResourceKind::Topic, ref n) if n == "t"));
         assert!(matches!(need(&Method::GET, None, "/nope", true), Need::Authenticated));
         assert!(matches!(need(&Method::GET, Some("/ui/ws"), "/ui/ws", true), Need::One(Action::Read, ResourceKind::Endpoint, ref n) if n == "ui"));
+        assert!(matches!(need(&Method::POST, Some("/ui/api/query"), "/ui/api/query", true), Need::Authenticated));
+        assert!(matches!(need(&Method::GET, Some("/ui/api/tables/{table}/watch"), "/ui/api/tables/dev%2Ex/watch", true), Need::One(Action::Read, ResourceKind::Table, ref n) if n == "dev.x"));
     }
 }

@@ -118,6 +118,13 @@ pub struct UiConf {
     pub max_clients: u64,
     /// Time between two snapshots pushed to the dashboards.
     pub period_ms: u64,
+    /// Table watch WebSockets of the dashboard open at once; more get 429 `busy`.
+    #[serde(default = "default_ui_max_watches")]
+    pub max_watches: u64,
+}
+
+fn default_ui_max_watches() -> u64 {
+    16
 }
 
 /// OpenTelemetry trace export (docs/observability.md, "Traces").
@@ -404,7 +411,7 @@ impl Default for NodeConfig {
             queues: QueuesConf { max_uncommitted: weft_queue::DEFAULT_MAX_UNCOMMITTED as u64, produce_endpoint: false, produce_max_retries: 3 },
             cluster: ClusterConf::default(),
             otel: OtelConf { endpoint: String::new(), sample_ratio: 1.0, service_name: "weft".into(), filter: "info".into() },
-            ui: UiConf { enabled: true, max_clients: 16, period_ms: 1000 },
+            ui: UiConf { enabled: true, max_clients: 16, period_ms: 1000, max_watches: default_ui_max_watches() },
             auth: AuthConf::default(),
             grpc: GrpcConf { enabled: true, addr: format!("127.0.0.1:{DEFAULT_GRPC_PORT}"), tls: false },
             tables: weft_table::TablesConfig::default(),

@@ -244,10 +244,12 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
             queues.clone(),
             readiness.clone(),
             service.clone(),
+            (query_exec.clone(), authz.clone()),
             status,
             crate::ui::UiOptions {
                 max_clients: usize::try_from(cfg.ui.max_clients).unwrap_or(usize::MAX),
                 period: Duration::from_millis(cfg.ui.period_ms.max(100)),
+                max_watches: usize::try_from(cfg.ui.max_watches).unwrap_or(usize::MAX),
             },
         );
         let stop = server.stopping();

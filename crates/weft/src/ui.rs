@@ -1,8 +1,10 @@
 //! The web dashboard of `weft serve` (docs/dashboard.md): the React bundle
 //! built from `web/` and committed in `web/dist/`, embedded here so a fresh
 //! clone serves it from `cargo run` without Node.js; one WebSocket feed
-//! (`/ui/ws`) pushing a JSON snapshot of the node every `ui.period_ms`; and
-//! the queue management operations as HTTP POSTs. Merged into the HTTP
+//! (`/ui/ws`) pushing a JSON snapshot of the node every `ui.period_ms`; the
+//! queue management operations as HTTP POSTs; and a WebSocket per watched
+//! table (`/ui/api/tables/{table}/watch`). The AQL console posts to the
+//! gateway's own `POST /v1/query` (weft-api). Merged into the HTTP
 //! gateway's router, so its allow-list, body limit, statistics and any
 //! middleware added there cover these routes too.
 
@@ -37,6 +39,8 @@ const APP_CSS: &[u8] = include_bytes!("../../../web/dist/assets/app.css");
 const MAX_PVS: usize = 200;
 /// Error-queue items one `errors` request returns, at most.
 const MAX_ERROR_ITEMS: usize = 100;
+/// Tables listed in a snapshot, at most (the rest are counted in `tables_omitted`).
+const MAX_TABLES: usize = 200;
 
 /// What one PV looks like in a snapshot.
 #[derive(Debug, Clone, Serialize)]
@@ -66,6 +70,8 @@ pub struct UiOptions {
     pub max_clients: usize,
     /// Time between two snapshots.
     pub period: Duration,
+    /// Table watch WebSockets open at once; more are refused with 429 (`busy`).
+    pub max_watches: usize,
 }
 
 /// Shared by the routes and the snapshot task.
@@ -74,12 +80,17 @@ pub struct Ui {
     queues: Arc<Manager>,
     readiness: Arc<crate::observe::Readiness>,
     service: Arc<SharedService>,
+    tables: weft_table::Tables,
+    /// The node's query executor with weft-auth as its access hook.
+    query: weft_api::Executor,
     cluster: Option<ClusterSource>,
     pvs: RwLock<Option<PvSource>>,
     opts: UiOptions,
     clients: AtomicUsize,
     refused: AtomicUsize,
     snapshots: AtomicUsize,
+    watches: AtomicUsize,
+    watches_refused: AtomicUsize,
     feed: watch::Receiver<Arc<str>>,
     feed_tx: std::sync::Mutex<Option<watch::Sender<Arc<str>>>>,
     /// `?v=` tag of the assets: changes whenever the bundle does, so they
@@ -94,9 +105,15 @@ impl Ui {
         queues: Arc<Manager>,
         readiness: Arc<crate::observe::Readiness>,
         service: Arc<SharedService>,
+        query: (weft_api::Executor, Arc<weft_auth::Authorizer>),
         cluster: Option<ClusterSource>,
         opts: UiOptions,
     ) -> Arc<Ui> {
+        let (exec, authz) = query;
+        let tables = exec.tables().clone();
+        // Every statement of the console checked for the caller, as on gRPC
+        // (weft-auth allows everything while auth is off).
+        let query = exec.with_authorizer(Arc::new(weft_api::auth::WeftAuth(authz)));
         let (tx, rx) = watch::channel::<Arc<str>>(Arc::from("{}"));
         let version = format!("{:016x}", fnv1a(&[INDEX_HTML.as_bytes(), APP_JS, APP_CSS]));
         let index = INDEX_HTML
@@ -107,12 +124,16 @@ impl Ui {
             queues,
             readiness,
             service,
+            tables,
+            query,
             cluster,
             pvs: RwLock::new(None),
             opts,
             clients: AtomicUsize::new(0),
             refused: AtomicUsize::new(0),
             snapshots: AtomicUsize::new(0),
+            watches: AtomicUsize::new(0),
+            watches_refused: AtomicUsize::new(0),
             feed: rx,
             feed_tx: std::sync::Mutex::new(Some(tx)),
             version,
@@ -133,6 +154,9 @@ impl Ui {
             ("ui.clients_max".into(), self.opts.max_clients.into()),
             ("ui.clients_refused".into(), self.refused.load(Ordering::Relaxed).into()),
             ("ui.snapshots".into(), self.snapshots.load(Ordering::Relaxed).into()),
+            ("ui.watches".into(), self.watches.load(Ordering::Relaxed).into()),
+            ("ui.watches_max".into(), self.opts.max_watches.into()),
+            ("ui.watches_refused".into(), self.watches_refused.load(Ordering::Relaxed).into()),
         ]
     }
 
@@ -235,6 +259,14 @@ impl Ui {
             None => (vec![], 0),
         };
         let pvs_omitted = pvs_total.saturating_sub(pvs.len());
+        let mut all_tables = self.tables.list();
+        all_tables.sort_by(|a, b| a.name.cmp(&b.name));
+        let tables_omitted = all_tables.len().saturating_sub(MAX_TABLES);
+        let tables = all_tables
+            .into_iter()
+            .take(MAX_TABLES)
+            .map(|t| TableView { name: t.name, revision: t.revision, compact_revision: t.compact_revision, keys: t.keys, bytes: t.bytes })
+            .collect();
         let h = self.log.health();
         Snapshot {
             r#type: "snapshot",
@@ -256,6 +288,8 @@ impl Ui {
             queues,
             pvs,
             pvs_omitted,
+            tables,
+            tables_omitted,
         }
     }
 }
@@ -277,6 +311,18 @@ struct Snapshot {
     queues: Vec<QueueInfo>,
     pvs: Vec<PvView>,
     pvs_omitted: usize,
+    tables: Vec<TableView>,
+    tables_omitted: usize,
+}
+
+/// A table of this node's store (`weft_table::TableInfo` without its config).
+#[derive(Serialize)]
+struct TableView {
+    name: String,
+    revision: u64,
+    compact_revision: u64,
+    keys: u64,
+    bytes: u64,
 }
 
 #[derive(Serialize)]
@@ -349,6 +395,8 @@ pub fn routes(ui: Arc<Ui>) -> Router {
         .route("/ui/ws", get(feed))
         .route("/ui/api/queues/{kind}/{name}/errors", get(queue_errors))
         .route("/ui/api/queues/{kind}/{name}/{op}", post(queue_op))
+        .route("/ui/api/tables/{table}/watch", get(table_watch))
+        .route("/ui/api/query", post(console_query))
         .route("/ui/api/{*rest}", get(api_404).post(api_404))
         // Client-side routes (/ui/topics, ...) load the app too.
         .route("/ui/{*rest}", get(index))
@@ -459,6 +507,143 @@ async fn pump(mut socket: WebSocket, mut rx: watch::Receiver<Arc<str>>) {
             },
         }
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsoleRequest {
+    aql: String,
+    /// Deadline in milliseconds (0 or absent: the query's own or `query.default_timeout_ms`).
+    #[serde(default)]
+    timeout_ms: u64,
+}
+
+/// The AQL console: runs one query as `POST /v1/query` does (same executor,
+/// same JSON result and error body), with each statement checked for the
+/// caller by weft-auth as on gRPC. A query that fails is an answer the
+/// console shows, not a failed request: it comes back 200 with `ok: false`,
+/// the error body and the status `/v1/query` would have answered, so the
+/// browser does not log every typo as a failed resource load.
+async fn console_query(State(ui): State<Arc<Ui>>, ext: axum::http::Extensions, body: axum::body::Bytes) -> Result<Json<serde_json::Value>, ApiError> {
+    let req: ConsoleRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError(ErrorBody::new(ErrorCode::BadBody, format!("invalid JSON body: {e}"))))?;
+    // The gateway's auth layer put the caller there (anonymous while auth is off).
+    let who = ext.get::<weft_auth::Identity>().cloned().unwrap_or_else(weft_auth::Identity::nobody);
+    let peer = ext.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.to_string()).unwrap_or_default();
+    let started = Instant::now();
+    let q = weft_api::native::QueryRequest { aql: req.aql, timeout_ms: req.timeout_ms, serializable: false };
+    let r = weft_api::auth::scoped(Some(weft_api::auth::Caller { who, peer }), weft_api::native::run(&ui.query, &q, false, None)).await;
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    Ok(Json(match r {
+        Ok(result) => serde_json::json!({"ok": true, "result": result, "elapsed_ms": elapsed_ms}),
+        Err(e) => {
+            let body = weft_api::json::error_body(&e);
+            let status = weft_broker::error::http_status(body.code);
+            tracing::debug!(error = %e, status, "console query failed");
+            serde_json::json!({"ok": false, "status": status, "error": body, "elapsed_ms": elapsed_ms})
+        }
+    }))
+}
+
+#[derive(Deserialize)]
+struct WatchQuery {
+    /// First revision to send (stored history from there is replayed);
+    /// absent or 0: only changes made from now on.
+    from: Option<u64>,
+}
+
+/// A table's changes, live: one text message per event, in the JSON shape
+/// of `weft kv watch --json` (`weft_api::json::event`), and a last
+/// `{"type": "error", ...}` message when the watch ends (slow reader,
+/// compaction, table dropped).
+async fn table_watch(State(ui): State<Arc<Ui>>, Path(name): Path<String>, Query(q): Query<WatchQuery>, ws: WebSocketUpgrade) -> Result<Response, ApiError> {
+    // Start the watch before upgrading, so a missing table or a refused
+    // watch is a plain HTTP error.
+    let table = ui.tables.get(&name).map_err(table_error)?;
+    let n = ui.watches.fetch_add(1, Ordering::AcqRel);
+    let guard = WatchGuard(ui.clone());
+    if n >= ui.opts.max_watches {
+        ui.watches_refused.fetch_add(1, Ordering::Relaxed);
+        return Err(ApiError(
+            ErrorBody::new(ErrorCode::Busy, format!("{} table watches are open already (ui.max_watches)", ui.opts.max_watches))
+                .with_details(serde_json::json!({"kind": "busy", "status": weft_broker::error::http_status(ErrorCode::Busy)})),
+        ));
+    }
+    let spec = weft_table::WatchSpec { target: weft_table::WatchTarget::Prefix(Default::default()), start_revision: q.from.filter(|r| *r > 0), prev_kv: false };
+    let watcher = table.watch(spec).map_err(table_error)?;
+    tracing::debug!(table = %name, from = q.from, "dashboard table watch");
+    Ok(ws.on_upgrade(move |socket| async move {
+        let _guard = guard;
+        follow_table(socket, watcher).await;
+    }))
+}
+
+struct WatchGuard(Arc<Ui>);
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        self.0.watches.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+async fn follow_table(mut socket: WebSocket, mut watcher: weft_table::Watcher) {
+    loop {
+        tokio::select! {
+            // Cancel-safe (weft-table): losing this branch loses no event.
+            ev = watcher.next() => {
+                let text = match ev {
+                    Ok(e) => weft_api::json::event(&event_pb(e)).to_string(),
+                    Err(e) => {
+                        let body = table_error(e).0;
+                        let end = serde_json::json!({"type": "error", "code": body.code, "message": body.message, "details": body.details});
+                        let _ = socket.send(Message::Text(end.to_string().into())).await;
+                        let _ = socket.send(Message::Close(None)).await;
+                        return;
+                    }
+                };
+                if socket.send(Message::Text(text.into())).await.is_err() {
+                    return;
+                }
+            }
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                _ => {}
+            },
+        }
+    }
+}
+
+fn event_pb(e: weft_table::Event) -> weft_api::pb::Event {
+    let kv = |k: weft_table::KeyValue| weft_api::pb::KeyValue {
+        key: k.key.to_vec(),
+        value: k.value.to_vec(),
+        create_revision: k.create_revision,
+        mod_revision: k.mod_revision,
+        version: k.version,
+        deleted: false,
+    };
+    weft_api::pb::Event {
+        r#type: match e.kind {
+            weft_table::EventKind::Put => weft_api::pb::EventType::Put as i32,
+            weft_table::EventKind::Delete => weft_api::pb::EventType::Delete as i32,
+        },
+        kv: Some(kv(e.kv)),
+        prev_kv: e.prev_kv.map(kv),
+        revision: e.revision,
+    }
+}
+
+/// A table error as the gateway's error body, with its stable kind.
+fn table_error(e: weft_table::Error) -> ApiError {
+    use weft_table::Error as E;
+    let code = match &e {
+        E::NotFound(_) | E::Dropped(_) => ErrorCode::NotFound,
+        E::InvalidArgument { .. } | E::NotJson { .. } | E::TooLarge { .. } => ErrorCode::Validation,
+        E::Compacted { .. } | E::FutureRevision { .. } => ErrorCode::OutOfRange,
+        E::TooMany { .. } | E::SlowWatcher { .. } => ErrorCode::Busy,
+        _ => ErrorCode::Internal,
+    };
+    ApiError(ErrorBody::new(code, e.to_string()).with_details(serde_json::json!({"kind": e.kind(), "status": weft_broker::error::http_status(code)})))
 }
 
 fn queue_of(ui: &Ui, kind: &str, name: &str) -> Result<Arc<WorkQueue>, ApiError> {

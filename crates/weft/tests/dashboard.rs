@@ -3,15 +3,21 @@
 //!
 //! Always: the embedded bundle is served with its content types and caching
 //! headers, client-side routes fall back to the app, the WebSocket feed
-//! pushes a snapshot naming the node, its topics and its queued endpoint,
-//! and the queue routes answer typed errors.
+//! pushes a snapshot naming the node, its topics, its queued endpoint and
+//! its tables, the queue routes answer typed errors, the AQL console
+//! (`/ui/api/query`) answers results and typed errors with positions and
+//! checks each statement for the caller with `--auth`, and a table watch
+//! WebSocket streams the CLI's writes.
 //!
 //! With WEFT_PEERS=1 (scripts/peers/ui.sh installs Debian's chromium and
 //! web/node_modules): `web/test/e2e.mjs` drives headless Chromium through
 //! every page (no console errors; a record produced by `weft produce`
 //! appears in the live record browser; `weft pv put` appears on the PV's
 //! plot; an error-queue item is re-processed by a click and the queue
-//! empties) and saves the screenshots of docs/dashboard/; and the committed
+//! empties; a table made by `weft table create`/`weft kv put` is listed, an
+//! AQL query typed in the console shows its rows, a `weft kv put` appears
+//! in the live watch, a bad query shows its error and position) and saves
+//! the screenshots of docs/dashboard/; and the committed
 //! bundle (web/dist) is what `npm ci && npm run build` makes from web/.
 
 #![allow(clippy::unwrap_used)] // a failing unwrap is the test failing
@@ -86,10 +92,16 @@ fn first_ws_message(port: u16) -> (TcpStream, serde_json::Value) {
 }
 
 fn ws_handshake(port: u16) -> TcpStream {
+    ws_open(port, "/ui/ws", "")
+}
+
+/// Sends a WebSocket upgrade request for `path` (`extra`: more header lines).
+fn ws_open(port: u16, path: &str, extra: &str) -> TcpStream {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     s.write_all(
-        b"GET /ui/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\n{extra}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+            .as_bytes(),
     )
     .unwrap();
     s
@@ -300,6 +312,8 @@ fn dashboard_in_a_real_browser() {
     assert!(o.unwrap().status.success());
     // A consumer group with a committed offset: the Topics page shows its lag.
     node.ok(&["consume", "sensors", "--group", "dash-readers", "--max-records", "2"]);
+    // A table with three keys, for the Tables page (made over gRPC by the CLI).
+    devices(&node);
 
     // Screenshots go to docs/dashboard/ only when asked (WEFT_UI_SHOTS=1),
     // so a test run does not rewrite committed files.
@@ -313,6 +327,8 @@ fn dashboard_in_a_real_browser() {
         .env("PV", "ui:test:temp")
         .env("TOPIC", "sensors")
         .env("QUEUE_TOPIC", "late-topic")
+        .env("TABLE", "devices")
+        .env("WEFT_GRPC_ADDR", node.grpc_addr())
         .env("SHOTS", &shots)
         .envs(epics.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::piped())
@@ -341,9 +357,16 @@ fn dashboard_in_a_real_browser() {
     assert_eq!(report["seen"]["queue"], "emptied", "{report}");
     assert_eq!(report["seen"]["pv"]["value"], 42.5, "{report}");
     assert!(report["seen"]["record"].as_str().unwrap().starts_with("hello from weft produce"), "{report}");
-    for page in ["overview", "topics", "records", "pvs", "queues"] {
+    let t = &report["seen"]["table"];
+    assert_eq!(t["rows"], serde_json::json!(["pump/1", "pump/2"]), "{report}");
+    assert!(t["watched"].as_str().unwrap().contains("pump/2"), "{report}");
+    assert_eq!(t["error"]["code"], "INVALID_ARGUMENT", "{report}");
+    assert!(t["error"]["position"].as_str().unwrap().starts_with("line 2, column 3"), "{report}");
+    for page in ["overview", "topics", "records", "pvs", "queues", "tables", "tables-error"] {
         assert!(shots.join(format!("{page}.png")).is_file(), "no screenshot of {page}");
     }
+    // The console's put went through the node's table: the CLI reads it back.
+    assert!(node.ok(&["kv", "get", "devices", "pump/2"]).contains("1500"));
     // The re-processed item really went into the log.
     let out = node.ok(&["consume", "late-topic", "--from-beginning", "--max-records", "1"]);
     assert!(out.contains("queued while the topic was missing"), "{out}");
@@ -421,4 +444,168 @@ fn dashboard_snapshot_of_a_cluster_member() {
     assert_eq!(c["nodes"][0]["id"], 1, "{c}");
     assert_eq!(c["nodes"][0]["cluster_addr"], raft.as_str(), "{c}");
     assert!(c["groups"].as_array().is_some_and(|g| !g.is_empty()), "{c}");
+}
+
+/// `devices`: three keys, revision 3 (two pumps and a valve).
+fn devices(node: &Node) {
+    node.ok(&["table", "create", "devices"]);
+    node.ok(&["kv", "put", "devices", "pump/1", r#"{"kind": "pump", "rpm": 1200, "site": "north"}"#]);
+    node.ok(&["kv", "put", "devices", "pump/2", r#"{"kind": "pump", "rpm": 800}"#]);
+    node.ok(&["kv", "put", "devices", "valve/1", r#"{"kind": "valve", "open": true}"#]);
+}
+
+/// `POST /ui/api/query` with `body`; (HTTP status, answer).
+fn console(port: u16, extra: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    let (status, head, body) = http(port, "POST", "/ui/api/query", extra, &body.to_string());
+    (status, serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{e}: {head}\n{}", text(&body))))
+}
+
+/// The Tables page's server side: tables in the snapshot, the AQL console,
+/// table watches and their bound.
+#[test]
+fn dashboard_tables_console_and_watch() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("weft.toml");
+    std::fs::write(&conf, "[ui]\nmax_watches = 1\n").unwrap();
+    let node = Node::start_with(&["--config", conf.to_str().unwrap()], &[]);
+    devices(&node);
+    let p = node.http_port;
+
+    // The snapshot lists the table with its revision and key count.
+    let (_feed, snap) = first_ws_message(p);
+    let t = snap["tables"].as_array().unwrap().iter().find(|t| t["name"] == "devices").unwrap_or_else(|| panic!("{snap}"));
+    assert_eq!((t["revision"].as_u64(), t["keys"].as_u64(), t["compact_revision"].as_u64()), (Some(3), Some(3), Some(0)), "{t}");
+    assert!(t["bytes"].as_u64().unwrap() > 0, "{t}");
+    assert_eq!(snap["tables_omitted"], 0);
+
+    // The console: a result in the JSON shape of `weft query --json`.
+    let (status, a) = console(p, "", &serde_json::json!({"aql": "FILTER devices WHERE kind = 'pump' AND rpm >= 1000"}));
+    assert_eq!((status, &a["ok"]), (200, &serde_json::json!(true)), "{a}");
+    assert_eq!(a["result"]["kind"], "filter", "{a}");
+    let keys: Vec<&str> = a["result"]["kvs"].as_array().unwrap().iter().map(|k| k["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["pump/1"], "{a}");
+    assert_eq!(a["result"]["kvs"][0]["version"], 1, "{a}");
+    let cli: serde_json::Value = serde_json::from_str(&node.ok(&["query", "FILTER devices WHERE kind = 'pump' AND rpm >= 1000", "--json"])).unwrap();
+    assert_eq!(a["result"], cli, "the console answers what `weft query --json` prints");
+    // The Query button's query (web/src/pages/Tables.tsx, rangeAll): every key.
+    let (_, a) = console(p, "", &serde_json::json!({"aql": "RANGE devices FROM x'00' LIMIT 100"}));
+    let keys: Vec<&str> = a["result"]["kvs"].as_array().unwrap_or_else(|| panic!("{a}")).iter().map(|k| k["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["pump/1", "pump/2", "valve/1"], "{a}");
+    // Writes too, through the same executor.
+    let (_, a) = console(p, "", &serde_json::json!({"aql": "SET devices 'pump/9' = {\"kind\": \"pump\", \"rpm\": 10} IF ABSENT"}));
+    assert_eq!((a["ok"].as_bool(), a["result"]["revision"].as_u64()), (Some(true), Some(4)), "{a}");
+
+    // A syntax error: still 200 (an answer the console shows), with the
+    // status /v1/query gives and the position.
+    let (status, a) = console(p, "", &serde_json::json!({"aql": "FILTER devices\n  WHER kind = 'pump'"}));
+    assert_eq!((status, a["ok"].as_bool(), a["status"].as_u64()), (200, Some(false), Some(400)), "{a}");
+    let e = &a["error"];
+    assert_eq!((e["code"].as_str(), e["details"]["grpc_code"].as_str(), e["details"]["kind"].as_str()), (Some("validation"), Some("INVALID_ARGUMENT"), Some("invalid_aql")), "{a}");
+    assert_eq!((e["details"]["line"].as_str(), e["details"]["column"].as_str(), e["details"]["offset"].as_str()), (Some("2"), Some("3"), Some("17")), "{a}");
+    let (_, _, v1) = http(p, "POST", "/v1/query", "", &serde_json::json!({"aql": "FILTER devices\n  WHER kind = 'pump'"}).to_string());
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&v1).unwrap(), *e, "the same error body as POST /v1/query");
+    // Other typed errors: unknown table, failed compare, a limit.
+    let (_, a) = console(p, "", &serde_json::json!({"aql": "GET nope 'k'"}));
+    assert_eq!((a["status"].as_u64(), a["error"]["details"]["grpc_code"].as_str()), (Some(404), Some("NOT_FOUND")), "{a}");
+    let (_, a) = console(p, "", &serde_json::json!({"aql": "SET devices 'pump/9' = 1 IF ABSENT"}));
+    assert_eq!((a["status"].as_u64(), a["error"]["details"]["grpc_code"].as_str()), (Some(409), Some("FAILED_PRECONDITION")), "{a}");
+    let (_, a) = console(p, "", &serde_json::json!({"aql": "RANGE devices FROM 'a' LIMIT 99999999"}));
+    assert_eq!((a["status"].as_u64(), a["error"]["details"]["config_key"].as_str()), (Some(429), Some("query.max_results")), "{a}");
+    // A malformed request is not a query error: a plain 400.
+    let (status, _, body) = http(p, "POST", "/ui/api/query", "", r#"{"sql": "GET devices 'a'"}"#);
+    assert_eq!(status, 400, "{}", text(&body));
+
+    // Watch: the CLI's writes arrive as events, in revision order.
+    let mut w = ws_open(p, "/ui/api/tables/devices/watch", "");
+    let head = read_head(&mut w);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // ui.max_watches = 1: a second watch is refused while the first is open.
+    let mut second = ws_open(p, "/ui/api/tables/devices/watch", "");
+    let head = read_head(&mut second);
+    assert!(head.starts_with("HTTP/1.1 429"), "{head}");
+    assert_eq!((node.stat_via(&node.addr(), "ui.watches"), node.stat_via(&node.addr(), "ui.watches_refused")), (1, 1));
+    node.ok(&["kv", "put", "devices", "pump/2", r#"{"kind": "pump", "rpm": 1500}"#]);
+    node.ok(&["kv", "del", "devices", "valve/1"]);
+    let e1 = read_text_frame(&mut w);
+    assert_eq!((e1["type"].as_str(), e1["revision"].as_u64(), e1["kv"]["key"].as_str()), (Some("put"), Some(5), Some("pump/2")), "{e1}");
+    assert_eq!((e1["kv"]["value"].as_str(), e1["kv"]["version"].as_u64()), (Some(r#"{"kind":"pump","rpm":1500}"#), Some(2)), "{e1}");
+    let e2 = read_text_frame(&mut w);
+    assert_eq!((e2["type"].as_str(), e2["revision"].as_u64(), e2["kv"]["key"].as_str()), (Some("delete"), Some(6), Some("valve/1")), "{e2}");
+    drop(w);
+    // Its place is free again once it closed; `from` replays the history.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut replay = loop {
+        let mut s = ws_open(p, "/ui/api/tables/devices/watch?from=1", "");
+        if read_head(&mut s).starts_with("HTTP/1.1 101") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "a closed watch never freed its place");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let revs: Vec<u64> = (0..6).map(|_| read_text_frame(&mut replay)["revision"].as_u64().unwrap()).collect();
+    assert_eq!(revs, [1, 2, 3, 4, 5, 6]);
+    drop(replay);
+    // A table that does not exist: a plain 404 before any upgrade.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut s = ws_open(p, "/ui/api/tables/nope/watch", "");
+        let head = read_head(&mut s);
+        if head.starts_with("HTTP/1.1 404") {
+            break;
+        }
+        // 429 while the replay's place is still being freed.
+        assert!(head.starts_with("HTTP/1.1 429") && Instant::now() < deadline, "{head}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// With `--auth` the console checks each statement for the caller (read on
+/// the table it reads), the watch needs read on its table, and requests
+/// without credentials are refused at the gateway.
+#[test]
+fn dashboard_console_with_auth() {
+    let node = Node::start_with(&["--auth"], &[]);
+    let admin = std::fs::read_to_string(node.data_dir().join("admin.token")).unwrap().trim().to_owned();
+    let as_admin = |args: &[&str]| {
+        let mut a = args.to_vec();
+        a.extend(["--token", &admin]);
+        let o = node.weft(&a);
+        assert!(o.status.success(), "weft {args:?}: {}", text(&o.stderr));
+        text(&o.stdout)
+    };
+    let p = node.http_port;
+    // The admin makes the tables from the console (`weft table` and `weft
+    // kv` send no token over gRPC yet).
+    let root = format!("Authorization: Bearer {admin}\r\n");
+    for aql in ["CREATE TABLE open_t", "CREATE TABLE secret_t", "SET open_t 'k' = 1", "SET secret_t 'k' = 2"] {
+        let (status, a) = console(p, &root, &serde_json::json!({"aql": aql}));
+        assert_eq!((status, a["ok"].as_bool()), (200, Some(true)), "{aql}: {a}");
+    }
+    as_admin(&["auth", "role", "add", "viewer", "--grant", "read:endpoint:ui", "--grant", "read:table:open_t"]);
+    as_admin(&["auth", "user", "add", "vera", "--role", "viewer"]);
+    let v: serde_json::Value = serde_json::from_str(&as_admin(&["auth", "token", "create", "vera", "--json"])).unwrap();
+    let vera = format!("Authorization: Bearer {}\r\n", v["secret"].as_str().unwrap());
+
+    let (status, a) = console(p, &vera, &serde_json::json!({"aql": "GET open_t 'k'"}));
+    assert_eq!((status, a["ok"].as_bool(), a["result"]["kvs"][0]["value"].as_str()), (200, Some(true), Some("1")), "{a}");
+    let (_, a) = console(p, &vera, &serde_json::json!({"aql": "GET secret_t 'k'"}));
+    assert_eq!((a["ok"].as_bool(), a["status"].as_u64(), a["error"]["details"]["grpc_code"].as_str()), (Some(false), Some(403), Some("PERMISSION_DENIED")), "{a}");
+    let (_, a) = console(p, &vera, &serde_json::json!({"aql": "SET open_t 'k' = 2"}));
+    assert_eq!((a["status"].as_u64(), a["error"]["details"]["grpc_code"].as_str()), (Some(403), Some("PERMISSION_DENIED")), "{a}");
+    // A BATCH is refused whole when one statement is: nothing written.
+    let (_, a) = console(p, &vera, &serde_json::json!({"aql": "BATCH { GET open_t 'k'; SET open_t 'j' = 3 }"}));
+    assert_eq!(a["status"].as_u64(), Some(403), "{a}");
+    let (_, a) = console(p, &vera, &serde_json::json!({"aql": "GET open_t 'j'"}));
+    assert_eq!((a["ok"].as_bool(), a["result"]["kvs"].as_array().map(Vec::len)), (Some(true), Some(0)), "{a}");
+    let (status, _, _) = http(p, "POST", "/ui/api/query", "", r#"{"aql": "GET open_t 'k'"}"#);
+    assert_eq!(status, 401);
+    let (status, _, _) = http(p, "POST", "/ui/api/query", "Authorization: Bearer wrong\r\n", r#"{"aql": "GET open_t 'k'"}"#);
+    assert_eq!(status, 401);
+
+    let mut s = ws_open(p, "/ui/api/tables/open_t/watch", &vera);
+    let head = read_head(&mut s);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut s = ws_open(p, "/ui/api/tables/secret_t/watch", &vera);
+    let head = read_head(&mut s);
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
 }
