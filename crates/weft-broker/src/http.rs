@@ -342,6 +342,10 @@ async fn produce(Extension(plane): Extension<Plane>, Path(topic): Path<String>, 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FetchQuery {
+    /// RFC 6750's credential parameter (docs/security.md): the auth layer
+    /// reads it; accepted here so a URL carrying it is not refused.
+    #[serde(default, rename = "access_token")]
+    _access_token: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     offset: Option<u64>,
     #[serde(default)]
@@ -412,6 +416,10 @@ fn record_of(r: dto::RecordOut) -> Record {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OffsetsQuery {
+    /// RFC 6750's credential parameter (docs/security.md): the auth layer
+    /// reads it; accepted here so a URL carrying it is not refused.
+    #[serde(default, rename = "access_token")]
+    _access_token: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     spec: Option<String>,
     #[serde(default)]
@@ -513,6 +521,10 @@ async fn commit(Extension(plane): Extension<Plane>, Path(group): Path<String>, b
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CommittedQuery {
+    /// RFC 6750's credential parameter (docs/security.md): the auth layer
+    /// reads it; accepted here so a URL carrying it is not refused.
+    #[serde(default, rename = "access_token")]
+    _access_token: Option<serde::de::IgnoredAny>,
     topic: String,
     partition: u32,
     /// earliest | latest | none: also answer the starting offset (`start`).
@@ -527,6 +539,10 @@ async fn committed(Extension(plane): Extension<Plane>, Path(group): Path<String>
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StreamQuery {
+    /// RFC 6750's credential parameter (docs/security.md): the auth layer
+    /// reads it; accepted here so a URL carrying it is not refused.
+    #[serde(default, rename = "access_token")]
+    _access_token: Option<serde::de::IgnoredAny>,
     /// A number, `earliest` or `latest` (default).
     #[serde(default)]
     offset: Option<String>,
