@@ -194,6 +194,17 @@ export class Client {
     return { redirects: 0, retries: (t as HttpTransport).retries ?? 0, cacheHits: 0, leaders: {} };
   }
 
+  /**
+   * Cluster mode, native transport: learn every partition's leader from the
+   * node's `cluster.status` (admin on `cluster` when auth is on), so calls on
+   * a partition go straight to its leader. Returns how many leaders are known.
+   */
+  refreshLeaders(): Promise<number> {
+    const t = this.transport;
+    if (!(t instanceof NativeTransport)) return Promise.reject(new NotSupported("refreshLeaders() needs a native address (the gateway forwards)"));
+    return t.refreshLeaders();
+  }
+
   /** Call any endpoint; resolves to the decoded answer, rejects with the typed error. */
   call<T = unknown>(route: string, body?: unknown, opts: CallOptions = {}): Promise<T> {
     return this.transport.call(route, body, opts) as Promise<T>;

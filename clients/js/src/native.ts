@@ -367,6 +367,34 @@ export class NativeTransport implements Transport {
     }
   }
 
+  /**
+   * Fill the leader cache from the node's `cluster.status` (partitions with
+   * their raft group and leader, nodes with their native address), so calls
+   * on a partition go straight to its leader without a first redirect or a
+   * forwarding hop. Returns how many partitions have a known leader.
+   */
+  async refreshLeaders(timeoutMs = this.opts.timeoutMs): Promise<number> {
+    const f = await this.callFrame("cluster.status", encodeBody(null), false, timeoutMs);
+    const v = decodeBody(f.body, (f.flags & FLAG_JSON) !== 0) as Record<string, unknown>;
+    if (f.kind === Kind.Error) throw fromDto(v, "cluster.status");
+    const addrOf = new Map<number, string>();
+    for (const n of (v.nodes as Record<string, unknown>[] | undefined) ?? []) {
+      if (typeof n.native_addr === "string") addrOf.set(Number(n.id), n.native_addr);
+    }
+    let known = 0;
+    for (const p of (v.partitions as Record<string, unknown>[] | undefined) ?? []) {
+      const group = Number(p.group);
+      const addr = p.leader != null ? addrOf.get(Number(p.leader)) : undefined;
+      if (!group || typeof p.topic !== "string") continue;
+      this.groupOf.set(`topic\0${p.topic}\0${p.partition}`, group);
+      if (addr) {
+        this.leaderOf.set(group, addr);
+        known++;
+      }
+    }
+    return known;
+  }
+
   /** Redirect and leader-cache counters (cluster mode). */
   leaderStats(): LeaderStats {
     return { ...this.stats, leaders: Object.fromEntries([...this.leaderOf].map(([g, a]) => [String(g), a])) };

@@ -144,6 +144,18 @@ export class ClusterNode {
 
 /** Three (or n) founding nodes; resolves once the metadata group has a leader and every node registered its address. */
 export async function startCluster(n = 3, status) {
+  // free ports are only free when asked: another process may take one before
+  // a node binds it, so a start that lost that race is tried again on new ports
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startClusterOnce(n, status);
+    } catch (e) {
+      if (attempt >= 3 || !/Address already in use/.test(String(e.message))) throw e;
+    }
+  }
+}
+
+async function startClusterOnce(n, status) {
   const tmp = mkdtempSync(path.join(os.tmpdir(), "weft-js-cluster-"));
   const nodes = [];
   for (let i = 1; i <= n; i++) {

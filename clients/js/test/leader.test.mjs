@@ -153,7 +153,7 @@ const partitionLeader = async (nodes, topic) => {
   return null;
 };
 
-test("three weft serve nodes: kill -9 of the partition leader while producing; every acknowledged record reads back", async () => {
+test("three weft serve nodes: kill -9 of the partition leader while producing; every acknowledged record reads back", async (t) => {
   const nodes = await startCluster(3, status);
   const clients = [];
   try {
@@ -168,6 +168,11 @@ test("three weft serve nodes: kill -9 of the partition leader while producing; e
     const viaNative = new weft.Client(survivors[0].tcp, { timeoutMs: 15000 });
     const viaHttp = new weft.Client(survivors[1].http, { timeoutMs: 15000 });
     clients.push(viaNative, viaHttp);
+
+    // the native client learns the partition's leader and sends to it directly
+    assert.equal(await viaNative.refreshLeaders(), 1);
+    const groupOfPartition = Object.keys(viaNative.leaderStats().leaders)[0];
+    assert.equal(viaNative.leaderStats().leaders[groupOfPartition], leader.tcp);
 
     const acked = new Map(); // value -> offset
     const failures = [];
@@ -204,6 +209,27 @@ test("three weft serve nodes: kill -9 of the partition leader while producing; e
     await killed;
     assert.ok(killed, "the leader was killed");
     assert.ok(afterKill >= 1, `records acknowledged after the kill (${failures.length} failures: ${failures.slice(0, 3).map((e) => e.message).join("; ")})`);
+
+    const codes = {};
+    for (const e of failures) codes[e.code ?? e.name] = (codes[e.code ?? e.name] ?? 0) + 1;
+    t.diagnostic(`acknowledged ${acked.size} (${afterKill} after the kill), not acknowledged ${failures.length} ${JSON.stringify(codes)}; native ${JSON.stringify(viaNative.leaderStats())}, http retries ${viaHttp.leaderStats().retries}`);
+    const st = viaNative.leaderStats();
+    assert.ok(st.cacheHits >= 1, "produces went straight to the cached leader");
+    // the killed leader was forgotten at the first call that could not reach it
+    assert.notEqual(st.leaders[groupOfPartition], leader.tcp);
+    // once a survivor leads, the cache learns it again and calls go there
+    await until("a new leader", async () => {
+      const id = await partitionLeader(survivors, topic);
+      return id && id !== leader.id ? id : null;
+    });
+    await until("the new leader in the cache", async () => (await viaNative.refreshLeaders().catch(() => 0)) === 1 && viaNative.leaderStats().leaders[groupOfPartition]);
+    const newLeader = viaNative.leaderStats().leaders[groupOfPartition];
+    assert.ok(survivors.some((n) => n.tcp === newLeader), newLeader);
+    const hits = viaNative.leaderStats().cacheHits;
+    const last = await viaNative.produce(topic, [{ value: "after-refresh", partition: 0 }]);
+    assert.equal(last[0].error, undefined);
+    acked.set("after-refresh", last[0].offset);
+    assert.equal(viaNative.leaderStats().cacheHits, hits + 1);
 
     // read everything back through each survivor
     const maxOffset = Math.max(...acked.values());
