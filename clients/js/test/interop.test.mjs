@@ -88,14 +88,18 @@ test("npm pack: the tarball installs into a clean folder and works there", async
     writeFileSync(path.join(app, "package.json"), JSON.stringify({ name: "app", version: "1.0.0", type: "module", private: true }));
     execFileSync("npm", ["install", "--no-audit", "--no-fund", path.join(out, tgz)], { cwd: app, stdio: "pipe" });
     writeFileSync(path.join(app, "main.mjs"), `
-      import { Client } from "weft-client";
+      import { Client, aqlKey } from "weft-client";
       const c = new Client(${JSON.stringify(node.tcp)});
       const p = await c.ping();
       console.log(p.pong, await c.echo("from the tarball"));
+      const t = await c.createTable("tarball_${process.pid}");
+      await t.put("k", { n: 1 });
+      console.log((await t.get("k")).value, aqlKey("it's"));
       await c.close();
     `);
     const r = execFileSync(process.execPath, ["main.mjs"], { cwd: app, encoding: "utf8" });
-    assert.equal(r.trim(), "true from the tarball");
+    assert.equal(r.trim(), `true from the tarball\n{"n":1} 'it\\'s'`);
+    assert.ok(listing.includes("package/dist/query.d.ts"), listing);
     const resolved = execFileSync(process.execPath, ["-e", "console.log(require.resolve('weft-client/package.json'))"], { cwd: app, encoding: "utf8" });
     assert.ok(resolved.startsWith(app), resolved);
   } finally {
