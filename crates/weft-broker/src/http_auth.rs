@@ -157,7 +157,14 @@ pub async fn auth(State(cfg): State<Arc<HttpAuth>>, mut req: Request, next: Next
     }
     let (cred, from_query) = credential(&req);
     let presented = cred.is_some();
-    let who = match authz.authenticate_header(cred.as_deref()) {
+    // HTTPS with a verified client certificate and no token: the user the
+    // certificate names (as on the native TLS listener); a token wins.
+    let cert = req.extensions().get::<crate::http_tls::ClientCertName>().filter(|_| !presented).map(|n| n.0.clone());
+    let who = match cert {
+        Some(name) => Ok(authz.authenticate_certificate(&name)),
+        None => authz.authenticate_header(cred.as_deref()),
+    };
+    let who = match who {
         Ok(w) => w,
         Err(d) => {
             authz.record_denial("http", &Identity::nobody(), &peer, &path, &d);

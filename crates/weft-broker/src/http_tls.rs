@@ -81,13 +81,30 @@ impl axum::serve::Listener for TlsListener {
 
 /// The peer of an HTTPS connection (axum's `ConnectInfo<SocketAddr>` is only
 /// implemented for its own TCP listener; [`with_peer_addr`] turns this into
-/// that, so the allow-list and handlers see the same type either way).
-#[derive(Debug, Clone, Copy)]
-pub struct TlsPeer(pub SocketAddr);
+/// that, so the allow-list and handlers see the same type either way), and
+/// the name of its client certificate, when it presented one the client CA
+/// verified (`tls.client_auth` optional or require).
+#[derive(Debug, Clone)]
+pub struct TlsPeer(pub SocketAddr, pub Option<ClientCertName>);
+
+/// The identity named by a verified client certificate (its common name,
+/// else its first subject alternative name), in an HTTPS request's
+/// extensions; the auth layer takes it for the user of that name when the
+/// request carries no token (docs/security.md, "HTTP gateway").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertName(pub Arc<str>);
 
 impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for TlsPeer {
     fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
-        TlsPeer(*stream.remote_addr())
+        // rustls only hands out certificates its client verifier accepted.
+        let name = stream.io().get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|leaf| match weft_net::cert_names(leaf) {
+            Ok(n) => n.identity(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the names of a verified client certificate");
+                None
+            }
+        });
+        TlsPeer(*stream.remote_addr(), name.map(|n| ClientCertName(Arc::from(n))))
     }
 }
 
@@ -99,5 +116,8 @@ pub async fn with_peer_addr(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     req.extensions_mut().insert(axum::extract::ConnectInfo(peer.0));
+    if let Some(name) = peer.1 {
+        req.extensions_mut().insert(name);
+    }
     next.run(req).await
 }
