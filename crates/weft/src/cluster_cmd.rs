@@ -47,6 +47,7 @@ pub async fn start(conf: &ClusterConf, data_dir: &Path, native_addr: Option<Stri
             heartbeat_ticks: conf.heartbeat_ticks as usize,
             max_record_bytes: u32::try_from(conf.max_record_bytes).unwrap_or(u32::MAX),
             snapshot_entries: conf.snapshot_entries,
+            rebalance: conf.rebalance.clone(),
             ..RaftTuning::default()
         },
         log: Some(log),
@@ -341,6 +342,16 @@ fn render_status(s: &serde_json::Value) -> String {
     if !parts.is_empty() {
         out.push('\n');
         out.push_str(&client_cmd::table(&["TOPIC", "PARTITION", "GROUP", "LEADER", "REPLICAS", "IN SYNC", "HIGH WATERMARK"], &parts));
+    }
+    let moves: Vec<Vec<String>> = s["moves"]
+        .as_array()
+        .unwrap_or(&empty)
+        .iter()
+        .map(|m| vec![str_of(&m["group"]), str_of(&m["from"]), str_of(&m["to"]), str_of(&m["reason"])])
+        .collect();
+    out.push_str(&format!("\nmoves in flight: {}  done: {}  cancelled: {}\n", moves.len(), str_of(&s["moves_done"]), str_of(&s["moves_cancelled"])));
+    if !moves.is_empty() {
+        out.push_str(&client_cmd::table(&["GROUP", "FROM", "TO", "REASON"], &moves));
     }
     out
 }

@@ -174,6 +174,8 @@ pub struct ClusterConf {
     pub max_pending: u64,
     /// Longest long-poll of a fetch forwarded to a replica (the client polls again after it).
     pub forward_max_wait_ms: u64,
+    /// The rebalancer: re-replication, moves onto new nodes, leadership balance.
+    pub rebalance: weft_cluster::rebalancer::RebalanceConfig,
 }
 
 impl Default for ClusterConf {
@@ -193,6 +195,7 @@ impl Default for ClusterConf {
             propose_timeout_ms: 5_000,
             max_pending: 4096,
             forward_max_wait_ms: 5_000,
+            rebalance: weft_cluster::rebalancer::RebalanceConfig::default(),
         }
     }
 }
