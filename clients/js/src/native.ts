@@ -62,7 +62,7 @@ export interface LeaderStats {
   redirects: number;
   /** Calls sent again after a `not_leader` that named no leader (an election). */
   retries: number;
-  /** Calls that went straight to a cached leader. */
+  /** Calls that went straight to a cached leader (this node included, when it leads). */
   cacheHits: number;
   /** group -> the leader's native address, as last learnt. */
   leaders: Record<string, string>;
@@ -319,7 +319,7 @@ export class NativeTransport implements Transport {
     const group = key != null ? this.groupOf.get(key) : undefined;
     const cachedAddr = group != null ? this.leaderOf.get(group) : undefined;
     let target: NativeTransport = cachedAddr != null ? this.peer(cachedAddr) : this;
-    if (target !== this) this.stats.cacheHits++;
+    if (cachedAddr != null) this.stats.cacheHits++;
     let hops = 0;
     let backoff: Backoff | null = null;
     for (;;) {
