@@ -25,14 +25,14 @@ def test_tables_and_revisions(client: weft.Client) -> None:
 
     r1 = client.put(t, "pump/1", {"kind": "pump", "rpm": 1200})
     r2 = client.put(t, "pump/2", "plain text")
-    r3 = client.put(t, b"\xff\x00", b"\x01\x02")
+    r3 = client.put(t, b"\xff\x00", b"\x80\x02")
     assert r1 < r2 < r3
     kv = client.get(t, "pump/1")
     assert kv is not None and kv.json() == {"kind": "pump", "rpm": 1200}
     assert (kv.version, kv.create_revision, kv.mod_revision) == (1, r1, r1)
     assert client.get(t, "pump/2") == weft.KeyValue("pump/2", "plain text", r2, r2, 1)
     raw = client.get(t, b"\xff\x00")
-    assert raw is not None and raw.key == b"\xff\x00" and raw.value == b"\x01\x02"
+    assert raw is not None and raw.key == b"\xff\x00" and raw.value == b"\x80\x02"
     assert client.get(t, "absent") is None
 
     # Compare-and-set on the version; a lost compare writes nothing.
@@ -52,7 +52,7 @@ def test_tables_and_revisions(client: weft.Client) -> None:
     assert at4 is not None and at4.json()["rpm"] == 1300
     now = client.get(t, "pump/1")
     assert now is not None and now.json() == {"rpm": 1} and now.version == 3
-    assert [h.json()["rpm"] for h in client.history(t, "pump/1")] == [1200, 1300, 1]
+    assert [h.json()["rpm"] for h in client.history(t, "pump/1")] == [1, 1300, 1200]
 
     rng = client.range(t, prefix="pump/")
     assert [k.key for k in rng.kvs] == ["pump/1", "pump/2"] and not rng.more

@@ -315,7 +315,7 @@ class QueryMixin:
         return RangeResult([KeyValue.from_wire(x) for x in r.get("kvs") or []], int(r.get("revision", 0)), bool(r.get("more", False)))
 
     async def history(self, table: str, key: Key, limit: int | None = None) -> list[KeyValue]:
-        """The key's past versions (deletes have ``deleted``), oldest first."""
+        """The key's stored versions, newest first (deletes have ``deleted``)."""
         lim = f" LIMIT {int(limit)}" if limit is not None else ""
         r = await self.query(f"HISTORY {name(table)} {key_literal(key)}{lim}")
         return [KeyValue.from_wire(x) for x in r.get("kvs") or []]
