@@ -74,9 +74,11 @@ export interface LeaderStats {
  * and the group to its leader, so later calls on the key go straight there.
  */
 export function leaderKey(route: string, body: unknown): string | null {
-  if (!body || typeof body !== "object") return null;
+  // Group membership lives on the node the member joined (docs/cluster.md):
+  // its calls (fenced fetches and commits too) never move to a partition leader.
+  if (!body || typeof body !== "object" || route.startsWith("log.group.")) return null;
   const b = body as Record<string, unknown>;
-  const f = route === "log.group.fetch" ? (b.fetch as Record<string, unknown> | undefined) ?? {} : b;
+  const f = b;
   if (typeof f.topic === "string") {
     let p = f.partition;
     // a produce whose records all name one partition addresses that partition

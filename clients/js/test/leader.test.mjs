@@ -176,6 +176,14 @@ test("three weft serve nodes: kill -9 of the partition leader while producing; e
     assert.equal(viaNative.leaderStats().leaders[groupOfPartition], leader.tcp);
 
     const acked = new Map(); // value -> offset
+    // a group member keeps to the node it joined (membership lives there), leader cache or not
+    const warm = await viaNative.produce(topic, ["warm-0", "warm-1", "warm-2"].map((value) => ({ value, partition: 0 })));
+    warm.forEach((r, i) => acked.set(`warm-${i}`, r.offset));
+    const member = viaNative.consumer(`jsg-${process.pid}`, [topic], { pollWaitMs: 200 });
+    const got = [];
+    for (let i = 0; i < 100 && got.length < 3; i++) got.push(...(await member.poll()));
+    await member.close();
+    assert.deepEqual(got.map((r) => td.decode(r.value)), ["warm-0", "warm-1", "warm-2"]);
     const failures = [];
     let killed = null;
     let killedAt = 0;
