@@ -53,7 +53,13 @@ impl From<tonic::Status> for CliError {
 #[derive(Subcommand, Clone, Debug)]
 pub enum TableCmd {
     /// Create a table.
-    Create { name: String },
+    Create {
+        name: String,
+        /// Cluster mode: raft replicas of the table (default: min(3, data nodes)).
+        /// A single node keeps one copy and records the number.
+        #[arg(long)]
+        replicas: Option<u64>,
+    },
     /// Drop a table and its data.
     Drop { name: String },
     /// List the tables.
@@ -69,6 +75,10 @@ pub enum KvCmd {
         key: String,
         #[arg(long)]
         revision: Option<u64>,
+        /// Cluster mode: read the answering node's replica as applied now
+        /// (no round trip to the leader; possibly behind the latest write).
+        #[arg(long)]
+        serializable: bool,
     },
     /// Write a key. VALUE is stored as JSON when it parses as JSON, else as text (--text: always text).
     Put {
@@ -109,6 +119,10 @@ pub enum KvCmd {
         limit: Option<u64>,
         #[arg(long)]
         revision: Option<u64>,
+        /// Cluster mode: read the answering node's replica as applied now
+        /// (no round trip to the leader; possibly behind the latest write).
+        #[arg(long)]
+        serializable: bool,
     },
     /// Print changes to a key (or --prefix) as they happen, from --start-revision.
     Watch {
@@ -134,6 +148,10 @@ pub enum KvCmd {
         key: String,
         #[arg(long)]
         limit: Option<u64>,
+        /// Cluster mode: read the answering node's replica as applied now
+        /// (no round trip to the leader; possibly behind the latest write).
+        #[arg(long)]
+        serializable: bool,
     },
 }
 
@@ -170,16 +188,23 @@ fn request<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
 /// Sends one query; returns the result.
 pub async fn execute(c: &Connect, q: &Query) -> Result<pb::Result, CliError> {
     let mut cl = client(c).await?;
-    let req = pb::ExecuteRequest { query: Some(pb::execute_request::Query::Aql(aql::print(q))), timeout_ms: 0 };
+    execute_with(c, q, false).await
+}
+
+/// As `execute`; `serializable`: a read served by the answering node's replica as applied now (cluster mode).
+pub async fn execute_with(c: &Connect, q: &Query, serializable: bool) -> Result<pb::Result, CliError> {
+    let req = pb::ExecuteRequest { query: Some(pb::execute_request::Query::Aql(aql::print(q))), timeout_ms: 0, serializable };
     let r = cl.execute(request(req, c.timeout)).await?.into_inner();
     r.result.ok_or_else(|| CliError::Usage("the server sent no result".into()))
 }
 
 /// `weft query "AQL"`: the text goes as typed (the server reports syntax
 /// errors with their position).
-pub async fn run_query(c: &Connect, text: &str, json: bool) -> Result<(), CliError> {
+/// `serializable`: reads are served by the answering node's replica as
+/// applied now (cluster mode; `weft query --serializable`).
+pub async fn run_query(c: &Connect, text: &str, json: bool, serializable: bool) -> Result<(), CliError> {
     let mut cl = client(c).await?;
-    let req = pb::ExecuteRequest { query: Some(pb::execute_request::Query::Aql(text.to_owned())), timeout_ms: 0 };
+    let req = pb::ExecuteRequest { query: Some(pb::execute_request::Query::Aql(text.to_owned())), timeout_ms: 0, serializable };
     let r = cl.execute(request(req, c.timeout)).await?.into_inner().result.unwrap_or_default();
     print_result(&r, json);
     Ok(())
@@ -187,7 +212,7 @@ pub async fn run_query(c: &Connect, text: &str, json: bool) -> Result<(), CliErr
 
 pub async fn run_table(c: &Connect, cmd: &TableCmd, json: bool) -> Result<(), CliError> {
     let stmt = match cmd {
-        TableCmd::Create { name } => Statement::CreateTable { table: name.clone() },
+        TableCmd::Create { name, replicas } => Statement::CreateTable { table: name.clone(), replicas: *replicas },
         TableCmd::Drop { name } => Statement::DropTable { table: name.clone() },
         TableCmd::List => Statement::ShowTables,
     };
@@ -197,7 +222,7 @@ pub async fn run_table(c: &Connect, cmd: &TableCmd, json: bool) -> Result<(), Cl
     } else {
         match cmd {
             TableCmd::List => r.tables.iter().for_each(|t| println!("{t}")),
-            TableCmd::Create { name } => println!("created table {name}"),
+            TableCmd::Create { name, .. } => println!("created table {name}"),
             TableCmd::Drop { name } => println!("dropped table {name}"),
         }
     }
@@ -207,7 +232,8 @@ pub async fn run_table(c: &Connect, cmd: &TableCmd, json: bool) -> Result<(), Cl
 pub async fn run_kv(c: &Connect, cmd: &KvCmd, json: bool) -> Result<(), CliError> {
     let k = |s: &String| s.as_bytes().to_vec();
     let stmt = match cmd {
-        KvCmd::Get { table, key, revision } => Statement::Get { table: table.clone(), key: k(key), revision: *revision },
+    let serializable = matches!(cmd, KvCmd::Get { serializable: true, .. } | KvCmd::Range { serializable: true, .. } | KvCmd::History { serializable: true, .. });
+        KvCmd::Get { table, key, revision, .. } => Statement::Get { table: table.clone(), key: k(key), revision: *revision },
         KvCmd::Put { table, key, value, text, if_version, if_absent } => {
             let value = match serde_json::from_str::<Json>(value) {
                 Ok(j) if !*text => Value::Json(j),
@@ -228,19 +254,19 @@ pub async fn run_kv(c: &Connect, cmd: &KvCmd, json: bool) -> Result<(), CliError
             };
             Statement::Delete { table: table.clone(), key: k(key), cond }
         }
-        KvCmd::Range { table, from, to, prefix, limit, revision } => {
+        KvCmd::Range { table, from, to, prefix, limit, revision, .. } => {
             let range = match prefix {
                 Some(p) => KeyRange::Prefix(k(p)),
                 None => KeyRange::From { start: k(from), end: to.as_ref().map(k) },
             };
             Statement::Range { table: table.clone(), range, limit: *limit, revision: *revision }
         }
-        KvCmd::History { table, key, limit } => Statement::History { table: table.clone(), key: k(key), limit: *limit },
+        KvCmd::History { table, key, limit, .. } => Statement::History { table: table.clone(), key: k(key), limit: *limit },
         KvCmd::Watch { table, key, prefix, start_revision, count, timeout } => {
             return watch(c, table, key.as_deref(), prefix.as_deref(), *start_revision, *count, timeout.map(Duration::from_millis), json).await;
         }
     };
-    let r = execute(c, &Query { stmt, timeout_ms: None }).await?;
+    let r = execute_with(c, &Query { stmt, timeout_ms: None }, serializable).await?;
     print_result(&r, json);
     Ok(())
 }

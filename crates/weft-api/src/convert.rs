@@ -119,7 +119,7 @@ pub fn statement(s: &pb::Statement, at: &str, in_batch: bool) -> Result<ast::Sta
         }
         Kind::Batch(b) => ast::Statement::Batch(batch(b, &format!("{at}.batch"))?),
         Kind::History(h) => ast::Statement::History { table: name(&h.table, &format!("{at}.history.table"))?, key: h.key.clone(), limit: h.limit },
-        Kind::CreateTable(c) => ast::Statement::CreateTable { table: name(&c.table, &format!("{at}.create_table.table"))? },
+        Kind::CreateTable(c) => ast::Statement::CreateTable { table: name(&c.table, &format!("{at}.create_table.table"))?, replicas: c.replicas },
         Kind::DropTable(c) => ast::Statement::DropTable { table: name(&c.table, &format!("{at}.drop_table.table"))? },
         Kind::ShowTables(_) => ast::Statement::ShowTables,
         Kind::TopicRead(t) => {

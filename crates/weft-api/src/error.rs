@@ -53,6 +53,22 @@ pub enum Error {
     /// No, a wrong, an expired or a revoked credential (UNAUTHENTICATED).
     #[error("unauthenticated: {0}")]
     Unauthenticated(String),
+    /// Cluster mode: the table's raft group has no leader this node knows of
+    /// (`leader` 0) or the request had to go to the leader; nothing ran
+    /// (UNAVAILABLE, reason `not_leader`, with the leader's addresses when known).
+    #[error("not leader of the table's group {group}; leader is node {leader}")]
+    NotLeader {
+        group: u64,
+        leader: u64,
+        /// The leader's native protocol address.
+        addr: Option<String>,
+        /// The leader's gRPC query address.
+        grpc_addr: Option<String>,
+    },
+    /// Cluster mode: the error a forwarded query got on the node that ran it,
+    /// passed on with its code, reason and metadata.
+    #[error("{message}")]
+    Remote { code: Code, reason: String, message: String, metadata: HashMap<String, String> },
 }
 
 impl Error {
@@ -88,12 +104,14 @@ impl Error {
             Error::Aborted(_) => Code::Aborted,
             Error::Denied(_) => Code::PermissionDenied,
             Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::NotLeader { .. } => Code::Unavailable,
+            Error::Remote { code, .. } => *code,
         }
     }
 
     /// A stable snake_case reason (ErrorInfo.reason; `details.kind` on the
     /// native protocol and HTTP).
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> &str {
         match self {
             Error::Parse(_) => "invalid_aql",
             Error::Convert(_) => "invalid_query",
@@ -107,6 +125,8 @@ impl Error {
             Error::Aborted(_) => "aborted",
             Error::Denied(_) => "permission_denied",
             Error::Unauthenticated(_) => "unauthenticated",
+            Error::NotLeader { .. } => "not_leader",
+            Error::Remote { reason, .. } => reason,
         }
     }
 
@@ -137,6 +157,18 @@ impl Error {
             Error::Deadline { timeout_ms } => {
                 m.insert("timeout_ms".into(), timeout_ms.to_string());
             }
+            Error::NotLeader { group, leader, addr, grpc_addr } => {
+                m.insert("group".into(), group.to_string());
+                m.insert("leader".into(), leader.to_string());
+                // `grpc_addr` is what query clients follow; `native_addr` is the native protocol's.
+                if let Some(a) = grpc_addr {
+                    m.insert("grpc_addr".into(), a.clone());
+                }
+                if let Some(a) = addr {
+                    m.insert("native_addr".into(), a.clone());
+                }
+            }
+            Error::Remote { metadata, .. } => m.extend(metadata.iter().map(|(k, v)| (k.clone(), v.clone()))),
             _ => {}
         }
         m
@@ -161,6 +193,11 @@ impl Error {
             }
             Error::Limit { key, limit, what } => {
                 d.set_quota_failure(vec![tonic_types::QuotaViolation::new(*key, format!("{what} over {limit}"))]);
+            }
+            Error::Remote { metadata, message, .. } => {
+                if let Some(key) = metadata.get("config_key") {
+                    d.set_quota_failure(vec![tonic_types::QuotaViolation::new(key.clone(), message.clone())]);
+                }
             }
             _ => {}
         }

@@ -80,18 +80,34 @@ pub struct Executor {
     pub(crate) stats: Arc<QueryStats>,
     /// Cluster mode: tables live on raft groups (None: the local `tables`).
     pub(crate) replicated: Option<Arc<dyn crate::replicated::ReplicatedTables>>,
+    /// Runs a statement another node forwarded: never forwards it again.
+    pub(crate) forwarded: bool,
 }
 
 impl Executor {
     /// `log`: the node's log for FROM TOPIC (None: those queries answer UNAVAILABLE).
     pub fn new(tables: Tables, log: Option<weft_log::Log>, config: QueryConfig) -> Self {
-        Executor { tables, log, config: Arc::new(config), auth: Arc::new(AllowAll), stats: Arc::new(QueryStats::default()), replicated: None }
+        Executor { tables, log, config: Arc::new(config), auth: Arc::new(AllowAll), stats: Arc::new(QueryStats::default()), replicated: None, forwarded: false }
     }
 
     /// Cluster mode: run table statements on replicated tables.
     pub fn with_replicated(mut self, r: Arc<dyn crate::replicated::ReplicatedTables>) -> Self {
         self.replicated = Some(r);
         self
+    }
+
+    /// Cluster mode: run a statement another node forwarded here (the
+    /// binary's `cluster.local.query`). The caller was authorized where it
+    /// called; this node never forwards the statement again (one hop).
+    pub async fn execute_forwarded(&self, req: &crate::replicated::Forward) -> Result<pb::Result, Error> {
+        // The entry node checked query.max_text_bytes on the caller's text; this is its canonical print.
+        let mut q = aql::parse(&req.aql)?;
+        if req.timeout_ms > 0 {
+            q.timeout_ms = Some(q.timeout_ms.map_or(req.timeout_ms, |t| t.min(req.timeout_ms)));
+        }
+        let mut here = self.clone();
+        here.forwarded = true;
+        here.execute_with(&q, None, None, req.serializable).await
     }
 
     pub fn with_authorizer(mut self, auth: Arc<dyn Authorizer>) -> Self {
@@ -141,7 +157,7 @@ impl Executor {
     pub async fn execute_with(&self, q: &Query, caller_timeout: Option<Duration>, identity: Option<&str>, serializable: bool) -> Result<pb::Result, Error> {
         self.stats.queries.fetch_add(1, AtomicOrdering::Relaxed);
         let timeout = self.timeout(q, caller_timeout);
-        let run = self.statement(&q.stmt, identity, serializable);
+        let run = self.statement(&q.stmt, identity, serializable, timeout);
         let r = match timeout {
             // TIMEOUT 0 is already over: answer without touching anything.
             Some(t) if t.is_zero() => Err(Error::Deadline { timeout_ms: 0 }),
@@ -188,11 +204,11 @@ impl Executor {
         self.tables.config().max_range_limit.clamp(1, 1000)
     }
 
-    async fn statement(&self, s: &Statement, id: Option<&str>, serializable: bool) -> Result<pb::Result, Error> {
+    async fn statement(&self, s: &Statement, id: Option<&str>, serializable: bool, timeout: Option<Duration>) -> Result<pb::Result, Error> {
         if let Some(rep) = &self.replicated
             && !matches!(s, Statement::TopicRead { .. })
         {
-            return self.replicated_statement(rep.as_ref(), s, id, !serializable).await;
+            return self.replicated_statement(rep.as_ref(), s, id, !serializable, timeout).await;
         }
         let kind = s.kind().to_owned();
         let mut r = pb::Result { kind, ..Default::default() };
@@ -264,7 +280,7 @@ impl Executor {
             Statement::Filter { table, pred, limit, offset } => {
                 let t = self.table(table, Access::Read, id)?;
                 let limit = self.limit(*limit)?;
-                let (rev, kvs, more) = self.scan(&t, pred, offset.unwrap_or(0), limit).await?;
+                let (rev, kvs, more) = self.scan(&mut local_pages(&t), pred, offset.unwrap_or(0), limit).await?;
                 r.revision = rev;
                 r.count = kvs.len() as u64;
                 r.kvs = kvs.into_iter().map(kv).collect();
@@ -272,7 +288,11 @@ impl Executor {
             }
             Statement::Update { table, assigns, pred } => {
                 let t = self.table(table, Access::Write, id)?;
-                let (updated, rev) = self.update(&t, assigns, pred).await?;
+                let mut txn = |txn: table::Txn| {
+                    let t = t.clone();
+                    Box::pin(async move { Ok(t.txn(txn).await?) }) as crate::replicated::BoxFut<'static, Result<table::TxnResult, Error>>
+                };
+                let (updated, rev) = self.update(&mut local_pages(&t), &mut txn, assigns, pred).await?;
                 r.count = updated;
                 r.revision = rev;
             }
@@ -290,9 +310,11 @@ impl Executor {
                     .collect();
                 r.count = r.kvs.len() as u64;
             }
-            Statement::CreateTable { table } => {
+            Statement::CreateTable { table, replicas } => {
                 self.auth.authorize(id, Access::Admin, &format!("table:{table}"))?;
-                let t = self.tables.create(table, table::TableConfig::default()).await?;
+                // A single node keeps one copy; the number is recorded with the table.
+                let replicas = replica_count(*replicas)?.unwrap_or(1);
+                let t = self.tables.create(table, table::TableConfig { replicas }).await?;
                 r.revision = t.revision();
                 r.tables = vec![table.clone()];
                 r.count = 1;
@@ -321,19 +343,50 @@ impl Executor {
         Ok(r)
     }
 
-    /// FILTER: pages through the table at one revision, skipping `offset`
-    /// matches and collecting up to `limit`. Bounded by `query.max_scan`.
     /// Cluster mode: check a write against the node's table limits (as the
-    /// local driver does), then propose it to the table's group.
+    /// local driver does), then propose it to the table's group. The byte
+    /// quota (`tables.max_table_bytes`) is checked against this replica's
+    /// state as applied now, as the local driver checks its state (and etcd
+    /// its backend size) before a write: writes already in flight may pass
+    /// it together. Deletes and compactions are always let through.
     async fn rep_write(&self, rep: &dyn crate::replicated::ReplicatedTables, name: &str, mut cmd: table::WriteCommand) -> Result<table::WriteResult, Error> {
         table::check_limits(self.tables.config(), &mut cmd)?;
+        if matches!(cmd, table::WriteCommand::Put { .. } | table::WriteCommand::Txn(_)) {
+            let max = self.tables.config().max_table_bytes;
+            let v = rep.read(name, false).await?;
+            if crate::replicated::read_state(v.as_ref(), |st| st.bytes()).is_some_and(|b| b >= max) {
+                return Err(table::Error::TooLarge { what: "table bytes".into(), limit: max }.into());
+            }
+        }
         rep.write(name, cmd).await
     }
 
     /// Cluster mode: table statements on the table's raft group. Writes are
-    /// proposed as `WriteCommand`s; reads are linearizable (ReadIndex).
-    async fn replicated_statement(&self, rep: &dyn crate::replicated::ReplicatedTables, s: &Statement, id: Option<&str>, linearizable: bool) -> Result<pb::Result, Error> {
+    /// proposed as `WriteCommand`s; reads are linearizable (ReadIndex) unless
+    /// `linearizable` is false. A node without a replica of the table
+    /// forwards the statement to one that has it.
+    async fn replicated_statement(
+        &self,
+        rep: &dyn crate::replicated::ReplicatedTables,
+        s: &Statement,
+        id: Option<&str>,
+        linearizable: bool,
+        timeout: Option<Duration>,
+    ) -> Result<pb::Result, Error> {
         use crate::replicated::read_state;
+        if let Some((name, access)) = statement_table(s) {
+            if !rep.hosted(name).await? {
+                if self.forwarded {
+                    return Err(Error::Unavailable(format!("no replica of table {name:?} on this node (a forwarded query is not forwarded again)")));
+                }
+                // Checked here, where the caller's identity is known; the replica runs it as forwarded.
+                self.auth.authorize(id, access, &format!("table:{name}"))?;
+                let aql = aql::print(&Query { stmt: s.clone(), timeout_ms: None });
+                let timeout_ms = timeout.map_or(0, |t| (t.as_millis() as u64).max(1));
+                let req = crate::replicated::Forward { table: name.to_owned(), aql, serializable: !linearizable, timeout_ms, read_only: access == Access::Read };
+                return rep.forward(name, req).await;
+            }
+        }
         let kind = s.kind().to_owned();
         let mut r = pb::Result { kind, ..Default::default() };
         let gone = || Error::Unavailable("replica state unavailable".into());
@@ -357,6 +410,35 @@ impl Executor {
                 r.more = res.more;
                 r.count = res.count;
                 r.kvs = res.kvs.into_iter().map(kv).collect();
+            }
+            Statement::Filter { table, pred, limit, offset } => {
+                self.auth.authorize(id, Access::Read, &format!("table:{table}"))?;
+                let limit = self.limit(*limit)?;
+                // One ReadIndex, then pages of the local replica at the first page's revision.
+                let v = rep.read(table, linearizable).await?;
+                let (rev, kvs, more) = self.scan(&mut replica_pages(v), pred, offset.unwrap_or(0), limit).await?;
+                r.revision = rev;
+                r.count = kvs.len() as u64;
+                r.kvs = kvs.into_iter().map(kv).collect();
+                r.more = more;
+            }
+            Statement::Update { table, assigns, pred } => {
+                self.auth.authorize(id, Access::Write, &format!("table:{table}"))?;
+                // Read, then one compare-and-set per matching key (its mod
+                // revision guards the computed value): the new value is in the
+                // proposed command, so apply stays deterministic on every replica.
+                let v = rep.read(table, true).await?;
+                let mut txn = |txn: table::Txn| {
+                    Box::pin(async move {
+                        match self.rep_write(rep, table, table::WriteCommand::Txn(txn)).await? {
+                            table::WriteResult::Txn(t) => Ok(t),
+                            other => Err(Error::Unavailable(format!("unexpected answer {other:?}"))),
+                        }
+                    }) as crate::replicated::BoxFut<'_, Result<table::TxnResult, Error>>
+                };
+                let (updated, rev) = self.update(&mut replica_pages(v), &mut txn, assigns, pred).await?;
+                r.count = updated;
+                r.revision = rev;
             }
             Statement::Set { table, key, value, cond } => {
                 self.auth.authorize(id, Access::Write, &format!("table:{table}"))?;
@@ -413,10 +495,16 @@ impl Executor {
                 r.count = d.deleted;
                 r.kvs = d.prev_kvs.into_iter().map(kv).collect();
             }
-            Statement::CreateTable { table } => {
+            Statement::CreateTable { table, replicas } => {
                 self.auth.authorize(id, Access::Admin, &format!("table:{table}"))?;
                 table::validate_name(table)?;
-                rep.create(table).await?;
+                rep.create(table, replica_count(*replicas)?, self.tables.config().max_tables).await?;
+                r.tables = vec![table.clone()];
+                r.count = 1;
+            }
+            Statement::DropTable { table } => {
+                self.auth.authorize(id, Access::Admin, &format!("table:{table}"))?;
+                rep.drop_table(table).await?;
                 r.tables = vec![table.clone()];
                 r.count = 1;
             }
@@ -448,14 +536,18 @@ impl Executor {
                 r.tables.sort();
                 r.count = r.tables.len() as u64;
             }
-            other => {
-                return Err(Error::Unavailable(format!("{} is not yet available on replicated tables (cluster mode; docs/query.md)", other.kind())));
+            Statement::TopicRead { .. } => {
+                // Routed to the log before this function; kept total.
+                return Err(Error::Unavailable("FROM TOPIC does not run on replicated tables".into()));
             }
         }
         Ok(r)
     }
 
-    pub(crate) async fn scan(&self, t: &table::Table, pred: &Predicate, offset: u64, limit: u64) -> Result<(u64, Vec<table::KeyValue>, bool), Error> {
+    /// FILTER: pages through the table at one revision (`pages` answers a
+    /// range), skipping `offset` matches and collecting up to `limit`.
+    /// Bounded by `query.max_scan`.
+    pub(crate) async fn scan(&self, pages: &mut PageFn, pred: &Predicate, offset: u64, limit: u64) -> Result<(u64, Vec<table::KeyValue>, bool), Error> {
         let mut out = Vec::new();
         let mut skipped = 0;
         let mut scanned = 0u64;
@@ -463,7 +555,7 @@ impl Executor {
         let mut at = None;
         loop {
             let spec = table::RangeSpec { from: from.clone(), limit: Some(self.page()), at, ..Default::default() };
-            let res = t.range(spec).await?;
+            let res = pages(spec).await?;
             let rev = *at.get_or_insert(res.revision);
             for item in res.kvs {
                 scanned += 1;
@@ -490,9 +582,10 @@ impl Executor {
     }
 
     /// UPDATE: for each matching key, a compare on its mod revision guards
-    /// the write; a lost race re-reads the key and re-checks the predicate.
-    async fn update(&self, t: &table::Table, assigns: &[aql::Assign], pred: &Predicate) -> Result<(u64, u64), Error> {
-        let (mut rev, matches, _) = self.scan(t, pred, 0, self.config.max_scan).await?;
+    /// the write (`txn` runs it); a lost race re-reads the key and re-checks
+    /// the predicate. Not atomic across keys (each key is its own write).
+    async fn update(&self, pages: &mut PageFn, txn_fn: &mut TxnFn<'_>, assigns: &[aql::Assign], pred: &Predicate) -> Result<(u64, u64), Error> {
+        let (mut rev, matches, _) = self.scan(pages, pred, 0, self.config.max_scan).await?;
         let mut updated = 0;
         for item in matches {
             let mut cur = Some(item);
@@ -510,7 +603,7 @@ impl Executor {
                     success: vec![table::Op::Put { key: kv0.key.clone(), value: Bytes::from(doc.to_string()) }],
                     failure: vec![table::Op::Get { key: kv0.key.clone() }],
                 };
-                let res = t.txn(txn).await?;
+                let res = txn_fn(txn).await?;
                 if res.succeeded {
                     updated += 1;
                     rev = res.revision;
@@ -642,6 +735,61 @@ impl Executor {
             }
         }
         Ok((out, next))
+    }
+}
+
+/// Reads one page of a table for a scan (FILTER, UPDATE).
+pub(crate) type PageFn = dyn FnMut(table::RangeSpec) -> crate::replicated::BoxFut<'static, Result<table::RangeResult, Error>> + Send;
+/// Runs one transaction for UPDATE.
+pub(crate) type TxnFn<'a> = dyn FnMut(table::Txn) -> crate::replicated::BoxFut<'a, Result<table::TxnResult, Error>> + Send + 'a;
+
+/// Pages of a local table.
+pub(crate) fn local_pages(t: &table::Table) -> impl FnMut(table::RangeSpec) -> crate::replicated::BoxFut<'static, Result<table::RangeResult, Error>> + Send + use<> {
+    let t = t.clone();
+    move |spec| {
+        let t = t.clone();
+        Box::pin(async move { Ok(t.range(spec).await?) })
+    }
+}
+
+/// Pages of a replica's applied state (each page under the replica's lock
+/// for that page only, so a long scan does not hold up apply).
+fn replica_pages(v: Arc<dyn crate::replicated::StateView>) -> impl FnMut(table::RangeSpec) -> crate::replicated::BoxFut<'static, Result<table::RangeResult, Error>> + Send {
+    move |spec| {
+        let v = v.clone();
+        Box::pin(async move {
+            crate::replicated::read_state(v.as_ref(), |st| st.range(&spec)).ok_or_else(|| Error::Unavailable("replica state unavailable".into()))?.map_err(Error::from)
+        })
+    }
+}
+
+/// The table a statement works on and the access it needs (None: none, or
+/// a metadata statement: CREATE/DROP TABLE, SHOW TABLES, FROM TOPIC).
+fn statement_table(s: &Statement) -> Option<(&str, Access)> {
+    match s {
+        Statement::Get { table, .. } | Statement::Range { table, .. } | Statement::Filter { table, .. } | Statement::History { table, .. } => Some((table, Access::Read)),
+        Statement::Set { table, .. } | Statement::Delete { table, .. } | Statement::Update { table, .. } => Some((table, Access::Write)),
+        Statement::Batch(b) => {
+            let (compares, then, otherwise): (&[Compare], &[Statement], &[Statement]) = match b {
+                Batch::Plain(ops) => (&[], ops, &[]),
+                Batch::Cond { compares, then, otherwise } => (compares, then, otherwise.as_deref().unwrap_or(&[])),
+            };
+            let name = compares.iter().map(|c| c.table.as_str()).chain(then.iter().chain(otherwise).map(op_table)).find(|n| !n.is_empty())?;
+            let writes = then.iter().chain(otherwise).any(|s| matches!(s, Statement::Set { .. } | Statement::Delete { .. }));
+            Some((name, if writes { Access::Write } else { Access::Read }))
+        }
+        Statement::CreateTable { .. } | Statement::DropTable { .. } | Statement::ShowTables | Statement::TopicRead { .. } => None,
+    }
+}
+
+/// `REPLICAS n` as the count the metadata takes.
+fn replica_count(r: Option<u64>) -> Result<Option<u32>, Error> {
+    match r {
+        None => Ok(None),
+        Some(n) => match u32::try_from(n) {
+            Ok(n) if n >= 1 => Ok(Some(n)),
+            _ => Err(Error::Invalid(format!("REPLICAS {n}: must be at least 1 (and at most the data nodes)"))),
+        },
     }
 }
 
@@ -845,5 +993,81 @@ mod tests {
         assert_eq!(e.stats().gauges().iter().find(|(k, _)| k == "query.deadlines_exceeded").map(|(_, v)| *v), Some(1));
         run(&e, "DROP TABLE t").await.unwrap();
         assert!(run(&e, "SHOW TABLES").await.unwrap().tables.is_empty());
+    }
+
+    /// A cluster backend that hosts no table: every table statement is
+    /// forwarded (recorded), except on an executor running a forwarded one.
+    struct Elsewhere(std::sync::Mutex<Vec<crate::replicated::Forward>>);
+
+    impl crate::replicated::ReplicatedTables for Elsewhere {
+        fn create<'a>(&'a self, _: &'a str, _: Option<u32>, _: u64) -> crate::replicated::BoxFut<'a, Result<(), Error>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn drop_table<'a>(&'a self, _: &'a str) -> crate::replicated::BoxFut<'a, Result<(), Error>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn hosted<'a>(&'a self, name: &'a str) -> crate::replicated::BoxFut<'a, Result<bool, Error>> {
+            Box::pin(async move { if name == "nope" { Err(table::Error::NotFound(name.into()).into()) } else { Ok(false) } })
+        }
+        fn forward<'a>(&'a self, _: &'a str, req: crate::replicated::Forward) -> crate::replicated::BoxFut<'a, Result<pb::Result, Error>> {
+            Box::pin(async move {
+                let leader = req.aql.starts_with("SET");
+                self.0.lock().unwrap().push(req);
+                if leader {
+                    return Err(Error::NotLeader { group: 7, leader: 2, addr: Some("tcp://127.0.0.1:2".into()), grpc_addr: None });
+                }
+                Ok(pb::Result { kind: "get".into(), count: 1, ..Default::default() })
+            })
+        }
+        fn write<'a>(&'a self, _: &'a str, _: table::WriteCommand) -> crate::replicated::BoxFut<'a, Result<table::WriteResult, Error>> {
+            Box::pin(async { Err(Error::Unavailable("not here".into())) })
+        }
+        fn read<'a>(&'a self, _: &'a str, _: bool) -> crate::replicated::BoxFut<'a, Result<Arc<dyn crate::replicated::StateView>, Error>> {
+            Box::pin(async { Err(Error::Unavailable("not here".into())) })
+        }
+        fn list(&self) -> Vec<String> {
+            vec![]
+        }
+        fn watch<'a>(&'a self, _: &'a str, _: u64, _: table::KeySet, _: bool, _: usize) -> crate::replicated::BoxFut<'a, Result<(Vec<table::Event>, u64), Error>> {
+            Box::pin(async { Err(Error::Unavailable("not here".into())) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_node_without_the_replica_forwards_once_with_the_callers_settings() {
+        let (e, _dir) = exec().await;
+        let rep = Arc::new(Elsewhere(Default::default()));
+        let e = e.with_replicated(rep.clone());
+        let r = e.execute_with(&parse("GET t 'k' TIMEOUT 5000").unwrap(), None, None, true).await.unwrap();
+        assert_eq!(r.count, 1);
+        let err = run(&e, "SET t 'k' = 1").await.unwrap_err();
+        // not_leader: UNAVAILABLE with the group, the leader and its address in the details.
+        assert_eq!(err.code(), tonic::Code::Unavailable);
+        assert_eq!(err.reason(), "not_leader");
+        let md = err.metadata();
+        assert_eq!((md["group"].as_str(), md["leader"].as_str(), md["native_addr"].as_str()), ("7", "2", "tcp://127.0.0.1:2"));
+        let body = crate::json::error_body(&err);
+        assert_eq!(body.code, weft_wire::ErrorCode::NotLeader);
+        let d = body.details.clone().unwrap();
+        assert_eq!((d["group"].as_u64(), d["leader"].as_u64(), d["addr"].as_str()), (Some(7), Some(2), Some("tcp://127.0.0.1:2")));
+        assert_eq!(d["not_leader"]["leader"], 2);
+        assert!(matches!(crate::json::error_from_body(&body), Error::NotLeader { group: 7, leader: 2, .. }));
+        assert_eq!(run(&e, "GET nope 'k'").await.unwrap_err().code(), tonic::Code::NotFound);
+        let sent = rep.0.lock().unwrap().clone();
+        assert_eq!(sent.len(), 2);
+        assert_eq!((sent[0].aql.as_str(), sent[0].serializable, sent[0].read_only, sent[0].timeout_ms), ("GET t 'k'", true, true, 5000));
+        assert_eq!((sent[1].aql.as_str(), sent[1].serializable, sent[1].read_only), ("SET t 'k' = 1", false, false));
+        // The replica that runs a forwarded statement never forwards it again.
+        let fwd = crate::replicated::Forward { table: "t".into(), aql: "GET t 'k'".into(), serializable: false, timeout_ms: 0, read_only: true };
+        assert_eq!(e.execute_forwarded(&fwd).await.unwrap_err().code(), tonic::Code::Unavailable);
+        assert_eq!(rep.0.lock().unwrap().len(), 2);
+        // Errors from the replica keep their code, reason and details across the hop.
+        let failed = Error::CompareFailed { failed: vec!["t 'k': VERSION = 3".into()] };
+        let back = crate::json::error_from_body(&crate::json::error_body(&failed));
+        assert!(matches!(&back, Error::CompareFailed { failed } if failed.len() == 1));
+        let limit = Error::Limit { what: "LIMIT 9".into(), limit: 5, key: "query.max_results" };
+        let back = crate::json::error_from_body(&crate::json::error_body(&limit));
+        assert_eq!((back.code(), back.reason()), (tonic::Code::ResourceExhausted, "limit"));
+        assert_eq!(back.metadata()["config_key"], "query.max_results");
     }
 }

@@ -102,6 +102,15 @@ pub fn wire_code(code: tonic::Code) -> ErrorCode {
 /// holds the gRPC code's name, the stable `kind` and the metadata (AQL
 /// position, offending field, limit).
 pub fn error_body(e: &Error) -> ErrorBody {
+    if let Error::NotLeader { group, leader, addr, grpc_addr } = e {
+        // The cluster's `not_leader` shape (docs/cluster.md), which the clients map.
+        let nl = json!({"group": group, "leader": leader, "addr": addr});
+        let details = json!({
+            "grpc_code": code_name(e.code()), "kind": "not_leader", "group": group, "leader": leader, "addr": addr,
+            "grpc_addr": grpc_addr, "not_leader": nl,
+        });
+        return ErrorBody::new(ErrorCode::NotLeader, e.to_string()).with_details(details);
+    }
     let mut details = Map::new();
     details.insert("grpc_code".into(), code_name(e.code()).into());
     details.insert("kind".into(), e.reason().into());
@@ -112,4 +121,51 @@ pub fn error_body(e: &Error) -> ErrorBody {
         details.insert("failed".into(), json!(failed));
     }
     ErrorBody::new(wire_code(e.code()), e.to_string()).with_details(Json::Object(details))
+}
+
+/// The inverse of [`error_body`], for a query forwarded to another node:
+/// its error keeps its gRPC code, reason and metadata (a failed compare its
+/// compares, `not_leader` its leader).
+pub fn error_from_body(b: &ErrorBody) -> Error {
+    let d = b.details.as_ref();
+    let s = |k: &str| d.and_then(|d| d.get(k)).and_then(Json::as_str).map(str::to_owned);
+    let u = |k: &str| d.and_then(|d| d.get(k)).and_then(Json::as_u64).unwrap_or(0);
+    let reason = s("kind").unwrap_or_else(|| "unavailable".into());
+    if b.code == ErrorCode::NotLeader || reason == "not_leader" {
+        return Error::NotLeader { group: u("group"), leader: u("leader"), addr: s("addr"), grpc_addr: s("grpc_addr") };
+    }
+    if reason == "compare_failed" {
+        let failed = d.and_then(|d| d.get("failed")).and_then(Json::as_array).map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()).unwrap_or_default();
+        return Error::CompareFailed { failed };
+    }
+    let code = s("grpc_code").and_then(|c| code_from_name(&c)).unwrap_or(match b.code {
+        ErrorCode::NotFound => tonic::Code::NotFound,
+        ErrorCode::Validation => tonic::Code::InvalidArgument,
+        ErrorCode::Timeout => tonic::Code::DeadlineExceeded,
+        _ => tonic::Code::Unavailable,
+    });
+    let mut metadata = std::collections::HashMap::new();
+    if let Some(Json::Object(m)) = d {
+        for (k, v) in m {
+            if matches!(k.as_str(), "grpc_code" | "kind" | "failed") {
+                continue;
+            }
+            let v = match v {
+                Json::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            metadata.insert(k.clone(), v);
+        }
+    }
+    Error::Remote { code, reason, message: b.message.clone(), metadata }
+}
+
+fn code_from_name(n: &str) -> Option<tonic::Code> {
+    use tonic::Code::*;
+    [
+        Ok, Cancelled, Unknown, InvalidArgument, DeadlineExceeded, NotFound, AlreadyExists, PermissionDenied, ResourceExhausted, FailedPrecondition,
+        Aborted, OutOfRange, Unimplemented, Internal, Unavailable, DataLoss, Unauthenticated,
+    ]
+    .into_iter()
+    .find(|c| code_name(*c) == n)
 }

@@ -92,7 +92,7 @@ pub fn grpc_timeout<T>(req: &Request<T>) -> Option<Duration> {
 impl QueryService {
     async fn run(&self, req: &pb::ExecuteRequest, caller: Option<Duration>) -> Result<pb::Result, Error> {
         let q = self.query(req)?;
-        self.exec.execute(&q, caller, None).await
+        self.exec.execute_with(&q, caller, None, req.serializable).await
     }
 
     fn query(&self, req: &pb::ExecuteRequest) -> Result<Query, Error> {
@@ -156,9 +156,33 @@ impl pb::query_server::Query for QueryService {
             // each page is read only when the stream is polled, which hyper
             // does when the HTTP/2 window has room; a cancelled call drops
             // the stream and no further page is read.
-            Statement::Range { .. } if self.exec.replicated.is_some() => {
-                // Cluster mode: the pager works on a local table; replicated tables do not page yet.
-                Err(Error::Unavailable("Stream of RANGE is not yet available on replicated tables (cluster mode; docs/query.md)".into()).into())
+            Statement::Range { table, range, limit, revision } if self.exec.replicated.is_some() => {
+                // Cluster mode: each page is a RANGE statement through the
+                // executor (forwarded when this node has no replica), the
+                // later ones AT the first page's revision.
+                let state = StatementPager {
+                    exec: self.exec.clone(),
+                    who,
+                    table,
+                    range,
+                    remaining: limit.unwrap_or(u64::MAX),
+                    at: revision,
+                    from: None,
+                    chunk,
+                    serializable: query.serializable,
+                    done: false,
+                };
+                let s = futures::stream::unfold(state, |mut st| async move {
+                    if st.done {
+                        return None;
+                    }
+                    let r = st.next_page().await;
+                    if r.is_err() {
+                        st.done = true;
+                    }
+                    Some((r.map_err(Status::from), st))
+                });
+                Ok(Response::new(Box::pin(s)))
             }
             Statement::Range { table, range, limit, revision } => {
                 self.check(&who, crate::exec::Access::Read, &format!("table:{table}"))?;
@@ -178,7 +202,7 @@ impl pb::query_server::Query for QueryService {
             }
             // The others are bounded by query.max_results: run once, send in chunks.
             Statement::Filter { .. } | Statement::History { .. } | Statement::TopicRead { .. } => {
-                let r = scoped(who, self.exec.execute(&q, None, None)).await?;
+                let r = scoped(who, self.exec.execute_with(&q, None, None, query.serializable)).await?;
                 let rev = r.revision;
                 let mut chunks: Vec<pb::StreamChunk> = Vec::new();
                 for c in r.kvs.chunks(chunk as usize) {
@@ -295,6 +319,58 @@ impl Drop for WatchGuard {
     fn drop(&mut self) {
         self.0.watches_open.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// Cluster mode's Stream of RANGE: pages as RANGE statements run by the
+/// executor (so a node without a replica forwards each page), every page
+/// at the first page's revision, so the whole stream is one snapshot.
+struct StatementPager {
+    exec: Executor,
+    who: Option<Caller>,
+    table: String,
+    range: KeyRange,
+    remaining: u64,
+    at: Option<u64>,
+    /// The first key of the next page.
+    from: Option<Vec<u8>>,
+    chunk: u64,
+    serializable: bool,
+    done: bool,
+}
+
+impl StatementPager {
+    async fn next_page(&mut self) -> Result<pb::StreamChunk, Error> {
+        let range = match (&self.range, &self.from) {
+            (r, None) => r.clone(),
+            (KeyRange::From { end, .. }, Some(f)) => KeyRange::From { start: f.clone(), end: end.clone() },
+            // A prefix continues from the next key up to the end of the prefix.
+            (KeyRange::Prefix(p), Some(f)) => KeyRange::From { start: f.clone(), end: prefix_end(p) },
+        };
+        let stmt = Statement::Range { table: self.table.clone(), range, limit: Some(self.chunk.min(self.remaining)), revision: self.at };
+        let q = Query { stmt, timeout_ms: None };
+        let r = scoped(self.who.clone(), self.exec.execute_with(&q, None, None, self.serializable)).await?;
+        // A RANGE answers the table's current revision; the first page's fixes the snapshot.
+        let rev = *self.at.get_or_insert(r.revision);
+        self.remaining -= (r.kvs.len() as u64).min(self.remaining);
+        if let Some(last) = r.kvs.last() {
+            self.from = Some(next_key(&last.key).to_vec());
+        }
+        let last = !r.more || self.remaining == 0 || r.kvs.is_empty();
+        self.done = last;
+        Ok(pb::StreamChunk { kvs: r.kvs, records: vec![], revision: rev, last })
+    }
+}
+
+/// The first key after every key with prefix `p` (None: no such key, open end).
+fn prefix_end(p: &[u8]) -> Option<Vec<u8>> {
+    let mut e = p.to_vec();
+    while let Some(b) = e.pop() {
+        if b < 0xff {
+            e.push(b + 1);
+            return Some(e);
+        }
+    }
+    None
 }
 
 struct RangePager {

@@ -127,7 +127,14 @@ pub enum MetaCommand {
     DeleteTopic { name: String },
     CommitOffset { group: String, topic: String, partition: u32, offset: u64 },
     /// Allocate a raft group for a table and place its replicas (as a partition's).
-    CreateTable { name: String, replicas: u32 },
+    /// `max_tables` (the proposer's `tables.max_tables`) is checked here, at
+    /// apply, so racing creates cannot pass it together.
+    CreateTable {
+        name: String,
+        replicas: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_tables: Option<u64>,
+    },
     DropTable { name: String },
     /// Record a replica move of a partition group (the rebalancer's planner).
     /// `max_moves` (`cluster.rebalance.max_concurrent_moves`) is checked at apply.
@@ -282,7 +289,7 @@ impl MetaState {
                 }
                 MetaResponse::Ok
             }
-            MetaCommand::CreateTable { name, replicas } => {
+            MetaCommand::CreateTable { name, replicas, max_tables } => {
                 if name.is_empty() || name.len() > MAX_NAME_BYTES {
                     return err("validation", format!("table name must be 1 to {MAX_NAME_BYTES} bytes"));
                 }
@@ -310,6 +317,11 @@ impl MetaState {
             MetaCommand::CommitOffset { group, topic, partition, offset } => {
                 self.offsets.entry(group).or_default().entry(topic).or_default().insert(partition, offset);
                 MetaResponse::Ok
+                if let Some(max) = max_tables
+                    && self.tables.len() as u64 >= max
+                {
+                    return err("too_many", format!("{} tables: at the limit of {max} (tables.max_tables)", self.tables.len()));
+                }
             }
         }
     }
@@ -419,15 +431,15 @@ mod tests {
             s.apply(node(id, &[Role::Control, Role::Data]));
         }
         s.apply(MetaCommand::CreateTopic { name: "t".into(), partitions: 2, replicas: 1, config: Default::default() });
-        let MetaResponse::Table(t) = s.apply(MetaCommand::CreateTable { name: "cfg".into(), replicas: 3 }) else { panic!("expected a table") };
+        let MetaResponse::Table(t) = s.apply(MetaCommand::CreateTable { name: "cfg".into(), replicas: 3, max_tables: None }) else { panic!("expected a table") };
         assert_eq!(t.group, 3);
         assert_eq!(t.replicas.len(), 3);
-        let dup = s.apply(MetaCommand::CreateTable { name: "cfg".into(), replicas: 1 });
+        let dup = s.apply(MetaCommand::CreateTable { name: "cfg".into(), replicas: 1, max_tables: None });
         assert!(matches!(dup, MetaResponse::Error { ref code, .. } if code == "conflict"));
-        let too_many = s.apply(MetaCommand::CreateTable { name: "x".into(), replicas: 4 });
+        let too_many = s.apply(MetaCommand::CreateTable { name: "x".into(), replicas: 4, max_tables: None });
         assert!(matches!(too_many, MetaResponse::Error { ref code, .. } if code == "validation"));
         assert_eq!(s.apply(MetaCommand::DropTable { name: "cfg".into() }), MetaResponse::Ok);
-        let MetaResponse::Table(t2) = s.apply(MetaCommand::CreateTable { name: "cfg".into(), replicas: 1 }) else { panic!("expected a table") };
+        let MetaResponse::Table(t2) = s.apply(MetaCommand::CreateTable { name: "cfg".into(), replicas: 1, max_tables: None }) else { panic!("expected a table") };
         assert_eq!(t2.group, 4, "group ids are never reused");
         // A snapshot without tables (older format) still restores.
         let old: MetaState = serde_json::from_str(r#"{"nodes":{},"topics":{},"offsets":{},"next_group":1,"applied":0}"#).unwrap();
@@ -450,3 +462,7 @@ mod tests {
         assert!(Role::parse_list("boss").is_err());
     }
 }
+        // tables.max_tables travels in the command and is checked at apply (same answer everywhere).
+        let full = s.apply(MetaCommand::CreateTable { name: "y".into(), replicas: 1, max_tables: Some(1) });
+        assert!(matches!(full, MetaResponse::Error { ref code, .. } if code == "too_many"));
+        assert!(matches!(s.apply(MetaCommand::CreateTable { name: "y".into(), replicas: 1, max_tables: Some(2) }), MetaResponse::Table(_)));

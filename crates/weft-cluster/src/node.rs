@@ -1031,6 +1031,7 @@ impl Driver {
         }
         Ok(())
     }
+        self.close_dropped_tables();
 
     fn ready(&mut self) -> Result<()> {
         let out = self.raft.handle_ready()?;
@@ -1041,6 +1042,35 @@ impl Driver {
         for (to, msgs) in batches {
             if !self.transport.send(to, &Frame { from: self.cfg.node_id, msgs }) {
                 self.raft.report_unreachable(to);
+    /// DROP TABLE: close the group of every table this node hosts that the
+    /// metadata no longer has (or no longer places here), and remove its raft
+    /// log. Group ids are never reused, so a late message for the group is
+    /// refused as unknown. Readers holding the replica keep their view.
+    fn close_dropped_tables(&mut self) {
+        let open: Vec<GroupId> = self.tables.read().unwrap_or_else(|p| p.into_inner()).keys().copied().collect();
+        let keep: std::collections::BTreeSet<GroupId> = {
+            let meta = self.meta.read().unwrap_or_else(|p| p.into_inner());
+            meta.tables.values().filter(|t| t.replicas.contains(&self.cfg.node_id)).map(|t| t.group).collect()
+        };
+        for group in open.into_iter().filter(|g| !keep.contains(g)) {
+            self.tables.write().unwrap_or_else(|p| p.into_inner()).remove(&group);
+            self.raft.close_group(group);
+            // Reads waiting on the group will not complete: fail them now.
+            let waiting: Vec<u64> = self.reads_waiting.iter().filter(|(_, (g, _))| *g == group).map(|(s, _)| *s).collect();
+            for seq in waiting {
+                if let Some((_, p)) = self.reads_waiting.remove(&seq) {
+                    let _ = p.reply.send(Err(ClusterError::UnknownGroup(group)));
+                }
+            }
+            let path = self.cfg.data_dir.join("cluster").join("groups").join(format!("{group}.wal"));
+            match std::fs::remove_file(&path) {
+                Ok(()) => tracing::info!(group, "cluster: table group closed, raft log removed"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(group, path = %path.display(), error = %e, "cluster: removing a dropped table's raft log failed"),
+            }
+        }
+    }
+
             }
         }
         let membership_changed = !out.conf_changes.is_empty() || out.applied.iter().any(|a| a.group == META_GROUP);

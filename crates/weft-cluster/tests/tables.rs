@@ -77,7 +77,7 @@ async fn a_table_replicated_on_three_nodes_survives_its_leader() {
     }
     let n = |i: usize, nodes: &Vec<Option<ClusterNode>>| nodes[i].clone().unwrap();
     until("all nodes registered", async || (n(0, &nodes).local_meta().nodes.len() == 3).then_some(())).await;
-    let r = until("table created", async || n(1, &nodes).propose_meta(&MetaCommand::CreateTable { name: "cfg".into(), replicas: 3 }).await.ok()).await;
+    let r = until("table created", async || n(1, &nodes).propose_meta(&MetaCommand::CreateTable { name: "cfg".into(), replicas: 3, max_tables: None }).await.ok()).await;
     let MetaResponse::Table(t) = r else { panic!("expected a table, got {r:?}") };
     assert_eq!(t.replicas.len(), 3);
     for i in 0..3 {

@@ -113,7 +113,7 @@ mod tests {
     use super::*;
 
     fn aql(text: &str) -> bool {
-        is_idempotent(&Op::Execute(pb::ExecuteRequest { query: Some(pb::execute_request::Query::Aql(text.into())), timeout_ms: 0 }))
+        is_idempotent(&Op::Execute(pb::ExecuteRequest { query: Some(pb::execute_request::Query::Aql(text.into())), timeout_ms: 0, serializable: false }))
     }
 
     #[test]

@@ -443,12 +443,12 @@ impl ClientStats {
 
 /// An ExecuteRequest of AQL text.
 pub fn aql(text: &str) -> pb::ExecuteRequest {
-    pb::ExecuteRequest { query: Some(pb::execute_request::Query::Aql(text.into())), timeout_ms: 0 }
+    pb::ExecuteRequest { query: Some(pb::execute_request::Query::Aql(text.into())), timeout_ms: 0, serializable: false }
 }
 
 /// An ExecuteRequest of one pre-parsed statement.
 pub fn statement(kind: pb::statement::Kind) -> pb::ExecuteRequest {
-    pb::ExecuteRequest { query: Some(pb::execute_request::Query::Statement(pb::Statement { kind: Some(kind) })), timeout_ms: 0 }
+    pb::ExecuteRequest { query: Some(pb::execute_request::Query::Statement(pb::Statement { kind: Some(kind) })), timeout_ms: 0, serializable: false }
 }
 
 /// A SET of raw bytes.

@@ -94,7 +94,7 @@ mod tests {
     }
 
     fn call(aql: &str, deadline: std::time::Instant) -> Call {
-        Call::new(Op::Execute(pb::ExecuteRequest { query: Some(pb::execute_request::Query::Aql(aql.into())), timeout_ms: 0 }), deadline, 1000)
+        Call::new(Op::Execute(pb::ExecuteRequest { query: Some(pb::execute_request::Query::Aql(aql.into())), timeout_ms: 0, serializable: false }), deadline, 1000)
     }
 
     fn unavailable() -> Error {

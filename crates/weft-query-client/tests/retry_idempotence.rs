@@ -88,7 +88,7 @@ proptest! {
         let svc = tower::retry::Retry::new(RetryPolicy::new(cfg, Arc::new(SystemClock), Arc::new(AtomicU64::new(0))), node.clone());
         rt.block_on(async {
             for (id, &q) in calls.iter().enumerate() {
-                let op = Op::Execute(pb::ExecuteRequest { query: Some(pb::execute_request::Query::Aql(QUERIES[q].0.into())), timeout_ms: 0 });
+                let op = Op::Execute(pb::ExecuteRequest { query: Some(pb::execute_request::Query::Aql(QUERIES[q].0.into())), timeout_ms: 0, serializable: false });
                 let call = Call::new(op, Instant::now() + Duration::from_secs(3600), id as u64);
                 let _ = svc.clone().oneshot(call).await;
             }

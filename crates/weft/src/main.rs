@@ -190,6 +190,10 @@ enum Command {
         /// The AQL text.
         aql: String,
     },
+        /// Cluster mode: reads are served by the answering node's replica as
+        /// applied now (no round trip to the leader; possibly behind).
+        #[arg(long)]
+        serializable: bool,
     /// Key-value tables: create, drop, list (docs/query.md).
     Table {
         #[command(flatten)]
@@ -559,7 +563,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Tls { command } => Ok(weft_net::cli::run(command).await?),
         Command::Cluster { client, out, command } => cluster_cmd::run(&client, out, command).await,
         Command::Group { client, out, command } => Ok(weft_broker::cli::group(&client.connect().await?, command, out.json).await?),
-        Command::Query { client, grpc, out, aql } => query_cmd::query(&client, &grpc, out, &aql).await,
+        Command::Query { client, grpc, out, aql, serializable } => query_cmd::query(&client, &grpc, out, &aql, serializable).await,
         Command::Table { client, grpc, out, command } => query_cmd::table(&client, &grpc, out, &command).await,
         Command::Kv { client, grpc, out, command } => query_cmd::kv(&client, &grpc, out, &command).await,
         Command::Top { client, out, mut args } => {

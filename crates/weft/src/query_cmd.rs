@@ -19,8 +19,8 @@ fn connect(client: &ClientArgs, grpc: &GrpcArgs) -> Connect {
     }
 }
 
-pub async fn query(client: &ClientArgs, grpc: &GrpcArgs, out: OutputArgs, aql: &str) -> Result<()> {
-    Ok(cli::run_query(&connect(client, grpc), aql, out.json).await?)
+pub async fn query(client: &ClientArgs, grpc: &GrpcArgs, out: OutputArgs, aql: &str, serializable: bool) -> Result<()> {
+    Ok(cli::run_query(&connect(client, grpc), aql, out.json, serializable).await?)
 }
 
 pub async fn table(client: &ClientArgs, grpc: &GrpcArgs, out: OutputArgs, cmd: &TableCmd) -> Result<()> {

@@ -87,8 +87,9 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     let cluster = crate::cluster_cmd::start(&cfg.cluster, &data_dir, cfg.tcp.enabled.then(|| format!("tcp://{}", cfg.tcp.addr)), log.clone()).await?;
     let cluster_plane = cluster.as_ref().map(|node| crate::cluster_cmd::record_plane(node, log.clone(), &cfg.cluster));
     // Cluster mode: the query API's tables live on raft groups (docs/query.md, "Tables: replicated").
-    let query_exec = match &cluster {
-        Some(node) => query_exec.with_replicated(crate::cluster_cmd::tables::ClusterTables::shared(node.clone())),
+    let cluster_tables = cluster.as_ref().map(|node| crate::cluster_cmd::tables::ClusterTables::new(node.clone()));
+    let query_exec = match &cluster_tables {
+        Some(t) => query_exec.with_replicated(t.clone()),
         None => query_exec,
     };
     let record_plane: weft_broker::plane::Plane = match &cluster_plane {
@@ -100,6 +101,10 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     if let (Some(node), Some(plane)) = (&cluster, &cluster_plane) {
         crate::cluster_cmd::register(&mut service, node.clone(), plane.clone())?;
         features.push("cluster".into());
+    }
+    if let Some(t) = &cluster_tables {
+        // Table statements forwarded by nodes without a replica (one hop).
+        crate::cluster_cmd::tables::register_local(&mut service, t.clone(), query_exec.clone())?;
     }
     // Queued endpoints/senders, statistics and error keepers, and their
     // management endpoints (weft.queue.*, weft.sender.*, weft.stats.*, weft.errors.*).

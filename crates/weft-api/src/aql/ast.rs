@@ -23,7 +23,8 @@ pub enum Statement {
     Update { table: String, assigns: Vec<Assign>, pred: Predicate },
     Batch(Batch),
     History { table: String, key: Key, limit: Option<u64> },
-    CreateTable { table: String },
+    /// `replicas`: cluster mode's raft replicas (None: the default).
+    CreateTable { table: String, replicas: Option<u64> },
     DropTable { table: String },
     ShowTables,
     TopicRead { topic: String, partition: Option<u32>, offset: u64, limit: Option<u64>, pred: Option<Predicate> },

@@ -338,7 +338,12 @@ impl<'a> Parser<'a> {
                 self.next()?;
                 self.kw("TABLE")?;
                 let table = self.name("a table name")?;
-                Ok(if word == "CREATE" { Statement::CreateTable { table } } else { Statement::DropTable { table } })
+                if word == "CREATE" {
+                    let replicas = self.opt_uint_clause("REPLICAS", "a replica count")?;
+                    Ok(Statement::CreateTable { table, replicas })
+                } else {
+                    Ok(Statement::DropTable { table })
+                }
             }
             "SHOW" => {
                 self.next()?;

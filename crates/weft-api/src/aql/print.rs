@@ -227,9 +227,10 @@ fn stmt(w: &mut String, s: &Statement) -> fmt::Result {
             key(w, k)?;
             opt(w, "LIMIT", *limit)
         }
-        Statement::CreateTable { table } => {
+        Statement::CreateTable { table, replicas } => {
             w.write_str("CREATE TABLE ")?;
-            name(w, table)
+            name(w, table)?;
+            opt(w, "REPLICAS", *replicas)
         }
         Statement::DropTable { table } => {
             w.write_str("DROP TABLE ")?;

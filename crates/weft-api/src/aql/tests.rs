@@ -57,7 +57,8 @@ fn statements_parse() {
     assert_eq!(otherwise.map(|o| o.len()), Some(1));
     assert_eq!(q("BATCH { SET t 'a' = 1; DELETE t 'b'; }"), q("BATCH { SET t 'a' = 1; DELETE t 'b' }"));
     assert_eq!(q("HISTORY t 'k' LIMIT 3"), Statement::History { table: "t".into(), key: b"k".to_vec(), limit: Some(3) });
-    assert_eq!(q("create table \"my.table\""), Statement::CreateTable { table: "my.table".into() });
+    assert_eq!(q("create table \"my.table\""), Statement::CreateTable { table: "my.table".into(), replicas: None });
+    assert_eq!(q("CREATE TABLE t REPLICAS 2"), Statement::CreateTable { table: "t".into(), replicas: Some(2) });
     assert_eq!(q("DROP TABLE t"), Statement::DropTable { table: "t".into() });
     assert_eq!(q("SHOW TABLES"), Statement::ShowTables);
     let Statement::TopicRead { topic, partition, offset, limit, pred } = q("FROM TOPIC orders PARTITION 2 OFFSET 10 LIMIT 5 WHERE total > 100")
@@ -246,7 +247,7 @@ fn arb_statement() -> impl Strategy<Value = Statement> {
         )
             .prop_map(|(compares, then, otherwise)| Statement::Batch(Batch::Cond { compares, then, otherwise })),
         (arb_name(), arb_key(), any::<Option<u64>>()).prop_map(|(table, key, limit)| Statement::History { table, key, limit }),
-        arb_name().prop_map(|table| Statement::CreateTable { table }),
+        (arb_name(), any::<Option<u64>>()).prop_map(|(table, replicas)| Statement::CreateTable { table, replicas }),
         arb_name().prop_map(|table| Statement::DropTable { table }),
         Just(Statement::ShowTables),
         (arb_name(), any::<Option<u32>>(), any::<u64>(), any::<Option<u64>>(), prop::option::of(arb_pred()))

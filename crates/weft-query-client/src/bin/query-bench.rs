@@ -224,7 +224,7 @@ impl Target {
 
 async fn prepare(t: &mut Target, keys: usize, value: &[u8]) -> anyhow::Result<()> {
     if let Target::Weft { c, table } = t {
-        let r = c.execute(statement(pb::statement::Kind::CreateTable(pb::CreateTable { table: table.clone() }))).await;
+        let r = c.execute(statement(pb::statement::Kind::CreateTable(pb::CreateTable { table: table.clone(), replicas: None }))).await;
         match r {
             Ok(_) => {}
             Err(s) if s.code() == tonic::Code::AlreadyExists => {}

@@ -2,29 +2,87 @@
 //! (docs/query.md, "Tables: replicated"). weft-api's executor calls this
 //! backend; it proposes `WriteCommand`s to the table's group and reads the
 //! local replica after a ReadIndex. A node without a replica of the table
-//! answers UNAVAILABLE (forwarding is not built yet).
+//! forwards the statement to a replica over the native protocol
+//! (`cluster.local.query`, which never forwards again), keeping one client
+//! connection per peer, as the record plane does for records.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use weft_api::Error;
-use weft_api::replicated::{BoxFut, ReplicatedTables, StateView};
+use weft_api::replicated::{BoxFut, Forward, ReplicatedTables, StateView};
 use weft_cluster::table::{TableAnswer, TableReplica};
-use weft_cluster::{ClusterError, ClusterNode, MetaCommand, MetaResponse};
+use weft_cluster::{ClusterError, ClusterNode, MetaCommand, MetaResponse, NodeId};
+use weft_net::{Client, ClientConfig, ClientError};
 use weft_table::{Event, KeySet, Revision, TableState, WriteCommand, WriteResult};
+use weft_wire::{ErrorBody, ErrorCode};
 
-/// Replicas of a table created through the query API: 3, or fewer data nodes.
+/// Replicas of a table created without REPLICAS: 3, or fewer data nodes.
 const DEFAULT_REPLICAS: usize = 3;
 /// How long a request waits for the table's group to have a leader.
 const LEADER_WAIT: Duration = Duration::from_secs(10);
+/// The longest a forwarded query waits for its answer (a write on the
+/// replica may wait LEADER_WAIT for a leader, then its proposal); the
+/// query's own deadline, usually shorter, cancels it earlier.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(25);
+/// The internal route a node without a replica calls on a replica.
+pub const LOCAL_QUERY: &str = "cluster.local.query";
+
+/// A forwarded query's answer: the `weft.query.v1.Result`, protobuf-encoded.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LocalAnswer {
+    #[serde(with = "serde_bytes")]
+    pub result: Vec<u8>,
+}
 
 pub struct ClusterTables {
     node: ClusterNode,
+    /// One connection per peer, opened on first use.
+    peers: Mutex<HashMap<NodeId, Client>>,
+    /// The replica that last answered for a table's group: tried first next time.
+    routes: Mutex<HashMap<u64, NodeId>>,
+    forwarded: AtomicU64,
+    forward_failures: AtomicU64,
 }
 
 impl ClusterTables {
-    pub fn shared(node: ClusterNode) -> Arc<dyn ReplicatedTables> {
-        Arc::new(ClusterTables { node })
+    pub fn new(node: ClusterNode) -> Arc<ClusterTables> {
+        Arc::new(ClusterTables { node, peers: Mutex::default(), routes: Mutex::default(), forwarded: AtomicU64::new(0), forward_failures: AtomicU64::new(0) })
+    }
+
+    /// `cluster.tables_forwarded`, `cluster.tables_forward_failures` (for `weft stats`).
+    pub fn gauges(&self) -> Vec<(String, serde_json::Value)> {
+        vec![
+            ("cluster.tables_forwarded".into(), self.forwarded.load(Ordering::Relaxed).into()),
+            ("cluster.tables_forward_failures".into(), self.forward_failures.load(Ordering::Relaxed).into()),
+        ]
+    }
+
+    fn hosts(&self, name: &str) -> bool {
+        self.node.table_placement(name).is_some_and(|t| t.replicas.contains(&self.node.node_id()))
+    }
+
+    async fn peer(&self, id: NodeId) -> Result<Client, ClientError> {
+        if let Some(c) = self.peers.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+            return Ok(c.clone());
+        }
+        let addr = self.node.native_addr(id).ok_or_else(|| ClientError::Connect { endpoint: format!("node {id}"), reason: "no native address registered".into() })?;
+        let target: weft_net::Target = addr.parse().map_err(|e| ClientError::Connect { endpoint: addr.clone(), reason: format!("{e}") })?;
+        let cfg = ClientConfig {
+            client_name: format!("weft-tables-{}", self.node.node_id()),
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: FORWARD_TIMEOUT,
+            ..ClientConfig::default()
+        };
+        let c = Client::connect(target, cfg).await?;
+        Ok(self.peers.lock().unwrap_or_else(|p| p.into_inner()).entry(id).or_insert(c).clone())
+    }
+
+    fn forget_peer(&self, id: NodeId) {
+        self.peers.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
     }
 }
 
@@ -42,22 +100,119 @@ fn before_proposal(e: &ClusterError) -> bool {
     matches!(e, ClusterError::NotLeader { leader: 0, .. } | ClusterError::UnknownGroup(_))
 }
 
-fn unavailable(e: ClusterError) -> Error {
-    Error::Unavailable(format!("cluster: {e}"))
+/// A cluster error as the query API's: `not_leader` keeps the group and the
+/// leader (and its native address when known); a timed-out proposal says
+/// its outcome is unknown.
+fn cluster_err(e: ClusterError) -> Error {
+    match e {
+        ClusterError::NotLeader { group, leader, addr } => Error::NotLeader { group, leader, addr, grpc_addr: None },
+        ClusterError::Timeout(m) => Error::Unavailable(format!("cluster: timed out: {m} (a write's outcome is unknown)")),
+        e => Error::Unavailable(format!("cluster: {e}")),
+    }
+}
+
+/// Whether a forwarded query certainly did not run on the peer (another
+/// replica may then be tried even for a write).
+fn not_sent(e: &ClientError) -> bool {
+    match e {
+        ClientError::Connect { .. } | ClientError::Closed => true,
+        ClientError::Remote(b) => b.code == ErrorCode::NotLeader || b.details.as_ref().and_then(|d| d["kind"].as_str()) == Some("not_hosted"),
+        _ => false,
+    }
+}
+
+fn client_err(e: ClientError) -> Error {
+    match e {
+        ClientError::Remote(b) => weft_api::json::error_from_body(&b),
+        ClientError::Timeout(_) | ClientError::ConnectionLost => Error::Unavailable(format!("forwarded query: {e} (a write's outcome is unknown)")),
+        other => Error::Unavailable(format!("forwarding to a replica: {other}")),
+    }
 }
 
 impl ReplicatedTables for ClusterTables {
-    fn create<'a>(&'a self, name: &'a str) -> BoxFut<'a, Result<(), Error>> {
+    fn create<'a>(&'a self, name: &'a str, replicas: Option<u32>, max_tables: u64) -> BoxFut<'a, Result<(), Error>> {
         Box::pin(async move {
             let data = self.node.local_meta().data_nodes().len();
-            let replicas = DEFAULT_REPLICAS.min(data).max(1) as u32;
-            let r = self.node.propose_meta(&MetaCommand::CreateTable { name: name.to_owned(), replicas }).await.map_err(unavailable)?;
+            let replicas = replicas.unwrap_or(DEFAULT_REPLICAS.min(data).max(1) as u32);
+            let cmd = MetaCommand::CreateTable { name: name.to_owned(), replicas, max_tables: Some(max_tables) };
+            let r = self.node.propose_meta(&cmd).await.map_err(cluster_err)?;
             match r {
                 MetaResponse::Table(_) => Ok(()),
                 MetaResponse::Error { code, message } if code == "conflict" => Err(Error::Table(weft_table::Error::AlreadyExists(message))),
+                MetaResponse::Error { code, .. } if code == "too_many" => Err(Error::Table(weft_table::Error::TooMany { what: "tables".into(), limit: max_tables })),
                 MetaResponse::Error { message, .. } => Err(Error::Invalid(message)),
                 other => Err(Error::Unavailable(format!("unexpected metadata answer {other:?}"))),
             }
+        })
+    }
+
+    fn drop_table<'a>(&'a self, name: &'a str) -> BoxFut<'a, Result<(), Error>> {
+        Box::pin(async move {
+            match self.node.propose_meta(&MetaCommand::DropTable { name: name.to_owned() }).await.map_err(cluster_err)? {
+                MetaResponse::Ok => Ok(()),
+                MetaResponse::Error { code, message } if code == "not_found" => Err(Error::Table(weft_table::Error::NotFound(message))),
+                MetaResponse::Error { message, .. } => Err(Error::Invalid(message)),
+                other => Err(Error::Unavailable(format!("unexpected metadata answer {other:?}"))),
+            }
+        })
+    }
+
+    fn hosted<'a>(&'a self, name: &'a str) -> BoxFut<'a, Result<bool, Error>> {
+        Box::pin(async move {
+            let t = match self.node.table_placement(name) {
+                Some(t) => t,
+                // This node's metadata may lag a create done through another node: look again, linearizably.
+                None => self.node.read_meta().await.map_err(cluster_err)?.tables.get(name).cloned().ok_or_else(|| Error::Table(weft_table::Error::NotFound(format!("table {name:?}"))))?,
+            };
+            Ok(t.replicas.contains(&self.node.node_id()))
+        })
+    }
+
+    fn forward<'a>(&'a self, name: &'a str, req: Forward) -> BoxFut<'a, Result<weft_api::pb::Result, Error>> {
+        Box::pin(async move {
+            let t = self.node.table_placement(name).ok_or_else(|| Error::Table(weft_table::Error::NotFound(format!("table {name:?}"))))?;
+            let me = self.node.node_id();
+            let mut replicas: Vec<NodeId> = t.replicas.iter().copied().filter(|r| *r != me).collect();
+            if let Some(f) = self.routes.lock().unwrap_or_else(|p| p.into_inner()).get(&t.group).copied().filter(|f| replicas.contains(f)) {
+                replicas.retain(|r| *r != f);
+                replicas.insert(0, f);
+            }
+            self.forwarded.fetch_add(1, Ordering::Relaxed);
+            let mut last = Error::Unavailable(format!("no replica of table {name:?} reachable"));
+            for id in replicas {
+                let c = match self.peer(id).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        last = client_err(e);
+                        continue;
+                    }
+                };
+                match c.call::<Forward, LocalAnswer>(LOCAL_QUERY, &req).await {
+                    Ok(a) => {
+                        self.routes.lock().unwrap_or_else(|p| p.into_inner()).insert(t.group, id);
+                        return weft_api::replicated::decode_result(&a.result);
+                    }
+                    Err(e) => {
+                        // The replica's own answer (NOT_FOUND, FAILED_PRECONDITION, ...) is
+                        // the answer; a read moves on after an unavailable replica, a write
+                        // only when it certainly did not run (never sent twice).
+                        let retry = match &e {
+                            ClientError::Remote(b) => not_sent(&e) || (req.read_only && matches!(b.code, ErrorCode::Unavailable | ErrorCode::Timeout)),
+                            _ => req.read_only || not_sent(&e),
+                        };
+                        if matches!(e, ClientError::Connect { .. } | ClientError::Closed) {
+                            self.forget_peer(id);
+                        }
+                        self.forward_failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(table = name, node = id, error = %e, "cluster: forwarded query failed");
+                        if !retry {
+                            return Err(client_err(e));
+                        }
+                        last = client_err(e);
+                    }
+                }
+            }
+            Err(last)
         })
     }
 
@@ -66,15 +221,15 @@ impl ReplicatedTables for ClusterTables {
             if self.node.table_placement(name).is_none() {
                 return Err(Error::Table(weft_table::Error::NotFound(format!("table {name:?}"))));
             }
-            if !self.node.table_placement(name).is_some_and(|t| t.replicas.contains(&self.node.node_id())) {
-                return Err(Error::Unavailable(format!("no replica of table {name:?} on this node (forwarding is not built yet)")));
+            if !self.hosts(name) {
+                return Err(Error::Unavailable(format!("no replica of table {name:?} on this node")));
             }
             let deadline = Instant::now() + LEADER_WAIT;
             let answer = loop {
                 match self.node.table_write(name, &cmd).await {
                     Ok(a) => break a,
                     Err(e) if before_proposal(&e) && Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
-                    Err(e) => return Err(unavailable(e)),
+                    Err(e) => return Err(cluster_err(e)),
                 }
             };
             match answer {
@@ -94,15 +249,16 @@ impl ReplicatedTables for ClusterTables {
             loop {
                 match self.node.table_read(name, linearizable).await {
                     Ok(r) => return Ok(Arc::new(Replica(r)) as Arc<dyn StateView>),
-                    Err(ClusterError::UnknownGroup(_)) if !self.node.table_placement(name).is_some_and(|t| t.replicas.contains(&self.node.node_id())) => {
-                        return Err(Error::Unavailable(format!("no replica of table {name:?} on this node (forwarding is not built yet)")));
+                    Err(ClusterError::UnknownGroup(_)) if !self.hosts(name) => {
+                        let on = self.node.table_placement(name).map(|t| t.replicas).unwrap_or_default();
+                        return Err(Error::Unavailable(format!("no replica of table {name:?} on this node (replicas on nodes {on:?})")));
                     }
                     // Reads are idempotent: retry whatever failed (no leader yet, a ReadIndex lost in an election).
                     Err(e) if Instant::now() < deadline => {
                         tracing::debug!(table = name, error = %e, "table read retried");
                         tokio::time::sleep(Duration::from_millis(50)).await
                     }
-                    Err(e) => return Err(unavailable(e)),
+                    Err(e) => return Err(cluster_err(e)),
                 }
             }
         })
@@ -120,4 +276,29 @@ impl ReplicatedTables for ClusterTables {
             Ok(r.wait_events(from, &set, prev_kv, max_events).await?)
         })
     }
+}
+
+/// Register `cluster.local.query` (statements forwarded by a node without a
+/// replica; run here, never forwarded again) and the forwarding gauges.
+pub fn register_local(service: &mut weft_service::Service, tables: Arc<ClusterTables>, exec: weft_api::Executor) -> anyhow::Result<()> {
+    use weft_service::ServiceError;
+    let t = tables.clone();
+    service.stats().add_gauges(move || t.gauges());
+    service.endpoint(LOCAL_QUERY, move |req: Forward| {
+        let exec = exec.clone();
+        let tables = tables.clone();
+        async move {
+            if !tables.hosts(&req.table) {
+                // Proves the query did not run here, so the forwarder may try another replica.
+                return Err(ServiceError::Wire(
+                    ErrorBody::new(ErrorCode::Unavailable, format!("no replica of table {:?} on this node", req.table)).with_details(serde_json::json!({"kind": "not_hosted"})),
+                ));
+            }
+            match exec.execute_forwarded(&req).await {
+                Ok(r) => Ok(LocalAnswer { result: weft_api::replicated::encode_result(&r) }),
+                Err(e) => Err(ServiceError::Wire(weft_api::json::error_body(&e))),
+            }
+        }
+    })?;
+    Ok(())
 }
