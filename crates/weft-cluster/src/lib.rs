@@ -15,6 +15,6 @@ pub mod transport;
 
 pub use error::{ClusterError, Result};
 pub use host::{Applied, GroupId, GroupStatus, MultiRaft, NodeId, RaftTuning, ReadyOutput, StateMachine, META_GROUP};
-pub use meta::{MetaCommand, MetaResponse, MetaState, Move, NodeInfo, Role, TableMeta};
+pub use meta::{AuthObserver, MetaCommand, MetaResponse, MetaState, Move, NodeInfo, Role, TableMeta};
 pub use node::{parse_peers, ClusterConfig, ClusterNode, ClusterStatus};
 pub use raft;

@@ -114,12 +114,25 @@ pub struct MetaState {
     pub next_group: GroupId,
     /// Index of the last applied command.
     pub applied: u64,
+    /// The auth rules (weft-auth's state as JSON: users, roles, hashed
+    /// credentials), replaced whole by [`MetaCommand::SetAuth`]; Null until
+    /// set (docs/security.md, "Cluster").
+    #[serde(default)]
+    pub auth: serde_json::Value,
+    /// Version of `auth`: 0 = never set; each SetAuth adds one.
+    #[serde(default)]
+    pub auth_version: u64,
 }
 
 /// A change to the metadata. Every change goes through the metadata group.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum MetaCommand {
+    /// Replace the auth rules if they are still at version `expected`
+    /// (compare-and-set: the proposer computed `state` from that version;
+    /// on `conflict` it retries from the newer one). Whole-state, so this
+    /// crate needs no knowledge of the rules.
+    SetAuth { expected: u64, state: serde_json::Value },
     /// Add or update a node (its addresses and roles).
     RegisterNode { node: NodeInfo },
     RemoveNode { id: NodeId },
@@ -247,6 +260,14 @@ impl MetaState {
     pub fn apply(&mut self, cmd: MetaCommand) -> MetaResponse {
         let err = |code: &str, message: String| MetaResponse::Error { code: code.into(), message };
         match cmd {
+            MetaCommand::SetAuth { expected, state } => {
+                if expected != self.auth_version {
+                    return err("conflict", format!("auth rules are at version {}, not {expected}", self.auth_version));
+                }
+                self.auth = state;
+                self.auth_version += 1;
+                MetaResponse::Ok
+            }
             MetaCommand::RegisterNode { node } => {
                 self.nodes.insert(node.id, node);
                 MetaResponse::Ok
@@ -347,15 +368,34 @@ pub fn place(data_nodes: &[NodeId], partition: u32, replicas: u32) -> Vec<NodeId
     (0..replicas as usize).filter_map(|j| data_nodes.get((partition as usize + j) % n).copied()).collect()
 }
 
+/// Told the auth rules and their version each time they change (a SetAuth
+/// applied, a snapshot restored), on the apply path: keep it short.
+pub type AuthObserver = Arc<dyn Fn(u64, &serde_json::Value) + Send + Sync>;
+/// Where the node keeps its [`AuthObserver`] (set after start).
+pub type AuthObserverSlot = Arc<RwLock<Option<AuthObserver>>>;
+
 /// The metadata state machine; the state is shared so readers (status,
 /// ReadIndex reads) see it without going through the driver.
 pub struct MetaSm {
     pub state: Arc<RwLock<MetaState>>,
+    auth_observer: AuthObserverSlot,
 }
 
 impl MetaSm {
     pub fn new(state: Arc<RwLock<MetaState>>) -> Self {
-        MetaSm { state }
+        MetaSm { state, auth_observer: Arc::default() }
+    }
+
+    pub fn with_auth_observer(mut self, slot: AuthObserverSlot) -> Self {
+        self.auth_observer = slot;
+        self
+    }
+
+    fn tell_auth(&self, s: &MetaState) {
+        let f = self.auth_observer.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if let (Some(f), true) = (f, s.auth_version > 0) {
+            f(s.auth_version, &s.auth);
+        }
     }
 }
 
@@ -365,7 +405,12 @@ impl StateMachine for MetaSm {
             Ok(cmd) => {
                 let mut s = self.state.write().unwrap_or_else(|p| p.into_inner());
                 s.applied = index;
-                s.apply(cmd)
+                let auth = matches!(cmd, MetaCommand::SetAuth { .. });
+                let r = s.apply(cmd);
+                if auth && r == MetaResponse::Ok {
+                    self.tell_auth(&s);
+                }
+                r
             }
             // Every replica refuses the same bytes the same way.
             Err(e) => MetaResponse::Error { code: "bad_command".into(), message: e.to_string() },
@@ -380,7 +425,9 @@ impl StateMachine for MetaSm {
 
     fn restore(&mut self, data: &[u8]) -> Result<()> {
         let new: MetaState = serde_json::from_slice(data).map_err(|e| ClusterError::StateMachine(format!("metadata snapshot: {e}")))?;
-        *self.state.write().unwrap_or_else(|p| p.into_inner()) = new;
+        let mut s = self.state.write().unwrap_or_else(|p| p.into_inner());
+        *s = new;
+        self.tell_auth(&s);
         Ok(())
     }
 }
@@ -388,6 +435,19 @@ impl StateMachine for MetaSm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auth_rules_compare_and_set() {
+        let mut s = MetaState::default();
+        assert_eq!(s.apply(MetaCommand::SetAuth { expected: 0, state: serde_json::json!({"users": {}}) }), MetaResponse::Ok);
+        // A proposer that computed from version 0 lost the race: the same refusal everywhere.
+        let stale = s.apply(MetaCommand::SetAuth { expected: 0, state: serde_json::json!({}) });
+        assert!(matches!(stale, MetaResponse::Error { ref code, .. } if code == "conflict"));
+        assert_eq!((s.auth_version, s.auth.clone()), (1, serde_json::json!({"users": {}})));
+        // Snapshots from before auth was replicated restore with none.
+        let old: MetaState = serde_json::from_str(r#"{"nodes":{},"topics":{},"offsets":{},"next_group":1,"applied":0}"#).unwrap();
+        assert_eq!((old.auth_version, old.auth), (0, serde_json::Value::Null));
+    }
 
     fn node(id: NodeId, roles: &[Role]) -> MetaCommand {
         MetaCommand::RegisterNode { node: NodeInfo { id, cluster_addr: format!("127.0.0.1:{}", 7000 + id), native_addr: None, roles: roles.to_vec() } }

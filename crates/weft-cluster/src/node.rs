@@ -134,6 +134,7 @@ pub struct ClusterNode {
     leaders: Leaders,
     catch_up: crate::partition::CatchUpSlot,
     rebalance: Arc<RebalanceCounters>,
+    auth_observer: crate::meta::AuthObserverSlot,
 }
 
 /// What this node's rebalancer did since it started (stats).
@@ -250,7 +251,8 @@ impl ClusterNode {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let disk = FileDisk::open(cfg.data_dir.join("cluster").join("groups").join(format!("{META_GROUP}.wal")))?;
         let voters: Vec<NodeId> = if cfg.join { Vec::new() } else { cfg.peers.keys().copied().collect() };
-        raft.open_group(META_GROUP, Box::new(disk), Box::new(MetaSm::new(meta.clone())), &voters, &mut rng)?;
+        let auth_observer = crate::meta::AuthObserverSlot::default();
+        raft.open_group(META_GROUP, Box::new(disk), Box::new(MetaSm::new(meta.clone()).with_auth_observer(auth_observer.clone())), &voters, &mut rng)?;
         let (tx, rx) = mpsc::channel(cfg.max_pending.max(1));
         let partitions: Partitions = Arc::default();
         let tables: TableReplicas = Arc::default();
@@ -280,7 +282,7 @@ impl ClusterNode {
         };
         tokio::spawn(driver.run(rx, in_rx, stop_rx));
         tracing::info!(node = cfg.node_id, addr = %cfg.addr, peers = cfg.peers.len(), join = cfg.join, "cluster: node started");
-        Ok(ClusterNode { cfg, tx, meta, transport, stop, partitions, tables, leaders, catch_up, rebalance })
+        Ok(ClusterNode { cfg, tx, meta, transport, stop, partitions, tables, leaders, catch_up, rebalance, auth_observer })
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -509,6 +511,13 @@ impl ClusterNode {
         let meta = self.meta.read().unwrap_or_else(|p| p.into_inner());
         let t = meta.topics.get(topic).ok_or_else(|| ClusterError::Config(format!("unknown topic {topic:?}")))?;
         t.partitions.iter().find(|p| p.partition == partition).map(|p| p.group).ok_or_else(|| ClusterError::Config(format!("topic {topic:?} has no partition {partition}")))
+    }
+
+    /// Be told the replicated auth rules each time they change here (on the
+    /// apply path: keep it short). Rules applied before the call are in
+    /// [`Self::local_meta`].
+    pub fn on_auth_change(&self, f: crate::meta::AuthObserver) {
+        *self.auth_observer.write().unwrap_or_else(|p| p.into_inner()) = Some(f);
     }
 
     /// This node's applied metadata, possibly stale.

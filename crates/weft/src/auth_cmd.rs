@@ -9,7 +9,7 @@ use anyhow::Result;
 use clap::Subcommand;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
-use weft_auth::{AuditEvent, AuthError, AuthOptions, Authorizer, Grant, Identity};
+use weft_auth::{AuditEvent, AuthError, AuthOp, AuthOptions, Authorizer, CredKind, Grant, Identity};
 use weft_net::PeerInfo;
 use weft_service::{EndpointOptions, Service, ServiceError};
 use weft_wire::{ErrorBody, ErrorCode};
@@ -20,7 +20,7 @@ use crate::config::NodeConfig;
 /// Open the node's authorizer, hook up the audit log, and warn loudly when
 /// auth is off on a listener beyond loopback.
 pub fn start(cfg: &NodeConfig, data_dir: &Path) -> Result<Arc<Authorizer>> {
-    let (authz, written) = Authorizer::open(&AuthOptions { enabled: cfg.auth.enabled, data_dir: Some(data_dir.to_owned()), replicated: false })?;
+    let (authz, written) = Authorizer::open(&AuthOptions { enabled: cfg.auth.enabled, data_dir: Some(data_dir.to_owned()), replicated: cfg.cluster.node_id != 0 })?;
     if let Some(p) = written {
         warn!(path = %p.display(), "auth on for the first time: an admin token was written; keep it safe (weft --token $(cat {}) ...)", p.display());
     }
@@ -143,7 +143,7 @@ fn rotated(path: &Path, i: u64) -> PathBuf {
 
 // ---- endpoints ----
 
-fn wire(e: AuthError) -> ServiceError {
+pub(crate) fn wire(e: AuthError) -> ServiceError {
     let code = match &e {
         AuthError::NotFound(_) => ErrorCode::NotFound,
         AuthError::Exists(_) => ErrorCode::Conflict,
@@ -259,15 +259,41 @@ fn creds(m: &std::collections::BTreeMap<String, weft_auth::CredRecord>) -> Vec<C
         .collect()
 }
 
-/// Who made a change, for the log line beside the audit event.
+/// Who made a change: the audit line's `actor` and the node's log line.
 fn actor(peer: &PeerInfo) -> String {
-    peer.identity.as_ref().map(Identity::describe).unwrap_or_else(|| "local".into())
+    peer.identity.as_ref().map(Identity::describe).unwrap_or_else(|| "anonymous (auth off)".into())
+}
+
+/// Where the `auth.*` endpoints put a change: this node's rules (and state
+/// file), or in cluster mode the metadata group (docs/security.md, "Cluster").
+#[derive(Clone)]
+pub struct AuthAdmin {
+    authz: Arc<Authorizer>,
+    /// Cluster mode: the node, and the largest rules a change may propose
+    /// (half of `cluster.max_frame_bytes`: the entry must fit a frame).
+    cluster: Option<(weft_cluster::ClusterNode, usize)>,
+}
+
+impl AuthAdmin {
+    pub fn new(authz: Arc<Authorizer>, cluster: Option<(weft_cluster::ClusterNode, usize)>) -> Self {
+        Self { authz, cluster }
+    }
+
+    /// Apply `op` for the caller `peer`; the audit line names them.
+    async fn commit(&self, op: AuthOp, peer: &PeerInfo) -> Result<(), ServiceError> {
+        let who = actor(peer);
+        match &self.cluster {
+            None => self.authz.apply(&op, &who, &peer.addr).map_err(wire),
+            Some((node, max_bytes)) => crate::auth_cluster::commit(node, &self.authz, &op, &who, &peer.addr, *max_bytes).await,
+        }
+    }
 }
 
 /// The `auth.*` endpoints (admin on `cluster`, checked at dispatch; only
 /// `auth.whoami` is open to any identity).
-pub fn register(service: &mut Service, authz: Arc<Authorizer>) -> Result<(), ServiceError> {
+pub fn register(service: &mut Service, admin: AuthAdmin) -> Result<(), ServiceError> {
     let o = EndpointOptions::default;
+    let authz = admin.authz.clone();
     let a = authz.clone();
     service.endpoint_with("auth.whoami", o(), move |_: Option<()>, peer: Arc<PeerInfo>| {
         let a = a.clone();
@@ -282,12 +308,11 @@ pub fn register(service: &mut Service, authz: Arc<Authorizer>) -> Result<(), Ser
             Ok(WhoAmI { auth_enabled: a.enabled(), user: who.user.to_string(), via: via.into(), credential_id: cred, roles })
         }
     })?;
-    let a = authz.clone();
+    let c = admin.clone();
     service.endpoint_with("auth.user.add", o(), move |r: UserReq, peer: Arc<PeerInfo>| {
-        let a = a.clone();
+        let c = c.clone();
         async move {
-            a.add_user(&r.name, r.roles).map_err(wire)?;
-            info!(by = %actor(&peer), user = %r.name, "user added");
+            c.commit(AuthOp::add_user(&r.name, r.roles), &peer).await?;
             Ok(Done { ok: true })
         }
     })?;
@@ -298,24 +323,29 @@ pub fn register(service: &mut Service, authz: Arc<Authorizer>) -> Result<(), Ser
             Ok(a.state().users.iter().map(|(n, u)| UserInfo { name: n.clone(), roles: u.roles.clone(), created_ms: u.created_ms }).collect::<Vec<_>>())
         }
     })?;
-    let a = authz.clone();
+    let c = admin.clone();
     service.endpoint_with("auth.user.remove", o(), move |r: NameReq, peer: Arc<PeerInfo>| {
-        let a = a.clone();
+        let c = c.clone();
         async move {
-            a.remove_user(&r.name).map_err(wire)?;
-            info!(by = %actor(&peer), user = %r.name, "user removed");
+            c.commit(AuthOp::RemoveUser { name: r.name }, &peer).await?;
             Ok(Done { ok: true })
         }
     })?;
-    let a = authz.clone();
-    service.endpoint("auth.user.assign", move |r: AssignReq| {
-        let a = a.clone();
-        async move { a.assign_role(&r.name, &r.role).map(|_| Done { ok: true }).map_err(wire) }
+    let c = admin.clone();
+    service.endpoint_with("auth.user.assign", o(), move |r: AssignReq, peer: Arc<PeerInfo>| {
+        let c = c.clone();
+        async move {
+            c.commit(AuthOp::AssignRole { user: r.name, role: r.role }, &peer).await?;
+            Ok(Done { ok: true })
+        }
     })?;
-    let a = authz.clone();
-    service.endpoint("auth.role.add", move |r: RoleReq| {
-        let a = a.clone();
-        async move { a.add_role(&r.name, grants(&r.grants)?).map(|_| Done { ok: true }).map_err(wire) }
+    let c = admin.clone();
+    service.endpoint_with("auth.role.add", o(), move |r: RoleReq, peer: Arc<PeerInfo>| {
+        let c = c.clone();
+        async move {
+            c.commit(AuthOp::AddRole { name: r.name, grants: grants(&r.grants)? }, &peer).await?;
+            Ok(Done { ok: true })
+        }
     })?;
     let a = authz.clone();
     service.endpoint("auth.role.list", move |_: Option<()>| {
@@ -324,41 +354,41 @@ pub fn register(service: &mut Service, authz: Arc<Authorizer>) -> Result<(), Ser
             Ok(a.state().roles.iter().map(|(n, r)| RoleInfo { name: n.clone(), grants: r.grants.iter().map(|g| g.to_string()).collect() }).collect::<Vec<_>>())
         }
     })?;
-    let a = authz.clone();
-    service.endpoint("auth.role.remove", move |r: NameReq| {
-        let a = a.clone();
-        async move { a.remove_role(&r.name).map(|_| Done { ok: true }).map_err(wire) }
-    })?;
-    let a = authz.clone();
-    service.endpoint("auth.role.grant", move |r: GrantReq| {
-        let a = a.clone();
+    let c = admin.clone();
+    service.endpoint_with("auth.role.remove", o(), move |r: NameReq, peer: Arc<PeerInfo>| {
+        let c = c.clone();
         async move {
-            let g: Grant = r.grant.parse().map_err(wire)?;
-            a.grant(&r.role, g).map(|_| Done { ok: true }).map_err(wire)
+            c.commit(AuthOp::RemoveRole { name: r.name }, &peer).await?;
+            Ok(Done { ok: true })
         }
     })?;
-    for kind in ["token", "key"] {
-        let a = authz.clone();
+    let c = admin.clone();
+    service.endpoint_with("auth.role.grant", o(), move |r: GrantReq, peer: Arc<PeerInfo>| {
+        let c = c.clone();
+        async move {
+            let grant: Grant = r.grant.parse().map_err(wire)?;
+            c.commit(AuthOp::Grant { role: r.role, grant }, &peer).await?;
+            Ok(Done { ok: true })
+        }
+    })?;
+    for (kind, cred_kind) in [("token", CredKind::Token), ("key", CredKind::Key)] {
+        let c = admin.clone();
         service.endpoint_with(&format!("auth.{kind}.create"), o(), move |r: CredReq, peer: Arc<PeerInfo>| {
-            let a = a.clone();
+            let c = c.clone();
             async move {
-                let (secret, id) = if kind == "token" {
-                    a.create_token(&r.user, r.ttl_ms, &r.description)
-                } else {
-                    a.create_key(&r.user, &r.description)
-                }
-                .map_err(wire)?;
-                info!(by = %actor(&peer), user = %r.user, id = %id, kind, "credential created");
-                let st = a.state();
-                let rec = if kind == "token" { st.tokens.get(&id) } else { st.keys.get(&id) };
-                Ok(CredInfo {
-                    id: id.clone(),
-                    user: r.user.clone(),
-                    created_ms: rec.map(|r| r.created_ms).unwrap_or(0),
-                    expires_ms: rec.and_then(|r| r.expires_ms),
-                    description: r.description.clone(),
-                    secret: Some(secret),
-                })
+                // argon2 takes tens of milliseconds: off the async workers.
+                let (user, ttl, desc) = (r.user.clone(), r.ttl_ms, r.description.clone());
+                let made = tokio::task::spawn_blocking(move || AuthOp::new_credential(cred_kind, &user, ttl, &desc))
+                    .await
+                    .map_err(|e| ServiceError::Wire(ErrorBody::new(ErrorCode::Unavailable, format!("hashing: {e}"))))?
+                    .map_err(wire)?;
+                let (op, secret, id) = made;
+                let (created_ms, expires_ms) = match &op {
+                    AuthOp::AddCredential { record, .. } => (record.created_ms, record.expires_ms),
+                    _ => (0, None),
+                };
+                c.commit(op, &peer).await?;
+                Ok(CredInfo { id, user: r.user.clone(), created_ms, expires_ms, description: r.description.clone(), secret: Some(secret) })
             }
         })?;
         let a = authz.clone();
@@ -369,12 +399,11 @@ pub fn register(service: &mut Service, authz: Arc<Authorizer>) -> Result<(), Ser
                 Ok(creds(if kind == "token" { &st.tokens } else { &st.keys }))
             }
         })?;
-        let a = authz.clone();
+        let c = admin.clone();
         service.endpoint_with(&format!("auth.{kind}.revoke"), o(), move |r: IdReq, peer: Arc<PeerInfo>| {
-            let a = a.clone();
+            let c = c.clone();
             async move {
-                if kind == "token" { a.revoke_token(&r.id) } else { a.revoke_key(&r.id) }.map_err(wire)?;
-                info!(by = %actor(&peer), id = %r.id, kind, "credential revoked");
+                c.commit(AuthOp::Revoke { kind: cred_kind, id: r.id }, &peer).await?;
                 Ok(Done { ok: true })
             }
         })?;

@@ -1,6 +1,7 @@
 //! The `weft` binary: argument parsing, configuration and wiring. Behaviour
 //! lives in the crates.
 
+mod auth_cluster;
 mod auth_cmd;
 mod reload;
 mod client_cmd;

@@ -71,7 +71,6 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     let mut service = Service::with_id(cfg.node.name.clone(), node_id.clone());
     register_node_endpoints(&mut service, liveness.clone(), Duration::from_millis(cfg.liveness.timeout_ms))?;
     log_level.register(&mut service)?;
-    crate::auth_cmd::register(&mut service, authz.clone())?;
     // SIGHUP and weft.config.reload (docs/security.md, "Reload").
     let reloader = crate::reload::Reloader::new(log_level.clone(), authz.clone(), config_entries.clone());
     crate::reload::register(&mut service, reloader.clone())?;
@@ -86,6 +85,11 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     // and records of replicated topics through the cluster's record plane (docs/cluster.md).
     let cluster = crate::cluster_cmd::start(&cfg.cluster, &data_dir, cfg.tcp.enabled.then(|| format!("tcp://{}", cfg.tcp.addr)), log.clone()).await?;
     let cluster_plane = cluster.as_ref().map(|node| crate::cluster_cmd::record_plane(node, log.clone(), &cfg.cluster));
+    // The auth.* endpoints; in cluster mode the rules live in the metadata group (docs/security.md, "Cluster").
+    if let Some(node) = &cluster {
+        crate::auth_cluster::attach(node, authz.clone(), data_dir.clone());
+    }
+    crate::auth_cmd::register(&mut service, crate::auth_cmd::AuthAdmin::new(authz.clone(), cluster.clone().map(|n| (n, usize::try_from(cfg.cluster.max_frame_bytes / 2).unwrap_or(usize::MAX)))))?;
     // Cluster mode: the query API's tables live on raft groups (docs/query.md, "Tables: replicated").
     let cluster_tables = cluster.as_ref().map(|node| crate::cluster_cmd::tables::ClusterTables::new(node.clone()));
     let query_exec = match &cluster_tables {

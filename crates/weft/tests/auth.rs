@@ -242,6 +242,16 @@ fn matrix_native_cli_raw_http_websocket() {
         assert!(lines.iter().any(|l| l["surface"] == surface && l["outcome"] == outcome), "no {surface}/{outcome} in {audit}");
     }
     assert!(lines.iter().any(|l| l["action"] == "key.revoke"), "{audit}");
+    // Each change names who made it (the actor) and from where.
+    let whoami: serde_json::Value = serde_json::from_str(&as_(&node, Some(&c.admin), &["auth", "whoami", "--json"]).unwrap()).unwrap();
+    let admin_actor = format!("admin (token {})", whoami["credential_id"].as_str().unwrap());
+    let changes: Vec<&serde_json::Value> = lines.iter().filter(|l| l["surface"] == "admin").collect();
+    assert!(changes.len() >= 8, "{audit}");
+    for l in &changes {
+        assert_eq!(l["actor"], admin_actor.as_str(), "{l}");
+        assert!(l["peer"].as_str().unwrap().starts_with("127.0.0.1:"), "{l}");
+    }
+    assert!(changes.iter().any(|l| l["action"] == "user.add" && l["resource"] == "rita"), "{audit}");
     let (_, metrics) = http(&node, "GET", "/metrics", None, "", "");
     assert!(metrics.contains(r#"weft_auth_events_total{surface="http",outcome="forbidden"}"#), "{metrics}");
 }
