@@ -25,6 +25,13 @@ pub const SECURE_PREAMBLE_LEN: usize = PREAMBLE_LEN + INLINE_LEN + GCM_TAG_LEN;
 pub const CRC_EPILOGUE_LEN: usize = 13;
 pub const SECURE_EPILOGUE_LEN: usize = 16;
 pub const MAX_SEGMENTS: usize = 4;
+/// Most the decoder reserves ahead of bytes that have arrived. A preamble
+/// may announce up to the segment limits (16 MiB and more) before sending
+/// any of it; reserving all of that on the peer's word would let a peer
+/// that never sends the rest pin the memory. The buffer grows with the
+/// data instead (amortized doubling, so a large frame still costs only a
+/// few reallocations).
+const RESERVE_AHEAD: usize = 256 * 1024;
 const LATE_STATUS_COMPLETE: u8 = 0x0e;
 const LATE_STATUS_ABORTED_MASK: u8 = 0x0f;
 const SEGMENT_ALIGN: [u16; 4] = [8, 8, 8, 4096];
@@ -503,7 +510,7 @@ impl FrameCodec {
                     total += pre.lens[1..pre.count].iter().sum::<usize>() + CRC_EPILOGUE_LEN;
                 }
                 if buf.len() < total {
-                    buf.reserve(total - buf.len());
+                    reserve_ahead(buf, total);
                     return Ok(None);
                 }
                 let raw = buf.split_to(total).freeze();
@@ -568,7 +575,7 @@ impl FrameCodec {
         };
         let need = rem_len + tail_len;
         if buf.len() < need {
-            buf.reserve(need - buf.len());
+            reserve_ahead(buf, need);
             return Ok(None);
         }
         let mut first = inline.clone();
@@ -641,6 +648,12 @@ pub fn decode_banner(buf: &mut BytesMut) -> Result<Option<Banner>, FrameError> {
     let sup = p.get_u64_le();
     let req = p.get_u64_le();
     Ok(Some(((sup, req), raw)))
+}
+
+/// Makes room for the next part of a frame of `want` bytes, bounded by
+/// `RESERVE_AHEAD` (see there).
+fn reserve_ahead(buf: &mut BytesMut, want: usize) {
+    buf.reserve((want - buf.len()).min(RESERVE_AHEAD));
 }
 
 #[cfg(test)]
@@ -809,6 +822,24 @@ mod tests {
         let raw = FrameCodec::new().encode_raw(Tag::Message, &[&[0u8; 41], &junk], FRAME_EARLY_DATA_COMPRESSED);
         let (mut b, _) = with_comp(FrameCodec::new(), compress::Algorithm::Snappy);
         assert!(matches!(b.decode(&mut BytesMut::from(&raw[..])), Err(FrameError::Decompress { .. })));
+    }
+
+    #[test]
+    fn an_announced_length_is_not_reserved_before_it_arrives() {
+        // a valid preamble announcing a 4 MiB data segment, then nothing:
+        // the buffer must not grow to 4 MiB on the peer's word
+        let raw = FrameCodec::new().encode_raw(Tag::Message, &[&[0u8; 41], b"", b"", &vec![7u8; 4 << 20]], 0);
+        let mut c = FrameCodec::new();
+        let mut buf = BytesMut::from(&raw[..PREAMBLE_LEN + 100]);
+        assert!(c.decode(&mut buf).unwrap().is_none());
+        assert!(buf.capacity() <= PREAMBLE_LEN + 100 + RESERVE_AHEAD, "reserved {}", buf.capacity());
+        // fed the rest in pieces, it still decodes
+        for chunk in raw[PREAMBLE_LEN + 100..].chunks(300_000) {
+            assert!(c.decode(&mut buf).unwrap().is_none());
+            buf.extend_from_slice(chunk);
+        }
+        let (f, _) = c.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(f.segment(3).len(), 4 << 20);
     }
 
     #[test]
