@@ -182,6 +182,7 @@ async fn client(c: &Connect) -> Result<QueryClient<tonic::transport::Channel>, C
 fn request<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
     r.set_timeout(timeout);
+    crate::grpc_trace::inject(&mut r);
     r
 }
 

@@ -19,6 +19,7 @@ pub mod convert;
 pub mod error;
 pub mod eval;
 pub mod exec;
+pub mod grpc_trace;
 pub mod http;
 pub mod json;
 pub mod native;

@@ -64,7 +64,8 @@ pub async fn serve_with_auth(
     use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr: addr.to_owned(), source })?;
     let local = listener.local_addr().map_err(|source| ServeError::Bind { addr: addr.to_owned(), source })?;
-    let mut builder = Server::builder();
+    // One span per call, continuing the caller's trace context metadata.
+    let mut builder = Server::builder().trace_fn(crate::grpc_trace::server_span);
     if let Some(t) = &tls {
         let mut cfg = ServerTlsConfig::new().identity(Identity::from_pem(read(&t.cert)?, read(&t.key)?));
         if let Some(ca) = &t.client_ca {

@@ -184,11 +184,13 @@ impl NodePool {
                 Op::Execute(r) => {
                     let mut req = tonic::Request::new(r);
                     req.set_timeout(remaining);
+                    weft_api::grpc_trace::inject(&mut req);
                     client.execute(req).await
                 }
                 Op::Batch(r) => {
                     let mut req = tonic::Request::new(r);
                     req.set_timeout(remaining);
+                    weft_api::grpc_trace::inject(&mut req);
                     client.batch(req).await
                 }
             }
@@ -210,6 +212,8 @@ impl NodePool {
     pub async fn watch(&self, req: pb::WatchRequest) -> Result<tonic::Streaming<pb::WatchResponse>> {
         let (ch, _g) = self.checkout();
         let mut client = self.client(ch);
+        let mut req = tonic::Request::new(req);
+        weft_api::grpc_trace::inject(&mut req);
         client.watch(req).await.map(|r| r.into_inner()).map_err(|s| Error::from_status(&self.addr, &s))
     }
 }

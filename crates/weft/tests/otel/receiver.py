@@ -43,6 +43,7 @@ class Handler(BaseHTTPRequestHandler):
                             "trace_id": s.trace_id.hex(),
                             "span_id": s.span_id.hex(),
                             "parent_span_id": s.parent_span_id.hex(),
+                            "trace_state": s.trace_state,
                             "name": s.name,
                             "kind": Span.SpanKind.Name(s.kind),
                             "attributes": {a.key: value(a.value) for a in s.attributes},
