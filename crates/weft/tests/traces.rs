@@ -78,7 +78,8 @@ fn spans_cross_hops_and_continue_the_callers_trace() {
 
     let port = free_port();
     let http_port = free_port();
-    let mut node = Command::new(WEFT)
+    // In a kill guard from here: a failing assertion ends the node too.
+    let mut node = Kill(Command::new(WEFT)
         .args(["serve", "--data-dir"])
         .arg(dir.path().join("data"))
         .args(["--tcp-addr", &format!("127.0.0.1:{port}"), "--udp-addr", &format!("127.0.0.1:{port}")])
@@ -90,7 +91,7 @@ fn spans_cross_hops_and_continue_the_callers_trace() {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.path().join("stderr.jsonl")).unwrap())
         .spawn()
-        .unwrap();
+        .unwrap());
     let addr = format!("tcp://127.0.0.1:{port}");
     let weft = |args: &[&str]| {
         let o = Command::new(WEFT).args(args).args(["--addr", &addr]).env_remove("WEFT_ADDR").output().unwrap();
@@ -156,8 +157,8 @@ fn spans_cross_hops_and_continue_the_callers_trace() {
     let py: Value = serde_json::from_slice(&o.stdout).unwrap();
 
     // SIGTERM: the node drains, then flushes its spans before exiting 0.
-    assert!(Command::new("kill").args(["-TERM", &node.id().to_string()]).status().unwrap().success());
-    assert!(node.wait().unwrap().success());
+    assert!(Command::new("kill").args(["-TERM", &node.0.id().to_string()]).status().unwrap().success());
+    assert!(node.0.wait().unwrap().success());
 
     let spans: Vec<Value> = std::fs::read_to_string(&spans_file)
         .unwrap_or_default()

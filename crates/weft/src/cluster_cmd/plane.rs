@@ -228,7 +228,15 @@ impl ClusterPlane {
                     continue;
                 }
             };
-            match c.call::<Req, Resp>(route, req).await {
+            // The hop, as a client span of the request's trace; the native
+            // client sends its context in the frame's trace-context extension,
+            // so the replica's request span continues it.
+            let hop = if weft_service::trace::request_spans() {
+                tracing::info_span!("cluster.forward", otel.kind = "client", route, node = id, topic, partition)
+            } else {
+                tracing::Span::none()
+            };
+            match tracing::Instrument::instrument(c.call::<Req, Resp>(route, req), hop).await {
                 Ok(r) => {
                     self.routes.lock().unwrap_or_else(|p| p.into_inner()).insert(group, id);
                     return Ok(r);
