@@ -374,18 +374,18 @@ impl Executor {
         timeout: Option<Duration>,
     ) -> Result<pb::Result, Error> {
         use crate::replicated::read_state;
-        if let Some((name, access)) = statement_table(s) {
-            if !rep.hosted(name).await? {
-                if self.forwarded {
-                    return Err(Error::Unavailable(format!("no replica of table {name:?} on this node (a forwarded query is not forwarded again)")));
-                }
-                // Checked here, where the caller's identity is known; the replica runs it as forwarded.
-                self.auth.authorize(id, access, &format!("table:{name}"))?;
-                let aql = aql::print(&Query { stmt: s.clone(), timeout_ms: None });
-                let timeout_ms = timeout.map_or(0, |t| (t.as_millis() as u64).max(1));
-                let req = crate::replicated::Forward { table: name.to_owned(), aql, serializable: !linearizable, timeout_ms, read_only: access == Access::Read };
-                return rep.forward(name, req).await;
+        if let Some((name, access)) = statement_table(s)
+            && !rep.hosted(name).await?
+        {
+            if self.forwarded {
+                return Err(Error::Unavailable(format!("no replica of table {name:?} on this node (a forwarded query is not forwarded again)")));
             }
+            // Checked here, where the caller's identity is known; the replica runs it as forwarded.
+            self.auth.authorize(id, access, &format!("table:{name}"))?;
+            let aql = aql::print(&Query { stmt: s.clone(), timeout_ms: None });
+            let timeout_ms = timeout.map_or(0, |t| (t.as_millis() as u64).max(1));
+            let req = crate::replicated::Forward { table: name.to_owned(), aql, serializable: !linearizable, timeout_ms, read_only: access == Access::Read };
+            return rep.forward(name, req).await;
         }
         let kind = s.kind().to_owned();
         let mut r = pb::Result { kind, ..Default::default() };

@@ -7,6 +7,7 @@
 //! - serializable reads: the other two replicas of a 3-replica table are
 //!   SIGSTOPped; `serializable = true` still answers from the survivor's
 //!   replica (no leader round trip), a linearizable read fails at its deadline.
+//!
 //! Needs WEFT_PEERS=1 and scripts/peers/grpc.sh. Children are ended by pid.
 #![allow(clippy::unwrap_used)]
 
