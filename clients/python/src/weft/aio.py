@@ -440,6 +440,14 @@ class AsyncClient(QueryMixin):
         loop = asyncio.get_running_loop()
         self._status_at = loop.time()
         try:
+            conn = await self._connected(loop.time() + (self.connect_timeout if timeout is None else timeout))
+        except (Timeout, ConnectionError):
+            return self.leader_cache
+        features = conn.welcome.get("features")
+        if isinstance(features, list) and "cluster" not in features:
+            self._cluster = False  # the welcome says: not in cluster mode (docs/protocol.md)
+            return self.leader_cache
+        try:
             status = await self.call_frame("cluster.status", fr.encode_body(None), timeout=timeout)
         except (Timeout, ConnectionError):
             return self.leader_cache
