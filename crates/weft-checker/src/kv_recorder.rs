@@ -8,7 +8,8 @@
 //! (`c{client}-{n}`). CAS comes in three forms: `SET ... IF VERSION = n`
 //! (n from the client's last read of the key, or a guess), and BATCHes with
 //! one `VALUE(...)` or `MOD_REVISION(...)` compare and one SET (compared
-//! against what the client last read). After the load, every key is read
+//! against what the client last read). A few plain deletes (tombstones,
+//! versions starting again from 1). After the load, every key is read
 //! once through every node (linearizable reads too: recorded and checked).
 
 use std::collections::HashMap;
@@ -292,12 +293,14 @@ impl KvRecorder {
             let t = &self.cfg.table;
             let (op, aql) = match rng.gen_range(0..100) {
                 0..=39 => (KvOp::Get, format!("GET {t} {}", quote(&key))),
-                40..=64 => (
+                40..=61 => (
                     KvOp::Put {
                         value: value.clone(),
                     },
                     format!("SET {t} {} = {}", quote(&key), quote(&value)),
                 ),
+                // Deletes: tombstones, and versions that start again from 1.
+                62..=64 => (KvOp::Delete, format!("DELETE {t} {}", quote(&key))),
                 65..=84 => {
                     // Mostly the version last read (likely to succeed), sometimes a guess.
                     let v = match &last {
