@@ -325,3 +325,26 @@ fn identity_limits_answer_busy_and_429() {
         assert!(n >= 1);
     }
 }
+
+#[test]
+fn udp_allow_list_refusals_are_audited() {
+    // Only 10.0.0.0/8 may use UDP: this loopback sender is refused unread.
+    let node = Node::start_with(&["--auth"], &[("WEFT_UDP_ALLOW", "10.0.0.0/8")]);
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let from = sock.local_addr().unwrap().to_string();
+    let audit = node.data_dir().join("audit.log");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let line = loop {
+        // Datagrams may be lost: send again until one is audited (bounded).
+        sock.send_to(b"not a frame", node.tcp_addr()).unwrap();
+        let text = std::fs::read_to_string(&audit).unwrap_or_default();
+        if let Some(l) = text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).find(|l| l["resource"] == "udp") {
+            break l;
+        }
+        assert!(Instant::now() < deadline, "no udp refusal in the audit log: {text}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(line["surface"], "listener");
+    assert_eq!(line["outcome"], "denied");
+    assert_eq!(line["peer"], from.as_str());
+}
