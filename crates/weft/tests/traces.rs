@@ -14,6 +14,8 @@
 //!
 //! Needs WEFT_PEERS=1 (scripts/peers/otel.sh installs the Python packages).
 
+#![allow(clippy::unwrap_used)] // a failing unwrap is the test failing
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
