@@ -392,7 +392,7 @@ class AsyncClient(QueryMixin):
         """Call any endpoint; returns the decoded answer, raises the typed error."""
         j = self.json if json is None else json
         encoded = fr.encode_body(body, j)
-        if self.follow_leader and route in PARTITION_ROUTES:
+        if self._routing_needed(route, body):
             return await self._call_routed(route, body, encoded, j, timeout)
         t0 = asyncio.get_running_loop().time()
         f = await self.call_frame(route, encoded, json=j, timeout=timeout)
@@ -418,6 +418,8 @@ class AsyncClient(QueryMixin):
         leader other than ``addr`` is known for its partition."""
         if not self.follow_leader or route not in PARTITION_ROUTES:
             return False
+        if self._cluster is False and not self._leaders.leaders:
+            return False  # a single node that never redirected: the fast path, no record scan
         tp = self._leaders.partition_of(route, body)
         if tp is not None and self._leaders.leader_for(tp) is not None:
             return True
