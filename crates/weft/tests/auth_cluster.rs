@@ -4,6 +4,7 @@
 //! token made on node 1 authenticates on node 3; revoked on node 2, node 1
 //! refuses it (as soon as node 1 has applied the revocation: polled, with
 //! a bound against hangs); the change's audit line names the actor.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 #[path = "support/cluster.rs"]

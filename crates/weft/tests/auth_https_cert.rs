@@ -4,6 +4,7 @@
 //! the user the certificate names (CN, else first SAN), on REST and on a
 //! WebSocket (WSS) upgrade; a token wins over the certificate. Real peers:
 //! curl --cert for REST, Python's ssl module for the WSS upgrade.
+#![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 use std::process::Command;

@@ -6,6 +6,7 @@
 //! pv role (refused), with a read role (get ok, put refused), with a write
 //! role (put ok). The refusals reach p4p as RemoteError with a clear text,
 //! are counted and written to the audit log (surface `pva`).
+#![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 
