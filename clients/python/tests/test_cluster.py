@@ -361,6 +361,14 @@ def test_async_not_leader_redirect(single: Node) -> None:
         s.close()
 
 
+def test_tls_client_never_follows_plain_text() -> None:
+    c = weft.AsyncClient("tls://127.0.0.1:7403")
+    assert not c._follows("tcp://127.0.0.1:7400")
+    assert c._follows("tls://127.0.0.1:7404")
+    assert not c._follows("tls://127.0.0.1:7403")  # itself: no hop
+    assert weft.AsyncClient("tcp://127.0.0.1:7400")._follows("tcp://127.0.0.1:7401")
+
+
 # ---- kill -9 of the leader (last: it leaves the cluster with two nodes) ----------
 
 
@@ -399,8 +407,17 @@ def test_leader_kill_keeps_producing(cluster: list[ClusterNode]) -> None:
         produce_until(60)
         new = partition_leader(cluster, topic, 0)
         assert new is not None and new is not leader
-        # The cache moved off the dead node (to the new leader once learned).
+        # The cache moved off the dead node (to the new leader once learned)...
         assert c.leader_cache.get((topic, 0)) in (None, new.tcp)
+        # ...and once asked again, produces go to the new leader.
+        assert c.refresh_leaders()[(topic, 0)] == new.tcp
+        before, calls = new.produce_calls(), c.leader_calls
+        for i in range(5):
+            (r,) = c.produce(topic, [{"value": b"after-%d" % i, "partition": 0}])
+            assert r.error is None and r.offset is not None
+            acked[r.offset] = b"after-%d" % i
+        if new is not follower:
+            assert c.leader_calls == calls + 5 and new.produce_calls() - before == 5
         # Every acknowledged record is there, at its offset.
         end = max(acked) + 1
         got: dict[int, bytes] = {}
