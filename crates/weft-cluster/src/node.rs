@@ -869,9 +869,13 @@ impl Driver {
 
     /// After moves: a group this node joined is served once the placement
     /// names it; a group whose placement no longer names it (and that it is
-    /// not joining) is closed and its raft log removed. Its copy in the
-    /// node's log stays (a later move back starts from it). Only a finished
-    /// move changes a placement, after the group removed this node.
+    /// not joining) is closed. Only a finished move changes a placement,
+    /// after the group removed this node. Its raft log stays on disk, as
+    /// does its copy in the node's log: a node that came back under the same
+    /// id with a wiped raft state could vote in an election of a stale
+    /// configuration that still counts it (tests/sim_moves.rs found this);
+    /// with its old state it refuses a candidate whose log is behind its
+    /// own, as any member does, and a later move back starts from it.
     fn close_moved_partitions(&mut self) {
         let me = self.cfg.node_id;
         let (placed, joins): (BTreeMap<GroupId, bool>, std::collections::BTreeSet<GroupId>) = {
@@ -900,12 +904,7 @@ impl Driver {
                     let _ = p.reply.send(Err(ClusterError::UnknownGroup(group)));
                 }
             }
-            let path = self.cfg.data_dir.join("cluster").join("groups").join(format!("{group}.wal"));
-            match std::fs::remove_file(&path) {
-                Ok(()) => tracing::info!(group, "cluster: moved off a partition group, raft log removed"),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => tracing::warn!(group, path = %path.display(), error = %e, "cluster: removing a moved group's raft log failed"),
-            }
+            tracing::info!(group, "cluster: moved off a partition group; closed (its raft log stays)");
         }
     }
 
