@@ -325,8 +325,11 @@ impl ClusterNode {
         let timeout = Duration::from_millis(self.cfg.propose_timeout_ms.max(1));
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(ClusterError::Shutdown),
-            Err(_) => Err(ClusterError::Timeout("not committed in time: its fate is unknown".into())),
+            // The driver drops a reply it gave up on (a proposal past its
+            // deadline, e.g. across an election): that is a timeout with an
+            // unknown outcome, not a shutdown, unless the node is stopping.
+            Ok(Err(_)) if *self.stop.borrow() => Err(ClusterError::Shutdown),
+            Ok(Err(_)) | Err(_) => Err(ClusterError::Timeout("not committed in time: its fate is unknown".into())),
         }
     }
 
