@@ -6,8 +6,9 @@ import asyncio
 import os
 import random
 import socket
+import threading
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from . import _frame as fr
 from ._addr import Address, Backoff, TlsOptions, client_id, parse_address
@@ -38,6 +39,9 @@ PROTOCOL_VERSION = 1
 MAX_LEADER_CONNECTIONS = 8
 #: Least time between two ``cluster.status`` lookups of the leader cache.
 LEADER_REFRESH_S = 1.0
+#: ``on`` while the synchronous client runs one of this client's coroutines
+#: on the caller's own thread (``Client._drive``).
+_DRIVEN = threading.local()
 
 
 class _Conn:
@@ -257,6 +261,9 @@ class AsyncClient(QueryMixin):
         self._lock: asyncio.Lock | None = None
         self._backoff = Backoff()
         self._closed = False
+        # Set by the synchronous Client that owns this client: calls made by
+        # coroutines it drives on its caller's thread go there (blocking).
+        self._sync_call: Callable[..., Any] | None = None
 
     # ---- connection -------------------------------------------------------
 
@@ -390,6 +397,8 @@ class AsyncClient(QueryMixin):
 
     async def call(self, route: str, body: Any = None, *, timeout: float | None = None, json: bool | None = None) -> Any:
         """Call any endpoint; returns the decoded answer, raises the typed error."""
+        if self._sync_call is not None and getattr(_DRIVEN, "on", False):
+            return self._sync_call(route, body, timeout=timeout, json=json)
         j = self.json if json is None else json
         encoded = fr.encode_body(body, j)
         if self._routing_needed(route, body):

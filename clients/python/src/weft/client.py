@@ -1,13 +1,19 @@
-"""The synchronous client: the asyncio client driven by a private event-loop
-thread, so one implementation owns connections, multiplexing and reconnects.
-Safe to share between threads; calls from several threads are multiplexed on
-the one connection.
+"""The synchronous client. Safe to share between threads; calls from several
+threads are multiplexed on one connection.
 
-Requests on a live connection take a shorter way than a coroutine per call:
-the calling thread encodes the frame, one callback on the loop thread puts it
-on the wire and registers the answer's future, and a lock wakes the caller
-(no Task, no concurrent.futures.Future). Connecting, reconnecting and
-everything else go through the asyncio client."""
+Over ``tcp://`` and ``unix://`` (without compression) requests go on the
+client's own blocking connection (:mod:`weft._sync`): the calling thread
+writes its frame and reads its answer itself, with no event loop and no
+thread hop; it connects, reconnects with back-off, times out and raises the
+same typed errors as the asyncio client. The other calls of the API
+(``topics()``, ``create_topic()``, the query helpers, ...) are the asyncio
+client's coroutines, run to completion on the caller's thread: their one
+``call`` takes that same blocking path.
+
+A private event-loop thread drives the asyncio client for the rest: TLS, UDP
+and compressed connections (one loop callback per call on a live
+connection), cluster routing to partition leaders (``_call_routed``),
+``fetch`` and consumers (their own asyncio connection)."""
 
 from __future__ import annotations
 
@@ -22,8 +28,21 @@ from typing import Any, Mapping, Sequence, TypeVar
 from . import _frame as fr
 from ._addr import TlsOptions
 from ._trace import TraceSource
-from .aio import DEFAULT_ADDR, AsyncClient, _expire
-from .errors import ConnectionLost, NotLeader, from_dto
+from . import _sync
+from ._addr import Backoff
+from ._leaders import PARTITION_ROUTES
+from .aio import _DRIVEN, DEFAULT_ADDR, PROTOCOL_VERSION, AsyncClient, _expire
+from .errors import (
+    ConnectionError,
+    ConnectionLost,
+    NotLeader,
+    ProtocolError,
+    ServerError,
+    Timeout,
+    Unauthorized,
+    UnsupportedVersion,
+    from_dto,
+)
 from .consumer import AsyncConsumer
 from .query import Key, KeyValue, RangeResult
 from .types import FetchResult, Membership, ProduceResult, Record, RecordLike, record_to_wire
@@ -183,9 +202,113 @@ class Client:
             max_redirects=max_redirects,
         )
         self._loop = _LoopThread()
+        # The blocking connection: tcp:// and unix://, without compression.
+        self._blocking = self.aio.address.scheme in ("tcp", "unix") and compression is None
+        self._sc: _sync.SyncConn | None = None
+        self._sc_lock = threading.Lock()
+        self._backoff = Backoff()
+        self._ids = _sync.IdPool()
+        self._closed = False
+        # Coroutines of self.aio run by _drive on the caller's thread call back here.
+        self.aio._sync_call = self.call
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self._loop.run(coro)
+
+    def _drive(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run one of the asyncio client's coroutines on this thread, to the
+        end, without an event loop: its requests go through ``self.call``
+        (``AsyncClient.call`` sees ``_DRIVEN``), which blocks instead of
+        awaiting, so the coroutine never suspends."""
+        prev = getattr(_DRIVEN, "on", False)
+        _DRIVEN.on = True
+        try:
+            coro.send(None)
+        except StopIteration as e:
+            return e.value  # type: ignore[no-any-return]
+        finally:
+            _DRIVEN.on = prev
+        coro.close()
+        raise RuntimeError("internal error: a synchronous call suspended")
+
+    # ---- the blocking connection ----------------------------------------------
+
+    def _conn(self, deadline: float) -> _sync.SyncConn:
+        """The live blocking connection, connecting (with back-off, until
+        ``deadline``) when there is none or it is closing."""
+        c = self._sc
+        if c is not None and c.usable():
+            return c
+        if self._closed:
+            raise ConnectionError("client is closed")
+        aio = self.aio
+        if not self._sc_lock.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
+            raise ConnectionError(f"cannot connect to {aio.address}: timed out")
+        try:
+            c = self._sc
+            if c is not None and c.usable():
+                return c
+            if c is not None:
+                c.close_if_idle()  # after a goaway, calls still on it get their answers
+                self._sc = None
+            last: BaseException | None = None
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ConnectionError(f"cannot connect to {aio.address}: {last or 'timed out'}")
+                try:
+                    c = self._open(min(remaining, aio.connect_timeout))
+                    self._backoff.reset()
+                    if self._closed:
+                        c.close()
+                        raise ConnectionError("client is closed")
+                    self._sc = c
+                    return c
+                except (Unauthorized, UnsupportedVersion, ProtocolError):
+                    raise  # retrying cannot help
+                except ServerError as e:  # busy (max_connections), timeout...: retry with back-off
+                    last = e
+                except (OSError, Timeout, ConnectionError) as e:
+                    if self._closed:
+                        raise ConnectionError("client is closed") from None
+                    last = e
+                delay = self._backoff.next_delay()
+                if time.monotonic() + delay >= deadline:
+                    raise ConnectionError(f"cannot connect to {aio.address}: {last}")
+                time.sleep(delay)
+        finally:
+            self._sc_lock.release()
+
+    def _open(self, timeout: float) -> _sync.SyncConn:
+        aio = self.aio
+        deadline = time.monotonic() + timeout
+        conn = _sync.SyncConn(_sync.open_stream(aio.address, timeout), aio.address)
+        body: dict[str, Any] = {
+            "protocol_version": PROTOCOL_VERSION, "client_id": aio.client_id, "client_name": aio.client_name,
+        }
+        if aio.token:
+            body["token"] = aio.token
+        try:
+            _sync.hello(conn, body, self._ids.next(), deadline, PROTOCOL_VERSION)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _request(self, route: str, encoded: bytes, j: bool, deadline: float) -> fr.Frame:
+        """One request on the blocking connection; the answer frame."""
+        aio = self.aio
+        # The caller's span is current on this thread (the trace context).
+        tp = aio.trace_source() if aio.trace_source is not None else None
+        msg_id = self._ids.next()
+        flags = fr.FLAG_JSON if j else 0
+        while True:
+            conn = self._conn(deadline)
+            data = fr.encode(fr.REQUEST, route, encoded, msg_id, flags, tp if conn.trace_ok else None)
+            try:
+                return conn.request(data, msg_id, deadline, route)
+            except _sync.Stale:
+                continue  # it closed or said goaway while idle: nothing was sent; connect again
 
     @property
     def address(self) -> str:
@@ -193,17 +316,29 @@ class Client:
 
     @property
     def welcome(self) -> dict[str, Any]:
+        if self._blocking:
+            c = self._sc
+            return c.welcome if c is not None else {}
         return self.aio.welcome
 
     @property
     def connected(self) -> bool:
         """True while a connection is up and usable (no drop or goaway seen)."""
+        if self._blocking:
+            c = self._sc
+            return c is not None and c.alive()
         return self.aio.connected
 
     def connect(self) -> dict[str, Any]:
+        if self._blocking:
+            return self._conn(time.monotonic() + self.aio.connect_timeout).welcome
         return self._run(self.aio.connect())
 
     def close(self) -> None:
+        self._closed = True
+        c, self._sc = self._sc, None
+        if c is not None:
+            c.close()
         if self._loop.thread.is_alive():
             self._run(self.aio.close())
         self._loop.stop()
@@ -219,10 +354,22 @@ class Client:
         aio = self.aio
         j = aio.json if json is None else json
         encoded = fr.encode_body(body, j)
-        if aio._routing_needed(route, body):
-            return self._run(aio._call_routed(route, body, encoded, j, timeout))
         t0 = time.monotonic()
-        f = self._loop.call_frame(aio, route, encoded, j, timeout)
+        if self._blocking:
+            deadline = t0 + (aio.timeout if timeout is None else timeout)
+            if aio._cluster is None and aio.follow_leader and route in PARTITION_ROUTES:
+                # Whether routing applies, from this connection's welcome (as
+                # refresh_leaders does): a single node takes the plain path.
+                features = self._conn(deadline).welcome.get("features")
+                if isinstance(features, list) and "cluster" not in features:
+                    aio._cluster = False
+            if aio._routing_needed(route, body):
+                return self._run(aio._call_routed(route, body, encoded, j, timeout))
+            f = self._request(route, encoded, j, deadline)
+        else:
+            if aio._routing_needed(route, body):
+                return self._run(aio._call_routed(route, body, encoded, j, timeout))
+            f = self._loop.call_frame(aio, route, encoded, j, timeout)
         if f.kind == fr.ERROR:
             err = from_dto(f.value(), route)
             if isinstance(err, NotLeader) and aio.follow_leader:
@@ -252,7 +399,13 @@ class Client:
 
     def send(self, route: str, body: Any = None) -> None:
         """A one-way request: no answer, no error report."""
-        self._run(self.aio.send(route, body))
+        aio = self.aio
+        if not self._blocking:
+            self._run(aio.send(route, body))
+            return
+        flags = fr.FLAG_ONE_WAY | (fr.FLAG_JSON if aio.json else 0)
+        frame = fr.encode(fr.REQUEST, route, fr.encode_body(body, aio.json), self._ids.next(), flags)
+        self._conn(time.monotonic() + aio.timeout).write(frame)
 
     def ping(self) -> dict[str, Any]:
         return dict(self.call("weft.ping"))
@@ -261,29 +414,29 @@ class Client:
         return self.call("weft.echo", value)
 
     def info(self) -> dict[str, Any]:
-        return self._run(self.aio.info())
+        return self._drive(self.aio.info())
 
     def stats(self) -> dict[str, Any]:
-        return self._run(self.aio.stats())
+        return self._drive(self.aio.stats())
 
     def liveness(self) -> list[dict[str, Any]]:
-        return self._run(self.aio.liveness())
+        return self._drive(self.aio.liveness())
 
     # the log
     def create_topic(self, name: str, *, partitions: int | None = None, **config: Any) -> dict[str, Any]:
-        return self._run(self.aio.create_topic(name, partitions=partitions, **config))
+        return self._drive(self.aio.create_topic(name, partitions=partitions, **config))
 
     def topics(self) -> list[str]:
-        return self._run(self.aio.topics())
+        return self._drive(self.aio.topics())
 
     def describe_topic(self, name: str) -> dict[str, Any]:
-        return self._run(self.aio.describe_topic(name))
+        return self._drive(self.aio.describe_topic(name))
 
     def delete_topic(self, name: str) -> bool:
-        return self._run(self.aio.delete_topic(name))
+        return self._drive(self.aio.delete_topic(name))
 
     def alter_topic(self, name: str, **changes: Any) -> dict[str, Any]:
-        return self._run(self.aio.alter_topic(name, **changes))
+        return self._drive(self.aio.alter_topic(name, **changes))
 
     def produce(self, topic: str, records: Sequence[RecordLike]) -> list[ProduceResult]:
         r = self.call("log.produce", {"topic": topic, "records": [record_to_wire(x) for x in records]})
@@ -317,7 +470,7 @@ class Client:
         )
 
     def offsets(self, topic: str, partition: int, spec: str | int = "latest") -> int:
-        return self._run(self.aio.offsets(topic, partition, spec))
+        return self._drive(self.aio.offsets(topic, partition, spec))
 
     def join_group(
         self,
@@ -328,17 +481,17 @@ class Client:
         strategy: str | None = None,
         session_timeout_ms: int | None = None,
     ) -> Membership:
-        return self._run(
+        return self._drive(
             self.aio.join_group(
                 group, topics, member_id=member_id, strategy=strategy, session_timeout_ms=session_timeout_ms
             )
         )
 
     def heartbeat(self, group: str, member_id: str, generation: int | None = None) -> Membership:
-        return self._run(self.aio.heartbeat(group, member_id, generation))
+        return self._drive(self.aio.heartbeat(group, member_id, generation))
 
     def leave_group(self, group: str, member_id: str) -> bool:
-        return self._run(self.aio.leave_group(group, member_id))
+        return self._drive(self.aio.leave_group(group, member_id))
 
     def commit(
         self,
@@ -349,21 +502,21 @@ class Client:
         generation: int | None = None,
         metadata: str = "",
     ) -> bool:
-        return self._run(
+        return self._drive(
             self.aio.commit(group, offsets, member_id=member_id, generation=generation, metadata=metadata)
         )
 
     def committed(self, group: str, topic: str, partition: int) -> int | None:
-        return self._run(self.aio.committed(group, topic, partition))
+        return self._drive(self.aio.committed(group, topic, partition))
 
     def start_offset(self, group: str, topic: str, partition: int, reset: str = "earliest") -> tuple[int, int | None]:
-        return self._run(self.aio.start_offset(group, topic, partition, reset))
+        return self._drive(self.aio.start_offset(group, topic, partition, reset))
 
     def groups(self) -> list[dict[str, Any]]:
-        return self._run(self.aio.groups())
+        return self._drive(self.aio.groups())
 
     def describe_group(self, group: str) -> dict[str, Any]:
-        return self._run(self.aio.describe_group(group))
+        return self._drive(self.aio.describe_group(group))
 
     def consumer(self, group: str, topics: Sequence[str], **options: Any) -> Consumer:
         """A consumer group member: ``for record in client.consumer(...)``; see
@@ -380,7 +533,7 @@ class Client:
         serializable: bool = False,
         timeout: float | None = None,
     ) -> dict[str, Any]:
-        return self._run(self.aio.query(aql, params, timeout_ms=timeout_ms, serializable=serializable, timeout=timeout))
+        return self._drive(self.aio.query(aql, params, timeout_ms=timeout_ms, serializable=serializable, timeout=timeout))
 
     def query_batch(
         self,
@@ -390,28 +543,28 @@ class Client:
         timeout_ms: int | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
-        return self._run(self.aio.query_batch(batch, params, timeout_ms=timeout_ms, timeout=timeout))
+        return self._drive(self.aio.query_batch(batch, params, timeout_ms=timeout_ms, timeout=timeout))
 
     def table_create(self, table: str) -> None:
-        self._run(self.aio.table_create(table))
+        self._drive(self.aio.table_create(table))
 
     def table_drop(self, table: str) -> None:
-        self._run(self.aio.table_drop(table))
+        self._drive(self.aio.table_drop(table))
 
     def tables(self) -> list[str]:
-        return self._run(self.aio.tables())
+        return self._drive(self.aio.tables())
 
     def get(self, table: str, key: Key, *, revision: int | None = None, serializable: bool = False) -> KeyValue | None:
-        return self._run(self.aio.get(table, key, revision=revision, serializable=serializable))
+        return self._drive(self.aio.get(table, key, revision=revision, serializable=serializable))
 
     def put(self, table: str, key: Key, value: Any, *, if_version: int | None = None, if_absent: bool = False) -> int:
-        return self._run(self.aio.put(table, key, value, if_version=if_version, if_absent=if_absent))
+        return self._drive(self.aio.put(table, key, value, if_version=if_version, if_absent=if_absent))
 
     def compare_and_set(self, table: str, key: Key, value: Any, version: int) -> bool:
-        return self._run(self.aio.compare_and_set(table, key, value, version))
+        return self._drive(self.aio.compare_and_set(table, key, value, version))
 
     def delete(self, table: str, key: Key, *, if_version: int | None = None, if_exists: bool = False) -> int:
-        return self._run(self.aio.delete(table, key, if_version=if_version, if_exists=if_exists))
+        return self._drive(self.aio.delete(table, key, if_version=if_version, if_exists=if_exists))
 
     def range(
         self,
@@ -424,55 +577,55 @@ class Client:
         revision: int | None = None,
         serializable: bool = False,
     ) -> RangeResult:
-        return self._run(
+        return self._drive(
             self.aio.range(table, start, end, prefix=prefix, limit=limit, revision=revision, serializable=serializable)
         )
 
     def history(self, table: str, key: Key, limit: int | None = None) -> list[KeyValue]:
-        return self._run(self.aio.history(table, key, limit))
+        return self._drive(self.aio.history(table, key, limit))
 
     # queued endpoints and senders
     def queues(self, kind: str = "queue") -> list[dict[str, Any]]:
-        return self._run(self.aio.queues(kind))
+        return self._drive(self.aio.queues(kind))
 
     def queue_show(self, name: str, kind: str = "queue") -> dict[str, Any]:
-        return self._run(self.aio.queue_show(name, kind))
+        return self._drive(self.aio.queue_show(name, kind))
 
     def queue_pause(self, name: str, what: str = "all", kind: str = "queue") -> dict[str, Any]:
-        return self._run(self.aio.queue_pause(name, what, kind))
+        return self._drive(self.aio.queue_pause(name, what, kind))
 
     def queue_resume(self, name: str, what: str = "all", kind: str = "queue") -> dict[str, Any]:
-        return self._run(self.aio.queue_resume(name, what, kind))
+        return self._drive(self.aio.queue_resume(name, what, kind))
 
     def queue_errors(self, name: str, n: int = 10, kind: str = "queue") -> list[str]:
-        return self._run(self.aio.queue_errors(name, n, kind))
+        return self._drive(self.aio.queue_errors(name, n, kind))
 
     def queue_inspect(self, name: str, uid: str, kind: str = "queue") -> dict[str, Any]:
-        return self._run(self.aio.queue_inspect(name, uid, kind))
+        return self._drive(self.aio.queue_inspect(name, uid, kind))
 
     def queue_pop(self, name: str, uid: str, kind: str = "queue") -> dict[str, Any]:
-        return self._run(self.aio.queue_pop(name, uid, kind))
+        return self._drive(self.aio.queue_pop(name, uid, kind))
 
     def queue_reprocess(self, name: str, uid: str | None = None, kind: str = "queue") -> int:
-        return self._run(self.aio.queue_reprocess(name, uid, kind))
+        return self._drive(self.aio.queue_reprocess(name, uid, kind))
 
     def queue_clear(self, name: str, kind: str = "queue") -> int:
-        return self._run(self.aio.queue_clear(name, kind))
+        return self._drive(self.aio.queue_clear(name, kind))
 
     def stats_current(self) -> dict[str, Any]:
-        return self._run(self.aio.stats_current())
+        return self._drive(self.aio.stats_current())
 
     def stats_gathered(self) -> dict[str, Any] | None:
-        return self._run(self.aio.stats_gathered())
+        return self._drive(self.aio.stats_gathered())
 
     def stats_full(self) -> list[dict[str, Any]]:
-        return self._run(self.aio.stats_full())
+        return self._drive(self.aio.stats_full())
 
     def errors(self) -> list[dict[str, Any]]:
-        return self._run(self.aio.errors())
+        return self._drive(self.aio.errors())
 
     def errors_clear(self, error_id: str | None = None, count: int = 0) -> list[dict[str, Any]]:
-        return self._run(self.aio.errors_clear(error_id, count))
+        return self._drive(self.aio.errors_clear(error_id, count))
 
 
 class Consumer:

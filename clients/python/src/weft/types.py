@@ -30,11 +30,12 @@ class ProducerRecord:
     timestamp_ms: int | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "key": to_bytes(self.key),
-            "value": to_bytes(self.value),
-            "headers": [[n, to_bytes(v)] for n, v in self.headers],
-        }
+        # Absent fields are left out (the server's defaults: no key, no headers).
+        out: dict[str, Any] = {"value": to_bytes(self.value)}
+        if self.key is not None:
+            out["key"] = to_bytes(self.key)
+        if self.headers:
+            out["headers"] = [[n, to_bytes(v)] for n, v in self.headers]
         if self.partition is not None:
             out["partition"] = self.partition
         if self.timestamp_ms is not None:
@@ -43,6 +44,8 @@ class ProducerRecord:
 
 
 def record_to_wire(r: RecordLike) -> dict[str, Any]:
+    if type(r) is bytes:
+        return {"value": r}
     if isinstance(r, ProducerRecord):
         return r.to_wire()
     if isinstance(r, (bytes, bytearray, memoryview, str)):
