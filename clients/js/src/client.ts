@@ -233,9 +233,13 @@ export class Client {
 
   /** Append records; one result per record, in order. */
   async produce(topic: string, records: (ProducerRecord | Bytes)[]): Promise<ProduceResult[]> {
+    // Absent fields are left out (the server's defaults: no key, no headers).
     const wire = records.map((r) => {
-      const x: ProducerRecord = typeof r === "string" || r instanceof Uint8Array ? { value: r } : r;
-      const o: Obj = { key: toBytes(x.key), value: toBytes(x.value), headers: (x.headers ?? []).map(([n, v]) => [n, toBytes(v)]) };
+      if (r instanceof Uint8Array) return { value: r };
+      const x: ProducerRecord = typeof r === "string" ? { value: r } : r;
+      const o: Obj = { value: toBytes(x.value) };
+      if (x.key != null) o.key = toBytes(x.key);
+      if (x.headers?.length) o.headers = x.headers.map(([n, v]) => [n, toBytes(v)]);
       if (x.partition != null) o.partition = x.partition;
       if (x.timestampMs != null) o.timestamp_ms = x.timestampMs;
       return o;

@@ -1,5 +1,5 @@
 // Weft native frames (docs/protocol.md), sans-IO: bytes in, frames out.
-import { Encoder, decode as mpDecode } from "@msgpack/msgpack";
+import { Decoder as MpDecoder, Encoder } from "@msgpack/msgpack";
 
 export const VERSION = 1;
 export const HEADER_LEN = 26;
@@ -48,10 +48,10 @@ export function newId(): Uint8Array {
   return id;
 }
 
+/** A Map key for a message id: its 16 bytes as 16 char codes (cheaper than hex). */
 export function idKey(id: Uint8Array): string {
-  let s = "";
-  for (const b of id) s += b.toString(16).padStart(2, "0");
-  return s;
+  return String.fromCharCode(id[0]!, id[1]!, id[2]!, id[3]!, id[4]!, id[5]!, id[6]!, id[7]!,
+    id[8]!, id[9]!, id[10]!, id[11]!, id[12]!, id[13]!, id[14]!, id[15]!);
 }
 
 // JSON has no bytes: Weft takes a string as UTF-8 bytes (docs/log.md).
@@ -70,6 +70,8 @@ function jsonBytes(_k: string, v: unknown): unknown {
 // buffer per call); `encode` returns a copy, and the encoder clones itself if
 // re-entered.
 const encoder = new Encoder({ ignoreUndefined: true });
+// And one decoder (the module function builds one per call; it clones itself if re-entered).
+const mpDecoder = new MpDecoder({ useBigInt64: false });
 
 // Route keys are few: their UTF-8 bytes are kept.
 const routeBytes = new Map<string, Uint8Array>();
@@ -92,7 +94,7 @@ export function encodeBody(value: unknown, json = false): Uint8Array {
 export function decodeBody(body: Uint8Array, json = false): unknown {
   if (body.length === 0) return null;
   if (json) return JSON.parse(new TextDecoder().decode(body));
-  return mpDecode(body, { useBigInt64: false });
+  return mpDecoder.decode(body);
 }
 
 /**
@@ -151,9 +153,8 @@ export class Decoder {
     const buf = this.buf;
     if (buf.length < 10) return undefined;
     if (buf[0] !== 0x57 || buf[1] !== 0x46) throw new FrameError("bad magic: not a Weft frame", true);
-    const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
     const rlen = buf[5]!;
-    const blen = dv.getUint32(6);
+    const blen = ((buf[6]! << 24) | (buf[7]! << 16) | (buf[8]! << 8) | buf[9]!) >>> 0;
     const total = HEADER_LEN + rlen + blen;
     if (total > this.maxFrameBytes) throw new FrameError(`frame of ${total} bytes is over the maximum of ${this.maxFrameBytes}`, true);
     if (buf.length < total) return undefined;
@@ -170,11 +171,24 @@ export class Decoder {
     if (version !== VERSION) throw new FrameError(`unsupported protocol version ${version}`);
     if (f.kind < 1 || f.kind > 5) throw new FrameError(`unknown frame kind ${f.kind}`);
     if (f.flags & ~(FLAG_JSON | FLAG_ONE_WAY)) throw new FrameError(`unknown flag bits ${f.flags}`);
-    try {
-      f.route = td.decode(route);
-    } catch {
-      throw new FrameError("route key is not valid UTF-8");
-    }
+    f.route = routeText(route);
     return f;
   }
+}
+
+// Answers carry their request's route: the last few decoded are kept.
+const routeTexts: { bytes: Uint8Array; text: string }[] = [];
+function routeText(route: Uint8Array): string {
+  for (const r of routeTexts) {
+    if (r.bytes.length === route.length && r.bytes.every((b, i) => b === route[i])) return r.text;
+  }
+  let text: string;
+  try {
+    text = td.decode(route);
+  } catch {
+    throw new FrameError("route key is not valid UTF-8");
+  }
+  if (routeTexts.length >= 8) routeTexts.pop();
+  routeTexts.unshift({ bytes: route.slice(), text });
+  return text;
 }

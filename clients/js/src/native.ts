@@ -116,6 +116,7 @@ export function parseNativeAddress(addr: string): Address {
 interface Pending {
   resolve: (f: Frame) => void;
   reject: (e: Error) => void;
+  timer: ReturnType<typeof setTimeout>;
 }
 
 class Conn {
@@ -126,6 +127,12 @@ class Conn {
   /** The welcome listed `trace-context`: requests may carry the extension. */
   traceOk = false;
   private decoder = new Decoder();
+  /** Writes of this tick are corked and go out in one writev at the next one. */
+  private corked = false;
+  private readonly uncork = (): void => {
+    this.corked = false;
+    this.socket.uncork();
+  };
   constructor(readonly socket: Socket) {
     socket.on("data", (d: Uint8Array) => {
       // plain Uint8Array views, not Buffers: decoded binary values are Uint8Arrays in Node and browsers alike
@@ -160,6 +167,7 @@ class Conn {
     const p = this.pending.get(key);
     if (p) {
       this.pending.delete(key);
+      clearTimeout(p.timer);
       p.resolve(f);
     }
   }
@@ -167,7 +175,10 @@ class Conn {
     this.closed = true;
     const pending = this.pending;
     this.pending = new Map();
-    for (const p of pending.values()) p.reject(error ?? new ConnectionLost(why));
+    for (const p of pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(error ?? new ConnectionLost(why));
+    }
   }
   request(frame: Uint8Array, id: Uint8Array, timeoutMs: number, what: string): Promise<Frame> {
     if (this.closed) return Promise.reject(new ConnectionLost("connection closed"));
@@ -177,12 +188,19 @@ class Conn {
         this.pending.delete(key);
         reject(new TimeoutError(`no answer to ${what} in time`));
       }, Math.max(1, timeoutMs));
-      this.pending.set(key, {
-        resolve: (f) => (clearTimeout(timer), resolve(f)),
-        reject: (e) => (clearTimeout(timer), reject(e)),
-      });
-      this.socket.write(frame);
+      this.pending.set(key, { resolve, reject, timer });
+      this.write(frame);
     });
+  }
+  /** Queue a frame: the first write of a tick corks the socket, the next tick
+   * uncorks it, so requests made in one tick leave in one system call. */
+  write(frame: Uint8Array): void {
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(this.uncork);
+    }
+    this.socket.write(frame);
   }
   close(): void {
     this.closed = true;
@@ -317,7 +335,8 @@ export class NativeTransport implements Transport {
     const payload = encodeBody(body, json);
     const deadline = Date.now() + (opts.timeoutMs ?? this.opts.timeoutMs);
     const follow = this.opts.followLeader !== false;
-    const key = follow ? leaderKey(route, body) : null;
+    // The key is only looked for when the cache has something, or a not_leader came.
+    let key = follow && this.groupOf.size > 0 ? leaderKey(route, body) : null;
     const group = key != null ? this.groupOf.get(key) : undefined;
     const cachedAddr = group != null ? this.leaderOf.get(group) : undefined;
     let target: NativeTransport = cachedAddr != null ? this.peer(cachedAddr) : this;
@@ -345,6 +364,7 @@ export class NativeTransport implements Transport {
       const err = fromDto(v, route);
       const hint = follow ? leaderHint(err) : null;
       if (!hint) throw err;
+      key ??= leaderKey(route, body);
       if (key != null && hint.group) this.groupOf.set(key, hint.group);
       if (hint.addr != null && hint.addr !== target.addr) {
         if (hops >= (this.opts.maxLeaderHops ?? 3)) throw err;
@@ -418,12 +438,24 @@ export class NativeTransport implements Transport {
     for (const [g, a] of this.leaderOf) if (a === addr) this.leaderOf.delete(g);
   }
 
-  async callFrame(route: string, body: Uint8Array, json: boolean, timeoutMs: number): Promise<Frame> {
+  callFrame(route: string, body: Uint8Array, json: boolean, timeoutMs: number): Promise<Frame> {
+    const c = this.conn;
+    // On a live connection, no await before the write.
+    if (c && c.usable() && !this.closed) {
+      try {
+        return this.requestOn(c, route, body, json, timeoutMs);
+      } catch (e) {
+        return Promise.reject(e);
+      }
+    }
     const deadline = Date.now() + timeoutMs;
-    const conn = await this.connected(deadline);
+    return this.connected(deadline).then((conn) => this.requestOn(conn, route, body, json, deadline - Date.now()));
+  }
+
+  private requestOn(conn: Conn, route: string, body: Uint8Array, json: boolean, timeoutMs: number): Promise<Frame> {
     const id = newId();
     const tp = conn.traceOk && this.opts.traceContext ? this.opts.traceContext() : undefined;
-    return conn.request(encodeFrame(Kind.Request, route, body, id, json ? FLAG_JSON : 0, tp), id, deadline - Date.now(), route);
+    return conn.request(encodeFrame(Kind.Request, route, body, id, json ? FLAG_JSON : 0, tp), id, timeoutMs, route);
   }
 
   async send(route: string, body: unknown): Promise<void> {
@@ -434,7 +466,7 @@ export class NativeTransport implements Transport {
     if (addr != null) return this.peer(addr).send(route, body);
     const conn = await this.connected(Date.now() + this.opts.timeoutMs);
     const flags = FLAG_ONE_WAY | (this.opts.json ? FLAG_JSON : 0);
-    conn.socket.write(encodeFrame(Kind.Request, route, encodeBody(body, this.opts.json), newId(), flags));
+    conn.write(encodeFrame(Kind.Request, route, encodeBody(body, this.opts.json), newId(), flags));
   }
 
   async close(): Promise<void> {
