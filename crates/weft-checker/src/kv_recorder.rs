@@ -19,14 +19,14 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use weft_net::{Client, ClientConfig, ClientError, Target};
 use weft_wire::ErrorCode;
 
+use crate::CheckerError;
 use crate::recorder::parse_node;
 use crate::register::{Compare, KvEvent, KvHistory, KvOp, Observed, Outcome};
-use crate::CheckerError;
 
 #[derive(Debug, Clone)]
 pub struct KvRecorderConfig {
@@ -230,7 +230,7 @@ impl KvRecorder {
                     Answer::Refused(m) | Answer::Unknown(m) | Answer::CompareFailed(m)
                         if m.contains("exists") =>
                     {
-                        return Ok(())
+                        return Ok(());
                     }
                     Answer::Refused(m) | Answer::Unknown(m) | Answer::CompareFailed(m) => {
                         last = format!("{node}: {m}")

@@ -315,15 +315,15 @@ pub fn check_kv_with(h: &KvHistory, limits: Limits) -> KvReport {
         if e.op != KvOp::Get && e.outcome == Outcome::Ok {
             s.writes_ok += 1;
         }
-        if let KvOp::Put { value } | KvOp::Cas { value, .. } = &e.op {
-            if let Some(first) = writers.insert((e.key.as_str(), value.as_str()), i) {
-                report.malformed.push(format!(
-                    "line {line}: value {value:?} of key {:?} also written at line {}",
-                    e.key,
-                    first + 1
-                ));
-                continue;
-            }
+        if let KvOp::Put { value } | KvOp::Cas { value, .. } = &e.op
+            && let Some(first) = writers.insert((e.key.as_str(), value.as_str()), i)
+        {
+            report.malformed.push(format!(
+                "line {line}: value {value:?} of key {:?} also written at line {}",
+                e.key,
+                first + 1
+            ));
+            continue;
         }
         // Refused operations had no effect; unknown gets observed nothing.
         if e.outcome == Outcome::Refused || (e.op == KvOp::Get && e.outcome == Outcome::Unknown) {
@@ -338,13 +338,13 @@ pub fn check_kv_with(h: &KvHistory, limits: Limits) -> KvReport {
     // Revisions of writes learned from reads of their (unique) values.
     let mut learned: HashMap<usize, u64> = HashMap::new();
     for e in &h.events {
-        if let Some(Some(o)) = &e.read {
-            if let (Some(r), Some(&w)) = (
+        if let Some(Some(o)) = &e.read
+            && let (Some(r), Some(&w)) = (
                 o.mod_revision,
                 writers.get(&(e.key.as_str(), o.value.as_str())),
-            ) {
-                learned.insert(w, r);
-            }
+            )
+        {
+            learned.insert(w, r);
         }
     }
     for (key, idx) in by_key {
@@ -387,7 +387,7 @@ fn malformed(e: &KvEvent) -> Option<String> {
         (Outcome::Unknown, _) => {}
         (_, None) => return Some("a definite outcome without a complete time".into()),
         (_, Some(c)) if c < e.invoke_us => {
-            return Some(format!("complete {c} before invoke {}", e.invoke_us))
+            return Some(format!("complete {c} before invoke {}", e.invoke_us));
         }
         _ => {}
     }
@@ -804,10 +804,11 @@ fn revision_rules(h: &KvHistory) -> Vec<RevisionViolation> {
     let mut later: Vec<(u64, usize, u64, bool)> =
         writes.iter().map(|&(l, i, _, r)| (i, l, r, true)).collect();
     for (i, e) in h.events.iter().enumerate() {
-        if e.op == KvOp::Get && e.outcome == Outcome::Ok {
-            if let Some(r) = e.revision {
-                later.push((e.invoke_us, i + 1, r, false));
-            }
+        if e.op == KvOp::Get
+            && e.outcome == Outcome::Ok
+            && let Some(r) = e.revision
+        {
+            later.push((e.invoke_us, i + 1, r, false));
         }
     }
     later.sort_unstable();
@@ -1218,20 +1219,22 @@ mod tests {
         h.put(1, "a", 0, 1).revision = Some(2);
         h.put(1, "b", 0, 3).revision = Some(2);
         h.0[1].key = "y".into();
-        assert!(h
-            .check()
-            .revisions
-            .iter()
-            .any(|v| v.rule == "duplicate_revision"));
+        assert!(
+            h.check()
+                .revisions
+                .iter()
+                .any(|v| v.rule == "duplicate_revision")
+        );
         let mut h = H::default();
         h.put(1, "a", 0, 1).revision = Some(2);
         h.get(2, None, 3, 4).revision = Some(1);
         h.0[1].key = "y".into();
-        assert!(h
-            .check()
-            .revisions
-            .iter()
-            .any(|v| v.rule == "stale_revision"));
+        assert!(
+            h.check()
+                .revisions
+                .iter()
+                .any(|v| v.rule == "stale_revision")
+        );
         h.0[1].revision = Some(2);
         assert!(h.check().ok());
     }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use weft_checker::register::{
-    check_kv, Compare, KvEvent, KvHistory, KvOp, Observed, Outcome, Verdict,
+    Compare, KvEvent, KvHistory, KvOp, Observed, Outcome, Verdict, check_kv,
 };
 
 const SEEDS: u64 = 300;

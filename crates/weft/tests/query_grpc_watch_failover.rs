@@ -21,7 +21,7 @@ use serde_json::Value;
 mod cluster;
 mod common;
 mod support;
-use cluster::{procs, start_cluster, until, Proc};
+use cluster::{Proc, procs, start_cluster, until};
 use common::free_port;
 
 fn q(p: &Proc, aql: &str) -> Result<Value, String> {
@@ -209,5 +209,10 @@ fn grpcio_watch_resumes_on_a_survivor_after_a_leader_kill() {
             .any(|v| v["watching"].is_string() && v["watching"] != killed.as_str()),
         "never resumed on a survivor"
     );
-    eprintln!("{} events seen, revisions {start}..={end}; {} acknowledged writes; resumed after revision {}", seen.len(), acked.len(), revs[first_other - 1]);
+    eprintln!(
+        "{} events seen, revisions {start}..={end}; {} acknowledged writes; resumed after revision {}",
+        seen.len(),
+        acked.len(),
+        revs[first_other - 1]
+    );
 }

@@ -25,10 +25,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use weft_checker::kv_recorder::{KvRecorder, KvRecorderConfig};
-use weft_checker::register::{check_kv, Compare, KvHistory, KvOp, Outcome, Verdict};
+use weft_checker::register::{Compare, KvHistory, KvOp, Outcome, Verdict, check_kv};
 
 mod common;
-use common::{free_port, WEFT};
+use common::{WEFT, free_port};
 
 /// Network namespaces, removed on drop (after the nodes: declare it first).
 struct Netns {
@@ -476,7 +476,11 @@ fn a_replicated_table_is_linearizable_across_a_leader_kill_and_a_partition() {
                 stuck,
             } = &k.verdict
             {
-                eprintln!("key {}: not linearizable; {} operations linearized, then state {state}; stuck:", k.key, linearized.len());
+                eprintln!(
+                    "key {}: not linearizable; {} operations linearized, then state {state}; stuck:",
+                    k.key,
+                    linearized.len()
+                );
                 for l in stuck {
                     eprintln!(
                         "  line {l}: {}",

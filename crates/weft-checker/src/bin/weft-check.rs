@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use weft_checker::{check, History};
+use weft_checker::{History, check};
 
 #[derive(Parser)]
 #[command(
@@ -35,7 +35,7 @@ struct Args {
 }
 
 fn check_kv(args: &Args) -> ExitCode {
-    use weft_checker::register::{check_kv_with, KvHistory, Limits, Verdict};
+    use weft_checker::register::{KvHistory, Limits, Verdict, check_kv_with};
     let h = match KvHistory::load(&args.history) {
         Ok(h) => h,
         Err(e) => {
@@ -87,7 +87,10 @@ fn check_kv(args: &Args) -> ExitCode {
                         k.key, k.ops
                     );
                     let tail = &linearized[linearized.len().saturating_sub(args.show)..];
-                    println!("  longest linearizable prefix: {} operations, ending with lines {tail:?}; then the state is {state}", linearized.len());
+                    println!(
+                        "  longest linearizable prefix: {} operations, ending with lines {tail:?}; then the state is {state}",
+                        linearized.len()
+                    );
                     for l in stuck.iter().take(args.show) {
                         println!(
                             "    line {l}: {}",
@@ -143,7 +146,15 @@ fn main() -> ExitCode {
         let s = &report.stats;
         println!(
             "{} events: {} produces ({} ok, {} failed, {} unknown of which {} read back), {} reads ({} final, {} complete partition reads)",
-            s.events, s.invoked, s.acked, s.failed, s.info, s.info_seen, s.reads, s.final_reads, s.complete_final_reads
+            s.events,
+            s.invoked,
+            s.acked,
+            s.failed,
+            s.info,
+            s.info_seen,
+            s.reads,
+            s.final_reads,
+            s.complete_final_reads
         );
         for (rule, n) in report.counts() {
             println!("VIOLATION {rule}: {n}");
