@@ -62,6 +62,8 @@ done
 
 OUT=$TMP/results.jsonl
 ADDR=tcp://127.0.0.1:$PORT
+# The machine's load goes with the numbers (docs/BENCHMARKS.md records it).
+log "start: $(date -u '+%F %T UTC'), load: $(uptime | sed 's/.*load average: //')"
 log "rust client (weft-bench, weft-logbench)"
 "$CARGO_TARGET_DIR/release/weft-bench" --addr "$ADDR" --clients 1,16 --duration "$DURATION" --format json \
     | "$PY" -c '
@@ -86,6 +88,7 @@ log "javascript client, ioredis"
 node "$CLIENTS/bench/bench.mjs" weft "$ADDR" "$DURATION" >>"$OUT"
 node "$CLIENTS/bench/bench.mjs" redis "127.0.0.1:$RPORT" "$DURATION" >>"$OUT"
 
+log "end: $(date -u '+%F %T UTC'), load: $(uptime | sed 's/.*load average: //')"
 "$PY" - "$OUT" <<'PYEOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]

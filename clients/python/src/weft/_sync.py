@@ -34,6 +34,9 @@ from .errors import ConnectionError, ConnectionLost, ProtocolError, Timeout, fro
 
 #: How long a reader blocks in ``recv`` before it looks at its deadline.
 READ_SLICE_S = 0.1
+#: ``poll``, ``MSG_DONTWAIT`` and a ``timeval`` ``SO_RCVTIMEO`` (Linux, macOS,
+#: the BSDs); elsewhere the synchronous client uses its event-loop thread.
+AVAILABLE = hasattr(select, "poll") and hasattr(socket, "MSG_DONTWAIT") and os.name == "posix"
 
 class Stale(Exception):
     """The connection cannot take a new request (closed, goaway): make another."""

@@ -203,7 +203,7 @@ class Client:
         )
         self._loop = _LoopThread()
         # The blocking connection: tcp:// and unix://, without compression.
-        self._blocking = self.aio.address.scheme in ("tcp", "unix") and compression is None
+        self._blocking = _sync.AVAILABLE and self.aio.address.scheme in ("tcp", "unix") and compression is None
         self._sc: _sync.SyncConn | None = None
         self._sc_lock = threading.Lock()
         self._backoff = Backoff()
