@@ -120,6 +120,10 @@ pub struct Metrics {
     pub raft_elections: Family<L2, Counter>,
     /// Leader changes this node saw (mirrored from the group's count).
     pub raft_leader_changes: Family<L2, Counter>,
+    /// The rebalancer's replica moves (from the node's metadata): in flight, finished, cancelled.
+    pub rebalance_moves_in_flight: Gauge,
+    pub rebalance_moves_done: Counter,
+    pub rebalance_moves_failed: Counter,
 
     // ---- RADOS client (weft-rados), written where the objecter gets an answer
     /// By pool (id), op (`read`, `write`) and result (`ok`, `error`: the OSD
@@ -191,6 +195,9 @@ impl Metrics {
             raft_commit_lag: Family::default(),
             raft_elections: Family::default(),
             raft_leader_changes: Family::default(),
+            rebalance_moves_in_flight: Gauge::default(),
+            rebalance_moves_done: Counter::default(),
+            rebalance_moves_failed: Counter::default(),
             auth_events: Family::default(),
             queries: Family::default(),
             query_watches: Counter::default(),
@@ -241,6 +248,9 @@ impl Metrics {
         r.register("raft_commit_lag", "Raft entries committed but not yet applied on this node (commit index minus applied index)", self.raft_commit_lag.clone());
         r.register("raft_elections", "Raft elections this node started for the group (terms it raised while voting for itself)", self.raft_elections.clone());
         r.register("raft_leader_changes", "Times this node saw the group's leader become a different node (the first leader known counts)", self.raft_leader_changes.clone());
+        r.register("rebalance_moves_in_flight", "Replica moves in flight in the cluster (the rebalancer; this node's metadata)", self.rebalance_moves_in_flight.clone());
+        r.register("rebalance_moves_done", "Replica moves finished since the cluster began (this node's metadata)", self.rebalance_moves_done.clone());
+        r.register("rebalance_moves_failed", "Replica moves cancelled (target left before it became a voter) since the cluster began", self.rebalance_moves_failed.clone());
         r.register("pva_channels_open", "pvAccess channels open now, over every connection", self.pva_channels_open.clone());
         r.register("pva_monitors_open", "pvAccess monitors open now (created, not yet destroyed), over every connection", self.pva_monitors_open.clone());
         r.register("pva_monitor_updates", "pvAccess monitor updates sent to clients (the first value of each monitor included)", self.pva_monitor_updates.clone());

@@ -214,6 +214,9 @@ pub fn install_cluster_gauges(node: weft_cluster::ClusterNode) {
         });
         let Ok(Ok(status)) = rx.recv_timeout(std::time::Duration::from_secs(1)) else { return };
         let partition_groups: std::collections::BTreeSet<u64> = status.partitions.iter().map(|p| p.group).collect();
+        m.rebalance_moves_in_flight.set(i64::try_from(status.moves.len()).unwrap_or(i64::MAX));
+        weft_metrics::mirror(&m.rebalance_moves_done, status.moves_done);
+        weft_metrics::mirror(&m.rebalance_moves_failed, status.moves_cancelled);
         for g in &status.groups {
             let kind = if g.group == weft_cluster::META_GROUP {
                 "meta"

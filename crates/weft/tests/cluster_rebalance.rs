@@ -253,6 +253,15 @@ fn remove_join_and_kill9_move_replicas_and_keep_every_ack() {
     let s = ps[0].status().unwrap();
     assert!(s["moves_done"].as_u64().unwrap() >= 9, "moves done: {}", s["moves_done"]);
     assert!(s["moves"].as_array().unwrap().is_empty());
+    // The same numbers in the stats and on /metrics.
+    let stats = ps[0].json(&["stats", "--json"]).unwrap();
+    let text = stats.to_string();
+    assert!(text.contains("cluster.rebalance.moves_done") && text.contains("cluster.rebalance.moves_in_flight"), "{text}");
+    let (code, body) = ps[0].http("GET", "/metrics", "").unwrap();
+    assert_eq!(code, 200);
+    let done: f64 = body.lines().find_map(|l| l.strip_prefix("weft_rebalance_moves_done_total ")).unwrap_or_else(|| panic!("no moves metric in {body}")).trim().parse().unwrap();
+    assert!(done >= 9.0, "weft_rebalance_moves_done_total {done}");
+    assert!(body.contains("weft_rebalance_moves_in_flight 0"), "moves in flight on /metrics");
     for p in ps.iter_mut().chain([&mut joiner]) {
         p.kill();
     }
