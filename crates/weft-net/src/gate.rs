@@ -106,6 +106,24 @@ pub(crate) fn audit_allow_list(authz: &Option<Arc<Authorizer>>, transport: &str,
     }
 }
 
+/// An open connection closed because a reloaded allow-list no longer
+/// admits it (at most one line per connection).
+pub(crate) fn audit_allow_list_closed(authz: &Option<Arc<Authorizer>>, peer: &crate::server::PeerInfo) {
+    if let Some(a) = authz {
+        a.record_event(weft_auth::AuditEvent {
+            time_ms: weft_auth::now_ms(),
+            surface: "listener".into(),
+            identity: peer.identity.as_ref().map(|i| i.describe()).unwrap_or_default(),
+            peer: peer.addr.clone(),
+            resource: peer.transport.as_str().to_owned(),
+            action: "request".into(),
+            outcome: "denied".into(),
+            message: "no longer on the listener's allow-list (reloaded); connection closed".into(),
+            ..Default::default()
+        });
+    }
+}
+
 /// Audit lines per second at most for allow-list refusals on the datagram
 /// transports (UDP datagrams, QUIC connection attempts): their sources can
 /// be spoofed and each costs the sender one packet, so the audit log must

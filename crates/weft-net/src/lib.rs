@@ -30,7 +30,7 @@ pub mod tls;
 pub mod tls_reload;
 mod x509;
 
-pub use allow::AllowList;
+pub use allow::{Admission, AllowList};
 pub use backoff::Backoff;
 pub use client::{set_trace_context_source, trace_context_source, Client, ClientConfig, Subscription, DEFAULT_EVENT_BUFFER};
 pub use events::{EventSendError, EventSink};

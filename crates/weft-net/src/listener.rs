@@ -39,7 +39,8 @@ impl StreamListener for TcpListener {
             return Ok(Accepted::Refuse(stream, peer.to_string()));
         }
         let _ = stream.set_nodelay(true);
-        Ok(Accepted::Admit(stream, PeerInfo::new(Transport::Tcp, peer.to_string())))
+        let info = PeerInfo { admission: Some(allow.admission_ip(peer.ip())), ..PeerInfo::new(Transport::Tcp, peer.to_string()) };
+        Ok(Accepted::Admit(stream, info))
     }
 }
 
@@ -52,8 +53,9 @@ impl StreamListener for UnixListener {
         if !allow.allows_uid(uid) {
             return Ok(Accepted::Refuse(stream, format!("uid {uid:?}")));
         }
+        let admission = allow.admission_uid(uid);
         let uid = uid.map(|u| u.to_string()).unwrap_or_else(|| "?".into());
-        Ok(Accepted::Admit(stream, PeerInfo::new(Transport::Unix, format!("unix:uid={uid}"))))
+        Ok(Accepted::Admit(stream, PeerInfo { admission: Some(admission), ..PeerInfo::new(Transport::Unix, format!("unix:uid={uid}")) }))
     }
 }
 

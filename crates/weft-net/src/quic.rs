@@ -46,6 +46,8 @@ pub mod close_code {
     pub const HANDSHAKE: u32 = 1;
     /// Not the server's fault: the client went quiet during the handshake.
     pub const HANDSHAKE_TIMEOUT: u32 = 2;
+    /// A reloaded allow-list (`quic.allow`) no longer admits the client.
+    pub const ALLOW_LIST: u32 = 3;
 }
 
 /// STOP_SENDING code on a request stream whose frame was refused (bad
@@ -136,7 +138,8 @@ pub(crate) fn bind(shared: Arc<Shared>, addr: &str, tls: &TlsServerConfig) -> Re
                 incoming.refuse();
                 continue;
             };
-            shared.tasks.spawn(serve_connection(shared.clone(), incoming, slot));
+            let admission = allow.admission_ip(remote.ip());
+            shared.tasks.spawn(serve_connection(shared.clone(), incoming, slot, admission));
         }
         // Connections finish their drain in their own tasks; the endpoint
         // goes idle once they have closed.
@@ -239,7 +242,7 @@ pub(crate) async fn write_frame(send: &mut SendStream, frame: &Frame) -> Result<
     send.write_all(&out).await.map_err(|e| e.to_string())
 }
 
-async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming, _slot: crate::budget::ConnSlot) {
+async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming, _slot: crate::budget::ConnSlot, admission: crate::allow::Admission) {
     // One deadline (limits.handshake_timeout_ms) for the QUIC handshake
     // and the hello together.
     let deadline = tokio::time::Instant::now() + shared.config.handshake_timeout;
@@ -271,7 +274,7 @@ async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming, _slot:
     if let Some(id) = &identity {
         info!(peer = %remote, identity = %id, "QUIC client authenticated by certificate");
     }
-    let mut peer = PeerInfo { client_id: identity.clone(), ..PeerInfo::new(Transport::Quic, remote.to_string()) };
+    let mut peer = PeerInfo { client_id: identity.clone(), admission: Some(admission), ..PeerInfo::new(Transport::Quic, remote.to_string()) };
     shared.stats.connections_accepted.fetch_add(1, Ordering::Relaxed);
     shared.stats.connections_open.fetch_add(1, Ordering::Relaxed);
     let metered = crate::server::ConnMetrics::open(Transport::Quic);
@@ -362,6 +365,7 @@ async fn hello(shared: &Shared, conn: &quinn::Connection, peer: &mut PeerInfo, a
 }
 
 async fn serve_streams(shared: &Arc<Shared>, conn: &quinn::Connection, peer: Arc<PeerInfo>) {
+    let mut admission = peer.admission.clone();
     let in_flight = Arc::new(Semaphore::new(shared.config.max_in_flight_per_conn.max(1)));
     let budget = Arc::new(shared.budgets.connection());
     let requests = TaskTracker::new();
@@ -369,7 +373,18 @@ async fn serve_streams(shared: &Arc<Shared>, conn: &quinn::Connection, peer: Arc
         tokio::select! {
             _ = shared.stop.cancelled() => break,
             bi = conn.accept_bi() => match bi {
-                Ok((send, recv)) => {
+                Ok((mut send, recv)) => {
+                    if let Some(a) = admission.as_mut()
+                        && !a.still_allowed()
+                    {
+                        // Told on this request's stream, then closed.
+                        let e = crate::server::closed_by_allow_list(shared, &peer);
+                        let _ = write_frame(&mut send, &weft_wire::error_frame_for(MessageId::nil(), BodyFormat::MsgPack, &e)).await;
+                        let _ = send.finish();
+                        let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
+                        conn.close(VarInt::from_u32(close_code::ALLOW_LIST), b"no longer on the allow-list");
+                        break;
+                    }
                     let permit = in_flight.clone().try_acquire_owned().ok();
                     requests.spawn(serve_request(shared.clone(), peer.clone(), send, recv, permit, budget.clone()));
                 }
@@ -380,6 +395,13 @@ async fn serve_streams(shared: &Arc<Shared>, conn: &quinn::Connection, peer: Arc
             },
             uni = conn.accept_uni() => match uni {
                 Ok(recv) => {
+                    if let Some(a) = admission.as_mut()
+                        && !a.still_allowed()
+                    {
+                        crate::server::closed_by_allow_list(shared, &peer);
+                        conn.close(VarInt::from_u32(close_code::ALLOW_LIST), b"no longer on the allow-list");
+                        break;
+                    }
                     requests.spawn(serve_one_way(shared.clone(), peer.clone(), recv, in_flight.clone(), budget.clone()));
                 }
                 Err(e) => {

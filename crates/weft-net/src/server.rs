@@ -57,11 +57,14 @@ pub struct PeerInfo {
     /// Who the caller is for authorisation (docs/security.md): set at the
     /// hello when the server has an authorizer; `None` otherwise.
     pub identity: Option<weft_auth::Identity>,
+    /// The allow-list that admitted this connection (stream transports and
+    /// QUIC), checked again at each request once a reload replaced it.
+    pub admission: Option<crate::allow::Admission>,
 }
 
 impl PeerInfo {
     pub fn new(transport: Transport, addr: impl Into<String>) -> Self {
-        Self { transport, addr: addr.into(), client_id: None, events: None, identity: None }
+        Self { transport, addr: addr.into(), client_id: None, events: None, identity: None, admission: None }
     }
 }
 
@@ -148,6 +151,9 @@ pub struct ServerStats {
     pub datagrams_in: AtomicU64,
     /// Connections and datagrams refused by the allow-lists.
     pub refused: AtomicU64,
+    /// Open connections closed at a request because a reloaded allow-list
+    /// no longer admits their peer (also counted in `refused`).
+    pub allow_list_closed: AtomicU64,
     /// TLS and QUIC handshakes that failed (bad or missing client
     /// certificate, wrong CA, not TLS at all, timeout).
     pub tls_handshake_failures: AtomicU64,
@@ -184,6 +190,7 @@ impl ServerStats {
             ("net.bad_frames", self.bad_frames.load(Ordering::Relaxed)),
             ("net.datagrams_in", self.datagrams_in.load(Ordering::Relaxed)),
             ("net.refused", self.refused.load(Ordering::Relaxed)),
+            ("net.allow_list_closed", self.allow_list_closed.load(Ordering::Relaxed)),
             ("net.refused_unaudited", crate::gate::REFUSED_UNAUDITED.load(Ordering::Relaxed)),
             ("net.tls_handshake_failures", self.tls_handshake_failures.load(Ordering::Relaxed)),
             ("net.quic_stream_errors", self.quic_stream_errors.load(Ordering::Relaxed)),
@@ -518,6 +525,17 @@ async fn serve_tls(
     serve_stream(shared, tls, peer, identity.is_some(), slot, deadline).await;
 }
 
+/// Counts, audits and logs an open connection closed because a reloaded
+/// allow-list no longer admits its peer; the error tells the client why.
+pub(crate) fn closed_by_allow_list(shared: &Shared, peer: &PeerInfo) -> ErrorBody {
+    shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+    shared.stats.allow_list_closed.fetch_add(1, Ordering::Relaxed);
+    count_refused(peer.transport, "allow_list");
+    crate::gate::audit_allow_list_closed(&shared.config.auth, peer);
+    warn!(transport = peer.transport.as_str(), peer = %peer.addr, "connection closed: a reloaded allow-list no longer admits it");
+    ErrorBody::new(ErrorCode::Unauthorized, format!("{} is no longer on this listener's allow-list (reloaded); closing the connection", peer.addr))
+}
+
 /// Tell a refused client why, without reading anything it sent, and close.
 fn refuse<S: AsyncWrite + Unpin + Send + 'static>(mut stream: S, e: ErrorBody) {
     let frame = weft_wire::error_frame_for(MessageId::nil(), BodyFormat::MsgPack, &e);
@@ -659,6 +677,7 @@ where
     // accept compressed requests (docs/protocol.md, "Compression").
     let mut compress: Option<usize> = None;
     let mut last_frame = Instant::now();
+    let mut admission = peer.admission.take();
     let mut peer_arc = Arc::new(peer.clone());
     let requests = TaskTracker::new();
     let idle_timeout = shared.config.idle_timeout.filter(|d| !d.is_zero());
@@ -704,6 +723,15 @@ where
                 Ok(Some(frame)) => {
                     shared.stats.frames_in.fetch_add(1, Ordering::Relaxed);
                     last_frame = Instant::now();
+                    if let Some(a) = admission.as_mut()
+                        && !a.still_allowed()
+                    {
+                        let e = closed_by_allow_list(&shared, &peer);
+                        if frame.kind == FrameKind::Request && !frame.flags.is_one_way() {
+                            let _ = tx.send(frame.error_to(&e)).await;
+                        }
+                        break 'conn;
+                    }
                     match frame.kind {
                         FrameKind::Control if frame.route == CONTROL_HELLO => {
                             let mut answer = welcome(&shared, &frame);

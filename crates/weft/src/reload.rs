@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use weft_auth::Authorizer;
 use weft_net::tls_reload::ReloadableTls;
+use weft_net::AllowList;
 use weft_service::config::Layered;
 
 use crate::config::{ConfigEntry, NodeConfig};
@@ -29,7 +30,8 @@ pub fn set_loader(f: Loader) {
     let _ = LOADER.set(f);
 }
 
-/// Keys a reload applies; any other key that changed needs a restart.
+/// Keys a reload applies, besides the allow-lists of running listeners
+/// (`Reloader::add_allow`); any other key that changed needs a restart.
 pub const RELOADABLE_KEYS: &[&str] = &["log", "auth.rate_per_s", "auth.bytes_per_s"];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -51,6 +53,9 @@ pub struct Reloader {
     log_level: crate::logging::LogLevel,
     authz: Arc<Authorizer>,
     tls: Mutex<Vec<Arc<ReloadableTls>>>,
+    /// The allow-lists of running listeners, by configuration key
+    /// (`tcp.allow`...): a reload replaces their rules in place.
+    allows: Mutex<Vec<(String, AllowList)>>,
     running: Mutex<Vec<ConfigEntry>>,
     /// One reload at a time (SIGHUP and the endpoint may race).
     busy: tokio::sync::Mutex<()>,
@@ -64,6 +69,7 @@ impl Reloader {
             log_level,
             authz,
             tls: Mutex::new(vec![]),
+            allows: Mutex::new(vec![]),
             running: Mutex::new(running),
             busy: tokio::sync::Mutex::new(()),
             reloads: AtomicU64::new(0),
@@ -74,6 +80,12 @@ impl Reloader {
     /// Listeners whose certificates a reload re-reads.
     pub fn add_tls(&self, t: impl IntoIterator<Item = Arc<ReloadableTls>>) {
         self.tls.lock().unwrap_or_else(|p| p.into_inner()).extend(t);
+    }
+
+    /// A running listener's allow-list, reloaded from configuration key
+    /// `key` (a list of strings, as `AllowList::parse` takes).
+    pub fn add_allow(&self, key: &str, list: &AllowList) {
+        self.allows.lock().unwrap_or_else(|p| p.into_inner()).push((key.to_owned(), list.clone()));
     }
 
     pub fn gauges(&self) -> Vec<(String, serde_json::Value)> {
@@ -121,6 +133,17 @@ impl Reloader {
         if let Some(c) = &cfg {
             tracing_subscriber::EnvFilter::try_new(&c.log).map_err(|e| anyhow::anyhow!("log: bad filter {:?}: {e}", c.log))?;
         }
+        // Allow-lists: every running listener's new list, parsed.
+        let allows = self.allows.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut new_allows = vec![];
+        if cfg.is_some() {
+            for (key, list) in &allows {
+                let Some(e) = new_entries.iter().find(|e| &e.key == key) else { continue };
+                let items: Vec<String> = serde_json::from_value(e.value.clone()).map_err(|err| anyhow::anyhow!("{key}: not a list of strings: {err}"))?;
+                let parsed = AllowList::parse(&items).map_err(|err| anyhow::anyhow!("{key}: {err}"))?;
+                new_allows.push((list.clone(), parsed));
+            }
+        }
         let tls = self.tls.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let prepared = tls.iter().map(|t| t.prepare()).collect::<Result<Vec<_>, _>>().map_err(|e| anyhow::anyhow!("certificates: {e}"))?;
         // 2. Apply: the auth state swaps whole or not at all (the last
@@ -128,6 +151,11 @@ impl Reloader {
         let auth_changed = self.authz.reload().map_err(|e| anyhow::anyhow!("auth state: {e}"))?;
         for (t, p) in tls.iter().zip(prepared) {
             t.swap(p);
+        }
+        for (list, parsed) in &new_allows {
+            if list != parsed {
+                list.replace(parsed);
+            }
         }
         let mut applied = vec![];
         let mut restart_needed = vec![];
@@ -138,7 +166,7 @@ impl Reloader {
                 if old.get(e.key.as_str()) == Some(&&e.value) {
                     continue;
                 }
-                if RELOADABLE_KEYS.contains(&e.key.as_str()) {
+                if RELOADABLE_KEYS.contains(&e.key.as_str()) || allows.iter().any(|(k, _)| k == &e.key) {
                     applied.push(e.key.clone());
                 } else {
                     restart_needed.push(e.key.clone());

@@ -156,6 +156,11 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
         liveness,
     );
     let svc = &service.0;
+    // Allow-lists are reloaded in place (docs/security.md, "Reload").
+    let sc = server.config();
+    for (key, list) in [("tcp.allow", &sc.allow_tcp), ("udp.allow", &sc.allow_udp), ("unix.allow", &sc.allow_unix), ("tls.allow", &sc.allow_tls), ("quic.allow", &sc.allow_quic)] {
+        reloader.add_allow(key, list);
+    }
     server.set_compression(usize::try_from(cfg.limits.compress_min_bytes).ok().filter(|&m| m > 0));
     let net_stats = server.stats();
     svc.stats().add_gauges(move || net_stats.snapshot().into_iter().map(|(k, v)| (k.to_owned(), v.into())).collect());
@@ -279,8 +284,10 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
         };
         let scheme = if https.is_some() { "https" } else { "http" };
         let http_stats = Arc::new(weft_broker::http_mw::HttpStats::default());
+        let http_allow = AllowList::parse(&cfg.http.allow).context("http.allow")?;
+        reloader.add_allow("http.allow", &http_allow);
         let opts = weft_broker::http::HttpOptions {
-            allow: AllowList::parse(&cfg.http.allow).context("http.allow")?,
+            allow: http_allow,
             max_body_bytes: usize::try_from(cfg.http.max_body_bytes).unwrap_or(usize::MAX),
             stats: http_stats.clone(),
             extra: Some(
@@ -308,12 +315,14 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
         None
     };
     let ekosis = if cfg.ekosis.tcp.is_some() || cfg.ekosis.udp.is_some() || cfg.ekosis.unix.is_some() {
+        let eko_allow = AllowList::parse(&cfg.ekosis.allow).context("ekosis.allow")?;
+        reloader.add_allow("ekosis.allow", &eko_allow);
         let eko = weft_ekosis::EkosisServer::new(
             &service,
             queues.clone(),
             weft_ekosis::EkosisConfig {
                 app: weft_ekosis::AppInfo { name: cfg.node.name.clone(), instance: node_id.clone() },
-                allow: AllowList::parse(&cfg.ekosis.allow).context("ekosis.allow")?,
+                allow: eko_allow,
                 ..weft_ekosis::EkosisConfig::default()
             },
         );
@@ -324,7 +333,7 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     } else {
         None
     };
-    let (pva, _bridges) = if cfg.pva.enabled { start_pva(&cfg, &log, &authz).await? } else { (None, vec![]) };
+    let (pva, _bridges) = if cfg.pva.enabled { start_pva(&cfg, &log, &authz, &reloader).await? } else { (None, vec![]) };
     if let Some(p) = &pva {
         svc.add_transport(format!("pva://{}", p.tcp_addr()));
         let read = p.stats_reader();
@@ -379,7 +388,7 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
 
 /// Built without pvAccess: `pva.enabled` is a configuration error.
 #[cfg(not(feature = "pva"))]
-async fn start_pva(_cfg: &NodeConfig, _log: &weft_log::Log, _authz: &Arc<weft_auth::Authorizer>) -> Result<(Option<NoPva>, Vec<()>)> {
+async fn start_pva(_cfg: &NodeConfig, _log: &weft_log::Log, _authz: &Arc<weft_auth::Authorizer>, _reloader: &crate::reload::Reloader) -> Result<(Option<NoPva>, Vec<()>)> {
     anyhow::bail!("pva.enabled is set, but this weft was built without pvAccess (cargo feature `pva`)")
 }
 
@@ -399,13 +408,20 @@ impl NoPva {
 }
 
 #[cfg(feature = "pva")]
-async fn start_pva(cfg: &NodeConfig, log: &weft_log::Log, authz: &Arc<weft_auth::Authorizer>) -> Result<(Option<weft_pva::server::Server>, Vec<weft_bridge::PvTopicBridge>)> {
+async fn start_pva(
+    cfg: &NodeConfig,
+    log: &weft_log::Log,
+    authz: &Arc<weft_auth::Authorizer>,
+    reloader: &crate::reload::Reloader,
+) -> Result<(Option<weft_pva::server::Server>, Vec<weft_bridge::PvTopicBridge>)> {
     let mut pva_cfg = weft_pva::config::ServerConfig::from_env()
         .with_allow(&cfg.pva.allow)
         .context("pva.allow")?
         .with_access_file(&cfg.pva.access_file)
         .context("pva.access_file")?;
     pva_cfg.send_queue_bytes = usize::try_from(cfg.pva.send_queue_bytes).unwrap_or(usize::MAX);
+    // New connections and searches (open pvAccess connections are kept).
+    reloader.add_allow("pva.allow", &pva_cfg.allow);
     // Auth on: puts and gets also need the node's roles (docs/security.md, "pvAccess").
     pva_cfg.access_hook = crate::auth_cmd::pva_hook(authz, &cfg.auth);
     let server = if cfg.pva.demo {

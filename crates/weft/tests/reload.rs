@@ -1,0 +1,136 @@
+//! Live reload of allow-lists and limits (docs/security.md, "Reload"): a
+//! reloaded `tcp.allow` that no longer admits 127.0.0.1 refuses new
+//! connections and closes an open one at its next request (counted in
+//! `net.allow_list_closed`, audited); reloading the old list lets clients
+//! in again; a bad CIDR leaves the old list in force and the reload
+//! answers why. The Unix socket (`unix.allow = self`) stays the way in.
+#![allow(clippy::unwrap_used)] // a failing unwrap is the test failing
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use weft_wire::{BodyFormat, Frame, FrameDecoder, FrameKind, MessageId};
+
+mod common;
+mod support;
+use support::{frames, text, Node};
+
+fn write_conf(path: &Path, body: &str) {
+    // Written whole then renamed: the node never reads half a file.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, body).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn unix(node: &Node) -> String {
+    format!("unix://{}", node.sock().display())
+}
+
+/// SIGHUP, then wait until `reload.count` or `reload.failures` moved.
+fn sighup(node: &Node) {
+    let via = unix(node);
+    let before = node.stat_via(&via, "reload.count") + node.stat_via(&via, "reload.failures");
+    assert!(Command::new("kill").args(["-HUP", &node.child.id().to_string()]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while node.stat_via(&via, "reload.count") + node.stat_via(&via, "reload.failures") == before {
+        assert!(Instant::now() < deadline, "SIGHUP did not reload");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One frame from `s` (read timeout set by the caller); None at close.
+fn read_frame(s: &mut TcpStream, buf: &mut BytesMut) -> Option<Frame> {
+    let mut dec = FrameDecoder::new(1 << 20);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(f) = dec.decode(buf).unwrap() {
+            return Some(f);
+        }
+        assert!(Instant::now() < deadline, "no frame from the server");
+        match s.read(&mut chunk) {
+            Ok(0) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+fn ping_frame() -> Vec<u8> {
+    frames::encoded(&Frame::with_body(FrameKind::Request, MessageId::new_v4(), "weft.ping", BodyFormat::MsgPack, &()).unwrap())
+}
+
+/// A raw native connection past its hello.
+fn connect(node: &Node) -> (TcpStream, BytesMut) {
+    let mut s = TcpStream::connect(node.tcp_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    s.write_all(&frames::hello("reload-test")).unwrap();
+    let mut buf = BytesMut::new();
+    let w = read_frame(&mut s, &mut buf).unwrap();
+    assert_eq!(w.kind, FrameKind::Control, "{w:?}");
+    (s, buf)
+}
+
+#[test]
+fn allow_lists_reload_refuse_new_and_close_open_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("weft.toml");
+    let open = "[tcp]\nallow = [\"127.0.0.0/8\"]\n";
+    write_conf(&conf, open);
+    let node = Node::start_with(&["--config", conf.to_str().unwrap()], &[]);
+    let via = unix(&node);
+
+    // Before: a connection works.
+    let (mut held, mut buf) = connect(&node);
+    held.write_all(&ping_frame()).unwrap();
+    assert_eq!(read_frame(&mut held, &mut buf).unwrap().kind, FrameKind::Response);
+
+    // Only 10.0.0.0/8 from now on.
+    write_conf(&conf, "[tcp]\nallow = [\"10.0.0.0/8\"]\n");
+    let o = support::run(&["config", "reload", "--json", "--addr", &via]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let rep: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rep["ok"], true, "{rep}");
+    assert!(rep["applied"].as_array().unwrap().iter().any(|k| k == "tcp.allow"), "{rep}");
+    assert!(!rep["restart_needed"].as_array().unwrap().iter().any(|k| k == "tcp.allow"), "{rep}");
+
+    // A new connection is refused, and says why.
+    let o = support::run(&["ping", "--addr", &node.addr(), "--timeout-ms", "2000"]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("allow-list"), "{}", text(&o.stderr));
+    // The open one gets an error at its next request, then is closed.
+    held.write_all(&ping_frame()).unwrap();
+    let e = read_frame(&mut held, &mut buf).unwrap();
+    assert_eq!(e.kind, FrameKind::Error, "{e:?}");
+    let body: weft_wire::ErrorBody = e.decode_body().unwrap();
+    assert_eq!(body.code, weft_wire::ErrorCode::Unauthorized);
+    assert!(body.message.contains("no longer on this listener's allow-list"), "{}", body.message);
+    assert!(read_frame(&mut held, &mut buf).is_none(), "the connection was not closed");
+    assert_eq!(node.stat_via(&via, "net.allow_list_closed"), 1);
+    let audit = std::fs::read_to_string(node.data_dir().join("audit.log")).unwrap();
+    assert!(audit.lines().any(|l| l.contains("\"outcome\":\"denied\"") && l.contains("connection closed") && l.contains("\"resource\":\"tcp\"")), "{audit}");
+
+    // A bad CIDR: the reload is refused with the reason, 10/8 stays.
+    write_conf(&conf, "[tcp]\nallow = [\"127.0.0.0/8\", \"300.1.2.0/24\"]\n");
+    let o = support::run(&["config", "reload", "--json", "--addr", &via]);
+    let rep: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rep["ok"], false, "{rep}");
+    let why = rep["error"].as_str().unwrap();
+    assert!(why.contains("tcp.allow") && why.contains("300.1.2.0/24"), "{why}");
+    assert!(!support::run(&["ping", "--addr", &node.addr(), "--timeout-ms", "2000"]).status.success());
+    assert_eq!(node.stat_via(&via, "reload.failures"), 1);
+
+    // Back to loopback (by SIGHUP this time): new connections work again.
+    write_conf(&conf, open);
+    sighup(&node);
+    assert!(node.ping(), "127.0.0.1 is allowed again");
+    let (mut again, mut buf) = connect(&node);
+    again.write_all(&ping_frame()).unwrap();
+    assert_eq!(read_frame(&mut again, &mut buf).unwrap().kind, FrameKind::Response);
+    assert_eq!(node.stat_via(&via, "net.allow_list_closed"), 1);
+}
