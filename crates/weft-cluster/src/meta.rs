@@ -235,7 +235,7 @@ impl MetaState {
                 MetaResponse::Ok
             }
             MetaCommand::CancelMove { group, to } => {
-                if !self.moves.get(&group).is_some_and(|m| m.to == to) {
+                if self.moves.get(&group).is_none_or(|m| m.to != to) {
                     return err("not_found", format!("group {group} has no move to {to}"));
                 }
                 self.moves.remove(&group);
