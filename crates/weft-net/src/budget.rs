@@ -42,7 +42,8 @@ pub(crate) struct Budgets {
     large_max: usize,
     per_conn_max: usize,
     open: Arc<AtomicUsize>,
-    max_connections: usize,
+    /// Reloadable (`Server::set_limits`): checked at each accept.
+    max_connections: AtomicUsize,
     stats: Arc<ServerStats>,
 }
 
@@ -57,7 +58,7 @@ impl Budgets {
             large_max,
             per_conn_max: per_conn_max.clamp(1, u32::MAX as usize),
             open: Arc::new(AtomicUsize::new(0)),
-            max_connections: max_connections.max(1),
+            max_connections: AtomicUsize::new(max_connections.max(1)),
             stats,
         }
     }
@@ -68,12 +69,21 @@ impl Budgets {
         max_frame_bytes.min(self.per_conn_max).min(cap).min(self.global_max)
     }
 
+    pub(crate) fn max_connections(&self) -> usize {
+        self.max_connections.load(Ordering::Relaxed)
+    }
+
+    /// A lower limit refuses new connections only: open ones stay.
+    pub(crate) fn set_max_connections(&self, max: usize) {
+        self.max_connections.store(max.max(1), Ordering::Relaxed);
+    }
+
     /// A connection slot, or None when `max_connections` are open (the
     /// refusal is counted here).
     pub(crate) fn open_connection(&self) -> Option<ConnSlot> {
         let mut n = self.open.load(Ordering::Relaxed);
         loop {
-            if n >= self.max_connections {
+            if n >= self.max_connections() {
                 self.stats.conn_refused_max.fetch_add(1, Ordering::Relaxed);
                 return None;
             }

@@ -245,7 +245,7 @@ pub(crate) async fn write_frame(send: &mut SendStream, frame: &Frame) -> Result<
 async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming, _slot: crate::budget::ConnSlot, admission: crate::allow::Admission) {
     // One deadline (limits.handshake_timeout_ms) for the QUIC handshake
     // and the hello together.
-    let deadline = tokio::time::Instant::now() + shared.config.handshake_timeout;
+    let deadline = tokio::time::Instant::now() + shared.handshake_timeout();
     let remote = incoming.remote_address();
     let connecting = match incoming.accept() {
         Ok(c) => c,

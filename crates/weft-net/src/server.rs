@@ -223,9 +223,22 @@ pub(crate) struct Shared {
     pub(crate) tls: std::sync::Mutex<Vec<Arc<crate::tls_reload::ReloadableTls>>>,
     /// See [`Server::set_compression`]; `usize::MAX`: off.
     compress_min_bytes: std::sync::atomic::AtomicUsize,
+    /// `config.handshake_timeout` and `config.idle_timeout` (0: none) as
+    /// in force now: [`Server::set_limits`] changes them for connections
+    /// accepted after it.
+    handshake_timeout_ms: AtomicU64,
+    idle_timeout_ms: AtomicU64,
 }
 
 impl Shared {
+    pub(crate) fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms.load(Ordering::Relaxed).max(1))
+    }
+
+    fn idle_timeout(&self) -> Option<Duration> {
+        Some(self.idle_timeout_ms.load(Ordering::Relaxed)).filter(|&ms| ms > 0).map(Duration::from_millis)
+    }
+
     /// The compression threshold, when compression is on.
     fn compress_min_bytes(&self) -> Option<usize> {
         Some(self.compress_min_bytes.load(Ordering::Relaxed)).filter(|&m| m != usize::MAX)
@@ -249,8 +262,12 @@ impl Server {
     pub fn with_liveness(config: ServerConfig, handler: Arc<dyn Handler>, liveness: Arc<LivenessTable>) -> Self {
         let stats = Arc::new(ServerStats::default());
         let budgets = Budgets::new(config.max_buffer_bytes, config.max_conn_buffer_bytes, config.max_connections, stats.clone());
+        let handshake_timeout_ms = AtomicU64::new(u64::try_from(config.handshake_timeout.as_millis()).unwrap_or(u64::MAX));
+        let idle_timeout_ms = AtomicU64::new(config.idle_timeout.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)));
         Self {
             shared: Arc::new(Shared {
+                handshake_timeout_ms,
+                idle_timeout_ms,
                 config,
                 handler,
                 stop: CancellationToken::new(),
@@ -274,6 +291,17 @@ impl Server {
     pub fn set_compression(&self, min_bytes: Option<usize>) {
         let v = min_bytes.map_or(usize::MAX, |m| m.min(usize::MAX - 1));
         self.shared.compress_min_bytes.store(v, Ordering::Relaxed);
+    }
+
+    /// Limits a reload may change (docs/security.md, "Reload"), for
+    /// connections accepted from now on: `max_connections` (open ones over
+    /// a lower limit stay), the handshake timeout and the idle timeout
+    /// (`None`: never). [`ServerConfig`] keeps the values at start.
+    pub fn set_limits(&self, max_connections: usize, handshake_timeout: Duration, idle_timeout: Option<Duration>) {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self.shared.budgets.set_max_connections(max_connections);
+        self.shared.handshake_timeout_ms.store(ms(handshake_timeout).max(1), Ordering::Relaxed);
+        self.shared.idle_timeout_ms.store(idle_timeout.map_or(0, ms), Ordering::Relaxed);
     }
 
     pub fn stats(&self) -> Arc<ServerStats> {
@@ -465,16 +493,14 @@ async fn serve_listener<L: StreamListener>(shared: Arc<Shared>, listener: L, all
             let s = &admit_shared;
             match s.budgets.open_connection() {
                 Some(slot) => {
-                    let deadline = Instant::now() + s.config.handshake_timeout;
+                    let deadline = Instant::now() + s.handshake_timeout();
                     s.tasks.spawn(serve_stream(s.clone(), stream, info, false, slot, deadline));
                 }
                 None => {
-                    warn!(peer = %info.addr, max_connections = s.config.max_connections, "connection refused: too many open");
-                    let e = ErrorBody::new(
-                        ErrorCode::Busy,
-                        format!("this server has its maximum of {} connections open; try again later", s.config.max_connections),
-                    )
-                    .with_details(serde_json::json!({"kind": "max_connections", "max": s.config.max_connections}));
+                    let max = s.budgets.max_connections();
+                    warn!(peer = %info.addr, max_connections = max, "connection refused: too many open");
+                    let e = ErrorBody::new(ErrorCode::Busy, format!("this server has its maximum of {max} connections open; try again later"))
+                        .with_details(serde_json::json!({"kind": "max_connections", "max": max}));
                     count_refused(L::TRANSPORT, "max_connections");
                     refuse(stream, e);
                 }
@@ -501,7 +527,7 @@ async fn serve_tls(
     slot: ConnSlot,
 ) {
     // One deadline for the TLS handshake and the hello together.
-    let deadline = Instant::now() + shared.config.handshake_timeout;
+    let deadline = Instant::now() + shared.handshake_timeout();
     let handshake = tokio::select! {
         r = tokio::time::timeout_at(deadline, acceptor.accept(stream)) => r,
         _ = shared.stop.cancelled() => return,
@@ -680,7 +706,7 @@ where
     let mut admission = peer.admission.take();
     let mut peer_arc = Arc::new(peer.clone());
     let requests = TaskTracker::new();
-    let idle_timeout = shared.config.idle_timeout.filter(|d| !d.is_zero());
+    let idle_timeout = shared.idle_timeout();
     let mut waits = Waits::new(&shared.stop, hello_deadline);
 
     'conn: loop {
@@ -962,7 +988,7 @@ async fn bad_frame(shared: &Shared, peer: &PeerInfo, tx: &mpsc::Sender<Frame>, e
 async fn expire(shared: &Shared, peer: &PeerInfo, tx: &mpsc::Sender<Frame>, handshaken: bool, requests: &TaskTracker) -> bool {
     if !handshaken {
         shared.stats.handshake_timeouts.fetch_add(1, Ordering::Relaxed);
-        let ms = shared.config.handshake_timeout.as_millis() as u64;
+        let ms = shared.handshake_timeout().as_millis() as u64;
         warn!(peer = %peer.addr, timeout_ms = ms, "no hello in time; closing");
         let e = ErrorBody::new(ErrorCode::Timeout, format!("no hello within {ms} ms of connecting; closing"))
             .with_details(serde_json::json!({"kind": "handshake_timeout", "timeout_ms": ms}));

@@ -21,6 +21,9 @@ use weft_service::config::Layered;
 use crate::config::{ConfigEntry, NodeConfig};
 
 type Loader = Box<dyn Fn() -> Result<Layered<NodeConfig>> + Send + Sync>;
+/// Puts the new values of its keys in force; called only once the whole
+/// reload was checked, so it cannot fail (values are clamped, not refused).
+type Apply = Box<dyn Fn(&NodeConfig) + Send + Sync>;
 
 static LOADER: OnceLock<Loader> = OnceLock::new();
 
@@ -56,6 +59,8 @@ pub struct Reloader {
     /// The allow-lists of running listeners, by configuration key
     /// (`tcp.allow`...): a reload replaces their rules in place.
     allows: Mutex<Vec<(String, AllowList)>>,
+    /// Parts that take some keys at run time (`add_applier`).
+    appliers: Mutex<Vec<(&'static [&'static str], Apply)>>,
     running: Mutex<Vec<ConfigEntry>>,
     /// One reload at a time (SIGHUP and the endpoint may race).
     busy: tokio::sync::Mutex<()>,
@@ -70,6 +75,7 @@ impl Reloader {
             authz,
             tls: Mutex::new(vec![]),
             allows: Mutex::new(vec![]),
+            appliers: Mutex::new(vec![]),
             running: Mutex::new(running),
             busy: tokio::sync::Mutex::new(()),
             reloads: AtomicU64::new(0),
@@ -86,6 +92,12 @@ impl Reloader {
     /// `key` (a list of strings, as `AllowList::parse` takes).
     pub fn add_allow(&self, key: &str, list: &AllowList) {
         self.allows.lock().unwrap_or_else(|p| p.into_inner()).push((key.to_owned(), list.clone()));
+    }
+
+    /// `keys` are applied at run time by `f` (given the whole new
+    /// configuration) when one of them changed.
+    pub fn add_applier(&self, keys: &'static [&'static str], f: impl Fn(&NodeConfig) + Send + Sync + 'static) {
+        self.appliers.lock().unwrap_or_else(|p| p.into_inner()).push((keys, Box::new(f)));
     }
 
     pub fn gauges(&self) -> Vec<(String, serde_json::Value)> {
@@ -157,6 +169,7 @@ impl Reloader {
                 list.replace(parsed);
             }
         }
+        let appliers = self.appliers.lock().unwrap_or_else(|p| p.into_inner());
         let mut applied = vec![];
         let mut restart_needed = vec![];
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
@@ -166,7 +179,8 @@ impl Reloader {
                 if old.get(e.key.as_str()) == Some(&&e.value) {
                     continue;
                 }
-                if RELOADABLE_KEYS.contains(&e.key.as_str()) || allows.iter().any(|(k, _)| k == &e.key) {
+                let applier = appliers.iter().any(|(keys, _)| keys.contains(&e.key.as_str()));
+                if RELOADABLE_KEYS.contains(&e.key.as_str()) || applier || allows.iter().any(|(k, _)| k == &e.key) {
                     applied.push(e.key.clone());
                 } else {
                     restart_needed.push(e.key.clone());
@@ -179,6 +193,11 @@ impl Reloader {
                 }
             }
             self.authz.set_limits(c.auth.rate_per_s, c.auth.bytes_per_s);
+            for (keys, apply) in appliers.iter() {
+                if keys.iter().any(|k| applied.iter().any(|a| a == k)) {
+                    apply(c);
+                }
+            }
             // What runs now: the new values of applied keys, the old of the rest.
             let new_by_key: std::collections::BTreeMap<String, ConfigEntry> = new_entries.iter().map(|e| (e.key.clone(), e.clone())).collect();
             for e in running.iter_mut() {
@@ -190,6 +209,24 @@ impl Reloader {
             }
         }
         Ok(ReloadReport { ok: true, error: None, certificates: tls.len(), auth_changed, applied, restart_needed })
+    }
+}
+
+/// The native server's limits a reload applies (to connections accepted
+/// after it; `Server::set_limits`, `Server::set_compression`).
+pub const NET_LIMIT_KEYS: &[&str] = &["limits.max_connections", "limits.handshake_timeout_ms", "limits.idle_timeout_ms", "limits.compress_min_bytes"];
+
+/// The applier of [`NET_LIMIT_KEYS`] for `server`, with the same
+/// conversions as at start (serve.rs).
+pub fn net_limits(server: weft_net::Server) -> impl Fn(&NodeConfig) + Send + Sync + 'static {
+    move |c| {
+        let l = &c.limits;
+        server.set_limits(
+            usize::try_from(l.max_connections).unwrap_or(usize::MAX),
+            std::time::Duration::from_millis(l.handshake_timeout_ms.max(1)),
+            (l.idle_timeout_ms > 0).then(|| std::time::Duration::from_millis(l.idle_timeout_ms)),
+        );
+        server.set_compression(usize::try_from(l.compress_min_bytes).ok().filter(|&m| m > 0));
     }
 }
 

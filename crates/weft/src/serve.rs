@@ -129,6 +129,15 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     crate::observe::install_log_gauges(log.clone());
     crate::observe::install_queue_gauges(queues.clone());
     let readiness = crate::observe::Readiness::new(log.clone());
+    // `pva.pvs`: the served PVs and their values (weft top), filled once the pvAccess server runs.
+    let pv_list: Arc<std::sync::RwLock<Option<crate::ui::PvSource>>> = Arc::default();
+    if cfg.pva.enabled {
+        let pvs = pv_list.clone();
+        service.endpoint("pva.pvs", move |_: Option<()>| {
+            let (list, total) = pvs.read().unwrap_or_else(|p| p.into_inner()).as_ref().map_or((vec![], 0), |f| f());
+            async move { Ok(serde_json::json!({ "pvs": list, "total": total })) }
+        })?;
+    }
     let service = service.into_handler();
     let metered = weft_queue::MeteredHandler::new(service.clone(), queues.stats().clone());
 
@@ -161,6 +170,7 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     for (key, list) in [("tcp.allow", &sc.allow_tcp), ("udp.allow", &sc.allow_udp), ("unix.allow", &sc.allow_unix), ("tls.allow", &sc.allow_tls), ("quic.allow", &sc.allow_quic)] {
         reloader.add_allow(key, list);
     }
+    reloader.add_applier(crate::reload::NET_LIMIT_KEYS, crate::reload::net_limits(server.clone()));
     server.set_compression(usize::try_from(cfg.limits.compress_min_bytes).ok().filter(|&m| m > 0));
     let net_stats = server.stats();
     svc.stats().add_gauges(move || net_stats.snapshot().into_iter().map(|(k, v)| (k.to_owned(), v.into())).collect());
@@ -342,6 +352,10 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
         #[cfg(feature = "pva")]
         if let Some(ui) = &ui {
             ui.set_pvs(crate::ui::pv_source(p.provider().clone()));
+        }
+        #[cfg(feature = "pva")]
+        {
+            *pv_list.write().unwrap_or_else(|p| p.into_inner()) = Some(crate::ui::pv_source(p.provider().clone()));
         }
     }
     let reload_stats = reloader.clone();

@@ -134,3 +134,74 @@ fn allow_lists_reload_refuse_new_and_close_open_connections() {
     assert_eq!(read_frame(&mut again, &mut buf).unwrap().kind, FrameKind::Response);
     assert_eq!(node.stat_via(&via, "net.allow_list_closed"), 1);
 }
+
+/// A connection past its hello, retried while the node is at its
+/// connection limit (a client that just left may still hold its slot).
+fn hold(node: &Node) -> (TcpStream, BytesMut) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut s = TcpStream::connect(node.tcp_addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        s.write_all(&frames::hello("reload-test")).unwrap();
+        let mut buf = BytesMut::new();
+        match read_frame(&mut s, &mut buf) {
+            Some(w) if w.kind == FrameKind::Control => return (s, buf),
+            other => {
+                assert!(Instant::now() < deadline, "no connection slot: {other:?}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// `weft ping` until it works (slots of clients that just left free up
+/// asynchronously).
+fn ping_eventually(node: &Node) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !node.ping() {
+        assert!(Instant::now() < deadline, "ping never worked");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn ping_refused_at(node: &Node, max: u64) {
+    let o = support::run(&["ping", "--addr", &node.addr(), "--timeout-ms", "2000"]);
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(err.contains(&format!("maximum of {max} connections")), "{err}");
+}
+
+#[test]
+fn limits_reload_max_connections_and_report_restart_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("weft.toml");
+    write_conf(&conf, "[limits]\nmax_connections = 2\n");
+    let node = Node::start_with(&["--config", conf.to_str().unwrap(), "--disable", "unix"], &[]);
+
+    let a = hold(&node);
+    let b = hold(&node);
+    ping_refused_at(&node, 2);
+    drop(b);
+
+    // 3 from now on; max_frame_bytes only at a restart.
+    write_conf(&conf, "[limits]\nmax_connections = 3\nmax_frame_bytes = 1048576\n");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let rep: serde_json::Value = loop {
+        let o = node.weft(&["config", "reload", "--json"]);
+        if o.status.success() {
+            break serde_json::from_slice(&o.stdout).unwrap();
+        }
+        assert!(Instant::now() < deadline, "{}", text(&o.stderr));
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(rep["ok"], true, "{rep}");
+    assert!(rep["applied"].as_array().unwrap().iter().any(|k| k == "limits.max_connections"), "{rep}");
+    assert!(rep["restart_needed"].as_array().unwrap().iter().any(|k| k == "limits.max_frame_bytes"), "{rep}");
+
+    let b = hold(&node);
+    ping_eventually(&node);
+    let c = hold(&node);
+    ping_refused_at(&node, 3);
+    drop((a, b, c));
+    ping_eventually(&node);
+}
