@@ -44,7 +44,7 @@ const fn check(action: Action, kind: ResourceKind, name: NameFrom) -> Access {
 /// Routes that only read node state (`endpoint` read); other endpoints are
 /// `write` (a call may change something).
 const READ_ENDPOINTS: &[&str] =
-    &["weft.info", "weft.stats", "weft.stats.current", "weft.stats.gathered", "weft.stats.full", "weft.liveness", "weft.errors.get", "weft.echo"];
+    &["weft.info", "weft.stats", "weft.stats.current", "weft.stats.gathered", "weft.stats.full", "weft.liveness", "weft.errors.get", "weft.echo", "pva.pvs"];
 
 /// The access a native route needs.
 pub fn native_access(route: &str) -> Access {

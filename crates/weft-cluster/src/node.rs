@@ -88,6 +88,22 @@ pub struct ClusterStatus {
     pub moves: Vec<crate::meta::Move>,
     pub moves_done: u64,
     pub moves_cancelled: u64,
+    /// Replicated tables (for `weft top` and the dashboard).
+    pub tables: Vec<TableStatus>,
+}
+
+/// A replicated table as this node sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableStatus {
+    pub name: String,
+    pub group: GroupId,
+    pub replicas: Vec<NodeId>,
+    /// The table group's leader, as this node sees it (None: not hosted here, or no leader).
+    pub leader: Option<NodeId>,
+    /// This replica's applied revision, live keys and bytes, when hosted here.
+    pub revision: Option<u64>,
+    pub keys: Option<u64>,
+    pub bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -615,6 +631,23 @@ impl ClusterNode {
                 })
             })
             .collect();
+        let replicas = self.tables.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let tables = meta
+            .tables
+            .values()
+            .map(|t| {
+                let local = replicas.get(&t.group).map(|r| r.read(|s| (s.revision(), s.live_keys(), s.bytes())));
+                TableStatus {
+                    name: t.name.clone(),
+                    group: t.group,
+                    replicas: t.replicas.clone(),
+                    leader: by_group.get(&t.group).map(|g| g.leader).filter(|l| *l != 0),
+                    revision: local.map(|l| l.0),
+                    keys: local.map(|l| l.1),
+                    bytes: local.map(|l| l.2),
+                }
+            })
+            .collect();
         Ok(ClusterStatus {
             node_id: self.cfg.node_id,
             roles: self.cfg.roles.clone(),
@@ -628,6 +661,7 @@ impl ClusterNode {
             moves: meta.moves.values().cloned().collect(),
             moves_done: meta.moves_done,
             moves_cancelled: meta.moves_cancelled,
+            tables,
         })
     }
 }
