@@ -7,7 +7,8 @@
 //! namespaces made by ../shared/scripts/netns/netns.sh) isolates the new
 //! leader from the other nodes and heals. Every key is then read through
 //! every node, and the whole history goes through weft-checker's
-//! linearizability search (`register::check_kv`): it must be linearizable.
+//! linearizability search (`register::check_kv`): it must be linearizable,
+//! and the same history with one read made stale must not be.
 //!
 //! The recorder runs as a child: this test binary again, running the
 //! ignored helper test `kv_recorder_child`, inside the client namespace
@@ -525,6 +526,49 @@ fn a_replicated_table_is_linearizable_across_a_leader_kill_and_a_partition() {
             "CAS on {kind}: never held or never failed"
         );
     }
+    // The check can fail on this very history: the last read of a key
+    // made to return a value that a later acknowledged write replaced
+    // before the read began (a stale read) must be rejected.
+    let stale = stale_read(&h).expect("no acknowledged write overwritten before a final read");
+    let r = check_kv(&stale);
+    assert!(
+        r.violations().next().is_some(),
+        "a stale read went unnoticed: {:?}",
+        r.keys
+    );
+}
+
+/// The history with its last read of some key changed to return the value
+/// of a write W such that another acknowledged write W2 began after W
+/// completed and completed before the read began.
+fn stale_read(h: &KvHistory) -> Option<KvHistory> {
+    let ev = &h.events;
+    let ok_write = |e: &weft_checker::register::KvEvent| {
+        e.outcome == Outcome::Ok && matches!(e.op, KvOp::Put { .. } | KvOp::Cas { .. })
+    };
+    for (g, read) in ev.iter().enumerate().rev() {
+        if read.op != KvOp::Get || read.outcome != Outcome::Ok {
+            continue;
+        }
+        let same = |e: &&weft_checker::register::KvEvent| e.key == read.key && ok_write(e);
+        let done = |e: &weft_checker::register::KvEvent| e.complete_us.unwrap_or(u64::MAX);
+        for w in ev.iter().filter(same) {
+            let replaced = ev
+                .iter()
+                .filter(same)
+                .any(|w2| done(w) < w2.invoke_us && done(w2) < read.invoke_us);
+            if let (true, KvOp::Put { value } | KvOp::Cas { value, .. }) = (replaced, &w.op) {
+                let mut out = h.clone();
+                out.events[g].read = Some(Some(weft_checker::register::Observed {
+                    value: value.clone(),
+                    version: 1,
+                    mod_revision: None,
+                }));
+                return Some(out);
+            }
+        }
+    }
+    None
 }
 
 fn cmp_kind(c: &Compare) -> &'static str {
