@@ -501,8 +501,8 @@ fn a_replicated_table_is_linearizable_across_a_leader_kill_and_a_partition() {
     if let Some(keep) = std::env::var_os("WEFT_KEEP_HISTORY") {
         h.save(Path::new(&keep)).unwrap();
     }
-    // Every key got written and read, and every kind of compare both held
-    // and failed at least once: the check was not vacuous.
+    // Every key got written and read, every kind of compare held at least
+    // once and some failed: the check was not vacuous.
     assert_eq!(s.keys, 3);
     // The waits above saw at least 220 acknowledged writes.
     assert!(s.writes_ok >= 220 && s.gets >= 50, "{s:?}");
@@ -521,11 +521,11 @@ fn a_replicated_table_is_linearizable_across_a_leader_kill_and_a_partition() {
             of(Outcome::Ok),
             of(Outcome::Failed)
         );
-        assert!(
-            of(Outcome::Ok) > 0 && of(Outcome::Failed) > 0,
-            "CAS on {kind}: never held or never failed"
-        );
+        assert!(of(Outcome::Ok) > 0, "CAS on {kind}: never held");
     }
+    // Failed compares of the rarer kinds depend on the interleaving: only
+    // the total is asserted (version compares fail often).
+    assert!(s.failed > 0, "no compare ever failed");
     // The check can fail on this very history: the last read of a key
     // made to return a value that a later acknowledged write replaced
     // before the read began (a stale read) must be rejected.
