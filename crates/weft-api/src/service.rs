@@ -243,7 +243,7 @@ impl pb::query_server::Query for QueryService {
             None => return Err(Error::Invalid("WatchRequest: set key, range or prefix".into()).into()),
         };
         if let Some(rep) = self.exec.replicated.clone() {
-            return self.watch_replicated(rep, req.table, target, req.start_revision, req.prev_kv).await;
+            return self.watch_replicated(rep, who, req.table, target, req.start_revision, req.prev_kv).await;
         }
         let t = self.exec.tables().get(&req.table).map_err(Error::from)?;
         let start_revision = (req.start_revision > 0).then_some(req.start_revision);
@@ -443,6 +443,7 @@ impl QueryService {
     async fn watch_replicated(
         &self,
         rep: std::sync::Arc<dyn crate::replicated::ReplicatedTables>,
+        who: Option<Caller>,
         name: String,
         target: table::WatchTarget,
         start_revision: u64,
@@ -453,9 +454,12 @@ impl QueryService {
         let from = if start_revision > 0 {
             start_revision
         } else {
-            // Absent start: from now on (the current revision + 1), as the local path.
-            let v = rep.read(&name, true).await?;
-            crate::replicated::read_state(v.as_ref(), |s| s.revision()).unwrap_or(0) + 1
+            // Absent start: from now on (the current revision + 1), as the
+            // local path. The revision comes from a linearizable GET through
+            // the executor, so a node without a replica asks one (forwarded);
+            // any key will do, every answer carries the table's revision.
+            let q = Query { stmt: Statement::Get { table: name.clone(), key: vec![0], revision: None }, timeout_ms: None };
+            scoped(who, self.exec.execute(&q, None, None)).await?.revision + 1
         };
         stats.watches_started.fetch_add(1, Ordering::Relaxed);
         weft_metrics::get().query_watches.inc();

@@ -50,7 +50,8 @@ pub struct Applied {
 }
 
 /// A resolved set of keys: `[lo, hi)` where `hi: None` is open.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Serializable: a cluster node forwards a watch's key set to a replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeySet {
     lo: Bytes,
     hi: Option<Bytes>,

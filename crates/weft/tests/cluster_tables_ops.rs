@@ -35,6 +35,14 @@ fn groups(p: &Proc) -> Option<BTreeSet<u64>> {
     Some(p.status()?["groups"].as_array()?.iter().filter_map(|g| g["group"].as_u64()).collect())
 }
 
+fn grpc_of(p: &Proc) -> String {
+    p.env.iter().find(|(k, _)| k == "WEFT_GRPC_ADDR").unwrap().1.clone()
+}
+
+fn holder_of<'a>(ps: &'a [Proc], replicas: &BTreeSet<u64>) -> &'a Proc {
+    ps.iter().find(|p| replicas.contains(&p.id)).unwrap()
+}
+
 fn wal(p: &Proc, group: u64) -> std::path::PathBuf {
     p.dir.join("cluster").join("groups").join(format!("{group}.wal"))
 }
@@ -87,6 +95,41 @@ fn forwarding_filter_update_limits_and_drop_on_replicated_tables() {
     }
     // Errors cross the hop with their code: a failed compare, a missing key's history.
     let outsider = ps.iter().find(|p| !solo.contains(&p.id)).unwrap();
+    // A watch through a node without a replica (long polls of a replica):
+    // history from revision 1, then live events; without a start revision,
+    // from the current revision + 1.
+    let watch = |args: &[&str]| {
+        std::process::Command::new(common::WEFT)
+            .args(["kv", "watch", "solo", "--prefix", "k", "--json", "--timeout-ms", "30000", "--grpc-addr", &grpc_of(outsider)])
+            .args(args)
+            .env_remove("WEFT_GRPC_ADDR")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let revisions = |c: std::process::Child| -> Vec<u64> {
+        let o = c.wait_with_output().unwrap();
+        String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["revision"].as_u64().unwrap()).collect()
+    };
+    assert_eq!(revisions(watch(&["--start-revision", "1", "--count", "3"])), vec![1, 2, 3]);
+    let live = watch(&["--start-revision", "4", "--count", "1"]);
+    q(holder_of(&ps, &solo), "SET solo 'k3' = 3").unwrap();
+    assert_eq!(revisions(live), vec![4]);
+    q(&ps[0], "DELETE solo 'k3'").unwrap();
+    let mut now = watch(&["--count", "1"]);
+    // It starts after the revision it reads first: keep writing until it has seen one.
+    let mut n = 0;
+    until("a watch from now saw a write", || {
+        n += 1;
+        q(outsider, &format!("SET solo 'kw{n}' = 1")).unwrap();
+        now.try_wait().unwrap().map(|_| ())
+    });
+    let o = now.wait_with_output().unwrap();
+    let rev = serde_json::from_str::<Value>(String::from_utf8_lossy(&o.stdout).trim()).unwrap()["revision"].as_u64().unwrap();
+    assert!(rev > 5, "a watch without a start revision begins after the current one, got {rev}");
+    for i in 1..=n {
+        q(outsider, &format!("DELETE solo 'kw{i}'")).unwrap();
+    }
     let e = q(outsider, "SET solo 'k0' = 'x' IF VERSION = 9").unwrap_err();
     assert!(e.contains("compare"), "forwarded FAILED_PRECONDITION: {e}");
     let e = q(outsider, "GET nosuch 'k'").unwrap_err();

@@ -30,6 +30,29 @@ const LEADER_WAIT: Duration = Duration::from_secs(10);
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(25);
 /// The internal route a node without a replica calls on a replica.
 pub const LOCAL_QUERY: &str = "cluster.local.query";
+/// A watch's long poll on a replica, for a node without one.
+pub const LOCAL_WATCH: &str = "cluster.local.table_watch";
+/// How long one forwarded watch poll waits for an event before answering
+/// none (the forwarder then polls again): well under FORWARD_TIMEOUT.
+const WATCH_POLL: Duration = Duration::from_secs(5);
+
+/// One poll of a forwarded watch: the events of `set` from revision `from`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WatchPoll {
+    pub table: String,
+    pub from: Revision,
+    pub set: KeySet,
+    pub prev_kv: bool,
+    pub max_events: usize,
+    pub wait_ms: u64,
+}
+
+/// Its answer: the events (none if none came within `wait_ms`) and the next revision to ask for.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WatchAnswer {
+    pub events: Vec<Event>,
+    pub next: Revision,
+}
 
 /// A forwarded query's answer: the `weft.query.v1.Result`, protobuf-encoded.
 #[derive(Debug, Serialize, Deserialize)]
@@ -83,6 +106,66 @@ impl ClusterTables {
 
     fn forget_peer(&self, id: NodeId) {
         self.peers.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    }
+
+    /// The table's replicas other than this node, the one that last answered first.
+    fn replicas_to_try(&self, name: &str) -> Result<(u64, Vec<NodeId>), Error> {
+        let t = self.node.table_placement(name).ok_or_else(|| Error::Table(weft_table::Error::NotFound(format!("table {name:?}"))))?;
+        let me = self.node.node_id();
+        let mut replicas: Vec<NodeId> = t.replicas.iter().copied().filter(|r| *r != me).collect();
+        if let Some(f) = self.routes.lock().unwrap_or_else(|p| p.into_inner()).get(&t.group).copied().filter(|f| replicas.contains(f)) {
+            replicas.retain(|r| *r != f);
+            replicas.insert(0, f);
+        }
+        Ok((t.group, replicas))
+    }
+
+    /// A watch on a node without a replica: long polls of a replica's
+    /// applied events (`cluster.local.table_watch`) until at least one
+    /// event. A poll is a read: any failure moves to the next replica.
+    /// Revisions are the same on every replica, so moving loses and repeats nothing.
+    async fn watch_remote(&self, name: &str, from: Revision, set: KeySet, prev_kv: bool, max_events: usize) -> Result<(Vec<Event>, Revision), Error> {
+        let mut poll = WatchPoll { table: name.to_owned(), from, set, prev_kv, max_events, wait_ms: WATCH_POLL.as_millis() as u64 };
+        loop {
+            let (group, replicas) = self.replicas_to_try(name)?;
+            let mut last = Error::Unavailable(format!("no replica of table {name:?} reachable"));
+            let mut answered = None;
+            for id in replicas {
+                let c = match self.peer(id).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        last = client_err(e);
+                        continue;
+                    }
+                };
+                match c.call::<WatchPoll, WatchAnswer>(LOCAL_WATCH, &poll).await {
+                    Ok(a) => {
+                        self.routes.lock().unwrap_or_else(|p| p.into_inner()).insert(group, id);
+                        answered = Some(a);
+                        break;
+                    }
+                    Err(e) => {
+                        if matches!(e, ClientError::Connect { .. } | ClientError::Closed) {
+                            self.forget_peer(id);
+                        }
+                        self.forward_failures.fetch_add(1, Ordering::Relaxed);
+                        // The replica's own refusal (compacted, not found) is the answer.
+                        if let ClientError::Remote(b) = &e
+                            && !not_sent(&e)
+                            && !matches!(b.code, ErrorCode::Unavailable | ErrorCode::Timeout)
+                        {
+                            return Err(client_err(e));
+                        }
+                        last = client_err(e);
+                    }
+                }
+            }
+            let Some(a) = answered else { return Err(last) };
+            if !a.events.is_empty() {
+                return Ok((a.events, a.next));
+            }
+            poll.from = a.next.max(poll.from);
+        }
     }
 }
 
@@ -170,13 +253,7 @@ impl ReplicatedTables for ClusterTables {
 
     fn forward<'a>(&'a self, name: &'a str, req: Forward) -> BoxFut<'a, Result<weft_api::pb::Result, Error>> {
         Box::pin(async move {
-            let t = self.node.table_placement(name).ok_or_else(|| Error::Table(weft_table::Error::NotFound(format!("table {name:?}"))))?;
-            let me = self.node.node_id();
-            let mut replicas: Vec<NodeId> = t.replicas.iter().copied().filter(|r| *r != me).collect();
-            if let Some(f) = self.routes.lock().unwrap_or_else(|p| p.into_inner()).get(&t.group).copied().filter(|f| replicas.contains(f)) {
-                replicas.retain(|r| *r != f);
-                replicas.insert(0, f);
-            }
+            let (group, replicas) = self.replicas_to_try(name)?;
             self.forwarded.fetch_add(1, Ordering::Relaxed);
             let mut last = Error::Unavailable(format!("no replica of table {name:?} reachable"));
             for id in replicas {
@@ -189,7 +266,7 @@ impl ReplicatedTables for ClusterTables {
                 };
                 match c.call::<Forward, LocalAnswer>(LOCAL_QUERY, &req).await {
                     Ok(a) => {
-                        self.routes.lock().unwrap_or_else(|p| p.into_inner()).insert(t.group, id);
+                        self.routes.lock().unwrap_or_else(|p| p.into_inner()).insert(group, id);
                         return weft_api::replicated::decode_result(&a.result);
                     }
                     Err(e) => {
@@ -270,6 +347,10 @@ impl ReplicatedTables for ClusterTables {
 
     fn watch<'a>(&'a self, name: &'a str, from: Revision, set: KeySet, prev_kv: bool, max_events: usize) -> BoxFut<'a, Result<(Vec<Event>, Revision), Error>> {
         Box::pin(async move {
+            if !self.hosted(name).await? {
+                self.forwarded.fetch_add(1, Ordering::Relaxed);
+                return self.watch_remote(name, from, set, prev_kv, max_events).await;
+            }
             // The local replica (after a linearizable read confirms the table is here and current).
             self.read(name, true).await?;
             let r = self.node.table_replica(name).ok_or_else(|| Error::Unavailable(format!("no replica of table {name:?} on this node")))?;
@@ -279,11 +360,31 @@ impl ReplicatedTables for ClusterTables {
 }
 
 /// Register `cluster.local.query` (statements forwarded by a node without a
-/// replica; run here, never forwarded again) and the forwarding gauges.
+/// replica; run here, never forwarded again), `cluster.local.table_watch`
+/// (a forwarded watch's long poll) and the forwarding gauges.
 pub fn register_local(service: &mut weft_service::Service, tables: Arc<ClusterTables>, exec: weft_api::Executor) -> anyhow::Result<()> {
     use weft_service::ServiceError;
     let t = tables.clone();
     service.stats().add_gauges(move || t.gauges());
+    let t = tables.clone();
+    service.endpoint(LOCAL_WATCH, move |req: WatchPoll| {
+        let t = t.clone();
+        async move {
+            if !t.hosts(&req.table) {
+                return Err(ServiceError::Wire(
+                    ErrorBody::new(ErrorCode::Unavailable, format!("no replica of table {:?} on this node", req.table)).with_details(serde_json::json!({"kind": "not_hosted"})),
+                ));
+            }
+            let wait = Duration::from_millis(req.wait_ms.min(WATCH_POLL.as_millis() as u64));
+            let max = req.max_events.clamp(1, 4096);
+            match tokio::time::timeout(wait, t.watch(&req.table, req.from, req.set, req.prev_kv, max)).await {
+                Ok(Ok((events, next))) => Ok(WatchAnswer { events, next }),
+                Ok(Err(e)) => Err(ServiceError::Wire(weft_api::json::error_body(&e))),
+                // Nothing yet: the forwarder polls again from the same revision.
+                Err(_) => Ok(WatchAnswer { events: Vec::new(), next: req.from }),
+            }
+        }
+    })?;
     service.endpoint(LOCAL_QUERY, move |req: Forward| {
         let exec = exec.clone();
         let tables = tables.clone();
