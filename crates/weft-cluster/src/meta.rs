@@ -317,6 +317,11 @@ impl MetaState {
                 if self.tables.contains_key(&name) {
                     return err("conflict", format!("table {name:?} exists"));
                 }
+                if let Some(max) = max_tables
+                    && self.tables.len() as u64 >= max
+                {
+                    return err("too_many", format!("{} tables: at the limit of {max} (tables.max_tables)", self.tables.len()));
+                }
                 let data = self.data_nodes();
                 if replicas == 0 || replicas as usize > data.len() {
                     return err("validation", format!("replicas must be 1 to the number of data nodes ({})", data.len()));
@@ -338,11 +343,6 @@ impl MetaState {
             MetaCommand::CommitOffset { group, topic, partition, offset } => {
                 self.offsets.entry(group).or_default().entry(topic).or_default().insert(partition, offset);
                 MetaResponse::Ok
-                if let Some(max) = max_tables
-                    && self.tables.len() as u64 >= max
-                {
-                    return err("too_many", format!("{} tables: at the limit of {max} (tables.max_tables)", self.tables.len()));
-                }
             }
         }
     }
@@ -501,6 +501,10 @@ mod tests {
         assert_eq!(s.apply(MetaCommand::DropTable { name: "cfg".into() }), MetaResponse::Ok);
         let MetaResponse::Table(t2) = s.apply(MetaCommand::CreateTable { name: "cfg".into(), replicas: 1, max_tables: None }) else { panic!("expected a table") };
         assert_eq!(t2.group, 4, "group ids are never reused");
+        // tables.max_tables travels in the command and is checked at apply (same answer everywhere).
+        let full = s.apply(MetaCommand::CreateTable { name: "y".into(), replicas: 1, max_tables: Some(1) });
+        assert!(matches!(full, MetaResponse::Error { ref code, .. } if code == "too_many"));
+        assert!(matches!(s.apply(MetaCommand::CreateTable { name: "y".into(), replicas: 1, max_tables: Some(2) }), MetaResponse::Table(_)));
         // A snapshot without tables (older format) still restores.
         let old: MetaState = serde_json::from_str(r#"{"nodes":{},"topics":{},"offsets":{},"next_group":1,"applied":0}"#).unwrap();
         assert!(old.tables.is_empty());
@@ -522,7 +526,3 @@ mod tests {
         assert!(Role::parse_list("boss").is_err());
     }
 }
-        // tables.max_tables travels in the command and is checked at apply (same answer everywhere).
-        let full = s.apply(MetaCommand::CreateTable { name: "y".into(), replicas: 1, max_tables: Some(1) });
-        assert!(matches!(full, MetaResponse::Error { ref code, .. } if code == "too_many"));
-        assert!(matches!(s.apply(MetaCommand::CreateTable { name: "y".into(), replicas: 1, max_tables: Some(2) }), MetaResponse::Table(_)));
