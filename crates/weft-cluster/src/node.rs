@@ -1067,6 +1067,7 @@ impl Driver {
             let meta = self.meta.read().unwrap_or_else(|p| p.into_inner());
             meta.tables.values().filter(|t| t.replicas.contains(&self.cfg.node_id) && !self.raft.has_group(t.group)).cloned().collect()
         };
+        self.close_dropped_tables();
         for t in wanted {
             let disk = FileDisk::open(self.cfg.data_dir.join("cluster").join("groups").join(format!("{}.wal", t.group)))?;
             let (sm, replica) = crate::table::start(t.name.clone());
@@ -1076,17 +1077,7 @@ impl Driver {
         }
         Ok(())
     }
-        self.close_dropped_tables();
 
-    fn ready(&mut self) -> Result<()> {
-        let out = self.raft.handle_ready()?;
-        let mut batches: BTreeMap<NodeId, Vec<(GroupId, raft::prelude::Message)>> = BTreeMap::new();
-        for (to, group, msg) in out.messages {
-            batches.entry(to).or_default().push((group, msg));
-        }
-        for (to, msgs) in batches {
-            if !self.transport.send(to, &Frame { from: self.cfg.node_id, msgs }) {
-                self.raft.report_unreachable(to);
     /// DROP TABLE: close the group of every table this node hosts that the
     /// metadata no longer has (or no longer places here), and remove its raft
     /// log. Group ids are never reused, so a late message for the group is
@@ -1116,6 +1107,15 @@ impl Driver {
         }
     }
 
+    fn ready(&mut self) -> Result<()> {
+        let out = self.raft.handle_ready()?;
+        let mut batches: BTreeMap<NodeId, Vec<(GroupId, raft::prelude::Message)>> = BTreeMap::new();
+        for (to, group, msg) in out.messages {
+            batches.entry(to).or_default().push((group, msg));
+        }
+        for (to, msgs) in batches {
+            if !self.transport.send(to, &Frame { from: self.cfg.node_id, msgs }) {
+                self.raft.report_unreachable(to);
             }
         }
         let membership_changed = !out.conf_changes.is_empty() || out.applied.iter().any(|a| a.group == META_GROUP);

@@ -190,11 +190,11 @@ enum Command {
         out: client_cmd::OutputArgs,
         /// The AQL text.
         aql: String,
-    },
         /// Cluster mode: reads are served by the answering node's replica as
         /// applied now (no round trip to the leader; possibly behind).
         #[arg(long)]
         serializable: bool,
+    },
     /// Key-value tables: create, drop, list (docs/query.md).
     Table {
         #[command(flatten)]

@@ -102,13 +102,13 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     };
     weft_broker::native::register_with(&mut service, log.clone(), record_plane.clone())?;
     weft_api::native::register(&mut service, query_exec.clone())?;
-    if let (Some(node), Some(plane)) = (&cluster, &cluster_plane) {
-        crate::cluster_cmd::register(&mut service, node.clone(), plane.clone())?;
-        features.push("cluster".into());
-    }
     if let Some(t) = &cluster_tables {
         // Table statements forwarded by nodes without a replica (one hop).
         crate::cluster_cmd::tables::register_local(&mut service, t.clone(), query_exec.clone())?;
+    }
+    if let (Some(node), Some(plane)) = (&cluster, &cluster_plane) {
+        crate::cluster_cmd::register(&mut service, node.clone(), plane.clone())?;
+        features.push("cluster".into());
     }
     // Queued endpoints/senders, statistics and error keepers, and their
     // management endpoints (weft.queue.*, weft.sender.*, weft.stats.*, weft.errors.*).
