@@ -188,12 +188,12 @@ fn request<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
 
 /// Sends one query; returns the result.
 pub async fn execute(c: &Connect, q: &Query) -> Result<pb::Result, CliError> {
-    let mut cl = client(c).await?;
     execute_with(c, q, false).await
 }
 
 /// As `execute`; `serializable`: a read served by the answering node's replica as applied now (cluster mode).
 pub async fn execute_with(c: &Connect, q: &Query, serializable: bool) -> Result<pb::Result, CliError> {
+    let mut cl = client(c).await?;
     let req = pb::ExecuteRequest { query: Some(pb::execute_request::Query::Aql(aql::print(q))), timeout_ms: 0, serializable };
     let r = cl.execute(request(req, c.timeout)).await?.into_inner();
     r.result.ok_or_else(|| CliError::Usage("the server sent no result".into()))
@@ -232,8 +232,8 @@ pub async fn run_table(c: &Connect, cmd: &TableCmd, json: bool) -> Result<(), Cl
 
 pub async fn run_kv(c: &Connect, cmd: &KvCmd, json: bool) -> Result<(), CliError> {
     let k = |s: &String| s.as_bytes().to_vec();
-    let stmt = match cmd {
     let serializable = matches!(cmd, KvCmd::Get { serializable: true, .. } | KvCmd::Range { serializable: true, .. } | KvCmd::History { serializable: true, .. });
+    let stmt = match cmd {
         KvCmd::Get { table, key, revision, .. } => Statement::Get { table: table.clone(), key: k(key), revision: *revision },
         KvCmd::Put { table, key, value, text, if_version, if_absent } => {
             let value = match serde_json::from_str::<Json>(value) {
