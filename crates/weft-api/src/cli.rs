@@ -30,7 +30,25 @@ pub struct Connect {
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
     pub server_name: Option<String>,
+    /// `--token`/`WEFT_TOKEN`: sent as `authorization: Bearer` metadata on
+    /// every call (docs/security.md, "gRPC").
+    pub token: Option<String>,
 }
+
+/// Puts the bearer token in each call's metadata.
+#[derive(Clone)]
+struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            r.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(r)
+    }
+}
+
+type Channel = tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -42,6 +60,13 @@ pub enum CliError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{0}")]
     Usage(String),
+}
+
+impl CliError {
+    /// The server answered UNAUTHENTICATED (no or a bad credential).
+    pub fn is_unauthenticated(&self) -> bool {
+        matches!(self, CliError::Status(s) if s.code() == tonic::Code::Unauthenticated)
+    }
 }
 
 impl From<tonic::Status> for CliError {
@@ -155,8 +180,14 @@ pub enum KvCmd {
     },
 }
 
-async fn client(c: &Connect) -> Result<QueryClient<tonic::transport::Channel>, CliError> {
+async fn client(c: &Connect) -> Result<QueryClient<Channel>, CliError> {
     use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    // Checked before connecting: a token that cannot be a header value is
+    // the caller's mistake, not the server's answer.
+    let bearer = match c.token.as_deref().filter(|t| !t.is_empty()) {
+        Some(t) => Some(format!("Bearer {t}").parse().map_err(|_| CliError::Usage("the token (--token, WEFT_TOKEN) has characters a gRPC header cannot carry".into()))?),
+        None => None,
+    };
     let tls = c.addr.starts_with("https://");
     let url = if c.addr.contains("://") { c.addr.clone() } else { format!("http://{}", c.addr) };
     let conn_err = |source| CliError::Connect { addr: c.addr.clone(), source };
@@ -176,7 +207,7 @@ async fn client(c: &Connect) -> Result<QueryClient<tonic::transport::Channel>, C
         ep = ep.tls_config(cfg).map_err(conn_err)?;
     }
     let ch = ep.connect().await.map_err(conn_err)?;
-    Ok(QueryClient::new(ch))
+    Ok(QueryClient::with_interceptor(ch, Bearer(bearer)))
 }
 
 fn request<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
