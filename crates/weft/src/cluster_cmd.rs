@@ -243,7 +243,8 @@ pub enum ClusterCmd {
         #[arg(long, default_value = "control,data")]
         roles: String,
     },
-    /// Remove a node (the leader hands over first if it is the one removed).
+    /// Remove a node (the leader hands over first if it is the one removed);
+    /// its partition replicas are then replaced on other data nodes.
     RemoveNode { id: u64 },
 }
 
@@ -284,7 +285,8 @@ async fn run_on(c: &weft_net::Client, out: OutputArgs, cmd: ClusterCmd) -> Resul
             if out.json {
                 client_cmd::print_json(&r)
             } else {
-                println!("removed node {id}");
+                // The rebalancer replaces its partition replicas after this (docs/cluster.md, "Rebalancer").
+                println!("removed node {id}; its partition replicas are replaced on other data nodes (see `weft cluster status`)");
                 Ok(())
             }
         }
