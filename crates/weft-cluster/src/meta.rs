@@ -60,6 +60,16 @@ pub struct PartitionMeta {
     pub group: GroupId,
     /// Replica nodes; the first is the preferred leader.
     pub replicas: Vec<NodeId>,
+    /// Moves finished on this partition. While 0 the replicas are the
+    /// group's founding configuration, which a replica opening the group for
+    /// the first time may found it with; after a move it joins empty instead
+    /// (and starts from a snapshot).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub moves: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -230,6 +240,7 @@ impl MetaState {
                     for r in p.replicas.iter_mut().filter(|r| **r == from) {
                         *r = to;
                     }
+                    p.moves += 1;
                 }
                 self.moves_done += 1;
                 MetaResponse::Ok
@@ -294,7 +305,7 @@ impl MetaState {
                 }
                 let first_group = self.next_group.max(1);
                 let parts = (0..partitions)
-                    .map(|p| PartitionMeta { partition: p, group: first_group + u64::from(p), replicas: place(&data, p, replicas) })
+                    .map(|p| PartitionMeta { partition: p, group: first_group + u64::from(p), replicas: place(&data, p, replicas), moves: 0 })
                     .collect();
                 self.next_group = first_group + u64::from(partitions);
                 let t = TopicMeta { name: name.clone(), partitions: parts, config };

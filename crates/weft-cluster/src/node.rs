@@ -870,23 +870,29 @@ impl Driver {
         }
         self.close_moved_partitions();
         let me = self.cfg.node_id;
-        let wanted: Vec<(GroupId, Vec<NodeId>, String, u32, weft_log::TopicConfig)> = {
+        let wanted: Vec<(GroupId, Vec<NodeId>, bool, String, u32, weft_log::TopicConfig)> = {
             let meta = self.meta.read().unwrap_or_else(|p| p.into_inner());
-            // A move's target joins empty: no founding voters, it starts from a snapshot.
+            // A move's target joins empty: no founding voters, it starts from a
+            // snapshot. So does any replica once the group has changed (the
+            // placement is then not the founding configuration; a replica that
+            // opens the group for the first time must not found another one).
             let joins = |g: GroupId| meta.moves.get(&g).is_some_and(|m| m.to == me);
             meta.topics
                 .values()
                 .flat_map(|t| t.partitions.iter().map(move |p| (t, p)))
                 .filter(|(_, p)| (p.replicas.contains(&me) || joins(p.group)) && !self.raft.has_group(p.group))
-                .map(|(t, p)| (p.group, if p.replicas.contains(&me) { p.replicas.clone() } else { Vec::new() }, t.name.clone(), p.partition, crate::meta::topic_config(t)))
+                .map(|(t, p)| {
+                    let founding = p.replicas.contains(&me) && p.moves == 0 && !meta.moves.contains_key(&p.group);
+                    (p.group, if founding { p.replicas.clone() } else { Vec::new() }, p.replicas.contains(&me), t.name.clone(), p.partition, crate::meta::topic_config(t))
+                })
                 .collect()
         };
-        for (group, replicas, topic, partition, config) in wanted {
+        for (group, replicas, placed, topic, partition, config) in wanted {
             let disk = FileDisk::open(self.cfg.data_dir.join("cluster").join("groups").join(format!("{group}.wal")))?;
             let sm: Box<dyn crate::host::StateMachine> = match &self.cfg.log {
                 Some(log) => {
                     let (sm, handle) = crate::partition::start(log.clone(), topic, partition, config, self.catch_up.clone());
-                    if replicas.is_empty() {
+                    if !placed {
                         self.joining.insert(group, handle);
                     } else {
                         self.partitions.write().unwrap_or_else(|p| p.into_inner()).insert(group, handle);

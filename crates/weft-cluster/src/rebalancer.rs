@@ -445,6 +445,13 @@ mod tests {
             assert_eq!(s.apply(MetaCommand::FinishMove { group: *g, from: *from, to: *to }), MetaResponse::Ok);
         }
         assert_eq!(s.moves_done, m.len() as u64);
+        // A moved partition counts its moves (its replicas are no longer the founding configuration).
+        let moved: u64 = s.topics["t"].partitions.iter().map(|p| p.moves).sum();
+        assert_eq!(moved, m.len() as u64);
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<MetaState>(&json).unwrap(), s, "snapshot round trip");
+        let old: crate::meta::PartitionMeta = serde_json::from_str(r#"{"partition":0,"group":1,"replicas":[1]}"#).unwrap();
+        assert_eq!(old.moves, 0, "older snapshots: no moves");
         assert!(moves(&p.plan(0, &c, &s, &all)).is_empty(), "balanced now");
         for _ in 0..4 {
             for cmd in p.plan(0, &c, &s, &all) {
