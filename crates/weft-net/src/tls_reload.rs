@@ -88,6 +88,11 @@ impl ReloadableTls {
     }
 
     /// The configuration new connections get.
+    /// The files a reload reads (the file watch polls them).
+    pub fn files(&self) -> &TlsServerConfig {
+        &self.files
+    }
+
     pub fn current(&self) -> Arc<RustlsServerConfig> {
         self.current.load_full()
     }

@@ -49,6 +49,19 @@ pub struct NodeConfig {
     pub tables: weft_table::TablesConfig,
     /// Limits of the query API: AQL size, results, scans, timeouts (docs/query.md).
     pub query: weft_api::QueryConfig,
+    /// Live reload (docs/security.md, "Reload").
+    pub reload: ReloadConf,
+}
+
+/// Live reload: besides SIGHUP and `weft config reload`, a watch of the
+/// configuration file, the certificate, key and CA files and the auth
+/// state file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadConf {
+    /// How often the watched files' size, mtime and inode are polled; a
+    /// change held for one more poll triggers a reload. 0: no watch.
+    pub watch_interval_ms: u64,
 }
 
 /// The gRPC listener of the query API (weft.query.v1, health, reflection).
@@ -417,6 +430,7 @@ impl Default for NodeConfig {
             ui: UiConf { enabled: true, max_clients: 16, period_ms: 1000, max_watches: default_ui_max_watches() },
             auth: AuthConf::default(),
             grpc: GrpcConf { enabled: true, addr: format!("127.0.0.1:{DEFAULT_GRPC_PORT}"), tls: false },
+            reload: ReloadConf { watch_interval_ms: 2000 },
             tables: weft_table::TablesConfig::default(),
             query: weft_api::QueryConfig::default(),
         }

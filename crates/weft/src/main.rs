@@ -531,6 +531,7 @@ async fn run(cli: Cli) -> Result<()> {
             // A reload reads the same file, environment and flags again.
             let again = args.clone();
             reload::set_loader(Box::new(move || again.load()));
+            reload::set_config_path(args.config.clone());
             serve::run(args.load()?).await
         }
         Command::Config { command: ConfigCommand::Show { node, out } } => {

@@ -7,7 +7,9 @@
 //! answer (and the log) says why. Keys that changed but only apply at
 //! start are listed as needing a restart.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::Result;
@@ -31,6 +33,13 @@ static LOADER: OnceLock<Loader> = OnceLock::new();
 /// flags as at start); set by `main` before `serve::run`.
 pub fn set_loader(f: Loader) {
     let _ = LOADER.set(f);
+}
+
+static CONFIG_PATH: OnceLock<Option<PathBuf>> = OnceLock::new();
+
+/// The `--config` file, if any: the file watch polls it.
+pub fn set_config_path(p: Option<PathBuf>) {
+    let _ = CONFIG_PATH.set(p);
 }
 
 /// Keys a reload applies, besides the allow-lists of running listeners
@@ -66,6 +75,8 @@ pub struct Reloader {
     busy: tokio::sync::Mutex<()>,
     pub reloads: AtomicU64,
     pub failures: AtomicU64,
+    /// Reloads the file watch started.
+    pub watch_triggers: AtomicU64,
 }
 
 impl Reloader {
@@ -80,7 +91,14 @@ impl Reloader {
             busy: tokio::sync::Mutex::new(()),
             reloads: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            watch_triggers: AtomicU64::new(0),
         })
+    }
+
+    /// The configuration in force: the values at start, and the new values
+    /// of the keys reloads applied (`weft config running`).
+    pub fn running(&self) -> Vec<ConfigEntry> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Listeners whose certificates a reload re-reads.
@@ -106,6 +124,7 @@ impl Reloader {
             ("reload.count".into(), self.reloads.load(Ordering::Relaxed).into()),
             ("reload.failures".into(), self.failures.load(Ordering::Relaxed).into()),
             ("reload.tls_swaps".into(), tls_reloads.into()),
+            ("reload.watch_triggers".into(), self.watch_triggers.load(Ordering::Relaxed).into()),
         ]
     }
 
@@ -240,6 +259,67 @@ pub fn spawn_sighup(r: Arc<Reloader>) -> Result<()> {
         }
     });
     Ok(())
+}
+
+/// What the watch compares of one file: size, mtime and inode (a file
+/// replaced by a rename may keep its size and mtime); None: absent.
+type FileSig = Option<(u64, std::time::SystemTime, u64)>;
+
+fn file_sig(p: &std::path::Path) -> FileSig {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.len(), m.modified().ok()?, m.ino()))
+}
+
+/// The file watch (`reload.watch_interval_ms`): polls the configuration
+/// file, the TLS listeners' certificate, key and CA files and `extra` (the
+/// auth state file), and reloads, all or nothing as SIGHUP does, once a
+/// change has held still for one more poll (a file being written in
+/// several steps triggers one reload, after the last). Polling rather than
+/// inotify: portable, no dependency, and editors that replace a file by a
+/// rename are seen alike. Stops with `stop`.
+pub fn spawn_watch(r: Arc<Reloader>, interval: Duration, extra: Vec<PathBuf>, stop: impl std::future::Future<Output = ()> + Send + 'static) {
+    if interval.is_zero() {
+        return;
+    }
+    let mut paths: Vec<PathBuf> = CONFIG_PATH.get().cloned().flatten().into_iter().collect();
+    for t in r.tls.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        let f = t.files();
+        paths.extend([f.cert.clone(), f.key.clone()]);
+        paths.extend(f.client_ca.clone());
+    }
+    paths.extend(extra);
+    paths.sort();
+    paths.dedup();
+    info!(files = ?paths, interval_ms = interval.as_millis() as u64, "watching files for changes (reload on change)");
+    tokio::spawn(async move {
+        let mut stop = std::pin::pin!(stop);
+        let sigs = |paths: &[PathBuf]| paths.iter().map(|p| file_sig(p)).collect::<Vec<_>>();
+        let mut seen = sigs(&paths);
+        let mut pending: Option<Vec<FileSig>> = None;
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            let now = sigs(&paths);
+            if now == seen {
+                pending = None;
+                continue;
+            }
+            if pending.as_ref() != Some(&now) {
+                // Changed since the last poll: wait until it holds still.
+                pending = Some(now);
+                continue;
+            }
+            let changed: Vec<String> = paths.iter().zip(seen.iter().zip(&now)).filter(|(_, (a, b))| a != b).map(|(p, _)| p.display().to_string()).collect();
+            seen = now;
+            pending = None;
+            r.watch_triggers.fetch_add(1, Ordering::Relaxed);
+            info!(files = ?changed, "watched files changed: reloading");
+            r.reload("file watch").await;
+        }
+    });
 }
 
 /// `weft.config.reload` (admin on `cluster`, checked at dispatch).

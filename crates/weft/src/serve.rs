@@ -77,8 +77,10 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     if authz.enabled() {
         features.push("auth".into());
     }
+    // What runs now: a reload updates the keys it applied.
+    let running = reloader.clone();
     service.endpoint("weft.config", move |_: Option<()>| {
-        let entries = config_entries.clone();
+        let entries = running.running();
         async move { Ok(entries) }
     })?;
     // Cluster mode (cluster.node_id set): the metadata group and the cluster.* endpoints,
@@ -360,7 +362,11 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     }
     let reload_stats = reloader.clone();
     svc.stats().add_gauges(move || reload_stats.gauges());
-    crate::reload::spawn_sighup(reloader)?;
+    crate::reload::spawn_sighup(reloader.clone())?;
+    // In cluster mode the rules come from the metadata group, not the file.
+    let auth_state = cluster.is_none().then(|| weft_auth::store::state_path(&data_dir));
+    let stop = server.stopping();
+    crate::reload::spawn_watch(reloader, Duration::from_millis(cfg.reload.watch_interval_ms), auth_state.into_iter().collect(), async move { stop.cancelled().await });
     readiness.listeners_bound();
     info!(node = %cfg.node.name, id = %node_id, data_dir = %data_dir.display(), transports = ?svc.info().transports, "weft node ready");
 

@@ -205,3 +205,81 @@ fn limits_reload_max_connections_and_report_restart_keys() {
     drop((a, b, c));
     ping_eventually(&node);
 }
+
+/// A CA and a server certificate for 127.0.0.1 in `dir` (ca.pem,
+/// server.pem, server.key).
+fn make_certs(dir: &Path) {
+    use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name = DistinguishedName::new();
+    ca.distinguished_name.push(DnType::CommonName, "reload test CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+    let mut p = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    p.distinguished_name = DistinguishedName::new();
+    p.distinguished_name.push(DnType::CommonName, "127.0.0.1");
+    let key = KeyPair::generate().unwrap();
+    std::fs::write(dir.join("server.pem"), p.signed_by(&key, &ca_cert, &ca_key).unwrap().pem()).unwrap();
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+}
+
+/// Waits (bounded) until `stat` read over TCP reaches `at_least`.
+fn wait_stat(node: &Node, stat: &str, at_least: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while node.stat_via(&node.addr(), stat) < at_least {
+        assert!(Instant::now() < deadline, "{stat} never reached {at_least}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn file_watch_reloads_without_a_signal_and_keeps_the_old_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    let tls_port = common::free_port();
+    let conf = dir.path().join("weft.toml");
+    let body = |log: &str| {
+        format!(
+            "log = \"{log}\"\n[reload]\nwatch_interval_ms = 100\n[tls]\nenabled = true\naddr = \"127.0.0.1:{tls_port}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            dir.path().join("server.pem").display(),
+            dir.path().join("server.key").display()
+        )
+    };
+    write_conf(&conf, &body("info"));
+    let node = Node::start_with(&["--config", conf.to_str().unwrap()], &[]);
+    let ca = dir.path().join("ca.pem");
+    let tls = format!("tls://127.0.0.1:{tls_port}");
+    let tls_ping = || support::run(&["ping", "--addr", &tls, "--ca", ca.to_str().unwrap(), "--timeout-ms", "5000"]);
+    assert!(tls_ping().status.success(), "{}", text(&tls_ping().stderr));
+    assert_eq!(node.stat_via(&node.addr(), "reload.watch_triggers"), 0);
+
+    // The log level changes in the file: applied, no signal sent.
+    write_conf(&conf, &body("debug"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let entries: serde_json::Value = serde_json::from_str(&node.ok(&["config", "running", "--json"])).unwrap();
+        let log = entries.as_array().unwrap().iter().find(|e| e["key"] == "log").unwrap()["value"].clone();
+        if log == "debug" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the watch never applied log = debug (running: {log})");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(node.stat_via(&node.addr(), "reload.watch_triggers") >= 1);
+    assert_eq!(node.stat_via(&node.addr(), "reload.failures"), 0);
+
+    // A broken certificate file: the reload fails, the old one serves on.
+    let good = std::fs::read(dir.path().join("server.pem")).unwrap();
+    write_conf(&dir.path().join("server.pem"), "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n");
+    wait_stat(&node, "reload.failures", 1);
+    let o = tls_ping();
+    assert!(o.status.success(), "the old certificate should still serve: {}", text(&o.stderr));
+    // The good file back: the next reload works again.
+    let count = node.stat_via(&node.addr(), "reload.count");
+    std::fs::write(dir.path().join("server.pem.tmp"), &good).unwrap();
+    std::fs::rename(dir.path().join("server.pem.tmp"), dir.path().join("server.pem")).unwrap();
+    wait_stat(&node, "reload.count", count + 1);
+    assert!(tls_ping().status.success());
+}
