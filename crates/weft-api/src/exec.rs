@@ -1014,7 +1014,7 @@ mod tests {
                 let leader = req.aql.starts_with("SET");
                 self.0.lock().unwrap().push(req);
                 if leader {
-                    return Err(Error::NotLeader { group: 7, leader: 2, addr: Some("tcp://127.0.0.1:2".into()), grpc_addr: None });
+                    return Err(Error::NotLeader { group: 7, leader: 2, addr: Some("tcp://127.0.0.1:2".into()), grpc_addr: Some("127.0.0.1:3".into()) });
                 }
                 Ok(pb::Result { kind: "get".into(), count: 1, ..Default::default() })
             })
@@ -1046,6 +1046,10 @@ mod tests {
         assert_eq!(err.reason(), "not_leader");
         let md = err.metadata();
         assert_eq!((md["group"].as_str(), md["leader"].as_str(), md["native_addr"].as_str()), ("7", "2", "tcp://127.0.0.1:2"));
+        // What the query client follows (weft-query-client reads grpc_addr first).
+        assert_eq!(md["grpc_addr"], "127.0.0.1:3");
+        let st = err.to_status();
+        assert_eq!(st.code(), tonic::Code::Unavailable);
         let body = crate::json::error_body(&err);
         assert_eq!(body.code, weft_wire::ErrorCode::NotLeader);
         let d = body.details.clone().unwrap();

@@ -112,6 +112,10 @@ pub struct MetaState {
     /// Replicated tables by name (absent from snapshots taken before tables).
     #[serde(default)]
     pub tables: BTreeMap<String, TableMeta>,
+    /// Each node's gRPC query address, as it advertised it (`SetGrpcAddr`;
+    /// a `not_leader` answer names the leader's, for query clients to follow).
+    #[serde(default)]
+    pub grpc_addrs: BTreeMap<NodeId, String>,
     /// Replica moves in flight, by group (absent from older snapshots).
     #[serde(default)]
     pub moves: BTreeMap<GroupId, Move>,
@@ -159,6 +163,8 @@ pub enum MetaCommand {
         max_tables: Option<u64>,
     },
     DropTable { name: String },
+    /// A node's gRPC query address (it advertises its own once registered).
+    SetGrpcAddr { id: NodeId, addr: String },
     /// Record a replica move of a partition group (the rebalancer's planner).
     /// `max_moves` (`cluster.rebalance.max_concurrent_moves`) is checked at apply.
     StartMove {
@@ -287,6 +293,7 @@ impl MetaState {
                 if self.nodes.remove(&id).is_none() {
                     return err("not_found", format!("node {id} is not a member"));
                 }
+                self.grpc_addrs.remove(&id);
                 MetaResponse::Ok
             }
             MetaCommand::CreateTopic { name, partitions, replicas, config } => {
@@ -343,6 +350,16 @@ impl MetaState {
                 let t = TableMeta { name: name.clone(), group, replicas: place(&data, (group % u64::from(u32::MAX)) as u32, replicas) };
                 self.tables.insert(name, t.clone());
                 MetaResponse::Table(t)
+            }
+            MetaCommand::SetGrpcAddr { id, addr } => {
+                if !self.nodes.contains_key(&id) {
+                    return err("not_found", format!("node {id} is not a member"));
+                }
+                if addr.is_empty() || addr.len() > MAX_NAME_BYTES {
+                    return err("validation", format!("a gRPC address must be 1 to {MAX_NAME_BYTES} bytes"));
+                }
+                self.grpc_addrs.insert(id, addr);
+                MetaResponse::Ok
             }
             MetaCommand::DropTable { name } => {
                 if self.tables.remove(&name).is_none() {
@@ -516,6 +533,12 @@ mod tests {
         let full = s.apply(MetaCommand::CreateTable { name: "y".into(), replicas: 1, max_tables: Some(1) });
         assert!(matches!(full, MetaResponse::Error { ref code, .. } if code == "too_many"));
         assert!(matches!(s.apply(MetaCommand::CreateTable { name: "y".into(), replicas: 1, max_tables: Some(2) }), MetaResponse::Table(_)));
+        // gRPC addresses: members only, forgotten with the node.
+        assert!(matches!(s.apply(MetaCommand::SetGrpcAddr { id: 9, addr: "h:1".into() }), MetaResponse::Error { ref code, .. } if code == "not_found"));
+        assert_eq!(s.apply(MetaCommand::SetGrpcAddr { id: 2, addr: "127.0.0.1:7402".into() }), MetaResponse::Ok);
+        assert_eq!(s.grpc_addrs.get(&2).map(String::as_str), Some("127.0.0.1:7402"));
+        assert_eq!(s.apply(MetaCommand::RemoveNode { id: 2 }), MetaResponse::Ok);
+        assert!(s.grpc_addrs.is_empty());
         // A snapshot without tables (older format) still restores.
         let old: MetaState = serde_json::from_str(r#"{"nodes":{},"topics":{},"offsets":{},"next_group":1,"applied":0}"#).unwrap();
         assert!(old.tables.is_empty());

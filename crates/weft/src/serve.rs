@@ -94,6 +94,10 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     crate::auth_cmd::register(&mut service, crate::auth_cmd::AuthAdmin::new(authz.clone(), cluster.clone().map(|n| (n, usize::try_from(cfg.cluster.max_frame_bytes / 2).unwrap_or(usize::MAX)))))?;
     // Cluster mode: the query API's tables live on raft groups (docs/query.md, "Tables: replicated").
     let cluster_tables = cluster.as_ref().map(|node| crate::cluster_cmd::tables::ClusterTables::new(node.clone()));
+    if let Some(t) = cluster_tables.as_ref().filter(|_| cfg.grpc.enabled) {
+        // Named in not_leader answers for query clients to follow.
+        t.advertise_grpc(cfg.grpc.addr.clone());
+    }
     let query_exec = match &cluster_tables {
         Some(t) => query_exec.with_replicated(t.clone()),
         None => query_exec,

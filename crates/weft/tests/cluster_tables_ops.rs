@@ -70,6 +70,11 @@ fn forwarding_filter_update_limits_and_drop_on_replicated_tables() {
     let e = q(&ps[2], "CREATE TABLE wide REPLICAS 4").unwrap_err();
     assert!(e.contains("replicas must be 1 to"), "{e}");
     let (solo_group, solo) = until("solo placed", || placement(&ps[0], "solo"));
+    // Every node advertised its gRPC address (what a not_leader answer names as grpc_addr).
+    until("gRPC addresses in the metadata", || {
+        let m = ps[0].call("cluster.meta", "null").ok()?;
+        ps.iter().all(|p| m["grpc_addrs"][p.id.to_string()] == grpc_of(p).as_str()).then_some(())
+    });
     let (_, pair) = until("pair placed", || placement(&ps[0], "pair"));
     assert_eq!((solo.len(), pair.len()), (1, 2), "REPLICAS honoured: {solo:?} {pair:?}");
 

@@ -108,6 +108,42 @@ impl ClusterTables {
         self.peers.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
     }
 
+    /// A cluster error as the query API's: `not_leader` keeps the group and
+    /// the leader, with its native and gRPC addresses when known (the
+    /// metadata's); a timed-out proposal says its outcome is unknown.
+    fn err(&self, e: ClusterError) -> Error {
+        match e {
+            ClusterError::NotLeader { group, leader, addr } => {
+                let grpc_addr = (leader != 0).then(|| self.node.local_meta().grpc_addrs.get(&leader).cloned()).flatten();
+                let addr = addr.or_else(|| (leader != 0).then(|| self.node.native_addr(leader)).flatten());
+                Error::NotLeader { group, leader, addr, grpc_addr }
+            }
+            ClusterError::Timeout(m) => Error::Unavailable(format!("cluster: timed out: {m} (a write's outcome is unknown)")),
+            e => Error::Unavailable(format!("cluster: {e}")),
+        }
+    }
+
+    /// Advertise this node's gRPC query address in the metadata (so a
+    /// `not_leader` answer can name it): retried in the background until
+    /// applied (the node must be registered first), stopped with the node.
+    pub fn advertise_grpc(self: &Arc<Self>, addr: String) {
+        let t = self.clone();
+        tokio::spawn(async move {
+            let me = t.node.node_id();
+            loop {
+                if t.node.local_meta().grpc_addrs.get(&me) == Some(&addr) {
+                    return;
+                }
+                match t.node.propose_meta(&MetaCommand::SetGrpcAddr { id: me, addr: addr.clone() }).await {
+                    Err(ClusterError::Shutdown) => return,
+                    Ok(MetaResponse::Ok) => return,
+                    other => tracing::debug!(result = ?other, "cluster: advertising the gRPC address, will retry"),
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+    }
+
     /// The table's replicas other than this node, the one that last answered first.
     fn replicas_to_try(&self, name: &str) -> Result<(u64, Vec<NodeId>), Error> {
         let t = self.node.table_placement(name).ok_or_else(|| Error::Table(weft_table::Error::NotFound(format!("table {name:?}"))))?;
@@ -183,16 +219,6 @@ fn before_proposal(e: &ClusterError) -> bool {
     matches!(e, ClusterError::NotLeader { leader: 0, .. } | ClusterError::UnknownGroup(_))
 }
 
-/// A cluster error as the query API's: `not_leader` keeps the group and the
-/// leader (and its native address when known); a timed-out proposal says
-/// its outcome is unknown.
-fn cluster_err(e: ClusterError) -> Error {
-    match e {
-        ClusterError::NotLeader { group, leader, addr } => Error::NotLeader { group, leader, addr, grpc_addr: None },
-        ClusterError::Timeout(m) => Error::Unavailable(format!("cluster: timed out: {m} (a write's outcome is unknown)")),
-        e => Error::Unavailable(format!("cluster: {e}")),
-    }
-}
 
 /// Whether a forwarded query certainly did not run on the peer (another
 /// replica may then be tried even for a write).
@@ -218,7 +244,7 @@ impl ReplicatedTables for ClusterTables {
             let data = self.node.local_meta().data_nodes().len();
             let replicas = replicas.unwrap_or(DEFAULT_REPLICAS.min(data).max(1) as u32);
             let cmd = MetaCommand::CreateTable { name: name.to_owned(), replicas, max_tables: Some(max_tables) };
-            let r = self.node.propose_meta(&cmd).await.map_err(cluster_err)?;
+            let r = self.node.propose_meta(&cmd).await.map_err(|e| self.err(e))?;
             match r {
                 MetaResponse::Table(_) => Ok(()),
                 MetaResponse::Error { code, message } if code == "conflict" => Err(Error::Table(weft_table::Error::AlreadyExists(message))),
@@ -231,7 +257,7 @@ impl ReplicatedTables for ClusterTables {
 
     fn drop_table<'a>(&'a self, name: &'a str) -> BoxFut<'a, Result<(), Error>> {
         Box::pin(async move {
-            match self.node.propose_meta(&MetaCommand::DropTable { name: name.to_owned() }).await.map_err(cluster_err)? {
+            match self.node.propose_meta(&MetaCommand::DropTable { name: name.to_owned() }).await.map_err(|e| self.err(e))? {
                 MetaResponse::Ok => Ok(()),
                 MetaResponse::Error { code, message } if code == "not_found" => Err(Error::Table(weft_table::Error::NotFound(message))),
                 MetaResponse::Error { message, .. } => Err(Error::Invalid(message)),
@@ -245,7 +271,7 @@ impl ReplicatedTables for ClusterTables {
             let t = match self.node.table_placement(name) {
                 Some(t) => t,
                 // This node's metadata may lag a create done through another node: look again, linearizably.
-                None => self.node.read_meta().await.map_err(cluster_err)?.tables.get(name).cloned().ok_or_else(|| Error::Table(weft_table::Error::NotFound(format!("table {name:?}"))))?,
+                None => self.node.read_meta().await.map_err(|e| self.err(e))?.tables.get(name).cloned().ok_or_else(|| Error::Table(weft_table::Error::NotFound(format!("table {name:?}"))))?,
             };
             Ok(t.replicas.contains(&self.node.node_id()))
         })
@@ -306,7 +332,7 @@ impl ReplicatedTables for ClusterTables {
                 match self.node.table_write(name, &cmd).await {
                     Ok(a) => break a,
                     Err(e) if before_proposal(&e) && Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
-                    Err(e) => return Err(cluster_err(e)),
+                    Err(e) => return Err(self.err(e)),
                 }
             };
             match answer {
@@ -335,7 +361,7 @@ impl ReplicatedTables for ClusterTables {
                         tracing::debug!(table = name, error = %e, "table read retried");
                         tokio::time::sleep(Duration::from_millis(50)).await
                     }
-                    Err(e) => return Err(cluster_err(e)),
+                    Err(e) => return Err(self.err(e)),
                 }
             }
         })
