@@ -1,4 +1,6 @@
-//! One sample of a node, through its standard endpoints.
+//! One sample of a node, through its standard endpoints (`weft.info`,
+//! `weft.stats`, `log.*`, `weft.queue.ls`, `weft.sender.ls`, and when the
+//! node has them `cluster.status` and `pva.pvs`).
 
 use std::time::Instant;
 
@@ -7,6 +9,7 @@ use weft_net::{Client, ClientError};
 use weft_wire::ErrorCode;
 
 use crate::model::{GroupSample, NodeInfo, QueueSample, Sample, TopicSample};
+use crate::panels::{ClusterSample, PvList};
 use crate::TopError;
 
 async fn ask<T: DeserializeOwned>(client: &Client, what: &'static str, body: serde_json::Value) -> Result<T, TopError> {
@@ -53,5 +56,19 @@ pub async fn gather(client: &Client) -> Result<Sample, TopError> {
     let mut queues: Vec<QueueSample> = optional(ask(client, "weft.queue.ls", serde_json::json!({})).await).await?;
     let senders: Vec<QueueSample> = optional(ask(client, "weft.sender.ls", serde_json::json!({})).await).await?;
     queues.extend(senders);
-    Ok(Sample { at: Instant::now(), node, stats, topics, groups, queues })
+    // Outside cluster mode `cluster.status` is an unknown route; a member
+    // that refuses it (busy, or an identity without admin on `cluster`)
+    // says why in the panel rather than failing the whole sample.
+    let (cluster, cluster_error) = match ask::<ClusterSample>(client, "cluster.status", serde_json::Value::Null).await {
+        Ok(c) => (Some(c), None),
+        Err(e) if missing(&e) => (None, None),
+        Err(e) if remote_code(&e).is_some() => (None, Some(e.to_string())),
+        Err(e) => return Err(e),
+    };
+    let pvs: Option<PvList> = match ask(client, "pva.pvs", serde_json::Value::Null).await {
+        Ok(p) => Some(p),
+        Err(e) if missing(&e) => None,
+        Err(e) => return Err(e),
+    };
+    Ok(Sample { at: Instant::now(), node, stats, topics, groups, queues, cluster, cluster_error, pvs })
 }

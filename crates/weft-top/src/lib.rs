@@ -14,6 +14,7 @@
 
 pub mod gather;
 pub mod model;
+pub mod panels;
 pub mod render;
 pub mod text;
 

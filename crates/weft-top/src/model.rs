@@ -6,6 +6,8 @@ use std::time::Instant;
 
 use serde::Deserialize;
 
+use crate::panels::{self, ClusterSample, ClusterView, PvList, PvaView, TableRow};
+
 /// One look at the node.
 #[derive(Debug, Clone)]
 pub struct Sample {
@@ -16,6 +18,12 @@ pub struct Sample {
     pub topics: Vec<TopicSample>,
     pub groups: Vec<GroupSample>,
     pub queues: Vec<QueueSample>,
+    /// `cluster.status`; None outside cluster mode.
+    pub cluster: Option<ClusterSample>,
+    /// Why a cluster member did not answer `cluster.status` (busy, forbidden).
+    pub cluster_error: Option<String>,
+    /// `pva.pvs`; None when the node serves no pvAccess.
+    pub pvs: Option<PvList>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
@@ -144,15 +152,21 @@ pub struct View {
     pub topics: Vec<TopicRow>,
     pub groups: Vec<GroupSample>,
     pub queues: Vec<QueueRow>,
+    /// Cluster mode only.
+    pub cluster: Option<ClusterView>,
+    pub cluster_error: Option<String>,
+    pub tables: Vec<TableRow>,
+    /// When the node serves pvAccess.
+    pub pva: Option<PvaView>,
 }
 
-fn num(stats: &BTreeMap<String, serde_json::Value>, key: &str) -> Option<u64> {
+pub(crate) fn num(stats: &BTreeMap<String, serde_json::Value>, key: &str) -> Option<u64> {
     stats.get(key).and_then(|v| v.as_u64())
 }
 
 /// (now - before) / seconds, when both exist and time passed; counters
 /// that went down (the node restarted) give no rate.
-fn rate(now: u64, before: Option<u64>, secs: f64) -> Option<f64> {
+pub(crate) fn rate(now: u64, before: Option<u64>, secs: f64) -> Option<f64> {
     let before = before?;
     (secs > 0.0 && now >= before).then(|| (now - before) as f64 / secs)
 }
@@ -179,13 +193,7 @@ impl View {
             })
             .collect();
         // busiest first; then by total calls; idle endpoints last by name
-        endpoints.sort_by(|a, b| {
-            b.rate
-                .unwrap_or(0.0)
-                .total_cmp(&a.rate.unwrap_or(0.0))
-                .then(b.calls.cmp(&a.calls))
-                .then(a.route.cmp(&b.route))
-        });
+        endpoints.sort_by(|a, b| b.rate.unwrap_or(0.0).total_cmp(&a.rate.unwrap_or(0.0)).then(b.calls.cmp(&a.calls)).then(a.route.cmp(&b.route)));
 
         let appended = |t: &TopicSample| t.partitions.iter().map(|p| p.log_end_offset).sum::<u64>();
         let topics = now
@@ -230,11 +238,7 @@ impl View {
         View {
             node: now.node.clone(),
             connections_open: num(&now.stats, "net.connections_open").unwrap_or(0),
-            frames_in_rate: rate(
-                num(&now.stats, "net.frames_in").unwrap_or(0),
-                prev_stats.and_then(|p| num(p, "net.frames_in")),
-                secs,
-            ),
+            frames_in_rate: rate(num(&now.stats, "net.frames_in").unwrap_or(0), prev_stats.and_then(|p| num(p, "net.frames_in")), secs),
             refused: num(&now.stats, "net.refused").unwrap_or(0),
             http: num(&now.stats, "http.requests").map(|requests| HttpRow {
                 requests,
@@ -247,6 +251,10 @@ impl View {
             topics,
             groups: now.groups.clone(),
             queues,
+            cluster: panels::cluster_view(prev.and_then(|p| p.cluster.as_ref()), now.cluster.as_ref(), secs),
+            cluster_error: now.cluster_error.clone(),
+            tables: panels::table_rows(prev_stats, &now.stats, prev.and_then(|p| p.cluster.as_ref()), now.cluster.as_ref(), secs),
+            pva: panels::pva_view(prev_stats, &now.stats, now.pvs.as_ref(), secs),
         }
     }
 }
@@ -260,7 +268,11 @@ pub fn bytes(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 /// A rate for a table cell: "-" before there are two samples.
@@ -306,6 +318,9 @@ mod tests {
             ],
             groups: vec![],
             queues: vec![QueueSample { name: "jobs".into(), kind: "endpoint".into(), processing_paused: true, processed: calls, ..QueueSample::default() }],
+            cluster: None,
+            cluster_error: None,
+            pvs: None,
         }
     }
 
