@@ -5,7 +5,9 @@
 //! (anonymous, no anonymous role: get and put refused), a user without a
 //! pv role (refused), with a read role (get ok, put refused), with a write
 //! role (put ok). The refusals reach p4p as RemoteError with a clear text,
-//! are counted and written to the audit log (surface `pva`).
+//! are counted and written to the audit log (surface `pva`). A p4p
+//! monitor whose read role is revoked gets no further update: the next one
+//! is replaced by an error status that ends it (RemoteError, then Finished).
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
@@ -138,4 +140,146 @@ fn pva_gets_and_puts_follow_the_roles() {
     assert!(pva.iter().any(|v| v["outcome"] == "unauthenticated" && v["resource"] == format!("pv:{PV}") && v["action"] == "read"), "{audit}");
     assert!(pva.iter().any(|v| v["outcome"] == "forbidden" && v["identity"] == format!("{me} (pva ca)") && v["action"] == "write"), "{audit}");
     assert!(pva.iter().all(|v| v["peer"].as_str().unwrap().starts_with("127.0.0.1:")), "{audit}");
+}
+
+/// A p4p monitor of `PV` in a child process: one JSON line per event on
+/// stdout (`{"kind": "value", "v": ...}` or the exception's type and
+/// text); it runs until its stdin closes. Lines arrive on the channel.
+struct P4pMonitor {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<serde_json::Value>,
+}
+
+impl P4pMonitor {
+    fn start(udp: u16) -> Self {
+        let code = format!(
+            r#"
+import json, sys
+from p4p.client.thread import Context
+ctx = Context("pva")
+def cb(v):
+    if isinstance(v, Exception):
+        print(json.dumps({{"kind": type(v).__name__, "msg": str(v)}}), flush=True)
+    else:
+        print(json.dumps({{"kind": "value", "v": float(v)}}), flush=True)
+sub = ctx.monitor("{PV}", cb, notify_disconnect=True)
+sys.stdin.read()
+sub.close()
+ctx.close()
+"#
+        );
+        let mut child = std::process::Command::new(python())
+            .arg("-c")
+            .arg(&code)
+            .env("EPICS_PVA_ADDR_LIST", format!("127.0.0.1:{udp}"))
+            .env("EPICS_PVA_AUTO_ADDR_LIST", "NO")
+            .env_remove("EPICS_PVA_NAME_SERVERS")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("WEFT_PEERS=1 but the venv's python does not run (scripts/peers/pva.sh)");
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str(&l) {
+                    let _ = tx.send(v);
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// The next event other than a (re)connection notice, within 30 s.
+    fn next(&self) -> serde_json::Value {
+        loop {
+            let v = self.lines.recv_timeout(Duration::from_secs(30)).expect("no event from the p4p monitor");
+            if v["kind"] != "Disconnected" {
+                return v;
+            }
+        }
+    }
+}
+
+impl Drop for P4pMonitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn pva_monitor_ends_when_its_read_role_is_revoked() {
+    if !peers_enabled("pva_monitor_ends_when_its_read_role_is_revoked") {
+        return;
+    }
+    let (pva_tcp, pva_udp) = (free_port(), free_port());
+    let (tcp_s, udp_s) = (pva_tcp.to_string(), pva_udp.to_string());
+    let node = Node::start_with(
+        &["--auth"],
+        &[
+            ("WEFT_PVA_ENABLED", "true"),
+            ("WEFT_PVA_DEMO", "true"),
+            ("WEFT_AUTH_PVA_TRUST_CA_USER", "true"),
+            ("EPICS_PVAS_INTF_ADDR_LIST", "127.0.0.1"),
+            ("EPICS_PVAS_SERVER_PORT", &tcp_s),
+            ("EPICS_PVAS_BROADCAST_PORT", &udp_s),
+            ("EPICS_PVAS_AUTO_BEACON_ADDR_LIST", "NO"),
+            ("EPICS_PVAS_BEACON_ADDR_LIST", "127.0.0.1"),
+        ],
+    );
+    let admin = std::fs::read_to_string(node.data_dir().join("admin.token")).unwrap().trim().to_owned();
+    let admin_ok = |args: &[&str]| {
+        let mut a = args.to_vec();
+        a.extend(["--token", &admin]);
+        node.ok(&a)
+    };
+    let me = account();
+    // The subscriber (p4p, as this account) reads; a writer (weft pv put
+    // with USER=pvwriter, the name our client sends) puts.
+    admin_ok(&["auth", "role", "add", "pvread", "--grant", "read:pv:weft:demo:*"]);
+    admin_ok(&["auth", "role", "add", "pvwrite", "--grant", "write:pv:weft:demo:*"]);
+    admin_ok(&["auth", "user", "add", &me, "--role", "pvread"]);
+    admin_ok(&["auth", "user", "add", "pvwriter", "--role", "pvwrite"]);
+    let put = |v: &str| {
+        let o = std::process::Command::new(common::WEFT)
+            .args(["pv", "put", PV, v])
+            .env("USER", "pvwriter")
+            .env("EPICS_PVA_ADDR_LIST", format!("127.0.0.1:{pva_udp}"))
+            .env("EPICS_PVA_AUTO_ADDR_LIST", "NO")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "weft pv put {v}: {}", text(&o.stderr));
+    };
+
+    let mon = P4pMonitor::start(pva_udp);
+    let first = mon.next();
+    assert_eq!(first["kind"], "value", "{first}");
+    put("4.5");
+    let update = mon.next();
+    assert_eq!(update, serde_json::json!({"kind": "value", "v": 4.5}), "updates flow while the role is held");
+
+    // Revoked: the next update is not sent, the monitor ends with an error.
+    admin_ok(&["auth", "role", "remove", "pvread"]);
+    put("5.5");
+    let end = mon.next();
+    assert_ne!(end["kind"], "value", "an update after the revocation was sent: {end}");
+    let msg = end["msg"].as_str().unwrap_or_default();
+    assert!(msg.contains(&format!("access denied: read access to {PV} for user {me}")) && msg.contains("monitor ended"), "{end}");
+    // p4p then closes the subscription (Finished), and no value follows,
+    // even after one more put.
+    let fin = mon.next();
+    assert_eq!(fin["kind"], "Finished", "{fin}");
+    put("6.5");
+    let after = mon.lines.recv_timeout(Duration::from_millis(500));
+    assert!(after.is_err(), "the monitor went on after its end: {after:?}");
+
+    let stats = admin_ok(&["stats"]);
+    assert!(stats.lines().any(|l| l == "pva.monitors_revoked 1"), "{stats}");
+    let audit = std::fs::read_to_string(node.data_dir().join("audit.log")).unwrap();
+    assert!(
+        audit.lines().any(|l| l.contains("\"surface\":\"pva\"") && l.contains("\"outcome\":\"forbidden\"") && l.contains("\"action\":\"read\"") && l.contains(&format!("{me} (pva ca)"))),
+        "{audit}"
+    );
 }

@@ -559,6 +559,20 @@ impl Conn {
                 }
                 if r.subcmd & sub::MONITOR_START == sub::MONITOR_START {
                     if task.is_none() {
+                        // Asked again before each update, so a revoked role
+                        // ends the monitor instead of feeding it.
+                        let still_allowed: Option<ReadCheck> = match (&self.shared.access_hook, self.channels.get(&op.sid)) {
+                            (Some(hook), Some(ch)) => {
+                                let (hook, name, user, peer) = (hook.clone(), ch.name.clone(), self.user.clone(), self.peer);
+                                Some(Box::new(move || {
+                                    hook.0.check(&name, user.as_deref(), peer, Access::Read).map_err(|why| {
+                                        let who = user.as_deref().unwrap_or("anonymous");
+                                        format!("access denied: read access to {name} for user {who} from {} ({why}); monitor ended", peer.ip())
+                                    })
+                                }))
+                            }
+                            _ => None,
+                        };
                         let pv = op.pv.clone();
                         *task = Some(tokio::spawn(monitor_task(
                             s.clone(),
@@ -568,6 +582,7 @@ impl Conn {
                             self.tx.clone(),
                             window.clone(),
                             self.flow.clone(),
+                            still_allowed,
                         )));
                     }
                 } else if r.subcmd & sub::MONITOR_START == sub::MONITOR_STOP {
@@ -970,6 +985,11 @@ fn splice(cur: &ScalarArray, offset: usize, stride: usize, part: &ScalarArray) -
     }
 }
 
+/// A monitor's read permission, asked before each update: Err(the text
+/// the client is sent) once it is gone.
+type ReadCheck = Box<dyn Fn() -> std::result::Result<(), String> + Send + Sync>;
+
+#[allow(clippy::too_many_arguments)] // one monitor's whole state, passed once at its start
 async fn monitor_task(
     s: Arc<Subscription>,
     desc: FieldDesc,
@@ -978,12 +998,24 @@ async fn monitor_task(
     tx: Tx,
     window: Option<Arc<Semaphore>>,
     flow: Arc<Flow>,
+    still_allowed: Option<ReadCheck>,
 ) {
     loop {
         while let Some(u) = s.pop() {
             let changed = intersect(&u.changed, &mask);
             if changed.is_empty() {
                 continue;
+            }
+            if let Some(Err(msg)) = still_allowed.as_ref().map(|check| check()) {
+                // The final update (subcommand 0x10) with an error status:
+                // clients end the subscription with this error.
+                tx.shared.stats.access_denied.fetch_add(1, Ordering::Relaxed);
+                tx.shared.stats.monitors_revoked.fetch_add(1, Ordering::Relaxed);
+                debug!(ioid, %msg, "monitor ended: read access revoked");
+                if let Ok(b) = typed_response(cmd::MONITOR, ioid, sub::DESTROY, Some(&Status::error(msg)), |_| Ok(())) {
+                    let _ = tx.send(b).await;
+                }
+                return;
             }
             if let Some(w) = &window {
                 match w.acquire().await {

@@ -58,6 +58,9 @@ pub struct Stats {
     pub monitors_open: AtomicU64,
     /// Monitor updates sent to clients (the first value of each monitor included).
     pub monitor_updates: AtomicU64,
+    /// Monitors ended because the access hook no longer grants read (a
+    /// revoked role): the update was not sent, the client got an error.
+    pub monitors_revoked: AtomicU64,
 }
 
 impl Stats {
@@ -81,6 +84,7 @@ impl Stats {
             ("pva.channels_open", r(&self.channels_open)),
             ("pva.monitors_open", r(&self.monitors_open)),
             ("pva.monitor_updates", r(&self.monitor_updates)),
+            ("pva.monitors_revoked", r(&self.monitors_revoked)),
         ]
     }
 }
