@@ -253,6 +253,8 @@ fn remove_join_and_kill9_move_replicas_and_keep_every_ack() {
     let s = ps[0].status().unwrap();
     assert!(s["moves_done"].as_u64().unwrap() >= 9, "moves done: {}", s["moves_done"]);
     assert!(s["moves"].as_array().unwrap().is_empty());
+    let text = String::from_utf8(ps[0].weft(&["cluster", "status"]).stdout).unwrap();
+    assert!(text.contains("moves in flight: 0") && text.contains(&format!("done: {}", s["moves_done"])), "{text}");
     // The same numbers in the stats and on /metrics.
     let stats = ps[0].json(&["stats", "--json"]).unwrap();
     let text = stats.to_string();
