@@ -61,6 +61,24 @@ pub async fn serve_with_auth(
     authz: Option<std::sync::Arc<weft_auth::Authorizer>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ServeError> {
+    serve_admitting(addr, exec, tls, authz, None, shutdown).await
+}
+
+/// Whether a client may connect (the node's `grpc.allow`): false closes
+/// the connection at accept, before TLS or HTTP/2; the function itself
+/// logs, counts and audits the refusal.
+pub type Admit = std::sync::Arc<dyn Fn(SocketAddr) -> bool + Send + Sync>;
+
+/// As [`serve_with_auth`], with `admit` asked about every accepted
+/// connection (None: everyone).
+pub async fn serve_admitting(
+    addr: &str,
+    exec: Executor,
+    tls: Option<GrpcTls>,
+    authz: Option<std::sync::Arc<weft_auth::Authorizer>>,
+    admit: Option<Admit>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ServeError> {
     use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr: addr.to_owned(), source })?;
     let local = listener.local_addr().map_err(|source| ServeError::Bind { addr: addr.to_owned(), source })?;
@@ -80,8 +98,16 @@ pub async fn serve_with_auth(
     }.into_server());
     // tonic sets TCP_NODELAY only on listeners it binds itself; without it
     // a small answer waits for the peer's delayed ACK (about 40 ms here).
-    let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |s| {
-        s.and_then(|s| s.set_nodelay(true).map(|()| s))
+    let incoming = tokio_stream::StreamExt::filter_map(tokio_stream::wrappers::TcpListenerStream::new(listener), move |s| match s {
+        Ok(s) => {
+            if let (Some(admit), Ok(peer)) = (&admit, s.peer_addr())
+                && !admit(peer)
+            {
+                return None; // dropped: closed unanswered
+            }
+            Some(s.set_nodelay(true).map(|()| s))
+        }
+        Err(e) => Some(Err(e)),
     });
     let task = tokio::spawn(async move {
         if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown).await {

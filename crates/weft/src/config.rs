@@ -76,6 +76,9 @@ pub struct GrpcConf {
     /// Serve gRPC over TLS with the `tls.*` certificate, key and client CA
     /// (mTLS when `tls.client_auth` is optional or require).
     pub tls: bool,
+    /// Client addresses allowed (CIDRs or addresses); others are closed on
+    /// accept, before TLS or HTTP/2. Deny by default: loopback only.
+    pub allow: Vec<String>,
 }
 
 /// Authentication and authorisation (docs/security.md).
@@ -429,7 +432,7 @@ impl Default for NodeConfig {
             otel: OtelConf { endpoint: String::new(), sample_ratio: 1.0, service_name: "weft".into(), filter: "info".into() },
             ui: UiConf { enabled: true, max_clients: 16, period_ms: 1000, max_watches: default_ui_max_watches() },
             auth: AuthConf::default(),
-            grpc: GrpcConf { enabled: true, addr: format!("127.0.0.1:{DEFAULT_GRPC_PORT}"), tls: false },
+            grpc: GrpcConf { enabled: true, addr: format!("127.0.0.1:{DEFAULT_GRPC_PORT}"), tls: false, allow: loopback() },
             reload: ReloadConf { watch_interval_ms: 2000 },
             tables: weft_table::TablesConfig::default(),
             query: weft_api::QueryConfig::default(),

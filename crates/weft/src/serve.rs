@@ -107,7 +107,7 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
         None => weft_broker::plane::LocalPlane::shared(log.clone()),
     };
     weft_broker::native::register_with(&mut service, log.clone(), record_plane.clone())?;
-    weft_api::native::register(&mut service, query_exec.clone())?;
+    weft_api::native::register(&mut service, query_exec.clone(), Some(authz.clone()))?;
     if let Some(t) = &cluster_tables {
         // Table statements forwarded by nodes without a replica (one hop).
         crate::cluster_cmd::tables::register_local(&mut service, t.clone(), query_exec.clone())?;
@@ -211,7 +211,8 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
         let scheme = if tls.is_some() { "grpcs" } else { "grpc" };
         let stop = server.stopping();
         // Auth on: the Query service authenticates every call and checks every statement (docs/security.md, "gRPC").
-        match weft_api::server::serve_with_auth(&cfg.grpc.addr, query_exec.clone(), tls, Some(authz.clone()), async move { stop.cancelled().await }).await {
+        let admit = grpc_admit(AllowList::parse(&cfg.grpc.allow).context("grpc.allow")?, &reloader, authz.clone(), svc);
+        match weft_api::server::serve_admitting(&cfg.grpc.addr, query_exec.clone(), tls, Some(authz.clone()), Some(admit), async move { stop.cancelled().await }).await {
             Ok((addr, task)) => {
                 svc.add_transport(format!("{scheme}://{addr}"));
                 Some(task)
@@ -311,7 +312,7 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
                     Some(ui) => crate::observe::routes(readiness.clone()).merge(crate::ui::routes(ui.clone())),
                     None => crate::observe::routes(readiness.clone()),
                 }
-                .merge(weft_api::http::routes(query_exec.clone())),
+                .merge(weft_api::http::routes(query_exec.clone(), Some(authz.clone()))),
             ),
             plane: Some(record_plane.clone()),
             auth: Some(Arc::new(weft_broker::http_auth::HttpAuth {
@@ -408,6 +409,36 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
         tracing::warn!("drain timeout reached with requests still running; exiting anyway");
     }
     Ok(())
+}
+
+/// `grpc.allow`, reloadable: a refused client is closed at accept (before
+/// TLS and HTTP/2), logged, counted (`grpc.refused`, and the refused
+/// connections metric with transport `grpc`) and audited. Open HTTP/2
+/// connections are kept by a reload (docs/security.md, "Reload").
+fn grpc_admit(allow: AllowList, reloader: &crate::reload::Reloader, authz: Arc<weft_auth::Authorizer>, svc: &weft_service::Service) -> weft_api::server::Admit {
+    reloader.add_allow("grpc.allow", &allow);
+    let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = refused.clone();
+    svc.stats().add_gauges(move || vec![("grpc.refused".to_owned(), count.load(std::sync::atomic::Ordering::Relaxed).into())]);
+    Arc::new(move |peer: std::net::SocketAddr| {
+        if allow.allows_ip(peer.ip()) {
+            return true;
+        }
+        refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        weft_metrics::get().connections_refused.get_or_create(&weft_metrics::l2("transport", "grpc", "reason", "allow_list")).inc();
+        tracing::warn!(%peer, "gRPC client refused by the allow-list (grpc.allow)");
+        authz.record_event(weft_auth::AuditEvent {
+            time_ms: weft_auth::now_ms(),
+            surface: "grpc".into(),
+            peer: peer.to_string(),
+            resource: "grpc".into(),
+            action: "connect".into(),
+            outcome: "denied".into(),
+            message: "not on the listener's allow-list".into(),
+            ..Default::default()
+        });
+        false
+    })
 }
 
 /// Built without pvAccess: `pva.enabled` is a configuration error.

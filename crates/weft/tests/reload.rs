@@ -283,3 +283,27 @@ fn file_watch_reloads_without_a_signal_and_keeps_the_old_certificate() {
     wait_stat(&node, "reload.count", count + 1);
     assert!(tls_ping().status.success());
 }
+
+#[test]
+fn grpc_allow_list_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("weft.toml");
+    write_conf(&conf, "[grpc]\nallow = [\"127.0.0.1\"]\n");
+    let node = Node::start_with(&["--config", conf.to_str().unwrap()], &[]);
+    let via = unix(&node);
+    let query = || node.weft(&["query", "SHOW TABLES"]);
+    assert!(query().status.success(), "{}", text(&query().stderr));
+
+    write_conf(&conf, "[grpc]\nallow = [\"10.0.0.0/8\"]\n");
+    let rep: serde_json::Value = serde_json::from_slice(&support::run(&["config", "reload", "--json", "--addr", &via]).stdout).unwrap();
+    assert_eq!(rep["ok"], true, "{rep}");
+    assert!(rep["applied"].as_array().unwrap().iter().any(|k| k == "grpc.allow"), "{rep}");
+    assert!(!query().status.success(), "a gRPC client from 127.0.0.1 was let in");
+    assert!(node.stat_via(&via, "grpc.refused") >= 1);
+    let audit = std::fs::read_to_string(node.data_dir().join("audit.log")).unwrap();
+    assert!(audit.lines().any(|l| l.contains("\"surface\":\"grpc\"") && l.contains("\"action\":\"connect\"") && l.contains("\"outcome\":\"denied\"")), "{audit}");
+
+    write_conf(&conf, "[grpc]\nallow = [\"127.0.0.0/8\"]\n");
+    sighup(&node);
+    assert!(query().status.success(), "{}", text(&query().stderr));
+}
