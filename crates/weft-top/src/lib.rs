@@ -1,12 +1,14 @@
 //! `weft top`: a live view of one Weft node in the terminal, like `top`
 //! for a broker: request rates and latencies per endpoint, topics and
 //! their write rates, consumer groups and their lag, queues and their
-//! backlog.
+//! backlog; in cluster mode the nodes, leaders and partition groups; tables;
+//! pvAccess channels and PVs.
 //!
 //! - [`gather`] asks the node (standard endpoints only: `weft.info`,
 //!   `weft.stats`, `log.topic.*`, `log.group.list`, `weft.queue.ls`,
-//!   `weft.sender.ls`) for one [`Sample`];
-//! - [`model`] turns two samples into a [`View`] (rates need two);
+//!   `weft.sender.ls`, `cluster.status`, `pva.pvs`) for one [`Sample`];
+//! - [`model`] turns two samples into a [`View`] (rates need two), with
+//!   [`panels`] for the cluster, tables and pvAccess;
 //! - [`render`] draws a view with ratatui, [`text`] prints it for scripts.
 //!
 //! Nothing here keeps state on the node: any number of `weft top`s can

@@ -385,7 +385,7 @@ pub fn pva_line(p: &PvaView) -> String {
 
 fn draw_tables_pv(f: &mut Frame, area: Rect, v: &View) {
     let pv_rows = v.pva.as_ref().map_or(0, |p| p.pvs.len());
-    let [tabs, pvs] = Layout::vertical([Constraint::Fill(1), Constraint::Length((pv_rows as u16).saturating_add(4).clamp(3, 16))]).areas(area);
+    let [tabs, pvs] = Layout::vertical([Constraint::Fill(1), Constraint::Length((pv_rows as u16).saturating_add(3).clamp(3, 16))]).areas(area);
     if v.tables.is_empty() {
         empty_panel(f, tabs, "tables", "no tables");
     } else {
