@@ -7,7 +7,9 @@
 //! weft-auth for `table:NAME`, `topic:NAME` or any table (SHOW TABLES), per
 //! statement, so a BATCH, a Session or a Stream is checked statement by
 //! statement and a revoked or expired credential fails at its next
-//! statement. Refusals go to weft-auth's audit hook with surface `grpc`.
+//! statement. Refusals go to weft-auth's audit hook with the caller's
+//! surface (`grpc`, `native` for `query.*`, `http` for `POST /v1/query` and
+//! the dashboard's console).
 
 use std::sync::Arc;
 
@@ -16,11 +18,13 @@ use weft_auth::{Action, Denied, DeniedKind, Identity, Resource, ResourceKind};
 use crate::error::Error;
 use crate::exec::{Access, Authorizer};
 
-/// The caller of one gRPC call.
+/// The caller of one query call.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub who: Identity,
     pub peer: String,
+    /// Where it called (`grpc`, `native`, `http`): the audit line's surface.
+    pub surface: &'static str,
 }
 
 tokio::task_local! {
@@ -48,7 +52,7 @@ pub fn authenticate<T>(authz: &weft_auth::Authorizer, req: &tonic::Request<T>) -
     let peer = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
     let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
     match authz.authenticate_header(header) {
-        Ok(who) => Ok(Caller { who, peer }),
+        Ok(who) => Ok(Caller { who, peer, surface: "grpc" }),
         Err(d) => {
             authz.record_denial("grpc", &Identity::nobody(), &peer, "", &d);
             Err(denied(d))
@@ -79,7 +83,7 @@ impl WeftAuth {
             Err(Denied::forbidden(format!("unknown resource {resource}")))
         };
         r.map_err(|d| {
-            self.0.record_denial("grpc", &caller.who, &caller.peer, resource, &d);
+            self.0.record_denial(caller.surface, &caller.who, &caller.peer, resource, &d);
             denied(d)
         })
     }
@@ -89,7 +93,7 @@ impl Authorizer for WeftAuth {
     fn authorize(&self, _identity: Option<&str>, access: Access, resource: &str) -> Result<(), Error> {
         let caller = CALLER
             .try_with(Caller::clone)
-            .unwrap_or_else(|_| Caller { who: Identity::nobody(), peer: String::new() });
+            .unwrap_or_else(|_| Caller { who: Identity::nobody(), peer: String::new(), surface: "query" });
         self.check(&caller, access, resource)
     }
 }

@@ -631,17 +631,24 @@ impl Executor {
             Batch::Plain(ops) => (&[], ops, None),
             Batch::Cond { compares, then, otherwise } => (compares, then, otherwise.as_deref()),
         };
+        let writes = then.iter().chain(otherwise.unwrap_or(&[])).any(|s| matches!(s, Statement::Set { .. } | Statement::Delete { .. }));
+        let access = if writes { Access::Write } else { Access::Read };
+        let mut names: Vec<&str> = compares.iter().map(|c| c.table.as_str()).chain(then.iter().chain(otherwise.unwrap_or(&[])).map(op_table)).collect();
+        names.sort_unstable();
+        names.dedup();
+        // Every table named is checked before anything else: a BATCH naming
+        // one the caller may not use is refused whole as PERMISSION_DENIED.
+        for n in &names {
+            self.auth.authorize(id, access, &format!("table:{n}"))?;
+        }
         // A table is the unit of atomicity: every compare and op names the same one.
-        let mut names = compares.iter().map(|c| c.table.as_str()).chain(then.iter().chain(otherwise.unwrap_or(&[])).map(op_table));
-        let Some(name) = names.next() else {
+        let Some(&name) = names.first() else {
             r.succeeded = true;
             return Ok(r);
         };
-        if let Some(other) = names.find(|n| *n != name) {
+        if let Some(other) = names.get(1) {
             return Err(Error::Invalid(format!("a BATCH works on one table: it names {name:?} and {other:?}")));
         }
-        let writes = then.iter().chain(otherwise.unwrap_or(&[])).any(|s| matches!(s, Statement::Set { .. } | Statement::Delete { .. }));
-        let access = if writes { Access::Write } else { Access::Read };
         let mut txn = table::Txn::default();
         for c in compares {
             txn.compares.extend(compare(c)?);

@@ -1,8 +1,12 @@
 //! `query.*` endpoints on the native protocol (weft-service): the same
-//! executor and error codes as gRPC, JSON-shaped answers (json.rs).
+//! executor and error codes as gRPC, JSON-shaped answers (json.rs). With
+//! weft-auth, every statement is checked for the connection's identity as
+//! on gRPC (docs/security.md).
+
+use std::sync::Arc;
 
 use serde::Deserialize;
-use weft_service::{Service, ServiceError};
+use weft_service::{EndpointOptions, Service, ServiceError};
 
 use crate::aql::Statement;
 use crate::error::Error;
@@ -35,13 +39,30 @@ pub async fn run(exec: &Executor, req: &QueryRequest, batch_only: bool, identity
     Ok(crate::json::result(&r))
 }
 
-/// Registers `query.execute` (any statement) and `query.batch` (BATCH only).
-pub fn register(service: &mut Service, exec: Executor) -> Result<(), ServiceError> {
+/// Registers `query.execute` (any statement) and `query.batch` (BATCH
+/// only). `authz`: every statement is checked for the connection's identity
+/// (the hello's token or the TLS certificate's user) as the gRPC service
+/// checks it, refusals audited with surface `native`; weft-auth allows
+/// everything while auth is off. None: the executor's own hook.
+pub fn register(service: &mut Service, exec: Executor, authz: Option<Arc<weft_auth::Authorizer>>) -> Result<(), ServiceError> {
+    let exec = match authz {
+        Some(a) => exec.with_authorizer(Arc::new(crate::auth::WeftAuth(a))),
+        None => exec,
+    };
     for (route, batch_only) in [("query.execute", false), ("query.batch", true)] {
         let exec = exec.clone();
-        service.endpoint(route, move |req: QueryRequest| {
+        service.endpoint_with(route, EndpointOptions::default(), move |req: QueryRequest, peer: Arc<weft_net::PeerInfo>| {
             let exec = exec.clone();
-            async move { run(&exec, &req, batch_only, None).await.map_err(|e| ServiceError::Wire(crate::json::error_body(&e))) }
+            async move {
+                let caller = crate::auth::Caller {
+                    who: peer.identity.clone().unwrap_or_else(weft_auth::Identity::nobody),
+                    peer: peer.addr.clone(),
+                    surface: "native",
+                };
+                crate::auth::scoped(Some(caller), run(&exec, &req, batch_only, None))
+                    .await
+                    .map_err(|e| ServiceError::Wire(crate::json::error_body(&e)))
+            }
         })?;
     }
     Ok(())

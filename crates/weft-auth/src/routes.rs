@@ -52,6 +52,8 @@ pub fn native_access(route: &str) -> Access {
     use ResourceKind::*;
     match route {
         "weft.ping" | "auth.whoami" => Access::Authenticated,
+        // Each statement is checked per table and topic in the query layer (weft-api).
+        "query.execute" | "query.batch" => Access::Authenticated,
         "log.produce" | "cluster.produce" => check(Write, Topic, NameFrom::Field(Field::Topic)),
         "log.fetch" | "log.offsets" | "cluster.fetch" => check(Read, Topic, NameFrom::Field(Field::Topic)),
         "log.group.fetch" => check(Read, Topic, NameFrom::FetchTopic),

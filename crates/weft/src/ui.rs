@@ -532,7 +532,7 @@ async fn console_query(State(ui): State<Arc<Ui>>, ext: axum::http::Extensions, b
     let peer = ext.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.to_string()).unwrap_or_default();
     let started = Instant::now();
     let q = weft_api::native::QueryRequest { aql: req.aql, timeout_ms: req.timeout_ms, serializable: false };
-    let r = weft_api::auth::scoped(Some(weft_api::auth::Caller { who, peer }), weft_api::native::run(&ui.query, &q, false, None)).await;
+    let r = weft_api::auth::scoped(Some(weft_api::auth::Caller { who, peer, surface: "http" }), weft_api::native::run(&ui.query, &q, false, None)).await;
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     Ok(Json(match r {
         Ok(result) => serde_json::json!({"ok": true, "result": result, "elapsed_ms": elapsed_ms}),
