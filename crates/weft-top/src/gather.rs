@@ -38,6 +38,16 @@ async fn optional<T: Default>(r: Result<T, TopError>) -> Result<T, TopError> {
     }
 }
 
+/// A part only some nodes run (cluster mode, pvAccess): None when the node
+/// does not list the route in `weft.info` (no call, so no refusal from an
+/// identity that may not call it either).
+async fn optional_route<T: DeserializeOwned>(client: &Client, node: &NodeInfo, route: &'static str) -> Result<Option<T>, TopError> {
+    if !node.serves(route) {
+        return Ok(None);
+    }
+    ask(client, route, serde_json::Value::Null).await.map(Some)
+}
+
 /// Asks the node for everything `weft top` shows.
 pub async fn gather(client: &Client) -> Result<Sample, TopError> {
     let node: NodeInfo = ask(client, "weft.info", serde_json::json!({})).await?;
@@ -59,14 +69,14 @@ pub async fn gather(client: &Client) -> Result<Sample, TopError> {
     // Outside cluster mode `cluster.status` is an unknown route; a member
     // that refuses it (busy, or an identity without admin on `cluster`)
     // says why in the panel rather than failing the whole sample.
-    let (cluster, cluster_error) = match ask::<ClusterSample>(client, "cluster.status", serde_json::Value::Null).await {
-        Ok(c) => (Some(c), None),
+    let (cluster, cluster_error) = match optional_route(client, &node, "cluster.status").await {
+        Ok(c) => (c, None),
         Err(e) if missing(&e) => (None, None),
         Err(e) if remote_code(&e).is_some() => (None, Some(e.to_string())),
         Err(e) => return Err(e),
     };
-    let pvs: Option<PvList> = match ask(client, "pva.pvs", serde_json::Value::Null).await {
-        Ok(p) => Some(p),
+    let pvs: Option<PvList> = match optional_route(client, &node, "pva.pvs").await {
+        Ok(p) => p,
         Err(e) if missing(&e) => None,
         Err(e) => return Err(e),
     };

@@ -38,6 +38,17 @@ pub struct NodeInfo {
     pub uptime_s: f64,
     #[serde(default)]
     pub transports: Vec<String>,
+    /// Routes the node serves: optional parts are asked for only when listed.
+    #[serde(default, skip_serializing)]
+    pub endpoints: Vec<String>,
+}
+
+impl NodeInfo {
+    /// Whether the node serves `route` (an older node that lists no
+    /// routes is asked anyway; it answers `unknown_route` if not).
+    pub fn serves(&self, route: &str) -> bool {
+        self.endpoints.is_empty() || self.endpoints.iter().any(|e| e == route)
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -346,6 +357,14 @@ mod tests {
         // a restarted node (counters went down) gives no rate, not a negative one
         let v = View::between(Some(&b), &a);
         assert_eq!(v.endpoints.iter().find(|e| e.route == "log.produce").unwrap().rate, None);
+    }
+
+    #[test]
+    fn optional_parts_are_asked_for_when_listed() {
+        let info: NodeInfo = serde_json::from_value(serde_json::json!({"name": "n", "endpoints": ["weft.info", "pva.pvs"]})).unwrap();
+        assert!(info.serves("pva.pvs") && !info.serves("cluster.status"));
+        assert!(NodeInfo::default().serves("cluster.status"), "a node that lists nothing is asked");
+        assert!(!serde_json::to_string(&info).unwrap().contains("endpoints"), "not in the JSON view");
     }
 
     #[test]

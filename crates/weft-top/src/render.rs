@@ -511,7 +511,14 @@ mod tests {
 
     fn view() -> View {
         View {
-            node: NodeInfo { name: "n1".into(), id: "abc".into(), version: "0.1.0".into(), uptime_s: 12.0, transports: vec!["tcp://127.0.0.1:7400".into()] },
+            node: NodeInfo {
+                name: "n1".into(),
+                id: "abc".into(),
+                version: "0.1.0".into(),
+                uptime_s: 12.0,
+                transports: vec!["tcp://127.0.0.1:7400".into()],
+                ..NodeInfo::default()
+            },
             connections_open: 3,
             frames_in_rate: Some(1500.0),
             refused: 0,
