@@ -69,7 +69,7 @@ pub async fn gather(client: &Client) -> Result<Sample, TopError> {
     // Outside cluster mode `cluster.status` is an unknown route; a member
     // that refuses it (busy, or an identity without admin on `cluster`)
     // says why in the panel rather than failing the whole sample.
-    let (cluster, cluster_error) = match optional_route(client, &node, "cluster.status").await {
+    let (cluster, cluster_error) = match optional_route::<ClusterSample>(client, &node, "cluster.status").await {
         Ok(c) => (c, None),
         Err(e) if missing(&e) => (None, None),
         Err(e) if remote_code(&e).is_some() => (None, Some(e.to_string())),
