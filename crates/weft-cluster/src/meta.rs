@@ -89,6 +89,9 @@ pub struct TableMeta {
     pub group: GroupId,
     /// Replica nodes; the first is the preferred leader.
     pub replicas: Vec<NodeId>,
+    /// Moves finished on this table's group (as `PartitionMeta::moves`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub moves: u64,
 }
 
 /// A replica move in flight (docs/cluster.md, "Rebalancer"): `to` joins
@@ -165,7 +168,7 @@ pub enum MetaCommand {
     DropTable { name: String },
     /// A node's gRPC query address (it advertises its own once registered).
     SetGrpcAddr { id: NodeId, addr: String },
-    /// Record a replica move of a partition group (the rebalancer's planner).
+    /// Record a replica move of a partition or table group (the rebalancer's planner).
     /// `max_moves` (`cluster.rebalance.max_concurrent_moves`) is checked at apply.
     StartMove {
         group: GroupId,
@@ -179,7 +182,7 @@ pub enum MetaCommand {
     FinishMove { group: GroupId, from: NodeId, to: NodeId },
     /// Drop a move whose target left before it became a voter.
     CancelMove { group: GroupId, to: NodeId },
-    /// Reorder a partition's replicas (same set): the first is the preferred leader.
+    /// Reorder a partition's or table's replicas (same set): the first is the preferred leader.
     SetReplicas { group: GroupId, replicas: Vec<NodeId> },
 }
 
@@ -211,8 +214,20 @@ impl MetaState {
         out
     }
 
-    fn partition_mut(&mut self, group: GroupId) -> Option<&mut PartitionMeta> {
-        self.topics.values_mut().flat_map(|t| t.partitions.iter_mut()).find(|p| p.group == group)
+    /// Every group with replicas on data nodes (partitions and tables), by group id: what the rebalancer moves.
+    pub fn replica_groups(&self) -> Vec<(GroupId, Vec<NodeId>)> {
+        let mut out = self.partition_groups();
+        out.extend(self.tables.values().map(|t| (t.group, t.replicas.clone())));
+        out.sort_by_key(|(g, _)| *g);
+        out
+    }
+
+    /// A partition's or table's replicas and move count, by group.
+    fn replicas_mut(&mut self, group: GroupId) -> Option<(&mut Vec<NodeId>, &mut u64)> {
+        if let Some(p) = self.topics.values_mut().flat_map(|t| t.partitions.iter_mut()).find(|p| p.group == group) {
+            return Some((&mut p.replicas, &mut p.moves));
+        }
+        self.tables.values_mut().find(|t| t.group == group).map(|t| (&mut t.replicas, &mut t.moves))
     }
 
     fn apply_move(&mut self, cmd: MetaCommand) -> MetaResponse {
@@ -230,8 +245,8 @@ impl MetaState {
                 if !self.nodes.get(&to).is_some_and(|n| n.roles.contains(&Role::Data)) {
                     return err("validation", format!("node {to} is not a data node"));
                 }
-                let Some(p) = self.partition_mut(group) else { return err("not_found", format!("no partition group {group}")) };
-                if !p.replicas.contains(&from) || p.replicas.contains(&to) {
+                let Some((replicas, _)) = self.replicas_mut(group) else { return err("not_found", format!("no partition or table group {group}")) };
+                if !replicas.contains(&from) || replicas.contains(&to) {
                     return err("validation", format!("group {group}: {from} must be a replica and {to} not"));
                 }
                 self.moves.insert(group, Move { group, from, to, reason });
@@ -242,11 +257,11 @@ impl MetaState {
                     return err("not_found", format!("group {group} has no move {from} -> {to}"));
                 }
                 self.moves.remove(&group);
-                if let Some(p) = self.partition_mut(group) {
-                    for r in p.replicas.iter_mut().filter(|r| **r == from) {
+                if let Some((replicas, moves)) = self.replicas_mut(group) {
+                    for r in replicas.iter_mut().filter(|r| **r == from) {
                         *r = to;
                     }
-                    p.moves += 1;
+                    *moves += 1;
                 }
                 self.moves_done += 1;
                 MetaResponse::Ok
@@ -260,14 +275,14 @@ impl MetaState {
                 MetaResponse::Ok
             }
             MetaCommand::SetReplicas { group, replicas } => {
-                let Some(p) = self.partition_mut(group) else { return err("not_found", format!("no partition group {group}")) };
-                let (mut a, mut b) = (p.replicas.clone(), replicas.clone());
+                let Some((current, _)) = self.replicas_mut(group) else { return err("not_found", format!("no partition or table group {group}")) };
+                let (mut a, mut b) = (current.clone(), replicas.clone());
                 a.sort_unstable();
                 b.sort_unstable();
                 if a != b {
                     return err("validation", format!("group {group}: a reorder must keep the replica set"));
                 }
-                p.replicas = replicas;
+                *current = replicas;
                 MetaResponse::Ok
             }
             _ => err("validation", "not a move command".into()),
@@ -347,7 +362,7 @@ impl MetaState {
                 let group = self.next_group.max(1);
                 self.next_group = group + 1;
                 // Rotate the preferred leader with the group id, as partitions rotate.
-                let t = TableMeta { name: name.clone(), group, replicas: place(&data, (group % u64::from(u32::MAX)) as u32, replicas) };
+                let t = TableMeta { name: name.clone(), group, replicas: place(&data, (group % u64::from(u32::MAX)) as u32, replicas), moves: 0 };
                 self.tables.insert(name, t.clone());
                 MetaResponse::Table(t)
             }
@@ -362,9 +377,10 @@ impl MetaState {
                 MetaResponse::Ok
             }
             MetaCommand::DropTable { name } => {
-                if self.tables.remove(&name).is_none() {
+                let Some(t) = self.tables.remove(&name) else {
                     return err("not_found", format!("table {name:?} does not exist"));
-                }
+                };
+                self.moves.remove(&t.group);
                 MetaResponse::Ok
             }
             cmd @ (MetaCommand::StartMove { .. } | MetaCommand::FinishMove { .. } | MetaCommand::CancelMove { .. } | MetaCommand::SetReplicas { .. }) => self.apply_move(cmd),

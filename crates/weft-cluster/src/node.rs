@@ -210,6 +210,8 @@ struct Driver {
     /// Partition groups this node is joining (a move's target): hosted, but
     /// not served to readers until the placement names this node.
     joining: BTreeMap<GroupId, Arc<crate::partition::PartitionHandle>>,
+    /// The same for tables: a replica still joining serves no reads.
+    joining_tables: BTreeMap<GroupId, Arc<crate::table::TableReplica>>,
     planner: Option<crate::rebalancer::Planner>,
     executor: crate::rebalancer::Executor,
     rebalance: Arc<RebalanceCounters>,
@@ -291,6 +293,7 @@ impl ClusterNode {
             leaders: leaders.clone(),
             catch_up: catch_up.clone(),
             joining: BTreeMap::new(),
+            joining_tables: BTreeMap::new(),
             planner: None,
             executor: crate::rebalancer::Executor::new(),
             rebalance: rebalance.clone(),
@@ -983,7 +986,7 @@ impl Driver {
         }
         let data_nodes: std::collections::BTreeSet<NodeId> = meta.data_nodes().into_iter().collect();
         let views: Vec<crate::rebalancer::GroupView> = meta
-            .partition_groups()
+            .replica_groups()
             .into_iter()
             .filter_map(|(group, replicas)| {
                 let st = self.raft.status(group)?;
@@ -1069,17 +1072,33 @@ impl Driver {
         if !self.cfg.roles.contains(&Role::Data) {
             return Ok(());
         }
-        let wanted: Vec<crate::meta::TableMeta> = {
+        let me = self.cfg.node_id;
+        // (table, founding voters, placed here): a move's target joins empty,
+        // and so does any replica once the group changed (as for partitions).
+        let wanted: Vec<(crate::meta::TableMeta, Vec<NodeId>, bool)> = {
             let meta = self.meta.read().unwrap_or_else(|p| p.into_inner());
-            meta.tables.values().filter(|t| t.replicas.contains(&self.cfg.node_id) && !self.raft.has_group(t.group)).cloned().collect()
+            let joins = |g: GroupId| meta.moves.get(&g).is_some_and(|m| m.to == me);
+            meta.tables
+                .values()
+                .filter(|t| (t.replicas.contains(&me) || joins(t.group)) && !self.raft.has_group(t.group))
+                .map(|t| {
+                    let placed = t.replicas.contains(&me);
+                    let founding = placed && t.moves == 0 && !meta.moves.contains_key(&t.group);
+                    (t.clone(), if founding { t.replicas.clone() } else { Vec::new() }, placed)
+                })
+                .collect()
         };
         self.close_dropped_tables();
-        for t in wanted {
+        for (t, voters, placed) in wanted {
             let disk = FileDisk::open(self.cfg.data_dir.join("cluster").join("groups").join(format!("{}.wal", t.group)))?;
             let (sm, replica) = crate::table::start(t.name.clone());
-            self.raft.open_group(t.group, Box::new(disk), Box::new(sm), &t.replicas, &mut self.rng)?;
-            self.tables.write().unwrap_or_else(|p| p.into_inner()).insert(t.group, replica);
-            tracing::info!(group = t.group, table = %t.name, replicas = ?t.replicas, "cluster: table group opened");
+            self.raft.open_group(t.group, Box::new(disk), Box::new(sm), &voters, &mut self.rng)?;
+            if placed {
+                self.tables.write().unwrap_or_else(|p| p.into_inner()).insert(t.group, replica);
+            } else {
+                self.joining_tables.insert(t.group, replica);
+            }
+            tracing::info!(group = t.group, table = %t.name, replicas = ?t.replicas, joining = !placed, "cluster: table group opened");
         }
         Ok(())
     }
@@ -1088,14 +1107,31 @@ impl Driver {
     /// metadata no longer has (or no longer places here), and remove its raft
     /// log. Group ids are never reused, so a late message for the group is
     /// refused as unknown. Readers holding the replica keep their view.
+    ///
+    /// After moves (docs/cluster.md, "Rebalancer"): a table group this node
+    /// joined serves reads once the placement names it; one it was moved off
+    /// is closed but its raft log kept (as for partitions).
     fn close_dropped_tables(&mut self) {
-        let open: Vec<GroupId> = self.tables.read().unwrap_or_else(|p| p.into_inner()).keys().copied().collect();
-        let keep: std::collections::BTreeSet<GroupId> = {
+        let me = self.cfg.node_id;
+        let (placed, joins, exists): (std::collections::BTreeSet<GroupId>, std::collections::BTreeSet<GroupId>, std::collections::BTreeSet<GroupId>) = {
             let meta = self.meta.read().unwrap_or_else(|p| p.into_inner());
-            meta.tables.values().filter(|t| t.replicas.contains(&self.cfg.node_id)).map(|t| t.group).collect()
+            (
+                meta.tables.values().filter(|t| t.replicas.contains(&me)).map(|t| t.group).collect(),
+                meta.moves.values().filter(|m| m.to == me).map(|m| m.group).collect(),
+                meta.tables.values().map(|t| t.group).collect(),
+            )
         };
-        for group in open.into_iter().filter(|g| !keep.contains(g)) {
+        let joined: Vec<GroupId> = self.joining_tables.keys().copied().filter(|g| placed.contains(g)).collect();
+        for g in joined {
+            if let Some(r) = self.joining_tables.remove(&g) {
+                self.tables.write().unwrap_or_else(|p| p.into_inner()).insert(g, r);
+                tracing::info!(group = g, "cluster: joined table group now serves reads");
+            }
+        }
+        let open: Vec<GroupId> = self.tables.read().unwrap_or_else(|p| p.into_inner()).keys().chain(self.joining_tables.keys()).copied().collect();
+        for group in open.into_iter().filter(|g| !placed.contains(g) && !joins.contains(g)) {
             self.tables.write().unwrap_or_else(|p| p.into_inner()).remove(&group);
+            self.joining_tables.remove(&group);
             self.raft.close_group(group);
             // Reads waiting on the group will not complete: fail them now.
             let waiting: Vec<u64> = self.reads_waiting.iter().filter(|(_, (g, _))| *g == group).map(|(s, _)| *s).collect();
@@ -1103,6 +1139,11 @@ impl Driver {
                 if let Some((_, p)) = self.reads_waiting.remove(&seq) {
                     let _ = p.reply.send(Err(ClusterError::UnknownGroup(group)));
                 }
+            }
+            if exists.contains(&group) {
+                // Moved off, not dropped: the raft log stays (see close_moved_partitions).
+                tracing::info!(group, "cluster: moved off a table group; closed (its raft log stays)");
+                continue;
             }
             let path = self.cfg.data_dir.join("cluster").join("groups").join(format!("{group}.wal"));
             match std::fs::remove_file(&path) {

@@ -94,7 +94,7 @@ impl Planner {
         let targets: Vec<NodeId> = data.iter().copied().filter(|n| live.contains(n)).collect();
         // Nodes that may keep replicas: registered data nodes not down.
         let healthy: BTreeSet<NodeId> = data.iter().copied().filter(|n| !down.contains(n)).collect();
-        let groups = meta.partition_groups();
+        let groups = meta.replica_groups();
         let mut load: BTreeMap<NodeId, u64> = healthy.iter().map(|n| (*n, 0)).collect();
         for (_, replicas) in &groups {
             for r in replicas {

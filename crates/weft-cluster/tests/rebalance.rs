@@ -1,5 +1,5 @@
 //! The rebalancer on real nodes in one process over loopback TCP (partition
-//! groups without records): a removed node's replicas are replaced, a node
+//! groups without records, and a replicated table): a removed node's replicas are replaced, a node
 //! down past `down_after_ms` is re-replicated, a new node gets its share,
 //! and leadership goes to the preferred replicas. After each phase the
 //! placement in the metadata and every group's raft configuration agree.
@@ -59,7 +59,7 @@ async fn settled(nodes: &[&ClusterNode]) -> Option<BTreeMap<u64, Vec<u64>>> {
     if !meta.moves.is_empty() {
         return None;
     }
-    let placement: BTreeMap<u64, Vec<u64>> = meta.partition_groups().into_iter().collect();
+    let placement: BTreeMap<u64, Vec<u64>> = meta.replica_groups().into_iter().collect();
     let mut seen = BTreeSet::new();
     for n in nodes {
         for g in n.status().await.ok()?.groups {
@@ -89,11 +89,17 @@ async fn replicas_follow_removed_down_and_new_nodes_and_leadership_spreads() {
     let create = MetaCommand::CreateTopic { name: "t".into(), partitions: 5, replicas: 3, config: Default::default() };
     let r = until("topic created", async || nodes[0].propose_meta(&create).await.ok()).await;
     assert!(matches!(r, MetaResponse::Topic(_)), "{r:?}");
+    // A replicated table (group 6) is moved like a partition.
+    let table = MetaCommand::CreateTable { name: "cfg".into(), replicas: 3, max_tables: None };
+    let r = until("table created", async || nodes[0].propose_meta(&table).await.ok()).await;
+    assert!(matches!(r, MetaResponse::Table(_)), "{r:?}");
     let all: Vec<&ClusterNode> = nodes.iter().collect();
     let before = until("groups formed", async || settled(&all).await).await;
-    assert_eq!(before.values().filter(|r| r.contains(&5)).count(), 3);
+    assert_eq!(before.len(), 6);
+    let on5 = before.values().filter(|r| r.contains(&5)).count();
+    assert!(on5 >= 3, "{before:?}");
 
-    // Remove node 5: each of its three replicas is replaced on nodes 1-4.
+    // Remove node 5: each of its replicas is replaced on nodes 1-4.
     until("node 5 removed", async || nodes[0].remove_node(5).await.ok()).await;
     nodes[4].shutdown();
     let live: Vec<&ClusterNode> = nodes[..4].iter().collect();
@@ -103,7 +109,23 @@ async fn replicas_follow_removed_down_and_new_nodes_and_leadership_spreads() {
         assert_eq!(r.iter().collect::<BTreeSet<_>>().len(), 3, "group {g}: distinct replicas {r:?}");
     }
     let meta = nodes[0].read_meta().await.unwrap();
-    assert!(meta.moves_done >= 3, "moves done: {}", meta.moves_done);
+    assert!(meta.moves_done >= on5 as u64, "moves done: {}", meta.moves_done);
+    // The table's replicas hold the same state everywhere it is placed (a write after the moves).
+    let t = meta.tables["cfg"].clone();
+    assert!(!t.replicas.contains(&5) && t.replicas.len() == 3, "{t:?}");
+    let by_id = |id: u64| nodes.iter().find(|n| n.node_id() == id).unwrap();
+    let put = weft_table::WriteCommand::Put { key: b"k".to_vec().into(), value: b"after the move".to_vec().into() };
+    until("a table write after the moves", async || by_id(t.replicas[0]).table_write("cfg", &put).await.ok()).await;
+    let snapshots: Vec<Vec<u8>> = {
+        let mut out = Vec::new();
+        for id in &t.replicas {
+            let r = until("the table replica", async || by_id(*id).table_replica("cfg")).await;
+            until("the write applied", async || r.read(|s| s.get(b"k", None).ok().and_then(|g| g.kv)).map(|_| ())).await;
+            out.push(r.read(|s| s.snapshot()));
+        }
+        out
+    };
+    assert!(snapshots.windows(2).all(|w| w[0] == w[1]), "table replicas differ after the moves");
 
     // Node 4 stops and stays down past down_after: its replicas go to 1-3.
     nodes[3].shutdown();
@@ -111,7 +133,7 @@ async fn replicas_follow_removed_down_and_new_nodes_and_leadership_spreads() {
     let after_down = until("node 4's replicas re-replicated", async || settled(&live).await.filter(|p| p.values().all(|r| !r.contains(&4)))).await;
     assert!(after_down.values().all(|r| r.len() == 3));
 
-    // A new data node 6 joins: it gets its share (15 replicas over 4 nodes: 3 or 4).
+    // A new data node 6 joins: it gets its share (18 replicas over 4 nodes: 4 or 5).
     peers.insert(6, free_addr());
     let mut c6 = config(6, &peers, dir.path(), true);
     c6.roles = vec![Role::Data];
@@ -126,13 +148,13 @@ async fn replicas_follow_removed_down_and_new_nodes_and_leadership_spreads() {
             *load.entry(*n).or_default() += 1;
         }
     }
-    assert!(load.values().all(|l| (3..=4).contains(l)), "{load:?}");
+    assert!(load.len() == 4 && load.values().all(|l| (4..=5).contains(l)), "{load:?}");
 
     // Leadership: every group ends up led by its preferred (first) replica,
-    // and the preferred replicas are spread (5 groups over 4 nodes: 1 or 2 each).
+    // and the preferred replicas are spread (6 groups over 4 nodes: 1 or 2 each).
     let leaders = until("leaders are the preferred replicas", async || {
         let meta = nodes[0].read_meta().await.ok()?;
-        let placement: BTreeMap<u64, Vec<u64>> = meta.partition_groups().into_iter().collect();
+        let placement: BTreeMap<u64, Vec<u64>> = meta.replica_groups().into_iter().collect();
         let mut leaders = BTreeMap::new();
         for n in &with6 {
             for g in n.status().await.ok()?.groups {

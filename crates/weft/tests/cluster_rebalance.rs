@@ -192,8 +192,17 @@ fn remove_join_and_kill9_move_replicas_and_keep_every_ack() {
     wait_acks(&sh, 40, "acks before the removal");
 
     // 1. remove-node 4: its three replicas are replaced on nodes 1-3.
-    let rm = ps[0].weft(&["cluster", "remove-node", "4"]);
-    assert!(rm.status.success(), "remove-node: {}", String::from_utf8_lossy(&rm.stderr));
+    // When node 4 leads the metadata group it hands over first and the
+    // forwarded change is dropped (answered `timeout`): ask again, as an
+    // operator would; a removal that went through meanwhile answers not_found.
+    until("remove-node 4", || {
+        let rm = ps[0].weft(&["cluster", "remove-node", "4"]);
+        let err = String::from_utf8_lossy(&rm.stderr).into_owned();
+        (rm.status.success() || err.contains("not a member")).then_some(()).or_else(|| {
+            eprintln!("remove-node: {err}");
+            None
+        })
+    });
     let after_remove = until("node 4's replicas replaced", || settled_placement(&ps[0]).filter(|p| p.values().all(|r| !r.contains(&4))));
     assert!(after_remove.values().all(|r| r.len() == 3), "{after_remove:?}");
     ps[3].kill();
