@@ -75,6 +75,9 @@ impl QueryStats {
 pub struct Executor {
     pub(crate) tables: Tables,
     pub(crate) log: Option<weft_log::Log>,
+    /// FROM TOPIC through the node's record plane (cluster mode: any node
+    /// answers for any replicated partition); None: `log` directly.
+    pub(crate) plane: Option<weft_broker::plane::Plane>,
     pub(crate) config: Arc<QueryConfig>,
     pub(crate) auth: Arc<dyn Authorizer>,
     pub(crate) stats: Arc<QueryStats>,
@@ -87,7 +90,24 @@ pub struct Executor {
 impl Executor {
     /// `log`: the node's log for FROM TOPIC (None: those queries answer UNAVAILABLE).
     pub fn new(tables: Tables, log: Option<weft_log::Log>, config: QueryConfig) -> Self {
-        Executor { tables, log, config: Arc::new(config), auth: Arc::new(AllowAll), stats: Arc::new(QueryStats::default()), replicated: None, forwarded: false }
+        Executor {
+            tables,
+            log,
+            plane: None,
+            config: Arc::new(config),
+            auth: Arc::new(AllowAll),
+            stats: Arc::new(QueryStats::default()),
+            replicated: None,
+            forwarded: false,
+        }
+    }
+
+    /// FROM TOPIC reads through `plane` (the node's record plane: in
+    /// cluster mode replicated partitions are read on a replica, wherever
+    /// they are) instead of the local log.
+    pub fn with_plane(mut self, plane: weft_broker::plane::Plane) -> Self {
+        self.plane = Some(plane);
+        self
     }
 
     /// Cluster mode: run table statements on replicated tables.
@@ -695,6 +715,51 @@ impl Executor {
         })
     }
 
+    /// One fetch of FROM TOPIC: the records from `offset` (at most `want`)
+    /// and the partition's high watermark.
+    async fn topic_page(&self, topic: &str, partition: u32, offset: u64, want: usize) -> Result<(Vec<pb::Record>, u64), Error> {
+        let max_bytes = self.config.topic_fetch_bytes as usize;
+        if let Some(plane) = &self.plane {
+            let req = weft_broker::dto::Fetch {
+                topic: topic.to_owned(),
+                partition,
+                offset,
+                max_bytes: Some(max_bytes),
+                max_records: Some(want),
+                wait_ms: None,
+                raw: false,
+                reset: None,
+            };
+            let f = plane.fetch(&req).await.map_err(plane_error)?;
+            let records = f
+                .records
+                .into_iter()
+                .map(|r| pb::Record {
+                    partition,
+                    offset: r.offset,
+                    timestamp_ms: r.timestamp_ms,
+                    key: r.key.map(|k| k.into_vec()),
+                    value: r.value.map(|v| v.into_vec()).unwrap_or_default(),
+                })
+                .collect();
+            return Ok((records, f.high_watermark));
+        }
+        let Some(log) = &self.log else { return Err(Error::Unavailable("this node serves no log".into())) };
+        let f = log.fetch(topic, weft_log::PartitionId(partition), weft_log::Offset(offset), max_bytes, want, None).await?;
+        let mut records = Vec::new();
+        for rec in f.records() {
+            let rec = rec?;
+            records.push(pb::Record {
+                partition,
+                offset: rec.offset.0,
+                timestamp_ms: rec.timestamp_ms,
+                key: rec.key.map(|k| k.to_vec()),
+                value: rec.value.map(|v| v.to_vec()).unwrap_or_default(),
+            });
+        }
+        Ok((records, f.high_watermark.0))
+    }
+
     /// FROM TOPIC: fetches from `offset` until `limit` records match (all
     /// match without WHERE), the end of the partition, or `query.max_scan`.
     pub(crate) async fn read_topic(
@@ -705,36 +770,28 @@ impl Executor {
         limit: u64,
         pred: Option<&Predicate>,
     ) -> Result<(Vec<pb::Record>, u64), Error> {
-        let Some(log) = &self.log else { return Err(Error::Unavailable("this node serves no log".into())) };
+        if self.plane.is_none() && self.log.is_none() {
+            return Err(Error::Unavailable("this node serves no log".into()));
+        }
         let mut out = Vec::new();
         let mut next = offset;
         let mut scanned = 0u64;
         while (out.len() as u64) < limit {
             let want = (limit - out.len() as u64).min(self.page()) as usize;
-            let f = log
-                .fetch(topic, weft_log::PartitionId(partition), weft_log::Offset(next), self.config.topic_fetch_bytes as usize, want, None)
-                .await?;
+            let (page, high_watermark) = self.topic_page(topic, partition, next, want).await?;
             let mut got = 0;
-            for rec in f.records() {
-                let rec = rec?;
+            for rec in page {
                 got += 1;
                 scanned += 1;
-                next = rec.offset.0 + 1;
-                let value = rec.value.clone().unwrap_or_default();
-                if pred.is_none_or(|p| eval::eval_bytes(p, &value)) {
-                    out.push(pb::Record {
-                        partition,
-                        offset: rec.offset.0,
-                        timestamp_ms: rec.timestamp_ms,
-                        key: rec.key.map(|k| k.to_vec()),
-                        value: value.to_vec(),
-                    });
+                next = rec.offset + 1;
+                if pred.is_none_or(|p| eval::eval_bytes(p, &rec.value)) {
+                    out.push(rec);
                     if out.len() as u64 == limit {
                         break;
                     }
                 }
             }
-            if got == 0 || next >= f.high_watermark.0 {
+            if got == 0 || next >= high_watermark {
                 break;
             }
             if scanned > self.config.max_scan {
@@ -743,6 +800,40 @@ impl Executor {
         }
         Ok((out, next))
     }
+}
+
+/// A record plane's wire error as the query API's: the code it maps back
+/// to, its `details.kind` as the reason, its scalar details as metadata.
+fn plane_error(b: weft_wire::ErrorBody) -> Error {
+    use weft_wire::ErrorCode as W;
+    let code = match b.code {
+        W::Validation | W::BadBody | W::TooLarge => tonic::Code::InvalidArgument,
+        W::NotFound => tonic::Code::NotFound,
+        W::Conflict => tonic::Code::FailedPrecondition,
+        W::OutOfRange => tonic::Code::OutOfRange,
+        W::Busy => tonic::Code::ResourceExhausted,
+        W::Unavailable | W::NotLeader | W::ShuttingDown => tonic::Code::Unavailable,
+        W::Timeout => tonic::Code::DeadlineExceeded,
+        W::Forbidden | W::Unauthorized => tonic::Code::PermissionDenied,
+        W::Unauthenticated => tonic::Code::Unauthenticated,
+        _ => tonic::Code::Internal,
+    };
+    let details = b.details.as_ref().and_then(|d| d.as_object());
+    let reason = details.and_then(|d| d.get("kind")).and_then(|k| k.as_str()).map_or_else(|| b.code.to_string(), str::to_owned);
+    let metadata = details
+        .map(|d| {
+            d.iter()
+                .filter(|(k, _)| *k != "kind")
+                .filter_map(|(k, v)| match v {
+                    serde_json::Value::String(s) => Some((k.clone(), s.clone())),
+                    serde_json::Value::Number(n) => Some((k.clone(), n.to_string())),
+                    serde_json::Value::Bool(x) => Some((k.clone(), x.to_string())),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Error::Remote { code, reason, message: b.message, metadata }
 }
 
 /// Reads one page of a table for a scan (FILTER, UPDATE).

@@ -107,6 +107,8 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
         None => weft_broker::plane::LocalPlane::shared(log.clone()),
     };
     weft_broker::native::register_with(&mut service, log.clone(), record_plane.clone())?;
+    // FROM TOPIC through the plane: a cluster node answers for any replicated partition.
+    let query_exec = query_exec.with_plane(record_plane.clone());
     weft_api::native::register(&mut service, query_exec.clone(), Some(authz.clone()))?;
     if let Some(t) = &cluster_tables {
         // Table statements forwarded by nodes without a replica (one hop).
