@@ -9,6 +9,12 @@
 //! get (same keys), range (100 keys under one prefix, limit 100), cas (each
 //! client a key of its own: Weft SET IF VERSION = v, etcd Txn comparing
 //! mod_revision; a lost race re-reads). Values are `--value-bytes` long.
+//!
+//! Clusters: `--weft` and `--etcd` take comma-separated addresses; client
+//! i of a cell connects to address i mod n (round robin over the members,
+//! the same for both systems), and every read is linearizable on both
+//! (etcd's default; Weft's default, ReadIndex on the table's raft group).
+//! `--replicas` is the Weft table's replica count.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -28,12 +34,21 @@ use weft_query_client::etcd::kv_client::KvClient;
 #[derive(Parser, Debug)]
 #[command(about = "Weft query API vs etcd KV: put, get, range of 100, CAS")]
 struct Args {
-    /// Weft's gRPC address (host:port); omit to skip Weft.
+    /// Weft's gRPC address(es), host:port, comma-separated for a cluster
+    /// (client i uses address i mod n); omit to skip Weft.
     #[arg(long)]
     weft: Option<String>,
-    /// etcd's client address (host:port); omit to skip etcd.
+    /// etcd's client address(es), host:port, comma-separated for a cluster
+    /// (client i uses address i mod n); omit to skip etcd.
     #[arg(long)]
     etcd: Option<String>,
+    /// Replicas of the Weft table (cluster mode); absent: the server's default.
+    #[arg(long)]
+    replicas: Option<u64>,
+    /// Seconds to wait, while preparing, for every address to answer a
+    /// write and a read (a cluster electing its leaders).
+    #[arg(long, default_value_t = 60.0)]
+    ready_seconds: f64,
     /// Comma-separated ops: put, get, range, cas.
     #[arg(long, default_value = "put,get,range,cas")]
     ops: String,
@@ -222,15 +237,65 @@ impl Target {
     }
 }
 
-async fn prepare(t: &mut Target, keys: usize, value: &[u8]) -> anyhow::Result<()> {
-    if let Target::Weft { c, table } = t {
-        let r = c.execute(statement(pb::statement::Kind::CreateTable(pb::CreateTable { table: table.clone(), replicas: None }))).await;
-        match r {
-            Ok(_) => {}
-            Err(s) if s.code() == tonic::Code::AlreadyExists => {}
-            Err(s) => bail!("create table {table}: {s}"),
+/// Splits a comma-separated address list.
+fn addrs(list: &str) -> Vec<String> {
+    list.split(',').map(str::trim).filter(|a| !a.is_empty()).map(str::to_owned).collect()
+}
+
+/// Retries `f` until it succeeds or `secs` pass (the last error is returned).
+async fn until_ok<T, F, Fut>(secs: f64, what: &str, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    let mut logged = false;
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() < end => {
+                if !logged {
+                    eprintln!("query-bench: {what}: {e:#}; retrying for up to {secs} s");
+                    logged = true;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e.context(format!("{what}: not ready after {secs} s"))),
         }
     }
+}
+
+async fn prepare(make: &(dyn Fn(Channel) -> Target + Sync), addrs: &[String], replicas: Option<u64>, ready_secs: f64, keys: usize, value: &[u8]) -> anyhow::Result<()> {
+    let mut t = make(channel(&addrs[0]).await?);
+    if let Target::Weft { c, table } = &mut t {
+        let (c, table) = (c.clone(), table.clone());
+        until_ok(ready_secs, "create table", || {
+            let (mut c, table) = (c.clone(), table.clone());
+            async move {
+                match c.execute(statement(pb::statement::Kind::CreateTable(pb::CreateTable { table: table.clone(), replicas }))).await {
+                    Ok(_) => Ok(()),
+                    Err(s) if s.code() == tonic::Code::AlreadyExists => Ok(()),
+                    Err(s) => Err(anyhow::anyhow!("create table {table}: {s}")),
+                }
+            }
+        })
+        .await?;
+    }
+    // Every member answers a write and a linearizable read before the
+    // clock starts (the table's group, or etcd's raft, has a leader).
+    for (i, a) in addrs.iter().enumerate() {
+        let probe = make(channel(a).await?);
+        until_ok(ready_secs, &format!("{a} ready"), || {
+            let mut p = probe.clone();
+            async move {
+                p.put(format!("ready/{i}").into_bytes(), b"x").await?;
+                p.get(format!("ready/{i}").into_bytes()).await?;
+                anyhow::Ok(())
+            }
+        })
+        .await?;
+    }
+    let t = &mut t;
     for i in 0..keys {
         t.put(key(i), value).await?;
     }
@@ -251,10 +316,10 @@ struct Outcome {
     hist: Histogram<u64>,
 }
 
-async fn run(addr: &str, make: &(dyn Fn(Channel) -> Target + Sync), kind: Kind, clients: usize, args: &Args, value: Arc<Vec<u8>>, system: &str) -> anyhow::Result<Outcome> {
+async fn run(addrs: &[String], make: &(dyn Fn(Channel) -> Target + Sync), kind: Kind, clients: usize, args: &Args, value: Arc<Vec<u8>>, system: &str) -> anyhow::Result<Outcome> {
     let mut targets = Vec::with_capacity(clients);
-    for _ in 0..clients {
-        targets.push(make(channel(addr).await?));
+    for i in 0..clients {
+        targets.push(make(channel(&addrs[i % addrs.len()]).await?));
     }
     let budget = Arc::new(AtomicI64::new(args.count));
     let errors = Arc::new(AtomicU64::new(0));
@@ -319,28 +384,31 @@ async fn main() -> anyhow::Result<()> {
     let compression = args.compression.clone();
     let make_weft = move |ch: Channel| Target::Weft { c: weft_client(ch, &compression), table: table.clone() };
     let make_etcd = |ch: Channel| Target::Etcd(KvClient::new(ch));
-    let systems: Vec<(&str, &String, &(dyn Fn(Channel) -> Target + Sync))> = [("weft", args.weft.as_ref(), &make_weft as &(dyn Fn(Channel) -> Target + Sync)), ("etcd", args.etcd.as_ref(), &make_etcd)]
+    let systems: Vec<(&str, Vec<String>, &(dyn Fn(Channel) -> Target + Sync))> = [("weft", args.weft.as_ref(), &make_weft as &(dyn Fn(Channel) -> Target + Sync)), ("etcd", args.etcd.as_ref(), &make_etcd)]
         .into_iter()
-        .filter_map(|(n, a, m)| a.map(|a| (n, a, m)))
+        .filter_map(|(n, a, m)| a.map(|a| (n, addrs(a), m)))
+        .filter(|(_, a, _)| !a.is_empty())
         .collect();
     if systems.is_empty() {
         bail!("give --weft and/or --etcd");
     }
-    for (name, addr, make) in &systems {
-        let mut t = make(channel(addr).await?);
-        prepare(&mut t, args.keys, &value).await.with_context(|| format!("preparing {name}"))?;
+    for (name, addrs, make) in &systems {
+        prepare(*make, addrs, args.replicas, args.ready_seconds, args.keys, &value).await.with_context(|| format!("preparing {name}"))?;
     }
     println!(
         "# {} B values, {} keys, at most {} requests or {} s per cell; latencies in µs",
         args.value_bytes, args.keys, args.count, args.seconds
     );
+    for (name, addrs, _) in &systems {
+        println!("# {name}: {} endpoint(s), client i on endpoint i mod {}: {}", addrs.len(), addrs.len(), addrs.join(" "));
+    }
     println!("{:<9} {:>7} | {:>10} {:>8} {:>8} | {:>10} {:>8} {:>8} | {:>9} {:>9}", "op", "clients", "weft op/s", "p50", "p99", "etcd op/s", "p50", "p99", "op/s w/e", "p99 w/e");
     for &kind in &kinds {
         for &n in &clients {
             let mut w = None;
             let mut e = None;
-            for (name, addr, make) in &systems {
-                let o = run(addr, *make, kind, n, &args, value.clone(), name).await.with_context(|| format!("{name} {} x{n}", kind.name()))?;
+            for (name, addrs, make) in &systems {
+                let o = run(addrs, *make, kind, n, &args, value.clone(), name).await.with_context(|| format!("{name} {} x{n}", kind.name()))?;
                 if o.errors > 0 {
                     eprintln!("{name} {} x{n}: {} errors", kind.name(), o.errors);
                 }
