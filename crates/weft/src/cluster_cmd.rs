@@ -281,7 +281,7 @@ async fn run_on(c: &weft_net::Client, out: OutputArgs, cmd: ClusterCmd) -> Resul
             }
         }
         ClusterCmd::RemoveNode { id } => {
-            let r: serde_json::Value = c.call("cluster.remove_node", &RemoveNodeRequest { id }).await?;
+            let r = remove_node_retrying(&c, id).await?;
             if out.json {
                 client_cmd::print_json(&r)
             } else {
@@ -290,6 +290,40 @@ async fn run_on(c: &weft_net::Client, out: OutputArgs, cmd: ClusterCmd) -> Resul
                 Ok(())
             }
         }
+    }
+}
+
+/// `cluster.remove_node`, retried while its outcome is unknown: when the
+/// node removed leads the metadata group it hands leadership over first, and
+/// a change forwarded to it meanwhile is dropped and answered `timeout`
+/// (docs/cluster.md, "Membership changes"). Removing a node twice is
+/// harmless (the second finds it gone), so a retry cannot do harm; it stops
+/// once the node is no longer in the metadata or after 60 s.
+async fn remove_node_retrying(c: &weft_net::Client, id: u64) -> Result<serde_json::Value> {
+    use weft_net::ClientError;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let err = match c.call::<_, serde_json::Value>("cluster.remove_node", &RemoveNodeRequest { id }).await {
+            Ok(r) => return Ok(r),
+            Err(e) => e,
+        };
+        let unknown = match &err {
+            ClientError::Timeout(_) | ClientError::ConnectionLost => true,
+            ClientError::Remote(b) => matches!(b.code, ErrorCode::Timeout | ErrorCode::Unavailable | ErrorCode::Busy),
+            _ => false,
+        };
+        if !unknown || std::time::Instant::now() >= deadline {
+            return Err(err.into());
+        }
+        tracing::info!(node = id, error = %err, "remove-node outcome unknown; retrying");
+        // Gone already: the earlier attempt applied after all.
+        if let Ok(s) = c.call::<_, serde_json::Value>("cluster.status", &()).await {
+            let listed = s["nodes"].as_array().is_some_and(|ns| ns.iter().any(|n| n["id"].as_u64() == Some(id)));
+            if s["nodes"].is_array() && !listed {
+                return Ok(serde_json::json!({"removed": id, "retried": true}));
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }
 
