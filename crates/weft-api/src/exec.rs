@@ -345,6 +345,12 @@ impl Executor {
                 r.tables = vec![table.clone()];
                 r.count = 1;
             }
+            Statement::Compact { table, revision } => {
+                let t = self.table(table, Access::Admin, id)?;
+                let c = t.compact(revision.unwrap_or_else(|| t.revision())).await?;
+                r.revision = c.compact_revision;
+                r.count = c.removed_versions;
+            }
             Statement::ShowTables => {
                 self.auth.authorize(id, Access::Read, "tables")?;
                 r.tables = self.tables.list().into_iter().map(|t| t.name).collect();
@@ -527,6 +533,22 @@ impl Executor {
                 rep.drop_table(table).await?;
                 r.tables = vec![table.clone()];
                 r.count = 1;
+            }
+            Statement::Compact { table, revision } => {
+                self.auth.authorize(id, Access::Admin, &format!("table:{table}"))?;
+                // The revision is fixed here and travels in the command, so
+                // every replica compacts at the same one when it applies it.
+                let rev = match revision {
+                    Some(r) => *r,
+                    None => read_state(rep.read(table, true).await?.as_ref(), |st| st.revision()).ok_or_else(gone)?,
+                };
+                match self.rep_write(rep, table, table::WriteCommand::Compact { revision: rev }).await? {
+                    table::WriteResult::Compact(c) => {
+                        r.revision = c.compact_revision;
+                        r.count = c.removed_versions;
+                    }
+                    other => return Err(Error::Unavailable(format!("unexpected answer {other:?}"))),
+                }
             }
             Statement::History { table, key, limit } => {
                 self.auth.authorize(id, Access::Read, &format!("table:{table}"))?;
@@ -867,6 +889,7 @@ fn statement_table(s: &Statement) -> Option<(&str, Access)> {
     match s {
         Statement::Get { table, .. } | Statement::Range { table, .. } | Statement::Filter { table, .. } | Statement::History { table, .. } => Some((table, Access::Read)),
         Statement::Set { table, .. } | Statement::Delete { table, .. } | Statement::Update { table, .. } => Some((table, Access::Write)),
+        Statement::Compact { table, .. } => Some((table, Access::Admin)),
         Statement::Batch(b) => {
             let (compares, then, otherwise): (&[Compare], &[Statement], &[Statement]) = match b {
                 Batch::Plain(ops) => (&[], ops, &[]),

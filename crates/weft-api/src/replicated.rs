@@ -90,3 +90,22 @@ pub fn encode_result(r: &pb::Result) -> Vec<u8> {
 pub fn decode_result(b: &[u8]) -> Result<pb::Result, Error> {
     pb::Result::decode(b).map_err(|e| Error::Unavailable(format!("a forwarded query's answer does not decode: {e}")))
 }
+
+/// A refusal the table's state machine answered when it applied a command
+/// (its `kind()` and message, the same on every replica) as the error the
+/// local table would have given: compacted or future revisions are
+/// OUT_OF_RANGE, a missing key range's table NOT_FOUND, and so on.
+pub fn applied_error(kind: &str, message: String) -> Error {
+    use tonic::Code;
+    let code = match kind {
+        "invalid_argument" => return Error::Invalid(message),
+        "compacted" | "future_revision" => Code::OutOfRange,
+        "not_found" | "dropped" => Code::NotFound,
+        "already_exists" => Code::AlreadyExists,
+        "too_large" | "not_json" => Code::InvalidArgument,
+        "too_many" | "slow_watcher" => Code::ResourceExhausted,
+        "corrupt" => Code::DataLoss,
+        _ => return Error::Unavailable(format!("{kind}: {message}")),
+    };
+    Error::Remote { code, reason: kind.to_owned(), message, metadata: Default::default() }
+}

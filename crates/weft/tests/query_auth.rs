@@ -96,8 +96,8 @@ fn per_table_and_topic_checks_native_and_http() {
     assert_eq!(r["count"], 2, "{r}");
     let e = native(&node, &olga, "GET a 'k'").unwrap_err();
     assert!(e.contains("forbidden"), "{e}");
-    // CREATE and DROP TABLE need admin.
-    for aql in ["CREATE TABLE c", "DROP TABLE a"] {
+    // CREATE and DROP TABLE, and COMPACT, need admin.
+    for aql in ["CREATE TABLE c", "DROP TABLE a", "COMPACT a"] {
         let e = native(&node, &walt, aql).unwrap_err();
         assert!(e.contains("forbidden") && e.contains("admin"), "{aql}: {e}");
     }
@@ -124,6 +124,12 @@ fn per_table_and_topic_checks_native_and_http() {
     assert_eq!((s, r["count"].as_u64()), (200, Some(2)), "{r}");
     assert_eq!(http(&node, &walt, "DROP TABLE a").0, 403);
     assert_eq!(value(&node, a, "a", "k").as_deref(), Some("\"v1\""), "nothing rita tried was written");
+
+    // The admin compacts a (single node): reads below answer compacted.
+    let c = native(&node, a, "COMPACT a REVISION 3").unwrap();
+    assert_eq!((c["kind"].as_str(), c["revision"].as_u64()), (Some("compact"), Some(3)), "{c}");
+    let e = native(&node, &rita, "GET a 'k' AT REVISION 1").unwrap_err();
+    assert!(e.contains("out_of_range") && e.contains("compacted"), "{e}");
 
     // ---- gRPC through the CLI (weft query --token) agrees ----
     assert!(as_(&node, &rita, &["query", "GET a 'k'"]).unwrap().contains("v1"));

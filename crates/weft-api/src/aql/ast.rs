@@ -26,6 +26,9 @@ pub enum Statement {
     /// `replicas`: cluster mode's raft replicas (None: the default).
     CreateTable { table: String, replicas: Option<u64> },
     DropTable { table: String },
+    /// `COMPACT t [REVISION r]`: drop the history below `r` (None: the
+    /// table's current revision when the statement runs).
+    Compact { table: String, revision: Option<u64> },
     ShowTables,
     TopicRead { topic: String, partition: Option<u32>, offset: u64, limit: Option<u64>, pred: Option<Predicate> },
 }
@@ -44,6 +47,7 @@ impl Statement {
             Statement::History { .. } => "history",
             Statement::CreateTable { .. } => "create_table",
             Statement::DropTable { .. } => "drop_table",
+            Statement::Compact { .. } => "compact",
             Statement::ShowTables => "show_tables",
             Statement::TopicRead { .. } => "topic_read",
         }

@@ -345,6 +345,12 @@ impl<'a> Parser<'a> {
                     Ok(Statement::DropTable { table })
                 }
             }
+            "COMPACT" => {
+                self.next()?;
+                let table = self.name("a table name")?;
+                let revision = self.opt_uint_clause("REVISION", "a revision")?;
+                Ok(Statement::Compact { table, revision })
+            }
             "SHOW" => {
                 self.next()?;
                 self.kw("TABLES")?;
@@ -369,7 +375,7 @@ impl<'a> Parser<'a> {
             }
             _ => Err(self.expected_at(
                 start,
-                "a statement (GET, SET, DELETE, RANGE, FILTER, UPDATE, BATCH, HISTORY, CREATE, DROP, SHOW, FROM)",
+                "a statement (GET, SET, DELETE, RANGE, FILTER, UPDATE, BATCH, HISTORY, CREATE, DROP, COMPACT, SHOW, FROM)",
                 &t,
             )),
         }

@@ -35,7 +35,7 @@ fn write_query(w: &mut String, q: &Query) -> fmt::Result {
 }
 
 const KEYWORDS: &[&str] = &[
-    "GET", "SET", "DELETE", "RANGE", "FILTER", "UPDATE", "BATCH", "HISTORY", "CREATE", "DROP", "SHOW", "TABLE", "TABLES", "FROM", "TOPIC",
+    "GET", "SET", "DELETE", "RANGE", "FILTER", "UPDATE", "BATCH", "HISTORY", "CREATE", "DROP", "COMPACT", "SHOW", "TABLE", "TABLES", "FROM", "TOPIC",
     "PARTITION", "OFFSET", "LIMIT", "WHERE", "AND", "OR", "NOT", "EXISTS", "IN", "AT", "REVISION", "IF", "VERSION", "ABSENT", "TO", "PREFIX",
     "THEN", "ELSE", "TIMEOUT", "MOD_REVISION", "CREATE_REVISION", "VALUE", "TRUE", "FALSE", "NULL",
 ];
@@ -235,6 +235,11 @@ fn stmt(w: &mut String, s: &Statement) -> fmt::Result {
         Statement::DropTable { table } => {
             w.write_str("DROP TABLE ")?;
             name(w, table)
+        }
+        Statement::Compact { table, revision } => {
+            w.write_str("COMPACT ")?;
+            name(w, table)?;
+            opt(w, "REVISION", *revision)
         }
         Statement::ShowTables => w.write_str("SHOW TABLES"),
         Statement::TopicRead { topic, partition, offset, limit, pred: p } => {

@@ -60,6 +60,8 @@ fn statements_parse() {
     assert_eq!(q("create table \"my.table\""), Statement::CreateTable { table: "my.table".into(), replicas: None });
     assert_eq!(q("CREATE TABLE t REPLICAS 2"), Statement::CreateTable { table: "t".into(), replicas: Some(2) });
     assert_eq!(q("DROP TABLE t"), Statement::DropTable { table: "t".into() });
+    assert_eq!(q("COMPACT t REVISION 7"), Statement::Compact { table: "t".into(), revision: Some(7) });
+    assert_eq!(q("compact \"compact\""), Statement::Compact { table: "compact".into(), revision: None });
     assert_eq!(q("SHOW TABLES"), Statement::ShowTables);
     let Statement::TopicRead { topic, partition, offset, limit, pred } = q("FROM TOPIC orders PARTITION 2 OFFSET 10 LIMIT 5 WHERE total > 100")
     else {
@@ -249,6 +251,7 @@ fn arb_statement() -> impl Strategy<Value = Statement> {
         (arb_name(), arb_key(), any::<Option<u64>>()).prop_map(|(table, key, limit)| Statement::History { table, key, limit }),
         (arb_name(), any::<Option<u64>>()).prop_map(|(table, replicas)| Statement::CreateTable { table, replicas }),
         arb_name().prop_map(|table| Statement::DropTable { table }),
+        (arb_name(), any::<Option<u64>>()).prop_map(|(table, revision)| Statement::Compact { table, revision }),
         Just(Statement::ShowTables),
         (arb_name(), any::<Option<u32>>(), any::<u64>(), any::<Option<u64>>(), prop::option::of(arb_pred()))
             .prop_map(|(topic, partition, offset, limit, pred)| Statement::TopicRead { topic, partition, offset, limit, pred }),

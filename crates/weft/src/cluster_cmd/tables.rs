@@ -337,8 +337,8 @@ impl ReplicatedTables for ClusterTables {
             };
             match answer {
                 TableAnswer::Ok(r) => Ok(r),
-                TableAnswer::Err { kind, message } if kind == "invalid_argument" => Err(Error::Invalid(message)),
-                TableAnswer::Err { kind, message } => Err(Error::Unavailable(format!("{kind}: {message}"))),
+                // The state machine's refusal, typed as the local table's would be.
+                TableAnswer::Err { kind, message } => Err(weft_api::replicated::applied_error(&kind, message)),
             }
         })
     }

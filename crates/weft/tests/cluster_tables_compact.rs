@@ -1,0 +1,106 @@
+//! Compaction of replicated tables (docs/query.md): `COMPACT t [REVISION r]`
+//! is proposed through the table's raft group, so every replica compacts
+//! at the same revision; reads below it answer OUT_OF_RANGE `compacted` on
+//! every node (linearizable, serializable, forwarded), later revisions are
+//! unchanged, every replica keeps the same history, and a watch from below
+//! it is refused `compacted`. Three real `weft serve` processes, ended by pid.
+#![allow(clippy::unwrap_used)]
+
+use serde_json::{Value, json};
+
+mod common;
+#[path = "support/cluster.rs"]
+mod cluster;
+use cluster::{Proc, procs, start_cluster, until};
+use common::free_port;
+
+fn q(p: &Proc, aql: &str) -> Result<Value, String> {
+    p.call("query.execute", &json!({ "aql": aql }).to_string())
+}
+
+fn q_serializable(p: &Proc, aql: &str) -> Result<Value, String> {
+    p.call("query.execute", &json!({ "aql": aql, "serializable": true }).to_string())
+}
+
+fn compacted(e: &str) -> bool {
+    e.contains("OUT_OF_RANGE") && e.contains("compacted")
+}
+
+fn grpc_addr(p: &Proc) -> String {
+    p.env.iter().find(|(k, _)| k == "WEFT_GRPC_ADDR").unwrap().1.clone()
+}
+
+#[test]
+fn compaction_is_replicated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ps = procs(tmp.path(), 1..=3);
+    for p in ps.iter_mut() {
+        p.env.push(("WEFT_GRPC_ADDR".into(), format!("127.0.0.1:{}", free_port())));
+    }
+    start_cluster(&mut ps);
+    until("table cfg created", || q(&ps[0], "CREATE TABLE cfg").map_err(|e| eprintln!("create: {e}")).ok());
+    let revs: Vec<u64> = (1..=5)
+        .map(|i| until("a write", || q(&ps[(i % 3) as usize], &format!("SET cfg 'k' = {i}")).ok())["revision"].as_u64().unwrap())
+        .collect();
+    let r = revs[2];
+
+    let c = q(&ps[1], &format!("COMPACT cfg REVISION {r}")).unwrap();
+    assert_eq!((c["kind"].as_str(), c["revision"].as_u64()), (Some("compact"), Some(r)), "{c}");
+    assert_eq!(c["count"], 2, "the two versions below {r} were dropped: {c}");
+
+    for p in &ps {
+        // Linearizable: the node's replica has applied the compaction.
+        let e = q(p, &format!("GET cfg 'k' AT REVISION {}", revs[1])).unwrap_err();
+        assert!(compacted(&e), "node {}: {e}", p.id);
+        let g = q(p, &format!("GET cfg 'k' AT REVISION {r}")).unwrap();
+        assert_eq!(g["kvs"][0]["value"], "3", "node {}: {g}", p.id);
+        let g = q(p, &format!("GET cfg 'k' AT REVISION {}", revs[4])).unwrap();
+        assert_eq!(g["kvs"][0]["value"], "5", "node {}: {g}", p.id);
+        // Serializable: the node's own replica, without the leader.
+        let e = q_serializable(p, &format!("GET cfg 'k' AT REVISION {}", revs[0])).unwrap_err();
+        assert!(compacted(&e), "node {} (serializable): {e}", p.id);
+        // The same history on every replica: the versions from r on.
+        let h = q_serializable(p, "HISTORY cfg 'k'").unwrap();
+        let mods: Vec<u64> = h["kvs"].as_array().unwrap().iter().map(|kv| kv["mod_revision"].as_u64().unwrap()).collect();
+        assert_eq!(mods, vec![revs[4], revs[3], revs[2]], "node {}: {h}", p.id);
+    }
+
+    // Compacting again at or below r is refused, typed; a future revision too.
+    let e = q(&ps[2], &format!("COMPACT cfg REVISION {r}")).unwrap_err();
+    assert!(compacted(&e), "{e}");
+    let e = q(&ps[2], "COMPACT cfg REVISION 1000").unwrap_err();
+    assert!(e.contains("OUT_OF_RANGE"), "{e}");
+
+    // A watch from below r is refused compacted; from r on it replays.
+    let watch = |p: &Proc, from: u64| p.weft(&["kv", "watch", "cfg", "k", "--start-revision", &from.to_string(), "--count", "1", "--json", "--grpc-addr", &grpc_addr(p)]);
+    for p in &ps {
+        let o = watch(p, revs[1]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains("compacted"), "node {}: {err}", p.id);
+        let o = watch(p, r);
+        assert!(o.status.success(), "node {}: {}", p.id, String::from_utf8_lossy(&o.stderr));
+        let ev: Value = serde_json::from_slice(o.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
+        assert_eq!(ev["revision"].as_u64(), Some(r), "node {}: {ev}", p.id);
+    }
+
+    // COMPACT without REVISION: the current revision, on every replica.
+    let c = q(&ps[0], "COMPACT cfg").unwrap();
+    assert_eq!(c["revision"].as_u64(), Some(revs[4]), "{c}");
+    for p in &ps {
+        let e = q(p, &format!("GET cfg 'k' AT REVISION {}", revs[3])).unwrap_err();
+        assert!(compacted(&e), "node {}: {e}", p.id);
+    }
+
+    // A table on two of the three nodes: the third forwards, and passes the
+    // replica's compacted refusal on.
+    until("table two created", || q(&ps[0], "CREATE TABLE two REPLICAS 2").ok());
+    let m = until("two placed", || ps[0].call("cluster.meta", "null").ok().filter(|m| m["tables"]["two"]["replicas"].as_array().is_some_and(|r| r.len() == 2)));
+    let hosts: Vec<u64> = m["tables"]["two"]["replicas"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    let outside = &ps[(1..=3u64).find(|id| !hosts.contains(id)).unwrap() as usize - 1];
+    let a = until("a write to two", || q(outside, "SET two 'x' = 'a'").ok())["revision"].as_u64().unwrap();
+    let b = q(outside, "SET two 'x' = 'b'").unwrap()["revision"].as_u64().unwrap();
+    assert_eq!(q(outside, &format!("COMPACT two REVISION {b}")).unwrap()["revision"].as_u64(), Some(b));
+    let e = q(outside, &format!("GET two 'x' AT REVISION {a}")).unwrap_err();
+    assert!(compacted(&e), "forwarded: {e}");
+    assert_eq!(q(outside, "GET two 'x'").unwrap()["kvs"][0]["value"], "b");
+}
