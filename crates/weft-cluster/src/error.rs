@@ -33,6 +33,10 @@ pub enum ClusterError {
     NotLeader { group: u64, leader: u64, addr: Option<String> },
     #[error("state machine: {0}")]
     StateMachine(String),
+    /// An idempotent producer's batch is not the next in its sequence (a gap,
+    /// or older than the batches remembered): nothing was appended.
+    #[error("producer {producer_id}: out of order sequence {got}, expected {expected}")]
+    OutOfOrderSequence { producer_id: u64, expected: u64, got: u64 },
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("timed out: {0}")]

@@ -376,6 +376,33 @@ impl ClusterNode {
         offsets.first().copied().ok_or_else(|| ClusterError::StateMachine("no offset".into()))
     }
 
+    /// Produce an idempotent producer's batch (`sequence`: its first
+    /// record's sequence in this partition) as one raft entry: a batch
+    /// already applied answers its original offsets without appending again,
+    /// a sequence gap answers [`ClusterError::OutOfOrderSequence`]. The batch
+    /// must fit one entry (a retry must be the same entry).
+    /// `max_producers` bounds the producers remembered per partition (LRU).
+    pub async fn produce_idempotent(&self, topic: &str, partition: u32, producer_id: u64, sequence: u64, max_producers: u32, records: Vec<crate::partition::EntryRecord>) -> Result<Vec<u64>> {
+        let group = self.group_of(topic, partition)?;
+        let hosted = self.partitions.read().unwrap_or_else(|p| p.into_inner()).get(&group).cloned();
+        let Some(h) = hosted else { return Err(ClusterError::UnknownGroup(group)) };
+        let n = records.len() as u64;
+        let data = crate::partition::encode_idempotent_batch(producer_id, sequence, max_producers, &records);
+        if data.len() > (self.cfg.max_frame_bytes as usize / 2).max(1) {
+            return Err(ClusterError::Config(format!("idempotent batch of {} bytes exceeds half of cluster.max_frame_bytes ({})", data.len(), self.cfg.max_frame_bytes)));
+        }
+        let resp = self.call(|reply| Cmd::Propose { group, data, trace: weft_service::trace::current_traceparent(), reply }).await?;
+        let first = match crate::partition::decode_answer(&resp) {
+            Some(crate::partition::ProduceAnswer::Offset(o)) => o,
+            Some(crate::partition::ProduceAnswer::OutOfOrder { expected, got }) => return Err(ClusterError::OutOfOrderSequence { producer_id, expected, got }),
+            None => return Err(ClusterError::StateMachine("bad produce answer".into())),
+        };
+        if n > 0 && !h.wait_for(first + n, Duration::from_millis(self.cfg.propose_timeout_ms.max(1))).await {
+            tracing::warn!(group, offset = first + n - 1, "cluster: acknowledged records not yet in this node's copy");
+        }
+        Ok((first..first + n).collect())
+    }
+
     /// Produce records to a replicated partition hosted here; answered with
     /// each record's offset once committed and applied here. The records go
     /// in as few raft entries as fit `max_size_per_msg` each (one entry for an

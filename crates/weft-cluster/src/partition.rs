@@ -8,6 +8,7 @@
 //! there, so replaying the raft log after a restart writes nothing twice.
 //! The high watermark is the applier's end offset: committed and applied.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,6 +63,12 @@ impl<'a> Reader<'a> {
     fn u32(&mut self) -> Result<u32> {
         let b = self.take(4)?;
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self) -> Result<u64> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_be_bytes(a))
     }
     fn i64(&mut self) -> Result<i64> {
         let b = self.take(8)?;
@@ -228,33 +235,214 @@ enum ToApplier {
 pub struct PartitionSm {
     next_offset: u64,
     tx: mpsc::UnboundedSender<ToApplier>,
-    /// (raft index, offset after the entry) of applied entries not yet covered by a snapshot point.
-    applied: std::collections::VecDeque<(u64, u64)>,
+    /// (raft index, offset after the entry, undo of its producer-state
+    /// changes) of applied entries not yet covered by a snapshot point: a
+    /// snapshot point may be older than the last applied entry, and its
+    /// producer state must be the one at that point.
+    applied: std::collections::VecDeque<(u64, u64, Vec<(u64, Option<ProducerState>)>)>,
     log: Option<(Log, String, u32)>,
+    /// Idempotent producers: per producer id, what dedups its retries.
+    producers: BTreeMap<u64, ProducerState>,
+}
+
+/// First byte of an idempotent batch entry: `0xB2 | producer id u64 |
+/// first sequence u64 | max producers u32 | batch entry (0xB1 ...)`.
+const IDEM_MAGIC: u8 = 0xB2;
+/// First byte of the answer to an idempotent batch refused for its
+/// sequence: `0xE1 | expected sequence u64 | got u64`.
+const SEQ_ERROR: u8 = 0xE1;
+/// Batches remembered per producer (Kafka keeps 5 in flight).
+const PRODUCER_BATCHES: usize = 5;
+
+/// One idempotent producer's state in one partition.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ProducerState {
+    /// Raft index of its last applied batch: least recently used is evicted first.
+    last_used: u64,
+    /// Sequence the next new batch must start at.
+    next_seq: u64,
+    /// (first sequence, record count, first offset) of its last batches.
+    batches: std::collections::VecDeque<(u64, u64, u64)>,
+}
+
+/// An idempotent batch entry for `records`.
+pub fn encode_idempotent_batch(producer_id: u64, sequence: u64, max_producers: u32, records: &[EntryRecord]) -> Vec<u8> {
+    let batch = encode_batch(records);
+    let mut out = Vec::with_capacity(21 + batch.len());
+    out.push(IDEM_MAGIC);
+    out.extend_from_slice(&producer_id.to_be_bytes());
+    out.extend_from_slice(&sequence.to_be_bytes());
+    out.extend_from_slice(&max_producers.to_be_bytes());
+    out.extend_from_slice(&batch);
+    out
+}
+
+/// What a produce entry's apply answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProduceAnswer {
+    /// Offset of the first record (of the original append for a duplicate).
+    Offset(u64),
+    /// An idempotent batch whose sequence is not the next one (a gap, or
+    /// older than the batches remembered): nothing was appended.
+    OutOfOrder { expected: u64, got: u64 },
+}
+
+/// Decode an apply answer; None when the entry was refused as undecodable.
+pub fn decode_answer(b: &[u8]) -> Option<ProduceAnswer> {
+    if let Ok(a) = <[u8; 8]>::try_from(b) {
+        return Some(ProduceAnswer::Offset(u64::from_be_bytes(a)));
+    }
+    if b.len() == 17 && b[0] == SEQ_ERROR {
+        let mut r = Reader(&b[1..]);
+        return Some(ProduceAnswer::OutOfOrder { expected: r.u64().ok()?, got: r.u64().ok()? });
+    }
+    None
+}
+
+impl PartitionSm {
+    /// Apply an idempotent batch: a duplicate answers its original offsets, a
+    /// gap answers an error, either way appending nothing.
+    fn apply_idempotent(&mut self, index: u64, data: &[u8]) -> Vec<u8> {
+        let mut r = Reader(&data[1..]);
+        let (Ok(id), Ok(seq), Ok(max)) = (r.u64(), r.u64(), r.u32()) else {
+            return Vec::new();
+        };
+        let batch = r.0;
+        let count = entry_count(batch);
+        if count == 0 {
+            return Vec::new();
+        }
+        let known = self.producers.get(&id);
+        if let Some(st) = known {
+            if let Some((_, _, off)) = st.batches.iter().find(|(s, n, _)| *s == seq && *n == count) {
+                return off.to_be_bytes().to_vec();
+            }
+            if seq != st.next_seq {
+                let mut out = vec![SEQ_ERROR];
+                out.extend_from_slice(&st.next_seq.to_be_bytes());
+                out.extend_from_slice(&seq.to_be_bytes());
+                return out;
+            }
+        }
+        // A producer not known here (new, or evicted) starts at any sequence.
+        let mut undo = vec![(id, known.cloned())];
+        if known.is_none() && max > 0 && self.producers.len() >= max as usize {
+            if let Some((&old, _)) = self.producers.iter().min_by_key(|(_, s)| s.last_used) {
+                undo.push((old, self.producers.remove(&old)));
+            }
+        }
+        let offset = self.next_offset;
+        self.next_offset += count;
+        let st = self.producers.entry(id).or_default();
+        st.last_used = index;
+        st.next_seq = seq + count;
+        st.batches.push_back((seq, count, offset));
+        while st.batches.len() > PRODUCER_BATCHES {
+            st.batches.pop_front();
+        }
+        self.applied.push_back((index, self.next_offset, undo));
+        let _ = self.tx.send(ToApplier::Apply(offset, batch.to_vec(), tracing::Span::current()));
+        offset.to_be_bytes().to_vec()
+    }
+
+    /// The producer state as it was right after entry `index` applied.
+    fn producers_at(&self, index: u64) -> BTreeMap<u64, ProducerState> {
+        let mut p = self.producers.clone();
+        for (_, _, undo) in self.applied.iter().rev().take_while(|(i, _, _)| *i > index) {
+            for (id, prev) in undo.iter().rev() {
+                match prev {
+                    Some(s) => p.insert(*id, s.clone()),
+                    None => p.remove(id),
+                };
+            }
+        }
+        p
+    }
+
+    /// Count of idempotent producers remembered.
+    pub fn producer_count(&self) -> usize {
+        self.producers.len()
+    }
+}
+
+/// `next offset u64`, then (only when there are producers, so old snapshots
+/// and producer-less ones are the same 8 bytes) `count u32 | count × [id u64 |
+/// last used u64 | next seq u64 | batches u32 | batches × (seq, count, offset u64)]`.
+fn encode_snapshot(next_offset: u64, producers: &BTreeMap<u64, ProducerState>) -> Vec<u8> {
+    let mut out = next_offset.to_be_bytes().to_vec();
+    if producers.is_empty() {
+        return out;
+    }
+    out.extend_from_slice(&(producers.len() as u32).to_be_bytes());
+    for (id, s) in producers {
+        for v in [*id, s.last_used, s.next_seq] {
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+        out.extend_from_slice(&(s.batches.len() as u32).to_be_bytes());
+        for (a, b, c) in &s.batches {
+            for v in [*a, *b, *c] {
+                out.extend_from_slice(&v.to_be_bytes());
+            }
+        }
+    }
+    out
+}
+
+fn decode_snapshot(data: &[u8]) -> Result<(u64, BTreeMap<u64, ProducerState>)> {
+    let mut r = Reader(data);
+    let next = r.u64()?;
+    let mut producers = BTreeMap::new();
+    if r.0.is_empty() {
+        return Ok((next, producers));
+    }
+    let n = r.u32()? as usize;
+    if n > r.0.len() / 28 {
+        return Err(ClusterError::StateMachine("partition snapshot: producer count larger than the snapshot".into()));
+    }
+    for _ in 0..n {
+        let (id, last_used, next_seq) = (r.u64()?, r.u64()?, r.u64()?);
+        let nb = r.u32()? as usize;
+        if nb > r.0.len() / 24 {
+            return Err(ClusterError::StateMachine("partition snapshot: batch count larger than the snapshot".into()));
+        }
+        let mut batches = std::collections::VecDeque::with_capacity(nb);
+        for _ in 0..nb {
+            batches.push_back((r.u64()?, r.u64()?, r.u64()?));
+        }
+        producers.insert(id, ProducerState { last_used, next_seq, batches });
+    }
+    if !r.0.is_empty() {
+        return Err(ClusterError::StateMachine("partition snapshot: trailing bytes".into()));
+    }
+    Ok((next, producers))
 }
 
 impl StateMachine for PartitionSm {
     fn apply(&mut self, index: u64, data: &[u8]) -> Vec<u8> {
         // Offsets are assigned here, at apply: the same on every replica, and
         // a batch of N records takes N consecutive offsets.
+        if data.first() == Some(&IDEM_MAGIC) {
+            return self.apply_idempotent(index, data);
+        }
         let count = entry_count(data);
         if count == 0 {
             return Vec::new();
         }
         let offset = self.next_offset;
         self.next_offset += count;
-        self.applied.push_back((index, self.next_offset));
+        self.applied.push_back((index, self.next_offset, Vec::new()));
         // Unbounded on purpose: the driver must not block; raft bounds what one
         // Ready commits, and the applier drains at disk speed.
         let _ = self.tx.send(ToApplier::Apply(offset, data.to_vec(), tracing::Span::current()));
         offset.to_be_bytes().to_vec()
     }
     fn snapshot(&self) -> Vec<u8> {
-        self.next_offset.to_be_bytes().to_vec()
+        encode_snapshot(self.next_offset, &self.producers)
     }
     fn restore(&mut self, data: &[u8]) -> Result<()> {
-        let b: [u8; 8] = data.try_into().map_err(|_| ClusterError::StateMachine("partition snapshot".into()))?;
-        self.next_offset = u64::from_be_bytes(b);
+        let (next, producers) = decode_snapshot(data)?;
+        self.next_offset = next;
+        self.producers = producers;
         self.applied.clear();
         let _ = self.tx.send(ToApplier::Restore(self.next_offset));
         Ok(())
@@ -270,12 +458,13 @@ impl StateMachine for PartitionSm {
             // entries, whose snapshot is the current count once the copy has it.
             return (synced >= self.next_offset).then(|| (applied, self.snapshot()));
         }
-        let (index, end) = self.applied.iter().rev().find(|(_, end)| *end <= synced).copied()?;
+        let (index, end) = self.applied.iter().rev().find(|(_, end, _)| *end <= synced).map(|(i, e, _)| (*i, *e))?;
+        let snap = encode_snapshot(end, &self.producers_at(index));
         // Later points are at or past this one (the synced offset only grows).
-        while self.applied.front().is_some_and(|(i, _)| *i <= index) {
+        while self.applied.front().is_some_and(|(i, _, _)| *i <= index) {
             self.applied.pop_front();
         }
-        Some((index, end.to_be_bytes().to_vec()))
+        Some((index, snap))
     }
 }
 
@@ -300,7 +489,7 @@ pub fn start(log: Log, topic: String, partition: u32, config: TopicConfig, catch
             h.moved.notify_waiters();
         }
     });
-    (PartitionSm { next_offset: 0, tx, applied: Default::default(), log: Some((log, topic, partition)) }, handle)
+    (PartitionSm { next_offset: 0, tx, applied: Default::default(), log: Some((log, topic, partition)), producers: BTreeMap::new() }, handle)
 }
 
 /// Create the topic in the node's local log if it is not there (several
@@ -462,7 +651,7 @@ mod tests {
     #[tokio::test]
     async fn the_state_machine_gives_a_batch_consecutive_offsets() {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut sm = PartitionSm { next_offset: 0, tx, applied: Default::default(), log: None };
+        let mut sm = PartitionSm { next_offset: 0, tx, applied: Default::default(), log: None, producers: BTreeMap::new() };
         let one = EntryRecord { timestamp_ms: 1, value: Some(b"a".to_vec()), ..Default::default() };
         assert_eq!(sm.apply(1, &encode_batch(&[one.clone(), one.clone(), one.clone()])), 0u64.to_be_bytes().to_vec());
         assert_eq!(sm.apply(2, &one.encode()), 3u64.to_be_bytes().to_vec());
@@ -473,5 +662,44 @@ mod tests {
         }
         // The snapshot point of a state machine without a copy is what it applied.
         assert_eq!(sm.snapshot_point(9), Some((9, 5u64.to_be_bytes().to_vec())));
+    }
+
+    #[tokio::test]
+    async fn idempotent_batches_dedup_refuse_gaps_evict_and_snapshot() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut sm = PartitionSm { next_offset: 0, tx, applied: Default::default(), log: None, producers: BTreeMap::new() };
+        let one = EntryRecord { timestamp_ms: 1, value: Some(b"a".to_vec()), ..Default::default() };
+        let two = [one.clone(), one.clone()];
+        let off = |o: u64| o.to_be_bytes().to_vec();
+        assert_eq!(sm.apply(1, &encode_idempotent_batch(7, 10, 2, &two)), off(0));
+        // The same batch again: its original offset, nothing appended.
+        assert_eq!(sm.apply(2, &encode_idempotent_batch(7, 10, 2, &two)), off(0));
+        assert_eq!(sm.apply(3, &encode_idempotent_batch(7, 12, 2, &[one.clone()])), off(2));
+        assert_eq!(decode_answer(&sm.apply(4, &encode_idempotent_batch(7, 20, 2, &[one.clone()]))), Some(ProduceAnswer::OutOfOrder { expected: 13, got: 20 }));
+        assert_eq!(sm.next_offset, 3);
+        let mut applied = Vec::new();
+        while let Ok(ToApplier::Apply(o, _, _)) = rx.try_recv() {
+            applied.push(o);
+        }
+        assert_eq!(applied, vec![0, 2]);
+        // Two producers at most: an eighth evicts the least recently used (7).
+        assert_eq!(sm.apply(5, &encode_idempotent_batch(8, 0, 2, &[one.clone()])), off(3));
+        assert_eq!(sm.apply(6, &encode_idempotent_batch(9, 0, 2, &[one.clone()])), off(4));
+        assert_eq!(sm.producer_count(), 2);
+        assert!(!sm.producers.contains_key(&7));
+        // The producer state at an earlier point undoes what came after it.
+        let at3 = sm.producers_at(3);
+        assert_eq!(at3.keys().copied().collect::<Vec<_>>(), vec![7]);
+        // A snapshot restores the same state; an old 8-byte one has no producers.
+        let snap = sm.snapshot();
+        let (tx2, _rx2) = mpsc::unbounded_channel();
+        let mut other = PartitionSm { next_offset: 0, tx: tx2, applied: Default::default(), log: None, producers: BTreeMap::new() };
+        other.restore(&snap).unwrap();
+        assert_eq!((other.next_offset, &other.producers), (sm.next_offset, &sm.producers));
+        other.restore(&9u64.to_be_bytes()).unwrap();
+        assert_eq!((other.next_offset, other.producers.len()), (9, 0));
+        for cut in 9..snap.len() {
+            assert!(decode_snapshot(&snap[..cut]).is_err(), "cut at {cut}");
+        }
     }
 }
