@@ -104,3 +104,53 @@ fn compaction_is_replicated() {
     assert!(compacted(&e), "forwarded: {e}");
     assert_eq!(q(outside, "GET two 'x'").unwrap()["kvs"][0]["value"], "b");
 }
+
+/// The table group's raft log on a node: (snapshot index, last index).
+fn raft_log(p: &Proc, group: u64) -> Option<(u64, u64)> {
+    let s = p.status()?;
+    let g = s["groups"].as_array()?.iter().find(|g| g["group"] == group)?.clone();
+    Some((g["snapshot_index"].as_u64()?, g["last_index"].as_u64()?))
+}
+
+/// Table groups snapshot every `cluster.snapshot_entries` applied entries
+/// (the whole `TableState`, compact revision included); a replica down
+/// while the others compacted their raft logs past it comes back from the
+/// leader's snapshot with the same keys, revisions and compact revision.
+#[test]
+fn a_table_replica_catches_up_from_a_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ps = procs(tmp.path(), 1..=3);
+    for p in &mut ps {
+        p.env.push(("WEFT_CLUSTER_SNAPSHOT_ENTRIES".into(), "20".into()));
+    }
+    let peers = start_cluster(&mut ps);
+    until("table cfg created", || q(&ps[0], "CREATE TABLE cfg").map_err(|e| eprintln!("create: {e}")).ok());
+    let group = until("cfg placed", || ps[0].call("cluster.meta", "null").ok()?["tables"]["cfg"]["group"].as_u64());
+    let first = until("a write", || q(&ps[0], "SET cfg 'k' = 0").ok())["revision"].as_u64().unwrap();
+    q(&ps[0], &format!("COMPACT cfg REVISION {first}")).unwrap();
+
+    // Node 3 goes down; 100 writes later the others have snapshotted past its log.
+    ps[2].kill();
+    let mut last = 0;
+    for i in 1..=100 {
+        last = until("a write with node 3 down", || q(&ps[i % 2], &format!("SET cfg 'k{}' = {i}", i % 10)).ok())["revision"].as_u64().unwrap();
+    }
+    let c = q(&ps[0], &format!("COMPACT cfg REVISION {}", last - 5)).unwrap();
+    assert_eq!(c["revision"].as_u64(), Some(last - 5));
+    for p in &ps[..2] {
+        let (snap, end) = until("snapshots on the live replicas", || raft_log(p, group).filter(|(s, _)| *s >= 80));
+        assert!(end - snap < 60, "node {}: the table group's raft log holds {} entries after its snapshot", p.id, end - snap);
+    }
+
+    // It comes back and installs the leader's snapshot.
+    ps[2].start(&peers);
+    let (snap, _) = until("node 3's snapshot", || raft_log(&ps[2], group).filter(|(s, _)| *s >= 80));
+    assert!(snap >= 80, "{snap}");
+    let want = q(&ps[0], "RANGE cfg PREFIX ''").unwrap();
+    let got = until("node 3 caught up", || q_serializable(&ps[2], "RANGE cfg PREFIX ''").ok().filter(|r| r["revision"] == want["revision"]));
+    assert_eq!(got["kvs"], want["kvs"], "same keys, values and revisions");
+    // The compact revision came with the snapshot.
+    let e = q_serializable(&ps[2], &format!("GET cfg 'k1' AT REVISION {}", last - 6)).unwrap_err();
+    assert!(compacted(&e), "{e}");
+    assert!(q_serializable(&ps[2], &format!("GET cfg 'k1' AT REVISION {}", last - 5)).is_ok());
+}
