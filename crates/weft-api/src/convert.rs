@@ -121,6 +121,7 @@ pub fn statement(s: &pb::Statement, at: &str, in_batch: bool) -> Result<ast::Sta
         Kind::History(h) => ast::Statement::History { table: name(&h.table, &format!("{at}.history.table"))?, key: h.key.clone(), limit: h.limit },
         Kind::CreateTable(c) => ast::Statement::CreateTable { table: name(&c.table, &format!("{at}.create_table.table"))?, replicas: c.replicas },
         Kind::DropTable(c) => ast::Statement::DropTable { table: name(&c.table, &format!("{at}.drop_table.table"))? },
+        Kind::Compact(c) => ast::Statement::Compact { table: name(&c.table, &format!("{at}.compact.table"))?, revision: c.revision },
         Kind::ShowTables(_) => ast::Statement::ShowTables,
         Kind::TopicRead(t) => {
             let at = format!("{at}.topic_read");
@@ -281,6 +282,11 @@ mod tests {
         assert_eq!(aql::print(&ast::Query { stmt: st, timeout_ms: None }), "SET t 'k' = {\"a\":1} IF VERSION = 2");
         let bad = pb::Statement { kind: Some(pb::statement::Kind::Get(pb::Get { table: String::new(), key: vec![], revision: None })) };
         assert_eq!(statement(&bad, "statement", false).unwrap_err().field, "statement.get.table");
+        let c = pb::Statement { kind: Some(pb::statement::Kind::Compact(pb::Compact { table: "t".into(), revision: Some(9) })) };
+        let st = statement(&c, "statement", false).unwrap();
+        assert_eq!(aql::print(&ast::Query { stmt: st, timeout_ms: None }), "COMPACT t REVISION 9");
+        let c = pb::Statement { kind: Some(pb::statement::Kind::Compact(pb::Compact { table: String::new(), revision: None })) };
+        assert_eq!(statement(&c, "statement", false).unwrap_err().field, "statement.compact.table");
         let f = pb::Statement {
             kind: Some(pb::statement::Kind::Filter(pb::Filter {
                 table: "t".into(),
