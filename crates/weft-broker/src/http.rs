@@ -295,14 +295,14 @@ async fn describe_topic(Extension(plane): Extension<Plane>, Path(topic): Path<St
 }
 
 /// PATCH: the body is `dto::AlterTopic` without `name` (the path names it).
-async fn alter_topic(State(log): State<Log>, Path(topic): Path<String>, body: BodyBytes) -> ApiResult<weft_log::TopicDescription> {
+async fn alter_topic(Extension(plane): Extension<Plane>, Path(topic): Path<String>, body: BodyBytes) -> ApiResult<weft_log::TopicDescription> {
     let mut body: serde_json::Value = parse(&body)?;
     if let Some(o) = body.as_object_mut() {
         o.insert("name".into(), serde_json::Value::String(topic));
     }
     let req: dto::AlterTopic =
         serde_json::from_value(body).map_err(|e| ApiError(ErrorBody::new(ErrorCode::BadBody, format!("invalid JSON body: {e}"))))?;
-    Ok(Json(log.alter_topic(&req.name, &req.to_alter()).await?))
+    Ok(Json(plane.alter_topic(&req.name, &req.to_alter()).await.map_err(ApiError)?))
 }
 
 async fn delete_topic(Extension(plane): Extension<Plane>, Path(topic): Path<String>) -> ApiResult<dto::Done> {

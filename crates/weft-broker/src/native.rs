@@ -42,10 +42,10 @@ pub fn register_with(service: &mut Service, log: Log, plane: Plane) -> Result<()
         let p = p.clone();
         async move { p.describe_topic(&req.name).await.map_err(ServiceError::Wire) }
     })?;
-    let l = log.clone();
+    let p = plane.clone();
     service.endpoint(route::TOPIC_ALTER, move |req: dto::AlterTopic| {
-        let l = l.clone();
-        async move { l.alter_topic(&req.name, &req.to_alter()).await.map_err(log_error) }
+        let p = p.clone();
+        async move { p.alter_topic(&req.name, &req.to_alter()).await.map_err(ServiceError::Wire) }
     })?;
     let p = plane.clone();
     service.endpoint(route::TOPIC_DELETE, move |req: dto::TopicRef| {

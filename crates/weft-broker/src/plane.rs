@@ -11,7 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use weft_log::{Log, OffsetSpec, PartitionId, ProduceRecord, TopicConfig, TopicDescription};
+use weft_log::{Log, OffsetSpec, PartitionId, ProduceRecord, TopicAlter, TopicConfig, TopicDescription};
 use weft_wire::ErrorBody;
 
 use crate::dto;
@@ -29,6 +29,7 @@ pub trait RecordPlane: Send + Sync {
     fn list_topics(&self) -> PlaneFuture<'_, Vec<String>>;
     fn describe_topic<'a>(&'a self, name: &'a str) -> PlaneFuture<'a, TopicDescription>;
     fn delete_topic<'a>(&'a self, name: &'a str) -> PlaneFuture<'a, ()>;
+    fn alter_topic<'a>(&'a self, name: &'a str, alter: &'a TopicAlter) -> PlaneFuture<'a, TopicDescription>;
     /// One produce call: per-record results, as `log.produce` answers.
     fn produce<'a>(&'a self, topic: &'a str, records: Vec<ProduceRecord>) -> PlaneFuture<'a, dto::ProduceResponse>;
     fn fetch<'a>(&'a self, req: &'a dto::Fetch) -> PlaneFuture<'a, dto::FetchResponse>;
@@ -66,6 +67,9 @@ impl RecordPlane for LocalPlane {
     }
     fn delete_topic<'a>(&'a self, name: &'a str) -> PlaneFuture<'a, ()> {
         Box::pin(async move { self.0.delete_topic(name).await.map_err(body) })
+    }
+    fn alter_topic<'a>(&'a self, name: &'a str, alter: &'a TopicAlter) -> PlaneFuture<'a, TopicDescription> {
+        Box::pin(async move { self.0.alter_topic(name, alter).await.map_err(body) })
     }
     fn produce<'a>(&'a self, topic: &'a str, records: Vec<ProduceRecord>) -> PlaneFuture<'a, dto::ProduceResponse> {
         Box::pin(async move { native::produce(&self.0, topic, records).await.map_err(body) })

@@ -155,6 +155,10 @@ pub enum MetaCommand {
     RemoveNode { id: NodeId },
     CreateTopic { name: String, partitions: u32, replicas: u32, #[serde(default)] config: serde_json::Value },
     DeleteTopic { name: String },
+    /// Replace a topic's config (the proposer applied the alter to the
+    /// current config and validated it); every replica's copy follows. The
+    /// partition count cannot change here (its groups are placed at create).
+    AlterTopic { name: String, config: serde_json::Value },
     CommitOffset { group: String, topic: String, partition: u32, offset: u64 },
     /// Allocate a raft group for a table and place its replicas (as a partition's).
     /// `max_tables` (the proposer's `tables.max_tables`) is checked here, at
@@ -341,7 +345,23 @@ impl MetaState {
                 for p in &t.partitions {
                     self.moves.remove(&p.group);
                 }
+                // A topic created again under the name starts with no committed offsets.
+                for topics in self.offsets.values_mut() {
+                    topics.remove(&name);
+                }
+                self.offsets.retain(|_, topics| !topics.is_empty());
                 MetaResponse::Ok
+            }
+            MetaCommand::AlterTopic { name, config } => {
+                let Some(t) = self.topics.get_mut(&name) else {
+                    return err("not_found", format!("topic {name:?} does not exist"));
+                };
+                let parts = config.get("partitions").and_then(|p| p.as_u64());
+                if parts.is_some_and(|p| p != t.partitions.len() as u64) {
+                    return err("validation", format!("the partition count of a replicated topic cannot change ({} partitions)", t.partitions.len()));
+                }
+                t.config = config;
+                MetaResponse::Topic(t.clone())
             }
             MetaCommand::CreateTable { name, replicas, max_tables } => {
                 if name.is_empty() || name.len() > MAX_NAME_BYTES {
@@ -520,12 +540,28 @@ mod tests {
         assert!(matches!(too_many, MetaResponse::Error { ref code, .. } if code == "validation"));
         let dup = s.apply(MetaCommand::CreateTopic { name: "t".into(), partitions: 1, replicas: 1, config: Default::default() });
         assert!(matches!(dup, MetaResponse::Error { ref code, .. } if code == "conflict"));
+        // A delete drops the topic's committed offsets (other topics' stay).
+        s.apply(MetaCommand::CommitOffset { group: "g".into(), topic: "t".into(), partition: 0, offset: 5 });
+        s.apply(MetaCommand::CommitOffset { group: "h".into(), topic: "t".into(), partition: 1, offset: 6 });
+        let MetaResponse::Topic(_) = s.apply(MetaCommand::CreateTopic { name: "v".into(), partitions: 1, replicas: 1, config: Default::default() }) else {
+            panic!("expected a topic");
+        };
+        s.apply(MetaCommand::CommitOffset { group: "g".into(), topic: "v".into(), partition: 0, offset: 7 });
         // Group ids are never reused, even after a delete.
         s.apply(MetaCommand::DeleteTopic { name: "t".into() });
+        assert!(!s.offsets.contains_key("h"), "{:?}", s.offsets);
+        assert_eq!(s.offsets["g"].keys().collect::<Vec<_>>(), vec!["v"]);
         let MetaResponse::Topic(t2) = s.apply(MetaCommand::CreateTopic { name: "t".into(), partitions: 1, replicas: 1, config: Default::default() }) else {
             panic!("expected a topic");
         };
-        assert_eq!(t2.partitions[0].group, 3);
+        assert_eq!(t2.partitions[0].group, 4);
+        // Alter replaces the config; the partition count stays.
+        let cfg = serde_json::json!({"partitions": 1, "retention_ms": 1000});
+        assert!(matches!(s.apply(MetaCommand::AlterTopic { name: "t".into(), config: cfg.clone() }), MetaResponse::Topic(ref t) if t.config == cfg));
+        let more = s.apply(MetaCommand::AlterTopic { name: "t".into(), config: serde_json::json!({"partitions": 3}) });
+        assert!(matches!(more, MetaResponse::Error { ref code, .. } if code == "validation"));
+        let none = s.apply(MetaCommand::AlterTopic { name: "x".into(), config: cfg });
+        assert!(matches!(none, MetaResponse::Error { ref code, .. } if code == "not_found"));
     }
 
     #[test]

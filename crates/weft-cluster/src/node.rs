@@ -216,6 +216,13 @@ struct Driver {
     executor: crate::rebalancer::Executor,
     rebalance: Arc<RebalanceCounters>,
     started: Instant,
+    /// Topic names in the metadata as of the last pass: a name that leaves
+    /// it was deleted, and its local copy goes too.
+    /// Also their configs: a changed one is an alter, applied to the local copy.
+    known_topics: BTreeMap<String, serde_json::Value>,
+    /// Local copies of deleted topics being removed: a topic created again
+    /// under the name opens its groups only after (its copy starts empty).
+    deleting: Vec<(String, tokio::task::JoinHandle<()>)>,
 }
 
 /// The state machine of a partition group until records are replicated (stage 2).
@@ -298,6 +305,8 @@ impl ClusterNode {
             executor: crate::rebalancer::Executor::new(),
             rebalance: rebalance.clone(),
             started: Instant::now(),
+            known_topics: meta.read().unwrap_or_else(|p| p.into_inner()).topics.iter().map(|(n, t)| (n.clone(), t.config.clone())).collect(),
+            deleting: Vec::new(),
         };
         tokio::spawn(driver.run(rx, in_rx, stop_rx));
         tracing::info!(node = cfg.node_id, addr = %cfg.addr, peers = cfg.peers.len(), join = cfg.join, "cluster: node started");
@@ -718,6 +727,12 @@ impl Driver {
                     if ticks % (500 / self.cfg.tick_ms.max(1)).max(1) == 0 {
                         self.rebalance();
                     }
+                    if self.deleting.iter().any(|(_, h)| h.is_finished()) {
+                        self.deleting.retain(|(_, h)| !h.is_finished());
+                        if let Err(e) = self.open_partitions() {
+                            tracing::warn!(error = %e, "cluster: opening partition groups after a topic delete failed");
+                        }
+                    }
                 }
                 Some(cmd) = rx.recv() => self.command(cmd),
                 Some(frame) = incoming.recv() => self.receive(frame),
@@ -895,11 +910,13 @@ impl Driver {
     /// Stage 1: the groups elect leaders and carry heartbeats over the shared
     /// tick loop and connections, but no records yet (docs/cluster.md).
     fn open_partitions(&mut self) -> Result<()> {
+        self.close_deleted_topics();
         if !self.cfg.roles.contains(&Role::Data) {
             return Ok(());
         }
         self.close_moved_partitions();
         let me = self.cfg.node_id;
+        let deleting: std::collections::BTreeSet<String> = self.deleting.iter().map(|(n, _)| n.clone()).collect();
         let wanted: Vec<(GroupId, Vec<NodeId>, bool, String, u32, weft_log::TopicConfig)> = {
             let meta = self.meta.read().unwrap_or_else(|p| p.into_inner());
             // A move's target joins empty: no founding voters, it starts from a
@@ -910,7 +927,7 @@ impl Driver {
             meta.topics
                 .values()
                 .flat_map(|t| t.partitions.iter().map(move |p| (t, p)))
-                .filter(|(_, p)| (p.replicas.contains(&me) || joins(p.group)) && !self.raft.has_group(p.group))
+                .filter(|(t, p)| (p.replicas.contains(&me) || joins(p.group)) && !self.raft.has_group(p.group) && !deleting.contains(&t.name))
                 .map(|(t, p)| {
                     let founding = p.replicas.contains(&me) && p.moves == 0 && !meta.moves.contains_key(&p.group);
                     (p.group, if founding { p.replicas.clone() } else { Vec::new() }, p.replicas.contains(&me), t.name.clone(), p.partition, crate::meta::topic_config(t))
@@ -978,6 +995,87 @@ impl Driver {
                 }
             }
             tracing::info!(group, "cluster: moved off a partition group; closed (its raft log stays)");
+        }
+    }
+
+    /// A deleted topic (docs/cluster.md, "Deleting and altering a replicated
+    /// topic"): close every hosted group of a topic the metadata no longer
+    /// has and remove its raft log (group ids are never reused, unlike a
+    /// moved-off replica whose log stays), then remove the topic's local copy
+    /// on every node (the plane creates an empty one on nodes without a
+    /// replica). A deleted topic is told from a moved-off replica by its
+    /// group being in no topic at all.
+    fn close_deleted_topics(&mut self) {
+        let (groups, names, altered): (std::collections::BTreeSet<GroupId>, BTreeMap<String, serde_json::Value>, Vec<(String, weft_log::TopicConfig)>) = {
+            let meta = self.meta.read().unwrap_or_else(|p| p.into_inner());
+            let altered = meta
+                .topics
+                .values()
+                .filter(|t| self.known_topics.get(&t.name).is_some_and(|c| *c != t.config))
+                .map(|t| (t.name.clone(), crate::meta::topic_config(t)))
+                .collect();
+            (
+                meta.topics.values().flat_map(|t| t.partitions.iter().map(|p| p.group)).collect(),
+                meta.topics.iter().map(|(n, t)| (n.clone(), t.config.clone())).collect(),
+                altered,
+            )
+        };
+        let hosted: Vec<GroupId> = self.partitions.read().unwrap_or_else(|p| p.into_inner()).keys().chain(self.joining.keys()).copied().collect();
+        for group in hosted.into_iter().filter(|g| !groups.contains(g)) {
+            self.partitions.write().unwrap_or_else(|p| p.into_inner()).remove(&group);
+            self.joining.remove(&group);
+            self.raft.close_group(group);
+            let waiting: Vec<u64> = self.reads_waiting.iter().filter(|(_, (g, _))| *g == group).map(|(s, _)| *s).collect();
+            for seq in waiting {
+                if let Some((_, p)) = self.reads_waiting.remove(&seq) {
+                    let _ = p.reply.send(Err(ClusterError::UnknownGroup(group)));
+                }
+            }
+            let path = self.cfg.data_dir.join("cluster").join("groups").join(format!("{group}.wal"));
+            match std::fs::remove_file(&path) {
+                Ok(()) => tracing::info!(group, "cluster: deleted topic's partition group closed, raft log removed"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(group, path = %path.display(), error = %e, "cluster: removing a deleted topic's raft log failed"),
+            }
+        }
+        let gone: Vec<String> = self.known_topics.keys().filter(|n| !names.contains_key(*n)).cloned().collect();
+        self.known_topics = names;
+        let Some(log) = self.cfg.log.clone() else { return };
+        for (name, c) in altered {
+            let l = log.clone();
+            // Every setting, so the copy ends equal to the metadata's config.
+            let alter = weft_log::TopicAlter {
+                partitions: None,
+                retention_ms: Some(c.retention_ms),
+                retention_bytes: Some(c.retention_bytes),
+                max_record_bytes: Some(c.max_record_bytes),
+                segment_bytes: Some(c.segment_bytes),
+                segment_ms: Some(c.segment_ms),
+                cleanup: Some(c.cleanup),
+                delete_retention_ms: Some(c.delete_retention_ms),
+            };
+            tokio::spawn(async move {
+                match l.alter_topic(&name, &alter).await {
+                    Ok(_) => tracing::info!(topic = %name, "cluster: replicated topic's config applied to the local copy"),
+                    // No copy here yet: one created later takes the config from the metadata.
+                    Err(weft_log::LogError::UnknownTopic(_)) => {}
+                    Err(e) => tracing::warn!(topic = %name, error = %e, "cluster: applying an altered config to the local copy failed"),
+                }
+            });
+        }
+        for name in gone {
+            let l = log.clone();
+            let n = name.clone();
+            // The applier of a closed group ends when its channel closes; the
+            // copy is removed after, off the driver (a rename and a directory sync).
+            let h = tokio::spawn(async move {
+                match l.delete_topic(&n).await {
+                    Ok(()) => tracing::info!(topic = %n, "cluster: deleted topic's local copy removed"),
+                    Err(weft_log::LogError::UnknownTopic(_)) => {}
+                    Err(e) => tracing::warn!(topic = %n, error = %e, "cluster: removing a deleted topic's local copy failed"),
+                }
+            });
+            self.deleting.push((name, h));
         }
     }
 

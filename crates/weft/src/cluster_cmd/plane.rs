@@ -25,7 +25,7 @@ use weft_broker::plane::{PlaneFuture, RecordPlane};
 use weft_cluster::meta::{TopicMeta, topic_config};
 use weft_cluster::partition::EntryRecord;
 use weft_cluster::{ClusterError, ClusterNode, MetaCommand, MetaResponse, NodeId};
-use weft_log::{Log, LogError, OffsetSpec, PartitionId, ProduceRecord, TopicConfig, TopicDescription};
+use weft_log::{Log, LogError, OffsetSpec, PartitionId, ProduceRecord, TopicAlter, TopicConfig, TopicDescription};
 use weft_net::{Client, ClientConfig, ClientError};
 use weft_wire::{ErrorBody, ErrorCode};
 
@@ -432,12 +432,36 @@ impl RecordPlane for ClusterPlane {
     fn delete_topic<'a>(&'a self, name: &'a str) -> PlaneFuture<'a, ()> {
         Box::pin(async move {
             if self.replicated(name).await.is_some() {
-                // Each replica's copy would outlive the metadata entry and a
-                // topic created again under the name would skip records that
-                // collide with the old copy's offsets (docs/cluster.md).
-                return Err(err(ErrorCode::Validation, format!("deleting a replicated topic ({name}) is not supported yet")));
+                // Through the metadata group: every node closes the topic's
+                // groups, removes their raft logs and its local copy
+                // (weft-cluster node.rs, close_deleted_topics); its committed
+                // group offsets go with the metadata entry.
+                let r = self.node.propose_meta(&MetaCommand::DeleteTopic { name: name.to_owned() }).await.map_err(|e| cluster_error_body(&e))?;
+                meta_error(r)?;
+                return Ok(());
             }
             self.log.delete_topic(name).await.map_err(|e| log_error_body(&e))
+        })
+    }
+
+    fn alter_topic<'a>(&'a self, name: &'a str, alter: &'a TopicAlter) -> PlaneFuture<'a, TopicDescription> {
+        Box::pin(async move {
+            let Some(t) = self.replicated(name).await else {
+                return self.log.alter_topic(name, alter).await.map_err(|e| log_error_body(&e));
+            };
+            if alter.partitions.is_some_and(|p| p as usize != t.partitions.len()) {
+                return Err(err(ErrorCode::Validation, format!("the partition count of a replicated topic cannot change ({} partitions)", t.partitions.len())));
+            }
+            // Validated here against the config this node last saw; the
+            // metadata group applies the whole new config, so every replica
+            // ends with the same one. Two racing alters: the last one wins whole.
+            let config = alter.apply(&topic_config(&t)).map_err(|e| log_error_body(&e))?;
+            let cmd = MetaCommand::AlterTopic { name: name.to_owned(), config: serde_json::to_value(&config).map_err(|e| err(ErrorCode::Internal, e.to_string()))? };
+            let r = self.node.propose_meta(&cmd).await.map_err(|e| cluster_error_body(&e))?;
+            match meta_error(r)? {
+                MetaResponse::Topic(t) => self.describe_replicated(&t).await,
+                _ => Err(err(ErrorCode::Internal, "alter answered without a topic")),
+            }
         })
     }
 
