@@ -532,7 +532,7 @@ pub async fn produce(client: &Client, args: ProduceArgs) -> Result<(), CliError>
             continue;
         }
         let n = pending.len();
-        let req = dto::Produce { topic: args.topic.clone(), records: std::mem::take(&mut pending) };
+        let req = dto::Produce { topic: args.topic.clone(), records: std::mem::take(&mut pending), ..Default::default() };
         pending_bytes = 0;
         let call = leaders.call::<_, dto::ProduceResponse>(client, (&args.topic, args.partition), route::PRODUCE, &req);
         tokio::pin!(call);

@@ -105,11 +105,41 @@ pub struct RecordIn {
     pub timestamp_ms: Option<i64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Produce {
     pub topic: String,
     pub records: Vec<RecordIn>,
+    /// Idempotent producer (cluster mode, replicated topics): the client's
+    /// producer id; with it `sequence` is required and the records must all
+    /// go to one partition (docs/log.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub producer_id: Option<u64>,
+    /// The first record's sequence in that partition for this producer; a
+    /// retry sends the same batch with the same sequence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
+    /// When a replicated produce is acknowledged (default `all`).
+    #[serde(default, skip_serializing_if = "Acks::is_all")]
+    pub acks: Acks,
+}
+
+/// When a produce to a replicated partition is acknowledged (docs/cluster.md, "Guarantees").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Acks {
+    /// Once a majority of the replicas has the records durable and they are applied.
+    #[default]
+    All,
+    /// Once the leader has the entry in its own raft log: weaker, the records
+    /// can be lost if the leader dies before replicating them.
+    Leader,
+}
+
+impl Acks {
+    pub fn is_all(&self) -> bool {
+        *self == Acks::All
+    }
 }
 
 /// Per-record result: where it went, or why not.

@@ -55,7 +55,10 @@ pub fn register_with(service: &mut Service, log: Log, plane: Plane) -> Result<()
     let p = plane.clone();
     service.endpoint(route::PRODUCE, move |req: dto::Produce| {
         let p = p.clone();
-        async move { p.produce(&req.topic, req.records.into_iter().map(record_in).collect()).await.map_err(ServiceError::Wire) }
+        async move {
+            let opts = produce_opts(&req).map_err(ServiceError::Wire)?;
+            p.produce_with(&req.topic, req.records.into_iter().map(record_in).collect(), opts).await.map_err(ServiceError::Wire)
+        }
     })?;
     let p = plane.clone();
     service.endpoint(route::FETCH, move |req: dto::Fetch| {
@@ -148,6 +151,16 @@ pub fn record_out(r: Record) -> dto::RecordOut {
 }
 
 /// Produce; a request-level error (unknown topic, bad request) fails the
+/// The options of a produce request: `sequence` only with `producer_id`.
+pub fn produce_opts(req: &dto::Produce) -> Result<crate::plane::ProduceOpts, weft_wire::ErrorBody> {
+    let idempotent = match (req.producer_id, req.sequence) {
+        (Some(id), Some(seq)) => Some((id, seq)),
+        (None, None) => None,
+        _ => return Err(weft_wire::ErrorBody::new(weft_wire::ErrorCode::Validation, "producer_id and sequence go together")),
+    };
+    Ok(crate::plane::ProduceOpts { idempotent, acks: req.acks })
+}
+
 /// whole call, a record-level one (too large) only that record's result.
 pub async fn produce(log: &Log, topic: &str, records: Vec<ProduceRecord>) -> Result<dto::ProduceResponse, LogError> {
     // Timestamps are milliseconds since the epoch; a negative one is a

@@ -45,6 +45,22 @@ pub type Plane = Arc<dyn RecordPlane>;
 /// The single-node plane: the node's own log.
 pub struct LocalPlane(pub Log);
 
+    /// A produce with options. A plane that cannot honour idempotence
+    /// refuses it (a single node: docs/log.md); `acks` means nothing there.
+    fn produce_with<'a>(&'a self, topic: &'a str, records: Vec<ProduceRecord>, opts: ProduceOpts) -> PlaneFuture<'a, dto::ProduceResponse> {
+        if opts.idempotent.is_some() {
+            return Box::pin(async { Err(ErrorBody::new(weft_wire::ErrorCode::Validation, "idempotent producers (producer_id) need a cluster node and a replicated topic")) });
+        }
+        self.produce(topic, records)
+    }
+}
+
+/// What a produce asks beyond its records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProduceOpts {
+    /// (producer id, first record's sequence in the partition).
+    pub idempotent: Option<(u64, u64)>,
+    pub acks: dto::Acks,
 impl LocalPlane {
     pub fn shared(log: Log) -> Plane {
         Arc::new(LocalPlane(log))

@@ -86,7 +86,7 @@ async fn native_topic_produce_fetch_offsets() {
         r.timestamp_ms = Some(1_000 + i as i64);
         records.push(r);
     }
-    let resp: dto::ProduceResponse = n.client.call(route::PRODUCE, &dto::Produce { topic: "t1".into(), records }).await.unwrap();
+    let resp: dto::ProduceResponse = n.client.call(route::PRODUCE, &dto::Produce { topic: "t1".into(), records, ..Default::default() }).await.unwrap();
     assert_eq!(resp.results.len(), 10);
     for (i, r) in resp.results.iter().enumerate() {
         assert_eq!(r.partition, Some(i as u32 % 2));
@@ -120,11 +120,11 @@ async fn native_topic_produce_fetch_offsets() {
     assert_eq!(body.details.as_ref().unwrap()["latest"], 5);
     let e = n.client.call::<_, dto::FetchResponse>(route::FETCH, &dto::Fetch { topic: "t1".into(), partition: 7, offset: 0, max_bytes: None, max_records: None, wait_ms: None, raw: false, reset: None }).await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::NotFound));
-    let e = n.client.call::<_, dto::ProduceResponse>(route::PRODUCE, &dto::Produce { topic: "nope".into(), records: vec![rec("a", "b")] }).await.unwrap_err();
+    let e = n.client.call::<_, dto::ProduceResponse>(route::PRODUCE, &dto::Produce { topic: "nope".into(), records: vec![rec("a", "b")], ..Default::default() }).await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::NotFound));
     let big = dto::RecordIn { value: Some(ByteBuf::from(vec![0u8; 2 * 1024 * 1024])), partition: Some(0), ..Default::default() };
     // A record over the limit refuses the whole request: nothing of it is written.
-    let e = n.client.call::<_, dto::ProduceResponse>(route::PRODUCE, &dto::Produce { topic: "t1".into(), records: vec![big, rec("ok", "ok")] }).await.unwrap_err();
+    let e = n.client.call::<_, dto::ProduceResponse>(route::PRODUCE, &dto::Produce { topic: "t1".into(), records: vec![big, rec("ok", "ok")], ..Default::default() }).await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::TooLarge));
     assert_eq!(n.log.describe_topic("t1").unwrap().partitions.iter().map(|p| p.high_watermark.0).sum::<u64>(), 10);
 }
@@ -141,7 +141,7 @@ async fn long_poll_fetch_wakes_on_produce() {
         f
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let _: dto::ProduceResponse = n.client.call(route::PRODUCE, &dto::Produce { topic: "lp".into(), records: vec![rec("k", "hello")] }).await.unwrap();
+    let _: dto::ProduceResponse = n.client.call(route::PRODUCE, &dto::Produce { topic: "lp".into(), records: vec![rec("k", "hello")], ..Default::default() }).await.unwrap();
     let f = waiter.await.unwrap();
     assert_eq!(f.records.len(), 1, "woken by the produce, not by the timeout");
 }
@@ -151,7 +151,7 @@ async fn consumer_groups_rebalance_and_commit() {
     let n = start().await;
     let _: serde_json::Value = n.client.call(route::TOPIC_CREATE, &serde_json::json!({"name": "g", "config": {"partitions": 4}})).await.unwrap();
     // a record for the commit below to point past (commits past the end are refused)
-    let one = dto::Produce { topic: "g".into(), records: vec![dto::RecordIn { partition: Some(0), value: Some(b"x".to_vec().into()), ..Default::default() }] };
+    let one = dto::Produce { topic: "g".into(), records: vec![dto::RecordIn { partition: Some(0), value: Some(b"x".to_vec().into()), ..Default::default() }], ..Default::default() };
     let _: dto::ProduceResponse = n.client.call(route::PRODUCE, &one).await.unwrap();
     let past_end = dto::Commit { group: "grp".into(), member_id: None, generation: None, offsets: vec![dto::CommitOffset { topic: "g".into(), partition: 0, offset: 999_999_999, metadata: String::new() }] };
     let e = n.client.call::<_, dto::Done>(route::GROUP_COMMIT, &past_end).await.unwrap_err();
@@ -280,7 +280,7 @@ async fn websocket_streams_a_partition_live() {
     let _: serde_json::Value = n.client.call(route::TOPIC_CREATE, &serde_json::json!({"name": "ws", "config": {"partitions": 2}})).await.unwrap();
     let mut old = rec("k", "old");
     old.partition = Some(0);
-    let _: dto::ProduceResponse = n.client.call(route::PRODUCE, &dto::Produce { topic: "ws".into(), records: vec![old] }).await.unwrap();
+    let _: dto::ProduceResponse = n.client.call(route::PRODUCE, &dto::Produce { topic: "ws".into(), records: vec![old], ..Default::default() }).await.unwrap();
     let url = format!("{}/v1/topics/ws/partitions/0/stream?offset=earliest", n.http.replace("http://", "ws://"));
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     let topic_url = format!("{}/v1/topics/ws/stream?offset=latest", n.http.replace("http://", "ws://"));
@@ -294,7 +294,7 @@ async fn websocket_streams_a_partition_live() {
     for (p, v) in [(0u32, "live0"), (1, "live1")] {
         let mut r = rec("k", v);
         r.partition = Some(p);
-        let _: dto::ProduceResponse = n.client.call(route::PRODUCE, &dto::Produce { topic: "ws".into(), records: vec![r] }).await.unwrap();
+        let _: dto::ProduceResponse = n.client.call(route::PRODUCE, &dto::Produce { topic: "ws".into(), records: vec![r], ..Default::default() }).await.unwrap();
     }
     let live = next(tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap());
     assert_eq!((live["value"].as_str(), live["offset"].as_u64()), (Some("live0"), Some(1)));
@@ -314,7 +314,7 @@ async fn alter_topic_natively_and_over_http() {
     let n = start().await;
     let cfg = weft_log::TopicConfig { partitions: 1, max_record_bytes: 10, retention_ms: None, ..weft_log::TopicConfig::default() };
     let _: serde_json::Value = n.client.call(route::TOPIC_CREATE, &dto::CreateTopic { name: "alt".into(), config: Some(cfg), replicas: None }).await.unwrap();
-    let too_big = dto::Produce { topic: "alt".into(), records: vec![rec("k", "more than ten bytes")] };
+    let too_big = dto::Produce { topic: "alt".into(), records: vec![rec("k", "more than ten bytes")], ..Default::default() };
     let e = n.client.call::<_, dto::ProduceResponse>(route::PRODUCE, &too_big).await.unwrap_err();
     assert!(e.to_string().contains("exceeds the topic limit of 10 bytes"), "{e}");
 

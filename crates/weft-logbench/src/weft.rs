@@ -168,7 +168,7 @@ impl Target for WeftTarget {
             }));
         }
         let record = dto::RecordIn { partition: Some(0), value: Some(ByteBuf::from(payload(size))), ..Default::default() };
-        let req = Arc::new(dto::Produce { topic: name.into(), records: vec![record; batch.max(1)] });
+        let req = Arc::new(dto::Produce { topic: name.into(), records: vec![record; batch.max(1)], ..Default::default() });
         Ok(Arc::new(move || {
             let client = client.clone();
             let req = req.clone();

@@ -62,7 +62,7 @@ async fn crash_and_check(fsync: &str) {
                         ..Default::default()
                     })
                     .collect();
-                let r: Result<dto::ProduceResponse, _> = client.call(route::PRODUCE, &dto::Produce { topic: "crash".into(), records }).await;
+                let r: Result<dto::ProduceResponse, _> = client.call(route::PRODUCE, &dto::Produce { topic: "crash".into(), records, ..Default::default() }).await;
                 let Ok(r) = r else { return };
                 let mut a = acked.lock().unwrap();
                 for (i, res) in r.results.iter().enumerate() {
@@ -123,7 +123,7 @@ async fn crash_and_check(fsync: &str) {
     }
     // The restarted node keeps writing after the recovered tail.
     let r: dto::ProduceResponse = client
-        .call(route::PRODUCE, &dto::Produce { topic: "crash".into(), records: vec![dto::RecordIn { partition: Some(0), value: Some(ByteBuf::from(b"after".to_vec())), ..Default::default() }] })
+        .call(route::PRODUCE, &dto::Produce { topic: "crash".into(), records: vec![dto::RecordIn { partition: Some(0), value: Some(ByteBuf::from(b"after".to_vec())), ..Default::default() }], ..Default::default() })
         .await
         .unwrap();
     let next0 = stored.keys().filter(|(p, _)| *p == 0).count() as u64;

@@ -87,7 +87,7 @@ async fn max_partitions_under_a_low_fd_limit() {
                 ..Default::default()
             })
             .collect();
-        let r: dto::ProduceResponse = client.call(route::PRODUCE, &dto::Produce { topic: "wide".into(), records }).await.unwrap();
+        let r: dto::ProduceResponse = client.call(route::PRODUCE, &dto::Produce { topic: "wide".into(), records, ..Default::default() }).await.unwrap();
         for res in &r.results {
             assert!(res.error.is_none(), "round {round}: {:?}", res.error);
         }

@@ -21,7 +21,7 @@ use serde_bytes::ByteBuf;
 use weft_broker::dto;
 use weft_broker::error::log_error_body;
 use weft_broker::native;
-use weft_broker::plane::{PlaneFuture, RecordPlane};
+use weft_broker::plane::{PlaneFuture, ProduceOpts, RecordPlane};
 use weft_cluster::meta::{TopicMeta, topic_config};
 use weft_cluster::partition::EntryRecord;
 use weft_cluster::{ClusterError, ClusterNode, MetaCommand, MetaResponse, NodeId};
@@ -33,6 +33,9 @@ use weft_wire::{ErrorBody, ErrorCode};
 /// partitions hosted on the node called (never forward), so a request makes
 /// at most one hop even while two nodes disagree about placement.
 pub const LOCAL_PRODUCE: &str = "cluster.local.produce";
+/// Idempotent producers remembered per partition (least recently used
+/// evicted first); carried in each entry, as apply reads no config.
+pub const MAX_PRODUCERS_PER_PARTITION: u32 = 1000;
 pub const LOCAL_FETCH: &str = "cluster.local.fetch";
 pub const LOCAL_OFFSETS: &str = "cluster.local.offsets";
 
@@ -71,6 +74,8 @@ pub fn cluster_error_body(e: &ClusterError) -> ErrorBody {
         ClusterError::UnknownGroup(g) => ErrorBody::new(ErrorCode::Unavailable, format!("partition group {g} is not hosted on this node"))
             .with_details(serde_json::json!({"kind": "not_hosted", "group": g})),
         _ => ErrorBody::new(ErrorCode::Unavailable, e.to_string()),
+        ClusterError::OutOfOrderSequence { producer_id, expected, got } => ErrorBody::new(ErrorCode::Conflict, e.to_string())
+            .with_details(serde_json::json!({"kind": "out_of_order_sequence", "producer_id": producer_id, "expected": expected, "got": got})),
     }
 }
 
@@ -260,12 +265,18 @@ impl ClusterPlane {
 
     /// Produce records (already placed in `partition`) to a partition hosted
     /// here; retried while the group has no leader (nothing was proposed then).
-    pub async fn produce_here(&self, topic: &str, partition: u32, records: &[ProduceRecord]) -> Result<Vec<u64>, ErrorBody> {
+    /// An idempotent producer's batch goes as one entry the state machine
+    /// dedups (weft-cluster partition.rs).
+    pub async fn produce_here(&self, topic: &str, partition: u32, records: &[ProduceRecord], opts: ProduceOpts) -> Result<Vec<u64>, ErrorBody> {
         let now = now_ms();
         let entries: Vec<EntryRecord> = records.iter().map(|r| to_entry(r, now)).collect();
         let deadline = Instant::now() + self.propose_timeout;
         loop {
-            match self.node.produce_records(topic, partition, entries.clone()).await {
+            let r = match opts.idempotent {
+                Some((id, seq)) => self.node.produce_idempotent(topic, partition, id, seq, MAX_PRODUCERS_PER_PARTITION, entries.clone()).await,
+                None => self.node.produce_records(topic, partition, entries.clone()).await,
+            };
+            match r {
                 Ok(offsets) => return Ok(offsets),
                 // A new group, or an election under way: no proposal was made.
                 Err(ClusterError::NotLeader { leader: 0, .. }) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -295,12 +306,20 @@ impl ClusterPlane {
     }
 
     /// Produce to one partition of a replicated topic, here or through a replica.
-    async fn produce_partition(&self, topic: &str, partition: u32, records: Vec<ProduceRecord>) -> Result<Vec<u64>, ErrorBody> {
+    async fn produce_partition(&self, topic: &str, partition: u32, records: Vec<ProduceRecord>, opts: ProduceOpts) -> Result<Vec<u64>, ErrorBody> {
         if self.node.hosted(topic, partition).is_some() {
-            return self.produce_here(topic, partition, &records).await;
+            return self.produce_here(topic, partition, &records, opts).await;
         }
-        let req = dto::Produce { topic: topic.to_owned(), records: records.into_iter().map(|r| to_record_in(r, partition)).collect() };
-        let resp: dto::ProduceResponse = self.forward(topic, partition, LOCAL_PRODUCE, &req, false).await?;
+        let req = dto::Produce {
+            topic: topic.to_owned(),
+            records: records.into_iter().map(|r| to_record_in(r, partition)).collect(),
+            producer_id: opts.idempotent.map(|(id, _)| id),
+            sequence: opts.idempotent.map(|(_, seq)| seq),
+            acks: opts.acks,
+        };
+        // An idempotent batch may be sent to another replica after any
+        // failure: if it ran, the state machine answers its first offsets.
+        let resp: dto::ProduceResponse = self.forward(topic, partition, LOCAL_PRODUCE, &req, opts.idempotent.is_some()).await?;
         resp.results
             .into_iter()
             .map(|r| match (r.offset, r.error) {
@@ -311,7 +330,7 @@ impl ClusterPlane {
             .collect()
     }
 
-    async fn produce_replicated(&self, t: &TopicMeta, records: Vec<ProduceRecord>) -> Result<dto::ProduceResponse, ErrorBody> {
+    async fn produce_replicated(&self, t: &TopicMeta, records: Vec<ProduceRecord>, opts: ProduceOpts) -> Result<dto::ProduceResponse, ErrorBody> {
         if let Some((i, ts)) = records.iter().enumerate().find_map(|(i, r)| r.timestamp_ms.filter(|t| *t < 0).map(|t| (i, t))) {
             return Err(log_error_body(&LogError::InvalidRequest(format!("record {i}: timestamp_ms must be >= 0 (milliseconds since the epoch), got {ts}"))));
         }
@@ -348,7 +367,7 @@ impl ClusterPlane {
         }
         let calls = by_partition.into_iter().map(|(p, (idx, recs))| async move {
             let ts: Vec<i64> = recs.iter().map(|r| r.timestamp_ms.unwrap_or(now)).collect();
-            (p, idx, ts, self.produce_partition(&t.name, p, recs).await)
+            (p, idx, ts, self.produce_partition(&t.name, p, recs, opts).await)
         });
         let mut failures = Vec::new();
         for (p, idx, ts, r) in futures::future::join_all(calls).await {
@@ -387,6 +406,11 @@ impl ClusterPlane {
     }
 }
 
+        // A sequence numbers one partition's records: an idempotent batch is
+        // one partition's, sent whole (a partial refusal would shift it).
+        if opts.idempotent.is_some() && (by_partition.len() > 1 || results.iter().any(Option::is_some)) {
+            return Err(err(ErrorCode::Validation, "an idempotent produce (producer_id) must put all its records in one partition, each valid"));
+        }
 impl RecordPlane for ClusterPlane {
     fn create_topic<'a>(&'a self, name: &'a str, config: Option<TopicConfig>, replicas: Option<u32>) -> PlaneFuture<'a, TopicDescription> {
         Box::pin(async move {
@@ -468,7 +492,17 @@ impl RecordPlane for ClusterPlane {
     fn produce<'a>(&'a self, topic: &'a str, records: Vec<ProduceRecord>) -> PlaneFuture<'a, dto::ProduceResponse> {
         Box::pin(async move {
             match self.replicated(topic).await {
-                Some(t) => self.produce_replicated(&t, records).await,
+                Some(t) => self.produce_replicated(&t, records, ProduceOpts::default()).await,
+                None => native::produce(&self.log, topic, records).await.map_err(|e| log_error_body(&e)),
+            }
+        })
+    }
+
+    fn produce_with<'a>(&'a self, topic: &'a str, records: Vec<ProduceRecord>, opts: ProduceOpts) -> PlaneFuture<'a, dto::ProduceResponse> {
+        Box::pin(async move {
+            match self.replicated(topic).await {
+                Some(t) => self.produce_replicated(&t, records, opts).await,
+                None if opts.idempotent.is_some() => Err(err(ErrorCode::Validation, format!("idempotent producers (producer_id) need a replicated topic; {topic} is local"))),
                 None => native::produce(&self.log, topic, records).await.map_err(|e| log_error_body(&e)),
             }
         })
@@ -627,7 +661,7 @@ pub fn register_local(service: &mut weft_service::Service, plane: Arc<ClusterPla
             }
             for (partition, recs) in by_partition {
                 let ts: Vec<Option<i64>> = recs.iter().map(|r| r.timestamp_ms).collect();
-                let offsets = p.produce_here(&req.topic, partition, &recs).await.map_err(ServiceError::Wire)?;
+                let offsets = p.produce_here(&req.topic, partition, &recs, opts).await.map_err(ServiceError::Wire)?;
                 for (o, ts) in offsets.into_iter().zip(ts) {
                     results.push(dto::ProduceResult { partition: Some(partition), offset: Some(o), timestamp_ms: ts, error: None });
                 }
@@ -647,3 +681,4 @@ pub fn register_local(service: &mut weft_service::Service, plane: Arc<ClusterPla
     })?;
     Ok(())
 }
+            let opts = native::produce_opts(&req).map_err(ServiceError::Wire)?;
