@@ -142,6 +142,16 @@ pub struct ProduceArgs {
     /// limits.max_frame_bytes (16 MiB by default).
     #[arg(long, default_value_t = DEFAULT_BATCH_BYTES)]
     pub batch_bytes: usize,
+    /// When a replicated produce is acknowledged: `all` (a majority has it)
+    /// or `leader` (the leader's raft log has it: weaker, docs/cluster.md).
+    #[arg(long, default_value = "all", value_parser = ["all", "leader"])]
+    pub acks: String,
+    /// An idempotent producer (cluster, replicated topic; needs --partition):
+    /// each request carries a producer id and its first record's sequence,
+    /// and a request whose outcome is unknown is sent again as is (the
+    /// partition keeps one copy).
+    #[arg(long, requires = "partition")]
+    pub idempotent: bool,
 }
 
 #[derive(Args, Debug)]
@@ -474,6 +484,9 @@ async fn interrupted() -> &'static str {
 /// `weft produce`: batches of at most `--batch` records and `--batch-bytes`
 /// bytes. Says on stderr how many records the node acknowledged, on a
 /// normal exit and when interrupted (SIGINT/SIGTERM).
+/// Times an idempotent producer sends a batch again after an unknown outcome.
+const IDEMPOTENT_RETRIES: u32 = 10;
+
 pub async fn produce(client: &Client, args: ProduceArgs) -> Result<(), CliError> {
     let headers = parse_headers(&args.headers)?;
     let mut lines = spawn_reader(args.file.clone())?;
@@ -486,6 +499,14 @@ pub async fn produce(client: &Client, args: ProduceArgs) -> Result<(), CliError>
     let max_records = args.batch.max(1);
     let max_bytes = args.batch_bytes.max(1);
     let leaders = Leaders::default();
+    let acks = if args.acks == "leader" { dto::Acks::Leader } else { dto::Acks::All };
+    // Client-chosen: 64 bits from the clock and the pid make a collision
+    // with another live producer of the partition unlikely.
+    let producer_id = args.idempotent.then(|| {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        nanos.rotate_left(17) ^ u64::from(std::process::id()).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    });
+    let mut sequence = 0u64;
     while !eof || !pending.is_empty() {
         // Read until a batch is full or the input ends.
         let mut next = None;
@@ -532,9 +553,23 @@ pub async fn produce(client: &Client, args: ProduceArgs) -> Result<(), CliError>
             continue;
         }
         let n = pending.len();
-        let req = dto::Produce { topic: args.topic.clone(), records: std::mem::take(&mut pending), ..Default::default() };
+        let req = dto::Produce { topic: args.topic.clone(), records: std::mem::take(&mut pending), producer_id, sequence: producer_id.map(|_| sequence), acks };
         pending_bytes = 0;
-        let call = leaders.call::<_, dto::ProduceResponse>(client, (&args.topic, args.partition), route::PRODUCE, &req);
+        sequence += n as u64;
+        let call = async {
+            let mut tries = 0;
+            loop {
+                match leaders.call::<_, dto::ProduceResponse>(client, (&args.topic, args.partition), route::PRODUCE, &req).await {
+                    // The same batch again, same sequence: never a duplicate.
+                    Err(e) if producer_id.is_some() && tries < IDEMPOTENT_RETRIES => {
+                        tries += 1;
+                        tracing::debug!(error = %e, tries, "idempotent produce: outcome unknown, sending the batch again");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    r => break r,
+                }
+            }
+        };
         tokio::pin!(call);
         let (resp, interrupted) = tokio::select! {
             r = &mut call => (r?, None),

@@ -88,6 +88,9 @@ pub struct ReadyOutput {
     pub reads: Vec<(GroupId, u64, Vec<u8>)>,
     /// Membership changes applied: (group, the new configuration, context).
     pub conf_changes: Vec<(GroupId, ConfState, Vec<u8>)>,
+    /// Normal entries this node appended and synced, before any commit:
+    /// (group, the context's 16-byte proposer tag), for acks=leader.
+    pub persisted: Vec<(GroupId, Vec<u8>)>,
 }
 
 struct Group {
@@ -433,6 +436,13 @@ impl MultiRaft {
             let fsync_span = if append_span.is_none() { tracing::Span::none() } else { tracing::info_span!("raft.fsync", group = gid) };
             fsync_span.in_scope(|| g.raw.mut_store().sync())?;
             drop(appending);
+            for e in rd.entries() {
+                if e.get_entry_type() == EntryType::EntryNormal
+                    && let Some(tag) = e.context.get(..16)
+                {
+                    out.persisted.push((gid, tag.to_vec()));
+                }
+            }
             msgs.extend(rd.take_persisted_messages());
             for rs in rd.take_read_states() {
                 out.reads.push((gid, rs.index, rs.request_ctx));

@@ -66,6 +66,10 @@ enum Cmd {
     /// the entry's context so every replica's append, fsync and apply join
     /// the caller's trace (docs/observability.md, "Traces").
     Propose { group: GroupId, data: Vec<u8>, trace: Option<String>, reply: oneshot::Sender<Result<Vec<u8>>> },
+    /// A proposal answered once this node has the entry in its own synced
+    /// raft log (acks=leader): an empty answer then, or the apply answer if
+    /// it applied in the same round.
+    ProposePersisted { group: GroupId, data: Vec<u8>, reply: oneshot::Sender<Result<Vec<u8>>> },
     ConfChange { group: GroupId, cc: ConfChangeV2, context: Vec<u8>, reply: oneshot::Sender<Result<Vec<u8>>> },
     ReadIndex { group: GroupId, reply: oneshot::Sender<Result<()>> },
     Status { reply: oneshot::Sender<Vec<GroupStatus>> },
@@ -196,6 +200,8 @@ struct Driver {
     transport: Arc<Transport>,
     seq: u64,
     proposals: BTreeMap<u64, Pending<Vec<u8>>>,
+    /// Proposals (by seq) to answer when persisted here rather than applied.
+    persist_acks: std::collections::BTreeSet<u64>,
     reads_waiting: BTreeMap<u64, (GroupId, Pending<()>)>,
     /// Confirmed read indexes waiting for the group to apply that far.
     reads_ready: Vec<(GroupId, u64, Pending<()>)>,
@@ -290,6 +296,7 @@ impl ClusterNode {
             transport: transport.clone(),
             seq: 0,
             proposals: BTreeMap::new(),
+            persist_acks: Default::default(),
             reads_waiting: BTreeMap::new(),
             reads_ready: Vec::new(),
             meta: meta.clone(),
@@ -383,6 +390,28 @@ impl ClusterNode {
         let rec = crate::partition::EntryRecord { timestamp_ms: ts, key, value: Some(value), headers: Vec::new() };
         let offsets = self.produce_records(topic, partition, vec![rec]).await?;
         offsets.first().copied().ok_or_else(|| ClusterError::StateMachine("no offset".into()))
+    }
+
+    /// Produce records with acks=leader: answered once this node has them
+    /// in its own synced raft log, before a majority does (they can be lost
+    /// if it fails before replicating them). Offsets are assigned at apply,
+    /// so the answer has them only where an entry applied in the same round:
+    /// `None` otherwise. One entry; it must fit `max_frame_bytes / 2`.
+    pub async fn produce_persisted(&self, topic: &str, partition: u32, records: Vec<crate::partition::EntryRecord>) -> Result<Option<Vec<u64>>> {
+        let group = self.group_of(topic, partition)?;
+        if !self.partitions.read().unwrap_or_else(|p| p.into_inner()).contains_key(&group) {
+            return Err(ClusterError::UnknownGroup(group));
+        }
+        let n = records.len() as u64;
+        let data = crate::partition::encode_batch(&records);
+        if data.len() > (self.cfg.max_frame_bytes as usize / 2).max(1) {
+            return Err(ClusterError::Config(format!("batch of {} bytes exceeds half of cluster.max_frame_bytes ({})", data.len(), self.cfg.max_frame_bytes)));
+        }
+        let resp = self.call(|reply| Cmd::ProposePersisted { group, data, reply }).await?;
+        Ok(match crate::partition::decode_answer(&resp) {
+            Some(crate::partition::ProduceAnswer::Offset(first)) => Some((first..first + n).collect()),
+            _ => None,
+        })
     }
 
     /// Produce an idempotent producer's batch (`sequence`: its first
@@ -782,6 +811,18 @@ impl Driver {
                     }
                 }
             }
+            Cmd::ProposePersisted { group, data, reply } => {
+                self.seq += 1;
+                match self.propose(group, ctx(self.cfg.node_id, self.seq), data) {
+                    Ok(()) => {
+                        self.proposals.insert(self.seq, Pending { reply, deadline });
+                        self.persist_acks.insert(self.seq);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
             Cmd::ConfChange { group, cc, context, reply } => {
                 self.seq += 1;
                 // The conf change context carries the proposer tag then the caller's context.
@@ -869,6 +910,8 @@ impl Driver {
     fn expire(&mut self) {
         let now = Instant::now();
         self.proposals.retain(|_, p| p.deadline > now && !p.reply.is_closed());
+        let proposals = &self.proposals;
+        self.persist_acks.retain(|s| proposals.contains_key(s));
         self.reads_waiting.retain(|_, (_, p)| p.deadline > now && !p.reply.is_closed());
         self.reads_ready.retain(|(_, _, p)| p.deadline > now && !p.reply.is_closed());
     }
@@ -1296,6 +1339,16 @@ impl Driver {
                 if node == self.cfg.node_id {
                     if let Some(p) = self.proposals.remove(&seq) {
                         let _ = p.reply.send(Ok(a.response));
+                    }
+                }
+            }
+        }
+        // After the applied answers: an entry applied in this round answers with its offsets.
+        for (_, tag) in out.persisted {
+            if let Some((node, seq)) = parse_ctx(&tag) {
+                if node == self.cfg.node_id && self.persist_acks.remove(&seq) {
+                    if let Some(p) = self.proposals.remove(&seq) {
+                        let _ = p.reply.send(Ok(Vec::new()));
                     }
                 }
             }

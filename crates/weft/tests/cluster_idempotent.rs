@@ -78,3 +78,42 @@ fn a_retried_batch_is_in_the_log_once_through_any_node_and_across_a_leader_kill(
         p.kill();
     }
 }
+
+/// acks=leader (docs/cluster.md, "Guarantees"): answered once the node has the
+/// entry in its own raft log; the records are then committed and readable
+/// like any other. Sent through every node (the leader and the followers).
+#[test]
+fn acks_leader_produces_and_reads_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ps = procs(tmp.path(), 1..=3);
+    start_cluster(&mut ps);
+    let o = ps[0].weft(&["topic", "create", "fast", "--partitions", "1", "--replicas", "3", "--json"]);
+    assert!(o.status.success(), "topic create: {}", String::from_utf8_lossy(&o.stderr));
+    until("a partition leader", || partition_leader(&ps, "fast", 0));
+    for (i, p) in ps.iter().enumerate() {
+        let body = serde_json::json!({"topic": "fast", "acks": "leader", "records": [{"partition": 0, "value": format!("l{i}")}]}).to_string();
+        let v = p.call("log.produce", &body).unwrap();
+        let r = &v["results"][0];
+        assert!(r["error"].is_null() && r["partition"] == 0, "acks=leader via node {}: {v}", p.id);
+    }
+    let vals = until("every acks=leader record readable", || {
+        let f = ps[2].call("log.fetch", r#"{"topic":"fast","partition":0,"offset":0,"max_records":100}"#).ok()?;
+        let vals: Vec<String> = f["records"].as_array()?.iter().map(|r| text(&r["value"])).collect();
+        (vals.len() >= 3).then_some(vals)
+    });
+    assert_eq!(vals, vec!["l0", "l1", "l2"]);
+    // The CLI: --acks leader, then --idempotent (a batch per request, numbered).
+    let o = ps[1].weft_in(&["produce", "fast", "--partition", "0", "--acks", "leader"], "c1\nc2\n");
+    assert!(o.status.success(), "weft produce --acks leader: {}", String::from_utf8_lossy(&o.stderr));
+    let o = ps[0].weft_in(&["produce", "fast", "--partition", "0", "--idempotent", "--batch", "1"], "i1\ni2\n");
+    assert!(o.status.success(), "weft produce --idempotent: {}", String::from_utf8_lossy(&o.stderr));
+    let vals = until("the CLI's records readable", || {
+        let f = ps[2].call("log.fetch", r#"{"topic":"fast","partition":0,"offset":3,"max_records":100}"#).ok()?;
+        let vals: Vec<String> = f["records"].as_array()?.iter().map(|r| text(&r["value"])).collect();
+        (vals.len() >= 4).then_some(vals)
+    });
+    assert_eq!(vals, vec!["c1", "c2", "i1", "i2"]);
+    for p in &mut ps {
+        p.kill();
+    }
+}
