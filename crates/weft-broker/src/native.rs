@@ -69,8 +69,9 @@ pub fn register_with(service: &mut Service, log: Log, plane: Plane) -> Result<()
     service.endpoint(route::GROUP_FETCH, move |req: dto::MemberFetch| {
         let (l, p) = (l.clone(), p.clone());
         async move {
-            l.check_member_fetch(&req.group, &req.member_id, req.generation, &req.fetch.topic, PartitionId(req.fetch.partition))
-                .map_err(log_error)?;
+            // The fence is the coordinator's; the records come through the plane.
+            let check = serde_json::json!({"group": req.group, "member_id": req.member_id, "generation": req.generation, "topic": req.fetch.topic, "partition": req.fetch.partition});
+            group_call::<dto::Done>(&l, &p, GROUP_CHECK_FETCH, &req.group, check).await?;
             p.fetch(&req.fetch).await.map_err(ServiceError::Wire)
         }
     })?;
@@ -79,40 +80,40 @@ pub fn register_with(service: &mut Service, log: Log, plane: Plane) -> Result<()
         let p = p.clone();
         async move { p.offset(&req.topic, req.partition, offset_spec(req.spec)).await.map(|o| dto::OffsetAnswer { offset: o }).map_err(ServiceError::Wire) }
     })?;
-    let l = log.clone();
+    let (l, p) = (log.clone(), plane.clone());
     service.endpoint(route::GROUP_JOIN, move |req: dto::JoinGroup| {
-        let l = l.clone();
-        async move { join(&l, &req).map_err(log_error) }
+        let (l, p) = (l.clone(), p.clone());
+        async move { group_call::<dto::Member>(&l, &p, route::GROUP_JOIN, &req.group, to_json(&req)?).await }
     })?;
-    let l = log.clone();
+    let (l, p) = (log.clone(), plane.clone());
     service.endpoint(route::GROUP_HEARTBEAT, move |req: dto::MemberRef| {
-        let l = l.clone();
-        async move { l.heartbeat_ack(&req.group, &req.member_id, req.generation).map(member).map_err(log_error) }
+        let (l, p) = (l.clone(), p.clone());
+        async move { group_call::<dto::Member>(&l, &p, route::GROUP_HEARTBEAT, &req.group, to_json(&req)?).await }
     })?;
-    let l = log.clone();
+    let (l, p) = (log.clone(), plane.clone());
     service.endpoint(route::GROUP_LEAVE, move |req: dto::MemberRef| {
-        let l = l.clone();
-        async move { l.leave_group(&req.group, &req.member_id).map(|_| dto::Done { ok: true }).map_err(log_error) }
+        let (l, p) = (l.clone(), p.clone());
+        async move { group_call::<dto::Done>(&l, &p, route::GROUP_LEAVE, &req.group, to_json(&req)?).await }
     })?;
     let p = plane.clone();
     service.endpoint(route::GROUP_COMMIT, move |req: dto::Commit| {
         let p = p.clone();
         async move { p.commit(req).await.map(|_| dto::Done { ok: true }).map_err(ServiceError::Wire) }
     })?;
-    let p = plane;
+    let p = plane.clone();
     service.endpoint(route::GROUP_COMMITTED, move |req: dto::Committed| {
         let p = p.clone();
         async move { p.committed(&req).await.map_err(ServiceError::Wire) }
     })?;
-    let l = log.clone();
+    let (l, p) = (log.clone(), plane.clone());
     service.endpoint(route::GROUP_LIST, move |_: Option<dto::Empty>| {
-        let l = l.clone();
-        async move { Ok(l.list_groups()) }
+        let (l, p) = (l.clone(), p.clone());
+        async move { group_call::<Vec<weft_log::GroupSummary>>(&l, &p, route::GROUP_LIST, "", serde_json::json!({})).await }
     })?;
-    let l = log.clone();
+    let (l, p) = (log.clone(), plane);
     service.endpoint(route::GROUP_DESCRIBE, move |req: dto::GroupRef| {
-        let l = l.clone();
-        async move { l.describe_group(&req.group).map_err(log_error) }
+        let (l, p) = (l.clone(), p.clone());
+        async move { group_call::<weft_log::GroupDescription>(&l, &p, route::GROUP_DESCRIBE, &req.group, to_json(&req)?).await }
     })?;
     let l = log;
     service.endpoint(route::GROUP_RESET_OFFSETS, move |req: dto::ResetOffsets| {
@@ -150,7 +151,6 @@ pub fn record_out(r: Record) -> dto::RecordOut {
     }
 }
 
-/// Produce; a request-level error (unknown topic, bad request) fails the
 /// The options of a produce request: `sequence` only with `producer_id`.
 pub fn produce_opts(req: &dto::Produce) -> Result<crate::plane::ProduceOpts, weft_wire::ErrorBody> {
     let idempotent = match (req.producer_id, req.sequence) {
@@ -161,6 +161,7 @@ pub fn produce_opts(req: &dto::Produce) -> Result<crate::plane::ProduceOpts, wef
     Ok(crate::plane::ProduceOpts { idempotent, acks: req.acks })
 }
 
+/// Produce; a request-level error (unknown topic, bad request) fails the
 /// whole call, a record-level one (too large) only that record's result.
 pub async fn produce(log: &Log, topic: &str, records: Vec<ProduceRecord>) -> Result<dto::ProduceResponse, LogError> {
     // Timestamps are milliseconds since the epoch; a negative one is a
@@ -226,6 +227,65 @@ pub async fn fetch(log: &Log, req: &dto::Fetch) -> Result<dto::FetchResponse, Lo
         out.records = records.into_iter().map(record_out).collect();
     }
     Ok(out)
+}
+
+/// Not a public route: the fetch fence of a member, as a group request
+/// (`{group, member_id, generation, topic, partition}`) a cluster node asks
+/// the group's coordinator.
+pub const GROUP_CHECK_FETCH: &str = "group.check_fetch";
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<serde_json::Value, ServiceError> {
+    serde_json::to_value(v).map_err(|e| ServiceError::Wire(weft_wire::ErrorBody::new(weft_wire::ErrorCode::Internal, e.to_string())))
+}
+
+/// A membership request: at the group's coordinator (the plane forwards it
+/// when that is another node), else served here.
+async fn group_call<T: serde::de::DeserializeOwned>(log: &Log, plane: &Plane, route: &str, group: &str, body: serde_json::Value) -> Result<T, ServiceError> {
+    let answer = match plane.group_forward(route, group, body.clone()).await.map_err(ServiceError::Wire)? {
+        Some(v) => v,
+        None => group_local(log, route, body).await.map_err(ServiceError::Wire)?,
+    };
+    serde_json::from_value(answer).map_err(|e| ServiceError::Wire(weft_wire::ErrorBody::new(weft_wire::ErrorCode::Internal, format!("group answer: {e}"))))
+}
+
+/// Serve a membership request from this node's group state (never forwards):
+/// the local half of [`group_call`], and what a coordinator runs for a
+/// forwarded one.
+pub async fn group_local(log: &Log, route: &str, body: serde_json::Value) -> Result<serde_json::Value, weft_wire::ErrorBody> {
+    use weft_wire::{ErrorBody, ErrorCode};
+    fn parse<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, ErrorBody> {
+        serde_json::from_value(v).map_err(|e| ErrorBody::new(ErrorCode::BadBody, format!("invalid group request: {e}")))
+    }
+    fn out<T: serde::Serialize>(r: Result<T, LogError>) -> Result<serde_json::Value, ErrorBody> {
+        let v = r.map_err(|e| crate::error::log_error_body(&e))?;
+        serde_json::to_value(v).map_err(|e| ErrorBody::new(ErrorCode::Internal, e.to_string()))
+    }
+    match route {
+        route::GROUP_JOIN => out(join(log, &parse::<dto::JoinGroup>(body)?)),
+        route::GROUP_HEARTBEAT => {
+            let r: dto::MemberRef = parse(body)?;
+            out(log.heartbeat_ack(&r.group, &r.member_id, r.generation).map(member))
+        }
+        route::GROUP_LEAVE => {
+            let r: dto::MemberRef = parse(body)?;
+            out(log.leave_group(&r.group, &r.member_id).map(|_| dto::Done { ok: true }))
+        }
+        route::GROUP_LIST => out(Ok::<_, LogError>(log.list_groups())),
+        route::GROUP_DESCRIBE => out(log.describe_group(&parse::<dto::GroupRef>(body)?.group)),
+        GROUP_CHECK_FETCH => {
+            #[derive(serde::Deserialize)]
+            struct Check {
+                group: String,
+                member_id: String,
+                generation: u32,
+                topic: String,
+                partition: u32,
+            }
+            let c: Check = parse(body)?;
+            out(log.check_member_fetch(&c.group, &c.member_id, c.generation, &c.topic, PartitionId(c.partition)).map(|_| dto::Done { ok: true }))
+        }
+        other => Err(ErrorBody::new(ErrorCode::Validation, format!("not a group route: {other}"))),
+    }
 }
 
 pub(crate) fn join(log: &Log, req: &dto::JoinGroup) -> Result<dto::Member, LogError> {

@@ -30,6 +30,14 @@ pub trait RecordPlane: Send + Sync {
     fn describe_topic<'a>(&'a self, name: &'a str) -> PlaneFuture<'a, TopicDescription>;
     fn delete_topic<'a>(&'a self, name: &'a str) -> PlaneFuture<'a, ()>;
     fn alter_topic<'a>(&'a self, name: &'a str, alter: &'a TopicAlter) -> PlaneFuture<'a, TopicDescription>;
+    /// Consumer-group membership (join, heartbeat, leave, describe, list,
+    /// the fetch fence) lives on one node per group. A cluster plane sends
+    /// the request (`route`, its JSON body) to the group's coordinator when
+    /// that is another node and returns its answer; `None`: serve it here
+    /// ([`native::group_local`]). A single node always serves it.
+    fn group_forward<'a>(&'a self, _route: &'a str, _group: &'a str, _body: serde_json::Value) -> PlaneFuture<'a, Option<serde_json::Value>> {
+        Box::pin(async { Ok(None) })
+    }
     /// One produce call: per-record results, as `log.produce` answers.
     fn produce<'a>(&'a self, topic: &'a str, records: Vec<ProduceRecord>) -> PlaneFuture<'a, dto::ProduceResponse>;
     fn fetch<'a>(&'a self, req: &'a dto::Fetch) -> PlaneFuture<'a, dto::FetchResponse>;
@@ -37,14 +45,6 @@ pub trait RecordPlane: Send + Sync {
     /// Consumer-group offset commit (fenced when a member is named).
     fn commit(&self, req: dto::Commit) -> PlaneFuture<'_, ()>;
     fn committed<'a>(&'a self, req: &'a dto::Committed) -> PlaneFuture<'a, dto::CommittedAnswer>;
-}
-
-/// A shared plane, as the endpoints hold it.
-pub type Plane = Arc<dyn RecordPlane>;
-
-/// The single-node plane: the node's own log.
-pub struct LocalPlane(pub Log);
-
     /// A produce with options. A plane that cannot honour idempotence
     /// refuses it (a single node: docs/log.md); `acks` means nothing there.
     fn produce_with<'a>(&'a self, topic: &'a str, records: Vec<ProduceRecord>, opts: ProduceOpts) -> PlaneFuture<'a, dto::ProduceResponse> {
@@ -61,6 +61,14 @@ pub struct ProduceOpts {
     /// (producer id, first record's sequence in the partition).
     pub idempotent: Option<(u64, u64)>,
     pub acks: dto::Acks,
+}
+
+/// A shared plane, as the endpoints hold it.
+pub type Plane = Arc<dyn RecordPlane>;
+
+/// The single-node plane: the node's own log.
+pub struct LocalPlane(pub Log);
+
 impl LocalPlane {
     pub fn shared(log: Log) -> Plane {
         Arc::new(LocalPlane(log))

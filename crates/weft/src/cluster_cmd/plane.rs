@@ -37,6 +37,9 @@ pub const LOCAL_PRODUCE: &str = "cluster.local.produce";
 /// evicted first); carried in each entry, as apply reads no config.
 pub const MAX_PRODUCERS_PER_PARTITION: u32 = 1000;
 pub const LOCAL_FETCH: &str = "cluster.local.fetch";
+/// A consumer-group membership request sent to the group's coordinator
+/// (`{route, body}`); served from that node's group state, never forwarded again.
+pub const LOCAL_GROUP: &str = "cluster.local.group";
 pub const LOCAL_OFFSETS: &str = "cluster.local.offsets";
 
 pub struct ClusterPlane {
@@ -71,11 +74,11 @@ pub fn cluster_error_body(e: &ClusterError) -> ErrorBody {
         ClusterError::Busy => ErrorBody::new(ErrorCode::Busy, e.to_string()),
         ClusterError::Shutdown => ErrorBody::new(ErrorCode::ShuttingDown, e.to_string()),
         ClusterError::Config(_) => ErrorBody::new(ErrorCode::Validation, e.to_string()),
+        ClusterError::OutOfOrderSequence { producer_id, expected, got } => ErrorBody::new(ErrorCode::Conflict, e.to_string())
+            .with_details(serde_json::json!({"kind": "out_of_order_sequence", "producer_id": producer_id, "expected": expected, "got": got})),
         ClusterError::UnknownGroup(g) => ErrorBody::new(ErrorCode::Unavailable, format!("partition group {g} is not hosted on this node"))
             .with_details(serde_json::json!({"kind": "not_hosted", "group": g})),
         _ => ErrorBody::new(ErrorCode::Unavailable, e.to_string()),
-        ClusterError::OutOfOrderSequence { producer_id, expected, got } => ErrorBody::new(ErrorCode::Conflict, e.to_string())
-            .with_details(serde_json::json!({"kind": "out_of_order_sequence", "producer_id": producer_id, "expected": expected, "got": got})),
     }
 }
 
@@ -194,6 +197,44 @@ impl ClusterPlane {
         let c = Client::connect(target, cfg).await?;
         // Two racing connects keep the first; the other is dropped (closed).
         Ok(self.peers.lock().unwrap_or_else(|p| p.into_inner()).entry(id).or_insert(c).clone())
+    }
+
+    /// The coordinator of every consumer group: the metadata leader
+    /// (docs/cluster.md, "Consumer groups"). `None` where this node does not
+    /// see the metadata group's leader (a data-only node, or an election):
+    /// served here then.
+    fn group_coordinator(&self) -> Option<NodeId> {
+        self.node.leader_of(weft_cluster::META_GROUP)
+    }
+
+    /// On the coordinator, before a join: the group's assignment reads the
+    /// partition counts of its topics from this node's log, so a replicated
+    /// topic needs its (possibly empty) local copy here.
+    async fn group_topics_here(&self, route: &str, body: &serde_json::Value) -> Result<(), ErrorBody> {
+        if route != dto::route::GROUP_JOIN {
+            return Ok(());
+        }
+        for t in body["topics"].as_array().into_iter().flatten().filter_map(|t| t.as_str()) {
+            if let Some(meta) = self.replicated(t).await {
+                weft_cluster::partition::ensure_local_topic(&self.log, t, topic_config(&meta)).await.map_err(|e| cluster_error_body(&e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A forwarded membership request, on the coordinator.
+    pub async fn group_here(&self, route: &str, body: serde_json::Value) -> Result<serde_json::Value, ErrorBody> {
+        self.group_topics_here(route, &body).await?;
+        native::group_local(&self.log, route, body).await
+    }
+
+    /// A member's fetch fence, at the group's coordinator (commits of a named member).
+    async fn check_member(&self, group: &str, member_id: &str, generation: u32, topic: &str, partition: u32) -> Result<(), ErrorBody> {
+        let body = serde_json::json!({"group": group, "member_id": member_id, "generation": generation, "topic": topic, "partition": partition});
+        match self.group_forward(native::GROUP_CHECK_FETCH, group, body.clone()).await? {
+            Some(_) => Ok(()),
+            None => native::group_local(&self.log, native::GROUP_CHECK_FETCH, body).await.map(|_| ()),
+        }
     }
 
     fn forget_peer(&self, id: NodeId) {
@@ -365,6 +406,11 @@ impl ClusterPlane {
             e.0.push(i);
             e.1.push(r);
         }
+        // A sequence numbers one partition's records: an idempotent batch is
+        // one partition's, sent whole (a partial refusal would shift it).
+        if opts.idempotent.is_some() && (by_partition.len() > 1 || results.iter().any(Option::is_some)) {
+            return Err(err(ErrorCode::Validation, "an idempotent produce (producer_id) must put all its records in one partition, each valid"));
+        }
         let calls = by_partition.into_iter().map(|(p, (idx, recs))| async move {
             let ts: Vec<i64> = recs.iter().map(|r| r.timestamp_ms.unwrap_or(now)).collect();
             (p, idx, ts, self.produce_partition(&t.name, p, recs, opts).await)
@@ -406,11 +452,6 @@ impl ClusterPlane {
     }
 }
 
-        // A sequence numbers one partition's records: an idempotent batch is
-        // one partition's, sent whole (a partial refusal would shift it).
-        if opts.idempotent.is_some() && (by_partition.len() > 1 || results.iter().any(Option::is_some)) {
-            return Err(err(ErrorCode::Validation, "an idempotent produce (producer_id) must put all its records in one partition, each valid"));
-        }
 impl RecordPlane for ClusterPlane {
     fn create_topic<'a>(&'a self, name: &'a str, config: Option<TopicConfig>, replicas: Option<u32>) -> PlaneFuture<'a, TopicDescription> {
         Box::pin(async move {
@@ -547,11 +588,11 @@ impl RecordPlane for ClusterPlane {
             for o in req.offsets {
                 if self.replicated(&o.topic).await.is_some() { replicated.push(o) } else { local.push(o) }
             }
-            // Membership is this node's (the group coordinator is node-local):
-            // a named member is fenced here before anything is committed.
+            // Membership is the group coordinator's: a named member is
+            // fenced there before anything is committed.
             if let (Some(m), Some(g)) = (&req.member_id, req.generation) {
                 for o in &replicated {
-                    self.log.check_member_fetch(&req.group, m, g, &o.topic, PartitionId(o.partition)).map_err(|e| log_error_body(&e))?;
+                    self.check_member(&req.group, m, g, &o.topic, o.partition).await?;
                 }
             } else if req.member_id.is_some() != req.generation.is_some() {
                 return Err(log_error_body(&LogError::InvalidRequest("member_id and generation go together".into())));
@@ -565,6 +606,30 @@ impl RecordPlane for ClusterPlane {
                 native::commit(&self.log, r).await.map_err(|e| log_error_body(&e))?;
             }
             Ok(())
+        })
+    }
+
+    fn group_forward<'a>(&'a self, route: &'a str, group: &'a str, body: serde_json::Value) -> PlaneFuture<'a, Option<serde_json::Value>> {
+        Box::pin(async move {
+            let me = self.node.node_id();
+            let Some(c) = self.group_coordinator().filter(|c| *c != me) else {
+                self.group_topics_here(route, &body).await?;
+                return Ok(None);
+            };
+            self.forwarded.fetch_add(1, Ordering::Relaxed);
+            let client = self.peer(c).await.map_err(client_error_body)?;
+            let req = serde_json::json!({"route": route, "body": body});
+            match client.call::<serde_json::Value, serde_json::Value>(LOCAL_GROUP, &req).await {
+                Ok(v) => Ok(Some(v)),
+                Err(e) => {
+                    if matches!(e, ClientError::Connect { .. } | ClientError::Closed) {
+                        self.forget_peer(c);
+                    }
+                    self.forward_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(group, route, node = c, error = %e, "cluster: forwarded group request failed");
+                    Err(client_error_body(e))
+                }
+            }
         })
     }
 
@@ -653,6 +718,7 @@ pub fn register_local(service: &mut weft_service::Service, plane: Arc<ClusterPla
     service.endpoint(LOCAL_PRODUCE, move |req: dto::Produce| {
         let p = p.clone();
         async move {
+            let opts = native::produce_opts(&req).map_err(ServiceError::Wire)?;
             let mut results = Vec::with_capacity(req.records.len());
             let mut by_partition: BTreeMap<u32, Vec<ProduceRecord>> = BTreeMap::new();
             for r in req.records {
@@ -670,6 +736,14 @@ pub fn register_local(service: &mut weft_service::Service, plane: Arc<ClusterPla
         }
     })?;
     let p = plane.clone();
+    service.endpoint(LOCAL_GROUP, move |req: serde_json::Value| {
+        let p = p.clone();
+        async move {
+            let route = req["route"].as_str().ok_or_else(|| ServiceError::validation("a group request names its route"))?.to_owned();
+            p.group_here(&route, req["body"].clone()).await.map_err(ServiceError::Wire)
+        }
+    })?;
+    let p = plane.clone();
     service.endpoint(LOCAL_FETCH, move |req: dto::Fetch| {
         let p = p.clone();
         async move { p.fetch_here(&req).await.map_err(ServiceError::Wire) }
@@ -681,4 +755,3 @@ pub fn register_local(service: &mut weft_service::Service, plane: Arc<ClusterPla
     })?;
     Ok(())
 }
-            let opts = native::produce_opts(&req).map_err(ServiceError::Wire)?;

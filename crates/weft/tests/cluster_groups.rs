@@ -1,0 +1,86 @@
+//! Consumer-group membership on a cluster (docs/cluster.md, "Consumer
+//! groups"): every group is coordinated by the metadata leader, and any node
+//! forwards membership requests there, so two members talking to two
+//! different nodes share one group. Three real `weft serve` processes, ended
+//! by pid.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+
+mod common;
+#[path = "support/cluster.rs"]
+mod cluster;
+use cluster::{Proc, procs, replicas, start_cluster, until};
+
+fn assignment(m: &Value) -> BTreeSet<u64> {
+    m["assignment"].as_array().unwrap().iter().map(|a| a[1].as_u64().unwrap()).collect()
+}
+
+fn heartbeat(p: &Proc, m: &Value) -> Value {
+    let body = json!({"group": "g", "member_id": m["member_id"], "generation": m["generation"]});
+    p.call("log.group.heartbeat", &body.to_string()).unwrap()
+}
+
+#[test]
+fn members_on_two_nodes_share_one_group() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ps = procs(tmp.path(), 1..=3);
+    start_cluster(&mut ps);
+    let o = ps[0].weft(&["topic", "create", "jobs", "--partitions", "4", "--replicas", "2"]);
+    assert!(o.status.success(), "topic create: {}", String::from_utf8_lossy(&o.stderr));
+    until("placement visible on node 2", || ps[1].status().map(|s| replicas(&s, "jobs", 3)).filter(|r| r.len() == 2));
+
+    // Member a through node 1, member b through node 2.
+    let join = |p: &Proc, client: &str| p.call("log.group.join", &json!({"group": "g", "client_id": client, "topics": ["jobs"], "session_timeout_ms": 30000}).to_string()).unwrap();
+    let mut a = join(&ps[0], "a");
+    assert_eq!(assignment(&a).len(), 4, "the only member takes every partition: {a}");
+    let mut b = join(&ps[1], "b");
+    // Heartbeats carry the hand-off until both hold their share of the same generation.
+    let (a, b) = until("a stable split of the partitions", || {
+        a = heartbeat(&ps[0], &a);
+        b = heartbeat(&ps[1], &b);
+        let (sa, sb) = (assignment(&a), assignment(&b));
+        let stable = a["generation"] == b["generation"] && a["pending"] == 0 && b["pending"] == 0 && sa.len() + sb.len() == 4;
+        stable.then(|| (a.clone(), b.clone()))
+    });
+    let (sa, sb) = (assignment(&a), assignment(&b));
+    assert!(sa.is_disjoint(&sb), "overlap: {a} {b}");
+    assert_eq!(sa.union(&sb).copied().collect::<BTreeSet<_>>(), (0..4).collect(), "{a} {b}");
+    assert_eq!((sa.len(), sb.len()), (2, 2), "{a} {b}");
+    assert_eq!(a["members"], 2);
+
+    // A third node describes and lists the same group (the CLI).
+    let d = ps[2].json(&["group", "describe", "g", "--json"]).unwrap();
+    let members: BTreeSet<String> = d["members"].as_array().unwrap().iter().map(|m| m["member_id"].as_str().unwrap().to_owned()).collect();
+    let want: BTreeSet<String> = [&a, &b].iter().map(|m| m["member_id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(members, want, "{d}");
+    let list = ps[2].call("log.group.list", "{}").unwrap();
+    assert!(list.as_array().unwrap().iter().any(|g| g["group"] == "g" && g["members"] == 2), "{list}");
+
+    // The fence travels too: b fetches its own partition through node 2, not a's.
+    let mine = *sb.iter().next().unwrap();
+    let theirs = *sa.iter().next().unwrap();
+    let fetch = |p: u64| {
+        let body = json!({"group": "g", "member_id": b["member_id"], "generation": b["generation"], "fetch": {"topic": "jobs", "partition": p, "offset": 0}});
+        ps[1].call("log.group.fetch", &body.to_string())
+    };
+    assert!(fetch(mine).is_ok(), "{:?}", fetch(mine));
+    let e = fetch(theirs).unwrap_err();
+    assert!(e.contains("not_assigned") || e.contains("not assigned") || e.contains("fenced") || e.contains("conflict"), "{e}");
+    // A fenced commit by b through node 3 of its own partition is accepted and read back anywhere.
+    let commit = json!({"group": "g", "member_id": b["member_id"], "generation": b["generation"], "offsets": [{"topic": "jobs", "partition": mine, "offset": 0}]});
+    ps[2].call("log.group.commit", &commit.to_string()).unwrap();
+    let c = ps[0].call("log.group.committed", &json!({"group": "g", "topic": "jobs", "partition": mine}).to_string()).unwrap();
+    assert_eq!(c["offset"], 0, "{c}");
+
+    // a leaves through node 1; b's next heartbeat (through node 2) takes every partition.
+    ps[0].call("log.group.leave", &json!({"group": "g", "member_id": a["member_id"]}).to_string()).unwrap();
+    let mut b = b;
+    let b = until("b holds every partition", || {
+        b = heartbeat(&ps[1], &b);
+        (assignment(&b).len() == 4 && b["pending"] == 0).then(|| b.clone())
+    });
+    assert_eq!(b["members"], 1, "{b}");
+}
