@@ -313,9 +313,13 @@ impl ClusterPlane {
         let entries: Vec<EntryRecord> = records.iter().map(|r| to_entry(r, now)).collect();
         let deadline = Instant::now() + self.propose_timeout;
         loop {
-            let r = match opts.idempotent {
-                Some((id, seq)) => self.node.produce_idempotent(topic, partition, id, seq, MAX_PRODUCERS_PER_PARTITION, entries.clone()).await,
-                None => self.node.produce_records(topic, partition, entries.clone()).await,
+            // An idempotent batch waits for its commit whatever `acks` says:
+            // its answer (a duplicate's offsets, a gap) is known only at apply.
+            let r = match (opts.idempotent, opts.acks) {
+                (Some((id, seq)), _) => self.node.produce_idempotent(topic, partition, id, seq, MAX_PRODUCERS_PER_PARTITION, entries.clone()).await,
+                // acks=leader: no offsets unless the entry applied already (empty: none).
+                (None, dto::Acks::Leader) => self.node.produce_persisted(topic, partition, entries.clone()).await.map(Option::unwrap_or_default),
+                (None, dto::Acks::All) => self.node.produce_records(topic, partition, entries.clone()).await,
             };
             match r {
                 Ok(offsets) => return Ok(offsets),
@@ -418,6 +422,12 @@ impl ClusterPlane {
         let mut failures = Vec::new();
         for (p, idx, ts, r) in futures::future::join_all(calls).await {
             match r {
+                // acks=leader answered before apply: written, offsets not known yet.
+                Ok(offsets) if offsets.is_empty() => {
+                    for (i, ts) in idx.into_iter().zip(ts) {
+                        results[i] = Some(dto::ProduceResult { partition: Some(p), offset: None, timestamp_ms: Some(ts), error: None });
+                    }
+                }
                 Ok(offsets) => {
                     for ((i, o), ts) in idx.into_iter().zip(offsets).zip(ts) {
                         results[i] = Some(dto::ProduceResult { partition: Some(p), offset: Some(o), timestamp_ms: Some(ts), error: None });
@@ -434,7 +444,7 @@ impl ClusterPlane {
         let results: Vec<dto::ProduceResult> = results.into_iter().map(|r| r.unwrap_or(dto::ProduceResult { partition: None, offset: None, timestamp_ms: None, error: None })).collect();
         // Nothing written at all: answer the request with the error (a
         // not_leader or a timeout is then what the client sees, as for one record).
-        if !failures.is_empty() && results.iter().all(|r| r.offset.is_none()) {
+        if !failures.is_empty() && results.iter().all(|r| r.partition.is_none()) {
             if let Some(e) = failures.into_iter().next() {
                 return Err(e);
             }
