@@ -8,7 +8,7 @@ use weft_log::{Log, LogError, Offset, OffsetCommit, OffsetSpec, PartitionId, Pro
 use weft_service::{Service, ServiceError};
 
 use crate::dto::{self, route};
-use crate::error::{log_error, log_error_body};
+use crate::error::log_error_body;
 use crate::plane::{LocalPlane, Plane};
 
 /// Default and largest number of records one fetch returns.
@@ -110,15 +110,15 @@ pub fn register_with(service: &mut Service, log: Log, plane: Plane) -> Result<()
         let (l, p) = (l.clone(), p.clone());
         async move { group_call::<Vec<weft_log::GroupSummary>>(&l, &p, route::GROUP_LIST, "", serde_json::json!({})).await }
     })?;
-    let (l, p) = (log.clone(), plane);
+    let (l, p) = (log, plane.clone());
     service.endpoint(route::GROUP_DESCRIBE, move |req: dto::GroupRef| {
         let (l, p) = (l.clone(), p.clone());
         async move { group_call::<weft_log::GroupDescription>(&l, &p, route::GROUP_DESCRIBE, &req.group, to_json(&req)?).await }
     })?;
-    let l = log;
+    let p = plane;
     service.endpoint(route::GROUP_RESET_OFFSETS, move |req: dto::ResetOffsets| {
-        let l = l.clone();
-        async move { reset_offsets(&l, req).await.map_err(log_error) }
+        let p = p.clone();
+        async move { p.reset_offsets(req).await.map_err(ServiceError::Wire) }
     })?;
     Ok(())
 }
@@ -233,6 +233,9 @@ pub async fn fetch(log: &Log, req: &dto::Fetch) -> Result<dto::FetchResponse, Lo
 /// (`{group, member_id, generation, topic, partition}`) a cluster node asks
 /// the group's coordinator.
 pub const GROUP_CHECK_FETCH: &str = "group.check_fetch";
+/// Not a public route either: `{group}` → `{members}`, the live members of a
+/// group at its coordinator (a reset is refused while there are any).
+pub const GROUP_MEMBERS: &str = "group.members";
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<serde_json::Value, ServiceError> {
     serde_json::to_value(v).map_err(|e| ServiceError::Wire(weft_wire::ErrorBody::new(weft_wire::ErrorCode::Internal, e.to_string())))
@@ -284,6 +287,10 @@ pub async fn group_local(log: &Log, route: &str, body: serde_json::Value) -> Res
             let c: Check = parse(body)?;
             out(log.check_member_fetch(&c.group, &c.member_id, c.generation, &c.topic, PartitionId(c.partition)).map(|_| dto::Done { ok: true }))
         }
+        GROUP_MEMBERS => {
+            let g: dto::GroupRef = parse(body)?;
+            Ok(serde_json::json!({"members": log.group_member_count(&g.group)}))
+        }
         other => Err(ErrorBody::new(ErrorCode::Validation, format!("not a group route: {other}"))),
     }
 }
@@ -312,7 +319,7 @@ pub(crate) fn member(m: weft_log::MemberState) -> dto::Member {
     }
 }
 
-pub(crate) async fn reset_offsets(log: &Log, req: dto::ResetOffsets) -> Result<dto::ResetOffsetsAnswer, LogError> {
+pub async fn reset_offsets(log: &Log, req: dto::ResetOffsets) -> Result<dto::ResetOffsetsAnswer, LogError> {
     let partitions = log.reset_group_offsets(&req.group, &req.topic, req.partition.map(PartitionId), req.to, req.dry_run).await?;
     Ok(dto::ResetOffsetsAnswer { group: req.group, topic: req.topic, dry_run: req.dry_run, partitions })
 }

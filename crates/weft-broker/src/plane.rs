@@ -45,6 +45,8 @@ pub trait RecordPlane: Send + Sync {
     /// Consumer-group offset commit (fenced when a member is named).
     fn commit(&self, req: dto::Commit) -> PlaneFuture<'_, ()>;
     fn committed<'a>(&'a self, req: &'a dto::Committed) -> PlaneFuture<'a, dto::CommittedAnswer>;
+    /// Move a group's committed offsets on a topic (refused while it has members).
+    fn reset_offsets(&self, req: dto::ResetOffsets) -> PlaneFuture<'_, dto::ResetOffsetsAnswer>;
     /// A produce with options. A plane that cannot honour idempotence
     /// refuses it (a single node: docs/log.md); `acks` means nothing there.
     fn produce_with<'a>(&'a self, topic: &'a str, records: Vec<ProduceRecord>, opts: ProduceOpts) -> PlaneFuture<'a, dto::ProduceResponse> {
@@ -109,5 +111,8 @@ impl RecordPlane for LocalPlane {
     }
     fn committed<'a>(&'a self, req: &'a dto::Committed) -> PlaneFuture<'a, dto::CommittedAnswer> {
         Box::pin(async move { native::committed(&self.0, req).map_err(body) })
+    }
+    fn reset_offsets(&self, req: dto::ResetOffsets) -> PlaneFuture<'_, dto::ResetOffsetsAnswer> {
+        Box::pin(async move { native::reset_offsets(&self.0, req).await.map_err(body) })
     }
 }

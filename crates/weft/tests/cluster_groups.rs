@@ -83,4 +83,23 @@ fn members_on_two_nodes_share_one_group() {
         (assignment(&b).len() == 4 && b["pending"] == 0).then(|| b.clone())
     });
     assert_eq!(b["members"], 1, "{b}");
+
+    // reset_offsets: refused on node 3 while b is a member (asked at the coordinator) ...
+    let reset = |to: Value, dry_run: bool| ps[2].call("log.group.reset_offsets", &json!({"group": "g", "topic": "jobs", "to": to, "dry_run": dry_run}).to_string());
+    let e = reset(json!("earliest"), false).unwrap_err();
+    assert!(e.contains("group_active") || e.contains("active"), "{e}");
+    ps[1].call("log.group.leave", &json!({"group": "g", "member_id": b["member_id"]}).to_string()).unwrap();
+    // ... then computed from the replicas' copies and committed through the metadata group.
+    let o = ps[2].weft_in(&["produce", "jobs", "--partition", "1"], "x\ny\nz\n");
+    assert!(o.status.success(), "produce: {}", String::from_utf8_lossy(&o.stderr));
+    until("a dry run sees the three records", || {
+        let r = reset(json!("latest"), true).ok()?;
+        (r["partitions"][1]["offset"] == 3 && r["partitions"].as_array()?.len() == 4).then_some(())
+    });
+    let r = reset(json!({"offset": 2}), false).unwrap();
+    assert_eq!(r["partitions"][1]["offset"], 2, "{r}");
+    for (p, want) in [(1u64, 2u64), (0, 0), (3, 0)] {
+        let c = ps[0].call("log.group.committed", &json!({"group": "g", "topic": "jobs", "partition": p}).to_string()).unwrap();
+        assert_eq!(c["offset"], want, "partition {p}: {c}");
+    }
 }

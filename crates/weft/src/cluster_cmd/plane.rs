@@ -619,6 +619,63 @@ impl RecordPlane for ClusterPlane {
         })
     }
 
+    fn reset_offsets(&self, req: dto::ResetOffsets) -> PlaneFuture<'_, dto::ResetOffsetsAnswer> {
+        Box::pin(async move {
+            let Some(t) = self.replicated(&req.topic).await else {
+                return native::reset_offsets(&self.log, req).await.map_err(|e| log_error_body(&e));
+            };
+            // Members would overwrite the reset with their next commit: refused
+            // while the group has any, as on one node (asked at the coordinator).
+            let body = serde_json::json!({"group": req.group});
+            let members = match self.group_forward(native::GROUP_MEMBERS, &req.group, body.clone()).await? {
+                Some(v) => v,
+                None => native::group_local(&self.log, native::GROUP_MEMBERS, body).await?,
+            };
+            let members = members["members"].as_u64().unwrap_or(0) as usize;
+            if members > 0 {
+                return Err(log_error_body(&LogError::GroupActive { group: req.group.clone(), members }));
+            }
+            let count = t.partitions.len() as u32;
+            let parts: Vec<u32> = match req.partition {
+                Some(p) if p >= count => {
+                    return Err(log_error_body(&LogError::UnknownPartition { topic: req.topic.clone(), partition: PartitionId(p), partitions: count }));
+                }
+                Some(p) => vec![p],
+                None => (0..count).collect(),
+            };
+            let meta = self.node.read_meta().await.map_err(|e| cluster_error_body(&e))?;
+            let mut out = Vec::with_capacity(parts.len());
+            for p in parts {
+                let start = self.offset(&req.topic, p, OffsetSpec::Earliest).await?;
+                let latest = self.offset(&req.topic, p, OffsetSpec::Latest).await?;
+                let offset = match req.to {
+                    weft_log::ResetTarget::Earliest => start,
+                    weft_log::ResetTarget::Latest => latest,
+                    weft_log::ResetTarget::Offset(o) => o.clamp(start, latest),
+                    weft_log::ResetTarget::Timestamp(ts) => self.offset(&req.topic, p, OffsetSpec::Timestamp(ts)).await?.clamp(start, latest),
+                };
+                let previous = meta.offsets.get(&req.group).and_then(|t| t.get(&req.topic)).and_then(|o| o.get(&p)).copied();
+                out.push(weft_log::OffsetReset {
+                    topic: req.topic.clone(),
+                    partition: PartitionId(p),
+                    previous: previous.map(weft_log::Offset),
+                    offset: weft_log::Offset(offset),
+                    log_start: weft_log::Offset(start),
+                    latest: weft_log::Offset(latest),
+                });
+            }
+            if !req.dry_run {
+                // Through the metadata group, as every commit of a replicated topic.
+                for r in &out {
+                    let cmd = MetaCommand::CommitOffset { group: req.group.clone(), topic: r.topic.clone(), partition: r.partition.0, offset: r.offset.0 };
+                    meta_error(self.node.propose_meta(&cmd).await.map_err(|e| cluster_error_body(&e))?)?;
+                }
+                tracing::info!(group = %req.group, topic = %req.topic, partitions = out.len(), "group offsets reset through the metadata group");
+            }
+            Ok(dto::ResetOffsetsAnswer { group: req.group, topic: req.topic, dry_run: req.dry_run, partitions: out })
+        })
+    }
+
     fn group_forward<'a>(&'a self, route: &'a str, group: &'a str, body: serde_json::Value) -> PlaneFuture<'a, Option<serde_json::Value>> {
         Box::pin(async move {
             let me = self.node.node_id();
