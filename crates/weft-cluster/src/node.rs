@@ -139,6 +139,12 @@ pub struct PartitionStatus {
     /// Records this replica fetched from another replica's copy after
     /// installing a snapshot (since start), when hosted here.
     pub caught_up_records: Option<u64>,
+    /// Idempotent producers this replica remembers, and how many it evicted
+    /// (`cluster.max_producers_per_partition`), when hosted here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub producers: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub producer_evictions: Option<u64>,
 }
 
 /// Handle to a running cluster node.
@@ -695,6 +701,8 @@ impl ClusterNode {
                         raft_commit: g.map(|g| g.commit),
                         high_watermark: hosted.get(&p.group).map(|h| h.high_watermark.load(std::sync::atomic::Ordering::Acquire)),
                         caught_up_records: hosted.get(&p.group).map(|h| h.caught_up_records.load(std::sync::atomic::Ordering::Relaxed)),
+                        producers: hosted.get(&p.group).map(|h| h.producers.load(std::sync::atomic::Ordering::Relaxed)),
+                        producer_evictions: hosted.get(&p.group).map(|h| h.producer_evictions.load(std::sync::atomic::Ordering::Relaxed)),
                     }
                 })
             })

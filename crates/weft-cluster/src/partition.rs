@@ -178,6 +178,9 @@ pub struct PartitionHandle {
     pub caught_up_records: AtomicU64,
     /// Woken whenever the high watermark moves.
     pub moved: tokio::sync::Notify,
+    /// Idempotent producers remembered, and evicted (least recently used) since start.
+    pub producers: AtomicU64,
+    pub producer_evictions: AtomicU64,
 }
 
 impl PartitionHandle {
@@ -243,6 +246,8 @@ pub struct PartitionSm {
     log: Option<(Log, String, u32)>,
     /// Idempotent producers: per producer id, what dedups its retries.
     producers: BTreeMap<u64, ProducerState>,
+    /// Where the producer counts are shown (stats only; apply does not read it).
+    handle: Option<Arc<PartitionHandle>>,
 }
 
 /// First byte of an idempotent batch entry: `0xB2 | producer id u64 |
@@ -329,6 +334,9 @@ impl PartitionSm {
         if known.is_none() && max > 0 && self.producers.len() >= max as usize {
             if let Some((&old, _)) = self.producers.iter().min_by_key(|(_, s)| s.last_used) {
                 undo.push((old, self.producers.remove(&old)));
+                if let Some(h) = &self.handle {
+                    h.producer_evictions.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
         let offset = self.next_offset;
@@ -341,6 +349,9 @@ impl PartitionSm {
             st.batches.pop_front();
         }
         self.applied.push_back((index, self.next_offset, undo));
+        if let Some(h) = &self.handle {
+            h.producers.store(self.producers.len() as u64, Ordering::Relaxed);
+        }
         let _ = self.tx.send(ToApplier::Apply(offset, batch.to_vec(), tracing::Span::current()));
         offset.to_be_bytes().to_vec()
     }
@@ -443,6 +454,9 @@ impl StateMachine for PartitionSm {
         let (next, producers) = decode_snapshot(data)?;
         self.next_offset = next;
         self.producers = producers;
+        if let Some(h) = &self.handle {
+            h.producers.store(self.producers.len() as u64, Ordering::Relaxed);
+        }
         self.applied.clear();
         let _ = self.tx.send(ToApplier::Restore(self.next_offset));
         Ok(())
@@ -479,6 +493,8 @@ pub fn start(log: Log, topic: String, partition: u32, config: TopicConfig, catch
         failed: Default::default(),
         caught_up_records: AtomicU64::new(0),
         moved: tokio::sync::Notify::new(),
+        producers: AtomicU64::new(0),
+        producer_evictions: AtomicU64::new(0),
     });
     let h = handle.clone();
     let l = log.clone();
@@ -489,7 +505,7 @@ pub fn start(log: Log, topic: String, partition: u32, config: TopicConfig, catch
             h.moved.notify_waiters();
         }
     });
-    (PartitionSm { next_offset: 0, tx, applied: Default::default(), log: Some((log, topic, partition)), producers: BTreeMap::new() }, handle)
+    (PartitionSm { next_offset: 0, tx, applied: Default::default(), log: Some((log, topic, partition)), producers: BTreeMap::new(), handle: Some(handle.clone()) }, handle)
 }
 
 /// Create the topic in the node's local log if it is not there (several
@@ -651,7 +667,7 @@ mod tests {
     #[tokio::test]
     async fn the_state_machine_gives_a_batch_consecutive_offsets() {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut sm = PartitionSm { next_offset: 0, tx, applied: Default::default(), log: None, producers: BTreeMap::new() };
+        let mut sm = PartitionSm { next_offset: 0, tx, applied: Default::default(), log: None, producers: BTreeMap::new(), handle: None };
         let one = EntryRecord { timestamp_ms: 1, value: Some(b"a".to_vec()), ..Default::default() };
         assert_eq!(sm.apply(1, &encode_batch(&[one.clone(), one.clone(), one.clone()])), 0u64.to_be_bytes().to_vec());
         assert_eq!(sm.apply(2, &one.encode()), 3u64.to_be_bytes().to_vec());
@@ -667,7 +683,7 @@ mod tests {
     #[tokio::test]
     async fn idempotent_batches_dedup_refuse_gaps_evict_and_snapshot() {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut sm = PartitionSm { next_offset: 0, tx, applied: Default::default(), log: None, producers: BTreeMap::new() };
+        let mut sm = PartitionSm { next_offset: 0, tx, applied: Default::default(), log: None, producers: BTreeMap::new(), handle: None };
         let one = EntryRecord { timestamp_ms: 1, value: Some(b"a".to_vec()), ..Default::default() };
         let two = [one.clone(), one.clone()];
         let off = |o: u64| o.to_be_bytes().to_vec();
@@ -693,7 +709,7 @@ mod tests {
         // A snapshot restores the same state; an old 8-byte one has no producers.
         let snap = sm.snapshot();
         let (tx2, _rx2) = mpsc::unbounded_channel();
-        let mut other = PartitionSm { next_offset: 0, tx: tx2, applied: Default::default(), log: None, producers: BTreeMap::new() };
+        let mut other = PartitionSm { next_offset: 0, tx: tx2, applied: Default::default(), log: None, producers: BTreeMap::new(), handle: None };
         other.restore(&snap).unwrap();
         assert_eq!((other.next_offset, &other.producers), (sm.next_offset, &sm.producers));
         other.restore(&9u64.to_be_bytes()).unwrap();

@@ -65,7 +65,9 @@ fn wire(e: ClusterError) -> ServiceError {
 /// The record plane of a cluster node, for `log.*`, HTTP and the `cluster.local.*` routes.
 /// It is also where a replica that installed a partition snapshot fetches the records it stands for.
 pub fn record_plane(node: &ClusterNode, log: weft_log::Log, conf: &ClusterConf) -> std::sync::Arc<ClusterPlane> {
-    let plane = std::sync::Arc::new(ClusterPlane::new(node.clone(), log, Duration::from_millis(conf.propose_timeout_ms.max(1)), conf.forward_max_wait_ms));
+    let mut plane = ClusterPlane::new(node.clone(), log, Duration::from_millis(conf.propose_timeout_ms.max(1)), conf.forward_max_wait_ms);
+    plane.max_producers = conf.max_producers_per_partition;
+    let plane = std::sync::Arc::new(plane);
     node.set_catch_up(plane.clone());
     plane
 }

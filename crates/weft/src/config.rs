@@ -190,6 +190,9 @@ pub struct ClusterConf {
     pub max_pending: u64,
     /// Longest long-poll of a fetch forwarded to a replica (the client polls again after it).
     pub forward_max_wait_ms: u64,
+    /// Idempotent producers remembered per replicated partition (least
+    /// recently used evicted first; docs/log.md).
+    pub max_producers_per_partition: u32,
     /// The rebalancer: re-replication, moves onto new nodes, leadership balance.
     pub rebalance: weft_cluster::rebalancer::RebalanceConfig,
 }
@@ -211,6 +214,7 @@ impl Default for ClusterConf {
             propose_timeout_ms: 5_000,
             max_pending: 4096,
             forward_max_wait_ms: 5_000,
+            max_producers_per_partition: 1000,
             rebalance: weft_cluster::rebalancer::RebalanceConfig::default(),
         }
     }

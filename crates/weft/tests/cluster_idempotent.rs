@@ -34,6 +34,9 @@ fn batch(seq: u64, values: &[&str]) -> String {
 fn a_retried_batch_is_in_the_log_once_through_any_node_and_across_a_leader_kill() {
     let tmp = tempfile::tempdir().unwrap();
     let mut ps = procs(tmp.path(), 1..=3);
+    for p in &mut ps {
+        p.env.push(("WEFT_CLUSTER_MAX_PRODUCERS_PER_PARTITION".into(), "2".into()));
+    }
     start_cluster(&mut ps);
     let o = ps[0].weft(&["topic", "create", "idem", "--partitions", "1", "--replicas", "3", "--json"]);
     assert!(o.status.success(), "topic create: {}", String::from_utf8_lossy(&o.stderr));
@@ -74,6 +77,19 @@ fn a_retried_batch_is_in_the_log_once_through_any_node_and_across_a_leader_kill(
         (vals.len() >= 4).then_some(vals)
     });
     assert_eq!(vals, vec!["a", "b", "c", "d"]);
+
+    // cluster.max_producers_per_partition = 2: two more producers evict 77
+    // (least recently used), shown in cluster.status; an evicted producer's
+    // old batch is then new to the partition (appended again: documented).
+    for id in [100, 101] {
+        let body = serde_json::json!({"topic": "idem", "records": [{"partition": 0, "value": "n"}], "producer_id": id, "sequence": 0}).to_string();
+        until("a new producer's batch", || ps[survivor].call("log.produce", &body).ok());
+    }
+    let s = ps[survivor].status().unwrap();
+    let p = s["partitions"].as_array().unwrap().iter().find(|p| p["topic"] == "idem").unwrap().clone();
+    assert_eq!((p["producers"].as_u64(), p["producer_evictions"].as_u64()), (Some(2), Some(1)), "{p}");
+    let evicted = ps[survivor].call("log.produce", &batch(3, &["d"])).unwrap();
+    assert_eq!(offsets(&evicted), vec![6], "{evicted}");
     for p in &mut ps {
         p.kill();
     }

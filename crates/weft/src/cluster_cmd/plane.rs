@@ -33,9 +33,9 @@ use weft_wire::{ErrorBody, ErrorCode};
 /// partitions hosted on the node called (never forward), so a request makes
 /// at most one hop even while two nodes disagree about placement.
 pub const LOCAL_PRODUCE: &str = "cluster.local.produce";
-/// Idempotent producers remembered per partition (least recently used
-/// evicted first); carried in each entry, as apply reads no config.
-pub const MAX_PRODUCERS_PER_PARTITION: u32 = 1000;
+/// Idempotent producers remembered per partition by default (least
+/// recently used evicted first; `cluster.max_producers_per_partition`).
+pub const DEFAULT_MAX_PRODUCERS_PER_PARTITION: u32 = 1000;
 pub const LOCAL_FETCH: &str = "cluster.local.fetch";
 /// A consumer-group membership request sent to the group's coordinator
 /// (`{route, body}`); served from that node's group state, never forwarded again.
@@ -59,6 +59,9 @@ pub struct ClusterPlane {
     /// Requests forwarded to a replica, and those that failed (stats).
     forwarded: AtomicU64,
     forward_failures: AtomicU64,
+    /// `cluster.max_producers_per_partition`, carried in each idempotent
+    /// entry (apply reads no config).
+    pub max_producers: u32,
 }
 
 fn err(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
@@ -155,6 +158,7 @@ impl ClusterPlane {
             forward_max_wait_ms: forward_max_wait_ms.max(1),
             forwarded: AtomicU64::new(0),
             forward_failures: AtomicU64::new(0),
+            max_producers: DEFAULT_MAX_PRODUCERS_PER_PARTITION,
         }
     }
 
@@ -316,7 +320,7 @@ impl ClusterPlane {
             // An idempotent batch waits for its commit whatever `acks` says:
             // its answer (a duplicate's offsets, a gap) is known only at apply.
             let r = match (opts.idempotent, opts.acks) {
-                (Some((id, seq)), _) => self.node.produce_idempotent(topic, partition, id, seq, MAX_PRODUCERS_PER_PARTITION, entries.clone()).await,
+                (Some((id, seq)), _) => self.node.produce_idempotent(topic, partition, id, seq, self.max_producers, entries.clone()).await,
                 // acks=leader: no offsets unless the entry applied already (empty: none).
                 (None, dto::Acks::Leader) => self.node.produce_persisted(topic, partition, entries.clone()).await.map(Option::unwrap_or_default),
                 (None, dto::Acks::All) => self.node.produce_records(topic, partition, entries.clone()).await,
