@@ -38,7 +38,7 @@ async fn not_leader_is_retried_once_at_the_named_leader_and_cached() {
 
     let input = dir.path().join("in.txt");
     std::fs::write(&input, (0..5).map(|i| format!("r{i}\n")).collect::<String>()).unwrap();
-    let args = ProduceArgs { topic: "t".into(), file: Some(input), key_separator: None, headers: vec![], partition: Some(0), batch: 1, batch_bytes: 1 << 20 };
+    let args = ProduceArgs { topic: "t".into(), file: Some(input), key_separator: None, headers: vec![], partition: Some(0), batch: 1, batch_bytes: 1 << 20, acks: "all".into(), idempotent: false };
     cli::produce(&client, args).await.unwrap();
     assert_eq!(refused.load(Ordering::Relaxed), 1, "one refusal, then the cached leader");
     let end = log.list_offset("t", weft_log::PartitionId(0), weft_log::OffsetSpec::Latest).unwrap();
