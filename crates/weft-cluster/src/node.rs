@@ -1050,27 +1050,27 @@ impl Driver {
     }
 
     /// A deleted topic (docs/cluster.md, "Deleting and altering a replicated
-    /// topic"): close every hosted group of a topic the metadata no longer
+    /// topic"; an altered one's new config is applied to the local copy): close every hosted group of a topic the metadata no longer
     /// has and remove its raft log (group ids are never reused, unlike a
     /// moved-off replica whose log stays), then remove the topic's local copy
     /// on every node (the plane creates an empty one on nodes without a
     /// replica). A deleted topic is told from a moved-off replica by its
     /// group being in no topic at all.
     fn close_deleted_topics(&mut self) {
-        let (groups, names, altered): (std::collections::BTreeSet<GroupId>, BTreeMap<String, serde_json::Value>, Vec<(String, weft_log::TopicConfig)>) = {
+        let groups: std::collections::BTreeSet<GroupId>;
+        let names: BTreeMap<String, serde_json::Value>;
+        let altered: Vec<(String, weft_log::TopicConfig)>;
+        {
             let meta = self.meta.read().unwrap_or_else(|p| p.into_inner());
-            let altered = meta
+            altered = meta
                 .topics
                 .values()
                 .filter(|t| self.known_topics.get(&t.name).is_some_and(|c| *c != t.config))
                 .map(|t| (t.name.clone(), crate::meta::topic_config(t)))
                 .collect();
-            (
-                meta.topics.values().flat_map(|t| t.partitions.iter().map(|p| p.group)).collect(),
-                meta.topics.iter().map(|(n, t)| (n.clone(), t.config.clone())).collect(),
-                altered,
-            )
-        };
+            groups = meta.topics.values().flat_map(|t| t.partitions.iter().map(|p| p.group)).collect();
+            names = meta.topics.iter().map(|(n, t)| (n.clone(), t.config.clone())).collect();
+        }
         let hosted: Vec<GroupId> = self.partitions.read().unwrap_or_else(|p| p.into_inner()).keys().chain(self.joining.keys()).copied().collect();
         for group in hosted.into_iter().filter(|g| !groups.contains(g)) {
             self.partitions.write().unwrap_or_else(|p| p.into_inner()).remove(&group);
