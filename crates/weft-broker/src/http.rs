@@ -93,6 +93,13 @@ struct JsonProduce {
     records: Vec<JsonRecordIn>,
     #[serde(default)]
     encoding: Encoding,
+    /// Idempotent producer and acks, as `log.produce` (docs/log.md).
+    #[serde(default)]
+    producer_id: Option<u64>,
+    #[serde(default)]
+    sequence: Option<u64>,
+    #[serde(default)]
+    acks: dto::Acks,
 }
 
 /// A record as JSON. `encoding` says how key, value and header values are
@@ -316,6 +323,7 @@ async fn delete_topic(Extension(plane): Extension<Plane>, Path(topic): Path<Stri
 /// results in `details.results`.
 async fn produce(Extension(plane): Extension<Plane>, Path(topic): Path<String>, body: BodyBytes) -> Result<Response, ApiError> {
     let req: JsonProduce = parse(&body)?;
+    let opts = crate::native::produce_opts(&dto::Produce { producer_id: req.producer_id, sequence: req.sequence, acks: req.acks, ..Default::default() }).map_err(ApiError)?;
     let mut records = Vec::with_capacity(req.records.len());
     for (i, r) in req.records.into_iter().enumerate() {
         let enc = r.encoding.unwrap_or(req.encoding);
@@ -332,7 +340,7 @@ async fn produce(Extension(plane): Extension<Plane>, Path(topic): Path<String>, 
             headers,
         });
     }
-    let answer = plane.produce(&topic, records).await.map_err(ApiError)?;
+    let answer = plane.produce_with(&topic, records, opts).await.map_err(ApiError)?;
     Ok(match crate::http_mw::all_failed(&answer.results) {
         Some(e) => ApiError(e).into_response(),
         None => Json(answer).into_response(),

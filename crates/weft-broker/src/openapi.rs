@@ -126,7 +126,10 @@ fn paths_and_schemas() -> Value {
                 "headers": { "type": "object", "additionalProperties": { "type": "string" } }, "timestamp_ms": { "type": "integer" },
                 "encoding": { "type": "string", "enum": ["utf8", "base64"] } } },
             "Produce": { "type": "object", "required": ["records"], "properties": { "records": { "type": "array", "items": { "$ref": "#/components/schemas/RecordIn" } },
-                "encoding": { "type": "string", "enum": ["utf8", "base64"] } } },
+                "encoding": { "type": "string", "enum": ["utf8", "base64"] },
+                "producer_id": { "type": "integer", "description": "idempotent producer (cluster, replicated topic; with sequence)" },
+                "sequence": { "type": "integer", "description": "the first record's sequence in its partition for this producer" },
+                "acks": { "type": "string", "enum": ["all", "leader"] } } },
             "ProduceResponse": { "type": "object", "properties": { "results": { "type": "array", "items": { "type": "object", "properties": {
                 "partition": { "type": "integer" }, "offset": { "type": "integer" }, "timestamp_ms": { "type": "integer" }, "error": { "$ref": "#/components/schemas/Error" } } } } } },
             "Record": { "type": "object", "properties": { "partition": { "type": "integer" }, "offset": { "type": "integer" }, "timestamp_ms": { "type": "integer" },

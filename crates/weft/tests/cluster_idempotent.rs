@@ -77,6 +77,10 @@ fn a_retried_batch_is_in_the_log_once_through_any_node_and_across_a_leader_kill(
         (vals.len() >= 4).then_some(vals)
     });
     assert_eq!(vals, vec!["a", "b", "c", "d"]);
+    // The HTTP gateway takes the same fields: batch 3 once more is a duplicate.
+    let (code, text) = ps[survivor].http("POST", "/v1/topics/idem/records", r#"{"records":[{"partition":0,"value":"d"}],"producer_id":77,"sequence":3}"#).unwrap();
+    assert_eq!(code, 200, "{text}");
+    assert_eq!(offsets(&serde_json::from_str(&text).unwrap()), vec![3], "{text}");
 
     // cluster.max_producers_per_partition = 2: two more producers evict 77
     // (least recently used), shown in cluster.status; an evicted producer's
