@@ -139,6 +139,11 @@ pub struct MetaState {
     /// Version of `auth`: 0 = never set; each SetAuth adds one.
     #[serde(default)]
     pub auth_version: u64,
+    /// Names of deleted replicated topics not created again: a node that
+    /// missed the delete (down, or restarted from a later snapshot) still
+    /// removes its local copy (weft-cluster node.rs, close_deleted_topics).
+    #[serde(default)]
+    pub deleted_topics: std::collections::BTreeSet<String>,
 }
 
 /// A change to the metadata. Every change goes through the metadata group.
@@ -334,6 +339,7 @@ impl MetaState {
                     .map(|p| PartitionMeta { partition: p, group: first_group + u64::from(p), replicas: place(&data, p, replicas), moves: 0 })
                     .collect();
                 self.next_group = first_group + u64::from(partitions);
+                self.deleted_topics.remove(&name);
                 let t = TopicMeta { name: name.clone(), partitions: parts, config };
                 self.topics.insert(name, t.clone());
                 MetaResponse::Topic(t)
@@ -350,6 +356,7 @@ impl MetaState {
                     topics.remove(&name);
                 }
                 self.offsets.retain(|_, topics| !topics.is_empty());
+                self.deleted_topics.insert(name);
                 MetaResponse::Ok
             }
             MetaCommand::AlterTopic { name, config } => {
@@ -550,11 +557,13 @@ mod tests {
         // Group ids are never reused, even after a delete.
         s.apply(MetaCommand::DeleteTopic { name: "t".into() });
         assert!(!s.offsets.contains_key("h"), "{:?}", s.offsets);
+        assert!(s.deleted_topics.contains("t"));
         assert_eq!(s.offsets["g"].keys().collect::<Vec<_>>(), vec!["v"]);
         let MetaResponse::Topic(t2) = s.apply(MetaCommand::CreateTopic { name: "t".into(), partitions: 1, replicas: 1, config: Default::default() }) else {
             panic!("expected a topic");
         };
         assert_eq!(t2.partitions[0].group, 4);
+        assert!(s.deleted_topics.is_empty(), "created again: no longer deleted");
         // Alter replaces the config; the partition count stays.
         let cfg = serde_json::json!({"partitions": 1, "retention_ms": 1000});
         assert!(matches!(s.apply(MetaCommand::AlterTopic { name: "t".into(), config: cfg.clone() }), MetaResponse::Topic(ref t) if t.config == cfg));

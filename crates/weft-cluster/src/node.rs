@@ -235,6 +235,8 @@ struct Driver {
     /// Local copies of deleted topics being removed: a topic created again
     /// under the name opens its groups only after (its copy starts empty).
     deleting: Vec<(String, tokio::task::JoinHandle<()>)>,
+    /// The raft logs of deleted groups were swept once since start.
+    swept: bool,
 }
 
 /// The state machine of a partition group until records are replicated (stage 2).
@@ -320,6 +322,7 @@ impl ClusterNode {
             started: Instant::now(),
             known_topics: meta.read().unwrap_or_else(|p| p.into_inner()).topics.iter().map(|(n, t)| (n.clone(), t.config.clone())).collect(),
             deleting: Vec::new(),
+            swept: false,
         };
         tokio::spawn(driver.run(rx, in_rx, stop_rx));
         tracing::info!(node = cfg.node_id, addr = %cfg.addr, peers = cfg.peers.len(), join = cfg.join, "cluster: node started");
@@ -1060,8 +1063,13 @@ impl Driver {
         let groups: std::collections::BTreeSet<GroupId>;
         let names: BTreeMap<String, serde_json::Value>;
         let altered: Vec<(String, weft_log::TopicConfig)>;
+        let deleted: std::collections::BTreeSet<String>;
+        let (next_group, tables): (GroupId, std::collections::BTreeSet<GroupId>);
         {
             let meta = self.meta.read().unwrap_or_else(|p| p.into_inner());
+            deleted = meta.deleted_topics.clone();
+            next_group = meta.next_group;
+            tables = meta.tables.values().map(|t| t.group).collect();
             altered = meta
                 .topics
                 .values()
@@ -1089,8 +1097,22 @@ impl Driver {
                 Err(e) => tracing::warn!(group, path = %path.display(), error = %e, "cluster: removing a deleted topic's raft log failed"),
             }
         }
-        let gone: Vec<String> = self.known_topics.keys().filter(|n| !names.contains_key(*n)).cloned().collect();
+        let mut gone: Vec<String> = self.known_topics.keys().filter(|n| !names.contains_key(*n)).cloned().collect();
+        if !gone.is_empty() || !self.swept {
+            self.swept = true;
+            self.sweep_group_logs(next_group, &groups, &tables);
+        }
         self.known_topics = names;
+        // A delete this node missed (down, or a replay that applied the
+        // create and the delete in one pass) still removes its copy.
+        if let Some(log) = &self.cfg.log {
+            for t in log.list_topics() {
+                let n = t.as_str();
+                if deleted.contains(n) && !gone.iter().any(|g| g == n) && !self.deleting.iter().any(|(d, _)| d == n) {
+                    gone.push(n.to_owned());
+                }
+            }
+        }
         let Some(log) = self.cfg.log.clone() else { return };
         for (name, c) in altered {
             let l = log.clone();
@@ -1127,6 +1149,29 @@ impl Driver {
                 }
             });
             self.deleting.push((name, h));
+        }
+    }
+
+    /// Remove the raft log of every group id the metadata allocated
+    /// (below `next_group`) that is in no topic and no table: a deleted
+    /// topic's or dropped table's (ids are never reused). Catches logs of
+    /// groups this node never opened again, e.g. after a restart whose
+    /// replay applied the create and the delete in one pass.
+    fn sweep_group_logs(&mut self, next_group: GroupId, topics: &std::collections::BTreeSet<GroupId>, tables: &std::collections::BTreeSet<GroupId>) {
+        let dir = self.cfg.data_dir.join("cluster").join("groups");
+        let Ok(entries) = std::fs::read_dir(&dir) else { return };
+        for e in entries.flatten() {
+            let path = e.path();
+            let Some(id) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".wal")).and_then(|n| n.parse::<GroupId>().ok()) else {
+                continue;
+            };
+            if id == META_GROUP || id >= next_group || topics.contains(&id) || tables.contains(&id) || self.raft.has_group(id) {
+                continue;
+            }
+            match std::fs::remove_file(&path) {
+                Ok(()) => tracing::info!(group = id, "cluster: raft log of a deleted group removed"),
+                Err(e) => tracing::warn!(group = id, path = %path.display(), error = %e, "cluster: removing a deleted group's raft log failed"),
+            }
         }
     }
 

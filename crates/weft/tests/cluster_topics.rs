@@ -32,7 +32,7 @@ fn groups(s: &Value, topic: &str) -> Vec<u64> {
 fn delete_of_a_replicated_topic_reaches_every_node_and_the_name_starts_empty() {
     let tmp = tempfile::tempdir().unwrap();
     let mut ps = procs(tmp.path(), 1..=3);
-    start_cluster(&mut ps);
+    let peers = start_cluster(&mut ps);
     let o = ps[0].weft(&["topic", "create", "gone", "--partitions", "2", "--replicas", "3"]);
     assert!(o.status.success(), "topic create: {}", String::from_utf8_lossy(&o.stderr));
     until("placement visible on node 3", || ps[2].status().map(|s| replicas(&s, "gone", 1)).filter(|r| r.len() == 3));
@@ -88,6 +88,29 @@ fn delete_of_a_replicated_topic_reaches_every_node_and_the_name_starts_empty() {
     let (code, body) = ps[0].http("DELETE", "/v1/topics/gone", "").unwrap();
     assert_eq!(code, 200, "{body}");
     until("deleted again on node 2", || (!ps[1].weft(&["topic", "describe", "gone"]).status.success()).then_some(()));
+
+    // A node down during the delete removes its copy and raft logs when it comes back.
+    let o = ps[0].weft(&["topic", "create", "late", "--partitions", "1", "--replicas", "3"]);
+    assert!(o.status.success(), "topic create: {}", String::from_utf8_lossy(&o.stderr));
+    let o = ps[0].weft_in(&["produce", "late", "--partition", "0"], "p\nq\n");
+    assert!(o.status.success(), "produce: {}", String::from_utf8_lossy(&o.stderr));
+    until("node 3 has the records", || local_records(&ps[2], "late", 0).filter(|r| r.len() == 2));
+    let late = groups(&ps[2].status().unwrap(), "late");
+    ps[2].kill();
+    // Node 3 may have led the metadata group: retried through the election
+    // (a timed-out delete that applied answers not_found next time).
+    until("the delete applied", || {
+        let o = ps[1].weft(&["topic", "delete", "late"]);
+        (o.status.success() || String::from_utf8_lossy(&o.stderr).contains("not_found")).then_some(())
+    });
+    ps[2].start(&peers);
+    until("node 3 forgot the topic after its restart", || {
+        let s = ps[2].status()?;
+        let described = ps[2].weft(&["topic", "describe", "late"]).status.success();
+        let logs = late.iter().any(|g| ps[2].dir.join("cluster").join("groups").join(format!("{g}.wal")).exists());
+        (s["meta_applied"].as_u64()? > 0 && groups(&s, "late").is_empty() && !described && !logs).then_some(())
+    });
+    assert!(local_records(&ps[2], "late", 0).is_none());
 }
 
 /// The topic.json of the node's local copy (its config as weft-log applies it).
