@@ -242,13 +242,16 @@ pub struct PartitionSm {
     /// changes) of applied entries not yet covered by a snapshot point: a
     /// snapshot point may be older than the last applied entry, and its
     /// producer state must be the one at that point.
-    applied: std::collections::VecDeque<(u64, u64, Vec<(u64, Option<ProducerState>)>)>,
+    applied: std::collections::VecDeque<(u64, u64, Undo)>,
     log: Option<(Log, String, u32)>,
     /// Idempotent producers: per producer id, what dedups its retries.
     producers: BTreeMap<u64, ProducerState>,
     /// Where the producer counts are shown (stats only; apply does not read it).
     handle: Option<Arc<PartitionHandle>>,
 }
+
+/// The producer states an entry changed, as they were before it (None: absent).
+type Undo = Vec<(u64, Option<ProducerState>)>;
 
 /// First byte of an idempotent batch entry: `0xB2 | producer id u64 |
 /// first sequence u64 | max producers u32 | batch entry (0xB1 ...)`.
@@ -690,8 +693,8 @@ mod tests {
         assert_eq!(sm.apply(1, &encode_idempotent_batch(7, 10, 2, &two)), off(0));
         // The same batch again: its original offset, nothing appended.
         assert_eq!(sm.apply(2, &encode_idempotent_batch(7, 10, 2, &two)), off(0));
-        assert_eq!(sm.apply(3, &encode_idempotent_batch(7, 12, 2, &[one.clone()])), off(2));
-        assert_eq!(decode_answer(&sm.apply(4, &encode_idempotent_batch(7, 20, 2, &[one.clone()]))), Some(ProduceAnswer::OutOfOrder { expected: 13, got: 20 }));
+        assert_eq!(sm.apply(3, &encode_idempotent_batch(7, 12, 2, std::slice::from_ref(&one))), off(2));
+        assert_eq!(decode_answer(&sm.apply(4, &encode_idempotent_batch(7, 20, 2, std::slice::from_ref(&one)))), Some(ProduceAnswer::OutOfOrder { expected: 13, got: 20 }));
         assert_eq!(sm.next_offset, 3);
         let mut applied = Vec::new();
         while let Ok(ToApplier::Apply(o, _, _)) = rx.try_recv() {
@@ -699,8 +702,8 @@ mod tests {
         }
         assert_eq!(applied, vec![0, 2]);
         // Two producers at most: an eighth evicts the least recently used (7).
-        assert_eq!(sm.apply(5, &encode_idempotent_batch(8, 0, 2, &[one.clone()])), off(3));
-        assert_eq!(sm.apply(6, &encode_idempotent_batch(9, 0, 2, &[one.clone()])), off(4));
+        assert_eq!(sm.apply(5, &encode_idempotent_batch(8, 0, 2, std::slice::from_ref(&one))), off(3));
+        assert_eq!(sm.apply(6, &encode_idempotent_batch(9, 0, 2, std::slice::from_ref(&one))), off(4));
         assert_eq!(sm.producer_count(), 2);
         assert!(!sm.producers.contains_key(&7));
         // The producer state at an earlier point undoes what came after it.
