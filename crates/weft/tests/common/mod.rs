@@ -5,12 +5,30 @@ pub const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 
 /// A loopback port free for both TCP and UDP at the time of the call
 /// (several transports of one node share it: tcp+udp, tls+quic).
+///
+/// Picked below the kernel's ephemeral range (32768 and up on Linux), not
+/// with bind(0): a port bind(0) hands out is in that range, and between the
+/// call and the node's bind the kernel may give the same port to one of the
+/// many outgoing connections a cluster test makes (CLI calls, raft
+/// transport), so the node could not listen and the test timed out. Ports
+/// are walked from a per-process starting point so that concurrent test
+/// binaries rarely try the same ones.
 pub fn free_port() -> u16 {
-    loop {
-        let t = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = t.local_addr().unwrap().port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    if NEXT.load(Ordering::Relaxed) == u32::MAX {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let seed = (std::process::id().wrapping_mul(7919) ^ nanos) % SPAN;
+        let _ = NEXT.compare_exchange(u32::MAX, seed, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+        if tcp.is_ok() && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
+    panic!("no free loopback port between {LOW} and {}", LOW + SPAN);
 }
