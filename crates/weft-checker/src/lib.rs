@@ -42,3 +42,20 @@ pub enum CheckerError {
     #[error("recorder task failed: {0}")]
     Task(String),
 }
+
+/// Calls `stop` on the first SIGTERM or SIGINT, after saying so on stderr:
+/// the recorders' tools end their load early this way and still do their
+/// final reads and write the history (scripts/chaos stops them so).
+/// Install it before any slow step, so a stop then is not a plain kill.
+pub fn stop_on_signal(message: &'static str, stop: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        eprintln!("{message}");
+        stop();
+    });
+    Ok(())
+}

@@ -61,19 +61,9 @@ async fn main() -> anyhow::Result<()> {
         },
     };
     let r = Arc::new(Recorder::new(cfg)?);
-    // SIGTERM or SIGINT end the produce phase early; the final reads and
-    // the history still follow (scripts/chaos stops the run this way).
-    // Installed first, so a stop during topic creation is not a plain kill.
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // SIGTERM or SIGINT end the load early; the final reads and the history follow.
     let stopper = r.clone();
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-        eprintln!("weft-history: stopping producers, reading back");
-        stopper.stop();
-    });
+    weft_checker::stop_on_signal("weft-history: stopping producers, reading back", move || stopper.stop())?;
     r.create_topic().await?;
     // scripts/chaos waits for this line before its first fault.
     eprintln!("weft-history: topic ready, producing");

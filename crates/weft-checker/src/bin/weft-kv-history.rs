@@ -57,16 +57,8 @@ async fn main() -> anyhow::Result<()> {
     };
     let r = Arc::new(KvRecorder::new(cfg)?);
     // SIGTERM or SIGINT end the load early; the final reads and the history follow.
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let stopper = r.clone();
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-        eprintln!("weft-kv-history: stopping clients, reading back");
-        stopper.stop();
-    });
+    weft_checker::stop_on_signal("weft-kv-history: stopping clients, reading back", move || stopper.stop())?;
     r.create_table().await?;
     // scripts/chaos waits for this line before its first fault.
     eprintln!("weft-kv-history: table ready, running");
