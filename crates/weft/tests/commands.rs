@@ -330,6 +330,10 @@ const CASES: &[(&str, Case)] = &[
     ("kv get", |c| {
         assert_eq!(c.ok(&["kv", "get", "e2e_t", "a"]).trim(), r#"{"n":5}"#);
         assert_eq!(c.ok(&["kv", "get", "e2e_t", "a", "--revision", "1"]).trim(), r#"{"n":1}"#);
+        // --serializable (a single node reads its own state either way)
+        assert_eq!(c.ok(&["kv", "get", "e2e_t", "a", "--serializable"]).trim(), r#"{"n":5}"#);
+        assert_eq!(c.ok(&["kv", "range", "e2e_t", "--from", "a", "--to", "c", "--limit", "1", "--serializable"]), c.ok(&["kv", "range", "e2e_t", "--from", "a", "--to", "c", "--limit", "1"]));
+        assert_eq!(c.ok(&["kv", "history", "e2e_t", "a", "--limit", "1", "--serializable"]).lines().count(), 1);
         let g = json(&c.ok(&["kv", "get", "e2e_t", "b", "--json"]));
         assert_eq!((g["kvs"][0]["value"].as_str(), g["kvs"][0]["version"].as_u64()), (Some("2"), Some(1)));
         assert_eq!(c.ok(&["kv", "get", "e2e_t", "nope"]).trim(), "(not found)");
