@@ -36,7 +36,7 @@ async fn put_appends_and_records_reach_monitors() {
     log.create_topic("temps", None).await.unwrap();
     log.produce("temps", vec![ProduceRecord::value(Bytes::from_static(b"20.5"))]).await.unwrap();
     let spec = PvTopicSpec { pv: "weft:bridge:temp".into(), topic: "temps".into(), partition: 0, kind: ValueKind::Double };
-    let _bridge = attach(&log, server.provider(), &spec).await.unwrap();
+    let _bridge = attach(&weft_broker::plane::LocalPlane::shared(log.clone()), server.provider(), &spec).await.unwrap();
 
     let client = Client::new(ClientConfig::unicast(server.udp_addr())).await.unwrap();
     assert_eq!(value(&client.get("weft:bridge:temp", "").await.unwrap()), Value::F64(20.5));
@@ -93,7 +93,7 @@ async fn p4p_puts_and_gets_through_the_topic() {
     let dir = tempfile::tempdir().unwrap();
     let (log, server) = setup(dir.path()).await;
     let spec = PvTopicSpec { pv: "weft:bridge:sp".into(), topic: "setpoints".into(), partition: 0, kind: ValueKind::Double };
-    let _bridge = attach(&log, server.provider(), &spec).await.unwrap();
+    let _bridge = attach(&weft_broker::plane::LocalPlane::shared(log.clone()), server.provider(), &spec).await.unwrap();
     let script = r#"
 import sys, json, time
 from p4p.client.thread import Context
