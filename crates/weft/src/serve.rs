@@ -352,7 +352,7 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     } else {
         None
     };
-    let (pva, _bridges) = if cfg.pva.enabled { start_pva(&cfg, &log, &authz, &reloader).await? } else { (None, vec![]) };
+    let (pva, _bridges) = if cfg.pva.enabled { start_pva(&cfg, &record_plane, &authz, &reloader).await? } else { (None, vec![]) };
     if let Some(p) = &pva {
         svc.add_transport(format!("pva://{}", p.tcp_addr()));
         let read = p.stats_reader();
@@ -445,7 +445,7 @@ fn grpc_admit(allow: AllowList, reloader: &crate::reload::Reloader, authz: Arc<w
 
 /// Built without pvAccess: `pva.enabled` is a configuration error.
 #[cfg(not(feature = "pva"))]
-async fn start_pva(_cfg: &NodeConfig, _log: &weft_log::Log, _authz: &Arc<weft_auth::Authorizer>, _reloader: &crate::reload::Reloader) -> Result<(Option<NoPva>, Vec<()>)> {
+async fn start_pva(_cfg: &NodeConfig, _plane: &weft_broker::plane::Plane, _authz: &Arc<weft_auth::Authorizer>, _reloader: &crate::reload::Reloader) -> Result<(Option<NoPva>, Vec<()>)> {
     anyhow::bail!("pva.enabled is set, but this weft was built without pvAccess (cargo feature `pva`)")
 }
 
@@ -467,7 +467,7 @@ impl NoPva {
 #[cfg(feature = "pva")]
 async fn start_pva(
     cfg: &NodeConfig,
-    log: &weft_log::Log,
+    plane: &weft_broker::plane::Plane,
     authz: &Arc<weft_auth::Authorizer>,
     reloader: &crate::reload::Reloader,
 ) -> Result<(Option<weft_pva::server::Server>, Vec<weft_bridge::PvTopicBridge>)> {
@@ -494,7 +494,7 @@ async fn start_pva(
     }
     let mut bridges = vec![];
     for spec in &cfg.pva.bridges {
-        bridges.push(weft_bridge::attach(log, server.provider(), spec).await.with_context(|| format!("bridging PV {}", spec.pv))?);
+        bridges.push(weft_bridge::attach(plane, server.provider(), spec).await.with_context(|| format!("bridging PV {}", spec.pv))?);
     }
     info!(tcp = %server.tcp_addr(), udp = %server.udp_addr(), bridges = bridges.len(), demo = cfg.pva.demo, "pvAccess server ready");
     Ok((Some(server), bridges))
