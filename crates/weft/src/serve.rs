@@ -131,7 +131,7 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     queues.set_default_max_uncommitted(usize::try_from(cfg.queues.max_uncommitted).unwrap_or(usize::MAX));
     queues.register(&mut service)?;
     if cfg.queues.produce_endpoint {
-        crate::queued_produce::register(&queues, &mut service, log.clone(), u32::try_from(cfg.queues.produce_max_retries).unwrap_or(u32::MAX))?;
+        crate::queued_produce::register(&queues, &mut service, record_plane.clone(), u32::try_from(cfg.queues.produce_max_retries).unwrap_or(u32::MAX))?;
     }
     // Prometheus: gauges read from the log and the queues at every scrape.
     crate::observe::install_log_gauges(log.clone());
