@@ -45,6 +45,10 @@ pub enum Via {
     Key(Arc<str>),
     /// A verified mTLS client certificate naming a user.
     Certificate,
+    /// Another node of the cluster, proven by its cluster certificate
+    /// (`node-<id>`, signed by the cluster CA; docs/cluster.md, "TLS between
+    /// nodes"): may call the internal `cluster.local.*` routes only.
+    Node,
 }
 
 /// Who a caller is. Cheap to clone (two `Arc`s).
@@ -71,6 +75,7 @@ impl Identity {
             Via::Token(id) => format!("{} (token {id})", self.user),
             Via::Key(id) => format!("{} (key {id})", self.user),
             Via::Certificate => format!("{} (certificate)", self.user),
+            Via::Node => format!("{} (cluster node certificate)", self.user),
         }
     }
     pub fn via_str(&self) -> &'static str {
@@ -80,6 +85,7 @@ impl Identity {
             Via::Token(_) => "token",
             Via::Key(_) => "key",
             Via::Certificate => "certificate",
+            Via::Node => "node",
         }
     }
 }
@@ -382,6 +388,16 @@ impl Authorizer {
         Identity { user: Arc::from(name), via: Via::Certificate }
     }
 
+    /// The identity of another cluster node (`name` is its `node-<id>`),
+    /// whose cluster certificate the transport verified. Not a user: it
+    /// holds no roles and may call `cluster.local.*` only.
+    pub fn authenticate_node(&self, name: &str) -> Identity {
+        if !self.enabled {
+            return Identity::anonymous();
+        }
+        Identity { user: Arc::from(name), via: Via::Node }
+    }
+
     /// The identity of a caller that presented nothing.
     pub fn unauthenticated(&self) -> Identity {
         if self.enabled { Identity::nobody() } else { Identity::anonymous() }
@@ -444,6 +460,10 @@ impl Authorizer {
         if !self.enabled {
             return Ok(());
         }
+        if who.via == Via::Node {
+            // A node's name is no user's: a user named like it grants it nothing.
+            return Err(self.count(Denied::forbidden(format!("{} (a cluster node) may call cluster.local.* only, not {action} {resource}", who.user))));
+        }
         let state = self.state.load();
         self.live(&state, who, now_ms)?;
         if state.allows(&who.user, action, resource) {
@@ -458,6 +478,9 @@ impl Authorizer {
     pub fn authorize_any(&self, who: &Identity, action: Action, kind: ResourceKind) -> Result<(), Denied> {
         if !self.enabled {
             return Ok(());
+        }
+        if who.via == Via::Node {
+            return Err(self.count(Denied::forbidden(format!("{} (a cluster node) may call cluster.local.* only, not {action} any {kind}", who.user))));
         }
         let state = self.state.load();
         self.live(&state, who, now_ms())?;
@@ -483,6 +506,15 @@ impl Authorizer {
         if !self.enabled {
             return Ok(());
         }
+        if who.via == Via::Node {
+            // Forwarded requests: the node that took the request authorized
+            // its client under the same (replicated) rules.
+            return if route.starts_with("cluster.local.") {
+                Ok(())
+            } else {
+                Err(self.count(Denied::forbidden(format!("{} (a cluster node) may call cluster.local.* only, not {route}", who.user))))
+            };
+        }
         match crate::routes::native_access(route) {
             crate::routes::Access::Authenticated => self.authenticated(who),
             crate::routes::Access::Check { action, kind, name } => {
@@ -503,6 +535,8 @@ impl Authorizer {
             Via::Token(id) => state.tokens.get(&**id).is_some_and(|r| !r.expired(now_ms) && *r.user == *who.user),
             Via::Key(id) => state.keys.get(&**id).is_some_and(|r| !r.expired(now_ms) && *r.user == *who.user),
             Via::Certificate => state.users.contains_key(&*who.user),
+            // Proven by the cluster CA at the handshake; no state to revoke it in.
+            Via::Node => true,
         };
         if live {
             return Ok(());

@@ -102,3 +102,24 @@ fn pva_peers_map_onto_users_or_the_anonymous_role() {
     let off = Authorizer::disabled();
     assert!(off.authorize_pv(&trust, None, "", Action::Write, "x").is_ok());
 }
+
+#[test]
+fn cluster_nodes_may_call_cluster_local_routes_only() {
+    let authz = Authorizer::in_memory(State::default());
+    // A user named like a node grants the node nothing.
+    authz.add_role("all", vec!["admin:topic:*".parse().unwrap(), "admin:cluster:*".parse().unwrap()]).unwrap();
+    authz.add_user("node-2", vec!["all".into()]).unwrap();
+    let node = authz.authenticate_node("node-2");
+    assert_eq!(node.via_str(), "node");
+    authz.authorize_native(&node, "cluster.local.produce", b"{\"topic\":\"t\"}", true).unwrap();
+    authz.authorize_native(&node, "cluster.local.query", b"{}", true).unwrap();
+    for route in ["log.produce", "cluster.status", "auth.user.add", "weft.config"] {
+        assert_eq!(authz.authorize_native(&node, route, b"{\"topic\":\"t\"}", true).unwrap_err().kind, DeniedKind::Forbidden, "{route}");
+    }
+    assert_eq!(authz.authorize(&node, Action::Read, Resource::topic("t")).unwrap_err().kind, DeniedKind::Forbidden);
+    // Users get no cluster.local.* from a role without cluster admin.
+    authz.add_role("writer", vec!["write:topic:*".parse().unwrap()]).unwrap();
+    authz.add_user("carol", vec!["writer".into()]).unwrap();
+    let carol = authz.authenticate_certificate("carol");
+    assert!(authz.authorize_native(&carol, "cluster.local.produce", b"{\"topic\":\"t\"}", true).is_err());
+}

@@ -19,6 +19,10 @@ pub enum ClusterError {
     /// A peer sent bytes that are not a valid frame; the connection is dropped.
     #[error("bad frame from peer: {0}")]
     BadFrame(String),
+    /// A peer's certificate does not prove the node id it claims (cluster
+    /// mTLS, docs/cluster.md): the connection is refused.
+    #[error("peer refused: {0}")]
+    PeerIdentity(String),
     #[error("frame of {len} bytes exceeds the limit of {max} (cluster.max_frame_bytes)")]
     FrameTooLarge { len: u64, max: u64 },
     #[error("raft: {0}")]

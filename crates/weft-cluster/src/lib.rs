@@ -11,6 +11,7 @@ pub mod partition;
 pub mod rebalancer;
 pub mod storage;
 pub mod table;
+pub mod tls;
 pub mod transport;
 
 pub use error::{ClusterError, Result};

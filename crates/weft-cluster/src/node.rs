@@ -18,7 +18,7 @@ use crate::error::{ClusterError, Result};
 use crate::host::{GroupId, GroupStatus, MultiRaft, NodeId, RaftTuning, META_GROUP};
 use crate::meta::{MetaCommand, MetaResponse, MetaSm, MetaState, NodeInfo, Role};
 use crate::storage::FileDisk;
-use crate::transport::{PeerStatus, Transport};
+use crate::transport::{PeerStatus, Transport, TransportSecurity};
 
 /// Everything a node needs to join the cluster (config keys `cluster.*`).
 #[derive(Debug, Clone)]
@@ -269,6 +269,12 @@ fn parse_ctx(c: &[u8]) -> Option<(NodeId, u64)> {
 impl ClusterNode {
     /// Open the metadata group's storage, bind the transport and start the driver.
     pub async fn start(cfg: ClusterConfig) -> Result<ClusterNode> {
+        Self::start_secured(cfg, TransportSecurity::default()).await
+    }
+
+    /// [`Self::start`] with the transport's mTLS (`cluster.tls.*`) and
+    /// handshake bound (docs/cluster.md, "TLS between nodes").
+    pub async fn start_secured(cfg: ClusterConfig, security: TransportSecurity) -> Result<ClusterNode> {
         if cfg.node_id == 0 {
             return Err(ClusterError::Config("cluster.node_id must be at least 1".into()));
         }
@@ -279,7 +285,7 @@ impl ClusterNode {
         let listener = TcpListener::bind(&cfg.addr).await.map_err(|e| ClusterError::io("bind", &cfg.addr, e))?;
         let (stop, stop_rx) = watch::channel(false);
         let (in_tx, in_rx) = mpsc::channel::<Frame>(1024);
-        let transport = Transport::start(cfg.node_id, listener, in_tx, cfg.max_frame_bytes, stop_rx.clone());
+        let transport = Transport::start_with(cfg.node_id, listener, in_tx, cfg.max_frame_bytes, stop_rx.clone(), security);
         for (id, addr) in &cfg.peers {
             transport.set_peer(*id, addr.clone());
         }
@@ -344,6 +350,7 @@ impl ClusterNode {
             ("cluster.frames_received".into(), t.frames_received.load(Relaxed).into()),
             ("cluster.frames_dropped_full".into(), t.frames_dropped_full.load(Relaxed).into()),
             ("cluster.bad_frames".into(), t.bad_frames.load(Relaxed).into()),
+            ("cluster.peers_refused".into(), t.peers_refused.load(Relaxed).into()),
             ("cluster.peers".into(), (peers.len() as u64).into()),
             ("cluster.peers_connected".into(), (peers.iter().filter(|p| p.connected).count() as u64).into()),
             ("cluster.meta_applied".into(), self.meta.read().unwrap_or_else(|p| p.into_inner()).applied.into()),
@@ -358,6 +365,23 @@ impl ClusterNode {
 
     pub fn shutdown(&self) {
         let _ = self.stop.send(true);
+    }
+
+    /// Where other nodes' native-protocol connections on the cluster port
+    /// go (cluster TLS only; docs/cluster.md, "TLS between nodes").
+    pub fn set_native_handoff(&self, h: impl Fn(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, NodeId, std::net::SocketAddr) + Send + Sync + 'static) {
+        self.transport.set_native_handoff(Arc::new(h));
+    }
+
+    /// The cluster certificate, key and CA, when the transport runs mTLS.
+    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
+        self.transport.tls_files()
+    }
+
+    /// A node's cluster address: registered in the metadata, else known to the transport.
+    pub fn cluster_addr(&self, node: NodeId) -> Option<String> {
+        let registered = self.meta.read().unwrap_or_else(|p| p.into_inner()).nodes.get(&node).map(|n| n.cluster_addr.clone());
+        registered.or_else(|| self.transport.status().into_iter().find(|p| p.id == node).and_then(|p| p.addr))
     }
 
     async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Cmd) -> Result<T> {

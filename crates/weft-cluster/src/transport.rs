@@ -2,25 +2,55 @@
 //! batched raft messages (see `codec`). The lower node id dials the higher
 //! (with back-off); the higher accepts; both directions then share that
 //! connection. The first frame on a connection is a hello (a frame with no
-//! messages) naming the sender.
+//! messages) naming the sender: the dialer sends its hello first, the
+//! acceptor answers with its own once it has checked the dialer's.
+//!
+//! With `cluster.tls.*` (see `tls`) every connection is TLS 1.3 with
+//! certificates both ways; the acceptor refuses a dialer whose certificate
+//! does not name the node id of its hello. Without it, plain TCP: peers
+//! prove nothing beyond their hello.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use crate::codec::{encode, Frame, FrameDecoder};
 use crate::host::NodeId;
+use crate::tls::ClusterTls;
 
 /// Frames queued per connection before `send` reports the peer as unreachable
 /// (raft retransmits; a slow peer must not grow our memory).
 pub const PEER_QUEUE_FRAMES: usize = 1024;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Default bound on a connection's TLS handshake and hello together
+/// (`limits.handshake_timeout_ms` in the binary).
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the cluster port sends other nodes' native-protocol connections
+/// (TLS with ALPN `weft/1`: forwarded requests) once their certificate
+/// named exactly one node: the binary's native server.
+pub type NativeHandoff = Arc<dyn Fn(tokio_rustls::server::TlsStream<TcpStream>, NodeId, std::net::SocketAddr) + Send + Sync>;
+
+/// How connections are secured and bounded before their hello.
+#[derive(Debug, Clone)]
+pub struct TransportSecurity {
+    /// mTLS with the cluster CA; None: plain TCP.
+    pub tls: Option<Arc<ClusterTls>>,
+    /// A connection must complete its TLS handshake and hello within this.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for TransportSecurity {
+    fn default() -> Self {
+        TransportSecurity { tls: None, handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT }
+    }
+}
 
 #[derive(Default)]
 struct Peer {
@@ -47,6 +77,11 @@ pub struct TransportStats {
     pub frames_received: std::sync::atomic::AtomicU64,
     pub frames_dropped_full: std::sync::atomic::AtomicU64,
     pub bad_frames: std::sync::atomic::AtomicU64,
+    /// Connections refused: a failed or timed-out TLS handshake (another
+    /// CA, no certificate, a dialed peer whose certificate names another
+    /// node), a hello not in time, or a certificate not naming the node id
+    /// its hello claims.
+    pub peers_refused: std::sync::atomic::AtomicU64,
 }
 
 pub struct Transport {
@@ -55,6 +90,8 @@ pub struct Transport {
     incoming: mpsc::Sender<Frame>,
     max_frame_bytes: u32,
     stop: watch::Receiver<bool>,
+    security: TransportSecurity,
+    handoff: Mutex<Option<NativeHandoff>>,
     pub stats: TransportStats,
 }
 
@@ -65,10 +102,32 @@ fn count(c: &std::sync::atomic::AtomicU64) {
 impl Transport {
     /// Start listening on `listener`; received frames go to `incoming`.
     pub fn start(id: NodeId, listener: TcpListener, incoming: mpsc::Sender<Frame>, max_frame_bytes: u32, stop: watch::Receiver<bool>) -> Arc<Self> {
-        let t = Arc::new(Transport { id, peers: Mutex::default(), incoming, max_frame_bytes, stop, stats: TransportStats::default() });
+        Self::start_with(id, listener, incoming, max_frame_bytes, stop, TransportSecurity::default())
+    }
+
+    /// [`Self::start`] with TLS and the handshake bound.
+    pub fn start_with(
+        id: NodeId,
+        listener: TcpListener,
+        incoming: mpsc::Sender<Frame>,
+        max_frame_bytes: u32,
+        stop: watch::Receiver<bool>,
+        security: TransportSecurity,
+    ) -> Arc<Self> {
+        let t = Arc::new(Transport { id, peers: Mutex::default(), incoming, max_frame_bytes, stop, security, handoff: Mutex::default(), stats: TransportStats::default() });
         let t2 = t.clone();
         tokio::spawn(async move { t2.accept_loop(listener).await });
         t
+    }
+
+    /// Where native-protocol connections of other nodes go (cluster TLS only).
+    pub fn set_native_handoff(&self, h: NativeHandoff) {
+        *self.handoff.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
+    }
+
+    /// The TLS files in use, when the transport runs mTLS.
+    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
+        self.security.tls.as_ref().map(|t| t.files.clone())
     }
 
     fn peers(&self) -> std::sync::MutexGuard<'_, BTreeMap<NodeId, Peer>> {
@@ -154,15 +213,10 @@ impl Transport {
                 _ = stop.changed() => return,
                 r = listener.accept() => match r {
                     Ok((stream, remote)) => {
-                        // Cluster traffic is loopback or a private network; the peer
-                        // proves nothing beyond its hello in stage 1 (docs/cluster.md).
                         let _ = stream.set_nodelay(true);
                         let t = self.clone();
-                        tokio::spawn(async move {
-                            if let Err(e) = t.serve_conn(stream, None).await {
-                                tracing::debug!(%remote, error = %e, "cluster: inbound connection ended");
-                            }
-                        });
+                        // The handshake runs in its own task: a slow peer never blocks accepting.
+                        tokio::spawn(async move { t.accept_conn(stream, remote).await });
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "cluster: accept failed");
@@ -187,9 +241,21 @@ impl Transport {
             match TcpStream::connect(&addr).await {
                 Ok(stream) => {
                     let _ = stream.set_nodelay(true);
-                    backoff = BACKOFF_MIN;
-                    if let Err(e) = self.clone().serve_conn(stream, Some(id)).await {
-                        tracing::debug!(peer = id, error = %e, "cluster: connection ended");
+                    let served = match &self.security.tls {
+                        None => self.clone().serve_conn(stream, Some(id), None, &addr).await,
+                        Some(tls) => match self.tls_connect(tls, id, &addr, stream).await {
+                            Some(s) => self.clone().serve_conn(s, Some(id), None, &addr).await,
+                            None => Ok(false),
+                        },
+                    };
+                    match served {
+                        // Back-off starts over only after a connection that was up.
+                        Ok(true) => backoff = BACKOFF_MIN,
+                        Ok(false) => {}
+                        Err(e) => {
+                            backoff = BACKOFF_MIN;
+                            tracing::debug!(peer = id, error = %e, "cluster: connection ended");
+                        }
                     }
                 }
                 Err(e) => tracing::trace!(peer = id, %addr, error = %e, "cluster: dial failed"),
@@ -199,48 +265,205 @@ impl Transport {
         }
     }
 
+    /// A refused connection: counted, and logged with what we know of it.
+    fn refuse(&self, remote: &str, claimed: Option<NodeId>, reason: &str) {
+        count(&self.stats.peers_refused);
+        tracing::warn!(node = self.id, %remote, claimed, tls = self.security.tls.is_some(), reason, "cluster: peer connection refused");
+    }
+
+    /// The TLS handshake of a dial to `peer`: its certificate must chain to
+    /// the cluster CA and name `node-<peer>`. None: refused (counted, logged).
+    async fn tls_connect(&self, tls: &ClusterTls, peer: NodeId, addr: &str, stream: TcpStream) -> Option<tokio_rustls::client::TlsStream<TcpStream>> {
+        let name = match ClusterTls::server_name(peer) {
+            Ok(n) => n,
+            Err(e) => {
+                self.refuse(addr, Some(peer), &e.to_string());
+                return None;
+            }
+        };
+        match tokio::time::timeout(self.security.handshake_timeout, tls.connector().connect(name, stream)).await {
+            Ok(Ok(s)) => Some(s),
+            Ok(Err(e)) => {
+                self.refuse(addr, Some(peer), &format!("TLS handshake: {e}"));
+                None
+            }
+            Err(_) => {
+                self.refuse(addr, Some(peer), "TLS handshake timed out");
+                None
+            }
+        }
+    }
+
+    /// An inbound connection: its TLS handshake when configured, then the
+    /// connection itself (the hello checked against the certificate).
+    async fn accept_conn(self: Arc<Self>, stream: TcpStream, remote: std::net::SocketAddr) {
+        let result = match &self.security.tls {
+            None => self.clone().serve_conn(stream, None, None, &remote.to_string()).await,
+            Some(tls) => match tokio::time::timeout(self.security.handshake_timeout, tls.acceptor().accept(stream)).await {
+                Ok(Ok(s)) => {
+                    // rustls verified the chain; the first certificate is the peer's own.
+                    let leaf = s.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.as_ref().to_vec());
+                    let native = s.get_ref().1.alpn_protocol() == Some(weft_net::tls::ALPN);
+                    match leaf {
+                        Some(leaf) if native => {
+                            self.hand_over(s, &leaf, remote);
+                            return;
+                        }
+                        Some(leaf) => self.clone().serve_conn(s, None, Some(leaf), &remote.to_string()).await,
+                        None => {
+                            self.refuse(&remote.to_string(), None, "no client certificate");
+                            return;
+                        }
+                    }
+                }
+                Ok(Err(e)) => {
+                    self.refuse(&remote.to_string(), None, &format!("TLS handshake: {e}"));
+                    return;
+                }
+                Err(_) => {
+                    self.refuse(&remote.to_string(), None, "TLS handshake timed out");
+                    return;
+                }
+            },
+        };
+        if let Err(e) = result {
+            tracing::debug!(%remote, error = %e, "cluster: inbound connection ended");
+        }
+    }
+
+    /// A native-protocol connection of another node: served by the native
+    /// server as that node, which its certificate must name (one node only).
+    fn hand_over(&self, s: tokio_rustls::server::TlsStream<TcpStream>, leaf: &[u8], remote: std::net::SocketAddr) {
+        let id = match crate::tls::named_nodes(leaf).as_deref() {
+            Ok([id]) => *id,
+            Ok(ids) => {
+                self.refuse(&remote.to_string(), None, &format!("native connection: the certificate names {} nodes, not one", ids.len()));
+                return;
+            }
+            Err(e) => {
+                self.refuse(&remote.to_string(), None, &e.to_string());
+                return;
+            }
+        };
+        let h = self.handoff.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match h {
+            Some(h) => h(s, id, remote),
+            None => self.refuse(&remote.to_string(), Some(id), "native connection, but no native server on this node"),
+        }
+    }
+
+    /// The peer's hello, read within the handshake timeout. `expect`: the
+    /// node we dialed (with TLS its certificate was checked in the
+    /// handshake); else the dialer's claim, checked against its certificate
+    /// `leaf` with TLS. None: refused or closed.
+    async fn read_hello<R: AsyncRead + Unpin>(
+        &self,
+        rd: &mut R,
+        decoder: &mut FrameDecoder,
+        buf: &mut BytesMut,
+        expect: Option<NodeId>,
+        leaf: Option<&[u8]>,
+        remote: &str,
+    ) -> std::io::Result<Option<NodeId>> {
+        let deadline = tokio::time::Instant::now() + self.security.handshake_timeout;
+        let from = loop {
+            match decoder.decode(buf) {
+                Ok(Some(f)) => break f.from,
+                Ok(None) => match tokio::time::timeout_at(deadline, rd.read_buf(buf)).await {
+                    Ok(Ok(0)) => return Ok(None),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) => {
+                        self.refuse(remote, None, "no hello in time");
+                        return Ok(None);
+                    }
+                },
+                Err(e) => {
+                    count(&self.stats.bad_frames);
+                    return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()));
+                }
+            }
+        };
+        if let Some(p) = expect {
+            if from != p {
+                self.refuse(remote, Some(from), &format!("dialed node {p}, it answers as node {from}"));
+                return Ok(None);
+            }
+            return Ok(Some(from));
+        }
+        if from == self.id || from == 0 {
+            self.refuse(remote, Some(from), "hello claims this node's own id (or 0)");
+            return Ok(None);
+        }
+        if self.security.tls.is_some() {
+            let checked = match leaf {
+                Some(leaf) => crate::tls::check_claim(leaf, from),
+                None => Err(crate::error::ClusterError::PeerIdentity("no client certificate".into())),
+            };
+            if let Err(e) = checked {
+                self.refuse(remote, Some(from), &e.to_string());
+                return Ok(None);
+            }
+        }
+        Ok(Some(from))
+    }
+
     /// Run one connection until it fails. `dialed`: the peer we dialed (we
-    /// send the hello); otherwise the peer names itself in its hello.
-    async fn serve_conn(self: Arc<Self>, stream: TcpStream, dialed: Option<NodeId>) -> std::io::Result<()> {
-        let (mut rd, mut wr) = stream.into_split();
+    /// send the hello first); otherwise the peer names itself in its hello,
+    /// which `leaf` (its verified certificate, with TLS) must back. Ok(true)
+    /// once the connection was up; Ok(false): refused or closed before.
+    async fn serve_conn<S>(self: Arc<Self>, stream: S, dialed: Option<NodeId>, leaf: Option<Vec<u8>>, remote: &str) -> std::io::Result<bool>
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (mut rd, mut wr) = tokio::io::split(stream);
         let mut decoder = FrameDecoder::new(self.max_frame_bytes);
         let mut buf = BytesMut::with_capacity(64 * 1024);
         let hello = Frame { from: self.id, msgs: Vec::new() };
         let mut hb = BytesMut::new();
-        if encode(&hello, &mut hb).is_ok() {
-            wr.write_all(&hb).await?;
-        }
+        encode(&hello, &mut hb).map_err(|e| std::io::Error::other(e.to_string()))?;
         let peer = match dialed {
-            Some(p) => p,
-            None => loop {
-                match decoder.decode(&mut buf) {
-                    Ok(Some(f)) => break f.from,
-                    Ok(None) => {
-                        if rd.read_buf(&mut buf).await? == 0 {
-                            return Ok(());
-                        }
-                    }
-                    Err(e) => {
-                        count(&self.stats.bad_frames);
-                        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()));
-                    }
-                }
-            },
+            Some(p) => {
+                wr.write_all(&hb).await?;
+                wr.flush().await?;
+                // Connected once the peer answered as the node we dialed.
+                let Some(p) = self.read_hello(&mut rd, &mut decoder, &mut buf, Some(p), None, remote).await? else { return Ok(false) };
+                p
+            }
+            None => {
+                // A refused dialer learns nothing from us, not even our id.
+                let Some(p) = self.read_hello(&mut rd, &mut decoder, &mut buf, None, leaf.as_deref(), remote).await? else { return Ok(false) };
+                wr.write_all(&hb).await?;
+                wr.flush().await?;
+                p
+            }
         };
         let (tx, mut rx) = mpsc::channel::<Bytes>(PEER_QUEUE_FRAMES);
         {
             let mut peers = self.peers();
             if dialed.is_some() && !peers.contains_key(&peer) {
-                return Ok(()); // removed while we were connecting
+                return Ok(false); // removed while we were connecting
             }
             let p = peers.entry(peer).or_default();
             p.tx = Some(tx.clone());
             p.last_contact = Some(Instant::now());
         }
-        tracing::info!(peer, "cluster: connected");
+        tracing::info!(peer, tls = self.security.tls.is_some(), "cluster: connected");
         let writer = tokio::spawn(async move {
             while let Some(b) = rx.recv().await {
                 if wr.write_all(&b).await.is_err() {
+                    break;
+                }
+                // Whatever else is queued goes before the flush (TLS holds
+                // written bytes until flushed; plain TCP flushes nothing).
+                let mut ok = true;
+                while let Ok(b) = rx.try_recv() {
+                    ok = wr.write_all(&b).await.is_ok();
+                    if !ok {
+                        break;
+                    }
+                }
+                if !ok || wr.flush().await.is_err() {
                     break;
                 }
             }
@@ -285,6 +508,105 @@ impl Transport {
                 p.tx = None;
             }
         }
-        result
+        result.map(|()| true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ClusterError;
+    use crate::tls::test_certs::Ca;
+
+    struct Node {
+        t: Arc<Transport>,
+        addr: String,
+        rx: mpsc::Receiver<Frame>,
+        stop: watch::Sender<bool>,
+    }
+
+    async fn node(id: NodeId, tls: Option<Arc<ClusterTls>>) -> Node {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let (tx, rx) = mpsc::channel(16);
+        let (stop, stop_rx) = watch::channel(false);
+        let t = Transport::start_with(id, l, tx, 1 << 20, stop_rx, TransportSecurity { tls, handshake_timeout: Duration::from_secs(5) });
+        Node { t, addr, rx, stop }
+    }
+
+    fn connected(t: &Transport, peer: NodeId) -> bool {
+        t.status().iter().any(|p| p.id == peer && p.connected)
+    }
+
+    fn refused(t: &Transport) -> u64 {
+        t.stats.peers_refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Polls `f`; the bound is against hangs, not a timing assertion.
+    async fn until(what: &str, f: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn one_message(from: NodeId, to: NodeId) -> Frame {
+        let mut m = raft::prelude::Message::default();
+        m.from = from;
+        m.to = to;
+        Frame { from, msgs: vec![(0, m)] }
+    }
+
+    #[tokio::test]
+    async fn mtls_peers_connect_and_impostors_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let ca = Ca::new("cluster CA");
+        let other = Ca::new("another CA");
+        let a = node(1, Some(ClusterTls::load(1, ca.node_files(d, "n1", &["node-1"])).unwrap())).await;
+        let mut b = node(2, Some(ClusterTls::load(2, ca.node_files(d, "n2", &["node-2"])).unwrap())).await;
+        a.t.set_peer(2, b.addr.clone());
+        until("nodes 1 and 2 connected over mTLS", || connected(&a.t, 2) && connected(&b.t, 1)).await;
+        assert!(a.t.send(2, &one_message(1, 2)));
+        assert_eq!(b.rx.recv().await.unwrap().from, 1);
+        assert_eq!(refused(&b.t), 0);
+
+        // The cluster CA's certificate of node 4, claiming node 1 in its hello.
+        let impostor = node(1, Some(ClusterTls::load_unchecked(ca.node_files(d, "n4", &["node-4"])).unwrap())).await;
+        impostor.t.set_peer(2, b.addr.clone());
+        until("node 2 refusing the impostor", || refused(&b.t) >= 1).await;
+        assert!(!connected(&impostor.t, 2));
+        let _ = impostor.stop.send(true);
+
+        // Another CA's certificate naming node 1: neither side trusts the other.
+        let foreign = node(1, Some(ClusterTls::load(1, other.node_files(d, "f1", &["node-1"])).unwrap())).await;
+        foreign.t.set_peer(2, b.addr.clone());
+        until("the foreign node refusing node 2's certificate", || refused(&foreign.t) >= 1).await;
+        assert!(!connected(&foreign.t, 2));
+        let _ = foreign.stop.send(true);
+
+        // The real node 1 kept its connection: frames still flow.
+        assert!(connected(&b.t, 1));
+        assert!(a.t.send(2, &one_message(1, 2)));
+        assert_eq!(b.rx.recv().await.unwrap().from, 1);
+
+        // A certificate that does not name its own node does not load.
+        let e = ClusterTls::load(3, ca.node_files(d, "n3", &["node-4"])).unwrap_err();
+        assert!(matches!(&e, ClusterError::Config(m) if m.contains("node-3")), "{e}");
+        let _ = (a.stop.send(true), b.stop.send(true));
+    }
+
+    #[tokio::test]
+    async fn plain_tcp_still_connects() {
+        let a = node(1, None).await;
+        let mut b = node(2, None).await;
+        a.t.set_peer(2, b.addr.clone());
+        until("plain nodes connected", || connected(&a.t, 2) && connected(&b.t, 1)).await;
+        assert!(a.t.send(2, &one_message(1, 2)));
+        assert_eq!(b.rx.recv().await.unwrap().from, 1);
+        // B answers over the same connection.
+        assert!(b.t.send(1, &one_message(2, 1)));
+        let _ = (a.stop.send(true), b.stop.send(true));
     }
 }

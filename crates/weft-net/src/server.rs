@@ -379,6 +379,27 @@ impl Server {
         Ok(local)
     }
 
+    /// Serve a connection another listener accepted and authenticated: the
+    /// cluster port hands over the native-protocol connections of other
+    /// nodes (forwarded requests) after its mTLS handshake (docs/cluster.md,
+    /// "TLS between nodes"). `identity` is the connection's for its life; a
+    /// hello's token does not replace a node identity. False: over
+    /// `max_connections` (the stream is dropped, counted).
+    pub fn serve_authenticated<S>(&self, stream: S, addr: String, client_id: String, identity: weft_auth::Identity) -> bool
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let Some(slot) = self.shared.budgets.open_connection() else {
+            count_refused(Transport::Tls, "max_connections");
+            warn!(peer = %addr, client_id = %client_id, "handed-over connection refused: too many open");
+            return false;
+        };
+        let peer = PeerInfo { client_id: Some(client_id), identity: Some(identity), ..PeerInfo::new(Transport::Tls, addr) };
+        let deadline = Instant::now() + self.shared.handshake_timeout();
+        self.shared.tasks.spawn(serve_stream(self.shared.clone(), stream, peer, true, slot, deadline));
+        true
+    }
+
     /// Listen for QUIC on UDP (ALPN `weft/1`); see docs/protocol.md for the
     /// stream mapping. Returns the bound address.
     pub async fn bind_quic(&self, addr: &str, tls: &crate::tls::TlsServerConfig) -> Result<SocketAddr, NetError> {

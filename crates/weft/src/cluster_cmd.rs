@@ -21,7 +21,8 @@ pub mod tables;
 pub use plane::ClusterPlane;
 
 /// Start the cluster node when `cluster.node_id` is set; `None` is today's single node.
-pub async fn start(conf: &ClusterConf, data_dir: &Path, native_addr: Option<String>, log: weft_log::Log) -> Result<Option<ClusterNode>> {
+/// `handshake_timeout` bounds a cluster connection's TLS handshake and hello (`limits.handshake_timeout_ms`).
+pub async fn start(conf: &ClusterConf, data_dir: &Path, native_addr: Option<String>, log: weft_log::Log, handshake_timeout: Duration) -> Result<Option<ClusterNode>> {
     if conf.node_id == 0 {
         anyhow::ensure!(conf.peers.is_empty(), "cluster.peers is set but cluster.node_id is not");
         return Ok(None);
@@ -52,7 +53,49 @@ pub async fn start(conf: &ClusterConf, data_dir: &Path, native_addr: Option<Stri
         },
         log: Some(log),
     };
-    Ok(Some(ClusterNode::start(cfg).await?))
+    let tls = match conf.tls.files()? {
+        Some(files) => {
+            let tls = weft_cluster::tls::ClusterTls::load(conf.node_id, files).context("cluster.tls")?;
+            tracing::info!(node = conf.node_id, cert = %tls.files.cert.display(), ca = %tls.files.ca.display(), "cluster: mTLS between nodes");
+            Some(tls)
+        }
+        None => {
+            tracing::warn!(
+                addr = %conf.addr,
+                "cluster traffic is unauthenticated and unencrypted: whoever reaches cluster.addr can speak raft as any node; \
+                 set cluster.tls.cert, cluster.tls.key and cluster.tls.ca (docs/cluster.md, \"TLS between nodes\")"
+            );
+            None
+        }
+    };
+    let security = weft_cluster::transport::TransportSecurity { tls, handshake_timeout };
+    Ok(Some(ClusterNode::start_secured(cfg, security).await?))
+}
+
+/// Where forwarded requests reach node `id`, and how (docs/cluster.md, "TLS
+/// between nodes"). With cluster TLS: the peer's cluster port over mTLS
+/// (ALPN `weft/1`), this node's cluster certificate as client certificate,
+/// the peer's checked to name `node-<id>`, no token: the peer serves the
+/// connection as the node identity, which may call `cluster.local.*` only.
+/// Without: the peer's registered native address, with the `WEFT_TOKEN` of
+/// this process's environment (weft-net's client default), as before.
+pub fn forward_target(node: &ClusterNode, id: weft_cluster::NodeId, cfg: &mut weft_net::ClientConfig) -> Result<weft_net::Target, weft_net::ClientError> {
+    use weft_net::ClientError;
+    let addr = match node.tls_files() {
+        Some(files) => {
+            let addr = node.cluster_addr(id).ok_or_else(|| ClientError::Connect { endpoint: format!("node {id}"), reason: "no cluster address known".into() })?;
+            cfg.tls = weft_net::TlsClientConfig {
+                ca: Some(files.ca),
+                cert: Some(files.cert),
+                key: Some(files.key),
+                server_name: Some(weft_cluster::tls::node_name(id)),
+            };
+            cfg.token = None;
+            format!("tls://{addr}")
+        }
+        None => node.native_addr(id).ok_or_else(|| ClientError::Connect { endpoint: format!("node {id}"), reason: "no native address registered".into() })?,
+    };
+    addr.parse().map_err(|e| ClientError::Connect { endpoint: addr.clone(), reason: format!("{e}") })
 }
 
 /// A cluster error as a wire error: `not_leader` with `details = {group,

@@ -195,6 +195,35 @@ pub struct ClusterConf {
     pub max_producers_per_partition: u32,
     /// The rebalancer: re-replication, moves onto new nodes, leadership balance.
     pub rebalance: weft_cluster::rebalancer::RebalanceConfig,
+    /// mTLS between nodes (docs/cluster.md, "TLS between nodes"); off
+    /// while the three files are empty.
+    #[serde(default)]
+    pub tls: ClusterTlsConf,
+}
+
+/// The node's cluster certificate: signed by the cluster CA, with the DNS
+/// subject alternative name `node-<cluster.node_id>`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterTlsConf {
+    /// PEM certificate chain of this node.
+    pub cert: String,
+    /// PEM private key of `cert`.
+    pub key: String,
+    /// PEM bundle of the cluster CA(s) peers' certificates must chain to.
+    pub ca: String,
+}
+
+impl ClusterTlsConf {
+    /// The files, when cluster TLS is configured; all three or none.
+    pub fn files(&self) -> anyhow::Result<Option<weft_cluster::tls::TlsFiles>> {
+        let set = [&self.cert, &self.key, &self.ca].iter().filter(|v| !v.is_empty()).count();
+        match set {
+            0 => Ok(None),
+            3 => Ok(Some(weft_cluster::tls::TlsFiles { cert: self.cert.clone().into(), key: self.key.clone().into(), ca: self.ca.clone().into() })),
+            _ => anyhow::bail!("cluster.tls.cert, cluster.tls.key and cluster.tls.ca go together (set all three, or none for plain TCP)"),
+        }
+    }
 }
 
 impl Default for ClusterConf {
@@ -216,6 +245,7 @@ impl Default for ClusterConf {
             forward_max_wait_ms: 5_000,
             max_producers_per_partition: 1000,
             rebalance: weft_cluster::rebalancer::RebalanceConfig::default(),
+            tls: ClusterTlsConf::default(),
         }
     }
 }

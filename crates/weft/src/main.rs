@@ -360,6 +360,15 @@ pub struct NodeArgs {
     /// Cluster mode: join an existing cluster (after `weft cluster add-node`) [key: cluster.join].
     #[arg(long)]
     cluster_join: bool,
+    /// Cluster mTLS: this node's certificate (SAN node-<id>), PEM [key: cluster.tls.cert].
+    #[arg(long)]
+    cluster_tls_cert: Option<String>,
+    /// Cluster mTLS: the certificate's private key, PEM [key: cluster.tls.key].
+    #[arg(long)]
+    cluster_tls_key: Option<String>,
+    /// Cluster mTLS: the cluster CA bundle, PEM [key: cluster.tls.ca].
+    #[arg(long)]
+    cluster_tls_ca: Option<String>,
     /// Turn auth on: deny by default, tokens/keys/certificates and roles (docs/security.md) [key: auth.enabled].
     #[arg(long)]
     auth: bool,
@@ -437,6 +446,15 @@ impl NodeArgs {
         }
         if self.cluster_join {
             set("cluster.join", true.into(), "--cluster-join");
+        }
+        for (key, v, flag) in [
+            ("cluster.tls.cert", &self.cluster_tls_cert, "--cluster-tls-cert"),
+            ("cluster.tls.key", &self.cluster_tls_key, "--cluster-tls-key"),
+            ("cluster.tls.ca", &self.cluster_tls_ca, "--cluster-tls-ca"),
+        ] {
+            if let Some(v) = v {
+                set(key, v.clone().into(), flag);
+            }
         }
         if !self.peers.is_empty() {
             set("liveness.peers", self.peers.clone().into(), "--peer");

@@ -85,7 +85,14 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     })?;
     // Cluster mode (cluster.node_id set): the metadata group and the cluster.* endpoints,
     // and records of replicated topics through the cluster's record plane (docs/cluster.md).
-    let cluster = crate::cluster_cmd::start(&cfg.cluster, &data_dir, cfg.tcp.enabled.then(|| format!("tcp://{}", cfg.tcp.addr)), log.clone()).await?;
+    let cluster = crate::cluster_cmd::start(
+        &cfg.cluster,
+        &data_dir,
+        cfg.tcp.enabled.then(|| format!("tcp://{}", cfg.tcp.addr)),
+        log.clone(),
+        Duration::from_millis(cfg.limits.handshake_timeout_ms.max(1)),
+    )
+    .await?;
     let cluster_plane = cluster.as_ref().map(|node| crate::cluster_cmd::record_plane(node, log.clone(), &cfg.cluster));
     // The auth.* endpoints; in cluster mode the rules live in the metadata group (docs/security.md, "Cluster").
     if let Some(node) = &cluster {
@@ -173,6 +180,16 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
         liveness,
     );
     let svc = &service.0;
+    // Cluster TLS: other nodes' forwarded requests arrive on the cluster
+    // port (ALPN weft/1) and are served here as their node (docs/cluster.md).
+    if let Some(node) = cluster.as_ref().filter(|n| n.tls_files().is_some()) {
+        let (srv, authz) = (server.clone(), authz.clone());
+        node.set_native_handoff(move |stream, id, remote| {
+            let name = weft_cluster::tls::node_name(id);
+            let who = authz.authenticate_node(&name);
+            srv.serve_authenticated(stream, remote.to_string(), name, who);
+        });
+    }
     // Allow-lists are reloaded in place (docs/security.md, "Reload").
     let sc = server.config();
     for (key, list) in [("tcp.allow", &sc.allow_tcp), ("udp.allow", &sc.allow_udp), ("unix.allow", &sc.allow_unix), ("tls.allow", &sc.allow_tls), ("quic.allow", &sc.allow_quic)] {

@@ -187,9 +187,7 @@ impl ClusterPlane {
         if let Some(c) = self.peers.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
             return Ok(c.clone());
         }
-        let addr = self.node.native_addr(id).ok_or_else(|| ClientError::Connect { endpoint: format!("node {id}"), reason: "no native address registered".into() })?;
-        let target: weft_net::Target = addr.parse().map_err(|e| ClientError::Connect { endpoint: addr.clone(), reason: format!("{e}") })?;
-        let cfg = ClientConfig {
+        let mut cfg = ClientConfig {
             client_name: format!("weft-cluster-{}", self.node.node_id()),
             connect_timeout: Duration::from_secs(2),
             // A forwarded produce waits for its commit (bounded by the propose
@@ -198,6 +196,8 @@ impl ClusterPlane {
             request_timeout: self.propose_timeout.max(Duration::from_millis(self.forward_max_wait_ms)) + Duration::from_secs(2),
             ..ClientConfig::default()
         };
+        // With cluster TLS: the peer's cluster port, as a node (mTLS).
+        let target = super::forward_target(&self.node, id, &mut cfg)?;
         let c = Client::connect(target, cfg).await?;
         // Two racing connects keep the first; the other is dropped (closed).
         Ok(self.peers.lock().unwrap_or_else(|p| p.into_inner()).entry(id).or_insert(c).clone())
