@@ -1,5 +1,5 @@
 //! The metadata group's state machine (group 0): nodes, topics with their
-//! partition placement, consumer-group committed offsets. Pure and
+//! partition placement, consumer-group committed offsets and membership. Pure and
 //! deterministic: every control node applies the same commands in the same
 //! order and reaches the same state.
 
@@ -79,6 +79,37 @@ pub struct TopicMeta {
     /// The topic's configuration as given at creation (weft-log's topic config, as JSON).
     #[serde(default)]
     pub config: serde_json::Value,
+    /// Which creation of the name this is: the first partition's group id,
+    /// unique because group ids are never reused (0 in metadata written
+    /// before incarnations; [`TopicMeta::incarnation`] derives it then). A
+    /// node keeps it with its local copy and drops a copy of another
+    /// incarnation (a delete and create again it missed) before serving.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub incarnation: u64,
+}
+
+impl TopicMeta {
+    /// The topic's incarnation (see the field); the same on every node.
+    pub fn incarnation(&self) -> u64 {
+        if self.incarnation != 0 {
+            return self.incarnation;
+        }
+        self.partitions.iter().map(|p| p.group).min().unwrap_or(0)
+    }
+}
+
+/// A consumer group's membership as its coordinator last replicated it
+/// (docs/cluster.md, "Consumer groups"): a new metadata leader takes over
+/// with it, so members keep their generation. Heartbeat times are not in it
+/// (heartbeats never go through raft).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupMembers {
+    /// The metadata term of the coordinator that wrote it: a later
+    /// coordinator's state always wins over an earlier one's.
+    pub epoch: u64,
+    pub generation: u32,
+    /// weft-log's `GroupSnapshot`, as JSON (opaque here).
+    pub state: serde_json::Value,
 }
 
 /// A replicated table (docs/query.md, "Tables: replicated"): one raft group.
@@ -112,6 +143,9 @@ pub struct MetaState {
     pub topics: BTreeMap<String, TopicMeta>,
     /// consumer group -> topic -> partition -> committed offset.
     pub offsets: BTreeMap<String, BTreeMap<String, BTreeMap<u32, u64>>>,
+    /// Consumer-group membership by group (absent from older snapshots).
+    #[serde(default)]
+    pub groups: BTreeMap<String, GroupMembers>,
     /// Replicated tables by name (absent from snapshots taken before tables).
     #[serde(default)]
     pub tables: BTreeMap<String, TableMeta>,
@@ -165,6 +199,10 @@ pub enum MetaCommand {
     /// partition count cannot change here (its groups are placed at create).
     AlterTopic { name: String, config: serde_json::Value },
     CommitOffset { group: String, topic: String, partition: u32, offset: u64 },
+    /// The group coordinator's membership of one group after a change
+    /// (join, leave, expiry, hand-off). Refused as stale when the stored
+    /// one is from a later (epoch, generation).
+    SetGroup { group: String, epoch: u64, generation: u32, state: serde_json::Value },
     /// Allocate a raft group for a table and place its replicas (as a partition's).
     /// `max_tables` (the proposer's `tables.max_tables`) is checked here, at
     /// apply, so racing creates cannot pass it together.
@@ -209,6 +247,8 @@ pub enum MetaResponse {
 /// Limits on what one command may ask for (the metadata is held in memory on every control node).
 pub const MAX_PARTITIONS: u32 = 10_000;
 pub const MAX_NAME_BYTES: usize = 249;
+/// weft-log's limit on a consumer group's name.
+pub const MAX_GROUP_NAME_BYTES: usize = 255;
 
 impl MetaState {
     /// Data nodes sorted by id: the placement order.
@@ -340,7 +380,7 @@ impl MetaState {
                     .collect();
                 self.next_group = first_group + u64::from(partitions);
                 self.deleted_topics.remove(&name);
-                let t = TopicMeta { name: name.clone(), partitions: parts, config };
+                let t = TopicMeta { name: name.clone(), partitions: parts, config, incarnation: first_group };
                 self.topics.insert(name, t.clone());
                 MetaResponse::Topic(t)
             }
@@ -413,6 +453,18 @@ impl MetaState {
             cmd @ (MetaCommand::StartMove { .. } | MetaCommand::FinishMove { .. } | MetaCommand::CancelMove { .. } | MetaCommand::SetReplicas { .. }) => self.apply_move(cmd),
             MetaCommand::CommitOffset { group, topic, partition, offset } => {
                 self.offsets.entry(group).or_default().entry(topic).or_default().insert(partition, offset);
+                MetaResponse::Ok
+            }
+            MetaCommand::SetGroup { group, epoch, generation, state } => {
+                if group.is_empty() || group.len() > MAX_GROUP_NAME_BYTES {
+                    return err("validation", format!("group name must be 1 to {MAX_GROUP_NAME_BYTES} bytes"));
+                }
+                if let Some(cur) = self.groups.get(&group)
+                    && (epoch, generation) < (cur.epoch, cur.generation)
+                {
+                    return err("conflict", format!("group {group:?} is at epoch {} generation {}: stale", cur.epoch, cur.generation));
+                }
+                self.groups.insert(group, GroupMembers { epoch, generation, state });
                 MetaResponse::Ok
             }
         }
@@ -571,6 +623,38 @@ mod tests {
         assert!(matches!(more, MetaResponse::Error { ref code, .. } if code == "validation"));
         let none = s.apply(MetaCommand::AlterTopic { name: "x".into(), config: cfg });
         assert!(matches!(none, MetaResponse::Error { ref code, .. } if code == "not_found"));
+    }
+
+    #[test]
+    fn topic_incarnations_differ_per_create_and_group_membership_is_ordered() {
+        let mut s = MetaState::default();
+        s.apply(node(1, &[Role::Control, Role::Data]));
+        let create = |s: &mut MetaState| match s.apply(MetaCommand::CreateTopic { name: "t".into(), partitions: 2, replicas: 1, config: Default::default() }) {
+            MetaResponse::Topic(t) => t,
+            other => panic!("expected a topic: {other:?}"),
+        };
+        let first = create(&mut s);
+        s.apply(MetaCommand::DeleteTopic { name: "t".into() });
+        let second = create(&mut s);
+        assert_eq!((first.incarnation(), second.incarnation()), (1, 3));
+        // Metadata from before incarnations: derived from the first group, the same everywhere.
+        let old: TopicMeta = serde_json::from_str(r#"{"name":"t","partitions":[{"partition":0,"group":7,"replicas":[1]}]}"#).unwrap();
+        assert_eq!((old.incarnation, old.incarnation()), (0, 7));
+
+        let set = |epoch, generation| MetaCommand::SetGroup { group: "g".into(), epoch, generation, state: serde_json::json!({"generation": generation}) };
+        assert_eq!(s.apply(set(2, 5)), MetaResponse::Ok);
+        assert_eq!(s.apply(set(2, 5)), MetaResponse::Ok, "the same generation again (a hand-off) replaces it");
+        // An older coordinator's or an older generation's write is refused.
+        assert!(matches!(s.apply(set(1, 9)), MetaResponse::Error { ref code, .. } if code == "conflict"));
+        assert!(matches!(s.apply(set(2, 4)), MetaResponse::Error { ref code, .. } if code == "conflict"));
+        // A later coordinator wins whatever its generation.
+        assert_eq!(s.apply(set(3, 1)), MetaResponse::Ok);
+        assert_eq!((s.groups["g"].epoch, s.groups["g"].generation), (3, 1));
+        let bad = MetaCommand::SetGroup { group: String::new(), epoch: 4, generation: 1, state: serde_json::Value::Null };
+        assert!(matches!(s.apply(bad), MetaResponse::Error { ref code, .. } if code == "validation"));
+        // Snapshots from before groups were replicated restore with none.
+        let old: MetaState = serde_json::from_str(r#"{"nodes":{},"topics":{},"offsets":{},"next_group":1,"applied":0}"#).unwrap();
+        assert!(old.groups.is_empty());
     }
 
     #[test]

@@ -237,6 +237,67 @@ struct Driver {
     deleting: Vec<(String, tokio::task::JoinHandle<()>)>,
     /// The raft logs of deleted groups were swept once since start.
     swept: bool,
+    /// The incarnation of each replicated topic's local copy
+    /// (`cluster/topic_incarnations.json`; shared with the tasks that remove
+    /// stale copies, which record the new incarnation once the copy is gone).
+    incarnations: Incarnations,
+}
+
+/// Topic name -> incarnation of the local copy (docs/cluster.md, "Deleting
+/// and altering a replicated topic"), and the file it is kept in.
+#[derive(Clone)]
+struct Incarnations {
+    path: std::path::PathBuf,
+    map: Arc<std::sync::Mutex<BTreeMap<String, u64>>>,
+}
+
+impl Incarnations {
+    fn load(data_dir: &std::path::Path) -> Incarnations {
+        let path = data_dir.join("cluster").join("topic_incarnations.json");
+        let map = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+                // Unreadable: every copy is taken as current (as before incarnations were kept).
+                tracing::warn!(path = %path.display(), error = %e, "cluster: topic incarnations unreadable; local copies taken as current");
+                BTreeMap::new()
+            }),
+            Err(_) => BTreeMap::new(),
+        };
+        Incarnations { path, map: Arc::new(std::sync::Mutex::new(map)) }
+    }
+
+    fn get(&self, topic: &str) -> Option<u64> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).get(topic).copied()
+    }
+
+    /// Record `topic`'s incarnation (None: forget it) and write the file
+    /// (tmp, fsync, rename, fsync dir) before the copy is used.
+    fn set(&self, topic: &str, incarnation: Option<u64>) {
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        match incarnation {
+            Some(i) => m.insert(topic.to_owned(), i),
+            None => m.remove(topic),
+        };
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let tmp = self.path.with_extension("json.tmp");
+            if let Some(dir) = self.path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&serde_json::to_vec(&*m).map_err(std::io::Error::other)?)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.path)?;
+            if let Some(dir) = self.path.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        };
+        if let Err(e) = write() {
+            // Retried on the next pass: the copy's recorded incarnation still differs.
+            tracing::warn!(path = %self.path.display(), topic, error = %e, "cluster: writing topic incarnations failed");
+            m.remove(topic);
+        }
+    }
 }
 
 /// The state machine of a partition group until records are replicated (stage 2).
@@ -329,6 +390,7 @@ impl ClusterNode {
             known_topics: meta.read().unwrap_or_else(|p| p.into_inner()).topics.iter().map(|(n, t)| (n.clone(), t.config.clone())).collect(),
             deleting: Vec::new(),
             swept: false,
+            incarnations: Incarnations::load(&cfg.data_dir),
         };
         tokio::spawn(driver.run(rx, in_rx, stop_rx));
         tracing::info!(node = cfg.node_id, addr = %cfg.addr, peers = cfg.peers.len(), join = cfg.join, "cluster: node started");
@@ -580,6 +642,17 @@ impl ClusterNode {
     /// The leader of a group hosted here, as last seen by the driver (None: unknown or not hosted).
     pub fn leader_of(&self, group: GroupId) -> Option<NodeId> {
         self.leaders.read().unwrap_or_else(|p| p.into_inner()).get(&group).copied().filter(|l| *l != 0)
+    }
+
+    /// The metadata group's leader and term as this node sees them (None:
+    /// no leader known). The term tells a leader that lost and regained
+    /// leadership from one that kept it (the consumer-group coordinator
+    /// takes over again then).
+    pub async fn meta_leader_term(&self) -> Option<(NodeId, u64)> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.try_send(Cmd::Status { reply }).ok()?;
+        let g = rx.await.ok()?.into_iter().find(|g| g.group == META_GROUP)?;
+        (g.leader != 0).then_some((g.leader, g.term))
     }
 
     /// A node's native protocol address, from the metadata.
@@ -1088,10 +1161,12 @@ impl Driver {
         let names: BTreeMap<String, serde_json::Value>;
         let altered: Vec<(String, weft_log::TopicConfig)>;
         let deleted: std::collections::BTreeSet<String>;
+        let current: BTreeMap<String, u64>;
         let (next_group, tables): (GroupId, std::collections::BTreeSet<GroupId>);
         {
             let meta = self.meta.read().unwrap_or_else(|p| p.into_inner());
             deleted = meta.deleted_topics.clone();
+            current = meta.topics.values().map(|t| (t.name.clone(), t.incarnation())).collect();
             next_group = meta.next_group;
             tables = meta.tables.values().map(|t| t.group).collect();
             altered = meta
@@ -1138,6 +1213,27 @@ impl Driver {
             }
         }
         let Some(log) = self.cfg.log.clone() else { return };
+        // A copy of another incarnation of the name (deleted and created
+        // again while this node was down, or both in one replay pass) is
+        // removed before the new topic's groups open (they stay closed while
+        // the name is in `deleting`); the new incarnation is recorded once it
+        // is gone. A name seen for the first time is recorded before its
+        // groups open, so its copy is known to be this incarnation's.
+        let mut stale: Vec<(String, u64)> = Vec::new();
+        for (name, inc) in &current {
+            if gone.contains(name) || self.deleting.iter().any(|(d, _)| d == name) {
+                continue;
+            }
+            match self.incarnations.get(name) {
+                Some(i) if i == *inc => {}
+                Some(old) => {
+                    tracing::info!(topic = %name, old, new = inc, "cluster: local copy is of an earlier incarnation of the topic; removing it");
+                    stale.push((name.clone(), *inc));
+                }
+                None => self.incarnations.set(name, Some(*inc)),
+            }
+        }
+        let altered: Vec<(String, weft_log::TopicConfig)> = altered.into_iter().filter(|(n, _)| !stale.iter().any(|(s, _)| s == n)).collect();
         for (name, c) in altered {
             let l = log.clone();
             // Every setting, so the copy ends equal to the metadata's config.
@@ -1161,15 +1257,33 @@ impl Driver {
             });
         }
         for name in gone {
-            let l = log.clone();
+            let (l, marks) = (log.clone(), self.incarnations.clone());
             let n = name.clone();
             // The applier of a closed group ends when its channel closes; the
             // copy is removed after, off the driver (a rename and a directory sync).
+            // No copy, no incarnation: the name created again is recorded afresh.
             let h = tokio::spawn(async move {
                 match l.delete_topic(&n).await {
-                    Ok(()) => tracing::info!(topic = %n, "cluster: deleted topic's local copy removed"),
-                    Err(weft_log::LogError::UnknownTopic(_)) => {}
+                    Ok(()) => {
+                        tracing::info!(topic = %n, "cluster: deleted topic's local copy removed");
+                        marks.set(&n, None);
+                    }
+                    Err(weft_log::LogError::UnknownTopic(_)) => marks.set(&n, None),
                     Err(e) => tracing::warn!(topic = %n, error = %e, "cluster: removing a deleted topic's local copy failed"),
+                }
+            });
+            self.deleting.push((name, h));
+        }
+        for (name, inc) in stale {
+            let (l, n, marks) = (log.clone(), name.clone(), self.incarnations.clone());
+            let h = tokio::spawn(async move {
+                match l.delete_topic(&n).await {
+                    Ok(()) | Err(weft_log::LogError::UnknownTopic(_)) => {
+                        tracing::info!(topic = %n, incarnation = inc, "cluster: stale local copy removed");
+                        marks.set(&n, Some(inc));
+                    }
+                    // Recorded incarnation unchanged: tried again on the next pass.
+                    Err(e) => tracing::warn!(topic = %n, error = %e, "cluster: removing a stale local copy failed"),
                 }
             });
             self.deleting.push((name, h));

@@ -134,6 +134,30 @@ pub struct MemberDescription {
     pub revoking: Assignment,
 }
 
+/// A group's membership without the heartbeat times: what a cluster
+/// replicates so that another node can take over as coordinator and keep
+/// the generation (docs/cluster.md, "Consumer groups").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSnapshot {
+    pub generation: u32,
+    #[serde(default)]
+    pub strategy: AssignmentStrategy,
+    pub members: BTreeMap<String, MemberSnapshot>,
+    /// Target assignment of the current generation, per member.
+    #[serde(default)]
+    pub assignment: BTreeMap<String, Assignment>,
+    /// Who holds each partition now (the target, or the previous owner until it acknowledged).
+    #[serde(default)]
+    pub owners: Vec<(TopicName, PartitionId, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberSnapshot {
+    pub client_id: String,
+    pub topics: Vec<TopicName>,
+    pub session_timeout_ms: u64,
+}
+
 #[derive(Debug, Clone)]
 struct Member {
     client_id: String,
@@ -362,6 +386,46 @@ impl GroupCoordinator {
                 Ok(())
             }
         }
+    }
+
+    /// Every group's membership, generation, assignment and owners (no heartbeat times).
+    pub fn export(&self) -> BTreeMap<String, GroupSnapshot> {
+        self.groups
+            .iter()
+            .map(|(name, g)| {
+                let members = g
+                    .members
+                    .iter()
+                    .map(|(id, m)| (id.clone(), MemberSnapshot { client_id: m.client_id.clone(), topics: m.topics.iter().cloned().collect(), session_timeout_ms: m.session_timeout_ms }))
+                    .collect();
+                let owners = g.owners.iter().map(|((t, p), o)| (t.clone(), *p, o.clone())).collect();
+                (name.clone(), GroupSnapshot { generation: g.generation, strategy: g.strategy, members, assignment: g.assignment.clone(), owners })
+            })
+            .collect()
+    }
+
+    /// Replace every group with `groups` (a new coordinator taking over).
+    /// Each member's session starts afresh at `now_ms`: heartbeats were
+    /// not replicated, so each gets a full session timeout to reach the new
+    /// coordinator; the hand-off timer restarts too.
+    pub fn import(&mut self, groups: BTreeMap<String, GroupSnapshot>, now_ms: i64) {
+        let mut out = BTreeMap::new();
+        for (name, s) in groups {
+            let members: BTreeMap<String, Member> = s
+                .members
+                .into_iter()
+                .map(|(id, m)| {
+                    // Member ids end in a counter: new ones must not repeat an imported one.
+                    if let Some(n) = id.rsplit('-').next().and_then(|n| n.parse::<u64>().ok()) {
+                        self.next_member = self.next_member.max(n);
+                    }
+                    (id, Member { client_id: m.client_id, topics: m.topics.into_iter().collect(), session_timeout_ms: m.session_timeout_ms, last_heartbeat_ms: now_ms })
+                })
+                .collect();
+            let owners = s.owners.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
+            out.insert(name, Group { generation: s.generation, strategy: s.strategy, members, assignment: s.assignment, owners, rebalanced_ms: now_ms });
+        }
+        self.groups = out;
     }
 
     pub fn group_names(&self) -> Vec<String> {
@@ -667,6 +731,34 @@ mod tests {
         assert!(matches!(c.heartbeat("g", &m2.member_id, None, 1600), Err(LogError::UnknownMember { .. })));
         c.leave("g", &m1.member_id, 1700, &counts).unwrap();
         assert!(c.check_commit("g", None, &[]).is_ok());
+    }
+
+    #[test]
+    fn export_import_keeps_generation_and_restarts_sessions() {
+        let mut c = GroupCoordinator::new(10, 10, 60_000);
+        let m1 = c.join("g", None, "c1", &[t("a")], AssignmentStrategy::Range, 1000, 0, &counts).unwrap();
+        let m2 = c.join("g", None, "c2", &[t("a")], AssignmentStrategy::Range, 1000, 10, &counts).unwrap();
+        let snap = c.export();
+        // Through JSON, as a cluster replicates it.
+        let snap: BTreeMap<String, GroupSnapshot> = serde_json::from_str(&serde_json::to_string(&snap).unwrap()).unwrap();
+        let mut d = GroupCoordinator::new(10, 10, 60_000);
+        d.import(snap, 5000);
+        assert_eq!(d.export(), c.export());
+        // Sessions restart at the import: nobody expires before 5000 + 1000.
+        assert!(d.expire(5900, &counts).is_empty());
+        // The same generation, and the hand-off still waits for m1's acknowledgement.
+        let h2 = d.heartbeat("g", &m2.member_id, Some(2), 5100).unwrap();
+        assert_eq!((h2.generation, h2.assignment.len(), h2.pending), (2, 0, 2));
+        let h1 = d.heartbeat("g", &m1.member_id, Some(2), 5200).unwrap();
+        assert_eq!((h1.generation, h1.assignment.len()), (2, 3));
+        assert_eq!(d.heartbeat("g", &m2.member_id, Some(2), 5300).unwrap().assignment.len(), 2);
+        // A new member's id does not repeat an imported one.
+        let m3 = d.join("g", None, "c2", &[t("a")], AssignmentStrategy::Range, 1000, 10, &counts).unwrap();
+        assert_ne!(m3.member_id, m2.member_id);
+        assert_eq!(m3.generation, 3);
+        // Importing nothing forgets every group.
+        d.import(BTreeMap::new(), 6000);
+        assert!(d.group_names().is_empty());
     }
 
     #[test]

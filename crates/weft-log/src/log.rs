@@ -827,6 +827,18 @@ impl Log {
         lock(&self.inner.groups).check_commit(group, Some((member_id, generation)), &[(topic, partition)])
     }
 
+    /// Every group's membership without heartbeat times (a cluster
+    /// coordinator replicates it; see [`crate::GroupSnapshot`]).
+    pub fn export_groups(&self) -> BTreeMap<String, crate::GroupSnapshot> {
+        lock(&self.inner.groups).export()
+    }
+
+    /// Replace every group's membership (a node taking over as a cluster's
+    /// coordinator); each member's session restarts now.
+    pub fn import_groups(&self, groups: BTreeMap<String, crate::GroupSnapshot>) {
+        lock(&self.inner.groups).import(groups, self.now_ms());
+    }
+
     /// Live members of a group (0 when unknown).
     pub fn group_member_count(&self, group: &str) -> usize {
         lock(&self.inner.groups).member_count(group)

@@ -112,6 +112,8 @@ pub fn record_plane(node: &ClusterNode, log: weft_log::Log, conf: &ClusterConf) 
     plane.max_producers = conf.max_producers_per_partition;
     let plane = std::sync::Arc::new(plane);
     node.set_catch_up(plane.clone());
+    // On the metadata leader: take over the consumer groups, write their membership changes to the metadata.
+    ClusterPlane::spawn_coordinator(&plane);
     plane
 }
 

@@ -11,7 +11,7 @@
 //! - A topic only in this node's log (node-local features, or created before
 //!   cluster mode) is served from the log as on a single node.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -62,6 +62,26 @@ pub struct ClusterPlane {
     /// `cluster.max_producers_per_partition`, carried in each idempotent
     /// entry (apply reads no config).
     pub max_producers: u32,
+    /// The consumer-group coordinator's side (this node while it leads the
+    /// metadata group; docs/cluster.md, "Consumer groups"). Membership
+    /// changes are serialized by this lock; heartbeats do not take it.
+    coord: tokio::sync::Mutex<Coordinating>,
+    /// The metadata term this node coordinates in (0: it does not), for the
+    /// lock-free check of heartbeats.
+    coord_term: AtomicU64,
+    /// Group states written to the metadata, and take-overs (stats).
+    groups_replicated: AtomicU64,
+    coordinator_takeovers: AtomicU64,
+}
+
+/// What the coordinator knows beyond weft-log's group state.
+#[derive(Default)]
+struct Coordinating {
+    /// The metadata term in which this node took over (loaded the
+    /// replicated membership); None while it does not coordinate.
+    term: Option<u64>,
+    /// Each group's membership as last written to the metadata.
+    synced: BTreeMap<String, weft_log::GroupSnapshot>,
 }
 
 fn err(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
@@ -159,6 +179,10 @@ impl ClusterPlane {
             forwarded: AtomicU64::new(0),
             forward_failures: AtomicU64::new(0),
             max_producers: DEFAULT_MAX_PRODUCERS_PER_PARTITION,
+            coord: tokio::sync::Mutex::default(),
+            coord_term: AtomicU64::new(0),
+            groups_replicated: AtomicU64::new(0),
+            coordinator_takeovers: AtomicU64::new(0),
         }
     }
 
@@ -167,6 +191,9 @@ impl ClusterPlane {
         vec![
             ("cluster.forwarded".into(), self.forwarded.load(Ordering::Relaxed).into()),
             ("cluster.forward_failures".into(), self.forward_failures.load(Ordering::Relaxed).into()),
+            ("cluster.groups_replicated".into(), self.groups_replicated.load(Ordering::Relaxed).into()),
+            ("cluster.coordinator_takeovers".into(), self.coordinator_takeovers.load(Ordering::Relaxed).into()),
+            ("cluster.coordinating".into(), (self.coord_term.load(Ordering::Relaxed) != 0).into()),
         ]
     }
 
@@ -204,11 +231,148 @@ impl ClusterPlane {
     }
 
     /// The coordinator of every consumer group: the metadata leader
-    /// (docs/cluster.md, "Consumer groups"). `None` where this node does not
-    /// see the metadata group's leader (a data-only node, or an election):
-    /// served here then.
-    fn group_coordinator(&self) -> Option<NodeId> {
-        self.node.leader_of(weft_cluster::META_GROUP)
+    /// (docs/cluster.md, "Consumer groups"), as this node sees it (a
+    /// data-only node follows the metadata as a learner). Where this node
+    /// knows no leader (an election, a learner cut off), a control node is asked.
+    async fn group_coordinator(&self) -> Option<NodeId> {
+        if let Some(l) = self.node.leader_of(weft_cluster::META_GROUP) {
+            return Some(l);
+        }
+        let me = self.node.node_id();
+        let control: Vec<NodeId> = self.node.local_meta().nodes.values().filter(|n| n.id != me && n.roles.contains(&weft_cluster::Role::Control)).map(|n| n.id).collect();
+        for id in control {
+            let Ok(c) = self.peer(id).await else { continue };
+            if let Ok(s) = c.call::<_, serde_json::Value>("cluster.status", &()).await
+                && let Some(l) = s["meta_leader"].as_u64()
+            {
+                return Some(l);
+            }
+        }
+        None
+    }
+
+    /// `not_leader` naming the metadata leader: this node does not coordinate groups.
+    fn not_coordinator(&self) -> ErrorBody {
+        let leader = self.node.leader_of(weft_cluster::META_GROUP).unwrap_or(0);
+        let addr = if leader == 0 { None } else { self.node.native_addr(leader) };
+        let mut e = cluster_error_body(&ClusterError::NotLeader { group: weft_cluster::META_GROUP, leader, addr });
+        e.message = "this node does not coordinate consumer groups (it does not lead the metadata group)".into();
+        e
+    }
+
+    /// Take over as the coordinator in metadata term `term`: load every
+    /// group's membership from the metadata (members keep their ids,
+    /// generation and assignment; each session restarts now, since
+    /// heartbeats are not replicated).
+    async fn take_over(&self, c: &mut Coordinating, term: u64) -> Result<(), ErrorBody> {
+        // ReadIndex: every group state committed under an earlier leader is applied here.
+        let meta = self.node.read_meta().await.map_err(|e| cluster_error_body(&e))?;
+        let mut groups = BTreeMap::new();
+        for (name, g) in &meta.groups {
+            match serde_json::from_value::<weft_log::GroupSnapshot>(g.state.clone()) {
+                Ok(s) => {
+                    groups.insert(name.clone(), s);
+                }
+                Err(e) => tracing::warn!(group = %name, error = %e, "cluster: replicated group state unreadable; the group starts empty"),
+            }
+        }
+        // The assignment reads partition counts from this node's log: every
+        // replicated topic a member subscribes to needs its copy here first.
+        let topics: BTreeSet<String> = groups.values().flat_map(|g| g.members.values().flat_map(|m| m.topics.iter().map(|t| t.as_str().to_owned()))).collect();
+        for t in topics {
+            if let Some(tm) = meta.topics.get(&t) {
+                weft_cluster::partition::ensure_local_topic(&self.log, &t, topic_config(tm)).await.map_err(|e| cluster_error_body(&e))?;
+            }
+        }
+        let n = groups.len();
+        self.log.import_groups(groups.clone());
+        c.synced = groups;
+        c.term = Some(term);
+        self.coord_term.store(term, Ordering::Relaxed);
+        self.coordinator_takeovers.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(term, groups = n, "cluster: took over as consumer-group coordinator");
+        Ok(())
+    }
+
+    fn step_down(&self, c: &mut Coordinating) {
+        if c.term.take().is_some() {
+            // A node that does not coordinate holds no group state (it would
+            // only expire members here); a take-over loads it again.
+            self.log.import_groups(BTreeMap::new());
+            tracing::info!("cluster: no longer the consumer-group coordinator");
+        }
+        c.synced.clear();
+        self.coord_term.store(0, Ordering::Relaxed);
+    }
+
+    /// Write every group whose membership changed since it was last written
+    /// (a join, leave, expiry or hand-off) to the metadata. Heartbeats change
+    /// no membership and never go through raft.
+    async fn replicate_groups(&self, c: &mut Coordinating) -> Result<(), ErrorBody> {
+        let Some(term) = c.term else { return Err(self.not_coordinator()) };
+        for (name, snap) in self.log.export_groups() {
+            if c.synced.get(&name) == Some(&snap) {
+                continue;
+            }
+            let state = serde_json::to_value(&snap).map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
+            let cmd = MetaCommand::SetGroup { group: name.clone(), epoch: term, generation: snap.generation, state };
+            match self.node.propose_meta(&cmd).await.map_err(|e| cluster_error_body(&e))? {
+                // A later coordinator wrote the group: this node no longer coordinates.
+                MetaResponse::Error { code, .. } if code == "conflict" => {
+                    self.step_down(c);
+                    return Err(self.not_coordinator());
+                }
+                r => {
+                    meta_error(r)?;
+                }
+            }
+            c.synced.insert(name, snap);
+            self.groups_replicated.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// One round of the coordinator's upkeep (every 200 ms): take over when
+    /// this node became the metadata leader (or was again, in a later
+    /// term), step down when it no longer is, and write membership changes
+    /// no request waited for (expiries, hand-offs) to the metadata.
+    async fn coordinate_once(&self) {
+        let me = self.node.node_id();
+        if self.node.leader_of(weft_cluster::META_GROUP) != Some(me) {
+            self.step_down(&mut *self.coord.lock().await);
+            return;
+        }
+        // None: the driver is busy; next round (stepping down would drop
+        // state not yet written to the metadata).
+        let Some((leader, term)) = self.node.meta_leader_term().await else { return };
+        let mut c = self.coord.lock().await;
+        if leader != me {
+            self.step_down(&mut c);
+            return;
+        }
+        if c.term != Some(term)
+            && let Err(e) = self.take_over(&mut c, term).await
+        {
+            tracing::debug!(error = %e.message, "cluster: taking over as group coordinator failed; retried");
+            return;
+        }
+        if let Err(e) = self.replicate_groups(&mut c).await {
+            tracing::debug!(error = %e.message, "cluster: writing group membership to the metadata failed; retried");
+        }
+    }
+
+    /// Run the coordinator's upkeep while the plane lives.
+    pub fn spawn_coordinator(plane: &Arc<ClusterPlane>) {
+        let weak = Arc::downgrade(plane);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(p) = weak.upgrade() else { break };
+                p.coordinate_once().await;
+            }
+        });
     }
 
     /// On the coordinator, before a join: the group's assignment reads the
@@ -226,10 +390,37 @@ impl ClusterPlane {
         Ok(())
     }
 
-    /// A forwarded membership request, on the coordinator.
+    /// A membership request on the coordinator (forwarded, or called
+    /// here). Refused with `not_leader` on a node that does not lead the
+    /// metadata group: a stale forward never serves from a stale state.
+    /// A join or leave is written to the metadata before it is answered.
     pub async fn group_here(&self, route: &str, body: serde_json::Value) -> Result<serde_json::Value, ErrorBody> {
+        let me = self.node.node_id();
+        if self.node.leader_of(weft_cluster::META_GROUP) != Some(me) {
+            return Err(self.not_coordinator());
+        }
+        let changes = route == dto::route::GROUP_JOIN || route == dto::route::GROUP_LEAVE;
+        if !changes && self.coord_term.load(Ordering::Relaxed) != 0 {
+            // Heartbeats, describe, list, the fence: leader-local, never through raft.
+            return native::group_local(&self.log, route, body).await;
+        }
+        let mut c = self.coord.lock().await;
+        if c.term.is_none() {
+            let Some((_, term)) = self.node.meta_leader_term().await.filter(|(l, _)| *l == me) else {
+                return Err(self.not_coordinator());
+            };
+            self.take_over(&mut c, term).await?;
+        }
         self.group_topics_here(route, &body).await?;
-        native::group_local(&self.log, route, body).await
+        let out = native::group_local(&self.log, route, body).await?;
+        if changes && let Err(e) = self.replicate_groups(&mut c).await {
+            // Answered anyway: the member is in this coordinator's state, and
+            // the upkeep writes it once it can. If this node lost the
+            // metadata leadership meanwhile, the member's next heartbeat at
+            // the new coordinator says `unknown member` and it joins again.
+            tracing::warn!(route, error = %e.message, "cluster: group membership change not yet in the metadata");
+        }
+        Ok(out)
     }
 
     /// A member's fetch fence, at the group's coordinator (commits of a named member).
@@ -680,26 +871,53 @@ impl RecordPlane for ClusterPlane {
         })
     }
 
+    /// Every membership request goes to the coordinator (the metadata
+    /// leader), from any node, data-only ones included; while it moves
+    /// (an election, a leader killed) the request is tried again until
+    /// `cluster.propose_timeout_ms`. A join that creates a member is sent
+    /// again only when it certainly did not run; the other routes are
+    /// harmless to repeat.
     fn group_forward<'a>(&'a self, route: &'a str, group: &'a str, body: serde_json::Value) -> PlaneFuture<'a, Option<serde_json::Value>> {
         Box::pin(async move {
             let me = self.node.node_id();
-            let Some(c) = self.group_coordinator().filter(|c| *c != me) else {
-                self.group_topics_here(route, &body).await?;
-                return Ok(None);
-            };
-            self.forwarded.fetch_add(1, Ordering::Relaxed);
-            let client = self.peer(c).await.map_err(client_error_body)?;
-            let req = serde_json::json!({"route": route, "body": body});
-            match client.call::<serde_json::Value, serde_json::Value>(LOCAL_GROUP, &req).await {
-                Ok(v) => Ok(Some(v)),
-                Err(e) => {
-                    if matches!(e, ClientError::Connect { .. } | ClientError::Closed) {
-                        self.forget_peer(c);
+            let repeatable = route != dto::route::GROUP_JOIN || body.get("member_id").is_some_and(|m| !m.is_null());
+            let deadline = Instant::now() + self.propose_timeout;
+            loop {
+                let last = match self.group_coordinator().await {
+                    Some(c) if c == me => match self.group_here(route, body.clone()).await {
+                        Err(e) if e.code == ErrorCode::NotLeader => e,
+                        r => return r.map(Some),
+                    },
+                    Some(c) => {
+                        self.forwarded.fetch_add(1, Ordering::Relaxed);
+                        let req = serde_json::json!({"route": route, "body": body});
+                        let r = match self.peer(c).await {
+                            Ok(client) => client.call::<serde_json::Value, serde_json::Value>(LOCAL_GROUP, &req).await,
+                            Err(e) => Err(e),
+                        };
+                        match r {
+                            Ok(v) => return Ok(Some(v)),
+                            Err(e) => {
+                                if matches!(e, ClientError::Connect { .. } | ClientError::Closed | ClientError::ConnectionLost) {
+                                    self.forget_peer(c);
+                                }
+                                self.forward_failures.fetch_add(1, Ordering::Relaxed);
+                                tracing::debug!(group, route, node = c, error = %e, "cluster: forwarded group request failed");
+                                let retry = not_sent(&e) || (repeatable && !matches!(e, ClientError::Remote(_)));
+                                let e2 = client_error_body(e);
+                                if !retry {
+                                    return Err(e2);
+                                }
+                                e2
+                            }
+                        }
                     }
-                    self.forward_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(group, route, node = c, error = %e, "cluster: forwarded group request failed");
-                    Err(client_error_body(e))
+                    None => self.not_coordinator(),
+                };
+                if Instant::now() >= deadline {
+                    return Err(last);
                 }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         })
     }

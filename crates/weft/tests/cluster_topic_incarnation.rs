@@ -1,0 +1,76 @@
+//! Topic incarnations (docs/cluster.md, "Deleting and altering a replicated
+//! topic"): a node that was down while a topic was deleted and created
+//! again under the same name drops its copy of the old topic before it
+//! serves the new one. Three real `weft serve` processes, ended by pid.
+#![allow(clippy::unwrap_used)]
+
+use serde_json::Value;
+
+mod common;
+#[path = "support/cluster.rs"]
+mod cluster;
+use cluster::{Proc, procs, replicas, start_cluster, until};
+
+/// The records of partition 0 of "t" on the node's own copy (`None` while it hosts none).
+fn local_records(p: &Proc) -> Option<Vec<String>> {
+    let f = p.call("cluster.local.fetch", r#"{"topic":"t","partition":0,"offset":0,"max_records":1000}"#).ok()?;
+    // Native answers carry bytes (an array of numbers on the JSON the CLI prints).
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Array(b) => String::from_utf8(b.iter().map(|x| x.as_u64().unwrap_or(0) as u8).collect()).unwrap_or_default(),
+        other => other.to_string(),
+    };
+    Some(f["records"].as_array()?.iter().map(|r| text(&r["value"])).collect())
+}
+
+/// The group of t/0 and this node's high watermark of it, from its status.
+fn hosted(p: &Proc) -> Option<(u64, u64)> {
+    let s = p.status()?;
+    let part = s["partitions"].as_array()?.iter().find(|x| x["topic"] == "t" && x["partition"] == 0)?.clone();
+    Some((part["group"].as_u64()?, part["high_watermark"].as_u64()?))
+}
+
+#[test]
+fn a_node_down_while_a_topic_was_deleted_and_created_again_drops_its_old_copy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ps = procs(tmp.path(), 1..=3);
+    let peers = start_cluster(&mut ps);
+    let o = ps[0].weft(&["topic", "create", "t", "--partitions", "1", "--replicas", "3"]);
+    assert!(o.status.success(), "topic create: {}", String::from_utf8_lossy(&o.stderr));
+    until("placement visible on node 3", || ps[2].status().map(|s| replicas(&s, "t", 0)).filter(|r| r.len() == 3));
+    let o = ps[0].weft_in(&["produce", "t", "--partition", "0"], "old0\nold1\nold2\nold3\nold4\n");
+    assert!(o.status.success(), "produce: {}", String::from_utf8_lossy(&o.stderr));
+    until("node 3's copy has the old records", || local_records(&ps[2]).filter(|r| r.len() == 5));
+    let (old_group, _) = hosted(&ps[2]).unwrap();
+
+    // Node 3 is down while t is deleted and created again, with other content.
+    ps[2].kill();
+    let o = ps[1].weft(&["topic", "delete", "t"]);
+    assert!(o.status.success(), "topic delete: {}", String::from_utf8_lossy(&o.stderr));
+    let o = ps[1].weft(&["topic", "create", "t", "--partitions", "1", "--replicas", "3"]);
+    assert!(o.status.success(), "topic create again: {}", String::from_utf8_lossy(&o.stderr));
+    let o = ps[0].weft_in(&["produce", "t", "--partition", "0"], "new0\nnew1\n");
+    assert!(o.status.success(), "produce: {}", String::from_utf8_lossy(&o.stderr));
+    let meta = ps[0].call("cluster.meta", "null").unwrap();
+    let incarnation = meta["topics"]["t"]["incarnation"].as_u64().unwrap();
+    assert!(incarnation > old_group, "a new incarnation: {meta}");
+
+    // Back: once its metadata has the new topic, its copy is the new one only.
+    ps[2].start(&peers);
+    let (group, hw) = until("node 3 serves the new topic's partition", || hosted(&ps[2]).filter(|(g, hw)| *g != old_group && *hw == 2));
+    assert_eq!((group, hw), (incarnation, 2));
+    assert_eq!(local_records(&ps[2]).unwrap(), vec!["new0", "new1"]);
+    // Through the record plane on node 3 too, from offset 0.
+    let f = ps[2].call("cluster.fetch", r#"{"topic":"t","partition":0,"offset":0}"#).unwrap();
+    let values: Vec<&str> = f["records"].as_array().unwrap().iter().map(|r| r["value"].as_str().unwrap()).collect();
+    assert_eq!(values, vec!["new0", "new1"], "{f}");
+    // It keeps serving the new topic: a record produced through it lands at offset 2 everywhere.
+    let o = ps[2].weft_in(&["produce", "t", "--partition", "0"], "new2\n");
+    assert!(o.status.success(), "produce: {}", String::from_utf8_lossy(&o.stderr));
+    for p in &ps {
+        until("every copy has the three new records", || local_records(p).filter(|r| r == &["new0", "new1", "new2"]));
+    }
+    // The node's record of its copies' incarnations names the new one.
+    let marks: Value = serde_json::from_slice(&std::fs::read(ps[2].dir.join("cluster").join("topic_incarnations.json")).unwrap()).unwrap();
+    assert_eq!(marks["t"].as_u64(), Some(incarnation), "{marks}");
+}
