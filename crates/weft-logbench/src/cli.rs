@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use crate::engine::{run_scenario, Target};
+use crate::engine::{run_probed, Probes, Target};
 use crate::failover;
 use crate::jetstream::JetStreamTarget;
 use crate::redis_streams::RedisTarget;
@@ -65,7 +65,9 @@ pub enum System {
 pub struct RunArgs {
     #[arg(long, value_enum)]
     pub system: System,
-    /// weft: tcp://HOST:PORT or unix://PATH; jetstream: nats://HOST:PORT;
+    /// weft: tcp://HOST:PORT or unix://PATH (a cluster: every node,
+    /// comma-separated, the first used for topic admin); jetstream:
+    /// nats://HOST:PORT (a cluster: every server, comma-separated);
     /// redis: redis://HOST:PORT/
     #[arg(long)]
     pub target: String,
@@ -76,10 +78,18 @@ pub struct RunArgs {
     #[arg(long)]
     pub pid: Option<u32>,
     /// Replicas per stream / topic (JetStream: --target lists every server,
-    /// comma-separated; Weft: a node of a cluster, topics made with
-    /// `cluster.create_topic`).
+    /// comma-separated; Weft: --target lists every node, topics made with
+    /// `log.topic.create` and `replicas`, produced and read at the leader).
     #[arg(long, default_value_t = 1)]
     pub replicas: usize,
+    /// NAME=PID of each server: its disk writes (/proc/PID/io write_bytes)
+    /// over each run's produce phase are recorded.
+    #[arg(long)]
+    pub io_pids: Option<String>,
+    /// NAME=FILE: the output of `strace -f -e trace=fsync,fdatasync -o FILE`
+    /// on that server; its fsync calls over each produce phase are recorded.
+    #[arg(long)]
+    pub fsync_logs: Option<String>,
     /// Value sizes in bytes.
     #[arg(long, value_delimiter = ',', default_value = "100,1024")]
     pub sizes: Vec<usize>,
@@ -159,8 +169,9 @@ pub async fn run(cmd: LogBenchCmd) -> Result<(), BenchError> {
     match cmd {
         LogBenchCmd::Run(args) => match args.system {
             System::Weft => {
-                let endpoint = weft_net::Endpoint::from_str(&args.target).map_err(|e| BenchError::Usage(e.to_string()))?;
-                run_all(&WeftTarget::connect(endpoint).await?.with_replicas(args.replicas), &args).await
+                let nodes = endpoints(&args.target)?;
+                let first = nodes.first().cloned().ok_or_else(|| BenchError::Usage("--target names no node".into()))?;
+                run_all(&WeftTarget::connect(first).await?.with_replicas(args.replicas).with_nodes(nodes), &args).await
             }
             System::Jetstream => run_all(&JetStreamTarget::connect(&args.target, args.replicas).await?, &args).await,
             System::Redis => run_all(&RedisTarget::connect(&args.target).await?, &args).await,
@@ -174,11 +185,7 @@ pub async fn run(cmd: LogBenchCmd) -> Result<(), BenchError> {
                     failover::jetstream(&t, &args.label, &pids, args.replicas, args.size, warmup, max_wait).await?
                 }
                 System::Weft => {
-                    let targets = args
-                        .target
-                        .split(',')
-                        .map(|t| weft_net::Endpoint::from_str(t.trim()).map_err(|e| BenchError::Usage(e.to_string())))
-                        .collect::<Result<Vec<_>, _>>()?;
+                    let targets = endpoints(&args.target)?;
                     failover::weft(&targets, &args.label, &pids, args.replicas, args.size, warmup, max_wait).await?
                 }
                 System::Redis => return Err(BenchError::Usage("failover: jetstream or weft".into())),
@@ -208,9 +215,38 @@ pub async fn run(cmd: LogBenchCmd) -> Result<(), BenchError> {
     }
 }
 
+/// Comma-separated Weft endpoints.
+fn endpoints(s: &str) -> Result<Vec<weft_net::Endpoint>, BenchError> {
+    s.split(',').filter(|t| !t.trim().is_empty()).map(|t| weft_net::Endpoint::from_str(t.trim()).map_err(|e| BenchError::Usage(e.to_string()))).collect()
+}
+
+impl RunArgs {
+    /// What to watch on the servers (`--pid`, `--io-pids`, `--fsync-logs`).
+    pub fn probes(&self) -> Result<Probes, BenchError> {
+        let io_pids = match &self.io_pids {
+            Some(s) => pairs(s, "--io-pids")?.into_iter().map(|(n, p)| p.parse().map(|p| (n, p)).map_err(|_| BenchError::Usage(format!("--io-pids: bad pid {p:?}")))).collect::<Result<_, _>>()?,
+            None => Vec::new(),
+        };
+        let fsync_logs = match &self.fsync_logs {
+            Some(s) => pairs(s, "--fsync-logs")?.into_iter().map(|(n, f)| (n, PathBuf::from(f))).collect(),
+            None => Vec::new(),
+        };
+        Ok(Probes { pid: self.pid, io_pids, fsync_logs })
+    }
+}
+
+/// `NAME=VALUE,NAME=VALUE`, in order.
+fn pairs(s: &str, what: &str) -> Result<Vec<(String, String)>, BenchError> {
+    s.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').map(|(n, v)| (n.to_owned(), v.to_owned())).ok_or_else(|| BenchError::Usage(format!("{what} takes NAME=VALUE,..., not {p:?}"))))
+        .collect()
+}
+
 /// Run the matrix against `t`; a failed run is reported and the rest go on.
 pub async fn run_all<T: Target>(t: &T, args: &RunArgs) -> Result<(), BenchError> {
     let scenarios = args.scenarios(t.batches())?;
+    let probes = args.probes()?;
     let mut out = match &args.out {
         Some(p) => Some(std::fs::OpenOptions::new().create(true).append(true).open(p)?),
         None => None,
@@ -219,7 +255,7 @@ pub async fn run_all<T: Target>(t: &T, args: &RunArgs) -> Result<(), BenchError>
     let mut failed = 0;
     for (i, sc) in scenarios.iter().enumerate() {
         let name = format!("lb-{}-{stamp}-{i}", args.label);
-        match run_scenario(t, &args.label, sc, args.pid, &name).await {
+        match run_probed(t, &args.label, sc, &probes, &name).await {
             Ok(r) => {
                 println!("{}", line(&r));
                 if let Some(f) = &mut out {
@@ -255,7 +291,31 @@ fn line(r: &RunResult) -> String {
         r.consume_rec_s,
         r.consume_raw_rec_s.map_or(String::new(), |v| format!(" (raw {v:.0})")),
         r.rss_peak_kb.map_or("?".into(), |kb| format!("{:.0}", kb as f64 / 1024.0)),
-    )
+    ) + &extras(r)
+}
+
+/// Replica catch-up, read-back wait and disk writes per record, when measured.
+fn extras(r: &RunResult) -> String {
+    let mut out = String::new();
+    if let Some(ms) = r.replicas_caught_up_ms {
+        out += &format!(" | replicas caught up {ms:.0} ms");
+    }
+    if let Some(n) = r.home_behind.filter(|n| *n > 0) {
+        out += &format!(" | {n} acked records not yet readable where acked");
+    }
+    if let Some(ms) = r.readback_lag_ms.filter(|ms| *ms >= 1.0) {
+        out += &format!(" | read-back waited {ms:.0} ms");
+    }
+    if !r.disk.is_empty() && r.produced > 0 {
+        let per = |v: u64| v as f64 / r.produced as f64;
+        let nodes: Vec<String> = r
+            .disk
+            .iter()
+            .map(|d| format!("{}={:.0}B{}", d.node, per(d.write_bytes), d.fsyncs.map_or(String::new(), |f| format!("/{:.3}fs", per(f)))))
+            .collect();
+        out += &format!(" | disk per record: {}", nodes.join(" "));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -282,5 +342,15 @@ mod tests {
         let t = T::parse_from(["x", "run", "--system", "redis", "--target", "redis://x/", "--label", "r", "--producers", "0"]);
         let LogBenchCmd::Run(a) = t.cmd else { panic!() };
         assert!(a.scenarios(false).is_err());
+        let t = T::parse_from(["x", "run", "--system", "weft", "--target", "tcp://a:1", "--label", "w", "--io-pids", "1=10,2=20", "--fsync-logs", "2=/tmp/f"]);
+        let LogBenchCmd::Run(a) = t.cmd else { panic!() };
+        let p = a.probes().unwrap();
+        assert_eq!(p.io_pids, vec![("1".into(), 10), ("2".into(), 20)]);
+        assert_eq!(p.fsync_logs, vec![("2".into(), PathBuf::from("/tmp/f"))]);
+        let t = T::parse_from(["x", "run", "--system", "weft", "--target", "tcp://a:1", "--label", "w", "--io-pids", "1=x"]);
+        let LogBenchCmd::Run(a) = t.cmd else { panic!() };
+        assert!(a.probes().is_err());
+        assert_eq!(endpoints("tcp://a:1, tcp://b:2").unwrap().len(), 2);
+        assert!(endpoints("a:1").is_err());
     }
 }

@@ -2,6 +2,7 @@
 //! flight, latency histograms, and one run from topic creation to deletion.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use hdrhistogram::Histogram;
 
 use crate::rss::Sampler;
-use crate::{BenchError, RunResult, Scenario};
+use crate::{BenchError, NodeDisk, RunResult, Scenario};
 
 /// Sends one produce request and resolves with the number of records the
 /// broker acknowledged. Each call is independent, so a producer can keep
@@ -24,6 +25,33 @@ pub struct Consumed {
     /// Value bytes (what the producers sent).
     pub bytes: u64,
     pub secs: f64,
+    /// Of `secs`, the time spent waiting for acknowledged records that
+    /// were not readable yet on the server read from.
+    pub lag_ms: Option<f64>,
+}
+
+/// What `settle` saw.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Settled {
+    /// From the last ack until every replica held every acknowledged
+    /// record; None when the target does not check its replicas.
+    pub replicas_caught_up_ms: Option<f64>,
+    /// Acknowledged records missing, right after the last ack, on the
+    /// server the acks came from; None when the target cannot tell.
+    pub home_behind: Option<u64>,
+}
+
+/// What to watch on the servers during a run besides the replies.
+#[derive(Debug, Clone, Default)]
+pub struct Probes {
+    /// A broker's pid: its RSS is sampled.
+    pub pid: Option<u32>,
+    /// Server name and pid: /proc/PID/io `write_bytes` is read before the
+    /// produce phase and after `settle`.
+    pub io_pids: Vec<(String, u32)>,
+    /// Server name and the log of `strace -f -e trace=fsync,fdatasync -o
+    /// FILE` attached to it: its calls are counted over the same span.
+    pub fsync_logs: Vec<(String, PathBuf)>,
 }
 
 /// A log to measure. Static dispatch only (the futures need not be `Send`:
@@ -45,6 +73,11 @@ pub trait Target {
     /// A second way to read, when the system has one (Weft: raw batches).
     async fn consume_raw(&self, _name: &str, _expected: u64) -> Result<Option<Consumed>, BenchError> {
         Ok(None)
+    }
+    /// After the produce phase: wait (bounded) until every replica holds
+    /// the `produced` acknowledged records, when the system can tell.
+    async fn settle(&self, _name: &str, _produced: u64) -> Result<Settled, BenchError> {
+        Ok(Settled::default())
     }
     async fn delete(&self, name: &str) -> Result<(), BenchError>;
 }
@@ -130,11 +163,17 @@ async fn timed<F: Future>(f: F) -> (Duration, F::Output) {
 
 /// One run: create, produce (RSS sampled), read back, check, delete.
 pub async fn run_scenario<T: Target>(t: &T, label: &str, sc: &Scenario, pid: Option<u32>, name: &str) -> Result<RunResult, BenchError> {
+    run_probed(t, label, sc, &Probes { pid, ..Probes::default() }, name).await
+}
+
+/// [`run_scenario`] with disk writes (and fsyncs) of the servers counted
+/// over the produce phase.
+pub async fn run_probed<T: Target>(t: &T, label: &str, sc: &Scenario, probes: &Probes, name: &str) -> Result<RunResult, BenchError> {
     if sc.batch > 1 && !t.batches() {
         return Err(BenchError::Usage(format!("{} sends one record per request; batch {} is Weft only", t.system(), sc.batch)));
     }
     t.create(name).await?;
-    let r = measure(t, label, sc, pid, name).await;
+    let r = measure(t, label, sc, probes, name).await;
     // Delete even after a failure, so a failed run does not leave gigabytes behind.
     let d = t.delete(name).await;
     let r = r?;
@@ -142,12 +181,45 @@ pub async fn run_scenario<T: Target>(t: &T, label: &str, sc: &Scenario, pid: Opt
     Ok(r)
 }
 
-async fn measure<T: Target>(t: &T, label: &str, sc: &Scenario, pid: Option<u32>, name: &str) -> Result<RunResult, BenchError> {
+/// /proc/PID/io `write_bytes` of each server (None: unreadable).
+fn write_bytes(io_pids: &[(String, u32)]) -> Vec<Option<u64>> {
+    io_pids.iter().map(|(_, pid)| crate::rss::read_write_bytes(*pid)).collect()
+}
+
+/// fsync and fdatasync calls in each strace log so far (None: unreadable).
+fn fsyncs(logs: &[(String, PathBuf)]) -> Vec<Option<u64>> {
+    logs.iter().map(|(_, p)| std::fs::read_to_string(p).ok().map(|s| count_fsyncs(&s))).collect()
+}
+
+/// Calls in an strace log of fsync/fdatasync: each call's first line names
+/// it with its parenthesis (`fsync(3) = 0`, or `fdatasync(3 <unfinished
+/// ...>` when another thread interleaved; the `<... resumed>` line does not).
+pub fn count_fsyncs(log: &str) -> u64 {
+    log.lines().filter(|l| l.contains("fsync(") || l.contains("fdatasync(")).count() as u64
+}
+
+/// Per server: bytes written and fsyncs between two samples.
+fn disk_delta(probes: &Probes, wb0: &[Option<u64>], wb1: &[Option<u64>], fs0: &[Option<u64>], fs1: &[Option<u64>]) -> Vec<NodeDisk> {
+    probes
+        .io_pids
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (node, _))| {
+            let write_bytes = wb1.get(i).copied().flatten()?.saturating_sub(wb0.get(i).copied().flatten()?);
+            let f = probes.fsync_logs.iter().position(|(n, _)| n == node);
+            let fsyncs = f.and_then(|f| Some(fs1.get(f).copied().flatten()?.saturating_sub(fs0.get(f).copied().flatten()?)));
+            Some(NodeDisk { node: node.clone(), write_bytes, fsyncs })
+        })
+        .collect()
+}
+
+async fn measure<T: Target>(t: &T, label: &str, sc: &Scenario, probes: &Probes, name: &str) -> Result<RunResult, BenchError> {
     let mut producers = Vec::with_capacity(sc.producers);
     for _ in 0..sc.producers.max(1) {
         producers.push(t.producer(name, sc.size, sc.batch.max(1)).await?);
     }
-    let sampler = pid.map(|p| Sampler::start(p, Duration::from_millis(50)));
+    let sampler = probes.pid.map(|p| Sampler::start(p, Duration::from_millis(50)));
+    let (wb0, fs0) = (write_bytes(&probes.io_pids), fsyncs(&probes.fsync_logs));
     let produced = produce(producers, sc.window, sc.batch, Duration::from_millis(sc.duration_ms), sc.max_records).await;
     let produced = match produced {
         Ok(p) => p,
@@ -158,6 +230,21 @@ async fn measure<T: Target>(t: &T, label: &str, sc: &Scenario, pid: Option<u32>,
             return Err(e);
         }
     };
+    let settled = match t.settle(name, produced.records).await {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(s) = sampler {
+                s.stop().await;
+            }
+            return Err(e);
+        }
+    };
+    let counting = !probes.io_pids.is_empty() || !probes.fsync_logs.is_empty();
+    if counting && settled.replicas_caught_up_ms.is_none() {
+        // Replicas the target cannot ask about: give them a moment to write.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let disk = disk_delta(probes, &wb0, &write_bytes(&probes.io_pids), &fs0, &fsyncs(&probes.fsync_logs));
     let consumed = t.consume(name, produced.records).await;
     let raw = match &consumed {
         Ok(_) => t.consume_raw(name, produced.records).await,
@@ -195,6 +282,10 @@ async fn measure<T: Target>(t: &T, label: &str, sc: &Scenario, pid: Option<u32>,
         consume_raw_rec_s: raw.map(|r| rate(r.records as f64, r.secs)),
         rss_start_kb,
         rss_peak_kb,
+        replicas_caught_up_ms: settled.replicas_caught_up_ms,
+        home_behind: settled.home_behind,
+        readback_lag_ms: consumed.lag_ms,
+        disk,
     })
 }
 
@@ -243,6 +334,22 @@ mod tests {
     async fn an_error_fails_the_run() {
         let f: ProduceFn = Arc::new(|| Box::pin(async { Err(BenchError::Rejected("no".into())) }));
         assert!(matches!(produce(vec![f], 1, 1, Duration::from_secs(1), 5).await, Err(BenchError::Rejected(_))));
+    }
+
+    #[test]
+    fn fsync_calls_counted_once_each() {
+        let log = "10 fdatasync(7) = 0\n11 fsync(8 <unfinished ...>\n10 fdatasync(7) = 0\n11 <... fsync resumed>) = 0\n12 +++ exited with 0 +++\n";
+        assert_eq!(count_fsyncs(log), 3);
+        assert_eq!(count_fsyncs(""), 0);
+    }
+
+    #[test]
+    fn disk_delta_per_node() {
+        let probes = Probes { pid: None, io_pids: vec![("a".into(), 1), ("b".into(), 2)], fsync_logs: vec![("b".into(), PathBuf::from("x"))] };
+        let d = disk_delta(&probes, &[Some(100), None], &[Some(4196), Some(5)], &[Some(2)], &[Some(7)]);
+        assert_eq!(d, vec![NodeDisk { node: "a".into(), write_bytes: 4096, fsyncs: None }]);
+        let d = disk_delta(&probes, &[Some(0), Some(0)], &[Some(1), Some(2)], &[Some(2)], &[Some(7)]);
+        assert_eq!(d[1], NodeDisk { node: "b".into(), write_bytes: 2, fsyncs: Some(5) });
     }
 
     #[test]

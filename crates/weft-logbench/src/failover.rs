@@ -122,11 +122,13 @@ pub async fn jetstream(
     Ok(FailoverResult { system: "jetstream".into(), label: label.into(), killed: leader, killed_pid: pid, acked_before, failover_ms, failed_attempts })
 }
 
-/// Weft: a topic with `replicas` made through the metadata group, `warmup`
-/// of synchronous produces, kill -9 of partition 0's leader (from
+/// Weft: a topic with `replicas` (`log.topic.create`), `warmup` of
+/// synchronous `log.produce` calls, kill -9 of partition 0's leader (from
 /// `cluster.status`; `pids` maps node ids to pids), then produce through
-/// the nodes in turn until one is acked. `targets` are every node's native
-/// address.
+/// the nodes in turn until one is acked (a surviving replica holds the
+/// request until a new leader is elected, up to its propose timeout; each
+/// attempt here gives up after 500 ms, as for JetStream). `targets` are
+/// every node's native address.
 pub async fn weft(
     targets: &[weft_net::Endpoint],
     label: &str,
@@ -136,39 +138,49 @@ pub async fn weft(
     warmup: Duration,
     max_wait: Duration,
 ) -> Result<FailoverResult, BenchError> {
+    use weft_broker::dto::{self, route};
     use weft_net::{Client, ClientConfig};
 
     let cfg = ClientConfig { client_name: "weft-logbench".into(), connect_timeout: Duration::from_millis(500), request_timeout: Duration::from_millis(500), ..ClientConfig::default() };
     let mut clients: Vec<Option<Client>> = vec![None; targets.len()];
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
     let name = format!("lbfail{stamp}");
-    // One attempt on node i: Ok(true) when acknowledged.
+    // One call on node i; None on any failure (a broken connection is
+    // dropped, so a restarted node is reached again).
     async fn attempt(clients: &mut [Option<Client>], targets: &[weft_net::Endpoint], cfg: &ClientConfig, i: usize, route: &str, body: &serde_json::Value) -> Option<serde_json::Value> {
         if clients.get(i)?.is_none() {
             let c = Client::connect(targets.get(i)?.clone(), cfg.clone()).await.ok()?;
             clients[i] = Some(c);
         }
-        clients.get(i)?.as_ref()?.call::<_, serde_json::Value>(route, body).await.ok()
+        match clients.get(i)?.as_ref()?.call::<_, serde_json::Value>(route, body).await {
+            Ok(v) => Some(v),
+            Err(e) => {
+                if matches!(e, weft_net::ClientError::Connect { .. } | weft_net::ClientError::Closed) {
+                    clients[i] = None;
+                }
+                None
+            }
+        }
     }
-    // Replicated partitions take records through cluster.produce (one per request).
-    let produce_body = serde_json::json!({"topic": name, "partition": 0, "value": String::from_utf8_lossy(&payload(size))});
-    let create = serde_json::json!({"name": name, "partitions": 1, "replicas": replicas});
+    let record = dto::RecordIn { partition: Some(0), value: Some(serde_bytes::ByteBuf::from(payload(size))), ..Default::default() };
+    let produce_body = serde_json::to_value(dto::Produce { topic: name.clone(), records: vec![record], ..Default::default() })?;
+    let create = serde_json::json!({"name": name, "config": {"partitions": 1}, "replicas": replicas});
     let mut created = false;
     for i in 0..targets.len() * 20 {
-        if attempt(&mut clients, targets, &cfg, i % targets.len(), "cluster.create_topic", &create).await.is_some() {
+        if attempt(&mut clients, targets, &cfg, i % targets.len(), route::TOPIC_CREATE, &create).await.is_some() {
             created = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     if !created {
-        return Err(BenchError::Unexpected("cluster.create_topic failed on every node".into()));
+        return Err(BenchError::Unexpected("log.topic.create failed on every node".into()));
     }
-    let acked = |v: &serde_json::Value| v["offset"].is_u64();
+    let acked = |v: &serde_json::Value| v["results"].as_array().and_then(|r| r.first()).is_some_and(|r| r["offset"].is_u64());
     let start = Instant::now();
     let (mut acked_before, mut node) = (0u64, 0usize);
     while start.elapsed() < warmup {
-        match attempt(&mut clients, targets, &cfg, node, "cluster.produce", &produce_body).await {
+        match attempt(&mut clients, targets, &cfg, node, route::PRODUCE, &produce_body).await {
             Some(v) if acked(&v) => acked_before += 1,
             _ => node = (node + 1) % targets.len(),
         }
@@ -179,7 +191,7 @@ pub async fn weft(
     let mut leader = None;
     for i in 0..targets.len() {
         if let Some(s) = attempt(&mut clients, targets, &cfg, i, "cluster.status", &serde_json::Value::Null).await {
-            leader = s["partitions"].as_array().and_then(|ps| ps.iter().find(|p| p["topic"] == name.as_str() && p["partition"] == 0)).and_then(|p| p["leader"].as_u64());
+            leader = crate::weft::leader_in_status(&s, &name).map(|(id, _)| id);
             if leader.is_some() {
                 break;
             }
@@ -191,7 +203,7 @@ pub async fn weft(
     kill9(pid)?;
     let mut failed_attempts = 0;
     loop {
-        match attempt(&mut clients, targets, &cfg, node, "cluster.produce", &produce_body).await {
+        match attempt(&mut clients, targets, &cfg, node, route::PRODUCE, &produce_body).await {
             Some(v) if acked(&v) => break,
             _ => {
                 failed_attempts += 1;
@@ -204,6 +216,12 @@ pub async fn weft(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let failover_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    // Best effort: the two survivors can delete it.
+    for i in 0..targets.len() {
+        if attempt(&mut clients, targets, &cfg, i, route::TOPIC_DELETE, &serde_json::json!({"name": name})).await.is_some() {
+            break;
+        }
+    }
     Ok(FailoverResult { system: "weft".into(), label: label.into(), killed: leader, killed_pid: pid, acked_before, failover_ms, failed_attempts })
 }
 

@@ -111,7 +111,7 @@ impl Target for JetStreamTarget {
                 return Err(BenchError::Unexpected(format!("pull returned nothing after {records} of {expected} messages")));
             }
         }
-        Ok(Consumed { records, bytes, secs: start.elapsed().as_secs_f64() })
+        Ok(Consumed { records, bytes, secs: start.elapsed().as_secs_f64(), lag_ms: None })
     }
 
     async fn delete(&self, name: &str) -> Result<(), BenchError> {

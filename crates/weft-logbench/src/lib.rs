@@ -93,4 +93,33 @@ pub struct RunResult {
     pub rss_start_kb: Option<u64>,
     #[serde(default)]
     pub rss_peak_kb: Option<u64>,
+    /// Cluster runs of Weft: from the last ack until every node's own copy
+    /// held every acknowledged record (apply lag of the slowest replica).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas_caught_up_ms: Option<f64>,
+    /// Acknowledged records not yet in the copy of the server that
+    /// acknowledged them, right after the last ack (Weft: should be 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home_behind: Option<u64>,
+    /// Time the read-back spent waiting for acknowledged records to appear
+    /// on the node read from (0 when they were all there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readback_lag_ms: Option<f64>,
+    /// Per server, what the produce phase wrote to disk (`--io-pids`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disk: Vec<NodeDisk>,
+}
+
+/// One server's disk writes during a run's produce phase (until every
+/// replica caught up), from /proc/PID/io and, when given, an strace log.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NodeDisk {
+    pub node: String,
+    /// `write_bytes` of /proc/PID/io: bytes of page cache the process
+    /// dirtied (what goes to the disk; a page dirtied again after an
+    /// fsync counts again, as it is written again).
+    pub write_bytes: u64,
+    /// fsync + fdatasync calls (`--fsync-logs`), when counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fsyncs: Option<u64>,
 }

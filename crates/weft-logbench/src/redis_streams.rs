@@ -71,7 +71,7 @@ impl Target for RedisTarget {
                 return Err(BenchError::Unexpected(format!("XREAD returned nothing after {records} of {expected} entries")));
             }
         }
-        Ok(Consumed { records, bytes, secs: start.elapsed().as_secs_f64() })
+        Ok(Consumed { records, bytes, secs: start.elapsed().as_secs_f64(), lag_ms: None })
     }
 
     async fn delete(&self, name: &str) -> Result<(), BenchError> {

@@ -244,6 +244,10 @@ mod tests {
             consume_raw_rec_s: (system == "weft").then_some(200.0),
             rss_start_kb: Some(10240),
             rss_peak_kb: Some(20480),
+            replicas_caught_up_ms: None,
+            home_behind: None,
+            readback_lag_ms: None,
+            disk: Vec::new(),
         }
     }
 

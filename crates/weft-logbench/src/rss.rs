@@ -1,5 +1,5 @@
 //! The broker's resident memory, sampled from /proc/PID/status while a run
-//! is under way.
+//! is under way, and its disk writes from /proc/PID/io.
 
 use std::time::Duration;
 
@@ -15,6 +15,17 @@ pub fn read_rss_kb(pid: u32) -> Option<u64> {
 fn parse_vm_rss(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.trim_start_matches("VmRSS:").split_whitespace().next()?.parse().ok()
+}
+
+/// `write_bytes` of /proc/PID/io: bytes of page cache the process (all its
+/// threads) caused to be written to storage, counted when a page is
+/// dirtied; None when unreadable (another user's process, or it is gone).
+pub fn read_write_bytes(pid: u32) -> Option<u64> {
+    parse_io_field(&std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?, "write_bytes")
+}
+
+fn parse_io_field(io: &str, field: &str) -> Option<u64> {
+    io.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.trim().parse().ok())
 }
 
 /// Samples until stopped; reports the first sample and the peak.
@@ -64,6 +75,15 @@ mod tests {
         assert_eq!(parse_vm_rss(s), Some(12345));
         assert_eq!(parse_vm_rss("Name: x\n"), None);
         assert_eq!(parse_vm_rss("VmRSS: lots kB\n"), None);
+    }
+
+    #[test]
+    fn parses_io() {
+        let io = "rchar: 10\nwchar: 20\nread_bytes: 0\nwrite_bytes: 8192\ncancelled_write_bytes: 4096\n";
+        assert_eq!(parse_io_field(io, "write_bytes"), Some(8192));
+        assert_eq!(parse_io_field(io, "cancelled_write_bytes"), Some(4096));
+        assert_eq!(parse_io_field("x", "write_bytes"), None);
+        assert!(read_write_bytes(std::process::id()).is_some());
     }
 
     #[tokio::test]

@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use weft_broker::dto::route;
 use weft_log::{Log, LogConfig};
-use weft_logbench::engine::{run_scenario, Target};
+use weft_logbench::engine::{run_probed, run_scenario, Probes, Target};
 use weft_logbench::jetstream::JetStreamTarget;
 use weft_logbench::redis_streams::RedisTarget;
 use weft_logbench::weft::WeftTarget;
-use weft_logbench::Scenario;
+use weft_logbench::{RunResult, Scenario};
 use weft_net::{Client, ClientConfig, Endpoint, Server, ServerConfig};
 use weft_service::Service;
 
@@ -24,11 +24,12 @@ fn tiny(producers: usize, window: usize, batch: usize, max_records: u64) -> Scen
     Scenario { size: 100, producers, window, batch, duration_ms: 600_000, max_records }
 }
 
-async fn check<T: Target>(t: &T, label: &str, sc: Scenario, name: &str) {
+async fn check<T: Target>(t: &T, label: &str, sc: Scenario, name: &str) -> RunResult {
     let r = run_scenario(t, label, &sc, Some(std::process::id()), name).await.unwrap();
     assert_eq!(r.produced, sc.max_records.div_ceil(sc.batch as u64 * sc.producers as u64) * sc.batch as u64 * sc.producers as u64);
     assert_eq!(r.consumed, r.produced);
     assert!(r.rss_peak_kb.unwrap() > 0);
+    r
 }
 
 #[tokio::test]
@@ -42,7 +43,10 @@ async fn weft_reads_back_what_it_acknowledged() {
     let endpoint = Endpoint::Tcp(addr.to_string());
     let t = WeftTarget::connect(endpoint.clone()).await.unwrap();
 
-    check(&t, "weft", tiny(1, 1, 1, 50), "lb-sync").await;
+    let r = check(&t, "weft", tiny(1, 1, 1, 50), "lb-sync").await;
+    // Read-your-writes where acked: nothing acknowledged is missing there.
+    assert_eq!(r.home_behind, Some(0));
+    assert_eq!(r.replicas_caught_up_ms, None, "one node: no replicas to check");
     check(&t, "weft", tiny(2, 8, 1, 300), "lb-pipelined").await;
     // 2 producers x 16 requests of 10 records.
     check(&t, "weft", tiny(2, 4, 10, 310), "lb-batched").await;
@@ -51,10 +55,34 @@ async fn weft_reads_back_what_it_acknowledged() {
     assert_eq!(r.consumed, 2500);
     assert!(r.consume_raw_rec_s.is_some());
 
+    // Disk writes of this process (the broker runs in it) over the produce
+    // phase: 200 records of 100 bytes went to a segment.
+    let probes = Probes { pid: None, io_pids: vec![("me".into(), std::process::id())], fsync_logs: Vec::new() };
+    let r = run_probed(&t, "weft", &tiny(1, 4, 10, 200), &probes, "lb-disk").await.unwrap();
+    assert_eq!(r.disk.len(), 1);
+    assert_eq!(r.disk[0].node, "me");
+    // (tmpfs pages are never written back, so they count nothing.)
+    assert!(r.disk[0].write_bytes >= 200 * 100 || on_tmpfs(dir.path()), "{:?}", r.disk);
+    assert_eq!(r.disk[0].fsyncs, None);
+
     // Every run deleted its topic.
     let c = Client::connect(endpoint, ClientConfig::default()).await.unwrap();
     let topics: Vec<String> = c.call(route::TOPIC_LIST, &()).await.unwrap();
     assert!(topics.iter().all(|t| !t.starts_with("lb-")), "{topics:?}");
+}
+
+/// Whether `path` lies on a tmpfs (the mount with the longest matching point).
+fn on_tmpfs(path: &std::path::Path) -> bool {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, point, fs) = (f.next()?, f.next()?, f.next()?);
+            path.starts_with(point).then(|| (point.len(), fs == "tmpfs"))
+        })
+        .max()
+        .is_some_and(|(_, tmpfs)| tmpfs)
 }
 
 fn peers_wanted() -> bool {
