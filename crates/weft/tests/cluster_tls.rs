@@ -127,6 +127,19 @@ fn nodes_speak_mtls_forward_as_nodes_and_refuse_another_ca() {
     }
     assert!(stat(&ps[outsider], &admin, "cluster.forwarded").unwrap() >= 2);
 
+    // A table on two nodes: the third's statements go the same way (cluster.local.query).
+    let aql = |p: &Proc, q: &str| -> Option<Value> { serde_json::from_str(&with(p, &admin, &["call", "query.execute", &serde_json::json!({ "aql": q }).to_string()]).ok()?).ok() };
+    until("table created", || aql(&ps[0], "CREATE TABLE sect REPLICAS 2"));
+    let hosts: Vec<u64> = until("the table placed", || {
+        let m: Value = serde_json::from_str(&with(&ps[0], &admin, &["call", "cluster.meta"]).ok()?).ok()?;
+        Some(m["tables"]["sect"]["replicas"].as_array()?.iter().map(|v| v.as_u64().unwrap()).collect::<Vec<u64>>()).filter(|r| r.len() == 2)
+    });
+    let t_out = ps.iter().position(|p| !hosts.contains(&p.id)).unwrap();
+    until("a put through the node without a table replica", || aql(&ps[t_out], "SET sect 'k' = 'v'"));
+    let r = aql(&ps[t_out], "GET sect 'k'").unwrap();
+    assert_eq!(r["kvs"][0]["value"], "v", "{r}");
+    assert!(stat(&ps[t_out], &admin, "cluster.tables_forwarded").unwrap() >= 2);
+
     // Node 1's impostor with another CA's certificate (it dials 2 and 3, the
     // higher ids): refused at the TLS handshake on both sides.
     let other_ca = ca(&certs, "other-ca");
