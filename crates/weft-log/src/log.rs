@@ -510,7 +510,11 @@ impl Log {
         }
         let n = t.partitions.len() as u32;
         let max = t.config.max_record_bytes as usize;
-        let mut by_partition: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+        // Each record's partition; `single` while they all go to one (the
+        // common case: one record, or a one-partition topic), which is
+        // appended without the per-partition grouping below.
+        let mut chosen: Vec<u32> = Vec::new();
+        let mut single: Option<u32> = None;
         for (i, r) in records.iter().enumerate() {
             let size = r.payload_len();
             if size > max {
@@ -523,9 +527,26 @@ impl Log {
             if p.0 >= n {
                 return Err(LogError::UnknownPartition { topic: t.name.to_string(), partition: p, partitions: n });
             }
-            by_partition.entry(p.0).or_default().push(i);
+            match single {
+                _ if !chosen.is_empty() => chosen.push(p.0),
+                None if i == 0 => single = Some(p.0),
+                Some(s) if s == p.0 => {}
+                _ => {
+                    chosen = Vec::with_capacity(records.len());
+                    chosen.extend(std::iter::repeat_n(single.unwrap_or(p.0), i));
+                    chosen.push(p.0);
+                    single = None;
+                }
+            }
         }
         let now = self.now_ms();
+        if let Some(p) = single {
+            return Ok(self.produce_one_partition(t, p, records, now).await);
+        }
+        let mut by_partition: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+        for (i, p) in chosen.iter().enumerate() {
+            by_partition.entry(*p).or_default().push(i);
+        }
         let appends = by_partition.iter().map(|(p, idx)| {
             let part = t.partitions[*p as usize].clone();
             let recs: Vec<&ProduceRecord> = idx.iter().map(|i| &records[*i]).collect();
@@ -551,16 +572,26 @@ impl Log {
                 }
             }
         }
-        if produced > 0 {
-            let (records, bytes) = t.series.get_or_init(|| {
-                let m = weft_metrics::get();
-                let topic = weft_metrics::l1("topic", t.name.as_str());
-                (m.produced_records.get_or_create_owned(&topic), m.produced_bytes.get_or_create_owned(&topic))
-            });
-            records.inc_by(produced);
-            bytes.inc_by(produced_bytes);
-        }
+        count_produced(t, produced, produced_bytes);
         Ok(out.into_iter().map(|r| r.unwrap_or_else(|| Err(LogError::InvalidRequest("record not processed".into())))).collect())
+    }
+
+    /// [`Log::produce_to`] when every (validated) record goes to partition
+    /// `p`: one append, no grouping, no join.
+    async fn produce_one_partition(&self, t: &Topic, p: u32, records: Vec<ProduceRecord>, now: i64) -> Vec<Result<RecordAck>> {
+        let Some(part) = t.partitions.get(p as usize) else {
+            // Not reached: the caller checked `p` against the partition count.
+            let e = LogError::UnknownPartition { topic: t.name.to_string(), partition: PartitionId(p), partitions: t.partitions.len() as u32 };
+            return records.iter().map(|_| Err(e.clone())).collect();
+        };
+        match part.append(&records, now).await {
+            Ok(acks) => {
+                let bytes = records.iter().map(|r| r.payload_len() as u64).sum::<u64>();
+                count_produced(t, records.len() as u64, bytes);
+                acks.into_iter().map(|(offset, ts)| Ok(RecordAck { partition: PartitionId(p), offset, timestamp_ms: ts })).collect()
+            }
+            Err(e) => records.iter().map(|_| Err(e.clone())).collect(),
+        }
     }
 
     /// Appends one batch encoded by the client in this crate's batch format
@@ -1009,6 +1040,19 @@ pub struct MaintenanceReport {
     pub errors: usize,
 }
 
+
+/// The topic's produced-records/bytes counters (looked up once per topic).
+fn count_produced(t: &Topic, records: u64, bytes: u64) {
+    if records > 0 {
+        let (r, b) = t.series.get_or_init(|| {
+            let m = weft_metrics::get();
+            let topic = weft_metrics::l1("topic", t.name.as_str());
+            (m.produced_records.get_or_create_owned(&topic), m.produced_bytes.get_or_create_owned(&topic))
+        });
+        r.inc_by(records);
+        b.inc_by(bytes);
+    }
+}
 fn json_bytes<T: Serialize>(v: &T) -> Result<Bytes> {
     serde_json::to_vec(v).map(Bytes::from).map_err(|e| LogError::InvalidRequest(format!("encoding failed: {e}")))
 }

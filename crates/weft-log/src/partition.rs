@@ -364,7 +364,7 @@ impl Partition {
 
     /// Appends records (already validated by the caller) and returns once the
     /// fsync policy is met: their (offset, timestamp) in order.
-    pub async fn append(&self, records: &[&ProduceRecord], now_ms: i64) -> Result<Vec<(Offset, i64)>> {
+    pub async fn append<R: std::borrow::Borrow<ProduceRecord>>(&self, records: &[R], now_ms: i64) -> Result<Vec<(Offset, i64)>> {
         let (out, end) = self.write(records, now_ms)?;
         if self.fsync == FsyncPolicy::Always {
             self.sync_to(end).await?;
@@ -373,37 +373,51 @@ impl Partition {
     }
 
     /// Encodes and writes records; returns their (offset, timestamp) and the
-    /// end offset.
-    fn write(&self, records: &[&ProduceRecord], now_ms: i64) -> Result<(Vec<(Offset, i64)>, Offset)> {
+    /// end offset. Two allocations for a one-batch append (the answer and the
+    /// batch buffer): no per-call Vecs of size hints or batches.
+    fn write<R: std::borrow::Borrow<ProduceRecord>>(&self, records: &[R], now_ms: i64) -> Result<(Vec<(Offset, i64)>, Offset)> {
         // Encode outside the lock with offsets relative to 0; the base offset
         // is patched in under the lock (it is not covered by the CRC).
-        let mut batches = Vec::new();
-        let mut timestamps = Vec::with_capacity(records.len());
-        // One size hint per record: it sizes each batch buffer up front and
-        // decides where batches split.
-        let hints: Vec<usize> =
-            records.iter().map(|r| batch::record_size_hint(r.key.as_deref(), r.value.as_deref(), &r.headers)).collect();
+        let hint = |r: &ProduceRecord| batch::record_size_hint(r.key.as_deref(), r.value.as_deref(), &r.headers);
+        // Relative offsets here; the base is added once it is known.
+        let mut out: Vec<(Offset, i64)> = Vec::with_capacity(records.len());
+        // The first batch, and any further ones (a request over BATCH_TARGET_BYTES).
+        let mut first_batch = None;
+        let mut more_batches = Vec::new();
         let mut start = 0;
         while start < records.len() {
+            // One size hint per record: it sizes each batch buffer up front
+            // and decides where batches split.
             let mut end = start + 1;
-            let mut bytes = hints[start];
-            while end < records.len() && bytes + hints[end] <= BATCH_TARGET_BYTES {
-                bytes += hints[end];
+            let mut bytes = hint(records[start].borrow());
+            while let Some(r) = records.get(end) {
+                let h = hint(r.borrow());
+                if bytes + h > BATCH_TARGET_BYTES {
+                    break;
+                }
+                bytes += h;
                 end += 1;
             }
             let mut b = BatchBuilder::with_capacity(Offset::ZERO, bytes);
             for (i, r) in records[start..end].iter().enumerate() {
+                let r = r.borrow();
                 let ts = r.timestamp_ms.unwrap_or(now_ms);
                 b.push(Offset(i as u64), ts, r.key.as_deref(), r.value.as_deref(), &r.headers)?;
-                timestamps.push(ts);
+                out.push((Offset(out.len() as u64), ts));
             }
             start = end;
             if let Some(done) = b.finish_mut() {
-                batches.push(done);
+                if first_batch.is_none() {
+                    first_batch = Some(done);
+                } else {
+                    more_batches.push(done);
+                }
             }
         }
-        let (first, end) = self.write_encoded(batches, now_ms)?;
-        let out = timestamps.into_iter().enumerate().map(|(i, ts)| (Offset(first.0 + i as u64), ts)).collect();
+        let (first, end) = self.write_encoded(first_batch.into_iter().chain(more_batches), now_ms)?;
+        for (o, _) in &mut out {
+            o.0 += first.0;
+        }
         Ok((out, end))
     }
 
@@ -412,7 +426,7 @@ impl Partition {
     /// offset. The caller validated it with [`validate_encoded_batch`].
     /// Returns the base offset once the fsync policy is met.
     pub async fn append_encoded(&self, header: batch::BatchHeader, bytes: bytes::BytesMut, now_ms: i64) -> Result<Offset> {
-        let (first, end) = self.write_encoded(vec![(header, bytes)], now_ms)?;
+        let (first, end) = self.write_encoded(std::iter::once((header, bytes)), now_ms)?;
         if self.fsync == FsyncPolicy::Always {
             self.sync_to(end).await?;
         }
@@ -421,7 +435,7 @@ impl Partition {
 
     /// Writes encoded batches (offsets relative to 0) at the end of the log;
     /// returns (first offset, end offset).
-    fn write_encoded(&self, batches: Vec<(batch::BatchHeader, bytes::BytesMut)>, now_ms: i64) -> Result<(Offset, Offset)> {
+    fn write_encoded(&self, batches: impl IntoIterator<Item = (batch::BatchHeader, bytes::BytesMut)>, now_ms: i64) -> Result<(Offset, Offset)> {
         let mut g = lock(&self.inner);
         self.check_writable(&mut g)?;
         let first = g.next_offset;
