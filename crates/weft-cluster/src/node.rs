@@ -842,6 +842,9 @@ impl ClusterNode {
     }
 }
 
+/// Commands (proposals, reads) taken from the queue before one Ready pass.
+const MAX_COMMANDS_PER_PASS: usize = 1024;
+
 impl Driver {
     async fn run(mut self, mut rx: mpsc::Receiver<Cmd>, mut incoming: mpsc::Receiver<Frame>, mut stop: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_millis(self.cfg.tick_ms.max(1)));
@@ -875,8 +878,16 @@ impl Driver {
                 Some(frame) = incoming.recv() => self.receive(frame),
             }
             // Take whatever else is already queued before one Ready pass: batching.
+            // Proposals too (bounded, so a flood cannot starve the tick): many
+            // one-record produces then share one WAL append and one fsync.
             while let Ok(frame) = incoming.try_recv() {
                 self.receive(frame);
+            }
+            for _ in 0..MAX_COMMANDS_PER_PASS {
+                match rx.try_recv() {
+                    Ok(cmd) => self.command(cmd),
+                    Err(_) => break,
+                }
             }
             if let Err(e) = self.ready() {
                 // A storage failure: raft's durability promise cannot be kept; stop this node.
