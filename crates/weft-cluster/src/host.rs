@@ -4,9 +4,9 @@
 //! back any message, then applies committed entries to each group's
 //! [`StateMachine`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use raft::prelude::{ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message, Snapshot};
+use raft::prelude::{ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType, Snapshot};
 use raft::{RawNode, ReadOnlyOption, StateRole};
 use rand::Rng;
 
@@ -19,6 +19,13 @@ pub type GroupId = u64;
 pub type NodeId = u64;
 
 pub const META_GROUP: GroupId = 0;
+
+/// The context of the heartbeat a leader sends as its group goes quiet
+/// (docs/cluster.md, "Many groups per node"): a follower whose log matches it stops
+/// ticking too. Raft echoes a heartbeat's context in the response and
+/// looks it up among pending reads; read contexts are 16-byte proposer
+/// tags, so this one never matches a read.
+pub const QUIESCE_CONTEXT: &[u8] = b"weft.quiesce";
 
 /// What a group replicates. `apply` must be deterministic: every replica
 /// applies the same entries in the same order and must reach the same state.
@@ -51,6 +58,14 @@ pub struct RaftTuning {
     pub snapshot_entries: u64,
     /// `cluster.rebalance.*`: moves of partition replicas and leadership balance.
     pub rebalance: crate::rebalancer::RebalanceConfig,
+    /// A led group with nothing in flight for this many ticks stops ticking
+    /// and heartbeating (quiesces) until a message, a proposal or a change in
+    /// node liveness wakes it; 0: never (docs/cluster.md, "Many groups per node").
+    pub quiesce_ticks: usize,
+    /// Threads that fsync the WAL files of one Ready pass in parallel (at
+    /// least 1): with a file per group, the groups' fsyncs of one pass are
+    /// issued together so the filesystem can commit them as one.
+    pub sync_threads: usize,
 }
 
 impl Default for RaftTuning {
@@ -63,6 +78,8 @@ impl Default for RaftTuning {
             max_record_bytes: 64 << 20,
             snapshot_entries: 10_000,
             rebalance: crate::rebalancer::RebalanceConfig::default(),
+            quiesce_ticks: 10,
+            sync_threads: 8,
         }
     }
 }
@@ -116,6 +133,17 @@ struct Group {
     /// The term of the last hard state seen, and the last known leader (0: none).
     last_term: u64,
     last_leader: NodeId,
+    /// Quiesced: not ticked (no heartbeats, no election timer) until woken.
+    asleep: bool,
+    /// Consecutive ticks this (leader) group had nothing in flight.
+    quiet_ticks: usize,
+}
+
+impl Group {
+    fn wake(&mut self) {
+        self.asleep = false;
+        self.quiet_ticks = 0;
+    }
 }
 
 /// Every group of one node.
@@ -124,6 +152,10 @@ pub struct MultiRaft {
     tuning: RaftTuning,
     groups: BTreeMap<GroupId, Group>,
     logger: slog::Logger,
+    /// Nodes heard from recently (the driver's node-level keepalives), this
+    /// one included: a quiesced group sleeps only while the members it
+    /// relies on are here, and wakes when the set changes under it.
+    live: BTreeSet<NodeId>,
 }
 
 /// Status of one group as this node sees it.
@@ -149,13 +181,15 @@ pub struct GroupStatus {
     /// Times this node saw the group's leader become a different node (the
     /// first leader known counts) since it opened the group.
     pub leader_changes: u64,
+    /// Quiesced here: neither ticked nor heartbeating until woken.
+    pub asleep: bool,
 }
 
 impl MultiRaft {
     pub fn new(id: NodeId, tuning: RaftTuning) -> Self {
         // raft-rs logs through slog; we log through tracing, so its logs are discarded.
         let logger = slog::Logger::root(slog::Discard, slog::o!());
-        MultiRaft { id, tuning, groups: BTreeMap::new(), logger }
+        MultiRaft { id, tuning, groups: BTreeMap::new(), logger, live: BTreeSet::new() }
     }
 
     pub fn id(&self) -> NodeId {
@@ -205,7 +239,21 @@ impl MultiRaft {
         let last_term = raw.raft.term;
         self.groups.insert(
             group,
-            Group { raw, sm, applied, conf, force_snapshot: false, compact: true, conf_index: 0, elections: 0, leader_changes: 0, last_term, last_leader: 0 },
+            Group {
+                raw,
+                sm,
+                applied,
+                conf,
+                force_snapshot: false,
+                compact: true,
+                conf_index: 0,
+                elections: 0,
+                leader_changes: 0,
+                last_term,
+                last_leader: 0,
+                asleep: false,
+                quiet_ticks: 0,
+            },
         );
         Ok(())
     }
@@ -232,17 +280,70 @@ impl MultiRaft {
         self.groups.keys().copied()
     }
 
-    /// One tick of every group's logical clock.
+    /// One tick of every awake group's logical clock. A led group with
+    /// nothing in flight for `quiesce_ticks` ticks sends its followers a
+    /// last heartbeat ([`QUIESCE_CONTEXT`]) and goes to sleep.
     pub fn tick(&mut self) {
+        let (me, quiesce, live) = (self.id, self.tuning.quiesce_ticks, &self.live);
         for g in self.groups.values_mut() {
+            if g.asleep {
+                continue;
+            }
             g.raw.tick();
+            if quiesce == 0 {
+                continue;
+            }
+            if leader_idle(g, live) {
+                g.quiet_ticks += 1;
+                if g.quiet_ticks >= quiesce {
+                    quiesce_leader(me, g, live);
+                }
+            } else {
+                g.quiet_ticks = 0;
+            }
         }
+    }
+
+    /// The nodes heard from recently, this one included (the driver calls it
+    /// every tick). Asleep groups with a member whose liveness changed wake
+    /// up: a follower whose leader went silent must run its election timer
+    /// again, and a leader must bring back a member that returned (or see
+    /// that it lost its quorum, for check_quorum to step it down).
+    pub fn set_live(&mut self, live: BTreeSet<NodeId>) {
+        if live == self.live {
+            return;
+        }
+        let changed: BTreeSet<NodeId> = self.live.symmetric_difference(&live).copied().collect();
+        let mut woken = 0usize;
+        for g in self.groups.values_mut() {
+            if g.asleep && g.raw.raft.prs().iter().any(|(id, _)| changed.contains(id)) {
+                g.wake();
+                woken += 1;
+            }
+        }
+        if woken > 0 {
+            tracing::debug!(?changed, woken, "cluster: node liveness changed; quiesced groups woken");
+        }
+        self.live = live;
+    }
+
+    /// Groups quiesced here.
+    pub fn asleep_count(&self) -> usize {
+        self.groups.values().filter(|g| g.asleep).count()
     }
 
     /// Deliver a message received from a peer. Messages for groups this node
     /// does not host are refused with `UnknownGroup` (the caller may count them).
     pub fn step(&mut self, group: GroupId, msg: Message) -> Result<()> {
         let g = self.groups.get_mut(&group).ok_or(ClusterError::UnknownGroup(group))?;
+        // Any message wakes the group but the quiescing heartbeat and heartbeat
+        // answers: those answer heartbeats the leader sent while awake (its
+        // last regular ones arrive after it fell asleep) and need no timer.
+        let quiesce = msg.get_msg_type() == MessageType::MsgHeartbeat && &msg.context[..] == QUIESCE_CONTEXT;
+        if !quiesce && msg.get_msg_type() != MessageType::MsgHeartbeatResponse {
+            g.wake();
+        }
+        let (from, commit, heartbeat) = (msg.from, msg.commit, msg.get_msg_type() == MessageType::MsgHeartbeat);
         // A member that joined empty (no founding configuration) must start
         // from a snapshot that counts it in: the log from index 1 lacks the
         // founding configuration, and replaying its membership changes onto
@@ -253,14 +354,34 @@ impl MultiRaft {
         }
         match g.raw.step(msg) {
             // Stale or foreign messages are routine in raft; not an error for the caller.
-            Ok(()) | Err(raft::Error::StepPeerNotFound) | Err(raft::Error::StepLocalMsg) => Ok(()),
-            Err(e) => Err(e.into()),
+            Ok(()) | Err(raft::Error::StepPeerNotFound) | Err(raft::Error::StepLocalMsg) => {}
+            Err(e) => return Err(e.into()),
         }
+        // A follower sleeps with its leader when it has exactly the leader's
+        // log, all of it committed, and the leader's node is live: it then
+        // wakes on the next message or when that node goes silent. Otherwise
+        // it keeps ticking; without heartbeats it soon asks for votes, which
+        // wakes the leader, whose heartbeats then bring it back in line.
+        if quiesce && heartbeat && self.tuning.quiesce_ticks > 0 {
+            let r = &g.raw.raft;
+            if r.state == StateRole::Follower
+                && r.leader_id == from
+                && self.live.contains(&from)
+                && r.raft_log.committed == commit
+                && r.raft_log.last_index() == commit
+                && r.pending_request_snapshot == raft::INVALID_INDEX
+            {
+                g.asleep = true;
+                g.quiet_ticks = 0;
+            }
+        }
+        Ok(())
     }
 
     /// Propose a command; `context` comes back in [`Applied`] when it applies.
     pub fn propose(&mut self, group: GroupId, context: Vec<u8>, data: Vec<u8>) -> Result<()> {
         let g = self.groups.get_mut(&group).ok_or(ClusterError::UnknownGroup(group))?;
+        g.wake();
         if g.raw.raft.state != StateRole::Leader {
             return Err(ClusterError::NotLeader { group, leader: g.raw.raft.leader_id, addr: None });
         }
@@ -273,6 +394,7 @@ impl MultiRaft {
     /// callers time out and report the outcome as unknown.
     pub fn propose_forwarding(&mut self, group: GroupId, context: Vec<u8>, data: Vec<u8>) -> Result<()> {
         let g = self.groups.get_mut(&group).ok_or(ClusterError::UnknownGroup(group))?;
+        g.wake();
         match g.raw.propose(context, data) {
             Ok(()) => Ok(()),
             Err(raft::Error::ProposalDropped) => Err(ClusterError::NotLeader { group, leader: g.raw.raft.leader_id, addr: None }),
@@ -284,6 +406,7 @@ impl MultiRaft {
     /// raft-rs leaves the joint state automatically).
     pub fn propose_conf_change(&mut self, group: GroupId, context: Vec<u8>, cc: ConfChangeV2) -> Result<()> {
         let g = self.groups.get_mut(&group).ok_or(ClusterError::UnknownGroup(group))?;
+        g.wake();
         // Forwarded to the leader like any proposal; the leader refuses (drops) it
         // while another change is still pending, so callers retry after a timeout.
         match g.raw.propose_conf_change(context, cc) {
@@ -306,6 +429,7 @@ impl MultiRaft {
     /// Ask raft to hand leadership of `group` (led here) to `to`.
     pub fn transfer_leader(&mut self, group: GroupId, to: NodeId) {
         if let Some(g) = self.groups.get_mut(&group) {
+            g.wake();
             g.raw.transfer_leader(to);
         }
     }
@@ -313,6 +437,7 @@ impl MultiRaft {
     /// Hand leadership of `group` to the most caught-up other voter.
     pub fn step_down(&mut self, group: GroupId) {
         let Some(g) = self.groups.get_mut(&group) else { return };
+        g.wake();
         let me = self.id;
         let voters = g.raw.raft.prs().conf().to_conf_state().voters;
         let best = g.raw.raft.prs().iter().filter(|(id, _)| **id != me && voters.contains(id)).max_by_key(|(_, pr)| pr.matched).map(|(id, _)| *id);
@@ -325,12 +450,14 @@ impl MultiRaft {
     /// [`ReadyOutput::reads`] once a quorum confirmed the leadership.
     pub fn read_index(&mut self, group: GroupId, context: Vec<u8>) -> Result<()> {
         let g = self.groups.get_mut(&group).ok_or(ClusterError::UnknownGroup(group))?;
+        g.wake();
         g.raw.read_index(context);
         Ok(())
     }
 
     pub fn campaign(&mut self, group: GroupId) -> Result<()> {
         let g = self.groups.get_mut(&group).ok_or(ClusterError::UnknownGroup(group))?;
+        g.wake();
         g.raw.campaign()?;
         Ok(())
     }
@@ -382,21 +509,28 @@ impl MultiRaft {
             snapshot_index: g.raw.store().snapshot_ref().get_metadata().index,
             elections: g.elections,
             leader_changes: g.leader_changes,
+            asleep: g.asleep,
         })
     }
 
-    /// Persist, then collect messages, then apply, for every group with a Ready.
+    /// Persist, then collect messages, then apply, for every group with a
+    /// Ready. Three passes over the groups: every group's Ready is written
+    /// (entries, hard state, snapshot) without fsync; then every file that
+    /// must be durable is fsynced, in parallel (`sync_threads`); only then
+    /// are messages handed out and committed entries applied. One Ready pass
+    /// of many groups thus waits for one round of fsyncs, not one per group.
     pub fn handle_ready(&mut self) -> Result<ReadyOutput> {
         let mut out = ReadyOutput::default();
         let snapshot_entries = self.tuning.snapshot_entries;
+        let mut readies: Vec<(GroupId, raft::Ready, tracing::Span)> = Vec::new();
         for (&gid, g) in self.groups.iter_mut() {
             if !g.raw.has_ready() {
                 continue;
             }
-            let mut rd = g.raw.ready();
-            let mut msgs: Vec<Message> = rd.take_messages();
+            let rd = g.raw.ready();
             if !rd.snapshot().is_empty() {
                 let snap = rd.snapshot().clone();
+                // Written and fsynced (tmp file, rename) before anything else of this Ready.
                 g.raw.mut_store().apply_snapshot(snap.clone())?;
                 g.sm.restore(&snap.data)?;
                 g.applied = snap.get_metadata().index;
@@ -411,8 +545,7 @@ impl MultiRaft {
                 weft_service::trace::start(&s, Some(tp));
                 s
             });
-            let appending = append_span.enter();
-            g.raw.mut_store().append(rd.entries())?;
+            append_span.in_scope(|| g.raw.mut_store().append(rd.entries()))?;
             if let Some(ss) = rd.ss()
                 && ss.leader_id != 0
                 && ss.leader_id != g.last_leader
@@ -432,10 +565,16 @@ impl MultiRaft {
                 }
                 g.raw.mut_store().set_hard_state(hs.clone())?;
             }
-            // The Ready contract: votes and append acks only after this fsync.
-            let fsync_span = if append_span.is_none() { tracing::Span::none() } else { tracing::info_span!("raft.fsync", group = gid) };
-            fsync_span.in_scope(|| g.raw.mut_store().sync())?;
-            drop(appending);
+            readies.push((gid, rd, append_span));
+        }
+        // The Ready contract: votes and append acks only after this fsync.
+        // Also syncs groups that need it without a Ready (a new group's
+        // founding configuration).
+        self.sync_groups(&readies)?;
+        for (gid, mut rd, _span) in readies {
+            // Invariant: collected from self.groups above; nothing removed since.
+            let Some(g) = self.groups.get_mut(&gid) else { continue };
+            let mut msgs: Vec<Message> = rd.take_messages();
             for e in rd.entries() {
                 if e.get_entry_type() == EntryType::EntryNormal
                     && let Some(tag) = e.context.get(..16)
@@ -451,15 +590,17 @@ impl MultiRaft {
             apply_entries(gid, g, committed, &mut out)?;
             let mut light = g.raw.advance(rd);
             if let Some(commit) = light.commit_index() {
+                // Written, not fsynced on its own: a commit index lost in a
+                // crash is learned again from the leader (etcd's MustSync
+                // skips it too); the next fsync of the file covers it.
                 g.raw.mut_store().set_commit(commit)?;
-                g.raw.mut_store().sync()?;
             }
             msgs.extend(light.take_messages());
             let committed = light.take_committed_entries();
             apply_entries(gid, g, committed, &mut out)?;
             g.raw.advance_apply();
             for m in msgs {
-                if m.get_msg_type() == raft::prelude::MessageType::MsgSnapshot {
+                if m.get_msg_type() == MessageType::MsgSnapshot {
                     // Snapshots travel inline in a frame: once queued it is as good as
                     // sent; if lost, the probe that follows sends it again.
                     g.raw.report_snapshot(m.to, raft::SnapshotStatus::Finish);
@@ -470,6 +611,90 @@ impl MultiRaft {
         }
         Ok(out)
     }
+
+    /// fsync every group file that holds writes a peer may be told about
+    /// (entries, term, vote, configuration), on up to `sync_threads` threads.
+    fn sync_groups(&mut self, readies: &[(GroupId, raft::Ready, tracing::Span)]) -> Result<()> {
+        let spans: BTreeMap<GroupId, &tracing::Span> = readies.iter().filter(|(_, _, s)| !s.is_none()).map(|(g, _, s)| (*g, s)).collect();
+        let mut stores: Vec<(GroupId, &mut GroupStorage, Option<&tracing::Span>)> =
+            self.groups.iter_mut().filter(|(_, g)| g.raw.store().needs_sync()).map(|(gid, g)| (*gid, g.raw.mut_store(), spans.get(gid).copied())).collect();
+        let sync_one = |(gid, store, span): &mut (GroupId, &mut GroupStorage, Option<&tracing::Span>)| -> Result<()> {
+            match span {
+                Some(s) => s.in_scope(|| tracing::info_span!("raft.fsync", group = *gid).in_scope(|| store.sync())),
+                None => store.sync(),
+            }
+        };
+        let threads = self.tuning.sync_threads.max(1);
+        if stores.len() <= 1 || threads == 1 {
+            return stores.iter_mut().try_for_each(sync_one);
+        }
+        let chunk = stores.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = stores.chunks_mut(chunk).map(|c| scope.spawn(move || c.iter_mut().try_for_each(sync_one))).collect();
+            let mut result = Ok(());
+            for h in handles {
+                match h.join() {
+                    Ok(r) => {
+                        if result.is_ok() {
+                            result = r;
+                        }
+                    }
+                    // A panic inside fsync is a bug, not an IO error: pass it on.
+                    Err(p) => std::panic::resume_unwind(p),
+                }
+            }
+            result
+        })
+    }
+}
+
+/// A leader with nothing in flight: everything committed and applied, every
+/// live member (voter or learner) has the whole log, no read, membership
+/// change or leadership transfer pending, and the live voters are a quorum
+/// (so check_quorum has nothing to say while it sleeps).
+fn leader_idle(g: &Group, live: &BTreeSet<NodeId>) -> bool {
+    let r = &g.raw.raft;
+    // Messages still queued (this tick's heartbeats) do not count: they go
+    // out with the quiescing ones. Unsynced entries do: our own `matched`.
+    if r.state != StateRole::Leader {
+        return false;
+    }
+    let last = r.raft_log.last_index();
+    if r.raft_log.committed != last || g.applied != last || r.lead_transferee.is_some() || r.has_pending_conf() || r.pending_read_count() > 0 {
+        return false;
+    }
+    if r.prs().iter().any(|(id, pr)| live.contains(id) && pr.matched != last) {
+        return false;
+    }
+    let cs = r.prs().conf().to_conf_state();
+    let live_voters = cs.voters.iter().filter(|v| live.contains(v)).count();
+    cs.voters_outgoing.is_empty() && live_voters * 2 > cs.voters.len()
+}
+
+/// Send every live member a last heartbeat marked [`QUIESCE_CONTEXT`] (it
+/// carries the commit index, as any heartbeat) and stop ticking the group.
+fn quiesce_leader(me: NodeId, g: &mut Group, live: &BTreeSet<NodeId>) {
+    let r = &mut g.raw.raft;
+    let (term, committed) = (r.term, r.raft_log.committed);
+    let mut msgs = Vec::new();
+    for (id, pr) in r.prs().iter() {
+        if *id == me || !live.contains(id) {
+            continue;
+        }
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgHeartbeat);
+        m.to = *id;
+        m.from = me;
+        m.term = term;
+        // As raft's own heartbeat: never past what the member is known to have.
+        m.commit = pr.matched.min(committed);
+        m.context = QUIESCE_CONTEXT.to_vec().into();
+        msgs.push(m);
+    }
+    // Handed out by the next Ready, like raft's own messages.
+    r.msgs.extend(msgs);
+    g.asleep = true;
+    g.quiet_ticks = 0;
 }
 
 /// The `traceparent` a normal entry's context carries after the 16-byte
@@ -574,4 +799,268 @@ fn maybe_compact(g: &mut Group, snapshot_entries: u64) -> Result<()> {
     snap.mut_metadata().set_conf_state(g.conf.clone());
     snap.data = data.into();
     g.raw.mut_store().compact(snap)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Quiescence and the batched Ready pass, on three in-memory nodes: every
+    //! message goes through `handle_ready`, and each vote or append ack is
+    //! checked against what a crash at that moment would leave on the
+    //! sender's disk (the Ready contract).
+    use super::*;
+    use crate::storage::MemDisk;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    struct Echo;
+    impl StateMachine for Echo {
+        fn apply(&mut self, _index: u64, data: &[u8]) -> Vec<u8> {
+            data.to_vec()
+        }
+        fn snapshot(&self) -> Vec<u8> {
+            Vec::new()
+        }
+        fn restore(&mut self, _data: &[u8]) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    type Filter = Box<dyn FnMut(NodeId, NodeId, GroupId, &Message) -> bool>;
+
+    struct Net {
+        nodes: BTreeMap<NodeId, MultiRaft>,
+        disks: BTreeMap<(NodeId, GroupId), MemDisk>,
+        groups: Vec<GroupId>,
+        down: BTreeSet<NodeId>,
+        rng: StdRng,
+        quiesce_ticks: usize,
+        /// Drop a message (from, to, group, message) when it answers true.
+        drop: Option<Filter>,
+    }
+
+    impl Net {
+        fn new(groups: &[GroupId], quiesce_ticks: usize, seed: u64) -> Net {
+            let mut net = Net {
+                nodes: BTreeMap::new(),
+                disks: BTreeMap::new(),
+                groups: groups.to_vec(),
+                down: BTreeSet::new(),
+                rng: StdRng::seed_from_u64(seed),
+                quiesce_ticks,
+                drop: None,
+            };
+            for id in 1..=3 {
+                for g in groups {
+                    net.disks.insert((id, *g), MemDisk::new());
+                }
+                net.open(id);
+            }
+            net
+        }
+
+        /// Crash node `id` (its unsynced writes are lost) and start it again.
+        fn restart(&mut self, id: NodeId) {
+            for g in self.groups.clone() {
+                self.disks[&(id, g)].crash(0);
+            }
+            self.open(id);
+        }
+
+        /// (Re)start node `id` from what its disks hold.
+        fn open(&mut self, id: NodeId) {
+            let tuning = RaftTuning { election_ticks: 10, heartbeat_ticks: 2, quiesce_ticks: self.quiesce_ticks, sync_threads: 2, ..Default::default() };
+            let mut mr = MultiRaft::new(id, tuning);
+            for g in self.groups.clone() {
+                let disk = self.disks[&(id, g)].clone();
+                mr.open_group(g, Box::new(disk), Box::new(Echo), &[1, 2, 3], &mut self.rng).unwrap();
+            }
+            self.nodes.insert(id, mr);
+        }
+
+        fn up(&self) -> BTreeSet<NodeId> {
+            self.nodes.keys().copied().filter(|id| !self.down.contains(id)).collect()
+        }
+
+        /// Ready passes and deliveries until nobody has anything to send;
+        /// the number of messages sent.
+        fn pump(&mut self) -> usize {
+            let mut total = 0;
+            for _ in 0..100 {
+                let mut msgs = Vec::new();
+                for id in self.up() {
+                    let out = self.nodes.get_mut(&id).unwrap().handle_ready().unwrap();
+                    for (to, g, m) in out.messages {
+                        self.check_durable(id, g, &m);
+                        msgs.push((id, to, g, m));
+                    }
+                }
+                if msgs.is_empty() {
+                    break;
+                }
+                total += msgs.len();
+                for (from, to, g, m) in msgs {
+                    if self.down.contains(&to) || self.drop.as_mut().is_some_and(|f| f(from, to, g, &m)) {
+                        continue;
+                    }
+                    let _ = self.nodes.get_mut(&to).unwrap().step(g, m);
+                }
+            }
+            total
+        }
+
+        /// A granted vote or an append ack is only sent once a crash would keep what it promises.
+        fn check_durable(&self, from: NodeId, g: GroupId, m: &Message) {
+            let kept = || GroupStorage::open(Box::new(self.disks[&(from, g)].durable_image()), 1 << 20).unwrap();
+            match m.get_msg_type() {
+                MessageType::MsgRequestVoteResponse if !m.reject => {
+                    let s = kept();
+                    assert!(s.hard_state().term >= m.term && s.hard_state().vote == m.to, "vote of node {from} in group {g} sent before it was durable");
+                }
+                MessageType::MsgAppendResponse if !m.reject => {
+                    let s = kept();
+                    assert!(raft::Storage::last_index(&s).unwrap() >= m.index, "append ack of node {from} in group {g} sent before the entries were durable");
+                }
+                _ => {}
+            }
+        }
+
+        /// One tick everywhere: each up node hears from every up node (the keepalives).
+        fn tick(&mut self) -> usize {
+            let up = self.up();
+            for id in &up {
+                let n = self.nodes.get_mut(id).unwrap();
+                n.set_live(up.clone());
+                n.tick();
+            }
+            self.pump()
+        }
+
+        fn leader(&self, g: GroupId) -> Option<NodeId> {
+            self.up().into_iter().find(|id| self.nodes[id].is_leader(g))
+        }
+
+        fn all_led(&self) -> bool {
+            self.groups.iter().all(|g| self.leader(*g).is_some())
+        }
+
+        fn asleep(&self) -> usize {
+            self.up().iter().map(|id| self.nodes[id].asleep_count()).sum()
+        }
+
+        /// Tick until `done` holds; the ticks it took, or None within `max`.
+        fn tick_until(&mut self, max: usize, mut done: impl FnMut(&Net) -> bool) -> Option<usize> {
+            for t in 0..max {
+                if done(self) {
+                    return Some(t);
+                }
+                self.tick();
+            }
+            done(self).then_some(max)
+        }
+    }
+
+    const GROUPS: [GroupId; 4] = [1, 2, 3, 4];
+
+    #[test]
+    fn idle_groups_quiesce_and_then_send_nothing() {
+        let mut net = Net::new(&GROUPS, 5, 1);
+        let all = GROUPS.len() * 3;
+        assert!(net.tick_until(500, |n| n.all_led() && n.asleep() == all).is_some(), "every replica of every group quiesces");
+        let leaders: Vec<_> = GROUPS.iter().map(|g| net.leader(*g)).collect();
+        let sent: usize = (0..200).map(|_| net.tick()).sum();
+        assert_eq!(sent, 0, "quiesced groups send no heartbeats");
+        assert_eq!(GROUPS.iter().map(|g| net.leader(*g)).collect::<Vec<_>>(), leaders);
+        let st = net.nodes[&1].status(1).unwrap();
+        assert!(st.asleep);
+    }
+
+    #[test]
+    fn without_quiescence_groups_keep_heartbeating() {
+        let mut net = Net::new(&GROUPS, 0, 2);
+        assert!(net.tick_until(500, Net::all_led).is_some());
+        let sent: usize = (0..50).map(|_| net.tick()).sum();
+        assert!(sent > 0);
+        assert_eq!(net.asleep(), 0);
+    }
+
+    #[test]
+    fn a_proposal_wakes_the_group_commits_everywhere_and_it_quiesces_again() {
+        let mut net = Net::new(&GROUPS, 5, 3);
+        let all = GROUPS.len() * 3;
+        assert!(net.tick_until(500, |n| n.all_led() && n.asleep() == all).is_some());
+        let leader = net.leader(2).unwrap();
+        let follower = (1..=3).find(|id| *id != leader).unwrap();
+        // Through an asleep follower (raft forwards it to the leader), then at the leader.
+        net.nodes.get_mut(&follower).unwrap().propose_forwarding(2, Vec::new(), b"x".to_vec()).unwrap();
+        net.nodes.get_mut(&leader).unwrap().propose(2, Vec::new(), b"y".to_vec()).unwrap();
+        net.pump();
+        let last = net.nodes[&leader].status(2).unwrap().last_index;
+        assert!(net.tick_until(100, |n| (1..=3).all(|id| n.nodes[&id].applied(2) == last)).is_some(), "both commands applied on every replica");
+        assert!(net.tick_until(500, |n| n.asleep() == all).is_some(), "quiet again");
+        assert_eq!(net.leader(2), Some(leader));
+    }
+
+    #[test]
+    fn followers_elect_a_new_leader_when_the_leaders_node_goes_silent() {
+        let mut net = Net::new(&GROUPS, 5, 4);
+        let all = GROUPS.len() * 3;
+        assert!(net.tick_until(500, |n| n.all_led() && n.asleep() == all).is_some());
+        let dead = net.leader(1).unwrap();
+        net.down.insert(dead);
+        assert!(net.tick_until(500, Net::all_led).is_some(), "every group led by a survivor");
+        for g in GROUPS {
+            assert_ne!(net.leader(g), Some(dead));
+        }
+        // The survivors quiesce without the dead member, and still commit.
+        assert!(net.tick_until(500, |n| n.asleep() == GROUPS.len() * 2).is_some());
+        let l = net.leader(1).unwrap();
+        net.nodes.get_mut(&l).unwrap().propose(1, Vec::new(), b"z".to_vec()).unwrap();
+        net.pump();
+        let last = net.nodes[&l].status(1).unwrap().last_index;
+        assert!(net.tick_until(100, |n| n.up().iter().all(|id| n.nodes[id].applied(1) == last)).is_some());
+        // The node comes back: woken by its liveness, the groups bring it up to date.
+        net.down.remove(&dead);
+        net.restart(dead);
+        assert!(net.tick_until(500, |n| n.nodes[&dead].applied(1) == last).is_some(), "the returning node catches up");
+    }
+
+    #[test]
+    fn a_restarted_leader_is_not_locked_out_by_sleeping_followers() {
+        // The leader's node restarts between two liveness checks: its peers
+        // never see it silent, and their groups sleep in its lease. Its
+        // vote requests must still wake them and elect someone.
+        let mut net = Net::new(&GROUPS, 5, 5);
+        let all = GROUPS.len() * 3;
+        assert!(net.tick_until(500, |n| n.all_led() && n.asleep() == all).is_some());
+        let restarted = net.leader(1).unwrap();
+        net.restart(restarted);
+        assert!(net.tick_until(1000, Net::all_led).is_some(), "every group has a leader again");
+        for g in GROUPS {
+            let l = net.leader(g).unwrap();
+            net.nodes.get_mut(&l).unwrap().propose(g, Vec::new(), b"w".to_vec()).unwrap();
+        }
+        net.pump();
+        let lasts: Vec<u64> = GROUPS.iter().map(|g| net.nodes[&net.leader(*g).unwrap()].status(*g).unwrap().last_index).collect();
+        assert!(net.tick_until(200, |n| GROUPS.iter().zip(&lasts).all(|(g, last)| (1..=3).all(|id| n.nodes[&id].applied(*g) == *last))).is_some(), "every group commits on all three");
+    }
+
+    #[test]
+    fn a_lost_quiescing_heartbeat_heals_without_a_new_term() {
+        let mut net = Net::new(&GROUPS, 5, 6);
+        // The first quiescing heartbeat of group 3 is lost: its receiver keeps
+        // ticking while the leader sleeps. Recorded: (leader, follower, term).
+        let lost = std::rc::Rc::new(std::cell::Cell::new(None));
+        let seen = lost.clone();
+        net.drop = Some(Box::new(move |from, to, g, m| {
+            let hit = g == 3 && &m.context[..] == QUIESCE_CONTEXT && m.get_msg_type() == MessageType::MsgHeartbeat && seen.get().is_none();
+            if hit {
+                seen.set(Some((from, to, m.term)));
+            }
+            hit
+        }));
+        assert!(net.tick_until(1000, |n| lost.get().is_some() && n.all_led() && n.asleep() == GROUPS.len() * 3).is_some(), "the follower that missed it goes to sleep later");
+        let (leader, _, term) = lost.get().unwrap();
+        assert_eq!(net.leader(3), Some(leader));
+        assert_eq!(net.nodes[&leader].status(3).unwrap().term, term, "pre-vote kept the term");
+    }
 }

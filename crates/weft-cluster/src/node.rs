@@ -854,6 +854,10 @@ impl Driver {
             tokio::select! {
                 _ = stop.changed() => break,
                 _ = tick.tick() => {
+                    // Quiesced groups (docs/cluster.md, "Many groups per node") wake when a
+                    // member's node is no longer, or again, heard from within an
+                    // election timeout (the node-level keepalives below).
+                    self.raft.set_live(self.live_within(self.cfg.tick_ms * self.cfg.tuning.election_ticks as u64));
                     self.raft.tick();
                     ticks += 1;
                     if ticks % self.cfg.tuning.heartbeat_ticks.max(1) as u64 == 0 {
@@ -1326,7 +1330,11 @@ impl Driver {
 
     /// Nodes heard from within two election timeouts (this one included).
     fn live_nodes(&self) -> std::collections::BTreeSet<NodeId> {
-        let live_ms = self.cfg.tick_ms * self.cfg.tuning.election_ticks as u64 * 2;
+        self.live_within(self.cfg.tick_ms * self.cfg.tuning.election_ticks as u64 * 2)
+    }
+
+    /// Nodes connected and heard from within `live_ms` (this one included).
+    fn live_within(&self, live_ms: u64) -> std::collections::BTreeSet<NodeId> {
         let mut live: std::collections::BTreeSet<NodeId> =
             self.transport.status().into_iter().filter(|p| p.connected && p.last_contact_ms.is_some_and(|ms| ms <= live_ms)).map(|p| p.id).collect();
         live.insert(self.cfg.node_id);

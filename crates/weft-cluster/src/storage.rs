@@ -143,6 +143,13 @@ impl MemDisk {
     pub fn pending_len(&self) -> usize {
         self.lock().pending.len()
     }
+
+    /// A separate disk holding only what was synced here: what a crash
+    /// now would leave (for checks of the persist-before-send contract).
+    pub fn durable_image(&self) -> MemDisk {
+        let durable = self.lock().durable.clone();
+        MemDisk { inner: Arc::new(Mutex::new(MemDiskState { durable, pending: Vec::new() })) }
+    }
 }
 
 impl Disk for MemDisk {
@@ -179,7 +186,12 @@ pub struct GroupStorage {
     entries: Vec<Entry>,
     disk: Box<dyn Disk>,
     max_record_bytes: u32,
+    /// Written since the last fsync.
     dirty: bool,
+    /// Written since the last fsync, and a peer may be told about it
+    /// (entries, term, vote, configuration): fsync before any message. A
+    /// commit index alone needs none (raft learns it again after a crash).
+    must_sync: bool,
 }
 
 fn encode_record(kind: u8, body: &[u8], out: &mut Vec<u8>) {
@@ -245,6 +257,7 @@ impl GroupStorage {
             disk,
             max_record_bytes,
             dirty: false,
+            must_sync: false,
         };
         let mut at = 0usize;
         let valid_end = loop {
@@ -289,11 +302,13 @@ impl GroupStorage {
 
     /// Set the first configuration of a new group (all bootstrap members must
     /// pass the same voters). No effect when the group already has state.
+    /// Written, not yet fsynced: the host's next Ready pass fsyncs it with
+    /// every other group's writes, before the group sends anything. Lost in
+    /// a crash before that, the group had said nothing and is founded again.
     pub fn bootstrap(&mut self, voters: &[u64]) -> Result<()> {
         if self.is_blank() && !voters.is_empty() {
             let cs = ConfState { voters: voters.to_vec(), ..Default::default() };
             self.set_conf_state(cs)?;
-            self.sync()?;
         }
         Ok(())
     }
@@ -355,12 +370,18 @@ impl GroupStorage {
         }
         let body = encode_entries(es)?;
         self.write(KIND_ENTRIES, &body)?;
+        self.must_sync = true;
         self.append_mem(es);
         Ok(())
     }
 
+    /// A new term or vote must be durable before any message; a commit
+    /// index alone need not (see `must_sync`).
     pub fn set_hard_state(&mut self, hs: HardState) -> Result<()> {
         self.write(KIND_HARD_STATE, &hs.write_to_bytes()?)?;
+        if hs.term != self.hard.term || hs.vote != self.hard.vote {
+            self.must_sync = true;
+        }
         self.hard = hs;
         Ok(())
     }
@@ -373,8 +394,14 @@ impl GroupStorage {
 
     pub fn set_conf_state(&mut self, cs: ConfState) -> Result<()> {
         self.write(KIND_CONF_STATE, &cs.write_to_bytes()?)?;
+        self.must_sync = true;
         self.conf = cs;
         Ok(())
+    }
+
+    /// Whether writes a peer may be told about wait for an fsync.
+    pub fn needs_sync(&self) -> bool {
+        self.must_sync
     }
 
     pub fn sync(&mut self) -> Result<()> {
@@ -382,6 +409,7 @@ impl GroupStorage {
             self.disk.sync()?;
             self.dirty = false;
         }
+        self.must_sync = false;
         Ok(())
     }
 
@@ -411,6 +439,7 @@ impl GroupStorage {
         }
         self.disk.replace(&out)?;
         self.dirty = false;
+        self.must_sync = false;
         Ok(())
     }
 
@@ -555,6 +584,32 @@ mod tests {
         assert_eq!(r.last_index().unwrap(), 3);
         assert!(matches!(r.term(1), Err(raft::Error::Store(StorageError::Compacted))));
         assert_eq!(r.snapshot(2, 0).unwrap().data.to_vec(), b"state".to_vec());
+    }
+
+    #[test]
+    fn only_what_a_peer_may_hear_of_waits_for_fsync() {
+        let disk = MemDisk::new();
+        let mut s = GroupStorage::open(Box::new(disk.clone()), 1 << 20).unwrap();
+        // The founding configuration is written, and fsynced by the host's next pass.
+        s.bootstrap(&[1, 2, 3]).unwrap();
+        assert!(s.needs_sync());
+        s.sync().unwrap();
+        assert!(!s.needs_sync());
+        assert_eq!(disk.pending_len(), 0);
+        s.append(&[ent(1, 1, b"a")]).unwrap();
+        assert!(s.needs_sync());
+        s.sync().unwrap();
+        s.set_hard_state(HardState { term: 1, vote: 2, commit: 0, ..Default::default() }).unwrap();
+        assert!(s.needs_sync(), "a vote must be durable before it is sent");
+        s.sync().unwrap();
+        // A commit index alone: written, left for the next fsync.
+        s.set_commit(1).unwrap();
+        assert!(!s.needs_sync());
+        assert!(disk.pending_len() > 0);
+        // Lost in a crash, the vote and the entry stay; the commit is learned again.
+        let r = GroupStorage::open(Box::new(disk.durable_image()), 1 << 20).unwrap();
+        assert_eq!((r.hard_state().term, r.hard_state().vote, r.hard_state().commit), (1, 2, 0));
+        assert_eq!(r.last_index().unwrap(), 1);
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub async fn start(conf: &ClusterConf, data_dir: &Path, native_addr: Option<Stri
             heartbeat_ticks: conf.heartbeat_ticks as usize,
             max_record_bytes: u32::try_from(conf.max_record_bytes).unwrap_or(u32::MAX),
             snapshot_entries: conf.snapshot_entries,
+            quiesce_ticks: usize::try_from(conf.quiesce_ticks).unwrap_or(usize::MAX),
+            sync_threads: usize::try_from(conf.sync_threads).unwrap_or(1).clamp(1, 256),
             rebalance: conf.rebalance.clone(),
             ..RaftTuning::default()
         },

@@ -184,6 +184,11 @@ pub struct ClusterConf {
     pub max_record_bytes: u64,
     /// Compact a group's raft log after this many applied entries.
     pub snapshot_entries: u64,
+    /// A led raft group with nothing in flight this many ticks stops ticking
+    /// and heartbeating until woken (docs/cluster.md, "Many groups per node"); 0: never.
+    pub quiesce_ticks: u64,
+    /// Threads fsyncing the raft WAL files of one Ready pass in parallel.
+    pub sync_threads: u64,
     /// A cluster write not committed within this is answered `timeout` (fate unknown).
     pub propose_timeout_ms: u64,
     /// Requests queued to the cluster driver before callers get `busy`.
@@ -240,6 +245,8 @@ impl Default for ClusterConf {
             max_frame_bytes: 16 << 20,
             max_record_bytes: 64 << 20,
             snapshot_entries: 10_000,
+            quiesce_ticks: 10,
+            sync_threads: 8,
             propose_timeout_ms: 5_000,
             max_pending: 4096,
             forward_max_wait_ms: 5_000,
