@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket, UnixListener};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -705,13 +705,18 @@ where
     shared.stats.connections_open.fetch_add(1, Ordering::Relaxed);
     let metered = ConnMetrics::open(peer.transport);
     debug!(peer = %peer.addr, transport = peer.transport.as_str(), "connection opened");
-    let (mut reader, writer) = tokio::io::split(stream);
-    // Bounded: a client that stops reading its answers stalls its own
-    // requests, never the server's memory.
-    let (tx, rx) = mpsc::channel::<Frame>(1024);
+    // This task reads and writes: answers done at their first poll are
+    // encoded into `io.out` and written once nothing more is buffered to
+    // read (or `out` is full). A hop to a writer task per answer (channel
+    // send, wake, another task's poll) cost more than the write itself.
+    let mut io = ConnIo { stream: Box::pin(stream), out: BytesMut::with_capacity(16 * 1024), unflushed: false, failed: false, sent: metered.sent.clone() };
+    // Answers of requests still pending at their first poll (handled in a
+    // task) and events come through this channel. Bounded: a client that
+    // stops reading its answers stalls its own requests, never the
+    // server's memory.
+    let (tx, mut rx) = mpsc::channel::<Frame>(1024);
     // Handlers may push events on this connection (held weakly).
     peer.events = Some(crate::events::EventSink::new(&tx));
-    let writer_task = tokio::spawn(write_frames(writer, rx, shared.stats.clone(), metered.sent.clone()));
 
     let budget = shared.budgets.connection();
     let mut splitter = Splitter::new(shared.budgets.max_frame(shared.config.max_frame_bytes.min(MAX_PRE_HELLO_FRAME_BYTES)));
@@ -734,10 +739,18 @@ where
         let deadline = if handshaken { idle_timeout.map(|d| last_frame + d) } else { Some(hello_deadline) };
         // Hand out every whole frame already buffered before reading more.
         loop {
+            // Answers waiting past the high mark: write them before taking
+            // another request (reading stops meanwhile: back-pressure).
+            if io.out.len() >= OUT_HIGH_BYTES {
+                match until(io.flush(), &mut waits, None).await {
+                    Wake::Done(Ok(())) => {}
+                    _ => break 'conn,
+                }
+            }
             let total = match splitter.step(&mut buf) {
                 Step::NeedMore => break,
                 Step::Refused(e) => {
-                    if !bad_frame(&shared, &peer, &tx, e).await {
+                    if !bad_frame(&shared, &peer, &mut io, e) {
                         break 'conn;
                     }
                     continue;
@@ -747,11 +760,11 @@ where
             };
             if let Some((total, whole)) = total {
                 if reserved.is_none() {
-                    match until(budget.reserve(total), &mut waits, deadline).await {
-                        Wake::Done(Some(r)) => reserved = Some(r),
-                        Wake::Done(None) | Wake::Stop => break 'conn,
+                    match until(io.wait_pumping(budget.reserve(total), &mut rx, &shared.stats), &mut waits, deadline).await {
+                        Wake::Done(Some(Some(r))) => reserved = Some(r),
+                        Wake::Done(Some(None) | None) | Wake::Stop => break 'conn,
                         Wake::Deadline => {
-                            if expire(&shared, &peer, &tx, handshaken, &requests).await {
+                            if expire(&shared, &peer, &mut io, handshaken, &requests) {
                                 break 'conn;
                             }
                             last_frame = Instant::now();
@@ -775,7 +788,7 @@ where
                     {
                         let e = closed_by_allow_list(&shared, &peer);
                         if frame.kind == FrameKind::Request && !frame.flags.is_one_way() {
-                            let _ = tx.send(frame.error_to(&e)).await;
+                            io.push(&frame.error_to(&e), &shared.stats);
                         }
                         break 'conn;
                     }
@@ -811,9 +824,7 @@ where
                                     }
                                 }
                             }
-                            if tx.send(answer).await.is_err() {
-                                break 'conn;
-                            }
+                            io.push(&answer, &shared.stats);
                             continue 'conn;
                         }
                         FrameKind::Control if frame.route == CONTROL_GOAWAY => break 'conn,
@@ -825,8 +836,8 @@ where
                                 ErrorCode::HandshakeRequired,
                                 "send a control 'hello' frame before any request",
                             );
-                            if frame.kind == FrameKind::Request && tx.send(frame.error_to(&e)).await.is_err() {
-                                break 'conn;
+                            if frame.kind == FrameKind::Request {
+                                io.push(&frame.error_to(&e), &shared.stats);
                             }
                         }
                         FrameKind::Request | FrameKind::Event => {
@@ -838,7 +849,7 @@ where
                                         shared.stats.compressed_in_saved_bytes.fetch_add(saved as u64, Ordering::Relaxed);
                                     }
                                     Err(e) => {
-                                        if !bad_frame(&shared, &peer, &tx, e).await {
+                                        if !bad_frame(&shared, &peer, &mut io, e) {
                                             break 'conn;
                                         }
                                         continue;
@@ -846,20 +857,17 @@ where
                                 }
                             }
                             if let Some(e) = crate::gate::check(&shared.config.auth, &peer_arc, &frame) {
-                                if frame.kind == FrameKind::Request
-                                    && !frame.flags.is_one_way()
-                                    && tx.send(frame.error_to(&e)).await.is_err()
-                                {
-                                    break 'conn;
+                                if frame.kind == FrameKind::Request && !frame.flags.is_one_way() {
+                                    io.push(&frame.error_to(&e), &shared.stats);
                                 }
                                 continue;
                             }
                             // Back-pressure: stop reading until a slot frees.
                             let permit = match in_flight.clone().try_acquire_owned() {
                                 Ok(p) => p,
-                                Err(_) => tokio::select! {
-                                    p = in_flight.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break 'conn },
-                                    _ = shared.stop.cancelled() => break 'conn,
+                                Err(_) => match until(io.wait_pumping(in_flight.clone().acquire_owned(), &mut rx, &shared.stats), &mut waits, None).await {
+                                    Wake::Done(Some(Ok(p))) => p,
+                                    _ => break 'conn,
                                 },
                             };
                             let wants_reply = frame.kind == FrameKind::Request && !frame.flags.is_one_way();
@@ -870,10 +878,8 @@ where
                             // task per request; the rest go on in a task.
                             match first_poll(&mut answer, &peer) {
                                 FirstPoll::Done(answer) => {
-                                    if let (true, Some(a)) = (wants_reply, answer)
-                                        && tx.send(compress_answer(&shared, compress, a)).await.is_err()
-                                    {
-                                        break 'conn;
+                                    if let (true, Some(a)) = (wants_reply, answer) {
+                                        io.push(&compress_answer(&shared, compress, a), &shared.stats);
                                     }
                                     drop(held);
                                     drop(permit);
@@ -904,20 +910,21 @@ where
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    if !bad_frame(&shared, &peer, &tx, e).await {
+                    if !bad_frame(&shared, &peer, &mut io, e) {
                         break 'conn;
                     }
                 }
             }
         }
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(16 * 1024);
-        }
-        let read = match until(reader.read_buf(&mut buf), &mut waits, deadline).await {
-            Wake::Done(r) => r,
+        // Nothing whole left to hand out: write what is waiting, take
+        // answers from the channel, and read, whichever is ready.
+        let step = std::future::poll_fn(|cx| io.poll_step(cx, &mut rx, &mut buf, &shared.stats));
+        let read = match until(step, &mut waits, deadline).await {
+            Wake::Done(Some(r)) => r,
+            Wake::Done(None) => break 'conn, // the write failed: the peer is gone
             Wake::Stop => break 'conn,
             Wake::Deadline => {
-                if expire(&shared, &peer, &tx, handshaken, &requests).await {
+                if expire(&shared, &peer, &mut io, handshaken, &requests) {
                     break 'conn;
                 }
                 last_frame = Instant::now();
@@ -936,18 +943,42 @@ where
         }
     }
 
-    // Let this connection's requests finish, then say goodbye if we are the
-    // ones stopping, then close the writer.
+    // Let this connection's requests finish (writing their answers as they
+    // come), then say goodbye if we are the ones stopping, then close.
     requests.close();
-    requests.wait().await;
+    {
+        let mut done = std::pin::pin!(requests.wait());
+        loop {
+            let frame = tokio::select! {
+                biased;
+                _ = done.as_mut() => break,
+                f = rx.recv() => f,
+            };
+            let Some(f) = frame else { break };
+            io.push(&f, &shared.stats);
+            if io.out.len() >= OUT_HIGH_BYTES && io.flush().await.is_err() {
+                io.failed = true;
+            }
+        }
+    }
+    // Answers sent just before their tasks ended, before the goodbye.
+    while let Ok(f) = rx.try_recv() {
+        io.push(&f, &shared.stats);
+    }
     if shared.stop.is_cancelled()
         && let Some(g) = goaway()
     {
-        let _ = tx.send(g).await;
+        io.push(&g, &shared.stats);
     }
     drop(tx);
+    // Events queued before the sinks lost their sender.
+    while let Ok(f) = rx.try_recv() {
+        io.push(&f, &shared.stats);
+    }
     drop(reserved);
-    let _ = writer_task.await;
+    if io.flush().await.is_ok() {
+        let _ = io.stream.as_mut().shutdown().await;
+    }
     shared.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
     metered.close();
     debug!(peer = %peer.addr, "connection closed");
@@ -994,26 +1025,26 @@ fn compress_answer(shared: &Shared, compress: Option<usize>, mut answer: Frame) 
     answer
 }
 
-async fn bad_frame(shared: &Shared, peer: &PeerInfo, tx: &mpsc::Sender<Frame>, e: FrameError) -> bool {
+fn bad_frame<S>(shared: &Shared, peer: &PeerInfo, io: &mut ConnIo<S>, e: FrameError) -> bool {
     shared.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
     warn!(peer = %peer.addr, error = %e, "bad frame");
     let id = e.message_id().unwrap_or_else(MessageId::nil);
     let answer = weft_wire::error_frame_for(id, BodyFormat::MsgPack, &e.to_error_body());
-    let _ = tx.send(answer).await;
+    io.push(&answer, &shared.stats);
     e.is_recoverable()
 }
 
 /// The connection's deadline passed. Before the hello: a typed `timeout`
 /// error, then close. After: close with `goaway` if nothing is in flight;
 /// with requests in flight it is not idle (false: keep going).
-async fn expire(shared: &Shared, peer: &PeerInfo, tx: &mpsc::Sender<Frame>, handshaken: bool, requests: &TaskTracker) -> bool {
+fn expire<S>(shared: &Shared, peer: &PeerInfo, io: &mut ConnIo<S>, handshaken: bool, requests: &TaskTracker) -> bool {
     if !handshaken {
         shared.stats.handshake_timeouts.fetch_add(1, Ordering::Relaxed);
         let ms = shared.handshake_timeout().as_millis() as u64;
         warn!(peer = %peer.addr, timeout_ms = ms, "no hello in time; closing");
         let e = ErrorBody::new(ErrorCode::Timeout, format!("no hello within {ms} ms of connecting; closing"))
             .with_details(serde_json::json!({"kind": "handshake_timeout", "timeout_ms": ms}));
-        let _ = tx.send(weft_wire::error_frame_for(MessageId::nil(), BodyFormat::MsgPack, &e)).await;
+        io.push(&weft_wire::error_frame_for(MessageId::nil(), BodyFormat::MsgPack, &e), &shared.stats);
         return true;
     }
     if !requests.is_empty() {
@@ -1022,33 +1053,146 @@ async fn expire(shared: &Shared, peer: &PeerInfo, tx: &mpsc::Sender<Frame>, hand
     shared.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
     debug!(peer = %peer.addr, "idle; closing with goaway");
     if let Some(g) = goaway() {
-        let _ = tx.send(g).await;
+        io.push(&g, &shared.stats);
     }
     true
 }
 
-/// Encode frames into one buffer and write them in batches: under load many
-/// answers go out in one syscall.
-pub(crate) async fn write_frames<W>(mut writer: W, mut rx: mpsc::Receiver<Frame>, stats: Arc<ServerStats>, sent: Counter)
-where
-    W: AsyncWrite + Unpin,
-{
-    let mut out = BytesMut::with_capacity(16 * 1024);
-    while let Some(frame) = rx.recv().await {
-        push_frame(&frame, &mut out, &stats);
-        while out.len() < 256 * 1024 {
-            match rx.try_recv() {
-                Ok(f) => push_frame(&f, &mut out, &stats),
-                Err(_) => break,
-            }
-        }
-        if writer.write_all(&out).await.is_err() {
+/// Answers waiting to be written past this many bytes stop the connection
+/// from taking further requests until they are written: a client that does
+/// not read its answers holds at most this much (plus one answer) of the
+/// server's memory, and loses nothing.
+const OUT_HIGH_BYTES: usize = 256 * 1024;
+
+/// A stream connection's socket and the answers not yet written to it.
+struct ConnIo<S> {
+    stream: Pin<Box<S>>,
+    /// Encoded frames, written in one call when the connection has nothing
+    /// more to read: under load many answers go out in one syscall.
+    out: BytesMut,
+    /// Bytes handed to the stream since its last flush (TLS keeps records
+    /// until flushed).
+    unflushed: bool,
+    /// A write failed: the peer is gone; answers are dropped.
+    failed: bool,
+    sent: Counter,
+}
+
+impl<S> ConnIo<S> {
+    fn push(&mut self, frame: &Frame, stats: &ServerStats) {
+        if self.failed {
             return;
         }
-        sent.inc_by(out.len() as u64);
-        out.clear();
+        push_frame(frame, &mut self.out, stats);
     }
-    let _ = writer.shutdown().await;
+}
+
+impl<S: AsyncRead + AsyncWrite> ConnIo<S> {
+    /// Writes (and flushes) `out` as far as the socket takes it.
+    fn poll_write_out(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        if self.failed {
+            return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
+        }
+        while !self.out.is_empty() {
+            match self.stream.as_mut().poll_write(cx, &self.out) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(self.fail(std::io::ErrorKind::WriteZero.into()))),
+                Poll::Ready(Ok(n)) => {
+                    bytes::Buf::advance(&mut self.out, n);
+                    self.sent.inc_by(n as u64);
+                    self.unflushed = true;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(self.fail(e))),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if self.unflushed {
+            match self.stream.as_mut().poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.unflushed = false,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(self.fail(e))),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn fail(&mut self, e: std::io::Error) -> std::io::Error {
+        self.failed = true;
+        self.out.clear();
+        e
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_write_out(cx)).await
+    }
+
+    /// Keeps the output moving while the connection waits: writes `out`
+    /// as far as the socket takes it and moves answers and events from
+    /// `rx` to `out` while it is under [`OUT_HIGH_BYTES`] (over it, the
+    /// tasks answering wait: back-pressure). False once a write failed.
+    fn pump(&mut self, cx: &mut std::task::Context<'_>, rx: &mut mpsc::Receiver<Frame>, stats: &ServerStats) -> bool {
+        use std::task::Poll;
+        loop {
+            if (!self.out.is_empty() || self.unflushed) && let Poll::Ready(Err(_)) = self.poll_write_out(cx) {
+                return false;
+            }
+            if self.out.len() >= OUT_HIGH_BYTES {
+                return true; // woken when the socket takes more
+            }
+            match rx.poll_recv(cx) {
+                Poll::Ready(Some(f)) => {
+                    push_frame(&f, &mut self.out, stats);
+                    while self.out.len() < OUT_HIGH_BYTES
+                        && let Ok(f) = rx.try_recv()
+                    {
+                        push_frame(&f, &mut self.out, stats);
+                    }
+                }
+                // Not while this task holds a sender; nothing to take.
+                Poll::Ready(None) | Poll::Pending => return true,
+            }
+        }
+    }
+
+    /// Waits for `fut` (a buffer reservation, an in-flight slot) while
+    /// keeping the output moving: what frees them may be a request task
+    /// waiting to hand over its answer. `None` once a write failed.
+    async fn wait_pumping<T>(&mut self, fut: impl Future<Output = T>, rx: &mut mpsc::Receiver<Frame>, stats: &ServerStats) -> Option<T> {
+        let mut fut = std::pin::pin!(fut);
+        std::future::poll_fn(|cx| {
+            if let std::task::Poll::Ready(v) = fut.as_mut().poll(cx) {
+                return std::task::Poll::Ready(Some(v));
+            }
+            if !self.pump(cx, rx, stats) {
+                return std::task::Poll::Ready(None);
+            }
+            std::task::Poll::Pending
+        })
+        .await
+    }
+
+    /// One wait of a connection with nothing whole left to handle: keeps
+    /// the output moving ([`ConnIo::pump`]) and reads into `buf`. Ready
+    /// with the read's result, or `None` once a write failed. While `out`
+    /// is over [`OUT_HIGH_BYTES`] it does not read.
+    fn poll_step(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        rx: &mut mpsc::Receiver<Frame>,
+        buf: &mut BytesMut,
+        stats: &ServerStats,
+    ) -> std::task::Poll<Option<std::io::Result<usize>>> {
+        if !self.pump(cx, rx, stats) {
+            return std::task::Poll::Ready(None);
+        }
+        if self.out.len() >= OUT_HIGH_BYTES {
+            return std::task::Poll::Pending;
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(16 * 1024);
+        }
+        tokio_util::io::poll_read_buf(self.stream.as_mut(), cx, buf).map(Some)
+    }
 }
 
 pub(crate) fn push_frame(frame: &Frame, out: &mut BytesMut, stats: &ServerStats) {

@@ -612,3 +612,56 @@ async fn allow_lists_refuse_before_reading_and_count() {
     // And the allowed client is still fine.
     let _: serde_json::Value = ok.call("weft.ping", &()).await.unwrap();
 }
+
+/// The connection task writes answers itself and stops reading while more
+/// than its high mark is waiting to be written: a client that reads late
+/// still gets every answer (direct ones and those of requests handled in a
+/// task), and the buffered bytes are all given back.
+#[tokio::test]
+async fn a_client_that_reads_late_gets_every_answer() {
+    let node = start().await;
+    let raw = Raw::open(node.tcp, true).await;
+    let (mut rd, mut wr) = raw.stream.into_split();
+    const N: u64 = 4000;
+    let writer = tokio::spawn(async move {
+        let mut out = BytesMut::new();
+        for i in 0..N {
+            let id = MessageId::from_u128(u128::from(i) + 1);
+            // Every 50th waits a little (answered from a task), the rest echo 1 KiB at once.
+            let f = if i % 50 == 0 {
+                Frame::request(id, "sleep", BodyFormat::MsgPack, &Sleep { ms: 1, tag: i }).unwrap()
+            } else {
+                Frame::request(id, "weft.echo", BodyFormat::MsgPack, &serde_bytes::ByteBuf::from(vec![7u8; 1024])).unwrap()
+            };
+            encode(&f, &mut out).unwrap();
+            if out.len() > 64 * 1024 {
+                wr.write_all(&out).await.unwrap();
+                out.clear();
+            }
+        }
+        wr.write_all(&out).await.unwrap();
+        wr
+    });
+    // Far more than the 256 KiB high mark is answered before anyone reads.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut seen = std::collections::HashSet::new();
+    let (mut dec, mut buf) = (FrameDecoder::new(1 << 20), BytesMut::new());
+    while (seen.len() as u64) < N {
+        if let Some(f) = dec.decode(&mut buf).unwrap() {
+            assert_eq!(f.kind, FrameKind::Response, "{:?}", f.decode_body::<ErrorBody>());
+            assert!(seen.insert(f.id), "answered twice");
+            continue;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), rd.read_buf(&mut buf)).await.expect("answers keep coming").unwrap();
+        assert!(n > 0, "closed after {} answers", seen.len());
+    }
+    let _wr = writer.await.unwrap();
+    let stats = node.server.stats();
+    for _ in 0..100 {
+        if stats.buffer_bytes.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(stats.buffer_bytes.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
