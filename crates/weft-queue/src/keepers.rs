@@ -109,21 +109,28 @@ impl StatsKeeper {
 
     /// Record one call (the ekosis listener and [`crate::MeteredHandler`] do).
     pub fn record(&self, route: &str, elapsed: Duration) {
+        fn bump(entry: &mut (u64, Vec<f64>), elapsed: Duration) {
+            entry.0 += 1;
+            if entry.1.len() >= MAX_SAMPLES_PER_ROUTE {
+                let mut i = 0;
+                entry.1.retain(|_| {
+                    i += 1;
+                    i % 2 == 0
+                });
+            }
+            entry.1.push(elapsed.as_secs_f64());
+        }
         let mut p = lock(&self.current);
-        // Route keys come from clients: cap the distinct ones per period.
-        if !p.calls.contains_key(route) && p.calls.len() >= MAX_ROUTES_PER_PERIOD {
+        // A route seen this period: one lookup, no key copied.
+        if let Some(entry) = p.calls.get_mut(route) {
+            bump(entry, elapsed);
             return;
         }
-        let entry = p.calls.entry(route.to_owned()).or_default();
-        entry.0 += 1;
-        if entry.1.len() >= MAX_SAMPLES_PER_ROUTE {
-            let mut i = 0;
-            entry.1.retain(|_| {
-                i += 1;
-                i % 2 == 0
-            });
+        // Route keys come from clients: cap the distinct ones per period.
+        if p.calls.len() >= MAX_ROUTES_PER_PERIOD {
+            return;
         }
-        entry.1.push(elapsed.as_secs_f64());
+        bump(p.calls.entry(route.to_owned()).or_default(), elapsed);
     }
 
     fn routes(values: &BTreeMap<String, serde_json::Value>) -> Vec<String> {

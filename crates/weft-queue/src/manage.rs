@@ -597,14 +597,59 @@ impl MeteredHandler {
 
 impl Handler for MeteredHandler {
     fn handle(&self, frame: Frame, peer: Arc<PeerInfo>) -> HandlerFuture {
-        let route = frame.route.clone();
+        let route = RouteKey::new(&frame.route);
         let fut = self.inner.handle(frame, peer);
         let stats = self.stats.clone();
         Box::pin(async move {
             let started = Instant::now();
             let out = fut.await;
-            stats.record(&route, started.elapsed());
+            stats.record(route.as_str(), started.elapsed());
             out
         })
+    }
+}
+
+/// A request's route, kept until its call is recorded: in place when short
+/// (every registered route is), so a request costs no heap copy of it.
+enum RouteKey {
+    Inline(u8, [u8; ROUTE_INLINE]),
+    Heap(String),
+}
+
+const ROUTE_INLINE: usize = 46;
+
+impl RouteKey {
+    fn new(route: &str) -> Self {
+        let mut buf = [0u8; ROUTE_INLINE];
+        match buf.get_mut(..route.len()) {
+            Some(b) => {
+                b.copy_from_slice(route.as_bytes());
+                // Fits: len <= ROUTE_INLINE < 256.
+                RouteKey::Inline(route.len() as u8, buf)
+            }
+            None => RouteKey::Heap(route.to_owned()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // The bytes of a whole &str: always UTF-8.
+            RouteKey::Inline(len, buf) => buf.get(..usize::from(*len)).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or_default(),
+            RouteKey::Heap(s) => s,
+        }
+    }
+}
+
+#[cfg(test)]
+mod route_key_tests {
+    use super::RouteKey;
+
+    #[test]
+    fn short_routes_in_place_long_ones_on_the_heap() {
+        for r in ["", "weft.ping", "log.produce", &"r".repeat(super::ROUTE_INLINE), &"é".repeat(40), &"x".repeat(255)] {
+            let k = RouteKey::new(r);
+            assert_eq!(k.as_str(), r);
+            assert_eq!(matches!(k, RouteKey::Inline(..)), r.len() <= super::ROUTE_INLINE, "{r}");
+        }
     }
 }
