@@ -6,7 +6,8 @@
 //! requests would be `unauthenticated`). A fourth process posing as node 1
 //! with another CA's certificate is refused by the nodes it dials (counted
 //! in `cluster.peers_refused`) and the cluster carries on; a certificate
-//! that does not name the node's own id stops `weft serve` at start.
+//! that does not name the node's own id stops `weft serve` at start. A
+//! fourth node then joins with its certificate and catches up.
 //! Real processes, ended by pid.
 #![allow(clippy::unwrap_used)]
 
@@ -162,6 +163,21 @@ fn nodes_speak_mtls_forward_as_nodes_and_refuse_another_ca() {
     let s: Value = serde_json::from_str(&with(&ps[0], &admin, &["cluster", "status", "--json"]).unwrap()).unwrap();
     assert_eq!(s["nodes"].as_array().unwrap().len(), 3, "{s}");
     drop(impostor);
+
+    // A fourth node joins under TLS (added, then started with --cluster-join) and catches up.
+    std::fs::create_dir_all(tmp.path().join("joiner")).unwrap();
+    let mut n4 = procs(&tmp.path().join("joiner"), 4..=4).pop().unwrap();
+    n4.env.extend(node_cert(&certs, &cluster_ca, "n4ok", 4));
+    n4.env.push(("WEFT_AUTH_ENABLED".into(), "true".into()));
+    n4.env.push(("WEFT_TOKEN".into(), String::new()));
+    n4.env.push(("WEFT_CLUSTER_JOIN".into(), "true".into()));
+    with(&ps[1], &admin, &["cluster", "add-node", "4", &n4.cluster_addr(), "--roles", "control,data"]).unwrap();
+    n4.start("");
+    until("node 4 caught up over mTLS", || {
+        let m: Value = serde_json::from_str(&with(&n4, &admin, &["call", "cluster.meta"]).ok()?).ok()?;
+        m["topics"]["sec"].is_object().then_some(())
+    });
+    assert_eq!(stat(&n4, &admin, "cluster.peers_refused"), Some(0));
 
     // A certificate naming node 4 cannot start node 1.
     let wrong = node_cert(&certs, &cluster_ca, "n4", 4);
