@@ -45,6 +45,8 @@ fn a_node_down_while_a_topic_was_deleted_and_created_again_drops_its_old_copy() 
 
     // Node 3 is down while t is deleted and created again, with other content.
     ps[2].kill();
+    // Node 3 may have led the metadata group: wait for a leader among the survivors.
+    until("a metadata leader on nodes 1 and 2", || ps[1].status()?["meta_leader"].as_u64().filter(|l| *l != 3));
     let o = ps[1].weft(&["topic", "delete", "t"]);
     assert!(o.status.success(), "topic delete: {}", String::from_utf8_lossy(&o.stderr));
     let o = ps[1].weft(&["topic", "create", "t", "--partitions", "1", "--replicas", "3"]);
