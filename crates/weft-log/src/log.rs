@@ -594,6 +594,33 @@ impl Log {
         }
     }
 
+    /// Appends records to one partition of a replicated topic's copy
+    /// (weft-cluster's applier) and returns its new end without waiting for
+    /// an fsync, whatever `fsync` says: the records are readable at once.
+    /// The raft log already holds them durably; the copy is fsynced by the
+    /// interval task, at segment rolls, and by [`Log::flush_partition`]
+    /// before the raft log is compacted. Validated like a produce.
+    pub fn append_unsynced(&self, topic: &str, partition: PartitionId, records: &[ProduceRecord]) -> Result<Offset> {
+        self.check_open()?;
+        let t = self.topic(topic)?;
+        if t.name.is_internal() {
+            return Err(LogError::InternalTopic(topic.to_string()));
+        }
+        if records.len() > MAX_PRODUCE_RECORDS {
+            return Err(LogError::InvalidRequest(format!("more than {MAX_PRODUCE_RECORDS} records in one produce")));
+        }
+        let max = t.config.max_record_bytes as usize;
+        for r in records {
+            if r.payload_len() > max {
+                return Err(LogError::RecordTooLarge { size: r.payload_len(), max });
+            }
+        }
+        let p = self.partition(topic, partition)?;
+        let end = p.append_unsynced(records, self.now_ms())?;
+        count_produced(&t, records.len() as u64, records.iter().map(|r| r.payload_len() as u64).sum());
+        Ok(end)
+    }
+
     /// Appends one batch encoded by the client in this crate's batch format
     /// (see docs/storage.md; e.g. built with [`crate::batch::BatchBuilder`]
     /// from offset 0): validated, then stored byte for byte except for the

@@ -372,6 +372,23 @@ impl Partition {
         Ok(out)
     }
 
+    /// Writes records and makes them readable without waiting for an fsync,
+    /// whatever the policy (a replicated partition's copy, whose raft log
+    /// holds the records durably); returns the new end. `synced_offset`
+    /// still says what is durable.
+    pub fn append_unsynced<R: std::borrow::Borrow<ProduceRecord>>(&self, records: &[R], now_ms: i64) -> Result<Offset> {
+        let (_, end) = self.write(records, now_ms)?;
+        if self.fsync == FsyncPolicy::Always {
+            // `write` leaves the readable end at the synced one under `always`.
+            let mut g = lock(&self.inner);
+            if end > g.hw {
+                g.hw = end;
+                self.hw_tx.send_replace(end);
+            }
+        }
+        Ok(end)
+    }
+
     /// Encodes and writes records; returns their (offset, timestamp) and the
     /// end offset. Two allocations for a one-batch append (the answer and the
     /// batch buffer): no per-call Vecs of size hints or batches.
@@ -970,6 +987,24 @@ mod tests {
         assert_eq!(p.offset_for_timestamp(1050).unwrap(), Some(Offset(50)));
         assert_eq!(p.offset_for_timestamp(5000).unwrap(), None);
         assert!(matches!(p.fetch(Offset(101), 10, 10, None).await, Err(LogError::OffsetOutOfRange { .. })));
+    }
+
+    /// A replica's copy under `always`: readable at once, durable (the
+    /// synced offset) only once flushed.
+    #[tokio::test]
+    async fn append_unsynced_is_readable_before_its_fsync() {
+        let s = MemStorage::new();
+        let p = part(&s, TopicConfig::default(), FsyncPolicy::Always);
+        let recs = [ProduceRecord::value("a"), ProduceRecord::value("b")];
+        assert_eq!(p.append_unsynced(&recs, 0).unwrap(), Offset(2));
+        assert_eq!(p.append_unsynced(&recs[..1], 0).unwrap(), Offset(3));
+        assert_eq!(p.stats().fsyncs, 0);
+        assert_eq!(p.stats().synced_offset, Offset(0));
+        let got = p.fetch(Offset(0), 1 << 20, 10, None).await.unwrap().decode().unwrap();
+        assert_eq!(got.iter().map(|r| r.offset.0).collect::<Vec<_>>(), vec![0, 1, 2]);
+        p.flush().await.unwrap();
+        assert_eq!(p.stats().synced_offset, Offset(3));
+        assert_eq!(p.stats().fsyncs, 1);
     }
 
     #[tokio::test]
