@@ -109,9 +109,13 @@ done
 # as its leader (the leader's own view; a dead node is never asked). Prints "led total".
 led() { # NODES...
     local files=()
+    # Asked in parallel: one status of 1000 partitions takes a good part of a second.
     for i in "$@"; do
-        if cli "$i" cluster status --json >"$OUT/status.$i.json" 2>/dev/null; then files+=("$OUT/status.$i.json"); fi
+        rm -f "$OUT/status.$i.json"
+        cli "$i" cluster status --json >"$OUT/status.$i.json.tmp" 2>/dev/null && mv "$OUT/status.$i.json.tmp" "$OUT/status.$i.json" &
     done
+    wait_children
+    for i in "$@"; do [ -s "$OUT/status.$i.json" ] && files+=("$OUT/status.$i.json"); done
     python3 - "${files[@]}" <<'PY'
 import json, sys
 led, total = set(), set()
@@ -152,9 +156,18 @@ wait_all_led() { # LABEL NODES... ; prints seconds waited
     local until=$(( $(date +%s) + WAIT_SECONDS ))
     while :; do
         read -r l t <<<"$(led "$@")"
+        echo "$label $(since "$t0") $l $t" >>"$OUT/progress.tsv"   # seconds, led, total: the curve
         if [ "$t" -ge "$PARTITIONS" ] && [ "$l" -ge "$PARTITIONS" ]; then since "$t0"; return 0; fi
         if [ "$(date +%s)" -ge "$until" ]; then log "$label: only $l of $PARTITIONS partitions have a leader after ${WAIT_SECONDS}s"; return 1; fi
         sleep 0.2
+    done
+}
+
+# Wait for this shell's background jobs except the nodes.
+wait_children() {
+    local j
+    for j in $(jobs -p); do
+        case " ${PID[*]} " in *" $j "*) ;; *) wait "$j" 2>/dev/null || true ;; esac
     done
 }
 

@@ -314,15 +314,29 @@ impl MultiRaft {
             return;
         }
         let changed: BTreeSet<NodeId> = self.live.symmetric_difference(&live).copied().collect();
-        let mut woken = 0usize;
+        let (mut woken, mut hurried) = (0usize, 0usize);
         for g in self.groups.values_mut() {
             if g.asleep && g.raw.raft.prs().iter().any(|(id, _)| changed.contains(id)) {
                 g.wake();
                 woken += 1;
             }
+            // A follower whose leader's node just went silent: the node-level
+            // silence (a dropped connection, or no keepalive for an election
+            // timeout) stands for the election timeout, so its timer is run
+            // forward by one (its own random part still to go). Only timing
+            // changes: pre-vote still needs a majority that no longer hears
+            // the leader, and a member that still does refuses (in lease).
+            let leader = g.raw.raft.leader_id;
+            if g.raw.raft.state == StateRole::Follower && leader != 0 && self.live.contains(&leader) && !live.contains(&leader) {
+                g.wake();
+                for _ in 1..self.tuning.election_ticks {
+                    g.raw.tick();
+                }
+                hurried += 1;
+            }
         }
-        if woken > 0 {
-            tracing::debug!(?changed, woken, "cluster: node liveness changed; quiesced groups woken");
+        if woken > 0 || hurried > 0 {
+            tracing::debug!(?changed, woken, hurried, "cluster: node liveness changed; quiesced groups woken, elections of a silent leader's groups brought forward");
         }
         self.live = live;
     }
@@ -1007,7 +1021,9 @@ mod tests {
         assert!(net.tick_until(500, |n| n.all_led() && n.asleep() == all).is_some());
         let dead = net.leader(1).unwrap();
         net.down.insert(dead);
-        assert!(net.tick_until(500, Net::all_led).is_some(), "every group led by a survivor");
+        let ticks = net.tick_until(500, Net::all_led);
+        // The silence stands for the election timeout: only each timer's random part is left.
+        assert!(ticks.is_some_and(|t| t < 10), "every group led by a survivor within an election timeout ({ticks:?} ticks)");
         for g in GROUPS {
             assert_ne!(net.leader(g), Some(dead));
         }
