@@ -44,6 +44,10 @@ pub trait StateMachine: Send {
     fn snapshot_point(&mut self, applied: u64) -> Option<(u64, Vec<u8>)> {
         Some((applied, self.snapshot()))
     }
+    /// The group was closed here for good ([`MultiRaft::retire_group`]):
+    /// drop what the state machine keeps outside the raft log (a
+    /// partition's copy of its records). Default: nothing.
+    fn retire(&mut self) {}
 }
 
 /// Tunables of every group on a node (config keys `cluster.*`).
@@ -274,6 +278,31 @@ impl MultiRaft {
     /// as for any group not hosted here. False when it was not open.
     pub fn close_group(&mut self, group: GroupId) -> bool {
         self.groups.remove(&group).is_some()
+    }
+
+    /// Close a group this node left for good (a moved-off replica), keeping
+    /// what raft's safety needs and little else: the log is compacted to a
+    /// snapshot of everything applied (the hard state, with its term and
+    /// vote, the configuration and the entries after `applied` stay, so a
+    /// stale candidate is refused as before), then the state machine drops
+    /// what it keeps outside the log ([`StateMachine::retire`]). Should the
+    /// group come back here, it starts from that snapshot. False when it
+    /// was not open.
+    pub fn retire_group(&mut self, group: GroupId) -> Result<bool> {
+        let Some(mut g) = self.groups.remove(&group) else { return Ok(false) };
+        let snap_index = g.raw.store().snapshot_ref().get_metadata().index;
+        if g.applied > snap_index {
+            let term = raft::Storage::term(g.raw.store(), g.applied)?;
+            let mut snap = Snapshot::default();
+            snap.mut_metadata().index = g.applied;
+            snap.mut_metadata().term = term;
+            // `conf` is the configuration as of `applied`.
+            snap.mut_metadata().set_conf_state(g.conf.clone());
+            snap.data = g.sm.snapshot().into();
+            g.raw.mut_store().compact(snap)?;
+        }
+        g.sm.retire();
+        Ok(true)
     }
 
     pub fn group_ids(&self) -> impl Iterator<Item = GroupId> + '_ {

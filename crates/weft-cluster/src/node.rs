@@ -139,6 +139,15 @@ pub struct PartitionStatus {
     /// Records this replica fetched from another replica's copy after
     /// installing a snapshot (since start), when hosted here.
     pub caught_up_records: Option<u64>,
+    /// Times this replica's copy restarted at another replica's log start
+    /// because the records it lacked were removed everywhere (retention,
+    /// compaction), since start, when hosted here.
+    pub catch_up_resets: Option<u64>,
+    /// A replica of the placement is on a node that is not live as this
+    /// node sees it, or no longer in the metadata: fewer copies than asked
+    /// for until it returns or the rebalancer replaces it (which needs a
+    /// spare data node; the group is never shrunk).
+    pub under_replicated: bool,
     /// Idempotent producers this replica remembers, and how many it evicted
     /// (`cluster.max_producers_per_partition`), when hosted here.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -172,6 +181,9 @@ struct RebalanceCounters {
     conf_changes: std::sync::atomic::AtomicU64,
     /// Leadership hand-overs this node asked for (moves and balance).
     leader_transfers: std::sync::atomic::AtomicU64,
+    /// Groups (partitions, tables) this node leads with a replica on a node
+    /// not live or no longer in the metadata, as of the last round.
+    under_replicated: std::sync::atomic::AtomicU64,
 }
 
 type Partitions = Arc<RwLock<BTreeMap<GroupId, Arc<crate::partition::PartitionHandle>>>>;
@@ -422,6 +434,7 @@ impl ClusterNode {
             ("cluster.rebalance.moves_planned".into(), self.rebalance.planned.load(Relaxed).into()),
             ("cluster.rebalance.conf_changes".into(), self.rebalance.conf_changes.load(Relaxed).into()),
             ("cluster.rebalance.leader_transfers".into(), self.rebalance.leader_transfers.load(Relaxed).into()),
+            ("cluster.under_replicated".into(), self.rebalance.under_replicated.load(Relaxed).into()),
         ]
     }
 
@@ -777,7 +790,8 @@ impl ClusterNode {
                     last_contact_ms: if me { Some(0) } else { peer.and_then(|p| p.last_contact_ms) },
                 }
             })
-            .collect();
+            .collect::<Vec<NodeStatus>>();
+        let live_ids: std::collections::BTreeSet<NodeId> = nodes.iter().filter(|n| n.live).map(|n| n.id).collect();
         let by_group: BTreeMap<GroupId, &GroupStatus> = groups.iter().map(|g| (g.group, g)).collect();
         let hosted = self.partitions.read().unwrap_or_else(|p| p.into_inner()).clone();
         let partitions = meta
@@ -801,6 +815,8 @@ impl ClusterNode {
                         raft_commit: g.map(|g| g.commit),
                         high_watermark: hosted.get(&p.group).map(|h| h.high_watermark.load(std::sync::atomic::Ordering::Acquire)),
                         caught_up_records: hosted.get(&p.group).map(|h| h.caught_up_records.load(std::sync::atomic::Ordering::Relaxed)),
+                        catch_up_resets: hosted.get(&p.group).map(|h| h.catch_up_resets.load(std::sync::atomic::Ordering::Relaxed)),
+                        under_replicated: p.replicas.iter().any(|r| !live_ids.contains(r) || !meta.nodes.contains_key(r)),
                         producers: hosted.get(&p.group).map(|h| h.producers.load(std::sync::atomic::Ordering::Relaxed)),
                         producer_evictions: hosted.get(&p.group).map(|h| h.producer_evictions.load(std::sync::atomic::Ordering::Relaxed)),
                     }
@@ -1126,12 +1142,14 @@ impl Driver {
     /// After moves: a group this node joined is served once the placement
     /// names it; a group whose placement no longer names it (and that it is
     /// not joining) is closed. Only a finished move changes a placement,
-    /// after the group removed this node. Its raft log stays on disk, as
-    /// does its copy in the node's log: a node that came back under the same
-    /// id with a wiped raft state could vote in an election of a stale
-    /// configuration that still counts it (tests/sim_moves.rs found this);
-    /// with its old state it refuses a candidate whose log is behind its
-    /// own, as any member does, and a later move back starts from it.
+    /// after the group removed this node. Its raft state stays on disk as a
+    /// tombstone (`retire_group`: hard state, configuration, a snapshot of
+    /// everything applied and the entries after it), its copy of the records
+    /// is dropped: a node that came back under the same id with a wiped raft
+    /// state could vote in an election of a stale configuration that still
+    /// counts it (tests/sim_moves.rs found this); with its old state it
+    /// refuses a candidate whose log is behind its own, as any member does,
+    /// and a later move back starts from the snapshot (records fetched again).
     fn close_moved_partitions(&mut self) {
         let me = self.cfg.node_id;
         let (placed, joins): (BTreeMap<GroupId, bool>, std::collections::BTreeSet<GroupId>) = {
@@ -1153,14 +1171,16 @@ impl Driver {
         for group in hosted.into_iter().filter(|g| placed.get(g) == Some(&false) && !joins.contains(g)) {
             self.partitions.write().unwrap_or_else(|p| p.into_inner()).remove(&group);
             self.joining.remove(&group);
-            self.raft.close_group(group);
+            if let Err(e) = self.raft.retire_group(group) {
+                tracing::warn!(group, error = %e, "cluster: compacting a moved-off group's raft log failed; closed with the log as it was");
+            }
             let waiting: Vec<u64> = self.reads_waiting.iter().filter(|(_, (g, _))| *g == group).map(|(s, _)| *s).collect();
             for seq in waiting {
                 if let Some((_, p)) = self.reads_waiting.remove(&seq) {
                     let _ = p.reply.send(Err(ClusterError::UnknownGroup(group)));
                 }
             }
-            tracing::info!(group, "cluster: moved off a partition group; closed (its raft log stays)");
+            tracing::info!(group, "cluster: moved off a partition group; closed (raft log compacted to a tombstone, copy dropped)");
         }
     }
 
@@ -1382,6 +1402,9 @@ impl Driver {
                 })
             })
             .collect();
+        let live = self.live_nodes();
+        let under = views.iter().filter(|v| v.leader == v.me && v.replicas.iter().any(|r| !live.contains(r) || !meta.nodes.contains_key(r))).count();
+        self.rebalance.under_replicated.store(under as u64, std::sync::atomic::Ordering::Relaxed);
         for (group, action) in self.executor.step(now_ms, &cfg, &views, &data_nodes) {
             self.execute(group, action);
         }

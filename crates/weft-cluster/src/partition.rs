@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use weft_log::{Log, OffsetSpec, PartitionId, ProduceRecord, TopicConfig};
+use weft_log::{Log, Offset, OffsetSpec, PartitionId, ProduceRecord, TopicConfig};
 
 use crate::error::{ClusterError, Result};
 use crate::host::StateMachine;
@@ -176,6 +176,9 @@ pub struct PartitionHandle {
     pub failed: std::sync::Mutex<Option<String>>,
     /// Records fetched from other replicas after installing a snapshot.
     pub caught_up_records: AtomicU64,
+    /// Times catch-up found the records it needed removed on every replica
+    /// asked (retention, compaction) and restarted this copy at their log start.
+    pub catch_up_resets: AtomicU64,
     /// Woken whenever the high watermark moves.
     pub moved: tokio::sync::Notify,
     /// Idempotent producers remembered, and evicted (least recently used) since start.
@@ -208,11 +211,29 @@ impl PartitionHandle {
     }
 }
 
+/// What a catch-up fetch found on another replica's copy.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CatchUpBatch {
+    /// Records from the offset asked for on, in offset order: a compacted
+    /// copy has gaps, and some may be at or past the snapshot's end.
+    pub records: Vec<(u64, EntryRecord)>,
+    /// The source copy's first offset (retention or compaction removed
+    /// everything below). Past the offset asked for: the source no longer
+    /// has it, and `records` is empty.
+    pub log_start: u64,
+    /// The source copy's high watermark (applied there).
+    pub high_watermark: u64,
+}
+
 /// Where a replica that installed a snapshot gets the records the snapshot
 /// stands for: another replica's copy (the binary fetches them over the
-/// native protocol). Records must come back at consecutive offsets from `from`.
+/// native protocol). Records come back at the offsets they have there.
 pub trait CatchUp: Send + Sync {
-    fn fetch<'a>(&'a self, topic: &'a str, partition: u32, from: u64, to: u64) -> Pin<Box<dyn Future<Output = Result<Vec<(u64, EntryRecord)>>> + Send + 'a>>;
+    /// Records of the partition from `from` on (`to`: where the snapshot
+    /// ends, a hint for how many). When no replica asked has `from` because
+    /// their logs start later, an empty batch with `log_start` past `from`
+    /// (the lowest such start); an error when none answered.
+    fn fetch<'a>(&'a self, topic: &'a str, partition: u32, from: u64, to: u64) -> Pin<Box<dyn Future<Output = Result<CatchUpBatch>> + Send + 'a>>;
 }
 
 /// Set once the node's record plane exists (it needs the node to be built first).
@@ -225,6 +246,12 @@ enum ToApplier {
     Apply(u64, Vec<u8>, tracing::Span),
     /// A snapshot was installed: the copy must hold every offset below this.
     Restore(u64),
+    /// Fsync the copy now (a snapshot waits for it; with `log_store.fsync =
+    /// never` nothing else would).
+    Flush,
+    /// The group was closed on this node for good (a moved-off replica):
+    /// drop the copy's records once everything before is written, and stop.
+    Retire,
 }
 
 /// The partition group's state machine.
@@ -248,6 +275,8 @@ pub struct PartitionSm {
     producers: BTreeMap<u64, ProducerState>,
     /// Where the producer counts are shown (stats only; apply does not read it).
     handle: Option<Arc<PartitionHandle>>,
+    /// A `Flush` is queued to the applier and not done yet.
+    flushing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The producer states an entry changed, as they were before it (None: absent).
@@ -464,12 +493,22 @@ impl StateMachine for PartitionSm {
         let _ = self.tx.send(ToApplier::Restore(self.next_offset));
         Ok(())
     }
+    fn retire(&mut self) {
+        let _ = self.tx.send(ToApplier::Retire);
+    }
     fn snapshot_point(&mut self, applied: u64) -> Option<(u64, Vec<u8>)> {
         let Some((log, topic, partition)) = &self.log else {
             // No copy (raft-layer tests): the count is the whole state.
             return Some((applied, self.snapshot()));
         };
         let synced = log.partition_stats(topic).ok()?.into_iter().find(|p| p.partition.0 == *partition)?.synced_offset.0;
+        if synced < self.next_offset && !self.flushing.swap(true, Ordering::AcqRel) {
+            // A snapshot is due and the copy is not durable that far: fsync
+            // it (once at a time), so the next try gets further. Without
+            // this, `log_store.fsync = never` would never let the log be
+            // compacted, nor a joining replica get its snapshot.
+            let _ = self.tx.send(ToApplier::Flush);
+        }
         if self.applied.is_empty() {
             // Nothing applied since the last point: only empty or membership
             // entries, whose snapshot is the current count once the copy has it.
@@ -495,20 +534,23 @@ pub fn start(log: Log, topic: String, partition: u32, config: TopicConfig, catch
         high_watermark: AtomicU64::new(0),
         failed: Default::default(),
         caught_up_records: AtomicU64::new(0),
+        catch_up_resets: AtomicU64::new(0),
         moved: tokio::sync::Notify::new(),
         producers: AtomicU64::new(0),
         producer_evictions: AtomicU64::new(0),
     });
     let h = handle.clone();
     let l = log.clone();
+    let flushing: Arc<std::sync::atomic::AtomicBool> = Default::default();
+    let f = flushing.clone();
     tokio::spawn(async move {
-        if let Err(e) = applier(l, h.clone(), config, rx, catch_up).await {
+        if let Err(e) = applier(l, h.clone(), config, rx, catch_up, f).await {
             tracing::error!(topic = %h.topic, partition = h.partition, error = %e, "cluster: partition applier stopped");
             *h.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
             h.moved.notify_waiters();
         }
     });
-    (PartitionSm { next_offset: 0, tx, applied: Default::default(), log: Some((log, topic, partition)), producers: BTreeMap::new(), handle: Some(handle.clone()) }, handle)
+    (PartitionSm { next_offset: 0, tx, applied: Default::default(), log: Some((log, topic, partition)), producers: BTreeMap::new(), handle: Some(handle.clone()), flushing }, handle)
 }
 
 /// Create the topic in the node's local log if it is not there (several
@@ -550,7 +592,14 @@ async fn append_at(log: &Log, h: &PartitionHandle, end: u64, recs: Vec<ProduceRe
     Ok(())
 }
 
-async fn applier(log: Log, h: Arc<PartitionHandle>, config: TopicConfig, mut rx: mpsc::UnboundedReceiver<ToApplier>, catch_up: CatchUpSlot) -> Result<()> {
+async fn applier(
+    log: Log,
+    h: Arc<PartitionHandle>,
+    config: TopicConfig,
+    mut rx: mpsc::UnboundedReceiver<ToApplier>,
+    catch_up: CatchUpSlot,
+    flushing: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<()> {
     let se = |e: weft_log::LogError| ClusterError::StateMachine(e.to_string());
     ensure_local_topic(&log, &h.topic, config).await?;
     let p = PartitionId(h.partition);
@@ -559,53 +608,24 @@ async fn applier(log: Log, h: Arc<PartitionHandle>, config: TopicConfig, mut rx:
     while let Some(msg) = rx.recv().await {
         let end = log.list_offset(&h.topic, p, OffsetSpec::Latest).map_err(se)?.0;
         match msg {
-            ToApplier::Restore(next) => {
-                // The snapshot stands for records this copy may not have:
-                // fetch them from another replica, in offset order.
-                let mut at = end;
-                let mut waits = 0u32;
-                while at < next {
-                    let source = catch_up.get().cloned();
-                    let got = match source {
-                        Some(c) => c.fetch(&h.topic, h.partition, at, next).await,
-                        None => Ok(Vec::new()),
-                    };
-                    let recs = match got {
-                        Ok(r) => r,
-                        Err(e) => {
-                            tracing::debug!(topic = %h.topic, partition = h.partition, error = %e, "cluster: catch-up fetch failed; retrying");
-                            Vec::new()
-                        }
-                    };
-                    if recs.is_empty() {
-                        // No replica has them applied yet (or none reachable): wait and retry.
-                        waits = waits.saturating_add(1);
-                        if waits % 100 == 0 {
-                            tracing::warn!(topic = %h.topic, partition = h.partition, at, next, "cluster: still catching up after a snapshot");
-                        }
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                        continue;
-                    }
-                    let mut batch = Vec::with_capacity(recs.len());
-                    for (i, (o, r)) in recs.into_iter().enumerate() {
-                        if o != at + i as u64 {
-                            return Err(ClusterError::StateMachine(format!(
-                                "catch-up: a replica's copy skips offset {} (retention or compaction removed it); this replica cannot rebuild its copy",
-                                at + i as u64
-                            )));
-                        }
-                        if o >= next {
-                            break;
-                        }
-                        batch.push(produce_record(p, r));
-                    }
-                    let n = batch.len() as u64;
-                    append_at(&log, &h, at, batch).await?;
-                    at += n;
-                    h.caught_up_records.fetch_add(n, Ordering::Relaxed);
-                    h.set_high_watermark(at);
+            ToApplier::Restore(next) => restore_copy(&log, &h, &catch_up, end, next).await?,
+            ToApplier::Flush => {
+                if let Err(e) = log.flush_partition(&h.topic, p).await {
+                    tracing::warn!(topic = %h.topic, partition = h.partition, error = %e, "cluster: fsync of the copy for a snapshot failed");
                 }
-                tracing::info!(topic = %h.topic, partition = h.partition, from = end, to = next, "cluster: copy caught up to an installed snapshot");
+                flushing.store(false, Ordering::Release);
+            }
+            ToApplier::Retire => {
+                // Everything queued before was written (one applier, in
+                // order), so nothing lands in the copy after this. Its raft
+                // log keeps a snapshot: if the group comes back here, the
+                // records are fetched again from a replica (`restore_copy`).
+                match log.reset_to(&h.topic, p, Offset(0)) {
+                    Ok(()) => tracing::info!(topic = %h.topic, partition = h.partition, dropped_to = end, "cluster: moved-off replica's copy dropped"),
+                    Err(e) => tracing::warn!(topic = %h.topic, partition = h.partition, error = %e, "cluster: dropping a moved-off replica's copy failed; it stays"),
+                }
+                h.set_high_watermark(0);
+                return Ok(());
             }
             ToApplier::Apply(first, data, span) => {
                 let records = decode_entry(&data)?;
@@ -623,6 +643,106 @@ async fn applier(log: Log, h: Arc<PartitionHandle>, config: TopicConfig, mut rx:
                 h.set_high_watermark(last);
             }
         }
+    }
+    Ok(())
+}
+
+/// A snapshot up to `next` was installed and this copy ends at `end`: fetch
+/// the records in between from another replica's copy, in offset order and
+/// at their offsets there, before anything after the snapshot is applied.
+///
+/// - A source whose copy was compacted has gaps: the records keep their
+///   offsets and the gaps stay gaps here (the end moves over a gap at the
+///   snapshot's end too, so the next entry applies at `next`).
+/// - When every replica asked already removed the records from `end` on
+///   (retention, compaction of whole segments), this copy drops what it has
+///   and starts at their log start, as a Kafka follower truncates to the
+///   leader's log start; if even `next` is below it, at `next` (records from
+///   there on come through raft).
+/// - With no source (none reachable, none has applied that far) it waits
+///   and asks again every 100 ms.
+async fn restore_copy(log: &Log, h: &PartitionHandle, source: &CatchUpSlot, end: u64, next: u64) -> Result<()> {
+    let se = |e: weft_log::LogError| ClusterError::StateMachine(e.to_string());
+    let p = PartitionId(h.partition);
+    let mut at = end;
+    let mut waits = 0u32;
+    while at < next {
+        let got = match source.get().cloned() {
+            Some(c) => c.fetch(&h.topic, h.partition, at, next).await,
+            None => Err(ClusterError::StateMachine("no catch-up source yet".into())),
+        };
+        let b = match got {
+            Ok(b) => b,
+            Err(e) => {
+                waits = waits.saturating_add(1);
+                tracing::debug!(topic = %h.topic, partition = h.partition, error = %e, "cluster: catch-up fetch failed; retrying");
+                if waits % 100 == 0 {
+                    tracing::warn!(topic = %h.topic, partition = h.partition, at, next, error = %e, "cluster: still catching up after a snapshot");
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if b.log_start > at {
+            let start = b.log_start.min(next);
+            log.reset_to(&h.topic, p, Offset(start)).map_err(se)?;
+            h.catch_up_resets.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(topic = %h.topic, partition = h.partition, from = at, start, source_log_start = b.log_start,
+                "cluster: records below the source's log start are gone on every replica asked; this copy starts there");
+            at = start;
+            h.set_high_watermark(at);
+            continue;
+        }
+        let mut recs = Vec::new();
+        // The source has a record at or past `next`: nothing between the
+        // last record below it and `next` (a gap to the snapshot's end).
+        let mut past = false;
+        for (o, r) in b.records {
+            if o < at {
+                continue;
+            }
+            if o >= next {
+                past = true;
+                break;
+            }
+            recs.push((Offset(o), produce_record(p, r)));
+        }
+        let got_records = !recs.is_empty();
+        if let Some((last, _)) = recs.last() {
+            let last = last.0;
+            let n = recs.len() as u64;
+            log.append_at(&h.topic, p, &recs).await.map_err(se)?;
+            at = last + 1;
+            h.caught_up_records.fetch_add(n, Ordering::Relaxed);
+            h.set_high_watermark(at);
+            waits = 0;
+        }
+        // An empty answer below the source's high watermark: it holds no
+        // record from `at` up to there (compacted away).
+        let gap_to = if past {
+            Some(next)
+        } else if !got_records && b.high_watermark > at {
+            Some(b.high_watermark.min(next))
+        } else {
+            None
+        };
+        if let Some(to) = gap_to.filter(|to| *to > at) {
+            log.skip_to(&h.topic, p, Offset(to)).map_err(se)?;
+            at = to;
+            h.set_high_watermark(at);
+            continue;
+        }
+        if !got_records {
+            // The source has not applied that far yet: ask again.
+            waits = waits.saturating_add(1);
+            if waits % 100 == 0 {
+                tracing::warn!(topic = %h.topic, partition = h.partition, at, next, "cluster: still catching up after a snapshot");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    if end < next {
+        tracing::info!(topic = %h.topic, partition = h.partition, from = end, to = next, "cluster: copy caught up to an installed snapshot");
     }
     Ok(())
 }
@@ -670,7 +790,7 @@ mod tests {
     #[tokio::test]
     async fn the_state_machine_gives_a_batch_consecutive_offsets() {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut sm = PartitionSm { next_offset: 0, tx, applied: Default::default(), log: None, producers: BTreeMap::new(), handle: None };
+        let mut sm = PartitionSm { next_offset: 0, tx, applied: Default::default(), log: None, producers: BTreeMap::new(), handle: None, flushing: Default::default() };
         let one = EntryRecord { timestamp_ms: 1, value: Some(b"a".to_vec()), ..Default::default() };
         assert_eq!(sm.apply(1, &encode_batch(&[one.clone(), one.clone(), one.clone()])), 0u64.to_be_bytes().to_vec());
         assert_eq!(sm.apply(2, &one.encode()), 3u64.to_be_bytes().to_vec());
@@ -686,7 +806,7 @@ mod tests {
     #[tokio::test]
     async fn idempotent_batches_dedup_refuse_gaps_evict_and_snapshot() {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut sm = PartitionSm { next_offset: 0, tx, applied: Default::default(), log: None, producers: BTreeMap::new(), handle: None };
+        let mut sm = PartitionSm { next_offset: 0, tx, applied: Default::default(), log: None, producers: BTreeMap::new(), handle: None, flushing: Default::default() };
         let one = EntryRecord { timestamp_ms: 1, value: Some(b"a".to_vec()), ..Default::default() };
         let two = [one.clone(), one.clone()];
         let off = |o: u64| o.to_be_bytes().to_vec();
@@ -712,13 +832,116 @@ mod tests {
         // A snapshot restores the same state; an old 8-byte one has no producers.
         let snap = sm.snapshot();
         let (tx2, _rx2) = mpsc::unbounded_channel();
-        let mut other = PartitionSm { next_offset: 0, tx: tx2, applied: Default::default(), log: None, producers: BTreeMap::new(), handle: None };
+        let mut other = PartitionSm { next_offset: 0, tx: tx2, applied: Default::default(), log: None, producers: BTreeMap::new(), handle: None, flushing: Default::default() };
         other.restore(&snap).unwrap();
         assert_eq!((other.next_offset, &other.producers), (sm.next_offset, &sm.producers));
         other.restore(&9u64.to_be_bytes()).unwrap();
         assert_eq!((other.next_offset, other.producers.len()), (9, 0));
         for cut in 9..snap.len() {
             assert!(decode_snapshot(&snap[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    /// A catch-up source reading another log directly.
+    struct FromLog(Log);
+
+    impl CatchUp for FromLog {
+        fn fetch<'a>(&'a self, topic: &'a str, partition: u32, from: u64, to: u64) -> Pin<Box<dyn Future<Output = Result<CatchUpBatch>> + Send + 'a>> {
+            Box::pin(async move {
+                let n = to.saturating_sub(from).clamp(1, 1000) as usize;
+                match self.0.fetch(topic, PartitionId(partition), Offset(from), 1 << 20, n, None).await {
+                    Ok(f) => Ok(CatchUpBatch {
+                        records: f
+                            .decode()
+                            .unwrap()
+                            .into_iter()
+                            .map(|r| (r.offset.0, EntryRecord { timestamp_ms: r.timestamp_ms, key: r.key.map(|k| k.to_vec()), value: r.value.map(|v| v.to_vec()), headers: vec![] }))
+                            .collect(),
+                        log_start: f.log_start_offset.0,
+                        high_watermark: f.high_watermark.0,
+                    }),
+                    Err(weft_log::LogError::OffsetOutOfRange { earliest, latest, .. }) if earliest.0 > from => {
+                        Ok(CatchUpBatch { records: vec![], log_start: earliest.0, high_watermark: latest.0 })
+                    }
+                    Err(e) => Err(ClusterError::StateMachine(e.to_string())),
+                }
+            })
+        }
+    }
+
+    fn value(v: &str) -> ProduceRecord {
+        ProduceRecord { partition: Some(PartitionId(0)), timestamp_ms: Some(5), ..ProduceRecord::value(v.to_owned()) }
+    }
+
+    async fn records_of(log: &Log) -> Vec<(u64, Vec<u8>)> {
+        let p = PartitionId(0);
+        let mut at = log.list_offset("t", p, OffsetSpec::Earliest).unwrap();
+        let mut out = Vec::new();
+        loop {
+            // One segment per fetch: go on after the last record.
+            let recs = log.fetch("t", p, at, 1 << 20, 1000, None).await.unwrap().decode().unwrap();
+            let Some(last) = recs.last() else { return out };
+            at = last.offset.next();
+            out.extend(recs.into_iter().map(|r| (r.offset.0, r.value.map(|v| v.to_vec()).unwrap_or_default())));
+        }
+    }
+
+    /// The source lost 0..10 (retention) and has gaps (compaction), one of
+    /// them up to the snapshot's end: the copy restarts at 10, keeps the
+    /// offsets, and the entry after the snapshot applies at its offset.
+    #[tokio::test]
+    async fn restore_restarts_at_the_source_log_start_and_keeps_gaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = weft_log::LogConfig { maintenance_interval: None, ..Default::default() };
+        let topic = TopicConfig { partitions: 1, ..Default::default() };
+        let src = Log::open(dir.path().join("src"), cfg.clone()).await.unwrap();
+        src.create_topic("t", Some(topic.clone())).await.unwrap();
+        let p = PartitionId(0);
+        src.reset_to("t", p, Offset(10)).unwrap();
+        let have = [(10, "a"), (11, "b"), (14, "c"), (22, "after the snapshot")];
+        src.append_at("t", p, &have.iter().map(|(o, v)| (Offset(*o), value(v))).collect::<Vec<_>>()).await.unwrap();
+        // This copy had 0..3 before it went down.
+        let dst = Log::open(dir.path().join("dst"), cfg).await.unwrap();
+        ensure_local_topic(&dst, "t", topic.clone()).await.unwrap();
+        dst.produce("t", vec![value("x"), value("y"), value("z")]).await.unwrap();
+        let slot: CatchUpSlot = Default::default();
+        let _ = slot.set(Arc::new(FromLog(src.clone())));
+        let (mut sm, h) = start(dst.clone(), "t".into(), 0, topic, slot);
+        sm.restore(&20u64.to_be_bytes()).unwrap();
+        assert!(h.wait_for(20, std::time::Duration::from_secs(10)).await);
+        assert_eq!(h.high_watermark.load(Ordering::Acquire), 20);
+        let one = EntryRecord { timestamp_ms: 6, value: Some(b"next".to_vec()), ..Default::default() };
+        assert_eq!(sm.apply(1, &encode_batch(&[one])), 20u64.to_be_bytes().to_vec());
+        assert!(h.wait_for(21, std::time::Duration::from_secs(10)).await);
+        assert!(h.failed.lock().unwrap().is_none(), "{:?}", h.failed.lock().unwrap());
+        let got = records_of(&dst).await;
+        let want: Vec<(u64, Vec<u8>)> = vec![(10, b"a".to_vec()), (11, b"b".to_vec()), (14, b"c".to_vec()), (20, b"next".to_vec())];
+        assert_eq!(got, want);
+        assert_eq!(dst.list_offset("t", p, OffsetSpec::Earliest).unwrap(), Offset(10));
+        assert_eq!((h.catch_up_resets.load(Ordering::Relaxed), h.caught_up_records.load(Ordering::Relaxed)), (1, 3));
+    }
+
+    /// With `log_store.fsync = never` a snapshot due asks for an fsync of the
+    /// copy, and the next try finds the point.
+    #[tokio::test]
+    async fn a_due_snapshot_fsyncs_a_copy_that_never_syncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = weft_log::LogConfig { fsync: weft_log::FsyncPolicy::Never, maintenance_interval: None, ..Default::default() };
+        let log = Log::open(dir.path(), cfg).await.unwrap();
+        let topic = TopicConfig { partitions: 1, ..Default::default() };
+        let (mut sm, h) = start(log.clone(), "t".into(), 0, topic, Default::default());
+        let one = EntryRecord { timestamp_ms: 1, value: Some(b"a".to_vec()), ..Default::default() };
+        sm.apply(3, &encode_batch(&[one.clone(), one]));
+        assert!(h.wait_for(2, std::time::Duration::from_secs(10)).await);
+        assert_eq!(sm.snapshot_point(3), None, "the copy is not durable yet");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if let Some(p) = sm.snapshot_point(3) {
+                assert_eq!(p, (3, 2u64.to_be_bytes().to_vec()));
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no snapshot point after the fsync");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
 }

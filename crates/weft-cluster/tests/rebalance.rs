@@ -175,3 +175,154 @@ async fn replicas_follow_removed_down_and_new_nodes_and_leadership_spreads() {
         n.shutdown();
     }
 }
+
+/// A catch-up source for in-process nodes: other nodes' logs read directly
+/// (the binary's is `cluster.local.fetch` through the record plane).
+struct Logs(Vec<weft_log::Log>);
+
+impl weft_cluster::partition::CatchUp for Logs {
+    fn fetch<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: u32,
+        from: u64,
+        to: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = weft_cluster::Result<weft_cluster::partition::CatchUpBatch>> + Send + 'a>> {
+        Box::pin(async move {
+            let p = weft_log::PartitionId(partition);
+            // The first copy that has records from `from` (a moved-off one is empty).
+            let mut best = None;
+            for log in &self.0 {
+                let n = to.saturating_sub(from).clamp(1, 1000) as usize;
+                let Ok(f) = log.fetch(topic, p, weft_log::Offset(from), 1 << 20, n, None).await else { continue };
+                let records = f
+                    .decode()
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| {
+                        let e = weft_cluster::partition::EntryRecord {
+                            timestamp_ms: r.timestamp_ms,
+                            key: r.key.map(|k| k.to_vec()),
+                            value: r.value.map(|v| v.to_vec()),
+                            headers: r.headers.into_iter().map(|(k, v)| (k, v.to_vec())).collect(),
+                        };
+                        (r.offset.0, e)
+                    })
+                    .collect();
+                let b = weft_cluster::partition::CatchUpBatch { records, log_start: f.log_start_offset.0, high_watermark: f.high_watermark.0 };
+                if !b.records.is_empty() {
+                    return Ok(b);
+                }
+                best.get_or_insert(b);
+            }
+            best.ok_or_else(|| weft_cluster::ClusterError::StateMachine("no source has it".into()))
+        })
+    }
+}
+
+/// Every record of a node's copy of `t`/`partition`: (offset, value).
+async fn copy_of(log: &weft_log::Log, partition: u32) -> Vec<(u64, Vec<u8>)> {
+    let p = weft_log::PartitionId(partition);
+    let mut at = log.list_offset("t", p, weft_log::OffsetSpec::Earliest).unwrap();
+    let mut out = Vec::new();
+    loop {
+        let f = log.fetch("t", p, at, 1 << 20, 1000, None).await.unwrap();
+        let recs = f.decode().unwrap();
+        let Some(last) = recs.last() else { return out };
+        at = last.offset.next();
+        out.extend(recs.into_iter().map(|r| (r.offset.0, r.value.map(|v| v.to_vec()).unwrap_or_default())));
+    }
+}
+
+/// With `log_store.fsync = never` a move still finishes: the joining replica
+/// needs a snapshot, and a snapshot needs the copy durable, so the copy is
+/// fsynced when a snapshot is due (it was never, and the move waited
+/// forever). The replica moved off keeps a raft tombstone and drops its copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_finishes_with_fsync_never_and_the_source_drops_its_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut peers: BTreeMap<u64, String> = (1..=3).map(|id| (id, free_addr())).collect();
+    peers.insert(4, free_addr());
+    let log_cfg = weft_log::LogConfig { fsync: weft_log::FsyncPolicy::Never, maintenance_interval: None, ..Default::default() };
+    let mut logs = BTreeMap::new();
+    for id in 1..=4u64 {
+        logs.insert(id, weft_log::Log::open(dir.path().join(format!("log{id}")), log_cfg.clone()).await.unwrap());
+    }
+    let founding: BTreeMap<u64, String> = peers.iter().filter(|(id, _)| **id <= 3).map(|(k, v)| (*k, v.clone())).collect();
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        let mut c = config(id, &founding, dir.path(), false);
+        c.log = Some(logs[&id].clone());
+        let n = ClusterNode::start(c).await.unwrap();
+        let others: Vec<weft_log::Log> = logs.iter().filter(|(i, _)| **i != id).map(|(_, l)| l.clone()).collect();
+        n.set_catch_up(std::sync::Arc::new(Logs(others)));
+        nodes.push(n);
+    }
+    until("all nodes registered", async || (nodes[0].local_meta().nodes.len() == 3).then_some(())).await;
+    let create = MetaCommand::CreateTopic { name: "t".into(), partitions: 2, replicas: 3, config: Default::default() };
+    until("topic created", async || nodes[0].propose_meta(&create).await.ok()).await;
+    let all: Vec<&ClusterNode> = nodes.iter().collect();
+    let before = until("groups formed", async || settled(&all).await).await;
+    // 30 entries of 3 records in each partition, none of them fsynced by the copies.
+    for partition in 0..2u32 {
+        for i in 0..30 {
+            let recs: Vec<weft_cluster::partition::EntryRecord> = (0..3)
+                .map(|j| weft_cluster::partition::EntryRecord { timestamp_ms: 1, key: None, value: Some(format!("p{partition}-{i}-{j}").into_bytes()), headers: vec![] })
+                .collect();
+            until("a produce", async || {
+                for n in &nodes {
+                    if let Ok(o) = n.produce_records("t", partition, recs.clone()).await {
+                        return Some(o);
+                    }
+                }
+                None
+            })
+            .await;
+        }
+    }
+
+    // Data node 4 joins: spread moves a replica of one partition onto it.
+    let mut c4 = config(4, &peers, dir.path(), true);
+    c4.roles = vec![Role::Data];
+    c4.log = Some(logs[&4].clone());
+    let n4 = ClusterNode::start(c4).await.unwrap();
+    n4.set_catch_up(std::sync::Arc::new(Logs(logs.iter().filter(|(i, _)| **i != 4).map(|(_, l)| l.clone()).collect())));
+    let info = NodeInfo { id: 4, cluster_addr: peers[&4].clone(), native_addr: None, roles: vec![Role::Data] };
+    until("node 4 added", async || nodes[0].add_node(info.clone()).await.ok()).await;
+    let with4: Vec<&ClusterNode> = vec![&nodes[0], &nodes[1], &nodes[2], &n4];
+    let after = until("a replica moved onto node 4", async || settled(&with4).await.filter(|p| p.values().any(|r| r.contains(&4)))).await;
+    let (group, replicas) = after.iter().find(|(_, r)| r.contains(&4)).map(|(g, r)| (*g, r.clone())).unwrap();
+    let from = before[&group].iter().copied().find(|n| !replicas.contains(n)).unwrap();
+    let meta = nodes[0].read_meta().await.unwrap();
+    let partition = meta.topics["t"].partitions.iter().find(|p| p.group == group).unwrap().partition;
+
+    // Node 4's copy is every other replica's: 90 records at offsets 0..90.
+    let src = replicas.iter().copied().find(|n| *n != 4).unwrap();
+    let want = copy_of(&logs[&src], partition).await;
+    assert_eq!(want.len(), 90);
+    assert!(want.iter().enumerate().all(|(i, (o, _))| *o == i as u64));
+    let got = until("node 4's copy caught up", async || {
+        let c = copy_of(&logs[&4], partition).await;
+        (c.len() == 90).then_some(c)
+    })
+    .await;
+    assert_eq!(got, want, "same records at the same offsets on the new replica");
+
+    // The node moved off dropped its copy, and kept a raft tombstone: its
+    // term and vote, a snapshot of everything it applied, few entries after.
+    until("the moved-off copy dropped", async || {
+        let p = weft_log::PartitionId(partition);
+        (logs[&from].list_offset("t", p, weft_log::OffsetSpec::Latest).unwrap().0 == 0).then_some(())
+    })
+    .await;
+    let wal = dir.path().join(format!("n{from}")).join("cluster").join("groups").join(format!("{group}.wal"));
+    let st = weft_cluster::storage::GroupStorage::open(Box::new(weft_cluster::storage::FileDisk::open(&wal).unwrap()), 64 << 20).unwrap();
+    let hs = weft_cluster::raft::Storage::initial_state(&st).unwrap().hard_state;
+    assert!(hs.term > 0, "term kept: {hs:?}");
+    let snap = st.snapshot_ref().get_metadata().index;
+    let last = weft_cluster::raft::Storage::last_index(&st).unwrap();
+    assert!(snap > 0 && last - snap <= 3, "tombstone: snapshot at {snap}, last index {last}");
+    for n in with4 {
+        n.shutdown();
+    }
+}

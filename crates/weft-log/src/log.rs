@@ -30,6 +30,9 @@ use crate::model::{
 use crate::partition::{CompactionReport, FetchResult, Partition, PartitionStats};
 use crate::storage::{FsStorage, Storage, read_all, write_atomic};
 
+/// Writing a replica's copy (weft-cluster catch-up).
+mod replica;
+
 /// Name of the internal topic holding committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// Most records in one produce call.

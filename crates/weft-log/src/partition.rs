@@ -25,6 +25,9 @@ use crate::files::OpenFiles;
 use crate::segment::{self, Segment, for_each_batch, read_batches};
 use crate::storage::Storage;
 
+/// Writing a replica's copy (weft-cluster catch-up).
+mod replica;
+
 /// Records are grouped into batches of about this size on append.
 pub const BATCH_TARGET_BYTES: usize = 1024 * 1024;
 

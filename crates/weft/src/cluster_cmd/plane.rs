@@ -963,7 +963,12 @@ impl RecordPlane for ClusterPlane {
 }
 
 /// A replica that installed a partition snapshot fetches the records below
-/// it from another replica's copy (one hop, `cluster.local.fetch`).
+/// it from another replica's copy (one hop, `cluster.local.fetch`). Every
+/// other replica is asked in turn until one has records from `from`; when
+/// the ones that answer no longer have `from` (retention, compaction moved
+/// their log start past it), the lowest log start among them is the answer,
+/// so the caller starts its copy there (docs/cluster.md, "Partition
+/// snapshots and catch-up").
 impl weft_cluster::partition::CatchUp for ClusterPlane {
     fn fetch<'a>(
         &'a self,
@@ -971,7 +976,7 @@ impl weft_cluster::partition::CatchUp for ClusterPlane {
         partition: u32,
         from: u64,
         to: u64,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = weft_cluster::Result<Vec<(u64, EntryRecord)>>> + Send + 'a>> {
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = weft_cluster::Result<weft_cluster::partition::CatchUpBatch>> + Send + 'a>> {
         Box::pin(async move {
             let req = dto::Fetch {
                 topic: topic.to_owned(),
@@ -983,19 +988,55 @@ impl weft_cluster::partition::CatchUp for ClusterPlane {
                 raw: false,
                 reset: None,
             };
-            let r: dto::FetchResponse = self.forward(topic, partition, LOCAL_FETCH, &req, true).await.map_err(|e| ClusterError::StateMachine(format!("{}: {}", e.code, e.message)))?;
-            Ok(r.records
-                .into_iter()
-                .map(|x| {
-                    let rec = EntryRecord {
-                        timestamp_ms: x.timestamp_ms,
-                        key: x.key.map(|k| k.into_vec()),
-                        value: x.value.map(|v| v.into_vec()),
-                        headers: x.headers.into_iter().map(|(k, v)| (k, v.into_vec())).collect(),
-                    };
-                    (x.offset, rec)
-                })
-                .collect())
+            let (group, replicas) = self.candidates(topic, partition).map_err(|e| ClusterError::StateMachine(format!("{}: {}", e.code, e.message)))?;
+            // (log start, high watermark) of the lowest-starting replica that no longer has `from`.
+            let mut gone: Option<(u64, u64)> = None;
+            let mut last = format!("no replica of {topic}/{partition} reachable");
+            for id in replicas {
+                let c = match self.peer(id).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        last = e.to_string();
+                        continue;
+                    }
+                };
+                match c.call::<dto::Fetch, dto::FetchResponse>(LOCAL_FETCH, &req).await {
+                    Ok(r) => {
+                        self.routes.lock().unwrap_or_else(|p| p.into_inner()).insert(group, id);
+                        let records = r
+                            .records
+                            .into_iter()
+                            .map(|x| {
+                                let rec = EntryRecord {
+                                    timestamp_ms: x.timestamp_ms,
+                                    key: x.key.map(|k| k.into_vec()),
+                                    value: x.value.map(|v| v.into_vec()),
+                                    headers: x.headers.into_iter().map(|(k, v)| (k, v.into_vec())).collect(),
+                                };
+                                (x.offset, rec)
+                            })
+                            .collect();
+                        return Ok(weft_cluster::partition::CatchUpBatch { records, log_start: r.log_start_offset, high_watermark: r.high_watermark });
+                    }
+                    Err(ClientError::Remote(b)) if b.details.as_ref().is_some_and(|d| d["kind"] == "offset_out_of_range" && d["earliest"].as_u64().is_some_and(|s| s > from)) => {
+                        let d = b.details.as_ref().map(|d| (d["earliest"].as_u64().unwrap_or(0), d["latest"].as_u64().unwrap_or(0))).unwrap_or_default();
+                        if gone.is_none_or(|g| d.0 < g.0) {
+                            gone = Some(d);
+                        }
+                    }
+                    Err(e) => {
+                        if matches!(e, ClientError::Connect { .. } | ClientError::Closed) {
+                            self.forget_peer(id);
+                        }
+                        tracing::debug!(topic, partition, node = id, error = %e, "cluster: catch-up fetch from a replica failed");
+                        last = e.to_string();
+                    }
+                }
+            }
+            match gone {
+                Some((log_start, high_watermark)) => Ok(weft_cluster::partition::CatchUpBatch { records: Vec::new(), log_start, high_watermark }),
+                None => Err(ClusterError::StateMachine(last)),
+            }
         })
     }
 }
