@@ -53,6 +53,17 @@ fn partition_stat(p: &Proc, topic: &str, field: &str) -> Option<u64> {
     s["partitions"].as_array()?.iter().find(|x| x["topic"] == topic)?[field].as_u64()
 }
 
+fn under_replicated(p: &Proc, topic: &str) -> Option<bool> {
+    let s = p.status()?;
+    s["partitions"].as_array()?.iter().find(|x| x["topic"] == topic)?["under_replicated"].as_bool()
+}
+
+/// A `weft stats` counter of this node.
+fn stat(p: &Proc, name: &str) -> Option<u64> {
+    let o = p.weft(&["stats"]);
+    String::from_utf8_lossy(&o.stdout).lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// Records at the same offset are the same everywhere both copies have one.
 fn agree(a: &BTreeMap<u64, Value>, b: &BTreeMap<u64, Value>, what: &str) -> usize {
     let mut both = 0;
@@ -100,7 +111,10 @@ fn a_replica_catches_up_past_retention_and_compaction() {
     // to a dead leader times out with an unknown fate).
     for t in ["ret", "cmp"] {
         until("a live partition leader", || partition_leader(&ps, t, 0).filter(|l| *l != 3));
+        // Two replicas of three: shown, not repaired (no spare data node).
+        until("under-replicated while node 3 is down", || under_replicated(&ps[0], t).filter(|u| *u));
     }
+    until("the leaders count both groups under-replicated", || (stat(&ps[0], "cluster.under_replicated")? + stat(&ps[1], "cluster.under_replicated")? == 2).then_some(()));
 
     // 400 more while it is down: retention removes old segments and
     // compaction old values of each key on nodes 1 and 2.
@@ -124,6 +138,10 @@ fn a_replica_catches_up_past_retention_and_compaction() {
         let caught = until("catch-up counted", || partition_stat(&ps[2], t, "caught_up_records").filter(|c| *c > 0));
         assert!(caught > 0, "{t}: records came from a replica's copy");
     }
+    for t in ["ret", "cmp"] {
+        until("fully replicated again", || under_replicated(&ps[0], t).filter(|u| !*u));
+    }
+    until("no under-replicated group", || (ps.iter().map(|p| stat(p, "cluster.under_replicated")).sum::<Option<u64>>()? == 0).then_some(()));
     let resets = partition_stat(&ps[2], "ret", "catch_up_resets").unwrap();
     assert!(resets >= 1, "node 3's end (20) was below every replica's log start: its copy restarted there");
 
