@@ -326,3 +326,85 @@ async fn a_move_finishes_with_fsync_never_and_the_source_drops_its_copy() {
         n.shutdown();
     }
 }
+
+/// A replica moved off and then moved back: the node reopens the group from
+/// its tombstone (the snapshot of what it had applied), and its copy, dropped
+/// when it left, is fetched again from a replica. Moves recorded by hand
+/// (the planner off), so nothing else moves meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_moved_back_onto_its_tombstone_fetches_its_records_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let peers: BTreeMap<u64, String> = (1..=4).map(|id| (id, free_addr())).collect();
+    let log_cfg = weft_log::LogConfig { maintenance_interval: None, ..Default::default() };
+    let mut logs = BTreeMap::new();
+    for id in 1..=4u64 {
+        logs.insert(id, weft_log::Log::open(dir.path().join(format!("log{id}")), log_cfg.clone()).await.unwrap());
+    }
+    let mut nodes = Vec::new();
+    for id in 1..=4 {
+        let mut c = config(id, &peers, dir.path(), false);
+        c.log = Some(logs[&id].clone());
+        c.tuning.rebalance.enabled = false;
+        let n = ClusterNode::start(c).await.unwrap();
+        n.set_catch_up(std::sync::Arc::new(Logs(logs.iter().filter(|(i, _)| **i != id).map(|(_, l)| l.clone()).collect())));
+        nodes.push(n);
+    }
+    until("all nodes registered", async || (nodes[0].local_meta().nodes.len() == 4).then_some(())).await;
+    let create = MetaCommand::CreateTopic { name: "t".into(), partitions: 1, replicas: 3, config: Default::default() };
+    until("topic created", async || nodes[0].propose_meta(&create).await.ok()).await;
+    let all: Vec<&ClusterNode> = nodes.iter().collect();
+    let before = until("groups formed", async || settled(&all).await).await;
+    let (&group, replicas) = before.iter().next().unwrap();
+    let (from, to) = (*replicas.last().unwrap(), (1..=4).find(|n| !replicas.contains(n)).unwrap());
+    for i in 0..30 {
+        let recs: Vec<weft_cluster::partition::EntryRecord> =
+            (0..3).map(|j| weft_cluster::partition::EntryRecord { timestamp_ms: 1, key: None, value: Some(format!("{i}-{j}").into_bytes()), headers: vec![] }).collect();
+        until("a produce", async || {
+            for n in &nodes {
+                if let Ok(o) = n.produce_records("t", 0, recs.clone()).await {
+                    return Some(o);
+                }
+            }
+            None
+        })
+        .await;
+    }
+    let src = *replicas.iter().find(|n| **n != from).unwrap();
+    let want = until("90 records on a replica", async || {
+        let c = copy_of(&logs[&src], 0).await;
+        (c.len() == 90).then_some(c)
+    })
+    .await;
+
+    for (a, b) in [(from, to), (to, from)] {
+        let mv = MetaCommand::StartMove { group, from: a, to: b, reason: "test".into(), max_moves: None };
+        until("move recorded", async || nodes[0].propose_meta(&mv).await.ok()).await;
+        until("the move done", async || settled(&all).await.filter(|p| p[&group].contains(&b) && !p[&group].contains(&a))).await;
+        let got = until("the new replica's copy", async || {
+            let c = copy_of(&logs[&b], 0).await;
+            (c.len() == 90).then_some(c)
+        })
+        .await;
+        assert_eq!(got, want, "node {b}: same records at the same offsets");
+        until("the old replica's copy dropped", async || {
+            (logs[&a].list_offset("t", weft_log::PartitionId(0), weft_log::OffsetSpec::Latest).unwrap().0 == 0).then_some(())
+        })
+        .await;
+    }
+    // Back on `from`, the group takes writes with it again.
+    let more = vec![weft_cluster::partition::EntryRecord { timestamp_ms: 2, key: None, value: Some(b"after".to_vec()), headers: vec![] }];
+    let o = until("a produce after the moves", async || {
+        for n in &nodes {
+            if let Ok(o) = n.produce_records("t", 0, more.clone()).await {
+                return Some(o);
+            }
+        }
+        None
+    })
+    .await;
+    assert_eq!(o, vec![90]);
+    until("the record on node {from}", async || (copy_of(&logs[&from], 0).await.len() == 91).then_some(())).await;
+    for n in all {
+        n.shutdown();
+    }
+}
