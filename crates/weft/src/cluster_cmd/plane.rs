@@ -233,22 +233,16 @@ impl ClusterPlane {
     /// The coordinator of every consumer group: the metadata leader
     /// (docs/cluster.md, "Consumer groups"), as this node sees it (a
     /// data-only node follows the metadata as a learner). Where this node
-    /// knows no leader (an election, a learner cut off), a control node is asked.
-    async fn group_coordinator(&self) -> Option<NodeId> {
+    /// knows no leader (an election, a learner cut off), a control node is
+    /// asked in turn (`attempt`): it serves the request if it leads, else
+    /// its `not_leader` answer names the leader it knows.
+    fn group_coordinator(&self, attempt: usize) -> Option<NodeId> {
         if let Some(l) = self.node.leader_of(weft_cluster::META_GROUP) {
             return Some(l);
         }
         let me = self.node.node_id();
         let control: Vec<NodeId> = self.node.local_meta().nodes.values().filter(|n| n.id != me && n.roles.contains(&weft_cluster::Role::Control)).map(|n| n.id).collect();
-        for id in control {
-            let Ok(c) = self.peer(id).await else { continue };
-            if let Ok(s) = c.call::<_, serde_json::Value>("cluster.status", &()).await
-                && let Some(l) = s["meta_leader"].as_u64()
-            {
-                return Some(l);
-            }
-        }
-        None
+        control.get(attempt % control.len().max(1)).copied()
     }
 
     /// `not_leader` naming the metadata leader: this node does not coordinate groups.
@@ -882,8 +876,11 @@ impl RecordPlane for ClusterPlane {
             let me = self.node.node_id();
             let repeatable = route != dto::route::GROUP_JOIN || body.get("member_id").is_some_and(|m| !m.is_null());
             let deadline = Instant::now() + self.propose_timeout;
-            loop {
-                let last = match self.group_coordinator().await {
+            // The leader a refusing node named: tried next.
+            let mut hint: Option<NodeId> = None;
+            for attempt in 0.. {
+                let hinted = hint.is_some();
+                let last = match hint.take().or_else(|| self.group_coordinator(attempt)) {
                     Some(c) if c == me => match self.group_here(route, body.clone()).await {
                         Err(e) if e.code == ErrorCode::NotLeader => e,
                         r => return r.map(Some),
@@ -901,6 +898,11 @@ impl RecordPlane for ClusterPlane {
                                 if matches!(e, ClientError::Connect { .. } | ClientError::Closed | ClientError::ConnectionLost) {
                                     self.forget_peer(c);
                                 }
+                                if let ClientError::Remote(b) = &e
+                                    && b.code == ErrorCode::NotLeader
+                                {
+                                    hint = b.details.as_ref().and_then(|d| d["leader"].as_u64()).filter(|l| *l != 0 && *l != c);
+                                }
                                 self.forward_failures.fetch_add(1, Ordering::Relaxed);
                                 tracing::debug!(group, route, node = c, error = %e, "cluster: forwarded group request failed");
                                 let retry = not_sent(&e) || (repeatable && !matches!(e, ClientError::Remote(_)));
@@ -917,8 +919,12 @@ impl RecordPlane for ClusterPlane {
                 if Instant::now() >= deadline {
                     return Err(last);
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                // Straight to a named leader once; otherwise (and never twice in a row) after a pause.
+                if hint.is_none() || hinted {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
             }
+            Err(self.not_coordinator())
         })
     }
 
