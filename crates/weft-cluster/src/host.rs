@@ -314,7 +314,15 @@ impl MultiRaft {
     /// last heartbeat ([`QUIESCE_CONTEXT`]) and goes to sleep.
     pub fn tick(&mut self) {
         let (me, quiesce, live) = (self.id, self.tuning.quiesce_ticks, &self.live);
-        for g in self.groups.values_mut() {
+        let snapshot_entries = self.tuning.snapshot_entries;
+        for (gid, g) in self.groups.iter_mut() {
+            // A snapshot that was due but waited for the state machine (a
+            // partition's copy not fsynced that far yet) is tried again
+            // here, asleep or not; a Ready pass only tries groups that
+            // have work, so it would wait for the next write.
+            if let Err(e) = maybe_compact(g, snapshot_entries) {
+                tracing::warn!(group = gid, error = %e, "cluster: raft log compaction failed");
+            }
             if g.asleep {
                 continue;
             }
