@@ -49,7 +49,7 @@ free_port() {
 
 WHERE=(
     "weft_net::server::serve_stream"
-    "weft_net::server::write_frames"
+    "weft_net::server::ConnIo"
     "weft_service::service::Service::dispatch"
     "weft_service::service::Service::run"
     "weft_service::stats::EndpointStats::record"
