@@ -445,12 +445,20 @@ async fn offsets(Extension(plane): Extension<Plane>, Path((topic, partition)): P
     Ok(Json(dto::OffsetAnswer { offset: plane.offset(&topic, partition, spec).await.map_err(ApiError)? }))
 }
 
-async fn list_groups(State(log): State<Log>) -> ApiResult<Vec<weft_log::GroupSummary>> {
-    Ok(Json(log.list_groups()))
+/// Group membership at the group's coordinator (on a cluster, the metadata
+/// leader: docs/cluster.md), as the native `log.group.*` routes do.
+async fn group_request<T: serde::de::DeserializeOwned>(log: &Log, plane: &Plane, route: &str, group: &str, body: serde_json::Value) -> Result<T, ApiError> {
+    let v = native::group_at_coordinator(log, plane, route, group, body).await.map_err(ApiError)?;
+    serde_json::from_value(v).map_err(|e| ApiError(ErrorBody::new(ErrorCode::Internal, format!("group answer: {e}"))))
 }
 
-async fn describe_group(State(log): State<Log>, Path(group): Path<String>) -> ApiResult<weft_log::GroupDescription> {
-    Ok(Json(log.describe_group(&group)?))
+async fn list_groups(State(log): State<Log>, Extension(plane): Extension<Plane>) -> ApiResult<Vec<weft_log::GroupSummary>> {
+    Ok(Json(group_request(&log, &plane, dto::route::GROUP_LIST, "", serde_json::json!({})).await?))
+}
+
+async fn describe_group(State(log): State<Log>, Extension(plane): Extension<Plane>, Path(group): Path<String>) -> ApiResult<weft_log::GroupDescription> {
+    let body = serde_json::json!({ "group": group });
+    Ok(Json(group_request(&log, &plane, dto::route::GROUP_DESCRIBE, &group, body).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -467,10 +475,10 @@ struct JoinBody {
     session_timeout_ms: Option<u64>,
 }
 
-async fn join_group(State(log): State<Log>, Path(group): Path<String>, body: BodyBytes) -> ApiResult<dto::Member> {
+async fn join_group(State(log): State<Log>, Extension(plane): Extension<Plane>, Path(group): Path<String>, body: BodyBytes) -> ApiResult<dto::Member> {
     let b: JoinBody = parse(&body)?;
     let req = dto::JoinGroup { group, member_id: b.member_id, client_id: b.client_id, topics: b.topics, strategy: b.strategy, session_timeout_ms: b.session_timeout_ms };
-    Ok(Json(native::join(&log, &req)?))
+    Ok(Json(group_request(&log, &plane, dto::route::GROUP_JOIN, &req.group, to_value(&req)?).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -482,9 +490,10 @@ struct MemberBody {
     generation: Option<u32>,
 }
 
-async fn heartbeat(State(log): State<Log>, Path(group): Path<String>, body: BodyBytes) -> ApiResult<dto::Member> {
+async fn heartbeat(State(log): State<Log>, Extension(plane): Extension<Plane>, Path(group): Path<String>, body: BodyBytes) -> ApiResult<dto::Member> {
     let b: MemberBody = parse(&body)?;
-    Ok(Json(native::member(log.heartbeat_ack(&group, &b.member_id, b.generation)?)))
+    let req = dto::MemberRef { group, member_id: b.member_id, generation: b.generation };
+    Ok(Json(group_request(&log, &plane, dto::route::GROUP_HEARTBEAT, &req.group, to_value(&req)?).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -504,10 +513,14 @@ async fn reset_offsets(State(log): State<Log>, Path(group): Path<String>, body: 
     Ok(Json(native::reset_offsets(&log, req).await?))
 }
 
-async fn leave_group(State(log): State<Log>, Path(group): Path<String>, body: BodyBytes) -> ApiResult<dto::Done> {
+async fn leave_group(State(log): State<Log>, Extension(plane): Extension<Plane>, Path(group): Path<String>, body: BodyBytes) -> ApiResult<dto::Done> {
     let b: MemberBody = parse(&body)?;
-    log.leave_group(&group, &b.member_id)?;
-    Ok(Json(dto::Done { ok: true }))
+    let req = dto::MemberRef { group, member_id: b.member_id, generation: None };
+    Ok(Json(group_request(&log, &plane, dto::route::GROUP_LEAVE, &req.group, to_value(&req)?).await?))
+}
+
+fn to_value<T: serde::Serialize>(v: &T) -> Result<serde_json::Value, ApiError> {
+    serde_json::to_value(v).map_err(|e| ApiError(ErrorBody::new(ErrorCode::Internal, e.to_string())))
 }
 
 #[derive(Debug, Deserialize)]

@@ -244,11 +244,18 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<serde_json::Value, ServiceError
 /// A membership request: at the group's coordinator (the plane forwards it
 /// when that is another node), else served here.
 async fn group_call<T: serde::de::DeserializeOwned>(log: &Log, plane: &Plane, route: &str, group: &str, body: serde_json::Value) -> Result<T, ServiceError> {
-    let answer = match plane.group_forward(route, group, body.clone()).await.map_err(ServiceError::Wire)? {
-        Some(v) => v,
-        None => group_local(log, route, body).await.map_err(ServiceError::Wire)?,
-    };
+    let answer = group_at_coordinator(log, plane, route, group, body).await.map_err(ServiceError::Wire)?;
     serde_json::from_value(answer).map_err(|e| ServiceError::Wire(weft_wire::ErrorBody::new(weft_wire::ErrorCode::Internal, format!("group answer: {e}"))))
+}
+
+/// A membership request as JSON, at the group's coordinator: forwarded by
+/// the plane when that is another node, else served here. The native
+/// routes and the HTTP gateway's `/v1/groups` both come through here.
+pub async fn group_at_coordinator(log: &Log, plane: &Plane, route: &str, group: &str, body: serde_json::Value) -> Result<serde_json::Value, weft_wire::ErrorBody> {
+    match plane.group_forward(route, group, body.clone()).await? {
+        Some(v) => Ok(v),
+        None => group_local(log, route, body).await,
+    }
 }
 
 /// Serve a membership request from this node's group state (never forwards):

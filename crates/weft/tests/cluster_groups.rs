@@ -23,6 +23,13 @@ fn heartbeat(p: &Proc, m: &Value) -> Value {
     p.call("log.group.heartbeat", &body.to_string()).unwrap()
 }
 
+/// A heartbeat over the node's HTTP gateway.
+fn http_heartbeat(p: &Proc, m: &Value) -> Value {
+    let (code, body) = p.http("POST", "/v1/groups/g/heartbeat", &json!({"member_id": m["member_id"], "generation": m["generation"]}).to_string()).unwrap();
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
 #[test]
 fn members_on_two_nodes_share_one_group() {
     let tmp = tempfile::tempdir().unwrap();
@@ -36,11 +43,14 @@ fn members_on_two_nodes_share_one_group() {
     let join = |p: &Proc, client: &str| p.call("log.group.join", &json!({"group": "g", "client_id": client, "topics": ["jobs"], "session_timeout_ms": 30000}).to_string()).unwrap();
     let mut a = join(&ps[0], "a");
     assert_eq!(assignment(&a).len(), 4, "the only member takes every partition: {a}");
-    let mut b = join(&ps[1], "b");
+    // b joins over node 2's HTTP gateway: the same coordinator as the native routes.
+    let (code, body) = ps[1].http("POST", "/v1/groups/g/join", &json!({"client_id": "b", "topics": ["jobs"], "session_timeout_ms": 30000}).to_string()).unwrap();
+    assert_eq!(code, 200, "{body}");
+    let mut b: Value = serde_json::from_str(&body).unwrap();
     // Heartbeats carry the hand-off until both hold their share of the same generation.
     let (a, b) = until("a stable split of the partitions", || {
         a = heartbeat(&ps[0], &a);
-        b = heartbeat(&ps[1], &b);
+        b = http_heartbeat(&ps[1], &b);
         let (sa, sb) = (assignment(&a), assignment(&b));
         let stable = a["generation"] == b["generation"] && a["pending"] == 0 && b["pending"] == 0 && sa.len() + sb.len() == 4;
         stable.then(|| (a.clone(), b.clone()))
@@ -58,6 +68,11 @@ fn members_on_two_nodes_share_one_group() {
     assert_eq!(members, want, "{d}");
     let list = ps[2].call("log.group.list", "{}").unwrap();
     assert!(list.as_array().unwrap().iter().any(|g| g["group"] == "g" && g["members"] == 2), "{list}");
+    // ... and so does its HTTP gateway.
+    let (code, body) = ps[2].http("GET", "/v1/groups/g", "").unwrap();
+    assert_eq!(code, 200, "{body}");
+    let d: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(d["members"].as_array().map(Vec::len), Some(2), "{d}");
 
     // The fence travels too: b fetches its own partition through node 2, not a's.
     let mine = *sb.iter().next().unwrap();
