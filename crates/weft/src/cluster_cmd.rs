@@ -421,12 +421,14 @@ fn render_status(s: &serde_json::Value) -> String {
                 str_of(&p["replicas"]),
                 str_of(&p["in_sync"]),
                 str_of(&p["high_watermark"]),
+                // a replica on a node that is down or gone (docs/cluster.md, "Rebalancer")
+                if p["under_replicated"].as_bool() == Some(true) { "under-replicated".into() } else { "-".into() },
             ]
         })
         .collect();
     if !parts.is_empty() {
         out.push('\n');
-        out.push_str(&client_cmd::table(&["TOPIC", "PARTITION", "GROUP", "LEADER", "REPLICAS", "IN SYNC", "HIGH WATERMARK"], &parts));
+        out.push_str(&client_cmd::table(&["TOPIC", "PARTITION", "GROUP", "LEADER", "REPLICAS", "IN SYNC", "HIGH WATERMARK", "STATE"], &parts));
     }
     let moves: Vec<Vec<String>> = s["moves"]
         .as_array()

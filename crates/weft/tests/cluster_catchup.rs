@@ -115,6 +115,9 @@ fn a_replica_catches_up_past_retention_and_compaction() {
         until("under-replicated while node 3 is down", || under_replicated(&ps[0], t).filter(|u| *u));
     }
     until("the leaders count both groups under-replicated", || (stat(&ps[0], "cluster.under_replicated")? + stat(&ps[1], "cluster.under_replicated")? == 2).then_some(()));
+    // ... and the text status says so per partition.
+    let text = String::from_utf8_lossy(&ps[0].weft(&["cluster", "status"]).stdout).into_owned();
+    assert_eq!(text.lines().filter(|l| l.contains("under-replicated")).count(), 2, "{text}");
 
     // 400 more while it is down: retention removes old segments and
     // compaction old values of each key on nodes 1 and 2.
