@@ -581,9 +581,14 @@ fn produce_record(p: PartitionId, r: EntryRecord) -> ProduceRecord {
 /// (it takes them off its queue while they are there), as the driver takes
 /// at most 1024 commands per Ready pass.
 const APPLY_BATCH_ENTRIES: usize = 1024;
-/// Records per append of the copy, at most (weft-log takes 100 000): a
+/// Records per append of the copy, at most (a fetch that stops at
+/// `max_records` inside a batch is not served well; clients pull 1000): a
 /// larger gathering is written in several appends.
-const APPLY_BATCH_RECORDS: usize = 10_000;
+const APPLY_BATCH_RECORDS: usize = 1000;
+/// Bytes (keys and values) per append of the copy, at least one entry's:
+/// weft-log makes batches of up to 1 MiB from one append, and a reader
+/// with a smaller frame or fetch limit takes whole batches.
+const APPLY_BATCH_BYTES: usize = 64 * 1024;
 
 /// Append records (one partition's, in order) that must end the copy at
 /// `end`: the copy's offsets must equal the ones raft assigned. Written
@@ -656,6 +661,7 @@ async fn applier(
                 let _span = span.entered();
                 let mut at = end;
                 let mut recs: Vec<ProduceRecord> = Vec::new();
+                let mut bytes = 0usize;
                 let mut entries = 0usize;
                 let mut next = Some((first, data));
                 while let Some((first, data)) = next.take() {
@@ -667,13 +673,18 @@ async fn applier(
                         if first > at {
                             return Err(ClusterError::StateMachine(format!("gap: records from offset {first}, log ends at {at}")));
                         }
-                        if !recs.is_empty() && recs.len() + records.len() > APPLY_BATCH_RECORDS {
+                        // Bounded so that what a fetch returns stays near what
+                        // one produce makes (a reader takes whole batches).
+                        if !recs.is_empty() && (recs.len() + records.len() > APPLY_BATCH_RECORDS || bytes >= APPLY_BATCH_BYTES) {
                             write_copy(&log, &h, &recs, at)?;
                             recs.clear();
+                            bytes = 0;
                         }
                         // A batch half written before a crash: append only its missing tail.
                         let skip = (at - first) as usize;
+                        let start = recs.len();
                         recs.extend(records.into_iter().skip(skip).map(|r| produce_record(p, r)));
+                        bytes += recs[start..].iter().map(ProduceRecord::payload_len).sum::<usize>();
                         at = last;
                     }
                     if entries < APPLY_BATCH_ENTRIES {
