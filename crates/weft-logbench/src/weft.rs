@@ -132,7 +132,9 @@ impl WeftTarget {
             let before = records;
             if raw {
                 let batches = Bytes::from(resp.batches.map(ByteBuf::into_vec).unwrap_or_default());
-                for r in BatchesDecoder::new(batches, Offset(offset), PULL) {
+                // Raw fetches answer whole stored batches and `next_offset` after the
+                // last one: decode all of them (a batch may hold more than PULL).
+                for r in BatchesDecoder::new(batches, Offset(offset), usize::MAX) {
                     let r = r?;
                     bytes += r.value.map_or(0, |v| v.len() as u64);
                     records += 1;
