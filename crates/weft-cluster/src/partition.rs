@@ -597,6 +597,9 @@ const APPLY_BATCH_BYTES: usize = 64 * 1024;
 fn write_copy(log: &Log, h: &PartitionHandle, recs: &[ProduceRecord], end: u64) -> Result<()> {
     let Some(first) = recs.first() else { return Ok(()) };
     let p = first.partition.unwrap_or(PartitionId(h.partition));
+    // The log hop of a traced produce (docs/observability.md, "Traces"), as
+    // `Log::produce` makes it: only inside a span, so untraced applies pay nothing.
+    let _append = (!tracing::Span::current().is_none()).then(|| tracing::info_span!("log.append", topic = %h.topic, records = recs.len()).entered());
     let got = log.append_unsynced(&h.topic, p, recs).map_err(|e| ClusterError::StateMachine(e.to_string()))?.0;
     if got != end {
         return Err(ClusterError::StateMachine(format!("log ended at {got} after an append, raft says {end}")));
