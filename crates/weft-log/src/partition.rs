@@ -460,20 +460,10 @@ impl Partition {
         self.check_writable(&mut g)?;
         let first = g.next_offset;
         for (mut h, mut bytes) in batches {
-            let records = u64::from(h.record_count);
-            self.maybe_roll(&mut g, bytes.len() as u64, records, now_ms)?;
             let base = g.next_offset;
             batch::set_base_offset(&mut bytes, &mut h, base);
-            let res = match g.segments.last_mut() {
-                Some(seg) => seg.append(&h, &bytes, now_ms),
-                None => Err(std::io::Error::other("no active segment")),
-            };
-            if let Err(e) = res {
-                // The file may hold part of the batch: stop writing; recovery truncates it.
-                return Err(self.poison(&mut g, "segment write failed", &e, false));
-            }
-            g.next_offset = h.next_offset();
-            self.appends.fetch_add(1, Ordering::Relaxed);
+            let records = u64::from(h.record_count);
+            self.append_batch(&mut g, &h, &bytes, records, now_ms)?;
         }
         let end = g.next_offset;
         if self.fsync != FsyncPolicy::Always {
@@ -485,6 +475,24 @@ impl Partition {
 
     /// Rolls the active segment if the next batch would not fit, if it is too
     /// old, or if its offsets would overflow the 32-bit relative offsets.
+    /// Append one encoded batch (its base offset set) to the active segment,
+    /// rolling first when due (`span`: offsets from the end to the batch's
+    /// end), and move the end past it.
+    fn append_batch(&self, g: &mut Inner, h: &batch::BatchHeader, bytes: &[u8], span: u64, now_ms: i64) -> Result<()> {
+        self.maybe_roll(g, bytes.len() as u64, span, now_ms)?;
+        let res = match g.segments.last_mut() {
+            Some(seg) => seg.append(h, bytes, now_ms),
+            None => Err(std::io::Error::other("no active segment")),
+        };
+        if let Err(e) = res {
+            // The file may hold part of the batch: stop writing; recovery truncates it.
+            return Err(self.poison(g, "segment write failed", &e, false));
+        }
+        g.next_offset = h.next_offset();
+        self.appends.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
     fn maybe_roll(&self, g: &mut Inner, batch_len: u64, batch_records: u64, now_ms: i64) -> Result<()> {
         let cfg = self.config();
         let a = g.active();

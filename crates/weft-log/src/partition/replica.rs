@@ -57,16 +57,7 @@ impl Partition {
             for (h, bytes) in batches {
                 // What the roll check counts: offsets from the end to this batch's end.
                 let span = h.next_offset().0 - g.next_offset.0;
-                self.maybe_roll(&mut g, bytes.len() as u64, span, now_ms)?;
-                let res = match g.segments.last_mut() {
-                    Some(seg) => seg.append(&h, &bytes, now_ms),
-                    None => Err(std::io::Error::other("no active segment")),
-                };
-                if let Err(e) = res {
-                    return Err(self.poison(&mut g, "segment write failed", &e, false));
-                }
-                g.next_offset = h.next_offset();
-                self.appends.fetch_add(1, Ordering::Relaxed);
+                self.append_batch(&mut g, &h, &bytes, span, now_ms)?;
             }
             let end = g.next_offset;
             if self.fsync != FsyncPolicy::Always {
