@@ -2,15 +2,16 @@
 //! reads, long-poll, retention and compaction.
 //!
 //! Locking: `inner` (a std mutex, never held across an await or an fsync of
-//! the active segment) guards the segment list and offsets. `sync_lock` (a
-//! tokio mutex) serialises fsyncs: the appender that takes it fsyncs every
-//! byte written so far, so the appenders queued behind it usually find their
-//! records already durable and return without an fsync of their own
-//! (group commit).
+//! the active segment) guards the segment list and offsets. One fsync per
+//! partition runs at a time (`syncing`): the appender that starts it fsyncs
+//! every byte written so far; appenders arriving meanwhile wait for it to
+//! end (all woken at once through `sync_done`), and those it did not cover
+//! start the next one, which covers everything written by then (group
+//! commit, pipelined with the writes).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -128,6 +129,17 @@ struct Inner {
     deleted: bool,
 }
 
+/// The running fsync's turn: released when it ends or its caller is
+/// dropped (cancelled), waking the appenders waiting for it.
+struct SyncTurn<'a>(&'a Partition);
+
+impl Drop for SyncTurn<'_> {
+    fn drop(&mut self) {
+        self.0.syncing.store(false, Ordering::Release);
+        self.0.sync_done.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
 /// Why a partition refuses writes.
 #[derive(Debug, Clone)]
 struct Poison {
@@ -167,7 +179,11 @@ pub struct Partition {
     /// Least time between two recoveries from poisoning.
     poison_retry: Duration,
     inner: Mutex<Inner>,
-    sync_lock: tokio::sync::Mutex<()>,
+    /// An fsync of this partition is running (one at a time).
+    syncing: AtomicBool,
+    /// Bumped whenever an fsync ends (success, failure or its caller gone),
+    /// waking every appender that waits for one.
+    sync_done: watch::Sender<u64>,
     /// Serialises compactions and remembers what the last one covered.
     compact_state: Mutex<CompactState>,
     /// Offsets below this are durable.
@@ -265,7 +281,8 @@ impl Partition {
                 epoch: 0,
                 deleted: false,
             }),
-            sync_lock: tokio::sync::Mutex::new(()),
+            syncing: AtomicBool::new(false),
+            sync_done: watch::channel(0).0,
             compact_state: Mutex::new(CompactState::default()),
             synced: AtomicU64::new(next_offset.0),
             hw_tx,
@@ -538,11 +555,35 @@ impl Partition {
     }
 
     /// Returns once every offset below `end` is durable (group commit).
+    ///
+    /// Waiters are woken together when an fsync ends, rather than handed a
+    /// lock one by one: with many produces in flight the next fsync starts
+    /// as soon as the first uncovered one runs, instead of after every
+    /// covered one has taken and released the lock in turn.
     async fn sync_to(&self, end: Offset) -> Result<()> {
-        let _turn = self.sync_lock.lock().await;
-        if self.synced.load(Ordering::Acquire) >= end.0 {
-            return Ok(()); // an earlier fsync covered us
+        loop {
+            // Subscribed before looking at `syncing`: an fsync that ends
+            // after the check below still wakes this waiter.
+            let mut done = self.sync_done.subscribe();
+            if self.synced.load(Ordering::Acquire) >= end.0 {
+                return Ok(()); // an earlier fsync covered us
+            }
+            if self.syncing.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                let _turn = SyncTurn(self);
+                // Covers `end`: it fsyncs up to the end written before it
+                // started, which is at least ours.
+                return self.run_fsync().await;
+            }
+            // Another fsync is running: it may cover us; if not, one of the
+            // waiters it wakes starts the next. The sender lives as long as
+            // `self`, so this only returns when an fsync ended.
+            let _ = done.changed().await;
         }
+    }
+
+    /// One fsync of the active segment, marking durable everything written
+    /// before it started. The caller holds the turn (`syncing`).
+    async fn run_fsync(&self) -> Result<()> {
         let (target, path, epoch) = {
             let g = lock(&self.inner);
             if let Some(p) = &g.poisoned {
@@ -1016,6 +1057,66 @@ mod tests {
         p.flush().await.unwrap();
         assert_eq!(p.stats().synced_offset, Offset(3));
         assert_eq!(p.stats().fsyncs, 1);
+    }
+
+    /// Group commit under `always`: 64 appends in flight share a couple of
+    /// fsyncs, each is acknowledged with its own offset, and only once
+    /// durable.
+    #[tokio::test]
+    async fn concurrent_appends_share_fsyncs() {
+        let s = MemStorage::new();
+        let p = part(&s, TopicConfig::default(), FsyncPolicy::Always);
+        let recs: Vec<ProduceRecord> = (0..64).map(|i| ProduceRecord::value(format!("r{i}"))).collect();
+        let outs = futures::future::join_all(recs.iter().map(|r| p.append(std::slice::from_ref(r), 0))).await;
+        let mut offsets: Vec<u64> = outs.into_iter().map(|o| o.unwrap()[0].0.0).collect();
+        offsets.sort_unstable();
+        assert_eq!(offsets, (0..64).collect::<Vec<_>>());
+        let st = p.stats();
+        assert_eq!(st.synced_offset, Offset(64));
+        assert_eq!(st.high_watermark, Offset(64));
+        // The first fsync covers the first append; the second everything
+        // written while it ran.
+        assert!(st.fsyncs <= 2, "{} fsyncs for 64 appends", st.fsyncs);
+    }
+
+    /// Every append waiting on a failed group commit gets the error; none
+    /// hangs, and nothing unacknowledged becomes readable.
+    #[tokio::test]
+    async fn a_failed_group_commit_fails_every_waiter() {
+        let s = MemStorage::new();
+        let p = part(&s, TopicConfig::default(), FsyncPolicy::Always);
+        p.append(&[&ProduceRecord::value("a")], 0).await.unwrap();
+        s.fail_syncs_after(0);
+        let recs: Vec<ProduceRecord> = (0..16).map(|i| ProduceRecord::value(format!("r{i}"))).collect();
+        let all = futures::future::join_all(recs.iter().map(|r| p.append(std::slice::from_ref(r), 0)));
+        let outs = tokio::time::timeout(Duration::from_secs(10), all).await.expect("no waiter hangs");
+        for o in outs {
+            assert!(matches!(o, Err(LogError::Poisoned { .. })), "{o:?}");
+        }
+        assert_eq!(p.latest(), Offset(1));
+    }
+
+    /// An append whose caller is dropped while its fsync runs hands the turn
+    /// on: the next append still gets its fsync and its answer.
+    #[tokio::test]
+    async fn a_cancelled_syncer_does_not_stall_the_next() {
+        let s = MemStorage::new();
+        let p = part(&s, TopicConfig::default(), FsyncPolicy::Always);
+        let r = ProduceRecord::value("a");
+        {
+            let first = p.append(std::slice::from_ref(&r), 0);
+            futures::pin_mut!(first);
+            // One poll: the record is written and its fsync started (on a
+            // blocking thread), then the caller goes away.
+            assert!(futures::poll!(first.as_mut()).is_pending());
+            assert!(p.syncing.load(Ordering::Acquire));
+        }
+        assert!(!p.syncing.load(Ordering::Acquire));
+        let b = [ProduceRecord::value("b")];
+        let next = p.append(&b, 0);
+        let out = tokio::time::timeout(Duration::from_secs(10), next).await.expect("the next append is not stalled").unwrap();
+        assert_eq!(out[0].0, Offset(1));
+        assert_eq!(p.stats().synced_offset, Offset(2));
     }
 
     #[tokio::test]
