@@ -70,6 +70,49 @@ pub struct RaftTuning {
     /// least 1): with a file per group, the groups' fsyncs of one pass are
     /// issued together so the filesystem can commit them as one.
     pub sync_threads: usize,
+    /// What a partition's applier writes to its copy as one append
+    /// (`cluster.apply_batch_entries`, `_records`, `_bytes`).
+    pub apply: crate::partition::ApplyBounds,
+    /// Commands (proposals, reads) the driver takes from its queue before
+    /// one Ready pass (`cluster.max_commands_per_pass`).
+    pub max_commands_per_pass: usize,
+    /// Frames queued to one peer's connection before more are dropped
+    /// (`cluster.peer_queue_frames`; raft retransmits).
+    pub peer_queue_frames: usize,
+    /// Frames received from peers and queued to the driver before the
+    /// connections stop reading (`cluster.incoming_queue_frames`).
+    pub incoming_queue_frames: usize,
+}
+
+/// Largest value accepted for the queue and batch bounds counted in items
+/// (entries, records, commands, frames): far past any useful setting, it
+/// catches a unit mistake (bytes given as a count) at start.
+pub const MAX_COUNT_BOUND: usize = 1 << 20;
+/// Largest `cluster.apply_batch_bytes` accepted: weft-log cuts one append
+/// into batches of 1 MiB anyway, so more only delays the high watermark.
+pub const MAX_APPLY_BATCH_BYTES: usize = 64 << 20;
+
+impl RaftTuning {
+    /// Refuse bounds that are 0 or absurd, naming the key: checked once at
+    /// start (`ClusterNode::start`), never clamped silently.
+    pub fn validate(&self) -> Result<()> {
+        let counts = [
+            ("cluster.apply_batch_entries", self.apply.entries),
+            ("cluster.apply_batch_records", self.apply.records),
+            ("cluster.max_commands_per_pass", self.max_commands_per_pass),
+            ("cluster.peer_queue_frames", self.peer_queue_frames),
+            ("cluster.incoming_queue_frames", self.incoming_queue_frames),
+        ];
+        for (key, v) in counts {
+            if v == 0 || v > MAX_COUNT_BOUND {
+                return Err(ClusterError::Config(format!("{key} must be 1 to {MAX_COUNT_BOUND}, got {v}")));
+            }
+        }
+        if self.apply.bytes == 0 || self.apply.bytes > MAX_APPLY_BATCH_BYTES {
+            return Err(ClusterError::Config(format!("cluster.apply_batch_bytes must be 1 to {MAX_APPLY_BATCH_BYTES}, got {}", self.apply.bytes)));
+        }
+        Ok(())
+    }
 }
 
 impl Default for RaftTuning {
@@ -84,6 +127,10 @@ impl Default for RaftTuning {
             rebalance: crate::rebalancer::RebalanceConfig::default(),
             quiesce_ticks: 10,
             sync_threads: 8,
+            apply: crate::partition::ApplyBounds::default(),
+            max_commands_per_pass: 1024,
+            peer_queue_frames: crate::transport::PEER_QUEUE_FRAMES,
+            incoming_queue_frames: 1024,
         }
     }
 }

@@ -94,6 +94,9 @@ pub struct ClusterStatus {
     pub moves_cancelled: u64,
     /// Replicated tables (for `weft top` and the dashboard).
     pub tables: Vec<TableStatus>,
+    /// This node's partition appliers since start: appends to the local
+    /// copies, what they held, and which `cluster.apply_batch_*` bound cut them.
+    pub apply: crate::partition::ApplyStatus,
 }
 
 /// A replicated table as this node sees it.
@@ -170,6 +173,16 @@ pub struct ClusterNode {
     catch_up: crate::partition::CatchUpSlot,
     rebalance: Arc<RebalanceCounters>,
     auth_observer: crate::meta::AuthObserverSlot,
+    apply: Arc<crate::partition::ApplyStats>,
+    driver_stats: Arc<DriverCounters>,
+}
+
+/// What the driver's loop did since start (stats).
+#[derive(Debug, Default)]
+struct DriverCounters {
+    /// Ready passes that took `cluster.max_commands_per_pass` commands and
+    /// left more queued for the next pass.
+    passes_cut: std::sync::atomic::AtomicU64,
 }
 
 /// What this node's rebalancer did since it started (stats).
@@ -239,6 +252,8 @@ struct Driver {
     planner: Option<crate::rebalancer::Planner>,
     executor: crate::rebalancer::Executor,
     rebalance: Arc<RebalanceCounters>,
+    apply: Arc<crate::partition::ApplyStats>,
+    driver_stats: Arc<DriverCounters>,
     started: Instant,
     /// Topic names in the metadata as of the last pass: a name that leaves
     /// it was deleted, and its local copy goes too.
@@ -354,11 +369,12 @@ impl ClusterNode {
         if !cfg.join && !cfg.peers.contains_key(&cfg.node_id) {
             return Err(ClusterError::Config(format!("cluster.peers must include this node ({})", cfg.node_id)));
         }
+        cfg.tuning.validate()?;
         let cfg = Arc::new(cfg);
         let listener = TcpListener::bind(&cfg.addr).await.map_err(|e| ClusterError::io("bind", &cfg.addr, e))?;
         let (stop, stop_rx) = watch::channel(false);
-        let (in_tx, in_rx) = mpsc::channel::<Frame>(1024);
-        let transport = Transport::start_with(cfg.node_id, listener, in_tx, cfg.max_frame_bytes, stop_rx.clone(), security);
+        let (in_tx, in_rx) = mpsc::channel::<Frame>(cfg.tuning.incoming_queue_frames);
+        let transport = Transport::start_with(cfg.node_id, listener, in_tx, cfg.max_frame_bytes, cfg.tuning.peer_queue_frames, stop_rx.clone(), security);
         for (id, addr) in &cfg.peers {
             transport.set_peer(*id, addr.clone());
         }
@@ -377,6 +393,8 @@ impl ClusterNode {
         let leaders: Leaders = Arc::default();
         let catch_up: crate::partition::CatchUpSlot = Arc::default();
         let rebalance: Arc<RebalanceCounters> = Arc::default();
+        let apply: Arc<crate::partition::ApplyStats> = Arc::default();
+        let driver_stats: Arc<DriverCounters> = Arc::default();
         let driver = Driver {
             cfg: cfg.clone(),
             raft,
@@ -398,6 +416,8 @@ impl ClusterNode {
             planner: None,
             executor: crate::rebalancer::Executor::new(),
             rebalance: rebalance.clone(),
+            apply: apply.clone(),
+            driver_stats: driver_stats.clone(),
             started: Instant::now(),
             known_topics: meta.read().unwrap_or_else(|p| p.into_inner()).topics.iter().map(|(n, t)| (n.clone(), t.config.clone())).collect(),
             deleting: Vec::new(),
@@ -406,7 +426,7 @@ impl ClusterNode {
         };
         tokio::spawn(driver.run(rx, in_rx, stop_rx));
         tracing::info!(node = cfg.node_id, addr = %cfg.addr, peers = cfg.peers.len(), join = cfg.join, "cluster: node started");
-        Ok(ClusterNode { cfg, tx, meta, transport, stop, partitions, tables, leaders, catch_up, rebalance, auth_observer })
+        Ok(ClusterNode { cfg, tx, meta, transport, stop, partitions, tables, leaders, catch_up, rebalance, auth_observer, apply, driver_stats })
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -419,7 +439,7 @@ impl ClusterNode {
         use std::sync::atomic::Ordering::Relaxed;
         let t = &self.transport.stats;
         let peers = self.transport.status();
-        vec![
+        let mut out: Vec<(String, serde_json::Value)> = vec![
             ("cluster.frames_sent".into(), t.frames_sent.load(Relaxed).into()),
             ("cluster.frames_received".into(), t.frames_received.load(Relaxed).into()),
             ("cluster.frames_dropped_full".into(), t.frames_dropped_full.load(Relaxed).into()),
@@ -435,7 +455,33 @@ impl ClusterNode {
             ("cluster.rebalance.conf_changes".into(), self.rebalance.conf_changes.load(Relaxed).into()),
             ("cluster.rebalance.leader_transfers".into(), self.rebalance.leader_transfers.load(Relaxed).into()),
             ("cluster.under_replicated".into(), self.rebalance.under_replicated.load(Relaxed).into()),
+            // Queues and batches bounded by `cluster.*` keys (docs/operations.md).
+            ("cluster.pending".into(), (self.tx.max_capacity() - self.tx.capacity()).into()),
+            ("cluster.passes_cut".into(), self.driver_stats.passes_cut.load(Relaxed).into()),
+            ("cluster.incoming_queued".into(), (self.transport.incoming_queued() as u64).into()),
+            ("cluster.peer_queued".into(), (self.transport.peer_queued() as u64).into()),
+        ];
+        let a = self.apply.status();
+        out.extend([
+            ("cluster.apply.batches", a.batches),
+            ("cluster.apply.entries", a.entries),
+            ("cluster.apply.records", a.records),
+            ("cluster.apply.bytes", a.bytes),
+            ("cluster.apply.cut_entries", a.cut_entries),
+            ("cluster.apply.cut_records", a.cut_records),
+            ("cluster.apply.cut_bytes", a.cut_bytes),
+            ("cluster.apply.max_batch_records", a.max_batch_records),
+            ("cluster.apply.max_batch_bytes", a.max_batch_bytes),
+            ("cluster.apply.queued_entries", a.queued_entries),
+            ("cluster.apply.queued_bytes", a.queued_bytes),
         ]
+        .map(|(k, v)| (k.to_owned(), v.into())));
+        out
+    }
+
+    /// This node's partition appliers since start (`cluster.apply.*`).
+    pub fn apply_status(&self) -> crate::partition::ApplyStatus {
+        self.apply.status()
     }
 
     pub fn shutdown(&self) {
@@ -854,12 +900,10 @@ impl ClusterNode {
             moves_done: meta.moves_done,
             moves_cancelled: meta.moves_cancelled,
             tables,
+            apply: self.apply.status(),
         })
     }
 }
-
-/// Commands (proposals, reads) taken from the queue before one Ready pass.
-const MAX_COMMANDS_PER_PASS: usize = 1024;
 
 impl Driver {
     async fn run(mut self, mut rx: mpsc::Receiver<Cmd>, mut incoming: mpsc::Receiver<Frame>, mut stop: watch::Receiver<bool>) {
@@ -903,11 +947,16 @@ impl Driver {
             while let Ok(frame) = incoming.try_recv() {
                 self.receive(frame);
             }
-            for _ in 0..MAX_COMMANDS_PER_PASS {
+            let mut took = 0;
+            while took < self.cfg.tuning.max_commands_per_pass {
                 match rx.try_recv() {
                     Ok(cmd) => self.command(cmd),
                     Err(_) => break,
                 }
+                took += 1;
+            }
+            if took == self.cfg.tuning.max_commands_per_pass && !rx.is_empty() {
+                self.driver_stats.passes_cut.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             if let Err(e) = self.ready() {
                 // A storage failure: raft's durability promise cannot be kept; stop this node.
@@ -1120,7 +1169,7 @@ impl Driver {
             let disk = FileDisk::open(self.cfg.data_dir.join("cluster").join("groups").join(format!("{group}.wal")))?;
             let sm: Box<dyn crate::host::StateMachine> = match &self.cfg.log {
                 Some(log) => {
-                    let (sm, handle) = crate::partition::start(log.clone(), topic, partition, config, self.catch_up.clone());
+                    let (sm, handle) = crate::partition::start(log.clone(), topic, partition, config, self.catch_up.clone(), self.cfg.tuning.apply, self.apply.clone());
                     if !placed {
                         self.joining.insert(group, handle);
                     } else {

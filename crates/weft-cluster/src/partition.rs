@@ -277,6 +277,8 @@ pub struct PartitionSm {
     handle: Option<Arc<PartitionHandle>>,
     /// A `Flush` is queued to the applier and not done yet.
     flushing: Arc<std::sync::atomic::AtomicBool>,
+    /// The node's applier stats (the queued counts are kept here).
+    stats: Arc<ApplyStats>,
 }
 
 /// The producer states an entry changed, as they were before it (None: absent).
@@ -384,8 +386,18 @@ impl PartitionSm {
         if let Some(h) = &self.handle {
             h.producers.store(self.producers.len() as u64, Ordering::Relaxed);
         }
-        let _ = self.tx.send(ToApplier::Apply(offset, batch.to_vec(), tracing::Span::current()));
+        self.send_apply(offset, batch.to_vec());
         offset.to_be_bytes().to_vec()
+    }
+
+    /// Queue an entry's records to the applier, counted while queued.
+    fn send_apply(&self, offset: u64, data: Vec<u8>) {
+        let n = data.len();
+        self.stats.queued(n);
+        if self.tx.send(ToApplier::Apply(offset, data, tracing::Span::current())).is_err() {
+            // The applier stopped (it failed; the handle says so): never taken.
+            self.stats.taken(n);
+        }
     }
 
     /// The producer state as it was right after entry `index` applied.
@@ -476,7 +488,7 @@ impl StateMachine for PartitionSm {
         self.applied.push_back((index, self.next_offset, Vec::new()));
         // Unbounded on purpose: the driver must not block; raft bounds what one
         // Ready commits, and the applier drains at disk speed.
-        let _ = self.tx.send(ToApplier::Apply(offset, data.to_vec(), tracing::Span::current()));
+        self.send_apply(offset, data.to_vec());
         offset.to_be_bytes().to_vec()
     }
     fn snapshot(&self) -> Vec<u8> {
@@ -526,7 +538,8 @@ impl StateMachine for PartitionSm {
 
 /// Build the state machine and start its applier into `log`; `config` is
 /// the topic's configuration (its partition count included) for the local copy.
-pub fn start(log: Log, topic: String, partition: u32, config: TopicConfig, catch_up: CatchUpSlot) -> (PartitionSm, Arc<PartitionHandle>) {
+/// `bounds` and `stats`: the node's (`cluster.apply_batch_*`, `cluster.apply.*`).
+pub fn start(log: Log, topic: String, partition: u32, config: TopicConfig, catch_up: CatchUpSlot, bounds: ApplyBounds, stats: Arc<ApplyStats>) -> (PartitionSm, Arc<PartitionHandle>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let handle = Arc::new(PartitionHandle {
         topic: topic.clone(),
@@ -543,14 +556,24 @@ pub fn start(log: Log, topic: String, partition: u32, config: TopicConfig, catch
     let l = log.clone();
     let flushing: Arc<std::sync::atomic::AtomicBool> = Default::default();
     let f = flushing.clone();
+    let st = stats.clone();
     tokio::spawn(async move {
-        if let Err(e) = applier(l, h.clone(), config, rx, catch_up, f).await {
+        let mut rx = rx;
+        if let Err(e) = applier(l, h.clone(), config, &mut rx, catch_up, f, bounds, &st).await {
             tracing::error!(topic = %h.topic, partition = h.partition, error = %e, "cluster: partition applier stopped");
             *h.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
             h.moved.notify_waiters();
         }
+        // What is still queued is never taken: out of the queued counts (and
+        // later sends fail, and are taken back by the sender).
+        rx.close();
+        while let Ok(m) = rx.try_recv() {
+            if let ToApplier::Apply(_, d, _) = m {
+                st.taken(d.len());
+            }
+        }
     });
-    (PartitionSm { next_offset: 0, tx, applied: Default::default(), log: Some((log, topic, partition)), producers: BTreeMap::new(), handle: Some(handle.clone()), flushing }, handle)
+    (PartitionSm { next_offset: 0, tx, applied: Default::default(), log: Some((log, topic, partition)), producers: BTreeMap::new(), handle: Some(handle.clone()), flushing, stats }, handle)
 }
 
 /// Create the topic in the node's local log if it is not there (several
@@ -577,18 +600,110 @@ fn produce_record(p: PartitionId, r: EntryRecord) -> ProduceRecord {
     }
 }
 
-/// Most committed entries the applier writes to the copy as one append
-/// (it takes them off its queue while they are there), as the driver takes
-/// at most 1024 commands per Ready pass.
-const APPLY_BATCH_ENTRIES: usize = 1024;
-/// Records per append of the copy, at most (a fetch that stops at
-/// `max_records` inside a batch is not served well; clients pull 1000): a
-/// larger gathering is written in several appends.
-const APPLY_BATCH_RECORDS: usize = 1000;
-/// Bytes (keys and values) per append of the copy, at least one entry's:
-/// weft-log makes batches of up to 1 MiB from one append, and a reader
-/// with a smaller frame or fetch limit takes whole batches.
-const APPLY_BATCH_BYTES: usize = 64 * 1024;
+/// What the applier writes to the copy as one append (config keys
+/// `cluster.apply_batch_*`, checked by `RaftTuning::validate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApplyBounds {
+    /// Most committed entries taken off the queue for one gathering (it
+    /// takes them while they are there), as the driver takes at most
+    /// `cluster.max_commands_per_pass` commands per Ready pass.
+    pub entries: usize,
+    /// Records per append of the copy, at most (a fetch that stops at
+    /// `max_records` inside a batch is not served well; clients pull 1000):
+    /// a larger gathering is written in several appends. One entry's
+    /// records are never split.
+    pub records: usize,
+    /// Bytes (keys and values) per append of the copy, at least one
+    /// entry's: weft-log makes batches of up to 1 MiB from one append, and
+    /// a reader with a smaller frame or fetch limit takes whole batches.
+    pub bytes: usize,
+}
+
+impl Default for ApplyBounds {
+    fn default() -> Self {
+        ApplyBounds { entries: 1024, records: 1000, bytes: 64 * 1024 }
+    }
+}
+
+/// What the appliers of one node did since start (stats `cluster.apply.*`),
+/// shared by every hosted partition. Counted once per append, not per record.
+#[derive(Debug, Default)]
+pub struct ApplyStats {
+    /// Appends written to local copies.
+    pub batches: AtomicU64,
+    /// Committed entries the appliers took off their queues.
+    pub entries: AtomicU64,
+    /// Records and their bytes (keys and values) written.
+    pub records: AtomicU64,
+    pub bytes: AtomicU64,
+    /// Gatherings that stopped at `cluster.apply_batch_entries` with more queued.
+    pub cut_entries: AtomicU64,
+    /// Appends written before the next entry because it would pass
+    /// `cluster.apply_batch_records`, or because `cluster.apply_batch_bytes` was reached.
+    pub cut_records: AtomicU64,
+    pub cut_bytes: AtomicU64,
+    /// The largest append written since start, in records and in bytes.
+    pub max_batch_records: AtomicU64,
+    pub max_batch_bytes: AtomicU64,
+    /// Entries applied by raft and queued to the appliers, not yet taken,
+    /// and their bytes: that queue is unbounded (the driver must not wait
+    /// for a disk), so this is where a slow copy shows.
+    pub queued_entries: AtomicU64,
+    pub queued_bytes: AtomicU64,
+}
+
+/// [`ApplyStats`] read at one moment (`cluster.status` field `apply`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ApplyStatus {
+    pub batches: u64,
+    pub entries: u64,
+    pub records: u64,
+    pub bytes: u64,
+    pub cut_entries: u64,
+    pub cut_records: u64,
+    pub cut_bytes: u64,
+    pub max_batch_records: u64,
+    pub max_batch_bytes: u64,
+    pub queued_entries: u64,
+    pub queued_bytes: u64,
+}
+
+impl ApplyStats {
+    pub fn status(&self) -> ApplyStatus {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ApplyStatus {
+            batches: r(&self.batches),
+            entries: r(&self.entries),
+            records: r(&self.records),
+            bytes: r(&self.bytes),
+            cut_entries: r(&self.cut_entries),
+            cut_records: r(&self.cut_records),
+            cut_bytes: r(&self.cut_bytes),
+            max_batch_records: r(&self.max_batch_records),
+            max_batch_bytes: r(&self.max_batch_bytes),
+            queued_entries: r(&self.queued_entries),
+            queued_bytes: r(&self.queued_bytes),
+        }
+    }
+
+    fn queued(&self, bytes: usize) {
+        self.queued_entries.fetch_add(1, Ordering::Relaxed);
+        self.queued_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    fn taken(&self, bytes: usize) {
+        self.queued_entries.fetch_sub(1, Ordering::Relaxed);
+        self.queued_bytes.fetch_sub(bytes as u64, Ordering::Relaxed);
+    }
+
+    fn written(&self, records: usize, bytes: usize) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.records.fetch_add(records as u64, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.max_batch_records.fetch_max(records as u64, Ordering::Relaxed);
+        self.max_batch_bytes.fetch_max(bytes as u64, Ordering::Relaxed);
+    }
+}
 
 /// Append records (one partition's, in order) that must end the copy at
 /// `end`: the copy's offsets must equal the ones raft assigned. Written
@@ -608,13 +723,16 @@ fn write_copy(log: &Log, h: &PartitionHandle, recs: &[ProduceRecord], end: u64) 
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)] // one task's whole context, passed once at its start
 async fn applier(
     log: Log,
     h: Arc<PartitionHandle>,
     config: TopicConfig,
-    mut rx: mpsc::UnboundedReceiver<ToApplier>,
+    rx: &mut mpsc::UnboundedReceiver<ToApplier>,
     catch_up: CatchUpSlot,
     flushing: Arc<std::sync::atomic::AtomicBool>,
+    bounds: ApplyBounds,
+    stats: &ApplyStats,
 ) -> Result<()> {
     let se = |e: weft_log::LogError| ClusterError::StateMachine(e.to_string());
     ensure_local_topic(&log, &h.topic, config).await?;
@@ -654,7 +772,7 @@ async fn applier(
             }
             ToApplier::Apply(first, data, span) => {
                 // This entry and every Apply queued behind it (up to
-                // APPLY_BATCH_ENTRIES) are written as one append, with no
+                // `bounds.entries`) are written as one append, with no
                 // fsync: the raft WAL already holds them durably, and the
                 // copy is fsynced by the interval task, at segment rolls and
                 // before a snapshot (`Flush`; snapshot points stop at the
@@ -662,6 +780,7 @@ async fn applier(
                 // tail is repaired by raft replaying from the snapshot.
                 // Traced under the first entry's span.
                 let _span = span.entered();
+                stats.taken(data.len());
                 let mut at = end;
                 let mut recs: Vec<ProduceRecord> = Vec::new();
                 let mut bytes = 0usize;
@@ -678,10 +797,21 @@ async fn applier(
                         }
                         // Bounded so that what a fetch returns stays near what
                         // one produce makes (a reader takes whole batches).
-                        if !recs.is_empty() && (recs.len() + records.len() > APPLY_BATCH_RECORDS || bytes >= APPLY_BATCH_BYTES) {
-                            write_copy(&log, &h, &recs, at)?;
-                            recs.clear();
-                            bytes = 0;
+                        if !recs.is_empty() {
+                            let cut = if recs.len() + records.len() > bounds.records {
+                                Some(&stats.cut_records)
+                            } else if bytes >= bounds.bytes {
+                                Some(&stats.cut_bytes)
+                            } else {
+                                None
+                            };
+                            if let Some(c) = cut {
+                                c.fetch_add(1, Ordering::Relaxed);
+                                write_copy(&log, &h, &recs, at)?;
+                                stats.written(recs.len(), bytes);
+                                recs.clear();
+                                bytes = 0;
+                            }
                         }
                         // A batch half written before a crash: append only its missing tail.
                         let skip = (at - first) as usize;
@@ -690,15 +820,24 @@ async fn applier(
                         bytes += recs[start..].iter().map(ProduceRecord::payload_len).sum::<usize>();
                         at = last;
                     }
-                    if entries < APPLY_BATCH_ENTRIES {
+                    if entries < bounds.entries {
                         match rx.try_recv() {
-                            Ok(ToApplier::Apply(f, d, _)) => next = Some((f, d)),
+                            Ok(ToApplier::Apply(f, d, _)) => {
+                                stats.taken(d.len());
+                                next = Some((f, d));
+                            }
                             Ok(other) => held = Some(other),
                             Err(_) => {}
                         }
+                    } else if !rx.is_empty() {
+                        stats.cut_entries.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                write_copy(&log, &h, &recs, at)?;
+                stats.entries.fetch_add(entries as u64, Ordering::Relaxed);
+                if !recs.is_empty() {
+                    write_copy(&log, &h, &recs, at)?;
+                    stats.written(recs.len(), bytes);
+                }
             }
         }
     }
@@ -848,7 +987,7 @@ mod tests {
     #[tokio::test]
     async fn the_state_machine_gives_a_batch_consecutive_offsets() {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut sm = PartitionSm { next_offset: 0, tx, applied: Default::default(), log: None, producers: BTreeMap::new(), handle: None, flushing: Default::default() };
+        let mut sm = PartitionSm { next_offset: 0, tx, applied: Default::default(), log: None, producers: BTreeMap::new(), handle: None, flushing: Default::default(), stats: Default::default() };
         let one = EntryRecord { timestamp_ms: 1, value: Some(b"a".to_vec()), ..Default::default() };
         assert_eq!(sm.apply(1, &encode_batch(&[one.clone(), one.clone(), one.clone()])), 0u64.to_be_bytes().to_vec());
         assert_eq!(sm.apply(2, &one.encode()), 3u64.to_be_bytes().to_vec());
@@ -864,7 +1003,7 @@ mod tests {
     #[tokio::test]
     async fn idempotent_batches_dedup_refuse_gaps_evict_and_snapshot() {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut sm = PartitionSm { next_offset: 0, tx, applied: Default::default(), log: None, producers: BTreeMap::new(), handle: None, flushing: Default::default() };
+        let mut sm = PartitionSm { next_offset: 0, tx, applied: Default::default(), log: None, producers: BTreeMap::new(), handle: None, flushing: Default::default(), stats: Default::default() };
         let one = EntryRecord { timestamp_ms: 1, value: Some(b"a".to_vec()), ..Default::default() };
         let two = [one.clone(), one.clone()];
         let off = |o: u64| o.to_be_bytes().to_vec();
@@ -890,7 +1029,7 @@ mod tests {
         // A snapshot restores the same state; an old 8-byte one has no producers.
         let snap = sm.snapshot();
         let (tx2, _rx2) = mpsc::unbounded_channel();
-        let mut other = PartitionSm { next_offset: 0, tx: tx2, applied: Default::default(), log: None, producers: BTreeMap::new(), handle: None, flushing: Default::default() };
+        let mut other = PartitionSm { next_offset: 0, tx: tx2, applied: Default::default(), log: None, producers: BTreeMap::new(), handle: None, flushing: Default::default(), stats: Default::default() };
         other.restore(&snap).unwrap();
         assert_eq!((other.next_offset, &other.producers), (sm.next_offset, &sm.producers));
         other.restore(&9u64.to_be_bytes()).unwrap();
@@ -964,7 +1103,7 @@ mod tests {
         dst.produce("t", vec![value("x"), value("y"), value("z")]).await.unwrap();
         let slot: CatchUpSlot = Default::default();
         let _ = slot.set(Arc::new(FromLog(src.clone())));
-        let (mut sm, h) = start(dst.clone(), "t".into(), 0, topic, slot);
+        let (mut sm, h) = start(dst.clone(), "t".into(), 0, topic, slot, ApplyBounds::default(), Default::default());
         sm.restore(&20u64.to_be_bytes()).unwrap();
         assert!(h.wait_for(20, std::time::Duration::from_secs(10)).await);
         assert_eq!(h.high_watermark.load(Ordering::Acquire), 20);
@@ -979,6 +1118,116 @@ mod tests {
         assert_eq!((h.catch_up_resets.load(Ordering::Relaxed), h.caught_up_records.load(Ordering::Relaxed)), (1, 3));
     }
 
+    /// Entries of `sizes[i]` records each (values "e{i}r{j}", 4 bytes or
+    /// more), applied by a state machine and all queued before the applier
+    /// runs, which then writes them with `bounds` and stops (the queue ends):
+    /// the stats, where each append of the copy ends, and the copy's records.
+    async fn apply_queued(sizes: &[usize], bounds: ApplyBounds) -> (ApplyStatus, ApplyStatus, Vec<u64>, Vec<(u64, Vec<u8>)>, u64) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), weft_log::LogConfig { maintenance_interval: None, ..Default::default() }).await.unwrap();
+        let topic = TopicConfig { partitions: 1, ..Default::default() };
+        let stats: Arc<ApplyStats> = Default::default();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut sm = PartitionSm { next_offset: 0, tx, applied: Default::default(), log: None, producers: BTreeMap::new(), handle: None, flushing: Default::default(), stats: stats.clone() };
+        for (i, n) in sizes.iter().enumerate() {
+            let recs: Vec<EntryRecord> = (0..*n).map(|j| EntryRecord { timestamp_ms: 1, value: Some(format!("e{i}r{j}").into_bytes()), ..Default::default() }).collect();
+            sm.apply(i as u64 + 1, &encode_batch(&recs));
+        }
+        let queued = stats.status();
+        drop(sm);
+        let h = Arc::new(PartitionHandle {
+            topic: "t".into(),
+            partition: 0,
+            high_watermark: AtomicU64::new(0),
+            failed: Default::default(),
+            caught_up_records: AtomicU64::new(0),
+            catch_up_resets: AtomicU64::new(0),
+            moved: tokio::sync::Notify::new(),
+            producers: AtomicU64::new(0),
+            producer_evictions: AtomicU64::new(0),
+        });
+        applier(log.clone(), h, topic, &mut rx, Default::default(), Default::default(), bounds, &stats).await.unwrap();
+        // Where each stored batch ends: a fetch of one record returns its whole batch.
+        let mut ends = Vec::new();
+        let mut at = 0;
+        while let Ok(f) = log.fetch("t", PartitionId(0), Offset(at), 1 << 20, 1, None).await {
+            let Some(end) = f.batches_end().unwrap() else { break };
+            ends.push(end.0);
+            at = end.0;
+        }
+        let appends = log.partition_stats("t").unwrap()[0].appends;
+        (queued, stats.status(), ends, records_of(&log).await, appends)
+    }
+
+    fn values(sizes: &[usize]) -> Vec<(u64, Vec<u8>)> {
+        sizes.iter().enumerate().flat_map(|(i, n)| (0..*n).map(move |j| format!("e{i}r{j}").into_bytes())).enumerate().map(|(o, v)| (o as u64, v)).collect()
+    }
+
+    #[tokio::test]
+    async fn the_record_bound_cuts_between_entries_and_never_splits_one() {
+        let sizes = [2, 2, 2, 2, 2, 2, 7, 1];
+        let (queued, st, ends, recs, appends) = apply_queued(&sizes, ApplyBounds { entries: 1024, records: 5, bytes: 1 << 20 }).await;
+        assert_eq!((queued.queued_entries, queued.batches), (8, 0), "all queued before the applier ran");
+        assert!(queued.queued_bytes > 0);
+        // 2+2 | 2+2 | 2+2 | 7 (one entry, whole) | 1
+        assert_eq!(ends, vec![4, 8, 12, 19, 20]);
+        assert_eq!(appends, 5);
+        assert_eq!(recs, values(&sizes), "every record at its offset");
+        assert_eq!((st.batches, st.entries, st.records), (5, 8, 20));
+        assert_eq!((st.cut_records, st.cut_bytes, st.cut_entries), (4, 0, 0));
+        assert_eq!(st.max_batch_records, 7);
+        assert_eq!((st.queued_entries, st.queued_bytes), (0, 0), "everything taken");
+        assert_eq!(st.bytes, recs.iter().map(|(_, v)| v.len() as u64).sum::<u64>());
+    }
+
+    #[tokio::test]
+    async fn the_byte_bound_writes_once_reached() {
+        // One 4-byte record per entry ("eNr0"); an append is written once it holds 10 bytes or more.
+        let sizes = [1; 7];
+        let (_, st, ends, recs, _) = apply_queued(&sizes, ApplyBounds { entries: 1024, records: 1000, bytes: 10 }).await;
+        assert_eq!(ends, vec![3, 6, 7]);
+        assert_eq!(recs, values(&sizes));
+        assert_eq!((st.batches, st.cut_bytes, st.cut_records, st.cut_entries), (3, 2, 0, 0));
+        assert_eq!((st.max_batch_records, st.max_batch_bytes), (3, 12));
+    }
+
+    #[tokio::test]
+    async fn the_entry_bound_stops_a_gathering_with_more_queued() {
+        let sizes = [1; 5];
+        let (_, st, ends, recs, _) = apply_queued(&sizes, ApplyBounds { entries: 2, records: 1000, bytes: 1 << 20 }).await;
+        assert_eq!(ends, vec![2, 4, 5]);
+        assert_eq!(recs, values(&sizes));
+        // The third gathering stopped at the bound with nothing left: not a cut.
+        assert_eq!((st.batches, st.entries, st.cut_entries, st.cut_records, st.cut_bytes), (3, 5, 2, 0, 0));
+    }
+
+    #[tokio::test]
+    async fn default_bounds_write_a_queue_as_one_append() {
+        let sizes = [3; 10];
+        let (_, st, ends, recs, _) = apply_queued(&sizes, ApplyBounds::default()).await;
+        assert_eq!(ends, vec![30]);
+        assert_eq!(recs, values(&sizes));
+        assert_eq!((st.batches, st.entries, st.records, st.cut_entries + st.cut_records + st.cut_bytes), (1, 10, 30, 0));
+    }
+
+    #[test]
+    fn zero_and_absurd_bounds_are_refused_by_name() {
+        assert!(crate::host::RaftTuning::default().validate().is_ok());
+        let bad = |f: &dyn Fn(&mut crate::host::RaftTuning)| {
+            let mut t = crate::host::RaftTuning::default();
+            f(&mut t);
+            t.validate().unwrap_err().to_string()
+        };
+        assert!(bad(&|t| t.apply.entries = 0).contains("cluster.apply_batch_entries must be 1 to"));
+        assert!(bad(&|t| t.apply.records = 0).contains("cluster.apply_batch_records"));
+        assert!(bad(&|t| t.apply.records = usize::MAX).contains("cluster.apply_batch_records"));
+        assert!(bad(&|t| t.apply.bytes = 0).contains("cluster.apply_batch_bytes"));
+        assert!(bad(&|t| t.apply.bytes = 1 << 40).contains("cluster.apply_batch_bytes"));
+        assert!(bad(&|t| t.max_commands_per_pass = 0).contains("cluster.max_commands_per_pass"));
+        assert!(bad(&|t| t.peer_queue_frames = 0).contains("cluster.peer_queue_frames"));
+        assert!(bad(&|t| t.incoming_queue_frames = 1 << 30).contains("cluster.incoming_queue_frames"));
+    }
+
     /// With `log_store.fsync = never` a snapshot due asks for an fsync of the
     /// copy, and the next try finds the point.
     #[tokio::test]
@@ -987,7 +1236,7 @@ mod tests {
         let cfg = weft_log::LogConfig { fsync: weft_log::FsyncPolicy::Never, maintenance_interval: None, ..Default::default() };
         let log = Log::open(dir.path(), cfg).await.unwrap();
         let topic = TopicConfig { partitions: 1, ..Default::default() };
-        let (mut sm, h) = start(log.clone(), "t".into(), 0, topic, Default::default());
+        let (mut sm, h) = start(log.clone(), "t".into(), 0, topic, Default::default(), ApplyBounds::default(), Default::default());
         let one = EntryRecord { timestamp_ms: 1, value: Some(b"a".to_vec()), ..Default::default() };
         sm.apply(3, &encode_batch(&[one.clone(), one]));
         assert!(h.wait_for(2, std::time::Duration::from_secs(10)).await);

@@ -24,7 +24,8 @@ use crate::host::NodeId;
 use crate::tls::ClusterTls;
 
 /// Frames queued per connection before `send` reports the peer as unreachable
-/// (raft retransmits; a slow peer must not grow our memory).
+/// (raft retransmits; a slow peer must not grow our memory): the default of
+/// `cluster.peer_queue_frames`.
 pub const PEER_QUEUE_FRAMES: usize = 1024;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -89,6 +90,8 @@ pub struct Transport {
     peers: Mutex<BTreeMap<NodeId, Peer>>,
     incoming: mpsc::Sender<Frame>,
     max_frame_bytes: u32,
+    /// Frames queued per peer connection (`cluster.peer_queue_frames`).
+    peer_queue_frames: usize,
     stop: watch::Receiver<bool>,
     security: TransportSecurity,
     handoff: Mutex<Option<NativeHandoff>>,
@@ -102,19 +105,21 @@ fn count(c: &std::sync::atomic::AtomicU64) {
 impl Transport {
     /// Start listening on `listener`; received frames go to `incoming`.
     pub fn start(id: NodeId, listener: TcpListener, incoming: mpsc::Sender<Frame>, max_frame_bytes: u32, stop: watch::Receiver<bool>) -> Arc<Self> {
-        Self::start_with(id, listener, incoming, max_frame_bytes, stop, TransportSecurity::default())
+        Self::start_with(id, listener, incoming, max_frame_bytes, PEER_QUEUE_FRAMES, stop, TransportSecurity::default())
     }
 
-    /// [`Self::start`] with TLS and the handshake bound.
+    /// [`Self::start`] with TLS, the handshake bound and the frames queued per peer.
     pub fn start_with(
         id: NodeId,
         listener: TcpListener,
         incoming: mpsc::Sender<Frame>,
         max_frame_bytes: u32,
+        peer_queue_frames: usize,
         stop: watch::Receiver<bool>,
         security: TransportSecurity,
     ) -> Arc<Self> {
-        let t = Arc::new(Transport { id, peers: Mutex::default(), incoming, max_frame_bytes, stop, security, handoff: Mutex::default(), stats: TransportStats::default() });
+        let peer_queue_frames = peer_queue_frames.max(1);
+        let t = Arc::new(Transport { id, peers: Mutex::default(), incoming, max_frame_bytes, peer_queue_frames, stop, security, handoff: Mutex::default(), stats: TransportStats::default() });
         let t2 = t.clone();
         tokio::spawn(async move { t2.accept_loop(listener).await });
         t
@@ -204,6 +209,19 @@ impl Transport {
                 last_contact_ms: p.last_contact.map(|t| now.duration_since(t).as_millis() as u64),
             })
             .collect()
+    }
+
+    /// Frames received and queued to the driver, not yet taken (at most
+    /// `cluster.incoming_queue_frames`; past it connections stop reading).
+    pub fn incoming_queued(&self) -> usize {
+        self.incoming.max_capacity() - self.incoming.capacity()
+    }
+
+    /// Frames queued to every peer's connection, not yet written (each at
+    /// most `cluster.peer_queue_frames`; past it frames are dropped,
+    /// `frames_dropped_full`).
+    pub fn peer_queued(&self) -> usize {
+        self.peers().values().filter_map(|p| p.tx.as_ref()).map(|t| t.max_capacity() - t.capacity()).sum()
     }
 
     async fn accept_loop(self: Arc<Self>, listener: TcpListener) {
@@ -438,7 +456,7 @@ impl Transport {
                 p
             }
         };
-        let (tx, mut rx) = mpsc::channel::<Bytes>(PEER_QUEUE_FRAMES);
+        let (tx, mut rx) = mpsc::channel::<Bytes>(self.peer_queue_frames);
         {
             let mut peers = self.peers();
             if dialed.is_some() && !peers.contains_key(&peer) {
@@ -530,7 +548,7 @@ mod tests {
         let addr = l.local_addr().unwrap().to_string();
         let (tx, rx) = mpsc::channel(16);
         let (stop, stop_rx) = watch::channel(false);
-        let t = Transport::start_with(id, l, tx, 1 << 20, stop_rx, TransportSecurity { tls, handshake_timeout: Duration::from_secs(5) });
+        let t = Transport::start_with(id, l, tx, 1 << 20, PEER_QUEUE_FRAMES, stop_rx, TransportSecurity { tls, handshake_timeout: Duration::from_secs(5) });
         Node { t, addr, rx, stop }
     }
 
