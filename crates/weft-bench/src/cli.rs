@@ -9,6 +9,7 @@ use weft_net::Target;
 use crate::error::BenchError;
 use crate::load::{run as run_load, Limit, Load, Workload};
 use crate::report::Format;
+use crate::resp::{run_resp, RespAddr, RespLoad};
 
 /// Closed-loop round trips against a Weft node: for every address and every
 /// client count, N clients each send one request at a time.
@@ -17,8 +18,14 @@ pub struct BenchArgs {
     /// Server address: tcp://HOST:PORT, udp://HOST:PORT, unix://PATH,
     /// tls://HOST:PORT or quic://HOST:PORT (repeatable; TLS options from
     /// WEFT_TLS_CA, WEFT_TLS_CLIENT_CERT, WEFT_TLS_CLIENT_KEY).
-    #[arg(long = "addr", value_name = "URL", default_value = "tcp://127.0.0.1:7400")]
+    /// (default tcp://127.0.0.1:7400 when neither --addr nor --redis-addr is given).
+    #[arg(long = "addr", value_name = "URL")]
     pub addrs: Vec<String>,
+    /// A Redis server to run the same closed loop against with RESP `PING`
+    /// (redis://HOST:PORT or redis+unix:///PATH; repeatable; ping only):
+    /// both servers measured by one generator, one clock.
+    #[arg(long = "redis-addr", value_name = "URL")]
+    pub redis_addrs: Vec<String>,
     /// Concurrent clients, one connection each; a comma-separated list runs each in turn.
     #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
     pub clients: Vec<usize>,
@@ -66,7 +73,9 @@ impl BenchArgs {
             None => Limit::Duration(seconds("--duration", self.duration)?),
         };
         let mut loads = vec![];
-        for addr in &self.addrs {
+        let default_addr = ["tcp://127.0.0.1:7400".to_owned()];
+        let addrs = if self.addrs.is_empty() && self.redis_addrs.is_empty() { &default_addr[..] } else { &self.addrs[..] };
+        for addr in addrs {
             let endpoint: Target = addr.parse().map_err(|e| BenchError::BadArgs(format!("--addr: {e}")))?;
             for &clients in &self.clients {
                 loads.push(Load {
@@ -81,20 +90,52 @@ impl BenchArgs {
         }
         Ok(loads)
     }
+
+    /// The RESP runs: by address, then clients (ping only).
+    pub fn resp_loads(&self) -> Result<Vec<RespLoad>, BenchError> {
+        if !self.redis_addrs.is_empty() && self.workload != "ping" {
+            return Err(BenchError::BadArgs("--redis-addr runs ping only".into()));
+        }
+        let limit = match self.requests {
+            Some(n) => Limit::Requests(n),
+            None => Limit::Duration(seconds("--duration", self.duration)?),
+        };
+        let mut loads = vec![];
+        for addr in &self.redis_addrs {
+            let addr = RespAddr::parse(addr)?;
+            for &clients in &self.clients {
+                loads.push(RespLoad {
+                    addr: addr.clone(),
+                    clients,
+                    limit,
+                    warmup: seconds("--warmup", self.warmup)?,
+                    request_timeout: Duration::from_millis(self.timeout_ms.max(1)),
+                });
+            }
+        }
+        Ok(loads)
+    }
 }
 
 /// Run every load in turn and print a line per run as it finishes.
 pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     let loads = args.loads()?;
+    let resp_loads = args.resp_loads()?;
     let mut out = std::io::stdout();
     args.format.header(&mut out).map_err(BenchError::Output)?;
-    for load in &loads {
-        let report = run_load(load).await?;
-        args.format.row(&report, &mut out).map_err(BenchError::Output)?;
+    let print = |report: &crate::Report, out: &mut std::io::Stdout| -> Result<(), BenchError> {
+        args.format.row(report, out).map_err(BenchError::Output)?;
         out.flush().map_err(BenchError::Output)?;
         if let Some(e) = &report.first_error {
             eprintln!("{} clients={}: {} errors, first: {e}", report.endpoint, report.clients, report.errors);
         }
+        Ok(())
+    };
+    for load in &loads {
+        print(&run_load(load).await?, &mut out)?;
+    }
+    for load in &resp_loads {
+        print(&run_resp(load).await?, &mut out)?;
     }
     Ok(())
 }
@@ -124,6 +165,19 @@ mod tests {
         let loads = t.args.loads().unwrap();
         let names: Vec<String> = loads.iter().map(|l| l.endpoint.to_string()).collect();
         assert_eq!(names, ["tls://127.0.0.1:7403", "quic://127.0.0.1:7401"]);
+    }
+
+    #[test]
+    fn redis_addresses_run_ping_only() {
+        let t = T::parse_from(["t", "--redis-addr", "redis://127.0.0.1:6379", "--redis-addr", "redis+unix:///tmp/r.sock", "--clients", "1,16"]);
+        assert!(t.args.loads().unwrap().is_empty(), "no default weft address when only redis is asked for");
+        let loads = t.args.resp_loads().unwrap();
+        assert_eq!(loads.len(), 4);
+        assert_eq!(loads[3].addr, RespAddr::Unix("/tmp/r.sock".into()));
+        let t = T::parse_from(["t", "--redis-addr", "redis://127.0.0.1:6379", "--workload", "echo"]);
+        assert!(matches!(t.args.resp_loads(), Err(BenchError::BadArgs(_))));
+        let t = T::parse_from(["t"]);
+        assert_eq!(t.args.loads().unwrap()[0].endpoint.to_string(), "tcp://127.0.0.1:7400");
     }
 
     #[test]

@@ -10,6 +10,9 @@ pub enum BenchError {
     /// A client could not connect or handshake (server down, wrong address).
     #[error("client {client} cannot connect to {endpoint}: {source}")]
     Connect { client: usize, endpoint: String, source: ClientError },
+    /// A RESP client could not connect to the Redis server.
+    #[error("client {client} cannot connect to {endpoint}: {source}")]
+    RespConnect { client: usize, endpoint: String, source: std::io::Error },
     /// Building a request failed (a bug here, or a payload over the limits).
     #[error("cannot build the request: {0}")]
     Request(#[from] weft_wire::BodyError),

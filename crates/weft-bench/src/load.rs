@@ -10,7 +10,7 @@ use crate::report::Report;
 
 /// Latencies are recorded in nanoseconds up to this; slower round trips are
 /// clamped (they are timeouts in all but name).
-const LATENCY_NS_MAX: u64 = 60_000_000_000;
+pub(crate) const LATENCY_NS_MAX: u64 = 60_000_000_000;
 /// Concurrent clients are capped: each holds a socket and a task, and the
 /// server's per-listener limits are in the hundreds.
 pub const CLIENTS_MAX: usize = 4096;
@@ -123,7 +123,7 @@ struct ClientResult {
     first_error: Option<String>,
 }
 
-fn new_histogram() -> Histogram<u64> {
+pub(crate) fn new_histogram() -> Histogram<u64> {
     // Bounds are constants within hdrhistogram's accepted range.
     Histogram::new_with_bounds(1, LATENCY_NS_MAX, 3).unwrap_or_else(|_| unreachable!("valid histogram bounds"))
 }

@@ -27,14 +27,29 @@ pub struct Report {
 
 impl Report {
     pub(crate) fn from_histogram(load: &Load, h: &Histogram<u64>, errors: u64, first_error: Option<String>, elapsed: Duration) -> Self {
+        let transport = load.endpoint.transport().as_str();
+        Self::from_parts(transport, load.endpoint.to_string(), load.workload.label(), load.clients, h, errors, first_error, elapsed)
+    }
+
+    #[allow(clippy::too_many_arguments)] // one per column; two callers
+    pub(crate) fn from_parts(
+        transport: &str,
+        endpoint: String,
+        workload: String,
+        clients: usize,
+        h: &Histogram<u64>,
+        errors: u64,
+        first_error: Option<String>,
+        elapsed: Duration,
+    ) -> Self {
         let us = |ns: u64| ns as f64 / 1000.0;
         let seconds = elapsed.as_secs_f64();
         let requests = h.len();
         Report {
-            transport: load.endpoint.transport().as_str().to_owned(),
-            endpoint: load.endpoint.to_string(),
-            workload: load.workload.label(),
-            clients: load.clients,
+            transport: transport.to_owned(),
+            endpoint,
+            workload,
+            clients,
             requests,
             errors,
             first_error,
