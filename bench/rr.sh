@@ -100,9 +100,14 @@ wait_until 15 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping || { cat "$TMP/redis.
 log "redis-server up (pid ${PIDS[1]}): tcp $REDIS_PORT, unix $TMP/redis/redis.sock"
 
 # --- load -----------------------------------------------------------------
+# weft-bench also runs its loop against redis-server (RESP PING, transports
+# redis-tcp and redis-unix): both servers measured by one generator and one
+# clock, beside redis-benchmark's own numbers (ping only).
+REDIS_VIA_BENCH=()
+[ "$WORKLOAD" != ping ] || REDIS_VIA_BENCH=(--redis-addr "redis://127.0.0.1:$REDIS_PORT" --redis-addr "redis+unix://$TMP/redis/redis.sock")
 weft_run() { # round clients -> "round,transport,clients,rps,p50_us,p99_us,errors" lines
     timeout 300 "${RUN[@]}" "$BENCH" --addr "tcp://127.0.0.1:$TCP_PORT" --addr "unix://$TMP/weft/weft.sock" \
-        --addr "udp://127.0.0.1:$UDP_PORT" --clients "$2" --duration "$DURATION" \
+        --addr "udp://127.0.0.1:$UDP_PORT" "${REDIS_VIA_BENCH[@]}" --clients "$2" --duration "$DURATION" \
         --workload "$WORKLOAD" --payload "$PAYLOAD" --format csv \
         | awk -F, -v r="$1" 'NR > 1 { print r "," $1 "," $3 "," $7 "," $8 "," $9 "," $5 }'
 }
@@ -129,7 +134,7 @@ redis_run() { # round tcp|unix clients -> "round,how,clients,test,rps,p50_us,p99
 : >"$TMP/weft.csv"; : >"$TMP/redis.csv"
 for round in $(seq 1 "$ROUNDS"); do
     for c in ${CLIENTS//,/ }; do
-        log "round $round/$ROUNDS, $c clients: weft-bench ($WORKLOAD; tcp, unix, udp), redis-benchmark (tcp, unix)"
+        log "round $round/$ROUNDS, $c clients: weft-bench ($WORKLOAD; tcp, unix, udp; redis tcp, unix), redis-benchmark (tcp, unix)"
         weft_run "$round" "$c" >>"$TMP/weft.csv"
         redis_run "$round" tcp "$c" >>"$TMP/redis.csv"
         redis_run "$round" unix "$c" >>"$TMP/redis.csv"
@@ -162,22 +167,34 @@ done <"$TMP/weft.csv"
 # client library sends) at the same concurrency: over the Unix socket for
 # weft's unix rows, over TCP otherwise (redis has no UDP). `weft/redis` is
 # the ratio of req/s (above 1: weft answers more), `p50 w/r` the ratio of
-# median latencies (below 1: weft answers sooner).
+# median latencies (below 1: weft answers sooner), both against
+# redis-benchmark's numbers. The last six columns are redis-server measured
+# by weft-bench itself (`wb>redis`: same loop, same clock) and the three
+# ratios against it: req/s, p50, p99 (weft over redis). redis-benchmark's
+# latency starts when its event loop writes the request, after serving the
+# other ready clients; weft-bench's when a client asks: only the second set
+# compares like with like.
 echo
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(uname -sr), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# weft $WORKLOAD vs redis PING_MBULK, -P 1, ${DURATION}s per run, median of $ROUNDS rounds,"
 echo "# weft serve threads ${WEFT_THREADS:-$(nproc)}, nice $NICE; latencies in microseconds"
-printf '%-6s %7s | %10s %8s %8s %6s | %-5s %10s %8s %8s | %10s %9s\n' \
-    transport clients "weft req/s" p50 p99 errors redis "req/s" p50 p99 "weft/redis" "p50 w/r"
+printf '%-6s %7s | %10s %8s %8s %6s | %-5s %10s %8s %8s | %10s %9s | %10s %8s %8s | %6s %6s %6s\n' \
+    transport clients "weft req/s" p50 p99 errors redis "req/s" p50 p99 "weft/redis" "p50 w/r" \
+    "wb>redis/s" p50 p99 "req/s" "p50" "p99"
 for tr in tcp unix udp; do
     for c in ${CLIENTS//,/ }; do
         IFS=, read -r _r _t _c rps p50 p99 _e < <(grep "^[0-9]*,$tr,$c," "$TMP/weft.median" || echo ",,,0,0,0,0")
         how=tcp; [ "$tr" = unix ] && how=unix
         IFS=, read -r _r _h _c _t rrps rp50 rp99 < <(grep "^[0-9]*,$how,$c,PING_MBULK," "$TMP/redis.median" || echo ",,,,0,0,0")
+        IFS=, read -r _r _t _c brps bp50 bp99 _e < <(grep "^[0-9]*,redis-$how,$c," "$TMP/weft.median" || echo ",,,0,0,0,0")
         ratio=$(awk -v a="$rps" -v b="$rrps" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
         lratio=$(awk -v a="$p50" -v b="$rp50" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
-        printf '%-6s %7s | %10.0f %8.1f %8.1f %6s | %-5s %10.0f %8.1f %8.1f | %10s %9s\n' \
-            "$tr" "$c" "$rps" "$p50" "$p99" "${ERRORS[$tr,$c]:-0}" "$how" "$rrps" "$rp50" "$rp99" "$ratio" "$lratio"
+        bratio=$(awk -v a="$rps" -v b="$brps" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
+        b50=$(awk -v a="$p50" -v b="$bp50" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
+        b99=$(awk -v a="$p99" -v b="$bp99" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
+        printf '%-6s %7s | %10.0f %8.1f %8.1f %6s | %-5s %10.0f %8.1f %8.1f | %10s %9s | %10.0f %8.1f %8.1f | %6s %6s %6s\n' \
+            "$tr" "$c" "$rps" "$p50" "$p99" "${ERRORS[$tr,$c]:-0}" "$how" "$rrps" "$rp50" "$rp99" "$ratio" "$lratio" \
+            "$brps" "$bp50" "$bp99" "$bratio" "$b50" "$b99"
     done
 done
 echo
