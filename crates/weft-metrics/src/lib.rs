@@ -124,6 +124,16 @@ pub struct Metrics {
     pub rebalance_moves_in_flight: Gauge,
     pub rebalance_moves_done: Counter,
     pub rebalance_moves_failed: Counter,
+    /// This node's partition appliers: appends to the local copies and what
+    /// they held, appends cut by each bound (`bound`: entries, records,
+    /// bytes; `cluster.apply_batch_*`), and entries and bytes queued to them.
+    pub cluster_apply_batches: Counter,
+    pub cluster_apply_entries: Counter,
+    pub cluster_apply_records: Counter,
+    pub cluster_apply_bytes: Counter,
+    pub cluster_apply_cuts: Family<L1, Counter>,
+    pub cluster_apply_queued_entries: Gauge,
+    pub cluster_apply_queued_bytes: Gauge,
 
     // ---- RADOS client (weft-rados), written where the objecter gets an answer
     /// By pool (id), op (`read`, `write`) and result (`ok`, `error`: the OSD
@@ -198,6 +208,13 @@ impl Metrics {
             rebalance_moves_in_flight: Gauge::default(),
             rebalance_moves_done: Counter::default(),
             rebalance_moves_failed: Counter::default(),
+            cluster_apply_batches: Counter::default(),
+            cluster_apply_entries: Counter::default(),
+            cluster_apply_records: Counter::default(),
+            cluster_apply_bytes: Counter::default(),
+            cluster_apply_cuts: Family::default(),
+            cluster_apply_queued_entries: Gauge::default(),
+            cluster_apply_queued_bytes: Gauge::default(),
             auth_events: Family::default(),
             queries: Family::default(),
             query_watches: Counter::default(),
@@ -251,6 +268,13 @@ impl Metrics {
         r.register("rebalance_moves_in_flight", "Replica moves in flight in the cluster (the rebalancer; this node's metadata)", self.rebalance_moves_in_flight.clone());
         r.register("rebalance_moves_done", "Replica moves finished since the cluster began (this node's metadata)", self.rebalance_moves_done.clone());
         r.register("rebalance_moves_failed", "Replica moves cancelled (target left before it became a voter) since the cluster began", self.rebalance_moves_failed.clone());
+        r.register("cluster_apply_batches", "Appends of this node's partition appliers to their local copies", self.cluster_apply_batches.clone());
+        r.register("cluster_apply_entries", "Committed raft entries this node's partition appliers took", self.cluster_apply_entries.clone());
+        r.register("cluster_apply_records", "Records this node's partition appliers wrote to their local copies", self.cluster_apply_records.clone());
+        r.register_with_unit("cluster_apply", "Key and value bytes this node's partition appliers wrote to their local copies", Unit::Bytes, self.cluster_apply_bytes.clone());
+        r.register("cluster_apply_cuts", "Applier appends cut by a bound (cluster.apply_batch_entries, _records, _bytes), by bound", self.cluster_apply_cuts.clone());
+        r.register("cluster_apply_queued_entries", "Committed entries queued to this node's partition appliers, not yet taken", self.cluster_apply_queued_entries.clone());
+        r.register_with_unit("cluster_apply_queued", "Bytes of the committed entries queued to this node's partition appliers", Unit::Bytes, self.cluster_apply_queued_bytes.clone());
         r.register("pva_channels_open", "pvAccess channels open now, over every connection", self.pva_channels_open.clone());
         r.register("pva_monitors_open", "pvAccess monitors open now (created, not yet destroyed), over every connection", self.pva_monitors_open.clone());
         r.register("pva_monitor_updates", "pvAccess monitor updates sent to clients (the first value of each monitor included)", self.pva_monitor_updates.clone());

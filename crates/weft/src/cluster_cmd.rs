@@ -51,6 +51,15 @@ pub async fn start(conf: &ClusterConf, data_dir: &Path, native_addr: Option<Stri
             quiesce_ticks: usize::try_from(conf.quiesce_ticks).unwrap_or(usize::MAX),
             sync_threads: usize::try_from(conf.sync_threads).unwrap_or(1).clamp(1, 256),
             rebalance: conf.rebalance.clone(),
+            // Out of range (0, absurd) is refused by ClusterNode::start with the key's name.
+            apply: weft_cluster::partition::ApplyBounds {
+                entries: usize::try_from(conf.apply_batch_entries).unwrap_or(usize::MAX),
+                records: usize::try_from(conf.apply_batch_records).unwrap_or(usize::MAX),
+                bytes: usize::try_from(conf.apply_batch_bytes).unwrap_or(usize::MAX),
+            },
+            max_commands_per_pass: usize::try_from(conf.max_commands_per_pass).unwrap_or(usize::MAX),
+            peer_queue_frames: usize::try_from(conf.peer_queue_frames).unwrap_or(usize::MAX),
+            incoming_queue_frames: usize::try_from(conf.incoming_queue_frames).unwrap_or(usize::MAX),
             ..RaftTuning::default()
         },
         log: Some(log),
@@ -437,6 +446,21 @@ fn render_status(s: &serde_json::Value) -> String {
         .map(|m| vec![str_of(&m["group"]), str_of(&m["from"]), str_of(&m["to"]), str_of(&m["reason"])])
         .collect();
     out.push_str(&format!("\nmoves in flight: {}  done: {}  cancelled: {}\n", moves.len(), str_of(&s["moves_done"]), str_of(&s["moves_cancelled"])));
+    // The partition appliers' appends to this node's copies (cluster.apply_batch_*).
+    let a = &s["apply"];
+    if a.is_object() {
+        out.push_str(&format!(
+            "applied to copies: {} appends, {} entries, {} records, {} bytes  cut by entries/records/bytes: {}/{}/{}  queued: {} entries\n",
+            str_of(&a["batches"]),
+            str_of(&a["entries"]),
+            str_of(&a["records"]),
+            str_of(&a["bytes"]),
+            str_of(&a["cut_entries"]),
+            str_of(&a["cut_records"]),
+            str_of(&a["cut_bytes"]),
+            str_of(&a["queued_entries"]),
+        ));
+    }
     if !moves.is_empty() {
         out.push_str(&client_cmd::table(&["GROUP", "FROM", "TO", "REASON"], &moves));
     }

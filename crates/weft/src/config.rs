@@ -189,6 +189,21 @@ pub struct ClusterConf {
     pub quiesce_ticks: u64,
     /// Threads fsyncing the raft WAL files of one Ready pass in parallel.
     pub sync_threads: u64,
+    /// One append of a partition's applier to its local copy holds at most
+    /// this many committed entries, records (an entry is never split) and
+    /// key and value bytes (at least one entry's); stats `cluster.apply.*`.
+    pub apply_batch_entries: u64,
+    pub apply_batch_records: u64,
+    pub apply_batch_bytes: u64,
+    /// Commands (proposals, reads) the raft driver takes before one Ready
+    /// pass; stat `cluster.passes_cut`.
+    pub max_commands_per_pass: u64,
+    /// Frames queued to one peer before more are dropped (raft
+    /// retransmits); stats `cluster.peer_queued`, `cluster.frames_dropped_full`.
+    pub peer_queue_frames: u64,
+    /// Frames from peers queued to the raft driver before connections stop
+    /// reading; stat `cluster.incoming_queued`.
+    pub incoming_queue_frames: u64,
     /// A cluster write not committed within this is answered `timeout` (fate unknown).
     pub propose_timeout_ms: u64,
     /// Requests queued to the cluster driver before callers get `busy`.
@@ -247,6 +262,12 @@ impl Default for ClusterConf {
             snapshot_entries: 10_000,
             quiesce_ticks: 10,
             sync_threads: 8,
+            apply_batch_entries: 1024,
+            apply_batch_records: 1000,
+            apply_batch_bytes: 64 << 10,
+            max_commands_per_pass: 1024,
+            peer_queue_frames: 1024,
+            incoming_queue_frames: 1024,
             propose_timeout_ms: 5_000,
             max_pending: 4096,
             forward_max_wait_ms: 5_000,

@@ -203,6 +203,17 @@ pub fn install_pva_counters(read: Box<dyn Fn() -> Vec<(&'static str, u64)> + Sen
 pub fn install_cluster_gauges(node: weft_cluster::ClusterNode) {
     let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
     weft_metrics::on_scrape(move |m| {
+        // The appliers' counters are atomics: read before (and without) the status.
+        let a = node.apply_status();
+        weft_metrics::mirror(&m.cluster_apply_batches, a.batches);
+        weft_metrics::mirror(&m.cluster_apply_entries, a.entries);
+        weft_metrics::mirror(&m.cluster_apply_records, a.records);
+        weft_metrics::mirror(&m.cluster_apply_bytes, a.bytes);
+        for (bound, v) in [("entries", a.cut_entries), ("records", a.cut_records), ("bytes", a.cut_bytes)] {
+            weft_metrics::mirror(&m.cluster_apply_cuts.get_or_create(&l1("bound", bound)), v);
+        }
+        m.cluster_apply_queued_entries.set(i64::try_from(a.queued_entries).unwrap_or(i64::MAX));
+        m.cluster_apply_queued_bytes.set(i64::try_from(a.queued_bytes).unwrap_or(i64::MAX));
         // The status is async (a message to the raft loop): run it on the
         // runtime and wait here, on the scrape's blocking thread (see
         // `metrics`); a std channel rather than `block_on`, which would
