@@ -1,14 +1,20 @@
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
+use futures::task::AtomicWaker;
 use rand::Rng;
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket, UnixStream};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 use weft_wire::{
@@ -76,14 +82,286 @@ impl Default for ClientConfig {
     }
 }
 
-type Pending = Mutex<HashMap<MessageId, oneshot::Sender<Frame>>>;
+/// Requests waiting for their answer, by message id. The caller's future
+/// polls its own slot (no channel or allocation per request); the reader
+/// fills it and wakes the caller. An absent slot is a lost request: the
+/// connection dropped or the client was closed.
+type Pending = Mutex<HashMap<MessageId, Slot, IdHash>>;
 type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
 type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
 
+enum Slot {
+    Waiting(Option<Waker>),
+    Done(Frame),
+}
+
+/// Hash for the pending table: message ids are chosen by this process's
+/// callers (random UUIDs or counters), never by the server, so a keyed
+/// SipHash buys nothing; a multiply-fold of the id's bytes spreads both.
+#[derive(Clone, Copy, Default)]
+struct IdHash;
+
+impl BuildHasher for IdHash {
+    type Hasher = IdHasher;
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(0)
+    }
+}
+
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            // Big-endian so that a counter's low bits land in the word's
+            // low bits, which the multiply keeps distinct.
+            self.0 = (self.0.rotate_left(5) ^ u64::from_be_bytes(word)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    // The array's length prefix is the same for every id.
+    fn write_usize(&mut self, _: usize) {}
+    fn finish(&self) -> u64 {
+        // The multiply mixes upwards; the table indexes by the low bits.
+        self.0.rotate_left(26)
+    }
+}
+
+/// Bytes the callers may leave in a stream connection's output buffer for
+/// its task to write (a socket that does not take them); past it, callers
+/// wait. It replaces the old channel's 1024 queued frames as the bound on
+/// what a client holds for a server that does not read.
+const MAX_BACKLOG: usize = 256 * 1024;
+
+/// TCP, Unix and TLS: callers encode their frame into the connection's
+/// output buffer and write it themselves when no write is in progress (a
+/// non-blocking attempt under the lock); what the socket does not take
+/// stays in the buffer for the connection task, which reads answers and
+/// writes leftovers. A frame is whole in the buffer before any of it is
+/// written, so a caller dropped mid-call never cuts one, and one dropped
+/// before it got the lock was never encoded, so it is not sent late.
+struct StreamLink {
+    out: Mutex<Out>,
+    /// The connection task owns the writing (`out.buf` has leftovers, a
+    /// TLS flush is pending, or a write failed); callers only append.
+    /// Changed under `out`'s lock; the task reads it without.
+    task_writes: AtomicBool,
+    /// The connection task, woken when callers hand it leftovers.
+    task: AtomicWaker,
+    /// Callers waiting for a connection (reconnecting) or for room in the
+    /// buffer.
+    changed: Notify,
+}
+
+struct Out {
+    /// `None` while reconnecting.
+    writer: Option<BoxWrite>,
+    buf: BytesMut,
+    failed: bool,
+}
+
+impl StreamLink {
+    fn new(writer: BoxWrite) -> Self {
+        StreamLink {
+            out: Mutex::new(Out { writer: Some(writer), buf: BytesMut::with_capacity(16 * 1024), failed: false }),
+            task_writes: AtomicBool::new(false),
+            task: AtomicWaker::new(),
+            changed: Notify::new(),
+        }
+    }
+
+    /// Put `frame` on the connection (registering it in `pending` when an
+    /// answer is expected), waiting while reconnecting or while the buffer
+    /// is over [`MAX_BACKLOG`].
+    async fn submit(&self, inner: &Inner, frame: &Frame, answered: bool) -> Result<(), ClientError> {
+        if self.try_submit(inner, frame, answered)? {
+            return Ok(());
+        }
+        loop {
+            let notified = self.changed.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.try_submit(inner, frame, answered)? {
+                return Ok(());
+            }
+            notified.await;
+        }
+    }
+
+    /// False: no connection now, or the buffer is full.
+    fn try_submit(&self, inner: &Inner, frame: &Frame, answered: bool) -> Result<bool, ClientError> {
+        let mut out = lock(&self.out);
+        if inner.closed.is_cancelled() {
+            return Err(ClientError::Closed);
+        }
+        if out.writer.is_none() || out.buf.len() >= MAX_BACKLOG {
+            return Ok(false);
+        }
+        // `encode` checks before it writes: an error leaves `buf` as it was.
+        if let Err(e) = encode(frame, &mut out.buf) {
+            // As the server would answer it (and as this client did when
+            // its writer task found the frame unencodable).
+            return Err(ClientError::Remote(ErrorBody::new(ErrorCode::BadFrame, e.to_string())));
+        }
+        if answered {
+            // Under `out`'s lock: a connection lost before this point fails
+            // nothing of this call, one lost after it finds the slot.
+            lock(&inner.pending).insert(frame.id, Slot::Waiting(None));
+        }
+        if !self.task_writes.load(Ordering::Relaxed) {
+            self.write_now(&mut out);
+        }
+        Ok(true)
+    }
+
+    /// A caller's write: as much of the buffer as the socket takes now.
+    /// Its no-op waker is never what anyone waits on: when the socket
+    /// does not take everything, the connection task takes over and polls
+    /// with its own waker.
+    fn write_now(&self, out: &mut Out) {
+        let Out { writer, buf, failed } = out;
+        let Some(w) = writer.as_mut() else { return };
+        let mut cx = Context::from_waker(Waker::noop());
+        while !buf.is_empty() {
+            match Pin::new(&mut *w).poll_write(&mut cx, buf) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                    *failed = true;
+                    break;
+                }
+                Poll::Ready(Ok(n)) => buf.advance(n),
+                Poll::Pending => break,
+            }
+        }
+        if buf.is_empty() && !*failed {
+            match Pin::new(&mut *w).poll_flush(&mut cx) {
+                Poll::Ready(Ok(())) => {
+                    buf.clear();
+                    return;
+                }
+                Poll::Ready(Err(_)) => *failed = true,
+                Poll::Pending => {}
+            }
+        }
+        self.task_writes.store(true, Ordering::Release);
+        self.task.wake();
+    }
+
+    /// The connection task's write of leftovers; Err when the connection
+    /// is broken.
+    fn write_leftovers(&self, cx: &mut Context<'_>) -> Result<(), ()> {
+        let mut out = lock(&self.out);
+        let Out { writer, buf, failed } = &mut *out;
+        if *failed {
+            return Err(());
+        }
+        let Some(w) = writer.as_mut() else { return Ok(()) };
+        while !buf.is_empty() {
+            match Pin::new(&mut *w).poll_write(cx, buf) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Err(()),
+                Poll::Ready(Ok(n)) => buf.advance(n),
+                Poll::Pending => return Ok(()),
+            }
+        }
+        match Pin::new(&mut *w).poll_flush(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(_)) => return Err(()),
+            Poll::Pending => return Ok(()),
+        }
+        buf.clear();
+        self.task_writes.store(false, Ordering::Release);
+        drop(out);
+        // Room again for callers waiting on a full buffer.
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
+    /// After a connection ends: drop its unwritten bytes and fail the
+    /// calls in flight on it (in one critical section with callers'
+    /// submits), then close it.
+    async fn disconnect(&self, inner: &Inner) {
+        let writer = {
+            let mut out = lock(&self.out);
+            out.buf.clear();
+            out.failed = false;
+            self.task_writes.store(false, Ordering::Release);
+            fail_pending(inner);
+            out.writer.take()
+        };
+        self.changed.notify_waiters();
+        if let Some(mut w) = writer {
+            let _ = w.shutdown().await;
+        }
+    }
+
+    fn connected(&self, writer: BoxWrite) {
+        lock(&self.out).writer = Some(writer);
+        self.changed.notify_waiters();
+    }
+}
+
+/// Every call still waiting for an answer fails (`ConnectionLost`): its
+/// slot is gone and it is woken. Answers already in (read before a
+/// goaway or the close) stay for their callers.
+fn fail_pending(inner: &Inner) {
+    let mut wakers = Vec::new();
+    lock(&inner.pending).retain(|_, slot| match slot {
+        Slot::Waiting(w) => {
+            wakers.extend(w.take());
+            false
+        }
+        Slot::Done(_) => true,
+    });
+    for w in wakers {
+        w.wake();
+    }
+}
+
+/// A request's wait for its answer; removes the slot if dropped first
+/// (timed out or cancelled), so a late answer is discarded.
+struct Waiter<'a> {
+    inner: &'a Inner,
+    id: MessageId,
+    finished: bool,
+}
+
+impl Future for Waiter<'_> {
+    type Output = Result<Frame, ClientError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut pending = lock(&self.inner.pending);
+        let result = match pending.entry(self.id) {
+            Entry::Vacant(_) => Err(ClientError::ConnectionLost),
+            Entry::Occupied(mut e) => match e.get_mut() {
+                Slot::Waiting(w) => {
+                    if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        *w = Some(cx.waker().clone());
+                    }
+                    return Poll::Pending;
+                }
+                Slot::Done(_) => match e.remove() {
+                    Slot::Done(f) => Ok(f),
+                    // Matched as Done just above.
+                    Slot::Waiting(_) => Err(ClientError::ConnectionLost),
+                },
+            },
+        };
+        drop(pending);
+        self.finished = true;
+        Poll::Ready(result)
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            lock(&self.inner.pending).remove(&self.id);
+        }
+    }
+}
+
 enum Link {
-    /// TCP and Unix sockets: frames go through the driver task, which owns
-    /// the current connection and replaces it when it drops.
-    Stream(mpsc::Sender<Frame>),
+    Stream(Arc<StreamLink>),
     Datagram(Arc<UdpSocket>),
     /// QUIC: a stream per request on the current connection, which a
     /// driver task replaces when it drops.
@@ -123,7 +401,7 @@ impl Inner {
             events_dropped: Arc::new(AtomicU64::new(0)),
             endpoint,
             config,
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::with_hasher(IdHash)),
             welcome: Mutex::new(welcome),
             closed: CancellationToken::new(),
             link,
@@ -175,9 +453,9 @@ impl Client {
             }
             _ => {
                 let (reader, writer, welcome) = establish(&endpoint, &config).await?;
-                let (tx, rx) = mpsc::channel(1024);
-                let inner = Inner::new(endpoint, config, Some(welcome), Link::Stream(tx));
-                tokio::spawn(drive(inner.clone(), rx, reader, writer));
+                let link = Arc::new(StreamLink::new(writer));
+                let inner = Inner::new(endpoint, config, Some(welcome), Link::Stream(link.clone()));
+                tokio::spawn(drive(inner.clone(), link, reader));
                 Ok(Client::from_inner(inner))
             }
         }
@@ -268,14 +546,17 @@ impl Client {
             }
             return Ok(answer);
         }
-        let id = frame.id;
-        let (tx, rx) = oneshot::channel();
-        lock(&self.inner.pending).insert(id, tx);
-        let _guard = PendingGuard { inner: &self.inner, id };
+        let mut waiter = Waiter { inner: &self.inner, id: frame.id, finished: false };
         let timeout = self.inner.config.request_timeout;
         let wait = async {
-            self.transmit(frame).await?;
-            rx.await.map_err(|_| ClientError::ConnectionLost)
+            match &self.inner.link {
+                Link::Stream(link) => link.submit(&self.inner, &frame, true).await?,
+                _ => {
+                    lock(&self.inner.pending).insert(frame.id, Slot::Waiting(None));
+                    self.transmit(frame).await?;
+                }
+            }
+            (&mut waiter).await
         };
         let mut answer = tokio::time::timeout(timeout, wait).await.map_err(|_| ClientError::Timeout(timeout))??;
         // A compressed answer only comes when this client asked for it.
@@ -289,7 +570,7 @@ impl Client {
 
     async fn transmit(&self, frame: Frame) -> Result<(), ClientError> {
         match &self.inner.link {
-            Link::Stream(tx) => tx.send(frame).await.map_err(|_| ClientError::Closed),
+            Link::Stream(link) => link.submit(&self.inner, &frame, false).await,
             Link::Datagram(sock) => {
                 let mut out = BytesMut::new();
                 encode(&frame, &mut out)?;
@@ -368,24 +649,13 @@ impl Client {
         if let Link::Quic(link) = &self.inner.link {
             link.close();
         }
-        lock(&self.inner.pending).clear();
+        fail_pending(&self.inner);
     }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         self.closed.cancel();
-    }
-}
-
-struct PendingGuard<'a> {
-    inner: &'a Inner,
-    id: MessageId,
-}
-
-impl Drop for PendingGuard<'_> {
-    fn drop(&mut self) {
-        lock(&self.inner.pending).remove(&self.id);
     }
 }
 
@@ -516,17 +786,17 @@ async fn establish(endpoint: &Target, config: &ClientConfig) -> Result<(BoxRead,
         .map_err(|_| fail(format!("no welcome within {:?}", config.connect_timeout)))?
 }
 
-/// Owns the stream connection: runs it, and when it drops, fails the calls
-/// in flight and reconnects with back-off until the client is closed.
-async fn drive(inner: Arc<Inner>, mut rx: mpsc::Receiver<Frame>, reader: BoxRead, writer: BoxWrite) {
-    let mut conn = Some((reader, writer));
+/// Owns the stream connection: reads it, and when it drops, fails the
+/// calls in flight and reconnects with back-off until the client is closed.
+async fn drive(inner: Arc<Inner>, link: Arc<StreamLink>, reader: BoxRead) {
+    let mut reader = Some(reader);
     let mut attempt: u32 = 0;
     loop {
-        if let Some((reader, writer)) = conn.take() {
+        if let Some(r) = reader.take() {
             attempt = 0;
-            run_connection(&inner, &mut rx, reader, writer).await;
+            run_connection(&inner, &link, r).await;
             // Whatever was in flight on that connection will never be answered.
-            lock(&inner.pending).clear();
+            link.disconnect(&inner).await;
             if inner.closed.is_cancelled() {
                 return;
             }
@@ -539,17 +809,29 @@ async fn drive(inner: Arc<Inner>, mut rx: mpsc::Receiver<Frame>, reader: BoxRead
             Ok((r, w, welcome)) => {
                 info!(endpoint = %inner.endpoint, server_id = %welcome.server_id, "reconnected");
                 *lock(&inner.welcome) = Some(welcome);
-                conn = Some((r, w));
+                link.connected(w);
+                reader = Some(r);
             }
             Err(e) => debug!(endpoint = %inner.endpoint, error = %e, attempt, "reconnect failed"),
         }
     }
 }
 
-async fn run_connection(inner: &Arc<Inner>, rx: &mut mpsc::Receiver<Frame>, mut reader: BoxRead, mut writer: BoxWrite) {
-    let read_side = async {
-        let mut decoder = FrameDecoder::new(inner.config.max_frame_bytes);
-        let mut buf = BytesMut::with_capacity(16 * 1024);
+/// Reads answers and events until the connection ends (closed, goaway,
+/// EOF, a read or write error); writes what callers left over.
+async fn run_connection(inner: &Inner, link: &StreamLink, mut reader: BoxRead) {
+    let mut decoder = FrameDecoder::new(inner.config.max_frame_bytes);
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let closed = inner.closed.cancelled();
+    let mut closed = std::pin::pin!(closed);
+    std::future::poll_fn(|cx| {
+        if closed.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        link.task.register(cx.waker());
+        if link.task_writes.load(Ordering::Acquire) && link.write_leftovers(cx).is_err() {
+            return Poll::Ready(());
+        }
         loop {
             loop {
                 match decoder.decode(&mut buf) {
@@ -557,7 +839,7 @@ async fn run_connection(inner: &Arc<Inner>, rx: &mut mpsc::Receiver<Frame>, mut 
                         if frame.kind == FrameKind::Control && frame.route == CONTROL_GOAWAY {
                             // The server is draining: answers in flight are
                             // already written before the goaway.
-                            return;
+                            return Poll::Ready(());
                         }
                         deliver(inner, frame);
                     }
@@ -565,64 +847,39 @@ async fn run_connection(inner: &Arc<Inner>, rx: &mut mpsc::Receiver<Frame>, mut 
                     Err(e) => {
                         debug!(error = %e, "bad frame from server");
                         if !e.is_recoverable() {
-                            return;
+                            return Poll::Ready(());
                         }
                     }
                 }
             }
-            match reader.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
+            match tokio_util::io::poll_read_buf(Pin::new(&mut reader), cx, &mut buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Ok(_)) => {}
             }
         }
-    };
-    let write_side = async {
-        let mut out = BytesMut::with_capacity(16 * 1024);
-        while let Some(frame) = rx.recv().await {
-            push_live(inner, &frame, &mut out);
-            while out.len() < 256 * 1024 {
-                match rx.try_recv() {
-                    Ok(f) => push_live(inner, &f, &mut out),
-                    Err(_) => break,
-                }
-            }
-            if out.is_empty() {
-                continue;
-            }
-            if writer.write_all(&out).await.is_err() {
-                return;
-            }
-            out.clear();
-        }
-    };
-    tokio::select! {
-        _ = read_side => {}
-        _ = write_side => {}
-        _ = inner.closed.cancelled() => {}
-    }
-    let _ = writer.shutdown().await;
-}
-
-/// Skip requests whose caller already gave up (timed out, or failed with
-/// the previous connection): the server must not run them late.
-fn push_live(inner: &Inner, frame: &Frame, out: &mut BytesMut) {
-    let live = frame.kind != FrameKind::Request || lock(&inner.pending).contains_key(&frame.id);
-    if live
-        && let Err(e) = encode(frame, out)
-        && let Some(tx) = lock(&inner.pending).remove(&frame.id)
-    {
-        let err = weft_wire::error_frame_for(frame.id, BodyFormat::MsgPack, &ErrorBody::new(ErrorCode::BadFrame, e.to_string()));
-        let _ = tx.send(err);
-    }
+    })
+    .await;
 }
 
 fn deliver(inner: &Inner, frame: Frame) {
     match frame.kind {
         FrameKind::Response | FrameKind::Error | FrameKind::Control => {
-            if let Some(tx) = lock(&inner.pending).remove(&frame.id) {
-                let _ = tx.send(frame);
-            } else {
-                debug!(id = %frame.id, "answer for an unknown or expired request");
+            let id = frame.id;
+            let mut pending = lock(&inner.pending);
+            match pending.get_mut(&id) {
+                Some(slot @ Slot::Waiting(_)) => {
+                    let waker = match std::mem::replace(slot, Slot::Done(frame)) {
+                        Slot::Waiting(w) => w,
+                        Slot::Done(_) => None,
+                    };
+                    drop(pending);
+                    if let Some(w) = waker {
+                        w.wake();
+                    }
+                }
+                Some(Slot::Done(_)) => debug!(%id, "a second answer for a request"),
+                None => debug!(%id, "answer for an unknown or expired request"),
             }
         }
         FrameKind::Event => {
