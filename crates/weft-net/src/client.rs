@@ -15,6 +15,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket, UnixStream};
 use tokio::sync::{broadcast, Notify};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 use weft_wire::{
@@ -85,14 +86,42 @@ impl Default for ClientConfig {
 /// Requests waiting for their answer, by message id. The caller's future
 /// polls its own slot (no channel or allocation per request); the reader
 /// fills it and wakes the caller. An absent slot is a lost request: the
-/// connection dropped or the client was closed.
+/// connection dropped or the client was closed. The request timeout is a
+/// deadline in the slot, expired by the connection's reader task on a
+/// tick (an eighth of the timeout, 5 ms to 1 s) instead of a timer per
+/// request: a call fails with `Timeout` between its timeout and one tick
+/// later.
 type Pending = Mutex<HashMap<MessageId, Slot, IdHash>>;
 type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
 type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
 
 enum Slot {
-    Waiting(Option<Waker>),
+    Waiting { waker: Option<Waker>, deadline: Instant },
     Done(Frame),
+    TimedOut,
+}
+
+/// How often the reader task expires requests past their deadline.
+fn expiry_tick(timeout: Duration) -> Duration {
+    (timeout / 8).clamp(Duration::from_millis(5), Duration::from_secs(1))
+}
+
+/// Requests past their deadline fail with `Timeout`: their callers are
+/// woken. Their slots stay (a late answer is dropped) until the caller
+/// takes the error or is dropped.
+fn expire_pending(inner: &Inner, now: Instant) {
+    let mut wakers = Vec::new();
+    for slot in lock(&inner.pending).values_mut() {
+        if let Slot::Waiting { waker, deadline } = slot
+            && *deadline <= now
+        {
+            wakers.extend(waker.take());
+            *slot = Slot::TimedOut;
+        }
+    }
+    for w in wakers {
+        w.wake();
+    }
 }
 
 /// Hash for the pending table: message ids are chosen by this process's
@@ -174,23 +203,32 @@ impl StreamLink {
     /// Put `frame` on the connection (registering it in `pending` when an
     /// answer is expected), waiting while reconnecting or while the buffer
     /// is over [`MAX_BACKLOG`].
-    async fn submit(&self, inner: &Inner, frame: &Frame, answered: bool) -> Result<(), ClientError> {
-        if self.try_submit(inner, frame, answered)? {
+    /// `deadline`: the request's, for its slot and for this wait; `None`
+    /// for an event (no answer, no slot).
+    async fn submit(&self, inner: &Inner, frame: &Frame, deadline: Option<Instant>) -> Result<(), ClientError> {
+        if self.try_submit(inner, frame, deadline)? {
             return Ok(());
         }
         loop {
             let notified = self.changed.notified();
             let mut notified = std::pin::pin!(notified);
             notified.as_mut().enable();
-            if self.try_submit(inner, frame, answered)? {
+            if self.try_submit(inner, frame, deadline)? {
                 return Ok(());
             }
-            notified.await;
+            match deadline {
+                Some(d) => {
+                    if tokio::time::timeout_at(d, notified).await.is_err() {
+                        return Err(ClientError::Timeout(inner.config.request_timeout));
+                    }
+                }
+                None => notified.await,
+            }
         }
     }
 
     /// False: no connection now, or the buffer is full.
-    fn try_submit(&self, inner: &Inner, frame: &Frame, answered: bool) -> Result<bool, ClientError> {
+    fn try_submit(&self, inner: &Inner, frame: &Frame, deadline: Option<Instant>) -> Result<bool, ClientError> {
         let mut out = lock(&self.out);
         if inner.closed.is_cancelled() {
             return Err(ClientError::Closed);
@@ -204,10 +242,10 @@ impl StreamLink {
             // its writer task found the frame unencodable).
             return Err(ClientError::Remote(ErrorBody::new(ErrorCode::BadFrame, e.to_string())));
         }
-        if answered {
+        if let Some(deadline) = deadline {
             // Under `out`'s lock: a connection lost before this point fails
             // nothing of this call, one lost after it finds the slot.
-            lock(&inner.pending).insert(frame.id, Slot::Waiting(None));
+            lock(&inner.pending).insert(frame.id, Slot::Waiting { waker: None, deadline });
         }
         if !self.task_writes.load(Ordering::Relaxed) {
             self.write_now(&mut out);
@@ -306,11 +344,11 @@ impl StreamLink {
 fn fail_pending(inner: &Inner) {
     let mut wakers = Vec::new();
     lock(&inner.pending).retain(|_, slot| match slot {
-        Slot::Waiting(w) => {
-            wakers.extend(w.take());
+        Slot::Waiting { waker, .. } => {
+            wakers.extend(waker.take());
             false
         }
-        Slot::Done(_) => true,
+        Slot::Done(_) | Slot::TimedOut => true,
     });
     for w in wakers {
         w.wake();
@@ -333,16 +371,15 @@ impl Future for Waiter<'_> {
         let result = match pending.entry(self.id) {
             Entry::Vacant(_) => Err(ClientError::ConnectionLost),
             Entry::Occupied(mut e) => match e.get_mut() {
-                Slot::Waiting(w) => {
-                    if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                        *w = Some(cx.waker().clone());
+                Slot::Waiting { waker, .. } => {
+                    if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        *waker = Some(cx.waker().clone());
                     }
                     return Poll::Pending;
                 }
-                Slot::Done(_) => match e.remove() {
+                Slot::Done(_) | Slot::TimedOut => match e.remove() {
                     Slot::Done(f) => Ok(f),
-                    // Matched as Done just above.
-                    Slot::Waiting(_) => Err(ClientError::ConnectionLost),
+                    _ => Err(ClientError::Timeout(self.inner.config.request_timeout)),
                 },
             },
         };
@@ -546,19 +583,17 @@ impl Client {
             }
             return Ok(answer);
         }
-        let mut waiter = Waiter { inner: &self.inner, id: frame.id, finished: false };
-        let timeout = self.inner.config.request_timeout;
-        let wait = async {
-            match &self.inner.link {
-                Link::Stream(link) => link.submit(&self.inner, &frame, true).await?,
-                _ => {
-                    lock(&self.inner.pending).insert(frame.id, Slot::Waiting(None));
-                    self.transmit(frame).await?;
-                }
+        let waiter = Waiter { inner: &self.inner, id: frame.id, finished: false };
+        // The slot's deadline: no timer per request (see `Pending`).
+        let deadline = Instant::now() + self.inner.config.request_timeout;
+        match &self.inner.link {
+            Link::Stream(link) => link.submit(&self.inner, &frame, Some(deadline)).await?,
+            _ => {
+                lock(&self.inner.pending).insert(frame.id, Slot::Waiting { waker: None, deadline });
+                self.transmit(frame).await?;
             }
-            (&mut waiter).await
-        };
-        let mut answer = tokio::time::timeout(timeout, wait).await.map_err(|_| ClientError::Timeout(timeout))??;
+        }
+        let mut answer = waiter.await?;
         // A compressed answer only comes when this client asked for it.
         answer.decompress_body(compress, self.inner.config.max_frame_bytes)?;
         if answer.kind == FrameKind::Error {
@@ -570,7 +605,7 @@ impl Client {
 
     async fn transmit(&self, frame: Frame) -> Result<(), ClientError> {
         match &self.inner.link {
-            Link::Stream(link) => link.submit(&self.inner, &frame, false).await,
+            Link::Stream(link) => link.submit(&self.inner, &frame, None).await,
             Link::Datagram(sock) => {
                 let mut out = BytesMut::new();
                 encode(&frame, &mut out)?;
@@ -824,9 +859,17 @@ async fn run_connection(inner: &Inner, link: &StreamLink, mut reader: BoxRead) {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let closed = inner.closed.cancelled();
     let mut closed = std::pin::pin!(closed);
+    let tick = expiry_tick(inner.config.request_timeout);
+    let expiry = tokio::time::sleep(tick);
+    let mut expiry = std::pin::pin!(expiry);
     std::future::poll_fn(|cx| {
         if closed.as_mut().poll(cx).is_ready() {
             return Poll::Ready(());
+        }
+        while expiry.as_mut().poll(cx).is_ready() {
+            let now = Instant::now();
+            expire_pending(inner, now);
+            expiry.as_mut().reset(now + tick);
         }
         link.task.register(cx.waker());
         if link.task_writes.load(Ordering::Acquire) && link.write_leftovers(cx).is_err() {
@@ -868,10 +911,10 @@ fn deliver(inner: &Inner, frame: Frame) {
             let id = frame.id;
             let mut pending = lock(&inner.pending);
             match pending.get_mut(&id) {
-                Some(slot @ Slot::Waiting(_)) => {
+                Some(slot @ Slot::Waiting { .. }) => {
                     let waker = match std::mem::replace(slot, Slot::Done(frame)) {
-                        Slot::Waiting(w) => w,
-                        Slot::Done(_) => None,
+                        Slot::Waiting { waker, .. } => waker,
+                        Slot::Done(_) | Slot::TimedOut => None,
                     };
                     drop(pending);
                     if let Some(w) = waker {
@@ -879,7 +922,7 @@ fn deliver(inner: &Inner, frame: Frame) {
                     }
                 }
                 Some(Slot::Done(_)) => debug!(%id, "a second answer for a request"),
-                None => debug!(%id, "answer for an unknown or expired request"),
+                Some(Slot::TimedOut) | None => debug!(%id, "answer for an unknown or expired request"),
             }
         }
         FrameKind::Event => {
@@ -921,9 +964,16 @@ impl Subscription {
 
 async fn read_datagrams(inner: Arc<Inner>, sock: Arc<UdpSocket>) {
     let mut buf = vec![0u8; MAX_DATAGRAM_BYTES + 1];
+    // Requests past their deadline (see `Pending`).
+    let mut expiry = tokio::time::interval(expiry_tick(inner.config.request_timeout));
+    expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let got = tokio::select! {
             _ = inner.closed.cancelled() => return,
+            _ = expiry.tick() => {
+                expire_pending(&inner, Instant::now());
+                continue;
+            }
             r = sock.recv(&mut buf) => r,
         };
         match got {
