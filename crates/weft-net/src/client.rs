@@ -205,15 +205,18 @@ impl StreamLink {
     /// is over [`MAX_BACKLOG`].
     /// `deadline`: the request's, for its slot and for this wait; `None`
     /// for an event (no answer, no slot).
+    /// The slot is made with the waker of the task polling this, so the
+    /// caller's `Waiter` needs no lookup at its first poll.
     async fn submit(&self, inner: &Inner, frame: &Frame, deadline: Option<Instant>) -> Result<(), ClientError> {
-        if self.try_submit(inner, frame, deadline)? {
+        let attempt = || std::future::poll_fn(|cx| Poll::Ready(self.try_submit(inner, frame, deadline, cx.waker())));
+        if attempt().await? {
             return Ok(());
         }
         loop {
             let notified = self.changed.notified();
             let mut notified = std::pin::pin!(notified);
             notified.as_mut().enable();
-            if self.try_submit(inner, frame, deadline)? {
+            if attempt().await? {
                 return Ok(());
             }
             match deadline {
@@ -228,7 +231,7 @@ impl StreamLink {
     }
 
     /// False: no connection now, or the buffer is full.
-    fn try_submit(&self, inner: &Inner, frame: &Frame, deadline: Option<Instant>) -> Result<bool, ClientError> {
+    fn try_submit(&self, inner: &Inner, frame: &Frame, deadline: Option<Instant>, waker: &Waker) -> Result<bool, ClientError> {
         let mut out = lock(&self.out);
         if inner.closed.is_cancelled() {
             return Err(ClientError::Closed);
@@ -245,7 +248,7 @@ impl StreamLink {
         if let Some(deadline) = deadline {
             // Under `out`'s lock: a connection lost before this point fails
             // nothing of this call, one lost after it finds the slot.
-            lock(&inner.pending).insert(frame.id, Slot::Waiting { waker: None, deadline });
+            lock(&inner.pending).insert(frame.id, Slot::Waiting { waker: Some(waker.clone()), deadline });
         }
         if !self.task_writes.load(Ordering::Relaxed) {
             self.write_now(&mut out);
@@ -361,12 +364,20 @@ struct Waiter<'a> {
     inner: &'a Inner,
     id: MessageId,
     finished: bool,
+    /// The slot was made with the waker of the task that polls this first,
+    /// in the same poll (`StreamLink::submit`): that first poll can
+    /// return `Pending` without looking, since an answer delivered
+    /// meanwhile has woken (re-scheduled) that task already.
+    fresh: bool,
 }
 
 impl Future for Waiter<'_> {
     type Output = Result<Frame, ClientError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if std::mem::take(&mut self.fresh) {
+            return Poll::Pending;
+        }
         let mut pending = lock(&self.inner.pending);
         let result = match pending.entry(self.id) {
             Entry::Vacant(_) => Err(ClientError::ConnectionLost),
@@ -583,11 +594,16 @@ impl Client {
             }
             return Ok(answer);
         }
-        let waiter = Waiter { inner: &self.inner, id: frame.id, finished: false };
+        let mut waiter = Waiter { inner: &self.inner, id: frame.id, finished: false, fresh: false };
         // The slot's deadline: no timer per request (see `Pending`).
         let deadline = Instant::now() + self.inner.config.request_timeout;
         match &self.inner.link {
-            Link::Stream(link) => link.submit(&self.inner, &frame, Some(deadline)).await?,
+            Link::Stream(link) => {
+                link.submit(&self.inner, &frame, Some(deadline)).await?;
+                // Nothing awaits between the submit's last poll and the
+                // waiter's first: both run in the same poll of this task.
+                waiter.fresh = true;
+            }
             _ => {
                 lock(&self.inner.pending).insert(frame.id, Slot::Waiting { waker: None, deadline });
                 self.transmit(frame).await?;
@@ -859,11 +875,19 @@ async fn run_connection(inner: &Inner, link: &StreamLink, mut reader: BoxRead) {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let closed = inner.closed.cancelled();
     let mut closed = std::pin::pin!(closed);
+    let mut close_registered = false;
     let tick = expiry_tick(inner.config.request_timeout);
     let expiry = tokio::time::sleep(tick);
     let mut expiry = std::pin::pin!(expiry);
     std::future::poll_fn(|cx| {
-        if closed.as_mut().poll(cx).is_ready() {
+        // Polled once, `closed` keeps this task's waker registered; after
+        // that the flag is cheaper to read than the future is to poll.
+        if !close_registered {
+            if closed.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            close_registered = true;
+        } else if inner.closed.is_cancelled() {
             return Poll::Ready(());
         }
         while expiry.as_mut().poll(cx).is_ready() {
