@@ -11,6 +11,8 @@ pub enum NetError {
     Bind { addr: String, source: std::io::Error },
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("cannot start the connection threads: {0}")]
+    Threads(std::io::Error),
 }
 
 /// Errors in TLS settings: a file that cannot be used, or a combination

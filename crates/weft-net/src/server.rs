@@ -25,7 +25,7 @@ use crate::allow::AllowList;
 use crate::budget::{Budgets, ConnSlot, Reservation};
 use crate::endpoint::Transport;
 use crate::error::NetError;
-use crate::listener::StreamListener;
+use crate::listener::{ConnThreads, Movable, StreamListener};
 use crate::splitter::{Splitter, Step};
 use crate::liveness::LivenessTable;
 use crate::MAX_DATAGRAM_BYTES;
@@ -178,6 +178,9 @@ pub struct ServerStats {
     pub compressed_out: AtomicU64,
     pub compressed_in_saved_bytes: AtomicU64,
     pub compressed_out_saved_bytes: AtomicU64,
+    /// Threads serving TCP and Unix connections (`Server::set_connection_threads`);
+    /// 0: they run on the caller's runtime.
+    pub connection_threads: AtomicU64,
 }
 
 impl ServerStats {
@@ -204,6 +207,7 @@ impl ServerStats {
             ("net.compressed_out", self.compressed_out.load(Ordering::Relaxed)),
             ("net.compressed_in.saved_bytes", self.compressed_in_saved_bytes.load(Ordering::Relaxed)),
             ("net.compressed_out.saved_bytes", self.compressed_out_saved_bytes.load(Ordering::Relaxed)),
+            ("net.connection_threads", self.connection_threads.load(Ordering::Relaxed)),
         ]
     }
 }
@@ -228,6 +232,9 @@ pub(crate) struct Shared {
     /// accepted after it.
     handshake_timeout_ms: AtomicU64,
     idle_timeout_ms: AtomicU64,
+    /// Set by [`Server::set_connection_threads`]: TCP and Unix connections
+    /// are served there.
+    conn_threads: std::sync::OnceLock<ConnThreads>,
 }
 
 impl Shared {
@@ -277,6 +284,7 @@ impl Server {
                 budgets,
                 tls: std::sync::Mutex::new(Vec::new()),
                 compress_min_bytes: std::sync::atomic::AtomicUsize::new(weft_wire::DEFAULT_COMPRESS_MIN_BYTES),
+                conn_threads: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -302,6 +310,27 @@ impl Server {
         self.shared.budgets.set_max_connections(max_connections);
         self.shared.handshake_timeout_ms.store(ms(handshake_timeout).max(1), Ordering::Relaxed);
         self.shared.idle_timeout_ms.store(idle_timeout.map_or(0, ms), Ordering::Relaxed);
+    }
+
+    /// Serve plain TCP and Unix-socket connections on `threads` dedicated
+    /// threads, each a current-thread runtime (docs/operations.md,
+    /// `net.connection_threads`): a connection, and every task it spawns
+    /// (requests still pending at their first poll, and what handlers spawn
+    /// from them), stays on one thread, handed there by the listener
+    /// (fewest open connections first). Listeners, UDP, TLS, QUIC and
+    /// connections handed over by [`Server::serve_authenticated`] stay on
+    /// the caller's runtime. 0: no threads (all on the caller's runtime).
+    /// Call before binding; a second call is refused.
+    pub fn set_connection_threads(&self, threads: usize) -> Result<(), NetError> {
+        if threads == 0 {
+            return Ok(());
+        }
+        let pool = ConnThreads::start(threads).map_err(NetError::Threads)?;
+        let n = pool.len();
+        self.shared.conn_threads.set(pool).map_err(|_| NetError::Threads(std::io::Error::other("connection threads already started")))?;
+        self.shared.stats.connection_threads.store(n as u64, Ordering::Relaxed);
+        info!(threads = n, "tcp and unix connections served on their own threads");
+        Ok(())
     }
 
     pub fn stats(&self) -> Arc<ServerStats> {
@@ -515,7 +544,12 @@ async fn serve_listener<L: StreamListener>(shared: Arc<Shared>, listener: L, all
             match s.budgets.open_connection() {
                 Some(slot) => {
                     let deadline = Instant::now() + s.handshake_timeout();
-                    s.tasks.spawn(serve_stream(s.clone(), stream, info, false, slot, deadline));
+                    match s.conn_threads.get() {
+                        Some(threads) => hand_over(s, threads, stream, info, slot, deadline),
+                        None => {
+                            s.tasks.spawn(serve_stream(s.clone(), stream, info, false, slot, deadline));
+                        }
+                    }
                 }
                 None => {
                     let max = s.budgets.max_connections();
@@ -535,6 +569,35 @@ async fn serve_listener<L: StreamListener>(shared: Arc<Shared>, listener: L, all
         },
     )
     .await;
+}
+
+/// Serves an admitted connection on a connection thread: the socket leaves
+/// this runtime's reactor here and joins the thread's at the task's first
+/// poll. Tracked from now on, so a shutdown waits for it as for any other.
+fn hand_over<S: Movable + AsyncRead + AsyncWrite + Send + 'static>(
+    shared: &Arc<Shared>,
+    threads: &ConnThreads,
+    stream: S,
+    info: PeerInfo,
+    slot: ConnSlot,
+    deadline: Instant,
+) {
+    let std_stream = match stream.into_std() {
+        Ok(s) => s,
+        Err(e) => {
+            // The slot goes with it; the peer sees the connection close.
+            warn!(peer = %info.addr, error = %e, "cannot hand the connection to a connection thread; closed");
+            return;
+        }
+    };
+    let s = shared.clone();
+    let conn = shared.tasks.track_future(async move {
+        match S::from_std(std_stream) {
+            Ok(stream) => serve_stream(s, stream, info, false, slot, deadline).await,
+            Err(e) => warn!(peer = %info.addr, error = %e, "cannot register the connection on its thread; closed"),
+        }
+    });
+    threads.hand_over(Box::pin(conn));
 }
 
 /// Completes the TLS handshake of an admitted connection (bounded by the

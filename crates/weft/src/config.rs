@@ -16,6 +16,9 @@ pub struct NodeConfig {
     pub log_format: String,
     pub node: NodeSection,
     pub limits: Limits,
+    /// How native TCP and Unix-socket connections are served.
+    #[serde(default)]
+    pub net: NetConf,
     pub tcp: Listener,
     pub udp: Listener,
     pub unix: UnixListenerConf,
@@ -368,6 +371,22 @@ fn default_compress_min_bytes() -> u64 {
     weft_wire::DEFAULT_COMPRESS_MIN_BYTES as u64
 }
 
+/// How native TCP and Unix-socket connections are served (docs/operations.md).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetConf {
+    /// N >= 1: plain TCP and Unix-socket connections run on N dedicated
+    /// threads (a current-thread runtime each; a connection and what it
+    /// spawns stay on one), at most [`MAX_CONNECTION_THREADS`]. 0: on the
+    /// main runtime with everything else (docs/BENCHMARKS.md, "Pinned
+    /// connection threads").
+    #[serde(default)]
+    pub connection_threads: u64,
+}
+
+/// Upper bound of `net.connection_threads`.
+pub const MAX_CONNECTION_THREADS: u64 = 256;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
@@ -455,6 +474,7 @@ impl Default for NodeConfig {
                 max_connections: weft_net::DEFAULT_MAX_CONNECTIONS as u64,
                 compress_min_bytes: default_compress_min_bytes(),
             },
+            net: NetConf::default(),
             tcp: Listener { enabled: true, addr: format!("127.0.0.1:{DEFAULT_PORT}"), allow: loopback() },
             udp: Listener { enabled: true, addr: format!("127.0.0.1:{DEFAULT_PORT}"), allow: loopback() },
             unix: UnixListenerConf { enabled: true, path: String::new(), allow: vec!["self".into()] },
