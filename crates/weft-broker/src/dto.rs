@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use weft_log::{AssignmentStrategy, CleanupPolicy, OffsetReset, ResetPolicy, ResetTarget, TopicAlter, TopicConfig};
-use weft_wire::ErrorBody;
+use weft_wire::{ErrorBody, SharedBytes};
 
 /// Route keys.
 pub mod route {
@@ -122,6 +122,38 @@ pub struct Produce {
     /// When a replicated produce is acknowledged (default `all`).
     #[serde(default, skip_serializing_if = "Acks::is_all")]
     pub acks: Acks,
+}
+
+/// [`Produce`] as the server decodes it: the same fields and rules, with
+/// the records' bytes shared with the request frame instead of copied out
+/// of it (`SharedBytes`, decoded by weft-service's endpoints).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProduceBody {
+    pub topic: String,
+    pub records: Vec<RecordBody>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub producer_id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
+    #[serde(default, skip_serializing_if = "Acks::is_all")]
+    pub acks: Acks,
+}
+
+/// [`RecordIn`] as the server decodes it (see [`ProduceBody`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordBody {
+    #[serde(default)]
+    pub partition: Option<u32>,
+    #[serde(default)]
+    pub key: Option<SharedBytes>,
+    #[serde(default)]
+    pub value: Option<SharedBytes>,
+    #[serde(default)]
+    pub headers: Vec<(String, SharedBytes)>,
+    #[serde(default)]
+    pub timestamp_ms: Option<i64>,
 }
 
 /// When a produce to a replicated partition is acknowledged (docs/cluster.md, "Guarantees").

@@ -53,11 +53,11 @@ pub fn register_with(service: &mut Service, log: Log, plane: Plane) -> Result<()
         async move { p.delete_topic(&req.name).await.map(|_| dto::Done { ok: true }).map_err(ServiceError::Wire) }
     })?;
     let p = plane.clone();
-    service.endpoint(route::PRODUCE, move |req: dto::Produce| {
+    service.endpoint(route::PRODUCE, move |req: dto::ProduceBody| {
         let p = p.clone();
         async move {
-            let opts = produce_opts(&req).map_err(ServiceError::Wire)?;
-            p.produce_with(&req.topic, req.records.into_iter().map(record_in).collect(), opts).await.map_err(ServiceError::Wire)
+            let opts = opts_of(req.producer_id, req.sequence, req.acks).map_err(ServiceError::Wire)?;
+            p.produce_with(&req.topic, req.records.into_iter().map(record_body).collect(), opts).await.map_err(ServiceError::Wire)
         }
     })?;
     let p = plane.clone();
@@ -141,6 +141,17 @@ pub fn record_in(r: dto::RecordIn) -> ProduceRecord {
     }
 }
 
+/// A decoded record whose bytes share the request frame's buffer.
+pub fn record_body(r: dto::RecordBody) -> ProduceRecord {
+    ProduceRecord {
+        partition: r.partition.map(PartitionId),
+        timestamp_ms: r.timestamp_ms,
+        key: r.key.map(|k| k.into_bytes()),
+        value: r.value.map(|v| v.into_bytes()),
+        headers: r.headers.into_iter().map(|(k, v)| (k, v.into_bytes())).collect(),
+    }
+}
+
 pub fn record_out(r: Record) -> dto::RecordOut {
     dto::RecordOut {
         offset: r.offset.0,
@@ -153,12 +164,16 @@ pub fn record_out(r: Record) -> dto::RecordOut {
 
 /// The options of a produce request: `sequence` only with `producer_id`.
 pub fn produce_opts(req: &dto::Produce) -> Result<crate::plane::ProduceOpts, weft_wire::ErrorBody> {
-    let idempotent = match (req.producer_id, req.sequence) {
+    opts_of(req.producer_id, req.sequence, req.acks)
+}
+
+fn opts_of(producer_id: Option<u64>, sequence: Option<u64>, acks: dto::Acks) -> Result<crate::plane::ProduceOpts, weft_wire::ErrorBody> {
+    let idempotent = match (producer_id, sequence) {
         (Some(id), Some(seq)) => Some((id, seq)),
         (None, None) => None,
         _ => return Err(weft_wire::ErrorBody::new(weft_wire::ErrorCode::Validation, "producer_id and sequence go together")),
     };
-    Ok(crate::plane::ProduceOpts { idempotent, acks: req.acks })
+    Ok(crate::plane::ProduceOpts { idempotent, acks })
 }
 
 /// Produce; a request-level error (unknown topic, bad request) fails the

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use weft_net::{EventSink, Handler, HandlerFuture, PeerInfo};
-use weft_service::{EndpointOptions, Service, ServiceError};
+use weft_service::{EndpointOptions, Service, ServiceError, SharedService};
 use weft_wire::{BodyFormat, ErrorBody, ErrorCode, Frame};
 
 use crate::error::QueueError;
@@ -586,20 +586,57 @@ pub struct ClearErrors {
 /// of the service's own handler to get per-period numbers for native calls.
 pub struct MeteredHandler {
     inner: Arc<dyn Handler>,
-    stats: Arc<StatsKeeper>,
+    /// `None` when the inner handler reports the calls itself (a
+    /// [`SharedService`] observed at construction).
+    stats: Option<Arc<StatsKeeper>>,
 }
 
 impl MeteredHandler {
-    pub fn new(inner: Arc<dyn Handler>, stats: Arc<StatsKeeper>) -> Arc<Self> {
-        Arc::new(Self { inner, stats })
+    /// A [`SharedService`] (what `Service::into_handler` gives) is metered
+    /// through its observer, without a second boxed future per request:
+    /// `stats` then sees every call served through that handler, also
+    /// through another wrapper. A service already observed, or any other
+    /// handler (as `Arc<dyn Handler>`), is wrapped.
+    pub fn new<H: Meterable + ?Sized>(inner: Arc<H>, stats: Arc<StatsKeeper>) -> Arc<Self> {
+        let stats = if inner.observe_calls(&stats) { None } else { Some(stats) };
+        Arc::new(Self { inner: H::into_handler(inner), stats })
+    }
+}
+
+/// A handler [`MeteredHandler`] can meter.
+pub trait Meterable: Handler {
+    /// Report every call to `stats` from inside the handler; `false` when
+    /// it cannot (then it is wrapped).
+    fn observe_calls(&self, _stats: &Arc<StatsKeeper>) -> bool {
+        false
+    }
+    fn into_handler(this: Arc<Self>) -> Arc<dyn Handler>;
+}
+
+impl Meterable for dyn Handler {
+    fn into_handler(this: Arc<Self>) -> Arc<dyn Handler> {
+        this
+    }
+}
+
+impl Meterable for SharedService {
+    fn observe_calls(&self, stats: &Arc<StatsKeeper>) -> bool {
+        let stats = stats.clone();
+        self.observe(Box::new(move |route: &str, elapsed| stats.record(route, elapsed)))
+    }
+    fn into_handler(this: Arc<Self>) -> Arc<dyn Handler> {
+        this
     }
 }
 
 impl Handler for MeteredHandler {
     fn handle(&self, frame: Frame, peer: Arc<PeerInfo>) -> HandlerFuture {
+        let Some(stats) = &self.stats else {
+            return self.inner.handle(frame, peer);
+        };
         let route = RouteKey::new(&frame.route);
         let fut = self.inner.handle(frame, peer);
-        let stats = self.stats.clone();
+        let stats = stats.clone();
         Box::pin(async move {
             let started = Instant::now();
             let out = fut.await;
@@ -637,6 +674,58 @@ impl RouteKey {
             RouteKey::Inline(len, buf) => buf.get(..usize::from(*len)).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or_default(),
             RouteKey::Heap(s) => s,
         }
+    }
+}
+
+#[cfg(test)]
+mod metered_tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use weft_net::{Handler, PeerInfo, Transport};
+    use weft_service::Service;
+    use weft_wire::{BodyFormat, Frame, FrameKind, MessageId};
+
+    use super::MeteredHandler;
+    use crate::keepers::StatsKeeper;
+
+    fn calls(stats: &StatsKeeper, route: &str) -> u64 {
+        stats.current().endpoints.get(route).map_or(0, |e| e.call_count)
+    }
+
+    #[tokio::test]
+    async fn a_shared_service_is_metered_through_its_observer_and_a_second_wrapper_still_counts() {
+        let svc = Service::new("t");
+        let stats = StatsKeeper::new(svc.stats(), Duration::from_secs(60), 2);
+        let shared = svc.into_handler();
+        let metered = MeteredHandler::new(shared.clone(), stats.clone());
+        assert!(metered.stats.is_none(), "observed, not wrapped");
+        let peer = Arc::new(PeerInfo::new(Transport::Tcp, "127.0.0.1:1"));
+        let ping = Frame::request(MessageId::nil(), "weft.ping", BodyFormat::MsgPack, &()).unwrap();
+        let nope = Frame::request(MessageId::nil(), "no.such", BodyFormat::MsgPack, &()).unwrap();
+        for _ in 0..3 {
+            assert_eq!(metered.handle(ping.clone(), peer.clone()).await.unwrap().kind, FrameKind::Response);
+        }
+        assert_eq!(metered.handle(nope.clone(), peer.clone()).await.unwrap().kind, FrameKind::Error);
+        assert_eq!((calls(&stats, "weft.ping"), calls(&stats, "no.such")), (3, 1));
+        // The service has its observer: another keeper wraps instead; both
+        // count (the first sees every call served through the service).
+        let other = StatsKeeper::new(shared.0.stats(), Duration::from_secs(60), 2);
+        let wrapped = MeteredHandler::new(shared.clone(), other.clone());
+        assert!(wrapped.stats.is_some());
+        wrapped.handle(ping.clone(), peer.clone()).await.unwrap();
+        assert_eq!((calls(&stats, "weft.ping"), calls(&other, "weft.ping")), (4, 1));
+        // A plain dyn Handler is wrapped as before.
+        let dynamic: Arc<dyn Handler> = shared.clone();
+        let third = StatsKeeper::new(shared.0.stats(), Duration::from_secs(60), 2);
+        let wrapped = MeteredHandler::new(dynamic, third.clone());
+        wrapped.handle(ping, peer).await.unwrap();
+        assert_eq!((calls(&stats, "weft.ping"), calls(&third, "weft.ping")), (5, 1));
+        // Service::dispatch itself (the ekosis listener's path, which
+        // records on its own) is not observed.
+        let f = Frame::request(MessageId::nil(), "weft.ping", BodyFormat::MsgPack, &()).unwrap();
+        shared.0.dispatch(f, Arc::new(PeerInfo::new(Transport::Tcp, "x"))).await;
+        assert_eq!(calls(&stats, "weft.ping"), 5);
     }
 }
 

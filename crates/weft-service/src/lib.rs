@@ -25,5 +25,5 @@ mod stats;
 pub mod trace;
 
 pub use error::ServiceError;
-pub use service::{EndpointOptions, NodeInfo, Service, SharedService};
+pub use service::{CallObserver, EndpointOptions, NodeInfo, Service, SharedService};
 pub use stats::{EndpointStats, StatsRegistry};

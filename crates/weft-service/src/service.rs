@@ -3,7 +3,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::FutureExt;
@@ -20,6 +20,10 @@ use crate::stats::{EndpointStats, StatsRegistry};
 type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// A type-erased endpoint: body bytes in the frame's format -> body bytes.
 type ErasedFn = dyn Fn(Bytes, BodyFormat, Arc<PeerInfo>) -> BoxFut<Result<Bytes, ErrorBody>> + Send + Sync;
+
+/// Told of every request served through the [`SharedService`] handler:
+/// its route and how long the service took (see [`SharedService::observe`]).
+pub type CallObserver = dyn Fn(&str, Duration) + Send + Sync;
 
 /// Per-endpoint limits.
 #[derive(Debug, Clone, Default)]
@@ -59,6 +63,8 @@ pub struct Service {
     endpoints: BTreeMap<String, Endpoint>,
     stats: Arc<StatsRegistry>,
     transports: Arc<Mutex<Vec<String>>>,
+    /// Set at most once, after the service is shared.
+    observer: OnceLock<Box<CallObserver>>,
 }
 
 impl Service {
@@ -76,6 +82,7 @@ impl Service {
             endpoints: BTreeMap::new(),
             stats: Arc::new(StatsRegistry::default()),
             transports: Arc::new(Mutex::new(vec![])),
+            observer: OnceLock::new(),
         };
         s.register_standard();
         s
@@ -197,11 +204,24 @@ impl Service {
 
     /// Run one request through the service, without a network: what the
     /// transports call, and handy in tests.
-    pub async fn dispatch(&self, mut frame: Frame, peer: Arc<PeerInfo>) -> Frame {
+    pub async fn dispatch(&self, frame: Frame, peer: Arc<PeerInfo>) -> Frame {
+        self.dispatch_observed(frame, peer, false).await
+    }
+
+    /// [`dispatch`](Self::dispatch), telling the observer (if any and
+    /// `observed`) the route and the time taken, whatever the answer.
+    async fn dispatch_observed(&self, mut frame: Frame, peer: Arc<PeerInfo>, observed: bool) -> Frame {
+        let started = Instant::now();
+        let observe = |out: Frame, elapsed: Duration| {
+            if let Some(f) = self.observer.get().filter(|_| observed) {
+                f(&out.route, elapsed);
+            }
+            out
+        };
         // The caller's trace context (docs/protocol.md, "Trace context").
         let traceparent = match frame.take_trace_context() {
             Ok(t) => t,
-            Err(e) => return frame.error_to(&e),
+            Err(e) => return observe(frame.error_to(&e), started.elapsed()),
         };
         // Stream connections that negotiated compression decompress before
         // this; a compressed body here was not negotiated (UDP, QUIC, or a
@@ -209,15 +229,15 @@ impl Service {
         // cannot read (docs/protocol.md, "Compression").
         if frame.flags.is_compressed() {
             let e = weft_wire::FrameError::CompressionNotNegotiated { id: frame.id };
-            return frame.error_to(&e.to_error_body());
+            return observe(frame.error_to(&e.to_error_body()), started.elapsed());
         }
         let Some(ep) = self.endpoints.get(&frame.route) else {
-            return frame.error_to(
+            let out = frame.error_to(
                 &ErrorBody::new(ErrorCode::UnknownRoute, format!("no endpoint {:?}", frame.route))
                     .with_details(serde_json::json!({ "route": frame.route })),
             );
+            return observe(out, started.elapsed());
         };
-        let started = Instant::now();
         // The request's span: exported as an OpenTelemetry server span when
         // tracing is on, continuing the caller's trace (frame trace context).
         // Skipped when nothing would read it (no export, no debug output).
@@ -274,10 +294,11 @@ impl Service {
                 "request"
             );
         }
-        match result {
+        let out = match result {
             Ok(body) => Frame { kind: FrameKind::Response, flags: frame.flags.with_one_way(false), id: frame.id, route: frame.route, body },
             Err(e) => frame.error_to(&e),
-        }
+        };
+        observe(out, elapsed)
     }
 
     async fn run(&self, ep: &Endpoint, frame: &Frame, peer: Arc<PeerInfo>) -> Result<Bytes, ErrorBody> {
@@ -307,7 +328,7 @@ impl Service {
     }
 }
 
-fn decode_request<Req: DeserializeOwned>(body: &[u8], format: BodyFormat) -> Result<Req, ErrorBody> {
+fn decode_request<Req: DeserializeOwned>(body: &Bytes, format: BodyFormat) -> Result<Req, ErrorBody> {
     // An empty body means "no arguments": try it as unit/none first.
     if body.is_empty() {
         let empty: &[u8] = match format {
@@ -318,7 +339,9 @@ fn decode_request<Req: DeserializeOwned>(body: &[u8], format: BodyFormat) -> Res
             return Ok(r);
         }
     }
-    format.decode(body).map_err(|e| {
+    // Shared: a request's `SharedBytes` fields (a produced record's value)
+    // are slices of the frame, not copies.
+    format.decode_shared(body).map_err(|e| {
         ErrorBody::new(ErrorCode::BadBody, format!("cannot decode request body: {e}"))
             .with_details(serde_json::json!({ "format": format }))
     })
@@ -328,10 +351,21 @@ fn decode_request<Req: DeserializeOwned>(body: &[u8], format: BodyFormat) -> Res
 #[derive(Clone)]
 pub struct SharedService(pub Arc<Service>);
 
+impl SharedService {
+    /// Have `f` told of every request served through this handler (its
+    /// route and time), as a handler wrapped around this one would be,
+    /// without the wrapper's boxed future per request. Requests run by
+    /// [`Service::dispatch`] directly are not observed. One observer per
+    /// service: `false` (and `f` unused) when one is set already.
+    pub fn observe(&self, f: Box<CallObserver>) -> bool {
+        self.0.observer.set(f).is_ok()
+    }
+}
+
 impl Handler for SharedService {
     fn handle(&self, frame: Frame, peer: Arc<PeerInfo>) -> HandlerFuture {
         let svc = self.0.clone();
-        Box::pin(async move { Some(svc.dispatch(frame, peer).await) })
+        Box::pin(async move { Some(svc.dispatch_observed(frame, peer, true).await) })
     }
 }
 

@@ -1,3 +1,5 @@
+use std::cell::RefCell;
+
 use bytes::Bytes;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
@@ -20,24 +22,34 @@ pub enum BodyFormat {
     Json,
 }
 
-/// The first buffer of an encoded body: a pong, a produce answer or an
-/// error fit; larger bodies grow from there.
-const ENCODE_START_BYTES: usize = 128;
+/// Bodies up to this size are encoded on the stack and copied once into an
+/// allocation of their exact size: a pong, a produce answer or an error
+/// fit. Larger ones spill into a Vec.
+const ENCODE_STACK_BYTES: usize = 256;
 
 impl BodyFormat {
     /// Structs are encoded as msgpack maps with field names (not arrays), so
     /// that clients in other languages see the same shape as in JSON.
     pub fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Bytes, BodyError> {
-        // Most bodies are small maps: one allocation of this size instead of
-        // a Vec that doubles its way up from empty (5 reallocs for a pong).
-        let mut out = Vec::with_capacity(ENCODE_START_BYTES);
+        // One allocation for a small body: `Bytes::from` a Vec whose length
+        // is not its capacity allocates a second, shared header.
+        let mut out = StackFirst::new();
         match self {
             BodyFormat::MsgPack => rmp_serde::encode::write_named(&mut out, value)
                 .map_err(|e| BodyError::Encode(e.to_string()))?,
             BodyFormat::Json => serde_json::to_writer(&mut out, value)
                 .map_err(|e| BodyError::Encode(e.to_string()))?,
         }
-        Ok(Bytes::from(out))
+        Ok(out.into_bytes())
+    }
+
+    /// Like [`decode`](Self::decode), but [`SharedBytes`] fields of the
+    /// result share `body`'s buffer where the format stores them as they
+    /// are (msgpack `bin`, JSON strings without escapes), instead of
+    /// copying them out of it.
+    pub fn decode_shared<T: DeserializeOwned>(self, body: &Bytes) -> Result<T, BodyError> {
+        let _source = DecodeSource::set(body);
+        self.decode(body)
     }
 
     pub fn decode<T: DeserializeOwned>(self, body: &[u8]) -> Result<T, BodyError> {
@@ -200,4 +212,239 @@ pub struct Heartbeat {
     pub sent_at_ms: u64,
     /// Monotonic per-sender counter, to spot loss and reordering.
     pub seq: u64,
+}
+
+/// An encode buffer that starts on the stack and spills into a Vec.
+struct StackFirst {
+    stack: [u8; ENCODE_STACK_BYTES],
+    len: usize,
+    spill: Option<Vec<u8>>,
+}
+
+impl StackFirst {
+    fn new() -> Self {
+        Self { stack: [0; ENCODE_STACK_BYTES], len: 0, spill: None }
+    }
+
+    fn into_bytes(self) -> Bytes {
+        match self.spill {
+            Some(v) => Bytes::from(v),
+            // `len` only grows past what fits by spilling.
+            None => self.stack.get(..self.len).map(Bytes::copy_from_slice).unwrap_or_default(),
+        }
+    }
+}
+
+impl std::io::Write for StackFirst {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Some(v) = &mut self.spill {
+            v.extend_from_slice(buf);
+            return Ok(buf.len());
+        }
+        let end = self.len + buf.len();
+        if let Some(dst) = self.stack.get_mut(self.len..end) {
+            dst.copy_from_slice(buf);
+            self.len = end;
+        } else {
+            let mut v = Vec::with_capacity((2 * ENCODE_STACK_BYTES).max(2 * end));
+            v.extend_from_slice(self.stack.get(..self.len).unwrap_or_default());
+            v.extend_from_slice(buf);
+            self.spill = Some(v);
+        }
+        Ok(buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.write(buf).map(|_| ())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+thread_local! {
+    /// The body [`BodyFormat::decode_shared`] is decoding on this thread.
+    static DECODE_SOURCE: RefCell<Option<Bytes>> = const { RefCell::new(None) };
+}
+
+/// Sets the decode source for its lifetime; restores the previous one (a
+/// nested decode) when dropped, also on a panic.
+struct DecodeSource(Option<Bytes>);
+
+impl DecodeSource {
+    fn set(body: &Bytes) -> Self {
+        Self(DECODE_SOURCE.with(|s| s.replace(Some(body.clone()))))
+    }
+}
+
+impl Drop for DecodeSource {
+    fn drop(&mut self) {
+        let prev = self.0.take();
+        DECODE_SOURCE.with(|s| *s.borrow_mut() = prev);
+    }
+}
+
+/// A byte field (msgpack `bin`; in JSON a string, taken as UTF-8, or an
+/// array of numbers), decoded and encoded as `serde_bytes::ByteBuf` is.
+/// Decoded with [`BodyFormat::decode_shared`] it shares the body's buffer
+/// when the bytes lie in it as they are (no copy of a produced record's
+/// value); otherwise, and with any other decoder, it holds a copy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct SharedBytes(pub Bytes);
+
+impl SharedBytes {
+    pub fn into_bytes(self) -> Bytes {
+        self.0
+    }
+
+    /// A slice of the body being decoded when `b` lies inside it, else a copy.
+    fn from_borrowed(b: &[u8]) -> Self {
+        let shared = DECODE_SOURCE.with(|s| {
+            let s = s.borrow();
+            let src = s.as_ref()?;
+            let (start, end) = (src.as_ptr() as usize, src.as_ptr() as usize + src.len());
+            let (b_start, b_end) = (b.as_ptr() as usize, b.as_ptr() as usize + b.len());
+            // slice_ref would panic outside the source: checked here.
+            (!b.is_empty() && b_start >= start && b_end <= end).then(|| src.slice_ref(b))
+        });
+        Self(shared.unwrap_or_else(|| Bytes::copy_from_slice(b)))
+    }
+}
+
+impl From<Bytes> for SharedBytes {
+    fn from(b: Bytes) -> Self {
+        Self(b)
+    }
+}
+
+impl From<Vec<u8>> for SharedBytes {
+    fn from(v: Vec<u8>) -> Self {
+        Self(Bytes::from(v))
+    }
+}
+
+impl std::ops::Deref for SharedBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Serialize for SharedBytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_byte_buf(SharedBytesVisitor)
+    }
+}
+
+struct SharedBytesVisitor;
+
+impl<'de> serde::de::Visitor<'de> for SharedBytesVisitor {
+    type Value = SharedBytes;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("byte array")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<SharedBytes, A::Error> {
+        // The hint comes from the sender: bounded, as serde's own are.
+        let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(b) = seq.next_element::<u8>()? {
+            v.push(b);
+        }
+        Ok(SharedBytes(Bytes::from(v)))
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<SharedBytes, E> {
+        Ok(SharedBytes(Bytes::copy_from_slice(v)))
+    }
+
+    fn visit_borrowed_bytes<E: serde::de::Error>(self, v: &'de [u8]) -> Result<SharedBytes, E> {
+        Ok(SharedBytes::from_borrowed(v))
+    }
+
+    fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<SharedBytes, E> {
+        Ok(SharedBytes(Bytes::from(v)))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SharedBytes, E> {
+        Ok(SharedBytes(Bytes::copy_from_slice(v.as_bytes())))
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<SharedBytes, E> {
+        Ok(SharedBytes::from_borrowed(v.as_bytes()))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<SharedBytes, E> {
+        Ok(SharedBytes(Bytes::from(v.into_bytes())))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Rec {
+        key: Option<SharedBytes>,
+        value: Option<SharedBytes>,
+    }
+
+    #[test]
+    fn shared_bytes_borrow_the_body_and_round_trip() {
+        let rec = Rec { key: None, value: Some(SharedBytes::from(vec![7u8; 1024])) };
+        for format in [BodyFormat::MsgPack, BodyFormat::Json] {
+            let body = format.encode(&rec).unwrap();
+            let shared: Rec = format.decode_shared(&body).unwrap();
+            assert_eq!(shared, rec, "{format:?}");
+            let copied: Rec = format.decode(&body).unwrap();
+            assert_eq!(copied, rec, "{format:?}");
+            let v = shared.value.unwrap().into_bytes();
+            let inside = |b: &Bytes| b.as_ptr() >= body.as_ptr() && b.as_ptr() as usize + b.len() <= body.as_ptr() as usize + body.len();
+            if format == BodyFormat::MsgPack {
+                // msgpack `bin`: a slice of the body, not a copy.
+                assert!(inside(&v));
+            } else {
+                // JSON has it as an array of numbers: decoded into a copy.
+                assert!(!inside(&v));
+            }
+            assert!(!inside(&copied.value.unwrap().into_bytes()));
+        }
+        // A JSON string without escapes is shared; with escapes, copied.
+        let body = Bytes::from_static(br#"{"key":"k\n","value":"plain"}"#);
+        let r: Rec = BodyFormat::Json.decode_shared(&body).unwrap();
+        assert_eq!(&*r.key.unwrap(), b"k\n");
+        let v = r.value.unwrap().into_bytes();
+        assert_eq!(&v[..], b"plain");
+        assert!(v.as_ptr() >= body.as_ptr() && (v.as_ptr() as usize) < body.as_ptr() as usize + body.len());
+        // The source is cleared after the call.
+        assert!(DECODE_SOURCE.with(|s| s.borrow().is_none()));
+    }
+
+    #[test]
+    fn shared_bytes_refuse_what_byte_buf_refuses() {
+        for body in [&br#"{"key":5}"#[..], br#"{"key":[1,300]}"#, br#"{"key":{"a":1}}"#] {
+            let body = Bytes::copy_from_slice(body);
+            assert!(matches!(BodyFormat::Json.decode_shared::<Rec>(&body), Err(BodyError::Decode(_))));
+        }
+    }
+
+    #[test]
+    fn encode_sizes_around_the_stack_buffer() {
+        for n in [0usize, 1, 200, 250, 251, 256, 300, 5000] {
+            let v = vec![1u8; n];
+            let body = BodyFormat::MsgPack.encode(&serde_json::json!({"v": n, "s": "x".repeat(n)})).unwrap();
+            let back: serde_json::Value = BodyFormat::MsgPack.decode(&body).unwrap();
+            assert_eq!(back["s"].as_str().unwrap().len(), n);
+            let body = BodyFormat::Json.encode(&v).unwrap();
+            assert_eq!(BodyFormat::Json.decode::<Vec<u8>>(&body).unwrap(), v);
+        }
+    }
 }

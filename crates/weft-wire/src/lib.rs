@@ -12,7 +12,7 @@ mod error;
 mod frame;
 
 pub use body::{
-    BodyFormat, ErrorBody, ErrorCode, Heartbeat, Hello, Welcome, CONTROL_GOAWAY,
+    BodyFormat, ErrorBody, ErrorCode, Heartbeat, Hello, SharedBytes, Welcome, CONTROL_GOAWAY,
     CONTROL_HEARTBEAT, CONTROL_HELLO, CONTROL_WELCOME,
 };
 pub use codec::{decode_datagram, encode, FrameDecoder, DEFAULT_MAX_FRAME_BYTES, HEADER_LEN};
