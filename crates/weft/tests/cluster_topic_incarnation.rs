@@ -9,7 +9,7 @@ use serde_json::Value;
 mod common;
 #[path = "support/cluster.rs"]
 mod cluster;
-use cluster::{Proc, procs, replicas, start_cluster, until};
+use cluster::{Proc, partition_leader, procs, replicas, start_cluster, until};
 
 /// The records of partition 0 of "t" on the node's own copy (`None` while it hosts none).
 fn local_records(p: &Proc) -> Option<Vec<String>> {
@@ -51,6 +51,9 @@ fn a_node_down_while_a_topic_was_deleted_and_created_again_drops_its_old_copy() 
     assert!(o.status.success(), "topic delete: {}", String::from_utf8_lossy(&o.stderr));
     let o = ps[1].weft(&["topic", "create", "t", "--partitions", "1", "--replicas", "3"]);
     assert!(o.status.success(), "topic create again: {}", String::from_utf8_lossy(&o.stderr));
+    // The new topic's group elects its leader among the survivors first (a
+    // produce before that is refused `unavailable`, retriable).
+    until("a leader of the new t/0 on nodes 1 and 2", || partition_leader(&ps[..2], "t", 0).filter(|l| *l != 3));
     let o = ps[0].weft_in(&["produce", "t", "--partition", "0"], "new0\nnew1\n");
     assert!(o.status.success(), "produce: {}", String::from_utf8_lossy(&o.stderr));
     let meta = ps[0].call("cluster.meta", "null").unwrap();
