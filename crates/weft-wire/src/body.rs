@@ -246,7 +246,12 @@ impl std::io::Write for StackFirst {
             dst.copy_from_slice(buf);
             self.len = end;
         } else {
-            let mut v = Vec::with_capacity((2 * ENCODE_STACK_BYTES).max(2 * end));
+            // Sized for what is known, not doubled: a large body (a raw
+            // fetch's batches) usually arrives in one write, and an
+            // allocation twice its size cost a 1 MiB raw fetch three times
+            // its time (docs/BENCHMARKS.md, issue #18). Later writes grow
+            // it as a Vec grows.
+            let mut v = Vec::with_capacity((2 * ENCODE_STACK_BYTES).max(end));
             v.extend_from_slice(self.stack.get(..self.len).unwrap_or_default());
             v.extend_from_slice(buf);
             self.spill = Some(v);
