@@ -7,8 +7,9 @@
 #   DURATION=5 CLIENTS=1,8 ROUNDS=5 bench/rr.sh   # median of ROUNDS rounds (default 3)
 #   WORKLOAD=echo PAYLOAD=64 bench/rr.sh   # weft.echo of 64 bytes instead of ping
 #   WEFT_THREADS=1 bench/rr.sh         # weft serve on one runtime thread, like redis
-#   CONN_THREADS=2 bench/rr.sh         # net.connection_threads=2: TCP and Unix connections
-#                                      # on 2 pinned threads (docs/BENCHMARKS.md, issue #18)
+#   CONN_THREADS=0 bench/rr.sh         # net.connection_threads=0: TCP and Unix connections on
+#                                      # the main runtime (default: auto, half the cores;
+#                                      # docs/BENCHMARKS.md, "Connection threads", issue #18)
 #   BUILD=0 bench/rr.sh                # use the release binaries already built
 #   NICE=-10 bench/rr.sh               # run servers and load generators at this
 #                                      # niceness (root), when other jobs share the CPUs
@@ -25,7 +26,7 @@ CLIENTS=${CLIENTS:-1,16,64}
 WORKLOAD=${WORKLOAD:-ping}
 PAYLOAD=${PAYLOAD:-16}
 WEFT_THREADS=${WEFT_THREADS:-}
-CONN_THREADS=${CONN_THREADS:-0}
+CONN_THREADS=${CONN_THREADS:-}
 NICE=${NICE:-0}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target-bench}
 # Every server and load generator runs at the same niceness, so both sides
@@ -35,7 +36,7 @@ RUN=(nice -n "$NICE")
 WEFT_ENV=(env)
 # tokio sizes its worker pool from TOKIO_WORKER_THREADS (default: one per core).
 [ -z "$WEFT_THREADS" ] || WEFT_ENV+=("TOKIO_WORKER_THREADS=$WEFT_THREADS")
-WEFT_ENV+=("WEFT_NET_CONNECTION_THREADS=$CONN_THREADS")
+[ -z "$CONN_THREADS" ] || WEFT_ENV+=("WEFT_NET_CONNECTION_THREADS=$CONN_THREADS")
 
 log() { echo "rr.sh: $*" >&2; }
 
@@ -181,7 +182,7 @@ done <"$TMP/weft.csv"
 echo
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(uname -sr), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# weft $WORKLOAD vs redis PING_MBULK, -P 1, ${DURATION}s per run, median of $ROUNDS rounds,"
-echo "# weft serve threads ${WEFT_THREADS:-$(nproc)}, connection threads $CONN_THREADS, nice $NICE; latencies in microseconds"
+echo "# weft serve threads ${WEFT_THREADS:-$(nproc)}, connection threads ${CONN_THREADS:-auto}, nice $NICE; latencies in microseconds"
 printf '%-6s %7s | %10s %8s %8s %6s | %-5s %10s %8s %8s | %10s %9s | %10s %8s %8s | %6s %6s %6s\n' \
     transport clients "weft req/s" p50 p99 errors redis "req/s" p50 p99 "weft/redis" "p50 w/r" \
     "wb>redis/s" p50 p99 "req/s" "p50" "p99"

@@ -378,10 +378,39 @@ pub struct NetConf {
     /// N >= 1: plain TCP and Unix-socket connections run on N dedicated
     /// threads (a current-thread runtime each; a connection and what it
     /// spawns stay on one), at most [`MAX_CONNECTION_THREADS`]. 0: on the
-    /// main runtime with everything else (docs/BENCHMARKS.md, "Pinned
-    /// connection threads").
-    #[serde(default)]
-    pub connection_threads: u64,
+    /// main runtime with everything else. Unset (or `"auto"`): half the
+    /// cores when there are two or more, else 0 ([`NetConf::threads`];
+    /// docs/BENCHMARKS.md, "Connection threads").
+    #[serde(default, deserialize_with = "threads_or_auto")]
+    pub connection_threads: Option<u64>,
+}
+
+impl NetConf {
+    /// The connection threads to start on a machine with `cores` cores.
+    pub fn threads(&self, cores: usize) -> u64 {
+        self.connection_threads.unwrap_or(if cores >= 2 { (cores / 2) as u64 } else { 0 })
+    }
+}
+
+/// A number of threads, or `"auto"` (also as a string of digits, the form
+/// an environment variable gives).
+fn threads_or_auto<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        N(u64),
+        S(String),
+    }
+    match Option::<Raw>::deserialize(d)? {
+        None => Ok(None),
+        Some(Raw::N(n)) => Ok(Some(n)),
+        Some(Raw::S(s)) if s.trim().eq_ignore_ascii_case("auto") => Ok(None),
+        Some(Raw::S(s)) => s
+            .trim()
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("net.connection_threads: {s:?} is neither a number nor \"auto\""))),
+    }
 }
 
 /// Upper bound of `net.connection_threads`.
@@ -642,6 +671,27 @@ pub fn unknown_env<T>(layered: &weft_service::config::Layered<T>, env: &[(String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_threads_auto_by_default_a_number_or_auto_from_env() {
+        let load = |env: &[(&str, &str)]| {
+            let env: Vec<(String, String)> = env.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+            weft_service::config::load(&NodeConfig::default(), None, &env, &[]).map(|l| l.value.net)
+        };
+        let auto = load(&[]).unwrap();
+        assert_eq!(auto.connection_threads, None);
+        assert_eq!((auto.threads(1), auto.threads(2), auto.threads(3), auto.threads(16)), (0, 1, 1, 8));
+        let n = load(&[("WEFT_NET_CONNECTION_THREADS", "3")]).unwrap();
+        assert_eq!((n.connection_threads, n.threads(2)), (Some(3), 3));
+        assert_eq!(load(&[("WEFT_NET_CONNECTION_THREADS", "0")]).unwrap().threads(8), 0);
+        assert_eq!(load(&[("WEFT_NET_CONNECTION_THREADS", "auto")]).unwrap().connection_threads, None);
+        assert!(load(&[("WEFT_NET_CONNECTION_THREADS", "many")]).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("w.toml");
+        std::fs::write(&f, "[net]\nconnection_threads = 2\n").unwrap();
+        let file = weft_service::config::load(&NodeConfig::default(), Some(&f), &[], &[]).unwrap();
+        assert_eq!(file.value.net.connection_threads, Some(2));
+    }
 
     #[test]
     fn unknown_env_names_typos_only() {

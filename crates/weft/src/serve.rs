@@ -179,13 +179,14 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
         metered,
         liveness,
     );
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let conn_threads = cfg.net.threads(cores);
     anyhow::ensure!(
-        cfg.net.connection_threads <= crate::config::MAX_CONNECTION_THREADS,
-        "net.connection_threads is {}, at most {} (0: connections on the main runtime)",
-        cfg.net.connection_threads,
+        conn_threads <= crate::config::MAX_CONNECTION_THREADS,
+        "net.connection_threads is {conn_threads}, at most {} (0: connections on the main runtime)",
         crate::config::MAX_CONNECTION_THREADS
     );
-    server.set_connection_threads(cfg.net.connection_threads as usize).context("net.connection_threads")?;
+    server.set_connection_threads(conn_threads as usize).context("net.connection_threads")?;
     let svc = &service.0;
     // Cluster TLS: other nodes' forwarded requests arrive on the cluster
     // port (ALPN weft/1) and are served here as their node (docs/cluster.md).
