@@ -77,11 +77,13 @@ fn applier_bounds_from_config_hold_and_show_in_stats() {
         assert_eq!(got, want, "node {}: the copy holds every record once, at its offset", p.id);
         let a = until("the appliers' counters", || apply(p).filter(|a| a["records"] == 400));
         let n = |k: &str| a[k].as_u64().unwrap_or_else(|| panic!("node {}: no apply.{k} in {a}", p.id));
-        // 40 entries of 10 records, each taken and written once on this node.
-        assert_eq!((n("entries"), n("records")), (40, 400), "node {}: {a}", p.id);
+        // 40 entries of 10 records, each taken and written once on this node;
+        // a leader elected again under load adds an empty entry of its term.
+        assert_eq!(n("records"), 400, "node {}: {a}", p.id);
+        assert!((40..=44).contains(&n("entries")), "node {}: {a}", p.id);
         assert!(n("max_batch_records") <= 25, "node {}: an append of more than cluster.apply_batch_records: {a}", p.id);
         // Two entries (20 records) at most per append: at least 20 appends.
-        assert!((20..=40).contains(&n("batches")), "node {}: {a}", p.id);
+        assert!((20..=44).contains(&n("batches")), "node {}: {a}", p.id);
         assert_eq!(n("bytes"), want.iter().map(|(_, v)| v.len() as u64).sum::<u64>(), "node {}: {a}", p.id);
         assert_eq!((n("queued_entries"), n("queued_bytes")), (0, 0), "node {}: nothing left queued: {a}", p.id);
         // The same counters in `weft stats` and on /metrics.
