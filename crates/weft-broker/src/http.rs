@@ -323,7 +323,7 @@ async fn delete_topic(Extension(plane): Extension<Plane>, Path(topic): Path<Stri
 /// results in `details.results`.
 async fn produce(Extension(plane): Extension<Plane>, Path(topic): Path<String>, body: BodyBytes) -> Result<Response, ApiError> {
     let req: JsonProduce = parse(&body)?;
-    let opts = crate::native::produce_opts(&dto::Produce { producer_id: req.producer_id, sequence: req.sequence, acks: req.acks, ..Default::default() }).map_err(ApiError)?;
+    let opts = crate::native::produce_options(req.producer_id, req.sequence, req.acks).map_err(ApiError)?;
     let mut records = Vec::with_capacity(req.records.len());
     for (i, r) in req.records.into_iter().enumerate() {
         let enc = r.encoding.unwrap_or(req.encoding);

@@ -56,7 +56,7 @@ pub fn register_with(service: &mut Service, log: Log, plane: Plane) -> Result<()
     service.endpoint(route::PRODUCE, move |req: dto::ProduceBody| {
         let p = p.clone();
         async move {
-            let opts = opts_of(req.producer_id, req.sequence, req.acks).map_err(ServiceError::Wire)?;
+            let opts = produce_options(req.producer_id, req.sequence, req.acks).map_err(ServiceError::Wire)?;
             p.produce_with(&req.topic, req.records.into_iter().map(record_body).collect(), opts).await.map_err(ServiceError::Wire)
         }
     })?;
@@ -164,10 +164,12 @@ pub fn record_out(r: Record) -> dto::RecordOut {
 
 /// The options of a produce request: `sequence` only with `producer_id`.
 pub fn produce_opts(req: &dto::Produce) -> Result<crate::plane::ProduceOpts, weft_wire::ErrorBody> {
-    opts_of(req.producer_id, req.sequence, req.acks)
+    produce_options(req.producer_id, req.sequence, req.acks)
 }
 
-fn opts_of(producer_id: Option<u64>, sequence: Option<u64>, acks: dto::Acks) -> Result<crate::plane::ProduceOpts, weft_wire::ErrorBody> {
+/// [`produce_opts`] from the fields themselves (the HTTP gateway's and
+/// [`dto::ProduceBody`]'s).
+pub fn produce_options(producer_id: Option<u64>, sequence: Option<u64>, acks: dto::Acks) -> Result<crate::plane::ProduceOpts, weft_wire::ErrorBody> {
     let idempotent = match (producer_id, sequence) {
         (Some(id), Some(seq)) => Some((id, seq)),
         (None, None) => None,

@@ -187,6 +187,21 @@ pub struct PartitionHandle {
 }
 
 impl PartitionHandle {
+    /// A copy with nothing applied yet.
+    fn new(topic: String, partition: u32) -> Self {
+        PartitionHandle {
+            topic,
+            partition,
+            high_watermark: AtomicU64::new(0),
+            failed: Default::default(),
+            caught_up_records: AtomicU64::new(0),
+            catch_up_resets: AtomicU64::new(0),
+            moved: tokio::sync::Notify::new(),
+            producers: AtomicU64::new(0),
+            producer_evictions: AtomicU64::new(0),
+        }
+    }
+
     fn set_high_watermark(&self, hw: u64) {
         self.high_watermark.store(hw, Ordering::Release);
         self.moved.notify_waiters();
@@ -541,17 +556,7 @@ impl StateMachine for PartitionSm {
 /// `bounds` and `stats`: the node's (`cluster.apply_batch_*`, `cluster.apply.*`).
 pub fn start(log: Log, topic: String, partition: u32, config: TopicConfig, catch_up: CatchUpSlot, bounds: ApplyBounds, stats: Arc<ApplyStats>) -> (PartitionSm, Arc<PartitionHandle>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let handle = Arc::new(PartitionHandle {
-        topic: topic.clone(),
-        partition,
-        high_watermark: AtomicU64::new(0),
-        failed: Default::default(),
-        caught_up_records: AtomicU64::new(0),
-        catch_up_resets: AtomicU64::new(0),
-        moved: tokio::sync::Notify::new(),
-        producers: AtomicU64::new(0),
-        producer_evictions: AtomicU64::new(0),
-    });
+    let handle = Arc::new(PartitionHandle::new(topic.clone(), partition));
     let h = handle.clone();
     let l = log.clone();
     let flushing: Arc<std::sync::atomic::AtomicBool> = Default::default();
@@ -1135,17 +1140,7 @@ mod tests {
         }
         let queued = stats.status();
         drop(sm);
-        let h = Arc::new(PartitionHandle {
-            topic: "t".into(),
-            partition: 0,
-            high_watermark: AtomicU64::new(0),
-            failed: Default::default(),
-            caught_up_records: AtomicU64::new(0),
-            catch_up_resets: AtomicU64::new(0),
-            moved: tokio::sync::Notify::new(),
-            producers: AtomicU64::new(0),
-            producer_evictions: AtomicU64::new(0),
-        });
+        let h = Arc::new(PartitionHandle::new("t".into(), 0));
         applier(log.clone(), h, topic, &mut rx, Default::default(), Default::default(), bounds, &stats).await.unwrap();
         // Where each stored batch ends: a fetch of one record returns its whole batch.
         let mut ends = Vec::new();
