@@ -127,6 +127,30 @@ struct Inner {
     /// started before must not mark offsets durable after it.
     epoch: u64,
     deleted: bool,
+    /// The active segment's pending batches are queued for the end of a
+    /// connection's pass (weft_wire::pass): later appends of the pass only
+    /// join them.
+    pass_queued: bool,
+}
+
+/// What a write did: its offsets, the epoch it wrote in, and whether it
+/// left the first pending batches (to be queued for the pass's end).
+struct Written {
+    first: Offset,
+    end: Offset,
+    epoch: u64,
+    queue: bool,
+}
+
+/// The pass ends: the batches its produces left pending go to the file in
+/// one write, waking their appenders (their answers follow).
+impl weft_wire::pass::PassWork for Partition {
+    fn end_of_pass(&self) {
+        let mut g = lock(&self.inner);
+        g.pass_queued = false;
+        // A failure poisons the partition and fails the waiting appends.
+        let _ = self.write_pending(&mut g);
+    }
 }
 
 /// The running fsync's turn: released when it ends or its caller is
@@ -159,6 +183,10 @@ impl Inner {
     fn active(&self) -> &Segment {
         // Invariant: `segments` is never empty (open and retention keep the active one).
         self.segments.last().expect("partition has an active segment")
+    }
+    fn active_mut(&mut self) -> &mut Segment {
+        // Invariant: as in `active`.
+        self.segments.last_mut().expect("partition has an active segment")
     }
     fn log_start(&self) -> Offset {
         self.segments.first().map_or(self.next_offset, |s| s.base)
@@ -280,6 +308,7 @@ impl Partition {
                 last_recovery: None,
                 epoch: 0,
                 deleted: false,
+                pass_queued: false,
             }),
             syncing: AtomicBool::new(false),
             sync_done: watch::channel(0).0,
@@ -311,6 +340,10 @@ impl Partition {
         tracing::error!(topic = %self.topic, partition = %self.id, cause = %p.cause, disk_full = p.disk_full, "partition poisoned: refusing writes");
         self.files.note_poisoned(&format!("{}/{}: {}", self.topic, self.id, p.cause));
         let err = self.poisoned_err(&p);
+        // Nothing pending was acknowledged; recovery reopens the segment
+        // from the file. Appenders waiting for the write learn it now.
+        g.active_mut().drop_pending();
+        self.hw_tx.send_modify(|_| {});
         match &mut g.poisoned {
             // Keep the first cause, but an fsync failure always wins: it decides what recovery keeps.
             Some(old) => old.after_sync_failure |= after_sync_failure,
@@ -384,12 +417,87 @@ impl Partition {
 
     /// Appends records (already validated by the caller) and returns once the
     /// fsync policy is met: their (offset, timestamp) in order.
-    pub async fn append<R: std::borrow::Borrow<ProduceRecord>>(&self, records: &[R], now_ms: i64) -> Result<Vec<(Offset, i64)>> {
-        let (out, end) = self.write(records, now_ms)?;
-        if self.fsync == FsyncPolicy::Always {
-            self.sync_to(end).await?;
-        }
+    ///
+    /// Inside a connection's pass (weft_wire::pass) the write to the file
+    /// waits for the pass's end, where the records of all its produces go
+    /// out in one write; this returns once they are written (and synced,
+    /// under `always`), so an answer never gets ahead of its records.
+    pub async fn append<R: std::borrow::Borrow<ProduceRecord>>(self: &Arc<Self>, records: &[R], now_ms: i64) -> Result<Vec<(Offset, i64)>> {
+        let defer = weft_wire::pass::is_open();
+        let (out, written) = self.write(records, now_ms, defer)?;
+        self.settle(written, defer).await?;
         Ok(out)
+    }
+
+    /// After a write: queues the pending batches for the pass's end when
+    /// this write was the first to leave them, then waits until the
+    /// fsync policy is met for everything up to the write's end.
+    async fn settle(self: &Arc<Self>, w: Written, defer: bool) -> Result<()> {
+        if w.queue && !weft_wire::pass::defer(self.clone()) {
+            // Cannot happen on one thread without an await in between;
+            // if it did, nothing would write them: write them now.
+            let mut g = lock(&self.inner);
+            g.pass_queued = false;
+            self.write_pending(&mut g)?;
+        }
+        if self.fsync == FsyncPolicy::Always {
+            // An fsync writes the pending batches before it starts.
+            self.sync_to(w.end).await
+        } else if defer {
+            self.written_to(w.end, w.epoch).await
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Waits until everything below `end` is in the file (the high
+    /// watermark reaches it), failing when the partition was poisoned or
+    /// reopened meanwhile (what was pending is lost, never acknowledged).
+    async fn written_to(&self, end: Offset, epoch: u64) -> Result<()> {
+        // Subscribed before the check: a write that ends after it wakes us.
+        let mut rx = self.hw_tx.subscribe();
+        loop {
+            {
+                let g = lock(&self.inner);
+                if g.epoch != epoch {
+                    let p = g.poisoned.clone().unwrap_or(Poison { cause: "the partition was reopened after a storage failure".into(), disk_full: false, after_sync_failure: false });
+                    return Err(self.poisoned_err(&p));
+                }
+                if g.hw >= end {
+                    return Ok(());
+                }
+                if let Some(p) = &g.poisoned {
+                    return Err(self.poisoned_err(p));
+                }
+                if g.deleted {
+                    return Err(LogError::UnknownTopic(self.topic.to_string()));
+                }
+            }
+            if rx.changed().await.is_err() {
+                return Err(LogError::UnknownTopic(self.topic.to_string()));
+            }
+        }
+    }
+
+    /// Writes the active segment's pending batches; the high watermark
+    /// moves past them (unless it waits for an fsync, under `always`).
+    fn write_pending(&self, g: &mut Inner) -> Result<()> {
+        if !g.active().has_pending() {
+            return Ok(());
+        }
+        if let Some(p) = &g.poisoned {
+            let p = p.clone();
+            g.active_mut().drop_pending();
+            return Err(self.poisoned_err(&p));
+        }
+        if let Err(e) = g.active_mut().write_pending() {
+            return Err(self.poison(g, "segment write failed", &e, false));
+        }
+        if self.fsync != FsyncPolicy::Always && g.next_offset > g.hw {
+            g.hw = g.next_offset;
+            self.hw_tx.send_replace(g.next_offset);
+        }
+        Ok(())
     }
 
     /// Writes records and makes them readable without waiting for an fsync,
@@ -397,7 +505,7 @@ impl Partition {
     /// holds the records durably); returns the new end. `synced_offset`
     /// still says what is durable.
     pub fn append_unsynced<R: std::borrow::Borrow<ProduceRecord>>(&self, records: &[R], now_ms: i64) -> Result<Offset> {
-        let (_, end) = self.write(records, now_ms)?;
+        let (_, Written { end, .. }) = self.write(records, now_ms, false)?;
         if self.fsync == FsyncPolicy::Always {
             // `write` leaves the readable end at the synced one under `always`.
             let mut g = lock(&self.inner);
@@ -412,7 +520,7 @@ impl Partition {
     /// Encodes and writes records; returns their (offset, timestamp) and the
     /// end offset. Two allocations for a one-batch append (the answer and the
     /// batch buffer): no per-call Vecs of size hints or batches.
-    fn write<R: std::borrow::Borrow<ProduceRecord>>(&self, records: &[R], now_ms: i64) -> Result<(Vec<(Offset, i64)>, Offset)> {
+    fn write<R: std::borrow::Borrow<ProduceRecord>>(&self, records: &[R], now_ms: i64, defer: bool) -> Result<(Vec<(Offset, i64)>, Written)> {
         // Encode outside the lock with offsets relative to 0; the base offset
         // is patched in under the lock (it is not covered by the CRC).
         let hint = |r: &ProduceRecord| batch::record_size_hint(r.key.as_deref(), r.value.as_deref(), &r.headers);
@@ -451,28 +559,28 @@ impl Partition {
                 }
             }
         }
-        let (first, end) = self.write_encoded(first_batch.into_iter().chain(more_batches), now_ms)?;
+        let w = self.write_encoded(first_batch.into_iter().chain(more_batches), now_ms, defer)?;
         for (o, _) in &mut out {
-            o.0 += first.0;
+            o.0 += w.first.0;
         }
-        Ok((out, end))
+        Ok((out, w))
     }
 
     /// Appends a batch encoded by the caller (e.g. a client that sent it in
     /// this crate's format): it is stored byte for byte except for the base
     /// offset. The caller validated it with [`validate_encoded_batch`].
     /// Returns the base offset once the fsync policy is met.
-    pub async fn append_encoded(&self, header: batch::BatchHeader, bytes: bytes::BytesMut, now_ms: i64) -> Result<Offset> {
-        let (first, end) = self.write_encoded(std::iter::once((header, bytes)), now_ms)?;
-        if self.fsync == FsyncPolicy::Always {
-            self.sync_to(end).await?;
-        }
+    pub async fn append_encoded(self: &Arc<Self>, header: batch::BatchHeader, bytes: bytes::BytesMut, now_ms: i64) -> Result<Offset> {
+        let defer = weft_wire::pass::is_open();
+        let w = self.write_encoded(std::iter::once((header, bytes)), now_ms, defer)?;
+        let first = w.first;
+        self.settle(w, defer).await?;
         Ok(first)
     }
 
-    /// Writes encoded batches (offsets relative to 0) at the end of the log;
-    /// returns (first offset, end offset).
-    fn write_encoded(&self, batches: impl IntoIterator<Item = (batch::BatchHeader, bytes::BytesMut)>, now_ms: i64) -> Result<(Offset, Offset)> {
+    /// Writes encoded batches (offsets relative to 0) at the end of the log,
+    /// or with `defer` leaves them pending for the pass's end.
+    fn write_encoded(&self, batches: impl IntoIterator<Item = (batch::BatchHeader, bytes::BytesMut)>, now_ms: i64, defer: bool) -> Result<Written> {
         let mut g = lock(&self.inner);
         self.check_writable(&mut g)?;
         let first = g.next_offset;
@@ -480,14 +588,16 @@ impl Partition {
             let base = g.next_offset;
             batch::set_base_offset(&mut bytes, &mut h, base);
             let records = u64::from(h.record_count);
-            self.append_batch(&mut g, &h, &bytes, records, now_ms)?;
+            self.append_batch(&mut g, &h, &bytes, records, now_ms, defer)?;
         }
         let end = g.next_offset;
-        if self.fsync != FsyncPolicy::Always {
+        let pending = g.active().has_pending();
+        if self.fsync != FsyncPolicy::Always && !pending && end > g.hw {
             g.hw = end;
             self.hw_tx.send_replace(end);
         }
-        Ok((first, end))
+        let queue = pending && !std::mem::replace(&mut g.pass_queued, true);
+        Ok(Written { first, end, epoch: g.epoch, queue })
     }
 
     /// Rolls the active segment if the next batch would not fit, if it is too
@@ -495,10 +605,10 @@ impl Partition {
     /// Append one encoded batch (its base offset set) to the active segment,
     /// rolling first when due (`span`: offsets from the end to the batch's
     /// end), and move the end past it.
-    fn append_batch(&self, g: &mut Inner, h: &batch::BatchHeader, bytes: &[u8], span: u64, now_ms: i64) -> Result<()> {
+    fn append_batch(&self, g: &mut Inner, h: &batch::BatchHeader, bytes: &[u8], span: u64, now_ms: i64, defer: bool) -> Result<()> {
         self.maybe_roll(g, bytes.len() as u64, span, now_ms)?;
         let res = match g.segments.last_mut() {
-            Some(seg) => seg.append(h, bytes, now_ms),
+            Some(seg) => seg.append(h, bytes, now_ms, defer),
             None => Err(std::io::Error::other("no active segment")),
         };
         if let Err(e) = res {
@@ -513,7 +623,7 @@ impl Partition {
     fn maybe_roll(&self, g: &mut Inner, batch_len: u64, batch_records: u64, now_ms: i64) -> Result<()> {
         let cfg = self.config();
         let a = g.active();
-        let too_big = a.size + batch_len > cfg.segment_bytes;
+        let too_big = a.end_pos() + batch_len > cfg.segment_bytes;
         let too_old = a.first_append_ms.is_some_and(|t| now_ms.saturating_sub(t) >= cfg.segment_ms as i64);
         let too_far = g.next_offset.0 + batch_records - a.base.0 > u64::from(u32::MAX);
         if !a.is_empty() && (too_big || too_old || too_far) {
@@ -523,6 +633,9 @@ impl Partition {
     }
 
     fn roll(&self, g: &mut Inner) -> Result<()> {
+        // A closed segment has nothing pending (readers and compaction
+        // read closed segments to their size).
+        self.write_pending(g)?;
         let path = g.active().log_path();
         // A closed segment is always durable: its index is trusted on open.
         let fsync_started = std::time::Instant::now();
@@ -585,10 +698,12 @@ impl Partition {
     /// before it started. The caller holds the turn (`syncing`).
     async fn run_fsync(&self) -> Result<()> {
         let (target, path, epoch) = {
-            let g = lock(&self.inner);
+            let mut g = lock(&self.inner);
             if let Some(p) = &g.poisoned {
                 return Err(self.poisoned_err(p));
             }
+            // What a pass left pending is covered by this fsync.
+            self.write_pending(&mut g)?;
             (g.next_offset, g.active().log_path(), g.epoch)
         };
         // Bounds the descriptors held by fsyncs in flight (see `files`).
@@ -1004,10 +1119,12 @@ mod tests {
     use super::*;
     use crate::storage::MemStorage;
 
-    fn part(s: &MemStorage, cfg: TopicConfig, fsync: FsyncPolicy) -> Partition {
+    fn part(s: &MemStorage, cfg: TopicConfig, fsync: FsyncPolicy) -> Arc<Partition> {
         let st: Arc<dyn Storage> = Arc::new(s.clone());
-        Partition::open(Arc::new(OpenFiles::new(st, 8)), PathBuf::from("/t/0"), TopicName::new("t").unwrap(), PartitionId(0), cfg, fsync, Duration::ZERO)
-            .unwrap()
+        Arc::new(
+            Partition::open(Arc::new(OpenFiles::new(st, 8)), PathBuf::from("/t/0"), TopicName::new("t").unwrap(), PartitionId(0), cfg, fsync, Duration::ZERO)
+            .unwrap(),
+        )
     }
 
     #[tokio::test]
@@ -1130,6 +1247,85 @@ mod tests {
         let e = p.append(&[&ProduceRecord::value("c")], 0).await.unwrap_err();
         assert!(matches!(e, LogError::Poisoned { .. }));
         // Unacknowledged data is not visible.
+        assert_eq!(p.latest(), Offset(1));
+    }
+
+    /// Polls each future once (as a connection's first step does).
+    fn poll_all<F: std::future::Future + Unpin>(fs: &mut [F]) -> Vec<Option<F::Output>> {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        fs.iter_mut()
+            .map(|f| match std::pin::Pin::new(f).poll(&mut cx) {
+                std::task::Poll::Ready(v) => Some(v),
+                std::task::Poll::Pending => None,
+            })
+            .collect()
+    }
+
+    /// Inside a pass, appends wait for its end: nothing is written, readable
+    /// or answered before it; then one write covers them all and every
+    /// append is answered with its offset.
+    #[tokio::test]
+    async fn appends_in_a_pass_share_one_write_at_its_end() {
+        let s = MemStorage::new();
+        let p = part(&s, TopicConfig::default(), FsyncPolicy::Interval { ms: 60_000 });
+        p.append(&[&ProduceRecord::value("before")], 0).await.unwrap();
+        let recs: Vec<ProduceRecord> = (0..8).map(|i| ProduceRecord::value(format!("r{i}"))).collect();
+        let ops = s.op_count();
+        weft_wire::pass::begin();
+        let mut fs: Vec<_> = recs.iter().map(|r| Box::pin(p.append(std::slice::from_ref(r), 0))).collect();
+        assert!(poll_all(&mut fs).iter().all(Option::is_none), "no answer before the pass ends");
+        assert_eq!(s.op_count(), ops, "nothing written yet");
+        assert_eq!(p.latest(), Offset(1), "nothing readable yet");
+        weft_wire::pass::end();
+        assert_eq!(s.op_count(), ops + 1, "one write for the pass");
+        let outs = poll_all(&mut fs);
+        let offsets: Vec<u64> = outs.into_iter().map(|o| o.expect("answered after the pass").unwrap()[0].0.0).collect();
+        assert_eq!(offsets, (1..9).collect::<Vec<_>>());
+        let got = p.fetch(Offset(0), 1 << 20, 100, None).await.unwrap().decode().unwrap();
+        assert_eq!(got.len(), 9);
+        assert_eq!(got[8].value.as_deref(), Some(&b"r7"[..]));
+        // Outside a pass an append writes at once.
+        p.append(&[&ProduceRecord::value("after")], 0).await.unwrap();
+        assert_eq!(s.op_count(), ops + 2);
+        assert_eq!(p.latest(), Offset(10));
+    }
+
+    /// Under `always`, what a pass left pending goes out with the fsync
+    /// (or the pass's end): each append is answered once durable.
+    #[tokio::test]
+    async fn appends_in_a_pass_are_synced_under_always() {
+        let s = MemStorage::new();
+        let p = part(&s, TopicConfig::default(), FsyncPolicy::Always);
+        let recs: Vec<ProduceRecord> = (0..8).map(|i| ProduceRecord::value(format!("r{i}"))).collect();
+        weft_wire::pass::begin();
+        let fs: Vec<_> = recs.iter().map(|r| Box::pin(p.append(std::slice::from_ref(r), 0))).collect();
+        let mut fs = fs;
+        let _ = poll_all(&mut fs);
+        weft_wire::pass::end();
+        let outs = tokio::time::timeout(Duration::from_secs(10), futures::future::join_all(fs)).await.expect("no append hangs");
+        let mut offsets: Vec<u64> = outs.into_iter().map(|o| o.unwrap()[0].0.0).collect();
+        offsets.sort_unstable();
+        assert_eq!(offsets, (0..8).collect::<Vec<_>>());
+        assert_eq!(p.stats().synced_offset, Offset(8));
+        assert_eq!(p.latest(), Offset(8));
+    }
+
+    /// A pass whose write fails answers every append of it with the
+    /// error; none of its records becomes readable.
+    #[tokio::test]
+    async fn a_failed_pass_write_fails_its_appends() {
+        let s = MemStorage::new();
+        let p = part(&s, TopicConfig::default(), FsyncPolicy::Interval { ms: 60_000 });
+        p.append(&[&ProduceRecord::value("a")], 0).await.unwrap();
+        let recs: Vec<ProduceRecord> = (0..4).map(|i| ProduceRecord::value(format!("r{i}"))).collect();
+        weft_wire::pass::begin();
+        let mut fs: Vec<_> = recs.iter().map(|r| Box::pin(p.append(std::slice::from_ref(r), 0))).collect();
+        assert!(poll_all(&mut fs).iter().all(Option::is_none));
+        s.fail_ops_after(0);
+        weft_wire::pass::end();
+        for o in poll_all(&mut fs) {
+            assert!(matches!(o, Some(Err(LogError::Poisoned { .. }))), "{o:?}");
+        }
         assert_eq!(p.latest(), Offset(1));
     }
 }

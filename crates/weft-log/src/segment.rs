@@ -17,6 +17,8 @@ use crate::storage::{StorageFile, write_atomic};
 /// An index entry is added once this many bytes were appended since the last.
 pub const INDEX_INTERVAL_BYTES: u64 = 4096;
 const INDEX_MAGIC: u32 = 0x3149_5857; // "WXI1" little-endian
+/// Capacity of a segment's pending buffer kept between passes.
+const PENDING_KEEP_BYTES: usize = 1 << 20;
 const INDEX_TRAILER_LEN: usize = 8 + 8 + 8 + 4 + 4 + 4 + 4;
 
 pub fn log_file_name(base: Offset) -> String {
@@ -43,8 +45,13 @@ pub struct Segment {
     path: PathBuf,
     /// The file is opened through this bounded cache when used, not kept open.
     files: Arc<OpenFiles>,
-    /// Bytes of whole batches in the file.
+    /// Bytes of whole batches in the file. Readers read below it only.
     pub size: u64,
+    /// Batches appended after `size` but not yet written: a connection's
+    /// pass defers the write to its end (weft_wire::pass), so the appends
+    /// of many requests reach the file in one write. Nothing in it is
+    /// readable or acknowledged.
+    pending: Vec<u8>,
     /// Offset after the last record (== base when empty).
     pub next_offset: Offset,
     /// Largest record timestamp, `i64::MIN` when empty.
@@ -81,8 +88,17 @@ impl Segment {
     pub fn index_path(&self) -> PathBuf {
         self.dir.join(index_file_name(self.base))
     }
+    /// No batch appended, written or pending.
     pub fn is_empty(&self) -> bool {
-        self.size == 0
+        self.end_pos() == 0
+    }
+    /// Where the next batch goes: after the written bytes and the pending ones.
+    pub fn end_pos(&self) -> u64 {
+        self.size + self.pending.len() as u64
+    }
+    /// True while appended batches wait to be written.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
     }
 
     /// Creates a new empty segment file.
@@ -101,6 +117,7 @@ impl Segment {
             path: dir.join(log_file_name(base)),
             files: files.clone(),
             size: 0,
+            pending: Vec::new(),
             next_offset: base,
             max_ts: i64::MIN,
             first_append_ms: None,
@@ -212,6 +229,7 @@ impl Segment {
             }
             self.note_append(&h, pos, None);
             pos += total;
+            self.size = pos;
         }
         let truncated = len - pos;
         if truncated > 0 {
@@ -225,13 +243,14 @@ impl Segment {
         Ok(ScanReport { truncated_bytes: truncated, reason: if truncated > 0 { reason } else { None } })
     }
 
-    /// Updates size, offsets and indexes for a batch written at `pos`.
+    /// Updates offsets and indexes for a batch at `pos` (the caller moves
+    /// `size` once the batch is in the file).
     fn note_append(&mut self, h: &BatchHeader, pos: u64, now_ms: Option<i64>) {
         let rel = (h.base_offset.0 - self.base.0) as u32;
-        if self.size == 0 {
+        if pos == 0 {
             self.first_append_ms = now_ms.or(Some(h.max_timestamp_ms));
         }
-        if self.size == 0 || self.bytes_since_index >= INDEX_INTERVAL_BYTES {
+        if pos == 0 || self.bytes_since_index >= INDEX_INTERVAL_BYTES {
             self.offset_index.push((rel, pos as u32));
             self.bytes_since_index = 0;
         }
@@ -240,18 +259,50 @@ impl Segment {
             self.time_index.push((self.max_ts, rel));
         }
         let total = h.total_len() as u64;
-        self.size = pos + total;
         self.bytes_since_index += total;
         self.next_offset = h.next_offset();
     }
 
-    /// Appends one encoded batch. The caller checked that offsets continue
-    /// from `next_offset` and that the segment has room.
-    pub fn append(&mut self, h: &BatchHeader, bytes: &[u8], now_ms: i64) -> std::io::Result<()> {
-        self.files.get_for_write(&self.path)?.write_all_at(bytes, self.size)?;
-        let pos = self.size;
+    /// Appends one encoded batch: written now, or with `defer` kept in
+    /// `pending` for [`Segment::write_pending`]. A batch appended while
+    /// others are pending joins them and is written with them (the file
+    /// never has a hole). The caller checked that offsets continue from
+    /// `next_offset` and that the segment has room.
+    pub fn append(&mut self, h: &BatchHeader, bytes: &[u8], now_ms: i64, defer: bool) -> std::io::Result<()> {
+        let pos = self.end_pos();
+        if defer || self.has_pending() {
+            self.pending.extend_from_slice(bytes);
+            self.note_append(h, pos, Some(now_ms));
+            return if defer { Ok(()) } else { self.write_pending() };
+        }
+        self.files.get_for_write(&self.path)?.write_all_at(bytes, pos)?;
         self.note_append(h, pos, Some(now_ms));
+        self.size = pos + bytes.len() as u64;
         Ok(())
+    }
+
+    /// Writes the pending batches to the file in one write. On an error
+    /// they stay pending (the file may hold part of them): the caller
+    /// stops writing to the segment, and recovery cuts the torn tail.
+    pub fn write_pending(&mut self) -> std::io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.files.get_for_write(&self.path)?.write_all_at(&self.pending, self.size)?;
+        self.size += self.pending.len() as u64;
+        self.pending.clear();
+        // A burst's buffer is not kept for ever: one that grew past a few
+        // batches' worth is given back.
+        if self.pending.capacity() > PENDING_KEEP_BYTES {
+            self.pending = Vec::new();
+        }
+        Ok(())
+    }
+
+    /// Forgets the pending batches (a poisoned partition: none of them was
+    /// acknowledged, and recovery reopens the segment from the file).
+    pub fn drop_pending(&mut self) {
+        self.pending = Vec::new();
     }
 
     /// File position from which to scan for `offset` (start of the batch of
@@ -498,7 +549,7 @@ mod tests {
         let mut base = 100;
         for i in 0..40 {
             let (h, b) = batch(base, 3, 1000 + i * 10);
-            seg.append(&h, &b, 0).unwrap();
+            seg.append(&h, &b, 0, false).unwrap();
             base += 3;
         }
         assert!(seg.offset_index.len() > 3);

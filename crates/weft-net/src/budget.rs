@@ -130,6 +130,17 @@ pub(crate) struct ConnBudget {
 }
 
 impl ConnBudget {
+    /// Reserves `bytes` if both budgets have room now; `None` (nothing
+    /// taken) when the caller would have to wait ([`ConnBudget::reserve`]).
+    pub(crate) fn try_reserve(&self, bytes: usize) -> Option<Reservation> {
+        let n = permits(bytes);
+        let own = self.own.clone().try_acquire_many_owned(n).ok()?;
+        let large = if bytes > SMALL_FRAME_BYTES { Some(self.large.clone().try_acquire_many_owned(n).ok()?) } else { None };
+        let global = self.global.clone().try_acquire_many_owned(n).ok()?;
+        self.stats.buffer_bytes.fetch_add(u64::from(n), Ordering::Relaxed);
+        Some(Reservation { _own: own, _large: large, _global: global, bytes: u64::from(n), stats: self.stats.clone() })
+    }
+
     /// Reserves `bytes` (at most [`Budgets::max_frame`], checked by the
     /// caller), waiting until both budgets have room. Cancel-safe: dropping
     /// the future releases whatever it had taken.

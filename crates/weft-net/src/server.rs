@@ -797,18 +797,33 @@ where
     let requests = TaskTracker::new();
     let idle_timeout = shared.idle_timeout();
     let mut waits = Waits::new(&shared.stop, hello_deadline);
+    // Requests of the open pass still pending at their first poll.
+    let mut deferred: Vec<Deferred> = Vec::new();
+    // Ends the pass (weft_wire::pass): its deferred work is done, then its
+    // pending requests are polled again and answered or handed to tasks.
+    // Called before every wait: a pass never spans an await.
+    macro_rules! end_pass {
+        () => {
+            end_pass(&shared, &peer, &mut io, compress, &mut deferred, &tx, &requests)
+        };
+    }
 
     'conn: loop {
         let deadline = if handshaken { idle_timeout.map(|d| last_frame + d) } else { Some(hello_deadline) };
+        // The frames of one read are one pass: work their requests share
+        // (the log's write of their records) is done once, at its end.
+        weft_wire::pass::begin();
         // Hand out every whole frame already buffered before reading more.
         loop {
             // Answers waiting past the high mark: write them before taking
             // another request (reading stops meanwhile: back-pressure).
             if io.out.len() >= OUT_HIGH_BYTES {
+                end_pass!();
                 match until(io.flush(), &mut waits, None).await {
                     Wake::Done(Ok(())) => {}
                     _ => break 'conn,
                 }
+                weft_wire::pass::begin();
             }
             let total = match splitter.step(&mut buf) {
                 Step::NeedMore => break,
@@ -823,6 +838,10 @@ where
             };
             if let Some((total, whole)) = total {
                 if reserved.is_none() {
+                    reserved = budget.try_reserve(total);
+                }
+                if reserved.is_none() {
+                    end_pass!();
                     match until(io.wait_pumping(budget.reserve(total), &mut rx, &shared.stats), &mut waits, deadline).await {
                         Wake::Done(Some(Some(r))) => reserved = Some(r),
                         Wake::Done(Some(None) | None) | Wake::Stop => break 'conn,
@@ -834,6 +853,7 @@ where
                             continue 'conn;
                         }
                     }
+                    weft_wire::pass::begin();
                 }
                 if !whole {
                     // The budget covers this; read the rest in place.
@@ -928,10 +948,16 @@ where
                             // Back-pressure: stop reading until a slot frees.
                             let permit = match in_flight.clone().try_acquire_owned() {
                                 Ok(p) => p,
-                                Err(_) => match until(io.wait_pumping(in_flight.clone().acquire_owned(), &mut rx, &shared.stats), &mut waits, None).await {
-                                    Wake::Done(Some(Ok(p))) => p,
-                                    _ => break 'conn,
-                                },
+                                Err(_) => {
+                                    // The pass's own pending requests may hold the slots.
+                                    end_pass!();
+                                    let p = match until(io.wait_pumping(in_flight.clone().acquire_owned(), &mut rx, &shared.stats), &mut waits, None).await {
+                                        Wake::Done(Some(Ok(p))) => p,
+                                        _ => break 'conn,
+                                    };
+                                    weft_wire::pass::begin();
+                                    p
+                                }
                             };
                             let wants_reply = frame.kind == FrameKind::Request && !frame.flags.is_one_way();
                             let mut answer = shared.handler.handle(frame, peer_arc.clone());
@@ -951,19 +977,9 @@ where
                                     drop(held);
                                     drop(permit);
                                 }
-                                FirstPoll::Pending => {
-                                    let tx = tx.clone();
-                                    let shared = shared.clone();
-                                    requests.spawn(async move {
-                                        let answer = answer.await;
-                                        if let (true, Some(a)) = (wants_reply, answer) {
-                                            let _ = tx.send(compress_answer(&shared, compress, a)).await;
-                                        }
-                                        // The frame's bytes count until it is handled.
-                                        drop(held);
-                                        drop(permit);
-                                    });
-                                }
+                                // Polled again when the pass ends (it may
+                                // wait on the pass's deferred work).
+                                FirstPoll::Pending => deferred.push(Deferred { answer, wants_reply, held, permit }),
                             }
                         }
                         FrameKind::Response | FrameKind::Error => {
@@ -979,6 +995,7 @@ where
                 }
             }
         }
+        end_pass!();
         // Nothing whole left to hand out: write what is waiting, take
         // answers from the channel, and read, whichever is ready.
         let step = std::future::poll_fn(|cx| io.poll_step(cx, &mut rx, &mut buf, &shared.stats));
@@ -1006,6 +1023,8 @@ where
         }
     }
 
+    // A pass left by `break 'conn`: its work done, its requests in tasks.
+    end_pass!();
     // Let this connection's requests finish (writing their answers as they
     // come), then say goodbye if we are the ones stopping, then close.
     requests.close();
@@ -1045,6 +1064,52 @@ where
     shared.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
     metered.close();
     debug!(peer = %peer.addr, "connection closed");
+}
+
+/// A request still pending at its first poll, held until its pass ends.
+struct Deferred {
+    answer: HandlerFuture,
+    wants_reply: bool,
+    /// The frame's bytes count until it is handled.
+    held: Option<Reservation>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Ends the connection's pass: does the work its requests deferred (one
+/// write of their records per partition), then polls each pending request
+/// again: answered now, or handed to a task of the connection.
+fn end_pass<S>(
+    shared: &Arc<Shared>,
+    peer: &PeerInfo,
+    io: &mut ConnIo<S>,
+    compress: Option<usize>,
+    deferred: &mut Vec<Deferred>,
+    tx: &mpsc::Sender<Frame>,
+    requests: &TaskTracker,
+) {
+    weft_wire::pass::end();
+    for Deferred { mut answer, wants_reply, held, permit } in deferred.drain(..) {
+        match first_poll(&mut answer, peer) {
+            FirstPoll::Done(a) => {
+                if let (true, Some(a)) = (wants_reply, a) {
+                    io.push(&compress_answer(shared, compress, a), &shared.stats);
+                }
+            }
+            FirstPoll::Panicked => {}
+            FirstPoll::Pending => {
+                let tx = tx.clone();
+                let shared = shared.clone();
+                requests.spawn(async move {
+                    let answer = answer.await;
+                    if let (true, Some(a)) = (wants_reply, answer) {
+                        let _ = tx.send(compress_answer(&shared, compress, a)).await;
+                    }
+                    drop(held);
+                    drop(permit);
+                });
+            }
+        }
+    }
 }
 
 /// What a handler's first poll gave.

@@ -10,6 +10,7 @@ mod codec;
 mod compress;
 mod error;
 mod frame;
+pub mod pass;
 
 pub use body::{
     BodyFormat, ErrorBody, ErrorCode, Heartbeat, Hello, SharedBytes, Welcome, CONTROL_GOAWAY,

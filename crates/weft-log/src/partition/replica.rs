@@ -57,7 +57,7 @@ impl Partition {
             for (h, bytes) in batches {
                 // What the roll check counts: offsets from the end to this batch's end.
                 let span = h.next_offset().0 - g.next_offset.0;
-                self.append_batch(&mut g, &h, &bytes, span, now_ms)?;
+                self.append_batch(&mut g, &h, &bytes, span, now_ms, false)?;
             }
             let end = g.next_offset;
             if self.fsync != FsyncPolicy::Always {
@@ -170,10 +170,12 @@ mod tests {
     use crate::model::{PartitionId, TopicConfig, TopicName};
     use crate::storage::{MemStorage, Storage};
 
-    fn part(s: &MemStorage, cfg: TopicConfig) -> Partition {
+    fn part(s: &MemStorage, cfg: TopicConfig) -> Arc<Partition> {
         let st: Arc<dyn Storage> = Arc::new(s.clone());
-        Partition::open(Arc::new(OpenFiles::new(st, 8)), PathBuf::from("/t/0"), TopicName::new("t").unwrap(), PartitionId(0), cfg, FsyncPolicy::Always, Duration::ZERO)
-            .unwrap()
+        Arc::new(
+            Partition::open(Arc::new(OpenFiles::new(st, 8)), PathBuf::from("/t/0"), TopicName::new("t").unwrap(), PartitionId(0), cfg, FsyncPolicy::Always, Duration::ZERO)
+            .unwrap(),
+        )
     }
 
     async fn read_all(p: &Partition) -> Vec<(u64, Option<Vec<u8>>)> {
