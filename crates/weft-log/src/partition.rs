@@ -133,6 +133,22 @@ struct Inner {
     pass_queued: bool,
 }
 
+/// Pending at its first poll (waking its task), ready at the next: what
+/// follows it in a request runs when the connection polls the request
+/// again, after the pass ended.
+struct AfterPass(bool);
+
+impl std::future::Future for AfterPass {
+    type Output = ();
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if std::mem::replace(&mut self.0, true) {
+            return std::task::Poll::Ready(());
+        }
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
 /// What a write did: its offsets, the epoch it wrote in, and whether it
 /// left the first pending batches (to be queued for the pass's end).
 struct Written {
@@ -441,7 +457,12 @@ impl Partition {
             self.write_pending(&mut g)?;
         }
         if self.fsync == FsyncPolicy::Always {
-            // An fsync writes the pending batches before it starts.
+            if defer {
+                // The fsync starts after the pass, when every record of it
+                // is written: one fsync for the pass, not one for its first
+                // record and another for the rest.
+                AfterPass(false).await;
+            }
             self.sync_to(w.end).await
         } else if defer {
             self.written_to(w.end, w.epoch).await
@@ -1308,6 +1329,7 @@ mod tests {
         assert_eq!(offsets, (0..8).collect::<Vec<_>>());
         assert_eq!(p.stats().synced_offset, Offset(8));
         assert_eq!(p.latest(), Offset(8));
+        assert_eq!(p.stats().fsyncs, 1, "one fsync covers the pass");
     }
 
     /// A pass whose write fails answers every append of it with the
