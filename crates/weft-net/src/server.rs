@@ -960,6 +960,11 @@ where
                                 }
                             };
                             let wants_reply = frame.kind == FrameKind::Request && !frame.flags.is_one_way();
+                            if buf.is_empty() {
+                                // The read's last frame, and nothing deferred
+                                // before it: no one to share its work with.
+                                weft_wire::pass::end_if_idle();
+                            }
                             let mut answer = shared.handler.handle(frame, peer_arc.clone());
                             // Most requests (ping, produce without fsync
                             // `always`, reads of cached data) are done at

@@ -55,6 +55,18 @@ pub fn defer(work: Arc<dyn PassWork>) -> bool {
     })
 }
 
+/// Closes the open pass if nothing was deferred in it yet: for the last
+/// request of a read, which has no one to share its work with and does it
+/// at once instead.
+pub fn end_if_idle() {
+    PASS.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.work.is_empty() {
+            p.open = false;
+        }
+    });
+}
+
 /// Closes the pass and does its work, in the order it was queued. Work
 /// done here sees the pass closed, so what it starts is not deferred.
 pub fn end() {
@@ -96,6 +108,20 @@ mod tests {
         assert!(!is_open());
         end(); // nothing left: a second end does nothing
         assert_eq!(c.0.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn an_idle_pass_can_end_early_a_busy_one_cannot() {
+        let c = Arc::new(Count(AtomicUsize::new(0)));
+        begin();
+        end_if_idle();
+        assert!(!is_open(), "nothing deferred: closed");
+        begin();
+        assert!(defer(c.clone()));
+        end_if_idle();
+        assert!(is_open(), "work deferred: stays open for its end");
+        end();
+        assert_eq!(c.0.load(Ordering::Relaxed), 1);
     }
 
     #[test]
