@@ -88,6 +88,10 @@ pub struct RaftTuning {
 /// (entries, records, commands, frames): far past any useful setting, it
 /// catches a unit mistake (bytes given as a count) at start.
 pub const MAX_COUNT_BOUND: usize = 1 << 20;
+/// Largest `cluster.max_size_per_msg` accepted (entries per raft append
+/// message; one larger entry still goes alone). The node also refuses one
+/// over half of `cluster.max_frame_bytes`, which a message must fit.
+pub const MAX_RAFT_MSG_BYTES: u64 = 64 << 20;
 /// Largest `cluster.apply_batch_bytes` accepted: weft-log cuts one append
 /// into batches of 1 MiB anyway, so more only delays the high watermark.
 pub const MAX_APPLY_BATCH_BYTES: usize = 64 << 20;
@@ -102,11 +106,15 @@ impl RaftTuning {
             ("cluster.max_commands_per_pass", self.max_commands_per_pass),
             ("cluster.peer_queue_frames", self.peer_queue_frames),
             ("cluster.incoming_queue_frames", self.incoming_queue_frames),
+            ("cluster.max_inflight_msgs", self.max_inflight_msgs),
         ];
         for (key, v) in counts {
             if v == 0 || v > MAX_COUNT_BOUND {
                 return Err(ClusterError::Config(format!("{key} must be 1 to {MAX_COUNT_BOUND}, got {v}")));
             }
+        }
+        if self.max_size_per_msg == 0 || self.max_size_per_msg > MAX_RAFT_MSG_BYTES {
+            return Err(ClusterError::Config(format!("cluster.max_size_per_msg must be 1 to {MAX_RAFT_MSG_BYTES}, got {}", self.max_size_per_msg)));
         }
         if self.apply.bytes == 0 || self.apply.bytes > MAX_APPLY_BATCH_BYTES {
             return Err(ClusterError::Config(format!("cluster.apply_batch_bytes must be 1 to {MAX_APPLY_BATCH_BYTES}, got {}", self.apply.bytes)));

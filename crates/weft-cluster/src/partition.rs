@@ -1221,6 +1221,9 @@ mod tests {
         assert!(bad(&|t| t.max_commands_per_pass = 0).contains("cluster.max_commands_per_pass"));
         assert!(bad(&|t| t.peer_queue_frames = 0).contains("cluster.peer_queue_frames"));
         assert!(bad(&|t| t.incoming_queue_frames = 1 << 30).contains("cluster.incoming_queue_frames"));
+        assert!(bad(&|t| t.max_inflight_msgs = 0).contains("cluster.max_inflight_msgs"));
+        assert!(bad(&|t| t.max_size_per_msg = 0).contains("cluster.max_size_per_msg"));
+        assert!(bad(&|t| t.max_size_per_msg = 1 << 40).contains("cluster.max_size_per_msg"));
     }
 
     /// With `log_store.fsync = never` a snapshot due asks for an fsync of the

@@ -31,6 +31,13 @@ pub async fn start(conf: &ClusterConf, data_dir: &Path, native_addr: Option<Stri
     let peers = weft_cluster::parse_peers(&conf.peers).context("cluster.peers")?;
     let roles = Role::parse_list(&conf.roles).context("cluster.roles")?;
     anyhow::ensure!(conf.tick_ms >= 1 && conf.election_ticks > conf.heartbeat_ticks && conf.heartbeat_ticks >= 1, "cluster.election_ticks must exceed cluster.heartbeat_ticks (>= 1); cluster.tick_ms >= 1");
+    // A raft append message must fit a cluster frame, with room for its header.
+    anyhow::ensure!(
+        conf.max_size_per_msg <= conf.max_frame_bytes / 2,
+        "cluster.max_size_per_msg ({}) must be at most half of cluster.max_frame_bytes ({})",
+        conf.max_size_per_msg,
+        conf.max_frame_bytes
+    );
     let cfg = ClusterConfig {
         node_id: conf.node_id,
         addr: conf.addr.clone(),
@@ -60,6 +67,8 @@ pub async fn start(conf: &ClusterConf, data_dir: &Path, native_addr: Option<Stri
             max_commands_per_pass: usize::try_from(conf.max_commands_per_pass).unwrap_or(usize::MAX),
             peer_queue_frames: usize::try_from(conf.peer_queue_frames).unwrap_or(usize::MAX),
             incoming_queue_frames: usize::try_from(conf.incoming_queue_frames).unwrap_or(usize::MAX),
+            max_size_per_msg: conf.max_size_per_msg,
+            max_inflight_msgs: usize::try_from(conf.max_inflight_msgs).unwrap_or(usize::MAX),
             ..RaftTuning::default()
         },
         log: Some(log),

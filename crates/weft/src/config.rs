@@ -207,6 +207,13 @@ pub struct ClusterConf {
     /// Frames from peers queued to the raft driver before connections stop
     /// reading; stat `cluster.incoming_queued`.
     pub incoming_queue_frames: u64,
+    /// raft-rs: bytes of entries in one append message to a follower (one
+    /// larger entry goes alone; at most half of `max_frame_bytes`), and
+    /// append messages in flight to one follower before the leader waits
+    /// for its acks. Together they bound what a leader has on the wire and
+    /// a follower may buffer per group.
+    pub max_size_per_msg: u64,
+    pub max_inflight_msgs: u64,
     /// A cluster write not committed within this is answered `timeout` (fate unknown).
     pub propose_timeout_ms: u64,
     /// Requests queued to the cluster driver before callers get `busy`.
@@ -271,6 +278,8 @@ impl Default for ClusterConf {
             max_commands_per_pass: 1024,
             peer_queue_frames: 1024,
             incoming_queue_frames: 1024,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
             propose_timeout_ms: 5_000,
             max_pending: 4096,
             forward_max_wait_ms: 5_000,
