@@ -592,40 +592,21 @@ pub struct MeteredHandler {
 }
 
 impl MeteredHandler {
-    /// A [`SharedService`] (what `Service::into_handler` gives) is metered
+    /// Wraps any handler: each call is timed around its future.
+    pub fn new(inner: Arc<dyn Handler>, stats: Arc<StatsKeeper>) -> Arc<Self> {
+        Arc::new(Self { inner, stats: Some(stats) })
+    }
+
+    /// A service's handler (what `Service::into_handler` gives) is metered
     /// through its observer, without a second boxed future per request:
     /// `stats` then sees every call served through that handler, also
-    /// through another wrapper. A service already observed, or any other
-    /// handler (as `Arc<dyn Handler>`), is wrapped.
-    pub fn new<H: Meterable + ?Sized>(inner: Arc<H>, stats: Arc<StatsKeeper>) -> Arc<Self> {
-        let stats = if inner.observe_calls(&stats) { None } else { Some(stats) };
-        Arc::new(Self { inner: H::into_handler(inner), stats })
-    }
-}
-
-/// A handler [`MeteredHandler`] can meter.
-pub trait Meterable: Handler {
-    /// Report every call to `stats` from inside the handler; `false` when
-    /// it cannot (then it is wrapped).
-    fn observe_calls(&self, _stats: &Arc<StatsKeeper>) -> bool {
-        false
-    }
-    fn into_handler(this: Arc<Self>) -> Arc<dyn Handler>;
-}
-
-impl Meterable for dyn Handler {
-    fn into_handler(this: Arc<Self>) -> Arc<dyn Handler> {
-        this
-    }
-}
-
-impl Meterable for SharedService {
-    fn observe_calls(&self, stats: &Arc<StatsKeeper>) -> bool {
-        let stats = stats.clone();
-        self.observe(Box::new(move |route: &str, elapsed| stats.record(route, elapsed)))
-    }
-    fn into_handler(this: Arc<Self>) -> Arc<dyn Handler> {
-        this
+    /// through another wrapper. A service already observed is wrapped.
+    pub fn for_service(service: Arc<SharedService>, stats: Arc<StatsKeeper>) -> Arc<Self> {
+        let keeper = stats.clone();
+        if service.observe(Box::new(move |route: &str, elapsed| keeper.record(route, elapsed))) {
+            return Arc::new(Self { inner: service, stats: None });
+        }
+        Self::new(service, stats)
     }
 }
 
@@ -698,7 +679,7 @@ mod metered_tests {
         let svc = Service::new("t");
         let stats = StatsKeeper::new(svc.stats(), Duration::from_secs(60), 2);
         let shared = svc.into_handler();
-        let metered = MeteredHandler::new(shared.clone(), stats.clone());
+        let metered = MeteredHandler::for_service(shared.clone(), stats.clone());
         assert!(metered.stats.is_none(), "observed, not wrapped");
         let peer = Arc::new(PeerInfo::new(Transport::Tcp, "127.0.0.1:1"));
         let ping = Frame::request(MessageId::nil(), "weft.ping", BodyFormat::MsgPack, &()).unwrap();
@@ -711,7 +692,7 @@ mod metered_tests {
         // The service has its observer: another keeper wraps instead; both
         // count (the first sees every call served through the service).
         let other = StatsKeeper::new(shared.0.stats(), Duration::from_secs(60), 2);
-        let wrapped = MeteredHandler::new(shared.clone(), other.clone());
+        let wrapped = MeteredHandler::for_service(shared.clone(), other.clone());
         assert!(wrapped.stats.is_some());
         wrapped.handle(ping.clone(), peer.clone()).await.unwrap();
         assert_eq!((calls(&stats, "weft.ping"), calls(&other, "weft.ping")), (4, 1));

@@ -154,7 +154,7 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
         })?;
     }
     let service = service.into_handler();
-    let metered = weft_queue::MeteredHandler::new(service.clone(), queues.stats().clone());
+    let metered = weft_queue::MeteredHandler::for_service(service.clone(), queues.stats().clone());
 
     let server = Server::with_liveness(
         ServerConfig {
