@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::{Args, Subcommand};
-use serde_bytes::ByteBuf;
+use weft_wire::SharedBytes;
 use std::collections::BTreeMap;
 
 use weft_log::{CleanupPolicy, Offset, Record, ResetPolicy, ResetTarget, TopicConfig};
@@ -425,11 +425,11 @@ pub async fn topic(client: &Client, cmd: TopicCmd, json: bool) -> Result<(), Cli
     Ok(())
 }
 
-fn parse_headers(h: &[String]) -> Result<Vec<(String, ByteBuf)>, CliError> {
+fn parse_headers(h: &[String]) -> Result<Vec<(String, SharedBytes)>, CliError> {
     h.iter()
         .map(|s| {
             s.split_once('=')
-                .map(|(k, v)| (k.to_owned(), ByteBuf::from(v.as_bytes().to_vec())))
+                .map(|(k, v)| (k.to_owned(), SharedBytes::from(v.as_bytes().to_vec())))
                 .ok_or_else(|| CliError::Usage(format!("--header takes NAME=VALUE, not {s:?}")))
         })
         .collect()
@@ -530,13 +530,13 @@ pub async fn produce(client: &Client, args: ProduceArgs) -> Result<(), CliError>
                 break;
             };
             let (key, value) = match args.key_separator.as_deref().and_then(|sep| line.split_once(sep)) {
-                Some((k, v)) => (Some(ByteBuf::from(k.as_bytes().to_vec())), v),
+                Some((k, v)) => (Some(SharedBytes::from(k.as_bytes().to_vec())), v),
                 None => (None, line.as_str()),
             };
             let r = dto::RecordIn {
                 partition: args.partition,
                 key,
-                value: Some(ByteBuf::from(value.as_bytes().to_vec())),
+                value: Some(SharedBytes::from(value.as_bytes().to_vec())),
                 headers: headers.clone(),
                 timestamp_ms: None,
             };

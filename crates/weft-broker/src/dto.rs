@@ -4,7 +4,10 @@
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use weft_log::{AssignmentStrategy, CleanupPolicy, OffsetReset, ResetPolicy, ResetTarget, TopicAlter, TopicConfig};
-use weft_wire::{ErrorBody, SharedBytes};
+use weft_wire::ErrorBody;
+
+/// The bytes type of records sent ([`RecordIn`]): built from a `Vec<u8>` or `Bytes`.
+pub use weft_wire::SharedBytes;
 
 /// Route keys.
 pub mod route {
@@ -94,13 +97,15 @@ pub struct RecordIn {
     /// Explicit partition; else by key hash, else round-robin.
     #[serde(default)]
     pub partition: Option<u32>,
+    /// Bytes (msgpack `bin`; JSON as for `serde_bytes`): decoded by the
+    /// server, they share the request frame's buffer (`SharedBytes`).
     #[serde(default)]
-    pub key: Option<ByteBuf>,
+    pub key: Option<SharedBytes>,
     /// None = tombstone (compacted topics).
     #[serde(default)]
-    pub value: Option<ByteBuf>,
+    pub value: Option<SharedBytes>,
     #[serde(default)]
-    pub headers: Vec<(String, ByteBuf)>,
+    pub headers: Vec<(String, SharedBytes)>,
     #[serde(default)]
     pub timestamp_ms: Option<i64>,
 }
@@ -122,38 +127,6 @@ pub struct Produce {
     /// When a replicated produce is acknowledged (default `all`).
     #[serde(default, skip_serializing_if = "Acks::is_all")]
     pub acks: Acks,
-}
-
-/// [`Produce`] as the server decodes it: the same fields and rules, with
-/// the records' bytes shared with the request frame instead of copied out
-/// of it (`SharedBytes`, decoded by weft-service's endpoints).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProduceBody {
-    pub topic: String,
-    pub records: Vec<RecordBody>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub producer_id: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sequence: Option<u64>,
-    #[serde(default, skip_serializing_if = "Acks::is_all")]
-    pub acks: Acks,
-}
-
-/// [`RecordIn`] as the server decodes it (see [`ProduceBody`]).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RecordBody {
-    #[serde(default)]
-    pub partition: Option<u32>,
-    #[serde(default)]
-    pub key: Option<SharedBytes>,
-    #[serde(default)]
-    pub value: Option<SharedBytes>,
-    #[serde(default)]
-    pub headers: Vec<(String, SharedBytes)>,
-    #[serde(default)]
-    pub timestamp_ms: Option<i64>,
 }
 
 /// When a produce to a replicated partition is acknowledged (docs/cluster.md, "Guarantees").

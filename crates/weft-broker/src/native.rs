@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use serde_bytes::ByteBuf;
 use weft_log::{Log, LogError, Offset, OffsetCommit, OffsetSpec, PartitionId, ProduceRecord, Record};
 use weft_service::{Service, ServiceError};
@@ -53,11 +52,11 @@ pub fn register_with(service: &mut Service, log: Log, plane: Plane) -> Result<()
         async move { p.delete_topic(&req.name).await.map(|_| dto::Done { ok: true }).map_err(ServiceError::Wire) }
     })?;
     let p = plane.clone();
-    service.endpoint(route::PRODUCE, move |req: dto::ProduceBody| {
+    service.endpoint(route::PRODUCE, move |req: dto::Produce| {
         let p = p.clone();
         async move {
-            let opts = produce_options(req.producer_id, req.sequence, req.acks).map_err(ServiceError::Wire)?;
-            p.produce_with(&req.topic, req.records.into_iter().map(record_body).collect(), opts).await.map_err(ServiceError::Wire)
+            let opts = produce_opts(&req).map_err(ServiceError::Wire)?;
+            p.produce_with(&req.topic, req.records.into_iter().map(record_in).collect(), opts).await.map_err(ServiceError::Wire)
         }
     })?;
     let p = plane.clone();
@@ -131,18 +130,9 @@ pub fn offset_spec(q: dto::OffsetQuery) -> OffsetSpec {
     }
 }
 
+/// A decoded record (its bytes share the request frame's buffer when the
+/// service decoded it).
 pub fn record_in(r: dto::RecordIn) -> ProduceRecord {
-    ProduceRecord {
-        partition: r.partition.map(PartitionId),
-        timestamp_ms: r.timestamp_ms,
-        key: r.key.map(|k| Bytes::from(k.into_vec())),
-        value: r.value.map(|v| Bytes::from(v.into_vec())),
-        headers: r.headers.into_iter().map(|(k, v)| (k, Bytes::from(v.into_vec()))).collect(),
-    }
-}
-
-/// A decoded record whose bytes share the request frame's buffer.
-pub fn record_body(r: dto::RecordBody) -> ProduceRecord {
     ProduceRecord {
         partition: r.partition.map(PartitionId),
         timestamp_ms: r.timestamp_ms,
@@ -167,8 +157,7 @@ pub fn produce_opts(req: &dto::Produce) -> Result<crate::plane::ProduceOpts, wef
     produce_options(req.producer_id, req.sequence, req.acks)
 }
 
-/// [`produce_opts`] from the fields themselves (the HTTP gateway's and
-/// [`dto::ProduceBody`]'s).
+/// [`produce_opts`] from the fields themselves (the HTTP gateway's).
 pub fn produce_options(producer_id: Option<u64>, sequence: Option<u64>, acks: dto::Acks) -> Result<crate::plane::ProduceOpts, weft_wire::ErrorBody> {
     let idempotent = match (producer_id, sequence) {
         (Some(id), Some(seq)) => Some((id, seq)),

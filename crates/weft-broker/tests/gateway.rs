@@ -32,7 +32,7 @@ async fn start() -> Node {
 }
 
 fn rec(key: &str, value: &str) -> dto::RecordIn {
-    dto::RecordIn { key: Some(ByteBuf::from(key.as_bytes().to_vec())), value: Some(ByteBuf::from(value.as_bytes().to_vec())), ..Default::default() }
+    dto::RecordIn { key: Some(dto::SharedBytes::from(key.as_bytes().to_vec())), value: Some(dto::SharedBytes::from(value.as_bytes().to_vec())), ..Default::default() }
 }
 
 async fn http(method: &str, url: &str, body: Option<&str>) -> (u16, serde_json::Value) {
@@ -82,7 +82,7 @@ async fn native_topic_produce_fetch_offsets() {
     for i in 0..10u32 {
         let mut r = rec(&format!("k{i}"), &format!("v{i}"));
         r.partition = Some(i % 2);
-        r.headers = vec![("h".into(), ByteBuf::from(vec![i as u8]))];
+        r.headers = vec![("h".into(), dto::SharedBytes::from(vec![i as u8]))];
         r.timestamp_ms = Some(1_000 + i as i64);
         records.push(r);
     }
@@ -122,7 +122,7 @@ async fn native_topic_produce_fetch_offsets() {
     assert_eq!(e.code(), Some(ErrorCode::NotFound));
     let e = n.client.call::<_, dto::ProduceResponse>(route::PRODUCE, &dto::Produce { topic: "nope".into(), records: vec![rec("a", "b")], ..Default::default() }).await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::NotFound));
-    let big = dto::RecordIn { value: Some(ByteBuf::from(vec![0u8; 2 * 1024 * 1024])), partition: Some(0), ..Default::default() };
+    let big = dto::RecordIn { value: Some(dto::SharedBytes::from(vec![0u8; 2 * 1024 * 1024])), partition: Some(0), ..Default::default() };
     // A record over the limit refuses the whole request: nothing of it is written.
     let e = n.client.call::<_, dto::ProduceResponse>(route::PRODUCE, &dto::Produce { topic: "t1".into(), records: vec![big, rec("ok", "ok")], ..Default::default() }).await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::TooLarge));

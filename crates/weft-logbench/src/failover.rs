@@ -162,7 +162,7 @@ pub async fn weft(
             }
         }
     }
-    let record = dto::RecordIn { partition: Some(0), value: Some(serde_bytes::ByteBuf::from(payload(size))), ..Default::default() };
+    let record = dto::RecordIn { partition: Some(0), value: Some(dto::SharedBytes::from(payload(size))), ..Default::default() };
     let produce_body = serde_json::to_value(dto::Produce { topic: name.clone(), records: vec![record], ..Default::default() })?;
     let create = serde_json::json!({"name": name, "config": {"partitions": 1}, "replicas": replicas});
     let mut created = false;

@@ -205,7 +205,7 @@ impl Target for WeftTarget {
     async fn producer(&self, name: &str, size: usize, batch: usize) -> Result<ProduceFn, BenchError> {
         let client = Client::connect(self.home(), config()).await?;
         let leaders = Arc::new(Leaders::default());
-        let record = dto::RecordIn { partition: Some(0), value: Some(ByteBuf::from(payload(size))), ..Default::default() };
+        let record = dto::RecordIn { partition: Some(0), value: Some(dto::SharedBytes::from(payload(size))), ..Default::default() };
         let req = Arc::new(dto::Produce { topic: name.into(), records: vec![record; batch.max(1)], ..Default::default() });
         let topic: Arc<str> = name.into();
         Ok(Arc::new(move || {

@@ -6,7 +6,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_bytes::ByteBuf;
 use weft_broker::dto::{self, route};
 use weft_net::{Client, ClientConfig, Endpoint};
 
@@ -57,8 +56,8 @@ async fn crash_and_check(fsync: &str) {
                 let records: Vec<dto::RecordIn> = (0..5)
                     .map(|i| dto::RecordIn {
                         partition: Some(p % 2),
-                        key: Some(ByteBuf::from(format!("producer-{p}").into_bytes())),
-                        value: Some(ByteBuf::from(format!("p{p}-{n}-{i}").into_bytes())),
+                        key: Some(dto::SharedBytes::from(format!("producer-{p}").into_bytes())),
+                        value: Some(dto::SharedBytes::from(format!("p{p}-{n}-{i}").into_bytes())),
                         ..Default::default()
                     })
                     .collect();
@@ -123,7 +122,7 @@ async fn crash_and_check(fsync: &str) {
     }
     // The restarted node keeps writing after the recovered tail.
     let r: dto::ProduceResponse = client
-        .call(route::PRODUCE, &dto::Produce { topic: "crash".into(), records: vec![dto::RecordIn { partition: Some(0), value: Some(ByteBuf::from(b"after".to_vec())), ..Default::default() }], ..Default::default() })
+        .call(route::PRODUCE, &dto::Produce { topic: "crash".into(), records: vec![dto::RecordIn { partition: Some(0), value: Some(dto::SharedBytes::from(b"after".to_vec())), ..Default::default() }], ..Default::default() })
         .await
         .unwrap();
     let next0 = stored.keys().filter(|(p, _)| *p == 0).count() as u64;

@@ -10,7 +10,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_bytes::ByteBuf;
 use weft_broker::dto::{self, route};
 use weft_net::{Client, ClientConfig, Endpoint};
 
@@ -83,7 +82,7 @@ async fn max_partitions_under_a_low_fd_limit() {
         let records: Vec<dto::RecordIn> = (0..PARTITIONS)
             .map(|p| dto::RecordIn {
                 partition: Some(p),
-                value: Some(ByteBuf::from(format!("{p}-{round}-{}", "v".repeat(1500)).into_bytes())),
+                value: Some(dto::SharedBytes::from(format!("{p}-{round}-{}", "v".repeat(1500)).into_bytes())),
                 ..Default::default()
             })
             .collect();

@@ -17,7 +17,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use serde_bytes::ByteBuf;
 use weft_broker::dto;
 use weft_broker::error::log_error_body;
 use weft_broker::native;
@@ -151,9 +150,9 @@ fn to_entry(r: &ProduceRecord, now_ms: i64) -> EntryRecord {
 fn to_record_in(r: ProduceRecord, partition: u32) -> dto::RecordIn {
     dto::RecordIn {
         partition: Some(partition),
-        key: r.key.map(|k| ByteBuf::from(k.to_vec())),
-        value: r.value.map(|v| ByteBuf::from(v.to_vec())),
-        headers: r.headers.into_iter().map(|(k, v)| (k, ByteBuf::from(v.to_vec()))).collect(),
+        key: r.key.map(dto::SharedBytes::from),
+        value: r.value.map(dto::SharedBytes::from),
+        headers: r.headers.into_iter().map(|(k, v)| (k, dto::SharedBytes::from(v))).collect(),
         timestamp_ms: r.timestamp_ms,
     }
 }
