@@ -481,8 +481,7 @@ impl Partition {
             {
                 let g = lock(&self.inner);
                 if g.epoch != epoch {
-                    let p = g.poisoned.clone().unwrap_or(Poison { cause: "the partition was reopened after a storage failure".into(), disk_full: false, after_sync_failure: false });
-                    return Err(self.poisoned_err(&p));
+                    return Err(self.reopened_err(&g));
                 }
                 if g.hw >= end {
                     return Ok(());
@@ -498,6 +497,13 @@ impl Partition {
                 return Err(LogError::UnknownTopic(self.topic.to_string()));
             }
         }
+    }
+
+    /// The error of a write or fsync that a recovery overtook (the log was
+    /// cut back and reopened while it waited): what it covered may be gone.
+    fn reopened_err(&self, g: &Inner) -> LogError {
+        let p = g.poisoned.clone().unwrap_or(Poison { cause: "the partition was reopened after a storage failure".into(), disk_full: false, after_sync_failure: false });
+        self.poisoned_err(&p)
     }
 
     /// Writes the active segment's pending batches; the high watermark
@@ -742,8 +748,7 @@ impl Partition {
         if g.epoch != epoch {
             // A recovery cut the log back while this fsync ran: what it
             // covered may be gone, so it acknowledges nothing.
-            let p = g.poisoned.clone().unwrap_or(Poison { cause: "the partition was reopened after a storage failure".into(), disk_full: false, after_sync_failure: false });
-            return Err(self.poisoned_err(&p));
+            return Err(self.reopened_err(&g));
         }
         match res {
             Ok(Ok(())) => {
@@ -1271,6 +1276,11 @@ mod tests {
         assert_eq!(p.latest(), Offset(1));
     }
 
+    /// `n` one-value records r0, r1, ...
+    fn values(n: usize) -> Vec<ProduceRecord> {
+        (0..n).map(|i| ProduceRecord::value(format!("r{i}"))).collect()
+    }
+
     /// Polls each future once (as a connection's first step does).
     fn poll_all<F: std::future::Future + Unpin>(fs: &mut [F]) -> Vec<Option<F::Output>> {
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
@@ -1290,7 +1300,7 @@ mod tests {
         let s = MemStorage::new();
         let p = part(&s, TopicConfig::default(), FsyncPolicy::Interval { ms: 60_000 });
         p.append(&[&ProduceRecord::value("before")], 0).await.unwrap();
-        let recs: Vec<ProduceRecord> = (0..8).map(|i| ProduceRecord::value(format!("r{i}"))).collect();
+        let recs = values(8);
         let ops = s.op_count();
         weft_wire::pass::begin();
         let mut fs: Vec<_> = recs.iter().map(|r| Box::pin(p.append(std::slice::from_ref(r), 0))).collect();
@@ -1317,10 +1327,9 @@ mod tests {
     async fn appends_in_a_pass_are_synced_under_always() {
         let s = MemStorage::new();
         let p = part(&s, TopicConfig::default(), FsyncPolicy::Always);
-        let recs: Vec<ProduceRecord> = (0..8).map(|i| ProduceRecord::value(format!("r{i}"))).collect();
+        let recs = values(8);
         weft_wire::pass::begin();
-        let fs: Vec<_> = recs.iter().map(|r| Box::pin(p.append(std::slice::from_ref(r), 0))).collect();
-        let mut fs = fs;
+        let mut fs: Vec<_> = recs.iter().map(|r| Box::pin(p.append(std::slice::from_ref(r), 0))).collect();
         let _ = poll_all(&mut fs);
         weft_wire::pass::end();
         let outs = tokio::time::timeout(Duration::from_secs(10), futures::future::join_all(fs)).await.expect("no append hangs");
@@ -1339,7 +1348,7 @@ mod tests {
         let s = MemStorage::new();
         let p = part(&s, TopicConfig::default(), FsyncPolicy::Interval { ms: 60_000 });
         p.append(&[&ProduceRecord::value("a")], 0).await.unwrap();
-        let recs: Vec<ProduceRecord> = (0..4).map(|i| ProduceRecord::value(format!("r{i}"))).collect();
+        let recs = values(4);
         weft_wire::pass::begin();
         let mut fs: Vec<_> = recs.iter().map(|r| Box::pin(p.append(std::slice::from_ref(r), 0))).collect();
         assert!(poll_all(&mut fs).iter().all(Option::is_none));
