@@ -910,6 +910,18 @@ impl Driver {
         let mut tick = tokio::time::interval(Duration::from_millis(self.cfg.tick_ms.max(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ticks: u64 = 0;
+        // The metadata restored from disk places groups on this node and
+        // names peers: act on it now. An applied metadata entry is
+        // otherwise what opens groups, and after a restart there may be
+        // none (a snapshot covering all that was applied, nothing new).
+        // A node starting empty (a joiner knows only its seeds) has no
+        // peers to learn and keeps those it was given.
+        if !self.meta.read().unwrap_or_else(|p| p.into_inner()).nodes.is_empty() {
+            self.sync_peers();
+        }
+        if let Err(e) = self.open_partitions() {
+            tracing::warn!(error = %e, "cluster: opening partition groups from the restored metadata failed");
+        }
         loop {
             tokio::select! {
                 _ = stop.changed() => break,

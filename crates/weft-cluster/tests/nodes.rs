@@ -135,3 +135,45 @@ async fn three_nodes_elect_replicate_join_leave_and_restart() {
     nodes[1].shutdown();
     n4.shutdown();
 }
+
+/// A node restarted when its metadata snapshot covers everything it had
+/// applied (no metadata entry replays at start, none new commits after)
+/// still opens the partition groups placed on it. It used to open them only
+/// when a metadata entry applied, so such a node refused every message for
+/// its groups as "unknown raft group" until some unrelated metadata change
+/// (seen in tests/cluster_catchup.rs when produces were fast).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_opens_its_groups_without_a_new_metadata_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let peers: BTreeMap<u64, String> = (1..=3).map(|id| (id, free_addr())).collect();
+    // A snapshot after every applied entry: the restart replays none.
+    let cfg = |id| {
+        let mut c = config(id, &peers, dir.path(), false);
+        c.tuning.snapshot_entries = 1;
+        c
+    };
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(ClusterNode::start(cfg(id)).await.unwrap());
+    }
+    until("all nodes registered", async || (nodes[0].local_meta().nodes.len() == 3).then_some(())).await;
+    let r = propose_retrying(&nodes[0], &MetaCommand::CreateTopic { name: "t".into(), partitions: 2, replicas: 3, config: Default::default() }).await;
+    let MetaResponse::Topic(t) = r else { panic!("expected a topic, got {r:?}") };
+    let groups: Vec<u64> = t.partitions.iter().map(|p| p.group).collect();
+    let hosts_all = async |n: &ClusterNode| {
+        let s = n.status().await.ok()?;
+        groups.iter().all(|g| s.groups.iter().any(|x| x.group == *g)).then_some(s.meta_applied)
+    };
+    let applied = until("node 3 hosts both groups", async || hosts_all(&nodes[2]).await).await;
+    until("node 1 applied as far", async || (nodes[0].status().await.ok()?.meta_applied == applied).then_some(())).await;
+    let n3 = nodes.pop().unwrap();
+    n3.shutdown();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let n3 = ClusterNode::start(cfg(3)).await.unwrap();
+    let again = until("node 3 hosts both groups after its restart", async || hosts_all(&n3).await).await;
+    assert_eq!(again, applied, "no metadata entry was needed");
+    n3.shutdown();
+    for n in nodes {
+        n.shutdown();
+    }
+}

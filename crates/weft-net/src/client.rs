@@ -245,13 +245,30 @@ impl StreamLink {
             // its writer task found the frame unencodable).
             return Err(ClientError::Remote(ErrorBody::new(ErrorCode::BadFrame, e.to_string())));
         }
-        if let Some(deadline) = deadline {
-            // Under `out`'s lock: a connection lost before this point fails
-            // nothing of this call, one lost after it finds the slot.
-            lock(&inner.pending).insert(frame.id, Slot::Waiting { waker: Some(waker.clone()), deadline });
-        }
+        // Other calls awaiting answers: this caller pipelines.
+        let pipelined = {
+            let mut pending = lock(&inner.pending);
+            let busy = !pending.is_empty();
+            if let Some(deadline) = deadline {
+                // Under `out`'s lock: a connection lost before this point fails
+                // nothing of this call, one lost after it finds the slot.
+                pending.insert(frame.id, Slot::Waiting { waker: Some(waker.clone()), deadline });
+            }
+            busy
+        };
         if !self.task_writes.load(Ordering::Relaxed) {
-            self.write_now(&mut out);
+            if pipelined {
+                // Callers that pipeline (many calls in flight) leave the
+                // write to the connection task, woken now and run once the
+                // caller's task yields: the frames queued meanwhile go out
+                // in one write, so the server reads them in one pass rather
+                // than one segment per request. A lone call (request and
+                // answer, one at a time) still writes at once.
+                self.task_writes.store(true, Ordering::Release);
+                self.task.wake();
+            } else {
+                self.write_now(&mut out);
+            }
         }
         Ok(true)
     }
