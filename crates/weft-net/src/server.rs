@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use bytes::BytesMut;
+use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket, UnixListener};
 use tokio::sync::{mpsc, Semaphore};
@@ -772,11 +773,18 @@ where
     // encoded into `io.out` and written once nothing more is buffered to
     // read (or `out` is full). A hop to a writer task per answer (channel
     // send, wake, another task's poll) cost more than the write itself.
-    let mut io = ConnIo { stream: Box::pin(stream), out: BytesMut::with_capacity(16 * 1024), unflushed: false, failed: false, sent: metered.sent.clone() };
-    // Answers of requests still pending at their first poll (handled in a
-    // task) and events come through this channel. Bounded: a client that
-    // stops reading its answers stalls its own requests, never the
-    // server's memory.
+    let mut io = ConnIo {
+        stream: Box::pin(stream),
+        out: BytesMut::with_capacity(16 * 1024),
+        unflushed: false,
+        failed: false,
+        sent: metered.sent.clone(),
+        pending: FuturesUnordered::new(),
+        compress: None,
+    };
+    // Events pushed by handlers come through this channel. Bounded: a
+    // client that stops reading stalls its own events, never the server's
+    // memory.
     let (tx, mut rx) = mpsc::channel::<Frame>(1024);
     // Handlers may push events on this connection (held weakly).
     peer.events = Some(crate::events::EventSink::new(&tx));
@@ -788,23 +796,19 @@ where
     let mut reserved: Option<Reservation> = None;
     let in_flight = Arc::new(Semaphore::new(shared.config.max_in_flight_per_conn.max(1)));
     let mut handshaken = false;
-    // Set by the hello: compress answers of at least this many bytes and
-    // accept compressed requests (docs/protocol.md, "Compression").
-    let mut compress: Option<usize> = None;
     let mut last_frame = Instant::now();
     let mut admission = peer.admission.take();
     let mut peer_arc = Arc::new(peer.clone());
-    let requests = TaskTracker::new();
     let idle_timeout = shared.idle_timeout();
     let mut waits = Waits::new(&shared.stop, hello_deadline);
     // Requests of the open pass still pending at their first poll.
     let mut deferred: Vec<Deferred> = Vec::new();
     // Ends the pass (weft_wire::pass): its deferred work is done, then its
-    // pending requests are polled again and answered or handed to tasks.
-    // Called before every wait: a pass never spans an await.
+    // pending requests are polled again and answered or kept in
+    // `io.pending`. Called before every wait: a pass never spans an await.
     macro_rules! end_pass {
         () => {
-            end_pass(&shared, &peer, &mut io, compress, &mut deferred, &tx, &requests)
+            io.end_pass(&shared, &peer, &mut deferred)
         };
     }
 
@@ -819,7 +823,7 @@ where
             // another request (reading stops meanwhile: back-pressure).
             if io.out.len() >= OUT_HIGH_BYTES {
                 end_pass!();
-                match until(io.flush(), &mut waits, None).await {
+                match until(io.flush_pumping(&shared.stats), &mut waits, None).await {
                     Wake::Done(Ok(())) => {}
                     _ => break 'conn,
                 }
@@ -846,7 +850,7 @@ where
                         Wake::Done(Some(Some(r))) => reserved = Some(r),
                         Wake::Done(Some(None) | None) | Wake::Stop => break 'conn,
                         Wake::Deadline => {
-                            if expire(&shared, &peer, &mut io, handshaken, &requests) {
+                            if expire(&shared, &peer, &mut io, handshaken) {
                                 break 'conn;
                             }
                             last_frame = Instant::now();
@@ -897,7 +901,7 @@ where
                                     splitter.set_max_frame(shared.budgets.max_frame(shared.config.max_frame_bytes));
                                 }
                                 handshaken = true;
-                                compress = shared.compress_min_bytes().filter(|_| weft_wire::hello_accepts_zstd(&frame));
+                                io.compress = shared.compress_min_bytes().filter(|_| weft_wire::hello_accepts_zstd(&frame));
                                 if let Ok(h) = frame.decode_body::<Hello>() {
                                     if authenticated {
                                         debug!(peer = %peer.addr, identity = ?peer.client_id, hello_client_id = %h.client_id, "hello");
@@ -926,7 +930,7 @@ where
                         FrameKind::Request | FrameKind::Event => {
                             let mut frame = frame;
                             if frame.flags.is_compressed() {
-                                match frame.decompress_body(compress.is_some(), shared.config.max_frame_bytes) {
+                                match frame.decompress_body(io.compress.is_some(), shared.config.max_frame_bytes) {
                                     Ok(saved) => {
                                         shared.stats.compressed_in.fetch_add(1, Ordering::Relaxed);
                                         shared.stats.compressed_in_saved_bytes.fetch_add(saved as u64, Ordering::Relaxed);
@@ -973,7 +977,7 @@ where
                             match first_poll(&mut answer, &peer) {
                                 FirstPoll::Done(answer) => {
                                     if let (true, Some(a)) = (wants_reply, answer) {
-                                        io.push(&compress_answer(&shared, compress, a), &shared.stats);
+                                        io.push_answer(a, &shared.stats);
                                     }
                                     drop(held);
                                     drop(permit);
@@ -984,7 +988,7 @@ where
                                 }
                                 // Polled again when the pass ends (it may
                                 // wait on the pass's deferred work).
-                                FirstPoll::Pending => deferred.push(Deferred { answer, wants_reply, held, permit }),
+                                FirstPoll::Pending => deferred.push(Deferred { answer, wants_reply, _held: held, _permit: permit }),
                             }
                         }
                         FrameKind::Response | FrameKind::Error => {
@@ -1009,7 +1013,7 @@ where
             Wake::Done(None) => break 'conn, // the write failed: the peer is gone
             Wake::Stop => break 'conn,
             Wake::Deadline => {
-                if expire(&shared, &peer, &mut io, handshaken, &requests) {
+                if expire(&shared, &peer, &mut io, handshaken) {
                     break 'conn;
                 }
                 last_frame = Instant::now();
@@ -1028,27 +1032,17 @@ where
         }
     }
 
-    // A pass left by `break 'conn`: its work done, its requests in tasks.
+    // A pass left by `break 'conn`: its work done, its requests pending.
     end_pass!();
     // Let this connection's requests finish (writing their answers as they
-    // come), then say goodbye if we are the ones stopping, then close.
-    requests.close();
-    {
-        let mut done = std::pin::pin!(requests.wait());
-        loop {
-            let frame = tokio::select! {
-                biased;
-                _ = done.as_mut() => break,
-                f = rx.recv() => f,
-            };
-            let Some(f) = frame else { break };
-            io.push(&f, &shared.stats);
-            if io.out.len() >= OUT_HIGH_BYTES && io.flush().await.is_err() {
-                io.failed = true;
-            }
-        }
-    }
-    // Answers sent just before their tasks ended, before the goodbye.
+    // come, or dropping them once the peer is gone), then say goodbye if
+    // we are the ones stopping, then close.
+    std::future::poll_fn(|cx| {
+        // False (a failed write) only drops answers: the requests go on.
+        let _ = io.pump(cx, &mut rx, &shared.stats);
+        if io.pending.is_empty() { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
+    })
+    .await;
     while let Ok(f) = rx.try_recv() {
         io.push(&f, &shared.stats);
     }
@@ -1071,47 +1065,31 @@ where
     debug!(peer = %peer.addr, "connection closed");
 }
 
-/// A request still pending at its first poll, held until its pass ends.
+/// A request still pending at its first poll: held until its pass ends,
+/// then (still pending) in the connection's [`ConnIo::pending`], polled by
+/// the connection's own task. Its answer, when it wants one, is its output;
+/// the frame's budget and its in-flight slot are released with it.
 struct Deferred {
     answer: HandlerFuture,
     wants_reply: bool,
-    /// The frame's bytes count until it is handled.
-    held: Option<Reservation>,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    /// The frame's bytes count until it is handled (dropped with it).
+    _held: Option<Reservation>,
+    /// Its in-flight slot (dropped with it).
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
-/// Ends the connection's pass: does the work its requests deferred (one
-/// write of their records per partition), then polls each pending request
-/// again: answered now, or handed to a task of the connection.
-fn end_pass<S>(
-    shared: &Arc<Shared>,
-    peer: &PeerInfo,
-    io: &mut ConnIo<S>,
-    compress: Option<usize>,
-    deferred: &mut Vec<Deferred>,
-    tx: &mpsc::Sender<Frame>,
-    requests: &TaskTracker,
-) {
-    weft_wire::pass::end();
-    for Deferred { mut answer, wants_reply, held, permit } in deferred.drain(..) {
-        match first_poll(&mut answer, peer) {
-            FirstPoll::Done(a) => {
-                if let (true, Some(a)) = (wants_reply, a) {
-                    io.push(&compress_answer(shared, compress, a), &shared.stats);
-                }
-            }
-            FirstPoll::Panicked => {}
-            FirstPoll::Pending => {
-                let tx = tx.clone();
-                let shared = shared.clone();
-                requests.spawn(async move {
-                    let answer = answer.await;
-                    if let (true, Some(a)) = (wants_reply, answer) {
-                        let _ = tx.send(compress_answer(&shared, compress, a)).await;
-                    }
-                    drop(held);
-                    drop(permit);
-                });
+impl Future for Deferred {
+    type Output = Option<Frame>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Frame>> {
+        // As a task of its own did: a panic (weft-service catches handler
+        // panics; this guards the rest) ends the request without an
+        // answer, not the connection.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.answer.as_mut().poll(cx))) {
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Ok(std::task::Poll::Ready(a)) => std::task::Poll::Ready(a.filter(|_| self.wants_reply)),
+            Err(_) => {
+                warn!("request panicked outside its handler; no answer");
+                std::task::Poll::Ready(None)
             }
         }
     }
@@ -1145,14 +1123,14 @@ fn first_poll(fut: &mut HandlerFuture, peer: &PeerInfo) -> FirstPoll {
 /// Report a bad frame to the client; false when the connection cannot go on.
 /// `answer`, compressed when the connection negotiated compression and it
 /// is at least the threshold (no work, no allocation otherwise).
-fn compress_answer(shared: &Shared, compress: Option<usize>, mut answer: Frame) -> Frame {
+fn compress_answer(stats: &ServerStats, compress: Option<usize>, mut answer: Frame) -> Frame {
     if let Some(min) = compress
         && answer.body.len() >= min
     {
         let saved = answer.compress_body(min);
         if saved > 0 {
-            shared.stats.compressed_out.fetch_add(1, Ordering::Relaxed);
-            shared.stats.compressed_out_saved_bytes.fetch_add(saved as u64, Ordering::Relaxed);
+            stats.compressed_out.fetch_add(1, Ordering::Relaxed);
+            stats.compressed_out_saved_bytes.fetch_add(saved as u64, Ordering::Relaxed);
         }
     }
     answer
@@ -1170,7 +1148,7 @@ fn bad_frame<S>(shared: &Shared, peer: &PeerInfo, io: &mut ConnIo<S>, e: FrameEr
 /// The connection's deadline passed. Before the hello: a typed `timeout`
 /// error, then close. After: close with `goaway` if nothing is in flight;
 /// with requests in flight it is not idle (false: keep going).
-fn expire<S>(shared: &Shared, peer: &PeerInfo, io: &mut ConnIo<S>, handshaken: bool, requests: &TaskTracker) -> bool {
+fn expire<S>(shared: &Shared, peer: &PeerInfo, io: &mut ConnIo<S>, handshaken: bool) -> bool {
     if !handshaken {
         shared.stats.handshake_timeouts.fetch_add(1, Ordering::Relaxed);
         let ms = shared.handshake_timeout().as_millis() as u64;
@@ -1180,7 +1158,7 @@ fn expire<S>(shared: &Shared, peer: &PeerInfo, io: &mut ConnIo<S>, handshaken: b
         io.push(&weft_wire::error_frame_for(MessageId::nil(), BodyFormat::MsgPack, &e), &shared.stats);
         return true;
     }
-    if !requests.is_empty() {
+    if !io.pending.is_empty() {
         return false;
     }
     shared.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
@@ -1209,6 +1187,13 @@ struct ConnIo<S> {
     /// A write failed: the peer is gone; answers are dropped.
     failed: bool,
     sent: Counter,
+    /// Requests still pending after their pass, polled by the connection's
+    /// task (no task, channel send and wake-up per request): every wait of
+    /// the connection polls them ([`ConnIo::pump`]).
+    pending: FuturesUnordered<Deferred>,
+    /// Set by the hello: compress answers of at least this many bytes and
+    /// accept compressed requests (docs/protocol.md, "Compression").
+    compress: Option<usize>,
 }
 
 impl<S> ConnIo<S> {
@@ -1217,6 +1202,46 @@ impl<S> ConnIo<S> {
             return;
         }
         push_frame(frame, &mut self.out, stats);
+    }
+
+    /// An answer to a request, compressed when the connection negotiated
+    /// it and it is at least the threshold.
+    fn push_answer(&mut self, answer: Frame, stats: &ServerStats) {
+        let answer = compress_answer(stats, self.compress, answer);
+        self.push(&answer, stats);
+    }
+
+    /// Ends the connection's pass: does the work its requests deferred (one
+    /// write of their records per partition), then polls each pending
+    /// request again: answered now, or kept in `pending`.
+    fn end_pass(&mut self, shared: &Shared, peer: &PeerInfo, deferred: &mut Vec<Deferred>) {
+        weft_wire::pass::end();
+        for mut d in deferred.drain(..) {
+            match first_poll(&mut d.answer, peer) {
+                FirstPoll::Done(a) => {
+                    if let (true, Some(a)) = (d.wants_reply, a) {
+                        self.push_answer(a, &shared.stats);
+                    }
+                }
+                FirstPoll::Panicked => {}
+                // Polled next by `pending` with this task's waker.
+                FirstPoll::Pending => self.pending.push(d),
+            }
+        }
+    }
+
+    /// Polls the pending requests, pushing their answers. Whatever `out`
+    /// holds: a request may hold what requests of other connections wait
+    /// for (a partition's fsync turn), so it never waits on this client's
+    /// reading; the answers it adds are bounded by the in-flight slots.
+    fn poll_pending(&mut self, cx: &mut std::task::Context<'_>, stats: &ServerStats) {
+        // FuturesUnordered yields (and wakes this task) after a round, so
+        // this loop does not starve the connection's reads.
+        while let std::task::Poll::Ready(Some(answer)) = self.pending.poll_next_unpin(cx) {
+            if let Some(a) = answer {
+                self.push_answer(a, stats);
+            }
+        }
     }
 }
 
@@ -1259,12 +1284,22 @@ impl<S: AsyncRead + AsyncWrite> ConnIo<S> {
         std::future::poll_fn(|cx| self.poll_write_out(cx)).await
     }
 
+    /// [`ConnIo::flush`], polling the pending requests meanwhile.
+    async fn flush_pumping(&mut self, stats: &ServerStats) -> std::io::Result<()> {
+        std::future::poll_fn(|cx| {
+            self.poll_pending(cx, stats);
+            self.poll_write_out(cx)
+        })
+        .await
+    }
+
     /// Keeps the output moving while the connection waits: writes `out`
     /// as far as the socket takes it and moves answers and events from
     /// `rx` to `out` while it is under [`OUT_HIGH_BYTES`] (over it, the
     /// tasks answering wait: back-pressure). False once a write failed.
     fn pump(&mut self, cx: &mut std::task::Context<'_>, rx: &mut mpsc::Receiver<Frame>, stats: &ServerStats) -> bool {
         use std::task::Poll;
+        self.poll_pending(cx, stats);
         loop {
             if (!self.out.is_empty() || self.unflushed) && let Poll::Ready(Err(_)) = self.poll_write_out(cx) {
                 return false;
