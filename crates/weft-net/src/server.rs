@@ -801,16 +801,9 @@ where
     let mut peer_arc = Arc::new(peer.clone());
     let idle_timeout = shared.idle_timeout();
     let mut waits = Waits::new(&shared.stop, hello_deadline);
-    // Requests of the open pass still pending at their first poll.
+    // Requests of the open pass still pending at their first poll. The
+    // pass ends (`io.end_pass`) before every wait: it never spans an await.
     let mut deferred: Vec<Deferred> = Vec::new();
-    // Ends the pass (weft_wire::pass): its deferred work is done, then its
-    // pending requests are polled again and answered or kept in
-    // `io.pending`. Called before every wait: a pass never spans an await.
-    macro_rules! end_pass {
-        () => {
-            io.end_pass(&shared, &peer, &mut deferred)
-        };
-    }
 
     'conn: loop {
         let deadline = if handshaken { idle_timeout.map(|d| last_frame + d) } else { Some(hello_deadline) };
@@ -822,7 +815,7 @@ where
             // Answers waiting past the high mark: write them before taking
             // another request (reading stops meanwhile: back-pressure).
             if io.out.len() >= OUT_HIGH_BYTES {
-                end_pass!();
+                io.end_pass(&shared, &peer, &mut deferred);
                 match until(io.flush_pumping(&shared.stats), &mut waits, None).await {
                     Wake::Done(Ok(())) => {}
                     _ => break 'conn,
@@ -845,7 +838,7 @@ where
                     reserved = budget.try_reserve(total);
                 }
                 if reserved.is_none() {
-                    end_pass!();
+                    io.end_pass(&shared, &peer, &mut deferred);
                     match until(io.wait_pumping(budget.reserve(total), &mut rx, &shared.stats), &mut waits, deadline).await {
                         Wake::Done(Some(Some(r))) => reserved = Some(r),
                         Wake::Done(Some(None) | None) | Wake::Stop => break 'conn,
@@ -954,7 +947,7 @@ where
                                 Ok(p) => p,
                                 Err(_) => {
                                     // The pass's own pending requests may hold the slots.
-                                    end_pass!();
+                                    io.end_pass(&shared, &peer, &mut deferred);
                                     let p = match until(io.wait_pumping(in_flight.clone().acquire_owned(), &mut rx, &shared.stats), &mut waits, None).await {
                                         Wake::Done(Some(Ok(p))) => p,
                                         _ => break 'conn,
@@ -1004,7 +997,7 @@ where
                 }
             }
         }
-        end_pass!();
+        io.end_pass(&shared, &peer, &mut deferred);
         // Nothing whole left to hand out: write what is waiting, take
         // answers from the channel, and read, whichever is ready.
         let step = std::future::poll_fn(|cx| io.poll_step(cx, &mut rx, &mut buf, &shared.stats));
@@ -1033,7 +1026,7 @@ where
     }
 
     // A pass left by `break 'conn`: its work done, its requests pending.
-    end_pass!();
+    io.end_pass(&shared, &peer, &mut deferred);
     // Let this connection's requests finish (writing their answers as they
     // come, or dropping them once the peer is gone), then say goodbye if
     // we are the ones stopping, then close.
