@@ -277,3 +277,45 @@ fn acknowledged_records_survive_kill_of_the_partition_leader() {
         p.kill();
     }
 }
+
+/// Raft message bounds out of range stop `weft serve` at start with an error
+/// naming the key, before it opens a port (docs/operations.md).
+#[test]
+fn serve_refuses_raft_message_bounds_out_of_range() {
+    let cases: [(&[(&str, &str)], &str); 3] = [
+        (&[("WEFT_CLUSTER_MAX_SIZE_PER_MSG", "0")], "cluster.max_size_per_msg must be 1 to"),
+        (&[("WEFT_CLUSTER_MAX_INFLIGHT_MSGS", "0")], "cluster.max_inflight_msgs"),
+        (&[("WEFT_CLUSTER_MAX_FRAME_BYTES", "1048576"), ("WEFT_CLUSTER_MAX_SIZE_PER_MSG", "1048576")], "must be at most half of cluster.max_frame_bytes"),
+    ];
+    for (env, want) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = format!("127.0.0.1:{}", free_port());
+        let mut c = Command::new(WEFT)
+            .args(["serve", "--data-dir"])
+            .arg(dir.path())
+            .args(["--tcp-addr", &format!("127.0.0.1:{}", free_port()), "--disable", "udp"])
+            .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
+            .args(["--node-id", "1", "--cluster-addr", &cluster, "--cluster-peers", &format!("1={cluster}")])
+            .env_remove("WEFT_CONFIG")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(s) = c.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                c.kill().unwrap();
+                panic!("weft serve with {env:?} did not exit");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(c.stderr.as_mut().unwrap(), &mut err).unwrap();
+        assert!(!status.success(), "{env:?}: serve started");
+        assert!(err.contains(want), "{env:?}: stderr lacks {want:?}: {err}");
+    }
+}
