@@ -31,6 +31,25 @@ pub struct ClusterSample {
     pub moves_cancelled: u64,
     #[serde(default)]
     pub tables: Vec<ClusterTableSample>,
+    /// None from a node that does not report its appliers (older than the field).
+    #[serde(default)]
+    pub apply: Option<ApplySample>,
+}
+
+/// `cluster.status` field `apply`: this node's partition appliers, all
+/// partitions together (the `cluster.apply.*` stats, docs/cluster.md).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ApplySample {
+    /// Records and bytes (keys and values) written to the local copies since start.
+    #[serde(default)]
+    pub records: u64,
+    #[serde(default)]
+    pub bytes: u64,
+    /// Entries applied by raft and not yet taken by an applier, and their bytes, now.
+    #[serde(default)]
+    pub queued_entries: u64,
+    #[serde(default)]
+    pub queued_bytes: u64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -180,6 +199,14 @@ pub struct ClusterView {
     pub nodes: Vec<ClusterNodeRow>,
     /// Most lagging first, then busiest, then by name.
     pub partitions: Vec<ClusterPartitionRow>,
+    /// Records and bytes the partition appliers wrote to this node's copies,
+    /// per second.
+    pub applied_records_rate: Option<f64>,
+    pub applied_bytes_rate: Option<f64>,
+    /// The appliers' queue now: entries applied by raft, not yet written
+    /// here, and their bytes. All four None from a node without `apply`.
+    pub apply_queued_entries: Option<u64>,
+    pub apply_queued_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -269,6 +296,8 @@ pub fn cluster_view(prev: Option<&ClusterSample>, now: Option<&ClusterSample>, s
     });
     let sum = |s: &ClusterSample, f: fn(&RaftGroupSample) -> u64| s.groups.iter().map(f).sum::<u64>();
     let elections = sum(now, |g| g.elections);
+    let apply = now.apply.as_ref();
+    let apply_before = prev.and_then(|p| p.apply.as_ref());
     Some(ClusterView {
         node_id: now.node_id,
         meta_leader: now.meta_leader,
@@ -284,6 +313,10 @@ pub fn cluster_view(prev: Option<&ClusterSample>, now: Option<&ClusterSample>, s
         moves_cancelled: now.moves_cancelled,
         nodes,
         partitions,
+        applied_records_rate: apply.and_then(|a| rate(a.records, apply_before.map(|b| b.records), secs)),
+        applied_bytes_rate: apply.and_then(|a| rate(a.bytes, apply_before.map(|b| b.bytes), secs)),
+        apply_queued_entries: apply.map(|a| a.queued_entries),
+        apply_queued_bytes: apply.map(|a| a.queued_bytes),
     })
 }
 
@@ -359,7 +392,18 @@ mod tests {
     /// `cluster.status` as a node answers it (the shape of weft-cluster's
     /// `ClusterStatus`, maps keyed by node id as text).
     fn status(hw: u64, elections: u64, revision: u64) -> ClusterSample {
-        serde_json::from_value(serde_json::json!({
+        let mut s = status_without_apply(hw, elections, revision);
+        // the appliers wrote as many records as the high watermark, 10 bytes each
+        s["apply"] = serde_json::json!({
+            "batches": hw / 10, "entries": hw / 5, "records": hw, "bytes": hw * 10, "cut_entries": 0, "cut_records": 0, "cut_bytes": 0,
+            "max_batch_records": 10, "max_batch_bytes": 100, "queued_entries": elections, "queued_bytes": elections * 64
+        });
+        serde_json::from_value(s).unwrap()
+    }
+
+    /// `cluster.status` from a node older than its `apply` field.
+    fn status_without_apply(hw: u64, elections: u64, revision: u64) -> serde_json::Value {
+        serde_json::json!({
             "node_id": 2, "roles": ["control", "data"], "meta_leader": 1, "meta_leader_addr": "tcp://127.0.0.1:1",
             "nodes": [
                 {"id": 1, "cluster_addr": "127.0.0.1:9001", "native_addr": "tcp://127.0.0.1:7001", "roles": ["control", "data"], "voter": true, "live": true, "last_contact_ms": 20},
@@ -379,8 +423,7 @@ mod tests {
             "topics": 3, "meta_applied": 50,
             "moves": [{"group": 9, "from": 3, "to": 2, "reason": "down"}], "moves_done": 4, "moves_cancelled": 1,
             "tables": [{"name": "cfg", "group": 5, "replicas": [1, 2], "leader": 1, "revision": revision, "keys": 3, "bytes": 90}]
-        }))
-        .unwrap()
+        })
     }
 
     #[test]
@@ -405,6 +448,16 @@ mod tests {
         assert_eq!(v.partitions[1].in_sync, None, "only the leader knows the in-sync set");
         assert_eq!((v.leaderless, v.under_replicated), (1, 1));
         assert_eq!((v.moves.len(), v.moves_done, v.moves_cancelled), (1, 4, 1));
+        // the appliers: 50 records, 500 bytes in 2 s; the queue as of the second sample
+        assert_eq!((v.applied_records_rate, v.applied_bytes_rate), (Some(25.0), Some(250.0)));
+        assert_eq!((v.apply_queued_entries, v.apply_queued_bytes), (Some(5), Some(320)));
+        assert_eq!((first.applied_records_rate, first.apply_queued_entries), (None, Some(2)), "one sample: a queue, no rate");
+        let restarted = cluster_view(Some(&b), Some(&a), 2.0).unwrap();
+        assert_eq!((restarted.applied_records_rate, restarted.apply_queued_bytes), (None, Some(128)), "counters went down: no rate");
+        // an older node without `apply` still parses; nothing to show then
+        let old: ClusterSample = serde_json::from_value(status_without_apply(90, 5, 17)).unwrap();
+        let v = cluster_view(Some(&a), Some(&old), 2.0).unwrap();
+        assert_eq!((v.partitions.len(), v.applied_records_rate, v.applied_bytes_rate, v.apply_queued_entries, v.apply_queued_bytes), (3, None, None, None, None));
     }
 
     #[test]

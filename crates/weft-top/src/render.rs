@@ -256,6 +256,14 @@ pub fn elections_line(c: &ClusterView) -> String {
     format!("elections {} ({}/s)  leader changes/s {}", c.elections, per_sec(c.elections_rate), per_sec(c.leader_changes_rate))
 }
 
+/// The partition appliers: records and bytes written here per second, and
+/// their queue now; None from a node that does not report them.
+pub fn apply_line(c: &ClusterView) -> Option<String> {
+    let (entries, queued) = (c.apply_queued_entries?, c.apply_queued_bytes?);
+    let bytes_rate = c.applied_bytes_rate.map_or_else(|| "-".into(), |r| bytes(r.round() as u64));
+    Some(format!("applier records/s {}  bytes/s {bytes_rate}  queued {entries} entries ({})", per_sec(c.applied_records_rate), bytes(queued)))
+}
+
 /// A panel with a single line saying why it is empty.
 fn empty_panel(f: &mut Frame, area: Rect, title: &str, why: &str) {
     f.render_widget(Paragraph::new(why.to_owned()).block(Block::bordered().title(format!(" {title} "))), area);
@@ -291,7 +299,9 @@ fn draw_cluster(f: &mut Frame, area: Rect, v: &View) {
         let why = v.cluster_error.as_deref().unwrap_or("not in cluster mode (weft serve --node-id ... --cluster-peers ...)");
         return empty_panel(f, area, "cluster", why);
     };
-    let [nodes, parts, moves] = Layout::vertical([small(c.nodes.len()), Constraint::Min(4), small(c.moves.len())]).areas(area);
+    let apply = apply_line(c);
+    let [nodes, applier, parts, moves] =
+        Layout::vertical([small(c.nodes.len()), Constraint::Length(u16::from(apply.is_some())), Constraint::Min(4), small(c.moves.len())]).areas(area);
     let rows = c.nodes.iter().map(|n| {
         let mut cells = node_cells(n).to_vec();
         cells.push(n.addr.clone());
@@ -319,6 +329,9 @@ fn draw_cluster(f: &mut Frame, area: Rect, v: &View) {
     .header(Row::new(["NODE", "ROLES", "VOTE", "LIVE", "LAST CONTACT", "METADATA", "ADDR"]).style(header_style()))
     .block(Block::bordered().title(format!(" cluster nodes   {} ", elections_line(c))));
     f.render_widget(t, nodes);
+    if let Some(line) = apply {
+        f.render_widget(Paragraph::new(format!(" {line}")), applier);
+    }
     if c.partitions.is_empty() {
         empty_panel(f, parts, "partition groups", "no replicated topics");
     } else {
@@ -575,6 +588,10 @@ mod tests {
                 rate: Some(12.0),
                 lag: Some(40),
             }],
+            applied_records_rate: Some(120.0),
+            applied_bytes_rate: Some(4096.0),
+            apply_queued_entries: Some(3),
+            apply_queued_bytes: Some(1536),
         });
         v.tables = vec![
             TableRow {
@@ -687,6 +704,7 @@ mod tests {
             "777",
             "1,2,3",
             "rebalancer moves (done 6",
+            "applier records/s 120  bytes/s 4.0 KiB  queued 3 entries (1.5 KiB)",
             "[cluster]",
         ] {
             assert!(s.contains(want), "{want:?} missing from\n{s}");
@@ -699,7 +717,15 @@ mod tests {
         assert!(!s.contains("log.produce"), "the overview's panels are not on the cluster screen");
         // the overview keeps its panels and gets the summary line
         let o = render(Some(&v), &Ui::default());
-        assert!(o.contains("log.produce") && o.contains("meta leader 1") && !o.contains("cluster nodes"), "{o}");
+        assert!(o.contains("log.produce") && o.contains("meta leader 1") && !o.contains("cluster nodes") && !o.contains("applier"), "{o}");
+        // a node without `apply`: no applier line, the rest as before
+        let mut old = v.clone();
+        if let Some(c) = old.cluster.as_mut() {
+            (c.applied_records_rate, c.applied_bytes_rate, c.apply_queued_entries, c.apply_queued_bytes) = (None, None, None, None);
+        }
+        let s = render(Some(&old), &ui);
+        assert!(!s.contains("applier") && s.contains("orders/1") && s.contains("cluster nodes"), "{s}");
+        assert!(!crate::text::render(&old).contains("applier"));
     }
 
     #[test]
@@ -725,7 +751,7 @@ mod tests {
         let t = crate::text::render(&v);
         assert!(!t.contains("cluster") && !t.contains("TABLE") && !t.contains("pvAccess"), "{t}");
         let t = crate::text::render(&cluster_view());
-        for want in ["meta leader 1", "orders/1", "cfg", "replicated", "t:lab:temp", "pvAccess channels 3"] {
+        for want in ["meta leader 1", "applier records/s 120  bytes/s 4.0 KiB  queued 3 entries (1.5 KiB)", "orders/1", "cfg", "replicated", "t:lab:temp", "pvAccess channels 3"] {
             assert!(t.contains(want), "{want:?} missing from\n{t}");
         }
     }

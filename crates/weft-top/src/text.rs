@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use crate::model::{bytes, per_sec, View};
-use crate::render::{cluster_line, elections_line, node_cells, partition_cells, pva_line, table_cells};
+use crate::render::{apply_line, cluster_line, elections_line, node_cells, partition_cells, pva_line, table_cells};
 
 fn opt(v: Option<u64>) -> String {
     v.map_or_else(|| "-".into(), |v| v.to_string())
@@ -54,6 +54,9 @@ pub fn render(v: &View) -> String {
     }
     if let Some(c) = &v.cluster {
         let _ = writeln!(s, "\n{}  {}", cluster_line(c), elections_line(c));
+        if let Some(line) = apply_line(c) {
+            let _ = writeln!(s, "{line}");
+        }
         let _ = writeln!(s, "NODE  ROLES         VOTE   LIVE  LAST CONTACT  METADATA  ADDR");
         for n in &c.nodes {
             let [id, roles, vote, live, contact, meta] = node_cells(n);

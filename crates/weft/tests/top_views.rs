@@ -174,6 +174,13 @@ fn cluster_view_names_the_leaders() {
     }
     let p0 = row(&out, "orders/0");
     assert!(p0[4].parse::<u64>().unwrap() >= 5, "five records committed on orders/0: {out}");
+    // the partition appliers here (`apply` of cluster.status): a rate over
+    // the interval and the queue now
+    // applier records/s R  bytes/s B UNIT  queued N entries (B UNIT)
+    let applier = out.lines().find(|l| l.starts_with("applier records/s ")).unwrap_or_else(|| panic!("no applier line in\n{out}"));
+    let a: Vec<&str> = applier.split_whitespace().collect();
+    assert!(a[2].parse::<f64>().is_ok() && a[3] == "bytes/s" && a[6] == "queued" && a[7].parse::<u64>().is_ok() && a[8] == "entries", "{applier}");
+    assert!(status["apply"]["records"].as_u64().unwrap() >= 5, "this node applied the five records: {status}");
     // TABLE KIND LEADER(2 words: "L (1,2,3)") REVISION KEYS ...
     let t = row(&out, "cfg");
     let table = &status["tables"][0];
