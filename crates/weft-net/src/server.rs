@@ -1292,7 +1292,11 @@ impl<S: AsyncRead + AsyncWrite> ConnIo<S> {
     /// tasks answering wait: back-pressure). False once a write failed.
     fn pump(&mut self, cx: &mut std::task::Context<'_>, rx: &mut mpsc::Receiver<Frame>, stats: &ServerStats) -> bool {
         use std::task::Poll;
-        self.poll_pending(cx, stats);
+        if !self.pending.is_empty() {
+            // Empty (most connections, most of the time): nothing to poll,
+            // and a request pushed later is polled at the next wait.
+            self.poll_pending(cx, stats);
+        }
         loop {
             if (!self.out.is_empty() || self.unflushed) && let Poll::Ready(Err(_)) = self.poll_write_out(cx) {
                 return false;
