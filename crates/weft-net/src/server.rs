@@ -1286,10 +1286,12 @@ impl<S: AsyncRead + AsyncWrite> ConnIo<S> {
         .await
     }
 
-    /// Keeps the output moving while the connection waits: writes `out`
-    /// as far as the socket takes it and moves answers and events from
+    /// Keeps the connection moving while it waits: polls its pending
+    /// requests (their answers go to `out`, see [`ConnIo::poll_pending`]),
+    /// writes `out` as far as the socket takes it, and moves events from
     /// `rx` to `out` while it is under [`OUT_HIGH_BYTES`] (over it, the
-    /// tasks answering wait: back-pressure). False once a write failed.
+    /// handlers pushing events wait: back-pressure). False once a write
+    /// failed (the pending requests were still polled).
     fn pump(&mut self, cx: &mut std::task::Context<'_>, rx: &mut mpsc::Receiver<Frame>, stats: &ServerStats) -> bool {
         use std::task::Poll;
         if !self.pending.is_empty() {
@@ -1320,8 +1322,8 @@ impl<S: AsyncRead + AsyncWrite> ConnIo<S> {
     }
 
     /// Waits for `fut` (a buffer reservation, an in-flight slot) while
-    /// keeping the output moving: what frees them may be a request task
-    /// waiting to hand over its answer. `None` once a write failed.
+    /// keeping the connection moving: what frees them is one of its
+    /// pending requests finishing. `None` once a write failed.
     async fn wait_pumping<T>(&mut self, fut: impl Future<Output = T>, rx: &mut mpsc::Receiver<Frame>, stats: &ServerStats) -> Option<T> {
         let mut fut = std::pin::pin!(fut);
         std::future::poll_fn(|cx| {
