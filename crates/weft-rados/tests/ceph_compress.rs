@@ -157,7 +157,7 @@ async fn reef_osd_negotiates_and_compressed_frames_work_both_ways() {
 
     // as osd.0: each algorithm is agreed, and the OSD compresses its replies
     for alg in algorithms() {
-        let mut cfg = ClientConfig::load(&ConfigSource {
+        let cfg = ClientConfig::load(&ConfigSource {
             mon_host: Some(mon.clone()),
             keyring: Some(c["CEPH_OSD_KEYRING"].clone()),
             id: Some("osd.0".into()),
