@@ -302,17 +302,7 @@ fn serve_refuses_raft_message_bounds_out_of_range() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            if let Some(s) = c.try_wait().unwrap() {
-                break s;
-            }
-            if Instant::now() > deadline {
-                c.kill().unwrap();
-                panic!("weft serve with {env:?} did not exit");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let status = common::wait_exit(&mut c, Duration::from_secs(60)).unwrap_or_else(|| panic!("weft serve with {env:?} did not exit"));
         let mut err = String::new();
         std::io::Read::read_to_string(c.stderr.as_mut().unwrap(), &mut err).unwrap();
         assert!(!status.success(), "{env:?}: serve started");

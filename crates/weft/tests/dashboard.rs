@@ -337,18 +337,7 @@ fn dashboard_in_a_real_browser() {
         .unwrap();
     // Bounded: every step of the script waits at most 15 s; kill it (by
     // its pid) if the whole run takes far longer than that.
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("web/test/e2e.mjs did not finish within 180 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = common::wait_exit(&mut child, Duration::from_secs(180)).expect("web/test/e2e.mjs did not finish within 180 s");
     let out = child.wait_with_output().unwrap();
     let stdout = text(&out.stdout);
     assert!(status.success(), "e2e failed: {stdout}\n{}", text(&out.stderr));

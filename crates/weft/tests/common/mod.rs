@@ -32,3 +32,20 @@ pub fn free_port() -> u16 {
     }
     panic!("no free loopback port between {LOW} and {}", LOW + SPAN);
 }
+
+/// Waits for `child` to exit, at most `within`; past it the child is killed
+/// (by its pid) and reaped, and None is returned.
+pub fn wait_exit(child: &mut std::process::Child, within: std::time::Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(s) = child.try_wait().expect("waiting for a child process") {
+            return Some(s);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
