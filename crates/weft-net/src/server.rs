@@ -1228,6 +1228,11 @@ impl<S> ConnIo<S> {
     /// for (a partition's fsync turn), so it never waits on this client's
     /// reading; the answers it adds are bounded by the in-flight slots.
     fn poll_pending(&mut self, cx: &mut std::task::Context<'_>, stats: &ServerStats) {
+        if self.pending.is_empty() {
+            // Most connections, most of the time: nothing to poll, and a
+            // request pushed later is polled at the next wait.
+            return;
+        }
         // FuturesUnordered yields (and wakes this task) after a round, so
         // this loop does not starve the connection's reads.
         while let std::task::Poll::Ready(Some(answer)) = self.pending.poll_next_unpin(cx) {
@@ -1294,11 +1299,7 @@ impl<S: AsyncRead + AsyncWrite> ConnIo<S> {
     /// failed (the pending requests were still polled).
     fn pump(&mut self, cx: &mut std::task::Context<'_>, rx: &mut mpsc::Receiver<Frame>, stats: &ServerStats) -> bool {
         use std::task::Poll;
-        if !self.pending.is_empty() {
-            // Empty (most connections, most of the time): nothing to poll,
-            // and a request pushed later is polled at the next wait.
-            self.poll_pending(cx, stats);
-        }
+        self.poll_pending(cx, stats);
         loop {
             if (!self.out.is_empty() || self.unflushed) && let Poll::Ready(Err(_)) = self.poll_write_out(cx) {
                 return false;
