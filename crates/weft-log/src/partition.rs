@@ -11,8 +11,9 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -131,6 +132,15 @@ struct Inner {
     /// connection's pass (weft_wire::pass): later appends of the pass only
     /// join them.
     pass_queued: bool,
+    /// The sync loop runs (one per partition at a time).
+    syncing: bool,
+    /// Appenders waiting for an fsync, by the end offset they wait for:
+    /// woken when an fsync covers it, and all of them when the loop ends
+    /// (a waiter waits only while a loop runs).
+    sync_waiters: Vec<(u64, Waker)>,
+    /// Counts the times every waiter was woken at once: a waiter woken so
+    /// without being covered registers again.
+    sync_wakeups: u64,
 }
 
 /// Pending at its first poll (waking its task), ready at the next: what
@@ -169,14 +179,21 @@ impl weft_wire::pass::PassWork for Partition {
     }
 }
 
-/// The running fsync's turn: released when it ends or its caller is
-/// dropped (cancelled), waking the appenders waiting for it.
-struct SyncTurn<'a>(&'a Partition);
+/// The partition's sync loop's turn (one loop per partition at a time):
+/// released when the loop ends (or its closure is dropped unrun), waking
+/// every appender still waiting: each then sees why (poisoned, deleted,
+/// reopened) or starts the next loop.
+struct SyncTurn(Arc<Partition>);
 
-impl Drop for SyncTurn<'_> {
+impl Drop for SyncTurn {
     fn drop(&mut self) {
-        self.0.syncing.store(false, Ordering::Release);
-        self.0.sync_done.send_modify(|n| *n = n.wrapping_add(1));
+        let waiters = {
+            let mut g = lock(&self.0.inner);
+            g.syncing = false;
+            g.sync_wakeups += 1;
+            std::mem::take(&mut g.sync_waiters)
+        };
+        waiters.into_iter().for_each(|(_, w)| w.wake());
     }
 }
 
@@ -223,11 +240,6 @@ pub struct Partition {
     /// Least time between two recoveries from poisoning.
     poison_retry: Duration,
     inner: Mutex<Inner>,
-    /// An fsync of this partition is running (one at a time).
-    syncing: AtomicBool,
-    /// Bumped whenever an fsync ends (success, failure or its caller gone),
-    /// waking every appender that waits for one.
-    sync_done: watch::Sender<u64>,
     /// Serialises compactions and remembers what the last one covered.
     compact_state: Mutex<CompactState>,
     /// Offsets below this are durable.
@@ -325,9 +337,10 @@ impl Partition {
                 epoch: 0,
                 deleted: false,
                 pass_queued: false,
+                syncing: false,
+                sync_waiters: Vec::new(),
+                sync_wakeups: 0,
             }),
-            syncing: AtomicBool::new(false),
-            sync_done: watch::channel(0).0,
             compact_state: Mutex::new(CompactState::default()),
             synced: AtomicU64::new(next_offset.0),
             hw_tx,
@@ -360,6 +373,8 @@ impl Partition {
         // from the file. Appenders waiting for the write learn it now.
         g.active_mut().drop_pending();
         self.hw_tx.send_modify(|_| {});
+        // Appenders waiting for an fsync learn it when the sync loop ends
+        // (it stops at a poisoned partition).
         match &mut g.poisoned {
             // Keep the first cause, but an fsync failure always wins: it decides what recovery keeps.
             Some(old) => old.after_sync_failure |= after_sync_failure,
@@ -463,7 +478,7 @@ impl Partition {
                 // record and another for the rest.
                 AfterPass(false).await;
             }
-            self.sync_to(w.end).await
+            self.sync_to(w.end, w.epoch).await
         } else if defer {
             self.written_to(w.end, w.epoch).await
         } else {
@@ -694,81 +709,144 @@ impl Partition {
         }
     }
 
-    /// Returns once every offset below `end` is durable (group commit).
+    /// Returns once every offset below `end` (written in `epoch`) is
+    /// durable (group commit).
     ///
-    /// Waiters are woken together when an fsync ends, rather than handed a
-    /// lock one by one: with many produces in flight the next fsync starts
-    /// as soon as the first uncovered one runs, instead of after every
-    /// covered one has taken and released the lock in turn.
-    async fn sync_to(&self, end: Offset) -> Result<()> {
-        loop {
-            // Subscribed before looking at `syncing`: an fsync that ends
-            // after the check below still wakes this waiter.
-            let mut done = self.sync_done.subscribe();
+    /// The fsyncs run in the partition's sync loop on a blocking thread,
+    /// started by the first waiter that finds none running. Under `always`
+    /// the loop starts the next fsync as soon as one ends, covering
+    /// everything written meanwhile, and stops once it has caught up; the
+    /// waiters are woken together when an fsync ends. A loop that goes on
+    /// by itself saves the next fsync two thread hops (its end reaching a
+    /// waiter, that waiter reaching a blocking thread): about 180 us of
+    /// each fsync cycle under load (docs/BENCHMARKS.md, sixth round).
+    async fn sync_to(self: &Arc<Self>, end: Offset, epoch: u64) -> Result<()> {
+        // What this waiter registered: in which round of wake-ups, and with
+        // which waker (a future moved to another task registers again).
+        let mut registered: Option<(u64, Waker)> = None;
+        std::future::poll_fn(|cx| {
+            let mut g = lock(&self.inner);
+            if g.epoch != epoch {
+                // A recovery cut the log back since the write: the offsets
+                // up to `end` may hold other records now.
+                return Poll::Ready(Err(self.reopened_err(&g)));
+            }
             if self.synced.load(Ordering::Acquire) >= end.0 {
-                return Ok(()); // an earlier fsync covered us
+                return Poll::Ready(Ok(()));
             }
-            if self.syncing.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-                let _turn = SyncTurn(self);
-                // Covers `end`: it fsyncs up to the end written before it
-                // started, which is at least ours.
-                return self.run_fsync().await;
+            if let Some(p) = &g.poisoned {
+                return Poll::Ready(Err(self.poisoned_err(p)));
             }
-            // Another fsync is running: it may cover us; if not, one of the
-            // waiters it wakes starts the next. The sender lives as long as
-            // `self`, so this only returns when an fsync ended.
-            let _ = done.changed().await;
-        }
+            if g.deleted {
+                return Poll::Ready(Err(LogError::UnknownTopic(self.topic.to_string())));
+            }
+            let start = !std::mem::replace(&mut g.syncing, true);
+            if !registered.as_ref().is_some_and(|(n, w)| *n == g.sync_wakeups && w.will_wake(cx.waker())) {
+                g.sync_waiters.push((end.0, cx.waker().clone()));
+                registered = Some((g.sync_wakeups, cx.waker().clone()));
+            }
+            drop(g);
+            if start {
+                self.spawn_sync_loop();
+            }
+            Poll::Pending
+        })
+        .await
     }
 
-    /// One fsync of the active segment, marking durable everything written
-    /// before it started. The caller holds the turn (`syncing`).
-    async fn run_fsync(&self) -> Result<()> {
-        let (target, path, epoch) = {
-            let mut g = lock(&self.inner);
-            if let Some(p) = &g.poisoned {
-                return Err(self.poisoned_err(p));
-            }
-            // What a pass left pending is covered by this fsync.
-            self.write_pending(&mut g)?;
-            (g.next_offset, g.active().log_path(), g.epoch)
-        };
-        // Bounds the descriptors held by fsyncs in flight (see `files`).
-        let _permit = self.files.sync_permits.acquire().await;
-        let files = self.files.clone();
-        let p = path.clone();
-        let fsync_started = std::time::Instant::now();
-        // Inside a traced produce (its `log.append`), the fsync this call
-        // runs is a span of that trace; an fsync that covers several
-        // produces (group commit) is in the trace of the one that ran it.
-        let span = if tracing::Span::current().is_none() { tracing::Span::none() } else { tracing::info_span!("log.fsync", path = %path.display()) };
-        let res = tracing::Instrument::instrument(tokio::task::spawn_blocking(move || files.sync(&p)), span).await;
-        weft_metrics::get().fsync_duration.observe(fsync_started.elapsed().as_secs_f64());
-        let mut g = lock(&self.inner);
-        if g.epoch != epoch {
-            // A recovery cut the log back while this fsync ran: what it
-            // covered may be gone, so it acknowledges nothing.
-            return Err(self.reopened_err(&g));
-        }
-        match res {
-            Ok(Ok(())) => {
+    /// Runs the sync loop on a blocking thread; the caller took the turn
+    /// (set `syncing`).
+    fn spawn_sync_loop(self: &Arc<Self>) {
+        let turn = SyncTurn(self.clone());
+        let handle = tokio::runtime::Handle::current();
+        // Inside a traced produce (its `log.append`), the loop's first
+        // fsync is a span of that trace.
+        let parent = tracing::Span::current();
+        // Detached: the loop ends by itself once caught up; dropping the
+        // handle does not stop it. At shutdown the closure may be dropped
+        // unrun, and the turn's drop wakes the waiters.
+        drop(tokio::task::spawn_blocking(move || turn.0.run_sync_loop(&handle, &parent)));
+    }
+
+    /// The sync loop (a blocking thread; the caller holds the turn): fsyncs
+    /// the active segment, marking durable everything written before each
+    /// fsync started, until nothing more is written (under `always`) or
+    /// after one fsync (other policies, whose flushes come from a timer).
+    fn run_sync_loop(&self, handle: &tokio::runtime::Handle, parent: &tracing::Span) {
+        let mut first = true;
+        // The wakers of the appenders an fsync covered (kept for the next).
+        let mut covered: Vec<Waker> = Vec::new();
+        loop {
+            let (target, path, epoch) = {
+                let mut g = lock(&self.inner);
+                if g.poisoned.is_some() || g.deleted {
+                    return;
+                }
+                // What a pass left pending is covered by this fsync; a
+                // failure poisons the partition and its waiters learn it.
+                if self.write_pending(&mut g).is_err() {
+                    return;
+                }
+                if self.synced.load(Ordering::Acquire) >= g.next_offset.0 {
+                    return; // caught up
+                }
+                (g.next_offset, g.active().log_path(), g.epoch)
+            };
+            // Bounds the descriptors held by fsyncs in flight (see `files`).
+            // Taken per fsync, so busy partitions take turns for permits.
+            let _permit = match self.files.sync_permits.try_acquire() {
+                Ok(p) => Ok(p),
+                Err(_) => handle.block_on(self.files.sync_permits.acquire()),
+            };
+            let span = if first && !parent.is_none() { tracing::info_span!(parent: parent, "log.fsync", path = %path.display()) } else { tracing::Span::none() };
+            let fsync_started = std::time::Instant::now();
+            let res = span.in_scope(|| self.files.sync(&path));
+            weft_metrics::get().fsync_duration.observe(fsync_started.elapsed().as_secs_f64());
+            drop(_permit);
+            first = false;
+            {
+                let mut g = lock(&self.inner);
+                if g.epoch != epoch {
+                    // A recovery cut the log back while this fsync ran: what
+                    // it covered may be gone, so it marks nothing durable
+                    // (the recovery set what is).
+                    continue;
+                }
+                if let Err(e) = res {
+                    self.poison(&mut g, &format!("fsync of {} failed", path.display()), &e, true);
+                    return;
+                }
                 self.fsyncs.fetch_add(1, Ordering::Relaxed);
                 weft_metrics::get().fsyncs.inc();
                 self.mark_synced(&mut g, target);
-                Ok(())
+                if self.fsync != FsyncPolicy::Always {
+                    return; // the turn's drop wakes every waiter
+                }
+                let mut i = 0;
+                while let Some((end, _)) = g.sync_waiters.get(i) {
+                    if *end <= target.0 {
+                        covered.push(g.sync_waiters.swap_remove(i).1);
+                    } else {
+                        i += 1;
+                    }
+                }
             }
-            Ok(Err(e)) => Err(self.poison(&mut g, &format!("fsync of {} failed", path.display()), &e, true)),
-            Err(e) => Err(self.poison(&mut g, "fsync task failed", &std::io::Error::other(e.to_string()), true)),
+            // Woken outside the lock: a wake may be a syscall (the waiter's
+            // thread sleeps in epoll).
+            covered.drain(..).for_each(Waker::wake);
         }
     }
 
     /// Fsyncs everything written so far (interval policy, shutdown).
-    pub async fn flush(&self) -> Result<()> {
-        let end = lock(&self.inner).next_offset;
+    pub async fn flush(self: &Arc<Self>) -> Result<()> {
+        let (end, epoch) = {
+            let g = lock(&self.inner);
+            (g.next_offset, g.epoch)
+        };
         if self.synced.load(Ordering::Acquire) >= end.0 {
             return Ok(());
         }
-        self.sync_to(end).await
+        self.sync_to(end, epoch).await
     }
 
     /// Reads from `offset`; with `wait`, waits up to that long for data when
@@ -1209,6 +1287,9 @@ mod tests {
     async fn concurrent_appends_share_fsyncs() {
         let s = MemStorage::new();
         let p = part(&s, TopicConfig::default(), FsyncPolicy::Always);
+        // A disk's fsync time: the sync loop goes on by itself as long as
+        // records come, so an instant fsync would cover one record each.
+        s.set_sync_delay(Duration::from_millis(200));
         let recs: Vec<ProduceRecord> = (0..64).map(|i| ProduceRecord::value(format!("r{i}"))).collect();
         let outs = futures::future::join_all(recs.iter().map(|r| p.append(std::slice::from_ref(r), 0))).await;
         let mut offsets: Vec<u64> = outs.into_iter().map(|o| o.unwrap()[0].0.0).collect();
@@ -1239,10 +1320,63 @@ mod tests {
         assert_eq!(p.latest(), Offset(1));
     }
 
-    /// An append whose caller is dropped while its fsync runs hands the turn
-    /// on: the next append still gets its fsync and its answer.
+    /// Under `always` the sync loop starts the next fsync by itself when
+    /// records were written during one: a waiter polled once, never again,
+    /// still has its record made durable.
     #[tokio::test]
-    async fn a_cancelled_syncer_does_not_stall_the_next() {
+    async fn the_sync_loop_covers_later_writes_by_itself() {
+        let s = MemStorage::new();
+        let p = part(&s, TopicConfig::default(), FsyncPolicy::Always);
+        s.set_sync_delay(Duration::from_millis(100));
+        let a = [ProduceRecord::value("a")];
+        let b = [ProduceRecord::value("b")];
+        let first = p.append(&a, 0);
+        let second = p.append(&b, 0);
+        futures::pin_mut!(first, second);
+        let ops = s.op_count();
+        assert!(futures::poll!(first.as_mut()).is_pending());
+        // The loop took its target (offset 1) before the fsync's first
+        // storage operation: wait for that, so the second record is
+        // written while the first fsync runs.
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while s.op_count() < ops + 2 {
+            assert!(std::time::Instant::now() < until, "the first fsync did not start");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(futures::poll!(second.as_mut()).is_pending());
+        while p.stats().synced_offset < Offset(2) {
+            assert!(std::time::Instant::now() < until, "the loop did not sync the second record");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(p.stats().fsyncs, 2);
+        assert_eq!(second.await.unwrap()[0].0, Offset(1));
+        assert_eq!(first.await.unwrap()[0].0, Offset(0));
+    }
+
+    /// A waiter polled again before its fsync ends (e.g. in a select with
+    /// a timer) stays registered once: the waiter list does not grow with
+    /// its polls.
+    #[tokio::test]
+    async fn a_waiter_polled_again_registers_once() {
+        let s = MemStorage::new();
+        let p = part(&s, TopicConfig::default(), FsyncPolicy::Always);
+        s.set_sync_delay(Duration::from_millis(100));
+        let a = [ProduceRecord::value("a")];
+        let f = p.append(&a, 0);
+        futures::pin_mut!(f);
+        for _ in 0..100 {
+            assert!(futures::poll!(f.as_mut()).is_pending());
+        }
+        assert_eq!(lock(&p.inner).sync_waiters.len(), 1);
+        assert_eq!(f.await.unwrap()[0].0, Offset(0));
+        assert!(lock(&p.inner).sync_waiters.is_empty());
+    }
+
+    /// An append whose caller is dropped while its fsync runs does not stop
+    /// the sync loop; the loop ends once caught up and the next append
+    /// still gets its fsync and its answer.
+    #[tokio::test]
+    async fn a_cancelled_appender_does_not_stall_the_sync_loop() {
         let s = MemStorage::new();
         let p = part(&s, TopicConfig::default(), FsyncPolicy::Always);
         let r = ProduceRecord::value("a");
@@ -1252,9 +1386,14 @@ mod tests {
             // One poll: the record is written and its fsync started (on a
             // blocking thread), then the caller goes away.
             assert!(futures::poll!(first.as_mut()).is_pending());
-            assert!(p.syncing.load(Ordering::Acquire));
+            assert!(lock(&p.inner).syncing);
         }
-        assert!(!p.syncing.load(Ordering::Acquire));
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while lock(&p.inner).syncing {
+            assert!(std::time::Instant::now() < until, "the sync loop did not end");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(p.stats().synced_offset, Offset(1), "the loop synced the dropped caller's record");
         let b = [ProduceRecord::value("b")];
         let next = p.append(&b, 0);
         let out = tokio::time::timeout(Duration::from_secs(10), next).await.expect("the next append is not stalled").unwrap();

@@ -5,6 +5,7 @@
 //! at an offset (a follower whose records every other replica removed
 //! starts at their log start, as a Kafka follower truncates to the leader's).
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::{lock, Partition, BATCH_TARGET_BYTES};
@@ -19,7 +20,7 @@ impl Partition {
     /// at or after the end; offsets between them stay empty (a gap, as
     /// compaction leaves). Returns the new end once the fsync policy is met.
     /// Timestamps missing from a record are `now_ms`.
-    pub async fn append_at(&self, records: &[(Offset, ProduceRecord)], now_ms: i64) -> Result<Offset> {
+    pub async fn append_at(self: &Arc<Self>, records: &[(Offset, ProduceRecord)], now_ms: i64) -> Result<Offset> {
         if records.windows(2).any(|w| w[1].0 <= w[0].0) {
             return Err(LogError::InvalidRequest("append_at: offsets must increase".into()));
         }
@@ -46,7 +47,7 @@ impl Partition {
             batches.extend(b.finish_mut());
             start = end;
         }
-        let end = {
+        let (end, epoch) = {
             let mut g = lock(&self.inner);
             self.check_writable(&mut g)?;
             if let Some((first, _)) = records.first()
@@ -64,10 +65,10 @@ impl Partition {
                 g.hw = end;
                 self.hw_tx.send_replace(end);
             }
-            end
+            (end, g.epoch)
         };
         if self.fsync == FsyncPolicy::Always {
-            self.sync_to(end).await?;
+            self.sync_to(end, epoch).await?;
         }
         Ok(end)
     }
