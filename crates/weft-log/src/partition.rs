@@ -191,9 +191,10 @@ impl Drop for SyncTurn {
             let mut g = lock(&self.0.inner);
             g.syncing = false;
             g.sync_wakeups += 1;
-            std::mem::take(&mut g.sync_waiters)
+            // Drained, not taken: the list keeps its capacity for the next loop.
+            g.sync_waiters.drain(..).map(|(_, w)| w).collect::<Vec<_>>()
         };
-        waiters.into_iter().for_each(|(_, w)| w.wake());
+        waiters.into_iter().for_each(Waker::wake);
     }
 }
 
