@@ -1224,9 +1224,10 @@ impl<S> ConnIo<S> {
     }
 
     /// Polls the pending requests, pushing their answers. Whatever `out`
-    /// holds: a request may hold what requests of other connections wait
-    /// for (a partition's fsync turn), so it never waits on this client's
-    /// reading; the answers it adds are bounded by the in-flight slots.
+    /// holds: a handler's request may hold what requests of other
+    /// connections wait for (a lock, a permit, a batch's turn), so it never
+    /// waits on this client's reading; the answers it adds are bounded by
+    /// the in-flight slots.
     fn poll_pending(&mut self, cx: &mut std::task::Context<'_>, stats: &ServerStats) {
         if self.pending.is_empty() {
             // Most connections, most of the time: nothing to poll, and a
