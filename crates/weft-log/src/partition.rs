@@ -1354,6 +1354,41 @@ mod tests {
         assert_eq!(first.await.unwrap()[0].0, Offset(0));
     }
 
+    /// The topic is deleted while appends wait for an fsync: they fail with
+    /// UnknownTopic (the one the running fsync covers may be acknowledged
+    /// if polled after it), none hangs, and the loop stops without
+    /// another fsync.
+    #[tokio::test]
+    async fn appends_waiting_when_the_topic_is_deleted_end() {
+        let s = MemStorage::new();
+        let p = part(&s, TopicConfig::default(), FsyncPolicy::Always);
+        s.set_sync_delay(Duration::from_millis(100));
+        let a = [ProduceRecord::value("a")];
+        let b = [ProduceRecord::value("b")];
+        let first = p.append(&a, 0);
+        let second = p.append(&b, 0);
+        futures::pin_mut!(first, second);
+        let ops = s.op_count();
+        assert!(futures::poll!(first.as_mut()).is_pending());
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while s.op_count() < ops + 2 {
+            assert!(std::time::Instant::now() < until, "the first fsync did not start");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(futures::poll!(second.as_mut()).is_pending());
+        p.mark_deleted();
+        let both = tokio::time::timeout(Duration::from_secs(10), futures::future::join(first, second)).await.expect("no append hangs");
+        // The first may be polled before or after its fsync ends.
+        assert!(matches!(&both.0, Ok(o) if o[0].0 == Offset(0)) || matches!(both.0, Err(LogError::UnknownTopic(_))), "{:?}", both.0);
+        assert!(matches!(both.1, Err(LogError::UnknownTopic(_))), "{:?}", both.1);
+        // The loop stops at the deleted partition once its fsync ended.
+        while lock(&p.inner).syncing {
+            assert!(std::time::Instant::now() < until, "the sync loop did not end");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(p.stats().fsyncs, 1);
+    }
+
     /// A waiter polled again before its fsync ends (e.g. in a select with
     /// a timer) stays registered once: the waiter list does not grow with
     /// its polls.
