@@ -370,6 +370,9 @@ impl ClusterNode {
             return Err(ClusterError::Config(format!("cluster.peers must include this node ({})", cfg.node_id)));
         }
         cfg.tuning.validate()?;
+        if security.max_pending_handshakes == 0 || security.max_pending_handshakes > crate::host::MAX_COUNT_BOUND {
+            return Err(ClusterError::Config(format!("cluster.max_pending_handshakes must be 1 to {}, got {}", crate::host::MAX_COUNT_BOUND, security.max_pending_handshakes)));
+        }
         let cfg = Arc::new(cfg);
         let listener = TcpListener::bind(&cfg.addr).await.map_err(|e| ClusterError::io("bind", &cfg.addr, e))?;
         let (stop, stop_rx) = watch::channel(false);
@@ -445,6 +448,8 @@ impl ClusterNode {
             ("cluster.frames_dropped_full".into(), t.frames_dropped_full.load(Relaxed).into()),
             ("cluster.bad_frames".into(), t.bad_frames.load(Relaxed).into()),
             ("cluster.peers_refused".into(), t.peers_refused.load(Relaxed).into()),
+            ("cluster.handshakes_shed".into(), t.handshakes_shed.load(Relaxed).into()),
+            ("cluster.handshakes_pending".into(), self.transport.handshakes_pending().into()),
             ("cluster.peers".into(), (peers.len() as u64).into()),
             ("cluster.peers_connected".into(), (peers.iter().filter(|p| p.connected).count() as u64).into()),
             ("cluster.meta_applied".into(), self.meta.read().unwrap_or_else(|p| p.into_inner()).applied.into()),

@@ -32,6 +32,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Default bound on a connection's TLS handshake and hello together
 /// (`limits.handshake_timeout_ms` in the binary).
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of `cluster.max_pending_handshakes`: inbound connections in
+/// their TLS handshake or hello at once; one more is closed at accept.
+pub const DEFAULT_MAX_PENDING_HANDSHAKES: usize = 64;
 
 /// Where the cluster port sends other nodes' native-protocol connections
 /// (TLS with ALPN `weft/1`: forwarded requests) once their certificate
@@ -45,11 +48,15 @@ pub struct TransportSecurity {
     pub tls: Option<Arc<ClusterTls>>,
     /// A connection must complete its TLS handshake and hello within this.
     pub handshake_timeout: Duration,
+    /// Inbound connections before their hello, at most
+    /// (`cluster.max_pending_handshakes`): a flood of connects costs this
+    /// many tasks and descriptors, not one per connect until its timeout.
+    pub max_pending_handshakes: usize,
 }
 
 impl Default for TransportSecurity {
     fn default() -> Self {
-        TransportSecurity { tls: None, handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT }
+        TransportSecurity { tls: None, handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT, max_pending_handshakes: DEFAULT_MAX_PENDING_HANDSHAKES }
     }
 }
 
@@ -83,6 +90,9 @@ pub struct TransportStats {
     /// node), a hello not in time, or a certificate not naming the node id
     /// its hello claims.
     pub peers_refused: std::sync::atomic::AtomicU64,
+    /// Inbound connections closed at accept because
+    /// `cluster.max_pending_handshakes` were already in their handshake.
+    pub handshakes_shed: std::sync::atomic::AtomicU64,
 }
 
 pub struct Transport {
@@ -95,6 +105,9 @@ pub struct Transport {
     stop: watch::Receiver<bool>,
     security: TransportSecurity,
     handoff: Mutex<Option<NativeHandoff>>,
+    /// One permit per inbound connection before its hello
+    /// (`security.max_pending_handshakes`).
+    handshakes: Arc<tokio::sync::Semaphore>,
     pub stats: TransportStats,
 }
 
@@ -119,7 +132,8 @@ impl Transport {
         security: TransportSecurity,
     ) -> Arc<Self> {
         let peer_queue_frames = peer_queue_frames.max(1);
-        let t = Arc::new(Transport { id, peers: Mutex::default(), incoming, max_frame_bytes, peer_queue_frames, stop, security, handoff: Mutex::default(), stats: TransportStats::default() });
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(security.max_pending_handshakes.max(1)));
+        let t = Arc::new(Transport { id, peers: Mutex::default(), incoming, max_frame_bytes, peer_queue_frames, stop, security, handoff: Mutex::default(), handshakes, stats: TransportStats::default() });
         let t2 = t.clone();
         tokio::spawn(async move { t2.accept_loop(listener).await });
         t
@@ -224,6 +238,12 @@ impl Transport {
         self.peers().values().filter_map(|p| p.tx.as_ref()).map(|t| t.max_capacity() - t.capacity()).sum()
     }
 
+    /// Inbound connections in their handshake or hello now (at most
+    /// `cluster.max_pending_handshakes`).
+    pub fn handshakes_pending(&self) -> u64 {
+        (self.security.max_pending_handshakes.max(1) - self.handshakes.available_permits()) as u64
+    }
+
     async fn accept_loop(self: Arc<Self>, listener: TcpListener) {
         let mut stop = self.stop.clone();
         loop {
@@ -231,10 +251,17 @@ impl Transport {
                 _ = stop.changed() => return,
                 r = listener.accept() => match r {
                     Ok((stream, remote)) => {
+                        let Ok(permit) = self.handshakes.clone().try_acquire_owned() else {
+                            // Closed at once: a peer of ours retries with
+                            // back-off; a flood costs nothing more.
+                            count(&self.stats.handshakes_shed);
+                            tracing::debug!(%remote, "cluster: connection closed at accept: cluster.max_pending_handshakes reached");
+                            continue;
+                        };
                         let _ = stream.set_nodelay(true);
                         let t = self.clone();
                         // The handshake runs in its own task: a slow peer never blocks accepting.
-                        tokio::spawn(async move { t.accept_conn(stream, remote).await });
+                        tokio::spawn(async move { t.accept_conn(stream, remote, permit).await });
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "cluster: accept failed");
@@ -260,9 +287,9 @@ impl Transport {
                 Ok(stream) => {
                     let _ = stream.set_nodelay(true);
                     let served = match &self.security.tls {
-                        None => self.clone().serve_conn(stream, Some(id), None, &addr).await,
+                        None => self.clone().serve_conn(stream, Some(id), None, None, &addr).await,
                         Some(tls) => match self.tls_connect(tls, id, &addr, stream).await {
-                            Some(s) => self.clone().serve_conn(s, Some(id), None, &addr).await,
+                            Some(s) => self.clone().serve_conn(s, Some(id), None, None, &addr).await,
                             None => Ok(false),
                         },
                     };
@@ -314,9 +341,11 @@ impl Transport {
 
     /// An inbound connection: its TLS handshake when configured, then the
     /// connection itself (the hello checked against the certificate).
-    async fn accept_conn(self: Arc<Self>, stream: TcpStream, remote: std::net::SocketAddr) {
+    /// `permit`: its place among the connections before their hello,
+    /// given back once the hello is in (or the connection handed over).
+    async fn accept_conn(self: Arc<Self>, stream: TcpStream, remote: std::net::SocketAddr, permit: tokio::sync::OwnedSemaphorePermit) {
         let result = match &self.security.tls {
-            None => self.clone().serve_conn(stream, None, None, &remote.to_string()).await,
+            None => self.clone().serve_conn(stream, None, None, Some(permit), &remote.to_string()).await,
             Some(tls) => match tokio::time::timeout(self.security.handshake_timeout, tls.acceptor().accept(stream)).await {
                 Ok(Ok(s)) => {
                     // rustls verified the chain; the first certificate is the peer's own.
@@ -324,10 +353,12 @@ impl Transport {
                     let native = s.get_ref().1.alpn_protocol() == Some(weft_net::tls::ALPN);
                     match leaf {
                         Some(leaf) if native => {
+                            // The native server bounds its own connections.
+                            drop(permit);
                             self.hand_over(s, &leaf, remote);
                             return;
                         }
-                        Some(leaf) => self.clone().serve_conn(s, None, Some(leaf), &remote.to_string()).await,
+                        Some(leaf) => self.clone().serve_conn(s, None, Some(leaf), Some(permit), &remote.to_string()).await,
                         None => {
                             self.refuse(&remote.to_string(), None, "no client certificate");
                             return;
@@ -428,9 +459,10 @@ impl Transport {
 
     /// Run one connection until it fails. `dialed`: the peer we dialed (we
     /// send the hello first); otherwise the peer names itself in its hello,
-    /// which `leaf` (its verified certificate, with TLS) must back. Ok(true)
-    /// once the connection was up; Ok(false): refused or closed before.
-    async fn serve_conn<S>(self: Arc<Self>, stream: S, dialed: Option<NodeId>, leaf: Option<Vec<u8>>, remote: &str) -> std::io::Result<bool>
+    /// which `leaf` (its verified certificate, with TLS) must back; an
+    /// inbound one holds `permit` until its hello is in. Ok(true) once the
+    /// connection was up; Ok(false): refused or closed before.
+    async fn serve_conn<S>(self: Arc<Self>, stream: S, dialed: Option<NodeId>, leaf: Option<Vec<u8>>, permit: Option<tokio::sync::OwnedSemaphorePermit>, remote: &str) -> std::io::Result<bool>
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
@@ -451,6 +483,7 @@ impl Transport {
             None => {
                 // A refused dialer learns nothing from us, not even our id.
                 let Some(p) = self.read_hello(&mut rd, &mut decoder, &mut buf, None, leaf.as_deref(), remote).await? else { return Ok(false) };
+                drop(permit);
                 wr.write_all(&hb).await?;
                 wr.flush().await?;
                 p
@@ -544,11 +577,15 @@ mod tests {
     }
 
     async fn node(id: NodeId, tls: Option<Arc<ClusterTls>>) -> Node {
+        node_with(id, TransportSecurity { tls, handshake_timeout: Duration::from_secs(5), ..TransportSecurity::default() }).await
+    }
+
+    async fn node_with(id: NodeId, security: TransportSecurity) -> Node {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap().to_string();
         let (tx, rx) = mpsc::channel(16);
         let (stop, stop_rx) = watch::channel(false);
-        let t = Transport::start_with(id, l, tx, 1 << 20, PEER_QUEUE_FRAMES, stop_rx, TransportSecurity { tls, handshake_timeout: Duration::from_secs(5) });
+        let t = Transport::start_with(id, l, tx, 1 << 20, PEER_QUEUE_FRAMES, stop_rx, security);
         Node { t, addr, rx, stop }
     }
 
@@ -612,6 +649,39 @@ mod tests {
         // A certificate that does not name its own node does not load.
         let e = ClusterTls::load(3, ca.node_files(d, "n3", &["node-4"])).unwrap_err();
         assert!(matches!(&e, ClusterError::Config(m) if m.contains("node-3")), "{e}");
+        let _ = (a.stop.send(true), b.stop.send(true));
+    }
+
+    /// At most `max_pending_handshakes` inbound connections wait for their
+    /// hello: one more is closed at accept and counted; once a silent one
+    /// goes, its place is free again, and a real peer still connects.
+    #[tokio::test]
+    async fn connections_before_their_hello_are_bounded() {
+        use tokio::io::AsyncReadExt;
+        let security = TransportSecurity { tls: None, handshake_timeout: Duration::from_secs(30), max_pending_handshakes: 2 };
+        let mut b = node_with(2, security).await;
+        let shed = |t: &Transport| t.stats.handshakes_shed.load(std::sync::atomic::Ordering::Relaxed);
+        // Two connections that never send a hello hold both places.
+        let first = TcpStream::connect(&b.addr).await.unwrap();
+        let _second = TcpStream::connect(&b.addr).await.unwrap();
+        until("both silent connections taken in", || b.t.handshakes.available_permits() == 0).await;
+        // A third is closed at once (EOF, not a wait for the 30 s timeout).
+        let mut third = TcpStream::connect(&b.addr).await.unwrap();
+        let mut byte = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(20), third.read(&mut byte)).await.expect("closed at accept, not left waiting");
+        assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+        assert_eq!(shed(&b.t), 1);
+        // The first goes away: its place is free again.
+        drop(first);
+        until("the closed connection's place given back", || b.t.handshakes.available_permits() == 1).await;
+        // A real peer takes it, finishes its hello and gives it back.
+        let a = node(1, None).await;
+        a.t.set_peer(2, b.addr.clone());
+        until("node 1 connected", || connected(&a.t, 2) && connected(&b.t, 1)).await;
+        assert!(a.t.send(2, &one_message(1, 2)));
+        assert_eq!(b.rx.recv().await.unwrap().from, 1);
+        assert_eq!(b.t.handshakes.available_permits(), 1, "a connection past its hello holds no place");
+        assert_eq!(shed(&b.t), 1);
         let _ = (a.stop.send(true), b.stop.send(true));
     }
 

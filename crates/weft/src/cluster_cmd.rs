@@ -88,7 +88,12 @@ pub async fn start(conf: &ClusterConf, data_dir: &Path, native_addr: Option<Stri
             None
         }
     };
-    let security = weft_cluster::transport::TransportSecurity { tls, handshake_timeout };
+    let security = weft_cluster::transport::TransportSecurity {
+        tls,
+        handshake_timeout,
+        // Out of range (0, absurd) is refused by ClusterNode::start with the key's name.
+        max_pending_handshakes: usize::try_from(conf.max_pending_handshakes).unwrap_or(usize::MAX),
+    };
     Ok(Some(ClusterNode::start_secured(cfg, security).await?))
 }
 

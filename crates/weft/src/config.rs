@@ -207,6 +207,9 @@ pub struct ClusterConf {
     /// Frames from peers queued to the raft driver before connections stop
     /// reading; stat `cluster.incoming_queued`.
     pub incoming_queue_frames: u64,
+    /// Inbound cluster connections in their TLS handshake or hello at
+    /// once; one more is closed at accept; stat `cluster.handshakes_shed`.
+    pub max_pending_handshakes: u64,
     /// raft-rs: bytes of entries in one append message to a follower (one
     /// larger entry goes alone; at most half of `max_frame_bytes`), and
     /// append messages in flight to one follower before the leader waits
@@ -278,6 +281,7 @@ impl Default for ClusterConf {
             max_commands_per_pass: 1024,
             peer_queue_frames: 1024,
             incoming_queue_frames: 1024,
+            max_pending_handshakes: 64,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
             propose_timeout_ms: 5_000,

@@ -278,12 +278,13 @@ fn acknowledged_records_survive_kill_of_the_partition_leader() {
     }
 }
 
-/// Raft message bounds out of range stop `weft serve` at start with an error
+/// Raft message and transport bounds out of range stop `weft serve` at start with an error
 /// naming the key, before it opens a port (docs/operations.md).
 #[test]
 fn serve_refuses_raft_message_bounds_out_of_range() {
-    let cases: [(&[(&str, &str)], &str); 3] = [
+    let cases: [(&[(&str, &str)], &str); 4] = [
         (&[("WEFT_CLUSTER_MAX_SIZE_PER_MSG", "0")], "cluster.max_size_per_msg must be 1 to"),
+        (&[("WEFT_CLUSTER_MAX_PENDING_HANDSHAKES", "0")], "cluster.max_pending_handshakes must be 1 to"),
         (&[("WEFT_CLUSTER_MAX_INFLIGHT_MSGS", "0")], "cluster.max_inflight_msgs"),
         (&[("WEFT_CLUSTER_MAX_FRAME_BYTES", "1048576"), ("WEFT_CLUSTER_MAX_SIZE_PER_MSG", "1048576")], "must be at most half of cluster.max_frame_bytes"),
     ];

@@ -103,6 +103,8 @@ fn nodes_speak_mtls_forward_as_nodes_and_refuse_another_ca() {
     });
     for p in &ps {
         assert_eq!(stat(p, &admin, "cluster.peers_refused"), Some(0), "node {} refused a peer of its own cluster", p.id);
+        assert_eq!(stat(p, &admin, "cluster.handshakes_shed"), Some(0), "node {} shed a connection of its own cluster", p.id);
+        assert!(stat(p, &admin, "cluster.handshakes_pending").is_some_and(|n| n <= 64), "node {}", p.id);
     }
 
     // A topic on two of the three nodes; the third forwards.
