@@ -99,6 +99,10 @@ pub struct ClusterPartitionSample {
     pub in_sync: Vec<u64>,
     #[serde(default)]
     pub high_watermark: Option<u64>,
+    /// A replica is not live or no longer a node (from the metadata, known
+    /// on every node; false from a node older than the field).
+    #[serde(default)]
+    pub under_replicated: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq)]
@@ -174,6 +178,9 @@ pub struct ClusterPartitionRow {
     pub rate: Option<f64>,
     /// Raft entries the slowest replica is behind the commit index (leader only).
     pub lag: Option<u64>,
+    /// A replica is down (`cluster.status`), or, on the leader, the in-sync
+    /// set is smaller than the replicas.
+    pub under_replicated: bool,
 }
 
 /// The cluster panel: a summary and the tables under it.
@@ -189,8 +196,8 @@ pub struct ClusterView {
     pub elections_rate: Option<f64>,
     /// Leader changes this node saw, over every group it hosts, per second.
     pub leader_changes_rate: Option<f64>,
-    /// Partitions without a known leader here, and those whose in-sync set
-    /// (known on their leader) is smaller than their replicas.
+    /// Partitions without a known leader here, and those under-replicated
+    /// (a replica down, or an in-sync set smaller than the replicas).
     pub leaderless: usize,
     pub under_replicated: usize,
     pub moves: Vec<MoveSample>,
@@ -274,6 +281,7 @@ pub fn cluster_view(prev: Option<&ClusterSample>, now: Option<&ClusterSample>, s
         .map(|p| {
             let before = prev.and_then(|s| s.partitions.iter().find(|o| o.topic == p.topic && o.partition == p.partition)).and_then(|o| o.high_watermark);
             let g = groups.get(&p.group).filter(|g| !g.matched.is_empty());
+            let short = g.is_some() && p.in_sync.len() < p.replicas.len();
             ClusterPartitionRow {
                 topic: p.topic.clone(),
                 partition: p.partition,
@@ -283,6 +291,7 @@ pub fn cluster_view(prev: Option<&ClusterSample>, now: Option<&ClusterSample>, s
                 high_watermark: p.high_watermark,
                 rate: p.high_watermark.and_then(|hw| rate(hw, before, secs)),
                 lag: g.and_then(|g| g.matched.values().map(|m| g.commit.saturating_sub(*m)).max()),
+                under_replicated: p.under_replicated || short,
             }
         })
         .collect();
@@ -307,7 +316,7 @@ pub fn cluster_view(prev: Option<&ClusterSample>, now: Option<&ClusterSample>, s
         elections_rate: rate(elections, prev.map(|p| sum(p, |g| g.elections)), secs),
         leader_changes_rate: rate(sum(now, |g| g.leader_changes), prev.map(|p| sum(p, |g| g.leader_changes)), secs),
         leaderless: partitions.iter().filter(|p| p.leader.is_none()).count(),
-        under_replicated: partitions.iter().filter(|p| p.in_sync.as_ref().is_some_and(|s| s.len() < p.replicas.len())).count(),
+        under_replicated: partitions.iter().filter(|p| p.under_replicated).count(),
         moves: now.moves.clone(),
         moves_done: now.moves_done,
         moves_cancelled: now.moves_cancelled,
@@ -416,9 +425,9 @@ mod tests {
                 {"group": 2, "leader": 1, "term": 2, "role": "Follower", "commit": 10, "applied": 10, "last_index": 10, "voters": [1, 2], "learners": [], "voters_outgoing": [], "matched": {}, "snapshot_index": 0, "elections": 0, "leader_changes": 1}
             ],
             "partitions": [
-                {"topic": "calm", "partition": 0, "group": 2, "replicas": [1, 2], "leader": 1, "in_sync": [], "raft_commit": 10, "high_watermark": 10, "caught_up_records": 0},
-                {"topic": "busy", "partition": 0, "group": 1, "replicas": [1, 2, 3], "leader": 2, "in_sync": [1, 2], "raft_commit": 100, "high_watermark": hw, "caught_up_records": 0},
-                {"topic": "orphan", "partition": 3, "group": 9, "replicas": [1, 3], "leader": null, "in_sync": [], "raft_commit": null, "high_watermark": null, "caught_up_records": null}
+                {"topic": "calm", "partition": 0, "group": 2, "replicas": [1, 2], "leader": 1, "in_sync": [], "raft_commit": 10, "high_watermark": 10, "caught_up_records": 0, "under_replicated": false},
+                {"topic": "busy", "partition": 0, "group": 1, "replicas": [1, 2, 3], "leader": 2, "in_sync": [1, 2], "raft_commit": 100, "high_watermark": hw, "caught_up_records": 0, "under_replicated": true},
+                {"topic": "orphan", "partition": 3, "group": 9, "replicas": [1, 3], "leader": null, "in_sync": [], "raft_commit": null, "high_watermark": null, "caught_up_records": null, "under_replicated": true}
             ],
             "topics": 3, "meta_applied": 50,
             "moves": [{"group": 9, "from": 3, "to": 2, "reason": "down"}], "moves_done": 4, "moves_cancelled": 1,
@@ -446,7 +455,17 @@ mod tests {
         assert_eq!((busy.lag, busy.rate, busy.high_watermark), (Some(40), Some(25.0), Some(90)));
         assert_eq!(busy.in_sync.as_deref(), Some(&[1, 2][..]));
         assert_eq!(v.partitions[1].in_sync, None, "only the leader knows the in-sync set");
-        assert_eq!((v.leaderless, v.under_replicated), (1, 1));
+        // busy (node 3 down, and short of it in sync) and the orphan (node 3
+        // down; no leader here to know its in-sync set)
+        assert_eq!((v.leaderless, v.under_replicated), (1, 2));
+        let flagged: Vec<&str> = v.partitions.iter().filter(|p| p.under_replicated).map(|p| p.topic.as_str()).collect();
+        assert_eq!(flagged, vec!["busy", "orphan"]);
+        // a node older than the field: the in-sync set alone (leader only)
+        let mut older = status(90, 5, 17);
+        for p in &mut older.partitions {
+            p.under_replicated = false;
+        }
+        assert_eq!(cluster_view(Some(&a), Some(&older), 2.0).unwrap().under_replicated, 1);
         assert_eq!((v.moves.len(), v.moves_done, v.moves_cancelled), (1, 4, 1));
         // the appliers: 50 records, 500 bytes in 2 s; the queue as of the second sample
         assert_eq!((v.applied_records_rate, v.applied_bytes_rate), (Some(25.0), Some(250.0)));

@@ -337,7 +337,7 @@ fn draw_cluster(f: &mut Frame, area: Rect, v: &View) {
     } else {
         let rows = c.partitions.iter().map(|p| {
             let row = Row::new(partition_cells(p).to_vec());
-            let short = p.leader.is_none() || p.in_sync.as_ref().is_some_and(|s| s.len() < p.replicas.len());
+            let short = p.leader.is_none() || p.under_replicated;
             if short {
                 row.red()
             } else {
@@ -587,6 +587,7 @@ mod tests {
                 high_watermark: Some(777),
                 rate: Some(12.0),
                 lag: Some(40),
+                under_replicated: true,
             }],
             applied_records_rate: Some(120.0),
             applied_bytes_rate: Some(4096.0),

@@ -149,6 +149,7 @@ fn cluster_view_names_the_leaders() {
     let meta_leader = status["meta_leader"].as_u64().unwrap();
     let summary = out.lines().find(|l| l.starts_with("cluster node")).unwrap_or_else(|| panic!("no cluster line in\n{out}"));
     assert!(summary.starts_with(&format!("cluster node {}  meta leader {meta_leader}  up 3/3", node.id)), "{summary}");
+    assert!(summary.contains("under-replicated 0"), "{summary}");
     // NODE ROLES VOTE LIVE LAST-CONTACT(2 words) METADATA ADDR
     for id in 1..=3u64 {
         let r = row(&out, &id.to_string());
@@ -187,5 +188,20 @@ fn cluster_view_names_the_leaders() {
     assert_eq!((t[1], t[2]), ("replicated", &*table["leader"].to_string()), "{out}");
     if table["keys"].is_u64() {
         assert_eq!((t[4], t[5]), (&*table["revision"].to_string(), "1"), "the replica here has the one key: {out}");
+    }
+    // Another node dies: both partitions (three replicas each) are
+    // under-replicated, as `cluster.status` says, on every node left, the
+    // partitions' leaders or not.
+    let victim = (on + 1) % 3;
+    ps[victim].kill();
+    for p in ps.iter().filter(|p| p.id != ps[victim].id) {
+        let out = until("weft top counting both partitions under-replicated", || {
+            let o = p.weft(&["top", "--once", "--interval-ms", "100"]);
+            let out = text(&o.stdout);
+            out.lines().any(|l| l.starts_with("cluster node") && l.contains("  up 2/3") && l.contains("under-replicated 2")).then_some(out)
+        });
+        let json = until("weft top --json", || p.json(&["top", "--once", "--json", "--interval-ms", "100"]));
+        let rows = json["cluster"]["partitions"].as_array().unwrap_or_else(|| panic!("no partitions in {json}"));
+        assert!(rows.len() == 2 && rows.iter().all(|r| r["under_replicated"] == true), "node {}: {json}\n{out}", p.id);
     }
 }
