@@ -33,6 +33,12 @@ mod replica;
 /// Records are grouped into batches of about this size on append.
 pub const BATCH_TARGET_BYTES: usize = 1024 * 1024;
 
+/// Fsyncs one run of a partition's sync loop does before it gives its
+/// blocking thread back (its waiters start the next run): under writes
+/// that never stop, a loop would otherwise keep the thread for good, and
+/// with more busy partitions than blocking threads some would never get one.
+const SYNC_LOOP_FSYNCS: u64 = 32;
+
 /// What a fetch returns: whole batches exactly as stored, plus a decoder.
 #[derive(Debug, Clone)]
 pub struct FetchResult {
@@ -248,6 +254,9 @@ pub struct Partition {
     hw_tx: watch::Sender<Offset>,
     appends: AtomicU64,
     fsyncs: AtomicU64,
+    /// Runs of the sync loop started, and the most fsyncs one did.
+    sync_runs: AtomicU64,
+    sync_run_max_fsyncs: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -347,6 +356,8 @@ impl Partition {
             hw_tx,
             appends: AtomicU64::new(0),
             fsyncs: AtomicU64::new(0),
+            sync_runs: AtomicU64::new(0),
+            sync_run_max_fsyncs: AtomicU64::new(0),
         })
     }
 
@@ -758,6 +769,7 @@ impl Partition {
     /// Runs the sync loop on a blocking thread; the caller took the turn
     /// (set `syncing`).
     fn spawn_sync_loop(self: &Arc<Self>) {
+        self.sync_runs.fetch_add(1, Ordering::Relaxed);
         let turn = SyncTurn(self.clone());
         let handle = tokio::runtime::Handle::current();
         // Inside a traced produce (its `log.append`), the loop's first
@@ -774,10 +786,20 @@ impl Partition {
     /// fsync started, until nothing more is written (under `always`) or
     /// after one fsync (other policies, whose flushes come from a timer).
     fn run_sync_loop(&self, handle: &tokio::runtime::Handle, parent: &tracing::Span) {
+        let mut done = 0u64;
+        self.sync_loop_fsyncs(handle, parent, &mut done);
+        self.sync_run_max_fsyncs.fetch_max(done, Ordering::Relaxed);
+    }
+
+    /// The loop's body; `done` counts its fsyncs (at most [`SYNC_LOOP_FSYNCS`]).
+    fn sync_loop_fsyncs(&self, handle: &tokio::runtime::Handle, parent: &tracing::Span, done: &mut u64) {
         let mut first = true;
         // The wakers of the appenders an fsync covered (kept for the next).
         let mut covered: Vec<Waker> = Vec::new();
         loop {
+            if *done >= SYNC_LOOP_FSYNCS {
+                return; // the turn's drop wakes the waiters: one starts the next run
+            }
             let (target, path, epoch) = {
                 let mut g = lock(&self.inner);
                 if g.poisoned.is_some() || g.deleted {
@@ -819,6 +841,7 @@ impl Partition {
                 }
                 self.fsyncs.fetch_add(1, Ordering::Relaxed);
                 weft_metrics::get().fsyncs.inc();
+                *done += 1;
                 self.mark_synced(&mut g, target);
                 if self.fsync != FsyncPolicy::Always {
                     return; // the turn's drop wakes every waiter
@@ -1387,6 +1410,31 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         assert_eq!(p.stats().fsyncs, 1);
+    }
+
+    /// Under writes that never let the loop catch up, one run of the sync
+    /// loop still ends after SYNC_LOOP_FSYNCS fsyncs (its blocking thread
+    /// goes back to the pool) and the next run carries on: every append is
+    /// acknowledged, in order.
+    #[tokio::test]
+    async fn a_sync_loop_run_gives_its_thread_back() {
+        use futures::StreamExt;
+        let s = MemStorage::new();
+        let p = part(&s, TopicConfig::default(), FsyncPolicy::Always);
+        s.set_sync_delay(Duration::from_millis(1));
+        let recs: Vec<[ProduceRecord; 1]> = (0..4000).map(|i| [ProduceRecord::value(format!("r{i}"))]).collect();
+        // 32 appends in flight, refilled as each is acknowledged.
+        let mut offsets: Vec<u64> = futures::stream::iter(recs.iter().map(|r| p.append(r, 0)))
+            .buffer_unordered(32)
+            .map(|o| o.unwrap()[0].0.0)
+            .collect()
+            .await;
+        offsets.sort_unstable();
+        assert_eq!(offsets, (0..4000).collect::<Vec<_>>());
+        let fsyncs = p.stats().fsyncs;
+        assert!(fsyncs > 2 * SYNC_LOOP_FSYNCS, "{fsyncs} fsyncs: too few to need a second run");
+        assert!(p.sync_run_max_fsyncs.load(Ordering::Relaxed) <= SYNC_LOOP_FSYNCS);
+        assert!(p.sync_runs.load(Ordering::Relaxed) * SYNC_LOOP_FSYNCS >= fsyncs);
     }
 
     /// A waiter polled again before its fsync ends (e.g. in a select with
