@@ -48,6 +48,10 @@ pub enum ClusterError {
     /// Too many requests queued to the cluster driver (`cluster.max_pending`).
     #[error("cluster node busy: too many pending requests")]
     Busy,
+    /// This node's partition appliers are further behind than
+    /// `cluster.apply_queue_max_bytes`: the produce was not proposed.
+    #[error("this node's partition appliers have {queued} bytes queued, over cluster.apply_queue_max_bytes ({limit}): nothing was written, retry later")]
+    ApplyBacklog { queued: u64, limit: u64 },
     #[error("cluster node is shutting down")]
     Shutdown,
 }

@@ -82,6 +82,10 @@ pub struct RaftTuning {
     /// Frames received from peers and queued to the driver before the
     /// connections stop reading (`cluster.incoming_queue_frames`).
     pub incoming_queue_frames: usize,
+    /// Bytes queued to this node's partition appliers (all partitions)
+    /// past which produces proposed here are refused
+    /// (`cluster.apply_queue_max_bytes`).
+    pub apply_queue_max_bytes: u64,
 }
 
 /// Largest value accepted for the queue and batch bounds counted in items
@@ -95,6 +99,8 @@ pub const MAX_RAFT_MSG_BYTES: u64 = 64 << 20;
 /// Largest `cluster.apply_batch_bytes` accepted: weft-log cuts one append
 /// into batches of 1 MiB anyway, so more only delays the high watermark.
 pub const MAX_APPLY_BATCH_BYTES: usize = 64 << 20;
+/// `cluster.apply_queue_max_bytes` accepted: at least 1 MiB, at most 1 TiB.
+pub const APPLY_QUEUE_BYTES_RANGE: std::ops::RangeInclusive<u64> = (1 << 20)..=(1 << 40);
 
 impl RaftTuning {
     /// Refuse bounds that are 0 or absurd, naming the key: checked once at
@@ -119,6 +125,14 @@ impl RaftTuning {
         if self.apply.bytes == 0 || self.apply.bytes > MAX_APPLY_BATCH_BYTES {
             return Err(ClusterError::Config(format!("cluster.apply_batch_bytes must be 1 to {MAX_APPLY_BATCH_BYTES}, got {}", self.apply.bytes)));
         }
+        if !APPLY_QUEUE_BYTES_RANGE.contains(&self.apply_queue_max_bytes) {
+            return Err(ClusterError::Config(format!(
+                "cluster.apply_queue_max_bytes must be {} to {}, got {}",
+                APPLY_QUEUE_BYTES_RANGE.start(),
+                APPLY_QUEUE_BYTES_RANGE.end(),
+                self.apply_queue_max_bytes
+            )));
+        }
         Ok(())
     }
 }
@@ -139,6 +153,7 @@ impl Default for RaftTuning {
             max_commands_per_pass: 1024,
             peer_queue_frames: crate::transport::PEER_QUEUE_FRAMES,
             incoming_queue_frames: 1024,
+            apply_queue_max_bytes: 256 << 20,
         }
     }
 }

@@ -439,6 +439,15 @@ impl ClusterNode {
     /// Flat stats for `weft stats`: transport counters (limits: frames dropped
     /// on a full peer queue, bad frames), peers connected, metadata applied index.
     pub fn gauges(&self) -> Vec<(String, serde_json::Value)> {
+        self.gauges_now()
+    }
+
+    /// This node's partition appliers' counters (`cluster.apply.*`).
+    pub fn apply_stats(&self) -> Arc<crate::partition::ApplyStats> {
+        self.apply.clone()
+    }
+
+    fn gauges_now(&self) -> Vec<(String, serde_json::Value)> {
         use std::sync::atomic::Ordering::Relaxed;
         let t = &self.transport.stats;
         let peers = self.transport.status();
@@ -479,6 +488,7 @@ impl ClusterNode {
             ("cluster.apply.max_batch_bytes", a.max_batch_bytes),
             ("cluster.apply.queued_entries", a.queued_entries),
             ("cluster.apply.queued_bytes", a.queued_bytes),
+            ("cluster.apply.refused", a.refused),
         ]
         .map(|(k, v)| (k.to_owned(), v.into())));
         out
@@ -527,6 +537,22 @@ impl ClusterNode {
         }
     }
 
+    /// Refuses a produce while this node's partition appliers have more
+    /// than `cluster.apply_queue_max_bytes` queued: what raft commits waits
+    /// there for the disk, and proposing more only grows it. Produces are
+    /// proposed on their partition's leader (the router sends them there),
+    /// so this holds the leader's queue; a follower's is shown, not
+    /// bounded (docs/cluster.md, "Not done").
+    fn admit_produce(&self) -> Result<()> {
+        let queued = self.apply.queued_bytes.load(std::sync::atomic::Ordering::Relaxed);
+        let limit = self.cfg.tuning.apply_queue_max_bytes;
+        if queued > limit {
+            self.apply.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(ClusterError::ApplyBacklog { queued, limit });
+        }
+        Ok(())
+    }
+
     /// Propose a metadata change; resolves once applied on this node (any node
     /// may propose: raft forwards proposals to the leader).
     pub async fn propose_meta(&self, cmd: &MetaCommand) -> Result<MetaResponse> {
@@ -557,6 +583,7 @@ impl ClusterNode {
     /// so the answer has them only where an entry applied in the same round:
     /// `None` otherwise. One entry; it must fit `max_frame_bytes / 2`.
     pub async fn produce_persisted(&self, topic: &str, partition: u32, records: Vec<crate::partition::EntryRecord>) -> Result<Option<Vec<u64>>> {
+        self.admit_produce()?;
         let group = self.group_of(topic, partition)?;
         if !self.partitions.read().unwrap_or_else(|p| p.into_inner()).contains_key(&group) {
             return Err(ClusterError::UnknownGroup(group));
@@ -580,6 +607,7 @@ impl ClusterNode {
     /// must fit one entry (a retry must be the same entry).
     /// `max_producers` bounds the producers remembered per partition (LRU).
     pub async fn produce_idempotent(&self, topic: &str, partition: u32, producer_id: u64, sequence: u64, max_producers: u32, records: Vec<crate::partition::EntryRecord>) -> Result<Vec<u64>> {
+        self.admit_produce()?;
         let group = self.group_of(topic, partition)?;
         let hosted = self.partitions.read().unwrap_or_else(|p| p.into_inner()).get(&group).cloned();
         let Some(h) = hosted else { return Err(ClusterError::UnknownGroup(group)) };
@@ -605,6 +633,7 @@ impl ClusterNode {
     /// in as few raft entries as fit `max_size_per_msg` each (one entry for an
     /// ordinary batch); offsets are assigned when an entry applies.
     pub async fn produce_records(&self, topic: &str, partition: u32, records: Vec<crate::partition::EntryRecord>) -> Result<Vec<u64>> {
+        self.admit_produce()?;
         let group = self.group_of(topic, partition)?;
         if !self.partitions.read().unwrap_or_else(|p| p.into_inner()).contains_key(&group) {
             return Err(ClusterError::UnknownGroup(group));

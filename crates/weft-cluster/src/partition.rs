@@ -655,6 +655,9 @@ pub struct ApplyStats {
     /// for a disk), so this is where a slow copy shows.
     pub queued_entries: AtomicU64,
     pub queued_bytes: AtomicU64,
+    /// Produces refused because `queued_bytes` was over
+    /// `cluster.apply_queue_max_bytes`.
+    pub refused: AtomicU64,
 }
 
 /// [`ApplyStats`] read at one moment (`cluster.status` field `apply`).
@@ -671,6 +674,7 @@ pub struct ApplyStatus {
     pub max_batch_bytes: u64,
     pub queued_entries: u64,
     pub queued_bytes: u64,
+    pub refused: u64,
 }
 
 impl ApplyStats {
@@ -688,6 +692,7 @@ impl ApplyStats {
             max_batch_bytes: r(&self.max_batch_bytes),
             queued_entries: r(&self.queued_entries),
             queued_bytes: r(&self.queued_bytes),
+            refused: r(&self.refused),
         }
     }
 
@@ -1224,6 +1229,8 @@ mod tests {
         assert!(bad(&|t| t.max_inflight_msgs = 0).contains("cluster.max_inflight_msgs"));
         assert!(bad(&|t| t.max_size_per_msg = 0).contains("cluster.max_size_per_msg"));
         assert!(bad(&|t| t.max_size_per_msg = 1 << 40).contains("cluster.max_size_per_msg"));
+        assert!(bad(&|t| t.apply_queue_max_bytes = 0).contains("cluster.apply_queue_max_bytes must be 1048576 to"));
+        assert!(bad(&|t| t.apply_queue_max_bytes = u64::MAX).contains("cluster.apply_queue_max_bytes"));
     }
 
     /// With `log_store.fsync = never` a snapshot due asks for an fsync of the

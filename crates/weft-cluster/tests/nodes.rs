@@ -177,3 +177,33 @@ async fn a_restarted_node_opens_its_groups_without_a_new_metadata_entry() {
         n.shutdown();
     }
 }
+
+/// A produce proposed while this node's partition appliers have more than
+/// `cluster.apply_queue_max_bytes` queued is refused before anything is
+/// proposed (typed, counted); below the bound it goes on to the partition.
+/// The backlog is set on the node's counter (a disk slow enough to build
+/// one on demand is not available here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produces_are_refused_while_the_apply_queue_is_over_its_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let peers: BTreeMap<u64, String> = [(1, free_addr())].into();
+    let mut c = config(1, &peers, dir.path(), false);
+    c.tuning.apply_queue_max_bytes = 1 << 20;
+    let node = ClusterNode::start(c).await.unwrap();
+    until("a metadata leader", async || node.status().await.ok()?.meta_leader).await;
+    let refused = |n: &ClusterNode| n.gauges().into_iter().find(|(k, _)| k == "cluster.apply.refused").and_then(|(_, v)| v.as_u64());
+    assert_eq!(refused(&node), Some(0));
+    let stats = node.apply_stats();
+    stats.queued_bytes.store((1 << 20) + 1, std::sync::atomic::Ordering::Relaxed);
+    let e = node.produce("t", 0, None, b"v".to_vec()).await.unwrap_err();
+    assert!(matches!(e, weft_cluster::ClusterError::ApplyBacklog { queued, limit } if queued == (1 << 20) + 1 && limit == 1 << 20), "{e}");
+    assert!(e.to_string().contains("cluster.apply_queue_max_bytes"), "{e}");
+    assert_eq!(refused(&node), Some(1));
+    // At the bound: admitted (then refused for what it is: no such topic).
+    stats.queued_bytes.store(1 << 20, std::sync::atomic::Ordering::Relaxed);
+    let e = node.produce("t", 0, None, b"v".to_vec()).await.unwrap_err();
+    assert!(!matches!(e, weft_cluster::ClusterError::ApplyBacklog { .. }), "{e}");
+    assert_eq!(refused(&node), Some(1));
+    stats.queued_bytes.store(0, std::sync::atomic::Ordering::Relaxed);
+    node.shutdown();
+}

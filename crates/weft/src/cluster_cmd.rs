@@ -67,6 +67,7 @@ pub async fn start(conf: &ClusterConf, data_dir: &Path, native_addr: Option<Stri
             max_commands_per_pass: usize::try_from(conf.max_commands_per_pass).unwrap_or(usize::MAX),
             peer_queue_frames: usize::try_from(conf.peer_queue_frames).unwrap_or(usize::MAX),
             incoming_queue_frames: usize::try_from(conf.incoming_queue_frames).unwrap_or(usize::MAX),
+            apply_queue_max_bytes: conf.apply_queue_max_bytes,
             max_size_per_msg: conf.max_size_per_msg,
             max_inflight_msgs: usize::try_from(conf.max_inflight_msgs).unwrap_or(usize::MAX),
             ..RaftTuning::default()

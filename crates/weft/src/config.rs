@@ -210,6 +210,10 @@ pub struct ClusterConf {
     /// Inbound cluster connections in their TLS handshake or hello at
     /// once; one more is closed at accept; stat `cluster.handshakes_shed`.
     pub max_pending_handshakes: u64,
+    /// Bytes queued to this node's partition appliers past which produces
+    /// proposed here are refused (`busy`, details `kind: apply_backlog`);
+    /// stats `cluster.apply.queued_bytes`, `cluster.apply.refused`.
+    pub apply_queue_max_bytes: u64,
     /// raft-rs: bytes of entries in one append message to a follower (one
     /// larger entry goes alone; at most half of `max_frame_bytes`), and
     /// append messages in flight to one follower before the leader waits
@@ -282,6 +286,7 @@ impl Default for ClusterConf {
             peer_queue_frames: 1024,
             incoming_queue_frames: 1024,
             max_pending_handshakes: 64,
+            apply_queue_max_bytes: 256 << 20,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
             propose_timeout_ms: 5_000,

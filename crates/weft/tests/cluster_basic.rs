@@ -282,7 +282,8 @@ fn acknowledged_records_survive_kill_of_the_partition_leader() {
 /// naming the key, before it opens a port (docs/operations.md).
 #[test]
 fn serve_refuses_raft_message_bounds_out_of_range() {
-    let cases: [(&[(&str, &str)], &str); 4] = [
+    let cases: [(&[(&str, &str)], &str); 5] = [
+        (&[("WEFT_CLUSTER_APPLY_QUEUE_MAX_BYTES", "0")], "cluster.apply_queue_max_bytes must be 1048576 to"),
         (&[("WEFT_CLUSTER_MAX_SIZE_PER_MSG", "0")], "cluster.max_size_per_msg must be 1 to"),
         (&[("WEFT_CLUSTER_MAX_PENDING_HANDSHAKES", "0")], "cluster.max_pending_handshakes must be 1 to"),
         (&[("WEFT_CLUSTER_MAX_INFLIGHT_MSGS", "0")], "cluster.max_inflight_msgs"),

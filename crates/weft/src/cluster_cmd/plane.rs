@@ -94,6 +94,9 @@ pub fn cluster_error_body(e: &ClusterError) -> ErrorBody {
             .with_details(serde_json::json!({"kind": "not_leader", "group": group, "leader": leader, "addr": addr, "not_leader": {"group": group, "leader": leader, "addr": addr}})),
         ClusterError::Timeout(_) => ErrorBody::new(ErrorCode::Timeout, e.to_string()).with_details(serde_json::json!({"outcome": "unknown"})),
         ClusterError::Busy => ErrorBody::new(ErrorCode::Busy, e.to_string()),
+        ClusterError::ApplyBacklog { queued, limit } => {
+            ErrorBody::new(ErrorCode::Busy, e.to_string()).with_details(serde_json::json!({"kind": "apply_backlog", "queued_bytes": queued, "limit": limit}))
+        }
         ClusterError::Shutdown => ErrorBody::new(ErrorCode::ShuttingDown, e.to_string()),
         ClusterError::Config(_) => ErrorBody::new(ErrorCode::Validation, e.to_string()),
         ClusterError::OutOfOrderSequence { producer_id, expected, got } => ErrorBody::new(ErrorCode::Conflict, e.to_string())
