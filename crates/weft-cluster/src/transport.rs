@@ -607,9 +607,7 @@ mod tests {
     }
 
     fn one_message(from: NodeId, to: NodeId) -> Frame {
-        let mut m = raft::prelude::Message::default();
-        m.from = from;
-        m.to = to;
+        let m = raft::prelude::Message { from, to, ..Default::default() };
         Frame { from, msgs: vec![(0, m)] }
     }
 
