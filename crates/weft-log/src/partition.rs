@@ -3,11 +3,11 @@
 //!
 //! Locking: `inner` (a std mutex, never held across an await or an fsync of
 //! the active segment) guards the segment list and offsets. One fsync per
-//! partition runs at a time (`syncing`): the appender that starts it fsyncs
-//! every byte written so far; appenders arriving meanwhile wait for it to
-//! end (all woken at once through `sync_done`), and those it did not cover
-//! start the next one, which covers everything written by then (group
-//! commit, pipelined with the writes).
+//! partition runs at a time, in the partition's sync loop on a blocking
+//! thread (`syncing`): each fsync covers every byte written before it
+//! started, and the next starts as soon as it ends while more was written;
+//! appenders wait in `sync_waiters` for the offset they need and are woken
+//! by the fsync that covers them (group commit, pipelined with the writes).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -386,7 +386,7 @@ impl Partition {
         g.active_mut().drop_pending();
         self.hw_tx.send_modify(|_| {});
         // Appenders waiting for an fsync learn it when the sync loop ends
-        // (it stops at a poisoned partition).
+        // (it stops at a poisoned partition; they wait only while it runs).
         match &mut g.poisoned {
             // Keep the first cause, but an fsync failure always wins: it decides what recovery keeps.
             Some(old) => old.after_sync_failure |= after_sync_failure,
@@ -727,8 +727,9 @@ impl Partition {
     /// The fsyncs run in the partition's sync loop on a blocking thread,
     /// started by the first waiter that finds none running. Under `always`
     /// the loop starts the next fsync as soon as one ends, covering
-    /// everything written meanwhile, and stops once it has caught up; the
-    /// waiters are woken together when an fsync ends. A loop that goes on
+    /// everything written meanwhile, and stops once it has caught up (or
+    /// after [`SYNC_LOOP_FSYNCS`]); each waiter is woken by the fsync that
+    /// covers it, or when the loop stops. A loop that goes on
     /// by itself saves the next fsync two thread hops (its end reaching a
     /// waiter, that waiter reaching a blocking thread): about 180 us of
     /// each fsync cycle under load (docs/BENCHMARKS.md, sixth round).
@@ -783,8 +784,9 @@ impl Partition {
 
     /// The sync loop (a blocking thread; the caller holds the turn): fsyncs
     /// the active segment, marking durable everything written before each
-    /// fsync started, until nothing more is written (under `always`) or
-    /// after one fsync (other policies, whose flushes come from a timer).
+    /// fsync started, until nothing more is written or [`SYNC_LOOP_FSYNCS`]
+    /// are done (under `always`), or after one fsync (other policies, whose
+    /// flushes come from a timer).
     fn run_sync_loop(&self, handle: &tokio::runtime::Handle, parent: &tracing::Span) {
         let mut done = 0u64;
         self.sync_loop_fsyncs(handle, parent, &mut done);
