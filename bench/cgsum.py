@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Summarise a callgrind output file per request (bench/cost.sh).
 
-Prints the total instructions, the calls to the allocator (malloc, calloc,
-realloc, posix_memalign, aligned_alloc) and to free, each divided by the
-request count, then the inclusive instructions per request of the
+Prints the total instructions, the calls to the allocator (the binary's,
+mimalloc: mi_malloc_aligned, mi_zalloc_aligned, mi_realloc_aligned; and the
+C library's, which C code still uses: malloc, calloc, realloc,
+posix_memalign, aligned_alloc) and to free (mi_free, free), each divided by
+the request count, then the inclusive instructions per request of the
 functions whose names contain one of the --where patterns.
 
     cgsum.py callgrind.out N [--where weft_service::service::Service::dispatch ...]
@@ -13,7 +15,11 @@ import re
 import subprocess
 import sys
 
-ALLOC = {"malloc", "calloc", "realloc", "posix_memalign", "aligned_alloc", "memalign"}
+# Rust's allocations reach mimalloc through these three (the mimalloc
+# crate's GlobalAlloc); the C library's for C code. Internal calls of
+# either allocator have other names, so nothing is counted twice.
+ALLOC = {"mi_malloc_aligned", "mi_zalloc_aligned", "mi_realloc_aligned", "malloc", "calloc", "realloc", "posix_memalign", "aligned_alloc", "memalign"}
+FREE = {"mi_free", "free"}
 
 
 def parse_calls(path):
@@ -81,7 +87,7 @@ def main():
         patterns = args[args.index("--where") + 1:]
     total, calls = parse_calls(path)
     allocs = sum(v for k, v in calls.items() if k.split("'")[0] in ALLOC)
-    frees = calls.get("free", 0)
+    frees = sum(v for k, v in calls.items() if k.split("'")[0] in FREE)
     print(f"instructions/request {total / n:,.0f}  (total {total:,}, requests {n})")
     print(f"allocations/request  {allocs / n:.2f}  frees/request {frees / n:.2f}")
     for k in sorted(calls, key=lambda k: -calls[k]):
