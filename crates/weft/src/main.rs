@@ -1,14 +1,6 @@
 //! The `weft` binary: argument parsing, configuration and wiring. Behaviour
 //! lives in the crates.
 
-/// mimalloc, not the C library's allocator: 5 % more one-record produces
-/// per second where the connection thread is the limit (`--fsync
-/// interval:5`), malloc and free having been ~8 % of that thread
-/// (docs/BENCHMARKS.md, issue #18, sixth round). bench/cost.sh counts
-/// allocations through its entry points (bench/cgsum.py).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 mod auth_cluster;
 mod auth_cmd;
 mod reload;
