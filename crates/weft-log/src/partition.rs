@@ -1362,18 +1362,11 @@ mod tests {
         let ops = s.op_count();
         assert!(futures::poll!(first.as_mut()).is_pending());
         // The loop took its target (offset 1) before the fsync's first
-        // storage operation: wait for that, so the second record is
-        // written while the first fsync runs.
-        let until = std::time::Instant::now() + Duration::from_secs(10);
-        while s.op_count() < ops + 2 {
-            assert!(std::time::Instant::now() < until, "the first fsync did not start");
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        // storage operation (the write was the one before): wait for that,
+        // so the second record is written while the first fsync runs.
+        wait_for("the first fsync to start", || s.op_count() >= ops + 2).await;
         assert!(futures::poll!(second.as_mut()).is_pending());
-        while p.stats().synced_offset < Offset(2) {
-            assert!(std::time::Instant::now() < until, "the loop did not sync the second record");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        wait_for("the loop to sync the second record", || p.stats().synced_offset >= Offset(2)).await;
         assert_eq!(p.stats().fsyncs, 2);
         assert_eq!(second.await.unwrap()[0].0, Offset(1));
         assert_eq!(first.await.unwrap()[0].0, Offset(0));
@@ -1395,11 +1388,7 @@ mod tests {
         futures::pin_mut!(first, second);
         let ops = s.op_count();
         assert!(futures::poll!(first.as_mut()).is_pending());
-        let until = std::time::Instant::now() + Duration::from_secs(10);
-        while s.op_count() < ops + 2 {
-            assert!(std::time::Instant::now() < until, "the first fsync did not start");
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        wait_for("the first fsync to start", || s.op_count() >= ops + 2).await;
         assert!(futures::poll!(second.as_mut()).is_pending());
         p.mark_deleted();
         let both = tokio::time::timeout(Duration::from_secs(10), futures::future::join(first, second)).await.expect("no append hangs");
@@ -1407,10 +1396,7 @@ mod tests {
         assert!(matches!(&both.0, Ok(o) if o[0].0 == Offset(0)) || matches!(both.0, Err(LogError::UnknownTopic(_))), "{:?}", both.0);
         assert!(matches!(both.1, Err(LogError::UnknownTopic(_))), "{:?}", both.1);
         // The loop stops at the deleted partition once its fsync ended.
-        while lock(&p.inner).syncing {
-            assert!(std::time::Instant::now() < until, "the sync loop did not end");
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        wait_for("the sync loop to end", || !lock(&p.inner).syncing).await;
         assert_eq!(p.stats().fsyncs, 1);
     }
 
@@ -1474,11 +1460,7 @@ mod tests {
             assert!(futures::poll!(first.as_mut()).is_pending());
             assert!(lock(&p.inner).syncing);
         }
-        let until = std::time::Instant::now() + Duration::from_secs(10);
-        while lock(&p.inner).syncing {
-            assert!(std::time::Instant::now() < until, "the sync loop did not end");
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        wait_for("the sync loop to end", || !lock(&p.inner).syncing).await;
         assert_eq!(p.stats().synced_offset, Offset(1), "the loop synced the dropped caller's record");
         let b = [ProduceRecord::value("b")];
         let next = p.append(&b, 0);
@@ -1499,6 +1481,16 @@ mod tests {
         assert!(matches!(e, LogError::Poisoned { .. }));
         // Unacknowledged data is not visible.
         assert_eq!(p.latest(), Offset(1));
+    }
+
+    /// Waits (polling every millisecond, 10 s at most: a bound against
+    /// hangs, not a timing assertion) until `done`.
+    async fn wait_for(what: &str, done: impl Fn() -> bool) {
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(std::time::Instant::now() < until, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     /// `n` one-value records r0, r1, ...
