@@ -439,15 +439,6 @@ impl ClusterNode {
     /// Flat stats for `weft stats`: transport counters (limits: frames dropped
     /// on a full peer queue, bad frames), peers connected, metadata applied index.
     pub fn gauges(&self) -> Vec<(String, serde_json::Value)> {
-        self.gauges_now()
-    }
-
-    /// This node's partition appliers' counters (`cluster.apply.*`).
-    pub fn apply_stats(&self) -> Arc<crate::partition::ApplyStats> {
-        self.apply.clone()
-    }
-
-    fn gauges_now(&self) -> Vec<(String, serde_json::Value)> {
         use std::sync::atomic::Ordering::Relaxed;
         let t = &self.transport.stats;
         let peers = self.transport.status();
@@ -535,6 +526,11 @@ impl ClusterNode {
             Ok(Err(_)) if *self.stop.borrow() => Err(ClusterError::Shutdown),
             Ok(Err(_)) | Err(_) => Err(ClusterError::Timeout("not committed in time: its fate is unknown".into())),
         }
+    }
+
+    /// This node's partition appliers' counters (`cluster.apply.*`).
+    pub fn apply_stats(&self) -> Arc<crate::partition::ApplyStats> {
+        self.apply.clone()
     }
 
     /// Refuses a produce while this node's partition appliers have more
