@@ -370,9 +370,7 @@ impl ClusterNode {
             return Err(ClusterError::Config(format!("cluster.peers must include this node ({})", cfg.node_id)));
         }
         cfg.tuning.validate()?;
-        if security.max_pending_handshakes == 0 || security.max_pending_handshakes > crate::host::MAX_COUNT_BOUND {
-            return Err(ClusterError::Config(format!("cluster.max_pending_handshakes must be 1 to {}, got {}", crate::host::MAX_COUNT_BOUND, security.max_pending_handshakes)));
-        }
+        security.validate()?;
         let cfg = Arc::new(cfg);
         let listener = TcpListener::bind(&cfg.addr).await.map_err(|e| ClusterError::io("bind", &cfg.addr, e))?;
         let (stop, stop_rx) = watch::channel(false);

@@ -20,6 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use crate::codec::{encode, Frame, FrameDecoder};
+use crate::error::{ClusterError, Result};
 use crate::host::NodeId;
 use crate::tls::ClusterTls;
 
@@ -52,6 +53,21 @@ pub struct TransportSecurity {
     /// (`cluster.max_pending_handshakes`): a flood of connects costs this
     /// many tasks and descriptors, not one per connect until its timeout.
     pub max_pending_handshakes: usize,
+}
+
+impl TransportSecurity {
+    /// Refuses bounds outside their documented ranges (beside
+    /// [`crate::RaftTuning::validate`], which checks the rest of `cluster.*`).
+    pub fn validate(&self) -> Result<()> {
+        if self.max_pending_handshakes == 0 || self.max_pending_handshakes > crate::host::MAX_COUNT_BOUND {
+            return Err(ClusterError::Config(format!(
+                "cluster.max_pending_handshakes must be 1 to {}, got {}",
+                crate::host::MAX_COUNT_BOUND,
+                self.max_pending_handshakes
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Default for TransportSecurity {
@@ -566,8 +582,19 @@ impl Transport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ClusterError;
     use crate::tls::test_certs::Ca;
+
+    #[test]
+    fn pending_handshake_bounds_out_of_range_are_refused() {
+        assert!(TransportSecurity::default().validate().is_ok());
+        for bad in [0, crate::host::MAX_COUNT_BOUND + 1] {
+            let s = TransportSecurity { max_pending_handshakes: bad, ..TransportSecurity::default() };
+            let err = s.validate().expect_err("out of range").to_string();
+            assert!(err.contains("cluster.max_pending_handshakes") && err.contains(&bad.to_string()), "{err}");
+        }
+        let top = TransportSecurity { max_pending_handshakes: crate::host::MAX_COUNT_BOUND, ..TransportSecurity::default() };
+        assert!(top.validate().is_ok());
+    }
 
     struct Node {
         t: Arc<Transport>,
