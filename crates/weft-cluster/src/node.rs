@@ -478,6 +478,7 @@ impl ClusterNode {
             ("cluster.apply.queued_entries", a.queued_entries),
             ("cluster.apply.queued_bytes", a.queued_bytes),
             ("cluster.apply.refused", a.refused),
+            ("cluster.apply.held_back", a.held_back),
         ]
         .map(|(k, v)| (k.to_owned(), v.into())));
         out
@@ -535,8 +536,8 @@ impl ClusterNode {
     /// than `cluster.apply_queue_max_bytes` queued: what raft commits waits
     /// there for the disk, and proposing more only grows it. Produces are
     /// proposed on their partition's leader (the router sends them there),
-    /// so this holds the leader's queue; a follower's is shown, not
-    /// bounded (docs/cluster.md, "Not done").
+    /// so this holds the leader's queue; a follower holds back its leaders'
+    /// appends meanwhile (`Driver::holds_back`).
     fn admit_produce(&self) -> Result<()> {
         let queued = self.apply.queued_bytes.load(std::sync::atomic::Ordering::Relaxed);
         let limit = self.cfg.tuning.apply_queue_max_bytes;
@@ -1008,7 +1009,11 @@ impl Driver {
     }
 
     fn receive(&mut self, frame: Frame) {
+        let backlog = self.apply.queued_bytes.load(std::sync::atomic::Ordering::Relaxed) > self.cfg.tuning.apply_queue_max_bytes;
         for (group, msg) in frame.msgs {
+            if backlog && self.holds_back(group, &msg) {
+                continue;
+            }
             if self.raft.removes_leader_self(group, &msg) {
                 // The proposer times out and retries against the next leader.
                 self.raft.step_down(group);
@@ -1018,6 +1023,25 @@ impl Driver {
                 tracing::debug!(from = frame.from, group, error = %e, "cluster: message refused");
             }
         }
+    }
+
+    /// Whether to drop `msg` while this node's partition appliers have more
+    /// than `cluster.apply_queue_max_bytes` queued: a leader's append that
+    /// brings entries to one of its partition groups. Dropping a message is
+    /// always safe in raft; the leader sends the entries again after the
+    /// next heartbeat answer, and commits meanwhile with the other replicas.
+    /// Heartbeats, votes and entry-less appends (commit updates) still pass,
+    /// so the group keeps its leader; what is already in the raft log still
+    /// applies. This bounds a follower's queue as admission bounds a leader's.
+    fn holds_back(&self, group: GroupId, msg: &raft::prelude::Message) -> bool {
+        if msg.get_msg_type() != raft::prelude::MessageType::MsgAppend || msg.get_entries().is_empty() {
+            return false;
+        }
+        let partition = self.partitions.read().unwrap_or_else(|p| p.into_inner()).contains_key(&group) || self.joining.contains_key(&group);
+        if partition {
+            self.apply.held_back.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        partition
     }
 
     fn command(&mut self, cmd: Cmd) {

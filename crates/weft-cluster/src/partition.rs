@@ -501,8 +501,10 @@ impl StateMachine for PartitionSm {
         let offset = self.next_offset;
         self.next_offset += count;
         self.applied.push_back((index, self.next_offset, Vec::new()));
-        // Unbounded on purpose: the driver must not block; raft bounds what one
-        // Ready commits, and the applier drains at disk speed.
+        // Not a blocking send: the driver must not wait for a disk. The queue
+        // is bounded where entries enter it: over `cluster.apply_queue_max_bytes`
+        // a leader refuses produces and a follower drops its leaders' appends
+        // (node.rs `admit_produce`, `Driver::holds_back`).
         self.send_apply(offset, data.to_vec());
         offset.to_be_bytes().to_vec()
     }
@@ -651,13 +653,17 @@ pub struct ApplyStats {
     pub max_batch_records: AtomicU64,
     pub max_batch_bytes: AtomicU64,
     /// Entries applied by raft and queued to the appliers, not yet taken,
-    /// and their bytes: that queue is unbounded (the driver must not wait
-    /// for a disk), so this is where a slow copy shows.
+    /// and their bytes: where a slow copy shows. The driver never waits
+    /// for it; past `cluster.apply_queue_max_bytes` no more entries are let
+    /// in (produces refused on a leader, appends dropped on a follower).
     pub queued_entries: AtomicU64,
     pub queued_bytes: AtomicU64,
     /// Produces refused because `queued_bytes` was over
     /// `cluster.apply_queue_max_bytes`.
     pub refused: AtomicU64,
+    /// Appends with entries from partition leaders dropped for the same
+    /// reason (the leader sends them again).
+    pub held_back: AtomicU64,
 }
 
 /// [`ApplyStats`] read at one moment (`cluster.status` field `apply`).
@@ -675,6 +681,7 @@ pub struct ApplyStatus {
     pub queued_entries: u64,
     pub queued_bytes: u64,
     pub refused: u64,
+    pub held_back: u64,
 }
 
 impl ApplyStats {
@@ -693,6 +700,7 @@ impl ApplyStats {
             queued_entries: r(&self.queued_entries),
             queued_bytes: r(&self.queued_bytes),
             refused: r(&self.refused),
+            held_back: r(&self.held_back),
         }
     }
 

@@ -207,3 +207,96 @@ async fn produces_are_refused_while_the_apply_queue_is_over_its_bound() {
     stats.queued_bytes.store(0, std::sync::atomic::Ordering::Relaxed);
     node.shutdown();
 }
+
+/// Every value of a node's copy of `t`/0, in offset order.
+async fn copy_values(log: &weft_log::Log) -> Vec<Vec<u8>> {
+    let p = weft_log::PartitionId(0);
+    let mut at = weft_log::Offset(0);
+    let mut out = Vec::new();
+    loop {
+        let Ok(f) = log.fetch("t", p, at, 1 << 20, 1000, None).await else { return out };
+        let recs = f.decode().unwrap();
+        let Some(last) = recs.last() else { return out };
+        at = last.offset.next();
+        out.extend(recs.into_iter().map(|r| r.value.map(|v| v.to_vec()).unwrap_or_default()));
+    }
+}
+
+/// A follower whose partition appliers are over `cluster.apply_queue_max_bytes`
+/// drops its leaders' appends (counted in `cluster.apply.held_back`): the
+/// leader commits with the other follower, the group keeps its leader and
+/// term, and once the backlog is gone the follower catches up by itself
+/// to the same records. (The backlog is set on the node's counter: no disk
+/// here is slow on demand.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_over_its_apply_bound_holds_back_appends_then_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let peers: BTreeMap<u64, String> = (1..=3).map(|id| (id, free_addr())).collect();
+    let mut nodes = Vec::new();
+    let mut logs = Vec::new();
+    for id in 1..=3 {
+        let log_cfg = weft_log::LogConfig { maintenance_interval: None, ..Default::default() };
+        let log = weft_log::Log::open(dir.path().join(format!("log{id}")), log_cfg).await.unwrap();
+        let mut c = config(id, &peers, dir.path(), false);
+        c.tuning.apply_queue_max_bytes = 1 << 20;
+        c.log = Some(log.clone());
+        logs.push(log);
+        nodes.push(ClusterNode::start(c).await.unwrap());
+    }
+    until("all nodes registered", async || (nodes[0].local_meta().nodes.len() == 3).then_some(())).await;
+    let create = MetaCommand::CreateTopic { name: "t".into(), partitions: 1, replicas: 3, config: Default::default() };
+    propose_retrying(&nodes[0], &create).await;
+    let produce = async |v: String| {
+        let recs = vec![weft_cluster::partition::EntryRecord { timestamp_ms: 1, key: None, value: Some(v.into_bytes()), headers: vec![] }];
+        until("a produce", async || {
+            for n in &nodes {
+                if let Ok(o) = n.produce_records("t", 0, recs.clone()).await {
+                    return Some(o);
+                }
+            }
+            None
+        })
+        .await
+    };
+    produce("v0".into()).await;
+    // The partition group's leader, and a follower of it (index into `nodes`).
+    let (leader, term) = until("the partition's leader", async || {
+        let g = nodes[0].status().await.ok()?.groups.into_iter().find(|g| g.group != 0 && g.leader != 0)?;
+        Some((g.leader, g.term))
+    })
+    .await;
+    let f = (0..3).find(|i| *i as u64 + 1 != leader).unwrap();
+    until("the follower's copy has the first record", async || (copy_values(&logs[f]).await.len() == 1).then_some(())).await;
+    let held = |n: &ClusterNode| n.gauges().into_iter().find(|(k, _)| k == "cluster.apply.held_back").and_then(|(_, v)| v.as_u64()).unwrap();
+    assert_eq!(held(&nodes[f]), 0);
+
+    let backlog = nodes[f].apply_stats();
+    backlog.queued_bytes.store((1 << 20) + 1, std::sync::atomic::Ordering::Relaxed);
+    for i in 1..=20 {
+        produce(format!("v{i}")).await;
+    }
+    // Acknowledged without the follower; the leader keeps sending, the
+    // follower keeps dropping (heartbeat answers prompt each retry).
+    until("appends held back again and again", async || (held(&nodes[f]) >= 3).then_some(())).await;
+    assert_eq!(copy_values(&logs[f]).await, vec![b"v0".to_vec()], "nothing entered the follower past its bound");
+    let g = nodes[f].status().await.unwrap().groups.into_iter().find(|g| g.group != 0).unwrap();
+    assert_eq!((g.leader, g.term, g.role.as_str()), (leader, term, "Follower"), "the group kept its leader");
+
+    backlog.queued_bytes.store(0, std::sync::atomic::Ordering::Relaxed);
+    let want: Vec<Vec<u8>> = (0..=20).map(|i| format!("v{i}").into_bytes()).collect();
+    let leader_copy = until("the leader's copy", async || {
+        let c = copy_values(&logs[leader as usize - 1]).await;
+        (c.len() == 21).then_some(c)
+    })
+    .await;
+    assert_eq!(leader_copy, want);
+    let got = until("the follower caught up", async || {
+        let c = copy_values(&logs[f]).await;
+        (c.len() == 21).then_some(c)
+    })
+    .await;
+    assert_eq!(got, want, "the same records in the same order");
+    for n in nodes {
+        n.shutdown();
+    }
+}

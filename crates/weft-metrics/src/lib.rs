@@ -134,6 +134,10 @@ pub struct Metrics {
     pub cluster_apply_cuts: Family<L1, Counter>,
     pub cluster_apply_queued_entries: Gauge,
     pub cluster_apply_queued_bytes: Gauge,
+    /// What that queue's bound (`cluster.apply_queue_max_bytes`) turned
+    /// away: produces refused here, appends from leaders dropped here.
+    pub cluster_apply_refused: Counter,
+    pub cluster_apply_held_back: Counter,
 
     // ---- RADOS client (weft-rados), written where the objecter gets an answer
     /// By pool (id), op (`read`, `write`) and result (`ok`, `error`: the OSD
@@ -215,6 +219,8 @@ impl Metrics {
             cluster_apply_cuts: Family::default(),
             cluster_apply_queued_entries: Gauge::default(),
             cluster_apply_queued_bytes: Gauge::default(),
+            cluster_apply_refused: Counter::default(),
+            cluster_apply_held_back: Counter::default(),
             auth_events: Family::default(),
             queries: Family::default(),
             query_watches: Counter::default(),
@@ -275,6 +281,8 @@ impl Metrics {
         r.register("cluster_apply_cuts", "Applier appends cut by a bound (cluster.apply_batch_entries, _records, _bytes), by bound", self.cluster_apply_cuts.clone());
         r.register("cluster_apply_queued_entries", "Committed entries queued to this node's partition appliers, not yet taken", self.cluster_apply_queued_entries.clone());
         r.register_with_unit("cluster_apply_queued", "Bytes of the committed entries queued to this node's partition appliers", Unit::Bytes, self.cluster_apply_queued_bytes.clone());
+        r.register("cluster_apply_refused", "Produces refused because this node's applier queue was over cluster.apply_queue_max_bytes", self.cluster_apply_refused.clone());
+        r.register("cluster_apply_held_back", "Appends with entries from partition leaders dropped because this node's applier queue was over cluster.apply_queue_max_bytes (sent again)", self.cluster_apply_held_back.clone());
         r.register("pva_channels_open", "pvAccess channels open now, over every connection", self.pva_channels_open.clone());
         r.register("pva_monitors_open", "pvAccess monitors open now (created, not yet destroyed), over every connection", self.pva_monitors_open.clone());
         r.register("pva_monitor_updates", "pvAccess monitor updates sent to clients (the first value of each monitor included)", self.pva_monitor_updates.clone());

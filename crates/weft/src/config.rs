@@ -211,8 +211,10 @@ pub struct ClusterConf {
     /// once; one more is closed at accept; stat `cluster.handshakes_shed`.
     pub max_pending_handshakes: u64,
     /// Bytes queued to this node's partition appliers past which produces
-    /// proposed here are refused (`busy`, details `kind: apply_backlog`);
-    /// stats `cluster.apply.queued_bytes`, `cluster.apply.refused`.
+    /// proposed here are refused (`busy`, details `kind: apply_backlog`)
+    /// and appends from partition leaders are dropped (sent again later);
+    /// stats `cluster.apply.queued_bytes`, `cluster.apply.refused`,
+    /// `cluster.apply.held_back`.
     pub apply_queue_max_bytes: u64,
     /// raft-rs: bytes of entries in one append message to a follower (one
     /// larger entry goes alone; at most half of `max_frame_bytes`), and

@@ -214,6 +214,8 @@ pub fn install_cluster_gauges(node: weft_cluster::ClusterNode) {
         }
         m.cluster_apply_queued_entries.set(i64::try_from(a.queued_entries).unwrap_or(i64::MAX));
         m.cluster_apply_queued_bytes.set(i64::try_from(a.queued_bytes).unwrap_or(i64::MAX));
+        weft_metrics::mirror(&m.cluster_apply_refused, a.refused);
+        weft_metrics::mirror(&m.cluster_apply_held_back, a.held_back);
         // The status is async (a message to the raft loop): run it on the
         // runtime and wait here, on the scrape's blocking thread (see
         // `metrics`); a std channel rather than `block_on`, which would

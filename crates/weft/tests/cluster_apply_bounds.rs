@@ -94,6 +94,10 @@ fn applier_bounds_from_config_hold_and_show_in_stats() {
         assert_eq!(code, 200);
         assert!(body.lines().any(|l| l == "weft_cluster_apply_records_total 400"), "node {}: /metrics", p.id);
         assert!(body.lines().any(|l| l.starts_with("weft_cluster_apply_cuts_total{bound=\"records\"}")), "node {}: /metrics", p.id);
+        // Nothing turned away by the queue's bound in a healthy run.
+        assert!(body.lines().any(|l| l == "weft_cluster_apply_refused_total 0"), "node {}: /metrics", p.id);
+        assert!(body.lines().any(|l| l == "weft_cluster_apply_held_back_total 0"), "node {}: /metrics", p.id);
+        assert_eq!(stat(p, "cluster.apply.held_back"), Some(0), "node {}", p.id);
         eprintln!("node {}: {a}", p.id);
     }
     let text = ps[0].weft(&["cluster", "status"]);
