@@ -175,6 +175,10 @@ pub struct ClusterNode {
     auth_observer: crate::meta::AuthObserverSlot,
     apply: Arc<crate::partition::ApplyStats>,
     driver_stats: Arc<DriverCounters>,
+    /// Set once a linearizable read of the metadata succeeded after start:
+    /// before that, this node's metadata may be older than the cluster's
+    /// (it was down), and its local copies may be of topics since deleted.
+    meta_current: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What the driver's loop did since start (stats).
@@ -427,7 +431,43 @@ impl ClusterNode {
         };
         tokio::spawn(driver.run(rx, in_rx, stop_rx));
         tracing::info!(node = cfg.node_id, addr = %cfg.addr, peers = cfg.peers.len(), join = cfg.join, "cluster: node started");
-        Ok(ClusterNode { cfg, tx, meta, transport, stop, partitions, tables, leaders, catch_up, rebalance, auth_observer, apply, driver_stats })
+        let meta_current = Arc::default();
+        let node = ClusterNode { cfg, tx, meta, transport, stop, partitions, tables, leaders, catch_up, rebalance, auth_observer, apply, driver_stats, meta_current };
+        tokio::spawn(node.clone().catch_up_meta());
+        Ok(node)
+    }
+
+    /// Reads the metadata linearizably until one read succeeds (the group
+    /// has a leader and this node applied what it had committed), then marks
+    /// it current. Until then [`ClusterNode::meta_current`] is false and
+    /// readers of local copies ask another replica (docs/cluster.md,
+    /// "Topic incarnations").
+    async fn catch_up_meta(self) {
+        let mut stopped = self.stop.subscribe();
+        loop {
+            if *stopped.borrow() {
+                return;
+            }
+            // Only with a leader known (a follower without one drops a
+            // ReadIndex, which would then wait out the whole propose
+            // time-out), and bounded (a read lost in a leader change).
+            if self.leader_of(META_GROUP).is_some() && matches!(tokio::time::timeout(Duration::from_secs(1), self.read_meta()).await, Ok(Ok(_))) {
+                self.meta_current.store(true, std::sync::atomic::Ordering::Release);
+                tracing::info!(node = self.cfg.node_id, applied = self.local_meta().applied, "cluster: metadata caught up since start; local copies are served");
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = stopped.changed() => return,
+            }
+        }
+    }
+
+    /// Whether this node's metadata was read linearizably since it started:
+    /// only then does it serve reads from its local copies (a node that was
+    /// down may still see a topic that was deleted, and created again, meanwhile).
+    pub fn meta_current(&self) -> bool {
+        self.meta_current.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -451,6 +491,7 @@ impl ClusterNode {
             ("cluster.peers".into(), (peers.len() as u64).into()),
             ("cluster.peers_connected".into(), (peers.iter().filter(|p| p.connected).count() as u64).into()),
             ("cluster.meta_applied".into(), self.meta.read().unwrap_or_else(|p| p.into_inner()).applied.into()),
+            ("cluster.meta_current".into(), u64::from(self.meta_current()).into()),
             ("cluster.rebalance.moves_in_flight".into(), (self.meta.read().unwrap_or_else(|p| p.into_inner()).moves.len() as u64).into()),
             ("cluster.rebalance.moves_done".into(), self.meta.read().unwrap_or_else(|p| p.into_inner()).moves_done.into()),
             ("cluster.rebalance.moves_failed".into(), self.meta.read().unwrap_or_else(|p| p.into_inner()).moves_cancelled.into()),

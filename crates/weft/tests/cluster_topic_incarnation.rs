@@ -64,7 +64,8 @@ fn a_node_down_while_a_topic_was_deleted_and_created_again_drops_its_old_copy() 
     ps[2].start(&peers);
     let (group, hw) = until("node 3 serves the new topic's partition", || hosted(&ps[2]).filter(|(g, hw)| *g != old_group && *hw == 2));
     assert_eq!((group, hw), (incarnation, 2));
-    assert_eq!(local_records(&ps[2]).unwrap(), vec!["new0", "new1"]);
+    // Served once a read of the metadata since its start went through (just after).
+    assert_eq!(until("node 3 serves its copy", || local_records(&ps[2])), vec!["new0", "new1"]);
     // Through the record plane on node 3 too, from offset 0.
     let f = ps[2].call("cluster.fetch", r#"{"topic":"t","partition":0,"offset":0}"#).unwrap();
     let values: Vec<&str> = f["records"].as_array().unwrap().iter().map(|r| r["value"].as_str().unwrap()).collect();
@@ -78,4 +79,64 @@ fn a_node_down_while_a_topic_was_deleted_and_created_again_drops_its_old_copy() 
     // The node's record of its copies' incarnations names the new one.
     let marks: Value = serde_json::from_slice(&std::fs::read(ps[2].dir.join("cluster").join("topic_incarnations.json")).unwrap()).unwrap();
     assert_eq!(marks["t"].as_u64(), Some(incarnation), "{marks}");
+}
+
+fn stat(p: &Proc, name: &str) -> Option<u64> {
+    let o = p.weft(&["stats"]);
+    String::from_utf8_lossy(&o.stdout).lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The same story, but node 3 comes back while nodes 1 and 2 are paused
+/// (SIGSTOP), so its metadata cannot catch up: it opens the old topic's
+/// group from its own metadata, and must not serve that copy (the old
+/// records) until a linearizable read of the metadata succeeds; then it
+/// serves the new topic only.
+#[test]
+fn a_returning_node_serves_no_copy_until_its_metadata_caught_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ps = procs(tmp.path(), 1..=3);
+    let peers = start_cluster(&mut ps);
+    let o = ps[0].weft(&["topic", "create", "t", "--partitions", "1", "--replicas", "3"]);
+    assert!(o.status.success(), "topic create: {}", String::from_utf8_lossy(&o.stderr));
+    until("placement visible on node 3", || ps[2].status().map(|s| replicas(&s, "t", 0)).filter(|r| r.len() == 3));
+    let o = ps[0].weft_in(&["produce", "t", "--partition", "0"], "old0\nold1\nold2\n");
+    assert!(o.status.success(), "produce: {}", String::from_utf8_lossy(&o.stderr));
+    until("node 3's copy has the old records", || local_records(&ps[2]).filter(|r| r.len() == 3));
+    until("node 3's metadata current", || stat(&ps[2], "cluster.meta_current").filter(|v| *v == 1));
+    let (old_group, _) = hosted(&ps[2]).unwrap();
+
+    ps[2].kill();
+    until("a metadata leader on nodes 1 and 2", || ps[1].status()?["meta_leader"].as_u64().filter(|l| *l != 3));
+    for args in [&["topic", "delete", "t"][..], &["topic", "create", "t", "--partitions", "1", "--replicas", "3"][..]] {
+        let o = ps[1].weft(args);
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    until("a leader of the new t/0 on nodes 1 and 2", || partition_leader(&ps[..2], "t", 0).filter(|l| *l != 3));
+    let o = ps[0].weft_in(&["produce", "t", "--partition", "0"], "new0\nnew1\n");
+    assert!(o.status.success(), "produce: {}", String::from_utf8_lossy(&o.stderr));
+
+    // Nodes 1 and 2 stop answering; node 3 comes back to no metadata quorum.
+    ps[0].pause();
+    ps[1].pause();
+    ps[2].start(&peers);
+    until("node 3 hosts its old copy's group again (its own metadata)", || hosted(&ps[2]).filter(|(g, _)| *g == old_group));
+    assert_eq!(stat(&ps[2], "cluster.meta_current"), Some(0));
+    let e = ps[2].call("cluster.local.fetch", r#"{"topic":"t","partition":0,"offset":0,"max_records":1000}"#).unwrap_err();
+    assert!(e.contains("caught up on the cluster's metadata") && !e.contains("old0"), "{e}");
+    // Through the record plane: the other replicas are asked (paused: no
+    // answer within the connect time-out), then the same refusal.
+    let e = ps[2].call("cluster.fetch", r#"{"topic":"t","partition":0,"offset":0}"#).unwrap_err();
+    assert!(e.contains("caught up on the cluster's metadata") && !e.contains("old0"), "{e}");
+    let e = ps[2].call("log.offsets", r#"{"topic":"t","partition":0,"spec":"latest"}"#).unwrap_err();
+    assert!(e.contains("caught up on the cluster's metadata"), "{e}");
+
+    ps[0].resume();
+    ps[1].resume();
+    until("node 3's metadata current", || stat(&ps[2], "cluster.meta_current").filter(|v| *v == 1));
+    let (group, _) = until("node 3 serves the new topic's partition", || hosted(&ps[2]).filter(|(g, hw)| *g != old_group && *hw == 2));
+    assert_ne!(group, old_group);
+    assert_eq!(until("node 3 serves its copy", || local_records(&ps[2])), vec!["new0", "new1"]);
+    let f = ps[2].call("cluster.fetch", r#"{"topic":"t","partition":0,"offset":0}"#).unwrap();
+    let values: Vec<&str> = f["records"].as_array().unwrap().iter().map(|r| r["value"].as_str().unwrap()).collect();
+    assert_eq!(values, vec!["new0", "new1"], "{f}");
 }

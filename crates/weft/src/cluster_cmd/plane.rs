@@ -525,6 +525,7 @@ impl ClusterPlane {
     /// committed records (the applier writes nothing else).
     pub async fn fetch_here(&self, req: &dto::Fetch) -> Result<dto::FetchResponse, ErrorBody> {
         let h = self.node.hosted(&req.topic, req.partition).ok_or_else(|| self.not_hosted(&req.topic, req.partition))?;
+        self.check_meta_current(&req.topic)?;
         if let Some(e) = h.failed.lock().unwrap_or_else(|p| p.into_inner()).clone() {
             return Err(err(ErrorCode::Unavailable, format!("this replica stopped applying: {e}")));
         }
@@ -533,7 +534,22 @@ impl ClusterPlane {
 
     pub fn offset_here(&self, topic: &str, partition: u32, spec: OffsetSpec) -> Result<u64, ErrorBody> {
         self.node.hosted(topic, partition).ok_or_else(|| self.not_hosted(topic, partition))?;
+        self.check_meta_current(topic)?;
         self.log.list_offset(topic, PartitionId(partition), spec).map(|o| o.0).map_err(|e| log_error_body(&e))
+    }
+
+    /// A node back from being down may still see a topic that was deleted,
+    /// and created again, meanwhile: its copy is served only once its
+    /// metadata was read linearizably since start (`unavailable`, retriable;
+    /// the record plane asks another replica meanwhile).
+    fn check_meta_current(&self, topic: &str) -> Result<(), ErrorBody> {
+        if self.node.meta_current() {
+            return Ok(());
+        }
+        Err(err(
+            ErrorCode::Unavailable,
+            format!("this node has not caught up on the cluster's metadata since it started (no metadata leader reachable yet), so its copy of {topic} is not served; retry, or ask another replica"),
+        ))
     }
 
     fn not_hosted(&self, topic: &str, partition: u32) -> ErrorBody {
@@ -755,12 +771,18 @@ impl RecordPlane for ClusterPlane {
             if self.replicated(&req.topic).await.is_none() {
                 return native::fetch(&self.log, req).await.map_err(|e| log_error_body(&e));
             }
-            if self.node.hosted(&req.topic, req.partition).is_some() {
+            let here = self.node.hosted(&req.topic, req.partition).is_some();
+            if here && self.node.meta_current() {
                 return self.fetch_here(req).await;
             }
             let mut f = req.clone();
             f.wait_ms = f.wait_ms.map(|w| w.min(self.forward_max_wait_ms));
-            self.forward(&req.topic, req.partition, LOCAL_FETCH, &f, true).await
+            let r = self.forward(&req.topic, req.partition, LOCAL_FETCH, &f, true).await;
+            // Hosted here but not served yet: another replica's answer, else why not.
+            if here && r.is_err() {
+                return self.fetch_here(req).await;
+            }
+            r
         })
     }
 
@@ -769,7 +791,8 @@ impl RecordPlane for ClusterPlane {
             if self.replicated(topic).await.is_none() {
                 return self.log.list_offset(topic, PartitionId(partition), spec).map(|o| o.0).map_err(|e| log_error_body(&e));
             }
-            if self.node.hosted(topic, partition).is_some() {
+            let here = self.node.hosted(topic, partition).is_some();
+            if here && self.node.meta_current() {
                 return self.offset_here(topic, partition, spec);
             }
             let q = match spec {
@@ -777,8 +800,12 @@ impl RecordPlane for ClusterPlane {
                 OffsetSpec::Latest => dto::OffsetQuery::Latest,
                 OffsetSpec::Timestamp(ms) => dto::OffsetQuery::Timestamp(ms),
             };
-            let a: dto::OffsetAnswer = self.forward(topic, partition, LOCAL_OFFSETS, &dto::Offsets { topic: topic.to_owned(), partition, spec: q }, true).await?;
-            Ok(a.offset)
+            match self.forward::<_, dto::OffsetAnswer>(topic, partition, LOCAL_OFFSETS, &dto::Offsets { topic: topic.to_owned(), partition, spec: q }, true).await {
+                Ok(a) => Ok(a.offset),
+                // Hosted here but not served yet: say why.
+                Err(_) if here => self.offset_here(topic, partition, spec),
+                Err(e) => Err(e),
+            }
         })
     }
 
