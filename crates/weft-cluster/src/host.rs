@@ -31,7 +31,9 @@ pub const QUIESCE_CONTEXT: &[u8] = b"weft.quiesce";
 /// applies the same entries in the same order and must reach the same state.
 pub trait StateMachine: Send {
     /// Apply one committed command; the returned bytes go to the proposer.
-    fn apply(&mut self, index: u64, data: &[u8]) -> Vec<u8>;
+    /// `data` is the raft entry's own buffer: a state machine that keeps it
+    /// (the partition's applier queue) clones it without copying.
+    fn apply(&mut self, index: u64, data: &bytes::Bytes) -> Vec<u8>;
     /// The whole state, for a snapshot.
     fn snapshot(&self) -> Vec<u8>;
     /// Replace the state with a snapshot's.
@@ -935,7 +937,7 @@ mod tests {
 
     struct Echo;
     impl StateMachine for Echo {
-        fn apply(&mut self, _index: u64, data: &[u8]) -> Vec<u8> {
+        fn apply(&mut self, _index: u64, data: &bytes::Bytes) -> Vec<u8> {
             data.to_vec()
         }
         fn snapshot(&self) -> Vec<u8> {

@@ -523,7 +523,7 @@ impl MetaSm {
 }
 
 impl StateMachine for MetaSm {
-    fn apply(&mut self, index: u64, data: &[u8]) -> Vec<u8> {
+    fn apply(&mut self, index: u64, data: &bytes::Bytes) -> Vec<u8> {
         let resp = match serde_json::from_slice::<MetaCommand>(data) {
             Ok(cmd) => {
                 let mut s = self.state.write().unwrap_or_else(|p| p.into_inner());
@@ -693,8 +693,8 @@ mod tests {
     fn snapshot_round_trip_and_garbage_commands() {
         let state = Arc::new(RwLock::new(MetaState::default()));
         let mut sm = MetaSm::new(state.clone());
-        sm.apply(1, &serde_json::to_vec(&node(1, &[Role::Control, Role::Data])).unwrap());
-        let bad: MetaResponse = serde_json::from_slice(&sm.apply(2, b"{not json")).unwrap();
+        sm.apply(1, &bytes::Bytes::from(serde_json::to_vec(&node(1, &[Role::Control, Role::Data])).unwrap()));
+        let bad: MetaResponse = serde_json::from_slice(&sm.apply(2, &bytes::Bytes::from_static(b"{not json"))).unwrap();
         assert!(matches!(bad, MetaResponse::Error { .. }));
         let snap = sm.snapshot();
         let mut other = MetaSm::new(Arc::default());

@@ -335,7 +335,7 @@ impl Incarnations {
 struct NoRecords;
 
 impl crate::host::StateMachine for NoRecords {
-    fn apply(&mut self, _index: u64, _data: &[u8]) -> Vec<u8> {
+    fn apply(&mut self, _index: u64, _data: &bytes::Bytes) -> Vec<u8> {
         Vec::new()
     }
     fn snapshot(&self) -> Vec<u8> {

@@ -258,7 +258,7 @@ enum ToApplier {
     /// Records of one entry, the first at this offset, and the span it was
     /// applied in (`raft.apply` of a traced proposal, else none): the copy's
     /// `log.append` joins that trace.
-    Apply(u64, Vec<u8>, tracing::Span),
+    Apply(u64, Bytes, tracing::Span),
     /// A snapshot was installed: the copy must hold every offset below this.
     Restore(u64),
     /// Fsync the copy now (a snapshot waits for it; with `log_store.fsync =
@@ -356,13 +356,13 @@ pub fn decode_answer(b: &[u8]) -> Option<ProduceAnswer> {
 impl PartitionSm {
     /// Apply an idempotent batch: a duplicate answers its original offsets, a
     /// gap answers an error, either way appending nothing.
-    fn apply_idempotent(&mut self, index: u64, data: &[u8]) -> Vec<u8> {
+    fn apply_idempotent(&mut self, index: u64, data: &Bytes) -> Vec<u8> {
         let mut r = Reader(&data[1..]);
         let (Ok(id), Ok(seq), Ok(max)) = (r.u64(), r.u64(), r.u32()) else {
             return Vec::new();
         };
-        let batch = r.0;
-        let count = entry_count(batch);
+        let batch = data.slice(data.len() - r.0.len()..);
+        let count = entry_count(&batch);
         if count == 0 {
             return Vec::new();
         }
@@ -401,12 +401,12 @@ impl PartitionSm {
         if let Some(h) = &self.handle {
             h.producers.store(self.producers.len() as u64, Ordering::Relaxed);
         }
-        self.send_apply(offset, batch.to_vec());
+        self.send_apply(offset, batch);
         offset.to_be_bytes().to_vec()
     }
 
     /// Queue an entry's records to the applier, counted while queued.
-    fn send_apply(&self, offset: u64, data: Vec<u8>) {
+    fn send_apply(&self, offset: u64, data: Bytes) {
         let n = data.len();
         self.stats.queued(n);
         if self.tx.send(ToApplier::Apply(offset, data, tracing::Span::current())).is_err() {
@@ -488,7 +488,7 @@ fn decode_snapshot(data: &[u8]) -> Result<(u64, BTreeMap<u64, ProducerState>)> {
 }
 
 impl StateMachine for PartitionSm {
-    fn apply(&mut self, index: u64, data: &[u8]) -> Vec<u8> {
+    fn apply(&mut self, index: u64, data: &Bytes) -> Vec<u8> {
         // Offsets are assigned here, at apply: the same on every replica, and
         // a batch of N records takes N consecutive offsets.
         if data.first() == Some(&IDEM_MAGIC) {
@@ -505,7 +505,8 @@ impl StateMachine for PartitionSm {
         // is bounded where entries enter it: over `cluster.apply_queue_max_bytes`
         // a leader refuses produces and a follower drops its leaders' appends
         // (node.rs `admit_produce`, `Driver::holds_back`).
-        self.send_apply(offset, data.to_vec());
+        // The entry's own buffer, shared with the raft log (no copy).
+        self.send_apply(offset, data.clone());
         offset.to_be_bytes().to_vec()
     }
     fn snapshot(&self) -> Vec<u8> {
@@ -1007,10 +1008,10 @@ mod tests {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut sm = PartitionSm { next_offset: 0, tx, applied: Default::default(), log: None, producers: BTreeMap::new(), handle: None, flushing: Default::default(), stats: Default::default() };
         let one = EntryRecord { timestamp_ms: 1, value: Some(b"a".to_vec()), ..Default::default() };
-        assert_eq!(sm.apply(1, &encode_batch(&[one.clone(), one.clone(), one.clone()])), 0u64.to_be_bytes().to_vec());
-        assert_eq!(sm.apply(2, &one.encode()), 3u64.to_be_bytes().to_vec());
-        assert!(sm.apply(3, b"\xB1garbage").is_empty(), "a bad entry takes no offsets");
-        assert_eq!(sm.apply(4, &encode_batch(&[one])), 4u64.to_be_bytes().to_vec());
+        assert_eq!(sm.apply(1, &bytes::Bytes::from(encode_batch(&[one.clone(), one.clone(), one.clone()]))), 0u64.to_be_bytes().to_vec());
+        assert_eq!(sm.apply(2, &bytes::Bytes::from(one.encode())), 3u64.to_be_bytes().to_vec());
+        assert!(sm.apply(3, &bytes::Bytes::from_static(b"\xB1garbage")).is_empty(), "a bad entry takes no offsets");
+        assert_eq!(sm.apply(4, &bytes::Bytes::from(encode_batch(&[one]))), 4u64.to_be_bytes().to_vec());
         for want in [0, 3, 4] {
             assert!(matches!(rx.try_recv().unwrap(), ToApplier::Apply(o, _, _) if o == want));
         }
@@ -1025,11 +1026,11 @@ mod tests {
         let one = EntryRecord { timestamp_ms: 1, value: Some(b"a".to_vec()), ..Default::default() };
         let two = [one.clone(), one.clone()];
         let off = |o: u64| o.to_be_bytes().to_vec();
-        assert_eq!(sm.apply(1, &encode_idempotent_batch(7, 10, 2, &two)), off(0));
+        assert_eq!(sm.apply(1, &bytes::Bytes::from(encode_idempotent_batch(7, 10, 2, &two))), off(0));
         // The same batch again: its original offset, nothing appended.
-        assert_eq!(sm.apply(2, &encode_idempotent_batch(7, 10, 2, &two)), off(0));
-        assert_eq!(sm.apply(3, &encode_idempotent_batch(7, 12, 2, std::slice::from_ref(&one))), off(2));
-        assert_eq!(decode_answer(&sm.apply(4, &encode_idempotent_batch(7, 20, 2, std::slice::from_ref(&one)))), Some(ProduceAnswer::OutOfOrder { expected: 13, got: 20 }));
+        assert_eq!(sm.apply(2, &bytes::Bytes::from(encode_idempotent_batch(7, 10, 2, &two))), off(0));
+        assert_eq!(sm.apply(3, &bytes::Bytes::from(encode_idempotent_batch(7, 12, 2, std::slice::from_ref(&one)))), off(2));
+        assert_eq!(decode_answer(&sm.apply(4, &bytes::Bytes::from(encode_idempotent_batch(7, 20, 2, std::slice::from_ref(&one))))), Some(ProduceAnswer::OutOfOrder { expected: 13, got: 20 }));
         assert_eq!(sm.next_offset, 3);
         let mut applied = Vec::new();
         while let Ok(ToApplier::Apply(o, _, _)) = rx.try_recv() {
@@ -1037,8 +1038,8 @@ mod tests {
         }
         assert_eq!(applied, vec![0, 2]);
         // Two producers at most: an eighth evicts the least recently used (7).
-        assert_eq!(sm.apply(5, &encode_idempotent_batch(8, 0, 2, std::slice::from_ref(&one))), off(3));
-        assert_eq!(sm.apply(6, &encode_idempotent_batch(9, 0, 2, std::slice::from_ref(&one))), off(4));
+        assert_eq!(sm.apply(5, &bytes::Bytes::from(encode_idempotent_batch(8, 0, 2, std::slice::from_ref(&one)))), off(3));
+        assert_eq!(sm.apply(6, &bytes::Bytes::from(encode_idempotent_batch(9, 0, 2, std::slice::from_ref(&one)))), off(4));
         assert_eq!(sm.producer_count(), 2);
         assert!(!sm.producers.contains_key(&7));
         // The producer state at an earlier point undoes what came after it.
@@ -1126,7 +1127,7 @@ mod tests {
         assert!(h.wait_for(20, std::time::Duration::from_secs(10)).await);
         assert_eq!(h.high_watermark.load(Ordering::Acquire), 20);
         let one = EntryRecord { timestamp_ms: 6, value: Some(b"next".to_vec()), ..Default::default() };
-        assert_eq!(sm.apply(1, &encode_batch(&[one])), 20u64.to_be_bytes().to_vec());
+        assert_eq!(sm.apply(1, &bytes::Bytes::from(encode_batch(&[one]))), 20u64.to_be_bytes().to_vec());
         assert!(h.wait_for(21, std::time::Duration::from_secs(10)).await);
         assert!(h.failed.lock().unwrap().is_none(), "{:?}", h.failed.lock().unwrap());
         let got = records_of(&dst).await;
@@ -1149,7 +1150,7 @@ mod tests {
         let mut sm = PartitionSm { next_offset: 0, tx, applied: Default::default(), log: None, producers: BTreeMap::new(), handle: None, flushing: Default::default(), stats: stats.clone() };
         for (i, n) in sizes.iter().enumerate() {
             let recs: Vec<EntryRecord> = (0..*n).map(|j| EntryRecord { timestamp_ms: 1, value: Some(format!("e{i}r{j}").into_bytes()), ..Default::default() }).collect();
-            sm.apply(i as u64 + 1, &encode_batch(&recs));
+            sm.apply(i as u64 + 1, &bytes::Bytes::from(encode_batch(&recs)));
         }
         let queued = stats.status();
         drop(sm);
@@ -1251,7 +1252,7 @@ mod tests {
         let topic = TopicConfig { partitions: 1, ..Default::default() };
         let (mut sm, h) = start(log.clone(), "t".into(), 0, topic, Default::default(), ApplyBounds::default(), Default::default());
         let one = EntryRecord { timestamp_ms: 1, value: Some(b"a".to_vec()), ..Default::default() };
-        sm.apply(3, &encode_batch(&[one.clone(), one]));
+        sm.apply(3, &bytes::Bytes::from(encode_batch(&[one.clone(), one])));
         assert!(h.wait_for(2, std::time::Duration::from_secs(10)).await);
         assert_eq!(sm.snapshot_point(3), None, "the copy is not durable yet");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

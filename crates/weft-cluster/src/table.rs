@@ -125,7 +125,7 @@ pub fn start(name: impl Into<String>) -> (TableSm, Arc<TableReplica>) {
 }
 
 impl StateMachine for TableSm {
-    fn apply(&mut self, index: u64, data: &[u8]) -> Vec<u8> {
+    fn apply(&mut self, index: u64, data: &bytes::Bytes) -> Vec<u8> {
         if data.is_empty() {
             // Raft's empty entries (a new leader's) are not commands.
             return Vec::new();
@@ -180,8 +180,8 @@ mod tests {
         let (mut b, rb) = start("t");
         let mut answers = Vec::new();
         for (i, c) in cmds().iter().enumerate() {
-            let x = a.apply(i as u64 + 1, &c.encode());
-            let y = b.apply(i as u64 + 1, &c.encode());
+            let x = a.apply(i as u64 + 1, &bytes::Bytes::from(c.encode()));
+            let y = b.apply(i as u64 + 1, &bytes::Bytes::from(c.encode()));
             assert_eq!(x, y);
             answers.push(TableAnswer::decode(&x).unwrap());
         }
@@ -195,7 +195,7 @@ mod tests {
         let (mut c, rc) = start("t");
         c.restore(&a.snapshot()).unwrap();
         let more = WriteCommand::Put { key: "c".into(), value: "5".into() }.encode();
-        assert_eq!(a.apply(6, &more), c.apply(6, &more));
+        assert_eq!(a.apply(6, &bytes::Bytes::from(more.clone())), c.apply(6, &bytes::Bytes::from(more.clone())));
         assert_eq!(rc.revision(), 5);
         assert_eq!(rb.applied_index(), 5);
         assert!(c.restore(b"garbage").is_err());
@@ -204,8 +204,8 @@ mod tests {
     #[test]
     fn garbage_and_empty_entries() {
         let (mut a, r) = start("t");
-        assert!(a.apply(1, &[]).is_empty());
-        match TableAnswer::decode(&a.apply(2, b"\xffnot msgpack")).unwrap() {
+        assert!(a.apply(1, &bytes::Bytes::new()).is_empty());
+        match TableAnswer::decode(&a.apply(2, &bytes::Bytes::from_static(b"\xffnot msgpack"))).unwrap() {
             TableAnswer::Err { kind, .. } => assert_eq!(kind, "invalid_argument"),
             other => panic!("{other:?}"),
         }
@@ -220,8 +220,8 @@ mod tests {
         let (mut b, rb) = start("t");
         let set = KeySet::from_target(&WatchTarget::Prefix("".into()));
         for (i, c) in cmds().iter().enumerate() {
-            a.apply(i as u64 + 1, &c.encode());
-            b.apply(i as u64 + 1, &c.encode());
+            a.apply(i as u64 + 1, &bytes::Bytes::from(c.encode()));
+            b.apply(i as u64 + 1, &bytes::Bytes::from(c.encode()));
         }
         // Watch on replica a from revision 1, stop after the first event's revision.
         let (first, next) = ra.wait_events(1, &set, false, 1).await.unwrap();
@@ -237,7 +237,7 @@ mod tests {
             async move { rb.wait_events(5, &set, false, 10).await }
         });
         tokio::task::yield_now().await;
-        b.apply(6, &WriteCommand::Put { key: "z".into(), value: "9".into() }.encode());
+        b.apply(6, &bytes::Bytes::from(WriteCommand::Put { key: "z".into(), value: "9".into() }.encode()));
         let (ev, _) = w.await.unwrap().unwrap();
         assert_eq!(ev[0].revision, 5);
     }

@@ -34,7 +34,7 @@ struct SimSm {
 }
 
 impl StateMachine for SimSm {
-    fn apply(&mut self, index: u64, data: &[u8]) -> Vec<u8> {
+    fn apply(&mut self, index: u64, data: &bytes::Bytes) -> Vec<u8> {
         self.view.lock().unwrap().push((index, data.to_vec()));
         data.to_vec()
     }
