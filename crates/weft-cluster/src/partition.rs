@@ -77,9 +77,12 @@ impl<'a> Reader<'a> {
         Ok(i64::from_be_bytes(a))
     }
     fn opt(&mut self) -> Result<Option<Vec<u8>>> {
+        Ok(self.opt_slice()?.map(<[u8]>::to_vec))
+    }
+    fn opt_slice(&mut self) -> Result<Option<&'a [u8]>> {
         match self.u32()? {
             NONE_LEN => Ok(None),
-            n => Ok(Some(self.take(n as usize)?.to_vec())),
+            n => Ok(Some(self.take(n as usize)?)),
         }
     }
 }
@@ -123,38 +126,86 @@ pub fn encode_batch(records: &[EntryRecord]) -> Vec<u8> {
     out
 }
 
-/// Records of an entry, batch or stage 1 single record. Counts are checked
-/// against the bytes left (each record takes at least 20 bytes), so a bad
-/// count cannot size an allocation.
-pub fn decode_entry(b: &[u8]) -> Result<Vec<EntryRecord>> {
+/// One record of an entry as slices of it (no copy), from [`walk_entry`].
+struct RecordView<'a> {
+    timestamp_ms: i64,
+    key: Option<&'a [u8]>,
+    value: Option<&'a [u8]>,
+    headers: Vec<(&'a [u8], &'a [u8])>,
+}
+
+/// Walks the records of an entry, batch or stage 1 single record, checking
+/// its whole structure; `f` sees each record (with its headers when
+/// `headers`), and the count is returned. Counts are checked against the
+/// bytes left (each record takes at least 20 bytes, a header 8), so a bad
+/// count cannot size an allocation. The one parser behind
+/// [`decode_entry`], `entry_count` and the applier's shared decode, so
+/// all three agree on which entries are valid.
+fn walk_entry<'a>(b: &'a [u8], headers: bool, mut f: impl FnMut(RecordView<'a>)) -> Result<usize> {
     if b.first() != Some(&BATCH_MAGIC) {
-        return Ok(vec![EntryRecord::decode(b)?]);
+        let mut r = Reader(b);
+        let timestamp_ms = r.i64()?;
+        let key = r.opt_slice()?;
+        f(RecordView { timestamp_ms, key, value: Some(r.0), headers: Vec::new() });
+        return Ok(1);
     }
     let mut r = Reader(&b[1..]);
     let count = r.u32()? as usize;
     if count > r.0.len() / 20 {
         return Err(ClusterError::StateMachine("bad record entry: count larger than the entry".into()));
     }
-    let mut out = Vec::with_capacity(count);
     for _ in 0..count {
         let timestamp_ms = r.i64()?;
-        let key = r.opt()?;
-        let value = r.opt()?;
+        let key = r.opt_slice()?;
+        let value = r.opt_slice()?;
         let n = r.u32()? as usize;
         if n > r.0.len() / 8 {
             return Err(ClusterError::StateMachine("bad record entry: header count larger than the entry".into()));
         }
-        let mut headers = Vec::with_capacity(n);
+        let mut hs = Vec::with_capacity(if headers { n } else { 0 });
         for _ in 0..n {
-            let k = r.opt()?.ok_or_else(|| ClusterError::StateMachine("bad record entry: header without a name".into()))?;
-            let v = r.opt()?.unwrap_or_default();
-            headers.push((String::from_utf8_lossy(&k).into_owned(), v));
+            let k = r.opt_slice()?.ok_or_else(|| ClusterError::StateMachine("bad record entry: header without a name".into()))?;
+            let v = r.opt_slice()?.unwrap_or_default();
+            if headers {
+                hs.push((k, v));
+            }
         }
-        out.push(EntryRecord { timestamp_ms, key, value, headers });
+        f(RecordView { timestamp_ms, key, value, headers: hs });
     }
     if !r.0.is_empty() {
         return Err(ClusterError::StateMachine("bad record entry: trailing bytes".into()));
     }
+    Ok(count)
+}
+
+/// Records of an entry, batch or stage 1 single record, copied out.
+pub fn decode_entry(b: &[u8]) -> Result<Vec<EntryRecord>> {
+    let mut out = Vec::new();
+    walk_entry(b, true, |r| {
+        out.push(EntryRecord {
+            timestamp_ms: r.timestamp_ms,
+            key: r.key.map(<[u8]>::to_vec),
+            value: r.value.map(<[u8]>::to_vec),
+            headers: r.headers.into_iter().map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), v.to_vec())).collect(),
+        })
+    })?;
+    Ok(out)
+}
+
+/// The records of an entry as the copy's produce records, their keys and
+/// values slices of the entry's buffer (no copy): what the applier writes.
+fn decode_entry_shared(data: &Bytes, p: PartitionId) -> Result<Vec<ProduceRecord>> {
+    let at = |s: &[u8]| data.slice_ref(s);
+    let mut out = Vec::new();
+    walk_entry(data, true, |r| {
+        out.push(ProduceRecord {
+            partition: Some(p),
+            timestamp_ms: Some(r.timestamp_ms),
+            key: r.key.map(at),
+            value: r.value.map(at),
+            headers: r.headers.into_iter().map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), at(v))).collect(),
+        })
+    })?;
     Ok(out)
 }
 
@@ -162,7 +213,7 @@ pub fn decode_entry(b: &[u8]) -> Result<Vec<EntryRecord>> {
 /// every replica: an entry that does not decode holds none (it is refused
 /// the same way everywhere and takes no offsets).
 fn entry_count(b: &[u8]) -> u64 {
-    decode_entry(b).map_or(0, |r| r.len() as u64)
+    walk_entry(b, false, |_| {}).map_or(0, |n| n as u64)
 }
 
 /// Shared view of one hosted partition.
@@ -807,7 +858,8 @@ async fn applier(
                 let mut next = Some((first, data));
                 while let Some((first, data)) = next.take() {
                     entries += 1;
-                    let records = decode_entry(&data)?;
+                    // Keys and values stay slices of the entry's buffer.
+                    let records = decode_entry_shared(&data, p)?;
                     let last = first + records.len() as u64;
                     // At or below `at`: written before a restart; replay must not append twice.
                     if last > at {
@@ -835,7 +887,7 @@ async fn applier(
                         // A batch half written before a crash: append only its missing tail.
                         let skip = (at - first) as usize;
                         let start = recs.len();
-                        recs.extend(records.into_iter().skip(skip).map(|r| produce_record(p, r)));
+                        recs.extend(records.into_iter().skip(skip));
                         bytes += recs[start..].iter().map(ProduceRecord::payload_len).sum::<usize>();
                         at = last;
                     }
@@ -991,9 +1043,20 @@ mod tests {
         let b = encode_batch(&batch);
         assert_eq!(decode_entry(&b).unwrap(), batch);
         assert_eq!(entry_count(&b), 2);
-        // Every truncation fails cleanly.
+        // The applier's decode: the same records, as slices of the entry.
+        let shared = Bytes::from(b.clone());
+        let recs = decode_entry_shared(&shared, PartitionId(3)).unwrap();
+        assert_eq!(recs.iter().map(|r| produce_record(PartitionId(3), EntryRecord { timestamp_ms: r.timestamp_ms.unwrap(), key: r.key.as_ref().map(|k| k.to_vec()), value: r.value.as_ref().map(|v| v.to_vec()), headers: r.headers.iter().map(|(k, v)| (k.clone(), v.to_vec())).collect() })).collect::<Vec<_>>(), recs);
+        assert_eq!(recs.len(), 2);
+        assert_eq!((recs[0].key.as_deref(), recs[0].value.as_deref(), recs[0].headers[0].0.as_str(), &recs[0].headers[0].1[..]), (Some(&b"k"[..]), None, "h", &b"x"[..]));
+        assert_eq!((recs[1].timestamp_ms, recs[1].key.as_deref(), recs[1].value.as_deref()), (Some(2), None, Some(&b"v2"[..])));
+        let v = recs[1].value.as_ref().unwrap();
+        assert!(shared.as_ptr_range().contains(&v.as_ptr()), "a slice of the entry, not a copy");
+        // Every truncation fails cleanly, the same way for all three.
         for cut in 1..b.len() {
             assert!(decode_entry(&b[..cut]).is_err(), "cut at {cut}");
+            assert!(decode_entry_shared(&shared.slice(..cut), PartitionId(3)).is_err(), "cut at {cut}");
+            assert_eq!(entry_count(&b[..cut]), 0, "cut at {cut}");
         }
         // A count of 4 billion records in a 9-byte entry allocates nothing.
         let mut lie = vec![BATCH_MAGIC];
