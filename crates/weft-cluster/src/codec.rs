@@ -8,7 +8,7 @@
 //! One frame carries the raft messages of every group for one peer, so many
 //! groups share one connection and one write per tick-loop turn.
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use protobuf::Message as _;
 use raft::prelude::Message;
 
@@ -18,6 +18,23 @@ pub const MAGIC: &[u8; 4] = b"WFRC";
 const PREFIX: usize = 8;
 /// Smallest encoded message: group id and length.
 const MSG_MIN: usize = 12;
+
+/// Parses a protobuf message from `b` with every claimed length checked
+/// against the bytes there before anything is allocated. rust-protobuf
+/// reads a top-level message with no limit, and then reserves a claimed
+/// length (up to 10 MB) for a bytes or unknown field before finding the
+/// bytes missing; with the input's length pushed as the limit, each claim
+/// is checked first, and byte fields are slices of `b` (no copy).
+pub fn parse_bounded<M: protobuf::Message>(b: &Bytes) -> protobuf::ProtobufResult<M> {
+    let mut is = protobuf::CodedInputStream::from_carllerche_bytes(b);
+    let outer = is.push_limit(b.len() as u64)?;
+    let mut m = M::new();
+    m.merge_from(&mut is)?;
+    is.pop_limit(outer);
+    is.check_eof()?;
+    m.check_initialized()?;
+    Ok(m)
+}
 
 /// A batch of raft messages from one node.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,7 +112,9 @@ impl FrameDecoder {
             if n > body.len() {
                 return Err(ClusterError::BadFrame("message length exceeds body".into()));
             }
-            let m = Message::parse_from_bytes(&body[..n]).map_err(|e| ClusterError::BadFrame(e.to_string()))?;
+            // The entries' data are slices of the frame (whose buffer, one
+            // bounded allocation per frame, they keep alive).
+            let m: Message = parse_bounded(&body.slice(..n)).map_err(|e| ClusterError::BadFrame(e.to_string()))?;
             body.advance(n);
             msgs.push((group, m));
         }

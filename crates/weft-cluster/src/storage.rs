@@ -215,8 +215,8 @@ fn encode_entries(entries: &[Entry]) -> Result<Vec<u8>> {
     Ok(body)
 }
 
-fn decode_entries(body: &[u8]) -> std::result::Result<Vec<Entry>, String> {
-    let mut rest = body;
+fn decode_entries(body: &bytes::Bytes) -> std::result::Result<Vec<Entry>, String> {
+    let mut rest = &body[..];
     let count = take_u32(&mut rest)?;
     // The count is bounded by the bytes present (each entry needs 4 bytes at least),
     // so it cannot make us allocate more than the record holds.
@@ -231,7 +231,7 @@ fn decode_entries(body: &[u8]) -> std::result::Result<Vec<Entry>, String> {
         }
         let (b, r) = rest.split_at(n);
         rest = r;
-        out.push(Entry::parse_from_bytes(b).map_err(|e| e.to_string())?);
+        out.push(crate::codec::parse_bounded::<Entry>(&body.slice_ref(b)).map_err(|e| e.to_string())?);
     }
     Ok(out)
 }
@@ -274,17 +274,19 @@ impl GroupStorage {
             if crc32c::crc32c(payload) != crc {
                 break at;
             }
-            let (kind, body) = (payload[0], &payload[1..]);
+            // Parsed as the transport does (`codec::parse_bounded`): a claimed
+            // length is checked against the record before anything is allocated.
+            let (kind, body) = (payload[0], bytes::Bytes::copy_from_slice(&payload[1..]));
             let bad = |why: String| ClusterError::Corrupt { path: PathBuf::from("<group wal>"), at: at as u64, why };
             match kind {
                 KIND_ENTRIES => {
-                    let es = decode_entries(body).map_err(bad)?;
+                    let es = decode_entries(&body).map_err(bad)?;
                     s.append_mem(&es);
                 }
-                KIND_HARD_STATE => s.hard = HardState::parse_from_bytes(body).map_err(|e| bad(e.to_string()))?,
-                KIND_CONF_STATE => s.conf = ConfState::parse_from_bytes(body).map_err(|e| bad(e.to_string()))?,
+                KIND_HARD_STATE => s.hard = crate::codec::parse_bounded::<HardState>(&body).map_err(|e| bad(e.to_string()))?,
+                KIND_CONF_STATE => s.conf = crate::codec::parse_bounded::<ConfState>(&body).map_err(|e| bad(e.to_string()))?,
                 KIND_SNAPSHOT => {
-                    let snap = Snapshot::parse_from_bytes(body).map_err(|e| bad(e.to_string()))?;
+                    let snap = crate::codec::parse_bounded::<Snapshot>(&body).map_err(|e| bad(e.to_string()))?;
                     s.install_snapshot_mem(snap, true);
                 }
                 k => return Err(bad(format!("unknown record kind {k}"))),

@@ -1,0 +1,50 @@
+#![no_main]
+//! The cluster's decoders must never panic or allocate by a claimed length,
+//! whatever the bytes: the transport's frame decoder (raft messages from a
+//! peer), a partition entry's records (decided at apply on every replica),
+//! and a group's raft WAL read back at open. Whatever decodes re-encodes to
+//! the same thing.
+use bytes::BytesMut;
+use libfuzzer_sys::fuzz_target;
+
+#[path = "common/alloc_guard.rs"]
+mod alloc_guard;
+use weft_cluster::codec::{encode, FrameDecoder};
+use weft_cluster::partition::{decode_entry, encode_batch};
+use weft_cluster::storage::{Disk, GroupStorage, MemDisk};
+
+fuzz_target!(|data: &[u8]| {
+    let _guard = alloc_guard::Guard::for_input(data);
+
+    // Transport frames, fed in two parts split where the first byte says.
+    let cut = data.first().map(|b| *b as usize % (data.len() + 1)).unwrap_or(0);
+    let mut dec = FrameDecoder::new(64 * 1024);
+    let mut buf = BytesMut::new();
+    'feed: for part in [&data[..cut], &data[cut..]] {
+        buf.extend_from_slice(part);
+        loop {
+            match dec.decode(&mut buf) {
+                Ok(Some(frame)) => {
+                    let mut out = BytesMut::new();
+                    encode(&frame, &mut out).expect("decoded frames re-encode");
+                    let mut again = FrameDecoder::new(u32::MAX);
+                    assert_eq!(again.decode(&mut out).expect("round trip"), Some(frame));
+                }
+                Ok(None) => break,
+                Err(_) => break 'feed,
+            }
+        }
+    }
+
+    // A partition entry: what decodes re-encodes (as a batch) to the same records.
+    if let Ok(records) = decode_entry(data) {
+        let again = encode_batch(&records);
+        assert_eq!(decode_entry(&again).expect("re-encoded entry decodes"), records);
+    }
+
+    // A group's raft WAL: opening it either replays or refuses it.
+    let mut disk = MemDisk::new();
+    if disk.append(data).is_ok() && disk.sync().is_ok() {
+        let _ = GroupStorage::open(Box::new(disk), 1 << 20);
+    }
+});
