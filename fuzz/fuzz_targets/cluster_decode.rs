@@ -3,14 +3,14 @@
 //! whatever the bytes: the transport's frame decoder (raft messages from a
 //! peer), a partition entry's records (decided at apply on every replica),
 //! and a group's raft WAL read back at open. Whatever decodes re-encodes to
-//! the same thing.
+//! the same thing. A partition snapshot (from the leader) decodes or is refused.
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 
 #[path = "common/alloc_guard.rs"]
 mod alloc_guard;
 use weft_cluster::codec::{encode, FrameDecoder};
-use weft_cluster::partition::{decode_entry, encode_batch};
+use weft_cluster::partition::{check_snapshot, decode_entry, encode_batch};
 use weft_cluster::storage::{Disk, GroupStorage, MemDisk};
 
 fuzz_target!(|data: &[u8]| {
@@ -40,6 +40,10 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(records) = decode_entry(data) {
         let again = encode_batch(&records);
         assert_eq!(decode_entry(&again).expect("re-encoded entry decodes"), records);
+    }
+
+    if let Ok((_, producers)) = check_snapshot(data) {
+        assert!(producers <= data.len() / 28, "more producers than the bytes hold");
     }
 
     // A group's raft WAL: opening it either replays or refuses it.

@@ -509,6 +509,13 @@ fn encode_snapshot(next_offset: u64, producers: &BTreeMap<u64, ProducerState>) -
     out
 }
 
+/// Checks a partition snapshot as a replica installing it would (it comes
+/// from the leader): the next offset and how many producers it remembers.
+/// For the fuzz target; [`StateMachine::restore`] uses the same decoder.
+pub fn check_snapshot(data: &[u8]) -> Result<(u64, usize)> {
+    decode_snapshot(data).map(|(next, p)| (next, p.len()))
+}
+
 fn decode_snapshot(data: &[u8]) -> Result<(u64, BTreeMap<u64, ProducerState>)> {
     let mut r = Reader(data);
     let next = r.u64()?;

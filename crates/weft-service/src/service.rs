@@ -1,4 +1,3 @@
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -16,6 +15,9 @@ use weft_wire::{BodyFormat, ErrorBody, ErrorCode, Frame, FrameKind};
 
 use crate::error::ServiceError;
 use crate::stats::{EndpointStats, StatsRegistry};
+
+/// Route -> endpoint, hashed with FxHash (see `Service::endpoints`).
+type RouteTable = std::collections::HashMap<String, Endpoint, std::hash::BuildHasherDefault<rustc_hash::FxHasher>>;
 
 type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// A type-erased endpoint: body bytes in the frame's format -> body bytes.
@@ -60,7 +62,10 @@ pub struct Service {
     name: String,
     id: String,
     started: Instant,
-    endpoints: BTreeMap<String, Endpoint>,
+    /// Looked up once per request. A fast unkeyed hash is fine here: the
+    /// table is fixed before any client connects, so a client's route can
+    /// only be looked up, never inserted (no collision flooding).
+    endpoints: RouteTable,
     stats: Arc<StatsRegistry>,
     transports: Arc<Mutex<Vec<String>>>,
     /// Set at most once, after the service is shared.
@@ -79,7 +84,7 @@ impl Service {
             name: name.into(),
             id: id.into(),
             started: Instant::now(),
-            endpoints: BTreeMap::new(),
+            endpoints: RouteTable::default(),
             stats: Arc::new(StatsRegistry::default()),
             transports: Arc::new(Mutex::new(vec![])),
             observer: OnceLock::new(),
@@ -97,8 +102,11 @@ impl Service {
     pub fn stats(&self) -> Arc<StatsRegistry> {
         self.stats.clone()
     }
+    /// The routes, sorted.
     pub fn routes(&self) -> impl Iterator<Item = &str> {
-        self.endpoints.keys().map(|s| s.as_str())
+        let mut r: Vec<&str> = self.endpoints.keys().map(|s| s.as_str()).collect();
+        r.sort_unstable();
+        r.into_iter()
     }
 
     /// Record where the service is reachable, for `weft.info`.
@@ -198,7 +206,7 @@ impl Service {
             id: self.id.clone(),
             uptime_s: self.started.elapsed().as_secs_f64(),
             transports: self.transports.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-            endpoints: self.endpoints.keys().cloned().collect(),
+            endpoints: self.routes().map(str::to_owned).collect(),
         }
     }
 
