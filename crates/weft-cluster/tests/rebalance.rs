@@ -289,6 +289,9 @@ async fn a_move_finishes_with_fsync_never_and_the_source_drops_its_copy() {
     n4.set_catch_up(std::sync::Arc::new(Logs(logs.iter().filter(|(i, _)| **i != 4).map(|(_, l)| l.clone()).collect())));
     let info = NodeInfo { id: 4, cluster_addr: peers[&4].clone(), native_addr: None, roles: vec![Role::Data] };
     until("node 4 added", async || nodes[0].add_node(info.clone()).await.ok()).await;
+    // A data-only node (a learner of the metadata group) also reads the
+    // metadata linearizably, and then serves its copies.
+    until("node 4's metadata current", async || n4.meta_current().then_some(())).await;
     let with4: Vec<&ClusterNode> = vec![&nodes[0], &nodes[1], &nodes[2], &n4];
     let after = until("a replica moved onto node 4", async || settled(&with4).await.filter(|p| p.values().any(|r| r.contains(&4)))).await;
     let (group, replicas) = after.iter().find(|(_, r)| r.contains(&4)).map(|(g, r)| (*g, r.clone())).unwrap();
