@@ -27,6 +27,67 @@ fn dir() -> String {
 }
 
 struct St { written: u64, synced: u64, done: bool, fsyncs: u64, fsync_ns: u64 }
+type Shared = Arc<(Mutex<St>, Condvar)>;
+
+fn shared() -> Shared {
+    Arc::new((Mutex::new(St { written: 0, synced: 0, done: false, fsyncs: 0, fsync_ns: 0 }), Condvar::new()))
+}
+
+/// Waits until fewer than `limit` bytes are written but not synced.
+fn wait_unsynced_below(st: &Shared, limit: u64) {
+    let (m, c) = &**st;
+    let mut g = m.lock().unwrap();
+    while g.written - g.synced >= limit { g = c.wait(g).unwrap(); }
+}
+
+fn mark_written(st: &Shared, written: u64) {
+    let (m, c) = &**st;
+    m.lock().unwrap().written = written;
+    c.notify_all();
+}
+
+fn stop_syncer(st: &Shared) {
+    let (m, c) = &**st;
+    m.lock().unwrap().done = true;
+    c.notify_all();
+}
+
+/// The sync loop: fdatasync of the current file back to back while
+/// something is unsynced, marking synced what was written before each.
+fn spawn_syncer(st: Shared, file: Arc<Mutex<Arc<File>>>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || loop {
+        let (target, f) = {
+            let (m, c) = &*st;
+            let mut g = m.lock().unwrap();
+            while g.written == g.synced && !g.done { g = c.wait(g).unwrap(); }
+            if g.done { return; }
+            (g.written, file.lock().unwrap().clone())
+        };
+        let t = Instant::now();
+        f.sync_data().unwrap();
+        let (m, c) = &*st;
+        let mut g = m.lock().unwrap();
+        g.synced = target; g.fsyncs += 1; g.fsync_ns += t.elapsed().as_nanos() as u64;
+        c.notify_all();
+    })
+}
+
+/// Appends `rec` at `end` as whole pages: from the start of the page `end`
+/// falls in (whose written bytes `tail` holds) to the end of the last page,
+/// zero-padded; then keeps the new last page's written bytes in `tail`.
+fn write_full_pages(f: &File, tail: &mut [u8], end: u64, rec: &[u8]) {
+    let page = end & !4095;
+    let pre = (end - page) as usize;
+    tail[pre..pre + rec.len()].copy_from_slice(rec);
+    let len = (pre + rec.len() + 4095) & !4095;
+    for b in &mut tail[pre + rec.len()..len] { *b = 0; }
+    f.write_all_at(&tail[..len], page).unwrap();
+    let newend = end + rec.len() as u64;
+    let newpage = newend & !4095;
+    let keep = (newend - newpage) as usize;
+    let off = (newpage - page) as usize;
+    tail.copy_within(off..off + keep, 0);
+}
 
 /// A zero-filled buffer of `len` bytes at a 4096-byte boundary (what O_DIRECT needs), without unsafe.
 fn aligned_zeros(store: &mut Vec<u8>, len: usize) -> &[u8] {
@@ -63,23 +124,8 @@ fn main() {
     if mode != "extend" { zero_chunked(&path, total, 4 << 20, 0); }
     // O_DIRECT left the zeroed pages out of the page cache (as a background zeroer would)
     let f = Arc::new(OpenOptions::new().read(true).write(true).create(true).open(&path).unwrap());
-    let st = Arc::new((Mutex::new(St { written: 0, synced: 0, done: false, fsyncs: 0, fsync_ns: 0 }), Condvar::new()));
-    let (f2, st2) = (f.clone(), st.clone());
-    let syncer = std::thread::spawn(move || loop {
-        let target = {
-            let (m, c) = &*st2;
-            let mut g = m.lock().unwrap();
-            while g.written == g.synced && !g.done { g = c.wait(g).unwrap(); }
-            if g.done { return; }
-            g.written
-        };
-        let t = Instant::now();
-        f2.sync_data().unwrap();
-        let (m, c) = &*st2;
-        let mut g = m.lock().unwrap();
-        g.synced = target; g.fsyncs += 1; g.fsync_ns += t.elapsed().as_nanos() as u64;
-        c.notify_all();
-    });
+    let st = shared();
+    let syncer = spawn_syncer(st.clone(), Arc::new(Mutex::new(f.clone())));
     let full = mode == "zeroed-full";
     let mut tail = vec![0u8; 4096 + rec + 4096];
     let recbuf = vec![7u8; rec];
@@ -87,35 +133,19 @@ fn main() {
     let start = Instant::now();
     let mut wtime = Duration::ZERO;
     while start.elapsed() < Duration::from_secs(secs) && end + 8192 < total {
-        {
-            let (m, c) = &*st;
-            let mut g = m.lock().unwrap();
-            while g.written - g.synced >= window * rec as u64 { g = c.wait(g).unwrap(); }
-        }
+        wait_unsynced_below(&st, window * rec as u64);
         let t = Instant::now();
         if full {
-            let page = end & !4095;
-            let pre = (end - page) as usize;
-            // tail[..pre] holds the bytes of the current page already written
-            tail[pre..pre + rec].copy_from_slice(&recbuf);
-            let len = (pre + rec + 4095) & !4095;
-            for b in &mut tail[pre + rec..len] { *b = 0; }
-            f.write_all_at(&tail[..len], page).unwrap();
-            let newend = end + rec as u64;
-            let newpage = newend & !4095;
-            let keep = (newend - newpage) as usize;
-            let off = (newpage - page) as usize;
-            tail.copy_within(off..off + keep, 0);
+            write_full_pages(&f, &mut tail, end, &recbuf);
         } else {
             f.write_all_at(&recbuf, end).unwrap();
         }
         wtime += t.elapsed();
         end += rec as u64; n += 1;
-        let (m, c) = &*st;
-        let mut g = m.lock().unwrap(); g.written = end; c.notify_all();
+        mark_written(&st, end);
     }
     let el = start.elapsed().as_secs_f64();
-    { let (m, c) = &*st; m.lock().unwrap().done = true; c.notify_all(); }
+    stop_syncer(&st);
     syncer.join().unwrap();
     let g = st.0.lock().unwrap();
     println!("{mode:12} window {window}: {:.0} rec/s, {} fsyncs avg {:.0} us, {:.1} rec/fsync, write avg {:.1} us",
@@ -143,38 +173,19 @@ fn bg(window: u64, secs: u64, chunk: usize, pause_us: u64) {
         zero_chunked(&format!("{d2}/{:08}", have + 1), seg, chunk, pause_us);
         *r2.0.lock().unwrap() = have + 1; r2.1.notify_all();
     });
-    let st = Arc::new((Mutex::new(St { written: 0, synced: 0, done: false, fsyncs: 0, fsync_ns: 0 }), Condvar::new()));
+    let st = shared();
     let file: Arc<Mutex<Arc<File>>> = Arc::new(Mutex::new(Arc::new(OpenOptions::new().read(true).write(true).open(path(0)).unwrap())));
-    let (f2, st2) = (file.clone(), st.clone());
-    let syncer = std::thread::spawn(move || loop {
-        let (target, f) = {
-            let (m, c) = &*st2;
-            let mut g = m.lock().unwrap();
-            while g.written == g.synced && !g.done { g = c.wait(g).unwrap(); }
-            if g.done { return; }
-            (g.written, f2.lock().unwrap().clone())
-        };
-        let t = Instant::now();
-        f.sync_data().unwrap();
-        let (m, c) = &*st2;
-        let mut g = m.lock().unwrap();
-        g.synced = target; g.fsyncs += 1; g.fsync_ns += t.elapsed().as_nanos() as u64;
-        c.notify_all();
-    });
+    let syncer = spawn_syncer(st.clone(), file.clone());
     let mut tail = vec![0u8; 4096 + rec + 4096];
     let recbuf = vec![7u8; rec];
     let (mut end, mut n, mut idx, mut total, mut stalls) = (0u64, 0u64, 0u64, 0u64, 0u64);
     let start = Instant::now();
     let mut f = file.lock().unwrap().clone();
     while start.elapsed() < Duration::from_secs(secs) {
-        {
-            let (m, c) = &*st;
-            let mut g = m.lock().unwrap();
-            while g.written - g.synced >= window * rec as u64 { g = c.wait(g).unwrap(); }
-        }
+        wait_unsynced_below(&st, window * rec as u64);
         if end + rec as u64 > seg {
             // roll: wait until everything written is synced (as a simple roll), truncate, switch
-            { let (m, c) = &*st; let mut g = m.lock().unwrap(); while g.written != g.synced { g = c.wait(g).unwrap(); } }
+            wait_unsynced_below(&st, 1);
             f.set_len(end).unwrap();
             idx += 1; *want.lock().unwrap() = idx + 1;
             { let (m, c) = &*ready; let mut g = m.lock().unwrap(); if *g < idx { stalls += 1; } while *g < idx { g = c.wait(g).unwrap(); } }
@@ -182,24 +193,13 @@ fn bg(window: u64, secs: u64, chunk: usize, pause_us: u64) {
             *file.lock().unwrap() = f.clone();
             end = 0; tail.iter_mut().for_each(|b| *b = 0);
         }
-        let page = end & !4095;
-        let pre = (end - page) as usize;
-        tail[pre..pre + rec].copy_from_slice(&recbuf);
-        let len = (pre + rec + 4095) & !4095;
-        for b in &mut tail[pre + rec..len] { *b = 0; }
-        f.write_all_at(&tail[..len], page).unwrap();
-        let newend = end + rec as u64;
-        let newpage = newend & !4095;
-        let keep = (newend - newpage) as usize;
-        let off = (newpage - page) as usize;
-        tail.copy_within(off..off + keep, 0);
-        end = newend; n += 1; total += rec as u64;
-        let (m, c) = &*st;
-        let mut g = m.lock().unwrap(); g.written = total; c.notify_all();
+        write_full_pages(&f, &mut tail, end, &recbuf);
+        end += rec as u64; n += 1; total += rec as u64;
+        mark_written(&st, total);
     }
     let el = start.elapsed().as_secs_f64();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    { let (m, c) = &*st; m.lock().unwrap().done = true; c.notify_all(); }
+    stop_syncer(&st);
     syncer.join().unwrap();
     let g = st.0.lock().unwrap();
     println!("bg chunk {chunk} pause {pause_us}us window {window}: {:.0} rec/s, {} fsyncs avg {:.0} us, {:.1} rec/fsync, {} segments, {} stalls",
