@@ -30,17 +30,17 @@ fn hosted(p: &Proc) -> Option<(u64, u64)> {
     Some((part["group"].as_u64()?, part["high_watermark"].as_u64()?))
 }
 
-#[test]
-fn a_node_down_while_a_topic_was_deleted_and_created_again_drops_its_old_copy() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut ps = procs(tmp.path(), 1..=3);
-    let peers = start_cluster(&mut ps);
+/// Makes "t" (one partition on all three nodes) with five old records,
+/// then, with node 3 killed, deletes it and creates it again with two new
+/// records. Returns node 3's old group and the new incarnation.
+fn recreate_while_node3_down(ps: &mut [Proc]) -> (u64, u64) {
     let o = ps[0].weft(&["topic", "create", "t", "--partitions", "1", "--replicas", "3"]);
     assert!(o.status.success(), "topic create: {}", String::from_utf8_lossy(&o.stderr));
     until("placement visible on node 3", || ps[2].status().map(|s| replicas(&s, "t", 0)).filter(|r| r.len() == 3));
     let o = ps[0].weft_in(&["produce", "t", "--partition", "0"], "old0\nold1\nold2\nold3\nold4\n");
     assert!(o.status.success(), "produce: {}", String::from_utf8_lossy(&o.stderr));
     until("node 3's copy has the old records", || local_records(&ps[2]).filter(|r| r.len() == 5));
+    until("node 3's metadata current", || stat(&ps[2], "cluster.meta_current").filter(|v| *v == 1));
     let (old_group, _) = hosted(&ps[2]).unwrap();
 
     // Node 3 is down while t is deleted and created again, with other content.
@@ -59,6 +59,15 @@ fn a_node_down_while_a_topic_was_deleted_and_created_again_drops_its_old_copy() 
     let meta = ps[0].call("cluster.meta", "null").unwrap();
     let incarnation = meta["topics"]["t"]["incarnation"].as_u64().unwrap();
     assert!(incarnation > old_group, "a new incarnation: {meta}");
+    (old_group, incarnation)
+}
+
+#[test]
+fn a_node_down_while_a_topic_was_deleted_and_created_again_drops_its_old_copy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ps = procs(tmp.path(), 1..=3);
+    let peers = start_cluster(&mut ps);
+    let (old_group, incarnation) = recreate_while_node3_down(&mut ps);
 
     // Back: once its metadata has the new topic, its copy is the new one only.
     ps[2].start(&peers);
@@ -96,24 +105,7 @@ fn a_returning_node_serves_no_copy_until_its_metadata_caught_up() {
     let tmp = tempfile::tempdir().unwrap();
     let mut ps = procs(tmp.path(), 1..=3);
     let peers = start_cluster(&mut ps);
-    let o = ps[0].weft(&["topic", "create", "t", "--partitions", "1", "--replicas", "3"]);
-    assert!(o.status.success(), "topic create: {}", String::from_utf8_lossy(&o.stderr));
-    until("placement visible on node 3", || ps[2].status().map(|s| replicas(&s, "t", 0)).filter(|r| r.len() == 3));
-    let o = ps[0].weft_in(&["produce", "t", "--partition", "0"], "old0\nold1\nold2\n");
-    assert!(o.status.success(), "produce: {}", String::from_utf8_lossy(&o.stderr));
-    until("node 3's copy has the old records", || local_records(&ps[2]).filter(|r| r.len() == 3));
-    until("node 3's metadata current", || stat(&ps[2], "cluster.meta_current").filter(|v| *v == 1));
-    let (old_group, _) = hosted(&ps[2]).unwrap();
-
-    ps[2].kill();
-    until("a metadata leader on nodes 1 and 2", || ps[1].status()?["meta_leader"].as_u64().filter(|l| *l != 3));
-    for args in [&["topic", "delete", "t"][..], &["topic", "create", "t", "--partitions", "1", "--replicas", "3"][..]] {
-        let o = ps[1].weft(args);
-        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    }
-    until("a leader of the new t/0 on nodes 1 and 2", || partition_leader(&ps[..2], "t", 0).filter(|l| *l != 3));
-    let o = ps[0].weft_in(&["produce", "t", "--partition", "0"], "new0\nnew1\n");
-    assert!(o.status.success(), "produce: {}", String::from_utf8_lossy(&o.stderr));
+    let (old_group, _) = recreate_while_node3_down(&mut ps);
 
     // Nodes 1 and 2 stop answering; node 3 comes back to no metadata quorum.
     ps[0].pause();
