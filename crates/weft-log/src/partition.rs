@@ -130,9 +130,6 @@ struct Inner {
     poisoned: Option<Poison>,
     /// When recovery from poisoning was last tried (rate limit).
     last_recovery: Option<std::time::Instant>,
-    /// Changes when the log is cut back by a recovery: an fsync that
-    /// started before must not mark offsets durable after it.
-    epoch: u64,
     deleted: bool,
     /// The active segment's pending batches are queued for the end of a
     /// connection's pass (weft_wire::pass): later appends of the pass only
@@ -251,8 +248,9 @@ pub struct Partition {
     compact_state: Mutex<CompactState>,
     /// Offsets below this are durable.
     synced: AtomicU64,
-    /// `Inner::epoch`, readable without the lock; a recovery bumps it
-    /// before it stores `synced`.
+    /// Changes when the log is cut back by a recovery: an fsync that
+    /// started before must not mark offsets durable after it. Changed under
+    /// the partition lock, before `synced`, so it is also read without it.
     epoch: AtomicU64,
     hw_tx: watch::Sender<Offset>,
     appends: AtomicU64,
@@ -350,7 +348,6 @@ impl Partition {
                 hw: next_offset,
                 poisoned: None,
                 last_recovery: None,
-                epoch: 0,
                 deleted: false,
                 pass_queued: false,
                 syncing: false,
@@ -453,9 +450,8 @@ impl Partition {
             *last = seg;
         }
         g.next_offset = end;
-        g.epoch += 1;
         // Before `synced`: whoever sees the new `synced` sees the new epoch.
-        self.epoch.store(g.epoch, Ordering::Release);
+        self.epoch.fetch_add(1, Ordering::Release);
         // What is left is durable; the high watermark never goes past it.
         self.synced.store(end.0, Ordering::Release);
         if g.hw != end {
@@ -518,7 +514,7 @@ impl Partition {
         loop {
             {
                 let g = lock(&self.inner);
-                if g.epoch != epoch {
+                if self.epoch.load(Ordering::Acquire) != epoch {
                     return Err(self.reopened_err(&g));
                 }
                 if g.hw >= end {
@@ -662,7 +658,7 @@ impl Partition {
             self.hw_tx.send_replace(end);
         }
         let queue = pending && !std::mem::replace(&mut g.pass_queued, true);
-        Ok(Written { first, end, epoch: g.epoch, queue })
+        Ok(Written { first, end, epoch: self.epoch.load(Ordering::Acquire), queue })
     }
 
     /// Rolls the active segment if the next batch would not fit, if it is too
@@ -756,7 +752,7 @@ impl Partition {
                 return Poll::Ready(Ok(()));
             }
             let mut g = lock(&self.inner);
-            if g.epoch != epoch {
+            if self.epoch.load(Ordering::Acquire) != epoch {
                 // A recovery cut the log back since the write: the offsets
                 // up to `end` may hold other records now.
                 return Poll::Ready(Err(self.reopened_err(&g)));
@@ -834,7 +830,7 @@ impl Partition {
                 if self.synced.load(Ordering::Acquire) >= g.next_offset.0 {
                     return; // caught up
                 }
-                (g.next_offset, g.active().log_path(), g.epoch)
+                (g.next_offset, g.active().log_path(), self.epoch.load(Ordering::Acquire))
             };
             // Bounds the descriptors held by fsyncs in flight (see `files`).
             // Taken per fsync, so busy partitions take turns for permits.
@@ -850,7 +846,7 @@ impl Partition {
             first = false;
             {
                 let mut g = lock(&self.inner);
-                if g.epoch != epoch {
+                if self.epoch.load(Ordering::Acquire) != epoch {
                     // A recovery cut the log back while this fsync ran: what
                     // it covered may be gone, so it marks nothing durable
                     // (the recovery set what is).
@@ -886,7 +882,7 @@ impl Partition {
     pub async fn flush(self: &Arc<Self>) -> Result<()> {
         let (end, epoch) = {
             let g = lock(&self.inner);
-            (g.next_offset, g.epoch)
+            (g.next_offset, self.epoch.load(Ordering::Acquire))
         };
         if self.synced.load(Ordering::Acquire) >= end.0 {
             return Ok(());

@@ -65,7 +65,7 @@ impl Partition {
                 g.hw = end;
                 self.hw_tx.send_replace(end);
             }
-            (end, g.epoch)
+            (end, self.epoch.load(Ordering::Acquire))
         };
         if self.fsync == FsyncPolicy::Always {
             self.sync_to(end, epoch).await?;
@@ -142,7 +142,8 @@ impl Partition {
         g.next_offset = offset;
         g.hw = offset;
         // An fsync in flight covered the old files: it must mark nothing.
-        g.epoch += 1;
+        // Before `synced`, as in recovery (`sync_to` reads them without the lock).
+        self.epoch.fetch_add(1, Ordering::Release);
         self.synced.store(offset.0, Ordering::Release);
         self.hw_tx.send_replace(offset);
         if let Ok(mut c) = self.compact_state.try_lock() {
