@@ -182,6 +182,9 @@ pub struct ServerStats {
     /// Threads serving TCP and Unix connections (`Server::set_connection_threads`);
     /// 0: they run on the caller's runtime.
     pub connection_threads: AtomicU64,
+    /// Worker threads of the runtime the server was started on, as its
+    /// owner reports them (`weft serve`: `net.runtime_threads`); 0: not said.
+    pub runtime_threads: AtomicU64,
 }
 
 impl ServerStats {
@@ -209,6 +212,7 @@ impl ServerStats {
             ("net.compressed_in.saved_bytes", self.compressed_in_saved_bytes.load(Ordering::Relaxed)),
             ("net.compressed_out.saved_bytes", self.compressed_out_saved_bytes.load(Ordering::Relaxed)),
             ("net.connection_threads", self.connection_threads.load(Ordering::Relaxed)),
+            ("net.runtime_threads", self.runtime_threads.load(Ordering::Relaxed)),
         ]
     }
 }

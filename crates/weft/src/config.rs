@@ -397,18 +397,39 @@ fn default_compress_min_bytes() -> u64 {
 pub struct NetConf {
     /// N >= 1: plain TCP and Unix-socket connections run on N dedicated
     /// threads (a current-thread runtime each; a connection and what it
-    /// spawns stay on one), at most [`MAX_CONNECTION_THREADS`]. 0: on the
+    /// spawns stay on one), at most [`MAX_THREADS`]. 0: on the
     /// main runtime with everything else. Unset (or `"auto"`): half the
     /// cores when there are two or more, else 0 ([`NetConf::threads`];
     /// docs/BENCHMARKS.md, "Connection threads").
     #[serde(default, deserialize_with = "threads_or_auto")]
     pub connection_threads: Option<u64>,
+    /// Worker threads of the main runtime (TLS, QUIC, UDP, HTTP, gRPC, the
+    /// log's background work, the cluster, and connections when
+    /// `connection_threads` is 0), 1 to [`MAX_THREADS`]. Unset (or
+    /// `"auto"`): `TOKIO_WORKER_THREADS` when that is set, else one per
+    /// core, tokio's own default ([`NetConf::runtime_threads`]; why not
+    /// fewer beside connection threads: docs/BENCHMARKS.md, "Eighth round").
+    #[serde(default, deserialize_with = "threads_or_auto")]
+    pub runtime_threads: Option<u64>,
 }
 
 impl NetConf {
     /// The connection threads to start on a machine with `cores` cores.
     pub fn threads(&self, cores: usize) -> u64 {
         self.connection_threads.unwrap_or(if cores >= 2 { (cores / 2) as u64 } else { 0 })
+    }
+
+    /// The main runtime's worker threads on a machine with `cores` cores,
+    /// given `TOKIO_WORKER_THREADS` (`tokio_env`, as set or not). 0 or
+    /// over [`MAX_THREADS`] when configured so: `weft serve` refuses it.
+    pub fn runtime_threads(&self, cores: usize, tokio_env: Option<&str>) -> u64 {
+        if let Some(n) = self.runtime_threads {
+            return n;
+        }
+        if let Some(n) = tokio_env.and_then(|v| v.trim().parse::<u64>().ok()).filter(|n| *n >= 1) {
+            return n;
+        }
+        (cores as u64).max(1)
     }
 }
 
@@ -429,12 +450,12 @@ fn threads_or_auto<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>
             .trim()
             .parse::<u64>()
             .map(Some)
-            .map_err(|_| serde::de::Error::custom(format!("net.connection_threads: {s:?} is neither a number nor \"auto\""))),
+            .map_err(|_| serde::de::Error::custom(format!("{s:?} is neither a number of threads nor \"auto\""))),
     }
 }
 
-/// Upper bound of `net.connection_threads`.
-pub const MAX_CONNECTION_THREADS: u64 = 256;
+/// Upper bound of `net.connection_threads` and `net.runtime_threads`.
+pub const MAX_THREADS: u64 = 256;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -711,6 +732,24 @@ mod tests {
         std::fs::write(&f, "[net]\nconnection_threads = 2\n").unwrap();
         let file = weft_service::config::load(&NodeConfig::default(), Some(&f), &[], &[]).unwrap();
         assert_eq!(file.value.net.connection_threads, Some(2));
+    }
+
+    #[test]
+    fn runtime_threads_one_per_core_unless_told() {
+        let load = |env: &[(&str, &str)]| {
+            let env: Vec<(String, String)> = env.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+            weft_service::config::load(&NodeConfig::default(), None, &env, &[]).map(|l| l.value.net)
+        };
+        let auto = load(&[]).unwrap();
+        assert_eq!([0, 1, 2, 16].map(|c| auto.runtime_threads(c, None)), [1, 1, 2, 16]);
+        // tokio's own variable still chooses when the key is not set; a bad one is ignored.
+        assert_eq!(auto.runtime_threads(2, Some("3")), 3);
+        assert_eq!(auto.runtime_threads(2, Some("0")), 2);
+        assert_eq!(auto.runtime_threads(2, Some("x")), 2);
+        let set = load(&[("WEFT_NET_RUNTIME_THREADS", "4")]).unwrap();
+        assert_eq!(set.runtime_threads(2, Some("3")), 4);
+        assert_eq!(load(&[("WEFT_NET_RUNTIME_THREADS", "0")]).unwrap().runtime_threads(2, None), 0);
+        assert!(load(&[("WEFT_NET_RUNTIME_THREADS", "all")]).is_err());
     }
 
     #[test]

@@ -464,7 +464,7 @@ impl NodeArgs {
 
     fn load(&self) -> Result<weft_service::config::Layered<config::NodeConfig>> {
         let env: Vec<(String, String)> = std::env::vars().collect();
-        let layered = weft_service::config::load(&config::NodeConfig::default(), self.config.as_deref(), &env, &self.flag_overrides()?)?;
+        let layered = self.load_quietly(&env)?;
         // An unknown file key is an error; an unknown variable cannot be
         // (the environment is shared with everything else), so say it once.
         for name in config::unknown_env(&layered, &env) {
@@ -472,6 +472,22 @@ impl NodeArgs {
         }
         Ok(layered)
     }
+
+    fn load_quietly(&self, env: &[(String, String)]) -> Result<weft_service::config::Layered<config::NodeConfig>> {
+        Ok(weft_service::config::load(&config::NodeConfig::default(), self.config.as_deref(), env, &self.flag_overrides()?)?)
+    }
+}
+
+/// The worker threads `weft serve`'s runtime starts with
+/// (`net.runtime_threads`), read before the runtime exists. None: leave
+/// tokio's default, for `serve::run` to report a configuration it cannot
+/// load or a count it refuses.
+fn serve_runtime_threads(args: &NodeArgs) -> Option<usize> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let net = args.load_quietly(&env).ok()?.value.net;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let n = net.runtime_threads(cores, std::env::var("TOKIO_WORKER_THREADS").ok().as_deref());
+    (1..=config::MAX_THREADS).contains(&n).then_some(n as usize)
 }
 
 /// Client commands die quietly when their output pipe closes (`weft stats
@@ -493,7 +509,13 @@ fn main() -> std::process::ExitCode {
     if !matches!(cli.command, Command::Serve(_)) {
         default_sigpipe();
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Serve(args) = &cli.command
+        && let Some(n) = serve_runtime_threads(args)
+    {
+        builder.worker_threads(n);
+    }
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

@@ -182,11 +182,21 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let conn_threads = cfg.net.threads(cores);
     anyhow::ensure!(
-        conn_threads <= crate::config::MAX_CONNECTION_THREADS,
+        conn_threads <= crate::config::MAX_THREADS,
         "net.connection_threads is {conn_threads}, at most {} (0: connections on the main runtime)",
-        crate::config::MAX_CONNECTION_THREADS
+        crate::config::MAX_THREADS
+    );
+    // main() sized the runtime from the same key before it started; an
+    // invalid value left tokio's default there and is refused here.
+    let runtime_threads = cfg.net.runtime_threads(cores, std::env::var("TOKIO_WORKER_THREADS").ok().as_deref());
+    anyhow::ensure!(
+        (1..=crate::config::MAX_THREADS).contains(&runtime_threads),
+        "net.runtime_threads is {runtime_threads}, from 1 to {}",
+        crate::config::MAX_THREADS
     );
     server.set_connection_threads(conn_threads as usize).context("net.connection_threads")?;
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    server.stats().runtime_threads.store(workers as u64, std::sync::atomic::Ordering::Relaxed);
     let svc = &service.0;
     // Cluster TLS: other nodes' forwarded requests arrive on the cluster
     // port (ALPN weft/1) and are served here as their node (docs/cluster.md).

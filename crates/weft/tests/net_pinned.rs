@@ -168,3 +168,44 @@ fn sigterm_drains_a_request_in_flight_on_a_connection_thread() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+/// The main runtime has a worker per core, unless `net.runtime_threads`
+/// or tokio's own `TOKIO_WORKER_THREADS` says otherwise (the key first);
+/// 0 or over 256 stops `weft serve` at start naming the key.
+#[test]
+fn the_runtime_has_a_worker_per_core_unless_told() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    // "" is no count: the default rule, whatever this test's environment says.
+    let node = Node::start_with(&[], &[("TOKIO_WORKER_THREADS", "")]);
+    assert_eq!(stat(&node, "net.connection_threads"), if cores >= 2 { cores / 2 } else { 0 });
+    assert_eq!(stat(&node, "net.runtime_threads"), cores);
+    assert!(node.ping());
+    drop(node);
+    let node = Node::start_with(&[], &[("WEFT_NET_CONNECTION_THREADS", "0"), ("TOKIO_WORKER_THREADS", "3")]);
+    assert_eq!((stat(&node, "net.connection_threads"), stat(&node, "net.runtime_threads")), (0, 3));
+    drop(node);
+    let node = pinned(&[("WEFT_NET_RUNTIME_THREADS", "5"), ("TOKIO_WORKER_THREADS", "3")]);
+    assert_eq!((stat(&node, "net.connection_threads"), stat(&node, "net.runtime_threads")), (2, 5));
+    assert!(node.ping());
+    drop(node);
+    for (value, want) in [("0", "net.runtime_threads is 0, from 1 to 256"), ("257", "net.runtime_threads is 257")] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Command::new(common::WEFT)
+            .args(["serve", "--data-dir"])
+            .arg(dir.path())
+            .args(["--tcp-addr", &format!("127.0.0.1:{}", common::free_port()), "--disable", "udp"])
+            .args(["--http-addr", &format!("127.0.0.1:{}", common::free_port())])
+            .args(["--grpc-addr", &format!("127.0.0.1:{}", common::free_port())])
+            .env_remove("WEFT_CONFIG")
+            .env("WEFT_NET_RUNTIME_THREADS", value)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let status = common::wait_exit(&mut c, Duration::from_secs(60)).unwrap_or_else(|| panic!("serve with runtime_threads {value} did not exit"));
+        let mut err = String::new();
+        std::io::Read::read_to_string(c.stderr.as_mut().unwrap(), &mut err).unwrap();
+        assert!(!status.success(), "serve started with runtime_threads {value}");
+        assert!(err.contains(want), "stderr lacks {want:?}: {err}");
+    }
+}
