@@ -76,9 +76,6 @@ impl<'a> Reader<'a> {
         a.copy_from_slice(b);
         Ok(i64::from_be_bytes(a))
     }
-    fn opt(&mut self) -> Result<Option<Vec<u8>>> {
-        Ok(self.opt_slice()?.map(<[u8]>::to_vec))
-    }
     fn opt_slice(&mut self) -> Result<Option<&'a [u8]>> {
         match self.u32()? {
             NONE_LEN => Ok(None),
@@ -89,19 +86,14 @@ impl<'a> Reader<'a> {
 
 impl EntryRecord {
     /// Stage 1's single-record entry: `ts i64 BE | key length u32 BE (u32::MAX: none) | key | value`.
-    pub fn encode(&self) -> Vec<u8> {
+    /// Raft logs written before batches may hold it ([`walk_entry`] reads it); only tests write it now.
+    #[cfg(test)]
+    fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(12 + self.key.as_ref().map_or(0, Vec::len) + self.value.as_ref().map_or(0, Vec::len));
         out.extend_from_slice(&self.timestamp_ms.to_be_bytes());
         put_opt(&mut out, self.key.as_deref());
         out.extend_from_slice(self.value.as_deref().unwrap_or_default());
         out
-    }
-
-    pub fn decode(b: &[u8]) -> Result<Self> {
-        let mut r = Reader(b);
-        let timestamp_ms = r.i64()?;
-        let key = r.opt()?;
-        Ok(EntryRecord { timestamp_ms, key, value: Some(r.0.to_vec()), headers: Vec::new() })
     }
 }
 
@@ -1032,13 +1024,12 @@ mod tests {
             EntryRecord { timestamp_ms: 5, key: None, value: Some(b"v".to_vec()), headers: vec![] },
             EntryRecord { timestamp_ms: 7, key: Some(b"k".to_vec()), value: Some(Vec::new()), headers: vec![] },
         ] {
-            assert_eq!(EntryRecord::decode(&r.encode()).unwrap(), r);
             assert_eq!(decode_entry(&r.encode()).unwrap(), vec![r]);
         }
-        assert!(EntryRecord::decode(b"short").is_err());
+        assert!(decode_entry(b"short").is_err());
         let mut b = 0i64.to_be_bytes().to_vec();
         b.extend_from_slice(&1000u32.to_be_bytes());
-        assert!(EntryRecord::decode(&b).is_err());
+        assert!(decode_entry(&b).is_err());
     }
 
     #[test]
