@@ -10,6 +10,8 @@ use libfuzzer_sys::fuzz_target;
 
 #[path = "common/alloc_guard.rs"]
 mod alloc_guard;
+#[path = "common/halves.rs"]
+mod halves;
 use weft_cluster::codec::{encode, FrameDecoder};
 use weft_cluster::partition::{check_snapshot, decode_entry, encode_batch};
 use weft_cluster::storage::{Disk, GroupStorage, MemDisk};
@@ -18,10 +20,9 @@ fuzz_target!(|data: &[u8]| {
     let _guard = alloc_guard::Guard::for_input(data);
 
     // Transport frames, fed in two parts split where the first byte says.
-    let cut = data.first().map(|b| *b as usize % (data.len() + 1)).unwrap_or(0);
     let mut dec = FrameDecoder::new(64 * 1024);
     let mut buf = BytesMut::new();
-    'feed: for part in [&data[..cut], &data[cut..]] {
+    'feed: for part in halves::halves(data) {
         buf.extend_from_slice(part);
         loop {
             match dec.decode(&mut buf) {

@@ -8,14 +8,15 @@ use libfuzzer_sys::fuzz_target;
 
 #[path = "common/alloc_guard.rs"]
 mod alloc_guard;
+#[path = "common/halves.rs"]
+mod halves;
 use weft_ekosis::proto::{encode_error, encode_response, parse_request, Line, LineDecoder};
 
 fuzz_target!(|data: &[u8]| {
     let _guard = alloc_guard::Guard::for_input(data);
-    let cut = data.first().map(|b| *b as usize % (data.len() + 1)).unwrap_or(0);
     let mut dec = LineDecoder::new(4096);
     let mut buf = BytesMut::new();
-    for part in [&data[..cut], &data[cut..]] {
+    for part in halves::halves(data) {
         buf.extend_from_slice(part);
         loop {
             match dec.decode(&mut buf) {

@@ -6,16 +6,17 @@ use libfuzzer_sys::fuzz_target;
 
 #[path = "common/alloc_guard.rs"]
 mod alloc_guard;
+#[path = "common/halves.rs"]
+mod halves;
 use weft_wire::{decode_datagram, encode, FrameDecoder};
 
 fuzz_target!(|data: &[u8]| {
     let _guard = alloc_guard::Guard::for_input(data);
     let _ = decode_datagram(data, 4096);
     // Feed the stream decoder in two parts, split where the first byte says.
-    let cut = data.first().map(|b| *b as usize % (data.len() + 1)).unwrap_or(0);
     let mut dec = FrameDecoder::new(4096);
     let mut buf = BytesMut::new();
-    for part in [&data[..cut], &data[cut..]] {
+    for part in halves::halves(data) {
         buf.extend_from_slice(part);
         loop {
             match dec.decode(&mut buf) {
