@@ -52,6 +52,11 @@ pub struct QueryStats {
     pub watch_events: AtomicU64,
     pub streams: AtomicU64,
     pub compare_failures: AtomicU64,
+    /// Automatic compactions done here, the versions they removed, and the
+    /// ones that failed (crate::autocompact).
+    pub auto_compactions: AtomicU64,
+    pub auto_compacted_versions: AtomicU64,
+    pub auto_compaction_errors: AtomicU64,
 }
 
 impl QueryStats {
@@ -66,6 +71,9 @@ impl QueryStats {
             g("watch_events", &self.watch_events),
             g("streams", &self.streams),
             g("compare_failures", &self.compare_failures),
+            g("auto_compactions", &self.auto_compactions),
+            g("auto_compacted_versions", &self.auto_compacted_versions),
+            g("auto_compaction_errors", &self.auto_compaction_errors),
         ]
     }
 }
@@ -375,7 +383,7 @@ impl Executor {
     /// state as applied now, as the local driver checks its state (and etcd
     /// its backend size) before a write: writes already in flight may pass
     /// it together. Deletes and compactions are always let through.
-    async fn rep_write(&self, rep: &dyn crate::replicated::ReplicatedTables, name: &str, mut cmd: table::WriteCommand) -> Result<table::WriteResult, Error> {
+    pub(crate) async fn rep_write(&self, rep: &dyn crate::replicated::ReplicatedTables, name: &str, mut cmd: table::WriteCommand) -> Result<table::WriteResult, Error> {
         table::check_limits(self.tables.config(), &mut cmd)?;
         if matches!(cmd, table::WriteCommand::Put { .. } | table::WriteCommand::Txn(_)) {
             let max = self.tables.config().max_table_bytes;
@@ -1148,6 +1156,9 @@ mod tests {
         }
         fn list(&self) -> Vec<String> {
             vec![]
+        }
+        fn leads(&self, _: &str) -> bool {
+            false
         }
         fn watch<'a>(&'a self, _: &'a str, _: u64, _: table::KeySet, _: bool, _: usize) -> crate::replicated::BoxFut<'a, Result<(Vec<table::Event>, u64), Error>> {
             Box::pin(async { Err(Error::Unavailable("not here".into())) })

@@ -11,8 +11,11 @@
 //!   Session), health and reflection.
 //! - [`auth`]: weft-auth's authorizer on the gRPC Query service.
 //! - [`error`]: one error enum mapped to gRPC codes with google.rpc details.
+//! - [`autocompact`]: automatic compaction of table history (etcd's
+//!   `--auto-compaction-*`).
 pub mod aql;
 pub mod auth;
+pub mod autocompact;
 pub mod cli;
 pub mod config;
 pub mod convert;

@@ -63,6 +63,9 @@ pub trait ReplicatedTables: Send + Sync {
     fn read<'a>(&'a self, name: &'a str, linearizable: bool) -> BoxFut<'a, Result<Arc<dyn StateView>, Error>>;
     /// Names of the replicated tables (this node's metadata).
     fn list(&self) -> Vec<String>;
+    /// Whether this node leads the table's raft group now (automatic
+    /// compaction proposes only there, so it runs once per table).
+    fn leads(&self, name: &str) -> bool;
     /// Watch: the events of `set` from revision `from` in the local
     /// replica's applied state (waits for at least one), and the next
     /// revision to ask for. Revisions are the same on every replica, so a

@@ -56,6 +56,20 @@ pub struct TablesConfig {
     pub max_batch_commands: u64,
     /// Largest `history` answer.
     pub max_history_limit: u64,
+    /// Automatic compaction by count (etcd's `--auto-compaction-mode
+    /// revision`): every `auto_compact_interval_ms`, a table is compacted
+    /// to its current revision minus this many, keeping at least the
+    /// newest this-many revisions of history. 0: off (the default, as
+    /// etcd's).
+    pub auto_compact_revisions: u64,
+    /// Automatic compaction by age (etcd's `periodic` mode): a table is
+    /// compacted to the revision it had this long ago (sampled every
+    /// interval, so history is kept for at least this long). 0: off. With
+    /// both set, a compaction keeps what either asks for.
+    pub auto_compact_age_ms: u64,
+    /// How often automatic compaction looks at every table (etcd's
+    /// revision mode: 5 minutes).
+    pub auto_compact_interval_ms: u64,
 }
 
 impl Default for TablesConfig {
@@ -73,6 +87,9 @@ impl Default for TablesConfig {
             wal_checkpoint_bytes: 64 * 1024 * 1024,
             max_batch_commands: 256,
             max_history_limit: 10_000,
+            auto_compact_revisions: 0,
+            auto_compact_age_ms: 0,
+            auto_compact_interval_ms: 300_000,
         }
     }
 }

@@ -409,6 +409,8 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
     let auth_state = cluster.is_none().then(|| weft_auth::store::state_path(&data_dir));
     let stop = server.stopping();
     crate::reload::spawn_watch(reloader, Duration::from_millis(cfg.reload.watch_interval_ms), auth_state.into_iter().collect(), async move { stop.cancelled().await });
+    let stop = server.stopping();
+    spawn_auto_compaction(&cfg.tables, query_exec.clone(), async move { stop.cancelled().await });
     readiness.listeners_bound();
     info!(node = %cfg.node.name, id = %node_id, data_dir = %data_dir.display(), transports = ?svc.info().transports, "weft node ready");
 
@@ -620,4 +622,33 @@ impl Signals {
             _ = self.int.recv() => info!("SIGINT"),
         }
     }
+}
+
+/// Automatic compaction of table history (`tables.auto_compact_*`,
+/// docs/query.md "Automatic compaction"): a pass over every table each
+/// interval until the node stops. Off (no task) when neither rule is set.
+fn spawn_auto_compaction(tables: &weft_table::TablesConfig, exec: weft_api::Executor, stop: impl std::future::Future<Output = ()> + Send + 'static) {
+    let retention = weft_api::autocompact::Retention::from_config(tables);
+    if !retention.enabled() {
+        return;
+    }
+    let every = Duration::from_millis(tables.auto_compact_interval_ms.max(1));
+    info!(revisions = retention.revisions, age_ms = retention.age_ms, interval_ms = every.as_millis() as u64, "tables: automatic compaction on");
+    tokio::spawn(async move {
+        let mut compactor = weft_api::autocompact::Compactor::new(retention);
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Ages are measured on the monotonic clock, from this task's start
+        // (the samples live in memory: a restart starts them again).
+        let start = Instant::now();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = tick.tick() => {}
+            }
+            let now_ms = start.elapsed().as_millis() as u64;
+            exec.auto_compact(&mut compactor, now_ms).await;
+        }
+    });
 }

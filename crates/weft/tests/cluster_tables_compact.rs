@@ -3,12 +3,14 @@
 //! at the same revision; reads below it answer OUT_OF_RANGE `compacted` on
 //! every node (linearizable, serializable, forwarded), later revisions are
 //! unchanged, every replica keeps the same history, and a watch from below
-//! it is refused `compacted`. Three real `weft serve` processes, ended by pid.
+//! it is refused `compacted`. Automatic compaction (`tables.auto_compact_*`)
+//! on one node and on a cluster. Real `weft serve` processes, ended by pid.
 #![allow(clippy::unwrap_used)]
 
 use serde_json::{Value, json};
 
 mod common;
+mod support;
 #[path = "support/cluster.rs"]
 mod cluster;
 use cluster::{Proc, procs, start_cluster, until};
@@ -153,4 +155,90 @@ fn a_table_replica_catches_up_from_a_snapshot() {
     let e = q_serializable(&ps[2], &format!("GET cfg 'k1' AT REVISION {}", last - 6)).unwrap_err();
     assert!(compacted(&e), "{e}");
     assert!(q_serializable(&ps[2], &format!("GET cfg 'k1' AT REVISION {}", last - 5)).is_ok());
+}
+
+/// A `weft stats` value of this node.
+fn stat(p: &Proc, name: &str) -> Option<u64> {
+    let o = p.weft(&["stats"]);
+    String::from_utf8_lossy(&o.stdout).lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The mod revisions of `key`'s history, newest first.
+fn history(v: &Value) -> Vec<u64> {
+    v["kvs"].as_array().map(|a| a.iter().filter_map(|kv| kv["mod_revision"].as_u64()).collect()).unwrap_or_default()
+}
+
+/// Automatic compaction by count on a cluster: only the node that leads
+/// the table's raft group proposes it, so every replica compacts at the
+/// same revision (the current one minus three: reads at the three
+/// revisions before the current one still work), and each version goes
+/// once: the nodes' removed-version counts add up to what went.
+#[test]
+fn automatic_compaction_runs_on_the_leader_and_every_replica_follows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ps = procs(tmp.path(), 1..=3);
+    for p in &mut ps {
+        p.env.push(("WEFT_TABLES_AUTO_COMPACT_REVISIONS".into(), "3".into()));
+        p.env.push(("WEFT_TABLES_AUTO_COMPACT_INTERVAL_MS".into(), "200".into()));
+    }
+    start_cluster(&mut ps);
+    until("table auto created", || q(&ps[0], "CREATE TABLE auto").map_err(|e| eprintln!("create: {e}")).ok());
+    let mut last = 0;
+    for i in 1..=12u64 {
+        last = until("a write", || q(&ps[(i % 3) as usize], &format!("SET auto 'k' = {i}")).ok())["revision"].as_u64().unwrap();
+    }
+    let want = vec![last, last - 1, last - 2, last - 3];
+    for p in &ps {
+        // Serializable: this node's own replica, once it applied the compaction.
+        let h = until("the replica compacted to last - 3", || {
+            let h = q_serializable(p, "HISTORY auto 'k'").ok()?;
+            (history(&h) == want).then_some(h)
+        });
+        assert_eq!(history(&h), want, "node {}", p.id);
+        let e = q_serializable(p, &format!("GET auto 'k' AT REVISION {}", last - 4)).unwrap_err();
+        assert!(compacted(&e), "node {}: {e}", p.id);
+    }
+    let counts: Vec<(u64, u64, u64)> = ps
+        .iter()
+        .map(|p| (stat(p, "query.auto_compactions").unwrap(), stat(p, "query.auto_compacted_versions").unwrap(), stat(p, "query.auto_compaction_errors").unwrap()))
+        .collect();
+    assert!(counts.iter().map(|c| c.0).sum::<u64>() >= 1, "{counts:?}");
+    assert_eq!(counts.iter().map(|c| c.1).sum::<u64>(), 8, "the 8 older versions of k, each removed once: {counts:?}");
+    assert!(counts.iter().all(|c| c.2 == 0), "no node's proposal failed (none raced another's): {counts:?}");
+}
+
+/// Automatic compaction on one node with both rules: the age rule keeps
+/// history younger than its age whatever the count allows; past it, the
+/// count rule's bound is what is kept; `query.auto_compactions` and
+/// `query.auto_compacted_versions` count what it did.
+#[test]
+fn a_single_node_compacts_its_tables_by_count_and_by_age() {
+    const AGE_MS: u64 = 4000;
+    let node = support::Node::start_with(
+        &[],
+        &[("WEFT_TABLES_AUTO_COMPACT_REVISIONS", "2"), ("WEFT_TABLES_AUTO_COMPACT_AGE_MS", "4000"), ("WEFT_TABLES_AUTO_COMPACT_INTERVAL_MS", "100")],
+    );
+    let query = |aql: &str| -> Value { serde_json::from_str(&node.ok(&["query", aql, "--json"])).unwrap() };
+    let t0 = std::time::Instant::now();
+    query("CREATE TABLE one");
+    let first: Vec<u64> = (1..=5).map(|i| query(&format!("SET one 'k' = {i}"))["revision"].as_u64().unwrap()).collect();
+    // No revision of these writes can be AGE_MS old yet (each was made after
+    // t0), so none has been compacted away, whatever the count rule says.
+    let h = history(&query("HISTORY one 'k'"));
+    if t0.elapsed().as_millis() < u128::from(AGE_MS) {
+        assert_eq!(h.len(), 5, "history younger than the age is kept: {h:?}");
+    }
+    // Later the age rule lets them go and the count rule keeps reads at the
+    // two revisions before the current one.
+    let want = vec![first[4], first[3], first[2]];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while history(&query("HISTORY one 'k'")) != want {
+        assert!(std::time::Instant::now() < deadline, "not compacted to the newest three versions");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(node.stat_via(&node.addr(), "query.auto_compactions") >= 1);
+    assert_eq!(node.stat_via(&node.addr(), "query.auto_compacted_versions"), 2, "the two older versions of k");
+    assert_eq!(node.stat_via(&node.addr(), "query.auto_compaction_errors"), 0);
+    let o = node.weft(&["query", &format!("GET one 'k' AT REVISION {}", first[1])]);
+    assert!(!o.status.success() && support::text(&o.stderr).contains("compacted"), "{}", support::text(&o.stderr));
 }

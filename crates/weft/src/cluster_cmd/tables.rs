@@ -371,6 +371,10 @@ impl ReplicatedTables for ClusterTables {
         self.node.local_meta().tables.into_keys().collect()
     }
 
+    fn leads(&self, name: &str) -> bool {
+        self.node.table_placement(name).is_some_and(|t| self.node.leader_of(t.group) == Some(self.node.node_id()))
+    }
+
     fn watch<'a>(&'a self, name: &'a str, from: Revision, set: KeySet, prev_kv: bool, max_events: usize) -> BoxFut<'a, Result<(Vec<Event>, Revision), Error>> {
         Box::pin(async move {
             if !self.hosted(name).await? {
