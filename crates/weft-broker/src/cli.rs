@@ -202,6 +202,9 @@ pub enum GroupCmd {
     /// Move a group's committed offsets (kafka-consumer-groups
     /// --reset-offsets). Refused while the group has live members.
     ResetOffsets(ResetOffsetsArgs),
+    /// Delete a group and its committed offsets (kafka-consumer-groups
+    /// --delete). Refused while the group has live members.
+    Delete { group: String },
 }
 
 #[derive(Args, Debug)]
@@ -1073,6 +1076,14 @@ pub async fn group(client: &Client, cmd: GroupCmd, json: bool) -> Result<(), Cli
                 print!("{}", table(&["member_id", "client_id", "partitions", "last_heartbeat_ms"], &members));
                 let cols = ["topic", "partition", "committed", "log_start", "latest", "lag"];
                 print!("{}", table(&cols, &rows_of(&d["offsets"], &cols)));
+            }
+        }
+        GroupCmd::Delete { group } => {
+            let done: dto::Done = client.call(route::GROUP_DELETE, &dto::GroupRef { group: group.clone() }).await?;
+            if json {
+                print_json(&done);
+            } else {
+                println!("deleted group {group}");
             }
         }
         GroupCmd::ResetOffsets(a) => {

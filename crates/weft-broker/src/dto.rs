@@ -27,6 +27,7 @@ pub mod route {
     pub const GROUP_LIST: &str = "log.group.list";
     pub const GROUP_DESCRIBE: &str = "log.group.describe";
     pub const GROUP_RESET_OFFSETS: &str = "log.group.reset_offsets";
+    pub const GROUP_DELETE: &str = "log.group.delete";
     pub const GROUP_FETCH: &str = "log.group.fetch";
 }
 

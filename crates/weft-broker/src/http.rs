@@ -153,7 +153,7 @@ pub fn router_with(log: Log, plane: Plane) -> Router {
         .route("/v1/topics/{topic}/partitions/{partition}/offsets", get(offsets))
         .route("/v1/topics/{topic}/partitions/{partition}/stream", get(stream_partition))
         .route("/v1/groups", get(list_groups))
-        .route("/v1/groups/{group}", get(describe_group))
+        .route("/v1/groups/{group}", get(describe_group).delete(delete_group))
         .route("/v1/groups/{group}/join", post(join_group))
         .route("/v1/groups/{group}/heartbeat", post(heartbeat))
         .route("/v1/groups/{group}/leave", post(leave_group))
@@ -507,10 +507,17 @@ struct ResetOffsetsBody {
     dry_run: bool,
 }
 
-async fn reset_offsets(State(log): State<Log>, Path(group): Path<String>, body: BodyBytes) -> ApiResult<dto::ResetOffsetsAnswer> {
+// Through the plane, as `log.group.reset_offsets`: on a cluster node a
+// replicated topic's offsets move through the metadata group.
+async fn reset_offsets(Extension(plane): Extension<Plane>, Path(group): Path<String>, body: BodyBytes) -> ApiResult<dto::ResetOffsetsAnswer> {
     let b: ResetOffsetsBody = parse(&body)?;
     let req = dto::ResetOffsets { group, topic: b.topic, partition: b.partition, to: b.to, dry_run: b.dry_run };
-    Ok(Json(native::reset_offsets(&log, req).await?))
+    Ok(Json(plane.reset_offsets(req).await.map_err(ApiError)?))
+}
+
+async fn delete_group(Extension(plane): Extension<Plane>, Path(group): Path<String>) -> ApiResult<dto::Done> {
+    plane.delete_group(&group).await.map_err(ApiError)?;
+    Ok(Json(dto::Done { ok: true }))
 }
 
 async fn leave_group(State(log): State<Log>, Extension(plane): Extension<Plane>, Path(group): Path<String>, body: BodyBytes) -> ApiResult<dto::Done> {

@@ -114,10 +114,15 @@ pub fn register_with(service: &mut Service, log: Log, plane: Plane) -> Result<()
         let (l, p) = (l.clone(), p.clone());
         async move { group_call::<weft_log::GroupDescription>(&l, &p, route::GROUP_DESCRIBE, &req.group, to_json(&req)?).await }
     })?;
-    let p = plane;
+    let p = plane.clone();
     service.endpoint(route::GROUP_RESET_OFFSETS, move |req: dto::ResetOffsets| {
         let p = p.clone();
         async move { p.reset_offsets(req).await.map_err(ServiceError::Wire) }
+    })?;
+    let p = plane;
+    service.endpoint(route::GROUP_DELETE, move |req: dto::GroupRef| {
+        let p = p.clone();
+        async move { p.delete_group(&req.group).await.map(|_| dto::Done { ok: true }).map_err(ServiceError::Wire) }
     })?;
     Ok(())
 }
@@ -242,6 +247,10 @@ pub const GROUP_CHECK_FETCH: &str = "group.check_fetch";
 /// Not a public route either: `{group}` → `{members}`, the live members of a
 /// group at its coordinator (a reset is refused while there are any).
 pub const GROUP_MEMBERS: &str = "group.members";
+/// Not a public route: `{group}` → `{forgotten}`, the coordinator drops a
+/// group's empty membership record (a cluster's group delete; refused
+/// `group_active` while it has members).
+pub const GROUP_FORGET: &str = "group.forget";
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<serde_json::Value, ServiceError> {
     serde_json::to_value(v).map_err(|e| ServiceError::Wire(weft_wire::ErrorBody::new(weft_wire::ErrorCode::Internal, e.to_string())))
@@ -303,6 +312,10 @@ pub async fn group_local(log: &Log, route: &str, body: serde_json::Value) -> Res
         GROUP_MEMBERS => {
             let g: dto::GroupRef = parse(body)?;
             Ok(serde_json::json!({"members": log.group_member_count(&g.group)}))
+        }
+        GROUP_FORGET => {
+            let g: dto::GroupRef = parse(body)?;
+            out(log.forget_group(&g.group).map(|forgotten| serde_json::json!({ "forgotten": forgotten })))
         }
         other => Err(ErrorBody::new(ErrorCode::Validation, format!("not a group route: {other}"))),
     }

@@ -94,7 +94,8 @@ fn paths_and_schemas() -> Value {
                          "responses": { "101": { "description": "Switching protocols" } } }
             },
             "/v1/groups": { "get": op("List consumer groups", json!([]), None, "GroupSummaries", "200") },
-            "/v1/groups/{group}": { "get": op("Describe a group, with lag", json!([group]), None, "GroupDescription", "200") },
+            "/v1/groups/{group}": { "get": op("Describe a group, with lag", json!([group]), None, "GroupDescription", "200"),
+                "delete": op("Delete a group: its committed offsets (refused while it has live members)", json!([group]), None, "Done", "200") },
             "/v1/groups/{group}/join": { "post": op("Join (or rejoin) a group", json!([group]), Some("Join"), "Member", "200") },
             "/v1/groups/{group}/heartbeat": { "post": op("Heartbeat; returns generation and assignment", json!([group]), Some("MemberRef"), "Member", "200") },
             "/v1/groups/{group}/leave": { "post": op("Leave a group", json!([group]), Some("MemberRef"), "Done", "200") },

@@ -47,6 +47,10 @@ pub trait RecordPlane: Send + Sync {
     fn committed<'a>(&'a self, req: &'a dto::Committed) -> PlaneFuture<'a, dto::CommittedAnswer>;
     /// Move a group's committed offsets on a topic (refused while it has members).
     fn reset_offsets(&self, req: dto::ResetOffsets) -> PlaneFuture<'_, dto::ResetOffsetsAnswer>;
+    /// Delete a group: its committed offsets and its empty membership
+    /// (refused while it has members: `group_active`; `unknown_group`
+    /// when there is neither).
+    fn delete_group<'a>(&'a self, group: &'a str) -> PlaneFuture<'a, ()>;
     /// A produce with options. A plane that cannot honour idempotence
     /// refuses it (a single node: docs/log.md); `acks` means nothing there.
     fn produce_with<'a>(&'a self, topic: &'a str, records: Vec<ProduceRecord>, opts: ProduceOpts) -> PlaneFuture<'a, dto::ProduceResponse> {
@@ -114,5 +118,8 @@ impl RecordPlane for LocalPlane {
     }
     fn reset_offsets(&self, req: dto::ResetOffsets) -> PlaneFuture<'_, dto::ResetOffsetsAnswer> {
         Box::pin(async move { native::reset_offsets(&self.0, req).await.map_err(body) })
+    }
+    fn delete_group<'a>(&'a self, group: &'a str) -> PlaneFuture<'a, ()> {
+        Box::pin(async move { self.0.delete_group(group).await.map_err(body) })
     }
 }

@@ -203,6 +203,10 @@ pub enum MetaCommand {
     /// (join, leave, expiry, hand-off). Refused as stale when the stored
     /// one is from a later (epoch, generation).
     SetGroup { group: String, epoch: u64, generation: u32, state: serde_json::Value },
+    /// Delete a consumer group: its committed offsets and its membership
+    /// record (the proposer checked at the coordinator that it had no
+    /// members). `not_found` when there was neither.
+    DeleteGroup { group: String },
     /// Allocate a raft group for a table and place its replicas (as a partition's).
     /// `max_tables` (the proposer's `tables.max_tables`) is checked here, at
     /// apply, so racing creates cannot pass it together.
@@ -467,6 +471,14 @@ impl MetaState {
                 self.groups.insert(group, GroupMembers { epoch, generation, state });
                 MetaResponse::Ok
             }
+            MetaCommand::DeleteGroup { group } => {
+                let offsets = self.offsets.remove(&group).is_some();
+                let members = self.groups.remove(&group).is_some();
+                if !offsets && !members {
+                    return err("not_found", format!("group {group:?} has no committed offsets and no members"));
+                }
+                MetaResponse::Ok
+            }
         }
     }
 }
@@ -652,6 +664,13 @@ mod tests {
         assert_eq!((s.groups["g"].epoch, s.groups["g"].generation), (3, 1));
         let bad = MetaCommand::SetGroup { group: String::new(), epoch: 4, generation: 1, state: serde_json::Value::Null };
         assert!(matches!(s.apply(bad), MetaResponse::Error { ref code, .. } if code == "validation"));
+        // A delete takes the group's offsets and membership; others stay.
+        s.apply(MetaCommand::CommitOffset { group: "g".into(), topic: "t".into(), partition: 0, offset: 5 });
+        s.apply(MetaCommand::CommitOffset { group: "k".into(), topic: "t".into(), partition: 0, offset: 6 });
+        assert_eq!(s.apply(MetaCommand::DeleteGroup { group: "g".into() }), MetaResponse::Ok);
+        assert!(!s.groups.contains_key("g") && !s.offsets.contains_key("g"));
+        assert_eq!(s.offsets["k"]["t"][&0], 6);
+        assert!(matches!(s.apply(MetaCommand::DeleteGroup { group: "g".into() }), MetaResponse::Error { ref code, .. } if code == "not_found"));
         // Snapshots from before groups were replicated restore with none.
         let old: MetaState = serde_json::from_str(r#"{"nodes":{},"topics":{},"offsets":{},"next_group":1,"applied":0}"#).unwrap();
         assert!(old.groups.is_empty());

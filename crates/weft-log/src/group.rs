@@ -428,6 +428,16 @@ impl GroupCoordinator {
         self.groups = out;
     }
 
+    /// Forget a group with no members (deleted); whether it was known.
+    /// Refused ([`LogError::GroupActive`]) while it has members.
+    pub fn forget(&mut self, group: &str) -> Result<bool> {
+        match self.groups.get(group) {
+            Some(g) if !g.members.is_empty() => Err(LogError::GroupActive { group: group.into(), members: g.members.len() }),
+            Some(_) => Ok(self.groups.remove(group).is_some()),
+            None => Ok(false),
+        }
+    }
+
     pub fn group_names(&self) -> Vec<String> {
         self.groups.keys().cloned().collect()
     }

@@ -70,7 +70,7 @@ pub use batch::{Batch, BatchHeader, BatchesDecoder};
 pub use config::{FsyncPolicy, LogConfig};
 pub use error::{Fault, LogError, Result};
 pub use files::{FileCacheStats, OpenFiles};
-pub use group::{AssignmentStrategy, GroupSnapshot, MemberDescription, MemberSnapshot, MemberState, OffsetReset, ResetPolicy, ResetTarget, StartOffset};
+pub use group::{AssignmentStrategy, GroupSnapshot, MemberDescription, MemberSnapshot, MemberState, OffsetReset, ResetPolicy, ResetTarget, StartOffset, validate_group_name};
 pub use log::{
     BatchAck, Clock, CommittedOffset, GroupDescription, GroupSummary, Log, LogHealth, MaintenanceReport, ManualClock, OFFSETS_TOPIC,
     OffsetCommit, OffsetSpec, PartitionLag, RecordAck, SystemClock, TopicDescription,

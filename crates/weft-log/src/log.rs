@@ -965,13 +965,17 @@ impl Log {
         lock(&self.inner.committed).get(&key).cloned()
     }
 
-    /// Forgets a group's committed offsets (tombstones in `__consumer_offsets`).
-    /// Refused while the group has members.
+    /// Deletes a group (kafka-consumer-groups `--delete`): its committed
+    /// offsets (tombstones in `__consumer_offsets`) and its empty
+    /// membership record. Refused while the group has members
+    /// ([`LogError::GroupActive`]); [`LogError::UnknownGroup`] when there
+    /// is neither.
     pub async fn delete_group(&self, group: &str) -> Result<()> {
-        lock(&self.inner.groups).check_commit(group, None, &[])?;
+        validate_group_name(group)?;
+        let known = lock(&self.inner.groups).forget(group)?;
         let keys: Vec<OffsetKey> = lock(&self.inner.committed).keys().filter(|k| k.g == group).cloned().collect();
         if keys.is_empty() {
-            return Err(LogError::UnknownGroup(group.to_string()));
+            return if known { Ok(()) } else { Err(LogError::UnknownGroup(group.to_string())) };
         }
         let t = self.topic(OFFSETS_TOPIC)?;
         let part = key_partition(group.as_bytes(), t.partitions.len() as u32);
@@ -986,7 +990,16 @@ impl Log {
         for k in keys {
             committed.remove(&k);
         }
+        tracing::info!(group, "group deleted");
         Ok(())
+    }
+
+    /// Forgets a group's empty membership record, keeping its offsets (a
+    /// cluster node's coordinator: the offsets of replicated topics live in
+    /// the metadata); whether there was one. Refused while it has members.
+    pub fn forget_group(&self, group: &str) -> Result<bool> {
+        validate_group_name(group)?;
+        lock(&self.inner.groups).forget(group)
     }
 
     /// Groups with members or committed offsets.

@@ -83,6 +83,40 @@ async fn rebalance_commit_lag_and_restart() {
     assert!(log.list_groups().is_empty());
 }
 
+/// kafka-consumer-groups --delete: refused while the group has members;
+/// once they left, the offsets and the empty membership go at once (not
+/// only after a restart); a group with neither is unknown.
+#[tokio::test]
+async fn deleting_a_group_waits_for_its_members_and_takes_its_offsets() {
+    let s = MemStorage::new();
+    let clock = Arc::new(ManualClock::new(1_000));
+    let log = mem_log(&s, &clock, cfg()).await;
+    log.create_topic("t", None).await.unwrap();
+    log.produce("t", (0..5).map(|i| ProduceRecord::value(format!("{i}")).with_partition(0)).collect()).await.unwrap();
+    let m = log.join_group("g", None, "a", &["t"], AssignmentStrategy::Range, 10_000).unwrap();
+    let c = OffsetCommit { topic: "t".into(), partition: PartitionId(0), offset: Offset(3), metadata: String::new() };
+    log.commit_offsets("g", Some((&m.member_id, m.generation)), vec![c.clone()]).await.unwrap();
+    assert!(matches!(log.delete_group("g").await, Err(LogError::GroupActive { members: 1, .. })));
+    assert_eq!(log.committed_offset("g", "t", PartitionId(0)).unwrap().offset, Offset(3), "a refused delete changes nothing");
+    log.leave_group("g", &m.member_id).unwrap();
+    log.delete_group("g").await.unwrap();
+    assert!(log.list_groups().is_empty(), "{:?}", log.list_groups());
+    assert!(matches!(log.describe_group("g"), Err(LogError::UnknownGroup(_))));
+    assert!(log.committed_offset("g", "t", PartitionId(0)).is_none());
+    assert!(matches!(log.delete_group("g").await, Err(LogError::UnknownGroup(_))));
+    // An empty group with no offsets (its members left before committing):
+    // its membership record is what goes.
+    let m = log.join_group("h", None, "a", &["t"], AssignmentStrategy::Range, 10_000).unwrap();
+    log.leave_group("h", &m.member_id).unwrap();
+    log.delete_group("h").await.unwrap();
+    assert!(matches!(log.delete_group("h").await, Err(LogError::UnknownGroup(_))));
+    assert!(matches!(log.delete_group("").await, Err(LogError::InvalidRequest(_))));
+    // Gone after a restart too (the tombstones were written).
+    drop(log);
+    let log = mem_log(&s, &clock, cfg()).await;
+    assert!(log.list_groups().is_empty());
+}
+
 #[tokio::test]
 async fn offsets_topic_is_compacted() {
     let s = MemStorage::new();

@@ -117,4 +117,28 @@ fn members_on_two_nodes_share_one_group() {
         let c = ps[0].call("log.group.committed", &json!({"group": "g", "topic": "jobs", "partition": p}).to_string()).unwrap();
         assert_eq!(c["offset"], want, "partition {p}: {c}");
     }
+
+    // group delete through node 3: refused while c (joined through node 2)
+    // is live, asked at the coordinator; then the offsets go from the
+    // metadata (every node reads none) and the group from the coordinator.
+    let c = ps[1].call("log.group.join", &json!({"group": "g", "client_id": "c", "topics": ["jobs"], "session_timeout_ms": 30000}).to_string()).unwrap();
+    let o = ps[2].weft(&["group", "delete", "g"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("live member"), "{err}");
+    assert_eq!(ps[0].call("log.group.committed", &json!({"group": "g", "topic": "jobs", "partition": 1}).to_string()).unwrap()["offset"], 2, "a refused delete changes nothing");
+    ps[1].call("log.group.leave", &json!({"group": "g", "member_id": c["member_id"]}).to_string()).unwrap();
+    let o = ps[2].weft(&["group", "delete", "g"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for p in &ps {
+        for part in 0..4u64 {
+            let c = p.call("log.group.committed", &json!({"group": "g", "topic": "jobs", "partition": part}).to_string()).unwrap();
+            assert!(c["offset"].is_null(), "node {} partition {part}: {c}", p.id);
+        }
+        let e = p.call("log.group.describe", &json!({"group": "g"}).to_string()).unwrap_err();
+        assert!(e.contains("unknown_group") || e.contains("unknown group"), "node {}: {e}", p.id);
+    }
+    let e = ps[0].call("log.group.delete", &json!({"group": "g"}).to_string()).unwrap_err();
+    assert!(e.contains("unknown_group") || e.contains("unknown group"), "{e}");
+    let (code, body) = ps[0].http("DELETE", "/v1/groups/g", "").unwrap();
+    assert_eq!(code, 404, "{body}");
 }

@@ -366,6 +366,37 @@ fn offsets_outside_the_log_and_reset_offsets() {
     let (status, body) = node.http("POST", "/v1/groups/g/reset-offsets", r#"{"topic":"r","to":{"offset":195}}"#);
     assert_eq!(status, 200, "{body}");
     assert_eq!(node.describe_group("g")["offsets"][0]["committed"], 195);
+
+    // group delete (kafka-consumer-groups --delete): refused while a member
+    // is live, over the CLI and HTTP; then the group and its offsets go,
+    // and a new consumer of the group starts by its reset policy.
+    let mut live = Member::start(&node, "live2", "r", "g");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while node.describe_group("g")["members"].as_array().is_none_or(|m| m.is_empty()) {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = node.weft(&["group", "delete", "g"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("live member"), "{}", String::from_utf8_lossy(&o.stderr));
+    let (status, body) = node.http("DELETE", "/v1/groups/g", "");
+    assert_eq!(status, 409, "{body}");
+    live.signal("-TERM");
+    live.wait();
+    assert_eq!(node.ok(&["group", "delete", "g"]).trim(), "deleted group g");
+    let (status, _) = node.http("GET", "/v1/groups/g", "");
+    assert_eq!(status, 404, "deleted");
+    assert!(!node.ok(&["group", "list"]).contains(" g "), "deleted: not listed");
+    let o = node.weft(&["group", "delete", "g", "--json"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("unknown"), "{}", String::from_utf8_lossy(&o.stderr));
+    // HTTP delete of a group with offsets only.
+    node.ok(&["group", "reset-offsets", "h2", "--topic", "r", "--to-offset", "199"]);
+    let (status, body) = node.http("DELETE", "/v1/groups/h2", "");
+    assert_eq!((status, body.contains("true")), (200, true), "{body}");
+    let (status, body) = node.http("DELETE", "/v1/groups/h2", "");
+    assert_eq!(status, 404, "{body}");
+    let out = node.ok(&["consume", "r", "--group", "g", "--max-records", "1"]);
+    assert!(out.starts_with(&format!("value-{start:04}-")), "a new g starts at the log start: {out}");
 }
 
 /// Finding 3: a consume that prints nothing says why; a new group starts

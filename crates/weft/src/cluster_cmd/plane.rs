@@ -894,6 +894,40 @@ impl RecordPlane for ClusterPlane {
         })
     }
 
+    /// A group's offsets of replicated topics and its membership record
+    /// live in the metadata, its live membership at the coordinator, and
+    /// offsets of topics local to this node in this node's log: the
+    /// coordinator forgets the group first (refused while it has members),
+    /// then the metadata group deletes it, then this node's log.
+    fn delete_group<'a>(&'a self, group: &'a str) -> PlaneFuture<'a, ()> {
+        Box::pin(async move {
+            weft_log::validate_group_name(group).map_err(|e| log_error_body(&e))?;
+            let body = serde_json::json!({"group": group});
+            let forgot = match self.group_forward(native::GROUP_FORGET, group, body.clone()).await? {
+                Some(v) => v,
+                None => native::group_local(&self.log, native::GROUP_FORGET, body).await?,
+            };
+            let mut deleted = forgot["forgotten"].as_bool().unwrap_or(false);
+            match self.node.propose_meta(&MetaCommand::DeleteGroup { group: group.to_owned() }).await.map_err(|e| cluster_error_body(&e))? {
+                MetaResponse::Ok => deleted = true,
+                MetaResponse::Error { code, .. } if code == "not_found" => {}
+                other => {
+                    meta_error(other)?;
+                }
+            }
+            match self.log.delete_group(group).await {
+                Ok(()) => deleted = true,
+                Err(LogError::UnknownGroup(_)) => {}
+                Err(e) => return Err(log_error_body(&e)),
+            }
+            if !deleted {
+                return Err(log_error_body(&LogError::UnknownGroup(group.to_owned())));
+            }
+            tracing::info!(group, "group deleted through the metadata group");
+            Ok(())
+        })
+    }
+
     /// Every membership request goes to the coordinator (the metadata
     /// leader), from any node, data-only ones included; while it moves
     /// (an election, a leader killed) the request is tried again until
