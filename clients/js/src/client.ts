@@ -326,6 +326,8 @@ export class Client {
   }
   groups(): Promise<Obj[]> { return this.call("log.group.list"); }
   describeGroup(group: string): Promise<Obj> { return this.call("log.group.describe", { group }); }
+  /** Delete a group and its committed offsets (ConflictError while it has live members, NotFoundError when there is nothing). */
+  async deleteGroup(group: string): Promise<boolean> { return Boolean((await this.call<Obj>("log.group.delete", { group })).ok); }
 
   /** A consumer group member: `for await (const r of client.consumer(...))`. */
   consumer(group: string, topics: string[], opts: ConsumerOptions = {}): Consumer {

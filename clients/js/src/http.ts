@@ -157,6 +157,8 @@ export class HttpTransport implements Transport {
         return this.request("GET", "/v1/groups", undefined, t);
       case "log.group.describe":
         return this.request("GET", group(), undefined, t);
+      case "log.group.delete":
+        return this.request("DELETE", group(), undefined, t);
       case "query.execute":
       case "query.batch":
         // one HTTP route for both; Client.batch() only ever sends a BATCH

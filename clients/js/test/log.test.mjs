@@ -101,6 +101,10 @@ for (const via of ["tcp", "http"]) {
       assert.equal(n, 20);
       await assert.rejects(c.consumer(unique("none"), [t], { autoOffsetReset: "none" }).start(),
         (e) => e instanceof weft.OutOfRangeError && e.kind === "no_reset_policy");
+      // Deleting the group takes its offsets; a second delete finds nothing.
+      assert.equal(await c.deleteGroup(g), true);
+      assert.equal(await c.committed(g, t, 0), null);
+      await assert.rejects(c.deleteGroup(g), weft.NotFoundError);
     } finally {
       await c.close();
     }

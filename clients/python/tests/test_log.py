@@ -103,9 +103,15 @@ def test_group_calls(client: weft.Client) -> None:
         client.commit(g, {(t, 0): 0}, member_id=m.member_id, generation=m.generation + 5)
     assert any(x["group"] == g for x in client.groups())
     assert client.describe_group(g)
+    with pytest.raises(weft.Conflict):
+        client.delete_group(g)  # a live member
     assert client.leave_group(g, m.member_id)
     with pytest.raises(weft.NotFound):
         client.heartbeat(g, m.member_id)
+    assert client.delete_group(g)
+    assert client.committed(g, t, 0) is None
+    with pytest.raises(weft.NotFound):
+        client.delete_group(g)
 
 
 def test_consumer_iterates_commits_and_a_second_member_resumes(client: weft.Client, node: Node) -> None:

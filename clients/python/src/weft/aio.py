@@ -774,6 +774,12 @@ class AsyncClient(QueryMixin):
     async def describe_group(self, group: str) -> dict[str, Any]:
         return dict(await self.call("log.group.describe", {"group": group}))
 
+    async def delete_group(self, group: str) -> bool:
+        """Delete a group and its committed offsets (kafka-consumer-groups
+        ``--delete``): Conflict while it has live members, NotFound when
+        there is nothing to delete."""
+        return bool((await self.call("log.group.delete", {"group": group}))["ok"])
+
     def consumer(self, group: str, topics: Sequence[str], **options: Any) -> AsyncConsumer:
         """A consumer group member: ``async for record in client.consumer(...)``."""
         from .consumer import AsyncConsumer

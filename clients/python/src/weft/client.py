@@ -518,6 +518,9 @@ class Client:
     def describe_group(self, group: str) -> dict[str, Any]:
         return self._drive(self.aio.describe_group(group))
 
+    def delete_group(self, group: str) -> bool:
+        return self._drive(self.aio.delete_group(group))
+
     def consumer(self, group: str, topics: Sequence[str], **options: Any) -> Consumer:
         """A consumer group member: ``for record in client.consumer(...)``; see
         :class:`AsyncConsumer` for the options."""
