@@ -896,6 +896,18 @@ fn apply_entries(gid: GroupId, g: &mut Group, entries: Vec<Entry>, out: &mut Rea
                     }
                     g.raw.apply_conf_change(&cc)?
                 };
+                // raft-rs leaves a leader that a change removed leading (its
+                // post_conf_change says so), and then panics on the leader's next
+                // persisted entries, its own progress being gone. Proposals that
+                // remove the leader are refused, but the entry can be proposed
+                // under another leader and applied after this node took over:
+                // step down now; the remaining voters elect one of their own.
+                let me = g.raw.raft.id;
+                if g.raw.raft.state == StateRole::Leader && !cs.voters.contains(&me) && !cs.voters_outgoing.contains(&me) {
+                    let term = g.raw.raft.term;
+                    tracing::info!(group = gid, term, "cluster: this leader was removed from the group's configuration; stepping down");
+                    g.raw.raft.become_follower(term, raft::INVALID_ID);
+                }
                 // Not persisted here: state machines restart from the last snapshot and
                 // replay the log, so the stored configuration must be the snapshot's too
                 // (replaying a change onto a configuration that already has it fails).
@@ -1149,6 +1161,38 @@ mod tests {
         assert!(net.tick_until(100, |n| (1..=3).all(|id| n.nodes[&id].applied(2) == last)).is_some(), "both commands applied on every replica");
         assert!(net.tick_until(500, |n| n.asleep() == all).is_some(), "quiet again");
         assert_eq!(net.leader(2), Some(leader));
+    }
+
+    /// A change removing the leader that reaches it as a forwarded proposal
+    /// (the driver refuses its own, not a follower's forwarded one) is
+    /// applied by the leader it removes: raft-rs leaves that node leading,
+    /// then panics on its next persisted entries (its own progress gone).
+    /// It steps down instead, and the two remaining voters elect a leader.
+    #[test]
+    fn a_leader_that_applies_its_own_removal_steps_down() {
+        let mut net = Net::new(&[1], 0, 11);
+        assert!(net.tick_until(500, Net::all_led).is_some());
+        let old = net.leader(1).unwrap();
+        let follower = (1..=3).find(|id| *id != old).unwrap();
+        let mut single = raft::prelude::ConfChangeSingle::default();
+        single.set_change_type(ConfChangeType::RemoveNode);
+        single.node_id = old;
+        let mut cc = ConfChangeV2::default();
+        cc.set_changes(vec![single].into());
+        net.nodes.get_mut(&follower).unwrap().propose_conf_change(1, Vec::new(), cc).unwrap();
+        net.pump();
+        // Writes keep the removed leader persisting entries until it has stepped down.
+        for i in 0..5u8 {
+            let _ = net.nodes.get_mut(&old).unwrap().propose(1, Vec::new(), vec![i]);
+            net.tick();
+        }
+        assert!(!net.nodes[&old].is_leader(1), "the removed node still leads");
+        let ticks = net.tick_until(300, |n| n.leader(1).is_some_and(|l| l != old));
+        assert!(ticks.is_some(), "no leader among the remaining voters");
+        let new = net.leader(1).unwrap();
+        let st = net.nodes[&new].status(1).unwrap();
+        assert!(!st.voters.contains(&old), "{:?}", st.voters);
+        assert_eq!(st.voters.len(), 2);
     }
 
     /// Two survivors whose election timers run out in the same tick split

@@ -182,6 +182,13 @@ const CASES: &[(&str, Case)] = &[
         // from the start again: all three records
         assert_eq!(c.ok(&["consume", "e2e", "--group", "g1"]).lines().count(), 3);
     }),
+    ("group delete", |c| {
+        assert_eq!(c.ok(&["consume", "e2e", "--group", "gone", "--max-records", "1"]).lines().count(), 1);
+        assert_eq!(json(&c.ok(&["group", "delete", "gone", "--json"]))["ok"], true);
+        let o = c.node.weft(&["group", "describe", "gone"]);
+        assert!(!o.status.success() && text(&o.stderr).contains("unknown"), "{}", text(&o.stderr));
+        assert_eq!(c.ok(&["group", "delete", "g1"]).trim(), "deleted group g1");
+    }),
     ("log verify", |c| {
         let dir = c.node.data_dir();
         assert!(run(&["log", "verify", dir.to_str().unwrap()]).status.success());
