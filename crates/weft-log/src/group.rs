@@ -431,10 +431,9 @@ impl GroupCoordinator {
     /// Forget a group with no members (deleted); whether it was known.
     /// Refused ([`LogError::GroupActive`]) while it has members.
     pub fn forget(&mut self, group: &str) -> Result<bool> {
-        match self.groups.get(group) {
-            Some(g) if !g.members.is_empty() => Err(LogError::GroupActive { group: group.into(), members: g.members.len() }),
-            Some(_) => Ok(self.groups.remove(group).is_some()),
-            None => Ok(false),
+        match self.groups.get(group).map(|g| g.members.len()) {
+            Some(members) if members > 0 => Err(LogError::GroupActive { group: group.into(), members }),
+            _ => Ok(self.groups.remove(group).is_some()),
         }
     }
 

@@ -420,16 +420,17 @@ impl NetConf {
     }
 
     /// The main runtime's worker threads on a machine with `cores` cores,
-    /// given `TOKIO_WORKER_THREADS` (`tokio_env`, as set or not). 0 or
-    /// over [`MAX_THREADS`] when configured so: `weft serve` refuses it.
-    pub fn runtime_threads(&self, cores: usize, tokio_env: Option<&str>) -> u64 {
-        if let Some(n) = self.runtime_threads {
-            return n;
+    /// given `TOKIO_WORKER_THREADS` (`tokio_env`, as set or not); refused
+    /// when configured as 0 or over [`MAX_THREADS`].
+    pub fn runtime_threads(&self, cores: usize, tokio_env: Option<&str>) -> Result<usize, String> {
+        let n = match self.runtime_threads {
+            Some(n) => n,
+            None => tokio_env.and_then(|v| v.trim().parse::<u64>().ok()).filter(|n| *n >= 1).unwrap_or((cores as u64).max(1)),
+        };
+        if !(1..=MAX_THREADS).contains(&n) {
+            return Err(format!("net.runtime_threads is {n}, from 1 to {MAX_THREADS}"));
         }
-        if let Some(n) = tokio_env.and_then(|v| v.trim().parse::<u64>().ok()).filter(|n| *n >= 1) {
-            return n;
-        }
-        (cores as u64).max(1)
+        Ok(n as usize)
     }
 }
 
@@ -713,12 +714,14 @@ pub fn unknown_env<T>(layered: &weft_service::config::Layered<T>, env: &[(String
 mod tests {
     use super::*;
 
+    /// The `net` section loaded from defaults and these environment variables.
+    fn load(env: &[(&str, &str)]) -> Result<NetConf, weft_service::config::ConfigError> {
+        let env: Vec<(String, String)> = env.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        weft_service::config::load(&NodeConfig::default(), None, &env, &[]).map(|l| l.value.net)
+    }
+
     #[test]
     fn connection_threads_auto_by_default_a_number_or_auto_from_env() {
-        let load = |env: &[(&str, &str)]| {
-            let env: Vec<(String, String)> = env.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
-            weft_service::config::load(&NodeConfig::default(), None, &env, &[]).map(|l| l.value.net)
-        };
         let auto = load(&[]).unwrap();
         assert_eq!(auto.connection_threads, None);
         assert_eq!((auto.threads(1), auto.threads(2), auto.threads(3), auto.threads(16)), (0, 1, 1, 8));
@@ -736,19 +739,15 @@ mod tests {
 
     #[test]
     fn runtime_threads_one_per_core_unless_told() {
-        let load = |env: &[(&str, &str)]| {
-            let env: Vec<(String, String)> = env.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
-            weft_service::config::load(&NodeConfig::default(), None, &env, &[]).map(|l| l.value.net)
-        };
         let auto = load(&[]).unwrap();
-        assert_eq!([0, 1, 2, 16].map(|c| auto.runtime_threads(c, None)), [1, 1, 2, 16]);
+        assert_eq!([0, 1, 2, 16].map(|c| auto.runtime_threads(c, None)), [Ok(1), Ok(1), Ok(2), Ok(16)]);
         // tokio's own variable still chooses when the key is not set; a bad one is ignored.
-        assert_eq!(auto.runtime_threads(2, Some("3")), 3);
-        assert_eq!(auto.runtime_threads(2, Some("0")), 2);
-        assert_eq!(auto.runtime_threads(2, Some("x")), 2);
+        assert_eq!(auto.runtime_threads(2, Some("3")), Ok(3));
+        assert_eq!(auto.runtime_threads(2, Some("0")), Ok(2));
+        assert_eq!(auto.runtime_threads(2, Some("x")), Ok(2));
         let set = load(&[("WEFT_NET_RUNTIME_THREADS", "4")]).unwrap();
-        assert_eq!(set.runtime_threads(2, Some("3")), 4);
-        assert_eq!(load(&[("WEFT_NET_RUNTIME_THREADS", "0")]).unwrap().runtime_threads(2, None), 0);
+        assert_eq!(set.runtime_threads(2, Some("3")), Ok(4));
+        assert_eq!(load(&[("WEFT_NET_RUNTIME_THREADS", "0")]).unwrap().runtime_threads(2, None), Err("net.runtime_threads is 0, from 1 to 256".into()));
         assert!(load(&[("WEFT_NET_RUNTIME_THREADS", "all")]).is_err());
     }
 

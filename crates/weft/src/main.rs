@@ -464,7 +464,7 @@ impl NodeArgs {
 
     fn load(&self) -> Result<weft_service::config::Layered<config::NodeConfig>> {
         let env: Vec<(String, String)> = std::env::vars().collect();
-        let layered = self.load_quietly(&env)?;
+        let layered = weft_service::config::load(&config::NodeConfig::default(), self.config.as_deref(), &env, &self.flag_overrides()?)?;
         // An unknown file key is an error; an unknown variable cannot be
         // (the environment is shared with everything else), so say it once.
         for name in config::unknown_env(&layered, &env) {
@@ -472,22 +472,14 @@ impl NodeArgs {
         }
         Ok(layered)
     }
-
-    fn load_quietly(&self, env: &[(String, String)]) -> Result<weft_service::config::Layered<config::NodeConfig>> {
-        Ok(weft_service::config::load(&config::NodeConfig::default(), self.config.as_deref(), env, &self.flag_overrides()?)?)
-    }
 }
 
 /// The worker threads `weft serve`'s runtime starts with
-/// (`net.runtime_threads`), read before the runtime exists. None: leave
-/// tokio's default, for `serve::run` to report a configuration it cannot
-/// load or a count it refuses.
-fn serve_runtime_threads(args: &NodeArgs) -> Option<usize> {
-    let env: Vec<(String, String)> = std::env::vars().collect();
-    let net = args.load_quietly(&env).ok()?.value.net;
+/// (`net.runtime_threads`), read before the runtime exists: one for a
+/// count `serve::run` refuses (it stops the node with the error).
+fn serve_runtime_threads(net: &config::NetConf) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let n = net.runtime_threads(cores, std::env::var("TOKIO_WORKER_THREADS").ok().as_deref());
-    (1..=config::MAX_THREADS).contains(&n).then_some(n as usize)
+    net.runtime_threads(cores, std::env::var("TOKIO_WORKER_THREADS").ok().as_deref()).unwrap_or(1)
 }
 
 /// Client commands die quietly when their output pipe closes (`weft stats
@@ -510,10 +502,13 @@ fn main() -> std::process::ExitCode {
         default_sigpipe();
     }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Command::Serve(args) = &cli.command
-        && let Some(n) = serve_runtime_threads(args)
-    {
-        builder.worker_threads(n);
+    // `serve` loads its configuration once, here, to size the runtime; run() uses it.
+    let serve_config = match &cli.command {
+        Command::Serve(args) => Some(args.load()),
+        _ => None,
+    };
+    if let Some(Ok(layered)) = &serve_config {
+        builder.worker_threads(serve_runtime_threads(&layered.value.net));
     }
     let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
@@ -522,7 +517,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
+    match rt.block_on(run(cli, serve_config)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", error_chain(&e));
@@ -551,7 +546,8 @@ fn error_chain(e: &anyhow::Error) -> String {
     parts.join(": ")
 }
 
-async fn run(cli: Cli) -> Result<()> {
+/// `serve_config`: `serve`'s configuration, loaded before the runtime.
+async fn run(cli: Cli, serve_config: Option<Result<weft_service::config::Layered<config::NodeConfig>>>) -> Result<()> {
     weft_net::set_trace_context_source(telemetry::outgoing_traceparent);
     match cli.command {
         Command::Completions { shell } => {
@@ -572,7 +568,7 @@ async fn run(cli: Cli) -> Result<()> {
             let again = args.clone();
             reload::set_loader(Box::new(move || again.load()));
             reload::set_config_path(args.config.clone());
-            serve::run(args.load()?).await
+            serve::run(serve_config.unwrap_or_else(|| args.load())?).await
         }
         Command::Config { command: ConfigCommand::Show { node, out } } => {
             let layered = node.load()?;

@@ -186,14 +186,9 @@ pub async fn run(layered: Layered<NodeConfig>) -> Result<()> {
         "net.connection_threads is {conn_threads}, at most {} (0: connections on the main runtime)",
         crate::config::MAX_THREADS
     );
-    // main() sized the runtime from the same key before it started; an
-    // invalid value left tokio's default there and is refused here.
-    let runtime_threads = cfg.net.runtime_threads(cores, std::env::var("TOKIO_WORKER_THREADS").ok().as_deref());
-    anyhow::ensure!(
-        (1..=crate::config::MAX_THREADS).contains(&runtime_threads),
-        "net.runtime_threads is {runtime_threads}, from 1 to {}",
-        crate::config::MAX_THREADS
-    );
+    // main() sized the runtime from the same key before it started (one
+    // worker for a count it refuses, which stops the node here).
+    cfg.net.runtime_threads(cores, std::env::var("TOKIO_WORKER_THREADS").ok().as_deref()).map_err(anyhow::Error::msg)?;
     server.set_connection_threads(conn_threads as usize).context("net.connection_threads")?;
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
     server.stats().runtime_threads.store(workers as u64, std::sync::atomic::Ordering::Relaxed);

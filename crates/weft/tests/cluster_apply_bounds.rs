@@ -14,7 +14,7 @@ use serde_json::Value;
 mod common;
 #[path = "support/cluster.rs"]
 mod cluster;
-use cluster::{partition_leader, procs, start_cluster, until, Proc};
+use cluster::{partition_leader, procs, start_cluster, until, Proc, stat};
 
 /// Every record of this node's own copy: (offset, value).
 fn copy(p: &Proc) -> Option<Vec<(u64, String)>> {
@@ -36,12 +36,6 @@ fn copy(p: &Proc) -> Option<Vec<(u64, String)>> {
 /// The `apply` counters of a node's `cluster.status`.
 fn apply(p: &Proc) -> Option<Value> {
     p.status().map(|s| s["apply"].clone()).filter(Value::is_object)
-}
-
-/// A `weft stats` value of this node.
-fn stat(p: &Proc, name: &str) -> Option<u64> {
-    let o = p.weft(&["stats"]);
-    String::from_utf8_lossy(&o.stdout).lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 fn produce(p: &Proc, from: u64, n: u64) {

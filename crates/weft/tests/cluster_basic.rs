@@ -292,22 +292,10 @@ fn serve_refuses_raft_message_bounds_out_of_range() {
     for (env, want) in cases {
         let dir = tempfile::tempdir().unwrap();
         let cluster = format!("127.0.0.1:{}", free_port());
-        let mut c = Command::new(WEFT)
-            .args(["serve", "--data-dir"])
-            .arg(dir.path())
-            .args(["--tcp-addr", &format!("127.0.0.1:{}", free_port()), "--disable", "udp"])
-            .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
-            .args(["--node-id", "1", "--cluster-addr", &cluster, "--cluster-peers", &format!("1={cluster}")])
-            .env_remove("WEFT_CONFIG")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let status = common::wait_exit(&mut c, Duration::from_secs(60)).unwrap_or_else(|| panic!("weft serve with {env:?} did not exit"));
-        let mut err = String::new();
-        std::io::Read::read_to_string(c.stderr.as_mut().unwrap(), &mut err).unwrap();
-        assert!(!status.success(), "{env:?}: serve started");
+        let (tcp, http, peers) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()), format!("1={cluster}"));
+        let args = ["--data-dir", dir.path().to_str().unwrap(), "--tcp-addr", &tcp, "--disable", "udp", "--http-addr", &http];
+        let node = ["--node-id", "1", "--cluster-addr", &cluster, "--cluster-peers", &peers];
+        let err = common::serve_refusal(&[&args[..], &node[..]].concat(), env);
         assert!(err.contains(want), "{env:?}: stderr lacks {want:?}: {err}");
     }
 }

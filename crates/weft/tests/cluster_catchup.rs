@@ -14,7 +14,7 @@ use serde_json::Value;
 mod common;
 #[path = "support/cluster.rs"]
 mod cluster;
-use cluster::{partition_leader, procs, start_cluster, until, Proc};
+use cluster::{partition_leader, procs, start_cluster, until, Proc, stat};
 
 /// Every record of this node's own copy, from its log start: (offset, record).
 fn copy(p: &Proc, topic: &str) -> Option<BTreeMap<u64, Value>> {
@@ -56,12 +56,6 @@ fn partition_stat(p: &Proc, topic: &str, field: &str) -> Option<u64> {
 fn under_replicated(p: &Proc, topic: &str) -> Option<bool> {
     let s = p.status()?;
     s["partitions"].as_array()?.iter().find(|x| x["topic"] == topic)?["under_replicated"].as_bool()
-}
-
-/// A `weft stats` counter of this node.
-fn stat(p: &Proc, name: &str) -> Option<u64> {
-    let o = p.weft(&["stats"]);
-    String::from_utf8_lossy(&o.stdout).lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// Records at the same offset are the same everywhere both copies have one.

@@ -13,7 +13,7 @@ mod common;
 mod support;
 #[path = "support/cluster.rs"]
 mod cluster;
-use cluster::{Proc, procs, start_cluster, until};
+use cluster::{Proc, procs, start_cluster, until, stat};
 use common::free_port;
 
 fn q(p: &Proc, aql: &str) -> Result<Value, String> {
@@ -155,12 +155,6 @@ fn a_table_replica_catches_up_from_a_snapshot() {
     let e = q_serializable(&ps[2], &format!("GET cfg 'k1' AT REVISION {}", last - 6)).unwrap_err();
     assert!(compacted(&e), "{e}");
     assert!(q_serializable(&ps[2], &format!("GET cfg 'k1' AT REVISION {}", last - 5)).is_ok());
-}
-
-/// A `weft stats` value of this node.
-fn stat(p: &Proc, name: &str) -> Option<u64> {
-    let o = p.weft(&["stats"]);
-    String::from_utf8_lossy(&o.stdout).lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// The mod revisions of `key`'s history, newest first.

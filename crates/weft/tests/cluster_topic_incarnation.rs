@@ -9,7 +9,7 @@ use serde_json::Value;
 mod common;
 #[path = "support/cluster.rs"]
 mod cluster;
-use cluster::{Proc, partition_leader, procs, replicas, start_cluster, until};
+use cluster::{Proc, partition_leader, procs, replicas, start_cluster, until, stat};
 
 /// The records of partition 0 of "t" on the node's own copy (`None` while it hosts none).
 fn local_records(p: &Proc) -> Option<Vec<String>> {
@@ -88,11 +88,6 @@ fn a_node_down_while_a_topic_was_deleted_and_created_again_drops_its_old_copy() 
     // The node's record of its copies' incarnations names the new one.
     let marks: Value = serde_json::from_slice(&std::fs::read(ps[2].dir.join("cluster").join("topic_incarnations.json")).unwrap()).unwrap();
     assert_eq!(marks["t"].as_u64(), Some(incarnation), "{marks}");
-}
-
-fn stat(p: &Proc, name: &str) -> Option<u64> {
-    let o = p.weft(&["stats"]);
-    String::from_utf8_lossy(&o.stdout).lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// The same story, but node 3 comes back while nodes 1 and 2 are paused

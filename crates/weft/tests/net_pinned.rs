@@ -190,22 +190,10 @@ fn the_runtime_has_a_worker_per_core_unless_told() {
     drop(node);
     for (value, want) in [("0", "net.runtime_threads is 0, from 1 to 256"), ("257", "net.runtime_threads is 257")] {
         let dir = tempfile::tempdir().unwrap();
-        let mut c = Command::new(common::WEFT)
-            .args(["serve", "--data-dir"])
-            .arg(dir.path())
-            .args(["--tcp-addr", &format!("127.0.0.1:{}", common::free_port()), "--disable", "udp"])
-            .args(["--http-addr", &format!("127.0.0.1:{}", common::free_port())])
-            .args(["--grpc-addr", &format!("127.0.0.1:{}", common::free_port())])
-            .env_remove("WEFT_CONFIG")
-            .env("WEFT_NET_RUNTIME_THREADS", value)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let status = common::wait_exit(&mut c, Duration::from_secs(60)).unwrap_or_else(|| panic!("serve with runtime_threads {value} did not exit"));
-        let mut err = String::new();
-        std::io::Read::read_to_string(c.stderr.as_mut().unwrap(), &mut err).unwrap();
-        assert!(!status.success(), "serve started with runtime_threads {value}");
+        let port = || format!("127.0.0.1:{}", common::free_port());
+        let (tcp, http, grpc) = (port(), port(), port());
+        let args = ["--data-dir", dir.path().to_str().unwrap(), "--tcp-addr", &tcp, "--disable", "udp", "--http-addr", &http, "--grpc-addr", &grpc];
+        let err = common::serve_refusal(&args, &[("WEFT_NET_RUNTIME_THREADS", value)]);
         assert!(err.contains(want), "stderr lacks {want:?}: {err}");
     }
 }

@@ -419,13 +419,19 @@ impl ClusterPlane {
         Ok(out)
     }
 
+    /// A group request at the group's coordinator: forwarded when that is
+    /// another node, else served from this node's state.
+    async fn at_coordinator(&self, route: &str, group: &str, body: serde_json::Value) -> Result<serde_json::Value, ErrorBody> {
+        match self.group_forward(route, group, body.clone()).await? {
+            Some(v) => Ok(v),
+            None => native::group_local(&self.log, route, body).await,
+        }
+    }
+
     /// A member's fetch fence, at the group's coordinator (commits of a named member).
     async fn check_member(&self, group: &str, member_id: &str, generation: u32, topic: &str, partition: u32) -> Result<(), ErrorBody> {
         let body = serde_json::json!({"group": group, "member_id": member_id, "generation": generation, "topic": topic, "partition": partition});
-        match self.group_forward(native::GROUP_CHECK_FETCH, group, body.clone()).await? {
-            Some(_) => Ok(()),
-            None => native::group_local(&self.log, native::GROUP_CHECK_FETCH, body).await.map(|_| ()),
-        }
+        self.at_coordinator(native::GROUP_CHECK_FETCH, group, body).await.map(|_| ())
     }
 
     fn forget_peer(&self, id: NodeId) {
@@ -844,11 +850,7 @@ impl RecordPlane for ClusterPlane {
             };
             // Members would overwrite the reset with their next commit: refused
             // while the group has any, as on one node (asked at the coordinator).
-            let body = serde_json::json!({"group": req.group});
-            let members = match self.group_forward(native::GROUP_MEMBERS, &req.group, body.clone()).await? {
-                Some(v) => v,
-                None => native::group_local(&self.log, native::GROUP_MEMBERS, body).await?,
-            };
+            let members = self.at_coordinator(native::GROUP_MEMBERS, &req.group, serde_json::json!({"group": req.group})).await?;
             let members = members["members"].as_u64().unwrap_or(0) as usize;
             if members > 0 {
                 return Err(log_error_body(&LogError::GroupActive { group: req.group.clone(), members }));
@@ -902,11 +904,7 @@ impl RecordPlane for ClusterPlane {
     fn delete_group<'a>(&'a self, group: &'a str) -> PlaneFuture<'a, ()> {
         Box::pin(async move {
             weft_log::validate_group_name(group).map_err(|e| log_error_body(&e))?;
-            let body = serde_json::json!({"group": group});
-            let forgot = match self.group_forward(native::GROUP_FORGET, group, body.clone()).await? {
-                Some(v) => v,
-                None => native::group_local(&self.log, native::GROUP_FORGET, body).await?,
-            };
+            let forgot = self.at_coordinator(native::GROUP_FORGET, group, serde_json::json!({"group": group})).await?;
             let mut deleted = forgot["forgotten"].as_bool().unwrap_or(false);
             match self.node.propose_meta(&MetaCommand::DeleteGroup { group: group.to_owned() }).await.map_err(|e| cluster_error_body(&e))? {
                 MetaResponse::Ok => deleted = true,

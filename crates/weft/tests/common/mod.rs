@@ -49,3 +49,23 @@ pub fn wait_exit(child: &mut std::process::Child, within: std::time::Duration) -
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// `weft serve ARGS` with `env` added (WEFT_CONFIG removed), for a
+/// configuration it must refuse at start: its stderr. Panics when it does
+/// not exit within 60 s (it started serving) or exits 0.
+pub fn serve_refusal(args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut c = std::process::Command::new(WEFT)
+        .arg("serve")
+        .args(args)
+        .env_remove("WEFT_CONFIG")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("weft serve starts");
+    let status = wait_exit(&mut c, std::time::Duration::from_secs(60)).unwrap_or_else(|| panic!("weft serve {args:?} with {env:?} did not exit"));
+    let mut err = String::new();
+    std::io::Read::read_to_string(c.stderr.as_mut().expect("piped stderr"), &mut err).expect("stderr is text");
+    assert!(!status.success(), "weft serve {args:?} with {env:?} started: {err}");
+    err
+}

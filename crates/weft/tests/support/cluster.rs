@@ -148,6 +148,12 @@ impl Drop for Proc {
 
 /// Poll `f` every 100 ms until it gives a value; fail after 40 s (a bound
 /// against hangs, not a timing assertion).
+/// A number `weft stats` shows for this node (None: not shown).
+pub fn stat(p: &Proc, name: &str) -> Option<u64> {
+    let o = p.weft(&["stats"]);
+    String::from_utf8_lossy(&o.stdout).lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 pub fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
