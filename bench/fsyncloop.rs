@@ -12,6 +12,9 @@
 //   /tmp/fsyncloop bg 256 4 1048576 500                # 128 MiB segments, the next one zeroed by a
 //                                                      # thread meanwhile (1 MiB writes, 500 us apart)
 //
+// SYNCERS=N (not `bg`): N sync threads, each starting an fdatasync while
+// another runs if more was written (overlapping fsyncs; ninth round).
+//
 // Arguments: mode, window (records), seconds[, chunk bytes, pause us]. The
 // file (at most 1 GiB; `bg`: a directory of segments) is made under DIR
 // (default .) and removed at the end.
@@ -26,11 +29,11 @@ fn dir() -> String {
     std::env::var("DIR").unwrap_or_else(|_| ".".into())
 }
 
-struct St { written: u64, synced: u64, done: bool, fsyncs: u64, fsync_ns: u64 }
+struct St { written: u64, synced: u64, started: u64, done: bool, fsyncs: u64, fsync_ns: u64 }
 type Shared = Arc<(Mutex<St>, Condvar)>;
 
 fn shared() -> Shared {
-    Arc::new((Mutex::new(St { written: 0, synced: 0, done: false, fsyncs: 0, fsync_ns: 0 }), Condvar::new()))
+    Arc::new((Mutex::new(St { written: 0, synced: 0, started: 0, done: false, fsyncs: 0, fsync_ns: 0 }), Condvar::new()))
 }
 
 /// Waits until fewer than `limit` bytes are written but not synced.
@@ -59,15 +62,16 @@ fn spawn_syncer(st: Shared, file: Arc<Mutex<Arc<File>>>) -> std::thread::JoinHan
         let (target, f) = {
             let (m, c) = &*st;
             let mut g = m.lock().unwrap();
-            while g.written == g.synced && !g.done { g = c.wait(g).unwrap(); }
+            while g.written == g.started && !g.done { g = c.wait(g).unwrap(); }
             if g.done { return; }
+            g.started = g.written;
             (g.written, file.lock().unwrap().clone())
         };
         let t = Instant::now();
         f.sync_data().unwrap();
         let (m, c) = &*st;
         let mut g = m.lock().unwrap();
-        g.synced = target; g.fsyncs += 1; g.fsync_ns += t.elapsed().as_nanos() as u64;
+        g.synced = g.synced.max(target); g.fsyncs += 1; g.fsync_ns += t.elapsed().as_nanos() as u64;
         c.notify_all();
     })
 }
@@ -125,7 +129,9 @@ fn main() {
     // O_DIRECT left the zeroed pages out of the page cache (as a background zeroer would)
     let f = Arc::new(OpenOptions::new().read(true).write(true).create(true).open(&path).unwrap());
     let st = shared();
-    let syncer = spawn_syncer(st.clone(), Arc::new(Mutex::new(f.clone())));
+    let nsync: usize = std::env::var("SYNCERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    let fm = Arc::new(Mutex::new(f.clone()));
+    let syncers: Vec<_> = (0..nsync).map(|_| spawn_syncer(st.clone(), fm.clone())).collect();
     let full = mode == "zeroed-full";
     let mut tail = vec![0u8; 4096 + rec + 4096];
     let recbuf = vec![7u8; rec];
@@ -146,9 +152,9 @@ fn main() {
     }
     let el = start.elapsed().as_secs_f64();
     stop_syncer(&st);
-    syncer.join().unwrap();
+    for s in syncers { s.join().unwrap(); }
     let g = st.0.lock().unwrap();
-    println!("{mode:12} window {window}: {:.0} rec/s, {} fsyncs avg {:.0} us, {:.1} rec/fsync, write avg {:.1} us",
+    println!("{mode:12} syncers {nsync} window {window}: {:.0} rec/s, {} fsyncs avg {:.0} us, {:.1} rec/fsync, write avg {:.1} us",
         n as f64 / el, g.fsyncs, g.fsync_ns as f64 / g.fsyncs as f64 / 1000.0, n as f64 / g.fsyncs as f64, wtime.as_secs_f64() * 1e6 / n as f64);
     drop(f); std::fs::remove_file(&path).unwrap();
 }

@@ -9,13 +9,18 @@
 #   bench/log.sh                                  # the full matrix (~10 min on 2 cores)
 #   DURATION_MS=1000 SIZES=1024 WINDOWS=64 bench/log.sh     # a quick look
 #   SYSTEMS=weft WEFT_FSYNC=never bench/log.sh
+#   SYSTEMS=weft,floor,redis WEFT_FSYNC=always REDIS_FSYNC=always SIZES=1024 PRODUCERS=4 \
+#       WINDOWS=64 BATCHES= bench/log.sh         # issue #18's shape, with the floor beside it
 #
 # Knobs (defaults): SYSTEMS (weft,jetstream,redis), WEFT_FSYNC (always,interval:5,never),
 # REDIS_FSYNC (always,everysec), SIZES (100,1024), PRODUCERS (1,4), WINDOWS (1,64,256),
 # BATCHES (100: Weft also runs with 100 records per request, BATCH_WINDOW=8 in flight),
 # DURATION_MS (3000 per run), MAX_RECORDS (2000000 per run), WEFT_TRANSPORT (tcp | unix),
 # OUT (results directory; default a new /tmp/weft-logbench.XXXXXX), NO_BUILD=1 (use the
-# binaries already in $CARGO_TARGET_DIR/release).
+# binaries already in $CARGO_TARGET_DIR/release), FLOOR_FSYNC (always,none) and FLOOR_SPIN_NS
+# (0; a list adds runs) for the `floor` system: crates/weft-perf/examples/floor.rs, the least a
+# server of Weft's protocol does per produce (no decode, no batch, no statistics), each run with
+# that much busy time added per produce (docs/BENCHMARKS.md, issue #18, ninth round).
 #
 # Needs: apt-get install -y nats-server redis-server. Everything binds 127.0.0.1.
 set -euo pipefail
@@ -32,6 +37,8 @@ BATCH_WINDOW=${BATCH_WINDOW:-8}
 DURATION_MS=${DURATION_MS:-3000}
 MAX_RECORDS=${MAX_RECORDS:-2000000}
 WEFT_TRANSPORT=${WEFT_TRANSPORT:-tcp}
+FLOOR_FSYNC=${FLOOR_FSYNC:-always,none}
+FLOOR_SPIN_NS=${FLOOR_SPIN_NS:-0}
 # Each port is the first free one from these (other people's servers may
 # share the machine; connecting to one of them would measure the wrong thing).
 WEFT_PORT=${WEFT_PORT:-27400}
@@ -51,8 +58,10 @@ if has redis; then need redis-server; fi
 if [ "${NO_BUILD:-0}" != 1 ]; then
     log "building weft and weft-logbench (release) in $CARGO_TARGET_DIR"
     (cd "$ROOT" && cargo build --release -q -p weft -p weft-logbench)
+    if has floor; then (cd "$ROOT" && cargo build --release -q -p weft-perf --example floor); fi
 fi
 WEFT=$CARGO_TARGET_DIR/release/weft
+FLOOR=$CARGO_TARGET_DIR/release/examples/floor
 LB=$CARGO_TARGET_DIR/release/weft-logbench
 
 # The server of the moment; stopped on any exit.
@@ -127,6 +136,26 @@ if has weft; then
         lb_run weft "$target" "$label" "${extra[@]}"
         stop_server; rm -rf "$dir"
         FILES+=("$OUT/$label.jsonl")
+    done
+fi
+
+if has floor; then
+    IFS=, read -ra fsyncs <<<"$FLOOR_FSYNC"
+    IFS=, read -ra spins <<<"$FLOOR_SPIN_NS"
+    for f in "${fsyncs[@]}"; do
+        for spin in "${spins[@]}"; do
+            label=floor-$f
+            [ "$spin" = 0 ] || label=$label-spin$spin
+            dir=$OUT/data-$label
+            rm -rf "$dir"; mkdir -p "$dir"
+            WEFT_PORT=$(free_port "$WEFT_PORT")
+            FLOOR_SPIN_NS=$spin "$FLOOR" "127.0.0.1:$WEFT_PORT" "$dir" "$f" >"$OUT/$label.server.log" 2>&1 &
+            SERVER_PID=$!
+            wait_tcp "$WEFT_PORT"
+            lb_run weft "tcp://127.0.0.1:$WEFT_PORT" "$label"
+            stop_server; rm -rf "$dir"
+            FILES+=("$OUT/$label.jsonl")
+        done
     done
 fi
 

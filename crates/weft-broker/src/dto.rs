@@ -92,7 +92,7 @@ pub struct TopicRef {
     pub name: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecordIn {
     /// Explicit partition; else by key hash, else round-robin.
@@ -111,7 +111,7 @@ pub struct RecordIn {
     pub timestamp_ms: Option<i64>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Produce {
     pub topic: String,
@@ -128,6 +128,31 @@ pub struct Produce {
     /// When a replicated produce is acknowledged (default `all`).
     #[serde(default, skip_serializing_if = "Acks::is_all")]
     pub acks: Acks,
+}
+
+/// A `log.produce` request as the server takes it: [`Produce`] with its
+/// records already in the log's form (the hand decoder, produce_body.rs,
+/// reads them straight into it; serde's result is converted).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(from = "Produce")]
+pub struct ProduceIn {
+    pub topic: String,
+    pub records: Vec<weft_log::ProduceRecord>,
+    pub producer_id: Option<u64>,
+    pub sequence: Option<u64>,
+    pub acks: Acks,
+}
+
+impl From<Produce> for ProduceIn {
+    fn from(p: Produce) -> Self {
+        ProduceIn {
+            topic: p.topic,
+            records: p.records.into_iter().map(crate::native::record_in).collect(),
+            producer_id: p.producer_id,
+            sequence: p.sequence,
+            acks: p.acks,
+        }
+    }
 }
 
 /// When a produce to a replicated partition is acknowledged (docs/cluster.md, "Guarantees").

@@ -22,5 +22,6 @@ mod http_trace;
 pub mod native;
 mod openapi;
 pub mod plane;
+mod produce_body;
 
 pub use error::log_error;

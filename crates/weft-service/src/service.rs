@@ -145,6 +145,27 @@ impl Service {
         self.insert(route, call, options)
     }
 
+    /// [`endpoint`](Self::endpoint) for a hot route whose bodies have their
+    /// own msgpack codec ([`weft_wire::FastBody`]; serde for the rest).
+    pub fn endpoint_fast<Req, Resp, F, Fut>(&mut self, route: &str, f: F) -> Result<&mut Self, ServiceError>
+    where
+        Req: DeserializeOwned + weft_wire::FastBody + Send + 'static,
+        Resp: Serialize + weft_wire::FastBody + Send + 'static,
+        F: Fn(Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, ServiceError>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        let call: Arc<ErasedFn> = Arc::new(move |body: Bytes, format: BodyFormat, _peer: Arc<PeerInfo>| {
+            let f = f.clone();
+            Box::pin(async move {
+                let req: Req = decode_request_with(&body, format, |b| format.decode_fast(b))?;
+                let resp = f(req).await.map_err(|e| e.to_error_body())?;
+                format.encode_fast(&resp).map_err(|e| ErrorBody::new(ErrorCode::Internal, format!("cannot encode response: {e}")))
+            })
+        });
+        self.insert(route, call, EndpointOptions::default())
+    }
+
     /// Register an endpoint that takes and returns raw body bytes (e.g. echo).
     pub fn raw_endpoint<F, Fut>(&mut self, route: &str, f: F) -> Result<&mut Self, ServiceError>
     where
@@ -337,6 +358,16 @@ impl Service {
 }
 
 fn decode_request<Req: DeserializeOwned>(body: &Bytes, format: BodyFormat) -> Result<Req, ErrorBody> {
+    // Shared: a request's `SharedBytes` fields (a produced record's value)
+    // are slices of the frame, not copies.
+    decode_request_with(body, format, |b| format.decode_shared(b))
+}
+
+fn decode_request_with<Req: DeserializeOwned>(
+    body: &Bytes,
+    format: BodyFormat,
+    decode: impl FnOnce(&Bytes) -> Result<Req, weft_wire::BodyError>,
+) -> Result<Req, ErrorBody> {
     // An empty body means "no arguments": try it as unit/none first.
     if body.is_empty() {
         let empty: &[u8] = match format {
@@ -347,9 +378,7 @@ fn decode_request<Req: DeserializeOwned>(body: &Bytes, format: BodyFormat) -> Re
             return Ok(r);
         }
     }
-    // Shared: a request's `SharedBytes` fields (a produced record's value)
-    // are slices of the frame, not copies.
-    format.decode_shared(body).map_err(|e| {
+    decode(body).map_err(|e| {
         ErrorBody::new(ErrorCode::BadBody, format!("cannot decode request body: {e}"))
             .with_details(serde_json::json!({ "format": format }))
     })

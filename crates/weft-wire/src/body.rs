@@ -52,6 +52,29 @@ impl BodyFormat {
         self.decode(body)
     }
 
+    /// [`decode_shared`](Self::decode_shared), by the type's own msgpack
+    /// decoder when it takes the body ([`FastBody`](crate::FastBody)).
+    pub fn decode_fast<T: DeserializeOwned + crate::FastBody>(self, body: &Bytes) -> Result<T, BodyError> {
+        if self == BodyFormat::MsgPack
+            && let Some(v) = T::decode_msgpack(body)
+        {
+            return Ok(v);
+        }
+        self.decode_shared(body)
+    }
+
+    /// [`encode`](Self::encode), by the type's own msgpack encoder when it
+    /// takes the value ([`FastBody`](crate::FastBody)).
+    pub fn encode_fast<T: Serialize + crate::FastBody>(self, value: &T) -> Result<Bytes, BodyError> {
+        if self == BodyFormat::MsgPack {
+            let mut w = crate::fastbody::Writer::new();
+            if value.encode_msgpack(&mut w) {
+                return Ok(w.into_bytes());
+            }
+        }
+        self.encode(value)
+    }
+
     pub fn decode<T: DeserializeOwned>(self, body: &[u8]) -> Result<T, BodyError> {
         match self {
             BodyFormat::MsgPack => {

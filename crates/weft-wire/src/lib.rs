@@ -9,6 +9,7 @@ mod body;
 mod codec;
 mod compress;
 mod error;
+pub mod fastbody;
 mod frame;
 pub mod pass;
 
@@ -19,4 +20,5 @@ pub use body::{
 pub use codec::{decode_datagram, encode, FrameDecoder, DEFAULT_MAX_FRAME_BYTES, HEADER_LEN};
 pub use compress::{hello_accepts_zstd, COMPRESS_ZSTD, COMPRESS_ZSTD_FEATURE, DEFAULT_COMPRESS_MIN_BYTES};
 pub use error::{BodyError, FrameError};
+pub use fastbody::FastBody;
 pub use frame::{error_frame, error_frame_for, Flags, Frame, FrameKind, MessageId, MAGIC, PROTOCOL_VERSION, TRACE_CONTEXT_FEATURE};
