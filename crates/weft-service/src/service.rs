@@ -200,13 +200,25 @@ impl Service {
     fn register_standard(&mut self) {
         #[derive(Deserialize)]
         struct Empty {}
+        impl weft_wire::FastBody for Empty {}
         #[derive(Serialize)]
         struct Pong {
             pong: bool,
             server_time_ms: u64,
         }
+        // The answer of every ping by hand (weft_wire::fastbody): a fixmap
+        // of two, "pong" true, "server_time_ms" the clock.
+        impl weft_wire::FastBody for Pong {
+            fn encode_msgpack(&self, w: &mut weft_wire::fastbody::Writer) -> bool {
+                w.raw(b"\x82\xa4pong");
+                w.raw(if self.pong { b"\xc3" } else { b"\xc2" });
+                w.raw(b"\xaeserver_time_ms");
+                w.uint(self.server_time_ms);
+                true
+            }
+        }
         // Fresh service: these routes cannot collide.
-        let _ = self.endpoint("weft.ping", |_: Option<Empty>| async {
+        let _ = self.endpoint_fast("weft.ping", |_: Option<Empty>| async {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
             Ok(Pong { pong: true, server_time_ms: now })
         });
@@ -410,5 +422,30 @@ impl Service {
     /// Freeze the endpoint set and share it with transports.
     pub fn into_handler(self) -> Arc<SharedService> {
         Arc::new(SharedService(Arc::new(self)))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use weft_net::Transport;
+    use weft_wire::{FrameKind, MessageId};
+
+    #[tokio::test]
+    async fn the_hand_written_pong_is_what_serde_writes() {
+        let s = Service::new("t");
+        let peer = Arc::new(PeerInfo::new(Transport::Tcp, "x"));
+        for (body, format) in [(Bytes::new(), BodyFormat::MsgPack), (Bytes::from_static(&[0xc0]), BodyFormat::MsgPack), (Bytes::from_static(b"{}"), BodyFormat::Json)] {
+            let mut req = Frame::request(MessageId::from_u128(1), "weft.ping", format, &()).unwrap();
+            req.body = body;
+            let answer = s.dispatch(req, peer.clone()).await;
+            assert_eq!(answer.kind, FrameKind::Response, "{answer:?}");
+            let v: serde_json::Value = answer.decode_body().unwrap();
+            assert_eq!(v["pong"], true);
+            let t = v["server_time_ms"].as_u64().unwrap();
+            assert!(t > 1_700_000_000_000);
+            assert_eq!(answer.body, format.encode(&serde_json::json!({"pong": true, "server_time_ms": t})).unwrap());
+        }
     }
 }

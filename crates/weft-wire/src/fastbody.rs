@@ -28,6 +28,10 @@ pub trait FastBody: Sized {
     }
 }
 
+/// An optional body (a route whose arguments may be left out) has no hand
+/// codec of its own: serde, as for any type that declines.
+impl<T: FastBody> FastBody for Option<T> {}
+
 /// A cursor over a msgpack body. Every read returns `None` when the next
 /// value is not of the asked type (or the body ends), without consuming it.
 pub struct Reader<'a> {
