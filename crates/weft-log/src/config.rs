@@ -82,6 +82,12 @@ pub struct LogConfig {
     pub maintenance_interval: Option<Duration>,
     /// Partitions of `__consumer_offsets`.
     pub offsets_partitions: u32,
+    /// Kafka's `offsets.retention.minutes`: a group's committed offsets
+    /// are removed once it has had no members and no commit for this long
+    /// (checked at each maintenance round). `None` = kept for ever. In
+    /// files: `offsets_retention_ms` (null = never; default 7 days).
+    #[serde(rename = "offsets_retention_ms", with = "opt_ms")]
+    pub offsets_retention: Option<Duration>,
     /// Largest fetch a caller may ask for.
     pub max_fetch_bytes: usize,
     /// Longest long-poll wait accepted (longer waits are cut to this). In
@@ -110,6 +116,7 @@ impl Default for LogConfig {
             default_topic: TopicConfig::default(),
             maintenance_interval: Some(Duration::from_secs(10)),
             offsets_partitions: 1,
+            offsets_retention: Some(Duration::from_secs(7 * 24 * 3600)),
             max_fetch_bytes: 64 * 1024 * 1024,
             max_wait: Duration::from_secs(60),
             max_session_timeout_ms: 5 * 60 * 1000,

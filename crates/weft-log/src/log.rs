@@ -10,7 +10,7 @@
 //! <dir>/trash/     topics being deleted (removed on open)
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
@@ -231,6 +231,12 @@ struct Inner {
     admin: tokio::sync::Mutex<()>,
     groups: Mutex<GroupCoordinator>,
     committed: Mutex<BTreeMap<OffsetKey, CommittedOffset>>,
+    /// When each group was last seen with members (by
+    /// [`Log::expire_offsets`]); groups not in it count from `opened_ms`.
+    group_seen: Mutex<HashMap<String, i64>>,
+    /// When this log was opened: membership is not kept across a restart,
+    /// so a group's time without members is counted from here at most.
+    opened_ms: i64,
     closed: AtomicBool,
 }
 
@@ -282,10 +288,12 @@ impl Log {
                 storage,
                 files,
                 config,
+                opened_ms: clock.now_ms(),
                 clock,
                 topics: RwLock::new(topics),
                 admin: tokio::sync::Mutex::new(()),
                 committed: Mutex::new(BTreeMap::new()),
+                group_seen: Mutex::new(HashMap::new()),
                 closed: AtomicBool::new(false),
             }),
         };
@@ -768,9 +776,13 @@ impl Log {
                     let log = Log { inner };
                     let now = log.now_ms();
                     // Compaction and retention do blocking file I/O.
-                    let res = tokio::task::spawn_blocking(move || log.run_maintenance(now)).await;
+                    let l = log.clone();
+                    let res = tokio::task::spawn_blocking(move || l.run_maintenance(now)).await;
                     if let Ok(Err(e)) = res {
                         tracing::warn!(error = %e, "maintenance failed");
+                    }
+                    if let Err(e) = log.expire_offsets(now).await {
+                        tracing::warn!(error = %e, "expiry of group offsets failed");
                     }
                 }
             });
@@ -992,6 +1004,66 @@ impl Log {
         }
         tracing::info!(group, "group deleted");
         Ok(())
+    }
+
+    /// Kafka's `offsets.retention.minutes`: deletes (as [`Log::delete_group`])
+    /// every group that has had no members and no commit for
+    /// `offsets_retention` at `now_ms` (and empty membership records with
+    /// no offsets, once as old). A group's time without members is
+    /// counted from the last call that saw it with some, or from when this
+    /// log was opened (membership does not survive a restart), so offsets
+    /// never go earlier than the setting says. Returns how many groups went.
+    /// Run after each maintenance round; tests call it directly.
+    pub async fn expire_offsets(&self, now_ms: i64) -> Result<usize> {
+        let Some(keep) = self.inner.config.offsets_retention else { return Ok(0) };
+        let keep = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
+        let mut newest: BTreeMap<String, i64> = BTreeMap::new();
+        for (k, v) in lock(&self.inner.committed).iter() {
+            let t = newest.entry(k.g.clone()).or_insert(i64::MIN);
+            *t = (*t).max(v.commit_ms);
+        }
+        let mut stale = Vec::new();
+        {
+            let groups = lock(&self.inner.groups);
+            let mut seen = lock(&self.inner.group_seen);
+            let names: BTreeSet<String> = groups.group_names().into_iter().collect();
+            for g in &names {
+                let members = groups.member_count(g);
+                if members > 0 {
+                    seen.insert(g.clone(), now_ms);
+                } else if !newest.contains_key(g) {
+                    // An empty membership record without offsets (members
+                    // that left before committing) goes the same way: it
+                    // counts against `max_groups`.
+                    let active = seen.get(g).copied().unwrap_or(self.inner.opened_ms);
+                    if now_ms.saturating_sub(active) >= keep {
+                        stale.push(g.clone());
+                    }
+                }
+            }
+            seen.retain(|g, _| newest.contains_key(g) || names.contains(g));
+            for (g, last_commit) in newest {
+                let active = seen.get(&g).copied().unwrap_or(self.inner.opened_ms).max(last_commit);
+                if groups.member_count(&g) == 0 && now_ms.saturating_sub(active) >= keep {
+                    stale.push(g);
+                }
+            }
+        }
+        let mut expired = 0;
+        for g in stale {
+            match self.delete_group(&g).await {
+                Ok(()) => {
+                    expired += 1;
+                    weft_metrics::get().log_groups_expired.inc();
+                    lock(&self.inner.group_seen).remove(&g);
+                    tracing::info!(group = %g, retention_ms = keep, "group offsets expired");
+                }
+                // A member joined meanwhile: kept, seen again next round.
+                Err(LogError::GroupActive { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(expired)
     }
 
     /// Forgets a group's empty membership record, keeping its offsets (a

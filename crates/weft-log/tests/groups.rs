@@ -83,6 +83,67 @@ async fn rebalance_commit_lag_and_restart() {
     assert!(log.list_groups().is_empty());
 }
 
+/// Kafka's offsets.retention.minutes (`offsets_retention_ms`): a group's
+/// offsets go once it has had no members and no commit for the retention;
+/// a member keeps them, the wait starts when it is last seen, a restart
+/// does not shorten it, and an empty membership record without offsets
+/// goes too. `None` keeps them for ever.
+#[tokio::test]
+async fn offsets_expire_after_the_retention_without_members_or_commits() {
+    let s = MemStorage::new();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let day: i64 = 86_400_000;
+    let c = LogConfig { offsets_retention: Some(std::time::Duration::from_millis(day as u64)), ..cfg() };
+    let log = mem_log(&s, &clock, c.clone()).await;
+    log.create_topic("t", None).await.unwrap();
+    log.produce("t", (0..5).map(|i| ProduceRecord::value(format!("{i}")).with_partition(0)).collect()).await.unwrap();
+    let commit = |o| vec![OffsetCommit { topic: "t".into(), partition: PartitionId(0), offset: Offset(o), metadata: String::new() }];
+    // a: a standalone consumer's commit; b: a member that stays; c: a
+    // member that leaves without committing.
+    log.commit_offsets("a", None, commit(1)).await.unwrap();
+    let b = log.join_group("b", None, "m", &["t"], AssignmentStrategy::Range, 10_000).unwrap();
+    log.commit_offsets("b", Some((&b.member_id, b.generation)), commit(2)).await.unwrap();
+    let cm = log.join_group("c", None, "m", &["t"], AssignmentStrategy::Range, 10_000).unwrap();
+    assert_eq!(log.expire_offsets(clock.now_ms()).await.unwrap(), 0);
+    log.leave_group("c", &cm.member_id).unwrap();
+    clock.advance(day - 1);
+    assert_eq!(log.expire_offsets(clock.now_ms()).await.unwrap(), 0, "a day less a millisecond");
+    assert_eq!(log.committed_offset("a", "t", PartitionId(0)).unwrap().offset, Offset(1));
+    clock.advance(1);
+    assert_eq!(log.expire_offsets(clock.now_ms()).await.unwrap(), 2, "a and c");
+    assert!(log.committed_offset("a", "t", PartitionId(0)).is_none());
+    assert!(matches!(log.describe_group("a"), Err(LogError::UnknownGroup(_))));
+    assert!(matches!(log.describe_group("c"), Err(LogError::UnknownGroup(_))));
+    assert_eq!(log.committed_offset("b", "t", PartitionId(0)).unwrap().offset, Offset(2), "b has a member");
+    // b's member leaves now: its wait starts at this round's sighting.
+    log.leave_group("b", &b.member_id).unwrap();
+    clock.advance(day - 1);
+    assert_eq!(log.expire_offsets(clock.now_ms()).await.unwrap(), 0);
+    // A restart forgets the sightings; the wait counts from the opening.
+    drop(log);
+    let log = mem_log(&s, &clock, c.clone()).await;
+    clock.advance(1);
+    assert_eq!(log.expire_offsets(clock.now_ms()).await.unwrap(), 0, "counted from the restart");
+    // A commit restarts the wait too.
+    clock.advance(day / 2);
+    log.commit_offsets("b", None, commit(3)).await.unwrap();
+    clock.advance(day / 2 + 1);
+    assert_eq!(log.expire_offsets(clock.now_ms()).await.unwrap(), 0, "committed half a day ago");
+    clock.advance(day / 2);
+    assert_eq!(log.expire_offsets(clock.now_ms()).await.unwrap(), 1);
+    assert!(log.list_groups().is_empty(), "{:?}", log.list_groups());
+    drop(log);
+    let log = mem_log(&s, &clock, c).await;
+    assert!(log.list_groups().is_empty(), "the tombstones were written");
+    // Never, when the retention is off.
+    drop(log);
+    let log = mem_log(&s, &clock, LogConfig { offsets_retention: None, ..cfg() }).await;
+    log.commit_offsets("d", None, commit(4)).await.unwrap();
+    clock.advance(100 * day);
+    assert_eq!(log.expire_offsets(clock.now_ms()).await.unwrap(), 0);
+    assert_eq!(log.committed_offset("d", "t", PartitionId(0)).unwrap().offset, Offset(4));
+}
+
 /// kafka-consumer-groups --delete: refused while the group has members;
 /// once they left, the offsets and the empty membership go at once (not
 /// only after a restart); a group with neither is unknown.

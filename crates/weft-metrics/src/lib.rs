@@ -70,6 +70,8 @@ pub struct Metrics {
     pub fetched_bytes: Family<L1, Counter>,
     pub fsyncs: Counter,
     pub fsync_duration: Histogram,
+    /// Consumer groups whose committed offsets expired (log_store.offsets_retention_ms).
+    pub log_groups_expired: Counter,
     /// Scrape time: per partition.
     pub partition_size: Family<L2, Gauge>,
     pub partition_high_watermark: Family<L2, Gauge>,
@@ -180,6 +182,7 @@ impl Metrics {
             fetched_bytes: Family::default(),
             fsyncs: Counter::default(),
             fsync_duration: latency(),
+            log_groups_expired: Counter::default(),
             partition_size: Family::default(),
             partition_high_watermark: Family::default(),
             partition_log_start: Family::default(),
@@ -244,6 +247,7 @@ impl Metrics {
         r.register("log_fetched_records", "Records read from the log by fetches, by topic", self.fetched_records.clone());
         r.register_with_unit("log_fetched", "Bytes of record batches read by fetches, by topic", Unit::Bytes, self.fetched_bytes.clone());
         r.register("log_fsyncs", "fsyncs of segment files (group commits and segment rolls)", self.fsyncs.clone());
+        r.register("log_groups_expired", "Consumer groups whose committed offsets expired after log_store.offsets_retention_ms without members or commits", self.log_groups_expired.clone());
         r.register_with_unit("log_fsync_duration", "Time an fsync of a segment file took", Unit::Seconds, self.fsync_duration.clone());
         r.register_with_unit("log_partition_size", "Bytes stored by a partition (all its segments)", Unit::Bytes, self.partition_size.clone());
         r.register("log_partition_high_watermark", "High watermark of a partition: the offset after the last record readers see", self.partition_high_watermark.clone());

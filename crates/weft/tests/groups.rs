@@ -23,6 +23,11 @@ struct Node {
 
 impl Node {
     fn start() -> Node {
+        Self::start_with(&[])
+    }
+
+    /// With these extra environment settings (WEFT_* configuration keys).
+    fn start_with(env: &[(&str, &str)]) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let (port, http) = (free_port(), free_port());
         let child = Command::new(WEFT)
@@ -34,6 +39,7 @@ impl Node {
             // member expiry and retention run in maintenance: often, so the
             // test does not wait the 10 s default
             .env("WEFT_LOG_STORE_MAINTENANCE_INTERVAL_MS", "200")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -434,4 +440,39 @@ fn consume_says_why_and_new_groups_persist() {
     assert_eq!(d["offsets"].as_array().unwrap().len(), 2, "{d}");
     node.produce("t", &["later".to_string()]);
     assert_eq!(node.ok(&["consume", "t", "--group", "audit"]).trim(), "later");
+}
+
+/// Kafka's offsets.retention.minutes through the binary
+/// (`log_store.offsets_retention_ms`, here 2 s): a group committed over
+/// HTTP and then left alone is gone a little later (not listed, 404, the
+/// expiry counted in /metrics), while a group that keeps committing keeps
+/// its offsets.
+#[test]
+fn group_offsets_expire_after_the_retention() {
+    let node = Node::start_with(&[("WEFT_LOG_STORE_OFFSETS_RETENTION_MS", "2000")]);
+    node.ok(&["topic", "create", "r", "--partitions", "1"]);
+    node.produce("r", &(0..5).map(|i| format!("v{i}")).collect::<Vec<_>>());
+    let commit = |g: &str, o: u64| {
+        let (status, body) = node.http("POST", &format!("/v1/groups/{g}/commit"), &format!(r#"{{"offsets":[{{"topic":"r","partition":0,"offset":{o}}}]}}"#));
+        assert!((200..300).contains(&status), "{status} {body}");
+    };
+    commit("old", 3);
+    commit("fresh", 1);
+    let listed = |g: &str| node.ok(&["group", "list"]).lines().any(|l| l.split_whitespace().next() == Some(g));
+    assert!(listed("old") && listed("fresh"));
+    let start = Instant::now();
+    let mut o = 1;
+    while listed("old") {
+        assert!(start.elapsed() < Duration::from_secs(30), "old was not expired");
+        o = o % 5 + 1;
+        commit("fresh", o);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(start.elapsed() >= Duration::from_millis(1500), "expired before its retention: {:?}", start.elapsed());
+    let (status, _) = node.http("GET", "/v1/groups/old", "");
+    assert_eq!(status, 404);
+    assert!(listed("fresh"), "a group that commits is kept");
+    assert_eq!(node.describe_group("fresh")["offsets"][0]["committed"], o);
+    let (_, metrics) = node.http("GET", "/metrics", "");
+    assert!(metrics.lines().any(|l| l == "weft_log_groups_expired_total 1"), "{metrics}");
 }
