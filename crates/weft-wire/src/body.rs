@@ -238,31 +238,29 @@ pub struct Heartbeat {
 }
 
 /// An encode buffer that starts on the stack and spills into a Vec.
-struct StackFirst {
+pub(crate) struct StackFirst {
     stack: [u8; ENCODE_STACK_BYTES],
     len: usize,
     spill: Option<Vec<u8>>,
 }
 
 impl StackFirst {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self { stack: [0; ENCODE_STACK_BYTES], len: 0, spill: None }
     }
 
-    fn into_bytes(self) -> Bytes {
+    pub(crate) fn into_bytes(self) -> Bytes {
         match self.spill {
             Some(v) => Bytes::from(v),
             // `len` only grows past what fits by spilling.
             None => self.stack.get(..self.len).map(Bytes::copy_from_slice).unwrap_or_default(),
         }
     }
-}
 
-impl std::io::Write for StackFirst {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+    pub(crate) fn put(&mut self, buf: &[u8]) {
         if let Some(v) = &mut self.spill {
             v.extend_from_slice(buf);
-            return Ok(buf.len());
+            return;
         }
         let end = self.len + buf.len();
         if let Some(dst) = self.stack.get_mut(self.len..end) {
@@ -279,6 +277,12 @@ impl std::io::Write for StackFirst {
             v.extend_from_slice(buf);
             self.spill = Some(v);
         }
+    }
+}
+
+impl std::io::Write for StackFirst {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.put(buf);
         Ok(buf.len())
     }
 

@@ -167,17 +167,13 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Where a [`FastBody`] writes: a buffer on the stack (answers are small),
-/// copied once into a `Bytes` of their size; a larger body spills into a
-/// Vec. Each value is written in the form rmp (and so rmp_serde) picks: the
-/// shortest.
+/// Where a [`FastBody`] writes: the buffer [`BodyFormat::encode`](crate::BodyFormat::encode)
+/// uses (on the stack for small bodies, copied once into a `Bytes` of their
+/// size). Each value is written in the form rmp (and so rmp_serde) picks:
+/// the shortest.
 pub struct Writer {
-    stack: [u8; WRITER_STACK_BYTES],
-    len: usize,
-    spill: Option<Vec<u8>>,
+    out: crate::body::StackFirst,
 }
-
-const WRITER_STACK_BYTES: usize = 256;
 
 impl Default for Writer {
     fn default() -> Self {
@@ -187,34 +183,15 @@ impl Default for Writer {
 
 impl Writer {
     pub fn new() -> Self {
-        Self { stack: [0; WRITER_STACK_BYTES], len: 0, spill: None }
+        Self { out: crate::body::StackFirst::new() }
     }
 
     pub fn into_bytes(self) -> Bytes {
-        match self.spill {
-            Some(v) => Bytes::from(v),
-            None => self.stack.get(..self.len).map(Bytes::copy_from_slice).unwrap_or_default(),
-        }
+        self.out.into_bytes()
     }
 
     fn put(&mut self, b: &[u8]) {
-        if let Some(v) = &mut self.spill {
-            v.extend_from_slice(b);
-            return;
-        }
-        let end = self.len + b.len();
-        match self.stack.get_mut(self.len..end) {
-            Some(dst) => {
-                dst.copy_from_slice(b);
-                self.len = end;
-            }
-            None => {
-                let mut v = Vec::with_capacity((2 * WRITER_STACK_BYTES).max(end));
-                v.extend_from_slice(self.stack.get(..self.len).unwrap_or_default());
-                v.extend_from_slice(b);
-                self.spill = Some(v);
-            }
-        }
+        self.out.put(b);
     }
 
     /// A marker and the low `n` bytes of `v`, big-endian.
