@@ -146,6 +146,11 @@ pub struct MetaState {
     /// Consumer-group membership by group (absent from older snapshots).
     #[serde(default)]
     pub groups: BTreeMap<String, GroupMembers>,
+    /// Each group's newest commit time (ms since the epoch, the proposer's
+    /// clock), for the expiry of offsets by age (`log_store.offsets_retention_ms`;
+    /// absent from older snapshots and commits: 0).
+    #[serde(default)]
+    pub group_commit_ms: BTreeMap<String, i64>,
     /// Replicated tables by name (absent from snapshots taken before tables).
     #[serde(default)]
     pub tables: BTreeMap<String, TableMeta>,
@@ -198,7 +203,15 @@ pub enum MetaCommand {
     /// current config and validated it); every replica's copy follows. The
     /// partition count cannot change here (its groups are placed at create).
     AlterTopic { name: String, config: serde_json::Value },
-    CommitOffset { group: String, topic: String, partition: u32, offset: u64 },
+    CommitOffset {
+        group: String,
+        topic: String,
+        partition: u32,
+        offset: u64,
+        /// When it was committed (the proposer's clock; 0 from older nodes).
+        #[serde(default)]
+        at_ms: i64,
+    },
     /// The group coordinator's membership of one group after a change
     /// (join, leave, expiry, hand-off). Refused as stale when the stored
     /// one is from a later (epoch, generation).
@@ -455,7 +468,9 @@ impl MetaState {
                 MetaResponse::Ok
             }
             cmd @ (MetaCommand::StartMove { .. } | MetaCommand::FinishMove { .. } | MetaCommand::CancelMove { .. } | MetaCommand::SetReplicas { .. }) => self.apply_move(cmd),
-            MetaCommand::CommitOffset { group, topic, partition, offset } => {
+            MetaCommand::CommitOffset { group, topic, partition, offset, at_ms } => {
+                let t = self.group_commit_ms.entry(group.clone()).or_insert(at_ms);
+                *t = (*t).max(at_ms);
                 self.offsets.entry(group).or_default().entry(topic).or_default().insert(partition, offset);
                 MetaResponse::Ok
             }
@@ -474,6 +489,7 @@ impl MetaState {
             MetaCommand::DeleteGroup { group } => {
                 let offsets = self.offsets.remove(&group).is_some();
                 let members = self.groups.remove(&group).is_some();
+                self.group_commit_ms.remove(&group);
                 if !offsets && !members {
                     return err("not_found", format!("group {group:?} has no committed offsets and no members"));
                 }
@@ -612,12 +628,12 @@ mod tests {
         let dup = s.apply(MetaCommand::CreateTopic { name: "t".into(), partitions: 1, replicas: 1, config: Default::default() });
         assert!(matches!(dup, MetaResponse::Error { ref code, .. } if code == "conflict"));
         // A delete drops the topic's committed offsets (other topics' stay).
-        s.apply(MetaCommand::CommitOffset { group: "g".into(), topic: "t".into(), partition: 0, offset: 5 });
-        s.apply(MetaCommand::CommitOffset { group: "h".into(), topic: "t".into(), partition: 1, offset: 6 });
+        s.apply(MetaCommand::CommitOffset { group: "g".into(), topic: "t".into(), partition: 0, offset: 5, at_ms: 0 });
+        s.apply(MetaCommand::CommitOffset { group: "h".into(), topic: "t".into(), partition: 1, offset: 6, at_ms: 0 });
         let MetaResponse::Topic(_) = s.apply(MetaCommand::CreateTopic { name: "v".into(), partitions: 1, replicas: 1, config: Default::default() }) else {
             panic!("expected a topic");
         };
-        s.apply(MetaCommand::CommitOffset { group: "g".into(), topic: "v".into(), partition: 0, offset: 7 });
+        s.apply(MetaCommand::CommitOffset { group: "g".into(), topic: "v".into(), partition: 0, offset: 7, at_ms: 0 });
         // Group ids are never reused, even after a delete.
         s.apply(MetaCommand::DeleteTopic { name: "t".into() });
         assert!(!s.offsets.contains_key("h"), "{:?}", s.offsets);
@@ -665,15 +681,22 @@ mod tests {
         let bad = MetaCommand::SetGroup { group: String::new(), epoch: 4, generation: 1, state: serde_json::Value::Null };
         assert!(matches!(s.apply(bad), MetaResponse::Error { ref code, .. } if code == "validation"));
         // A delete takes the group's offsets and membership; others stay.
-        s.apply(MetaCommand::CommitOffset { group: "g".into(), topic: "t".into(), partition: 0, offset: 5 });
-        s.apply(MetaCommand::CommitOffset { group: "k".into(), topic: "t".into(), partition: 0, offset: 6 });
+        s.apply(MetaCommand::CommitOffset { group: "g".into(), topic: "t".into(), partition: 0, offset: 5, at_ms: 900 });
+        s.apply(MetaCommand::CommitOffset { group: "k".into(), topic: "t".into(), partition: 0, offset: 6, at_ms: 0 });
+        // Each group keeps its newest commit time (for expiry by age); an
+        // older one (another node's clock) does not move it back.
+        s.apply(MetaCommand::CommitOffset { group: "g".into(), topic: "t".into(), partition: 1, offset: 5, at_ms: 700 });
+        assert_eq!(s.group_commit_ms["g"], 900);
+        let from_older_node: MetaCommand = serde_json::from_str(r#"{"op":"commit_offset","group":"g","topic":"t","partition":2,"offset":1}"#).unwrap();
+        s.apply(from_older_node);
+        assert_eq!((s.group_commit_ms["g"], s.offsets["g"]["t"][&2]), (900, 1));
         assert_eq!(s.apply(MetaCommand::DeleteGroup { group: "g".into() }), MetaResponse::Ok);
-        assert!(!s.groups.contains_key("g") && !s.offsets.contains_key("g"));
+        assert!(!s.groups.contains_key("g") && !s.offsets.contains_key("g") && !s.group_commit_ms.contains_key("g"));
         assert_eq!(s.offsets["k"]["t"][&0], 6);
         assert!(matches!(s.apply(MetaCommand::DeleteGroup { group: "g".into() }), MetaResponse::Error { ref code, .. } if code == "not_found"));
         // Snapshots from before groups were replicated restore with none.
         let old: MetaState = serde_json::from_str(r#"{"nodes":{},"topics":{},"offsets":{},"next_group":1,"applied":0}"#).unwrap();
-        assert!(old.groups.is_empty());
+        assert!(old.groups.is_empty() && old.group_commit_ms.is_empty());
     }
 
     #[test]

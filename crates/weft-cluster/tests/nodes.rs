@@ -94,7 +94,7 @@ async fn three_nodes_elect_replicate_join_leave_and_restart() {
     .await;
     assert!(st.nodes.iter().any(|n| n.id == 4));
     // Node 4 can write too.
-    propose_retrying(&n4, &MetaCommand::CommitOffset { group: "g".into(), topic: "orders".into(), partition: 0, offset: 42 }).await;
+    propose_retrying(&n4, &MetaCommand::CommitOffset { group: "g".into(), topic: "orders".into(), partition: 0, offset: 42, at_ms: 0 }).await;
 
     // Remove the current leader (the hardest case: it must hand over first), then node 3.
     let l = until("a leader", async || nodes[0].status().await.ok()?.meta_leader).await;

@@ -142,3 +142,67 @@ fn members_on_two_nodes_share_one_group() {
     let (code, body) = ps[0].http("DELETE", "/v1/groups/g", "").unwrap();
     assert_eq!(code, 404, "{body}");
 }
+
+/// Offsets of a replicated topic expire by age (Kafka's
+/// offsets.retention.minutes; `log_store.offsets_retention_ms`, here 3 s):
+/// the coordinator deletes a group left alone through the metadata group,
+/// so every node reads no offset for it afterwards, while a group with a
+/// live member and one that keeps committing keep theirs.
+#[test]
+fn replicated_offsets_expire_after_the_retention() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ps = procs(tmp.path(), 1..=3);
+    for p in ps.iter_mut() {
+        p.env = vec![
+            ("WEFT_LOG_STORE_OFFSETS_RETENTION_MS".into(), "3000".into()),
+            ("WEFT_LOG_STORE_MAINTENANCE_INTERVAL_MS".into(), "200".into()),
+        ];
+    }
+    start_cluster(&mut ps);
+    let o = ps[0].weft(&["topic", "create", "jobs", "--partitions", "1", "--replicas", "3"]);
+    assert!(o.status.success(), "topic create: {}", String::from_utf8_lossy(&o.stderr));
+    until("placement visible on node 3", || ps[2].status().map(|s| replicas(&s, "jobs", 0)).filter(|r| r.len() == 3));
+    let o = ps[0].weft_in(&["produce", "jobs"], "a\nb\nc\n");
+    assert!(o.status.success(), "produce: {}", String::from_utf8_lossy(&o.stderr));
+    let commit = |p: &Proc, g: &str, offset: u64| {
+        let (code, body) = p.http("POST", &format!("/v1/groups/{g}/commit"), &json!({"offsets": [{"topic": "jobs", "partition": 0, "offset": offset}]}).to_string()).unwrap();
+        assert!((200..300).contains(&code), "{code} {body}");
+    };
+    let committed = |p: &Proc, g: &str| p.call("log.group.committed", &json!({"group": g, "topic": "jobs", "partition": 0}).to_string()).unwrap()["offset"].clone();
+    until("the topic's leader takes commits", || {
+        let (code, _) = ps[1].http("POST", "/v1/groups/old/commit", &json!({"offsets": [{"topic": "jobs", "partition": 0, "offset": 2}]}).to_string())?;
+        (code == 200 || code == 204).then_some(())
+    });
+    commit(&ps[2], "fresh", 1);
+    // "live" has a member (joined through node 1) that commits once.
+    let m = ps[0].call("log.group.join", &json!({"group": "live", "client_id": "m", "topics": ["jobs"], "session_timeout_ms": 30000}).to_string()).unwrap();
+    let c = json!({"group": "live", "member_id": m["member_id"], "generation": m["generation"], "offsets": [{"topic": "jobs", "partition": 0, "offset": 3}]});
+    ps[0].call("log.group.commit", &c.to_string()).unwrap();
+    for p in &ps {
+        assert_eq!(committed(p, "old"), 2, "node {}", p.id);
+    }
+    let start = std::time::Instant::now();
+    let mut next = 1;
+    until("old's offsets expired on every node", || {
+        next = next % 3 + 1;
+        commit(&ps[2], "fresh", next);
+        ps[0].call("log.group.heartbeat", &json!({"group": "live", "member_id": m["member_id"], "generation": m["generation"]}).to_string()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        ps.iter().all(|p| committed(p, "old").is_null()).then_some(())
+    });
+    assert!(start.elapsed() >= std::time::Duration::from_millis(2500), "expired before its retention: {:?}", start.elapsed());
+    for p in &ps {
+        assert_eq!(committed(p, "fresh"), next, "node {}: a group that commits is kept", p.id);
+        assert_eq!(committed(p, "live"), 3, "node {}: a group with a member is kept", p.id);
+        let e = p.call("log.group.describe", &json!({"group": "old"}).to_string()).unwrap_err();
+        assert!(e.contains("unknown_group") || e.contains("unknown group"), "node {}: {e}", p.id);
+    }
+    let expired: f64 = ps
+        .iter()
+        .map(|p| {
+            let (_, m) = p.http("GET", "/metrics", "").unwrap();
+            m.lines().find_map(|l| l.strip_prefix("weft_log_groups_expired_total ")?.trim().parse::<f64>().ok()).unwrap_or(0.0)
+        })
+        .sum();
+    assert_eq!(expired, 1.0, "one expiry, counted by the coordinator");
+}

@@ -81,6 +81,20 @@ struct Coordinating {
     term: Option<u64>,
     /// Each group's membership as last written to the metadata.
     synced: BTreeMap<String, weft_log::GroupSnapshot>,
+    /// Expiry of replicated offsets by age; reset when it steps down.
+    expiry: OffsetExpiry,
+}
+
+/// What the coordinator knows for the expiry of offsets by age
+/// (`log_store.offsets_retention_ms`, Kafka's `offsets.retention.minutes`).
+#[derive(Default)]
+struct OffsetExpiry {
+    /// When this node began looking (it knows nothing of membership before).
+    since_ms: Option<i64>,
+    /// When each group was last seen here with members.
+    seen: BTreeMap<String, i64>,
+    /// The next look (once per maintenance interval).
+    next_ms: i64,
 }
 
 fn err(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
@@ -298,6 +312,7 @@ impl ClusterPlane {
             tracing::info!("cluster: no longer the consumer-group coordinator");
         }
         c.synced.clear();
+        c.expiry = OffsetExpiry::default();
         self.coord_term.store(0, Ordering::Relaxed);
     }
 
@@ -355,6 +370,60 @@ impl ClusterPlane {
         if let Err(e) = self.replicate_groups(&mut c).await {
             tracing::debug!(error = %e.message, "cluster: writing group membership to the metadata failed; retried");
         }
+        let stale = self.stale_groups(&mut c).await;
+        // Deleting goes through the coordinator's own request path, which takes the lock.
+        drop(c);
+        for g in stale {
+            match self.delete_group(&g).await {
+                Ok(()) => {
+                    weft_metrics::get().log_groups_expired.inc();
+                    tracing::info!(group = %g, "cluster: group offsets expired (log_store.offsets_retention_ms)");
+                }
+                // A member joined meanwhile, or the leadership moved: next look.
+                Err(e) => tracing::debug!(group = %g, error = %e.message, "cluster: expiry of group offsets not done"),
+            }
+        }
+    }
+
+    /// On the coordinator, once per maintenance interval: the groups whose
+    /// offsets have expired by age (Kafka's `offsets.retention.minutes`,
+    /// `log_store.offsets_retention_ms`): no members here and no commit
+    /// (the metadata's newest commit time) for the retention. Membership is
+    /// counted from this node's own sightings and at most from when it began
+    /// looking (it knows nothing of the groups' members before), so offsets
+    /// never go earlier than the setting says.
+    async fn stale_groups(&self, c: &mut Coordinating) -> Vec<String> {
+        let cfg = self.log.config();
+        let (Some(keep), Some(every)) = (cfg.offsets_retention, cfg.maintenance_interval) else { return Vec::new() };
+        let keep = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
+        let now = now_ms();
+        if now < c.expiry.next_ms {
+            return Vec::new();
+        }
+        c.expiry.next_ms = now.saturating_add(i64::try_from(every.as_millis()).unwrap_or(i64::MAX));
+        let since = *c.expiry.since_ms.get_or_insert(now);
+        let meta = match self.node.read_meta().await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(error = %e, "cluster: reading the metadata for offset expiry failed; next round");
+                return Vec::new();
+            }
+        };
+        let names: BTreeSet<&String> = meta.offsets.keys().chain(meta.groups.keys()).collect();
+        let mut stale = Vec::new();
+        for g in &names {
+            if self.log.group_member_count(g) > 0 {
+                c.expiry.seen.insert((*g).clone(), now);
+                continue;
+            }
+            let last_commit = meta.group_commit_ms.get(*g).copied().unwrap_or(i64::MIN);
+            let active = c.expiry.seen.get(*g).copied().unwrap_or(since).max(last_commit);
+            if now.saturating_sub(active) >= keep {
+                stale.push((*g).clone());
+            }
+        }
+        c.expiry.seen.retain(|g, _| names.contains(g));
+        stale
     }
 
     /// Run the coordinator's upkeep while the plane lives.
@@ -832,7 +901,7 @@ impl RecordPlane for ClusterPlane {
                 return Err(log_error_body(&LogError::InvalidRequest("member_id and generation go together".into())));
             }
             for o in replicated {
-                let cmd = MetaCommand::CommitOffset { group: req.group.clone(), topic: o.topic, partition: o.partition, offset: o.offset };
+                let cmd = MetaCommand::CommitOffset { group: req.group.clone(), topic: o.topic, partition: o.partition, offset: o.offset, at_ms: now_ms() };
                 meta_error(self.node.propose_meta(&cmd).await.map_err(|e| cluster_error_body(&e))?)?;
             }
             if !local.is_empty() {
@@ -887,7 +956,7 @@ impl RecordPlane for ClusterPlane {
             if !req.dry_run {
                 // Through the metadata group, as every commit of a replicated topic.
                 for r in &out {
-                    let cmd = MetaCommand::CommitOffset { group: req.group.clone(), topic: r.topic.clone(), partition: r.partition.0, offset: r.offset.0 };
+                    let cmd = MetaCommand::CommitOffset { group: req.group.clone(), topic: r.topic.clone(), partition: r.partition.0, offset: r.offset.0, at_ms: now_ms() };
                     meta_error(self.node.propose_meta(&cmd).await.map_err(|e| cluster_error_body(&e))?)?;
                 }
                 tracing::info!(group = %req.group, topic = %req.topic, partitions = out.len(), "group offsets reset through the metadata group");
