@@ -1012,7 +1012,8 @@ impl Log {
     /// no offsets, once as old). A group's time without members is
     /// counted from the last call that saw it with some, or from when this
     /// log was opened (membership does not survive a restart), so offsets
-    /// never go earlier than the setting says. Returns how many groups went.
+    /// never go earlier than the setting says. Returns how many groups'
+    /// offsets went.
     /// Run after each maintenance round; tests call it directly.
     pub async fn expire_offsets(&self, now_ms: i64) -> Result<usize> {
         let Some(keep) = self.inner.config.offsets_retention else { return Ok(0) };
@@ -1037,7 +1038,7 @@ impl Log {
                     // counts against `max_groups`.
                     let active = seen.get(g).copied().unwrap_or(self.inner.opened_ms);
                     if now_ms.saturating_sub(active) >= keep {
-                        stale.push(g.clone());
+                        stale.push((g.clone(), false));
                     }
                 }
             }
@@ -1045,18 +1046,21 @@ impl Log {
             for (g, last_commit) in newest {
                 let active = seen.get(&g).copied().unwrap_or(self.inner.opened_ms).max(last_commit);
                 if groups.member_count(&g) == 0 && now_ms.saturating_sub(active) >= keep {
-                    stale.push(g);
+                    stale.push((g, true));
                 }
             }
         }
         let mut expired = 0;
-        for g in stale {
+        for (g, had_offsets) in stale {
             match self.delete_group(&g).await {
                 Ok(()) => {
-                    expired += 1;
-                    weft_metrics::get().log_groups_expired.inc();
                     lock(&self.inner.group_seen).remove(&g);
-                    tracing::info!(group = %g, retention_ms = keep, "group offsets expired");
+                    // Counted: groups whose offsets went (a bare record is housekeeping).
+                    if had_offsets {
+                        expired += 1;
+                        weft_metrics::get().log_groups_expired.inc();
+                        tracing::info!(group = %g, retention_ms = keep, "group offsets expired");
+                    }
                 }
                 // A member joined meanwhile: kept, seen again next round.
                 Err(LogError::GroupActive { .. }) => {}

@@ -373,12 +373,14 @@ impl ClusterPlane {
         let stale = self.stale_groups(&mut c).await;
         // Deleting goes through the coordinator's own request path, which takes the lock.
         drop(c);
-        for g in stale {
+        for (g, had_offsets) in stale {
             match self.delete_group(&g).await {
-                Ok(()) => {
+                // Counted: groups whose offsets went (a bare record is housekeeping).
+                Ok(()) if had_offsets => {
                     weft_metrics::get().log_groups_expired.inc();
                     tracing::info!(group = %g, "cluster: group offsets expired (log_store.offsets_retention_ms)");
                 }
+                Ok(()) => {}
                 // A member joined meanwhile, or the leadership moved: next look.
                 Err(e) => tracing::debug!(group = %g, error = %e.message, "cluster: expiry of group offsets not done"),
             }
@@ -392,7 +394,8 @@ impl ClusterPlane {
     /// counted from this node's own sightings and at most from when it began
     /// looking (it knows nothing of the groups' members before), so offsets
     /// never go earlier than the setting says.
-    async fn stale_groups(&self, c: &mut Coordinating) -> Vec<String> {
+    /// Each with whether it has offsets.
+    async fn stale_groups(&self, c: &mut Coordinating) -> Vec<(String, bool)> {
         let cfg = self.log.config();
         let (Some(keep), Some(every)) = (cfg.offsets_retention, cfg.maintenance_interval) else { return Vec::new() };
         let keep = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
@@ -419,7 +422,7 @@ impl ClusterPlane {
             let last_commit = meta.group_commit_ms.get(*g).copied().unwrap_or(i64::MIN);
             let active = c.expiry.seen.get(*g).copied().unwrap_or(since).max(last_commit);
             if now.saturating_sub(active) >= keep {
-                stale.push((*g).clone());
+                stale.push(((*g).clone(), meta.offsets.contains_key(*g)));
             }
         }
         c.expiry.seen.retain(|g, _| names.contains(g));
