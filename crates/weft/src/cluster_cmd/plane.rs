@@ -393,8 +393,8 @@ impl ClusterPlane {
     /// (the metadata's newest commit time) for the retention. Membership is
     /// counted from this node's own sightings and at most from when it began
     /// looking (it knows nothing of the groups' members before), so offsets
-    /// never go earlier than the setting says.
-    /// Each with whether it has offsets.
+    /// never go earlier than the setting says (commit times are the
+    /// proposers' clocks). Each with whether it has offsets.
     async fn stale_groups(&self, c: &mut Coordinating) -> Vec<(String, bool)> {
         let cfg = self.log.config();
         let (Some(keep), Some(every)) = (cfg.offsets_retention, cfg.maintenance_interval) else { return Vec::new() };
