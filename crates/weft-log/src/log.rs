@@ -231,6 +231,10 @@ struct Inner {
     admin: tokio::sync::Mutex<()>,
     groups: Mutex<GroupCoordinator>,
     committed: Mutex<BTreeMap<OffsetKey, CommittedOffset>>,
+    /// Commits hold it shared from their write to their map update; a
+    /// group's deletion holds it alone, so a commit is never half-undone by
+    /// a deletion running beside it (its record written, then tombstoned).
+    offsets_gate: tokio::sync::RwLock<()>,
     /// When each group was last seen with members (by
     /// [`Log::expire_offsets`]); groups not in it count from `opened_ms`.
     group_seen: Mutex<HashMap<String, i64>>,
@@ -293,6 +297,7 @@ impl Log {
                 topics: RwLock::new(topics),
                 admin: tokio::sync::Mutex::new(()),
                 committed: Mutex::new(BTreeMap::new()),
+                offsets_gate: tokio::sync::RwLock::new(()),
                 group_seen: Mutex::new(HashMap::new()),
                 closed: AtomicBool::new(false),
             }),
@@ -961,6 +966,7 @@ impl Log {
             );
             entries.push((key, value));
         }
+        let _gate = self.inner.offsets_gate.read().await;
         for r in self.produce_to(&t, records).await? {
             r?;
         }
@@ -983,11 +989,21 @@ impl Log {
     /// ([`LogError::GroupActive`]); [`LogError::UnknownGroup`] when there
     /// is neither.
     pub async fn delete_group(&self, group: &str) -> Result<()> {
+        self.delete_group_if(group, |_| true).await.map(|_| ())
+    }
+
+    /// [`Log::delete_group`] if `still(self)` holds once no commit is in
+    /// flight (checked under the gate commits take); `Ok(false)`: it did not.
+    async fn delete_group_if(&self, group: &str, still: impl FnOnce(&Log) -> bool) -> Result<bool> {
         validate_group_name(group)?;
+        let _gate = self.inner.offsets_gate.write().await;
+        if !still(self) {
+            return Ok(false);
+        }
         let known = lock(&self.inner.groups).forget(group)?;
         let keys: Vec<OffsetKey> = lock(&self.inner.committed).keys().filter(|k| k.g == group).cloned().collect();
         if keys.is_empty() {
-            return if known { Ok(()) } else { Err(LogError::UnknownGroup(group.to_string())) };
+            return if known { Ok(true) } else { Err(LogError::UnknownGroup(group.to_string())) };
         }
         let t = self.topic(OFFSETS_TOPIC)?;
         let part = key_partition(group.as_bytes(), t.partitions.len() as u32);
@@ -1003,7 +1019,7 @@ impl Log {
             committed.remove(&k);
         }
         tracing::info!(group, "group deleted");
-        Ok(())
+        Ok(true)
     }
 
     /// Kafka's `offsets.retention.minutes`: deletes (as [`Log::delete_group`])
@@ -1052,8 +1068,14 @@ impl Log {
         }
         let mut expired = 0;
         for (g, had_offsets) in stale {
-            match self.delete_group(&g).await {
-                Ok(()) => {
+            // Again under the gate: a commit that came meanwhile keeps the group.
+            let still = |log: &Log| {
+                let newest = lock(&log.inner.committed).iter().filter(|(k, _)| k.g == g).map(|(_, v)| v.commit_ms).max();
+                newest.is_none_or(|t| now_ms.saturating_sub(t) >= keep)
+            };
+            match self.delete_group_if(&g, still).await {
+                Ok(false) => {}
+                Ok(true) => {
                     lock(&self.inner.group_seen).remove(&g);
                     // Counted: groups whose offsets went (a bare record is housekeeping).
                     if had_offsets {

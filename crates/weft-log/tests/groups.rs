@@ -144,6 +144,37 @@ async fn offsets_expire_after_the_retention_without_members_or_commits() {
     assert_eq!(log.committed_offset("d", "t", PartitionId(0)).unwrap().offset, Offset(4));
 }
 
+/// A commit in flight when its group's offsets expire (its fsync slow) is
+/// not undone: the expiry waits for it, sees the new commit, and keeps the
+/// group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_in_flight_keeps_its_group_from_expiring() {
+    let s = MemStorage::new();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let day: i64 = 86_400_000;
+    let c = LogConfig { offsets_retention: Some(std::time::Duration::from_millis(day as u64)), ..cfg() };
+    let log = mem_log(&s, &clock, c).await;
+    log.create_topic("t", None).await.unwrap();
+    log.produce("t", (0..5).map(|i| ProduceRecord::value(format!("{i}")).with_partition(0)).collect()).await.unwrap();
+    let commit = |o| vec![OffsetCommit { topic: "t".into(), partition: PartitionId(0), offset: Offset(o), metadata: String::new() }];
+    log.commit_offsets("a", None, commit(1)).await.unwrap();
+    clock.advance(day);
+    s.set_sync_delay(std::time::Duration::from_millis(300));
+    let l = log.clone();
+    let late = tokio::spawn(async move { l.commit_offsets("a", None, commit(4)).await });
+    // The commit is waiting on its fsync when the expiry looks.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(!late.is_finished());
+    assert_eq!(log.expire_offsets(clock.now_ms()).await.unwrap(), 0);
+    late.await.unwrap().unwrap();
+    s.set_sync_delay(std::time::Duration::ZERO);
+    assert_eq!(log.committed_offset("a", "t", PartitionId(0)).unwrap().offset, Offset(4));
+    // And it stays after a restart (no tombstone after it).
+    drop(log);
+    let log = mem_log(&s, &clock, cfg()).await;
+    assert_eq!(log.committed_offset("a", "t", PartitionId(0)).unwrap().offset, Offset(4));
+}
+
 /// kafka-consumer-groups --delete: refused while the group has members;
 /// once they left, the offsets and the empty membership go at once (not
 /// only after a restart); a group with neither is unknown.
