@@ -219,7 +219,14 @@ pub enum MetaCommand {
     /// Delete a consumer group: its committed offsets and its membership
     /// record (the proposer checked at the coordinator that it had no
     /// members). `not_found` when there was neither.
-    DeleteGroup { group: String },
+    DeleteGroup {
+        group: String,
+        /// An expiry by age: refused (`conflict`) when the group has a
+        /// commit later than this (ms since the epoch), so a commit that
+        /// raced the coordinator's decision is not undone.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unless_committed_after_ms: Option<i64>,
+    },
     /// Allocate a raft group for a table and place its replicas (as a partition's).
     /// `max_tables` (the proposer's `tables.max_tables`) is checked here, at
     /// apply, so racing creates cannot pass it together.
@@ -486,7 +493,12 @@ impl MetaState {
                 self.groups.insert(group, GroupMembers { epoch, generation, state });
                 MetaResponse::Ok
             }
-            MetaCommand::DeleteGroup { group } => {
+            MetaCommand::DeleteGroup { group, unless_committed_after_ms } => {
+                if let (Some(after), Some(last)) = (unless_committed_after_ms, self.group_commit_ms.get(&group))
+                    && *last > after
+                {
+                    return err("conflict", format!("group {group:?} has a commit since the expiry was decided"));
+                }
                 let offsets = self.offsets.remove(&group).is_some();
                 let members = self.groups.remove(&group).is_some();
                 self.group_commit_ms.remove(&group);
@@ -690,10 +702,16 @@ mod tests {
         let from_older_node: MetaCommand = serde_json::from_str(r#"{"op":"commit_offset","group":"g","topic":"t","partition":2,"offset":1}"#).unwrap();
         s.apply(from_older_node);
         assert_eq!((s.group_commit_ms["g"], s.offsets["g"]["t"][&2]), (900, 1));
-        assert_eq!(s.apply(MetaCommand::DeleteGroup { group: "g".into() }), MetaResponse::Ok);
+        // An expiry decided before the newest commit is refused.
+        let expire = |after| MetaCommand::DeleteGroup { group: "g".into(), unless_committed_after_ms: Some(after) };
+        assert!(matches!(s.apply(expire(899)), MetaResponse::Error { ref code, .. } if code == "conflict"));
+        assert_eq!(s.offsets["g"]["t"][&0], 5, "a refused expiry changes nothing");
+        assert_eq!(s.apply(expire(900)), MetaResponse::Ok);
         assert!(!s.groups.contains_key("g") && !s.offsets.contains_key("g") && !s.group_commit_ms.contains_key("g"));
+        s.apply(MetaCommand::CommitOffset { group: "g".into(), topic: "t".into(), partition: 0, offset: 5, at_ms: 900 });
+        assert_eq!(s.apply(MetaCommand::DeleteGroup { group: "g".into(), unless_committed_after_ms: None }), MetaResponse::Ok);
         assert_eq!(s.offsets["k"]["t"][&0], 6);
-        assert!(matches!(s.apply(MetaCommand::DeleteGroup { group: "g".into() }), MetaResponse::Error { ref code, .. } if code == "not_found"));
+        assert!(matches!(s.apply(MetaCommand::DeleteGroup { group: "g".into(), unless_committed_after_ms: None }), MetaResponse::Error { ref code, .. } if code == "not_found"));
         // Snapshots from before groups were replicated restore with none.
         let old: MetaState = serde_json::from_str(r#"{"nodes":{},"topics":{},"offsets":{},"next_group":1,"applied":0}"#).unwrap();
         assert!(old.groups.is_empty() && old.group_commit_ms.is_empty());

@@ -373,8 +373,10 @@ impl ClusterPlane {
         let stale = self.stale_groups(&mut c).await;
         // Deleting goes through the coordinator's own request path, which takes the lock.
         drop(c);
-        for (g, had_offsets) in stale {
-            match self.delete_group(&g).await {
+        let decided = now_ms();
+        for (g, had_offsets, keep) in stale {
+            // Refused by the metadata if a commit raced this decision.
+            match self.delete_group_unless(&g, Some(decided.saturating_sub(keep))).await {
                 // Counted: groups whose offsets went (a bare record is housekeeping).
                 Ok(()) if had_offsets => {
                     weft_metrics::get().log_groups_expired.inc();
@@ -387,6 +389,36 @@ impl ClusterPlane {
         }
     }
 
+    /// `weft group delete` through the metadata group; with
+    /// `unless_committed_after_ms`, an expiry by age that the metadata
+    /// refuses (`conflict`) if the group committed after that time.
+    async fn delete_group_unless(&self, group: &str, unless_committed_after_ms: Option<i64>) -> Result<(), ErrorBody> {
+        weft_log::validate_group_name(group).map_err(|e| log_error_body(&e))?;
+        let forgot = self.at_coordinator(native::GROUP_FORGET, group, serde_json::json!({"group": group})).await?;
+        let mut deleted = forgot["forgotten"].as_bool().unwrap_or(false);
+        match self.node.propose_meta(&MetaCommand::DeleteGroup { group: group.to_owned(), unless_committed_after_ms }).await.map_err(|e| cluster_error_body(&e))? {
+            MetaResponse::Ok => deleted = true,
+            MetaResponse::Error { code, .. } if code == "not_found" => {}
+            other => {
+                meta_error(other)?;
+            }
+        }
+        // This node's own offsets (topics not replicated) go with a delete;
+        // an expiry leaves them to weft-log's, which knows their commit times.
+        if unless_committed_after_ms.is_none() {
+            match self.log.delete_group(group).await {
+                Ok(()) => deleted = true,
+                Err(LogError::UnknownGroup(_)) => {}
+                Err(e) => return Err(log_error_body(&e)),
+            }
+        }
+        if !deleted {
+            return Err(log_error_body(&LogError::UnknownGroup(group.to_owned())));
+        }
+        tracing::info!(group, "group deleted through the metadata group");
+        Ok(())
+    }
+
     /// On the coordinator, once per maintenance interval: the groups whose
     /// offsets have expired by age (Kafka's `offsets.retention.minutes`,
     /// `log_store.offsets_retention_ms`): no members here and no commit
@@ -394,8 +426,8 @@ impl ClusterPlane {
     /// counted from this node's own sightings and at most from when it began
     /// looking (it knows nothing of the groups' members before), so offsets
     /// never go earlier than the setting says (commit times are the
-    /// proposers' clocks). Each with whether it has offsets.
-    async fn stale_groups(&self, c: &mut Coordinating) -> Vec<(String, bool)> {
+    /// proposers' clocks). Each with whether it has offsets, and the retention.
+    async fn stale_groups(&self, c: &mut Coordinating) -> Vec<(String, bool, i64)> {
         let cfg = self.log.config();
         let (Some(keep), Some(every)) = (cfg.offsets_retention, cfg.maintenance_interval) else { return Vec::new() };
         let keep = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
@@ -422,7 +454,7 @@ impl ClusterPlane {
             let last_commit = meta.group_commit_ms.get(*g).copied().unwrap_or(i64::MIN);
             let active = c.expiry.seen.get(*g).copied().unwrap_or(since).max(last_commit);
             if now.saturating_sub(active) >= keep {
-                stale.push(((*g).clone(), meta.offsets.contains_key(*g)));
+                stale.push(((*g).clone(), meta.offsets.contains_key(*g), keep));
             }
         }
         c.expiry.seen.retain(|g, _| names.contains(g));
@@ -974,28 +1006,7 @@ impl RecordPlane for ClusterPlane {
     /// coordinator forgets the group first (refused while it has members),
     /// then the metadata group deletes it, then this node's log.
     fn delete_group<'a>(&'a self, group: &'a str) -> PlaneFuture<'a, ()> {
-        Box::pin(async move {
-            weft_log::validate_group_name(group).map_err(|e| log_error_body(&e))?;
-            let forgot = self.at_coordinator(native::GROUP_FORGET, group, serde_json::json!({"group": group})).await?;
-            let mut deleted = forgot["forgotten"].as_bool().unwrap_or(false);
-            match self.node.propose_meta(&MetaCommand::DeleteGroup { group: group.to_owned() }).await.map_err(|e| cluster_error_body(&e))? {
-                MetaResponse::Ok => deleted = true,
-                MetaResponse::Error { code, .. } if code == "not_found" => {}
-                other => {
-                    meta_error(other)?;
-                }
-            }
-            match self.log.delete_group(group).await {
-                Ok(()) => deleted = true,
-                Err(LogError::UnknownGroup(_)) => {}
-                Err(e) => return Err(log_error_body(&e)),
-            }
-            if !deleted {
-                return Err(log_error_body(&LogError::UnknownGroup(group.to_owned())));
-            }
-            tracing::info!(group, "group deleted through the metadata group");
-            Ok(())
-        })
+        Box::pin(self.delete_group_unless(group, None))
     }
 
     /// Every membership request goes to the coordinator (the metadata
