@@ -78,12 +78,17 @@ async fn record_with_kill9() -> History {
         async move { r.produce().await }
     });
     wait_acked(&r, 300).await;
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    let before = r.acked();
-    // Same directory, same port: the producers' clients reconnect on their own.
-    let mut child = serve(dir.path(), port);
-    wait_acked(&r, before + 300).await;
+    // Three kills: one may land when no produce is on the wire (each
+    // producer between an ack and its next send; the client then sends on
+    // a new connection), and the test wants a cut one (CI saw that once).
+    for _ in 0..3 {
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let before = r.acked();
+        // Same directory, same port: the producers' clients reconnect on their own.
+        child = serve(dir.path(), port);
+        wait_acked(&r, before + 300).await;
+    }
     r.stop();
     producing.await.unwrap().unwrap();
     let missed = r.final_reads().await;
@@ -99,8 +104,8 @@ async fn kill_9_history_passes_and_its_corruptions_fail() {
     let report = check(&h);
     assert!(report.ok(), "{:#?}", report.violations.iter().take(10).collect::<Vec<_>>());
     let s = &report.stats;
-    assert!(s.acked >= 600, "{s:?}");
-    // The kill was seen mid-run: some produce's fate was unknown.
+    assert!(s.acked >= 1200, "{s:?}");
+    // A kill was seen mid-run: some produce's fate was unknown.
     assert!(s.info >= 1, "no produce was cut by the kill: {s:?}");
     assert_eq!(s.complete_final_reads, 2);
     assert_eq!(s.final_reads, s.acked + s.info_seen, "the final reads hold exactly the acked records and the unknown ones that were written");
