@@ -1044,27 +1044,21 @@ impl Log {
             let groups = lock(&self.inner.groups);
             let mut seen = lock(&self.inner.group_seen);
             let names: BTreeSet<String> = groups.group_names().into_iter().collect();
-            for g in &names {
-                let members = groups.member_count(g);
-                if members > 0 {
+            // Every group with a membership record or offsets, once. One
+            // without offsets (members that left before committing) goes
+            // the same way: it counts against `max_groups`.
+            for g in names.iter().chain(newest.keys().filter(|g| !names.contains(*g))) {
+                if groups.member_count(g) > 0 {
                     seen.insert(g.clone(), now_ms);
-                } else if !newest.contains_key(g) {
-                    // An empty membership record without offsets (members
-                    // that left before committing) goes the same way: it
-                    // counts against `max_groups`.
-                    let active = seen.get(g).copied().unwrap_or(self.inner.opened_ms);
-                    if now_ms.saturating_sub(active) >= keep {
-                        stale.push((g.clone(), false));
-                    }
+                    continue;
+                }
+                let last_commit = newest.get(g).copied();
+                let active = seen.get(g).copied().unwrap_or(self.inner.opened_ms).max(last_commit.unwrap_or(i64::MIN));
+                if now_ms.saturating_sub(active) >= keep {
+                    stale.push((g.clone(), last_commit.is_some()));
                 }
             }
             seen.retain(|g, _| newest.contains_key(g) || names.contains(g));
-            for (g, last_commit) in newest {
-                let active = seen.get(&g).copied().unwrap_or(self.inner.opened_ms).max(last_commit);
-                if groups.member_count(&g) == 0 && now_ms.saturating_sub(active) >= keep {
-                    stale.push((g, true));
-                }
-            }
         }
         let mut expired = 0;
         for (g, had_offsets) in stale {
